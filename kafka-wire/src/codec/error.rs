@@ -1,0 +1,60 @@
+//! Errors of the codec layer: what can be wrong with bytes that came from the network.
+
+use super::ApiKey;
+
+/// Why a sequence of bytes could not be decoded.
+///
+/// Every variant is caused by the input, never by the caller: a decoder that returns one has read
+/// nothing it could not justify and allocated no more than the input's size allows.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The input ended while `needed` more bytes were expected.
+    #[error("input ended: {needed} more bytes needed for {what}, {remaining} left")]
+    UnexpectedEnd { what: &'static str, needed: usize, remaining: usize },
+    /// A length or count is negative where null is not allowed, or below -1.
+    #[error("invalid length {len} for {what}")]
+    InvalidLength { what: &'static str, len: i64 },
+    /// A length or count claims more than the remaining input could hold.
+    #[error("{what} claims {len} items or bytes but only {remaining} bytes remain")]
+    LengthExceedsInput { what: &'static str, len: u64, remaining: usize },
+    /// A varint ran over its maximum width (5 bytes for 32 bits, 10 for 64).
+    #[error("varint longer than {max_bytes} bytes")]
+    VarintTooLong { max_bytes: usize },
+    /// A string was not valid UTF-8.
+    #[error("string field {what} is not valid UTF-8")]
+    InvalidUtf8 { what: &'static str },
+    /// A null was read where the message version does not allow one.
+    #[error("null value for non-nullable field {what}")]
+    UnexpectedNull { what: &'static str },
+    /// The message has no description at this version.
+    #[error("{api:?} version {version} is not supported by this codec")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+    /// Bytes were left over after a complete message.
+    #[error("{count} trailing bytes after {what}")]
+    TrailingBytes { what: &'static str, count: usize },
+    /// A frame is larger than the configured maximum.
+    #[error("frame of {size} bytes exceeds the maximum of {max}")]
+    FrameTooLarge { size: usize, max: usize },
+    /// A record batch's CRC-32C does not match its contents.
+    #[error("record batch CRC mismatch: header says {expected:#010x}, contents give {actual:#010x}")]
+    CrcMismatch { expected: u32, actual: u32 },
+    /// A record batch has a magic byte other than 2.
+    #[error("unsupported record batch magic {0}")]
+    UnsupportedMagic(i8),
+    /// A record batch names a compression codec that does not exist.
+    #[error("unknown compression codec id {0}")]
+    UnknownCompression(u8),
+    /// Decompressed data would exceed the configured cap.
+    #[error("decompressed {codec} data exceeds the cap of {limit} bytes")]
+    DecompressedTooLarge { codec: &'static str, limit: usize },
+    /// The compressed data is corrupt.
+    #[error("corrupt {codec} data: {reason}")]
+    Decompress { codec: &'static str, reason: String },
+    /// A structural rule of the format was broken (for example a record whose declared size does
+    /// not match its fields).
+    #[error("malformed {what}: {reason}")]
+    Malformed { what: &'static str, reason: &'static str },
+}
+
+pub type DecodeResult<T> = Result<T, DecodeError>;

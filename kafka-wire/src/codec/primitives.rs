@@ -1,0 +1,403 @@
+//! Kafka's primitive types: fixed-width integers, varints, strings, bytes, arrays and tagged
+//! fields, in both the classic and the compact (flexible-version, KIP-482) forms.
+//!
+//! Decoding reads from a [`Bytes`] and returns slices that share its allocation. Every length and
+//! count is checked against what remains before anything is allocated or read.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
+
+use super::error::{DecodeError, DecodeResult};
+use super::types::{RawTaggedField, Uuid};
+
+/// Fails unless `buf` holds at least `n` more bytes.
+#[inline]
+pub fn need(buf: &Bytes, n: usize, what: &'static str) -> DecodeResult<()> {
+    if buf.remaining() < n {
+        return Err(DecodeError::UnexpectedEnd { what, needed: n, remaining: buf.remaining() });
+    }
+    Ok(())
+}
+
+/// Splits the next `n` bytes off `buf` without copying.
+#[inline]
+pub fn take(buf: &mut Bytes, n: usize, what: &'static str) -> DecodeResult<Bytes> {
+    need(buf, n, what)?;
+    Ok(buf.split_to(n))
+}
+
+macro_rules! fixed_int {
+    ($($get:ident $put:ident $t:ty, $bget:ident, $bput:ident;)*) => {$(
+        #[inline]
+        pub fn $get(buf: &mut Bytes, what: &'static str) -> DecodeResult<$t> {
+            need(buf, std::mem::size_of::<$t>(), what)?;
+            Ok(buf.$bget())
+        }
+        #[inline]
+        pub fn $put(buf: &mut BytesMut, v: $t) {
+            buf.$bput(v);
+        }
+    )*};
+}
+
+fixed_int! {
+    get_i8 put_i8 i8, get_i8, put_i8;
+    get_i16 put_i16 i16, get_i16, put_i16;
+    get_u16 put_u16 u16, get_u16, put_u16;
+    get_i32 put_i32 i32, get_i32, put_i32;
+    get_u32 put_u32 u32, get_u32, put_u32;
+    get_i64 put_i64 i64, get_i64, put_i64;
+    get_f64 put_f64 f64, get_f64, put_f64;
+}
+
+#[inline]
+pub fn get_bool(buf: &mut Bytes, what: &'static str) -> DecodeResult<bool> {
+    Ok(get_i8(buf, what)? != 0)
+}
+
+#[inline]
+pub fn put_bool(buf: &mut BytesMut, v: bool) {
+    buf.put_u8(u8::from(v));
+}
+
+pub fn get_uuid(buf: &mut Bytes, what: &'static str) -> DecodeResult<Uuid> {
+    need(buf, 16, what)?;
+    let mut raw = [0u8; 16];
+    buf.copy_to_slice(&mut raw);
+    Ok(Uuid(raw))
+}
+
+pub fn put_uuid(buf: &mut BytesMut, v: &Uuid) {
+    buf.put_slice(&v.0);
+}
+
+/// Unsigned LEB128 varint of at most 5 bytes (32 bits).
+pub fn get_uvarint(buf: &mut Bytes, what: &'static str) -> DecodeResult<u32> {
+    let v = get_uvarlong_max(buf, 5, what)?;
+    u32::try_from(v).map_err(|_| DecodeError::VarintTooLong { max_bytes: 5 })
+}
+
+/// Unsigned LEB128 varint of at most 10 bytes (64 bits).
+pub fn get_uvarlong(buf: &mut Bytes, what: &'static str) -> DecodeResult<u64> {
+    get_uvarlong_max(buf, 10, what)
+}
+
+fn get_uvarlong_max(buf: &mut Bytes, max_bytes: usize, what: &'static str) -> DecodeResult<u64> {
+    let mut value: u64 = 0;
+    for i in 0..max_bytes {
+        need(buf, 1, what)?;
+        let b = buf.get_u8();
+        let bits = u64::from(b & 0x7f);
+        let shift = 7 * i as u32;
+        // The last byte may only carry the bits that still fit.
+        if shift == 63 && bits > 1 {
+            return Err(DecodeError::VarintTooLong { max_bytes });
+        }
+        value |= bits << shift;
+        if b & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(DecodeError::VarintTooLong { max_bytes })
+}
+
+/// Zig-zag signed varint, 32 bits (record fields).
+pub fn get_varint(buf: &mut Bytes, what: &'static str) -> DecodeResult<i32> {
+    let v = get_uvarint(buf, what)?;
+    Ok(((v >> 1) as i32) ^ -((v & 1) as i32))
+}
+
+/// Zig-zag signed varint, 64 bits (record timestamp and offset deltas).
+pub fn get_varlong(buf: &mut Bytes, what: &'static str) -> DecodeResult<i64> {
+    let v = get_uvarlong(buf, what)?;
+    Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+}
+
+pub fn put_uvarint(buf: &mut BytesMut, v: u32) {
+    put_uvarlong(buf, u64::from(v));
+}
+
+pub fn put_uvarlong(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+pub fn put_varint(buf: &mut BytesMut, v: i32) {
+    put_uvarint(buf, ((v << 1) ^ (v >> 31)) as u32);
+}
+
+pub fn put_varlong(buf: &mut BytesMut, v: i64) {
+    put_uvarlong(buf, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+/// Number of bytes `put_uvarlong` writes for `v`.
+pub const fn uvarint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+pub const fn varint_len(v: i32) -> usize {
+    uvarint_len(((v << 1) ^ (v >> 31)) as u32 as u64)
+}
+
+pub const fn varlong_len(v: i64) -> usize {
+    uvarint_len(((v << 1) ^ (v >> 63)) as u64)
+}
+
+/// Reads a length prefix: `i16` or `i32` in classic encoding, `uvarint - 1` in compact encoding.
+/// `None` is null (-1). The value is checked against the remaining input, each item taking at
+/// least `min_item_size` bytes.
+fn get_len(
+    buf: &mut Bytes,
+    form: LenForm,
+    min_item_size: usize,
+    what: &'static str,
+) -> DecodeResult<Option<usize>> {
+    let len: i64 = match form {
+        LenForm::I16 => i64::from(get_i16(buf, what)?),
+        LenForm::I32 => i64::from(get_i32(buf, what)?),
+        LenForm::Compact => i64::from(get_uvarint(buf, what)?) - 1,
+    };
+    if len == -1 {
+        return Ok(None);
+    }
+    if len < -1 {
+        return Err(DecodeError::InvalidLength { what, len });
+    }
+    let len = len as u64;
+    if len.saturating_mul(min_item_size.max(1) as u64) > buf.remaining() as u64 {
+        return Err(DecodeError::LengthExceedsInput { what, len, remaining: buf.remaining() });
+    }
+    Ok(Some(len as usize))
+}
+
+#[derive(Clone, Copy)]
+enum LenForm {
+    I16,
+    I32,
+    Compact,
+}
+
+fn str_form(compact: bool) -> LenForm {
+    if compact { LenForm::Compact } else { LenForm::I16 }
+}
+
+fn bytes_form(compact: bool) -> LenForm {
+    if compact { LenForm::Compact } else { LenForm::I32 }
+}
+
+pub fn get_nullable_string(
+    buf: &mut Bytes,
+    compact: bool,
+    what: &'static str,
+) -> DecodeResult<Option<ByteString>> {
+    let Some(len) = get_len(buf, str_form(compact), 1, what)? else { return Ok(None) };
+    let raw = buf.split_to(len);
+    ByteString::try_from(raw).map(Some).map_err(|_| DecodeError::InvalidUtf8 { what })
+}
+
+pub fn get_string(buf: &mut Bytes, compact: bool, what: &'static str) -> DecodeResult<ByteString> {
+    get_nullable_string(buf, compact, what)?.ok_or(DecodeError::UnexpectedNull { what })
+}
+
+pub fn get_nullable_bytes(
+    buf: &mut Bytes,
+    compact: bool,
+    what: &'static str,
+) -> DecodeResult<Option<Bytes>> {
+    let Some(len) = get_len(buf, bytes_form(compact), 1, what)? else { return Ok(None) };
+    Ok(Some(buf.split_to(len)))
+}
+
+pub fn get_bytes(buf: &mut Bytes, compact: bool, what: &'static str) -> DecodeResult<Bytes> {
+    get_nullable_bytes(buf, compact, what)?.ok_or(DecodeError::UnexpectedNull { what })
+}
+
+/// Reads an array's element count; `None` is a null array. Each element takes at least
+/// `min_item_size` bytes, so a count the input cannot hold is refused before any allocation.
+pub fn get_array_len(
+    buf: &mut Bytes,
+    compact: bool,
+    min_item_size: usize,
+    what: &'static str,
+) -> DecodeResult<Option<usize>> {
+    get_len(buf, bytes_form(compact), min_item_size, what)
+}
+
+pub fn put_nullable_string(buf: &mut BytesMut, compact: bool, v: Option<&str>) {
+    match (v, compact) {
+        (None, true) => put_uvarint(buf, 0),
+        (None, false) => buf.put_i16(-1),
+        (Some(s), true) => {
+            put_uvarint(buf, s.len() as u32 + 1);
+            buf.put_slice(s.as_bytes());
+        }
+        (Some(s), false) => {
+            buf.put_i16(s.len() as i16);
+            buf.put_slice(s.as_bytes());
+        }
+    }
+}
+
+pub fn put_string(buf: &mut BytesMut, compact: bool, v: &str) {
+    put_nullable_string(buf, compact, Some(v));
+}
+
+pub fn put_nullable_bytes(buf: &mut BytesMut, compact: bool, v: Option<&[u8]>) {
+    match v {
+        None => put_array_len(buf, compact, None),
+        Some(b) => {
+            put_array_len(buf, compact, Some(b.len()));
+            buf.put_slice(b);
+        }
+    }
+}
+
+pub fn put_bytes(buf: &mut BytesMut, compact: bool, v: &[u8]) {
+    put_nullable_bytes(buf, compact, Some(v));
+}
+
+pub fn put_array_len(buf: &mut BytesMut, compact: bool, len: Option<usize>) {
+    match (len, compact) {
+        (None, true) => put_uvarint(buf, 0),
+        (None, false) => buf.put_i32(-1),
+        (Some(n), true) => put_uvarint(buf, n as u32 + 1),
+        (Some(n), false) => buf.put_i32(n as i32),
+    }
+}
+
+/// Reads a tagged-field section. `known` is offered each field's tag and its bytes and returns
+/// `Ok(false)` for tags it does not know; those are kept in `unknown` so they round-trip.
+pub fn get_tagged_fields(
+    buf: &mut Bytes,
+    unknown: &mut Vec<RawTaggedField>,
+    mut known: impl FnMut(u32, &mut Bytes) -> DecodeResult<bool>,
+) -> DecodeResult<()> {
+    let count = get_uvarint(buf, "tagged field count")?;
+    // Each tagged field takes at least two bytes (its tag and its size).
+    if u64::from(count) * 2 > buf.remaining() as u64 {
+        return Err(DecodeError::LengthExceedsInput {
+            what: "tagged fields",
+            len: u64::from(count),
+            remaining: buf.remaining(),
+        });
+    }
+    for _ in 0..count {
+        let tag = get_uvarint(buf, "tag")?;
+        let size = get_uvarint(buf, "tagged field size")? as usize;
+        let mut data = take(buf, size, "tagged field")?;
+        if known(tag, &mut data)? {
+            if !data.is_empty() {
+                return Err(DecodeError::TrailingBytes { what: "tagged field", count: data.len() });
+            }
+        } else {
+            unknown.push(RawTaggedField { tag, data });
+        }
+    }
+    Ok(())
+}
+
+/// Writes one tagged field whose body `body` writes; the body goes through a scratch buffer
+/// because its size precedes it as a varint.
+pub fn put_tagged_field(buf: &mut BytesMut, tag: u32, body: impl FnOnce(&mut BytesMut)) {
+    let mut scratch = BytesMut::new();
+    body(&mut scratch);
+    put_uvarint(buf, tag);
+    put_uvarint(buf, scratch.len() as u32);
+    buf.put_slice(&scratch);
+}
+
+pub fn put_raw_tagged_field(buf: &mut BytesMut, field: &RawTaggedField) {
+    put_uvarint(buf, field.tag);
+    put_uvarint(buf, field.data.len() as u32);
+    buf.put_slice(&field.data);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip_uvarlong(v: u64) {
+        let mut b = BytesMut::new();
+        put_uvarlong(&mut b, v);
+        assert_eq!(b.len(), uvarint_len(v));
+        let mut r = b.freeze();
+        assert_eq!(get_uvarlong(&mut r, "t").unwrap(), v);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn varints_round_trip_at_the_edges() {
+        for v in [0, 1, 127, 128, 16383, 16384, u32::MAX as u64, u64::MAX] {
+            roundtrip_uvarlong(v);
+        }
+        for v in [0, -1, 1, i32::MIN, i32::MAX] {
+            let mut b = BytesMut::new();
+            put_varint(&mut b, v);
+            assert_eq!(b.len(), varint_len(v));
+            assert_eq!(get_varint(&mut b.freeze(), "t").unwrap(), v);
+        }
+        for v in [0, -1, 1, i64::MIN, i64::MAX] {
+            let mut b = BytesMut::new();
+            put_varlong(&mut b, v);
+            assert_eq!(b.len(), varlong_len(v));
+            assert_eq!(get_varlong(&mut b.freeze(), "t").unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn truncated_varint_is_unexpected_end() {
+        let mut b = Bytes::from_static(&[0x80, 0x80]);
+        assert!(matches!(get_uvarint(&mut b, "t"), Err(DecodeError::UnexpectedEnd { .. })));
+    }
+
+    #[test]
+    fn overlong_varint_is_refused() {
+        let mut b = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        assert_eq!(get_uvarint(&mut b, "t"), Err(DecodeError::VarintTooLong { max_bytes: 5 }));
+        let mut b = Bytes::from_static(&[0xff; 11]);
+        assert_eq!(get_uvarlong(&mut b, "t"), Err(DecodeError::VarintTooLong { max_bytes: 10 }));
+        // Ten bytes whose last carries more than the one bit left in 64.
+        let mut b = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]);
+        assert_eq!(get_uvarlong(&mut b, "t"), Err(DecodeError::VarintTooLong { max_bytes: 10 }));
+        // Five bytes that overflow 32 bits.
+        let mut b = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x1f]);
+        assert_eq!(get_uvarint(&mut b, "t"), Err(DecodeError::VarintTooLong { max_bytes: 5 }));
+    }
+
+    #[test]
+    fn huge_array_count_is_refused_before_allocating() {
+        let mut b = Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff, 0, 0]);
+        assert!(matches!(
+            get_array_len(&mut b, false, 4, "a"),
+            Err(DecodeError::LengthExceedsInput { len: 0x7fff_ffff, .. })
+        ));
+    }
+
+    #[test]
+    fn negative_lengths_other_than_null_are_invalid() {
+        let mut b = Bytes::from_static(&[0xff, 0xfe]);
+        assert_eq!(
+            get_nullable_string(&mut b, false, "s"),
+            Err(DecodeError::InvalidLength { what: "s", len: -2 })
+        );
+        let mut b = Bytes::from_static(&[0xff, 0xff]);
+        assert_eq!(get_string(&mut b, false, "s"), Err(DecodeError::UnexpectedNull { what: "s" }));
+    }
+
+    #[test]
+    fn strings_share_the_input_allocation() {
+        let input = Bytes::from_static(b"\x00\x05hello!");
+        let mut b = input.clone();
+        let s = get_string(&mut b, false, "s").unwrap();
+        assert_eq!(&*s, "hello");
+        assert_eq!(s.as_bytes().as_ptr(), input[2..].as_ptr());
+    }
+}

@@ -1,0 +1,13 @@
+//! Apache Kafka's binary protocol and client, in pure Rust.
+//!
+//! Three layers, each depending only on the one before it:
+//!
+//! - [`codec`]: bytes ↔ types. Every request and response the client speaks, described once in
+//!   `schema/*.msg` and generated into Rust by `cargo xtask codegen`; record batches v2 and their
+//!   compression codecs. No IO.
+//! - `proto`: sans-IO state machines (producer accumulator and sequences, group membership,
+//!   transactions); time comes in as an argument.
+//! - [`client`]: tokio drivers and the public API: connections, version negotiation, metadata.
+
+pub mod client;
+pub mod codec;

@@ -1,0 +1,5 @@
+mod codegen;
+
+fn main() -> anyhow::Result<()> {
+    codegen::run(false)
+}
