@@ -20,7 +20,7 @@
 //! ```
 //!
 //! A field line is `name: TYPE [tokens]`, nested two spaces per level under its parent. `TYPE` is
-//! a primitive (`bool i8 i16 i32 i64 u16 u32 f64 uuid string bytes records`), a struct name, or
+//! a primitive (`error` (an `int16` error code) `bool i8 i16 i32 i64 u16 u32 f64 uuid string bytes records`), a struct name, or
 //! `[T]` for an array. A struct-typed field followed by deeper lines declares that struct;
 //! without them it refers to a `request-struct`/`response-struct` of the file. A trailing `?`
 //! makes the field nullable in all its versions. Tokens: `vA+`/`vA-B` (versions of the field;
@@ -181,7 +181,7 @@ struct ApiDef {
 // ===== parser =====
 
 const PRIMS: &[&str] =
-    &["bool", "i8", "i16", "i32", "i64", "u16", "u32", "f64", "uuid", "string", "bytes", "records"];
+    &["error", "bool", "i8", "i16", "i32", "i64", "u16", "u32", "f64", "uuid", "string", "bytes", "records"];
 
 fn parse(text: &str) -> Result<ApiDef> {
     let mut name = None;
@@ -411,6 +411,7 @@ fn prim_rust(p: &str) -> &'static str {
         "u32" => "u32",
         "f64" => "f64",
         "uuid" => "Uuid",
+        "error" => "ErrorCode",
         "string" => "ByteString",
         _ => "Bytes",
     }
@@ -456,6 +457,7 @@ fn default_expr(f: &Field) -> String {
                 let s = s.trim_matches('"');
                 format!("ByteString::from_static({s:?})")
             }
+            (Ty::Prim("error"), s) => format!("ErrorCode({s})"),
             (_, s) => s.to_owned(),
         };
         return if optional { format!("Some({v})") } else { v };
@@ -466,6 +468,7 @@ fn default_expr(f: &Field) -> String {
     match &f.ty {
         Ty::Prim("bool") => "false".into(),
         Ty::Prim("uuid") => "Uuid::ZERO".into(),
+        Ty::Prim("error") => "ErrorCode::NONE".into(),
         Ty::Prim("string") => "ByteString::new()".into(),
         Ty::Prim("bytes" | "records") => "Bytes::new()".into(),
         Ty::Prim("f64") => "0.0".into(),
@@ -478,7 +481,7 @@ fn default_expr(f: &Field) -> String {
 /// Minimum encoded size of one array element, so that counts are checked against the input.
 fn min_size(ty: &Ty) -> usize {
     match ty {
-        Ty::Prim("i16" | "u16") => 2,
+        Ty::Prim("i16" | "u16" | "error") => 2,
         Ty::Prim("i32" | "u32") => 4,
         Ty::Prim("i64" | "f64") => 8,
         Ty::Prim("uuid") => 16,
@@ -498,6 +501,7 @@ fn decode_value(ty: &Ty, what: &str) -> String {
     match ty {
         Ty::Prim("string") => format!("get_string(buf, flex, {what:?})?"),
         Ty::Prim("bytes" | "records") => format!("get_bytes(buf, flex, {what:?})?"),
+        Ty::Prim("error") => format!("ErrorCode(get_i16(buf, {what:?})?)"),
         Ty::Prim(p) => format!("get_{}(buf, {what:?})?", if *p == "uuid" { "uuid" } else { p }),
         Ty::Struct(n) => format!("{n}::decode(buf, version)?"),
         Ty::Array(t) => format!(
@@ -551,6 +555,7 @@ fn encode_value(ty: &Ty, v: &str) -> String {
         Ty::Prim("string") => format!("put_string(buf, flex, {v});"),
         Ty::Prim("bytes" | "records") => format!("put_bytes(buf, flex, {v});"),
         Ty::Prim("uuid") => format!("put_uuid(buf, {v});"),
+        Ty::Prim("error") => format!("put_i16(buf, ({v}).0);"),
         Ty::Prim(p) => format!("put_{p}(buf, *{v});"),
         Ty::Struct(_) => format!("({v}).encode(buf, version);"),
         Ty::Array(t) => format!(
@@ -602,7 +607,7 @@ fn generate(apis: &[ApiDef]) -> Result<String> {
          use bytestring::ByteString;\n\n\
          use super::{Message, Request, VersionRange};\n\
          use crate::codec::primitives::*;\n\
-         use crate::codec::{ApiKey, DecodeError, DecodeResult, RawTaggedField, Uuid};\n\n\
+         use crate::codec::{ApiKey, DecodeError, DecodeResult, ErrorCode, RawTaggedField, Uuid};\n\n\
          /// Arrays are preallocated up to this many elements; longer ones grow as they are read,\n\
          /// so a forged count costs no more memory than the elements actually present.\n\
          const MAX_PREALLOC: usize = 64;\n\n",

@@ -6,7 +6,7 @@ use bytestring::ByteString;
 
 use super::{Message, Request, VersionRange};
 use crate::codec::primitives::*;
-use crate::codec::{ApiKey, DecodeError, DecodeResult, RawTaggedField, Uuid};
+use crate::codec::{ApiKey, DecodeError, DecodeResult, ErrorCode, RawTaggedField, Uuid};
 
 /// Arrays are preallocated up to this many elements; longer ones grow as they are read,
 /// so a forged count costs no more memory than the elements actually present.
@@ -510,7 +510,7 @@ pub mod produce {
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct PartitionProduceResponse {
         pub index: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         pub base_offset: i64,
         /// versions 2+.
         pub log_append_time_ms: i64,
@@ -531,7 +531,7 @@ pub mod produce {
         fn default() -> Self {
             Self {
                 index: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 base_offset: 0,
                 log_append_time_ms: -1,
                 log_start_offset: -1,
@@ -550,7 +550,7 @@ pub mod produce {
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.index);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             put_i64(buf, *&self.base_offset);
             put_i64(buf, *&self.log_append_time_ms);
             if version >= 5 {
@@ -596,7 +596,7 @@ pub mod produce {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.index = get_i32(buf, "PartitionProduceResponse.index")?;
-            this.error_code = get_i16(buf, "PartitionProduceResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "PartitionProduceResponse.error_code")?);
             this.base_offset = get_i64(buf, "PartitionProduceResponse.base_offset")?;
             this.log_append_time_ms = get_i64(buf, "PartitionProduceResponse.log_append_time_ms")?;
             if version >= 5 {
@@ -1365,7 +1365,7 @@ pub mod fetch {
         /// versions 1+.
         pub throttle_time_ms: i32,
         /// versions 7+.
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// versions 7+.
         pub session_id: i32,
         pub responses: Vec<FetchableTopicResponse>,
@@ -1379,7 +1379,7 @@ pub mod fetch {
         fn default() -> Self {
             Self {
                 throttle_time_ms: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 session_id: 0,
                 responses: Vec::new(),
                 node_endpoints: Vec::new(),
@@ -1396,7 +1396,7 @@ pub mod fetch {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
             if version >= 7 {
-                put_i16(buf, *&self.error_code);
+                put_i16(buf, (&self.error_code).0);
             }
             if version >= 7 {
                 put_i32(buf, *&self.session_id);
@@ -1436,7 +1436,7 @@ pub mod fetch {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "FetchResponse.throttle_time_ms")?;
             if version >= 7 {
-                this.error_code = get_i16(buf, "FetchResponse.error_code")?;
+                this.error_code = ErrorCode(get_i16(buf, "FetchResponse.error_code")?);
             }
             if version >= 7 {
                 this.session_id = get_i32(buf, "FetchResponse.session_id")?;
@@ -1712,7 +1712,7 @@ pub mod fetch {
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct PartitionData {
         pub partition_index: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         pub high_watermark: i64,
         /// versions 4+.
         pub last_stable_offset: i64,
@@ -1738,7 +1738,7 @@ pub mod fetch {
         fn default() -> Self {
             Self {
                 partition_index: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 high_watermark: 0,
                 last_stable_offset: -1,
                 log_start_offset: -1,
@@ -1760,7 +1760,7 @@ pub mod fetch {
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             put_i64(buf, *&self.high_watermark);
             put_i64(buf, *&self.last_stable_offset);
             if version >= 5 {
@@ -1831,7 +1831,7 @@ pub mod fetch {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "PartitionData.partition_index")?;
-            this.error_code = get_i16(buf, "PartitionData.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "PartitionData.error_code")?);
             this.high_watermark = get_i64(buf, "PartitionData.high_watermark")?;
             this.last_stable_offset = get_i64(buf, "PartitionData.last_stable_offset")?;
             if version >= 5 {
@@ -2363,7 +2363,7 @@ pub mod list_offsets {
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ListOffsetsPartitionResponse {
         pub partition_index: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// versions 1+.
         pub timestamp: i64,
         /// versions 1+.
@@ -2378,7 +2378,7 @@ pub mod list_offsets {
         fn default() -> Self {
             Self {
                 partition_index: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 timestamp: -1,
                 offset: -1,
                 leader_epoch: -1,
@@ -2394,7 +2394,7 @@ pub mod list_offsets {
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             put_i64(buf, *&self.timestamp);
             put_i64(buf, *&self.offset);
             if version >= 4 {
@@ -2413,7 +2413,7 @@ pub mod list_offsets {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "ListOffsetsPartitionResponse.partition_index")?;
-            this.error_code = get_i16(buf, "ListOffsetsPartitionResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "ListOffsetsPartitionResponse.error_code")?);
             this.timestamp = get_i64(buf, "ListOffsetsPartitionResponse.timestamp")?;
             this.offset = get_i64(buf, "ListOffsetsPartitionResponse.offset")?;
             if version >= 4 {
@@ -2718,7 +2718,7 @@ pub mod metadata {
         /// versions 8-10.
         pub cluster_authorized_operations: i32,
         /// versions 13+.
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
     }
@@ -2732,7 +2732,7 @@ pub mod metadata {
                 controller_id: -1,
                 topics: Vec::new(),
                 cluster_authorized_operations: -2147483648,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 unknown_tagged_fields: Vec::new(),
             }
         }
@@ -2775,7 +2775,7 @@ pub mod metadata {
                 put_i32(buf, *&self.cluster_authorized_operations);
             }
             if version >= 13 {
-                put_i16(buf, *&self.error_code);
+                put_i16(buf, (&self.error_code).0);
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
@@ -2837,7 +2837,7 @@ pub mod metadata {
                     get_i32(buf, "MetadataResponse.cluster_authorized_operations")?;
             }
             if version >= 13 {
-                this.error_code = get_i16(buf, "MetadataResponse.error_code")?;
+                this.error_code = ErrorCode(get_i16(buf, "MetadataResponse.error_code")?);
             }
             if flex {
                 let mut unknown = Vec::new();
@@ -2934,7 +2934,7 @@ pub mod metadata {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct MetadataResponsePartition {
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         pub partition_index: i32,
         pub leader_id: i32,
         /// versions 7+.
@@ -2950,7 +2950,7 @@ pub mod metadata {
     impl Default for MetadataResponsePartition {
         fn default() -> Self {
             Self {
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 partition_index: 0,
                 leader_id: 0,
                 leader_epoch: -1,
@@ -2968,7 +2968,7 @@ pub mod metadata {
 
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             put_i32(buf, *&self.partition_index);
             put_i32(buf, *&self.leader_id);
             if version >= 7 {
@@ -3000,7 +3000,7 @@ pub mod metadata {
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.error_code = get_i16(buf, "MetadataResponsePartition.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "MetadataResponsePartition.error_code")?);
             this.partition_index = get_i32(buf, "MetadataResponsePartition.partition_index")?;
             this.leader_id = get_i32(buf, "MetadataResponsePartition.leader_id")?;
             if version >= 7 {
@@ -3057,7 +3057,7 @@ pub mod metadata {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct MetadataResponseTopic {
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// nullable in 12+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub name: Option<ByteString>,
@@ -3075,7 +3075,7 @@ pub mod metadata {
     impl Default for MetadataResponseTopic {
         fn default() -> Self {
             Self {
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 name: None,
                 topic_id: Uuid::ZERO,
                 is_internal: false,
@@ -3092,7 +3092,7 @@ pub mod metadata {
 
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             match &self.name {
                 Some(x) => {
                     put_string(buf, flex, x);
@@ -3129,7 +3129,7 @@ pub mod metadata {
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.error_code = get_i16(buf, "MetadataResponseTopic.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "MetadataResponseTopic.error_code")?);
             this.name = if version >= 12 {
                 get_nullable_string(buf, flex, "MetadataResponseTopic.name")?
             } else {
@@ -3541,7 +3541,7 @@ pub mod offset_commit {
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetCommitResponsePartition {
         pub partition_index: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
     }
@@ -3550,7 +3550,7 @@ pub mod offset_commit {
         fn default() -> Self {
             Self {
                 partition_index: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 unknown_tagged_fields: Vec::new(),
             }
         }
@@ -3563,7 +3563,7 @@ pub mod offset_commit {
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
                 put_uvarint(buf, n as u32);
@@ -3577,7 +3577,7 @@ pub mod offset_commit {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "OffsetCommitResponsePartition.partition_index")?;
-            this.error_code = get_i16(buf, "OffsetCommitResponsePartition.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "OffsetCommitResponsePartition.error_code")?);
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -4121,7 +4121,7 @@ pub mod offset_fetch {
         /// versions 0-7.
         pub topics: Vec<OffsetFetchResponseTopic>,
         /// versions 2-7.
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// versions 8+.
         pub groups: Vec<OffsetFetchResponseGroup>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -4133,7 +4133,7 @@ pub mod offset_fetch {
             Self {
                 throttle_time_ms: 0,
                 topics: Vec::new(),
-                error_code: 0,
+                error_code: ErrorCode(0),
                 groups: Vec::new(),
                 unknown_tagged_fields: Vec::new(),
             }
@@ -4156,7 +4156,7 @@ pub mod offset_fetch {
                 }
             }
             if (2..=7).contains(&version) {
-                put_i16(buf, *&self.error_code);
+                put_i16(buf, (&self.error_code).0);
             }
             if version >= 8 {
                 put_array_len(buf, flex, Some((&self.groups).len()));
@@ -4200,7 +4200,7 @@ pub mod offset_fetch {
                 };
             }
             if (2..=7).contains(&version) {
-                this.error_code = get_i16(buf, "OffsetFetchResponse.error_code")?;
+                this.error_code = ErrorCode(get_i16(buf, "OffsetFetchResponse.error_code")?);
             }
             if version >= 8 {
                 this.groups = {
@@ -4240,7 +4240,7 @@ pub mod offset_fetch {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub metadata: Option<ByteString>,
         /// versions 0-7.
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
     }
@@ -4252,7 +4252,7 @@ pub mod offset_fetch {
                 committed_offset: 0,
                 committed_leader_epoch: -1,
                 metadata: None,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 unknown_tagged_fields: Vec::new(),
             }
         }
@@ -4287,7 +4287,7 @@ pub mod offset_fetch {
                 }
             }
             if version <= 7 {
-                put_i16(buf, *&self.error_code);
+                put_i16(buf, (&self.error_code).0);
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
@@ -4325,7 +4325,8 @@ pub mod offset_fetch {
                 };
             }
             if version <= 7 {
-                this.error_code = get_i16(buf, "OffsetFetchResponsePartition.error_code")?;
+                this.error_code =
+                    ErrorCode(get_i16(buf, "OffsetFetchResponsePartition.error_code")?);
             }
             if flex {
                 let mut unknown = Vec::new();
@@ -4427,7 +4428,7 @@ pub mod offset_fetch {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub metadata: Option<ByteString>,
         /// versions 8+.
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
     }
@@ -4439,7 +4440,7 @@ pub mod offset_fetch {
                 committed_offset: 0,
                 committed_leader_epoch: -1,
                 metadata: None,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 unknown_tagged_fields: Vec::new(),
             }
         }
@@ -4474,7 +4475,7 @@ pub mod offset_fetch {
                 }
             }
             if version >= 8 {
-                put_i16(buf, *&self.error_code);
+                put_i16(buf, (&self.error_code).0);
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
@@ -4512,7 +4513,8 @@ pub mod offset_fetch {
                 };
             }
             if version >= 8 {
-                this.error_code = get_i16(buf, "OffsetFetchResponsePartitions.error_code")?;
+                this.error_code =
+                    ErrorCode(get_i16(buf, "OffsetFetchResponsePartitions.error_code")?);
             }
             if flex {
                 let mut unknown = Vec::new();
@@ -4619,7 +4621,7 @@ pub mod offset_fetch {
         /// versions 8+.
         pub topics: Vec<OffsetFetchResponseTopics>,
         /// versions 8+.
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
     }
@@ -4629,7 +4631,7 @@ pub mod offset_fetch {
             Self {
                 group_id: ByteString::new(),
                 topics: Vec::new(),
-                error_code: 0,
+                error_code: ErrorCode(0),
                 unknown_tagged_fields: Vec::new(),
             }
         }
@@ -4651,7 +4653,7 @@ pub mod offset_fetch {
                 }
             }
             if version >= 8 {
-                put_i16(buf, *&self.error_code);
+                put_i16(buf, (&self.error_code).0);
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
@@ -4683,7 +4685,7 @@ pub mod offset_fetch {
                 };
             }
             if version >= 8 {
-                this.error_code = get_i16(buf, "OffsetFetchResponseGroup.error_code")?;
+                this.error_code = ErrorCode(get_i16(buf, "OffsetFetchResponseGroup.error_code")?);
             }
             if flex {
                 let mut unknown = Vec::new();
@@ -4809,7 +4811,7 @@ pub mod find_coordinator {
         /// versions 1+.
         pub throttle_time_ms: i32,
         /// versions 0-3.
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// versions 1-3.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
@@ -4830,7 +4832,7 @@ pub mod find_coordinator {
         fn default() -> Self {
             Self {
                 throttle_time_ms: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 error_message: None,
                 node_id: 0,
                 host: ByteString::new(),
@@ -4851,7 +4853,7 @@ pub mod find_coordinator {
                 put_i32(buf, *&self.throttle_time_ms);
             }
             if version <= 3 {
-                put_i16(buf, *&self.error_code);
+                put_i16(buf, (&self.error_code).0);
             }
             if (1..=3).contains(&version) {
                 match &self.error_message {
@@ -4903,7 +4905,7 @@ pub mod find_coordinator {
                 this.throttle_time_ms = get_i32(buf, "FindCoordinatorResponse.throttle_time_ms")?;
             }
             if version <= 3 {
-                this.error_code = get_i16(buf, "FindCoordinatorResponse.error_code")?;
+                this.error_code = ErrorCode(get_i16(buf, "FindCoordinatorResponse.error_code")?);
             }
             if (1..=3).contains(&version) {
                 this.error_message = if (1..=3).contains(&version) {
@@ -4963,7 +4965,7 @@ pub mod find_coordinator {
         /// versions 4+.
         pub port: i32,
         /// versions 4+.
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// versions 4+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
@@ -4978,7 +4980,7 @@ pub mod find_coordinator {
                 node_id: 0,
                 host: ByteString::new(),
                 port: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 error_message: None,
                 unknown_tagged_fields: Vec::new(),
             }
@@ -5004,7 +5006,7 @@ pub mod find_coordinator {
                 put_i32(buf, *&self.port);
             }
             if version >= 4 {
-                put_i16(buf, *&self.error_code);
+                put_i16(buf, (&self.error_code).0);
             }
             if version >= 4 {
                 match &self.error_message {
@@ -5044,7 +5046,7 @@ pub mod find_coordinator {
                 this.port = get_i32(buf, "Coordinator.port")?;
             }
             if version >= 4 {
-                this.error_code = get_i16(buf, "Coordinator.error_code")?;
+                this.error_code = ErrorCode(get_i16(buf, "Coordinator.error_code")?);
             }
             if version >= 4 {
                 this.error_message = if version >= 4 {
@@ -5278,7 +5280,7 @@ pub mod join_group {
     pub struct JoinGroupResponse {
         /// versions 2+.
         pub throttle_time_ms: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         pub generation_id: i32,
         /// versions 7+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
@@ -5301,7 +5303,7 @@ pub mod join_group {
         fn default() -> Self {
             Self {
                 throttle_time_ms: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 generation_id: -1,
                 protocol_type: None,
                 protocol_name: None,
@@ -5323,7 +5325,7 @@ pub mod join_group {
             if version >= 2 {
                 put_i32(buf, *&self.throttle_time_ms);
             }
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             put_i32(buf, *&self.generation_id);
             if version >= 7 {
                 match &self.protocol_type {
@@ -5379,7 +5381,7 @@ pub mod join_group {
             if version >= 2 {
                 this.throttle_time_ms = get_i32(buf, "JoinGroupResponse.throttle_time_ms")?;
             }
-            this.error_code = get_i16(buf, "JoinGroupResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "JoinGroupResponse.error_code")?);
             this.generation_id = get_i32(buf, "JoinGroupResponse.generation_id")?;
             if version >= 7 {
                 this.protocol_type = if version >= 7 {
@@ -5607,7 +5609,7 @@ pub mod heartbeat {
     pub struct HeartbeatResponse {
         /// versions 1+.
         pub throttle_time_ms: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
     }
@@ -5616,7 +5618,7 @@ pub mod heartbeat {
         fn default() -> Self {
             Self {
                 throttle_time_ms: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 unknown_tagged_fields: Vec::new(),
             }
         }
@@ -5631,7 +5633,7 @@ pub mod heartbeat {
             if version >= 1 {
                 put_i32(buf, *&self.throttle_time_ms);
             }
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
                 put_uvarint(buf, n as u32);
@@ -5653,7 +5655,7 @@ pub mod heartbeat {
             if version >= 1 {
                 this.throttle_time_ms = get_i32(buf, "HeartbeatResponse.throttle_time_ms")?;
             }
-            this.error_code = get_i16(buf, "HeartbeatResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "HeartbeatResponse.error_code")?);
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -5871,7 +5873,7 @@ pub mod leave_group {
     pub struct LeaveGroupResponse {
         /// versions 1+.
         pub throttle_time_ms: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// versions 3+.
         pub members: Vec<MemberResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -5882,7 +5884,7 @@ pub mod leave_group {
         fn default() -> Self {
             Self {
                 throttle_time_ms: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 members: Vec::new(),
                 unknown_tagged_fields: Vec::new(),
             }
@@ -5898,7 +5900,7 @@ pub mod leave_group {
             if version >= 1 {
                 put_i32(buf, *&self.throttle_time_ms);
             }
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             if version >= 3 {
                 put_array_len(buf, flex, Some((&self.members).len()));
                 for e in (&self.members).iter() {
@@ -5926,7 +5928,7 @@ pub mod leave_group {
             if version >= 1 {
                 this.throttle_time_ms = get_i32(buf, "LeaveGroupResponse.throttle_time_ms")?;
             }
-            this.error_code = get_i16(buf, "LeaveGroupResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "LeaveGroupResponse.error_code")?);
             if version >= 3 {
                 this.members = {
                     let n = get_array_len(buf, flex, 1, "LeaveGroupResponse.members")?.ok_or(
@@ -5962,7 +5964,7 @@ pub mod leave_group {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub group_instance_id: Option<ByteString>,
         /// versions 3+.
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
     }
@@ -5972,7 +5974,7 @@ pub mod leave_group {
             Self {
                 member_id: ByteString::new(),
                 group_instance_id: None,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 unknown_tagged_fields: Vec::new(),
             }
         }
@@ -6001,7 +6003,7 @@ pub mod leave_group {
                 }
             }
             if version >= 3 {
-                put_i16(buf, *&self.error_code);
+                put_i16(buf, (&self.error_code).0);
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
@@ -6026,7 +6028,7 @@ pub mod leave_group {
                 };
             }
             if version >= 3 {
-                this.error_code = get_i16(buf, "MemberResponse.error_code")?;
+                this.error_code = ErrorCode(get_i16(buf, "MemberResponse.error_code")?);
             }
             if flex {
                 let mut unknown = Vec::new();
@@ -6263,7 +6265,7 @@ pub mod sync_group {
     pub struct SyncGroupResponse {
         /// versions 1+.
         pub throttle_time_ms: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// versions 5+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub protocol_type: Option<ByteString>,
@@ -6280,7 +6282,7 @@ pub mod sync_group {
         fn default() -> Self {
             Self {
                 throttle_time_ms: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 protocol_type: None,
                 protocol_name: None,
                 assignment: Bytes::new(),
@@ -6298,7 +6300,7 @@ pub mod sync_group {
             if version >= 1 {
                 put_i32(buf, *&self.throttle_time_ms);
             }
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             if version >= 5 {
                 match &self.protocol_type {
                     Some(x) => {
@@ -6347,7 +6349,7 @@ pub mod sync_group {
             if version >= 1 {
                 this.throttle_time_ms = get_i32(buf, "SyncGroupResponse.throttle_time_ms")?;
             }
-            this.error_code = get_i16(buf, "SyncGroupResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "SyncGroupResponse.error_code")?);
             if version >= 5 {
                 this.protocol_type = if version >= 5 {
                     get_nullable_string(buf, flex, "SyncGroupResponse.protocol_type")?
@@ -6642,7 +6644,7 @@ pub mod describe_groups {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribedGroup {
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// versions 6+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
@@ -6664,7 +6666,7 @@ pub mod describe_groups {
     impl Default for DescribedGroup {
         fn default() -> Self {
             Self {
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 error_message: None,
                 group_id: ByteString::new(),
                 group_state: ByteString::new(),
@@ -6683,7 +6685,7 @@ pub mod describe_groups {
 
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             if version >= 6 {
                 match &self.error_message {
                     Some(x) => {
@@ -6720,7 +6722,7 @@ pub mod describe_groups {
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.error_code = get_i16(buf, "DescribedGroup.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "DescribedGroup.error_code")?);
             if version >= 6 {
                 this.error_message = if version >= 6 {
                     get_nullable_string(buf, flex, "DescribedGroup.error_message")?
@@ -6872,7 +6874,7 @@ pub mod list_groups {
     pub struct ListGroupsResponse {
         /// versions 1+.
         pub throttle_time_ms: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         pub groups: Vec<ListedGroup>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -6882,7 +6884,7 @@ pub mod list_groups {
         fn default() -> Self {
             Self {
                 throttle_time_ms: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 groups: Vec::new(),
                 unknown_tagged_fields: Vec::new(),
             }
@@ -6898,7 +6900,7 @@ pub mod list_groups {
             if version >= 1 {
                 put_i32(buf, *&self.throttle_time_ms);
             }
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             put_array_len(buf, flex, Some((&self.groups).len()));
             for e in (&self.groups).iter() {
                 (e).encode(buf, version);
@@ -6924,7 +6926,7 @@ pub mod list_groups {
             if version >= 1 {
                 this.throttle_time_ms = get_i32(buf, "ListGroupsResponse.throttle_time_ms")?;
             }
-            this.error_code = get_i16(buf, "ListGroupsResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "ListGroupsResponse.error_code")?);
             this.groups = {
                 let n = get_array_len(buf, flex, 1, "ListGroupsResponse.groups")?.ok_or(
                     DecodeError::UnexpectedNull {
@@ -7091,7 +7093,7 @@ pub mod sasl_handshake {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct SaslHandshakeResponse {
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub mechanisms: Vec<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -7101,7 +7103,7 @@ pub mod sasl_handshake {
     impl Default for SaslHandshakeResponse {
         fn default() -> Self {
             Self {
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 mechanisms: Vec::new(),
                 unknown_tagged_fields: Vec::new(),
             }
@@ -7114,7 +7116,7 @@ pub mod sasl_handshake {
 
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             put_array_len(buf, flex, Some((&self.mechanisms).len()));
             for e in (&self.mechanisms).iter() {
                 put_string(buf, flex, e);
@@ -7137,7 +7139,7 @@ pub mod sasl_handshake {
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.error_code = get_i16(buf, "SaslHandshakeResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "SaslHandshakeResponse.error_code")?);
             this.mechanisms = {
                 let n = get_array_len(buf, flex, 1, "SaslHandshakeResponse.mechanisms")?.ok_or(
                     DecodeError::UnexpectedNull {
@@ -7247,7 +7249,7 @@ pub mod api_versions {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ApiVersionsResponse {
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         pub api_keys: Vec<ApiVersion>,
         /// versions 1+.
         pub throttle_time_ms: i32,
@@ -7266,7 +7268,7 @@ pub mod api_versions {
     impl Default for ApiVersionsResponse {
         fn default() -> Self {
             Self {
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 api_keys: Vec::new(),
                 throttle_time_ms: 0,
                 supported_features: Vec::new(),
@@ -7284,7 +7286,7 @@ pub mod api_versions {
 
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             put_array_len(buf, flex, Some((&self.api_keys).len()));
             for e in (&self.api_keys).iter() {
                 (e).encode(buf, version);
@@ -7348,7 +7350,7 @@ pub mod api_versions {
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.error_code = get_i16(buf, "ApiVersionsResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "ApiVersionsResponse.error_code")?);
             this.api_keys = {
                 let n = get_array_len(buf, flex, 1, "ApiVersionsResponse.api_keys")?.ok_or(
                     DecodeError::UnexpectedNull {
@@ -8118,12 +8120,12 @@ pub mod create_topics {
         pub name: ByteString,
         /// versions 7+.
         pub topic_id: Uuid,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// versions 1+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         /// versions 5+, tag 0.
-        pub topic_config_error_code: i16,
+        pub topic_config_error_code: ErrorCode,
         /// versions 5+.
         pub num_partitions: i32,
         /// versions 5+.
@@ -8139,9 +8141,9 @@ pub mod create_topics {
             Self {
                 name: ByteString::new(),
                 topic_id: Uuid::ZERO,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 error_message: None,
-                topic_config_error_code: 0,
+                topic_config_error_code: ErrorCode::NONE,
                 num_partitions: -1,
                 replication_factor: -1,
                 configs: None,
@@ -8160,7 +8162,7 @@ pub mod create_topics {
             if version >= 7 {
                 put_uuid(buf, &self.topic_id);
             }
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
                     put_string(buf, flex, x);
@@ -8196,13 +8198,13 @@ pub mod create_topics {
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                if version >= 5 && self.topic_config_error_code != 0 {
+                if version >= 5 && self.topic_config_error_code != ErrorCode::NONE {
                     n += 1;
                 }
                 put_uvarint(buf, n as u32);
-                if version >= 5 && self.topic_config_error_code != 0 {
+                if version >= 5 && self.topic_config_error_code != ErrorCode::NONE {
                     put_tagged_field(buf, 0, |buf| {
-                        put_i16(buf, *&self.topic_config_error_code);
+                        put_i16(buf, (&self.topic_config_error_code).0);
                     });
                 }
                 for f in &self.unknown_tagged_fields {
@@ -8218,7 +8220,7 @@ pub mod create_topics {
             if version >= 7 {
                 this.topic_id = get_uuid(buf, "CreatableTopicResult.topic_id")?;
             }
-            this.error_code = get_i16(buf, "CreatableTopicResult.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "CreatableTopicResult.error_code")?);
             this.error_message =
                 get_nullable_string(buf, flex, "CreatableTopicResult.error_message")?;
             if version >= 5 {
@@ -8257,8 +8259,10 @@ pub mod create_topics {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
                     0 if version >= 5 => {
-                        this.topic_config_error_code =
-                            get_i16(buf, "CreatableTopicResult.topic_config_error_code")?;
+                        this.topic_config_error_code = ErrorCode(get_i16(
+                            buf,
+                            "CreatableTopicResult.topic_config_error_code",
+                        )?);
                         Ok(true)
                     }
                     _ => Ok(false),
@@ -8539,7 +8543,7 @@ pub mod delete_topics {
         pub name: Option<ByteString>,
         /// versions 6+.
         pub topic_id: Uuid,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// versions 5+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
@@ -8552,7 +8556,7 @@ pub mod delete_topics {
             Self {
                 name: None,
                 topic_id: Uuid::ZERO,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 error_message: None,
                 unknown_tagged_fields: Vec::new(),
             }
@@ -8579,7 +8583,7 @@ pub mod delete_topics {
             if version >= 6 {
                 put_uuid(buf, &self.topic_id);
             }
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             if version >= 5 {
                 match &self.error_message {
                     Some(x) => {
@@ -8613,7 +8617,7 @@ pub mod delete_topics {
             if version >= 6 {
                 this.topic_id = get_uuid(buf, "DeletableTopicResult.topic_id")?;
             }
-            this.error_code = get_i16(buf, "DeletableTopicResult.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "DeletableTopicResult.error_code")?);
             if version >= 5 {
                 this.error_message = if version >= 5 {
                     get_nullable_string(buf, flex, "DeletableTopicResult.error_message")?
@@ -8911,7 +8915,7 @@ pub mod delete_records {
     pub struct DeleteRecordsPartitionResult {
         pub partition_index: i32,
         pub low_watermark: i64,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
     }
@@ -8921,7 +8925,7 @@ pub mod delete_records {
             Self {
                 partition_index: 0,
                 low_watermark: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 unknown_tagged_fields: Vec::new(),
             }
         }
@@ -8935,7 +8939,7 @@ pub mod delete_records {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
             put_i64(buf, *&self.low_watermark);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
                 put_uvarint(buf, n as u32);
@@ -8950,7 +8954,7 @@ pub mod delete_records {
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "DeleteRecordsPartitionResult.partition_index")?;
             this.low_watermark = get_i64(buf, "DeleteRecordsPartitionResult.low_watermark")?;
-            this.error_code = get_i16(buf, "DeleteRecordsPartitionResult.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "DeleteRecordsPartitionResult.error_code")?);
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -9151,7 +9155,7 @@ pub mod init_producer_id {
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct InitProducerIdResponse {
         pub throttle_time_ms: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         pub producer_id: i64,
         pub producer_epoch: i16,
         /// versions 6+.
@@ -9166,7 +9170,7 @@ pub mod init_producer_id {
         fn default() -> Self {
             Self {
                 throttle_time_ms: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 producer_id: -1,
                 producer_epoch: 0,
                 ongoing_txn_producer_id: -1,
@@ -9183,7 +9187,7 @@ pub mod init_producer_id {
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             put_i64(buf, *&self.producer_id);
             put_i16(buf, *&self.producer_epoch);
             if version >= 6 {
@@ -9211,7 +9215,7 @@ pub mod init_producer_id {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "InitProducerIdResponse.throttle_time_ms")?;
-            this.error_code = get_i16(buf, "InitProducerIdResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "InitProducerIdResponse.error_code")?);
             this.producer_id = get_i64(buf, "InitProducerIdResponse.producer_id")?;
             this.producer_epoch = get_i16(buf, "InitProducerIdResponse.producer_epoch")?;
             if version >= 6 {
@@ -9522,7 +9526,7 @@ pub mod offset_for_leader_epoch {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct EpochEndOffset {
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         pub partition: i32,
         /// versions 1+.
         pub leader_epoch: i32,
@@ -9534,7 +9538,7 @@ pub mod offset_for_leader_epoch {
     impl Default for EpochEndOffset {
         fn default() -> Self {
             Self {
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 partition: 0,
                 leader_epoch: -1,
                 end_offset: -1,
@@ -9549,7 +9553,7 @@ pub mod offset_for_leader_epoch {
 
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             put_i32(buf, *&self.partition);
             put_i32(buf, *&self.leader_epoch);
             put_i64(buf, *&self.end_offset);
@@ -9565,7 +9569,7 @@ pub mod offset_for_leader_epoch {
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.error_code = get_i16(buf, "EpochEndOffset.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "EpochEndOffset.error_code")?);
             this.partition = get_i32(buf, "EpochEndOffset.partition")?;
             this.leader_epoch = get_i32(buf, "EpochEndOffset.leader_epoch")?;
             this.end_offset = get_i64(buf, "EpochEndOffset.end_offset")?;
@@ -9966,7 +9970,7 @@ pub mod add_partitions_to_txn {
     pub struct AddPartitionsToTxnResponse {
         pub throttle_time_ms: i32,
         /// versions 4+.
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// versions 4+.
         pub results_by_transaction: Vec<AddPartitionsToTxnResult>,
         /// versions 0-3.
@@ -9979,7 +9983,7 @@ pub mod add_partitions_to_txn {
         fn default() -> Self {
             Self {
                 throttle_time_ms: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 results_by_transaction: Vec::new(),
                 results_by_topic_v3_and_below: Vec::new(),
                 unknown_tagged_fields: Vec::new(),
@@ -9995,7 +9999,7 @@ pub mod add_partitions_to_txn {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
             if version >= 4 {
-                put_i16(buf, *&self.error_code);
+                put_i16(buf, (&self.error_code).0);
             }
             if version >= 4 {
                 put_array_len(buf, flex, Some((&self.results_by_transaction).len()));
@@ -10029,7 +10033,7 @@ pub mod add_partitions_to_txn {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "AddPartitionsToTxnResponse.throttle_time_ms")?;
             if version >= 4 {
-                this.error_code = get_i16(buf, "AddPartitionsToTxnResponse.error_code")?;
+                this.error_code = ErrorCode(get_i16(buf, "AddPartitionsToTxnResponse.error_code")?);
             }
             if version >= 4 {
                 this.results_by_transaction = {
@@ -10230,7 +10234,7 @@ pub mod add_partitions_to_txn {
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct AddPartitionsToTxnPartitionResult {
         pub partition_index: i32,
-        pub partition_error_code: i16,
+        pub partition_error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
     }
@@ -10239,7 +10243,7 @@ pub mod add_partitions_to_txn {
         fn default() -> Self {
             Self {
                 partition_index: 0,
-                partition_error_code: 0,
+                partition_error_code: ErrorCode::NONE,
                 unknown_tagged_fields: Vec::new(),
             }
         }
@@ -10252,7 +10256,7 @@ pub mod add_partitions_to_txn {
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
-            put_i16(buf, *&self.partition_error_code);
+            put_i16(buf, (&self.partition_error_code).0);
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
                 put_uvarint(buf, n as u32);
@@ -10267,10 +10271,10 @@ pub mod add_partitions_to_txn {
             let mut this = Self::default();
             this.partition_index =
                 get_i32(buf, "AddPartitionsToTxnPartitionResult.partition_index")?;
-            this.partition_error_code = get_i16(
+            this.partition_error_code = ErrorCode(get_i16(
                 buf,
                 "AddPartitionsToTxnPartitionResult.partition_error_code",
-            )?;
+            )?);
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -10366,7 +10370,7 @@ pub mod add_offsets_to_txn {
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct AddOffsetsToTxnResponse {
         pub throttle_time_ms: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
     }
@@ -10375,7 +10379,7 @@ pub mod add_offsets_to_txn {
         fn default() -> Self {
             Self {
                 throttle_time_ms: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 unknown_tagged_fields: Vec::new(),
             }
         }
@@ -10388,7 +10392,7 @@ pub mod add_offsets_to_txn {
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
                 put_uvarint(buf, n as u32);
@@ -10408,7 +10412,7 @@ pub mod add_offsets_to_txn {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "AddOffsetsToTxnResponse.throttle_time_ms")?;
-            this.error_code = get_i16(buf, "AddOffsetsToTxnResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "AddOffsetsToTxnResponse.error_code")?);
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -10502,7 +10506,7 @@ pub mod end_txn {
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct EndTxnResponse {
         pub throttle_time_ms: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// versions 5+.
         pub producer_id: i64,
         /// versions 5+.
@@ -10515,7 +10519,7 @@ pub mod end_txn {
         fn default() -> Self {
             Self {
                 throttle_time_ms: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 producer_id: -1,
                 producer_epoch: -1,
                 unknown_tagged_fields: Vec::new(),
@@ -10530,7 +10534,7 @@ pub mod end_txn {
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             if version >= 5 {
                 put_i64(buf, *&self.producer_id);
             }
@@ -10556,7 +10560,7 @@ pub mod end_txn {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "EndTxnResponse.throttle_time_ms")?;
-            this.error_code = get_i16(buf, "EndTxnResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "EndTxnResponse.error_code")?);
             if version >= 5 {
                 this.producer_id = get_i64(buf, "EndTxnResponse.producer_id")?;
             }
@@ -10945,7 +10949,7 @@ pub mod txn_offset_commit {
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TxnOffsetCommitResponsePartition {
         pub partition_index: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
     }
@@ -10954,7 +10958,7 @@ pub mod txn_offset_commit {
         fn default() -> Self {
             Self {
                 partition_index: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 unknown_tagged_fields: Vec::new(),
             }
         }
@@ -10967,7 +10971,7 @@ pub mod txn_offset_commit {
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
                 put_uvarint(buf, n as u32);
@@ -10982,7 +10986,8 @@ pub mod txn_offset_commit {
             let mut this = Self::default();
             this.partition_index =
                 get_i32(buf, "TxnOffsetCommitResponsePartition.partition_index")?;
-            this.error_code = get_i16(buf, "TxnOffsetCommitResponsePartition.error_code")?;
+            this.error_code =
+                ErrorCode(get_i16(buf, "TxnOffsetCommitResponsePartition.error_code")?);
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -11517,7 +11522,7 @@ pub mod describe_configs {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribeConfigsResult {
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         pub resource_type: i8,
@@ -11531,7 +11536,7 @@ pub mod describe_configs {
     impl Default for DescribeConfigsResult {
         fn default() -> Self {
             Self {
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 error_message: None,
                 resource_type: 0,
                 resource_name: ByteString::new(),
@@ -11547,7 +11552,7 @@ pub mod describe_configs {
 
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
                     put_string(buf, flex, x);
@@ -11577,7 +11582,7 @@ pub mod describe_configs {
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.error_code = get_i16(buf, "DescribeConfigsResult.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "DescribeConfigsResult.error_code")?);
             this.error_message =
                 get_nullable_string(buf, flex, "DescribeConfigsResult.error_message")?;
             this.resource_type = get_i8(buf, "DescribeConfigsResult.resource_type")?;
@@ -11674,7 +11679,7 @@ pub mod sasl_authenticate {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct SaslAuthenticateResponse {
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
@@ -11688,7 +11693,7 @@ pub mod sasl_authenticate {
     impl Default for SaslAuthenticateResponse {
         fn default() -> Self {
             Self {
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 error_message: None,
                 auth_bytes: Bytes::new(),
                 session_lifetime_ms: 0,
@@ -11703,7 +11708,7 @@ pub mod sasl_authenticate {
 
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
                     put_string(buf, flex, x);
@@ -11737,7 +11742,7 @@ pub mod sasl_authenticate {
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.error_code = get_i16(buf, "SaslAuthenticateResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "SaslAuthenticateResponse.error_code")?);
             this.error_message =
                 get_nullable_string(buf, flex, "SaslAuthenticateResponse.error_message")?;
             this.auth_bytes = get_bytes(buf, flex, "SaslAuthenticateResponse.auth_bytes")?;
@@ -12061,7 +12066,7 @@ pub mod create_partitions {
     pub struct CreatePartitionsTopicResult {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -12072,7 +12077,7 @@ pub mod create_partitions {
         fn default() -> Self {
             Self {
                 name: ByteString::new(),
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 error_message: None,
                 unknown_tagged_fields: Vec::new(),
             }
@@ -12086,7 +12091,7 @@ pub mod create_partitions {
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
             put_string(buf, flex, &self.name);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
                     put_string(buf, flex, x);
@@ -12111,7 +12116,7 @@ pub mod create_partitions {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatePartitionsTopicResult.name")?;
-            this.error_code = get_i16(buf, "CreatePartitionsTopicResult.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "CreatePartitionsTopicResult.error_code")?);
             this.error_message =
                 get_nullable_string(buf, flex, "CreatePartitionsTopicResult.error_message")?;
             if flex {
@@ -12282,7 +12287,7 @@ pub mod delete_groups {
     pub struct DeletableGroupResult {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
     }
@@ -12291,7 +12296,7 @@ pub mod delete_groups {
         fn default() -> Self {
             Self {
                 group_id: ByteString::new(),
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 unknown_tagged_fields: Vec::new(),
             }
         }
@@ -12304,7 +12309,7 @@ pub mod delete_groups {
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
             put_string(buf, flex, &self.group_id);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
                 put_uvarint(buf, n as u32);
@@ -12318,7 +12323,7 @@ pub mod delete_groups {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.group_id = get_string(buf, flex, "DeletableGroupResult.group_id")?;
-            this.error_code = get_i16(buf, "DeletableGroupResult.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "DeletableGroupResult.error_code")?);
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -12626,7 +12631,7 @@ pub mod incremental_alter_configs {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct AlterConfigsResourceResponse {
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         pub resource_type: i8,
@@ -12639,7 +12644,7 @@ pub mod incremental_alter_configs {
     impl Default for AlterConfigsResourceResponse {
         fn default() -> Self {
             Self {
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 error_message: None,
                 resource_type: 0,
                 resource_name: ByteString::new(),
@@ -12654,7 +12659,7 @@ pub mod incremental_alter_configs {
 
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
                     put_string(buf, flex, x);
@@ -12680,7 +12685,7 @@ pub mod incremental_alter_configs {
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.error_code = get_i16(buf, "AlterConfigsResourceResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "AlterConfigsResourceResponse.error_code")?);
             this.error_message =
                 get_nullable_string(buf, flex, "AlterConfigsResourceResponse.error_message")?;
             this.resource_type = get_i8(buf, "AlterConfigsResourceResponse.resource_type")?;
@@ -12901,7 +12906,7 @@ pub mod offset_delete {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetDeleteResponse {
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         pub throttle_time_ms: i32,
         pub topics: Vec<OffsetDeleteResponseTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -12911,7 +12916,7 @@ pub mod offset_delete {
     impl Default for OffsetDeleteResponse {
         fn default() -> Self {
             Self {
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 throttle_time_ms: 0,
                 topics: Vec::new(),
                 unknown_tagged_fields: Vec::new(),
@@ -12925,7 +12930,7 @@ pub mod offset_delete {
 
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             put_i32(buf, *&self.throttle_time_ms);
             put_array_len(buf, flex, Some((&self.topics).len()));
             for e in (&self.topics).iter() {
@@ -12949,7 +12954,7 @@ pub mod offset_delete {
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.error_code = get_i16(buf, "OffsetDeleteResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "OffsetDeleteResponse.error_code")?);
             this.throttle_time_ms = get_i32(buf, "OffsetDeleteResponse.throttle_time_ms")?;
             this.topics = {
                 let n = get_array_len(buf, flex, 1, "OffsetDeleteResponse.topics")?.ok_or(
@@ -12978,7 +12983,7 @@ pub mod offset_delete {
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetDeleteResponsePartition {
         pub partition_index: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
     }
@@ -12987,7 +12992,7 @@ pub mod offset_delete {
         fn default() -> Self {
             Self {
                 partition_index: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 unknown_tagged_fields: Vec::new(),
             }
         }
@@ -13000,7 +13005,7 @@ pub mod offset_delete {
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
                 put_uvarint(buf, n as u32);
@@ -13014,7 +13019,7 @@ pub mod offset_delete {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "OffsetDeleteResponsePartition.partition_index")?;
-            this.error_code = get_i16(buf, "OffsetDeleteResponsePartition.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "OffsetDeleteResponsePartition.error_code")?);
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -13183,7 +13188,7 @@ pub mod describe_cluster {
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribeClusterResponse {
         pub throttle_time_ms: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         /// versions 1+.
@@ -13201,7 +13206,7 @@ pub mod describe_cluster {
         fn default() -> Self {
             Self {
                 throttle_time_ms: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 error_message: None,
                 endpoint_type: 1,
                 cluster_id: ByteString::new(),
@@ -13220,7 +13225,7 @@ pub mod describe_cluster {
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
                     put_string(buf, flex, x);
@@ -13261,7 +13266,7 @@ pub mod describe_cluster {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DescribeClusterResponse.throttle_time_ms")?;
-            this.error_code = get_i16(buf, "DescribeClusterResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "DescribeClusterResponse.error_code")?);
             this.error_message =
                 get_nullable_string(buf, flex, "DescribeClusterResponse.error_message")?;
             if version >= 1 {
@@ -13665,7 +13670,7 @@ pub mod describe_producers {
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct PartitionResponse {
         pub partition_index: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         pub active_producers: Vec<ProducerState>,
@@ -13677,7 +13682,7 @@ pub mod describe_producers {
         fn default() -> Self {
             Self {
                 partition_index: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 error_message: None,
                 active_producers: Vec::new(),
                 unknown_tagged_fields: Vec::new(),
@@ -13692,7 +13697,7 @@ pub mod describe_producers {
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
                     put_string(buf, flex, x);
@@ -13721,7 +13726,7 @@ pub mod describe_producers {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "PartitionResponse.partition_index")?;
-            this.error_code = get_i16(buf, "PartitionResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "PartitionResponse.error_code")?);
             this.error_message = get_nullable_string(buf, flex, "PartitionResponse.error_message")?;
             this.active_producers = {
                 let n = get_array_len(buf, flex, 1, "PartitionResponse.active_producers")?.ok_or(
@@ -14047,7 +14052,7 @@ pub mod describe_transactions {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TransactionState {
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub transactional_id: ByteString,
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
@@ -14064,7 +14069,7 @@ pub mod describe_transactions {
     impl Default for TransactionState {
         fn default() -> Self {
             Self {
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 transactional_id: ByteString::new(),
                 transaction_state: ByteString::new(),
                 transaction_timeout_ms: 0,
@@ -14083,7 +14088,7 @@ pub mod describe_transactions {
 
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             put_string(buf, flex, &self.transactional_id);
             put_string(buf, flex, &self.transaction_state);
             put_i32(buf, *&self.transaction_timeout_ms);
@@ -14106,7 +14111,7 @@ pub mod describe_transactions {
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.error_code = get_i16(buf, "TransactionState.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "TransactionState.error_code")?);
             this.transactional_id = get_string(buf, flex, "TransactionState.transactional_id")?;
             this.transaction_state = get_string(buf, flex, "TransactionState.transaction_state")?;
             this.transaction_timeout_ms = get_i32(buf, "TransactionState.transaction_timeout_ms")?;
@@ -14282,7 +14287,7 @@ pub mod list_transactions {
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ListTransactionsResponse {
         pub throttle_time_ms: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub unknown_state_filters: Vec<ByteString>,
         pub transaction_states: Vec<TransactionState>,
@@ -14294,7 +14299,7 @@ pub mod list_transactions {
         fn default() -> Self {
             Self {
                 throttle_time_ms: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 unknown_state_filters: Vec::new(),
                 transaction_states: Vec::new(),
                 unknown_tagged_fields: Vec::new(),
@@ -14309,7 +14314,7 @@ pub mod list_transactions {
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             put_array_len(buf, flex, Some((&self.unknown_state_filters).len()));
             for e in (&self.unknown_state_filters).iter() {
                 put_string(buf, flex, e);
@@ -14337,7 +14342,7 @@ pub mod list_transactions {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "ListTransactionsResponse.throttle_time_ms")?;
-            this.error_code = get_i16(buf, "ListTransactionsResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "ListTransactionsResponse.error_code")?);
             this.unknown_state_filters = {
                 let n = get_array_len(
                     buf,
@@ -14734,7 +14739,7 @@ pub mod consumer_group_heartbeat {
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ConsumerGroupHeartbeatResponse {
         pub throttle_time_ms: i32,
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
@@ -14750,7 +14755,7 @@ pub mod consumer_group_heartbeat {
         fn default() -> Self {
             Self {
                 throttle_time_ms: 0,
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 error_message: None,
                 member_id: None,
                 member_epoch: 0,
@@ -14768,7 +14773,7 @@ pub mod consumer_group_heartbeat {
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
                     put_string(buf, flex, x);
@@ -14827,7 +14832,7 @@ pub mod consumer_group_heartbeat {
             let mut this = Self::default();
             this.throttle_time_ms =
                 get_i32(buf, "ConsumerGroupHeartbeatResponse.throttle_time_ms")?;
-            this.error_code = get_i16(buf, "ConsumerGroupHeartbeatResponse.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "ConsumerGroupHeartbeatResponse.error_code")?);
             this.error_message =
                 get_nullable_string(buf, flex, "ConsumerGroupHeartbeatResponse.error_message")?;
             this.member_id =
@@ -15222,7 +15227,7 @@ pub mod consumer_group_describe {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribedGroup {
-        pub error_code: i16,
+        pub error_code: ErrorCode,
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
@@ -15242,7 +15247,7 @@ pub mod consumer_group_describe {
     impl Default for DescribedGroup {
         fn default() -> Self {
             Self {
-                error_code: 0,
+                error_code: ErrorCode::NONE,
                 error_message: None,
                 group_id: ByteString::new(),
                 group_state: ByteString::new(),
@@ -15262,7 +15267,7 @@ pub mod consumer_group_describe {
 
         fn encode(&self, buf: &mut BytesMut, version: i16) {
             let flex = Self::is_flexible(version);
-            put_i16(buf, *&self.error_code);
+            put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
                     put_string(buf, flex, x);
@@ -15296,7 +15301,7 @@ pub mod consumer_group_describe {
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.error_code = get_i16(buf, "DescribedGroup.error_code")?;
+            this.error_code = ErrorCode(get_i16(buf, "DescribedGroup.error_code")?);
             this.error_message = get_nullable_string(buf, flex, "DescribedGroup.error_message")?;
             this.group_id = get_string(buf, flex, "DescribedGroup.group_id")?;
             this.group_state = get_string(buf, flex, "DescribedGroup.group_state")?;
