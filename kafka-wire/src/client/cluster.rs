@@ -1,0 +1,238 @@
+//! The cluster client: bootstrap, the broker list from Metadata, and one connection per broker,
+//! opened on first use and replaced when it fails.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::Mutex;
+
+use super::connection::{Connection, ConnectionConfig};
+use super::error::{Error, Result};
+use crate::codec::messages::metadata::MetadataRequestTopic;
+use crate::codec::messages::{MetadataRequest, MetadataResponse, Request};
+
+/// Settings of a [`Client`].
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `host:port` addresses tried in order until one answers (`bootstrap.servers`).
+    pub bootstrap_servers: Vec<String>,
+    pub connection: ConnectionConfig,
+}
+
+impl ClientConfig {
+    /// A configuration for a comma-separated `bootstrap.servers` list, with defaults elsewhere.
+    pub fn new(bootstrap_servers: &str) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            connection: ConnectionConfig::default(),
+        }
+    }
+}
+
+/// A broker as Metadata describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerAddr {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+impl BrokerAddr {
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A handle on a Kafka cluster. Clones share the same connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    brokers: RwLock<BTreeMap<i32, BrokerAddr>>,
+    controller_id: RwLock<Option<i32>>,
+    cluster_id: RwLock<Option<String>>,
+    /// Open connections by node id. A tokio mutex: connecting happens while it is held, so two
+    /// tasks never open two connections to the same broker.
+    connections: Mutex<BTreeMap<i32, Arc<Connection>>>,
+    /// The connection used before the broker list is known, and for requests any broker answers.
+    bootstrap: Mutex<Option<Arc<Connection>>>,
+}
+
+impl Client {
+    /// Connects to the first reachable bootstrap server and learns the cluster's brokers.
+    pub async fn connect(config: ClientConfig) -> Result<Self> {
+        if config.bootstrap_servers.is_empty() {
+            return Err(Error::config("bootstrap.servers", "no address given"));
+        }
+        let client = Self {
+            inner: Arc::new(Inner {
+                config,
+                brokers: RwLock::new(BTreeMap::new()),
+                controller_id: RwLock::new(None),
+                cluster_id: RwLock::new(None),
+                connections: Mutex::new(BTreeMap::new()),
+                bootstrap: Mutex::new(None),
+            }),
+        };
+        client.metadata(Some(&[])).await?;
+        Ok(client)
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Fetches metadata for `topics` (`None`: every topic; `Some(&[])`: brokers only) from any
+    /// broker and updates the broker list.
+    pub async fn metadata(&self, topics: Option<&[&str]>) -> Result<MetadataResponse> {
+        let request = MetadataRequest {
+            topics: topics.map(|ts| {
+                ts.iter()
+                    .map(|t| MetadataRequestTopic { name: Some((*t).into()), ..Default::default() })
+                    .collect()
+            }),
+            allow_auto_topic_creation: false,
+            ..Default::default()
+        };
+        let response = self.send_any(&request).await?;
+        self.learn(&response);
+        Ok(response)
+    }
+
+    /// The brokers of the last metadata response, by node id.
+    pub fn brokers(&self) -> Vec<BrokerAddr> {
+        read(&self.inner.brokers).values().cloned().collect()
+    }
+
+    /// The active controller's node id, as of the last metadata response.
+    pub fn controller_id(&self) -> Option<i32> {
+        *read(&self.inner.controller_id)
+    }
+
+    pub fn cluster_id(&self) -> Option<String> {
+        read(&self.inner.cluster_id).clone()
+    }
+
+    /// The connection to broker `node_id`, opened if there is none or the last one failed.
+    pub async fn broker(&self, node_id: i32) -> Result<Arc<Connection>> {
+        let mut conns = self.inner.connections.lock().await;
+        if let Some(c) = conns.get(&node_id) {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let addr = read(&self.inner.brokers)
+            .get(&node_id)
+            .map(BrokerAddr::addr)
+            .ok_or_else(|| Error::Protocol {
+                broker: format!("node {node_id}"),
+                reason: format!("node {node_id} is not in the cluster's metadata"),
+            })?;
+        let conn = Arc::new(Connection::connect(&addr, self.inner.config.connection.clone()).await?);
+        conns.insert(node_id, conn.clone());
+        Ok(conn)
+    }
+
+    /// Sends `request` to broker `node_id` at the highest common version.
+    pub async fn send<R: Request>(&self, node_id: i32, request: &R) -> Result<R::Response> {
+        self.broker(node_id).await?.send(request).await
+    }
+
+    /// Sends `request` to whichever broker is connected (or reachable) first.
+    pub async fn send_any<R: Request>(&self, request: &R) -> Result<R::Response> {
+        self.any_broker().await?.send(request).await
+    }
+
+    /// A live connection to some broker: an open one if there is any, else the first known
+    /// broker or bootstrap address that accepts a connection.
+    pub async fn any_broker(&self) -> Result<Arc<Connection>> {
+        for c in self.inner.connections.lock().await.values() {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let mut bootstrap = self.inner.bootstrap.lock().await;
+        if let Some(c) = bootstrap.as_ref() {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let mut tried = Vec::new();
+        let mut last = None;
+        let known: Vec<String> = self.brokers().iter().map(BrokerAddr::addr).collect();
+        for addr in known.iter().chain(&self.inner.config.bootstrap_servers) {
+            if tried.contains(addr) {
+                continue;
+            }
+            tried.push(addr.clone());
+            match Connection::connect(addr, self.inner.config.connection.clone()).await {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    *bootstrap = Some(c.clone());
+                    return Ok(c);
+                }
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "bootstrap connection failed");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(Error::Unreachable {
+            tried,
+            last: Box::new(last.unwrap_or_else(|| Error::config("bootstrap.servers", "no address given"))),
+        })
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        for c in std::mem::take(&mut *self.inner.connections.lock().await).values() {
+            c.close();
+        }
+        if let Some(c) = self.inner.bootstrap.lock().await.take() {
+            c.close();
+        }
+    }
+
+    fn learn(&self, response: &MetadataResponse) {
+        let brokers = response
+            .brokers
+            .iter()
+            .map(|b| {
+                let addr = BrokerAddr {
+                    node_id: b.node_id,
+                    host: b.host.to_string(),
+                    port: b.port,
+                    rack: b.rack.as_ref().map(ToString::to_string),
+                };
+                (b.node_id, addr)
+            })
+            .collect();
+        *write(&self.inner.brokers) = brokers;
+        *write(&self.inner.controller_id) = (response.controller_id >= 0).then_some(response.controller_id);
+        *write(&self.inner.cluster_id) = response.cluster_id.as_ref().map(ToString::to_string);
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("brokers", &self.brokers()).finish()
+    }
+}
+
+// The guarded values are replaced whole, never left half-written, so a poisoned lock is usable.
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}

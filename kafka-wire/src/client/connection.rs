@@ -1,0 +1,401 @@
+//! One TCP connection to one broker: pipelined requests matched to responses by correlation id,
+//! and the API versions negotiated with that broker.
+//!
+//! A connection runs two tasks: a writer that drains queued frames into the socket (coalescing
+//! what is queued into one write) and a reader that splits the socket's bytes into frames and
+//! hands each to the request waiting for its correlation id. Reading and writing never wait on
+//! each other, so a large request cannot deadlock against a large response.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::error::{Error, Result};
+use crate::codec::frame::{self, DEFAULT_MAX_FRAME};
+use crate::codec::messages::{ApiVersionsRequest, ApiVersionsResponse, Message, Request, VersionRange};
+use crate::codec::{ApiKey, ErrorCode};
+
+/// Settings of a single broker connection.
+#[derive(Clone, Debug)]
+pub struct ConnectionConfig {
+    /// Sent in every request header (`client.id`).
+    pub client_id: Option<String>,
+    /// How long establishing the TCP connection may take (`socket.connection.setup.timeout.ms`).
+    pub connect_timeout: Duration,
+    /// How long a request may wait for its response (`request.timeout.ms`).
+    pub request_timeout: Duration,
+    /// Frames larger than this are refused (`receive.message.max.bytes`).
+    pub max_frame_size: usize,
+    /// Reported to the broker in ApiVersions v3+ (KIP-511).
+    pub client_software_name: String,
+    pub client_software_version: String,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            client_id: Some("kafka-wire".into()),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_frame_size: DEFAULT_MAX_FRAME,
+            client_software_name: "kafka-wire".into(),
+            client_software_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// A connection to one broker. Cheap to share behind an `Arc`; requests from many tasks are
+/// pipelined on it.
+pub struct Connection {
+    addr: String,
+    config: ConnectionConfig,
+    next_correlation_id: AtomicI32,
+    shared: Arc<Shared>,
+    outgoing: mpsc::UnboundedSender<Bytes>,
+    /// The broker's version range for every API it offers.
+    versions: HashMap<ApiKey, VersionRange>,
+    tasks: [JoinHandle<()>; 2],
+}
+
+/// State the reader, the writer and the callers share.
+struct Shared {
+    addr: String,
+    closed: AtomicBool,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    waiting: HashMap<i32, oneshot::Sender<Result<Bytes>>>,
+    /// Requests whose caller gave up (timeout or drop): their late responses are discarded.
+    abandoned: HashSet<i32>,
+    /// Set once the connection has failed; later requests fail with it at once.
+    failure: Option<Error>,
+}
+
+impl Connection {
+    /// Connects to `addr` (`host:port`) and negotiates API versions with the broker.
+    pub async fn connect(addr: &str, config: ConnectionConfig) -> Result<Self> {
+        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: format!("connecting to {addr}"),
+                after: config.connect_timeout,
+            })?
+            .map_err(|e| Error::io(addr, e))?;
+        stream.set_nodelay(true).map_err(|e| Error::io(addr, e))?;
+        let (read_half, write_half) = stream.into_split();
+        let shared = Arc::new(Shared {
+            addr: addr.to_owned(),
+            closed: AtomicBool::new(false),
+            pending: Mutex::new(Pending::default()),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_loop(read_half, shared.clone(), config.max_frame_size));
+        let writer = tokio::spawn(write_loop(write_half, rx, shared.clone()));
+        let mut conn = Self {
+            addr: addr.to_owned(),
+            config,
+            next_correlation_id: AtomicI32::new(0),
+            shared,
+            outgoing: tx,
+            versions: HashMap::new(),
+            tasks: [reader, writer],
+        };
+        conn.versions = conn.negotiate().await?;
+        Ok(conn)
+    }
+
+    /// The broker's address as it was connected to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Whether the connection has failed or been closed; a closed connection fails every request.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// The version range the broker offers for `api`, if it offers it.
+    pub fn broker_versions(&self, api: ApiKey) -> Option<VersionRange> {
+        self.versions.get(&api).copied()
+    }
+
+    /// The highest version of `R` that both this codec and the broker speak.
+    pub fn version_for<R: Request>(&self) -> Result<i16> {
+        let broker = self.broker_versions(R::API_KEY);
+        broker.and_then(|b| R::VERSIONS.highest_common(b)).ok_or_else(|| Error::UnsupportedVersion {
+            api: R::API_KEY,
+            client: R::VERSIONS,
+            broker,
+            broker_addr: self.addr.clone(),
+        })
+    }
+
+    /// Sends `request` at the highest common version and waits for its response.
+    pub async fn send<R: Request>(&self, request: &R) -> Result<R::Response> {
+        let version = self.version_for::<R>()?;
+        self.send_version(request, version).await
+    }
+
+    /// Sends `request` at `version` and waits for its response.
+    pub async fn send_version<R: Request>(&self, request: &R, version: i16) -> Result<R::Response> {
+        let frame = self.round_trip(request, version).await?;
+        // The reader routed this frame by its correlation id, so the header holds nothing new.
+        let (_header, body) = frame::decode_response::<R>(frame, version)
+            .map_err(|source| Error::Decode { broker: self.addr.clone(), source })?;
+        Ok(body)
+    }
+
+    /// Sends a request for which the broker sends no response (Produce with `acks=0`).
+    pub fn send_without_response<R: Request>(&self, request: &R, version: i16) -> Result<()> {
+        let (_, frame) = self.encode(request, version);
+        self.enqueue(frame)
+    }
+
+    /// Closes the connection: pending requests fail with [`Error::Closed`].
+    pub fn close(&self) {
+        self.shared.fail(Error::Closed { broker: self.addr.clone() });
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+
+    /// Sends the frame and waits for the raw response frame (header included).
+    async fn round_trip<R: Request>(&self, request: &R, version: i16) -> Result<Bytes> {
+        let (correlation_id, frame) = self.encode(request, version);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.shared.lock();
+            if let Some(e) = &pending.failure {
+                return Err(e.clone());
+            }
+            pending.waiting.insert(correlation_id, tx);
+        }
+        // If this future is dropped or times out, the late response must not be taken for a
+        // protocol violation.
+        let guard = AbandonOnDrop { shared: &self.shared, correlation_id, armed: true };
+        self.enqueue(frame)?;
+        let timeout = self.config.request_timeout;
+        let result = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Closed { broker: self.addr.clone() }),
+            Err(_) => Err(Error::Timeout {
+                what: format!("{} request to {}", R::API_KEY, self.addr),
+                after: timeout,
+            }),
+        };
+        guard.disarm_if(result.is_ok());
+        result
+    }
+
+    fn encode<R: Request>(&self, request: &R, version: i16) -> (i32, Bytes) {
+        let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
+        let mut buf = BytesMut::with_capacity(256);
+        frame::encode_request(&mut buf, request, version, correlation_id, self.config.client_id.as_deref());
+        (correlation_id, buf.freeze())
+    }
+
+    fn enqueue(&self, frame: Bytes) -> Result<()> {
+        self.outgoing.send(frame).map_err(|_| Error::Closed { broker: self.addr.clone() })
+    }
+
+    /// ApiVersions, at the highest version this codec knows. A broker that does not know that
+    /// version answers with a v0 body and UNSUPPORTED_VERSION, listing its own ApiVersions range
+    /// (KIP-511); the request is then repeated at the highest version both know.
+    async fn negotiate(&self) -> Result<HashMap<ApiKey, VersionRange>> {
+        let request = ApiVersionsRequest {
+            client_software_name: self.config.client_software_name.as_str().into(),
+            client_software_version: self.config.client_software_version.as_str().into(),
+            ..Default::default()
+        };
+        let mut version = ApiVersionsRequest::VERSIONS.max;
+        for _ in 0..2 {
+            let frame = self.round_trip(&request, version).await?;
+            let response = decode_api_versions(frame, version)
+                .map_err(|source| Error::Decode { broker: self.addr.clone(), source })?;
+            if response.error_code == ErrorCode::UNSUPPORTED_VERSION {
+                let theirs = response
+                    .api_keys
+                    .iter()
+                    .find(|k| k.api_key == ApiKey::API_VERSIONS.0)
+                    .map(|k| VersionRange { min: k.min_version, max: k.max_version });
+                match theirs.and_then(|t| ApiVersionsRequest::VERSIONS.highest_common(t)) {
+                    Some(v) if v < version => {
+                        version = v;
+                        continue;
+                    }
+                    _ => {
+                        return Err(Error::UnsupportedVersion {
+                            api: ApiKey::API_VERSIONS,
+                            client: ApiVersionsRequest::VERSIONS,
+                            broker: theirs,
+                            broker_addr: self.addr.clone(),
+                        })
+                    }
+                }
+            }
+            if response.error_code != ErrorCode::NONE {
+                return Err(Error::broker(response.error_code, None, format!("ApiVersions to {}", self.addr)));
+            }
+            return Ok(response
+                .api_keys
+                .iter()
+                .map(|k| (ApiKey(k.api_key), VersionRange { min: k.min_version, max: k.max_version }))
+                .collect());
+        }
+        Err(Error::Protocol {
+            broker: self.addr.clone(),
+            reason: "ApiVersions negotiation did not settle on a version".into(),
+        })
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("addr", &self.addr).field("closed", &self.is_closed()).finish()
+    }
+}
+
+/// Decodes an ApiVersions response, falling back to v0 when the broker answered a version it
+/// does not know with a v0 body.
+fn decode_api_versions(frame: Bytes, version: i16) -> crate::codec::DecodeResult<ApiVersionsResponse> {
+    match frame::decode_response::<ApiVersionsRequest>(frame.clone(), version) {
+        Ok((_, r)) => Ok(r),
+        Err(e) if version > 0 => {
+            frame::decode_response::<ApiVersionsRequest>(frame, 0).map(|(_, r)| r).map_err(|_| e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+struct AbandonOnDrop<'a> {
+    shared: &'a Shared,
+    correlation_id: i32,
+    armed: bool,
+}
+
+impl AbandonOnDrop<'_> {
+    fn disarm_if(mut self, answered: bool) {
+        self.armed = !answered;
+    }
+}
+
+impl Drop for AbandonOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut p = self.shared.lock();
+            if p.waiting.remove(&self.correlation_id).is_some() {
+                p.abandoned.insert(self.correlation_id);
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // A panic while holding this lock cannot leave `Pending` half-updated (every update is
+        // a single map operation), so a poisoned lock is still usable.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the connection failed and fails every waiting request with `error`.
+    fn fail(&self, error: Error) {
+        self.closed.store(true, Ordering::Release);
+        let waiting = {
+            let mut p = self.lock();
+            if p.failure.is_none() {
+                p.failure = Some(error.clone());
+            }
+            std::mem::take(&mut p.waiting)
+        };
+        for (_, tx) in waiting {
+            let _ = tx.send(Err(error.clone()));
+        }
+    }
+}
+
+async fn read_loop(mut socket: tokio::net::tcp::OwnedReadHalf, shared: Arc<Shared>, max_frame: usize) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let error = loop {
+        loop {
+            match frame::split_frame(&mut buf, max_frame) {
+                Ok(Some(frame)) => {
+                    if let Err(e) = dispatch(&shared, frame) {
+                        shared.fail(e);
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(source) => {
+                    shared.fail(Error::Decode { broker: shared.addr.clone(), source });
+                    return;
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        match socket.read_buf(&mut buf).await {
+            Ok(0) => break Error::Closed { broker: shared.addr.clone() },
+            Ok(_) => {}
+            Err(e) => break Error::io(&shared.addr, e),
+        }
+    };
+    shared.fail(error);
+}
+
+/// Hands a response frame to the request waiting for its correlation id.
+fn dispatch(shared: &Shared, frame: Bytes) -> Result<()> {
+    let id = frame::peek_correlation_id(&frame)
+        .map_err(|source| Error::Decode { broker: shared.addr.clone(), source })?;
+    let mut p = shared.lock();
+    match p.waiting.remove(&id) {
+        Some(tx) => {
+            drop(p);
+            let _ = tx.send(Ok(frame));
+            Ok(())
+        }
+        None if p.abandoned.remove(&id) => Ok(()),
+        None => Err(Error::Protocol {
+            broker: shared.addr.clone(),
+            reason: format!("response with correlation id {id}, which no request is waiting for"),
+        }),
+    }
+}
+
+async fn write_loop(
+    socket: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    shared: Arc<Shared>,
+) {
+    let mut socket = BufWriter::with_capacity(64 * 1024, socket);
+    while let Some(frame) = rx.recv().await {
+        let mut result = socket.write_all(&frame).await;
+        // Coalesce whatever else is already queued into the same flush.
+        while result.is_ok() {
+            match rx.try_recv() {
+                Ok(frame) => result = socket.write_all(&frame).await,
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = result.and(socket.flush().await) {
+            shared.fail(Error::io(&shared.addr, e));
+            return;
+        }
+    }
+    let _ = socket.shutdown().await;
+}

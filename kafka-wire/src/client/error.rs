@@ -1,0 +1,96 @@
+//! The client's error type, sorted by where the fault lies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::codec::messages::VersionRange;
+use crate::codec::{ApiKey, DecodeError, ErrorCode};
+
+/// Everything that can go wrong talking to Kafka.
+///
+/// Variants say where the fault lies: the bytes a broker sent ([`Error::Decode`]), an error code
+/// a broker answered with ([`Error::Broker`]), a broker breaking the protocol's rules
+/// ([`Error::Protocol`]), the caller's configuration or use ([`Error::Config`],
+/// [`Error::UnsupportedVersion`]), or the network ([`Error::Io`], [`Error::Timeout`],
+/// [`Error::Closed`], [`Error::Unreachable`]).
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A broker sent bytes that do not decode.
+    #[error("malformed response from {broker}: {source}")]
+    Decode {
+        broker: String,
+        #[source]
+        source: DecodeError,
+    },
+    /// A broker answered with an error code.
+    #[error("{context}: broker error {code}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Broker { code: ErrorCode, message: Option<String>, context: String },
+    /// A broker broke a rule of the protocol (for example answered a request it was not sent).
+    #[error("protocol violation by {broker}: {reason}")]
+    Protocol { broker: String, reason: String },
+    /// No version of an API is supported by both this client and the broker.
+    #[error("{api} is not supported: the client speaks versions {client:?}, broker {broker_addr} {}",
+        broker.map(|b| format!("speaks {b:?}")).unwrap_or_else(|| "does not offer it".into()))]
+    UnsupportedVersion {
+        api: ApiKey,
+        client: VersionRange,
+        broker: Option<VersionRange>,
+        broker_addr: String,
+    },
+    /// A configuration property is unknown or has an invalid value, or the API was misused.
+    #[error("invalid configuration {property}: {reason}")]
+    Config { property: String, reason: String },
+    /// A socket operation failed.
+    #[error("I/O error with {broker}: {source}")]
+    Io {
+        broker: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// No bootstrap or broker address could be connected to.
+    #[error("no broker reachable; tried {}: {last}", tried.join(", "))]
+    Unreachable { tried: Vec<String>, last: Box<Error> },
+    /// An operation did not complete in time.
+    #[error("{what} timed out after {after:?}")]
+    Timeout { what: String, after: Duration },
+    /// The connection closed before the response arrived.
+    #[error("connection to {broker} closed")]
+    Closed { broker: String },
+}
+
+impl Error {
+    /// Whether retrying the same operation may succeed: retriable broker errors, timeouts and
+    /// connection failures.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Broker { code, .. } => code.is_retriable(),
+            Self::Io { .. } | Self::Timeout { .. } | Self::Closed { .. } | Self::Unreachable { .. } => {
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The broker error code, if this is a broker error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Broker { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn broker(code: ErrorCode, message: Option<&str>, context: impl Into<String>) -> Self {
+        Self::Broker { code, message: message.map(str::to_owned), context: context.into() }
+    }
+
+    pub(crate) fn config(property: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Config { property: property.into(), reason: reason.into() }
+    }
+
+    pub(crate) fn io(broker: &str, source: std::io::Error) -> Self {
+        Self::Io { broker: broker.to_owned(), source: Arc::new(source) }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
