@@ -147,11 +147,33 @@ impl Connection {
 
     /// Sends `request` at `version` and waits for its response.
     pub async fn send_version<R: Request>(&self, request: &R, version: i16) -> Result<R::Response> {
-        let frame = self.round_trip(request, version).await?;
-        // The reader routed this frame by its correlation id, so the header holds nothing new.
-        let (_header, body) = frame::decode_response::<R>(frame, version)
-            .map_err(|source| Error::Decode { broker: self.addr.clone(), source })?;
-        Ok(body)
+        self.submit(request, version)?.response().await
+    }
+
+    /// Queues `request` at `version` on the connection now, and returns a handle that waits for
+    /// its response. Requests submitted one after another reach the broker in that order, which
+    /// the idempotent producer relies on.
+    pub fn submit<R: Request>(&self, request: &R, version: i16) -> Result<PendingResponse<R>> {
+        let (correlation_id, frame) = self.encode(request, version);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.shared.lock();
+            if let Some(e) = &pending.failure {
+                return Err(e.clone());
+            }
+            pending.waiting.insert(correlation_id, tx);
+        }
+        // If the handle is dropped or times out, the late response must not be taken for a
+        // protocol violation.
+        let guard = AbandonOnDrop { shared: self.shared.clone(), correlation_id, armed: true };
+        self.enqueue(frame)?;
+        Ok(PendingResponse {
+            rx,
+            guard,
+            version,
+            timeout: self.config.request_timeout,
+            _request: std::marker::PhantomData,
+        })
     }
 
     /// Sends a request for which the broker sends no response (Produce with `acks=0`).
@@ -170,30 +192,7 @@ impl Connection {
 
     /// Sends the frame and waits for the raw response frame (header included).
     async fn round_trip<R: Request>(&self, request: &R, version: i16) -> Result<Bytes> {
-        let (correlation_id, frame) = self.encode(request, version);
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut pending = self.shared.lock();
-            if let Some(e) = &pending.failure {
-                return Err(e.clone());
-            }
-            pending.waiting.insert(correlation_id, tx);
-        }
-        // If this future is dropped or times out, the late response must not be taken for a
-        // protocol violation.
-        let guard = AbandonOnDrop { shared: &self.shared, correlation_id, armed: true };
-        self.enqueue(frame)?;
-        let timeout = self.config.request_timeout;
-        let result = match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::Closed { broker: self.addr.clone() }),
-            Err(_) => Err(Error::Timeout {
-                what: format!("{} request to {}", R::API_KEY, self.addr),
-                after: timeout,
-            }),
-        };
-        guard.disarm_if(result.is_ok());
-        result
+        self.submit(request, version)?.frame().await
     }
 
     fn encode<R: Request>(&self, request: &R, version: i16) -> (i32, Bytes) {
@@ -282,19 +281,50 @@ fn decode_api_versions(frame: Bytes, version: i16) -> crate::codec::DecodeResult
     }
 }
 
-struct AbandonOnDrop<'a> {
-    shared: &'a Shared,
+/// A request on its way: await [`PendingResponse::response`] for the broker's answer.
+#[must_use = "dropping it abandons the request's response"]
+pub struct PendingResponse<R: Request> {
+    rx: oneshot::Receiver<Result<Bytes>>,
+    guard: AbandonOnDrop,
+    version: i16,
+    timeout: Duration,
+    _request: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: Request> PendingResponse<R> {
+    /// Waits (up to the request timeout) for the response and decodes it.
+    pub async fn response(self) -> Result<R::Response> {
+        let version = self.version;
+        let broker = self.guard.shared.addr.clone();
+        let frame = self.frame().await?;
+        // The reader routed this frame by its correlation id, so the header holds nothing new.
+        let (_header, body) = frame::decode_response::<R>(frame, version)
+            .map_err(|source| Error::Decode { broker, source })?;
+        Ok(body)
+    }
+
+    async fn frame(mut self) -> Result<Bytes> {
+        let broker = &self.guard.shared.addr;
+        let result = match tokio::time::timeout(self.timeout, &mut self.rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Closed { broker: broker.clone() }),
+            Err(_) => Err(Error::Timeout {
+                what: format!("{} request to {broker}", R::API_KEY),
+                after: self.timeout,
+            }),
+        };
+        self.guard.armed = result.is_err();
+        result
+    }
+}
+
+struct AbandonOnDrop {
+    shared: Arc<Shared>,
     correlation_id: i32,
     armed: bool,
 }
 
-impl AbandonOnDrop<'_> {
-    fn disarm_if(mut self, answered: bool) {
-        self.armed = !answered;
-    }
-}
-
-impl Drop for AbandonOnDrop<'_> {
+impl Drop for AbandonOnDrop {
     fn drop(&mut self) {
         if self.armed {
             let mut p = self.shared.lock();

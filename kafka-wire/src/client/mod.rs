@@ -10,9 +10,13 @@
 //! ```
 
 mod cluster;
+pub mod config;
 mod connection;
 mod error;
+mod producer;
 
 pub use cluster::{BrokerAddr, Client, ClientConfig};
-pub use connection::{Connection, ConnectionConfig};
+pub use config::{Acks, ProducerConfig};
+pub use connection::{Connection, ConnectionConfig, PendingResponse};
 pub use error::{Error, Result};
+pub use producer::{DeliveryFuture, Producer, ProducerRecord};

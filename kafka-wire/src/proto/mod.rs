@@ -1,0 +1,6 @@
+//! Sans-IO state machines: they take events and the current time as arguments and say what to
+//! send; the tokio drivers in [`crate::client`] do the IO. Because nothing here reads a clock or
+//! a socket, tests drive them deterministically against model brokers with injected faults.
+
+pub mod partitioner;
+pub mod producer;

@@ -1,0 +1,701 @@
+//! The producer's sans-IO core: record accumulation into per-partition batches, draining of ready
+//! batches into one Produce request per broker, and the idempotent producer's sequence numbers,
+//! retries and epoch bumps (KIP-98, KIP-360). Time comes in as an argument; nothing here does IO.
+//!
+//! # Life of a batch
+//!
+//! ```text
+//!   append ──► open ──(full, linger over, flush)──► ready ──drain──► in flight
+//!                                                     ▲                  │
+//!                          retriable error, same     │                  ├─ NONE / DUPLICATE ──► completed
+//!                          sequence, after backoff ──┘◄─────────────────┤
+//!                                                                        └─ fatal error / delivery
+//!                                                                           timeout ──► failed
+//! ```
+//!
+//! A batch gets its producer epoch and base sequence when it is first drained and keeps them for
+//! every retry. A batch whose fate is unknown (its request timed out or its connection broke) is
+//! only ever re-sent with the same epoch and sequence, so the broker can recognise a duplicate; it
+//! is never given a new sequence.
+//!
+//! # Epoch bump (KIP-360)
+//!
+//! When sequences can no longer line up with the broker's — the first unresolved batch of a
+//! partition is answered OUT_OF_ORDER_SEQUENCE_NUMBER or UNKNOWN_PRODUCER_ID, or a batch that holds
+//! sequence numbers fails for good — the producer stops draining new batches, waits until nothing
+//! is in flight and no batch of unknown fate is left, then bumps its epoch locally, resets every
+//! partition's sequence to 0 and gives the batches still queued new sequences under the new
+//! epoch. When the epoch is exhausted the driver must fetch a new producer id
+//! ([`ProducerCore::needs_producer_id`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::codec::compression::Compression;
+use crate::codec::record_batch::{self, BatchBuilder, Header};
+use crate::codec::ErrorCode;
+
+/// A partition of a topic.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<Arc<str>>, partition: i32) -> Self {
+        Self { topic: topic.into(), partition }
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// The settings the core needs (a subset of the producer's configuration).
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub batch_size: usize,
+    pub linger: Duration,
+    pub compression: Compression,
+    pub max_request_size: usize,
+    pub buffer_memory: usize,
+    pub delivery_timeout: Duration,
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    /// Produce requests in flight per broker.
+    pub max_in_flight: usize,
+    /// `acks`: 0, 1 or -1.
+    pub acks: i16,
+    /// Sent as the Produce request's `timeout_ms`.
+    pub request_timeout: Duration,
+    pub idempotent: bool,
+    /// How many retries a batch gets (`retries`); past it the last error is final.
+    pub retries: u32,
+}
+
+/// One record to append.
+#[derive(Clone, Debug, Default)]
+pub struct RecordData {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+}
+
+impl RecordData {
+    /// An upper bound of the record's encoded size inside a batch.
+    pub fn size_estimate(&self) -> usize {
+        record_batch::record_size_upper_bound(self.key.as_deref(), self.value.as_deref(), &self.headers)
+    }
+}
+
+/// Where an acknowledged record landed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub topic_partition: TopicPartition,
+    /// The record's offset; -1 when `acks=0` or when the broker did not say.
+    pub offset: i64,
+    /// The record's timestamp, or the broker's log-append time if the topic uses it.
+    pub timestamp: i64,
+}
+
+/// Why a record was not written (or may not have been).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProduceFailure {
+    /// The partition leader answered with an error that retrying does not fix, or retries ran
+    /// out.
+    Broker { code: ErrorCode, message: Option<String> },
+    /// `delivery.timeout.ms` passed before the record was acknowledged. If the record had been
+    /// sent, it may or may not have been written.
+    DeliveryTimeout,
+    /// The record alone is larger than `max.request.size` or `buffer.memory`.
+    RecordTooLarge { size: usize, max: usize },
+    /// The producer was closed before the record was sent.
+    Closed,
+}
+
+/// Why `append` refused a record. The record's completion is handed back.
+#[derive(Debug)]
+pub enum AppendError<C> {
+    /// `buffer.memory` is used up: wait for completions and try again.
+    BufferFull(C, RecordData),
+    RecordTooLarge { size: usize, max: usize, completion: C },
+}
+
+/// A Produce request to send.
+#[derive(Debug)]
+pub struct Drained {
+    pub id: u64,
+    pub node: i32,
+    pub acks: i16,
+    pub timeout_ms: i32,
+    pub batches: Vec<(TopicPartition, Bytes)>,
+}
+
+/// A broker's answer for one partition of a Produce request.
+#[derive(Clone, Debug)]
+pub struct PartitionResponse {
+    pub topic_partition: TopicPartition,
+    pub error: ErrorCode,
+    pub base_offset: i64,
+    pub log_append_time: i64,
+    pub message: Option<String>,
+}
+
+/// How a Produce request ended.
+#[derive(Clone, Debug)]
+pub enum RequestOutcome {
+    /// The broker answered.
+    Response(Vec<PartitionResponse>),
+    /// No answer: timeout or connection loss. The batches may or may not have been written.
+    Failed,
+}
+
+/// What [`ProducerCore::ready`] found.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Brokers with at least one batch that can be drained now.
+    pub nodes: BTreeSet<i32>,
+    /// When something will next become ready or expire, if not already.
+    pub next_wakeup: Option<Instant>,
+    /// Partitions with queued batches and no known leader: metadata should be refreshed.
+    pub unknown_leaders: Vec<TopicPartition>,
+}
+
+struct Batch<C> {
+    tp: TopicPartition,
+    builder: Option<BatchBuilder>,
+    sealed: Option<Bytes>,
+    completions: Vec<(C, i64)>,
+    bytes: usize,
+    created: Instant,
+    /// Closed to appends: full, flushed, or past its linger.
+    closed: bool,
+    attempts: u32,
+    not_before: Option<Instant>,
+    /// The producer epoch and base sequence it was sealed with.
+    sequence: Option<(i16, i32)>,
+    /// Sent at least once without a definite answer.
+    fate_unknown: bool,
+}
+
+impl<C> Batch<C> {
+    fn record_count(&self) -> i32 {
+        self.completions.len() as i32
+    }
+}
+
+struct PartitionQueue<C> {
+    batches: VecDeque<Batch<C>>,
+    next_sequence: i32,
+    /// Batches of this partition in flight.
+    in_flight: usize,
+}
+
+// Derived `Default` would require `C: Default`.
+impl<C> Default for PartitionQueue<C> {
+    fn default() -> Self {
+        Self { batches: VecDeque::new(), next_sequence: 0, in_flight: 0 }
+    }
+}
+
+struct InFlight<C> {
+    node: i32,
+    batches: Vec<Batch<C>>,
+}
+
+/// The producer's state machine. `C` is the caller's completion handle of one record (a
+/// channel sender in the tokio driver, an id in the simulation tests).
+pub struct ProducerCore<C> {
+    config: CoreConfig,
+    partitions: BTreeMap<TopicPartition, PartitionQueue<C>>,
+    in_flight: HashMap<u64, InFlight<C>>,
+    in_flight_per_node: HashMap<i32, usize>,
+    buffered: usize,
+    next_request_id: u64,
+    producer_id: i64,
+    epoch: i16,
+    bump_needed: bool,
+    needs_producer_id: bool,
+    completions: VecDeque<(C, Result<RecordMetadata, ProduceFailure>)>,
+    /// Rotates the partition a drain starts at, so that no partition starves.
+    drain_start: usize,
+}
+
+impl<C> ProducerCore<C> {
+    pub fn new(config: CoreConfig) -> Self {
+        Self {
+            config,
+            partitions: BTreeMap::new(),
+            in_flight: HashMap::new(),
+            in_flight_per_node: HashMap::new(),
+            buffered: 0,
+            next_request_id: 0,
+            producer_id: record_batch::NO_PRODUCER_ID,
+            epoch: record_batch::NO_PRODUCER_EPOCH,
+            bump_needed: false,
+            needs_producer_id: false,
+            completions: VecDeque::new(),
+            drain_start: 0,
+        }
+    }
+
+    /// Sets the producer id and epoch from InitProducerId. Sequences restart at 0.
+    pub fn set_producer_id(&mut self, producer_id: i64, epoch: i16) {
+        self.producer_id = producer_id;
+        self.epoch = epoch;
+        self.needs_producer_id = false;
+        self.reset_sequences();
+    }
+
+    pub fn producer_id(&self) -> (i64, i16) {
+        (self.producer_id, self.epoch)
+    }
+
+    /// Whether the driver must fetch a new producer id (the epoch is exhausted, or none was
+    /// set yet for an idempotent producer).
+    pub fn needs_producer_id(&self) -> bool {
+        self.config.idempotent && (self.needs_producer_id || self.producer_id < 0)
+    }
+
+    /// Bytes of records buffered and not yet completed.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
+    }
+
+    /// Nothing is buffered or in flight.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.is_empty() && self.partitions.values().all(|p| p.batches.is_empty())
+    }
+
+    /// Appends a record for `tp`. Returns whether a batch became ready to send (the driver may
+    /// want to wake up early).
+    pub fn append(
+        &mut self,
+        tp: &TopicPartition,
+        record: RecordData,
+        completion: C,
+        now: Instant,
+    ) -> Result<bool, AppendError<C>> {
+        let size = record.size_estimate();
+        let max = self.config.max_request_size.min(self.config.buffer_memory);
+        if size + record_batch::HEADER_SIZE > max {
+            return Err(AppendError::RecordTooLarge { size, max, completion });
+        }
+        if self.buffered + size > self.config.buffer_memory {
+            return Err(AppendError::BufferFull(completion, record));
+        }
+        let batch_size = self.config.batch_size;
+        let queue = self.partitions.entry(tp.clone()).or_default();
+        let mut became_ready = false;
+        let fits = queue.batches.back().is_some_and(|b| {
+            !b.closed
+                && b.builder.as_ref().is_some_and(|bb| {
+                    bb.has_room_for(batch_size, record.key.as_deref(), record.value.as_deref(), &record.headers)
+                })
+        });
+        if !fits {
+            if let Some(last) = queue.batches.back_mut() {
+                became_ready |= !last.closed;
+                last.closed = true;
+            }
+            queue.batches.push_back(Batch {
+                tp: tp.clone(),
+                builder: Some(BatchBuilder::with_capacity(0, batch_size.max(size))),
+                sealed: None,
+                completions: Vec::new(),
+                bytes: 0,
+                created: now,
+                closed: false,
+                attempts: 0,
+                not_before: None,
+                sequence: None,
+                fate_unknown: false,
+            });
+        }
+        let Some(batch) = queue.batches.back_mut() else { unreachable!("a batch was just ensured") };
+        let Some(builder) = batch.builder.as_mut() else { unreachable!("the last batch is open") };
+        // The record was sized against `MAX_BUILDER_SIZE` above via `max_request_size`, so the
+        // builder accepts it.
+        if builder
+            .push(record.timestamp, record.key.as_deref(), record.value.as_deref(), &record.headers)
+            .is_err()
+        {
+            return Err(AppendError::RecordTooLarge { size, max, completion });
+        }
+        batch.completions.push((completion, record.timestamp));
+        batch.bytes += size;
+        self.buffered += size;
+        if builder.size_estimate() >= batch_size {
+            batch.closed = true;
+            became_ready = true;
+        }
+        Ok(became_ready)
+    }
+
+    /// Closes every open batch so that it is sent without waiting for `linger.ms`.
+    pub fn flush(&mut self) {
+        for q in self.partitions.values_mut() {
+            for b in &mut q.batches {
+                b.closed = true;
+            }
+        }
+    }
+
+    /// Fails every queued batch that was never sent with [`ProduceFailure::Closed`].
+    pub fn abort_unsent(&mut self) {
+        let mut failed = Vec::new();
+        for q in self.partitions.values_mut() {
+            q.batches.retain_mut(|b| {
+                if b.sequence.is_none() && !b.fate_unknown {
+                    failed.push(std::mem::take(&mut b.completions));
+                    self.buffered -= b.bytes;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        for cs in failed {
+            self.completions.extend(cs.into_iter().map(|(c, _)| (c, Err(ProduceFailure::Closed))));
+        }
+    }
+
+    /// Which brokers have batches to drain now, given each partition's leader.
+    pub fn ready(&mut self, now: Instant, leader_of: impl Fn(&TopicPartition) -> Option<i32>) -> Ready {
+        self.expire(now);
+        self.try_bump_epoch();
+        let mut ready = Ready::default();
+        let linger = self.config.linger;
+        let wake = |t: Instant, r: &mut Ready| {
+            r.next_wakeup = Some(r.next_wakeup.map_or(t, |w| w.min(t)));
+        };
+        for (tp, q) in &mut self.partitions {
+            let Some(front) = q.batches.front_mut() else { continue };
+            wake(front.created + self.config.delivery_timeout, &mut ready);
+            let Some(leader) = leader_of(tp) else {
+                ready.unknown_leaders.push(tp.clone());
+                continue;
+            };
+            if !front.closed && now >= front.created + linger {
+                front.closed = true;
+            }
+            if !front.closed {
+                wake(front.created + linger, &mut ready);
+                continue;
+            }
+            if let Some(t) = front.not_before.filter(|t| *t > now) {
+                wake(t, &mut ready);
+                continue;
+            }
+            if !Self::sendable(&self.config, self.bump_needed || self.needs_producer_id, q) {
+                continue;
+            }
+            if self.in_flight_per_node.get(&leader).copied().unwrap_or(0) < self.config.max_in_flight {
+                ready.nodes.insert(leader);
+            }
+        }
+        ready
+    }
+
+    /// Takes the ready batches led by `node` (one per partition, up to `max.request.size`) into
+    /// one Produce request.
+    pub fn drain(
+        &mut self,
+        node: i32,
+        now: Instant,
+        leader_of: impl Fn(&TopicPartition) -> Option<i32>,
+    ) -> Option<Drained> {
+        if self.in_flight_per_node.get(&node).copied().unwrap_or(0) >= self.config.max_in_flight {
+            return None;
+        }
+        let blocked = self.bump_needed || self.needs_producer_id;
+        let keys: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+        if keys.is_empty() {
+            return None;
+        }
+        let start = self.drain_start % keys.len();
+        self.drain_start = self.drain_start.wrapping_add(1);
+        let mut size = 0;
+        let mut taken: Vec<Batch<C>> = Vec::new();
+        for tp in keys[start..].iter().chain(&keys[..start]) {
+            if leader_of(tp) != Some(node) {
+                continue;
+            }
+            let Some(q) = self.partitions.get_mut(tp) else { continue };
+            let Some(front) = q.batches.front() else { continue };
+            if !(front.closed || now >= front.created + self.config.linger)
+                || front.not_before.is_some_and(|t| t > now)
+                || !Self::sendable(&self.config, blocked, q)
+            {
+                continue;
+            }
+            let estimate = front.sealed.as_ref().map_or_else(
+                || front.builder.as_ref().map_or(0, BatchBuilder::size_estimate),
+                Bytes::len,
+            );
+            if !taken.is_empty() && size + estimate > self.config.max_request_size {
+                break;
+            }
+            let Some(mut batch) = q.batches.pop_front() else { continue };
+            if batch.sealed.is_none() {
+                let sequence = if self.config.idempotent {
+                    let s = q.next_sequence;
+                    q.next_sequence = q.next_sequence.wrapping_add(batch.record_count());
+                    Some((self.epoch, s))
+                } else {
+                    None
+                };
+                batch.sequence = sequence;
+                let mut builder = batch.builder.take().unwrap_or_else(|| BatchBuilder::new(0));
+                if let Some((epoch, seq)) = sequence {
+                    builder.set_producer_state(self.producer_id, epoch, seq);
+                }
+                batch.sealed = Some(builder.finish(self.config.compression));
+            }
+            batch.attempts += 1;
+            q.in_flight += 1;
+            size += batch.sealed.as_ref().map_or(0, Bytes::len);
+            taken.push(batch);
+        }
+        if taken.is_empty() {
+            return None;
+        }
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let batches =
+            taken.iter().map(|b| (b.tp.clone(), b.sealed.clone().unwrap_or_default())).collect();
+        *self.in_flight_per_node.entry(node).or_default() += 1;
+        self.in_flight.insert(id, InFlight { node, batches: taken });
+        Some(Drained {
+            id,
+            node,
+            acks: self.config.acks,
+            timeout_ms: self.config.request_timeout.as_millis().min(i32::MAX as u128) as i32,
+            batches,
+        })
+    }
+
+    /// Applies the outcome of request `id`. Unknown ids (a duplicated response) are ignored.
+    pub fn handle_response(&mut self, id: u64, outcome: RequestOutcome, now: Instant) {
+        let Some(request) = self.in_flight.remove(&id) else { return };
+        if let Some(n) = self.in_flight_per_node.get_mut(&request.node) {
+            *n = n.saturating_sub(1);
+        }
+        let responses = match outcome {
+            RequestOutcome::Response(r) => Some(r),
+            RequestOutcome::Failed => None,
+        };
+        for mut batch in request.batches {
+            if let Some(q) = self.partitions.get_mut(&batch.tp) {
+                q.in_flight = q.in_flight.saturating_sub(1);
+            }
+            let response = responses.as_ref().map(|rs| rs.iter().find(|r| r.topic_partition == batch.tp));
+            match response {
+                None | Some(None) => {
+                    // No answer for this batch: it may have been written.
+                    batch.fate_unknown = true;
+                    self.retry_or_fail(batch, None, now);
+                }
+                Some(Some(r)) => self.apply(batch, r.clone(), now),
+            }
+        }
+        self.try_bump_epoch();
+    }
+
+    /// The next completed record, if any.
+    pub fn poll_completion(&mut self) -> Option<(C, Result<RecordMetadata, ProduceFailure>)> {
+        self.completions.pop_front()
+    }
+
+    fn apply(&mut self, batch: Batch<C>, r: PartitionResponse, now: Instant) {
+        let code = r.error;
+        if code == ErrorCode::NONE || code == ErrorCode::DUPLICATE_SEQUENCE_NUMBER {
+            self.complete(batch, r.base_offset, r.log_append_time);
+            return;
+        }
+        let is_first = self.is_first_unresolved(&batch);
+        let sequence_error =
+            code == ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER || code == ErrorCode::UNKNOWN_PRODUCER_ID;
+        if self.config.idempotent && sequence_error {
+            if !is_first {
+                // An earlier batch of the partition is being retried; this one follows it.
+                self.retry_or_fail(batch, Some((code, r.message)), now);
+            } else if batch.fate_unknown {
+                // An earlier attempt may have been written, so it cannot get a new sequence.
+                self.bump_needed = true;
+                self.fail(batch, ProduceFailure::Broker { code, message: r.message });
+            } else {
+                // Rejected for certain: it is sent again under the bumped epoch.
+                self.bump_needed = true;
+                self.requeue(batch, now);
+            }
+            return;
+        }
+        if is_retriable_produce_error(code) {
+            self.retry_or_fail(batch, Some((code, r.message)), now);
+        } else {
+            self.fail_sequenced(batch, ProduceFailure::Broker { code, message: r.message });
+        }
+    }
+
+    fn retry_or_fail(&mut self, batch: Batch<C>, error: Option<(ErrorCode, Option<String>)>, now: Instant) {
+        let expired = now >= batch.created + self.config.delivery_timeout;
+        let exhausted = batch.attempts > self.config.retries;
+        if expired {
+            self.fail_sequenced(batch, ProduceFailure::DeliveryTimeout);
+        } else if exhausted {
+            let failure = match error {
+                Some((code, message)) => ProduceFailure::Broker { code, message },
+                None => ProduceFailure::DeliveryTimeout,
+            };
+            self.fail_sequenced(batch, failure);
+        } else {
+            self.requeue(batch, now);
+        }
+    }
+
+    /// Puts a batch back at the front of its partition, in sequence order, after a backoff.
+    fn requeue(&mut self, mut batch: Batch<C>, now: Instant) {
+        let exp = batch.attempts.saturating_sub(1).min(16);
+        let backoff = self
+            .config
+            .retry_backoff
+            .saturating_mul(1 << exp)
+            .min(self.config.retry_backoff_max.max(self.config.retry_backoff));
+        batch.not_before = Some(now + backoff);
+        batch.closed = true;
+        let q = self.partitions.entry(batch.tp.clone()).or_default();
+        let seq = batch.sequence.map(|(_, s)| s);
+        let pos = q
+            .batches
+            .iter()
+            .position(|b| match (b.sequence, seq) {
+                (None, _) => true,
+                (Some((_, other)), Some(mine)) => other > mine,
+                (Some(_), None) => false,
+            })
+            .unwrap_or(q.batches.len());
+        q.batches.insert(pos, batch);
+    }
+
+    fn complete(&mut self, batch: Batch<C>, base_offset: i64, log_append_time: i64) {
+        self.buffered -= batch.bytes;
+        for (i, (c, ts)) in batch.completions.into_iter().enumerate() {
+            let offset = if base_offset >= 0 { base_offset + i as i64 } else { -1 };
+            let timestamp = if log_append_time >= 0 { log_append_time } else { ts };
+            self.completions.push_back((
+                c,
+                Ok(RecordMetadata { topic_partition: batch.tp.clone(), offset, timestamp }),
+            ));
+        }
+    }
+
+    /// Fails a batch; if it holds sequence numbers, the sequence has a gap now and the epoch must
+    /// be bumped before the partition can go on.
+    fn fail_sequenced(&mut self, batch: Batch<C>, failure: ProduceFailure) {
+        if batch.sequence.is_some() {
+            self.bump_needed = true;
+        }
+        self.fail(batch, failure);
+    }
+
+    fn fail(&mut self, batch: Batch<C>, failure: ProduceFailure) {
+        self.buffered -= batch.bytes;
+        for (c, _) in batch.completions {
+            self.completions.push_back((c, Err(failure.clone())));
+        }
+    }
+
+    /// Fails queued batches past `delivery.timeout.ms` (batches in flight wait for their answer).
+    fn expire(&mut self, now: Instant) {
+        let timeout = self.config.delivery_timeout;
+        let mut expired = Vec::new();
+        for q in self.partitions.values_mut() {
+            while q.batches.front().is_some_and(|b| now >= b.created + timeout) {
+                if let Some(b) = q.batches.pop_front() {
+                    expired.push(b);
+                }
+            }
+        }
+        for b in expired {
+            self.fail_sequenced(b, ProduceFailure::DeliveryTimeout);
+        }
+    }
+
+    fn is_first_unresolved(&self, batch: &Batch<C>) -> bool {
+        let Some((_, seq)) = batch.sequence else { return true };
+        let queued = self.partitions.get(&batch.tp).into_iter().flat_map(|q| &q.batches);
+        let in_flight = self.in_flight.values().flat_map(|r| &r.batches).filter(|b| b.tp == batch.tp);
+        queued.chain(in_flight).filter_map(|b| b.sequence).all(|(_, s)| s >= seq)
+    }
+
+    /// A partition may send its front batch when nothing blocks it: a retried batch goes alone
+    /// (so that batches cannot overtake it); the broker remembers five batches per partition,
+    /// so no more are in flight at once; during an epoch bump only batches of unknown fate go.
+    fn sendable(config: &CoreConfig, blocked: bool, q: &PartitionQueue<C>) -> bool {
+        let Some(front) = q.batches.front() else { return false };
+        if blocked && !front.fate_unknown {
+            return false;
+        }
+        if front.attempts > 0 && q.in_flight > 0 {
+            return false;
+        }
+        !config.idempotent || q.in_flight < 5
+    }
+
+    fn try_bump_epoch(&mut self) {
+        if !self.bump_needed || !self.in_flight.is_empty() {
+            return;
+        }
+        let unknown_left = self.partitions.values().flat_map(|q| &q.batches).any(|b| b.fate_unknown);
+        if unknown_left {
+            return;
+        }
+        self.bump_needed = false;
+        if self.epoch >= i16::MAX - 1 || self.epoch < 0 {
+            self.needs_producer_id = true;
+            return;
+        }
+        self.epoch += 1;
+        self.reset_sequences();
+    }
+
+    /// Restarts every partition's sequence at 0 and re-seals queued batches that already held
+    /// sequences (their fate is known: not written).
+    fn reset_sequences(&mut self) {
+        for q in self.partitions.values_mut() {
+            q.next_sequence = 0;
+            for b in &mut q.batches {
+                if b.sequence.is_none() {
+                    continue;
+                }
+                let seq = q.next_sequence;
+                q.next_sequence = q.next_sequence.wrapping_add(b.record_count());
+                b.sequence = Some((self.epoch, seq));
+                if let Some(sealed) = &b.sealed {
+                    let mut bytes = BytesMut::from(&sealed[..]);
+                    record_batch::patch_producer_state(&mut bytes, self.producer_id, self.epoch, seq);
+                    b.sealed = Some(bytes.freeze());
+                }
+            }
+        }
+    }
+}
+
+/// Errors after which the same batch may be sent again: Kafka's retriable errors, plus those
+/// the idempotent producer handles by retrying.
+fn is_retriable_produce_error(code: ErrorCode) -> bool {
+    code.is_retriable()
+        || code == ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+        || code == ErrorCode::NOT_ENOUGH_REPLICAS
+        || code == ErrorCode::REQUEST_TIMED_OUT
+}
