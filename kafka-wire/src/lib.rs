@@ -11,3 +11,4 @@
 
 pub mod client;
 pub mod codec;
+pub mod proto;

@@ -50,10 +50,19 @@ async fn read_request(sock: &mut TcpStream, buf: &mut BytesMut) -> Option<(Reque
     }
 }
 
-fn response_frame(correlation_id: i32, body: &impl Message, version: i16, header_version: i16) -> BytesMut {
+fn response_frame(
+    correlation_id: i32,
+    body: &impl Message,
+    version: i16,
+    header_version: i16,
+) -> BytesMut {
     let mut out = BytesMut::new();
     out.extend_from_slice(&[0; 4]);
-    ResponseHeader { correlation_id, ..Default::default() }.encode(&mut out, header_version);
+    ResponseHeader {
+        correlation_id,
+        ..Default::default()
+    }
+    .encode(&mut out, header_version);
     body.encode(&mut out, version);
     let size = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&size.to_be_bytes());
@@ -73,17 +82,26 @@ async fn scripted_peer(apis: &'static [ApiKey], then: Then) -> String {
         let response = ApiVersionsResponse {
             api_keys: apis
                 .iter()
-                .map(|k| ApiVersion { api_key: k.0, min_version: 0, max_version: 12, ..Default::default() })
+                .map(|k| ApiVersion {
+                    api_key: k.0,
+                    min_version: 0,
+                    max_version: 12,
+                    ..Default::default()
+                })
                 .collect(),
             ..Default::default()
         };
         let frame = response_frame(header.correlation_id, &response, header.api_version, 0);
         sock.write_all(&frame).await.unwrap();
-        let Some((header, _)) = read_request(&mut sock, &mut buf).await else { return };
+        let Some((header, _)) = read_request(&mut sock, &mut buf).await else {
+            return;
+        };
         match then {
             Then::ClaimFrameOf(size) => {
                 sock.write_all(&size.to_be_bytes()).await.unwrap();
-                sock.write_all(&header.correlation_id.to_be_bytes()).await.unwrap();
+                sock.write_all(&header.correlation_id.to_be_bytes())
+                    .await
+                    .unwrap();
                 let _ = sock.read(&mut [0u8; 1]).await;
             }
             Then::Close => drop(sock),
@@ -113,7 +131,16 @@ async fn a_frame_above_the_maximum_is_refused() {
     let conn = Connection::connect(&addr, config()).await.unwrap();
     let err = conn.send(&MetadataRequest::default()).await.unwrap_err();
     assert!(
-        matches!(err, Error::Decode { source: DecodeError::FrameTooLarge { size: 67108864, max: 1048576 }, .. }),
+        matches!(
+            err,
+            Error::Decode {
+                source: DecodeError::FrameTooLarge {
+                    size: 67108864,
+                    max: 1048576
+                },
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(conn.is_closed());
@@ -127,7 +154,16 @@ async fn a_negative_frame_size_is_refused() {
     let addr = scripted_peer(BOTH, Then::ClaimFrameOf(-5)).await;
     let conn = Connection::connect(&addr, config()).await.unwrap();
     let err = conn.send(&MetadataRequest::default()).await.unwrap_err();
-    assert!(matches!(err, Error::Decode { source: DecodeError::InvalidLength { .. }, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Decode {
+                source: DecodeError::InvalidLength { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -135,7 +171,10 @@ async fn a_connection_closed_mid_request_fails_the_request() {
     let addr = scripted_peer(BOTH, Then::Close).await;
     let conn = Connection::connect(&addr, config()).await.unwrap();
     let err = conn.send(&MetadataRequest::default()).await.unwrap_err();
-    assert!(matches!(err, Error::Closed { .. } | Error::Io { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Closed { .. } | Error::Io { .. }),
+        "{err:?}"
+    );
     assert!(err.is_retriable());
 }
 
@@ -152,7 +191,10 @@ async fn silence_past_the_request_timeout_is_a_timeout() {
     let addr = scripted_peer(BOTH, Then::Silence).await;
     let conn = Connection::connect(&addr, config()).await.unwrap();
     let err = conn.send(&MetadataRequest::default()).await.unwrap_err();
-    assert!(matches!(err, Error::Timeout { after, .. } if after == Duration::from_millis(500)), "{err:?}");
+    assert!(
+        matches!(err, Error::Timeout { after, .. } if after == Duration::from_millis(500)),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -161,7 +203,14 @@ async fn an_api_the_broker_lacks_is_refused_before_sending() {
     let conn = Connection::connect(&addr, config()).await.unwrap();
     let err = conn.send(&MetadataRequest::default()).await.unwrap_err();
     assert!(
-        matches!(err, Error::UnsupportedVersion { api: ApiKey::METADATA, broker: None, .. }),
+        matches!(
+            err,
+            Error::UnsupportedVersion {
+                api: ApiKey::METADATA,
+                broker: None,
+                ..
+            }
+        ),
         "{err:?}"
     );
 }
@@ -190,5 +239,8 @@ async fn an_unreachable_bootstrap_list_names_every_address_tried() {
 #[tokio::test]
 async fn an_empty_bootstrap_list_is_a_configuration_error() {
     let err = Client::connect(ClientConfig::new(" , ")).await.unwrap_err();
-    assert!(matches!(err, Error::Config { ref property, .. } if property == "bootstrap.servers"), "{err:?}");
+    assert!(
+        matches!(err, Error::Config { ref property, .. } if property == "bootstrap.servers"),
+        "{err:?}"
+    );
 }

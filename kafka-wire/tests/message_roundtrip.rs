@@ -20,10 +20,20 @@ where
     let mut input = first.clone().freeze();
     let decoded = T::decode(&mut input, version)
         .map_err(|e| TestCaseError::fail(format!("{name} v{version}: {e}")))?;
-    prop_assert!(input.is_empty(), "{name} v{version}: {} bytes left over", input.len());
+    prop_assert!(
+        input.is_empty(),
+        "{name} v{version}: {} bytes left over",
+        input.len()
+    );
     let mut second = BytesMut::new();
     decoded.encode(&mut second, version);
-    prop_assert_eq!(&first, &second, "{} v{} re-encodes differently", name, version);
+    prop_assert_eq!(
+        &first,
+        &second,
+        "{} v{} re-encodes differently",
+        name,
+        version
+    );
     let again = T::decode(&mut second.freeze(), version)
         .map_err(|e| TestCaseError::fail(format!("{name} v{version} second decode: {e}")))?;
     prop_assert_eq!(again, decoded);
@@ -34,7 +44,9 @@ fn check_all_versions<'a, T>(data: &'a [u8]) -> Result<(), TestCaseError>
 where
     T: Message + PartialEq + std::fmt::Debug + Arbitrary<'a>,
 {
-    let Ok(value) = T::arbitrary(&mut Unstructured::new(data)) else { return Ok(()) };
+    let Ok(value) = T::arbitrary(&mut Unstructured::new(data)) else {
+        return Ok(());
+    };
     for version in T::VERSIONS.min..=T::VERSIONS.max {
         check(&value, version)?;
     }
@@ -64,7 +76,10 @@ fn unknown_tagged_fields_survive_a_round_trip() {
     use kafka_wire::codec::messages::ApiVersionsResponse;
     use kafka_wire::codec::RawTaggedField;
     let mut resp = ApiVersionsResponse::default();
-    resp.unknown_tagged_fields.push(RawTaggedField { tag: 77, data: bytes::Bytes::from_static(b"xyz") });
+    resp.unknown_tagged_fields.push(RawTaggedField {
+        tag: 77,
+        data: bytes::Bytes::from_static(b"xyz"),
+    });
     let mut buf = BytesMut::new();
     resp.encode(&mut buf, 3);
     let back = ApiVersionsResponse::decode(&mut buf.freeze(), 3).unwrap();

@@ -1,1 +1,250 @@
-//! Shared harness for the integration tests.
+//! Shared harness for the integration tests (tests/tests/*.rs) against a real Apache Kafka
+//! broker started with `cargo xtask kafka up` (1 node) / `cargo xtask kafka up --nodes 3`.
+//!
+//! The process management is the xtask's own code (`xtask/src/kafka/cluster.rs`, std only),
+//! included here so that `kafka_node_kill` / `kafka_node_start` do not have to run cargo
+//! (which would wait for the build lock that `cargo test` holds).
+
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub mod raw;
+
+#[allow(dead_code)]
+#[path = "../../xtask/src/kafka/cluster.rs"]
+mod cluster;
+
+/// Timeout of [`kafka_tool`].
+pub const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The workspace root (where `.kafka/` lives).
+pub fn workspace_root() -> PathBuf {
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    root.canonicalize().unwrap_or(root)
+}
+
+fn layout() -> cluster::Layout {
+    cluster::Layout::new(workspace_root())
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Bootstrap servers of the 1-node cluster: `$KAFKA_BOOTSTRAP`, else `.kafka/bootstrap`
+/// (written by `cargo xtask kafka up`). Panics if neither exists.
+pub fn bootstrap() -> String {
+    if let Some(b) = env_nonempty("KAFKA_BOOTSTRAP") {
+        return b;
+    }
+    let file = layout().bootstrap_file(1);
+    cluster::read_trimmed(&file).unwrap_or_else(|| {
+        panic!(
+            "no Kafka broker: {} does not exist and KAFKA_BOOTSTRAP is not set. \
+             Start one with `cargo xtask kafka up` (stop it with `cargo xtask kafka down`).",
+            file.display()
+        )
+    })
+}
+
+/// Bootstrap servers of the 3-node cluster (`cargo xtask kafka up --nodes 3`):
+/// `$KAFKA_BOOTSTRAP_3`, else `.kafka/bootstrap3`; `None` if it is not up, so that
+/// 3-node tests can skip.
+pub fn bootstrap_3() -> Option<String> {
+    env_nonempty("KAFKA_BOOTSTRAP_3").or_else(|| cluster::read_trimmed(&layout().bootstrap_file(3)))
+}
+
+/// A topic name unique per process, call and time: `<prefix>-<pid>-<n>-<micros>`.
+pub fn unique_topic(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() % 1_000_000_000_000)
+        .unwrap_or(0);
+    format!("{prefix}-{}-{n}-{micros}", std::process::id())
+}
+
+/// The Kafka version whose jars the tools use (`$KAFKA_VERSION`, else that of the last `up`).
+pub fn kafka_version() -> String {
+    layout().tools_version()
+}
+
+/// Run a Kafka CLI tool — a short name (`topics`, `console-producer`, `console-consumer`,
+/// `consumer-groups`, `transactions`, `producer-perf`, `consumer-perf`, `get-offsets`,
+/// `configs`, …) or a main class — directly with `java -cp .kafka/libs/<version>/*`,
+/// feeding `stdin` (closed at its end; `None` = empty), collecting stdout/stderr.
+/// The tool is killed after [`TOOL_TIMEOUT`]; then the returned status is a failure and
+/// stderr ends with a note. Does not check the exit status.
+pub fn kafka_tool(main_class_or_short_name: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    kafka_tool_with_timeout(main_class_or_short_name, args, stdin, TOOL_TIMEOUT)
+}
+
+/// [`kafka_tool`] with an explicit timeout.
+pub fn kafka_tool_with_timeout(
+    main_class_or_short_name: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> Output {
+    let layout = layout();
+    let version = layout.tools_version();
+    let mut cmd = cluster::tool_command(&layout, &version, main_class_or_short_name, args)
+        .unwrap_or_else(|e| panic!("kafka_tool({main_class_or_short_name}): {e}"));
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("kafka_tool({main_class_or_short_name}): cannot run java: {e}"));
+    let (mut out, timed_out) =
+        cluster::wait_with_timeout(child, Some(stdin.unwrap_or_default().to_vec()), timeout)
+            .unwrap_or_else(|e| panic!("kafka_tool({main_class_or_short_name}): {e}"));
+    if timed_out {
+        out.stderr.extend_from_slice(
+            format!("\n[kafka_tool: killed after {} s]\n", timeout.as_secs()).as_bytes(),
+        );
+    }
+    out
+}
+
+/// Like [`kafka_tool`], but panics (showing stdout and stderr) unless the tool succeeds;
+/// returns its stdout.
+pub fn kafka_tool_ok(
+    main_class_or_short_name: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> String {
+    let out = kafka_tool(main_class_or_short_name, args, stdin);
+    if !out.status.success() {
+        panic!(
+            "kafka tool {main_class_or_short_name} {args:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// SIGKILL node `n` (1..=3) of the 3-node cluster and wait until it is gone; its data stays.
+/// Same code as `cargo xtask kafka kill --nodes 3 --node N`. No-op if it is not running.
+pub fn kafka_node_kill(n: u8) {
+    cluster::kill_node(&layout(), 3, n).unwrap_or_else(|e| panic!("kafka_node_kill({n}): {e}"));
+}
+
+/// Restart node `n` of the 3-node cluster with its existing data and wait (up to 90 s)
+/// until it serves again ("Kafka Server started" + ApiVersions answered). No-op if it is
+/// running. Same code as `cargo xtask kafka start --nodes 3 --node N`.
+pub fn kafka_node_start(n: u8) {
+    cluster::start_node(&layout(), 3, n).unwrap_or_else(|e| panic!("kafka_node_start({n}): {e}"));
+}
+
+/// Is node `n` of the 3-node cluster running?
+pub fn kafka_node_running(n: u8) -> bool {
+    cluster::node_pid(&layout(), 3, n).is_some()
+}
+
+/// Broker address of node `n` of the 3-node cluster (`127.0.0.1:1909{n+1}`).
+pub fn kafka_node_addr(n: u8) -> String {
+    cluster::broker_addr(3, n)
+}
+
+/// Serializes the tests (of one test binary) that kill/start nodes of the 3-node cluster.
+/// Hold the guard for the whole test; a panic in another holder does not poison it.
+pub fn cluster3_exclusive() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod harness_tests {
+    use super::*;
+
+    /// The harness itself: bootstrap file, Java tools, stdin/stdout plumbing.
+    #[test]
+    fn tools_round_trip() {
+        let bs = bootstrap();
+        let topic = unique_topic("harness");
+        kafka_tool_ok(
+            "topics",
+            &[
+                "--bootstrap-server",
+                &bs,
+                "--create",
+                "--topic",
+                &topic,
+                "--partitions",
+                "1",
+                "--replication-factor",
+                "1",
+            ],
+            None,
+        );
+        kafka_tool_ok(
+            "console-producer",
+            &[
+                "--bootstrap-server",
+                &bs,
+                "--topic",
+                &topic,
+                "--property",
+                "parse.key=true",
+                "--property",
+                "key.separator=:",
+            ],
+            Some(b"k1:v1\nk2:v2\n"),
+        );
+        let out = kafka_tool_ok(
+            "console-consumer",
+            &[
+                "--bootstrap-server",
+                &bs,
+                "--topic",
+                &topic,
+                "--from-beginning",
+                "--max-messages",
+                "2",
+                "--timeout-ms",
+                "30000",
+                "--property",
+                "print.key=true",
+            ],
+            None,
+        );
+        assert_eq!(out, "k1\tv1\nk2\tv2\n");
+    }
+
+    #[test]
+    fn unique_topics_differ() {
+        assert_ne!(unique_topic("a"), unique_topic("a"));
+    }
+
+    /// Kill and restart node 2 of the 3-node cluster (`cargo xtask kafka up --nodes 3`).
+    /// Run with `cargo test -p kafka-wire-tests --lib -- --ignored`.
+    #[test]
+    #[ignore = "needs the 3-node cluster; kills a node"]
+    fn node_kill_and_start() {
+        let Some(bs) = bootstrap_3() else {
+            eprintln!("3-node cluster not up; skipping");
+            return;
+        };
+        let _guard = cluster3_exclusive();
+        kafka_node_kill(2);
+        assert!(!kafka_node_running(2));
+        let out = kafka_tool_ok(
+            "metadata-quorum",
+            &["--bootstrap-server", &bs, "describe", "--status"],
+            None,
+        );
+        assert!(out.contains("LeaderId"), "{out}");
+        kafka_node_start(2);
+        assert!(kafka_node_running(2));
+    }
+}

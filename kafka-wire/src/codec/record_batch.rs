@@ -1,1 +1,1277 @@
-//! Record batches (magic v2).
+//! Record batches, magic v2: the format of the records field in Produce and Fetch.
+//!
+//! A batch is a fixed 61-byte header followed by its records, compressed together as one blob
+//! when the batch is compressed:
+//!
+//! ```text
+//! baseOffset i64 | batchLength i32 | partitionLeaderEpoch i32 | magic i8 (2) | crc u32
+//! | attributes i16 | lastOffsetDelta i32 | baseTimestamp i64 | maxTimestamp i64
+//! | producerId i64 | producerEpoch i16 | baseSequence i32 | recordCount i32 | records
+//! ```
+//!
+//! `batchLength` counts everything after itself; the CRC-32C covers everything from
+//! `attributes` to the end. A record is
+//!
+//! ```text
+//! length varint | attributes i8 | timestampDelta varlong | offsetDelta varint
+//! | keyLength varint | key | valueLength varint | value
+//! | headerCount varint | (headerKeyLength varint | headerKey | headerValueLength varint | value)*
+//! ```
+//!
+//! with -1 as the length of a null key or value.
+//!
+//! [`BatchBuilder`] encodes a batch in one pass; [`RecordBatches`] splits a Fetch response's
+//! records into [`RecordBatch`]es, whose [`RecordBatch::records`] decode records as slices of
+//! the input (or of the decompressed records, for compressed batches).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
+
+use super::compression::{self, Compression};
+use super::primitives::{
+    get_i16, get_i32, get_i64, get_i8, get_u32, get_varint, get_varlong, put_varint, put_varlong,
+    take, varint_len, varlong_len,
+};
+use super::{open_enum, DecodeError, DecodeResult};
+
+/// The only batch format this codec reads and writes.
+pub const MAGIC: i8 = 2;
+/// `baseOffset` and `batchLength`: the bytes a batch takes before what `batchLength` counts.
+pub const LOG_OVERHEAD: usize = 12;
+/// The fixed header, from `baseOffset` to `recordCount`.
+pub const HEADER_SIZE: usize = 61;
+/// The smallest valid `batchLength`: a header and no records.
+pub const MIN_BATCH_LENGTH: i32 = (HEADER_SIZE - LOG_OVERHEAD) as i32;
+/// The largest batch [`BatchBuilder`] builds, uncompressed. Brokers refuse far smaller batches
+/// (`message.max.bytes`); the cap keeps every length and offset delta well inside `i32`, even
+/// after a codec's worst-case expansion.
+pub const MAX_BUILDER_SIZE: usize = 1 << 30;
+
+/// `producerId`, `producerEpoch` and `baseSequence` of a batch without idempotence.
+pub const NO_PRODUCER_ID: i64 = -1;
+pub const NO_PRODUCER_EPOCH: i16 = -1;
+pub const NO_SEQUENCE: i32 = -1;
+/// What clients write as `partitionLeaderEpoch`; the broker fills it in.
+pub const NO_PARTITION_LEADER_EPOCH: i32 = -1;
+/// The timestamps of a batch without records.
+pub const NO_TIMESTAMP: i64 = -1;
+
+const MAGIC_OFFSET: usize = 16;
+const CRC_OFFSET: usize = 17;
+const ATTRIBUTES_OFFSET: usize = 21;
+/// A record with no key, value or headers: length, attributes, the two deltas, the key and
+/// value lengths and the header count, one byte each.
+const MIN_RECORD_SIZE: usize = 7;
+/// A header with an empty key and a null value.
+const MIN_HEADER_SIZE: usize = 2;
+
+const COMPRESSION_MASK: i16 = 0x07;
+const TIMESTAMP_TYPE_BIT: i16 = 0x08;
+const TRANSACTIONAL_BIT: i16 = 0x10;
+const CONTROL_BIT: i16 = 0x20;
+const DELETE_HORIZON_BIT: i16 = 0x40;
+
+/// What a batch's timestamps mean (attribute bit 3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TimestampType {
+    /// The producer's timestamps, one per record.
+    #[default]
+    CreateTime,
+    /// The broker's append time, the batch's `maxTimestamp`, for every record.
+    LogAppendTime,
+}
+
+/// A batch's fixed header, as on the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: i32,
+}
+
+impl BatchHeader {
+    /// Reads the 61 header bytes at the start of `batch`; checks nothing but their presence.
+    pub fn decode(batch: &Bytes) -> DecodeResult<Self> {
+        let mut b = batch.clone();
+        let header = Self {
+            base_offset: get_i64(&mut b, "baseOffset")?,
+            batch_length: get_i32(&mut b, "batchLength")?,
+            partition_leader_epoch: get_i32(&mut b, "partitionLeaderEpoch")?,
+            magic: get_i8(&mut b, "magic")?,
+            crc: get_u32(&mut b, "crc")?,
+            attributes: get_i16(&mut b, "attributes")?,
+            last_offset_delta: get_i32(&mut b, "lastOffsetDelta")?,
+            base_timestamp: get_i64(&mut b, "baseTimestamp")?,
+            max_timestamp: get_i64(&mut b, "maxTimestamp")?,
+            producer_id: get_i64(&mut b, "producerId")?,
+            producer_epoch: get_i16(&mut b, "producerEpoch")?,
+            base_sequence: get_i32(&mut b, "baseSequence")?,
+            record_count: get_i32(&mut b, "recordCount")?,
+        };
+        Ok(header)
+    }
+
+    /// Writes the 61 header bytes as they are, CRC included.
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.reserve(HEADER_SIZE);
+        self.write(out);
+    }
+
+    fn write(&self, mut out: impl BufMut) {
+        out.put_i64(self.base_offset);
+        out.put_i32(self.batch_length);
+        out.put_i32(self.partition_leader_epoch);
+        out.put_i8(self.magic);
+        out.put_u32(self.crc);
+        out.put_i16(self.attributes);
+        out.put_i32(self.last_offset_delta);
+        out.put_i64(self.base_timestamp);
+        out.put_i64(self.max_timestamp);
+        out.put_i64(self.producer_id);
+        out.put_i16(self.producer_epoch);
+        out.put_i32(self.base_sequence);
+        out.put_i32(self.record_count);
+    }
+
+    /// The codec of the records (attribute bits 0-2).
+    pub fn compression(&self) -> DecodeResult<Compression> {
+        Compression::from_id((self.attributes & COMPRESSION_MASK) as u8)
+    }
+
+    pub fn timestamp_type(&self) -> TimestampType {
+        if self.attributes & TIMESTAMP_TYPE_BIT != 0 {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        }
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_BIT != 0
+    }
+
+    /// Whether the batch holds control records (transaction markers) instead of data.
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_BIT != 0
+    }
+
+    /// Whether `baseTimestamp` is the delete horizon set by log compaction (KIP-534).
+    pub fn has_delete_horizon(&self) -> bool {
+        self.attributes & DELETE_HORIZON_BIT != 0
+    }
+
+    /// The offset of the batch's last record, even if compaction removed it.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset.wrapping_add(i64::from(self.last_offset_delta))
+    }
+
+    /// The offset after the batch: where the next fetch starts.
+    pub fn next_offset(&self) -> i64 {
+        self.last_offset().wrapping_add(1)
+    }
+
+    /// The whole batch's size on the wire.
+    pub fn size(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length.max(0) as usize
+    }
+}
+
+/// A record header: a UTF-8 key and a nullable value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Header {
+    pub key: ByteString,
+    pub value: Option<Bytes>,
+}
+
+impl Header {
+    pub fn new(key: impl Into<ByteString>, value: Option<impl Into<Bytes>>) -> Self {
+        Self { key: key.into(), value: value.map(Into::into) }
+    }
+}
+
+/// A decoded record, with its absolute offset and timestamp.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+impl Record {
+    /// Reads the key of a control batch's record.
+    pub fn control_record(&self) -> DecodeResult<ControlRecord> {
+        match &self.key {
+            Some(key) => ControlRecord::parse(key),
+            None => Err(DecodeError::UnexpectedNull { what: "control record key" }),
+        }
+    }
+}
+
+open_enum! {
+    /// The type of a control record, from its key. Unknown types are kept: consumers skip
+    /// control records they do not understand.
+    pub struct ControlType(i16) {
+        ABORT = 0 => "ABORT",
+        COMMIT = 1 => "COMMIT",
+        LEADER_CHANGE = 2 => "LEADER_CHANGE",
+        SNAPSHOT_HEADER = 3 => "SNAPSHOT_HEADER",
+        SNAPSHOT_FOOTER = 4 => "SNAPSHOT_FOOTER",
+        KRAFT_VERSION = 5 => "KRAFT_VERSION",
+        KRAFT_VOTERS = 6 => "KRAFT_VOTERS",
+    }
+}
+
+/// The key of a control record: a version and a type, two `int16`s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ControlRecord {
+    pub version: i16,
+    pub kind: ControlType,
+}
+
+impl ControlRecord {
+    pub const fn new(kind: ControlType) -> Self {
+        Self { version: 0, kind }
+    }
+
+    /// Parses a control record's key. Bytes after the type are ignored: later key versions may
+    /// only add fields.
+    pub fn parse(key: &[u8]) -> DecodeResult<Self> {
+        let [v0, v1, t0, t1, ..] = *key else {
+            return Err(short("control record key", 4, key.len()));
+        };
+        Ok(Self {
+            version: i16::from_be_bytes([v0, v1]),
+            kind: ControlType(i16::from_be_bytes([t0, t1])),
+        })
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(4);
+        out.put_i16(self.version);
+        out.put_i16(self.kind.0);
+        out.freeze()
+    }
+}
+
+/// The value of an ABORT or COMMIT control record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EndTxnMarker {
+    pub version: i16,
+    pub coordinator_epoch: i32,
+}
+
+impl EndTxnMarker {
+    /// Parses the value; as for keys, bytes after the known fields are ignored.
+    pub fn parse(value: &[u8]) -> DecodeResult<Self> {
+        let [v0, v1, e0, e1, e2, e3, ..] = *value else {
+            return Err(short("end transaction marker", 6, value.len()));
+        };
+        Ok(Self {
+            version: i16::from_be_bytes([v0, v1]),
+            coordinator_epoch: i32::from_be_bytes([e0, e1, e2, e3]),
+        })
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(6);
+        out.put_i16(self.version);
+        out.put_i32(self.coordinator_epoch);
+        out.freeze()
+    }
+}
+
+fn short(what: &'static str, needed: usize, remaining: usize) -> DecodeError {
+    DecodeError::UnexpectedEnd { what, needed, remaining }
+}
+
+// ---- decoding --------------------------------------------------------------------------------
+
+/// One complete batch whose framing, magic, CRC and codec id have been checked.
+#[derive(Clone, Debug)]
+pub struct RecordBatch {
+    header: BatchHeader,
+    compression: Compression,
+    /// The whole batch, header included.
+    bytes: Bytes,
+}
+
+impl RecordBatch {
+    /// Checks and wraps `bytes`, which must hold exactly one batch.
+    pub fn parse(bytes: Bytes) -> DecodeResult<Self> {
+        let mut rest = bytes;
+        match split_batch(&mut rest)? {
+            Some(batch) if rest.is_empty() => Ok(batch),
+            Some(_) => Err(DecodeError::TrailingBytes { what: "record batch", count: rest.len() }),
+            None => {
+                let needed = if rest.len() < LOG_OVERHEAD {
+                    LOG_OVERHEAD
+                } else {
+                    LOG_OVERHEAD
+                        + i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]) as usize
+                };
+                Err(DecodeError::UnexpectedEnd {
+                    what: "record batch",
+                    needed,
+                    remaining: rest.len(),
+                })
+            }
+        }
+    }
+
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// The whole batch as received, for forwarding it unchanged.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.header.base_offset
+    }
+
+    pub fn last_offset(&self) -> i64 {
+        self.header.last_offset()
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.header.next_offset()
+    }
+
+    pub fn record_count(&self) -> i32 {
+        self.header.record_count
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.header.is_transactional()
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.header.is_control()
+    }
+
+    pub fn producer_id(&self) -> i64 {
+        self.header.producer_id
+    }
+
+    /// The records. An uncompressed batch hands out slices of the input; a compressed one is
+    /// decompressed here, once, refusing to produce more than `max_decompressed` bytes, and hands
+    /// out slices of that. A failed decompression is the first and only item.
+    pub fn records(&self, max_decompressed: usize) -> Records {
+        let raw = self.bytes.slice(HEADER_SIZE..);
+        let data = match self.compression {
+            Compression::None => Ok(raw),
+            codec => compression::decompress(codec, &raw, max_decompressed),
+        };
+        Records::new(&self.header, data)
+    }
+}
+
+/// Splits the first batch off `buf`, or returns `Ok(None)`, leaving `buf` as it is, if `buf`
+/// holds only the start of one.
+fn split_batch(buf: &mut Bytes) -> DecodeResult<Option<RecordBatch>> {
+    if buf.len() < LOG_OVERHEAD {
+        return Ok(None);
+    }
+    let length = i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+    if length < 0 {
+        return Err(DecodeError::InvalidLength { what: "batchLength", len: i64::from(length) });
+    }
+    // The magic comes before the size checks so that an old-format message set, whose sizes
+    // differ, is reported as what it is.
+    if let Some(&magic) = buf.get(MAGIC_OFFSET) {
+        if magic as i8 != MAGIC {
+            return Err(DecodeError::UnsupportedMagic(magic as i8));
+        }
+    }
+    if length < MIN_BATCH_LENGTH {
+        return Err(DecodeError::Malformed {
+            what: "record batch",
+            reason: "batchLength is shorter than the batch header",
+        });
+    }
+    let size = LOG_OVERHEAD + length as usize;
+    if buf.len() < size {
+        return Ok(None);
+    }
+    let bytes = buf.split_to(size);
+    let header = BatchHeader::decode(&bytes)?;
+    let actual = crc32c::crc32c(&bytes[ATTRIBUTES_OFFSET..]);
+    if actual != header.crc {
+        return Err(DecodeError::CrcMismatch { expected: header.crc, actual });
+    }
+    let compression = header.compression()?;
+    if header.record_count < 0 {
+        return Err(DecodeError::InvalidLength {
+            what: "recordCount",
+            len: i64::from(header.record_count),
+        });
+    }
+    Ok(Some(RecordBatch { header, compression, bytes }))
+}
+
+/// The batches in a Fetch response's (or Produce request's) records field, in order.
+///
+/// The broker may cut the last batch short to honour the fetch's byte limits: an incomplete
+/// batch at the end ends the iteration without an error, and [`RecordBatches::is_truncated`]
+/// tells it happened. Any other malformation is an error, after which the iterator ends.
+#[derive(Clone, Debug)]
+pub struct RecordBatches {
+    buf: Bytes,
+    failed: bool,
+}
+
+impl RecordBatches {
+    pub fn new(records: Bytes) -> Self {
+        Self { buf: records, failed: false }
+    }
+
+    /// Whether bytes are left that do not make a complete batch: true once the iteration has
+    /// stopped at a truncated batch.
+    pub fn is_truncated(&self) -> bool {
+        !self.failed && !self.buf.is_empty()
+    }
+
+    /// What has not been split off yet.
+    pub fn remaining(&self) -> &Bytes {
+        &self.buf
+    }
+}
+
+impl Iterator for RecordBatches {
+    type Item = DecodeResult<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.buf.is_empty() {
+            return None;
+        }
+        match split_batch(&mut self.buf) {
+            Ok(Some(batch)) => Some(Ok(batch)),
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl std::iter::FusedIterator for RecordBatches {}
+
+/// The records of one batch, decoded one at a time.
+///
+/// Yields exactly `recordCount` records; fewer records in the data, bytes left after the last
+/// one, or any malformed record is an error, after which the iterator ends.
+#[derive(Debug)]
+pub struct Records {
+    data: Bytes,
+    left: i32,
+    base_offset: i64,
+    base_timestamp: i64,
+    /// The batch's `maxTimestamp` when the broker stamped it with its append time.
+    log_append_time: Option<i64>,
+    error: Option<DecodeError>,
+    done: bool,
+}
+
+impl Records {
+    fn new(header: &BatchHeader, data: DecodeResult<Bytes>) -> Self {
+        let count = header.record_count;
+        let data = data.and_then(|d| {
+            // Every record takes at least MIN_RECORD_SIZE bytes, so a count the data cannot hold
+            // fails before anything is decoded.
+            let max_records = d.len() / MIN_RECORD_SIZE;
+            if count < 0 || count as usize > max_records {
+                return Err(DecodeError::LengthExceedsInput {
+                    what: "recordCount",
+                    len: count as u64,
+                    remaining: d.len(),
+                });
+            }
+            Ok(d)
+        });
+        let (data, error) = match data {
+            Ok(d) => (d, None),
+            Err(e) => (Bytes::new(), Some(e)),
+        };
+        Self {
+            data,
+            left: count.max(0),
+            base_offset: header.base_offset,
+            base_timestamp: header.base_timestamp,
+            log_append_time: (header.timestamp_type() == TimestampType::LogAppendTime)
+                .then_some(header.max_timestamp),
+            error,
+            done: false,
+        }
+    }
+
+    fn decode_one(&mut self) -> DecodeResult<Record> {
+        if self.data.is_empty() {
+            return Err(DecodeError::Malformed {
+                what: "record batch",
+                reason: "fewer records than recordCount",
+            });
+        }
+        let len = get_varint(&mut self.data, "record length")?;
+        let len = checked_len(len, self.data.len(), "record")?;
+        let mut body = self.data.split_to(len);
+        let _attributes = get_i8(&mut body, "record attributes")?;
+        let timestamp_delta = get_varlong(&mut body, "record timestampDelta")?;
+        let offset_delta = get_varint(&mut body, "record offsetDelta")?;
+        let key = get_var_bytes(&mut body, "record key")?;
+        let value = get_var_bytes(&mut body, "record value")?;
+        let count = get_varint(&mut body, "record header count")?;
+        let count = checked_len(count, body.len() / MIN_HEADER_SIZE, "record headers")?;
+        let mut headers = Vec::with_capacity(count);
+        for _ in 0..count {
+            let key_len = get_varint(&mut body, "header key length")?;
+            let key_len = checked_len(key_len, body.len(), "header key")?;
+            let key = ByteString::try_from(body.split_to(key_len))
+                .map_err(|_| DecodeError::InvalidUtf8 { what: "header key" })?;
+            let value = get_var_bytes(&mut body, "header value")?;
+            headers.push(Header { key, value });
+        }
+        if !body.is_empty() {
+            return Err(DecodeError::TrailingBytes { what: "record", count: body.len() });
+        }
+        Ok(Record {
+            offset: self.base_offset.wrapping_add(i64::from(offset_delta)),
+            timestamp: self
+                .log_append_time
+                .unwrap_or_else(|| self.base_timestamp.wrapping_add(timestamp_delta)),
+            key,
+            value,
+            headers,
+        })
+    }
+}
+
+impl Iterator for Records {
+    type Item = DecodeResult<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.error.take() {
+            self.done = true;
+            return Some(Err(e));
+        }
+        if self.done {
+            return None;
+        }
+        if self.left == 0 {
+            self.done = true;
+            if !self.data.is_empty() {
+                return Some(Err(DecodeError::TrailingBytes {
+                    what: "record batch records",
+                    count: self.data.len(),
+                }));
+            }
+            return None;
+        }
+        self.left -= 1;
+        let record = self.decode_one();
+        if record.is_err() {
+            self.done = true;
+        }
+        Some(record)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.done {
+            (0, Some(0))
+        } else {
+            // One more for a trailing error.
+            (0, Some(self.left as usize + 1))
+        }
+    }
+}
+
+impl std::iter::FusedIterator for Records {}
+
+/// A non-negative varint length that `available` can hold.
+fn checked_len(len: i32, available: usize, what: &'static str) -> DecodeResult<usize> {
+    if len < 0 {
+        return Err(DecodeError::InvalidLength { what, len: i64::from(len) });
+    }
+    if len as usize > available {
+        return Err(DecodeError::LengthExceedsInput {
+            what,
+            len: len as u64,
+            remaining: available,
+        });
+    }
+    Ok(len as usize)
+}
+
+/// A varint-prefixed nullable byte string, as a slice of `buf`.
+fn get_var_bytes(buf: &mut Bytes, what: &'static str) -> DecodeResult<Option<Bytes>> {
+    match get_varint(buf, what)? {
+        -1 => Ok(None),
+        len => {
+            let len = checked_len(len, buf.len(), what)?;
+            take(buf, len, what).map(Some)
+        }
+    }
+}
+
+// ---- encoding --------------------------------------------------------------------------------
+
+/// Why [`BatchBuilder::push`] refused a record.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The batch would grow past [`MAX_BUILDER_SIZE`].
+    #[error("record of {record} bytes would grow the batch past {max} bytes")]
+    BatchTooLarge { record: usize, max: usize },
+}
+
+/// Builds one batch: records are encoded as they are pushed, after a placeholder header that
+/// [`BatchBuilder::finish`] fills in, with the batch length and CRC, without a second pass over
+/// the records (for a compressed batch, the records are compressed straight behind the header).
+#[derive(Clone, Debug)]
+pub struct BatchBuilder {
+    /// A placeholder header, then the uncompressed records.
+    buf: BytesMut,
+    base_offset: i64,
+    partition_leader_epoch: i32,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    transactional: bool,
+    control: bool,
+    log_append_time: Option<i64>,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    count: i32,
+}
+
+impl BatchBuilder {
+    /// A batch whose first record gets offset `base_offset` (producers use 0; the broker
+    /// assigns the real offsets).
+    pub fn new(base_offset: i64) -> Self {
+        Self::with_capacity(base_offset, 0)
+    }
+
+    /// As [`BatchBuilder::new`], with room for `bytes` of records before reallocating.
+    pub fn with_capacity(base_offset: i64, bytes: usize) -> Self {
+        let mut buf = BytesMut::with_capacity(HEADER_SIZE + bytes.min(MAX_BUILDER_SIZE));
+        buf.put_bytes(0, HEADER_SIZE);
+        Self {
+            buf,
+            base_offset,
+            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: NO_PRODUCER_EPOCH,
+            base_sequence: NO_SEQUENCE,
+            transactional: false,
+            control: false,
+            log_append_time: None,
+            base_timestamp: NO_TIMESTAMP,
+            max_timestamp: NO_TIMESTAMP,
+            count: 0,
+        }
+    }
+
+    /// Sets the idempotent producer's id, epoch and the first record's sequence number; may be
+    /// called any time before `finish`.
+    pub fn set_producer_state(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        base_sequence: i32,
+    ) -> &mut Self {
+        self.producer_id = producer_id;
+        self.producer_epoch = epoch;
+        self.base_sequence = base_sequence;
+        self
+    }
+
+    pub fn set_transactional(&mut self, transactional: bool) -> &mut Self {
+        self.transactional = transactional;
+        self
+    }
+
+    /// Marks the batch as holding control records (brokers write these; clients only read them).
+    pub fn set_control(&mut self, control: bool) -> &mut Self {
+        self.control = control;
+        self
+    }
+
+    pub fn set_partition_leader_epoch(&mut self, epoch: i32) -> &mut Self {
+        self.partition_leader_epoch = epoch;
+        self
+    }
+
+    /// Stamps the batch with a log append time, as a broker does: the timestamp type becomes
+    /// [`TimestampType::LogAppendTime`] and `maxTimestamp` is `time`.
+    pub fn set_log_append_time(&mut self, time: Option<i64>) -> &mut Self {
+        self.log_append_time = time;
+        self
+    }
+
+    /// Appends a record with the next offset, returning that offset's delta from the base.
+    pub fn push(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+    ) -> Result<i32, BuildError> {
+        if self.count == 0 {
+            self.base_timestamp = timestamp;
+            self.max_timestamp = timestamp;
+        }
+        let offset_delta = self.count;
+        // Deltas wrap like the decoder's sums, so any pair of timestamps round-trips.
+        let timestamp_delta = timestamp.wrapping_sub(self.base_timestamp);
+        let body = body_size(timestamp_delta, offset_delta, key, value, headers);
+        let record = body.saturating_add(5);
+        if body > MAX_BUILDER_SIZE || self.buf.len() + record > MAX_BUILDER_SIZE {
+            if self.count == 0 {
+                self.base_timestamp = NO_TIMESTAMP;
+                self.max_timestamp = NO_TIMESTAMP;
+            }
+            return Err(BuildError::BatchTooLarge { record, max: MAX_BUILDER_SIZE });
+        }
+        let buf = &mut self.buf;
+        buf.reserve(record);
+        // Every length below is at most MAX_BUILDER_SIZE, so the casts to i32 are exact.
+        put_varint(buf, body as i32);
+        buf.put_i8(0);
+        put_varlong(buf, timestamp_delta);
+        put_varint(buf, offset_delta);
+        put_var_bytes(buf, key);
+        put_var_bytes(buf, value);
+        put_varint(buf, headers.len() as i32);
+        for h in headers {
+            put_varint(buf, h.key.len() as i32);
+            buf.put_slice(h.key.as_bytes());
+            put_var_bytes(buf, h.value.as_deref());
+        }
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        self.count += 1;
+        Ok(offset_delta)
+    }
+
+    /// Records pushed so far.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The batch's size so far, uncompressed: what a producer compares with `batch.size`.
+    pub fn size_estimate(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether a record fits without growing the batch past `max_size` bytes (uncompressed). An
+    /// empty batch always has room, as in the Java producer, so that a record larger than
+    /// `batch.size` still gets a batch of its own.
+    pub fn has_room_for(
+        &self,
+        max_size: usize,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+    ) -> bool {
+        self.is_empty()
+            || self.size_estimate().saturating_add(record_size_upper_bound(key, value, headers))
+                <= max_size
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    /// The largest record timestamp, or [`NO_TIMESTAMP`] if the batch is empty.
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+
+    /// The finished batch.
+    pub fn finish(self, compression: Compression) -> Bytes {
+        if compression == Compression::None {
+            let header = self.header(Compression::None, self.buf.len());
+            let mut buf = self.buf;
+            seal(&mut buf, &header);
+            return buf.freeze();
+        }
+        let mut out = BytesMut::new();
+        self.finish_into(&mut out, compression);
+        out.freeze()
+    }
+
+    /// Appends the finished batch to `out`.
+    pub fn finish_into(self, out: &mut BytesMut, compression: Compression) {
+        let start = out.len();
+        let records = &self.buf[HEADER_SIZE..];
+        if compression == Compression::None {
+            out.extend_from_slice(&self.buf);
+        } else {
+            // Most payloads shrink; a codec that expands reallocates once or twice.
+            out.reserve(HEADER_SIZE + records.len() / 2);
+            out.put_bytes(0, HEADER_SIZE);
+            compression::compress(compression, records, out);
+        }
+        let header = self.header(compression, out.len() - start);
+        seal(&mut out[start..], &header);
+    }
+
+    /// The header of the finished batch of `size` bytes, CRC left at zero.
+    fn header(&self, compression: Compression, size: usize) -> BatchHeader {
+        let mut attributes = i16::from(compression.id());
+        if self.transactional {
+            attributes |= TRANSACTIONAL_BIT;
+        }
+        if self.control {
+            attributes |= CONTROL_BIT;
+        }
+        if self.log_append_time.is_some() {
+            attributes |= TIMESTAMP_TYPE_BIT;
+        }
+        BatchHeader {
+            base_offset: self.base_offset,
+            // At most MAX_BUILDER_SIZE plus a codec's expansion, well inside i32.
+            batch_length: (size - LOG_OVERHEAD) as i32,
+            partition_leader_epoch: self.partition_leader_epoch,
+            magic: MAGIC,
+            crc: 0,
+            attributes,
+            last_offset_delta: (self.count - 1).max(0),
+            base_timestamp: self.base_timestamp,
+            max_timestamp: self.log_append_time.unwrap_or(self.max_timestamp),
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            base_sequence: self.base_sequence,
+            record_count: self.count,
+        }
+    }
+}
+
+/// Writes `header` over the first bytes of `batch`, then the CRC of what follows it.
+fn seal(batch: &mut [u8], header: &BatchHeader) {
+    header.write(&mut batch[..HEADER_SIZE]);
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
+    batch[CRC_OFFSET..ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Rewrites the producer id, epoch and base sequence of a finished batch and its CRC, so that a
+/// batch can be re-sent under a bumped producer epoch (KIP-360) without re-encoding its records.
+pub fn patch_producer_state(batch: &mut [u8], producer_id: i64, epoch: i16, base_sequence: i32) {
+    // Offsets in the v2 header: producerId at 43, producerEpoch at 51, baseSequence at 53.
+    const PRODUCER_ID_OFFSET: usize = 43;
+    if batch.len() < HEADER_SIZE {
+        return;
+    }
+    batch[PRODUCER_ID_OFFSET..PRODUCER_ID_OFFSET + 8].copy_from_slice(&producer_id.to_be_bytes());
+    batch[PRODUCER_ID_OFFSET + 8..PRODUCER_ID_OFFSET + 10].copy_from_slice(&epoch.to_be_bytes());
+    batch[PRODUCER_ID_OFFSET + 10..PRODUCER_ID_OFFSET + 14]
+        .copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
+    batch[CRC_OFFSET..ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
+}
+
+fn put_var_bytes(buf: &mut BytesMut, v: Option<&[u8]>) {
+    match v {
+        None => put_varint(buf, -1),
+        Some(b) => {
+            put_varint(buf, b.len() as i32);
+            buf.put_slice(b);
+        }
+    }
+}
+
+/// The size of a length-prefixed field; lengths past `i32` (which `push` refuses anyway) count
+/// as the widest varint.
+fn var_bytes_size(v: Option<&[u8]>) -> usize {
+    match v {
+        None => 1,
+        Some(b) => i32::try_from(b.len()).map_or(5, varint_len).saturating_add(b.len()),
+    }
+}
+
+/// A record's size after its length prefix.
+fn body_size(
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[Header],
+) -> usize {
+    let headers_size = headers.iter().fold(0usize, |n, h| {
+        n.saturating_add(var_bytes_size(Some(h.key.as_bytes())))
+            .saturating_add(var_bytes_size(h.value.as_deref()))
+    });
+    (1 + varlong_len(timestamp_delta) + varint_len(offset_delta))
+        .saturating_add(var_bytes_size(key))
+        .saturating_add(var_bytes_size(value))
+        .saturating_add(i32::try_from(headers.len()).map_or(5, varint_len))
+        .saturating_add(headers_size)
+}
+
+/// An upper bound on the bytes a record adds to a batch, whatever its timestamp and offset.
+pub fn record_size_upper_bound(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[Header],
+) -> usize {
+    // The widest varints: a 5-byte length, a 10-byte timestamp delta, a 5-byte offset delta.
+    body_size(i64::MIN, i32::MIN, key, value, headers).saturating_add(5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: usize = 16 << 20;
+
+    fn records_of(batch: &Bytes) -> Vec<Record> {
+        let mut batches = RecordBatches::new(batch.clone());
+        let b = batches.next().unwrap().unwrap();
+        assert!(batches.next().is_none());
+        assert!(!batches.is_truncated());
+        b.records(LIMIT).collect::<DecodeResult<Vec<_>>>().unwrap()
+    }
+
+    fn sample_builder() -> (BatchBuilder, Vec<Record>) {
+        let mut b = BatchBuilder::new(100);
+        let headers = vec![
+            Header::new("trace", Some(Bytes::from_static(b"abc"))),
+            Header::new("empty", None::<Bytes>),
+            Header::new("", Some(Bytes::new())),
+        ];
+        let rows: Vec<(i64, Option<&[u8]>, Option<&[u8]>, Vec<Header>)> = vec![
+            (1_700_000_000_000, Some(b"key-1"), Some(b"value-1"), vec![]),
+            (1_699_999_999_000, None, Some(b"no key"), headers.clone()),
+            (1_700_000_005_000, Some(b"tombstone"), None, vec![]),
+            (1_700_000_001_000, Some(b""), Some(b""), headers),
+            (i64::MIN, None, None, vec![]),
+        ];
+        let mut expected = Vec::new();
+        for (i, (ts, k, v, h)) in rows.into_iter().enumerate() {
+            assert_eq!(b.push(ts, k, v, &h).unwrap(), i as i32);
+            expected.push(Record {
+                offset: 100 + i as i64,
+                timestamp: ts,
+                key: k.map(Bytes::copy_from_slice),
+                value: v.map(Bytes::copy_from_slice),
+                headers: h,
+            });
+        }
+        (b, expected)
+    }
+
+    #[test]
+    fn round_trips_every_codec() {
+        for codec in Compression::ALL {
+            let (b, expected) = sample_builder();
+            let batch = b.finish(codec);
+            let parsed = RecordBatch::parse(batch.clone()).unwrap();
+            let h = parsed.header();
+            assert_eq!(h.compression().unwrap(), codec);
+            assert_eq!(h.record_count, 5);
+            assert_eq!(h.last_offset_delta, 4);
+            assert_eq!(h.base_timestamp, 1_700_000_000_000);
+            assert_eq!(h.max_timestamp, 1_700_000_005_000);
+            assert_eq!(h.producer_id, NO_PRODUCER_ID);
+            assert_eq!(h.size(), batch.len());
+            assert_eq!(parsed.next_offset(), 105);
+            assert!(!h.is_transactional() && !h.is_control());
+            assert_eq!(h.timestamp_type(), TimestampType::CreateTime);
+            assert_eq!(records_of(&batch), expected, "{codec}");
+        }
+    }
+
+    #[test]
+    fn finish_into_appends_after_existing_bytes() {
+        for codec in Compression::ALL {
+            let mut out = BytesMut::new();
+            let (first, expected) = sample_builder();
+            let (second, _) = sample_builder();
+            first.finish_into(&mut out, codec);
+            second.finish_into(&mut out, codec);
+            let batches: Vec<_> =
+                RecordBatches::new(out.freeze()).collect::<DecodeResult<_>>().unwrap();
+            assert_eq!(batches.len(), 2);
+            for b in batches {
+                let got: Vec<_> = b.records(LIMIT).collect::<DecodeResult<_>>().unwrap();
+                assert_eq!(got, expected);
+            }
+        }
+    }
+
+    #[test]
+    fn uncompressed_records_share_the_input() {
+        let (b, _) = sample_builder();
+        let batch = b.finish(Compression::None);
+        let range = batch.as_ptr_range();
+        for r in records_of(&batch) {
+            for part in r.key.iter().chain(r.value.iter()).filter(|p| !p.is_empty()) {
+                assert!(range.contains(&part.as_ptr()));
+            }
+            for h in &r.headers {
+                if !h.key.is_empty() {
+                    assert!(range.contains(&h.key.as_bytes().as_ptr()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transactional_and_control_batches() {
+        let mut data = BatchBuilder::new(0);
+        data.set_producer_state(42, 3, 17).set_transactional(true).set_partition_leader_epoch(9);
+        data.push(5, Some(b"k"), Some(b"v"), &[]).unwrap();
+        let data = RecordBatch::parse(data.finish(Compression::Lz4)).unwrap();
+        let h = data.header();
+        assert!(h.is_transactional() && !h.is_control());
+        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (42, 3, 17));
+        assert_eq!(h.partition_leader_epoch, 9);
+
+        let mut marker = BatchBuilder::new(1);
+        marker.set_producer_state(42, 3, NO_SEQUENCE).set_transactional(true).set_control(true);
+        let key = ControlRecord::new(ControlType::COMMIT).encode();
+        let value = EndTxnMarker { version: 0, coordinator_epoch: 7 }.encode();
+        marker.push(6, Some(&key), Some(&value), &[]).unwrap();
+        let marker = RecordBatch::parse(marker.finish(Compression::None)).unwrap();
+        assert!(marker.is_control() && marker.is_transactional());
+        let records: Vec<_> = marker.records(LIMIT).collect::<DecodeResult<_>>().unwrap();
+        assert_eq!(records.len(), 1);
+        let control = records[0].control_record().unwrap();
+        assert_eq!(control, ControlRecord { version: 0, kind: ControlType::COMMIT });
+        let end = EndTxnMarker::parse(records[0].value.as_deref().unwrap()).unwrap();
+        assert_eq!(end.coordinator_epoch, 7);
+    }
+
+    #[test]
+    fn control_keys_keep_unknown_types() {
+        let c = ControlRecord::parse(&[0, 1, 0x12, 0x34, 0xff]).unwrap();
+        assert_eq!(c, ControlRecord { version: 1, kind: ControlType(0x1234) });
+        assert_eq!(ControlRecord::parse(&[0, 0, 0, 0]).unwrap().kind, ControlType::ABORT);
+        assert!(matches!(ControlRecord::parse(&[0, 0, 1]), Err(DecodeError::UnexpectedEnd { .. })));
+        assert_eq!(format!("{:?}", ControlType(9)), "ControlType(9)");
+    }
+
+    #[test]
+    fn log_append_time_applies_to_every_record() {
+        let mut b = BatchBuilder::new(0);
+        b.set_log_append_time(Some(99));
+        b.push(1, None, Some(b"a"), &[]).unwrap();
+        b.push(2, None, Some(b"b"), &[]).unwrap();
+        let batch = b.finish(Compression::None);
+        let h = RecordBatch::parse(batch.clone()).unwrap().header().clone();
+        assert_eq!(h.timestamp_type(), TimestampType::LogAppendTime);
+        assert_eq!(h.max_timestamp, 99);
+        assert!(records_of(&batch).iter().all(|r| r.timestamp == 99));
+    }
+
+    #[test]
+    fn empty_batch() {
+        let batch = BatchBuilder::new(7).finish(Compression::None);
+        assert_eq!(batch.len(), HEADER_SIZE);
+        let b = RecordBatch::parse(batch).unwrap();
+        assert_eq!(b.record_count(), 0);
+        assert_eq!(b.header().base_timestamp, NO_TIMESTAMP);
+        assert_eq!(b.records(LIMIT).count(), 0);
+    }
+
+    /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), bit by bit: independent of the
+    /// `crc32c` crate the codec uses.
+    fn crc32c_bitwise(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &byte in data {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn byte_exact_known_batch() {
+        assert_eq!(crc32c_bitwise(b"123456789"), 0xE306_9283);
+
+        let mut b = BatchBuilder::new(0);
+        b.push(1000, Some(b"k"), Some(b"v"), &[]).unwrap();
+        let batch = b.finish(Compression::None);
+
+        // Assembled by hand from the format description.
+        let mut expected: Vec<u8> = Vec::new();
+        expected.extend_from_slice(&0i64.to_be_bytes()); // baseOffset
+        expected.extend_from_slice(&58i32.to_be_bytes()); // batchLength: 70 - 12
+        expected.extend_from_slice(&(-1i32).to_be_bytes()); // partitionLeaderEpoch
+        expected.push(2); // magic
+        expected.extend_from_slice(&[0; 4]); // crc, below
+        expected.extend_from_slice(&0i16.to_be_bytes()); // attributes
+        expected.extend_from_slice(&0i32.to_be_bytes()); // lastOffsetDelta
+        expected.extend_from_slice(&1000i64.to_be_bytes()); // baseTimestamp
+        expected.extend_from_slice(&1000i64.to_be_bytes()); // maxTimestamp
+        expected.extend_from_slice(&(-1i64).to_be_bytes()); // producerId
+        expected.extend_from_slice(&(-1i16).to_be_bytes()); // producerEpoch
+        expected.extend_from_slice(&(-1i32).to_be_bytes()); // baseSequence
+        expected.extend_from_slice(&1i32.to_be_bytes()); // recordCount
+                                                         // length 8, attributes, timestampDelta 0, offsetDelta 0, key "k", value "v", 0 headers
+        expected.extend_from_slice(&[0x10, 0, 0, 0, 0x02, b'k', 0x02, b'v', 0]);
+        let crc = crc32c_bitwise(&expected[21..]);
+        expected[17..21].copy_from_slice(&crc.to_be_bytes());
+
+        assert_eq!(&batch[..], &expected[..]);
+        assert_eq!(RecordBatch::parse(batch).unwrap().header().crc, crc);
+    }
+
+    #[test]
+    fn stops_cleanly_at_a_truncated_last_batch() {
+        let (b1, expected) = sample_builder();
+        let (b2, _) = sample_builder();
+        let mut out = BytesMut::new();
+        b1.finish_into(&mut out, Compression::Gzip);
+        let first_len = out.len();
+        b2.finish_into(&mut out, Compression::None);
+        let full = out.freeze();
+        for cut in [first_len, first_len + 5, first_len + 12, first_len + 40, full.len() - 1] {
+            let mut it = RecordBatches::new(full.slice(..cut));
+            let b = it.next().unwrap().unwrap();
+            assert_eq!(b.records(LIMIT).collect::<DecodeResult<Vec<_>>>().unwrap(), expected);
+            assert!(it.next().is_none());
+            assert_eq!(it.is_truncated(), cut > first_len, "cut at {cut}");
+        }
+        let err = RecordBatch::parse(full.slice(..first_len - 1)).unwrap_err();
+        assert!(matches!(err, DecodeError::UnexpectedEnd { .. }));
+    }
+
+    fn corrupt_crc(batch: &mut [u8]) {
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
+        batch[CRC_OFFSET..ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    #[test]
+    fn record_count_mismatches_are_errors() {
+        let (b, _) = sample_builder();
+        let batch = b.finish(Compression::None);
+
+        // One more than there are: the data runs out.
+        let mut more = batch.to_vec();
+        more[57..61].copy_from_slice(&6i32.to_be_bytes());
+        corrupt_crc(&mut more);
+        let b = RecordBatch::parse(Bytes::from(more)).unwrap();
+        let results: Vec<_> = b.records(LIMIT).collect();
+        assert_eq!(results.len(), 6);
+        assert!(matches!(results[5], Err(DecodeError::Malformed { .. })));
+
+        // One fewer: bytes are left over.
+        let mut fewer = batch.to_vec();
+        fewer[57..61].copy_from_slice(&4i32.to_be_bytes());
+        corrupt_crc(&mut fewer);
+        let b = RecordBatch::parse(Bytes::from(fewer)).unwrap();
+        let results: Vec<_> = b.records(LIMIT).collect();
+        assert_eq!(results.len(), 5);
+        assert!(matches!(results[4], Err(DecodeError::TrailingBytes { .. })));
+
+        // A count the bytes cannot hold fails before any record is read.
+        let mut huge = batch.to_vec();
+        huge[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        corrupt_crc(&mut huge);
+        let b = RecordBatch::parse(Bytes::from(huge)).unwrap();
+        let results: Vec<_> = b.records(LIMIT).collect();
+        assert!(matches!(
+            results[..],
+            [Err(DecodeError::LengthExceedsInput { what: "recordCount", .. })]
+        ));
+    }
+
+    #[test]
+    fn record_fields_must_fill_the_declared_length() {
+        let mut b = BatchBuilder::new(0);
+        b.push(0, Some(b"k"), Some(b"v"), &[]).unwrap();
+        let mut bytes = b.finish(Compression::None).to_vec();
+        // Declare a record one byte longer, and supply the byte.
+        bytes[HEADER_SIZE] = 0x12;
+        bytes.push(0);
+        let len = (bytes.len() - LOG_OVERHEAD) as i32;
+        bytes[8..12].copy_from_slice(&len.to_be_bytes());
+        corrupt_crc(&mut bytes);
+        let b = RecordBatch::parse(Bytes::from(bytes)).unwrap();
+        let results: Vec<_> = b.records(LIMIT).collect();
+        assert!(matches!(results[..], [Err(DecodeError::TrailingBytes { what: "record", .. })]));
+    }
+
+    #[test]
+    fn header_keys_must_be_utf8() {
+        let mut b = BatchBuilder::new(0);
+        b.push(0, None, None, &[Header::new("é", None::<Bytes>)]).unwrap();
+        let mut bytes = b.finish(Compression::None).to_vec();
+        let at = bytes.len() - 2; // second byte of "é", then the null value
+        bytes[at] = 0xff;
+        corrupt_crc(&mut bytes);
+        let b = RecordBatch::parse(Bytes::from(bytes)).unwrap();
+        let results: Vec<_> = b.records(LIMIT).collect();
+        assert!(matches!(results[..], [Err(DecodeError::InvalidUtf8 { .. })]));
+    }
+
+    #[test]
+    fn size_estimate_tracks_the_uncompressed_size() {
+        let mut b = BatchBuilder::new(0);
+        assert_eq!(b.size_estimate(), HEADER_SIZE);
+        let h = [Header::new("h", Some(Bytes::from_static(b"x")))];
+        for i in 0..50 {
+            let before = b.size_estimate();
+            let bound = record_size_upper_bound(Some(b"key"), Some(&[7; 100]), &h);
+            assert!(b.has_room_for(before + bound, Some(b"key"), Some(&[7; 100]), &h));
+            b.push(i * 10, Some(b"key"), Some(&[7; 100]), &h).unwrap();
+            assert!(b.size_estimate() - before <= bound);
+        }
+        assert!(!b.has_room_for(b.size_estimate(), None, None, &[]));
+        assert_eq!(b.len(), 50);
+        assert_eq!(b.max_timestamp(), 490);
+        let size = b.size_estimate();
+        assert_eq!(b.finish(Compression::None).len(), size);
+    }
+
+    #[test]
+    fn patched_producer_state_keeps_the_batch_valid() {
+        for codec in [Compression::None, Compression::Zstd] {
+            let (mut b, expected) = sample_builder();
+            b.set_producer_state(1, 0, 0).set_transactional(true);
+            let mut bytes = BytesMut::from(&b.finish(codec)[..]);
+            patch_producer_state(&mut bytes, 77, 5, 1234);
+            let batch = RecordBatch::parse(bytes.freeze()).unwrap();
+            let h = batch.header();
+            assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (77, 5, 1234));
+            assert!(h.is_transactional());
+            let got: Vec<_> = batch.records(LIMIT).collect::<DecodeResult<_>>().unwrap();
+            assert_eq!(got, expected);
+        }
+    }
+
+    #[test]
+    fn wrapping_timestamps_round_trip() {
+        let mut b = BatchBuilder::new(i64::MAX - 1);
+        b.push(i64::MAX, None, None, &[]).unwrap();
+        b.push(i64::MIN, None, None, &[]).unwrap();
+        let got = records_of(&b.finish(Compression::None));
+        assert_eq!(got[0].timestamp, i64::MAX);
+        assert_eq!(got[1].timestamp, i64::MIN);
+        assert_eq!(got[1].offset, i64::MAX);
+    }
+}
