@@ -1,0 +1,166 @@
+//! The producer against a real Kafka broker (`cargo xtask kafka up`): a million records read
+//! back exactly, interop with Kafka's Java console consumer for every codec, and the typed errors
+//! of bad input.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_wire::client::{Client, ClientConfig, Error, Producer, ProducerConfig, ProducerRecord};
+use kafka_wire::codec::compression::Compression;
+use kafka_wire::codec::ErrorCode;
+use kafka_wire_tests::raw::{create_topic, fetch_records};
+use kafka_wire_tests::{bootstrap, kafka_tool, unique_topic};
+
+async fn client() -> Client {
+    Client::connect(ClientConfig::new(&bootstrap())).await.expect("connect to the test broker")
+}
+
+/// The record for sequence number `i`: key `k{i % 1000}` (so each key recurs), a value that
+/// carries `i`, and a header on every third record.
+fn record(topic: &str, i: u64) -> ProducerRecord {
+    let mut r = ProducerRecord::new(topic, format!("{i:010}-{}", "v".repeat(80)))
+        .key(format!("k{}", i % 1000));
+    if i % 3 == 0 {
+        r = r.header("seq", i.to_string());
+    }
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_records_are_read_back_exactly_with_per_key_order() {
+    const N: u64 = 1_000_000;
+    let client = client().await;
+    let topic = unique_topic("million");
+    create_topic(&client, &topic, 6, 1, &[]).await;
+    let producer = Producer::new(ProducerConfig::new(&bootstrap()).compression(Compression::Lz4)).await.unwrap();
+    let mut pending = Vec::with_capacity(N as usize);
+    for i in 0..N {
+        pending.push(producer.send(record(&topic, i)).await.unwrap());
+    }
+    let mut acked: HashMap<(i32, i64), u64> = HashMap::with_capacity(N as usize);
+    for (i, f) in pending.into_iter().enumerate() {
+        let md = f.await.unwrap_or_else(|e| panic!("record {i} failed: {e}"));
+        assert!(acked.insert((md.topic_partition.partition, md.offset), i as u64).is_none(), "offset reused");
+    }
+    producer.close().await.unwrap();
+
+    let mut seen = 0u64;
+    let mut last_seq_per_key: HashMap<Bytes, u64> = HashMap::new();
+    for p in 0..6 {
+        for r in fetch_records(&client, &topic, p).await {
+            let i = *acked.get(&(p, r.offset)).unwrap_or_else(|| panic!("unacknowledged record at {p}/{}", r.offset));
+            let expected = record(&topic, i);
+            assert_eq!(r.key, expected.key, "key at {p}/{}", r.offset);
+            assert_eq!(r.value, expected.value, "value at {p}/{}", r.offset);
+            let headers: Vec<_> = r.headers.iter().map(|h| (h.key.to_string(), h.value.clone())).collect();
+            let want: Vec<_> = expected.headers.iter().map(|h| (h.key.to_string(), h.value.clone())).collect();
+            assert_eq!(headers, want);
+            let key = r.key.clone().unwrap();
+            if let Some(prev) = last_seq_per_key.insert(key, i) {
+                assert!(prev < i, "per-key order broken at {p}/{}", r.offset);
+            }
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, N, "every acknowledged record is in the log once");
+}
+
+#[tokio::test]
+async fn records_with_every_codec_and_headers_are_read_identically_by_the_java_consumer() {
+    let client = client().await;
+    for codec in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        let topic = unique_topic(&format!("p-java-{codec}"));
+        create_topic(&client, &topic, 1, 1, &[]).await;
+        let producer = Producer::new(ProducerConfig::new(&bootstrap()).compression(codec)).await.unwrap();
+        let mut futures = Vec::new();
+        for i in 0..100 {
+            let r = ProducerRecord::new(&topic, format!("value {i} ü"))
+                .key(format!("key{i}"))
+                .header("h1", format!("a{i}"))
+                .header("h2", "b");
+            futures.push(producer.send(r).await.unwrap());
+        }
+        for f in futures {
+            f.await.unwrap();
+        }
+        producer.close().await.unwrap();
+        let out = kafka_tool(
+            "console-consumer",
+            &[
+                "--bootstrap-server", &bootstrap(), "--topic", &topic, "--from-beginning",
+                "--max-messages", "100", "--timeout-ms", "30000",
+                "--property", "print.key=true", "--property", "print.headers=true",
+                "--property", "print.partition=true", "--property", "print.offset=true",
+            ],
+            None,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 100, "{codec}: {}", String::from_utf8_lossy(&out.stderr));
+        for (i, line) in lines.iter().enumerate() {
+            // Partition:0\tOffset:i\th1:a{i},h2:b\tkey{i}\tvalue {i} ü
+            let want = format!("Partition:0\tOffset:{i}\th1:a{i},h2:b\tkey{i}\tvalue {i} ü");
+            assert_eq!(*line, want, "{codec}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_topic_is_a_typed_error() {
+    let config = ProducerConfig::new(&bootstrap()).max_block(Duration::from_millis(1500));
+    let producer = Producer::new(config).await.unwrap();
+    let err = producer.send(ProducerRecord::new(unique_topic("missing"), "x")).await.err().unwrap();
+    assert_eq!(err.code(), Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION), "{err:?}");
+    // The producer keeps working for other topics.
+    let client = client().await;
+    let topic = unique_topic("after-unknown");
+    create_topic(&client, &topic, 1, 1, &[]).await;
+    producer.send(ProducerRecord::new(&topic, "ok")).await.unwrap().await.unwrap();
+    producer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_record_above_max_request_size_is_refused_alone() {
+    let client = client().await;
+    let topic = unique_topic("too-large");
+    create_topic(&client, &topic, 1, 1, &[]).await;
+    let producer = Producer::new(ProducerConfig::new(&bootstrap()).max_request_size(10_000)).await.unwrap();
+    let small = producer.send(ProducerRecord::new(&topic, "small")).await.unwrap();
+    let err = producer.send(ProducerRecord::new(&topic, vec![0u8; 20_000])).await.err().unwrap();
+    assert!(matches!(&err, Error::Config { property, .. } if property == "max.request.size"), "{err:?}");
+    let md = small.await.unwrap();
+    assert_eq!(md.offset, 0);
+    producer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_is_a_typed_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let err = Producer::new(ProducerConfig::new(&format!("127.0.0.1:{port}"))).await.err().unwrap();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn invalid_configuration_names_the_property() {
+    let err = ProducerConfig::from_properties([("bootstrap.servers", "x:1"), ("linger.ms", "soon")]).unwrap_err();
+    assert!(matches!(&err, Error::Config { property, .. } if property == "linger.ms"), "{err:?}");
+    let err = ProducerConfig::from_properties([("bootstrap.servers", "x:1"), ("no.such.thing", "1")]).unwrap_err();
+    assert!(matches!(&err, Error::Config { property, .. } if property == "no.such.thing"), "{err:?}");
+}
+
+#[tokio::test]
+async fn explicit_partitions_and_keys_go_where_java_would_put_them() {
+    let client = client().await;
+    let topic = unique_topic("routing");
+    create_topic(&client, &topic, 4, 1, &[]).await;
+    let producer = Producer::new(ProducerConfig::new(&bootstrap())).await.unwrap();
+    let explicit = producer.send(ProducerRecord::new(&topic, "x").partition(3)).await.unwrap().await.unwrap();
+    assert_eq!(explicit.topic_partition.partition, 3);
+    let keyed = producer.send(ProducerRecord::new(&topic, "x").key("some key")).await.unwrap().await.unwrap();
+    let want = kafka_wire::proto::partitioner::partition_for_key(b"some key", 4);
+    assert_eq!(keyed.topic_partition.partition, want);
+    let err = producer.send(ProducerRecord::new(&topic, "x").partition(4)).await.err().unwrap();
+    assert!(matches!(&err, Error::Config { property, .. } if property == "partition"), "{err:?}");
+    producer.close().await.unwrap();
+}
