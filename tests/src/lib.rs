@@ -248,3 +248,20 @@ mod harness_tests {
         assert!(kafka_node_running(2));
     }
 }
+
+/// Runs a single-file Java program from `tests/java/` (Java 11+ source launch) with Kafka's jars
+/// on the classpath, under [`TOOL_TIMEOUT`].
+pub fn java_program(file: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let path = workspace_root().join("tests").join("java").join(file);
+    kafka_tool(&path.to_string_lossy(), args, stdin)
+}
+
+/// Writes transactions of ten records each (`PREFIX-0` … `PREFIX-9`) to partition 0 of `topic`
+/// with Kafka's Java producer, committing or aborting each as `(prefix, commit)` says.
+pub fn java_transactions(bootstrap: &str, topic: &str, transactions: &[(&str, bool)]) -> Output {
+    let specs: Vec<String> =
+        transactions.iter().map(|(p, c)| format!("{p}:{}", if *c { "commit" } else { "abort" })).collect();
+    let mut args = vec![bootstrap, topic];
+    args.extend(specs.iter().map(String::as_str));
+    java_program("TxnProducer.java", &args, None)
+}

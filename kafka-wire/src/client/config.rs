@@ -485,29 +485,7 @@ impl ProducerConfig {
     /// Java's backslash escapes and continuation lines are not supported: no property of this
     /// client needs them, and a line ending in a backslash is an error rather than misread.
     pub fn from_properties_text(text: &str) -> Result<Self> {
-        let mut pairs = Vec::new();
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
-                continue;
-            }
-            // The key ends at the first '=', ':' or whitespace, as in Java (without escapes).
-            let end = line
-                .find(|c: char| c == '=' || c == ':' || c.is_whitespace())
-                .unwrap_or(line.len());
-            let (key, rest) = line.split_at(end);
-            let rest = rest.trim_start();
-            // A whitespace separator may be followed by one '=' or ':' ("key = value").
-            let value = rest.strip_prefix(['=', ':']).unwrap_or(rest).trim();
-            if line.ends_with('\\') {
-                return Err(Error::config(
-                    key,
-                    "continuation lines (a trailing backslash) are not supported",
-                ));
-            }
-            pairs.push((key, value));
-        }
-        Self::from_properties(pairs)
+        Self::from_properties(parse_properties_text(text)?)
     }
 
     /// Checks how the values combine, and resolves defaults that depend on others, as the Java
@@ -664,8 +642,38 @@ impl ProducerConfig {
     }
 }
 
+/// The `(key, value)` pairs of a Java `.properties` text: `key=value`, `key: value` or
+/// `key value` lines, `#` and `!` comment lines, blank lines, surrounding whitespace trimmed.
+/// Backslash escapes and continuation lines are not supported: a line ending in a backslash
+/// is an error rather than misread.
+pub(super) fn parse_properties_text(text: &str) -> Result<Vec<(&str, &str)>> {
+        let mut pairs = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            // The key ends at the first '=', ':' or whitespace, as in Java (without escapes).
+            let end = line
+                .find(|c: char| c == '=' || c == ':' || c.is_whitespace())
+                .unwrap_or(line.len());
+            let (key, rest) = line.split_at(end);
+            let rest = rest.trim_start();
+            // A whitespace separator may be followed by one '=' or ':' ("key = value").
+            let value = rest.strip_prefix(['=', ':']).unwrap_or(rest).trim();
+            if line.ends_with('\\') {
+                return Err(Error::config(
+                    key,
+                    "continuation lines (a trailing backslash) are not supported",
+                ));
+            }
+            pairs.push((key, value));
+        }
+        Ok(pairs)
+}
+
 /// A comma-separated list, entries trimmed, empty entries dropped.
-fn split_list(value: &str) -> Vec<String> {
+pub(super) fn split_list(value: &str) -> Vec<String> {
     value
         .split(',')
         .map(str::trim)
@@ -675,7 +683,7 @@ fn split_list(value: &str) -> Vec<String> {
 }
 
 /// A decimal integer in `0..=max`.
-fn non_negative(key: &str, value: &str, max: i64) -> Result<i64> {
+pub(super) fn non_negative(key: &str, value: &str, max: i64) -> Result<i64> {
     let n: i64 = value
         .parse()
         .map_err(|_| Error::config(key, format!("{value:?} is not a number")))?;
@@ -689,33 +697,33 @@ fn non_negative(key: &str, value: &str, max: i64) -> Result<i64> {
 }
 
 /// A size that Java holds in an `int`.
-fn int_size(key: &str, value: &str) -> Result<usize> {
+pub(super) fn int_size(key: &str, value: &str) -> Result<usize> {
     let n = non_negative(key, value, i64::from(i32::MAX))?;
     usize::try_from(n).map_err(|_| Error::config(key, format!("{n} does not fit in memory")))
 }
 
 /// A size that Java holds in a `long`.
-fn long_size(key: &str, value: &str) -> Result<usize> {
+pub(super) fn long_size(key: &str, value: &str) -> Result<usize> {
     let n = non_negative(key, value, i64::MAX)?;
     usize::try_from(n).map_err(|_| Error::config(key, format!("{n} does not fit in memory")))
 }
 
 /// Milliseconds that Java holds in a `long`.
-fn millis(key: &str, value: &str) -> Result<Duration> {
+pub(super) fn millis(key: &str, value: &str) -> Result<Duration> {
     Ok(Duration::from_millis(
         non_negative(key, value, i64::MAX)? as u64
     ))
 }
 
 /// Milliseconds that Java holds in an `int` (and that may go on the wire as an int32).
-fn int_millis(key: &str, value: &str) -> Result<Duration> {
+pub(super) fn int_millis(key: &str, value: &str) -> Result<Duration> {
     Ok(Duration::from_millis(
         non_negative(key, value, i64::from(i32::MAX))? as u64,
     ))
 }
 
 /// Java's boolean parsing: `true` or `false`, any case.
-fn boolean(key: &str, value: &str) -> Result<bool> {
+pub(super) fn boolean(key: &str, value: &str) -> Result<bool> {
     if value.eq_ignore_ascii_case("true") {
         Ok(true)
     } else if value.eq_ignore_ascii_case("false") {

@@ -9,14 +9,25 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod cluster;
 pub mod config;
 mod connection;
+mod consumer;
+mod consumer_config;
+mod consumer_group;
 mod error;
 mod producer;
 
+pub use admin::{
+    Admin, AlterConfigOp, AlterConfigOpType, ClusterDescription, ConfigEntry, ConfigResource, ConfigResourceType,
+    ConfigSource, ConfigSynonym, CoordinatorType, CreatedTopic, DeletedRecords, GroupDescription, GroupListing,
+    GroupOffset, ListedOffset, MemberDescription, NewTopic, OffsetSpec, ResourceConfig,
+};
 pub use cluster::{BrokerAddr, Client, ClientConfig};
 pub use config::{Acks, ProducerConfig};
 pub use connection::{Connection, ConnectionConfig, PendingResponse};
+pub use consumer::{Consumer, ConsumerRecord, OffsetAndMetadata, RebalanceListener, ResetTo};
+pub use consumer_config::{ConsumerConfig, GroupProtocol, IsolationLevel, OffsetReset};
 pub use error::{Error, Result};
 pub use producer::{DeliveryFuture, Producer, ProducerRecord};

@@ -1,0 +1,1923 @@
+//! The admin client: topics, configs, consumer groups, offsets and the cluster, each request sent
+//! to the broker that must answer it.
+//!
+//! | Operation | Sent to |
+//! |---|---|
+//! | CreateTopics, DeleteTopics, CreatePartitions | the controller of the last metadata (any broker forwards in KRaft) |
+//! | DescribeConfigs, IncrementalAlterConfigs | the broker itself for broker resources, any broker otherwise |
+//! | ListGroups | every broker, results merged |
+//! | DescribeGroups, DeleteGroups, OffsetFetch, OffsetCommit, OffsetDelete | the group's coordinator |
+//! | ListOffsets, DeleteRecords | each partition's leader |
+//! | FindCoordinator, DescribeCluster | any broker |
+//!
+//! Every request goes at the highest version both sides speak. Retriable conditions (a moved
+//! controller, coordinator or leader, a coordinator still loading, a dropped connection) are
+//! retried with exponential backoff until [`Admin::timeout`] has passed; other errors return at
+//! once. An error about one item of a batch (a topic, a group, a partition) is an
+//! [`Error::Broker`] whose `context` names the item; the other items of that request have then
+//! been processed by the broker.
+//!
+//! ```no_run
+//! # async fn demo() -> kafka_wire::client::Result<()> {
+//! use kafka_wire::client::{Admin, ClientConfig, NewTopic};
+//! let admin = Admin::connect(ClientConfig::new("127.0.0.1:9092")).await?;
+//! admin.create_topics(&[NewTopic::new("events", 3, 1).config("cleanup.policy", "compact")], false).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::cluster::{BrokerAddr, Client, ClientConfig};
+use super::connection::Connection;
+use super::error::{Error, Result};
+use crate::codec::messages::create_partitions::CreatePartitionsTopic;
+use crate::codec::messages::create_topics::{CreatableTopic, CreatableTopicConfig};
+use crate::codec::messages::delete_records::{DeleteRecordsPartition, DeleteRecordsTopic};
+use crate::codec::messages::delete_topics::DeleteTopicState;
+use crate::codec::messages::describe_configs::DescribeConfigsResource;
+use crate::codec::messages::incremental_alter_configs::{AlterConfigsResource, AlterableConfig};
+use crate::codec::messages::list_offsets::{ListOffsetsPartition, ListOffsetsTopic};
+use crate::codec::messages::offset_commit::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use crate::codec::messages::offset_delete::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
+use crate::codec::messages::offset_fetch::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
+use crate::codec::messages::{
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    FindCoordinatorRequest, IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest,
+    MetadataResponse, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, Request,
+    VersionRange,
+};
+use crate::codec::primitives::{get_array_len, get_i16, get_i32, get_string};
+use crate::codec::{DecodeResult, ErrorCode, Uuid};
+
+// ---------------------------------------------------------------------------------------------
+// Public types
+
+/// A topic to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTopic {
+    pub name: String,
+    /// `-1`: the broker's `num.partitions`.
+    pub partitions: i32,
+    /// `-1`: the broker's `default.replication.factor`.
+    pub replication_factor: i16,
+    /// Topic configs (`cleanup.policy`, `retention.ms`, ...).
+    pub configs: Vec<(String, String)>,
+}
+
+impl NewTopic {
+    pub fn new(name: impl Into<String>, partitions: i32, replication_factor: i16) -> Self {
+        Self { name: name.into(), partitions, replication_factor, configs: Vec::new() }
+    }
+
+    /// Adds a topic config.
+    pub fn config(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.configs.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// A topic as CreateTopics reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatedTopic {
+    pub name: String,
+    /// Zero before CreateTopics v7, and with `validate_only`.
+    pub topic_id: Uuid,
+    /// `-1` if the broker did not say (CreateTopics before v5 with broker defaults).
+    pub partitions: i32,
+    pub replication_factor: i16,
+}
+
+/// The kind of a config resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConfigResourceType {
+    Topic,
+    Broker,
+    BrokerLogger,
+    ClientMetrics,
+    Group,
+}
+
+impl ConfigResourceType {
+    /// The wire value.
+    pub const fn code(self) -> i8 {
+        match self {
+            Self::Topic => 2,
+            Self::Broker => 4,
+            Self::BrokerLogger => 8,
+            Self::ClientMetrics => 16,
+            Self::Group => 32,
+        }
+    }
+
+    pub const fn from_code(code: i8) -> Option<Self> {
+        match code {
+            2 => Some(Self::Topic),
+            4 => Some(Self::Broker),
+            8 => Some(Self::BrokerLogger),
+            16 => Some(Self::ClientMetrics),
+            32 => Some(Self::Group),
+            _ => None,
+        }
+    }
+}
+
+/// A resource that has configs: a topic, a broker (by node id; `""` for the cluster-wide
+/// default), a broker's loggers, a group.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConfigResource {
+    pub resource_type: ConfigResourceType,
+    pub name: String,
+}
+
+impl ConfigResource {
+    pub fn topic(name: impl Into<String>) -> Self {
+        Self { resource_type: ConfigResourceType::Topic, name: name.into() }
+    }
+
+    pub fn broker(node_id: i32) -> Self {
+        Self { resource_type: ConfigResourceType::Broker, name: node_id.to_string() }
+    }
+
+    /// The cluster-wide default broker configs (dynamic defaults).
+    pub fn broker_default() -> Self {
+        Self { resource_type: ConfigResourceType::Broker, name: String::new() }
+    }
+
+    pub fn broker_logger(node_id: i32) -> Self {
+        Self { resource_type: ConfigResourceType::BrokerLogger, name: node_id.to_string() }
+    }
+
+    pub fn group(name: impl Into<String>) -> Self {
+        Self { resource_type: ConfigResourceType::Group, name: name.into() }
+    }
+
+    fn describe(&self) -> String {
+        let kind = match self.resource_type {
+            ConfigResourceType::Topic => "topic",
+            ConfigResourceType::Broker => "broker",
+            ConfigResourceType::BrokerLogger => "broker logger",
+            ConfigResourceType::ClientMetrics => "client metrics",
+            ConfigResourceType::Group => "group",
+        };
+        if self.name.is_empty() {
+            format!("{kind} (default)")
+        } else {
+            format!("{kind} {}", self.name)
+        }
+    }
+
+    /// The broker that must answer for this resource: the broker itself for broker resources
+    /// with a node id, any broker otherwise.
+    fn destination(&self) -> Result<Option<i32>> {
+        match self.resource_type {
+            ConfigResourceType::Broker | ConfigResourceType::BrokerLogger if !self.name.is_empty() => {
+                self.name.parse().map(Some).map_err(|_| {
+                    Error::config("resource name", format!("{} is not a broker id", self.name))
+                })
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Where a config value comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConfigSource {
+    Unknown,
+    /// Set on the topic.
+    TopicConfig,
+    /// Set dynamically for this broker.
+    DynamicBrokerConfig,
+    /// Set dynamically for every broker.
+    DynamicDefaultBrokerConfig,
+    /// In the broker's properties file.
+    StaticBrokerConfig,
+    /// Kafka's default.
+    DefaultConfig,
+    DynamicBrokerLoggerConfig,
+    ClientMetricsConfig,
+    GroupConfig,
+}
+
+impl ConfigSource {
+    pub const fn from_code(code: i8) -> Self {
+        match code {
+            1 => Self::TopicConfig,
+            2 => Self::DynamicBrokerConfig,
+            3 => Self::DynamicDefaultBrokerConfig,
+            4 => Self::StaticBrokerConfig,
+            5 => Self::DefaultConfig,
+            6 => Self::DynamicBrokerLoggerConfig,
+            7 => Self::ClientMetricsConfig,
+            8 => Self::GroupConfig,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// One config of a resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    /// `None` for sensitive values and values that are not set.
+    pub value: Option<String>,
+    pub read_only: bool,
+    pub source: ConfigSource,
+    pub is_sensitive: bool,
+    /// The values this one overrides or would fall back to, highest precedence first.
+    pub synonyms: Vec<ConfigSynonym>,
+    /// The wire config type (DescribeConfigs v3+; 0 unknown, 1 boolean, 2 string, 3 int,
+    /// 4 short, 5 long, 6 double, 7 list, 8 class, 9 password).
+    pub config_type: i8,
+}
+
+impl ConfigEntry {
+    /// Whether the value is Kafka's default (neither the topic nor the broker sets it).
+    pub fn is_default(&self) -> bool {
+        self.source == ConfigSource::DefaultConfig
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigSynonym {
+    pub name: String,
+    pub value: Option<String>,
+    pub source: ConfigSource,
+}
+
+/// The configs of one resource, as DescribeConfigs reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceConfig {
+    pub resource: ConfigResource,
+    pub entries: Vec<ConfigEntry>,
+}
+
+impl ResourceConfig {
+    pub fn get(&self, name: &str) -> Option<&ConfigEntry> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+
+    /// The value of config `name`, if it is listed and not null.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|e| e.value.as_deref())
+    }
+}
+
+/// What an [`AlterConfigOp`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AlterConfigOpType {
+    /// Sets the value.
+    Set,
+    /// Removes the value, so that it falls back to the broker's or Kafka's default.
+    Delete,
+    /// Adds an element to a list config.
+    Append,
+    /// Removes an element from a list config.
+    Subtract,
+}
+
+impl AlterConfigOpType {
+    pub const fn code(self) -> i8 {
+        match self {
+            Self::Set => 0,
+            Self::Delete => 1,
+            Self::Append => 2,
+            Self::Subtract => 3,
+        }
+    }
+}
+
+/// One change of [`Admin::incremental_alter_configs`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlterConfigOp {
+    pub name: String,
+    pub op: AlterConfigOpType,
+    pub value: Option<String>,
+}
+
+impl AlterConfigOp {
+    pub fn set(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self { name: name.into(), op: AlterConfigOpType::Set, value: Some(value.into()) }
+    }
+
+    pub fn delete(name: impl Into<String>) -> Self {
+        Self { name: name.into(), op: AlterConfigOpType::Delete, value: None }
+    }
+
+    pub fn append(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self { name: name.into(), op: AlterConfigOpType::Append, value: Some(value.into()) }
+    }
+
+    pub fn subtract(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self { name: name.into(), op: AlterConfigOpType::Subtract, value: Some(value.into()) }
+    }
+}
+
+/// A group as ListGroups reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group_id: String,
+    /// `"consumer"` for consumer groups, `""` for groups that only commit offsets.
+    pub protocol_type: String,
+    /// `Stable`, `Empty`, ... (ListGroups v4+).
+    pub state: Option<String>,
+    /// `classic`, `consumer`, `share`, ... (ListGroups v5+).
+    pub group_type: Option<String>,
+    /// The node that listed it: the group's coordinator.
+    pub coordinator: i32,
+}
+
+/// A classic group as DescribeGroups reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group_id: String,
+    /// `Empty`, `PreparingRebalance`, `CompletingRebalance`, `Stable`.
+    pub state: String,
+    pub protocol_type: String,
+    /// The chosen protocol: the partition assignor for consumer groups (`range`, ...).
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+    pub coordinator: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// The member's protocol metadata (for consumer groups: its subscription).
+    pub metadata: Bytes,
+    /// The member's assignment (for consumer groups: its partitions).
+    pub assignment: Bytes,
+}
+
+impl MemberDescription {
+    /// The partitions assigned to the member, for a group of protocol type `consumer`: `None` if
+    /// the assignment is not a consumer protocol assignment.
+    pub fn assigned_partitions(&self) -> Option<Vec<(String, i32)>> {
+        decode_consumer_assignment(self.assignment.clone()).ok()
+    }
+
+    /// The topics the member subscribes to, for a group of protocol type `consumer`.
+    pub fn subscribed_topics(&self) -> Option<Vec<String>> {
+        decode_consumer_subscription(self.metadata.clone()).ok()
+    }
+}
+
+/// A committed offset of a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupOffset {
+    pub topic: String,
+    pub partition: i32,
+    /// The next offset the group will consume.
+    pub offset: i64,
+    pub leader_epoch: Option<i32>,
+    pub metadata: Option<String>,
+}
+
+/// Which offset [`Admin::list_offsets`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OffsetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark (or, read committed, the last stable offset).
+    Latest,
+    /// The first offset whose record timestamp is at or after this many ms since the epoch.
+    Timestamp(i64),
+    /// The offset and timestamp of the record with the highest timestamp (ListOffsets v7+).
+    MaxTimestamp,
+}
+
+impl OffsetSpec {
+    fn wire(self) -> i64 {
+        match self {
+            Self::Earliest => -2,
+            Self::Latest => -1,
+            Self::Timestamp(ms) => ms,
+            Self::MaxTimestamp => -3,
+        }
+    }
+
+    fn min_version(self) -> i16 {
+        match self {
+            Self::MaxTimestamp => 7,
+            _ => 0,
+        }
+    }
+}
+
+/// A partition's offset as ListOffsets reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedOffset {
+    pub topic: String,
+    pub partition: i32,
+    /// `-1` if no record matches ([`OffsetSpec::Timestamp`] after the last record's
+    /// timestamp, [`OffsetSpec::MaxTimestamp`] of an empty partition).
+    pub offset: i64,
+    /// The record's timestamp, for timestamp lookups.
+    pub timestamp: Option<i64>,
+    pub leader_epoch: Option<i32>,
+}
+
+/// A partition's new log start offset after [`Admin::delete_records`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeletedRecords {
+    pub topic: String,
+    pub partition: i32,
+    pub low_watermark: i64,
+}
+
+/// The cluster as DescribeCluster reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterDescription {
+    pub cluster_id: String,
+    /// In KRaft mode, a broker id that requests for the controller can be sent to (brokers
+    /// forward them), not the id of the quorum's controller.
+    pub controller_id: Option<i32>,
+    /// Unfenced brokers.
+    pub brokers: Vec<BrokerAddr>,
+}
+
+/// What a coordinator coordinates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CoordinatorType {
+    /// A consumer group (key: the group id).
+    Group,
+    /// A transactional producer (key: the `transactional.id`).
+    Transaction,
+}
+
+impl CoordinatorType {
+    pub const fn code(self) -> i8 {
+        match self {
+            Self::Group => 0,
+            Self::Transaction => 1,
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Group => "group",
+            Self::Transaction => "transactional id",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The admin client
+
+/// Administrative operations on a Kafka cluster. Cheap to clone; clones share the connections.
+#[derive(Clone, Debug)]
+pub struct Admin {
+    client: Client,
+    timeout: Duration,
+    wait_for_metadata: bool,
+}
+
+/// A (topic, partition) pair.
+type Tp = (String, i32);
+
+impl Admin {
+    /// The default of [`Admin::with_timeout`].
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// An admin client on an existing client's connections.
+    pub fn new(client: Client) -> Self {
+        Self { client, timeout: Self::DEFAULT_TIMEOUT, wait_for_metadata: true }
+    }
+
+    /// Connects to the cluster.
+    pub async fn connect(config: ClientConfig) -> Result<Self> {
+        Ok(Self::new(Client::connect(config).await?))
+    }
+
+    /// How long an operation may take in all, retries and waits included; also sent to the
+    /// broker as the timeout of topic operations.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether topic creation, deletion and partition creation wait until the metadata shows
+    /// their effect (every partition with a leader; the topic gone). On by default.
+    pub fn with_wait_for_metadata(mut self, wait: bool) -> Self {
+        self.wait_for_metadata = wait;
+        self
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Closes every connection of the underlying client.
+    pub async fn close(&self) {
+        self.client.close().await;
+    }
+
+    // -- Topics ---------------------------------------------------------------------------------
+
+    /// Creates topics (CreateTopics to the controller). With `validate_only` the broker only
+    /// checks the request. Unless disabled with [`Admin::with_wait_for_metadata`], waits until
+    /// every partition of the new topics has a leader.
+    ///
+    /// A topic that cannot be created is an [`Error::Broker`] (`TOPIC_ALREADY_EXISTS`,
+    /// `INVALID_CONFIG`, `INVALID_REPLICATION_FACTOR`, ...) naming it; the first such topic in
+    /// `topics`' order is reported, the others have been created.
+    pub async fn create_topics(&self, topics: &[NewTopic], validate_only: bool) -> Result<Vec<CreatedTopic>> {
+        let mut results: HashMap<&str, Result<CreatedTopic>> = HashMap::new();
+        let mut pending: Vec<&NewTopic> = dedup_by(topics.iter(), |t| t.name.as_str());
+        let mut backoff = Backoff::new(self.timeout);
+        while !pending.is_empty() {
+            let request = CreateTopicsRequest {
+                topics: pending
+                    .iter()
+                    .map(|t| CreatableTopic {
+                        name: t.name.as_str().into(),
+                        num_partitions: t.partitions,
+                        replication_factor: t.replication_factor,
+                        configs: t
+                            .configs
+                            .iter()
+                            .map(|(k, v)| CreatableTopicConfig {
+                                name: k.as_str().into(),
+                                value: Some(v.as_str().into()),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                timeout_ms: self.server_timeout_ms(),
+                validate_only,
+                ..Default::default()
+            };
+            let (retry, last) = match self.send_to_controller(&request).await {
+                Err(e) if is_transport(&e) => (pending, Some(e)),
+                Err(e) => return Err(e),
+                Ok((addr, response)) => {
+                    let mut retry = Vec::new();
+                    let mut last = None;
+                    for t in pending {
+                        let Some(r) = response.topics.iter().find(|r| &*r.name == t.name) else {
+                            return Err(missing_result(&addr, "CreateTopics", &t.name));
+                        };
+                        let context = format!("create topic {}", t.name);
+                        if r.error_code == ErrorCode::NOT_CONTROLLER {
+                            last = Some(broker_error(r.error_code, r.error_message.as_deref(), context));
+                            retry.push(t);
+                            continue;
+                        }
+                        let result = check(r.error_code, r.error_message.as_deref(), context).map(|()| {
+                            CreatedTopic {
+                                name: t.name.clone(),
+                                topic_id: r.topic_id,
+                                partitions: if r.num_partitions >= 0 { r.num_partitions } else { t.partitions },
+                                replication_factor: if r.replication_factor >= 0 {
+                                    r.replication_factor
+                                } else {
+                                    t.replication_factor
+                                },
+                            }
+                        });
+                        results.insert(t.name.as_str(), result);
+                    }
+                    (retry, last)
+                }
+            };
+            pending = retry;
+            if !pending.is_empty() {
+                self.refresh_metadata().await;
+                if !backoff.wait().await {
+                    return Err(last.unwrap_or_else(|| self.timed_out("CreateTopics")));
+                }
+            }
+        }
+        let mut created = Vec::new();
+        for t in dedup_by(topics.iter(), |t| t.name.as_str()) {
+            created.push(results.remove(t.name.as_str()).unwrap_or_else(|| Err(self.timed_out("CreateTopics")))?);
+        }
+        if self.wait_for_metadata && !validate_only {
+            let expected: Vec<(&str, i32)> = created.iter().map(|t| (t.name.as_str(), t.partitions)).collect();
+            let counts = self.wait_for_leaders(&expected).await?;
+            for t in &mut created {
+                if let Some(n) = counts.get(&t.name) {
+                    t.partitions = *n;
+                }
+            }
+        }
+        Ok(created)
+    }
+
+    /// Deletes topics (DeleteTopics to the controller) and, unless disabled with
+    /// [`Admin::with_wait_for_metadata`], waits until the metadata no longer lists them. A
+    /// topic that does not exist is an `UNKNOWN_TOPIC_OR_PARTITION` error naming it.
+    pub async fn delete_topics(&self, topics: &[impl AsRef<str>]) -> Result<()> {
+        let names: Vec<&str> = dedup_by(topics.iter().map(AsRef::as_ref), |t| *t);
+        let mut results: HashMap<&str, Result<()>> = HashMap::new();
+        let mut pending = names.clone();
+        let mut backoff = Backoff::new(self.timeout);
+        while !pending.is_empty() {
+            let request = DeleteTopicsRequest {
+                topics: pending
+                    .iter()
+                    .map(|t| DeleteTopicState { name: Some((*t).into()), ..Default::default() })
+                    .collect(),
+                topic_names: pending.iter().map(|t| (*t).into()).collect(),
+                timeout_ms: self.server_timeout_ms(),
+                ..Default::default()
+            };
+            let (retry, last) = match self.send_to_controller(&request).await {
+                Err(e) if is_transport(&e) => (pending, Some(e)),
+                Err(e) => return Err(e),
+                Ok((addr, response)) => {
+                    let mut retry = Vec::new();
+                    let mut last = None;
+                    for t in pending {
+                        let Some(r) = response.responses.iter().find(|r| r.name.as_deref() == Some(t)) else {
+                            return Err(missing_result(&addr, "DeleteTopics", t));
+                        };
+                        let context = format!("delete topic {t}");
+                        if r.error_code == ErrorCode::NOT_CONTROLLER {
+                            last = Some(broker_error(r.error_code, r.error_message.as_deref(), context));
+                            retry.push(t);
+                            continue;
+                        }
+                        results.insert(t, check(r.error_code, r.error_message.as_deref(), context));
+                    }
+                    (retry, last)
+                }
+            };
+            pending = retry;
+            if !pending.is_empty() {
+                self.refresh_metadata().await;
+                if !backoff.wait().await {
+                    return Err(last.unwrap_or_else(|| self.timed_out("DeleteTopics")));
+                }
+            }
+        }
+        for t in &names {
+            results.remove(t).unwrap_or_else(|| Err(self.timed_out("DeleteTopics")))?;
+        }
+        if self.wait_for_metadata {
+            self.wait_for_absence(&names).await?;
+        }
+        Ok(())
+    }
+
+    /// Grows `topic` to `new_total` partitions (CreatePartitions to the controller) and, unless
+    /// disabled with [`Admin::with_wait_for_metadata`], waits until each has a leader.
+    /// Shrinking is an `INVALID_PARTITIONS` error.
+    pub async fn create_partitions(&self, topic: &str, new_total: i32) -> Result<()> {
+        let request = CreatePartitionsRequest {
+            topics: vec![CreatePartitionsTopic { name: topic.into(), count: new_total, ..Default::default() }],
+            timeout_ms: self.server_timeout_ms(),
+            validate_only: false,
+            ..Default::default()
+        };
+        let context = format!("create partitions of topic {topic}");
+        self.retry(
+            || async {
+                let (addr, response) = self.send_to_controller(&request).await?;
+                let r = response
+                    .results
+                    .iter()
+                    .find(|r| &*r.name == topic)
+                    .ok_or_else(|| missing_result(&addr, "CreatePartitions", topic))?;
+                let result = check(r.error_code, r.error_message.as_deref(), context.clone());
+                if r.error_code == ErrorCode::NOT_CONTROLLER {
+                    self.refresh_metadata().await;
+                }
+                result
+            },
+            |e| is_transport(e) || e.code() == Some(ErrorCode::NOT_CONTROLLER),
+        )
+        .await?;
+        if self.wait_for_metadata {
+            self.wait_for_leaders(&[(topic, new_total)]).await?;
+        }
+        Ok(())
+    }
+
+    // -- Configs --------------------------------------------------------------------------------
+
+    /// Describes the configs of `resources` (DescribeConfigs with synonyms: to the broker for
+    /// broker resources, to any broker otherwise), in the order given.
+    pub async fn describe_configs(&self, resources: &[ConfigResource]) -> Result<Vec<ResourceConfig>> {
+        let mut by_destination: BTreeMap<Option<i32>, Vec<&ConfigResource>> = BTreeMap::new();
+        for r in dedup_by(resources.iter(), |r| *r) {
+            by_destination.entry(r.destination()?).or_default().push(r);
+        }
+        let mut found: HashMap<&ConfigResource, ResourceConfig> = HashMap::new();
+        for (destination, group) in by_destination {
+            let request = DescribeConfigsRequest {
+                resources: group
+                    .iter()
+                    .map(|r| DescribeConfigsResource {
+                        resource_type: r.resource_type.code(),
+                        resource_name: r.name.as_str().into(),
+                        configuration_keys: None,
+                        ..Default::default()
+                    })
+                    .collect(),
+                include_synonyms: true,
+                include_documentation: false,
+                ..Default::default()
+            };
+            let (addr, response) = self.retry(|| self.send_to(destination, &request), is_transport).await?;
+            for r in group {
+                let result = response
+                    .results
+                    .iter()
+                    .find(|x| x.resource_type == r.resource_type.code() && *x.resource_name == r.name)
+                    .ok_or_else(|| missing_result(&addr, "DescribeConfigs", &r.describe()))?;
+                check(result.error_code, result.error_message.as_deref(), format!("describe configs of {}", r.describe()))?;
+                let entries = result
+                    .configs
+                    .iter()
+                    .map(|c| ConfigEntry {
+                        name: c.name.to_string(),
+                        value: c.value.as_deref().map(str::to_owned),
+                        read_only: c.read_only,
+                        source: ConfigSource::from_code(c.config_source),
+                        is_sensitive: c.is_sensitive,
+                        synonyms: c
+                            .synonyms
+                            .iter()
+                            .map(|s| ConfigSynonym {
+                                name: s.name.to_string(),
+                                value: s.value.as_deref().map(str::to_owned),
+                                source: ConfigSource::from_code(s.source),
+                            })
+                            .collect(),
+                        config_type: c.config_type,
+                    })
+                    .collect();
+                found.insert(r, ResourceConfig { resource: r.clone(), entries });
+            }
+        }
+        Ok(resources.iter().filter_map(|r| found.get(r).cloned()).collect())
+    }
+
+    /// Changes configs of `resource` (IncrementalAlterConfigs: to the broker for broker
+    /// resources, to any broker otherwise). A value the broker refuses is an `INVALID_CONFIG`
+    /// error naming the resource.
+    pub async fn incremental_alter_configs(&self, resource: &ConfigResource, ops: &[AlterConfigOp]) -> Result<()> {
+        let destination = resource.destination()?;
+        let request = IncrementalAlterConfigsRequest {
+            resources: vec![AlterConfigsResource {
+                resource_type: resource.resource_type.code(),
+                resource_name: resource.name.as_str().into(),
+                configs: ops
+                    .iter()
+                    .map(|o| AlterableConfig {
+                        name: o.name.as_str().into(),
+                        config_operation: o.op.code(),
+                        value: o.value.as_deref().map(Into::into),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            validate_only: false,
+            ..Default::default()
+        };
+        let (addr, response) = self.retry(|| self.send_to(destination, &request), is_transport).await?;
+        let r = response
+            .responses
+            .iter()
+            .find(|x| x.resource_type == resource.resource_type.code() && *x.resource_name == resource.name)
+            .ok_or_else(|| missing_result(&addr, "IncrementalAlterConfigs", &resource.describe()))?;
+        check(r.error_code, r.error_message.as_deref(), format!("alter configs of {}", resource.describe()))
+    }
+
+    // -- Groups ---------------------------------------------------------------------------------
+
+    /// Every group of the cluster: ListGroups to every broker, merged.
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
+        self.list_groups_filtered(&[], &[]).await
+    }
+
+    /// The groups in one of `states` (`Empty`, `Stable`, ...; ListGroups v4+) and of one of
+    /// `types` (`classic`, `consumer`, ...; v5+); an empty filter matches everything.
+    pub async fn list_groups_filtered(&self, states: &[&str], types: &[&str]) -> Result<Vec<GroupListing>> {
+        self.client.metadata(Some(&[])).await?;
+        let mut groups: BTreeMap<String, GroupListing> = BTreeMap::new();
+        for broker in self.client.brokers() {
+            let listed = self
+                .retry(
+                    || self.list_groups_on(broker.node_id, states, types),
+                    |e| is_transport(e) || e.code().is_some_and(is_coordinator_error),
+                )
+                .await?;
+            for g in listed {
+                groups.entry(g.group_id.clone()).or_insert(g);
+            }
+        }
+        Ok(groups.into_values().collect())
+    }
+
+    /// Describes classic groups (DescribeGroups to each group's coordinator), in the order
+    /// given. A group that does not exist is a `GROUP_ID_NOT_FOUND` error naming it (older
+    /// brokers report such groups as `Dead`, which is turned into the same error).
+    pub async fn describe_groups(&self, groups: &[impl AsRef<str>]) -> Result<Vec<GroupDescription>> {
+        let ids = dedup_by(groups.iter().map(|g| g.as_ref().to_owned()), |g| g.clone());
+        let mut found = self.by_coordinator(ids.clone(), |node, gs| self.describe_groups_on(node, gs)).await?;
+        Ok(ids.iter().filter_map(|g| found.remove(g)).collect())
+    }
+
+    /// Deletes groups (DeleteGroups to each group's coordinator) with their committed offsets.
+    /// Only empty groups can be deleted (`NON_EMPTY_GROUP`); a group that does not exist is a
+    /// `GROUP_ID_NOT_FOUND` error.
+    pub async fn delete_groups(&self, groups: &[impl AsRef<str>]) -> Result<()> {
+        let ids = dedup_by(groups.iter().map(|g| g.as_ref().to_owned()), |g| g.clone());
+        self.by_coordinator(ids, |node, gs| self.delete_groups_on(node, gs)).await?;
+        Ok(())
+    }
+
+    /// The offsets `group` has committed (OffsetFetch to its coordinator), for every partition
+    /// of `topics`, or for every partition it has committed for if `None`; partitions without
+    /// a committed offset are left out. Sorted by topic and partition.
+    pub async fn list_group_offsets(&self, group: &str, topics: Option<&[&str]>) -> Result<Vec<GroupOffset>> {
+        let wanted = match topics {
+            Some(ts) => Some(self.topic_partitions(ts).await?),
+            None => None,
+        };
+        let mut found = self
+            .by_coordinator(vec![group.to_owned()], |node, _| self.offset_fetch_on(node, group, wanted.as_deref()))
+            .await?;
+        let mut offsets = found.remove(group).unwrap_or_default();
+        offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        Ok(offsets)
+    }
+
+    /// Sets committed offsets of `group` (OffsetCommit with no generation or member, to its
+    /// coordinator). The group must have no active members (else `UNKNOWN_MEMBER_ID`).
+    pub async fn alter_group_offsets<T: AsRef<str>>(&self, group: &str, offsets: &[(T, i32, i64)]) -> Result<()> {
+        let offsets: Vec<(String, i32, i64)> =
+            offsets.iter().map(|(t, p, o)| (t.as_ref().to_owned(), *p, *o)).collect();
+        self.by_coordinator(vec![group.to_owned()], |node, _| self.offset_commit_on(node, group, &offsets))
+            .await?;
+        Ok(())
+    }
+
+    /// Removes committed offsets of `group` (OffsetDelete to its coordinator). The group must
+    /// not be subscribed to the topics (`GROUP_SUBSCRIBED_TO_TOPIC`).
+    pub async fn delete_group_offsets<T: AsRef<str>>(&self, group: &str, partitions: &[(T, i32)]) -> Result<()> {
+        let tps: Vec<Tp> = partitions.iter().map(|(t, p)| (t.as_ref().to_owned(), *p)).collect();
+        self.by_coordinator(vec![group.to_owned()], |node, _| self.offset_delete_on(node, group, &tps)).await?;
+        Ok(())
+    }
+
+    /// The node id of the coordinator of `key` (FindCoordinator to any broker), retrying while
+    /// the coordinator is not available or still loading.
+    pub async fn find_coordinator(&self, key: &str, key_type: CoordinatorType) -> Result<i32> {
+        let mut found = self.find_coordinators(&[key], key_type).await?;
+        found.remove(key).ok_or_else(|| self.timed_out("FindCoordinator"))
+    }
+
+    /// The coordinators of several keys at once (one request from FindCoordinator v4 on).
+    pub async fn find_coordinators(
+        &self,
+        keys: &[impl AsRef<str>],
+        key_type: CoordinatorType,
+    ) -> Result<HashMap<String, i32>> {
+        let mut pending = dedup_by(keys.iter().map(|k| k.as_ref().to_owned()), |k| k.clone());
+        let mut found = HashMap::new();
+        let mut backoff = Backoff::new(self.timeout);
+        while !pending.is_empty() {
+            let (retry, last) = match self.find_coordinators_once(&pending, key_type).await {
+                Err(e) if is_transport(&e) => (pending, Some(e)),
+                Err(e) => return Err(e),
+                Ok(results) => {
+                    let mut retry = Vec::new();
+                    let mut last = None;
+                    for (key, result) in results {
+                        match result {
+                            Ok(node) => {
+                                found.insert(key, node);
+                            }
+                            Err(e) if e.code().is_some_and(is_coordinator_error) => {
+                                retry.push(key);
+                                last = Some(e);
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    (retry, last)
+                }
+            };
+            pending = retry;
+            if !pending.is_empty() && !backoff.wait().await {
+                return Err(last.unwrap_or_else(|| self.timed_out("FindCoordinator")));
+            }
+        }
+        let brokers = self.client.brokers();
+        if found.values().any(|n| !brokers.iter().any(|b| b.node_id == *n)) {
+            self.client.metadata(Some(&[])).await?;
+        }
+        Ok(found)
+    }
+
+    // -- Partitions -----------------------------------------------------------------------------
+
+    /// The offsets of partitions (ListOffsets to each leader, read uncommitted), in the order
+    /// given.
+    pub async fn list_offsets<T: AsRef<str>>(&self, partitions: &[(T, i32)], spec: OffsetSpec) -> Result<Vec<ListedOffset>> {
+        self.list_offsets_isolated(partitions, spec, false).await
+    }
+
+    /// [`Admin::list_offsets`] with a choice of isolation: read committed makes
+    /// [`OffsetSpec::Latest`] the last stable offset.
+    pub async fn list_offsets_isolated<T: AsRef<str>>(
+        &self,
+        partitions: &[(T, i32)],
+        spec: OffsetSpec,
+        read_committed: bool,
+    ) -> Result<Vec<ListedOffset>> {
+        let tps = dedup_by(partitions.iter().map(|(t, p)| (t.as_ref().to_owned(), *p)), |tp| tp.clone());
+        let mut found = self
+            .by_leader(tps.clone(), |leader, tps| self.list_offsets_on(leader, tps, spec, read_committed))
+            .await?;
+        Ok(tps.iter().filter_map(|tp| found.remove(tp)).collect())
+    }
+
+    /// Deletes the records before `before_offset` of each partition (DeleteRecords to each
+    /// leader; `-1`: up to the high watermark) and returns the new log start offsets, in the
+    /// order given. An offset past the high watermark is an `OFFSET_OUT_OF_RANGE` error.
+    pub async fn delete_records<T: AsRef<str>>(&self, partitions: &[(T, i32, i64)]) -> Result<Vec<DeletedRecords>> {
+        let before: HashMap<Tp, i64> = partitions.iter().map(|(t, p, o)| ((t.as_ref().to_owned(), *p), *o)).collect();
+        let tps = dedup_by(partitions.iter().map(|(t, p, _)| (t.as_ref().to_owned(), *p)), |tp| tp.clone());
+        let mut found = self.by_leader(tps.clone(), |leader, tps| self.delete_records_on(leader, tps, &before)).await?;
+        Ok(tps.iter().filter_map(|tp| found.remove(tp)).collect())
+    }
+
+    // -- Cluster --------------------------------------------------------------------------------
+
+    /// The cluster id, controller and brokers (DescribeCluster to any broker).
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
+        let request = DescribeClusterRequest {
+            include_cluster_authorized_operations: false,
+            endpoint_type: 1,
+            include_fenced_brokers: false,
+            ..Default::default()
+        };
+        let response = self.retry(|| self.client.send_any(&request), is_transport).await?;
+        check(response.error_code, response.error_message.as_deref(), "describe cluster")?;
+        Ok(ClusterDescription {
+            cluster_id: response.cluster_id.to_string(),
+            controller_id: (response.controller_id >= 0).then_some(response.controller_id),
+            brokers: response
+                .brokers
+                .iter()
+                .map(|b| BrokerAddr {
+                    node_id: b.broker_id,
+                    host: b.host.to_string(),
+                    port: b.port,
+                    rack: b.rack.as_deref().map(str::to_owned),
+                })
+                .collect(),
+        })
+    }
+
+    // -- Single requests ------------------------------------------------------------------------
+
+    async fn list_groups_on(&self, node: i32, states: &[&str], types: &[&str]) -> Result<Vec<GroupListing>> {
+        let conn = self.connection(node).await?;
+        let version = conn.version_for::<ListGroupsRequest>()?;
+        if (!states.is_empty() && version < 4) || (!types.is_empty() && version < 5) {
+            return Err(unsupported::<ListGroupsRequest>(&conn, if types.is_empty() { 4 } else { 5 }));
+        }
+        let request = ListGroupsRequest {
+            states_filter: states.iter().map(|s| (*s).into()).collect(),
+            types_filter: types.iter().map(|s| (*s).into()).collect(),
+            ..Default::default()
+        };
+        let response = conn.send_version(&request, version).await?;
+        check(response.error_code, None, format!("list groups on broker {node}"))?;
+        Ok(response
+            .groups
+            .iter()
+            .map(|g| GroupListing {
+                group_id: g.group_id.to_string(),
+                protocol_type: g.protocol_type.to_string(),
+                state: (version >= 4).then(|| g.group_state.to_string()),
+                group_type: (version >= 5).then(|| g.group_type.to_string()),
+                coordinator: node,
+            })
+            .collect())
+    }
+
+    async fn describe_groups_on(&self, node: i32, groups: Vec<String>) -> Result<Vec<(String, Result<GroupDescription>)>> {
+        let request = DescribeGroupsRequest {
+            groups: groups.iter().map(|g| g.as_str().into()).collect(),
+            include_authorized_operations: false,
+            ..Default::default()
+        };
+        let response = self.connection(node).await?.send(&request).await?;
+        Ok(response
+            .groups
+            .iter()
+            .map(|g| {
+                let context = format!("describe group {}", g.group_id);
+                let result = if g.error_code == ErrorCode::NONE && &*g.group_state == "Dead" {
+                    Err(Error::broker(ErrorCode::GROUP_ID_NOT_FOUND, Some("the group is dead"), context))
+                } else {
+                    check(g.error_code, g.error_message.as_deref(), context).map(|()| GroupDescription {
+                        group_id: g.group_id.to_string(),
+                        state: g.group_state.to_string(),
+                        protocol_type: g.protocol_type.to_string(),
+                        protocol: g.protocol_data.to_string(),
+                        members: g
+                            .members
+                            .iter()
+                            .map(|m| MemberDescription {
+                                member_id: m.member_id.to_string(),
+                                group_instance_id: m.group_instance_id.as_deref().map(str::to_owned),
+                                client_id: m.client_id.to_string(),
+                                client_host: m.client_host.to_string(),
+                                metadata: m.member_metadata.clone(),
+                                assignment: m.member_assignment.clone(),
+                            })
+                            .collect(),
+                        coordinator: node,
+                    })
+                };
+                (g.group_id.to_string(), result)
+            })
+            .collect())
+    }
+
+    async fn delete_groups_on(&self, node: i32, groups: Vec<String>) -> Result<Vec<(String, Result<()>)>> {
+        let request = DeleteGroupsRequest {
+            groups_names: groups.iter().map(|g| g.as_str().into()).collect(),
+            ..Default::default()
+        };
+        let response = self.connection(node).await?.send(&request).await?;
+        Ok(response
+            .results
+            .iter()
+            .map(|r| (r.group_id.to_string(), check(r.error_code, None, format!("delete group {}", r.group_id))))
+            .collect())
+    }
+
+    async fn offset_fetch_on(
+        &self,
+        node: i32,
+        group: &str,
+        wanted: Option<&[(String, Uuid, Vec<i32>)]>,
+    ) -> Result<Vec<(String, Result<Vec<GroupOffset>>)>> {
+        let conn = self.connection(node).await?;
+        let version = conn.version_for::<OffsetFetchRequest>()?;
+        let request = if version >= 8 {
+            OffsetFetchRequest {
+                groups: vec![OffsetFetchRequestGroup {
+                    group_id: group.into(),
+                    member_id: None,
+                    member_epoch: -1,
+                    topics: wanted.map(|ts| {
+                        ts.iter()
+                            .map(|(name, id, ps)| OffsetFetchRequestTopics {
+                                name: name.as_str().into(),
+                                topic_id: *id,
+                                partition_indexes: ps.clone(),
+                                ..Default::default()
+                            })
+                            .collect()
+                    }),
+                    ..Default::default()
+                }],
+                require_stable: false,
+                ..Default::default()
+            }
+        } else {
+            OffsetFetchRequest {
+                group_id: group.into(),
+                topics: wanted.map(|ts| {
+                    ts.iter()
+                        .map(|(name, _, ps)| OffsetFetchRequestTopic {
+                            name: name.as_str().into(),
+                            partition_indexes: ps.clone(),
+                            ..Default::default()
+                        })
+                        .collect()
+                }),
+                require_stable: false,
+                ..Default::default()
+            }
+        };
+        let response = conn.send_version(&request, version).await?;
+        let context = format!("fetch offsets of group {group}");
+        // (topic name, topic id, partitions: (partition, offset, epoch, metadata, error)).
+        type Row = (i32, i64, i32, Option<String>, ErrorCode);
+        let mut topics: Vec<(String, Uuid, Vec<Row>)> = Vec::new();
+        if version >= 8 {
+            let Some(g) = response.groups.iter().find(|g| &*g.group_id == group) else {
+                return Err(missing_result(conn.addr(), "OffsetFetch", group));
+            };
+            if let Err(e) = check(g.error_code, None, context.clone()) {
+                return Ok(vec![(group.to_owned(), Err(e))]);
+            }
+            for t in &g.topics {
+                let rows = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let metadata = p.metadata.as_deref().map(str::to_owned);
+                        (p.partition_index, p.committed_offset, p.committed_leader_epoch, metadata, p.error_code)
+                    })
+                    .collect();
+                topics.push((t.name.to_string(), t.topic_id, rows));
+            }
+        } else {
+            if let Err(e) = check(response.error_code, None, context.clone()) {
+                return Ok(vec![(group.to_owned(), Err(e))]);
+            }
+            for t in &response.topics {
+                let rows = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let metadata = p.metadata.as_deref().map(str::to_owned);
+                        (p.partition_index, p.committed_offset, p.committed_leader_epoch, metadata, p.error_code)
+                    })
+                    .collect();
+                topics.push((t.name.to_string(), Uuid::ZERO, rows));
+            }
+        }
+        // From v10 topics are identified by id only.
+        let mut names_by_id: HashMap<Uuid, String> = HashMap::new();
+        if version >= 10 {
+            if let Some(ts) = wanted {
+                names_by_id.extend(ts.iter().map(|(n, id, _)| (*id, n.clone())));
+            }
+            if topics.iter().any(|(name, id, _)| name.is_empty() && !names_by_id.contains_key(id)) {
+                let md = self.client.metadata(None).await?;
+                names_by_id.extend(
+                    md.topics.iter().filter_map(|t| t.name.as_deref().map(|n| (t.topic_id, n.to_owned()))),
+                );
+            }
+        }
+        let mut offsets = Vec::new();
+        for (name, id, rows) in topics {
+            let name = if name.is_empty() { names_by_id.get(&id).cloned().unwrap_or_else(|| id.to_string()) } else { name };
+            for (partition, offset, epoch, metadata, error) in rows {
+                if error != ErrorCode::NONE {
+                    let e = Error::broker(error, None, format!("fetch offsets of group {group} for {name}-{partition}"));
+                    return Ok(vec![(group.to_owned(), Err(e))]);
+                }
+                if offset < 0 {
+                    continue;
+                }
+                offsets.push(GroupOffset {
+                    topic: name.clone(),
+                    partition,
+                    offset,
+                    leader_epoch: (epoch >= 0).then_some(epoch),
+                    metadata,
+                });
+            }
+        }
+        Ok(vec![(group.to_owned(), Ok(offsets))])
+    }
+
+    async fn offset_commit_on(
+        &self,
+        node: i32,
+        group: &str,
+        offsets: &[(String, i32, i64)],
+    ) -> Result<Vec<(String, Result<()>)>> {
+        let conn = self.connection(node).await?;
+        let version = conn.version_for::<OffsetCommitRequest>()?;
+        let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
+        for (t, p, o) in offsets {
+            by_topic.entry(t.as_str()).or_default().push((*p, *o));
+        }
+        let ids = if version >= 10 {
+            let names: Vec<&str> = by_topic.keys().copied().collect();
+            self.topic_partitions(&names).await?.into_iter().map(|(n, id, _)| (n, id)).collect()
+        } else {
+            HashMap::new()
+        };
+        let request = OffsetCommitRequest {
+            group_id: group.into(),
+            generation_id_or_member_epoch: -1,
+            member_id: "".into(),
+            group_instance_id: None,
+            retention_time_ms: -1,
+            topics: by_topic
+                .iter()
+                .map(|(t, ps)| OffsetCommitRequestTopic {
+                    name: (*t).into(),
+                    topic_id: ids.get(*t).copied().unwrap_or(Uuid::ZERO),
+                    partitions: ps
+                        .iter()
+                        .map(|(p, o)| OffsetCommitRequestPartition {
+                            partition_index: *p,
+                            committed_offset: *o,
+                            committed_leader_epoch: -1,
+                            committed_metadata: Some("".into()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let response = conn.send_version(&request, version).await?;
+        let names_by_id: HashMap<Uuid, &str> = ids.iter().map(|(n, id)| (*id, n.as_str())).collect();
+        let mut first_error = None;
+        for t in &response.topics {
+            let name = if t.name.is_empty() { names_by_id.get(&t.topic_id).copied().unwrap_or_default() } else { &*t.name };
+            for p in &t.partitions {
+                if p.error_code != ErrorCode::NONE {
+                    let e = Error::broker(
+                        p.error_code,
+                        None,
+                        format!("commit offset of group {group} for {name}-{}", p.partition_index),
+                    );
+                    // A coordinator error anywhere makes the whole commit retried.
+                    if is_coordinator_error(p.error_code) {
+                        return Ok(vec![(group.to_owned(), Err(e))]);
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Ok(vec![(group.to_owned(), first_error.map_or(Ok(()), Err))])
+    }
+
+    async fn offset_delete_on(&self, node: i32, group: &str, tps: &[Tp]) -> Result<Vec<(String, Result<()>)>> {
+        let request = OffsetDeleteRequest {
+            group_id: group.into(),
+            topics: by_topic(tps)
+                .into_iter()
+                .map(|(t, ps)| OffsetDeleteRequestTopic {
+                    name: t.into(),
+                    partitions: ps
+                        .into_iter()
+                        .map(|p| OffsetDeleteRequestPartition { partition_index: p, ..Default::default() })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let response = self.connection(node).await?.send(&request).await?;
+        let mut result = check(response.error_code, None, format!("delete offsets of group {group}"));
+        if result.is_ok() {
+            'outer: for t in &response.topics {
+                for p in &t.partitions {
+                    let context = format!("delete offset of group {group} for {}-{}", t.name, p.partition_index);
+                    if let Err(e) = check(p.error_code, None, context) {
+                        result = Err(e);
+                        break 'outer;
+                    }
+                }
+            }
+        }
+        Ok(vec![(group.to_owned(), result)])
+    }
+
+    async fn find_coordinators_once(
+        &self,
+        keys: &[String],
+        key_type: CoordinatorType,
+    ) -> Result<Vec<(String, Result<i32>)>> {
+        let conn = self.client.any_broker().await?;
+        let version = conn.version_for::<FindCoordinatorRequest>()?;
+        let context = |key: &str| format!("find coordinator for {} {key}", key_type.noun());
+        if version >= 4 {
+            let request = FindCoordinatorRequest {
+                key_type: key_type.code(),
+                coordinator_keys: keys.iter().map(|k| k.as_str().into()).collect(),
+                ..Default::default()
+            };
+            let response = conn.send_version(&request, version).await?;
+            Ok(response
+                .coordinators
+                .iter()
+                .map(|c| {
+                    let result = check(c.error_code, c.error_message.as_deref(), context(&c.key)).map(|()| c.node_id);
+                    (c.key.to_string(), result)
+                })
+                .collect())
+        } else {
+            let mut results = Vec::new();
+            for key in keys {
+                let request = FindCoordinatorRequest {
+                    key: key.as_str().into(),
+                    key_type: key_type.code(),
+                    ..Default::default()
+                };
+                let r = conn.send_version(&request, version).await?;
+                let result = check(r.error_code, r.error_message.as_deref(), context(key)).map(|()| r.node_id);
+                results.push((key.clone(), result));
+            }
+            Ok(results)
+        }
+    }
+
+    async fn list_offsets_on(
+        &self,
+        leader: i32,
+        tps: Vec<Tp>,
+        spec: OffsetSpec,
+        read_committed: bool,
+    ) -> Result<Vec<(Tp, Result<ListedOffset>)>> {
+        let conn = self.connection(leader).await?;
+        let version = conn.version_for::<ListOffsetsRequest>()?;
+        if version < spec.min_version() {
+            return Err(unsupported::<ListOffsetsRequest>(&conn, spec.min_version()));
+        }
+        let request = ListOffsetsRequest {
+            replica_id: -1,
+            isolation_level: i8::from(read_committed),
+            topics: by_topic(&tps)
+                .into_iter()
+                .map(|(t, ps)| ListOffsetsTopic {
+                    name: t.into(),
+                    partitions: ps
+                        .into_iter()
+                        .map(|p| ListOffsetsPartition {
+                            partition_index: p,
+                            current_leader_epoch: -1,
+                            timestamp: spec.wire(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            timeout_ms: self.server_timeout_ms(),
+            ..Default::default()
+        };
+        let response = conn.send_version(&request, version).await?;
+        let mut out = Vec::new();
+        for t in &response.topics {
+            for p in &t.partitions {
+                let tp = (t.name.to_string(), p.partition_index);
+                let context = format!("list offsets of {}-{}", t.name, p.partition_index);
+                let result = check(p.error_code, None, context).map(|()| ListedOffset {
+                    topic: t.name.to_string(),
+                    partition: p.partition_index,
+                    offset: p.offset,
+                    timestamp: (p.timestamp >= 0).then_some(p.timestamp),
+                    leader_epoch: (p.leader_epoch >= 0).then_some(p.leader_epoch),
+                });
+                out.push((tp, result));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_records_on(
+        &self,
+        leader: i32,
+        tps: Vec<Tp>,
+        before: &HashMap<Tp, i64>,
+    ) -> Result<Vec<(Tp, Result<DeletedRecords>)>> {
+        let request = DeleteRecordsRequest {
+            topics: by_topic(&tps)
+                .into_iter()
+                .map(|(t, ps)| DeleteRecordsTopic {
+                    name: t.into(),
+                    partitions: ps
+                        .into_iter()
+                        .map(|p| DeleteRecordsPartition {
+                            partition_index: p,
+                            offset: before.get(&(t.to_owned(), p)).copied().unwrap_or(-1),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            timeout_ms: self.server_timeout_ms(),
+            ..Default::default()
+        };
+        let response = self.connection(leader).await?.send(&request).await?;
+        let mut out = Vec::new();
+        for t in &response.topics {
+            for p in &t.partitions {
+                let tp = (t.name.to_string(), p.partition_index);
+                let context = format!("delete records of {}-{}", t.name, p.partition_index);
+                let result = check(p.error_code, None, context).map(|()| DeletedRecords {
+                    topic: t.name.to_string(),
+                    partition: p.partition_index,
+                    low_watermark: p.low_watermark,
+                });
+                out.push((tp, result));
+            }
+        }
+        Ok(out)
+    }
+
+    // -- Routing and retries --------------------------------------------------------------------
+
+    /// Sends per-partition requests to each partition's leader, retrying the partitions whose
+    /// leader moved (after a metadata refresh) until the timeout.
+    async fn by_leader<T, F, Fut>(&self, partitions: Vec<Tp>, mut send: F) -> Result<HashMap<Tp, T>>
+    where
+        F: FnMut(i32, Vec<Tp>) -> Fut,
+        Fut: Future<Output = Result<Vec<(Tp, Result<T>)>>>,
+    {
+        let mut done = HashMap::new();
+        let mut pending = partitions;
+        let mut backoff = Backoff::new(self.timeout);
+        while !pending.is_empty() {
+            let leaders = self.leaders(&pending).await?;
+            let mut by_node: BTreeMap<i32, Vec<Tp>> = BTreeMap::new();
+            let mut retry = Vec::new();
+            let mut last = None;
+            for tp in pending {
+                match leaders.get(&tp) {
+                    Some(&leader) if leader >= 0 => by_node.entry(leader).or_default().push(tp),
+                    _ => {
+                        let context = format!("leader of {}-{}", tp.0, tp.1);
+                        last = Some(Error::broker(ErrorCode::LEADER_NOT_AVAILABLE, None, context));
+                        retry.push(tp);
+                    }
+                }
+            }
+            for (node, tps) in by_node {
+                match send(node, tps.clone()).await {
+                    Err(e) if is_transport(&e) => {
+                        retry.extend(tps);
+                        last = Some(e);
+                    }
+                    Err(e) => return Err(e),
+                    Ok(results) => {
+                        let mut answered = HashSet::new();
+                        for (tp, result) in results {
+                            if !tps.contains(&tp) || !answered.insert(tp.clone()) {
+                                continue;
+                            }
+                            match result {
+                                Ok(v) => {
+                                    done.insert(tp, v);
+                                }
+                                Err(e) if e.code().is_some_and(is_leader_error) => {
+                                    retry.push(tp);
+                                    last = Some(e);
+                                }
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        if let Some(tp) = tps.iter().find(|tp| !answered.contains(*tp)) {
+                            return Err(Error::Protocol {
+                                broker: format!("node {node}"),
+                                reason: format!("no result for {}-{} in the response", tp.0, tp.1),
+                            });
+                        }
+                    }
+                }
+            }
+            pending = retry;
+            if !pending.is_empty() && !backoff.wait().await {
+                return Err(last.unwrap_or_else(|| self.timed_out("partition request")));
+            }
+        }
+        Ok(done)
+    }
+
+    /// Sends per-group requests to each group's coordinator, retrying the groups whose
+    /// coordinator moved or is loading until the timeout.
+    async fn by_coordinator<T, F, Fut>(&self, groups: Vec<String>, mut send: F) -> Result<HashMap<String, T>>
+    where
+        F: FnMut(i32, Vec<String>) -> Fut,
+        Fut: Future<Output = Result<Vec<(String, Result<T>)>>>,
+    {
+        let mut done = HashMap::new();
+        let mut pending = groups;
+        let mut backoff = Backoff::new(self.timeout);
+        while !pending.is_empty() {
+            let coordinators = self.find_coordinators(&pending, CoordinatorType::Group).await?;
+            let mut by_node: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+            for g in pending {
+                let node = coordinators.get(&g).copied().ok_or_else(|| self.timed_out("FindCoordinator"))?;
+                by_node.entry(node).or_default().push(g);
+            }
+            let mut retry = Vec::new();
+            let mut last = None;
+            for (node, gs) in by_node {
+                match send(node, gs.clone()).await {
+                    Err(e) if is_transport(&e) => {
+                        retry.extend(gs);
+                        last = Some(e);
+                    }
+                    Err(e) => return Err(e),
+                    Ok(results) => {
+                        let mut answered = HashSet::new();
+                        for (g, result) in results {
+                            if !gs.contains(&g) || !answered.insert(g.clone()) {
+                                continue;
+                            }
+                            match result {
+                                Ok(v) => {
+                                    done.insert(g, v);
+                                }
+                                Err(e) if e.code().is_some_and(is_coordinator_error) => {
+                                    retry.push(g);
+                                    last = Some(e);
+                                }
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        if let Some(g) = gs.iter().find(|g| !answered.contains(*g)) {
+                            return Err(Error::Protocol {
+                                broker: format!("node {node}"),
+                                reason: format!("no result for group {g} in the response"),
+                            });
+                        }
+                    }
+                }
+            }
+            pending = retry;
+            if !pending.is_empty() && !backoff.wait().await {
+                return Err(last.unwrap_or_else(|| self.timed_out("group request")));
+            }
+        }
+        Ok(done)
+    }
+
+    /// Runs `attempt` until it succeeds, fails with an error `retriable` refuses, or the
+    /// timeout passes (then its last error).
+    async fn retry<T, F, Fut>(&self, mut attempt: F, retriable: impl Fn(&Error) -> bool) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut backoff = Backoff::new(self.timeout);
+        loop {
+            match attempt().await {
+                Err(e) if retriable(&e) => {
+                    tracing::debug!(error = %e, "admin request failed; retrying");
+                    if !backoff.wait().await {
+                        return Err(e);
+                    }
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// The connection to `node_id`, refreshing the broker list first if it does not know it.
+    async fn connection(&self, node_id: i32) -> Result<Arc<Connection>> {
+        if !self.client.brokers().iter().any(|b| b.node_id == node_id) {
+            self.client.metadata(Some(&[])).await?;
+        }
+        self.client.broker(node_id).await
+    }
+
+    /// Sends to `node` (`None`: any broker); returns the broker's address with the response.
+    async fn send_to<R: Request>(&self, node: Option<i32>, request: &R) -> Result<(String, R::Response)> {
+        let conn = match node {
+            Some(n) => self.connection(n).await?,
+            None => self.client.any_broker().await?,
+        };
+        let response = conn.send(request).await?;
+        Ok((conn.addr().to_owned(), response))
+    }
+
+    /// Sends to the controller of the last metadata, or to any broker if that is unknown or
+    /// unreachable (in KRaft mode every broker forwards controller requests).
+    async fn send_to_controller<R: Request>(&self, request: &R) -> Result<(String, R::Response)> {
+        let conn = match self.client.controller_id() {
+            Some(id) => match self.connection(id).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(controller = id, error = %e, "controller unreachable; using any broker");
+                    self.client.any_broker().await?
+                }
+            },
+            None => self.client.any_broker().await?,
+        };
+        let response = conn.send(request).await?;
+        Ok((conn.addr().to_owned(), response))
+    }
+
+    async fn refresh_metadata(&self) {
+        if let Err(e) = self.client.metadata(Some(&[])).await {
+            tracing::debug!(error = %e, "metadata refresh failed");
+        }
+    }
+
+    /// The leader of each partition (`-1`: none right now). A topic or partition that does not
+    /// exist is an `UNKNOWN_TOPIC_OR_PARTITION` error.
+    async fn leaders(&self, tps: &[Tp]) -> Result<HashMap<Tp, i32>> {
+        let names: Vec<&str> = dedup_by(tps.iter().map(|(t, _)| t.as_str()), |t| *t);
+        let md = self.client.metadata(Some(&names)).await?;
+        let mut leaders = HashMap::new();
+        for (topic, partition) in tps {
+            let t = find_topic(&md, topic)?;
+            let leader = if t.error_code == ErrorCode::NONE {
+                let p = t.partitions.iter().find(|p| p.partition_index == *partition).ok_or_else(|| {
+                    Error::broker(
+                        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                        Some("no such partition"),
+                        format!("partition {topic}-{partition}"),
+                    )
+                })?;
+                p.leader_id
+            } else {
+                -1
+            };
+            leaders.insert((topic.clone(), *partition), leader);
+        }
+        Ok(leaders)
+    }
+
+    /// Name, id and partitions of each topic. A topic that does not exist is an
+    /// `UNKNOWN_TOPIC_OR_PARTITION` error.
+    async fn topic_partitions(&self, topics: &[&str]) -> Result<Vec<(String, Uuid, Vec<i32>)>> {
+        let md = self.client.metadata(Some(topics)).await?;
+        let mut out = Vec::new();
+        for topic in dedup_by(topics.iter().copied(), |t| *t) {
+            let t = find_topic(&md, topic)?;
+            check(t.error_code, None, format!("topic {topic}"))?;
+            let mut ps: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
+            ps.sort_unstable();
+            out.push((topic.to_owned(), t.topic_id, ps));
+        }
+        Ok(out)
+    }
+
+    /// Waits until each topic has (at least) the given number of partitions (any if `< 1`),
+    /// each with a leader; returns the partition counts.
+    async fn wait_for_leaders(&self, topics: &[(&str, i32)]) -> Result<HashMap<String, i32>> {
+        let names: Vec<&str> = topics.iter().map(|(t, _)| *t).collect();
+        let deadline = Instant::now() + self.timeout;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let md = self.client.metadata(Some(&names)).await?;
+            let mut counts = HashMap::new();
+            for (name, expected) in topics {
+                let ready = md.topics.iter().find(|t| t.name.as_deref() == Some(*name)).filter(|t| {
+                    t.error_code == ErrorCode::NONE
+                        && !t.partitions.is_empty()
+                        && t.partitions.len() >= (*expected).max(1) as usize
+                        && t.partitions.iter().all(|p| p.leader_id >= 0)
+                });
+                if let Some(t) = ready {
+                    counts.insert((*name).to_owned(), t.partitions.len() as i32);
+                }
+            }
+            if counts.len() == topics.len() {
+                return Ok(counts);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("waiting for leaders of {}", names.join(", ")),
+                    after: self.timeout,
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Waits until the metadata no longer lists any of `topics`.
+    async fn wait_for_absence(&self, topics: &[&str]) -> Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let md = self.client.metadata(Some(topics)).await?;
+            let present = md.topics.iter().any(|t| {
+                t.error_code != ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+                    && t.name.as_deref().is_some_and(|n| topics.contains(&n))
+            });
+            if !present {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("waiting for the deletion of {}", topics.join(", ")),
+                    after: self.timeout,
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// The broker-side timeout of topic operations: the admin timeout, but short enough that the
+    /// broker answers before the connection's request timeout.
+    fn server_timeout_ms(&self) -> i32 {
+        let request_timeout = self.client.config().connection.request_timeout;
+        let t = self.timeout.min(request_timeout.saturating_sub(Duration::from_secs(1)));
+        t.max(Duration::from_millis(100)).as_millis().min(i32::MAX as u128) as i32
+    }
+
+    fn timed_out(&self, what: &str) -> Error {
+        Error::Timeout { what: what.to_owned(), after: self.timeout }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// Exponential backoff from 50 ms to 1 s, until a deadline.
+struct Backoff {
+    deadline: Instant,
+    delay: Duration,
+}
+
+impl Backoff {
+    fn new(timeout: Duration) -> Self {
+        Self { deadline: Instant::now() + timeout, delay: Duration::from_millis(50) }
+    }
+
+    /// Sleeps before the next attempt; `false` (at once) if the deadline has passed.
+    async fn wait(&mut self) -> bool {
+        let now = Instant::now();
+        if now >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.delay.min(self.deadline - now)).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(1));
+        true
+    }
+}
+
+/// Connection failures: the request may be sent again (to another broker).
+fn is_transport(e: &Error) -> bool {
+    matches!(e, Error::Io { .. } | Error::Closed { .. } | Error::Unreachable { .. })
+}
+
+/// The group or transaction coordinator moved, is not elected or is still loading.
+fn is_coordinator_error(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::COORDINATOR_NOT_AVAILABLE | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS | ErrorCode::NOT_COORDINATOR
+    )
+}
+
+/// The partition's leader moved or is not ready.
+fn is_leader_error(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::NOT_LEADER_OR_FOLLOWER
+            | ErrorCode::LEADER_NOT_AVAILABLE
+            | ErrorCode::FENCED_LEADER_EPOCH
+            | ErrorCode::UNKNOWN_LEADER_EPOCH
+            | ErrorCode::OFFSET_NOT_AVAILABLE
+            | ErrorCode::REPLICA_NOT_AVAILABLE
+            | ErrorCode::REQUEST_TIMED_OUT
+            | ErrorCode::KAFKA_STORAGE_ERROR
+    )
+}
+
+fn broker_error(code: ErrorCode, message: Option<&str>, context: String) -> Error {
+    Error::broker(code, message.filter(|m| !m.is_empty()), context)
+}
+
+fn check(code: ErrorCode, message: Option<&str>, context: impl Into<String>) -> Result<()> {
+    if code == ErrorCode::NONE {
+        Ok(())
+    } else {
+        Err(broker_error(code, message, context.into()))
+    }
+}
+
+fn missing_result(broker: &str, api: &str, item: &str) -> Error {
+    Error::Protocol { broker: broker.to_owned(), reason: format!("the {api} response has no result for {item}") }
+}
+
+fn unsupported<R: Request>(conn: &Connection, min: i16) -> Error {
+    Error::UnsupportedVersion {
+        api: R::API_KEY,
+        client: VersionRange { min: min.max(R::VERSIONS.min), max: R::VERSIONS.max },
+        broker: conn.broker_versions(R::API_KEY),
+        broker_addr: conn.addr().to_owned(),
+    }
+}
+
+/// The items in order, without repeats (by `key`).
+fn dedup_by<T, K: std::hash::Hash + Eq>(items: impl IntoIterator<Item = T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    let mut seen = HashSet::new();
+    items.into_iter().filter(|t| seen.insert(key(t))).collect()
+}
+
+/// Partitions grouped by topic, in order.
+fn by_topic(tps: &[Tp]) -> BTreeMap<&str, Vec<i32>> {
+    let mut out: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in tps {
+        out.entry(t.as_str()).or_default().push(*p);
+    }
+    out
+}
+
+fn find_topic<'a>(
+    md: &'a MetadataResponse,
+    topic: &str,
+) -> Result<&'a crate::codec::messages::metadata::MetadataResponseTopic> {
+    let t = md.topics.iter().find(|t| t.name.as_deref() == Some(topic));
+    match t {
+        Some(t) if t.error_code != ErrorCode::UNKNOWN_TOPIC_OR_PARTITION => Ok(t),
+        _ => Err(Error::broker(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None, format!("topic {topic}"))),
+    }
+}
+
+/// The partitions of a consumer protocol assignment (`ConsumerProtocolAssignment` v0-v3:
+/// version, `[topic, [partition]]`, user data).
+fn decode_consumer_assignment(mut buf: Bytes) -> DecodeResult<Vec<(String, i32)>> {
+    let mut out = Vec::new();
+    if buf.is_empty() {
+        return Ok(out);
+    }
+    let _version = get_i16(&mut buf, "assignment version")?;
+    let topics = get_array_len(&mut buf, false, 6, "assigned topics")?.unwrap_or(0);
+    for _ in 0..topics {
+        let topic = get_string(&mut buf, false, "assigned topic")?;
+        let partitions = get_array_len(&mut buf, false, 4, "assigned partitions")?.unwrap_or(0);
+        for _ in 0..partitions {
+            out.push((topic.to_string(), get_i32(&mut buf, "assigned partition")?));
+        }
+    }
+    Ok(out)
+}
+
+/// The topics of a consumer protocol subscription (`ConsumerProtocolSubscription` v0-v3:
+/// version, `[topic]`, ...).
+fn decode_consumer_subscription(mut buf: Bytes) -> DecodeResult<Vec<String>> {
+    let _version = get_i16(&mut buf, "subscription version")?;
+    let topics = get_array_len(&mut buf, false, 2, "subscribed topics")?.unwrap_or(0);
+    (0..topics).map(|_| get_string(&mut buf, false, "subscribed topic").map(|t| t.to_string())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::codec::primitives::{put_array_len, put_i16, put_i32, put_nullable_bytes, put_string};
+
+    #[test]
+    fn consumer_assignment_decodes() {
+        let mut buf = BytesMut::new();
+        put_i16(&mut buf, 3);
+        put_array_len(&mut buf, false, Some(2));
+        put_string(&mut buf, false, "a");
+        put_array_len(&mut buf, false, Some(2));
+        put_i32(&mut buf, 0);
+        put_i32(&mut buf, 2);
+        put_string(&mut buf, false, "b");
+        put_array_len(&mut buf, false, Some(1));
+        put_i32(&mut buf, 1);
+        put_nullable_bytes(&mut buf, false, None);
+        let parts = decode_consumer_assignment(buf.freeze()).unwrap();
+        assert_eq!(parts, vec![("a".into(), 0), ("a".into(), 2), ("b".into(), 1)]);
+        assert_eq!(decode_consumer_assignment(Bytes::new()).unwrap(), vec![]);
+        assert!(decode_consumer_assignment(Bytes::from_static(&[0, 0, 0, 0, 0, 9])).is_err());
+    }
+
+    #[test]
+    fn consumer_subscription_decodes() {
+        let mut buf = BytesMut::new();
+        put_i16(&mut buf, 1);
+        put_array_len(&mut buf, false, Some(1));
+        put_string(&mut buf, false, "t");
+        put_nullable_bytes(&mut buf, false, None);
+        put_array_len(&mut buf, false, Some(0));
+        assert_eq!(decode_consumer_subscription(buf.freeze()).unwrap(), vec!["t".to_owned()]);
+    }
+
+    #[test]
+    fn dedup_keeps_first_occurrences_in_order() {
+        assert_eq!(dedup_by(["b", "a", "b", "c", "a"], |s| *s), vec!["b", "a", "c"]);
+    }
+
+    #[test]
+    fn codes() {
+        for t in [
+            ConfigResourceType::Topic,
+            ConfigResourceType::Broker,
+            ConfigResourceType::BrokerLogger,
+            ConfigResourceType::ClientMetrics,
+            ConfigResourceType::Group,
+        ] {
+            assert_eq!(ConfigResourceType::from_code(t.code()), Some(t));
+        }
+        assert_eq!(OffsetSpec::Earliest.wire(), -2);
+        assert_eq!(OffsetSpec::Latest.wire(), -1);
+        assert_eq!(OffsetSpec::MaxTimestamp.wire(), -3);
+        assert_eq!(ConfigResource::broker(3).destination().unwrap(), Some(3));
+        assert_eq!(ConfigResource::broker_default().destination().unwrap(), None);
+        assert_eq!(ConfigResource::topic("t").destination().unwrap(), None);
+        assert!(ConfigResource { resource_type: ConfigResourceType::Broker, name: "x".into() }.destination().is_err());
+    }
+}

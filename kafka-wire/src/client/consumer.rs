@@ -1,0 +1,1204 @@
+//! The consumer: per-broker fetch loops with incremental fetch sessions, positions, seeks,
+//! pause/resume, read_committed filtering, offset commits, and consumer-group membership.
+//!
+//! A background driver task owns the network side: it keeps one Fetch request in flight per
+//! broker for the assigned, unpaused partitions (up to `queued.max.messages.kbytes` of fetched
+//! data waiting), resolves positions (committed offsets, `auto.offset.reset`), and runs the
+//! group membership. The application's task decodes records as it polls them, so decoding
+//! scales with the application's own concurrency; positions advance only as records are handed
+//! out, and a seek discards whatever was fetched for the old position.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Notify};
+
+use super::cluster::Client;
+use super::consumer_config::{ConsumerConfig, IsolationLevel, OffsetReset};
+use super::error::{Error, Result};
+use crate::codec::messages::fetch::{FetchPartition, FetchTopic, ForgottenTopic};
+use crate::codec::messages::find_coordinator::FindCoordinatorRequest;
+use crate::codec::messages::list_offsets::{ListOffsetsPartition, ListOffsetsTopic};
+use crate::codec::messages::offset_commit::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use crate::codec::messages::offset_fetch::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
+use crate::codec::messages::{
+    FetchRequest, FetchResponse, ListOffsetsRequest, MetadataResponse, OffsetCommitRequest, OffsetFetchRequest,
+};
+use crate::codec::record_batch::{Header, RecordBatch, RecordBatches, Records, TimestampType};
+use crate::codec::{ErrorCode, Uuid};
+use crate::proto::fetch_session::{FetchSession, SessionPartition};
+use crate::proto::producer::TopicPartition;
+use crate::proto::read_committed::AbortedFilter;
+
+/// A record handed to the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: i64,
+    pub timestamp_type: TimestampType,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+    /// The leader epoch of the batch the record came in, -1 if unknown.
+    pub leader_epoch: i32,
+}
+
+impl ConsumerRecord {
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition { topic: self.topic.clone(), partition: self.partition }
+    }
+}
+
+/// An offset to commit: the next record to consume, with the leader epoch of the last one
+/// consumed (KIP-320) and optional metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffsetAndMetadata {
+    pub offset: i64,
+    pub leader_epoch: Option<i32>,
+    pub metadata: Option<String>,
+}
+
+impl OffsetAndMetadata {
+    pub fn new(offset: i64) -> Self {
+        Self { offset, leader_epoch: None, metadata: None }
+    }
+}
+
+type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Called from inside [`Consumer::poll`], on the application's task, when the group changes
+/// the consumer's partitions. The consumer can be used in the callbacks (commit, seek, …).
+pub trait RebalanceListener: Send + Sync {
+    /// The partitions are about to be taken away; with auto-commit on, their positions are
+    /// committed right after this returns.
+    fn on_partitions_revoked<'a>(&'a self, consumer: &'a Consumer, partitions: &'a [TopicPartition]) -> BoxFuture<'a> {
+        let _ = (consumer, partitions);
+        Box::pin(async {})
+    }
+
+    /// The partitions were added to the assignment.
+    fn on_partitions_assigned<'a>(&'a self, consumer: &'a Consumer, partitions: &'a [TopicPartition]) -> BoxFuture<'a> {
+        let _ = (consumer, partitions);
+        Box::pin(async {})
+    }
+
+    /// The partitions were lost without a chance to commit (the session expired or the member
+    /// was fenced); another member may own them already.
+    fn on_partitions_lost<'a>(&'a self, consumer: &'a Consumer, partitions: &'a [TopicPartition]) -> BoxFuture<'a> {
+        let _ = (consumer, partitions);
+        Box::pin(async {})
+    }
+}
+
+/// A Kafka consumer. Cheap to clone; clones share one driver and one set of positions.
+#[derive(Clone)]
+pub struct Consumer {
+    inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) client: Client,
+    pub(super) config: ConsumerConfig,
+    pub(super) state: Mutex<State>,
+    /// Wakes the driver: assignment, seek, resume, commit or close.
+    pub(super) wake: Notify,
+    /// Wakes pollers: data arrived, an event is waiting, or the driver stopped.
+    pub(super) data: Notify,
+    pub(super) closing: AtomicBool,
+    pub(super) listener: Mutex<Option<Arc<dyn RebalanceListener>>>,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) partitions: BTreeMap<TopicPartition, PartitionState>,
+    pub(super) topics: HashMap<Arc<str>, TopicMeta>,
+    pub(super) sessions: HashMap<i32, FetchSession>,
+    pub(super) fetching: HashSet<i32>,
+    pub(super) buffered_bytes: usize,
+    pub(super) metadata_wanted: bool,
+    pub(super) resets_in_flight: HashSet<TopicPartition>,
+    /// An error every later poll reports (for example `auto.offset.reset=none` with no offset).
+    pub(super) poll_error: Option<Error>,
+    /// Rotates the partition polls start at, so that none starves.
+    pub(super) next_partition: usize,
+    pub(super) driver_stopped: bool,
+    pub(super) group: super::consumer_group::GroupState,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct TopicMeta {
+    pub(super) id: Uuid,
+    /// (leader, leader epoch) per partition; leader -1 when there is none.
+    pub(super) leaders: Vec<(i32, i32)>,
+}
+
+#[derive(Default)]
+pub(super) struct PartitionState {
+    /// The next offset to hand out; `None` until resolved from a commit or a reset.
+    pub(super) position: Option<i64>,
+    /// The leader epoch of the last record handed out.
+    pub(super) position_epoch: Option<i32>,
+    /// The next offset to fetch (at or past `position`).
+    pub(super) fetch_offset: i64,
+    pub(super) last_fetched_epoch: i32,
+    pub(super) paused: bool,
+    pub(super) reset: Option<ResetTo>,
+    pub(super) high_watermark: Option<i64>,
+    pub(super) last_stable_offset: Option<i64>,
+    pub(super) log_start_offset: Option<i64>,
+    /// Fetched batches not yet handed out, each with its read-committed verdict applied.
+    pub(super) buffer: VecDeque<RecordBatch>,
+    pub(super) current: Option<(Records, i32, TimestampType)>,
+    /// Bumped by every seek: fetch results for an older epoch are dropped.
+    pub(super) seek_epoch: u64,
+    /// Waiting for its committed offset (group members).
+    pub(super) awaiting_committed: bool,
+}
+
+/// Where a partition without a usable position goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetTo {
+    Earliest,
+    Latest,
+    /// The earliest offset whose timestamp is at or after this one (milliseconds).
+    Timestamp(i64),
+}
+
+impl Consumer {
+    /// Connects to the cluster and starts the driver. Nothing is fetched until partitions are
+    /// assigned or topics subscribed.
+    pub async fn new(config: ConsumerConfig) -> Result<Self> {
+        let config = config.validated()?;
+        let client = Client::connect(config.client_config()).await?;
+        let inner = Arc::new(Inner {
+            client,
+            config,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            data: Notify::new(),
+            closing: AtomicBool::new(false),
+            listener: Mutex::new(None),
+        });
+        tokio::spawn(drive(inner.clone()));
+        Ok(Self { inner })
+    }
+
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.inner.config
+    }
+
+    /// The cluster client underneath.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// Consumes exactly these partitions, outside any group's assignment. Partitions that stay
+    /// keep their positions.
+    pub fn assign(&self, partitions: impl IntoIterator<Item = TopicPartition>) {
+        let wanted: BTreeSet<TopicPartition> = partitions.into_iter().collect();
+        let mut st = self.inner.lock();
+        let removed: Vec<TopicPartition> = st.partitions.keys().filter(|tp| !wanted.contains(*tp)).cloned().collect();
+        for tp in removed {
+            st.drop_partition(&tp);
+        }
+        for tp in wanted {
+            st.partitions.entry(tp).or_default();
+        }
+        st.metadata_wanted = true;
+        drop(st);
+        self.inner.wake.notify_one();
+    }
+
+    /// The partitions currently assigned.
+    pub fn assignment(&self) -> BTreeSet<TopicPartition> {
+        self.inner.lock().partitions.keys().cloned().collect()
+    }
+
+    /// Sets the listener called on group rebalances.
+    pub fn set_rebalance_listener(&self, listener: impl RebalanceListener + 'static) {
+        *lock(&self.inner.listener) = Some(Arc::new(listener));
+    }
+
+    /// Waits up to `timeout` for records and returns at most `max.poll.records` of them (none
+    /// if nothing arrived). Rebalance callbacks run inside this call.
+    pub async fn poll(&self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            self.run_group_events().await?;
+            let notified = self.inner.data.notified();
+            {
+                let mut st = self.inner.lock();
+                st.group.poll_called(Instant::now());
+                if let Some(e) = st.poll_error.take() {
+                    return Err(e);
+                }
+                let records = st.take_records(self.inner.config.max_poll_records);
+                if !records.is_empty() {
+                    drop(st);
+                    self.inner.wake.notify_one();
+                    return Ok(records);
+                }
+                if st.driver_stopped {
+                    return Err(Error::Closed { broker: "consumer".into() });
+                }
+            }
+            self.inner.wake.notify_one();
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    /// The records as a stream: each item is one record, or an error from `poll`.
+    pub fn stream(&self) -> impl tokio_stream_like::Stream<Item = Result<ConsumerRecord>> + '_ {
+        tokio_stream_like::unfold(self)
+    }
+
+    /// Moves the position of `tp` to `offset`; fetched data for the old position is dropped.
+    pub fn seek(&self, tp: &TopicPartition, offset: i64) -> Result<()> {
+        let mut st = self.inner.lock();
+        let p = st.partition_mut(tp)?;
+        p.set_position(offset);
+        st.buffered_bytes = st.partitions.values().map(PartitionState::buffered).sum();
+        drop(st);
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Moves the positions of `partitions` to their earliest offsets (resolved asynchronously).
+    pub fn seek_to_beginning(&self, partitions: &[TopicPartition]) -> Result<()> {
+        self.request_reset(partitions, ResetTo::Earliest)
+    }
+
+    /// Moves the positions of `partitions` to their end offsets (resolved asynchronously).
+    pub fn seek_to_end(&self, partitions: &[TopicPartition]) -> Result<()> {
+        self.request_reset(partitions, ResetTo::Latest)
+    }
+
+    /// Moves the positions of `partitions` to the first offset at or after `timestamp_ms`
+    /// (the end offset where there is none).
+    pub fn seek_to_timestamp(&self, partitions: &[TopicPartition], timestamp_ms: i64) -> Result<()> {
+        self.request_reset(partitions, ResetTo::Timestamp(timestamp_ms))
+    }
+
+    /// The next offset to be handed out for `tp`, waiting (up to `default.api.timeout.ms`)
+    /// until it is known.
+    pub async fn position(&self, tp: &TopicPartition) -> Result<i64> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.default_api_timeout;
+        loop {
+            let notified = self.inner.data.notified();
+            {
+                let mut st = self.inner.lock();
+                if let Some(e) = st.poll_error.take() {
+                    return Err(e);
+                }
+                if let Some(pos) = st.partition_mut(tp)?.position {
+                    return Ok(pos);
+                }
+            }
+            self.inner.wake.notify_one();
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(Error::Timeout { what: format!("position of {tp}"), after: self.inner.config.default_api_timeout });
+            }
+        }
+    }
+
+    /// Records between the position and the high watermark of `tp` (the last stable offset for
+    /// read_committed), as of the last fetch; `None` before the first fetch answer.
+    pub fn lag(&self, tp: &TopicPartition) -> Option<i64> {
+        let st = self.inner.lock();
+        let p = st.partitions.get(tp)?;
+        let end = match self.inner.config.isolation_level {
+            IsolationLevel::ReadCommitted => p.last_stable_offset.or(p.high_watermark),
+            IsolationLevel::ReadUncommitted => p.high_watermark,
+        }?;
+        Some((end - p.position?).max(0))
+    }
+
+    /// Stops fetching `partitions` without leaving the group; buffered records of them are
+    /// kept but not handed out until resumed.
+    pub fn pause(&self, partitions: &[TopicPartition]) -> Result<()> {
+        let mut st = self.inner.lock();
+        for tp in partitions {
+            st.partition_mut(tp)?.paused = true;
+        }
+        Ok(())
+    }
+
+    pub fn resume(&self, partitions: &[TopicPartition]) -> Result<()> {
+        let mut st = self.inner.lock();
+        for tp in partitions {
+            st.partition_mut(tp)?.paused = false;
+        }
+        drop(st);
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    pub fn paused(&self) -> BTreeSet<TopicPartition> {
+        self.inner.lock().partitions.iter().filter(|(_, p)| p.paused).map(|(tp, _)| tp.clone()).collect()
+    }
+
+    /// The current positions of every assigned partition whose position is known, as offsets
+    /// to commit.
+    pub fn positions(&self) -> BTreeMap<TopicPartition, OffsetAndMetadata> {
+        self.inner.lock().positions()
+    }
+
+    /// Commits the current positions of every assigned partition and waits for the result.
+    pub async fn commit(&self) -> Result<()> {
+        let offsets = self.positions();
+        self.commit_offsets(offsets).await
+    }
+
+    /// Commits `offsets` and waits for the result. A group member commits with its current
+    /// generation (the commit fails if the group is rebalancing); a consumer with `group.id`
+    /// and assigned partitions commits as a standalone consumer.
+    pub async fn commit_offsets(&self, offsets: BTreeMap<TopicPartition, OffsetAndMetadata>) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let group = self.group_id()?;
+        if self.inner.lock().group.is_member() {
+            return super::consumer_group::commit(&self.inner, offsets).await;
+        }
+        standalone_commit(&self.inner, &group, &offsets).await
+    }
+
+    /// Commits `offsets` in the background; the result is logged, and a later commit supersedes
+    /// it.
+    pub fn commit_async(&self, offsets: BTreeMap<TopicPartition, OffsetAndMetadata>) {
+        let consumer = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = consumer.commit_offsets(offsets).await {
+                tracing::warn!(error = %e, "asynchronous commit failed");
+            }
+        });
+    }
+
+    /// The committed offsets of `partitions` for this consumer's group (`None` where nothing
+    /// is committed).
+    pub async fn committed(&self, partitions: &[TopicPartition]) -> Result<BTreeMap<TopicPartition, Option<OffsetAndMetadata>>> {
+        let group = self.group_id()?;
+        fetch_committed(&self.inner, &group, partitions).await
+    }
+
+    /// Subscribes to `topics` as a member of `group.id`; the group assigns the partitions.
+    pub fn subscribe(&self, topics: impl IntoIterator<Item = impl Into<String>>) -> Result<()> {
+        self.group_id()?;
+        let topics: BTreeSet<String> = topics.into_iter().map(Into::into).collect();
+        super::consumer_group::subscribe(&self.inner, super::consumer_group::Subscription::Topics(topics))
+    }
+
+    /// Subscribes to every topic whose name matches `pattern` (a regular expression matched
+    /// against the whole name), now and as topics are created.
+    pub fn subscribe_pattern(&self, pattern: &str) -> Result<()> {
+        self.group_id()?;
+        let re = regex::Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|e| Error::config("subscription pattern", e.to_string()))?;
+        super::consumer_group::subscribe(&self.inner, super::consumer_group::Subscription::Pattern(re))
+    }
+
+    /// Leaves the group (committing positions first with auto-commit), stops the driver and
+    /// closes connections.
+    pub async fn close(&self) -> Result<()> {
+        if self.inner.config.enable_auto_commit && self.inner.config.group_id.is_some() {
+            let positions = self.positions();
+            if let Err(e) = self.commit_offsets(positions).await {
+                tracing::warn!(error = %e, "final auto-commit failed");
+            }
+        }
+        super::consumer_group::leave(&self.inner).await;
+        self.inner.closing.store(true, Ordering::Release);
+        self.inner.wake.notify_one();
+        self.inner.client.close().await;
+        Ok(())
+    }
+
+    fn group_id(&self) -> Result<String> {
+        self.inner.config.group_id.clone().ok_or_else(|| Error::config("group.id", "needed to commit or subscribe"))
+    }
+
+    fn request_reset(&self, partitions: &[TopicPartition], to: ResetTo) -> Result<()> {
+        let mut st = self.inner.lock();
+        for tp in partitions {
+            let p = st.partition_mut(tp)?;
+            p.clear();
+            p.position = None;
+            p.reset = Some(to);
+        }
+        st.buffered_bytes = st.partitions.values().map(PartitionState::buffered).sum();
+        drop(st);
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Runs the rebalance callbacks the group has queued, on this (the application's) task.
+    async fn run_group_events(&self) -> Result<()> {
+        super::consumer_group::run_events(self).await
+    }
+
+    pub(super) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    pub(super) fn listener(&self) -> Option<Arc<dyn RebalanceListener>> {
+        lock(&self.inner.listener).clone()
+    }
+}
+
+/// A minimal `Stream` without a dependency: `futures_core`'s trait shape, so that callers can
+/// adapt it.
+pub mod tokio_stream_like {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::{Consumer, ConsumerRecord, Result};
+
+    /// An asynchronous sequence of values.
+    pub trait Stream {
+        type Item;
+        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>>;
+    }
+
+    /// Awaits the next item of a stream.
+    pub async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+        std::future::poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
+    }
+
+    type PollFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<ConsumerRecord>>> + Send + 'a>>;
+
+    pub struct RecordStream<'a> {
+        consumer: &'a Consumer,
+        ready: std::collections::VecDeque<ConsumerRecord>,
+        pending: Option<PollFuture<'a>>,
+    }
+
+    pub(super) fn unfold(consumer: &Consumer) -> RecordStream<'_> {
+        RecordStream { consumer, ready: Default::default(), pending: None }
+    }
+
+    impl Stream for RecordStream<'_> {
+        type Item = Result<ConsumerRecord>;
+
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            loop {
+                if let Some(r) = self.ready.pop_front() {
+                    return Poll::Ready(Some(Ok(r)));
+                }
+                let consumer = self.consumer;
+                let fut = self
+                    .pending
+                    .get_or_insert_with(|| Box::pin(consumer.poll(std::time::Duration::from_secs(3600))));
+                match fut.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(result) => {
+                        self.pending = None;
+                        match result {
+                            Ok(records) => self.ready.extend(records),
+                            Err(e) => return Poll::Ready(Some(Err(e))),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    impl Unpin for RecordStream<'_> {}
+}
+
+impl Inner {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    fn learn(&self, response: &MetadataResponse) {
+        let mut st = self.lock();
+        for t in &response.topics {
+            let Some(name) = t.name.as_deref() else { continue };
+            if t.error_code != ErrorCode::NONE {
+                continue;
+            }
+            let n = t.partitions.iter().map(|p| p.partition_index + 1).max().unwrap_or(0).max(0) as usize;
+            let mut leaders = vec![(-1, -1); n];
+            for p in &t.partitions {
+                if let Some(slot) = leaders.get_mut(p.partition_index as usize) {
+                    *slot = (if p.error_code == ErrorCode::NONE { p.leader_id } else { -1 }, p.leader_epoch);
+                }
+            }
+            st.topics.insert(name.into(), TopicMeta { id: t.topic_id, leaders });
+        }
+    }
+}
+
+impl State {
+    fn partition_mut(&mut self, tp: &TopicPartition) -> Result<&mut PartitionState> {
+        self.partitions
+            .get_mut(tp)
+            .ok_or_else(|| Error::config("partition", format!("{tp} is not assigned to this consumer")))
+    }
+
+    pub(super) fn drop_partition(&mut self, tp: &TopicPartition) {
+        if let Some(p) = self.partitions.remove(tp) {
+            self.buffered_bytes = self.buffered_bytes.saturating_sub(p.buffered());
+        }
+    }
+
+    pub(super) fn positions(&self) -> BTreeMap<TopicPartition, OffsetAndMetadata> {
+        self.partitions
+            .iter()
+            .filter_map(|(tp, p)| {
+                p.position.map(|o| (tp.clone(), OffsetAndMetadata { offset: o, leader_epoch: p.position_epoch, metadata: None }))
+            })
+            .collect()
+    }
+
+    fn leader(&self, tp: &TopicPartition) -> Option<(i32, i32)> {
+        self.topics.get(&tp.topic)?.leaders.get(tp.partition as usize).copied().filter(|(l, _)| *l >= 0)
+    }
+
+    /// Takes up to `max` records, round-robin over partitions, advancing positions.
+    fn take_records(&mut self, max: usize) -> Vec<ConsumerRecord> {
+        let mut out = Vec::new();
+        let keys: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+        if keys.is_empty() {
+            return out;
+        }
+        let start = self.next_partition % keys.len();
+        self.next_partition = self.next_partition.wrapping_add(1);
+        let mut freed = 0;
+        for tp in keys[start..].iter().chain(&keys[..start]) {
+            if out.len() >= max {
+                break;
+            }
+            let Some(p) = self.partitions.get_mut(tp) else { continue };
+            if p.paused || p.position.is_none() {
+                continue;
+            }
+            freed += p.take(tp, max - out.len(), &mut out, &mut self.poll_error);
+        }
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(freed);
+        out
+    }
+}
+
+impl PartitionState {
+    fn buffered(&self) -> usize {
+        self.buffer.iter().map(|b| b.as_bytes().len()).sum()
+    }
+
+    fn clear(&mut self) {
+        self.buffer.clear();
+        self.current = None;
+        self.seek_epoch += 1;
+    }
+
+    pub(super) fn set_position(&mut self, offset: i64) {
+        self.clear();
+        self.position = Some(offset);
+        self.position_epoch = None;
+        self.fetch_offset = offset;
+        self.reset = None;
+        self.last_fetched_epoch = -1;
+    }
+
+    /// Hands out up to `max` records at or past the position; returns the bytes of batches
+    /// finished.
+    fn take(&mut self, tp: &TopicPartition, max: usize, out: &mut Vec<ConsumerRecord>, error: &mut Option<Error>) -> usize {
+        let mut freed = 0;
+        let Some(mut position) = self.position else { return 0 };
+        while out.len() < max {
+            if self.current.is_none() {
+                let Some(batch) = self.buffer.pop_front() else { break };
+                freed += batch.as_bytes().len();
+                // Records below the position (a batch fetched from its middle) are skipped below.
+                let records = batch.records(MAX_DECOMPRESSED);
+                self.current = Some((records, batch.header().partition_leader_epoch, batch.header().timestamp_type()));
+                if batch.next_offset() > position && batch.is_control() {
+                    // Control batches were filtered at fetch time; keep the position moving.
+                    self.current = None;
+                    position = batch.next_offset();
+                }
+                continue;
+            }
+            let Some((records, epoch, ts_type)) = self.current.as_mut() else { break };
+            match records.next() {
+                None => self.current = None,
+                Some(Err(e)) => {
+                    // A corrupt batch: report it and skip past it so that polling can go on.
+                    *error = Some(Error::Decode { broker: format!("fetch of {tp}"), source: e });
+                    self.current = None;
+                    break;
+                }
+                Some(Ok(r)) => {
+                    if r.offset < position {
+                        continue;
+                    }
+                    position = r.offset + 1;
+                    self.position_epoch = Some(*epoch);
+                    out.push(ConsumerRecord {
+                        topic: tp.topic.clone(),
+                        partition: tp.partition,
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                        timestamp_type: *ts_type,
+                        key: r.key,
+                        value: r.value,
+                        headers: r.headers,
+                        leader_epoch: *epoch,
+                    });
+                }
+            }
+        }
+        self.position = Some(position);
+        freed
+    }
+}
+
+/// The cap on one batch's decompressed size.
+const MAX_DECOMPRESSED: usize = 256 * 1024 * 1024;
+
+// ===== driver =====
+
+enum DriverEvent {
+    Fetched { node: i32, request: Vec<(TopicPartition, i64, u64)>, result: Result<FetchResponse> },
+    Reset { tp: TopicPartition, seek_epoch: u64, result: Result<i64> },
+    Metadata(Result<MetadataResponse>),
+}
+
+async fn drive(inner: Arc<Inner>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<DriverEvent>();
+    let mut metadata_in_flight = false;
+    let mut last_metadata = None::<Instant>;
+    loop {
+        if inner.closing.load(Ordering::Acquire) {
+            break;
+        }
+        let now = Instant::now();
+        // Metadata: for assigned topics (and the subscription's), when something is unknown.
+        let topics_wanted = super::consumer_group::wanted_topics(&inner);
+        let need_metadata = {
+            let st = inner.lock();
+            st.metadata_wanted
+                || topics_wanted.iter().any(|t| !st.topics.contains_key(&**t))
+                || st.partitions.keys().any(|tp| st.leader(tp).is_none())
+                || last_metadata.is_none_or(|t| now.duration_since(t) >= inner.config.metadata_max_age)
+        };
+        let backoff_over = last_metadata.is_none_or(|t| now.duration_since(t) >= inner.config.retry_backoff);
+        if need_metadata && !metadata_in_flight && backoff_over {
+            metadata_in_flight = true;
+            last_metadata = Some(now);
+            inner.lock().metadata_wanted = false;
+            let client = inner.client.clone();
+            let pattern = super::consumer_group::is_pattern(&inner);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let names: Vec<&str> = topics_wanted.iter().map(|t| &**t).collect();
+                let result = if pattern { client.metadata(None).await } else { client.metadata(Some(&names)).await };
+                let _ = tx.send(DriverEvent::Metadata(result));
+            });
+        }
+        super::consumer_group::step(&inner, now).await;
+        start_resets(&inner, &tx);
+        start_fetches(&inner, &tx);
+        let wakeup = super::consumer_group::next_timeout(&inner)
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + inner.config.retry_backoff.max(Duration::from_millis(100)))
+            .min(tokio::time::Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            _ = inner.wake.notified() => {}
+            Some(event) = rx.recv() => {
+                let mut events = vec![event];
+                while let Ok(e) = rx.try_recv() {
+                    events.push(e);
+                }
+                for e in events {
+                    match e {
+                        DriverEvent::Metadata(result) => {
+                            metadata_in_flight = false;
+                            match result {
+                                Ok(r) => {
+                                    inner.learn(&r);
+                                    super::consumer_group::metadata_updated(&inner, &r);
+                                }
+                                Err(e) => tracing::debug!(error = %e, "consumer metadata refresh failed"),
+                            }
+                        }
+                        DriverEvent::Fetched { node, request, result } => handle_fetch(&inner, node, &request, result),
+                        DriverEvent::Reset { tp, seek_epoch, result } => handle_reset(&inner, tp, seek_epoch, result),
+                    }
+                }
+                inner.data.notify_waiters();
+            }
+            _ = tokio::time::sleep_until(wakeup) => {}
+        }
+    }
+    inner.lock().driver_stopped = true;
+    inner.data.notify_waiters();
+}
+
+/// Starts ListOffsets lookups for partitions that need a reset.
+fn start_resets(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>) {
+    let mut st = inner.lock();
+    let reset_policy = inner.config.auto_offset_reset;
+    let mut todo = Vec::new();
+    let mut failed = None;
+    for (tp, p) in st.partitions.iter_mut() {
+        if p.position.is_some() || p.awaiting_committed {
+            continue;
+        }
+        let to = match (p.reset, reset_policy) {
+            (Some(to), _) => to,
+            (None, OffsetReset::Earliest) => ResetTo::Earliest,
+            (None, OffsetReset::Latest) => ResetTo::Latest,
+            (None, OffsetReset::None) => {
+                failed = Some(tp.clone());
+                continue;
+            }
+        };
+        p.reset = Some(to);
+        todo.push((tp.clone(), to, p.seek_epoch));
+    }
+    if let Some(tp) = failed {
+        st.poll_error = Some(Error::config(
+            "auto.offset.reset",
+            format!("{tp} has no committed offset and auto.offset.reset is none"),
+        ));
+    }
+    let mut started = Vec::new();
+    for (tp, to, epoch) in todo {
+        if st.resets_in_flight.contains(&tp) {
+            continue;
+        }
+        let Some((leader, leader_epoch)) = st.leader(&tp) else { continue };
+        started.push((tp, to, epoch, leader, leader_epoch));
+    }
+    for (tp, ..) in &started {
+        st.resets_in_flight.insert(tp.clone());
+    }
+    drop(st);
+    for (tp, to, seek_epoch, leader, leader_epoch) in started {
+        let client = inner.client.clone();
+        let tx = tx.clone();
+        let isolation = inner.config.isolation_level.as_i8();
+        tokio::spawn(async move {
+            let timestamp = match to {
+                ResetTo::Earliest => -2,
+                ResetTo::Latest => -1,
+                ResetTo::Timestamp(t) => t,
+            };
+            let request = ListOffsetsRequest {
+                replica_id: -1,
+                isolation_level: isolation,
+                topics: vec![ListOffsetsTopic {
+                    name: (&*tp.topic).into(),
+                    partitions: vec![ListOffsetsPartition {
+                        partition_index: tp.partition,
+                        current_leader_epoch: leader_epoch,
+                        timestamp,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            let result = async {
+                let r = client.send(leader, &request).await?;
+                let p = r.topics.first().and_then(|t| t.partitions.first()).ok_or_else(|| Error::Protocol {
+                    broker: format!("node {leader}"),
+                    reason: "ListOffsets answer without the partition".into(),
+                })?;
+                if p.error_code != ErrorCode::NONE {
+                    return Err(Error::broker(p.error_code, None, format!("ListOffsets for {tp}")));
+                }
+                Ok(p.offset)
+            }
+            .await;
+            let _ = tx.send(DriverEvent::Reset { tp, seek_epoch, result });
+        });
+    }
+}
+
+fn handle_reset(inner: &Arc<Inner>, tp: TopicPartition, seek_epoch: u64, result: Result<i64>) {
+    let mut st = inner.lock();
+    st.resets_in_flight.remove(&tp);
+    let Some(p) = st.partitions.get_mut(&tp) else { return };
+    if p.seek_epoch != seek_epoch || p.position.is_some() {
+        return;
+    }
+    match result {
+        Ok(offset) if offset >= 0 => {
+            p.set_position(offset);
+        }
+        Ok(_) => {
+            // No offset for that timestamp: go to the end, as Java's offsetsForTimes + seek does.
+            p.reset = Some(ResetTo::Latest);
+        }
+        Err(e) => {
+            tracing::debug!(%tp, error = %e, "offset reset failed; retrying");
+            st.metadata_wanted = true;
+        }
+    }
+}
+
+/// Sends a Fetch to every broker that leads fetchable partitions and has none in flight.
+fn start_fetches(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>) {
+    let config = &inner.config;
+    let mut st = inner.lock();
+    if st.buffered_bytes >= config.prefetch_max_bytes {
+        return;
+    }
+    let mut by_node: BTreeMap<i32, BTreeMap<TopicPartition, SessionPartition>> = BTreeMap::new();
+    let mut epochs: HashMap<TopicPartition, u64> = HashMap::new();
+    for (tp, p) in &st.partitions {
+        let Some(_) = p.position else { continue };
+        if p.paused || !p.buffer.is_empty() && p.buffered() >= config.max_partition_fetch_bytes {
+            continue;
+        }
+        let Some((leader, leader_epoch)) = st.leader(tp) else { continue };
+        if st.fetching.contains(&leader) {
+            continue;
+        }
+        by_node.entry(leader).or_default().insert(
+            tp.clone(),
+            SessionPartition {
+                fetch_offset: p.fetch_offset,
+                max_bytes: config.max_partition_fetch_bytes.min(i32::MAX as usize) as i32,
+                current_leader_epoch: leader_epoch,
+                last_fetched_epoch: p.last_fetched_epoch,
+                log_start_offset: -1,
+            },
+        );
+        epochs.insert(tp.clone(), p.seek_epoch);
+    }
+    let mut requests = Vec::new();
+    for (node, wanted) in by_node {
+        let plan = st.sessions.entry(node).or_default().plan(&wanted);
+        let ids: HashMap<Arc<str>, Uuid> =
+            wanted.keys().filter_map(|tp| st.topics.get(&tp.topic).map(|m| (tp.topic.clone(), m.id))).collect();
+        let mut topics: Vec<FetchTopic> = Vec::new();
+        for (tp, sp) in &plan.partitions {
+            let part = FetchPartition {
+                partition: tp.partition,
+                current_leader_epoch: sp.current_leader_epoch,
+                fetch_offset: sp.fetch_offset,
+                last_fetched_epoch: sp.last_fetched_epoch,
+                log_start_offset: sp.log_start_offset,
+                partition_max_bytes: sp.max_bytes,
+                ..Default::default()
+            };
+            match topics.iter_mut().find(|t| *t.topic == *tp.topic) {
+                Some(t) => t.partitions.push(part),
+                None => topics.push(FetchTopic {
+                    topic: (&*tp.topic).into(),
+                    topic_id: ids.get(&tp.topic).copied().unwrap_or_default(),
+                    partitions: vec![part],
+                    ..Default::default()
+                }),
+            }
+        }
+        let mut forgotten: Vec<ForgottenTopic> = Vec::new();
+        for tp in &plan.forgotten {
+            match forgotten.iter_mut().find(|t| *t.topic == *tp.topic) {
+                Some(t) => t.partitions.push(tp.partition),
+                None => forgotten.push(ForgottenTopic {
+                    topic: (&*tp.topic).into(),
+                    topic_id: st.topics.get(&tp.topic).map(|m| m.id).unwrap_or_default(),
+                    partitions: vec![tp.partition],
+                    ..Default::default()
+                }),
+            }
+        }
+        let request = FetchRequest {
+            replica_id: -1,
+            max_wait_ms: config.fetch_max_wait.as_millis().min(i32::MAX as u128) as i32,
+            min_bytes: config.fetch_min_bytes.min(i32::MAX as usize) as i32,
+            max_bytes: config.fetch_max_bytes.min(i32::MAX as usize) as i32,
+            isolation_level: config.isolation_level.as_i8(),
+            session_id: plan.session_id,
+            session_epoch: plan.session_epoch,
+            topics,
+            forgotten_topics_data: forgotten,
+            rack_id: config.client_rack.clone().unwrap_or_default().into(),
+            ..Default::default()
+        };
+        let sent: Vec<(TopicPartition, i64, u64)> =
+            wanted.iter().map(|(tp, sp)| (tp.clone(), sp.fetch_offset, epochs.get(tp).copied().unwrap_or(0))).collect();
+        st.fetching.insert(node);
+        requests.push((node, request, sent));
+    }
+    drop(st);
+    for (node, request, sent) in requests {
+        let client = inner.client.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let result = client.send(node, &request).await;
+            let _ = tx.send(DriverEvent::Fetched { node, request: sent, result });
+        });
+    }
+}
+
+fn handle_fetch(inner: &Arc<Inner>, node: i32, sent: &[(TopicPartition, i64, u64)], result: Result<FetchResponse>) {
+    let mut st = inner.lock();
+    st.fetching.remove(&node);
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(node, error = %e, "fetch failed");
+            if let Some(s) = st.sessions.get_mut(&node) {
+                s.handle_failure();
+            }
+            st.metadata_wanted = true;
+            return;
+        }
+    };
+    let session_ok = st.sessions.entry(node).or_default().handle_response(response.error_code, response.session_id);
+    if response.error_code != ErrorCode::NONE {
+        tracing::debug!(node, error = ?response.error_code, session_ok, "fetch session error");
+        if response.error_code == ErrorCode::UNKNOWN_TOPIC_ID || response.error_code == ErrorCode::FETCH_SESSION_TOPIC_ID_ERROR {
+            st.metadata_wanted = true;
+        }
+        return;
+    }
+    let names: HashMap<Uuid, Arc<str>> = st.topics.iter().map(|(n, m)| (m.id, n.clone())).collect();
+    let read_committed = inner.config.isolation_level == IsolationLevel::ReadCommitted;
+    let check_crcs = inner.config.check_crcs;
+    let mut added = 0;
+    for t in response.responses {
+        let topic: Arc<str> = names.get(&t.topic_id).cloned().unwrap_or_else(|| (&*t.topic).into());
+        for pd in t.partitions {
+            let tp = TopicPartition::new(topic.clone(), pd.partition_index);
+            let Some(&(_, fetched_from, seek_epoch)) = sent.iter().find(|(s, ..)| *s == tp) else { continue };
+            let Some(p) = st.partitions.get_mut(&tp) else { continue };
+            if p.seek_epoch != seek_epoch || p.fetch_offset != fetched_from {
+                continue;
+            }
+            match pd.error_code {
+                ErrorCode::NONE => {}
+                ErrorCode::OFFSET_OUT_OF_RANGE => {
+                    p.clear();
+                    p.position = None;
+                    p.reset = None;
+                    continue;
+                }
+                code => {
+                    tracing::debug!(%tp, ?code, "fetch partition error");
+                    st.metadata_wanted = true;
+                    continue;
+                }
+            }
+            p.high_watermark = Some(pd.high_watermark);
+            p.last_stable_offset = (pd.last_stable_offset >= 0).then_some(pd.last_stable_offset);
+            p.log_start_offset = (pd.log_start_offset >= 0).then_some(pd.log_start_offset);
+            if pd.diverging_epoch.epoch >= 0 {
+                // The log was truncated below what this consumer fetched (KIP-320/595): go back
+                // to the end of the diverging epoch.
+                let end = pd.diverging_epoch.end_offset;
+                tracing::warn!(%tp, end, "log truncation detected; resetting the fetch position");
+                let pos = p.position.unwrap_or(end).min(end);
+                p.set_position(pos);
+                continue;
+            }
+            let mut filter = read_committed
+                .then(|| AbortedFilter::new(pd.aborted_transactions.iter().flatten().map(|a| (a.producer_id, a.first_offset))));
+            for batch in RecordBatches::new(pd.records.unwrap_or_default()) {
+                let batch = match batch {
+                    Ok(b) => b,
+                    Err(e) if !check_crcs && matches!(e, crate::codec::DecodeError::CrcMismatch { .. }) => continue,
+                    Err(e) => {
+                        st.poll_error = Some(Error::Decode { broker: format!("node {node}"), source: e });
+                        break;
+                    }
+                };
+                let Some(p) = st.partitions.get_mut(&tp) else { break };
+                if batch.next_offset() <= p.fetch_offset {
+                    continue;
+                }
+                p.fetch_offset = batch.next_offset();
+                p.last_fetched_epoch = batch.header().partition_leader_epoch;
+                let keep = filter.as_mut().map_or(!batch.is_control(), |f| f.keep(&batch));
+                if keep {
+                    added += batch.as_bytes().len();
+                    p.buffer.push_back(batch);
+                } else if p.buffer.is_empty() && p.current.is_none() {
+                    // Nothing buffered before it: the position can pass it at once.
+                    p.position = Some(p.position.map_or(p.fetch_offset, |pos| pos.max(p.fetch_offset)));
+                }
+            }
+        }
+    }
+    st.buffered_bytes += added;
+}
+
+// ===== offsets of a standalone consumer =====
+
+async fn coordinator(inner: &Inner, group: &str) -> Result<i32> {
+    let request = FindCoordinatorRequest {
+        key: group.into(),
+        key_type: 0,
+        coordinator_keys: vec![group.into()],
+        ..Default::default()
+    };
+    let deadline = Instant::now() + inner.config.default_api_timeout;
+    let mut backoff = inner.config.retry_backoff;
+    loop {
+        let r = inner.client.send_any(&request).await?;
+        let (code, node) = match r.coordinators.first() {
+            Some(c) => (c.error_code, c.node_id),
+            None => (r.error_code, r.node_id),
+        };
+        if code == ErrorCode::NONE {
+            // Make sure the coordinator's address is known.
+            if !inner.client.brokers().iter().any(|b| b.node_id == node) {
+                inner.client.metadata(Some(&[])).await?;
+            }
+            return Ok(node);
+        }
+        if !code.is_retriable() || Instant::now() + backoff > deadline {
+            return Err(Error::broker(code, None, format!("FindCoordinator for group {group}")));
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(inner.config.retry_backoff_max);
+    }
+}
+
+pub(super) async fn standalone_commit(inner: &Inner, group: &str, offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>) -> Result<()> {
+    let request = commit_request(group, -1, "", None, offsets);
+    send_commit(inner, group, &request).await
+}
+
+pub(super) fn commit_request(
+    group: &str,
+    generation: i32,
+    member_id: &str,
+    instance_id: Option<&str>,
+    offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+) -> OffsetCommitRequest {
+    let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
+    for (tp, o) in offsets {
+        let part = OffsetCommitRequestPartition {
+            partition_index: tp.partition,
+            committed_offset: o.offset,
+            committed_leader_epoch: o.leader_epoch.unwrap_or(-1),
+            committed_metadata: o.metadata.as_deref().map(Into::into),
+            ..Default::default()
+        };
+        match topics.iter_mut().find(|t| *t.name == *tp.topic) {
+            Some(t) => t.partitions.push(part),
+            None => topics.push(OffsetCommitRequestTopic { name: (&*tp.topic).into(), partitions: vec![part], ..Default::default() }),
+        }
+    }
+    OffsetCommitRequest {
+        group_id: group.into(),
+        generation_id_or_member_epoch: generation,
+        member_id: member_id.into(),
+        group_instance_id: instance_id.map(Into::into),
+        topics,
+        ..Default::default()
+    }
+}
+
+async fn send_commit(inner: &Inner, group: &str, request: &OffsetCommitRequest) -> Result<()> {
+    let deadline = Instant::now() + inner.config.default_api_timeout;
+    let mut backoff = inner.config.retry_backoff;
+    loop {
+        let node = coordinator(inner, group).await?;
+        let outcome = match inner.client.send(node, request).await {
+            Ok(r) => {
+                let failed = r.topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (t, p))).find(|(_, p)| p.error_code != ErrorCode::NONE);
+                match failed {
+                    None => return Ok(()),
+                    Some((t, p)) => Error::broker(p.error_code, None, format!("OffsetCommit of {}-{} for group {group}", t.name, p.partition_index)),
+                }
+            }
+            Err(e) => e,
+        };
+        if !outcome.is_retriable() || Instant::now() + backoff > deadline {
+            return Err(outcome);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(inner.config.retry_backoff_max);
+    }
+}
+
+pub(super) async fn fetch_committed(
+    inner: &Inner,
+    group: &str,
+    partitions: &[TopicPartition],
+) -> Result<BTreeMap<TopicPartition, Option<OffsetAndMetadata>>> {
+    let mut topics: Vec<OffsetFetchRequestTopics> = Vec::new();
+    for tp in partitions {
+        match topics.iter_mut().find(|t| *t.name == *tp.topic) {
+            Some(t) => t.partition_indexes.push(tp.partition),
+            None => topics.push(OffsetFetchRequestTopics {
+                name: (&*tp.topic).into(),
+                topic_id: inner.lock().topics.get(&tp.topic).map(|m| m.id).unwrap_or_default(),
+                partition_indexes: vec![tp.partition],
+                ..Default::default()
+            }),
+        }
+    }
+    let request = OffsetFetchRequest {
+        require_stable: true,
+        groups: vec![OffsetFetchRequestGroup { group_id: group.into(), topics: Some(topics), ..Default::default() }],
+        ..Default::default()
+    };
+    let deadline = Instant::now() + inner.config.default_api_timeout;
+    let mut backoff = inner.config.retry_backoff;
+    loop {
+        let node = coordinator(inner, group).await?;
+        let error = match inner.client.send(node, &request).await {
+            Ok(r) => match committed_from(&r, group) {
+                Ok(map) => return Ok(map),
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        if !(error.is_retriable() || error.code() == Some(ErrorCode::UNSTABLE_OFFSET_COMMIT)) || Instant::now() + backoff > deadline {
+            return Err(error);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(inner.config.retry_backoff_max);
+    }
+}
+
+fn committed_from(
+    r: &crate::codec::messages::OffsetFetchResponse,
+    group: &str,
+) -> Result<BTreeMap<TopicPartition, Option<OffsetAndMetadata>>> {
+    let g = r.groups.iter().find(|g| &*g.group_id == group).ok_or_else(|| Error::Protocol {
+        broker: "coordinator".into(),
+        reason: format!("OffsetFetch answer without group {group}"),
+    })?;
+    if g.error_code != ErrorCode::NONE {
+        return Err(Error::broker(g.error_code, None, format!("OffsetFetch for group {group}")));
+    }
+    let mut out = BTreeMap::new();
+    for t in &g.topics {
+        for p in &t.partitions {
+            if p.error_code != ErrorCode::NONE {
+                return Err(Error::broker(p.error_code, None, format!("OffsetFetch of {}-{}", t.name, p.partition_index)));
+            }
+            let value = (p.committed_offset >= 0).then(|| OffsetAndMetadata {
+                offset: p.committed_offset,
+                leader_epoch: (p.committed_leader_epoch >= 0).then_some(p.committed_leader_epoch),
+                metadata: p.metadata.as_deref().filter(|m| !m.is_empty()).map(str::to_owned),
+            });
+            out.insert(TopicPartition::new(&*t.name, p.partition_index), value);
+        }
+    }
+    Ok(out)
+}
+
+// Every update under this lock leaves the state consistent, so a poisoned lock is usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

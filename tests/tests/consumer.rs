@@ -1,0 +1,206 @@
+//! The consumer against a real broker: assigned partitions, positions, seeks by offset and
+//! time, pause/resume, lag, standalone commits, and read_committed against Java transactions.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kafka_wire::client::{
+    Client, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, Error, IsolationLevel, OffsetAndMetadata, OffsetReset,
+    Producer, ProducerConfig, ProducerRecord,
+};
+use kafka_wire::proto::producer::TopicPartition;
+use kafka_wire_tests::raw::create_topic;
+use kafka_wire_tests::{bootstrap, kafka_tool, unique_topic};
+
+async fn client() -> Client {
+    Client::connect(ClientConfig::new(&bootstrap())).await.expect("connect to the test broker")
+}
+
+/// Produces `n` records `0..n` to `topic`, record `i` to partition `i % partitions`, with
+/// timestamps `1_000_000 + i`.
+async fn produce(topic: &str, partitions: i32, n: i64) {
+    let producer = Producer::new(ProducerConfig::new(&bootstrap())).await.unwrap();
+    let mut fs = Vec::new();
+    for i in 0..n {
+        let r = ProducerRecord::new(topic, format!("{i}"))
+            .key(format!("k{i}"))
+            .partition((i % i64::from(partitions)) as i32)
+            .timestamp(1_000_000 + i);
+        fs.push(producer.send(r).await.unwrap());
+    }
+    for f in fs {
+        f.await.unwrap();
+    }
+    producer.close().await.unwrap();
+}
+
+/// Polls until `n` records arrived (or 30 s passed).
+async fn poll_n(consumer: &Consumer, n: usize) -> Vec<ConsumerRecord> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    while out.len() < n && tokio::time::Instant::now() < deadline {
+        out.extend(consumer.poll(Duration::from_millis(500)).await.unwrap());
+    }
+    out
+}
+
+fn config() -> ConsumerConfig {
+    ConsumerConfig::new(&bootstrap()).auto_offset_reset(OffsetReset::Earliest)
+}
+
+#[tokio::test]
+async fn assigned_partitions_deliver_every_record_in_order() {
+    let client = client().await;
+    let topic = unique_topic("assign");
+    create_topic(&client, &topic, 3, 1, &[]).await;
+    produce(&topic, 3, 3000).await;
+    let consumer = Consumer::new(config()).await.unwrap();
+    consumer.assign((0..3).map(|p| TopicPartition::new(topic.as_str(), p)));
+    let records = poll_n(&consumer, 3000).await;
+    assert_eq!(records.len(), 3000);
+    let mut next = [0i64; 3];
+    for r in &records {
+        let p = r.partition as usize;
+        assert_eq!(r.offset, next[p], "offsets in order per partition");
+        next[p] += 1;
+        let i: i64 = std::str::from_utf8(r.value.as_deref().unwrap()).unwrap().parse().unwrap();
+        assert_eq!(i % 3, r.partition as i64);
+        assert_eq!(r.key.as_deref(), Some(format!("k{i}").as_bytes()));
+        assert_eq!(r.timestamp, 1_000_000 + i);
+    }
+    for p in 0..3 {
+        let tp = TopicPartition::new(topic.as_str(), p);
+        assert_eq!(consumer.position(&tp).await.unwrap(), 1000);
+        assert_eq!(consumer.lag(&tp), Some(0));
+    }
+    // Nothing more arrives.
+    assert!(consumer.poll(Duration::from_millis(300)).await.unwrap().is_empty());
+    consumer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn seeks_by_offset_beginning_end_and_time() {
+    let client = client().await;
+    let topic = unique_topic("seek");
+    create_topic(&client, &topic, 1, 1, &[]).await;
+    produce(&topic, 1, 100).await;
+    let tp = TopicPartition::new(topic.as_str(), 0);
+    let consumer = Consumer::new(config()).await.unwrap();
+    consumer.assign([tp.clone()]);
+    assert_eq!(poll_n(&consumer, 100).await.len(), 100);
+
+    consumer.seek(&tp, 40).unwrap();
+    let r = poll_n(&consumer, 60).await;
+    assert_eq!(r.first().map(|r| r.offset), Some(40));
+    assert_eq!(r.len(), 60);
+
+    consumer.seek_to_beginning(&[tp.clone()]).unwrap();
+    assert_eq!(consumer.position(&tp).await.unwrap(), 0);
+    assert_eq!(poll_n(&consumer, 100).await.len(), 100);
+
+    consumer.seek_to_timestamp(&[tp.clone()], 1_000_000 + 77).unwrap();
+    assert_eq!(consumer.position(&tp).await.unwrap(), 77);
+    consumer.seek_to_end(&[tp.clone()]).unwrap();
+    assert_eq!(consumer.position(&tp).await.unwrap(), 100);
+    consumer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn latest_reset_skips_old_records_and_none_is_a_typed_error() {
+    let client = client().await;
+    let topic = unique_topic("reset");
+    create_topic(&client, &topic, 1, 1, &[]).await;
+    produce(&topic, 1, 10).await;
+    let tp = TopicPartition::new(topic.as_str(), 0);
+    let latest = Consumer::new(config().auto_offset_reset(OffsetReset::Latest)).await.unwrap();
+    latest.assign([tp.clone()]);
+    assert_eq!(latest.position(&tp).await.unwrap(), 10);
+    latest.close().await.unwrap();
+
+    let none = Consumer::new(config().group_id(unique_topic("g")).auto_offset_reset(OffsetReset::None)).await.unwrap();
+    none.assign([tp.clone()]);
+    let err = none.poll(Duration::from_secs(5)).await.err().expect("no offset to start from");
+    assert!(matches!(&err, Error::Config { property, .. } if property == "auto.offset.reset"), "{err:?}");
+}
+
+#[tokio::test]
+async fn paused_partitions_deliver_nothing_until_resumed() {
+    let client = client().await;
+    let topic = unique_topic("pause");
+    create_topic(&client, &topic, 2, 1, &[]).await;
+    produce(&topic, 2, 200).await;
+    let consumer = Consumer::new(config()).await.unwrap();
+    let p0 = TopicPartition::new(topic.as_str(), 0);
+    let p1 = TopicPartition::new(topic.as_str(), 1);
+    consumer.assign([p0.clone(), p1.clone()]);
+    consumer.pause(&[p1.clone()]).unwrap();
+    let got = poll_n(&consumer, 100).await;
+    assert_eq!(got.len(), 100);
+    assert!(got.iter().all(|r| r.partition == 0));
+    assert!(consumer.poll(Duration::from_millis(500)).await.unwrap().is_empty());
+    consumer.resume(&[p1.clone()]).unwrap();
+    let got = poll_n(&consumer, 100).await;
+    assert_eq!(got.len(), 100);
+    assert!(got.iter().all(|r| r.partition == 1));
+}
+
+#[tokio::test]
+async fn standalone_commits_are_read_back_by_committed_and_by_the_java_tool() {
+    let client = client().await;
+    let topic = unique_topic("commit");
+    let group = unique_topic("standalone");
+    create_topic(&client, &topic, 2, 1, &[]).await;
+    produce(&topic, 2, 20).await;
+    let consumer = Consumer::new(config().group_id(&group).enable_auto_commit(false)).await.unwrap();
+    let p0 = TopicPartition::new(topic.as_str(), 0);
+    let p1 = TopicPartition::new(topic.as_str(), 1);
+    consumer.assign([p0.clone(), p1.clone()]);
+    assert_eq!(poll_n(&consumer, 20).await.len(), 20);
+    consumer.commit().await.unwrap();
+    let mut explicit = BTreeMap::new();
+    explicit.insert(p1.clone(), OffsetAndMetadata { offset: 3, leader_epoch: None, metadata: Some("note".into()) });
+    consumer.commit_offsets(explicit).await.unwrap();
+    let committed = consumer.committed(&[p0.clone(), p1.clone()]).await.unwrap();
+    assert_eq!(committed[&p0].as_ref().map(|o| o.offset), Some(10));
+    assert_eq!(committed[&p1].as_ref().map(|o| (o.offset, o.metadata.clone())), Some((3, Some("note".into()))));
+    consumer.close().await.unwrap();
+
+    let out = kafka_tool("consumer-groups", &["--bootstrap-server", &bootstrap(), "--describe", "--group", &group], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let offsets: BTreeMap<i32, String> = text
+        .lines()
+        .filter(|l| l.contains(&topic))
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let i = cols.iter().position(|c| *c == topic)?;
+            Some((cols[i + 1].parse().ok()?, cols[i + 2].to_string()))
+        })
+        .collect();
+    assert_eq!(offsets.get(&0).map(String::as_str), Some("10"), "{text}");
+    assert_eq!(offsets.get(&1).map(String::as_str), Some("3"), "{text}");
+}
+
+#[tokio::test]
+async fn read_committed_skips_aborted_java_transactions() {
+    let client = client().await;
+    let topic = unique_topic("txn");
+    create_topic(&client, &topic, 1, 1, &[]).await;
+    let tp = TopicPartition::new(topic.as_str(), 0);
+    let out = kafka_wire_tests::java_transactions(&bootstrap(), &topic, &[("c1", true), ("a1", false), ("c2", true), ("a2", false)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let committed = Consumer::new(config().isolation_level(IsolationLevel::ReadCommitted)).await.unwrap();
+    committed.assign([tp.clone()]);
+    let got = poll_n(&committed, 20).await;
+    let values: Vec<String> = got.iter().map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap()).into()).collect();
+    assert_eq!(values, (0..10).map(|i| format!("c1-{i}")).chain((0..10).map(|i| format!("c2-{i}"))).collect::<Vec<_>>());
+    assert!(committed.poll(Duration::from_millis(500)).await.unwrap().is_empty());
+
+    // The same log read uncommitted shows the aborted records too, so the filter is what
+    // removed them.
+    let uncommitted = Consumer::new(config()).await.unwrap();
+    uncommitted.assign([tp.clone()]);
+    let all = poll_n(&uncommitted, 40).await;
+    assert_eq!(all.len(), 40);
+    assert!(all.iter().any(|r| r.value.as_deref() == Some(&b"a1-0"[..])));
+}
