@@ -234,9 +234,11 @@ fn decompression_bombs_stop_at_the_cap() {
 }
 
 /// A zstd frame of one RLE block (128 KiB of history) and one compressed block of `sequences`
-/// sequences, each of one literal and a 131074-byte match: about 128 KiB of output per 4 bytes
-/// of input, all inside a single block.
-fn zstd_single_block_bomb(sequences: u16) -> Vec<u8> {
+/// sequences, each of one literal and a match of `match_code`'s baseline plus all of its
+/// `match_bits` extra bits. With match length code 52 (65539 plus 16 bits: 131074 bytes), that is
+/// about 128 KiB of output per 4 bytes of input, all inside a single block, which the format
+/// caps at 128 KiB.
+fn zstd_single_block_bomb(sequences: u16, match_code: u8, match_bits: usize) -> Vec<u8> {
     assert!((1..=0x7eff).contains(&sequences));
     let n = usize::from(sequences);
     let mut f = vec![0x28, 0xb5, 0x2f, 0xfd];
@@ -255,13 +257,15 @@ fn zstd_single_block_bomb(sequences: u16) -> Vec<u8> {
     // Sequence count, two-byte form.
     body.extend_from_slice(&[0x80 | (n >> 8) as u8, n as u8]);
     // All three symbol tables in RLE mode: literal length code 1 (one literal), offset code 16
-    // (16 extra bits), match length code 52 (65539 plus 16 extra bits).
-    body.extend_from_slice(&[0x54, 1, 16, 52]);
-    // Every extra bit set: offset value 131071 (a distance of 131068), match length 131074.
-    // RLE tables read no state bits, so the bitstream is 32 one-bits per sequence and the end
-    // marker.
-    body.extend(std::iter::repeat_n(0xff, 4 * n));
-    body.push(0x01);
+    // (16 extra bits), the match length code.
+    body.extend_from_slice(&[0x54, 1, 16, match_code]);
+    // Every extra bit set: offset value 131071 (a distance of 131068) and the longest match of
+    // the code. RLE tables read no state bits, so the bitstream is all one-bits, then the end
+    // marker above them.
+    let bits = n * (16 + match_bits);
+    body.extend(std::iter::repeat_n(0xff, bits / 8));
+    let rest = bits % 8;
+    body.push((1u8 << rest) | ((1u8 << rest) - 1));
     let header = 1 | 2 << 1 | body.len() << 3;
     f.extend_from_slice(&[header as u8, (header >> 8) as u8, (header >> 16) as u8]);
     f.extend_from_slice(&body);
@@ -271,14 +275,15 @@ fn zstd_single_block_bomb(sequences: u16) -> Vec<u8> {
 #[test]
 fn zstd_single_block_bomb_is_refused() {
     // Whatever the allocation, the result is an error, not 64 MiB of output.
-    let bomb = zstd_single_block_bomb(512);
+    let bomb = zstd_single_block_bomb(512, 52, 16);
     let r = decompress(Compression::Zstd, &bomb, MIB);
     assert!(
         matches!(r, Err(DecodeError::DecompressedTooLarge { .. } | DecodeError::Decompress { .. })),
         "{r:?}"
     );
-    // And a small one decodes: the frame is valid zstd.
-    let small = zstd_single_block_bomb(3);
+    // With short matches (code 40: 67 plus 4 bits, 82 bytes) the same frame is valid zstd.
+    let small = zstd_single_block_bomb(3, 40, 4);
     let out = decompress(Compression::Zstd, &small, MIB).unwrap();
-    assert_eq!(out.len(), 131_072 + 3 * (1 + 131_074));
+    assert_eq!(out.len(), 131_072 + 3 * (1 + 82));
+    assert!(out[131_072..].chunks(83).all(|c| c[0] == b'b' && c[1..].iter().all(|&x| x == b'a')));
 }

@@ -51,8 +51,7 @@ use crate::codec::messages::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
     FindCoordinatorRequest, IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest,
-    MetadataResponse, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, Request,
-    VersionRange,
+    MetadataResponse, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, Request, VersionRange,
 };
 use crate::codec::primitives::{get_array_len, get_i16, get_i32, get_string};
 use crate::codec::{DecodeResult, ErrorCode, Uuid};
@@ -178,11 +177,11 @@ impl ConfigResource {
     /// with a node id, any broker otherwise.
     fn destination(&self) -> Result<Option<i32>> {
         match self.resource_type {
-            ConfigResourceType::Broker | ConfigResourceType::BrokerLogger if !self.name.is_empty() => {
-                self.name.parse().map(Some).map_err(|_| {
-                    Error::config("resource name", format!("{} is not a broker id", self.name))
-                })
-            }
+            ConfigResourceType::Broker | ConfigResourceType::BrokerLogger if !self.name.is_empty() => self
+                .name
+                .parse()
+                .map(Some)
+                .map_err(|_| Error::config("resource name", format!("{} is not a broker id", self.name))),
             _ => Ok(None),
         }
     }
@@ -571,7 +570,7 @@ impl Admin {
                     let mut retry = Vec::new();
                     let mut last = None;
                     for t in pending {
-                        let Some(r) = response.topics.iter().find(|r| &*r.name == t.name) else {
+                        let Some(r) = response.topics.iter().find(|r| *r.name == t.name) else {
                             return Err(missing_result(&addr, "CreateTopics", &t.name));
                         };
                         let context = format!("create topic {}", t.name);
@@ -580,18 +579,21 @@ impl Admin {
                             retry.push(t);
                             continue;
                         }
-                        let result = check(r.error_code, r.error_message.as_deref(), context).map(|()| {
-                            CreatedTopic {
+                        let result =
+                            check(r.error_code, r.error_message.as_deref(), context).map(|()| CreatedTopic {
                                 name: t.name.clone(),
                                 topic_id: r.topic_id,
-                                partitions: if r.num_partitions >= 0 { r.num_partitions } else { t.partitions },
+                                partitions: if r.num_partitions >= 0 {
+                                    r.num_partitions
+                                } else {
+                                    t.partitions
+                                },
                                 replication_factor: if r.replication_factor >= 0 {
                                     r.replication_factor
                                 } else {
                                     t.replication_factor
                                 },
-                            }
-                        });
+                            });
                         results.insert(t.name.as_str(), result);
                     }
                     (retry, last)
@@ -607,10 +609,13 @@ impl Admin {
         }
         let mut created = Vec::new();
         for t in dedup_by(topics.iter(), |t| t.name.as_str()) {
-            created.push(results.remove(t.name.as_str()).unwrap_or_else(|| Err(self.timed_out("CreateTopics")))?);
+            created.push(
+                results.remove(t.name.as_str()).unwrap_or_else(|| Err(self.timed_out("CreateTopics")))?,
+            );
         }
         if self.wait_for_metadata && !validate_only {
-            let expected: Vec<(&str, i32)> = created.iter().map(|t| (t.name.as_str(), t.partitions)).collect();
+            let expected: Vec<(&str, i32)> =
+                created.iter().map(|t| (t.name.as_str(), t.partitions)).collect();
             let counts = self.wait_for_leaders(&expected).await?;
             for t in &mut created {
                 if let Some(n) = counts.get(&t.name) {
@@ -682,7 +687,11 @@ impl Admin {
     /// Shrinking is an `INVALID_PARTITIONS` error.
     pub async fn create_partitions(&self, topic: &str, new_total: i32) -> Result<()> {
         let request = CreatePartitionsRequest {
-            topics: vec![CreatePartitionsTopic { name: topic.into(), count: new_total, ..Default::default() }],
+            topics: vec![CreatePartitionsTopic {
+                name: topic.into(),
+                count: new_total,
+                ..Default::default()
+            }],
             timeout_ms: self.server_timeout_ms(),
             validate_only: false,
             ..Default::default()
@@ -743,7 +752,11 @@ impl Admin {
                     .iter()
                     .find(|x| x.resource_type == r.resource_type.code() && *x.resource_name == r.name)
                     .ok_or_else(|| missing_result(&addr, "DescribeConfigs", &r.describe()))?;
-                check(result.error_code, result.error_message.as_deref(), format!("describe configs of {}", r.describe()))?;
+                check(
+                    result.error_code,
+                    result.error_message.as_deref(),
+                    format!("describe configs of {}", r.describe()),
+                )?;
                 let entries = result
                     .configs
                     .iter()
@@ -774,7 +787,11 @@ impl Admin {
     /// Changes configs of `resource` (IncrementalAlterConfigs: to the broker for broker
     /// resources, to any broker otherwise). A value the broker refuses is an `INVALID_CONFIG`
     /// error naming the resource.
-    pub async fn incremental_alter_configs(&self, resource: &ConfigResource, ops: &[AlterConfigOp]) -> Result<()> {
+    pub async fn incremental_alter_configs(
+        &self,
+        resource: &ConfigResource,
+        ops: &[AlterConfigOp],
+    ) -> Result<()> {
         let destination = resource.destination()?;
         let request = IncrementalAlterConfigsRequest {
             resources: vec![AlterConfigsResource {
@@ -834,7 +851,8 @@ impl Admin {
     /// brokers report such groups as `Dead`, which is turned into the same error).
     pub async fn describe_groups(&self, groups: &[impl AsRef<str>]) -> Result<Vec<GroupDescription>> {
         let ids = dedup_by(groups.iter().map(|g| g.as_ref().to_owned()), |g| g.clone());
-        let mut found = self.by_coordinator(ids.clone(), |node, gs| self.describe_groups_on(node, gs)).await?;
+        let mut found =
+            self.by_coordinator(ids.clone(), |node, gs| self.describe_groups_on(node, gs)).await?;
         Ok(ids.iter().filter_map(|g| found.remove(g)).collect())
     }
 
@@ -856,7 +874,9 @@ impl Admin {
             None => None,
         };
         let mut found = self
-            .by_coordinator(vec![group.to_owned()], |node, _| self.offset_fetch_on(node, group, wanted.as_deref()))
+            .by_coordinator(vec![group.to_owned()], |node, _| {
+                self.offset_fetch_on(node, group, wanted.as_deref())
+            })
             .await?;
         let mut offsets = found.remove(group).unwrap_or_default();
         offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
@@ -865,7 +885,11 @@ impl Admin {
 
     /// Sets committed offsets of `group` (OffsetCommit with no generation or member, to its
     /// coordinator). The group must have no active members (else `UNKNOWN_MEMBER_ID`).
-    pub async fn alter_group_offsets<T: AsRef<str>>(&self, group: &str, offsets: &[(T, i32, i64)]) -> Result<()> {
+    pub async fn alter_group_offsets<T: AsRef<str>>(
+        &self,
+        group: &str,
+        offsets: &[(T, i32, i64)],
+    ) -> Result<()> {
         let offsets: Vec<(String, i32, i64)> =
             offsets.iter().map(|(t, p, o)| (t.as_ref().to_owned(), *p, *o)).collect();
         self.by_coordinator(vec![group.to_owned()], |node, _| self.offset_commit_on(node, group, &offsets))
@@ -875,9 +899,14 @@ impl Admin {
 
     /// Removes committed offsets of `group` (OffsetDelete to its coordinator). The group must
     /// not be subscribed to the topics (`GROUP_SUBSCRIBED_TO_TOPIC`).
-    pub async fn delete_group_offsets<T: AsRef<str>>(&self, group: &str, partitions: &[(T, i32)]) -> Result<()> {
+    pub async fn delete_group_offsets<T: AsRef<str>>(
+        &self,
+        group: &str,
+        partitions: &[(T, i32)],
+    ) -> Result<()> {
         let tps: Vec<Tp> = partitions.iter().map(|(t, p)| (t.as_ref().to_owned(), *p)).collect();
-        self.by_coordinator(vec![group.to_owned()], |node, _| self.offset_delete_on(node, group, &tps)).await?;
+        self.by_coordinator(vec![group.to_owned()], |node, _| self.offset_delete_on(node, group, &tps))
+            .await?;
         Ok(())
     }
 
@@ -935,7 +964,11 @@ impl Admin {
 
     /// The offsets of partitions (ListOffsets to each leader, read uncommitted), in the order
     /// given.
-    pub async fn list_offsets<T: AsRef<str>>(&self, partitions: &[(T, i32)], spec: OffsetSpec) -> Result<Vec<ListedOffset>> {
+    pub async fn list_offsets<T: AsRef<str>>(
+        &self,
+        partitions: &[(T, i32)],
+        spec: OffsetSpec,
+    ) -> Result<Vec<ListedOffset>> {
         self.list_offsets_isolated(partitions, spec, false).await
     }
 
@@ -957,10 +990,15 @@ impl Admin {
     /// Deletes the records before `before_offset` of each partition (DeleteRecords to each
     /// leader; `-1`: up to the high watermark) and returns the new log start offsets, in the
     /// order given. An offset past the high watermark is an `OFFSET_OUT_OF_RANGE` error.
-    pub async fn delete_records<T: AsRef<str>>(&self, partitions: &[(T, i32, i64)]) -> Result<Vec<DeletedRecords>> {
-        let before: HashMap<Tp, i64> = partitions.iter().map(|(t, p, o)| ((t.as_ref().to_owned(), *p), *o)).collect();
+    pub async fn delete_records<T: AsRef<str>>(
+        &self,
+        partitions: &[(T, i32, i64)],
+    ) -> Result<Vec<DeletedRecords>> {
+        let before: HashMap<Tp, i64> =
+            partitions.iter().map(|(t, p, o)| ((t.as_ref().to_owned(), *p), *o)).collect();
         let tps = dedup_by(partitions.iter().map(|(t, p, _)| (t.as_ref().to_owned(), *p)), |tp| tp.clone());
-        let mut found = self.by_leader(tps.clone(), |leader, tps| self.delete_records_on(leader, tps, &before)).await?;
+        let mut found =
+            self.by_leader(tps.clone(), |leader, tps| self.delete_records_on(leader, tps, &before)).await?;
         Ok(tps.iter().filter_map(|tp| found.remove(tp)).collect())
     }
 
@@ -1020,7 +1058,11 @@ impl Admin {
             .collect())
     }
 
-    async fn describe_groups_on(&self, node: i32, groups: Vec<String>) -> Result<Vec<(String, Result<GroupDescription>)>> {
+    async fn describe_groups_on(
+        &self,
+        node: i32,
+        groups: Vec<String>,
+    ) -> Result<Vec<(String, Result<GroupDescription>)>> {
         let request = DescribeGroupsRequest {
             groups: groups.iter().map(|g| g.as_str().into()).collect(),
             include_authorized_operations: false,
@@ -1069,7 +1111,9 @@ impl Admin {
         Ok(response
             .results
             .iter()
-            .map(|r| (r.group_id.to_string(), check(r.error_code, None, format!("delete group {}", r.group_id))))
+            .map(|r| {
+                (r.group_id.to_string(), check(r.error_code, None, format!("delete group {}", r.group_id)))
+            })
             .collect())
     }
 
@@ -1136,7 +1180,13 @@ impl Admin {
                     .iter()
                     .map(|p| {
                         let metadata = p.metadata.as_deref().map(str::to_owned);
-                        (p.partition_index, p.committed_offset, p.committed_leader_epoch, metadata, p.error_code)
+                        (
+                            p.partition_index,
+                            p.committed_offset,
+                            p.committed_leader_epoch,
+                            metadata,
+                            p.error_code,
+                        )
                     })
                     .collect();
                 topics.push((t.name.to_string(), t.topic_id, rows));
@@ -1151,7 +1201,13 @@ impl Admin {
                     .iter()
                     .map(|p| {
                         let metadata = p.metadata.as_deref().map(str::to_owned);
-                        (p.partition_index, p.committed_offset, p.committed_leader_epoch, metadata, p.error_code)
+                        (
+                            p.partition_index,
+                            p.committed_offset,
+                            p.committed_leader_epoch,
+                            metadata,
+                            p.error_code,
+                        )
                     })
                     .collect();
                 topics.push((t.name.to_string(), Uuid::ZERO, rows));
@@ -1172,10 +1228,18 @@ impl Admin {
         }
         let mut offsets = Vec::new();
         for (name, id, rows) in topics {
-            let name = if name.is_empty() { names_by_id.get(&id).cloned().unwrap_or_else(|| id.to_string()) } else { name };
+            let name = if name.is_empty() {
+                names_by_id.get(&id).cloned().unwrap_or_else(|| id.to_string())
+            } else {
+                name
+            };
             for (partition, offset, epoch, metadata, error) in rows {
                 if error != ErrorCode::NONE {
-                    let e = Error::broker(error, None, format!("fetch offsets of group {group} for {name}-{partition}"));
+                    let e = Error::broker(
+                        error,
+                        None,
+                        format!("fetch offsets of group {group} for {name}-{partition}"),
+                    );
                     return Ok(vec![(group.to_owned(), Err(e))]);
                 }
                 if offset < 0 {
@@ -1241,7 +1305,11 @@ impl Admin {
         let names_by_id: HashMap<Uuid, &str> = ids.iter().map(|(n, id)| (*id, n.as_str())).collect();
         let mut first_error = None;
         for t in &response.topics {
-            let name = if t.name.is_empty() { names_by_id.get(&t.topic_id).copied().unwrap_or_default() } else { &*t.name };
+            let name = if t.name.is_empty() {
+                names_by_id.get(&t.topic_id).copied().unwrap_or_default()
+            } else {
+                &*t.name
+            };
             for p in &t.partitions {
                 if p.error_code != ErrorCode::NONE {
                     let e = Error::broker(
@@ -1260,7 +1328,12 @@ impl Admin {
         Ok(vec![(group.to_owned(), first_error.map_or(Ok(()), Err))])
     }
 
-    async fn offset_delete_on(&self, node: i32, group: &str, tps: &[Tp]) -> Result<Vec<(String, Result<()>)>> {
+    async fn offset_delete_on(
+        &self,
+        node: i32,
+        group: &str,
+        tps: &[Tp],
+    ) -> Result<Vec<(String, Result<()>)>> {
         let request = OffsetDeleteRequest {
             group_id: group.into(),
             topics: by_topic(tps)
@@ -1281,7 +1354,8 @@ impl Admin {
         if result.is_ok() {
             'outer: for t in &response.topics {
                 for p in &t.partitions {
-                    let context = format!("delete offset of group {group} for {}-{}", t.name, p.partition_index);
+                    let context =
+                        format!("delete offset of group {group} for {}-{}", t.name, p.partition_index);
                     if let Err(e) = check(p.error_code, None, context) {
                         result = Err(e);
                         break 'outer;
@@ -1311,7 +1385,8 @@ impl Admin {
                 .coordinators
                 .iter()
                 .map(|c| {
-                    let result = check(c.error_code, c.error_message.as_deref(), context(&c.key)).map(|()| c.node_id);
+                    let result =
+                        check(c.error_code, c.error_message.as_deref(), context(&c.key)).map(|()| c.node_id);
                     (c.key.to_string(), result)
                 })
                 .collect())
@@ -1324,7 +1399,8 @@ impl Admin {
                     ..Default::default()
                 };
                 let r = conn.send_version(&request, version).await?;
-                let result = check(r.error_code, r.error_message.as_deref(), context(key)).map(|()| r.node_id);
+                let result =
+                    check(r.error_code, r.error_message.as_deref(), context(key)).map(|()| r.node_id);
                 results.push((key.clone(), result));
             }
             Ok(results)
@@ -1762,7 +1838,9 @@ fn is_transport(e: &Error) -> bool {
 fn is_coordinator_error(code: ErrorCode) -> bool {
     matches!(
         code,
-        ErrorCode::COORDINATOR_NOT_AVAILABLE | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS | ErrorCode::NOT_COORDINATOR
+        ErrorCode::COORDINATOR_NOT_AVAILABLE
+            | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
+            | ErrorCode::NOT_COORDINATOR
     )
 }
 
@@ -1794,7 +1872,10 @@ fn check(code: ErrorCode, message: Option<&str>, context: impl Into<String>) -> 
 }
 
 fn missing_result(broker: &str, api: &str, item: &str) -> Error {
-    Error::Protocol { broker: broker.to_owned(), reason: format!("the {api} response has no result for {item}") }
+    Error::Protocol {
+        broker: broker.to_owned(),
+        reason: format!("the {api} response has no result for {item}"),
+    }
 }
 
 fn unsupported<R: Request>(conn: &Connection, min: i16) -> Error {
@@ -1918,6 +1999,8 @@ mod tests {
         assert_eq!(ConfigResource::broker(3).destination().unwrap(), Some(3));
         assert_eq!(ConfigResource::broker_default().destination().unwrap(), None);
         assert_eq!(ConfigResource::topic("t").destination().unwrap(), None);
-        assert!(ConfigResource { resource_type: ConfigResourceType::Broker, name: "x".into() }.destination().is_err());
+        assert!(ConfigResource { resource_type: ConfigResourceType::Broker, name: "x".into() }
+            .destination()
+            .is_err());
     }
 }

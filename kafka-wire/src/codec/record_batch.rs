@@ -960,7 +960,7 @@ mod tests {
             Header::new("empty", None::<Bytes>),
             Header::new("", Some(Bytes::new())),
         ];
-        let rows: Vec<(i64, Option<&[u8]>, Option<&[u8]>, Vec<Header>)> = vec![
+        let rows: [(i64, Option<&[u8]>, Option<&[u8]>, Vec<Header>); 5] = [
             (1_700_000_000_000, Some(b"key-1"), Some(b"value-1"), vec![]),
             (1_699_999_999_000, None, Some(b"no key"), headers.clone()),
             (1_700_000_005_000, Some(b"tombstone"), None, vec![]),

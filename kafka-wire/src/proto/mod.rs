@@ -2,7 +2,9 @@
 //! send; the tokio drivers in [`crate::client`] do the IO. Because nothing here reads a clock or
 //! a socket, tests drive them deterministically against model brokers with injected faults.
 
+pub mod assignor;
 pub mod fetch_session;
+pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod read_committed;

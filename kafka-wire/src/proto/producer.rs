@@ -183,8 +183,11 @@ struct Batch<C> {
     not_before: Option<Instant>,
     /// The producer epoch and base sequence it was sealed with.
     sequence: Option<(i16, i32)>,
-    /// Sent at least once without a definite answer.
+    /// Sent at least once without a definite answer, or answered with an error that comes
+    /// after the append (so it may be in the log).
     fate_unknown: bool,
+    /// Counted in its partition's dedup window (see [`PartitionQueue::window`]).
+    in_window: bool,
 }
 
 impl<C> Batch<C> {
@@ -198,12 +201,34 @@ struct PartitionQueue<C> {
     next_sequence: i32,
     /// Batches of this partition in flight.
     in_flight: usize,
+    /// Base sequences of the batches sent under the current epoch, from the oldest one not yet
+    /// resolved on: `true` once resolved. The broker recognises a re-sent batch as a duplicate
+    /// only among the last five it appended, so no more than five may be outstanding from the
+    /// oldest unresolved one, or that one could no longer be retried safely.
+    window: VecDeque<(i32, bool)>,
+    /// The broker refused this partition's first unresolved batch for its sequence or
+    /// producer id: it takes nothing more under the current epoch. Holds the error.
+    sequence_broken: Option<ErrorCode>,
 }
 
 // Derived `Default` would require `C: Default`.
 impl<C> Default for PartitionQueue<C> {
     fn default() -> Self {
-        Self { batches: VecDeque::new(), next_sequence: 0, in_flight: 0 }
+        Self { batches: VecDeque::new(), next_sequence: 0, in_flight: 0, window: VecDeque::new(), sequence_broken: None }
+    }
+}
+
+impl<C> PartitionQueue<C> {
+    /// Marks a batch of the window resolved (acknowledged or failed) and drops the resolved
+    /// ones at its front.
+    fn resolve(&mut self, sequence: Option<(i16, i32)>) {
+        let Some((_, seq)) = sequence else { return };
+        if let Some(entry) = self.window.iter_mut().find(|(s, _)| *s == seq) {
+            entry.1 = true;
+        }
+        while self.window.front().is_some_and(|(_, done)| *done) {
+            self.window.pop_front();
+        }
     }
 }
 
@@ -319,6 +344,7 @@ impl<C> ProducerCore<C> {
                 not_before: None,
                 sequence: None,
                 fate_unknown: false,
+                in_window: false,
             });
         }
         let Some(batch) = queue.batches.back_mut() else { unreachable!("a batch was just ensured") };
@@ -463,6 +489,10 @@ impl<C> ProducerCore<C> {
             }
             batch.attempts += 1;
             q.in_flight += 1;
+            if let (false, Some((_, seq))) = (batch.in_window, batch.sequence) {
+                q.window.push_back((seq, false));
+                batch.in_window = true;
+            }
             size += batch.sealed.as_ref().map_or(0, Bytes::len);
             taken.push(batch);
         }
@@ -536,11 +566,20 @@ impl<C> ProducerCore<C> {
             } else {
                 // Rejected for certain: it is sent again under the bumped epoch.
                 self.bump_needed = true;
+                if let Some(q) = self.partitions.get_mut(&batch.tp) {
+                    q.sequence_broken = Some(code);
+                }
                 self.requeue(batch, now);
             }
             return;
         }
         if is_retriable_produce_error(code) {
+            // These come after the leader appended the batch: it may be in the log, so it may
+            // only ever be re-sent as it is.
+            let mut batch = batch;
+            if code == ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND || code == ErrorCode::REQUEST_TIMED_OUT {
+                batch.fate_unknown = true;
+            }
             self.retry_or_fail(batch, Some((code, r.message)), now);
         } else {
             self.fail_sequenced(batch, ProduceFailure::Broker { code, message: r.message });
@@ -589,6 +628,9 @@ impl<C> ProducerCore<C> {
 
     fn complete(&mut self, batch: Batch<C>, base_offset: i64, log_append_time: i64) {
         self.buffered -= batch.bytes;
+        if let Some(q) = self.partitions.get_mut(&batch.tp) {
+            q.resolve(batch.sequence);
+        }
         for (i, (c, ts)) in batch.completions.into_iter().enumerate() {
             let offset = if base_offset >= 0 { base_offset + i as i64 } else { -1 };
             let timestamp = if log_append_time >= 0 { log_append_time } else { ts };
@@ -610,6 +652,9 @@ impl<C> ProducerCore<C> {
 
     fn fail(&mut self, batch: Batch<C>, failure: ProduceFailure) {
         self.buffered -= batch.bytes;
+        if let Some(q) = self.partitions.get_mut(&batch.tp) {
+            q.resolve(batch.sequence);
+        }
         for (c, _) in batch.completions {
             self.completions.push_back((c, Err(failure.clone())));
         }
@@ -643,18 +688,35 @@ impl<C> ProducerCore<C> {
     /// so no more are in flight at once; during an epoch bump only batches of unknown fate go.
     fn sendable(config: &CoreConfig, blocked: bool, q: &PartitionQueue<C>) -> bool {
         let Some(front) = q.batches.front() else { return false };
-        if blocked && !front.fate_unknown {
+        // During a bump, a partition still holding a batch of unknown fate re-sends its sealed
+        // batches in sequence order (the broker needs the earlier ones first); nothing else goes.
+        if blocked
+            && (front.sequence.is_none() || q.sequence_broken.is_some() || !q.batches.iter().any(|b| b.fate_unknown))
+        {
             return false;
         }
         if front.attempts > 0 && q.in_flight > 0 {
             return false;
         }
-        !config.idempotent || q.in_flight < 5
+        !config.idempotent || front.in_window || q.window.len() < 5
     }
 
     fn try_bump_epoch(&mut self) {
         if !self.bump_needed || !self.in_flight.is_empty() {
             return;
+        }
+        // A partition whose broker refuses the current epoch's sequences can never confirm its
+        // batches of unknown fate: they fail (they may or may not be in the log) rather than
+        // being given new sequences, which could write them twice.
+        let mut unconfirmable = Vec::new();
+        for q in self.partitions.values_mut() {
+            let Some(code) = q.sequence_broken else { continue };
+            let (gone, kept): (VecDeque<_>, VecDeque<_>) = q.batches.drain(..).partition(|b| b.fate_unknown);
+            q.batches = kept;
+            unconfirmable.extend(gone.into_iter().map(|b| (b, code)));
+        }
+        for (b, code) in unconfirmable {
+            self.fail(b, ProduceFailure::Broker { code, message: None });
         }
         let unknown_left = self.partitions.values().flat_map(|q| &q.batches).any(|b| b.fate_unknown);
         if unknown_left {
@@ -674,7 +736,10 @@ impl<C> ProducerCore<C> {
     fn reset_sequences(&mut self) {
         for q in self.partitions.values_mut() {
             q.next_sequence = 0;
+            q.window.clear();
+            q.sequence_broken = None;
             for b in &mut q.batches {
+                b.in_window = false;
                 if b.sequence.is_none() {
                     continue;
                 }

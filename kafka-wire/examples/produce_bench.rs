@@ -1,0 +1,367 @@
+//! Producer throughput, CPU, memory and latency: 100-byte values, acks=all, idempotent,
+//! 6 partitions, linger 5 ms (the Java producer's defaults otherwise), no keys.
+//!
+//! ```text
+//! cargo run --release -p kafka-wire --example produce_bench -- [--fake] [--bootstrap 127.0.0.1:9092]
+//!     [--records N] [--partitions 6] [--replication-factor 1] [--value-size 100] [--linger-ms 5]
+//!     [--keep-topic]
+//! ```
+//!
+//! * `--fake`: against an in-process fake broker on 127.0.0.1 that acknowledges at once
+//!   (`tests/support/fake_broker.rs`, on its own thread; its CPU time is reported apart and not
+//!   counted as the client's). Default N = 2 000 000.
+//! * otherwise: against a real broker (default `127.0.0.1:9092`, `cargo xtask kafka up`); the
+//!   benchmark creates its own topic with CreateTopics and deletes it afterwards. Default
+//!   N = 1 000 000.
+//!
+//! Printed: records/s, MiB/s of values (as Kafka's `ProducerPerformance` counts), client CPU
+//! seconds per million records (user+sys of the process from /proc/self/stat, minus the fake
+//! broker's thread), max RSS (VmHWM), p50/p99/max send-to-ack latency (every 16th record is
+//! timed from the call to `send` to its acknowledgement), and the load average before and after.
+//! For comparison, Kafka's own tool on the same workload:
+//! `cargo xtask kafka tool producer-perf --topic T --num-records 1000000 --record-size 100
+//!  --throughput -1 --producer-props bootstrap.servers=127.0.0.1:9092 acks=all linger.ms=5`.
+
+#[path = "../tests/support/fake_broker.rs"]
+mod fake_broker;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use kafka_wire::client::{Acks, Client, ClientConfig, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use kafka_wire::codec::messages::create_topics::CreatableTopic;
+use kafka_wire::codec::messages::delete_topics::DeleteTopicState;
+use kafka_wire::codec::messages::{CreateTopicsRequest, DeleteTopicsRequest};
+use kafka_wire::codec::ErrorCode;
+use tokio::sync::mpsc;
+
+/// Every SAMPLE_EVERY-th record's latency is measured.
+const SAMPLE_EVERY: u64 = 16;
+const CLOCK_TICKS: f64 = 100.0;
+
+struct Args {
+    fake: bool,
+    bootstrap: String,
+    records: Option<u64>,
+    partitions: i32,
+    replication_factor: i16,
+    value_size: usize,
+    linger_ms: u64,
+    keep_topic: bool,
+}
+
+fn usage() -> &'static str {
+    "usage: produce_bench [--fake] [--bootstrap HOST:PORT] [--records N] [--partitions 6] \
+     [--replication-factor 1] [--value-size 100] [--linger-ms 5] [--keep-topic]"
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        fake: false,
+        bootstrap: "127.0.0.1:9092".into(),
+        records: None,
+        partitions: 6,
+        replication_factor: 1,
+        value_size: 100,
+        linger_ms: 5,
+        keep_topic: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{}", usage()));
+        match arg.as_str() {
+            "--fake" => a.fake = true,
+            "--keep-topic" => a.keep_topic = true,
+            "--bootstrap" => a.bootstrap = value("--bootstrap")?,
+            "--records" => a.records = Some(num(&value("--records")?)?),
+            "--partitions" => a.partitions = num(&value("--partitions")?)?,
+            "--replication-factor" => a.replication_factor = num(&value("--replication-factor")?)?,
+            "--value-size" => a.value_size = num(&value("--value-size")?)?,
+            "--linger-ms" => a.linger_ms = num(&value("--linger-ms")?)?,
+            "-h" | "--help" => return Err(usage().into()),
+            other => return Err(format!("unknown argument {other}\n{}", usage())),
+        }
+    }
+    Ok(a)
+}
+
+fn num<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    s.replace('_', "").parse().map_err(|_| format!("not a number: {s}"))
+}
+
+/// (user, system) CPU seconds from a /proc/…/stat file (fields 14 and 15, after the `(comm)`).
+fn cpu_seconds(stat_path: &str) -> (f64, f64) {
+    let Ok(s) = std::fs::read_to_string(stat_path) else { return (0.0, 0.0) };
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 1..]) else { return (0.0, 0.0) };
+    // After ")": field 3 (state) is the first; utime is field 14, stime field 15.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0) / CLOCK_TICKS;
+    (get(14), get(15))
+}
+
+/// A line of /proc/self/status in kB, e.g. `VmHWM`.
+fn status_kb(key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))?;
+    line[key.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// The fake broker on its own thread and single-threaded runtime, so that its CPU time can be
+/// told apart from the client's.
+struct FakeThread {
+    broker: fake_broker::FakeBroker,
+    stat_path: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+fn start_fake(topic: &str, partitions: i32) -> FakeThread {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let topic = topic.to_string();
+    let thread = std::thread::Builder::new()
+        .name("fake-broker".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let broker = fake_broker::FakeBroker::start(&[(&topic, partitions)]).await;
+                // /proc/thread-self -> <pid>/task/<tid>
+                let task = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+                let stat_path = format!("/proc/{}/stat", task.display());
+                tx.send((broker, stat_path)).expect("main thread waits");
+                let _ = stopped.await;
+            });
+        })
+        .expect("spawn the fake broker thread");
+    let (broker, stat_path) = rx.recv().expect("fake broker started");
+    FakeThread { broker, stat_path, stop, thread }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("produce_bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let n = args.records.unwrap_or(if args.fake { 2_000_000 } else { 1_000_000 });
+    let millis = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
+    let topic = format!("produce-bench-{}-{millis}", std::process::id());
+    let fake = args.fake.then(|| start_fake(&topic, args.partitions));
+    let bootstrap = fake.as_ref().map_or(args.bootstrap.clone(), |f| f.broker.addr().to_string());
+    let admin = if fake.is_none() {
+        let client = Client::connect(ClientConfig::new(&bootstrap)).await?;
+        create_topic(&client, &topic, args.partitions, args.replication_factor).await?;
+        Some(client)
+    } else {
+        None
+    };
+    let config = ProducerConfig::new(&bootstrap)
+        .acks(Acks::All)
+        .enable_idempotence(true)
+        .linger(Duration::from_millis(args.linger_ms));
+    let producer = Producer::new(config).await?;
+    // Warm up: topic metadata and the producer id.
+    producer.send(ProducerRecord::new(&topic, Bytes::from_static(b"warm-up"))).await?.await?;
+
+    let value = Bytes::from((0..args.value_size).map(|i| b'A' + (i % 26) as u8).collect::<Vec<u8>>());
+    let load_before = loadavg();
+    let fake_cpu_before = fake.as_ref().map(|f| cpu_seconds(&f.stat_path));
+    let (user0, sys0) = cpu_seconds("/proc/self/stat");
+    let start = Instant::now();
+
+    // Deliveries are awaited in send order by one task; every SAMPLE_EVERY-th is awaited by a
+    // task of its own that times it.
+    let (tx, mut rx) = mpsc::unbounded_channel::<DeliveryFuture>();
+    let collector = tokio::spawn(async move {
+        let (mut ok, mut failed, mut first_error) = (0u64, 0u64, None);
+        while let Some(f) = rx.recv().await {
+            match f.await {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert(e.to_string());
+                }
+            }
+        }
+        (ok, failed, first_error)
+    });
+    let mut timed = Vec::with_capacity((n / SAMPLE_EVERY + 1) as usize);
+    for i in 0..n {
+        let sent = Instant::now();
+        let f = producer.send(ProducerRecord::new(&topic, value.clone())).await?;
+        if i % SAMPLE_EVERY == 0 {
+            timed.push(tokio::spawn(async move { f.await.map(|_| sent.elapsed()) }));
+        } else {
+            tx.send(f).expect("collector alive");
+        }
+    }
+    drop(tx);
+    producer.flush().await?;
+    let (mut ok, mut failed, mut first_error) = collector.await?;
+    let mut latencies = Vec::with_capacity(timed.len());
+    for t in timed {
+        match t.await? {
+            Ok(d) => {
+                ok += 1;
+                latencies.push(d);
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    let (user1, sys1) = cpu_seconds("/proc/self/stat");
+    let fake_cpu = fake.as_ref().zip(fake_cpu_before).map(|(f, (u0, s0))| {
+        let (u1, s1) = cpu_seconds(&f.stat_path);
+        (u1 - u0) + (s1 - s0)
+    });
+    let load_after = loadavg();
+    producer.close().await?;
+
+    latencies.sort_unstable();
+    let secs = elapsed.as_secs_f64();
+    let rate = n as f64 / secs;
+    let mib = rate * args.value_size as f64 / (1024.0 * 1024.0);
+    let (user, sys) = (user1 - user0, sys1 - sys0);
+    let client_cpu = user + sys - fake_cpu.unwrap_or(0.0);
+    let per_million = client_cpu / (n as f64 / 1e6);
+    let hwm = status_kb("VmHWM").unwrap_or(0);
+
+    println!(
+        "produce_bench: {} ({bootstrap}), topic {topic}: {n} records of {} B, {} partitions, acks=all, idempotent, linger {} ms",
+        if fake.is_some() { "fake broker" } else { "real broker" },
+        args.value_size,
+        args.partitions,
+        args.linger_ms
+    );
+    println!("  loadavg before / after     {load_before} / {load_after}");
+    println!("  elapsed                    {secs:.2} s  ({ok} acknowledged, {failed} failed)");
+    println!("  records/s                  {rate:.0}");
+    println!("  MiB/s (values)             {mib:.1}");
+    println!(
+        "  client CPU s / 1M records  {per_million:.2}  (process user {user:.2} s + sys {sys:.2} s{})",
+        fake_cpu.map(|c| format!(" - fake broker thread {c:.2} s")).unwrap_or_default()
+    );
+    println!("  max RSS (VmHWM)            {:.1} MiB{}", hwm as f64 / 1024.0, if fake.is_some() { " (fake broker included)" } else { "" });
+    println!(
+        "  send->ack latency          p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms  ({} samples, every {SAMPLE_EVERY}th record)",
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.99)),
+        ms(latencies.last().copied().unwrap_or_default()),
+        latencies.len()
+    );
+    if let Some(e) = &first_error {
+        println!("  first failure: {e}");
+    }
+    let mut problems = failed > 0;
+    if let Some(f) = fake {
+        let s = f.broker.stats();
+        let received = s.records.load(std::sync::atomic::Ordering::Relaxed);
+        let anomalies = s.sequence_anomalies.load(std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "  fake broker                {} Produce requests, {} batches, {received} records (incl. warm-up), {anomalies} sequence anomalies",
+            s.produce_requests.load(std::sync::atomic::Ordering::Relaxed),
+            s.batches.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        problems |= received != n + 1 || anomalies != 0;
+        let _ = f.stop.send(());
+        let _ = f.thread.join();
+    }
+    if let Some(client) = admin {
+        if !args.keep_topic {
+            delete_topic(&client, &topic).await;
+        }
+        client.close().await;
+    }
+    if problems {
+        return Err("some records were not delivered exactly once (see above)".into());
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+async fn create_topic(client: &Client, topic: &str, partitions: i32, rf: i16) -> Result<(), Box<dyn std::error::Error>> {
+    let request = CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: topic.into(),
+            num_partitions: partitions,
+            replication_factor: rf,
+            ..Default::default()
+        }],
+        timeout_ms: 30_000,
+        ..Default::default()
+    };
+    let response = match client.controller_id() {
+        Some(id) => client.send(id, &request).await?,
+        None => client.send_any(&request).await?,
+    };
+    let result = &response.topics[0];
+    if result.error_code != ErrorCode::NONE {
+        return Err(format!("creating {topic}: {} {:?}", result.error_code, result.error_message).into());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = client.metadata(Some(&[topic])).await?;
+        let ready = md.topics.iter().any(|t| {
+            t.error_code == ErrorCode::NONE
+                && t.partitions.len() == partitions as usize
+                && t.partitions.iter().all(|p| p.leader_id >= 0 && p.error_code == ErrorCode::NONE)
+        });
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("topic {topic} has no leaders after 30 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn delete_topic(client: &Client, topic: &str) {
+    let request = DeleteTopicsRequest {
+        topics: vec![DeleteTopicState { name: Some(topic.into()), ..Default::default() }],
+        topic_names: vec![topic.into()],
+        timeout_ms: 30_000,
+        ..Default::default()
+    };
+    let result = match client.controller_id() {
+        Some(id) => client.send(id, &request).await,
+        None => client.send_any(&request).await,
+    };
+    match result {
+        Ok(r) if r.responses.iter().all(|t| t.error_code == ErrorCode::NONE) => {}
+        Ok(r) => eprintln!("deleting {topic}: {:?}", r.responses.iter().map(|t| t.error_code).collect::<Vec<_>>()),
+        Err(e) => eprintln!("deleting {topic}: {e}"),
+    }
+}
