@@ -63,6 +63,10 @@ struct Inner {
     /// Open connections by node id. A tokio mutex: connecting happens while it is held, so two
     /// tasks never open two connections to the same broker.
     connections: Mutex<BTreeMap<i32, Arc<Connection>>>,
+    /// A second connection per broker for group and transaction coordination. A broker answers
+    /// one connection's requests in order, so a commit or heartbeat on the connection of a
+    /// long-polling Fetch would wait out `fetch.max.wait.ms`.
+    control_connections: Mutex<BTreeMap<i32, Arc<Connection>>>,
     /// The connection used before the broker list is known, and for requests any broker answers.
     bootstrap: Mutex<Option<Arc<Connection>>>,
 }
@@ -80,6 +84,7 @@ impl Client {
                 controller_id: RwLock::new(None),
                 cluster_id: RwLock::new(None),
                 connections: Mutex::new(BTreeMap::new()),
+                control_connections: Mutex::new(BTreeMap::new()),
                 bootstrap: Mutex::new(None),
             }),
         };
@@ -124,7 +129,23 @@ impl Client {
 
     /// The connection to broker `node_id`, opened if there is none or the last one failed.
     pub async fn broker(&self, node_id: i32) -> Result<Arc<Connection>> {
-        let mut conns = self.inner.connections.lock().await;
+        self.connection(&self.inner.connections, node_id).await
+    }
+
+    /// The coordination connection to broker `node_id`: separate from the one that carries
+    /// Produce and Fetch requests, so that group and transaction requests never queue behind a
+    /// long-polling Fetch.
+    pub async fn control(&self, node_id: i32) -> Result<Arc<Connection>> {
+        self.connection(&self.inner.control_connections, node_id).await
+    }
+
+    /// Sends `request` to broker `node_id` on its coordination connection.
+    pub async fn send_control<R: Request>(&self, node_id: i32, request: &R) -> Result<R::Response> {
+        self.control(node_id).await?.send(request).await
+    }
+
+    async fn connection(&self, pool: &Mutex<BTreeMap<i32, Arc<Connection>>>, node_id: i32) -> Result<Arc<Connection>> {
+        let mut conns = pool.lock().await;
         if let Some(c) = conns.get(&node_id) {
             if !c.is_closed() {
                 return Ok(c.clone());
@@ -194,8 +215,10 @@ impl Client {
 
     /// Closes every connection.
     pub async fn close(&self) {
-        for c in std::mem::take(&mut *self.inner.connections.lock().await).values() {
-            c.close();
+        for pool in [&self.inner.connections, &self.inner.control_connections] {
+            for c in std::mem::take(&mut *pool.lock().await).values() {
+                c.close();
+            }
         }
         if let Some(c) = self.inner.bootstrap.lock().await.take() {
             c.close();

@@ -101,6 +101,18 @@ pub trait RebalanceListener: Send + Sync {
 #[derive(Clone)]
 pub struct Consumer {
     inner: Arc<Inner>,
+    /// Stops the driver when the last handle is dropped (without leaving the group or
+    /// committing: a dropped consumer behaves like a crashed one; call `close` to leave).
+    _last_handle: Arc<StopOnDrop>,
+}
+
+struct StopOnDrop(Arc<Inner>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.closing.store(true, Ordering::Release);
+        self.0.wake.notify_one();
+    }
 }
 
 pub(super) struct Inner {
@@ -187,7 +199,7 @@ impl Consumer {
             listener: Mutex::new(None),
         });
         tokio::spawn(drive(inner.clone()));
-        Ok(Self { inner })
+        Ok(Self { _last_handle: Arc::new(StopOnDrop(inner.clone())), inner })
     }
 
     pub fn config(&self) -> &ConsumerConfig {
@@ -257,8 +269,8 @@ impl Consumer {
     }
 
     /// The records as a stream: each item is one record, or an error from `poll`.
-    pub fn stream(&self) -> impl tokio_stream_like::Stream<Item = Result<ConsumerRecord>> + '_ {
-        tokio_stream_like::unfold(self)
+    pub fn stream(&self) -> impl stream::Stream<Item = Result<ConsumerRecord>> + '_ {
+        stream::unfold(self)
     }
 
     /// Moves the position of `tp` to `offset`; fetched data for the old position is dropped.
@@ -409,13 +421,16 @@ impl Consumer {
     /// Leaves the group (committing positions first with auto-commit), stops the driver and
     /// closes connections.
     pub async fn close(&self) -> Result<()> {
-        if self.inner.config.enable_auto_commit && self.inner.config.group_id.is_some() {
+        let member = self.inner.lock().group.is_member();
+        if member {
+            // Leaving revokes the partitions, which commits their positions with auto-commit.
+            super::consumer_group::leave(self).await;
+        } else if self.inner.config.enable_auto_commit && self.inner.config.group_id.is_some() {
             let positions = self.positions();
             if let Err(e) = self.commit_offsets(positions).await {
                 tracing::warn!(error = %e, "final auto-commit failed");
             }
         }
-        super::consumer_group::leave(&self.inner).await;
         self.inner.closing.store(true, Ordering::Release);
         self.inner.wake.notify_one();
         self.inner.client.close().await;
@@ -456,7 +471,7 @@ impl Consumer {
 
 /// A minimal `Stream` without a dependency: `futures_core`'s trait shape, so that callers can
 /// adapt it.
-pub mod tokio_stream_like {
+pub mod stream {
     use std::future::Future;
     use std::pin::Pin;
     use std::task::{Context, Poll};
@@ -743,6 +758,7 @@ async fn drive(inner: Arc<Inner>) {
     }
     inner.lock().driver_stopped = true;
     inner.data.notify_waiters();
+    inner.client.close().await;
 }
 
 /// Starts ListOffsets lookups for partitions that need a reset.
@@ -1111,7 +1127,7 @@ async fn send_commit(inner: &Inner, group: &str, request: &OffsetCommitRequest) 
     let mut backoff = inner.config.retry_backoff;
     loop {
         let node = coordinator(inner, group).await?;
-        let outcome = match inner.client.send(node, request).await {
+        let outcome = match inner.client.send_control(node, request).await {
             Ok(r) => {
                 let failed = r.topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (t, p))).find(|(_, p)| p.error_code != ErrorCode::NONE);
                 match failed {
@@ -1155,7 +1171,7 @@ pub(super) async fn fetch_committed(
     let mut backoff = inner.config.retry_backoff;
     loop {
         let node = coordinator(inner, group).await?;
-        let error = match inner.client.send(node, &request).await {
+        let error = match inner.client.send_control(node, &request).await {
             Ok(r) => match committed_from(&r, group) {
                 Ok(map) => return Ok(map),
                 Err(e) => e,

@@ -1,13 +1,24 @@
-//! The consumer's group membership: subscriptions, the group member state machine, and the
-//! rebalance callbacks run on the application's task.
+//! The consumer's group membership: subscriptions, the sans-IO
+//! [`GroupMember`](crate::proto::group::GroupMember) driven from the consumer's driver task, and
+//! the rebalance callbacks, which run on the application's task inside `poll`.
+//!
+//! Revocation is cooperative with the application: when the group takes partitions away, the
+//! next `poll` calls the listener's `on_partitions_revoked`, commits the partitions' positions
+//! (with auto-commit on), drops them, and only then lets the member rejoin. So the offsets of
+//! processed records are committed before another member can start on those partitions.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
 
 use super::consumer::{Consumer, Inner, OffsetAndMetadata};
 use super::error::{Error, Result};
 use crate::codec::messages::MetadataResponse;
+use crate::codec::ErrorCode;
+use crate::proto::assignor;
+use crate::proto::group::{GroupConfig, GroupEvent, GroupMember, GroupRequest, GroupResponse, Target, Tp};
 use crate::proto::producer::TopicPartition;
 
 /// What the application subscribed to.
@@ -16,24 +27,93 @@ pub(super) enum Subscription {
     Pattern(regex::Regex),
 }
 
+/// A rebalance step the application's task must run.
+enum AppEvent {
+    Revoke(Vec<TopicPartition>),
+    Assigned(Vec<TopicPartition>),
+    Lost(Vec<TopicPartition>),
+}
+
 #[derive(Default)]
 pub(super) struct GroupState {
     subscription: Option<Subscription>,
+    member: Option<GroupMember>,
+    responses: Option<mpsc::UnboundedReceiver<(u64, GroupResponse)>>,
+    responder: Option<mpsc::UnboundedSender<(u64, GroupResponse)>>,
+    app_events: VecDeque<AppEvent>,
+    commits: HashMap<u64, oneshot::Sender<std::result::Result<(), ErrorCode>>>,
+    last_auto_commit: Option<Instant>,
+    /// Partition counts of the subscribed topics, as last given to the member.
+    counts: BTreeMap<String, i32>,
 }
 
 impl GroupState {
     pub(super) fn is_member(&self) -> bool {
-        false
+        self.member.is_some()
     }
 
-    pub(super) fn poll_called(&mut self, _now: Instant) {}
+    pub(super) fn poll_called(&mut self, now: Instant) {
+        if let Some(m) = self.member.as_mut() {
+            m.poll_called(now);
+        }
+    }
+}
+
+fn tp_key(tp: &TopicPartition) -> Tp {
+    (tp.topic.to_string(), tp.partition)
+}
+
+fn tp_from(key: &Tp) -> TopicPartition {
+    TopicPartition::new(key.0.as_str(), key.1)
 }
 
 pub(super) fn subscribe(inner: &Arc<Inner>, subscription: Subscription) -> Result<()> {
-    let _ = (inner, subscription);
-    Err(Error::config("group.id", "group membership is not wired in yet"))
+    let config = &inner.config;
+    let Some(group) = config.group_id.clone() else {
+        return Err(Error::config("group.id", "needed to subscribe"));
+    };
+    if config.group_protocol == super::GroupProtocol::Consumer {
+        return Err(Error::config(
+            "group.protocol",
+            "the consumer protocol (KIP-848) is not implemented by this client; use classic",
+        ));
+    }
+    let mut assignors: Vec<Arc<dyn assignor::Assignor + Send + Sync>> = Vec::new();
+    for name in &config.partition_assignment_strategy {
+        let a = assignor::by_name(name)
+            .ok_or_else(|| Error::config("partition.assignment.strategy", format!("unknown assignor {name:?}")))?;
+        assignors.push(Arc::from(a));
+    }
+    let mut st = inner.lock();
+    if !st.partitions.is_empty() && st.group.member.is_none() {
+        return Err(Error::config("subscription", "the consumer has assigned partitions; subscribe or assign, not both"));
+    }
+    let now = Instant::now();
+    if st.group.member.is_none() {
+        let mut gc = GroupConfig::new(group, assignors);
+        gc.group_instance_id = config.group_instance_id.clone();
+        gc.session_timeout = config.session_timeout;
+        gc.rebalance_timeout = config.max_poll_interval;
+        gc.heartbeat_interval = config.heartbeat_interval;
+        gc.retry_backoff = config.retry_backoff;
+        gc.retry_backoff_max = config.retry_backoff_max;
+        gc.rack = config.client_rack.clone();
+        let (tx, rx) = mpsc::unbounded_channel();
+        st.group.member = Some(GroupMember::new(gc, now));
+        st.group.responder = Some(tx);
+        st.group.responses = Some(rx);
+    }
+    if let (Subscription::Topics(topics), Some(m)) = (&subscription, st.group.member.as_mut()) {
+        m.subscribe(topics.clone(), now);
+    }
+    st.group.subscription = Some(subscription);
+    st.metadata_wanted = true;
+    drop(st);
+    inner.wake.notify_one();
+    Ok(())
 }
 
+/// The topics whose metadata the driver keeps: assigned ones and subscribed ones.
 pub(super) fn wanted_topics(inner: &Inner) -> Vec<Arc<str>> {
     let st = inner.lock();
     let mut topics: BTreeSet<Arc<str>> = st.partitions.keys().map(|tp| tp.topic.clone()).collect();
@@ -47,20 +127,267 @@ pub(super) fn is_pattern(inner: &Inner) -> bool {
     matches!(inner.lock().group.subscription, Some(Subscription::Pattern(_)))
 }
 
-pub(super) async fn step(_inner: &Arc<Inner>, _now: Instant) {}
-
-pub(super) fn next_timeout(_inner: &Inner) -> Option<Instant> {
-    None
+/// Gives the member the partition counts of its topics (and, for a pattern, the topics that
+/// match now).
+pub(super) fn metadata_updated(inner: &Arc<Inner>, response: &MetadataResponse) {
+    let mut st = inner.lock();
+    let now = Instant::now();
+    let group = &mut st.group;
+    let Some(member) = group.member.as_mut() else { return };
+    if let Some(Subscription::Pattern(re)) = &group.subscription {
+        let matching: BTreeSet<String> = response
+            .topics
+            .iter()
+            .filter(|t| t.error_code == ErrorCode::NONE && !t.is_internal)
+            .filter_map(|t| t.name.as_deref().filter(|n| re.is_match(n)).map(str::to_owned))
+            .collect();
+        member.subscribe(matching, now);
+    }
+    let subscribed = member.metadata_topics();
+    let counts: BTreeMap<String, i32> = response
+        .topics
+        .iter()
+        .filter(|t| t.error_code == ErrorCode::NONE)
+        .filter_map(|t| t.name.as_deref().filter(|n| subscribed.contains(*n)).map(|n| (n.to_owned(), t.partitions.len() as i32)))
+        .collect();
+    if counts != group.counts {
+        group.counts = counts.clone();
+        member.set_partition_counts(counts, now);
+    }
 }
 
-pub(super) fn metadata_updated(_inner: &Arc<Inner>, _response: &MetadataResponse) {}
-
-pub(super) async fn run_events(_consumer: &Consumer) -> Result<()> {
-    Ok(())
+/// One turn of the group's share of the driver loop: apply answers, send what the member wants
+/// sent, turn its events into partition changes and application events.
+pub(super) async fn step(inner: &Arc<Inner>, now: Instant) {
+    let mut requests = Vec::new();
+    {
+        let mut st = inner.lock();
+        let st = &mut *st;
+        let Some(member) = st.group.member.as_mut() else { return };
+        if let Some(rx) = st.group.responses.as_mut() {
+            while let Ok((id, response)) = rx.try_recv() {
+                member.handle_response(id, response, now);
+            }
+        }
+        // Auto-commit of positions while the generation is current.
+        if inner.config.enable_auto_commit
+            && member.is_stable()
+            && st.group.last_auto_commit.is_none_or(|t| now.duration_since(t) >= inner.config.auto_commit_interval)
+        {
+            st.group.last_auto_commit = Some(now);
+            let offsets: BTreeMap<Tp, (i64, Option<i32>)> = st
+                .partitions
+                .iter()
+                .filter(|(tp, _)| member.assignment().contains(&tp_key(tp)))
+                .filter_map(|(tp, p)| p.position.map(|o| (tp_key(tp), (o, p.position_epoch))))
+                .collect();
+            if !offsets.is_empty() {
+                member.commit(offsets, now);
+            }
+        }
+        while let Some(r) = member.poll_request(now) {
+            requests.push(r);
+        }
+        let events: Vec<GroupEvent> = std::iter::from_fn(|| member.poll_event()).collect();
+        for event in events {
+            apply_event(st, event);
+        }
+    }
+    let responder = inner.lock().group.responder.clone();
+    let Some(responder) = responder else { return };
+    for (id, target, request) in requests {
+        let client = inner.client.clone();
+        let responder = responder.clone();
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let response = send(&client, target, request).await;
+            let _ = responder.send((id, response));
+            inner.wake.notify_one();
+        });
+    }
+    inner.data.notify_waiters();
 }
 
-pub(super) async fn commit(_inner: &Arc<Inner>, _offsets: BTreeMap<TopicPartition, OffsetAndMetadata>) -> Result<()> {
-    Err(Error::config("group.id", "group membership is not wired in yet"))
+fn apply_event(st: &mut super::consumer::State, event: GroupEvent) {
+    match event {
+        GroupEvent::Assigned(set) => {
+            let tps: Vec<TopicPartition> = set.iter().map(tp_from).collect();
+            for tp in &tps {
+                let p = st.partitions.entry(tp.clone()).or_default();
+                p.awaiting_committed = true;
+            }
+            st.metadata_wanted = true;
+            st.group.app_events.push_back(AppEvent::Assigned(tps));
+        }
+        GroupEvent::CommittedOffsets(offsets) => {
+            for (key, (offset, epoch, _)) in offsets {
+                let tp = tp_from(&key);
+                let Some(p) = st.partitions.get_mut(&tp) else { continue };
+                if !p.awaiting_committed {
+                    continue;
+                }
+                p.awaiting_committed = false;
+                if offset >= 0 {
+                    p.set_position(offset);
+                    p.position_epoch = epoch;
+                }
+            }
+        }
+        GroupEvent::OffsetFetchFailed(failed) => {
+            if let Some((key, code)) = failed.into_iter().next() {
+                st.poll_error = Some(Error::broker(code, None, format!("committed offset of {}-{}", key.0, key.1)));
+            }
+        }
+        GroupEvent::Revoke(set) => {
+            st.group.app_events.push_back(AppEvent::Revoke(set.iter().map(tp_from).collect()));
+        }
+        GroupEvent::Lost(set) => {
+            let tps: Vec<TopicPartition> = set.iter().map(tp_from).collect();
+            for tp in &tps {
+                st.drop_partition(tp);
+            }
+            st.group.app_events.push_back(AppEvent::Lost(tps));
+        }
+        GroupEvent::CommitResult { id, result } => {
+            if let Some(tx) = st.group.commits.remove(&id) {
+                let _ = tx.send(result);
+            }
+        }
+        GroupEvent::Fatal(code) => {
+            st.poll_error = Some(Error::broker(code, None, "consumer group membership"));
+        }
+    }
 }
 
-pub(super) async fn leave(_inner: &Arc<Inner>) {}
+async fn send(client: &super::Client, target: Target, request: GroupRequest) -> GroupResponse {
+    let kind = request.kind();
+    macro_rules! go {
+        ($req:expr, $variant:ident) => {{
+            let result = match target {
+                Target::AnyBroker => client.send_any(&$req).await,
+                Target::Coordinator(node) => {
+                    if !client.brokers().iter().any(|b| b.node_id == node) {
+                        let _ = client.metadata(Some(&[])).await;
+                    }
+                    client.send_control(node, &$req).await
+                }
+            };
+            match result {
+                Ok(r) => GroupResponse::$variant(r),
+                Err(e) => {
+                    tracing::debug!(?kind, error = %e, "group request failed");
+                    GroupResponse::Failed { kind }
+                }
+            }
+        }};
+    }
+    match request {
+        GroupRequest::FindCoordinator(r) => go!(r, FindCoordinator),
+        GroupRequest::JoinGroup(r) => go!(r, JoinGroup),
+        GroupRequest::SyncGroup(r) => go!(r, SyncGroup),
+        GroupRequest::Heartbeat(r) => go!(r, Heartbeat),
+        GroupRequest::LeaveGroup(r) => go!(r, LeaveGroup),
+        GroupRequest::OffsetCommit(r) => go!(r, OffsetCommit),
+        GroupRequest::OffsetFetch(r) => go!(r, OffsetFetch),
+    }
+}
+
+pub(super) fn next_timeout(inner: &Inner) -> Option<Instant> {
+    inner.lock().group.member.as_ref().and_then(GroupMember::next_timeout)
+}
+
+/// Runs the rebalance steps the group queued for the application, in order.
+pub(super) async fn run_events(consumer: &Consumer) -> Result<()> {
+    let inner = consumer.inner().clone();
+    loop {
+        let Some(event) = inner.lock().group.app_events.pop_front() else { return Ok(()) };
+        let listener = consumer.listener();
+        match event {
+            AppEvent::Assigned(tps) => {
+                if let Some(l) = &listener {
+                    l.on_partitions_assigned(consumer, &tps).await;
+                }
+            }
+            AppEvent::Lost(tps) => {
+                if let Some(l) = &listener {
+                    l.on_partitions_lost(consumer, &tps).await;
+                }
+            }
+            AppEvent::Revoke(tps) => {
+                if let Some(l) = &listener {
+                    l.on_partitions_revoked(consumer, &tps).await;
+                }
+                if inner.config.enable_auto_commit {
+                    let offsets: BTreeMap<TopicPartition, OffsetAndMetadata> =
+                        consumer.positions().into_iter().filter(|(tp, _)| tps.contains(tp)).collect();
+                    if let Err(e) = commit(&inner, offsets).await {
+                        tracing::warn!(error = %e, "commit of revoked partitions failed");
+                    }
+                }
+                let mut st = inner.lock();
+                for tp in &tps {
+                    st.drop_partition(tp);
+                }
+                if let Some(m) = st.group.member.as_mut() {
+                    m.revocation_done(Instant::now());
+                }
+                drop(st);
+                inner.wake.notify_one();
+            }
+        }
+    }
+}
+
+/// Commits through the member, with its current generation, and waits for the answer.
+pub(super) async fn commit(inner: &Arc<Inner>, offsets: BTreeMap<TopicPartition, OffsetAndMetadata>) -> Result<()> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let rx = {
+        let mut st = inner.lock();
+        let Some(member) = st.group.member.as_mut() else {
+            return Err(Error::config("group.id", "not a group member"));
+        };
+        let map = offsets.iter().map(|(tp, o)| (tp_key(tp), (o.offset, o.leader_epoch))).collect();
+        let id = member.commit(map, Instant::now());
+        let (tx, rx) = oneshot::channel();
+        st.group.commits.insert(id, tx);
+        // The member may have answered at once (no current generation).
+        while let Some(event) = st.group.member.as_mut().and_then(GroupMember::poll_event) {
+            apply_event(&mut st, event);
+        }
+        rx
+    };
+    inner.wake.notify_one();
+    let timeout = inner.config.default_api_timeout;
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(code))) => Err(Error::broker(code, None, "offset commit")),
+        Ok(Err(_)) => Err(Error::Closed { broker: "consumer".into() }),
+        Err(_) => Err(Error::Timeout { what: "offset commit".into(), after: timeout }),
+    }
+}
+
+/// Leaves the group: revokes (committing with auto-commit), then LeaveGroup for a dynamic member.
+pub(super) async fn leave(consumer: &Consumer) {
+    let inner = consumer.inner().clone();
+    {
+        let mut st = inner.lock();
+        let Some(m) = st.group.member.as_mut() else { return };
+        m.leave(Instant::now());
+    }
+    inner.wake.notify_one();
+    let deadline = tokio::time::Instant::now() + inner.config.default_api_timeout.min(Duration::from_secs(30));
+    loop {
+        if let Err(e) = run_events(consumer).await {
+            tracing::warn!(error = %e, "rebalance callback failed while leaving");
+        }
+        let left = inner.lock().group.member.as_ref().is_none_or(|m| m.has_left() || m.fatal_error().is_some());
+        if left || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        let notified = inner.data.notified();
+        inner.wake.notify_one();
+        let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+    }
+}

@@ -27,6 +27,7 @@ pub use admin::{
 pub use cluster::{BrokerAddr, Client, ClientConfig};
 pub use config::{Acks, ProducerConfig};
 pub use connection::{Connection, ConnectionConfig, PendingResponse};
+pub use consumer::stream;
 pub use consumer::{Consumer, ConsumerRecord, OffsetAndMetadata, RebalanceListener, ResetTo};
 pub use consumer_config::{ConsumerConfig, GroupProtocol, IsolationLevel, OffsetReset};
 pub use error::{Error, Result};

@@ -87,6 +87,18 @@ impl Future for DeliveryFuture {
 #[derive(Clone)]
 pub struct Producer {
     inner: Arc<Inner>,
+    /// When the last handle is dropped, the driver delivers what is pending and stops.
+    _last_handle: Arc<StopWhenIdle>,
+}
+
+struct StopWhenIdle(Arc<Inner>);
+
+impl Drop for StopWhenIdle {
+    fn drop(&mut self) {
+        self.0.closing.store(true, Ordering::Release);
+        lock(&self.0.core).flush();
+        self.0.wake.notify_one();
+    }
 }
 
 struct Inner {
@@ -151,7 +163,7 @@ impl Producer {
             driver_finished: AtomicBool::new(false),
         });
         tokio::spawn(drive(inner.clone()));
-        Ok(Self { inner })
+        Ok(Self { _last_handle: Arc::new(StopWhenIdle(inner.clone())), inner })
     }
 
     /// Queues a record and returns a future of its delivery. Waits (up to `max.block.ms`) only

@@ -7,7 +7,10 @@
 //! returns (to any broker or to the coordinator), feed every answer — or `Failed` when a request
 //! got none — to [`GroupMember::handle_response`], hand the events of
 //! [`GroupMember::poll_event`] to the application, and wake up again at
-//! [`GroupMember::next_timeout`] or when something arrives.
+//! [`GroupMember::next_timeout`] or when something arrives. A JoinGroup is not sent while a
+//! [`GroupEvent::Lost`] or [`GroupEvent::Revoke`] waits in the event queue, so the application
+//! always learns that it lost or must give up partitions before the member rejoins; drain the
+//! events after `poll_request` and call it again.
 //!
 //! # States
 //!
@@ -64,11 +67,25 @@
 //! partitions may go to other members. So the member gives its partitions up as
 //! [`GroupEvent::Lost`] — before the coordinator can have removed it — when
 //! `session_timeout` has passed since the coordinator last confirmed it (a heartbeat answered
-//! NONE or REBALANCE_IN_PROGRESS, counted from when that heartbeat was *sent*; a JoinGroup or
-//! SyncGroup answered NONE, counted from its arrival), or `rebalance_timeout` since the last
-//! confirmation that no rebalance had begun (a heartbeat answered NONE, a JoinGroup or SyncGroup
-//! answered NONE). While a JoinGroup or SyncGroup is in flight the lease is suspended: the
-//! coordinator keeps a member that waits in the join or sync phase.
+//! NONE or REBALANCE_IN_PROGRESS, a JoinGroup or SyncGroup answered NONE), or
+//! `rebalance_timeout` since the last confirmation that no rebalance had begun (a heartbeat
+//! answered NONE, a JoinGroup or SyncGroup answered NONE). Each confirmation counts from when
+//! its request was *sent*, not from when the answer arrived: the coordinator restarts its
+//! timers somewhere in between, and an answer can be slow. From a JoinGroup in flight until
+//! the SyncGroup is answered the lease is suspended: the coordinator keeps a member that waits
+//! in the join or sync phase. (This assumes the driver
+//! reports a request lost with its connection promptly as `Failed`; a request that silently
+//! vanishes for longer than the session timeout while the member waits could let the
+//! coordinator drop the member before it notices.)
+//!
+//! # Metadata
+//!
+//! The leader remembers the partition counts it assigned with and rejoins when
+//! [`GroupMember::set_partition_counts`] reports different ones for the group's topics. If a
+//! static leader's rejoin is answered with `skip_assignment` (the coordinator replaced it
+//! without a rebalance, KIP-345) while it wanted a rebalance for new counts, it asks again.
+//! A static leader restarted from scratch cannot know the counts its predecessor assigned with
+//! (as in Java).
 //!
 //! # Commits
 //!
@@ -868,11 +885,11 @@ impl GroupMember {
     }
 
     fn lease_deadline(&self) -> Option<Instant> {
-        if std::env::var("MUTATE_NO_LEASE").is_ok() { return None; }
         if !matches!(self.lifecycle, Lifecycle::Active | Lifecycle::Leaving { .. }) || !self.holds_membership() {
             return None;
         }
-        if self.slot.is_some_and(|s| matches!(s.kind, SlotKind::Join | SlotKind::Sync)) {
+        if self.slot.is_some_and(|s| matches!(s.kind, SlotKind::Join | SlotKind::Sync)) || self.pending_sync.is_some()
+        {
             return None;
         }
         Some(
@@ -1351,10 +1368,11 @@ impl GroupMember {
     fn on_join(&mut self, slot: Slot, r: JoinGroupResponse, now: Instant) {
         if slot.epoch != self.epoch {
             // The generation was reset while the JoinGroup was in flight.
-            if r.error_code.is_ok() || r.error_code == ErrorCode::MEMBER_ID_REQUIRED {
-                if !r.member_id.is_empty() && self.lifecycle == Lifecycle::Active {
-                    self.member_id = r.member_id.to_string();
-                }
+            if (r.error_code.is_ok() || r.error_code == ErrorCode::MEMBER_ID_REQUIRED)
+                && !r.member_id.is_empty()
+                && self.lifecycle == Lifecycle::Active
+            {
+                self.member_id = r.member_id.to_string();
             }
             self.rejoin_needed = true;
             return;
@@ -1393,8 +1411,10 @@ impl GroupMember {
                 leader,
             });
             self.phase = Phase::Syncing;
-            self.session_alive = now;
-            self.phase_alive = now;
+            // Counted from when the JoinGroup was sent: the coordinator restarted its timers
+            // for this member after receiving it, and the member cannot know how much later.
+            self.session_alive = slot.sent_at;
+            self.phase_alive = slot.sent_at;
             self.leader_snapshot = None;
             // The leader assigns; with `skip_assignment` (a static leader that rejoined, KIP-345)
             // the coordinator keeps the current assignment and the leader only notes the
@@ -1520,9 +1540,15 @@ impl GroupMember {
             };
             self.join_backoff.reset();
             self.phase = Phase::Stable;
-            self.session_alive = now;
-            self.phase_alive = now;
-            self.next_heartbeat = now + self.config.heartbeat_interval;
+            self.session_alive = slot.sent_at;
+            self.phase_alive = slot.sent_at;
+            // The first heartbeat renews the lease; after a long wait in the sync phase it is
+            // due sooner than a heartbeat interval from now.
+            let renew_by = (slot.sent_at + self.config.session_timeout)
+                .checked_sub(self.config.heartbeat_interval)
+                .unwrap_or(now)
+                .max(now);
+            self.next_heartbeat = (now + self.config.heartbeat_interval).min(renew_by);
             let generation_id = self.generation.as_ref().map_or(DEFAULT_GENERATION, |g| g.id);
             self.on_assignment(assignment, generation_id);
             if self.metadata_rejoin_pending {
@@ -1697,7 +1723,7 @@ impl GroupMember {
             return;
         };
         // v8+ answers per group, older versions at the top level.
-        let (group_error, rows): (ErrorCode, Vec<(Tp, i64, i32, Option<String>, ErrorCode)>) =
+        let (group_error, rows): (ErrorCode, Vec<FetchRow>) =
             match r.groups.iter().find(|g| &*g.group_id == self.config.group_id.as_str()).or(r.groups.first()) {
                 Some(g) => (
                     g.error_code,
@@ -1805,6 +1831,9 @@ impl std::fmt::Debug for GroupMember {
     }
 }
 
+/// One partition of an OffsetFetch answer: partition, offset, leader epoch, metadata, error.
+type FetchRow = (Tp, i64, i32, Option<String>, ErrorCode);
+
 fn duration_ms(d: Duration) -> i32 {
     d.as_millis().min(i32::MAX as u128) as i32
 }
@@ -1821,4 +1850,228 @@ fn decode_assignment(bytes: &Bytes) -> Result<BTreeSet<Tp>, ()> {
         .into_iter()
         .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::messages::find_coordinator::Coordinator as WireCoordinator;
+    use crate::proto::assignor::{CooperativeStickyAssignor, RangeAssignor};
+
+    fn tp(t: &str, p: i32) -> Tp {
+        (t.to_string(), p)
+    }
+
+    fn member(cooperative: bool, instance: Option<&str>, t0: Instant) -> GroupMember {
+        let assignor: Arc<dyn Assignor + Send + Sync> =
+            if cooperative { Arc::new(CooperativeStickyAssignor) } else { Arc::new(RangeAssignor) };
+        let mut config = GroupConfig::new("g", vec![assignor]);
+        config.group_instance_id = instance.map(str::to_string);
+        let mut m = GroupMember::new(config, t0);
+        m.subscribe(["t".to_string()].into(), t0);
+        m.set_partition_counts([("t".to_string(), 4)].into(), t0);
+        m
+    }
+
+    fn expect(m: &mut GroupMember, now: Instant) -> (u64, Target, GroupRequest) {
+        m.poll_request(now).expect("a request")
+    }
+
+    fn find(m: &mut GroupMember, now: Instant) {
+        let (id, target, req) = expect(m, now);
+        assert_eq!(target, Target::AnyBroker);
+        let GroupRequest::FindCoordinator(r) = req else { panic!("{req:?}") };
+        assert_eq!(&*r.key, "g");
+        assert_eq!(r.coordinator_keys.len(), 1);
+        let resp = FindCoordinatorResponse {
+            coordinators: vec![WireCoordinator {
+                key: bs("g"),
+                node_id: 7,
+                host: bs("h"),
+                port: 9092,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        m.handle_response(id, GroupResponse::FindCoordinator(resp), now);
+        assert_eq!(m.coordinator(), Some((7, "h".to_string(), 9092)));
+    }
+
+    fn assignment(parts: &[i32]) -> Bytes {
+        let map: BTreeMap<String, Vec<i32>> = [("t".to_string(), parts.to_vec())].into();
+        ConsumerProtocolAssignment::from_map(&map, None).encode(CONSUMER_PROTOCOL_MAX_VERSION)
+    }
+
+    /// Joins as a follower of generation `generation` and syncs `parts`.
+    fn join_and_sync(m: &mut GroupMember, generation: i32, parts: &[i32], now: Instant) {
+        let (id, _, req) = expect(m, now);
+        let GroupRequest::JoinGroup(_) = req else { panic!("{req:?}") };
+        let resp = JoinGroupResponse {
+            generation_id: generation,
+            protocol_type: Some(bs("consumer")),
+            protocol_name: Some(bs(m.config.assignors[0].name())),
+            leader: bs("someone-else"),
+            member_id: bs("m-1"),
+            ..Default::default()
+        };
+        m.handle_response(id, GroupResponse::JoinGroup(resp), now);
+        let (id, _, req) = expect(m, now);
+        let GroupRequest::SyncGroup(r) = req else { panic!("{req:?}") };
+        assert_eq!(r.generation_id, generation);
+        assert!(r.assignments.is_empty(), "a follower sends no assignments");
+        let resp = SyncGroupResponse {
+            protocol_type: Some(bs("consumer")),
+            protocol_name: Some(bs(m.config.assignors[0].name())),
+            assignment: assignment(parts),
+            ..Default::default()
+        };
+        m.handle_response(id, GroupResponse::SyncGroup(resp), now);
+    }
+
+    #[test]
+    fn member_id_required_then_join_with_it() {
+        let t0 = Instant::now();
+        let mut m = member(false, None, t0);
+        find(&mut m, t0);
+        let (id, target, req) = expect(&mut m, t0);
+        assert_eq!(target, Target::Coordinator(7));
+        let GroupRequest::JoinGroup(r) = req else { panic!("{req:?}") };
+        assert_eq!(&*r.member_id, "");
+        assert_eq!(&*r.protocol_type, "consumer");
+        assert_eq!(r.protocols.len(), 1);
+        assert_eq!(&*r.protocols[0].name, "range");
+        assert_eq!(r.rebalance_timeout_ms, 300_000);
+        let resp = JoinGroupResponse {
+            error_code: ErrorCode::MEMBER_ID_REQUIRED,
+            member_id: bs("m-1"),
+            ..Default::default()
+        };
+        m.handle_response(id, GroupResponse::JoinGroup(resp), t0);
+        let (_, _, req) = expect(&mut m, t0);
+        let GroupRequest::JoinGroup(r) = req else { panic!("{req:?}") };
+        assert_eq!(&*r.member_id, "m-1", "KIP-394: rejoin at once with the given id");
+    }
+
+    #[test]
+    fn commit_without_generation_fails_at_once_and_is_not_sent() {
+        let t0 = Instant::now();
+        let mut m = member(false, None, t0);
+        let id = m.commit([(tp("t", 0), (5, None))].into(), t0);
+        assert_eq!(
+            m.poll_event(),
+            Some(GroupEvent::CommitResult { id, result: Err(ErrorCode::REBALANCE_IN_PROGRESS) })
+        );
+        find(&mut m, t0);
+        while let Some((_, _, req)) = m.poll_request(t0) {
+            assert!(!matches!(req, GroupRequest::OffsetCommit(_)));
+        }
+    }
+
+    #[test]
+    fn commit_carries_generation_member_and_instance() {
+        let t0 = Instant::now();
+        let mut m = member(false, Some("i-1"), t0);
+        find(&mut m, t0);
+        join_and_sync(&mut m, 3, &[0, 1], t0);
+        assert_eq!(m.poll_event(), Some(GroupEvent::Assigned([tp("t", 0), tp("t", 1)].into())));
+        assert!(m.is_stable());
+        let (_, _, req) = expect(&mut m, t0);
+        assert!(matches!(req, GroupRequest::OffsetFetch(ref r) if r.require_stable));
+        m.commit([(tp("t", 0), (5, Some(2)))].into(), t0);
+        let (_, _, req) = expect(&mut m, t0);
+        let GroupRequest::OffsetCommit(r) = req else { panic!("{req:?}") };
+        assert_eq!(r.generation_id_or_member_epoch, 3);
+        assert_eq!(&*r.member_id, "m-1");
+        assert_eq!(r.group_instance_id.as_deref(), Some("i-1"));
+        assert_eq!(r.topics[0].partitions[0].committed_leader_epoch, 2);
+    }
+
+    #[test]
+    fn cooperative_revokes_first_then_assigns_then_rejoins() {
+        let t0 = Instant::now();
+        let mut m = member(true, None, t0);
+        find(&mut m, t0);
+        join_and_sync(&mut m, 1, &[0, 1], t0);
+        assert_eq!(m.poll_event(), Some(GroupEvent::Assigned([tp("t", 0), tp("t", 1)].into())));
+        let _fetch = expect(&mut m, t0);
+        // A rebalance: the member keeps its partitions through the JoinGroup ...
+        let t1 = t0 + Duration::from_secs(3);
+        let (id, _, req) = expect(&mut m, t1);
+        let GroupRequest::Heartbeat(_) = req else { panic!("{req:?}") };
+        let resp = HeartbeatResponse { error_code: ErrorCode::REBALANCE_IN_PROGRESS, ..Default::default() };
+        m.handle_response(id, GroupResponse::Heartbeat(resp), t1);
+        assert_eq!(m.poll_event(), None, "cooperative: nothing revoked before the join");
+        // ... and loses partition 1, gains 2.
+        join_and_sync(&mut m, 2, &[0, 2], t1);
+        assert_eq!(m.poll_event(), Some(GroupEvent::Revoke([tp("t", 1)].into())));
+        assert_eq!(m.poll_event(), None, "nothing assigned before the revocation is done");
+        assert_eq!(m.assignment(), &BTreeSet::from([tp("t", 0)]));
+        assert!(m.generation().is_some(), "commits still possible while revoking");
+        m.revocation_done(t1);
+        assert_eq!(m.poll_event(), Some(GroupEvent::Assigned([tp("t", 2)].into())));
+        let mut joined = false;
+        while let Some((_, _, req)) = m.poll_request(t1) {
+            joined |= matches!(req, GroupRequest::JoinGroup(_));
+        }
+        assert!(joined, "the follow-up rebalance after a revocation");
+    }
+
+    #[test]
+    fn illegal_generation_loses_partitions_and_keeps_member_id() {
+        let t0 = Instant::now();
+        let mut m = member(false, None, t0);
+        find(&mut m, t0);
+        join_and_sync(&mut m, 1, &[0], t0);
+        assert!(matches!(m.poll_event(), Some(GroupEvent::Assigned(_))));
+        let _fetch = expect(&mut m, t0);
+        let t1 = t0 + Duration::from_secs(3);
+        let (id, _, _) = expect(&mut m, t1);
+        let resp = HeartbeatResponse { error_code: ErrorCode::ILLEGAL_GENERATION, ..Default::default() };
+        m.handle_response(id, GroupResponse::Heartbeat(resp), t1);
+        assert_eq!(m.poll_event(), Some(GroupEvent::Lost([tp("t", 0)].into())));
+        assert_eq!(m.generation(), None);
+        let (_, _, req) = expect(&mut m, t1);
+        let GroupRequest::JoinGroup(r) = req else { panic!("{req:?}") };
+        assert_eq!(&*r.member_id, "m-1");
+    }
+
+    #[test]
+    fn eager_revokes_everything_before_joining() {
+        let t0 = Instant::now();
+        let mut m = member(false, None, t0);
+        find(&mut m, t0);
+        join_and_sync(&mut m, 1, &[0, 1], t0);
+        assert!(matches!(m.poll_event(), Some(GroupEvent::Assigned(_))));
+        let _fetch = expect(&mut m, t0);
+        m.subscribe(["t".to_string(), "u".to_string()].into(), t0);
+        assert!(m.poll_request(t0).is_none(), "no JoinGroup before the revocation");
+        assert_eq!(m.poll_event(), Some(GroupEvent::Revoke([tp("t", 0), tp("t", 1)].into())));
+        assert!(m.poll_request(t0).is_none());
+        m.revocation_done(t0);
+        let (_, _, req) = expect(&mut m, t0);
+        assert!(matches!(req, GroupRequest::JoinGroup(_)));
+    }
+
+    #[test]
+    fn session_without_heartbeat_answers_loses_partitions() {
+        let t0 = Instant::now();
+        let mut m = member(true, None, t0);
+        find(&mut m, t0);
+        join_and_sync(&mut m, 1, &[0], t0);
+        assert!(matches!(m.poll_event(), Some(GroupEvent::Assigned(_))));
+        let _fetch = expect(&mut m, t0);
+        // Heartbeats go out and are never answered.
+        let mut now = t0;
+        let end = t0 + Duration::from_secs(46);
+        while now < end {
+            now = m.next_timeout().expect("a timer").max(now + Duration::from_millis(1));
+            let _ = m.poll_request(now);
+            if let Some(ev) = m.poll_event() {
+                assert_eq!(ev, GroupEvent::Lost([tp("t", 0)].into()));
+                assert!(now <= t0 + Duration::from_secs(45));
+                return;
+            }
+        }
+        panic!("partitions not lost within the session timeout");
+    }
 }

@@ -1,0 +1,319 @@
+//! Consumer groups (classic protocol) against a real broker: three members sharing a topic with
+//! manual commits, a member killed without leaving, cooperative-sticky moving only what must
+//! move, a static member restarting without a rebalance, and interop with Kafka's Java consumer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kafka_wire::client::{
+    Admin, Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
+    RebalanceListener,
+};
+use kafka_wire::proto::producer::TopicPartition;
+use kafka_wire_tests::raw::create_topic;
+use kafka_wire_tests::{bootstrap, kafka_tool, unique_topic};
+
+async fn client() -> Client {
+    Client::connect(ClientConfig::new(&bootstrap())).await.expect("connect to the test broker")
+}
+
+/// Produces records `0..n` as values, round-robin over `partitions`.
+async fn produce(topic: &str, partitions: i32, n: u64) {
+    produce_from(topic, partitions, 0, n).await;
+}
+
+/// Produces records `from..from + n` as values, round-robin over `partitions`.
+async fn produce_from(topic: &str, partitions: i32, from: u64, n: u64) {
+    let producer = Producer::new(ProducerConfig::new(&bootstrap())).await.unwrap();
+    let mut fs = Vec::with_capacity(n as usize);
+    for i in from..from + n {
+        let r = ProducerRecord::new(topic, i.to_string()).partition((i % partitions as u64) as i32);
+        fs.push(producer.send(r).await.unwrap());
+    }
+    for f in fs {
+        f.await.unwrap();
+    }
+    producer.close().await.unwrap();
+}
+
+fn member_config(group: &str) -> ConsumerConfig {
+    ConsumerConfig::new(&bootstrap())
+        .group_id(group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .enable_auto_commit(false)
+        .session_timeout(Duration::from_secs(6))
+        .heartbeat_interval(Duration::from_millis(500))
+}
+
+/// Records each member saw, as (partition, offset) → value.
+type Seen = Arc<Mutex<Vec<(i32, i64, u64)>>>;
+
+/// Consumes until `stop` says so, committing after every poll.
+async fn run_member(consumer: Consumer, seen: Seen, stop: Arc<tokio::sync::Notify>) -> Consumer {
+    loop {
+        tokio::select! {
+            _ = stop.notified() => return consumer,
+            r = consumer.poll(Duration::from_millis(200)) => {
+                let records = r.expect("poll");
+                if records.is_empty() {
+                    continue;
+                }
+                {
+                    let mut s = seen.lock().unwrap();
+                    for r in &records {
+                        let v: u64 = std::str::from_utf8(r.value.as_deref().unwrap()).unwrap().parse().unwrap();
+                        s.push((r.partition, r.offset, v));
+                    }
+                }
+                // A commit can fail while the group rebalances; the records then come again,
+                // which the tests that forbid duplicates would catch.
+                if let Err(e) = consumer.commit().await {
+                    eprintln!("commit failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_consume_every_record_once_with_manual_commits() {
+    const N: u64 = 300_000;
+    let client = client().await;
+    let topic = unique_topic("group3");
+    let group = unique_topic("g3");
+    create_topic(&client, &topic, 6, 1, &[]).await;
+    produce(&topic, 6, N).await;
+    let seen: Seen = Arc::default();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut handles = Vec::new();
+    for _ in 0..3 {
+        let c = Consumer::new(member_config(&group)).await.unwrap();
+        c.subscribe([topic.as_str()]).unwrap();
+        handles.push(tokio::spawn(run_member(c, seen.clone(), stop.clone())));
+    }
+    wait_until("all records", Duration::from_secs(120), || seen.lock().unwrap().len() as u64 >= N).await;
+    // Let a few more polls happen: nothing may arrive twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.notify_waiters();
+    for h in handles {
+        h.await.unwrap().close().await.unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    let distinct: BTreeSet<u64> = seen.iter().map(|(_, _, v)| *v).collect();
+    assert_eq!(distinct.len() as u64, N, "every record processed");
+    assert_eq!(seen.len() as u64, N, "no record processed twice");
+    // The group's committed offsets are the ends of the partitions.
+    let admin = Admin::new(client.clone());
+    let offsets = admin.list_group_offsets(&group, None).await.unwrap();
+    let total: i64 = offsets.iter().map(|o| o.offset).sum();
+    assert_eq!(total as u64, N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_member_s_partitions_move_and_nothing_is_skipped() {
+    const N: u64 = 60_000;
+    let client = client().await;
+    let topic = unique_topic("kill");
+    let group = unique_topic("gkill");
+    create_topic(&client, &topic, 6, 1, &[]).await;
+    produce(&topic, 6, N / 2).await;
+    let seen: Seen = Arc::default();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let survivor = Consumer::new(member_config(&group)).await.unwrap();
+    survivor.subscribe([topic.as_str()]).unwrap();
+    let victim = Consumer::new(member_config(&group)).await.unwrap();
+    victim.subscribe([topic.as_str()]).unwrap();
+    let survivor = tokio::spawn(run_member(survivor, seen.clone(), stop.clone()));
+    // The victim processes some records and commits, then dies without leaving the group.
+    let victim_seen: Seen = Arc::default();
+    let victim_stop = Arc::new(tokio::sync::Notify::new());
+    let victim_task = tokio::spawn(run_member(victim, victim_seen.clone(), victim_stop.clone()));
+    wait_until("the victim's first records", Duration::from_secs(60), || victim_seen.lock().unwrap().len() > 1000).await;
+    victim_task.abort();
+    let _ = victim_task.await;
+    produce_from(&topic, 6, N / 2, N / 2).await;
+    // After the session timeout the survivor owns everything and finishes the topic.
+    wait_until("every record", Duration::from_secs(90), || {
+        let s = seen.lock().unwrap();
+        let v = victim_seen.lock().unwrap();
+        let all: BTreeSet<u64> = s.iter().chain(v.iter()).map(|(_, _, x)| *x).collect();
+        all.len() as u64 >= N
+    })
+    .await;
+    stop.notify_waiters();
+    survivor.await.unwrap().close().await.unwrap();
+    let s = seen.lock().unwrap();
+    let v = victim_seen.lock().unwrap();
+    let all: BTreeSet<u64> = s.iter().chain(v.iter()).map(|(_, _, x)| *x).collect();
+    assert_eq!(all.len() as u64, N, "no record skipped");
+}
+
+/// Records which partitions each rebalance revoked and assigned.
+#[derive(Default)]
+struct Recorder {
+    revoked: Mutex<Vec<TopicPartition>>,
+    assigned: Mutex<Vec<TopicPartition>>,
+}
+
+struct RecordingListener(Arc<Recorder>);
+
+impl RebalanceListener for RecordingListener {
+    fn on_partitions_revoked<'a>(
+        &'a self,
+        _: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        self.0.revoked.lock().unwrap().extend_from_slice(partitions);
+        Box::pin(async {})
+    }
+
+    fn on_partitions_assigned<'a>(
+        &'a self,
+        _: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        self.0.assigned.lock().unwrap().extend_from_slice(partitions);
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_sticky_revokes_only_the_partitions_that_move() {
+    let client = client().await;
+    let topic = unique_topic("coop");
+    let group = unique_topic("gcoop");
+    create_topic(&client, &topic, 6, 1, &[]).await;
+    let config = || member_config(&group).assignment_strategy(&["cooperative-sticky"]);
+    let first = Consumer::new(config()).await.unwrap();
+    let rec = Arc::new(Recorder::default());
+    first.set_rebalance_listener(RecordingListener(rec.clone()));
+    first.subscribe([topic.as_str()]).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while first.assignment().len() < 6 {
+        assert!(tokio::time::Instant::now() < deadline);
+        first.poll(Duration::from_millis(100)).await.unwrap();
+    }
+    let before = first.assignment();
+    let second = Consumer::new(config()).await.unwrap();
+    second.subscribe([topic.as_str()]).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while first.assignment().len() != 3 || second.assignment().len() != 3 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?} / {:?}", first.assignment(), second.assignment());
+        tokio::join!(first.poll(Duration::from_millis(100)), second.poll(Duration::from_millis(100))).0.unwrap();
+    }
+    let revoked: BTreeSet<TopicPartition> = rec.revoked.lock().unwrap().iter().cloned().collect();
+    let moved: BTreeSet<TopicPartition> = second.assignment();
+    assert_eq!(revoked, moved, "only the partitions that moved to the new member were revoked");
+    assert!(first.assignment().is_subset(&before));
+    assert!(first.assignment().is_disjoint(&second.assignment()));
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_restarted_within_the_session_timeout_causes_no_rebalance() {
+    let client = client().await;
+    let topic = unique_topic("static");
+    let group = unique_topic("gstatic");
+    create_topic(&client, &topic, 4, 1, &[]).await;
+    let config = |instance: &str| member_config(&group).group_instance_id(instance).session_timeout(Duration::from_secs(20));
+    let a = Consumer::new(config("a")).await.unwrap();
+    let b = Consumer::new(config("b")).await.unwrap();
+    a.subscribe([topic.as_str()]).unwrap();
+    b.subscribe([topic.as_str()]).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while a.assignment().len() + b.assignment().len() != 4 || a.assignment().is_empty() || b.assignment().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::join!(a.poll(Duration::from_millis(100)), b.poll(Duration::from_millis(100))).0.unwrap();
+    }
+    let a_before = a.assignment();
+    let b_rec = Arc::new(Recorder::default());
+    b.set_rebalance_listener(RecordingListener(b_rec.clone()));
+    let admin = Admin::new(client.clone());
+    // A static member's close does not leave the group (KIP-345); its replacement takes its place.
+    a.close().await.unwrap();
+    let a2 = Consumer::new(config("a")).await.unwrap();
+    a2.subscribe([topic.as_str()]).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while a2.assignment() != a_before {
+        assert!(tokio::time::Instant::now() < deadline, "{:?} != {:?}", a2.assignment(), a_before);
+        tokio::join!(a2.poll(Duration::from_millis(100)), b.poll(Duration::from_millis(100))).0.unwrap();
+    }
+    for _ in 0..10 {
+        tokio::join!(a2.poll(Duration::from_millis(100)), b.poll(Duration::from_millis(100))).0.unwrap();
+    }
+    assert!(b_rec.revoked.lock().unwrap().is_empty(), "the other member saw no rebalance");
+    let after = admin.describe_groups(&[&group]).await.unwrap()[0].clone();
+    assert_eq!(after.members.len(), 2);
+    assert_eq!(after.state, "Stable");
+    a2.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_consumer_and_the_java_consumer_share_a_classic_group() {
+    let client = client().await;
+    let topic = unique_topic("javagroup");
+    let group = unique_topic("gjava");
+    create_topic(&client, &topic, 4, 1, &[]).await;
+    let ours = Consumer::new(member_config(&group).assignment_strategy(&["range"])).await.unwrap();
+    ours.subscribe([topic.as_str()]).unwrap();
+    let java = {
+        let (bootstrap, topic, group) = (bootstrap(), topic.clone(), group.clone());
+        std::thread::spawn(move || {
+            kafka_tool(
+                "console-consumer",
+                &[
+                    "--bootstrap-server", &bootstrap, "--topic", &topic, "--group", &group,
+                    "--consumer-property", "partition.assignment.strategy=org.apache.kafka.clients.consumer.RangeAssignor",
+                    "--consumer-property", "auto.offset.reset=earliest",
+                    "--max-messages", "2000", "--timeout-ms", "30000", "--property", "print.partition=true",
+                ],
+                None,
+            )
+        })
+    };
+    // Wait until both are members of a stable generation, then produce.
+    let admin = Admin::new(client.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        ours.poll(Duration::from_millis(100)).await.unwrap();
+        let d = admin.describe_groups(&[&group]).await.unwrap_or_default();
+        if d.first().is_some_and(|g| g.state == "Stable" && g.members.len() == 2) && ours.assignment().len() == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "group never had both members: {d:?}");
+    }
+    let our_partitions: BTreeSet<i32> = ours.assignment().iter().map(|tp| tp.partition).collect();
+    produce(&topic, 4, 4000).await;
+    let mut seen_ours: BTreeMap<i32, usize> = BTreeMap::new();
+    while seen_ours.values().sum::<usize>() < 2000 && tokio::time::Instant::now() < deadline + Duration::from_secs(30) {
+        for r in ours.poll(Duration::from_millis(200)).await.unwrap() {
+            *seen_ours.entry(r.partition).or_default() += 1;
+        }
+    }
+    ours.commit().await.unwrap();
+    let out = java.join().unwrap();
+    let java_partitions: BTreeMap<i32, usize> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("Partition:")?.split('\t').next()?.parse().ok())
+        .fold(BTreeMap::new(), |mut m, p| {
+            *m.entry(p).or_default() += 1;
+            m
+        });
+    // Range gives each member two of the four partitions; each reads all 1000 records of its own.
+    let want_ours: BTreeMap<i32, usize> = our_partitions.iter().map(|p| (*p, 1000)).collect();
+    let want_java: BTreeMap<i32, usize> = (0..4).filter(|p| !our_partitions.contains(p)).map(|p| (p, 1000)).collect();
+    assert_eq!(seen_ours, want_ours);
+    assert_eq!(java_partitions, want_java, "{}", String::from_utf8_lossy(&out.stderr));
+    ours.close().await.unwrap();
+}
