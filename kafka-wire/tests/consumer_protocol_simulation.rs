@@ -1118,6 +1118,14 @@ impl Sim {
                 Msg::ToCoordinator { from, req, target, request } => {
                     self.trace(|| format!("-> coord from {} #{req} {}", self.members[from].name, describe_request(&request)));
                     let response = self.model.handle(self.now, req, target, request);
+                    if self.p.trace {
+                        let id = self.members[from].core.member_id().to_string();
+                        if let Some(mm) = self.model.members.get(&id) {
+                            self.trace(|| format!("   model {}: {:?} epoch {} prev {} assigned {:?} pending {:?} (group {} target {})",
+                                self.members[from].name, mm.state, mm.epoch, mm.prev_epoch, self.model.to_names(&mm.assigned),
+                                self.model.to_names(&mm.pending_revocation), self.model.group_epoch, self.model.target_epoch));
+                        }
+                    }
                     self.respond(from, req, response);
                 }
                 Msg::ToMember { to, req, response } => {

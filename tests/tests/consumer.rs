@@ -195,6 +195,9 @@ async fn read_committed_skips_aborted_java_transactions() {
     let values: Vec<String> = got.iter().map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap()).into()).collect();
     assert_eq!(values, (0..10).map(|i| format!("c1-{i}")).chain((0..10).map(|i| format!("c2-{i}"))).collect::<Vec<_>>());
     assert!(committed.poll(Duration::from_millis(500)).await.unwrap().is_empty());
+    // The position passes the last commit marker, so a consumer at the end has no lag.
+    assert_eq!(committed.position(&tp).await.unwrap(), 44);
+    assert_eq!(committed.lag(&tp), Some(0));
 
     // The same log read uncommitted shows the aborted records too, so the filter is what
     // removed them.

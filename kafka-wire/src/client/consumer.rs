@@ -673,6 +673,11 @@ impl PartitionState {
                 }
             }
         }
+        // Everything fetched is handed out: skipped batches (control markers, aborted
+        // transactions) between here and the fetch offset are passed too.
+        if self.buffer.is_empty() && self.current.is_none() {
+            position = position.max(self.fetch_offset);
+        }
         self.position = Some(position);
         freed
     }
@@ -1044,9 +1049,6 @@ fn handle_fetch(inner: &Arc<Inner>, node: i32, sent: &[(TopicPartition, i64, u64
                 if keep {
                     added += batch.as_bytes().len();
                     p.buffer.push_back(batch);
-                } else if p.buffer.is_empty() && p.current.is_none() {
-                    // Nothing buffered before it: the position can pass it at once.
-                    p.position = Some(p.position.map_or(p.fetch_offset, |pos| pos.max(p.fetch_offset)));
                 }
             }
         }

@@ -199,11 +199,15 @@ impl Producer {
             let size = data.size_estimate();
             let result = lock(&inner.core).append(&tp, data, completion, Instant::now());
             match result {
-                Ok(_) => {
+                Ok(wake) => {
                     if record.partition.is_none() {
                         lock(&inner.partitioner).record_appended(&meta.name, partition, size);
                     }
-                    inner.wake.notify_one();
+                    // One wake-up per batch, not per record: the driver only needs to learn
+                    // of new batches (their linger deadline) and of full ones.
+                    if wake {
+                        inner.wake.notify_one();
+                    }
                     return Ok(DeliveryFuture(rx));
                 }
                 Err(AppendError::RecordTooLarge { size, max, .. }) => {

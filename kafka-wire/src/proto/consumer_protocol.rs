@@ -218,6 +218,9 @@ struct Slot {
     incarnation: u64,
     /// The owned partitions this heartbeat stands for (sent, or unchanged and sent as null).
     reported: BTreeSet<IdTp>,
+    /// `topic_partitions` was sent (not null). A null one makes the coordinator assume that the
+    /// member still owns everything it was assigned.
+    explicit: bool,
 }
 
 /// What the coordinator has been told (fields it has are sent as null).
@@ -312,6 +315,10 @@ pub struct ConsumerGroupMember {
     session_alive: Option<Instant>,
     /// The assignment of the last answer that had one.
     target: Option<BTreeSet<IdTp>>,
+    /// The assignment changed: the next heartbeat (at once) states the owned partitions even if
+    /// they did not change, so that the coordinator sees what was never taken (unresolved
+    /// topic ids) is not owned.
+    restate_owned: bool,
 
     assigned: BTreeSet<Tp>,
     revoking: BTreeSet<Tp>,
@@ -419,6 +426,7 @@ impl ConsumerGroupMember {
             revoke_demand: None,
             session_alive: None,
             target: None,
+            restate_owned: false,
             assigned: BTreeSet::new(),
             revoking: BTreeSet::new(),
             owned_topic_ids: BTreeMap::new(),
@@ -487,6 +495,7 @@ impl ConsumerGroupMember {
         &owned == target
             && self.acked_owned == owned
             && self.revoke_demand.is_none()
+            && !self.restate_owned
             && self.sent.as_ref().is_some_and(|s| s.owned == owned && s.subscription == self.subscription)
     }
 
@@ -882,10 +891,10 @@ impl ConsumerGroupMember {
     /// The coordinator must hear of a change: a heartbeat goes out at once.
     fn ack_needed(&self) -> bool {
         self.epoch > 0
-            && match &self.sent {
+            && (self.restate_owned || match &self.sent {
                 None => true,
                 Some(s) => s.subscription != self.subscription || s.owned != self.report_owned(),
-            }
+            })
     }
 
     fn join_ready(&self) -> bool {
@@ -1015,6 +1024,7 @@ impl ConsumerGroupMember {
         self.revoke_demand = None;
         self.session_alive = None;
         self.target = None;
+        self.restate_owned = false;
         self.fetch_queue.clear();
         let stale: Vec<u64> = self
             .commits
@@ -1179,7 +1189,8 @@ impl ConsumerGroupMember {
         let full = joining || self.sent.is_none();
         let reported = if joining { BTreeSet::new() } else { self.report_owned() };
         let subscription_changed = self.sent.as_ref().is_none_or(|s| s.subscription != self.subscription);
-        let owned_changed = self.sent.as_ref().is_none_or(|s| s.owned != reported);
+        let owned_changed = self.restate_owned || self.sent.as_ref().is_none_or(|s| s.owned != reported);
+        self.restate_owned = false;
         let request = ConsumerGroupHeartbeatRequest {
             group_id: bs(&self.config.group_id),
             member_id: bs(&self.member_id),
@@ -1204,7 +1215,8 @@ impl ConsumerGroupMember {
         if self.first_unanswered.is_none() {
             self.first_unanswered = Some(now);
         }
-        self.slot = Some(Slot { id, sent_at: now, incarnation: self.incarnation, reported });
+        let explicit = full || owned_changed;
+        self.slot = Some(Slot { id, sent_at: now, incarnation: self.incarnation, reported, explicit });
         self.abandoned = None;
         self.next_heartbeat = now + self.heartbeat_interval;
         (id, target, ConsumerGroupRequest::ConsumerGroupHeartbeat(request))
@@ -1423,22 +1435,31 @@ impl ConsumerGroupMember {
         self.next_heartbeat = now + self.heartbeat_interval;
         self.session_alive = Some(self.session_alive.map_or(slot.sent_at, |a| a.max(slot.sent_at)));
         let window_start = self.first_unanswered.take().unwrap_or(slot.sent_at);
+        // What the coordinator took the member to own: what it reported, or with a null report
+        // everything it had been assigned.
+        let mut believed = slot.reported.clone();
+        if !slot.explicit {
+            believed.extend(self.target.iter().flatten().copied());
+        }
         self.acked_owned = slot.reported;
         if let Some(a) = &r.assignment {
-            self.target = Some(
-                a.topic_partitions
-                    .iter()
-                    .flat_map(|t| t.partitions.iter().map(move |p| (t.topic_id, *p)))
-                    .collect(),
-            );
+            let target: BTreeSet<IdTp> = a
+                .topic_partitions
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(move |p| (t.topic_id, *p)))
+                .collect();
+            if self.target.as_ref() != Some(&target) {
+                self.restate_owned = true;
+            }
+            self.target = Some(target);
         }
-        // The coordinator waits (with the rebalance timeout) for partitions the member reported
-        // and the assignment no longer has; it stops waiting once a report leaves them out.
-        if self.revoke_demand.as_ref().is_some_and(|(set, _)| set.is_disjoint(&self.acked_owned)) {
+        // The coordinator waits (with the rebalance timeout) for partitions it believes the
+        // member owns and the assignment no longer has; it stops once a report leaves them out.
+        if self.revoke_demand.as_ref().is_some_and(|(set, _)| set.is_disjoint(&believed)) {
             self.revoke_demand = None;
         }
         if let Some(target) = &self.target {
-            let excess: BTreeSet<IdTp> = self.acked_owned.difference(target).copied().collect();
+            let excess: BTreeSet<IdTp> = believed.difference(target).copied().collect();
             if !excess.is_empty() {
                 match &mut self.revoke_demand {
                     Some((set, _)) => set.extend(excess),

@@ -301,8 +301,8 @@ impl<C> ProducerCore<C> {
         self.in_flight.is_empty() && self.partitions.values().all(|p| p.batches.is_empty())
     }
 
-    /// Appends a record for `tp`. Returns whether a batch became ready to send (the driver may
-    /// want to wake up early).
+    /// Appends a record for `tp`. Returns whether the driver should look again: a batch became
+    /// ready to send, or a new batch started (whose linger deadline the driver does not know yet).
     pub fn append(
         &mut self,
         tp: &TopicPartition,
@@ -328,8 +328,8 @@ impl<C> ProducerCore<C> {
                 })
         });
         if !fits {
+            became_ready = true;
             if let Some(last) = queue.batches.back_mut() {
-                became_ready |= !last.closed;
                 last.closed = true;
             }
             queue.batches.push_back(Batch {

@@ -1,0 +1,133 @@
+//! `kw`: a kcat-class command line tool for Apache Kafka, built on kafka-wire's public API.
+//!
+//! One module per command group under `cmd/`; connection settings in `conn`; output helpers in
+//! `output`. Exit codes: 0 success, 1 runtime error, 2 usage or configuration error.
+
+mod cmd;
+mod conn;
+mod error;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::conn::{ConnArgs, Settings};
+use crate::error::Failure;
+
+const ABOUT: &str =
+    "A command line tool for Apache Kafka: produce, consume, and manage topics, groups, offsets and transactions.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  printf 'hello\\nworld\\n' | kw produce events
+  kw consume events --from beginning --exit-at-end -J
+  kw -b broker1:9092,broker2:9092 topics list
+  kw groups describe billing
+
+Connection settings (-b, -X, -F) can be given before or after the command.
+Exit codes: 0 success, 1 runtime error (broker, network, input data), 2 usage or configuration error.";
+
+#[derive(Parser, Debug)]
+#[command(name = "kw", version, about = ABOUT, after_help = AFTER_HELP, propagate_version = true)]
+struct Cli {
+    /// Bootstrap broker(s), comma-separated host:port
+    #[arg(short = 'b', long = "bootstrap", env = "KAFKA_BOOTSTRAP", value_name = "HOST:PORT,...", default_value = conn::DEFAULT_BOOTSTRAP)]
+    bootstrap: String,
+    /// Kafka client property, repeatable (e.g. -X client.id=me)
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    properties: Vec<String>,
+    /// Java .properties file of client properties
+    #[arg(short = 'F', long = "config", value_name = "FILE")]
+    config_file: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Produce records from stdin or a file, one per line
+    Produce(cmd::produce::ProduceArgs),
+    /// Consume records of one or more topics
+    Consume(cmd::consume::ConsumeArgs),
+    /// List, describe, create, delete topics and change their configs
+    #[command(subcommand)]
+    Topics(cmd::topics::TopicsCommand),
+    /// List, describe, delete consumer groups and reset their offsets
+    #[command(subcommand)]
+    Groups(cmd::groups::GroupsCommand),
+    /// Offsets of a topic's partitions: earliest, latest or at a time
+    Offsets(cmd::offsets::OffsetsArgs),
+    /// The cluster: id, controller and brokers
+    Cluster(cmd::cluster::ClusterArgs),
+    /// List and describe transactions
+    #[command(subcommand)]
+    Txn(cmd::txn::TxnCommand),
+    /// Print a shell completion script
+    Completions(cmd::completions::CompletionsArgs),
+}
+
+/// The top-level connection options, with where `-b` came from.
+pub struct Top {
+    conn: ConnArgs,
+    env_bootstrap: Option<String>,
+}
+
+impl Top {
+    /// The settings of a command: the top-level options merged with the command's own.
+    pub fn settings(&self, cmd: &ConnArgs) -> Result<Settings, Failure> {
+        Settings::merge(&self.conn, self.env_bootstrap.clone(), cmd)
+    }
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // `-b` given on the command line beats properties; from the environment or the default it
+    // is only a fallback (see `conn`).
+    let (bootstrap, env_bootstrap) = match matches.value_source("bootstrap") {
+        Some(ValueSource::CommandLine) => (Some(cli.bootstrap.clone()), None),
+        Some(ValueSource::EnvVariable) => (None, Some(cli.bootstrap.clone())),
+        _ => (None, None),
+    };
+    let top = Top {
+        conn: ConnArgs { bootstrap, properties: cli.properties.clone(), config_file: cli.config_file.clone() },
+        env_bootstrap,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kw: error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run(cli.command, top));
+    // Background tasks (delivery trackers, drivers) are not waited for.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            if let Some(m) = failure.message() {
+                eprintln!("kw: error: {m}");
+            }
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+async fn run(command: Command, top: Top) -> Result<(), Failure> {
+    match command {
+        Command::Produce(args) => cmd::produce::run(args, &top).await,
+        Command::Consume(args) => cmd::consume::run(args, &top).await,
+        Command::Topics(c) => cmd::topics::run(c, &top).await,
+        Command::Groups(c) => cmd::groups::run(c, &top).await,
+        Command::Offsets(args) => cmd::offsets::run(args, &top).await,
+        Command::Cluster(args) => cmd::cluster::run(args, &top).await,
+        Command::Txn(c) => cmd::txn::run(c, &top).await,
+        Command::Completions(args) => cmd::completions::run(args, Cli::command()),
+    }
+}

@@ -1,0 +1,692 @@
+//! `kw` run as a program against the real broker (`cargo xtask kafka up`): produce/consume round
+//! trips for every codec, interop with Kafka's console tools, read_committed against Java
+//! transactions, group offsets against `kafka-consumer-groups`, admin commands, and the messages
+//! and exit codes of bad input.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka_wire::client::{Client, ClientConfig};
+use kafka_wire::codec::compression::Compression;
+use kafka_wire_tests::{bootstrap, java_transactions, kafka_tool, kafka_tool_ok, unique_topic};
+use serde_json::{json, Value};
+
+const KW: &str = env!("CARGO_BIN_EXE_kw");
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `kw` with `-b <test broker>` prepended, feeding `stdin`; killed after [`TIMEOUT`].
+fn kw(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let bs = bootstrap();
+    let mut all = vec!["-b", bs.as_str()];
+    all.extend_from_slice(args);
+    kw_raw(&all, stdin, &[])
+}
+
+/// Runs `kw` with exactly `args` and extra environment variables.
+fn kw_raw(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(KW);
+    cmd.args(args).env_remove("KAFKA_BOOTSTRAP").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run kw");
+    let input = stdin.unwrap_or_default().to_vec();
+    let mut child_stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = child_stdin.write_all(&input);
+    });
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.expect("wait for kw"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("kw {args:?} did not finish within {TIMEOUT:?}");
+        }
+    };
+    writer.join().unwrap();
+    out
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `kw` and returns its stdout, panicking (with stderr) unless it exits 0.
+fn kw_ok(args: &[&str], stdin: Option<&[u8]>) -> String {
+    let out = kw(args, stdin);
+    assert!(
+        out.status.success(),
+        "kw {args:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Runs `kw`, expects exit code `code`, and returns stderr.
+fn kw_fails(args: &[&str], stdin: Option<&[u8]>, code: i32) -> String {
+    let out = kw(args, stdin);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "kw {args:?}: expected exit {code}:\n--- stdout\n{}\n--- stderr\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stderr)
+}
+
+fn create_topic(prefix: &str, partitions: u32, configs: &[&str]) -> String {
+    let topic = unique_topic(prefix);
+    let p = partitions.to_string();
+    let mut args = vec!["topics", "create", topic.as_str(), "--partitions", p.as_str(), "--replication-factor", "1"];
+    for c in configs {
+        args.extend(["--config", c]);
+    }
+    kw_ok(&args, None);
+    topic
+}
+
+/// Every record of `topic` as `kw consume -J` prints them, from the beginning to the end.
+fn consume_json(topic: &str, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["consume", topic, "--from", "beginning", "--exit-at-end", "-J"];
+    args.extend_from_slice(extra);
+    kw_ok(&args, None).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// The codec of every batch of partition 0 of `topic`.
+fn batch_codecs(topic: &str) -> BTreeSet<&'static str> {
+    runtime().block_on(async {
+        let client = Client::connect(ClientConfig::new(&bootstrap())).await.unwrap();
+        let batches = kafka_wire_tests::raw::fetch_batches(&client, topic, 0).await;
+        batches.iter().map(|b| b.compression().name()).collect()
+    })
+}
+
+#[test]
+fn round_trip_for_every_codec_with_keys_headers_and_json() {
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let topic = create_topic(&format!("kw-codec-{codec}"), 1, &[]);
+        let mut input = String::new();
+        let mut expected = Vec::new();
+        for i in 0..50 {
+            let value = if i == 7 {
+                Value::Null
+            } else {
+                json!(format!("v{i}-{codec}-ünï \"quoted\"\t{}", "x".repeat(i * 3)))
+            };
+            let key = if i == 3 { Value::Null } else { json!(format!("k{i}")) };
+            input.push_str(&json!({"key": key, "value": value, "headers": {"n": i.to_string()}}).to_string());
+            input.push('\n');
+            expected.push((key, value, json!([{"key": "src", "value": "kw"}, {"key": "n", "value": i.to_string()}])));
+        }
+        let out = kw(
+            &["produce", &topic, "--format", "json", "--compression", codec, "-H", "src=kw"],
+            Some(input.as_bytes()),
+        );
+        assert!(out.status.success(), "{codec}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("produced 50 records"), "{codec}: {}", text(&out.stderr));
+
+        let got = consume_json(&topic, &[]);
+        assert_eq!(got.len(), 50, "{codec}");
+        for (i, (r, (key, value, headers))) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(r["topic"], json!(topic));
+            assert_eq!(r["partition"], json!(0));
+            assert_eq!(r["offset"], json!(i));
+            assert!(r["timestamp"].as_i64().unwrap() > 0);
+            assert_eq!(&r["key"], key, "{codec} record {i}");
+            assert_eq!(&r["value"], value, "{codec} record {i}");
+            assert_eq!(&r["headers"], headers, "{codec} record {i}");
+        }
+        let expected_codec: Compression = codec.parse().unwrap();
+        assert_eq!(batch_codecs(&topic), BTreeSet::from([expected_codec.name()]), "{codec}");
+
+        // The line format with a key delimiter, and the kcat-style output format.
+        let lines = (0..20).map(|i| format!("key{i}::value {i}::with delimiter\n")).collect::<String>();
+        kw_ok(&["produce", &topic, "--key-delimiter", "::", "-z", codec, "-H", "h=1", "-q"], Some(lines.as_bytes()));
+        let out = kw_ok(&["consume", &topic, "--from", "50", "-e", "--format", "%t|%p|%o|%k|%s|%h|%K|%S"], None);
+        let want: String = (0..20)
+            .map(|i| {
+                let v = format!("value {i}::with delimiter");
+                format!("{topic}|0|{}|key{i}|{v}|h=1|{}|{}\n", 50 + i, format!("key{i}").len(), v.len())
+            })
+            .collect();
+        assert_eq!(out, want, "{codec}");
+        // -c stops after N records; -K prints keys with --format value.
+        let out = kw_ok(&["consume", &topic, "--from", "50", "-c", "3", "-K", "=>"], None);
+        assert_eq!(
+            out,
+            "key0=>value 0::with delimiter\nkey1=>value 1::with delimiter\nkey2=>value 2::with delimiter\n"
+        );
+    }
+}
+
+#[test]
+fn json_output_reads_back_as_produce_input() {
+    let a = create_topic("kw-json-a", 2, &[]);
+    let b = create_topic("kw-json-b", 2, &[]);
+    let input = (0..30)
+        .map(|i| {
+            format!("{{\"key\":\"k{i}\",\"value\":\"v{i}\",\"partition\":{},\"headers\":[[\"x\",\"{i}\"]]}}\n", i % 2)
+        })
+        .collect::<String>();
+    kw_ok(&["produce", &a, "--format", "json"], Some(input.as_bytes()));
+    let dump = kw_ok(&["consume", &a, "-o", "beginning", "-e", "-J"], None);
+    assert_eq!(dump.lines().count(), 30);
+    // kw consume -J output is valid kw produce --format json input (topic/offset ignored,
+    // partition and timestamp kept).
+    kw_ok(&["produce", &b, "--format", "json"], Some(dump.as_bytes()));
+    let strip = |v: Vec<Value>| -> BTreeSet<String> {
+        v.into_iter()
+            .map(|mut r| {
+                r.as_object_mut().unwrap().remove("topic");
+                r.to_string()
+            })
+            .collect()
+    };
+    assert_eq!(strip(consume_json(&a, &[])), strip(consume_json(&b, &[])));
+}
+
+#[test]
+fn records_from_kw_read_identically_by_kafkas_console_consumer() {
+    let topic = create_topic("kw-to-java", 1, &[]);
+    let lines: String = (0..25).map(|i| format!("key-{i}:value {i} with spaces and ü\n")).collect();
+    kw_ok(&["produce", &topic, "-K", ":", "-H", "origin=kw", "-H", "n=1", "-z", "lz4"], Some(lines.as_bytes()));
+    let out = kafka_tool_ok(
+        "console-consumer",
+        &[
+            "--bootstrap-server",
+            &bootstrap(),
+            "--topic",
+            &topic,
+            "--from-beginning",
+            "--max-messages",
+            "25",
+            "--timeout-ms",
+            "30000",
+            "--property",
+            "print.key=true",
+            "--property",
+            "print.headers=true",
+        ],
+        None,
+    );
+    let want: String = (0..25).map(|i| format!("origin:kw,n:1\tkey-{i}\tvalue {i} with spaces and ü\n")).collect();
+    assert_eq!(out, want);
+}
+
+#[test]
+fn records_from_kafkas_console_producer_read_identically_by_kw() {
+    let topic = create_topic("java-to-kw", 1, &[]);
+    let lines: String = (0..25).map(|i| format!("h1:a{i},h2:b\tkey-{i}:value {i} ü\n")).collect();
+    kafka_tool_ok(
+        "console-producer",
+        &[
+            "--bootstrap-server",
+            &bootstrap(),
+            "--topic",
+            &topic,
+            "--property",
+            "parse.key=true",
+            "--property",
+            "key.separator=:",
+            "--property",
+            "parse.headers=true",
+        ],
+        Some(lines.as_bytes()),
+    );
+    let got = consume_json(&topic, &[]);
+    assert_eq!(got.len(), 25);
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r["key"], json!(format!("key-{i}")));
+        assert_eq!(r["value"], json!(format!("value {i} ü")));
+        assert_eq!(r["headers"], json!([{"key": "h1", "value": format!("a{i}")}, {"key": "h2", "value": "b"}]));
+    }
+    let out = kw_ok(&["consume", &topic, "-o", "beginning", "-e", "-f", "%k\\t%s"], None);
+    let want: String = (0..25).map(|i| format!("key-{i}\tvalue {i} ü\n")).collect();
+    assert_eq!(out, want);
+}
+
+#[test]
+fn read_committed_shows_only_committed_transactions_of_a_java_producer() {
+    let topic = create_topic("kw-txn", 1, &[]);
+    let out = java_transactions(&bootstrap(), &topic, &[("c1", true), ("a1", false), ("c2", true)]);
+    assert!(out.status.success(), "TxnProducer failed: {}", text(&out.stderr));
+
+    let committed =
+        kw_ok(&["consume", &topic, "--isolation", "read_committed", "--from", "beginning", "--exit-at-end"], None);
+    let want: String = ["c1", "c2"].iter().flat_map(|p| (0..10).map(move |i| format!("{p}-{i}\n"))).collect();
+    assert_eq!(committed, want);
+
+    let all =
+        kw_ok(&["consume", &topic, "--isolation", "read_uncommitted", "--from", "beginning", "--exit-at-end"], None);
+    let want: String = ["c1", "a1", "c2"].iter().flat_map(|p| (0..10).map(move |i| format!("{p}-{i}\n"))).collect();
+    assert_eq!(all, want);
+
+    // The transactions as the coordinator sees them.
+    let txn_id = format!("interop-{topic}");
+    let list = kw_ok(&["txn", "list"], None);
+    assert!(list.lines().any(|l| l.split_whitespace().next() == Some(txn_id.as_str())), "{list}");
+    let described = kw_ok(&["txn", "describe", &txn_id], None);
+    assert!(described.contains(&format!("TransactionalId                {txn_id}")), "{described}");
+    assert!(described.contains("CompleteCommit") || described.contains("Empty"), "{described}");
+    let err = kw_fails(&["txn", "describe", &format!("no-such-{txn_id}")], None, 1);
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+/// `(topic, partition) -> (current, end, lag)` from a `--describe` table with the columns of
+/// `kafka-consumer-groups` (`-` is -1).
+fn lag_table(out: &str, group: &str) -> BTreeMap<(String, i32), (i64, i64, i64)> {
+    let num = |s: &str| s.parse::<i64>().unwrap_or(-1);
+    out.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|c| c.len() >= 6 && c[0] == group && c[2].parse::<i32>().is_ok())
+        .map(|c| ((c[1].to_owned(), c[2].parse().unwrap()), (num(c[3]), num(c[4]), num(c[5]))))
+        .collect()
+}
+
+fn java_describe(group: &str) -> BTreeMap<(String, i32), (i64, i64, i64)> {
+    let out =
+        kafka_tool_ok("consumer-groups", &["--bootstrap-server", &bootstrap(), "--describe", "--group", group], None);
+    lag_table(&out, group)
+}
+
+fn kw_describe(group: &str) -> BTreeMap<(String, i32), (i64, i64, i64)> {
+    lag_table(&kw_ok(&["groups", "describe", group], None), group)
+}
+
+#[test]
+fn group_offsets_describe_and_reset_match_kafkas_tool() {
+    let topic = create_topic("kw-group", 2, &[]);
+    let group = unique_topic("kw-group-g");
+    let p0: String = (0..6).map(|i| format!("a{i}\n")).collect();
+    let p1: String = (0..4).map(|i| format!("b{i}\n")).collect();
+    kw_ok(&["produce", &topic, "-p", "0"], Some(p0.as_bytes()));
+    kw_ok(&["produce", &topic, "-p", "1"], Some(p1.as_bytes()));
+    // Kafka's console consumer commits the group's offsets.
+    let out = kafka_tool(
+        "console-consumer",
+        &[
+            "--bootstrap-server",
+            &bootstrap(),
+            "--topic",
+            &topic,
+            "--group",
+            &group,
+            "--from-beginning",
+            "--max-messages",
+            "10",
+            "--timeout-ms",
+            "20000",
+        ],
+        None,
+    );
+    assert!(text(&out.stderr).contains("Processed a total of 10 messages"), "{}", text(&out.stderr));
+    // More records, so that there is a lag.
+    kw_ok(&["produce", &topic, "-p", "0"], Some(b"c0\nc1\nc2\n"));
+
+    let java = java_describe(&group);
+    assert_eq!(java.len(), 2, "{java:?}");
+    assert_eq!(java[&(topic.clone(), 0)], (6, 9, 3));
+    assert_eq!(kw_describe(&group), java);
+    let listed = kw_ok(&["groups", "list"], None);
+    assert!(listed.lines().any(|l| l == group), "{listed}");
+    let long = kw_ok(&["groups", "list", "--long"], None);
+    assert!(long.lines().any(|l| l.starts_with(&group) && l.contains("Empty")), "{long}");
+
+    // Dry run: the plan, and nothing changes.
+    let plan = kw(&["groups", "reset-offsets", &group, "--topic", &topic, "--to-earliest"], None);
+    assert!(plan.status.success(), "{}", text(&plan.stderr));
+    assert!(text(&plan.stderr).contains("dry run"), "{}", text(&plan.stderr));
+    let plan = text(&plan.stdout);
+    assert!(
+        plan.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [group.as_str(), topic.as_str(), "0", "6", "0"]),
+        "{plan}"
+    );
+    assert_eq!(java_describe(&group), java);
+
+    // --execute moves the group.
+    kw_ok(&["groups", "reset-offsets", &group, "--topic", &topic, "--to-earliest", "--execute"], None);
+    let after = java_describe(&group);
+    assert_eq!(after[&(topic.clone(), 0)], (0, 9, 9));
+    assert_eq!(after[&(topic.clone(), 1)], (0, 4, 4));
+    assert_eq!(kw_describe(&group), after);
+
+    kw_ok(
+        &["groups", "reset-offsets", &group, "--topic", &format!("{topic}:1"), "--to-offset", "2", "--execute"],
+        None,
+    );
+    let after = java_describe(&group);
+    assert_eq!(after[&(topic.clone(), 0)], (0, 9, 9));
+    assert_eq!(after[&(topic.clone(), 1)], (2, 4, 2));
+    assert_eq!(kw_describe(&group), after);
+
+    kw_ok(&["groups", "reset-offsets", &group, "--all-topics", "--shift-by", "-1", "--execute"], None);
+    assert_eq!(java_describe(&group)[&(topic.clone(), 1)], (1, 4, 3));
+
+    // Timestamps: every record so far is older than now.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 60_000;
+    kw_ok(
+        &["groups", "reset-offsets", &group, "--topic", &topic, "--to-datetime", &now.to_string(), "--execute"],
+        None,
+    );
+    let after = java_describe(&group);
+    assert_eq!(after[&(topic.clone(), 0)], (9, 9, 0));
+    assert_eq!(after[&(topic.clone(), 1)], (4, 4, 0));
+    kw_ok(&["groups", "reset-offsets", &group, "--topic", &topic, "--to-datetime", "0", "--execute"], None);
+    assert_eq!(java_describe(&group)[&(topic.clone(), 0)], (0, 9, 9));
+    kw_ok(&["groups", "reset-offsets", &group, "--topic", &topic, "--to-latest", "--execute"], None);
+    assert_eq!(kw_describe(&group)[&(topic.clone(), 0)], (9, 9, 0));
+
+    kw_ok(&["groups", "delete", &group], None);
+    let err = kw_fails(&["groups", "describe", &group], None, 1);
+    assert!(err.contains("does not exist"), "{err}");
+    let err = kw_fails(&["groups", "delete", &group], None, 1);
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn consume_as_a_group_member_commits_what_it_printed() {
+    let topic = create_topic("kw-member", 2, &[]);
+    let group = unique_topic("kw-member-g");
+    let lines: String = (0..20).map(|i| format!("k{i}:v{i}\n")).collect();
+    kw_ok(&["produce", &topic, "-K", ":"], Some(lines.as_bytes()));
+    let out = kw_ok(&["consume", &topic, "--group", &group, "--from", "beginning", "-c", "7"], None);
+    assert_eq!(out.lines().count(), 7, "{out}");
+    let committed: i64 = java_describe(&group).values().map(|(c, _, _)| (*c).max(0)).sum();
+    assert_eq!(committed, 7);
+    // The rest, then the group is at the end.
+    let out = kw_ok(&["consume", &topic, "--group", &group, "--exit-at-end"], None);
+    assert_eq!(out.lines().count(), 13, "{out}");
+    let described = kw_describe(&group);
+    assert!(described.values().all(|(c, e, lag)| c == e && *lag == 0), "{described:?}");
+}
+
+#[test]
+fn consume_start_positions() {
+    let topic = create_topic("kw-start", 2, &[]);
+    let input: String = (0..10)
+        .map(|i| format!("{{\"value\":\"v{i}\",\"partition\":{},\"timestamp\":{}}}\n", i % 2, 1_000_000 + i))
+        .collect();
+    kw_ok(&["produce", &topic, "--format", "json"], Some(input.as_bytes()));
+    let values = |args: &[&str]| -> BTreeSet<String> {
+        let mut all = vec!["consume", topic.as_str(), "-e"];
+        all.extend_from_slice(args);
+        kw_ok(&all, None).lines().map(str::to_owned).collect()
+    };
+    let set = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
+    assert_eq!(values(&["--from", "beginning"]).len(), 10);
+    assert_eq!(values(&[]), BTreeSet::new(), "default start is the end");
+    assert_eq!(values(&["--from", "3"]), set(&["v6", "v7", "v8", "v9"]));
+    assert_eq!(values(&["--from", "-1"]), set(&["v8", "v9"]));
+    assert_eq!(values(&["--from", "@1000006"]), set(&["v6", "v7", "v8", "v9"]));
+    assert_eq!(values(&["--from", "beginning", "-p", "1"]), set(&["v1", "v3", "v5", "v7", "v9"]));
+    // kafka-get-offsets agrees with kw offsets.
+    let java = kafka_tool_ok("get-offsets", &["--bootstrap-server", &bootstrap(), "--topic", &topic], None);
+    let mine = kw_ok(&["offsets", &topic], None);
+    assert_eq!(mine.lines().collect::<BTreeSet<_>>(), java.lines().collect::<BTreeSet<_>>());
+    assert_eq!(mine, format!("{topic}:0:5\n{topic}:1:5\n"));
+    assert_eq!(kw_ok(&["offsets", &topic, "--time", "earliest", "-p", "1"], None), format!("{topic}:1:0\n"));
+    assert_eq!(kw_ok(&["offsets", &topic, "--time", "1000004", "-p", "0"], None), format!("{topic}:0:2\n"));
+}
+
+#[test]
+fn topics_lifecycle_and_cluster() {
+    let topic = create_topic("kw-topics", 3, &["cleanup.policy=compact", "retention.ms=123456"]);
+    assert!(kw_ok(&["topics", "list"], None).lines().any(|l| l == topic));
+    let long = kw_ok(&["topics", "list", "--long"], None);
+    assert!(long.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == [topic.as_str(), "3", "1"]), "{long}");
+    let described = kw_ok(&["topics", "describe", &topic], None);
+    assert!(described.contains("PartitionCount: 3"), "{described}");
+    assert!(described.contains("cleanup.policy=compact") && described.contains("retention.ms=123456"), "{described}");
+
+    kw_ok(&["topics", "alter-config", &topic, "--set", "retention.ms=999", "--delete", "cleanup.policy"], None);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let d = kw_ok(&["topics", "describe", &topic], None);
+        if d.contains("retention.ms=999") && !d.contains("cleanup.policy=compact") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "config change never showed: {d}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let err = kw_fails(&["topics", "create", &topic, "--partitions", "1"], None, 1);
+    assert!(err.contains("already exists"), "{err}");
+    let err = kw_fails(&["topics", "alter-config", &topic, "--set", "retention.ms=soon"], None, 1);
+    assert!(err.contains("INVALID_CONFIG") || err.contains("retention.ms"), "{err}");
+
+    kw_ok(&["topics", "delete", &topic], None);
+    assert!(!kw_ok(&["topics", "list"], None).lines().any(|l| l == topic));
+    let err = kw_fails(&["topics", "describe", &topic], None, 1);
+    assert!(err.contains("does not exist"), "{err}");
+
+    let cluster = kw_ok(&["cluster"], None);
+    assert!(cluster.contains("Cluster ID: ") && cluster.contains("Controller: "), "{cluster}");
+    let brokers = cluster.lines().skip_while(|l| !l.starts_with("ID")).skip(1).count();
+    assert!(brokers >= 1, "{cluster}");
+}
+
+/// The line numbers of a `kw: written: lines 1-3, 5` / `kw: failed: line 4: ...` report line.
+fn report_lines(stderr: &str, what: &str) -> BTreeSet<u64> {
+    let mut out = BTreeSet::new();
+    for l in stderr.lines() {
+        let Some(rest) = l.strip_prefix(&format!("kw: {what}: ")) else { continue };
+        if rest == "none" {
+            continue;
+        }
+        let rest = rest.strip_prefix("lines ").or_else(|| rest.strip_prefix("line ")).unwrap();
+        let list = rest.split(": ").next().unwrap();
+        for part in list.split(", ") {
+            match part.split_once('-') {
+                Some((a, b)) => out.extend(a.parse::<u64>().unwrap()..=b.parse().unwrap()),
+                None => {
+                    out.insert(part.parse().unwrap());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_produce_that_fails_part_way_names_the_lines_written_and_failed() {
+    // A send that fails: line 4 names a partition that does not exist.
+    let topic = create_topic("kw-partial", 1, &[]);
+    let input = "{\"value\":\"1\"}\n{\"value\":\"2\"}\n\n{\"value\":\"4\",\"partition\":9}\n{\"value\":\"5\"}\n";
+    let err = kw_fails(&["produce", &topic, "--format", "json"], Some(input.as_bytes()), 1);
+    assert!(err.contains("kw: written: lines 1-2\n"), "{err}");
+    assert!(err.contains("kw: failed: line 4: "), "{err}");
+    assert!(err.contains("partition 9"), "{err}");
+    assert!(err.contains("kw: not sent: input from line 5 on"), "{err}");
+    assert!(err.lines().last().unwrap().starts_with("kw: error: "), "{err}");
+    assert_eq!(kw_ok(&["consume", &topic, "-o", "beginning", "-e"], None), "1\n2\n");
+
+    // Malformed JSON: the lines before it are written, the rest is not sent.
+    let input = "{\"value\":\"a\"}\n{\"value\":\"b\"}\n{\"value\": nope}\n{\"value\":\"d\"}\n";
+    let err = kw_fails(&["produce", &topic, "--format", "json"], Some(input.as_bytes()), 1);
+    assert!(err.contains("kw: written: lines 1-2\n"), "{err}");
+    assert!(err.contains("kw: failed: line 3: malformed JSON: "), "{err}");
+    assert!(err.contains("kw: not sent: input from line 4 on"), "{err}");
+    assert_eq!(kw_ok(&["consume", &topic, "-o", "2", "-e"], None), "a\nb\n");
+
+    // Failures the broker reports: records larger than the topic's max.message.bytes.
+    let small = create_topic("kw-partial-big", 1, &["max.message.bytes=2000"]);
+    let big = "x".repeat(5000);
+    let input: String =
+        (1..=12).map(|n| if n == 6 || n == 7 { format!("{big}{n}\n") } else { format!("line-{n}\n") }).collect();
+    let out = kw(&["produce", &small, "-X", "linger.ms=0", "-X", "batch.size=1"], Some(input.as_bytes()));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let written = report_lines(&err, "written");
+    let failed = report_lines(&err, "failed");
+    assert!(failed.contains(&6) && failed.contains(&7), "{err}");
+    assert!(written.is_disjoint(&failed), "{err}");
+    let in_topic: BTreeSet<u64> = kw_ok(&["consume", &small, "-o", "beginning", "-e"], None)
+        .lines()
+        .map(|l| l.strip_prefix("line-").unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(in_topic, written, "the lines reported written are exactly those in the topic:\n{err}");
+    let accounted: BTreeSet<u64> = written.union(&failed).copied().collect();
+    if let Some(from) = err.lines().find_map(|l| l.strip_prefix("kw: not sent: input from line ")) {
+        let from: u64 = from.split(' ').next().unwrap().parse().unwrap();
+        assert_eq!(accounted, (1..from).collect(), "{err}");
+    } else {
+        assert_eq!(accounted, (1..=12).collect(), "{err}");
+    }
+}
+
+#[test]
+fn bad_input_gives_a_clear_message_and_the_right_exit_code() {
+    let topic = create_topic("kw-bad", 1, &[]);
+    let missing = unique_topic("kw-missing");
+
+    let err = kw_fails(&["produce", &missing], Some(b"x\n"), 1);
+    assert_eq!(err, format!("kw: error: topic '{missing}' does not exist\n"));
+    let err = kw_fails(&["consume", &missing, "-e"], None, 1);
+    assert_eq!(err, format!("kw: error: topic '{missing}' does not exist\n"));
+    let err = kw_fails(&["offsets", &missing], None, 1);
+    assert!(err.contains("does not exist"), "{err}");
+    let err = kw_fails(&["consume", &topic, "-p", "5", "-e"], None, 1);
+    assert!(err.contains("partition 5 does not exist"), "{err}");
+
+    // Unreachable broker: a runtime error, quickly.
+    for args in [
+        &["-b", "127.0.0.1:1", "topics", "list"][..],
+        &["produce", &topic, "-b", "127.0.0.1:1"],
+        &["consume", &topic, "-b", "127.0.0.1:1"],
+    ] {
+        let started = Instant::now();
+        let out = kw_raw(args, Some(b"x\n"), &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.starts_with("kw: error: cannot connect to Kafka: no broker reachable; tried 127.0.0.1:1"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    // Unknown properties and bad values: configuration errors, exit 2.
+    let err = kw_fails(&["produce", &topic, "-X", "no.such.property=1"], Some(b"x\n"), 2);
+    assert_eq!(
+        err,
+        "kw: error: invalid configuration no.such.property (producer): unknown property (from -X no.such.property=1)\n"
+    );
+    let err = kw_fails(&["consume", &topic, "-X", "fetch.max.wait.ms=soon"], None, 2);
+    assert!(err.contains("fetch.max.wait.ms") && err.contains("not a number"), "{err}");
+    let err = kw_fails(&["produce", &topic, "-X", "transactional.id=t1"], Some(b"x\n"), 2);
+    assert!(err.contains("transactional.id"), "{err}");
+    let err = kw_fails(&["topics", "list", "-X", "linger.ms"], None, 2);
+    assert!(err.contains("expected KEY=VALUE"), "{err}");
+    let err = kw_fails(&["produce", &topic, "--acks", "1", "--idempotent", "true"], Some(b"x\n"), 2);
+    assert!(err.contains("acks"), "{err}");
+    let dir = std::env::temp_dir().join(unique_topic("kw-props"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("client.properties");
+    std::fs::write(&file, "# comment\nclient.id = kw-test\n\nbogus.setting=1\n").unwrap();
+    let err = kw_fails(&["topics", "list", "--config", file.to_str().unwrap()], None, 2);
+    assert!(err.contains("bogus.setting") && err.contains("client.properties:4"), "{err}");
+    std::fs::write(&file, format!("bootstrap.servers={}\nclient.id=kw-test\nacks=all\n", bootstrap())).unwrap();
+    let out = kw_raw(&["topics", "list", "-F", file.to_str().unwrap()], None, &[("KAFKA_BOOTSTRAP", "127.0.0.1:1")]);
+    assert!(out.status.success(), "the file's bootstrap.servers beats $KAFKA_BOOTSTRAP: {}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // KAFKA_BOOTSTRAP is used without -b, and -b beats it.
+    let out = kw_raw(&["topics", "list"], None, &[("KAFKA_BOOTSTRAP", "127.0.0.1:1")]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = kw_raw(&["topics", "list", "-b", &bootstrap()], None, &[("KAFKA_BOOTSTRAP", "127.0.0.1:1")]);
+    assert!(out.status.success());
+
+    // Usage errors: clap's and kw's own.
+    kw_fails(&["consume"], None, 2);
+    kw_fails(&["produce", &topic, "--compression", "brotli"], None, 2);
+    kw_fails(&["consume", &topic, "--from", "yesterday"], None, 2);
+    let err = kw_fails(&["consume", &topic, "--format", "%q"], None, 2);
+    assert!(err.contains("unknown placeholder %q"), "{err}");
+    let err = kw_fails(&["consume", &topic, "--group", "g", "-p", "0"], None, 2);
+    assert!(err.contains("--partition"), "{err}");
+    kw_fails(&["groups", "reset-offsets", "g", "--topic", &topic], None, 2);
+    kw_fails(&["groups", "reset-offsets", "g", "--topic", &topic, "--to-earliest", "--to-latest"], None, 2);
+    let err = kw_fails(&["produce", &topic, "--format", "json", "-K", ":"], None, 2);
+    assert!(err.contains("--key-delimiter"), "{err}");
+    let err = kw_fails(&["produce", &topic, "-H", "nokeyvalue"], None, 2);
+    assert!(err.contains("expected KEY=VALUE"), "{err}");
+    let err = kw_fails(&["produce", &topic, "--file", "/no/such/file"], None, 1);
+    assert!(err.contains("/no/such/file"), "{err}");
+}
+
+#[test]
+fn help_shows_examples_and_completions_are_generated() {
+    let commands: &[&[&str]] = &[
+        &[],
+        &["produce"],
+        &["consume"],
+        &["topics", "list"],
+        &["topics", "describe"],
+        &["topics", "create"],
+        &["topics", "delete"],
+        &["topics", "alter-config"],
+        &["groups", "list"],
+        &["groups", "describe"],
+        &["groups", "delete"],
+        &["groups", "reset-offsets"],
+        &["offsets"],
+        &["cluster"],
+        &["txn", "list"],
+        &["txn", "describe"],
+        &["completions"],
+    ];
+    for c in commands {
+        let mut args = c.to_vec();
+        args.push("--help");
+        let out = kw_raw(&args, None, &[]);
+        assert!(out.status.success(), "{args:?}");
+        let help = text(&out.stdout);
+        assert!(help.contains("Example"), "{args:?} has no example:\n{help}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = kw_raw(&["completions", shell], None, &[]);
+        assert!(out.status.success());
+        let script = text(&out.stdout);
+        assert!(script.contains("reset-offsets") && script.contains("kw"), "{shell}");
+    }
+    let out = kw_raw(&["completions", "tcsh"], None, &[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn consume_stops_quietly_when_the_reader_goes_away() {
+    let topic = create_topic("kw-pipe", 1, &[]);
+    let lines: String = (0..20000).map(|i| format!("record {i} {}\n", "y".repeat(100))).collect();
+    kw_ok(&["produce", &topic, "-q"], Some(lines.as_bytes()));
+    let bs = bootstrap();
+    let mut child = Command::new(KW)
+        .args(["-b", &bs, "consume", &topic, "-o", "beginning"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 100];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "kw consume kept running after its reader left");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+}
