@@ -24,6 +24,10 @@
 
 #[path = "../tests/support/fake_broker.rs"]
 mod fake_broker;
+#[path = "support/proc_stats.rs"]
+mod proc_stats;
+
+use proc_stats::{cpu_seconds, loadavg, status_kb};
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,7 +42,6 @@ use tokio::sync::mpsc;
 
 /// Every SAMPLE_EVERY-th record's latency is measured.
 const SAMPLE_EVERY: u64 = 16;
-const CLOCK_TICKS: f64 = 100.0;
 
 struct Args {
     fake: bool,
@@ -88,27 +91,6 @@ fn parse_args() -> Result<Args, String> {
 
 fn num<T: std::str::FromStr>(s: &str) -> Result<T, String> {
     s.replace('_', "").parse().map_err(|_| format!("not a number: {s}"))
-}
-
-/// (user, system) CPU seconds from a /proc/…/stat file (fields 14 and 15, after the `(comm)`).
-fn cpu_seconds(stat_path: &str) -> (f64, f64) {
-    let Ok(s) = std::fs::read_to_string(stat_path) else { return (0.0, 0.0) };
-    let Some(rest) = s.rfind(')').map(|i| &s[i + 1..]) else { return (0.0, 0.0) };
-    // After ")": field 3 (state) is the first; utime is field 14, stime field 15.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0) / CLOCK_TICKS;
-    (get(14), get(15))
-}
-
-/// A line of /proc/self/status in kB, e.g. `VmHWM`.
-fn status_kb(key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))?;
-    line[key.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

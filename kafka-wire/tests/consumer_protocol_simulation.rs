@@ -136,6 +136,8 @@ struct Params {
     rebalance_ms: u64,
     /// The application sometimes takes long to revoke.
     slow_revocations: bool,
+    /// The chance that a request, or an answer, is lost (in the fault window).
+    drop_rate: f64,
     trace: bool,
 }
 
@@ -154,6 +156,7 @@ impl Params {
             heartbeat_ms: 300,
             rebalance_ms: 5_000,
             slow_revocations: true,
+            drop_rate: 0.02,
             trace: std::env::var("SIM_TRACE").is_ok(),
         }
     }
@@ -1077,7 +1080,7 @@ impl Sim {
     fn send(&mut self, from: usize, req: u64, target: Target, request: ConsumerGroupRequest) {
         let kind = request.kind();
         self.members[from].in_flight.insert(req, kind);
-        let drop = self.in_fault_window() && self.rng.chance(0.02);
+        let drop = self.in_fault_window() && self.rng.chance(self.p.drop_rate);
         if drop || self.cut_off(from) {
             if drop {
                 self.fault("drop request");
@@ -1095,7 +1098,7 @@ impl Sim {
         let Some(kind) = self.members[to].in_flight.get(&req).copied() else {
             return;
         };
-        let drop = self.in_fault_window() && self.rng.chance(0.02);
+        let drop = self.in_fault_window() && self.rng.chance(self.p.drop_rate);
         let at = self.fifo_time(to, false);
         if drop || self.cut_off(to) {
             if drop {
@@ -1639,30 +1642,48 @@ fn describe_response(r: &ConsumerGroupResponse) -> String {
 
 // ---- tests -----------------------------------------------------------------------------------
 
-fn seeds(default: u64) -> Vec<u64> {
+fn seeds(default: u64, offset: u64) -> Vec<u64> {
     if let Ok(s) = std::env::var("SIM_SEED") {
         return vec![s.parse().expect("SIM_SEED")];
     }
     let n = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
-    (1..=n).collect()
+    let extra: u64 = std::env::var("SIM_SEED_OFFSET").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (1..=n).map(|s| s + offset + extra).collect()
 }
 
-fn run_seeds(faults: bool, default_seeds: u64, offset: u64) {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Faults,
+    /// More drops, shorter session and rebalance timeouts: more fences, expirations and
+    /// revocation timeouts.
+    Harsh,
+    Quiet,
+}
+
+fn run_seeds(mode: Mode, default_seeds: u64, offset: u64) {
     let mut total = Stats::default();
     let mut failures = Vec::new();
-    for seed in seeds(default_seeds) {
-        let mut p = Params::standard(seed + offset);
-        p.faults = faults;
-        if !faults {
-            p.fault_ms = 0;
-            p.settle_ms = 8_000;
+    for seed in seeds(default_seeds, offset) {
+        let mut p = Params::standard(seed);
+        match mode {
+            Mode::Faults => {}
+            Mode::Harsh => {
+                p.drop_rate = 0.06;
+                p.session_ms = 1_500;
+                p.rebalance_ms = 2_000;
+            }
+            Mode::Quiet => {
+                p.faults = false;
+                p.fault_ms = 0;
+                p.settle_ms = 8_000;
+            }
         }
         let mut sim = Sim::new(p);
         sim.run();
         total.add(&sim.stats);
         failures.extend(sim.violations);
     }
-    total.print(&format!("KIP-848 members, faults={faults}"));
+    total.print(&format!("KIP-848 members, {mode:?}"));
     for f in failures.iter().take(15) {
         println!("   VIOLATION {f}");
     }
@@ -1672,17 +1693,22 @@ fn run_seeds(faults: bool, default_seeds: u64, offset: u64) {
 
 #[test]
 fn members_with_faults() {
-    run_seeds(true, 40, 0);
+    run_seeds(Mode::Faults, 30, 0);
 }
 
 #[test]
 fn members_with_faults_more_seeds() {
-    run_seeds(true, 40, 1_000);
+    run_seeds(Mode::Faults, 30, 1_000);
+}
+
+#[test]
+fn members_with_harsh_faults() {
+    run_seeds(Mode::Harsh, 20, 2_000);
 }
 
 #[test]
 fn members_without_faults() {
-    run_seeds(false, 25, 0);
+    run_seeds(Mode::Quiet, 25, 0);
 }
 
 // ---- hand-driven scenarios --------------------------------------------------------------------
