@@ -139,9 +139,13 @@ impl Client {
         self.connection(&self.inner.control_connections, node_id).await
     }
 
-    /// Sends `request` to broker `node_id` on its coordination connection.
-    pub async fn send_control<R: Request>(&self, node_id: i32, request: &R) -> Result<R::Response> {
-        self.control(node_id).await?.send(request).await
+    /// Sends `request` to broker `node_id` on its coordination connection, at the highest
+    /// common version up to `max_version` (requests that name topics rather than topic ids stop
+    /// below the versions that need ids).
+    pub async fn send_control<R: Request>(&self, node_id: i32, request: &R, max_version: i16) -> Result<R::Response> {
+        let conn = self.control(node_id).await?;
+        let version = conn.version_for::<R>()?.min(max_version);
+        conn.send_version(request, version).await
     }
 
     async fn connection(&self, pool: &Mutex<BTreeMap<i32, Arc<Connection>>>, node_id: i32) -> Result<Arc<Connection>> {

@@ -1129,7 +1129,7 @@ async fn send_commit(inner: &Inner, group: &str, request: &OffsetCommitRequest) 
     let mut backoff = inner.config.retry_backoff;
     loop {
         let node = coordinator(inner, group).await?;
-        let outcome = match inner.client.send_control(node, request).await {
+        let outcome = match inner.client.send_control(node, request, 9).await {
             Ok(r) => {
                 let failed = r.topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (t, p))).find(|(_, p)| p.error_code != ErrorCode::NONE);
                 match failed {
@@ -1173,7 +1173,7 @@ pub(super) async fn fetch_committed(
     let mut backoff = inner.config.retry_backoff;
     loop {
         let node = coordinator(inner, group).await?;
-        let error = match inner.client.send_control(node, &request).await {
+        let error = match inner.client.send_control(node, &request, 9).await {
             Ok(r) => match committed_from(&r, group) {
                 Ok(map) => return Ok(map),
                 Err(e) => e,

@@ -262,14 +262,17 @@ fn apply_event(st: &mut super::consumer::State, event: GroupEvent) {
 async fn send(client: &super::Client, target: Target, request: GroupRequest) -> GroupResponse {
     let kind = request.kind();
     macro_rules! go {
-        ($req:expr, $variant:ident) => {{
+        ($req:expr, $variant:ident) => {
+            go!($req, $variant, i16::MAX)
+        };
+        ($req:expr, $variant:ident, $max:expr) => {{
             let result = match target {
                 Target::AnyBroker => client.send_any(&$req).await,
                 Target::Coordinator(node) => {
                     if !client.brokers().iter().any(|b| b.node_id == node) {
                         let _ = client.metadata(Some(&[])).await;
                     }
-                    client.send_control(node, &$req).await
+                    client.send_control(node, &$req, $max).await
                 }
             };
             match result {
@@ -287,8 +290,9 @@ async fn send(client: &super::Client, target: Target, request: GroupRequest) -> 
         GroupRequest::SyncGroup(r) => go!(r, SyncGroup),
         GroupRequest::Heartbeat(r) => go!(r, Heartbeat),
         GroupRequest::LeaveGroup(r) => go!(r, LeaveGroup),
-        GroupRequest::OffsetCommit(r) => go!(r, OffsetCommit),
-        GroupRequest::OffsetFetch(r) => go!(r, OffsetFetch),
+        // v10 names topics by id; these requests carry names.
+        GroupRequest::OffsetCommit(r) => go!(r, OffsetCommit, 9),
+        GroupRequest::OffsetFetch(r) => go!(r, OffsetFetch, 9),
     }
 }
 
