@@ -317,3 +317,37 @@ async fn our_consumer_and_the_java_consumer_share_a_classic_group() {
     assert_eq!(java_partitions, want_java, "{}", String::from_utf8_lossy(&out.stderr));
     ours.close().await.unwrap();
 }
+
+/// The same group of three with the next-generation protocol (KIP-848, `group.protocol=consumer`,
+/// server-side assignment; Kafka 4.x): every record processed, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip_848_group_consumes_every_record_once() {
+    const N: u64 = 60_000;
+    let client = client().await;
+    let topic = unique_topic("kip848");
+    let group = unique_topic("g848");
+    create_topic(&client, &topic, 6, 1, &[]).await;
+    produce(&topic, 6, N).await;
+    let seen: Seen = Arc::default();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut handles = Vec::new();
+    for _ in 0..3 {
+        let config = member_config(&group).group_protocol(kafka_wire::client::GroupProtocol::Consumer);
+        let c = Consumer::new(config).await.unwrap();
+        c.subscribe([topic.as_str()]).unwrap();
+        handles.push(tokio::spawn(run_member(c, seen.clone(), stop.clone())));
+    }
+    wait_until("all records", Duration::from_secs(120), || seen.lock().unwrap().len() as u64 >= N).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.notify_waiters();
+    for h in handles {
+        h.await.unwrap().close().await.unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    let distinct: BTreeSet<u64> = seen.iter().map(|(_, _, v)| *v).collect();
+    assert_eq!(distinct.len() as u64, N, "every record processed");
+    assert_eq!(seen.len() as u64, N, "no record processed twice");
+    let admin = Admin::new(client.clone());
+    let total: i64 = admin.list_group_offsets(&group, None).await.unwrap().iter().map(|o| o.offset).sum();
+    assert_eq!(total as u64, N, "the group committed the end of every partition");
+}

@@ -18,6 +18,10 @@ use super::error::{Error, Result};
 use crate::codec::messages::MetadataResponse;
 use crate::codec::ErrorCode;
 use crate::proto::assignor;
+use crate::codec::messages::ConsumerGroupHeartbeatResponse;
+use crate::proto::consumer_protocol::{
+    ConsumerGroupConfig, ConsumerGroupMember, ConsumerGroupRequest, ConsumerGroupResponse,
+};
 use crate::proto::group::{GroupConfig, GroupEvent, GroupMember, GroupRequest, GroupResponse, Target, Tp};
 use crate::proto::producer::TopicPartition;
 
@@ -25,6 +29,88 @@ use crate::proto::producer::TopicPartition;
 pub(super) enum Subscription {
     Topics(BTreeSet<String>),
     Pattern(regex::Regex),
+}
+
+/// The member of either group protocol: classic (JoinGroup/SyncGroup) or consumer (KIP-848).
+/// Both state machines offer the same calls; requests and answers differ.
+enum Member {
+    Classic(GroupMember),
+    Consumer(Box<ConsumerGroupMember>),
+}
+
+enum AnyRequest {
+    Classic(GroupRequest),
+    Consumer(ConsumerGroupRequest),
+}
+
+enum AnyResponse {
+    Classic(GroupResponse),
+    Consumer(ConsumerGroupResponse),
+}
+
+macro_rules! both {
+    ($self:expr, $m:ident => $e:expr) => {
+        match $self {
+            Member::Classic($m) => $e,
+            Member::Consumer($m) => $e,
+        }
+    };
+}
+
+impl Member {
+    fn subscribe(&mut self, topics: BTreeSet<String>, now: Instant) {
+        both!(self, m => m.subscribe(topics, now))
+    }
+    fn set_partition_counts(&mut self, counts: BTreeMap<String, i32>, now: Instant) {
+        both!(self, m => m.set_partition_counts(counts, now))
+    }
+    fn poll_called(&mut self, now: Instant) {
+        both!(self, m => m.poll_called(now))
+    }
+    fn revocation_done(&mut self, now: Instant) {
+        both!(self, m => m.revocation_done(now))
+    }
+    fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64 {
+        both!(self, m => m.commit(offsets, now))
+    }
+    fn leave(&mut self, now: Instant) {
+        both!(self, m => m.leave(now))
+    }
+    fn next_timeout(&self) -> Option<Instant> {
+        both!(self, m => m.next_timeout())
+    }
+    fn assignment(&self) -> &BTreeSet<Tp> {
+        both!(self, m => m.assignment())
+    }
+    fn is_stable(&self) -> bool {
+        both!(self, m => m.is_stable())
+    }
+    fn has_left(&self) -> bool {
+        both!(self, m => m.has_left())
+    }
+    fn fatal_error(&self) -> Option<ErrorCode> {
+        both!(self, m => m.fatal_error())
+    }
+    fn metadata_topics(&self) -> BTreeSet<String> {
+        both!(self, m => m.metadata_topics())
+    }
+    fn poll_event(&mut self) -> Option<GroupEvent> {
+        both!(self, m => m.poll_event())
+    }
+    fn poll_request(&mut self, now: Instant) -> Option<(u64, Target, AnyRequest)> {
+        match self {
+            Member::Classic(m) => m.poll_request(now).map(|(id, t, r)| (id, t, AnyRequest::Classic(r))),
+            Member::Consumer(m) => m.poll_request(now).map(|(id, t, r)| (id, t, AnyRequest::Consumer(r))),
+        }
+    }
+    fn handle_response(&mut self, id: u64, response: AnyResponse, now: Instant) {
+        match (self, response) {
+            (Member::Classic(m), AnyResponse::Classic(r)) => m.handle_response(id, r, now),
+            (Member::Consumer(m), AnyResponse::Consumer(r)) => m.handle_response(id, r, now),
+            // A member answers only its own requests.
+            _ => {}
+        }
+    }
 }
 
 /// A rebalance step the application's task must run.
@@ -37,9 +123,9 @@ enum AppEvent {
 #[derive(Default)]
 pub(super) struct GroupState {
     subscription: Option<Subscription>,
-    member: Option<GroupMember>,
-    responses: Option<mpsc::UnboundedReceiver<(u64, GroupResponse)>>,
-    responder: Option<mpsc::UnboundedSender<(u64, GroupResponse)>>,
+    member: Option<Member>,
+    responses: Option<mpsc::UnboundedReceiver<(u64, AnyResponse)>>,
+    responder: Option<mpsc::UnboundedSender<(u64, AnyResponse)>>,
     app_events: VecDeque<AppEvent>,
     commits: HashMap<u64, oneshot::Sender<std::result::Result<(), ErrorCode>>>,
     last_auto_commit: Option<Instant>,
@@ -72,12 +158,6 @@ pub(super) fn subscribe(inner: &Arc<Inner>, subscription: Subscription) -> Resul
     let Some(group) = config.group_id.clone() else {
         return Err(Error::config("group.id", "needed to subscribe"));
     };
-    if config.group_protocol == super::GroupProtocol::Consumer {
-        return Err(Error::config(
-            "group.protocol",
-            "the consumer protocol (KIP-848) is not implemented by this client; use classic",
-        ));
-    }
     let mut assignors: Vec<Arc<dyn assignor::Assignor + Send + Sync>> = Vec::new();
     for name in &config.partition_assignment_strategy {
         let a = assignor::by_name(name)
@@ -90,16 +170,30 @@ pub(super) fn subscribe(inner: &Arc<Inner>, subscription: Subscription) -> Resul
     }
     let now = Instant::now();
     if st.group.member.is_none() {
-        let mut gc = GroupConfig::new(group, assignors);
-        gc.group_instance_id = config.group_instance_id.clone();
-        gc.session_timeout = config.session_timeout;
-        gc.rebalance_timeout = config.max_poll_interval;
-        gc.heartbeat_interval = config.heartbeat_interval;
-        gc.retry_backoff = config.retry_backoff;
-        gc.retry_backoff_max = config.retry_backoff_max;
-        gc.rack = config.client_rack.clone();
+        let member = if config.group_protocol == super::GroupProtocol::Consumer {
+            let mut gc = ConsumerGroupConfig::new(group);
+            gc.group_instance_id = config.group_instance_id.clone();
+            gc.session_timeout = config.session_timeout;
+            gc.rebalance_timeout = config.max_poll_interval;
+            gc.heartbeat_interval = config.heartbeat_interval;
+            gc.server_assignor = config.group_remote_assignor.clone();
+            gc.retry_backoff = config.retry_backoff;
+            gc.retry_backoff_max = config.retry_backoff_max;
+            gc.rack = config.client_rack.clone();
+            Member::Consumer(Box::new(ConsumerGroupMember::new(gc, now)))
+        } else {
+            let mut gc = GroupConfig::new(group, assignors);
+            gc.group_instance_id = config.group_instance_id.clone();
+            gc.session_timeout = config.session_timeout;
+            gc.rebalance_timeout = config.max_poll_interval;
+            gc.heartbeat_interval = config.heartbeat_interval;
+            gc.retry_backoff = config.retry_backoff;
+            gc.retry_backoff_max = config.retry_backoff_max;
+            gc.rack = config.client_rack.clone();
+            Member::Classic(GroupMember::new(gc, now))
+        };
         let (tx, rx) = mpsc::unbounded_channel();
-        st.group.member = Some(GroupMember::new(gc, now));
+        st.group.member = Some(member);
         st.group.responder = Some(tx);
         st.group.responses = Some(rx);
     }
@@ -142,6 +236,15 @@ pub(super) fn metadata_updated(inner: &Arc<Inner>, response: &MetadataResponse) 
             .filter_map(|t| t.name.as_deref().filter(|n| re.is_match(n)).map(str::to_owned))
             .collect();
         member.subscribe(matching, now);
+    }
+    if let Member::Consumer(m) = member {
+        let names = response
+            .topics
+            .iter()
+            .filter(|t| t.error_code == ErrorCode::NONE)
+            .filter_map(|t| Some((t.topic_id, t.name.as_deref()?.to_owned())))
+            .collect();
+        m.set_topic_names(names, now);
     }
     let subscribed = member.metadata_topics();
     let counts: BTreeMap<String, i32> = response
@@ -259,7 +362,51 @@ fn apply_event(st: &mut super::consumer::State, event: GroupEvent) {
     }
 }
 
-async fn send(client: &super::Client, target: Target, request: GroupRequest) -> GroupResponse {
+async fn send(client: &super::Client, target: Target, request: AnyRequest) -> AnyResponse {
+    match request {
+        AnyRequest::Classic(r) => AnyResponse::Classic(send_classic(client, target, r).await),
+        AnyRequest::Consumer(r) => AnyResponse::Consumer(send_consumer(client, target, r).await),
+    }
+}
+
+async fn send_consumer(client: &super::Client, target: Target, request: ConsumerGroupRequest) -> ConsumerGroupResponse {
+    let kind = request.kind();
+    macro_rules! go {
+        ($req:expr, $variant:ident, $max:expr) => {{
+            let result = match target {
+                Target::AnyBroker => client.send_any(&$req).await,
+                Target::Coordinator(node) => {
+                    if !client.brokers().iter().any(|b| b.node_id == node) {
+                        let _ = client.metadata(Some(&[])).await;
+                    }
+                    client.send_control(node, &$req, $max).await
+                }
+            };
+            match result {
+                Ok(r) => ConsumerGroupResponse::$variant(r),
+                // A broker without ConsumerGroupHeartbeat: the member stops with a fatal error.
+                Err(Error::UnsupportedVersion { .. }) if kind == crate::proto::consumer_protocol::ConsumerGroupRequestKind::ConsumerGroupHeartbeat => {
+                    ConsumerGroupResponse::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse {
+                        error_code: ErrorCode::UNSUPPORTED_VERSION,
+                        ..Default::default()
+                    })
+                }
+                Err(e) => {
+                    tracing::debug!(?kind, error = %e, "group request failed");
+                    ConsumerGroupResponse::Failed { kind }
+                }
+            }
+        }};
+    }
+    match request {
+        ConsumerGroupRequest::FindCoordinator(r) => go!(r, FindCoordinator, i16::MAX),
+        ConsumerGroupRequest::ConsumerGroupHeartbeat(r) => go!(r, ConsumerGroupHeartbeat, i16::MAX),
+        ConsumerGroupRequest::OffsetCommit(r) => go!(r, OffsetCommit, 9),
+        ConsumerGroupRequest::OffsetFetch(r) => go!(r, OffsetFetch, 9),
+    }
+}
+
+async fn send_classic(client: &super::Client, target: Target, request: GroupRequest) -> GroupResponse {
     let kind = request.kind();
     macro_rules! go {
         ($req:expr, $variant:ident) => {
@@ -297,7 +444,7 @@ async fn send(client: &super::Client, target: Target, request: GroupRequest) -> 
 }
 
 pub(super) fn next_timeout(inner: &Inner) -> Option<Instant> {
-    inner.lock().group.member.as_ref().and_then(GroupMember::next_timeout)
+    inner.lock().group.member.as_ref().and_then(Member::next_timeout)
 }
 
 /// Runs the rebalance steps the group queued for the application, in order.
@@ -357,7 +504,7 @@ pub(super) async fn commit(inner: &Arc<Inner>, offsets: BTreeMap<TopicPartition,
         let (tx, rx) = oneshot::channel();
         st.group.commits.insert(id, tx);
         // The member may have answered at once (no current generation).
-        while let Some(event) = st.group.member.as_mut().and_then(GroupMember::poll_event) {
+        while let Some(event) = st.group.member.as_mut().and_then(Member::poll_event) {
             apply_event(&mut st, event);
         }
         rx
