@@ -12,7 +12,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_wire::codec::compression::{compress, Compression};
 use kafka_wire::codec::header::{RequestHeader, ResponseHeader};
 use kafka_wire::codec::messages::{Message, Request};
-use kafka_wire::codec::record_batch::{BatchBuilder, ControlRecord, ControlType, EndTxnMarker, Header};
+use kafka_wire::codec::record_batch::{
+    BatchBuilder, ControlRecord, ControlType, EndTxnMarker, Header,
+};
 use kafka_wire::codec::RawTaggedField;
 
 /// A small deterministic generator (xorshift64*), so the seeds are the same on every run.
@@ -103,9 +105,15 @@ where
             resp.encode(&mut body, version);
             responses.add(&prefixed(key, version, &body));
             let mut frame = BytesMut::new();
-            let mut header = ResponseHeader { correlation_id: i as i32, unknown_tagged_fields: Vec::new() };
+            let mut header = ResponseHeader {
+                correlation_id: i as i32,
+                unknown_tagged_fields: Vec::new(),
+            };
             if i == 2 {
-                header.unknown_tagged_fields.push(RawTaggedField { tag: 9, data: Bytes::from_static(b"t") });
+                header.unknown_tagged_fields.push(RawTaggedField {
+                    tag: 9,
+                    data: Bytes::from_static(b"t"),
+                });
             }
             header.encode(&mut frame, Req::response_header_version(version));
             frame.extend_from_slice(&body);
@@ -146,30 +154,47 @@ fn batches(rng: &mut Rng) -> Vec<Bytes> {
         let mut b = BatchBuilder::new(0);
         for i in 0..5 {
             let value = rng.bytes(20 + i * 7);
-            let headers = [Header::new("trace", Some(Bytes::from(rng.bytes(4)))), Header::new("k", None::<Bytes>)];
+            let headers = [
+                Header::new("trace", Some(Bytes::from(rng.bytes(4)))),
+                Header::new("k", None::<Bytes>),
+            ];
             let key = format!("key-{i}");
-            b.push(1_700_000_000_000 + i as i64, Some(key.as_bytes()), Some(&value), &headers[..i % 3])
-                .unwrap();
+            b.push(
+                1_700_000_000_000 + i as i64,
+                Some(key.as_bytes()),
+                Some(&value),
+                &headers[..i % 3],
+            )
+            .unwrap();
         }
         out.push(b.finish(codec));
         // An idempotent, transactional batch with null keys and a log append time.
         let mut b = BatchBuilder::new(42);
-        b.set_producer_state(1000, 3, 17).set_transactional(true).set_log_append_time(Some(99));
+        b.set_producer_state(1000, 3, 17)
+            .set_transactional(true)
+            .set_log_append_time(Some(99));
         b.push(5, None, Some(b"v1"), &[]).unwrap();
         b.push(3, None, None, &[]).unwrap();
         out.push(b.finish(codec));
         // A larger, compressible batch.
         let mut b = BatchBuilder::new(7);
         for i in 0..50 {
-            b.push(i, Some(b"same-key"), Some(&[b'x'; 300]), &[]).unwrap();
+            b.push(i, Some(b"same-key"), Some(&[b'x'; 300]), &[])
+                .unwrap();
         }
         out.push(b.finish(codec));
     }
     // A control batch with a COMMIT marker, and an empty batch.
     let mut b = BatchBuilder::new(100);
-    b.set_producer_state(1000, 3, -1).set_transactional(true).set_control(true);
+    b.set_producer_state(1000, 3, -1)
+        .set_transactional(true)
+        .set_control(true);
     let key = ControlRecord::new(ControlType::COMMIT).encode();
-    let value = EndTxnMarker { version: 0, coordinator_epoch: 5 }.encode();
+    let value = EndTxnMarker {
+        version: 0,
+        coordinator_epoch: 5,
+    }
+    .encode();
     b.push(1, Some(&key), Some(&value), &[]).unwrap();
     out.push(b.finish(Compression::None));
     out.push(BatchBuilder::new(0).finish(Compression::None));
@@ -209,7 +234,11 @@ fn main() {
         corpus.add(&out);
         // Snappy also takes a bare block.
         if codec == Compression::Snappy {
-            corpus.add(&snap::raw::Encoder::new().compress_vec(&payloads[3]).unwrap());
+            corpus.add(
+                &snap::raw::Encoder::new()
+                    .compress_vec(&payloads[3])
+                    .unwrap(),
+            );
         }
     }
 
@@ -220,7 +249,11 @@ fn main() {
             corpus.add(b);
         }
         // Several batches back to back, and one cut short.
-        let all: Vec<u8> = batches.iter().take(4).flat_map(|b| b.iter().copied()).collect();
+        let all: Vec<u8> = batches
+            .iter()
+            .take(4)
+            .flat_map(|b| b.iter().copied())
+            .collect();
         corpus.add(&all);
         corpus.add(&all[..all.len() - 10]);
     }

@@ -20,18 +20,25 @@ use libfuzzer_sys::fuzz_target;
 
 fn header_round_trip(body: &Bytes, header_version: i16) {
     let mut input = body.clone();
-    let Ok(first) = RequestHeader::decode(&mut input, header_version) else { return };
+    let Ok(first) = RequestHeader::decode(&mut input, header_version) else {
+        return;
+    };
     let mut encoded = BytesMut::new();
     first.encode(&mut encoded, header_version);
     let mut again = encoded.freeze();
     let second = RequestHeader::decode(&mut again, header_version)
         .expect("re-encoded request header decodes");
-    assert!(again.is_empty(), "request header v{header_version}: bytes left after re-decoding");
+    assert!(
+        again.is_empty(),
+        "request header v{header_version}: bytes left after re-decoding"
+    );
     assert_eq!(first, second);
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((key, version, body)) = common::key_version_body(data) else { return };
+    let Some((key, version, body)) = common::key_version_body(data) else {
+        return;
+    };
     header_round_trip(&body, 1);
     header_round_trip(&body, 2);
 

@@ -21,13 +21,18 @@ use libfuzzer_sys::fuzz_target;
 
 fn header_round_trip(body: &Bytes, header_version: i16) {
     let mut input = body.clone();
-    let Ok(first) = ResponseHeader::decode(&mut input, header_version) else { return };
+    let Ok(first) = ResponseHeader::decode(&mut input, header_version) else {
+        return;
+    };
     let mut encoded = BytesMut::new();
     first.encode(&mut encoded, header_version);
     let mut again = encoded.freeze();
     let second = ResponseHeader::decode(&mut again, header_version)
         .expect("re-encoded response header decodes");
-    assert!(again.is_empty(), "response header v{header_version}: bytes left after re-decoding");
+    assert!(
+        again.is_empty(),
+        "response header v{header_version}: bytes left after re-decoding"
+    );
     assert_eq!(first, second);
 }
 
@@ -38,11 +43,23 @@ fn split_frames(data: &[u8], max: usize) {
         let before = buf.len();
         match split_frame(&mut buf, max) {
             Ok(Some(frame)) => {
-                assert!(frame.len() <= max, "frame of {} bytes over max {max}", frame.len());
-                assert_eq!(buf.len(), before - 4 - frame.len(), "split_frame consumed the wrong amount");
+                assert!(
+                    frame.len() <= max,
+                    "frame of {} bytes over max {max}",
+                    frame.len()
+                );
+                assert_eq!(
+                    buf.len(),
+                    before - 4 - frame.len(),
+                    "split_frame consumed the wrong amount"
+                );
             }
             Ok(None) => {
-                assert_eq!(buf.len(), before, "split_frame consumed bytes without a frame");
+                assert_eq!(
+                    buf.len(),
+                    before,
+                    "split_frame consumed bytes without a frame"
+                );
                 return;
             }
             Err(_) => return,
@@ -54,7 +71,9 @@ fuzz_target!(|data: &[u8]| {
     split_frames(data, 64);
     split_frames(data, 1 << 20);
 
-    let Some((key, version, body)) = common::key_version_body(data) else { return };
+    let Some((key, version, body)) = common::key_version_body(data) else {
+        return;
+    };
     header_round_trip(&body, 0);
     header_round_trip(&body, 1);
 

@@ -161,10 +161,11 @@ impl Params {
         }
     }
 
-    fn config(&self, instance: Option<String>, v0: bool, assignor: Option<&str>) -> ConsumerGroupConfig {
+    /// `member_id`: `None` for the member's own random UUID.
+    fn config(&self, instance: Option<String>, member_id: Option<String>, assignor: Option<&str>) -> ConsumerGroupConfig {
         let mut c = ConsumerGroupConfig::new(GROUP);
         c.group_instance_id = instance;
-        c.member_id = v0.then(String::new);
+        c.member_id = member_id;
         c.session_timeout = Duration::from_millis(self.session_ms);
         c.rebalance_timeout = Duration::from_millis(self.rebalance_ms);
         c.heartbeat_interval = Duration::from_millis(1_000);
@@ -1011,7 +1012,12 @@ impl Sim {
         let now = self.at(self.now);
         let v0 = self.rng.chance(self.p.v0_share);
         let assignor = [None, Some("uniform"), Some("range")][self.rng.below(3) as usize];
-        let mut core = ConsumerGroupMember::new(self.p.config(instance.clone(), v0, assignor), now);
+        // A UUID from the seeded PRNG, for a deterministic run (the member makes a random one).
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.rng.next_u64().to_be_bytes());
+        id[8..].copy_from_slice(&self.rng.next_u64().to_be_bytes());
+        let member_id = if v0 { String::new() } else { Uuid(id).to_string() };
+        let mut core = ConsumerGroupMember::new(self.p.config(instance.clone(), Some(member_id), assignor), now);
         core.subscribe(full_subscription(), now);
         // Sometimes the metadata with the topic ids comes late: only "a" is named at first.
         let names_at = if self.in_fault_window() && self.rng.chance(0.3) {
@@ -1772,7 +1778,7 @@ impl Sim {
 fn topic_id_resolution() {
     let mut sim = quiet(11);
     let now = sim.at(0);
-    let mut core = ConsumerGroupMember::new(sim.p.config(None, false, None), now);
+    let mut core = ConsumerGroupMember::new(sim.p.config(None, None, None), now);
     core.subscribe(full_subscription(), now);
     sim.members.push(SimMember {
         name: "m".into(),

@@ -31,7 +31,9 @@ where
     }
     let name = std::any::type_name::<M>();
     let mut input = body.clone();
-    let Ok(first) = M::decode(&mut input, version) else { return };
+    let Ok(first) = M::decode(&mut input, version) else {
+        return;
+    };
     assert!(input.len() <= body.len());
     let mut encoded = BytesMut::new();
     first.encode(&mut encoded, version);
@@ -40,8 +42,15 @@ where
         Ok(v) => v,
         Err(e) => panic!("{name} v{version}: re-encoded value does not decode: {e}\n{first:?}"),
     };
-    assert!(again.is_empty(), "{name} v{version}: {} bytes left after re-decoding", again.len());
-    assert_eq!(first, second, "{name} v{version}: value changed through encode/decode");
+    assert!(
+        again.is_empty(),
+        "{name} v{version}: {} bytes left after re-decoding",
+        again.len()
+    );
+    assert_eq!(
+        first, second,
+        "{name} v{version}: value changed through encode/decode"
+    );
 }
 
 /// The limit every decompression target uses.
@@ -51,11 +60,16 @@ pub const LIMIT: usize = 1 << 20;
 /// When it succeeds with `n` bytes, the same input must give the same bytes under a limit of
 /// exactly `n`, and `DecompressedTooLarge` under a limit of `n - 1`.
 pub fn check_decompress(codec: Compression, data: &[u8]) {
-    let Ok(out) = decompress(codec, data, LIMIT) else { return };
+    let Ok(out) = decompress(codec, data, LIMIT) else {
+        return;
+    };
     let n = out.len();
     assert!(n <= LIMIT, "{codec}: {n} bytes out, limit {LIMIT}");
     match decompress(codec, data, n) {
-        Ok(exact) => assert!(exact == out, "{codec}: output differs under a limit of exactly {n}"),
+        Ok(exact) => assert!(
+            exact == out,
+            "{codec}: output differs under a limit of exactly {n}"
+        ),
         Err(e) => panic!("{codec}: {n} bytes under limit {LIMIT}, but limit {n} fails: {e}"),
     }
     if n > 0 {
@@ -101,7 +115,8 @@ pub fn check_batches(data: Bytes) {
         assert_eq!(batch.as_bytes().len(), header.size());
         consumed += batch.as_bytes().len();
         // The batch on its own parses to the same thing.
-        let alone = RecordBatch::parse(batch.as_bytes().clone()).expect("a split batch parses alone");
+        let alone =
+            RecordBatch::parse(batch.as_bytes().clone()).expect("a split batch parses alone");
         assert_eq!(alone.header(), header);
 
         let records = batch.records(RECORDS_LIMIT);
@@ -117,7 +132,10 @@ pub fn check_batches(data: Bytes) {
                 Err(_) => ok = false,
             }
         }
-        assert!(items <= upper, "Records yielded {items} items, size_hint said at most {upper}");
+        assert!(
+            items <= upper,
+            "Records yielded {items} items, size_hint said at most {upper}"
+        );
         assert!(items <= header.record_count as usize + 1);
         if ok {
             assert_eq!(decoded.len(), header.record_count as usize);
@@ -144,8 +162,13 @@ fn rebuild(batch: &RecordBatch, records: &[Record]) {
         b.set_log_append_time(Some(h.max_timestamp));
     }
     for r in records {
-        b.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &r.headers)
-            .expect("a decoded record fits a builder");
+        b.push(
+            r.timestamp,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            &r.headers,
+        )
+        .expect("a decoded record fits a builder");
     }
     let bytes = b.finish(batch.compression());
     let rebuilt = RecordBatch::parse(bytes).expect("a built batch parses");
@@ -156,7 +179,10 @@ fn rebuild(batch: &RecordBatch, records: &[Record]) {
     assert_eq!(rh.is_transactional(), h.is_transactional());
     assert_eq!(rh.is_control(), h.is_control());
     assert_eq!(rh.timestamp_type(), h.timestamp_type());
-    assert_eq!((rh.producer_id, rh.producer_epoch, rh.base_sequence), (h.producer_id, h.producer_epoch, h.base_sequence));
+    assert_eq!(
+        (rh.producer_id, rh.producer_epoch, rh.base_sequence),
+        (h.producer_id, h.producer_epoch, h.base_sequence)
+    );
     // Rebuilt records may be a little larger (the builder numbers offsets 0, 1, 2...).
     let again: Vec<Record> = rebuilt
         .records(4 * RECORDS_LIMIT)

@@ -36,6 +36,8 @@ use super::{open_enum, DecodeError, DecodeResult};
 
 /// The only batch format this codec reads and writes.
 pub const MAGIC: i8 = 2;
+/// Headers reserved up front per record; more grow the vector as they are read.
+const MAX_PREALLOC_HEADERS: usize = 16;
 /// `baseOffset` and `batchLength`: the bytes a batch takes before what `batchLength` counts.
 pub const LOG_OVERHEAD: usize = 12;
 /// The fixed header, from `baseOffset` to `recordCount`.
@@ -540,7 +542,9 @@ impl Records {
         let value = get_var_bytes(&mut body, "record value")?;
         let count = get_varint(&mut body, "record header count")?;
         let count = checked_len(count, body.len() / MIN_HEADER_SIZE, "record headers")?;
-        let mut headers = Vec::with_capacity(count);
+        // Reserve only what real records carry; a forged count grows the vector as headers are
+        // actually read, so memory follows the bytes, not the claim.
+        let mut headers = Vec::with_capacity(count.min(MAX_PREALLOC_HEADERS));
         for _ in 0..count {
             let key_len = get_varint(&mut body, "header key length")?;
             let key_len = checked_len(key_len, body.len(), "header key")?;
