@@ -235,10 +235,19 @@ async fn a_static_member_restarted_within_the_session_timeout_causes_no_rebalanc
         assert!(tokio::time::Instant::now() < deadline);
         tokio::join!(a.poll(Duration::from_millis(100)), b.poll(Duration::from_millis(100))).0.unwrap();
     }
+    // Let the group settle: joins can take more than one generation while members arrive.
+    let admin = Admin::new(client.clone());
+    let mut settled = 0;
+    while settled < 10 {
+        assert!(tokio::time::Instant::now() < deadline, "the group never settled");
+        let before = (a.assignment(), b.assignment());
+        tokio::join!(a.poll(Duration::from_millis(100)), b.poll(Duration::from_millis(100))).0.unwrap();
+        let stable = admin.describe_groups(&[&group]).await.unwrap()[0].state == "Stable";
+        settled = if stable && before == (a.assignment(), b.assignment()) { settled + 1 } else { 0 };
+    }
     let a_before = a.assignment();
     let b_rec = Arc::new(Recorder::default());
     b.set_rebalance_listener(RecordingListener(b_rec.clone()));
-    let admin = Admin::new(client.clone());
     // A static member's close does not leave the group (KIP-345); its replacement takes its place.
     a.close().await.unwrap();
     let a2 = Consumer::new(config("a")).await.unwrap();
