@@ -360,3 +360,36 @@ async fn a_kip_848_group_consumes_every_record_once() {
     let total: i64 = admin.list_group_offsets(&group, None).await.unwrap().iter().map(|o| o.offset).sum();
     assert_eq!(total as u64, N, "the group committed the end of every partition");
 }
+
+/// A pattern subscription takes the topics whose names match, including one created after the
+/// consumer subscribed, and not the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_subscription_follows_matching_topics() {
+    let client = client().await;
+    let prefix = unique_topic("pat").replace('-', "_");
+    let (one, two, other) = (format!("{prefix}_a"), format!("{prefix}_b"), format!("{prefix}x_c"));
+    create_topic(&client, &one, 1, 1, &[]).await;
+    create_topic(&client, &other, 1, 1, &[]).await;
+    produce(&one, 1, 10).await;
+    produce(&other, 1, 10).await;
+    let mut config = member_config(&unique_topic("gpat"));
+    config.metadata_max_age = Duration::from_millis(500);
+    let consumer = Consumer::new(config).await.unwrap();
+    consumer.subscribe_pattern(&format!("{prefix}_.*")).unwrap();
+    let mut topics = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut created_two = false;
+    while topics.len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "saw topics {topics:?}");
+        for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+            topics.insert(r.topic.to_string());
+        }
+        if !created_two && topics.contains(&one) {
+            create_topic(&client, &two, 1, 1, &[]).await;
+            produce(&two, 1, 10).await;
+            created_two = true;
+        }
+    }
+    assert_eq!(topics, BTreeSet::from([one.clone(), two.clone()]), "only the matching topics");
+    consumer.close().await.unwrap();
+}

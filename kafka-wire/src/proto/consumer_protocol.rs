@@ -301,6 +301,11 @@ pub struct ConsumerGroupMember {
     /// The heartbeat in flight when the coordinator was marked unknown: its answer, if it still
     /// comes and no heartbeat was sent since, is the coordinator's latest word and is used.
     abandoned: Option<Slot>,
+    /// The id of the last heartbeat sent (not leaves).
+    last_heartbeat: Option<u64>,
+    /// The last heartbeat sent has not been answered: the coordinator may have changed the
+    /// assignment since the last answer, so nothing new is taken until it is.
+    heartbeat_unconfirmed: bool,
     heartbeat_backoff: Backoff,
     heartbeat_interval: Duration,
     next_heartbeat: Instant,
@@ -417,6 +422,8 @@ impl ConsumerGroupMember {
             release_instance: false,
             slot: None,
             abandoned: None,
+            last_heartbeat: None,
+            heartbeat_unconfirmed: false,
             heartbeat_backoff: Backoff::default(),
             heartbeat_interval,
             next_heartbeat: now,
@@ -591,6 +598,9 @@ impl ConsumerGroupMember {
         }
         self.revoking.clear();
         self.revocation_pending = false;
+        if let Lifecycle::Leaving { .. } = self.lifecycle {
+            self.revoke_rest_for_leave();
+        }
         self.forget_unowned_topic_ids();
         self.reconcile();
     }
@@ -664,6 +674,14 @@ impl ConsumerGroupMember {
         };
         self.lifecycle = Lifecycle::Leaving { epoch };
         self.fetch_queue.clear();
+        if !self.revocation_pending {
+            // Else the rest is revoked when the revocation under way is done: one Revoke at a
+            // time, so that `revocation_done` is never taken for one not yet seen.
+            self.revoke_rest_for_leave();
+        }
+    }
+
+    fn revoke_rest_for_leave(&mut self) {
         let more = std::mem::take(&mut self.assigned);
         if !more.is_empty() {
             self.revoking.extend(more.iter().cloned());
@@ -743,6 +761,11 @@ impl ConsumerGroupMember {
     /// The answer to request `id` (or `Failed` / `CoordinatorUnreachable`).
     pub fn handle_response(&mut self, id: u64, response: ConsumerGroupResponse, now: Instant) {
         self.now = now;
+        if self.last_heartbeat == Some(id) && matches!(response, ConsumerGroupResponse::ConsumerGroupHeartbeat(_)) {
+            // Answered (processed, or refused without effect): the next answer-less change of
+            // the assignment is ruled out. Heartbeats are answered in order.
+            self.heartbeat_unconfirmed = false;
+        }
         if self.find_in_flight == Some(id) {
             self.find_in_flight = None;
             self.on_find_coordinator(response, now);
@@ -1018,6 +1041,7 @@ impl ConsumerGroupMember {
         self.joined = false;
         self.slot = None;
         self.abandoned = None;
+        self.heartbeat_unconfirmed = false;
         self.sent = None;
         self.acked_owned.clear();
         self.first_unanswered = None;
@@ -1122,6 +1146,12 @@ impl ConsumerGroupMember {
             self.events.push_back(GroupEvent::Revoke(revoke));
             return;
         }
+        if self.heartbeat_unconfirmed {
+            // A heartbeat whose answer is outstanding may have made the coordinator free
+            // partitions of this assignment (a report without them, a new target): take nothing
+            // before its answer says what is still ours.
+            return;
+        }
         let mut added = BTreeSet::new();
         for (id, p) in &target {
             let Some(name) = self.names.get(id) else {
@@ -1218,6 +1248,8 @@ impl ConsumerGroupMember {
         let explicit = full || owned_changed;
         self.slot = Some(Slot { id, sent_at: now, incarnation: self.incarnation, reported, explicit });
         self.abandoned = None;
+        self.last_heartbeat = Some(id);
+        self.heartbeat_unconfirmed = true;
         self.next_heartbeat = now + self.heartbeat_interval;
         (id, target, ConsumerGroupRequest::ConsumerGroupHeartbeat(request))
     }
