@@ -1799,6 +1799,8 @@ fn topic_id_resolution() {
     });
     sim.run_for(2_000);
     let m = &sim.members[0];
+    assert_eq!(m.core.member_id().len(), 22, "the member's own UUID: {}", m.core.member_id());
+    assert!(!m.core.member_id().starts_with('-'));
     assert!(m.core.member_epoch() > 0, "joined: {:?}", m.core);
     assert!(m.core.assignment().is_empty(), "nothing is named yet: {:?}", m.core.assignment());
     assert_eq!(m.core.unresolved_topic_ids(), [topic_uuid("a"), topic_uuid("b")].into());

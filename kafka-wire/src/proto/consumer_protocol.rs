@@ -46,9 +46,19 @@
 //! once ([`GroupEvent::Assigned`], committed offsets fetched like the classic member does): the
 //! coordinator hands a partition to a member only after its previous owner released it. Each
 //! change of the owned set is acknowledged with the next heartbeat (`topic_partitions`), which is
-//! how the coordinator learns that a partition was released. Topic ids are resolved with the names
-//! given to [`ConsumerGroupMember::set_topic_names`]; partitions of ids not known yet wait (see
-//! [`ConsumerGroupMember::unresolved_topic_ids`]).
+//! how the coordinator learns that a partition was released; after every new assignment the owned
+//! partitions are stated explicitly (a null `topic_partitions` makes the coordinator assume the
+//! member owns all it was assigned, including what it could not take yet). Topic ids are
+//! resolved with the names given to [`ConsumerGroupMember::set_topic_names`]; partitions of ids
+//! not known yet wait (see [`ConsumerGroupMember::unresolved_topic_ids`]).
+//!
+//! Partitions are taken only from an assignment the coordinator cannot have changed since: not
+//! while a heartbeat is unanswered (its report may have let the coordinator free them). So
+//! partitions whose names arrive late, or that wait for a revocation, are taken with the answer
+//! of the next heartbeat if one is in flight. Only one `Revoke` is outstanding at a time; a
+//! `leave()` during a revocation revokes the rest once [`ConsumerGroupMember::revocation_done`]
+//! is called. The answer to a heartbeat abandoned when the coordinator was marked unknown is still
+//! used if it arrives before the next heartbeat is sent.
 //!
 //! # Leases
 //!
