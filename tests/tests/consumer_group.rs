@@ -56,11 +56,32 @@ fn member_config(group: &str) -> ConsumerConfig {
 /// Records each member saw, as (partition, offset) → value.
 type Seen = Arc<Mutex<Vec<(i32, i64, u64)>>>;
 
-/// Consumes until `stop` says so, committing after every poll.
-async fn run_member(consumer: Consumer, seen: Seen, stop: Arc<tokio::sync::Notify>) -> Consumer {
+/// A stop signal that latches: a member busy committing when it is raised still sees it on its
+/// next turn (a `Notify::notify_waiters` would be lost then, and the member would run forever).
+#[derive(Clone)]
+struct Stop(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Stop {
+    fn new() -> Self {
+        Stop(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+
+    fn raise(&self) {
+        self.0.send_replace(true);
+    }
+
+    async fn raised(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|raised| *raised).await;
+    }
+}
+
+/// Consumes until `stop` is raised, committing after every poll.
+async fn run_member(consumer: Consumer, seen: Seen, stop: Stop) -> Consumer {
     loop {
         tokio::select! {
-            _ = stop.notified() => return consumer,
+            biased;
+            _ = stop.raised() => return consumer,
             r = consumer.poll(Duration::from_millis(200)) => {
                 let records = r.expect("poll");
                 if records.is_empty() {
@@ -101,7 +122,7 @@ async fn three_members_consume_every_record_once_with_manual_commits() {
     create_topic(&client, &topic, 6, 1, &[]).await;
     produce(&topic, 6, N).await;
     let seen: Seen = Arc::default();
-    let stop = Arc::new(tokio::sync::Notify::new());
+    let stop = Stop::new();
     let mut handles = Vec::new();
     for _ in 0..3 {
         let c = Consumer::new(member_config(&group)).await.unwrap();
@@ -111,7 +132,7 @@ async fn three_members_consume_every_record_once_with_manual_commits() {
     wait_until("all records", Duration::from_secs(120), || seen.lock().unwrap().len() as u64 >= N).await;
     // Let a few more polls happen: nothing may arrive twice.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.notify_waiters();
+    stop.raise();
     for h in handles {
         h.await.unwrap().close().await.unwrap();
     }
@@ -136,7 +157,7 @@ async fn a_killed_member_s_partitions_move_and_nothing_is_skipped() {
     create_topic(&client, &topic, 6, 1, &[]).await;
     produce(&topic, 6, N / 2).await;
     let seen: Seen = Arc::default();
-    let stop = Arc::new(tokio::sync::Notify::new());
+    let stop = Stop::new();
     let survivor = Consumer::new(member_config(&group)).await.unwrap();
     survivor.subscribe([topic.as_str()]).unwrap();
     let victim = Consumer::new(member_config(&group)).await.unwrap();
@@ -144,7 +165,7 @@ async fn a_killed_member_s_partitions_move_and_nothing_is_skipped() {
     let survivor = tokio::spawn(run_member(survivor, seen.clone(), stop.clone()));
     // The victim processes some records and commits, then dies without leaving the group.
     let victim_seen: Seen = Arc::default();
-    let victim_stop = Arc::new(tokio::sync::Notify::new());
+    let victim_stop = Stop::new();
     let victim_task = tokio::spawn(run_member(victim, victim_seen.clone(), victim_stop.clone()));
     wait_until("the victim's first records", Duration::from_secs(60), || victim_seen.lock().unwrap().len() > 1000).await;
     victim_task.abort();
@@ -158,7 +179,7 @@ async fn a_killed_member_s_partitions_move_and_nothing_is_skipped() {
         all.len() as u64 >= N
     })
     .await;
-    stop.notify_waiters();
+    stop.raise();
     survivor.await.unwrap().close().await.unwrap();
     let s = seen.lock().unwrap();
     let v = victim_seen.lock().unwrap();
@@ -357,7 +378,7 @@ async fn a_kip_848_group_consumes_every_record_once() {
     create_topic(&client, &topic, 6, 1, &[]).await;
     produce(&topic, 6, N).await;
     let seen: Seen = Arc::default();
-    let stop = Arc::new(tokio::sync::Notify::new());
+    let stop = Stop::new();
     let mut handles = Vec::new();
     for _ in 0..3 {
         let config = member_config(&group).group_protocol(kafka_wire::client::GroupProtocol::Consumer);
@@ -367,7 +388,7 @@ async fn a_kip_848_group_consumes_every_record_once() {
     }
     wait_until("all records", Duration::from_secs(120), || seen.lock().unwrap().len() as u64 >= N).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.notify_waiters();
+    stop.raise();
     for h in handles {
         h.await.unwrap().close().await.unwrap();
     }

@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
             kafka_up(&["--nodes", "3"])?;
             let mut test = vec!["test", "--workspace"];
             test.extend(args.iter().map(String::as_str));
-            cargo(&test)
+            cargo_within(&test, test_deadline()?)
         }
     }
 }
@@ -63,11 +63,52 @@ fn kafka_up(extra: &[&str]) -> anyhow::Result<()> {
     }
 }
 
-/// Runs cargo (the one running this xtask) in the workspace root.
-fn cargo(args: &[&str]) -> anyhow::Result<()> {
+fn cargo_command(args: &[&str]) -> std::process::Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = std::process::Command::new(cargo).args(args).current_dir(root).status()?;
+    let mut command = std::process::Command::new(cargo);
+    command.args(args).current_dir(root);
+    command
+}
+
+/// Runs cargo (the one running this xtask) in the workspace root.
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let status = cargo_command(args).status()?;
     anyhow::ensure!(status.success(), "cargo {} failed ({status})", args.join(" "));
     Ok(())
+}
+
+/// How long the whole test run may take: `KW_TEST_TIMEOUT_SECS`, 40 minutes by default.
+fn test_deadline() -> anyhow::Result<std::time::Duration> {
+    let secs = match std::env::var("KW_TEST_TIMEOUT_SECS") {
+        Ok(v) => v.parse().map_err(|_| anyhow::anyhow!("KW_TEST_TIMEOUT_SECS={v:?} is not a number of seconds"))?,
+        Err(_) => 40 * 60,
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// [`cargo`] with a deadline: a hung test fails the run (its whole process group is killed)
+/// instead of holding CI until an outer limit.
+fn cargo_within(args: &[&str], limit: std::time::Duration) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let mut child = cargo_command(args).process_group(0).spawn()?;
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            anyhow::ensure!(status.success(), "cargo {} failed ({status})", args.join(" "));
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            // The test binaries are cargo's children, in the same process group.
+            let group = format!("-{}", child.id());
+            let _ = std::process::Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = child.wait();
+            anyhow::bail!(
+                "cargo {} did not finish within {} s (KW_TEST_TIMEOUT_SECS); the test running last above hung",
+                args.join(" "),
+                limit.as_secs()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
