@@ -18,6 +18,10 @@
 //! only ever re-sent with the same epoch and sequence, so the broker can recognise a duplicate; it
 //! is never given a new sequence.
 //!
+//! A partition sends one batch at a time until the first one of the current producer id and
+//! epoch is acknowledged: a leader that holds no state for the producer appends a first batch
+//! at any sequence, so a later batch must not be able to arrive first.
+//!
 //! # Epoch bump (KIP-360)
 //!
 //! When sequences can no longer line up with the broker's — the first unresolved batch of a
@@ -209,12 +213,25 @@ struct PartitionQueue<C> {
     /// The broker refused this partition's first unresolved batch for its sequence or
     /// producer id: it takes nothing more under the current epoch. Holds the error.
     sequence_broken: Option<ErrorCode>,
+    /// A batch of the current producer id and epoch was acknowledged here, so the partition's
+    /// leader holds state for it. Until then the leader takes a first batch at *any* sequence:
+    /// if the first batch were refused (say NOT_LEADER_OR_FOLLOWER while the partition is still
+    /// being created) a later one in flight would be appended ahead of it. So until confirmed,
+    /// one batch at a time.
+    confirmed: bool,
 }
 
 // Derived `Default` would require `C: Default`.
 impl<C> Default for PartitionQueue<C> {
     fn default() -> Self {
-        Self { batches: VecDeque::new(), next_sequence: 0, in_flight: 0, window: VecDeque::new(), sequence_broken: None }
+        Self {
+            batches: VecDeque::new(),
+            next_sequence: 0,
+            in_flight: 0,
+            window: VecDeque::new(),
+            sequence_broken: None,
+            confirmed: false,
+        }
     }
 }
 
@@ -630,6 +647,9 @@ impl<C> ProducerCore<C> {
         self.buffered -= batch.bytes;
         if let Some(q) = self.partitions.get_mut(&batch.tp) {
             q.resolve(batch.sequence);
+            if batch.sequence.is_some_and(|(epoch, _)| epoch == self.epoch) {
+                q.confirmed = true;
+            }
         }
         for (i, (c, ts)) in batch.completions.into_iter().enumerate() {
             let offset = if base_offset >= 0 { base_offset + i as i64 } else { -1 };
@@ -698,6 +718,9 @@ impl<C> ProducerCore<C> {
         if front.attempts > 0 && q.in_flight > 0 {
             return false;
         }
+        if config.idempotent && !q.confirmed && q.in_flight > 0 {
+            return false;
+        }
         !config.idempotent || front.in_window || q.window.len() < 5
     }
 
@@ -738,6 +761,7 @@ impl<C> ProducerCore<C> {
             q.next_sequence = 0;
             q.window.clear();
             q.sequence_broken = None;
+            q.confirmed = false;
             for b in &mut q.batches {
                 b.in_window = false;
                 if b.sequence.is_none() {

@@ -274,10 +274,9 @@ impl ModelCluster {
                             return reject(ErrorCode::UNKNOWN_PRODUCER_ID);
                         }
                     }
-                    if base != 0 {
-                        self.stats.out_of_order += 1;
-                        return reject(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER);
-                    }
+                    // Like Kafka: a producer id the partition holds no state for may start at
+                    // any sequence. (So a later batch that reaches the partition before a
+                    // retried earlier one is appended first; the client must prevent that.)
                 }
                 Some(st) => {
                     if epoch < st.epoch {
