@@ -13,7 +13,11 @@ use kafka_wire::codec::compression::Compression;
 use kafka_wire_tests::{bootstrap, java_transactions, kafka_tool, kafka_tool_ok, unique_topic};
 use serde_json::{json, Value};
 
-const KW: &str = env!("CARGO_BIN_EXE_kw");
+/// The `kw` under test: `KW_BIN` when set (CI points it at the static musl release binary),
+/// else the one cargo built for these tests.
+fn kw_bin() -> String {
+    std::env::var("KW_BIN").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| env!("CARGO_BIN_EXE_kw").to_string())
+}
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs `kw` with `-b <test broker>` prepended, feeding `stdin`; killed after [`TIMEOUT`].
@@ -26,12 +30,12 @@ fn kw(args: &[&str], stdin: Option<&[u8]>) -> Output {
 
 /// Runs `kw` with exactly `args` and extra environment variables.
 fn kw_raw(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(KW);
+    let mut cmd = Command::new(kw_bin());
     cmd.args(args).env_remove("KAFKA_BOOTSTRAP").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("run kw");
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("run {}: {e}", kw_bin()));
     let input = stdin.unwrap_or_default().to_vec();
     let mut child_stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || {
@@ -51,6 +55,32 @@ fn kw_raw(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Output {
     };
     writer.join().unwrap();
     out
+}
+
+/// Whether an ELF64 file asks for a dynamic loader (has a PT_INTERP program header).
+fn elf_has_interpreter(elf: &[u8]) -> bool {
+    assert!(elf.len() > 0x40 && &elf[..4] == b"\x7fELF" && elf[4] == 2, "not an ELF64 file");
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    (0..count).any(|i| {
+        let at = phoff + i * size;
+        elf.get(at..at + 4).is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap()) == 3)
+    })
+}
+
+/// CI sets `KW_BIN` to the musl release build: it must be static (no dynamic loader), and it
+/// answers `--version`. Without `KW_BIN` the debug build is checked only for `--version`.
+#[test]
+fn the_binary_under_test_runs_and_is_static_when_ci_says_so() {
+    let bin = kw_bin();
+    let out = kw_raw(&["--version"], None, &[]);
+    assert!(out.status.success(), "{bin} --version: {}", text(&out.stderr));
+    eprintln!("kw under test: {bin}: {}", text(&out.stdout).trim());
+    if std::env::var("KW_BIN").is_ok_and(|p| !p.is_empty()) {
+        let elf = std::fs::read(&bin).unwrap();
+        assert!(!elf_has_interpreter(&elf), "{bin} needs a dynamic loader: it is not a static binary");
+    }
 }
 
 fn text(b: &[u8]) -> String {
@@ -670,7 +700,7 @@ fn consume_stops_quietly_when_the_reader_goes_away() {
     let lines: String = (0..20000).map(|i| format!("record {i} {}\n", "y".repeat(100))).collect();
     kw_ok(&["produce", &topic, "-q"], Some(lines.as_bytes()));
     let bs = bootstrap();
-    let mut child = Command::new(KW)
+    let mut child = Command::new(kw_bin())
         .args(["-b", &bs, "consume", &topic, "-o", "beginning"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
