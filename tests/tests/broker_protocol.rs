@@ -48,6 +48,21 @@ async fn metadata_lists_the_broker_and_the_cluster() {
     assert!(client.controller_id().is_some());
 }
 
+/// The broker's finalized features come through ApiVersions: a Kafka 4.x cluster formatted
+/// fresh runs `transaction.version` 2 (KIP-890 transactions v2), which the transactional
+/// producer keys on rather than on the EndTxn version alone.
+#[tokio::test]
+async fn finalized_features_include_metadata_and_transaction_versions() {
+    let client = client().await;
+    let conn = client.any_broker().await.unwrap();
+    assert!(conn.finalized_feature("metadata.version").is_some_and(|v| v > 0));
+    let tv = conn.finalized_feature("transaction.version");
+    if kafka_wire_tests::kafka_version().starts_with('4') {
+        assert_eq!(tv, Some(2), "Kafka {}", kafka_wire_tests::kafka_version());
+    }
+    assert_eq!(conn.finalized_feature("no.such.feature"), None);
+}
+
 #[tokio::test]
 async fn create_topics_then_again_is_topic_already_exists() {
     let client = client().await;

@@ -61,6 +61,9 @@ pub struct Connection {
     outgoing: mpsc::UnboundedSender<Bytes>,
     /// The broker's version range for every API it offers.
     versions: HashMap<ApiKey, VersionRange>,
+    /// The cluster's finalized feature levels as this broker reported them (ApiVersions v3+,
+    /// KIP-584), e.g. `transaction.version`: by name, the maximum level.
+    features: HashMap<String, i16>,
     tasks: [JoinHandle<()>; 2],
 }
 
@@ -107,9 +110,10 @@ impl Connection {
             shared,
             outgoing: tx,
             versions: HashMap::new(),
+            features: HashMap::new(),
             tasks: [reader, writer],
         };
-        conn.versions = conn.negotiate().await?;
+        (conn.versions, conn.features) = conn.negotiate().await?;
         Ok(conn)
     }
 
@@ -126,6 +130,12 @@ impl Connection {
     /// The version range the broker offers for `api`, if it offers it.
     pub fn broker_versions(&self, api: ApiKey) -> Option<VersionRange> {
         self.versions.get(&api).copied()
+    }
+
+    /// The finalized level of a cluster feature (such as `transaction.version`, whose level 2
+    /// enables KIP-890's transactions v2), as of this connection's ApiVersions exchange.
+    pub fn finalized_feature(&self, name: &str) -> Option<i16> {
+        self.features.get(name).copied()
     }
 
     /// The highest version of `R` that both this codec and the broker speak.
@@ -209,7 +219,7 @@ impl Connection {
     /// ApiVersions, at the highest version this codec knows. A broker that does not know that
     /// version answers with a v0 body and UNSUPPORTED_VERSION, listing its own ApiVersions range
     /// (KIP-511); the request is then repeated at the highest version both know.
-    async fn negotiate(&self) -> Result<HashMap<ApiKey, VersionRange>> {
+    async fn negotiate(&self) -> Result<(HashMap<ApiKey, VersionRange>, HashMap<String, i16>)> {
         let request = ApiVersionsRequest {
             client_software_name: self.config.client_software_name.as_str().into(),
             client_software_version: self.config.client_software_version.as_str().into(),
@@ -244,11 +254,17 @@ impl Connection {
             if response.error_code != ErrorCode::NONE {
                 return Err(Error::broker(response.error_code, None, format!("ApiVersions to {}", self.addr)));
             }
-            return Ok(response
+            let versions = response
                 .api_keys
                 .iter()
                 .map(|k| (ApiKey(k.api_key), VersionRange { min: k.min_version, max: k.max_version }))
-                .collect());
+                .collect();
+            let features = response
+                .finalized_features
+                .iter()
+                .map(|f| (f.name.to_string(), f.max_version_level))
+                .collect();
+            return Ok((versions, features));
         }
         Err(Error::Protocol {
             broker: self.addr.clone(),
