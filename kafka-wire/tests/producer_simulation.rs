@@ -173,6 +173,7 @@ impl SimParams {
             acks: -1,
             request_timeout: self.request_timeout,
             idempotent: true,
+            transactional: false,
             retries: u32::MAX,
         }
     }
@@ -1063,6 +1064,7 @@ fn manual_config() -> CoreConfig {
         acks: -1,
         request_timeout: Duration::from_secs(5),
         idempotent: true,
+        transactional: false,
         retries: u32::MAX,
     }
 }

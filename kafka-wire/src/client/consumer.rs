@@ -26,8 +26,10 @@ use crate::codec::messages::find_coordinator::FindCoordinatorRequest;
 use crate::codec::messages::list_offsets::{ListOffsetsPartition, ListOffsetsTopic};
 use crate::codec::messages::offset_commit::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use crate::codec::messages::offset_fetch::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
+use crate::codec::messages::offset_for_leader_epoch::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use crate::codec::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, MetadataResponse, OffsetCommitRequest, OffsetFetchRequest,
+    OffsetForLeaderEpochRequest,
 };
 use crate::codec::record_batch::{Header, RecordBatch, RecordBatches, Records, TimestampType};
 use crate::codec::{ErrorCode, Uuid};
@@ -136,6 +138,8 @@ pub(super) struct State {
     pub(super) buffered_bytes: usize,
     pub(super) metadata_wanted: bool,
     pub(super) resets_in_flight: HashSet<TopicPartition>,
+    /// Partitions with an OffsetForLeaderEpoch validation in flight.
+    pub(super) validations_in_flight: HashSet<TopicPartition>,
     /// An error every later poll reports (for example `auto.offset.reset=none` with no offset).
     pub(super) poll_error: Option<Error>,
     /// Rotates the partition polls start at, so that none starves.
@@ -172,6 +176,15 @@ pub(super) struct PartitionState {
     pub(super) seek_epoch: u64,
     /// Waiting for its committed offset (group members).
     pub(super) awaiting_committed: bool,
+    /// The partition's leader epoch in the last metadata seen; a higher one (a new leader)
+    /// makes the position be validated (KIP-320).
+    pub(super) leader_epoch: Option<i32>,
+    /// The position awaits validation against the leader's log (KIP-320), to be asked no
+    /// earlier than this. Nothing is fetched or handed out meanwhile.
+    pub(super) validate_at: Option<Instant>,
+    /// The log was truncated below the position and `auto.offset.reset` is none: every poll
+    /// reports this error until the application seeks (Java's `LogTruncationException`).
+    pub(super) truncation: Option<Error>,
 }
 
 /// Where a partition without a usable position goes.
@@ -251,6 +264,9 @@ impl Consumer {
                 if let Some(e) = st.poll_error.take() {
                     return Err(e);
                 }
+                if let Some(e) = st.partitions.values().find_map(|p| p.truncation.clone()) {
+                    return Err(e);
+                }
                 let records = st.take_records(self.inner.config.max_poll_records);
                 if !records.is_empty() {
                     drop(st);
@@ -301,7 +317,8 @@ impl Consumer {
     }
 
     /// The next offset to be handed out for `tp`, waiting (up to `default.api.timeout.ms`)
-    /// until it is known.
+    /// until it is known and, after a leader change, validated against the new leader's log;
+    /// the truncation error if the log was truncated below it with `auto.offset.reset=none`.
     pub async fn position(&self, tp: &TopicPartition) -> Result<i64> {
         let deadline = tokio::time::Instant::now() + self.inner.config.default_api_timeout;
         loop {
@@ -311,7 +328,11 @@ impl Consumer {
                 if let Some(e) = st.poll_error.take() {
                     return Err(e);
                 }
-                if let Some(pos) = st.partition_mut(tp)?.position {
+                let p = st.partition_mut(tp)?;
+                if let Some(e) = &p.truncation {
+                    return Err(e.clone());
+                }
+                if let (Some(pos), true) = (p.position, p.usable()) {
                     return Ok(pos);
                 }
             }
@@ -358,8 +379,8 @@ impl Consumer {
         self.inner.lock().partitions.iter().filter(|(_, p)| p.paused).map(|(tp, _)| tp.clone()).collect()
     }
 
-    /// The current positions of every assigned partition whose position is known, as offsets
-    /// to commit.
+    /// The current positions of every assigned partition whose position is known (and not
+    /// awaiting validation after a leader change), as offsets to commit.
     pub fn positions(&self) -> BTreeMap<TopicPartition, OffsetAndMetadata> {
         self.inner.lock().positions()
     }
@@ -551,6 +572,24 @@ impl Inner {
             }
             st.topics.insert(name.into(), TopicMeta { id: t.topic_id, leaders });
         }
+        // A leader epoch above the one last seen means a new leader, whose log may have been
+        // truncated below what was fetched (an unclean election): validate those positions.
+        let now = Instant::now();
+        let State { partitions, topics, .. } = &mut *st;
+        for (tp, p) in partitions.iter_mut() {
+            let Some(&(_, epoch)) = topics.get(&tp.topic).and_then(|m| m.leaders.get(tp.partition as usize)) else {
+                continue;
+            };
+            if epoch < 0 || p.leader_epoch.is_some_and(|seen| epoch <= seen) {
+                continue;
+            }
+            let changed = p.leader_epoch.is_some();
+            p.leader_epoch = Some(epoch);
+            if changed && p.position.is_some() && p.truncation.is_none() && p.epoch_to_validate().is_some() {
+                tracing::debug!(%tp, epoch, "new partition leader; validating the position");
+                p.validate_at = Some(now);
+            }
+        }
     }
 }
 
@@ -570,6 +609,7 @@ impl State {
     pub(super) fn positions(&self) -> BTreeMap<TopicPartition, OffsetAndMetadata> {
         self.partitions
             .iter()
+            .filter(|(_, p)| p.usable())
             .filter_map(|(tp, p)| {
                 p.position.map(|o| (tp.clone(), OffsetAndMetadata { offset: o, leader_epoch: p.position_epoch, metadata: None }))
             })
@@ -595,7 +635,7 @@ impl State {
                 break;
             }
             let Some(p) = self.partitions.get_mut(tp) else { continue };
-            if p.paused || p.position.is_none() {
+            if p.paused || p.position.is_none() || !p.usable() {
                 continue;
             }
             freed += p.take(tp, max - out.len(), &mut out, &mut self.poll_error);
@@ -614,6 +654,26 @@ impl PartitionState {
         self.buffer.clear();
         self.current = None;
         self.seek_epoch += 1;
+        self.validate_at = None;
+        self.truncation = None;
+    }
+
+    /// Neither awaiting validation nor stopped by a log truncation: its position can be fetched
+    /// from and its records handed out.
+    pub(super) fn usable(&self) -> bool {
+        self.validate_at.is_none() && self.truncation.is_none()
+    }
+
+    /// The (offset, leader epoch) the next fetch continues from, if its epoch is known: the
+    /// last fetched batch's epoch, or the epoch of the last record handed out when nothing past
+    /// the position is fetched (a committed offset carries one too).
+    fn epoch_to_validate(&self) -> Option<(i64, i32)> {
+        if self.last_fetched_epoch >= 0 {
+            return Some((self.fetch_offset, self.last_fetched_epoch));
+        }
+        let position = self.position?;
+        let epoch = self.position_epoch.filter(|e| *e >= 0)?;
+        (self.fetch_offset == position).then_some((position, epoch))
     }
 
     pub(super) fn set_position(&mut self, offset: i64) {
@@ -691,7 +751,25 @@ const MAX_DECOMPRESSED: usize = 256 * 1024 * 1024;
 enum DriverEvent {
     Fetched { node: i32, request: Vec<(TopicPartition, i64, u64)>, result: Result<FetchResponse> },
     Reset { tp: TopicPartition, seek_epoch: u64, result: Result<i64> },
+    /// OffsetForLeaderEpoch answers for positions being validated; `Ok(None)` when the leader
+    /// does not offer the API (the Fetch v12+ divergence check is then the only one).
+    Validated { sent: Vec<Validation>, result: Result<Option<EpochEnds>> },
     Metadata(Result<MetadataResponse>),
+}
+
+/// Per partition, the leader's (epoch, end offset) for the epoch asked about, or its error.
+type EpochEnds = Vec<(TopicPartition, Result<(i32, i64)>)>;
+
+/// A position sent for validation: the offset and leader epoch asked about, and the seek
+/// epoch, so that an answer for a position since moved is dropped.
+#[derive(Clone, Debug)]
+struct Validation {
+    tp: TopicPartition,
+    seek_epoch: u64,
+    offset: i64,
+    epoch: i32,
+    /// The current leader epoch the request carried.
+    leader_epoch: i32,
 }
 
 async fn drive(inner: Arc<Inner>) {
@@ -728,6 +806,7 @@ async fn drive(inner: Arc<Inner>) {
         }
         super::consumer_group::step(&inner, now).await;
         start_resets(&inner, &tx);
+        start_validations(&inner, &tx);
         start_fetches(&inner, &tx);
         let wakeup = super::consumer_group::next_timeout(&inner)
             .map(tokio::time::Instant::from_std)
@@ -754,6 +833,7 @@ async fn drive(inner: Arc<Inner>) {
                         }
                         DriverEvent::Fetched { node, request, result } => handle_fetch(&inner, node, &request, result),
                         DriverEvent::Reset { tp, seek_epoch, result } => handle_reset(&inner, tp, seek_epoch, result),
+                        DriverEvent::Validated { sent, result } => handle_validation(&inner, &sent, result),
                     }
                 }
                 inner.data.notify_waiters();
@@ -870,6 +950,196 @@ fn handle_reset(inner: &Arc<Inner>, tp: TopicPartition, seek_epoch: u64, result:
     }
 }
 
+/// Asks the leaders, with OffsetForLeaderEpoch, where the epochs of the positions awaiting
+/// validation end in their logs (KIP-320), one request per leader.
+fn start_validations(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>) {
+    let now = Instant::now();
+    let mut st = inner.lock();
+    let State { partitions, topics, validations_in_flight, .. } = &mut *st;
+    let mut by_node: BTreeMap<i32, Vec<Validation>> = BTreeMap::new();
+    for (tp, p) in partitions.iter_mut() {
+        let Some(at) = p.validate_at else { continue };
+        if at > now || validations_in_flight.contains(tp) {
+            continue;
+        }
+        let Some((offset, epoch)) = p.epoch_to_validate().filter(|_| p.position.is_some()) else {
+            // Nothing fetched or handed out carries an epoch: nothing to check.
+            p.validate_at = None;
+            continue;
+        };
+        let leader = topics.get(&tp.topic).and_then(|m| m.leaders.get(tp.partition as usize)).filter(|(l, _)| *l >= 0);
+        let Some(&(leader, leader_epoch)) = leader else { continue };
+        by_node.entry(leader).or_default().push(Validation { tp: tp.clone(), seek_epoch: p.seek_epoch, offset, epoch, leader_epoch });
+    }
+    for v in by_node.values().flatten() {
+        validations_in_flight.insert(v.tp.clone());
+    }
+    drop(st);
+    for (node, sent) in by_node {
+        let mut topics: Vec<OffsetForLeaderTopic> = Vec::new();
+        for v in &sent {
+            let part = OffsetForLeaderPartition {
+                partition: v.tp.partition,
+                current_leader_epoch: v.leader_epoch,
+                leader_epoch: v.epoch,
+                ..Default::default()
+            };
+            match topics.iter_mut().find(|t| *t.topic == *v.tp.topic) {
+                Some(t) => t.partitions.push(part),
+                None => topics.push(OffsetForLeaderTopic { topic: (&*v.tp.topic).into(), partitions: vec![part], ..Default::default() }),
+            }
+        }
+        // Replica id -1: a consumer's request.
+        let request = OffsetForLeaderEpochRequest { replica_id: -1, topics, ..Default::default() };
+        let client = inner.client.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            // On the coordination connection: not queued behind a long-polling Fetch.
+            let result = match client.send_control(node, &request, 4).await {
+                Ok(r) => Ok(Some(
+                    r.topics
+                        .iter()
+                        .flat_map(|t| {
+                            t.partitions.iter().map(move |p| {
+                                let tp = TopicPartition::new(&*t.topic, p.partition);
+                                let answer = if p.error_code == ErrorCode::NONE {
+                                    Ok((p.leader_epoch, p.end_offset))
+                                } else {
+                                    Err(Error::broker(p.error_code, None, format!("OffsetForLeaderEpoch for {tp}")))
+                                };
+                                (tp, answer)
+                            })
+                        })
+                        .collect(),
+                )),
+                Err(Error::UnsupportedVersion { .. }) => Ok(None),
+                Err(e) => Err(e),
+            };
+            let _ = tx.send(DriverEvent::Validated { sent, result });
+        });
+    }
+}
+
+fn handle_validation(inner: &Arc<Inner>, sent: &[Validation], result: Result<Option<EpochEnds>>) {
+    let now = Instant::now();
+    let retry_at = now + inner.config.retry_backoff;
+    let mut guard = inner.lock();
+    let st = &mut *guard;
+    for v in sent {
+        st.validations_in_flight.remove(&v.tp);
+    }
+    let answers = match result {
+        Ok(answers) => answers,
+        Err(e) => {
+            tracing::debug!(error = %e, "position validation failed; retrying");
+            st.metadata_wanted = true;
+            for v in sent {
+                if let Some(p) = st.partitions.get_mut(&v.tp).filter(|p| p.validate_at.is_some() && p.seek_epoch == v.seek_epoch) {
+                    p.validate_at = Some(retry_at);
+                }
+            }
+            return;
+        }
+    };
+    for v in sent {
+        let Some(p) = st.partitions.get_mut(&v.tp) else { continue };
+        if p.seek_epoch != v.seek_epoch || p.validate_at.is_none() || p.epoch_to_validate() != Some((v.offset, v.epoch)) {
+            continue;
+        }
+        let Some(answers) = answers.as_ref() else {
+            // The leader does not offer OffsetForLeaderEpoch: the Fetch's divergence check
+            // (v12+, from the last fetched epoch sent) is all there is.
+            tracing::debug!(tp = %v.tp, "OffsetForLeaderEpoch not supported; position not validated");
+            p.validate_at = None;
+            continue;
+        };
+        match answers.iter().find(|(tp, _)| *tp == v.tp).map(|(_, a)| a) {
+            Some(Ok((epoch, end))) => {
+                p.validate_at = None;
+                apply_epoch_end(p, &v.tp, *epoch, *end, inner.config.auto_offset_reset);
+                // A leader elected while this was asked: ask again.
+                if p.leader_epoch.is_some_and(|e| e > v.leader_epoch) && p.usable() && p.position.is_some() {
+                    p.validate_at = Some(now);
+                }
+            }
+            Some(Err(e)) if !e.is_retriable() => {
+                st.poll_error = Some(e.clone());
+                p.validate_at = Some(now + inner.config.retry_backoff_max);
+            }
+            Some(Err(e)) => {
+                tracing::debug!(tp = %v.tp, error = %e, "position validation failed; retrying");
+                st.metadata_wanted = true;
+                p.validate_at = Some(retry_at);
+            }
+            None => p.validate_at = Some(retry_at),
+        }
+    }
+}
+
+/// Applies a leader's word on the epoch a position continues from (an OffsetForLeaderEpoch
+/// answer, or a Fetch's diverging epoch): `end` is the end offset in the leader's log of its
+/// largest epoch at or below `epoch`, the first offset whose record may differ from the one
+/// fetched. Below the position, records handed out were truncated away (KIP-320): the position
+/// goes back to `end` with `auto.offset.reset` set (nothing kept is skipped, nothing lost is
+/// read twice), and every poll fails with the divergence with it none. Between the position
+/// and the fetch offset, only records fetched ahead diverge; they are fetched again.
+fn apply_epoch_end(p: &mut PartitionState, tp: &TopicPartition, epoch: i32, end: i64, reset: OffsetReset) {
+    let Some(position) = p.position else { return };
+    let undefined = epoch < 0 || end < 0;
+    if !undefined && end >= p.fetch_offset {
+        // Nothing fetched lies past the end of that epoch. If the leader's log holds an older
+        // epoch there than the one fetched, take its epoch, so that the next Fetch's check
+        // passes rather than diverging again from the same place.
+        if p.last_fetched_epoch > epoch {
+            p.last_fetched_epoch = epoch;
+        }
+        if p.fetch_offset == position && p.position_epoch.is_some_and(|e| e > epoch) {
+            p.position_epoch = Some(epoch);
+        }
+        return;
+    }
+    let fetched_to = p.fetch_offset;
+    p.clear();
+    p.fetch_offset = position;
+    p.last_fetched_epoch = -1;
+    if !undefined && end >= position {
+        tracing::debug!(%tp, end, position, fetched_to, "records fetched ahead diverge from the leader's log; fetching them again");
+        return;
+    }
+    let divergence = (!undefined).then_some((end, epoch));
+    match (reset, divergence) {
+        (OffsetReset::None, _) => {
+            tracing::warn!(%tp, position, ?divergence, "log truncation detected and auto.offset.reset is none");
+            p.truncation = Some(truncation_error(tp, position, divergence));
+        }
+        (_, Some((end, epoch))) => {
+            tracing::warn!(%tp, position, end, epoch, "log truncation detected; resetting the position to the first offset known to diverge");
+            p.position = Some(end);
+            p.position_epoch = Some(epoch);
+            p.fetch_offset = end;
+            p.last_fetched_epoch = epoch;
+        }
+        (_, None) => {
+            tracing::warn!(%tp, position, "log truncation detected, the leader's log holds no epoch at or below the position's; resetting per auto.offset.reset");
+            p.position = None;
+            p.position_epoch = None;
+            p.reset = None;
+        }
+    }
+}
+
+/// The error of a log truncation with `auto.offset.reset=none` (Java's `LogTruncationException`,
+/// an `OffsetOutOfRangeException`): it names the partition, the position and the first offset
+/// known to diverge.
+fn truncation_error(tp: &TopicPartition, position: i64, divergence: Option<(i64, i32)>) -> Error {
+    Error::LogTruncation {
+        topic: tp.topic.to_string(),
+        partition: tp.partition,
+        position,
+        divergent_offset: divergence.map(|(offset, _)| offset),
+    }
+}
+
 /// Sends a Fetch to every broker that leads fetchable partitions and has none in flight.
 fn start_fetches(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>) {
     let config = &inner.config;
@@ -880,8 +1150,7 @@ fn start_fetches(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>) {
     let mut by_node: BTreeMap<i32, BTreeMap<TopicPartition, SessionPartition>> = BTreeMap::new();
     let mut epochs: HashMap<TopicPartition, u64> = HashMap::new();
     for (tp, p) in &st.partitions {
-        let Some(_) = p.position else { continue };
-        if p.paused || !p.buffer.is_empty() && p.buffered() >= config.max_partition_fetch_bytes {
+        if p.position.is_none() || p.paused || !p.usable() || !p.buffer.is_empty() && p.buffered() >= config.max_partition_fetch_bytes {
             continue;
         }
         let Some((leader, leader_epoch)) = st.leader(tp) else { continue };
@@ -894,7 +1163,9 @@ fn start_fetches(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>) {
                 fetch_offset: p.fetch_offset,
                 max_bytes: config.max_partition_fetch_bytes.min(i32::MAX as usize) as i32,
                 current_leader_epoch: leader_epoch,
-                last_fetched_epoch: p.last_fetched_epoch,
+                // The epoch the log is expected to have just below the fetch offset: the broker
+                // answers with the diverging epoch if its log differs there (KIP-595).
+                last_fetched_epoch: p.epoch_to_validate().filter(|(o, _)| *o == p.fetch_offset).map_or(-1, |(_, e)| e),
                 log_start_offset: -1,
             },
         );
@@ -999,7 +1270,9 @@ fn handle_fetch(inner: &Arc<Inner>, node: i32, sent: &[(TopicPartition, i64, u64
             let tp = TopicPartition::new(topic.clone(), pd.partition_index);
             let Some(&(_, fetched_from, seek_epoch)) = sent.iter().find(|(s, ..)| *s == tp) else { continue };
             let Some(p) = st.partitions.get_mut(&tp) else { continue };
-            if p.seek_epoch != seek_epoch || p.fetch_offset != fetched_from {
+            // A position awaiting validation (or stopped by a truncation) takes no data fetched
+            // before: it may come from the part of the log a new leader truncated.
+            if p.seek_epoch != seek_epoch || p.fetch_offset != fetched_from || !p.usable() {
                 continue;
             }
             match pd.error_code {
@@ -1020,12 +1293,10 @@ fn handle_fetch(inner: &Arc<Inner>, node: i32, sent: &[(TopicPartition, i64, u64
             p.last_stable_offset = (pd.last_stable_offset >= 0).then_some(pd.last_stable_offset);
             p.log_start_offset = (pd.log_start_offset >= 0).then_some(pd.log_start_offset);
             if pd.diverging_epoch.epoch >= 0 {
-                // The log was truncated below what this consumer fetched (KIP-320/595): go back
-                // to the end of the diverging epoch.
-                let end = pd.diverging_epoch.end_offset;
-                tracing::warn!(%tp, end, "log truncation detected; resetting the fetch position");
-                let pos = p.position.unwrap_or(end).min(end);
-                p.set_position(pos);
+                // The leader's log differs from what was fetched from the end of this epoch on
+                // (KIP-595): the fetch carried no records.
+                let diverging = &pd.diverging_epoch;
+                apply_epoch_end(p, &tp, diverging.epoch, diverging.end_offset, inner.config.auto_offset_reset);
                 continue;
             }
             let mut filter = read_committed

@@ -57,6 +57,28 @@ pub enum Error {
     /// The connection closed before the response arrived.
     #[error("connection to {broker} closed")]
     Closed { broker: String },
+    /// This transactional producer was fenced: a newer instance with the same
+    /// `transactional.id` took over (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH). Nothing more can
+    /// be sent or committed by this instance; close it.
+    #[error("producer with transactional.id {transactional_id} was fenced ({code})")]
+    Fenced { transactional_id: String, code: ErrorCode },
+    /// The open transaction failed and can only be aborted: a record of it was not written, or
+    /// the coordinator aborted it (transaction timeout).
+    #[error("the transaction must be aborted: {reason}")]
+    TransactionAbortable { reason: String },
+    /// The record's transaction was aborted before the record was written.
+    #[error("the record's transaction was aborted")]
+    TransactionAborted,
+    /// The partition's log was truncated below the consumer's position (an unclean leader
+    /// change, KIP-320) and `auto.offset.reset` is `none`: the records after `divergent_offset`
+    /// that this consumer saw are gone. Seek to go on.
+    #[error("log of {topic}-{partition} truncated below position {position}: {}",
+        divergent_offset.map(|o| format!("the leader's log diverges from offset {o}"))
+            .unwrap_or_else(|| "the leader's log holds no earlier epoch".into()))]
+    LogTruncation { topic: String, partition: i32, position: i64, divergent_offset: Option<i64> },
+    /// A call the current state does not allow (commit without begin, send after a fatal error).
+    #[error("{operation} is not allowed now: {reason}")]
+    InvalidState { operation: String, reason: String },
 }
 
 impl Error {

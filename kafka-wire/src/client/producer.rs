@@ -115,6 +115,8 @@ struct Inner {
     refreshing: AtomicBool,
     driver_done: Notify,
     driver_finished: AtomicBool,
+    /// Set by the transaction layer when the cluster runs KIP-890 transactions v2.
+    transactions_v2: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -144,6 +146,7 @@ impl Producer {
             acks: config.acks as i16,
             request_timeout: config.request_timeout,
             idempotent: config.enable_idempotence,
+            transactional: config.transactional_id.is_some(),
             retries: config.retries,
         });
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
@@ -161,6 +164,7 @@ impl Producer {
             refreshing: AtomicBool::new(false),
             driver_done: Notify::new(),
             driver_finished: AtomicBool::new(false),
+            transactions_v2: AtomicBool::new(false),
         });
         tokio::spawn(drive(inner.clone()));
         Ok(Self { _last_handle: Arc::new(StopWhenIdle(inner.clone())), inner })
@@ -383,6 +387,7 @@ impl Inner {
             ProduceFailure::RecordTooLarge { size, max } => {
                 Error::config("max.request.size", format!("a record of {size} bytes exceeds {max}"))
             }
+            ProduceFailure::TransactionAborted => Error::TransactionAborted,
             _ => closed(),
         }
     }
@@ -394,7 +399,9 @@ async fn drive(inner: Arc<Inner>) {
     let (results_tx, mut results_rx) = mpsc::unbounded_channel::<(u64, RequestOutcome)>();
     let mut producer_id_backoff = inner.config.retry_backoff;
     loop {
-        if lock(&inner.core).needs_producer_id() {
+        // A transactional producer's id and epoch come from its transaction coordinator, asked
+        // by `init_transactions` and after an abort, never by the driver.
+        if inner.config.transactional_id.is_none() && lock(&inner.core).needs_producer_id() {
             match init_producer_id(&inner).await {
                 Ok((id, epoch)) => lock(&inner.core).set_producer_id(id, epoch),
                 Err(e) if e.is_retriable() && !inner.closing.load(Ordering::Acquire) => {
@@ -497,6 +504,9 @@ async fn dispatch(inner: &Arc<Inner>, d: Drained, results: &mpsc::UnboundedSende
         }
     };
     let version = match conn.version_for::<ProduceRequest>() {
+        // Produce v12+ adds a transaction's partitions implicitly; only under transactions v2
+        // (KIP-890) may a transactional producer skip AddPartitionsToTxn.
+        Ok(v) if inner.config.transactional_id.is_some() && !inner.transactions_v2.load(Ordering::Acquire) => v.min(11),
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(error = %e, "broker cannot take Produce requests");
@@ -508,7 +518,8 @@ async fn dispatch(inner: &Arc<Inner>, d: Drained, results: &mpsc::UnboundedSende
         let topics = read(&inner.topics);
         d.batches.iter().filter_map(|(tp, _)| topics.get(&tp.topic).map(|m| (tp.topic.clone(), m.id))).collect()
     };
-    let request = produce_request(&d, &topic_ids);
+    let mut request = produce_request(&d, &topic_ids);
+    request.transactional_id = inner.config.transactional_id.as_deref().map(Into::into);
     if d.acks == 0 {
         let outcome = match conn.send_without_response(&request, version) {
             Ok(()) => RequestOutcome::Response(

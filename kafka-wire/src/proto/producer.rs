@@ -79,6 +79,11 @@ pub struct CoreConfig {
     /// Sent as the Produce request's `timeout_ms`.
     pub request_timeout: Duration,
     pub idempotent: bool,
+    /// A transactional producer: its epoch is only ever bumped by the transaction coordinator
+    /// (InitProducerId), never locally, so where an idempotent producer would bump, this one
+    /// stops sending and reports [`ProducerCore::needs_producer_id`]; the open transaction can
+    /// then only be aborted.
+    pub transactional: bool,
     /// How many retries a batch gets (`retries`); past it the last error is final.
     pub retries: u32,
 }
@@ -124,6 +129,8 @@ pub enum ProduceFailure {
     RecordTooLarge { size: usize, max: usize },
     /// The producer was closed before the record was sent.
     Closed,
+    /// The record's transaction was aborted before it was sent.
+    TransactionAborted,
 }
 
 /// Why `append` refused a record. The record's completion is handed back.
@@ -391,6 +398,33 @@ impl<C> ProducerCore<C> {
                 b.closed = true;
             }
         }
+    }
+
+    /// Ends an aborted transaction's records: fails every queued batch with
+    /// [`ProduceFailure::TransactionAborted`]. Call it with nothing in flight. Returns whether a
+    /// dropped batch already held sequence numbers: the partition's sequence then has a gap and
+    /// the epoch must be bumped (InitProducerId) before the next transaction.
+    pub fn abort_queued(&mut self) -> bool {
+        debug_assert!(self.in_flight.is_empty(), "abort_queued with requests in flight");
+        let mut failed = Vec::new();
+        let mut sequenced = false;
+        for q in self.partitions.values_mut() {
+            for b in q.batches.drain(..) {
+                sequenced |= b.sequence.is_some();
+                self.buffered -= b.bytes;
+                failed.push(b.completions);
+            }
+            q.window.clear();
+        }
+        for cs in failed {
+            self.completions.extend(cs.into_iter().map(|(c, _)| (c, Err(ProduceFailure::TransactionAborted))));
+        }
+        sequenced
+    }
+
+    /// Requests in flight (their batches' fate is not known yet).
+    pub fn in_flight_requests(&self) -> usize {
+        self.in_flight.len()
     }
 
     /// Fails every queued batch that was never sent with [`ProduceFailure::Closed`].
@@ -746,7 +780,7 @@ impl<C> ProducerCore<C> {
             return;
         }
         self.bump_needed = false;
-        if self.epoch >= i16::MAX - 1 || self.epoch < 0 {
+        if self.config.transactional || self.epoch >= i16::MAX - 1 || self.epoch < 0 {
             self.needs_producer_id = true;
             return;
         }
