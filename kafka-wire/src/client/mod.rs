@@ -18,6 +18,7 @@ mod consumer_config;
 mod consumer_group;
 mod error;
 mod producer;
+mod transaction;
 
 pub use admin::{
     Admin, AlterConfigOp, AlterConfigOpType, ClusterDescription, ConfigEntry, ConfigResource, ConfigResourceType,
@@ -32,3 +33,4 @@ pub use consumer::{Consumer, ConsumerRecord, OffsetAndMetadata, RebalanceListene
 pub use consumer_config::{ConsumerConfig, GroupProtocol, IsolationLevel, OffsetReset};
 pub use error::{Error, Result};
 pub use producer::{DeliveryFuture, Producer, ProducerRecord};
+pub use transaction::ConsumerGroupMetadata;

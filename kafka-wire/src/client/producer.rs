@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::cluster::Client;
 use super::config::ProducerConfig;
 use super::error::{Error, Result};
+use super::transaction::Transactions;
 use crate::codec::messages::init_producer_id::InitProducerIdRequest;
 use crate::codec::messages::produce::{PartitionProduceData, ProduceResponse, TopicProduceData};
 use crate::codec::messages::{MetadataResponse, ProduceRequest};
@@ -86,7 +87,7 @@ impl Future for DeliveryFuture {
 /// A Kafka producer. Cheap to clone; clones share one driver.
 #[derive(Clone)]
 pub struct Producer {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
     /// When the last handle is dropped, the driver delivers what is pending and stops.
     _last_handle: Arc<StopWhenIdle>,
 }
@@ -101,22 +102,24 @@ impl Drop for StopWhenIdle {
     }
 }
 
-struct Inner {
-    client: Client,
-    config: ProducerConfig,
-    core: Mutex<ProducerCore<Completion>>,
+pub(super) struct Inner {
+    pub(super) client: Client,
+    pub(super) config: ProducerConfig,
+    pub(super) core: Mutex<ProducerCore<Completion>>,
     partitioner: Mutex<StickyPartitioner>,
     topics: RwLock<HashMap<Arc<str>, Arc<TopicMeta>>>,
     /// Wakes the driver: records appended, flush or close asked, metadata learned.
-    wake: Notify,
+    pub(super) wake: Notify,
     /// Signals that buffer space was freed or the producer became idle.
-    progress: Notify,
+    pub(super) progress: Notify,
     closing: AtomicBool,
     refreshing: AtomicBool,
     driver_done: Notify,
-    driver_finished: AtomicBool,
-    /// Set by the transaction layer when the cluster runs KIP-890 transactions v2.
-    transactions_v2: AtomicBool,
+    pub(super) driver_finished: AtomicBool,
+    /// Set by the transaction layer when the open transaction runs KIP-890 transactions v2.
+    pub(super) transactions_v2: AtomicBool,
+    /// The transactional part, with a `transactional.id`.
+    pub(super) txn: Option<Transactions>,
 }
 
 #[derive(Debug)]
@@ -154,7 +157,6 @@ impl Producer {
             StickyPartitioner::new(config.batch_size, seed).with_adaptive(config.partitioner_adaptive);
         let inner = Arc::new(Inner {
             client,
-            config,
             core: Mutex::new(core),
             partitioner: Mutex::new(partitioner),
             topics: RwLock::new(HashMap::new()),
@@ -165,6 +167,8 @@ impl Producer {
             driver_done: Notify::new(),
             driver_finished: AtomicBool::new(false),
             transactions_v2: AtomicBool::new(false),
+            txn: config.transactional_id.clone().map(|id| Transactions::new(id, config.transaction_timeout)),
+            config,
         });
         tokio::spawn(drive(inner.clone()));
         Ok(Self { _last_handle: Arc::new(StopWhenIdle(inner.clone())), inner })
@@ -195,6 +199,9 @@ impl Producer {
             }
         };
         let tp = TopicPartition::new(meta.name.clone(), partition);
+        if let Some(t) = &inner.txn {
+            t.before_send(inner, &tp).await?;
+        }
         let timestamp = record.timestamp.unwrap_or_else(now_millis);
         let mut data = RecordData { key: record.key, value: record.value, headers: record.headers, timestamp };
         let (tx, rx) = oneshot::channel();
@@ -364,7 +371,7 @@ impl Inner {
         });
     }
 
-    fn deliver_completions(&self) {
+    pub(super) fn deliver_completions(&self) {
         let completed: Vec<_> = {
             let mut core = lock(&self.core);
             std::iter::from_fn(|| core.poll_completion()).collect()
@@ -373,7 +380,11 @@ impl Inner {
             return;
         }
         for (tx, result) in completed {
-            let _ = tx.send(result.map_err(|f| self.failure_to_error(f)));
+            let result = result.map_err(|f| self.failure_to_error(f));
+            if let (Some(t), Err(e)) = (&self.txn, &result) {
+                t.record_failed(e);
+            }
+            let _ = tx.send(result);
         }
         self.progress.notify_waiters();
     }
@@ -629,7 +640,7 @@ fn now_millis() -> i64 {
 
 // Every update under these locks is a single assignment or a call into the core that leaves
 // it consistent, so a poisoned lock is still usable.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -274,6 +274,8 @@ pub struct ProducerCore<C> {
     epoch: i16,
     bump_needed: bool,
     needs_producer_id: bool,
+    /// Nothing new is drained (a transaction is being aborted).
+    paused: bool,
     completions: VecDeque<(C, Result<RecordMetadata, ProduceFailure>)>,
     /// Rotates the partition a drain starts at, so that no partition starves.
     drain_start: usize,
@@ -292,6 +294,7 @@ impl<C> ProducerCore<C> {
             epoch: record_batch::NO_PRODUCER_EPOCH,
             bump_needed: false,
             needs_producer_id: false,
+            paused: false,
             completions: VecDeque::new(),
             drain_start: 0,
         }
@@ -422,6 +425,13 @@ impl<C> ProducerCore<C> {
         sequenced
     }
 
+    /// Stops (or resumes) draining batches; requests in flight still complete. A transaction
+    /// being aborted pauses the core, waits for its requests, then drops the rest
+    /// ([`ProducerCore::abort_queued`]).
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+
     /// Requests in flight (their batches' fate is not known yet).
     pub fn in_flight_requests(&self) -> usize {
         self.in_flight.len()
@@ -473,7 +483,7 @@ impl<C> ProducerCore<C> {
                 wake(t, &mut ready);
                 continue;
             }
-            if !Self::sendable(&self.config, self.bump_needed || self.needs_producer_id, q) {
+            if self.paused || !Self::sendable(&self.config, self.bump_needed || self.needs_producer_id, q) {
                 continue;
             }
             if self.in_flight_per_node.get(&leader).copied().unwrap_or(0) < self.config.max_in_flight {
@@ -492,6 +502,9 @@ impl<C> ProducerCore<C> {
         leader_of: impl Fn(&TopicPartition) -> Option<i32>,
     ) -> Option<Drained> {
         if self.in_flight_per_node.get(&node).copied().unwrap_or(0) >= self.config.max_in_flight {
+            return None;
+        }
+        if self.paused {
             return None;
         }
         let blocked = self.bump_needed || self.needs_producer_id;
@@ -534,7 +547,7 @@ impl<C> ProducerCore<C> {
                 batch.sequence = sequence;
                 let mut builder = batch.builder.take().unwrap_or_else(|| BatchBuilder::new(0));
                 if let Some((epoch, seq)) = sequence {
-                    builder.set_producer_state(self.producer_id, epoch, seq);
+                    builder.set_producer_state(self.producer_id, epoch, seq).set_transactional(self.config.transactional);
                 }
                 batch.sealed = Some(builder.finish(self.config.compression));
             }

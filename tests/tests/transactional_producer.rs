@@ -1,0 +1,288 @@
+//! The transactional producer against a real broker: committed transactions visible to
+//! read_committed readers and aborted ones not (while read_uncommitted readers see both),
+//! offsets committed inside a transaction, fencing by a second instance, the KIP-890 v2 epoch
+//! bump per transaction, and the typed errors of misuse.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kafka_wire::client::{
+    Admin, Client, ClientConfig, Consumer, ConsumerConfig, ConsumerGroupMetadata, Error, IsolationLevel,
+    OffsetAndMetadata, OffsetReset, Producer, ProducerConfig, ProducerRecord,
+};
+use kafka_wire::proto::producer::TopicPartition;
+use kafka_wire_tests::raw::{create_topic, fetch_records};
+use kafka_wire_tests::{bootstrap, kafka_tool_ok, unique_topic};
+
+/// Tests that depend on the cluster's `transaction.version` hold this: shared for v2 (the
+/// broker's default), exclusive while one test runs the cluster at v1.
+static PROTOCOL: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Sets the cluster's `transaction.version` and waits until a new connection reports it.
+async fn set_transaction_version(level: i16) {
+    let verb = if level >= 2 { "upgrade" } else { "downgrade" };
+    kafka_tool_ok("features", &["--bootstrap-server", &bootstrap(), verb, "--feature", &format!("transaction.version={level}")], None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let conn = kafka_wire::client::Connection::connect(&bootstrap(), Default::default()).await.unwrap();
+        if conn.finalized_feature("transaction.version") == Some(level) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "transaction.version did not become {level}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Restores transactions v2 when a v1 test ends, even by a panic.
+struct RestoreV2;
+
+impl Drop for RestoreV2 {
+    fn drop(&mut self) {
+        kafka_tool_ok("features", &["--bootstrap-server", &bootstrap(), "upgrade", "--feature", "transaction.version=2"], None);
+    }
+}
+
+async fn client() -> Client {
+    Client::connect(ClientConfig::new(&bootstrap())).await.expect("connect to the test broker")
+}
+
+fn transactional(id: &str) -> ProducerConfig {
+    ProducerConfig::new(&bootstrap()).transactional_id(id).max_block(Duration::from_secs(30))
+}
+
+/// Every value a read_committed consumer of `topic` (one partition) sees, up to its end.
+async fn committed_values(topic: &str) -> Vec<String> {
+    let consumer = Consumer::new(
+        ConsumerConfig::new(&bootstrap())
+            .isolation_level(IsolationLevel::ReadCommitted)
+            .auto_offset_reset(OffsetReset::Earliest),
+    )
+    .await
+    .unwrap();
+    let tp = TopicPartition::new(topic, 0);
+    consumer.assign([tp.clone()]);
+    let mut values = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let records = consumer.poll(Duration::from_millis(300)).await.unwrap();
+        values.extend(records.iter().map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned()));
+        // Caught up: the position passed the last stable offset with nothing more to hand out.
+        if records.is_empty() && consumer.lag(&tp) == Some(0) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "read_committed consumer did not catch up: {values:?}");
+    }
+    consumer.close().await.unwrap();
+    values
+}
+
+async fn send_all(producer: &Producer, topic: &str, values: &[String]) {
+    let mut pending = Vec::new();
+    for v in values {
+        pending.push(producer.send(ProducerRecord::new(topic, v.clone()).partition(0)).await.unwrap());
+    }
+    for p in pending {
+        p.await.unwrap();
+    }
+}
+
+fn named(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_transactions_are_visible_and_aborted_ones_are_not() {
+    let client = client().await;
+    let topic = unique_topic("txn-vis");
+    create_topic(&client, &topic, 1, 1, &[]).await;
+    let producer = Producer::new(transactional(&unique_topic("tid"))).await.unwrap();
+    producer.init_transactions().await.unwrap();
+    let mut want = Vec::new();
+    for (i, commit) in [true, false, true, false, true].into_iter().enumerate() {
+        producer.begin_transaction().unwrap();
+        let values = named(&format!("t{i}"), 50);
+        send_all(&producer, &topic, &values).await;
+        if commit {
+            producer.commit_transaction().await.unwrap();
+            want.extend(values);
+        } else {
+            producer.abort_transaction().await.unwrap();
+        }
+    }
+    // Records still buffered when the transaction aborts fail with TransactionAborted.
+    producer.begin_transaction().unwrap();
+    let unsent = producer.send(ProducerRecord::new(&topic, "never").partition(0)).await.unwrap();
+    producer.abort_transaction().await.unwrap();
+    match unsent.await {
+        Err(Error::TransactionAborted) | Ok(_) => {}
+        Err(e) => panic!("an aborted record fails with TransactionAborted, not {e}"),
+    }
+    producer.close().await.unwrap();
+
+    assert_eq!(committed_values(&topic).await, want, "read_committed sees exactly the committed transactions");
+    let raw: Vec<String> = fetch_records(&client, &topic, 0)
+        .await
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned())
+        .collect();
+    assert!(raw.contains(&"t1-0".to_string()), "read_uncommitted sees the aborted records too");
+    assert_eq!(raw.len(), 250 + usize::from(raw.contains(&"never".to_string())));
+}
+
+/// Under KIP-890 transactions v2 (Kafka 4.x, `transaction.version` 2) every EndTxn bumps the
+/// producer epoch; under v1 the epoch stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transaction_bumps_the_epoch_under_transactions_v2() {
+    let _v2 = PROTOCOL.read().await;
+    let client = client().await;
+    let topic = unique_topic("txn-v2");
+    create_topic(&client, &topic, 1, 1, &[]).await;
+    let producer = Producer::new(transactional(&unique_topic("tid"))).await.unwrap();
+    producer.init_transactions().await.unwrap();
+    let (id, first) = producer.producer_id();
+    for i in 0..3 {
+        producer.begin_transaction().unwrap();
+        send_all(&producer, &topic, &named(&format!("v{i}"), 5)).await;
+        producer.commit_transaction().await.unwrap();
+    }
+    let (id_after, epoch_after) = producer.producer_id();
+    let v2 = client.any_broker().await.unwrap().finalized_feature("transaction.version").is_some_and(|v| v >= 2);
+    if v2 {
+        assert_eq!((id_after, epoch_after), (id, first + 3), "one bump per EndTxn");
+    } else {
+        assert_eq!((id_after, epoch_after), (id, first));
+    }
+    producer.close().await.unwrap();
+    assert_eq!(committed_values(&topic).await.len(), 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_fences_the_first_whose_transaction_stays_invisible() {
+    let client = client().await;
+    let topic = unique_topic("txn-fence");
+    create_topic(&client, &topic, 1, 1, &[]).await;
+    let id = unique_topic("tid");
+    let first = Producer::new(transactional(&id)).await.unwrap();
+    first.init_transactions().await.unwrap();
+    first.begin_transaction().unwrap();
+    send_all(&first, &topic, &named("zombie", 20)).await;
+
+    let second = Producer::new(transactional(&id)).await.unwrap();
+    second.init_transactions().await.unwrap();
+    let err = first.commit_transaction().await.expect_err("the fenced instance cannot commit");
+    assert!(matches!(err, Error::Fenced { .. }), "typed fenced error, got {err:?}");
+    // Fatal: nothing more from this instance.
+    assert!(matches!(first.begin_transaction(), Err(Error::Fenced { .. })));
+
+    second.begin_transaction().unwrap();
+    send_all(&second, &topic, &named("live", 10)).await;
+    second.commit_transaction().await.unwrap();
+    second.close().await.unwrap();
+    first.close().await.unwrap();
+    assert_eq!(committed_values(&topic).await, named("live", 10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_sent_in_a_transaction_commit_with_it() {
+    let client = client().await;
+    let topic = unique_topic("txn-off");
+    create_topic(&client, &topic, 1, 1, &[]).await;
+    let group = unique_topic("txn-group");
+    let producer = Producer::new(transactional(&unique_topic("tid"))).await.unwrap();
+    producer.init_transactions().await.unwrap();
+    let tp = TopicPartition::new(topic.as_str(), 0);
+    let metadata = ConsumerGroupMetadata {
+        group_id: group.clone(),
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+    };
+    let offsets = |o: i64| BTreeMap::from([(tp.clone(), OffsetAndMetadata::new(o))]);
+    // Aborted: the offset is not committed.
+    producer.begin_transaction().unwrap();
+    send_all(&producer, &topic, &named("a", 3)).await;
+    producer.send_offsets_to_transaction(&offsets(7), &metadata).await.unwrap();
+    producer.abort_transaction().await.unwrap();
+    // Committed: it is.
+    producer.begin_transaction().unwrap();
+    send_all(&producer, &topic, &named("b", 3)).await;
+    producer.send_offsets_to_transaction(&offsets(42), &metadata).await.unwrap();
+    producer.commit_transaction().await.unwrap();
+    producer.close().await.unwrap();
+    let admin = Admin::new(client.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let committed = admin.list_group_offsets(&group, None).await.unwrap();
+        let got: Vec<(i32, i64)> = committed.iter().map(|o| (o.partition, o.offset)).collect();
+        if got == vec![(0, 42)] {
+            break;
+        }
+        // The offset becomes readable once the commit marker is written to __consumer_offsets.
+        assert!(tokio::time::Instant::now() < deadline, "group offsets {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn misuse_is_a_typed_error() {
+    let plain = Producer::new(ProducerConfig::new(&bootstrap())).await.unwrap();
+    assert!(matches!(plain.init_transactions().await, Err(Error::InvalidState { .. })));
+    assert!(matches!(plain.begin_transaction(), Err(Error::InvalidState { .. })));
+    plain.close().await.unwrap();
+
+    let client = client().await;
+    let topic = unique_topic("txn-misuse");
+    create_topic(&client, &topic, 1, 1, &[]).await;
+    let producer = Producer::new(transactional(&unique_topic("tid"))).await.unwrap();
+    assert!(matches!(producer.begin_transaction(), Err(Error::InvalidState { .. })), "begin before init");
+    producer.init_transactions().await.unwrap();
+    assert!(matches!(producer.init_transactions().await, Err(Error::InvalidState { .. })), "init twice");
+    assert!(matches!(producer.commit_transaction().await, Err(Error::InvalidState { .. })), "commit without begin");
+    assert!(matches!(producer.abort_transaction().await, Err(Error::InvalidState { .. })), "abort without begin");
+    assert!(
+        matches!(producer.send(ProducerRecord::new(&topic, "x")).await, Err(Error::InvalidState { .. })),
+        "send outside a transaction"
+    );
+    producer.begin_transaction().unwrap();
+    assert!(matches!(producer.begin_transaction(), Err(Error::InvalidState { .. })), "begin twice");
+    producer.abort_transaction().await.unwrap();
+    producer.close().await.unwrap();
+}
+
+/// The v1 protocol (a cluster at `transaction.version` 1): partitions are added with
+/// AddPartitionsToTxn and offsets with AddOffsetsToTxn, and the epoch stays across
+/// transactions. Without the explicit adds the broker refuses the commit (INVALID_TXN_STATE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_v1_add_partitions_and_offsets_explicitly() {
+    let _v1 = PROTOCOL.write().await;
+    set_transaction_version(1).await;
+    let _restore = RestoreV2;
+    let client = client().await;
+    let topic = unique_topic("txn-v1");
+    create_topic(&client, &topic, 1, 1, &[]).await;
+    let group = unique_topic("txn-v1-group");
+    let producer = Producer::new(transactional(&unique_topic("tid"))).await.unwrap();
+    producer.init_transactions().await.unwrap();
+    let (id, epoch) = producer.producer_id();
+    let metadata = ConsumerGroupMetadata { group_id: group.clone(), generation_id: -1, member_id: String::new(), group_instance_id: None };
+    let tp = TopicPartition::new(topic.as_str(), 0);
+    let mut want = Vec::new();
+    for (i, commit) in [true, false, true].into_iter().enumerate() {
+        producer.begin_transaction().unwrap();
+        let values = named(&format!("v1t{i}"), 20);
+        send_all(&producer, &topic, &values).await;
+        let offsets = BTreeMap::from([(tp.clone(), OffsetAndMetadata::new(i as i64 + 1))]);
+        producer.send_offsets_to_transaction(&offsets, &metadata).await.unwrap();
+        if commit {
+            producer.commit_transaction().await.unwrap();
+            want.extend(values);
+        } else {
+            producer.abort_transaction().await.unwrap();
+        }
+    }
+    assert_eq!(producer.producer_id(), (id, epoch), "v1 keeps the epoch");
+    producer.close().await.unwrap();
+    assert_eq!(committed_values(&topic).await, want);
+    let committed = Admin::new(client.clone()).list_group_offsets(&group, None).await.unwrap();
+    assert_eq!(committed.iter().map(|o| o.offset).collect::<Vec<_>>(), vec![3], "the last committed transaction's offset");
+}
