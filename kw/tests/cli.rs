@@ -288,6 +288,48 @@ fn records_from_kafkas_console_producer_read_identically_by_kw() {
     assert_eq!(out, want);
 }
 
+/// `--transactional-id` with `--transaction-size`: full transactions commit; a bad line aborts
+/// its transaction, whose acknowledged lines are then reported failed and stay invisible to
+/// read_committed readers (Kafka's console consumer agrees), while the transactions before it
+/// stay written.
+#[test]
+fn transactional_produce_commits_per_size_and_a_bad_line_aborts_its_transaction() {
+    let topic = create_topic("kw-txp", 1, &[]);
+    let tid = unique_topic("kw-tid");
+    let lines: String = (1..=25).map(|i| format!("r{i}\n")).collect();
+    kw_ok(&["produce", &topic, "-q", "--transactional-id", &tid, "--transaction-size", "10"], Some(lines.as_bytes()));
+
+    let mut json: String = (1..=14).map(|i| format!("{{\"value\":\"j{i}\"}}\n")).collect();
+    json.push_str("{not json\n{\"value\":\"j16\"}\n");
+    let err = kw_fails(
+        &["produce", &topic, "--format", "json", "--transactional-id", &tid, "--transaction-size", "10"],
+        Some(json.as_bytes()),
+        1,
+    );
+    assert!(err.contains("written: lines 1-10"), "{err}");
+    assert!(err.contains("failed: lines 11-14: transaction aborted"), "{err}");
+    assert!(err.contains("failed: line 15:"), "{err}");
+    assert!(err.contains("not sent: input from line 16 on"), "{err}");
+
+    let committed =
+        kw_ok(&["consume", &topic, "--isolation", "read_committed", "--from", "beginning", "--exit-at-end"], None);
+    let want: String =
+        (1..=25).map(|i| format!("r{i}\n")).chain((1..=10).map(|i| format!("j{i}\n"))).collect();
+    assert_eq!(committed, want);
+    let java = kafka_tool_ok(
+        "console-consumer",
+        &[
+            "--bootstrap-server", &bootstrap(), "--topic", &topic, "--from-beginning", "--max-messages", "35",
+            "--timeout-ms", "30000", "--isolation-level", "read_committed",
+        ],
+        None,
+    );
+    assert_eq!(java, want, "Kafka's console consumer agrees");
+    let all =
+        kw_ok(&["consume", &topic, "--isolation", "read_uncommitted", "--from", "beginning", "--exit-at-end"], None);
+    assert!(all.contains("j14\n"), "the aborted records are in the log: {all}");
+}
+
 #[test]
 fn read_committed_shows_only_committed_transactions_of_a_java_producer() {
     let topic = create_topic("kw-txn", 1, &[]);
@@ -614,8 +656,8 @@ fn bad_input_gives_a_clear_message_and_the_right_exit_code() {
     );
     let err = kw_fails(&["consume", &topic, "-X", "fetch.max.wait.ms=soon"], None, 2);
     assert!(err.contains("fetch.max.wait.ms") && err.contains("not a number"), "{err}");
-    let err = kw_fails(&["produce", &topic, "-X", "transactional.id=t1"], Some(b"x\n"), 2);
-    assert!(err.contains("transactional.id"), "{err}");
+    let err = kw_fails(&["produce", &topic, "--transactional-id", "t1", "--idempotent", "false"], Some(b"x\n"), 2);
+    assert!(err.contains("transactional.id"), "transactions need idempotence: {err}");
     let err = kw_fails(&["topics", "list", "-X", "linger.ms"], None, 2);
     assert!(err.contains("expected KEY=VALUE"), "{err}");
     let err = kw_fails(&["produce", &topic, "--acks", "1", "--idempotent", "true"], Some(b"x\n"), 2);

@@ -42,7 +42,11 @@ Examples:
   printf 'a\\nb\\n' | kw produce events
   kw produce events --file data.txt --key-delimiter : --compression zstd
   kw produce events --format json -H source=cli <<< '{\"key\":\"k1\",\"value\":\"v1\"}'
-  kw produce events --acks 1 --idempotent false -X linger.ms=50";
+  kw produce events --acks 1 --idempotent false -X linger.ms=50
+  kw produce events --transactional-id loader-1 --transaction-size 1000 < data.txt
+
+With --transactional-id a failed record aborts its transaction: its lines are reported failed
+(\"transaction aborted\"), the transactions committed before it stay written.";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum InputFormat {
@@ -106,6 +110,13 @@ pub struct ProduceArgs {
     /// Idempotent producer (enable.idempotence; needs --acks all)
     #[arg(long, value_name = "true|false", action = ArgAction::Set)]
     pub idempotent: Option<bool>,
+    /// Produce in transactions with this transactional.id: all records in one transaction, or
+    /// one per --transaction-size records; read_committed consumers see only committed ones
+    #[arg(long, value_name = "ID")]
+    pub transactional_id: Option<String>,
+    /// Records per transaction (with --transactional-id); default: all in one
+    #[arg(long, value_name = "N", requires = "transactional_id", value_parser = clap::value_parser!(u64).range(1..))]
+    pub transaction_size: Option<u64>,
     /// No summary or progress line
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -209,11 +220,10 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
     if let Some(i) = args.idempotent {
         extra.push(("enable.idempotence", i.to_string()));
     }
-    let config = settings.producer(&extra)?;
-    if config.transactional_id.is_some() {
-        // The producer does not run transactions yet: sending outside one would be a silent lie.
-        return Err(usage("transactional.id: transactions are not supported by kw's producer yet"));
+    if let Some(id) = &args.transactional_id {
+        extra.push(("transactional.id", id.clone()));
     }
+    let config = settings.producer(&extra)?;
     let source: Box<dyn Read + Send> = match &args.file {
         Some(path) => {
             Box::new(std::fs::File::open(path).map_err(|e| runtime(format!("cannot open {}: {e}", path.display())))?)
@@ -221,7 +231,12 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
         None => Box::new(std::io::stdin()),
     };
 
+    let transactional = config.transactional_id.is_some();
     let producer = Producer::new(config).await.map_err(connect_error)?;
+    if transactional {
+        producer.init_transactions().await.map_err(|e| runtime(crate::error::describe(&e)))?;
+    }
+    let mut txn = Txn { size: args.transaction_size.unwrap_or(u64::MAX), open: false, lines: Vec::new() };
     let partitions = super::topic_partitions(producer.client(), std::slice::from_ref(&args.topic)).await?;
     let partitions = &partitions[0].1;
     if let Some(p) = args.partition {
@@ -299,8 +314,19 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
             let Some(record) = record else { continue };
             let bytes =
                 record.key.as_ref().map_or(0, Bytes::len) as u64 + record.value.as_ref().map_or(0, Bytes::len) as u64;
+            if transactional && !txn.open {
+                if let Err(e) = producer.begin_transaction() {
+                    t.fail(n, crate::error::describe(&e));
+                    stopped = Some((FIRST_FAILURE.into(), n));
+                    break 'read;
+                }
+                txn.open = true;
+            }
             match producer.send(record).await {
                 Ok(future) => {
+                    if transactional {
+                        txn.lines.push((n, bytes));
+                    }
                     t.set(n, Status::Pending);
                     t.pending += 1;
                     progress.sent.fetch_add(1, Ordering::Relaxed);
@@ -317,9 +343,18 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
                     break 'read;
                 }
             }
+            if txn.open && txn.lines.len() as u64 >= txn.size && !txn.finish(&producer, &mut t, &mut done_rx, true).await {
+                stopped = Some((FIRST_FAILURE.into(), n));
+                break 'read;
+            }
         }
     }
     drop(lines_rx);
+    if txn.open {
+        // Commit what was read, unless something failed (then nothing of it may be visible).
+        let commit = t.reasons.is_empty() && !interrupted;
+        txn.finish(&producer, &mut t, &mut done_rx, commit).await;
+    }
     if let Err(e) = producer.flush().await {
         eprintln!("kw: flush failed: {}", crate::error::describe(&e));
     }
@@ -387,6 +422,61 @@ fn summary(records: u64, bytes: u64, topic: &str, elapsed: Duration) -> String {
         records as f64 / secs,
         human_bytes((bytes as f64 / secs) as u64)
     )
+}
+
+/// The open transaction of `--transactional-id`.
+struct Txn {
+    size: u64,
+    open: bool,
+    /// Lines sent in it, with their bytes.
+    lines: Vec<(u64, u64)>,
+}
+
+impl Txn {
+    /// Waits for every record of the transaction, then commits it (if `commit` and none failed)
+    /// or aborts it. Returns whether it committed. After an abort the transaction's lines that
+    /// had been acknowledged count as failed: none of them is visible to read_committed readers.
+    async fn finish(
+        &mut self,
+        producer: &Producer,
+        t: &mut Tracker,
+        done: &mut mpsc::UnboundedReceiver<Delivery>,
+        commit: bool,
+    ) -> bool {
+        while t.pending > 0 {
+            let Some(d) = done.recv().await else { break };
+            t.delivered(d);
+        }
+        let failed_inside = self.lines.iter().any(|(n, _)| t.status.get(*n as usize - 1) == Some(&Status::Failed));
+        let outcome = if commit && !failed_inside {
+            match producer.commit_transaction().await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let reason = crate::error::describe(&e);
+                    let _ = producer.abort_transaction().await;
+                    Err(format!("transaction aborted: commit failed: {reason}"))
+                }
+            }
+        } else {
+            let _ = producer.abort_transaction().await;
+            Err("transaction aborted".to_string())
+        };
+        self.open = false;
+        let lines = std::mem::take(&mut self.lines);
+        match outcome {
+            Ok(()) => true,
+            Err(reason) => {
+                for (n, bytes) in lines {
+                    if t.status.get(n as usize - 1) == Some(&Status::Written) {
+                        t.written -= 1;
+                        t.written_bytes -= bytes;
+                        t.fail(n, reason.clone());
+                    }
+                }
+                false
+            }
+        }
+    }
 }
 
 #[derive(Default)]
