@@ -1216,6 +1216,12 @@ impl Sim {
     }
 
     fn spawn(&mut self, instance: Option<String>) {
+        self.spawn_with(instance, true);
+    }
+
+    /// `counts`: give the new member the partition counts at once (else the test does, later,
+    /// as a metadata answer arriving after the JoinGroup would).
+    fn spawn_with(&mut self, instance: Option<String>, counts: bool) {
         let name = match &instance {
             Some(i) => format!("{i}#{}", self.next_name),
             None => format!("dyn-{}", self.next_name),
@@ -1224,7 +1230,9 @@ impl Sim {
         let now = self.at(self.now);
         let mut core = GroupMember::new(self.p.config(instance.clone()), now);
         core.subscribe(full_subscription(), now);
-        core.set_partition_counts(self.counts.clone(), now);
+        if counts {
+            core.set_partition_counts(self.counts.clone(), now);
+        }
         self.trace(|| format!("spawn {name}"));
         self.members.push(SimMember {
             name,
@@ -1862,12 +1870,14 @@ fn all_modes_without_faults() {
     }
 }
 
-/// A small hand-driven scenario: three static cooperative members settle; one crashes and its
-/// replacement (same instance id) rejoins within the session timeout: no rebalance, same
-/// generation, the same partitions.
-#[test]
-fn static_member_restart_without_rebalance() {
-    let mut p = Params::standard(1, Mode::Cooperative);
+/// A small hand-driven scenario: three static members settle; one crashes and its replacement
+/// (same instance id) rejoins within the session timeout: no rebalance, same generation, the
+/// same partitions. `leader`: the one restarted is the group's leader (answered with
+/// `skip_assignment`). `late_counts`: the replacement learns the partition counts only after
+/// its JoinGroup was answered, as a real consumer whose first metadata answer is slower than
+/// the join.
+fn static_restart(mode: Mode, leader: bool, late_counts: bool) {
+    let mut p = Params::standard(1, mode);
     p.faults = false;
     p.initial_members = 0;
     p.fault_ms = 0;
@@ -1880,7 +1890,8 @@ fn static_member_restart_without_rebalance() {
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
     let generation = sim.model.group.generation;
     let rebalances = sim.model.stats.rebalances;
-    let victim = 1;
+    let victim = (0..3).find(|&i| sim.members[i].core.is_leader() == leader).expect("a member of that kind");
+    let instance = sim.members[victim].instance.clone();
     let before = sim.members[victim].core.assignment().clone();
     assert!(!before.is_empty());
     sim.members[victim].life = Life::Crashed;
@@ -1889,31 +1900,57 @@ fn static_member_restart_without_rebalance() {
     let end = sim.now + 4_000;
     let restart_at = sim.now + 500;
     let mut restarted = false;
+    let mut counts_given = !late_counts;
+    let new = sim.members.len();
     while sim.now < end {
         sim.now += TICK_MS;
         if !restarted && sim.now >= restart_at {
-            sim.spawn(Some("static-1".to_string()));
+            sim.spawn_with(instance.clone(), !late_counts);
             restarted = true;
         }
         sim.deliver();
         let out = sim.model.tick(sim.now);
         sim.respond(out);
+        if !counts_given && sim.members.get(new).is_some_and(|m| m.max_generation_told >= 0) {
+            let now = sim.at(sim.now);
+            sim.members[new].core.set_partition_counts(sim.counts.clone(), now);
+            counts_given = true;
+        }
         for i in 0..sim.members.len() {
             sim.step_member(i);
         }
         sim.check_ownership();
     }
+    assert!(counts_given);
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
-    let new = sim.members.len() - 1;
+    assert_eq!(sim.members[new].core.is_leader(), leader);
     assert_eq!(sim.model.group.generation, generation, "a static restart must not start a new generation");
     assert_eq!(sim.model.stats.rebalances, rebalances);
     assert_eq!(sim.model.stats.static_replacements, 1);
     assert_eq!(sim.members[new].core.assignment(), &before);
     assert!(sim.members[new].core.is_stable());
     println!(
-        "static restart: generation {generation} kept, {} partitions back on the new incarnation",
+        "static restart ({mode:?}, leader {leader}, late counts {late_counts}): generation {generation} kept, {} \
+         partitions back on the new incarnation",
         before.len()
     );
+}
+
+#[test]
+fn static_member_restart_without_rebalance() {
+    static_restart(Mode::Cooperative, false, false);
+    static_restart(Mode::Range, false, true);
+}
+
+/// The coordinator answers a static leader's replacement with `skip_assignment` (KIP-814): it
+/// keeps the assignment, and partition counts the replacement learns only afterwards are not a
+/// change that calls for a rebalance.
+#[test]
+fn static_leader_restart_without_rebalance() {
+    for mode in [Mode::Range, Mode::Cooperative] {
+        static_restart(mode, true, false);
+        static_restart(mode, true, true);
+    }
 }
 
 /// Dynamic members get their member id from MEMBER_ID_REQUIRED first (KIP-394), and a dynamic

@@ -1,6 +1,8 @@
-//! Consumer groups (classic protocol) against a real broker: three members sharing a topic with
+//! Consumer groups against a real broker. Classic protocol: three members sharing a topic with
 //! manual commits, a member killed without leaving, cooperative-sticky moving only what must
-//! move, a static member restarting without a rebalance, and interop with Kafka's Java consumer.
+//! move, static members restarting without a rebalance, and interop with Kafka's Java consumer.
+//! KIP-848 (`group.protocol=consumer`): a group of three, a member killed without leaving, and
+//! a static member restarting without disturbing the other member.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -250,11 +252,75 @@ async fn cooperative_sticky_revokes_only_the_partitions_that_move() {
     second.close().await.unwrap();
 }
 
-// Known failure, under investigation: it passed at first, but at the end of the session the
-// other member saw a rebalance when the static member restarted. A likely cause is that the
-// restarted member's subscription metadata (generation -1, no owned partitions) differs from
-// its predecessor's, and a classic coordinator rebalances when a static member's metadata changes.
-#[ignore = "a static restart triggers a rebalance; see the comment above"]
+/// Polls both members for `rounds` turns of 100 ms each.
+async fn poll_both(x: &Consumer, y: &Consumer, rounds: usize) {
+    for _ in 0..rounds {
+        tokio::join!(x.poll(Duration::from_millis(100)), y.poll(Duration::from_millis(100))).0.unwrap();
+    }
+}
+
+/// How a static member restart is run and watched.
+struct Restart {
+    /// How long the member is away; the other member keeps polling meanwhile.
+    downtime: Duration,
+    /// How long the other member is watched once the replacement has its partitions: longer
+    /// than a heartbeat interval, since a rebalance reaches a member with a heartbeat.
+    watch: Duration,
+    /// A classic group: the coordinator's view (DescribeGroups) is checked too.
+    classic: bool,
+}
+
+/// Closes the static member `gone` (KIP-345: a classic static member's close sends no
+/// LeaveGroup; KIP-848: it leaves with epoch -2, which keeps its assignment), starts its
+/// replacement with the same `group.instance.id` after `downtime`, and checks, with rebalance
+/// listeners, that the replacement gets the same partitions in one step and that `other` sees
+/// no change at all. Returns the replacement.
+async fn restart_static_member(
+    gone: Consumer,
+    other: &Consumer,
+    make: impl Fn() -> ConsumerConfig,
+    topic: &str,
+    group: &str,
+    how: Restart,
+) -> Consumer {
+    let before = gone.assignment();
+    let other_before = other.assignment();
+    assert!(!before.is_empty());
+    let other_rec = Arc::new(Recorder::default());
+    other.set_rebalance_listener(RecordingListener(other_rec.clone()));
+    gone.close().await.unwrap();
+    for _ in 0..how.downtime.as_millis() / 100 {
+        other.poll(Duration::from_millis(100)).await.unwrap();
+    }
+    let new = Consumer::new(make()).await.unwrap();
+    let new_rec = Arc::new(Recorder::default());
+    new.set_rebalance_listener(RecordingListener(new_rec.clone()));
+    new.subscribe([topic]).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while new.assignment() != before {
+        assert!(tokio::time::Instant::now() < deadline, "{:?} != {:?}", new.assignment(), before);
+        poll_both(&new, other, 1).await;
+    }
+    poll_both(&new, other, (how.watch.as_millis() / 100) as usize).await;
+    assert!(other_rec.revoked.lock().unwrap().is_empty(), "the other member saw a revocation");
+    assert!(other_rec.assigned.lock().unwrap().is_empty(), "the other member saw an assignment");
+    assert_eq!(other.assignment(), other_before);
+    assert_eq!(new.assignment(), before);
+    assert!(new_rec.revoked.lock().unwrap().is_empty(), "the replacement had partitions revoked");
+    let assigned = new_rec.assigned.lock().unwrap().clone();
+    assert_eq!(assigned.len(), before.len(), "the replacement got its partitions once: {assigned:?}");
+    if how.classic {
+        let admin = Admin::new(client().await);
+        let after = admin.describe_groups(&[group]).await.unwrap()[0].clone();
+        assert_eq!(after.members.len(), 2);
+        assert_eq!(after.state, "Stable");
+    }
+    new
+}
+
+/// KIP-345: a static member that restarts within the session timeout takes its predecessor's
+/// place without a rebalance. Both members are restarted in turn, so the group leader (which
+/// the coordinator answers with `skip_assignment`, KIP-814) is among them whichever it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_static_member_restarted_within_the_session_timeout_causes_no_rebalance() {
     let _serial = serial();
@@ -267,11 +333,6 @@ async fn a_static_member_restarted_within_the_session_timeout_causes_no_rebalanc
     let b = Consumer::new(config("b")).await.unwrap();
     a.subscribe([topic.as_str()]).unwrap();
     b.subscribe([topic.as_str()]).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while a.assignment().len() + b.assignment().len() != 4 || a.assignment().is_empty() || b.assignment().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::join!(a.poll(Duration::from_millis(100)), b.poll(Duration::from_millis(100))).0.unwrap();
-    }
     // Let the group settle: joins can take more than one generation while members arrive.
     let admin = Admin::new(client.clone());
     let mut settled = 0;
@@ -279,31 +340,19 @@ async fn a_static_member_restarted_within_the_session_timeout_causes_no_rebalanc
     while settled < 10 {
         assert!(tokio::time::Instant::now() < deadline, "the group never settled");
         let before = (a.assignment(), b.assignment());
-        tokio::join!(a.poll(Duration::from_millis(100)), b.poll(Duration::from_millis(100))).0.unwrap();
-        let stable = admin.describe_groups(&[&group]).await.unwrap()[0].state == "Stable";
-        settled = if stable && before == (a.assignment(), b.assignment()) { settled + 1 } else { 0 };
+        poll_both(&a, &b, 1).await;
+        // The group does not exist before the first join reaches the coordinator.
+        let described = admin.describe_groups(&[&group]).await.unwrap_or_default();
+        let stable = described.first().is_some_and(|g| g.state == "Stable");
+        let split = a.assignment().len() == 2 && b.assignment().len() == 2;
+        settled = if stable && split && before == (a.assignment(), b.assignment()) { settled + 1 } else { 0 };
     }
-    let a_before = a.assignment();
-    let b_rec = Arc::new(Recorder::default());
-    b.set_rebalance_listener(RecordingListener(b_rec.clone()));
-    // A static member's close does not leave the group (KIP-345); its replacement takes its place.
-    a.close().await.unwrap();
-    let a2 = Consumer::new(config("a")).await.unwrap();
-    a2.subscribe([topic.as_str()]).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while a2.assignment() != a_before {
-        assert!(tokio::time::Instant::now() < deadline, "{:?} != {:?}", a2.assignment(), a_before);
-        tokio::join!(a2.poll(Duration::from_millis(100)), b.poll(Duration::from_millis(100))).0.unwrap();
-    }
-    for _ in 0..10 {
-        tokio::join!(a2.poll(Duration::from_millis(100)), b.poll(Duration::from_millis(100))).0.unwrap();
-    }
-    assert!(b_rec.revoked.lock().unwrap().is_empty(), "the other member saw no rebalance");
-    let after = admin.describe_groups(&[&group]).await.unwrap()[0].clone();
-    assert_eq!(after.members.len(), 2);
-    assert_eq!(after.state, "Stable");
+    // Away for 2 s (four heartbeats of the other member), watched for 3 s.
+    let how = || Restart { downtime: Duration::from_secs(2), watch: Duration::from_secs(3), classic: true };
+    let a2 = restart_static_member(a, &b, || config("a"), &topic, &group, how()).await;
+    let b2 = restart_static_member(b, &a2, || config("b"), &topic, &group, how()).await;
     a2.close().await.unwrap();
-    b.close().await.unwrap();
+    b2.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,6 +448,109 @@ async fn a_kip_848_group_consumes_every_record_once() {
     let admin = Admin::new(client.clone());
     let total: i64 = admin.list_group_offsets(&group, None).await.unwrap().iter().map(|o| o.offset).sum();
     assert_eq!(total as u64, N, "the group committed the end of every partition");
+}
+
+/// A member of a KIP-848 group. The coordinator's session timeout (`group.consumer.session.
+/// timeout.ms`, 45 s by default and at least `group.consumer.min.session.timeout.ms`, also 45 s)
+/// is a broker setting; the member's own lease is set to the same.
+fn kip_848_config(group: &str) -> ConsumerConfig {
+    member_config(group)
+        .group_protocol(kafka_wire::client::GroupProtocol::Consumer)
+        .session_timeout(Duration::from_secs(45))
+}
+
+/// KIP-848: a member that dies without leaving keeps its partitions until the coordinator's
+/// session timeout (45 s on the test broker) expires; then they move to the survivor, which
+/// resumes from the committed offsets: no record is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_kip_848_member_s_partitions_move_and_nothing_is_skipped() {
+    let _serial = serial();
+    const N: u64 = 60_000;
+    let client = client().await;
+    let topic = unique_topic("kill848");
+    let group = unique_topic("gkill848");
+    create_topic(&client, &topic, 6, 1, &[]).await;
+    produce(&topic, 6, N / 2).await;
+    let seen: Seen = Arc::default();
+    let stop = Stop::new();
+    let survivor = Consumer::new(kip_848_config(&group)).await.unwrap();
+    survivor.subscribe([topic.as_str()]).unwrap();
+    let victim = Consumer::new(kip_848_config(&group)).await.unwrap();
+    victim.subscribe([topic.as_str()]).unwrap();
+    let survivor_handle = survivor.clone();
+    let survivor = tokio::spawn(run_member(survivor, seen.clone(), stop.clone()));
+    let victim_handle = victim.clone();
+    let victim_seen: Seen = Arc::default();
+    let victim_task = tokio::spawn(run_member(victim, victim_seen.clone(), Stop::new()));
+    // Both own part of the topic (the coordinator splits it), and the victim has processed and
+    // committed some records.
+    wait_until("both members assigned and the victim's first records", Duration::from_secs(60), || {
+        let (s, v) = (survivor_handle.assignment(), victim_handle.assignment());
+        !s.is_empty() && !v.is_empty() && s.len() + v.len() == 6 && victim_seen.lock().unwrap().len() > 1000
+    })
+    .await;
+    let victim_partitions = victim_handle.assignment();
+    // Killed: the task is aborted and the last handle dropped, so no leave heartbeat is sent.
+    victim_task.abort();
+    let _ = victim_task.await;
+    drop(victim_handle);
+    let killed_at = tokio::time::Instant::now();
+    produce_from(&topic, 6, N / 2, N / 2).await;
+    // The coordinator needs its session timeout (45 s by default) to notice.
+    wait_until("the victim's partitions on the survivor", Duration::from_secs(120), || {
+        victim_partitions.is_subset(&survivor_handle.assignment())
+    })
+    .await;
+    let moved_after = killed_at.elapsed();
+    wait_until("every record", Duration::from_secs(60), || {
+        let s = seen.lock().unwrap();
+        let v = victim_seen.lock().unwrap();
+        let all: BTreeSet<u64> = s.iter().chain(v.iter()).map(|(_, _, x)| *x).collect();
+        all.len() as u64 >= N
+    })
+    .await;
+    stop.raise();
+    let survivor = survivor.await.unwrap();
+    assert_eq!(survivor.assignment().len(), 6, "the survivor owns the whole topic");
+    survivor.close().await.unwrap();
+    eprintln!("the victim's partitions moved {moved_after:?} after it was killed");
+    let s = seen.lock().unwrap();
+    let v = victim_seen.lock().unwrap();
+    let all: BTreeSet<u64> = s.iter().chain(v.iter()).map(|(_, _, x)| *x).collect();
+    assert_eq!(all.len() as u64, N, "no record skipped");
+}
+
+/// KIP-848 static membership: a static member that closes (leave heartbeat with epoch -2: the
+/// coordinator keeps its assignment for the instance id) and restarts within the session
+/// timeout gets its partitions back, and the other member's assignment does not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_kip_848_member_restarted_within_the_session_timeout_keeps_its_partitions() {
+    let _serial = serial();
+    let client = client().await;
+    let topic = unique_topic("static848");
+    let group = unique_topic("gstatic848");
+    create_topic(&client, &topic, 4, 1, &[]).await;
+    let config = |instance: &str| kip_848_config(&group).group_instance_id(instance);
+    let a = Consumer::new(config("a")).await.unwrap();
+    let b = Consumer::new(config("b")).await.unwrap();
+    a.subscribe([topic.as_str()]).unwrap();
+    b.subscribe([topic.as_str()]).unwrap();
+    // Settled: two partitions each, unchanged for 20 turns (2 s).
+    let mut settled = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while settled < 20 {
+        assert!(tokio::time::Instant::now() < deadline, "never settled: {:?} / {:?}", a.assignment(), b.assignment());
+        let before = (a.assignment(), b.assignment());
+        poll_both(&a, &b, 1).await;
+        let split = a.assignment().len() == 2 && b.assignment().len() == 2;
+        settled = if split && before == (a.assignment(), b.assignment()) { settled + 1 } else { 0 };
+    }
+    // Away for 7 s, longer than the coordinator's heartbeat interval (5 s): had the member
+    // left the group, the other one would be given its partitions meanwhile. Watched for 7 s.
+    let how = Restart { downtime: Duration::from_secs(7), watch: Duration::from_secs(7), classic: false };
+    let a2 = restart_static_member(a, &b, || config("a"), &topic, &group, how).await;
+    a2.close().await.unwrap();
+    b.close().await.unwrap();
 }
 
 /// A pattern subscription takes the topics whose names match, including one created after the

@@ -385,6 +385,21 @@ impl Consumer {
         self.inner.lock().positions()
     }
 
+    /// The consumer's group, generation and member id, for the offsets of a transaction
+    /// ([`Producer::send_offsets_to_transaction`](super::Producer::send_offsets_to_transaction),
+    /// KIP-447). Outside a group (assigned partitions) the generation is -1 and the member id
+    /// empty.
+    pub fn group_metadata(&self) -> Result<super::ConsumerGroupMetadata> {
+        let group_id = self.group_id()?;
+        let (generation_id, member_id) = super::consumer_group::generation(&self.inner).unwrap_or((-1, String::new()));
+        Ok(super::ConsumerGroupMetadata {
+            group_id,
+            generation_id,
+            member_id,
+            group_instance_id: self.inner.config.group_instance_id.clone(),
+        })
+    }
+
     /// Commits the current positions of every assigned partition and waits for the result.
     pub async fn commit(&self) -> Result<()> {
         let offsets = self.positions();

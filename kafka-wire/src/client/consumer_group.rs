@@ -43,6 +43,18 @@ enum AnyRequest {
     Consumer(ConsumerGroupRequest),
 }
 
+impl AnyRequest {
+    /// A LeaveGroup, or a ConsumerGroupHeartbeat with a leave epoch (-1, or -2 for a static
+    /// member): `close` waits for it to be answered before closing the connections.
+    fn is_leave(&self) -> bool {
+        match self {
+            AnyRequest::Classic(r) => matches!(r, GroupRequest::LeaveGroup(_)),
+            AnyRequest::Consumer(ConsumerGroupRequest::ConsumerGroupHeartbeat(r)) => r.member_epoch < 0,
+            AnyRequest::Consumer(_) => false,
+        }
+    }
+}
+
 enum AnyResponse {
     Classic(GroupResponse),
     Consumer(ConsumerGroupResponse),
@@ -131,6 +143,8 @@ pub(super) struct GroupState {
     last_auto_commit: Option<Instant>,
     /// Partition counts of the subscribed topics, as last given to the member.
     counts: BTreeMap<String, i32>,
+    /// Leave requests sent and not answered yet.
+    leaves_in_flight: usize,
 }
 
 impl GroupState {
@@ -207,12 +221,16 @@ pub(super) fn subscribe(inner: &Arc<Inner>, subscription: Subscription) -> Resul
     Ok(())
 }
 
-/// The topics whose metadata the driver keeps: assigned ones and subscribed ones.
+/// The topics whose metadata the driver keeps: assigned ones, subscribed ones and, on a classic
+/// leader, every topic of the group (it assigns them, and rejoins when their counts change).
 pub(super) fn wanted_topics(inner: &Inner) -> Vec<Arc<str>> {
     let st = inner.lock();
     let mut topics: BTreeSet<Arc<str>> = st.partitions.keys().map(|tp| tp.topic.clone()).collect();
     if let Some(Subscription::Topics(ts)) = &st.group.subscription {
         topics.extend(ts.iter().map(|t| Arc::from(t.as_str())));
+        if let Some(m) = &st.group.member {
+            topics.extend(m.metadata_topics().iter().map(|t| Arc::from(t.as_str())));
+        }
     }
     topics.into_iter().collect()
 }
@@ -282,6 +300,9 @@ pub(super) async fn step(inner: &Arc<Inner>, now: Instant) {
                 .partitions
                 .iter()
                 .filter(|(tp, _)| member.assignment().contains(&tp_key(tp)))
+                // A position awaiting validation after a leader change, or parked on a log
+                // truncation, may point past what the log holds: it is not committed.
+                .filter(|(_, p)| p.usable())
                 .filter_map(|(tp, p)| p.position.map(|o| (tp_key(tp), (o, p.position_epoch))))
                 .collect();
             if !offsets.is_empty() {
@@ -302,10 +323,18 @@ pub(super) async fn step(inner: &Arc<Inner>, now: Instant) {
         let client = inner.client.clone();
         let responder = responder.clone();
         let inner = inner.clone();
+        let leave = request.is_leave();
+        if leave {
+            inner.lock().group.leaves_in_flight += 1;
+        }
         tokio::spawn(async move {
             let response = send(&client, target, request).await;
+            if leave {
+                inner.lock().group.leaves_in_flight -= 1;
+            }
             let _ = responder.send((id, response));
             inner.wake.notify_one();
+            inner.data.notify_waiters();
         });
     }
     inner.data.notify_waiters();
@@ -533,7 +562,15 @@ pub(super) async fn leave(consumer: &Consumer) {
         if let Err(e) = run_events(consumer).await {
             tracing::warn!(error = %e, "rebalance callback failed while leaving");
         }
-        let left = inner.lock().group.member.as_ref().is_none_or(|m| m.has_left() || m.fatal_error().is_some());
+        // The leave request must also have reached the coordinator: `close` closes the
+        // connections next, which would drop it unsent. (A static KIP-848 member whose -2
+        // heartbeat is lost holds its instance id until the session timeout, and its
+        // replacement is refused with UNRELEASED_INSTANCE_ID.)
+        let left = {
+            let st = inner.lock();
+            st.group.member.as_ref().is_none_or(|m| m.has_left() || m.fatal_error().is_some())
+                && st.group.leaves_in_flight == 0
+        };
         if left || tokio::time::Instant::now() >= deadline {
             return;
         }
@@ -541,4 +578,9 @@ pub(super) async fn leave(consumer: &Consumer) {
         inner.wake.notify_one();
         let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
     }
+}
+
+/// The member's generation (KIP-848: member epoch) and member id, while it is in a group.
+pub(super) fn generation(inner: &Inner) -> Option<(i32, String)> {
+    inner.lock().group.member.as_ref().and_then(|m| both!(m, m => m.generation()))
 }

@@ -85,7 +85,10 @@
 //! static leader's rejoin is answered with `skip_assignment` (the coordinator replaced it
 //! without a rebalance, KIP-345) while it wanted a rebalance for new counts, it asks again.
 //! A static leader restarted from scratch cannot know the counts its predecessor assigned with
-//! (as in Java).
+//! (as in Java): after `skip_assignment` it takes the counts it knows then, and those it learns
+//! later for topics it had none for, as the ones assigned with. (Taking a count learned late as
+//! a change would make every static leader restarted before its first metadata answer rebalance
+//! the group, which is what static membership is meant to avoid.)
 //!
 //! # Commits
 //!
@@ -332,6 +335,19 @@ struct Slot {
     epoch: u64,
 }
 
+/// What the leader knew of the group's topics when the current assignment was made.
+#[derive(Clone, Debug)]
+struct LeaderSnapshot {
+    /// The topics the members subscribe to.
+    topics: BTreeSet<String>,
+    /// Their partition counts then (a topic without metadata is missing).
+    counts: BTreeMap<String, i32>,
+    /// The coordinator kept a predecessor's assignment (`skip_assignment`): `counts` is only
+    /// what this member knew when it rejoined; counts it learns later for the missing topics
+    /// are added rather than taken as a change.
+    inherited: bool,
+}
+
 #[derive(Clone, Debug, Default)]
 struct Backoff {
     attempts: u32,
@@ -403,7 +419,7 @@ pub struct GroupMember {
     rejoin_reason: String,
     needs_join_prepare: bool,
     /// The leader's view when it assigned: the group's topics and their partition counts.
-    leader_snapshot: Option<(BTreeSet<String>, BTreeMap<String, i32>)>,
+    leader_snapshot: Option<LeaderSnapshot>,
     /// The leader asked for a rebalance because partition counts changed, and has not run an
     /// assignment since (it survives a generation reset: a static leader that rejoins with a
     /// new member id gets `skip_assignment` and must ask again).
@@ -571,8 +587,8 @@ impl GroupMember {
     /// the group subscribes to.
     pub fn metadata_topics(&self) -> BTreeSet<String> {
         let mut topics = self.subscription.clone();
-        if let Some((group_topics, _)) = &self.leader_snapshot {
-            topics.extend(group_topics.iter().cloned());
+        if let Some(snapshot) = &self.leader_snapshot {
+            topics.extend(snapshot.topics.iter().cloned());
         }
         topics
     }
@@ -959,10 +975,20 @@ impl GroupMember {
         if !self.is_leader() {
             return;
         }
-        if let Some((topics, used)) = &self.leader_snapshot {
+        let counts = &self.counts;
+        if let Some(snapshot) = self.leader_snapshot.as_mut() {
+            if snapshot.inherited {
+                // The assignment was not ours (skip_assignment): a count learned only now is
+                // taken as the one it was made with, not as a change.
+                for t in &snapshot.topics {
+                    if let (false, Some(&c)) = (snapshot.counts.contains_key(t), counts.get(t)) {
+                        snapshot.counts.insert(t.clone(), c);
+                    }
+                }
+            }
             let now: BTreeMap<String, i32> =
-                topics.iter().filter_map(|t| self.counts.get(t).map(|&c| (t.clone(), c))).collect();
-            if &now != used {
+                snapshot.topics.iter().filter_map(|t| counts.get(t).map(|&c| (t.clone(), c))).collect();
+            if now != snapshot.counts {
                 self.metadata_rejoin_pending = true;
                 self.request_rejoin("partition counts changed");
             }
@@ -1491,11 +1517,11 @@ impl GroupMember {
         let partitions: BTreeMap<String, i32> =
             topics.iter().filter_map(|t| self.counts.get(t).map(|&c| (t.clone(), c))).collect();
         if !assign {
-            self.leader_snapshot = Some((topics, partitions));
+            self.leader_snapshot = Some(LeaderSnapshot { topics, counts: partitions, inherited: true });
             return Ok(Vec::new());
         }
         let result = assignor.assign(&members, &partitions);
-        self.leader_snapshot = Some((topics, partitions));
+        self.leader_snapshot = Some(LeaderSnapshot { topics, counts: partitions, inherited: false });
         self.metadata_rejoin_pending = false;
         let empty = BTreeMap::new();
         Ok(members
