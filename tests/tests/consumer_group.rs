@@ -430,7 +430,9 @@ async fn a_kip_848_group_consumes_every_record_once() {
     let stop = Stop::new();
     let mut handles = Vec::new();
     for _ in 0..3 {
-        let config = member_config(&group).group_protocol(kafka_wire::client::GroupProtocol::Consumer);
+        // The broker's session timeout (45 s) as the local lease: a 6 s lease against its 5 s
+        // heartbeat interval would drop partitions whenever an answer came a second late.
+        let config = kip_848_config(&group);
         let c = Consumer::new(config).await.unwrap();
         c.subscribe([topic.as_str()]).unwrap();
         handles.push(tokio::spawn(run_member(c, seen.clone(), stop.clone())));

@@ -9,3 +9,4 @@ pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod read_committed;
+pub mod transaction;
