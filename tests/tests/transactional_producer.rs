@@ -246,6 +246,11 @@ async fn misuse_is_a_typed_error() {
     producer.begin_transaction().unwrap();
     assert!(matches!(producer.begin_transaction(), Err(Error::InvalidState { .. })), "begin twice");
     producer.abort_transaction().await.unwrap();
+    // An empty transaction commits (and aborts) without troubling the coordinator.
+    producer.begin_transaction().unwrap();
+    producer.commit_transaction().await.unwrap();
+    producer.begin_transaction().unwrap();
+    producer.abort_transaction().await.unwrap();
     producer.close().await.unwrap();
 }
 

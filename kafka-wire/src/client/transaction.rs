@@ -168,6 +168,13 @@ impl Transactions {
         }
     }
 
+    /// Whether the open transaction wrote anything (records or offsets), so that the
+    /// coordinator knows of it and EndTxn must end it.
+    fn started(&self) -> bool {
+        let st = lock(&self.state);
+        !st.partitions.is_empty() || !st.groups.is_empty()
+    }
+
     /// Whether the protocol of the open (or next) transaction is v2.
     pub(super) fn is_v2(&self) -> bool {
         lock(&self.state).v2
@@ -406,7 +413,9 @@ impl Producer {
         };
         // v5 adds the offsets to the transaction itself, which only a v2 transaction may rely on.
         let max_version = if v2 { i16::MAX } else { 4 };
-        self.txn_offset_commit(t, &group.group_id, &request, max_version).await
+        self.txn_offset_commit(t, &group.group_id, &request, max_version).await?;
+        lock(&t.state).groups.insert(group.group_id.clone());
+        Ok(())
     }
 
     /// TxnOffsetCommit goes to the group's coordinator, which may move independently of the
@@ -467,7 +476,10 @@ impl Producer {
             lock(&t.state).phase = Phase::Abortable(failed.clone());
             return Err(Error::TransactionAbortable { reason: failed });
         }
-        self.end_transaction(t, true).await?;
+        // A transaction that wrote nothing is unknown to the coordinator: nothing to end.
+        if t.started() {
+            self.end_transaction(t, true).await?;
+        }
         lock(&t.state).phase = Phase::Ready;
         Ok(())
     }
@@ -526,11 +538,7 @@ impl Producer {
         };
         self.inner.deliver_completions();
         drained?;
-        let started = {
-            let st = lock(&t.state);
-            !st.partitions.is_empty() || !st.groups.is_empty()
-        };
-        if started {
+        if t.started() {
             self.end_transaction(t, false).await?;
         }
         if sequenced && !t.is_v2() {
