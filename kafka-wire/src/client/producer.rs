@@ -167,7 +167,9 @@ impl Producer {
             driver_done: Notify::new(),
             driver_finished: AtomicBool::new(false),
             transactions_v2: AtomicBool::new(false),
-            txn: config.transactional_id.clone().map(|id| Transactions::new(id, config.transaction_timeout)),
+            txn: config.transactional_id.clone().map(|id| {
+                Transactions::new(id, config.transaction_timeout, config.retry_backoff, config.retry_backoff_max)
+            }),
             config,
         });
         tokio::spawn(drive(inner.clone()));
@@ -206,6 +208,15 @@ impl Producer {
         let mut data = RecordData { key: record.key, value: record.value, headers: record.headers, timestamp };
         let (tx, rx) = oneshot::channel();
         let mut completion = tx;
+        // Counted before the append, so that its completion can never come first.
+        if let Some(t) = &inner.txn {
+            t.record_appended(1);
+        }
+        let not_appended = || {
+            if let Some(t) = &inner.txn {
+                t.record_appended(-1);
+            }
+        };
         loop {
             let size = data.size_estimate();
             let result = lock(&inner.core).append(&tp, data, completion, Instant::now());
@@ -222,6 +233,7 @@ impl Producer {
                     return Ok(DeliveryFuture(rx));
                 }
                 Err(AppendError::RecordTooLarge { size, max, .. }) => {
+                    not_appended();
                     return Err(Error::config(
                         "max.request.size",
                         format!("a record of {size} bytes is larger than the limit of {max} bytes"),
@@ -233,6 +245,7 @@ impl Producer {
                     let progressed = inner.progress.notified();
                     inner.wake.notify_one();
                     if tokio::time::timeout_at(deadline, progressed).await.is_err() {
+                        not_appended();
                         return Err(Error::Timeout {
                             what: "waiting for room in buffer.memory".into(),
                             after: inner.config.max_block,
@@ -380,11 +393,10 @@ impl Inner {
             return;
         }
         for (tx, result) in completed {
-            let result = result.map_err(|f| self.failure_to_error(f));
-            if let (Some(t), Err(e)) = (&self.txn, &result) {
-                t.record_failed(e);
+            if let Some(t) = &self.txn {
+                t.record_completed(&result.as_ref().map(|_| ()).map_err(Clone::clone));
             }
-            let _ = tx.send(result);
+            let _ = tx.send(result.map_err(|f| self.failure_to_error(f)));
         }
         self.progress.notify_waiters();
     }

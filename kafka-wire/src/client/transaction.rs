@@ -1,41 +1,26 @@
-//! The transactional producer (KIP-98, KIP-447, KIP-890): `init_transactions`, `begin`,
-//! `send_offsets_to_transaction`, `commit`, `abort` on [`Producer`].
+//! The transactional producer's driver: `init_transactions`, `begin_transaction`,
+//! `send_offsets_to_transaction`, `commit_transaction` and `abort_transaction` on [`Producer`].
 //!
-//! # States
+//! The decisions (states, which request next, what an error code means, when EndTxn may go,
+//! v1 or v2) are the sans-IO [`TransactionManager`]'s, whose documentation has the state diagram
+//! (KIP-98, KIP-360, KIP-447, KIP-890). This module does the IO: it sends the manager's requests
+//! to the coordinators and hands back the answers, feeds it the fate of every record of the
+//! transaction (from the producer driver's completions), and applies its events to the producer
+//! core (a new producer id or epoch).
 //!
-//! ```text
-//!  Uninitialized ──init_transactions──► Ready ──begin──► InTransaction ──commit──► Ready
-//!                                         ▲                 │   │
-//!                                         │        a record │   │ abort
-//!                                         │        failed,  ▼   ▼
-//!                                         └──── abort ── Abortable
-//!
-//!  any state ── PRODUCER_FENCED / INVALID_PRODUCER_EPOCH / INVALID_TXN_STATE ──► Fatal
-//! ```
-//!
-//! Nothing is sent after `Fatal`: a newer instance with the same `transactional.id` owns it.
-//!
-//! # Transactions v1 and v2
-//!
-//! The protocol is picked once per transaction, at `begin`, from the cluster's finalized
-//! `transaction.version` feature (not only from API versions). Under v1 every partition is added
-//! with AddPartitionsToTxn before its first batch may be sent (so `send` waits for that on a
-//! partition's first record), and the consumer offsets' group with AddOffsetsToTxn. Under v2
-//! (KIP-890, `transaction.version` ≥ 2) Produce v12+ and TxnOffsetCommit v5 add them implicitly,
-//! and every EndTxn (v5+) bumps the producer epoch: the answer carries the epoch to use next.
-//!
-//! A commit is only sent once every record of the transaction is acknowledged; if any failed,
-//! the transaction can only be aborted. An abort stops sending, waits for the requests in flight,
-//! fails the records not sent yet, and ends the transaction; if a dropped batch already held
-//! sequence numbers the epoch is bumped through the coordinator (InitProducerId with the current
-//! id and epoch, KIP-360) so the next transaction's sequences start clean.
+//! Under v1 a record's partition is added to the transaction before the record is appended, so
+//! no batch of a partition can be drained before AddPartitionsToTxn succeeded. An abort stops
+//! the core from draining, waits for the requests in flight, and drops what is left before the
+//! manager sends EndTxn.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::admin::{Admin, CoordinatorType};
+use tokio::sync::Notify;
+
+use super::admin::{Admin, CoordinatorType as AdminCoordinator};
 use super::consumer::OffsetAndMetadata;
 use super::error::{Error, Result};
 use super::producer::{lock, Inner, Producer};
@@ -46,9 +31,13 @@ use crate::codec::messages::init_producer_id::InitProducerIdRequest;
 use crate::codec::messages::txn_offset_commit::{
     TxnOffsetCommitRequest, TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
 };
-use crate::codec::messages::Request;
+use crate::codec::messages::ProduceRequest;
 use crate::codec::ErrorCode;
-use crate::proto::producer::TopicPartition;
+use crate::proto::producer::{ProduceFailure, TopicPartition};
+use crate::proto::transaction::{
+    CoordinatorType, Destination, FatalReason, GroupMetadata, OutgoingRequest, ProduceOutcome, TransactionManager,
+    TxnConfig, TxnError, TxnEvent, TxnOffset, TxnRequest, TxnState,
+};
 
 /// A consumer's place in its group, sent with the offsets of a transaction so that the group
 /// coordinator refuses them from a member that has been fenced (KIP-447).
@@ -61,239 +50,346 @@ pub struct ConsumerGroupMetadata {
     pub group_instance_id: Option<String>,
 }
 
-#[derive(Clone, Debug)]
-enum Phase {
-    Uninitialized,
-    Ready,
-    InTransaction,
-    /// Only `abort_transaction` may follow.
-    Abortable(String),
-    Fatal(Error),
-}
-
 struct State {
-    phase: Phase,
-    /// The protocol of the open transaction (decided at `begin`).
-    v2: bool,
-    /// Partitions added to the open transaction (v1), or written to (v2).
-    partitions: HashSet<TopicPartition>,
-    /// Groups whose offsets are in the open transaction.
-    groups: HashSet<String>,
-    coordinator: Option<i32>,
-    /// The first record of the open transaction that failed.
-    failed_record: Option<String>,
+    manager: TransactionManager,
+    /// Records of the open transaction not completed yet (queued or in flight).
+    unsettled: usize,
+    /// `send_offsets` calls finished (OffsetsAdded events), to tell a caller its own finished.
+    offsets_added: u64,
+    offsets_asked: u64,
 }
 
 /// The transactional part of a producer.
 pub(super) struct Transactions {
     id: String,
-    timeout_ms: i32,
     state: Mutex<State>,
-    /// One AddPartitionsToTxn at a time, so concurrent sends to a new partition add it once.
-    adding: tokio::sync::Mutex<()>,
-    /// What the coordinator's broker reported of KIP-890 support, at the last InitProducerId.
-    cluster_v2: AtomicBool,
+    /// Something the manager waits for happened (a record completed).
+    changed: Notify,
+    /// One task at a time talks to the coordinators for the manager; others wait their turn.
+    pump: tokio::sync::Mutex<()>,
 }
 
 impl Transactions {
-    pub(super) fn new(id: String, timeout: Duration) -> Self {
+    pub(super) fn new(id: String, transaction_timeout: Duration, retry_backoff: Duration, retry_backoff_max: Duration) -> Self {
+        let mut config = TxnConfig::new(id.as_str());
+        config.transaction_timeout = transaction_timeout;
+        config.retry_backoff = retry_backoff;
+        config.retry_backoff_max = retry_backoff_max.max(retry_backoff);
         Self {
             id,
-            timeout_ms: timeout.as_millis().min(i32::MAX as u128) as i32,
-            state: Mutex::new(State {
-                phase: Phase::Uninitialized,
-                v2: false,
-                partitions: HashSet::new(),
-                groups: HashSet::new(),
-                coordinator: None,
-                failed_record: None,
-            }),
-            adding: tokio::sync::Mutex::new(()),
-            cluster_v2: AtomicBool::new(false),
+            state: Mutex::new(State { manager: TransactionManager::new(config), unsettled: 0, offsets_added: 0, offsets_asked: 0 }),
+            changed: Notify::new(),
+            pump: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Called by `send` before a record is appended for `tp`: the transaction must be open, and
-    /// under v1 the partition must have been added to it.
+    /// Called by `send` before a record for `tp` is appended: the transaction must be open, and
+    /// under v1 the partition must have been added to it (this waits for AddPartitionsToTxn).
     pub(super) async fn before_send(&self, inner: &Inner, tp: &TopicPartition) -> Result<()> {
-        let v2 = {
+        let added = {
             let mut st = lock(&self.state);
-            check_phase(&st.phase, "send")?;
-            if st.v2 {
-                st.partitions.insert(tp.clone());
-            }
-            if st.v2 || st.partitions.contains(tp) {
-                return Ok(());
-            }
-            st.v2
+            st.manager.add_partition(tp).map_err(|e| self.error(e))?
         };
-        debug_assert!(!v2);
-        let _one = self.adding.lock().await;
-        if lock(&self.state).partitions.contains(tp) {
-            return Ok(());
+        if !added {
+            self.pump_until(inner, |st| st.manager.add_partition(tp).map(|ok| ok.then_some(()))).await?;
         }
-        let (producer_id, producer_epoch) = lock(&inner.core).producer_id();
-        let request = AddPartitionsToTxnRequest {
-            v3_and_below_transactional_id: self.id.as_str().into(),
-            v3_and_below_producer_id: producer_id,
-            v3_and_below_producer_epoch: producer_epoch,
-            v3_and_below_topics: vec![AddPartitionsToTxnTopic {
-                name: (&*tp.topic).into(),
-                partitions: vec![tp.partition],
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        // Versions 4+ are the brokers' batched form.
-        let response = self
-            .to_coordinator(inner, &request, 3, |r| {
-                r.results_by_topic_v3_and_below
-                    .iter()
-                    .flat_map(|t| &t.results_by_partition)
-                    .map(|p| p.partition_error_code)
-                    .find(|c| *c != ErrorCode::NONE)
-                    .unwrap_or(ErrorCode::NONE)
-            })
-            .await?;
-        self.settle(response, "AddPartitionsToTxn")?;
-        lock(&self.state).partitions.insert(tp.clone());
         Ok(())
     }
 
-    /// Notes a record of the open transaction that failed: the transaction cannot commit.
-    pub(super) fn record_failed(&self, error: &Error) {
+    /// A record of the transaction is being appended (`1`), or after all was not (`-1`): the
+    /// manager hears of the fate of every appended one.
+    pub(super) fn record_appended(&self, delta: isize) {
         let mut st = lock(&self.state);
-        if matches!(st.phase, Phase::InTransaction) && st.failed_record.is_none() {
-            st.failed_record = Some(error.to_string());
+        st.unsettled = st.unsettled.saturating_add_signed(delta);
+    }
+
+    /// A record of the transaction completed (from the producer driver's completions).
+    pub(super) fn record_completed(&self, result: &std::result::Result<(), ProduceFailure>) {
+        let outcome = match result {
+            Ok(()) => ProduceOutcome::Acknowledged,
+            Err(ProduceFailure::TransactionAborted) => ProduceOutcome::Discarded,
+            Err(ProduceFailure::Broker { code, .. }) => ProduceOutcome::Failed(Some(*code)),
+            Err(_) => ProduceOutcome::Failed(None),
+        };
+        {
+            let mut st = lock(&self.state);
+            st.unsettled = st.unsettled.saturating_sub(1);
+            st.manager.produce_settled(outcome);
         }
+        self.changed.notify_waiters();
     }
 
-    /// Whether the open transaction wrote anything (records or offsets), so that the
-    /// coordinator knows of it and EndTxn must end it.
-    fn started(&self) -> bool {
-        let st = lock(&self.state);
-        !st.partitions.is_empty() || !st.groups.is_empty()
-    }
-
-    /// Whether the protocol of the open (or next) transaction is v2.
-    pub(super) fn is_v2(&self) -> bool {
-        lock(&self.state).v2
-    }
-
-    /// Whether the coordinator's broker reports `transaction.version` ≥ 2 (KIP-890 part 2) and
-    /// offers the API versions v2 needs (EndTxn v5, Produce v12, TxnOffsetCommit v5).
-    async fn learn_protocol(&self, inner: &Inner) {
-        use crate::codec::messages::{EndTxnRequest as E, ProduceRequest as P, TxnOffsetCommitRequest as T};
-        let Some(node) = lock(&self.state).coordinator else { return };
-        let Ok(conn) = inner.client.control(node).await else { return };
-        let v2 = conn.finalized_feature("transaction.version").is_some_and(|v| v >= 2)
-            && conn.version_for::<E>().is_ok_and(|v| v >= 5)
-            && conn.version_for::<P>().is_ok_and(|v| v >= 12)
-            && conn.version_for::<T>().is_ok_and(|v| v >= 5);
-        self.cluster_v2.store(v2, Ordering::Release);
-    }
-
-    /// Sends `request` to the transaction coordinator, finding it first, and retries while the
-    /// coordinator moves or loads, the connection fails, or an earlier transaction of this id
-    /// is still completing (CONCURRENT_TRANSACTIONS). Gives up after `max.block.ms`. The answer's
-    /// other error codes are the caller's to judge: `code` extracts the one that decides.
-    async fn to_coordinator<R: Request>(
+    /// Runs the manager until `done` says so: sends its requests, hands back the answers, applies
+    /// its events, and waits for records to settle. Gives up after `max.block.ms`.
+    async fn pump_until<T>(
         &self,
         inner: &Inner,
-        request: &R,
-        max_version: i16,
-        code: impl Fn(&R::Response) -> ErrorCode,
-    ) -> Result<(R::Response, ErrorCode)> {
+        mut done: impl FnMut(&mut State) -> std::result::Result<Option<T>, TxnError>,
+    ) -> Result<T> {
+        let _turn = self.pump.lock().await;
         let deadline = tokio::time::Instant::now() + inner.config.max_block;
-        let mut delay = Duration::from_millis(20);
         loop {
-            let cached = lock(&self.state).coordinator;
-            let node = match cached {
-                Some(n) => Ok(n),
-                None => Admin::new(inner.client.clone())
-                    .with_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()))
-                    .find_coordinator(&self.id, CoordinatorType::Transaction)
-                    .await
-                    .inspect(|n| lock(&self.state).coordinator = Some(*n)),
-            };
-            let outcome = match node {
-                Ok(node) => inner.client.send_control(node, request, max_version).await,
-                Err(e) => Err(e),
-            };
-            let last = match outcome {
-                Ok(response) => {
-                    let c = code(&response);
-                    if is_coordinator_moved(c) {
-                        lock(&self.state).coordinator = None;
-                    } else if c != ErrorCode::CONCURRENT_TRANSACTIONS {
-                        return Ok((response, c));
-                    }
-                    Error::broker(c, None, format!("{} for transactional.id {}", R::API_KEY, self.id))
+            let changed = self.changed.notified();
+            let (request, wakeup) = {
+                let mut st = lock(&self.state);
+                self.apply_events(inner, &mut st);
+                if let Some(value) = done(&mut st).map_err(|e| self.error(e))? {
+                    return Ok(value);
                 }
-                Err(e) if e.is_retriable() => {
-                    lock(&self.state).coordinator = None;
-                    e
-                }
-                Err(e) => return Err(e),
+                let request = st.manager.next_request(Instant::now());
+                (request, st.manager.next_wakeup())
             };
-            if tokio::time::Instant::now() + delay >= deadline {
-                return Err(last);
+            if let Some(request) = request {
+                self.send(inner, request).await;
+                continue;
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(500));
+            if tokio::time::Instant::now() >= deadline {
+                let state = lock(&self.state).manager.state();
+                return Err(Error::Timeout {
+                    what: format!("transactional.id {} ({state:?})", self.id),
+                    after: inner.config.max_block,
+                });
+            }
+            let until = wakeup.map_or(deadline, |w| tokio::time::Instant::from_std(w).min(deadline));
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
         }
     }
 
-    /// Judges a coordinator's final error code: fencing is fatal for this instance, an abortable
-    /// error leaves only `abort_transaction`.
-    fn settle<T>(&self, (response, code): (T, ErrorCode), what: &str) -> Result<T> {
-        if code == ErrorCode::NONE {
-            return Ok(response);
+    fn apply_events(&self, inner: &Inner, st: &mut State) {
+        while let Some(event) = st.manager.poll_event() {
+            match event {
+                TxnEvent::ProducerIdChanged { producer_id, epoch } => {
+                    lock(&inner.core).set_producer_id(producer_id, epoch);
+                    inner.wake.notify_one();
+                }
+                TxnEvent::OffsetsAdded { .. } => st.offsets_added += 1,
+                _ => {}
+            }
         }
-        Err(self.fail(code, what))
     }
 
-    fn fail(&self, code: ErrorCode, what: &str) -> Error {
-        let mut st = lock(&self.state);
-        if is_fenced(code) {
-            let e = Error::Fenced { transactional_id: self.id.clone(), code };
-            st.phase = Phase::Fatal(e.clone());
-            return e;
+    /// Sends one of the manager's requests and hands its answer back.
+    async fn send(&self, inner: &Inner, out: OutgoingRequest) {
+        let OutgoingRequest { id, destination, request } = out;
+        let node = match destination {
+            Destination::Node(n) => Some(n),
+            _ => None,
+        };
+        let answered = match (request, node) {
+            (TxnRequest::FindCoordinator { key, key_type }, _) => {
+                let kind = match key_type {
+                    CoordinatorType::Group => AdminCoordinator::Group,
+                    _ => AdminCoordinator::Transaction,
+                };
+                let found = Admin::new(inner.client.clone())
+                    .with_timeout(inner.config.request_timeout)
+                    .find_coordinator(&key, kind)
+                    .await;
+                let mut st = lock(&self.state);
+                match found {
+                    Ok(node) => st.manager.handle_find_coordinator(id, Ok(node), Instant::now()),
+                    Err(e) => match e.code() {
+                        Some(code) => st.manager.handle_find_coordinator(id, Err(code), Instant::now()),
+                        None => st.manager.handle_no_response(id, Instant::now()),
+                    },
+                }
+                true
+            }
+            (TxnRequest::InitProducerId { transactional_id, transaction_timeout_ms, producer_id, producer_epoch }, Some(node)) => {
+                let request = InitProducerIdRequest {
+                    transactional_id: Some((*transactional_id).into()),
+                    transaction_timeout_ms,
+                    producer_id,
+                    producer_epoch,
+                    ..Default::default()
+                };
+                match inner.client.send_control(node, &request, i16::MAX).await {
+                    Ok(r) => {
+                        let mut st = lock(&self.state);
+                        st.manager.handle_init_producer_id(id, r.error_code, r.producer_id, r.producer_epoch, Instant::now());
+                        true
+                    }
+                    Err(e) => log_failed("InitProducerId", &e),
+                }
+            }
+            (TxnRequest::AddPartitionsToTxn { transactional_id, producer_id, producer_epoch, partitions }, Some(node)) => {
+                let mut topics: Vec<AddPartitionsToTxnTopic> = Vec::new();
+                for tp in &partitions {
+                    match topics.iter_mut().find(|t| *t.name == *tp.topic) {
+                        Some(t) => t.partitions.push(tp.partition),
+                        None => topics.push(AddPartitionsToTxnTopic {
+                            name: (&*tp.topic).into(),
+                            partitions: vec![tp.partition],
+                            ..Default::default()
+                        }),
+                    }
+                }
+                let request = AddPartitionsToTxnRequest {
+                    v3_and_below_transactional_id: (*transactional_id).into(),
+                    v3_and_below_producer_id: producer_id,
+                    v3_and_below_producer_epoch: producer_epoch,
+                    v3_and_below_topics: topics,
+                    ..Default::default()
+                };
+                // Versions 4+ are the brokers' batched form.
+                match inner.client.send_control(node, &request, 3).await {
+                    Ok(r) => {
+                        let results: Vec<(TopicPartition, ErrorCode)> = r
+                            .results_by_topic_v3_and_below
+                            .iter()
+                            .flat_map(|t| {
+                                t.results_by_partition
+                                    .iter()
+                                    .map(|p| (TopicPartition::new(&*t.name, p.partition_index), p.partition_error_code))
+                            })
+                            .collect();
+                        lock(&self.state).manager.handle_add_partitions(id, &results, Instant::now());
+                        true
+                    }
+                    Err(e) => log_failed("AddPartitionsToTxn", &e),
+                }
+            }
+            (TxnRequest::AddOffsetsToTxn { transactional_id, producer_id, producer_epoch, group_id }, Some(node)) => {
+                let request = AddOffsetsToTxnRequest {
+                    transactional_id: (*transactional_id).into(),
+                    producer_id,
+                    producer_epoch,
+                    group_id: (*group_id).into(),
+                    ..Default::default()
+                };
+                match inner.client.send_control(node, &request, i16::MAX).await {
+                    Ok(r) => {
+                        lock(&self.state).manager.handle_add_offsets(id, r.error_code, Instant::now());
+                        true
+                    }
+                    Err(e) => log_failed("AddOffsetsToTxn", &e),
+                }
+            }
+            (
+                TxnRequest::TxnOffsetCommit { transactional_id, producer_id, producer_epoch, group, offsets, transaction_v2 },
+                Some(node),
+            ) => {
+                let mut topics: Vec<TxnOffsetCommitRequestTopic> = Vec::new();
+                for (tp, o) in &offsets {
+                    let partition = TxnOffsetCommitRequestPartition {
+                        partition_index: tp.partition,
+                        committed_offset: o.offset,
+                        committed_leader_epoch: o.leader_epoch.unwrap_or(-1),
+                        committed_metadata: o.metadata.as_deref().map(Into::into),
+                        ..Default::default()
+                    };
+                    match topics.iter_mut().find(|t| *t.name == *tp.topic) {
+                        Some(t) => t.partitions.push(partition),
+                        None => topics.push(TxnOffsetCommitRequestTopic {
+                            name: (&*tp.topic).into(),
+                            partitions: vec![partition],
+                            ..Default::default()
+                        }),
+                    }
+                }
+                let request = TxnOffsetCommitRequest {
+                    transactional_id: (*transactional_id).into(),
+                    group_id: (*group.group_id).into(),
+                    producer_id,
+                    producer_epoch,
+                    generation_id: group.generation_id,
+                    member_id: (*group.member_id).into(),
+                    group_instance_id: group.group_instance_id.as_deref().map(Into::into),
+                    topics,
+                    ..Default::default()
+                };
+                // v5 adds the offsets to the transaction itself: only for a v2 transaction.
+                let max_version = if transaction_v2 { i16::MAX } else { 4 };
+                match inner.client.send_control(node, &request, max_version).await {
+                    Ok(r) => {
+                        let results: Vec<(TopicPartition, ErrorCode)> = r
+                            .topics
+                            .iter()
+                            .flat_map(|t| {
+                                t.partitions.iter().map(|p| (TopicPartition::new(&*t.name, p.partition_index), p.error_code))
+                            })
+                            .collect();
+                        lock(&self.state).manager.handle_txn_offset_commit(id, &results, Instant::now());
+                        true
+                    }
+                    Err(e) => log_failed("TxnOffsetCommit", &e),
+                }
+            }
+            (TxnRequest::EndTxn { transactional_id, producer_id, producer_epoch, commit, transaction_v2 }, Some(node)) => {
+                let request = EndTxnRequest {
+                    transactional_id: (*transactional_id).into(),
+                    producer_id,
+                    producer_epoch,
+                    committed: commit,
+                    ..Default::default()
+                };
+                // v5 bumps the epoch on every EndTxn: only for a v2 transaction.
+                let max_version = if transaction_v2 { i16::MAX } else { 4 };
+                match inner.client.send_control(node, &request, max_version).await {
+                    Ok(r) => {
+                        let mut st = lock(&self.state);
+                        st.manager.handle_end_txn(id, r.error_code, r.producer_id, r.producer_epoch, Instant::now());
+                        true
+                    }
+                    Err(e) => log_failed("EndTxn", &e),
+                }
+            }
+            (_, None) => false,
+        };
+        if !answered {
+            lock(&self.state).manager.handle_no_response(id, Instant::now());
         }
-        let e = Error::broker(code, None, format!("{what} for transactional.id {}", self.id));
-        if code == ErrorCode::INVALID_TXN_STATE || code == ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED {
-            st.phase = Phase::Fatal(e.clone());
-        } else if matches!(st.phase, Phase::InTransaction) {
-            st.phase = Phase::Abortable(e.to_string());
+    }
+
+    /// The client error for a manager's error.
+    fn error(&self, e: TxnError) -> Error {
+        match e {
+            TxnError::Fatal(FatalReason::Fenced { code }) => Error::Fenced { transactional_id: self.id.clone(), code },
+            TxnError::Fatal(reason) => Error::InvalidState {
+                operation: "transaction".into(),
+                reason: format!("transactional.id {} failed for good: {reason}", self.id),
+            },
+            TxnError::Abortable(reason) => Error::TransactionAbortable { reason: reason.to_string() },
+            TxnError::InvalidState { operation, state } => Error::InvalidState {
+                operation: format!("{operation:?}"),
+                reason: format!("the transactional producer is {state:?}"),
+            },
         }
-        e
+    }
+
+    /// Tells the manager the cluster's finalized `transaction.version` (KIP-890 v2 also needs
+    /// EndTxn v5, Produce v12 and TxnOffsetCommit v5 from the broker).
+    async fn learn_protocol(&self, inner: &Inner) {
+        use crate::codec::messages::{EndTxnRequest as E, TxnOffsetCommitRequest as T};
+        let Ok(conn) = inner.client.any_broker().await else { return };
+        let level = conn.finalized_feature("transaction.version").unwrap_or(0);
+        let apis = conn.version_for::<E>().is_ok_and(|v| v >= 5)
+            && conn.version_for::<ProduceRequest>().is_ok_and(|v| v >= 12)
+            && conn.version_for::<T>().is_ok_and(|v| v >= 5);
+        lock(&self.state).manager.set_transaction_version(if apis { level } else { level.min(1) });
     }
 }
 
-/// PRODUCER_FENCED, or INVALID_PRODUCER_EPOCH from a coordinator: a newer epoch of this
-/// transactional.id exists.
-fn is_fenced(code: ErrorCode) -> bool {
-    code == ErrorCode::PRODUCER_FENCED || code == ErrorCode::INVALID_PRODUCER_EPOCH
-}
-
-fn is_coordinator_moved(code: ErrorCode) -> bool {
-    code == ErrorCode::NOT_COORDINATOR
-        || code == ErrorCode::COORDINATOR_NOT_AVAILABLE
-        || code == ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
-}
-
-fn check_phase(phase: &Phase, operation: &str) -> Result<()> {
-    match phase {
-        Phase::InTransaction => Ok(()),
-        Phase::Fatal(e) => Err(e.clone()),
-        Phase::Abortable(reason) => Err(Error::TransactionAbortable { reason: reason.clone() }),
-        Phase::Uninitialized => Err(invalid(operation, "init_transactions was not called")),
-        Phase::Ready => Err(invalid(operation, "no transaction is open (begin_transaction)")),
-    }
+/// A request without an answer: the manager retries it (a lost EndTxn keeps its decision).
+fn log_failed(what: &str, e: &Error) -> bool {
+    tracing::debug!(error = %e, "{what} got no answer");
+    false
 }
 
 fn invalid(operation: &str, reason: &str) -> Error {
     Error::InvalidState { operation: operation.into(), reason: reason.into() }
+}
+
+/// `Ok(Some(()))` once the manager is `Ready` again, its error if it failed.
+fn ready(st: &mut State) -> std::result::Result<Option<()>, TxnError> {
+    match st.manager.state() {
+        TxnState::Ready => Ok(Some(())),
+        TxnState::AbortableError | TxnState::FatalError => Err(st.manager.error().expect("an error state has its error")),
+        _ => Ok(None),
+    }
 }
 
 impl Producer {
@@ -305,51 +401,19 @@ impl Producer {
     /// transaction an older instance left open is aborted, and that instance is fenced.
     pub async fn init_transactions(&self) -> Result<()> {
         let t = self.transactions("init_transactions")?;
-        match &lock(&t.state).phase {
-            Phase::Uninitialized => {}
-            Phase::Fatal(e) => return Err(e.clone()),
-            _ => return Err(invalid("init_transactions", "already initialized")),
-        }
-        self.init_producer_id(t, (-1, -1)).await?;
+        lock(&t.state).manager.init().map_err(|e| t.error(e))?;
+        t.pump_until(&self.inner, ready).await?;
         t.learn_protocol(&self.inner).await;
-        lock(&t.state).phase = Phase::Ready;
-        Ok(())
-    }
-
-    /// InitProducerId for the transactional id; with a current id and epoch (KIP-360, v3+) the
-    /// coordinator bumps the epoch of this instance instead of fencing it.
-    async fn init_producer_id(&self, t: &Transactions, (producer_id, producer_epoch): (i64, i16)) -> Result<()> {
-        let request = InitProducerIdRequest {
-            transactional_id: Some(t.id.as_str().into()),
-            transaction_timeout_ms: t.timeout_ms,
-            producer_id,
-            producer_epoch,
-            ..Default::default()
-        };
-        let response = t.to_coordinator(&self.inner, &request, i16::MAX, |r| r.error_code).await?;
-        let response = t.settle(response, "InitProducerId")?;
-        lock(&self.inner.core).set_producer_id(response.producer_id, response.producer_epoch);
-        self.inner.wake.notify_one();
         Ok(())
     }
 
     /// Opens a transaction: records sent from now on are committed or aborted together.
     pub fn begin_transaction(&self) -> Result<()> {
         let t = self.transactions("begin_transaction")?;
-        let v2 = t.cluster_v2.load(Ordering::Acquire);
         let mut st = lock(&t.state);
-        match &st.phase {
-            Phase::Ready => {}
-            Phase::Fatal(e) => return Err(e.clone()),
-            Phase::Uninitialized => return Err(invalid("begin_transaction", "init_transactions was not called")),
-            _ => return Err(invalid("begin_transaction", "a transaction is already open")),
-        }
-        st.phase = Phase::InTransaction;
-        st.v2 = v2;
-        st.partitions.clear();
-        st.groups.clear();
-        st.failed_record = None;
-        self.inner.transactions_v2.store(v2, Ordering::Release);
+        st.manager.begin().map_err(|e| t.error(e))?;
+        st.unsettled = 0;
+        self.inner.transactions_v2.store(st.manager.is_transaction_v2(), Ordering::Release);
         Ok(())
     }
 
@@ -364,105 +428,35 @@ impl Producer {
         group: &ConsumerGroupMetadata,
     ) -> Result<()> {
         let t = self.transactions("send_offsets_to_transaction")?;
-        let v2 = {
-            let st = lock(&t.state);
-            check_phase(&st.phase, "send_offsets_to_transaction")?;
-            st.v2
-        };
-        let (producer_id, producer_epoch) = lock(&self.inner.core).producer_id();
-        if !v2 && !lock(&t.state).groups.contains(&group.group_id) {
-            let request = AddOffsetsToTxnRequest {
-                transactional_id: t.id.as_str().into(),
-                producer_id,
-                producer_epoch,
-                group_id: group.group_id.as_str().into(),
-                ..Default::default()
-            };
-            let response = t.to_coordinator(&self.inner, &request, i16::MAX, |r| r.error_code).await?;
-            t.settle(response, "AddOffsetsToTxn")?;
-            lock(&t.state).groups.insert(group.group_id.clone());
-        }
-        let mut topics: Vec<TxnOffsetCommitRequestTopic> = Vec::new();
-        for (tp, o) in offsets {
-            let partition = TxnOffsetCommitRequestPartition {
-                partition_index: tp.partition,
-                committed_offset: o.offset,
-                committed_leader_epoch: o.leader_epoch.unwrap_or(-1),
-                committed_metadata: o.metadata.as_deref().map(Into::into),
-                ..Default::default()
-            };
-            match topics.iter_mut().find(|t| *t.name == *tp.topic) {
-                Some(t) => t.partitions.push(partition),
-                None => topics.push(TxnOffsetCommitRequestTopic {
-                    name: (&*tp.topic).into(),
-                    partitions: vec![partition],
-                    ..Default::default()
-                }),
-            }
-        }
-        let request = TxnOffsetCommitRequest {
-            transactional_id: t.id.as_str().into(),
+        let group = GroupMetadata {
             group_id: group.group_id.as_str().into(),
-            producer_id,
-            producer_epoch,
             generation_id: group.generation_id,
             member_id: group.member_id.as_str().into(),
             group_instance_id: group.group_instance_id.as_deref().map(Into::into),
-            topics,
-            ..Default::default()
         };
-        // v5 adds the offsets to the transaction itself, which only a v2 transaction may rely on.
-        let max_version = if v2 { i16::MAX } else { 4 };
-        self.txn_offset_commit(t, &group.group_id, &request, max_version).await?;
-        lock(&t.state).groups.insert(group.group_id.clone());
-        Ok(())
-    }
-
-    /// TxnOffsetCommit goes to the group's coordinator, which may move independently of the
-    /// transaction coordinator.
-    async fn txn_offset_commit(
-        &self,
-        t: &Transactions,
-        group: &str,
-        request: &TxnOffsetCommitRequest,
-        max_version: i16,
-    ) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + self.inner.config.max_block;
-        let mut delay = Duration::from_millis(20);
-        loop {
-            let admin = Admin::new(self.inner.client.clone())
-                .with_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-            let last = match admin.find_coordinator(group, CoordinatorType::Group).await {
-                Ok(node) => match self.inner.client.send_control(node, request, max_version).await {
-                    Ok(response) => {
-                        let code = response
-                            .topics
-                            .iter()
-                            .flat_map(|t| &t.partitions)
-                            .map(|p| p.error_code)
-                            .find(|c| *c != ErrorCode::NONE)
-                            .unwrap_or(ErrorCode::NONE);
-                        let retriable = is_coordinator_moved(code)
-                            || code == ErrorCode::CONCURRENT_TRANSACTIONS
-                            || code == ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
-                            || code == ErrorCode::REQUEST_TIMED_OUT;
-                        if !retriable {
-                            return t.settle(((), code), "TxnOffsetCommit");
-                        }
-                        Error::broker(code, None, format!("TxnOffsetCommit for group {group}"))
-                    }
-                    Err(e) if e.is_retriable() => e,
-                    Err(e) => return Err(e),
-                },
-                Err(e) if e.is_retriable() => e,
-                Err(e) => return Err(e),
-            };
-            if tokio::time::Instant::now() + delay >= deadline {
-                return Err(last);
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(500));
-        }
+        let offsets = offsets
+            .iter()
+            .map(|(tp, o)| {
+                let offset =
+                    TxnOffset { offset: o.offset, leader_epoch: o.leader_epoch, metadata: o.metadata.as_deref().map(Into::into) };
+                (tp.clone(), offset)
+            })
+            .collect();
+        let mine = {
+            let mut st = lock(&t.state);
+            st.manager.send_offsets(group, offsets).map_err(|e| t.error(e))?;
+            st.offsets_asked += 1;
+            st.offsets_asked
+        };
+        t.pump_until(&self.inner, |st| match st.manager.state() {
+            _ if st.offsets_added >= mine => Ok(Some(())),
+            TxnState::InTransaction => Ok(None),
+            _ => Err(st.manager.error().unwrap_or(TxnError::InvalidState {
+                operation: crate::proto::transaction::TxnOperation::SendOffsets,
+                state: st.manager.state(),
+            })),
+        })
+        .await
     }
 
     /// Sends every record of the open transaction, waits until all are acknowledged, then
@@ -470,50 +464,16 @@ impl Producer {
     /// transaction must be aborted.
     pub async fn commit_transaction(&self) -> Result<()> {
         let t = self.transactions("commit_transaction")?;
-        check_phase(&lock(&t.state).phase, "commit_transaction")?;
-        self.settle_records(t).await?;
-        if let Some(failed) = lock(&t.state).failed_record.clone() {
-            lock(&t.state).phase = Phase::Abortable(failed.clone());
-            return Err(Error::TransactionAbortable { reason: failed });
+        {
+            let mut st = lock(&t.state);
+            let unsettled = st.unsettled;
+            st.manager.commit(unsettled).map_err(|e| t.error(e))?;
         }
-        // A transaction that wrote nothing is unknown to the coordinator: nothing to end.
-        if t.started() {
-            self.end_transaction(t, true).await?;
-        }
-        lock(&t.state).phase = Phase::Ready;
-        Ok(())
-    }
-
-    /// Waits until every record sent is acknowledged or failed (up to `max.block.ms`). A
-    /// transactional core that needs a new epoch sends nothing more: its transaction is over.
-    async fn settle_records(&self, t: &Transactions) -> Result<()> {
         lock(&self.inner.core).flush();
         self.inner.wake.notify_one();
-        let deadline = tokio::time::Instant::now() + self.inner.config.max_block;
-        loop {
-            let progressed = self.inner.progress.notified();
-            {
-                let core = lock(&self.inner.core);
-                if core.is_idle() {
-                    return Ok(());
-                }
-                if core.needs_producer_id() && core.in_flight_requests() == 0 {
-                    drop(core);
-                    let reason = "a record of the transaction could not be written".to_string();
-                    lock(&t.state).phase = Phase::Abortable(reason.clone());
-                    return Err(Error::TransactionAbortable { reason });
-                }
-            }
-            if self.inner.driver_finished.load(Ordering::Acquire) {
-                return Err(Error::Closed { broker: "producer".into() });
-            }
-            if tokio::time::timeout_at(deadline, progressed).await.is_err() {
-                return Err(Error::Timeout {
-                    what: "records of the transaction".into(),
-                    after: self.inner.config.max_block,
-                });
-            }
-        }
+        t.pump_until(&self.inner, ready).await?;
+        t.learn_protocol(&self.inner).await;
+        Ok(())
     }
 
     /// Aborts the open transaction: records not sent yet fail with
@@ -521,31 +481,33 @@ impl Producer {
     /// read_committed consumers. The producer is then ready for the next transaction.
     pub async fn abort_transaction(&self) -> Result<()> {
         let t = self.transactions("abort_transaction")?;
-        match &lock(&t.state).phase {
-            Phase::InTransaction | Phase::Abortable(_) => {}
-            Phase::Fatal(e) => return Err(e.clone()),
-            Phase::Uninitialized => return Err(invalid("abort_transaction", "init_transactions was not called")),
-            Phase::Ready => return Err(invalid("abort_transaction", "no transaction is open")),
+        {
+            let mut st = lock(&t.state);
+            let unsettled = st.unsettled;
+            st.manager.abort(unsettled).map_err(|e| t.error(e))?;
         }
-        // Stop sending, let the requests in flight finish, then drop what is left.
+        // Stop sending, let the requests in flight finish, then drop what is left; the manager
+        // sends EndTxn once every record is accounted for.
         lock(&self.inner.core).set_paused(true);
-        let drained = self.wait_in_flight().await;
-        let sequenced = {
+        let in_flight = self.wait_in_flight().await;
+        let gap = {
             let mut core = lock(&self.inner.core);
             let sequenced = core.abort_queued();
-            core.set_paused(false);
             sequenced || core.needs_producer_id()
         };
+        if gap {
+            // Dropped batches held sequence numbers: the epoch must be bumped (KIP-360).
+            let _ = lock(&t.state).manager.require_epoch_bump();
+        }
         self.inner.deliver_completions();
-        drained?;
-        if t.started() {
-            self.end_transaction(t, false).await?;
-        }
-        if sequenced && !t.is_v2() {
-            let current = lock(&self.inner.core).producer_id();
-            self.init_producer_id(t, current).await?;
-        }
-        lock(&t.state).phase = Phase::Ready;
+        let result = match in_flight {
+            Ok(()) => t.pump_until(&self.inner, ready).await,
+            Err(e) => Err(e),
+        };
+        lock(&self.inner.core).set_paused(false);
+        self.inner.wake.notify_one();
+        result?;
+        t.learn_protocol(&self.inner).await;
         Ok(())
     }
 
@@ -557,29 +519,11 @@ impl Producer {
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline, progressed).await.is_err() {
-                return Err(Error::Timeout { what: "produce requests of the aborted transaction".into(), after: self.inner.config.max_block });
+                return Err(Error::Timeout {
+                    what: "produce requests of the aborted transaction".into(),
+                    after: self.inner.config.max_block,
+                });
             }
         }
-    }
-
-    /// EndTxn with the decision; a lost answer is retried with the same decision. Under v2 the
-    /// answer carries the bumped epoch for the next transaction.
-    async fn end_transaction(&self, t: &Transactions, commit: bool) -> Result<()> {
-        let (producer_id, producer_epoch) = lock(&self.inner.core).producer_id();
-        let request = EndTxnRequest {
-            transactional_id: t.id.as_str().into(),
-            producer_id,
-            producer_epoch,
-            committed: commit,
-            ..Default::default()
-        };
-        let v2 = t.is_v2();
-        let max_version = if v2 { i16::MAX } else { 4 };
-        let response = t.to_coordinator(&self.inner, &request, max_version, |r| r.error_code).await?;
-        let response = t.settle(response, if commit { "EndTxn(commit)" } else { "EndTxn(abort)" })?;
-        if v2 && response.producer_id >= 0 && response.producer_epoch >= 0 {
-            lock(&self.inner.core).set_producer_id(response.producer_id, response.producer_epoch);
-        }
-        Ok(())
     }
 }

@@ -1,0 +1,1299 @@
+//! Deterministic simulation of the transaction manager ([`TransactionManager`]) against a model
+//! transaction coordinator, group coordinator and partition logs, with injected faults: the
+//! coordinator moves (NOT_COORDINATOR), requests and answers are lost (EndTxn included) or come
+//! late or twice, spurious CONCURRENT_TRANSACTIONS and COORDINATOR_LOAD_IN_PROGRESS, a second
+//! instance of the same transactional id fences the first, produces fail (refused, lost, or
+//! written with the acknowledgement lost), the group refuses the offsets, and the user stalls past
+//! the transaction timeout so that the coordinator aborts. Virtual time only (one `Instant::now()`,
+//! then added durations), a seeded xorshift PRNG, no tokio. Transactions v1 (AddPartitionsToTxn)
+//! and v2 (KIP-890: implicit adds, epoch bump on every EndTxn) run on separate seeds.
+//!
+//! Invariants per seed:
+//! 1. no request after the manager reached FatalError, and every call is then refused;
+//! 2. EndTxn(commit) only when every produce of the transaction was acknowledged;
+//! 3. an EndTxn decision is never changed on retry;
+//! 4. a read_committed reader of the logs sees each transaction all or nothing: committed ones
+//!    fully, aborted ones (and ones that never asked to commit) not at all, each record at most
+//!    once, and a transaction's offsets are committed exactly when its records are;
+//! 5. a record reaches its partition only inside a transaction that holds the partition (checked
+//!    under v1, where nothing else enforces it), and no partition is left with a transaction
+//!    nobody ends;
+//! 6. liveness: every instance that was not fenced ends Ready.
+//!
+//! `SIM_SEEDS=n` runs n seeds per test (default 500), `SIM_SEED=s` only seed s, `SIM_TRACE=1`
+//! prints every event of the seeds run.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use kafka_wire::codec::ErrorCode;
+use kafka_wire::proto::producer::TopicPartition;
+use kafka_wire::proto::transaction::{
+    CoordinatorType, Destination, FatalReason, GroupMetadata, ProduceOutcome, TransactionManager, TxnConfig, TxnError,
+    TxnEvent, TxnOffset, TxnRequest, TxnState,
+};
+
+const TXN_ID: &str = "sim-txn";
+const GROUP: &str = "sim-group";
+const PRODUCER_ID: i64 = 1000;
+const NODES: [i32; 3] = [1, 2, 3];
+const PARTITIONS: i32 = 4;
+const TXN_TIMEOUT: Duration = Duration::from_secs(2);
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(300);
+const TRACE_KEPT: usize = 400;
+
+/// xorshift64*: small and deterministic.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        let mut r = Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03);
+        if r.0 == 0 {
+            r.0 = 1;
+        }
+        r.next_u64();
+        r
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+
+    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi - lo + 1))
+    }
+}
+
+// ---- parameters -----------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+struct Faults {
+    /// Per coordinator request: lost before it arrives.
+    drop_request: f64,
+    /// Applied, answer lost.
+    drop_response: f64,
+    /// Applied, answer after the request timeout (so the manager has moved on).
+    late_response: f64,
+    duplicate_response: f64,
+    /// Answered CONCURRENT_TRANSACTIONS without being applied.
+    concurrent: f64,
+    load_in_progress: f64,
+    /// FindCoordinator answered COORDINATOR_NOT_AVAILABLE.
+    not_available: f64,
+    /// Per request: the transaction (or group) coordinator moves to another node first.
+    coordinator_move: f64,
+    /// Per produce attempt: refused, not written (NOT_ENOUGH_REPLICAS).
+    produce_refused: f64,
+    /// Per produce: written, acknowledgement lost (delivery timeout).
+    produce_ack_lost: f64,
+    /// Per produce: never arrives (delivery timeout).
+    produce_lost: f64,
+    /// Per transaction begun: a second instance of the transactional id starts.
+    fence: f64,
+    /// Per transaction: the user waits past the transaction timeout before ending it.
+    stall: f64,
+    /// Per TxnOffsetCommit: ILLEGAL_GENERATION (the consumer left its group).
+    illegal_generation: f64,
+}
+
+impl Faults {
+    fn standard() -> Self {
+        Self {
+            drop_request: 0.03,
+            drop_response: 0.05,
+            late_response: 0.03,
+            duplicate_response: 0.03,
+            concurrent: 0.05,
+            load_in_progress: 0.03,
+            not_available: 0.05,
+            coordinator_move: 0.04,
+            produce_refused: 0.02,
+            produce_ack_lost: 0.01,
+            produce_lost: 0.01,
+            fence: 0.03,
+            stall: 0.02,
+            illegal_generation: 0.02,
+        }
+    }
+
+    fn none() -> Self {
+        Self {
+            drop_request: 0.0,
+            drop_response: 0.0,
+            late_response: 0.0,
+            duplicate_response: 0.0,
+            concurrent: 0.0,
+            load_in_progress: 0.0,
+            not_available: 0.0,
+            coordinator_move: 0.0,
+            produce_refused: 0.0,
+            produce_ack_lost: 0.0,
+            produce_lost: 0.0,
+            fence: 0.0,
+            stall: 0.0,
+            illegal_generation: 0.0,
+        }
+    }
+}
+
+// ---- model cluster ----------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CState {
+    Empty,
+    Ongoing,
+    PrepareCommit,
+    PrepareAbort,
+    CompleteCommit,
+    CompleteAbort,
+}
+
+/// The coordinator's metadata of the one transactional id.
+#[derive(Debug)]
+struct Meta {
+    epoch: i16,
+    last_epoch: i16,
+    state: CState,
+    partitions: BTreeSet<TopicPartition>,
+    group_added: bool,
+    /// Offsets of TxnOffsetCommit, committed with the transaction's markers. A set: committing the
+    /// same offset again (a retry) changes nothing.
+    staged_offsets: BTreeSet<i64>,
+    started: Instant,
+    complete_at: Instant,
+}
+
+#[derive(Clone, Debug)]
+enum Entry {
+    Data { record: u64 },
+    Marker { commit: bool },
+}
+
+/// What an answer carries, shaped like the `handle_*` arguments.
+#[derive(Clone, Debug)]
+enum Reply {
+    Find(Result<i32, ErrorCode>),
+    Init(ErrorCode, i64, i16),
+    AddPartitions(Vec<(TopicPartition, ErrorCode)>),
+    AddOffsets(ErrorCode),
+    OffsetCommit(Vec<(TopicPartition, ErrorCode)>),
+    End(ErrorCode, i64, i16),
+}
+
+/// An error answer of the right shape for `request`.
+fn error_reply(request: &TxnRequest, code: ErrorCode) -> Reply {
+    match request {
+        TxnRequest::FindCoordinator { .. } => Reply::Find(Err(code)),
+        TxnRequest::InitProducerId { .. } => Reply::Init(code, -1, -1),
+        TxnRequest::AddPartitionsToTxn { partitions, .. } => {
+            Reply::AddPartitions(partitions.iter().map(|tp| (tp.clone(), code)).collect())
+        }
+        TxnRequest::AddOffsetsToTxn { .. } => Reply::AddOffsets(code),
+        TxnRequest::TxnOffsetCommit { offsets, .. } => {
+            Reply::OffsetCommit(offsets.iter().map(|(tp, _)| (tp.clone(), code)).collect())
+        }
+        TxnRequest::EndTxn { .. } => Reply::End(code, -1, -1),
+        other => panic!("unknown request {other:?}"),
+    }
+}
+
+struct Model {
+    v2: bool,
+    meta: Option<Meta>,
+    txn_node: i32,
+    group_node: i32,
+    logs: BTreeMap<TopicPartition, Vec<Entry>>,
+    /// The highest producer epoch each partition has seen (data or marker).
+    max_epoch: HashMap<TopicPartition, i16>,
+    /// Offsets (the transaction numbers) committed to the group.
+    offsets_committed: Vec<i64>,
+    violations: Vec<String>,
+}
+
+impl Model {
+    fn new(v2: bool) -> Self {
+        Self {
+            v2,
+            meta: None,
+            txn_node: NODES[0],
+            group_node: NODES[1],
+            logs: BTreeMap::new(),
+            max_epoch: HashMap::new(),
+            offsets_committed: Vec::new(),
+            violations: Vec::new(),
+        }
+    }
+
+    /// Completes transactions whose markers are written, and aborts those past their timeout
+    /// (with an epoch bump: under v1 that fences the producer, under v2 every abort bumps).
+    fn tick(&mut self, now: Instant, rng: &mut Rng) {
+        let Some(m) = self.meta.as_mut() else { return };
+        match m.state {
+            CState::PrepareCommit if now >= m.complete_at => m.state = CState::CompleteCommit,
+            CState::PrepareAbort if now >= m.complete_at => m.state = CState::CompleteAbort,
+            CState::Ongoing if now >= m.started + TXN_TIMEOUT => {
+                // v1 fences the epoch; v2 bumps it as for any abort, so the producer may end the
+                // transaction with the epoch before.
+                if self.v2 {
+                    m.last_epoch = m.epoch;
+                }
+                m.epoch += 1;
+                let epoch = m.epoch;
+                self.end(now, false, epoch, rng);
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes the markers of the ongoing transaction at `epoch` and commits or drops its offsets.
+    fn end(&mut self, now: Instant, commit: bool, epoch: i16, rng: &mut Rng) {
+        let Some(m) = self.meta.as_mut() else { return };
+        for tp in std::mem::take(&mut m.partitions) {
+            self.logs.entry(tp.clone()).or_default().push(Entry::Marker { commit });
+            let e = self.max_epoch.entry(tp).or_insert(epoch);
+            *e = (*e).max(epoch);
+        }
+        let staged = std::mem::take(&mut m.staged_offsets);
+        if commit {
+            self.offsets_committed.extend(staged);
+        }
+        m.group_added = false;
+        m.state = if commit { CState::PrepareCommit } else { CState::PrepareAbort };
+        m.complete_at = now + rng.ms(0, 40);
+    }
+
+    /// The coordinators' answer to `request` sent to `destination`.
+    fn handle(
+        &mut self,
+        destination: Destination,
+        request: &TxnRequest,
+        now: Instant,
+        rng: &mut Rng,
+        f: &Faults,
+    ) -> Reply {
+        self.tick(now, rng);
+        if let TxnRequest::FindCoordinator { key_type, key } = request {
+            if rng.chance(f.not_available) {
+                return Reply::Find(Err(ErrorCode::COORDINATOR_NOT_AVAILABLE));
+            }
+            return Reply::Find(Ok(match key_type {
+                CoordinatorType::Transaction if &**key == TXN_ID => self.txn_node,
+                CoordinatorType::Group if &**key == GROUP => self.group_node,
+                other => panic!("FindCoordinator for {other:?} {key}"),
+            }));
+        }
+        let Destination::Node(node) = destination else {
+            self.violations.push(format!("{request:?} sent to no coordinator"));
+            return error_reply(request, ErrorCode::INVALID_REQUEST);
+        };
+        let coordinator =
+            if matches!(request, TxnRequest::TxnOffsetCommit { .. }) { self.group_node } else { self.txn_node };
+        if node != coordinator {
+            return error_reply(request, ErrorCode::NOT_COORDINATOR);
+        }
+        if rng.chance(f.load_in_progress) {
+            return error_reply(request, ErrorCode::COORDINATOR_LOAD_IN_PROGRESS);
+        }
+        if rng.chance(f.concurrent) {
+            return error_reply(request, ErrorCode::CONCURRENT_TRANSACTIONS);
+        }
+        match request {
+            TxnRequest::InitProducerId { producer_id, producer_epoch, .. } => {
+                self.init_producer_id(*producer_id, *producer_epoch, now, rng)
+            }
+            TxnRequest::AddPartitionsToTxn { producer_epoch, partitions, .. } => {
+                if self.v2 {
+                    self.violations.push("AddPartitionsToTxn in a v2 transaction".into());
+                }
+                match self.add_to_txn(*producer_epoch, now) {
+                    Err(code) => error_reply(request, code),
+                    Ok(m) => {
+                        m.partitions.extend(partitions.iter().cloned());
+                        Reply::AddPartitions(partitions.iter().map(|tp| (tp.clone(), ErrorCode::NONE)).collect())
+                    }
+                }
+            }
+            TxnRequest::AddOffsetsToTxn { producer_epoch, .. } => {
+                if self.v2 {
+                    self.violations.push("AddOffsetsToTxn in a v2 transaction".into());
+                }
+                match self.add_to_txn(*producer_epoch, now) {
+                    Err(code) => Reply::AddOffsets(code),
+                    Ok(m) => {
+                        m.group_added = true;
+                        Reply::AddOffsets(ErrorCode::NONE)
+                    }
+                }
+            }
+            TxnRequest::TxnOffsetCommit { producer_epoch, offsets, transaction_v2, .. } => {
+                if *transaction_v2 != self.v2 {
+                    self.violations.push(format!("TxnOffsetCommit with transaction_v2={transaction_v2}"));
+                }
+                if rng.chance(f.illegal_generation) {
+                    return error_reply(request, ErrorCode::ILLEGAL_GENERATION);
+                }
+                let code = self.txn_offset_commit(*producer_epoch, offsets.iter().map(|(_, o)| o.offset), now);
+                error_reply(request, code)
+            }
+            TxnRequest::EndTxn { producer_id, producer_epoch, commit, transaction_v2, .. } => {
+                if *transaction_v2 != self.v2 {
+                    self.violations.push(format!("EndTxn with transaction_v2={transaction_v2}"));
+                }
+                if *producer_id != PRODUCER_ID {
+                    return Reply::End(ErrorCode::INVALID_PRODUCER_ID_MAPPING, -1, -1);
+                }
+                if self.v2 {
+                    self.end_txn_v2(*producer_epoch, *commit, now, rng)
+                } else {
+                    self.end_txn_v1(*producer_epoch, *commit, now, rng)
+                }
+            }
+            other => panic!("unknown request {other:?}"),
+        }
+    }
+
+    fn init_producer_id(&mut self, producer_id: i64, expected: i16, now: Instant, rng: &mut Rng) -> Reply {
+        let Some(m) = self.meta.as_mut() else {
+            self.meta = Some(Meta {
+                epoch: 0,
+                last_epoch: -1,
+                state: CState::Empty,
+                partitions: BTreeSet::new(),
+                group_added: false,
+                staged_offsets: BTreeSet::new(),
+                started: now,
+                complete_at: now,
+            });
+            return Reply::Init(ErrorCode::NONE, PRODUCER_ID, 0);
+        };
+        if expected >= 0 && producer_id != PRODUCER_ID {
+            return Reply::Init(ErrorCode::PRODUCER_FENCED, -1, -1);
+        }
+        match m.state {
+            CState::PrepareCommit | CState::PrepareAbort => Reply::Init(ErrorCode::CONCURRENT_TRANSACTIONS, -1, -1),
+            CState::Ongoing => {
+                // Fence the current epoch and abort its transaction; the caller retries.
+                m.epoch += 1;
+                let epoch = m.epoch;
+                self.end(now, false, epoch, rng);
+                Reply::Init(ErrorCode::CONCURRENT_TRANSACTIONS, -1, -1)
+            }
+            _ => {
+                if expected < 0 {
+                    m.epoch += 1;
+                    m.last_epoch = -1;
+                } else if expected == m.epoch {
+                    m.last_epoch = m.epoch;
+                    m.epoch += 1;
+                } else if expected != m.last_epoch {
+                    return Reply::Init(ErrorCode::PRODUCER_FENCED, -1, -1);
+                }
+                m.state = CState::Empty;
+                Reply::Init(ErrorCode::NONE, PRODUCER_ID, m.epoch)
+            }
+        }
+    }
+
+    /// AddPartitionsToTxn / AddOffsetsToTxn (v1): the transaction becomes ongoing.
+    fn add_to_txn(&mut self, epoch: i16, now: Instant) -> Result<&mut Meta, ErrorCode> {
+        let m = self.meta.as_mut().ok_or(ErrorCode::INVALID_PRODUCER_ID_MAPPING)?;
+        if epoch != m.epoch {
+            return Err(ErrorCode::PRODUCER_FENCED);
+        }
+        match m.state {
+            CState::PrepareCommit | CState::PrepareAbort => Err(ErrorCode::CONCURRENT_TRANSACTIONS),
+            CState::Ongoing => Ok(m),
+            _ => {
+                m.state = CState::Ongoing;
+                m.started = now;
+                Ok(m)
+            }
+        }
+    }
+
+    fn txn_offset_commit(&mut self, epoch: i16, offsets: impl Iterator<Item = i64>, now: Instant) -> ErrorCode {
+        let v2 = self.v2;
+        let Some(m) = self.meta.as_mut() else { return ErrorCode::INVALID_PRODUCER_ID_MAPPING };
+        if epoch != m.epoch {
+            return ErrorCode::INVALID_PRODUCER_EPOCH;
+        }
+        if v2 {
+            // TxnOffsetCommit v5 adds the group to the transaction itself.
+            match m.state {
+                CState::PrepareCommit | CState::PrepareAbort => return ErrorCode::CONCURRENT_TRANSACTIONS,
+                CState::Ongoing => {}
+                _ => {
+                    m.state = CState::Ongoing;
+                    m.started = now;
+                }
+            }
+            m.group_added = true;
+        } else if m.state != CState::Ongoing || !m.group_added {
+            self.violations.push(format!("TxnOffsetCommit outside the transaction ({:?})", m.state));
+        }
+        m.staged_offsets.extend(offsets);
+        ErrorCode::NONE
+    }
+
+    /// v1: the epoch must match exactly; a retry of an applied EndTxn finds the transaction
+    /// complete with the same result and is answered NONE.
+    fn end_txn_v1(&mut self, epoch: i16, commit: bool, now: Instant, rng: &mut Rng) -> Reply {
+        let Some(m) = self.meta.as_mut() else { return Reply::End(ErrorCode::INVALID_PRODUCER_ID_MAPPING, -1, -1) };
+        if epoch != m.epoch {
+            return Reply::End(ErrorCode::PRODUCER_FENCED, -1, -1);
+        }
+        let code = match (m.state, commit) {
+            (CState::PrepareCommit | CState::PrepareAbort, _) => ErrorCode::CONCURRENT_TRANSACTIONS,
+            (CState::Ongoing, _) => {
+                self.end(now, commit, epoch, rng);
+                ErrorCode::NONE
+            }
+            (CState::CompleteCommit, true) | (CState::CompleteAbort, false) => ErrorCode::NONE,
+            _ => ErrorCode::INVALID_TXN_STATE,
+        };
+        Reply::End(code, -1, -1)
+    }
+
+    /// v2 (Kafka's table): every EndTxn bumps the epoch; a retry carries the previous epoch; an
+    /// abort of an empty transaction is accepted (and bumps).
+    fn end_txn_v2(&mut self, epoch: i16, commit: bool, now: Instant, rng: &mut Rng) -> Reply {
+        let Some(m) = self.meta.as_mut() else { return Reply::End(ErrorCode::INVALID_PRODUCER_ID_MAPPING, -1, -1) };
+        let (current, retry) = (epoch == m.epoch, epoch + 1 == m.epoch);
+        let fenced = Reply::End(ErrorCode::PRODUCER_FENCED, -1, -1);
+        let invalid = Reply::End(ErrorCode::INVALID_TXN_STATE, -1, -1);
+        match m.state {
+            CState::PrepareCommit | CState::PrepareAbort => Reply::End(ErrorCode::CONCURRENT_TRANSACTIONS, -1, -1),
+            CState::Ongoing | CState::Empty if current => {
+                if m.state == CState::Empty && commit {
+                    return invalid;
+                }
+                m.last_epoch = m.epoch;
+                m.epoch += 1;
+                let bumped = m.epoch;
+                self.end(now, commit, bumped, rng);
+                Reply::End(ErrorCode::NONE, PRODUCER_ID, bumped)
+            }
+            CState::CompleteCommit | CState::CompleteAbort if retry => {
+                if (m.state == CState::CompleteCommit) == commit {
+                    Reply::End(ErrorCode::NONE, PRODUCER_ID, m.epoch)
+                } else {
+                    invalid
+                }
+            }
+            CState::CompleteCommit | CState::CompleteAbort if current => {
+                if commit {
+                    return invalid;
+                }
+                m.last_epoch = m.epoch;
+                m.epoch += 1;
+                let bumped = m.epoch;
+                self.end(now, false, bumped, rng);
+                Reply::End(ErrorCode::NONE, PRODUCER_ID, bumped)
+            }
+            _ => fenced,
+        }
+    }
+
+    /// A produce arriving at its partition leader.
+    fn produce(&mut self, tp: &TopicPartition, epoch: i16, record: u64, now: Instant) -> Result<(), ErrorCode> {
+        if self.max_epoch.get(tp).is_some_and(|e| *e > epoch) {
+            return Err(ErrorCode::INVALID_PRODUCER_EPOCH);
+        }
+        let v2 = self.v2;
+        let Some(m) = self.meta.as_mut() else { return Err(ErrorCode::UNKNOWN_PRODUCER_ID) };
+        if v2 {
+            // Produce v12+: the leader adds the partition to the transaction, checking the
+            // epoch with the coordinator.
+            if epoch != m.epoch {
+                return Err(ErrorCode::INVALID_PRODUCER_EPOCH);
+            }
+            match m.state {
+                CState::PrepareCommit | CState::PrepareAbort => return Err(ErrorCode::CONCURRENT_TRANSACTIONS),
+                CState::Ongoing => {}
+                _ => {
+                    m.state = CState::Ongoing;
+                    m.started = now;
+                }
+            }
+            m.partitions.insert(tp.clone());
+        } else if !(m.state == CState::Ongoing && m.epoch == epoch && m.partitions.contains(tp)) {
+            self.violations.push(format!(
+                "record {record} reached {tp} outside a transaction holding it (coordinator {:?} epoch {}, record epoch {epoch})",
+                m.state, m.epoch
+            ));
+        }
+        self.logs.entry(tp.clone()).or_default().push(Entry::Data { record });
+        let e = self.max_epoch.entry(tp.clone()).or_insert(epoch);
+        *e = (*e).max(epoch);
+        Ok(())
+    }
+
+    /// What a read_committed reader sees: how often each record appears, and the partitions left
+    /// with data after their last marker (a transaction nobody ends).
+    fn read_committed(&self) -> (HashMap<u64, usize>, Vec<TopicPartition>) {
+        let mut visible: HashMap<u64, usize> = HashMap::new();
+        let mut hanging = Vec::new();
+        for (tp, log) in &self.logs {
+            let mut open = Vec::new();
+            for entry in log {
+                match entry {
+                    Entry::Data { record, .. } => open.push(*record),
+                    Entry::Marker { commit: true, .. } => {
+                        for r in open.drain(..) {
+                            *visible.entry(r).or_default() += 1;
+                        }
+                    }
+                    Entry::Marker { commit: false, .. } => open.clear(),
+                }
+            }
+            if !open.is_empty() {
+                hanging.push(tp.clone());
+            }
+        }
+        (visible, hanging)
+    }
+}
+
+// ---- driver -----------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Open,
+    Committed,
+    Aborted,
+    /// The instance failed fatally before the transaction ended.
+    Unknown,
+}
+
+#[derive(Debug)]
+struct TxnLog {
+    instance: usize,
+    /// Records sent to a partition.
+    sent: Vec<u64>,
+    acked: Vec<u64>,
+    /// The offset committed with it (its number), if `send_offsets` was called.
+    offsets: Option<i64>,
+    /// EndTxn decisions sent, in order.
+    decisions: Vec<bool>,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Default)]
+struct Plan {
+    records_left: usize,
+    offsets: bool,
+    commit: bool,
+    stall: bool,
+}
+
+struct Instance {
+    mgr: TransactionManager,
+    dead: bool,
+    txn: Option<usize>,
+    plan: Plan,
+    next_action: Instant,
+    /// v1: records waiting for their partition to be added.
+    waiting: Vec<(TopicPartition, u64)>,
+    /// Produces of the current transaction not settled yet.
+    in_flight: usize,
+    /// Requests answered (their request-timeout event is then moot).
+    answered: HashSet<u64>,
+    abort_wanted: bool,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Arrive { inst: usize, id: u64, destination: Destination, request: TxnRequest },
+    Reply { inst: usize, id: u64, reply: Reply },
+    Timeout { inst: usize, id: u64 },
+    Produce { inst: usize, txn: usize, record: u64, tp: TopicPartition, epoch: i16, attempt: u32 },
+    ProduceDone { inst: usize, txn: usize, record: u64, outcome: ProduceOutcome },
+}
+
+#[derive(Debug, Default, Clone)]
+struct Totals {
+    txns: usize,
+    committed: usize,
+    aborted: usize,
+    unknown: usize,
+    fenced: usize,
+    other_fatal: usize,
+    instances: usize,
+    end_txn_retries: usize,
+    not_coordinator: usize,
+    concurrent: usize,
+    produce_failures: usize,
+    epoch_changes: usize,
+    offsets_committed: usize,
+    fatal_reasons: BTreeMap<String, usize>,
+}
+
+impl Totals {
+    fn add(&mut self, o: &Self) {
+        self.txns += o.txns;
+        self.committed += o.committed;
+        self.aborted += o.aborted;
+        self.unknown += o.unknown;
+        self.fenced += o.fenced;
+        self.other_fatal += o.other_fatal;
+        self.instances += o.instances;
+        self.end_txn_retries += o.end_txn_retries;
+        self.not_coordinator += o.not_coordinator;
+        self.concurrent += o.concurrent;
+        self.produce_failures += o.produce_failures;
+        self.epoch_changes += o.epoch_changes;
+        self.offsets_committed += o.offsets_committed;
+        for (k, n) in &o.fatal_reasons {
+            *self.fatal_reasons.entry(k.clone()).or_default() += n;
+        }
+    }
+}
+
+struct Sim {
+    seed: u64,
+    rng: Rng,
+    f: Faults,
+    v2: bool,
+    start: Instant,
+    now: Instant,
+    model: Model,
+    instances: Vec<Instance>,
+    queue: BTreeMap<(Instant, u64), Ev>,
+    seq: u64,
+    txns: Vec<TxnLog>,
+    budget: usize,
+    next_record: u64,
+    violations: Vec<String>,
+    totals: Totals,
+    trace: VecDeque<String>,
+    print_trace: bool,
+}
+
+fn tp(partition: i32) -> TopicPartition {
+    TopicPartition::new("out", partition)
+}
+
+impl Sim {
+    fn new(seed: u64, v2: bool, f: Faults, txns: usize) -> Self {
+        let now = Instant::now();
+        let mut sim = Self {
+            seed,
+            rng: Rng::new(seed),
+            f,
+            v2,
+            start: now,
+            now,
+            model: Model::new(v2),
+            instances: Vec::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            txns: Vec::new(),
+            budget: txns,
+            next_record: 0,
+            violations: Vec::new(),
+            totals: Totals::default(),
+            trace: VecDeque::new(),
+            print_trace: std::env::var("SIM_TRACE").is_ok(),
+        };
+        sim.spawn();
+        sim
+    }
+
+    fn log(&mut self, what: String) {
+        let line = format!("{:>8.3}s {what}", (self.now - self.start).as_secs_f64());
+        if self.print_trace {
+            eprintln!("seed {} {line}", self.seed);
+        }
+        if self.trace.len() == TRACE_KEPT {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(line);
+    }
+
+    fn violation(&mut self, what: String) {
+        self.log(format!("VIOLATION {what}"));
+        self.violations.push(what);
+    }
+
+    fn schedule(&mut self, at: Instant, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), ev);
+    }
+
+    /// Starts an instance of the transactional id (a restart, or a second one that fences the
+    /// first).
+    fn spawn(&mut self) {
+        let mut config = TxnConfig::new(TXN_ID);
+        config.transaction_timeout = TXN_TIMEOUT;
+        let mut mgr = TransactionManager::new(config);
+        mgr.set_transaction_version(if self.v2 { 2 } else { 1 });
+        self.instances.push(Instance {
+            mgr,
+            dead: false,
+            txn: None,
+            plan: Plan::default(),
+            next_action: self.now,
+            waiting: Vec::new(),
+            in_flight: 0,
+            answered: HashSet::new(),
+            abort_wanted: false,
+        });
+        self.totals.instances += 1;
+        let n = self.instances.len() - 1;
+        self.log(format!("instance {n} starts"));
+    }
+
+    fn run(&mut self) {
+        let deadline = self.now + Duration::from_secs(1800);
+        loop {
+            self.settle_instances();
+            let wake = self
+                .instances
+                .iter()
+                .filter(|i| !i.dead)
+                .flat_map(|i| {
+                    let user = (self.budget > 0 || i.txn.is_some()).then_some(i.next_action);
+                    [i.mgr.next_wakeup(), user]
+                })
+                .flatten()
+                .filter(|t| *t > self.now)
+                .min();
+            let next = [self.queue.keys().next().map(|(t, _)| *t), wake].into_iter().flatten().min();
+            let Some(next) = next else { break };
+            if next > deadline {
+                self.violation("no end after 30 virtual minutes".into());
+                break;
+            }
+            self.now = self.now.max(next);
+            while let Some(entry) = self.queue.first_entry() {
+                if entry.key().0 > self.now {
+                    break;
+                }
+                let ev = entry.remove();
+                self.process(ev);
+            }
+        }
+        // Let the coordinator abort what dead instances left open, and finish its markers.
+        for _ in 0..3 {
+            self.now += TXN_TIMEOUT * 2;
+            self.model.tick(self.now, &mut self.rng);
+        }
+        self.verify();
+    }
+
+    /// User actions that are due, manager events, and requests to send, until nothing changes.
+    fn settle_instances(&mut self) {
+        loop {
+            let mut progress = false;
+            if self.instances.last().is_some_and(|i| i.dead) && self.budget > 0 {
+                self.spawn();
+                progress = true;
+            }
+            for i in 0..self.instances.len() {
+                // Events first: they close the transaction the user would otherwise move past.
+                progress |= self.drain_events(i);
+                progress |= self.user_step(i);
+                progress |= self.pump(i);
+            }
+            if !progress {
+                break;
+            }
+        }
+    }
+
+    fn user_step(&mut self, i: usize) -> bool {
+        let now = self.now;
+        let inst = &mut self.instances[i];
+        if inst.dead {
+            // Invariant 1: a fenced manager refuses everything.
+            let refused = inst.mgr.begin().is_err() && !inst.mgr.can_send_produce();
+            let add = inst.mgr.add_partition(&tp(0));
+            if !refused || !matches!(add, Err(TxnError::Fatal(_))) {
+                self.violation(format!("instance {i} accepts calls after FatalError"));
+            }
+            return false;
+        }
+        if inst.next_action > now {
+            return false;
+        }
+        if inst.abort_wanted && inst.mgr.state() == TxnState::AbortableError {
+            inst.abort_wanted = false;
+            inst.waiting.clear();
+            let n = inst.in_flight;
+            let r = inst.mgr.abort(n);
+            self.log(format!("instance {i} abort({n}) after error: {r:?}"));
+            return true;
+        }
+        match inst.mgr.state() {
+            TxnState::Uninitialized => {
+                let r = inst.mgr.init();
+                self.log(format!("instance {i} init: {r:?}"));
+                true
+            }
+            TxnState::Ready if self.budget > 0 => self.begin(i),
+            TxnState::InTransaction => self.txn_step(i),
+            _ => false,
+        }
+    }
+
+    fn begin(&mut self, i: usize) -> bool {
+        if let Err(e) = self.instances[i].mgr.begin() {
+            self.violation(format!("instance {i} begin refused in Ready: {e:?}"));
+            return false;
+        }
+        self.budget -= 1;
+        self.totals.txns += 1;
+        let n = self.txns.len();
+        self.txns.push(TxnLog {
+            instance: i,
+            sent: Vec::new(),
+            acked: Vec::new(),
+            offsets: None,
+            decisions: Vec::new(),
+            outcome: Outcome::Open,
+        });
+        let plan = Plan {
+            records_left: 1 + self.rng.below(6) as usize,
+            offsets: self.rng.chance(0.5),
+            commit: self.rng.chance(0.85),
+            stall: self.rng.chance(self.f.stall),
+        };
+        self.log(format!("instance {i} begins txn {n} {plan:?}"));
+        let inst = &mut self.instances[i];
+        inst.txn = Some(n);
+        inst.plan = plan;
+        if self.rng.chance(self.f.fence) {
+            self.spawn();
+        }
+        true
+    }
+
+    /// The next user action of the open transaction: a record, the offsets, then commit or abort.
+    fn txn_step(&mut self, i: usize) -> bool {
+        let Some(txn) = self.instances[i].txn else { return false };
+        let pause = self.rng.ms(0, 15);
+        if self.instances[i].plan.records_left > 0 {
+            self.instances[i].plan.records_left -= 1;
+            let record = self.next_record;
+            self.next_record += 1;
+            let tp = tp(self.rng.below(PARTITIONS as u64) as i32);
+            match self.instances[i].mgr.add_partition(&tp) {
+                Ok(true) => self.send_produce(i, txn, record, tp),
+                Ok(false) => {
+                    self.log(format!("instance {i} record {record} waits for {tp}"));
+                    self.instances[i].waiting.push((tp, record));
+                }
+                Err(e) => self.log(format!("instance {i} add_partition refused: {e:?}")),
+            }
+            self.instances[i].next_action = self.now + pause;
+            return true;
+        }
+        if self.instances[i].plan.offsets {
+            self.instances[i].plan.offsets = false;
+            let group = GroupMetadata {
+                group_id: GROUP.into(),
+                generation_id: 1,
+                member_id: "member".into(),
+                group_instance_id: None,
+            };
+            let offset = TxnOffset { offset: txn as i64, leader_epoch: None, metadata: None };
+            let r = self.instances[i].mgr.send_offsets(group, vec![(TopicPartition::new("in", 0), offset)]);
+            self.log(format!("instance {i} send_offsets txn {txn}: {r:?}"));
+            if r.is_ok() {
+                self.txns[txn].offsets = Some(txn as i64);
+            }
+            self.instances[i].next_action = self.now + pause;
+            return true;
+        }
+        if self.instances[i].plan.stall {
+            self.instances[i].plan.stall = false;
+            self.instances[i].next_action = self.now + TXN_TIMEOUT + Duration::from_millis(500);
+            self.log(format!("instance {i} stalls"));
+            return true;
+        }
+        let inst = &mut self.instances[i];
+        let (r, what) = if inst.plan.commit {
+            let n = inst.in_flight + inst.waiting.len();
+            (inst.mgr.commit(n), format!("commit({n})"))
+        } else {
+            inst.waiting.clear();
+            let n = inst.in_flight;
+            (inst.mgr.abort(n), format!("abort({n})"))
+        };
+        self.log(format!("instance {i} {what} txn {txn}: {r:?}"));
+        true
+    }
+
+    fn send_produce(&mut self, i: usize, txn: usize, record: u64, tp: TopicPartition) {
+        let epoch = self.instances[i].mgr.producer_id().1;
+        self.instances[i].in_flight += 1;
+        self.txns[txn].sent.push(record);
+        self.log(format!("instance {i} produce record {record} to {tp} epoch {epoch}"));
+        if self.rng.chance(self.f.produce_lost) {
+            let at = self.now + REQUEST_TIMEOUT;
+            self.schedule(at, Ev::ProduceDone { inst: i, txn, record, outcome: ProduceOutcome::Failed(None) });
+        } else {
+            let at = self.now + self.rng.ms(1, 5);
+            self.schedule(at, Ev::Produce { inst: i, txn, record, tp, epoch, attempt: 1 });
+        }
+    }
+
+    fn drain_events(&mut self, i: usize) -> bool {
+        let mut progress = false;
+        while let Some(ev) = self.instances[i].mgr.poll_event() {
+            progress = true;
+            self.log(format!("instance {i} event {ev:?}"));
+            let txn = self.instances[i].txn;
+            match ev {
+                TxnEvent::PartitionsAdded(added) => {
+                    let waiting = std::mem::take(&mut self.instances[i].waiting);
+                    for (tp, record) in waiting {
+                        if !added.contains(&tp) || !self.instances[i].mgr.can_send_produce() {
+                            self.instances[i].waiting.push((tp, record));
+                        } else if self.instances[i].mgr.add_partition(&tp) != Ok(true) {
+                            self.violation(format!("instance {i}: {tp} announced added but not accepted"));
+                        } else if let Some(txn) = txn {
+                            self.send_produce(i, txn, record, tp);
+                        }
+                    }
+                }
+                TxnEvent::Committed | TxnEvent::Aborted => {
+                    let committed = ev == TxnEvent::Committed;
+                    if let Some(t) = txn {
+                        self.txns[t].outcome = if committed { Outcome::Committed } else { Outcome::Aborted };
+                    }
+                    if committed {
+                        self.totals.committed += 1;
+                    } else {
+                        self.totals.aborted += 1;
+                    }
+                    let inst = &mut self.instances[i];
+                    if inst.in_flight > 0 || !inst.waiting.is_empty() {
+                        let n = inst.in_flight;
+                        self.violation(format!("instance {i} txn {txn:?} ended with {n} produces in flight"));
+                    }
+                    self.instances[i].txn = None;
+                }
+                TxnEvent::Failed(TxnError::Abortable(_)) => self.instances[i].abort_wanted = true,
+                TxnEvent::Failed(TxnError::Fatal(reason)) => {
+                    *self.totals.fatal_reasons.entry(reason.to_string()).or_default() += 1;
+                    if matches!(reason, FatalReason::Fenced { .. }) {
+                        self.totals.fenced += 1;
+                    } else {
+                        self.totals.other_fatal += 1;
+                    }
+                    if let Some(t) = txn {
+                        self.txns[t].outcome = Outcome::Unknown;
+                        self.totals.unknown += 1;
+                    }
+                    let inst = &mut self.instances[i];
+                    inst.dead = true;
+                    inst.txn = None;
+                    inst.waiting.clear();
+                }
+                TxnEvent::ProducerIdChanged { .. } => self.totals.epoch_changes += 1,
+                _ => {}
+            }
+        }
+        progress
+    }
+
+    /// Sends what the manager asks for, checking invariants 1–3 on the way.
+    fn pump(&mut self, i: usize) -> bool {
+        let mut progress = false;
+        while let Some(out) = self.instances[i].mgr.next_request(self.now) {
+            progress = true;
+            self.log(format!("instance {i} sends #{} {:?} to {:?}", out.id, out.request, out.destination));
+            if self.instances[i].dead {
+                self.violation(format!("instance {i} sent {:?} after FatalError", out.request));
+            }
+            if let TxnRequest::EndTxn { commit, .. } = out.request {
+                let inst = &self.instances[i];
+                let (n, w, txn) = (inst.in_flight, inst.waiting.len(), inst.txn);
+                if commit && n + w > 0 {
+                    self.violation(format!("instance {i} EndTxn(commit) with {n} produces in flight, {w} waiting"));
+                }
+                if let Some(t) = txn {
+                    if self.txns[t].decisions.first().is_some_and(|d| *d != commit) {
+                        self.violation(format!("txn {t}: EndTxn decision changed to commit={commit}"));
+                    }
+                    if !self.txns[t].decisions.is_empty() {
+                        self.totals.end_txn_retries += 1;
+                    }
+                    self.txns[t].decisions.push(commit);
+                }
+            }
+            if self.rng.chance(self.f.coordinator_move) {
+                let moved = NODES[self.rng.below(NODES.len() as u64) as usize];
+                if self.rng.chance(0.5) {
+                    self.model.txn_node = moved;
+                } else {
+                    self.model.group_node = moved;
+                }
+                self.log(format!("coordinator moves to {moved}"));
+            }
+            let timeout = self.now + REQUEST_TIMEOUT;
+            self.schedule(timeout, Ev::Timeout { inst: i, id: out.id });
+            if self.rng.chance(self.f.drop_request) {
+                self.log(format!("#{} lost", out.id));
+                continue;
+            }
+            let at = self.now + self.rng.ms(1, 5);
+            self.schedule(at, Ev::Arrive { inst: i, id: out.id, destination: out.destination, request: out.request });
+        }
+        progress
+    }
+
+    fn process(&mut self, ev: Ev) {
+        match ev {
+            Ev::Arrive { inst, id, destination, request } => {
+                let reply = self.model.handle(destination, &request, self.now, &mut self.rng, &self.f);
+                self.log(format!("#{id} answered {reply:?}"));
+                let f = self.f.clone();
+                if self.rng.chance(f.drop_response) {
+                    self.log(format!("#{id} answer lost"));
+                    return;
+                }
+                let at = if self.rng.chance(f.late_response) {
+                    self.now + REQUEST_TIMEOUT + self.rng.ms(1, 200)
+                } else {
+                    self.now + self.rng.ms(1, 5)
+                };
+                if self.rng.chance(f.duplicate_response) {
+                    let again = at + self.rng.ms(0, 5);
+                    self.schedule(again, Ev::Reply { inst, id, reply: reply.clone() });
+                }
+                self.schedule(at, Ev::Reply { inst, id, reply });
+            }
+            Ev::Reply { inst, id, reply } => self.deliver(inst, id, reply),
+            Ev::Timeout { inst, id } => {
+                if !self.instances[inst].answered.contains(&id) {
+                    self.log(format!("instance {inst} #{id} timed out"));
+                    self.instances[inst].answered.insert(id);
+                    self.instances[inst].mgr.handle_no_response(id, self.now);
+                }
+            }
+            Ev::Produce { inst, txn, record, tp, epoch, attempt } => {
+                let result = if self.rng.chance(self.f.produce_refused) {
+                    Err(ErrorCode::NOT_ENOUGH_REPLICAS)
+                } else {
+                    self.model.tick(self.now, &mut self.rng);
+                    self.model.produce(&tp, epoch, record, self.now)
+                };
+                self.log(format!("record {record} at {tp} epoch {epoch}: {result:?}"));
+                match result {
+                    Ok(()) if self.rng.chance(self.f.produce_ack_lost) => {
+                        let at = self.now + REQUEST_TIMEOUT;
+                        let outcome = ProduceOutcome::Failed(None);
+                        self.schedule(at, Ev::ProduceDone { inst, txn, record, outcome });
+                    }
+                    Ok(()) => {
+                        let at = self.now + self.rng.ms(1, 5);
+                        let outcome = ProduceOutcome::Acknowledged;
+                        self.schedule(at, Ev::ProduceDone { inst, txn, record, outcome });
+                    }
+                    // Not written: the producer core retries these (a few times here).
+                    Err(code @ (ErrorCode::NOT_ENOUGH_REPLICAS | ErrorCode::CONCURRENT_TRANSACTIONS))
+                        if attempt < 5 =>
+                    {
+                        let at = self.now + self.rng.ms(10, 30);
+                        self.log(format!("record {record} retried after {code}"));
+                        self.schedule(at, Ev::Produce { inst, txn, record, tp, epoch, attempt: attempt + 1 });
+                    }
+                    Err(code) => {
+                        let at = self.now + self.rng.ms(1, 5);
+                        let outcome = ProduceOutcome::Failed(Some(code));
+                        self.schedule(at, Ev::ProduceDone { inst, txn, record, outcome });
+                    }
+                }
+            }
+            Ev::ProduceDone { inst, txn, record, outcome } => {
+                self.log(format!("instance {inst} record {record} settled {outcome:?}"));
+                if outcome == ProduceOutcome::Acknowledged {
+                    self.txns[txn].acked.push(record);
+                } else {
+                    self.totals.produce_failures += 1;
+                }
+                let i = &mut self.instances[inst];
+                i.in_flight -= 1;
+                if !i.dead && i.txn != Some(txn) {
+                    self.violation(format!("record {record} of txn {txn} settled after its transaction ended"));
+                }
+                self.instances[inst].mgr.produce_settled(outcome);
+            }
+        }
+    }
+
+    fn deliver(&mut self, inst: usize, id: u64, reply: Reply) {
+        let now = self.now;
+        self.instances[inst].answered.insert(id);
+        match &reply {
+            Reply::AddPartitions(r) | Reply::OffsetCommit(r) => {
+                self.count_code(r.first().map(|(_, c)| *c));
+            }
+            Reply::Find(r) => self.count_code(r.err()),
+            Reply::Init(c, ..) | Reply::AddOffsets(c) | Reply::End(c, ..) => self.count_code(Some(*c)),
+        }
+        let mgr = &mut self.instances[inst].mgr;
+        match reply {
+            Reply::Find(r) => mgr.handle_find_coordinator(id, r, now),
+            Reply::Init(code, pid, epoch) => mgr.handle_init_producer_id(id, code, pid, epoch, now),
+            Reply::AddPartitions(r) => mgr.handle_add_partitions(id, &r, now),
+            Reply::AddOffsets(code) => mgr.handle_add_offsets(id, code, now),
+            Reply::OffsetCommit(r) => mgr.handle_txn_offset_commit(id, &r, now),
+            Reply::End(code, pid, epoch) => mgr.handle_end_txn(id, code, pid, epoch, now),
+        }
+    }
+
+    fn count_code(&mut self, code: Option<ErrorCode>) {
+        match code {
+            Some(ErrorCode::NOT_COORDINATOR) => self.totals.not_coordinator += 1,
+            Some(ErrorCode::CONCURRENT_TRANSACTIONS) => self.totals.concurrent += 1,
+            _ => {}
+        }
+    }
+
+    /// Invariants 4–6 on the final logs.
+    fn verify(&mut self) {
+        self.violations.append(&mut self.model.violations);
+        let (visible, hanging) = self.model.read_committed();
+        for tp in hanging {
+            self.violation(format!("{tp} holds a transaction nobody ends"));
+        }
+        for (record, n) in &visible {
+            if *n > 1 {
+                self.violations.push(format!("record {record} visible {n} times"));
+            }
+        }
+        let committed_offsets = self.model.offsets_committed.clone();
+        for (t, log) in self.txns.iter().enumerate() {
+            let seen = log.sent.iter().filter(|r| visible.contains_key(r)).count();
+            let asked_commit = log.decisions.contains(&true);
+            let all = seen == log.sent.len();
+            let ok = match log.outcome {
+                Outcome::Committed => all && log.acked.len() == log.sent.len(),
+                Outcome::Aborted => seen == 0,
+                Outcome::Open | Outcome::Unknown if !asked_commit => seen == 0,
+                Outcome::Open | Outcome::Unknown => seen == 0 || all,
+            };
+            if !ok {
+                self.violations.push(format!(
+                    "txn {t} ({:?}, instance {}): {seen} of {} records visible, {} acked, decisions {:?}",
+                    log.outcome,
+                    log.instance,
+                    log.sent.len(),
+                    log.acked.len(),
+                    log.decisions
+                ));
+            }
+            if let Some(o) = log.offsets {
+                let times = committed_offsets.iter().filter(|c| **c == o).count();
+                let expected = match log.outcome {
+                    Outcome::Committed => Some(1),
+                    Outcome::Aborted => Some(0),
+                    _ if !asked_commit => Some(0),
+                    _ if !log.sent.is_empty() => Some(usize::from(seen > 0)),
+                    _ => None,
+                };
+                if times > 1 || expected.is_some_and(|e| e != times) {
+                    self.violations.push(format!(
+                        "txn {t} ({:?}): offsets committed {times} times, {seen} records visible",
+                        log.outcome
+                    ));
+                }
+                self.totals.offsets_committed += times;
+            }
+        }
+        for (i, inst) in self.instances.iter().enumerate() {
+            if !inst.dead && inst.mgr.state() != TxnState::Ready {
+                self.violations.push(format!("instance {i} ends in {:?}, not Ready", inst.mgr.state()));
+            }
+        }
+    }
+}
+
+// ---- runs -------------------------------------------------------------------------------------
+
+fn seeds(first: u64, default_count: u64) -> Vec<u64> {
+    if let Ok(s) = std::env::var("SIM_SEED") {
+        return vec![s.parse().expect("SIM_SEED is a number")];
+    }
+    let n = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_count);
+    (first..first + n).collect()
+}
+
+fn run_seeds(title: &str, seeds: Vec<u64>, v2: bool, faults: &Faults, txns: usize) -> Totals {
+    let mut total = Totals::default();
+    let mut failures = Vec::new();
+    for seed in seeds {
+        let mut sim = Sim::new(seed, v2, faults.clone(), txns);
+        sim.run();
+        if !sim.violations.is_empty() {
+            failures.push(format!(
+                "seed {seed}: {:#?}\nlast events:\n{}",
+                sim.violations,
+                sim.trace.iter().cloned().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        total.add(&sim.totals);
+    }
+    eprintln!("{title}: {total:?}");
+    if let Some(first) = failures.first() {
+        panic!("{title}: {} seeds violate invariants; the first one:\n{first}", failures.len());
+    }
+    total
+}
+
+/// The faults happened often enough for the run to mean something.
+fn assert_coverage(t: &Totals, v2: bool) {
+    assert!(t.committed > t.txns / 2, "{t:?}");
+    assert!(t.aborted > 0 && t.fenced > 0 && t.unknown > 0, "{t:?}");
+    assert!(t.end_txn_retries > 0 && t.not_coordinator > 0 && t.concurrent > 0, "{t:?}");
+    assert!(t.produce_failures > 0 && t.offsets_committed > 0, "{t:?}");
+    if v2 {
+        // Every EndTxn bumps the epoch.
+        assert!(t.epoch_changes > t.committed, "{t:?}");
+    } else {
+        // Beyond each instance's first InitProducerId: KIP-360 bumps after failed produces.
+        assert!(t.epoch_changes > t.instances, "{t:?}");
+    }
+}
+
+#[test]
+fn simulation_v1_with_faults() {
+    let t = run_seeds("simulation_v1_with_faults", seeds(0, 500), false, &Faults::standard(), 30);
+    if std::env::var("SIM_SEED").is_err() {
+        assert_coverage(&t, false);
+    }
+}
+
+#[test]
+fn simulation_v2_with_faults() {
+    let t = run_seeds("simulation_v2_with_faults", seeds(10_000, 500), true, &Faults::standard(), 30);
+    if std::env::var("SIM_SEED").is_err() {
+        assert_coverage(&t, true);
+    }
+}
+
+/// Without faults every transaction ends as the user asked, and nothing is fatal.
+#[test]
+fn simulation_without_faults() {
+    for v2 in [false, true] {
+        let t = run_seeds("simulation_without_faults", seeds(20_000, 20), v2, &Faults::none(), 30);
+        assert_eq!(t.committed + t.aborted, t.txns, "v2={v2}: {t:?}");
+        assert_eq!((t.fenced, t.other_fatal, t.unknown), (0, 0, 0), "v2={v2}: {t:?}");
+    }
+}
