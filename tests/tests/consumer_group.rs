@@ -152,41 +152,7 @@ async fn three_members_consume_every_record_once_with_manual_commits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_member_s_partitions_move_and_nothing_is_skipped() {
     let _serial = serial();
-    const N: u64 = 60_000;
-    let client = client().await;
-    let topic = unique_topic("kill");
-    let group = unique_topic("gkill");
-    create_topic(&client, &topic, 6, 1, &[]).await;
-    produce(&topic, 6, N / 2).await;
-    let seen: Seen = Arc::default();
-    let stop = Stop::new();
-    let survivor = Consumer::new(member_config(&group)).await.unwrap();
-    survivor.subscribe([topic.as_str()]).unwrap();
-    let victim = Consumer::new(member_config(&group)).await.unwrap();
-    victim.subscribe([topic.as_str()]).unwrap();
-    let survivor = tokio::spawn(run_member(survivor, seen.clone(), stop.clone()));
-    // The victim processes some records and commits, then dies without leaving the group.
-    let victim_seen: Seen = Arc::default();
-    let victim_stop = Stop::new();
-    let victim_task = tokio::spawn(run_member(victim, victim_seen.clone(), victim_stop.clone()));
-    wait_until("the victim's first records", Duration::from_secs(60), || victim_seen.lock().unwrap().len() > 1000).await;
-    victim_task.abort();
-    let _ = victim_task.await;
-    produce_from(&topic, 6, N / 2, N / 2).await;
-    // After the session timeout the survivor owns everything and finishes the topic.
-    wait_until("every record", Duration::from_secs(90), || {
-        let s = seen.lock().unwrap();
-        let v = victim_seen.lock().unwrap();
-        let all: BTreeSet<u64> = s.iter().chain(v.iter()).map(|(_, _, x)| *x).collect();
-        all.len() as u64 >= N
-    })
-    .await;
-    stop.raise();
-    survivor.await.unwrap().close().await.unwrap();
-    let s = seen.lock().unwrap();
-    let v = victim_seen.lock().unwrap();
-    let all: BTreeSet<u64> = s.iter().chain(v.iter()).map(|(_, _, x)| *x).collect();
-    assert_eq!(all.len() as u64, N, "no record skipped");
+    killed_member_s_partitions_move(member_config, "kill").await;
 }
 
 /// Records which partitions each rebalance revoked and assigned.
@@ -467,17 +433,24 @@ fn kip_848_config(group: &str) -> ConsumerConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_kip_848_member_s_partitions_move_and_nothing_is_skipped() {
     let _serial = serial();
+    killed_member_s_partitions_move(kip_848_config, "kill848").await;
+}
+
+/// Two members share a topic; one processes and commits some records, then is killed (its task
+/// aborted, its last handle dropped: no leave). After the coordinator's session timeout its
+/// partitions move to the survivor, which resumes from the committed offsets: no record skipped.
+async fn killed_member_s_partitions_move(config: fn(&str) -> ConsumerConfig, name: &str) {
     const N: u64 = 60_000;
     let client = client().await;
-    let topic = unique_topic("kill848");
-    let group = unique_topic("gkill848");
+    let topic = unique_topic(name);
+    let group = unique_topic(&format!("g{name}"));
     create_topic(&client, &topic, 6, 1, &[]).await;
     produce(&topic, 6, N / 2).await;
     let seen: Seen = Arc::default();
     let stop = Stop::new();
-    let survivor = Consumer::new(kip_848_config(&group)).await.unwrap();
+    let survivor = Consumer::new(config(&group)).await.unwrap();
     survivor.subscribe([topic.as_str()]).unwrap();
-    let victim = Consumer::new(kip_848_config(&group)).await.unwrap();
+    let victim = Consumer::new(config(&group)).await.unwrap();
     victim.subscribe([topic.as_str()]).unwrap();
     let survivor_handle = survivor.clone();
     let survivor = tokio::spawn(run_member(survivor, seen.clone(), stop.clone()));
@@ -498,7 +471,7 @@ async fn a_killed_kip_848_member_s_partitions_move_and_nothing_is_skipped() {
     drop(victim_handle);
     let killed_at = tokio::time::Instant::now();
     produce_from(&topic, 6, N / 2, N / 2).await;
-    // The coordinator needs its session timeout (45 s by default) to notice.
+    // The coordinator notices after its session timeout (KIP-848: 45 s by default).
     wait_until("the victim's partitions on the survivor", Duration::from_secs(120), || {
         victim_partitions.is_subset(&survivor_handle.assignment())
     })
