@@ -187,12 +187,26 @@ impl RebalanceListener for RecordingListener {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooperative_sticky_revokes_only_the_partitions_that_move() {
     let _serial = serial();
+    adding_a_member_revokes_only_what_moves(|group| member_config(group).assignment_strategy(&["cooperative-sticky"]))
+        .await;
+}
+
+/// KIP-848's server-side assignment is incremental too: a new member takes partitions only as
+/// the old owner releases them, and nothing else moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip_848_group_revokes_only_the_partitions_that_move() {
+    let _serial = serial();
+    adding_a_member_revokes_only_what_moves(kip_848_config).await;
+}
+
+/// One member owns a 6-partition topic; a second joins: the first is revoked exactly the
+/// partitions the second ends up with, keeps the rest, and no partition has two owners.
+async fn adding_a_member_revokes_only_what_moves(config: fn(&str) -> ConsumerConfig) {
     let client = client().await;
     let topic = unique_topic("coop");
     let group = unique_topic("gcoop");
     create_topic(&client, &topic, 6, 1, &[]).await;
-    let config = || member_config(&group).assignment_strategy(&["cooperative-sticky"]);
-    let first = Consumer::new(config()).await.unwrap();
+    let first = Consumer::new(config(&group)).await.unwrap();
     let rec = Arc::new(Recorder::default());
     first.set_rebalance_listener(RecordingListener(rec.clone()));
     first.subscribe([topic.as_str()]).unwrap();
@@ -202,7 +216,7 @@ async fn cooperative_sticky_revokes_only_the_partitions_that_move() {
         first.poll(Duration::from_millis(100)).await.unwrap();
     }
     let before = first.assignment();
-    let second = Consumer::new(config()).await.unwrap();
+    let second = Consumer::new(config(&group)).await.unwrap();
     second.subscribe([topic.as_str()]).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while first.assignment().len() != 3 || second.assignment().len() != 3 {
