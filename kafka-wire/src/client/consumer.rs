@@ -388,10 +388,20 @@ impl Consumer {
     /// The consumer's group, generation and member id, for the offsets of a transaction
     /// ([`Producer::send_offsets_to_transaction`](super::Producer::send_offsets_to_transaction),
     /// KIP-447). Outside a group (assigned partitions) the generation is -1 and the member id
-    /// empty.
+    /// empty; a subscribed consumer that is between generations (joining, or rejoining after it
+    /// was fenced) gets [`Error::InvalidState`].
     pub fn group_metadata(&self) -> Result<super::ConsumerGroupMetadata> {
         let group_id = self.group_id()?;
-        let (generation_id, member_id) = super::consumer_group::generation(&self.inner).unwrap_or((-1, String::new()));
+        let generation = super::consumer_group::generation(&self.inner);
+        if generation.is_none() && self.inner.lock().group.is_member() {
+            // Generation -1 would make the coordinator skip the membership check (KIP-447):
+            // a member that was fenced out must not commit offsets until it has rejoined.
+            return Err(Error::InvalidState {
+                operation: "group_metadata".into(),
+                reason: format!("the consumer is not in a generation of group {group_id} (it is joining or rejoining)"),
+            });
+        }
+        let (generation_id, member_id) = generation.unwrap_or((-1, String::new()));
         Ok(super::ConsumerGroupMetadata {
             group_id,
             generation_id,
@@ -1246,8 +1256,14 @@ fn start_fetches(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>) {
     for (node, request, sent) in requests {
         let client = inner.client.clone();
         let tx = tx.clone();
+        let backoff = inner.config.retry_backoff;
         tokio::spawn(async move {
             let result = client.send(node, &request).await;
+            if result.is_err() {
+                // The node stays marked as fetching meanwhile: a broker that refuses
+                // connections is not asked again in a tight loop.
+                tokio::time::sleep(backoff).await;
+            }
             let _ = tx.send(DriverEvent::Fetched { node, request: sent, result });
         });
     }

@@ -413,6 +413,9 @@ impl Producer {
         let mut st = lock(&t.state);
         st.manager.begin().map_err(|e| t.error(e))?;
         st.unsettled = 0;
+        // Offsets of an earlier transaction that never finished (it was aborted) are not
+        // waited for.
+        st.offsets_added = st.offsets_asked;
         self.inner.transactions_v2.store(st.manager.is_transaction_v2(), Ordering::Release);
         Ok(())
     }

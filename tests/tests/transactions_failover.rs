@@ -1,0 +1,209 @@
+//! The exactly-once processor (the `txn` crate) across the loss of its transaction coordinator,
+//! on the 3-node cluster (`cargo xtask kafka up --nodes 3`; the test skips loudly when it is not
+//! up).
+//!
+//! A copier of 50 000 records (6 partitions, replication factor 3, `min.insync.replicas=2`;
+//! every 7th transaction aborted on purpose) runs while the broker that coordinates its
+//! transactional.id is SIGKILLed; once the copier has committed more transactions through the
+//! new coordinator, the broker is restarted. The read_committed view of the output must be the
+//! input exactly once, in order per partition.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_wire::client::{
+    Admin, Client, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, CoordinatorType, IsolationLevel,
+    OffsetReset, OffsetSpec, ProducerRecord, Result,
+};
+use kafka_wire::proto::producer::TopicPartition;
+use kafka_wire_tests::raw::create_topic;
+use kafka_wire_tests::{bootstrap_3, cluster3_exclusive, kafka_node_kill, kafka_node_running, kafka_node_start, unique_topic};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use txn::{Decision, Processor, ProcessorConfig, Shutdown, Stats};
+
+const N: u64 = 50_000;
+const PARTITIONS: i32 = 6;
+/// Transactions committed before the kill, and again while the node is down.
+const COMMITS_BETWEEN: u64 = 15;
+const ABORT_EVERY: u64 = 7;
+/// Bound on any one wait for progress (a failover included).
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Restarts a killed node however the test ends, so that a failure leaves the cluster whole.
+struct RestartOnDrop(u8);
+
+impl Drop for RestartOnDrop {
+    fn drop(&mut self) {
+        if !kafka_node_running(self.0) {
+            eprintln!("[txn failover] restarting node {} on the way out", self.0);
+            kafka_node_start(self.0);
+        }
+    }
+}
+
+/// Waits until the processor has committed `n` transactions; fails if it stops instead.
+async fn committed(stats: &mut watch::Receiver<Stats>, task: &mut JoinHandle<Result<Stats>>, n: u64, what: &str) {
+    let waited = tokio::time::timeout(DEADLINE, async {
+        tokio::select! {
+            reached = stats.wait_for(|s| s.committed >= n) => reached.is_ok(),
+            ended = &mut *task => panic!("{what}: the processor stopped: {ended:?}"),
+        }
+    })
+    .await;
+    assert!(waited.unwrap_or(false), "{what}: {:?}, waiting for {n} commits", *stats.borrow());
+}
+
+// The cluster3_exclusive guard is held for the whole test on purpose (the test's own future is
+// never moved to another thread: block_on runs it).
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copier_is_exactly_once_across_a_transaction_coordinator_kill() {
+    let Some(bs) = bootstrap_3() else {
+        eprintln!(
+            "\n!!!! SKIPPED transactions_failover: the 3-node cluster is not up \
+             (no .kafka/bootstrap3, KAFKA_BOOTSTRAP_3 unset). Start it with \
+             `cargo xtask kafka up --nodes 3`. !!!!\n"
+        );
+        return;
+    };
+    let _exclusive = cluster3_exclusive();
+    // A previous run that died between kill and restart may have left a node down.
+    for n in 1..=3 {
+        if !kafka_node_running(n) {
+            tokio::task::spawn_blocking(move || kafka_node_start(n)).await.unwrap();
+        }
+    }
+    let client = Client::connect(ClientConfig::new(&bs)).await.expect("connect to the 3-node cluster");
+    let input = unique_topic("txnfo-in");
+    let output = unique_topic("txnfo-out");
+    let configs = [("min.insync.replicas", "2"), ("unclean.leader.election.enable", "false")];
+    create_topic(&client, &input, PARTITIONS, 3, &configs).await;
+    create_topic(&client, &output, PARTITIONS, 3, &configs).await;
+
+    let producer = txn::idempotent_producer(&bs).await.unwrap();
+    let mut expected: BTreeMap<i32, Vec<Bytes>> = BTreeMap::new();
+    let mut deliveries = Vec::with_capacity(N as usize);
+    for i in 0..N {
+        let p = (i % PARTITIONS as u64) as i32;
+        let value = Bytes::from(format!("{p}:{:07}", i / PARTITIONS as u64));
+        expected.entry(p).or_default().push(value.clone());
+        deliveries.push(producer.send(ProducerRecord::new(input.as_str(), value).partition(p)).await.unwrap());
+    }
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    producer.close().await.unwrap();
+
+    let transactional_id = unique_topic("txnfo-txn");
+    let mut config = ProcessorConfig::new(&bs, &unique_topic("txnfo"), &transactional_id, [input.as_str()]);
+    // Shorter than the default 45 s: when the killed node is also the group coordinator, the
+    // membership lapses during the failover, the offsets of the open transaction are refused
+    // (ILLEGAL_GENERATION), and the processor must abort, rewind and go on.
+    config.consumer = config.consumer.session_timeout(Duration::from_secs(6)).heartbeat_interval(Duration::from_millis(500));
+    let processor = Processor::new(config).await.expect("processor");
+    let admin = Admin::new(client.clone());
+    let coordinator = admin.find_coordinator(&transactional_id, CoordinatorType::Transaction).await.unwrap();
+    let victim = u8::try_from(coordinator).expect("node ids are 1..=3");
+    let mut stats = processor.stats();
+    let shutdown = Shutdown::new();
+    let calls = Arc::new(AtomicU64::new(0));
+    let handler = {
+        let (output, calls) = (output.clone(), calls.clone());
+        move |batch: &[ConsumerRecord], out: &mut Vec<ProducerRecord>| {
+            out.extend(batch.iter().map(|r| ProducerRecord {
+                topic: output.clone(),
+                partition: Some(r.partition),
+                value: r.value.clone(),
+                ..Default::default()
+            }));
+            let call = calls.fetch_add(1, Ordering::AcqRel) + 1;
+            if call % ABORT_EVERY == 0 {
+                Decision::Abort
+            } else {
+                Decision::Commit
+            }
+        }
+    };
+    let start = Instant::now();
+    let mut task = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { processor.run(handler, &shutdown).await })
+    };
+
+    committed(&mut stats, &mut task, COMMITS_BETWEEN, "before the kill").await;
+    let at_kill = stats.borrow().committed;
+    eprintln!("[txn failover] killing node {victim}, the transaction coordinator, after {at_kill} commits");
+    let _restart = RestartOnDrop(victim);
+    tokio::task::spawn_blocking(move || kafka_node_kill(victim)).await.unwrap();
+    let killed_at = Instant::now();
+    committed(&mut stats, &mut task, at_kill + 1, "the first commit after the kill").await;
+    let stalled = killed_at.elapsed();
+    committed(&mut stats, &mut task, at_kill + COMMITS_BETWEEN, "while the node is down").await;
+    let moved_to = admin.find_coordinator(&transactional_id, CoordinatorType::Transaction).await.unwrap();
+    assert_ne!(moved_to, coordinator, "the transaction coordinator moved");
+    eprintln!("[txn failover] coordinator now node {moved_to}; restarting node {victim}");
+    tokio::task::spawn_blocking(move || kafka_node_start(victim)).await.unwrap();
+
+    // The output, read_committed, until it holds every record; then, with no transaction open,
+    // to the last stable offsets, where a duplicate would be.
+    let reader = Consumer::new(
+        ConsumerConfig::new(&bs).isolation_level(IsolationLevel::ReadCommitted).auto_offset_reset(OffsetReset::Earliest),
+    )
+    .await
+    .unwrap();
+    let tps: Vec<TopicPartition> = (0..PARTITIONS).map(|p| TopicPartition::new(output.as_str(), p)).collect();
+    reader.assign(tps);
+    let mut view: BTreeMap<i32, Vec<Bytes>> = BTreeMap::new();
+    read_until(&reader, &mut view, |view| view.values().map(Vec::len).sum::<usize>() as u64 >= N).await;
+    shutdown.trigger();
+    let final_stats = tokio::time::timeout(DEADLINE, task).await.expect("the processor stops").unwrap().unwrap();
+    let names: Vec<(&str, i32)> = (0..PARTITIONS).map(|p| (output.as_str(), p)).collect();
+    let ends: Vec<(TopicPartition, i64)> = admin
+        .list_offsets_isolated(&names, OffsetSpec::Latest, true)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| (TopicPartition::new(o.topic.as_str(), o.partition), o.offset))
+        .collect();
+    read_until(&reader, &mut view, |_| {
+        let positions = reader.positions();
+        ends.iter().all(|(tp, end)| positions.get(tp).is_some_and(|o| o.offset >= *end))
+    })
+    .await;
+    eprintln!(
+        "[txn failover] {N} records in {:.1} s: {} transactions committed, {} aborted ({} decided by \
+         the handler); the first commit after the coordinator kill came {:.1} s after it",
+        start.elapsed().as_secs_f64(),
+        final_stats.committed,
+        final_stats.aborted,
+        calls.load(Ordering::Acquire) / ABORT_EVERY,
+        stalled.as_secs_f64()
+    );
+    assert!(final_stats.aborted > 0, "aborts on purpose happened");
+    for p in 0..PARTITIONS {
+        let (got, want) = (view.get(&p).cloned().unwrap_or_default(), &expected[&p]);
+        if let Some(i) = (0..got.len().max(want.len())).find(|&i| got.get(i) != want.get(i)) {
+            panic!("partition {p}: {} records, {} expected; first difference at {i}", got.len(), want.len());
+        }
+    }
+}
+
+/// Polls `reader` into `view` (values per partition) until `done`.
+async fn read_until(
+    reader: &Consumer,
+    view: &mut BTreeMap<i32, Vec<Bytes>>,
+    done: impl Fn(&BTreeMap<i32, Vec<Bytes>>) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !done(view) {
+        let total: usize = view.values().map(Vec::len).sum();
+        assert!(tokio::time::Instant::now() < deadline, "reading the output stalled at {total} records");
+        for r in reader.poll(Duration::from_millis(200)).await.unwrap() {
+            view.entry(r.partition).or_default().push(r.value.unwrap_or_default());
+        }
+    }
+}
