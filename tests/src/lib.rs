@@ -163,6 +163,41 @@ pub fn cluster3_exclusive() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Restarts node `.0` of the 3-node cluster however a test ends, so that a failure after a kill
+/// leaves the cluster whole for the next test.
+pub struct RestartOnDrop(pub u8);
+
+impl Drop for RestartOnDrop {
+    fn drop(&mut self) {
+        if !kafka_node_running(self.0) {
+            eprintln!("[failover] restarting node {} on the way out", self.0);
+            kafka_node_start(self.0);
+        }
+    }
+}
+
+/// The 3-node cluster for a failover test: its bootstrap and the [`cluster3_exclusive`] guard
+/// (hold it for the whole test), with every node running again (a run that died between a kill
+/// and a restart may have left one down). `None`, said loudly on stderr, when the cluster is not
+/// up, so that a skipped failover test shows in the log.
+pub fn cluster3_for(test: &str) -> Option<(String, MutexGuard<'static, ()>)> {
+    let Some(bootstrap) = bootstrap_3() else {
+        eprintln!(
+            "\n!!!! SKIPPED {test}: the 3-node cluster is not up (no .kafka/bootstrap3, KAFKA_BOOTSTRAP_3 \
+             unset). Start it with `cargo xtask kafka up --nodes 3`. !!!!\n"
+        );
+        return None;
+    };
+    let guard = cluster3_exclusive();
+    for n in 1..=3 {
+        if !kafka_node_running(n) {
+            eprintln!("[{test}] node {n} was down; starting it");
+            kafka_node_start(n);
+        }
+    }
+    Some((bootstrap, guard))
+}
+
 #[cfg(test)]
 mod harness_tests {
     use super::*;

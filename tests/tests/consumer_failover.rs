@@ -8,35 +8,15 @@ use std::time::Duration;
 use kafka_wire::client::{Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord};
 use kafka_wire::proto::producer::TopicPartition;
 use kafka_wire_tests::raw::{create_topic, partition_leaders};
-use kafka_wire_tests::{bootstrap_3, cluster3_exclusive, kafka_node_kill, kafka_node_running, kafka_node_start, unique_topic};
+use kafka_wire_tests::{cluster3_for, kafka_node_kill, kafka_node_running, kafka_node_start, unique_topic, RestartOnDrop};
 
 const PARTITIONS: i32 = 3;
 const N: i64 = 150_000;
 
-/// Restarts a killed node however the test ends, so that a failure leaves the cluster whole.
-struct RestartOnDrop(u8);
-
-impl Drop for RestartOnDrop {
-    fn drop(&mut self) {
-        if !kafka_node_running(self.0) {
-            kafka_node_start(self.0);
-        }
-    }
-}
-
 #[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_change_while_consuming_skips_and_repeats_nothing() {
-    let Some(bs) = bootstrap_3() else {
-        eprintln!("\n!!!! SKIPPED consumer_failover: the 3-node cluster is not up (`cargo xtask kafka up --nodes 3`) !!!!\n");
-        return;
-    };
-    let _exclusive = cluster3_exclusive();
-    for n in 1..=3 {
-        if !kafka_node_running(n) {
-            tokio::task::spawn_blocking(move || kafka_node_start(n)).await.unwrap();
-        }
-    }
+    let Some((bs, _exclusive)) = cluster3_for("consumer_failover") else { return };
     let client = Client::connect(ClientConfig::new(&bs)).await.unwrap();
     let topic = unique_topic("cfailover");
     create_topic(&client, &topic, PARTITIONS, 3, &[("min.insync.replicas", "2")]).await;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use kafka_wire::client::{Client, ClientConfig, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 use kafka_wire_tests::raw::{create_topic, fetch_records, partition_leaders};
-use kafka_wire_tests::{bootstrap_3, cluster3_exclusive, kafka_node_kill, kafka_node_running, kafka_node_start, unique_topic};
+use kafka_wire_tests::{cluster3_for, kafka_node_kill, kafka_node_start, unique_topic, RestartOnDrop};
 use tokio::sync::mpsc;
 
 const N: u64 = 500_000;
@@ -46,18 +46,6 @@ fn value(i: u64) -> String {
 
 fn seq_of(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value.get(4..14)?).ok()?.parse().ok()
-}
-
-/// Restarts a killed node however the test ends, so that a failure leaves the cluster whole.
-struct RestartOnDrop(u8);
-
-impl Drop for RestartOnDrop {
-    fn drop(&mut self) {
-        if !kafka_node_running(self.0) {
-            eprintln!("[failover] restarting node {} on the way out", self.0);
-            kafka_node_start(self.0);
-        }
-    }
 }
 
 /// Shared progress counters.
@@ -98,22 +86,7 @@ async fn wait_for_acks(progress: &Progress, n: u64) {
 #[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_producer_survives_leader_kill_and_restart() {
-    let Some(bs) = bootstrap_3() else {
-        eprintln!(
-            "\n!!!! SKIPPED producer_failover: the 3-node cluster is not up \
-             (no .kafka/bootstrap3, KAFKA_BOOTSTRAP_3 unset). Start it with \
-             `cargo xtask kafka up --nodes 3`. !!!!\n"
-        );
-        return;
-    };
-    let _exclusive = cluster3_exclusive();
-    // A previous run that died between kill and restart may have left a node down.
-    for n in 1..=3 {
-        if !kafka_node_running(n) {
-            eprintln!("[failover] node {n} was down; starting it");
-            tokio::task::spawn_blocking(move || kafka_node_start(n)).await.unwrap();
-        }
-    }
+    let Some((bs, _exclusive)) = cluster3_for("producer_failover") else { return };
 
     let client = Client::connect(ClientConfig::new(&bs)).await.expect("connect to the 3-node cluster");
     let topic = unique_topic("failover");

@@ -20,7 +20,7 @@ use kafka_wire::client::{
 };
 use kafka_wire::proto::producer::TopicPartition;
 use kafka_wire_tests::raw::create_topic;
-use kafka_wire_tests::{bootstrap_3, cluster3_exclusive, kafka_node_kill, kafka_node_running, kafka_node_start, unique_topic};
+use kafka_wire_tests::{cluster3_for, kafka_node_kill, kafka_node_start, unique_topic, RestartOnDrop};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use txn::{Decision, Processor, ProcessorConfig, Shutdown, Stats};
@@ -32,18 +32,6 @@ const COMMITS_BETWEEN: u64 = 15;
 const ABORT_EVERY: u64 = 7;
 /// Bound on any one wait for progress (a failover included).
 const DEADLINE: Duration = Duration::from_secs(120);
-
-/// Restarts a killed node however the test ends, so that a failure leaves the cluster whole.
-struct RestartOnDrop(u8);
-
-impl Drop for RestartOnDrop {
-    fn drop(&mut self) {
-        if !kafka_node_running(self.0) {
-            eprintln!("[txn failover] restarting node {} on the way out", self.0);
-            kafka_node_start(self.0);
-        }
-    }
-}
 
 /// Waits until the processor has committed `n` transactions; fails if it stops instead.
 async fn committed(stats: &mut watch::Receiver<Stats>, task: &mut JoinHandle<Result<Stats>>, n: u64, what: &str) {
@@ -62,21 +50,7 @@ async fn committed(stats: &mut watch::Receiver<Stats>, task: &mut JoinHandle<Res
 #[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copier_is_exactly_once_across_a_transaction_coordinator_kill() {
-    let Some(bs) = bootstrap_3() else {
-        eprintln!(
-            "\n!!!! SKIPPED transactions_failover: the 3-node cluster is not up \
-             (no .kafka/bootstrap3, KAFKA_BOOTSTRAP_3 unset). Start it with \
-             `cargo xtask kafka up --nodes 3`. !!!!\n"
-        );
-        return;
-    };
-    let _exclusive = cluster3_exclusive();
-    // A previous run that died between kill and restart may have left a node down.
-    for n in 1..=3 {
-        if !kafka_node_running(n) {
-            tokio::task::spawn_blocking(move || kafka_node_start(n)).await.unwrap();
-        }
-    }
+    let Some((bs, _exclusive)) = cluster3_for("transactions_failover") else { return };
     let client = Client::connect(ClientConfig::new(&bs)).await.expect("connect to the 3-node cluster");
     let input = unique_topic("txnfo-in");
     let output = unique_topic("txnfo-out");

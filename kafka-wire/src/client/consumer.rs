@@ -1402,8 +1402,7 @@ pub(super) fn commit_request(
     instance_id: Option<&str>,
     offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
 ) -> OffsetCommitRequest {
-    let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
-    for (tp, o) in offsets {
+    let topics = super::by_topic(offsets.iter().map(|(tp, o)| {
         let part = OffsetCommitRequestPartition {
             partition_index: tp.partition,
             committed_offset: o.offset,
@@ -1411,11 +1410,11 @@ pub(super) fn commit_request(
             committed_metadata: o.metadata.as_deref().map(Into::into),
             ..Default::default()
         };
-        match topics.iter_mut().find(|t| *t.name == *tp.topic) {
-            Some(t) => t.partitions.push(part),
-            None => topics.push(OffsetCommitRequestTopic { name: (&*tp.topic).into(), partitions: vec![part], ..Default::default() }),
-        }
-    }
+        (tp.topic.clone(), part)
+    }))
+    .into_iter()
+    .map(|(name, partitions)| OffsetCommitRequestTopic { name: (&*name).into(), partitions, ..Default::default() })
+    .collect();
     OffsetCommitRequest {
         group_id: group.into(),
         generation_id_or_member_epoch: generation,
@@ -1454,18 +1453,15 @@ pub(super) async fn fetch_committed(
     group: &str,
     partitions: &[TopicPartition],
 ) -> Result<BTreeMap<TopicPartition, Option<OffsetAndMetadata>>> {
-    let mut topics: Vec<OffsetFetchRequestTopics> = Vec::new();
-    for tp in partitions {
-        match topics.iter_mut().find(|t| *t.name == *tp.topic) {
-            Some(t) => t.partition_indexes.push(tp.partition),
-            None => topics.push(OffsetFetchRequestTopics {
-                name: (&*tp.topic).into(),
-                topic_id: inner.lock().topics.get(&tp.topic).map(|m| m.id).unwrap_or_default(),
-                partition_indexes: vec![tp.partition],
-                ..Default::default()
-            }),
-        }
-    }
+    let topics: Vec<OffsetFetchRequestTopics> = super::by_topic(partitions.iter().map(|tp| (tp.topic.clone(), tp.partition)))
+        .into_iter()
+        .map(|(name, partition_indexes)| OffsetFetchRequestTopics {
+            topic_id: inner.lock().topics.get(&name).map(|m| m.id).unwrap_or_default(),
+            name: (&*name).into(),
+            partition_indexes,
+            ..Default::default()
+        })
+        .collect();
     let request = OffsetFetchRequest {
         require_stable: true,
         groups: vec![OffsetFetchRequestGroup { group_id: group.into(), topics: Some(topics), ..Default::default() }],

@@ -34,3 +34,16 @@ pub use consumer_config::{ConsumerConfig, GroupProtocol, IsolationLevel, OffsetR
 pub use error::{Error, Result};
 pub use producer::{DeliveryFuture, Producer, ProducerRecord};
 pub use transaction::ConsumerGroupMetadata;
+
+/// `items` grouped by topic, topics in the order they first appear: a request lists each topic
+/// once, with its partitions.
+fn by_topic<T>(items: impl IntoIterator<Item = (std::sync::Arc<str>, T)>) -> Vec<(std::sync::Arc<str>, Vec<T>)> {
+    let mut topics: Vec<(std::sync::Arc<str>, Vec<T>)> = Vec::new();
+    for (topic, item) in items {
+        match topics.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, items)) => items.push(item),
+            None => topics.push((topic, vec![item])),
+        }
+    }
+    topics
+}

@@ -584,19 +584,17 @@ async fn dispatch(inner: &Arc<Inner>, d: Drained, results: &mpsc::UnboundedSende
 }
 
 fn produce_request(d: &Drained, topic_ids: &HashMap<Arc<str>, Uuid>) -> ProduceRequest {
-    let mut topics: Vec<TopicProduceData> = Vec::new();
-    for (tp, batch) in &d.batches {
-        let data = PartitionProduceData { index: tp.partition, records: Some(batch.clone()), ..Default::default() };
-        match topics.iter_mut().find(|t| *t.name == *tp.topic) {
-            Some(t) => t.partition_data.push(data),
-            None => topics.push(TopicProduceData {
-                name: (&*tp.topic).into(),
-                topic_id: topic_ids.get(&tp.topic).copied().unwrap_or_default(),
-                partition_data: vec![data],
-                ..Default::default()
-            }),
-        }
-    }
+    let topics = super::by_topic(d.batches.iter().map(|(tp, batch)| {
+        (tp.topic.clone(), PartitionProduceData { index: tp.partition, records: Some(batch.clone()), ..Default::default() })
+    }))
+    .into_iter()
+    .map(|(name, partition_data)| TopicProduceData {
+        topic_id: topic_ids.get(&name).copied().unwrap_or_default(),
+        name: (&*name).into(),
+        partition_data,
+        ..Default::default()
+    })
+    .collect();
     ProduceRequest { acks: d.acks, timeout_ms: d.timeout_ms, topic_data: topics, ..Default::default() }
 }
 

@@ -216,17 +216,10 @@ impl Transactions {
                 }
             }
             (TxnRequest::AddPartitionsToTxn { transactional_id, producer_id, producer_epoch, partitions }, Some(node)) => {
-                let mut topics: Vec<AddPartitionsToTxnTopic> = Vec::new();
-                for tp in &partitions {
-                    match topics.iter_mut().find(|t| *t.name == *tp.topic) {
-                        Some(t) => t.partitions.push(tp.partition),
-                        None => topics.push(AddPartitionsToTxnTopic {
-                            name: (&*tp.topic).into(),
-                            partitions: vec![tp.partition],
-                            ..Default::default()
-                        }),
-                    }
-                }
+                let topics = super::by_topic(partitions.iter().map(|tp| (tp.topic.clone(), tp.partition)))
+                    .into_iter()
+                    .map(|(name, partitions)| AddPartitionsToTxnTopic { name: (&*name).into(), partitions, ..Default::default() })
+                    .collect();
                 let request = AddPartitionsToTxnRequest {
                     v3_and_below_transactional_id: (*transactional_id).into(),
                     v3_and_below_producer_id: producer_id,
@@ -272,8 +265,7 @@ impl Transactions {
                 TxnRequest::TxnOffsetCommit { transactional_id, producer_id, producer_epoch, group, offsets, transaction_v2 },
                 Some(node),
             ) => {
-                let mut topics: Vec<TxnOffsetCommitRequestTopic> = Vec::new();
-                for (tp, o) in &offsets {
+                let topics = super::by_topic(offsets.iter().map(|(tp, o)| {
                     let partition = TxnOffsetCommitRequestPartition {
                         partition_index: tp.partition,
                         committed_offset: o.offset,
@@ -281,15 +273,11 @@ impl Transactions {
                         committed_metadata: o.metadata.as_deref().map(Into::into),
                         ..Default::default()
                     };
-                    match topics.iter_mut().find(|t| *t.name == *tp.topic) {
-                        Some(t) => t.partitions.push(partition),
-                        None => topics.push(TxnOffsetCommitRequestTopic {
-                            name: (&*tp.topic).into(),
-                            partitions: vec![partition],
-                            ..Default::default()
-                        }),
-                    }
-                }
+                    (tp.topic.clone(), partition)
+                }))
+                .into_iter()
+                .map(|(name, partitions)| TxnOffsetCommitRequestTopic { name: (&*name).into(), partitions, ..Default::default() })
+                .collect();
                 let request = TxnOffsetCommitRequest {
                     transactional_id: (*transactional_id).into(),
                     group_id: (*group.group_id).into(),
