@@ -24,14 +24,16 @@
 
 #![allow(dead_code)]
 
+#[path = "frames.rs"]
+mod frames;
+use frames::{api, decode, respond};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_wire::codec::compression::Compression;
-use kafka_wire::codec::frame::{decode_request_body, split_frame};
-use kafka_wire::codec::header::{RequestHeader, ResponseHeader};
-use kafka_wire::codec::messages::api_versions::ApiVersion;
+use kafka_wire::codec::frame::split_frame;
+use kafka_wire::codec::header::RequestHeader;
 use kafka_wire::codec::messages::fetch::{EpochEndOffset, FetchableTopicResponse, PartitionData};
 use kafka_wire::codec::messages::list_offsets::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_wire::codec::messages::metadata::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
@@ -379,27 +381,8 @@ async fn handle(mut frame: Bytes, shared: &Shared, out: &mut BytesMut) -> Option
     Some(())
 }
 
-fn api<R: Request>() -> ApiVersion {
-    ApiVersion { api_key: R::API_KEY.0, min_version: R::VERSIONS.min, max_version: R::VERSIONS.max, ..Default::default() }
-}
 
-fn decode<R: Request>(frame: &mut Bytes, version: i16) -> Option<(RequestHeader, R)> {
-    if !R::VERSIONS.contains(version) {
-        return None;
-    }
-    let header = RequestHeader::decode(frame, R::request_header_version(version)).ok()?;
-    let body = decode_request_body::<R>(frame, version).ok()?;
-    Some((header, body))
-}
 
-fn respond<R: Request>(out: &mut BytesMut, correlation_id: i32, body: &R::Response, version: i16) {
-    let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    ResponseHeader { correlation_id, ..Default::default() }.encode(out, R::response_header_version(version));
-    body.encode(out, version);
-    let size = (out.len() - start - 4) as i32;
-    out[start..start + 4].copy_from_slice(&size.to_be_bytes());
-}
 
 fn metadata(shared: &Shared) -> MetadataResponse {
     let logs = lock(&shared.logs);

@@ -1,0 +1,34 @@
+//! Request decoding and response framing shared by the in-process fake brokers
+//! (`fake_broker.rs`, `scripted_broker.rs`).
+
+use bytes::{Bytes, BytesMut};
+use kafka_wire::codec::frame::decode_request_body;
+use kafka_wire::codec::header::{RequestHeader, ResponseHeader};
+use kafka_wire::codec::messages::api_versions::ApiVersion;
+use kafka_wire::codec::messages::{Message, Request};
+
+/// The ApiVersions entry offering every version of `R` this codec knows.
+pub fn api<R: Request>() -> ApiVersion {
+    ApiVersion { api_key: R::API_KEY.0, min_version: R::VERSIONS.min, max_version: R::VERSIONS.max, ..Default::default() }
+}
+
+/// The header and body of a request of `R` at `version`; `None` for a version the codec does not
+/// know or bytes that do not decode.
+pub fn decode<R: Request>(frame: &mut Bytes, version: i16) -> Option<(RequestHeader, R)> {
+    if !R::VERSIONS.contains(version) {
+        return None;
+    }
+    let header = RequestHeader::decode(frame, R::request_header_version(version)).ok()?;
+    let body = decode_request_body::<R>(frame, version).ok()?;
+    Some((header, body))
+}
+
+/// Appends a size-prefixed response frame to `out`.
+pub fn respond<R: Request>(out: &mut BytesMut, correlation_id: i32, body: &R::Response, version: i16) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    ResponseHeader { correlation_id, ..Default::default() }.encode(out, R::response_header_version(version));
+    body.encode(out, version);
+    let size = (out.len() - start - 4) as i32;
+    out[start..start + 4].copy_from_slice(&size.to_be_bytes());
+}
