@@ -392,10 +392,10 @@ impl Inner {
         if completed.is_empty() {
             return;
         }
+        if let Some(t) = &self.txn {
+            t.records_completed(completed.iter().map(|(_, result)| result.as_ref().map(|_| ())));
+        }
         for (tx, result) in completed {
-            if let Some(t) = &self.txn {
-                t.record_completed(&result.as_ref().map(|_| ()).map_err(Clone::clone));
-            }
             let _ = tx.send(result.map_err(|f| self.failure_to_error(f)));
         }
         self.progress.notify_waiters();

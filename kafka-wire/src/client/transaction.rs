@@ -103,18 +103,23 @@ impl Transactions {
         st.unsettled = st.unsettled.saturating_add_signed(delta);
     }
 
-    /// A record of the transaction completed (from the producer driver's completions).
-    pub(super) fn record_completed(&self, result: &std::result::Result<(), ProduceFailure>) {
-        let outcome = match result {
-            Ok(()) => ProduceOutcome::Acknowledged,
-            Err(ProduceFailure::TransactionAborted) => ProduceOutcome::Discarded,
-            Err(ProduceFailure::Broker { code, .. }) => ProduceOutcome::Failed(Some(*code)),
-            Err(_) => ProduceOutcome::Failed(None),
-        };
+    /// Records of the transaction completed (a batch of the producer driver's completions).
+    pub(super) fn records_completed<'a>(
+        &self,
+        results: impl IntoIterator<Item = std::result::Result<(), &'a ProduceFailure>>,
+    ) {
         {
             let mut st = lock(&self.state);
-            st.unsettled = st.unsettled.saturating_sub(1);
-            st.manager.produce_settled(outcome);
+            for result in results {
+                let outcome = match result {
+                    Ok(()) => ProduceOutcome::Acknowledged,
+                    Err(ProduceFailure::TransactionAborted) => ProduceOutcome::Discarded,
+                    Err(ProduceFailure::Broker { code, .. }) => ProduceOutcome::Failed(Some(*code)),
+                    Err(_) => ProduceOutcome::Failed(None),
+                };
+                st.unsettled = st.unsettled.saturating_sub(1);
+                st.manager.produce_settled(outcome);
+            }
         }
         self.changed.notify_waiters();
     }
