@@ -31,7 +31,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let producer = Producer::new(ProducerConfig::new(&bootstrap).compression(Compression::Lz4)).await?;
     let create = CreateTopicsRequest {
-        topics: vec![CreatableTopic { name: topic.as_str().into(), num_partitions: PARTITIONS, replication_factor: 1, ..Default::default() }],
+        topics: vec![CreatableTopic {
+            name: topic.as_str().into(),
+            num_partitions: PARTITIONS,
+            replication_factor: 1,
+            ..Default::default()
+        }],
         timeout_ms: 30_000,
         ..Default::default()
     };
@@ -43,7 +48,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut pending = std::collections::VecDeque::new();
     for i in 0..records {
-        pending.push_back(producer.send(ProducerRecord::new(&topic, value.clone()).partition((i % PARTITIONS as usize) as i32)).await?);
+        pending.push_back(
+            producer
+                .send(ProducerRecord::new(&topic, value.clone()).partition((i % PARTITIONS as usize) as i32))
+                .await?,
+        );
         // Bound the futures held, not the producer: its buffer.memory does the pacing.
         while pending.len() > 100_000 {
             if let Some(f) = pending.pop_front() {
@@ -59,7 +68,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let load_before = loadavg();
     let (u0, s0) = cpu_seconds("/proc/self/stat");
-    let consumer = Consumer::new(ConsumerConfig::new(&bootstrap).auto_offset_reset(OffsetReset::Earliest).max_poll_records(5000)).await?;
+    let consumer =
+        Consumer::new(ConsumerConfig::new(&bootstrap).auto_offset_reset(OffsetReset::Earliest).max_poll_records(5000))
+            .await?;
     consumer.assign((0..PARTITIONS).map(|p| TopicPartition::new(topic.as_str(), p)));
     let started = Instant::now();
     let mut read = 0usize;
@@ -79,7 +90,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("consumed {read} records in {secs:.2} s");
     println!("  records/s                  {:.0}", read as f64 / secs);
     println!("  MiB/s (values)             {:.1}", bytes as f64 / secs / (1 << 20) as f64);
-    println!("  client CPU s / 1M records  {:.2}  (user {:.2} s + sys {:.2} s)", cpu / read as f64 * 1e6, u1 - u0, s1 - s0);
+    println!(
+        "  client CPU s / 1M records  {:.2}  (user {:.2} s + sys {:.2} s)",
+        cpu / read as f64 * 1e6,
+        u1 - u0,
+        s1 - s0
+    );
     println!("  max RSS (VmHWM)            {:.1} MiB", status_kb("VmHWM").unwrap_or(0) as f64 / 1024.0);
     println!("  loadavg before / after     {load_before} / {}", loadavg());
     Ok(())

@@ -252,7 +252,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "  client CPU s / 1M records  {per_million:.2}  (process user {user:.2} s + sys {sys:.2} s{})",
         fake_cpu.map(|c| format!(" - fake broker thread {c:.2} s")).unwrap_or_default()
     );
-    println!("  max RSS (VmHWM)            {:.1} MiB{}", hwm as f64 / 1024.0, if fake.is_some() { " (fake broker included)" } else { "" });
+    println!(
+        "  max RSS (VmHWM)            {:.1} MiB{}",
+        hwm as f64 / 1024.0,
+        if fake.is_some() { " (fake broker included)" } else { "" }
+    );
     println!(
         "  send->ack latency          p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms  ({} samples, every {SAMPLE_EVERY}th record)",
         ms(percentile(&latencies, 0.50)),
@@ -293,7 +297,12 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-async fn create_topic(client: &Client, topic: &str, partitions: i32, rf: i16) -> Result<(), Box<dyn std::error::Error>> {
+async fn create_topic(
+    client: &Client,
+    topic: &str,
+    partitions: i32,
+    rf: i16,
+) -> Result<(), Box<dyn std::error::Error>> {
     let request = CreateTopicsRequest {
         topics: vec![CreatableTopic {
             name: topic.into(),

@@ -48,7 +48,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     producer.close().await?;
     let secs = started.elapsed().as_secs_f64();
-    println!("produced {RECORDS} records in {secs:.2} s ({:.0} records/s, idempotent, acks=all)", RECORDS as f64 / secs);
+    println!(
+        "produced {RECORDS} records in {secs:.2} s ({:.0} records/s, idempotent, acks=all)",
+        RECORDS as f64 / secs
+    );
 
     let consumer = Consumer::new(ConsumerConfig::new(&bootstrap).auto_offset_reset(OffsetReset::Earliest)).await?;
     consumer.assign((0..PARTITIONS).map(|p| TopicPartition::new(topic.as_str(), p)));

@@ -215,17 +215,11 @@ fn hostile_input_allocates_little() {
         let bomb = zeros_bomb(codec, xerial);
         let label = if xerial { format!("{codec} (xerial)") } else { codec.to_string() };
         check(&format!("64 MiB bomb, {label}, decompress"), bomb.len(), MIB, || {
-            assert!(matches!(
-                decompress(codec, &bomb, MIB),
-                Err(DecodeError::DecompressedTooLarge { .. })
-            ));
+            assert!(matches!(decompress(codec, &bomb, MIB), Err(DecodeError::DecompressedTooLarge { .. })));
         });
         let batch = raw_batch(codec, 1, &bomb);
         check(&format!("64 MiB bomb, {label}, batch"), batch.len(), MIB, || {
-            assert!(matches!(
-                decode_all(batch.clone(), MIB),
-                Some(DecodeError::DecompressedTooLarge { .. })
-            ));
+            assert!(matches!(decode_all(batch.clone(), MIB), Some(DecodeError::DecompressedTooLarge { .. })));
         });
     }
 

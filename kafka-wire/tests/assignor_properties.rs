@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use kafka_wire::codec::DecodeError;
 use kafka_wire::proto::assignor::{
-    cooperative_sticky, range, roundrobin, Assignor, ConsumerProtocolAssignment,
-    ConsumerProtocolSubscription, CooperativeStickyAssignor, GroupAssignment, MemberSubscription,
-    RangeAssignor, RoundRobinAssignor, TopicPartitions, DEFAULT_GENERATION,
+    cooperative_sticky, range, roundrobin, Assignor, ConsumerProtocolAssignment, ConsumerProtocolSubscription,
+    CooperativeStickyAssignor, GroupAssignment, MemberSubscription, RangeAssignor, RoundRobinAssignor, TopicPartitions,
+    DEFAULT_GENERATION,
 };
 use proptest::prelude::*;
 
@@ -41,53 +41,29 @@ fn spec() -> impl Strategy<Value = Spec> {
         prop::collection::vec(any::<u8>(), 8),
         prop::collection::vec(any::<u8>(), 80),
     )
-        .prop_map(|(counts, n, seeds, masks, owners)| Spec {
-            counts,
-            n,
-            seeds,
-            masks,
-            owners,
-        })
+        .prop_map(|(counts, n, seeds, masks, owners)| Spec { counts, n, seeds, masks, owners })
 }
 
 impl Spec {
     fn partitions(&self) -> BTreeMap<String, i32> {
-        self.counts
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| (format!("t{i}"), c))
-            .collect()
+        self.counts.iter().enumerate().map(|(i, &c)| (format!("t{i}"), c)).collect()
     }
 
     fn all_partitions(&self) -> Vec<Partition> {
-        self.partitions()
-            .into_iter()
-            .flat_map(|(t, c)| (0..c).map(move |p| (t.clone(), p)))
-            .collect()
+        self.partitions().into_iter().flat_map(|(t, c)| (0..c).map(move |p| (t.clone(), p))).collect()
     }
 
     /// Members subscribed to random subsets (or all to the first member's subset when
     /// `identical`), each owning the partitions `owners` gives it (disjoint), at `generation`.
-    fn build(
-        &self,
-        identical: bool,
-        with_ownership: bool,
-        generation: i32,
-    ) -> Vec<MemberSubscription> {
+    fn build(&self, identical: bool, with_ownership: bool, generation: i32) -> Vec<MemberSubscription> {
         let topics = self.counts.len();
         let full = (1u8 << topics) - 1;
         let mut members: Vec<MemberSubscription> = (0..self.n)
             .map(|i| {
-                let mask = if identical {
-                    self.masks[0]
-                } else {
-                    self.masks[i]
-                } & full;
+                let mask = if identical { self.masks[0] } else { self.masks[i] } & full;
                 // Identical subscriptions are never empty, so balance means something.
                 let mask = if identical && mask == 0 { full } else { mask };
-                let subscribed = (0..topics)
-                    .filter(|t| mask & (1 << t) != 0)
-                    .map(|t| format!("t{t}"));
+                let subscribed = (0..topics).filter(|t| mask & (1 << t) != 0).map(|t| format!("t{t}"));
                 let mut m = MemberSubscription::new(format!("m{}-{i}", self.seeds[i]), subscribed);
                 m.generation = generation;
                 m
@@ -97,11 +73,7 @@ impl Spec {
             for (k, (topic, p)) in self.all_partitions().into_iter().enumerate() {
                 let owner = usize::from(self.owners[k]) % (self.n + 1);
                 if owner < self.n {
-                    members[owner]
-                        .owned_partitions
-                        .entry(topic)
-                        .or_default()
-                        .push(p);
+                    members[owner].owned_partitions.entry(topic).or_default().push(p);
                 }
             }
         }
@@ -115,10 +87,7 @@ fn scramble_claims(members: &mut [MemberSubscription], noise: &[(u8, u8, i8, i8)
     let n = members.len();
     for &(who, topic, partition, generation) in noise {
         let m = &mut members[usize::from(who) % n];
-        m.owned_partitions
-            .entry(format!("t{}", topic % 6))
-            .or_default()
-            .push(i32::from(partition) % 24);
+        m.owned_partitions.entry(format!("t{}", topic % 6)).or_default().push(i32::from(partition) % 24);
         if generation % 4 == 0 {
             m.generation = i32::from(generation % 3);
         }
@@ -131,10 +100,7 @@ fn scramble_claims(members: &mut [MemberSubscription], noise: &[(u8, u8, i8, i8)
 
 fn flatten(a: &GroupAssignment) -> Vec<(String, Partition)> {
     a.iter()
-        .flat_map(|(m, tps)| {
-            tps.iter()
-                .flat_map(move |(t, ps)| ps.iter().map(move |&p| (m.clone(), (t.clone(), p))))
-        })
+        .flat_map(|(m, tps)| tps.iter().flat_map(move |(t, ps)| ps.iter().map(move |&p| (m.clone(), (t.clone(), p)))))
         .collect()
 }
 
@@ -155,10 +121,7 @@ fn by_id(members: &[MemberSubscription]) -> BTreeMap<&str, &MemberSubscription> 
 }
 
 /// The partitions some member is subscribed to.
-fn subscribed_partitions(
-    members: &[MemberSubscription],
-    partitions: &BTreeMap<String, i32>,
-) -> BTreeSet<Partition> {
+fn subscribed_partitions(members: &[MemberSubscription], partitions: &BTreeMap<String, i32>) -> BTreeSet<Partition> {
     partitions
         .iter()
         .filter(|(t, _)| members.iter().any(|m| subscribes(m, t)))
@@ -169,11 +132,7 @@ fn subscribed_partitions(
 fn claimants(members: &[MemberSubscription], tp: &Partition) -> Vec<String> {
     members
         .iter()
-        .filter(|m| {
-            m.owned_partitions
-                .get(&tp.0)
-                .is_some_and(|ps| ps.contains(&tp.1))
-        })
+        .filter(|m| m.owned_partitions.get(&tp.0).is_some_and(|ps| ps.contains(&tp.1)))
         .map(|m| m.member_id.clone())
         .collect()
 }
@@ -195,19 +154,9 @@ fn check_valid(
         for (t, ps) in tps {
             prop_assert!(!ps.is_empty(), "empty list for {} {}", m, t);
             prop_assert!(ps.windows(2).all(|w| w[0] < w[1]), "unsorted {:?}", ps);
-            prop_assert!(
-                subscribes(members_by_id[m.as_str()], t),
-                "{} got {} unsubscribed",
-                m,
-                t
-            );
+            prop_assert!(subscribes(members_by_id[m.as_str()], t), "{} got {} unsubscribed", m, t);
             for &p in ps {
-                prop_assert!(
-                    (0..partitions[t]).contains(&p),
-                    "{}-{} does not exist",
-                    t,
-                    p
-                );
+                prop_assert!((0..partitions[t]).contains(&p), "{}-{} does not exist", t, p);
                 prop_assert!(seen.insert((t.clone(), p)), "{}-{} assigned twice", t, p);
             }
         }
@@ -231,10 +180,7 @@ fn sum_of_squares(a: &GroupAssignment) -> usize {
 /// The optimality criterion of balanced assignment ("semi-matching"), checked independently
 /// of the assignor: no member can pass load along a chain of moves (each member giving a
 /// partition of a topic the next one is subscribed to) to a member with two partitions fewer.
-fn check_no_improving_path(
-    members: &[MemberSubscription],
-    a: &GroupAssignment,
-) -> Result<(), TestCaseError> {
+fn check_no_improving_path(members: &[MemberSubscription], a: &GroupAssignment) -> Result<(), TestCaseError> {
     for u in a.keys() {
         let mut reached = BTreeSet::from([u.clone()]);
         let mut queue = VecDeque::from([u.clone()]);
@@ -248,31 +194,17 @@ fn check_no_improving_path(
             }
         }
         for v in reached {
-            prop_assert!(
-                load(a, &v) + 2 > load(a, u),
-                "{} could pass load to {}: {:?}",
-                u,
-                v,
-                a
-            );
+            prop_assert!(load(a, &v) + 2 > load(a, u), "{} could pass load to {}: {:?}", u, v, a);
         }
     }
     Ok(())
 }
 
 /// The next round's subscriptions: everyone owns what `a` gave it, at `generation`.
-fn next_round(
-    members: &[MemberSubscription],
-    a: &GroupAssignment,
-    generation: i32,
-) -> Vec<MemberSubscription> {
+fn next_round(members: &[MemberSubscription], a: &GroupAssignment, generation: i32) -> Vec<MemberSubscription> {
     members
         .iter()
-        .map(|m| MemberSubscription {
-            owned_partitions: a[&m.member_id].clone(),
-            generation,
-            ..m.clone()
-        })
+        .map(|m| MemberSubscription { owned_partitions: a[&m.member_id].clone(), generation, ..m.clone() })
         .collect()
 }
 
@@ -288,18 +220,10 @@ fn check_cooperative_round(
     for tp in subscribed_partitions(members, partitions) {
         let claimed = claimants(members, &tp);
         match owners.get(&tp) {
-            Some(m) => prop_assert!(
-                claimed.iter().all(|c| c == m),
-                "{:?} given to {} while {:?} claim it",
-                tp,
-                m,
-                claimed
-            ),
-            None => prop_assert!(
-                !claimed.is_empty(),
-                "{:?} left unassigned though nobody claims it",
-                tp
-            ),
+            Some(m) => {
+                prop_assert!(claimed.iter().all(|c| c == m), "{:?} given to {} while {:?} claim it", tp, m, claimed)
+            }
+            None => prop_assert!(!claimed.is_empty(), "{:?} left unassigned though nobody claims it", tp),
         }
     }
     Ok(())
@@ -312,11 +236,7 @@ fn two_rounds(
 ) -> Result<(GroupAssignment, Vec<MemberSubscription>, GroupAssignment), TestCaseError> {
     let first = cooperative_sticky(members, partitions);
     check_cooperative_round(members, partitions, &first)?;
-    let max_generation = members
-        .iter()
-        .map(|m| m.generation)
-        .max()
-        .unwrap_or(DEFAULT_GENERATION);
+    let max_generation = members.iter().map(|m| m.generation).max().unwrap_or(DEFAULT_GENERATION);
     let second_members = next_round(members, &first, max_generation.max(0) + 1);
     let second = cooperative_sticky(&second_members, partitions);
     check_valid(&second_members, partitions, &second, true)?;
@@ -324,13 +244,7 @@ fn two_rounds(
     for (m, tps) in &first {
         for (t, ps) in tps {
             let now = second[m].get(t).cloned().unwrap_or_default();
-            prop_assert!(
-                ps.iter().all(|p| now.contains(p)),
-                "round 2 moved {}-{:?} off {}",
-                t,
-                ps,
-                m
-            );
+            prop_assert!(ps.iter().all(|p| now.contains(p)), "round 2 moved {}-{:?} off {}", t, ps, m);
         }
     }
     Ok((first, second_members, second))
@@ -497,10 +411,7 @@ proptest! {
 
 fn topic_partitions() -> impl Strategy<Value = Vec<TopicPartitions>> {
     prop::collection::vec(
-        (
-            "[a-z0-9._-]{0,10}",
-            prop::collection::vec(any::<i32>(), 0..5),
-        )
+        ("[a-z0-9._-]{0,10}", prop::collection::vec(any::<i32>(), 0..5))
             .prop_map(|(topic, partitions)| TopicPartitions { topic, partitions }),
         0..4,
     )
@@ -518,26 +429,18 @@ fn subscription() -> impl Strategy<Value = ConsumerProtocolSubscription> {
         any::<i32>(),
         prop::option::of("[a-z0-9]{0,8}"),
     )
-        .prop_map(
-            |(topics, user_data, owned_partitions, generation_id, rack_id)| {
-                ConsumerProtocolSubscription {
-                    topics,
-                    user_data,
-                    owned_partitions,
-                    generation_id,
-                    rack_id,
-                }
-            },
-        )
+        .prop_map(|(topics, user_data, owned_partitions, generation_id, rack_id)| ConsumerProtocolSubscription {
+            topics,
+            user_data,
+            owned_partitions,
+            generation_id,
+            rack_id,
+        })
 }
 
 fn assignment() -> impl Strategy<Value = ConsumerProtocolAssignment> {
-    (topic_partitions(), user_data()).prop_map(|(assigned_partitions, user_data)| {
-        ConsumerProtocolAssignment {
-            assigned_partitions,
-            user_data,
-        }
-    })
+    (topic_partitions(), user_data())
+        .prop_map(|(assigned_partitions, user_data)| ConsumerProtocolAssignment { assigned_partitions, user_data })
 }
 
 /// What survives encoding at `version`: the fields it lacks take their defaults.
@@ -613,39 +516,26 @@ proptest! {
 
 #[test]
 fn huge_counts_are_refused_before_allocating() {
-    let refused =
-        |r: Result<(), DecodeError>| matches!(r, Err(DecodeError::LengthExceedsInput { .. }));
-    let sub = |raw: &'static [u8]| {
-        ConsumerProtocolSubscription::decode(Bytes::from_static(raw)).map(drop)
-    };
-    let asg =
-        |raw: &'static [u8]| ConsumerProtocolAssignment::decode(Bytes::from_static(raw)).map(drop);
+    let refused = |r: Result<(), DecodeError>| matches!(r, Err(DecodeError::LengthExceedsInput { .. }));
+    let sub = |raw: &'static [u8]| ConsumerProtocolSubscription::decode(Bytes::from_static(raw)).map(drop);
+    let asg = |raw: &'static [u8]| ConsumerProtocolAssignment::decode(Bytes::from_static(raw)).map(drop);
     // Topics: 2^31 - 1 of them, in 10 bytes.
     assert!(refused(sub(b"\x00\x00\x7f\xff\xff\xff\x00\x00\x00\x00")));
     // User data of 2^31 - 1 bytes.
     assert!(refused(sub(b"\x00\x00\x00\x00\x00\x00\x7f\xff\xff\xff")));
     // Owned partitions: 2^31 - 1 topics, then a topic with 2^31 - 1 partitions.
-    assert!(refused(sub(
-        b"\x00\x01\x00\x00\x00\x00\xff\xff\xff\xff\x7f\xff\xff\xff\x00\x00"
-    )));
-    assert!(refused(sub(
-        b"\x00\x01\x00\x00\x00\x00\xff\xff\xff\xff\x00\x00\x00\x01\x00\x00\x7f\xff\xff\xff"
-    )));
+    assert!(refused(sub(b"\x00\x01\x00\x00\x00\x00\xff\xff\xff\xff\x7f\xff\xff\xff\x00\x00")));
+    assert!(refused(sub(b"\x00\x01\x00\x00\x00\x00\xff\xff\xff\xff\x00\x00\x00\x01\x00\x00\x7f\xff\xff\xff")));
     // A topic name of 32767 bytes.
     assert!(refused(sub(b"\x00\x00\x00\x00\x00\x01\x7f\xff\x00\x00")));
     // Assignment: 2^31 - 1 topics; a topic with 2^31 - 1 partitions.
     assert!(refused(asg(b"\x00\x00\x7f\xff\xff\xff\x00\x00\x00\x00")));
-    assert!(refused(asg(
-        b"\x00\x00\x00\x00\x00\x01\x00\x00\x7f\xff\xff\xff"
-    )));
+    assert!(refused(asg(b"\x00\x00\x00\x00\x00\x01\x00\x00\x7f\xff\xff\xff")));
 }
 
 #[test]
 fn encoding_clamps_the_version_to_the_known_range() {
-    let sub = ConsumerProtocolSubscription {
-        topics: vec!["t".into()],
-        ..Default::default()
-    };
+    let sub = ConsumerProtocolSubscription { topics: vec!["t".into()], ..Default::default() };
     assert_eq!(sub.encode(7), sub.encode(3));
     assert_eq!(sub.encode(-2), sub.encode(0));
     let asg = ConsumerProtocolAssignment::default();

@@ -9,9 +9,7 @@ use kafka_wire::client::{Client, ClientConfig, Connection, ConnectionConfig, Err
 use kafka_wire::codec::frame::split_frame;
 use kafka_wire::codec::header::{RequestHeader, ResponseHeader};
 use kafka_wire::codec::messages::api_versions::ApiVersion;
-use kafka_wire::codec::messages::{
-    ApiVersionsResponse, Message, MetadataRequest, MetadataResponse,
-};
+use kafka_wire::codec::messages::{ApiVersionsResponse, Message, MetadataRequest, MetadataResponse};
 use kafka_wire::codec::{ApiKey, DecodeError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -50,19 +48,10 @@ async fn read_request(sock: &mut TcpStream, buf: &mut BytesMut) -> Option<(Reque
     }
 }
 
-fn response_frame(
-    correlation_id: i32,
-    body: &impl Message,
-    version: i16,
-    header_version: i16,
-) -> BytesMut {
+fn response_frame(correlation_id: i32, body: &impl Message, version: i16, header_version: i16) -> BytesMut {
     let mut out = BytesMut::new();
     out.extend_from_slice(&[0; 4]);
-    ResponseHeader {
-        correlation_id,
-        ..Default::default()
-    }
-    .encode(&mut out, header_version);
+    ResponseHeader { correlation_id, ..Default::default() }.encode(&mut out, header_version);
     body.encode(&mut out, version);
     let size = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&size.to_be_bytes());
@@ -82,12 +71,7 @@ async fn scripted_peer(apis: &'static [ApiKey], then: Then) -> String {
         let response = ApiVersionsResponse {
             api_keys: apis
                 .iter()
-                .map(|k| ApiVersion {
-                    api_key: k.0,
-                    min_version: 0,
-                    max_version: 12,
-                    ..Default::default()
-                })
+                .map(|k| ApiVersion { api_key: k.0, min_version: 0, max_version: 12, ..Default::default() })
                 .collect(),
             ..Default::default()
         };
@@ -99,19 +83,13 @@ async fn scripted_peer(apis: &'static [ApiKey], then: Then) -> String {
         match then {
             Then::ClaimFrameOf(size) => {
                 sock.write_all(&size.to_be_bytes()).await.unwrap();
-                sock.write_all(&header.correlation_id.to_be_bytes())
-                    .await
-                    .unwrap();
+                sock.write_all(&header.correlation_id.to_be_bytes()).await.unwrap();
                 let _ = sock.read(&mut [0u8; 1]).await;
             }
             Then::Close => drop(sock),
             Then::WrongCorrelationId => {
-                let frame = response_frame(
-                    header.correlation_id + 1000,
-                    &MetadataResponse::default(),
-                    header.api_version,
-                    1,
-                );
+                let frame =
+                    response_frame(header.correlation_id + 1000, &MetadataResponse::default(), header.api_version, 1);
                 sock.write_all(&frame).await.unwrap();
                 let _ = sock.read(&mut [0u8; 1]).await;
             }
@@ -131,16 +109,7 @@ async fn a_frame_above_the_maximum_is_refused() {
     let conn = Connection::connect(&addr, config()).await.unwrap();
     let err = conn.send(&MetadataRequest::default()).await.unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::Decode {
-                source: DecodeError::FrameTooLarge {
-                    size: 67108864,
-                    max: 1048576
-                },
-                ..
-            }
-        ),
+        matches!(err, Error::Decode { source: DecodeError::FrameTooLarge { size: 67108864, max: 1048576 }, .. }),
         "{err:?}"
     );
     assert!(conn.is_closed());
@@ -154,16 +123,7 @@ async fn a_negative_frame_size_is_refused() {
     let addr = scripted_peer(BOTH, Then::ClaimFrameOf(-5)).await;
     let conn = Connection::connect(&addr, config()).await.unwrap();
     let err = conn.send(&MetadataRequest::default()).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Decode {
-                source: DecodeError::InvalidLength { .. },
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::Decode { source: DecodeError::InvalidLength { .. }, .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -171,10 +131,7 @@ async fn a_connection_closed_mid_request_fails_the_request() {
     let addr = scripted_peer(BOTH, Then::Close).await;
     let conn = Connection::connect(&addr, config()).await.unwrap();
     let err = conn.send(&MetadataRequest::default()).await.unwrap_err();
-    assert!(
-        matches!(err, Error::Closed { .. } | Error::Io { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::Closed { .. } | Error::Io { .. }), "{err:?}");
     assert!(err.is_retriable());
 }
 
@@ -191,10 +148,7 @@ async fn silence_past_the_request_timeout_is_a_timeout() {
     let addr = scripted_peer(BOTH, Then::Silence).await;
     let conn = Connection::connect(&addr, config()).await.unwrap();
     let err = conn.send(&MetadataRequest::default()).await.unwrap_err();
-    assert!(
-        matches!(err, Error::Timeout { after, .. } if after == Duration::from_millis(500)),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::Timeout { after, .. } if after == Duration::from_millis(500)), "{err:?}");
 }
 
 #[tokio::test]
@@ -202,17 +156,7 @@ async fn an_api_the_broker_lacks_is_refused_before_sending() {
     let addr = scripted_peer(&[ApiKey::API_VERSIONS], Then::Silence).await;
     let conn = Connection::connect(&addr, config()).await.unwrap();
     let err = conn.send(&MetadataRequest::default()).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::UnsupportedVersion {
-                api: ApiKey::METADATA,
-                broker: None,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::UnsupportedVersion { api: ApiKey::METADATA, broker: None, .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -239,8 +183,5 @@ async fn an_unreachable_bootstrap_list_names_every_address_tried() {
 #[tokio::test]
 async fn an_empty_bootstrap_list_is_a_configuration_error() {
     let err = Client::connect(ClientConfig::new(" , ")).await.unwrap_err();
-    assert!(
-        matches!(err, Error::Config { ref property, .. } if property == "bootstrap.servers"),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::Config { ref property, .. } if property == "bootstrap.servers"), "{err:?}");
 }

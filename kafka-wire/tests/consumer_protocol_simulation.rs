@@ -55,8 +55,8 @@ use kafka_wire::codec::messages::offset_fetch::{
 use kafka_wire::codec::messages::{OffsetCommitRequest, OffsetFetchRequest};
 use kafka_wire::codec::{ErrorCode, Uuid};
 use kafka_wire::proto::consumer_protocol::{
-    ConsumerGroupConfig, ConsumerGroupMember, ConsumerGroupRequest, ConsumerGroupRequestKind,
-    ConsumerGroupResponse, LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
+    ConsumerGroupConfig, ConsumerGroupMember, ConsumerGroupRequest, ConsumerGroupRequestKind, ConsumerGroupResponse,
+    LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
 };
 use kafka_wire::proto::group::{GroupEvent, Target, Tp};
 
@@ -162,7 +162,12 @@ impl Params {
     }
 
     /// `member_id`: `None` for the member's own random UUID.
-    fn config(&self, instance: Option<String>, member_id: Option<String>, assignor: Option<&str>) -> ConsumerGroupConfig {
+    fn config(
+        &self,
+        instance: Option<String>,
+        member_id: Option<String>,
+        assignor: Option<&str>,
+    ) -> ConsumerGroupConfig {
         let mut c = ConsumerGroupConfig::new(GROUP);
         c.group_instance_id = instance;
         c.member_id = member_id;
@@ -241,7 +246,12 @@ impl Stats {
         println!("== {title}: {} seeds", self.seeds);
         println!(
             "   group epoch bumps {}, joins {}, heartbeats {} (full {}), leaves -1: {} -2: {}",
-            self.epoch_bumps, self.joins, self.heartbeats, self.full_heartbeats, self.leaves_dynamic, self.leaves_static
+            self.epoch_bumps,
+            self.joins,
+            self.heartbeats,
+            self.full_heartbeats,
+            self.leaves_dynamic,
+            self.leaves_static
         );
         println!(
             "   answers FENCED_MEMBER_EPOCH {} UNKNOWN_MEMBER_ID {} UNRELEASED_INSTANCE_ID {}; static replacements {}; session expirations {}; revocation timeouts {}",
@@ -417,12 +427,8 @@ impl Model {
             }
         }
         for (name, &(id, n)) in &self.topics {
-            let subscribed: Vec<String> = self
-                .members
-                .iter()
-                .filter(|(_, m)| m.subscription.contains(name))
-                .map(|(k, _)| k.clone())
-                .collect();
+            let subscribed: Vec<String> =
+                self.members.iter().filter(|(_, m)| m.subscription.contains(name)).map(|(k, _)| k.clone()).collect();
             if subscribed.is_empty() {
                 continue;
             }
@@ -497,11 +503,20 @@ impl Model {
         }
     }
 
-    fn handle(&mut self, now: u64, req_id: u64, target: Target, request: ConsumerGroupRequest) -> ConsumerGroupResponse {
+    fn handle(
+        &mut self,
+        now: u64,
+        req_id: u64,
+        target: Target,
+        request: ConsumerGroupRequest,
+    ) -> ConsumerGroupResponse {
         let response = match request {
             ConsumerGroupRequest::FindCoordinator(r) => {
-                let (error, node) =
-                    if now < self.moving_until { (ErrorCode::COORDINATOR_NOT_AVAILABLE, -1) } else { (ErrorCode::NONE, self.node) };
+                let (error, node) = if now < self.moving_until {
+                    (ErrorCode::COORDINATOR_NOT_AVAILABLE, -1)
+                } else {
+                    (ErrorCode::NONE, self.node)
+                };
                 let key = r.coordinator_keys.first().cloned().unwrap_or_else(|| r.key.clone());
                 let resp = if (now / TICK_MS + req_id) % 2 == 0 {
                     FindCoordinatorResponse {
@@ -516,7 +531,13 @@ impl Model {
                         ..Default::default()
                     }
                 } else {
-                    FindCoordinatorResponse { error_code: error, node_id: node, host: b("broker"), port: 9092, ..Default::default() }
+                    FindCoordinatorResponse {
+                        error_code: error,
+                        node_id: node,
+                        host: b("broker"),
+                        port: 9092,
+                        ..Default::default()
+                    }
                 };
                 ConsumerGroupResponse::FindCoordinator(resp)
             }
@@ -832,7 +853,12 @@ impl Model {
             }
         }
         OffsetFetchResponse {
-            groups: vec![OffsetFetchResponseGroup { group_id: b(GROUP), topics, error_code: group_error, ..Default::default() }],
+            groups: vec![OffsetFetchResponseGroup {
+                group_id: b(GROUP),
+                topics,
+                error_code: group_error,
+                ..Default::default()
+            }],
             ..Default::default()
         }
     }
@@ -842,8 +868,12 @@ impl Model {
         if now < self.loading_until {
             return;
         }
-        let expired: Vec<String> =
-            self.members.iter().filter(|(_, m)| now >= m.last_heard + self.session_ms).map(|(k, _)| k.clone()).collect();
+        let expired: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| now >= m.last_heard + self.session_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
         for id in expired {
             self.stats.expirations += 1;
             self.remove_member(&id);
@@ -1125,7 +1155,9 @@ impl Sim {
             let msg = self.queue.remove(&(at, seq)).unwrap();
             match msg {
                 Msg::ToCoordinator { from, req, target, request } => {
-                    self.trace(|| format!("-> coord from {} #{req} {}", self.members[from].name, describe_request(&request)));
+                    self.trace(|| {
+                        format!("-> coord from {} #{req} {}", self.members[from].name, describe_request(&request))
+                    });
                     let response = self.model.handle(self.now, req, target, request);
                     if self.p.trace {
                         let id = self.members[from].core.member_id().to_string();
@@ -1248,7 +1280,11 @@ impl Sim {
         for (_, instance) in due {
             if let Some(inst) = &instance {
                 // Never two live incarnations of one instance id.
-                if self.members.iter().any(|m| m.instance.as_ref() == Some(inst) && matches!(m.life, Life::Alive | Life::Closing)) {
+                if self
+                    .members
+                    .iter()
+                    .any(|m| m.instance.as_ref() == Some(inst) && matches!(m.life, Life::Alive | Life::Closing))
+                {
                     self.restarts.push((self.now + 1000, instance));
                     continue;
                 }
@@ -1317,7 +1353,9 @@ impl Sim {
                     sent = true;
                     progressed = true;
                     self.check_request(i, id, &request);
-                    self.trace(|| format!("{} sends #{id} {} to {target:?}", self.members[i].name, describe_request(&request)));
+                    self.trace(|| {
+                        format!("{} sends #{id} {} to {target:?}", self.members[i].name, describe_request(&request))
+                    });
                     self.send(i, id, target, request);
                 }
                 if due && !sent {
@@ -1575,13 +1613,26 @@ impl Sim {
                 }
                 if let Some(mm) = model.members.get(m.core.member_id()) {
                     if mm.state != MState::Stable || mm.epoch != model.target_epoch {
-                        problems.push(format!("{}: coordinator state {:?} epoch {} (target {})", m.name, mm.state, mm.epoch, model.target_epoch));
+                        problems.push(format!(
+                            "{}: coordinator state {:?} epoch {} (target {})",
+                            m.name, mm.state, mm.epoch, model.target_epoch
+                        ));
                     }
                     if m.core.member_epoch() != mm.epoch {
-                        problems.push(format!("{}: epoch {} but the coordinator has {}", m.name, m.core.member_epoch(), mm.epoch));
+                        problems.push(format!(
+                            "{}: epoch {} but the coordinator has {}",
+                            m.name,
+                            m.core.member_epoch(),
+                            mm.epoch
+                        ));
                     }
                     if &model.to_names(&mm.assigned) != m.core.assignment() {
-                        problems.push(format!("{}: owns {:?}, coordinator says {:?}", m.name, m.core.assignment(), mm.assigned));
+                        problems.push(format!(
+                            "{}: owns {:?}, coordinator says {:?}",
+                            m.name,
+                            m.core.assignment(),
+                            mm.assigned
+                        ));
                     }
                 }
                 for tp in m.core.assignment() {
@@ -1950,7 +2001,11 @@ fn unsupported_version_is_fatal() {
     let (id, target, request) = core.poll_request(t0).unwrap();
     assert_eq!(target, Target::Coordinator(7));
     assert!(matches!(request, ConsumerGroupRequest::ConsumerGroupHeartbeat(_)));
-    core.handle_response(id, ConsumerGroupResponse::ConsumerGroupHeartbeat(hb_error(ErrorCode::UNSUPPORTED_VERSION)), t0);
+    core.handle_response(
+        id,
+        ConsumerGroupResponse::ConsumerGroupHeartbeat(hb_error(ErrorCode::UNSUPPORTED_VERSION)),
+        t0,
+    );
     assert_eq!(core.fatal_error(), Some(ErrorCode::UNSUPPORTED_VERSION));
     assert_eq!(core.poll_event(), Some(GroupEvent::Fatal(ErrorCode::UNSUPPORTED_VERSION)));
     assert!(core.poll_request(t0).is_none());

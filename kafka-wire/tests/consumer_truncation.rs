@@ -158,7 +158,8 @@ fn check_fetches_after_election(fetches: &[SeenFetch], mode: Broker) {
 /// How the divergence was found, per broker: the diverging epoch in a Fetch answer, or the
 /// OffsetForLeaderEpoch answer for epoch 1.
 fn check_detection(broker: &ScriptedBroker, fetches: &[SeenFetch], mode: Broker) {
-    let diverging: Vec<&SeenFetch> = fetches.iter().filter(|f| matches!(f.answer, FetchAnswer::Diverging { .. })).collect();
+    let diverging: Vec<&SeenFetch> =
+        fetches.iter().filter(|f| matches!(f.answer, FetchAnswer::Diverging { .. })).collect();
     let queries = broker.epoch_queries();
     match mode {
         Broker::FetchDivergenceOnly => {
@@ -208,7 +209,10 @@ async fn truncation_resets_to_divergence(mode: Broker) {
         assert_eq!(r.leader_epoch, 2);
     }
     // Nothing else arrives (the log ends at 120).
-    let more = tokio::time::timeout(WAIT, consumer.poll(Duration::from_millis(300))).await.expect("poll in time").expect("poll");
+    let more = tokio::time::timeout(WAIT, consumer.poll(Duration::from_millis(300)))
+        .await
+        .expect("poll in time")
+        .expect("poll");
     assert!(more.is_empty(), "unexpected records {:?}", offsets(&more));
     assert_eq!(position(&consumer).await.expect("position"), 120);
 
@@ -253,7 +257,12 @@ async fn truncation_without_reset_fails_poll(mode: Broker) {
     check(&error);
     assert!(error.to_string().contains("truncated-0") && error.to_string().contains("80"), "{error}");
     // It stays until the application acts, in poll and position alike.
-    check(&tokio::time::timeout(WAIT, consumer.poll(Duration::from_millis(50))).await.expect("poll in time").expect_err("still failing"));
+    check(
+        &tokio::time::timeout(WAIT, consumer.poll(Duration::from_millis(50)))
+            .await
+            .expect("poll in time")
+            .expect_err("still failing"),
+    );
     check(&position(&consumer).await.expect_err("position fails too"));
 
     let before_seek = broker.fetches()[mark..].to_vec();

@@ -34,9 +34,7 @@ use kafka_wire::codec::header::{RequestHeader, ResponseHeader};
 use kafka_wire::codec::messages::{
     ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupHeartbeatRequest, Message, Request,
 };
-use kafka_wire::codec::record_batch::{
-    BatchBuilder, BatchHeader, Record, RecordBatch, RecordBatches, TimestampType,
-};
+use kafka_wire::codec::record_batch::{BatchBuilder, BatchHeader, Record, RecordBatch, RecordBatches, TimestampType};
 use kafka_wire::codec::DecodeError;
 
 /// The decompression limit of the fuzz targets.
@@ -114,10 +112,7 @@ fn peak_alloc_during(f: impl FnOnce()) -> usize {
 
 fn unhex(s: &str) -> Vec<u8> {
     assert!(s.len() % 2 == 0);
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 // ---- decompression ---------------------------------------------------------------------------
@@ -129,18 +124,11 @@ fn check_decompress(codec: Compression, data: &[u8]) -> Result<Bytes, DecodeErro
     let out = decompress(codec, data, LIMIT)?;
     let n = out.len();
     assert!(n <= LIMIT, "{codec}: {n} bytes out of a {LIMIT} byte limit");
-    assert_eq!(
-        decompress(codec, data, n).as_ref(),
-        Ok(&out),
-        "{codec}: limit of exactly {n}"
-    );
+    assert_eq!(decompress(codec, data, n).as_ref(), Ok(&out), "{codec}: limit of exactly {n}");
     if n > 0 {
         assert_eq!(
             decompress(codec, data, n - 1).map(|b| b.len()),
-            Err(DecodeError::DecompressedTooLarge {
-                codec: codec.name(),
-                limit: n - 1
-            }),
+            Err(DecodeError::DecompressedTooLarge { codec: codec.name(), limit: n - 1 }),
             "{codec}: limit of {}",
             n - 1
         );
@@ -151,10 +139,7 @@ fn check_decompress(codec: Compression, data: &[u8]) -> Result<Bytes, DecodeErro
 fn assert_corrupt(codec: Compression, data: &[u8]) {
     match check_decompress(codec, data) {
         Err(DecodeError::Decompress { codec: c, .. }) => assert_eq!(c, codec.name()),
-        other => panic!(
-            "{codec}: expected corrupt data, got {:?}",
-            other.map(|b| b.len())
-        ),
+        other => panic!("{codec}: expected corrupt data, got {:?}", other.map(|b| b.len())),
     }
 }
 
@@ -166,10 +151,7 @@ fn zstd_frames_expanding_3450_times_respect_exact_limits() {
     let data = unhex(ZSTD_921187);
     let out = check_decompress(Compression::Zstd, &data).unwrap();
     assert_eq!(out.len(), 921_187);
-    assert!(matches!(
-        decompress(Compression::Zstd, &data, 64 << 10),
-        Err(DecodeError::DecompressedTooLarge { .. })
-    ));
+    assert!(matches!(decompress(Compression::Zstd, &data, 64 << 10), Err(DecodeError::DecompressedTooLarge { .. })));
 }
 
 /// A zstd block that claims more than the frame's 1 KiB window is corrupt data, not a panic.
@@ -232,12 +214,7 @@ fn check_batches(data: Bytes) -> BatchStats {
     if let Ok(batch) = RecordBatch::parse(data.clone()) {
         for _ in batch.records(LIMIT) {}
     }
-    let mut stats = BatchStats {
-        batches: 0,
-        records: 0,
-        record_errors: 0,
-        batch_error: None,
-    };
+    let mut stats = BatchStats { batches: 0, records: 0, record_errors: 0, batch_error: None };
     let mut batches = RecordBatches::new(data.clone());
     let mut consumed = 0;
     for batch in batches.by_ref() {
@@ -252,18 +229,14 @@ fn check_batches(data: Bytes) -> BatchStats {
         let header = batch.header();
         assert_eq!(batch.as_bytes().len(), header.size());
         consumed += header.size();
-        let alone =
-            RecordBatch::parse(batch.as_bytes().clone()).expect("a split batch parses alone");
+        let alone = RecordBatch::parse(batch.as_bytes().clone()).expect("a split batch parses alone");
         assert_eq!(alone.header(), header);
         let records = batch.records(LIMIT);
         let upper = records.size_hint().1.expect("an upper bound");
         let results: Vec<_> = records.collect();
         assert!(results.len() <= upper);
         assert!(results.len() <= header.record_count as usize + 1);
-        let decoded: Vec<Record> = results
-            .iter()
-            .filter_map(|r| r.as_ref().ok().cloned())
-            .collect();
+        let decoded: Vec<Record> = results.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
         stats.records += decoded.len();
         stats.record_errors += results.len() - decoded.len();
         if decoded.len() == results.len() {
@@ -290,28 +263,16 @@ fn rebuild(batch: &RecordBatch, records: &[Record]) {
         b.set_log_append_time(Some(h.max_timestamp));
     }
     for r in records {
-        b.push(
-            r.timestamp,
-            r.key.as_deref(),
-            r.value.as_deref(),
-            &r.headers,
-        )
-        .unwrap();
+        b.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &r.headers).unwrap();
     }
     let rebuilt = RecordBatch::parse(b.finish(batch.compression())).unwrap();
     assert_eq!(rebuilt.compression(), batch.compression());
     assert_eq!(rebuilt.header().timestamp_type(), h.timestamp_type());
-    let again: Vec<Record> = rebuilt
-        .records(4 * LIMIT)
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let again: Vec<Record> = rebuilt.records(4 * LIMIT).collect::<Result<_, _>>().unwrap();
     assert_eq!(again.len(), records.len());
     for (i, (a, r)) in again.iter().zip(records).enumerate() {
         assert_eq!(a.offset, h.base_offset.wrapping_add(i as i64));
-        assert_eq!(
-            (a.timestamp, &a.key, &a.value, &a.headers),
-            (r.timestamp, &r.key, &r.value, &r.headers)
-        );
+        assert_eq!((a.timestamp, &a.key, &a.value, &a.headers), (r.timestamp, &r.key, &r.value, &r.headers));
     }
 }
 
@@ -321,11 +282,7 @@ fn rebuild(batch: &RecordBatch, records: &[Record]) {
 fn sealed_batch_with_a_malformed_fifth_record() {
     let _serial = serial();
     let stats = check_batches(Bytes::from(unhex(SEALED_BATCH_4_RECORDS)));
-    assert_eq!(
-        (stats.batches, stats.records, stats.record_errors),
-        (1, 4, 1),
-        "{stats:?}"
-    );
+    assert_eq!((stats.batches, stats.records, stats.record_errors), (1, 4, 1), "{stats:?}");
 }
 
 /// From `record_batch_valid_crc`, sealed: nine batches back to back.
@@ -333,11 +290,7 @@ fn sealed_batch_with_a_malformed_fifth_record() {
 fn nine_sealed_batches_back_to_back() {
     let _serial = serial();
     let stats = check_batches(Bytes::from(unhex(SEALED_9_BATCHES)));
-    assert_eq!(
-        (stats.batches, stats.records, stats.record_errors),
-        (9, 0, 2),
-        "{stats:?}"
-    );
+    assert_eq!((stats.batches, stats.records, stats.record_errors), (9, 0, 2), "{stats:?}");
 }
 
 /// From `record_batch` (CRCs the fuzzer got right by itself): two batches, 52 records, all
@@ -346,22 +299,14 @@ fn nine_sealed_batches_back_to_back() {
 fn fuzzed_batches_with_52_records_rebuild_identically() {
     let _serial = serial();
     let stats = check_batches(Bytes::from(unhex(BATCHES_52_RECORDS)));
-    assert_eq!(
-        (stats.batches, stats.records, stats.record_errors),
-        (2, 52, 0),
-        "{stats:?}"
-    );
+    assert_eq!((stats.batches, stats.records, stats.record_errors), (2, 52, 0), "{stats:?}");
 }
 
 #[test]
 fn six_fuzzed_batches_rebuild_identically() {
     let _serial = serial();
     let stats = check_batches(Bytes::from(unhex(BATCHES_6)));
-    assert_eq!(
-        (stats.batches, stats.records, stats.record_errors),
-        (6, 6, 0),
-        "{stats:?}"
-    );
+    assert_eq!((stats.batches, stats.records, stats.record_errors), (6, 6, 0), "{stats:?}");
 }
 
 // ---- frames ----------------------------------------------------------------------------------
@@ -424,10 +369,7 @@ fn fuzzed_consumer_group_heartbeat_request_v1_round_trips() {
     let data = unhex(CONSUMER_GROUP_HEARTBEAT_REQUEST_V1);
     assert_eq!(&data[..4], &[0, 68, 0, 1]);
     let body = Bytes::copy_from_slice(&data[4..]);
-    assert_eq!(
-        decode_round_trip::<ConsumerGroupHeartbeatRequest>(&body, 1),
-        235
-    );
+    assert_eq!(decode_round_trip::<ConsumerGroupHeartbeatRequest>(&body, 1), 235);
     // The fake broker's path: request header v2 (flexible), then the body.
     let mut frame = body.clone();
     let hv = ConsumerGroupHeartbeatRequest::request_header_version(1);

@@ -47,18 +47,16 @@ use kafka_wire::codec::messages::offset_commit::{
     OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use kafka_wire::codec::messages::offset_fetch::{
-    OffsetFetchResponse, OffsetFetchResponseGroup, OffsetFetchResponsePartition,
-    OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+    OffsetFetchResponse, OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_wire::codec::messages::sync_group::SyncGroupResponse;
 use kafka_wire::codec::messages::{
-    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest,
-    SyncGroupRequest,
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_wire::codec::ErrorCode;
 use kafka_wire::proto::assignor::{
-    Assignor, ConsumerProtocolAssignment, CooperativeStickyAssignor, RangeAssignor,
-    RoundRobinAssignor,
+    Assignor, ConsumerProtocolAssignment, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor,
 };
 use kafka_wire::proto::group::{
     GroupConfig, GroupEvent, GroupMember, GroupRequest, GroupResponse, RequestKind, Target, Tp,
@@ -347,10 +345,7 @@ fn decode_assignment(bytes: &Bytes) -> BTreeSet<Tp> {
         return BTreeSet::new();
     }
     let (_, a) = ConsumerProtocolAssignment::decode(bytes.clone()).expect("assignment decodes");
-    a.to_map()
-        .into_iter()
-        .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
-        .collect()
+    a.to_map().into_iter().flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p))).collect()
 }
 
 impl Model {
@@ -465,7 +460,10 @@ impl Model {
             },
             GroupRequest::Heartbeat(r) => {
                 let code = err.unwrap_or_else(|| self.heartbeat(now, r));
-                out.push((from, GroupResponse::Heartbeat(HeartbeatResponse { error_code: code, ..Default::default() })));
+                out.push((
+                    from,
+                    GroupResponse::Heartbeat(HeartbeatResponse { error_code: code, ..Default::default() }),
+                ));
             }
             GroupRequest::LeaveGroup(r) => match err {
                 Some(e) => out.push((
@@ -728,7 +726,12 @@ impl Model {
                 *votes.entry(n.clone()).or_default() += 1;
             }
         }
-        let protocol = candidates.iter().max_by_key(|c| (votes.get(*c).copied().unwrap_or(0), std::cmp::Reverse(candidates.iter().position(|x| x == *c)))).cloned();
+        let protocol = candidates
+            .iter()
+            .max_by_key(|c| {
+                (votes.get(*c).copied().unwrap_or(0), std::cmp::Reverse(candidates.iter().position(|x| x == *c)))
+            })
+            .cloned();
         let Some(protocol) = protocol else {
             self.violations.push("model: no common protocol".into());
             return;
@@ -909,7 +912,10 @@ impl Model {
         let identities: Vec<(String, Option<String>)> = if r.members.is_empty() {
             vec![(r.member_id.to_string(), None)]
         } else {
-            r.members.iter().map(|m| (m.member_id.to_string(), m.group_instance_id.as_deref().map(str::to_string))).collect()
+            r.members
+                .iter()
+                .map(|m| (m.member_id.to_string(), m.group_instance_id.as_deref().map(str::to_string)))
+                .collect()
         };
         for (id, inst) in identities {
             let mut code = ErrorCode::NONE;
@@ -945,10 +951,7 @@ impl Model {
         if removed {
             self.after_removal(now, out);
         }
-        out.push((
-            from,
-            GroupResponse::LeaveGroup(LeaveGroupResponse { members: responses, ..Default::default() }),
-        ));
+        out.push((from, GroupResponse::LeaveGroup(LeaveGroupResponse { members: responses, ..Default::default() })));
     }
 
     /// The broker's checks for a classic group's OffsetCommit.
@@ -1017,7 +1020,11 @@ impl Model {
                     group_id: b(GROUP),
                     topics: topics
                         .into_iter()
-                        .map(|(name, partitions)| OffsetFetchResponseTopics { name: b(&name), partitions, ..Default::default() })
+                        .map(|(name, partitions)| OffsetFetchResponseTopics {
+                            name: b(&name),
+                            partitions,
+                            ..Default::default()
+                        })
                         .collect(),
                     error_code: group_error,
                     ..Default::default()
@@ -1041,7 +1048,11 @@ impl Model {
             OffsetFetchResponse {
                 topics: topics
                     .into_iter()
-                    .map(|(name, partitions)| OffsetFetchResponseTopic { name: b(&name), partitions, ..Default::default() })
+                    .map(|(name, partitions)| OffsetFetchResponseTopic {
+                        name: b(&name),
+                        partitions,
+                        ..Default::default()
+                    })
                     .collect(),
                 error_code: group_error,
                 ..Default::default()
@@ -1060,7 +1071,9 @@ impl Model {
             .group
             .members
             .iter()
-            .filter(|(_, m)| m.awaiting_join.is_none() && m.awaiting_sync.is_none() && now >= m.last_heard + m.session_ms)
+            .filter(|(_, m)| {
+                m.awaiting_join.is_none() && m.awaiting_sync.is_none() && now >= m.last_heard + m.session_ms
+            })
             .map(|(id, _)| id.clone())
             .collect();
         if !expired.is_empty() {
@@ -1178,7 +1191,8 @@ impl Sim {
             p,
         };
         for _ in 0..sim.p.initial_members {
-            let instance = if sim.rng.chance(sim.p.static_share) { Some(format!("static-{}", sim.next_name)) } else { None };
+            let instance =
+                if sim.rng.chance(sim.p.static_share) { Some(format!("static-{}", sim.next_name)) } else { None };
             sim.spawn(instance);
         }
         sim
@@ -1211,8 +1225,7 @@ impl Sim {
     }
 
     fn live_count(&self) -> usize {
-        (0..self.members.len()).filter(|&i| self.members[i].life == Life::Alive).count()
-            + self.restarts.len()
+        (0..self.members.len()).filter(|&i| self.members[i].life == Life::Alive).count() + self.restarts.len()
     }
 
     fn spawn(&mut self, instance: Option<String>) {
@@ -1335,7 +1348,9 @@ impl Sim {
             let msg = self.queue.remove(&(at, seq)).unwrap();
             match msg {
                 Msg::ToCoordinator { from, req, target, request } => {
-                    self.trace(|| format!("-> coord from {} #{req} {}", self.members[from].name, describe_request(&request)));
+                    self.trace(|| {
+                        format!("-> coord from {} #{req} {}", self.members[from].name, describe_request(&request))
+                    });
                     let out = self.model.handle(self.now, Reply { member: from, req }, target, request);
                     self.respond(out);
                 }
@@ -1393,7 +1408,8 @@ impl Sim {
         }
         if self.live_count() < MAX_LIVE && self.rng.chance(per_tick(1.0 / 10.0)) {
             self.fault("new member");
-            let instance = if self.rng.chance(self.p.static_share) { Some(format!("static-{}", self.next_name)) } else { None };
+            let instance =
+                if self.rng.chance(self.p.static_share) { Some(format!("static-{}", self.next_name)) } else { None };
             self.spawn(instance);
         }
         if alive.len() > 1 && self.rng.chance(per_tick(1.0 / 15.0)) {
@@ -1454,7 +1470,11 @@ impl Sim {
             if let Some(inst) = &instance {
                 // Never two live incarnations of one instance id (a real deployment would be
                 // misconfigured; FENCED_INSTANCE_ID covers it).
-                if self.members.iter().any(|m| m.instance.as_ref() == Some(inst) && matches!(m.life, Life::Alive | Life::Closing)) {
+                if self
+                    .members
+                    .iter()
+                    .any(|m| m.instance.as_ref() == Some(inst) && matches!(m.life, Life::Alive | Life::Closing))
+                {
                     self.restarts.push((self.now + 1000, instance));
                     continue;
                 }
@@ -1515,7 +1535,9 @@ impl Sim {
                     sent = true;
                     progressed = true;
                     self.check_request(i, &request);
-                    self.trace(|| format!("{} sends #{id} {} to {target:?}", self.members[i].name, describe_request(&request)));
+                    self.trace(|| {
+                        format!("{} sends #{id} {} to {target:?}", self.members[i].name, describe_request(&request))
+                    });
                     self.send(i, id, target, request);
                 }
                 if due && !sent {
@@ -1685,10 +1707,7 @@ impl Sim {
             }
             for tp in &m.owned {
                 if let Some(other) = holder.insert(tp.clone(), i) {
-                    problems.push(format!(
-                        "{tp:?} held by both {} and {}",
-                        self.members[other].name, m.name
-                    ));
+                    problems.push(format!("{tp:?} held by both {} and {}", self.members[other].name, m.name));
                 }
             }
         }
@@ -1757,7 +1776,12 @@ impl Sim {
                     problems.push(format!("{} not stable at the end: {:?}", m.name, m.core));
                 }
                 if m.core.generation().map(|g| g.0) != Some(g.generation) {
-                    problems.push(format!("{} generation {:?}, coordinator {}", m.name, m.core.generation(), g.generation));
+                    problems.push(format!(
+                        "{} generation {:?}, coordinator {}",
+                        m.name,
+                        m.core.generation(),
+                        g.generation
+                    ));
                 }
                 for tp in m.core.assignment() {
                     *all.entry(tp.clone()).or_default() += 1;
@@ -1788,7 +1812,9 @@ fn describe_request(r: &GroupRequest) -> String {
     match r {
         GroupRequest::FindCoordinator(_) => "FindCoordinator".into(),
         GroupRequest::JoinGroup(r) => format!("JoinGroup member={:?}", r.member_id),
-        GroupRequest::SyncGroup(r) => format!("SyncGroup gen={} member={:?} n={}", r.generation_id, r.member_id, r.assignments.len()),
+        GroupRequest::SyncGroup(r) => {
+            format!("SyncGroup gen={} member={:?} n={}", r.generation_id, r.member_id, r.assignments.len())
+        }
         GroupRequest::Heartbeat(r) => format!("Heartbeat gen={}", r.generation_id),
         GroupRequest::LeaveGroup(_) => "LeaveGroup".into(),
         GroupRequest::OffsetCommit(r) => format!("OffsetCommit gen={}", r.generation_id_or_member_epoch),
@@ -1798,12 +1824,19 @@ fn describe_request(r: &GroupRequest) -> String {
 
 fn describe_response(r: &GroupResponse) -> String {
     match r {
-        GroupResponse::FindCoordinator(r) => format!("FindCoordinator {:?}/{:?}", r.error_code, r.coordinators.first().map(|c| c.error_code)),
-        GroupResponse::JoinGroup(r) => format!("JoinGroup {:?} gen={} leader={:?} member={:?}", r.error_code, r.generation_id, r.leader, r.member_id),
+        GroupResponse::FindCoordinator(r) => {
+            format!("FindCoordinator {:?}/{:?}", r.error_code, r.coordinators.first().map(|c| c.error_code))
+        }
+        GroupResponse::JoinGroup(r) => format!(
+            "JoinGroup {:?} gen={} leader={:?} member={:?}",
+            r.error_code, r.generation_id, r.leader, r.member_id
+        ),
         GroupResponse::SyncGroup(r) => format!("SyncGroup {:?} {:?}", r.error_code, decode_assignment(&r.assignment)),
         GroupResponse::Heartbeat(r) => format!("Heartbeat {:?}", r.error_code),
         GroupResponse::LeaveGroup(r) => format!("LeaveGroup {:?}", r.error_code),
-        GroupResponse::OffsetCommit(r) => format!("OffsetCommit {:?}", r.topics.first().and_then(|t| t.partitions.first()).map(|p| p.error_code)),
+        GroupResponse::OffsetCommit(r) => {
+            format!("OffsetCommit {:?}", r.topics.first().and_then(|t| t.partitions.first()).map(|p| p.error_code))
+        }
         GroupResponse::OffsetFetch(_) => "OffsetFetch".into(),
         GroupResponse::Failed { kind } => format!("Failed {kind:?}"),
         GroupResponse::CoordinatorUnreachable => "CoordinatorUnreachable".into(),

@@ -119,10 +119,7 @@ fn key_and_header_lengths_that_overrun() {
     // Null key, null value, then 2^30 headers in no bytes.
     let records = [0x14, 0, 0, 0, 0x01, 0x01, 0x80, 0x80, 0x80, 0x80, 0x08];
     let err = record_error(raw_batch(0, 1, &records), MIB);
-    assert!(
-        matches!(err, DecodeError::LengthExceedsInput { what: "record headers", .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, DecodeError::LengthExceedsInput { what: "record headers", .. }), "{err:?}");
 
     // A negative header key length.
     let records = [0x10, 0, 0, 0, 0x01, 0x01, 0x02, 0x01, 0x00];
@@ -220,11 +217,7 @@ fn decompression_bombs_stop_at_the_cap() {
         let bomb = zeros_bomb(codec, xerial);
         assert!(bomb.len() < 4 * MIB, "{codec}: a {} byte bomb is no bomb", bomb.len());
         let too_large = DecodeError::DecompressedTooLarge { codec: codec.name(), limit: MIB };
-        assert_eq!(
-            decompress(codec, &bomb, MIB),
-            Err(too_large.clone()),
-            "{codec} xerial={xerial}"
-        );
+        assert_eq!(decompress(codec, &bomb, MIB), Err(too_large.clone()), "{codec} xerial={xerial}");
 
         // The same through a batch: the error is the first and only item.
         let batch = raw_batch(i16::from(codec.id()), 1, &bomb);
@@ -277,10 +270,7 @@ fn zstd_single_block_bomb_is_refused() {
     // Whatever the allocation, the result is an error, not 64 MiB of output.
     let bomb = zstd_single_block_bomb(512, 52, 16);
     let r = decompress(Compression::Zstd, &bomb, MIB);
-    assert!(
-        matches!(r, Err(DecodeError::DecompressedTooLarge { .. } | DecodeError::Decompress { .. })),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(DecodeError::DecompressedTooLarge { .. } | DecodeError::Decompress { .. })), "{r:?}");
     // With short matches (code 40: 67 plus 4 bits, 82 bytes) the same frame is valid zstd.
     let small = zstd_single_block_bomb(3, 40, 4);
     let out = decompress(Compression::Zstd, &small, MIB).unwrap();

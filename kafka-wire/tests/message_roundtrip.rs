@@ -18,22 +18,11 @@ where
     let mut first = BytesMut::new();
     value.encode(&mut first, version);
     let mut input = first.clone().freeze();
-    let decoded = T::decode(&mut input, version)
-        .map_err(|e| TestCaseError::fail(format!("{name} v{version}: {e}")))?;
-    prop_assert!(
-        input.is_empty(),
-        "{name} v{version}: {} bytes left over",
-        input.len()
-    );
+    let decoded = T::decode(&mut input, version).map_err(|e| TestCaseError::fail(format!("{name} v{version}: {e}")))?;
+    prop_assert!(input.is_empty(), "{name} v{version}: {} bytes left over", input.len());
     let mut second = BytesMut::new();
     decoded.encode(&mut second, version);
-    prop_assert_eq!(
-        &first,
-        &second,
-        "{} v{} re-encodes differently",
-        name,
-        version
-    );
+    prop_assert_eq!(&first, &second, "{} v{} re-encodes differently", name, version);
     let again = T::decode(&mut second.freeze(), version)
         .map_err(|e| TestCaseError::fail(format!("{name} v{version} second decode: {e}")))?;
     prop_assert_eq!(again, decoded);
@@ -76,10 +65,7 @@ fn unknown_tagged_fields_survive_a_round_trip() {
     use kafka_wire::codec::messages::ApiVersionsResponse;
     use kafka_wire::codec::RawTaggedField;
     let mut resp = ApiVersionsResponse::default();
-    resp.unknown_tagged_fields.push(RawTaggedField {
-        tag: 77,
-        data: bytes::Bytes::from_static(b"xyz"),
-    });
+    resp.unknown_tagged_fields.push(RawTaggedField { tag: 77, data: bytes::Bytes::from_static(b"xyz") });
     let mut buf = BytesMut::new();
     resp.encode(&mut buf, 3);
     let back = ApiVersionsResponse::decode(&mut buf.freeze(), 3).unwrap();

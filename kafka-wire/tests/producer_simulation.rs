@@ -27,8 +27,8 @@ use kafka_wire::codec::compression::Compression;
 use kafka_wire::codec::record_batch::BatchHeader;
 use kafka_wire::codec::ErrorCode;
 use kafka_wire::proto::producer::{
-    CoreConfig, Drained, PartitionResponse, ProduceFailure, ProducerCore, RecordData,
-    RecordMetadata, RequestOutcome, TopicPartition,
+    CoreConfig, Drained, PartitionResponse, ProduceFailure, ProducerCore, RecordData, RecordMetadata, RequestOutcome,
+    TopicPartition,
 };
 use model_broker::{Inject, ModelCluster, Rng};
 
@@ -87,11 +87,7 @@ impl Faults {
             partition_error: on("partition_error", 0.04),
             after_append: on("after_append", 0.01),
             forget_producer: on("forget", 0.003),
-            leader_move_mean: if on("leader_move", 1.0) > 0.0 {
-                Duration::from_millis(1500)
-            } else {
-                Duration::ZERO
-            },
+            leader_move_mean: if on("leader_move", 1.0) > 0.0 { Duration::from_millis(1500) } else { Duration::ZERO },
             leader_view_delay_max: Duration::from_millis(800),
             black_hole: false,
         }
@@ -138,11 +134,7 @@ impl SimParams {
             seed,
             records: env_usize("SIM_RECORDS").unwrap_or(2000),
             partitions: 4,
-            compression: if seed % 4 == 3 {
-                Compression::Lz4
-            } else {
-                Compression::None
-            },
+            compression: if seed % 4 == 3 { Compression::Lz4 } else { Compression::None },
             // Some seeds start two bumps short of an exhausted epoch, to exercise the new
             // producer id path.
             start_epoch: if seed % 10 == 9 { i16::MAX - 3 } else { 0 },
@@ -327,12 +319,7 @@ fn record(id: u64, filler: usize, timestamp: i64) -> RecordData {
     let mut value = BytesMut::with_capacity(8 + filler);
     value.put_slice(&id.to_be_bytes());
     value.put_bytes(b'x', filler);
-    RecordData {
-        key: Some(key),
-        value: Some(value.freeze()),
-        headers: Vec::new(),
-        timestamp,
-    }
+    RecordData { key: Some(key), value: Some(value.freeze()), headers: Vec::new(), timestamp }
 }
 
 impl Sim {
@@ -341,9 +328,7 @@ impl Sim {
         let mut core = ProducerCore::new(p.core_config());
         core.set_producer_id(PRODUCER_ID, p.start_epoch);
         let model = ModelCluster::new(BROKERS.to_vec(), p.partitions);
-        let view = (0..p.partitions as i32)
-            .map(|i| Some(model.leader(i)))
-            .collect();
+        let view = (0..p.partitions as i32).map(|i| Some(model.leader(i))).collect();
         let mut sim = Self {
             rng: Rng::new(p.seed),
             start,
@@ -416,8 +401,7 @@ impl Sim {
         loop {
             steps += 1;
             if steps > max_steps {
-                self.violations
-                    .push(format!("livelock: {max_steps} steps without finishing"));
+                self.violations.push(format!("livelock: {max_steps} steps without finishing"));
                 break;
             }
             // 1. Events due now.
@@ -438,10 +422,7 @@ impl Sim {
                 let pid = self.next_pid;
                 self.next_pid += 1;
                 self.trace(|| format!("core needs a producer id: {pid} in 10ms"));
-                self.schedule(
-                    Duration::from_millis(10),
-                    Event::ProducerId { pid, epoch: 0 },
-                );
+                self.schedule(Duration::from_millis(10), Event::ProducerId { pid, epoch: 0 });
             }
             // 4. Drain.
             let view = &self.view;
@@ -452,10 +433,7 @@ impl Sim {
             for node in ready.nodes.iter().copied() {
                 loop {
                     let view = &self.view;
-                    let Some(d) = self
-                        .core
-                        .drain(node, self.now, |t| view[t.partition as usize])
-                    else {
+                    let Some(d) = self.core.drain(node, self.now, |t| view[t.partition as usize]) else {
                         break;
                     };
                     self.send(d);
@@ -464,10 +442,7 @@ impl Sim {
             // 5. Completions.
             self.poll_completions();
             // 6. Done?
-            if self.next_record == self.p.records
-                && self.results.iter().all(|r| !r.is_empty())
-                && self.core.is_idle()
-            {
+            if self.next_record == self.p.records && self.results.iter().all(|r| !r.is_empty()) && self.core.is_idle() {
                 break;
             }
             // 7. Advance virtual time.
@@ -480,8 +455,7 @@ impl Sim {
                 consider(self.next_record_at);
             }
             let Some(next) = next else {
-                self.violations
-                    .push("stuck: not idle and nothing scheduled".into());
+                self.violations.push("stuck: not idle and nothing scheduled".into());
                 break;
             };
             if next <= self.now {
@@ -489,17 +463,11 @@ impl Sim {
                 if spins > 10_000 {
                     self.violations.push(format!(
                         "busy loop: ready() keeps asking for a wakeup at or before now ({:?})",
-                        ready
-                            .next_wakeup
-                            .map(|w| w.saturating_duration_since(self.start))
+                        ready.next_wakeup.map(|w| w.saturating_duration_since(self.start))
                     ));
                     break;
                 }
-                if self
-                    .events
-                    .first_key_value()
-                    .is_some_and(|(k, _)| k.0 <= self.now)
-                {
+                if self.events.first_key_value().is_some_and(|(k, _)| k.0 <= self.now) {
                     continue;
                 }
                 self.now += Duration::from_millis(1);
@@ -508,12 +476,8 @@ impl Sim {
                 self.now = next;
             }
             let limit = Duration::from_secs(600) + self.p.delivery_timeout * 3;
-            if self.now - self.start > limit
-                && (self.next_record == self.p.records)
-                && !self.core.is_idle()
-            {
-                self.violations
-                    .push(format!("not finished after {limit:?} of virtual time"));
+            if self.now - self.start > limit && (self.next_record == self.p.records) && !self.core.is_idle() {
+                self.violations.push(format!("not finished after {limit:?} of virtual time"));
                 break;
             }
         }
@@ -530,22 +494,13 @@ impl Sim {
         } else {
             self.rng.below(self.p.partitions as u64) as i32
         };
-        let filler = if self.rng.chance(0.05) {
-            self.rng.range(100, 400)
-        } else {
-            self.rng.range(0, 60)
-        } as usize;
+        let filler = if self.rng.chance(0.05) { self.rng.range(100, 400) } else { self.rng.range(0, 60) } as usize;
         let ts = (self.now - self.start).as_millis() as i64;
         self.partition_of.push(partition);
         self.results.push(Vec::new());
-        match self
-            .core
-            .append(&tp(partition), record(id, filler, ts), id, self.now)
-        {
+        match self.core.append(&tp(partition), record(id, filler, ts), id, self.now) {
             Ok(_) => {}
-            Err(e) => self
-                .violations
-                .push(format!("append of record {id} refused: {e:?}")),
+            Err(e) => self.violations.push(format!("append of record {id} refused: {e:?}")),
         }
         if self.rng.chance(0.002) {
             self.core.flush();
@@ -563,9 +518,7 @@ impl Sim {
             self.trace(|| format!("completion: record {id}: {res:?}"));
             match self.results.get_mut(id as usize) {
                 Some(r) => r.push(res),
-                None => self
-                    .violations
-                    .push(format!("completion for unknown record {id}")),
+                None => self.violations.push(format!("completion for unknown record {id}")),
             }
         }
     }
@@ -577,12 +530,7 @@ impl Sim {
             self.totals.batches_sent += 1;
             match BatchHeader::decode(bytes) {
                 Ok(h) => {
-                    if !self.sent.insert((
-                        t.partition,
-                        h.producer_id,
-                        h.producer_epoch,
-                        h.base_sequence,
-                    )) {
+                    if !self.sent.insert((t.partition, h.producer_id, h.producer_epoch, h.base_sequence)) {
                         self.totals.retries += 1;
                     }
                     desc.push(format!(
@@ -593,9 +541,7 @@ impl Sim {
                         h.base_sequence + h.record_count - 1
                     ));
                 }
-                Err(e) => self
-                    .violations
-                    .push(format!("undecodable batch header: {e}")),
+                Err(e) => self.violations.push(format!("undecodable batch header: {e}")),
             }
         }
         let f = self.p.faults.clone();
@@ -628,42 +574,20 @@ impl Sim {
             Fate::Duplicate => self.fault("duplicate response"),
             Fate::Late => self.fault("late response after timeout"),
         }
-        self.trace(|| {
-            format!(
-                "send req {} to node {} [{}] fate {:?}",
-                d.id,
-                d.node,
-                desc.join(", "),
-                fate
-            )
-        });
+        self.trace(|| format!("send req {} to node {} [{}] fate {:?}", d.id, d.node, desc.join(", "), fate));
         let id = d.id;
         let node = d.node;
         if matches!(fate, Fate::DropRequest | Fate::DropResponse | Fate::Late) {
-            self.schedule(
-                self.p.request_timeout,
-                Event::Deliver {
-                    id,
-                    outcome: RequestOutcome::Failed,
-                },
-            );
+            self.schedule(self.p.request_timeout, Event::Deliver { id, outcome: RequestOutcome::Failed });
         }
         if fate != Fate::DropRequest {
             // Requests on one connection reach the broker in order.
             let lat = self.latency();
-            let at =
-                (self.now + lat).max(self.last_arrival.get(&node).copied().unwrap_or(self.start));
+            let at = (self.now + lat).max(self.last_arrival.get(&node).copied().unwrap_or(self.start));
             self.last_arrival.insert(node, at);
             self.schedule_at(at, Event::Arrive { id });
         }
-        self.requests.insert(
-            id,
-            Request {
-                drained: d,
-                fate,
-                sent_at: self.now,
-            },
-        );
+        self.requests.insert(id, Request { drained: d, fate, sent_at: self.now });
     }
 
     fn handle_event(&mut self, ev: Event) {
@@ -675,10 +599,7 @@ impl Sim {
                     RequestOutcome::Response(rs) => format!(
                         "deliver req {id}: {}",
                         rs.iter()
-                            .map(|r| format!(
-                                "p{} {:?} @{}",
-                                r.topic_partition.partition, r.error, r.base_offset
-                            ))
+                            .map(|r| format!("p{} {:?} @{}", r.topic_partition.partition, r.error, r.base_offset))
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
@@ -692,18 +613,12 @@ impl Sim {
                 let new = others[self.rng.below(others.len() as u64) as usize];
                 self.model.move_leader(partition, new);
                 self.fault("leader move");
-                let delay = Duration::from_micros(
-                    self.rng
-                        .range(0, self.p.faults.leader_view_delay_max.as_micros() as u64),
-                );
+                let delay =
+                    Duration::from_micros(self.rng.range(0, self.p.faults.leader_view_delay_max.as_micros() as u64));
                 if self.rng.chance(0.3) {
                     self.view[partition as usize] = None;
                 }
-                self.trace(|| {
-                    format!(
-                        "leader of p{partition} moves {old} -> {new}; client learns in {delay:?}"
-                    )
-                });
+                self.trace(|| format!("leader of p{partition} moves {old} -> {new}; client learns in {delay:?}"));
                 self.schedule(delay, Event::ClientLearns { partition });
                 let t = self.leader_move_delay();
                 self.schedule(t, Event::LeaderMove);
@@ -735,11 +650,9 @@ impl Sim {
                 self.fault("forget producer state");
                 Inject::ForgetProducer
             } else if self.rng.chance(f.partition_error) {
-                let code = [
-                    ErrorCode::NOT_LEADER_OR_FOLLOWER,
-                    ErrorCode::NOT_ENOUGH_REPLICAS,
-                    ErrorCode::REQUEST_TIMED_OUT,
-                ][self.rng.below(3) as usize];
+                let code =
+                    [ErrorCode::NOT_LEADER_OR_FOLLOWER, ErrorCode::NOT_ENOUGH_REPLICAS, ErrorCode::REQUEST_TIMED_OUT]
+                        [self.rng.below(3) as usize];
                 self.fault(match code {
                     ErrorCode::NOT_LEADER_OR_FOLLOWER => "error NOT_LEADER_OR_FOLLOWER",
                     ErrorCode::NOT_ENOUGH_REPLICAS => "error NOT_ENOUGH_REPLICAS",
@@ -781,19 +694,11 @@ impl Sim {
             Fate::Duplicate => {
                 let l1 = self.latency();
                 let l2 = l1 + Duration::from_millis(self.rng.range(0, 500));
-                self.schedule(
-                    l1,
-                    Event::Deliver {
-                        id,
-                        outcome: outcome.clone(),
-                    },
-                );
+                self.schedule(l1, Event::Deliver { id, outcome: outcome.clone() });
                 self.schedule(l2, Event::Deliver { id, outcome });
             }
             Fate::Late => {
-                let at = sent_at
-                    + self.p.request_timeout
-                    + Duration::from_millis(self.rng.range(1, 1000));
+                let at = sent_at + self.p.request_timeout + Duration::from_millis(self.rng.range(1, 1000));
                 self.schedule_at(at, Event::Deliver { id, outcome });
             }
         }
@@ -815,9 +720,7 @@ impl Sim {
         for (p, part) in self.model.partitions.iter().enumerate() {
             for (i, e) in part.log.iter().enumerate() {
                 assert_eq!(e.offset, i as i64);
-                at.entry(e.record_id)
-                    .or_default()
-                    .push((p as i32, e.offset));
+                at.entry(e.record_id).or_default().push((p as i32, e.offset));
             }
         }
         let mut acked = 0;
@@ -826,10 +729,7 @@ impl Sim {
             let rs = &self.results[id as usize];
             let places = at.get(&id).map(Vec::as_slice).unwrap_or(&[]);
             if places.len() > 1 {
-                v.push(format!(
-                    "(4) record {id} is in the log {} times: {places:?}; completions {rs:?}",
-                    places.len()
-                ));
+                v.push(format!("(4) record {id} is in the log {} times: {places:?}; completions {rs:?}", places.len()));
             }
             match rs.len() {
                 0 => v.push(format!("(3) record {id} never completed")),
@@ -839,18 +739,13 @@ impl Sim {
             let oks: Vec<&RecordMetadata> = rs.iter().filter_map(|r| r.as_ref().ok()).collect();
             let errs: Vec<&ProduceFailure> = rs.iter().filter_map(|r| r.as_ref().err()).collect();
             if !oks.is_empty() && !errs.is_empty() {
-                v.push(format!(
-                    "(3) record {id} reported both acked and failed: {rs:?}"
-                ));
+                v.push(format!("(3) record {id} reported both acked and failed: {rs:?}"));
             }
             if let Some(m) = oks.first() {
                 acked += 1;
                 let expect = (self.partition_of[id as usize], m.offset);
                 if m.topic_partition != tp(expect.0) {
-                    v.push(format!(
-                        "(1) record {id} acked on {} but sent to p{}",
-                        m.topic_partition, expect.0
-                    ));
+                    v.push(format!("(1) record {id} acked on {} but sent to p{}", m.topic_partition, expect.0));
                 }
                 if places != [expect] {
                     v.push(format!(
@@ -907,10 +802,7 @@ impl Sim {
         }
         // (5)
         if self.model.stats.invalid_epoch > 0 {
-            v.push(format!(
-                "(5) the broker answered INVALID_PRODUCER_EPOCH {} times",
-                self.model.stats.invalid_epoch
-            ));
+            v.push(format!("(5) the broker answered INVALID_PRODUCER_EPOCH {} times", self.model.stats.invalid_epoch));
         }
         // Most severe first: (1)..(5), then the extra checks.
         v.sort_by_key(|x| x.split(' ').next().unwrap_or("").to_string());
@@ -945,11 +837,7 @@ fn run_seeds(title: &str, seeds: impl Iterator<Item = u64>, make: impl Fn(u64) -
         let (t, v) = run_seed(make(seed));
         total.add(&t);
         if !v.is_empty() {
-            println!(
-                "SEED {seed} FAILED ({} violations), first: {}",
-                v.len(),
-                v[0]
-            );
+            println!("SEED {seed} FAILED ({} violations), first: {}", v.len(), v[0]);
             failures.push((seed, v));
         }
     }
@@ -957,10 +845,7 @@ fn run_seeds(title: &str, seeds: impl Iterator<Item = u64>, make: impl Fn(u64) -
     let mut by_kind: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut seeds_of: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for (seed, v) in &failures {
-        let mut kinds: Vec<String> = v
-            .iter()
-            .map(|x| x.split(' ').next().unwrap_or("").to_string())
-            .collect();
+        let mut kinds: Vec<String> = v.iter().map(|x| x.split(' ').next().unwrap_or("").to_string()).collect();
         for k in &kinds {
             by_kind.entry(k.clone()).or_default().1 += 1;
         }
@@ -979,11 +864,7 @@ fn run_seeds(title: &str, seeds: impl Iterator<Item = u64>, make: impl Fn(u64) -
     if !failures.is_empty() {
         let mut msg = format!("{} seed(s) violated invariants:\n", failures.len());
         for (seed, v) in failures.iter().take(20) {
-            msg += &format!(
-                "  seed {seed}: {} violation(s); first 3: {:#?}\n",
-                v.len(),
-                &v[..v.len().min(3)]
-            );
+            msg += &format!("  seed {seed}: {} violation(s); first 3: {:#?}\n", v.len(), &v[..v.len().min(3)]);
         }
         msg += "rerun one with SIM_SEED=<seed> SIM_TRACE=1";
         panic!("{msg}");
@@ -1002,11 +883,7 @@ fn seed_list(default: u64) -> Box<dyn Iterator<Item = u64>> {
 /// near an exhausted epoch.
 #[test]
 fn simulation_with_faults() {
-    run_seeds(
-        "simulation_with_faults",
-        seed_list(300),
-        SimParams::standard,
-    );
+    run_seeds("simulation_with_faults", seed_list(300), SimParams::standard);
 }
 
 /// Without faults every record is acknowledged, in order, exactly once, without retries.
@@ -1075,19 +952,8 @@ impl Manual {
         let mut core = ProducerCore::new(config);
         core.set_producer_id(PRODUCER_ID, 0);
         let model = ModelCluster::new(BROKERS.to_vec(), partitions);
-        let view = (0..partitions as i32)
-            .map(|i| Some(model.leader(i)))
-            .collect();
-        Self {
-            core,
-            model,
-            start,
-            now: start,
-            view,
-            next_id: 0,
-            done: BTreeMap::new(),
-            partition_of: HashMap::new(),
-        }
+        let view = (0..partitions as i32).map(|i| Some(model.leader(i))).collect();
+        Self { core, model, start, now: start, view, next_id: 0, done: BTreeMap::new(), partition_of: HashMap::new() }
     }
 
     /// Appends `n` records (about 40 bytes each) to `partition`; returns their ids.
@@ -1098,9 +964,7 @@ impl Manual {
                 self.next_id += 1;
                 self.partition_of.insert(id, partition);
                 let ts = (self.now - self.start).as_millis() as i64;
-                self.core
-                    .append(&tp(partition), record(id, 24, ts), id, self.now)
-                    .expect("append");
+                self.core.append(&tp(partition), record(id, 24, ts), id, self.now).expect("append");
                 id
             })
             .collect()
@@ -1116,10 +980,7 @@ impl Manual {
         let ready = self.core.ready(self.now, |t| view[t.partition as usize]);
         let mut out = Vec::new();
         for node in ready.nodes {
-            while let Some(d) = self
-                .core
-                .drain(node, self.now, |t| view[t.partition as usize])
-            {
+            while let Some(d) = self.core.drain(node, self.now, |t| view[t.partition as usize]) {
                 out.push(d);
             }
         }
@@ -1131,9 +992,7 @@ impl Manual {
         d.batches
             .iter()
             .map(|(t, bytes)| {
-                let a = self
-                    .model
-                    .produce(d.node, t.partition, bytes, inject(t.partition));
+                let a = self.model.produce(d.node, t.partition, bytes, inject(t.partition));
                 PartitionResponse {
                     topic_partition: t.clone(),
                     error: a.error,
@@ -1177,10 +1036,7 @@ impl Manual {
     }
 
     fn headers(d: &Drained) -> Vec<(i32, BatchHeader)> {
-        d.batches
-            .iter()
-            .map(|(t, b)| (t.partition, BatchHeader::decode(b).expect("header")))
-            .collect()
+        d.batches.iter().map(|(t, b)| (t.partition, BatchHeader::decode(b).expect("header"))).collect()
     }
 
     /// Invariants (1)-(5) for what was appended so far.
@@ -1188,26 +1044,16 @@ impl Manual {
         let mut at: HashMap<u64, Vec<(i32, i64)>> = HashMap::new();
         for (p, part) in self.model.partitions.iter().enumerate() {
             for e in &part.log {
-                at.entry(e.record_id)
-                    .or_default()
-                    .push((p as i32, e.offset));
+                at.entry(e.record_id).or_default().push((p as i32, e.offset));
             }
         }
         for id in 0..self.next_id {
             let places = at.get(&id).cloned().unwrap_or_default();
-            assert!(
-                places.len() <= 1,
-                "record {id} is in the log {} times: {places:?}",
-                places.len()
-            );
+            assert!(places.len() <= 1, "record {id} is in the log {} times: {places:?}", places.len());
             let rs = self.done.get(&id).cloned().unwrap_or_default();
             assert_eq!(rs.len(), 1, "record {id} completions: {rs:?}");
             if let Ok(m) = &rs[0] {
-                assert_eq!(
-                    places,
-                    vec![(self.partition_of[&id], m.offset)],
-                    "record {id}"
-                );
+                assert_eq!(places, vec![(self.partition_of[&id], m.offset)], "record {id}");
             }
         }
         for (p, part) in self.model.partitions.iter().enumerate() {
@@ -1217,20 +1063,10 @@ impl Manual {
                 .map(|e| e.record_id)
                 .filter(|id| self.done.get(id).is_some_and(|r| r[0].is_ok()))
                 .collect();
-            assert!(
-                acked.windows(2).all(|w| w[0] < w[1]),
-                "p{p}: acked out of order: {acked:?}"
-            );
+            assert!(acked.windows(2).all(|w| w[0] < w[1]), "p{p}: acked out of order: {acked:?}");
         }
-        assert_eq!(
-            self.model.stats.invalid_epoch, 0,
-            "INVALID_PRODUCER_EPOCH answered"
-        );
-        assert!(
-            self.model.violations.is_empty(),
-            "{:?}",
-            self.model.violations
-        );
+        assert_eq!(self.model.stats.invalid_epoch, 0, "INVALID_PRODUCER_EPOCH answered");
+        assert!(self.model.violations.is_empty(), "{:?}", self.model.violations);
     }
 }
 
@@ -1284,11 +1120,7 @@ fn leader_move_mid_flight_reroutes_in_order() {
         m.advance(Duration::from_millis(10));
         in_flight.extend(m.send());
     }
-    assert!(
-        in_flight.len() >= 3,
-        "several requests in flight: {}",
-        in_flight.len()
-    );
+    assert!(in_flight.len() >= 3, "several requests in flight: {}", in_flight.len());
     assert!(in_flight.iter().all(|d| d.node == 1));
     m.model.move_leader(0, 2);
     // The first answers reach the client before it learns the new leader.
@@ -1321,10 +1153,7 @@ fn black_hole_fails_with_delivery_timeout() {
     for seed in 0..5 {
         let mut p = SimParams::standard(seed);
         p.records = 300;
-        p.faults = Faults {
-            black_hole: true,
-            ..Faults::none()
-        };
+        p.faults = Faults { black_hole: true, ..Faults::none() };
         p.expect_no_timeouts = false;
         p.delivery_timeout = Duration::from_secs(20);
         let mut sim = Sim::new(p);
@@ -1334,10 +1163,7 @@ fn black_hole_fails_with_delivery_timeout() {
         assert_eq!(sim.totals.acked, 0);
         assert!(sim.model.partitions.iter().all(|p| p.log.is_empty()));
         for (id, r) in sim.results.iter().enumerate() {
-            assert!(
-                matches!(r.as_slice(), [Err(ProduceFailure::DeliveryTimeout)]),
-                "seed {seed} record {id}: {r:?}"
-            );
+            assert!(matches!(r.as_slice(), [Err(ProduceFailure::DeliveryTimeout)]), "seed {seed} record {id}: {r:?}");
         }
         assert!(sim.totals.retries > 0);
     }
@@ -1377,26 +1203,10 @@ fn unknown_producer_id_bumps_epoch() {
         m.advance(Duration::from_millis(100));
     }
     assert!(m.core.is_idle());
-    let p0: Vec<_> = seen
-        .iter()
-        .filter(|(p, _)| *p == 0)
-        .map(|(_, h)| (h.producer_epoch, h.base_sequence))
-        .collect();
-    let p1: Vec<_> = seen
-        .iter()
-        .filter(|(p, _)| *p == 1)
-        .map(|(_, h)| (h.producer_epoch, h.base_sequence))
-        .collect();
-    assert_eq!(
-        p0,
-        vec![(1, 0)],
-        "p0 re-sent under the bumped epoch from sequence 0"
-    );
-    assert_eq!(
-        p1,
-        vec![(1, 0)],
-        "every partition restarts at sequence 0 in the new epoch"
-    );
+    let p0: Vec<_> = seen.iter().filter(|(p, _)| *p == 0).map(|(_, h)| (h.producer_epoch, h.base_sequence)).collect();
+    let p1: Vec<_> = seen.iter().filter(|(p, _)| *p == 1).map(|(_, h)| (h.producer_epoch, h.base_sequence)).collect();
+    assert_eq!(p0, vec![(1, 0)], "p0 re-sent under the bumped epoch from sequence 0");
+    assert_eq!(p1, vec![(1, 0)], "every partition restarts at sequence 0 in the new epoch");
     assert_eq!(m.core.producer_id(), (PRODUCER_ID, 1));
     for id in a.iter().chain(&b).chain(&c) {
         assert!(m.done[id][0].is_ok(), "record {id}: {:?}", m.done[id]);
@@ -1429,11 +1239,7 @@ fn regression_append_then_not_enough_replicas_is_never_resequenced() {
         });
         m.respond(&d, RequestOutcome::Response(rs));
     }
-    assert_eq!(
-        m.model.partitions[0].log.len(),
-        3,
-        "p0's batch is in the log"
-    );
+    assert_eq!(m.model.partitions[0].log.len(), 3, "p0's batch is in the log");
     // p1's broker loses the producer state; p1's next batch is answered UNKNOWN_PRODUCER_ID,
     // which bumps the epoch while p0's batch waits for its retry backoff.
     m.model.forget_producers(1);
@@ -1446,18 +1252,8 @@ fn regression_append_then_not_enough_replicas_is_never_resequenced() {
     }
     m.advance(Duration::from_millis(200));
     m.settle(50);
-    let places: Vec<i64> = m.model.partitions[0]
-        .log
-        .iter()
-        .filter(|e| e.record_id == a[0])
-        .map(|e| e.offset)
-        .collect();
-    assert_eq!(
-        places.len(),
-        1,
-        "record {} is in p0's log at offsets {places:?}",
-        a[0]
-    );
+    let places: Vec<i64> = m.model.partitions[0].log.iter().filter(|e| e.record_id == a[0]).map(|e| e.offset).collect();
+    assert_eq!(places.len(), 1, "record {} is in p0's log at offsets {places:?}", a[0]);
     m.assert_invariants();
 }
 

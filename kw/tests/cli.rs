@@ -313,14 +313,22 @@ fn transactional_produce_commits_per_size_and_a_bad_line_aborts_its_transaction(
 
     let committed =
         kw_ok(&["consume", &topic, "--isolation", "read_committed", "--from", "beginning", "--exit-at-end"], None);
-    let want: String =
-        (1..=25).map(|i| format!("r{i}\n")).chain((1..=10).map(|i| format!("j{i}\n"))).collect();
+    let want: String = (1..=25).map(|i| format!("r{i}\n")).chain((1..=10).map(|i| format!("j{i}\n"))).collect();
     assert_eq!(committed, want);
     let java = kafka_tool_ok(
         "console-consumer",
         &[
-            "--bootstrap-server", &bootstrap(), "--topic", &topic, "--from-beginning", "--max-messages", "35",
-            "--timeout-ms", "30000", "--isolation-level", "read_committed",
+            "--bootstrap-server",
+            &bootstrap(),
+            "--topic",
+            &topic,
+            "--from-beginning",
+            "--max-messages",
+            "35",
+            "--timeout-ms",
+            "30000",
+            "--isolation-level",
+            "read_committed",
         ],
         None,
     );

@@ -31,10 +31,7 @@ fn layout() -> cluster::Layout {
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+    std::env::var(name).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
 /// Bootstrap servers of the 1-node cluster: `$KAFKA_BOOTSTRAP`, else `.kafka/bootstrap`
@@ -64,10 +61,7 @@ pub fn bootstrap_3() -> Option<String> {
 pub fn unique_topic(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let micros = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() % 1_000_000_000_000)
-        .unwrap_or(0);
+    let micros = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() % 1_000_000_000_000).unwrap_or(0);
     format!("{prefix}-{}-{n}-{micros}", std::process::id())
 }
 
@@ -97,30 +91,19 @@ pub fn kafka_tool_with_timeout(
     let version = layout.tools_version();
     let mut cmd = cluster::tool_command(&layout, &version, main_class_or_short_name, args)
         .unwrap_or_else(|e| panic!("kafka_tool({main_class_or_short_name}): {e}"));
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("kafka_tool({main_class_or_short_name}): cannot run java: {e}"));
-    let (mut out, timed_out) =
-        cluster::wait_with_timeout(child, Some(stdin.unwrap_or_default().to_vec()), timeout)
-            .unwrap_or_else(|e| panic!("kafka_tool({main_class_or_short_name}): {e}"));
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("kafka_tool({main_class_or_short_name}): cannot run java: {e}"));
+    let (mut out, timed_out) = cluster::wait_with_timeout(child, Some(stdin.unwrap_or_default().to_vec()), timeout)
+        .unwrap_or_else(|e| panic!("kafka_tool({main_class_or_short_name}): {e}"));
     if timed_out {
-        out.stderr.extend_from_slice(
-            format!("\n[kafka_tool: killed after {} s]\n", timeout.as_secs()).as_bytes(),
-        );
+        out.stderr.extend_from_slice(format!("\n[kafka_tool: killed after {} s]\n", timeout.as_secs()).as_bytes());
     }
     out
 }
 
 /// Like [`kafka_tool`], but panics (showing stdout and stderr) unless the tool succeeds;
 /// returns its stdout.
-pub fn kafka_tool_ok(
-    main_class_or_short_name: &str,
-    args: &[&str],
-    stdin: Option<&[u8]>,
-) -> String {
+pub fn kafka_tool_ok(main_class_or_short_name: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
     let out = kafka_tool(main_class_or_short_name, args, stdin);
     if !out.status.success() {
         panic!(
@@ -198,6 +181,23 @@ pub fn cluster3_for(test: &str) -> Option<(String, MutexGuard<'static, ()>)> {
     Some((bootstrap, guard))
 }
 
+/// Runs a single-file Java program from `tests/java/` (Java 11+ source launch) with Kafka's jars
+/// on the classpath, under [`TOOL_TIMEOUT`].
+pub fn java_program(file: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let path = workspace_root().join("tests").join("java").join(file);
+    kafka_tool(&path.to_string_lossy(), args, stdin)
+}
+
+/// Writes transactions of ten records each (`PREFIX-0` … `PREFIX-9`) to partition 0 of `topic`
+/// with Kafka's Java producer, committing or aborting each as `(prefix, commit)` says.
+pub fn java_transactions(bootstrap: &str, topic: &str, transactions: &[(&str, bool)]) -> Output {
+    let specs: Vec<String> =
+        transactions.iter().map(|(p, c)| format!("{p}:{}", if *c { "commit" } else { "abort" })).collect();
+    let mut args = vec![bootstrap, topic];
+    args.extend(specs.iter().map(String::as_str));
+    java_program("TxnProducer.java", &args, None)
+}
+
 #[cfg(test)]
 mod harness_tests {
     use super::*;
@@ -273,30 +273,9 @@ mod harness_tests {
         let _guard = cluster3_exclusive();
         kafka_node_kill(2);
         assert!(!kafka_node_running(2));
-        let out = kafka_tool_ok(
-            "metadata-quorum",
-            &["--bootstrap-server", &bs, "describe", "--status"],
-            None,
-        );
+        let out = kafka_tool_ok("metadata-quorum", &["--bootstrap-server", &bs, "describe", "--status"], None);
         assert!(out.contains("LeaderId"), "{out}");
         kafka_node_start(2);
         assert!(kafka_node_running(2));
     }
-}
-
-/// Runs a single-file Java program from `tests/java/` (Java 11+ source launch) with Kafka's jars
-/// on the classpath, under [`TOOL_TIMEOUT`].
-pub fn java_program(file: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let path = workspace_root().join("tests").join("java").join(file);
-    kafka_tool(&path.to_string_lossy(), args, stdin)
-}
-
-/// Writes transactions of ten records each (`PREFIX-0` … `PREFIX-9`) to partition 0 of `topic`
-/// with Kafka's Java producer, committing or aborting each as `(prefix, commit)` says.
-pub fn java_transactions(bootstrap: &str, topic: &str, transactions: &[(&str, bool)]) -> Output {
-    let specs: Vec<String> =
-        transactions.iter().map(|(p, c)| format!("{p}:{}", if *c { "commit" } else { "abort" })).collect();
-    let mut args = vec![bootstrap, topic];
-    args.extend(specs.iter().map(String::as_str));
-    java_program("TxnProducer.java", &args, None)
 }

@@ -24,7 +24,11 @@ pub async fn create_topic(client: &Client, topic: &str, partitions: i32, rf: i16
             replication_factor: rf,
             configs: configs
                 .iter()
-                .map(|(k, v)| CreatableTopicConfig { name: (*k).into(), value: Some((*v).into()), ..Default::default() })
+                .map(|(k, v)| CreatableTopicConfig {
+                    name: (*k).into(),
+                    value: Some((*v).into()),
+                    ..Default::default()
+                })
                 .collect(),
             ..Default::default()
         }],

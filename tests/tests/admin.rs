@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_wire::client::{
-    Admin, AlterConfigOp, ClientConfig, ConfigResource, ConfigSource, CoordinatorType, Error, GroupOffset,
-    NewTopic, OffsetSpec, Producer, ProducerConfig, ProducerRecord, ResourceConfig,
+    Admin, AlterConfigOp, ClientConfig, ConfigResource, ConfigSource, CoordinatorType, Error, GroupOffset, NewTopic,
+    OffsetSpec, Producer, ProducerConfig, ProducerRecord, ResourceConfig,
 };
 use kafka_wire::codec::ErrorCode;
 use kafka_wire_tests::{bootstrap, kafka_tool, kafka_tool_ok, unique_topic};
@@ -36,9 +36,7 @@ async fn produce(topic: &str, partitions: i32, per_partition: i64, base_ms: i64)
     let mut pending = Vec::new();
     for p in 0..partitions {
         for i in 0..per_partition {
-            let r = ProducerRecord::new(topic, format!("value-{p}-{i}"))
-                .partition(p)
-                .timestamp(base_ms + 1000 * i);
+            let r = ProducerRecord::new(topic, format!("value-{p}-{i}")).partition(p).timestamp(base_ms + 1000 * i);
             pending.push(producer.send(r).await.unwrap());
         }
     }
@@ -55,11 +53,8 @@ fn now_ms() -> i64 {
 /// Committed offsets of `group` for `topic` as `kafka-consumer-groups --describe` prints them
 /// (partition → CURRENT-OFFSET; partitions printed with `-` are left out).
 fn java_group_offsets(group: &str, topic: &str) -> BTreeMap<i32, i64> {
-    let out = kafka_tool_ok(
-        "consumer-groups",
-        &["--bootstrap-server", &bootstrap(), "--describe", "--group", group],
-        None,
-    );
+    let out =
+        kafka_tool_ok("consumer-groups", &["--bootstrap-server", &bootstrap(), "--describe", "--group", group], None);
     let mut offsets = BTreeMap::new();
     for line in out.lines() {
         let cols: Vec<&str> = line.split_whitespace().collect();
@@ -121,10 +116,8 @@ fn java_consume(topic: &str, group: &str, max: usize, idle_ms: u64) -> std::proc
 async fn topic_lifecycle_with_configs_partitions_and_deletion() {
     let admin = admin().await;
     let topic = unique_topic("admin-life");
-    let created = admin
-        .create_topics(&[NewTopic::new(&topic, 2, 1).config("cleanup.policy", "compact")], false)
-        .await
-        .unwrap();
+    let created =
+        admin.create_topics(&[NewTopic::new(&topic, 2, 1).config("cleanup.policy", "compact")], false).await.unwrap();
     assert_eq!(created.len(), 1);
     assert_eq!(created[0].name, topic);
     assert_eq!(created[0].partitions, 2);
@@ -150,10 +143,7 @@ async fn topic_lifecycle_with_configs_partitions_and_deletion() {
     admin
         .incremental_alter_configs(
             &resource,
-            &[
-                AlterConfigOp::set("retention.ms", "123456"),
-                AlterConfigOp::append("cleanup.policy", "delete"),
-            ],
+            &[AlterConfigOp::set("retention.ms", "123456"), AlterConfigOp::append("cleanup.policy", "delete")],
         )
         .await
         .unwrap();
@@ -162,16 +152,12 @@ async fn topic_lifecycle_with_configs_partitions_and_deletion() {
     assert_eq!(c.get("retention.ms").unwrap().source, ConfigSource::TopicConfig);
     assert_eq!(c.value("cleanup.policy"), Some("compact,delete"));
 
-    admin
-        .incremental_alter_configs(&resource, &[AlterConfigOp::subtract("cleanup.policy", "compact")])
-        .await
-        .unwrap();
+    admin.incremental_alter_configs(&resource, &[AlterConfigOp::subtract("cleanup.policy", "compact")]).await.unwrap();
     admin.incremental_alter_configs(&resource, &[AlterConfigOp::delete("retention.ms")]).await.unwrap();
     let c = &configs_until(&admin, &resource, |c| {
         c.value("cleanup.policy") == Some("delete")
             && c.get("retention.ms").is_some_and(|e| {
-                e.source != ConfigSource::TopicConfig
-                    && e.value.as_deref() == Some(default_retention.as_str())
+                e.source != ConfigSource::TopicConfig && e.value.as_deref() == Some(default_retention.as_str())
             })
     })
     .await;
@@ -182,15 +168,7 @@ async fn topic_lifecycle_with_configs_partitions_and_deletion() {
     // The Java tool agrees.
     let out = kafka_tool_ok(
         "configs",
-        &[
-            "--bootstrap-server",
-            &bootstrap(),
-            "--describe",
-            "--entity-type",
-            "topics",
-            "--entity-name",
-            &topic,
-        ],
+        &["--bootstrap-server", &bootstrap(), "--describe", "--entity-type", "topics", "--entity-name", &topic],
         None,
     );
     assert!(out.contains("cleanup.policy=delete"), "{out}");
@@ -216,18 +194,14 @@ async fn create_several_topics_at_once_and_validate_only() {
     let a = unique_topic("admin-multi-a");
     let b = unique_topic("admin-multi-b");
     let created = admin
-        .create_topics(
-            &[NewTopic::new(&a, 3, 1), NewTopic::new(&b, -1, -1).config("retention.ms", "60000")],
-            false,
-        )
+        .create_topics(&[NewTopic::new(&a, 3, 1), NewTopic::new(&b, -1, -1).config("retention.ms", "60000")], false)
         .await
         .unwrap();
     let names: Vec<&str> = created.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, [a.as_str(), b.as_str()]);
     assert_eq!(created[0].partitions, 3);
     assert!(created[1].partitions >= 1, "broker default partition count: {:?}", created[1]);
-    let configs =
-        admin.describe_configs(&[ConfigResource::topic(&b), ConfigResource::topic(&a)]).await.unwrap();
+    let configs = admin.describe_configs(&[ConfigResource::topic(&b), ConfigResource::topic(&a)]).await.unwrap();
     assert_eq!(configs[0].resource.name, b);
     assert_eq!(configs[0].value("retention.ms"), Some("60000"));
     assert_ne!(configs[1].value("retention.ms"), Some("60000"));
@@ -259,11 +233,7 @@ async fn broker_errors_are_typed_and_name_the_item() {
         &topic,
     );
     let missing = unique_topic("admin-missing");
-    assert_broker_error(
-        admin.delete_topics(&[&missing]).await,
-        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-        &missing,
-    );
+    assert_broker_error(admin.delete_topics(&[&missing]).await, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, &missing);
     let bad = unique_topic("admin-bad-config");
     assert_broker_error(
         admin.create_topics(&[NewTopic::new(&bad, 1, 1).config("cleanup.policy", "bogus")], false).await,
@@ -282,10 +252,7 @@ async fn broker_errors_are_typed_and_name_the_item() {
     );
     assert_broker_error(
         admin
-            .incremental_alter_configs(
-                &ConfigResource::topic(&topic),
-                &[AlterConfigOp::set("retention.ms", "x")],
-            )
+            .incremental_alter_configs(&ConfigResource::topic(&topic), &[AlterConfigOp::set("retention.ms", "x")])
             .await,
         ErrorCode::INVALID_CONFIG,
         &topic,
@@ -305,17 +272,12 @@ async fn broker_errors_are_typed_and_name_the_item() {
         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
         &topic,
     );
-    assert_broker_error(
-        admin.delete_records(&[(&topic, 0, 100)]).await,
-        ErrorCode::OFFSET_OUT_OF_RANGE,
-        &topic,
-    );
+    assert_broker_error(admin.delete_records(&[(&topic, 0, 100)]).await, ErrorCode::OFFSET_OUT_OF_RANGE, &topic);
     let group = unique_topic("admin-nogroup");
     assert_broker_error(admin.describe_groups(&[&group]).await, ErrorCode::GROUP_ID_NOT_FOUND, &group);
     assert_broker_error(admin.delete_groups(&[&group]).await, ErrorCode::GROUP_ID_NOT_FOUND, &group);
     // A broker-resource id that is not a number is the caller's mistake.
-    let bad_broker =
-        ConfigResource { resource_type: kafka_wire::client::ConfigResourceType::Broker, name: "x".into() };
+    let bad_broker = ConfigResource { resource_type: kafka_wire::client::ConfigResourceType::Broker, name: "x".into() };
     assert!(matches!(admin.describe_configs(&[bad_broker]).await, Err(Error::Config { .. })));
     admin.delete_topics(&[&topic]).await.unwrap();
 }
@@ -339,8 +301,7 @@ async fn list_offsets_by_spec_and_delete_records() {
     assert_eq!((at[0].offset, at[0].timestamp), (2, Some(base + 2000)));
     let at = admin.list_offsets(&[(&topic, 0)], OffsetSpec::Timestamp(base)).await.unwrap();
     assert_eq!((at[0].offset, at[0].timestamp), (0, Some(base)));
-    let after =
-        admin.list_offsets(&[(&topic, 0)], OffsetSpec::Timestamp(now_ms() + 3_600_000)).await.unwrap();
+    let after = admin.list_offsets(&[(&topic, 0)], OffsetSpec::Timestamp(now_ms() + 3_600_000)).await.unwrap();
     assert_eq!(after[0].offset, -1);
     let max = admin.list_offsets(&[(&topic, 0)], OffsetSpec::MaxTimestamp).await.unwrap();
     assert_eq!((max[0].offset, max[0].timestamp), (4, Some(base + 4000)));
@@ -381,20 +342,14 @@ async fn describe_cluster_and_broker_configs() {
 
     // A dynamic per-broker config: set, seen, removed.
     let resource = ConfigResource::broker(node);
-    admin
-        .incremental_alter_configs(&resource, &[AlterConfigOp::set("log.cleaner.threads", "2")])
-        .await
-        .unwrap();
+    admin.incremental_alter_configs(&resource, &[AlterConfigOp::set("log.cleaner.threads", "2")]).await.unwrap();
     let c = &configs_until(&admin, &resource, |c| {
         c.get("log.cleaner.threads")
             .is_some_and(|e| e.source == ConfigSource::DynamicBrokerConfig && e.value.as_deref() == Some("2"))
     })
     .await;
     assert_eq!(c.get("log.cleaner.threads").unwrap().source, ConfigSource::DynamicBrokerConfig);
-    admin
-        .incremental_alter_configs(&resource, &[AlterConfigOp::delete("log.cleaner.threads")])
-        .await
-        .unwrap();
+    admin.incremental_alter_configs(&resource, &[AlterConfigOp::delete("log.cleaner.threads")]).await.unwrap();
     let c = &configs_until(&admin, &resource, |c| {
         // The source changes first; the value follows once the broker has reconfigured itself.
         c.get("log.cleaner.threads")
@@ -411,8 +366,7 @@ async fn find_coordinator_for_groups_and_transactions() {
     let nodes: Vec<i32> = admin.client().brokers().iter().map(|b| b.node_id).collect();
     let g = admin.find_coordinator(&unique_topic("admin-coord-group"), CoordinatorType::Group).await.unwrap();
     assert!(nodes.contains(&g));
-    let t =
-        admin.find_coordinator(&unique_topic("admin-coord-txn"), CoordinatorType::Transaction).await.unwrap();
+    let t = admin.find_coordinator(&unique_topic("admin-coord-txn"), CoordinatorType::Transaction).await.unwrap();
     assert!(nodes.contains(&t));
     let keys = ["a", "b", "c"].map(|k| unique_topic(&format!("admin-coord-{k}")));
     let many = admin.find_coordinators(&keys, CoordinatorType::Group).await.unwrap();
@@ -429,16 +383,10 @@ async fn consumer_group_offsets_match_the_java_tools() {
     produce(&topic, 2, 3, now_ms()).await;
 
     let out = java_consume(&topic, &group, 6, 20_000);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().count(),
-        6,
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 6, "{}", String::from_utf8_lossy(&out.stderr));
 
     let groups = admin.list_groups().await.unwrap();
-    let listed =
-        groups.iter().find(|g| g.group_id == group).unwrap_or_else(|| panic!("{group} not in {groups:?}"));
+    let listed = groups.iter().find(|g| g.group_id == group).unwrap_or_else(|| panic!("{group} not in {groups:?}"));
     assert_eq!(listed.protocol_type, "consumer");
     assert_eq!(listed.state.as_deref(), Some("Empty"));
     assert_eq!(listed.group_type.as_deref(), Some("classic"));
@@ -485,10 +433,7 @@ async fn consumer_group_offsets_match_the_java_tools() {
 
     // Delete one partition's offset (the group is not subscribed while empty).
     admin.delete_group_offsets(&group, &[(&topic, 1)]).await.unwrap();
-    assert_eq!(
-        offsets_map(&admin.list_group_offsets(&group, None).await.unwrap(), &topic),
-        BTreeMap::from([(0, 3)])
-    );
+    assert_eq!(offsets_map(&admin.list_group_offsets(&group, None).await.unwrap(), &topic), BTreeMap::from([(0, 3)]));
 
     // Delete the group.
     admin.delete_groups(&[&group]).await.unwrap();
@@ -521,9 +466,7 @@ async fn a_live_consumer_is_described_with_its_assignment() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let stable = loop {
         match admin.describe_groups(&[&group]).await {
-            Ok(d) if d[0].state == "Stable" && d[0].members.len() == 1 => {
-                break d.into_iter().next().unwrap()
-            }
+            Ok(d) if d[0].state == "Stable" && d[0].members.len() == 1 => break d.into_iter().next().unwrap(),
             Ok(_) => {}
             Err(e) if e.code() == Some(ErrorCode::GROUP_ID_NOT_FOUND) => {}
             Err(e) => panic!("describe_groups: {e}"),

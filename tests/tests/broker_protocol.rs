@@ -71,7 +71,12 @@ async fn create_topics_then_again_is_topic_already_exists() {
     let (_, leaders) = partition_leaders(&client, &topic).await;
     assert_eq!(leaders.len(), 3);
     let again = CreateTopicsRequest {
-        topics: vec![CreatableTopic { name: topic.as_str().into(), num_partitions: 1, replication_factor: 1, ..Default::default() }],
+        topics: vec![CreatableTopic {
+            name: topic.as_str().into(),
+            num_partitions: 1,
+            replication_factor: 1,
+            ..Default::default()
+        }],
         timeout_ms: 10_000,
         ..Default::default()
     };
@@ -107,7 +112,7 @@ async fn produce_raw(client: &Client, topic: &str, batch: Bytes) -> i64 {
         topic_data: vec![TopicProduceData {
             name: topic.into(),
             topic_id,
-            partition_data: vec![PartitionProduceData { index: 0, records: Some(batch) , ..Default::default() }],
+            partition_data: vec![PartitionProduceData { index: 0, records: Some(batch), ..Default::default() }],
             ..Default::default()
         }],
         ..Default::default()
@@ -182,8 +187,7 @@ async fn batches_written_by_the_java_console_producer_decode_with_every_codec() 
         let batches = fetch_batches(&client, &topic, 0).await;
         let expected = if codec == "none" { Compression::None } else { codec.parse().unwrap() };
         assert!(batches.iter().all(|b| b.compression() == expected), "{codec}");
-        let records: Vec<_> =
-            batches.iter().flat_map(|b| b.records(1 << 20)).collect::<Result<Vec<_>, _>>().unwrap();
+        let records: Vec<_> = batches.iter().flat_map(|b| b.records(1 << 20)).collect::<Result<Vec<_>, _>>().unwrap();
         assert_eq!(records.len(), 200, "{codec}");
         for (i, r) in records.iter().enumerate() {
             assert_eq!(r.key.as_deref(), Some(format!("k{i}").as_bytes()));

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kafka_wire::client::{
-    Client, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, Error, IsolationLevel, OffsetAndMetadata, OffsetReset,
-    Producer, ProducerConfig, ProducerRecord,
+    Client, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, Error, IsolationLevel, OffsetAndMetadata,
+    OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
 use kafka_wire::proto::producer::TopicPartition;
 use kafka_wire_tests::raw::create_topic;
@@ -94,13 +94,13 @@ async fn seeks_by_offset_beginning_end_and_time() {
     assert_eq!(r.first().map(|r| r.offset), Some(40));
     assert_eq!(r.len(), 60);
 
-    consumer.seek_to_beginning(&[tp.clone()]).unwrap();
+    consumer.seek_to_beginning(std::slice::from_ref(&tp)).unwrap();
     assert_eq!(consumer.position(&tp).await.unwrap(), 0);
     assert_eq!(poll_n(&consumer, 100).await.len(), 100);
 
-    consumer.seek_to_timestamp(&[tp.clone()], 1_000_000 + 77).unwrap();
+    consumer.seek_to_timestamp(std::slice::from_ref(&tp), 1_000_000 + 77).unwrap();
     assert_eq!(consumer.position(&tp).await.unwrap(), 77);
-    consumer.seek_to_end(&[tp.clone()]).unwrap();
+    consumer.seek_to_end(std::slice::from_ref(&tp)).unwrap();
     assert_eq!(consumer.position(&tp).await.unwrap(), 100);
     consumer.close().await.unwrap();
 }
@@ -119,7 +119,7 @@ async fn latest_reset_skips_old_records_and_none_is_a_typed_error() {
 
     let none = Consumer::new(config().group_id(unique_topic("g")).auto_offset_reset(OffsetReset::None)).await.unwrap();
     none.assign([tp.clone()]);
-    let err = none.poll(Duration::from_secs(5)).await.err().expect("no offset to start from");
+    let err = none.poll(Duration::from_secs(5)).await.expect_err("no offset to start from");
     assert!(matches!(&err, Error::Config { property, .. } if property == "auto.offset.reset"), "{err:?}");
 }
 
@@ -133,12 +133,12 @@ async fn paused_partitions_deliver_nothing_until_resumed() {
     let p0 = TopicPartition::new(topic.as_str(), 0);
     let p1 = TopicPartition::new(topic.as_str(), 1);
     consumer.assign([p0.clone(), p1.clone()]);
-    consumer.pause(&[p1.clone()]).unwrap();
+    consumer.pause(std::slice::from_ref(&p1)).unwrap();
     let got = poll_n(&consumer, 100).await;
     assert_eq!(got.len(), 100);
     assert!(got.iter().all(|r| r.partition == 0));
     assert!(consumer.poll(Duration::from_millis(500)).await.unwrap().is_empty());
-    consumer.resume(&[p1.clone()]).unwrap();
+    consumer.resume(std::slice::from_ref(&p1)).unwrap();
     let got = poll_n(&consumer, 100).await;
     assert_eq!(got.len(), 100);
     assert!(got.iter().all(|r| r.partition == 1));
@@ -165,7 +165,8 @@ async fn standalone_commits_are_read_back_by_committed_and_by_the_java_tool() {
     assert_eq!(committed[&p1].as_ref().map(|o| (o.offset, o.metadata.clone())), Some((3, Some("note".into()))));
     consumer.close().await.unwrap();
 
-    let out = kafka_tool("consumer-groups", &["--bootstrap-server", &bootstrap(), "--describe", "--group", &group], None);
+    let out =
+        kafka_tool("consumer-groups", &["--bootstrap-server", &bootstrap(), "--describe", "--group", &group], None);
     let text = String::from_utf8_lossy(&out.stdout);
     let offsets: BTreeMap<i32, String> = text
         .lines()
@@ -186,14 +187,21 @@ async fn read_committed_skips_aborted_java_transactions() {
     let topic = unique_topic("txn");
     create_topic(&client, &topic, 1, 1, &[]).await;
     let tp = TopicPartition::new(topic.as_str(), 0);
-    let out = kafka_wire_tests::java_transactions(&bootstrap(), &topic, &[("c1", true), ("a1", false), ("c2", true), ("a2", false)]);
+    let out = kafka_wire_tests::java_transactions(
+        &bootstrap(),
+        &topic,
+        &[("c1", true), ("a1", false), ("c2", true), ("a2", false)],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let committed = Consumer::new(config().isolation_level(IsolationLevel::ReadCommitted)).await.unwrap();
     committed.assign([tp.clone()]);
     let got = poll_n(&committed, 20).await;
     let values: Vec<String> = got.iter().map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap()).into()).collect();
-    assert_eq!(values, (0..10).map(|i| format!("c1-{i}")).chain((0..10).map(|i| format!("c2-{i}"))).collect::<Vec<_>>());
+    assert_eq!(
+        values,
+        (0..10).map(|i| format!("c1-{i}")).chain((0..10).map(|i| format!("c2-{i}"))).collect::<Vec<_>>()
+    );
     assert!(committed.poll(Duration::from_millis(500)).await.unwrap().is_empty());
     // The position passes the last commit marker, so a consumer at the end has no lag.
     assert_eq!(committed.position(&tp).await.unwrap(), 44);

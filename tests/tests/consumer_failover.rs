@@ -5,10 +5,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kafka_wire::client::{Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord};
+use kafka_wire::client::{
+    Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
+};
 use kafka_wire::proto::producer::TopicPartition;
 use kafka_wire_tests::raw::{create_topic, partition_leaders};
-use kafka_wire_tests::{cluster3_for, kafka_node_kill, kafka_node_running, kafka_node_start, unique_topic, RestartOnDrop};
+use kafka_wire_tests::{
+    cluster3_for, kafka_node_kill, kafka_node_running, kafka_node_start, unique_topic, RestartOnDrop,
+};
 
 const PARTITIONS: i32 = 3;
 const N: i64 = 150_000;

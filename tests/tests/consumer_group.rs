@@ -18,9 +18,9 @@ use kafka_wire_tests::{bootstrap, kafka_tool, unique_topic};
 
 /// The group tests run one at a time: several groups rebalancing at once on a loaded 2-core
 /// machine made their (generous) deadlines flaky.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 async fn client() -> Client {
@@ -116,7 +116,7 @@ async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_consume_every_record_once_with_manual_commits() {
-    let _serial = serial();
+    let _serial = serial().await;
     const N: u64 = 300_000;
     let client = client().await;
     let topic = unique_topic("group3");
@@ -138,7 +138,7 @@ async fn three_members_consume_every_record_once_with_manual_commits() {
     for h in handles {
         h.await.unwrap().close().await.unwrap();
     }
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let distinct: BTreeSet<u64> = seen.iter().map(|(_, _, v)| *v).collect();
     assert_eq!(distinct.len() as u64, N, "every record processed");
     assert_eq!(seen.len() as u64, N, "no record processed twice");
@@ -151,7 +151,7 @@ async fn three_members_consume_every_record_once_with_manual_commits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_member_s_partitions_move_and_nothing_is_skipped() {
-    let _serial = serial();
+    let _serial = serial().await;
     killed_member_s_partitions_move(member_config, "kill").await;
 }
 
@@ -186,7 +186,7 @@ impl RebalanceListener for RecordingListener {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooperative_sticky_revokes_only_the_partitions_that_move() {
-    let _serial = serial();
+    let _serial = serial().await;
     adding_a_member_revokes_only_what_moves(|group| member_config(group).assignment_strategy(&["cooperative-sticky"]))
         .await;
 }
@@ -195,7 +195,7 @@ async fn cooperative_sticky_revokes_only_the_partitions_that_move() {
 /// the old owner releases them, and nothing else moves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kip_848_group_revokes_only_the_partitions_that_move() {
-    let _serial = serial();
+    let _serial = serial().await;
     adding_a_member_revokes_only_what_moves(kip_848_config).await;
 }
 
@@ -303,12 +303,13 @@ async fn restart_static_member(
 /// the coordinator answers with `skip_assignment`, KIP-814) is among them whichever it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_static_member_restarted_within_the_session_timeout_causes_no_rebalance() {
-    let _serial = serial();
+    let _serial = serial().await;
     let client = client().await;
     let topic = unique_topic("static");
     let group = unique_topic("gstatic");
     create_topic(&client, &topic, 4, 1, &[]).await;
-    let config = |instance: &str| member_config(&group).group_instance_id(instance).session_timeout(Duration::from_secs(20));
+    let config =
+        |instance: &str| member_config(&group).group_instance_id(instance).session_timeout(Duration::from_secs(20));
     let a = Consumer::new(config("a")).await.unwrap();
     let b = Consumer::new(config("b")).await.unwrap();
     a.subscribe([topic.as_str()]).unwrap();
@@ -337,7 +338,7 @@ async fn a_static_member_restarted_within_the_session_timeout_causes_no_rebalanc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_consumer_and_the_java_consumer_share_a_classic_group() {
-    let _serial = serial();
+    let _serial = serial().await;
     let client = client().await;
     let topic = unique_topic("javagroup");
     let group = unique_topic("gjava");
@@ -350,10 +351,22 @@ async fn our_consumer_and_the_java_consumer_share_a_classic_group() {
             kafka_tool(
                 "console-consumer",
                 &[
-                    "--bootstrap-server", &bootstrap, "--topic", &topic, "--group", &group,
-                    "--consumer-property", "partition.assignment.strategy=org.apache.kafka.clients.consumer.RangeAssignor",
-                    "--consumer-property", "auto.offset.reset=earliest",
-                    "--max-messages", "2000", "--timeout-ms", "30000", "--property", "print.partition=true",
+                    "--bootstrap-server",
+                    &bootstrap,
+                    "--topic",
+                    &topic,
+                    "--group",
+                    &group,
+                    "--consumer-property",
+                    "partition.assignment.strategy=org.apache.kafka.clients.consumer.RangeAssignor",
+                    "--consumer-property",
+                    "auto.offset.reset=earliest",
+                    "--max-messages",
+                    "2000",
+                    "--timeout-ms",
+                    "30000",
+                    "--property",
+                    "print.partition=true",
                 ],
                 None,
             )
@@ -399,7 +412,7 @@ async fn our_consumer_and_the_java_consumer_share_a_classic_group() {
 /// server-side assignment; Kafka 4.x): every record processed, none twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kip_848_group_consumes_every_record_once() {
-    let _serial = serial();
+    let _serial = serial().await;
     const N: u64 = 60_000;
     let client = client().await;
     let topic = unique_topic("kip848");
@@ -423,7 +436,7 @@ async fn a_kip_848_group_consumes_every_record_once() {
     for h in handles {
         h.await.unwrap().close().await.unwrap();
     }
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let distinct: BTreeSet<u64> = seen.iter().map(|(_, _, v)| *v).collect();
     assert_eq!(distinct.len() as u64, N, "every record processed");
     assert_eq!(seen.len() as u64, N, "no record processed twice");
@@ -446,7 +459,7 @@ fn kip_848_config(group: &str) -> ConsumerConfig {
 /// resumes from the committed offsets: no record is skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_kip_848_member_s_partitions_move_and_nothing_is_skipped() {
-    let _serial = serial();
+    let _serial = serial().await;
     killed_member_s_partitions_move(kip_848_config, "kill848").await;
 }
 
@@ -514,7 +527,7 @@ async fn killed_member_s_partitions_move(config: fn(&str) -> ConsumerConfig, nam
 /// timeout gets its partitions back, and the other member's assignment does not change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_static_kip_848_member_restarted_within_the_session_timeout_keeps_its_partitions() {
-    let _serial = serial();
+    let _serial = serial().await;
     let client = client().await;
     let topic = unique_topic("static848");
     let group = unique_topic("gstatic848");
@@ -546,7 +559,7 @@ async fn a_static_kip_848_member_restarted_within_the_session_timeout_keeps_its_
 /// consumer subscribed, and not the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pattern_subscription_follows_matching_topics() {
-    let _serial = serial();
+    let _serial = serial().await;
     let client = client().await;
     let prefix = unique_topic("pat").replace('-', "_");
     let (one, two, other) = (format!("{prefix}_a"), format!("{prefix}_b"), format!("{prefix}x_c"));

@@ -21,9 +21,7 @@ const PARTITION_COUNTS: [u32; 3] = [6, 7, 100];
 /// `$JAVA_HOME/bin/java` if it exists, else `java` from `PATH` (what the harness's tools use).
 fn java() -> PathBuf {
     match std::env::var_os("JAVA_HOME") {
-        Some(home) if PathBuf::from(&home).join("bin/java").is_file() => {
-            PathBuf::from(home).join("bin/java")
-        }
+        Some(home) if PathBuf::from(&home).join("bin/java").is_file() => PathBuf::from(home).join("bin/java"),
         _ => PathBuf::from("java"),
     }
 }
@@ -70,10 +68,7 @@ fn run_java(input: String) -> String {
         "no Kafka {version} jars in {}: run `cargo xtask kafka up` (it resolves them)",
         libs.display()
     );
-    let source = root
-        .join("tests")
-        .join("java")
-        .join("PartitionerCheck.java");
+    let source = root.join("tests").join("java").join("PartitionerCheck.java");
     let mut child = Command::new(java())
         // The JVM expands `dir/*` itself; single-file source launch compiles in memory (Java 11+).
         .arg("-cp")
@@ -114,15 +109,9 @@ fn run_java(input: String) -> String {
         std::thread::sleep(Duration::from_millis(50));
     };
     let write_result = writer.join().expect("stdin writer thread");
-    let stdout = out_reader
-        .join()
-        .expect("stdout reader thread")
-        .expect("reading java's stdout");
+    let stdout = out_reader.join().expect("stdout reader thread").expect("reading java's stdout");
     let stderr = err_reader.join().expect("stderr reader thread");
-    assert!(
-        status.success(),
-        "PartitionerCheck.java failed ({status}):\n{stderr}"
-    );
+    assert!(status.success(), "PartitionerCheck.java failed ({status}):\n{stderr}");
     write_result.expect("writing keys to java");
     stdout
 }
@@ -133,36 +122,20 @@ fn murmur2_and_key_partitions_match_java() {
     let input: String = keys.iter().map(|k| hex(k) + "\n").collect();
     let stdout = run_java(input);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(
-        lines.len(),
-        keys.len(),
-        "one output line per key; stdout:\n{stdout}"
-    );
+    assert_eq!(lines.len(), keys.len(), "one output line per key; stdout:\n{stdout}");
 
     for (key, line) in keys.iter().zip(&lines) {
         let fields: Vec<i32> = line
             .split_whitespace()
-            .map(|f| {
-                f.parse()
-                    .unwrap_or_else(|e| panic!("bad java output {line:?}: {e}"))
-            })
+            .map(|f| f.parse().unwrap_or_else(|e| panic!("bad java output {line:?}: {e}")))
             .collect();
         let [java_hash, java_partitions @ ..] = fields.as_slice() else {
             panic!("empty java output line for key {}", hex(key));
         };
         assert_eq!(murmur2(key), *java_hash, "murmur2 of key {}", hex(key));
-        assert_eq!(
-            java_partitions.len(),
-            PARTITION_COUNTS.len(),
-            "java output {line:?}"
-        );
+        assert_eq!(java_partitions.len(), PARTITION_COUNTS.len(), "java output {line:?}");
         for (&n, &java_p) in PARTITION_COUNTS.iter().zip(java_partitions) {
-            assert_eq!(
-                partition_for_key(key, n),
-                java_p,
-                "partition of key {} among {n}",
-                hex(key)
-            );
+            assert_eq!(partition_for_key(key, n), java_p, "partition of key {} among {n}", hex(key));
         }
     }
 }

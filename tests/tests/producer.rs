@@ -19,8 +19,7 @@ async fn client() -> Client {
 /// The record for sequence number `i`: key `k{i % 1000}` (so each key recurs), a value that
 /// carries `i`, and a header on every third record.
 fn record(topic: &str, i: u64) -> ProducerRecord {
-    let mut r = ProducerRecord::new(topic, format!("{i:010}-{}", "v".repeat(80)))
-        .key(format!("k{}", i % 1000));
+    let mut r = ProducerRecord::new(topic, format!("{i:010}-{}", "v".repeat(80))).key(format!("k{}", i % 1000));
     if i % 3 == 0 {
         r = r.header("seq", i.to_string());
     }
@@ -91,10 +90,23 @@ async fn records_with_every_codec_and_headers_are_read_identically_by_the_java_c
         let out = kafka_tool(
             "console-consumer",
             &[
-                "--bootstrap-server", &bootstrap(), "--topic", &topic, "--from-beginning",
-                "--max-messages", "100", "--timeout-ms", "30000",
-                "--property", "print.key=true", "--property", "print.headers=true",
-                "--property", "print.partition=true", "--property", "print.offset=true",
+                "--bootstrap-server",
+                &bootstrap(),
+                "--topic",
+                &topic,
+                "--from-beginning",
+                "--max-messages",
+                "100",
+                "--timeout-ms",
+                "30000",
+                "--property",
+                "print.key=true",
+                "--property",
+                "print.headers=true",
+                "--property",
+                "print.partition=true",
+                "--property",
+                "print.offset=true",
             ],
             None,
         );

@@ -71,7 +71,11 @@ impl std::fmt::Debug for Moment {
 
 impl Progress {
     fn moment(&self, start: Instant) -> Moment {
-        Moment { at: start.elapsed(), sent: self.sent.load(Ordering::Acquire), acked: self.acked.load(Ordering::Acquire) }
+        Moment {
+            at: start.elapsed(),
+            sent: self.sent.load(Ordering::Acquire),
+            acked: self.acked.load(Ordering::Acquire),
+        }
     }
 }
 
@@ -221,8 +225,7 @@ async fn idempotent_producer_survives_leader_kill_and_restart() {
     eprintln!(
         "[failover] produced {N} in {produce_time:?} ({paused:?} paused waiting for the restart); \
          longest wait for one ack: {:?} (record {})",
-        longest_gap.0,
-        longest_gap.1
+        longest_gap.0, longest_gap.1
     );
     if !failures.is_empty() {
         let mut by_error: BTreeMap<&str, (usize, u64)> = BTreeMap::new();

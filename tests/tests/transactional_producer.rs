@@ -21,7 +21,11 @@ static PROTOCOL: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 /// Sets the cluster's `transaction.version` and waits until a new connection reports it.
 async fn set_transaction_version(level: i16) {
     let verb = if level >= 2 { "upgrade" } else { "downgrade" };
-    kafka_tool_ok("features", &["--bootstrap-server", &bootstrap(), verb, "--feature", &format!("transaction.version={level}")], None);
+    kafka_tool_ok(
+        "features",
+        &["--bootstrap-server", &bootstrap(), verb, "--feature", &format!("transaction.version={level}")],
+        None,
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let conn = kafka_wire::client::Connection::connect(&bootstrap(), Default::default()).await.unwrap();
@@ -38,7 +42,11 @@ struct RestoreV2;
 
 impl Drop for RestoreV2 {
     fn drop(&mut self) {
-        kafka_tool_ok("features", &["--bootstrap-server", &bootstrap(), "upgrade", "--feature", "transaction.version=2"], None);
+        kafka_tool_ok(
+            "features",
+            &["--bootstrap-server", &bootstrap(), "upgrade", "--feature", "transaction.version=2"],
+            None,
+        );
     }
 }
 
@@ -269,7 +277,12 @@ async fn transactions_v1_add_partitions_and_offsets_explicitly() {
     let producer = Producer::new(transactional(&unique_topic("tid"))).await.unwrap();
     producer.init_transactions().await.unwrap();
     let (id, epoch) = producer.producer_id();
-    let metadata = ConsumerGroupMetadata { group_id: group.clone(), generation_id: -1, member_id: String::new(), group_instance_id: None };
+    let metadata = ConsumerGroupMetadata {
+        group_id: group.clone(),
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+    };
     let tp = TopicPartition::new(topic.as_str(), 0);
     let mut want = Vec::new();
     for (i, commit) in [true, false, true].into_iter().enumerate() {
@@ -289,5 +302,9 @@ async fn transactions_v1_add_partitions_and_offsets_explicitly() {
     producer.close().await.unwrap();
     assert_eq!(committed_values(&topic).await, want);
     let committed = Admin::new(client.clone()).list_group_offsets(&group, None).await.unwrap();
-    assert_eq!(committed.iter().map(|o| o.offset).collect::<Vec<_>>(), vec![3], "the last committed transaction's offset");
+    assert_eq!(
+        committed.iter().map(|o| o.offset).collect::<Vec<_>>(),
+        vec![3],
+        "the last committed transaction's offset"
+    );
 }

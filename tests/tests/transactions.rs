@@ -87,7 +87,8 @@ async fn produce_input(bs: &str, topic: &str, partitions: i32, n: u64) -> BTreeM
 /// after the session timeout, so it is short, and the next instance soon gets the partitions.
 fn processor_config(bs: &str, group: &str, transactional_id: &str, input: &str) -> ProcessorConfig {
     let mut config = ProcessorConfig::new(bs, group, transactional_id, [input]);
-    config.consumer = config.consumer.session_timeout(Duration::from_secs(2)).heartbeat_interval(Duration::from_millis(300));
+    config.consumer =
+        config.consumer.session_timeout(Duration::from_secs(2)).heartbeat_interval(Duration::from_millis(300));
     config.poll_timeout = Duration::from_millis(100);
     config
 }
@@ -294,7 +295,17 @@ async fn copy(bs: &str, partitions: i32, n: u64, kills: usize, rng: &mut Rng) ->
     add(&mut stats, last.stop().await);
     view.read_to_end(&Admin::new(client.clone())).await;
     let calls = *calls.borrow();
-    Copied { output, partitions, n, expected, view, stats, kills, mid_transaction, aborted_on_purpose: calls / ABORT_EVERY }
+    Copied {
+        output,
+        partitions,
+        n,
+        expected,
+        view,
+        stats,
+        kills,
+        mid_transaction,
+        aborted_on_purpose: calls / ABORT_EVERY,
+    }
 }
 
 /// The read_committed view is the input, exactly once and in order, per partition.
@@ -316,7 +327,6 @@ fn assert_exactly_once(view: &Reader, expected: &BTreeMap<i32, Vec<Bytes>>) {
 }
 
 impl Copied {
-
     /// Records in the output's log, aborted ones included (a raw fetch does not filter them).
     async fn raw_total(&self, client: &Client) -> u64 {
         let mut total = 0;
@@ -428,9 +438,11 @@ async fn a_refused_offset_commit_aborts_and_the_next_transaction_commits() {
         consumer.poll(Duration::from_millis(100)).await.unwrap();
     }
     let current = consumer.group_metadata().unwrap();
-    let stale = kafka_wire::client::ConsumerGroupMetadata { generation_id: current.generation_id + 1, ..current.clone() };
+    let stale =
+        kafka_wire::client::ConsumerGroupMetadata { generation_id: current.generation_id + 1, ..current.clone() };
     // A short max.block.ms: a call that waits for nothing fails in seconds, not a minute.
-    let config = ProducerConfig::new(&bs).transactional_id(unique_topic("refused-txn")).max_block(Duration::from_secs(10));
+    let config =
+        ProducerConfig::new(&bs).transactional_id(unique_topic("refused-txn")).max_block(Duration::from_secs(10));
     let producer = txn::transactional_producer(config).await.unwrap();
     let offsets = |offset| BTreeMap::from([(tp.clone(), kafka_wire::client::OffsetAndMetadata::new(offset))]);
     let record = |value: &'static str| ProducerRecord::new(topic.as_str(), value).partition(0);
@@ -685,12 +697,23 @@ async fn java_read_committed_consumer_agrees_on_the_copied_output() {
             kafka_tool(
                 "console-consumer",
                 &[
-                    "--bootstrap-server", &bs, "--topic", &topic, "--from-beginning",
-                    "--isolation-level", "read_committed",
+                    "--bootstrap-server",
+                    &bs,
+                    "--topic",
+                    &topic,
+                    "--from-beginning",
+                    "--isolation-level",
+                    "read_committed",
                     // One more than expected: the consumer stops on the timeout, after reading
                     // everything there is.
-                    "--max-messages", &max, "--timeout-ms", "5000",
-                    "--property", "print.partition=true", "--property", "print.offset=true",
+                    "--max-messages",
+                    &max,
+                    "--timeout-ms",
+                    "5000",
+                    "--property",
+                    "print.partition=true",
+                    "--property",
+                    "print.offset=true",
                 ],
                 None,
             )
@@ -713,7 +736,12 @@ async fn java_read_committed_consumer_agrees_on_the_copied_output() {
         records.sort_by_key(|(o, _)| *o);
     }
     let total: usize = java.values().map(Vec::len).sum();
-    assert_eq!(total as u64, copied.n, "records the Java consumer read; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        total as u64,
+        copied.n,
+        "records the Java consumer read; stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(java == copied.view.records, "the Java consumer and ours disagree on (partition, offset, value)");
     eprintln!(
         "[interop] Java read_committed consumer agrees on {} records ({} transactions committed, {} aborted, {} kill)",

@@ -77,7 +77,8 @@ async fn copier_is_exactly_once_across_a_transaction_coordinator_kill() {
     // Shorter than the default 45 s: when the killed node is also the group coordinator, the
     // membership lapses during the failover, the offsets of the open transaction are refused
     // (ILLEGAL_GENERATION), and the processor must abort, rewind and go on.
-    config.consumer = config.consumer.session_timeout(Duration::from_secs(6)).heartbeat_interval(Duration::from_millis(500));
+    config.consumer =
+        config.consumer.session_timeout(Duration::from_secs(6)).heartbeat_interval(Duration::from_millis(500));
     let processor = Processor::new(config).await.expect("processor");
     let admin = Admin::new(client.clone());
     let coordinator = admin.find_coordinator(&transactional_id, CoordinatorType::Transaction).await.unwrap();
@@ -125,7 +126,9 @@ async fn copier_is_exactly_once_across_a_transaction_coordinator_kill() {
     // The output, read_committed, until it holds every record; then, with no transaction open,
     // to the last stable offsets, where a duplicate would be.
     let reader = Consumer::new(
-        ConsumerConfig::new(&bs).isolation_level(IsolationLevel::ReadCommitted).auto_offset_reset(OffsetReset::Earliest),
+        ConsumerConfig::new(&bs)
+            .isolation_level(IsolationLevel::ReadCommitted)
+            .auto_offset_reset(OffsetReset::Earliest),
     )
     .await
     .unwrap();

@@ -18,9 +18,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kafka_wire::client::{
-    Admin, ClientConfig, Consumer, ConsumerRecord, Error, NewTopic, ProducerRecord,
-};
+use kafka_wire::client::{Admin, ClientConfig, Consumer, ConsumerRecord, Error, NewTopic, ProducerRecord};
 use kafka_wire::codec::ErrorCode;
 use serde_json::{json, Value};
 use txn::{Decision, Processor, ProcessorConfig, Shutdown};
@@ -163,7 +161,9 @@ async fn downstream(bootstrap: &str, name: &str, run: &str, orders: u64) -> Resu
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while ((seen.len() as u64) < orders || !caught_up(&consumer)) && tokio::time::Instant::now() < deadline {
         for r in consumer.poll(Duration::from_millis(500)).await? {
-            let Some(event) = r.value.as_deref().and_then(|v| serde_json::from_slice::<Value>(v).ok()) else { continue };
+            let Some(event) = r.value.as_deref().and_then(|v| serde_json::from_slice::<Value>(v).ok()) else {
+                continue;
+            };
             let Some(order_id) = event["order_id"].as_str().filter(|id| id.starts_with(&prefix)) else { continue };
             let handled = seen.entry(order_id.to_owned()).or_default();
             handled.events += 1;

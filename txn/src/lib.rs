@@ -21,9 +21,7 @@
 mod processor;
 mod transact;
 
-use kafka_wire::client::{
-    Acks, ConsumerConfig, IsolationLevel, OffsetReset, Producer, ProducerConfig, Result,
-};
+use kafka_wire::client::{Acks, ConsumerConfig, IsolationLevel, OffsetReset, Producer, ProducerConfig, Result};
 
 pub use processor::{Decision, Handler, Processor, ProcessorConfig, Shutdown, Stats};
 pub use transact::{transact, Tx};

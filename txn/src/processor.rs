@@ -421,20 +421,10 @@ mod tests {
 
     #[test]
     fn offsets_follow_the_last_record_of_each_partition() {
-        let batch = [
-            record("a", 0, 10, 3),
-            record("b", 1, 7, -1),
-            record("a", 0, 11, 4),
-            record("a", 1, 0, 4),
-        ];
+        let batch = [record("a", 0, 10, 3), record("b", 1, 7, -1), record("a", 0, 11, 4), record("a", 1, 0, 4)];
         let offsets = next_offsets(&batch);
-        let got: Vec<(String, i32, i64, Option<i32>)> = offsets
-            .iter()
-            .map(|(tp, o)| (tp.topic.to_string(), tp.partition, o.offset, o.leader_epoch))
-            .collect();
-        assert_eq!(
-            got,
-            [("a".into(), 0, 12, Some(4)), ("a".into(), 1, 1, Some(4)), ("b".into(), 1, 8, None)]
-        );
+        let got: Vec<(String, i32, i64, Option<i32>)> =
+            offsets.iter().map(|(tp, o)| (tp.topic.to_string(), tp.partition, o.offset, o.leader_epoch)).collect();
+        assert_eq!(got, [("a".into(), 0, 12, Some(4)), ("a".into(), 1, 1, Some(4)), ("b".into(), 1, 8, None)]);
     }
 }

@@ -49,10 +49,12 @@ pub fn run(check: bool) -> Result<()> {
         apis.push(parse(&text).with_context(|| format!("in {}", f.display()))?);
     }
     apis.sort_by_key(|a| a.key);
-    let code = rustfmt(&generate(&apis)?)?;
+    let code = rustfmt(&generate(&apis)?, &root)?;
     if check {
+        // Both sides go through the same local rustfmt, so a rustfmt release that lays code out
+        // differently from the one that wrote the file does not make the check fail.
         let current = std::fs::read_to_string(&out_path).unwrap_or_default();
-        if current != code {
+        if rustfmt(&current, &root)? != code {
             bail!("{} is out of date: run `cargo xtask codegen`", out_path.display());
         }
         println!("{} is up to date ({} APIs)", out_path.display(), apis.len());
@@ -63,12 +65,14 @@ pub fn run(check: bool) -> Result<()> {
     Ok(())
 }
 
-/// Formats generated code with the toolchain's rustfmt, so that `--check` compares like with like.
-fn rustfmt(code: &str) -> Result<String> {
+/// Formats generated code with the toolchain's rustfmt and the workspace's `rustfmt.toml`, so
+/// that `--check` compares like with like and `cargo fmt --check` agrees with the written file.
+fn rustfmt(code: &str, root: &Path) -> Result<String> {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new("rustfmt")
-        .args(["--edition", "2021", "--emit", "stdout"])
+        .args(["--edition", "2021", "--emit", "stdout", "--config-path"])
+        .arg(root.join("rustfmt.toml"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -199,10 +203,7 @@ fn parse(text: &str) -> Result<ApiDef> {
                 let mut it = rest.split_whitespace();
                 name = it.next().map(str::to_owned);
                 key = Some(
-                    it.next()
-                        .and_then(|k| k.strip_prefix("key="))
-                        .context("api line needs key=N")?
-                        .parse::<i16>()?,
+                    it.next().and_then(|k| k.strip_prefix("key=")).context("api line needs key=N")?.parse::<i16>()?,
                 );
             } else {
                 sections.push((line.to_owned(), Vec::new()));
@@ -427,7 +428,11 @@ fn rust_type(ty: &Ty) -> String {
 
 fn field_type(f: &Field) -> String {
     let t = rust_type(&f.ty);
-    if f.nullable.is_empty() { t } else { format!("Option<{t}>") }
+    if f.nullable.is_empty() {
+        t
+    } else {
+        format!("Option<{t}>")
+    }
 }
 
 /// The `arbitrary(with = …)` helper for types that have no `Arbitrary` impl of their own.
@@ -523,9 +528,9 @@ fn decode_field(f: &Field, within: Range, what: &str) -> String {
     let nullable_read = match &f.ty {
         Ty::Prim("string") => format!("get_nullable_string(buf, flex, {what:?})?"),
         Ty::Prim("bytes" | "records") => format!("get_nullable_bytes(buf, flex, {what:?})?"),
-        Ty::Struct(n) => format!(
-            "if get_i8(buf, {what:?})? < 0 {{ None }} else {{ Some({n}::decode(buf, version)?) }}"
-        ),
+        Ty::Struct(n) => {
+            format!("if get_i8(buf, {what:?})? < 0 {{ None }} else {{ Some({n}::decode(buf, version)?) }}")
+        }
         Ty::Array(t) => format!(
             "match get_array_len(buf, flex, {min}, {what:?})? {{ None => None, Some(n) => {{ \
              let mut v = Vec::with_capacity(n.min(MAX_PREALLOC)); for _ in 0..n {{ v.push({elem}); }} Some(v) }} }}",
@@ -536,10 +541,7 @@ fn decode_field(f: &Field, within: Range, what: &str) -> String {
     };
     match null_cond {
         None => nullable_read,
-        Some(c) => format!(
-            "if {c} {{ {nullable_read} }} else {{ Some({}) }}",
-            decode_value(&f.ty, what)
-        ),
+        Some(c) => format!("if {c} {{ {nullable_read} }} else {{ Some({}) }}", decode_value(&f.ty, what)),
     }
 }
 
@@ -558,10 +560,9 @@ fn encode_value(ty: &Ty, v: &str) -> String {
         Ty::Prim("error") => format!("put_i16(buf, ({v}).0);"),
         Ty::Prim(p) => format!("put_{p}(buf, *{v});"),
         Ty::Struct(_) => format!("({v}).encode(buf, version);"),
-        Ty::Array(t) => format!(
-            "put_array_len(buf, flex, Some(({v}).len())); for e in ({v}).iter() {{ {} }}",
-            encode_value(t, "e")
-        ),
+        Ty::Array(t) => {
+            format!("put_array_len(buf, flex, Some(({v}).len())); for e in ({v}).iter() {{ {} }}", encode_value(t, "e"))
+        }
     }
 }
 
@@ -587,11 +588,8 @@ fn encode_field(f: &Field, within: Range) -> String {
         Ty::Struct(n) => format!("{n}::default().encode(buf, version);"),
         Ty::Prim(_) => unreachable_prim(),
     };
-    let marker = if matches!(f.ty, Ty::Struct(_)) {
-        format!("if {null_cond} {{ put_i8(buf, 1); }}")
-    } else {
-        String::new()
-    };
+    let marker =
+        if matches!(f.ty, Ty::Struct(_)) { format!("if {null_cond} {{ put_i8(buf, 1); }}") } else { String::new() };
     format!(
         "match &{v} {{ Some(x) => {{ {marker} {} }} None if {null_cond} => {{ {write_null} }} None => {{ {write_empty} }} }}",
         encode_value(&f.ty, "x")
@@ -669,10 +667,7 @@ fn gen_struct(
             writeln!(out, "        /// {}.", notes.join(", "))?;
         }
         if let Some(with) = arbitrary_with(f)? {
-            writeln!(
-                out,
-                "        #[cfg_attr(feature = \"arbitrary\", arbitrary(with = crate::codec::arb::{with}))]"
-            )?;
+            writeln!(out, "        #[cfg_attr(feature = \"arbitrary\", arbitrary(with = crate::codec::arb::{with}))]")?;
         }
         writeln!(out, "        pub {}: {},", ident(&f.name), field_type(f))?;
     }
@@ -790,5 +785,9 @@ fn tag_condition(f: &Field, within: Range) -> String {
 }
 
 fn show_range(r: Range) -> String {
-    if r.max == i16::MAX { format!("{}+", r.min) } else { format!("{}-{}", r.min, r.max) }
+    if r.max == i16::MAX {
+        format!("{}+", r.min)
+    } else {
+        format!("{}-{}", r.min, r.max)
+    }
 }

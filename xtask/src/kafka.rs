@@ -87,22 +87,13 @@ enum KafkaCmd {
 pub fn run(args: KafkaArgs) -> Result<()> {
     let layout = Layout::new(workspace_root());
     match args.cmd {
-        KafkaCmd::Up {
-            nodes,
-            version,
-            log_level,
-        } => up(
-            &layout,
-            nodes,
-            &cluster::normalize_version(&version),
-            &log_level,
-        ),
+        KafkaCmd::Up { nodes, version, log_level } => {
+            up(&layout, nodes, &cluster::normalize_version(&version), &log_level)
+        }
         KafkaCmd::Down { nodes } => down(&layout, nodes),
         KafkaCmd::Status { nodes } => status(&layout, nodes),
         KafkaCmd::Kill { node, nodes } => kill(&layout, pick_cluster(&layout, nodes, node)?, node),
-        KafkaCmd::Start { node, nodes } => {
-            start(&layout, pick_cluster(&layout, nodes, node)?, node)
-        }
+        KafkaCmd::Start { node, nodes } => start(&layout, pick_cluster(&layout, nodes, node)?, node),
         KafkaCmd::Tool { tool, args } => tool_cmd(&layout, &tool, &args),
         KafkaCmd::Libs { version } => ensure_libs(&layout, &cluster::normalize_version(&version)),
     }
@@ -115,10 +106,7 @@ fn workspace_root() -> PathBuf {
 }
 
 fn rel(layout: &Layout, p: &Path) -> String {
-    p.strip_prefix(&layout.root)
-        .unwrap_or(p)
-        .display()
-        .to_string()
+    p.strip_prefix(&layout.root).unwrap_or(p).display().to_string()
 }
 
 /// `--nodes` for kill/start: explicit; else the only cluster that was set up; else 3.
@@ -126,10 +114,7 @@ fn pick_cluster(layout: &Layout, nodes: Option<u8>, node: u8) -> Result<u8> {
     let nodes = match nodes {
         Some(n) => n,
         None => {
-            let set_up: Vec<u8> = [1, 3]
-                .into_iter()
-                .filter(|&c| layout.cluster_version(c).is_some())
-                .collect();
+            let set_up: Vec<u8> = [1, 3].into_iter().filter(|&c| layout.cluster_version(c).is_some()).collect();
             match set_up.as_slice() {
                 [only] => *only,
                 _ if node > 1 => 3,
@@ -193,21 +178,12 @@ fn ensure_libs(layout: &Layout, version: &str) -> Result<()> {
     if layout.libs_ready(version) {
         return Ok(());
     }
-    let _lock = Lock::acquire(
-        &layout.kafka_dir().join(format!("libs-{version}.lock")),
-        Duration::from_secs(900),
-    )?;
+    let _lock = Lock::acquire(&layout.kafka_dir().join(format!("libs-{version}.lock")), Duration::from_secs(900))?;
     if layout.libs_ready(version) {
         return Ok(());
     }
     let dir = layout.libs_dir(version);
-    if Command::new("mvn")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_err()
-    {
+    if Command::new("mvn").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
         bail!("`mvn` not found: install Maven (and Java 17), e.g. `apt-get install -y openjdk-17-jdk-headless maven`");
     }
     let t = Instant::now();
@@ -216,10 +192,7 @@ fn ensure_libs(layout: &Layout, version: &str) -> Result<()> {
     let partial = dir.with_file_name(format!("{version}.partial"));
     let _ = fs::remove_dir_all(&partial);
     let _ = fs::remove_dir_all(&dir);
-    println!(
-        "resolving Kafka {version} jars with Maven into {} (first use; ~/.m2 caches them) …",
-        rel(layout, &dir)
-    );
+    println!("resolving Kafka {version} jars with Maven into {} (first use; ~/.m2 caches them) …", rel(layout, &dir));
     let status = Command::new("mvn")
         .args(["-B", "-q", "-Dstyle.color=never", "-f"])
         .arg(&pom_path)
@@ -231,11 +204,7 @@ fn ensure_libs(layout: &Layout, version: &str) -> Result<()> {
         .context("running mvn")?;
     // Captured: with -q Maven prints only errors, plus stray ANSI resets (Debian's 3.8).
     if !status.status.success() {
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&status.stdout),
-            String::from_utf8_lossy(&status.stderr)
-        );
+        let text = format!("{}{}", String::from_utf8_lossy(&status.stdout), String::from_utf8_lossy(&status.stderr));
         bail!(
             "mvn dependency:copy-dependencies failed ({}) for {}:\n{}",
             status.status,
@@ -248,10 +217,7 @@ fn ensure_libs(layout: &Layout, version: &str) -> Result<()> {
         bail!("Maven did not produce {}", core.display());
     }
     let jars = fs::read_dir(&partial)?
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "jar"))
-        })
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "jar")))
         .count();
     fs::write(partial.join(".complete"), format!("{jars} jars\n"))?;
     fs::rename(&partial, &dir)?;
@@ -263,9 +229,7 @@ fn ensure_libs(layout: &Layout, version: &str) -> Result<()> {
 // up / down / status / kill / start
 
 fn running_nodes(layout: &Layout, nodes: u8) -> Vec<(u8, u32)> {
-    (1..=nodes)
-        .filter_map(|n| cluster::node_pid(layout, nodes, n).map(|p| (n, p)))
-        .collect()
+    (1..=nodes).filter_map(|n| cluster::node_pid(layout, nodes, n).map(|p| (n, p))).collect()
 }
 
 fn up(layout: &Layout, nodes: u8, version: &str, log_level: &str) -> Result<()> {
@@ -285,16 +249,11 @@ fn up(layout: &Layout, nodes: u8, version: &str, log_level: &str) -> Result<()> 
             // All running (maybe still starting, if another `up` just started them).
             cluster::wait_serving(nodes, READY_TIMEOUT)?;
             write_up_files(layout, nodes, version)?;
-            println!(
-                "Kafka {version} ({nodes} node{}) is already up at {bootstrap}",
-                plural(nodes)
-            );
+            println!("Kafka {version} ({nodes} node{}) is already up at {bootstrap}", plural(nodes));
             return Ok(());
         }
         // Partly up: restart the missing nodes with their data.
-        let missing: Vec<u8> = (1..=nodes)
-            .filter(|n| !running.iter().any(|(r, _)| r == n))
-            .collect();
+        let missing: Vec<u8> = (1..=nodes).filter(|n| !running.iter().any(|(r, _)| r == n)).collect();
         let mut spawned = Vec::new();
         for &n in &missing {
             cluster::check_ports_free(nodes, n)?;
@@ -324,14 +283,8 @@ fn up(layout: &Layout, nodes: u8, version: &str, log_level: &str) -> Result<()> 
         fs::remove_dir_all(&cdir).with_context(|| format!("removing {}", cdir.display()))?;
     }
     fs::create_dir_all(&cdir)?;
-    cluster::write_if_changed(
-        &layout.server_log4j2(nodes),
-        &cluster::server_log4j2(log_level),
-    )?;
-    cluster::write_if_changed(
-        &layout.server_log4j1(nodes),
-        &cluster::server_log4j1(log_level),
-    )?;
+    cluster::write_if_changed(&layout.server_log4j2(nodes), &cluster::server_log4j2(log_level))?;
+    cluster::write_if_changed(&layout.server_log4j1(nodes), &cluster::server_log4j1(log_level))?;
     cluster::ensure_tools_log_configs(layout)?;
     for n in 1..=nodes {
         fs::create_dir_all(layout.data_dir(nodes, n))?;
@@ -360,9 +313,7 @@ fn up(layout: &Layout, nodes: u8, version: &str, log_level: &str) -> Result<()> 
     }
     if let Err(e) = cluster::wait_ready(layout, nodes, &spawned, READY_TIMEOUT) {
         kill_all(layout, nodes, &spawned);
-        return Err(anyhow::Error::from(e).context(format!(
-            "Kafka {version} did not start; the nodes were killed"
-        )));
+        return Err(anyhow::Error::from(e).context(format!("Kafka {version} did not start; the nodes were killed")));
     }
     write_up_files(layout, nodes, version)?;
     println!(
@@ -372,17 +323,9 @@ fn up(layout: &Layout, nodes: u8, version: &str, log_level: &str) -> Result<()> 
         t0.elapsed().as_secs_f64()
     );
     for s in &spawned {
-        println!(
-            "  node {}: pid {}, log {}",
-            s.node,
-            s.pid,
-            rel(layout, &layout.log_file(nodes, s.node))
-        );
+        println!("  node {}: pid {}, log {}", s.node, s.pid, rel(layout, &layout.log_file(nodes, s.node)));
     }
-    println!(
-        "  bootstrap written to {}",
-        rel(layout, &layout.bootstrap_file(nodes))
-    );
+    println!("  bootstrap written to {}", rel(layout, &layout.bootstrap_file(nodes)));
     Ok(())
 }
 
@@ -395,10 +338,7 @@ fn plural(n: u8) -> &'static str {
 }
 
 fn write_up_files(layout: &Layout, nodes: u8, version: &str) -> Result<()> {
-    cluster::write_if_changed(
-        &layout.bootstrap_file(nodes),
-        &format!("{}\n", cluster::bootstrap_string(nodes)),
-    )?;
+    cluster::write_if_changed(&layout.bootstrap_file(nodes), &format!("{}\n", cluster::bootstrap_string(nodes)))?;
     cluster::write_if_changed(&layout.version_file(), &format!("{version}\n"))?;
     Ok(())
 }
@@ -416,13 +356,8 @@ fn format_storage(layout: &Layout, nodes: u8, version: &str) -> Result<()> {
             "kafka.tools.StorageTool",
             &["format", "-t", CLUSTER_ID, "-c", &props],
         )?;
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        children.push((
-            n,
-            cmd.spawn().context("starting java (StorageTool format)")?,
-        ));
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        children.push((n, cmd.spawn().context("starting java (StorageTool format)")?));
     }
     for (n, child) in children {
         let (out, timed_out) = cluster::wait_with_timeout(child, None, Duration::from_secs(120))?;
@@ -441,10 +376,7 @@ fn format_storage(layout: &Layout, nodes: u8, version: &str) -> Result<()> {
 /// After a failed start: SIGKILL the JVMs we spawned, so the next `up` starts clean.
 fn kill_all(layout: &Layout, nodes: u8, spawned: &[cluster::Spawned]) {
     for s in spawned {
-        let marker = layout
-            .server_properties(nodes, s.node)
-            .to_string_lossy()
-            .into_owned();
+        let marker = layout.server_properties(nodes, s.node).to_string_lossy().into_owned();
         if cluster::pid_alive(s.pid, &marker) {
             let _ = cluster::signal(s.pid, "KILL");
             cluster::wait_dead(&[(s.pid, marker)], Duration::from_secs(15));
@@ -461,19 +393,13 @@ fn down(layout: &Layout, nodes: Option<u8>) -> Result<()> {
             cluster::check_nodes(n)?;
             vec![n]
         }
-        None => [1, 3]
-            .into_iter()
-            .filter(|&c| layout.cluster_dir(c).exists())
-            .collect(),
+        None => [1, 3].into_iter().filter(|&c| layout.cluster_dir(c).exists()).collect(),
     };
     if clusters.is_empty() {
         println!("no cluster is set up");
         return Ok(());
     }
-    let _locks = clusters
-        .iter()
-        .map(|&c| Lock::cluster(layout, c))
-        .collect::<Result<Vec<_>, _>>()?;
+    let _locks = clusters.iter().map(|&c| Lock::cluster(layout, c)).collect::<Result<Vec<_>, _>>()?;
     // SIGTERM every node of every selected cluster at once, then wait. A 3-node cluster
     // with a node down gets SIGKILL right away: its brokers' controlled shutdown can hang
     // for minutes once the controller quorum is lost, and the data is deleted anyway.
@@ -481,30 +407,17 @@ fn down(layout: &Layout, nodes: Option<u8>) -> Result<()> {
     for &c in &clusters {
         let _ = fs::remove_file(layout.bootstrap_file(c));
         let running = running_nodes(layout, c);
-        let sig = if c > 1 && running.len() < usize::from(c) {
-            "KILL"
-        } else {
-            "TERM"
-        };
+        let sig = if c > 1 && running.len() < usize::from(c) { "KILL" } else { "TERM" };
         for (n, pid) in running {
             println!("stopping node {n} of the {c}-node cluster (pid {pid}, SIG{sig})");
             let _ = cluster::signal(pid, sig);
-            pids.push((
-                pid,
-                layout
-                    .server_properties(c, n)
-                    .to_string_lossy()
-                    .into_owned(),
-            ));
+            pids.push((pid, layout.server_properties(c, n).to_string_lossy().into_owned()));
         }
     }
     let t = Instant::now();
     let left = cluster::wait_dead(&pids, STOP_TIMEOUT);
     for (pid, _) in &left {
-        println!(
-            "pid {pid} still running after {} s: SIGKILL",
-            STOP_TIMEOUT.as_secs()
-        );
+        println!("pid {pid} still running after {} s: SIGKILL", STOP_TIMEOUT.as_secs());
         let _ = cluster::signal(*pid, "KILL");
     }
     if !cluster::wait_dead(&left, Duration::from_secs(15)).is_empty() {
@@ -521,10 +434,7 @@ fn down(layout: &Layout, nodes: Option<u8>) -> Result<()> {
             let _ = fs::remove_file(layout.pid_file(c, n));
         }
         let _ = fs::remove_file(layout.cluster_version_file(c));
-        println!(
-            "{c}-node cluster is down (data removed; logs kept in {})",
-            rel(layout, &layout.cluster_dir(c))
-        );
+        println!("{c}-node cluster is down (data removed; logs kept in {})", rel(layout, &layout.cluster_dir(c)));
     }
     Ok(())
 }
@@ -545,14 +455,7 @@ fn status(layout: &Layout, nodes: Option<u8>) -> Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    println!(
-        "cached jars: {}",
-        if libs.is_empty() {
-            "none".to_string()
-        } else {
-            libs.join(", ")
-        }
-    );
+    println!("cached jars: {}", if libs.is_empty() { "none".to_string() } else { libs.join(", ") });
     println!("tools version: {}", layout.tools_version());
     for c in clusters {
         let Some(version) = layout.cluster_version(c) else {
@@ -567,22 +470,13 @@ fn status(layout: &Layout, nodes: Option<u8>) -> Result<()> {
         } else {
             "degraded"
         };
-        println!(
-            "{c}-node cluster: {state}, Kafka {version}, bootstrap {}",
-            cluster::bootstrap_string(c)
-        );
+        println!("{c}-node cluster: {state}, Kafka {version}, bootstrap {}", cluster::bootstrap_string(c));
         for n in 1..=c {
             let log = rel(layout, &layout.log_file(c, n));
             match cluster::node_pid(layout, c, n) {
                 Some(pid) => {
-                    let health = if cluster::node_healthy(c, n) {
-                        "serving"
-                    } else {
-                        "not answering"
-                    };
-                    let rss = rss_mib(pid)
-                        .map(|m| format!(", RSS {m} MiB"))
-                        .unwrap_or_default();
+                    let health = if cluster::node_healthy(c, n) { "serving" } else { "not answering" };
+                    let rss = rss_mib(pid).map(|m| format!(", RSS {m} MiB")).unwrap_or_default();
                     println!(
                         "  node {n}: running (pid {pid}{rss}), {} {health}, log {log}",
                         cluster::broker_addr(c, n)
@@ -597,13 +491,7 @@ fn status(layout: &Layout, nodes: Option<u8>) -> Result<()> {
 
 fn rss_mib(pid: u32) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = s
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
+    let kb: u64 = s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024)
 }
 
@@ -634,9 +522,7 @@ fn tool_cmd(layout: &Layout, tool: &str, args: &[String]) -> Result<()> {
     let version = layout.tools_version();
     ensure_libs(layout, &version)?;
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let status = cluster::tool_command(layout, &version, tool, &args)?
-        .status()
-        .context("running java")?;
+    let status = cluster::tool_command(layout, &version, tool, &args)?.status().context("running java")?;
     if !status.success() {
         std::process::exit(status.code().unwrap_or(1));
     }

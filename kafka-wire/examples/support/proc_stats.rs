@@ -22,4 +22,3 @@ pub fn status_kb(key: &str) -> Option<u64> {
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg").map(|s| s.trim().to_string()).unwrap_or_default()
 }
-

@@ -48,10 +48,10 @@ use crate::codec::messages::offset_fetch::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
 use crate::codec::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
-    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    FindCoordinatorRequest, IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest,
-    MetadataResponse, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, Request, VersionRange,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FindCoordinatorRequest,
+    IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, Request, VersionRange,
 };
 use crate::codec::primitives::{get_array_len, get_i16, get_i32, get_string};
 use crate::codec::{DecodeResult, ErrorCode, Uuid};
@@ -579,21 +579,16 @@ impl Admin {
                             retry.push(t);
                             continue;
                         }
-                        let result =
-                            check(r.error_code, r.error_message.as_deref(), context).map(|()| CreatedTopic {
-                                name: t.name.clone(),
-                                topic_id: r.topic_id,
-                                partitions: if r.num_partitions >= 0 {
-                                    r.num_partitions
-                                } else {
-                                    t.partitions
-                                },
-                                replication_factor: if r.replication_factor >= 0 {
-                                    r.replication_factor
-                                } else {
-                                    t.replication_factor
-                                },
-                            });
+                        let result = check(r.error_code, r.error_message.as_deref(), context).map(|()| CreatedTopic {
+                            name: t.name.clone(),
+                            topic_id: r.topic_id,
+                            partitions: if r.num_partitions >= 0 { r.num_partitions } else { t.partitions },
+                            replication_factor: if r.replication_factor >= 0 {
+                                r.replication_factor
+                            } else {
+                                t.replication_factor
+                            },
+                        });
                         results.insert(t.name.as_str(), result);
                     }
                     (retry, last)
@@ -609,13 +604,10 @@ impl Admin {
         }
         let mut created = Vec::new();
         for t in dedup_by(topics.iter(), |t| t.name.as_str()) {
-            created.push(
-                results.remove(t.name.as_str()).unwrap_or_else(|| Err(self.timed_out("CreateTopics")))?,
-            );
+            created.push(results.remove(t.name.as_str()).unwrap_or_else(|| Err(self.timed_out("CreateTopics")))?);
         }
         if self.wait_for_metadata && !validate_only {
-            let expected: Vec<(&str, i32)> =
-                created.iter().map(|t| (t.name.as_str(), t.partitions)).collect();
+            let expected: Vec<(&str, i32)> = created.iter().map(|t| (t.name.as_str(), t.partitions)).collect();
             let counts = self.wait_for_leaders(&expected).await?;
             for t in &mut created {
                 if let Some(n) = counts.get(&t.name) {
@@ -687,11 +679,7 @@ impl Admin {
     /// Shrinking is an `INVALID_PARTITIONS` error.
     pub async fn create_partitions(&self, topic: &str, new_total: i32) -> Result<()> {
         let request = CreatePartitionsRequest {
-            topics: vec![CreatePartitionsTopic {
-                name: topic.into(),
-                count: new_total,
-                ..Default::default()
-            }],
+            topics: vec![CreatePartitionsTopic { name: topic.into(), count: new_total, ..Default::default() }],
             timeout_ms: self.server_timeout_ms(),
             validate_only: false,
             ..Default::default()
@@ -787,11 +775,7 @@ impl Admin {
     /// Changes configs of `resource` (IncrementalAlterConfigs: to the broker for broker
     /// resources, to any broker otherwise). A value the broker refuses is an `INVALID_CONFIG`
     /// error naming the resource.
-    pub async fn incremental_alter_configs(
-        &self,
-        resource: &ConfigResource,
-        ops: &[AlterConfigOp],
-    ) -> Result<()> {
+    pub async fn incremental_alter_configs(&self, resource: &ConfigResource, ops: &[AlterConfigOp]) -> Result<()> {
         let destination = resource.destination()?;
         let request = IncrementalAlterConfigsRequest {
             resources: vec![AlterConfigsResource {
@@ -851,8 +835,7 @@ impl Admin {
     /// brokers report such groups as `Dead`, which is turned into the same error).
     pub async fn describe_groups(&self, groups: &[impl AsRef<str>]) -> Result<Vec<GroupDescription>> {
         let ids = dedup_by(groups.iter().map(|g| g.as_ref().to_owned()), |g| g.clone());
-        let mut found =
-            self.by_coordinator(ids.clone(), |node, gs| self.describe_groups_on(node, gs)).await?;
+        let mut found = self.by_coordinator(ids.clone(), |node, gs| self.describe_groups_on(node, gs)).await?;
         Ok(ids.iter().filter_map(|g| found.remove(g)).collect())
     }
 
@@ -874,9 +857,7 @@ impl Admin {
             None => None,
         };
         let mut found = self
-            .by_coordinator(vec![group.to_owned()], |node, _| {
-                self.offset_fetch_on(node, group, wanted.as_deref())
-            })
+            .by_coordinator(vec![group.to_owned()], |node, _| self.offset_fetch_on(node, group, wanted.as_deref()))
             .await?;
         let mut offsets = found.remove(group).unwrap_or_default();
         offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
@@ -885,28 +866,18 @@ impl Admin {
 
     /// Sets committed offsets of `group` (OffsetCommit with no generation or member, to its
     /// coordinator). The group must have no active members (else `UNKNOWN_MEMBER_ID`).
-    pub async fn alter_group_offsets<T: AsRef<str>>(
-        &self,
-        group: &str,
-        offsets: &[(T, i32, i64)],
-    ) -> Result<()> {
+    pub async fn alter_group_offsets<T: AsRef<str>>(&self, group: &str, offsets: &[(T, i32, i64)]) -> Result<()> {
         let offsets: Vec<(String, i32, i64)> =
             offsets.iter().map(|(t, p, o)| (t.as_ref().to_owned(), *p, *o)).collect();
-        self.by_coordinator(vec![group.to_owned()], |node, _| self.offset_commit_on(node, group, &offsets))
-            .await?;
+        self.by_coordinator(vec![group.to_owned()], |node, _| self.offset_commit_on(node, group, &offsets)).await?;
         Ok(())
     }
 
     /// Removes committed offsets of `group` (OffsetDelete to its coordinator). The group must
     /// not be subscribed to the topics (`GROUP_SUBSCRIBED_TO_TOPIC`).
-    pub async fn delete_group_offsets<T: AsRef<str>>(
-        &self,
-        group: &str,
-        partitions: &[(T, i32)],
-    ) -> Result<()> {
+    pub async fn delete_group_offsets<T: AsRef<str>>(&self, group: &str, partitions: &[(T, i32)]) -> Result<()> {
         let tps: Vec<Tp> = partitions.iter().map(|(t, p)| (t.as_ref().to_owned(), *p)).collect();
-        self.by_coordinator(vec![group.to_owned()], |node, _| self.offset_delete_on(node, group, &tps))
-            .await?;
+        self.by_coordinator(vec![group.to_owned()], |node, _| self.offset_delete_on(node, group, &tps)).await?;
         Ok(())
     }
 
@@ -981,24 +952,18 @@ impl Admin {
         read_committed: bool,
     ) -> Result<Vec<ListedOffset>> {
         let tps = dedup_by(partitions.iter().map(|(t, p)| (t.as_ref().to_owned(), *p)), |tp| tp.clone());
-        let mut found = self
-            .by_leader(tps.clone(), |leader, tps| self.list_offsets_on(leader, tps, spec, read_committed))
-            .await?;
+        let mut found =
+            self.by_leader(tps.clone(), |leader, tps| self.list_offsets_on(leader, tps, spec, read_committed)).await?;
         Ok(tps.iter().filter_map(|tp| found.remove(tp)).collect())
     }
 
     /// Deletes the records before `before_offset` of each partition (DeleteRecords to each
     /// leader; `-1`: up to the high watermark) and returns the new log start offsets, in the
     /// order given. An offset past the high watermark is an `OFFSET_OUT_OF_RANGE` error.
-    pub async fn delete_records<T: AsRef<str>>(
-        &self,
-        partitions: &[(T, i32, i64)],
-    ) -> Result<Vec<DeletedRecords>> {
-        let before: HashMap<Tp, i64> =
-            partitions.iter().map(|(t, p, o)| ((t.as_ref().to_owned(), *p), *o)).collect();
+    pub async fn delete_records<T: AsRef<str>>(&self, partitions: &[(T, i32, i64)]) -> Result<Vec<DeletedRecords>> {
+        let before: HashMap<Tp, i64> = partitions.iter().map(|(t, p, o)| ((t.as_ref().to_owned(), *p), *o)).collect();
         let tps = dedup_by(partitions.iter().map(|(t, p, _)| (t.as_ref().to_owned(), *p)), |tp| tp.clone());
-        let mut found =
-            self.by_leader(tps.clone(), |leader, tps| self.delete_records_on(leader, tps, &before)).await?;
+        let mut found = self.by_leader(tps.clone(), |leader, tps| self.delete_records_on(leader, tps, &before)).await?;
         Ok(tps.iter().filter_map(|tp| found.remove(tp)).collect())
     }
 
@@ -1111,9 +1076,7 @@ impl Admin {
         Ok(response
             .results
             .iter()
-            .map(|r| {
-                (r.group_id.to_string(), check(r.error_code, None, format!("delete group {}", r.group_id)))
-            })
+            .map(|r| (r.group_id.to_string(), check(r.error_code, None, format!("delete group {}", r.group_id))))
             .collect())
     }
 
@@ -1180,13 +1143,7 @@ impl Admin {
                     .iter()
                     .map(|p| {
                         let metadata = p.metadata.as_deref().map(str::to_owned);
-                        (
-                            p.partition_index,
-                            p.committed_offset,
-                            p.committed_leader_epoch,
-                            metadata,
-                            p.error_code,
-                        )
+                        (p.partition_index, p.committed_offset, p.committed_leader_epoch, metadata, p.error_code)
                     })
                     .collect();
                 topics.push((t.name.to_string(), t.topic_id, rows));
@@ -1201,13 +1158,7 @@ impl Admin {
                     .iter()
                     .map(|p| {
                         let metadata = p.metadata.as_deref().map(str::to_owned);
-                        (
-                            p.partition_index,
-                            p.committed_offset,
-                            p.committed_leader_epoch,
-                            metadata,
-                            p.error_code,
-                        )
+                        (p.partition_index, p.committed_offset, p.committed_leader_epoch, metadata, p.error_code)
                     })
                     .collect();
                 topics.push((t.name.to_string(), Uuid::ZERO, rows));
@@ -1221,25 +1172,18 @@ impl Admin {
             }
             if topics.iter().any(|(name, id, _)| name.is_empty() && !names_by_id.contains_key(id)) {
                 let md = self.client.metadata(None).await?;
-                names_by_id.extend(
-                    md.topics.iter().filter_map(|t| t.name.as_deref().map(|n| (t.topic_id, n.to_owned()))),
-                );
+                names_by_id
+                    .extend(md.topics.iter().filter_map(|t| t.name.as_deref().map(|n| (t.topic_id, n.to_owned()))));
             }
         }
         let mut offsets = Vec::new();
         for (name, id, rows) in topics {
-            let name = if name.is_empty() {
-                names_by_id.get(&id).cloned().unwrap_or_else(|| id.to_string())
-            } else {
-                name
-            };
+            let name =
+                if name.is_empty() { names_by_id.get(&id).cloned().unwrap_or_else(|| id.to_string()) } else { name };
             for (partition, offset, epoch, metadata, error) in rows {
                 if error != ErrorCode::NONE {
-                    let e = Error::broker(
-                        error,
-                        None,
-                        format!("fetch offsets of group {group} for {name}-{partition}"),
-                    );
+                    let e =
+                        Error::broker(error, None, format!("fetch offsets of group {group} for {name}-{partition}"));
                     return Ok(vec![(group.to_owned(), Err(e))]);
                 }
                 if offset < 0 {
@@ -1305,11 +1249,8 @@ impl Admin {
         let names_by_id: HashMap<Uuid, &str> = ids.iter().map(|(n, id)| (*id, n.as_str())).collect();
         let mut first_error = None;
         for t in &response.topics {
-            let name = if t.name.is_empty() {
-                names_by_id.get(&t.topic_id).copied().unwrap_or_default()
-            } else {
-                &*t.name
-            };
+            let name =
+                if t.name.is_empty() { names_by_id.get(&t.topic_id).copied().unwrap_or_default() } else { &*t.name };
             for p in &t.partitions {
                 if p.error_code != ErrorCode::NONE {
                     let e = Error::broker(
@@ -1328,12 +1269,7 @@ impl Admin {
         Ok(vec![(group.to_owned(), first_error.map_or(Ok(()), Err))])
     }
 
-    async fn offset_delete_on(
-        &self,
-        node: i32,
-        group: &str,
-        tps: &[Tp],
-    ) -> Result<Vec<(String, Result<()>)>> {
+    async fn offset_delete_on(&self, node: i32, group: &str, tps: &[Tp]) -> Result<Vec<(String, Result<()>)>> {
         let request = OffsetDeleteRequest {
             group_id: group.into(),
             topics: by_topic(tps)
@@ -1354,8 +1290,7 @@ impl Admin {
         if result.is_ok() {
             'outer: for t in &response.topics {
                 for p in &t.partitions {
-                    let context =
-                        format!("delete offset of group {group} for {}-{}", t.name, p.partition_index);
+                    let context = format!("delete offset of group {group} for {}-{}", t.name, p.partition_index);
                     if let Err(e) = check(p.error_code, None, context) {
                         result = Err(e);
                         break 'outer;
@@ -1385,8 +1320,7 @@ impl Admin {
                 .coordinators
                 .iter()
                 .map(|c| {
-                    let result =
-                        check(c.error_code, c.error_message.as_deref(), context(&c.key)).map(|()| c.node_id);
+                    let result = check(c.error_code, c.error_message.as_deref(), context(&c.key)).map(|()| c.node_id);
                     (c.key.to_string(), result)
                 })
                 .collect())
@@ -1399,8 +1333,7 @@ impl Admin {
                     ..Default::default()
                 };
                 let r = conn.send_version(&request, version).await?;
-                let result =
-                    check(r.error_code, r.error_message.as_deref(), context(key)).map(|()| r.node_id);
+                let result = check(r.error_code, r.error_message.as_deref(), context(key)).map(|()| r.node_id);
                 results.push((key.clone(), result));
             }
             Ok(results)
@@ -1838,9 +1771,7 @@ fn is_transport(e: &Error) -> bool {
 fn is_coordinator_error(code: ErrorCode) -> bool {
     matches!(
         code,
-        ErrorCode::COORDINATOR_NOT_AVAILABLE
-            | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
-            | ErrorCode::NOT_COORDINATOR
+        ErrorCode::COORDINATOR_NOT_AVAILABLE | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS | ErrorCode::NOT_COORDINATOR
     )
 }
 
@@ -1872,10 +1803,7 @@ fn check(code: ErrorCode, message: Option<&str>, context: impl Into<String>) -> 
 }
 
 fn missing_result(broker: &str, api: &str, item: &str) -> Error {
-    Error::Protocol {
-        broker: broker.to_owned(),
-        reason: format!("the {api} response has no result for {item}"),
-    }
+    Error::Protocol { broker: broker.to_owned(), reason: format!("the {api} response has no result for {item}") }
 }
 
 fn unsupported<R: Request>(conn: &Connection, min: i16) -> Error {
@@ -1999,8 +1927,6 @@ mod tests {
         assert_eq!(ConfigResource::broker(3).destination().unwrap(), Some(3));
         assert_eq!(ConfigResource::broker_default().destination().unwrap(), None);
         assert_eq!(ConfigResource::topic("t").destination().unwrap(), None);
-        assert!(ConfigResource { resource_type: ConfigResourceType::Broker, name: "x".into() }
-            .destination()
-            .is_err());
+        assert!(ConfigResource { resource_type: ConfigResourceType::Broker, name: "x".into() }.destination().is_err());
     }
 }

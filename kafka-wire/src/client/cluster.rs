@@ -101,9 +101,7 @@ impl Client {
     pub async fn metadata(&self, topics: Option<&[&str]>) -> Result<MetadataResponse> {
         let request = MetadataRequest {
             topics: topics.map(|ts| {
-                ts.iter()
-                    .map(|t| MetadataRequestTopic { name: Some((*t).into()), ..Default::default() })
-                    .collect()
+                ts.iter().map(|t| MetadataRequestTopic { name: Some((*t).into()), ..Default::default() }).collect()
             }),
             allow_auto_topic_creation: false,
             ..Default::default()
@@ -155,13 +153,10 @@ impl Client {
                 return Ok(c.clone());
             }
         }
-        let addr = read(&self.inner.brokers)
-            .get(&node_id)
-            .map(BrokerAddr::addr)
-            .ok_or_else(|| Error::Protocol {
-                broker: format!("node {node_id}"),
-                reason: format!("node {node_id} is not in the cluster's metadata"),
-            })?;
+        let addr = read(&self.inner.brokers).get(&node_id).map(BrokerAddr::addr).ok_or_else(|| Error::Protocol {
+            broker: format!("node {node_id}"),
+            reason: format!("node {node_id} is not in the cluster's metadata"),
+        })?;
         let conn = Arc::new(Connection::connect(&addr, self.inner.config.connection.clone()).await?);
         conns.insert(node_id, conn.clone());
         Ok(conn)

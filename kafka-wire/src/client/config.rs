@@ -58,10 +58,7 @@ impl FromStr for Acks {
             "0" => Ok(Self::None),
             "1" => Ok(Self::Leader),
             "-1" | "all" => Ok(Self::All),
-            other => Err(Error::config(
-                "acks",
-                format!("{other:?} is not one of 0, 1, -1, all"),
-            )),
+            other => Err(Error::config("acks", format!("{other:?} is not one of 0, 1, -1, all"))),
         }
     }
 }
@@ -238,10 +235,7 @@ const MIN_RECEIVE_MESSAGE_MAX_BYTES: usize = 1000;
 impl ProducerConfig {
     /// Defaults with a comma-separated `bootstrap.servers` list.
     pub fn new(bootstrap_servers: &str) -> Self {
-        Self {
-            bootstrap_servers: split_list(bootstrap_servers),
-            ..Self::default()
-        }
+        Self { bootstrap_servers: split_list(bootstrap_servers), ..Self::default() }
     }
 
     pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
@@ -365,11 +359,7 @@ impl ProducerConfig {
                 if servers.is_empty() {
                     return Err(Error::config(key, "no address given"));
                 }
-                if let Some(dup) = servers
-                    .iter()
-                    .enumerate()
-                    .find_map(|(i, s)| servers[..i].contains(s).then_some(s))
-                {
+                if let Some(dup) = servers.iter().enumerate().find_map(|(i, s)| servers[..i].contains(s).then_some(s)) {
                     return Err(Error::config(key, format!("{dup:?} is listed twice")));
                 }
                 self.bootstrap_servers = servers;
@@ -382,10 +372,7 @@ impl ProducerConfig {
             "buffer.memory" => self.buffer_memory = long_size(key, value)?,
             "compression.type" => {
                 self.compression = value.parse().map_err(|_| {
-                    Error::config(
-                        key,
-                        format!("{value:?} is not one of none, gzip, snappy, lz4, zstd"),
-                    )
+                    Error::config(key, format!("{value:?} is not one of none, gzip, snappy, lz4, zstd"))
                 })?;
             }
             "enable.idempotence" => {
@@ -410,12 +397,8 @@ impl ProducerConfig {
             "max.request.size" => self.max_request_size = int_size(key, value)?,
             "max.block.ms" => self.max_block = millis(key, value)?,
             "partitioner.ignore.keys" => self.partitioner_ignore_keys = boolean(key, value)?,
-            "partitioner.adaptive.partitioning.enable" => {
-                self.partitioner_adaptive = boolean(key, value)?
-            }
-            "partitioner.availability.timeout.ms" => {
-                self.partitioner_availability_timeout = millis(key, value)?
-            }
+            "partitioner.adaptive.partitioning.enable" => self.partitioner_adaptive = boolean(key, value)?,
+            "partitioner.availability.timeout.ms" => self.partitioner_availability_timeout = millis(key, value)?,
             "transactional.id" => {
                 // Java's NonEmptyString: an empty id is a mistake, not "no transactions".
                 if value.is_empty() {
@@ -425,16 +408,11 @@ impl ProducerConfig {
             }
             "transaction.timeout.ms" => self.transaction_timeout = int_millis(key, value)?,
             "metadata.max.age.ms" => self.metadata_max_age = millis(key, value)?,
-            "socket.connection.setup.timeout.ms" => {
-                self.socket_connection_setup_timeout = millis(key, value)?
-            }
+            "socket.connection.setup.timeout.ms" => self.socket_connection_setup_timeout = millis(key, value)?,
             "receive.message.max.bytes" => {
                 let n = int_size(key, value)?;
                 if n < MIN_RECEIVE_MESSAGE_MAX_BYTES {
-                    return Err(Error::config(
-                        key,
-                        format!("must be at least {MIN_RECEIVE_MESSAGE_MAX_BYTES}"),
-                    ));
+                    return Err(Error::config(key, format!("must be at least {MIN_RECEIVE_MESSAGE_MAX_BYTES}")));
                 }
                 self.receive_message_max_bytes = n;
             }
@@ -451,14 +429,8 @@ impl ProducerConfig {
                     ));
                 }
             }
-            _ if UNSUPPORTED.contains(&key)
-                || key.starts_with("ssl.")
-                || key.starts_with("sasl.") =>
-            {
-                return Err(Error::config(
-                    key,
-                    "a Java producer property this client does not support",
-                ));
+            _ if UNSUPPORTED.contains(&key) || key.starts_with("ssl.") || key.starts_with("sasl.") => {
+                return Err(Error::config(key, "a Java producer property this client does not support"));
             }
             _ => return Err(Error::config(key, "unknown property")),
         }
@@ -468,9 +440,7 @@ impl ProducerConfig {
     /// A configuration from `(property, value)` pairs applied in order over the defaults (a
     /// repeated property: the last wins, as in a Java `Properties`), then
     /// [`validated`](Self::validated).
-    pub fn from_properties<'a>(
-        properties: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Self> {
+    pub fn from_properties<'a>(properties: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
         let mut config = Self::default();
         for (key, value) in properties {
             config.set(key, value)?;
@@ -505,32 +475,20 @@ impl ProducerConfig {
     ///   catches out-of-range values given through the fields or builder.
     pub fn validated(mut self) -> Result<Self> {
         if self.bootstrap_servers.is_empty() {
-            return Err(Error::config(
-                "bootstrap.servers",
-                "required, no address given",
-            ));
+            return Err(Error::config("bootstrap.servers", "required, no address given"));
         }
         if self.max_in_flight_requests_per_connection == 0 {
-            return Err(Error::config(
-                "max.in.flight.requests.per.connection",
-                "must be at least 1",
-            ));
+            return Err(Error::config("max.in.flight.requests.per.connection", "must be at least 1"));
         }
         let int_max = i32::MAX as usize;
         for (property, bytes) in [
             ("batch.size", self.batch_size),
             ("max.request.size", self.max_request_size),
-            (
-                "max.in.flight.requests.per.connection",
-                self.max_in_flight_requests_per_connection,
-            ),
+            ("max.in.flight.requests.per.connection", self.max_in_flight_requests_per_connection),
             ("receive.message.max.bytes", self.receive_message_max_bytes),
         ] {
             if bytes > int_max {
-                return Err(Error::config(
-                    property,
-                    format!("{bytes} is above {int_max}"),
-                ));
+                return Err(Error::config(property, format!("{bytes} is above {int_max}")));
             }
         }
         if self.receive_message_max_bytes < MIN_RECEIVE_MESSAGE_MAX_BYTES {
@@ -540,10 +498,7 @@ impl ProducerConfig {
             ));
         }
         if self.retries > i32::MAX as u32 {
-            return Err(Error::config(
-                "retries",
-                format!("{} is above {}", self.retries, i32::MAX),
-            ));
+            return Err(Error::config("retries", format!("{} is above {}", self.retries, i32::MAX)));
         }
         for (property, d) in [
             ("request.timeout.ms", self.request_timeout),
@@ -551,10 +506,7 @@ impl ProducerConfig {
             ("transaction.timeout.ms", self.transaction_timeout),
         ] {
             if d.as_millis() > i32::MAX as u128 {
-                return Err(Error::config(
-                    property,
-                    format!("{d:?} is above {} ms", i32::MAX),
-                ));
+                return Err(Error::config(property, format!("{d:?} is above {} ms", i32::MAX)));
             }
         }
 
@@ -647,46 +599,34 @@ impl ProducerConfig {
 /// Backslash escapes and continuation lines are not supported: a line ending in a backslash
 /// is an error rather than misread.
 pub(super) fn parse_properties_text(text: &str) -> Result<Vec<(&str, &str)>> {
-        let mut pairs = Vec::new();
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
-                continue;
-            }
-            // The key ends at the first '=', ':' or whitespace, as in Java (without escapes).
-            let end = line
-                .find(|c: char| c == '=' || c == ':' || c.is_whitespace())
-                .unwrap_or(line.len());
-            let (key, rest) = line.split_at(end);
-            let rest = rest.trim_start();
-            // A whitespace separator may be followed by one '=' or ':' ("key = value").
-            let value = rest.strip_prefix(['=', ':']).unwrap_or(rest).trim();
-            if line.ends_with('\\') {
-                return Err(Error::config(
-                    key,
-                    "continuation lines (a trailing backslash) are not supported",
-                ));
-            }
-            pairs.push((key, value));
+    let mut pairs = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
         }
-        Ok(pairs)
+        // The key ends at the first '=', ':' or whitespace, as in Java (without escapes).
+        let end = line.find(|c: char| c == '=' || c == ':' || c.is_whitespace()).unwrap_or(line.len());
+        let (key, rest) = line.split_at(end);
+        let rest = rest.trim_start();
+        // A whitespace separator may be followed by one '=' or ':' ("key = value").
+        let value = rest.strip_prefix(['=', ':']).unwrap_or(rest).trim();
+        if line.ends_with('\\') {
+            return Err(Error::config(key, "continuation lines (a trailing backslash) are not supported"));
+        }
+        pairs.push((key, value));
+    }
+    Ok(pairs)
 }
 
 /// A comma-separated list, entries trimmed, empty entries dropped.
 pub(super) fn split_list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 /// A decimal integer in `0..=max`.
 pub(super) fn non_negative(key: &str, value: &str, max: i64) -> Result<i64> {
-    let n: i64 = value
-        .parse()
-        .map_err(|_| Error::config(key, format!("{value:?} is not a number")))?;
+    let n: i64 = value.parse().map_err(|_| Error::config(key, format!("{value:?} is not a number")))?;
     if n < 0 {
         return Err(Error::config(key, format!("{n} is negative")));
     }
@@ -710,16 +650,12 @@ pub(super) fn long_size(key: &str, value: &str) -> Result<usize> {
 
 /// Milliseconds that Java holds in a `long`.
 pub(super) fn millis(key: &str, value: &str) -> Result<Duration> {
-    Ok(Duration::from_millis(
-        non_negative(key, value, i64::MAX)? as u64
-    ))
+    Ok(Duration::from_millis(non_negative(key, value, i64::MAX)? as u64))
 }
 
 /// Milliseconds that Java holds in an `int` (and that may go on the wire as an int32).
 pub(super) fn int_millis(key: &str, value: &str) -> Result<Duration> {
-    Ok(Duration::from_millis(
-        non_negative(key, value, i64::from(i32::MAX))? as u64,
-    ))
+    Ok(Duration::from_millis(non_negative(key, value, i64::from(i32::MAX))? as u64))
 }
 
 /// Java's boolean parsing: `true` or `false`, any case.
@@ -729,10 +665,7 @@ pub(super) fn boolean(key: &str, value: &str) -> Result<bool> {
     } else if value.eq_ignore_ascii_case("false") {
         Ok(false)
     } else {
-        Err(Error::config(
-            key,
-            format!("{value:?} is not true or false"),
-        ))
+        Err(Error::config(key, format!("{value:?} is not true or false")))
     }
 }
 
@@ -781,10 +714,7 @@ mod tests {
         assert_eq!(v.bootstrap_servers, ["a:1", "b:2"]);
         assert!(v.enable_idempotence);
         assert_eq!(v.delivery_timeout, Duration::from_secs(120));
-        assert_eq!(
-            config_error(ProducerConfig::default().validated()).0,
-            "bootstrap.servers"
-        );
+        assert_eq!(config_error(ProducerConfig::default().validated()).0, "bootstrap.servers");
     }
 
     #[test]
@@ -810,10 +740,7 @@ mod tests {
             .transaction_timeout(Duration::from_secs(10))
             .validated()
             .unwrap();
-        assert_eq!(
-            (c.acks, c.batch_size, c.retries),
-            (Acks::Leader, 1 << 20, 3)
-        );
+        assert_eq!((c.acks, c.batch_size, c.retries), (Acks::Leader, 1 << 20, 3));
         assert!(!c.enable_idempotence && c.partitioner_ignore_keys && !c.partitioner_adaptive);
         assert_eq!(c.client_id.as_deref(), Some("me"));
 
@@ -851,14 +778,8 @@ mod tests {
             ("metadata.max.age.ms", "60000"),
             ("socket.connection.setup.timeout.ms", "3000"),
             ("receive.message.max.bytes", "  1048576  "),
-            (
-                "key.serializer",
-                "org.apache.kafka.common.serialization.ByteArraySerializer",
-            ),
-            (
-                "value.serializer",
-                "org.apache.kafka.common.serialization.StringSerializer",
-            ),
+            ("key.serializer", "org.apache.kafka.common.serialization.ByteArraySerializer"),
+            ("value.serializer", "org.apache.kafka.common.serialization.StringSerializer"),
         ])
         .unwrap();
         assert_eq!(c.bootstrap_servers, ["a:1", "b:2"]);
@@ -879,10 +800,7 @@ mod tests {
         assert_eq!(c.max_block, Duration::ZERO);
         assert!(c.partitioner_ignore_keys);
         assert!(!c.partitioner_adaptive);
-        assert_eq!(
-            c.partitioner_availability_timeout,
-            Duration::from_millis(1500)
-        );
+        assert_eq!(c.partitioner_availability_timeout, Duration::from_millis(1500));
         assert_eq!(c.transactional_id.as_deref(), Some("tx-1"));
         assert_eq!(c.transaction_timeout, Duration::from_secs(30));
         assert_eq!(c.metadata_max_age, Duration::from_secs(60));
@@ -890,12 +808,7 @@ mod tests {
         assert_eq!(c.receive_message_max_bytes, 1_048_576);
 
         let mut c = ProducerConfig::default();
-        for (value, acks) in [
-            ("0", Acks::None),
-            ("1", Acks::Leader),
-            ("-1", Acks::All),
-            (" all ", Acks::All),
-        ] {
+        for (value, acks) in [("0", Acks::None), ("1", Acks::Leader), ("-1", Acks::All), (" all ", Acks::All)] {
             c.set("acks", value).unwrap();
             assert_eq!(c.acks, acks);
         }
@@ -911,24 +824,14 @@ mod tests {
     fn unknown_and_unsupported_properties_are_named() {
         let mut c = ProducerConfig::default();
         let (property, reason) = config_error(c.set("linger.msec", "5"));
-        assert_eq!(
-            (property.as_str(), reason.as_str()),
-            ("linger.msec", "unknown property")
-        );
-        for key in [
-            "partitioner.class",
-            "ssl.keystore.location",
-            "sasl.mechanism",
-            "security.protocol",
-        ] {
+        assert_eq!((property.as_str(), reason.as_str()), ("linger.msec", "unknown property"));
+        for key in ["partitioner.class", "ssl.keystore.location", "sasl.mechanism", "security.protocol"] {
             let (property, reason) = config_error(c.set(key, "x"));
             assert_eq!(property, key);
             assert!(reason.contains("does not support"), "{reason}");
         }
-        let (property, _) = config_error(ProducerConfig::from_properties([
-            ("bootstrap.servers", "a:1"),
-            ("nope", "1"),
-        ]));
+        let (property, _) =
+            config_error(ProducerConfig::from_properties([("bootstrap.servers", "a:1"), ("nope", "1")]));
         assert_eq!(property, "nope");
     }
 
@@ -957,10 +860,7 @@ mod tests {
             ("receive.message.max.bytes", "999"),
             ("bootstrap.servers", " , "),
             ("bootstrap.servers", "a:1,b:2,a:1"),
-            (
-                "key.serializer",
-                "org.apache.kafka.common.serialization.LongSerializer",
-            ),
+            ("key.serializer", "org.apache.kafka.common.serialization.LongSerializer"),
             ("value.serializer", "com.example.AvroSerializer"),
         ];
         for (key, value) in cases {
@@ -971,10 +871,7 @@ mod tests {
         }
         // The bad value is in the message.
         let err = ProducerConfig::default().set("acks", "2").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            r#"invalid configuration acks: "2" is not one of 0, 1, -1, all"#
-        );
+        assert_eq!(err.to_string(), r#"invalid configuration acks: "2" is not one of 0, 1, -1, all"#);
     }
 
     #[test]
@@ -988,8 +885,7 @@ mod tests {
         assert!(!c.enable_idempotence);
 
         // Explicit idempotence makes the same settings errors.
-        let (property, _) =
-            config_error(base().enable_idempotence(true).acks(Acks::None).validated());
+        let (property, _) = config_error(base().enable_idempotence(true).acks(Acks::None).validated());
         assert_eq!(property, "acks");
         let (property, _) = config_error(base().enable_idempotence(true).retries(0).validated());
         assert_eq!(property, "retries");
@@ -1001,26 +897,15 @@ mod tests {
         assert_eq!(property, "acks");
 
         // More than 5 in flight is an error with idempotence on, defaulted or not (as in Java).
-        let (property, _) =
-            config_error(base().max_in_flight_requests_per_connection(6).validated());
+        let (property, _) = config_error(base().max_in_flight_requests_per_connection(6).validated());
         assert_eq!(property, "max.in.flight.requests.per.connection");
-        let c = base()
-            .enable_idempotence(false)
-            .max_in_flight_requests_per_connection(6)
-            .validated()
-            .unwrap();
+        let c = base().enable_idempotence(false).max_in_flight_requests_per_connection(6).validated().unwrap();
         assert_eq!(c.max_in_flight_requests_per_connection, 6);
 
         // Transactions need idempotence, including when it was disabled implicitly.
-        let (property, _) =
-            config_error(base().transactional_id("t").acks(Acks::Leader).validated());
+        let (property, _) = config_error(base().transactional_id("t").acks(Acks::Leader).validated());
         assert_eq!(property, "transactional.id");
-        let (property, _) = config_error(
-            base()
-                .transactional_id("t")
-                .enable_idempotence(false)
-                .validated(),
-        );
+        let (property, _) = config_error(base().transactional_id("t").enable_idempotence(false).validated());
         assert_eq!(property, "transactional.id");
         assert!(base().transactional_id("t").validated().is_ok());
 
@@ -1031,33 +916,20 @@ mod tests {
 
     #[test]
     fn delivery_timeout_rule() {
-        let base = || {
-            ProducerConfig::new("h:1")
-                .linger(Duration::from_secs(1))
-                .request_timeout(Duration::from_secs(60))
-        };
+        let base =
+            || ProducerConfig::new("h:1").linger(Duration::from_secs(1)).request_timeout(Duration::from_secs(60));
         // Explicitly too small: an error.
-        let (property, reason) =
-            config_error(base().delivery_timeout(Duration::from_secs(30)).validated());
+        let (property, reason) = config_error(base().delivery_timeout(Duration::from_secs(30)).validated());
         assert_eq!(property, "delivery.timeout.ms");
         assert!(reason.contains("61000"), "{reason}");
         // Exactly the sum is fine.
-        assert!(base()
-            .delivery_timeout(Duration::from_secs(61))
-            .validated()
-            .is_ok());
+        assert!(base().delivery_timeout(Duration::from_secs(61)).validated().is_ok());
         // Defaulted: raised to the sum.
         let mut c = base();
         c.delivery_timeout = Duration::from_secs(30);
-        assert_eq!(
-            c.validated().unwrap().delivery_timeout,
-            Duration::from_secs(61)
-        );
-        let c = ProducerConfig::from_properties([
-            ("bootstrap.servers", "h:1"),
-            ("request.timeout.ms", "200000"),
-        ])
-        .unwrap();
+        assert_eq!(c.validated().unwrap().delivery_timeout, Duration::from_secs(61));
+        let c =
+            ProducerConfig::from_properties([("bootstrap.servers", "h:1"), ("request.timeout.ms", "200000")]).unwrap();
         assert_eq!(c.delivery_timeout, Duration::from_millis(200_005));
     }
 
@@ -1069,10 +941,7 @@ mod tests {
         assert_eq!(config_error(c.validated()).0, "request.timeout.ms");
         let mut c = ProducerConfig::new("h:1");
         c.max_in_flight_requests_per_connection = 0;
-        assert_eq!(
-            config_error(c.validated()).0,
-            "max.in.flight.requests.per.connection"
-        );
+        assert_eq!(config_error(c.validated()).0, "max.in.flight.requests.per.connection");
         let c = ProducerConfig::new("h:1").retries(u32::MAX);
         assert_eq!(config_error(c.validated()).0, "retries");
     }
@@ -1099,23 +968,16 @@ acks = 1
         assert_eq!(c.compression, Compression::Gzip);
         assert!(!c.enable_idempotence);
 
-        let (property, _) = config_error(ProducerConfig::from_properties_text(
-            "bootstrap.servers=h:1\nretries=many\n",
-        ));
+        let (property, _) = config_error(ProducerConfig::from_properties_text("bootstrap.servers=h:1\nretries=many\n"));
         assert_eq!(property, "retries");
-        let (property, _) = config_error(ProducerConfig::from_properties_text(
-            "bootstrap.servers=h:1\nbogus.setting=1\n",
-        ));
+        let (property, _) =
+            config_error(ProducerConfig::from_properties_text("bootstrap.servers=h:1\nbogus.setting=1\n"));
         assert_eq!(property, "bogus.setting");
-        let (property, reason) = config_error(ProducerConfig::from_properties_text(
-            "bootstrap.servers=h:1,\\\n  h:2\n",
-        ));
+        let (property, reason) =
+            config_error(ProducerConfig::from_properties_text("bootstrap.servers=h:1,\\\n  h:2\n"));
         assert_eq!(property, "bootstrap.servers");
         assert!(reason.contains("continuation"), "{reason}");
         // Required property missing.
-        assert_eq!(
-            config_error(ProducerConfig::from_properties_text("# empty\n")).0,
-            "bootstrap.servers"
-        );
+        assert_eq!(config_error(ProducerConfig::from_properties_text("# empty\n")).0, "bootstrap.servers");
     }
 }

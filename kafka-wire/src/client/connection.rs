@@ -88,10 +88,7 @@ impl Connection {
     pub async fn connect(addr: &str, config: ConnectionConfig) -> Result<Self> {
         let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| Error::Timeout {
-                what: format!("connecting to {addr}"),
-                after: config.connect_timeout,
-            })?
+            .map_err(|_| Error::Timeout { what: format!("connecting to {addr}"), after: config.connect_timeout })?
             .map_err(|e| Error::io(addr, e))?;
         stream.set_nodelay(true).map_err(|e| Error::io(addr, e))?;
         let (read_half, write_half) = stream.into_split();
@@ -259,11 +256,8 @@ impl Connection {
                 .iter()
                 .map(|k| (ApiKey(k.api_key), VersionRange { min: k.min_version, max: k.max_version }))
                 .collect();
-            let features = response
-                .finalized_features
-                .iter()
-                .map(|f| (f.name.to_string(), f.max_version_level))
-                .collect();
+            let features =
+                response.finalized_features.iter().map(|f| (f.name.to_string(), f.max_version_level)).collect();
             return Ok((versions, features));
         }
         Err(Error::Protocol {
@@ -290,9 +284,7 @@ impl std::fmt::Debug for Connection {
 fn decode_api_versions(frame: Bytes, version: i16) -> crate::codec::DecodeResult<ApiVersionsResponse> {
     match frame::decode_response::<ApiVersionsRequest>(frame.clone(), version) {
         Ok((_, r)) => Ok(r),
-        Err(e) if version > 0 => {
-            frame::decode_response::<ApiVersionsRequest>(frame, 0).map(|(_, r)| r).map_err(|_| e)
-        }
+        Err(e) if version > 0 => frame::decode_response::<ApiVersionsRequest>(frame, 0).map(|(_, r)| r).map_err(|_| e),
         Err(e) => Err(e),
     }
 }
@@ -314,8 +306,8 @@ impl<R: Request> PendingResponse<R> {
         let broker = self.guard.shared.addr.clone();
         let frame = self.frame().await?;
         // The reader routed this frame by its correlation id, so the header holds nothing new.
-        let (_header, body) = frame::decode_response::<R>(frame, version)
-            .map_err(|source| Error::Decode { broker, source })?;
+        let (_header, body) =
+            frame::decode_response::<R>(frame, version).map_err(|source| Error::Decode { broker, source })?;
         Ok(body)
     }
 
@@ -324,10 +316,7 @@ impl<R: Request> PendingResponse<R> {
         let result = match tokio::time::timeout(self.timeout, &mut self.rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Closed { broker: broker.clone() }),
-            Err(_) => Err(Error::Timeout {
-                what: format!("{} request to {broker}", R::API_KEY),
-                after: self.timeout,
-            }),
+            Err(_) => Err(Error::Timeout { what: format!("{} request to {broker}", R::API_KEY), after: self.timeout }),
         };
         self.guard.armed = result.is_err();
         result
@@ -406,8 +395,8 @@ async fn read_loop(mut socket: tokio::net::tcp::OwnedReadHalf, shared: Arc<Share
 
 /// Hands a response frame to the request waiting for its correlation id.
 fn dispatch(shared: &Shared, frame: Bytes) -> Result<()> {
-    let id = frame::peek_correlation_id(&frame)
-        .map_err(|source| Error::Decode { broker: shared.addr.clone(), source })?;
+    let id =
+        frame::peek_correlation_id(&frame).map_err(|source| Error::Decode { broker: shared.addr.clone(), source })?;
     let mut p = shared.lock();
     match p.waiting.remove(&id) {
         Some(tx) => {

@@ -338,7 +338,10 @@ impl Consumer {
             }
             self.inner.wake.notify_one();
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(Error::Timeout { what: format!("position of {tp}"), after: self.inner.config.default_api_timeout });
+                return Err(Error::Timeout {
+                    what: format!("position of {tp}"),
+                    after: self.inner.config.default_api_timeout,
+                });
             }
         }
     }
@@ -443,7 +446,10 @@ impl Consumer {
 
     /// The committed offsets of `partitions` for this consumer's group (`None` where nothing
     /// is committed).
-    pub async fn committed(&self, partitions: &[TopicPartition]) -> Result<BTreeMap<TopicPartition, Option<OffsetAndMetadata>>> {
+    pub async fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, Option<OffsetAndMetadata>>> {
         let group = self.group_id()?;
         fetch_committed(&self.inner, &group, partitions).await
     }
@@ -556,9 +562,8 @@ pub mod stream {
                     return Poll::Ready(Some(Ok(r)));
                 }
                 let consumer = self.consumer;
-                let fut = self
-                    .pending
-                    .get_or_insert_with(|| Box::pin(consumer.poll(std::time::Duration::from_secs(3600))));
+                let fut =
+                    self.pending.get_or_insert_with(|| Box::pin(consumer.poll(std::time::Duration::from_secs(3600))));
                 match fut.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(result) => {
@@ -636,7 +641,9 @@ impl State {
             .iter()
             .filter(|(_, p)| p.usable())
             .filter_map(|(tp, p)| {
-                p.position.map(|o| (tp.clone(), OffsetAndMetadata { offset: o, leader_epoch: p.position_epoch, metadata: None }))
+                p.position.map(|o| {
+                    (tp.clone(), OffsetAndMetadata { offset: o, leader_epoch: p.position_epoch, metadata: None })
+                })
             })
             .collect()
     }
@@ -712,7 +719,13 @@ impl PartitionState {
 
     /// Hands out up to `max` records at or past the position; returns the bytes of batches
     /// finished.
-    fn take(&mut self, tp: &TopicPartition, max: usize, out: &mut Vec<ConsumerRecord>, error: &mut Option<Error>) -> usize {
+    fn take(
+        &mut self,
+        tp: &TopicPartition,
+        max: usize,
+        out: &mut Vec<ConsumerRecord>,
+        error: &mut Option<Error>,
+    ) -> usize {
         let mut freed = 0;
         let Some(mut position) = self.position else { return 0 };
         while out.len() < max {
@@ -774,11 +787,22 @@ const MAX_DECOMPRESSED: usize = 256 * 1024 * 1024;
 // ===== driver =====
 
 enum DriverEvent {
-    Fetched { node: i32, request: Vec<(TopicPartition, i64, u64)>, result: Result<FetchResponse> },
-    Reset { tp: TopicPartition, seek_epoch: u64, result: Result<i64> },
+    Fetched {
+        node: i32,
+        request: Vec<(TopicPartition, i64, u64)>,
+        result: Result<FetchResponse>,
+    },
+    Reset {
+        tp: TopicPartition,
+        seek_epoch: u64,
+        result: Result<i64>,
+    },
     /// OffsetForLeaderEpoch answers for positions being validated; `Ok(None)` when the leader
     /// does not offer the API (the Fetch v12+ divergence check is then the only one).
-    Validated { sent: Vec<Validation>, result: Result<Option<EpochEnds>> },
+    Validated {
+        sent: Vec<Validation>,
+        result: Result<Option<EpochEnds>>,
+    },
     Metadata(Result<MetadataResponse>),
 }
 
@@ -994,7 +1018,13 @@ fn start_validations(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>
         };
         let leader = topics.get(&tp.topic).and_then(|m| m.leaders.get(tp.partition as usize)).filter(|(l, _)| *l >= 0);
         let Some(&(leader, leader_epoch)) = leader else { continue };
-        by_node.entry(leader).or_default().push(Validation { tp: tp.clone(), seek_epoch: p.seek_epoch, offset, epoch, leader_epoch });
+        by_node.entry(leader).or_default().push(Validation {
+            tp: tp.clone(),
+            seek_epoch: p.seek_epoch,
+            offset,
+            epoch,
+            leader_epoch,
+        });
     }
     for v in by_node.values().flatten() {
         validations_in_flight.insert(v.tp.clone());
@@ -1011,7 +1041,11 @@ fn start_validations(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>
             };
             match topics.iter_mut().find(|t| *t.topic == *v.tp.topic) {
                 Some(t) => t.partitions.push(part),
-                None => topics.push(OffsetForLeaderTopic { topic: (&*v.tp.topic).into(), partitions: vec![part], ..Default::default() }),
+                None => topics.push(OffsetForLeaderTopic {
+                    topic: (&*v.tp.topic).into(),
+                    partitions: vec![part],
+                    ..Default::default()
+                }),
             }
         }
         // Replica id -1: a consumer's request.
@@ -1059,7 +1093,9 @@ fn handle_validation(inner: &Arc<Inner>, sent: &[Validation], result: Result<Opt
             tracing::debug!(error = %e, "position validation failed; retrying");
             st.metadata_wanted = true;
             for v in sent {
-                if let Some(p) = st.partitions.get_mut(&v.tp).filter(|p| p.validate_at.is_some() && p.seek_epoch == v.seek_epoch) {
+                if let Some(p) =
+                    st.partitions.get_mut(&v.tp).filter(|p| p.validate_at.is_some() && p.seek_epoch == v.seek_epoch)
+                {
                     p.validate_at = Some(retry_at);
                 }
             }
@@ -1068,7 +1104,8 @@ fn handle_validation(inner: &Arc<Inner>, sent: &[Validation], result: Result<Opt
     };
     for v in sent {
         let Some(p) = st.partitions.get_mut(&v.tp) else { continue };
-        if p.seek_epoch != v.seek_epoch || p.validate_at.is_none() || p.epoch_to_validate() != Some((v.offset, v.epoch)) {
+        if p.seek_epoch != v.seek_epoch || p.validate_at.is_none() || p.epoch_to_validate() != Some((v.offset, v.epoch))
+        {
             continue;
         }
         let Some(answers) = answers.as_ref() else {
@@ -1175,7 +1212,11 @@ fn start_fetches(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>) {
     let mut by_node: BTreeMap<i32, BTreeMap<TopicPartition, SessionPartition>> = BTreeMap::new();
     let mut epochs: HashMap<TopicPartition, u64> = HashMap::new();
     for (tp, p) in &st.partitions {
-        if p.position.is_none() || p.paused || !p.usable() || !p.buffer.is_empty() && p.buffered() >= config.max_partition_fetch_bytes {
+        if p.position.is_none()
+            || p.paused
+            || !p.usable()
+            || !p.buffer.is_empty() && p.buffered() >= config.max_partition_fetch_bytes
+        {
             continue;
         }
         let Some((leader, leader_epoch)) = st.leader(tp) else { continue };
@@ -1286,7 +1327,9 @@ fn handle_fetch(inner: &Arc<Inner>, node: i32, sent: &[(TopicPartition, i64, u64
     let session_ok = st.sessions.entry(node).or_default().handle_response(response.error_code, response.session_id);
     if response.error_code != ErrorCode::NONE {
         tracing::debug!(node, error = ?response.error_code, session_ok, "fetch session error");
-        if response.error_code == ErrorCode::UNKNOWN_TOPIC_ID || response.error_code == ErrorCode::FETCH_SESSION_TOPIC_ID_ERROR {
+        if response.error_code == ErrorCode::UNKNOWN_TOPIC_ID
+            || response.error_code == ErrorCode::FETCH_SESSION_TOPIC_ID_ERROR
+        {
             st.metadata_wanted = true;
         }
         return;
@@ -1330,8 +1373,9 @@ fn handle_fetch(inner: &Arc<Inner>, node: i32, sent: &[(TopicPartition, i64, u64
                 apply_epoch_end(p, &tp, diverging.epoch, diverging.end_offset, inner.config.auto_offset_reset);
                 continue;
             }
-            let mut filter = read_committed
-                .then(|| AbortedFilter::new(pd.aborted_transactions.iter().flatten().map(|a| (a.producer_id, a.first_offset))));
+            let mut filter = read_committed.then(|| {
+                AbortedFilter::new(pd.aborted_transactions.iter().flatten().map(|a| (a.producer_id, a.first_offset)))
+            });
             for batch in RecordBatches::new(pd.records.unwrap_or_default()) {
                 let batch = match batch {
                     Ok(b) => b,
@@ -1390,7 +1434,11 @@ async fn coordinator(inner: &Inner, group: &str) -> Result<i32> {
     }
 }
 
-pub(super) async fn standalone_commit(inner: &Inner, group: &str, offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>) -> Result<()> {
+pub(super) async fn standalone_commit(
+    inner: &Inner,
+    group: &str,
+    offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+) -> Result<()> {
     let request = commit_request(group, -1, "", None, offsets);
     send_commit(inner, group, &request).await
 }
@@ -1432,10 +1480,18 @@ async fn send_commit(inner: &Inner, group: &str, request: &OffsetCommitRequest) 
         let node = coordinator(inner, group).await?;
         let outcome = match inner.client.send_control(node, request, 9).await {
             Ok(r) => {
-                let failed = r.topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (t, p))).find(|(_, p)| p.error_code != ErrorCode::NONE);
+                let failed = r
+                    .topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
+                    .find(|(_, p)| p.error_code != ErrorCode::NONE);
                 match failed {
                     None => return Ok(()),
-                    Some((t, p)) => Error::broker(p.error_code, None, format!("OffsetCommit of {}-{} for group {group}", t.name, p.partition_index)),
+                    Some((t, p)) => Error::broker(
+                        p.error_code,
+                        None,
+                        format!("OffsetCommit of {}-{} for group {group}", t.name, p.partition_index),
+                    ),
                 }
             }
             Err(e) => e,
@@ -1453,15 +1509,16 @@ pub(super) async fn fetch_committed(
     group: &str,
     partitions: &[TopicPartition],
 ) -> Result<BTreeMap<TopicPartition, Option<OffsetAndMetadata>>> {
-    let topics: Vec<OffsetFetchRequestTopics> = super::by_topic(partitions.iter().map(|tp| (tp.topic.clone(), tp.partition)))
-        .into_iter()
-        .map(|(name, partition_indexes)| OffsetFetchRequestTopics {
-            topic_id: inner.lock().topics.get(&name).map(|m| m.id).unwrap_or_default(),
-            name: (&*name).into(),
-            partition_indexes,
-            ..Default::default()
-        })
-        .collect();
+    let topics: Vec<OffsetFetchRequestTopics> =
+        super::by_topic(partitions.iter().map(|tp| (tp.topic.clone(), tp.partition)))
+            .into_iter()
+            .map(|(name, partition_indexes)| OffsetFetchRequestTopics {
+                topic_id: inner.lock().topics.get(&name).map(|m| m.id).unwrap_or_default(),
+                name: (&*name).into(),
+                partition_indexes,
+                ..Default::default()
+            })
+            .collect();
     let request = OffsetFetchRequest {
         require_stable: true,
         groups: vec![OffsetFetchRequestGroup { group_id: group.into(), topics: Some(topics), ..Default::default() }],
@@ -1478,7 +1535,9 @@ pub(super) async fn fetch_committed(
             },
             Err(e) => e,
         };
-        if !(error.is_retriable() || error.code() == Some(ErrorCode::UNSTABLE_OFFSET_COMMIT)) || Instant::now() + backoff > deadline {
+        if !(error.is_retriable() || error.code() == Some(ErrorCode::UNSTABLE_OFFSET_COMMIT))
+            || Instant::now() + backoff > deadline
+        {
             return Err(error);
         }
         tokio::time::sleep(backoff).await;
@@ -1501,7 +1560,11 @@ fn committed_from(
     for t in &g.topics {
         for p in &t.partitions {
             if p.error_code != ErrorCode::NONE {
-                return Err(Error::broker(p.error_code, None, format!("OffsetFetch of {}-{}", t.name, p.partition_index)));
+                return Err(Error::broker(
+                    p.error_code,
+                    None,
+                    format!("OffsetFetch of {}-{}", t.name, p.partition_index),
+                ));
             }
             let value = (p.committed_offset >= 0).then(|| OffsetAndMetadata {
                 offset: p.committed_offset,

@@ -317,7 +317,10 @@ impl ConsumerConfig {
             "receive.message.max.bytes" => self.receive_message_max_bytes = int_size(key, value)?,
             "key.deserializer" | "value.deserializer" => {
                 if !value.starts_with("org.apache.kafka.common.serialization.") {
-                    return Err(Error::config(key, "this client hands out bytes; only Kafka's own deserializer classes are accepted (and ignored)"));
+                    return Err(Error::config(
+                        key,
+                        "this client hands out bytes; only Kafka's own deserializer classes are accepted (and ignored)",
+                    ));
                 }
             }
             _ if key.starts_with("ssl.") || key.starts_with("sasl.") || key == "security.protocol" => {

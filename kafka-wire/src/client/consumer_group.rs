@@ -15,10 +15,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::consumer::{Consumer, Inner, OffsetAndMetadata};
 use super::error::{Error, Result};
+use crate::codec::messages::ConsumerGroupHeartbeatResponse;
 use crate::codec::messages::MetadataResponse;
 use crate::codec::ErrorCode;
 use crate::proto::assignor;
-use crate::codec::messages::ConsumerGroupHeartbeatResponse;
 use crate::proto::consumer_protocol::{
     ConsumerGroupConfig, ConsumerGroupMember, ConsumerGroupRequest, ConsumerGroupResponse,
 };
@@ -34,7 +34,7 @@ pub(super) enum Subscription {
 /// The member of either group protocol: classic (JoinGroup/SyncGroup) or consumer (KIP-848).
 /// Both state machines offer the same calls; requests and answers differ.
 enum Member {
-    Classic(GroupMember),
+    Classic(Box<GroupMember>),
     Consumer(Box<ConsumerGroupMember>),
 }
 
@@ -180,7 +180,10 @@ pub(super) fn subscribe(inner: &Arc<Inner>, subscription: Subscription) -> Resul
     }
     let mut st = inner.lock();
     if !st.partitions.is_empty() && st.group.member.is_none() {
-        return Err(Error::config("subscription", "the consumer has assigned partitions; subscribe or assign, not both"));
+        return Err(Error::config(
+            "subscription",
+            "the consumer has assigned partitions; subscribe or assign, not both",
+        ));
     }
     let now = Instant::now();
     if st.group.member.is_none() {
@@ -204,7 +207,7 @@ pub(super) fn subscribe(inner: &Arc<Inner>, subscription: Subscription) -> Resul
             gc.retry_backoff = config.retry_backoff;
             gc.retry_backoff_max = config.retry_backoff_max;
             gc.rack = config.client_rack.clone();
-            Member::Classic(GroupMember::new(gc, now))
+            Member::Classic(Box::new(GroupMember::new(gc, now)))
         };
         let (tx, rx) = mpsc::unbounded_channel();
         st.group.member = Some(member);
@@ -269,7 +272,9 @@ pub(super) fn metadata_updated(inner: &Arc<Inner>, response: &MetadataResponse) 
         .topics
         .iter()
         .filter(|t| t.error_code == ErrorCode::NONE)
-        .filter_map(|t| t.name.as_deref().filter(|n| subscribed.contains(*n)).map(|n| (n.to_owned(), t.partitions.len() as i32)))
+        .filter_map(|t| {
+            t.name.as_deref().filter(|n| subscribed.contains(*n)).map(|n| (n.to_owned(), t.partitions.len() as i32))
+        })
         .collect();
     if counts != group.counts {
         group.counts = counts.clone();

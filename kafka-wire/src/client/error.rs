@@ -32,12 +32,7 @@ pub enum Error {
     /// No version of an API is supported by both this client and the broker.
     #[error("{api} is not supported: the client speaks versions {client:?}, broker {broker_addr} {}",
         broker.map(|b| format!("speaks {b:?}")).unwrap_or_else(|| "does not offer it".into()))]
-    UnsupportedVersion {
-        api: ApiKey,
-        client: VersionRange,
-        broker: Option<VersionRange>,
-        broker_addr: String,
-    },
+    UnsupportedVersion { api: ApiKey, client: VersionRange, broker: Option<VersionRange>, broker_addr: String },
     /// A configuration property is unknown or has an invalid value, or the API was misused.
     #[error("invalid configuration {property}: {reason}")]
     Config { property: String, reason: String },
@@ -87,9 +82,7 @@ impl Error {
     pub fn is_retriable(&self) -> bool {
         match self {
             Self::Broker { code, .. } => code.is_retriable(),
-            Self::Io { .. } | Self::Timeout { .. } | Self::Closed { .. } | Self::Unreachable { .. } => {
-                true
-            }
+            Self::Io { .. } | Self::Timeout { .. } | Self::Closed { .. } | Self::Unreachable { .. } => true,
             _ => false,
         }
     }

@@ -27,8 +27,8 @@ use crate::codec::record_batch::Header;
 use crate::codec::{ErrorCode, Uuid};
 use crate::proto::partitioner::{partition_for_key, StickyPartitioner};
 use crate::proto::producer::{
-    AppendError, CoreConfig, Drained, PartitionResponse, ProduceFailure, ProducerCore, RecordData,
-    RecordMetadata, RequestOutcome, TopicPartition,
+    AppendError, CoreConfig, Drained, PartitionResponse, ProduceFailure, ProducerCore, RecordData, RecordMetadata,
+    RequestOutcome, TopicPartition,
 };
 
 /// A record to send.
@@ -153,8 +153,7 @@ impl Producer {
             retries: config.retries,
         });
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        let partitioner =
-            StickyPartitioner::new(config.batch_size, seed).with_adaptive(config.partitioner_adaptive);
+        let partitioner = StickyPartitioner::new(config.batch_size, seed).with_adaptive(config.partitioner_adaptive);
         let inner = Arc::new(Inner {
             client,
             core: Mutex::new(core),
@@ -237,7 +236,7 @@ impl Producer {
                     return Err(Error::config(
                         "max.request.size",
                         format!("a record of {size} bytes is larger than the limit of {max} bytes"),
-                    ))
+                    ));
                 }
                 Err(AppendError::BufferFull(c, d)) => {
                     completion = c;
@@ -357,10 +356,7 @@ impl Inner {
     fn leader_of(&self) -> impl Fn(&TopicPartition) -> Option<i32> + '_ {
         let topics = read(&self.topics);
         move |tp: &TopicPartition| {
-            topics
-                .get(&tp.topic)
-                .and_then(|t| t.leaders.get(tp.partition as usize).copied())
-                .filter(|l| *l >= 0)
+            topics.get(&tp.topic).and_then(|t| t.leaders.get(tp.partition as usize).copied()).filter(|l| *l >= 0)
         }
     }
 
@@ -475,10 +471,9 @@ async fn drive(inner: Arc<Inner>) {
                 break;
             }
         }
-        let wakeup = ready.next_wakeup.map_or_else(
-            || tokio::time::Instant::now() + Duration::from_secs(1),
-            tokio::time::Instant::from_std,
-        );
+        let wakeup = ready
+            .next_wakeup
+            .map_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1), tokio::time::Instant::from_std);
         tokio::select! {
             _ = inner.wake.notified() => {}
             Some((id, outcome)) = results_rx.recv() => {
@@ -585,7 +580,10 @@ async fn dispatch(inner: &Arc<Inner>, d: Drained, results: &mpsc::UnboundedSende
 
 fn produce_request(d: &Drained, topic_ids: &HashMap<Arc<str>, Uuid>) -> ProduceRequest {
     let topics = super::by_topic(d.batches.iter().map(|(tp, batch)| {
-        (tp.topic.clone(), PartitionProduceData { index: tp.partition, records: Some(batch.clone()), ..Default::default() })
+        (
+            tp.topic.clone(),
+            PartitionProduceData { index: tp.partition, records: Some(batch.clone()), ..Default::default() },
+        )
     }))
     .into_iter()
     .map(|(name, partition_data)| TopicProduceData {

@@ -70,14 +70,24 @@ pub(super) struct Transactions {
 }
 
 impl Transactions {
-    pub(super) fn new(id: String, transaction_timeout: Duration, retry_backoff: Duration, retry_backoff_max: Duration) -> Self {
+    pub(super) fn new(
+        id: String,
+        transaction_timeout: Duration,
+        retry_backoff: Duration,
+        retry_backoff_max: Duration,
+    ) -> Self {
         let mut config = TxnConfig::new(id.as_str());
         config.transaction_timeout = transaction_timeout;
         config.retry_backoff = retry_backoff;
         config.retry_backoff_max = retry_backoff_max.max(retry_backoff);
         Self {
             id,
-            state: Mutex::new(State { manager: TransactionManager::new(config), unsettled: 0, offsets_added: 0, offsets_asked: 0 }),
+            state: Mutex::new(State {
+                manager: TransactionManager::new(config),
+                unsettled: 0,
+                offsets_added: 0,
+                offsets_asked: 0,
+            }),
             changed: Notify::new(),
             pump: tokio::sync::Mutex::new(()),
         }
@@ -203,7 +213,10 @@ impl Transactions {
                 }
                 true
             }
-            (TxnRequest::InitProducerId { transactional_id, transaction_timeout_ms, producer_id, producer_epoch }, Some(node)) => {
+            (
+                TxnRequest::InitProducerId { transactional_id, transaction_timeout_ms, producer_id, producer_epoch },
+                Some(node),
+            ) => {
                 let request = InitProducerIdRequest {
                     transactional_id: Some((*transactional_id).into()),
                     transaction_timeout_ms,
@@ -214,16 +227,29 @@ impl Transactions {
                 match inner.client.send_control(node, &request, i16::MAX).await {
                     Ok(r) => {
                         let mut st = lock(&self.state);
-                        st.manager.handle_init_producer_id(id, r.error_code, r.producer_id, r.producer_epoch, Instant::now());
+                        st.manager.handle_init_producer_id(
+                            id,
+                            r.error_code,
+                            r.producer_id,
+                            r.producer_epoch,
+                            Instant::now(),
+                        );
                         true
                     }
                     Err(e) => log_failed("InitProducerId", &e),
                 }
             }
-            (TxnRequest::AddPartitionsToTxn { transactional_id, producer_id, producer_epoch, partitions }, Some(node)) => {
+            (
+                TxnRequest::AddPartitionsToTxn { transactional_id, producer_id, producer_epoch, partitions },
+                Some(node),
+            ) => {
                 let topics = super::by_topic(partitions.iter().map(|tp| (tp.topic.clone(), tp.partition)))
                     .into_iter()
-                    .map(|(name, partitions)| AddPartitionsToTxnTopic { name: (&*name).into(), partitions, ..Default::default() })
+                    .map(|(name, partitions)| AddPartitionsToTxnTopic {
+                        name: (&*name).into(),
+                        partitions,
+                        ..Default::default()
+                    })
                     .collect();
                 let request = AddPartitionsToTxnRequest {
                     v3_and_below_transactional_id: (*transactional_id).into(),
@@ -267,7 +293,14 @@ impl Transactions {
                 }
             }
             (
-                TxnRequest::TxnOffsetCommit { transactional_id, producer_id, producer_epoch, group, offsets, transaction_v2 },
+                TxnRequest::TxnOffsetCommit {
+                    transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    group,
+                    offsets,
+                    transaction_v2,
+                },
                 Some(node),
             ) => {
                 let topics = super::by_topic(offsets.iter().map(|(tp, o)| {
@@ -281,7 +314,11 @@ impl Transactions {
                     (tp.topic.clone(), partition)
                 }))
                 .into_iter()
-                .map(|(name, partitions)| TxnOffsetCommitRequestTopic { name: (&*name).into(), partitions, ..Default::default() })
+                .map(|(name, partitions)| TxnOffsetCommitRequestTopic {
+                    name: (&*name).into(),
+                    partitions,
+                    ..Default::default()
+                })
                 .collect();
                 let request = TxnOffsetCommitRequest {
                     transactional_id: (*transactional_id).into(),
@@ -302,7 +339,9 @@ impl Transactions {
                             .topics
                             .iter()
                             .flat_map(|t| {
-                                t.partitions.iter().map(|p| (TopicPartition::new(&*t.name, p.partition_index), p.error_code))
+                                t.partitions
+                                    .iter()
+                                    .map(|p| (TopicPartition::new(&*t.name, p.partition_index), p.error_code))
                             })
                             .collect();
                         lock(&self.state).manager.handle_txn_offset_commit(id, &results, Instant::now());
@@ -311,7 +350,10 @@ impl Transactions {
                     Err(e) => log_failed("TxnOffsetCommit", &e),
                 }
             }
-            (TxnRequest::EndTxn { transactional_id, producer_id, producer_epoch, commit, transaction_v2 }, Some(node)) => {
+            (
+                TxnRequest::EndTxn { transactional_id, producer_id, producer_epoch, commit, transaction_v2 },
+                Some(node),
+            ) => {
                 let request = EndTxnRequest {
                     transactional_id: (*transactional_id).into(),
                     producer_id,
@@ -380,7 +422,9 @@ fn invalid(operation: &str, reason: &str) -> Error {
 fn ready(st: &mut State) -> std::result::Result<Option<()>, TxnError> {
     match st.manager.state() {
         TxnState::Ready => Ok(Some(())),
-        TxnState::AbortableError | TxnState::FatalError => Err(st.manager.error().expect("an error state has its error")),
+        TxnState::AbortableError | TxnState::FatalError => {
+            Err(st.manager.error().expect("an error state has its error"))
+        }
         _ => Ok(None),
     }
 }
@@ -433,8 +477,11 @@ impl Producer {
         let offsets = offsets
             .iter()
             .map(|(tp, o)| {
-                let offset =
-                    TxnOffset { offset: o.offset, leader_epoch: o.leader_epoch, metadata: o.metadata.as_deref().map(Into::into) };
+                let offset = TxnOffset {
+                    offset: o.offset,
+                    leader_epoch: o.leader_epoch,
+                    metadata: o.metadata.as_deref().map(Into::into),
+                };
                 (tp.clone(), offset)
             })
             .collect();

@@ -145,19 +145,11 @@ mod tests {
             (ApiKey::DESCRIBE_PRODUCERS, 61, "DescribeProducers"),
             (ApiKey::DESCRIBE_TRANSACTIONS, 65, "DescribeTransactions"),
             (ApiKey::LIST_TRANSACTIONS, 66, "ListTransactions"),
-            (
-                ApiKey::CONSUMER_GROUP_HEARTBEAT,
-                68,
-                "ConsumerGroupHeartbeat",
-            ),
+            (ApiKey::CONSUMER_GROUP_HEARTBEAT, 68, "ConsumerGroupHeartbeat"),
             (ApiKey::CONSUMER_GROUP_DESCRIBE, 69, "ConsumerGroupDescribe"),
             (ApiKey::SHARE_FETCH, 78, "ShareFetch"),
             (ApiKey::STREAMS_GROUP_HEARTBEAT, 88, "StreamsGroupHeartbeat"),
-            (
-                ApiKey::DELETE_SHARE_GROUP_OFFSETS,
-                92,
-                "DeleteShareGroupOffsets",
-            ),
+            (ApiKey::DELETE_SHARE_GROUP_OFFSETS, 92, "DeleteShareGroupOffsets"),
         ];
         for (key, value, name) in cases {
             assert_eq!(key.0, value);
@@ -182,11 +174,7 @@ mod tests {
     #[test]
     fn known_is_contiguous_without_duplicates() {
         let values: HashSet<i16> = ApiKey::KNOWN.iter().map(|k| k.0).collect();
-        assert_eq!(
-            values.len(),
-            ApiKey::KNOWN.len(),
-            "duplicate value in KNOWN"
-        );
+        assert_eq!(values.len(), ApiKey::KNOWN.len(), "duplicate value in KNOWN");
         let names: HashSet<&str> = ApiKey::KNOWN.iter().map(|k| k.name().unwrap()).collect();
         assert_eq!(names.len(), ApiKey::KNOWN.len(), "duplicate name in KNOWN");
         // Kafka 4.1 defines keys 0..=92 with no gaps, listed in order.

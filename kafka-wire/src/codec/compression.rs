@@ -97,26 +97,20 @@ pub fn compress(codec: Compression, input: &[u8], out: &mut BytesMut) {
     match codec {
         Compression::None => out.extend_from_slice(input),
         Compression::Gzip => {
-            let mut enc =
-                flate2::write::GzEncoder::new((&mut *out).writer(), flate2::Compression::default());
+            let mut enc = flate2::write::GzEncoder::new((&mut *out).writer(), flate2::Compression::default());
             infallible(enc.write_all(input).and_then(|()| enc.try_finish()));
         }
         Compression::Snappy => snappy_compress(input, out),
         Compression::Lz4 => {
             use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
             // Kafka's own LZ4 reader refuses dependent blocks, so blocks stay independent.
-            let info =
-                FrameInfo::new().block_size(BlockSize::Max64KB).block_mode(BlockMode::Independent);
+            let info = FrameInfo::new().block_size(BlockSize::Max64KB).block_mode(BlockMode::Independent);
             let mut enc = FrameEncoder::with_frame_info(info, (&mut *out).writer());
             infallible(enc.write_all(input));
             infallible(enc.finish().map_err(io::Error::other));
         }
         Compression::Zstd => {
-            ruzstd::encoding::compress(
-                input,
-                (&mut *out).writer(),
-                ruzstd::encoding::CompressionLevel::Fastest,
-            );
+            ruzstd::encoding::compress(input, (&mut *out).writer(), ruzstd::encoding::CompressionLevel::Fastest);
         }
     }
 }
@@ -192,14 +186,7 @@ impl Output {
             return;
         }
         let ceiling = self.limit.saturating_add(1);
-        let target = self
-            .buf
-            .len()
-            .saturating_mul(2)
-            .max(MIN_GROWTH)
-            .max(self.buf.capacity())
-            .min(ceiling)
-            .max(needed);
+        let target = self.buf.len().saturating_mul(2).max(MIN_GROWTH).max(self.buf.capacity()).min(ceiling).max(needed);
         self.buf.reserve_exact(target - self.buf.len());
         self.buf.resize(target, 0);
     }
@@ -278,9 +265,7 @@ fn snappy_compress(input: &[u8], out: &mut BytesMut) {
         out.resize(len_at + 4 + max, 0);
         // The destination is `max_compress_len` long and a 32 KiB chunk is far below snappy's
         // input limit, the only two ways `compress` can fail.
-        let n = enc
-            .compress(chunk, &mut out[len_at + 4..])
-            .expect("snappy output sized by max_compress_len");
+        let n = enc.compress(chunk, &mut out[len_at + 4..]).expect("snappy output sized by max_compress_len");
         out.truncate(len_at + 4 + n);
         // n <= max_compress_len(32 KiB), far below i32::MAX.
         out[len_at..len_at + 4].copy_from_slice(&(n as u32).to_be_bytes());
@@ -308,10 +293,7 @@ fn snappy_decompress(input: &[u8], out: &mut Output) -> DecodeResult<()> {
         };
         let len = i32::from_be_bytes(*len);
         let Some(block) = usize::try_from(len).ok().and_then(|len| tail.get(..len)) else {
-            return Err(corrupt(
-                "snappy",
-                format_args!("xerial block length {len} overruns the input"),
-            ));
+            return Err(corrupt("snappy", format_args!("xerial block length {len} overruns the input")));
         };
         snappy_block(&mut dec, block, out)?;
         rest = &tail[block.len()..];
@@ -427,10 +409,7 @@ fn lz4_frame(input: &mut &[u8], out: &mut Output) -> DecodeResult<()> {
         let stored = word & 0x8000_0000 != 0;
         let size = (word & 0x7FFF_FFFF) as usize;
         if size > block_max {
-            return Err(corrupt(
-                "lz4",
-                format_args!("block of {size} bytes exceeds the frame's {block_max}"),
-            ));
+            return Err(corrupt("lz4", format_args!("block of {size} bytes exceeds the frame's {block_max}")));
         }
         let data = take_bytes(input, size, "block")?;
         if block_checksums {
@@ -491,8 +470,7 @@ fn zstd_decompress(mut input: &[u8], out: &mut Output) -> DecodeResult<()> {
             return Err(corrupt("zstd", "truncated frame magic"));
         };
         if magic & LZ4_SKIPPABLE_MASK == ZSTD_SKIPPABLE {
-            let Some(size) = input.get(4..8).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-            else {
+            let Some(size) = input.get(4..8).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]])) else {
                 return Err(corrupt("zstd", "truncated skippable frame"));
             };
             input = input
@@ -587,13 +565,10 @@ fn zstd_frame<'a>(input: &'a [u8], out: &mut Output) -> DecodeResult<&'a [u8]> {
     let mut rest = &input[header.len..];
     {
         let source = io::Cursor::new(&header.bytes[..header.len]).chain(&mut rest);
-        let mut dec =
-            ruzstd::decoding::StreamingDecoder::new(source).map_err(|e| corrupt("zstd", e))?;
+        let mut dec = ruzstd::decoding::StreamingDecoder::new(source).map_err(|e| corrupt("zstd", e))?;
         out.read_from(&mut dec)?;
         let frame = &dec.decoder;
-        if let (Some(stored), Some(computed)) =
-            (frame.get_checksum_from_data(), frame.get_calculated_checksum())
-        {
+        if let (Some(stored), Some(computed)) = (frame.get_checksum_from_data(), frame.get_calculated_checksum()) {
             if stored != computed {
                 return Err(corrupt("zstd", "content checksum mismatch"));
             }
@@ -673,10 +648,7 @@ mod tests {
             assert_eq!(decompress(codec, &packed, input.len()).unwrap(), input, "{codec}");
             assert_eq!(
                 decompress(codec, &packed, input.len() - 1),
-                Err(DecodeError::DecompressedTooLarge {
-                    codec: codec.name(),
-                    limit: input.len() - 1
-                }),
+                Err(DecodeError::DecompressedTooLarge { codec: codec.name(), limit: input.len() - 1 }),
                 "{codec}"
             );
         }
@@ -698,10 +670,7 @@ mod tests {
         // Two xerial streams back to back read as one.
         let mut twice = packed.clone();
         twice.extend_from_slice(&packed);
-        assert_eq!(
-            decompress(Compression::Snappy, &twice, LIMIT).unwrap(),
-            [&input[..], &input[..]].concat()
-        );
+        assert_eq!(decompress(Compression::Snappy, &twice, LIMIT).unwrap(), [&input[..], &input[..]].concat());
     }
 
     #[test]
@@ -727,9 +696,7 @@ mod tests {
     fn reads_vectors_from_the_reference_tools() {
         let text = b"hello kafka hello kafka hello kafka hello kafka";
         // `lz4 -c` (lz4 1.9.4): independent blocks, content checksum.
-        let lz4 = hex(
-            "04224d186440a716000000cf68656c6c6f206b61666b61200c000b506b61666b6100000000ca5ee029",
-        );
+        let lz4 = hex("04224d186440a716000000cf68656c6c6f206b61666b61200c000b506b61666b6100000000ca5ee029");
         // `lz4 -BD -BX`: linked blocks with block checksums.
         let lz4_bx = hex("04224d187440bd16000000cf68656c6c6f206b61666b61200c000b506b61666b610db1cb5c00000000ca5ee029");
         // `zstd -c` (zstd 1.5.4), and `zstd --long=30`, whose header declares a 1 GiB window.
@@ -866,10 +833,7 @@ mod tests {
             let packed = compressed(codec, &input);
             for cut in [1, 5, 17, packed.len() / 2, packed.len() - 1] {
                 let r = decompress(codec, &packed[..cut], LIMIT);
-                assert!(
-                    matches!(r, Err(DecodeError::Decompress { .. })),
-                    "{codec} cut at {cut}: {r:?}"
-                );
+                assert!(matches!(r, Err(DecodeError::Decompress { .. })), "{codec} cut at {cut}: {r:?}");
             }
             let mut flipped = packed.clone();
             let mid = flipped.len() / 2;

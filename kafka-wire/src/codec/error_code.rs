@@ -244,41 +244,17 @@ mod tests {
             (ErrorCode::UNKNOWN_SERVER_ERROR, -1, "UNKNOWN_SERVER_ERROR"),
             (ErrorCode::NONE, 0, "NONE"),
             (ErrorCode::OFFSET_OUT_OF_RANGE, 1, "OFFSET_OUT_OF_RANGE"),
-            (
-                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                3,
-                "UNKNOWN_TOPIC_OR_PARTITION",
-            ),
-            (
-                ErrorCode::NOT_LEADER_OR_FOLLOWER,
-                6,
-                "NOT_LEADER_OR_FOLLOWER",
-            ),
+            (ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, 3, "UNKNOWN_TOPIC_OR_PARTITION"),
+            (ErrorCode::NOT_LEADER_OR_FOLLOWER, 6, "NOT_LEADER_OR_FOLLOWER"),
             (ErrorCode::REQUEST_TIMED_OUT, 7, "REQUEST_TIMED_OUT"),
-            (
-                ErrorCode::COORDINATOR_LOAD_IN_PROGRESS,
-                14,
-                "COORDINATOR_LOAD_IN_PROGRESS",
-            ),
-            (
-                ErrorCode::INVALID_TOPIC_EXCEPTION,
-                17,
-                "INVALID_TOPIC_EXCEPTION",
-            ),
-            (
-                ErrorCode::TOPIC_AUTHORIZATION_FAILED,
-                29,
-                "TOPIC_AUTHORIZATION_FAILED",
-            ),
+            (ErrorCode::COORDINATOR_LOAD_IN_PROGRESS, 14, "COORDINATOR_LOAD_IN_PROGRESS"),
+            (ErrorCode::INVALID_TOPIC_EXCEPTION, 17, "INVALID_TOPIC_EXCEPTION"),
+            (ErrorCode::TOPIC_AUTHORIZATION_FAILED, 29, "TOPIC_AUTHORIZATION_FAILED"),
             (ErrorCode::UNSUPPORTED_VERSION, 35, "UNSUPPORTED_VERSION"),
             (ErrorCode::PRODUCER_FENCED, 90, "PRODUCER_FENCED"),
             (ErrorCode::UNKNOWN_TOPIC_ID, 100, "UNKNOWN_TOPIC_ID"),
             (ErrorCode::REBOOTSTRAP_REQUIRED, 129, "REBOOTSTRAP_REQUIRED"),
-            (
-                ErrorCode::SHARE_SESSION_LIMIT_REACHED,
-                133,
-                "SHARE_SESSION_LIMIT_REACHED",
-            ),
+            (ErrorCode::SHARE_SESSION_LIMIT_REACHED, 133, "SHARE_SESSION_LIMIT_REACHED"),
         ];
         for (code, value, name) in cases {
             assert_eq!(code.0, value);
@@ -364,17 +340,9 @@ mod tests {
     #[test]
     fn known_is_complete_without_duplicates() {
         let values: HashSet<i16> = ErrorCode::KNOWN.iter().map(|c| c.0).collect();
-        assert_eq!(
-            values.len(),
-            ErrorCode::KNOWN.len(),
-            "duplicate value in KNOWN"
-        );
+        assert_eq!(values.len(), ErrorCode::KNOWN.len(), "duplicate value in KNOWN");
         let names: HashSet<&str> = ErrorCode::KNOWN.iter().map(|c| c.name().unwrap()).collect();
-        assert_eq!(
-            names.len(),
-            ErrorCode::KNOWN.len(),
-            "duplicate name in KNOWN"
-        );
+        assert_eq!(names.len(), ErrorCode::KNOWN.len(), "duplicate name in KNOWN");
         // Kafka 4.1 defines -1..=133 with no gaps, listed in order.
         assert_eq!(ErrorCode::KNOWN.len(), 135);
         for (i, code) in ErrorCode::KNOWN.iter().enumerate() {
@@ -388,10 +356,7 @@ mod tests {
         for &(code, ident) in CONST_IDENTS {
             assert_eq!(code.name(), Some(ident));
             let desc = code.description().unwrap();
-            assert!(
-                !desc.is_empty() && !desc.contains('\n'),
-                "{ident}: {desc:?}"
-            );
+            assert!(!desc.is_empty() && !desc.contains('\n'), "{ident}: {desc:?}");
             assert!(desc.ends_with('.'), "{ident}: {desc:?}");
         }
     }

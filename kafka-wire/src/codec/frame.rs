@@ -61,21 +61,14 @@ pub fn split_frame(buf: &mut BytesMut, max: usize) -> DecodeResult<Option<Bytes>
 /// connection can route the frame to its request before knowing the response type.
 pub fn peek_correlation_id(frame: &Bytes) -> DecodeResult<i32> {
     if frame.len() < 4 {
-        return Err(DecodeError::UnexpectedEnd {
-            what: "correlation_id",
-            needed: 4,
-            remaining: frame.len(),
-        });
+        return Err(DecodeError::UnexpectedEnd { what: "correlation_id", needed: 4, remaining: frame.len() });
     }
     Ok(i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]))
 }
 
 /// Decodes a response frame (without its size prefix) for request type `R` at `version`. The
 /// whole frame must be consumed.
-pub fn decode_response<R: Request>(
-    mut frame: Bytes,
-    version: i16,
-) -> DecodeResult<(ResponseHeader, R::Response)> {
+pub fn decode_response<R: Request>(mut frame: Bytes, version: i16) -> DecodeResult<(ResponseHeader, R::Response)> {
     let header = ResponseHeader::decode(&mut frame, R::response_header_version(version))?;
     let body = R::Response::decode(&mut frame, version)?;
     if !frame.is_empty() {

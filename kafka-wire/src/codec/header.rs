@@ -63,8 +63,7 @@ impl ResponseHeader {
     }
 
     pub fn decode(buf: &mut Bytes, header_version: i16) -> DecodeResult<Self> {
-        let mut h =
-            Self { correlation_id: get_i32(buf, "correlation_id")?, unknown_tagged_fields: Vec::new() };
+        let mut h = Self { correlation_id: get_i32(buf, "correlation_id")?, unknown_tagged_fields: Vec::new() };
         if header_version >= 1 {
             get_tagged_fields(buf, &mut h.unknown_tagged_fields, |_, _| Ok(false))?;
         }

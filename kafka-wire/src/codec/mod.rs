@@ -4,9 +4,9 @@
 //! write into a [`bytes::BytesMut`] in one pass. Bytes from the network never cause a panic: every
 //! failure is a [`DecodeError`].
 
+mod api_key;
 #[cfg(feature = "arbitrary")]
 pub mod arb;
-mod api_key;
 pub mod compression;
 mod error;
 mod error_code;

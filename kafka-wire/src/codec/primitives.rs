@@ -154,12 +154,7 @@ pub const fn varlong_len(v: i64) -> usize {
 /// Reads a length prefix: `i16` or `i32` in classic encoding, `uvarint - 1` in compact encoding.
 /// `None` is null (-1). The value is checked against the remaining input, each item taking at
 /// least `min_item_size` bytes.
-fn get_len(
-    buf: &mut Bytes,
-    form: LenForm,
-    min_item_size: usize,
-    what: &'static str,
-) -> DecodeResult<Option<usize>> {
+fn get_len(buf: &mut Bytes, form: LenForm, min_item_size: usize, what: &'static str) -> DecodeResult<Option<usize>> {
     let len: i64 = match form {
         LenForm::I16 => i64::from(get_i16(buf, what)?),
         LenForm::I32 => i64::from(get_i32(buf, what)?),
@@ -186,18 +181,22 @@ enum LenForm {
 }
 
 fn str_form(compact: bool) -> LenForm {
-    if compact { LenForm::Compact } else { LenForm::I16 }
+    if compact {
+        LenForm::Compact
+    } else {
+        LenForm::I16
+    }
 }
 
 fn bytes_form(compact: bool) -> LenForm {
-    if compact { LenForm::Compact } else { LenForm::I32 }
+    if compact {
+        LenForm::Compact
+    } else {
+        LenForm::I32
+    }
 }
 
-pub fn get_nullable_string(
-    buf: &mut Bytes,
-    compact: bool,
-    what: &'static str,
-) -> DecodeResult<Option<ByteString>> {
+pub fn get_nullable_string(buf: &mut Bytes, compact: bool, what: &'static str) -> DecodeResult<Option<ByteString>> {
     let Some(len) = get_len(buf, str_form(compact), 1, what)? else { return Ok(None) };
     let raw = buf.split_to(len);
     ByteString::try_from(raw).map(Some).map_err(|_| DecodeError::InvalidUtf8 { what })
@@ -207,11 +206,7 @@ pub fn get_string(buf: &mut Bytes, compact: bool, what: &'static str) -> DecodeR
     get_nullable_string(buf, compact, what)?.ok_or(DecodeError::UnexpectedNull { what })
 }
 
-pub fn get_nullable_bytes(
-    buf: &mut Bytes,
-    compact: bool,
-    what: &'static str,
-) -> DecodeResult<Option<Bytes>> {
+pub fn get_nullable_bytes(buf: &mut Bytes, compact: bool, what: &'static str) -> DecodeResult<Option<Bytes>> {
     let Some(len) = get_len(buf, bytes_form(compact), 1, what)? else { return Ok(None) };
     Ok(Some(buf.split_to(len)))
 }
@@ -384,10 +379,7 @@ mod tests {
     #[test]
     fn negative_lengths_other_than_null_are_invalid() {
         let mut b = Bytes::from_static(&[0xff, 0xfe]);
-        assert_eq!(
-            get_nullable_string(&mut b, false, "s"),
-            Err(DecodeError::InvalidLength { what: "s", len: -2 })
-        );
+        assert_eq!(get_nullable_string(&mut b, false, "s"), Err(DecodeError::InvalidLength { what: "s", len: -2 }));
         let mut b = Bytes::from_static(&[0xff, 0xff]);
         assert_eq!(get_string(&mut b, false, "s"), Err(DecodeError::UnexpectedNull { what: "s" }));
     }

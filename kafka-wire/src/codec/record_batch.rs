@@ -29,8 +29,8 @@ use bytestring::ByteString;
 
 use super::compression::{self, Compression};
 use super::primitives::{
-    get_i16, get_i32, get_i64, get_i8, get_u32, get_varint, get_varlong, put_varint, put_varlong,
-    take, varint_len, varlong_len,
+    get_i16, get_i32, get_i64, get_i8, get_u32, get_varint, get_varlong, put_varint, put_varlong, take, varint_len,
+    varlong_len,
 };
 use super::{open_enum, DecodeError, DecodeResult};
 
@@ -253,10 +253,7 @@ impl ControlRecord {
         let [v0, v1, t0, t1, ..] = *key else {
             return Err(short("control record key", 4, key.len()));
         };
-        Ok(Self {
-            version: i16::from_be_bytes([v0, v1]),
-            kind: ControlType(i16::from_be_bytes([t0, t1])),
-        })
+        Ok(Self { version: i16::from_be_bytes([v0, v1]), kind: ControlType(i16::from_be_bytes([t0, t1])) })
     }
 
     pub fn encode(&self) -> Bytes {
@@ -280,10 +277,7 @@ impl EndTxnMarker {
         let [v0, v1, e0, e1, e2, e3, ..] = *value else {
             return Err(short("end transaction marker", 6, value.len()));
         };
-        Ok(Self {
-            version: i16::from_be_bytes([v0, v1]),
-            coordinator_epoch: i32::from_be_bytes([e0, e1, e2, e3]),
-        })
+        Ok(Self { version: i16::from_be_bytes([v0, v1]), coordinator_epoch: i32::from_be_bytes([e0, e1, e2, e3]) })
     }
 
     pub fn encode(&self) -> Bytes {
@@ -320,14 +314,9 @@ impl RecordBatch {
                 let needed = if rest.len() < LOG_OVERHEAD {
                     LOG_OVERHEAD
                 } else {
-                    LOG_OVERHEAD
-                        + i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]) as usize
+                    LOG_OVERHEAD + i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]) as usize
                 };
-                Err(DecodeError::UnexpectedEnd {
-                    what: "record batch",
-                    needed,
-                    remaining: rest.len(),
-                })
+                Err(DecodeError::UnexpectedEnd { what: "record batch", needed, remaining: rest.len() })
             }
         }
     }
@@ -421,10 +410,7 @@ fn split_batch(buf: &mut Bytes) -> DecodeResult<Option<RecordBatch>> {
     }
     let compression = header.compression()?;
     if header.record_count < 0 {
-        return Err(DecodeError::InvalidLength {
-            what: "recordCount",
-            len: i64::from(header.record_count),
-        });
+        return Err(DecodeError::InvalidLength { what: "recordCount", len: i64::from(header.record_count) });
     }
     Ok(Some(RecordBatch { header, compression, bytes }))
 }
@@ -518,8 +504,7 @@ impl Records {
             left: count.max(0),
             base_offset: header.base_offset,
             base_timestamp: header.base_timestamp,
-            log_append_time: (header.timestamp_type() == TimestampType::LogAppendTime)
-                .then_some(header.max_timestamp),
+            log_append_time: (header.timestamp_type() == TimestampType::LogAppendTime).then_some(header.max_timestamp),
             error,
             done: false,
         }
@@ -527,10 +512,7 @@ impl Records {
 
     fn decode_one(&mut self) -> DecodeResult<Record> {
         if self.data.is_empty() {
-            return Err(DecodeError::Malformed {
-                what: "record batch",
-                reason: "fewer records than recordCount",
-            });
+            return Err(DecodeError::Malformed { what: "record batch", reason: "fewer records than recordCount" });
         }
         let len = get_varint(&mut self.data, "record length")?;
         let len = checked_len(len, self.data.len(), "record")?;
@@ -558,9 +540,7 @@ impl Records {
         }
         Ok(Record {
             offset: self.base_offset.wrapping_add(i64::from(offset_delta)),
-            timestamp: self
-                .log_append_time
-                .unwrap_or_else(|| self.base_timestamp.wrapping_add(timestamp_delta)),
+            timestamp: self.log_append_time.unwrap_or_else(|| self.base_timestamp.wrapping_add(timestamp_delta)),
             key,
             value,
             headers,
@@ -582,10 +562,7 @@ impl Iterator for Records {
         if self.left == 0 {
             self.done = true;
             if !self.data.is_empty() {
-                return Some(Err(DecodeError::TrailingBytes {
-                    what: "record batch records",
-                    count: self.data.len(),
-                }));
+                return Some(Err(DecodeError::TrailingBytes { what: "record batch records", count: self.data.len() }));
             }
             return None;
         }
@@ -615,11 +592,7 @@ fn checked_len(len: i32, available: usize, what: &'static str) -> DecodeResult<u
         return Err(DecodeError::InvalidLength { what, len: i64::from(len) });
     }
     if len as usize > available {
-        return Err(DecodeError::LengthExceedsInput {
-            what,
-            len: len as u64,
-            remaining: available,
-        });
+        return Err(DecodeError::LengthExceedsInput { what, len: len as u64, remaining: available });
     }
     Ok(len as usize)
 }
@@ -695,12 +668,7 @@ impl BatchBuilder {
 
     /// Sets the idempotent producer's id, epoch and the first record's sequence number; may be
     /// called any time before `finish`.
-    pub fn set_producer_state(
-        &mut self,
-        producer_id: i64,
-        epoch: i16,
-        base_sequence: i32,
-    ) -> &mut Self {
+    pub fn set_producer_state(&mut self, producer_id: i64, epoch: i16, base_sequence: i32) -> &mut Self {
         self.producer_id = producer_id;
         self.producer_epoch = epoch;
         self.base_sequence = base_sequence;
@@ -791,16 +759,8 @@ impl BatchBuilder {
     /// Whether a record fits without growing the batch past `max_size` bytes (uncompressed). An
     /// empty batch always has room, as in the Java producer, so that a record larger than
     /// `batch.size` still gets a batch of its own.
-    pub fn has_room_for(
-        &self,
-        max_size: usize,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        headers: &[Header],
-    ) -> bool {
-        self.is_empty()
-            || self.size_estimate().saturating_add(record_size_upper_bound(key, value, headers))
-                <= max_size
+    pub fn has_room_for(&self, max_size: usize, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header]) -> bool {
+        self.is_empty() || self.size_estimate().saturating_add(record_size_upper_bound(key, value, headers)) <= max_size
     }
 
     pub fn base_offset(&self) -> i64 {
@@ -889,8 +849,7 @@ pub fn patch_producer_state(batch: &mut [u8], producer_id: i64, epoch: i16, base
     }
     batch[PRODUCER_ID_OFFSET..PRODUCER_ID_OFFSET + 8].copy_from_slice(&producer_id.to_be_bytes());
     batch[PRODUCER_ID_OFFSET + 8..PRODUCER_ID_OFFSET + 10].copy_from_slice(&epoch.to_be_bytes());
-    batch[PRODUCER_ID_OFFSET + 10..PRODUCER_ID_OFFSET + 14]
-        .copy_from_slice(&base_sequence.to_be_bytes());
+    batch[PRODUCER_ID_OFFSET + 10..PRODUCER_ID_OFFSET + 14].copy_from_slice(&base_sequence.to_be_bytes());
     let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
     batch[CRC_OFFSET..ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
 }
@@ -923,8 +882,7 @@ fn body_size(
     headers: &[Header],
 ) -> usize {
     let headers_size = headers.iter().fold(0usize, |n, h| {
-        n.saturating_add(var_bytes_size(Some(h.key.as_bytes())))
-            .saturating_add(var_bytes_size(h.value.as_deref()))
+        n.saturating_add(var_bytes_size(Some(h.key.as_bytes()))).saturating_add(var_bytes_size(h.value.as_deref()))
     });
     (1 + varlong_len(timestamp_delta) + varint_len(offset_delta))
         .saturating_add(var_bytes_size(key))
@@ -934,11 +892,7 @@ fn body_size(
 }
 
 /// An upper bound on the bytes a record adds to a batch, whatever its timestamp and offset.
-pub fn record_size_upper_bound(
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-    headers: &[Header],
-) -> usize {
+pub fn record_size_upper_bound(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header]) -> usize {
     // The widest varints: a 5-byte length, a 10-byte timestamp delta, a 5-byte offset delta.
     body_size(i64::MIN, i32::MIN, key, value, headers).saturating_add(5)
 }
@@ -964,7 +918,8 @@ mod tests {
             Header::new("empty", None::<Bytes>),
             Header::new("", Some(Bytes::new())),
         ];
-        let rows: [(i64, Option<&[u8]>, Option<&[u8]>, Vec<Header>); 5] = [
+        type Row<'a> = (i64, Option<&'a [u8]>, Option<&'a [u8]>, Vec<Header>);
+        let rows: [Row; 5] = [
             (1_700_000_000_000, Some(b"key-1"), Some(b"value-1"), vec![]),
             (1_699_999_999_000, None, Some(b"no key"), headers.clone()),
             (1_700_000_005_000, Some(b"tombstone"), None, vec![]),
@@ -1014,8 +969,7 @@ mod tests {
             let (second, _) = sample_builder();
             first.finish_into(&mut out, codec);
             second.finish_into(&mut out, codec);
-            let batches: Vec<_> =
-                RecordBatches::new(out.freeze()).collect::<DecodeResult<_>>().unwrap();
+            let batches: Vec<_> = RecordBatches::new(out.freeze()).collect::<DecodeResult<_>>().unwrap();
             assert_eq!(batches.len(), 2);
             for b in batches {
                 let got: Vec<_> = b.records(LIMIT).collect::<DecodeResult<_>>().unwrap();
@@ -1198,10 +1152,7 @@ mod tests {
         corrupt_crc(&mut huge);
         let b = RecordBatch::parse(Bytes::from(huge)).unwrap();
         let results: Vec<_> = b.records(LIMIT).collect();
-        assert!(matches!(
-            results[..],
-            [Err(DecodeError::LengthExceedsInput { what: "recordCount", .. })]
-        ));
+        assert!(matches!(results[..], [Err(DecodeError::LengthExceedsInput { what: "recordCount", .. })]));
     }
 
     #[test]

@@ -22,8 +22,7 @@ impl fmt::Debug for Uuid {
 impl fmt::Display for Uuid {
     /// Kafka prints UUIDs as 22 characters of URL-safe base64 without padding.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut out = String::with_capacity(22);
         for chunk in self.0.chunks(3) {
             let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
@@ -58,10 +57,7 @@ mod tests {
     #[test]
     fn uuid_displays_as_kafka_base64() {
         // The cluster id used by the local broker: 22 base64url characters of 16 bytes.
-        let id = Uuid([
-            0x32, 0x4d, 0xb7, 0x84, 0x40, 0x5c, 0xe4, 0x10, 0xea, 0x09, 0xc3, 0x7d, 0x6e, 0x61,
-            0xef, 0xb3,
-        ]);
+        let id = Uuid([0x32, 0x4d, 0xb7, 0x84, 0x40, 0x5c, 0xe4, 0x10, 0xea, 0x09, 0xc3, 0x7d, 0x6e, 0x61, 0xef, 0xb3]);
         assert_eq!(id.to_string(), "Mk23hEBc5BDqCcN9bmHvsw");
         assert_eq!(Uuid::ZERO.to_string(), "AAAAAAAAAAAAAAAAAAAAAA");
     }

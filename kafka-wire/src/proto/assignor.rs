@@ -23,8 +23,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use bytes::{Bytes, BytesMut};
 
 use crate::codec::primitives::{
-    get_array_len, get_i16, get_i32, get_nullable_bytes, get_nullable_string, get_string,
-    put_array_len, put_i16, put_i32, put_nullable_bytes, put_nullable_string, put_string,
+    get_array_len, get_i16, get_i32, get_nullable_bytes, get_nullable_string, get_string, put_array_len, put_i16,
+    put_i32, put_nullable_bytes, put_nullable_string, put_string,
 };
 use crate::codec::{DecodeError, DecodeResult};
 
@@ -101,10 +101,7 @@ fn clamp_version(version: i16) -> i16 {
 fn get_version(buf: &mut Bytes, what: &'static str) -> DecodeResult<i16> {
     let version = get_i16(buf, what)?;
     if version < 0 {
-        return Err(DecodeError::Malformed {
-            what,
-            reason: "negative version",
-        });
+        return Err(DecodeError::Malformed { what, reason: "negative version" });
     }
     Ok(version)
 }
@@ -114,10 +111,7 @@ fn get_version(buf: &mut Bytes, what: &'static str) -> DecodeResult<i16> {
 /// or reorder fields), and those are skipped.
 fn finish(buf: &Bytes, version: i16, what: &'static str) -> DecodeResult<()> {
     if version <= CONSUMER_PROTOCOL_MAX_VERSION && !buf.is_empty() {
-        return Err(DecodeError::TrailingBytes {
-            what,
-            count: buf.len(),
-        });
+        return Err(DecodeError::TrailingBytes { what, count: buf.len() });
     }
     Ok(())
 }
@@ -132,16 +126,12 @@ fn get_strings(buf: &mut Bytes, what: &'static str) -> DecodeResult<Vec<String>>
 }
 
 fn get_topic_partitions(buf: &mut Bytes, what: &'static str) -> DecodeResult<Vec<TopicPartitions>> {
-    let n = get_array_len(buf, false, MIN_TOPIC_PARTITIONS_SIZE, what)?
-        .ok_or(DecodeError::UnexpectedNull { what })?;
+    let n = get_array_len(buf, false, MIN_TOPIC_PARTITIONS_SIZE, what)?.ok_or(DecodeError::UnexpectedNull { what })?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let topic = get_string(buf, false, "consumer protocol topic")?.to_string();
-        let count = get_array_len(buf, false, 4, "consumer protocol partitions")?.ok_or(
-            DecodeError::UnexpectedNull {
-                what: "consumer protocol partitions",
-            },
-        )?;
+        let count = get_array_len(buf, false, 4, "consumer protocol partitions")?
+            .ok_or(DecodeError::UnexpectedNull { what: "consumer protocol partitions" })?;
         let mut partitions = Vec::with_capacity(count);
         for _ in 0..count {
             partitions.push(get_i32(buf, "consumer protocol partition")?);
@@ -164,10 +154,7 @@ fn put_topic_partitions(buf: &mut BytesMut, list: &[TopicPartitions]) {
 
 fn topic_partitions_from_map(map: &BTreeMap<String, Vec<i32>>) -> Vec<TopicPartitions> {
     map.iter()
-        .map(|(topic, partitions)| TopicPartitions {
-            topic: topic.clone(),
-            partitions: partitions.clone(),
-        })
+        .map(|(topic, partitions)| TopicPartitions { topic: topic.clone(), partitions: partitions.clone() })
         .collect()
 }
 
@@ -176,13 +163,9 @@ fn topic_partitions_from_map(map: &BTreeMap<String, Vec<i32>>) -> Vec<TopicParti
 fn topic_partitions_to_map(list: &[TopicPartitions]) -> BTreeMap<String, Vec<i32>> {
     let mut sets: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
     for tp in list {
-        sets.entry(tp.topic.clone())
-            .or_default()
-            .extend(tp.partitions.iter().copied());
+        sets.entry(tp.topic.clone()).or_default().extend(tp.partitions.iter().copied());
     }
-    sets.into_iter()
-        .map(|(t, s)| (t, s.into_iter().collect()))
-        .collect()
+    sets.into_iter().map(|(t, s)| (t, s.into_iter().collect())).collect()
 }
 
 impl ConsumerProtocolSubscription {
@@ -228,8 +211,7 @@ impl ConsumerProtocolSubscription {
             sub.generation_id = get_i32(buf, "subscription generation id")?;
         }
         if version >= 3 {
-            sub.rack_id =
-                get_nullable_string(buf, false, "subscription rack id")?.map(|s| s.to_string());
+            sub.rack_id = get_nullable_string(buf, false, "subscription rack id")?.map(|s| s.to_string());
         }
         finish(buf, version, WHAT)?;
         Ok((version, sub))
@@ -239,10 +221,7 @@ impl ConsumerProtocolSubscription {
 impl ConsumerProtocolAssignment {
     /// An assignment listing `partitions` topic by topic, in the map's order.
     pub fn from_map(partitions: &BTreeMap<String, Vec<i32>>, user_data: Option<Bytes>) -> Self {
-        Self {
-            assigned_partitions: topic_partitions_from_map(partitions),
-            user_data,
-        }
+        Self { assigned_partitions: topic_partitions_from_map(partitions), user_data }
     }
 
     /// The assigned partitions by topic (a topic listed twice is merged; partitions sorted and
@@ -269,13 +248,7 @@ impl ConsumerProtocolAssignment {
         let assigned_partitions = get_topic_partitions(buf, "assignment partitions")?;
         let user_data = get_nullable_bytes(buf, false, "assignment user data")?;
         finish(buf, version, WHAT)?;
-        Ok((
-            version,
-            Self {
-                assigned_partitions,
-                user_data,
-            },
-        ))
+        Ok((version, Self { assigned_partitions, user_data }))
     }
 }
 
@@ -307,10 +280,7 @@ pub struct MemberSubscription {
 
 impl MemberSubscription {
     /// A member with a subscription and nothing else.
-    pub fn new(
-        member_id: impl Into<String>,
-        topics: impl IntoIterator<Item = impl Into<String>>,
-    ) -> Self {
+    pub fn new(member_id: impl Into<String>, topics: impl IntoIterator<Item = impl Into<String>>) -> Self {
         Self {
             member_id: member_id.into(),
             group_instance_id: None,
@@ -400,11 +370,7 @@ pub trait Assignor {
     fn name(&self) -> &'static str;
     /// Assigns the partitions of the subscribed topics (`partitions`: topic → partition count;
     /// topics missing from it are ignored) over `members`.
-    fn assign(
-        &self,
-        members: &[MemberSubscription],
-        partitions: &BTreeMap<String, i32>,
-    ) -> GroupAssignment;
+    fn assign(&self, members: &[MemberSubscription], partitions: &BTreeMap<String, i32>) -> GroupAssignment;
     fn protocol(&self) -> RebalanceProtocol;
 }
 
@@ -424,11 +390,7 @@ impl Assignor for RangeAssignor {
     fn name(&self) -> &'static str {
         "range"
     }
-    fn assign(
-        &self,
-        members: &[MemberSubscription],
-        partitions: &BTreeMap<String, i32>,
-    ) -> GroupAssignment {
+    fn assign(&self, members: &[MemberSubscription], partitions: &BTreeMap<String, i32>) -> GroupAssignment {
         range(members, partitions)
     }
     fn protocol(&self) -> RebalanceProtocol {
@@ -440,11 +402,7 @@ impl Assignor for RoundRobinAssignor {
     fn name(&self) -> &'static str {
         "roundrobin"
     }
-    fn assign(
-        &self,
-        members: &[MemberSubscription],
-        partitions: &BTreeMap<String, i32>,
-    ) -> GroupAssignment {
+    fn assign(&self, members: &[MemberSubscription], partitions: &BTreeMap<String, i32>) -> GroupAssignment {
         roundrobin(members, partitions)
     }
     fn protocol(&self) -> RebalanceProtocol {
@@ -456,11 +414,7 @@ impl Assignor for CooperativeStickyAssignor {
     fn name(&self) -> &'static str {
         "cooperative-sticky"
     }
-    fn assign(
-        &self,
-        members: &[MemberSubscription],
-        partitions: &BTreeMap<String, i32>,
-    ) -> GroupAssignment {
+    fn assign(&self, members: &[MemberSubscription], partitions: &BTreeMap<String, i32>) -> GroupAssignment {
         cooperative_sticky(members, partitions)
     }
     fn protocol(&self) -> RebalanceProtocol {
@@ -472,15 +426,11 @@ impl Assignor for CooperativeStickyAssignor {
 /// Java class name of the same assignor (fully qualified or simple, e.g.
 /// `org.apache.kafka.clients.consumer.RangeAssignor`).
 pub fn by_name(name: &str) -> Option<Box<dyn Assignor + Send + Sync>> {
-    let simple = name
-        .strip_prefix("org.apache.kafka.clients.consumer.")
-        .unwrap_or(name);
+    let simple = name.strip_prefix("org.apache.kafka.clients.consumer.").unwrap_or(name);
     match simple {
         "range" | "RangeAssignor" => Some(Box::new(RangeAssignor)),
         "roundrobin" | "RoundRobinAssignor" => Some(Box::new(RoundRobinAssignor)),
-        "cooperative-sticky" | "CooperativeStickyAssignor" => {
-            Some(Box::new(CooperativeStickyAssignor))
-        }
+        "cooperative-sticky" | "CooperativeStickyAssignor" => Some(Box::new(CooperativeStickyAssignor)),
         _ => None,
     }
 }
@@ -493,25 +443,17 @@ pub fn by_name(name: &str) -> Option<Box<dyn Assignor + Send + Sync>> {
 /// never sends duplicates).
 fn distinct_members(members: &[MemberSubscription]) -> Vec<&MemberSubscription> {
     let mut seen = BTreeSet::new();
-    members
-        .iter()
-        .filter(|m| seen.insert(m.member_id.as_str()))
-        .collect()
+    members.iter().filter(|m| seen.insert(m.member_id.as_str())).collect()
 }
 
 /// Every member with an empty assignment.
 fn empty_assignment(members: &[&MemberSubscription]) -> GroupAssignment {
-    members
-        .iter()
-        .map(|m| (m.member_id.clone(), MemberAssignment::new()))
-        .collect()
+    members.iter().map(|m| (m.member_id.clone(), MemberAssignment::new())).collect()
 }
 
 /// A topic's partition count, or 0 if unknown.
 fn partition_count(partitions: &BTreeMap<String, i32>, topic: &str) -> usize {
-    partitions
-        .get(topic)
-        .map_or(0, |&n| usize::try_from(n).unwrap_or(0))
+    partitions.get(topic).map_or(0, |&n| usize::try_from(n).unwrap_or(0))
 }
 
 /// Java's `MemberInfo` order: members with a group instance id first, by instance id; then the
@@ -542,10 +484,7 @@ fn topic_set(m: &MemberSubscription) -> BTreeSet<&str> {
 /// partitions (2 members, 2 topics of 3 partitions: 4 and 2), which is the price of
 /// co-partitioning: partition `i` of every topic with the same subscribers and partition count
 /// goes to the same member.
-pub fn range(
-    members: &[MemberSubscription],
-    partitions: &BTreeMap<String, i32>,
-) -> GroupAssignment {
+pub fn range(members: &[MemberSubscription], partitions: &BTreeMap<String, i32>) -> GroupAssignment {
     let mut members = distinct_members(members);
     members.sort_by(|a, b| java_member_order(a, b));
     let mut out = empty_assignment(&members);
@@ -564,9 +503,7 @@ pub fn range(
             let len = per_member + usize::from(i < with_extra);
             if len > 0 {
                 let range = (next..next + len).map(|p| p as i32).collect();
-                out.get_mut(member)
-                    .expect("every member has an entry")
-                    .insert(topic.to_owned(), range);
+                out.get_mut(member).expect("every member has an entry").insert(topic.to_owned(), range);
             }
             next += len;
         }
@@ -583,10 +520,7 @@ pub fn range(
 /// in [`range`]); a member not subscribed to a partition's topic is skipped for that partition
 /// and the deal continues from the next member. With identical subscriptions the counts differ
 /// by at most one; otherwise they can be unbalanced.
-pub fn roundrobin(
-    members: &[MemberSubscription],
-    partitions: &BTreeMap<String, i32>,
-) -> GroupAssignment {
+pub fn roundrobin(members: &[MemberSubscription], partitions: &BTreeMap<String, i32>) -> GroupAssignment {
     let mut members = distinct_members(members);
     members.sort_by(|a, b| java_member_order(a, b));
     let mut out = empty_assignment(&members);
@@ -600,13 +534,8 @@ pub fn roundrobin(
             while !sets[next].contains(topic) {
                 next = (next + 1) % members.len();
             }
-            let assignment = out
-                .get_mut(&members[next].member_id)
-                .expect("every member has an entry");
-            assignment
-                .entry(topic.to_owned())
-                .or_default()
-                .push(p as i32);
+            let assignment = out.get_mut(&members[next].member_id).expect("every member has an entry");
+            assignment.entry(topic.to_owned()).or_default().push(p as i32);
             next = (next + 1) % members.len();
         }
     }
@@ -658,10 +587,7 @@ pub fn roundrobin(
 /// that keeps every assigned partition in place and assigns every withheld one, because the
 /// first balancing pass can reach, without moving owned partitions, the optimal balance the
 /// previous round found.
-pub fn cooperative_sticky(
-    members: &[MemberSubscription],
-    partitions: &BTreeMap<String, i32>,
-) -> GroupAssignment {
+pub fn cooperative_sticky(members: &[MemberSubscription], partitions: &BTreeMap<String, i32>) -> GroupAssignment {
     let mut members = distinct_members(members);
     members.sort_by(|a, b| a.member_id.cmp(&b.member_id));
     let mut sticky = Sticky::new(&members, partitions);
@@ -731,10 +657,7 @@ impl<'a> Sticky<'a> {
     fn new(members: &[&'a MemberSubscription], partitions: &BTreeMap<String, i32>) -> Self {
         let n = members.len();
         let mut topic_index: BTreeMap<&'a str, usize> = BTreeMap::new();
-        let all: BTreeSet<&'a str> = members
-            .iter()
-            .flat_map(|m| m.topics.iter().map(String::as_str))
-            .collect();
+        let all: BTreeSet<&'a str> = members.iter().flat_map(|m| m.topics.iter().map(String::as_str)).collect();
         let (mut topics, mut offsets, mut counts) = (Vec::new(), Vec::new(), Vec::new());
         let mut total = 0;
         for topic in all {
@@ -760,11 +683,7 @@ impl<'a> Sticky<'a> {
             }
         }
 
-        let max_generation = members
-            .iter()
-            .map(|m| m.sticky_generation())
-            .max()
-            .unwrap_or(DEFAULT_GENERATION);
+        let max_generation = members.iter().map(|m| m.sticky_generation()).max().unwrap_or(DEFAULT_GENERATION);
         let mut claims = vec![Claim::None; total];
         let mut valid = vec![Claim::None; total];
         for (m, member) in members.iter().enumerate() {
@@ -785,16 +704,8 @@ impl<'a> Sticky<'a> {
                 }
             }
         }
-        let owner: Vec<Option<usize>> = valid
-            .iter()
-            .map(|c| {
-                if let Claim::One(m) = *c {
-                    Some(m)
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let owner: Vec<Option<usize>> =
+            valid.iter().map(|c| if let Claim::One(m) = *c { Some(m) } else { None }).collect();
         let mut owned_count = vec![0; n];
         for m in owner.iter().flatten() {
             owned_count[*m] += 1;
@@ -828,9 +739,7 @@ impl<'a> Sticky<'a> {
     }
 
     fn take(&mut self, topic: usize, p: usize, member: usize) {
-        let held = self.held[member]
-            .get_mut(&topic)
-            .expect("the partition is held");
+        let held = self.held[member].get_mut(&topic).expect("the partition is held");
         let removed = held.kept.remove(&(p as i32)) || held.moved.remove(&(p as i32));
         debug_assert!(removed);
         if held.kept.is_empty() && held.moved.is_empty() {
@@ -915,10 +824,7 @@ impl<'a> Sticky<'a> {
     /// then fewest owned partitions moved, fewest hops, lowest member index.
     fn find_path(&self, u: usize, any: bool) -> Option<Vec<Hop>> {
         let limit = self.load[u].checked_sub(2)?;
-        let lightest = (0..self.load.len())
-            .filter(|&m| m != u)
-            .map(|m| self.load[m])
-            .min()?;
+        let lightest = (0..self.load.len()).filter(|&m| m != u).map(|m| self.load[m]).min()?;
         if lightest > limit {
             return None;
         }
@@ -952,11 +858,7 @@ impl<'a> Sticky<'a> {
                 for &y in &self.subscribers[t] {
                     if y != x && !done[y] && dist[y].is_none_or(|d| next < d) {
                         dist[y] = Some(next);
-                        parent[y] = Some(Hop {
-                            from: x,
-                            topic: t,
-                            to: y,
-                        });
+                        parent[y] = Some(Hop { from: x, topic: t, to: y });
                         heap.push(Reverse((next.0, next.1, y)));
                     }
                 }
@@ -984,17 +886,12 @@ impl<'a> Sticky<'a> {
         for hop in path {
             let held = &self.held[hop.from][&hop.topic];
             let offset = self.offsets[hop.topic];
-            let home = held
-                .moved
-                .iter()
-                .rev()
-                .find(|&&p| self.owner[offset + p as usize] == Some(hop.to));
+            let home = held.moved.iter().rev().find(|&&p| self.owner[offset + p as usize] == Some(hop.to));
             let p = home
                 .or_else(|| held.moved.last())
                 .or_else(|| held.kept.last())
                 .copied()
-                .expect("a path only uses members holding a partition of the topic")
-                as usize;
+                .expect("a path only uses members holding a partition of the topic") as usize;
             self.take(hop.topic, p, hop.from);
             self.put(hop.topic, p, hop.to);
         }
@@ -1013,13 +910,8 @@ impl<'a> Sticky<'a> {
                     Claim::Many => true,
                 };
                 if !claimed_by_other {
-                    let assignment = out
-                        .get_mut(&members[m].member_id)
-                        .expect("every member has an entry");
-                    assignment
-                        .entry((*topic).to_owned())
-                        .or_default()
-                        .push(p as i32);
+                    let assignment = out.get_mut(&members[m].member_id).expect("every member has an entry");
+                    assignment.entry((*topic).to_owned()).or_default().push(p as i32);
                 }
             }
         }
@@ -1040,16 +932,10 @@ mod tests {
     }
 
     fn parts(list: &[(&str, &[i32])]) -> MemberAssignment {
-        list.iter()
-            .map(|&(t, ps)| (t.to_owned(), ps.to_vec()))
-            .collect()
+        list.iter().map(|&(t, ps)| (t.to_owned(), ps.to_vec())).collect()
     }
 
-    fn owning(
-        mut m: MemberSubscription,
-        generation: i32,
-        owned: &[(&str, &[i32])],
-    ) -> MemberSubscription {
+    fn owning(mut m: MemberSubscription, generation: i32, owned: &[(&str, &[i32])]) -> MemberSubscription {
         m.generation = generation;
         m.owned_partitions = parts(owned);
         m
@@ -1073,11 +959,7 @@ mod tests {
 
     #[test]
     fn range_handles_partial_subscriptions_unknown_topics_and_idle_members() {
-        let members = [
-            member("a", &["x", "y", "gone"]),
-            member("b", &["y"]),
-            member("c", &["y"]),
-        ];
+        let members = [member("a", &["x", "y", "gone"]), member("b", &["y"]), member("c", &["y"])];
         let out = range(&members, &counts(&[("x", 2), ("y", 2)]));
         assert_eq!(out["a"], parts(&[("x", &[0, 1]), ("y", &[0])]));
         assert_eq!(out["b"], parts(&[("y", &[1])]));
@@ -1104,11 +986,7 @@ mod tests {
         assert_eq!(out["C0"], parts(&[("t0", &[0, 2]), ("t1", &[1])]));
         assert_eq!(out["C1"], parts(&[("t0", &[1]), ("t1", &[0, 2])]));
 
-        let members = [
-            member("C0", &["t0"]),
-            member("C1", &["t0", "t1"]),
-            member("C2", &["t0", "t1", "t2"]),
-        ];
+        let members = [member("C0", &["t0"]), member("C1", &["t0", "t1"]), member("C2", &["t0", "t1", "t2"])];
         let out = roundrobin(&members, &counts(&[("t0", 1), ("t1", 2), ("t2", 3)]));
         assert_eq!(out["C0"], parts(&[("t0", &[0])]));
         assert_eq!(out["C1"], parts(&[("t1", &[0])]));
@@ -1117,11 +995,7 @@ mod tests {
 
     #[test]
     fn roundrobin_deals_three_members_over_seven_partitions() {
-        let members = [
-            member("a", &["t"]),
-            member("b", &["t"]),
-            member("c", &["t"]),
-        ];
+        let members = [member("a", &["t"]), member("b", &["t"]), member("c", &["t"])];
         let out = roundrobin(&members, &counts(&[("t", 7)]));
         assert_eq!(out["a"], parts(&[("t", &[0, 3, 6])]));
         assert_eq!(out["b"], parts(&[("t", &[1, 4])]));
@@ -1130,16 +1004,9 @@ mod tests {
 
     #[test]
     fn cooperative_sticky_from_scratch_is_balanced_and_complete() {
-        let members = [
-            member("a", &["t", "u"]),
-            member("b", &["t", "u"]),
-            member("c", &["t", "u"]),
-        ];
+        let members = [member("a", &["t", "u"]), member("b", &["t", "u"]), member("c", &["t", "u"])];
         let out = cooperative_sticky(&members, &counts(&[("t", 4), ("u", 3)]));
-        let sizes: Vec<usize> = out
-            .values()
-            .map(|a| a.values().map(Vec::len).sum())
-            .collect();
+        let sizes: Vec<usize> = out.values().map(|a| a.values().map(Vec::len).sum()).collect();
         assert_eq!(sizes.iter().sum::<usize>(), 7);
         assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
     }
@@ -1169,10 +1036,7 @@ mod tests {
         let out = cooperative_sticky(&[a, b, c], &counts(&[("t", 3)]));
         let all: Vec<(String, i32)> = out
             .iter()
-            .flat_map(|(m, a)| {
-                a.values()
-                    .flat_map(move |ps| ps.iter().map(move |&p| (m.clone(), p)))
-            })
+            .flat_map(|(m, a)| a.values().flat_map(move |ps| ps.iter().map(move |&p| (m.clone(), p))))
             .collect();
         // Partition 1 is claimed by two members: nobody gets it this round. Partitions 0 and 2
         // are claimed by b, so they go to b or to nobody.
@@ -1199,21 +1063,14 @@ mod tests {
         let x = owning(member("x", &["t"]), 1, &[("t", &[0, 1, 2, 3])]);
         let y = owning(member("y", &["t", "u"]), 1, &[("u", &[0, 1])]);
         let z = member("z", &["u"]);
-        let round1 = cooperative_sticky(
-            &[x.clone(), y.clone(), z.clone()],
-            &counts(&[("t", 4), ("u", 2)]),
-        );
+        let round1 = cooperative_sticky(&[x.clone(), y.clone(), z.clone()], &counts(&[("t", 4), ("u", 2)]));
         let next = |m: MemberSubscription| MemberSubscription {
             owned_partitions: round1[&m.member_id].clone(),
             generation: 2,
             ..m
         };
-        let round2 =
-            cooperative_sticky(&[next(x), next(y), next(z)], &counts(&[("t", 4), ("u", 2)]));
-        let sizes: Vec<usize> = round2
-            .values()
-            .map(|a| a.values().map(Vec::len).sum())
-            .collect();
+        let round2 = cooperative_sticky(&[next(x), next(y), next(z)], &counts(&[("t", 4), ("u", 2)]));
+        let sizes: Vec<usize> = round2.values().map(|a| a.values().map(Vec::len).sum()).collect();
         assert_eq!(sizes, vec![2, 2, 2], "{round1:?} then {round2:?}");
     }
 
@@ -1223,27 +1080,15 @@ mod tests {
             ("range", "range"),
             ("org.apache.kafka.clients.consumer.RangeAssignor", "range"),
             ("roundrobin", "roundrobin"),
-            (
-                "org.apache.kafka.clients.consumer.RoundRobinAssignor",
-                "roundrobin",
-            ),
+            ("org.apache.kafka.clients.consumer.RoundRobinAssignor", "roundrobin"),
             ("cooperative-sticky", "cooperative-sticky"),
-            (
-                "org.apache.kafka.clients.consumer.CooperativeStickyAssignor",
-                "cooperative-sticky",
-            ),
+            ("org.apache.kafka.clients.consumer.CooperativeStickyAssignor", "cooperative-sticky"),
         ] {
             assert_eq!(by_name(name).map(|a| a.name()), Some(expected));
         }
         assert!(by_name("sticky").is_none());
-        assert_eq!(
-            by_name("cooperative-sticky").unwrap().protocol(),
-            RebalanceProtocol::Cooperative
-        );
-        assert_eq!(
-            by_name("range").unwrap().protocol(),
-            RebalanceProtocol::Eager
-        );
+        assert_eq!(by_name("cooperative-sticky").unwrap().protocol(), RebalanceProtocol::Cooperative);
+        assert_eq!(by_name("range").unwrap().protocol(), RebalanceProtocol::Eager);
     }
 
     #[test]
@@ -1251,18 +1096,12 @@ mod tests {
         let sub = ConsumerProtocolSubscription {
             topics: vec!["t".into()],
             user_data: None,
-            owned_partitions: vec![TopicPartitions {
-                topic: "t".into(),
-                partitions: vec![2],
-            }],
+            owned_partitions: vec![TopicPartitions { topic: "t".into(), partitions: vec![2] }],
             generation_id: 5,
             rack_id: Some("r".into()),
         };
         let v0 = sub.encode(0);
-        assert_eq!(
-            &v0[..],
-            b"\x00\x00\x00\x00\x00\x01\x00\x01t\xff\xff\xff\xff"
-        );
+        assert_eq!(&v0[..], b"\x00\x00\x00\x00\x00\x01\x00\x01t\xff\xff\xff\xff");
         let v3 = sub.encode(3);
         assert_eq!(
             &v3[..],
@@ -1270,66 +1109,40 @@ mod tests {
               \x00\x00\x00\x01\x00\x01t\x00\x00\x00\x01\x00\x00\x00\x02\
               \x00\x00\x00\x05\x00\x01r"
         );
-        assert_eq!(
-            ConsumerProtocolSubscription::decode(v3).unwrap(),
-            (3, sub.clone())
-        );
+        assert_eq!(ConsumerProtocolSubscription::decode(v3).unwrap(), (3, sub.clone()));
         let (version, old) = ConsumerProtocolSubscription::decode(v0).unwrap();
         assert_eq!(version, 0);
-        assert_eq!(
-            old,
-            ConsumerProtocolSubscription {
-                topics: vec!["t".into()],
-                ..Default::default()
-            }
-        );
+        assert_eq!(old, ConsumerProtocolSubscription { topics: vec!["t".into()], ..Default::default() });
     }
 
     #[test]
     fn newer_versions_decode_and_skip_unknown_fields() {
-        let sub = ConsumerProtocolSubscription {
-            topics: vec!["t".into()],
-            generation_id: 1,
-            ..Default::default()
-        };
+        let sub = ConsumerProtocolSubscription { topics: vec!["t".into()], generation_id: 1, ..Default::default() };
         let mut raw = sub.encode(3).to_vec();
         raw[1] = 9;
         raw.extend_from_slice(b"future");
-        assert_eq!(
-            ConsumerProtocolSubscription::decode(Bytes::from(raw.clone())).unwrap(),
-            (9, sub.clone())
-        );
+        assert_eq!(ConsumerProtocolSubscription::decode(Bytes::from(raw.clone())).unwrap(), (9, sub.clone()));
         raw[1] = 3;
         assert!(matches!(
             ConsumerProtocolSubscription::decode(Bytes::from(raw)),
             Err(DecodeError::TrailingBytes { count: 6, .. })
         ));
 
-        let asg = ConsumerProtocolAssignment::from_map(
-            &parts(&[("t", &[0, 1])]),
-            Some(Bytes::from_static(b"u")),
-        );
+        let asg = ConsumerProtocolAssignment::from_map(&parts(&[("t", &[0, 1])]), Some(Bytes::from_static(b"u")));
         let mut raw = asg.encode(1).to_vec();
         raw[1] = 4;
         raw.push(0);
-        assert_eq!(
-            ConsumerProtocolAssignment::decode(Bytes::from(raw)).unwrap(),
-            (4, asg)
-        );
+        assert_eq!(ConsumerProtocolAssignment::decode(Bytes::from(raw)).unwrap(), (4, asg));
     }
 
     #[test]
     fn negative_versions_and_nulls_are_refused() {
         assert!(matches!(
-            ConsumerProtocolSubscription::decode(Bytes::from_static(
-                b"\xff\xff\x00\x00\x00\x00\xff\xff\xff\xff"
-            )),
+            ConsumerProtocolSubscription::decode(Bytes::from_static(b"\xff\xff\x00\x00\x00\x00\xff\xff\xff\xff")),
             Err(DecodeError::Malformed { .. })
         ));
         assert!(matches!(
-            ConsumerProtocolAssignment::decode(Bytes::from_static(
-                b"\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff"
-            )),
+            ConsumerProtocolAssignment::decode(Bytes::from_static(b"\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff")),
             Err(DecodeError::UnexpectedNull { .. })
         ));
     }
@@ -1339,14 +1152,8 @@ mod tests {
         let sub = ConsumerProtocolSubscription {
             topics: vec!["t".into()],
             owned_partitions: vec![
-                TopicPartitions {
-                    topic: "t".into(),
-                    partitions: vec![3, 1],
-                },
-                TopicPartitions {
-                    topic: "t".into(),
-                    partitions: vec![1, 0],
-                },
+                TopicPartitions { topic: "t".into(), partitions: vec![3, 1] },
+                TopicPartitions { topic: "t".into(), partitions: vec![1, 0] },
             ],
             generation_id: 2,
             rack_id: Some(String::new()),
@@ -1356,14 +1163,6 @@ mod tests {
         assert_eq!(m.owned_partitions, parts(&[("t", &[0, 1, 3])]));
         assert_eq!(m.generation, 2);
         assert_eq!(m.rack, None);
-        assert_eq!(
-            m.to_wire().encode(3),
-            MemberSubscription {
-                rack: None,
-                ..m.clone()
-            }
-            .to_wire()
-            .encode(3)
-        );
+        assert_eq!(m.to_wire().encode(3), MemberSubscription { rack: None, ..m.clone() }.to_wire().encode(3));
     }
 }

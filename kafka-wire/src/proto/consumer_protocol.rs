@@ -94,8 +94,7 @@ use crate::codec::messages::offset_commit::{
     OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic, OffsetCommitResponse,
 };
 use crate::codec::messages::offset_fetch::{
-    OffsetFetchRequest, OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
-    OffsetFetchResponse,
+    OffsetFetchRequest, OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics, OffsetFetchResponse,
 };
 use crate::codec::messages::FindCoordinatorRequest;
 use crate::codec::{ErrorCode, Uuid};
@@ -199,7 +198,9 @@ pub enum ConsumerGroupResponse {
     OffsetCommit(OffsetCommitResponse),
     OffsetFetch(OffsetFetchResponse),
     /// The request failed without an answer (timeout, connection lost).
-    Failed { kind: ConsumerGroupRequestKind },
+    Failed {
+        kind: ConsumerGroupRequestKind,
+    },
     /// The coordinator could not be reached at all (the request was not sent).
     CoordinatorUnreachable,
 }
@@ -213,7 +214,9 @@ enum Lifecycle {
     /// next `poll_called`.
     PollExpired,
     /// `leave()` was called: revoking, then the leave heartbeat with this epoch.
-    Leaving { epoch: i32 },
+    Leaving {
+        epoch: i32,
+    },
     Left,
     Fatal(ErrorCode),
 }
@@ -546,12 +549,7 @@ impl ConsumerGroupMember {
     /// Topic ids of the current assignment without a known name: their partitions are not
     /// taken until [`ConsumerGroupMember::set_topic_names`] names them.
     pub fn unresolved_topic_ids(&self) -> BTreeSet<Uuid> {
-        self.target
-            .iter()
-            .flatten()
-            .map(|(id, _)| *id)
-            .filter(|id| !self.names.contains_key(id))
-            .collect()
+        self.target.iter().flatten().map(|(id, _)| *id).filter(|id| !self.names.contains_key(id)).collect()
     }
 
     // ---- application calls -------------------------------------------------------------------
@@ -798,7 +796,9 @@ impl ConsumerGroupMember {
             let slot = self.abandoned.take().expect("checked");
             // Only what the coordinator said about the member; its coordinator errors are old news.
             if let (None, ConsumerGroupResponse::ConsumerGroupHeartbeat(r)) = (&self.slot, response) {
-                if [ErrorCode::NONE, ErrorCode::FENCED_MEMBER_EPOCH, ErrorCode::UNKNOWN_MEMBER_ID].contains(&r.error_code) {
+                if [ErrorCode::NONE, ErrorCode::FENCED_MEMBER_EPOCH, ErrorCode::UNKNOWN_MEMBER_ID]
+                    .contains(&r.error_code)
+                {
                     self.on_heartbeat(slot, r, now);
                 }
             }
@@ -924,10 +924,11 @@ impl ConsumerGroupMember {
     /// The coordinator must hear of a change: a heartbeat goes out at once.
     fn ack_needed(&self) -> bool {
         self.epoch > 0
-            && (self.restate_owned || match &self.sent {
-                None => true,
-                Some(s) => s.subscription != self.subscription || s.owned != self.report_owned(),
-            })
+            && (self.restate_owned
+                || match &self.sent {
+                    None => true,
+                    Some(s) => s.subscription != self.subscription || s.owned != self.report_owned(),
+                })
     }
 
     fn join_ready(&self) -> bool {
@@ -1009,8 +1010,7 @@ impl ConsumerGroupMember {
         }
         if let Some(deadline) = self.lease_deadline() {
             if now >= deadline {
-                let session_over =
-                    self.session_alive.is_some_and(|a| now >= a + self.config.session_timeout);
+                let session_over = self.session_alive.is_some_and(|a| now >= a + self.config.session_timeout);
                 tracing::warn!(
                     group = %self.config.group_id,
                     session_over,
@@ -1068,8 +1068,7 @@ impl ConsumerGroupMember {
             .collect();
         for id in stale {
             self.commits.remove(&id);
-            self.events
-                .push_back(GroupEvent::CommitResult { id, result: Err(ErrorCode::STALE_MEMBER_EPOCH) });
+            self.events.push_back(GroupEvent::CommitResult { id, result: Err(ErrorCode::STALE_MEMBER_EPOCH) });
         }
     }
 
@@ -1126,8 +1125,7 @@ impl ConsumerGroupMember {
     }
 
     fn forget_unowned_topic_ids(&mut self) {
-        let owned: BTreeSet<&str> =
-            self.assigned.iter().chain(self.revoking.iter()).map(|(t, _)| t.as_str()).collect();
+        let owned: BTreeSet<&str> = self.assigned.iter().chain(self.revoking.iter()).map(|(t, _)| t.as_str()).collect();
         self.owned_topic_ids.retain(|t, _| owned.contains(t.as_str()));
     }
 
@@ -1276,10 +1274,8 @@ impl ConsumerGroupMember {
             if c.incarnation != self.incarnation || !self.in_group() {
                 // Never send a commit with an epoch of another membership.
                 self.commits.remove(&commit_id);
-                self.events.push_back(GroupEvent::CommitResult {
-                    id: commit_id,
-                    result: Err(ErrorCode::STALE_MEMBER_EPOCH),
-                });
+                self.events
+                    .push_back(GroupEvent::CommitResult { id: commit_id, result: Err(ErrorCode::STALE_MEMBER_EPOCH) });
                 continue;
             }
             let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
@@ -1376,15 +1372,11 @@ impl ConsumerGroupMember {
             self.coordinator_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
             return;
         };
-        let (error, node_id, host, port) = match r
-            .coordinators
-            .iter()
-            .find(|c| &*c.key == self.config.group_id.as_str())
-            .or(r.coordinators.first())
-        {
-            Some(c) => (c.error_code, c.node_id, c.host.to_string(), c.port),
-            None => (r.error_code, r.node_id, r.host.to_string(), r.port),
-        };
+        let (error, node_id, host, port) =
+            match r.coordinators.iter().find(|c| &*c.key == self.config.group_id.as_str()).or(r.coordinators.first()) {
+                Some(c) => (c.error_code, c.node_id, c.host.to_string(), c.port),
+                None => (r.error_code, r.node_id, r.host.to_string(), r.port),
+            };
         if error.is_ok() && node_id >= 0 {
             self.coordinator = Some(Coordinator { node_id, host, port });
             self.coordinator_backoff.reset();
@@ -1435,10 +1427,7 @@ impl ConsumerGroupMember {
                 self.heartbeat_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
             }
             code if is_fatal_heartbeat_error(code) => {
-                if current
-                    || code == ErrorCode::GROUP_AUTHORIZATION_FAILED
-                    || code == ErrorCode::UNSUPPORTED_VERSION
-                {
+                if current || code == ErrorCode::GROUP_AUTHORIZATION_FAILED || code == ErrorCode::UNSUPPORTED_VERSION {
                     self.fatal(code);
                 }
             }
@@ -1485,11 +1474,8 @@ impl ConsumerGroupMember {
         }
         self.acked_owned = slot.reported;
         if let Some(a) = &r.assignment {
-            let target: BTreeSet<IdTp> = a
-                .topic_partitions
-                .iter()
-                .flat_map(|t| t.partitions.iter().map(move |p| (t.topic_id, *p)))
-                .collect();
+            let target: BTreeSet<IdTp> =
+                a.topic_partitions.iter().flat_map(|t| t.partitions.iter().map(move |p| (t.topic_id, *p))).collect();
             if self.target.as_ref() != Some(&target) {
                 self.restate_owned = true;
             }

@@ -134,7 +134,11 @@ impl FetchSession {
 
 /// Epochs run 1, 2, …, i32::MAX, then wrap to 1 (0 means "full fetch").
 fn next_epoch(epoch: i32) -> i32 {
-    if epoch == i32::MAX { 1 } else { epoch + 1 }
+    if epoch == i32::MAX {
+        1
+    } else {
+        epoch + 1
+    }
 }
 
 #[cfg(test)]

@@ -114,17 +114,15 @@ use crate::codec::messages::offset_commit::{
     OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic, OffsetCommitResponse,
 };
 use crate::codec::messages::offset_fetch::{
-    OffsetFetchRequest, OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
-    OffsetFetchResponse,
+    OffsetFetchRequest, OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics, OffsetFetchResponse,
 };
 use crate::codec::messages::sync_group::{SyncGroupRequest, SyncGroupRequestAssignment, SyncGroupResponse};
 use crate::codec::messages::FindCoordinatorRequest;
 use crate::codec::ErrorCode;
 
 use super::assignor::{
-    Assignor, ConsumerProtocolAssignment, ConsumerProtocolSubscription, MemberSubscription,
-    RebalanceProtocol, TopicPartitions, CONSUMER_PROTOCOL_MAX_VERSION, CONSUMER_PROTOCOL_TYPE,
-    DEFAULT_GENERATION,
+    Assignor, ConsumerProtocolAssignment, ConsumerProtocolSubscription, MemberSubscription, RebalanceProtocol,
+    TopicPartitions, CONSUMER_PROTOCOL_MAX_VERSION, CONSUMER_PROTOCOL_TYPE, DEFAULT_GENERATION,
 };
 
 /// A topic and a partition of it.
@@ -246,7 +244,9 @@ pub enum GroupResponse {
     OffsetCommit(OffsetCommitResponse),
     OffsetFetch(OffsetFetchResponse),
     /// The request failed without an answer (timeout, connection lost).
-    Failed { kind: RequestKind },
+    Failed {
+        kind: RequestKind,
+    },
     /// The coordinator could not be reached at all (the request was not sent).
     CoordinatorUnreachable,
 }
@@ -295,7 +295,9 @@ enum Lifecycle {
     /// next `poll_called`.
     PollExpired,
     /// `leave()` was called: revoking, then LeaveGroup.
-    Leaving { send: bool },
+    Leaving {
+        send: bool,
+    },
     Left,
     Fatal(ErrorCode),
 }
@@ -904,14 +906,10 @@ impl GroupMember {
         if !matches!(self.lifecycle, Lifecycle::Active | Lifecycle::Leaving { .. }) || !self.holds_membership() {
             return None;
         }
-        if self.slot.is_some_and(|s| matches!(s.kind, SlotKind::Join | SlotKind::Sync)) || self.pending_sync.is_some()
-        {
+        if self.slot.is_some_and(|s| matches!(s.kind, SlotKind::Join | SlotKind::Sync)) || self.pending_sync.is_some() {
             return None;
         }
-        Some(
-            (self.session_alive + self.config.session_timeout)
-                .min(self.phase_alive + self.config.rebalance_timeout),
-        )
+        Some((self.session_alive + self.config.session_timeout).min(self.phase_alive + self.config.rebalance_timeout))
     }
 
     fn poll_deadline(&self) -> Option<Instant> {
@@ -1317,10 +1315,8 @@ impl GroupMember {
         if self.fetch_queue.is_empty() || !self.fetch_backoff.ready(now) {
             return None;
         }
-        let partitions: BTreeSet<Tp> = std::mem::take(&mut self.fetch_queue)
-            .into_iter()
-            .filter(|tp| self.assigned.contains(tp))
-            .collect();
+        let partitions: BTreeSet<Tp> =
+            std::mem::take(&mut self.fetch_queue).into_iter().filter(|tp| self.assigned.contains(tp)).collect();
         if partitions.is_empty() {
             return None;
         }
@@ -1371,15 +1367,11 @@ impl GroupMember {
             self.coordinator_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
             return;
         };
-        let (error, node_id, host, port) = match r
-            .coordinators
-            .iter()
-            .find(|c| &*c.key == self.config.group_id.as_str())
-            .or(r.coordinators.first())
-        {
-            Some(c) => (c.error_code, c.node_id, c.host.to_string(), c.port),
-            None => (r.error_code, r.node_id, r.host.to_string(), r.port),
-        };
+        let (error, node_id, host, port) =
+            match r.coordinators.iter().find(|c| &*c.key == self.config.group_id.as_str()).or(r.coordinators.first()) {
+                Some(c) => (c.error_code, c.node_id, c.host.to_string(), c.port),
+                None => (r.error_code, r.node_id, r.host.to_string(), r.port),
+            };
         if error.is_ok() && node_id >= 0 {
             self.coordinator = Some(Coordinator { node_id, host, port });
             self.coordinator_backoff.reset();
@@ -1692,9 +1684,7 @@ impl GroupMember {
         };
         let failed_request = !matches!(response, GroupResponse::OffsetCommit(_));
         let (generation, member_id) = (c.generation, c.member_id.clone());
-        let same_generation = self
-            .current_generation()
-            .is_some_and(|g| g.id == generation && g.member_id == member_id);
+        let same_generation = self.current_generation().is_some_and(|g| g.id == generation && g.member_id == member_id);
         let finish = |this: &mut Self, result: Result<(), ErrorCode>| {
             this.commits.remove(&commit_id);
             this.events.push_back(GroupEvent::CommitResult { id: commit_id, result });
@@ -1871,11 +1861,7 @@ fn decode_assignment(bytes: &Bytes) -> Result<BTreeSet<Tp>, ()> {
         return Ok(BTreeSet::new());
     }
     let (_, assignment) = ConsumerProtocolAssignment::decode(bytes.clone()).map_err(|_| ())?;
-    Ok(assignment
-        .to_map()
-        .into_iter()
-        .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
-        .collect())
+    Ok(assignment.to_map().into_iter().flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p))).collect())
 }
 
 #[cfg(test)]
@@ -1967,11 +1953,8 @@ mod tests {
         assert_eq!(r.protocols.len(), 1);
         assert_eq!(&*r.protocols[0].name, "range");
         assert_eq!(r.rebalance_timeout_ms, 300_000);
-        let resp = JoinGroupResponse {
-            error_code: ErrorCode::MEMBER_ID_REQUIRED,
-            member_id: bs("m-1"),
-            ..Default::default()
-        };
+        let resp =
+            JoinGroupResponse { error_code: ErrorCode::MEMBER_ID_REQUIRED, member_id: bs("m-1"), ..Default::default() };
         m.handle_response(id, GroupResponse::JoinGroup(resp), t0);
         let (_, _, req) = expect(&mut m, t0);
         let GroupRequest::JoinGroup(r) = req else { panic!("{req:?}") };

@@ -170,12 +170,7 @@ impl StickyPartitioner {
     /// the Java producer does, since `batch.size=0` is legal there), seeded with `seed`.
     /// Adaptive partitioning is on.
     pub fn new(batch_size: usize, seed: u64) -> Self {
-        Self {
-            batch_size: batch_size.max(1),
-            adaptive: true,
-            rng: XorShift64Star::new(seed),
-            topics: HashMap::new(),
-        }
+        Self { batch_size: batch_size.max(1), adaptive: true, rng: XorShift64Star::new(seed), topics: HashMap::new() }
     }
 
     /// Turns adaptive partitioning (`partitioner.adaptive.partitioning.enable`) on or off.
@@ -261,12 +256,7 @@ impl StickyPartitioner {
 
 /// Picks a new sticky partition: weighted by `load` if there is one, else uniformly among the
 /// available partitions, else among all.
-fn next_partition(
-    rng: &mut XorShift64Star,
-    load: &[(i32, u64)],
-    num_partitions: u32,
-    available: &[i32],
-) -> i32 {
+fn next_partition(rng: &mut XorShift64Star, load: &[(i32, u64)], num_partitions: u32, available: &[i32]) -> i32 {
     let in_range = |p: i32| u32::try_from(p).is_ok_and(|p| p < num_partitions);
     if let Some(&(_, total)) = load.last() {
         let x = rng.below(total);
@@ -325,10 +315,7 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     /// Computed with Java's `Utils.murmur2` and `BuiltInPartitioner.partitionForKey` (Kafka
@@ -384,29 +371,14 @@ mod tests {
         let mut sticky = StickyPartitioner::new(100, 1);
         let key = Some(&b"key"[..]);
         let keyed = partition_for_key(b"key", 6);
-        assert_eq!(
-            choose_partition(Some(4), key, false, "t", 6, &[], &mut sticky),
-            PartitionChoice::Explicit(4)
-        );
-        assert_eq!(
-            choose_partition(None, key, false, "t", 6, &[], &mut sticky),
-            PartitionChoice::Keyed(keyed)
-        );
+        assert_eq!(choose_partition(Some(4), key, false, "t", 6, &[], &mut sticky), PartitionChoice::Explicit(4));
+        assert_eq!(choose_partition(None, key, false, "t", 6, &[], &mut sticky), PartitionChoice::Keyed(keyed));
         // An empty key is a key.
         let empty = partition_for_key(b"", 6);
-        assert_eq!(
-            choose_partition(None, Some(b""), false, "t", 6, &[], &mut sticky),
-            PartitionChoice::Keyed(empty)
-        );
+        assert_eq!(choose_partition(None, Some(b""), false, "t", 6, &[], &mut sticky), PartitionChoice::Keyed(empty));
         let s = sticky.partition("t", 6, &[]);
-        assert_eq!(
-            choose_partition(None, key, true, "t", 6, &[], &mut sticky),
-            PartitionChoice::Sticky(s)
-        );
-        assert_eq!(
-            choose_partition(None, None, false, "t", 6, &[], &mut sticky),
-            PartitionChoice::Sticky(s)
-        );
+        assert_eq!(choose_partition(None, key, true, "t", 6, &[], &mut sticky), PartitionChoice::Sticky(s));
+        assert_eq!(choose_partition(None, None, false, "t", 6, &[], &mut sticky), PartitionChoice::Sticky(s));
     }
 
     #[test]
@@ -448,12 +420,7 @@ mod tests {
     }
 
     /// Counts the partitions picked over `batches` switches.
-    fn distribution(
-        sticky: &mut StickyPartitioner,
-        n: u32,
-        available: &[i32],
-        batches: usize,
-    ) -> Vec<usize> {
+    fn distribution(sticky: &mut StickyPartitioner, n: u32, available: &[i32], batches: usize) -> Vec<usize> {
         let mut counts = vec![0; n as usize];
         for _ in 0..batches {
             let p = sticky.partition("t", n, available);
@@ -468,10 +435,7 @@ mod tests {
         let mut sticky = StickyPartitioner::new(16384, 42);
         let counts = distribution(&mut sticky, 6, &[], 6000);
         for (p, &c) in counts.iter().enumerate() {
-            assert!(
-                (600..=1500).contains(&c),
-                "partition {p} got {c} of 6000: {counts:?}"
-            );
+            assert!((600..=1500).contains(&c), "partition {p} got {c} of 6000: {counts:?}");
         }
     }
 
@@ -499,10 +463,7 @@ mod tests {
         let mut sticky = StickyPartitioner::new(16384, 5).with_adaptive(false);
         sticky.set_queue_sizes("t", &[(0, 0), (1, 9), (2, 0)]);
         let counts = distribution(&mut sticky, 3, &[0, 1, 2], 4200);
-        assert!(
-            counts.iter().all(|&c| (1100..=1700).contains(&c)),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|&c| (1100..=1700).contains(&c)), "{counts:?}");
 
         // A weighted pick of a partition that lost its leader falls back to the available ones.
         let mut sticky = StickyPartitioner::new(16384, 5);

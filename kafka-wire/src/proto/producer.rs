@@ -138,7 +138,11 @@ pub enum ProduceFailure {
 pub enum AppendError<C> {
     /// `buffer.memory` is used up: wait for completions and try again.
     BufferFull(C, RecordData),
-    RecordTooLarge { size: usize, max: usize, completion: C },
+    RecordTooLarge {
+        size: usize,
+        max: usize,
+        completion: C,
+    },
 }
 
 /// A Produce request to send.
@@ -378,10 +382,7 @@ impl<C> ProducerCore<C> {
         let Some(builder) = batch.builder.as_mut() else { unreachable!("the last batch is open") };
         // The record was sized against `MAX_BUILDER_SIZE` above via `max_request_size`, so the
         // builder accepts it.
-        if builder
-            .push(record.timestamp, record.key.as_deref(), record.value.as_deref(), &record.headers)
-            .is_err()
-        {
+        if builder.push(record.timestamp, record.key.as_deref(), record.value.as_deref(), &record.headers).is_err() {
             return Err(AppendError::RecordTooLarge { size, max, completion });
         }
         batch.completions.push((completion, record.timestamp));
@@ -528,10 +529,10 @@ impl<C> ProducerCore<C> {
             {
                 continue;
             }
-            let estimate = front.sealed.as_ref().map_or_else(
-                || front.builder.as_ref().map_or(0, BatchBuilder::size_estimate),
-                Bytes::len,
-            );
+            let estimate = front
+                .sealed
+                .as_ref()
+                .map_or_else(|| front.builder.as_ref().map_or(0, BatchBuilder::size_estimate), Bytes::len);
             if !taken.is_empty() && size + estimate > self.config.max_request_size {
                 break;
             }
@@ -547,7 +548,9 @@ impl<C> ProducerCore<C> {
                 batch.sequence = sequence;
                 let mut builder = batch.builder.take().unwrap_or_else(|| BatchBuilder::new(0));
                 if let Some((epoch, seq)) = sequence {
-                    builder.set_producer_state(self.producer_id, epoch, seq).set_transactional(self.config.transactional);
+                    builder
+                        .set_producer_state(self.producer_id, epoch, seq)
+                        .set_transactional(self.config.transactional);
                 }
                 batch.sealed = Some(builder.finish(self.config.compression));
             }
@@ -565,8 +568,7 @@ impl<C> ProducerCore<C> {
         }
         let id = self.next_request_id;
         self.next_request_id += 1;
-        let batches =
-            taken.iter().map(|b| (b.tp.clone(), b.sealed.clone().unwrap_or_default())).collect();
+        let batches = taken.iter().map(|b| (b.tp.clone(), b.sealed.clone().unwrap_or_default())).collect();
         *self.in_flight_per_node.entry(node).or_default() += 1;
         self.in_flight.insert(id, InFlight { node, batches: taken });
         Some(Drained {
@@ -617,8 +619,7 @@ impl<C> ProducerCore<C> {
             return;
         }
         let is_first = self.is_first_unresolved(&batch);
-        let sequence_error =
-            code == ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER || code == ErrorCode::UNKNOWN_PRODUCER_ID;
+        let sequence_error = code == ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER || code == ErrorCode::UNKNOWN_PRODUCER_ID;
         if self.config.idempotent && sequence_error {
             if !is_first {
                 // An earlier batch of the partition is being retried; this one follows it.
@@ -701,10 +702,8 @@ impl<C> ProducerCore<C> {
         for (i, (c, ts)) in batch.completions.into_iter().enumerate() {
             let offset = if base_offset >= 0 { base_offset + i as i64 } else { -1 };
             let timestamp = if log_append_time >= 0 { log_append_time } else { ts };
-            self.completions.push_back((
-                c,
-                Ok(RecordMetadata { topic_partition: batch.tp.clone(), offset, timestamp }),
-            ));
+            self.completions
+                .push_back((c, Ok(RecordMetadata { topic_partition: batch.tp.clone(), offset, timestamp })));
         }
     }
 

@@ -6,8 +6,8 @@
 //! reached, that producer's transactional batches are dropped until its ABORT control batch
 //! closes the transaction. Control batches are never delivered.
 
-use std::collections::{BinaryHeap, HashSet};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
 
 use crate::codec::record_batch::{ControlRecord, ControlType, RecordBatch};
 
@@ -87,7 +87,7 @@ mod tests {
     fn aborted_transactions_are_dropped_and_committed_ones_kept() {
         // pid 1 aborts the transaction starting at offset 0; pid 2 commits; pid 3 is not
         // transactional; pid 1 then starts a new transaction that commits.
-        let log = vec![
+        let log = [
             data(0, 1, true),
             data(1, 2, true),
             data(2, 3, false),
@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn without_aborted_transactions_only_control_batches_are_dropped() {
-        let log = vec![data(0, 1, true), marker(1, 1, ControlType::COMMIT), data(2, 1, false)];
+        let log = [data(0, 1, true), marker(1, 1, ControlType::COMMIT), data(2, 1, false)];
         let mut f = AbortedFilter::new([]);
         let kept: Vec<i64> = log.iter().filter(|b| f.keep(b)).map(RecordBatch::base_offset).collect();
         assert_eq!(kept, vec![0, 2]);

@@ -134,10 +134,7 @@ pub struct ModelCluster {
 impl ModelCluster {
     pub fn new(brokers: Vec<i32>, partitions: usize) -> Self {
         let parts = (0..partitions)
-            .map(|p| PartitionModel {
-                leader: brokers[p % brokers.len()],
-                ..Default::default()
-            })
+            .map(|p| PartitionModel { leader: brokers[p % brokers.len()], ..Default::default() })
             .collect();
         Self {
             partitions: parts,
@@ -168,26 +165,14 @@ impl ModelCluster {
     }
 
     /// Handles one partition's batch of a Produce request that reached broker `node`.
-    pub fn produce(
-        &mut self,
-        node: i32,
-        partition: i32,
-        bytes: &Bytes,
-        inject: Inject,
-    ) -> BatchAnswer {
+    pub fn produce(&mut self, node: i32, partition: i32, bytes: &Bytes, inject: Inject) -> BatchAnswer {
         self.stats.batches += 1;
-        let reject = |error| BatchAnswer {
-            error,
-            base_offset: -1,
-            appended: false,
-            duplicate: false,
-        };
+        let reject = |error| BatchAnswer { error, base_offset: -1, appended: false, duplicate: false };
         let batch = match RecordBatch::parse(bytes.clone()) {
             Ok(b) => b,
             Err(e) => {
                 self.stats.corrupt += 1;
-                self.violations
-                    .push(format!("p{partition}: unparsable batch: {e}"));
+                self.violations.push(format!("p{partition}: unparsable batch: {e}"));
                 return reject(ErrorCode::CORRUPT_MESSAGE);
             }
         };
@@ -198,33 +183,25 @@ impl ModelCluster {
                 Ok(r) => {
                     let key = r.key.unwrap_or_default();
                     if key.len() != 8 {
-                        self.violations
-                            .push(format!("p{partition}: record key of {} bytes", key.len()));
+                        self.violations.push(format!("p{partition}: record key of {} bytes", key.len()));
                         return reject(ErrorCode::CORRUPT_MESSAGE);
                     }
                     let id = u64::from_be_bytes(key[..8].try_into().unwrap());
                     let value = r.value.unwrap_or_default();
                     if value.len() < 8 || value[..8] != key[..] {
-                        self.violations.push(format!(
-                            "p{partition}: record {id}: value does not match key"
-                        ));
+                        self.violations.push(format!("p{partition}: record {id}: value does not match key"));
                     }
                     ids.push(id);
                 }
                 Err(e) => {
                     self.stats.corrupt += 1;
-                    self.violations
-                        .push(format!("p{partition}: undecodable records: {e}"));
+                    self.violations.push(format!("p{partition}: undecodable records: {e}"));
                     return reject(ErrorCode::CORRUPT_MESSAGE);
                 }
             }
         }
         if ids.len() as i32 != h.record_count || ids.is_empty() {
-            self.violations.push(format!(
-                "p{partition}: record count {} vs {}",
-                ids.len(),
-                h.record_count
-            ));
+            self.violations.push(format!("p{partition}: record count {} vs {}", ids.len(), h.record_count));
             return reject(ErrorCode::CORRUPT_MESSAGE);
         }
         // What any broker would see in the header, whatever it then answers.
@@ -292,9 +269,7 @@ impl ModelCluster {
                             self.stats.out_of_order += 1;
                             return reject(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER);
                         }
-                    } else if let Some(&(_, _, off)) =
-                        st.recent.iter().find(|(b, l, _)| *b == base && *l == last)
-                    {
+                    } else if let Some(&(_, _, off)) = st.recent.iter().find(|(b, l, _)| *b == base && *l == last) {
                         self.stats.duplicates += 1;
                         return BatchAnswer {
                             error: self.duplicate_code,
@@ -345,11 +320,7 @@ impl ModelCluster {
         };
         BatchAnswer {
             error,
-            base_offset: if error == ErrorCode::NONE {
-                base_offset
-            } else {
-                -1
-            },
+            base_offset: if error == ErrorCode::NONE { base_offset } else { -1 },
             appended: true,
             duplicate: false,
         }

@@ -173,7 +173,11 @@ fn handle(mut frame: Bytes, state: &State, out: &mut BytesMut) -> Option<()> {
         ApiKey::API_VERSIONS => {
             // A version this codec does not know gets a v0 answer listing ours (KIP-511).
             let known = ApiVersionsRequest::VERSIONS.contains(version);
-            let header = RequestHeader::decode(&mut frame, if known { request_header::<ApiVersionsRequest>(version) } else { 1 }).ok()?;
+            let header = RequestHeader::decode(
+                &mut frame,
+                if known { request_header::<ApiVersionsRequest>(version) } else { 1 },
+            )
+            .ok()?;
             let response = ApiVersionsResponse {
                 error_code: if known { ErrorCode::NONE } else { ErrorCode::UNSUPPORTED_VERSION },
                 api_keys: vec![
@@ -216,12 +220,9 @@ fn handle(mut frame: Bytes, state: &State, out: &mut BytesMut) -> Option<()> {
     Some(())
 }
 
-
 fn request_header<R: Request>(version: i16) -> i16 {
     R::request_header_version(version)
 }
-
-
 
 fn metadata(state: &State, request: &MetadataRequest) -> MetadataResponse {
     let wanted: Vec<Result<usize, String>> = match &request.topics {
@@ -289,10 +290,9 @@ fn produce(state: &State, request: ProduceRequest) -> Option<ProduceResponse> {
     let mut logs = state.logs.lock().unwrap();
     let mut responses = Vec::with_capacity(request.topic_data.len());
     for t in &request.topic_data {
-        let topic = state
-            .topics
-            .iter()
-            .position(|k| (t.topic_id != Uuid::ZERO && k.id == t.topic_id) || (!t.name.is_empty() && *k.name == *t.name));
+        let topic = state.topics.iter().position(|k| {
+            (t.topic_id != Uuid::ZERO && k.id == t.topic_id) || (!t.name.is_empty() && *k.name == *t.name)
+        });
         let mut partition_responses = Vec::with_capacity(t.partition_data.len());
         for p in &t.partition_data {
             let Some(topic) = topic.filter(|i| p.index >= 0 && p.index < state.topics[*i].partitions) else {

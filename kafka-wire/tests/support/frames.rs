@@ -9,7 +9,12 @@ use kafka_wire::codec::messages::{Message, Request};
 
 /// The ApiVersions entry offering every version of `R` this codec knows.
 pub fn api<R: Request>() -> ApiVersion {
-    ApiVersion { api_key: R::API_KEY.0, min_version: R::VERSIONS.min, max_version: R::VERSIONS.max, ..Default::default() }
+    ApiVersion {
+        api_key: R::API_KEY.0,
+        min_version: R::VERSIONS.min,
+        max_version: R::VERSIONS.max,
+        ..Default::default()
+    }
 }
 
 /// The header and body of a request of `R` at `version`; `None` for a version the codec does not

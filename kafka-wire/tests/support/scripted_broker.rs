@@ -74,11 +74,17 @@ impl Default for Options {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FetchAnswer {
     /// The records of offsets `from..to`.
-    Records { from: i64, to: i64 },
+    Records {
+        from: i64,
+        to: i64,
+    },
     /// No records (the fetch offset is the log end).
     Empty,
     /// The log differs from the end of `epoch` on (KIP-595), no records.
-    Diverging { epoch: i32, end_offset: i64 },
+    Diverging {
+        epoch: i32,
+        end_offset: i64,
+    },
     Error(ErrorCode),
 }
 
@@ -284,7 +290,12 @@ impl ScriptedBroker {
 
     /// Waits (up to `timeout`) until a Fetch partition answered after the first `since` ones
     /// matches `wanted`, and returns it; `None` on timeout.
-    pub async fn wait_for_fetch(&self, since: usize, timeout: Duration, wanted: impl Fn(&SeenFetch) -> bool) -> Option<SeenFetch> {
+    pub async fn wait_for_fetch(
+        &self,
+        since: usize,
+        timeout: Duration,
+        wanted: impl Fn(&SeenFetch) -> bool,
+    ) -> Option<SeenFetch> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let recorded = self.shared.recorded.notified();
@@ -344,7 +355,8 @@ async fn handle(mut frame: Bytes, shared: &Shared, out: &mut BytesMut) -> Option
             let header = RequestHeader::decode(&mut frame, header_version).ok()?;
             let mut fetch = api::<FetchRequest>();
             fetch.max_version = fetch.max_version.min(shared.options.fetch_max_version);
-            let mut api_keys = vec![api::<ApiVersionsRequest>(), api::<MetadataRequest>(), api::<ListOffsetsRequest>(), fetch];
+            let mut api_keys =
+                vec![api::<ApiVersionsRequest>(), api::<MetadataRequest>(), api::<ListOffsetsRequest>(), fetch];
             if shared.options.offset_for_leader_epoch {
                 api_keys.push(api::<OffsetForLeaderEpochRequest>());
             }
@@ -380,9 +392,6 @@ async fn handle(mut frame: Bytes, shared: &Shared, out: &mut BytesMut) -> Option
     }
     Some(())
 }
-
-
-
 
 fn metadata(shared: &Shared) -> MetadataResponse {
     let logs = lock(&shared.logs);
@@ -553,7 +562,11 @@ fn fetch_now(shared: &Shared, request: &FetchRequest, version: i16) -> (FetchRes
     (FetchResponse { error_code: ErrorCode::NONE, session_id: 0, responses, ..Default::default() }, seen)
 }
 
-fn offset_for_leader_epoch(shared: &Shared, request: &OffsetForLeaderEpochRequest, version: i16) -> OffsetForLeaderEpochResponse {
+fn offset_for_leader_epoch(
+    shared: &Shared,
+    request: &OffsetForLeaderEpochRequest,
+    version: i16,
+) -> OffsetForLeaderEpochResponse {
     let logs = lock(&shared.logs);
     let mut seen = Vec::new();
     let topics = request

@@ -343,7 +343,10 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
                     break 'read;
                 }
             }
-            if txn.open && txn.lines.len() as u64 >= txn.size && !txn.finish(&producer, &mut t, &mut done_rx, true).await {
+            if txn.open
+                && txn.lines.len() as u64 >= txn.size
+                && !txn.finish(&producer, &mut t, &mut done_rx, true).await
+            {
                 stopped = Some((FIRST_FAILURE.into(), n));
                 break 'read;
             }

@@ -168,12 +168,7 @@ pub fn normalize_version(v: &str) -> String {
 
 /// Kafka 3.x: log4j 1 (reload4j) instead of log4j2, and no 4.x-only configs.
 pub fn is_3x(version: &str) -> bool {
-    version
-        .split('.')
-        .next()
-        .and_then(|m| m.parse::<u32>().ok())
-        .unwrap_or(4)
-        < 4
+    version.split('.').next().and_then(|m| m.parse::<u32>().ok()).unwrap_or(4) < 4
 }
 
 pub fn broker_port(nodes: u8, n: u8) -> u16 {
@@ -197,10 +192,7 @@ pub fn broker_addr(nodes: u8, n: u8) -> String {
 }
 
 pub fn bootstrap_string(nodes: u8) -> String {
-    (1..=nodes)
-        .map(|n| broker_addr(nodes, n))
-        .collect::<Vec<_>>()
-        .join(",")
+    (1..=nodes).map(|n| broker_addr(nodes, n)).collect::<Vec<_>>().join(",")
 }
 
 pub fn check_nodes(nodes: u8) -> io::Result<()> {
@@ -213,9 +205,7 @@ pub fn check_nodes(nodes: u8) -> io::Result<()> {
 pub fn check_node(nodes: u8, n: u8) -> io::Result<()> {
     check_nodes(nodes)?;
     if n == 0 || n > nodes {
-        return Err(err(format!(
-            "--node must be in 1..={nodes} for the {nodes}-node cluster, not {n}"
-        )));
+        return Err(err(format!("--node must be in 1..={nodes} for the {nodes}-node cluster, not {n}")));
     }
     Ok(())
 }
@@ -234,10 +224,8 @@ pub fn heap_mb(nodes: u8) -> u32 {
 
 /// `server.properties` for node `n` of the `nodes`-node cluster (static quorum, combined mode).
 pub fn server_properties(layout: &Layout, nodes: u8, n: u8, version: &str) -> String {
-    let voters = (1..=nodes)
-        .map(|i| format!("{i}@127.0.0.1:{}", controller_port(nodes, i)))
-        .collect::<Vec<_>>()
-        .join(",");
+    let voters =
+        (1..=nodes).map(|i| format!("{i}@127.0.0.1:{}", controller_port(nodes, i))).collect::<Vec<_>>().join(",");
     let (bp, cp) = (broker_port(nodes, n), controller_port(nodes, n));
     let (rf, min_isr) = if nodes == 1 { (1, 1) } else { (3, 2) };
     let data = layout.data_dir(nodes, n);
@@ -368,9 +356,7 @@ fn log_flags(log4j2: &Path, log4j1: &Path) -> [String; 2] {
 
 pub fn java() -> PathBuf {
     match std::env::var_os("JAVA_HOME") {
-        Some(home) if Path::new(&home).join("bin/java").is_file() => {
-            Path::new(&home).join("bin/java")
-        }
+        Some(home) if Path::new(&home).join("bin/java").is_file() => Path::new(&home).join("bin/java"),
         _ => PathBuf::from("java"),
     }
 }
@@ -381,55 +367,22 @@ pub fn java() -> PathBuf {
 /// Short tool names (also accepted with a `kafka-` prefix and `.sh` suffix) → main class.
 pub const TOOLS: &[(&str, &str)] = &[
     ("console-producer", "org.apache.kafka.tools.ConsoleProducer"),
-    (
-        "console-consumer",
-        "org.apache.kafka.tools.consumer.ConsoleConsumer",
-    ),
+    ("console-consumer", "org.apache.kafka.tools.consumer.ConsoleConsumer"),
     ("topics", "org.apache.kafka.tools.TopicCommand"),
-    (
-        "consumer-groups",
-        "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
-    ),
+    ("consumer-groups", "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"),
     ("transactions", "org.apache.kafka.tools.TransactionsCommand"),
-    (
-        "producer-perf",
-        "org.apache.kafka.tools.ProducerPerformance",
-    ),
-    (
-        "producer-perf-test",
-        "org.apache.kafka.tools.ProducerPerformance",
-    ),
-    (
-        "consumer-perf",
-        "org.apache.kafka.tools.ConsumerPerformance",
-    ),
-    (
-        "consumer-perf-test",
-        "org.apache.kafka.tools.ConsumerPerformance",
-    ),
+    ("producer-perf", "org.apache.kafka.tools.ProducerPerformance"),
+    ("producer-perf-test", "org.apache.kafka.tools.ProducerPerformance"),
+    ("consumer-perf", "org.apache.kafka.tools.ConsumerPerformance"),
+    ("consumer-perf-test", "org.apache.kafka.tools.ConsumerPerformance"),
     ("get-offsets", "org.apache.kafka.tools.GetOffsetShell"),
-    (
-        "delete-records",
-        "org.apache.kafka.tools.DeleteRecordsCommand",
-    ),
-    (
-        "metadata-quorum",
-        "org.apache.kafka.tools.MetadataQuorumCommand",
-    ),
+    ("delete-records", "org.apache.kafka.tools.DeleteRecordsCommand"),
+    ("metadata-quorum", "org.apache.kafka.tools.MetadataQuorumCommand"),
     ("features", "org.apache.kafka.tools.FeatureCommand"),
     ("log-dirs", "org.apache.kafka.tools.LogDirsCommand"),
-    (
-        "leader-election",
-        "org.apache.kafka.tools.LeaderElectionCommand",
-    ),
-    (
-        "verifiable-producer",
-        "org.apache.kafka.tools.VerifiableProducer",
-    ),
-    (
-        "verifiable-consumer",
-        "org.apache.kafka.tools.VerifiableConsumer",
-    ),
+    ("leader-election", "org.apache.kafka.tools.LeaderElectionCommand"),
+    ("verifiable-producer", "org.apache.kafka.tools.VerifiableProducer"),
+    ("verifiable-consumer", "org.apache.kafka.tools.VerifiableConsumer"),
     ("configs", "kafka.admin.ConfigCommand"),
     ("dump-log", "kafka.tools.DumpLogSegments"),
     ("storage", "kafka.tools.StorageTool"),
@@ -446,27 +399,15 @@ pub fn main_class(name: &str, version: &str) -> io::Result<String> {
     if short == "console-producer" && is_3x(version) {
         return Ok("kafka.tools.ConsoleProducer".to_string());
     }
-    TOOLS
-        .iter()
-        .find(|(s, _)| *s == short)
-        .map(|(_, c)| c.to_string())
-        .ok_or_else(|| {
-            let names: Vec<_> = TOOLS.iter().map(|(s, _)| *s).collect();
-            err(format!(
-                "unknown tool {name:?}: use a main class or one of {}",
-                names.join(", ")
-            ))
-        })
+    TOOLS.iter().find(|(s, _)| *s == short).map(|(_, c)| c.to_string()).ok_or_else(|| {
+        let names: Vec<_> = TOOLS.iter().map(|(s, _)| *s).collect();
+        err(format!("unknown tool {name:?}: use a main class or one of {}", names.join(", ")))
+    })
 }
 
 /// `java … <MainClass> args` on the cached classpath, with the quiet tools logging.
 /// The libs for `version` must already be resolved.
-pub fn tool_command(
-    layout: &Layout,
-    version: &str,
-    name: &str,
-    args: &[&str],
-) -> io::Result<Command> {
+pub fn tool_command(layout: &Layout, version: &str, name: &str, args: &[&str]) -> io::Result<Command> {
     let class = main_class(name, version)?;
     if !layout.libs_ready(version) {
         return Err(err(format!(
@@ -500,9 +441,7 @@ pub fn pid_alive(pid: u32, marker: &str) -> bool {
         return false;
     };
     // "pid (comm) S …": the state follows the last ')'.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
     if matches!(state, Some('Z' | 'X' | 'x') | None) {
         return false;
     }
@@ -523,10 +462,7 @@ pub fn node_pid(layout: &Layout, nodes: u8, n: u8) -> Option<u32> {
 
 /// Send a signal with the shell's `kill` builtin (no libc, and procps need not be installed).
 pub fn signal(pid: u32, sig: &str) -> io::Result<()> {
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill -s {sig} {pid} 2>/dev/null"))
-        .status()?;
+    let status = Command::new("sh").arg("-c").arg(format!("kill -s {sig} {pid} 2>/dev/null")).status()?;
     if status.success() {
         Ok(())
     } else {
@@ -539,11 +475,7 @@ pub fn signal(pid: u32, sig: &str) -> io::Result<()> {
 pub fn wait_dead(pids: &[(u32, String)], timeout: Duration) -> Vec<(u32, String)> {
     let deadline = Instant::now() + timeout;
     loop {
-        let alive: Vec<_> = pids
-            .iter()
-            .filter(|(p, m)| pid_alive(*p, m))
-            .cloned()
-            .collect();
+        let alive: Vec<_> = pids.iter().filter(|(p, m)| pid_alive(*p, m)).cloned().collect();
         if alive.is_empty() || Instant::now() >= deadline {
             return alive;
         }
@@ -564,10 +496,7 @@ pub fn kill_node_locked(layout: &Layout, nodes: u8, n: u8) -> io::Result<Option<
         let _ = fs::remove_file(layout.pid_file(nodes, n));
         return Ok(None);
     };
-    let marker = layout
-        .server_properties(nodes, n)
-        .to_string_lossy()
-        .into_owned();
+    let marker = layout.server_properties(nodes, n).to_string_lossy().into_owned();
     let _ = signal(pid, "KILL");
     if !wait_dead(&[(pid, marker)], Duration::from_secs(15)).is_empty() {
         return Err(err(format!("node {n} (pid {pid}) survived SIGKILL")));
@@ -597,23 +526,15 @@ pub fn spawn_node(layout: &Layout, nodes: u8, n: u8, version: &str) -> io::Resul
         )));
     }
     if !layout.libs_ready(version) {
-        return Err(err(format!(
-            "no Kafka {version} jars in {}",
-            layout.libs_dir(version).display()
-        )));
+        return Err(err(format!("no Kafka {version} jars in {}", layout.libs_dir(version).display())));
     }
     let log_path = layout.log_file(nodes, n);
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)?;
+    let log = fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let log_offset = log.metadata()?.len();
     let heap = heap_mb(nodes);
     let node_dir = layout.node_dir(nodes, n);
 
-    let setsid = ["/usr/bin/setsid", "/bin/setsid"]
-        .into_iter()
-        .find(|p| Path::new(p).is_file());
+    let setsid = ["/usr/bin/setsid", "/bin/setsid"].into_iter().find(|p| Path::new(p).is_file());
     let mut cmd = match setsid {
         // Not a process-group leader here, so setsid(1) calls setsid() and execs in place:
         // the pid we get is the JVM's.
@@ -640,10 +561,7 @@ pub fn spawn_node(layout: &Layout, nodes: u8, n: u8, version: &str) -> io::Resul
         "-Djava.awt.headless=true".into(),
         format!("-Dkafka.logs.dir={}", node_dir.display()),
     ])
-    .args(log_flags(
-        &layout.server_log4j2(nodes),
-        &layout.server_log4j1(nodes),
-    ))
+    .args(log_flags(&layout.server_log4j2(nodes), &layout.server_log4j1(nodes)))
     .arg("-cp")
     .arg(layout.classpath(version))
     .arg("kafka.Kafka")
@@ -652,18 +570,12 @@ pub fn spawn_node(layout: &Layout, nodes: u8, n: u8, version: &str) -> io::Resul
     .stdin(Stdio::null())
     .stdout(log.try_clone()?)
     .stderr(log);
-    let child = cmd
-        .spawn()
-        .map_err(|e| err(format!("cannot start java for node {n}: {e}")))?;
+    let child = cmd.spawn().map_err(|e| err(format!("cannot start java for node {n}: {e}")))?;
     let pid = child.id();
     // Dropping a Child neither kills nor waits for it; the JVM outlives us.
     drop(child);
     write_if_changed(&layout.pid_file(nodes, n), &format!("{pid}\n"))?;
-    Ok(Spawned {
-        node: n,
-        pid,
-        log_offset,
-    })
+    Ok(Spawned { node: n, pid, log_offset })
 }
 
 /// A cross-process lock: a directory created atomically, holding the owner's pid. A lock
@@ -676,10 +588,7 @@ pub struct Lock {
 impl Lock {
     /// Lock for operations on the `nodes`-node cluster (up, down, kill, start).
     pub fn cluster(layout: &Layout, nodes: u8) -> io::Result<Lock> {
-        Lock::acquire(
-            &layout.kafka_dir().join(format!("cluster{nodes}.lock")),
-            Duration::from_secs(300),
-        )
+        Lock::acquire(&layout.kafka_dir().join(format!("cluster{nodes}.lock")), Duration::from_secs(300))
     }
 
     pub fn acquire(path: &Path, timeout: Duration) -> io::Result<Lock> {
@@ -692,9 +601,7 @@ impl Lock {
             match fs::create_dir(path) {
                 Ok(()) => {
                     fs::write(path.join("pid"), format!("{}\n", std::process::id()))?;
-                    return Ok(Lock {
-                        path: path.to_path_buf(),
-                    });
+                    return Ok(Lock { path: path.to_path_buf() });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     let owner = read_trimmed(&path.join("pid")).and_then(|p| p.parse::<u32>().ok());
@@ -746,11 +653,7 @@ pub fn wait_serving(nodes: u8, timeout: Duration) -> io::Result<()> {
     for n in 1..=nodes {
         while !node_healthy(nodes, n) {
             if Instant::now() >= deadline {
-                return Err(err(format!(
-                    "{} does not answer after {} s",
-                    broker_addr(nodes, n),
-                    timeout.as_secs()
-                )));
+                return Err(err(format!("{} does not answer after {} s", broker_addr(nodes, n), timeout.as_secs())));
             }
             thread::sleep(POLL);
         }
@@ -786,9 +689,7 @@ pub fn probe_api_versions(addr: &str, timeout: Duration) -> io::Result<()> {
     let corr = i32::from_be_bytes([resp[0], resp[1], resp[2], resp[3]]);
     let code = i16::from_be_bytes([resp[4], resp[5]]);
     if corr != correlation_id {
-        return Err(err(format!(
-            "ApiVersions: correlation id {corr}, expected {correlation_id}"
-        )));
+        return Err(err(format!("ApiVersions: correlation id {corr}, expected {correlation_id}")));
     }
     if code != 0 {
         return Err(err(format!("ApiVersions: error code {code}")));
@@ -832,21 +733,13 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 
 /// Poll until every spawned node has logged "Kafka Server started" (after its spawn) and
 /// answers ApiVersions on its broker port. Fails early if a JVM exits.
-pub fn wait_ready(
-    layout: &Layout,
-    nodes: u8,
-    spawned: &[Spawned],
-    timeout: Duration,
-) -> io::Result<()> {
+pub fn wait_ready(layout: &Layout, nodes: u8, spawned: &[Spawned], timeout: Duration) -> io::Result<()> {
     let deadline = Instant::now() + timeout;
     let mut pending: Vec<Spawned> = spawned.to_vec();
     loop {
         let mut still = Vec::new();
         for s in pending {
-            let marker = layout
-                .server_properties(nodes, s.node)
-                .to_string_lossy()
-                .into_owned();
+            let marker = layout.server_properties(nodes, s.node).to_string_lossy().into_owned();
             let log = layout.log_file(nodes, s.node);
             if !pid_alive(s.pid, &marker) {
                 return Err(err(format!(
@@ -913,7 +806,9 @@ pub fn start_node(layout: &Layout, nodes: u8, n: u8) -> io::Result<StartOutcome>
         return Ok(StartOutcome::AlreadyRunning(pid));
     }
     let version = layout.cluster_version(nodes).ok_or_else(|| {
-        err(format!("the {nodes}-node cluster is not set up (or was taken down): run `cargo xtask kafka up --nodes {nodes}`"))
+        err(format!(
+            "the {nodes}-node cluster is not set up (or was taken down): run `cargo xtask kafka up --nodes {nodes}`"
+        ))
     })?;
     check_ports_free(nodes, n)?;
     let s = spawn_node(layout, nodes, n, &version)?;
@@ -976,12 +871,5 @@ pub fn wait_with_timeout(
     }
     let stdout = out_t.join().unwrap_or_default();
     let stderr = err_t.join().unwrap_or_default();
-    Ok((
-        std::process::Output {
-            status,
-            stdout,
-            stderr,
-        },
-        timed_out,
-    ))
+    Ok((std::process::Output { status, stdout, stderr }, timed_out))
 }

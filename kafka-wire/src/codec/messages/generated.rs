@@ -75,23 +75,16 @@ pub mod produce {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(0),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(0), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.transactional_id =
-                get_nullable_string(buf, flex, "ProduceRequest.transactional_id")?;
+            this.transactional_id = get_nullable_string(buf, flex, "ProduceRequest.transactional_id")?;
             this.acks = get_i16(buf, "ProduceRequest.acks")?;
             this.timeout_ms = get_i32(buf, "ProduceRequest.timeout_ms")?;
             this.topic_data = {
-                let n = get_array_len(buf, flex, 1, "ProduceRequest.topic_data")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "ProduceRequest.topic_data",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "ProduceRequest.topic_data")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "ProduceRequest.topic_data" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(TopicProduceData::decode(buf, version)?);
@@ -126,11 +119,7 @@ pub mod produce {
 
     impl Default for PartitionProduceData {
         fn default() -> Self {
-            Self {
-                index: 0,
-                records: None,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { index: 0, records: None, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -236,11 +225,8 @@ pub mod produce {
                 this.topic_id = get_uuid(buf, "TopicProduceData.topic_id")?;
             }
             this.partition_data = {
-                let n = get_array_len(buf, flex, 1, "TopicProduceData.partition_data")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "TopicProduceData.partition_data",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "TopicProduceData.partition_data")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "TopicProduceData.partition_data" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(PartitionProduceData::decode(buf, version)?);
@@ -314,19 +300,13 @@ pub mod produce {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(0),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(0), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.responses = {
-                let n = get_array_len(buf, flex, 1, "ProduceResponse.responses")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "ProduceResponse.responses",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "ProduceResponse.responses")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "ProduceResponse.responses" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(TopicProduceResponse::decode(buf, version)?);
@@ -340,9 +320,7 @@ pub mod produce {
                     0 if version >= 10 => {
                         this.node_endpoints = {
                             let n = get_array_len(buf, flex, 1, "ProduceResponse.node_endpoints")?
-                                .ok_or(DecodeError::UnexpectedNull {
-                                    what: "ProduceResponse.node_endpoints",
-                                })?;
+                                .ok_or(DecodeError::UnexpectedNull { what: "ProduceResponse.node_endpoints" })?;
                             let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                             for _ in 0..n {
                                 v.push(NodeEndpoint::decode(buf, version)?);
@@ -373,11 +351,7 @@ pub mod produce {
 
     impl Default for BatchIndexAndErrorMessage {
         fn default() -> Self {
-            Self {
-                batch_index: 0,
-                batch_index_error_message: None,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { batch_index: 0, batch_index_error_message: None, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -420,17 +394,9 @@ pub mod produce {
             }
             if version >= 8 {
                 this.batch_index_error_message = if version >= 8 {
-                    get_nullable_string(
-                        buf,
-                        flex,
-                        "BatchIndexAndErrorMessage.batch_index_error_message",
-                    )?
+                    get_nullable_string(buf, flex, "BatchIndexAndErrorMessage.batch_index_error_message")?
                 } else {
-                    Some(get_string(
-                        buf,
-                        flex,
-                        "BatchIndexAndErrorMessage.batch_index_error_message",
-                    )?)
+                    Some(get_string(buf, flex, "BatchIndexAndErrorMessage.batch_index_error_message")?)
                 };
             }
             if flex {
@@ -457,11 +423,7 @@ pub mod produce {
 
     impl Default for LeaderIdAndEpoch {
         fn default() -> Self {
-            Self {
-                leader_id: -1,
-                leader_epoch: -1,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { leader_id: -1, leader_epoch: -1, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -605,9 +567,7 @@ pub mod produce {
             if version >= 8 {
                 this.record_errors = {
                     let n = get_array_len(buf, flex, 1, "PartitionProduceResponse.record_errors")?
-                        .ok_or(DecodeError::UnexpectedNull {
-                            what: "PartitionProduceResponse.record_errors",
-                        })?;
+                        .ok_or(DecodeError::UnexpectedNull { what: "PartitionProduceResponse.record_errors" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(BatchIndexAndErrorMessage::decode(buf, version)?);
@@ -619,11 +579,7 @@ pub mod produce {
                 this.error_message = if version >= 8 {
                     get_nullable_string(buf, flex, "PartitionProduceResponse.error_message")?
                 } else {
-                    Some(get_string(
-                        buf,
-                        flex,
-                        "PartitionProduceResponse.error_message",
-                    )?)
+                    Some(get_string(buf, flex, "PartitionProduceResponse.error_message")?)
                 };
             }
             if flex {
@@ -701,9 +657,7 @@ pub mod produce {
             }
             this.partition_responses = {
                 let n = get_array_len(buf, flex, 1, "TopicProduceResponse.partition_responses")?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "TopicProduceResponse.partition_responses",
-                    })?;
+                    .ok_or(DecodeError::UnexpectedNull { what: "TopicProduceResponse.partition_responses" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(PartitionProduceResponse::decode(buf, version)?);
@@ -740,13 +694,7 @@ pub mod produce {
 
     impl Default for NodeEndpoint {
         fn default() -> Self {
-            Self {
-                node_id: 0,
-                host: ByteString::new(),
-                port: 0,
-                rack: None,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { node_id: 0, host: ByteString::new(), port: 0, rack: None, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -940,10 +888,7 @@ pub mod fetch {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(1),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(1), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -961,11 +906,8 @@ pub mod fetch {
                 this.session_epoch = get_i32(buf, "FetchRequest.session_epoch")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "FetchRequest.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "FetchRequest.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "FetchRequest.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "FetchRequest.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(FetchTopic::decode(buf, version)?);
@@ -975,9 +917,7 @@ pub mod fetch {
             if version >= 7 {
                 this.forgotten_topics_data = {
                     let n = get_array_len(buf, flex, 1, "FetchRequest.forgotten_topics_data")?
-                        .ok_or(DecodeError::UnexpectedNull {
-                            what: "FetchRequest.forgotten_topics_data",
-                        })?;
+                        .ok_or(DecodeError::UnexpectedNull { what: "FetchRequest.forgotten_topics_data" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(ForgottenTopic::decode(buf, version)?);
@@ -1029,11 +969,7 @@ pub mod fetch {
 
     impl Default for ReplicaState {
         fn default() -> Self {
-            Self {
-                replica_id: -1,
-                replica_epoch: -1,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { replica_id: -1, replica_epoch: -1, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -1176,8 +1112,7 @@ pub mod fetch {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
                     0 if version >= 17 => {
-                        this.replica_directory_id =
-                            get_uuid(buf, "FetchPartition.replica_directory_id")?;
+                        this.replica_directory_id = get_uuid(buf, "FetchPartition.replica_directory_id")?;
                         Ok(true)
                     }
                     1 if version >= 18 => {
@@ -1251,11 +1186,8 @@ pub mod fetch {
                 this.topic_id = get_uuid(buf, "FetchTopic.topic_id")?;
             }
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "FetchTopic.partitions")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "FetchTopic.partitions",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "FetchTopic.partitions")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "FetchTopic.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(FetchPartition::decode(buf, version)?);
@@ -1336,11 +1268,8 @@ pub mod fetch {
             }
             if version >= 7 {
                 this.partitions = {
-                    let n = get_array_len(buf, flex, 4, "ForgottenTopic.partitions")?.ok_or(
-                        DecodeError::UnexpectedNull {
-                            what: "ForgottenTopic.partitions",
-                        },
-                    )?;
+                    let n = get_array_len(buf, flex, 4, "ForgottenTopic.partitions")?
+                        .ok_or(DecodeError::UnexpectedNull { what: "ForgottenTopic.partitions" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(get_i32(buf, "ForgottenTopic.partitions")?);
@@ -1427,10 +1356,7 @@ pub mod fetch {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(1),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(1), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -1442,11 +1368,8 @@ pub mod fetch {
                 this.session_id = get_i32(buf, "FetchResponse.session_id")?;
             }
             this.responses = {
-                let n = get_array_len(buf, flex, 1, "FetchResponse.responses")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "FetchResponse.responses",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "FetchResponse.responses")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "FetchResponse.responses" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(FetchableTopicResponse::decode(buf, version)?);
@@ -1459,9 +1382,7 @@ pub mod fetch {
                     0 if version >= 16 => {
                         this.node_endpoints = {
                             let n = get_array_len(buf, flex, 1, "FetchResponse.node_endpoints")?
-                                .ok_or(DecodeError::UnexpectedNull {
-                                    what: "FetchResponse.node_endpoints",
-                                })?;
+                                .ok_or(DecodeError::UnexpectedNull { what: "FetchResponse.node_endpoints" })?;
                             let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                             for _ in 0..n {
                                 v.push(NodeEndpoint::decode(buf, version)?);
@@ -1491,11 +1412,7 @@ pub mod fetch {
 
     impl Default for EpochEndOffset {
         fn default() -> Self {
-            Self {
-                epoch: -1,
-                end_offset: -1,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { epoch: -1, end_offset: -1, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -1553,11 +1470,7 @@ pub mod fetch {
 
     impl Default for LeaderIdAndEpoch {
         fn default() -> Self {
-            Self {
-                leader_id: -1,
-                leader_epoch: -1,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { leader_id: -1, leader_epoch: -1, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -1613,11 +1526,7 @@ pub mod fetch {
 
     impl Default for SnapshotId {
         fn default() -> Self {
-            Self {
-                end_offset: -1,
-                epoch: -1,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { end_offset: -1, epoch: -1, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -1667,11 +1576,7 @@ pub mod fetch {
 
     impl Default for AbortedTransaction {
         fn default() -> Self {
-            Self {
-                producer_id: 0,
-                first_offset: 0,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { producer_id: 0, first_offset: 0, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -1837,17 +1742,16 @@ pub mod fetch {
             if version >= 5 {
                 this.log_start_offset = get_i64(buf, "PartitionData.log_start_offset")?;
             }
-            this.aborted_transactions =
-                match get_array_len(buf, flex, 1, "PartitionData.aborted_transactions")? {
-                    None => None,
-                    Some(n) => {
-                        let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                        for _ in 0..n {
-                            v.push(AbortedTransaction::decode(buf, version)?);
-                        }
-                        Some(v)
+            this.aborted_transactions = match get_array_len(buf, flex, 1, "PartitionData.aborted_transactions")? {
+                None => None,
+                Some(n) => {
+                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    for _ in 0..n {
+                        v.push(AbortedTransaction::decode(buf, version)?);
                     }
-                };
+                    Some(v)
+                }
+            };
             if version >= 11 {
                 this.preferred_read_replica = get_i32(buf, "PartitionData.preferred_read_replica")?;
             }
@@ -1934,11 +1838,8 @@ pub mod fetch {
                 this.topic_id = get_uuid(buf, "FetchableTopicResponse.topic_id")?;
             }
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "FetchableTopicResponse.partitions")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "FetchableTopicResponse.partitions",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "FetchableTopicResponse.partitions")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "FetchableTopicResponse.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(PartitionData::decode(buf, version)?);
@@ -1975,13 +1876,7 @@ pub mod fetch {
 
     impl Default for NodeEndpoint {
         fn default() -> Self {
-            Self {
-                node_id: 0,
-                host: ByteString::new(),
-                port: 0,
-                rack: None,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { node_id: 0, host: ByteString::new(), port: 0, rack: None, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -2111,10 +2006,7 @@ pub mod list_offsets {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(2),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(2), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -2123,11 +2015,8 @@ pub mod list_offsets {
                 this.isolation_level = get_i8(buf, "ListOffsetsRequest.isolation_level")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "ListOffsetsRequest.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "ListOffsetsRequest.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "ListOffsetsRequest.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsRequest.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(ListOffsetsTopic::decode(buf, version)?);
@@ -2166,12 +2055,7 @@ pub mod list_offsets {
 
     impl Default for ListOffsetsPartition {
         fn default() -> Self {
-            Self {
-                partition_index: 0,
-                current_leader_epoch: -1,
-                timestamp: 0,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { partition_index: 0, current_leader_epoch: -1, timestamp: 0, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -2200,8 +2084,7 @@ pub mod list_offsets {
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "ListOffsetsPartition.partition_index")?;
             if version >= 4 {
-                this.current_leader_epoch =
-                    get_i32(buf, "ListOffsetsPartition.current_leader_epoch")?;
+                this.current_leader_epoch = get_i32(buf, "ListOffsetsPartition.current_leader_epoch")?;
             }
             this.timestamp = get_i64(buf, "ListOffsetsPartition.timestamp")?;
             if flex {
@@ -2227,11 +2110,7 @@ pub mod list_offsets {
 
     impl Default for ListOffsetsTopic {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -2260,11 +2139,8 @@ pub mod list_offsets {
             let mut this = Self::default();
             this.name = get_string(buf, flex, "ListOffsetsTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "ListOffsetsTopic.partitions")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "ListOffsetsTopic.partitions",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "ListOffsetsTopic.partitions")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsTopic.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(ListOffsetsPartition::decode(buf, version)?);
@@ -2294,11 +2170,7 @@ pub mod list_offsets {
 
     impl Default for ListOffsetsResponse {
         fn default() -> Self {
-            Self {
-                throttle_time_ms: 0,
-                topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -2326,10 +2198,7 @@ pub mod list_offsets {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(2),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(2), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -2337,11 +2206,8 @@ pub mod list_offsets {
                 this.throttle_time_ms = get_i32(buf, "ListOffsetsResponse.throttle_time_ms")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "ListOffsetsResponse.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "ListOffsetsResponse.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "ListOffsetsResponse.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsResponse.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(ListOffsetsTopicResponse::decode(buf, version)?);
@@ -2442,11 +2308,7 @@ pub mod list_offsets {
 
     impl Default for ListOffsetsTopicResponse {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -2475,11 +2337,8 @@ pub mod list_offsets {
             let mut this = Self::default();
             this.name = get_string(buf, flex, "ListOffsetsTopicResponse.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "ListOffsetsTopicResponse.partitions")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "ListOffsetsTopicResponse.partitions",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "ListOffsetsTopicResponse.partitions")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsTopicResponse.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(ListOffsetsPartitionResponse::decode(buf, version)?);
@@ -2570,10 +2429,7 @@ pub mod metadata {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(3),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(3), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -2590,11 +2446,8 @@ pub mod metadata {
                 }
             } else {
                 Some({
-                    let n = get_array_len(buf, flex, 1, "MetadataRequest.topics")?.ok_or(
-                        DecodeError::UnexpectedNull {
-                            what: "MetadataRequest.topics",
-                        },
-                    )?;
+                    let n = get_array_len(buf, flex, 1, "MetadataRequest.topics")?
+                        .ok_or(DecodeError::UnexpectedNull { what: "MetadataRequest.topics" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(MetadataRequestTopic::decode(buf, version)?);
@@ -2603,8 +2456,7 @@ pub mod metadata {
                 })
             };
             if version >= 4 {
-                this.allow_auto_topic_creation =
-                    get_bool(buf, "MetadataRequest.allow_auto_topic_creation")?;
+                this.allow_auto_topic_creation = get_bool(buf, "MetadataRequest.allow_auto_topic_creation")?;
             }
             if (8..=10).contains(&version) {
                 this.include_cluster_authorized_operations =
@@ -2644,11 +2496,7 @@ pub mod metadata {
 
     impl Default for MetadataRequestTopic {
         fn default() -> Self {
-            Self {
-                topic_id: Uuid::ZERO,
-                name: None,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { topic_id: Uuid::ZERO, name: None, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -2788,10 +2636,7 @@ pub mod metadata {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(3),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(3), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -2799,11 +2644,8 @@ pub mod metadata {
                 this.throttle_time_ms = get_i32(buf, "MetadataResponse.throttle_time_ms")?;
             }
             this.brokers = {
-                let n = get_array_len(buf, flex, 1, "MetadataResponse.brokers")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "MetadataResponse.brokers",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "MetadataResponse.brokers")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponse.brokers" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(MetadataResponseBroker::decode(buf, version)?);
@@ -2821,11 +2663,8 @@ pub mod metadata {
                 this.controller_id = get_i32(buf, "MetadataResponse.controller_id")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "MetadataResponse.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "MetadataResponse.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "MetadataResponse.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponse.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(MetadataResponseTopic::decode(buf, version)?);
@@ -2833,8 +2672,7 @@ pub mod metadata {
                 v
             };
             if (8..=10).contains(&version) {
-                this.cluster_authorized_operations =
-                    get_i32(buf, "MetadataResponse.cluster_authorized_operations")?;
+                this.cluster_authorized_operations = get_i32(buf, "MetadataResponse.cluster_authorized_operations")?;
             }
             if version >= 13 {
                 this.error_code = ErrorCode(get_i16(buf, "MetadataResponse.error_code")?);
@@ -2866,13 +2704,7 @@ pub mod metadata {
 
     impl Default for MetadataResponseBroker {
         fn default() -> Self {
-            Self {
-                node_id: 0,
-                host: ByteString::new(),
-                port: 0,
-                rack: None,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { node_id: 0, host: ByteString::new(), port: 0, rack: None, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -3008,9 +2840,7 @@ pub mod metadata {
             }
             this.replica_nodes = {
                 let n = get_array_len(buf, flex, 4, "MetadataResponsePartition.replica_nodes")?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "MetadataResponsePartition.replica_nodes",
-                    })?;
+                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.replica_nodes" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(get_i32(buf, "MetadataResponsePartition.replica_nodes")?);
@@ -3018,11 +2848,8 @@ pub mod metadata {
                 v
             };
             this.isr_nodes = {
-                let n = get_array_len(buf, flex, 4, "MetadataResponsePartition.isr_nodes")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "MetadataResponsePartition.isr_nodes",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 4, "MetadataResponsePartition.isr_nodes")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.isr_nodes" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(get_i32(buf, "MetadataResponsePartition.isr_nodes")?);
@@ -3031,11 +2858,8 @@ pub mod metadata {
             };
             if version >= 5 {
                 this.offline_replicas = {
-                    let n =
-                        get_array_len(buf, flex, 4, "MetadataResponsePartition.offline_replicas")?
-                            .ok_or(DecodeError::UnexpectedNull {
-                                what: "MetadataResponsePartition.offline_replicas",
-                            })?;
+                    let n = get_array_len(buf, flex, 4, "MetadataResponsePartition.offline_replicas")?
+                        .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.offline_replicas" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(get_i32(buf, "MetadataResponsePartition.offline_replicas")?);
@@ -3142,11 +2966,8 @@ pub mod metadata {
                 this.is_internal = get_bool(buf, "MetadataResponseTopic.is_internal")?;
             }
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "MetadataResponseTopic.partitions")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "MetadataResponseTopic.partitions",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "MetadataResponseTopic.partitions")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponseTopic.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(MetadataResponsePartition::decode(buf, version)?);
@@ -3154,8 +2975,7 @@ pub mod metadata {
                 v
             };
             if version >= 8 {
-                this.topic_authorized_operations =
-                    get_i32(buf, "MetadataResponseTopic.topic_authorized_operations")?;
+                this.topic_authorized_operations = get_i32(buf, "MetadataResponseTopic.topic_authorized_operations")?;
             }
             if flex {
                 let mut unknown = Vec::new();
@@ -3248,37 +3068,26 @@ pub mod offset_commit {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(8),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(8), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.group_id = get_string(buf, flex, "OffsetCommitRequest.group_id")?;
-            this.generation_id_or_member_epoch =
-                get_i32(buf, "OffsetCommitRequest.generation_id_or_member_epoch")?;
+            this.generation_id_or_member_epoch = get_i32(buf, "OffsetCommitRequest.generation_id_or_member_epoch")?;
             this.member_id = get_string(buf, flex, "OffsetCommitRequest.member_id")?;
             if version >= 7 {
                 this.group_instance_id = if version >= 7 {
                     get_nullable_string(buf, flex, "OffsetCommitRequest.group_instance_id")?
                 } else {
-                    Some(get_string(
-                        buf,
-                        flex,
-                        "OffsetCommitRequest.group_instance_id",
-                    )?)
+                    Some(get_string(buf, flex, "OffsetCommitRequest.group_instance_id")?)
                 };
             }
             if version <= 4 {
                 this.retention_time_ms = get_i64(buf, "OffsetCommitRequest.retention_time_ms")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetCommitRequest.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "OffsetCommitRequest.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "OffsetCommitRequest.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitRequest.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(OffsetCommitRequestTopic::decode(buf, version)?);
@@ -3363,8 +3172,7 @@ pub mod offset_commit {
             this.partition_index = get_i32(buf, "OffsetCommitRequestPartition.partition_index")?;
             this.committed_offset = get_i64(buf, "OffsetCommitRequestPartition.committed_offset")?;
             if version >= 6 {
-                this.committed_leader_epoch =
-                    get_i32(buf, "OffsetCommitRequestPartition.committed_leader_epoch")?;
+                this.committed_leader_epoch = get_i32(buf, "OffsetCommitRequestPartition.committed_leader_epoch")?;
             }
             this.committed_metadata =
                 get_nullable_string(buf, flex, "OffsetCommitRequestPartition.committed_metadata")?;
@@ -3438,11 +3246,8 @@ pub mod offset_commit {
                 this.topic_id = get_uuid(buf, "OffsetCommitRequestTopic.topic_id")?;
             }
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "OffsetCommitRequestTopic.partitions")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "OffsetCommitRequestTopic.partitions",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "OffsetCommitRequestTopic.partitions")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitRequestTopic.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(OffsetCommitRequestPartition::decode(buf, version)?);
@@ -3472,11 +3277,7 @@ pub mod offset_commit {
 
     impl Default for OffsetCommitResponse {
         fn default() -> Self {
-            Self {
-                throttle_time_ms: 0,
-                topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -3504,10 +3305,7 @@ pub mod offset_commit {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(8),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(8), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -3515,11 +3313,8 @@ pub mod offset_commit {
                 this.throttle_time_ms = get_i32(buf, "OffsetCommitResponse.throttle_time_ms")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetCommitResponse.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "OffsetCommitResponse.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "OffsetCommitResponse.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitResponse.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(OffsetCommitResponseTopic::decode(buf, version)?);
@@ -3548,11 +3343,7 @@ pub mod offset_commit {
 
     impl Default for OffsetCommitResponsePartition {
         fn default() -> Self {
-            Self {
-                partition_index: 0,
-                error_code: ErrorCode::NONE,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { partition_index: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -3649,9 +3440,7 @@ pub mod offset_commit {
             }
             this.partitions = {
                 let n = get_array_len(buf, flex, 1, "OffsetCommitResponseTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "OffsetCommitResponseTopic.partitions",
-                    })?;
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitResponseTopic.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(OffsetCommitResponsePartition::decode(buf, version)?);
@@ -3748,10 +3537,7 @@ pub mod offset_fetch {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(9),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(9), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -3772,11 +3558,8 @@ pub mod offset_fetch {
                     }
                 } else {
                     Some({
-                        let n = get_array_len(buf, flex, 1, "OffsetFetchRequest.topics")?.ok_or(
-                            DecodeError::UnexpectedNull {
-                                what: "OffsetFetchRequest.topics",
-                            },
-                        )?;
+                        let n = get_array_len(buf, flex, 1, "OffsetFetchRequest.topics")?
+                            .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequest.topics" })?;
                         let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                         for _ in 0..n {
                             v.push(OffsetFetchRequestTopic::decode(buf, version)?);
@@ -3787,11 +3570,8 @@ pub mod offset_fetch {
             }
             if version >= 8 {
                 this.groups = {
-                    let n = get_array_len(buf, flex, 1, "OffsetFetchRequest.groups")?.ok_or(
-                        DecodeError::UnexpectedNull {
-                            what: "OffsetFetchRequest.groups",
-                        },
-                    )?;
+                    let n = get_array_len(buf, flex, 1, "OffsetFetchRequest.groups")?
+                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequest.groups" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(OffsetFetchRequestGroup::decode(buf, version)?);
@@ -3832,11 +3612,7 @@ pub mod offset_fetch {
 
     impl Default for OffsetFetchRequestTopic {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                partition_indexes: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), partition_indexes: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -3872,11 +3648,8 @@ pub mod offset_fetch {
             }
             if version <= 7 {
                 this.partition_indexes = {
-                    let n =
-                        get_array_len(buf, flex, 4, "OffsetFetchRequestTopic.partition_indexes")?
-                            .ok_or(DecodeError::UnexpectedNull {
-                            what: "OffsetFetchRequestTopic.partition_indexes",
-                        })?;
+                    let n = get_array_len(buf, flex, 4, "OffsetFetchRequestTopic.partition_indexes")?
+                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestTopic.partition_indexes" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(get_i32(buf, "OffsetFetchRequestTopic.partition_indexes")?);
@@ -3958,11 +3731,8 @@ pub mod offset_fetch {
             }
             if version >= 8 {
                 this.partition_indexes = {
-                    let n =
-                        get_array_len(buf, flex, 4, "OffsetFetchRequestTopics.partition_indexes")?
-                            .ok_or(DecodeError::UnexpectedNull {
-                                what: "OffsetFetchRequestTopics.partition_indexes",
-                            })?;
+                    let n = get_array_len(buf, flex, 4, "OffsetFetchRequestTopics.partition_indexes")?
+                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestTopics.partition_indexes" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(get_i32(buf, "OffsetFetchRequestTopics.partition_indexes")?);
@@ -4091,9 +3861,7 @@ pub mod offset_fetch {
                 } else {
                     Some({
                         let n = get_array_len(buf, flex, 1, "OffsetFetchRequestGroup.topics")?
-                            .ok_or(DecodeError::UnexpectedNull {
-                                what: "OffsetFetchRequestGroup.topics",
-                            })?;
+                            .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestGroup.topics" })?;
                         let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                         for _ in 0..n {
                             v.push(OffsetFetchRequestTopics::decode(buf, version)?);
@@ -4175,10 +3943,7 @@ pub mod offset_fetch {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(9),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(9), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -4187,11 +3952,8 @@ pub mod offset_fetch {
             }
             if version <= 7 {
                 this.topics = {
-                    let n = get_array_len(buf, flex, 1, "OffsetFetchResponse.topics")?.ok_or(
-                        DecodeError::UnexpectedNull {
-                            what: "OffsetFetchResponse.topics",
-                        },
-                    )?;
+                    let n = get_array_len(buf, flex, 1, "OffsetFetchResponse.topics")?
+                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponse.topics" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(OffsetFetchResponseTopic::decode(buf, version)?);
@@ -4204,11 +3966,8 @@ pub mod offset_fetch {
             }
             if version >= 8 {
                 this.groups = {
-                    let n = get_array_len(buf, flex, 1, "OffsetFetchResponse.groups")?.ok_or(
-                        DecodeError::UnexpectedNull {
-                            what: "OffsetFetchResponse.groups",
-                        },
-                    )?;
+                    let n = get_array_len(buf, flex, 1, "OffsetFetchResponse.groups")?
+                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponse.groups" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(OffsetFetchResponseGroup::decode(buf, version)?);
@@ -4302,31 +4061,23 @@ pub mod offset_fetch {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 7 {
-                this.partition_index =
-                    get_i32(buf, "OffsetFetchResponsePartition.partition_index")?;
+                this.partition_index = get_i32(buf, "OffsetFetchResponsePartition.partition_index")?;
             }
             if version <= 7 {
-                this.committed_offset =
-                    get_i64(buf, "OffsetFetchResponsePartition.committed_offset")?;
+                this.committed_offset = get_i64(buf, "OffsetFetchResponsePartition.committed_offset")?;
             }
             if (5..=7).contains(&version) {
-                this.committed_leader_epoch =
-                    get_i32(buf, "OffsetFetchResponsePartition.committed_leader_epoch")?;
+                this.committed_leader_epoch = get_i32(buf, "OffsetFetchResponsePartition.committed_leader_epoch")?;
             }
             if version <= 7 {
                 this.metadata = if version <= 7 {
                     get_nullable_string(buf, flex, "OffsetFetchResponsePartition.metadata")?
                 } else {
-                    Some(get_string(
-                        buf,
-                        flex,
-                        "OffsetFetchResponsePartition.metadata",
-                    )?)
+                    Some(get_string(buf, flex, "OffsetFetchResponsePartition.metadata")?)
                 };
             }
             if version <= 7 {
-                this.error_code =
-                    ErrorCode(get_i16(buf, "OffsetFetchResponsePartition.error_code")?);
+                this.error_code = ErrorCode(get_i16(buf, "OffsetFetchResponsePartition.error_code")?);
             }
             if flex {
                 let mut unknown = Vec::new();
@@ -4353,11 +4104,7 @@ pub mod offset_fetch {
 
     impl Default for OffsetFetchResponseTopic {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -4394,9 +4141,7 @@ pub mod offset_fetch {
             if version <= 7 {
                 this.partitions = {
                     let n = get_array_len(buf, flex, 1, "OffsetFetchResponseTopic.partitions")?
-                        .ok_or(DecodeError::UnexpectedNull {
-                            what: "OffsetFetchResponseTopic.partitions",
-                        })?;
+                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseTopic.partitions" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(OffsetFetchResponsePartition::decode(buf, version)?);
@@ -4490,31 +4235,23 @@ pub mod offset_fetch {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 8 {
-                this.partition_index =
-                    get_i32(buf, "OffsetFetchResponsePartitions.partition_index")?;
+                this.partition_index = get_i32(buf, "OffsetFetchResponsePartitions.partition_index")?;
             }
             if version >= 8 {
-                this.committed_offset =
-                    get_i64(buf, "OffsetFetchResponsePartitions.committed_offset")?;
+                this.committed_offset = get_i64(buf, "OffsetFetchResponsePartitions.committed_offset")?;
             }
             if version >= 8 {
-                this.committed_leader_epoch =
-                    get_i32(buf, "OffsetFetchResponsePartitions.committed_leader_epoch")?;
+                this.committed_leader_epoch = get_i32(buf, "OffsetFetchResponsePartitions.committed_leader_epoch")?;
             }
             if version >= 8 {
                 this.metadata = if version >= 8 {
                     get_nullable_string(buf, flex, "OffsetFetchResponsePartitions.metadata")?
                 } else {
-                    Some(get_string(
-                        buf,
-                        flex,
-                        "OffsetFetchResponsePartitions.metadata",
-                    )?)
+                    Some(get_string(buf, flex, "OffsetFetchResponsePartitions.metadata")?)
                 };
             }
             if version >= 8 {
-                this.error_code =
-                    ErrorCode(get_i16(buf, "OffsetFetchResponsePartitions.error_code")?);
+                this.error_code = ErrorCode(get_i16(buf, "OffsetFetchResponsePartitions.error_code")?);
             }
             if flex {
                 let mut unknown = Vec::new();
@@ -4591,9 +4328,7 @@ pub mod offset_fetch {
             if version >= 8 {
                 this.partitions = {
                     let n = get_array_len(buf, flex, 1, "OffsetFetchResponseTopics.partitions")?
-                        .ok_or(DecodeError::UnexpectedNull {
-                            what: "OffsetFetchResponseTopics.partitions",
-                        })?;
+                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseTopics.partitions" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(OffsetFetchResponsePartitions::decode(buf, version)?);
@@ -4672,11 +4407,8 @@ pub mod offset_fetch {
             }
             if version >= 8 {
                 this.topics = {
-                    let n = get_array_len(buf, flex, 1, "OffsetFetchResponseGroup.topics")?.ok_or(
-                        DecodeError::UnexpectedNull {
-                            what: "OffsetFetchResponseGroup.topics",
-                        },
-                    )?;
+                    let n = get_array_len(buf, flex, 1, "OffsetFetchResponseGroup.topics")?
+                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseGroup.topics" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(OffsetFetchResponseTopics::decode(buf, version)?);
@@ -4759,10 +4491,7 @@ pub mod find_coordinator {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(10),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(10), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -4775,16 +4504,10 @@ pub mod find_coordinator {
             if version >= 4 {
                 this.coordinator_keys = {
                     let n = get_array_len(buf, flex, 1, "FindCoordinatorRequest.coordinator_keys")?
-                        .ok_or(DecodeError::UnexpectedNull {
-                            what: "FindCoordinatorRequest.coordinator_keys",
-                        })?;
+                        .ok_or(DecodeError::UnexpectedNull { what: "FindCoordinatorRequest.coordinator_keys" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
-                        v.push(get_string(
-                            buf,
-                            flex,
-                            "FindCoordinatorRequest.coordinator_keys",
-                        )?);
+                        v.push(get_string(buf, flex, "FindCoordinatorRequest.coordinator_keys")?);
                     }
                     v
                 };
@@ -4894,10 +4617,7 @@ pub mod find_coordinator {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(10),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(10), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -4911,11 +4631,7 @@ pub mod find_coordinator {
                 this.error_message = if (1..=3).contains(&version) {
                     get_nullable_string(buf, flex, "FindCoordinatorResponse.error_message")?
                 } else {
-                    Some(get_string(
-                        buf,
-                        flex,
-                        "FindCoordinatorResponse.error_message",
-                    )?)
+                    Some(get_string(buf, flex, "FindCoordinatorResponse.error_message")?)
                 };
             }
             if version <= 3 {
@@ -4930,9 +4646,7 @@ pub mod find_coordinator {
             if version >= 4 {
                 this.coordinators = {
                     let n = get_array_len(buf, flex, 1, "FindCoordinatorResponse.coordinators")?
-                        .ok_or(DecodeError::UnexpectedNull {
-                            what: "FindCoordinatorResponse.coordinators",
-                        })?;
+                        .ok_or(DecodeError::UnexpectedNull { what: "FindCoordinatorResponse.coordinators" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(Coordinator::decode(buf, version)?);
@@ -5165,10 +4879,7 @@ pub mod join_group {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(11),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(11), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -5187,11 +4898,8 @@ pub mod join_group {
             }
             this.protocol_type = get_string(buf, flex, "JoinGroupRequest.protocol_type")?;
             this.protocols = {
-                let n = get_array_len(buf, flex, 1, "JoinGroupRequest.protocols")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "JoinGroupRequest.protocols",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "JoinGroupRequest.protocols")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "JoinGroupRequest.protocols" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(JoinGroupRequestProtocol::decode(buf, version)?);
@@ -5234,11 +4942,7 @@ pub mod join_group {
 
     impl Default for JoinGroupRequestProtocol {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                metadata: Bytes::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), metadata: Bytes::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -5371,10 +5075,7 @@ pub mod join_group {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(11),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(11), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -5401,11 +5102,8 @@ pub mod join_group {
             }
             this.member_id = get_string(buf, flex, "JoinGroupResponse.member_id")?;
             this.members = {
-                let n = get_array_len(buf, flex, 1, "JoinGroupResponse.members")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "JoinGroupResponse.members",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "JoinGroupResponse.members")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "JoinGroupResponse.members" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(JoinGroupResponseMember::decode(buf, version)?);
@@ -5486,11 +5184,7 @@ pub mod join_group {
                 this.group_instance_id = if version >= 5 {
                     get_nullable_string(buf, flex, "JoinGroupResponseMember.group_instance_id")?
                 } else {
-                    Some(get_string(
-                        buf,
-                        flex,
-                        "JoinGroupResponseMember.group_instance_id",
-                    )?)
+                    Some(get_string(buf, flex, "JoinGroupResponseMember.group_instance_id")?)
                 };
             }
             this.metadata = get_bytes(buf, flex, "JoinGroupResponseMember.metadata")?;
@@ -5571,10 +5265,7 @@ pub mod heartbeat {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(12),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(12), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -5616,11 +5307,7 @@ pub mod heartbeat {
 
     impl Default for HeartbeatResponse {
         fn default() -> Self {
-            Self {
-                throttle_time_ms: 0,
-                error_code: ErrorCode::NONE,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { throttle_time_ms: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -5645,10 +5332,7 @@ pub mod heartbeat {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(12),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(12), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -5725,10 +5409,7 @@ pub mod leave_group {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(13),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(13), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -5738,11 +5419,8 @@ pub mod leave_group {
             }
             if version >= 3 {
                 this.members = {
-                    let n = get_array_len(buf, flex, 1, "LeaveGroupRequest.members")?.ok_or(
-                        DecodeError::UnexpectedNull {
-                            what: "LeaveGroupRequest.members",
-                        },
-                    )?;
+                    let n = get_array_len(buf, flex, 1, "LeaveGroupRequest.members")?
+                        .ok_or(DecodeError::UnexpectedNull { what: "LeaveGroupRequest.members" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(MemberIdentity::decode(buf, version)?);
@@ -5918,10 +5596,7 @@ pub mod leave_group {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(13),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(13), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -5931,11 +5606,8 @@ pub mod leave_group {
             this.error_code = ErrorCode(get_i16(buf, "LeaveGroupResponse.error_code")?);
             if version >= 3 {
                 this.members = {
-                    let n = get_array_len(buf, flex, 1, "LeaveGroupResponse.members")?.ok_or(
-                        DecodeError::UnexpectedNull {
-                            what: "LeaveGroupResponse.members",
-                        },
-                    )?;
+                    let n = get_array_len(buf, flex, 1, "LeaveGroupResponse.members")?
+                        .ok_or(DecodeError::UnexpectedNull { what: "LeaveGroupResponse.members" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(MemberResponse::decode(buf, version)?);
@@ -6147,10 +5819,7 @@ pub mod sync_group {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(14),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(14), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -6179,11 +5848,8 @@ pub mod sync_group {
                 };
             }
             this.assignments = {
-                let n = get_array_len(buf, flex, 1, "SyncGroupRequest.assignments")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "SyncGroupRequest.assignments",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "SyncGroupRequest.assignments")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "SyncGroupRequest.assignments" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(SyncGroupRequestAssignment::decode(buf, version)?);
@@ -6219,11 +5885,7 @@ pub mod sync_group {
 
     impl Default for SyncGroupRequestAssignment {
         fn default() -> Self {
-            Self {
-                member_id: ByteString::new(),
-                assignment: Bytes::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { member_id: ByteString::new(), assignment: Bytes::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -6339,10 +6001,7 @@ pub mod sync_group {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(14),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(14), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -6395,11 +6054,7 @@ pub mod describe_groups {
 
     impl Default for DescribeGroupsRequest {
         fn default() -> Self {
-            Self {
-                groups: Vec::new(),
-                include_authorized_operations: false,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { groups: Vec::new(), include_authorized_operations: false, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -6427,19 +6082,13 @@ pub mod describe_groups {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(15),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(15), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.groups = {
-                let n = get_array_len(buf, flex, 1, "DescribeGroupsRequest.groups")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "DescribeGroupsRequest.groups",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "DescribeGroupsRequest.groups")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeGroupsRequest.groups" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "DescribeGroupsRequest.groups")?);
@@ -6478,11 +6127,7 @@ pub mod describe_groups {
 
     impl Default for DescribeGroupsResponse {
         fn default() -> Self {
-            Self {
-                throttle_time_ms: 0,
-                groups: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { throttle_time_ms: 0, groups: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -6510,10 +6155,7 @@ pub mod describe_groups {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(15),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(15), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -6521,11 +6163,8 @@ pub mod describe_groups {
                 this.throttle_time_ms = get_i32(buf, "DescribeGroupsResponse.throttle_time_ms")?;
             }
             this.groups = {
-                let n = get_array_len(buf, flex, 1, "DescribeGroupsResponse.groups")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "DescribeGroupsResponse.groups",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "DescribeGroupsResponse.groups")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeGroupsResponse.groups" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(DescribedGroup::decode(buf, version)?);
@@ -6618,18 +6257,13 @@ pub mod describe_groups {
                 this.group_instance_id = if version >= 4 {
                     get_nullable_string(buf, flex, "DescribedGroupMember.group_instance_id")?
                 } else {
-                    Some(get_string(
-                        buf,
-                        flex,
-                        "DescribedGroupMember.group_instance_id",
-                    )?)
+                    Some(get_string(buf, flex, "DescribedGroupMember.group_instance_id")?)
                 };
             }
             this.client_id = get_string(buf, flex, "DescribedGroupMember.client_id")?;
             this.client_host = get_string(buf, flex, "DescribedGroupMember.client_host")?;
             this.member_metadata = get_bytes(buf, flex, "DescribedGroupMember.member_metadata")?;
-            this.member_assignment =
-                get_bytes(buf, flex, "DescribedGroupMember.member_assignment")?;
+            this.member_assignment = get_bytes(buf, flex, "DescribedGroupMember.member_assignment")?;
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -6735,11 +6369,8 @@ pub mod describe_groups {
             this.protocol_type = get_string(buf, flex, "DescribedGroup.protocol_type")?;
             this.protocol_data = get_string(buf, flex, "DescribedGroup.protocol_data")?;
             this.members = {
-                let n = get_array_len(buf, flex, 1, "DescribedGroup.members")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "DescribedGroup.members",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "DescribedGroup.members")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DescribedGroup.members" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(DescribedGroupMember::decode(buf, version)?);
@@ -6781,11 +6412,7 @@ pub mod list_groups {
 
     impl Default for ListGroupsRequest {
         fn default() -> Self {
-            Self {
-                states_filter: Vec::new(),
-                types_filter: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { states_filter: Vec::new(), types_filter: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -6818,20 +6445,14 @@ pub mod list_groups {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(16),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(16), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 4 {
                 this.states_filter = {
-                    let n = get_array_len(buf, flex, 1, "ListGroupsRequest.states_filter")?.ok_or(
-                        DecodeError::UnexpectedNull {
-                            what: "ListGroupsRequest.states_filter",
-                        },
-                    )?;
+                    let n = get_array_len(buf, flex, 1, "ListGroupsRequest.states_filter")?
+                        .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsRequest.states_filter" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "ListGroupsRequest.states_filter")?);
@@ -6841,11 +6462,8 @@ pub mod list_groups {
             }
             if version >= 5 {
                 this.types_filter = {
-                    let n = get_array_len(buf, flex, 1, "ListGroupsRequest.types_filter")?.ok_or(
-                        DecodeError::UnexpectedNull {
-                            what: "ListGroupsRequest.types_filter",
-                        },
-                    )?;
+                    let n = get_array_len(buf, flex, 1, "ListGroupsRequest.types_filter")?
+                        .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsRequest.types_filter" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "ListGroupsRequest.types_filter")?);
@@ -6916,10 +6534,7 @@ pub mod list_groups {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(16),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(16), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -6928,11 +6543,8 @@ pub mod list_groups {
             }
             this.error_code = ErrorCode(get_i16(buf, "ListGroupsResponse.error_code")?);
             this.groups = {
-                let n = get_array_len(buf, flex, 1, "ListGroupsResponse.groups")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "ListGroupsResponse.groups",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "ListGroupsResponse.groups")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsResponse.groups" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(ListedGroup::decode(buf, version)?);
@@ -7041,10 +6653,7 @@ pub mod sasl_handshake {
 
     impl Default for SaslHandshakeRequest {
         fn default() -> Self {
-            Self {
-                mechanism: ByteString::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { mechanism: ByteString::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -7066,10 +6675,7 @@ pub mod sasl_handshake {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(17),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(17), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -7102,11 +6708,7 @@ pub mod sasl_handshake {
 
     impl Default for SaslHandshakeResponse {
         fn default() -> Self {
-            Self {
-                error_code: ErrorCode::NONE,
-                mechanisms: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { error_code: ErrorCode::NONE, mechanisms: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -7132,20 +6734,14 @@ pub mod sasl_handshake {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(17),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(17), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "SaslHandshakeResponse.error_code")?);
             this.mechanisms = {
-                let n = get_array_len(buf, flex, 1, "SaslHandshakeResponse.mechanisms")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "SaslHandshakeResponse.mechanisms",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "SaslHandshakeResponse.mechanisms")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "SaslHandshakeResponse.mechanisms" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "SaslHandshakeResponse.mechanisms")?);
@@ -7215,20 +6811,15 @@ pub mod api_versions {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(18),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(18), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 3 {
-                this.client_software_name =
-                    get_string(buf, flex, "ApiVersionsRequest.client_software_name")?;
+                this.client_software_name = get_string(buf, flex, "ApiVersionsRequest.client_software_name")?;
             }
             if version >= 3 {
-                this.client_software_version =
-                    get_string(buf, flex, "ApiVersionsRequest.client_software_version")?;
+                this.client_software_version = get_string(buf, flex, "ApiVersionsRequest.client_software_version")?;
             }
             if flex {
                 let mut unknown = Vec::new();
@@ -7343,20 +6934,14 @@ pub mod api_versions {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(18),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(18), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "ApiVersionsResponse.error_code")?);
             this.api_keys = {
-                let n = get_array_len(buf, flex, 1, "ApiVersionsResponse.api_keys")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "ApiVersionsResponse.api_keys",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "ApiVersionsResponse.api_keys")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "ApiVersionsResponse.api_keys" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(ApiVersion::decode(buf, version)?);
@@ -7371,15 +6956,9 @@ pub mod api_versions {
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
                     0 if version >= 3 => {
                         this.supported_features = {
-                            let n = get_array_len(
-                                buf,
-                                flex,
-                                1,
-                                "ApiVersionsResponse.supported_features",
-                            )?
-                            .ok_or(DecodeError::UnexpectedNull {
-                                what: "ApiVersionsResponse.supported_features",
-                            })?;
+                            let n = get_array_len(buf, flex, 1, "ApiVersionsResponse.supported_features")?.ok_or(
+                                DecodeError::UnexpectedNull { what: "ApiVersionsResponse.supported_features" },
+                            )?;
                             let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                             for _ in 0..n {
                                 v.push(SupportedFeatureKey::decode(buf, version)?);
@@ -7389,21 +6968,14 @@ pub mod api_versions {
                         Ok(true)
                     }
                     1 if version >= 3 => {
-                        this.finalized_features_epoch =
-                            get_i64(buf, "ApiVersionsResponse.finalized_features_epoch")?;
+                        this.finalized_features_epoch = get_i64(buf, "ApiVersionsResponse.finalized_features_epoch")?;
                         Ok(true)
                     }
                     2 if version >= 3 => {
                         this.finalized_features = {
-                            let n = get_array_len(
-                                buf,
-                                flex,
-                                1,
-                                "ApiVersionsResponse.finalized_features",
-                            )?
-                            .ok_or(DecodeError::UnexpectedNull {
-                                what: "ApiVersionsResponse.finalized_features",
-                            })?;
+                            let n = get_array_len(buf, flex, 1, "ApiVersionsResponse.finalized_features")?.ok_or(
+                                DecodeError::UnexpectedNull { what: "ApiVersionsResponse.finalized_features" },
+                            )?;
                             let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                             for _ in 0..n {
                                 v.push(FinalizedFeatureKey::decode(buf, version)?);
@@ -7413,8 +6985,7 @@ pub mod api_versions {
                         Ok(true)
                     }
                     3 if version >= 3 => {
-                        this.zk_migration_ready =
-                            get_bool(buf, "ApiVersionsResponse.zk_migration_ready")?;
+                        this.zk_migration_ready = get_bool(buf, "ApiVersionsResponse.zk_migration_ready")?;
                         Ok(true)
                     }
                     _ => Ok(false),
@@ -7437,12 +7008,7 @@ pub mod api_versions {
 
     impl Default for ApiVersion {
         fn default() -> Self {
-            Self {
-                api_key: 0,
-                min_version: 0,
-                max_version: 0,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { api_key: 0, min_version: 0, max_version: 0, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -7497,12 +7063,7 @@ pub mod api_versions {
 
     impl Default for SupportedFeatureKey {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                min_version: 0,
-                max_version: 0,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), min_version: 0, max_version: 0, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -7644,12 +7205,7 @@ pub mod create_topics {
 
     impl Default for CreateTopicsRequest {
         fn default() -> Self {
-            Self {
-                topics: Vec::new(),
-                timeout_ms: 60000,
-                validate_only: false,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { topics: Vec::new(), timeout_ms: 60000, validate_only: false, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -7676,19 +7232,13 @@ pub mod create_topics {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(19),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(19), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "CreateTopicsRequest.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "CreateTopicsRequest.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "CreateTopicsRequest.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "CreateTopicsRequest.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(CreatableTopic::decode(buf, version)?);
@@ -7724,11 +7274,7 @@ pub mod create_topics {
 
     impl Default for CreatableReplicaAssignment {
         fn default() -> Self {
-            Self {
-                partition_index: 0,
-                broker_ids: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { partition_index: 0, broker_ids: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -7758,9 +7304,7 @@ pub mod create_topics {
             this.partition_index = get_i32(buf, "CreatableReplicaAssignment.partition_index")?;
             this.broker_ids = {
                 let n = get_array_len(buf, flex, 4, "CreatableReplicaAssignment.broker_ids")?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "CreatableReplicaAssignment.broker_ids",
-                    })?;
+                    .ok_or(DecodeError::UnexpectedNull { what: "CreatableReplicaAssignment.broker_ids" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(get_i32(buf, "CreatableReplicaAssignment.broker_ids")?);
@@ -7791,11 +7335,7 @@ pub mod create_topics {
 
     impl Default for CreatableTopicConfig {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                value: None,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), value: None, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -7901,11 +7441,8 @@ pub mod create_topics {
             this.num_partitions = get_i32(buf, "CreatableTopic.num_partitions")?;
             this.replication_factor = get_i16(buf, "CreatableTopic.replication_factor")?;
             this.assignments = {
-                let n = get_array_len(buf, flex, 1, "CreatableTopic.assignments")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "CreatableTopic.assignments",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "CreatableTopic.assignments")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopic.assignments" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(CreatableReplicaAssignment::decode(buf, version)?);
@@ -7913,11 +7450,8 @@ pub mod create_topics {
                 v
             };
             this.configs = {
-                let n = get_array_len(buf, flex, 1, "CreatableTopic.configs")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "CreatableTopic.configs",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "CreatableTopic.configs")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopic.configs" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(CreatableTopicConfig::decode(buf, version)?);
@@ -7947,11 +7481,7 @@ pub mod create_topics {
 
     impl Default for CreateTopicsResponse {
         fn default() -> Self {
-            Self {
-                throttle_time_ms: 0,
-                topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -7977,20 +7507,14 @@ pub mod create_topics {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(19),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(19), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "CreateTopicsResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "CreateTopicsResponse.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "CreateTopicsResponse.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "CreateTopicsResponse.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "CreateTopicsResponse.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(CreatableTopicResult::decode(buf, version)?);
@@ -8221,8 +7745,7 @@ pub mod create_topics {
                 this.topic_id = get_uuid(buf, "CreatableTopicResult.topic_id")?;
             }
             this.error_code = ErrorCode(get_i16(buf, "CreatableTopicResult.error_code")?);
-            this.error_message =
-                get_nullable_string(buf, flex, "CreatableTopicResult.error_message")?;
+            this.error_message = get_nullable_string(buf, flex, "CreatableTopicResult.error_message")?;
             if version >= 5 {
                 this.num_partitions = get_i32(buf, "CreatableTopicResult.num_partitions")?;
             }
@@ -8244,9 +7767,7 @@ pub mod create_topics {
                 } else {
                     Some({
                         let n = get_array_len(buf, flex, 1, "CreatableTopicResult.configs")?
-                            .ok_or(DecodeError::UnexpectedNull {
-                                what: "CreatableTopicResult.configs",
-                            })?;
+                            .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopicResult.configs" })?;
                         let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                         for _ in 0..n {
                             v.push(CreatableTopicConfigs::decode(buf, version)?);
@@ -8259,10 +7780,8 @@ pub mod create_topics {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
                     0 if version >= 5 => {
-                        this.topic_config_error_code = ErrorCode(get_i16(
-                            buf,
-                            "CreatableTopicResult.topic_config_error_code",
-                        )?);
+                        this.topic_config_error_code =
+                            ErrorCode(get_i16(buf, "CreatableTopicResult.topic_config_error_code")?);
                         Ok(true)
                     }
                     _ => Ok(false),
@@ -8294,12 +7813,7 @@ pub mod delete_topics {
 
     impl Default for DeleteTopicsRequest {
         fn default() -> Self {
-            Self {
-                topics: Vec::new(),
-                topic_names: Vec::new(),
-                timeout_ms: 0,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { topics: Vec::new(), topic_names: Vec::new(), timeout_ms: 0, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -8333,20 +7847,14 @@ pub mod delete_topics {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(20),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(20), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 6 {
                 this.topics = {
-                    let n = get_array_len(buf, flex, 1, "DeleteTopicsRequest.topics")?.ok_or(
-                        DecodeError::UnexpectedNull {
-                            what: "DeleteTopicsRequest.topics",
-                        },
-                    )?;
+                    let n = get_array_len(buf, flex, 1, "DeleteTopicsRequest.topics")?
+                        .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsRequest.topics" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(DeleteTopicState::decode(buf, version)?);
@@ -8356,11 +7864,8 @@ pub mod delete_topics {
             }
             if version <= 5 {
                 this.topic_names = {
-                    let n = get_array_len(buf, flex, 1, "DeleteTopicsRequest.topic_names")?.ok_or(
-                        DecodeError::UnexpectedNull {
-                            what: "DeleteTopicsRequest.topic_names",
-                        },
-                    )?;
+                    let n = get_array_len(buf, flex, 1, "DeleteTopicsRequest.topic_names")?
+                        .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsRequest.topic_names" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "DeleteTopicsRequest.topic_names")?);
@@ -8399,11 +7904,7 @@ pub mod delete_topics {
 
     impl Default for DeleteTopicState {
         fn default() -> Self {
-            Self {
-                name: None,
-                topic_id: Uuid::ZERO,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: None, topic_id: Uuid::ZERO, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -8474,11 +7975,7 @@ pub mod delete_topics {
 
     impl Default for DeleteTopicsResponse {
         fn default() -> Self {
-            Self {
-                throttle_time_ms: 0,
-                responses: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { throttle_time_ms: 0, responses: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -8504,20 +8001,14 @@ pub mod delete_topics {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(20),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(20), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DeleteTopicsResponse.throttle_time_ms")?;
             this.responses = {
-                let n = get_array_len(buf, flex, 1, "DeleteTopicsResponse.responses")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "DeleteTopicsResponse.responses",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "DeleteTopicsResponse.responses")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsResponse.responses" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(DeletableTopicResult::decode(buf, version)?);
@@ -8653,11 +8144,7 @@ pub mod delete_records {
 
     impl Default for DeleteRecordsRequest {
         fn default() -> Self {
-            Self {
-                topics: Vec::new(),
-                timeout_ms: 0,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { topics: Vec::new(), timeout_ms: 0, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -8683,19 +8170,13 @@ pub mod delete_records {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(21),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(21), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "DeleteRecordsRequest.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "DeleteRecordsRequest.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "DeleteRecordsRequest.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsRequest.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(DeleteRecordsTopic::decode(buf, version)?);
@@ -8730,11 +8211,7 @@ pub mod delete_records {
 
     impl Default for DeleteRecordsPartition {
         fn default() -> Self {
-            Self {
-                partition_index: 0,
-                offset: 0,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { partition_index: 0, offset: 0, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -8783,11 +8260,7 @@ pub mod delete_records {
 
     impl Default for DeleteRecordsTopic {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -8816,11 +8289,8 @@ pub mod delete_records {
             let mut this = Self::default();
             this.name = get_string(buf, flex, "DeleteRecordsTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "DeleteRecordsTopic.partitions")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "DeleteRecordsTopic.partitions",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "DeleteRecordsTopic.partitions")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsTopic.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(DeleteRecordsPartition::decode(buf, version)?);
@@ -8849,11 +8319,7 @@ pub mod delete_records {
 
     impl Default for DeleteRecordsResponse {
         fn default() -> Self {
-            Self {
-                throttle_time_ms: 0,
-                topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -8879,20 +8345,14 @@ pub mod delete_records {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(21),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(21), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DeleteRecordsResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "DeleteRecordsResponse.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "DeleteRecordsResponse.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "DeleteRecordsResponse.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsResponse.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(DeleteRecordsTopicResult::decode(buf, version)?);
@@ -8978,11 +8438,7 @@ pub mod delete_records {
 
     impl Default for DeleteRecordsTopicResult {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -9011,11 +8467,8 @@ pub mod delete_records {
             let mut this = Self::default();
             this.name = get_string(buf, flex, "DeleteRecordsTopicResult.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "DeleteRecordsTopicResult.partitions")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "DeleteRecordsTopicResult.partitions",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "DeleteRecordsTopicResult.partitions")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsTopicResult.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(DeleteRecordsPartitionResult::decode(buf, version)?);
@@ -9112,17 +8565,12 @@ pub mod init_producer_id {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(22),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(22), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.transactional_id =
-                get_nullable_string(buf, flex, "InitProducerIdRequest.transactional_id")?;
-            this.transaction_timeout_ms =
-                get_i32(buf, "InitProducerIdRequest.transaction_timeout_ms")?;
+            this.transactional_id = get_nullable_string(buf, flex, "InitProducerIdRequest.transactional_id")?;
+            this.transaction_timeout_ms = get_i32(buf, "InitProducerIdRequest.transaction_timeout_ms")?;
             if version >= 3 {
                 this.producer_id = get_i64(buf, "InitProducerIdRequest.producer_id")?;
             }
@@ -9207,10 +8655,7 @@ pub mod init_producer_id {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(22),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(22), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -9219,12 +8664,10 @@ pub mod init_producer_id {
             this.producer_id = get_i64(buf, "InitProducerIdResponse.producer_id")?;
             this.producer_epoch = get_i16(buf, "InitProducerIdResponse.producer_epoch")?;
             if version >= 6 {
-                this.ongoing_txn_producer_id =
-                    get_i64(buf, "InitProducerIdResponse.ongoing_txn_producer_id")?;
+                this.ongoing_txn_producer_id = get_i64(buf, "InitProducerIdResponse.ongoing_txn_producer_id")?;
             }
             if version >= 6 {
-                this.ongoing_txn_producer_epoch =
-                    get_i16(buf, "InitProducerIdResponse.ongoing_txn_producer_epoch")?;
+                this.ongoing_txn_producer_epoch = get_i16(buf, "InitProducerIdResponse.ongoing_txn_producer_epoch")?;
             }
             if flex {
                 let mut unknown = Vec::new();
@@ -9255,11 +8698,7 @@ pub mod offset_for_leader_epoch {
 
     impl Default for OffsetForLeaderEpochRequest {
         fn default() -> Self {
-            Self {
-                replica_id: -2,
-                topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { replica_id: -2, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -9287,10 +8726,7 @@ pub mod offset_for_leader_epoch {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(23),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(23), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -9298,11 +8734,8 @@ pub mod offset_for_leader_epoch {
                 this.replica_id = get_i32(buf, "OffsetForLeaderEpochRequest.replica_id")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetForLeaderEpochRequest.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "OffsetForLeaderEpochRequest.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "OffsetForLeaderEpochRequest.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderEpochRequest.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(OffsetForLeaderTopic::decode(buf, version)?);
@@ -9338,12 +8771,7 @@ pub mod offset_for_leader_epoch {
 
     impl Default for OffsetForLeaderPartition {
         fn default() -> Self {
-            Self {
-                partition: 0,
-                current_leader_epoch: -1,
-                leader_epoch: 0,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { partition: 0, current_leader_epoch: -1, leader_epoch: 0, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -9369,8 +8797,7 @@ pub mod offset_for_leader_epoch {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition = get_i32(buf, "OffsetForLeaderPartition.partition")?;
-            this.current_leader_epoch =
-                get_i32(buf, "OffsetForLeaderPartition.current_leader_epoch")?;
+            this.current_leader_epoch = get_i32(buf, "OffsetForLeaderPartition.current_leader_epoch")?;
             this.leader_epoch = get_i32(buf, "OffsetForLeaderPartition.leader_epoch")?;
             if flex {
                 let mut unknown = Vec::new();
@@ -9395,11 +8822,7 @@ pub mod offset_for_leader_epoch {
 
     impl Default for OffsetForLeaderTopic {
         fn default() -> Self {
-            Self {
-                topic: ByteString::new(),
-                partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { topic: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -9428,11 +8851,8 @@ pub mod offset_for_leader_epoch {
             let mut this = Self::default();
             this.topic = get_string(buf, flex, "OffsetForLeaderTopic.topic")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "OffsetForLeaderTopic.partitions")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "OffsetForLeaderTopic.partitions",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "OffsetForLeaderTopic.partitions")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderTopic.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(OffsetForLeaderPartition::decode(buf, version)?);
@@ -9462,11 +8882,7 @@ pub mod offset_for_leader_epoch {
 
     impl Default for OffsetForLeaderEpochResponse {
         fn default() -> Self {
-            Self {
-                throttle_time_ms: 0,
-                topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -9492,20 +8908,14 @@ pub mod offset_for_leader_epoch {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(23),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(23), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "OffsetForLeaderEpochResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetForLeaderEpochResponse.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "OffsetForLeaderEpochResponse.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "OffsetForLeaderEpochResponse.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderEpochResponse.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(OffsetForLeaderTopicResult::decode(buf, version)?);
@@ -9596,11 +9006,7 @@ pub mod offset_for_leader_epoch {
 
     impl Default for OffsetForLeaderTopicResult {
         fn default() -> Self {
-            Self {
-                topic: ByteString::new(),
-                partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { topic: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -9630,9 +9036,7 @@ pub mod offset_for_leader_epoch {
             this.topic = get_string(buf, flex, "OffsetForLeaderTopicResult.topic")?;
             this.partitions = {
                 let n = get_array_len(buf, flex, 1, "OffsetForLeaderTopicResult.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "OffsetForLeaderTopicResult.partitions",
-                    })?;
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderTopicResult.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(EpochEndOffset::decode(buf, version)?);
@@ -9725,19 +9129,14 @@ pub mod add_partitions_to_txn {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(24),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(24), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 4 {
                 this.transactions = {
                     let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnRequest.transactions")?
-                        .ok_or(DecodeError::UnexpectedNull {
-                            what: "AddPartitionsToTxnRequest.transactions",
-                        })?;
+                        .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnRequest.transactions" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(AddPartitionsToTxnTransaction::decode(buf, version)?);
@@ -9746,15 +9145,11 @@ pub mod add_partitions_to_txn {
                 };
             }
             if version <= 3 {
-                this.v3_and_below_transactional_id = get_string(
-                    buf,
-                    flex,
-                    "AddPartitionsToTxnRequest.v3_and_below_transactional_id",
-                )?;
+                this.v3_and_below_transactional_id =
+                    get_string(buf, flex, "AddPartitionsToTxnRequest.v3_and_below_transactional_id")?;
             }
             if version <= 3 {
-                this.v3_and_below_producer_id =
-                    get_i64(buf, "AddPartitionsToTxnRequest.v3_and_below_producer_id")?;
+                this.v3_and_below_producer_id = get_i64(buf, "AddPartitionsToTxnRequest.v3_and_below_producer_id")?;
             }
             if version <= 3 {
                 this.v3_and_below_producer_epoch =
@@ -9762,15 +9157,8 @@ pub mod add_partitions_to_txn {
             }
             if version <= 3 {
                 this.v3_and_below_topics = {
-                    let n = get_array_len(
-                        buf,
-                        flex,
-                        1,
-                        "AddPartitionsToTxnRequest.v3_and_below_topics",
-                    )?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "AddPartitionsToTxnRequest.v3_and_below_topics",
-                    })?;
+                    let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnRequest.v3_and_below_topics")?
+                        .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnRequest.v3_and_below_topics" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(AddPartitionsToTxnTopic::decode(buf, version)?);
@@ -9862,8 +9250,7 @@ pub mod add_partitions_to_txn {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 4 {
-                this.transactional_id =
-                    get_string(buf, flex, "AddPartitionsToTxnTransaction.transactional_id")?;
+                this.transactional_id = get_string(buf, flex, "AddPartitionsToTxnTransaction.transactional_id")?;
             }
             if version >= 4 {
                 this.producer_id = get_i64(buf, "AddPartitionsToTxnTransaction.producer_id")?;
@@ -9877,9 +9264,7 @@ pub mod add_partitions_to_txn {
             if version >= 4 {
                 this.topics = {
                     let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnTransaction.topics")?
-                        .ok_or(DecodeError::UnexpectedNull {
-                            what: "AddPartitionsToTxnTransaction.topics",
-                        })?;
+                        .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTransaction.topics" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(AddPartitionsToTxnTopic::decode(buf, version)?);
@@ -9910,11 +9295,7 @@ pub mod add_partitions_to_txn {
 
     impl Default for AddPartitionsToTxnTopic {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -9943,11 +9324,8 @@ pub mod add_partitions_to_txn {
             let mut this = Self::default();
             this.name = get_string(buf, flex, "AddPartitionsToTxnTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 4, "AddPartitionsToTxnTopic.partitions")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "AddPartitionsToTxnTopic.partitions",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 4, "AddPartitionsToTxnTopic.partitions")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTopic.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(get_i32(buf, "AddPartitionsToTxnTopic.partitions")?);
@@ -10024,10 +9402,7 @@ pub mod add_partitions_to_txn {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(24),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(24), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -10037,15 +9412,9 @@ pub mod add_partitions_to_txn {
             }
             if version >= 4 {
                 this.results_by_transaction = {
-                    let n = get_array_len(
-                        buf,
-                        flex,
-                        1,
-                        "AddPartitionsToTxnResponse.results_by_transaction",
-                    )?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "AddPartitionsToTxnResponse.results_by_transaction",
-                    })?;
+                    let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnResponse.results_by_transaction")?.ok_or(
+                        DecodeError::UnexpectedNull { what: "AddPartitionsToTxnResponse.results_by_transaction" },
+                    )?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(AddPartitionsToTxnResult::decode(buf, version)?);
@@ -10055,15 +9424,10 @@ pub mod add_partitions_to_txn {
             }
             if version <= 3 {
                 this.results_by_topic_v3_and_below = {
-                    let n = get_array_len(
-                        buf,
-                        flex,
-                        1,
-                        "AddPartitionsToTxnResponse.results_by_topic_v3_and_below",
-                    )?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "AddPartitionsToTxnResponse.results_by_topic_v3_and_below",
-                    })?;
+                    let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnResponse.results_by_topic_v3_and_below")?
+                        .ok_or(DecodeError::UnexpectedNull {
+                            what: "AddPartitionsToTxnResponse.results_by_topic_v3_and_below",
+                        })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(AddPartitionsToTxnTopicResult::decode(buf, version)?);
@@ -10096,11 +9460,7 @@ pub mod add_partitions_to_txn {
 
     impl Default for AddPartitionsToTxnResult {
         fn default() -> Self {
-            Self {
-                transactional_id: ByteString::new(),
-                topic_results: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { transactional_id: ByteString::new(), topic_results: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -10132,15 +9492,12 @@ pub mod add_partitions_to_txn {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 4 {
-                this.transactional_id =
-                    get_string(buf, flex, "AddPartitionsToTxnResult.transactional_id")?;
+                this.transactional_id = get_string(buf, flex, "AddPartitionsToTxnResult.transactional_id")?;
             }
             if version >= 4 {
                 this.topic_results = {
                     let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnResult.topic_results")?
-                        .ok_or(DecodeError::UnexpectedNull {
-                            what: "AddPartitionsToTxnResult.topic_results",
-                        })?;
+                        .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnResult.topic_results" })?;
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                     for _ in 0..n {
                         v.push(AddPartitionsToTxnTopicResult::decode(buf, version)?);
@@ -10171,11 +9528,7 @@ pub mod add_partitions_to_txn {
 
     impl Default for AddPartitionsToTxnTopicResult {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                results_by_partition: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), results_by_partition: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -10204,15 +9557,9 @@ pub mod add_partitions_to_txn {
             let mut this = Self::default();
             this.name = get_string(buf, flex, "AddPartitionsToTxnTopicResult.name")?;
             this.results_by_partition = {
-                let n = get_array_len(
-                    buf,
-                    flex,
-                    1,
-                    "AddPartitionsToTxnTopicResult.results_by_partition",
-                )?
-                .ok_or(DecodeError::UnexpectedNull {
-                    what: "AddPartitionsToTxnTopicResult.results_by_partition",
-                })?;
+                let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnTopicResult.results_by_partition")?.ok_or(
+                    DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTopicResult.results_by_partition" },
+                )?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(AddPartitionsToTxnPartitionResult::decode(buf, version)?);
@@ -10241,11 +9588,7 @@ pub mod add_partitions_to_txn {
 
     impl Default for AddPartitionsToTxnPartitionResult {
         fn default() -> Self {
-            Self {
-                partition_index: 0,
-                partition_error_code: ErrorCode::NONE,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { partition_index: 0, partition_error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -10269,12 +9612,9 @@ pub mod add_partitions_to_txn {
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.partition_index =
-                get_i32(buf, "AddPartitionsToTxnPartitionResult.partition_index")?;
-            this.partition_error_code = ErrorCode(get_i16(
-                buf,
-                "AddPartitionsToTxnPartitionResult.partition_error_code",
-            )?);
+            this.partition_index = get_i32(buf, "AddPartitionsToTxnPartitionResult.partition_index")?;
+            this.partition_error_code =
+                ErrorCode(get_i16(buf, "AddPartitionsToTxnPartitionResult.partition_error_code")?);
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -10338,15 +9678,11 @@ pub mod add_offsets_to_txn {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(25),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(25), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.transactional_id =
-                get_string(buf, flex, "AddOffsetsToTxnRequest.transactional_id")?;
+            this.transactional_id = get_string(buf, flex, "AddOffsetsToTxnRequest.transactional_id")?;
             this.producer_id = get_i64(buf, "AddOffsetsToTxnRequest.producer_id")?;
             this.producer_epoch = get_i16(buf, "AddOffsetsToTxnRequest.producer_epoch")?;
             this.group_id = get_string(buf, flex, "AddOffsetsToTxnRequest.group_id")?;
@@ -10377,11 +9713,7 @@ pub mod add_offsets_to_txn {
 
     impl Default for AddOffsetsToTxnResponse {
         fn default() -> Self {
-            Self {
-                throttle_time_ms: 0,
-                error_code: ErrorCode::NONE,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { throttle_time_ms: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -10404,10 +9736,7 @@ pub mod add_offsets_to_txn {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(25),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(25), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -10475,10 +9804,7 @@ pub mod end_txn {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(26),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(26), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -10552,10 +9878,7 @@ pub mod end_txn {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(26),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(26), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -10666,15 +9989,11 @@ pub mod txn_offset_commit {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(28),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(28), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.transactional_id =
-                get_string(buf, flex, "TxnOffsetCommitRequest.transactional_id")?;
+            this.transactional_id = get_string(buf, flex, "TxnOffsetCommitRequest.transactional_id")?;
             this.group_id = get_string(buf, flex, "TxnOffsetCommitRequest.group_id")?;
             this.producer_id = get_i64(buf, "TxnOffsetCommitRequest.producer_id")?;
             this.producer_epoch = get_i16(buf, "TxnOffsetCommitRequest.producer_epoch")?;
@@ -10688,19 +10007,12 @@ pub mod txn_offset_commit {
                 this.group_instance_id = if version >= 3 {
                     get_nullable_string(buf, flex, "TxnOffsetCommitRequest.group_instance_id")?
                 } else {
-                    Some(get_string(
-                        buf,
-                        flex,
-                        "TxnOffsetCommitRequest.group_instance_id",
-                    )?)
+                    Some(get_string(buf, flex, "TxnOffsetCommitRequest.group_instance_id")?)
                 };
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "TxnOffsetCommitRequest.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "TxnOffsetCommitRequest.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "TxnOffsetCommitRequest.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitRequest.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(TxnOffsetCommitRequestTopic::decode(buf, version)?);
@@ -10783,19 +10095,12 @@ pub mod txn_offset_commit {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "TxnOffsetCommitRequestPartition.partition_index")?;
-            this.committed_offset =
-                get_i64(buf, "TxnOffsetCommitRequestPartition.committed_offset")?;
+            this.committed_offset = get_i64(buf, "TxnOffsetCommitRequestPartition.committed_offset")?;
             if version >= 2 {
-                this.committed_leader_epoch = get_i32(
-                    buf,
-                    "TxnOffsetCommitRequestPartition.committed_leader_epoch",
-                )?;
+                this.committed_leader_epoch = get_i32(buf, "TxnOffsetCommitRequestPartition.committed_leader_epoch")?;
             }
-            this.committed_metadata = get_nullable_string(
-                buf,
-                flex,
-                "TxnOffsetCommitRequestPartition.committed_metadata",
-            )?;
+            this.committed_metadata =
+                get_nullable_string(buf, flex, "TxnOffsetCommitRequestPartition.committed_metadata")?;
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -10819,11 +10124,7 @@ pub mod txn_offset_commit {
 
     impl Default for TxnOffsetCommitRequestTopic {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -10853,9 +10154,7 @@ pub mod txn_offset_commit {
             this.name = get_string(buf, flex, "TxnOffsetCommitRequestTopic.name")?;
             this.partitions = {
                 let n = get_array_len(buf, flex, 1, "TxnOffsetCommitRequestTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "TxnOffsetCommitRequestTopic.partitions",
-                    })?;
+                    .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitRequestTopic.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(TxnOffsetCommitRequestPartition::decode(buf, version)?);
@@ -10884,11 +10183,7 @@ pub mod txn_offset_commit {
 
     impl Default for TxnOffsetCommitResponse {
         fn default() -> Self {
-            Self {
-                throttle_time_ms: 0,
-                topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -10914,20 +10209,14 @@ pub mod txn_offset_commit {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(28),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(28), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "TxnOffsetCommitResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "TxnOffsetCommitResponse.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "TxnOffsetCommitResponse.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "TxnOffsetCommitResponse.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitResponse.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(TxnOffsetCommitResponseTopic::decode(buf, version)?);
@@ -10956,11 +10245,7 @@ pub mod txn_offset_commit {
 
     impl Default for TxnOffsetCommitResponsePartition {
         fn default() -> Self {
-            Self {
-                partition_index: 0,
-                error_code: ErrorCode::NONE,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { partition_index: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -10984,10 +10269,8 @@ pub mod txn_offset_commit {
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.partition_index =
-                get_i32(buf, "TxnOffsetCommitResponsePartition.partition_index")?;
-            this.error_code =
-                ErrorCode(get_i16(buf, "TxnOffsetCommitResponsePartition.error_code")?);
+            this.partition_index = get_i32(buf, "TxnOffsetCommitResponsePartition.partition_index")?;
+            this.error_code = ErrorCode(get_i16(buf, "TxnOffsetCommitResponsePartition.error_code")?);
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -11011,11 +10294,7 @@ pub mod txn_offset_commit {
 
     impl Default for TxnOffsetCommitResponseTopic {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -11045,9 +10324,7 @@ pub mod txn_offset_commit {
             this.name = get_string(buf, flex, "TxnOffsetCommitResponseTopic.name")?;
             this.partitions = {
                 let n = get_array_len(buf, flex, 1, "TxnOffsetCommitResponseTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "TxnOffsetCommitResponseTopic.partitions",
-                    })?;
+                    .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitResponseTopic.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(TxnOffsetCommitResponsePartition::decode(buf, version)?);
@@ -11119,19 +10396,13 @@ pub mod describe_configs {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(32),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(32), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.resources = {
-                let n = get_array_len(buf, flex, 1, "DescribeConfigsRequest.resources")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "DescribeConfigsRequest.resources",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "DescribeConfigsRequest.resources")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsRequest.resources" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(DescribeConfigsResource::decode(buf, version)?);
@@ -11140,8 +10411,7 @@ pub mod describe_configs {
             };
             this.include_synonyms = get_bool(buf, "DescribeConfigsRequest.include_synonyms")?;
             if version >= 3 {
-                this.include_documentation =
-                    get_bool(buf, "DescribeConfigsRequest.include_documentation")?;
+                this.include_documentation = get_bool(buf, "DescribeConfigsRequest.include_documentation")?;
             }
             if flex {
                 let mut unknown = Vec::new();
@@ -11218,21 +10488,16 @@ pub mod describe_configs {
             let mut this = Self::default();
             this.resource_type = get_i8(buf, "DescribeConfigsResource.resource_type")?;
             this.resource_name = get_string(buf, flex, "DescribeConfigsResource.resource_name")?;
-            this.configuration_keys =
-                match get_array_len(buf, flex, 1, "DescribeConfigsResource.configuration_keys")? {
-                    None => None,
-                    Some(n) => {
-                        let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                        for _ in 0..n {
-                            v.push(get_string(
-                                buf,
-                                flex,
-                                "DescribeConfigsResource.configuration_keys",
-                            )?);
-                        }
-                        Some(v)
+            this.configuration_keys = match get_array_len(buf, flex, 1, "DescribeConfigsResource.configuration_keys")? {
+                None => None,
+                Some(n) => {
+                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    for _ in 0..n {
+                        v.push(get_string(buf, flex, "DescribeConfigsResource.configuration_keys")?);
                     }
-                };
+                    Some(v)
+                }
+            };
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -11255,11 +10520,7 @@ pub mod describe_configs {
 
     impl Default for DescribeConfigsResponse {
         fn default() -> Self {
-            Self {
-                throttle_time_ms: 0,
-                results: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { throttle_time_ms: 0, results: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -11285,20 +10546,14 @@ pub mod describe_configs {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(32),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(32), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DescribeConfigsResponse.throttle_time_ms")?;
             this.results = {
-                let n = get_array_len(buf, flex, 1, "DescribeConfigsResponse.results")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "DescribeConfigsResponse.results",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "DescribeConfigsResponse.results")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResponse.results" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(DescribeConfigsResult::decode(buf, version)?);
@@ -11333,12 +10588,7 @@ pub mod describe_configs {
 
     impl Default for DescribeConfigsSynonym {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                value: None,
-                source: 0,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), value: None, source: 0, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -11485,9 +10735,7 @@ pub mod describe_configs {
             this.is_sensitive = get_bool(buf, "DescribeConfigsResourceResult.is_sensitive")?;
             this.synonyms = {
                 let n = get_array_len(buf, flex, 1, "DescribeConfigsResourceResult.synonyms")?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "DescribeConfigsResourceResult.synonyms",
-                    })?;
+                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResourceResult.synonyms" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(DescribeConfigsSynonym::decode(buf, version)?);
@@ -11501,11 +10749,7 @@ pub mod describe_configs {
                 this.documentation = if version >= 3 {
                     get_nullable_string(buf, flex, "DescribeConfigsResourceResult.documentation")?
                 } else {
-                    Some(get_string(
-                        buf,
-                        flex,
-                        "DescribeConfigsResourceResult.documentation",
-                    )?)
+                    Some(get_string(buf, flex, "DescribeConfigsResourceResult.documentation")?)
                 };
             }
             if flex {
@@ -11583,16 +10827,12 @@ pub mod describe_configs {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "DescribeConfigsResult.error_code")?);
-            this.error_message =
-                get_nullable_string(buf, flex, "DescribeConfigsResult.error_message")?;
+            this.error_message = get_nullable_string(buf, flex, "DescribeConfigsResult.error_message")?;
             this.resource_type = get_i8(buf, "DescribeConfigsResult.resource_type")?;
             this.resource_name = get_string(buf, flex, "DescribeConfigsResult.resource_name")?;
             this.configs = {
-                let n = get_array_len(buf, flex, 1, "DescribeConfigsResult.configs")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "DescribeConfigsResult.configs",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "DescribeConfigsResult.configs")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResult.configs" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(DescribeConfigsResourceResult::decode(buf, version)?);
@@ -11627,10 +10867,7 @@ pub mod sasl_authenticate {
 
     impl Default for SaslAuthenticateRequest {
         fn default() -> Self {
-            Self {
-                auth_bytes: Bytes::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { auth_bytes: Bytes::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -11652,10 +10889,7 @@ pub mod sasl_authenticate {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(36),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(36), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
@@ -11735,20 +10969,15 @@ pub mod sasl_authenticate {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(36),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(36), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "SaslAuthenticateResponse.error_code")?);
-            this.error_message =
-                get_nullable_string(buf, flex, "SaslAuthenticateResponse.error_message")?;
+            this.error_message = get_nullable_string(buf, flex, "SaslAuthenticateResponse.error_message")?;
             this.auth_bytes = get_bytes(buf, flex, "SaslAuthenticateResponse.auth_bytes")?;
             if version >= 1 {
-                this.session_lifetime_ms =
-                    get_i64(buf, "SaslAuthenticateResponse.session_lifetime_ms")?;
+                this.session_lifetime_ms = get_i64(buf, "SaslAuthenticateResponse.session_lifetime_ms")?;
             }
             if flex {
                 let mut unknown = Vec::new();
@@ -11779,12 +11008,7 @@ pub mod create_partitions {
 
     impl Default for CreatePartitionsRequest {
         fn default() -> Self {
-            Self {
-                topics: Vec::new(),
-                timeout_ms: 0,
-                validate_only: false,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { topics: Vec::new(), timeout_ms: 0, validate_only: false, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -11811,19 +11035,13 @@ pub mod create_partitions {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(37),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(37), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "CreatePartitionsRequest.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "CreatePartitionsRequest.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "CreatePartitionsRequest.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsRequest.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(CreatePartitionsTopic::decode(buf, version)?);
@@ -11858,10 +11076,7 @@ pub mod create_partitions {
 
     impl Default for CreatePartitionsAssignment {
         fn default() -> Self {
-            Self {
-                broker_ids: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { broker_ids: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -11889,9 +11104,7 @@ pub mod create_partitions {
             let mut this = Self::default();
             this.broker_ids = {
                 let n = get_array_len(buf, flex, 4, "CreatePartitionsAssignment.broker_ids")?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "CreatePartitionsAssignment.broker_ids",
-                    })?;
+                    .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsAssignment.broker_ids" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(get_i32(buf, "CreatePartitionsAssignment.broker_ids")?);
@@ -11922,12 +11135,7 @@ pub mod create_partitions {
 
     impl Default for CreatePartitionsTopic {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                count: 0,
-                assignments: None,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), count: 0, assignments: None, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -11967,17 +11175,16 @@ pub mod create_partitions {
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatePartitionsTopic.name")?;
             this.count = get_i32(buf, "CreatePartitionsTopic.count")?;
-            this.assignments =
-                match get_array_len(buf, flex, 1, "CreatePartitionsTopic.assignments")? {
-                    None => None,
-                    Some(n) => {
-                        let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                        for _ in 0..n {
-                            v.push(CreatePartitionsAssignment::decode(buf, version)?);
-                        }
-                        Some(v)
+            this.assignments = match get_array_len(buf, flex, 1, "CreatePartitionsTopic.assignments")? {
+                None => None,
+                Some(n) => {
+                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    for _ in 0..n {
+                        v.push(CreatePartitionsAssignment::decode(buf, version)?);
                     }
-                };
+                    Some(v)
+                }
+            };
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -12000,11 +11207,7 @@ pub mod create_partitions {
 
     impl Default for CreatePartitionsResponse {
         fn default() -> Self {
-            Self {
-                throttle_time_ms: 0,
-                results: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { throttle_time_ms: 0, results: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -12030,20 +11233,14 @@ pub mod create_partitions {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(37),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(37), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "CreatePartitionsResponse.throttle_time_ms")?;
             this.results = {
-                let n = get_array_len(buf, flex, 1, "CreatePartitionsResponse.results")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "CreatePartitionsResponse.results",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "CreatePartitionsResponse.results")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsResponse.results" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(CreatePartitionsTopicResult::decode(buf, version)?);
@@ -12117,8 +11314,7 @@ pub mod create_partitions {
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatePartitionsTopicResult.name")?;
             this.error_code = ErrorCode(get_i16(buf, "CreatePartitionsTopicResult.error_code")?);
-            this.error_message =
-                get_nullable_string(buf, flex, "CreatePartitionsTopicResult.error_message")?;
+            this.error_message = get_nullable_string(buf, flex, "CreatePartitionsTopicResult.error_message")?;
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -12147,10 +11343,7 @@ pub mod delete_groups {
 
     impl Default for DeleteGroupsRequest {
         fn default() -> Self {
-            Self {
-                groups_names: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { groups_names: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -12175,19 +11368,13 @@ pub mod delete_groups {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(42),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(42), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.groups_names = {
-                let n = get_array_len(buf, flex, 1, "DeleteGroupsRequest.groups_names")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "DeleteGroupsRequest.groups_names",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "DeleteGroupsRequest.groups_names")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteGroupsRequest.groups_names" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "DeleteGroupsRequest.groups_names")?);
@@ -12221,11 +11408,7 @@ pub mod delete_groups {
 
     impl Default for DeleteGroupsResponse {
         fn default() -> Self {
-            Self {
-                throttle_time_ms: 0,
-                results: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { throttle_time_ms: 0, results: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -12251,20 +11434,14 @@ pub mod delete_groups {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(42),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(42), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DeleteGroupsResponse.throttle_time_ms")?;
             this.results = {
-                let n = get_array_len(buf, flex, 1, "DeleteGroupsResponse.results")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "DeleteGroupsResponse.results",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "DeleteGroupsResponse.results")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteGroupsResponse.results" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(DeletableGroupResult::decode(buf, version)?);
@@ -12294,11 +11471,7 @@ pub mod delete_groups {
 
     impl Default for DeletableGroupResult {
         fn default() -> Self {
-            Self {
-                group_id: ByteString::new(),
-                error_code: ErrorCode::NONE,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { group_id: ByteString::new(), error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -12352,11 +11525,7 @@ pub mod incremental_alter_configs {
 
     impl Default for IncrementalAlterConfigsRequest {
         fn default() -> Self {
-            Self {
-                resources: Vec::new(),
-                validate_only: false,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { resources: Vec::new(), validate_only: false, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -12382,18 +11551,13 @@ pub mod incremental_alter_configs {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(44),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(44), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.resources = {
                 let n = get_array_len(buf, flex, 1, "IncrementalAlterConfigsRequest.resources")?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "IncrementalAlterConfigsRequest.resources",
-                    })?;
+                    .ok_or(DecodeError::UnexpectedNull { what: "IncrementalAlterConfigsRequest.resources" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(AlterConfigsResource::decode(buf, version)?);
@@ -12431,12 +11595,7 @@ pub mod incremental_alter_configs {
 
     impl Default for AlterableConfig {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                config_operation: 0,
-                value: None,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), config_operation: 0, value: None, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -12534,11 +11693,8 @@ pub mod incremental_alter_configs {
             this.resource_type = get_i8(buf, "AlterConfigsResource.resource_type")?;
             this.resource_name = get_string(buf, flex, "AlterConfigsResource.resource_name")?;
             this.configs = {
-                let n = get_array_len(buf, flex, 1, "AlterConfigsResource.configs")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "AlterConfigsResource.configs",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "AlterConfigsResource.configs")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "AlterConfigsResource.configs" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(AlterableConfig::decode(buf, version)?);
@@ -12567,11 +11723,7 @@ pub mod incremental_alter_configs {
 
     impl Default for IncrementalAlterConfigsResponse {
         fn default() -> Self {
-            Self {
-                throttle_time_ms: 0,
-                responses: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { throttle_time_ms: 0, responses: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -12597,20 +11749,14 @@ pub mod incremental_alter_configs {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(44),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(44), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.throttle_time_ms =
-                get_i32(buf, "IncrementalAlterConfigsResponse.throttle_time_ms")?;
+            this.throttle_time_ms = get_i32(buf, "IncrementalAlterConfigsResponse.throttle_time_ms")?;
             this.responses = {
                 let n = get_array_len(buf, flex, 1, "IncrementalAlterConfigsResponse.responses")?
-                    .ok_or(DecodeError::UnexpectedNull {
-                    what: "IncrementalAlterConfigsResponse.responses",
-                })?;
+                    .ok_or(DecodeError::UnexpectedNull { what: "IncrementalAlterConfigsResponse.responses" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(AlterConfigsResourceResponse::decode(buf, version)?);
@@ -12686,11 +11832,9 @@ pub mod incremental_alter_configs {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "AlterConfigsResourceResponse.error_code")?);
-            this.error_message =
-                get_nullable_string(buf, flex, "AlterConfigsResourceResponse.error_message")?;
+            this.error_message = get_nullable_string(buf, flex, "AlterConfigsResourceResponse.error_message")?;
             this.resource_type = get_i8(buf, "AlterConfigsResourceResponse.resource_type")?;
-            this.resource_name =
-                get_string(buf, flex, "AlterConfigsResourceResponse.resource_name")?;
+            this.resource_name = get_string(buf, flex, "AlterConfigsResourceResponse.resource_name")?;
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -12702,9 +11846,7 @@ pub mod incremental_alter_configs {
         }
     }
 }
-pub use incremental_alter_configs::{
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-};
+pub use incremental_alter_configs::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
 /// OffsetDelete (API key 47).
 pub mod offset_delete {
@@ -12722,11 +11864,7 @@ pub mod offset_delete {
 
     impl Default for OffsetDeleteRequest {
         fn default() -> Self {
-            Self {
-                group_id: ByteString::new(),
-                topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { group_id: ByteString::new(), topics: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -12752,20 +11890,14 @@ pub mod offset_delete {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(47),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(47), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.group_id = get_string(buf, flex, "OffsetDeleteRequest.group_id")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetDeleteRequest.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "OffsetDeleteRequest.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "OffsetDeleteRequest.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteRequest.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(OffsetDeleteRequestTopic::decode(buf, version)?);
@@ -12798,10 +11930,7 @@ pub mod offset_delete {
 
     impl Default for OffsetDeleteRequestPartition {
         fn default() -> Self {
-            Self {
-                partition_index: 0,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { partition_index: 0, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -12848,11 +11977,7 @@ pub mod offset_delete {
 
     impl Default for OffsetDeleteRequestTopic {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -12881,11 +12006,8 @@ pub mod offset_delete {
             let mut this = Self::default();
             this.name = get_string(buf, flex, "OffsetDeleteRequestTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "OffsetDeleteRequestTopic.partitions")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "OffsetDeleteRequestTopic.partitions",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "OffsetDeleteRequestTopic.partitions")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteRequestTopic.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(OffsetDeleteRequestPartition::decode(buf, version)?);
@@ -12947,21 +12069,15 @@ pub mod offset_delete {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(47),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(47), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "OffsetDeleteResponse.error_code")?);
             this.throttle_time_ms = get_i32(buf, "OffsetDeleteResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetDeleteResponse.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "OffsetDeleteResponse.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "OffsetDeleteResponse.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteResponse.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(OffsetDeleteResponseTopic::decode(buf, version)?);
@@ -12990,11 +12106,7 @@ pub mod offset_delete {
 
     impl Default for OffsetDeleteResponsePartition {
         fn default() -> Self {
-            Self {
-                partition_index: 0,
-                error_code: ErrorCode::NONE,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { partition_index: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -13043,11 +12155,7 @@ pub mod offset_delete {
 
     impl Default for OffsetDeleteResponseTopic {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -13077,9 +12185,7 @@ pub mod offset_delete {
             this.name = get_string(buf, flex, "OffsetDeleteResponseTopic.name")?;
             this.partitions = {
                 let n = get_array_len(buf, flex, 1, "OffsetDeleteResponseTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "OffsetDeleteResponseTopic.partitions",
-                    })?;
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteResponseTopic.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(OffsetDeleteResponsePartition::decode(buf, version)?);
@@ -13150,23 +12256,17 @@ pub mod describe_cluster {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(60),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(60), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.include_cluster_authorized_operations = get_bool(
-                buf,
-                "DescribeClusterRequest.include_cluster_authorized_operations",
-            )?;
+            this.include_cluster_authorized_operations =
+                get_bool(buf, "DescribeClusterRequest.include_cluster_authorized_operations")?;
             if version >= 1 {
                 this.endpoint_type = get_i8(buf, "DescribeClusterRequest.endpoint_type")?;
             }
             if version >= 2 {
-                this.include_fenced_brokers =
-                    get_bool(buf, "DescribeClusterRequest.include_fenced_brokers")?;
+                this.include_fenced_brokers = get_bool(buf, "DescribeClusterRequest.include_fenced_brokers")?;
             }
             if flex {
                 let mut unknown = Vec::new();
@@ -13258,36 +12358,28 @@ pub mod describe_cluster {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(60),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(60), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DescribeClusterResponse.throttle_time_ms")?;
             this.error_code = ErrorCode(get_i16(buf, "DescribeClusterResponse.error_code")?);
-            this.error_message =
-                get_nullable_string(buf, flex, "DescribeClusterResponse.error_message")?;
+            this.error_message = get_nullable_string(buf, flex, "DescribeClusterResponse.error_message")?;
             if version >= 1 {
                 this.endpoint_type = get_i8(buf, "DescribeClusterResponse.endpoint_type")?;
             }
             this.cluster_id = get_string(buf, flex, "DescribeClusterResponse.cluster_id")?;
             this.controller_id = get_i32(buf, "DescribeClusterResponse.controller_id")?;
             this.brokers = {
-                let n = get_array_len(buf, flex, 1, "DescribeClusterResponse.brokers")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "DescribeClusterResponse.brokers",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "DescribeClusterResponse.brokers")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeClusterResponse.brokers" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(DescribeClusterBroker::decode(buf, version)?);
                 }
                 v
             };
-            this.cluster_authorized_operations =
-                get_i32(buf, "DescribeClusterResponse.cluster_authorized_operations")?;
+            this.cluster_authorized_operations = get_i32(buf, "DescribeClusterResponse.cluster_authorized_operations")?;
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -13396,10 +12488,7 @@ pub mod describe_producers {
 
     impl Default for DescribeProducersRequest {
         fn default() -> Self {
-            Self {
-                topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { topics: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -13424,19 +12513,13 @@ pub mod describe_producers {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(61),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(61), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "DescribeProducersRequest.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "DescribeProducersRequest.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "DescribeProducersRequest.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeProducersRequest.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(TopicRequest::decode(buf, version)?);
@@ -13471,11 +12554,7 @@ pub mod describe_producers {
 
     impl Default for TopicRequest {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                partition_indexes: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), partition_indexes: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -13504,11 +12583,8 @@ pub mod describe_producers {
             let mut this = Self::default();
             this.name = get_string(buf, flex, "TopicRequest.name")?;
             this.partition_indexes = {
-                let n = get_array_len(buf, flex, 4, "TopicRequest.partition_indexes")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "TopicRequest.partition_indexes",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 4, "TopicRequest.partition_indexes")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "TopicRequest.partition_indexes" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(get_i32(buf, "TopicRequest.partition_indexes")?);
@@ -13537,11 +12613,7 @@ pub mod describe_producers {
 
     impl Default for DescribeProducersResponse {
         fn default() -> Self {
-            Self {
-                throttle_time_ms: 0,
-                topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -13567,20 +12639,14 @@ pub mod describe_producers {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(61),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(61), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DescribeProducersResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "DescribeProducersResponse.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "DescribeProducersResponse.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "DescribeProducersResponse.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeProducersResponse.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(TopicResponse::decode(buf, version)?);
@@ -13729,11 +12795,8 @@ pub mod describe_producers {
             this.error_code = ErrorCode(get_i16(buf, "PartitionResponse.error_code")?);
             this.error_message = get_nullable_string(buf, flex, "PartitionResponse.error_message")?;
             this.active_producers = {
-                let n = get_array_len(buf, flex, 1, "PartitionResponse.active_producers")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "PartitionResponse.active_producers",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "PartitionResponse.active_producers")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "PartitionResponse.active_producers" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(ProducerState::decode(buf, version)?);
@@ -13763,11 +12826,7 @@ pub mod describe_producers {
 
     impl Default for TopicResponse {
         fn default() -> Self {
-            Self {
-                name: ByteString::new(),
-                partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -13796,11 +12855,8 @@ pub mod describe_producers {
             let mut this = Self::default();
             this.name = get_string(buf, flex, "TopicResponse.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "TopicResponse.partitions")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "TopicResponse.partitions",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "TopicResponse.partitions")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "TopicResponse.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(PartitionResponse::decode(buf, version)?);
@@ -13835,10 +12891,7 @@ pub mod describe_transactions {
 
     impl Default for DescribeTransactionsRequest {
         fn default() -> Self {
-            Self {
-                transactional_ids: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { transactional_ids: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -13863,30 +12916,16 @@ pub mod describe_transactions {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(65),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(65), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.transactional_ids = {
-                let n = get_array_len(
-                    buf,
-                    flex,
-                    1,
-                    "DescribeTransactionsRequest.transactional_ids",
-                )?
-                .ok_or(DecodeError::UnexpectedNull {
-                    what: "DescribeTransactionsRequest.transactional_ids",
-                })?;
+                let n = get_array_len(buf, flex, 1, "DescribeTransactionsRequest.transactional_ids")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeTransactionsRequest.transactional_ids" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
-                    v.push(get_string(
-                        buf,
-                        flex,
-                        "DescribeTransactionsRequest.transactional_ids",
-                    )?);
+                    v.push(get_string(buf, flex, "DescribeTransactionsRequest.transactional_ids")?);
                 }
                 v
             };
@@ -13917,11 +12956,7 @@ pub mod describe_transactions {
 
     impl Default for DescribeTransactionsResponse {
         fn default() -> Self {
-            Self {
-                throttle_time_ms: 0,
-                transaction_states: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { throttle_time_ms: 0, transaction_states: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -13947,24 +12982,14 @@ pub mod describe_transactions {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(65),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(65), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DescribeTransactionsResponse.throttle_time_ms")?;
             this.transaction_states = {
-                let n = get_array_len(
-                    buf,
-                    flex,
-                    1,
-                    "DescribeTransactionsResponse.transaction_states",
-                )?
-                .ok_or(DecodeError::UnexpectedNull {
-                    what: "DescribeTransactionsResponse.transaction_states",
-                })?;
+                let n = get_array_len(buf, flex, 1, "DescribeTransactionsResponse.transaction_states")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeTransactionsResponse.transaction_states" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(TransactionState::decode(buf, version)?);
@@ -13994,11 +13019,7 @@ pub mod describe_transactions {
 
     impl Default for TopicData {
         fn default() -> Self {
-            Self {
-                topic: ByteString::new(),
-                partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { topic: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -14027,11 +13048,8 @@ pub mod describe_transactions {
             let mut this = Self::default();
             this.topic = get_string(buf, flex, "TopicData.topic")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 4, "TopicData.partitions")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "TopicData.partitions",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 4, "TopicData.partitions")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "TopicData.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(get_i32(buf, "TopicData.partitions")?);
@@ -14115,16 +13133,12 @@ pub mod describe_transactions {
             this.transactional_id = get_string(buf, flex, "TransactionState.transactional_id")?;
             this.transaction_state = get_string(buf, flex, "TransactionState.transaction_state")?;
             this.transaction_timeout_ms = get_i32(buf, "TransactionState.transaction_timeout_ms")?;
-            this.transaction_start_time_ms =
-                get_i64(buf, "TransactionState.transaction_start_time_ms")?;
+            this.transaction_start_time_ms = get_i64(buf, "TransactionState.transaction_start_time_ms")?;
             this.producer_id = get_i64(buf, "TransactionState.producer_id")?;
             this.producer_epoch = get_i16(buf, "TransactionState.producer_epoch")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "TransactionState.topics")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "TransactionState.topics",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "TransactionState.topics")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "TransactionState.topics" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(TopicData::decode(buf, version)?);
@@ -14216,33 +13230,22 @@ pub mod list_transactions {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(66),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(66), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.state_filters = {
                 let n = get_array_len(buf, flex, 1, "ListTransactionsRequest.state_filters")?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "ListTransactionsRequest.state_filters",
-                    })?;
+                    .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsRequest.state_filters" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
-                    v.push(get_string(
-                        buf,
-                        flex,
-                        "ListTransactionsRequest.state_filters",
-                    )?);
+                    v.push(get_string(buf, flex, "ListTransactionsRequest.state_filters")?);
                 }
                 v
             };
             this.producer_id_filters = {
                 let n = get_array_len(buf, flex, 8, "ListTransactionsRequest.producer_id_filters")?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "ListTransactionsRequest.producer_id_filters",
-                    })?;
+                    .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsRequest.producer_id_filters" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(get_i64(buf, "ListTransactionsRequest.producer_id_filters")?);
@@ -14254,17 +13257,9 @@ pub mod list_transactions {
             }
             if version >= 2 {
                 this.transactional_id_pattern = if version >= 2 {
-                    get_nullable_string(
-                        buf,
-                        flex,
-                        "ListTransactionsRequest.transactional_id_pattern",
-                    )?
+                    get_nullable_string(buf, flex, "ListTransactionsRequest.transactional_id_pattern")?
                 } else {
-                    Some(get_string(
-                        buf,
-                        flex,
-                        "ListTransactionsRequest.transactional_id_pattern",
-                    )?)
+                    Some(get_string(buf, flex, "ListTransactionsRequest.transactional_id_pattern")?)
                 };
             }
             if flex {
@@ -14334,40 +13329,24 @@ pub mod list_transactions {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(66),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(66), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "ListTransactionsResponse.throttle_time_ms")?;
             this.error_code = ErrorCode(get_i16(buf, "ListTransactionsResponse.error_code")?);
             this.unknown_state_filters = {
-                let n = get_array_len(
-                    buf,
-                    flex,
-                    1,
-                    "ListTransactionsResponse.unknown_state_filters",
-                )?
-                .ok_or(DecodeError::UnexpectedNull {
-                    what: "ListTransactionsResponse.unknown_state_filters",
-                })?;
+                let n = get_array_len(buf, flex, 1, "ListTransactionsResponse.unknown_state_filters")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsResponse.unknown_state_filters" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
-                    v.push(get_string(
-                        buf,
-                        flex,
-                        "ListTransactionsResponse.unknown_state_filters",
-                    )?);
+                    v.push(get_string(buf, flex, "ListTransactionsResponse.unknown_state_filters")?);
                 }
                 v
             };
             this.transaction_states = {
                 let n = get_array_len(buf, flex, 1, "ListTransactionsResponse.transaction_states")?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "ListTransactionsResponse.transaction_states",
-                    })?;
+                    .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsResponse.transaction_states" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(TransactionState::decode(buf, version)?);
@@ -14587,63 +13566,37 @@ pub mod consumer_group_heartbeat {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(68),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(68), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.group_id = get_string(buf, flex, "ConsumerGroupHeartbeatRequest.group_id")?;
             this.member_id = get_string(buf, flex, "ConsumerGroupHeartbeatRequest.member_id")?;
             this.member_epoch = get_i32(buf, "ConsumerGroupHeartbeatRequest.member_epoch")?;
-            this.instance_id =
-                get_nullable_string(buf, flex, "ConsumerGroupHeartbeatRequest.instance_id")?;
+            this.instance_id = get_nullable_string(buf, flex, "ConsumerGroupHeartbeatRequest.instance_id")?;
             this.rack_id = get_nullable_string(buf, flex, "ConsumerGroupHeartbeatRequest.rack_id")?;
-            this.rebalance_timeout_ms =
-                get_i32(buf, "ConsumerGroupHeartbeatRequest.rebalance_timeout_ms")?;
-            this.subscribed_topic_names = match get_array_len(
-                buf,
-                flex,
-                1,
-                "ConsumerGroupHeartbeatRequest.subscribed_topic_names",
-            )? {
-                None => None,
-                Some(n) => {
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(get_string(
-                            buf,
-                            flex,
-                            "ConsumerGroupHeartbeatRequest.subscribed_topic_names",
-                        )?);
+            this.rebalance_timeout_ms = get_i32(buf, "ConsumerGroupHeartbeatRequest.rebalance_timeout_ms")?;
+            this.subscribed_topic_names =
+                match get_array_len(buf, flex, 1, "ConsumerGroupHeartbeatRequest.subscribed_topic_names")? {
+                    None => None,
+                    Some(n) => {
+                        let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                        for _ in 0..n {
+                            v.push(get_string(buf, flex, "ConsumerGroupHeartbeatRequest.subscribed_topic_names")?);
+                        }
+                        Some(v)
                     }
-                    Some(v)
-                }
-            };
+                };
             if version >= 1 {
                 this.subscribed_topic_regex = if version >= 1 {
-                    get_nullable_string(
-                        buf,
-                        flex,
-                        "ConsumerGroupHeartbeatRequest.subscribed_topic_regex",
-                    )?
+                    get_nullable_string(buf, flex, "ConsumerGroupHeartbeatRequest.subscribed_topic_regex")?
                 } else {
-                    Some(get_string(
-                        buf,
-                        flex,
-                        "ConsumerGroupHeartbeatRequest.subscribed_topic_regex",
-                    )?)
+                    Some(get_string(buf, flex, "ConsumerGroupHeartbeatRequest.subscribed_topic_regex")?)
                 };
             }
-            this.server_assignor =
-                get_nullable_string(buf, flex, "ConsumerGroupHeartbeatRequest.server_assignor")?;
-            this.topic_partitions = match get_array_len(
-                buf,
-                flex,
-                1,
-                "ConsumerGroupHeartbeatRequest.topic_partitions",
-            )? {
+            this.server_assignor = get_nullable_string(buf, flex, "ConsumerGroupHeartbeatRequest.server_assignor")?;
+            this.topic_partitions = match get_array_len(buf, flex, 1, "ConsumerGroupHeartbeatRequest.topic_partitions")?
+            {
                 None => None,
                 Some(n) => {
                     let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
@@ -14680,11 +13633,7 @@ pub mod consumer_group_heartbeat {
 
     impl Default for TopicPartitions {
         fn default() -> Self {
-            Self {
-                topic_id: Uuid::ZERO,
-                partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { topic_id: Uuid::ZERO, partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -14713,11 +13662,8 @@ pub mod consumer_group_heartbeat {
             let mut this = Self::default();
             this.topic_id = get_uuid(buf, "TopicPartitions.topic_id")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 4, "TopicPartitions.partitions")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "TopicPartitions.partitions",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 4, "TopicPartitions.partitions")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "TopicPartitions.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(get_i32(buf, "TopicPartitions.partitions")?);
@@ -14823,23 +13769,16 @@ pub mod consumer_group_heartbeat {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(68),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(68), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
-            this.throttle_time_ms =
-                get_i32(buf, "ConsumerGroupHeartbeatResponse.throttle_time_ms")?;
+            this.throttle_time_ms = get_i32(buf, "ConsumerGroupHeartbeatResponse.throttle_time_ms")?;
             this.error_code = ErrorCode(get_i16(buf, "ConsumerGroupHeartbeatResponse.error_code")?);
-            this.error_message =
-                get_nullable_string(buf, flex, "ConsumerGroupHeartbeatResponse.error_message")?;
-            this.member_id =
-                get_nullable_string(buf, flex, "ConsumerGroupHeartbeatResponse.member_id")?;
+            this.error_message = get_nullable_string(buf, flex, "ConsumerGroupHeartbeatResponse.error_message")?;
+            this.member_id = get_nullable_string(buf, flex, "ConsumerGroupHeartbeatResponse.member_id")?;
             this.member_epoch = get_i32(buf, "ConsumerGroupHeartbeatResponse.member_epoch")?;
-            this.heartbeat_interval_ms =
-                get_i32(buf, "ConsumerGroupHeartbeatResponse.heartbeat_interval_ms")?;
+            this.heartbeat_interval_ms = get_i32(buf, "ConsumerGroupHeartbeatResponse.heartbeat_interval_ms")?;
             this.assignment = if get_i8(buf, "ConsumerGroupHeartbeatResponse.assignment")? < 0 {
                 None
             } else {
@@ -14866,10 +13805,7 @@ pub mod consumer_group_heartbeat {
 
     impl Default for Assignment {
         fn default() -> Self {
-            Self {
-                topic_partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { topic_partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -14896,11 +13832,8 @@ pub mod consumer_group_heartbeat {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic_partitions = {
-                let n = get_array_len(buf, flex, 1, "Assignment.topic_partitions")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "Assignment.topic_partitions",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "Assignment.topic_partitions")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "Assignment.topic_partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(TopicPartitions::decode(buf, version)?);
@@ -14936,11 +13869,7 @@ pub mod consumer_group_describe {
 
     impl Default for ConsumerGroupDescribeRequest {
         fn default() -> Self {
-            Self {
-                group_ids: Vec::new(),
-                include_authorized_operations: false,
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { group_ids: Vec::new(), include_authorized_operations: false, unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -14966,32 +13895,21 @@ pub mod consumer_group_describe {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(69),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(69), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.group_ids = {
                 let n = get_array_len(buf, flex, 1, "ConsumerGroupDescribeRequest.group_ids")?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "ConsumerGroupDescribeRequest.group_ids",
-                    })?;
+                    .ok_or(DecodeError::UnexpectedNull { what: "ConsumerGroupDescribeRequest.group_ids" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
-                    v.push(get_string(
-                        buf,
-                        flex,
-                        "ConsumerGroupDescribeRequest.group_ids",
-                    )?);
+                    v.push(get_string(buf, flex, "ConsumerGroupDescribeRequest.group_ids")?);
                 }
                 v
             };
-            this.include_authorized_operations = get_bool(
-                buf,
-                "ConsumerGroupDescribeRequest.include_authorized_operations",
-            )?;
+            this.include_authorized_operations =
+                get_bool(buf, "ConsumerGroupDescribeRequest.include_authorized_operations")?;
             if flex {
                 let mut unknown = Vec::new();
                 get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
@@ -15019,11 +13937,7 @@ pub mod consumer_group_describe {
 
     impl Default for ConsumerGroupDescribeResponse {
         fn default() -> Self {
-            Self {
-                throttle_time_ms: 0,
-                groups: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { throttle_time_ms: 0, groups: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -15049,19 +13963,14 @@ pub mod consumer_group_describe {
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: ApiKey(69),
-                    version,
-                });
+                return Err(DecodeError::UnsupportedVersion { api: ApiKey(69), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "ConsumerGroupDescribeResponse.throttle_time_ms")?;
             this.groups = {
                 let n = get_array_len(buf, flex, 1, "ConsumerGroupDescribeResponse.groups")?
-                    .ok_or(DecodeError::UnexpectedNull {
-                        what: "ConsumerGroupDescribeResponse.groups",
-                    })?;
+                    .ok_or(DecodeError::UnexpectedNull { what: "ConsumerGroupDescribeResponse.groups" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(DescribedGroup::decode(buf, version)?);
@@ -15195,19 +14104,15 @@ pub mod consumer_group_describe {
             this.client_id = get_string(buf, flex, "Member.client_id")?;
             this.client_host = get_string(buf, flex, "Member.client_host")?;
             this.subscribed_topic_names = {
-                let n = get_array_len(buf, flex, 1, "Member.subscribed_topic_names")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "Member.subscribed_topic_names",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "Member.subscribed_topic_names")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "Member.subscribed_topic_names" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "Member.subscribed_topic_names")?);
                 }
                 v
             };
-            this.subscribed_topic_regex =
-                get_nullable_string(buf, flex, "Member.subscribed_topic_regex")?;
+            this.subscribed_topic_regex = get_nullable_string(buf, flex, "Member.subscribed_topic_regex")?;
             this.assignment = Assignment::decode(buf, version)?;
             this.target_assignment = Assignment::decode(buf, version)?;
             if version >= 1 {
@@ -15309,11 +14214,8 @@ pub mod consumer_group_describe {
             this.assignment_epoch = get_i32(buf, "DescribedGroup.assignment_epoch")?;
             this.assignor_name = get_string(buf, flex, "DescribedGroup.assignor_name")?;
             this.members = {
-                let n = get_array_len(buf, flex, 1, "DescribedGroup.members")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "DescribedGroup.members",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "DescribedGroup.members")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "DescribedGroup.members" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(Member::decode(buf, version)?);
@@ -15381,11 +14283,8 @@ pub mod consumer_group_describe {
             this.topic_id = get_uuid(buf, "TopicPartitions.topic_id")?;
             this.topic_name = get_string(buf, flex, "TopicPartitions.topic_name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 4, "TopicPartitions.partitions")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "TopicPartitions.partitions",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 4, "TopicPartitions.partitions")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "TopicPartitions.partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(get_i32(buf, "TopicPartitions.partitions")?);
@@ -15413,10 +14312,7 @@ pub mod consumer_group_describe {
 
     impl Default for Assignment {
         fn default() -> Self {
-            Self {
-                topic_partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
-            }
+            Self { topic_partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
         }
     }
 
@@ -15443,11 +14339,8 @@ pub mod consumer_group_describe {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic_partitions = {
-                let n = get_array_len(buf, flex, 1, "Assignment.topic_partitions")?.ok_or(
-                    DecodeError::UnexpectedNull {
-                        what: "Assignment.topic_partitions",
-                    },
-                )?;
+                let n = get_array_len(buf, flex, 1, "Assignment.topic_partitions")?
+                    .ok_or(DecodeError::UnexpectedNull { what: "Assignment.topic_partitions" })?;
                 let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(TopicPartitions::decode(buf, version)?);
@@ -15472,101 +14365,25 @@ pub use consumer_group_describe::{ConsumerGroupDescribeRequest, ConsumerGroupDes
 #[macro_export]
 macro_rules! for_each_api {
     ($m:ident) => {
-        $m!(
-            0,
-            $crate::codec::messages::ProduceRequest,
-            $crate::codec::messages::ProduceResponse
-        );
-        $m!(
-            1,
-            $crate::codec::messages::FetchRequest,
-            $crate::codec::messages::FetchResponse
-        );
-        $m!(
-            2,
-            $crate::codec::messages::ListOffsetsRequest,
-            $crate::codec::messages::ListOffsetsResponse
-        );
-        $m!(
-            3,
-            $crate::codec::messages::MetadataRequest,
-            $crate::codec::messages::MetadataResponse
-        );
-        $m!(
-            8,
-            $crate::codec::messages::OffsetCommitRequest,
-            $crate::codec::messages::OffsetCommitResponse
-        );
-        $m!(
-            9,
-            $crate::codec::messages::OffsetFetchRequest,
-            $crate::codec::messages::OffsetFetchResponse
-        );
-        $m!(
-            10,
-            $crate::codec::messages::FindCoordinatorRequest,
-            $crate::codec::messages::FindCoordinatorResponse
-        );
-        $m!(
-            11,
-            $crate::codec::messages::JoinGroupRequest,
-            $crate::codec::messages::JoinGroupResponse
-        );
-        $m!(
-            12,
-            $crate::codec::messages::HeartbeatRequest,
-            $crate::codec::messages::HeartbeatResponse
-        );
-        $m!(
-            13,
-            $crate::codec::messages::LeaveGroupRequest,
-            $crate::codec::messages::LeaveGroupResponse
-        );
-        $m!(
-            14,
-            $crate::codec::messages::SyncGroupRequest,
-            $crate::codec::messages::SyncGroupResponse
-        );
-        $m!(
-            15,
-            $crate::codec::messages::DescribeGroupsRequest,
-            $crate::codec::messages::DescribeGroupsResponse
-        );
-        $m!(
-            16,
-            $crate::codec::messages::ListGroupsRequest,
-            $crate::codec::messages::ListGroupsResponse
-        );
-        $m!(
-            17,
-            $crate::codec::messages::SaslHandshakeRequest,
-            $crate::codec::messages::SaslHandshakeResponse
-        );
-        $m!(
-            18,
-            $crate::codec::messages::ApiVersionsRequest,
-            $crate::codec::messages::ApiVersionsResponse
-        );
-        $m!(
-            19,
-            $crate::codec::messages::CreateTopicsRequest,
-            $crate::codec::messages::CreateTopicsResponse
-        );
-        $m!(
-            20,
-            $crate::codec::messages::DeleteTopicsRequest,
-            $crate::codec::messages::DeleteTopicsResponse
-        );
-        $m!(
-            21,
-            $crate::codec::messages::DeleteRecordsRequest,
-            $crate::codec::messages::DeleteRecordsResponse
-        );
-        $m!(
-            22,
-            $crate::codec::messages::InitProducerIdRequest,
-            $crate::codec::messages::InitProducerIdResponse
-        );
+        $m!(0, $crate::codec::messages::ProduceRequest, $crate::codec::messages::ProduceResponse);
+        $m!(1, $crate::codec::messages::FetchRequest, $crate::codec::messages::FetchResponse);
+        $m!(2, $crate::codec::messages::ListOffsetsRequest, $crate::codec::messages::ListOffsetsResponse);
+        $m!(3, $crate::codec::messages::MetadataRequest, $crate::codec::messages::MetadataResponse);
+        $m!(8, $crate::codec::messages::OffsetCommitRequest, $crate::codec::messages::OffsetCommitResponse);
+        $m!(9, $crate::codec::messages::OffsetFetchRequest, $crate::codec::messages::OffsetFetchResponse);
+        $m!(10, $crate::codec::messages::FindCoordinatorRequest, $crate::codec::messages::FindCoordinatorResponse);
+        $m!(11, $crate::codec::messages::JoinGroupRequest, $crate::codec::messages::JoinGroupResponse);
+        $m!(12, $crate::codec::messages::HeartbeatRequest, $crate::codec::messages::HeartbeatResponse);
+        $m!(13, $crate::codec::messages::LeaveGroupRequest, $crate::codec::messages::LeaveGroupResponse);
+        $m!(14, $crate::codec::messages::SyncGroupRequest, $crate::codec::messages::SyncGroupResponse);
+        $m!(15, $crate::codec::messages::DescribeGroupsRequest, $crate::codec::messages::DescribeGroupsResponse);
+        $m!(16, $crate::codec::messages::ListGroupsRequest, $crate::codec::messages::ListGroupsResponse);
+        $m!(17, $crate::codec::messages::SaslHandshakeRequest, $crate::codec::messages::SaslHandshakeResponse);
+        $m!(18, $crate::codec::messages::ApiVersionsRequest, $crate::codec::messages::ApiVersionsResponse);
+        $m!(19, $crate::codec::messages::CreateTopicsRequest, $crate::codec::messages::CreateTopicsResponse);
+        $m!(20, $crate::codec::messages::DeleteTopicsRequest, $crate::codec::messages::DeleteTopicsResponse);
+        $m!(21, $crate::codec::messages::DeleteRecordsRequest, $crate::codec::messages::DeleteRecordsResponse);
+        $m!(22, $crate::codec::messages::InitProducerIdRequest, $crate::codec::messages::InitProducerIdResponse);
         $m!(
             23,
             $crate::codec::messages::OffsetForLeaderEpochRequest,
@@ -15577,71 +14394,27 @@ macro_rules! for_each_api {
             $crate::codec::messages::AddPartitionsToTxnRequest,
             $crate::codec::messages::AddPartitionsToTxnResponse
         );
-        $m!(
-            25,
-            $crate::codec::messages::AddOffsetsToTxnRequest,
-            $crate::codec::messages::AddOffsetsToTxnResponse
-        );
-        $m!(
-            26,
-            $crate::codec::messages::EndTxnRequest,
-            $crate::codec::messages::EndTxnResponse
-        );
-        $m!(
-            28,
-            $crate::codec::messages::TxnOffsetCommitRequest,
-            $crate::codec::messages::TxnOffsetCommitResponse
-        );
-        $m!(
-            32,
-            $crate::codec::messages::DescribeConfigsRequest,
-            $crate::codec::messages::DescribeConfigsResponse
-        );
-        $m!(
-            36,
-            $crate::codec::messages::SaslAuthenticateRequest,
-            $crate::codec::messages::SaslAuthenticateResponse
-        );
-        $m!(
-            37,
-            $crate::codec::messages::CreatePartitionsRequest,
-            $crate::codec::messages::CreatePartitionsResponse
-        );
-        $m!(
-            42,
-            $crate::codec::messages::DeleteGroupsRequest,
-            $crate::codec::messages::DeleteGroupsResponse
-        );
+        $m!(25, $crate::codec::messages::AddOffsetsToTxnRequest, $crate::codec::messages::AddOffsetsToTxnResponse);
+        $m!(26, $crate::codec::messages::EndTxnRequest, $crate::codec::messages::EndTxnResponse);
+        $m!(28, $crate::codec::messages::TxnOffsetCommitRequest, $crate::codec::messages::TxnOffsetCommitResponse);
+        $m!(32, $crate::codec::messages::DescribeConfigsRequest, $crate::codec::messages::DescribeConfigsResponse);
+        $m!(36, $crate::codec::messages::SaslAuthenticateRequest, $crate::codec::messages::SaslAuthenticateResponse);
+        $m!(37, $crate::codec::messages::CreatePartitionsRequest, $crate::codec::messages::CreatePartitionsResponse);
+        $m!(42, $crate::codec::messages::DeleteGroupsRequest, $crate::codec::messages::DeleteGroupsResponse);
         $m!(
             44,
             $crate::codec::messages::IncrementalAlterConfigsRequest,
             $crate::codec::messages::IncrementalAlterConfigsResponse
         );
-        $m!(
-            47,
-            $crate::codec::messages::OffsetDeleteRequest,
-            $crate::codec::messages::OffsetDeleteResponse
-        );
-        $m!(
-            60,
-            $crate::codec::messages::DescribeClusterRequest,
-            $crate::codec::messages::DescribeClusterResponse
-        );
-        $m!(
-            61,
-            $crate::codec::messages::DescribeProducersRequest,
-            $crate::codec::messages::DescribeProducersResponse
-        );
+        $m!(47, $crate::codec::messages::OffsetDeleteRequest, $crate::codec::messages::OffsetDeleteResponse);
+        $m!(60, $crate::codec::messages::DescribeClusterRequest, $crate::codec::messages::DescribeClusterResponse);
+        $m!(61, $crate::codec::messages::DescribeProducersRequest, $crate::codec::messages::DescribeProducersResponse);
         $m!(
             65,
             $crate::codec::messages::DescribeTransactionsRequest,
             $crate::codec::messages::DescribeTransactionsResponse
         );
-        $m!(
-            66,
-            $crate::codec::messages::ListTransactionsRequest,
-            $crate::codec::messages::ListTransactionsResponse
-        );
+        $m!(66, $crate::codec::messages::ListTransactionsRequest, $crate::codec::messages::ListTransactionsResponse);
         $m!(
             68,
             $crate::codec::messages::ConsumerGroupHeartbeatRequest,

@@ -57,12 +57,20 @@ pub trait Request: Message {
 
     /// Request header v2 for flexible versions, v1 otherwise.
     fn request_header_version(version: i16) -> i16 {
-        if Self::is_flexible(version) { 2 } else { 1 }
+        if Self::is_flexible(version) {
+            2
+        } else {
+            1
+        }
     }
 
     /// Response header v1 for flexible versions, v0 otherwise. ApiVersions always answers with
     /// v0, so that a client that does not yet know the broker's versions can read it (KIP-511).
     fn response_header_version(version: i16) -> i16 {
-        if Self::API_KEY != ApiKey::API_VERSIONS && Self::is_flexible(version) { 1 } else { 0 }
+        if Self::API_KEY != ApiKey::API_VERSIONS && Self::is_flexible(version) {
+            1
+        } else {
+            0
+        }
     }
 }
