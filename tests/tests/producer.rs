@@ -143,7 +143,7 @@ async fn a_record_above_max_request_size_is_refused_alone() {
     let producer = Producer::new(ProducerConfig::new(&bootstrap()).max_request_size(10_000)).await.unwrap();
     let small = producer.send(ProducerRecord::new(&topic, "small")).await.unwrap();
     let err = producer.send(ProducerRecord::new(&topic, vec![0u8; 20_000])).await.err().unwrap();
-    assert!(matches!(&err, Error::Config { property, .. } if property == "max.request.size"), "{err:?}");
+    assert!(matches!(&err, Error::RecordTooLarge { limit: "max.request.size", .. }), "{err:?}");
     let md = small.await.unwrap();
     assert_eq!(md.offset, 0);
     producer.close().await.unwrap();

@@ -627,7 +627,7 @@ impl State {
     fn partition_mut(&mut self, tp: &TopicPartition) -> Result<&mut PartitionState> {
         self.partitions
             .get_mut(tp)
-            .ok_or_else(|| Error::config("partition", format!("{tp} is not assigned to this consumer")))
+            .ok_or_else(|| Error::misuse("seek", format!("{tp} is not assigned to this consumer")))
     }
 
     pub(super) fn drop_partition(&mut self, tp: &TopicPartition) {

@@ -74,6 +74,24 @@ pub enum Error {
     /// A call the current state does not allow (commit without begin, send after a fatal error).
     #[error("{operation} is not allowed now: {reason}")]
     InvalidState { operation: String, reason: String },
+    /// The caller used the API wrongly, whatever the state: an argument out of range, a value
+    /// a request's version cannot carry, a partition that does not exist.
+    #[error("{operation}: {reason}")]
+    Misuse { operation: String, reason: String },
+    /// A record is larger than may be sent: `max.request.size` on the client, or the broker's
+    /// `message.max.bytes` / the topic's `max.message.bytes` for a record alone in its batch.
+    #[error("record of {size} bytes for {topic}{} is larger than the limit of {max} bytes ({limit})",
+        partition.map(|p| format!("-{p}")).unwrap_or_default())]
+    RecordTooLarge { topic: String, partition: Option<i32>, size: usize, max: usize, limit: &'static str },
+    /// A record batch failed its CRC-32C check (`check.crcs=true`): the bytes were damaged on
+    /// disk or in transit.
+    #[error("corrupt record batch in {topic}-{partition} at offset {offset}: {reason}")]
+    CorruptRecord { topic: String, partition: i32, offset: i64, reason: String },
+    /// A background task of the client (`driver`: "producer", "consumer", ...) stopped
+    /// unexpectedly, for example by a panic. Its pending work failed with this error, and so does
+    /// every later call; the instance must be dropped.
+    #[error("the {driver} driver stopped unexpectedly: {reason}")]
+    DriverFailed { driver: &'static str, reason: String },
 }
 
 impl Error {
@@ -101,6 +119,10 @@ impl Error {
 
     pub(crate) fn config(property: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Config { property: property.into(), reason: reason.into() }
+    }
+
+    pub(crate) fn misuse(operation: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Misuse { operation: operation.into(), reason: reason.into() }
     }
 
     pub(crate) fn io(broker: &str, source: std::io::Error) -> Self {

@@ -188,8 +188,8 @@ impl Producer {
         let partition = match (record.partition, &record.key) {
             (Some(p), _) if p >= 0 && (p as u32) < partitions => p,
             (Some(p), _) => {
-                return Err(Error::config(
-                    "partition",
+                return Err(Error::misuse(
+                    "send",
                     format!("partition {p} of {} is not in [0, {partitions})", record.topic),
                 ))
             }
@@ -233,10 +233,13 @@ impl Producer {
                 }
                 Err(AppendError::RecordTooLarge { size, max, .. }) => {
                     not_appended();
-                    return Err(Error::config(
-                        "max.request.size",
-                        format!("a record of {size} bytes is larger than the limit of {max} bytes"),
-                    ));
+                    return Err(Error::RecordTooLarge {
+                        topic: record.topic.to_string(),
+                        partition: Some(partition),
+                        size,
+                        max,
+                        limit: "max.request.size",
+                    });
                 }
                 Err(AppendError::BufferFull(c, d)) => {
                     completion = c;
@@ -404,7 +407,7 @@ impl Inner {
                 Error::Timeout { what: "record delivery".into(), after: self.config.delivery_timeout }
             }
             ProduceFailure::RecordTooLarge { size, max } => {
-                Error::config("max.request.size", format!("a record of {size} bytes exceeds {max}"))
+                Error::RecordTooLarge { topic: String::new(), partition: None, size, max, limit: "max.request.size" }
             }
             ProduceFailure::TransactionAborted => Error::TransactionAborted,
             _ => closed(),
