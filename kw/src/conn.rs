@@ -6,13 +6,19 @@
 //! (`kw topics list -b host:9092`). Later settings win: the properties file, then `-X`, then
 //! `-b`; `KAFKA_BOOTSTRAP` is used only if none of them names the bootstrap servers, and
 //! `127.0.0.1:9092` if nothing does.
+//!
+//! Each command takes the properties of the client it uses: `produce` the producer's, `consume`
+//! the consumer's, admin commands those every client has ([`ADMIN_PROPERTIES`]). Anything else
+//! is refused naming the property and whose it is. `security.protocol=PLAINTEXT` is accepted
+//! everywhere (it is what kw speaks); TLS and SASL are refused as not supported yet.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
-use kafka_wire::client::{Admin, ClientConfig, ConsumerConfig, Error as KafkaError, ProducerConfig};
+use kafka_wire::client::{Admin, ClientConfig, ConnectionConfig, ConsumerConfig, Error as KafkaError, ProducerConfig};
 
-use crate::error::{config_error, runtime, usage, Failure, Result};
+use crate::error::{runtime, usage, Failure, Result};
 
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 
@@ -65,21 +71,61 @@ struct Property {
 /// The merged settings of the top level and of the command.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// Client properties, in order (later ones win); `security.protocol` is checked and left out.
     properties: Vec<Property>,
-    /// From `-b`, or the default if no property names the servers.
-    bootstrap: Option<String>,
+    /// `bootstrap.servers` from `-b`, `$KAFKA_BOOTSTRAP` or the default, when it applies.
+    bootstrap: Option<Property>,
 }
 
-/// Which client the properties are for, to say so when one is refused.
-#[derive(Clone, Copy)]
+/// Which client a command uses, to take the properties of that client only.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Producer,
     Consumer,
+    Admin,
 }
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Producer => "producer",
+            Self::Consumer => "consumer",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// The commands that use this client, for messages.
+    fn users(self) -> &'static str {
+        match self {
+            Self::Producer => "kw produce uses a producer",
+            Self::Consumer => "kw consume uses a consumer",
+            Self::Admin => "admin commands use an admin client",
+        }
+    }
+}
+
+/// The properties of admin commands: those every Kafka client has, and
+/// `default.api.timeout.ms` (how long an admin operation may take, retries included).
+const ADMIN_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "client.id",
+    "request.timeout.ms",
+    "socket.connection.setup.timeout.ms",
+    "receive.message.max.bytes",
+    "retry.backoff.ms",
+    "retry.backoff.max.ms",
+    "metadata.max.age.ms",
+    "default.api.timeout.ms",
+];
+
+/// The consumer's client raises its request timeout to `fetch.max.wait.ms` plus this (a fetch
+/// waits that long at the broker); an explicit `request.timeout.ms` below that is refused.
+const FETCH_MARGIN: Duration = Duration::from_secs(5);
 
 impl Settings {
     /// Merges the top-level options (`top`, with `env_bootstrap` from `KAFKA_BOOTSTRAP` when
-    /// `-b` was not given there) and the command's own (`cmd`, which win).
+    /// `-b` was not given there) and the command's own (`cmd`, which win). Bootstrap addresses
+    /// and `security.protocol` are checked here, whatever the command.
     pub fn merge(top: &ConnArgs, env_bootstrap: Option<String>, cmd: &ConnArgs) -> Result<Self> {
         let mut properties = Vec::new();
         for args in [top, cmd] {
@@ -100,99 +146,213 @@ impl Settings {
                 });
             }
         }
-        let explicit = cmd.bootstrap.clone().or_else(|| top.bootstrap.clone());
-        let named = properties.iter().any(|p| p.key == "bootstrap.servers");
-        let bootstrap = match explicit {
-            Some(b) => Some(b),
-            None if named => None,
-            None => Some(env_bootstrap.filter(|b| !b.trim().is_empty()).unwrap_or_else(|| DEFAULT_BOOTSTRAP.into())),
-        };
-        if let Some(b) = &bootstrap {
-            if b.split(',').all(|s| s.trim().is_empty()) {
-                return Err(usage("--bootstrap: no address given"));
+        for p in &properties {
+            match p.key.as_str() {
+                "security.protocol" => check_security_protocol(p)?,
+                "bootstrap.servers" => check_bootstrap(&p.value, &format!("bootstrap.servers (from {})", p.origin))?,
+                _ => {}
             }
         }
+        properties.retain(|p| p.key != "security.protocol");
+
+        let named = properties.iter().any(|p| p.key == "bootstrap.servers");
+        let explicit = cmd.bootstrap.clone().or_else(|| top.bootstrap.clone());
+        let bootstrap = match (explicit, env_bootstrap.filter(|b| !b.trim().is_empty())) {
+            (Some(b), _) => Some((b, "--bootstrap")),
+            (None, _) if named => None,
+            (None, Some(b)) => Some((b, "$KAFKA_BOOTSTRAP")),
+            (None, None) => Some((DEFAULT_BOOTSTRAP.to_owned(), "--bootstrap")),
+        };
+        let bootstrap = match bootstrap {
+            Some((value, origin)) => {
+                check_bootstrap(&value, origin)?;
+                Some(Property { key: "bootstrap.servers".into(), value, origin: origin.into() })
+            }
+            None => None,
+        };
         Ok(Self { properties, bootstrap })
     }
 
-    /// The producer configuration (checked).
+    /// Every property, the bootstrap servers last (they win).
+    fn all(&self) -> impl Iterator<Item = &Property> {
+        self.properties.iter().chain(&self.bootstrap)
+    }
+
+    /// The producer configuration of `kw produce` (checked): producer properties only.
     pub fn producer(&self, extra: &[(&str, String)]) -> Result<ProducerConfig> {
         let mut config = ProducerConfig::default().client_id(CLIENT_ID);
-        self.apply(Kind::Producer, |k, v| config.set(k, v))?;
-        for (k, v) in extra {
-            config.set(k, v).map_err(config_error)?;
+        for p in self.all() {
+            take(Kind::Producer, p, config.set(&p.key, &p.value))?;
         }
-        config.validated().map_err(config_error)
+        for (k, v) in extra {
+            config.set(k, v)?;
+        }
+        Ok(config.validated()?)
     }
 
-    /// The consumer configuration (checked).
+    /// The consumer configuration of `kw consume` (checked): consumer properties only, and an
+    /// explicit `request.timeout.ms` must leave room for `fetch.max.wait.ms`.
     pub fn consumer(&self, extra: &[(&str, String)]) -> Result<ConsumerConfig> {
         let mut config = ConsumerConfig { client_id: Some(CLIENT_ID.into()), ..ConsumerConfig::default() };
-        self.apply(Kind::Consumer, |k, v| config.set(k, v))?;
-        for (k, v) in extra {
-            config.set(k, v).map_err(config_error)?;
+        for p in self.all() {
+            take(Kind::Consumer, p, config.set(&p.key, &p.value))?;
         }
-        config.validated().map_err(config_error)
-    }
-
-    /// The client configuration of admin commands: properties of either the consumer or the
-    /// producer are accepted (a properties file is often shared), the connection settings are
-    /// the consumer's.
-    pub fn client(&self) -> Result<ClientConfig> {
-        let mut consumer = ConsumerConfig { client_id: Some(CLIENT_ID.into()), ..ConsumerConfig::default() };
-        let mut producer = ProducerConfig::default();
-        for p in &self.properties {
-            match consumer.set(&p.key, &p.value) {
-                Ok(()) => {}
-                Err(KafkaError::Config { reason, .. })
-                    if reason == "unknown property" || reason.contains("does not support") =>
-                {
-                    producer.set(&p.key, &p.value).map_err(|e| refused(&p.origin, e, None))?;
-                }
-                Err(e) => return Err(refused(&p.origin, e, None)),
+        for (k, v) in extra {
+            config.set(k, v)?;
+        }
+        let config = config.validated()?;
+        if let Some(p) = self.properties.iter().rev().find(|p| p.key == "request.timeout.ms") {
+            let minimum = config.fetch_max_wait + FETCH_MARGIN;
+            if config.request_timeout < minimum {
+                return Err(usage(format!(
+                    "invalid configuration request.timeout.ms (consumer): {} ms is too short: a fetch waits up to \
+                     fetch.max.wait.ms = {} ms at the broker, so it must be at least {} ms (from {})",
+                    config.request_timeout.as_millis(),
+                    config.fetch_max_wait.as_millis(),
+                    minimum.as_millis(),
+                    p.origin
+                )));
             }
         }
-        if let Some(b) = &self.bootstrap {
-            consumer.set("bootstrap.servers", b).map_err(|e| refused("--bootstrap", e, None))?;
+        Ok(config)
+    }
+
+    /// The client configuration of admin commands, and their operation timeout if
+    /// `default.api.timeout.ms` is given: the properties every client has, taken as given.
+    pub fn client(&self) -> Result<(ClientConfig, Option<Duration>)> {
+        // The consumer's parser checks the values; its fields are copied as they are.
+        let mut values = ConsumerConfig { client_id: Some(CLIENT_ID.into()), ..ConsumerConfig::default() };
+        let mut api_timeout = None;
+        for p in self.all() {
+            if ADMIN_PROPERTIES.contains(&p.key.as_str()) {
+                take(Kind::Admin, p, values.set(&p.key, &p.value))?;
+                if p.key == "default.api.timeout.ms" {
+                    api_timeout = Some(values.default_api_timeout);
+                }
+            } else {
+                take(
+                    Kind::Admin,
+                    p,
+                    Err(KafkaError::Config { property: p.key.clone(), reason: "unknown property".into() }),
+                )?;
+            }
         }
-        Ok(consumer.validated().map_err(config_error)?.client_config())
+        let values = values.validated()?;
+        let defaults = ConnectionConfig::default();
+        let config = ClientConfig {
+            bootstrap_servers: values.bootstrap_servers,
+            connection: ConnectionConfig {
+                client_id: values.client_id,
+                connect_timeout: values.socket_connection_setup_timeout,
+                request_timeout: values.request_timeout,
+                max_frame_size: values.receive_message_max_bytes,
+                ..defaults
+            },
+        };
+        Ok((config, api_timeout))
     }
 
     /// An admin client, connected.
     pub async fn admin(&self) -> Result<Admin> {
-        let config = self.client()?;
-        Admin::connect(config).await.map_err(connect_error)
-    }
-
-    fn apply(&self, kind: Kind, mut set: impl FnMut(&str, &str) -> Result<(), KafkaError>) -> Result<()> {
-        for p in &self.properties {
-            set(&p.key, &p.value).map_err(|e| refused(&p.origin, e, Some(kind)))?;
-        }
-        if let Some(b) = &self.bootstrap {
-            set("bootstrap.servers", b).map_err(|e| refused("--bootstrap", e, Some(kind)))?;
-        }
-        Ok(())
+        let (config, timeout) = self.client()?;
+        let admin = Admin::connect(config).await.map_err(connect_error)?;
+        Ok(match timeout {
+            Some(t) => admin.with_timeout(t),
+            None => admin,
+        })
     }
 }
 
-fn refused(origin: &str, e: KafkaError, kind: Option<Kind>) -> Failure {
-    let client = match kind {
-        Some(Kind::Producer) => " (producer)",
-        Some(Kind::Consumer) => " (consumer)",
-        None => "",
+/// The outcome of setting `p` on the client of `kind`: a property this client does not take is
+/// refused with what it is (another client's property, TLS/SASL, unknown).
+fn take(kind: Kind, p: &Property, result: Result<(), KafkaError>) -> Result<()> {
+    let reason = match result {
+        Ok(()) => return Ok(()),
+        Err(KafkaError::Config { reason, .. }) => reason,
+        Err(e) => return Err(e.into()),
     };
-    match e {
-        KafkaError::Config { property, reason } => {
-            usage(format!("invalid configuration {property}{client}: {reason} (from {origin})"))
+    let foreign = reason == "unknown property" || reason.contains("does not support");
+    let reason = if !foreign {
+        reason
+    } else if p.key.starts_with("ssl.") || p.key.starts_with("sasl.") {
+        "TLS and SASL are not supported yet (kw speaks PLAINTEXT only)".into()
+    } else {
+        let mut producer = ProducerConfig::default();
+        let mut consumer = ConsumerConfig::default();
+        let owners: Vec<&str> = [
+            (Kind::Producer, known(producer.set(&p.key, &p.value))),
+            (Kind::Consumer, known(consumer.set(&p.key, &p.value))),
+        ]
+        .into_iter()
+        .filter(|(k, takes)| *k != kind && *takes)
+        .map(|(k, _)| k.name())
+        .collect();
+        match owners.as_slice() {
+            [] => reason,
+            owners => format!("a {} property; {}, which does not take it", owners.join(" and "), kind.users()),
         }
-        other => config_error(other),
+    };
+    Err(usage(format!("invalid configuration {} ({}): {reason} (from {})", p.key, kind.name(), p.origin)))
+}
+
+/// Whether a client knows a property (even if the value is wrong for it).
+fn known(result: Result<(), KafkaError>) -> bool {
+    match result {
+        Err(KafkaError::Config { reason, .. }) => reason != "unknown property" && !reason.contains("does not support"),
+        _ => true,
     }
+}
+
+/// `security.protocol`: PLAINTEXT (in any case) is what kw speaks; the others are refused.
+fn check_security_protocol(p: &Property) -> Result<()> {
+    let value = p.value.to_ascii_uppercase();
+    match value.as_str() {
+        "PLAINTEXT" => Ok(()),
+        "SSL" | "SASL_PLAINTEXT" | "SASL_SSL" => Err(usage(format!(
+            "invalid configuration security.protocol: {value} is not supported yet: kw speaks PLAINTEXT only (no TLS \
+             or SASL) (from {})",
+            p.origin
+        ))),
+        _ => Err(usage(format!(
+            "invalid configuration security.protocol: {:?} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL \
+             (from {})",
+            p.value, p.origin
+        ))),
+    }
+}
+
+/// Every address of a comma-separated bootstrap list must be `host:port` (`[v6]:port`), as
+/// Java requires; `origin` names where the list came from.
+fn check_bootstrap(list: &str, origin: &str) -> Result<()> {
+    let addresses: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if addresses.is_empty() {
+        return Err(usage(format!("{origin}: no address given")));
+    }
+    for address in addresses {
+        let problem = match address.rsplit_once(':') {
+            None => Some("no port"),
+            Some(("", _)) => Some("no host"),
+            Some((host, _)) if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) => {
+                Some("an IPv6 address must be in brackets")
+            }
+            Some((_, port)) => match port.parse::<u16>() {
+                Ok(p) if p > 0 => None,
+                _ => Some("the port is not a number from 1 to 65535"),
+            },
+        };
+        if let Some(problem) = problem {
+            return Err(usage(format!(
+                "{origin}: {address}: {problem} (expected HOST:PORT, for example localhost:9092)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A failure to reach the cluster at startup.
 pub fn connect_error(e: KafkaError) -> Failure {
     match e {
-        KafkaError::Config { .. } => config_error(e),
+        KafkaError::Config { .. } | KafkaError::Misuse { .. } => e.into(),
         e => runtime(format!("cannot connect to Kafka: {}", crate::error::describe(&e))),
     }
 }

@@ -1,12 +1,13 @@
 //! `kw`: a kcat-class command line tool for Apache Kafka, built on kafka-wire's public API.
 //!
 //! One module per command group under `cmd/`; connection settings in `conn`; output helpers in
-//! `output`. Exit codes: 0 success, 1 runtime error, 2 usage or configuration error.
+//! `output`; SIGINT and SIGTERM in `signal`. Exit codes are listed in `error`.
 
 mod cmd;
 mod conn;
 mod error;
 mod output;
+mod signal;
 
 use std::process::ExitCode;
 
@@ -15,6 +16,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::conn::{ConnArgs, Settings};
 use crate::error::Failure;
+use crate::signal::Interrupt;
 
 const ABOUT: &str =
     "A command line tool for Apache Kafka: produce, consume, and manage topics, groups, offsets and transactions.";
@@ -26,8 +28,21 @@ Examples:
   kw -b broker1:9092,broker2:9092 topics list
   kw groups describe billing
 
-Connection settings (-b, -X, -F) can be given before or after the command.
-Exit codes: 0 success, 1 runtime error (broker, network, input data), 2 usage or configuration error.";
+Connection settings (-b, -X, -F) can be given before or after the command. Each command takes
+the -X properties of the client it uses (produce: producer, consume: consumer, others: the
+common client properties) and refuses the rest; security.protocol can only be PLAINTEXT.
+
+Exit codes:
+  0    success (also when the reader of stdout goes away)
+  1    runtime error: broker, network, or a local file
+  2    usage or configuration error
+  3    input data refused: a line of `kw produce` is malformed, too large, or names a partition
+       that does not exist (the report names the lines)
+  130  interrupted by SIGINT (Ctrl-C)
+  143  interrupted by SIGTERM
+On either signal produce stops reading, aborts an open transaction and reports every line;
+consume stops and commits a group's offsets of what it printed. A second signal, or 5 s
+without stopping, exits at once.";
 
 #[derive(Parser, Debug)]
 #[command(name = "kw", version, about = ABOUT, after_help = AFTER_HELP, propagate_version = true)]
@@ -68,10 +83,11 @@ enum Command {
     Completions(cmd::completions::CompletionsArgs),
 }
 
-/// The top-level connection options, with where `-b` came from.
+/// The top-level connection options, with where `-b` came from, and the signals to stop on.
 pub struct Top {
     conn: ConnArgs,
     env_bootstrap: Option<String>,
+    pub interrupt: Interrupt,
 }
 
 impl Top {
@@ -94,9 +110,20 @@ fn main() -> ExitCode {
         Some(ValueSource::EnvVariable) => (None, Some(cli.bootstrap.clone())),
         _ => (None, None),
     };
+    // Produce and consume stop by themselves on a signal (and report); other commands have
+    // nothing to clean up and exit at once.
+    let graceful = matches!(cli.command, Command::Produce(_) | Command::Consume(_));
+    let interrupt = match Interrupt::install(graceful) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("kw: error: cannot listen for signals: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let top = Top {
         conn: ConnArgs { bootstrap, properties: cli.properties.clone(), config_file: cli.config_file.clone() },
         env_bootstrap,
+        interrupt,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
@@ -112,7 +139,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             if let Some(m) = failure.message() {
-                eprintln!("kw: error: {m}");
+                eprintln!("kw: {m}");
             }
             ExitCode::from(failure.exit_code())
         }

@@ -304,11 +304,11 @@ fn transactional_produce_commits_per_size_and_a_bad_line_aborts_its_transaction(
     let err = kw_fails(
         &["produce", &topic, "--format", "json", "--transactional-id", &tid, "--transaction-size", "10"],
         Some(json.as_bytes()),
-        1,
+        3,
     );
     assert!(err.contains("written: lines 1-10"), "{err}");
     assert!(err.contains("failed: lines 11-14: transaction aborted"), "{err}");
-    assert!(err.contains("failed: line 15:"), "{err}");
+    assert!(err.contains("failed: line 15: data error: malformed JSON"), "{err}");
     assert!(err.contains("not sent: input from line 16 on"), "{err}");
 
     let committed =
@@ -585,19 +585,18 @@ fn a_produce_that_fails_part_way_names_the_lines_written_and_failed() {
     // A send that fails: line 4 names a partition that does not exist.
     let topic = create_topic("kw-partial", 1, &[]);
     let input = "{\"value\":\"1\"}\n{\"value\":\"2\"}\n\n{\"value\":\"4\",\"partition\":9}\n{\"value\":\"5\"}\n";
-    let err = kw_fails(&["produce", &topic, "--format", "json"], Some(input.as_bytes()), 1);
+    let err = kw_fails(&["produce", &topic, "--format", "json"], Some(input.as_bytes()), 3);
     assert!(err.contains("kw: written: lines 1-2\n"), "{err}");
-    assert!(err.contains("kw: failed: line 4: "), "{err}");
-    assert!(err.contains("partition 9"), "{err}");
+    assert!(err.contains("kw: failed: line 4: data error: partition 9 does not exist"), "{err}");
     assert!(err.contains("kw: not sent: input from line 5 on"), "{err}");
     assert!(err.lines().last().unwrap().starts_with("kw: error: "), "{err}");
     assert_eq!(kw_ok(&["consume", &topic, "-o", "beginning", "-e"], None), "1\n2\n");
 
     // Malformed JSON: the lines before it are written, the rest is not sent.
     let input = "{\"value\":\"a\"}\n{\"value\":\"b\"}\n{\"value\": nope}\n{\"value\":\"d\"}\n";
-    let err = kw_fails(&["produce", &topic, "--format", "json"], Some(input.as_bytes()), 1);
+    let err = kw_fails(&["produce", &topic, "--format", "json"], Some(input.as_bytes()), 3);
     assert!(err.contains("kw: written: lines 1-2\n"), "{err}");
-    assert!(err.contains("kw: failed: line 3: malformed JSON: "), "{err}");
+    assert!(err.contains("kw: failed: line 3: data error: malformed JSON: "), "{err}");
     assert!(err.contains("kw: not sent: input from line 4 on"), "{err}");
     assert_eq!(kw_ok(&["consume", &topic, "-o", "2", "-e"], None), "a\nb\n");
 
@@ -607,8 +606,9 @@ fn a_produce_that_fails_part_way_names_the_lines_written_and_failed() {
     let input: String =
         (1..=12).map(|n| if n == 6 || n == 7 { format!("{big}{n}\n") } else { format!("line-{n}\n") }).collect();
     let out = kw(&["produce", &small, "-X", "linger.ms=0", "-X", "batch.size=1"], Some(input.as_bytes()));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let err = text(&out.stderr);
+    assert!(err.contains(": data error: ") && !err.contains("invalid configuration"), "{err}");
     let written = report_lines(&err, "written");
     let failed = report_lines(&err, "failed");
     assert!(failed.contains(&6) && failed.contains(&7), "{err}");
@@ -676,7 +676,8 @@ fn bad_input_gives_a_clear_message_and_the_right_exit_code() {
     std::fs::write(&file, "# comment\nclient.id = kw-test\n\nbogus.setting=1\n").unwrap();
     let err = kw_fails(&["topics", "list", "--config", file.to_str().unwrap()], None, 2);
     assert!(err.contains("bogus.setting") && err.contains("client.properties:4"), "{err}");
-    std::fs::write(&file, format!("bootstrap.servers={}\nclient.id=kw-test\nacks=all\n", bootstrap())).unwrap();
+    std::fs::write(&file, format!("bootstrap.servers={}\nclient.id=kw-test\nrequest.timeout.ms=20000\n", bootstrap()))
+        .unwrap();
     let out = kw_raw(&["topics", "list", "-F", file.to_str().unwrap()], None, &[("KAFKA_BOOTSTRAP", "127.0.0.1:1")]);
     assert!(out.status.success(), "the file's bootstrap.servers beats $KAFKA_BOOTSTRAP: {}", text(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
@@ -769,4 +770,432 @@ fn consume_stops_quietly_when_the_reader_goes_away() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0));
+}
+
+/// A `kw` left running (stdin open, stdout and stderr collected in the background), to be
+/// stopped by a signal.
+struct Running {
+    pid: u32,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::sync::mpsc::Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+    status: std::sync::mpsc::Receiver<std::process::ExitStatus>,
+    args: Vec<String>,
+}
+
+impl Running {
+    /// Starts `kw -b <test broker> args...`.
+    fn spawn(args: &[&str]) -> Self {
+        let bs = bootstrap();
+        let mut all = vec!["-b", bs.as_str()];
+        all.extend_from_slice(args);
+        Self::spawn_raw(&all)
+    }
+
+    fn spawn_raw(args: &[&str]) -> Self {
+        let mut child = Command::new(kw_bin())
+            .args(args)
+            .env_remove("KAFKA_BOOTSTRAP")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {}: {e}", kw_bin()));
+        let (line_tx, stdout) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+                let Ok(line) = line else { return };
+                if line_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut err, &mut s);
+            s
+        });
+        let stdin = child.stdin.take();
+        let pid = child.id();
+        let (status_tx, status) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = status_tx.send(child.wait().expect("wait for kw"));
+        });
+        Self { pid, stdin, stdout, stderr, status, args: args.iter().map(|a| (*a).to_owned()).collect() }
+    }
+
+    fn write(&mut self, input: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin.write_all(input).and_then(|()| stdin.flush()).expect("write to kw's stdin");
+    }
+
+    /// Closes stdin (kw sees the end of its input).
+    fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// The next line kw prints on stdout.
+    fn stdout_line(&self) -> String {
+        self.stdout
+            .recv_timeout(TIMEOUT)
+            .unwrap_or_else(|e| panic!("kw {:?}: no line on stdout within {TIMEOUT:?}: {e}", self.args))
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill").args([format!("-{name}"), self.pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{name} {}", self.pid);
+    }
+
+    /// Waits (up to `within`) for kw to exit; its exit code (`None`: killed by a signal) and
+    /// stderr.
+    fn finish(self, within: Duration, after: &str) -> (Option<i32>, String) {
+        let status = match self.status.recv_timeout(within) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = Command::new("kill").args(["-9", &self.pid.to_string()]).status();
+                let err = self.stderr.join().unwrap_or_default();
+                panic!("kw {:?} did not exit within {within:?} of {after}; stderr:\n{err}", self.args);
+            }
+        };
+        drop(self.stdin);
+        (status.code(), self.stderr.join().unwrap())
+    }
+}
+
+/// A TCP server on 127.0.0.1 that accepts connections and never answers; each accepted
+/// connection is handed over (and so kept open) on the receiver.
+fn silent_server() -> (String, std::sync::mpsc::Receiver<std::net::TcpStream>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            if tx.send(stream).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+/// Polls `check` (every 100 ms, up to 60 s) until it holds.
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue #9: a transactional produce whose first batch the broker refuses (MESSAGE_TOO_LARGE)
+/// left the records queued behind it waiting for `delivery.timeout.ms` (120 s), and kw ignored
+/// Ctrl-C meanwhile. SIGINT now aborts the transaction and kw reports every line and exits 130
+/// within its grace period.
+#[test]
+fn regression_sigint_stops_a_transactional_produce_stuck_behind_an_oversize_record() {
+    let topic = create_topic("kw-sig-txn", 1, &["max.message.bytes=2000"]);
+    let tid = unique_topic("kw-sig-tid");
+    let mut input = format!("first\n{}\n", "x".repeat(5000));
+    let total = 20_002;
+    for i in 3..=total {
+        input.push_str(&format!("line {i}\n"));
+    }
+    let mut kw = Running::spawn(&["produce", &topic, "--transactional-id", &tid]);
+    // More than a pipe holds: once written, kw is reading (its signal handlers are in place).
+    kw.write(input.as_bytes());
+    kw.close_stdin();
+    kw.signal("INT");
+    let (code, err) = kw.finish(Duration::from_secs(30), "SIGINT (delivery.timeout.ms is 120 s)");
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.ends_with("kw: interrupted by SIGINT\n"), "{err}");
+    assert!(err.contains("kw: written: none\n"), "{err}");
+    // Every line is accounted for: failed (the oversize batch, the aborted transaction),
+    // unconfirmed, or not sent.
+    let mut accounted = report_lines(&err, "failed");
+    accounted.extend(report_lines(&err, "unconfirmed"));
+    if let Some(from) = err.lines().find_map(|l| l.strip_prefix("kw: not sent: input from line ")) {
+        let from: u64 = from.split(' ').next().unwrap().parse().unwrap();
+        accounted.extend(from..=total);
+    }
+    assert_eq!(accounted, (1..=total).collect(), "{err}");
+    let committed = kw_ok(&["consume", &topic, "--isolation", "read_committed", "--from", "beginning", "-e"], None);
+    assert_eq!(committed, "", "nothing of the aborted transaction is visible");
+}
+
+/// Issue #9: SIGINT exited 0 in consume and 130 in produce, SIGTERM killed kw without cleanup,
+/// and 130 was not documented. Now every command exits 130 on SIGINT and 143 on SIGTERM, after
+/// reporting (produce) or committing what it printed (consume --group).
+#[test]
+fn sigint_and_sigterm_stop_every_command_with_the_documented_exit_codes() {
+    for (sig, code) in [("INT", 130), ("TERM", 143)] {
+        let topic = create_topic("kw-sig", 1, &[]);
+        let group = unique_topic("kw-sig-g");
+
+        // produce, input still open: the lines written are reported, the rest not sent.
+        let mut p = Running::spawn(&["produce", &topic, "-X", "linger.ms=0"]);
+        p.write(b"a\nb\n");
+        wait_until("the two records in the topic", || kw_ok(&["offsets", &topic], None) == format!("{topic}:0:2\n"));
+        p.signal(sig);
+        let (status, err) = p.finish(Duration::from_secs(30), sig);
+        assert_eq!(status, Some(code), "produce, SIG{sig}: {err}");
+        assert!(err.contains("kw: written: lines 1-2\n"), "{err}");
+        assert!(err.contains(&format!("kw: not sent: input from line 3 on (interrupted by SIG{sig})")), "{err}");
+        assert!(err.ends_with(&format!("kw: interrupted by SIG{sig}\n")), "{err}");
+
+        // consume as a group member: stops, and commits what it printed.
+        let c = Running::spawn(&["consume", &topic, "--group", &group, "--from", "beginning"]);
+        assert_eq!(c.stdout_line(), "a");
+        assert_eq!(c.stdout_line(), "b");
+        c.signal(sig);
+        let (status, err) = c.finish(Duration::from_secs(30), sig);
+        assert_eq!(status, Some(code), "consume, SIG{sig}: {err}");
+        assert_eq!(err, format!("kw: interrupted by SIG{sig}\n"));
+        assert_eq!(kw_describe(&group)[&(topic.clone(), 0)], (2, 2, 0));
+
+        // consume of assigned partitions.
+        let c = Running::spawn(&["consume", &topic, "--from", "beginning"]);
+        assert_eq!(c.stdout_line(), "a");
+        c.signal(sig);
+        let (status, err) = c.finish(Duration::from_secs(30), sig);
+        assert_eq!(status, Some(code), "consume, SIG{sig}: {err}");
+
+        // An admin command waiting on a broker that does not answer.
+        let (addr, accepted) = silent_server();
+        let a = Running::spawn_raw(&["-b", &addr, "topics", "list"]);
+        let _connection = accepted.recv_timeout(TIMEOUT).expect("kw connects");
+        a.signal(sig);
+        let (status, err) = a.finish(Duration::from_secs(30), sig);
+        assert_eq!(status, Some(code), "topics list, SIG{sig}: {err}");
+    }
+}
+
+#[test]
+fn exit_codes_are_documented_in_help_and_readme() {
+    let help = text(&kw_raw(&["--help"], None, &[]).stdout);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for (doc, name) in [(&help, "kw --help"), (&readme, "kw/README.md")] {
+        for code in ["0 ", "1 ", "2 ", "3 ", "130", "143"] {
+            assert!(
+                doc.lines().any(|l| l.trim_start().starts_with(code)),
+                "{name} does not list exit code {code}:\n{doc}"
+            );
+        }
+    }
+    for (cmd, needle) in [("produce", "exit code is 130 (SIGINT) or 143 (SIGTERM)"), ("consume", "130 (SIGINT)")] {
+        let help = text(&kw_raw(&[cmd, "--help"], None, &[]).stdout).replace('\n', " ");
+        assert!(help.contains(needle), "kw {cmd} --help: {help}");
+    }
+}
+
+/// Issue #9: Java properties files set `security.protocol=PLAINTEXT`, which kw refused.
+#[test]
+fn security_protocol_plaintext_is_accepted_and_tls_or_sasl_refused_as_not_supported() {
+    let topic = create_topic("kw-plaintext", 1, &[]);
+    for value in ["PLAINTEXT", "plaintext"] {
+        let x = format!("security.protocol={value}");
+        kw_ok(&["produce", &topic, "-q", "-X", &x], Some(b"v\n"));
+        kw_ok(&["consume", &topic, "-o", "beginning", "-e", "-X", &x], None);
+        kw_ok(&["topics", "list", "-X", &x], None);
+        kw_ok(&["offsets", &topic, "-X", &x], None);
+    }
+    let dir = std::env::temp_dir().join(unique_topic("kw-sec"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("client.properties");
+    std::fs::write(&file, "security.protocol=PLAINTEXT\nclient.id=from-file\n").unwrap();
+    kw_ok(&["topics", "list", "-F", file.to_str().unwrap()], None);
+    let _ = std::fs::remove_dir_all(&dir);
+    for value in ["SSL", "sasl_ssl", "SASL_PLAINTEXT"] {
+        let x = format!("security.protocol={value}");
+        for args in [&["topics", "list", "-X", &x][..], &["consume", &topic, "-X", &x], &["produce", &topic, "-X", &x]]
+        {
+            let err = kw_fails(args, Some(b"v\n"), 2);
+            assert!(err.contains("security.protocol") && err.contains("not supported yet"), "{err}");
+        }
+    }
+    let err = kw_fails(&["topics", "list", "-X", "security.protocol=TLS1"], None, 2);
+    assert!(err.contains("not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"), "{err}");
+    let err = kw_fails(&["topics", "list", "-X", "ssl.truststore.location=/x"], None, 2);
+    assert!(err.contains("ssl.truststore.location") && err.contains("TLS and SASL are not supported yet"), "{err}");
+}
+
+/// Issue #9: `-b localhost` exited 1 (a connection error) instead of 2.
+#[test]
+fn a_bootstrap_address_without_a_port_is_a_usage_error_naming_it() {
+    for args in [
+        &["-b", "localhost", "topics", "list"][..],
+        &["produce", "t", "-b", "127.0.0.1:9092,localhost"],
+        &["consume", "t", "-b", "localhost"],
+        &["topics", "list", "-X", "bootstrap.servers=localhost"],
+    ] {
+        let out = kw_raw(args, Some(b"x\n"), &[]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("localhost: no port (expected HOST:PORT"), "{args:?}: {err}");
+    }
+    let out = kw_raw(&["topics", "list"], None, &[("KAFKA_BOOTSTRAP", "localhost")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("$KAFKA_BOOTSTRAP: localhost: no port"), "{}", text(&out.stderr));
+    for bad in ["host:", "host:http", "host:70000", ":9092", "::1:9092"] {
+        let out = kw_raw(&["-b", bad, "topics", "list"], None, &[]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(bad), "{bad}: {}", text(&out.stderr));
+    }
+}
+
+/// Issue #9: admin commands raised `request.timeout.ms` to `fetch.max.wait.ms` + 5 s behind the
+/// user's back. It is now used as given; consume, where it must cover a fetch's wait at the
+/// broker, refuses a value too short for that instead of raising it.
+#[test]
+fn request_timeout_is_used_as_given_and_a_bad_combination_is_refused() {
+    let (addr, _accepted) = silent_server();
+    let out = kw_raw(&["-b", &addr, "topics", "list", "-X", "request.timeout.ms=1000"], None, &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("timed out after 1s"), "the request timeout as given: {err}");
+
+    let topic = create_topic("kw-rto", 1, &[]);
+    let err = kw_fails(&["consume", &topic, "-e", "-X", "request.timeout.ms=1000"], None, 2);
+    assert!(err.contains("request.timeout.ms") && err.contains("fetch.max.wait.ms = 500 ms"), "{err}");
+    assert!(err.contains("at least 5500 ms") && err.contains("from -X request.timeout.ms=1000"), "{err}");
+    kw_ok(&["consume", &topic, "-e", "-X", "request.timeout.ms=6000"], None);
+    kw_ok(&["consume", &topic, "-e", "-X", "request.timeout.ms=6000", "-X", "fetch.max.wait.ms=1000"], None);
+}
+
+/// Issue #9: producer properties were accepted by admin commands but refused by consume. Each
+/// command now takes the properties of the client it uses and the common ones, and names any
+/// other property and whose it is.
+#[test]
+fn each_command_takes_the_properties_of_its_own_client() {
+    let topic = create_topic("kw-props", 1, &[]);
+    // Common client properties: every command.
+    let common = ["-X", "client.id=kw-props", "-X", "request.timeout.ms=20000", "-X", "metadata.max.age.ms=60000"];
+    let with = |args: &[&str]| -> Vec<String> { args.iter().chain(&common).map(|s| (*s).to_owned()).collect() };
+    let run = |args: Vec<String>, stdin: Option<&[u8]>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        kw_ok(&refs, stdin);
+    };
+    run(with(&["produce", &topic, "-q", "-X", "linger.ms=1"]), Some(b"v\n"));
+    run(with(&["consume", &topic, "-e", "-X", "fetch.min.bytes=1"]), None);
+    run(with(&["topics", "list", "-X", "default.api.timeout.ms=20000"]), None);
+    run(with(&["offsets", &topic]), None);
+    run(with(&["groups", "list"]), None);
+    run(with(&["cluster"]), None);
+
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["produce", &topic, "-X", "group.id=g"],
+            "group.id (producer): a consumer property; kw produce uses a producer",
+        ),
+        (
+            &["consume", &topic, "-X", "linger.ms=5"],
+            "linger.ms (consumer): a producer property; kw consume uses a consumer",
+        ),
+        (&["topics", "list", "-X", "linger.ms=5"], "linger.ms (admin): a producer property; admin commands use"),
+        (&["topics", "list", "-X", "group.id=g"], "group.id (admin): a consumer property; admin commands use"),
+        (&["cluster", "-X", "acks=all"], "acks (admin): a producer property"),
+        (&["offsets", &topic, "-X", "no.such.thing=1"], "no.such.thing (admin): unknown property"),
+        (&["consume", &topic, "-X", "no.such.thing=1"], "no.such.thing (consumer): unknown property"),
+    ];
+    for (args, want) in cases {
+        let err = kw_fails(args, Some(b"v\n"), 2);
+        assert!(err.contains(&format!("invalid configuration {want}")), "{args:?}: {err}");
+        assert!(err.contains("(from -X "), "{args:?}: {err}");
+    }
+}
+
+/// Issue #9: data errors (an oversize record, a JSON partition out of range) were labelled
+/// "invalid configuration"; they are data errors of their line, with exit code 3.
+#[test]
+fn data_errors_are_named_per_line_with_their_own_exit_code() {
+    let topic = create_topic("kw-data", 2, &[]);
+    let input = format!("ok 1\n{}\nok 3\n", "x".repeat(5000));
+    let err = kw_fails(&["produce", &topic, "-X", "max.request.size=2000"], Some(input.as_bytes()), 3);
+    assert!(err.contains("kw: failed: line 2: data error: record of "), "{err}");
+    assert!(err.contains("max.request.size"), "{err}");
+    assert!(!err.contains("invalid configuration"), "{err}");
+    assert!(err.contains("kw: not sent: input from line 3 on"), "{err}");
+
+    let input = "{\"value\":\"a\"}\n{\"value\":\"b\",\"partition\":7}\n";
+    let err = kw_fails(&["produce", &topic, "--format", "json"], Some(input.as_bytes()), 3);
+    assert!(err.contains("kw: failed: line 2: data error: partition 7 does not exist in topic"), "{err}");
+    assert!(!err.contains("invalid configuration"), "{err}");
+    assert!(err.lines().last().unwrap().starts_with("kw: error: produce to"), "{err}");
+}
+
+/// Issue #9: line mode removed a `\r` before `\n` without saying so. It is documented now, and
+/// only that `\r` goes.
+#[test]
+fn line_mode_removes_a_carriage_return_before_a_newline_as_documented() {
+    let help = text(&kw_raw(&["produce", "--help"], None, &[]).stdout);
+    assert!(help.contains("a \\r right before it (a Windows line end, \\r\\n) is removed as well"), "{help}");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(readme.contains("`\\r\\n`"), "README says what happens to \\r\\n");
+
+    let topic = create_topic("kw-crlf", 1, &[]);
+    kw_ok(&["produce", &topic, "-q", "-K", ":"], Some(b"a\r\nk:b\rc\r\n\r\nlast\r"));
+    let values: Vec<Value> = consume_json(&topic, &[]).into_iter().map(|r| json!([r["key"], r["value"]])).collect();
+    assert_eq!(values, [json!([null, "a"]), json!(["k", "b\rc"]), json!([null, ""]), json!([null, "last\r"])]);
+}
+
+/// Issue #9: an endpoint that is not Kafka gave "frame of 1213486160 bytes exceeds…"; kw now
+/// says what answered.
+#[test]
+fn a_server_that_is_not_kafka_is_named_as_such() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 512];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    for args in [&["topics", "list"][..], &["produce", "t"], &["consume", "t"]] {
+        let mut all = vec!["-b", addr.as_str()];
+        all.extend_from_slice(args);
+        let out = kw_raw(&all, Some(b"x\n"), &[]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "the server at {addr} does not speak the Kafka protocol (it answered like an HTTP server)"
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("1213486160"), "{args:?}: {err}");
+    }
+}
+
+/// Issue #9: on a 3-node cluster a topic just created is not yet known to every broker, and kw
+/// took one UNKNOWN_TOPIC_OR_PARTITION answer as final: `kw topics create T && kw produce T`
+/// failed about 1 time in 5. kw now asks again for a bounded time. A topic that does not exist
+/// still fails (after that bound).
+#[test]
+fn a_topic_just_created_on_3_nodes_takes_records_at_once() {
+    let Some(bs) = kafka_wire_tests::bootstrap_3() else {
+        eprintln!("SKIPPED: the 3-node cluster is not up (cargo xtask kafka up --nodes 3)");
+        return;
+    };
+    for i in 0..20 {
+        let topic = unique_topic("kw-3n");
+        let out = kw_raw(
+            &["-b", &bs, "topics", "create", &topic, "--partitions", "3", "--replication-factor", "3"],
+            None,
+            &[],
+        );
+        assert!(out.status.success(), "create {i}: {}", text(&out.stderr));
+        let out = kw_raw(&["-b", &bs, "produce", &topic, "-q"], Some(b"v\n"), &[]);
+        assert!(out.status.success(), "produce right after create, round {i}: {}", text(&out.stderr));
+        let out = kw_raw(&["-b", &bs, "consume", &topic, "-o", "beginning", "-e"], None, &[]);
+        assert!(out.status.success(), "consume, round {i}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "v\n", "round {i}");
+    }
+    let missing = unique_topic("kw-3n-missing");
+    let out = kw_raw(&["-b", &bs, "produce", &missing], Some(b"v\n"), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), format!("kw: error: topic '{missing}' does not exist\n"));
 }

@@ -13,6 +13,7 @@ use kafka_wire::proto::producer::TopicPartition;
 use crate::conn::{connect_error, ConnArgs};
 use crate::error::{runtime, usage, Result};
 use crate::output::{json_bytes, json_str, write_error};
+use crate::signal::Interrupt;
 use crate::Top;
 
 const HELP: &str = "\
@@ -34,6 +35,9 @@ Output (--format):
                     %T timestamp (ms), %h headers (k=v,k2=v2), %K key length, %S value length,
                     %% a percent sign; \\n \\t \\r \\\\ escapes. A newline is added when FORMAT
                     has none.
+
+SIGINT (Ctrl-C) or SIGTERM stops consuming: with --group, the offsets of the records printed
+are committed and the member leaves the group; the exit code is 130 (SIGINT) or 143 (SIGTERM).
 
 Examples:
   kw consume events --from beginning --exit-at-end
@@ -309,8 +313,30 @@ pub async fn run(args: ConsumeArgs, top: &Top) -> Result<()> {
     }
     let config = settings.consumer(&extra)?;
     let read_committed = config.isolation_level == IsolationLevel::ReadCommitted;
-    let consumer = Consumer::new(config).await.map_err(connect_error)?;
-    let topics = super::topic_partitions(consumer.client(), &args.topics).await?;
+    let wait = super::TOPIC_WAIT.min(config.default_api_timeout);
+    let interrupt = &top.interrupt;
+    let consumer = interrupt.guard(Consumer::new(config)).await?.map_err(connect_error)?;
+    // Nothing to clean up before the loop: a group is joined by the first poll.
+    let ends = interrupt.guard(start(&consumer, &args, read_committed, wait)).await??;
+    let result = consume_loop(&consumer, &output, &args, &ends, interrupt).await;
+    match interrupt.bounded(consumer.close()).await {
+        Some(Ok(())) => {}
+        Some(Err(e)) => eprintln!("kw: closing the consumer failed: {}", crate::error::describe(&e)),
+        None => eprintln!("kw: the consumer did not close within {} s of the signal", crate::signal::CLEANUP.as_secs()),
+    }
+    result
+}
+
+/// Assigns or subscribes, positions the partitions, and returns the end offsets at start (for
+/// `--exit-at-end`).
+async fn start(
+    consumer: &Consumer,
+    args: &ConsumeArgs,
+    read_committed: bool,
+    wait: Duration,
+) -> Result<HashMap<TopicPartition, i64>> {
+    let group_mode = args.group.is_some();
+    let topics = super::topic_partitions(consumer.client(), &args.topics, wait).await?;
     let mut tps: Vec<TopicPartition> = Vec::new();
     for (topic, partitions) in &topics {
         if args.partitions.is_empty() {
@@ -329,7 +355,6 @@ pub async fn run(args: ConsumeArgs, top: &Top) -> Result<()> {
     }
     let admin = Admin::new(consumer.client().clone());
     let pairs: Vec<(&str, i32)> = tps.iter().map(|tp| (&*tp.topic, tp.partition)).collect();
-    // The end of every partition at start, for --exit-at-end.
     let ends: HashMap<TopicPartition, i64> = if args.exit_at_end {
         let listed = admin.list_offsets_isolated(&pairs, OffsetSpec::Latest, read_committed).await?;
         listed.into_iter().map(|o| (TopicPartition::new(o.topic, o.partition), o.offset)).collect()
@@ -361,12 +386,7 @@ pub async fn run(args: ConsumeArgs, top: &Top) -> Result<()> {
             }
         }
     }
-
-    let result = consume_loop(&consumer, &output, &args, &ends).await;
-    if let Err(e) = consumer.close().await {
-        eprintln!("kw: closing the consumer failed: {}", crate::error::describe(&e));
-    }
-    result
+    Ok(ends)
 }
 
 async fn consume_loop(
@@ -374,21 +394,20 @@ async fn consume_loop(
     output: &Output,
     args: &ConsumeArgs,
     ends: &HashMap<TopicPartition, i64>,
+    interrupt: &Interrupt,
 ) -> Result<()> {
     let mut printed = 0u64;
     let mut buf = Vec::with_capacity(1 << 16);
     let stdout = std::io::stdout();
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     let mut idle_since = Instant::now();
     loop {
         if args.exit_at_end && at_end(consumer, ends) {
             return Ok(());
         }
-        let records = tokio::select! {
-            r = consumer.poll(Duration::from_millis(250)) => r.map_err(|e| runtime(crate::error::describe(&e)))?,
-            _ = &mut ctrl_c => return Ok(()),
-        };
+        let records = interrupt
+            .guard(consumer.poll(Duration::from_millis(250)))
+            .await?
+            .map_err(|e| runtime(crate::error::describe(&e)))?;
         if !records.is_empty() {
             idle_since = Instant::now();
         } else if args.exit_at_end && idle_since.elapsed() >= Duration::from_secs(1) {

@@ -420,7 +420,7 @@ async fn reset_offsets(args: ResetArgs, top: &Top) -> Result<()> {
         }
     } else {
         let names: Vec<String> = specs.iter().map(|(t, _)| t.clone()).collect();
-        let existing = super::topic_partitions(admin.client(), &names).await?;
+        let existing = super::topic_partitions(admin.client(), &names, super::TOPIC_WAIT.min(admin.timeout())).await?;
         for ((topic, wanted), (_, partitions)) in specs.iter().zip(&existing) {
             match wanted {
                 None => tps.extend(partitions.iter().map(|p| (topic.clone(), *p))),

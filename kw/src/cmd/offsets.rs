@@ -59,7 +59,8 @@ fn parse_time(s: &str) -> Result<OffsetSpec, String> {
 
 pub async fn run(args: OffsetsArgs, top: &Top) -> Result<()> {
     let admin = top.settings(&args.conn)?.admin().await?;
-    let topics = super::topic_partitions(admin.client(), std::slice::from_ref(&args.topic)).await?;
+    let wait = super::TOPIC_WAIT.min(admin.timeout());
+    let topics = super::topic_partitions(admin.client(), std::slice::from_ref(&args.topic), wait).await?;
     let all = &topics[0].1;
     let partitions: Vec<i32> = if args.partitions.is_empty() {
         all.clone()

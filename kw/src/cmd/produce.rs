@@ -13,14 +13,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{ArgAction, Args, ValueEnum};
-use kafka_wire::client::{Producer, ProducerRecord};
+use kafka_wire::client::{Error as KafkaError, Producer, ProducerRecord};
 use kafka_wire::codec::record_batch::Header;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::conn::{connect_error, ConnArgs};
-use crate::error::{runtime, usage, Failure, Result};
+use crate::error::{describe, runtime, usage, Failure, Kind, Result};
 use crate::output::{human_bytes, lines_phrase};
+use crate::signal::{Interrupt, Signal};
 use crate::Top;
 
 const HELP: &str = "\
@@ -34,9 +35,18 @@ Input formats:
         topic, offset and timestamp_type of `kw consume -J` output are ignored. Blank lines are
         skipped.
 
-The topic must exist. A summary goes to stderr at the end (and a progress line while stderr is
-a terminal). If a record fails, reading stops; the exact lines written, failed and not sent are
-reported and the exit code is 1.
+Lines end at \\n; a \\r right before it (a Windows line end, \\r\\n) is removed as well, in
+both formats. Any other \\r is part of the record.
+
+The topic must exist (one that was just created is waited for up to 5 s). A summary goes to
+stderr at the end (and a progress line while stderr is a terminal). If a record fails, reading
+stops; the exact lines written, failed and not sent are reported, with \"data error\" on lines
+whose content was refused (malformed, too large, a partition that does not exist). Exit code:
+3 if only data errors ended the run, 1 if anything else failed.
+
+SIGINT (Ctrl-C) or SIGTERM stops reading at once: an open transaction is aborted, records
+already sent get up to 3 s for their answer (those without one are reported unconfirmed), the
+lines are reported as above, and the exit code is 130 (SIGINT) or 143 (SIGTERM).
 
 Examples:
   printf 'a\\nb\\n' | kw produce events
@@ -141,51 +151,111 @@ enum Status {
     Pending,
     Written,
     Failed,
+    /// Sent, but kw stopped (on a signal) before the broker answered: it may have been written.
+    Unconfirmed,
+}
+
+/// Why a line failed (or is unconfirmed), which decides the exit code.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Cause {
+    /// The line itself: malformed, too large, a partition that does not exist (exit 3).
+    Data,
+    /// The cluster or the network (exit 1).
+    Runtime,
+    /// Its transaction was aborted, because of another line or a signal.
+    Aborted,
+    /// kw stopped on a signal before the outcome was known.
+    Unconfirmed,
 }
 
 struct Tracker {
     status: Vec<Status>,
-    reasons: Vec<(u64, String)>,
+    reasons: Vec<(u64, Cause, String)>,
+    /// Lines in [`Status::Pending`].
     pending: usize,
     written: u64,
     written_bytes: u64,
 }
 
 impl Tracker {
+    fn get(&self, line: u64) -> Status {
+        self.status.get(line as usize - 1).copied().unwrap_or(Status::None)
+    }
+
     fn set(&mut self, line: u64, s: Status) {
         let i = (line - 1) as usize;
         if self.status.len() <= i {
             self.status.resize(i + 1, Status::None);
         }
+        if self.status[i] == Status::Pending {
+            self.pending -= 1;
+        }
+        if s == Status::Pending {
+            self.pending += 1;
+        }
         self.status[i] = s;
     }
 
-    fn fail(&mut self, line: u64, reason: String) {
-        self.set(line, Status::Failed);
-        self.reasons.push((line, reason));
+    fn fail(&mut self, line: u64, cause: Cause, reason: String) {
+        self.set(line, if cause == Cause::Unconfirmed { Status::Unconfirmed } else { Status::Failed });
+        self.reasons.push((line, cause, reason));
     }
 
+    /// A delivery outcome; ignored for a line whose fate was settled already (its transaction
+    /// was aborted).
     fn delivered(&mut self, d: Delivery) {
-        self.pending -= 1;
+        if self.get(d.line) != Status::Pending {
+            return;
+        }
         match d.result {
             Ok(()) => {
                 self.set(d.line, Status::Written);
                 self.written += 1;
                 self.written_bytes += d.bytes;
             }
-            Err(reason) => self.fail(d.line, reason),
+            Err((cause, reason)) => self.fail(d.line, cause, reason),
         }
     }
 
     fn lines(&self, s: Status) -> Vec<u64> {
         self.status.iter().enumerate().filter(|(_, x)| **x == s).map(|(i, _)| i as u64 + 1).collect()
     }
+
+    fn failed(&self, cause: Cause) -> bool {
+        self.reasons.iter().any(|(_, c, _)| *c == cause)
+    }
+
+    /// Takes the deliveries that have arrived, without waiting.
+    fn take_delivered(&mut self, done: &mut mpsc::UnboundedReceiver<Delivery>) {
+        while let Ok(d) = done.try_recv() {
+            self.delivered(d);
+        }
+    }
+
+    /// Waits until no line is pending.
+    async fn settle(&mut self, done: &mut mpsc::UnboundedReceiver<Delivery>) {
+        while self.pending > 0 {
+            let Some(d) = done.recv().await else { break };
+            self.delivered(d);
+        }
+    }
 }
 
 struct Delivery {
     line: u64,
     bytes: u64,
-    result: Result<(), String>,
+    result: Result<(), (Cause, String)>,
+}
+
+/// Why a record failed, as its line's cause and reason.
+fn line_error(e: &KafkaError) -> (Cause, String) {
+    match e {
+        KafkaError::TransactionAborted => (Cause::Aborted, "transaction aborted".into()),
+        // Misuse of `send` is a partition that does not exist.
+        KafkaError::Misuse { .. } => (Cause::Data, format!("data error: {}", describe(e))),
+        _ if crate::error::kind(e) == Kind::Data => (Cause::Data, format!("data error: {}", describe(e))),
+        _ => (Cause::Runtime, describe(e)),
+    }
 }
 
 /// Settings every record starts from.
@@ -231,13 +301,16 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
         None => Box::new(std::io::stdin()),
     };
 
+    let interrupt = &top.interrupt;
     let transactional = config.transactional_id.is_some();
-    let producer = Producer::new(config).await.map_err(connect_error)?;
+    let wait = super::TOPIC_WAIT.min(config.max_block);
+    let producer = interrupt.guard(Producer::new(config)).await?.map_err(connect_error)?;
     if transactional {
-        producer.init_transactions().await.map_err(|e| runtime(crate::error::describe(&e)))?;
+        interrupt.guard(producer.init_transactions()).await?.map_err(|e| runtime(describe(&e)))?;
     }
     let mut txn = Txn { size: args.transaction_size.unwrap_or(u64::MAX), open: false, lines: Vec::new() };
-    let partitions = super::topic_partitions(producer.client(), std::slice::from_ref(&args.topic)).await?;
+    let partitions =
+        interrupt.guard(super::topic_partitions(producer.client(), std::slice::from_ref(&args.topic), wait)).await??;
     let partitions = &partitions[0].1;
     if let Some(p) = args.partition {
         if !partitions.contains(&p) {
@@ -271,15 +344,13 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
     let started = Instant::now();
     // Why reading stopped early, and the last line read then.
     let mut stopped: Option<(String, u64)> = None;
-    let mut interrupted = false;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let interrupted = |s: Signal| format!("interrupted by {}", s.name());
     'read: loop {
-        let chunk = tokio::select! {
-            chunk = lines_rx.recv() => match chunk { Some(c) => c, None => break 'read },
-            _ = &mut ctrl_c => {
-                interrupted = true;
-                stopped = Some(("interrupted".into(), t.status.len() as u64));
+        let chunk = match interrupt.guard(lines_rx.recv()).await {
+            Ok(Some(c)) => c,
+            Ok(None) => break 'read,
+            Err(s) => {
+                stopped = Some((interrupted(s), t.status.len() as u64));
                 break 'read;
             }
         };
@@ -287,15 +358,14 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
             let (n, line) = match input {
                 Input::Line(n, line) => (n, line),
                 Input::Error(n, e) => {
+                    t.fail(n, Cause::Runtime, format!("cannot read the input: {e}"));
                     stopped = Some((format!("cannot read line {n}: {e}"), n.saturating_sub(1)));
                     break 'read;
                 }
             };
-            while let Ok(d) = done_rx.try_recv() {
-                t.delivered(d);
-                progress.acked.store(t.written, Ordering::Relaxed);
-                progress.bytes.store(t.written_bytes, Ordering::Relaxed);
-            }
+            t.take_delivered(&mut done_rx);
+            progress.acked.store(t.written, Ordering::Relaxed);
+            progress.bytes.store(t.written_bytes, Ordering::Relaxed);
             if !t.reasons.is_empty() {
                 stopped = Some((FIRST_FAILURE.into(), n - 1));
                 break 'read;
@@ -303,51 +373,67 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
             let record = match args.format {
                 InputFormat::Line => Some(line_record(line, &defaults)),
                 InputFormat::Json => match json_record(&line, &defaults) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        t.fail(n, e);
-                        stopped = Some((FIRST_FAILURE.into(), n));
-                        break 'read;
-                    }
-                },
+                    Ok(Some(r)) if r.partition.is_some_and(|p| !partitions.contains(&p)) => Err(format!(
+                        "partition {} does not exist in topic '{}' ({} partitions)",
+                        r.partition.unwrap_or_default(),
+                        args.topic,
+                        partitions.len()
+                    )),
+                    other => other,
+                }
+                .unwrap_or_else(|e| {
+                    t.fail(n, Cause::Data, format!("data error: {e}"));
+                    None
+                }),
             };
+            if !t.reasons.is_empty() {
+                stopped = Some((FIRST_FAILURE.into(), n));
+                break 'read;
+            }
             let Some(record) = record else { continue };
             let bytes =
                 record.key.as_ref().map_or(0, Bytes::len) as u64 + record.value.as_ref().map_or(0, Bytes::len) as u64;
             if transactional && !txn.open {
                 if let Err(e) = producer.begin_transaction() {
-                    t.fail(n, crate::error::describe(&e));
+                    t.fail(n, Cause::Runtime, describe(&e));
                     stopped = Some((FIRST_FAILURE.into(), n));
                     break 'read;
                 }
                 txn.open = true;
             }
-            match producer.send(record).await {
+            // `send` waits only for metadata and buffer room; a signal stops it.
+            let sent = match interrupt.guard(producer.send(record)).await {
+                Ok(sent) => sent,
+                Err(s) => {
+                    stopped = Some((interrupted(s), n - 1));
+                    break 'read;
+                }
+            };
+            match sent {
                 Ok(future) => {
                     if transactional {
                         txn.lines.push((n, bytes));
                     }
                     t.set(n, Status::Pending);
-                    t.pending += 1;
                     progress.sent.fetch_add(1, Ordering::Relaxed);
                     let tx = done_tx.clone();
                     tokio::spawn(async move {
-                        let result = future.await.map(|_| ()).map_err(|e| crate::error::describe(&e));
+                        let result = future.await.map(|_| ()).map_err(|e| line_error(&e));
                         let _ = tx.send(Delivery { line: n, bytes, result });
                     });
                 }
                 Err(e) => {
-                    let reason = crate::error::describe(&e);
-                    t.fail(n, reason);
+                    let (cause, reason) = line_error(&e);
+                    t.fail(n, cause, reason);
                     stopped = Some((FIRST_FAILURE.into(), n));
                     break 'read;
                 }
             }
             if txn.open
                 && txn.lines.len() as u64 >= txn.size
-                && !txn.finish(&producer, &mut t, &mut done_rx, true).await
+                && !txn.finish(&producer, &mut t, &mut done_rx, true, interrupt).await
             {
-                stopped = Some((FIRST_FAILURE.into(), n));
+                stopped = Some((interrupt.received().map_or_else(|| FIRST_FAILURE.into(), interrupted), n));
                 break 'read;
             }
         }
@@ -355,25 +441,38 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
     drop(lines_rx);
     if txn.open {
         // Commit what was read, unless something failed (then nothing of it may be visible).
-        let commit = t.reasons.is_empty() && !interrupted;
-        txn.finish(&producer, &mut t, &mut done_rx, commit).await;
+        let commit = t.reasons.is_empty();
+        txn.finish(&producer, &mut t, &mut done_rx, commit, interrupt).await;
     }
-    if let Err(e) = producer.flush().await {
-        eprintln!("kw: flush failed: {}", crate::error::describe(&e));
+    // Every record sent gets its answer; after a signal, only until the cleanup deadline.
+    let _ = interrupt
+        .bounded(async {
+            if let Err(e) = producer.flush().await {
+                eprintln!("kw: flush failed: {}", describe(&e));
+            }
+            t.settle(&mut done_rx).await;
+        })
+        .await;
+    t.take_delivered(&mut done_rx);
+    if let Some(s) = interrupt.received() {
+        for n in t.lines(Status::Pending) {
+            t.fail(
+                n,
+                Cause::Unconfirmed,
+                format!("{} before the broker answered (they may have been written)", interrupted(s)),
+            );
+        }
     }
-    while t.pending > 0 {
-        let Some(d) = done_rx.recv().await else { break };
-        t.delivered(d);
-    }
-    let _ = producer.close().await;
+    let _ = interrupt.bounded(producer.close()).await;
     let elapsed = started.elapsed();
     ticker_stop.store(true, Ordering::Relaxed);
     if show_progress {
         eprint!("\r\x1b[2K");
     }
 
+    let signal = interrupt.received();
     let failed = t.lines(Status::Failed);
-    if failed.is_empty() && stopped.is_none() {
+    if failed.is_empty() && stopped.is_none() && signal.is_none() {
         if !args.quiet {
             eprintln!("kw: {}", summary(t.written, t.written_bytes, &args.topic, elapsed));
         }
@@ -389,30 +488,35 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
     }
     let mut reasons = t.reasons.clone();
     reasons.sort();
-    let mut by_reason: Vec<(String, Vec<u64>)> = Vec::new();
-    for (line, reason) in reasons {
-        match by_reason.iter_mut().find(|(r, _)| *r == reason) {
-            Some((_, lines)) => lines.push(line),
-            None => by_reason.push((reason, vec![line])),
+    let mut by_reason: Vec<(Cause, String, Vec<u64>)> = Vec::new();
+    for (line, cause, reason) in reasons {
+        match by_reason.iter_mut().find(|(_, r, _)| *r == reason) {
+            Some((_, _, lines)) => lines.push(line),
+            None => by_reason.push((cause, reason, vec![line])),
         }
     }
-    for (reason, lines) in &by_reason {
-        eprintln!("kw: failed: {}: {reason}", lines_phrase(lines));
+    by_reason.sort_by_key(|(_, _, lines)| lines[0]);
+    for (cause, reason, lines) in &by_reason {
+        let what = if *cause == Cause::Unconfirmed { "unconfirmed" } else { "failed" };
+        eprintln!("kw: {what}: {}: {reason}", lines_phrase(lines));
     }
     let last_handled = t.status.len() as u64;
     if let Some((why, last)) = &stopped {
         let from = (*last).max(last_handled) + 1;
         eprintln!("kw: not sent: input from line {from} on ({why})");
     }
+    if let Some(s) = signal {
+        return Err(Failure::Interrupted(s));
+    }
     let mut message = format!("produce to '{}' failed: {} written, {} failed", args.topic, written.len(), failed.len());
     if stopped.is_some() {
         message.push_str(", rest of input not sent");
     }
-    if interrupted {
-        eprintln!("kw: error: {message}");
-        return Err(Failure::Reported(130));
+    if t.failed(Cause::Runtime) || !t.failed(Cause::Data) {
+        Err(runtime(message))
+    } else {
+        Err(Failure::Data(message))
     }
-    Err(runtime(message))
 }
 
 fn summary(records: u64, bytes: u64, topic: &str, elapsed: Duration) -> String {
@@ -437,43 +541,57 @@ struct Txn {
 
 impl Txn {
     /// Waits for every record of the transaction, then commits it (if `commit` and none failed)
-    /// or aborts it. Returns whether it committed. After an abort the transaction's lines that
-    /// had been acknowledged count as failed: none of them is visible to read_committed readers.
+    /// or aborts it. Returns whether it committed. After an abort every line of the transaction
+    /// that had not failed by itself counts as failed, acknowledged or not: none of them is
+    /// visible to read_committed readers.
+    ///
+    /// A signal stops the wait and aborts at once; a commit under way is given until the cleanup
+    /// deadline, and if it does not finish by then its lines are unconfirmed.
     async fn finish(
         &mut self,
         producer: &Producer,
         t: &mut Tracker,
         done: &mut mpsc::UnboundedReceiver<Delivery>,
         commit: bool,
+        interrupt: &Interrupt,
     ) -> bool {
-        while t.pending > 0 {
-            let Some(d) = done.recv().await else { break };
-            t.delivered(d);
-        }
-        let failed_inside = self.lines.iter().any(|(n, _)| t.status.get(*n as usize - 1) == Some(&Status::Failed));
-        let outcome = if commit && !failed_inside {
-            match producer.commit_transaction().await {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    let reason = crate::error::describe(&e);
-                    let _ = producer.abort_transaction().await;
-                    Err(format!("transaction aborted: commit failed: {reason}"))
+        let settled = interrupt.guard(t.settle(done)).await.is_ok();
+        t.take_delivered(done);
+        let failed_inside = self.lines.iter().any(|(n, _)| t.get(*n) == Status::Failed);
+        let outcome = if commit && settled && !failed_inside {
+            match interrupt.bounded(producer.commit_transaction()).await {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) => {
+                    let reason = describe(&e);
+                    let _ = interrupt.bounded(producer.abort_transaction()).await;
+                    Err((Cause::Runtime, format!("transaction aborted: commit failed: {reason}")))
                 }
+                None => Err((Cause::Unconfirmed, "the transaction's commit was cut off by a signal".into())),
             }
         } else {
-            let _ = producer.abort_transaction().await;
-            Err("transaction aborted".to_string())
+            // Cut off after the cleanup deadline, the abort still holds: a transaction that was
+            // never committed is aborted by its coordinator.
+            let _ = interrupt.bounded(producer.abort_transaction()).await;
+            let reason = match interrupt.received() {
+                Some(s) => format!("transaction aborted (interrupted by {})", s.name()),
+                None => "transaction aborted".into(),
+            };
+            Err((Cause::Aborted, reason))
         };
         self.open = false;
         let lines = std::mem::take(&mut self.lines);
         match outcome {
             Ok(()) => true,
-            Err(reason) => {
+            Err((cause, reason)) => {
                 for (n, bytes) in lines {
-                    if t.status.get(n as usize - 1) == Some(&Status::Written) {
-                        t.written -= 1;
-                        t.written_bytes -= bytes;
-                        t.fail(n, reason.clone());
+                    match t.get(n) {
+                        Status::Written => {
+                            t.written -= 1;
+                            t.written_bytes -= bytes;
+                            t.fail(n, cause, reason.clone());
+                        }
+                        Status::Pending => t.fail(n, cause, reason.clone()),
+                        _ => {}
                     }
                 }
                 false

@@ -141,20 +141,8 @@ async fn list(args: ListArgs, top: &Top) -> Result<()> {
 
 async fn describe(args: DescribeArgs, top: &Top) -> Result<()> {
     let admin = top.settings(&args.conn)?.admin().await?;
-    let names: Vec<&str> = args.topics.iter().map(String::as_str).collect();
-    let metadata = admin.client().metadata(Some(&names)).await?;
-    for (i, name) in args.topics.iter().enumerate() {
-        let t = metadata
-            .topics
-            .iter()
-            .find(|t| t.name.as_deref() == Some(name.as_str()))
-            .ok_or_else(|| runtime(format!("topic '{name}' is not in the metadata answer")))?;
-        if t.error_code == ErrorCode::UNKNOWN_TOPIC_OR_PARTITION {
-            return Err(runtime(format!("topic '{name}' does not exist")));
-        }
-        if t.error_code.is_err() {
-            return Err(runtime(format!("topic '{name}': broker error {}", t.error_code)));
-        }
+    let metadata = super::topic_metadata(admin.client(), &args.topics, super::TOPIC_WAIT.min(admin.timeout())).await?;
+    for (i, (name, t)) in args.topics.iter().zip(&metadata).enumerate() {
         let configs = admin
             .describe_configs(&[ConfigResource::topic(name.as_str())])
             .await
@@ -265,7 +253,8 @@ async fn alter_config(args: AlterConfigArgs, top: &Top) -> Result<()> {
         ops.push(AlterConfigOp::delete(d.as_str()));
     }
     let admin = top.settings(&args.conn)?.admin().await?;
-    super::topic_partitions(admin.client(), std::slice::from_ref(&args.topic)).await?;
+    let wait = super::TOPIC_WAIT.min(admin.timeout());
+    super::topic_partitions(admin.client(), std::slice::from_ref(&args.topic), wait).await?;
     admin
         .incremental_alter_configs(&ConfigResource::topic(args.topic.as_str()), &ops)
         .await
