@@ -307,7 +307,7 @@ impl RecordBatch {
     /// Checks and wraps `bytes`, which must hold exactly one batch.
     pub fn parse(bytes: Bytes) -> DecodeResult<Self> {
         let mut rest = bytes;
-        match split_batch(&mut rest)? {
+        match split_batch(&mut rest, true)? {
             Some(batch) if rest.is_empty() => Ok(batch),
             Some(_) => Err(DecodeError::TrailingBytes { what: "record batch", count: rest.len() }),
             None => {
@@ -366,18 +366,24 @@ impl RecordBatch {
     /// decompressed here, once, refusing to produce more than `max_decompressed` bytes, and hands
     /// out slices of that. A failed decompression is the first and only item.
     pub fn records(&self, max_decompressed: usize) -> Records {
+        Records::new(&self.header, self.records_data(max_decompressed))
+    }
+
+    /// The records section, decompressed (refusing to produce more than `max_decompressed`
+    /// bytes), or a slice of the batch if it is not compressed: what [`Records::from_data`]
+    /// decodes. A consumer decompresses once, away from its shared state, and decodes later.
+    pub fn records_data(&self, max_decompressed: usize) -> DecodeResult<Bytes> {
         let raw = self.bytes.slice(HEADER_SIZE..);
-        let data = match self.compression {
+        match self.compression {
             Compression::None => Ok(raw),
             codec => compression::decompress(codec, &raw, max_decompressed),
-        };
-        Records::new(&self.header, data)
+        }
     }
 }
 
 /// Splits the first batch off `buf`, or returns `Ok(None)`, leaving `buf` as it is, if `buf`
 /// holds only the start of one.
-fn split_batch(buf: &mut Bytes) -> DecodeResult<Option<RecordBatch>> {
+fn split_batch(buf: &mut Bytes, check_crc: bool) -> DecodeResult<Option<RecordBatch>> {
     if buf.len() < LOG_OVERHEAD {
         return Ok(None);
     }
@@ -404,9 +410,11 @@ fn split_batch(buf: &mut Bytes) -> DecodeResult<Option<RecordBatch>> {
     }
     let bytes = buf.split_to(size);
     let header = BatchHeader::decode(&bytes)?;
-    let actual = crc32c::crc32c(&bytes[ATTRIBUTES_OFFSET..]);
-    if actual != header.crc {
-        return Err(DecodeError::CrcMismatch { expected: header.crc, actual });
+    if check_crc {
+        let actual = crc32c::crc32c(&bytes[ATTRIBUTES_OFFSET..]);
+        if actual != header.crc {
+            return Err(DecodeError::CrcMismatch { expected: header.crc, actual });
+        }
     }
     let compression = header.compression()?;
     if header.record_count < 0 {
@@ -424,11 +432,26 @@ fn split_batch(buf: &mut Bytes) -> DecodeResult<Option<RecordBatch>> {
 pub struct RecordBatches {
     buf: Bytes,
     failed: bool,
+    check_crc: bool,
 }
 
 impl RecordBatches {
+    /// Splits `records`, checking each batch's CRC-32C.
     pub fn new(records: Bytes) -> Self {
-        Self { buf: records, failed: false }
+        Self { buf: records, failed: false, check_crc: true }
+    }
+
+    /// Splits `records` without checking CRCs (a consumer's `check.crcs=false`): a damaged
+    /// batch is handed out as it is, and only its framing is checked.
+    pub fn without_crc_check(records: Bytes) -> Self {
+        Self { buf: records, failed: false, check_crc: false }
+    }
+
+    /// The base offset of the next batch, if its first 8 bytes are there: where a batch that
+    /// fails to split starts.
+    pub fn next_base_offset(&self) -> Option<i64> {
+        let b: [u8; 8] = self.buf.get(..8)?.try_into().ok()?;
+        Some(i64::from_be_bytes(b))
     }
 
     /// Whether bytes are left that do not make a complete batch: true once the iteration has
@@ -450,7 +473,7 @@ impl Iterator for RecordBatches {
         if self.failed || self.buf.is_empty() {
             return None;
         }
-        match split_batch(&mut self.buf) {
+        match split_batch(&mut self.buf, self.check_crc) {
             Ok(Some(batch)) => Some(Ok(batch)),
             Ok(None) => None,
             Err(e) => {
@@ -480,6 +503,12 @@ pub struct Records {
 }
 
 impl Records {
+    /// The records of the batch with `header`, from its records section as
+    /// [`RecordBatch::records_data`] returned it.
+    pub fn from_data(header: &BatchHeader, data: Bytes) -> Self {
+        Self::new(header, Ok(data))
+    }
+
     fn new(header: &BatchHeader, data: DecodeResult<Bytes>) -> Self {
         let count = header.record_count;
         let data = data.and_then(|d| {
