@@ -7,6 +7,9 @@
 // A global allocator cannot be written without `unsafe`; this file only forwards to `System`.
 #![allow(unsafe_code)]
 
+#[path = "support/hostile_broker.rs"]
+mod hostile_broker;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -76,6 +79,21 @@ fn peak_alloc_during(f: impl FnOnce()) -> usize {
     PEAK.store(base, Ordering::Relaxed);
     f();
     PEAK.load(Ordering::Relaxed).saturating_sub(base)
+}
+
+/// As [`peak_alloc_during`], for a future (a client talking to an in-process fake broker, whose
+/// own allocations count too).
+async fn peak_alloc_during_async<T>(f: impl std::future::Future<Output = T>) -> (usize, T) {
+    let base = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let out = f.await;
+    (PEAK.load(Ordering::Relaxed).saturating_sub(base), out)
+}
+
+/// Fails unless `peak` is within `limit`, printing both.
+fn check_peak(name: &str, peak: usize, limit: usize) {
+    println!("{name:<56} peak {peak:>9} B  budget {limit:>9} B");
+    assert!(peak <= limit, "{name}: peak allocation {peak} B exceeds the budget of {limit} B");
 }
 
 const KIB: usize = 1 << 10;
@@ -292,4 +310,153 @@ fn zstd_single_block_bomb_allocates_little() {
     check("zstd single-block bomb (64 MiB in one block)", bomb.len(), MIB, || {
         assert!(decompress(Compression::Zstd, &bomb, MIB).is_err());
     });
+}
+
+// ---- a client against a hostile broker ---------------------------------------------------------
+
+mod against_a_broker {
+    use std::time::Duration;
+
+    use bytes::{Bytes, BytesMut};
+    use kafka_wire::client::{Consumer, ConsumerConfig, ConsumerRecord, Error};
+    use kafka_wire::codec::compression::Compression;
+    use kafka_wire::codec::messages::{FetchRequest, FetchResponse, MetadataRequest, MetadataResponse};
+    use kafka_wire::codec::record_batch::BatchBuilder;
+    use kafka_wire::proto::producer::TopicPartition;
+
+    use super::hostile_broker::{fetch_answer, topic_metadata, HostileBroker, Script};
+    use super::{check_peak, peak_alloc_during_async, serial, MIB};
+
+    /// The bound on every wait of these tests.
+    const WAIT: Duration = Duration::from_secs(60);
+    const TOPIC: &str = "hostile";
+
+    fn tp() -> TopicPartition {
+        TopicPartition::new(TOPIC, 0)
+    }
+
+    /// Partition 0 of [`TOPIC`] holds `batches`, served from the first one ending past the fetch
+    /// offset; Metadata lists the partitions `indexes`.
+    struct Log {
+        indexes: Vec<i32>,
+        batches: Vec<(i64, Bytes)>,
+    }
+
+    impl Script for Log {
+        fn metadata(&self, _: &MetadataRequest) -> MetadataResponse {
+            MetadataResponse { topics: vec![topic_metadata(TOPIC, &self.indexes)], ..Default::default() }
+        }
+
+        fn fetch(&self, request: &FetchRequest) -> FetchResponse {
+            fetch_answer(request, |partition, from| {
+                let mut out = BytesMut::new();
+                for (next, bytes) in self.batches.iter().filter(|(next, _)| partition == 0 && *next > from) {
+                    let _ = next;
+                    out.extend_from_slice(bytes);
+                }
+                (!out.is_empty()).then(|| out.freeze())
+            })
+        }
+    }
+
+    /// A batch at `base` of one record with `value`, compressed with `codec`; with its next offset.
+    fn batch(base: i64, value: &[u8], codec: Compression) -> (i64, Bytes) {
+        let mut b = BatchBuilder::new(base);
+        b.push(1_700_000_000_000, None, Some(value), &[]).unwrap();
+        (base + 1, b.finish(codec))
+    }
+
+    async fn consumer(broker: &HostileBroker, tune: impl FnOnce(&mut ConsumerConfig)) -> Consumer {
+        let mut config = ConsumerConfig::new(broker.addr());
+        config.fetch_max_wait = Duration::from_millis(100);
+        tune(&mut config);
+        let consumer = tokio::time::timeout(WAIT, Consumer::new(config)).await.expect("connects in time").expect("consumer");
+        consumer.assign([tp()]);
+        consumer.seek(&tp(), 0).expect("seek");
+        consumer
+    }
+
+    /// Polls until `n` records were handed out (dropping them as they come) or an error.
+    async fn consume(consumer: &Consumer, n: usize) -> Result<Vec<i64>, Error> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut offsets = Vec::new();
+        while offsets.len() < n {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert!(!left.is_zero(), "timed out polling; got offsets {offsets:?}");
+            let records: Vec<ConsumerRecord> =
+                tokio::time::timeout(left, consumer.poll(Duration::from_millis(200))).await.expect("poll in time")?;
+            offsets.extend(records.iter().map(|r| r.offset));
+        }
+        Ok(offsets)
+    }
+
+    /// A Metadata answer naming partition 2^31 - 1 of a 3-partition topic used to size the
+    /// consumer's leader table by that index (16 GiB, and `+ 1` overflowing in a debug build).
+    #[tokio::test]
+    async fn regression_a_huge_partition_index_does_not_size_the_leader_table() {
+        let _serial = serial();
+        let log = Log { indexes: vec![0, 1, i32::MAX], batches: vec![batch(0, b"v", Compression::None)] };
+        let broker = HostileBroker::start(log).await;
+        let (peak, offsets) = peak_alloc_during_async(async {
+            let consumer = consumer(&broker, |_| {}).await;
+            let offsets = consume(&consumer, 1).await;
+            consumer.close().await.expect("close");
+            offsets
+        })
+        .await;
+        assert_eq!(offsets.expect("poll"), vec![0]);
+        check_peak("metadata partition index 2^31 - 1, consumer", peak, 16 * MIB);
+    }
+
+    /// Batches of one 4 MiB value each, zstd-compressed to a few hundred bytes: memory follows
+    /// fetch.max.bytes and queued.max.messages.kbytes (8 MiB each here) counted after
+    /// decompression, not the number of batches in an answer (32 here, 128 MiB decompressed).
+    #[tokio::test]
+    async fn regression_decompressed_bytes_count_against_the_fetch_budget() {
+        let _serial = serial();
+        let value = vec![0u8; 4 * MIB];
+        let batches: Vec<(i64, Bytes)> = (0..32).map(|i| batch(i, &value, Compression::Zstd)).collect();
+        let wire: usize = batches.iter().map(|(_, b)| b.len()).sum();
+        drop(value);
+        let broker = HostileBroker::start(Log { indexes: vec![0], batches }).await;
+        let (peak, offsets) = peak_alloc_during_async(async {
+            let consumer = consumer(&broker, |c| {
+                c.fetch_max_bytes = 8 * MIB;
+                c.prefetch_max_bytes = 8 * MIB;
+            })
+            .await;
+            let offsets = consume(&consumer, 32).await;
+            consumer.close().await.expect("close");
+            offsets
+        })
+        .await;
+        assert_eq!(offsets.expect("poll"), (0..32).collect::<Vec<_>>());
+        println!("32 zstd batches of a 4 MiB value: {wire} bytes on the wire");
+        // The buffer (8 MiB), one answer being decompressed (8 MiB), the records of one poll
+        // and the decompressor's window.
+        check_peak("32 x 4 MiB zstd values, budget 8 MiB", peak, 32 * MIB);
+    }
+
+    /// One zstd batch that decompresses past fetch.max.bytes is refused with a typed error,
+    /// having allocated about the budget.
+    #[tokio::test]
+    async fn regression_a_batch_decompressing_past_fetch_max_bytes_is_refused() {
+        let _serial = serial();
+        let batches = vec![batch(0, &vec![0u8; 64 * MIB], Compression::Zstd)];
+        let broker = HostileBroker::start(Log { indexes: vec![0], batches }).await;
+        let (peak, result) = peak_alloc_during_async(async {
+            let consumer = consumer(&broker, |c| c.fetch_max_bytes = 4 * MIB).await;
+            let result = consume(&consumer, 1).await;
+            consumer.close().await.expect("close");
+            result
+        })
+        .await;
+        match result {
+            Err(Error::CorruptRecord { topic, partition: 0, offset: 0, reason }) if topic == TOPIC => {
+                assert!(reason.contains("fetch.max.bytes"), "{reason}");
+            }
+            other => panic!("expected the batch to be refused: {other:?}"),
+        }
+        check_peak("one zstd batch of a 64 MiB value, budget 4 MiB", peak, 16 * MIB);
+    }
 }

@@ -614,11 +614,21 @@ impl Inner {
             if t.error_code != ErrorCode::NONE {
                 continue;
             }
-            let n = t.partitions.iter().map(|p| p.partition_index + 1).max().unwrap_or(0).max(0) as usize;
-            let mut leaders = vec![(-1, -1); n];
+            // A topic's partitions are numbered 0..n-1, so the table is as long as the list the
+            // broker sent, never as long as an index it claims: an index outside the list is a
+            // protocol violation, ignored (that partition stays without a leader).
+            let mut leaders = vec![(-1, -1); t.partitions.len()];
             for p in &t.partitions {
-                if let Some(slot) = leaders.get_mut(p.partition_index as usize) {
-                    *slot = (if p.error_code == ErrorCode::NONE { p.leader_id } else { -1 }, p.leader_epoch);
+                match usize::try_from(p.partition_index).ok().and_then(|i| leaders.get_mut(i)) {
+                    Some(slot) => {
+                        *slot = (if p.error_code == ErrorCode::NONE { p.leader_id } else { -1 }, p.leader_epoch)
+                    }
+                    None => tracing::debug!(
+                        topic = name,
+                        partition = p.partition_index,
+                        count = t.partitions.len(),
+                        "metadata names a partition beyond the topic's partition count; ignored"
+                    ),
                 }
             }
             st.topics.insert(name.into(), TopicMeta { id: t.topic_id, leaders });
