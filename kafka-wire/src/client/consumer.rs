@@ -127,6 +127,8 @@ pub(super) struct Inner {
     pub(super) data: Notify,
     pub(super) closing: AtomicBool,
     pub(super) listener: Mutex<Option<Arc<dyn RebalanceListener>>>,
+    /// Set by [`Consumer::inject_driver_panic`]: the driver panics when it next wakes.
+    panic_requested: AtomicBool,
 }
 
 #[derive(Default)]
@@ -145,6 +147,9 @@ pub(super) struct State {
     /// Rotates the partition polls start at, so that none starves.
     pub(super) next_partition: usize,
     pub(super) driver_stopped: bool,
+    /// Why the driver stopped, if it did not stop because the consumer was closed (a panic):
+    /// what every later call reports.
+    pub(super) driver_failed: Option<Error>,
     pub(super) group: super::consumer_group::GroupState,
 }
 
@@ -231,13 +236,22 @@ impl Consumer {
             data: Notify::new(),
             closing: AtomicBool::new(false),
             listener: Mutex::new(None),
+            panic_requested: AtomicBool::new(false),
         });
-        tokio::spawn(drive(inner.clone()));
+        spawn_driver(inner.clone());
         Ok(Self { _last_handle: Arc::new(StopOnDrop(inner.clone())), inner })
     }
 
     pub fn config(&self) -> &ConsumerConfig {
         &self.inner.config
+    }
+
+    /// Makes the driver task panic when it next wakes. For tests of what a failed driver does
+    /// (there is no known way to make it panic otherwise); not part of the API.
+    #[doc(hidden)]
+    pub fn inject_driver_panic(&self) {
+        self.inner.panic_requested.store(true, Ordering::Release);
+        self.inner.wake.notify_one();
     }
 
     /// The cluster client underneath.
@@ -348,6 +362,9 @@ impl Consumer {
                 let mut st = self.inner.lock();
                 if let Some(e) = st.poll_error.take() {
                     return Err(e);
+                }
+                if let Some(e) = &st.driver_failed {
+                    return Err(e.clone());
                 }
                 let p = st.partition_mut(tp)?;
                 if let Some(e) = &p.truncation {
@@ -857,6 +874,33 @@ struct Validation {
     leader_epoch: i32,
 }
 
+/// Spawns the driver, and a task that notices if it panics: the failure is then what every
+/// pending and later call reports ([`Error::DriverFailed`]), rather than an empty poll forever.
+fn spawn_driver(inner: Arc<Inner>) {
+    let driver = tokio::spawn(drive(inner.clone()));
+    tokio::spawn(async move {
+        let Err(e) = driver.await else { return };
+        if !e.is_panic() {
+            // Cancelled: the runtime is shutting down.
+            return;
+        }
+        let payload = e.into_panic();
+        let reason = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panicked".to_owned());
+        tracing::error!(%reason, "the consumer driver panicked");
+        {
+            let mut st = inner.lock();
+            st.driver_failed = Some(Error::DriverFailed { driver: "consumer", reason });
+            st.driver_stopped = true;
+        }
+        inner.data.notify_waiters();
+        inner.client.close().await;
+    });
+}
+
 async fn drive(inner: Arc<Inner>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<DriverEvent>();
     let mut metadata_in_flight = false;
@@ -864,6 +908,9 @@ async fn drive(inner: Arc<Inner>) {
     loop {
         if inner.closing.load(Ordering::Acquire) {
             break;
+        }
+        if inner.panic_requested.swap(false, Ordering::AcqRel) {
+            panic!("consumer driver panic injected by a test");
         }
         let now = Instant::now();
         // Metadata: for assigned topics (and the subscription's), when something is unknown.
