@@ -309,7 +309,7 @@ impl Consumer {
                     return Ok(records);
                 }
                 if st.driver_stopped {
-                    return Err(Error::Closed { broker: "consumer".into() });
+                    return Err(st.driver_failed.clone().unwrap_or(Error::Closed { broker: "consumer".into() }));
                 }
             }
             self.inner.wake.notify_one();
