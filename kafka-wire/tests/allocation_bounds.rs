@@ -317,10 +317,14 @@ fn zstd_single_block_bomb_allocates_little() {
 mod against_a_broker {
     use std::time::Duration;
 
-    use bytes::{Bytes, BytesMut};
-    use kafka_wire::client::{Consumer, ConsumerConfig, ConsumerRecord, Error};
+    use bytes::{BufMut, Bytes, BytesMut};
+    use kafka_wire::client::{Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, Error};
     use kafka_wire::codec::compression::Compression;
-    use kafka_wire::codec::messages::{FetchRequest, FetchResponse, MetadataRequest, MetadataResponse};
+    use kafka_wire::codec::messages::describe_groups::{DescribedGroup, DescribedGroupMember};
+    use kafka_wire::codec::messages::{
+        DescribeGroupsRequest, DescribeGroupsResponse, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse,
+    };
+    use kafka_wire::codec::ErrorCode;
     use kafka_wire::codec::record_batch::BatchBuilder;
     use kafka_wire::proto::producer::TopicPartition;
 
@@ -459,4 +463,77 @@ mod against_a_broker {
         }
         check_peak("one zstd batch of a 64 MiB value, budget 4 MiB", peak, 16 * MIB);
     }
+
+    /// A DescribeGroups answer of about 48 KiB: one member assigned 4096 partitions of a topic
+    /// with a 32 KiB name. The assignment used to copy the name once per partition (128 MiB).
+    #[tokio::test]
+    async fn regression_a_member_assignment_holds_each_topic_name_once() {
+        let _serial = serial();
+        let name = "x".repeat(i16::MAX as usize);
+        let mut assignment = BytesMut::new();
+        assignment.put_i16(0);
+        assignment.put_i32(1);
+        assignment.put_i16(name.len() as i16);
+        assignment.put_slice(name.as_bytes());
+        assignment.put_i32(4096);
+        for p in 0..4096 {
+            assignment.put_i32(p);
+        }
+        let assignment = assignment.freeze();
+        let wire = assignment.len();
+        let broker = HostileBroker::start(OneGroup { assignment }).await;
+        let (peak, assigned) = peak_alloc_during_async(async {
+            let admin = tokio::time::timeout(WAIT, Admin::connect(ClientConfig::new(broker.addr())))
+                .await
+                .expect("connects in time")
+                .expect("admin");
+            let groups = tokio::time::timeout(WAIT, admin.describe_groups(&["g"]))
+                .await
+                .expect("describe in time")
+                .expect("describe");
+            let assigned = groups[0].members[0].assigned_partitions().expect("a consumer assignment");
+            (assigned.len(), assigned[0].0.len(), assigned[0].1.len())
+        })
+        .await;
+        assert_eq!(assigned, (1, name.len(), 4096));
+        println!("DescribeGroups assignment: {wire} bytes");
+        check_peak("member assignment, 4096 partitions of a 32 KiB name", peak, 4 * MIB);
+    }
+
+    struct OneGroup {
+        assignment: Bytes,
+    }
+
+    impl Script for OneGroup {
+        fn metadata(&self, _: &MetadataRequest) -> MetadataResponse {
+            MetadataResponse::default()
+        }
+
+        fn describe_groups(&self, request: &DescribeGroupsRequest) -> DescribeGroupsResponse {
+            DescribeGroupsResponse {
+                groups: request
+                    .groups
+                    .iter()
+                    .map(|g| DescribedGroup {
+                        error_code: ErrorCode::NONE,
+                        group_id: g.clone(),
+                        group_state: "Stable".into(),
+                        protocol_type: "consumer".into(),
+                        protocol_data: "range".into(),
+                        members: vec![DescribedGroupMember {
+                            member_id: "m".into(),
+                            client_id: "c".into(),
+                            client_host: "/127.0.0.1".into(),
+                            member_assignment: self.assignment.clone(),
+                            ..Default::default()
+                        }],
+                        authorized_operations: i32::MIN,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+        }
+    }
 }
+

@@ -360,9 +360,11 @@ pub struct MemberDescription {
 }
 
 impl MemberDescription {
-    /// The partitions assigned to the member, for a group of protocol type `consumer`: `None` if
-    /// the assignment is not a consumer protocol assignment.
-    pub fn assigned_partitions(&self) -> Option<Vec<(String, i32)>> {
+    /// The partitions assigned to the member, for a group of protocol type `consumer`, per topic
+    /// as the assignment lists them: `None` if the assignment is not a consumer protocol
+    /// assignment. Each topic name is held once however many partitions it has, so the result
+    /// takes about as much memory as the assignment's bytes.
+    pub fn assigned_partitions(&self) -> Option<Vec<(String, Vec<i32>)>> {
         decode_consumer_assignment(self.assignment.clone()).ok()
     }
 
@@ -1843,19 +1845,24 @@ fn find_topic<'a>(
 
 /// The partitions of a consumer protocol assignment (`ConsumerProtocolAssignment` v0-v3:
 /// version, `[topic, [partition]]`, user data).
-fn decode_consumer_assignment(mut buf: Bytes) -> DecodeResult<Vec<(String, i32)>> {
+fn decode_consumer_assignment(mut buf: Bytes) -> DecodeResult<Vec<(String, Vec<i32>)>> {
     let mut out = Vec::new();
     if buf.is_empty() {
         return Ok(out);
     }
     let _version = get_i16(&mut buf, "assignment version")?;
+    // Both counts are checked against the bytes left (6 and 4 bytes at least per item), so
+    // reserving them follows the input.
     let topics = get_array_len(&mut buf, false, 6, "assigned topics")?.unwrap_or(0);
+    out.reserve(topics);
     for _ in 0..topics {
         let topic = get_string(&mut buf, false, "assigned topic")?;
-        let partitions = get_array_len(&mut buf, false, 4, "assigned partitions")?.unwrap_or(0);
-        for _ in 0..partitions {
-            out.push((topic.to_string(), get_i32(&mut buf, "assigned partition")?));
+        let count = get_array_len(&mut buf, false, 4, "assigned partitions")?.unwrap_or(0);
+        let mut partitions = Vec::with_capacity(count);
+        for _ in 0..count {
+            partitions.push(get_i32(&mut buf, "assigned partition")?);
         }
+        out.push((topic.to_string(), partitions));
     }
     Ok(out)
 }
@@ -1889,7 +1896,7 @@ mod tests {
         put_i32(&mut buf, 1);
         put_nullable_bytes(&mut buf, false, None);
         let parts = decode_consumer_assignment(buf.freeze()).unwrap();
-        assert_eq!(parts, vec![("a".into(), 0), ("a".into(), 2), ("b".into(), 1)]);
+        assert_eq!(parts, vec![("a".into(), vec![0, 2]), ("b".into(), vec![1])]);
         assert_eq!(decode_consumer_assignment(Bytes::new()).unwrap(), vec![]);
         assert!(decode_consumer_assignment(Bytes::from_static(&[0, 0, 0, 0, 0, 9])).is_err());
     }
