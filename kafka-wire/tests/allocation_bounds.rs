@@ -319,7 +319,8 @@ mod against_a_broker {
 
     use bytes::{BufMut, Bytes, BytesMut};
     use kafka_wire::client::{Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, Error};
-    use kafka_wire::codec::compression::Compression;
+    use kafka_wire::codec::compression::{compress, Compression};
+    use kafka_wire::codec::primitives::put_varint;
     use kafka_wire::codec::messages::describe_groups::{DescribedGroup, DescribedGroupMember};
     use kafka_wire::codec::messages::{
         DescribeGroupsRequest, DescribeGroupsResponse, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse,
@@ -498,6 +499,53 @@ mod against_a_broker {
         assert_eq!(assigned, (1, name.len(), 4096));
         println!("DescribeGroups assignment: {wire} bytes");
         check_peak("member assignment, 4096 partitions of a 32 KiB name", peak, 4 * MIB);
+    }
+
+    /// One zstd batch (about 1 KB) of one record with 4 Mi empty headers (8 MiB decompressed).
+    /// Decoded into 64-byte `Header`s they took 256 MiB; kept as their bytes, about the 8 MiB.
+    #[tokio::test]
+    async fn regression_record_headers_take_the_memory_of_their_bytes() {
+        let _serial = serial();
+        const HEADERS: usize = 4 << 20;
+        let mut body = BytesMut::new();
+        // attributes, timestampDelta 0, offsetDelta 0, key -1, value -1 (zigzag varints)
+        body.put_slice(&[0, 0, 0, 1, 1]);
+        put_varint(&mut body, HEADERS as i32);
+        for _ in 0..HEADERS {
+            // An empty key and a null value.
+            body.put_slice(&[0, 1]);
+        }
+        let mut record = BytesMut::new();
+        put_varint(&mut record, body.len() as i32);
+        record.put_slice(&body);
+        drop(body);
+        let mut packed = BytesMut::new();
+        compress(Compression::Zstd, &record, &mut packed);
+        drop(record);
+        let batch = super::raw_batch(Compression::Zstd, 1, &packed);
+        let wire = batch.len();
+        let broker = HostileBroker::start(Log { indexes: vec![0], batches: vec![(1, batch)] }).await;
+        let (peak, headers) = peak_alloc_during_async(async {
+            let consumer = consumer(&broker, |_| {}).await;
+            let deadline = tokio::time::Instant::now() + WAIT;
+            let record = loop {
+                assert!(tokio::time::Instant::now() < deadline, "no record in time");
+                let mut records = tokio::time::timeout(WAIT, consumer.poll(Duration::from_millis(200)))
+                    .await
+                    .expect("poll in time")
+                    .expect("poll");
+                if let Some(r) = records.pop() {
+                    break r;
+                }
+            };
+            let headers = (record.headers.len(), record.headers.iter().filter(|h| h.key.is_empty()).count());
+            consumer.close().await.expect("close");
+            headers
+        })
+        .await;
+        assert_eq!(headers, (HEADERS, HEADERS));
+        println!("zstd batch of 4 Mi empty headers: {wire} bytes on the wire");
+        check_peak("4 Mi empty record headers (8 MiB decompressed)", peak, 24 * MIB);
     }
 
     struct OneGroup {

@@ -31,7 +31,7 @@ use crate::codec::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, MetadataResponse, OffsetCommitRequest, OffsetFetchRequest,
     OffsetForLeaderEpochRequest,
 };
-use crate::codec::record_batch::{BatchHeader, Header, RecordBatches, Records, TimestampType, HEADER_SIZE};
+use crate::codec::record_batch::{BatchHeader, Headers, RecordBatches, Records, TimestampType, HEADER_SIZE};
 use crate::codec::{ErrorCode, Uuid};
 use crate::proto::fetch_session::{FetchSession, SessionPartition};
 use crate::proto::producer::TopicPartition;
@@ -47,7 +47,8 @@ pub struct ConsumerRecord {
     pub timestamp_type: TimestampType,
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
-    pub headers: Vec<Header>,
+    /// Decoded as they are read: they take the memory of their bytes, however many there are.
+    pub headers: Headers,
     /// The leader epoch of the batch the record came in, -1 if unknown.
     pub leader_epoch: i32,
 }
