@@ -320,17 +320,24 @@ mod against_a_broker {
     use bytes::{BufMut, Bytes, BytesMut};
     use kafka_wire::client::{Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, Error};
     use kafka_wire::codec::compression::{compress, Compression};
-    use kafka_wire::codec::primitives::put_varint;
     use kafka_wire::codec::messages::describe_groups::{DescribedGroup, DescribedGroupMember};
     use kafka_wire::codec::messages::{
         DescribeGroupsRequest, DescribeGroupsResponse, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse,
     };
-    use kafka_wire::codec::ErrorCode;
+    use kafka_wire::codec::primitives::put_varint;
     use kafka_wire::codec::record_batch::BatchBuilder;
+    use kafka_wire::codec::ErrorCode;
     use kafka_wire::proto::producer::TopicPartition;
 
     use super::hostile_broker::{fetch_answer, topic_metadata, HostileBroker, Script};
     use super::{check_peak, peak_alloc_during_async, serial, MIB};
+
+    /// Runs a test's body on a runtime of its own, the measurements taking turns.
+    fn run(body: impl std::future::Future<Output = ()>) {
+        let _serial = serial();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(body);
+    }
 
     /// The bound on every wait of these tests.
     const WAIT: Duration = Duration::from_secs(60);
@@ -375,7 +382,8 @@ mod against_a_broker {
         let mut config = ConsumerConfig::new(broker.addr());
         config.fetch_max_wait = Duration::from_millis(100);
         tune(&mut config);
-        let consumer = tokio::time::timeout(WAIT, Consumer::new(config)).await.expect("connects in time").expect("consumer");
+        let consumer =
+            tokio::time::timeout(WAIT, Consumer::new(config)).await.expect("connects in time").expect("consumer");
         consumer.assign([tp()]);
         consumer.seek(&tp(), 0).expect("seek");
         consumer
@@ -397,155 +405,160 @@ mod against_a_broker {
 
     /// A Metadata answer naming partition 2^31 - 1 of a 3-partition topic used to size the
     /// consumer's leader table by that index (16 GiB, and `+ 1` overflowing in a debug build).
-    #[tokio::test]
-    async fn regression_a_huge_partition_index_does_not_size_the_leader_table() {
-        let _serial = serial();
-        let log = Log { indexes: vec![0, 1, i32::MAX], batches: vec![batch(0, b"v", Compression::None)] };
-        let broker = HostileBroker::start(log).await;
-        let (peak, offsets) = peak_alloc_during_async(async {
-            let consumer = consumer(&broker, |_| {}).await;
-            let offsets = consume(&consumer, 1).await;
-            consumer.close().await.expect("close");
-            offsets
+    #[test]
+    fn regression_a_huge_partition_index_does_not_size_the_leader_table() {
+        run(async {
+            let log = Log { indexes: vec![0, 1, i32::MAX], batches: vec![batch(0, b"v", Compression::None)] };
+            let broker = HostileBroker::start(log).await;
+            let (peak, offsets) = peak_alloc_during_async(async {
+                let consumer = consumer(&broker, |_| {}).await;
+                let offsets = consume(&consumer, 1).await;
+                consumer.close().await.expect("close");
+                offsets
+            })
+            .await;
+            assert_eq!(offsets.expect("poll"), vec![0]);
+            check_peak("metadata partition index 2^31 - 1, consumer", peak, 16 * MIB);
         })
-        .await;
-        assert_eq!(offsets.expect("poll"), vec![0]);
-        check_peak("metadata partition index 2^31 - 1, consumer", peak, 16 * MIB);
     }
 
     /// Batches of one 4 MiB value each, zstd-compressed to a few hundred bytes: memory follows
     /// fetch.max.bytes and queued.max.messages.kbytes (8 MiB each here) counted after
     /// decompression, not the number of batches in an answer (32 here, 128 MiB decompressed).
-    #[tokio::test]
-    async fn regression_decompressed_bytes_count_against_the_fetch_budget() {
-        let _serial = serial();
-        let value = vec![0u8; 4 * MIB];
-        let batches: Vec<(i64, Bytes)> = (0..32).map(|i| batch(i, &value, Compression::Zstd)).collect();
-        let wire: usize = batches.iter().map(|(_, b)| b.len()).sum();
-        drop(value);
-        let broker = HostileBroker::start(Log { indexes: vec![0], batches }).await;
-        let (peak, offsets) = peak_alloc_during_async(async {
-            let consumer = consumer(&broker, |c| {
-                c.fetch_max_bytes = 8 * MIB;
-                c.prefetch_max_bytes = 8 * MIB;
+    #[test]
+    fn regression_decompressed_bytes_count_against_the_fetch_budget() {
+        run(async {
+            let value = vec![0u8; 4 * MIB];
+            let batches: Vec<(i64, Bytes)> = (0..32).map(|i| batch(i, &value, Compression::Zstd)).collect();
+            let wire: usize = batches.iter().map(|(_, b)| b.len()).sum();
+            drop(value);
+            let broker = HostileBroker::start(Log { indexes: vec![0], batches }).await;
+            let (peak, offsets) = peak_alloc_during_async(async {
+                let consumer = consumer(&broker, |c| {
+                    c.fetch_max_bytes = 8 * MIB;
+                    c.prefetch_max_bytes = 8 * MIB;
+                })
+                .await;
+                let offsets = consume(&consumer, 32).await;
+                consumer.close().await.expect("close");
+                offsets
             })
             .await;
-            let offsets = consume(&consumer, 32).await;
-            consumer.close().await.expect("close");
-            offsets
+            assert_eq!(offsets.expect("poll"), (0..32).collect::<Vec<_>>());
+            println!("32 zstd batches of a 4 MiB value: {wire} bytes on the wire");
+            // The buffer (8 MiB), one answer being decompressed (8 MiB), the records of one poll
+            // and the decompressor's window.
+            check_peak("32 x 4 MiB zstd values, budget 8 MiB", peak, 32 * MIB);
         })
-        .await;
-        assert_eq!(offsets.expect("poll"), (0..32).collect::<Vec<_>>());
-        println!("32 zstd batches of a 4 MiB value: {wire} bytes on the wire");
-        // The buffer (8 MiB), one answer being decompressed (8 MiB), the records of one poll
-        // and the decompressor's window.
-        check_peak("32 x 4 MiB zstd values, budget 8 MiB", peak, 32 * MIB);
     }
 
     /// One zstd batch that decompresses past fetch.max.bytes is refused with a typed error,
     /// having allocated about the budget.
-    #[tokio::test]
-    async fn regression_a_batch_decompressing_past_fetch_max_bytes_is_refused() {
-        let _serial = serial();
-        let batches = vec![batch(0, &vec![0u8; 64 * MIB], Compression::Zstd)];
-        let broker = HostileBroker::start(Log { indexes: vec![0], batches }).await;
-        let (peak, result) = peak_alloc_during_async(async {
-            let consumer = consumer(&broker, |c| c.fetch_max_bytes = 4 * MIB).await;
-            let result = consume(&consumer, 1).await;
-            consumer.close().await.expect("close");
-            result
-        })
-        .await;
-        match result {
-            Err(Error::CorruptRecord { topic, partition: 0, offset: 0, reason }) if topic == TOPIC => {
-                assert!(reason.contains("fetch.max.bytes"), "{reason}");
+    #[test]
+    fn regression_a_batch_decompressing_past_fetch_max_bytes_is_refused() {
+        run(async {
+            let batches = vec![batch(0, &vec![0u8; 64 * MIB], Compression::Zstd)];
+            let broker = HostileBroker::start(Log { indexes: vec![0], batches }).await;
+            let (peak, result) = peak_alloc_during_async(async {
+                let consumer = consumer(&broker, |c| c.fetch_max_bytes = 4 * MIB).await;
+                let result = consume(&consumer, 1).await;
+                consumer.close().await.expect("close");
+                result
+            })
+            .await;
+            match result {
+                Err(Error::CorruptRecord { topic, partition: 0, offset: 0, reason }) if topic == TOPIC => {
+                    assert!(reason.contains("fetch.max.bytes"), "{reason}");
+                }
+                other => panic!("expected the batch to be refused: {other:?}"),
             }
-            other => panic!("expected the batch to be refused: {other:?}"),
-        }
-        check_peak("one zstd batch of a 64 MiB value, budget 4 MiB", peak, 16 * MIB);
+            check_peak("one zstd batch of a 64 MiB value, budget 4 MiB", peak, 16 * MIB);
+        })
     }
 
     /// A DescribeGroups answer of about 48 KiB: one member assigned 4096 partitions of a topic
     /// with a 32 KiB name. The assignment used to copy the name once per partition (128 MiB).
-    #[tokio::test]
-    async fn regression_a_member_assignment_holds_each_topic_name_once() {
-        let _serial = serial();
-        let name = "x".repeat(i16::MAX as usize);
-        let mut assignment = BytesMut::new();
-        assignment.put_i16(0);
-        assignment.put_i32(1);
-        assignment.put_i16(name.len() as i16);
-        assignment.put_slice(name.as_bytes());
-        assignment.put_i32(4096);
-        for p in 0..4096 {
-            assignment.put_i32(p);
-        }
-        let assignment = assignment.freeze();
-        let wire = assignment.len();
-        let broker = HostileBroker::start(OneGroup { assignment }).await;
-        let (peak, assigned) = peak_alloc_during_async(async {
-            let admin = tokio::time::timeout(WAIT, Admin::connect(ClientConfig::new(broker.addr())))
-                .await
-                .expect("connects in time")
-                .expect("admin");
-            let groups = tokio::time::timeout(WAIT, admin.describe_groups(&["g"]))
-                .await
-                .expect("describe in time")
-                .expect("describe");
-            let assigned = groups[0].members[0].assigned_partitions().expect("a consumer assignment");
-            (assigned.len(), assigned[0].0.len(), assigned[0].1.len())
+    #[test]
+    fn regression_a_member_assignment_holds_each_topic_name_once() {
+        run(async {
+            let name = "x".repeat(i16::MAX as usize);
+            let mut assignment = BytesMut::new();
+            assignment.put_i16(0);
+            assignment.put_i32(1);
+            assignment.put_i16(name.len() as i16);
+            assignment.put_slice(name.as_bytes());
+            assignment.put_i32(4096);
+            for p in 0..4096 {
+                assignment.put_i32(p);
+            }
+            let assignment = assignment.freeze();
+            let wire = assignment.len();
+            let broker = HostileBroker::start(OneGroup { assignment }).await;
+            let (peak, assigned) = peak_alloc_during_async(async {
+                let admin = tokio::time::timeout(WAIT, Admin::connect(ClientConfig::new(broker.addr())))
+                    .await
+                    .expect("connects in time")
+                    .expect("admin");
+                let groups = tokio::time::timeout(WAIT, admin.describe_groups(&["g"]))
+                    .await
+                    .expect("describe in time")
+                    .expect("describe");
+                let assigned = groups[0].members[0].assigned_partitions().expect("a consumer assignment");
+                (assigned.len(), assigned[0].0.len(), assigned[0].1.len())
+            })
+            .await;
+            assert_eq!(assigned, (1, name.len(), 4096));
+            println!("DescribeGroups assignment: {wire} bytes");
+            check_peak("member assignment, 4096 partitions of a 32 KiB name", peak, 4 * MIB);
         })
-        .await;
-        assert_eq!(assigned, (1, name.len(), 4096));
-        println!("DescribeGroups assignment: {wire} bytes");
-        check_peak("member assignment, 4096 partitions of a 32 KiB name", peak, 4 * MIB);
     }
 
     /// One zstd batch (about 1 KB) of one record with 4 Mi empty headers (8 MiB decompressed).
     /// Decoded into 64-byte `Header`s they took 256 MiB; kept as their bytes, about the 8 MiB.
-    #[tokio::test]
-    async fn regression_record_headers_take_the_memory_of_their_bytes() {
-        let _serial = serial();
-        const HEADERS: usize = 4 << 20;
-        let mut body = BytesMut::new();
-        // attributes, timestampDelta 0, offsetDelta 0, key -1, value -1 (zigzag varints)
-        body.put_slice(&[0, 0, 0, 1, 1]);
-        put_varint(&mut body, HEADERS as i32);
-        for _ in 0..HEADERS {
-            // An empty key and a null value.
-            body.put_slice(&[0, 1]);
-        }
-        let mut record = BytesMut::new();
-        put_varint(&mut record, body.len() as i32);
-        record.put_slice(&body);
-        drop(body);
-        let mut packed = BytesMut::new();
-        compress(Compression::Zstd, &record, &mut packed);
-        drop(record);
-        let batch = super::raw_batch(Compression::Zstd, 1, &packed);
-        let wire = batch.len();
-        let broker = HostileBroker::start(Log { indexes: vec![0], batches: vec![(1, batch)] }).await;
-        let (peak, headers) = peak_alloc_during_async(async {
-            let consumer = consumer(&broker, |_| {}).await;
-            let deadline = tokio::time::Instant::now() + WAIT;
-            let record = loop {
-                assert!(tokio::time::Instant::now() < deadline, "no record in time");
-                let mut records = tokio::time::timeout(WAIT, consumer.poll(Duration::from_millis(200)))
-                    .await
-                    .expect("poll in time")
-                    .expect("poll");
-                if let Some(r) = records.pop() {
-                    break r;
-                }
-            };
-            let headers = (record.headers.len(), record.headers.iter().filter(|h| h.key.is_empty()).count());
-            consumer.close().await.expect("close");
-            headers
+    #[test]
+    fn regression_record_headers_take_the_memory_of_their_bytes() {
+        run(async {
+            const HEADERS: usize = 4 << 20;
+            let mut body = BytesMut::new();
+            // attributes, timestampDelta 0, offsetDelta 0, key -1, value -1 (zigzag varints)
+            body.put_slice(&[0, 0, 0, 1, 1]);
+            put_varint(&mut body, HEADERS as i32);
+            for _ in 0..HEADERS {
+                // An empty key and a null value.
+                body.put_slice(&[0, 1]);
+            }
+            let mut record = BytesMut::new();
+            put_varint(&mut record, body.len() as i32);
+            record.put_slice(&body);
+            drop(body);
+            let mut packed = BytesMut::new();
+            compress(Compression::Zstd, &record, &mut packed);
+            drop(record);
+            let batch = super::raw_batch(Compression::Zstd, 1, &packed);
+            let wire = batch.len();
+            let broker = HostileBroker::start(Log { indexes: vec![0], batches: vec![(1, batch)] }).await;
+            let (peak, headers) = peak_alloc_during_async(async {
+                let consumer = consumer(&broker, |_| {}).await;
+                let deadline = tokio::time::Instant::now() + WAIT;
+                let record = loop {
+                    assert!(tokio::time::Instant::now() < deadline, "no record in time");
+                    let mut records = tokio::time::timeout(WAIT, consumer.poll(Duration::from_millis(200)))
+                        .await
+                        .expect("poll in time")
+                        .expect("poll");
+                    if let Some(r) = records.pop() {
+                        break r;
+                    }
+                };
+                let headers = (record.headers.len(), record.headers.iter().filter(|h| h.key.is_empty()).count());
+                consumer.close().await.expect("close");
+                headers
+            })
+            .await;
+            assert_eq!(headers, (HEADERS, HEADERS));
+            println!("zstd batch of 4 Mi empty headers: {wire} bytes on the wire");
+            check_peak("4 Mi empty record headers (8 MiB decompressed)", peak, 24 * MIB);
         })
-        .await;
-        assert_eq!(headers, (HEADERS, HEADERS));
-        println!("zstd batch of 4 Mi empty headers: {wire} bytes on the wire");
-        check_peak("4 Mi empty record headers (8 MiB decompressed)", peak, 24 * MIB);
     }
 
     struct OneGroup {
@@ -584,4 +597,3 @@ mod against_a_broker {
         }
     }
 }
-

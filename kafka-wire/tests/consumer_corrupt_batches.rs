@@ -7,10 +7,10 @@
 //! fails with [`Error::CorruptRecord`] naming the partition and offset 10, nothing is fetched
 //! meanwhile, and a seek past the batch goes on after it.
 
-#[path = "support/hostile_broker.rs"]
-mod hostile_broker;
 #[path = "support/crc_log.rs"]
 mod crc_log;
+#[path = "support/hostile_broker.rs"]
+mod hostile_broker;
 
 use std::time::Duration;
 

@@ -1,10 +1,10 @@
 //! A consumer whose driver task panics: pending and later calls fail with
 //! [`Error::DriverFailed`] instead of returning nothing forever.
 
-#[path = "support/hostile_broker.rs"]
-mod hostile_broker;
 #[path = "support/crc_log.rs"]
 mod crc_log;
+#[path = "support/hostile_broker.rs"]
+mod hostile_broker;
 
 use std::time::Duration;
 

@@ -790,8 +790,11 @@ impl PartitionState {
                 freed += batch.size();
                 // Records below the position (a batch fetched from its middle) are skipped below.
                 let header = &batch.header;
-                self.current =
-                    Some((Records::from_data(header, batch.data), header.partition_leader_epoch, header.timestamp_type()));
+                self.current = Some((
+                    Records::from_data(header, batch.data),
+                    header.partition_leader_epoch,
+                    header.timestamp_type(),
+                ));
                 continue;
             }
             let Some((records, epoch, ts_type)) = self.current.as_mut() else { break };
@@ -1377,8 +1380,7 @@ fn start_fetches(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>) {
         st.fetching.insert(node);
         requests.push((node, request, sent));
     }
-    let names: Arc<HashMap<Uuid, Arc<str>>> =
-        Arc::new(st.topics.iter().map(|(n, m)| (m.id, n.clone())).collect());
+    let names: Arc<HashMap<Uuid, Arc<str>>> = Arc::new(st.topics.iter().map(|(n, m)| (m.id, n.clone())).collect());
     drop(st);
     let rules = PrepareRules {
         check_crcs: config.check_crcs,
@@ -1454,9 +1456,9 @@ async fn prepare_fetch_off_worker(
     if !needs_blocking(&response) {
         return Ok(prepare_fetch(response, &sent, &names, rules));
     }
-    tokio::task::spawn_blocking(move || prepare_fetch(response, &sent, &names, rules)).await.map_err(|e| {
-        Error::DriverFailed { driver: "consumer", reason: format!("checking a fetch answer failed: {e}") }
-    })
+    tokio::task::spawn_blocking(move || prepare_fetch(response, &sent, &names, rules))
+        .await
+        .map_err(|e| Error::DriverFailed { driver: "consumer", reason: format!("checking a fetch answer: {e}") })
 }
 
 /// Whether checking and decompressing `response` is worth a trip to the blocking pool.
@@ -1516,11 +1518,8 @@ fn prepare_fetch(
                 AbortedFilter::new(pd.aborted_transactions.iter().flatten().map(|a| (a.producer_id, a.first_offset)))
             });
             let records = pd.records.unwrap_or_default();
-            let mut batches = if rules.check_crcs {
-                RecordBatches::new(records)
-            } else {
-                RecordBatches::without_crc_check(records)
-            };
+            let mut batches =
+                if rules.check_crcs { RecordBatches::new(records) } else { RecordBatches::without_crc_check(records) };
             let mut fetch_offset = fetched_from;
             loop {
                 let at = batches.next_base_offset();
@@ -1584,6 +1583,14 @@ fn handle_fetch(inner: &Arc<Inner>, node: i32, result: Result<PreparedFetch>) {
     st.fetching.remove(&node);
     let response = match result {
         Ok(r) => r,
+        Err(e @ Error::DriverFailed { .. }) => {
+            // Checking the answer panicked: a bug, not a fault of the broker's. The consumer
+            // stops as if its driver had panicked, rather than fetching the same answer forever.
+            tracing::error!(node, error = %e, "the consumer stops");
+            st.driver_failed = Some(e);
+            inner.closing.store(true, Ordering::Release);
+            return;
+        }
         Err(e) => {
             tracing::debug!(node, error = %e, "fetch failed");
             if let Some(s) = st.sessions.get_mut(&node) {

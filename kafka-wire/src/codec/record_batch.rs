@@ -283,7 +283,7 @@ impl From<Vec<Header>> for Headers {
     }
 }
 
-impl<'a> IntoIterator for &'a Headers {
+impl IntoIterator for &Headers {
     type Item = Header;
     type IntoIter = HeadersIter;
 

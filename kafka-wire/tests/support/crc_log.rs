@@ -78,7 +78,10 @@ pub async fn consumer(broker: &HostileBroker, check_crcs: bool) -> Consumer {
 }
 
 /// Polls until `want` records came or an error, failing past `WAIT`.
-pub async fn poll_records(consumer: &Consumer, want: usize) -> Result<Vec<ConsumerRecord>, (Vec<ConsumerRecord>, Error)> {
+pub async fn poll_records(
+    consumer: &Consumer,
+    want: usize,
+) -> Result<Vec<ConsumerRecord>, (Vec<ConsumerRecord>, Error)> {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut got = Vec::new();
     while got.len() < want {
@@ -101,4 +104,3 @@ pub fn check_values(records: &[ConsumerRecord]) {
         assert_eq!(r.value.as_deref(), Some(format!("value-{}", r.offset).as_bytes()), "record {}", r.offset);
     }
 }
-

@@ -32,8 +32,8 @@ use kafka_wire::codec::messages::list_offsets::{ListOffsetsPartitionResponse, Li
 use kafka_wire::codec::messages::metadata::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use kafka_wire::codec::messages::{
     ApiVersionsRequest, ApiVersionsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FetchRequest,
-    FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse,
-    Message, MetadataRequest, MetadataResponse, Request,
+    FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, Message,
+    MetadataRequest, MetadataResponse, Request,
 };
 use kafka_wire::codec::{ApiKey, ErrorCode, Uuid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
