@@ -561,6 +561,44 @@ mod against_a_broker {
         })
     }
 
+    /// A record kept from a poll keeps its Fetch answer alive (here about 1 MiB: 1000 records
+    /// of 1 KiB, uncompressed) until it is detached, which leaves it holding its own bytes.
+    #[test]
+    fn a_detached_record_no_longer_pins_its_fetch_answer() {
+        run(async {
+            let mut b = BatchBuilder::new(0);
+            for i in 0..1000u32 {
+                let value = [i as u8; 1024];
+                b.push(1_700_000_000_000, Some(&i.to_be_bytes()), Some(&value), &[]).unwrap();
+            }
+            let batches = vec![(1000, b.finish(Compression::None))];
+            let broker = HostileBroker::start(Log { indexes: vec![0], batches }).await;
+            let mut kept = {
+                let consumer = consumer(&broker, |_| {}).await;
+                let deadline = tokio::time::Instant::now() + WAIT;
+                let mut records = Vec::new();
+                while records.len() < 1000 {
+                    assert!(tokio::time::Instant::now() < deadline, "timed out polling");
+                    let got = tokio::time::timeout(WAIT, consumer.poll(Duration::from_millis(200)))
+                        .await
+                        .expect("poll in time")
+                        .expect("poll");
+                    records.extend(got);
+                }
+                consumer.close().await.expect("close");
+                records.swap_remove(500)
+            };
+            let before = super::CURRENT.load(std::sync::atomic::Ordering::Relaxed);
+            kept.detach();
+            let after = super::CURRENT.load(std::sync::atomic::Ordering::Relaxed);
+            let freed = before.saturating_sub(after);
+            println!("detaching one 1 KiB record kept from a 1 MiB fetch answer freed {freed} bytes");
+            assert_eq!(kept.value.as_deref(), Some(&[500u32 as u8; 1024][..]));
+            assert_eq!(kept.key.as_deref(), Some(&500u32.to_be_bytes()[..]));
+            assert!(freed >= 1000 * 1024, "the answer was not released: {freed} bytes freed");
+        })
+    }
+
     struct OneGroup {
         assignment: Bytes,
     }

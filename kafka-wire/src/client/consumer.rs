@@ -57,6 +57,20 @@ impl ConsumerRecord {
     pub fn topic_partition(&self) -> TopicPartition {
         TopicPartition { topic: self.topic.clone(), partition: self.partition }
     }
+
+    /// Copies the key, value and headers into buffers of their own.
+    ///
+    /// They are slices of what was fetched, not copies: of the whole Fetch answer for a batch
+    /// that was not compressed (at most `receive.message.max.bytes`; in practice about
+    /// `fetch.max.bytes`, 50 MiB, or `max.partition.fetch.bytes` per partition), of the
+    /// decompressed batch for a compressed one (at most `fetch.max.bytes`). A record kept after
+    /// the others of its poll are dropped keeps that whole buffer alive; detach the records you
+    /// keep for long (a cache, a window of recent values) so that each holds only its own bytes.
+    pub fn detach(&mut self) {
+        self.key = self.key.as_deref().map(Bytes::copy_from_slice);
+        self.value = self.value.as_deref().map(Bytes::copy_from_slice);
+        self.headers = self.headers.detached();
+    }
 }
 
 /// An offset to commit: the next record to consume, with the leader epoch of the last one

@@ -231,6 +231,12 @@ impl Headers {
         self.iter().collect()
     }
 
+    /// The same headers in a buffer of their own, rather than a slice of the record's batch
+    /// (which a slice keeps alive whole).
+    pub fn detached(&self) -> Self {
+        Self { raw: Bytes::copy_from_slice(&self.raw), count: self.count }
+    }
+
     /// The last header with `key` (Java's `Headers.lastHeader`).
     pub fn last(&self, key: &str) -> Option<Header> {
         self.iter().filter(|h| h.key == key).last()
