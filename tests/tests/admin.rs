@@ -221,6 +221,46 @@ async fn create_several_topics_at_once_and_validate_only() {
     admin.delete_topics(&[a, b]).await.unwrap();
 }
 
+/// Batch calls report every item: a topic that fails does not hide the outcome of the others.
+#[tokio::test]
+async fn create_and_delete_topics_each_report_one_result_per_topic() {
+    let admin = admin().await;
+    let existing = unique_topic("admin-each-existing");
+    let fresh = unique_topic("admin-each-fresh");
+    let bad = unique_topic("admin-each-bad");
+    let missing = unique_topic("admin-each-missing");
+    admin.create_topics(&[NewTopic::new(&existing, 1, 1)], false).await.unwrap();
+
+    let results = admin
+        .create_topics_each(
+            &[
+                NewTopic::new(&existing, 1, 1),
+                NewTopic::new(&fresh, 2, 1),
+                NewTopic::new(&bad, 1, 1).config("cleanup.policy", "bogus"),
+            ],
+            false,
+        )
+        .await
+        .expect("the controller answered");
+    let names: Vec<&str> = results.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, [existing.as_str(), fresh.as_str(), bad.as_str()]);
+    let mut results = results.into_iter().map(|(_, r)| r);
+    assert_broker_error(results.next().unwrap(), ErrorCode::TOPIC_ALREADY_EXISTS, &existing);
+    let created = results.next().unwrap().expect("the fresh topic is created");
+    assert_eq!((created.name.as_str(), created.partitions), (fresh.as_str(), 2));
+    assert_broker_error(results.next().unwrap(), ErrorCode::INVALID_CONFIG, &bad);
+
+    let results = admin.delete_topics_each(&[&missing, &fresh, &existing]).await.expect("the controller answered");
+    let names: Vec<&str> = results.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, [missing.as_str(), fresh.as_str(), existing.as_str()]);
+    let mut results = results.into_iter().map(|(_, r)| r);
+    assert_broker_error(results.next().unwrap(), ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, &missing);
+    results.next().unwrap().expect("the fresh topic is deleted");
+    results.next().unwrap().expect("the existing topic is deleted");
+    let md = admin.client().metadata(None).await.unwrap();
+    assert!(!md.topics.iter().any(|t| t.name.as_deref().is_some_and(|n| n == fresh || n == existing)));
+}
+
 #[tokio::test]
 async fn broker_errors_are_typed_and_name_the_item() {
     let admin = admin().await;

@@ -537,7 +537,23 @@ impl Admin {
     /// A topic that cannot be created is an [`Error::Broker`] (`TOPIC_ALREADY_EXISTS`,
     /// `INVALID_CONFIG`, `INVALID_REPLICATION_FACTOR`, ...) naming it; the first such topic in
     /// `topics`' order is reported, the others have been created.
+    /// [`Admin::create_topics_each`] reports every topic's outcome.
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the topics created or not.
     pub async fn create_topics(&self, topics: &[NewTopic], validate_only: bool) -> Result<Vec<CreatedTopic>> {
+        self.create_topics_each(topics, validate_only).await?.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// As [`Admin::create_topics`], with one result per topic (in `topics`' order, duplicates
+    /// once): the error is per topic, and the call fails as a whole only if the controller could
+    /// not be asked (or answered without a topic, or its leaders did not appear in time).
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the topics created or not.
+    pub async fn create_topics_each(
+        &self,
+        topics: &[NewTopic],
+        validate_only: bool,
+    ) -> Result<Vec<(String, Result<CreatedTopic>)>> {
         let mut results: HashMap<&str, Result<CreatedTopic>> = HashMap::new();
         let mut pending: Vec<&NewTopic> = dedup_by(topics.iter(), |t| t.name.as_str());
         let mut backoff = Backoff::new(self.timeout);
@@ -604,26 +620,44 @@ impl Admin {
                 }
             }
         }
-        let mut created = Vec::new();
-        for t in dedup_by(topics.iter(), |t| t.name.as_str()) {
-            created.push(results.remove(t.name.as_str()).unwrap_or_else(|| Err(self.timed_out("CreateTopics")))?);
-        }
+        let mut outcomes: Vec<(String, Result<CreatedTopic>)> = dedup_by(topics.iter(), |t| t.name.as_str())
+            .into_iter()
+            .map(|t| {
+                let result = results.remove(t.name.as_str()).unwrap_or_else(|| Err(self.timed_out("CreateTopics")));
+                (t.name.clone(), result)
+            })
+            .collect();
         if self.wait_for_metadata && !validate_only {
-            let expected: Vec<(&str, i32)> = created.iter().map(|t| (t.name.as_str(), t.partitions)).collect();
-            let counts = self.wait_for_leaders(&expected).await?;
-            for t in &mut created {
-                if let Some(n) = counts.get(&t.name) {
-                    t.partitions = *n;
+            let expected: Vec<(&str, i32)> =
+                outcomes.iter().filter_map(|(_, r)| r.as_ref().ok()).map(|t| (t.name.as_str(), t.partitions)).collect();
+            if !expected.is_empty() {
+                let counts = self.wait_for_leaders(&expected).await?;
+                for t in outcomes.iter_mut().filter_map(|(_, r)| r.as_mut().ok()) {
+                    if let Some(n) = counts.get(&t.name) {
+                        t.partitions = *n;
+                    }
                 }
             }
         }
-        Ok(created)
+        Ok(outcomes)
     }
 
     /// Deletes topics (DeleteTopics to the controller) and, unless disabled with
     /// [`Admin::with_wait_for_metadata`], waits until the metadata no longer lists them. A
-    /// topic that does not exist is an `UNKNOWN_TOPIC_OR_PARTITION` error naming it.
+    /// topic that does not exist is an `UNKNOWN_TOPIC_OR_PARTITION` error naming it (the first
+    /// such topic is reported; [`Admin::delete_topics_each`] reports every topic's outcome).
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the topics deleted or not.
     pub async fn delete_topics(&self, topics: &[impl AsRef<str>]) -> Result<()> {
+        self.delete_topics_each(topics).await?.into_iter().try_for_each(|(_, r)| r)
+    }
+
+    /// As [`Admin::delete_topics`], with one result per topic (in `topics`' order, duplicates
+    /// once): the call fails as a whole only if the controller could not be asked (or answered
+    /// without a topic, or the deleted topics stayed listed too long).
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the topics deleted or not.
+    pub async fn delete_topics_each(&self, topics: &[impl AsRef<str>]) -> Result<Vec<(String, Result<()>)>> {
         let names: Vec<&str> = dedup_by(topics.iter().map(AsRef::as_ref), |t| *t);
         let mut results: HashMap<&str, Result<()>> = HashMap::new();
         let mut pending = names.clone();
@@ -667,13 +701,15 @@ impl Admin {
                 }
             }
         }
-        for t in &names {
-            results.remove(t).unwrap_or_else(|| Err(self.timed_out("DeleteTopics")))?;
+        let outcomes: Vec<(String, Result<()>)> = names
+            .iter()
+            .map(|t| ((*t).to_owned(), results.remove(t).unwrap_or_else(|| Err(self.timed_out("DeleteTopics")))))
+            .collect();
+        let deleted: Vec<&str> = outcomes.iter().filter(|(_, r)| r.is_ok()).map(|(t, _)| t.as_str()).collect();
+        if self.wait_for_metadata && !deleted.is_empty() {
+            self.wait_for_absence(&deleted).await?;
         }
-        if self.wait_for_metadata {
-            self.wait_for_absence(&names).await?;
-        }
-        Ok(())
+        Ok(outcomes)
     }
 
     /// Grows `topic` to `new_total` partitions (CreatePartitions to the controller) and, unless
