@@ -261,6 +261,33 @@ async fn create_and_delete_topics_each_report_one_result_per_topic() {
     assert!(!md.topics.iter().any(|t| t.name.as_deref().is_some_and(|n| n == fresh || n == existing)));
 }
 
+/// The group batch calls report every group: a missing group does not hide the others.
+#[tokio::test]
+async fn describe_and_delete_groups_each_report_one_result_per_group() {
+    let admin = admin().await;
+    let topic = unique_topic("admin-groups-each");
+    admin.create_topics(&[NewTopic::new(&topic, 1, 1)], false).await.unwrap();
+    let existing = unique_topic("admin-groups-each-existing");
+    let missing = unique_topic("admin-groups-each-missing");
+    // A group with a committed offset and no members: it exists, and it may be deleted.
+    admin.alter_group_offsets(&existing, &[(&topic, 0, 0)]).await.unwrap();
+
+    let described = admin.describe_groups_each(&[&missing, &existing]).await.expect("the coordinators answered");
+    let names: Vec<&str> = described.iter().map(|(g, _)| g.as_str()).collect();
+    assert_eq!(names, [missing.as_str(), existing.as_str()]);
+    let mut described = described.into_iter().map(|(_, r)| r);
+    assert_broker_error(described.next().unwrap(), ErrorCode::GROUP_ID_NOT_FOUND, &missing);
+    let group = described.next().unwrap().expect("the existing group is described");
+    assert_eq!((group.group_id.as_str(), group.state.as_str()), (existing.as_str(), "Empty"));
+
+    let deleted = admin.delete_groups_each(&[&missing, &existing]).await.expect("the coordinators answered");
+    let mut deleted = deleted.into_iter().map(|(_, r)| r);
+    assert_broker_error(deleted.next().unwrap(), ErrorCode::GROUP_ID_NOT_FOUND, &missing);
+    deleted.next().unwrap().expect("the existing group is deleted");
+    assert_broker_error(admin.describe_groups(&[&existing]).await, ErrorCode::GROUP_ID_NOT_FOUND, &existing);
+    admin.delete_topics(&[topic]).await.unwrap();
+}
+
 #[tokio::test]
 async fn broker_errors_are_typed_and_name_the_item() {
     let admin = admin().await;

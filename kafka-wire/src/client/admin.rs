@@ -871,19 +871,55 @@ impl Admin {
     /// Describes classic groups (DescribeGroups to each group's coordinator), in the order
     /// given. A group that does not exist is a `GROUP_ID_NOT_FOUND` error naming it (older
     /// brokers report such groups as `Dead`, which is turned into the same error).
+    ///
+    /// The first failing group is reported; [`Admin::describe_groups_each`] reports each.
+    /// Cancel-safe: it only reads.
     pub async fn describe_groups(&self, groups: &[impl AsRef<str>]) -> Result<Vec<GroupDescription>> {
+        self.describe_groups_each(groups).await?.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// As [`Admin::describe_groups`], with one result per group (in the order given,
+    /// duplicates once); fails as a whole only if the coordinators cannot be found or asked.
+    /// Cancel-safe: it only reads.
+    pub async fn describe_groups_each(
+        &self,
+        groups: &[impl AsRef<str>],
+    ) -> Result<Vec<(String, Result<GroupDescription>)>> {
         let ids = dedup_by(groups.iter().map(|g| g.as_ref().to_owned()), |g| g.clone());
-        let mut found = self.by_coordinator(ids.clone(), |node, gs| self.describe_groups_on(node, gs)).await?;
-        Ok(ids.iter().filter_map(|g| found.remove(g)).collect())
+        let mut found = self.by_coordinator_each(ids.clone(), |node, gs| self.describe_groups_on(node, gs)).await?;
+        Ok(ids
+            .into_iter()
+            .map(|g| {
+                let result = found.remove(&g).unwrap_or_else(|| Err(self.timed_out("DescribeGroups")));
+                (g, result)
+            })
+            .collect())
     }
 
     /// Deletes groups (DeleteGroups to each group's coordinator) with their committed offsets.
     /// Only empty groups can be deleted (`NON_EMPTY_GROUP`); a group that does not exist is a
-    /// `GROUP_ID_NOT_FOUND` error.
+    /// `GROUP_ID_NOT_FOUND` error. The first failing group is reported;
+    /// [`Admin::delete_groups_each`] reports each.
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the groups deleted or not.
     pub async fn delete_groups(&self, groups: &[impl AsRef<str>]) -> Result<()> {
+        self.delete_groups_each(groups).await?.into_iter().try_for_each(|(_, r)| r)
+    }
+
+    /// As [`Admin::delete_groups`], with one result per group (in the order given, duplicates
+    /// once); fails as a whole only if the coordinators cannot be found or asked.
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the groups deleted or not.
+    pub async fn delete_groups_each(&self, groups: &[impl AsRef<str>]) -> Result<Vec<(String, Result<()>)>> {
         let ids = dedup_by(groups.iter().map(|g| g.as_ref().to_owned()), |g| g.clone());
-        self.by_coordinator(ids, |node, gs| self.delete_groups_on(node, gs)).await?;
-        Ok(())
+        let mut found = self.by_coordinator_each(ids.clone(), |node, gs| self.delete_groups_on(node, gs)).await?;
+        Ok(ids
+            .into_iter()
+            .map(|g| {
+                let result = found.remove(&g).unwrap_or_else(|| Err(self.timed_out("DeleteGroups")));
+                (g, result)
+            })
+            .collect())
     }
 
     /// The offsets `group` has committed (OffsetFetch to its coordinator), for every partition
@@ -1541,9 +1577,31 @@ impl Admin {
         Ok(done)
     }
 
+    /// As [`Admin::by_coordinator_each`], failing with the first group's error (in `groups`'
+    /// order).
+    async fn by_coordinator<T, F, Fut>(&self, groups: Vec<String>, send: F) -> Result<HashMap<String, T>>
+    where
+        F: FnMut(i32, Vec<String>) -> Fut,
+        Fut: Future<Output = Result<Vec<(String, Result<T>)>>>,
+    {
+        let mut results = self.by_coordinator_each(groups.clone(), send).await?;
+        let mut done = HashMap::new();
+        for g in groups {
+            if let Some(result) = results.remove(&g) {
+                done.insert(g, result?);
+            }
+        }
+        Ok(done)
+    }
+
     /// Sends per-group requests to each group's coordinator, retrying the groups whose
-    /// coordinator moved or is loading until the timeout.
-    async fn by_coordinator<T, F, Fut>(&self, groups: Vec<String>, mut send: F) -> Result<HashMap<String, T>>
+    /// coordinator moved or is loading until the timeout; one result per group. Fails as a
+    /// whole only if the coordinators cannot be found or asked.
+    async fn by_coordinator_each<T, F, Fut>(
+        &self,
+        groups: Vec<String>,
+        mut send: F,
+    ) -> Result<HashMap<String, Result<T>>>
     where
         F: FnMut(i32, Vec<String>) -> Fut,
         Fut: Future<Output = Result<Vec<(String, Result<T>)>>>,
@@ -1574,14 +1632,13 @@ impl Admin {
                                 continue;
                             }
                             match result {
-                                Ok(v) => {
-                                    done.insert(g, v);
-                                }
                                 Err(e) if e.code().is_some_and(is_coordinator_error) => {
                                     retry.push(g);
                                     last = Some(e);
                                 }
-                                Err(e) => return Err(e),
+                                result => {
+                                    done.insert(g, result);
+                                }
                             }
                         }
                         if let Some(g) = gs.iter().find(|g| !answered.contains(*g)) {
@@ -1595,7 +1652,11 @@ impl Admin {
             }
             pending = retry;
             if !pending.is_empty() && !backoff.wait().await {
-                return Err(last.unwrap_or_else(|| self.timed_out("group request")));
+                let e = last.unwrap_or_else(|| self.timed_out("group request"));
+                for g in pending {
+                    done.insert(g, Err(e.clone()));
+                }
+                break;
             }
         }
         Ok(done)
