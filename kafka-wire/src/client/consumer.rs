@@ -4,9 +4,12 @@
 //! A background driver task owns the network side: it keeps one Fetch request in flight per
 //! broker for the assigned, unpaused partitions (up to `queued.max.messages.kbytes` of fetched
 //! data waiting), resolves positions (committed offsets, `auto.offset.reset`), and runs the
-//! group membership. The application's task decodes records as it polls them, so decoding
-//! scales with the application's own concurrency; positions advance only as records are handed
-//! out, and a seek discards whatever was fetched for the old position.
+//! group membership. Each Fetch answer is checked (CRCs), filtered (read_committed) and
+//! decompressed by the task that sent it, outside the state's lock (on the blocking pool when
+//! it is large or compressed), within `fetch.max.bytes` counted after decompression. The
+//! application's task decodes records as it polls them, so decoding scales with the
+//! application's own concurrency; positions advance only as records are handed out, and a seek
+//! discards whatever was fetched for the old position.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -207,7 +210,8 @@ pub(super) struct PartitionState {
     /// The log was truncated below the position and `auto.offset.reset` is none (Java's
     /// `LogTruncationException`), or the batch at the position is corrupt (Java's
     /// `CorruptRecordException`: with `check.crcs`, a CRC mismatch; with or without it, a batch
-    /// that does not decode); seeking past that batch goes on after it.
+    /// that does not frame or decompress); seeking past that batch goes on after it. (A record
+    /// inside a batch that does not decode is reported once by `poll` and its batch skipped.)
     pub(super) truncation: Option<Error>,
     /// A corrupt batch found after the batches buffered: it becomes `truncation` once they
     /// are handed out. Nothing more is fetched meanwhile.
