@@ -7,6 +7,9 @@
 // A global allocator cannot be written without `unsafe`; this file only forwards to `System`.
 #![allow(unsafe_code)]
 
+#[path = "support/hostile_broker.rs"]
+mod hostile_broker;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -76,6 +79,21 @@ fn peak_alloc_during(f: impl FnOnce()) -> usize {
     PEAK.store(base, Ordering::Relaxed);
     f();
     PEAK.load(Ordering::Relaxed).saturating_sub(base)
+}
+
+/// As [`peak_alloc_during`], for a future (a client talking to an in-process fake broker, whose
+/// own allocations count too).
+async fn peak_alloc_during_async<T>(f: impl std::future::Future<Output = T>) -> (usize, T) {
+    let base = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let out = f.await;
+    (PEAK.load(Ordering::Relaxed).saturating_sub(base), out)
+}
+
+/// Fails unless `peak` is within `limit`, printing both.
+fn check_peak(name: &str, peak: usize, limit: usize) {
+    println!("{name:<56} peak {peak:>9} B  budget {limit:>9} B");
+    assert!(peak <= limit, "{name}: peak allocation {peak} B exceeds the budget of {limit} B");
 }
 
 const KIB: usize = 1 << 10;
@@ -292,4 +310,328 @@ fn zstd_single_block_bomb_allocates_little() {
     check("zstd single-block bomb (64 MiB in one block)", bomb.len(), MIB, || {
         assert!(decompress(Compression::Zstd, &bomb, MIB).is_err());
     });
+}
+
+// ---- a client against a hostile broker ---------------------------------------------------------
+
+mod against_a_broker {
+    use std::time::Duration;
+
+    use bytes::{BufMut, Bytes, BytesMut};
+    use kafka_wire::client::{Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, Error};
+    use kafka_wire::codec::compression::{compress, Compression};
+    use kafka_wire::codec::messages::describe_groups::{DescribedGroup, DescribedGroupMember};
+    use kafka_wire::codec::messages::{
+        DescribeGroupsRequest, DescribeGroupsResponse, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse,
+    };
+    use kafka_wire::codec::primitives::put_varint;
+    use kafka_wire::codec::record_batch::BatchBuilder;
+    use kafka_wire::codec::ErrorCode;
+    use kafka_wire::proto::producer::TopicPartition;
+
+    use super::hostile_broker::{fetch_answer, topic_metadata, HostileBroker, Script};
+    use super::{check_peak, peak_alloc_during_async, serial, MIB};
+
+    /// Runs a test's body on a runtime of its own, the measurements taking turns.
+    fn run(body: impl std::future::Future<Output = ()>) {
+        let _serial = serial();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(body);
+    }
+
+    /// The bound on every wait of these tests.
+    const WAIT: Duration = Duration::from_secs(60);
+    const TOPIC: &str = "hostile";
+
+    fn tp() -> TopicPartition {
+        TopicPartition::new(TOPIC, 0)
+    }
+
+    /// Partition 0 of [`TOPIC`] holds `batches`, served from the first one ending past the fetch
+    /// offset; Metadata lists the partitions `indexes`.
+    struct Log {
+        indexes: Vec<i32>,
+        batches: Vec<(i64, Bytes)>,
+    }
+
+    impl Script for Log {
+        fn metadata(&self, _: &MetadataRequest) -> MetadataResponse {
+            MetadataResponse { topics: vec![topic_metadata(TOPIC, &self.indexes)], ..Default::default() }
+        }
+
+        fn fetch(&self, request: &FetchRequest) -> FetchResponse {
+            fetch_answer(request, |partition, from| {
+                let mut out = BytesMut::new();
+                for (next, bytes) in self.batches.iter().filter(|(next, _)| partition == 0 && *next > from) {
+                    let _ = next;
+                    out.extend_from_slice(bytes);
+                }
+                (!out.is_empty()).then(|| out.freeze())
+            })
+        }
+    }
+
+    /// A batch at `base` of one record with `value`, compressed with `codec`; with its next offset.
+    fn batch(base: i64, value: &[u8], codec: Compression) -> (i64, Bytes) {
+        let mut b = BatchBuilder::new(base);
+        b.push(1_700_000_000_000, None, Some(value), &[]).unwrap();
+        (base + 1, b.finish(codec))
+    }
+
+    async fn consumer(broker: &HostileBroker, tune: impl FnOnce(&mut ConsumerConfig)) -> Consumer {
+        let mut config = ConsumerConfig::new(broker.addr());
+        config.fetch_max_wait = Duration::from_millis(100);
+        tune(&mut config);
+        let consumer =
+            tokio::time::timeout(WAIT, Consumer::new(config)).await.expect("connects in time").expect("consumer");
+        consumer.assign([tp()]);
+        consumer.seek(&tp(), 0).expect("seek");
+        consumer
+    }
+
+    /// Polls until `n` records were handed out (dropping them as they come) or an error.
+    async fn consume(consumer: &Consumer, n: usize) -> Result<Vec<i64>, Error> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut offsets = Vec::new();
+        while offsets.len() < n {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert!(!left.is_zero(), "timed out polling; got offsets {offsets:?}");
+            let records: Vec<ConsumerRecord> =
+                tokio::time::timeout(left, consumer.poll(Duration::from_millis(200))).await.expect("poll in time")?;
+            offsets.extend(records.iter().map(|r| r.offset));
+        }
+        Ok(offsets)
+    }
+
+    /// A Metadata answer naming partition 2^31 - 1 of a 3-partition topic used to size the
+    /// consumer's leader table by that index (16 GiB, and `+ 1` overflowing in a debug build).
+    #[test]
+    fn regression_a_huge_partition_index_does_not_size_the_leader_table() {
+        run(async {
+            let log = Log { indexes: vec![0, 1, i32::MAX], batches: vec![batch(0, b"v", Compression::None)] };
+            let broker = HostileBroker::start(log).await;
+            let (peak, offsets) = peak_alloc_during_async(async {
+                let consumer = consumer(&broker, |_| {}).await;
+                let offsets = consume(&consumer, 1).await;
+                consumer.close().await.expect("close");
+                offsets
+            })
+            .await;
+            assert_eq!(offsets.expect("poll"), vec![0]);
+            check_peak("metadata partition index 2^31 - 1, consumer", peak, 16 * MIB);
+        })
+    }
+
+    /// Batches of one 4 MiB value each, zstd-compressed to a few hundred bytes: memory follows
+    /// fetch.max.bytes and queued.max.messages.kbytes (8 MiB each here) counted after
+    /// decompression, not the number of batches in an answer (32 here, 128 MiB decompressed).
+    #[test]
+    fn regression_decompressed_bytes_count_against_the_fetch_budget() {
+        run(async {
+            let value = vec![0u8; 4 * MIB];
+            let batches: Vec<(i64, Bytes)> = (0..32).map(|i| batch(i, &value, Compression::Zstd)).collect();
+            let wire: usize = batches.iter().map(|(_, b)| b.len()).sum();
+            drop(value);
+            let broker = HostileBroker::start(Log { indexes: vec![0], batches }).await;
+            let (peak, offsets) = peak_alloc_during_async(async {
+                let consumer = consumer(&broker, |c| {
+                    c.fetch_max_bytes = 8 * MIB;
+                    c.prefetch_max_bytes = 8 * MIB;
+                })
+                .await;
+                let offsets = consume(&consumer, 32).await;
+                consumer.close().await.expect("close");
+                offsets
+            })
+            .await;
+            assert_eq!(offsets.expect("poll"), (0..32).collect::<Vec<_>>());
+            println!("32 zstd batches of a 4 MiB value: {wire} bytes on the wire");
+            // The buffer (8 MiB), one answer being decompressed (8 MiB), the records of one poll
+            // and the decompressor's window.
+            check_peak("32 x 4 MiB zstd values, budget 8 MiB", peak, 32 * MIB);
+        })
+    }
+
+    /// One zstd batch that decompresses past fetch.max.bytes is refused with a typed error,
+    /// having allocated about the budget.
+    #[test]
+    fn regression_a_batch_decompressing_past_fetch_max_bytes_is_refused() {
+        run(async {
+            let batches = vec![batch(0, &vec![0u8; 64 * MIB], Compression::Zstd)];
+            let broker = HostileBroker::start(Log { indexes: vec![0], batches }).await;
+            let (peak, result) = peak_alloc_during_async(async {
+                let consumer = consumer(&broker, |c| c.fetch_max_bytes = 4 * MIB).await;
+                let result = consume(&consumer, 1).await;
+                consumer.close().await.expect("close");
+                result
+            })
+            .await;
+            match result {
+                Err(Error::CorruptRecord { topic, partition: 0, offset: 0, reason }) if topic == TOPIC => {
+                    assert!(reason.contains("fetch.max.bytes"), "{reason}");
+                }
+                other => panic!("expected the batch to be refused: {other:?}"),
+            }
+            check_peak("one zstd batch of a 64 MiB value, budget 4 MiB", peak, 16 * MIB);
+        })
+    }
+
+    /// A DescribeGroups answer of about 48 KiB: one member assigned 4096 partitions of a topic
+    /// with a 32 KiB name. The assignment used to copy the name once per partition (128 MiB).
+    #[test]
+    fn regression_a_member_assignment_holds_each_topic_name_once() {
+        run(async {
+            let name = "x".repeat(i16::MAX as usize);
+            let mut assignment = BytesMut::new();
+            assignment.put_i16(0);
+            assignment.put_i32(1);
+            assignment.put_i16(name.len() as i16);
+            assignment.put_slice(name.as_bytes());
+            assignment.put_i32(4096);
+            for p in 0..4096 {
+                assignment.put_i32(p);
+            }
+            let assignment = assignment.freeze();
+            let wire = assignment.len();
+            let broker = HostileBroker::start(OneGroup { assignment }).await;
+            let (peak, assigned) = peak_alloc_during_async(async {
+                let admin = tokio::time::timeout(WAIT, Admin::connect(ClientConfig::new(broker.addr())))
+                    .await
+                    .expect("connects in time")
+                    .expect("admin");
+                let groups = tokio::time::timeout(WAIT, admin.describe_groups(&["g"]))
+                    .await
+                    .expect("describe in time")
+                    .expect("describe");
+                let assigned = groups[0].members[0].assigned_partitions().expect("a consumer assignment");
+                (assigned.len(), assigned[0].0.len(), assigned[0].1.len())
+            })
+            .await;
+            assert_eq!(assigned, (1, name.len(), 4096));
+            println!("DescribeGroups assignment: {wire} bytes");
+            check_peak("member assignment, 4096 partitions of a 32 KiB name", peak, 4 * MIB);
+        })
+    }
+
+    /// One zstd batch (about 1 KB) of one record with 4 Mi empty headers (8 MiB decompressed).
+    /// Decoded into 64-byte `Header`s they took 256 MiB; kept as their bytes, about the 8 MiB.
+    #[test]
+    fn regression_record_headers_take_the_memory_of_their_bytes() {
+        run(async {
+            const HEADERS: usize = 4 << 20;
+            let mut body = BytesMut::new();
+            // attributes, timestampDelta 0, offsetDelta 0, key -1, value -1 (zigzag varints)
+            body.put_slice(&[0, 0, 0, 1, 1]);
+            put_varint(&mut body, HEADERS as i32);
+            for _ in 0..HEADERS {
+                // An empty key and a null value.
+                body.put_slice(&[0, 1]);
+            }
+            let mut record = BytesMut::new();
+            put_varint(&mut record, body.len() as i32);
+            record.put_slice(&body);
+            drop(body);
+            let mut packed = BytesMut::new();
+            compress(Compression::Zstd, &record, &mut packed);
+            drop(record);
+            let batch = super::raw_batch(Compression::Zstd, 1, &packed);
+            let wire = batch.len();
+            let broker = HostileBroker::start(Log { indexes: vec![0], batches: vec![(1, batch)] }).await;
+            let (peak, headers) = peak_alloc_during_async(async {
+                let consumer = consumer(&broker, |_| {}).await;
+                let deadline = tokio::time::Instant::now() + WAIT;
+                let record = loop {
+                    assert!(tokio::time::Instant::now() < deadline, "no record in time");
+                    let mut records = tokio::time::timeout(WAIT, consumer.poll(Duration::from_millis(200)))
+                        .await
+                        .expect("poll in time")
+                        .expect("poll");
+                    if let Some(r) = records.pop() {
+                        break r;
+                    }
+                };
+                let headers = (record.headers.len(), record.headers.iter().filter(|h| h.key.is_empty()).count());
+                consumer.close().await.expect("close");
+                headers
+            })
+            .await;
+            assert_eq!(headers, (HEADERS, HEADERS));
+            println!("zstd batch of 4 Mi empty headers: {wire} bytes on the wire");
+            check_peak("4 Mi empty record headers (8 MiB decompressed)", peak, 32 * MIB);
+        })
+    }
+
+    /// A record kept from a poll keeps its Fetch answer alive (here about 1 MiB: 1000 records
+    /// of 1 KiB, uncompressed) until it is detached, which leaves it holding its own bytes.
+    #[test]
+    fn a_detached_record_no_longer_pins_its_fetch_answer() {
+        run(async {
+            let mut b = BatchBuilder::new(0);
+            for i in 0..1000u32 {
+                let value = [i as u8; 1024];
+                b.push(1_700_000_000_000, Some(&i.to_be_bytes()), Some(&value), &[]).unwrap();
+            }
+            let batches = vec![(1000, b.finish(Compression::None))];
+            let broker = HostileBroker::start(Log { indexes: vec![0], batches }).await;
+            let mut kept = {
+                let consumer = consumer(&broker, |_| {}).await;
+                let deadline = tokio::time::Instant::now() + WAIT;
+                let mut records = Vec::new();
+                while records.len() < 1000 {
+                    assert!(tokio::time::Instant::now() < deadline, "timed out polling");
+                    let got = tokio::time::timeout(WAIT, consumer.poll(Duration::from_millis(200)))
+                        .await
+                        .expect("poll in time")
+                        .expect("poll");
+                    records.extend(got);
+                }
+                consumer.close().await.expect("close");
+                records.swap_remove(500)
+            };
+            let before = super::CURRENT.load(std::sync::atomic::Ordering::Relaxed);
+            kept.detach();
+            let after = super::CURRENT.load(std::sync::atomic::Ordering::Relaxed);
+            let freed = before.saturating_sub(after);
+            println!("detaching one 1 KiB record kept from a 1 MiB fetch answer freed {freed} bytes");
+            assert_eq!(kept.value.as_deref(), Some(&[500u32 as u8; 1024][..]));
+            assert_eq!(kept.key.as_deref(), Some(&500u32.to_be_bytes()[..]));
+            assert!(freed >= 1000 * 1024, "the answer was not released: {freed} bytes freed");
+        })
+    }
+
+    struct OneGroup {
+        assignment: Bytes,
+    }
+
+    impl Script for OneGroup {
+        fn metadata(&self, _: &MetadataRequest) -> MetadataResponse {
+            MetadataResponse::default()
+        }
+
+        fn describe_groups(&self, request: &DescribeGroupsRequest) -> DescribeGroupsResponse {
+            DescribeGroupsResponse {
+                groups: request
+                    .groups
+                    .iter()
+                    .map(|g| DescribedGroup {
+                        error_code: ErrorCode::NONE,
+                        group_id: g.clone(),
+                        group_state: "Stable".into(),
+                        protocol_type: "consumer".into(),
+                        protocol_data: "range".into(),
+                        members: vec![DescribedGroupMember {
+                            member_id: "m".into(),
+                            client_id: "c".into(),
+                            client_host: "/127.0.0.1".into(),
+                            member_assignment: self.assignment.clone(),
+                            ..Default::default()
+                        }],
+                        authorized_operations: i32::MIN,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+        }
+    }
 }

@@ -263,7 +263,7 @@ fn rebuild(batch: &RecordBatch, records: &[Record]) {
         b.set_log_append_time(Some(h.max_timestamp));
     }
     for r in records {
-        b.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &r.headers).unwrap();
+        b.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &r.headers.to_vec()).unwrap();
     }
     let rebuilt = RecordBatch::parse(b.finish(batch.compression())).unwrap();
     assert_eq!(rebuilt.compression(), batch.compression());

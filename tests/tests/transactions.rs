@@ -171,7 +171,7 @@ fn copy_records(output: &str, batch: &[ConsumerRecord], out: &mut Vec<ProducerRe
         partition: Some(r.partition),
         key: r.key.clone(),
         value: r.value.clone(),
-        headers: r.headers.clone(),
+        headers: r.headers.to_vec(),
         timestamp: None,
     }));
 }

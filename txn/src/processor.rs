@@ -414,7 +414,7 @@ mod tests {
             timestamp_type: TimestampType::CreateTime,
             key: None,
             value: None,
-            headers: Vec::new(),
+            headers: Default::default(),
             leader_epoch,
         }
     }

@@ -166,7 +166,7 @@ fn rebuild(batch: &RecordBatch, records: &[Record]) {
             r.timestamp,
             r.key.as_deref(),
             r.value.as_deref(),
-            &r.headers,
+            &r.headers.to_vec(),
         )
         .expect("a decoded record fits a builder");
     }

@@ -360,9 +360,11 @@ pub struct MemberDescription {
 }
 
 impl MemberDescription {
-    /// The partitions assigned to the member, for a group of protocol type `consumer`: `None` if
-    /// the assignment is not a consumer protocol assignment.
-    pub fn assigned_partitions(&self) -> Option<Vec<(String, i32)>> {
+    /// The partitions assigned to the member, for a group of protocol type `consumer`, per topic
+    /// as the assignment lists them: `None` if the assignment is not a consumer protocol
+    /// assignment. Each topic name is held once however many partitions it has, so the result
+    /// takes about as much memory as the assignment's bytes.
+    pub fn assigned_partitions(&self) -> Option<Vec<(String, Vec<i32>)>> {
         decode_consumer_assignment(self.assignment.clone()).ok()
     }
 
@@ -535,7 +537,23 @@ impl Admin {
     /// A topic that cannot be created is an [`Error::Broker`] (`TOPIC_ALREADY_EXISTS`,
     /// `INVALID_CONFIG`, `INVALID_REPLICATION_FACTOR`, ...) naming it; the first such topic in
     /// `topics`' order is reported, the others have been created.
+    /// [`Admin::create_topics_each`] reports every topic's outcome.
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the topics created or not.
     pub async fn create_topics(&self, topics: &[NewTopic], validate_only: bool) -> Result<Vec<CreatedTopic>> {
+        self.create_topics_each(topics, validate_only).await?.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// As [`Admin::create_topics`], with one result per topic (in `topics`' order, duplicates
+    /// once): the error is per topic, and the call fails as a whole only if the controller could
+    /// not be asked (or answered without a topic, or its leaders did not appear in time).
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the topics created or not.
+    pub async fn create_topics_each(
+        &self,
+        topics: &[NewTopic],
+        validate_only: bool,
+    ) -> Result<Vec<(String, Result<CreatedTopic>)>> {
         let mut results: HashMap<&str, Result<CreatedTopic>> = HashMap::new();
         let mut pending: Vec<&NewTopic> = dedup_by(topics.iter(), |t| t.name.as_str());
         let mut backoff = Backoff::new(self.timeout);
@@ -602,26 +620,44 @@ impl Admin {
                 }
             }
         }
-        let mut created = Vec::new();
-        for t in dedup_by(topics.iter(), |t| t.name.as_str()) {
-            created.push(results.remove(t.name.as_str()).unwrap_or_else(|| Err(self.timed_out("CreateTopics")))?);
-        }
+        let mut outcomes: Vec<(String, Result<CreatedTopic>)> = dedup_by(topics.iter(), |t| t.name.as_str())
+            .into_iter()
+            .map(|t| {
+                let result = results.remove(t.name.as_str()).unwrap_or_else(|| Err(self.timed_out("CreateTopics")));
+                (t.name.clone(), result)
+            })
+            .collect();
         if self.wait_for_metadata && !validate_only {
-            let expected: Vec<(&str, i32)> = created.iter().map(|t| (t.name.as_str(), t.partitions)).collect();
-            let counts = self.wait_for_leaders(&expected).await?;
-            for t in &mut created {
-                if let Some(n) = counts.get(&t.name) {
-                    t.partitions = *n;
+            let expected: Vec<(&str, i32)> =
+                outcomes.iter().filter_map(|(_, r)| r.as_ref().ok()).map(|t| (t.name.as_str(), t.partitions)).collect();
+            if !expected.is_empty() {
+                let counts = self.wait_for_leaders(&expected).await?;
+                for t in outcomes.iter_mut().filter_map(|(_, r)| r.as_mut().ok()) {
+                    if let Some(n) = counts.get(&t.name) {
+                        t.partitions = *n;
+                    }
                 }
             }
         }
-        Ok(created)
+        Ok(outcomes)
     }
 
     /// Deletes topics (DeleteTopics to the controller) and, unless disabled with
     /// [`Admin::with_wait_for_metadata`], waits until the metadata no longer lists them. A
-    /// topic that does not exist is an `UNKNOWN_TOPIC_OR_PARTITION` error naming it.
+    /// topic that does not exist is an `UNKNOWN_TOPIC_OR_PARTITION` error naming it (the first
+    /// such topic is reported; [`Admin::delete_topics_each`] reports every topic's outcome).
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the topics deleted or not.
     pub async fn delete_topics(&self, topics: &[impl AsRef<str>]) -> Result<()> {
+        self.delete_topics_each(topics).await?.into_iter().try_for_each(|(_, r)| r)
+    }
+
+    /// As [`Admin::delete_topics`], with one result per topic (in `topics`' order, duplicates
+    /// once): the call fails as a whole only if the controller could not be asked (or answered
+    /// without a topic, or the deleted topics stayed listed too long).
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the topics deleted or not.
+    pub async fn delete_topics_each(&self, topics: &[impl AsRef<str>]) -> Result<Vec<(String, Result<()>)>> {
         let names: Vec<&str> = dedup_by(topics.iter().map(AsRef::as_ref), |t| *t);
         let mut results: HashMap<&str, Result<()>> = HashMap::new();
         let mut pending = names.clone();
@@ -665,13 +701,15 @@ impl Admin {
                 }
             }
         }
-        for t in &names {
-            results.remove(t).unwrap_or_else(|| Err(self.timed_out("DeleteTopics")))?;
+        let outcomes: Vec<(String, Result<()>)> = names
+            .iter()
+            .map(|t| ((*t).to_owned(), results.remove(t).unwrap_or_else(|| Err(self.timed_out("DeleteTopics")))))
+            .collect();
+        let deleted: Vec<&str> = outcomes.iter().filter(|(_, r)| r.is_ok()).map(|(t, _)| t.as_str()).collect();
+        if self.wait_for_metadata && !deleted.is_empty() {
+            self.wait_for_absence(&deleted).await?;
         }
-        if self.wait_for_metadata {
-            self.wait_for_absence(&names).await?;
-        }
-        Ok(())
+        Ok(outcomes)
     }
 
     /// Grows `topic` to `new_total` partitions (CreatePartitions to the controller) and, unless
@@ -833,19 +871,55 @@ impl Admin {
     /// Describes classic groups (DescribeGroups to each group's coordinator), in the order
     /// given. A group that does not exist is a `GROUP_ID_NOT_FOUND` error naming it (older
     /// brokers report such groups as `Dead`, which is turned into the same error).
+    ///
+    /// The first failing group is reported; [`Admin::describe_groups_each`] reports each.
+    /// Cancel-safe: it only reads.
     pub async fn describe_groups(&self, groups: &[impl AsRef<str>]) -> Result<Vec<GroupDescription>> {
+        self.describe_groups_each(groups).await?.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// As [`Admin::describe_groups`], with one result per group (in the order given,
+    /// duplicates once); fails as a whole only if the coordinators cannot be found or asked.
+    /// Cancel-safe: it only reads.
+    pub async fn describe_groups_each(
+        &self,
+        groups: &[impl AsRef<str>],
+    ) -> Result<Vec<(String, Result<GroupDescription>)>> {
         let ids = dedup_by(groups.iter().map(|g| g.as_ref().to_owned()), |g| g.clone());
-        let mut found = self.by_coordinator(ids.clone(), |node, gs| self.describe_groups_on(node, gs)).await?;
-        Ok(ids.iter().filter_map(|g| found.remove(g)).collect())
+        let mut found = self.by_coordinator_each(ids.clone(), |node, gs| self.describe_groups_on(node, gs)).await?;
+        Ok(ids
+            .into_iter()
+            .map(|g| {
+                let result = found.remove(&g).unwrap_or_else(|| Err(self.timed_out("DescribeGroups")));
+                (g, result)
+            })
+            .collect())
     }
 
     /// Deletes groups (DeleteGroups to each group's coordinator) with their committed offsets.
     /// Only empty groups can be deleted (`NON_EMPTY_GROUP`); a group that does not exist is a
-    /// `GROUP_ID_NOT_FOUND` error.
+    /// `GROUP_ID_NOT_FOUND` error. The first failing group is reported;
+    /// [`Admin::delete_groups_each`] reports each.
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the groups deleted or not.
     pub async fn delete_groups(&self, groups: &[impl AsRef<str>]) -> Result<()> {
+        self.delete_groups_each(groups).await?.into_iter().try_for_each(|(_, r)| r)
+    }
+
+    /// As [`Admin::delete_groups`], with one result per group (in the order given, duplicates
+    /// once); fails as a whole only if the coordinators cannot be found or asked.
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the groups deleted or not.
+    pub async fn delete_groups_each(&self, groups: &[impl AsRef<str>]) -> Result<Vec<(String, Result<()>)>> {
         let ids = dedup_by(groups.iter().map(|g| g.as_ref().to_owned()), |g| g.clone());
-        self.by_coordinator(ids, |node, gs| self.delete_groups_on(node, gs)).await?;
-        Ok(())
+        let mut found = self.by_coordinator_each(ids.clone(), |node, gs| self.delete_groups_on(node, gs)).await?;
+        Ok(ids
+            .into_iter()
+            .map(|g| {
+                let result = found.remove(&g).unwrap_or_else(|| Err(self.timed_out("DeleteGroups")));
+                (g, result)
+            })
+            .collect())
     }
 
     /// The offsets `group` has committed (OffsetFetch to its coordinator), for every partition
@@ -1503,9 +1577,31 @@ impl Admin {
         Ok(done)
     }
 
+    /// As [`Admin::by_coordinator_each`], failing with the first group's error (in `groups`'
+    /// order).
+    async fn by_coordinator<T, F, Fut>(&self, groups: Vec<String>, send: F) -> Result<HashMap<String, T>>
+    where
+        F: FnMut(i32, Vec<String>) -> Fut,
+        Fut: Future<Output = Result<Vec<(String, Result<T>)>>>,
+    {
+        let mut results = self.by_coordinator_each(groups.clone(), send).await?;
+        let mut done = HashMap::new();
+        for g in groups {
+            if let Some(result) = results.remove(&g) {
+                done.insert(g, result?);
+            }
+        }
+        Ok(done)
+    }
+
     /// Sends per-group requests to each group's coordinator, retrying the groups whose
-    /// coordinator moved or is loading until the timeout.
-    async fn by_coordinator<T, F, Fut>(&self, groups: Vec<String>, mut send: F) -> Result<HashMap<String, T>>
+    /// coordinator moved or is loading until the timeout; one result per group. Fails as a
+    /// whole only if the coordinators cannot be found or asked.
+    async fn by_coordinator_each<T, F, Fut>(
+        &self,
+        groups: Vec<String>,
+        mut send: F,
+    ) -> Result<HashMap<String, Result<T>>>
     where
         F: FnMut(i32, Vec<String>) -> Fut,
         Fut: Future<Output = Result<Vec<(String, Result<T>)>>>,
@@ -1536,14 +1632,13 @@ impl Admin {
                                 continue;
                             }
                             match result {
-                                Ok(v) => {
-                                    done.insert(g, v);
-                                }
                                 Err(e) if e.code().is_some_and(is_coordinator_error) => {
                                     retry.push(g);
                                     last = Some(e);
                                 }
-                                Err(e) => return Err(e),
+                                result => {
+                                    done.insert(g, result);
+                                }
                             }
                         }
                         if let Some(g) = gs.iter().find(|g| !answered.contains(*g)) {
@@ -1557,7 +1652,11 @@ impl Admin {
             }
             pending = retry;
             if !pending.is_empty() && !backoff.wait().await {
-                return Err(last.unwrap_or_else(|| self.timed_out("group request")));
+                let e = last.unwrap_or_else(|| self.timed_out("group request"));
+                for g in pending {
+                    done.insert(g, Err(e.clone()));
+                }
+                break;
             }
         }
         Ok(done)
@@ -1843,19 +1942,24 @@ fn find_topic<'a>(
 
 /// The partitions of a consumer protocol assignment (`ConsumerProtocolAssignment` v0-v3:
 /// version, `[topic, [partition]]`, user data).
-fn decode_consumer_assignment(mut buf: Bytes) -> DecodeResult<Vec<(String, i32)>> {
+fn decode_consumer_assignment(mut buf: Bytes) -> DecodeResult<Vec<(String, Vec<i32>)>> {
     let mut out = Vec::new();
     if buf.is_empty() {
         return Ok(out);
     }
     let _version = get_i16(&mut buf, "assignment version")?;
+    // Both counts are checked against the bytes left (6 and 4 bytes at least per item), so
+    // reserving them follows the input.
     let topics = get_array_len(&mut buf, false, 6, "assigned topics")?.unwrap_or(0);
+    out.reserve(topics);
     for _ in 0..topics {
         let topic = get_string(&mut buf, false, "assigned topic")?;
-        let partitions = get_array_len(&mut buf, false, 4, "assigned partitions")?.unwrap_or(0);
-        for _ in 0..partitions {
-            out.push((topic.to_string(), get_i32(&mut buf, "assigned partition")?));
+        let count = get_array_len(&mut buf, false, 4, "assigned partitions")?.unwrap_or(0);
+        let mut partitions = Vec::with_capacity(count);
+        for _ in 0..count {
+            partitions.push(get_i32(&mut buf, "assigned partition")?);
         }
+        out.push((topic.to_string(), partitions));
     }
     Ok(out)
 }
@@ -1889,7 +1993,7 @@ mod tests {
         put_i32(&mut buf, 1);
         put_nullable_bytes(&mut buf, false, None);
         let parts = decode_consumer_assignment(buf.freeze()).unwrap();
-        assert_eq!(parts, vec![("a".into(), 0), ("a".into(), 2), ("b".into(), 1)]);
+        assert_eq!(parts, vec![("a".into(), vec![0, 2]), ("b".into(), vec![1])]);
         assert_eq!(decode_consumer_assignment(Bytes::new()).unwrap(), vec![]);
         assert!(decode_consumer_assignment(Bytes::from_static(&[0, 0, 0, 0, 0, 9])).is_err());
     }

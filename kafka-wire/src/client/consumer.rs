@@ -4,9 +4,12 @@
 //! A background driver task owns the network side: it keeps one Fetch request in flight per
 //! broker for the assigned, unpaused partitions (up to `queued.max.messages.kbytes` of fetched
 //! data waiting), resolves positions (committed offsets, `auto.offset.reset`), and runs the
-//! group membership. The application's task decodes records as it polls them, so decoding
-//! scales with the application's own concurrency; positions advance only as records are handed
-//! out, and a seek discards whatever was fetched for the old position.
+//! group membership. Each Fetch answer is checked (CRCs), filtered (read_committed) and
+//! decompressed by the task that sent it, outside the state's lock (on the blocking pool when
+//! it is large or compressed), within `fetch.max.bytes` counted after decompression. The
+//! application's task decodes records as it polls them, so decoding scales with the
+//! application's own concurrency; positions advance only as records are handed out, and a seek
+//! discards whatever was fetched for the old position.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -31,7 +34,7 @@ use crate::codec::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, MetadataResponse, OffsetCommitRequest, OffsetFetchRequest,
     OffsetForLeaderEpochRequest,
 };
-use crate::codec::record_batch::{Header, RecordBatch, RecordBatches, Records, TimestampType};
+use crate::codec::record_batch::{BatchHeader, Headers, RecordBatches, Records, TimestampType, HEADER_SIZE};
 use crate::codec::{ErrorCode, Uuid};
 use crate::proto::fetch_session::{FetchSession, SessionPartition};
 use crate::proto::producer::TopicPartition;
@@ -47,7 +50,8 @@ pub struct ConsumerRecord {
     pub timestamp_type: TimestampType,
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
-    pub headers: Vec<Header>,
+    /// Decoded as they are read: they take the memory of their bytes, however many there are.
+    pub headers: Headers,
     /// The leader epoch of the batch the record came in, -1 if unknown.
     pub leader_epoch: i32,
 }
@@ -55,6 +59,20 @@ pub struct ConsumerRecord {
 impl ConsumerRecord {
     pub fn topic_partition(&self) -> TopicPartition {
         TopicPartition { topic: self.topic.clone(), partition: self.partition }
+    }
+
+    /// Copies the key, value and headers into buffers of their own.
+    ///
+    /// They are slices of what was fetched, not copies: of the whole Fetch answer for a batch
+    /// that was not compressed (at most `receive.message.max.bytes`; in practice about
+    /// `fetch.max.bytes`, 50 MiB, or `max.partition.fetch.bytes` per partition), of the
+    /// decompressed batch for a compressed one (at most `fetch.max.bytes`). A record kept after
+    /// the others of its poll are dropped keeps that whole buffer alive; detach the records you
+    /// keep for long (a cache, a window of recent values) so that each holds only its own bytes.
+    pub fn detach(&mut self) {
+        self.key = self.key.as_deref().map(Bytes::copy_from_slice);
+        self.value = self.value.as_deref().map(Bytes::copy_from_slice);
+        self.headers = self.headers.detached();
     }
 }
 
@@ -127,6 +145,8 @@ pub(super) struct Inner {
     pub(super) data: Notify,
     pub(super) closing: AtomicBool,
     pub(super) listener: Mutex<Option<Arc<dyn RebalanceListener>>>,
+    /// Set by [`Consumer::inject_driver_panic`]: the driver panics when it next wakes.
+    panic_requested: AtomicBool,
 }
 
 #[derive(Default)]
@@ -145,6 +165,9 @@ pub(super) struct State {
     /// Rotates the partition polls start at, so that none starves.
     pub(super) next_partition: usize,
     pub(super) driver_stopped: bool,
+    /// Why the driver stopped, if it did not stop because the consumer was closed (a panic):
+    /// what every later call reports.
+    pub(super) driver_failed: Option<Error>,
     pub(super) group: super::consumer_group::GroupState,
 }
 
@@ -169,8 +192,9 @@ pub(super) struct PartitionState {
     pub(super) high_watermark: Option<i64>,
     pub(super) last_stable_offset: Option<i64>,
     pub(super) log_start_offset: Option<i64>,
-    /// Fetched batches not yet handed out, each with its read-committed verdict applied.
-    pub(super) buffer: VecDeque<RecordBatch>,
+    /// Fetched batches not yet handed out (decompressed), those of aborted transactions and
+    /// control batches left out.
+    pub(super) buffer: VecDeque<FetchedBatch>,
     pub(super) current: Option<(Records, i32, TimestampType)>,
     /// Bumped by every seek: fetch results for an older epoch are dropped.
     pub(super) seek_epoch: u64,
@@ -182,9 +206,30 @@ pub(super) struct PartitionState {
     /// The position awaits validation against the leader's log (KIP-320), to be asked no
     /// earlier than this. Nothing is fetched or handed out meanwhile.
     pub(super) validate_at: Option<Instant>,
-    /// The log was truncated below the position and `auto.offset.reset` is none: every poll
-    /// reports this error until the application seeks (Java's `LogTruncationException`).
+    /// An error that stops the partition until the application seeks: every poll reports it.
+    /// The log was truncated below the position and `auto.offset.reset` is none (Java's
+    /// `LogTruncationException`), or the batch at the position is corrupt (Java's
+    /// `CorruptRecordException`: with `check.crcs`, a CRC mismatch; with or without it, a batch
+    /// that does not frame or decompress); seeking past that batch goes on after it. (A record
+    /// inside a batch that does not decode is reported once by `poll` and its batch skipped.)
     pub(super) truncation: Option<Error>,
+    /// A corrupt batch found after the batches buffered: it becomes `truncation` once they
+    /// are handed out. Nothing more is fetched meanwhile.
+    pub(super) corrupt: Option<Error>,
+}
+
+/// A fetched batch, decompressed, waiting to be handed out.
+pub(super) struct FetchedBatch {
+    header: BatchHeader,
+    /// The records section, decompressed (a slice of the Fetch answer if not compressed).
+    data: Bytes,
+}
+
+impl FetchedBatch {
+    /// The bytes it holds, as counted against `queued.max.messages.kbytes`.
+    fn size(&self) -> usize {
+        HEADER_SIZE + self.data.len()
+    }
 }
 
 /// Where a partition without a usable position goes.
@@ -210,13 +255,22 @@ impl Consumer {
             data: Notify::new(),
             closing: AtomicBool::new(false),
             listener: Mutex::new(None),
+            panic_requested: AtomicBool::new(false),
         });
-        tokio::spawn(drive(inner.clone()));
+        spawn_driver(inner.clone());
         Ok(Self { _last_handle: Arc::new(StopOnDrop(inner.clone())), inner })
     }
 
     pub fn config(&self) -> &ConsumerConfig {
         &self.inner.config
+    }
+
+    /// Makes the driver task panic when it next wakes. For tests of what a failed driver does
+    /// (there is no known way to make it panic otherwise); not part of the API.
+    #[doc(hidden)]
+    pub fn inject_driver_panic(&self) {
+        self.inner.panic_requested.store(true, Ordering::Release);
+        self.inner.wake.notify_one();
     }
 
     /// The cluster client underneath.
@@ -274,7 +328,7 @@ impl Consumer {
                     return Ok(records);
                 }
                 if st.driver_stopped {
-                    return Err(Error::Closed { broker: "consumer".into() });
+                    return Err(st.driver_failed.clone().unwrap_or(Error::Closed { broker: "consumer".into() }));
                 }
             }
             self.inner.wake.notify_one();
@@ -327,6 +381,9 @@ impl Consumer {
                 let mut st = self.inner.lock();
                 if let Some(e) = st.poll_error.take() {
                     return Err(e);
+                }
+                if let Some(e) = &st.driver_failed {
+                    return Err(e.clone());
                 }
                 let p = st.partition_mut(tp)?;
                 if let Some(e) = &p.truncation {
@@ -593,11 +650,21 @@ impl Inner {
             if t.error_code != ErrorCode::NONE {
                 continue;
             }
-            let n = t.partitions.iter().map(|p| p.partition_index + 1).max().unwrap_or(0).max(0) as usize;
-            let mut leaders = vec![(-1, -1); n];
+            // A topic's partitions are numbered 0..n-1, so the table is as long as the list the
+            // broker sent, never as long as an index it claims: an index outside the list is a
+            // protocol violation, ignored (that partition stays without a leader).
+            let mut leaders = vec![(-1, -1); t.partitions.len()];
             for p in &t.partitions {
-                if let Some(slot) = leaders.get_mut(p.partition_index as usize) {
-                    *slot = (if p.error_code == ErrorCode::NONE { p.leader_id } else { -1 }, p.leader_epoch);
+                match usize::try_from(p.partition_index).ok().and_then(|i| leaders.get_mut(i)) {
+                    Some(slot) => {
+                        *slot = (if p.error_code == ErrorCode::NONE { p.leader_id } else { -1 }, p.leader_epoch)
+                    }
+                    None => tracing::debug!(
+                        topic = name,
+                        partition = p.partition_index,
+                        count = t.partitions.len(),
+                        "metadata names a partition beyond the topic's partition count; ignored"
+                    ),
                 }
             }
             st.topics.insert(name.into(), TopicMeta { id: t.topic_id, leaders });
@@ -679,7 +746,7 @@ impl State {
 
 impl PartitionState {
     fn buffered(&self) -> usize {
-        self.buffer.iter().map(|b| b.as_bytes().len()).sum()
+        self.buffer.iter().map(FetchedBatch::size).sum()
     }
 
     fn clear(&mut self) {
@@ -688,12 +755,19 @@ impl PartitionState {
         self.seek_epoch += 1;
         self.validate_at = None;
         self.truncation = None;
+        self.corrupt = None;
     }
 
     /// Neither awaiting validation nor stopped by a log truncation: its position can be fetched
     /// from and its records handed out.
     pub(super) fn usable(&self) -> bool {
         self.validate_at.is_none() && self.truncation.is_none()
+    }
+
+    /// Whether the next fetch may ask for this partition: usable, and not stopped at a corrupt
+    /// batch whose preceding records are still being handed out.
+    fn fetchable(&self) -> bool {
+        self.usable() && self.corrupt.is_none()
     }
 
     /// The (offset, leader epoch) the next fetch continues from, if its epoch is known: the
@@ -731,22 +805,22 @@ impl PartitionState {
         while out.len() < max {
             if self.current.is_none() {
                 let Some(batch) = self.buffer.pop_front() else { break };
-                freed += batch.as_bytes().len();
+                freed += batch.size();
                 // Records below the position (a batch fetched from its middle) are skipped below.
-                let records = batch.records(MAX_DECOMPRESSED);
-                self.current = Some((records, batch.header().partition_leader_epoch, batch.header().timestamp_type()));
-                if batch.next_offset() > position && batch.is_control() {
-                    // Control batches were filtered at fetch time; keep the position moving.
-                    self.current = None;
-                    position = batch.next_offset();
-                }
+                let header = &batch.header;
+                self.current = Some((
+                    Records::from_data(header, batch.data),
+                    header.partition_leader_epoch,
+                    header.timestamp_type(),
+                ));
                 continue;
             }
             let Some((records, epoch, ts_type)) = self.current.as_mut() else { break };
             match records.next() {
                 None => self.current = None,
                 Some(Err(e)) => {
-                    // A corrupt batch: report it and skip past it so that polling can go on.
+                    // A batch whose records do not decode: report it and skip past it so that
+                    // polling can go on.
                     *error = Some(Error::Decode { broker: format!("fetch of {tp}"), source: e });
                     self.current = None;
                     break;
@@ -775,22 +849,23 @@ impl PartitionState {
         // transactions) between here and the fetch offset are passed too.
         if self.buffer.is_empty() && self.current.is_none() {
             position = position.max(self.fetch_offset);
+            // What came before a corrupt batch is handed out: the partition stops there.
+            if let Some(e) = self.corrupt.take() {
+                self.truncation = Some(e);
+            }
         }
         self.position = Some(position);
         freed
     }
 }
 
-/// The cap on one batch's decompressed size.
-const MAX_DECOMPRESSED: usize = 256 * 1024 * 1024;
-
 // ===== driver =====
 
 enum DriverEvent {
+    /// A Fetch answer, checked, decompressed and filtered (outside the state's lock).
     Fetched {
         node: i32,
-        request: Vec<(TopicPartition, i64, u64)>,
-        result: Result<FetchResponse>,
+        result: Result<PreparedFetch>,
     },
     Reset {
         tp: TopicPartition,
@@ -821,6 +896,33 @@ struct Validation {
     leader_epoch: i32,
 }
 
+/// Spawns the driver, and a task that notices if it panics: the failure is then what every
+/// pending and later call reports ([`Error::DriverFailed`]), rather than an empty poll forever.
+fn spawn_driver(inner: Arc<Inner>) {
+    let driver = tokio::spawn(drive(inner.clone()));
+    tokio::spawn(async move {
+        let Err(e) = driver.await else { return };
+        if !e.is_panic() {
+            // Cancelled: the runtime is shutting down.
+            return;
+        }
+        let payload = e.into_panic();
+        let reason = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panicked".to_owned());
+        tracing::error!(%reason, "the consumer driver panicked");
+        {
+            let mut st = inner.lock();
+            st.driver_failed = Some(Error::DriverFailed { driver: "consumer", reason });
+            st.driver_stopped = true;
+        }
+        inner.data.notify_waiters();
+        inner.client.close().await;
+    });
+}
+
 async fn drive(inner: Arc<Inner>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<DriverEvent>();
     let mut metadata_in_flight = false;
@@ -828,6 +930,9 @@ async fn drive(inner: Arc<Inner>) {
     loop {
         if inner.closing.load(Ordering::Acquire) {
             break;
+        }
+        if inner.panic_requested.swap(false, Ordering::AcqRel) {
+            panic!("consumer driver panic injected by a test");
         }
         let now = Instant::now();
         // Metadata: for assigned topics (and the subscription's), when something is unknown.
@@ -880,7 +985,7 @@ async fn drive(inner: Arc<Inner>) {
                                 Err(e) => tracing::debug!(error = %e, "consumer metadata refresh failed"),
                             }
                         }
-                        DriverEvent::Fetched { node, request, result } => handle_fetch(&inner, node, &request, result),
+                        DriverEvent::Fetched { node, result } => handle_fetch(&inner, node, result),
                         DriverEvent::Reset { tp, seek_epoch, result } => handle_reset(&inner, tp, seek_epoch, result),
                         DriverEvent::Validated { sent, result } => handle_validation(&inner, &sent, result),
                     }
@@ -1214,7 +1319,7 @@ fn start_fetches(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>) {
     for (tp, p) in &st.partitions {
         if p.position.is_none()
             || p.paused
-            || !p.usable()
+            || !p.fetchable()
             || !p.buffer.is_empty() && p.buffered() >= config.max_partition_fetch_bytes
         {
             continue;
@@ -1293,28 +1398,217 @@ fn start_fetches(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>) {
         st.fetching.insert(node);
         requests.push((node, request, sent));
     }
+    let names: Arc<HashMap<Uuid, Arc<str>>> = Arc::new(st.topics.iter().map(|(n, m)| (m.id, n.clone())).collect());
     drop(st);
+    let rules = PrepareRules {
+        check_crcs: config.check_crcs,
+        read_committed: config.isolation_level == IsolationLevel::ReadCommitted,
+        budget: config.fetch_max_bytes.max(1),
+    };
     for (node, request, sent) in requests {
         let client = inner.client.clone();
         let tx = tx.clone();
         let backoff = inner.config.retry_backoff;
+        let names = names.clone();
         tokio::spawn(async move {
-            let result = client.send(node, &request).await;
-            if result.is_err() {
-                // The node stays marked as fetching meanwhile: a broker that refuses
-                // connections is not asked again in a tight loop.
-                tokio::time::sleep(backoff).await;
-            }
-            let _ = tx.send(DriverEvent::Fetched { node, request: sent, result });
+            let result = match client.send(node, &request).await {
+                Ok(response) => prepare_fetch_off_worker(response, sent, names, rules).await,
+                Err(e) => {
+                    // The node stays marked as fetching meanwhile: a broker that refuses
+                    // connections is not asked again in a tight loop.
+                    tokio::time::sleep(backoff).await;
+                    Err(e)
+                }
+            };
+            let _ = tx.send(DriverEvent::Fetched { node, result });
         });
     }
 }
 
-fn handle_fetch(inner: &Arc<Inner>, node: i32, sent: &[(TopicPartition, i64, u64)], result: Result<FetchResponse>) {
+/// How a Fetch answer is turned into buffered batches.
+#[derive(Clone, Copy, Debug)]
+struct PrepareRules {
+    check_crcs: bool,
+    read_committed: bool,
+    /// `fetch.max.bytes`, counted after decompression: the most one answer may hold once
+    /// decompressed (past its first batch, which is held to it too).
+    budget: usize,
+}
+
+/// Fetched records of this many bytes or more, or any compressed batch, are checked and
+/// decompressed on tokio's blocking pool rather than on an async worker.
+const BLOCKING_THRESHOLD: usize = 64 * 1024;
+
+/// A Fetch answer ready for the state: per partition, what to buffer and where to go on.
+struct PreparedFetch {
+    error_code: ErrorCode,
+    session_id: i32,
+    partitions: Vec<PreparedPartition>,
+}
+
+struct PreparedPartition {
+    tp: TopicPartition,
+    fetched_from: i64,
+    seek_epoch: u64,
+    error_code: ErrorCode,
+    high_watermark: i64,
+    last_stable_offset: i64,
+    log_start_offset: i64,
+    /// The leader's diverging epoch and its end offset (KIP-595); no records come with it.
+    diverging: Option<(i32, i64)>,
+    batches: Vec<FetchedBatch>,
+    /// The offset after the last batch passed (kept or filtered out) and its leader epoch:
+    /// where the next fetch continues.
+    next: Option<(i64, i32)>,
+    /// A batch that cannot be used; the partition stops at it.
+    corrupt: Option<Error>,
+}
+
+/// [`prepare_fetch`], on the blocking pool when the answer is large or compressed.
+async fn prepare_fetch_off_worker(
+    response: FetchResponse,
+    sent: Vec<(TopicPartition, i64, u64)>,
+    names: Arc<HashMap<Uuid, Arc<str>>>,
+    rules: PrepareRules,
+) -> Result<PreparedFetch> {
+    if !needs_blocking(&response) {
+        return Ok(prepare_fetch(response, &sent, &names, rules));
+    }
+    tokio::task::spawn_blocking(move || prepare_fetch(response, &sent, &names, rules))
+        .await
+        .map_err(|e| Error::DriverFailed { driver: "consumer", reason: format!("checking a fetch answer: {e}") })
+}
+
+/// Whether checking and decompressing `response` is worth a trip to the blocking pool.
+fn needs_blocking(response: &FetchResponse) -> bool {
+    let mut total = 0;
+    for pd in response.responses.iter().flat_map(|t| &t.partitions) {
+        let Some(records) = &pd.records else { continue };
+        total += records.len();
+        // The first batch's codec (attribute bits 0-2) tells whether the broker compresses.
+        // (`attributes` is the big-endian int16 at bytes 21-22 of a batch.)
+        let compressed = records.get(22).is_some_and(|attributes_low| attributes_low & 0x07 != 0);
+        if compressed || total >= BLOCKING_THRESHOLD {
+            return true;
+        }
+    }
+    false
+}
+
+/// Checks (CRCs with `check.crcs`), filters (read_committed) and decompresses the batches of a
+/// Fetch answer, without the consumer's state: the CPU work of a fetch happens here, outside
+/// every lock. Decompressed bytes count against `fetch.max.bytes`: past it, the rest of the
+/// answer is dropped and fetched again later (the partition's next fetch starts at the first
+/// batch not kept); a single batch that alone decompresses past it is reported as corrupt.
+fn prepare_fetch(
+    response: FetchResponse,
+    sent: &[(TopicPartition, i64, u64)],
+    names: &HashMap<Uuid, Arc<str>>,
+    rules: PrepareRules,
+) -> PreparedFetch {
+    let mut used = 0usize;
+    let mut over_budget = false;
+    let mut partitions = Vec::new();
+    for t in response.responses {
+        let topic: Arc<str> = names.get(&t.topic_id).cloned().unwrap_or_else(|| (&*t.topic).into());
+        for pd in t.partitions {
+            let tp = TopicPartition::new(topic.clone(), pd.partition_index);
+            let Some(&(_, fetched_from, seek_epoch)) = sent.iter().find(|(s, ..)| *s == tp) else { continue };
+            let mut prepared = PreparedPartition {
+                tp,
+                fetched_from,
+                seek_epoch,
+                error_code: pd.error_code,
+                high_watermark: pd.high_watermark,
+                last_stable_offset: pd.last_stable_offset,
+                log_start_offset: pd.log_start_offset,
+                diverging: (pd.diverging_epoch.epoch >= 0)
+                    .then_some((pd.diverging_epoch.epoch, pd.diverging_epoch.end_offset)),
+                batches: Vec::new(),
+                next: None,
+                corrupt: None,
+            };
+            if pd.error_code != ErrorCode::NONE || prepared.diverging.is_some() || over_budget {
+                partitions.push(prepared);
+                continue;
+            }
+            let mut filter = rules.read_committed.then(|| {
+                AbortedFilter::new(pd.aborted_transactions.iter().flatten().map(|a| (a.producer_id, a.first_offset)))
+            });
+            let records = pd.records.unwrap_or_default();
+            let mut batches =
+                if rules.check_crcs { RecordBatches::new(records) } else { RecordBatches::without_crc_check(records) };
+            let mut fetch_offset = fetched_from;
+            loop {
+                let at = batches.next_base_offset();
+                let batch = match batches.next() {
+                    None => break,
+                    Some(Ok(b)) => b,
+                    Some(Err(e)) => {
+                        prepared.corrupt = Some(corrupt(&prepared.tp, at.unwrap_or(fetch_offset).max(fetch_offset), e));
+                        break;
+                    }
+                };
+                if batch.next_offset() <= fetch_offset {
+                    continue;
+                }
+                let keep = filter.as_mut().map_or(!batch.is_control(), |f| f.keep(&batch));
+                if keep {
+                    // The first batch of the answer may take the whole budget; a later one only
+                    // what is left, so that no more than the budget is ever decompressed.
+                    let limit = if used == 0 { rules.budget } else { rules.budget - used };
+                    match batch.records_data(limit) {
+                        Ok(data) => {
+                            used += HEADER_SIZE + data.len();
+                            prepared.batches.push(FetchedBatch { header: batch.header().clone(), data });
+                        }
+                        Err(crate::codec::DecodeError::DecompressedTooLarge { .. }) if used > 0 => {
+                            over_budget = true;
+                            break;
+                        }
+                        Err(e) => {
+                            prepared.corrupt = Some(corrupt(&prepared.tp, batch.base_offset().max(fetch_offset), e));
+                            break;
+                        }
+                    }
+                }
+                fetch_offset = batch.next_offset();
+                prepared.next = Some((fetch_offset, batch.header().partition_leader_epoch));
+                if used >= rules.budget {
+                    over_budget = true;
+                    break;
+                }
+            }
+            partitions.push(prepared);
+        }
+    }
+    PreparedFetch { error_code: response.error_code, session_id: response.session_id, partitions }
+}
+
+/// The error of a batch that cannot be used, at `offset` of `tp`.
+fn corrupt(tp: &TopicPartition, offset: i64, e: crate::codec::DecodeError) -> Error {
+    let reason = match e {
+        crate::codec::DecodeError::DecompressedTooLarge { limit, .. } => {
+            format!("the batch decompresses to more than fetch.max.bytes ({limit} bytes)")
+        }
+        e => e.to_string(),
+    };
+    Error::CorruptRecord { topic: tp.topic.to_string(), partition: tp.partition, offset, reason }
+}
+
+fn handle_fetch(inner: &Arc<Inner>, node: i32, result: Result<PreparedFetch>) {
     let mut st = inner.lock();
     st.fetching.remove(&node);
     let response = match result {
         Ok(r) => r,
+        Err(e @ Error::DriverFailed { .. }) => {
+            // Checking the answer panicked: a bug, not a fault of the broker's. The consumer
+            // stops as if its driver had panicked, rather than fetching the same answer forever.
+            tracing::error!(node, error = %e, "the consumer stops");
+            st.driver_failed = Some(e);
+            inner.closing.store(true, Ordering::Release);
+            return;
+        }
         Err(e) => {
             tracing::debug!(node, error = %e, "fetch failed");
             if let Some(s) = st.sessions.get_mut(&node) {
@@ -1334,68 +1628,51 @@ fn handle_fetch(inner: &Arc<Inner>, node: i32, sent: &[(TopicPartition, i64, u64
         }
         return;
     }
-    let names: HashMap<Uuid, Arc<str>> = st.topics.iter().map(|(n, m)| (m.id, n.clone())).collect();
-    let read_committed = inner.config.isolation_level == IsolationLevel::ReadCommitted;
-    let check_crcs = inner.config.check_crcs;
     let mut added = 0;
-    for t in response.responses {
-        let topic: Arc<str> = names.get(&t.topic_id).cloned().unwrap_or_else(|| (&*t.topic).into());
-        for pd in t.partitions {
-            let tp = TopicPartition::new(topic.clone(), pd.partition_index);
-            let Some(&(_, fetched_from, seek_epoch)) = sent.iter().find(|(s, ..)| *s == tp) else { continue };
-            let Some(p) = st.partitions.get_mut(&tp) else { continue };
-            // A position awaiting validation (or stopped by a truncation) takes no data fetched
-            // before: it may come from the part of the log a new leader truncated.
-            if p.seek_epoch != seek_epoch || p.fetch_offset != fetched_from || !p.usable() {
+    for pd in response.partitions {
+        let tp = &pd.tp;
+        let Some(p) = st.partitions.get_mut(tp) else { continue };
+        // A position awaiting validation (or stopped by a truncation) takes no data fetched
+        // before: it may come from the part of the log a new leader truncated.
+        if p.seek_epoch != pd.seek_epoch || p.fetch_offset != pd.fetched_from || !p.fetchable() {
+            continue;
+        }
+        match pd.error_code {
+            ErrorCode::NONE => {}
+            ErrorCode::OFFSET_OUT_OF_RANGE => {
+                p.clear();
+                p.position = None;
+                p.reset = None;
                 continue;
             }
-            match pd.error_code {
-                ErrorCode::NONE => {}
-                ErrorCode::OFFSET_OUT_OF_RANGE => {
-                    p.clear();
-                    p.position = None;
-                    p.reset = None;
-                    continue;
-                }
-                code => {
-                    tracing::debug!(%tp, ?code, "fetch partition error");
-                    st.metadata_wanted = true;
-                    continue;
-                }
-            }
-            p.high_watermark = Some(pd.high_watermark);
-            p.last_stable_offset = (pd.last_stable_offset >= 0).then_some(pd.last_stable_offset);
-            p.log_start_offset = (pd.log_start_offset >= 0).then_some(pd.log_start_offset);
-            if pd.diverging_epoch.epoch >= 0 {
-                // The leader's log differs from what was fetched from the end of this epoch on
-                // (KIP-595): the fetch carried no records.
-                let diverging = &pd.diverging_epoch;
-                apply_epoch_end(p, &tp, diverging.epoch, diverging.end_offset, inner.config.auto_offset_reset);
+            code => {
+                tracing::debug!(%tp, ?code, "fetch partition error");
+                st.metadata_wanted = true;
                 continue;
             }
-            let mut filter = read_committed.then(|| {
-                AbortedFilter::new(pd.aborted_transactions.iter().flatten().map(|a| (a.producer_id, a.first_offset)))
-            });
-            for batch in RecordBatches::new(pd.records.unwrap_or_default()) {
-                let batch = match batch {
-                    Ok(b) => b,
-                    Err(e) if !check_crcs && matches!(e, crate::codec::DecodeError::CrcMismatch { .. }) => continue,
-                    Err(e) => {
-                        st.poll_error = Some(Error::Decode { broker: format!("node {node}"), source: e });
-                        break;
-                    }
-                };
-                let Some(p) = st.partitions.get_mut(&tp) else { break };
-                if batch.next_offset() <= p.fetch_offset {
-                    continue;
-                }
-                p.fetch_offset = batch.next_offset();
-                p.last_fetched_epoch = batch.header().partition_leader_epoch;
-                let keep = filter.as_mut().map_or(!batch.is_control(), |f| f.keep(&batch));
-                if keep {
-                    added += batch.as_bytes().len();
-                    p.buffer.push_back(batch);
-                }
+        }
+        p.high_watermark = Some(pd.high_watermark);
+        p.last_stable_offset = (pd.last_stable_offset >= 0).then_some(pd.last_stable_offset);
+        p.log_start_offset = (pd.log_start_offset >= 0).then_some(pd.log_start_offset);
+        if let Some((epoch, end_offset)) = pd.diverging {
+            // The leader's log differs from what was fetched from the end of this epoch on
+            // (KIP-595): the fetch carried no records.
+            apply_epoch_end(p, tp, epoch, end_offset, inner.config.auto_offset_reset);
+            continue;
+        }
+        for batch in pd.batches {
+            added += batch.size();
+            p.buffer.push_back(batch);
+        }
+        if let Some((offset, epoch)) = pd.next {
+            p.fetch_offset = offset;
+            p.last_fetched_epoch = epoch;
+        }
+        if let Some(e) = pd.corrupt {
+            tracing::warn!(%tp, error = %e, "corrupt record batch; the partition stops there until a seek");
+            p.corrupt = Some(e);
+            if p.buffer.is_empty() && p.current.is_none() {
+                p.truncation = p.corrupt.take();
             }
         }
     }

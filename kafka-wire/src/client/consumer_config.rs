@@ -138,14 +138,20 @@ pub struct ConsumerConfig {
     pub fetch_min_bytes: usize,
     /// `fetch.max.wait.ms` (500 ms).
     pub fetch_max_wait: Duration,
-    /// `fetch.max.bytes` (50 MiB).
+    /// `fetch.max.bytes` (50 MiB): what a Fetch asks the broker for, and the most one answer
+    /// may hold once decompressed. Past it, the rest of the answer is fetched again later; a
+    /// batch that alone decompresses to more is refused ([`Error::CorruptRecord`]).
+    ///
+    /// [`Error::CorruptRecord`]: super::Error::CorruptRecord
     pub fetch_max_bytes: usize,
     /// `max.partition.fetch.bytes` (1 MiB).
     pub max_partition_fetch_bytes: usize,
     /// `max.poll.records` (500).
     pub max_poll_records: usize,
     /// `queued.max.messages.kbytes` (librdkafka's name; 65536): fetched bytes buffered ahead of
-    /// the application, across partitions. Fetching pauses above it.
+    /// the application, across partitions, counted after decompression. Fetching pauses above
+    /// it. Memory held for fetched records is bounded by this plus `fetch.max.bytes` per broker
+    /// with a fetch in flight.
     pub prefetch_max_bytes: usize,
     /// `request.timeout.ms` (30 s).
     pub request_timeout: Duration,
@@ -159,7 +165,11 @@ pub struct ConsumerConfig {
     pub metadata_max_age: Duration,
     /// `client.rack`.
     pub client_rack: Option<String>,
-    /// `check.crcs` (true).
+    /// `check.crcs` (true): check each fetched batch's CRC-32C. A mismatch stops the partition
+    /// at that batch with [`Error::CorruptRecord`] from `poll` until the application seeks past
+    /// it (as Java's consumer does); with false, the batch is used as it is.
+    ///
+    /// [`Error::CorruptRecord`]: super::Error::CorruptRecord
     pub check_crcs: bool,
     /// `socket.connection.setup.timeout.ms` (10 s).
     pub socket_connection_setup_timeout: Duration,

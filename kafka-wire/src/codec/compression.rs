@@ -240,6 +240,12 @@ impl Output {
 
     fn into_bytes(mut self) -> Bytes {
         self.buf.truncate(self.filled);
+        // Growth doubles, so up to half the buffer may be spare; the result is held as long as
+        // any record sliced from it (and counted by its length against a consumer's budget), so
+        // the spare part is given back.
+        if self.buf.capacity() > self.filled + self.filled / 8 + MIN_GROWTH {
+            self.buf.shrink_to_fit();
+        }
         Bytes::from(self.buf)
     }
 }

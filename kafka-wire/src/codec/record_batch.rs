@@ -24,7 +24,9 @@
 //! records into [`RecordBatch`]es, whose [`RecordBatch::records`] decode records as slices of
 //! the input (or of the decompressed records, for compressed batches).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::fmt;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::compression::{self, Compression};
@@ -36,8 +38,6 @@ use super::{open_enum, DecodeError, DecodeResult};
 
 /// The only batch format this codec reads and writes.
 pub const MAGIC: i8 = 2;
-/// Headers reserved up front per record; more grow the vector as they are read.
-const MAX_PREALLOC_HEADERS: usize = 16;
 /// `baseOffset` and `batchLength`: the bytes a batch takes before what `batchLength` counts.
 pub const LOG_OVERHEAD: usize = 12;
 /// The fixed header, from `baseOffset` to `recordCount`.
@@ -201,6 +201,141 @@ impl Header {
     }
 }
 
+/// A record's headers, kept as their bytes in the record (checked when the record was decoded)
+/// and decoded one at a time as they are read, so that they take the memory of their bytes
+/// however many there are. (As a `Vec<Header>`, each would take 64 bytes, 32 times the 2 bytes
+/// of an empty header on the wire.)
+#[derive(Clone, Default)]
+pub struct Headers {
+    /// `count` headers: `keyLength varint | key | valueLength varint | value` each.
+    raw: Bytes,
+    count: usize,
+}
+
+impl Headers {
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The headers in order; keys and values are slices of the record's bytes.
+    pub fn iter(&self) -> HeadersIter {
+        HeadersIter { raw: self.raw.clone(), left: self.count }
+    }
+
+    /// The headers decoded into a vector (64 bytes each), for example for a producer record.
+    pub fn to_vec(&self) -> Vec<Header> {
+        self.iter().collect()
+    }
+
+    /// The same headers in a buffer of their own, rather than a slice of the record's batch
+    /// (which a slice keeps alive whole).
+    pub fn detached(&self) -> Self {
+        Self { raw: Bytes::copy_from_slice(&self.raw), count: self.count }
+    }
+
+    /// The last header with `key` (Java's `Headers.lastHeader`).
+    pub fn last(&self, key: &str) -> Option<Header> {
+        self.iter().filter(|h| h.key == key).last()
+    }
+
+    /// Checks the `count` headers at the start of `buf` and splits them off.
+    fn split(buf: &mut Bytes, count: usize) -> DecodeResult<Self> {
+        let start = buf.clone();
+        for _ in 0..count {
+            let key_len = get_varint(buf, "header key length")?;
+            let key_len = checked_len(key_len, buf.len(), "header key")?;
+            std::str::from_utf8(&buf[..key_len]).map_err(|_| DecodeError::InvalidUtf8 { what: "header key" })?;
+            buf.advance(key_len);
+            get_var_bytes(buf, "header value")?;
+        }
+        let used = start.len() - buf.len();
+        Ok(Self { raw: start.slice(..used), count })
+    }
+}
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.count == other.count && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Headers {}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl FromIterator<Header> for Headers {
+    fn from_iter<I: IntoIterator<Item = Header>>(headers: I) -> Self {
+        let mut raw = BytesMut::new();
+        let mut count = 0;
+        for h in headers {
+            put_header(&mut raw, &h);
+            count += 1;
+        }
+        Self { raw: raw.freeze(), count }
+    }
+}
+
+impl From<Vec<Header>> for Headers {
+    fn from(headers: Vec<Header>) -> Self {
+        headers.into_iter().collect()
+    }
+}
+
+impl IntoIterator for &Headers {
+    type Item = Header;
+    type IntoIter = HeadersIter;
+
+    fn into_iter(self) -> HeadersIter {
+        self.iter()
+    }
+}
+
+/// The headers of a [`Headers`], decoded as they are read.
+#[derive(Clone, Debug)]
+pub struct HeadersIter {
+    raw: Bytes,
+    left: usize,
+}
+
+impl Iterator for HeadersIter {
+    type Item = Header;
+
+    fn next(&mut self) -> Option<Header> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        // The bytes were checked when the record was decoded (or written by `from_iter`), so
+        // this does not fail; if it did, the iteration would end there.
+        let header = (|| {
+            let key_len = get_varint(&mut self.raw, "header key length")?;
+            let key_len = checked_len(key_len, self.raw.len(), "header key")?;
+            let key = ByteString::try_from(self.raw.split_to(key_len))
+                .map_err(|_| DecodeError::InvalidUtf8 { what: "header key" })?;
+            let value = get_var_bytes(&mut self.raw, "header value")?;
+            DecodeResult::Ok(Header { key, value })
+        })();
+        if header.is_err() {
+            self.left = 0;
+        }
+        header.ok()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left))
+    }
+}
+
+impl std::iter::FusedIterator for HeadersIter {}
+
 /// A decoded record, with its absolute offset and timestamp.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -208,7 +343,7 @@ pub struct Record {
     pub timestamp: i64,
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
-    pub headers: Vec<Header>,
+    pub headers: Headers,
 }
 
 impl Record {
@@ -307,7 +442,7 @@ impl RecordBatch {
     /// Checks and wraps `bytes`, which must hold exactly one batch.
     pub fn parse(bytes: Bytes) -> DecodeResult<Self> {
         let mut rest = bytes;
-        match split_batch(&mut rest)? {
+        match split_batch(&mut rest, true)? {
             Some(batch) if rest.is_empty() => Ok(batch),
             Some(_) => Err(DecodeError::TrailingBytes { what: "record batch", count: rest.len() }),
             None => {
@@ -366,18 +501,24 @@ impl RecordBatch {
     /// decompressed here, once, refusing to produce more than `max_decompressed` bytes, and hands
     /// out slices of that. A failed decompression is the first and only item.
     pub fn records(&self, max_decompressed: usize) -> Records {
+        Records::new(&self.header, self.records_data(max_decompressed))
+    }
+
+    /// The records section, decompressed (refusing to produce more than `max_decompressed`
+    /// bytes), or a slice of the batch if it is not compressed: what [`Records::from_data`]
+    /// decodes. A consumer decompresses once, away from its shared state, and decodes later.
+    pub fn records_data(&self, max_decompressed: usize) -> DecodeResult<Bytes> {
         let raw = self.bytes.slice(HEADER_SIZE..);
-        let data = match self.compression {
+        match self.compression {
             Compression::None => Ok(raw),
             codec => compression::decompress(codec, &raw, max_decompressed),
-        };
-        Records::new(&self.header, data)
+        }
     }
 }
 
 /// Splits the first batch off `buf`, or returns `Ok(None)`, leaving `buf` as it is, if `buf`
 /// holds only the start of one.
-fn split_batch(buf: &mut Bytes) -> DecodeResult<Option<RecordBatch>> {
+fn split_batch(buf: &mut Bytes, check_crc: bool) -> DecodeResult<Option<RecordBatch>> {
     if buf.len() < LOG_OVERHEAD {
         return Ok(None);
     }
@@ -404,9 +545,11 @@ fn split_batch(buf: &mut Bytes) -> DecodeResult<Option<RecordBatch>> {
     }
     let bytes = buf.split_to(size);
     let header = BatchHeader::decode(&bytes)?;
-    let actual = crc32c::crc32c(&bytes[ATTRIBUTES_OFFSET..]);
-    if actual != header.crc {
-        return Err(DecodeError::CrcMismatch { expected: header.crc, actual });
+    if check_crc {
+        let actual = crc32c::crc32c(&bytes[ATTRIBUTES_OFFSET..]);
+        if actual != header.crc {
+            return Err(DecodeError::CrcMismatch { expected: header.crc, actual });
+        }
     }
     let compression = header.compression()?;
     if header.record_count < 0 {
@@ -424,11 +567,26 @@ fn split_batch(buf: &mut Bytes) -> DecodeResult<Option<RecordBatch>> {
 pub struct RecordBatches {
     buf: Bytes,
     failed: bool,
+    check_crc: bool,
 }
 
 impl RecordBatches {
+    /// Splits `records`, checking each batch's CRC-32C.
     pub fn new(records: Bytes) -> Self {
-        Self { buf: records, failed: false }
+        Self { buf: records, failed: false, check_crc: true }
+    }
+
+    /// Splits `records` without checking CRCs (a consumer's `check.crcs=false`): a damaged
+    /// batch is handed out as it is, and only its framing is checked.
+    pub fn without_crc_check(records: Bytes) -> Self {
+        Self { buf: records, failed: false, check_crc: false }
+    }
+
+    /// The base offset of the next batch, if its first 8 bytes are there: where a batch that
+    /// fails to split starts.
+    pub fn next_base_offset(&self) -> Option<i64> {
+        let b: [u8; 8] = self.buf.get(..8)?.try_into().ok()?;
+        Some(i64::from_be_bytes(b))
     }
 
     /// Whether bytes are left that do not make a complete batch: true once the iteration has
@@ -450,7 +608,7 @@ impl Iterator for RecordBatches {
         if self.failed || self.buf.is_empty() {
             return None;
         }
-        match split_batch(&mut self.buf) {
+        match split_batch(&mut self.buf, self.check_crc) {
             Ok(Some(batch)) => Some(Ok(batch)),
             Ok(None) => None,
             Err(e) => {
@@ -480,6 +638,12 @@ pub struct Records {
 }
 
 impl Records {
+    /// The records of the batch with `header`, from its records section as
+    /// [`RecordBatch::records_data`] returned it.
+    pub fn from_data(header: &BatchHeader, data: Bytes) -> Self {
+        Self::new(header, Ok(data))
+    }
+
     fn new(header: &BatchHeader, data: DecodeResult<Bytes>) -> Self {
         let count = header.record_count;
         let data = data.and_then(|d| {
@@ -524,17 +688,7 @@ impl Records {
         let value = get_var_bytes(&mut body, "record value")?;
         let count = get_varint(&mut body, "record header count")?;
         let count = checked_len(count, body.len() / MIN_HEADER_SIZE, "record headers")?;
-        // Reserve only what real records carry; a forged count grows the vector as headers are
-        // actually read, so memory follows the bytes, not the claim.
-        let mut headers = Vec::with_capacity(count.min(MAX_PREALLOC_HEADERS));
-        for _ in 0..count {
-            let key_len = get_varint(&mut body, "header key length")?;
-            let key_len = checked_len(key_len, body.len(), "header key")?;
-            let key = ByteString::try_from(body.split_to(key_len))
-                .map_err(|_| DecodeError::InvalidUtf8 { what: "header key" })?;
-            let value = get_var_bytes(&mut body, "header value")?;
-            headers.push(Header { key, value });
-        }
+        let headers = Headers::split(&mut body, count)?;
         if !body.is_empty() {
             return Err(DecodeError::TrailingBytes { what: "record", count: body.len() });
         }
@@ -733,9 +887,7 @@ impl BatchBuilder {
         put_var_bytes(buf, value);
         put_varint(buf, headers.len() as i32);
         for h in headers {
-            put_varint(buf, h.key.len() as i32);
-            buf.put_slice(h.key.as_bytes());
-            put_var_bytes(buf, h.value.as_deref());
+            put_header(buf, h);
         }
         self.max_timestamp = self.max_timestamp.max(timestamp);
         self.count += 1;
@@ -854,6 +1006,14 @@ pub fn patch_producer_state(batch: &mut [u8], producer_id: i64, epoch: i16, base
     batch[CRC_OFFSET..ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// One record header as on the wire. Its lengths fit in `i32`: the builder checks the record's
+/// size first, and [`Headers`] are built from headers that came from a record.
+fn put_header(buf: &mut BytesMut, h: &Header) {
+    put_varint(buf, h.key.len() as i32);
+    buf.put_slice(h.key.as_bytes());
+    put_var_bytes(buf, h.value.as_deref());
+}
+
 fn put_var_bytes(buf: &mut BytesMut, v: Option<&[u8]>) {
     match v {
         None => put_varint(buf, -1),
@@ -934,7 +1094,7 @@ mod tests {
                 timestamp: ts,
                 key: k.map(Bytes::copy_from_slice),
                 value: v.map(Bytes::copy_from_slice),
-                headers: h,
+                headers: h.into(),
             });
         }
         (b, expected)

@@ -212,7 +212,12 @@ async fn group_info(admin: &Admin, group: &str, listing: Option<&GroupListing>) 
                         id: m.member_id.clone(),
                         client_id: m.client_id.clone(),
                         host: m.client_host.clone(),
-                        partitions: m.assigned_partitions().unwrap_or_default(),
+                        partitions: m
+                            .assigned_partitions()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+                            .collect(),
                     })
                     .collect(),
             }))
