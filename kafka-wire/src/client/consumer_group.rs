@@ -6,6 +6,18 @@
 //! next `poll` calls the listener's `on_partitions_revoked`, commits the partitions' positions
 //! (with auto-commit on), drops them, and only then lets the member rejoin. So the offsets of
 //! processed records are committed before another member can start on those partitions.
+//!
+//! A loss waits for the application the same way: the member can lose its partitions on the
+//! driver task, between two polls (its lease lapsed, the coordinator failed), but the lost
+//! partitions stay in place (their positions unchanged) and the member does not rejoin until a
+//! `poll` has called `on_partitions_lost` and dropped them. Meanwhile the member has no
+//! generation, so commits and `group_metadata` are refused: records of the old generation can
+//! never be committed with a newer one (see *Losses wait for the application* in
+//! [`crate::proto::group`]).
+//!
+//! The rebalance steps are cancel-safe: a step is taken off the queue only once its callback
+//! (and, for a revocation, its commit) has finished, one step at a time; a `poll` dropped in the
+//! middle leaves it to the next `poll`, which runs it again from the start.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -82,6 +94,9 @@ impl Member {
     fn revocation_done(&mut self, now: Instant) {
         both!(self, m => m.revocation_done(now))
     }
+    fn lost_handled(&mut self, now: Instant) {
+        both!(self, m => m.lost_handled(now))
+    }
     fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64 {
         both!(self, m => m.commit(offsets, now))
     }
@@ -126,6 +141,7 @@ impl Member {
 }
 
 /// A rebalance step the application's task must run.
+#[derive(Clone)]
 enum AppEvent {
     Revoke(Vec<TopicPartition>),
     Assigned(Vec<TopicPartition>),
@@ -138,7 +154,10 @@ pub(super) struct GroupState {
     member: Option<Member>,
     responses: Option<mpsc::UnboundedReceiver<(u64, AnyResponse)>>,
     responder: Option<mpsc::UnboundedSender<(u64, AnyResponse)>>,
+    /// Steps for the application; the front one is removed only once it has been run.
     app_events: VecDeque<AppEvent>,
+    /// Held while a step runs: one at a time, even when clones of the consumer poll at once.
+    app_turn: Arc<tokio::sync::Mutex<()>>,
     commits: HashMap<u64, oneshot::Sender<std::result::Result<(), ErrorCode>>>,
     last_auto_commit: Option<Instant>,
     /// Partition counts of the subscribed topics, as last given to the member.
@@ -379,11 +398,9 @@ fn apply_event(st: &mut super::consumer::State, event: GroupEvent) {
             st.group.app_events.push_back(AppEvent::Revoke(set.iter().map(tp_from).collect()));
         }
         GroupEvent::Lost(set) => {
-            let tps: Vec<TopicPartition> = set.iter().map(tp_from).collect();
-            for tp in &tps {
-                st.drop_partition(tp);
-            }
-            st.group.app_events.push_back(AppEvent::Lost(tps));
+            // The partitions stay (positions and all) until `poll` has told the application;
+            // the member waits for that before it rejoins.
+            st.group.app_events.push_back(AppEvent::Lost(set.iter().map(tp_from).collect()));
         }
         GroupEvent::CommitResult { id, result } => {
             if let Some(tx) = st.group.commits.remove(&id) {
@@ -482,25 +499,32 @@ pub(super) fn next_timeout(inner: &Inner) -> Option<Instant> {
 }
 
 /// Runs the rebalance steps the group queued for the application, in order.
+///
+/// Cancel-safe: a step leaves the queue only when it has been run to the end (callback,
+/// commit, partitions dropped, the member told), so a dropped future leaves it to the next call,
+/// which runs it again from the start. A listener callback may thus run more than once for one
+/// step, never zero times.
 pub(super) async fn run_events(consumer: &Consumer) -> Result<()> {
     let inner = consumer.inner().clone();
+    let turn = inner.lock().group.app_turn.clone();
+    let _turn = turn.lock().await;
     loop {
-        let Some(event) = inner.lock().group.app_events.pop_front() else { return Ok(()) };
+        let Some(event) = inner.lock().group.app_events.front().cloned() else { return Ok(()) };
         let listener = consumer.listener();
-        match event {
+        match &event {
             AppEvent::Assigned(tps) => {
                 if let Some(l) = &listener {
-                    l.on_partitions_assigned(consumer, &tps).await;
+                    l.on_partitions_assigned(consumer, tps).await;
                 }
             }
             AppEvent::Lost(tps) => {
                 if let Some(l) = &listener {
-                    l.on_partitions_lost(consumer, &tps).await;
+                    l.on_partitions_lost(consumer, tps).await;
                 }
             }
             AppEvent::Revoke(tps) => {
                 if let Some(l) = &listener {
-                    l.on_partitions_revoked(consumer, &tps).await;
+                    l.on_partitions_revoked(consumer, tps).await;
                 }
                 if inner.config.enable_auto_commit {
                     let offsets: BTreeMap<TopicPartition, OffsetAndMetadata> =
@@ -509,17 +533,34 @@ pub(super) async fn run_events(consumer: &Consumer) -> Result<()> {
                         tracing::warn!(error = %e, "commit of revoked partitions failed");
                     }
                 }
-                let mut st = inner.lock();
+            }
+        }
+        // Done: no await from here to the end of the step.
+        let mut guard = inner.lock();
+        let st = &mut *guard;
+        st.group.app_events.pop_front();
+        let now = Instant::now();
+        match event {
+            AppEvent::Assigned(_) => {}
+            AppEvent::Revoke(tps) => {
                 for tp in &tps {
                     st.drop_partition(tp);
                 }
                 if let Some(m) = st.group.member.as_mut() {
-                    m.revocation_done(Instant::now());
+                    m.revocation_done(now);
                 }
-                drop(st);
-                inner.wake.notify_one();
+            }
+            AppEvent::Lost(tps) => {
+                for tp in &tps {
+                    st.drop_partition(tp);
+                }
+                if let Some(m) = st.group.member.as_mut() {
+                    m.lost_handled(now);
+                }
             }
         }
+        drop(guard);
+        inner.wake.notify_one();
     }
 }
 
