@@ -408,7 +408,19 @@ fn apply_event(st: &mut super::consumer::State, event: GroupEvent) {
             }
         }
         GroupEvent::Fatal(code) => {
-            st.poll_error = Some(Error::broker(code, None, "consumer group membership"));
+            let consumer_protocol = matches!(st.group.member, Some(Member::Consumer(_)));
+            st.poll_error = Some(if consumer_protocol && code == ErrorCode::UNSUPPORTED_VERSION {
+                // The broker offers no ConsumerGroupHeartbeat (or refuses it): the usual cause is
+                // a cluster that predates the protocol or has it switched off.
+                Error::config(
+                    "group.protocol",
+                    "the consumer group protocol (KIP-848, group.protocol=consumer) needs Kafka 4.0 or later, or a \
+                     cluster with it enabled (group.coordinator.rebalance.protocols including consumer); this \
+                     cluster does not offer it; group.protocol=classic works with it",
+                )
+            } else {
+                Error::broker(code, None, "consumer group membership")
+            });
         }
     }
 }
