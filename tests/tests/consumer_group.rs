@@ -472,7 +472,6 @@ async fn killed_member_s_partitions_move(config: fn(&str) -> ConsumerConfig, nam
     let topic = unique_topic(name);
     let group = unique_topic(&format!("g{name}"));
     create_topic(&client, &topic, 6, 1, &[]).await;
-    produce(&topic, 6, N / 2).await;
     let seen: Seen = Arc::default();
     let stop = Stop::new();
     let survivor = Consumer::new(config(&group)).await.unwrap();
@@ -484,13 +483,17 @@ async fn killed_member_s_partitions_move(config: fn(&str) -> ConsumerConfig, nam
     let victim_handle = victim.clone();
     let victim_seen: Seen = Arc::default();
     let victim_task = tokio::spawn(run_member(victim, victim_seen.clone(), Stop::new()));
-    // Both own part of the topic (the coordinator splits it), and the victim has processed and
-    // committed some records.
-    wait_until("both members assigned and the victim's first records", Duration::from_secs(60), || {
+    // Both own part of the topic (the coordinator splits it) before there is anything to read:
+    // however long the second join takes, the first member cannot have read everything first.
+    wait_until("both members assigned", Duration::from_secs(60), || {
         let (s, v) = (survivor_handle.assignment(), victim_handle.assignment());
-        !s.is_empty() && !v.is_empty() && s.len() + v.len() == 6 && victim_seen.lock().unwrap().len() > 1000
+        !s.is_empty() && !v.is_empty() && s.len() + v.len() == 6
     })
     .await;
+    produce(&topic, 6, N / 2).await;
+    // The victim has processed and committed some of its own partitions' records.
+    wait_until("the victim's first records", Duration::from_secs(60), || victim_seen.lock().unwrap().len() > 1000)
+        .await;
     let victim_partitions = victim_handle.assignment();
     // Killed: the task is aborted and the last handle dropped, so no leave heartbeat is sent.
     victim_task.abort();
