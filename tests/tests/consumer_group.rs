@@ -591,3 +591,28 @@ async fn a_pattern_subscription_follows_matching_topics() {
     assert_eq!(topics, BTreeSet::from([one.clone(), two.clone()]), "only the matching topics");
     consumer.close().await.unwrap();
 }
+
+/// A new classic group forms in one rebalance: its leader assigns knowing the partition counts
+/// of its subscription, so its first generation already has the partitions. (The member joined
+/// before its first metadata answer, assigned nothing in generation 1 and rebalanced again as
+/// soon as the counts arrived.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_new_classic_group_forms_in_one_rebalance() {
+    let _serial = serial().await;
+    let client = client().await;
+    for round in 0..3 {
+        let topic = unique_topic("onegen");
+        create_topic(&client, &topic, 3, 1, &[]).await;
+        let consumer = Consumer::new(member_config(&unique_topic("gonegen"))).await.unwrap();
+        consumer.subscribe([topic.as_str()]).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while consumer.assignment().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "round {round}: no partitions within 60 s");
+            consumer.poll(Duration::from_millis(100)).await.unwrap();
+        }
+        assert_eq!(consumer.assignment().len(), 3);
+        let generation = consumer.group_metadata().unwrap().generation_id;
+        assert_eq!(generation, 1, "round {round}: the partitions came in generation {generation}");
+        consumer.close().await.unwrap();
+    }
+}

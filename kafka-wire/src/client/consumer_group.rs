@@ -164,6 +164,10 @@ pub(super) struct GroupState {
     counts: BTreeMap<String, i32>,
     /// Leave requests sent and not answered yet.
     leaves_in_flight: usize,
+    /// A classic member's new topic subscription waits for a metadata answer that covers it:
+    /// a leader that joined without the partition counts would assign nothing and rebalance
+    /// again as soon as they arrived.
+    awaiting_metadata: bool,
 }
 
 impl GroupState {
@@ -233,8 +237,10 @@ pub(super) fn subscribe(inner: &Arc<Inner>, subscription: Subscription) -> Resul
         st.group.responder = Some(tx);
         st.group.responses = Some(rx);
     }
-    if let (Subscription::Topics(topics), Some(m)) = (&subscription, st.group.member.as_mut()) {
-        m.subscribe(topics.clone(), now);
+    match (&subscription, st.group.member.as_mut()) {
+        (Subscription::Topics(_), Some(Member::Classic(_))) => st.group.awaiting_metadata = true,
+        (Subscription::Topics(topics), Some(m)) => m.subscribe(topics.clone(), now),
+        _ => {}
     }
     st.group.subscription = Some(subscription);
     st.metadata_wanted = true;
@@ -268,6 +274,15 @@ pub(super) fn metadata_updated(inner: &Arc<Inner>, response: &MetadataResponse) 
     let now = Instant::now();
     let group = &mut st.group;
     let Some(member) = group.member.as_mut() else { return };
+    let mut first_answer = false;
+    if let (true, Some(Subscription::Topics(topics))) = (group.awaiting_metadata, &group.subscription) {
+        let answered: BTreeSet<&str> = response.topics.iter().filter_map(|t| t.name.as_deref()).collect();
+        if topics.iter().all(|t| answered.contains(t.as_str())) {
+            group.awaiting_metadata = false;
+            first_answer = true;
+            member.subscribe(topics.clone(), now);
+        }
+    }
     if let Some(Subscription::Pattern(re)) = &group.subscription {
         let matching: BTreeSet<String> = response
             .topics
@@ -295,7 +310,7 @@ pub(super) fn metadata_updated(inner: &Arc<Inner>, response: &MetadataResponse) 
             t.name.as_deref().filter(|n| subscribed.contains(*n)).map(|n| (n.to_owned(), t.partitions.len() as i32))
         })
         .collect();
-    if counts != group.counts {
+    if counts != group.counts || first_answer {
         group.counts = counts.clone();
         member.set_partition_counts(counts, now);
     }
