@@ -76,7 +76,9 @@ impl OffsetAndMetadata {
 type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// Called from inside [`Consumer::poll`], on the application's task, when the group changes
-/// the consumer's partitions. The consumer can be used in the callbacks (commit, seek, …).
+/// the consumer's partitions. The consumer can be used in the callbacks (commit, seek, …), but
+/// not polled or closed. A `poll` dropped while a callback runs leaves its rebalance step to the
+/// next `poll`, which calls the callback again: callbacks may run more than once for one step.
 pub trait RebalanceListener: Send + Sync {
     /// The partitions are about to be taken away; with auto-commit on, their positions are
     /// committed right after this returns.
@@ -254,7 +256,7 @@ impl Consumer {
     /// Waits up to `timeout` for records and returns at most `max.poll.records` of them (none
     /// if nothing arrived). Rebalance callbacks run inside this call, before any record is
     /// taken: the loss or revocation of partitions is always told here first, and the member
-    /// rejoins the group only after that (a listener must not call `poll` itself).
+    /// rejoins the group only after that (a listener must not call `poll` or `close`).
     ///
     /// Cancel-safe: records leave the consumer only when the call returns them, so a dropped
     /// future loses none; a rebalance step whose callback was running is run again, from the
