@@ -64,6 +64,7 @@
 //!
 //!   from any state with a generation or partitions:
 //!     ILLEGAL_GENERATION / UNKNOWN_MEMBER_ID (heartbeat, sync, commit), lease over ──► Lost, Unjoined
+//!                                                      (joins again once lost_handled is called)
 //!     poll_called not called for rebalance_timeout ──► LeaveGroup (dynamic), Lost, PollExpired
 //!                                                      (joins again at the next poll_called)
 //!     leave() ──► Revoke, revocation_done, commits settle ──► LeaveGroup (dynamic) ──► Left
