@@ -17,7 +17,7 @@
 //! committed twice).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,11 @@ const PARTITIONS: i32 = 6;
 /// Transactions committed before the kill, and again while the node is down.
 const COMMITS_BETWEEN: u64 = 15;
 const ABORT_EVERY: u64 = 7;
+/// How long the handler holds the batch it gets as the node is killed: past the failover
+/// (`broker.session.timeout.ms` is 3 s, then an election and the coordinator's load), so that a
+/// member rejoining in the background would be in a new generation when the batch's offsets go
+/// out (without that, the window between a poll and its offsets is too short to hit).
+const HOLD: Duration = Duration::from_secs(10);
 /// Bound on any one wait for progress (a failover included).
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -135,9 +140,14 @@ async fn copier_across_a_kill(victim_is: Victim) {
     let mut stats = processor.stats();
     let shutdown = Shutdown::new();
     let calls = Arc::new(AtomicU64::new(0));
+    let hold_next = Arc::new(AtomicBool::new(false));
     let handler = {
-        let (output, calls) = (output.clone(), calls.clone());
+        let (output, calls, hold_next) = (output.clone(), calls.clone(), hold_next.clone());
         move |batch: &[ConsumerRecord], out: &mut Vec<ProducerRecord>| {
+            if hold_next.swap(false, Ordering::AcqRel) {
+                // A slow batch: its transaction stays open through the kill and the failover.
+                tokio::task::block_in_place(|| std::thread::sleep(HOLD));
+            }
             out.extend(batch.iter().map(|r| ProducerRecord {
                 topic: output.clone(),
                 partition: Some(r.partition),
@@ -162,6 +172,7 @@ async fn copier_across_a_kill(victim_is: Victim) {
     let at_kill = stats.borrow().committed;
     eprintln!("[txn failover] killing node {victim}, coordinator of {victim_is:?}, after {at_kill} commits");
     let _restart = RestartOnDrop(victim);
+    hold_next.store(true, Ordering::Release);
     tokio::task::spawn_blocking(move || kafka_node_kill(victim)).await.unwrap();
     let killed_at = Instant::now();
     committed(&mut stats, &mut task, at_kill + 1, "the first commit after the kill").await;
