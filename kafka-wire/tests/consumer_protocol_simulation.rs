@@ -1491,6 +1491,7 @@ impl Sim {
                 if m.revoking.take().is_some() {
                     m.stall_until = now_ms;
                 }
+                m.core.lost_handled(now);
             }
             GroupEvent::CommittedOffsets(_) | GroupEvent::OffsetFetchFailed(_) => {}
             GroupEvent::CommitResult { result, .. } => {
@@ -2061,6 +2062,13 @@ fn fenced_member_rejoins_with_same_id() {
     assert!(events.contains(&GroupEvent::Lost([("a".to_string(), 0), ("a".to_string(), 1)].into())), "{events:?}");
     assert!(events.contains(&GroupEvent::CommitResult { id: commit, result: Err(ErrorCode::STALE_MEMBER_EPOCH) }));
     assert_eq!(core.generation(), None);
+    // No rejoin while the application has not handled the loss (the event taken off the queue
+    // is not enough), and no wake-up that would spin meanwhile.
+    while let Some((_, _, r)) = core.poll_request(ms(4)) {
+        assert!(!matches!(r, ConsumerGroupRequest::ConsumerGroupHeartbeat(_)), "joined before lost_handled: {r:?}");
+    }
+    assert!(core.next_timeout().is_none_or(|t| t > ms(4)), "{:?}", core.next_timeout());
+    core.lost_handled(ms(4));
     let mut rejoin = None;
     while let Some((_, _, r)) = core.poll_request(ms(4)) {
         match r {

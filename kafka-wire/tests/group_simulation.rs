@@ -1663,6 +1663,7 @@ impl Sim {
                 if m.revoking.take().is_some() {
                     m.stall_until = now_ms;
                 }
+                m.core.lost_handled(now);
             }
             GroupEvent::CommittedOffsets(_) | GroupEvent::OffsetFetchFailed(_) => {}
             GroupEvent::CommitResult { result, .. } => {

@@ -472,7 +472,6 @@ async fn killed_member_s_partitions_move(config: fn(&str) -> ConsumerConfig, nam
     let topic = unique_topic(name);
     let group = unique_topic(&format!("g{name}"));
     create_topic(&client, &topic, 6, 1, &[]).await;
-    produce(&topic, 6, N / 2).await;
     let seen: Seen = Arc::default();
     let stop = Stop::new();
     let survivor = Consumer::new(config(&group)).await.unwrap();
@@ -484,13 +483,17 @@ async fn killed_member_s_partitions_move(config: fn(&str) -> ConsumerConfig, nam
     let victim_handle = victim.clone();
     let victim_seen: Seen = Arc::default();
     let victim_task = tokio::spawn(run_member(victim, victim_seen.clone(), Stop::new()));
-    // Both own part of the topic (the coordinator splits it), and the victim has processed and
-    // committed some records.
-    wait_until("both members assigned and the victim's first records", Duration::from_secs(60), || {
+    // Both own part of the topic (the coordinator splits it) before there is anything to read:
+    // however long the second join takes, the first member cannot have read everything first.
+    wait_until("both members assigned", Duration::from_secs(60), || {
         let (s, v) = (survivor_handle.assignment(), victim_handle.assignment());
-        !s.is_empty() && !v.is_empty() && s.len() + v.len() == 6 && victim_seen.lock().unwrap().len() > 1000
+        !s.is_empty() && !v.is_empty() && s.len() + v.len() == 6
     })
     .await;
+    produce(&topic, 6, N / 2).await;
+    // The victim has processed and committed some of its own partitions' records.
+    wait_until("the victim's first records", Duration::from_secs(60), || victim_seen.lock().unwrap().len() > 1000)
+        .await;
     let victim_partitions = victim_handle.assignment();
     // Killed: the task is aborted and the last handle dropped, so no leave heartbeat is sent.
     victim_task.abort();
@@ -587,4 +590,29 @@ async fn a_pattern_subscription_follows_matching_topics() {
     }
     assert_eq!(topics, BTreeSet::from([one.clone(), two.clone()]), "only the matching topics");
     consumer.close().await.unwrap();
+}
+
+/// A new classic group forms in one rebalance: its leader assigns knowing the partition counts
+/// of its subscription, so its first generation already has the partitions. (The member joined
+/// before its first metadata answer, assigned nothing in generation 1 and rebalanced again as
+/// soon as the counts arrived.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_new_classic_group_forms_in_one_rebalance() {
+    let _serial = serial().await;
+    let client = client().await;
+    for round in 0..3 {
+        let topic = unique_topic("onegen");
+        create_topic(&client, &topic, 3, 1, &[]).await;
+        let consumer = Consumer::new(member_config(&unique_topic("gonegen"))).await.unwrap();
+        consumer.subscribe([topic.as_str()]).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while consumer.assignment().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "round {round}: no partitions within 60 s");
+            consumer.poll(Duration::from_millis(100)).await.unwrap();
+        }
+        assert_eq!(consumer.assignment().len(), 3);
+        let generation = consumer.group_metadata().unwrap().generation_id;
+        assert_eq!(generation, 1, "round {round}: the partitions came in generation {generation}");
+        consumer.close().await.unwrap();
+    }
 }

@@ -119,8 +119,8 @@ impl ProcessorConfig {
 ///        ┌────────────────────────────────────────────────────────────────────────┐
 ///        ▼                                                                        │
 ///  poll (read_committed) ──► begin ──► handler ──► send outputs ──► send_offsets ──► commit
-///  (rebalance callbacks                  │                 │              │
-///   run only in here)                    │ Abort           │ error        │ error
+///  (losses and revocations               │                 │              │
+///   reach the loop only here)            │ Abort           │ error        │ error
 ///                                        ▼                 ▼              ▼
 ///                                  abort_transaction, seek back to the committed offsets
 ///                                  (the batch is consumed again); Fenced: stop
@@ -142,10 +142,16 @@ impl ProcessorConfig {
 ///   (pending transactional offsets are waited for), so a new owner of a partition starts where
 ///   the last committed transaction ended.
 ///
-/// A transaction is always finished (committed or aborted) before the next `poll`, and
-/// rebalance callbacks run only inside `poll`: so no transaction is ever open when partitions
-/// are revoked or lost, and a transaction never holds records of partitions this instance no
-/// longer owns. The rebalance listener that aborts an open transaction on revocation is a
+/// The group can take partitions away while a transaction is open: the member's lease lapses
+/// or its coordinator fails between two polls. The consumer handles that in two halves. At
+/// once, on its driver task, the member gives up its generation: `group_metadata` refuses from
+/// then on, so the open transaction cannot send its offsets and is aborted and rewound (had it
+/// sent them before, with the old generation, a coordinator that moved the partitions meanwhile
+/// refuses them). The rest waits for the next `poll`: the consumer does not rejoin, fetch the
+/// new generation's offsets or move positions until `poll` has run the loss callbacks, and
+/// the loop polls only with no transaction open. So the generation a transaction commits with
+/// is never newer than its records, and a batch is never delivered again while its transaction
+/// can still commit. The rebalance listener that aborts an open transaction on revocation is a
 /// safeguard for that invariant, not a path the loop relies on.
 pub struct Processor {
     consumer: Consumer,
@@ -229,7 +235,8 @@ impl Processor {
 
     async fn run_loop(&self, handler: &mut impl Handler, shutdown: &Shutdown) -> Result<()> {
         while !shutdown.is_triggered() {
-            // No transaction is open here, and rebalance callbacks run only inside poll.
+            // No transaction is open here; a loss or revocation is delivered (and the member
+            // rejoins) only inside poll.
             let batch = self.consumer.poll(self.poll_timeout).await?;
             if batch.is_empty() {
                 continue;
@@ -266,8 +273,10 @@ impl Processor {
         if decision == Decision::Abort {
             return Ok(None);
         }
-        // Fails while the member is between generations (it outlived max.poll.interval.ms or was
-        // removed, and its partitions may have another owner): the transaction is then aborted.
+        // Fails while the member is between generations (it outlived max.poll.interval.ms, was
+        // removed, or lost its coordinator, and its partitions may have another owner): the
+        // transaction is then aborted. The member stays out of any newer generation until the
+        // next poll, so this never returns a generation newer than the batch's.
         let group = self.consumer.group_metadata()?;
         self.producer.send_offsets_to_transaction(&next_offsets(batch), &group).await?;
         // A commit that failed retriably (its answer was lost, the coordinator moved) may have
@@ -358,9 +367,9 @@ fn next_offsets(batch: &[ConsumerRecord]) -> BTreeMap<TopicPartition, OffsetAndM
         .collect()
 }
 
-/// Aborts a transaction that is open when partitions are revoked or lost. The loop never polls
-/// with a transaction open, so this does not happen; if it did, committing records of
-/// partitions another member now owns would break exactly-once.
+/// Aborts a transaction that is open when partitions are revoked or lost. The callbacks run
+/// inside `poll` and the loop never polls with a transaction open, so this does not happen; if
+/// it did, committing records of partitions another member now owns would break exactly-once.
 struct AbortOnRevocation {
     producer: Producer,
     open: Arc<AtomicBool>,

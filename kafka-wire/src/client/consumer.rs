@@ -94,7 +94,9 @@ impl OffsetAndMetadata {
 type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// Called from inside [`Consumer::poll`], on the application's task, when the group changes
-/// the consumer's partitions. The consumer can be used in the callbacks (commit, seek, …).
+/// the consumer's partitions. The consumer can be used in the callbacks (commit, seek, …), but
+/// not polled or closed. A `poll` dropped while a callback runs leaves its rebalance step to the
+/// next `poll`, which calls the callback again: callbacks may run more than once for one step.
 pub trait RebalanceListener: Send + Sync {
     /// The partitions are about to be taken away; with auto-commit on, their positions are
     /// committed right after this returns.
@@ -243,7 +245,7 @@ pub enum ResetTo {
 
 impl Consumer {
     /// Connects to the cluster and starts the driver. Nothing is fetched until partitions are
-    /// assigned or topics subscribed.
+    /// assigned or topics subscribed. Cancel-safe: a dropped future creates no consumer.
     pub async fn new(config: ConsumerConfig) -> Result<Self> {
         let config = config.validated()?;
         let client = Client::connect(config.client_config()).await?;
@@ -306,8 +308,18 @@ impl Consumer {
     }
 
     /// Waits up to `timeout` for records and returns at most `max.poll.records` of them (none
-    /// if nothing arrived). Rebalance callbacks run inside this call.
+    /// if nothing arrived). Rebalance callbacks run inside this call, before any record is
+    /// taken: the loss or revocation of partitions is always told here first, and the member
+    /// rejoins the group only after that (a listener must not call `poll` or `close`).
+    ///
+    /// Cancel-safe: records leave the consumer only when the call returns them, so a dropped
+    /// future loses none; a rebalance step whose callback was running is run again, from the
+    /// start, by the next `poll` (a callback may run twice for one step, none is skipped).
     pub async fn poll(&self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        self.poll_up_to(timeout, self.inner.config.max_poll_records).await
+    }
+
+    async fn poll_up_to(&self, timeout: Duration, max_records: usize) -> Result<Vec<ConsumerRecord>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             self.run_group_events().await?;
@@ -321,7 +333,7 @@ impl Consumer {
                 if let Some(e) = st.partitions.values().find_map(|p| p.truncation.clone()) {
                     return Err(e);
                 }
-                let records = st.take_records(self.inner.config.max_poll_records);
+                let records = st.take_records(max_records);
                 if !records.is_empty() {
                     drop(st);
                     self.inner.wake.notify_one();
@@ -339,6 +351,9 @@ impl Consumer {
     }
 
     /// The records as a stream: each item is one record, or an error from `poll`.
+    ///
+    /// Cancel-safe: the stream takes one record at a time from the consumer, so dropping a
+    /// `next` future, or the stream itself, loses no record; rebalance steps run as in `poll`.
     pub fn stream(&self) -> impl stream::Stream<Item = Result<ConsumerRecord>> + '_ {
         stream::unfold(self)
     }
@@ -373,6 +388,7 @@ impl Consumer {
     /// The next offset to be handed out for `tp`, waiting (up to `default.api.timeout.ms`)
     /// until it is known and, after a leader change, validated against the new leader's log;
     /// the truncation error if the log was truncated below it with `auto.offset.reset=none`.
+    /// Cancel-safe: it only waits and reads.
     pub async fn position(&self, tp: &TopicPartition) -> Result<i64> {
         let deadline = tokio::time::Instant::now() + self.inner.config.default_api_timeout;
         loop {
@@ -449,7 +465,10 @@ impl Consumer {
     /// ([`Producer::send_offsets_to_transaction`](super::Producer::send_offsets_to_transaction),
     /// KIP-447). Outside a group (assigned partitions) the generation is -1 and the member id
     /// empty; a subscribed consumer that is between generations (joining, or rejoining after it
-    /// was fenced) gets [`Error::InvalidState`].
+    /// was fenced) gets [`Error::InvalidState`]. A member that lost its partitions between two
+    /// polls stays between generations until a `poll` has told the application (see
+    /// [`Consumer::poll`]), so the generation returned is never newer than the records the
+    /// application holds.
     pub fn group_metadata(&self) -> Result<super::ConsumerGroupMetadata> {
         let group_id = self.group_id()?;
         let generation = super::consumer_group::generation(&self.inner);
@@ -471,6 +490,8 @@ impl Consumer {
     }
 
     /// Commits the current positions of every assigned partition and waits for the result.
+    ///
+    /// Cancel-safe as [`Consumer::commit_offsets`] is.
     pub async fn commit(&self) -> Result<()> {
         let offsets = self.positions();
         self.commit_offsets(offsets).await
@@ -479,6 +500,11 @@ impl Consumer {
     /// Commits `offsets` and waits for the result. A group member commits with its current
     /// generation (the commit fails if the group is rebalancing); a consumer with `group.id`
     /// and assigned partitions commits as a standalone consumer.
+    ///
+    /// Cancel-safe: dropping the future leaves the consumer as it was, but does not withdraw the
+    /// commit — a group member's commit, once taken, is sent (with the generation current then)
+    /// and settles in the background, and its answer is dropped; a standalone commit may or may
+    /// not reach the coordinator.
     pub async fn commit_offsets(&self, offsets: BTreeMap<TopicPartition, OffsetAndMetadata>) -> Result<()> {
         if offsets.is_empty() {
             return Ok(());
@@ -503,6 +529,8 @@ impl Consumer {
 
     /// The committed offsets of `partitions` for this consumer's group (`None` where nothing
     /// is committed).
+    ///
+    /// Cancel-safe: it only reads; a dropped future abandons the request.
     pub async fn committed(
         &self,
         partitions: &[TopicPartition],
@@ -529,6 +557,11 @@ impl Consumer {
 
     /// Leaves the group (committing positions first with auto-commit), stops the driver and
     /// closes connections.
+    ///
+    /// Not cancel-safe: dropped while leaving, the consumer may be left revoking (the next
+    /// `poll` or `close` goes on from there) or left without its leave request sent (the group
+    /// then waits for the session timeout); dropped after that, the driver keeps running until
+    /// the last handle is dropped.
     pub async fn close(&self) -> Result<()> {
         let member = self.inner.lock().group.is_member();
         if member {
@@ -619,8 +652,10 @@ pub mod stream {
                     return Poll::Ready(Some(Ok(r)));
                 }
                 let consumer = self.consumer;
-                let fut =
-                    self.pending.get_or_insert_with(|| Box::pin(consumer.poll(std::time::Duration::from_secs(3600))));
+                // One record at a time: a record buffered here would be lost with the stream.
+                let fut = self
+                    .pending
+                    .get_or_insert_with(|| Box::pin(consumer.poll_up_to(std::time::Duration::from_secs(3600), 1)));
                 match fut.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(result) => {

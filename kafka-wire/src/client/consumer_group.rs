@@ -6,6 +6,18 @@
 //! next `poll` calls the listener's `on_partitions_revoked`, commits the partitions' positions
 //! (with auto-commit on), drops them, and only then lets the member rejoin. So the offsets of
 //! processed records are committed before another member can start on those partitions.
+//!
+//! A loss waits for the application the same way: the member can lose its partitions on the
+//! driver task, between two polls (its lease lapsed, the coordinator failed), but the lost
+//! partitions stay in place (their positions unchanged) and the member does not rejoin until a
+//! `poll` has called `on_partitions_lost` and dropped them. Meanwhile the member has no
+//! generation, so commits and `group_metadata` are refused: records of the old generation can
+//! never be committed with a newer one (see *Losses wait for the application* in
+//! [`crate::proto::group`]).
+//!
+//! The rebalance steps are cancel-safe: a step is taken off the queue only once its callback
+//! (and, for a revocation, its commit) has finished, one step at a time; a `poll` dropped in the
+//! middle leaves it to the next `poll`, which runs it again from the start.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -31,11 +43,174 @@ pub(super) enum Subscription {
     Pattern(regex::Regex),
 }
 
-/// The member of either group protocol: classic (JoinGroup/SyncGroup) or consumer (KIP-848).
-/// Both state machines offer the same calls; requests and answers differ.
-enum Member {
-    Classic(Box<GroupMember>),
-    Consumer(Box<ConsumerGroupMember>),
+/// A member of either group protocol, classic (JoinGroup/SyncGroup, [`GroupMember`]) or
+/// consumer (KIP-848, [`ConsumerGroupMember`]): the calls the driver makes. Both state machines
+/// offer them with the same meaning; only their requests and answers differ, and travel here as
+/// [`AnyRequest`] and [`AnyResponse`]. The implementations forward to the members' own methods
+/// of the same names.
+trait Member: Send {
+    fn subscribe(&mut self, topics: BTreeSet<String>, now: Instant);
+    fn set_partition_counts(&mut self, counts: BTreeMap<String, i32>, now: Instant);
+    /// Topic ids to names (KIP-848 assignments name topics by id); the classic member has no use
+    /// for them.
+    fn set_topic_names(&mut self, _names: BTreeMap<crate::codec::Uuid, String>, _now: Instant) {}
+    fn poll_called(&mut self, now: Instant);
+    fn revocation_done(&mut self, now: Instant);
+    fn lost_handled(&mut self, now: Instant);
+    fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64;
+    fn leave(&mut self, now: Instant);
+    fn next_timeout(&self) -> Option<Instant>;
+    fn assignment(&self) -> &BTreeSet<Tp>;
+    fn is_stable(&self) -> bool;
+    fn has_left(&self) -> bool;
+    fn fatal_error(&self) -> Option<ErrorCode>;
+    fn metadata_topics(&self) -> BTreeSet<String>;
+    fn generation(&self) -> Option<(i32, String)>;
+    fn poll_event(&mut self) -> Option<GroupEvent>;
+    fn poll_request(&mut self, now: Instant) -> Option<(u64, Target, AnyRequest)>;
+    /// An answer of the other protocol's type is not this member's and is dropped.
+    fn handle_response(&mut self, id: u64, response: AnyResponse, now: Instant);
+    /// KIP-848's consumer protocol (its errors are told apart).
+    fn is_consumer_protocol(&self) -> bool;
+    /// Whether the member takes a topic subscription only with the first metadata answer that
+    /// covers it: a classic member may lead and assign, which needs the partition counts.
+    fn subscribes_after_metadata(&self) -> bool;
+}
+
+impl Member for GroupMember {
+    fn subscribe(&mut self, topics: BTreeSet<String>, now: Instant) {
+        Self::subscribe(self, topics, now)
+    }
+    fn set_partition_counts(&mut self, counts: BTreeMap<String, i32>, now: Instant) {
+        Self::set_partition_counts(self, counts, now)
+    }
+    fn poll_called(&mut self, now: Instant) {
+        Self::poll_called(self, now)
+    }
+    fn revocation_done(&mut self, now: Instant) {
+        Self::revocation_done(self, now)
+    }
+    fn lost_handled(&mut self, now: Instant) {
+        Self::lost_handled(self, now)
+    }
+    fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64 {
+        Self::commit(self, offsets, now)
+    }
+    fn leave(&mut self, now: Instant) {
+        Self::leave(self, now)
+    }
+    fn next_timeout(&self) -> Option<Instant> {
+        Self::next_timeout(self)
+    }
+    fn assignment(&self) -> &BTreeSet<Tp> {
+        Self::assignment(self)
+    }
+    fn is_stable(&self) -> bool {
+        Self::is_stable(self)
+    }
+    fn has_left(&self) -> bool {
+        Self::has_left(self)
+    }
+    fn fatal_error(&self) -> Option<ErrorCode> {
+        Self::fatal_error(self)
+    }
+    fn metadata_topics(&self) -> BTreeSet<String> {
+        Self::metadata_topics(self)
+    }
+    fn generation(&self) -> Option<(i32, String)> {
+        Self::generation(self)
+    }
+    fn poll_event(&mut self) -> Option<GroupEvent> {
+        Self::poll_event(self)
+    }
+
+    fn poll_request(&mut self, now: Instant) -> Option<(u64, Target, AnyRequest)> {
+        Self::poll_request(self, now).map(|(id, t, r)| (id, t, AnyRequest::Classic(r)))
+    }
+
+    fn handle_response(&mut self, id: u64, response: AnyResponse, now: Instant) {
+        if let AnyResponse::Classic(r) = response {
+            Self::handle_response(self, id, r, now);
+        }
+    }
+
+    fn is_consumer_protocol(&self) -> bool {
+        false
+    }
+
+    fn subscribes_after_metadata(&self) -> bool {
+        true
+    }
+}
+
+impl Member for ConsumerGroupMember {
+    fn subscribe(&mut self, topics: BTreeSet<String>, now: Instant) {
+        Self::subscribe(self, topics, now)
+    }
+    fn set_partition_counts(&mut self, counts: BTreeMap<String, i32>, now: Instant) {
+        Self::set_partition_counts(self, counts, now)
+    }
+    fn poll_called(&mut self, now: Instant) {
+        Self::poll_called(self, now)
+    }
+    fn revocation_done(&mut self, now: Instant) {
+        Self::revocation_done(self, now)
+    }
+    fn lost_handled(&mut self, now: Instant) {
+        Self::lost_handled(self, now)
+    }
+    fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64 {
+        Self::commit(self, offsets, now)
+    }
+    fn leave(&mut self, now: Instant) {
+        Self::leave(self, now)
+    }
+    fn next_timeout(&self) -> Option<Instant> {
+        Self::next_timeout(self)
+    }
+    fn assignment(&self) -> &BTreeSet<Tp> {
+        Self::assignment(self)
+    }
+    fn is_stable(&self) -> bool {
+        Self::is_stable(self)
+    }
+    fn has_left(&self) -> bool {
+        Self::has_left(self)
+    }
+    fn fatal_error(&self) -> Option<ErrorCode> {
+        Self::fatal_error(self)
+    }
+    fn metadata_topics(&self) -> BTreeSet<String> {
+        Self::metadata_topics(self)
+    }
+    fn generation(&self) -> Option<(i32, String)> {
+        Self::generation(self)
+    }
+    fn poll_event(&mut self) -> Option<GroupEvent> {
+        Self::poll_event(self)
+    }
+
+    fn set_topic_names(&mut self, names: BTreeMap<crate::codec::Uuid, String>, now: Instant) {
+        Self::set_topic_names(self, names, now)
+    }
+
+    fn poll_request(&mut self, now: Instant) -> Option<(u64, Target, AnyRequest)> {
+        Self::poll_request(self, now).map(|(id, t, r)| (id, t, AnyRequest::Consumer(r)))
+    }
+
+    fn handle_response(&mut self, id: u64, response: AnyResponse, now: Instant) {
+        if let AnyResponse::Consumer(r) = response {
+            Self::handle_response(self, id, r, now);
+        }
+    }
+
+    fn is_consumer_protocol(&self) -> bool {
+        true
+    }
+
+    fn subscribes_after_metadata(&self) -> bool {
+        false
+    }
 }
 
 enum AnyRequest {
@@ -60,72 +235,8 @@ enum AnyResponse {
     Consumer(ConsumerGroupResponse),
 }
 
-macro_rules! both {
-    ($self:expr, $m:ident => $e:expr) => {
-        match $self {
-            Member::Classic($m) => $e,
-            Member::Consumer($m) => $e,
-        }
-    };
-}
-
-impl Member {
-    fn subscribe(&mut self, topics: BTreeSet<String>, now: Instant) {
-        both!(self, m => m.subscribe(topics, now))
-    }
-    fn set_partition_counts(&mut self, counts: BTreeMap<String, i32>, now: Instant) {
-        both!(self, m => m.set_partition_counts(counts, now))
-    }
-    fn poll_called(&mut self, now: Instant) {
-        both!(self, m => m.poll_called(now))
-    }
-    fn revocation_done(&mut self, now: Instant) {
-        both!(self, m => m.revocation_done(now))
-    }
-    fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64 {
-        both!(self, m => m.commit(offsets, now))
-    }
-    fn leave(&mut self, now: Instant) {
-        both!(self, m => m.leave(now))
-    }
-    fn next_timeout(&self) -> Option<Instant> {
-        both!(self, m => m.next_timeout())
-    }
-    fn assignment(&self) -> &BTreeSet<Tp> {
-        both!(self, m => m.assignment())
-    }
-    fn is_stable(&self) -> bool {
-        both!(self, m => m.is_stable())
-    }
-    fn has_left(&self) -> bool {
-        both!(self, m => m.has_left())
-    }
-    fn fatal_error(&self) -> Option<ErrorCode> {
-        both!(self, m => m.fatal_error())
-    }
-    fn metadata_topics(&self) -> BTreeSet<String> {
-        both!(self, m => m.metadata_topics())
-    }
-    fn poll_event(&mut self) -> Option<GroupEvent> {
-        both!(self, m => m.poll_event())
-    }
-    fn poll_request(&mut self, now: Instant) -> Option<(u64, Target, AnyRequest)> {
-        match self {
-            Member::Classic(m) => m.poll_request(now).map(|(id, t, r)| (id, t, AnyRequest::Classic(r))),
-            Member::Consumer(m) => m.poll_request(now).map(|(id, t, r)| (id, t, AnyRequest::Consumer(r))),
-        }
-    }
-    fn handle_response(&mut self, id: u64, response: AnyResponse, now: Instant) {
-        match (self, response) {
-            (Member::Classic(m), AnyResponse::Classic(r)) => m.handle_response(id, r, now),
-            (Member::Consumer(m), AnyResponse::Consumer(r)) => m.handle_response(id, r, now),
-            // A member answers only its own requests.
-            _ => {}
-        }
-    }
-}
-
 /// A rebalance step the application's task must run.
+#[derive(Clone)]
 enum AppEvent {
     Revoke(Vec<TopicPartition>),
     Assigned(Vec<TopicPartition>),
@@ -135,16 +246,23 @@ enum AppEvent {
 #[derive(Default)]
 pub(super) struct GroupState {
     subscription: Option<Subscription>,
-    member: Option<Member>,
+    member: Option<Box<dyn Member>>,
     responses: Option<mpsc::UnboundedReceiver<(u64, AnyResponse)>>,
     responder: Option<mpsc::UnboundedSender<(u64, AnyResponse)>>,
+    /// Steps for the application; the front one is removed only once it has been run.
     app_events: VecDeque<AppEvent>,
+    /// Held while a step runs: one at a time, even when clones of the consumer poll at once.
+    app_turn: Arc<tokio::sync::Mutex<()>>,
     commits: HashMap<u64, oneshot::Sender<std::result::Result<(), ErrorCode>>>,
     last_auto_commit: Option<Instant>,
     /// Partition counts of the subscribed topics, as last given to the member.
     counts: BTreeMap<String, i32>,
     /// Leave requests sent and not answered yet.
     leaves_in_flight: usize,
+    /// A classic member's new topic subscription waits for a metadata answer that covers it:
+    /// a leader that joined without the partition counts would assign nothing and rebalance
+    /// again as soon as they arrived.
+    awaiting_metadata: bool,
 }
 
 impl GroupState {
@@ -197,7 +315,7 @@ pub(super) fn subscribe(inner: &Arc<Inner>, subscription: Subscription) -> Resul
             gc.retry_backoff = config.retry_backoff;
             gc.retry_backoff_max = config.retry_backoff_max;
             gc.rack = config.client_rack.clone();
-            Member::Consumer(Box::new(ConsumerGroupMember::new(gc, now)))
+            Box::new(ConsumerGroupMember::new(gc, now)) as Box<dyn Member>
         } else {
             let mut gc = GroupConfig::new(group, assignors);
             gc.group_instance_id = config.group_instance_id.clone();
@@ -207,7 +325,7 @@ pub(super) fn subscribe(inner: &Arc<Inner>, subscription: Subscription) -> Resul
             gc.retry_backoff = config.retry_backoff;
             gc.retry_backoff_max = config.retry_backoff_max;
             gc.rack = config.client_rack.clone();
-            Member::Classic(Box::new(GroupMember::new(gc, now)))
+            Box::new(GroupMember::new(gc, now))
         };
         let (tx, rx) = mpsc::unbounded_channel();
         st.group.member = Some(member);
@@ -215,7 +333,11 @@ pub(super) fn subscribe(inner: &Arc<Inner>, subscription: Subscription) -> Resul
         st.group.responses = Some(rx);
     }
     if let (Subscription::Topics(topics), Some(m)) = (&subscription, st.group.member.as_mut()) {
-        m.subscribe(topics.clone(), now);
+        if m.subscribes_after_metadata() {
+            st.group.awaiting_metadata = true;
+        } else {
+            m.subscribe(topics.clone(), now);
+        }
     }
     st.group.subscription = Some(subscription);
     st.metadata_wanted = true;
@@ -249,6 +371,15 @@ pub(super) fn metadata_updated(inner: &Arc<Inner>, response: &MetadataResponse) 
     let now = Instant::now();
     let group = &mut st.group;
     let Some(member) = group.member.as_mut() else { return };
+    let mut first_answer = false;
+    if let (true, Some(Subscription::Topics(topics))) = (group.awaiting_metadata, &group.subscription) {
+        let answered: BTreeSet<&str> = response.topics.iter().filter_map(|t| t.name.as_deref()).collect();
+        if topics.iter().all(|t| answered.contains(t.as_str())) {
+            group.awaiting_metadata = false;
+            first_answer = true;
+            member.subscribe(topics.clone(), now);
+        }
+    }
     if let Some(Subscription::Pattern(re)) = &group.subscription {
         let matching: BTreeSet<String> = response
             .topics
@@ -258,14 +389,14 @@ pub(super) fn metadata_updated(inner: &Arc<Inner>, response: &MetadataResponse) 
             .collect();
         member.subscribe(matching, now);
     }
-    if let Member::Consumer(m) = member {
+    if member.is_consumer_protocol() {
         let names = response
             .topics
             .iter()
             .filter(|t| t.error_code == ErrorCode::NONE)
             .filter_map(|t| Some((t.topic_id, t.name.as_deref()?.to_owned())))
             .collect();
-        m.set_topic_names(names, now);
+        member.set_topic_names(names, now);
     }
     let subscribed = member.metadata_topics();
     let counts: BTreeMap<String, i32> = response
@@ -276,7 +407,7 @@ pub(super) fn metadata_updated(inner: &Arc<Inner>, response: &MetadataResponse) 
             t.name.as_deref().filter(|n| subscribed.contains(*n)).map(|n| (n.to_owned(), t.partitions.len() as i32))
         })
         .collect();
-    if counts != group.counts {
+    if counts != group.counts || first_answer {
         group.counts = counts.clone();
         member.set_partition_counts(counts, now);
     }
@@ -379,11 +510,9 @@ fn apply_event(st: &mut super::consumer::State, event: GroupEvent) {
             st.group.app_events.push_back(AppEvent::Revoke(set.iter().map(tp_from).collect()));
         }
         GroupEvent::Lost(set) => {
-            let tps: Vec<TopicPartition> = set.iter().map(tp_from).collect();
-            for tp in &tps {
-                st.drop_partition(tp);
-            }
-            st.group.app_events.push_back(AppEvent::Lost(tps));
+            // The partitions stay (positions and all) until `poll` has told the application;
+            // the member waits for that before it rejoins.
+            st.group.app_events.push_back(AppEvent::Lost(set.iter().map(tp_from).collect()));
         }
         GroupEvent::CommitResult { id, result } => {
             if let Some(tx) = st.group.commits.remove(&id) {
@@ -391,7 +520,19 @@ fn apply_event(st: &mut super::consumer::State, event: GroupEvent) {
             }
         }
         GroupEvent::Fatal(code) => {
-            st.poll_error = Some(Error::broker(code, None, "consumer group membership"));
+            let consumer_protocol = st.group.member.as_ref().is_some_and(|m| m.is_consumer_protocol());
+            st.poll_error = Some(if consumer_protocol && code == ErrorCode::UNSUPPORTED_VERSION {
+                // The broker offers no ConsumerGroupHeartbeat (or refuses it): the usual cause is
+                // a cluster that predates the protocol or has it switched off.
+                Error::config(
+                    "group.protocol",
+                    "the consumer group protocol (KIP-848, group.protocol=consumer) needs Kafka 4.0 or later, or a \
+                     cluster with it enabled (group.coordinator.rebalance.protocols including consumer); this \
+                     cluster does not offer it; group.protocol=classic works with it",
+                )
+            } else {
+                Error::broker(code, None, "consumer group membership")
+            });
         }
     }
 }
@@ -478,29 +619,36 @@ async fn send_classic(client: &super::Client, target: Target, request: GroupRequ
 }
 
 pub(super) fn next_timeout(inner: &Inner) -> Option<Instant> {
-    inner.lock().group.member.as_ref().and_then(Member::next_timeout)
+    inner.lock().group.member.as_ref().and_then(|m| m.next_timeout())
 }
 
 /// Runs the rebalance steps the group queued for the application, in order.
+///
+/// Cancel-safe: a step leaves the queue only when it has been run to the end (callback,
+/// commit, partitions dropped, the member told), so a dropped future leaves it to the next call,
+/// which runs it again from the start. A listener callback may thus run more than once for one
+/// step, never zero times.
 pub(super) async fn run_events(consumer: &Consumer) -> Result<()> {
     let inner = consumer.inner().clone();
+    let turn = inner.lock().group.app_turn.clone();
+    let _turn = turn.lock().await;
     loop {
-        let Some(event) = inner.lock().group.app_events.pop_front() else { return Ok(()) };
+        let Some(event) = inner.lock().group.app_events.front().cloned() else { return Ok(()) };
         let listener = consumer.listener();
-        match event {
+        match &event {
             AppEvent::Assigned(tps) => {
                 if let Some(l) = &listener {
-                    l.on_partitions_assigned(consumer, &tps).await;
+                    l.on_partitions_assigned(consumer, tps).await;
                 }
             }
             AppEvent::Lost(tps) => {
                 if let Some(l) = &listener {
-                    l.on_partitions_lost(consumer, &tps).await;
+                    l.on_partitions_lost(consumer, tps).await;
                 }
             }
             AppEvent::Revoke(tps) => {
                 if let Some(l) = &listener {
-                    l.on_partitions_revoked(consumer, &tps).await;
+                    l.on_partitions_revoked(consumer, tps).await;
                 }
                 if inner.config.enable_auto_commit {
                     let offsets: BTreeMap<TopicPartition, OffsetAndMetadata> =
@@ -509,17 +657,34 @@ pub(super) async fn run_events(consumer: &Consumer) -> Result<()> {
                         tracing::warn!(error = %e, "commit of revoked partitions failed");
                     }
                 }
-                let mut st = inner.lock();
+            }
+        }
+        // Done: no await from here to the end of the step.
+        let mut guard = inner.lock();
+        let st = &mut *guard;
+        st.group.app_events.pop_front();
+        let now = Instant::now();
+        match event {
+            AppEvent::Assigned(_) => {}
+            AppEvent::Revoke(tps) => {
                 for tp in &tps {
                     st.drop_partition(tp);
                 }
                 if let Some(m) = st.group.member.as_mut() {
-                    m.revocation_done(Instant::now());
+                    m.revocation_done(now);
                 }
-                drop(st);
-                inner.wake.notify_one();
+            }
+            AppEvent::Lost(tps) => {
+                for tp in &tps {
+                    st.drop_partition(tp);
+                }
+                if let Some(m) = st.group.member.as_mut() {
+                    m.lost_handled(now);
+                }
             }
         }
+        drop(guard);
+        inner.wake.notify_one();
     }
 }
 
@@ -538,7 +703,7 @@ pub(super) async fn commit(inner: &Arc<Inner>, offsets: BTreeMap<TopicPartition,
         let (tx, rx) = oneshot::channel();
         st.group.commits.insert(id, tx);
         // The member may have answered at once (no current generation).
-        while let Some(event) = st.group.member.as_mut().and_then(Member::poll_event) {
+        while let Some(event) = st.group.member.as_mut().and_then(|m| m.poll_event()) {
             apply_event(&mut st, event);
         }
         rx
@@ -587,5 +752,5 @@ pub(super) async fn leave(consumer: &Consumer) {
 
 /// The member's generation (KIP-848: member epoch) and member id, while it is in a group.
 pub(super) fn generation(inner: &Inner) -> Option<(i32, String)> {
-    inner.lock().group.member.as_ref().and_then(|m| both!(m, m => m.generation()))
+    inner.lock().group.member.as_ref().and_then(|m| m.generation())
 }

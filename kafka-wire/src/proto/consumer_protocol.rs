@@ -23,8 +23,8 @@
 //!   Fields the coordinator already has are sent as null; after any failure or error the next
 //!   heartbeat is a full one again.
 //!
-//!   FENCED_MEMBER_EPOCH, UNKNOWN_MEMBER_ID, a lapsed lease ──► Lost, join again with epoch 0
-//!   and the same member id
+//!   FENCED_MEMBER_EPOCH, UNKNOWN_MEMBER_ID, a lapsed lease ──► Lost; once the application
+//!   has handled it (lost_handled), join again with epoch 0 and the same member id
 //!   poll_called missing for rebalance_timeout ──► Lost, leave (-1, static -2); joins again at
 //!   the next poll_called
 //!   leave() ──► Revoke, revocation_done, commits settle ──► heartbeat with epoch -1 (dynamic)
@@ -32,6 +32,12 @@
 //!   UNRELEASED_INSTANCE_ID, FENCED_INSTANCE_ID, GROUP_AUTHORIZATION_FAILED,
 //!   UNSUPPORTED_ASSIGNOR, INVALID_REQUEST, GROUP_MAX_SIZE_REACHED, UNSUPPORTED_VERSION ──► Fatal
 //! ```
+//!
+//! As for the classic member (see *Losses wait for the application* in
+//! [`crate::proto::group`], which also gives the reasons), a member that lost its partitions
+//! does not join again until [`ConsumerGroupMember::lost_handled`]: until then it has no member
+//! epoch, so the application cannot commit, in a transaction or not, records of the lost
+//! membership with a new one, and no new assignment moves its positions.
 //!
 //! The member id is the client's (KIP-1082, ConsumerGroupHeartbeat v1+ requires it): a random
 //! UUID made once per member, kept across rejoins. Set
@@ -355,6 +361,9 @@ pub struct ConsumerGroupMember {
     out_of_band: VecDeque<ConsumerGroupHeartbeatRequest>,
 
     events: VecDeque<GroupEvent>,
+    /// A [`GroupEvent::Lost`] was queued and [`ConsumerGroupMember::lost_handled`] not called
+    /// since: no join until it is.
+    loss_unhandled: bool,
 }
 
 fn bs(s: &str) -> ByteString {
@@ -459,6 +468,7 @@ impl ConsumerGroupMember {
             fetch_requests: BTreeMap::new(),
             out_of_band: VecDeque::new(),
             events: VecDeque::new(),
+            loss_unhandled: false,
         }
     }
 
@@ -611,6 +621,18 @@ impl ConsumerGroupMember {
         }
         self.forget_unowned_topic_ids();
         self.reconcile();
+    }
+
+    /// The application has stopped using the partitions of the last [`GroupEvent::Lost`]; the
+    /// member may join again (it does not before).
+    pub fn lost_handled(&mut self, now: Instant) {
+        self.now = now;
+        self.loss_unhandled = false;
+    }
+
+    /// Whether a [`GroupEvent::Lost`] waits for [`ConsumerGroupMember::lost_handled`].
+    pub fn loss_unhandled(&self) -> bool {
+        self.loss_unhandled
     }
 
     /// Commits offsets (offset, leader epoch) as this member. The outcome comes as
@@ -936,6 +958,7 @@ impl ConsumerGroupMember {
             && self.subscribed
             && self.epoch == 0
             && !self.revocation_pending
+            && !self.loss_unhandled
             && !self.partition_events_pending()
     }
 
@@ -1035,6 +1058,7 @@ impl ConsumerGroupMember {
         lost.append(&mut self.revoking);
         if !lost.is_empty() {
             self.events.push_back(GroupEvent::Lost(lost));
+            self.loss_unhandled = true;
         }
         self.revocation_pending = false;
         self.fetch_queue.clear();

@@ -8,9 +8,32 @@
 //! got none — to [`GroupMember::handle_response`], hand the events of
 //! [`GroupMember::poll_event`] to the application, and wake up again at
 //! [`GroupMember::next_timeout`] or when something arrives. A JoinGroup is not sent while a
-//! [`GroupEvent::Lost`] or [`GroupEvent::Revoke`] waits in the event queue, so the application
-//! always learns that it lost or must give up partitions before the member rejoins; drain the
-//! events after `poll_request` and call it again.
+//! [`GroupEvent::Lost`] or [`GroupEvent::Revoke`] waits in the event queue, nor after a `Lost`
+//! was taken from the queue until [`GroupMember::lost_handled`] says the application has
+//! stopped using the lost partitions (see *Losses wait for the application* below).
+//!
+//! # Losses wait for the application
+//!
+//! A driver usually runs the member on a background task and hands its events to the
+//! application later (inside its next `poll`). A member that lost its partitions (lease over,
+//! fenced, coordinator gone) between two polls must not rejoin in the background: the
+//! application may still hold records of the old generation, and once the new generation is
+//! current a transaction would commit their offsets with it (KIP-447 checks only the
+//! generation), and the new assignment's committed offsets would rewind positions under the
+//! application's feet — a batch processed and committed twice. So after a `Lost` the member
+//! stays out of the group, sending no JoinGroup, until [`GroupMember::lost_handled`]; until
+//! then [`GroupMember::generation`] is `None` and commits are refused. (A revocation already
+//! waits for [`GroupMember::revocation_done`].)
+//!
+//! Why this and not "rejoin at once, refuse the generation until the loss is delivered": a
+//! rejoin in the background would also fetch the new assignment's offsets and move positions,
+//! and it only helps a member whose application is not polling — which the coordinator removes
+//! after `rebalance_timeout` (`max.poll.interval.ms`) anyway, as this member leaves the group
+//! itself when `poll_called` stays away that long. So the wait adds no new way to be kept out:
+//! an application that polls rejoins at its next poll, one that does not would be out of the
+//! group either way, and the group's rebalance waits for this member no longer than for any
+//! member busy between polls (its rebalance timeout). The same rule holds for the KIP-848
+//! member ([`crate::proto::consumer_protocol`]).
 //!
 //! # States
 //!
@@ -41,6 +64,7 @@
 //!
 //!   from any state with a generation or partitions:
 //!     ILLEGAL_GENERATION / UNKNOWN_MEMBER_ID (heartbeat, sync, commit), lease over ──► Lost, Unjoined
+//!                                                      (joins again once lost_handled is called)
 //!     poll_called not called for rebalance_timeout ──► LeaveGroup (dynamic), Lost, PollExpired
 //!                                                      (joins again at the next poll_called)
 //!     leave() ──► Revoke, revocation_done, commits settle ──► LeaveGroup (dynamic) ──► Left
@@ -262,7 +286,8 @@ pub enum GroupEvent {
     /// ([`GroupEvent::CommittedOffsets`] follows).
     Assigned(BTreeSet<Tp>),
     /// Lost without a chance to commit (session or lease over, fenced, generation reset): stop
-    /// using them and do NOT commit them.
+    /// using them and do NOT commit them, then call [`GroupMember::lost_handled`] (the member
+    /// does not rejoin before).
     Lost(BTreeSet<Tp>),
     /// Committed offsets of assigned partitions; -1 when nothing is committed.
     CommittedOffsets(BTreeMap<Tp, CommittedOffset>),
@@ -444,6 +469,9 @@ pub struct GroupMember {
     leave_request: Option<LeaveGroupRequest>,
 
     events: VecDeque<GroupEvent>,
+    /// A [`GroupEvent::Lost`] was queued and [`GroupMember::lost_handled`] not called since: no
+    /// JoinGroup until it is.
+    loss_unhandled: bool,
 }
 
 fn bs(s: &str) -> ByteString {
@@ -515,6 +543,7 @@ impl GroupMember {
             fetch_requests: BTreeMap::new(),
             leave_request: None,
             events: VecDeque::new(),
+            loss_unhandled: false,
         }
     }
 
@@ -641,6 +670,19 @@ impl GroupMember {
                 self.request_rejoin("revoked partitions in a cooperative rebalance");
             }
         }
+    }
+
+    /// The application has stopped using the partitions of the last [`GroupEvent::Lost`] (it
+    /// dropped what it held of them, aborted what it had open). Until this is called the member
+    /// does not rejoin: see the module documentation, *Losses wait for the application*.
+    pub fn lost_handled(&mut self, now: Instant) {
+        self.now = now;
+        self.loss_unhandled = false;
+    }
+
+    /// Whether a [`GroupEvent::Lost`] waits for [`GroupMember::lost_handled`].
+    pub fn loss_unhandled(&self) -> bool {
+        self.loss_unhandled
     }
 
     /// Commits offsets (offset, leader epoch) with the current generation. The outcome comes as
@@ -998,6 +1040,7 @@ impl GroupMember {
         lost.append(&mut self.revoking);
         if !lost.is_empty() {
             self.events.push_back(GroupEvent::Lost(lost));
+            self.loss_unhandled = true;
         }
         self.after_revoke = None;
         self.fetch_queue.clear();
@@ -1117,7 +1160,7 @@ impl GroupMember {
 
     /// Nothing holds a JoinGroup back but the coordinator, the slot and the backoff.
     fn join_blockers_clear(&self) -> bool {
-        self.after_revoke.is_none() && self.commits.is_empty()
+        self.after_revoke.is_none() && self.commits.is_empty() && !self.loss_unhandled
     }
 
     /// Java's `onJoinPrepare`: eager revokes everything; cooperative revokes the partitions of
@@ -2039,6 +2082,10 @@ mod tests {
         m.handle_response(id, GroupResponse::Heartbeat(resp), t1);
         assert_eq!(m.poll_event(), Some(GroupEvent::Lost([tp("t", 0)].into())));
         assert_eq!(m.generation(), None);
+        // Taken off the queue is not handled: no JoinGroup, and no wake-up that would spin.
+        assert_eq!(m.poll_request(t1), None, "no rejoin before the application handled the loss");
+        assert!(m.next_timeout().is_none_or(|t| t > t1), "{:?}", m.next_timeout());
+        m.lost_handled(t1);
         let (_, _, req) = expect(&mut m, t1);
         let GroupRequest::JoinGroup(r) = req else { panic!("{req:?}") };
         assert_eq!(&*r.member_id, "m-1");

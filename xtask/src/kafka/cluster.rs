@@ -65,8 +65,12 @@ impl Layout {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Layout { root: root.into() }
     }
+    /// `<root>/.kafka`, with symlinks resolved: a worktree whose `.kafka` links to another
+    /// checkout's must name the brokers' files as the brokers were started with them, or the
+    /// pid checks (which match the JVM's command line) would think a running node is down.
     pub fn kafka_dir(&self) -> PathBuf {
-        self.root.join(".kafka")
+        let dir = self.root.join(".kafka");
+        dir.canonicalize().unwrap_or(dir)
     }
     pub fn libs_dir(&self, version: &str) -> PathBuf {
         self.kafka_dir().join("libs").join(version)
