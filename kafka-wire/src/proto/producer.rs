@@ -694,10 +694,7 @@ impl<C> ProducerCore<C> {
         if code == ErrorCode::MESSAGE_TOO_LARGE {
             // The broker checks the size before anything else (sequences included), so the batch
             // was not written and its sequence range is still free.
-            let batch = match self.split(batch) {
-                Ok(()) => return,
-                Err(batch) => batch,
-            };
+            let Some(batch) = self.split(batch) else { return };
             let (topic_partition, size) = (batch.tp.clone(), batch.sealed.as_ref().map_or(0, Bytes::len));
             self.fail_sequenced(batch, ProduceFailure::RecordTooLarge { topic_partition, size });
             return;
@@ -759,10 +756,10 @@ impl<C> ProducerCore<C> {
     /// broker sees the same sequence numbers it would have for the whole batch. Hands the batch
     /// back if it holds one record, or if its records cannot be read back (never for a batch
     /// this core built).
-    fn split(&mut self, batch: Batch<C>) -> Result<(), Batch<C>> {
+    fn split(&mut self, batch: Batch<C>) -> Option<Batch<C>> {
         let header = batch.sealed.as_ref().and_then(|b| record_batch::BatchHeader::decode(b).ok());
         let records = (batch.record_count() > 1).then(|| Self::records_of(&batch)).flatten();
-        let (Some(header), Some(records)) = (header, records) else { return Err(batch) };
+        let (Some(header), Some(records)) = (header, records) else { return Some(batch) };
         let half = records.len() / 2;
         let mut parts = Vec::with_capacity(2);
         for (i, part) in [&records[..half], &records[half..]].into_iter().enumerate() {
@@ -771,7 +768,7 @@ impl<C> ProducerCore<C> {
             for r in part {
                 bytes += record_batch::record_size_upper_bound(r.key.as_deref(), r.value.as_deref(), &r.headers);
                 if builder.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &r.headers).is_err() {
-                    return Err(batch);
+                    return Some(batch);
                 }
             }
             let sequence =
@@ -819,7 +816,7 @@ impl<C> ProducerCore<C> {
             };
             q.batches.insert(pos + i, half);
         }
-        Ok(())
+        None
     }
 
     /// The records of a sealed batch, read back.
