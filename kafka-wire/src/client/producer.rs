@@ -153,6 +153,9 @@ struct TopicMeta {
 impl Producer {
     /// Connects to the cluster and starts the driver. An idempotent producer gets its producer
     /// id before the first batch is sent.
+    ///
+    /// Cancel-safe: if the future is dropped before it returns, no producer was started and
+    /// the connections opened so far are closed.
     pub async fn new(config: ProducerConfig) -> Result<Self> {
         let config = config.validated()?;
         let client = Client::connect(config.client_config()).await?;
