@@ -185,6 +185,9 @@ impl Transactions {
             };
             if let Some(request) = request {
                 self.send(inner, request).await;
+                // The answer may have made the transaction abortable: the driver then fails its
+                // queued records at once rather than at its next turn.
+                inner.wake.notify_one();
                 continue;
             }
             if tokio::time::Instant::now() >= deadline {
