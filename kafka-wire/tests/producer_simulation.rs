@@ -38,6 +38,20 @@ const PRODUCER_ID: i64 = 1000;
 
 type Completion = Result<RecordMetadata, ProduceFailure>;
 
+/// A drained request with its batches sealed, as the driver's dispatch task sends it.
+struct Sealed {
+    id: u64,
+    node: i32,
+    batches: Vec<(TopicPartition, Bytes)>,
+}
+
+impl From<Drained> for Sealed {
+    fn from(d: Drained) -> Self {
+        let (id, node) = (d.id, d.node);
+        Self { id, node, batches: d.seal() }
+    }
+}
+
 // ---- parameters -----------------------------------------------------------------------------
 
 #[derive(Clone, Debug)]
@@ -280,7 +294,7 @@ enum Event {
 }
 
 struct Request {
-    drained: Drained,
+    drained: Sealed,
     fate: Fate,
     sent_at: Instant,
 }
@@ -524,6 +538,7 @@ impl Sim {
     }
 
     fn send(&mut self, d: Drained) {
+        let d = Sealed::from(d);
         self.totals.requests += 1;
         let mut desc = Vec::new();
         for (t, bytes) in &d.batches {
@@ -975,20 +990,20 @@ impl Manual {
     }
 
     /// Everything the core sends now.
-    fn send(&mut self) -> Vec<Drained> {
+    fn send(&mut self) -> Vec<Sealed> {
         let view = &self.view;
         let ready = self.core.ready(self.now, |t| view[t.partition as usize]);
         let mut out = Vec::new();
         for node in ready.nodes {
             while let Some(d) = self.core.drain(node, self.now, |t| view[t.partition as usize]) {
-                out.push(d);
+                out.push(Sealed::from(d));
             }
         }
         out
     }
 
     /// The request reaches the broker it was sent to; `inject` picks a fault per partition.
-    fn arrive(&mut self, d: &Drained, inject: impl Fn(i32) -> Inject) -> Vec<PartitionResponse> {
+    fn arrive(&mut self, d: &Sealed, inject: impl Fn(i32) -> Inject) -> Vec<PartitionResponse> {
         d.batches
             .iter()
             .map(|(t, bytes)| {
@@ -1004,7 +1019,7 @@ impl Manual {
             .collect()
     }
 
-    fn respond(&mut self, d: &Drained, outcome: RequestOutcome) {
+    fn respond(&mut self, d: &Sealed, outcome: RequestOutcome) {
         self.core.handle_response(d.id, outcome, self.now);
         while let Some((id, r)) = self.core.poll_completion() {
             self.done.entry(id).or_default().push(r);
@@ -1035,7 +1050,7 @@ impl Manual {
         panic!("not idle after {max_rounds} rounds");
     }
 
-    fn headers(d: &Drained) -> Vec<(i32, BatchHeader)> {
+    fn headers(d: &Sealed) -> Vec<(i32, BatchHeader)> {
         d.batches.iter().map(|(t, b)| (t.partition, BatchHeader::decode(b).expect("header"))).collect()
     }
 
@@ -1378,4 +1393,63 @@ fn regression_a_refused_first_batch_is_not_overtaken() {
     let log: Vec<u64> = m.model.partitions[0].log.iter().map(|e| e.record_id).collect();
     assert_eq!(log, ids, "the log holds the records in send order");
     m.assert_invariants();
+}
+
+/// A broker that refuses batches over a size limit with MESSAGE_TOO_LARGE: a batch of several
+/// records is split (and its halves split again) until every part fits, with the same sequence
+/// numbers, so each record lands once and in order; a record too large even alone fails with
+/// `RecordTooLarge` naming its partition, and the records after it still go. Before, the whole
+/// batch failed with the broker's error.
+#[test]
+fn regression_message_too_large_splits_the_batch_keeping_order_and_sequences() {
+    for compression in [Compression::None, Compression::Lz4] {
+        let mut config = manual_config();
+        config.batch_size = 16 << 10;
+        config.compression = compression;
+        let mut m = Manual::new(config, 2);
+        let confirmed = m.confirm(0);
+        m.model.max_batch_bytes = Some(600);
+        let append = |m: &mut Manual, partition: i32, filler: usize| {
+            let id = m.next_id;
+            m.next_id += 1;
+            m.partition_of.insert(id, partition);
+            let mut data = record(id, filler, 0);
+            if filler > 1000 {
+                // Not compressible below the limit either.
+                let mut rng = Rng::new(id);
+                let mut value = BytesMut::from(&id.to_be_bytes()[..]);
+                value.extend((0..filler).map(|_| rng.next_u64() as u8));
+                data.value = Some(value.freeze());
+            }
+            m.core.append(&tp(partition), data, id, m.now).expect("append");
+            id
+        };
+        let mut ids: Vec<u64> = (0..40).map(|_| append(&mut m, 0, 24)).collect();
+        let big = append(&mut m, 0, 2000);
+        ids.extend((0..40).map(|_| append(&mut m, 0, 24)));
+        let other: Vec<u64> = (0..30).map(|_| append(&mut m, 1, 24)).collect();
+        m.core.flush();
+        m.settle(200);
+        assert!(m.model.violations.is_empty(), "{compression:?}: {:?}", m.model.violations);
+        for id in ids.iter().chain(&other).chain(&confirmed) {
+            assert!(
+                matches!(m.done.get(id).map(Vec::as_slice), Some([Ok(_)])),
+                "{compression:?}: record {id}: {:?}",
+                m.done.get(id)
+            );
+        }
+        match m.done.get(&big).map(Vec::as_slice) {
+            Some([Err(ProduceFailure::RecordTooLarge { topic_partition, size })]) => {
+                assert_eq!(*topic_partition, tp(0));
+                assert!(*size > 600, "{size}");
+            }
+            other => panic!("{compression:?}: the oversize record ended {other:?}"),
+        }
+        for (partition, want) in
+            [(0usize, confirmed.iter().chain(&ids).copied().collect::<Vec<_>>()), (1, other.clone())]
+        {
+            let log: Vec<u64> = m.model.partitions[partition].log.iter().map(|e| e.record_id).collect();
+            assert_eq!(log, want, "{compression:?}: partition {partition} holds each record once, in order");
+        }
+    }
 }

@@ -1297,3 +1297,124 @@ fn simulation_without_faults() {
         assert_eq!((t.fenced, t.other_fatal, t.unknown), (0, 0, 0), "v2={v2}: {t:?}");
     }
 }
+
+// ---- scripted: a coordinator that lost the producer id ---------------------------------------
+
+/// Where the coordinator answers INVALID_PRODUCER_ID_MAPPING in
+/// [`regression_invalid_producer_id_mapping_is_abortable_and_the_abort_gets_a_new_producer_id`].
+#[derive(Clone, Copy, Debug)]
+enum Unmapped {
+    AddPartitions,
+    AddOffsets,
+    EndTxnCommit,
+    EndTxnAbort,
+}
+
+/// One manager answered by hand, request by request.
+struct Scripted {
+    m: TransactionManager,
+    now: Instant,
+}
+
+impl Scripted {
+    /// Sends the manager's next request, answers it with `reply`, and returns the request.
+    fn answer(&mut self, reply: impl FnOnce(&TxnRequest) -> Reply) -> TxnRequest {
+        let r = self.m.next_request(self.now).unwrap_or_else(|| panic!("no request in {:?}", self.m.state()));
+        let now = self.now;
+        match reply(&r.request) {
+            Reply::Find(x) => self.m.handle_find_coordinator(r.id, x, now),
+            Reply::Init(code, pid, epoch) => self.m.handle_init_producer_id(r.id, code, pid, epoch, now),
+            Reply::AddPartitions(x) => self.m.handle_add_partitions(r.id, &x, now),
+            Reply::AddOffsets(code) => self.m.handle_add_offsets(r.id, code, now),
+            Reply::OffsetCommit(x) => self.m.handle_txn_offset_commit(r.id, &x, now),
+            Reply::End(code, pid, epoch) => self.m.handle_end_txn(r.id, code, pid, epoch, now),
+        }
+        r.request
+    }
+
+    fn answer_ok(&mut self) -> TxnRequest {
+        let node = NODES[0];
+        self.answer(|r| match r {
+            TxnRequest::FindCoordinator { .. } => Reply::Find(Ok(node)),
+            other => error_reply(other, ErrorCode::NONE),
+        })
+    }
+}
+
+/// Java's producer takes INVALID_PRODUCER_ID_MAPPING from AddPartitionsToTxn, AddOffsetsToTxn or
+/// EndTxn as an abortable error whose abort skips EndTxn and goes straight to InitProducerId with
+/// the current producer id and epoch (KIP-360), which gets a producer id the coordinator knows.
+/// It was fatal here: the instance could only be closed.
+#[test]
+fn regression_invalid_producer_id_mapping_is_abortable_and_the_abort_gets_a_new_producer_id() {
+    for (at, v2) in [
+        (Unmapped::AddPartitions, false),
+        (Unmapped::AddOffsets, false),
+        (Unmapped::EndTxnCommit, false),
+        (Unmapped::EndTxnCommit, true),
+        (Unmapped::EndTxnAbort, false),
+        (Unmapped::EndTxnAbort, true),
+    ] {
+        let case = format!("{at:?} v{}", if v2 { 2 } else { 1 });
+        let mut s = Scripted { m: TransactionManager::new(TxnConfig::new(TXN_ID)), now: Instant::now() };
+        s.m.init().unwrap();
+        s.answer_ok();
+        s.answer(|_| Reply::Init(ErrorCode::NONE, PRODUCER_ID, 3));
+        assert_eq!(s.m.state(), TxnState::Ready, "{case}");
+        s.m.set_transaction_version(if v2 { 2 } else { 1 });
+        s.m.begin().unwrap();
+        let unmapped = |r: &TxnRequest| error_reply(r, ErrorCode::INVALID_PRODUCER_ID_MAPPING);
+        match at {
+            Unmapped::AddPartitions => {
+                assert!(!s.m.add_partition(&tp(0)).unwrap());
+                assert!(matches!(s.answer(unmapped), TxnRequest::AddPartitionsToTxn { .. }), "{case}");
+            }
+            Unmapped::AddOffsets => {
+                let group = GroupMetadata {
+                    group_id: GROUP.into(),
+                    generation_id: 1,
+                    member_id: "m".into(),
+                    group_instance_id: None,
+                };
+                let offset = TxnOffset { offset: 5, leader_epoch: None, metadata: None };
+                s.m.send_offsets(group, vec![(tp(0), offset)]).unwrap();
+                assert!(matches!(s.answer(unmapped), TxnRequest::AddOffsetsToTxn { .. }), "{case}");
+            }
+            Unmapped::EndTxnCommit | Unmapped::EndTxnAbort => {
+                if !s.m.add_partition(&tp(0)).unwrap() {
+                    s.answer_ok();
+                }
+                assert!(s.m.add_partition(&tp(0)).unwrap(), "{case}");
+                s.m.produce_settled(ProduceOutcome::Acknowledged);
+                let commit = matches!(at, Unmapped::EndTxnCommit);
+                if commit {
+                    s.m.commit(0).unwrap();
+                } else {
+                    s.m.abort(0).unwrap();
+                }
+                let sent = s.answer(unmapped);
+                assert!(matches!(sent, TxnRequest::EndTxn { commit: c, .. } if c == commit), "{case}: {sent:?}");
+            }
+        }
+        let aborting = matches!(at, Unmapped::EndTxnAbort);
+        if !aborting {
+            assert_eq!(s.m.state(), TxnState::AbortableError, "{case}: {:?}", s.m.error());
+            s.m.abort(0).unwrap();
+        }
+        // No EndTxn for a producer id the coordinator does not know: the bump comes next.
+        let sent = s.answer(|_| Reply::Init(ErrorCode::NONE, PRODUCER_ID + 1, 0));
+        assert!(
+            matches!(sent, TxnRequest::InitProducerId { producer_id: PRODUCER_ID, producer_epoch: 3, .. }),
+            "{case}: {sent:?}"
+        );
+        assert_eq!(s.m.state(), TxnState::Ready, "{case}");
+        assert_eq!(s.m.producer_id(), (PRODUCER_ID + 1, 0), "{case}");
+        let events: Vec<TxnEvent> = std::iter::from_fn(|| s.m.poll_event()).collect();
+        assert!(events.contains(&TxnEvent::Aborted), "{case}: {events:?}");
+        assert!(
+            events.contains(&TxnEvent::ProducerIdChanged { producer_id: PRODUCER_ID + 1, epoch: 0 }),
+            "{case}: {events:?}"
+        );
+        s.m.begin().unwrap();
+    }
+}

@@ -143,7 +143,10 @@ async fn a_record_above_max_request_size_is_refused_alone() {
     let producer = Producer::new(ProducerConfig::new(&bootstrap()).max_request_size(10_000)).await.unwrap();
     let small = producer.send(ProducerRecord::new(&topic, "small")).await.unwrap();
     let err = producer.send(ProducerRecord::new(&topic, vec![0u8; 20_000])).await.err().unwrap();
-    assert!(matches!(&err, Error::RecordTooLarge { limit: "max.request.size", .. }), "{err:?}");
+    assert!(
+        matches!(&err, Error::RecordTooLarge { limit: "max.request.size", topic: t, partition: Some(0), .. } if *t == topic),
+        "{err:?}"
+    );
     let md = small.await.unwrap();
     assert_eq!(md.offset, 0);
     producer.close().await.unwrap();
@@ -176,6 +179,77 @@ async fn explicit_partitions_and_keys_go_where_java_would_put_them() {
     let want = kafka_wire::proto::partitioner::partition_for_key(b"some key", 4);
     assert_eq!(keyed.topic_partition.partition, want);
     let err = producer.send(ProducerRecord::new(&topic, "x").partition(4)).await.err().unwrap();
-    assert!(matches!(&err, Error::Config { property, .. } if property == "partition"), "{err:?}");
+    assert!(matches!(&err, Error::Misuse { operation, .. } if operation == "send"), "{err:?}");
     producer.close().await.unwrap();
+}
+
+/// A topic whose `max.message.bytes` is smaller than a batch: the broker answers
+/// MESSAGE_TOO_LARGE and the producer splits the batch until each part fits (with the same
+/// sequence numbers, as the producer is idempotent), so every record that fits alone is written
+/// once and in order; a record too large even alone fails with RecordTooLarge naming the topic's
+/// limit. Before, the whole batch failed with the broker's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_too_large_for_the_topic_is_split_and_a_record_too_large_alone_fails() {
+    let client = client().await;
+    let topic = unique_topic("split");
+    create_topic(&client, &topic, 1, 1, &[("max.message.bytes", "2000")]).await;
+    for compression in [Compression::None, Compression::Zstd] {
+        let producer = Producer::new(
+            ProducerConfig::new(&bootstrap())
+                .batch_size(64 << 10)
+                .linger(Duration::from_millis(200))
+                .compression(compression),
+        )
+        .await
+        .unwrap();
+        let value = |i: usize| format!("{compression:?}-{i:03}-{}", "v".repeat(100));
+        // Incompressible, so that it is too large with every codec.
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let noise: Vec<u8> = (0..5000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let mut pending = Vec::new();
+        for i in 0..60 {
+            pending.push((value(i), producer.send(ProducerRecord::new(&topic, value(i)).partition(0)).await.unwrap()));
+        }
+        let big = producer.send(ProducerRecord::new(&topic, Bytes::from(noise)).partition(0)).await.unwrap();
+        for i in 60..120 {
+            pending.push((value(i), producer.send(ProducerRecord::new(&topic, value(i)).partition(0)).await.unwrap()));
+        }
+        let mut last_offset = -1;
+        for (v, delivery) in pending {
+            let md = delivery.await.unwrap_or_else(|e| panic!("{v}: {e}"));
+            assert!(md.offset > last_offset, "{v} at {} after {last_offset}", md.offset);
+            last_offset = md.offset;
+        }
+        match big.await {
+            Err(Error::RecordTooLarge {
+                topic: t,
+                partition: Some(0),
+                limit: "max.message.bytes",
+                max: 2000,
+                size,
+            }) => {
+                assert_eq!(t, topic);
+                assert!(size > 2000, "{size}");
+            }
+            other => panic!("{compression:?}: the oversize record ended {other:?}"),
+        }
+        producer.close().await.unwrap();
+    }
+    let values: Vec<String> = fetch_records(&client, &topic, 0)
+        .await
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    let want: Vec<String> = [Compression::None, Compression::Zstd]
+        .iter()
+        .flat_map(|c| (0..120).map(move |i| format!("{c:?}-{i:03}-{}", "v".repeat(100))))
+        .collect();
+    assert_eq!(values, want, "every record that fits alone written once, in order");
 }

@@ -308,3 +308,126 @@ async fn transactions_v1_add_partitions_and_offsets_explicitly() {
         "the last committed transaction's offset"
     );
 }
+
+/// xorshift64*: the cancellation points of a seeded run (`KW_CANCEL_SEED` picks the seed).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// `send`, `flush` and `commit_transaction` cancelled at random points (a `timeout` around each,
+/// of 0 to 3 ms) while a small `buffer.memory` makes sends wait for room: every transaction still
+/// commits (the transaction's record count settles), and a read_committed reader sees exactly
+/// the records whose `send` returned Ok, in order. Before, a `send` dropped while waiting for room
+/// stayed counted, so the commit waited for a record that never existed until `max.block.ms`, and
+/// the producer was stuck in Committing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_cancelled_sends_flushes_and_commits_leave_the_transaction_consistent() {
+    let _v2 = PROTOCOL.read().await;
+    let seed = std::env::var("KW_CANCEL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5EED_u64);
+    println!("KW_CANCEL_SEED={seed}");
+    let mut rng = Rng(seed | 1);
+    let client = client().await;
+    let topic = unique_topic("txn-cancel");
+    create_topic(&client, &topic, 1, 1, &[]).await;
+    let producer = Producer::new(
+        transactional(&unique_topic("tid"))
+            .buffer_memory(2048)
+            .batch_size(512)
+            .linger(Duration::ZERO)
+            .max_block(Duration::from_secs(15)),
+    )
+    .await
+    .unwrap();
+    producer.init_transactions().await.unwrap();
+    let mut want = Vec::new();
+    let (mut cancelled_sends, mut cancelled_commits) = (0, 0);
+    for t in 0..6 {
+        producer.begin_transaction().unwrap();
+        let mut pending = Vec::new();
+        for i in 0..150 {
+            let value = format!("t{t}-{i:03}-{}", "x".repeat(60));
+            let record = ProducerRecord::new(&topic, value.clone()).partition(0);
+            let cancel_after = Duration::from_micros(rng.below(3000));
+            match tokio::time::timeout(cancel_after, producer.send(record)).await {
+                Ok(sent) => pending.push((value, sent.unwrap())),
+                Err(_) => cancelled_sends += 1,
+            }
+            if rng.below(20) == 0 {
+                let _ = tokio::time::timeout(Duration::from_micros(rng.below(3000)), producer.flush()).await;
+            }
+        }
+        let committed =
+            match tokio::time::timeout(Duration::from_micros(rng.below(3000)), producer.commit_transaction()).await {
+                Ok(result) => result,
+                Err(_) => {
+                    cancelled_commits += 1;
+                    producer.commit_transaction().await
+                }
+            };
+        committed.unwrap_or_else(|e| panic!("transaction {t}: commit failed: {e}"));
+        for (value, delivery) in pending {
+            delivery.await.unwrap_or_else(|e| panic!("transaction {t}: {value} failed: {e}"));
+            want.push(value);
+        }
+    }
+    println!("{cancelled_sends} sends and {cancelled_commits} commits cancelled, {} records sent", want.len());
+    assert!(cancelled_sends > 0, "no send was cancelled: the test exercised nothing");
+    assert_eq!(committed_values(&topic).await, want);
+}
+
+/// A record the broker refuses (MESSAGE_TOO_LARGE for the topic, alone in its batch) makes the
+/// transaction abortable, and the records queued behind it fail at once with TransactionAborted
+/// (as Java's producer does) instead of waiting out `delivery.timeout.ms`; the abort then works
+/// and the next transaction commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_refused_record_fails_the_queued_records_of_its_transaction_at_once() {
+    let _v2 = PROTOCOL.read().await;
+    let client = client().await;
+    let topic = unique_topic("txn-refused");
+    create_topic(&client, &topic, 1, 1, &[("max.message.bytes", "2000")]).await;
+    let producer = Producer::new(
+        transactional(&unique_topic("tid"))
+            .batch_size(1000)
+            .linger(Duration::ZERO)
+            .delivery_timeout(Duration::from_secs(600)),
+    )
+    .await
+    .unwrap();
+    producer.init_transactions().await.unwrap();
+    producer.begin_transaction().unwrap();
+    let big = producer.send(ProducerRecord::new(&topic, "b".repeat(5000)).partition(0)).await.unwrap();
+    let mut queued = Vec::new();
+    for i in 0..50 {
+        queued.push(producer.send(ProducerRecord::new(&topic, format!("queued-{i}")).partition(0)).await.unwrap());
+    }
+    // Far less than the delivery timeout: the outcome must not wait for it.
+    let wait = Duration::from_secs(60);
+    let refused = tokio::time::timeout(wait, big).await.expect("the oversize record's outcome");
+    match refused {
+        Err(Error::RecordTooLarge { topic: t, partition: Some(0), limit: "max.message.bytes", max: 2000, size }) => {
+            assert_eq!(t, topic);
+            assert!(size > 2000, "{size}");
+        }
+        other => panic!("the oversize record ended {other:?}"),
+    }
+    for (i, delivery) in queued.into_iter().enumerate() {
+        let outcome = tokio::time::timeout(wait, delivery)
+            .await
+            .unwrap_or_else(|_| panic!("queued record {i} still pending {wait:?} after its transaction failed"));
+        assert!(matches!(outcome, Err(Error::TransactionAborted)), "queued record {i}: {outcome:?}");
+    }
+    assert!(matches!(producer.commit_transaction().await, Err(Error::TransactionAbortable { .. })));
+    producer.abort_transaction().await.unwrap();
+    producer.begin_transaction().unwrap();
+    let values = named("after", 10);
+    send_all(&producer, &topic, &values).await;
+    producer.commit_transaction().await.unwrap();
+    assert_eq!(committed_values(&topic).await, values);
+}

@@ -1,23 +1,32 @@
 //! The producer: the tokio driver around [`ProducerCore`](crate::proto::producer::ProducerCore).
 //!
 //! `send` partitions a record, appends it to the core (the caller's task does the encoding) and
-//! returns a [`DeliveryFuture`] at once; a single driver task drains ready batches into Produce
-//! requests, one connection per broker, and turns responses into completions. Metadata is
-//! fetched when a topic is first used and refreshed when a broker says its view is stale.
+//! returns a [`DeliveryFuture`] at once; a driver task drains ready batches into Produce
+//! requests and turns responses into completions. Each broker has its own dispatch task, which
+//! seals (compresses) its requests' batches outside the core's lock, keeps its connection and
+//! sends: a broker that is slow to connect or to answer only holds up its own requests (each
+//! broker has at most `max.in.flight.requests.per.connection` of them). Metadata is fetched when
+//! a topic is first used and refreshed when a broker says its view is stale.
+//!
+//! If the driver task dies (a panic), every pending record and every later call fails with
+//! [`Error::DriverFailed`] instead of waiting forever.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinSet;
 
+use super::admin::{Admin, ConfigResource, ConfigSource};
 use super::cluster::Client;
 use super::config::ProducerConfig;
+use super::connection::Connection;
 use super::error::{Error, Result};
 use super::transaction::Transactions;
 use crate::codec::messages::init_producer_id::InitProducerIdRequest;
@@ -72,15 +81,22 @@ impl ProducerRecord {
 
 type Completion = oneshot::Sender<Result<RecordMetadata>>;
 
-/// Resolves when the record is acknowledged (or has failed for good).
+/// Resolves when the record is acknowledged (or has failed for good). Dropping it does not
+/// withdraw the record: it is still sent, and nobody hears how it went.
 #[must_use = "a delivery future tells whether the record was written"]
-pub struct DeliveryFuture(oneshot::Receiver<Result<RecordMetadata>>);
+pub struct DeliveryFuture {
+    rx: oneshot::Receiver<Result<RecordMetadata>>,
+    failure: Arc<OnceLock<Error>>,
+}
 
 impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or_else(|_| Err(closed())))
+        let failure = self.failure.clone();
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(failure.get().cloned().unwrap_or_else(closed))))
     }
 }
 
@@ -116,6 +132,10 @@ pub(super) struct Inner {
     refreshing: AtomicBool,
     driver_done: Notify,
     pub(super) driver_finished: AtomicBool,
+    /// Set once the driver task died: every pending and later call fails with it.
+    failure: Arc<OnceLock<Error>>,
+    /// Test hook: the driver panics at its next turn (see [`Producer::inject_driver_panic`]).
+    panic_requested: AtomicBool,
     /// Set by the transaction layer when the open transaction runs KIP-890 transactions v2.
     pub(super) transactions_v2: AtomicBool,
     /// The transactional part, with a `transactional.id`.
@@ -133,6 +153,9 @@ struct TopicMeta {
 impl Producer {
     /// Connects to the cluster and starts the driver. An idempotent producer gets its producer
     /// id before the first batch is sent.
+    ///
+    /// Cancel-safe: if the future is dropped before it returns, no producer was started and
+    /// the connections opened so far are closed.
     pub async fn new(config: ProducerConfig) -> Result<Self> {
         let config = config.validated()?;
         let client = Client::connect(config.client_config()).await?;
@@ -165,20 +188,28 @@ impl Producer {
             refreshing: AtomicBool::new(false),
             driver_done: Notify::new(),
             driver_finished: AtomicBool::new(false),
+            failure: Arc::new(OnceLock::new()),
+            panic_requested: AtomicBool::new(false),
             transactions_v2: AtomicBool::new(false),
             txn: config.transactional_id.clone().map(|id| {
                 Transactions::new(id, config.transaction_timeout, config.retry_backoff, config.retry_backoff_max)
             }),
             config,
         });
-        tokio::spawn(drive(inner.clone()));
+        let driver = tokio::spawn(drive(inner.clone()));
+        tokio::spawn(watch(inner.clone(), driver));
         Ok(Self { _last_handle: Arc::new(StopWhenIdle(inner.clone())), inner })
     }
 
     /// Queues a record and returns a future of its delivery. Waits (up to `max.block.ms`) only
     /// for the topic's metadata and for room in `buffer.memory`.
+    ///
+    /// Cancel-safe: if the future is dropped before it returns, the record was not queued and
+    /// nothing is left behind (a transactional producer does not count it in its transaction).
+    /// Once it returned `Ok`, the record is queued whatever happens to the [`DeliveryFuture`].
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
         let inner = &self.inner;
+        inner.check_alive()?;
         if inner.closing.load(Ordering::Acquire) {
             return Err(closed());
         }
@@ -207,20 +238,16 @@ impl Producer {
         let mut data = RecordData { key: record.key, value: record.value, headers: record.headers, timestamp };
         let (tx, rx) = oneshot::channel();
         let mut completion = tx;
-        // Counted before the append, so that its completion can never come first.
-        if let Some(t) = &inner.txn {
-            t.record_appended(1);
-        }
-        let not_appended = || {
-            if let Some(t) = &inner.txn {
-                t.record_appended(-1);
-            }
-        };
+        // Counted before the append, so that its completion can never come first; uncounted
+        // unless the append happens, also if this future is dropped while it waits for room.
+        let mut counted = CountedInTransaction::new(inner.txn.as_ref());
         loop {
+            inner.check_alive()?;
             let size = data.size_estimate();
             let result = lock(&inner.core).append(&tp, data, completion, Instant::now());
             match result {
                 Ok(wake) => {
+                    counted.keep();
                     if record.partition.is_none() {
                         lock(&inner.partitioner).record_appended(&meta.name, partition, size);
                     }
@@ -229,10 +256,9 @@ impl Producer {
                     if wake {
                         inner.wake.notify_one();
                     }
-                    return Ok(DeliveryFuture(rx));
+                    return Ok(DeliveryFuture { rx, failure: inner.failure.clone() });
                 }
                 Err(AppendError::RecordTooLarge { size, max, .. }) => {
-                    not_appended();
                     return Err(Error::RecordTooLarge {
                         topic: record.topic.to_string(),
                         partition: Some(partition),
@@ -247,7 +273,6 @@ impl Producer {
                     let progressed = inner.progress.notified();
                     inner.wake.notify_one();
                     if tokio::time::timeout_at(deadline, progressed).await.is_err() {
-                        not_appended();
                         return Err(Error::Timeout {
                             what: "waiting for room in buffer.memory".into(),
                             after: inner.config.max_block,
@@ -260,11 +285,15 @@ impl Producer {
 
     /// Sends every buffered record without waiting for `linger.ms` and waits until nothing is
     /// buffered or in flight.
+    ///
+    /// Cancel-safe: dropping the future only stops the waiting; the records are sent all the
+    /// same, without waiting for `linger.ms`.
     pub async fn flush(&self) -> Result<()> {
         lock(&self.inner.core).flush();
         self.inner.wake.notify_one();
         loop {
             let progressed = self.inner.progress.notified();
+            self.inner.check_alive()?;
             if lock(&self.inner.core).is_idle() {
                 return Ok(());
             }
@@ -276,6 +305,10 @@ impl Producer {
     }
 
     /// Delivers (or fails) everything pending, then stops the driver and closes connections.
+    ///
+    /// Cancel-safe: once called, the producer refuses new records and its driver stops when
+    /// everything pending is delivered, whether or not the future is awaited to the end (the
+    /// connections are then closed when the last handle is dropped).
     pub async fn close(&self) -> Result<()> {
         self.inner.closing.store(true, Ordering::Release);
         lock(&self.inner.core).flush();
@@ -299,6 +332,66 @@ impl Producer {
     /// The cluster client underneath, for metadata and admin requests.
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// Test hook, not part of the API: makes the driver task panic at its next turn, to check
+    /// that a dead driver fails pending and later calls with [`Error::DriverFailed`] rather
+    /// than leaving them waiting. No code path of the producer itself panics on purpose.
+    #[doc(hidden)]
+    pub fn inject_driver_panic(&self) {
+        self.inner.panic_requested.store(true, Ordering::Release);
+        self.inner.wake.notify_one();
+    }
+}
+
+/// A transactional record counted in its transaction before its append: uncounted on drop
+/// unless [`CountedInTransaction::keep`] says the append happened.
+struct CountedInTransaction<'a>(Option<&'a Transactions>);
+
+impl<'a> CountedInTransaction<'a> {
+    fn new(txn: Option<&'a Transactions>) -> Self {
+        if let Some(t) = txn {
+            t.record_appended(1);
+        }
+        Self(txn)
+    }
+
+    fn keep(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CountedInTransaction<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.0 {
+            t.record_appended(-1);
+        }
+    }
+}
+
+/// Waits for the driver task; if it ended other than by returning (a panic), fails everything
+/// pending and every later call with [`Error::DriverFailed`].
+async fn watch(inner: Arc<Inner>, driver: tokio::task::JoinHandle<()>) {
+    let Err(e) = driver.await else { return };
+    let reason = if e.is_panic() {
+        let panic = e.into_panic();
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panicked".into())
+    } else {
+        "cancelled (its runtime shut down)".into()
+    };
+    tracing::error!(%reason, "the producer driver died; failing every pending record");
+    let _ = inner.failure.set(Error::DriverFailed { driver: "producer", reason });
+    lock(&inner.core).fail_all(ProduceFailure::Closed);
+    inner.deliver_completions();
+    inner.driver_finished.store(true, Ordering::Release);
+    inner.driver_done.notify_waiters();
+    inner.progress.notify_waiters();
+    if let Some(t) = &inner.txn {
+        t.notify();
     }
 }
 
@@ -344,10 +437,11 @@ impl Inner {
             if t.error_code != ErrorCode::NONE || t.partitions.is_empty() {
                 continue;
             }
-            let n = t.partitions.iter().map(|p| p.partition_index + 1).max().unwrap_or(0).max(0) as usize;
-            let mut leaders = vec![-1; n];
+            // A topic of n partitions numbers them 0..n: the table is sized by the answer's own
+            // length, never by an index a broker sent; an index out of that range is ignored.
+            let mut leaders = vec![-1; t.partitions.len()];
             for p in &t.partitions {
-                if let Some(slot) = leaders.get_mut(p.partition_index as usize) {
+                if let Some(slot) = usize::try_from(p.partition_index).ok().and_then(|i| leaders.get_mut(i)) {
                     *slot = if p.error_code == ErrorCode::NONE { p.leader_id } else { -1 };
                 }
             }
@@ -383,21 +477,38 @@ impl Inner {
         });
     }
 
+    /// Hands the core's completed records to their delivery futures. A transaction that can
+    /// only be aborted fails its queued records at once (as they settle, it may become so).
     pub(super) fn deliver_completions(&self) {
-        let completed: Vec<_> = {
-            let mut core = lock(&self.core);
-            std::iter::from_fn(|| core.poll_completion()).collect()
-        };
-        if completed.is_empty() {
-            return;
+        loop {
+            let completed: Vec<_> = {
+                let mut core = lock(&self.core);
+                std::iter::from_fn(|| core.poll_completion()).collect()
+            };
+            if !completed.is_empty() {
+                if let Some(t) = &self.txn {
+                    t.records_completed(completed.iter().map(|(_, result)| result.as_ref().map(|_| ())));
+                }
+                for (tx, result) in completed {
+                    match result {
+                        Ok(metadata) => {
+                            let _ = tx.send(Ok(metadata));
+                        }
+                        Err(ProduceFailure::RecordTooLarge { topic_partition, size }) => {
+                            self.fail_too_large(tx, topic_partition, size);
+                        }
+                        Err(f) => {
+                            let _ = tx.send(Err(self.failure_to_error(f)));
+                        }
+                    }
+                }
+                self.progress.notify_waiters();
+            }
+            match &self.txn {
+                Some(t) if t.discard_queued_if_aborting(self) => continue,
+                _ => return,
+            }
         }
-        if let Some(t) = &self.txn {
-            t.records_completed(completed.iter().map(|(_, result)| result.as_ref().map(|_| ())));
-        }
-        for (tx, result) in completed {
-            let _ = tx.send(result.map_err(|f| self.failure_to_error(f)));
-        }
-        self.progress.notify_waiters();
     }
 
     fn failure_to_error(&self, failure: ProduceFailure) -> Error {
@@ -406,21 +517,62 @@ impl Inner {
             ProduceFailure::DeliveryTimeout => {
                 Error::Timeout { what: "record delivery".into(), after: self.config.delivery_timeout }
             }
-            ProduceFailure::RecordTooLarge { size, max } => {
-                Error::RecordTooLarge { topic: String::new(), partition: None, size, max, limit: "max.request.size" }
+            ProduceFailure::RecordTooLarge { topic_partition, .. } => {
+                Error::broker(ErrorCode::MESSAGE_TOO_LARGE, None, format!("produce to {topic_partition}"))
             }
             ProduceFailure::TransactionAborted => Error::TransactionAborted,
-            _ => closed(),
+            _ => self.failure.get().cloned().unwrap_or_else(closed),
         }
+    }
+
+    /// Fails a record the broker refused as too large although it was alone in its batch, with
+    /// the limit it broke: the topic's `max.message.bytes` (which is the broker's
+    /// `message.max.bytes` unless the topic overrides it), looked up with DescribeConfigs. If
+    /// the lookup fails the broker's MESSAGE_TOO_LARGE is reported as it is.
+    fn fail_too_large(&self, tx: Completion, tp: TopicPartition, size: usize) {
+        let admin = Admin::new(self.client.clone()).with_timeout(self.config.request_timeout);
+        tokio::spawn(async move {
+            let resource = ConfigResource::topic(&*tp.topic);
+            let limit = admin.describe_configs(std::slice::from_ref(&resource)).await.ok().and_then(|configs| {
+                let entry = configs.first()?.get("max.message.bytes")?;
+                let max = entry.value.as_deref()?.parse::<usize>().ok()?;
+                let name =
+                    if entry.source == ConfigSource::TopicConfig { "max.message.bytes" } else { "message.max.bytes" };
+                Some((max, name))
+            });
+            let error = match limit {
+                Some((max, limit)) => Error::RecordTooLarge {
+                    topic: tp.topic.to_string(),
+                    partition: Some(tp.partition),
+                    size,
+                    max,
+                    limit,
+                },
+                None => Error::broker(ErrorCode::MESSAGE_TOO_LARGE, None, format!("produce to {tp}")),
+            };
+            let _ = tx.send(Err(error));
+        });
+    }
+
+    /// `Err(DriverFailed)` once the driver task has died.
+    pub(super) fn check_alive(&self) -> Result<()> {
+        self.failure.get().map_or(Ok(()), |e| Err(e.clone()))
     }
 }
 
-/// The driver task: turns the core's ready batches into Produce requests and responses into
-/// completions, until the producer is closed and idle.
+/// The driver task: turns the core's ready batches into Produce requests, handed to each
+/// broker's dispatch task, and responses into completions, until the producer is closed and
+/// idle. It never waits on a broker itself.
 async fn drive(inner: Arc<Inner>) {
     let (results_tx, mut results_rx) = mpsc::unbounded_channel::<(u64, RequestOutcome)>();
+    let mut dispatchers: HashMap<i32, mpsc::UnboundedSender<Drained>> = HashMap::new();
+    // Owned here, so that a dispatch task's panic becomes the driver's (and is reported).
+    let mut dispatch_tasks = JoinSet::new();
     let mut producer_id_backoff = inner.config.retry_backoff;
     loop {
+        if inner.panic_requested.load(Ordering::Acquire) {
+            panic!("producer driver panic injected by Producer::inject_driver_panic");
+        }
         // A transactional producer's id and epoch come from its transaction coordinator, asked
         // by `init_transactions` and after an abort, never by the driver.
         if inner.config.transactional_id.is_none() && lock(&inner.core).needs_producer_id() {
@@ -444,6 +596,9 @@ async fn drive(inner: Arc<Inner>) {
                 }
             }
         }
+        // A transaction that can only be aborted sends nothing more: its queued records fail
+        // now rather than at their delivery timeout.
+        inner.deliver_completions();
         let now = Instant::now();
         let (ready, drained) = {
             let leader_of = inner.leader_of();
@@ -458,7 +613,15 @@ async fn drive(inner: Arc<Inner>) {
             (ready, drained)
         };
         for d in drained {
-            dispatch(&inner, d, &results_tx).await;
+            let node = d.node;
+            let queue = dispatchers.entry(node).or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                dispatch_tasks.spawn(dispatch_to(inner.clone(), node, rx, results_tx.clone()));
+                tx
+            });
+            if let Err(mpsc::error::SendError(d)) = queue.send(d) {
+                let _ = results_tx.send((d.id, RequestOutcome::Failed));
+            }
         }
         inner.deliver_completions();
         let stale: Vec<Arc<str>> = {
@@ -496,6 +659,14 @@ async fn drive(inner: Arc<Inner>) {
                 refresh.dedup();
                 inner.refresh_metadata(refresh);
             }
+            Some(ended) = dispatch_tasks.join_next() => {
+                // Dispatch tasks run until the driver drops their queue: one that ended panicked.
+                if let Err(e) = ended {
+                    if e.is_panic() {
+                        std::panic::resume_unwind(e.into_panic());
+                    }
+                }
+            }
             _ = tokio::time::sleep_until(wakeup) => {}
         }
     }
@@ -505,25 +676,58 @@ async fn drive(inner: Arc<Inner>) {
     inner.progress.notify_waiters();
 }
 
-/// Sends one drained request; its outcome comes back through `results`.
-async fn dispatch(inner: &Arc<Inner>, d: Drained, results: &mpsc::UnboundedSender<(u64, RequestOutcome)>) {
-    let id = d.id;
-    let conn = match inner.client.broker(d.node).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(node = d.node, error = %e, "cannot reach partition leader");
-            let topics: Vec<Arc<str>> = d.batches.iter().map(|(tp, _)| tp.topic.clone()).collect();
-            // Forget where these partitions live; the core sees no leader until a refresh.
-            let mut known = write(&inner.topics);
-            for t in &topics {
-                known.remove(t);
-            }
-            drop(known);
-            inner.refresh_metadata(topics);
-            let _ = results.send((id, RequestOutcome::Failed));
-            return;
-        }
-    };
+/// One broker's dispatch task: seals each request's batches (compression happens here, outside
+/// the core's lock), connects when it has no live connection, and submits; the outcomes come back
+/// through `results`. Requests to the broker keep their order. Only this broker's requests wait
+/// while it connects, and its connection is kept here, so that sending to it does not touch the
+/// cluster's connection pool while that is busy with another broker.
+async fn dispatch_to(
+    inner: Arc<Inner>,
+    node: i32,
+    mut queue: mpsc::UnboundedReceiver<Drained>,
+    results: mpsc::UnboundedSender<(u64, RequestOutcome)>,
+) {
+    let mut conn: Option<Arc<Connection>> = None;
+    while let Some(d) = queue.recv().await {
+        let (id, acks, timeout_ms) = (d.id, d.acks, d.timeout_ms);
+        let batches = d.seal();
+        let live = match conn.as_ref().filter(|c| !c.is_closed()) {
+            Some(c) => c.clone(),
+            None => match inner.client.broker(node).await {
+                Ok(c) => {
+                    conn = Some(c.clone());
+                    c
+                }
+                Err(e) => {
+                    tracing::debug!(node, error = %e, "cannot reach partition leader");
+                    let topics: Vec<Arc<str>> = batches.iter().map(|(tp, _)| tp.topic.clone()).collect();
+                    // Forget where these partitions live; the core sees no leader until a refresh.
+                    let mut known = write(&inner.topics);
+                    for t in &topics {
+                        known.remove(t);
+                    }
+                    drop(known);
+                    inner.refresh_metadata(topics);
+                    let _ = results.send((id, RequestOutcome::Failed));
+                    continue;
+                }
+            },
+        };
+        submit(&inner, &live, id, acks, timeout_ms, batches, &results);
+    }
+}
+
+/// Sends one sealed request on `conn` without waiting for its answer, which comes back through
+/// `results`.
+fn submit(
+    inner: &Arc<Inner>,
+    conn: &Connection,
+    id: u64,
+    acks: i16,
+    timeout_ms: i32,
+    batches: Vec<(TopicPartition, Bytes)>,
+    results: &mpsc::UnboundedSender<(u64, RequestOutcome)>,
+) {
     let version = match conn.version_for::<ProduceRequest>() {
         // Produce v12+ adds a transaction's partitions implicitly; only under transactions v2
         // (KIP-890) may a transactional producer skip AddPartitionsToTxn.
@@ -537,14 +741,14 @@ async fn dispatch(inner: &Arc<Inner>, d: Drained, results: &mpsc::UnboundedSende
     };
     let topic_ids: HashMap<Arc<str>, Uuid> = {
         let topics = read(&inner.topics);
-        d.batches.iter().filter_map(|(tp, _)| topics.get(&tp.topic).map(|m| (tp.topic.clone(), m.id))).collect()
+        batches.iter().filter_map(|(tp, _)| topics.get(&tp.topic).map(|m| (tp.topic.clone(), m.id))).collect()
     };
-    let mut request = produce_request(&d, &topic_ids);
+    let mut request = produce_request(acks, timeout_ms, &batches, &topic_ids);
     request.transactional_id = inner.config.transactional_id.as_deref().map(Into::into);
-    if d.acks == 0 {
+    if acks == 0 {
         let outcome = match conn.send_without_response(&request, version) {
             Ok(()) => RequestOutcome::Response(
-                d.batches
+                batches
                     .iter()
                     .map(|(tp, _)| PartitionResponse {
                         topic_partition: tp.clone(),
@@ -581,8 +785,13 @@ async fn dispatch(inner: &Arc<Inner>, d: Drained, results: &mpsc::UnboundedSende
     }
 }
 
-fn produce_request(d: &Drained, topic_ids: &HashMap<Arc<str>, Uuid>) -> ProduceRequest {
-    let topics = super::by_topic(d.batches.iter().map(|(tp, batch)| {
+fn produce_request(
+    acks: i16,
+    timeout_ms: i32,
+    batches: &[(TopicPartition, Bytes)],
+    topic_ids: &HashMap<Arc<str>, Uuid>,
+) -> ProduceRequest {
+    let topics = super::by_topic(batches.iter().map(|(tp, batch)| {
         (
             tp.topic.clone(),
             PartitionProduceData { index: tp.partition, records: Some(batch.clone()), ..Default::default() },
@@ -596,7 +805,7 @@ fn produce_request(d: &Drained, topic_ids: &HashMap<Arc<str>, Uuid>) -> ProduceR
         ..Default::default()
     })
     .collect();
-    ProduceRequest { acks: d.acks, timeout_ms: d.timeout_ms, topic_data: topics, ..Default::default() }
+    ProduceRequest { acks, timeout_ms, topic_data: topics, ..Default::default() }
 }
 
 fn partition_responses(r: ProduceResponse, by_id: &HashMap<Uuid, Arc<str>>) -> Vec<PartitionResponse> {

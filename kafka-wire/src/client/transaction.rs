@@ -113,6 +113,34 @@ impl Transactions {
         st.unsettled = st.unsettled.saturating_add_signed(delta);
     }
 
+    /// Once the transaction can only be aborted (or is being aborted), fails its queued
+    /// records at once with [`Error::TransactionAborted`], as Java's producer does: they could
+    /// never be committed, and whoever waits for them learns it now rather than at their
+    /// delivery timeout. Records in flight wait for their answers. Returns whether any was
+    /// failed (their completions are then in the core).
+    pub(super) fn discard_queued_if_aborting(&self, inner: &Inner) -> bool {
+        let aborting = matches!(lock(&self.state).manager.state(), TxnState::AbortableError | TxnState::Aborting);
+        if !aborting {
+            return false;
+        }
+        let (any, sequenced) = {
+            let mut core = lock(&inner.core);
+            let before = core.buffered_bytes();
+            let sequenced = core.abort_queued();
+            (core.buffered_bytes() != before || sequenced, sequenced)
+        };
+        if sequenced {
+            // Dropped batches held sequence numbers: the epoch must be bumped (KIP-360).
+            let _ = lock(&self.state).manager.require_epoch_bump();
+        }
+        any
+    }
+
+    /// Wakes whoever waits for the manager (the driver died).
+    pub(super) fn notify(&self) {
+        self.changed.notify_waiters();
+    }
+
     /// Records of the transaction completed (a batch of the producer driver's completions).
     pub(super) fn records_completed<'a>(
         &self,
@@ -145,6 +173,7 @@ impl Transactions {
         let deadline = tokio::time::Instant::now() + inner.config.max_block;
         loop {
             let changed = self.changed.notified();
+            inner.check_alive()?;
             let (request, wakeup) = {
                 let mut st = lock(&self.state);
                 self.apply_events(inner, &mut st);
@@ -156,6 +185,9 @@ impl Transactions {
             };
             if let Some(request) = request {
                 self.send(inner, request).await;
+                // The answer may have made the transaction abortable: the driver then fails its
+                // queued records at once rather than at its next turn.
+                inner.wake.notify_one();
                 continue;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -186,9 +218,12 @@ impl Transactions {
         }
     }
 
-    /// Sends one of the manager's requests and hands its answer back.
+    /// Sends one of the manager's requests and hands its answer back. If this future is
+    /// dropped before the answer, the manager is told the request got none (it sends it again):
+    /// otherwise it would wait for that answer forever.
     async fn send(&self, inner: &Inner, out: OutgoingRequest) {
         let OutgoingRequest { id, destination, request } = out;
+        let mut unanswered = Unanswered { txn: self, id, armed: true };
         let node = match destination {
             Destination::Node(n) => Some(n),
             _ => None,
@@ -374,9 +409,7 @@ impl Transactions {
             }
             (_, None) => false,
         };
-        if !answered {
-            lock(&self.state).manager.handle_no_response(id, Instant::now());
-        }
+        unanswered.armed = !answered;
     }
 
     /// The client error for a manager's error.
@@ -408,6 +441,22 @@ impl Transactions {
     }
 }
 
+/// Tells the manager that its request `id` got no answer, unless disarmed because one was
+/// handed back: on every path out of [`Transactions::send`], its future being dropped included.
+struct Unanswered<'a> {
+    txn: &'a Transactions,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            lock(&self.txn.state).manager.handle_no_response(self.id, Instant::now());
+        }
+    }
+}
+
 /// A request without an answer: the manager retries it (a lost EndTxn keeps its decision).
 fn log_failed(what: &str, e: &Error) -> bool {
     tracing::debug!(error = %e, "{what} got no answer");
@@ -436,6 +485,9 @@ impl Producer {
 
     /// Registers this instance as the owner of its `transactional.id` (InitProducerId): a
     /// transaction an older instance left open is aborted, and that instance is fenced.
+    ///
+    /// Cancel-safe: if the future is dropped (or times out) before it finished, calling it again
+    /// goes on from where it was.
     pub async fn init_transactions(&self) -> Result<()> {
         let t = self.transactions("init_transactions")?;
         lock(&t.state).manager.init().map_err(|e| t.error(e))?;
@@ -462,6 +514,10 @@ impl Producer {
     /// ([`Consumer::group_metadata`](super::Consumer::group_metadata)); the group coordinator
     /// refuses the offsets of a member that is no longer in the group's current generation,
     /// and the transaction must then be aborted.
+    ///
+    /// Cancel-safe in the sense that nothing is lost or left half done: once called, the
+    /// offsets are part of the transaction whether or not the future is awaited to the end,
+    /// and `commit_transaction` waits until they are added.
     pub async fn send_offsets_to_transaction(
         &self,
         offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
@@ -505,6 +561,10 @@ impl Producer {
     /// Sends every record of the open transaction, waits until all are acknowledged, then
     /// commits it (EndTxn). If any record failed, nothing is committed and the error says the
     /// transaction must be aborted.
+    ///
+    /// Cancel-safe: if the future is dropped (or the call times out after `max.block.ms`), the
+    /// commit stays under way (the transaction cannot be aborted any more) and calling
+    /// `commit_transaction` again finishes it.
     pub async fn commit_transaction(&self) -> Result<()> {
         let t = self.transactions("commit_transaction")?;
         {
@@ -522,6 +582,9 @@ impl Producer {
     /// Aborts the open transaction: records not sent yet fail with
     /// [`Error::TransactionAborted`], and nothing of the transaction becomes visible to
     /// read_committed consumers. The producer is then ready for the next transaction.
+    ///
+    /// Cancel-safe: if the future is dropped (or the call times out), the abort stays under way
+    /// and calling `abort_transaction` again finishes it.
     pub async fn abort_transaction(&self) -> Result<()> {
         let t = self.transactions("abort_transaction")?;
         {
@@ -532,6 +595,9 @@ impl Producer {
         // Stop sending, let the requests in flight finish, then drop what is left; the manager
         // sends EndTxn once every record is accounted for.
         lock(&self.inner.core).set_paused(true);
+        // Resumed however this ends; meanwhile the driver keeps failing the aborted
+        // transaction's queued records, so none of them is drained.
+        let resume = Resume(&self.inner);
         let in_flight = self.wait_in_flight().await;
         let gap = {
             let mut core = lock(&self.inner.core);
@@ -547,14 +613,14 @@ impl Producer {
             Ok(()) => t.pump_until(&self.inner, ready).await,
             Err(e) => Err(e),
         };
-        lock(&self.inner.core).set_paused(false);
-        self.inner.wake.notify_one();
+        drop(resume);
         result?;
         t.learn_protocol(&self.inner).await;
         Ok(())
     }
 
     async fn wait_in_flight(&self) -> Result<()> {
+        self.inner.check_alive()?;
         let deadline = tokio::time::Instant::now() + self.inner.config.max_block;
         loop {
             let progressed = self.inner.progress.notified();
@@ -568,5 +634,15 @@ impl Producer {
                 });
             }
         }
+    }
+}
+
+/// Lets the producer core drain again when an abort ends, or its future is dropped.
+struct Resume<'a>(&'a Inner);
+
+impl Drop for Resume<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.core).set_paused(false);
+        self.0.wake.notify_one();
     }
 }

@@ -33,7 +33,7 @@
 //! ([`ProducerCore::needs_producer_id`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -125,8 +125,11 @@ pub enum ProduceFailure {
     /// `delivery.timeout.ms` passed before the record was acknowledged. If the record had been
     /// sent, it may or may not have been written.
     DeliveryTimeout,
-    /// The record alone is larger than `max.request.size` or `buffer.memory`.
-    RecordTooLarge { size: usize, max: usize },
+    /// The partition leader refused the record as too large (MESSAGE_TOO_LARGE) although it
+    /// was alone in its batch: the batch of `size` bytes exceeds the broker's
+    /// `message.max.bytes` or the topic's `max.message.bytes`. (A batch of several records
+    /// answered so is split and sent again instead.)
+    RecordTooLarge { topic_partition: TopicPartition, size: usize },
     /// The producer was closed before the record was sent.
     Closed,
     /// The record's transaction was aborted before it was sent.
@@ -145,14 +148,48 @@ pub enum AppendError<C> {
     },
 }
 
-/// A Produce request to send.
+/// A Produce request to send. Its batches are sealed (and compressed) by [`Drained::seal`],
+/// outside whatever lock guards the core: the core only hands out the records.
 #[derive(Debug)]
 pub struct Drained {
     pub id: u64,
     pub node: i32,
     pub acks: i16,
     pub timeout_ms: i32,
-    pub batches: Vec<(TopicPartition, Bytes)>,
+    batches: Vec<(TopicPartition, Payload)>,
+}
+
+#[derive(Debug)]
+enum Payload {
+    /// Sealed on an earlier attempt: re-sent byte for byte.
+    Sealed(Bytes),
+    /// First attempt: the core waits for the sealed bytes in `slot` (for retries), which are
+    /// there before the request's outcome can be handed back.
+    Unsealed { builder: BatchBuilder, compression: Compression, slot: Arc<OnceLock<Bytes>> },
+}
+
+impl Drained {
+    /// The partitions of the request, in order.
+    pub fn partitions(&self) -> impl Iterator<Item = &TopicPartition> {
+        self.batches.iter().map(|(tp, _)| tp)
+    }
+
+    /// Seals the batches (compressing the new ones) and returns them, one per partition. Call
+    /// it before the request's outcome is given to [`ProducerCore::handle_response`]: a batch
+    /// never sealed cannot be retried and fails.
+    pub fn seal(self) -> Vec<(TopicPartition, Bytes)> {
+        self.batches
+            .into_iter()
+            .map(|(tp, payload)| match payload {
+                Payload::Sealed(bytes) => (tp, bytes),
+                Payload::Unsealed { builder, compression, slot } => {
+                    let bytes = builder.finish(compression);
+                    let _ = slot.set(bytes.clone());
+                    (tp, bytes)
+                }
+            })
+            .collect()
+    }
 }
 
 /// A broker's answer for one partition of a Produce request.
@@ -189,6 +226,8 @@ struct Batch<C> {
     tp: TopicPartition,
     builder: Option<BatchBuilder>,
     sealed: Option<Bytes>,
+    /// Drained for the first time: its sealed bytes come back here ([`Drained::seal`]).
+    sealing: Option<Arc<OnceLock<Bytes>>>,
     completions: Vec<(C, i64)>,
     bytes: usize,
     created: Instant,
@@ -367,6 +406,7 @@ impl<C> ProducerCore<C> {
                 tp: tp.clone(),
                 builder: Some(BatchBuilder::with_capacity(0, batch_size.max(size))),
                 sealed: None,
+                sealing: None,
                 completions: Vec::new(),
                 bytes: 0,
                 created: now,
@@ -404,26 +444,42 @@ impl<C> ProducerCore<C> {
         }
     }
 
-    /// Ends an aborted transaction's records: fails every queued batch with
-    /// [`ProduceFailure::TransactionAborted`]. Call it with nothing in flight. Returns whether a
-    /// dropped batch already held sequence numbers: the partition's sequence then has a gap and
-    /// the epoch must be bumped (InitProducerId) before the next transaction.
+    /// Ends an aborted transaction's records: fails every queued batch (not those in flight,
+    /// whose answers are still to come) with [`ProduceFailure::TransactionAborted`]. The driver
+    /// calls it as soon as the transaction can only be aborted, so that nobody waits for records
+    /// that can no longer be committed. Returns whether a dropped batch already held sequence
+    /// numbers: the partition's sequence then has a gap and the epoch must be bumped
+    /// (InitProducerId) before the next transaction.
     pub fn abort_queued(&mut self) -> bool {
-        debug_assert!(self.in_flight.is_empty(), "abort_queued with requests in flight");
         let mut failed = Vec::new();
         let mut sequenced = false;
         for q in self.partitions.values_mut() {
-            for b in q.batches.drain(..) {
+            let dropped: Vec<Batch<C>> = q.batches.drain(..).collect();
+            for b in dropped {
                 sequenced |= b.sequence.is_some();
                 self.buffered -= b.bytes;
+                q.resolve(b.sequence);
                 failed.push(b.completions);
             }
-            q.window.clear();
         }
         for cs in failed {
             self.completions.extend(cs.into_iter().map(|(c, _)| (c, Err(ProduceFailure::TransactionAborted))));
         }
         sequenced
+    }
+
+    /// Fails every record, queued or in flight, with `failure` and forgets every request: the
+    /// driver that would have sent them or read their answers is gone. Only the records'
+    /// completions are left to deliver; answers to the forgotten requests are ignored.
+    pub fn fail_all(&mut self, failure: ProduceFailure) {
+        let in_flight = std::mem::take(&mut self.in_flight);
+        self.in_flight_per_node.clear();
+        let queued = self.partitions.values_mut().flat_map(|q| q.batches.drain(..)).collect::<Vec<_>>();
+        for b in in_flight.into_values().flat_map(|r| r.batches).chain(queued) {
+            self.completions.extend(b.completions.into_iter().map(|(c, _)| (c, Err(failure.clone()))));
+        }
+        self.partitions.clear();
+        self.buffered = 0;
     }
 
     /// Stops (or resumes) draining batches; requests in flight still complete. A transaction
@@ -517,6 +573,7 @@ impl<C> ProducerCore<C> {
         self.drain_start = self.drain_start.wrapping_add(1);
         let mut size = 0;
         let mut taken: Vec<Batch<C>> = Vec::new();
+        let mut batches = Vec::new();
         for tp in keys[start..].iter().chain(&keys[..start]) {
             if leader_of(tp) != Some(node) {
                 continue;
@@ -537,6 +594,7 @@ impl<C> ProducerCore<C> {
                 break;
             }
             let Some(mut batch) = q.batches.pop_front() else { continue };
+            let mut payload = None;
             if batch.sealed.is_none() {
                 let sequence = if self.config.idempotent {
                     let s = q.next_sequence;
@@ -552,15 +610,23 @@ impl<C> ProducerCore<C> {
                         .set_producer_state(self.producer_id, epoch, seq)
                         .set_transactional(self.config.transactional);
                 }
-                batch.sealed = Some(builder.finish(self.config.compression));
+                size += builder.size_estimate();
+                let slot = Arc::new(OnceLock::new());
+                batch.sealing = Some(slot.clone());
+                payload = Some(Payload::Unsealed { builder, compression: self.config.compression, slot });
             }
+            let payload = payload.unwrap_or_else(|| {
+                let sealed = batch.sealed.clone().unwrap_or_default();
+                size += sealed.len();
+                Payload::Sealed(sealed)
+            });
             batch.attempts += 1;
             q.in_flight += 1;
             if let (false, Some((_, seq))) = (batch.in_window, batch.sequence) {
                 q.window.push_back((seq, false));
                 batch.in_window = true;
             }
-            size += batch.sealed.as_ref().map_or(0, Bytes::len);
+            batches.push((batch.tp.clone(), payload));
             taken.push(batch);
         }
         if taken.is_empty() {
@@ -568,7 +634,6 @@ impl<C> ProducerCore<C> {
         }
         let id = self.next_request_id;
         self.next_request_id += 1;
-        let batches = taken.iter().map(|b| (b.tp.clone(), b.sealed.clone().unwrap_or_default())).collect();
         *self.in_flight_per_node.entry(node).or_default() += 1;
         self.in_flight.insert(id, InFlight { node, batches: taken });
         Some(Drained {
@@ -594,6 +659,14 @@ impl<C> ProducerCore<C> {
             if let Some(q) = self.partitions.get_mut(&batch.tp) {
                 q.in_flight = q.in_flight.saturating_sub(1);
             }
+            if let Some(slot) = batch.sealing.take() {
+                batch.sealed = slot.get().cloned();
+                if batch.sealed.is_none() {
+                    // Never sealed, so never sent: its records are gone with the request.
+                    self.fail_sequenced(batch, ProduceFailure::Closed);
+                    continue;
+                }
+            }
             let response = responses.as_ref().map(|rs| rs.iter().find(|r| r.topic_partition == batch.tp));
             match response {
                 None | Some(None) => {
@@ -616,6 +689,14 @@ impl<C> ProducerCore<C> {
         let code = r.error;
         if code == ErrorCode::NONE || code == ErrorCode::DUPLICATE_SEQUENCE_NUMBER {
             self.complete(batch, r.base_offset, r.log_append_time);
+            return;
+        }
+        if code == ErrorCode::MESSAGE_TOO_LARGE {
+            // The broker checks the size before anything else (sequences included), so the batch
+            // was not written and its sequence range is still free.
+            let Some(batch) = self.split(batch) else { return };
+            let (topic_partition, size) = (batch.tp.clone(), batch.sealed.as_ref().map_or(0, Bytes::len));
+            self.fail_sequenced(batch, ProduceFailure::RecordTooLarge { topic_partition, size });
             return;
         }
         let is_first = self.is_first_unresolved(&batch);
@@ -665,6 +746,86 @@ impl<C> ProducerCore<C> {
         } else {
             self.requeue(batch, now);
         }
+    }
+
+    /// Splits a batch the broker refused as too large into two halves by record count, put back
+    /// at the front of its partition in its place, ready to go at once. Halving (rather than
+    /// re-cutting at `batch.size`) always makes progress, down to batches of one record. Under
+    /// idempotence the halves keep the batch's producer id, epoch and sequence range: the first
+    /// half its base sequence, the second the sequence after the first half's records, so the
+    /// broker sees the same sequence numbers it would have for the whole batch. Hands the batch
+    /// back if it holds one record, or if its records cannot be read back (never for a batch
+    /// this core built).
+    fn split(&mut self, batch: Batch<C>) -> Option<Batch<C>> {
+        let header = batch.sealed.as_ref().and_then(|b| record_batch::BatchHeader::decode(b).ok());
+        let records = (batch.record_count() > 1).then(|| Self::records_of(&batch)).flatten();
+        let (Some(header), Some(records)) = (header, records) else { return Some(batch) };
+        let half = records.len() / 2;
+        let mut parts = Vec::with_capacity(2);
+        for (i, part) in [&records[..half], &records[half..]].into_iter().enumerate() {
+            let mut builder = BatchBuilder::new(0);
+            let mut bytes = 0;
+            for r in part {
+                bytes += record_batch::record_size_upper_bound(r.key.as_deref(), r.value.as_deref(), &r.headers);
+                if builder.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &r.headers).is_err() {
+                    return Some(batch);
+                }
+            }
+            let sequence =
+                batch.sequence.map(|(epoch, base)| (epoch, if i == 0 { base } else { base.wrapping_add(half as i32) }));
+            if let Some((epoch, seq)) = sequence {
+                builder.set_producer_state(header.producer_id, epoch, seq).set_transactional(header.is_transactional());
+            }
+            parts.push((builder, bytes, sequence));
+        }
+        let mut completions = batch.completions;
+        let mut second = Some(completions.split_off(half));
+        let mut first = Some(completions);
+        // The halves' accounted bytes add up to the whole batch's.
+        let first_bytes = parts[0].1.min(batch.bytes);
+        let q = self.partitions.entry(batch.tp.clone()).or_default();
+        let seq = batch.sequence.map(|(_, s)| s);
+        let pos = q
+            .batches
+            .iter()
+            .position(|b| match (b.sequence, seq) {
+                (None, _) => true,
+                (Some((_, other)), Some(mine)) => other > mine,
+                (Some(_), None) => false,
+            })
+            .unwrap_or(q.batches.len());
+        for (i, (builder, _, sequence)) in parts.into_iter().enumerate() {
+            let (completions, bytes) =
+                if i == 0 { (first.take(), first_bytes) } else { (second.take(), batch.bytes - first_bytes) };
+            let half = Batch {
+                tp: batch.tp.clone(),
+                builder: None,
+                sealed: Some(builder.finish(self.config.compression)),
+                sealing: None,
+                completions: completions.unwrap_or_default(),
+                bytes,
+                created: batch.created,
+                closed: true,
+                // Sent before, as part of the whole: like a retry, each half goes alone.
+                attempts: 1,
+                not_before: None,
+                sequence,
+                fate_unknown: batch.fate_unknown,
+                // The first half takes over the whole batch's place in the dedup window.
+                in_window: i == 0 && batch.in_window,
+            };
+            q.batches.insert(pos + i, half);
+        }
+        None
+    }
+
+    /// The records of a sealed batch, read back.
+    fn records_of(batch: &Batch<C>) -> Option<Vec<record_batch::Record>> {
+        let sealed = batch.sealed.as_ref()?;
+        let parsed = record_batch::RecordBatch::parse(sealed.clone()).ok()?;
+        let records: Vec<record_batch::Record> =
+            parsed.records(record_batch::MAX_BUILDER_SIZE).collect::<Result<_, _>>().ok()?;
+        (records.len() == batch.completions.len()).then_some(records)
     }
 
     /// Puts a batch back at the front of its partition, in sequence order, after a backoff.

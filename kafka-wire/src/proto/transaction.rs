@@ -66,6 +66,17 @@
 //! which bumps the epoch without fencing this instance; under v2 the EndTxn of the abort already
 //! bumps it.
 //!
+//! # Lost producer id (INVALID_PRODUCER_ID_MAPPING, UNKNOWN_PRODUCER_ID)
+//!
+//! As in Java's producer: when AddPartitionsToTxn, AddOffsetsToTxn or EndTxn is answered that the
+//! coordinator holds no (or another) producer id for the transactional id (say the id expired
+//! after `transactional.id.expiration.ms`), the transaction becomes abortable rather than the
+//! producer fatal, and its abort ends with the KIP-360 InitProducerId, which gets a producer id
+//! the coordinator knows. After INVALID_PRODUCER_ID_MAPPING that abort sends no EndTxn (the
+//! coordinator would refuse it the same way): there is no transaction of this producer id to end.
+//! An EndTxn(commit) answered INVALID_PRODUCER_ID_MAPPING committed nothing, so the commit
+//! becomes abortable too (UNKNOWN_PRODUCER_ID is only taken so from the two adds).
+//!
 //! # Offsets (KIP-447)
 //!
 //! `send_offsets` carries the consumer's group metadata (generation, member id, instance id) so
@@ -390,6 +401,9 @@ struct Txn {
     unsettled: usize,
     /// Sequences have a gap: bump the epoch when the transaction ends (KIP-360).
     bump_epoch: bool,
+    /// The coordinator does not map this producer id to the transactional id
+    /// (INVALID_PRODUCER_ID_MAPPING): the abort skips EndTxn and goes straight to the bump.
+    producer_id_unmapped: bool,
     /// The EndTxn decision, fixed once first sent.
     end_decision: Option<bool>,
 }
@@ -431,6 +445,9 @@ enum Verdict {
     /// The coordinator moved or is not available: find it again, then retry.
     Refind,
     Abortable,
+    /// The coordinator holds no state for this producer id: abortable, and the abort ends with
+    /// a new producer id (InitProducerId).
+    ProducerIdLost,
     Fatal(FatalReason),
 }
 
@@ -441,7 +458,8 @@ impl Verdict {
             Self::Retry => 0,
             Self::Refind => 1,
             Self::Abortable => 2,
-            Self::Fatal(_) => 3,
+            Self::ProducerIdLost => 3,
+            Self::Fatal(_) => 4,
         }
     }
 }
@@ -470,6 +488,20 @@ fn classify(request: RequestKind, code: ErrorCode) -> Verdict {
         | ErrorCode::ILLEGAL_GENERATION
         | ErrorCode::FENCED_INSTANCE_ID
         | ErrorCode::REBALANCE_IN_PROGRESS => Verdict::Abortable,
+        ErrorCode::INVALID_PRODUCER_ID_MAPPING
+            if matches!(
+                request,
+                RequestKind::AddPartitionsToTxn | RequestKind::AddOffsetsToTxn | RequestKind::EndTxn
+            ) =>
+        {
+            Verdict::ProducerIdLost
+        }
+        // After EndTxn(commit) this one is no proof that nothing was committed: fatal below.
+        ErrorCode::UNKNOWN_PRODUCER_ID
+            if matches!(request, RequestKind::AddPartitionsToTxn | RequestKind::AddOffsetsToTxn) =>
+        {
+            Verdict::ProducerIdLost
+        }
         // CONCURRENT_TRANSACTIONS, COORDINATOR_LOAD_IN_PROGRESS, UNKNOWN_TOPIC_OR_PARTITION,
         // REQUEST_TIMED_OUT, ...
         c if c.is_retriable() => Verdict::Retry,
@@ -571,13 +603,15 @@ impl TransactionManager {
 
     /// Registers this instance as the owner of its `transactional.id` (InitProducerId): the
     /// coordinator aborts a transaction an older instance left open and fences that instance.
-    /// Finishes with [`TxnEvent::Initialized`].
+    /// Finishes with [`TxnEvent::Initialized`]; calling it again meanwhile changes nothing.
     pub fn init(&mut self) -> Result<(), TxnError> {
         match self.phase {
             Phase::Uninitialized => {
                 self.phase = Phase::Initializing { after_abort: false };
                 Ok(())
             }
+            // Asked again while under way (the caller stopped waiting): it goes on.
+            Phase::Initializing { after_abort: false } => Ok(()),
             _ => Err(self.refuse(TxnOperation::Init)),
         }
     }
@@ -902,7 +936,8 @@ impl TransactionManager {
                     matches!(self.phase, Phase::Committing) && self.txn.unsettled == 0 && self.txn.maybe_started;
                 commit_now.then_some(Op::EndTxn(true))
             }
-            Phase::Aborting => (self.txn.unsettled == 0 && self.txn.maybe_started).then_some(Op::EndTxn(false)),
+            Phase::Aborting => (self.txn.unsettled == 0 && self.txn.maybe_started && !self.txn.producer_id_unmapped)
+                .then_some(Op::EndTxn(false)),
             _ => None,
         }
     }
@@ -994,7 +1029,15 @@ impl TransactionManager {
     /// Transitions that need no request: a commit or abort of a transaction the coordinator never
     /// heard of.
     fn advance(&mut self) {
-        if self.in_flight.is_some() || self.txn.maybe_started || self.txn.unsettled > 0 {
+        if self.in_flight.is_some() || self.txn.unsettled > 0 {
+            return;
+        }
+        if matches!(self.phase, Phase::Aborting) && self.txn.producer_id_unmapped {
+            // No EndTxn for a producer id the coordinator does not know: straight to the bump.
+            self.finish_abort(false);
+            return;
+        }
+        if self.txn.maybe_started {
             return;
         }
         match self.phase {
@@ -1053,6 +1096,26 @@ impl TransactionManager {
             // a request still to send (FindCoordinator before EndTxn) waits a backoff.
             Verdict::Abortable => self.retry_after(now, self.config.retry_backoff),
             Verdict::Fatal(reason) => self.fatal(reason),
+            Verdict::ProducerIdLost => {
+                self.txn.bump_epoch = true;
+                self.txn.producer_id_unmapped |= code == ErrorCode::INVALID_PRODUCER_ID_MAPPING;
+                let reason = AbortableReason::Refused { request: kind, code };
+                match op {
+                    // Committed nothing: the coordinator has no transaction of this producer id.
+                    Op::EndTxn(true) => {
+                        self.txn.end_decision = None;
+                        self.abortable(reason);
+                    }
+                    // Nothing to end: the abort finishes with the bump (see `advance`).
+                    Op::EndTxn(false) => {
+                        self.txn.end_decision = None;
+                        self.txn.producer_id_unmapped = true;
+                    }
+                    _ if self.transaction_open() => self.abortable(reason),
+                    // Being aborted already: the abort takes care of it.
+                    _ => {}
+                }
+            }
         }
     }
 
@@ -1248,7 +1311,9 @@ mod tests {
         h2.m.begin().unwrap();
         assert_eq!(h2.m.begin(), invalid(TxnOperation::Begin, TxnState::InTransaction));
         h.m.init().unwrap();
-        assert_eq!(h.m.init(), invalid(TxnOperation::Init, TxnState::Initializing));
+        // Asked again while under way (a caller stopped waiting and calls again): it goes on.
+        assert_eq!(h.m.init(), Ok(()));
+        assert_eq!(h.m.state(), TxnState::Initializing);
         // A transaction being committed cannot be aborted, nor a partition added once EndTxn went.
         let mut h3 = H::in_transaction(1);
         h3.m.commit(0).unwrap();
@@ -1622,10 +1687,6 @@ mod tests {
             (ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, FatalReason::TransactionalIdAuthorizationFailed),
             (ErrorCode::INVALID_TXN_STATE, FatalReason::InvalidTxnState { request: RequestKind::EndTxn }),
             (ErrorCode::PRODUCER_FENCED, FatalReason::Fenced { code: ErrorCode::PRODUCER_FENCED }),
-            (
-                ErrorCode::INVALID_PRODUCER_ID_MAPPING,
-                FatalReason::Broker { request: RequestKind::EndTxn, code: ErrorCode::INVALID_PRODUCER_ID_MAPPING },
-            ),
         ];
         for (code, reason) in cases {
             let mut h = H::in_transaction(1);

@@ -129,6 +129,9 @@ pub struct ModelCluster {
     pub violations: Vec<String>,
     /// Choose DUPLICATE_SEQUENCE_NUMBER instead of NONE for duplicates.
     pub duplicate_code: ErrorCode,
+    /// The largest batch a partition takes (Kafka's `message.max.bytes` / `max.message.bytes`,
+    /// compared with the whole batch as sent); larger ones are answered MESSAGE_TOO_LARGE.
+    pub max_batch_bytes: Option<usize>,
 }
 
 impl ModelCluster {
@@ -143,6 +146,7 @@ impl ModelCluster {
             max_epoch: HashMap::new(),
             violations: Vec::new(),
             duplicate_code: ErrorCode::NONE,
+            max_batch_bytes: None,
         }
     }
 
@@ -232,6 +236,10 @@ impl ModelCluster {
         }
         if let Inject::Before(code) = inject {
             return reject(code);
+        }
+        // Kafka checks the size before the producer state: a refused batch leaves no trace.
+        if self.max_batch_bytes.is_some_and(|max| bytes.len() > max) {
+            return reject(ErrorCode::MESSAGE_TOO_LARGE);
         }
 
         let epoch = h.producer_epoch;
