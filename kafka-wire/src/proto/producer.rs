@@ -766,8 +766,9 @@ impl<C> ProducerCore<C> {
             let mut builder = BatchBuilder::new(0);
             let mut bytes = 0;
             for r in part {
-                bytes += record_batch::record_size_upper_bound(r.key.as_deref(), r.value.as_deref(), &r.headers);
-                if builder.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &r.headers).is_err() {
+                let headers = r.headers.to_vec();
+                bytes += record_batch::record_size_upper_bound(r.key.as_deref(), r.value.as_deref(), &headers);
+                if builder.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &headers).is_err() {
                     return Some(batch);
                 }
             }
