@@ -8,7 +8,17 @@
 //! - `proto`: sans-IO state machines (producer accumulator and sequences, group membership,
 //!   transactions); time comes in as an argument.
 //! - [`client`]: tokio drivers and the public API: connections, version negotiation, metadata.
+//!
+//! Applications and the pattern crates use the public surface: the clients re-exported here and
+//! the value types of [`types`]. Paths under `codec` and `proto` are the implementation's.
 
 pub mod client;
 pub mod codec;
 pub mod proto;
+pub mod types;
+
+pub use client::{
+    Admin, Client, ClientConfig, Consumer, ConsumerConfig, ConsumerGroupMetadata, ConsumerRecord, DeliveryFuture,
+    Error, ErrorKind, OffsetAndMetadata, Producer, ProducerConfig, ProducerRecord, Result,
+};
+pub use types::{Compression, ErrorCode, Header, Headers, TimestampType, TopicPartition};

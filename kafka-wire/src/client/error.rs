@@ -94,7 +94,60 @@ pub enum Error {
     DriverFailed { driver: &'static str, reason: String },
 }
 
+/// What kind of fault an [`Error`] is, for matching without naming every variant's fields:
+/// where the fault lies (the network, a broker, the caller) and what a caller can do about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A broker sent bytes that do not decode, or broke the protocol's rules.
+    Malformed,
+    /// A broker answered with an error code ([`Error::code`] says which).
+    Broker,
+    /// No common version of an API with the broker.
+    Unsupported,
+    /// A configuration property is unknown or has an invalid value.
+    Config,
+    /// The API was used wrongly ([`Error::Misuse`]) or in a state that does not allow the call
+    /// ([`Error::InvalidState`]).
+    Misuse,
+    /// A record is larger than may be sent.
+    RecordTooLarge,
+    /// A record batch failed its CRC check.
+    CorruptRecord,
+    /// A socket failed, a connection closed, or no broker could be reached.
+    Network,
+    /// An operation did not complete in time.
+    Timeout,
+    /// A newer transactional producer with the same `transactional.id` took over.
+    Fenced,
+    /// The transaction failed or was aborted: abort it (or it already was) and retry it whole.
+    TransactionAborted,
+    /// A partition's log was truncated below the consumer's position (KIP-320).
+    LogTruncation,
+    /// A background task of the client stopped unexpectedly.
+    Internal,
+}
+
 impl Error {
+    /// The kind of fault, for matching.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Decode { .. } | Self::Protocol { .. } => ErrorKind::Malformed,
+            Self::Broker { .. } => ErrorKind::Broker,
+            Self::UnsupportedVersion { .. } => ErrorKind::Unsupported,
+            Self::Config { .. } => ErrorKind::Config,
+            Self::Misuse { .. } | Self::InvalidState { .. } => ErrorKind::Misuse,
+            Self::RecordTooLarge { .. } => ErrorKind::RecordTooLarge,
+            Self::CorruptRecord { .. } => ErrorKind::CorruptRecord,
+            Self::Io { .. } | Self::Closed { .. } | Self::Unreachable { .. } => ErrorKind::Network,
+            Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::Fenced { .. } => ErrorKind::Fenced,
+            Self::TransactionAbortable { .. } | Self::TransactionAborted => ErrorKind::TransactionAborted,
+            Self::LogTruncation { .. } => ErrorKind::LogTruncation,
+            Self::DriverFailed { .. } => ErrorKind::Internal,
+        }
+    }
+
     /// Whether retrying the same operation may succeed: retriable broker errors, timeouts and
     /// connection failures.
     pub fn is_retriable(&self) -> bool {
@@ -130,4 +183,37 @@ impl Error {
     }
 }
 
+/// The client's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_sort_errors_by_where_the_fault_lies() {
+        let cases = [
+            (Error::broker(ErrorCode::NOT_LEADER_OR_FOLLOWER, None, "produce"), ErrorKind::Broker),
+            (Error::config("acks", "must be all, 0 or 1"), ErrorKind::Config),
+            (Error::misuse("seek", "not assigned"), ErrorKind::Misuse),
+            (Error::InvalidState { operation: "commit".into(), reason: "no transaction".into() }, ErrorKind::Misuse),
+            (Error::Closed { broker: "b".into() }, ErrorKind::Network),
+            (Error::Timeout { what: "x".into(), after: Duration::from_secs(1) }, ErrorKind::Timeout),
+            (Error::TransactionAborted, ErrorKind::TransactionAborted),
+            (Error::DriverFailed { driver: "producer", reason: "panic".into() }, ErrorKind::Internal),
+            (
+                Error::RecordTooLarge {
+                    topic: "t".into(),
+                    partition: Some(0),
+                    size: 2,
+                    max: 1,
+                    limit: "max.request.size",
+                },
+                ErrorKind::RecordTooLarge,
+            ),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind, "{error}");
+        }
+    }
+}

@@ -31,7 +31,7 @@ pub use connection::{Connection, ConnectionConfig, PendingResponse};
 pub use consumer::stream;
 pub use consumer::{Consumer, ConsumerRecord, OffsetAndMetadata, RebalanceListener, ResetTo};
 pub use consumer_config::{ConsumerConfig, GroupProtocol, IsolationLevel, OffsetReset};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use producer::{DeliveryFuture, Producer, ProducerRecord};
 pub use transaction::ConsumerGroupMetadata;
 
