@@ -618,21 +618,19 @@ pub mod stream {
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
+    pub use futures_core::Stream;
+
     use super::{Consumer, ConsumerRecord, Result};
 
-    /// An asynchronous sequence of values.
-    pub trait Stream {
-        type Item;
-        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>>;
-    }
-
-    /// Awaits the next item of a stream.
+    /// Awaits the next item of a stream (what `StreamExt::next` of the futures crates does).
     pub async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
         std::future::poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
     }
 
     type PollFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<ConsumerRecord>>> + Send + 'a>>;
 
+    /// The records of a [`Consumer`], one item per record: a [`futures_core::Stream`] that polls
+    /// the consumer as it is read. Dropping it between items loses nothing.
     pub struct RecordStream<'a> {
         consumer: &'a Consumer,
         ready: std::collections::VecDeque<ConsumerRecord>,
