@@ -124,6 +124,12 @@ impl Connection {
         self.shared.closed.load(Ordering::Acquire)
     }
 
+    /// How many requests are waiting for their responses: a broker that stopped answering piles
+    /// them up, so the pool prefers connections with fewer.
+    pub fn in_flight(&self) -> usize {
+        self.shared.lock().waiting.len()
+    }
+
     /// The version range the broker offers for `api`, if it offers it.
     pub fn broker_versions(&self, api: ApiKey) -> Option<VersionRange> {
         self.versions.get(&api).copied()
