@@ -30,20 +30,25 @@ const STALLED: i32 = 2;
 /// request timeout, so that waiting it out fails the test instead of passing slowly.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A broker that answers ApiVersions and Metadata (naming itself as node 1 and the stalled
-/// listener as node 2) on every connection.
-async fn healthy_broker(stalled_port: u16) -> String {
+/// A broker that answers ApiVersions and Metadata on every connection; its Metadata names
+/// itself as node `id` and the `others` (node id, port).
+async fn healthy_broker(id: i32, others: Vec<(i32, u16)>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let mut brokers = others;
+    brokers.push((id, port));
+    brokers.sort();
     tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
-            tokio::spawn(serve(sock, port, stalled_port));
+            tokio::spawn(serve(sock, brokers.clone(), true));
         }
     });
     format!("127.0.0.1:{port}")
 }
 
-async fn serve(mut sock: TcpStream, port: u16, stalled_port: u16) {
+/// Serves one connection: ApiVersions always, Metadata (naming `brokers`) only if `answer`.
+/// Returns when the connection closes; without `answer`, it reads requests and says nothing.
+async fn serve(mut sock: TcpStream, brokers: Vec<(i32, u16)>, answer: bool) {
     let mut buf = BytesMut::new();
     loop {
         let frame = loop {
@@ -67,21 +72,24 @@ async fn serve(mut sock: TcpStream, port: u16, stalled_port: u16) {
                 };
                 respond::<ApiVersionsRequest>(&mut out, h.correlation_id, &body, header.api_version);
             }
-            ApiKey::METADATA => {
+            ApiKey::METADATA if answer => {
                 let Some((h, _)) = decode::<MetadataRequest>(&mut frame.clone(), header.api_version) else { return };
-                let broker = |node_id, port: u16| MetadataResponseBroker {
-                    node_id,
-                    host: "127.0.0.1".into(),
-                    port: i32::from(port),
-                    ..Default::default()
-                };
                 let body = MetadataResponse {
-                    brokers: vec![broker(HEALTHY, port), broker(STALLED, stalled_port)],
-                    controller_id: HEALTHY,
+                    brokers: brokers
+                        .iter()
+                        .map(|&(node_id, port)| MetadataResponseBroker {
+                            node_id,
+                            host: "127.0.0.1".into(),
+                            port: i32::from(port),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    controller_id: brokers[0].0,
                     ..Default::default()
                 };
                 respond::<MetadataRequest>(&mut out, h.correlation_id, &body, header.api_version);
             }
+            ApiKey::METADATA => continue,
             _ => return,
         }
         if sock.write_all(&out).await.is_err() {
@@ -121,7 +129,7 @@ async fn stalled_broker() -> (u16, Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_never_answers_its_handshake_does_not_block_other_brokers_or_metadata() {
     let (stalled_port, accepted, mut handshakes) = stalled_broker().await;
-    let bootstrap = healthy_broker(stalled_port).await;
+    let bootstrap = healthy_broker(HEALTHY, vec![(STALLED, stalled_port)]).await;
     let mut config = ClientConfig::new(&bootstrap);
     // The stalled connect gives up only after this long, far beyond the test's waits.
     config.connection = ConnectionConfig { request_timeout: Duration::from_secs(600), ..ConnectionConfig::default() };
@@ -168,4 +176,47 @@ async fn a_broker_that_never_answers_its_handshake_does_not_block_other_brokers_
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "concurrent callers for one broker opened separate connections");
     first.abort();
     second.abort();
+}
+
+/// A broker that completes the handshake and then never answers (a process stopped after
+/// clients connected to it). Returns its port.
+async fn silent_after_handshake() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(serve(sock, Vec::new(), false));
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_avoids_an_open_connection_whose_requests_go_unanswered() {
+    // Node 1 comes first in the pool, so a pool that takes the first open connection picks it.
+    let silent_port = silent_after_handshake().await;
+    let bootstrap = healthy_broker(2, vec![(1, silent_port)]).await;
+    let mut config = ClientConfig::new(&bootstrap);
+    config.connection = ConnectionConfig { request_timeout: Duration::from_secs(5), ..ConnectionConfig::default() };
+    let client = Client::connect(config).await.expect("connect to the healthy broker");
+    let silent = tokio::time::timeout(WAIT, client.broker(1)).await.expect("handshake in time").expect("connect");
+    tokio::time::timeout(WAIT, client.broker(2)).await.expect("handshake in time").expect("connect");
+
+    // A request to node 1 goes unanswered and times out: its connection stays open.
+    let err = tokio::time::timeout(WAIT, silent.send(&MetadataRequest::default()))
+        .await
+        .expect("the request timeout fires")
+        .expect_err("node 1 never answers");
+    assert!(matches!(err, kafka_wire::client::Error::Timeout { .. }), "{err:?}");
+    assert!(!silent.is_closed());
+    assert_eq!(silent.in_flight(), 1, "the unanswered request still counts");
+
+    // Requests for any broker go to node 2, which answers.
+    for _ in 0..3 {
+        let md = tokio::time::timeout(WAIT, client.metadata(None))
+            .await
+            .expect("metadata in time")
+            .expect("metadata went to the broker that answers");
+        assert_eq!(md.brokers.len(), 2);
+    }
 }

@@ -124,10 +124,12 @@ impl Connection {
         self.shared.closed.load(Ordering::Acquire)
     }
 
-    /// How many requests are waiting for their responses: a broker that stopped answering piles
-    /// them up, so the pool prefers connections with fewer.
+    /// How many requests have been sent and not answered, counting those whose caller gave up
+    /// (timed out or dropped): a broker that stopped answering piles them up, so the pool
+    /// prefers connections with fewer.
     pub fn in_flight(&self) -> usize {
-        self.shared.lock().waiting.len()
+        let p = self.shared.lock();
+        p.waiting.len() + p.abandoned.len()
     }
 
     /// The version range the broker offers for `api`, if it offers it.
