@@ -167,9 +167,11 @@ impl Connection {
 
     /// Queues `request` at `version` on the connection now, and returns a handle that waits for
     /// its response. Requests submitted one after another reach the broker in that order, which
-    /// the idempotent producer relies on.
+    /// the idempotent producer relies on. A request that `version` cannot carry (a field the
+    /// version lacks holding a non-default value, a string over 32767 bytes) is refused with
+    /// [`Error::Misuse`] naming the message, the field and the version; nothing is sent.
     pub fn submit<R: Request>(&self, request: &R, version: i16) -> Result<PendingResponse<R>> {
-        let (correlation_id, frame) = self.encode(request, version);
+        let (correlation_id, frame) = self.encode(request, version)?;
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = self.shared.lock();
@@ -193,7 +195,7 @@ impl Connection {
 
     /// Sends a request for which the broker sends no response (Produce with `acks=0`).
     pub fn send_without_response<R: Request>(&self, request: &R, version: i16) -> Result<()> {
-        let (_, frame) = self.encode(request, version);
+        let (_, frame) = self.encode(request, version)?;
         self.enqueue(frame)
     }
 
@@ -210,11 +212,15 @@ impl Connection {
         self.submit(request, version)?.frame().await
     }
 
-    fn encode<R: Request>(&self, request: &R, version: i16) -> (i32, Bytes) {
+    /// Encodes the request frame. A request its version cannot carry (a field the version lacks
+    /// holding a value, a length beyond its prefix) is the caller's misuse: nothing is sent.
+    fn encode<R: Request>(&self, request: &R, version: i16) -> Result<(i32, Bytes)> {
         let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
         let mut buf = BytesMut::with_capacity(256);
-        frame::encode_request(&mut buf, request, version, correlation_id, self.config.client_id.as_deref());
-        (correlation_id, buf.freeze())
+        frame::encode_request(&mut buf, request, version, correlation_id, self.config.client_id.as_deref()).map_err(
+            |e| Error::misuse(format!("encoding a {} v{version} request for {}", R::API_KEY, self.addr), e.to_string()),
+        )?;
+        Ok((correlation_id, buf.freeze()))
     }
 
     fn enqueue(&self, frame: Bytes) -> Result<()> {
