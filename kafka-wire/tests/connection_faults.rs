@@ -149,6 +149,12 @@ async fn silence_past_the_request_timeout_is_a_timeout() {
     let conn = Connection::connect(&addr, config()).await.unwrap();
     let err = conn.send(&MetadataRequest::default()).await.unwrap_err();
     assert!(matches!(err, Error::Timeout { after, .. } if after == Duration::from_millis(500)), "{err:?}");
+    // A broker that leaves a request unanswered past the timeout is taken for hung: the
+    // connection is closed, so that callers reconnect (or look elsewhere) instead of queueing
+    // behind it.
+    assert!(conn.is_closed());
+    let again = conn.send(&MetadataRequest::default()).await.unwrap_err();
+    assert!(matches!(again, Error::Closed { .. }), "{again:?}");
 }
 
 #[tokio::test]

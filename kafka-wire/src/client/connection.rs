@@ -314,7 +314,8 @@ pub struct PendingResponse<R: Request> {
 }
 
 impl<R: Request> PendingResponse<R> {
-    /// Waits (up to the request timeout) for the response and decodes it.
+    /// Waits (up to the request timeout) for the response and decodes it. When the timeout
+    /// passes, the connection is closed: its other requests fail with [`Error::Closed`].
     pub async fn response(self) -> Result<R::Response> {
         let version = self.version;
         let broker = self.guard.shared.addr.clone();
@@ -330,7 +331,15 @@ impl<R: Request> PendingResponse<R> {
         let result = match tokio::time::timeout(self.timeout, &mut self.rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Closed { broker: broker.clone() }),
-            Err(_) => Err(Error::Timeout { what: format!("{} request to {broker}", R::API_KEY), after: self.timeout }),
+            Err(_) => {
+                // A broker that leaves a request unanswered past the request timeout is hung
+                // or gone, even if its socket is open (a stopped process): the connection is
+                // closed, as Kafka's clients do, so that the next request reconnects (and the
+                // callers see a connection error and look the leader up again) instead of
+                // queueing behind this one. Its other requests fail as closed, retriably.
+                self.guard.shared.fail(Error::Closed { broker: broker.clone() });
+                Err(Error::Timeout { what: format!("{} request to {broker}", R::API_KEY), after: self.timeout })
+            }
         };
         self.guard.armed = result.is_err();
         result
