@@ -81,9 +81,10 @@ where
 {
     let versions = Req::VERSIONS;
     for version in versions.min..=versions.max {
-        for (i, req) in values::<Req>(rng).into_iter().enumerate() {
+        for (i, mut req) in values::<Req>(rng).into_iter().enumerate() {
             let mut body = BytesMut::new();
-            req.encode(&mut body, version);
+            req.retain_version(version);
+            req.encode(&mut body, version).expect("a value reduced to its version encodes");
             requests.add(&prefixed(key, version, &body));
             let mut frame = BytesMut::new();
             let header = RequestHeader {
@@ -93,16 +94,17 @@ where
                 client_id: Some("fuzz".into()),
                 unknown_tagged_fields: Vec::new(),
             };
-            header.encode(&mut frame, Req::request_header_version(version));
+            header.encode(&mut frame, Req::request_header_version(version)).expect("a short client id encodes");
             frame.extend_from_slice(&body);
             requests.add(&prefixed(key, version, &frame));
         }
         if !<Req::Response as Message>::VERSIONS.contains(version) {
             continue;
         }
-        for (i, resp) in values::<Req::Response>(rng).into_iter().enumerate() {
+        for (i, mut resp) in values::<Req::Response>(rng).into_iter().enumerate() {
             let mut body = BytesMut::new();
-            resp.encode(&mut body, version);
+            resp.retain_version(version);
+            resp.encode(&mut body, version).expect("a value reduced to its version encodes");
             responses.add(&prefixed(key, version, &body));
             let mut frame = BytesMut::new();
             let mut header = ResponseHeader {
@@ -115,7 +117,7 @@ where
                     data: Bytes::from_static(b"t"),
                 });
             }
-            header.encode(&mut frame, Req::response_header_version(version));
+            header.encode(&mut frame, Req::response_header_version(version)).expect("a header encodes");
             frame.extend_from_slice(&body);
             responses.add(&prefixed(key, version, &frame));
             // The same frame with its size prefix, for the frame splitter.

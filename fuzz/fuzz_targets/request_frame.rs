@@ -24,7 +24,7 @@ fn header_round_trip(body: &Bytes, header_version: i16) {
         return;
     };
     let mut encoded = BytesMut::new();
-    first.encode(&mut encoded, header_version);
+    first.encode(&mut encoded, header_version).expect("a decoded header re-encodes");
     let mut again = encoded.freeze();
     let second = RequestHeader::decode(&mut again, header_version)
         .expect("re-encoded request header decodes");

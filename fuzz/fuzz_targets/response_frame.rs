@@ -25,7 +25,7 @@ fn header_round_trip(body: &Bytes, header_version: i16) {
         return;
     };
     let mut encoded = BytesMut::new();
-    first.encode(&mut encoded, header_version);
+    first.encode(&mut encoded, header_version).expect("a decoded header re-encodes");
     let mut again = encoded.freeze();
     let second = ResponseHeader::decode(&mut again, header_version)
         .expect("re-encoded response header decodes");

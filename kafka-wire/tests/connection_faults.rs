@@ -51,8 +51,8 @@ async fn read_request(sock: &mut TcpStream, buf: &mut BytesMut) -> Option<(Reque
 fn response_frame(correlation_id: i32, body: &impl Message, version: i16, header_version: i16) -> BytesMut {
     let mut out = BytesMut::new();
     out.extend_from_slice(&[0; 4]);
-    ResponseHeader { correlation_id, ..Default::default() }.encode(&mut out, header_version);
-    body.encode(&mut out, version);
+    ResponseHeader { correlation_id, ..Default::default() }.encode(&mut out, header_version).unwrap();
+    body.encode(&mut out, version).unwrap();
     let size = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&size.to_be_bytes());
     out
@@ -149,6 +149,12 @@ async fn silence_past_the_request_timeout_is_a_timeout() {
     let conn = Connection::connect(&addr, config()).await.unwrap();
     let err = conn.send(&MetadataRequest::default()).await.unwrap_err();
     assert!(matches!(err, Error::Timeout { after, .. } if after == Duration::from_millis(500)), "{err:?}");
+    // A broker that leaves a request unanswered past the timeout is taken for hung: the
+    // connection is closed, so that callers reconnect (or look elsewhere) instead of queueing
+    // behind it.
+    assert!(conn.is_closed());
+    let again = conn.send(&MetadataRequest::default()).await.unwrap_err();
+    assert!(matches!(again, Error::Closed { .. }), "{again:?}");
 }
 
 #[tokio::test]
@@ -184,4 +190,35 @@ async fn an_unreachable_bootstrap_list_names_every_address_tried() {
 async fn an_empty_bootstrap_list_is_a_configuration_error() {
     let err = Client::connect(ClientConfig::new(" , ")).await.unwrap_err();
     assert!(matches!(err, Error::Config { ref property, .. } if property == "bootstrap.servers"), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_request_its_version_cannot_carry_is_misuse_and_is_not_sent() {
+    let addr = scripted_peer(BOTH, Then::Silence).await;
+    let conn = Connection::connect(&addr, config()).await.unwrap();
+    // Metadata carries include_cluster_authorized_operations only in versions 8-10.
+    let request = MetadataRequest { include_cluster_authorized_operations: true, ..Default::default() };
+    let err = conn.send_version(&request, 12).await.unwrap_err();
+    match &err {
+        Error::Misuse { operation, reason } => {
+            assert!(operation.contains("Metadata v12"), "{operation}");
+            assert!(reason.contains("MetadataRequest.include_cluster_authorized_operations"), "{reason}");
+            assert!(reason.contains("version 12"), "{reason}");
+        }
+        other => panic!("expected Misuse, got {other:?}"),
+    }
+    // A string longer than its length prefix allows is refused the same way.
+    let long = "t".repeat(40_000);
+    let request = MetadataRequest {
+        topics: Some(vec![kafka_wire::codec::messages::metadata::MetadataRequestTopic {
+            name: Some(long.as_str().into()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let err = conn.send_version(&request, 12).await.unwrap_err();
+    assert!(matches!(&err, Error::Misuse { reason, .. } if reason.contains("MetadataRequestTopic.name")), "{err:?}");
+    // Nothing was queued: the connection is still usable and no response is awaited.
+    assert!(!conn.is_closed());
+    assert_eq!(conn.in_flight(), 0);
 }

@@ -318,7 +318,7 @@ fn decode_round_trip<M: Message + PartialEq + Debug>(body: &Bytes, version: i16)
     let mut input = body.clone();
     let first = M::decode(&mut input, version).expect("the corpus entry decodes");
     let mut encoded = BytesMut::new();
-    first.encode(&mut encoded, version);
+    first.encode(&mut encoded, version).expect("a decoded value re-encodes");
     let mut again = encoded.freeze();
     let second = M::decode(&mut again, version).expect("the re-encoded value decodes");
     assert!(again.is_empty());

@@ -15,8 +15,10 @@ where
     let (header, body) = decode_response::<R>(Bytes::from_static(frame), version).expect("decodes");
     let mut out = BytesMut::new();
     let header_version = R::response_header_version(version);
-    ResponseHeader { correlation_id: header.correlation_id, ..Default::default() }.encode(&mut out, header_version);
-    body.encode(&mut out, version);
+    ResponseHeader { correlation_id: header.correlation_id, ..Default::default() }
+        .encode(&mut out, header_version)
+        .unwrap();
+    body.encode(&mut out, version).unwrap();
     assert_eq!(&out[..], frame, "re-encoding differs from the broker's bytes");
     (header.correlation_id, body)
 }

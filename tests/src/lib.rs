@@ -129,6 +129,39 @@ pub fn kafka_node_start(n: u8) {
     cluster::start_node(&layout(), 3, n).unwrap_or_else(|e| panic!("kafka_node_start({n}): {e}"));
 }
 
+/// SIGSTOP node `n` of the 3-node cluster: it keeps its sockets open and answers nothing, like a
+/// hung broker. Same code as `cargo xtask kafka pause --nodes 3 --node N`. Returns a guard that
+/// resumes it when dropped (however the test ends); [`kafka_node_resume`] resumes it earlier.
+#[must_use = "dropping the guard resumes the node at once"]
+pub fn kafka_node_pause(n: u8) -> ResumeOnDrop {
+    cluster::pause_node(&layout(), 3, n).unwrap_or_else(|e| panic!("kafka_node_pause({n}): {e}"));
+    ResumeOnDrop(n)
+}
+
+/// SIGCONT node `n` of the 3-node cluster (undoes [`kafka_node_pause`]; no-op if it is not
+/// stopped). Same code as `cargo xtask kafka resume --nodes 3 --node N`.
+pub fn kafka_node_resume(n: u8) {
+    cluster::resume_node(&layout(), 3, n).unwrap_or_else(|e| panic!("kafka_node_resume({n}): {e}"));
+}
+
+/// Is node `n` of the 3-node cluster stopped by [`kafka_node_pause`]?
+pub fn kafka_node_paused(n: u8) -> bool {
+    cluster::node_paused(&layout(), 3, n)
+}
+
+/// Resumes node `.0` of the 3-node cluster however a test ends, so that a failure while it is
+/// stopped leaves the cluster serving for the next test.
+pub struct ResumeOnDrop(pub u8);
+
+impl Drop for ResumeOnDrop {
+    fn drop(&mut self) {
+        if kafka_node_paused(self.0) {
+            eprintln!("[blocked broker] resuming node {} on the way out", self.0);
+        }
+        kafka_node_resume(self.0);
+    }
+}
+
 /// Is node `n` of the 3-node cluster running?
 pub fn kafka_node_running(n: u8) -> bool {
     cluster::node_pid(&layout(), 3, n).is_some()
@@ -161,7 +194,7 @@ impl Drop for RestartOnDrop {
 
 /// The 3-node cluster for a failover test: its bootstrap and the [`cluster3_exclusive`] guard
 /// (hold it for the whole test), with every node running again (a run that died between a kill
-/// and a restart may have left one down). `None`, said loudly on stderr, when the cluster is not
+/// and a restart may have left one down, or between a pause and a resume one stopped). `None`, said loudly on stderr, when the cluster is not
 /// up, so that a skipped failover test shows in the log.
 pub fn cluster3_for(test: &str) -> Option<(String, MutexGuard<'static, ()>)> {
     let Some(bootstrap) = bootstrap_3() else {
@@ -173,6 +206,10 @@ pub fn cluster3_for(test: &str) -> Option<(String, MutexGuard<'static, ()>)> {
     };
     let guard = cluster3_exclusive();
     for n in 1..=3 {
+        if kafka_node_paused(n) {
+            eprintln!("[{test}] node {n} was stopped; resuming it");
+            kafka_node_resume(n);
+        }
         if !kafka_node_running(n) {
             eprintln!("[{test}] node {n} was down; starting it");
             kafka_node_start(n);

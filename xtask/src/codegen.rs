@@ -25,7 +25,14 @@
 //! without them it refers to a `request-struct`/`response-struct` of the file. A trailing `?`
 //! makes the field nullable in all its versions. Tokens: `vA+`/`vA-B` (versions of the field;
 //! all versions when absent), `null=A+` (nullable only in those versions), `tag=N` (a tagged
-//! field of flexible versions), `tagged=A+` (versions in which it is tagged), `default=X`.
+//! field of flexible versions), `tagged=A+` (versions in which it is tagged), `default=X`,
+//! `ignorable` (see below).
+//!
+//! Encoding a value that holds a non-default value in a field the chosen version does not carry
+//! is an error, so that nothing is dropped silently. An `ignorable` field is the exception: it is
+//! one of two forms of the same information, each carried by some versions (a topic's name in
+//! old versions, its id in new ones), which callers fill both of; the form the version lacks is
+//! left out. Kafka's schemas mark the same fields `"ignorable": true`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -158,6 +165,7 @@ struct Field {
     tag: Option<u32>,
     tagged: Range,
     default: Option<String>,
+    ignorable: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -330,6 +338,7 @@ fn parse_fields(
             tag: None,
             tagged: Range::NONE,
             default: None,
+            ignorable: false,
         };
         let all_nullable = ty_s.ends_with('?');
         if all_nullable {
@@ -344,6 +353,8 @@ fn parse_fields(
                 field.tagged = Range::parse(v)?;
             } else if let Some(v) = t.strip_prefix("default=") {
                 field.default = Some(v.to_owned());
+            } else if t == "ignorable" {
+                field.ignorable = true;
             } else if t.starts_with('v') {
                 field.versions = Range::parse(t)?;
             } else {
@@ -551,49 +562,101 @@ fn unreachable_prim() -> String {
     "compile_error!(\"nullable numeric field\")".into()
 }
 
-/// Statements that write the non-null value `v` (an expression of type `&T`) of `ty`.
-fn encode_value(ty: &Ty, v: &str) -> String {
+/// Statements that write the non-null value `v` (an expression of type `&T`) of `ty`; `what`
+/// names the field in errors.
+fn encode_value(ty: &Ty, v: &str, what: &str) -> String {
     match ty {
-        Ty::Prim("string") => format!("put_string(buf, flex, {v});"),
-        Ty::Prim("bytes" | "records") => format!("put_bytes(buf, flex, {v});"),
+        Ty::Prim("string") => format!("put_string(buf, flex, {v}, {what:?})?;"),
+        Ty::Prim("bytes" | "records") => format!("put_bytes(buf, flex, {v}, {what:?})?;"),
         Ty::Prim("uuid") => format!("put_uuid(buf, {v});"),
         Ty::Prim("error") => format!("put_i16(buf, ({v}).0);"),
         Ty::Prim(p) => format!("put_{p}(buf, *{v});"),
-        Ty::Struct(_) => format!("({v}).encode(buf, version);"),
-        Ty::Array(t) => {
-            format!("put_array_len(buf, flex, Some(({v}).len())); for e in ({v}).iter() {{ {} }}", encode_value(t, "e"))
-        }
+        Ty::Struct(_) => format!("({v}).encode(buf, version)?;"),
+        Ty::Array(t) => format!(
+            "put_array_len(buf, flex, Some(({v}).len()), {what:?})?; for e in ({v}).iter() {{ {} }}",
+            encode_value(t, "e", what)
+        ),
     }
 }
 
-fn encode_field(f: &Field, within: Range) -> String {
+fn encode_field(f: &Field, within: Range, what: &str) -> String {
     let name = ident(&f.name);
     let v = format!("self.{name}");
     if f.nullable.is_empty() {
-        return encode_value(&f.ty, &format!("&{v}"));
+        return encode_value(&f.ty, &format!("&{v}"), what);
     }
     let null_cond = f.nullable.condition(within).unwrap_or_else(|| "true".into());
     let write_null = match &f.ty {
-        Ty::Prim("string") => "put_nullable_string(buf, flex, None);".to_owned(),
-        Ty::Prim("bytes" | "records") => "put_nullable_bytes(buf, flex, None);".to_owned(),
-        Ty::Array(_) => "put_array_len(buf, flex, None);".to_owned(),
+        Ty::Prim("string") => format!("put_nullable_string(buf, flex, None, {what:?})?;"),
+        Ty::Prim("bytes" | "records") => format!("put_nullable_bytes(buf, flex, None, {what:?})?;"),
+        Ty::Array(_) => format!("put_array_len(buf, flex, None, {what:?})?;"),
         Ty::Struct(_) => "put_i8(buf, -1);".to_owned(),
         Ty::Prim(_) => unreachable_prim(),
     };
     // A null where this version cannot express one is written as the empty value.
     let write_empty = match &f.ty {
-        Ty::Prim("string") => "put_string(buf, flex, \"\");".to_owned(),
-        Ty::Prim("bytes" | "records") => "put_bytes(buf, flex, &[]);".to_owned(),
-        Ty::Array(_) => "put_array_len(buf, flex, Some(0));".to_owned(),
-        Ty::Struct(n) => format!("{n}::default().encode(buf, version);"),
+        Ty::Prim("string") => format!("put_string(buf, flex, \"\", {what:?})?;"),
+        Ty::Prim("bytes" | "records") => format!("put_bytes(buf, flex, &[], {what:?})?;"),
+        Ty::Array(_) => format!("put_array_len(buf, flex, Some(0), {what:?})?;"),
+        Ty::Struct(n) => format!("{n}::default().encode(buf, version)?;"),
         Ty::Prim(_) => unreachable_prim(),
     };
     let marker =
         if matches!(f.ty, Ty::Struct(_)) { format!("if {null_cond} {{ put_i8(buf, 1); }}") } else { String::new() };
     format!(
         "match &{v} {{ Some(x) => {{ {marker} {} }} None if {null_cond} => {{ {write_null} }} None => {{ {write_empty} }} }}",
-        encode_value(&f.ty, "x")
+        encode_value(&f.ty, "x", what)
     )
+}
+
+/// A condition that holds when the field's value differs from its default.
+fn differs(f: &Field) -> String {
+    match default_expr(f).as_str() {
+        "Vec::new()" => format!("!self.{}.is_empty()", ident(&f.name)),
+        d => format!("self.{} != {d}", ident(&f.name)),
+    }
+}
+
+/// `if <the version carries the field> { <body> } else if <non-default> { <error> }`; `cond` is
+/// the version condition (`None`: always carried).
+fn carried_or_default(f: &Field, cond: Option<String>, body: String, what: &str) -> String {
+    match cond {
+        None => body,
+        Some(c) if f.ignorable => format!("if {c} {{ {body} }}"),
+        Some(c) => format!(
+            "if {c} {{ {body} }} else if {} {{ return Err(EncodeError::FieldNotInVersion {{ what: {what:?}, version }}); }}",
+            differs(f)
+        ),
+    }
+}
+
+/// Statements that reset the field to its default when `cond` (the versions that carry it) does
+/// not hold, and otherwise apply `retain_version` to the structures it holds.
+fn retain_field(f: &Field, cond: Option<String>) -> String {
+    let name = ident(&f.name);
+    let inner = match (&f.ty, f.nullable.is_empty()) {
+        (Ty::Struct(_), true) => format!("self.{name}.retain_version(version);"),
+        (Ty::Struct(_), false) => format!("if let Some(x) = &mut self.{name} {{ x.retain_version(version); }}"),
+        (Ty::Array(t), nonnull) if matches!(**t, Ty::Struct(_)) => {
+            if nonnull {
+                format!("for e in self.{name}.iter_mut() {{ e.retain_version(version); }}")
+            } else {
+                format!(
+                    "if let Some(v) = &mut self.{name} {{ for e in v.iter_mut() {{ e.retain_version(version); }} }}"
+                )
+            }
+        }
+        _ => String::new(),
+    };
+    let reset = format!("self.{name} = {};", default_expr(f));
+    match cond {
+        None => inner,
+        // The encoder leaves an ignorable field out without an error: keep its value.
+        Some(_) if f.ignorable && inner.is_empty() => String::new(),
+        Some(c) if f.ignorable => format!("if {c} {{ {inner} }}"),
+        Some(c) if inner.is_empty() => format!("if !({c}) {{ {reset} }}"),
+        Some(c) => format!("if {c} {{ {inner} }} else {{ {reset} }}"),
+    }
 }
 
 fn generate(apis: &[ApiDef]) -> Result<String> {
@@ -605,7 +668,7 @@ fn generate(apis: &[ApiDef]) -> Result<String> {
          use bytestring::ByteString;\n\n\
          use super::{Message, Request, VersionRange};\n\
          use crate::codec::primitives::*;\n\
-         use crate::codec::{ApiKey, DecodeError, DecodeResult, ErrorCode, RawTaggedField, Uuid};\n\n\
+         use crate::codec::{ApiKey, DecodeError, DecodeResult, EncodeError, EncodeResult, ErrorCode, RawTaggedField, Uuid};\n\n\
          /// Arrays are preallocated up to this many elements; longer ones grow as they are read,\n\
          /// so a forged count costs no more memory than the elements actually present.\n\
          const MAX_PREALLOC: usize = 64;\n\n",
@@ -663,6 +726,9 @@ fn gen_struct(
         if let Some(t) = f.tag {
             notes.push(format!("tag {t}"));
         }
+        if f.ignorable && f.versions != Range::ALL {
+            notes.push("left out of other versions without an error (ignorable)".into());
+        }
         if !notes.is_empty() {
             writeln!(out, "        /// {}.", notes.join(", "))?;
         }
@@ -698,29 +764,75 @@ fn gen_struct(
     let tagged: Vec<&Field> = s.fields.iter().filter(|f| f.tag.is_some()).collect();
 
     // encode
-    writeln!(out, "\n        fn encode(&self, buf: &mut BytesMut, version: i16) {{")?;
+    writeln!(out, "\n        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {{")?;
+    if top {
+        writeln!(out, "            if !Self::VERSIONS.contains(version) {{")?;
+        writeln!(
+            out,
+            "                return Err(EncodeError::UnsupportedVersion {{ api: ApiKey({}), version }});",
+            api.key
+        )?;
+        writeln!(out, "            }}")?;
+    }
     writeln!(out, "            let flex = Self::is_flexible(version);")?;
     for f in &regular {
-        writeln!(out, "            {}", wrap_cond(f.versions.condition(within), encode_field(f, within)))?;
+        let what = format!("{}.{}", s.name, f.name);
+        let body = encode_field(f, within, &what);
+        writeln!(out, "            {}", carried_or_default(f, f.versions.condition(within), body, &what))?;
     }
+    // A tagged field (or an unknown one) in a version that does not carry it would be dropped.
+    for f in tagged.iter().filter(|f| !f.ignorable) {
+        let what = format!("{}.{}", s.name, f.name);
+        writeln!(
+            out,
+            "            if !({}) && {} {{ return Err(EncodeError::FieldNotInVersion {{ what: {what:?}, version }}); }}",
+            tagged_version_condition(f, within),
+            differs(f)
+        )?;
+    }
+    writeln!(
+        out,
+        "            if !flex && !self.unknown_tagged_fields.is_empty() {{ \
+         return Err(EncodeError::FieldNotInVersion {{ what: \"{}.unknown_tagged_fields\", version }}); }}",
+        s.name
+    )?;
     writeln!(out, "            if flex {{")?;
     writeln!(out, "                let mut n = self.unknown_tagged_fields.len();")?;
     for f in &tagged {
         let cond = tag_condition(f, within);
         writeln!(out, "                if {cond} {{ n += 1; }}")?;
     }
-    writeln!(out, "                put_uvarint(buf, n as u32);")?;
+    writeln!(out, "                put_tagged_count(buf, n, \"{}.tagged fields\")?;", s.name)?;
     for f in &tagged {
         let cond = tag_condition(f, within);
+        let what = format!("{}.{}", s.name, f.name);
         writeln!(
             out,
-            "                if {cond} {{ put_tagged_field(buf, {tag}, |buf| {{ {body} }}); }}",
+            "                if {cond} {{ put_tagged_field(buf, {tag}, {what:?}, |buf| {{ {body} Ok(()) }})?; }}",
             tag = f.tag.unwrap_or_default(),
-            body = encode_field(f, within)
+            body = encode_field(f, within, &what)
         )?;
     }
-    writeln!(out, "                for f in &self.unknown_tagged_fields {{ put_raw_tagged_field(buf, f); }}")?;
+    writeln!(
+        out,
+        "                for f in &self.unknown_tagged_fields {{ put_raw_tagged_field(buf, f, \"{}.unknown_tagged_fields\")?; }}",
+        s.name
+    )?;
     writeln!(out, "            }}")?;
+    writeln!(out, "            Ok(())")?;
+    writeln!(out, "        }}")?;
+
+    // retain_version
+    writeln!(out, "\n        #[cfg(feature = \"arbitrary\")]")?;
+    writeln!(out, "        fn retain_version(&mut self, version: i16) {{")?;
+    writeln!(out, "            let flex = Self::is_flexible(version);")?;
+    for f in &regular {
+        writeln!(out, "            {}", retain_field(f, f.versions.condition(within)))?;
+    }
+    for f in &tagged {
+        writeln!(out, "            {}", retain_field(f, Some(tagged_version_condition(f, within))))?;
+    }
+    writeln!(out, "            if !flex {{ self.unknown_tagged_fields.clear(); }}")?;
     writeln!(out, "        }}")?;
 
     // decode
@@ -777,10 +889,17 @@ fn gen_struct(
 /// A tagged field is written when its version matches and its value differs from the default.
 fn tag_condition(f: &Field, within: Range) -> String {
     let ver = f.tagged.intersect(f.versions).condition(within);
-    let differs = format!("self.{} != {}", ident(&f.name), default_expr(f));
     match ver {
-        None => differs,
-        Some(c) => format!("{c} && {differs}"),
+        None => differs(f),
+        Some(c) => format!("{c} && {}", differs(f)),
+    }
+}
+
+/// The versions in which a tagged field can be written: flexible ones, within its versions.
+fn tagged_version_condition(f: &Field, within: Range) -> String {
+    match f.tagged.intersect(f.versions).condition(within) {
+        None => "flex".into(),
+        Some(c) => format!("flex && {c}"),
     }
 }
 

@@ -53,6 +53,22 @@ enum KafkaCmd {
         #[arg(long)]
         nodes: Option<u8>,
     },
+    /// SIGSTOP one node (for blocked-broker tests): it keeps its sockets open but answers nothing.
+    Pause {
+        #[arg(long)]
+        node: u8,
+        /// Which cluster; default: the only one set up, else 3.
+        #[arg(long)]
+        nodes: Option<u8>,
+    },
+    /// SIGCONT a node stopped by `pause`.
+    Resume {
+        #[arg(long)]
+        node: u8,
+        /// Which cluster; default: the only one set up, else 3.
+        #[arg(long)]
+        nodes: Option<u8>,
+    },
     /// Restart a killed node with its existing data and wait until it serves.
     Start {
         #[arg(long)]
@@ -94,6 +110,8 @@ pub fn run(args: KafkaArgs) -> Result<()> {
         KafkaCmd::Status { nodes } => status(&layout, nodes),
         KafkaCmd::Kill { node, nodes } => kill(&layout, pick_cluster(&layout, nodes, node)?, node),
         KafkaCmd::Start { node, nodes } => start(&layout, pick_cluster(&layout, nodes, node)?, node),
+        KafkaCmd::Pause { node, nodes } => pause(&layout, pick_cluster(&layout, nodes, node)?, node),
+        KafkaCmd::Resume { node, nodes } => resume(&layout, pick_cluster(&layout, nodes, node)?, node),
         KafkaCmd::Tool { tool, args } => tool_cmd(&layout, &tool, &args),
         KafkaCmd::Libs { version } => ensure_libs(&layout, &cluster::normalize_version(&version)),
     }
@@ -475,7 +493,13 @@ fn status(layout: &Layout, nodes: Option<u8>) -> Result<()> {
             let log = rel(layout, &layout.log_file(c, n));
             match cluster::node_pid(layout, c, n) {
                 Some(pid) => {
-                    let health = if cluster::node_healthy(c, n) { "serving" } else { "not answering" };
+                    let health = if cluster::node_paused(layout, c, n) {
+                        "stopped by SIGSTOP (`cargo xtask kafka resume` continues it)"
+                    } else if cluster::node_healthy(c, n) {
+                        "serving"
+                    } else {
+                        "not answering"
+                    };
                     let rss = rss_mib(pid).map(|m| format!(", RSS {m} MiB")).unwrap_or_default();
                     println!(
                         "  node {n}: running (pid {pid}{rss}), {} {health}, log {log}",
@@ -499,6 +523,22 @@ fn kill(layout: &Layout, nodes: u8, node: u8) -> Result<()> {
     match cluster::kill_node(layout, nodes, node)? {
         Some(pid) => println!("killed node {node} of the {nodes}-node cluster (pid {pid})"),
         None => println!("node {node} of the {nodes}-node cluster was not running"),
+    }
+    Ok(())
+}
+
+fn pause(layout: &Layout, nodes: u8, node: u8) -> Result<()> {
+    let pid = cluster::pause_node(layout, nodes, node)?;
+    println!(
+        "stopped node {node} of the {nodes}-node cluster (pid {pid}, SIGSTOP); `resume --node {node}` continues it"
+    );
+    Ok(())
+}
+
+fn resume(layout: &Layout, nodes: u8, node: u8) -> Result<()> {
+    match cluster::resume_node(layout, nodes, node)? {
+        Some(pid) => println!("continued node {node} of the {nodes}-node cluster (pid {pid}, SIGCONT)"),
+        None => println!("node {node} of the {nodes}-node cluster is not running"),
     }
     Ok(())
 }

@@ -36,7 +36,8 @@ where
     };
     assert!(input.len() <= body.len());
     let mut encoded = BytesMut::new();
-    first.encode(&mut encoded, version);
+    // A decoded value holds nothing its version lacks and no length beyond its prefix.
+    first.encode(&mut encoded, version).expect("a decoded value re-encodes");
     let mut again = encoded.freeze();
     let second = match M::decode(&mut again, version) {
         Ok(v) => v,

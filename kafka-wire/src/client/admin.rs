@@ -1983,15 +1983,15 @@ mod tests {
     fn consumer_assignment_decodes() {
         let mut buf = BytesMut::new();
         put_i16(&mut buf, 3);
-        put_array_len(&mut buf, false, Some(2));
-        put_string(&mut buf, false, "a");
-        put_array_len(&mut buf, false, Some(2));
+        put_array_len(&mut buf, false, Some(2), "t").unwrap();
+        put_string(&mut buf, false, "a", "t").unwrap();
+        put_array_len(&mut buf, false, Some(2), "t").unwrap();
         put_i32(&mut buf, 0);
         put_i32(&mut buf, 2);
-        put_string(&mut buf, false, "b");
-        put_array_len(&mut buf, false, Some(1));
+        put_string(&mut buf, false, "b", "t").unwrap();
+        put_array_len(&mut buf, false, Some(1), "t").unwrap();
         put_i32(&mut buf, 1);
-        put_nullable_bytes(&mut buf, false, None);
+        put_nullable_bytes(&mut buf, false, None, "t").unwrap();
         let parts = decode_consumer_assignment(buf.freeze()).unwrap();
         assert_eq!(parts, vec![("a".into(), vec![0, 2]), ("b".into(), vec![1])]);
         assert_eq!(decode_consumer_assignment(Bytes::new()).unwrap(), vec![]);
@@ -2002,10 +2002,10 @@ mod tests {
     fn consumer_subscription_decodes() {
         let mut buf = BytesMut::new();
         put_i16(&mut buf, 1);
-        put_array_len(&mut buf, false, Some(1));
-        put_string(&mut buf, false, "t");
-        put_nullable_bytes(&mut buf, false, None);
-        put_array_len(&mut buf, false, Some(0));
+        put_array_len(&mut buf, false, Some(1), "t").unwrap();
+        put_string(&mut buf, false, "t", "t").unwrap();
+        put_nullable_bytes(&mut buf, false, None, "t").unwrap();
+        put_array_len(&mut buf, false, Some(0), "t").unwrap();
         assert_eq!(decode_consumer_subscription(buf.freeze()).unwrap(), vec!["t".to_owned()]);
     }
 

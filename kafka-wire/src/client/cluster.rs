@@ -1,10 +1,14 @@
 //! The cluster client: bootstrap, the broker list from Metadata, and one connection per broker,
 //! opened on first use and replaced when it fails.
+//!
+//! The pool holds one slot per broker. A lock over the pool is only ever held to look a slot up
+//! or replace it, never across a connect or a request: a broker that accepts connections but
+//! never answers (a stopped process, a black-holed host) delays only what is sent to it.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::Mutex;
+use tokio::sync::OnceCell;
 
 use super::connection::{Connection, ConnectionConfig};
 use super::error::{Error, Result};
@@ -60,16 +64,24 @@ struct Inner {
     brokers: RwLock<BTreeMap<i32, BrokerAddr>>,
     controller_id: RwLock<Option<i32>>,
     cluster_id: RwLock<Option<String>>,
-    /// Open connections by node id. A tokio mutex: connecting happens while it is held, so two
-    /// tasks never open two connections to the same broker.
-    connections: Mutex<BTreeMap<i32, Arc<Connection>>>,
+    /// Connections by node id.
+    connections: Pool,
     /// A second connection per broker for group and transaction coordination. A broker answers
     /// one connection's requests in order, so a commit or heartbeat on the connection of a
     /// long-polling Fetch would wait out `fetch.max.wait.ms`.
-    control_connections: Mutex<BTreeMap<i32, Arc<Connection>>>,
-    /// The connection used before the broker list is known, and for requests any broker answers.
-    bootstrap: Mutex<Option<Arc<Connection>>>,
+    control_connections: Pool,
+    /// The connection used before the broker list is known, and for requests any broker answers
+    /// when no broker connection is open.
+    bootstrap: Mutex<Slot>,
 }
+
+/// One connection, or the attempt to open it. Callers that find a connect in progress wait for
+/// it instead of opening a second connection; if the attempt fails (or its caller is dropped),
+/// the next waiter makes its own. A slot whose connection has closed is replaced by a fresh one.
+type Slot = Arc<OnceCell<Arc<Connection>>>;
+
+/// Slots by node id. The mutex is held only to look up or replace a slot.
+type Pool = Mutex<BTreeMap<i32, Slot>>;
 
 impl Client {
     /// Connects to the first reachable bootstrap server and learns the cluster's brokers.
@@ -85,7 +97,7 @@ impl Client {
                 cluster_id: RwLock::new(None),
                 connections: Mutex::new(BTreeMap::new()),
                 control_connections: Mutex::new(BTreeMap::new()),
-                bootstrap: Mutex::new(None),
+                bootstrap: Mutex::new(Slot::default()),
             }),
         };
         client.metadata(Some(&[])).await?;
@@ -126,13 +138,18 @@ impl Client {
     }
 
     /// The connection to broker `node_id`, opened if there is none or the last one failed.
+    /// Concurrent callers for the same broker share one connect; callers for other brokers never
+    /// wait for it.
+    ///
+    /// Cancel-safe: dropping the future abandons at most a connect in progress, which another
+    /// caller waiting for the same broker then starts again.
     pub async fn broker(&self, node_id: i32) -> Result<Arc<Connection>> {
         self.connection(&self.inner.connections, node_id).await
     }
 
     /// The coordination connection to broker `node_id`: separate from the one that carries
     /// Produce and Fetch requests, so that group and transaction requests never queue behind a
-    /// long-polling Fetch.
+    /// long-polling Fetch. Cancel-safe, like [`Client::broker`].
     pub async fn control(&self, node_id: i32) -> Result<Arc<Connection>> {
         self.connection(&self.inner.control_connections, node_id).await
     }
@@ -146,20 +163,18 @@ impl Client {
         conn.send_version(request, version).await
     }
 
-    async fn connection(&self, pool: &Mutex<BTreeMap<i32, Arc<Connection>>>, node_id: i32) -> Result<Arc<Connection>> {
-        let mut conns = pool.lock().await;
-        if let Some(c) = conns.get(&node_id) {
-            if !c.is_closed() {
-                return Ok(c.clone());
-            }
-        }
-        let addr = read(&self.inner.brokers).get(&node_id).map(BrokerAddr::addr).ok_or_else(|| Error::Protocol {
-            broker: format!("node {node_id}"),
-            reason: format!("node {node_id} is not in the cluster's metadata"),
-        })?;
-        let conn = Arc::new(Connection::connect(&addr, self.inner.config.connection.clone()).await?);
-        conns.insert(node_id, conn.clone());
-        Ok(conn)
+    async fn connection(&self, pool: &Pool, node_id: i32) -> Result<Arc<Connection>> {
+        let slot = live_slot(lock(pool).entry(node_id).or_default());
+        slot.get_or_try_init(|| async {
+            let addr =
+                read(&self.inner.brokers).get(&node_id).map(BrokerAddr::addr).ok_or_else(|| Error::Protocol {
+                    broker: format!("node {node_id}"),
+                    reason: format!("node {node_id} is not in the cluster's metadata"),
+                })?;
+            Connection::connect(&addr, self.inner.config.connection.clone()).await.map(Arc::new)
+        })
+        .await
+        .cloned()
     }
 
     /// Sends `request` to broker `node_id` at the highest common version.
@@ -172,20 +187,28 @@ impl Client {
         self.any_broker().await?.send(request).await
     }
 
-    /// A live connection to some broker: an open one if there is any, else the first known
-    /// broker or bootstrap address that accepts a connection.
+    /// A live connection to some broker: the open broker connection with the fewest requests in
+    /// flight if there is one (a broker that stopped answering piles requests up, so it is
+    /// avoided), else the bootstrap connection, opened to the first known broker or bootstrap
+    /// address that accepts one.
+    ///
+    /// Cancel-safe: dropping the future abandons at most a connect in progress, which a later
+    /// call starts again.
     pub async fn any_broker(&self) -> Result<Arc<Connection>> {
-        for c in self.inner.connections.lock().await.values() {
-            if !c.is_closed() {
-                return Ok(c.clone());
-            }
+        let open = lock(&self.inner.connections)
+            .values()
+            .filter_map(|slot| slot.get())
+            .filter(|c| !c.is_closed())
+            .min_by_key(|c| c.in_flight())
+            .cloned();
+        if let Some(c) = open {
+            return Ok(c);
         }
-        let mut bootstrap = self.inner.bootstrap.lock().await;
-        if let Some(c) = bootstrap.as_ref() {
-            if !c.is_closed() {
-                return Ok(c.clone());
-            }
-        }
+        let slot = live_slot(&mut lock(&self.inner.bootstrap));
+        slot.get_or_try_init(|| self.connect_bootstrap()).await.cloned()
+    }
+
+    async fn connect_bootstrap(&self) -> Result<Arc<Connection>> {
         let mut tried = Vec::new();
         let mut last = None;
         let known: Vec<String> = self.brokers().iter().map(BrokerAddr::addr).collect();
@@ -195,11 +218,7 @@ impl Client {
             }
             tried.push(addr.clone());
             match Connection::connect(addr, self.inner.config.connection.clone()).await {
-                Ok(c) => {
-                    let c = Arc::new(c);
-                    *bootstrap = Some(c.clone());
-                    return Ok(c);
-                }
+                Ok(c) => return Ok(Arc::new(c)),
                 Err(e) => {
                     tracing::debug!(%addr, error = %e, "bootstrap connection failed");
                     last = Some(e);
@@ -212,14 +231,15 @@ impl Client {
         })
     }
 
-    /// Closes every connection.
+    /// Closes every open connection; a connect in progress when this is called still completes,
+    /// and its connection is closed when its last user drops it.
     pub async fn close(&self) {
+        let mut slots: Vec<Slot> = Vec::new();
         for pool in [&self.inner.connections, &self.inner.control_connections] {
-            for c in std::mem::take(&mut *pool.lock().await).values() {
-                c.close();
-            }
+            slots.extend(std::mem::take(&mut *lock(pool)).into_values());
         }
-        if let Some(c) = self.inner.bootstrap.lock().await.take() {
+        slots.push(std::mem::take(&mut *lock(&self.inner.bootstrap)));
+        for c in slots.iter().filter_map(|s| s.get()) {
             c.close();
         }
     }
@@ -250,7 +270,20 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// The slot to use: `slot` itself, unless its connection has closed, in which case it is
+/// replaced by an empty one (under the caller's lock, so concurrent callers agree on it).
+fn live_slot(slot: &mut Slot) -> Slot {
+    if slot.get().is_some_and(|c| c.is_closed()) {
+        *slot = Slot::default();
+    }
+    slot.clone()
+}
+
 // The guarded values are replaced whole, never left half-written, so a poisoned lock is usable.
+fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(|p| p.into_inner())
 }

@@ -124,6 +124,14 @@ impl Connection {
         self.shared.closed.load(Ordering::Acquire)
     }
 
+    /// How many requests have been sent and not answered, counting those whose caller gave up
+    /// (timed out or dropped): a broker that stopped answering piles them up, so the pool
+    /// prefers connections with fewer.
+    pub fn in_flight(&self) -> usize {
+        let p = self.shared.lock();
+        p.waiting.len() + p.abandoned.len()
+    }
+
     /// The version range the broker offers for `api`, if it offers it.
     pub fn broker_versions(&self, api: ApiKey) -> Option<VersionRange> {
         self.versions.get(&api).copied()
@@ -159,9 +167,11 @@ impl Connection {
 
     /// Queues `request` at `version` on the connection now, and returns a handle that waits for
     /// its response. Requests submitted one after another reach the broker in that order, which
-    /// the idempotent producer relies on.
+    /// the idempotent producer relies on. A request that `version` cannot carry (a field the
+    /// version lacks holding a non-default value, a string over 32767 bytes) is refused with
+    /// [`Error::Misuse`] naming the message, the field and the version; nothing is sent.
     pub fn submit<R: Request>(&self, request: &R, version: i16) -> Result<PendingResponse<R>> {
-        let (correlation_id, frame) = self.encode(request, version);
+        let (correlation_id, frame) = self.encode(request, version)?;
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = self.shared.lock();
@@ -185,7 +195,7 @@ impl Connection {
 
     /// Sends a request for which the broker sends no response (Produce with `acks=0`).
     pub fn send_without_response<R: Request>(&self, request: &R, version: i16) -> Result<()> {
-        let (_, frame) = self.encode(request, version);
+        let (_, frame) = self.encode(request, version)?;
         self.enqueue(frame)
     }
 
@@ -202,11 +212,15 @@ impl Connection {
         self.submit(request, version)?.frame().await
     }
 
-    fn encode<R: Request>(&self, request: &R, version: i16) -> (i32, Bytes) {
+    /// Encodes the request frame. A request its version cannot carry (a field the version lacks
+    /// holding a value, a length beyond its prefix) is the caller's misuse: nothing is sent.
+    fn encode<R: Request>(&self, request: &R, version: i16) -> Result<(i32, Bytes)> {
         let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
         let mut buf = BytesMut::with_capacity(256);
-        frame::encode_request(&mut buf, request, version, correlation_id, self.config.client_id.as_deref());
-        (correlation_id, buf.freeze())
+        frame::encode_request(&mut buf, request, version, correlation_id, self.config.client_id.as_deref()).map_err(
+            |e| Error::misuse(format!("encoding a {} v{version} request for {}", R::API_KEY, self.addr), e.to_string()),
+        )?;
+        Ok((correlation_id, buf.freeze()))
     }
 
     fn enqueue(&self, frame: Bytes) -> Result<()> {
@@ -300,7 +314,8 @@ pub struct PendingResponse<R: Request> {
 }
 
 impl<R: Request> PendingResponse<R> {
-    /// Waits (up to the request timeout) for the response and decodes it.
+    /// Waits (up to the request timeout) for the response and decodes it. When the timeout
+    /// passes, the connection is closed: its other requests fail with [`Error::Closed`].
     pub async fn response(self) -> Result<R::Response> {
         let version = self.version;
         let broker = self.guard.shared.addr.clone();
@@ -316,7 +331,15 @@ impl<R: Request> PendingResponse<R> {
         let result = match tokio::time::timeout(self.timeout, &mut self.rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Closed { broker: broker.clone() }),
-            Err(_) => Err(Error::Timeout { what: format!("{} request to {broker}", R::API_KEY), after: self.timeout }),
+            Err(_) => {
+                // A broker that leaves a request unanswered past the request timeout is hung
+                // or gone, even if its socket is open (a stopped process): the connection is
+                // closed, as Kafka's clients do, so that the next request reconnects (and the
+                // callers see a connection error and look the leader up again) instead of
+                // queueing behind this one. Its other requests fail as closed, retriably.
+                self.guard.shared.fail(Error::Closed { broker: broker.clone() });
+                Err(Error::Timeout { what: format!("{} request to {broker}", R::API_KEY), after: self.timeout })
+            }
         };
         self.guard.armed = result.is_err();
         result

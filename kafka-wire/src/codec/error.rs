@@ -1,4 +1,5 @@
-//! Errors of the codec layer: what can be wrong with bytes that came from the network.
+//! Errors of the codec layer: what can be wrong with bytes that came from the network, and with
+//! a value that is to be written.
 
 use super::ApiKey;
 
@@ -58,3 +59,23 @@ pub enum DecodeError {
 }
 
 pub type DecodeResult<T> = Result<T, DecodeError>;
+
+/// Why a value could not be encoded. Every variant is caused by the value or the version the
+/// caller chose, never by the network: the request was not sent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// A string, byte sequence, array or tagged field is longer than its length prefix can
+    /// express (a string: `i16::MAX` bytes; bytes and arrays: `i32::MAX`).
+    #[error("{what} is {len} long, more than the {max} its length prefix can express")]
+    TooLong { what: &'static str, len: usize, max: usize },
+    /// A field holds a value other than its default, and the version being written does not
+    /// carry that field: writing the message would silently drop it.
+    #[error("{what} has a non-default value, which version {version} does not carry")]
+    FieldNotInVersion { what: &'static str, version: i16 },
+    /// The message has no description at this version.
+    #[error("{api:?} version {version} is not supported by this codec")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+}
+
+pub type EncodeResult<T> = Result<T, EncodeError>;

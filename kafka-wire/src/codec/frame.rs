@@ -5,21 +5,38 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::header::{RequestHeader, ResponseHeader};
 use super::messages::{Message, Request};
-use super::{DecodeError, DecodeResult};
+use super::primitives::MAX_BYTES_LEN;
+use super::{DecodeError, DecodeResult, EncodeError, EncodeResult};
 
 /// The default cap on a received frame, like the Java client's `receive.message.max.bytes`
 /// (its default is 100 MiB on brokers; clients rarely need more than `fetch.max.bytes`).
 pub const DEFAULT_MAX_FRAME: usize = 100 * 1024 * 1024;
 
 /// Appends a whole request frame (size, header, body) in one pass: the size is written as a
-/// placeholder and patched once the body is known.
+/// placeholder and patched once the body is known. On an error (a value the version cannot
+/// carry, a length beyond its prefix, a frame over 2 GiB) `buf` is left as it was.
 pub fn encode_request<R: Request>(
     buf: &mut BytesMut,
     request: &R,
     version: i16,
     correlation_id: i32,
     client_id: Option<&str>,
-) {
+) -> EncodeResult<()> {
+    let start = buf.len();
+    let result = write_request(buf, request, version, correlation_id, client_id);
+    if result.is_err() {
+        buf.truncate(start);
+    }
+    result
+}
+
+fn write_request<R: Request>(
+    buf: &mut BytesMut,
+    request: &R,
+    version: i16,
+    correlation_id: i32,
+    client_id: Option<&str>,
+) -> EncodeResult<()> {
     let start = buf.len();
     buf.put_i32(0);
     let header = RequestHeader {
@@ -29,10 +46,16 @@ pub fn encode_request<R: Request>(
         client_id: client_id.map(Into::into),
         unknown_tagged_fields: Vec::new(),
     };
-    header.encode(buf, R::request_header_version(version));
-    request.encode(buf, version);
-    let size = (buf.len() - start - 4) as i32;
+    header.encode(buf, R::request_header_version(version))?;
+    request.encode(buf, version)?;
+    let size = buf.len() - start - 4;
+    let size = i32::try_from(size).map_err(|_| EncodeError::TooLong {
+        what: "request frame",
+        len: size,
+        max: MAX_BYTES_LEN,
+    })?;
     buf[start..start + 4].copy_from_slice(&size.to_be_bytes());
+    Ok(())
 }
 
 /// Splits one complete frame off the front of `buf`, or returns `Ok(None)` if more bytes are

@@ -4,7 +4,7 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::primitives::*;
-use super::{ApiKey, DecodeResult, RawTaggedField};
+use super::{ApiKey, DecodeResult, EncodeResult, RawTaggedField};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestHeader {
@@ -17,17 +17,17 @@ pub struct RequestHeader {
 }
 
 impl RequestHeader {
-    pub fn encode(&self, buf: &mut BytesMut, header_version: i16) {
+    /// Appends the header. A `client_id` longer than `i16::MAX` bytes is an error; tagged
+    /// fields are written only in header v2.
+    pub fn encode(&self, buf: &mut BytesMut, header_version: i16) -> EncodeResult<()> {
         put_i16(buf, self.api_key.0);
         put_i16(buf, self.api_version);
         put_i32(buf, self.correlation_id);
-        put_nullable_string(buf, false, self.client_id.as_deref());
+        put_nullable_string(buf, false, self.client_id.as_deref(), "RequestHeader.client_id")?;
         if header_version >= 2 {
-            put_uvarint(buf, self.unknown_tagged_fields.len() as u32);
-            for f in &self.unknown_tagged_fields {
-                put_raw_tagged_field(buf, f);
-            }
+            put_tagged_fields(buf, &self.unknown_tagged_fields, "RequestHeader.unknown_tagged_fields")?;
         }
+        Ok(())
     }
 
     pub fn decode(buf: &mut Bytes, header_version: i16) -> DecodeResult<Self> {
@@ -52,14 +52,13 @@ pub struct ResponseHeader {
 }
 
 impl ResponseHeader {
-    pub fn encode(&self, buf: &mut BytesMut, header_version: i16) {
+    /// Appends the header; tagged fields are written only in header v1.
+    pub fn encode(&self, buf: &mut BytesMut, header_version: i16) -> EncodeResult<()> {
         put_i32(buf, self.correlation_id);
         if header_version >= 1 {
-            put_uvarint(buf, self.unknown_tagged_fields.len() as u32);
-            for f in &self.unknown_tagged_fields {
-                put_raw_tagged_field(buf, f);
-            }
+            put_tagged_fields(buf, &self.unknown_tagged_fields, "ResponseHeader.unknown_tagged_fields")?;
         }
+        Ok(())
     }
 
     pub fn decode(buf: &mut Bytes, header_version: i16) -> DecodeResult<Self> {
@@ -69,4 +68,9 @@ impl ResponseHeader {
         }
         Ok(h)
     }
+}
+
+fn put_tagged_fields(buf: &mut BytesMut, fields: &[RawTaggedField], what: &'static str) -> EncodeResult<()> {
+    put_tagged_count(buf, fields.len(), what)?;
+    fields.iter().try_for_each(|f| put_raw_tagged_field(buf, f, what))
 }

@@ -1,8 +1,10 @@
 //! The codec layer: Kafka's wire format as Rust types, with no IO.
 //!
 //! Decoders read from [`bytes::Bytes`] and hand out slices of it instead of copies; encoders
-//! write into a [`bytes::BytesMut`] in one pass. Bytes from the network never cause a panic: every
-//! failure is a [`DecodeError`].
+//! write into a [`bytes::BytesMut`] in one pass, patching length prefixes once the lengths are
+//! known. Bytes from the network never cause a panic: every failure is a [`DecodeError`]. A value
+//! that cannot be written as asked (a length its prefix cannot express, a field the version does
+//! not carry) is an [`EncodeError`], never a silent truncation.
 
 mod api_key;
 #[cfg(feature = "arbitrary")]
@@ -18,7 +20,7 @@ pub mod record_batch;
 mod types;
 
 pub use api_key::ApiKey;
-pub use error::{DecodeError, DecodeResult};
+pub use error::{DecodeError, DecodeResult, EncodeError, EncodeResult};
 pub use error_code::ErrorCode;
 pub use types::{RawTaggedField, Uuid};
 

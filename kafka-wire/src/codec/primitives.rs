@@ -3,11 +3,15 @@
 //!
 //! Decoding reads from a [`Bytes`] and returns slices that share its allocation. Every length and
 //! count is checked against what remains before anything is allocated or read.
+//!
+//! Encoding appends to a [`BytesMut`]. A length its prefix cannot express is an
+//! [`EncodeError::TooLong`] naming the field (`what`), never a truncated prefix; on an error the
+//! buffer holds a partial encoding, which the caller discards.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
-use super::error::{DecodeError, DecodeResult};
+use super::error::{DecodeError, DecodeResult, EncodeError, EncodeResult};
 use super::types::{RawTaggedField, Uuid};
 
 /// Fails unless `buf` holds at least `n` more bytes.
@@ -198,6 +202,11 @@ fn bytes_form(compact: bool) -> LenForm {
 
 pub fn get_nullable_string(buf: &mut Bytes, compact: bool, what: &'static str) -> DecodeResult<Option<ByteString>> {
     let Some(len) = get_len(buf, str_form(compact), 1, what)? else { return Ok(None) };
+    // A compact length can claim more than a string may hold; such a string could not be
+    // written back (Kafka refuses it too).
+    if len > MAX_STRING_LEN {
+        return Err(DecodeError::InvalidLength { what, len: len as i64 });
+    }
     let raw = buf.split_to(len);
     ByteString::try_from(raw).map(Some).map_err(|_| DecodeError::InvalidUtf8 { what })
 }
@@ -226,46 +235,63 @@ pub fn get_array_len(
     get_len(buf, bytes_form(compact), min_item_size, what)
 }
 
-pub fn put_nullable_string(buf: &mut BytesMut, compact: bool, v: Option<&str>) {
-    match (v, compact) {
-        (None, true) => put_uvarint(buf, 0),
-        (None, false) => buf.put_i16(-1),
-        (Some(s), true) => {
-            put_uvarint(buf, s.len() as u32 + 1);
-            buf.put_slice(s.as_bytes());
+/// The longest string Kafka's strings carry, in bytes, in the classic (`int16` length) and the
+/// compact form alike (Kafka's own encoders refuse longer ones in both).
+pub const MAX_STRING_LEN: usize = i16::MAX as usize;
+
+/// The longest byte sequence, array or tagged field: lengths and counts are `int32` (or, compact,
+/// a varint of the length plus one that Kafka reads back into an `int32`).
+pub const MAX_BYTES_LEN: usize = i32::MAX as usize;
+
+/// Writes a length prefix (`None`: null) after checking it against `max`.
+fn put_len(buf: &mut BytesMut, form: LenForm, len: Option<usize>, max: usize, what: &'static str) -> EncodeResult<()> {
+    let Some(n) = len else {
+        match form {
+            LenForm::I16 => buf.put_i16(-1),
+            LenForm::I32 => buf.put_i32(-1),
+            LenForm::Compact => put_uvarint(buf, 0),
         }
-        (Some(s), false) => {
-            buf.put_i16(s.len() as i16);
-            buf.put_slice(s.as_bytes());
-        }
+        return Ok(());
+    };
+    if n > max {
+        return Err(EncodeError::TooLong { what, len: n, max });
     }
-}
-
-pub fn put_string(buf: &mut BytesMut, compact: bool, v: &str) {
-    put_nullable_string(buf, compact, Some(v));
-}
-
-pub fn put_nullable_bytes(buf: &mut BytesMut, compact: bool, v: Option<&[u8]>) {
-    match v {
-        None => put_array_len(buf, compact, None),
-        Some(b) => {
-            put_array_len(buf, compact, Some(b.len()));
-            buf.put_slice(b);
-        }
+    // `max` is at most i32::MAX, so every cast below is exact.
+    match form {
+        LenForm::I16 => buf.put_i16(n as i16),
+        LenForm::I32 => buf.put_i32(n as i32),
+        LenForm::Compact => put_uvarint(buf, n as u32 + 1),
     }
+    Ok(())
 }
 
-pub fn put_bytes(buf: &mut BytesMut, compact: bool, v: &[u8]) {
-    put_nullable_bytes(buf, compact, Some(v));
-}
-
-pub fn put_array_len(buf: &mut BytesMut, compact: bool, len: Option<usize>) {
-    match (len, compact) {
-        (None, true) => put_uvarint(buf, 0),
-        (None, false) => buf.put_i32(-1),
-        (Some(n), true) => put_uvarint(buf, n as u32 + 1),
-        (Some(n), false) => buf.put_i32(n as i32),
+pub fn put_nullable_string(buf: &mut BytesMut, compact: bool, v: Option<&str>, what: &'static str) -> EncodeResult<()> {
+    put_len(buf, str_form(compact), v.map(str::len), MAX_STRING_LEN, what)?;
+    if let Some(s) = v {
+        buf.put_slice(s.as_bytes());
     }
+    Ok(())
+}
+
+pub fn put_string(buf: &mut BytesMut, compact: bool, v: &str, what: &'static str) -> EncodeResult<()> {
+    put_nullable_string(buf, compact, Some(v), what)
+}
+
+pub fn put_nullable_bytes(buf: &mut BytesMut, compact: bool, v: Option<&[u8]>, what: &'static str) -> EncodeResult<()> {
+    put_len(buf, bytes_form(compact), v.map(<[u8]>::len), MAX_BYTES_LEN, what)?;
+    if let Some(b) = v {
+        buf.put_slice(b);
+    }
+    Ok(())
+}
+
+pub fn put_bytes(buf: &mut BytesMut, compact: bool, v: &[u8], what: &'static str) -> EncodeResult<()> {
+    put_nullable_bytes(buf, compact, Some(v), what)
+}
+
+/// Writes an array's element count; `None` is a null array.
+pub fn put_array_len(buf: &mut BytesMut, compact: bool, len: Option<usize>, what: &'static str) -> EncodeResult<()> {
+    put_len(buf, bytes_form(compact), len, MAX_BYTES_LEN, what)
 }
 
 /// Reads a tagged-field section. `known` is offered each field's tag and its bytes and returns
@@ -299,20 +325,54 @@ pub fn get_tagged_fields(
     Ok(())
 }
 
-/// Writes one tagged field whose body `body` writes; the body goes through a scratch buffer
-/// because its size precedes it as a varint.
-pub fn put_tagged_field(buf: &mut BytesMut, tag: u32, body: impl FnOnce(&mut BytesMut)) {
-    let mut scratch = BytesMut::new();
-    body(&mut scratch);
-    put_uvarint(buf, tag);
-    put_uvarint(buf, scratch.len() as u32);
-    buf.put_slice(&scratch);
+/// Writes the number of tagged fields that follow.
+pub fn put_tagged_count(buf: &mut BytesMut, n: usize, what: &'static str) -> EncodeResult<()> {
+    if n > MAX_BYTES_LEN {
+        return Err(EncodeError::TooLong { what, len: n, max: MAX_BYTES_LEN });
+    }
+    put_uvarint(buf, n as u32);
+    Ok(())
 }
 
-pub fn put_raw_tagged_field(buf: &mut BytesMut, field: &RawTaggedField) {
+/// Writes one tagged field whose body `body` writes in place. Its size precedes it as a varint:
+/// one byte is reserved and patched afterwards; a body of 128 bytes or more (rare: tagged fields
+/// are small) is moved up in place to make room for the longer varint.
+pub fn put_tagged_field(
+    buf: &mut BytesMut,
+    tag: u32,
+    what: &'static str,
+    body: impl FnOnce(&mut BytesMut) -> EncodeResult<()>,
+) -> EncodeResult<()> {
+    put_uvarint(buf, tag);
+    let at = buf.len();
+    buf.put_u8(0);
+    body(buf)?;
+    let size = buf.len() - at - 1;
+    if size > MAX_BYTES_LEN {
+        return Err(EncodeError::TooLong { what, len: size, max: MAX_BYTES_LEN });
+    }
+    let width = uvarint_len(size as u64);
+    if width > 1 {
+        buf.put_bytes(0, width - 1);
+        buf.copy_within(at + 1..at + 1 + size, at + width);
+    }
+    let mut v = size as u32;
+    for b in &mut buf[at..at + width] {
+        *b = (v as u8 & 0x7f) | if v >= 0x80 { 0x80 } else { 0 };
+        v >>= 7;
+    }
+    Ok(())
+}
+
+pub fn put_raw_tagged_field(buf: &mut BytesMut, field: &RawTaggedField, what: &'static str) -> EncodeResult<()> {
+    let size = field.data.len();
+    if size > MAX_BYTES_LEN {
+        return Err(EncodeError::TooLong { what, len: size, max: MAX_BYTES_LEN });
+    }
     put_uvarint(buf, field.tag);
-    put_uvarint(buf, field.data.len() as u32);
+    put_uvarint(buf, size as u32);
     buf.put_slice(&field.data);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -382,6 +442,79 @@ mod tests {
         assert_eq!(get_nullable_string(&mut b, false, "s"), Err(DecodeError::InvalidLength { what: "s", len: -2 }));
         let mut b = Bytes::from_static(&[0xff, 0xff]);
         assert_eq!(get_string(&mut b, false, "s"), Err(DecodeError::UnexpectedNull { what: "s" }));
+    }
+
+    #[test]
+    fn a_string_longer_than_i16_max_is_refused_in_both_forms() {
+        let fits = "x".repeat(MAX_STRING_LEN);
+        let too_long = "x".repeat(MAX_STRING_LEN + 1);
+        for compact in [false, true] {
+            let mut b = BytesMut::new();
+            put_string(&mut b, compact, &fits, "s").unwrap();
+            assert_eq!(&*get_string(&mut b.freeze(), compact, "s").unwrap(), fits);
+            let err = put_nullable_string(&mut BytesMut::new(), compact, Some(&too_long), "T.s").unwrap_err();
+            assert_eq!(err, EncodeError::TooLong { what: "T.s", len: 32768, max: 32767 });
+        }
+    }
+
+    #[test]
+    fn length_prefixes_refuse_what_they_cannot_express() {
+        // Each form at its limit and one past it; no value of that size is allocated.
+        let cases = [
+            (LenForm::I16, MAX_STRING_LEN, vec![0x7f, 0xff]),
+            (LenForm::I32, MAX_BYTES_LEN, vec![0x7f, 0xff, 0xff, 0xff]),
+            (LenForm::Compact, MAX_BYTES_LEN, vec![0x80, 0x80, 0x80, 0x80, 0x08]),
+        ];
+        for (form, max, bytes_at_max) in cases {
+            let mut b = BytesMut::new();
+            put_len(&mut b, form, Some(max), max, "x").unwrap();
+            assert_eq!(&b[..], &bytes_at_max[..]);
+            let err = put_len(&mut BytesMut::new(), form, Some(max + 1), max, "T.x").unwrap_err();
+            assert_eq!(err, EncodeError::TooLong { what: "T.x", len: max + 1, max });
+        }
+        let err = put_array_len(&mut BytesMut::new(), false, Some(MAX_BYTES_LEN + 1), "T.a").unwrap_err();
+        assert!(matches!(err, EncodeError::TooLong { what: "T.a", .. }), "{err:?}");
+        let err = put_array_len(&mut BytesMut::new(), true, Some(u32::MAX as usize), "T.a").unwrap_err();
+        assert!(matches!(err, EncodeError::TooLong { what: "T.a", .. }), "{err:?}");
+        let err = put_tagged_count(&mut BytesMut::new(), MAX_BYTES_LEN + 1, "T.tags").unwrap_err();
+        assert!(matches!(err, EncodeError::TooLong { what: "T.tags", .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_compact_string_longer_than_i16_max_is_refused_when_read() {
+        let mut b = BytesMut::new();
+        put_uvarint(&mut b, MAX_STRING_LEN as u32 + 2);
+        b.put_bytes(b'x', MAX_STRING_LEN + 1);
+        let err = get_string(&mut b.freeze(), true, "T.s").unwrap_err();
+        assert_eq!(err, DecodeError::InvalidLength { what: "T.s", len: 32768 });
+    }
+
+    #[test]
+    fn nulls_are_written_in_every_form() {
+        let mut b = BytesMut::new();
+        put_nullable_string(&mut b, false, None, "s").unwrap();
+        put_nullable_bytes(&mut b, false, None, "b").unwrap();
+        put_nullable_string(&mut b, true, None, "s").unwrap();
+        put_array_len(&mut b, true, None, "a").unwrap();
+        assert_eq!(&b[..], &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0]);
+    }
+
+    #[test]
+    fn tagged_field_sizes_are_patched_in_place() {
+        for size in [0usize, 1, 127, 128, 300, 20_000] {
+            let mut b = BytesMut::from(&b"head"[..]);
+            put_tagged_field(&mut b, 7, "t", |b| {
+                b.put_bytes(0xab, size);
+                Ok(())
+            })
+            .unwrap();
+            let mut r = b.freeze();
+            r.advance(4);
+            assert_eq!(get_uvarint(&mut r, "tag").unwrap(), 7);
+            assert_eq!(get_uvarint(&mut r, "size").unwrap() as usize, size);
+            assert_eq!(r.len(), size);
+            assert!(r.iter().all(|&x| x == 0xab));
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::codec::primitives::{
     get_array_len, get_i16, get_i32, get_nullable_bytes, get_nullable_string, get_string, put_array_len, put_i16,
     put_i32, put_nullable_bytes, put_nullable_string, put_string,
 };
-use crate::codec::{DecodeError, DecodeResult};
+use crate::codec::{DecodeError, DecodeResult, EncodeResult};
 
 /// The `protocol_type` of consumer groups in JoinGroup.
 pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
@@ -141,15 +141,16 @@ fn get_topic_partitions(buf: &mut Bytes, what: &'static str) -> DecodeResult<Vec
     Ok(out)
 }
 
-fn put_topic_partitions(buf: &mut BytesMut, list: &[TopicPartitions]) {
-    put_array_len(buf, false, Some(list.len()));
+fn put_topic_partitions(buf: &mut BytesMut, list: &[TopicPartitions]) -> EncodeResult<()> {
+    put_array_len(buf, false, Some(list.len()), "consumer protocol topics")?;
     for tp in list {
-        put_string(buf, false, &tp.topic);
-        put_array_len(buf, false, Some(tp.partitions.len()));
+        put_string(buf, false, &tp.topic, "consumer protocol topic")?;
+        put_array_len(buf, false, Some(tp.partitions.len()), "consumer protocol partitions")?;
         for &p in &tp.partitions {
             put_i32(buf, p);
         }
     }
+    Ok(())
 }
 
 fn topic_partitions_from_map(map: &BTreeMap<String, Vec<i32>>) -> Vec<TopicPartitions> {
@@ -170,26 +171,27 @@ fn topic_partitions_to_map(list: &[TopicPartitions]) -> BTreeMap<String, Vec<i32
 
 impl ConsumerProtocolSubscription {
     /// Encodes with the version prefix. `version` is clamped to 0..=3; fields the version does
-    /// not have are left out (as Kafka does with these "ignorable" fields).
-    pub fn encode(&self, version: i16) -> Bytes {
+    /// not have are left out (as Kafka does with these "ignorable" fields). A topic name or rack
+    /// id longer than 32767 bytes cannot be written.
+    pub fn encode(&self, version: i16) -> EncodeResult<Bytes> {
         let version = clamp_version(version);
         let mut buf = BytesMut::new();
         put_i16(&mut buf, version);
-        put_array_len(&mut buf, false, Some(self.topics.len()));
+        put_array_len(&mut buf, false, Some(self.topics.len()), "subscription topics")?;
         for t in &self.topics {
-            put_string(&mut buf, false, t);
+            put_string(&mut buf, false, t, "subscription topic")?;
         }
-        put_nullable_bytes(&mut buf, false, self.user_data.as_deref());
+        put_nullable_bytes(&mut buf, false, self.user_data.as_deref(), "subscription user data")?;
         if version >= 1 {
-            put_topic_partitions(&mut buf, &self.owned_partitions);
+            put_topic_partitions(&mut buf, &self.owned_partitions)?;
         }
         if version >= 2 {
             put_i32(&mut buf, self.generation_id);
         }
         if version >= 3 {
-            put_nullable_string(&mut buf, false, self.rack_id.as_deref());
+            put_nullable_string(&mut buf, false, self.rack_id.as_deref(), "subscription rack id")?;
         }
-        buf.freeze()
+        Ok(buf.freeze())
     }
 
     /// Decodes a version-prefixed subscription and returns its version with it. Fields the
@@ -231,12 +233,12 @@ impl ConsumerProtocolAssignment {
     }
 
     /// Encodes with the version prefix; `version` is clamped to 0..=3.
-    pub fn encode(&self, version: i16) -> Bytes {
+    pub fn encode(&self, version: i16) -> EncodeResult<Bytes> {
         let mut buf = BytesMut::new();
         put_i16(&mut buf, clamp_version(version));
-        put_topic_partitions(&mut buf, &self.assigned_partitions);
-        put_nullable_bytes(&mut buf, false, self.user_data.as_deref());
-        buf.freeze()
+        put_topic_partitions(&mut buf, &self.assigned_partitions)?;
+        put_nullable_bytes(&mut buf, false, self.user_data.as_deref(), "assignment user data")?;
+        Ok(buf.freeze())
     }
 
     /// Decodes a version-prefixed assignment and returns its version with it. Bytes after the
@@ -1100,9 +1102,9 @@ mod tests {
             generation_id: 5,
             rack_id: Some("r".into()),
         };
-        let v0 = sub.encode(0);
+        let v0 = sub.encode(0).unwrap();
         assert_eq!(&v0[..], b"\x00\x00\x00\x00\x00\x01\x00\x01t\xff\xff\xff\xff");
-        let v3 = sub.encode(3);
+        let v3 = sub.encode(3).unwrap();
         assert_eq!(
             &v3[..],
             b"\x00\x03\x00\x00\x00\x01\x00\x01t\xff\xff\xff\xff\
@@ -1118,7 +1120,7 @@ mod tests {
     #[test]
     fn newer_versions_decode_and_skip_unknown_fields() {
         let sub = ConsumerProtocolSubscription { topics: vec!["t".into()], generation_id: 1, ..Default::default() };
-        let mut raw = sub.encode(3).to_vec();
+        let mut raw = sub.encode(3).unwrap().to_vec();
         raw[1] = 9;
         raw.extend_from_slice(b"future");
         assert_eq!(ConsumerProtocolSubscription::decode(Bytes::from(raw.clone())).unwrap(), (9, sub.clone()));
@@ -1129,7 +1131,7 @@ mod tests {
         ));
 
         let asg = ConsumerProtocolAssignment::from_map(&parts(&[("t", &[0, 1])]), Some(Bytes::from_static(b"u")));
-        let mut raw = asg.encode(1).to_vec();
+        let mut raw = asg.encode(1).unwrap().to_vec();
         raw[1] = 4;
         raw.push(0);
         assert_eq!(ConsumerProtocolAssignment::decode(Bytes::from(raw)).unwrap(), (4, asg));
@@ -1159,10 +1161,13 @@ mod tests {
             rack_id: Some(String::new()),
             ..Default::default()
         };
-        let m = MemberSubscription::decode("m", None, sub.encode(3)).unwrap();
+        let m = MemberSubscription::decode("m", None, sub.encode(3).unwrap()).unwrap();
         assert_eq!(m.owned_partitions, parts(&[("t", &[0, 1, 3])]));
         assert_eq!(m.generation, 2);
         assert_eq!(m.rack, None);
-        assert_eq!(m.to_wire().encode(3), MemberSubscription { rack: None, ..m.clone() }.to_wire().encode(3));
+        assert_eq!(
+            m.to_wire().encode(3).unwrap(),
+            MemberSubscription { rack: None, ..m.clone() }.to_wire().encode(3).unwrap()
+        );
     }
 }

@@ -808,8 +808,13 @@ impl GroupMember {
         if self.lifecycle == Lifecycle::Active {
             self.maybe_prepare_join();
             if self.join_ready(now) {
+                let Ok(request) = self.join_request() else {
+                    // A subscribed topic name or client.rack longer than the consumer
+                    // protocol's 32767 bytes: the subscription cannot be written.
+                    self.fatal(ErrorCode::INVALID_REQUEST);
+                    return None;
+                };
                 let id = self.next_id();
-                let request = self.join_request();
                 self.phase = Phase::Joining;
                 self.rejoin_needed = false;
                 self.slot = Some(Slot { id, kind: SlotKind::Join, sent_at: now, epoch: self.epoch });
@@ -1201,7 +1206,7 @@ impl GroupMember {
         self.events.iter().any(|e| matches!(e, GroupEvent::Lost(_) | GroupEvent::Revoke(_)))
     }
 
-    fn join_request(&mut self) -> JoinGroupRequest {
+    fn join_request(&mut self) -> Result<JoinGroupRequest, crate::codec::EncodeError> {
         let mut owned: BTreeMap<String, Vec<i32>> = BTreeMap::new();
         for (t, p) in &self.assigned {
             owned.entry(t.clone()).or_default().push(*p);
@@ -1216,11 +1221,11 @@ impl GroupMember {
             generation_id: if self.assigned.is_empty() { DEFAULT_GENERATION } else { self.owned_generation },
             rack_id: self.config.rack.clone(),
         };
-        let metadata = subscription.encode(CONSUMER_PROTOCOL_MAX_VERSION);
+        let metadata = subscription.encode(CONSUMER_PROTOCOL_MAX_VERSION)?;
         // Not current any more: commits fail from here on.
         self.generation = None;
         let reason = if self.rejoin_reason.is_empty() { None } else { Some(bs(&self.rejoin_reason)) };
-        JoinGroupRequest {
+        Ok(JoinGroupRequest {
             group_id: bs(&self.config.group_id),
             session_timeout_ms: duration_ms(self.config.session_timeout),
             rebalance_timeout_ms: duration_ms(self.config.rebalance_timeout),
@@ -1239,7 +1244,7 @@ impl GroupMember {
                 .collect(),
             reason,
             ..Default::default()
-        }
+        })
     }
 
     fn queue_leave_request(&mut self, reason: &str) {
@@ -1563,8 +1568,12 @@ impl GroupMember {
             .iter()
             .map(|m| SyncGroupRequestAssignment {
                 member_id: bs(&m.member_id),
+                // Topic names come from the members' decoded subscriptions (strings of at most
+                // 32767 bytes), counts from metadata arrays, and there is no user data: this
+                // always fits the consumer protocol's length prefixes.
                 assignment: ConsumerProtocolAssignment::from_map(result.get(&m.member_id).unwrap_or(&empty), None)
-                    .encode(CONSUMER_PROTOCOL_MAX_VERSION),
+                    .encode(CONSUMER_PROTOCOL_MAX_VERSION)
+                    .expect("an assignment of decoded topic names is encodable"),
                 ..Default::default()
             })
             .collect())
@@ -1954,7 +1963,7 @@ mod tests {
 
     fn assignment(parts: &[i32]) -> Bytes {
         let map: BTreeMap<String, Vec<i32>> = [("t".to_string(), parts.to_vec())].into();
-        ConsumerProtocolAssignment::from_map(&map, None).encode(CONSUMER_PROTOCOL_MAX_VERSION)
+        ConsumerProtocolAssignment::from_map(&map, None).encode(CONSUMER_PROTOCOL_MAX_VERSION).unwrap()
     }
 
     /// Joins as a follower of generation `generation` and syncs `parts`.

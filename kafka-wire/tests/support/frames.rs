@@ -32,8 +32,10 @@ pub fn decode<R: Request>(frame: &mut Bytes, version: i16) -> Option<(RequestHea
 pub fn respond<R: Request>(out: &mut BytesMut, correlation_id: i32, body: &R::Response, version: i16) {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
-    ResponseHeader { correlation_id, ..Default::default() }.encode(out, R::response_header_version(version));
-    body.encode(out, version);
+    ResponseHeader { correlation_id, ..Default::default() }
+        .encode(out, R::response_header_version(version))
+        .expect("a test response header encodes");
+    body.encode(out, version).expect("a test response encodes");
     let size = (out.len() - start - 4) as i32;
     out[start..start + 4].copy_from_slice(&size.to_be_bytes());
 }

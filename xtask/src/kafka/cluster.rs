@@ -509,6 +509,32 @@ pub fn kill_node_locked(layout: &Layout, nodes: u8, n: u8) -> io::Result<Option<
     Ok(Some(pid))
 }
 
+/// SIGSTOP node `n`: the JVM stops running but keeps its sockets open, so clients can connect
+/// and send while nothing answers (a hung broker, unlike a killed one). Returns its pid; fails
+/// if the node is not running.
+pub fn pause_node(layout: &Layout, nodes: u8, n: u8) -> io::Result<u32> {
+    check_node(nodes, n)?;
+    let pid = node_pid(layout, nodes, n).ok_or_else(|| err(format!("node {n} is not running")))?;
+    signal(pid, "STOP")?;
+    Ok(pid)
+}
+
+/// SIGCONT node `n` (undoes [`pause_node`]; harmless on a node that is not stopped). Returns
+/// its pid if it is running.
+pub fn resume_node(layout: &Layout, nodes: u8, n: u8) -> io::Result<Option<u32>> {
+    check_node(nodes, n)?;
+    let Some(pid) = node_pid(layout, nodes, n) else { return Ok(None) };
+    signal(pid, "CONT")?;
+    Ok(Some(pid))
+}
+
+/// Whether node `n` is running but stopped by a signal (state `T` in `/proc/<pid>/stat`).
+pub fn node_paused(layout: &Layout, nodes: u8, n: u8) -> bool {
+    let Some(pid) = node_pid(layout, nodes, n) else { return false };
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()) == Some('T')
+}
+
 /// A node JVM that was just spawned.
 #[derive(Debug, Clone, Copy)]
 pub struct Spawned {

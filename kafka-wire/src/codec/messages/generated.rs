@@ -6,7 +6,7 @@ use bytestring::ByteString;
 
 use super::{Message, Request, VersionRange};
 use crate::codec::primitives::*;
-use crate::codec::{ApiKey, DecodeError, DecodeResult, ErrorCode, RawTaggedField, Uuid};
+use crate::codec::{ApiKey, DecodeError, DecodeResult, EncodeError, EncodeResult, ErrorCode, RawTaggedField, Uuid};
 
 /// Arrays are preallocated up to this many elements; longer ones grow as they are read,
 /// so a forged count costs no more memory than the elements actually present.
@@ -45,31 +45,50 @@ pub mod produce {
         const VERSIONS: VersionRange = VersionRange { min: 3, max: 13 };
         const FLEXIBLE_FROM: Option<i16> = Some(9);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(0), version });
+            }
             let flex = Self::is_flexible(version);
             match &self.transactional_id {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "ProduceRequest.transactional_id")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "ProduceRequest.transactional_id")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "ProduceRequest.transactional_id")?;
                 }
             }
             put_i16(buf, *&self.acks);
             put_i32(buf, *&self.timeout_ms);
-            put_array_len(buf, flex, Some((&self.topic_data).len()));
+            put_array_len(buf, flex, Some((&self.topic_data).len()), "ProduceRequest.topic_data")?;
             for e in (&self.topic_data).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "ProduceRequest.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ProduceRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ProduceRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.topic_data.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -127,26 +146,42 @@ pub mod produce {
         const VERSIONS: VersionRange = VersionRange { min: 3, max: 13 };
         const FLEXIBLE_FROM: Option<i16> = Some(9);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.index);
             match &self.records {
                 Some(x) => {
-                    put_bytes(buf, flex, x);
+                    put_bytes(buf, flex, x, "PartitionProduceData.records")?;
                 }
                 None if true => {
-                    put_nullable_bytes(buf, flex, None);
+                    put_nullable_bytes(buf, flex, None, "PartitionProduceData.records")?;
                 }
                 None => {
-                    put_bytes(buf, flex, &[]);
+                    put_bytes(buf, flex, &[], "PartitionProduceData.records")?;
                 }
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "PartitionProduceData.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "PartitionProduceData.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "PartitionProduceData.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -169,10 +204,10 @@ pub mod produce {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TopicProduceData {
-        /// versions 0-12.
+        /// versions 0-12, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 13+.
+        /// versions 13+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
         pub partition_data: Vec<PartitionProduceData>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -194,24 +229,40 @@ pub mod produce {
         const VERSIONS: VersionRange = VersionRange { min: 3, max: 13 };
         const FLEXIBLE_FROM: Option<i16> = Some(9);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version <= 12 {
-                put_string(buf, flex, &self.name);
+                put_string(buf, flex, &self.name, "TopicProduceData.name")?;
             }
             if version >= 13 {
                 put_uuid(buf, &self.topic_id);
             }
-            put_array_len(buf, flex, Some((&self.partition_data).len()));
+            put_array_len(buf, flex, Some((&self.partition_data).len()), "TopicProduceData.partition_data")?;
             for e in (&self.partition_data).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "TopicProduceData.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "TopicProduceData.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "TopicProduceData.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.partition_data.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -271,30 +322,60 @@ pub mod produce {
         const VERSIONS: VersionRange = VersionRange { min: 3, max: 13 };
         const FLEXIBLE_FROM: Option<i16> = Some(9);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(0), version });
+            }
             let flex = Self::is_flexible(version);
-            put_array_len(buf, flex, Some((&self.responses).len()));
+            put_array_len(buf, flex, Some((&self.responses).len()), "ProduceResponse.responses")?;
             for e in (&self.responses).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
             put_i32(buf, *&self.throttle_time_ms);
+            if !(flex && version >= 10) && !self.node_endpoints.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "ProduceResponse.node_endpoints", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "ProduceResponse.unknown_tagged_fields", version });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                if version >= 10 && self.node_endpoints != Vec::new() {
+                if version >= 10 && !self.node_endpoints.is_empty() {
                     n += 1;
                 }
-                put_uvarint(buf, n as u32);
-                if version >= 10 && self.node_endpoints != Vec::new() {
-                    put_tagged_field(buf, 0, |buf| {
-                        put_array_len(buf, flex, Some((&self.node_endpoints).len()));
+                put_tagged_count(buf, n, "ProduceResponse.tagged fields")?;
+                if version >= 10 && !self.node_endpoints.is_empty() {
+                    put_tagged_field(buf, 0, "ProduceResponse.node_endpoints", |buf| {
+                        put_array_len(buf, flex, Some((&self.node_endpoints).len()), "ProduceResponse.node_endpoints")?;
                         for e in (&self.node_endpoints).iter() {
-                            (e).encode(buf, version);
+                            (e).encode(buf, version)?;
                         }
-                    });
+                        Ok(())
+                    })?;
                 }
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ProduceResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            for e in self.responses.iter_mut() {
+                e.retain_version(version);
+            }
+
+            if flex && version >= 10 {
+                for e in self.node_endpoints.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.node_endpoints = Vec::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -359,30 +440,58 @@ pub mod produce {
         const VERSIONS: VersionRange = VersionRange { min: 3, max: 13 };
         const FLEXIBLE_FROM: Option<i16> = Some(9);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 8 {
                 put_i32(buf, *&self.batch_index);
+            } else if self.batch_index != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "BatchIndexAndErrorMessage.batch_index", version });
             }
             if version >= 8 {
                 match &self.batch_index_error_message {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "BatchIndexAndErrorMessage.batch_index_error_message")?;
                     }
                     None if version >= 8 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "BatchIndexAndErrorMessage.batch_index_error_message")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "BatchIndexAndErrorMessage.batch_index_error_message")?;
                     }
                 }
+            } else if self.batch_index_error_message != None {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "BatchIndexAndErrorMessage.batch_index_error_message",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "BatchIndexAndErrorMessage.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "BatchIndexAndErrorMessage.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "BatchIndexAndErrorMessage.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 8) {
+                self.batch_index = 0;
+            }
+            if !(version >= 8) {
+                self.batch_index_error_message = None;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -431,20 +540,42 @@ pub mod produce {
         const VERSIONS: VersionRange = VersionRange { min: 3, max: 13 };
         const FLEXIBLE_FROM: Option<i16> = Some(9);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 10 {
                 put_i32(buf, *&self.leader_id);
+            } else if self.leader_id != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "LeaderIdAndEpoch.leader_id", version });
             }
             if version >= 10 {
                 put_i32(buf, *&self.leader_epoch);
+            } else if self.leader_epoch != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "LeaderIdAndEpoch.leader_epoch", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "LeaderIdAndEpoch.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "LeaderIdAndEpoch.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "LeaderIdAndEpoch.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 10) {
+                self.leader_id = -1;
+            }
+            if !(version >= 10) {
+                self.leader_epoch = -1;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -509,7 +640,7 @@ pub mod produce {
         const VERSIONS: VersionRange = VersionRange { min: 3, max: 13 };
         const FLEXIBLE_FROM: Option<i16> = Some(9);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.index);
             put_i16(buf, (&self.error_code).0);
@@ -517,40 +648,90 @@ pub mod produce {
             put_i64(buf, *&self.log_append_time_ms);
             if version >= 5 {
                 put_i64(buf, *&self.log_start_offset);
+            } else if self.log_start_offset != -1 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "PartitionProduceResponse.log_start_offset",
+                    version,
+                });
             }
             if version >= 8 {
-                put_array_len(buf, flex, Some((&self.record_errors).len()));
+                put_array_len(buf, flex, Some((&self.record_errors).len()), "PartitionProduceResponse.record_errors")?;
                 for e in (&self.record_errors).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
+            } else if !self.record_errors.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "PartitionProduceResponse.record_errors", version });
             }
             if version >= 8 {
                 match &self.error_message {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "PartitionProduceResponse.error_message")?;
                     }
                     None if version >= 8 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "PartitionProduceResponse.error_message")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "PartitionProduceResponse.error_message")?;
                     }
                 }
+            } else if self.error_message != None {
+                return Err(EncodeError::FieldNotInVersion { what: "PartitionProduceResponse.error_message", version });
+            }
+            if !(flex && version >= 10) && self.current_leader != LeaderIdAndEpoch::default() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "PartitionProduceResponse.current_leader",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "PartitionProduceResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
                 if version >= 10 && self.current_leader != LeaderIdAndEpoch::default() {
                     n += 1;
                 }
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "PartitionProduceResponse.tagged fields")?;
                 if version >= 10 && self.current_leader != LeaderIdAndEpoch::default() {
-                    put_tagged_field(buf, 0, |buf| {
-                        (&self.current_leader).encode(buf, version);
-                    });
+                    put_tagged_field(buf, 0, "PartitionProduceResponse.current_leader", |buf| {
+                        (&self.current_leader).encode(buf, version)?;
+                        Ok(())
+                    })?;
                 }
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "PartitionProduceResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 5) {
+                self.log_start_offset = -1;
+            }
+            if version >= 8 {
+                for e in self.record_errors.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.record_errors = Vec::new();
+            }
+            if !(version >= 8) {
+                self.error_message = None;
+            }
+            if flex && version >= 10 {
+                self.current_leader.retain_version(version);
+            } else {
+                self.current_leader = LeaderIdAndEpoch::default();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -600,10 +781,10 @@ pub mod produce {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TopicProduceResponse {
-        /// versions 0-12.
+        /// versions 0-12, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 13+.
+        /// versions 13+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
         pub partition_responses: Vec<PartitionProduceResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -625,24 +806,48 @@ pub mod produce {
         const VERSIONS: VersionRange = VersionRange { min: 3, max: 13 };
         const FLEXIBLE_FROM: Option<i16> = Some(9);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version <= 12 {
-                put_string(buf, flex, &self.name);
+                put_string(buf, flex, &self.name, "TopicProduceResponse.name")?;
             }
             if version >= 13 {
                 put_uuid(buf, &self.topic_id);
             }
-            put_array_len(buf, flex, Some((&self.partition_responses).len()));
+            put_array_len(
+                buf,
+                flex,
+                Some((&self.partition_responses).len()),
+                "TopicProduceResponse.partition_responses",
+            )?;
             for e in (&self.partition_responses).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "TopicProduceResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "TopicProduceResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "TopicProduceResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.partition_responses.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -702,36 +907,68 @@ pub mod produce {
         const VERSIONS: VersionRange = VersionRange { min: 3, max: 13 };
         const FLEXIBLE_FROM: Option<i16> = Some(9);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 10 {
                 put_i32(buf, *&self.node_id);
+            } else if self.node_id != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "NodeEndpoint.node_id", version });
             }
             if version >= 10 {
-                put_string(buf, flex, &self.host);
+                put_string(buf, flex, &self.host, "NodeEndpoint.host")?;
+            } else if self.host != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion { what: "NodeEndpoint.host", version });
             }
             if version >= 10 {
                 put_i32(buf, *&self.port);
+            } else if self.port != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "NodeEndpoint.port", version });
             }
             if version >= 10 {
                 match &self.rack {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "NodeEndpoint.rack")?;
                     }
                     None if version >= 10 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "NodeEndpoint.rack")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "NodeEndpoint.rack")?;
                     }
                 }
+            } else if self.rack != None {
+                return Err(EncodeError::FieldNotInVersion { what: "NodeEndpoint.rack", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "NodeEndpoint.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "NodeEndpoint.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "NodeEndpoint.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 10) {
+                self.node_id = 0;
+            }
+            if !(version >= 10) {
+                self.host = ByteString::new();
+            }
+            if !(version >= 10) {
+                self.port = 0;
+            }
+            if !(version >= 10) {
+                self.rack = None;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -794,7 +1031,7 @@ pub mod fetch {
         pub topics: Vec<FetchTopic>,
         /// versions 7+.
         pub forgotten_topics_data: Vec<ForgottenTopic>,
-        /// versions 11+.
+        /// versions 11+, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub rack_id: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -825,10 +1062,15 @@ pub mod fetch {
         const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
         const FLEXIBLE_FROM: Option<i16> = Some(12);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(1), version });
+            }
             let flex = Self::is_flexible(version);
             if version <= 14 {
                 put_i32(buf, *&self.replica_id);
+            } else if self.replica_id != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "FetchRequest.replica_id", version });
             }
             put_i32(buf, *&self.max_wait_ms);
             put_i32(buf, *&self.min_bytes);
@@ -836,22 +1078,42 @@ pub mod fetch {
             put_i8(buf, *&self.isolation_level);
             if version >= 7 {
                 put_i32(buf, *&self.session_id);
+            } else if self.session_id != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "FetchRequest.session_id", version });
             }
             if version >= 7 {
                 put_i32(buf, *&self.session_epoch);
+            } else if self.session_epoch != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "FetchRequest.session_epoch", version });
             }
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "FetchRequest.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
             if version >= 7 {
-                put_array_len(buf, flex, Some((&self.forgotten_topics_data).len()));
+                put_array_len(
+                    buf,
+                    flex,
+                    Some((&self.forgotten_topics_data).len()),
+                    "FetchRequest.forgotten_topics_data",
+                )?;
                 for e in (&self.forgotten_topics_data).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
+            } else if !self.forgotten_topics_data.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "FetchRequest.forgotten_topics_data", version });
             }
             if version >= 11 {
-                put_string(buf, flex, &self.rack_id);
+                put_string(buf, flex, &self.rack_id, "FetchRequest.rack_id")?;
+            }
+            if !(flex && version >= 12) && self.cluster_id != None {
+                return Err(EncodeError::FieldNotInVersion { what: "FetchRequest.cluster_id", version });
+            }
+            if !(flex && version >= 15) && self.replica_state != ReplicaState::default() {
+                return Err(EncodeError::FieldNotInVersion { what: "FetchRequest.replica_state", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "FetchRequest.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
@@ -861,28 +1123,70 @@ pub mod fetch {
                 if version >= 15 && self.replica_state != ReplicaState::default() {
                     n += 1;
                 }
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "FetchRequest.tagged fields")?;
                 if version >= 12 && self.cluster_id != None {
-                    put_tagged_field(buf, 0, |buf| match &self.cluster_id {
-                        Some(x) => {
-                            put_string(buf, flex, x);
+                    put_tagged_field(buf, 0, "FetchRequest.cluster_id", |buf| {
+                        match &self.cluster_id {
+                            Some(x) => {
+                                put_string(buf, flex, x, "FetchRequest.cluster_id")?;
+                            }
+                            None if version >= 12 => {
+                                put_nullable_string(buf, flex, None, "FetchRequest.cluster_id")?;
+                            }
+                            None => {
+                                put_string(buf, flex, "", "FetchRequest.cluster_id")?;
+                            }
                         }
-                        None if version >= 12 => {
-                            put_nullable_string(buf, flex, None);
-                        }
-                        None => {
-                            put_string(buf, flex, "");
-                        }
-                    });
+                        Ok(())
+                    })?;
                 }
                 if version >= 15 && self.replica_state != ReplicaState::default() {
-                    put_tagged_field(buf, 1, |buf| {
-                        (&self.replica_state).encode(buf, version);
-                    });
+                    put_tagged_field(buf, 1, "FetchRequest.replica_state", |buf| {
+                        (&self.replica_state).encode(buf, version)?;
+                        Ok(())
+                    })?;
                 }
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "FetchRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version <= 14) {
+                self.replica_id = -1;
+            }
+
+            if !(version >= 7) {
+                self.session_id = 0;
+            }
+            if !(version >= 7) {
+                self.session_epoch = -1;
+            }
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+            if version >= 7 {
+                for e in self.forgotten_topics_data.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.forgotten_topics_data = Vec::new();
+            }
+
+            if !(flex && version >= 12) {
+                self.cluster_id = None;
+            }
+            if flex && version >= 15 {
+                self.replica_state.retain_version(version);
+            } else {
+                self.replica_state = ReplicaState::default();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -977,20 +1281,42 @@ pub mod fetch {
         const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
         const FLEXIBLE_FROM: Option<i16> = Some(12);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 15 {
                 put_i32(buf, *&self.replica_id);
+            } else if self.replica_id != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "ReplicaState.replica_id", version });
             }
             if version >= 15 {
                 put_i64(buf, *&self.replica_epoch);
+            } else if self.replica_epoch != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "ReplicaState.replica_epoch", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "ReplicaState.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ReplicaState.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ReplicaState.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 15) {
+                self.replica_id = -1;
+            }
+            if !(version >= 15) {
+                self.replica_epoch = -1;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -1018,12 +1344,12 @@ pub mod fetch {
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct FetchPartition {
         pub partition: i32,
-        /// versions 9+.
+        /// versions 9+, left out of other versions without an error (ignorable).
         pub current_leader_epoch: i32,
         pub fetch_offset: i64,
-        /// versions 12+.
+        /// versions 12+, left out of other versions without an error (ignorable).
         pub last_fetched_epoch: i32,
-        /// versions 5+.
+        /// versions 5+, left out of other versions without an error (ignorable).
         pub log_start_offset: i64,
         pub partition_max_bytes: i32,
         /// versions 17+, tag 0.
@@ -1054,7 +1380,7 @@ pub mod fetch {
         const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
         const FLEXIBLE_FROM: Option<i16> = Some(12);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition);
             if version >= 9 {
@@ -1068,6 +1394,15 @@ pub mod fetch {
                 put_i64(buf, *&self.log_start_offset);
             }
             put_i32(buf, *&self.partition_max_bytes);
+            if !(flex && version >= 17) && self.replica_directory_id != Uuid::ZERO {
+                return Err(EncodeError::FieldNotInVersion { what: "FetchPartition.replica_directory_id", version });
+            }
+            if !(flex && version >= 18) && self.high_watermark != 9223372036854775807 {
+                return Err(EncodeError::FieldNotInVersion { what: "FetchPartition.high_watermark", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "FetchPartition.unknown_tagged_fields", version });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
                 if version >= 17 && self.replica_directory_id != Uuid::ZERO {
@@ -1076,20 +1411,38 @@ pub mod fetch {
                 if version >= 18 && self.high_watermark != 9223372036854775807 {
                     n += 1;
                 }
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "FetchPartition.tagged fields")?;
                 if version >= 17 && self.replica_directory_id != Uuid::ZERO {
-                    put_tagged_field(buf, 0, |buf| {
+                    put_tagged_field(buf, 0, "FetchPartition.replica_directory_id", |buf| {
                         put_uuid(buf, &self.replica_directory_id);
-                    });
+                        Ok(())
+                    })?;
                 }
                 if version >= 18 && self.high_watermark != 9223372036854775807 {
-                    put_tagged_field(buf, 1, |buf| {
+                    put_tagged_field(buf, 1, "FetchPartition.high_watermark", |buf| {
                         put_i64(buf, *&self.high_watermark);
-                    });
+                        Ok(())
+                    })?;
                 }
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "FetchPartition.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(flex && version >= 17) {
+                self.replica_directory_id = Uuid::ZERO;
+            }
+            if !(flex && version >= 18) {
+                self.high_watermark = 9223372036854775807;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -1130,10 +1483,10 @@ pub mod fetch {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct FetchTopic {
-        /// versions 0-12.
+        /// versions 0-12, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub topic: ByteString,
-        /// versions 13+.
+        /// versions 13+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
         pub partitions: Vec<FetchPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -1155,24 +1508,40 @@ pub mod fetch {
         const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
         const FLEXIBLE_FROM: Option<i16> = Some(12);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version <= 12 {
-                put_string(buf, flex, &self.topic);
+                put_string(buf, flex, &self.topic, "FetchTopic.topic")?;
             }
             if version >= 13 {
                 put_uuid(buf, &self.topic_id);
             }
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_array_len(buf, flex, Some((&self.partitions).len()), "FetchTopic.partitions")?;
             for e in (&self.partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "FetchTopic.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "FetchTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "FetchTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -1208,10 +1577,10 @@ pub mod fetch {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ForgottenTopic {
-        /// versions 7-12.
+        /// versions 7-12, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub topic: ByteString,
-        /// versions 13+.
+        /// versions 13+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
         /// versions 7+.
         pub partitions: Vec<i32>,
@@ -1234,26 +1603,44 @@ pub mod fetch {
         const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
         const FLEXIBLE_FROM: Option<i16> = Some(12);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if (7..=12).contains(&version) {
-                put_string(buf, flex, &self.topic);
+                put_string(buf, flex, &self.topic, "ForgottenTopic.topic")?;
             }
             if version >= 13 {
                 put_uuid(buf, &self.topic_id);
             }
             if version >= 7 {
-                put_array_len(buf, flex, Some((&self.partitions).len()));
+                put_array_len(buf, flex, Some((&self.partitions).len()), "ForgottenTopic.partitions")?;
                 for e in (&self.partitions).iter() {
                     put_i32(buf, *e);
                 }
+            } else if !self.partitions.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "ForgottenTopic.partitions", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "ForgottenTopic.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ForgottenTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ForgottenTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 7) {
+                self.partitions = Vec::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -1321,36 +1708,76 @@ pub mod fetch {
         const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
         const FLEXIBLE_FROM: Option<i16> = Some(12);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(1), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
             if version >= 7 {
                 put_i16(buf, (&self.error_code).0);
+            } else if self.error_code != ErrorCode::NONE {
+                return Err(EncodeError::FieldNotInVersion { what: "FetchResponse.error_code", version });
             }
             if version >= 7 {
                 put_i32(buf, *&self.session_id);
+            } else if self.session_id != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "FetchResponse.session_id", version });
             }
-            put_array_len(buf, flex, Some((&self.responses).len()));
+            put_array_len(buf, flex, Some((&self.responses).len()), "FetchResponse.responses")?;
             for e in (&self.responses).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !(flex && version >= 16) && !self.node_endpoints.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "FetchResponse.node_endpoints", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "FetchResponse.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                if version >= 16 && self.node_endpoints != Vec::new() {
+                if version >= 16 && !self.node_endpoints.is_empty() {
                     n += 1;
                 }
-                put_uvarint(buf, n as u32);
-                if version >= 16 && self.node_endpoints != Vec::new() {
-                    put_tagged_field(buf, 0, |buf| {
-                        put_array_len(buf, flex, Some((&self.node_endpoints).len()));
+                put_tagged_count(buf, n, "FetchResponse.tagged fields")?;
+                if version >= 16 && !self.node_endpoints.is_empty() {
+                    put_tagged_field(buf, 0, "FetchResponse.node_endpoints", |buf| {
+                        put_array_len(buf, flex, Some((&self.node_endpoints).len()), "FetchResponse.node_endpoints")?;
                         for e in (&self.node_endpoints).iter() {
-                            (e).encode(buf, version);
+                            (e).encode(buf, version)?;
                         }
-                    });
+                        Ok(())
+                    })?;
                 }
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "FetchResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 7) {
+                self.error_code = ErrorCode::NONE;
+            }
+            if !(version >= 7) {
+                self.session_id = 0;
+            }
+            for e in self.responses.iter_mut() {
+                e.retain_version(version);
+            }
+            if flex && version >= 16 {
+                for e in self.node_endpoints.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.node_endpoints = Vec::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -1420,20 +1847,42 @@ pub mod fetch {
         const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
         const FLEXIBLE_FROM: Option<i16> = Some(12);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 12 {
                 put_i32(buf, *&self.epoch);
+            } else if self.epoch != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "EpochEndOffset.epoch", version });
             }
             if version >= 12 {
                 put_i64(buf, *&self.end_offset);
+            } else if self.end_offset != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "EpochEndOffset.end_offset", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "EpochEndOffset.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "EpochEndOffset.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "EpochEndOffset.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 12) {
+                self.epoch = -1;
+            }
+            if !(version >= 12) {
+                self.end_offset = -1;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -1478,20 +1927,42 @@ pub mod fetch {
         const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
         const FLEXIBLE_FROM: Option<i16> = Some(12);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 12 {
                 put_i32(buf, *&self.leader_id);
+            } else if self.leader_id != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "LeaderIdAndEpoch.leader_id", version });
             }
             if version >= 12 {
                 put_i32(buf, *&self.leader_epoch);
+            } else if self.leader_epoch != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "LeaderIdAndEpoch.leader_epoch", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "LeaderIdAndEpoch.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "LeaderIdAndEpoch.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "LeaderIdAndEpoch.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 12) {
+                self.leader_id = -1;
+            }
+            if !(version >= 12) {
+                self.leader_epoch = -1;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -1534,16 +2005,29 @@ pub mod fetch {
         const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
         const FLEXIBLE_FROM: Option<i16> = Some(12);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i64(buf, *&self.end_offset);
             put_i32(buf, *&self.epoch);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "SnapshotId.unknown_tagged_fields", version });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "SnapshotId.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "SnapshotId.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -1584,16 +2068,32 @@ pub mod fetch {
         const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
         const FLEXIBLE_FROM: Option<i16> = Some(12);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i64(buf, *&self.producer_id);
             put_i64(buf, *&self.first_offset);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AbortedTransaction.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "AbortedTransaction.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "AbortedTransaction.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -1621,7 +2121,7 @@ pub mod fetch {
         pub high_watermark: i64,
         /// versions 4+.
         pub last_stable_offset: i64,
-        /// versions 5+.
+        /// versions 5+, left out of other versions without an error (ignorable).
         pub log_start_offset: i64,
         /// versions 12+, tag 0.
         pub diverging_epoch: EpochEndOffset,
@@ -1662,7 +2162,7 @@ pub mod fetch {
         const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
         const FLEXIBLE_FROM: Option<i16> = Some(12);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
             put_i16(buf, (&self.error_code).0);
@@ -1673,31 +2173,45 @@ pub mod fetch {
             }
             match &self.aborted_transactions {
                 Some(x) => {
-                    put_array_len(buf, flex, Some((x).len()));
+                    put_array_len(buf, flex, Some((x).len()), "PartitionData.aborted_transactions")?;
                     for e in (x).iter() {
-                        (e).encode(buf, version);
+                        (e).encode(buf, version)?;
                     }
                 }
                 None if true => {
-                    put_array_len(buf, flex, None);
+                    put_array_len(buf, flex, None, "PartitionData.aborted_transactions")?;
                 }
                 None => {
-                    put_array_len(buf, flex, Some(0));
+                    put_array_len(buf, flex, Some(0), "PartitionData.aborted_transactions")?;
                 }
             }
             if version >= 11 {
                 put_i32(buf, *&self.preferred_read_replica);
+            } else if self.preferred_read_replica != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "PartitionData.preferred_read_replica", version });
             }
             match &self.records {
                 Some(x) => {
-                    put_bytes(buf, flex, x);
+                    put_bytes(buf, flex, x, "PartitionData.records")?;
                 }
                 None if true => {
-                    put_nullable_bytes(buf, flex, None);
+                    put_nullable_bytes(buf, flex, None, "PartitionData.records")?;
                 }
                 None => {
-                    put_bytes(buf, flex, &[]);
+                    put_bytes(buf, flex, &[], "PartitionData.records")?;
                 }
+            }
+            if !(flex && version >= 12) && self.diverging_epoch != EpochEndOffset::default() {
+                return Err(EncodeError::FieldNotInVersion { what: "PartitionData.diverging_epoch", version });
+            }
+            if !(flex && version >= 12) && self.current_leader != LeaderIdAndEpoch::default() {
+                return Err(EncodeError::FieldNotInVersion { what: "PartitionData.current_leader", version });
+            }
+            if !(flex && version >= 12) && self.snapshot_id != SnapshotId::default() {
+                return Err(EncodeError::FieldNotInVersion { what: "PartitionData.snapshot_id", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "PartitionData.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
@@ -1710,25 +2224,62 @@ pub mod fetch {
                 if version >= 12 && self.snapshot_id != SnapshotId::default() {
                     n += 1;
                 }
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "PartitionData.tagged fields")?;
                 if version >= 12 && self.diverging_epoch != EpochEndOffset::default() {
-                    put_tagged_field(buf, 0, |buf| {
-                        (&self.diverging_epoch).encode(buf, version);
-                    });
+                    put_tagged_field(buf, 0, "PartitionData.diverging_epoch", |buf| {
+                        (&self.diverging_epoch).encode(buf, version)?;
+                        Ok(())
+                    })?;
                 }
                 if version >= 12 && self.current_leader != LeaderIdAndEpoch::default() {
-                    put_tagged_field(buf, 1, |buf| {
-                        (&self.current_leader).encode(buf, version);
-                    });
+                    put_tagged_field(buf, 1, "PartitionData.current_leader", |buf| {
+                        (&self.current_leader).encode(buf, version)?;
+                        Ok(())
+                    })?;
                 }
                 if version >= 12 && self.snapshot_id != SnapshotId::default() {
-                    put_tagged_field(buf, 2, |buf| {
-                        (&self.snapshot_id).encode(buf, version);
-                    });
+                    put_tagged_field(buf, 2, "PartitionData.snapshot_id", |buf| {
+                        (&self.snapshot_id).encode(buf, version)?;
+                        Ok(())
+                    })?;
                 }
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "PartitionData.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if let Some(v) = &mut self.aborted_transactions {
+                for e in v.iter_mut() {
+                    e.retain_version(version);
+                }
+            }
+            if !(version >= 11) {
+                self.preferred_read_replica = -1;
+            }
+
+            if flex && version >= 12 {
+                self.diverging_epoch.retain_version(version);
+            } else {
+                self.diverging_epoch = EpochEndOffset::default();
+            }
+            if flex && version >= 12 {
+                self.current_leader.retain_version(version);
+            } else {
+                self.current_leader = LeaderIdAndEpoch::default();
+            }
+            if flex && version >= 12 {
+                self.snapshot_id.retain_version(version);
+            } else {
+                self.snapshot_id = SnapshotId::default();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -1782,10 +2333,10 @@ pub mod fetch {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct FetchableTopicResponse {
-        /// versions 0-12.
+        /// versions 0-12, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub topic: ByteString,
-        /// versions 13+.
+        /// versions 13+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
         pub partitions: Vec<PartitionData>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -1807,24 +2358,43 @@ pub mod fetch {
         const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
         const FLEXIBLE_FROM: Option<i16> = Some(12);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version <= 12 {
-                put_string(buf, flex, &self.topic);
+                put_string(buf, flex, &self.topic, "FetchableTopicResponse.topic")?;
             }
             if version >= 13 {
                 put_uuid(buf, &self.topic_id);
             }
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_array_len(buf, flex, Some((&self.partitions).len()), "FetchableTopicResponse.partitions")?;
             for e in (&self.partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "FetchableTopicResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "FetchableTopicResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "FetchableTopicResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -1884,36 +2454,68 @@ pub mod fetch {
         const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
         const FLEXIBLE_FROM: Option<i16> = Some(12);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 16 {
                 put_i32(buf, *&self.node_id);
+            } else if self.node_id != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "NodeEndpoint.node_id", version });
             }
             if version >= 16 {
-                put_string(buf, flex, &self.host);
+                put_string(buf, flex, &self.host, "NodeEndpoint.host")?;
+            } else if self.host != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion { what: "NodeEndpoint.host", version });
             }
             if version >= 16 {
                 put_i32(buf, *&self.port);
+            } else if self.port != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "NodeEndpoint.port", version });
             }
             if version >= 16 {
                 match &self.rack {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "NodeEndpoint.rack")?;
                     }
                     None if version >= 16 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "NodeEndpoint.rack")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "NodeEndpoint.rack")?;
                     }
                 }
+            } else if self.rack != None {
+                return Err(EncodeError::FieldNotInVersion { what: "NodeEndpoint.rack", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "NodeEndpoint.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "NodeEndpoint.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "NodeEndpoint.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 16) {
+                self.node_id = 0;
+            }
+            if !(version >= 16) {
+                self.host = ByteString::new();
+            }
+            if !(version >= 16) {
+                self.port = 0;
+            }
+            if !(version >= 16) {
+                self.rack = None;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -1982,25 +2584,57 @@ pub mod list_offsets {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(2), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.replica_id);
             if version >= 2 {
                 put_i8(buf, *&self.isolation_level);
+            } else if self.isolation_level != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "ListOffsetsRequest.isolation_level", version });
             }
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "ListOffsetsRequest.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
             if version >= 10 {
                 put_i32(buf, *&self.timeout_ms);
+            } else if self.timeout_ms != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "ListOffsetsRequest.timeout_ms", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ListOffsetsRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ListOffsetsRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ListOffsetsRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 2) {
+                self.isolation_level = 0;
+            }
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+            if !(version >= 10) {
+                self.timeout_ms = 0;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -2063,19 +2697,44 @@ pub mod list_offsets {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
             if version >= 4 {
                 put_i32(buf, *&self.current_leader_epoch);
+            } else if self.current_leader_epoch != -1 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ListOffsetsPartition.current_leader_epoch",
+                    version,
+                });
             }
             put_i64(buf, *&self.timestamp);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ListOffsetsPartition.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ListOffsetsPartition.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ListOffsetsPartition.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 4) {
+                self.current_leader_epoch = -1;
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -2118,19 +2777,35 @@ pub mod list_offsets {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_string(buf, flex, &self.name, "ListOffsetsTopic.name")?;
+            put_array_len(buf, flex, Some((&self.partitions).len()), "ListOffsetsTopic.partitions")?;
             for e in (&self.partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "ListOffsetsTopic.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ListOffsetsTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ListOffsetsTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -2178,21 +2853,47 @@ pub mod list_offsets {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(2), version });
+            }
             let flex = Self::is_flexible(version);
             if version >= 2 {
                 put_i32(buf, *&self.throttle_time_ms);
+            } else if self.throttle_time_ms != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "ListOffsetsResponse.throttle_time_ms", version });
             }
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "ListOffsetsResponse.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ListOffsetsResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ListOffsetsResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ListOffsetsResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 2) {
+                self.throttle_time_ms = 0;
+            }
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -2257,7 +2958,7 @@ pub mod list_offsets {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
             put_i16(buf, (&self.error_code).0);
@@ -2265,13 +2966,37 @@ pub mod list_offsets {
             put_i64(buf, *&self.offset);
             if version >= 4 {
                 put_i32(buf, *&self.leader_epoch);
+            } else if self.leader_epoch != -1 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ListOffsetsPartitionResponse.leader_epoch",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ListOffsetsPartitionResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ListOffsetsPartitionResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ListOffsetsPartitionResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 4) {
+                self.leader_epoch = -1;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -2316,19 +3041,38 @@ pub mod list_offsets {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_string(buf, flex, &self.name, "ListOffsetsTopicResponse.name")?;
+            put_array_len(buf, flex, Some((&self.partitions).len()), "ListOffsetsTopicResponse.partitions")?;
             for e in (&self.partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ListOffsetsTopicResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ListOffsetsTopicResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ListOffsetsTopicResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -2393,37 +3137,81 @@ pub mod metadata {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 13 };
         const FLEXIBLE_FROM: Option<i16> = Some(9);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(3), version });
+            }
             let flex = Self::is_flexible(version);
             match &self.topics {
                 Some(x) => {
-                    put_array_len(buf, flex, Some((x).len()));
+                    put_array_len(buf, flex, Some((x).len()), "MetadataRequest.topics")?;
                     for e in (x).iter() {
-                        (e).encode(buf, version);
+                        (e).encode(buf, version)?;
                     }
                 }
                 None if version >= 1 => {
-                    put_array_len(buf, flex, None);
+                    put_array_len(buf, flex, None, "MetadataRequest.topics")?;
                 }
                 None => {
-                    put_array_len(buf, flex, Some(0));
+                    put_array_len(buf, flex, Some(0), "MetadataRequest.topics")?;
                 }
             }
             if version >= 4 {
                 put_bool(buf, *&self.allow_auto_topic_creation);
+            } else if self.allow_auto_topic_creation != true {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "MetadataRequest.allow_auto_topic_creation",
+                    version,
+                });
             }
             if (8..=10).contains(&version) {
                 put_bool(buf, *&self.include_cluster_authorized_operations);
+            } else if self.include_cluster_authorized_operations != false {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "MetadataRequest.include_cluster_authorized_operations",
+                    version,
+                });
             }
             if version >= 8 {
                 put_bool(buf, *&self.include_topic_authorized_operations);
+            } else if self.include_topic_authorized_operations != false {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "MetadataRequest.include_topic_authorized_operations",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "MetadataRequest.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "MetadataRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "MetadataRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if let Some(v) = &mut self.topics {
+                for e in v.iter_mut() {
+                    e.retain_version(version);
+                }
+            }
+            if !(version >= 4) {
+                self.allow_auto_topic_creation = true;
+            }
+            if !((8..=10).contains(&version)) {
+                self.include_cluster_authorized_operations = false;
+            }
+            if !(version >= 8) {
+                self.include_topic_authorized_operations = false;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -2504,28 +3292,49 @@ pub mod metadata {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 13 };
         const FLEXIBLE_FROM: Option<i16> = Some(9);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 10 {
                 put_uuid(buf, &self.topic_id);
+            } else if self.topic_id != Uuid::ZERO {
+                return Err(EncodeError::FieldNotInVersion { what: "MetadataRequestTopic.topic_id", version });
             }
             match &self.name {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "MetadataRequestTopic.name")?;
                 }
                 None if version >= 10 => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "MetadataRequestTopic.name")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "MetadataRequestTopic.name")?;
                 }
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "MetadataRequestTopic.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "MetadataRequestTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "MetadataRequestTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 10) {
+                self.topic_id = Uuid::ZERO;
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -2590,47 +3399,96 @@ pub mod metadata {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 13 };
         const FLEXIBLE_FROM: Option<i16> = Some(9);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(3), version });
+            }
             let flex = Self::is_flexible(version);
             if version >= 3 {
                 put_i32(buf, *&self.throttle_time_ms);
+            } else if self.throttle_time_ms != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "MetadataResponse.throttle_time_ms", version });
             }
-            put_array_len(buf, flex, Some((&self.brokers).len()));
+            put_array_len(buf, flex, Some((&self.brokers).len()), "MetadataResponse.brokers")?;
             for e in (&self.brokers).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
             if version >= 2 {
                 match &self.cluster_id {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "MetadataResponse.cluster_id")?;
                     }
                     None if version >= 2 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "MetadataResponse.cluster_id")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "MetadataResponse.cluster_id")?;
                     }
                 }
+            } else if self.cluster_id != None {
+                return Err(EncodeError::FieldNotInVersion { what: "MetadataResponse.cluster_id", version });
             }
             if version >= 1 {
                 put_i32(buf, *&self.controller_id);
+            } else if self.controller_id != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "MetadataResponse.controller_id", version });
             }
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "MetadataResponse.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
             if (8..=10).contains(&version) {
                 put_i32(buf, *&self.cluster_authorized_operations);
+            } else if self.cluster_authorized_operations != -2147483648 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "MetadataResponse.cluster_authorized_operations",
+                    version,
+                });
             }
             if version >= 13 {
                 put_i16(buf, (&self.error_code).0);
+            } else if self.error_code != ErrorCode::NONE {
+                return Err(EncodeError::FieldNotInVersion { what: "MetadataResponse.error_code", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "MetadataResponse.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "MetadataResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "MetadataResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 3) {
+                self.throttle_time_ms = 0;
+            }
+            for e in self.brokers.iter_mut() {
+                e.retain_version(version);
+            }
+            if !(version >= 2) {
+                self.cluster_id = None;
+            }
+            if !(version >= 1) {
+                self.controller_id = -1;
+            }
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+            if !((8..=10).contains(&version)) {
+                self.cluster_authorized_operations = -2147483648;
+            }
+            if !(version >= 13) {
+                self.error_code = ErrorCode::NONE;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -2712,30 +3570,51 @@ pub mod metadata {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 13 };
         const FLEXIBLE_FROM: Option<i16> = Some(9);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.node_id);
-            put_string(buf, flex, &self.host);
+            put_string(buf, flex, &self.host, "MetadataResponseBroker.host")?;
             put_i32(buf, *&self.port);
             if version >= 1 {
                 match &self.rack {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "MetadataResponseBroker.rack")?;
                     }
                     None if version >= 1 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "MetadataResponseBroker.rack")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "MetadataResponseBroker.rack")?;
                     }
                 }
+            } else if self.rack != None {
+                return Err(EncodeError::FieldNotInVersion { what: "MetadataResponseBroker.rack", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "MetadataResponseBroker.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "MetadataResponseBroker.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "MetadataResponseBroker.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 1) {
+                self.rack = None;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -2798,34 +3677,69 @@ pub mod metadata {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 13 };
         const FLEXIBLE_FROM: Option<i16> = Some(9);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i16(buf, (&self.error_code).0);
             put_i32(buf, *&self.partition_index);
             put_i32(buf, *&self.leader_id);
             if version >= 7 {
                 put_i32(buf, *&self.leader_epoch);
+            } else if self.leader_epoch != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "MetadataResponsePartition.leader_epoch", version });
             }
-            put_array_len(buf, flex, Some((&self.replica_nodes).len()));
+            put_array_len(buf, flex, Some((&self.replica_nodes).len()), "MetadataResponsePartition.replica_nodes")?;
             for e in (&self.replica_nodes).iter() {
                 put_i32(buf, *e);
             }
-            put_array_len(buf, flex, Some((&self.isr_nodes).len()));
+            put_array_len(buf, flex, Some((&self.isr_nodes).len()), "MetadataResponsePartition.isr_nodes")?;
             for e in (&self.isr_nodes).iter() {
                 put_i32(buf, *e);
             }
             if version >= 5 {
-                put_array_len(buf, flex, Some((&self.offline_replicas).len()));
+                put_array_len(
+                    buf,
+                    flex,
+                    Some((&self.offline_replicas).len()),
+                    "MetadataResponsePartition.offline_replicas",
+                )?;
                 for e in (&self.offline_replicas).iter() {
                     put_i32(buf, *e);
                 }
+            } else if !self.offline_replicas.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "MetadataResponsePartition.offline_replicas",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "MetadataResponsePartition.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "MetadataResponsePartition.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "MetadataResponsePartition.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 7) {
+                self.leader_epoch = -1;
+            }
+
+            if !(version >= 5) {
+                self.offline_replicas = Vec::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -2914,39 +3828,76 @@ pub mod metadata {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 13 };
         const FLEXIBLE_FROM: Option<i16> = Some(9);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i16(buf, (&self.error_code).0);
             match &self.name {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "MetadataResponseTopic.name")?;
                 }
                 None if version >= 12 => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "MetadataResponseTopic.name")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "MetadataResponseTopic.name")?;
                 }
             }
             if version >= 10 {
                 put_uuid(buf, &self.topic_id);
+            } else if self.topic_id != Uuid::ZERO {
+                return Err(EncodeError::FieldNotInVersion { what: "MetadataResponseTopic.topic_id", version });
             }
             if version >= 1 {
                 put_bool(buf, *&self.is_internal);
+            } else if self.is_internal != false {
+                return Err(EncodeError::FieldNotInVersion { what: "MetadataResponseTopic.is_internal", version });
             }
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_array_len(buf, flex, Some((&self.partitions).len()), "MetadataResponseTopic.partitions")?;
             for e in (&self.partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
             if version >= 8 {
                 put_i32(buf, *&self.topic_authorized_operations);
+            } else if self.topic_authorized_operations != -2147483648 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "MetadataResponseTopic.topic_authorized_operations",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "MetadataResponseTopic.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "MetadataResponseTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "MetadataResponseTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 10) {
+                self.topic_id = Uuid::ZERO;
+            }
+            if !(version >= 1) {
+                self.is_internal = false;
+            }
+            for e in self.partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !(version >= 8) {
+                self.topic_authorized_operations = -2147483648;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -3032,37 +3983,69 @@ pub mod offset_commit {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(8);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(8), version });
+            }
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.group_id);
+            put_string(buf, flex, &self.group_id, "OffsetCommitRequest.group_id")?;
             put_i32(buf, *&self.generation_id_or_member_epoch);
-            put_string(buf, flex, &self.member_id);
+            put_string(buf, flex, &self.member_id, "OffsetCommitRequest.member_id")?;
             if version >= 7 {
                 match &self.group_instance_id {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "OffsetCommitRequest.group_instance_id")?;
                     }
                     None if version >= 7 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "OffsetCommitRequest.group_instance_id")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "OffsetCommitRequest.group_instance_id")?;
                     }
                 }
+            } else if self.group_instance_id != None {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetCommitRequest.group_instance_id", version });
             }
             if version <= 4 {
                 put_i64(buf, *&self.retention_time_ms);
+            } else if self.retention_time_ms != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetCommitRequest.retention_time_ms", version });
             }
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "OffsetCommitRequest.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetCommitRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetCommitRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetCommitRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 7) {
+                self.group_instance_id = None;
+            }
+            if !(version <= 4) {
+                self.retention_time_ms = -1;
+            }
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -3139,30 +4122,55 @@ pub mod offset_commit {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(8);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
             put_i64(buf, *&self.committed_offset);
             if version >= 6 {
                 put_i32(buf, *&self.committed_leader_epoch);
+            } else if self.committed_leader_epoch != -1 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetCommitRequestPartition.committed_leader_epoch",
+                    version,
+                });
             }
             match &self.committed_metadata {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "OffsetCommitRequestPartition.committed_metadata")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "OffsetCommitRequestPartition.committed_metadata")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "OffsetCommitRequestPartition.committed_metadata")?;
                 }
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetCommitRequestPartition.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetCommitRequestPartition.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetCommitRequestPartition.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 6) {
+                self.committed_leader_epoch = -1;
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -3190,10 +4198,10 @@ pub mod offset_commit {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetCommitRequestTopic {
-        /// versions 0-9.
+        /// versions 0-9, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 10+.
+        /// versions 10+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
         pub partitions: Vec<OffsetCommitRequestPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -3215,24 +4223,43 @@ pub mod offset_commit {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(8);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version <= 9 {
-                put_string(buf, flex, &self.name);
+                put_string(buf, flex, &self.name, "OffsetCommitRequestTopic.name")?;
             }
             if version >= 10 {
                 put_uuid(buf, &self.topic_id);
             }
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_array_len(buf, flex, Some((&self.partitions).len()), "OffsetCommitRequestTopic.partitions")?;
             for e in (&self.partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetCommitRequestTopic.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetCommitRequestTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetCommitRequestTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -3285,21 +4312,47 @@ pub mod offset_commit {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(8);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(8), version });
+            }
             let flex = Self::is_flexible(version);
             if version >= 3 {
                 put_i32(buf, *&self.throttle_time_ms);
+            } else if self.throttle_time_ms != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetCommitResponse.throttle_time_ms", version });
             }
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "OffsetCommitResponse.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetCommitResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetCommitResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetCommitResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 3) {
+                self.throttle_time_ms = 0;
+            }
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -3351,16 +4404,32 @@ pub mod offset_commit {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(8);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
             put_i16(buf, (&self.error_code).0);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetCommitResponsePartition.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetCommitResponsePartition.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetCommitResponsePartition.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -3383,10 +4452,10 @@ pub mod offset_commit {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetCommitResponseTopic {
-        /// versions 0-9.
+        /// versions 0-9, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 10+.
+        /// versions 10+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
         pub partitions: Vec<OffsetCommitResponsePartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -3408,24 +4477,43 @@ pub mod offset_commit {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(8);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version <= 9 {
-                put_string(buf, flex, &self.name);
+                put_string(buf, flex, &self.name, "OffsetCommitResponseTopic.name")?;
             }
             if version >= 10 {
                 put_uuid(buf, &self.topic_id);
             }
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_array_len(buf, flex, Some((&self.partitions).len()), "OffsetCommitResponseTopic.partitions")?;
             for e in (&self.partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetCommitResponseTopic.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetCommitResponseTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetCommitResponseTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -3467,12 +4555,12 @@ pub mod offset_fetch {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetFetchRequest {
-        /// versions 0-7.
+        /// versions 0-7, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
-        /// versions 0-7, nullable in 2-7.
+        /// versions 0-7, nullable in 2-7, left out of other versions without an error (ignorable).
         pub topics: Option<Vec<OffsetFetchRequestTopic>>,
-        /// versions 8+.
+        /// versions 8+, left out of other versions without an error (ignorable).
         pub groups: Vec<OffsetFetchRequestGroup>,
         /// versions 7+.
         pub require_stable: bool,
@@ -3496,42 +4584,78 @@ pub mod offset_fetch {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(9), version });
+            }
             let flex = Self::is_flexible(version);
             if version <= 7 {
-                put_string(buf, flex, &self.group_id);
+                put_string(buf, flex, &self.group_id, "OffsetFetchRequest.group_id")?;
             }
             if version <= 7 {
                 match &self.topics {
                     Some(x) => {
-                        put_array_len(buf, flex, Some((x).len()));
+                        put_array_len(buf, flex, Some((x).len()), "OffsetFetchRequest.topics")?;
                         for e in (x).iter() {
-                            (e).encode(buf, version);
+                            (e).encode(buf, version)?;
                         }
                     }
                     None if (2..=7).contains(&version) => {
-                        put_array_len(buf, flex, None);
+                        put_array_len(buf, flex, None, "OffsetFetchRequest.topics")?;
                     }
                     None => {
-                        put_array_len(buf, flex, Some(0));
+                        put_array_len(buf, flex, Some(0), "OffsetFetchRequest.topics")?;
                     }
                 }
             }
             if version >= 8 {
-                put_array_len(buf, flex, Some((&self.groups).len()));
+                put_array_len(buf, flex, Some((&self.groups).len()), "OffsetFetchRequest.groups")?;
                 for e in (&self.groups).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
             }
             if version >= 7 {
                 put_bool(buf, *&self.require_stable);
+            } else if self.require_stable != false {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchRequest.require_stable", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetFetchRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetFetchRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if version <= 7 {
+                if let Some(v) = &mut self.topics {
+                    for e in v.iter_mut() {
+                        e.retain_version(version);
+                    }
+                }
+            }
+            if version >= 8 {
+                for e in self.groups.iter_mut() {
+                    e.retain_version(version);
+                }
+            }
+            if !(version >= 7) {
+                self.require_stable = false;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -3620,23 +4744,56 @@ pub mod offset_fetch {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version <= 7 {
-                put_string(buf, flex, &self.name);
+                put_string(buf, flex, &self.name, "OffsetFetchRequestTopic.name")?;
+            } else if self.name != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchRequestTopic.name", version });
             }
             if version <= 7 {
-                put_array_len(buf, flex, Some((&self.partition_indexes).len()));
+                put_array_len(
+                    buf,
+                    flex,
+                    Some((&self.partition_indexes).len()),
+                    "OffsetFetchRequestTopic.partition_indexes",
+                )?;
                 for e in (&self.partition_indexes).iter() {
                     put_i32(buf, *e);
                 }
+            } else if !self.partition_indexes.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchRequestTopic.partition_indexes",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchRequestTopic.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetFetchRequestTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetFetchRequestTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version <= 7) {
+                self.name = ByteString::new();
+            }
+            if !(version <= 7) {
+                self.partition_indexes = Vec::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -3671,10 +4828,10 @@ pub mod offset_fetch {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetFetchRequestTopics {
-        /// versions 8-9.
+        /// versions 8-9, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 10+.
+        /// versions 10+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
         /// versions 8+.
         pub partition_indexes: Vec<i32>,
@@ -3697,26 +4854,55 @@ pub mod offset_fetch {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if (8..=9).contains(&version) {
-                put_string(buf, flex, &self.name);
+                put_string(buf, flex, &self.name, "OffsetFetchRequestTopics.name")?;
             }
             if version >= 10 {
                 put_uuid(buf, &self.topic_id);
             }
             if version >= 8 {
-                put_array_len(buf, flex, Some((&self.partition_indexes).len()));
+                put_array_len(
+                    buf,
+                    flex,
+                    Some((&self.partition_indexes).len()),
+                    "OffsetFetchRequestTopics.partition_indexes",
+                )?;
                 for e in (&self.partition_indexes).iter() {
                     put_i32(buf, *e);
                 }
+            } else if !self.partition_indexes.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchRequestTopics.partition_indexes",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchRequestTopics.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetFetchRequestTopics.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetFetchRequestTopics.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 8) {
+                self.partition_indexes = Vec::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -3784,49 +4970,90 @@ pub mod offset_fetch {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 8 {
-                put_string(buf, flex, &self.group_id);
+                put_string(buf, flex, &self.group_id, "OffsetFetchRequestGroup.group_id")?;
+            } else if self.group_id != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchRequestGroup.group_id", version });
             }
             if version >= 9 {
                 match &self.member_id {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "OffsetFetchRequestGroup.member_id")?;
                     }
                     None if version >= 9 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "OffsetFetchRequestGroup.member_id")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "OffsetFetchRequestGroup.member_id")?;
                     }
                 }
+            } else if self.member_id != None {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchRequestGroup.member_id", version });
             }
             if version >= 9 {
                 put_i32(buf, *&self.member_epoch);
+            } else if self.member_epoch != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchRequestGroup.member_epoch", version });
             }
             if version >= 8 {
                 match &self.topics {
                     Some(x) => {
-                        put_array_len(buf, flex, Some((x).len()));
+                        put_array_len(buf, flex, Some((x).len()), "OffsetFetchRequestGroup.topics")?;
                         for e in (x).iter() {
-                            (e).encode(buf, version);
+                            (e).encode(buf, version)?;
                         }
                     }
                     None if version >= 8 => {
-                        put_array_len(buf, flex, None);
+                        put_array_len(buf, flex, None, "OffsetFetchRequestGroup.topics")?;
                     }
                     None => {
-                        put_array_len(buf, flex, Some(0));
+                        put_array_len(buf, flex, Some(0), "OffsetFetchRequestGroup.topics")?;
                     }
                 }
+            } else if self.topics != None {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchRequestGroup.topics", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchRequestGroup.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetFetchRequestGroup.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetFetchRequestGroup.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 8) {
+                self.group_id = ByteString::new();
+            }
+            if !(version >= 9) {
+                self.member_id = None;
+            }
+            if !(version >= 9) {
+                self.member_epoch = -1;
+            }
+            if version >= 8 {
+                if let Some(v) = &mut self.topics {
+                    for e in v.iter_mut() {
+                        e.retain_version(version);
+                    }
+                }
+            } else {
+                self.topics = None;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -3912,32 +5139,78 @@ pub mod offset_fetch {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(9), version });
+            }
             let flex = Self::is_flexible(version);
             if version >= 3 {
                 put_i32(buf, *&self.throttle_time_ms);
+            } else if self.throttle_time_ms != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchResponse.throttle_time_ms", version });
             }
             if version <= 7 {
-                put_array_len(buf, flex, Some((&self.topics).len()));
+                put_array_len(buf, flex, Some((&self.topics).len()), "OffsetFetchResponse.topics")?;
                 for e in (&self.topics).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
+            } else if !self.topics.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchResponse.topics", version });
             }
             if (2..=7).contains(&version) {
                 put_i16(buf, (&self.error_code).0);
+            } else if self.error_code != ErrorCode(0) {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchResponse.error_code", version });
             }
             if version >= 8 {
-                put_array_len(buf, flex, Some((&self.groups).len()));
+                put_array_len(buf, flex, Some((&self.groups).len()), "OffsetFetchResponse.groups")?;
                 for e in (&self.groups).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
+            } else if !self.groups.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchResponse.groups", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetFetchResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetFetchResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 3) {
+                self.throttle_time_ms = 0;
+            }
+            if version <= 7 {
+                for e in self.topics.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.topics = Vec::new();
+            }
+            if !((2..=7).contains(&version)) {
+                self.error_code = ErrorCode(0);
+            }
+            if version >= 8 {
+                for e in self.groups.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.groups = Vec::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -4021,39 +5294,91 @@ pub mod offset_fetch {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version <= 7 {
                 put_i32(buf, *&self.partition_index);
+            } else if self.partition_index != 0 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchResponsePartition.partition_index",
+                    version,
+                });
             }
             if version <= 7 {
                 put_i64(buf, *&self.committed_offset);
+            } else if self.committed_offset != 0 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchResponsePartition.committed_offset",
+                    version,
+                });
             }
             if (5..=7).contains(&version) {
                 put_i32(buf, *&self.committed_leader_epoch);
+            } else if self.committed_leader_epoch != -1 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchResponsePartition.committed_leader_epoch",
+                    version,
+                });
             }
             if version <= 7 {
                 match &self.metadata {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "OffsetFetchResponsePartition.metadata")?;
                     }
                     None if version <= 7 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "OffsetFetchResponsePartition.metadata")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "OffsetFetchResponsePartition.metadata")?;
                     }
                 }
+            } else if self.metadata != None {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchResponsePartition.metadata", version });
             }
             if version <= 7 {
                 put_i16(buf, (&self.error_code).0);
+            } else if self.error_code != ErrorCode::NONE {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchResponsePartition.error_code",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchResponsePartition.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetFetchResponsePartition.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetFetchResponsePartition.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version <= 7) {
+                self.partition_index = 0;
+            }
+            if !(version <= 7) {
+                self.committed_offset = 0;
+            }
+            if !((5..=7).contains(&version)) {
+                self.committed_leader_epoch = -1;
+            }
+            if !(version <= 7) {
+                self.metadata = None;
+            }
+            if !(version <= 7) {
+                self.error_code = ErrorCode::NONE;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -4112,23 +5437,52 @@ pub mod offset_fetch {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version <= 7 {
-                put_string(buf, flex, &self.name);
+                put_string(buf, flex, &self.name, "OffsetFetchResponseTopic.name")?;
+            } else if self.name != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchResponseTopic.name", version });
             }
             if version <= 7 {
-                put_array_len(buf, flex, Some((&self.partitions).len()));
+                put_array_len(buf, flex, Some((&self.partitions).len()), "OffsetFetchResponseTopic.partitions")?;
                 for e in (&self.partitions).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
+            } else if !self.partitions.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchResponseTopic.partitions", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchResponseTopic.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetFetchResponseTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetFetchResponseTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version <= 7) {
+                self.name = ByteString::new();
+            }
+            if version <= 7 {
+                for e in self.partitions.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.partitions = Vec::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -4195,39 +5549,91 @@ pub mod offset_fetch {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 8 {
                 put_i32(buf, *&self.partition_index);
+            } else if self.partition_index != 0 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchResponsePartitions.partition_index",
+                    version,
+                });
             }
             if version >= 8 {
                 put_i64(buf, *&self.committed_offset);
+            } else if self.committed_offset != 0 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchResponsePartitions.committed_offset",
+                    version,
+                });
             }
             if version >= 8 {
                 put_i32(buf, *&self.committed_leader_epoch);
+            } else if self.committed_leader_epoch != -1 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchResponsePartitions.committed_leader_epoch",
+                    version,
+                });
             }
             if version >= 8 {
                 match &self.metadata {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "OffsetFetchResponsePartitions.metadata")?;
                     }
                     None if version >= 8 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "OffsetFetchResponsePartitions.metadata")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "OffsetFetchResponsePartitions.metadata")?;
                     }
                 }
+            } else if self.metadata != None {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchResponsePartitions.metadata", version });
             }
             if version >= 8 {
                 put_i16(buf, (&self.error_code).0);
+            } else if self.error_code != ErrorCode::NONE {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchResponsePartitions.error_code",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchResponsePartitions.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetFetchResponsePartitions.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetFetchResponsePartitions.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 8) {
+                self.partition_index = 0;
+            }
+            if !(version >= 8) {
+                self.committed_offset = 0;
+            }
+            if !(version >= 8) {
+                self.committed_leader_epoch = -1;
+            }
+            if !(version >= 8) {
+                self.metadata = None;
+            }
+            if !(version >= 8) {
+                self.error_code = ErrorCode::NONE;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -4267,10 +5673,10 @@ pub mod offset_fetch {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetFetchResponseTopics {
-        /// versions 8-9.
+        /// versions 8-9, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 10+.
+        /// versions 10+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
         /// versions 8+.
         pub partitions: Vec<OffsetFetchResponsePartitions>,
@@ -4293,26 +5699,51 @@ pub mod offset_fetch {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if (8..=9).contains(&version) {
-                put_string(buf, flex, &self.name);
+                put_string(buf, flex, &self.name, "OffsetFetchResponseTopics.name")?;
             }
             if version >= 10 {
                 put_uuid(buf, &self.topic_id);
             }
             if version >= 8 {
-                put_array_len(buf, flex, Some((&self.partitions).len()));
+                put_array_len(buf, flex, Some((&self.partitions).len()), "OffsetFetchResponseTopics.partitions")?;
                 for e in (&self.partitions).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
+            } else if !self.partitions.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchResponseTopics.partitions", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchResponseTopics.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetFetchResponseTopics.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetFetchResponseTopics.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if version >= 8 {
+                for e in self.partitions.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.partitions = Vec::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -4376,26 +5807,60 @@ pub mod offset_fetch {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 8 {
-                put_string(buf, flex, &self.group_id);
+                put_string(buf, flex, &self.group_id, "OffsetFetchResponseGroup.group_id")?;
+            } else if self.group_id != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchResponseGroup.group_id", version });
             }
             if version >= 8 {
-                put_array_len(buf, flex, Some((&self.topics).len()));
+                put_array_len(buf, flex, Some((&self.topics).len()), "OffsetFetchResponseGroup.topics")?;
                 for e in (&self.topics).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
+            } else if !self.topics.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchResponseGroup.topics", version });
             }
             if version >= 8 {
                 put_i16(buf, (&self.error_code).0);
+            } else if self.error_code != ErrorCode(0) {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetFetchResponseGroup.error_code", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetFetchResponseGroup.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetFetchResponseGroup.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetFetchResponseGroup.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 8) {
+                self.group_id = ByteString::new();
+            }
+            if version >= 8 {
+                for e in self.topics.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.topics = Vec::new();
+            }
+            if !(version >= 8) {
+                self.error_code = ErrorCode(0);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -4439,12 +5904,12 @@ pub mod find_coordinator {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct FindCoordinatorRequest {
-        /// versions 0-3.
+        /// versions 0-3, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub key: ByteString,
         /// versions 1+.
         pub key_type: i8,
-        /// versions 4+.
+        /// versions 4+, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub coordinator_keys: Vec<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -4466,26 +5931,56 @@ pub mod find_coordinator {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(10), version });
+            }
             let flex = Self::is_flexible(version);
             if version <= 3 {
-                put_string(buf, flex, &self.key);
+                put_string(buf, flex, &self.key, "FindCoordinatorRequest.key")?;
             }
             if version >= 1 {
                 put_i8(buf, *&self.key_type);
+            } else if self.key_type != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "FindCoordinatorRequest.key_type", version });
             }
             if version >= 4 {
-                put_array_len(buf, flex, Some((&self.coordinator_keys).len()));
+                put_array_len(
+                    buf,
+                    flex,
+                    Some((&self.coordinator_keys).len()),
+                    "FindCoordinatorRequest.coordinator_keys",
+                )?;
                 for e in (&self.coordinator_keys).iter() {
-                    put_string(buf, flex, e);
+                    put_string(buf, flex, e, "FindCoordinatorRequest.coordinator_keys")?;
                 }
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "FindCoordinatorRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "FindCoordinatorRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "FindCoordinatorRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 1) {
+                self.key_type = 0;
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -4570,48 +6065,108 @@ pub mod find_coordinator {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(10), version });
+            }
             let flex = Self::is_flexible(version);
             if version >= 1 {
                 put_i32(buf, *&self.throttle_time_ms);
+            } else if self.throttle_time_ms != 0 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "FindCoordinatorResponse.throttle_time_ms",
+                    version,
+                });
             }
             if version <= 3 {
                 put_i16(buf, (&self.error_code).0);
+            } else if self.error_code != ErrorCode::NONE {
+                return Err(EncodeError::FieldNotInVersion { what: "FindCoordinatorResponse.error_code", version });
             }
             if (1..=3).contains(&version) {
                 match &self.error_message {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "FindCoordinatorResponse.error_message")?;
                     }
                     None if (1..=3).contains(&version) => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "FindCoordinatorResponse.error_message")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "FindCoordinatorResponse.error_message")?;
                     }
                 }
+            } else if self.error_message != None {
+                return Err(EncodeError::FieldNotInVersion { what: "FindCoordinatorResponse.error_message", version });
             }
             if version <= 3 {
                 put_i32(buf, *&self.node_id);
+            } else if self.node_id != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "FindCoordinatorResponse.node_id", version });
             }
             if version <= 3 {
-                put_string(buf, flex, &self.host);
+                put_string(buf, flex, &self.host, "FindCoordinatorResponse.host")?;
+            } else if self.host != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion { what: "FindCoordinatorResponse.host", version });
             }
             if version <= 3 {
                 put_i32(buf, *&self.port);
+            } else if self.port != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "FindCoordinatorResponse.port", version });
             }
             if version >= 4 {
-                put_array_len(buf, flex, Some((&self.coordinators).len()));
+                put_array_len(buf, flex, Some((&self.coordinators).len()), "FindCoordinatorResponse.coordinators")?;
                 for e in (&self.coordinators).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
+            } else if !self.coordinators.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "FindCoordinatorResponse.coordinators", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "FindCoordinatorResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "FindCoordinatorResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "FindCoordinatorResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 1) {
+                self.throttle_time_ms = 0;
+            }
+            if !(version <= 3) {
+                self.error_code = ErrorCode::NONE;
+            }
+            if !((1..=3).contains(&version)) {
+                self.error_message = None;
+            }
+            if !(version <= 3) {
+                self.node_id = 0;
+            }
+            if !(version <= 3) {
+                self.host = ByteString::new();
+            }
+            if !(version <= 3) {
+                self.port = 0;
+            }
+            if version >= 4 {
+                for e in self.coordinators.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.coordinators = Vec::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -4705,42 +6260,84 @@ pub mod find_coordinator {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 4 {
-                put_string(buf, flex, &self.key);
+                put_string(buf, flex, &self.key, "Coordinator.key")?;
+            } else if self.key != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion { what: "Coordinator.key", version });
             }
             if version >= 4 {
                 put_i32(buf, *&self.node_id);
+            } else if self.node_id != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "Coordinator.node_id", version });
             }
             if version >= 4 {
-                put_string(buf, flex, &self.host);
+                put_string(buf, flex, &self.host, "Coordinator.host")?;
+            } else if self.host != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion { what: "Coordinator.host", version });
             }
             if version >= 4 {
                 put_i32(buf, *&self.port);
+            } else if self.port != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "Coordinator.port", version });
             }
             if version >= 4 {
                 put_i16(buf, (&self.error_code).0);
+            } else if self.error_code != ErrorCode::NONE {
+                return Err(EncodeError::FieldNotInVersion { what: "Coordinator.error_code", version });
             }
             if version >= 4 {
                 match &self.error_message {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "Coordinator.error_message")?;
                     }
                     None if version >= 4 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "Coordinator.error_message")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "Coordinator.error_message")?;
                     }
                 }
+            } else if self.error_message != None {
+                return Err(EncodeError::FieldNotInVersion { what: "Coordinator.error_message", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "Coordinator.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "Coordinator.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "Coordinator.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 4) {
+                self.key = ByteString::new();
+            }
+            if !(version >= 4) {
+                self.node_id = 0;
+            }
+            if !(version >= 4) {
+                self.host = ByteString::new();
+            }
+            if !(version >= 4) {
+                self.port = 0;
+            }
+            if !(version >= 4) {
+                self.error_code = ErrorCode::NONE;
+            }
+            if !(version >= 4) {
+                self.error_message = None;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -4802,7 +6399,7 @@ pub mod join_group {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub protocol_type: ByteString,
         pub protocols: Vec<JoinGroupRequestProtocol>,
-        /// versions 8+.
+        /// versions 8+, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub reason: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -4829,51 +6426,83 @@ pub mod join_group {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 9 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(11), version });
+            }
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.group_id);
+            put_string(buf, flex, &self.group_id, "JoinGroupRequest.group_id")?;
             put_i32(buf, *&self.session_timeout_ms);
             if version >= 1 {
                 put_i32(buf, *&self.rebalance_timeout_ms);
+            } else if self.rebalance_timeout_ms != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "JoinGroupRequest.rebalance_timeout_ms", version });
             }
-            put_string(buf, flex, &self.member_id);
+            put_string(buf, flex, &self.member_id, "JoinGroupRequest.member_id")?;
             if version >= 5 {
                 match &self.group_instance_id {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "JoinGroupRequest.group_instance_id")?;
                     }
                     None if version >= 5 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "JoinGroupRequest.group_instance_id")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "JoinGroupRequest.group_instance_id")?;
                     }
                 }
+            } else if self.group_instance_id != None {
+                return Err(EncodeError::FieldNotInVersion { what: "JoinGroupRequest.group_instance_id", version });
             }
-            put_string(buf, flex, &self.protocol_type);
-            put_array_len(buf, flex, Some((&self.protocols).len()));
+            put_string(buf, flex, &self.protocol_type, "JoinGroupRequest.protocol_type")?;
+            put_array_len(buf, flex, Some((&self.protocols).len()), "JoinGroupRequest.protocols")?;
             for e in (&self.protocols).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
             if version >= 8 {
                 match &self.reason {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "JoinGroupRequest.reason")?;
                     }
                     None if version >= 8 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "JoinGroupRequest.reason")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "JoinGroupRequest.reason")?;
                     }
                 }
             }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "JoinGroupRequest.unknown_tagged_fields", version });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "JoinGroupRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "JoinGroupRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 1) {
+                self.rebalance_timeout_ms = -1;
+            }
+
+            if !(version >= 5) {
+                self.group_instance_id = None;
+            }
+
+            for e in self.protocols.iter_mut() {
+                e.retain_version(version);
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -4950,16 +6579,32 @@ pub mod join_group {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 9 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
-            put_bytes(buf, flex, &self.metadata);
+            put_string(buf, flex, &self.name, "JoinGroupRequestProtocol.name")?;
+            put_bytes(buf, flex, &self.metadata, "JoinGroupRequestProtocol.metadata")?;
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "JoinGroupRequestProtocol.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "JoinGroupRequestProtocol.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "JoinGroupRequestProtocol.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -5024,52 +6669,91 @@ pub mod join_group {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 9 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(11), version });
+            }
             let flex = Self::is_flexible(version);
             if version >= 2 {
                 put_i32(buf, *&self.throttle_time_ms);
+            } else if self.throttle_time_ms != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "JoinGroupResponse.throttle_time_ms", version });
             }
             put_i16(buf, (&self.error_code).0);
             put_i32(buf, *&self.generation_id);
             if version >= 7 {
                 match &self.protocol_type {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "JoinGroupResponse.protocol_type")?;
                     }
                     None if version >= 7 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "JoinGroupResponse.protocol_type")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "JoinGroupResponse.protocol_type")?;
                     }
                 }
+            } else if self.protocol_type != None {
+                return Err(EncodeError::FieldNotInVersion { what: "JoinGroupResponse.protocol_type", version });
             }
             match &self.protocol_name {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "JoinGroupResponse.protocol_name")?;
                 }
                 None if version >= 7 => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "JoinGroupResponse.protocol_name")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "JoinGroupResponse.protocol_name")?;
                 }
             }
-            put_string(buf, flex, &self.leader);
+            put_string(buf, flex, &self.leader, "JoinGroupResponse.leader")?;
             if version >= 9 {
                 put_bool(buf, *&self.skip_assignment);
+            } else if self.skip_assignment != false {
+                return Err(EncodeError::FieldNotInVersion { what: "JoinGroupResponse.skip_assignment", version });
             }
-            put_string(buf, flex, &self.member_id);
-            put_array_len(buf, flex, Some((&self.members).len()));
+            put_string(buf, flex, &self.member_id, "JoinGroupResponse.member_id")?;
+            put_array_len(buf, flex, Some((&self.members).len()), "JoinGroupResponse.members")?;
             for e in (&self.members).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "JoinGroupResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "JoinGroupResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "JoinGroupResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 2) {
+                self.throttle_time_ms = 0;
+            }
+
+            if !(version >= 7) {
+                self.protocol_type = None;
+            }
+
+            if !(version >= 9) {
+                self.skip_assignment = false;
+            }
+
+            for e in self.members.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -5150,29 +6834,54 @@ pub mod join_group {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 9 };
         const FLEXIBLE_FROM: Option<i16> = Some(6);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.member_id);
+            put_string(buf, flex, &self.member_id, "JoinGroupResponseMember.member_id")?;
             if version >= 5 {
                 match &self.group_instance_id {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "JoinGroupResponseMember.group_instance_id")?;
                     }
                     None if version >= 5 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "JoinGroupResponseMember.group_instance_id")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "JoinGroupResponseMember.group_instance_id")?;
                     }
                 }
+            } else if self.group_instance_id != None {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "JoinGroupResponseMember.group_instance_id",
+                    version,
+                });
             }
-            put_bytes(buf, flex, &self.metadata);
+            put_bytes(buf, flex, &self.metadata, "JoinGroupResponseMember.metadata")?;
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "JoinGroupResponseMember.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "JoinGroupResponseMember.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "JoinGroupResponseMember.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 5) {
+                self.group_instance_id = None;
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -5236,30 +6945,51 @@ pub mod heartbeat {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(12), version });
+            }
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.group_id);
+            put_string(buf, flex, &self.group_id, "HeartbeatRequest.group_id")?;
             put_i32(buf, *&self.generation_id);
-            put_string(buf, flex, &self.member_id);
+            put_string(buf, flex, &self.member_id, "HeartbeatRequest.member_id")?;
             if version >= 3 {
                 match &self.group_instance_id {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "HeartbeatRequest.group_instance_id")?;
                     }
                     None if version >= 3 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "HeartbeatRequest.group_instance_id")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "HeartbeatRequest.group_instance_id")?;
                     }
                 }
+            } else if self.group_instance_id != None {
+                return Err(EncodeError::FieldNotInVersion { what: "HeartbeatRequest.group_instance_id", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "HeartbeatRequest.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "HeartbeatRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "HeartbeatRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 3) {
+                self.group_instance_id = None;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -5315,18 +7045,42 @@ pub mod heartbeat {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(12), version });
+            }
             let flex = Self::is_flexible(version);
             if version >= 1 {
                 put_i32(buf, *&self.throttle_time_ms);
+            } else if self.throttle_time_ms != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "HeartbeatResponse.throttle_time_ms", version });
             }
             put_i16(buf, (&self.error_code).0);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "HeartbeatResponse.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "HeartbeatResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "HeartbeatResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 1) {
+                self.throttle_time_ms = 0;
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -5362,10 +7116,10 @@ pub mod leave_group {
     pub struct LeaveGroupRequest {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
-        /// versions 0-2.
+        /// versions 0-2, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub member_id: ByteString,
-        /// versions 3+.
+        /// versions 3+, left out of other versions without an error (ignorable).
         pub members: Vec<MemberIdentity>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -5386,24 +7140,48 @@ pub mod leave_group {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(13), version });
+            }
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.group_id);
+            put_string(buf, flex, &self.group_id, "LeaveGroupRequest.group_id")?;
             if version <= 2 {
-                put_string(buf, flex, &self.member_id);
+                put_string(buf, flex, &self.member_id, "LeaveGroupRequest.member_id")?;
             }
             if version >= 3 {
-                put_array_len(buf, flex, Some((&self.members).len()));
+                put_array_len(buf, flex, Some((&self.members).len()), "LeaveGroupRequest.members")?;
                 for e in (&self.members).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "LeaveGroupRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "LeaveGroupRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "LeaveGroupRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if version >= 3 {
+                for e in self.members.iter_mut() {
+                    e.retain_version(version);
+                }
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -5453,7 +7231,7 @@ pub mod leave_group {
         /// versions 3+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub group_instance_id: Option<ByteString>,
-        /// versions 5+.
+        /// versions 5+, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub reason: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -5475,43 +7253,66 @@ pub mod leave_group {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 3 {
-                put_string(buf, flex, &self.member_id);
+                put_string(buf, flex, &self.member_id, "MemberIdentity.member_id")?;
+            } else if self.member_id != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion { what: "MemberIdentity.member_id", version });
             }
             if version >= 3 {
                 match &self.group_instance_id {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "MemberIdentity.group_instance_id")?;
                     }
                     None if version >= 3 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "MemberIdentity.group_instance_id")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "MemberIdentity.group_instance_id")?;
                     }
                 }
+            } else if self.group_instance_id != None {
+                return Err(EncodeError::FieldNotInVersion { what: "MemberIdentity.group_instance_id", version });
             }
             if version >= 5 {
                 match &self.reason {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "MemberIdentity.reason")?;
                     }
                     None if version >= 5 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "MemberIdentity.reason")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "MemberIdentity.reason")?;
                     }
                 }
             }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "MemberIdentity.unknown_tagged_fields", version });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "MemberIdentity.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "MemberIdentity.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 3) {
+                self.member_id = ByteString::new();
+            }
+            if !(version >= 3) {
+                self.group_instance_id = None;
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -5573,24 +7374,57 @@ pub mod leave_group {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(13), version });
+            }
             let flex = Self::is_flexible(version);
             if version >= 1 {
                 put_i32(buf, *&self.throttle_time_ms);
+            } else if self.throttle_time_ms != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "LeaveGroupResponse.throttle_time_ms", version });
             }
             put_i16(buf, (&self.error_code).0);
             if version >= 3 {
-                put_array_len(buf, flex, Some((&self.members).len()));
+                put_array_len(buf, flex, Some((&self.members).len()), "LeaveGroupResponse.members")?;
                 for e in (&self.members).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
+            } else if !self.members.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "LeaveGroupResponse.members", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "LeaveGroupResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "LeaveGroupResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "LeaveGroupResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 1) {
+                self.throttle_time_ms = 0;
+            }
+
+            if version >= 3 {
+                for e in self.members.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.members = Vec::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -5656,33 +7490,60 @@ pub mod leave_group {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 3 {
-                put_string(buf, flex, &self.member_id);
+                put_string(buf, flex, &self.member_id, "MemberResponse.member_id")?;
+            } else if self.member_id != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion { what: "MemberResponse.member_id", version });
             }
             if version >= 3 {
                 match &self.group_instance_id {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "MemberResponse.group_instance_id")?;
                     }
                     None if version >= 3 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "MemberResponse.group_instance_id")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "MemberResponse.group_instance_id")?;
                     }
                 }
+            } else if self.group_instance_id != None {
+                return Err(EncodeError::FieldNotInVersion { what: "MemberResponse.group_instance_id", version });
             }
             if version >= 3 {
                 put_i16(buf, (&self.error_code).0);
+            } else if self.error_code != ErrorCode::NONE {
+                return Err(EncodeError::FieldNotInVersion { what: "MemberResponse.error_code", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "MemberResponse.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "MemberResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "MemberResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 3) {
+                self.member_id = ByteString::new();
+            }
+            if !(version >= 3) {
+                self.group_instance_id = None;
+            }
+            if !(version >= 3) {
+                self.error_code = ErrorCode::NONE;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -5760,60 +7621,94 @@ pub mod sync_group {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(14), version });
+            }
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.group_id);
+            put_string(buf, flex, &self.group_id, "SyncGroupRequest.group_id")?;
             put_i32(buf, *&self.generation_id);
-            put_string(buf, flex, &self.member_id);
+            put_string(buf, flex, &self.member_id, "SyncGroupRequest.member_id")?;
             if version >= 3 {
                 match &self.group_instance_id {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "SyncGroupRequest.group_instance_id")?;
                     }
                     None if version >= 3 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "SyncGroupRequest.group_instance_id")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "SyncGroupRequest.group_instance_id")?;
                     }
                 }
+            } else if self.group_instance_id != None {
+                return Err(EncodeError::FieldNotInVersion { what: "SyncGroupRequest.group_instance_id", version });
             }
             if version >= 5 {
                 match &self.protocol_type {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "SyncGroupRequest.protocol_type")?;
                     }
                     None if version >= 5 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "SyncGroupRequest.protocol_type")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "SyncGroupRequest.protocol_type")?;
                     }
                 }
+            } else if self.protocol_type != None {
+                return Err(EncodeError::FieldNotInVersion { what: "SyncGroupRequest.protocol_type", version });
             }
             if version >= 5 {
                 match &self.protocol_name {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "SyncGroupRequest.protocol_name")?;
                     }
                     None if version >= 5 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "SyncGroupRequest.protocol_name")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "SyncGroupRequest.protocol_name")?;
                     }
                 }
+            } else if self.protocol_name != None {
+                return Err(EncodeError::FieldNotInVersion { what: "SyncGroupRequest.protocol_name", version });
             }
-            put_array_len(buf, flex, Some((&self.assignments).len()));
+            put_array_len(buf, flex, Some((&self.assignments).len()), "SyncGroupRequest.assignments")?;
             for e in (&self.assignments).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "SyncGroupRequest.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "SyncGroupRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "SyncGroupRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 3) {
+                self.group_instance_id = None;
+            }
+            if !(version >= 5) {
+                self.protocol_type = None;
+            }
+            if !(version >= 5) {
+                self.protocol_name = None;
+            }
+            for e in self.assignments.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -5893,16 +7788,32 @@ pub mod sync_group {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.member_id);
-            put_bytes(buf, flex, &self.assignment);
+            put_string(buf, flex, &self.member_id, "SyncGroupRequestAssignment.member_id")?;
+            put_bytes(buf, flex, &self.assignment, "SyncGroupRequestAssignment.assignment")?;
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "SyncGroupRequestAssignment.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "SyncGroupRequestAssignment.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "SyncGroupRequestAssignment.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -5957,45 +7868,80 @@ pub mod sync_group {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(14), version });
+            }
             let flex = Self::is_flexible(version);
             if version >= 1 {
                 put_i32(buf, *&self.throttle_time_ms);
+            } else if self.throttle_time_ms != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "SyncGroupResponse.throttle_time_ms", version });
             }
             put_i16(buf, (&self.error_code).0);
             if version >= 5 {
                 match &self.protocol_type {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "SyncGroupResponse.protocol_type")?;
                     }
                     None if version >= 5 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "SyncGroupResponse.protocol_type")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "SyncGroupResponse.protocol_type")?;
                     }
                 }
+            } else if self.protocol_type != None {
+                return Err(EncodeError::FieldNotInVersion { what: "SyncGroupResponse.protocol_type", version });
             }
             if version >= 5 {
                 match &self.protocol_name {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "SyncGroupResponse.protocol_name")?;
                     }
                     None if version >= 5 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "SyncGroupResponse.protocol_name")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "SyncGroupResponse.protocol_name")?;
                     }
                 }
+            } else if self.protocol_name != None {
+                return Err(EncodeError::FieldNotInVersion { what: "SyncGroupResponse.protocol_name", version });
             }
-            put_bytes(buf, flex, &self.assignment);
+            put_bytes(buf, flex, &self.assignment, "SyncGroupResponse.assignment")?;
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "SyncGroupResponse.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "SyncGroupResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "SyncGroupResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 1) {
+                self.throttle_time_ms = 0;
+            }
+
+            if !(version >= 5) {
+                self.protocol_type = None;
+            }
+            if !(version >= 5) {
+                self.protocol_name = None;
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -6062,21 +8008,48 @@ pub mod describe_groups {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
         const FLEXIBLE_FROM: Option<i16> = Some(5);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(15), version });
+            }
             let flex = Self::is_flexible(version);
-            put_array_len(buf, flex, Some((&self.groups).len()));
+            put_array_len(buf, flex, Some((&self.groups).len()), "DescribeGroupsRequest.groups")?;
             for e in (&self.groups).iter() {
-                put_string(buf, flex, e);
+                put_string(buf, flex, e, "DescribeGroupsRequest.groups")?;
             }
             if version >= 3 {
                 put_bool(buf, *&self.include_authorized_operations);
+            } else if self.include_authorized_operations != false {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeGroupsRequest.include_authorized_operations",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeGroupsRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribeGroupsRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribeGroupsRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 3) {
+                self.include_authorized_operations = false;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -6135,21 +8108,50 @@ pub mod describe_groups {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
         const FLEXIBLE_FROM: Option<i16> = Some(5);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(15), version });
+            }
             let flex = Self::is_flexible(version);
             if version >= 1 {
                 put_i32(buf, *&self.throttle_time_ms);
+            } else if self.throttle_time_ms != 0 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeGroupsResponse.throttle_time_ms",
+                    version,
+                });
             }
-            put_array_len(buf, flex, Some((&self.groups).len()));
+            put_array_len(buf, flex, Some((&self.groups).len()), "DescribeGroupsResponse.groups")?;
             for e in (&self.groups).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeGroupsResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribeGroupsResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribeGroupsResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 1) {
+                self.throttle_time_ms = 0;
+            }
+            for e in self.groups.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -6220,32 +8222,54 @@ pub mod describe_groups {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
         const FLEXIBLE_FROM: Option<i16> = Some(5);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.member_id);
+            put_string(buf, flex, &self.member_id, "DescribedGroupMember.member_id")?;
             if version >= 4 {
                 match &self.group_instance_id {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "DescribedGroupMember.group_instance_id")?;
                     }
                     None if version >= 4 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "DescribedGroupMember.group_instance_id")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "DescribedGroupMember.group_instance_id")?;
                     }
                 }
+            } else if self.group_instance_id != None {
+                return Err(EncodeError::FieldNotInVersion { what: "DescribedGroupMember.group_instance_id", version });
             }
-            put_string(buf, flex, &self.client_id);
-            put_string(buf, flex, &self.client_host);
-            put_bytes(buf, flex, &self.member_metadata);
-            put_bytes(buf, flex, &self.member_assignment);
+            put_string(buf, flex, &self.client_id, "DescribedGroupMember.client_id")?;
+            put_string(buf, flex, &self.client_host, "DescribedGroupMember.client_host")?;
+            put_bytes(buf, flex, &self.member_metadata, "DescribedGroupMember.member_metadata")?;
+            put_bytes(buf, flex, &self.member_assignment, "DescribedGroupMember.member_assignment")?;
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribedGroupMember.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribedGroupMember.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribedGroupMember.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 4) {
+                self.group_instance_id = None;
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -6317,39 +8341,66 @@ pub mod describe_groups {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
         const FLEXIBLE_FROM: Option<i16> = Some(5);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i16(buf, (&self.error_code).0);
             if version >= 6 {
                 match &self.error_message {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "DescribedGroup.error_message")?;
                     }
                     None if version >= 6 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "DescribedGroup.error_message")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "DescribedGroup.error_message")?;
                     }
                 }
+            } else if self.error_message != None {
+                return Err(EncodeError::FieldNotInVersion { what: "DescribedGroup.error_message", version });
             }
-            put_string(buf, flex, &self.group_id);
-            put_string(buf, flex, &self.group_state);
-            put_string(buf, flex, &self.protocol_type);
-            put_string(buf, flex, &self.protocol_data);
-            put_array_len(buf, flex, Some((&self.members).len()));
+            put_string(buf, flex, &self.group_id, "DescribedGroup.group_id")?;
+            put_string(buf, flex, &self.group_state, "DescribedGroup.group_state")?;
+            put_string(buf, flex, &self.protocol_type, "DescribedGroup.protocol_type")?;
+            put_string(buf, flex, &self.protocol_data, "DescribedGroup.protocol_data")?;
+            put_array_len(buf, flex, Some((&self.members).len()), "DescribedGroup.members")?;
             for e in (&self.members).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
             if version >= 3 {
                 put_i32(buf, *&self.authorized_operations);
+            } else if self.authorized_operations != -2147483648 {
+                return Err(EncodeError::FieldNotInVersion { what: "DescribedGroup.authorized_operations", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "DescribedGroup.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribedGroup.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribedGroup.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 6) {
+                self.error_message = None;
+            }
+
+            for e in self.members.iter_mut() {
+                e.retain_version(version);
+            }
+            if !(version >= 3) {
+                self.authorized_operations = -2147483648;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -6420,26 +8471,54 @@ pub mod list_groups {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(16), version });
+            }
             let flex = Self::is_flexible(version);
             if version >= 4 {
-                put_array_len(buf, flex, Some((&self.states_filter).len()));
+                put_array_len(buf, flex, Some((&self.states_filter).len()), "ListGroupsRequest.states_filter")?;
                 for e in (&self.states_filter).iter() {
-                    put_string(buf, flex, e);
+                    put_string(buf, flex, e, "ListGroupsRequest.states_filter")?;
                 }
+            } else if !self.states_filter.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "ListGroupsRequest.states_filter", version });
             }
             if version >= 5 {
-                put_array_len(buf, flex, Some((&self.types_filter).len()));
+                put_array_len(buf, flex, Some((&self.types_filter).len()), "ListGroupsRequest.types_filter")?;
                 for e in (&self.types_filter).iter() {
-                    put_string(buf, flex, e);
+                    put_string(buf, flex, e, "ListGroupsRequest.types_filter")?;
                 }
+            } else if !self.types_filter.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "ListGroupsRequest.types_filter", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ListGroupsRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ListGroupsRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ListGroupsRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 4) {
+                self.states_filter = Vec::new();
+            }
+            if !(version >= 5) {
+                self.types_filter = Vec::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -6513,22 +8592,49 @@ pub mod list_groups {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(16), version });
+            }
             let flex = Self::is_flexible(version);
             if version >= 1 {
                 put_i32(buf, *&self.throttle_time_ms);
+            } else if self.throttle_time_ms != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "ListGroupsResponse.throttle_time_ms", version });
             }
             put_i16(buf, (&self.error_code).0);
-            put_array_len(buf, flex, Some((&self.groups).len()));
+            put_array_len(buf, flex, Some((&self.groups).len()), "ListGroupsResponse.groups")?;
             for e in (&self.groups).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ListGroupsResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ListGroupsResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ListGroupsResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 1) {
+                self.throttle_time_ms = 0;
+            }
+
+            for e in self.groups.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -6595,22 +8701,45 @@ pub mod list_groups {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.group_id);
-            put_string(buf, flex, &self.protocol_type);
+            put_string(buf, flex, &self.group_id, "ListedGroup.group_id")?;
+            put_string(buf, flex, &self.protocol_type, "ListedGroup.protocol_type")?;
             if version >= 4 {
-                put_string(buf, flex, &self.group_state);
+                put_string(buf, flex, &self.group_state, "ListedGroup.group_state")?;
+            } else if self.group_state != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion { what: "ListedGroup.group_state", version });
             }
             if version >= 5 {
-                put_string(buf, flex, &self.group_type);
+                put_string(buf, flex, &self.group_type, "ListedGroup.group_type")?;
+            } else if self.group_type != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion { what: "ListedGroup.group_type", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "ListedGroup.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ListedGroup.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ListedGroup.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 4) {
+                self.group_state = ByteString::new();
+            }
+            if !(version >= 5) {
+                self.group_type = ByteString::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -6661,15 +8790,34 @@ pub mod sasl_handshake {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
         const FLEXIBLE_FROM: Option<i16> = None;
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(17), version });
+            }
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.mechanism);
+            put_string(buf, flex, &self.mechanism, "SaslHandshakeRequest.mechanism")?;
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "SaslHandshakeRequest.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "SaslHandshakeRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "SaslHandshakeRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -6716,19 +8864,38 @@ pub mod sasl_handshake {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
         const FLEXIBLE_FROM: Option<i16> = None;
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(17), version });
+            }
             let flex = Self::is_flexible(version);
             put_i16(buf, (&self.error_code).0);
-            put_array_len(buf, flex, Some((&self.mechanisms).len()));
+            put_array_len(buf, flex, Some((&self.mechanisms).len()), "SaslHandshakeResponse.mechanisms")?;
             for e in (&self.mechanisms).iter() {
-                put_string(buf, flex, e);
+                put_string(buf, flex, e, "SaslHandshakeResponse.mechanisms")?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "SaslHandshakeResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "SaslHandshakeResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "SaslHandshakeResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -6792,20 +8959,54 @@ pub mod api_versions {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(18), version });
+            }
             let flex = Self::is_flexible(version);
             if version >= 3 {
-                put_string(buf, flex, &self.client_software_name);
+                put_string(buf, flex, &self.client_software_name, "ApiVersionsRequest.client_software_name")?;
+            } else if self.client_software_name != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ApiVersionsRequest.client_software_name",
+                    version,
+                });
             }
             if version >= 3 {
-                put_string(buf, flex, &self.client_software_version);
+                put_string(buf, flex, &self.client_software_version, "ApiVersionsRequest.client_software_version")?;
+            } else if self.client_software_version != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ApiVersionsRequest.client_software_version",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ApiVersionsRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ApiVersionsRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ApiVersionsRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 3) {
+                self.client_software_name = ByteString::new();
+            }
+            if !(version >= 3) {
+                self.client_software_version = ByteString::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -6875,60 +9076,136 @@ pub mod api_versions {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(18), version });
+            }
             let flex = Self::is_flexible(version);
             put_i16(buf, (&self.error_code).0);
-            put_array_len(buf, flex, Some((&self.api_keys).len()));
+            put_array_len(buf, flex, Some((&self.api_keys).len()), "ApiVersionsResponse.api_keys")?;
             for e in (&self.api_keys).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
             if version >= 1 {
                 put_i32(buf, *&self.throttle_time_ms);
+            } else if self.throttle_time_ms != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "ApiVersionsResponse.throttle_time_ms", version });
+            }
+            if !(flex && version >= 3) && !self.supported_features.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "ApiVersionsResponse.supported_features", version });
+            }
+            if !(flex && version >= 3) && self.finalized_features_epoch != -1 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ApiVersionsResponse.finalized_features_epoch",
+                    version,
+                });
+            }
+            if !(flex && version >= 3) && !self.finalized_features.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "ApiVersionsResponse.finalized_features", version });
+            }
+            if !(flex && version >= 3) && self.zk_migration_ready != false {
+                return Err(EncodeError::FieldNotInVersion { what: "ApiVersionsResponse.zk_migration_ready", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ApiVersionsResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                if version >= 3 && self.supported_features != Vec::new() {
+                if version >= 3 && !self.supported_features.is_empty() {
                     n += 1;
                 }
                 if version >= 3 && self.finalized_features_epoch != -1 {
                     n += 1;
                 }
-                if version >= 3 && self.finalized_features != Vec::new() {
+                if version >= 3 && !self.finalized_features.is_empty() {
                     n += 1;
                 }
                 if version >= 3 && self.zk_migration_ready != false {
                     n += 1;
                 }
-                put_uvarint(buf, n as u32);
-                if version >= 3 && self.supported_features != Vec::new() {
-                    put_tagged_field(buf, 0, |buf| {
-                        put_array_len(buf, flex, Some((&self.supported_features).len()));
+                put_tagged_count(buf, n, "ApiVersionsResponse.tagged fields")?;
+                if version >= 3 && !self.supported_features.is_empty() {
+                    put_tagged_field(buf, 0, "ApiVersionsResponse.supported_features", |buf| {
+                        put_array_len(
+                            buf,
+                            flex,
+                            Some((&self.supported_features).len()),
+                            "ApiVersionsResponse.supported_features",
+                        )?;
                         for e in (&self.supported_features).iter() {
-                            (e).encode(buf, version);
+                            (e).encode(buf, version)?;
                         }
-                    });
+                        Ok(())
+                    })?;
                 }
                 if version >= 3 && self.finalized_features_epoch != -1 {
-                    put_tagged_field(buf, 1, |buf| {
+                    put_tagged_field(buf, 1, "ApiVersionsResponse.finalized_features_epoch", |buf| {
                         put_i64(buf, *&self.finalized_features_epoch);
-                    });
+                        Ok(())
+                    })?;
                 }
-                if version >= 3 && self.finalized_features != Vec::new() {
-                    put_tagged_field(buf, 2, |buf| {
-                        put_array_len(buf, flex, Some((&self.finalized_features).len()));
+                if version >= 3 && !self.finalized_features.is_empty() {
+                    put_tagged_field(buf, 2, "ApiVersionsResponse.finalized_features", |buf| {
+                        put_array_len(
+                            buf,
+                            flex,
+                            Some((&self.finalized_features).len()),
+                            "ApiVersionsResponse.finalized_features",
+                        )?;
                         for e in (&self.finalized_features).iter() {
-                            (e).encode(buf, version);
+                            (e).encode(buf, version)?;
                         }
-                    });
+                        Ok(())
+                    })?;
                 }
                 if version >= 3 && self.zk_migration_ready != false {
-                    put_tagged_field(buf, 3, |buf| {
+                    put_tagged_field(buf, 3, "ApiVersionsResponse.zk_migration_ready", |buf| {
                         put_bool(buf, *&self.zk_migration_ready);
-                    });
+                        Ok(())
+                    })?;
                 }
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ApiVersionsResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.api_keys.iter_mut() {
+                e.retain_version(version);
+            }
+            if !(version >= 1) {
+                self.throttle_time_ms = 0;
+            }
+            if flex && version >= 3 {
+                for e in self.supported_features.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.supported_features = Vec::new();
+            }
+            if !(flex && version >= 3) {
+                self.finalized_features_epoch = -1;
+            }
+            if flex && version >= 3 {
+                for e in self.finalized_features.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.finalized_features = Vec::new();
+            }
+            if !(flex && version >= 3) {
+                self.zk_migration_ready = false;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -7016,17 +9293,30 @@ pub mod api_versions {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i16(buf, *&self.api_key);
             put_i16(buf, *&self.min_version);
             put_i16(buf, *&self.max_version);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "ApiVersion.unknown_tagged_fields", version });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ApiVersion.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ApiVersion.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -7071,23 +9361,53 @@ pub mod api_versions {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 3 {
-                put_string(buf, flex, &self.name);
+                put_string(buf, flex, &self.name, "SupportedFeatureKey.name")?;
+            } else if self.name != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion { what: "SupportedFeatureKey.name", version });
             }
             if version >= 3 {
                 put_i16(buf, *&self.min_version);
+            } else if self.min_version != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "SupportedFeatureKey.min_version", version });
             }
             if version >= 3 {
                 put_i16(buf, *&self.max_version);
+            } else if self.max_version != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "SupportedFeatureKey.max_version", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "SupportedFeatureKey.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "SupportedFeatureKey.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "SupportedFeatureKey.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 3) {
+                self.name = ByteString::new();
+            }
+            if !(version >= 3) {
+                self.min_version = 0;
+            }
+            if !(version >= 3) {
+                self.max_version = 0;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -7143,23 +9463,53 @@ pub mod api_versions {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 3 {
-                put_string(buf, flex, &self.name);
+                put_string(buf, flex, &self.name, "FinalizedFeatureKey.name")?;
+            } else if self.name != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion { what: "FinalizedFeatureKey.name", version });
             }
             if version >= 3 {
                 put_i16(buf, *&self.max_version_level);
+            } else if self.max_version_level != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "FinalizedFeatureKey.max_version_level", version });
             }
             if version >= 3 {
                 put_i16(buf, *&self.min_version_level);
+            } else if self.min_version_level != 0 {
+                return Err(EncodeError::FieldNotInVersion { what: "FinalizedFeatureKey.min_version_level", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "FinalizedFeatureKey.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "FinalizedFeatureKey.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "FinalizedFeatureKey.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 3) {
+                self.name = ByteString::new();
+            }
+            if !(version >= 3) {
+                self.max_version_level = 0;
+            }
+            if !(version >= 3) {
+                self.min_version_level = 0;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -7213,20 +9563,42 @@ pub mod create_topics {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 7 };
         const FLEXIBLE_FROM: Option<i16> = Some(5);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(19), version });
+            }
             let flex = Self::is_flexible(version);
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "CreateTopicsRequest.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
             put_i32(buf, *&self.timeout_ms);
             put_bool(buf, *&self.validate_only);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "CreateTopicsRequest.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "CreateTopicsRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "CreateTopicsRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -7282,19 +9654,35 @@ pub mod create_topics {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 7 };
         const FLEXIBLE_FROM: Option<i16> = Some(5);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
-            put_array_len(buf, flex, Some((&self.broker_ids).len()));
+            put_array_len(buf, flex, Some((&self.broker_ids).len()), "CreatableReplicaAssignment.broker_ids")?;
             for e in (&self.broker_ids).iter() {
                 put_i32(buf, *e);
             }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "CreatableReplicaAssignment.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "CreatableReplicaAssignment.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "CreatableReplicaAssignment.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -7343,26 +9731,42 @@ pub mod create_topics {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 7 };
         const FLEXIBLE_FROM: Option<i16> = Some(5);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
+            put_string(buf, flex, &self.name, "CreatableTopicConfig.name")?;
             match &self.value {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "CreatableTopicConfig.value")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "CreatableTopicConfig.value")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "CreatableTopicConfig.value")?;
                 }
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "CreatableTopicConfig.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "CreatableTopicConfig.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "CreatableTopicConfig.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -7412,25 +9816,44 @@ pub mod create_topics {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 7 };
         const FLEXIBLE_FROM: Option<i16> = Some(5);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
+            put_string(buf, flex, &self.name, "CreatableTopic.name")?;
             put_i32(buf, *&self.num_partitions);
             put_i16(buf, *&self.replication_factor);
-            put_array_len(buf, flex, Some((&self.assignments).len()));
+            put_array_len(buf, flex, Some((&self.assignments).len()), "CreatableTopic.assignments")?;
             for e in (&self.assignments).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
-            put_array_len(buf, flex, Some((&self.configs).len()));
+            put_array_len(buf, flex, Some((&self.configs).len()), "CreatableTopic.configs")?;
             for e in (&self.configs).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "CreatableTopic.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "CreatableTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "CreatableTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.assignments.iter_mut() {
+                e.retain_version(version);
+            }
+            for e in self.configs.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -7489,19 +9912,41 @@ pub mod create_topics {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 7 };
         const FLEXIBLE_FROM: Option<i16> = Some(5);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(19), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "CreateTopicsResponse.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "CreateTopicsResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "CreateTopicsResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "CreateTopicsResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -7568,39 +10013,79 @@ pub mod create_topics {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 7 };
         const FLEXIBLE_FROM: Option<i16> = Some(5);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 5 {
-                put_string(buf, flex, &self.name);
+                put_string(buf, flex, &self.name, "CreatableTopicConfigs.name")?;
+            } else if self.name != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion { what: "CreatableTopicConfigs.name", version });
             }
             if version >= 5 {
                 match &self.value {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "CreatableTopicConfigs.value")?;
                     }
                     None if version >= 5 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "CreatableTopicConfigs.value")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "CreatableTopicConfigs.value")?;
                     }
                 }
+            } else if self.value != None {
+                return Err(EncodeError::FieldNotInVersion { what: "CreatableTopicConfigs.value", version });
             }
             if version >= 5 {
                 put_bool(buf, *&self.read_only);
+            } else if self.read_only != false {
+                return Err(EncodeError::FieldNotInVersion { what: "CreatableTopicConfigs.read_only", version });
             }
             if version >= 5 {
                 put_i8(buf, *&self.config_source);
+            } else if self.config_source != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "CreatableTopicConfigs.config_source", version });
             }
             if version >= 5 {
                 put_bool(buf, *&self.is_sensitive);
+            } else if self.is_sensitive != false {
+                return Err(EncodeError::FieldNotInVersion { what: "CreatableTopicConfigs.is_sensitive", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "CreatableTopicConfigs.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "CreatableTopicConfigs.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "CreatableTopicConfigs.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 5) {
+                self.name = ByteString::new();
+            }
+            if !(version >= 5) {
+                self.value = None;
+            }
+            if !(version >= 5) {
+                self.read_only = false;
+            }
+            if !(version >= 5) {
+                self.config_source = -1;
+            }
+            if !(version >= 5) {
+                self.is_sensitive = false;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -7680,60 +10165,116 @@ pub mod create_topics {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 7 };
         const FLEXIBLE_FROM: Option<i16> = Some(5);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
+            put_string(buf, flex, &self.name, "CreatableTopicResult.name")?;
             if version >= 7 {
                 put_uuid(buf, &self.topic_id);
+            } else if self.topic_id != Uuid::ZERO {
+                return Err(EncodeError::FieldNotInVersion { what: "CreatableTopicResult.topic_id", version });
             }
             put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "CreatableTopicResult.error_message")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "CreatableTopicResult.error_message")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "CreatableTopicResult.error_message")?;
                 }
             }
             if version >= 5 {
                 put_i32(buf, *&self.num_partitions);
+            } else if self.num_partitions != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "CreatableTopicResult.num_partitions", version });
             }
             if version >= 5 {
                 put_i16(buf, *&self.replication_factor);
+            } else if self.replication_factor != -1 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "CreatableTopicResult.replication_factor",
+                    version,
+                });
             }
             if version >= 5 {
                 match &self.configs {
                     Some(x) => {
-                        put_array_len(buf, flex, Some((x).len()));
+                        put_array_len(buf, flex, Some((x).len()), "CreatableTopicResult.configs")?;
                         for e in (x).iter() {
-                            (e).encode(buf, version);
+                            (e).encode(buf, version)?;
                         }
                     }
                     None if version >= 5 => {
-                        put_array_len(buf, flex, None);
+                        put_array_len(buf, flex, None, "CreatableTopicResult.configs")?;
                     }
                     None => {
-                        put_array_len(buf, flex, Some(0));
+                        put_array_len(buf, flex, Some(0), "CreatableTopicResult.configs")?;
                     }
                 }
+            } else if self.configs != None {
+                return Err(EncodeError::FieldNotInVersion { what: "CreatableTopicResult.configs", version });
+            }
+            if !(flex && version >= 5) && self.topic_config_error_code != ErrorCode::NONE {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "CreatableTopicResult.topic_config_error_code",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "CreatableTopicResult.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
                 if version >= 5 && self.topic_config_error_code != ErrorCode::NONE {
                     n += 1;
                 }
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "CreatableTopicResult.tagged fields")?;
                 if version >= 5 && self.topic_config_error_code != ErrorCode::NONE {
-                    put_tagged_field(buf, 0, |buf| {
+                    put_tagged_field(buf, 0, "CreatableTopicResult.topic_config_error_code", |buf| {
                         put_i16(buf, (&self.topic_config_error_code).0);
-                    });
+                        Ok(())
+                    })?;
                 }
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "CreatableTopicResult.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 7) {
+                self.topic_id = Uuid::ZERO;
+            }
+
+            if !(version >= 5) {
+                self.num_partitions = -1;
+            }
+            if !(version >= 5) {
+                self.replication_factor = -1;
+            }
+            if version >= 5 {
+                if let Some(v) = &mut self.configs {
+                    for e in v.iter_mut() {
+                        e.retain_version(version);
+                    }
+                }
+            } else {
+                self.configs = None;
+            }
+            if !(flex && version >= 5) {
+                self.topic_config_error_code = ErrorCode::NONE;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -7801,9 +10342,9 @@ pub mod delete_topics {
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DeleteTopicsRequest {
-        /// versions 6+.
+        /// versions 6+, left out of other versions without an error (ignorable).
         pub topics: Vec<DeleteTopicState>,
-        /// versions 0-5.
+        /// versions 0-5, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub topic_names: Vec<ByteString>,
         pub timeout_ms: i32,
@@ -7821,27 +10362,51 @@ pub mod delete_topics {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 6 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(20), version });
+            }
             let flex = Self::is_flexible(version);
             if version >= 6 {
-                put_array_len(buf, flex, Some((&self.topics).len()));
+                put_array_len(buf, flex, Some((&self.topics).len()), "DeleteTopicsRequest.topics")?;
                 for e in (&self.topics).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
             }
             if version <= 5 {
-                put_array_len(buf, flex, Some((&self.topic_names).len()));
+                put_array_len(buf, flex, Some((&self.topic_names).len()), "DeleteTopicsRequest.topic_names")?;
                 for e in (&self.topic_names).iter() {
-                    put_string(buf, flex, e);
+                    put_string(buf, flex, e, "DeleteTopicsRequest.topic_names")?;
                 }
             }
             put_i32(buf, *&self.timeout_ms);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DeleteTopicsRequest.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DeleteTopicsRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DeleteTopicsRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if version >= 6 {
+                for e in self.topics.iter_mut() {
+                    e.retain_version(version);
+                }
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -7912,30 +10477,52 @@ pub mod delete_topics {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 6 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 6 {
                 match &self.name {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "DeleteTopicState.name")?;
                     }
                     None if version >= 6 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "DeleteTopicState.name")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "DeleteTopicState.name")?;
                     }
                 }
+            } else if self.name != None {
+                return Err(EncodeError::FieldNotInVersion { what: "DeleteTopicState.name", version });
             }
             if version >= 6 {
                 put_uuid(buf, &self.topic_id);
+            } else if self.topic_id != Uuid::ZERO {
+                return Err(EncodeError::FieldNotInVersion { what: "DeleteTopicState.topic_id", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "DeleteTopicState.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DeleteTopicState.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DeleteTopicState.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 6) {
+                self.name = None;
+            }
+            if !(version >= 6) {
+                self.topic_id = Uuid::ZERO;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -7983,19 +10570,41 @@ pub mod delete_topics {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 6 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(20), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_array_len(buf, flex, Some((&self.responses).len()));
+            put_array_len(buf, flex, Some((&self.responses).len()), "DeleteTopicsResponse.responses")?;
             for e in (&self.responses).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DeleteTopicsResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DeleteTopicsResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DeleteTopicsResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.responses.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -8058,42 +10667,69 @@ pub mod delete_topics {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 6 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             match &self.name {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "DeletableTopicResult.name")?;
                 }
                 None if version >= 6 => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "DeletableTopicResult.name")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "DeletableTopicResult.name")?;
                 }
             }
             if version >= 6 {
                 put_uuid(buf, &self.topic_id);
+            } else if self.topic_id != Uuid::ZERO {
+                return Err(EncodeError::FieldNotInVersion { what: "DeletableTopicResult.topic_id", version });
             }
             put_i16(buf, (&self.error_code).0);
             if version >= 5 {
                 match &self.error_message {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "DeletableTopicResult.error_message")?;
                     }
                     None if version >= 5 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "DeletableTopicResult.error_message")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "DeletableTopicResult.error_message")?;
                     }
                 }
+            } else if self.error_message != None {
+                return Err(EncodeError::FieldNotInVersion { what: "DeletableTopicResult.error_message", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DeletableTopicResult.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DeletableTopicResult.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DeletableTopicResult.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 6) {
+                self.topic_id = Uuid::ZERO;
+            }
+
+            if !(version >= 5) {
+                self.error_message = None;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -8152,19 +10788,41 @@ pub mod delete_records {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(21), version });
+            }
             let flex = Self::is_flexible(version);
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "DeleteRecordsRequest.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
             put_i32(buf, *&self.timeout_ms);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DeleteRecordsRequest.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DeleteRecordsRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DeleteRecordsRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -8219,16 +10877,32 @@ pub mod delete_records {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
             put_i64(buf, *&self.offset);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DeleteRecordsPartition.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DeleteRecordsPartition.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DeleteRecordsPartition.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -8268,19 +10942,38 @@ pub mod delete_records {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_string(buf, flex, &self.name, "DeleteRecordsTopic.name")?;
+            put_array_len(buf, flex, Some((&self.partitions).len()), "DeleteRecordsTopic.partitions")?;
             for e in (&self.partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DeleteRecordsTopic.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DeleteRecordsTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DeleteRecordsTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -8327,19 +11020,41 @@ pub mod delete_records {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(21), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "DeleteRecordsResponse.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DeleteRecordsResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DeleteRecordsResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DeleteRecordsResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -8395,17 +11110,33 @@ pub mod delete_records {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
             put_i64(buf, *&self.low_watermark);
             put_i16(buf, (&self.error_code).0);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DeleteRecordsPartitionResult.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DeleteRecordsPartitionResult.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DeleteRecordsPartitionResult.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -8446,19 +11177,38 @@ pub mod delete_records {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_string(buf, flex, &self.name, "DeleteRecordsTopicResult.name")?;
+            put_array_len(buf, flex, Some((&self.partitions).len()), "DeleteRecordsTopicResult.partitions")?;
             for e in (&self.partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DeleteRecordsTopicResult.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DeleteRecordsTopicResult.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DeleteRecordsTopicResult.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -8528,38 +11278,80 @@ pub mod init_producer_id {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(22), version });
+            }
             let flex = Self::is_flexible(version);
             match &self.transactional_id {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "InitProducerIdRequest.transactional_id")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "InitProducerIdRequest.transactional_id")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "InitProducerIdRequest.transactional_id")?;
                 }
             }
             put_i32(buf, *&self.transaction_timeout_ms);
             if version >= 3 {
                 put_i64(buf, *&self.producer_id);
+            } else if self.producer_id != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "InitProducerIdRequest.producer_id", version });
             }
             if version >= 3 {
                 put_i16(buf, *&self.producer_epoch);
+            } else if self.producer_epoch != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "InitProducerIdRequest.producer_epoch", version });
             }
             if version >= 6 {
                 put_bool(buf, *&self.enable2_pc);
+            } else if self.enable2_pc != false {
+                return Err(EncodeError::FieldNotInVersion { what: "InitProducerIdRequest.enable2_pc", version });
             }
             if version >= 6 {
                 put_bool(buf, *&self.keep_prepared_txn);
+            } else if self.keep_prepared_txn != false {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "InitProducerIdRequest.keep_prepared_txn",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "InitProducerIdRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "InitProducerIdRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "InitProducerIdRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 3) {
+                self.producer_id = -1;
+            }
+            if !(version >= 3) {
+                self.producer_epoch = -1;
+            }
+            if !(version >= 6) {
+                self.enable2_pc = false;
+            }
+            if !(version >= 6) {
+                self.keep_prepared_txn = false;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -8632,7 +11424,10 @@ pub mod init_producer_id {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(22), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
             put_i16(buf, (&self.error_code).0);
@@ -8640,16 +11435,48 @@ pub mod init_producer_id {
             put_i16(buf, *&self.producer_epoch);
             if version >= 6 {
                 put_i64(buf, *&self.ongoing_txn_producer_id);
+            } else if self.ongoing_txn_producer_id != -1 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "InitProducerIdResponse.ongoing_txn_producer_id",
+                    version,
+                });
             }
             if version >= 6 {
                 put_i16(buf, *&self.ongoing_txn_producer_epoch);
+            } else if self.ongoing_txn_producer_epoch != -1 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "InitProducerIdResponse.ongoing_txn_producer_epoch",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "InitProducerIdResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "InitProducerIdResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "InitProducerIdResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 6) {
+                self.ongoing_txn_producer_id = -1;
+            }
+            if !(version >= 6) {
+                self.ongoing_txn_producer_epoch = -1;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -8706,21 +11533,47 @@ pub mod offset_for_leader_epoch {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(23), version });
+            }
             let flex = Self::is_flexible(version);
             if version >= 3 {
                 put_i32(buf, *&self.replica_id);
+            } else if self.replica_id != -2 {
+                return Err(EncodeError::FieldNotInVersion { what: "OffsetForLeaderEpochRequest.replica_id", version });
             }
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "OffsetForLeaderEpochRequest.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetForLeaderEpochRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetForLeaderEpochRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetForLeaderEpochRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 3) {
+                self.replica_id = -2;
+            }
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -8779,17 +11632,33 @@ pub mod offset_for_leader_epoch {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition);
             put_i32(buf, *&self.current_leader_epoch);
             put_i32(buf, *&self.leader_epoch);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetForLeaderPartition.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetForLeaderPartition.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetForLeaderPartition.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -8830,19 +11699,38 @@ pub mod offset_for_leader_epoch {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.topic);
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_string(buf, flex, &self.topic, "OffsetForLeaderTopic.topic")?;
+            put_array_len(buf, flex, Some((&self.partitions).len()), "OffsetForLeaderTopic.partitions")?;
             for e in (&self.partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetForLeaderTopic.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetForLeaderTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetForLeaderTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -8890,19 +11778,41 @@ pub mod offset_for_leader_epoch {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(23), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "OffsetForLeaderEpochResponse.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetForLeaderEpochResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetForLeaderEpochResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetForLeaderEpochResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -8961,18 +11871,31 @@ pub mod offset_for_leader_epoch {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i16(buf, (&self.error_code).0);
             put_i32(buf, *&self.partition);
             put_i32(buf, *&self.leader_epoch);
             put_i64(buf, *&self.end_offset);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "EpochEndOffset.unknown_tagged_fields", version });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "EpochEndOffset.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "EpochEndOffset.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -9014,19 +11937,38 @@ pub mod offset_for_leader_epoch {
         const VERSIONS: VersionRange = VersionRange { min: 2, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.topic);
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_string(buf, flex, &self.topic, "OffsetForLeaderTopicResult.topic")?;
+            put_array_len(buf, flex, Some((&self.partitions).len()), "OffsetForLeaderTopicResult.partitions")?;
             for e in (&self.partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetForLeaderTopicResult.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetForLeaderTopicResult.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetForLeaderTopicResult.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -9095,35 +12037,108 @@ pub mod add_partitions_to_txn {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(24), version });
+            }
             let flex = Self::is_flexible(version);
             if version >= 4 {
-                put_array_len(buf, flex, Some((&self.transactions).len()));
+                put_array_len(buf, flex, Some((&self.transactions).len()), "AddPartitionsToTxnRequest.transactions")?;
                 for e in (&self.transactions).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
+            } else if !self.transactions.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "AddPartitionsToTxnRequest.transactions", version });
             }
             if version <= 3 {
-                put_string(buf, flex, &self.v3_and_below_transactional_id);
+                put_string(
+                    buf,
+                    flex,
+                    &self.v3_and_below_transactional_id,
+                    "AddPartitionsToTxnRequest.v3_and_below_transactional_id",
+                )?;
+            } else if self.v3_and_below_transactional_id != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnRequest.v3_and_below_transactional_id",
+                    version,
+                });
             }
             if version <= 3 {
                 put_i64(buf, *&self.v3_and_below_producer_id);
+            } else if self.v3_and_below_producer_id != 0 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnRequest.v3_and_below_producer_id",
+                    version,
+                });
             }
             if version <= 3 {
                 put_i16(buf, *&self.v3_and_below_producer_epoch);
+            } else if self.v3_and_below_producer_epoch != 0 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnRequest.v3_and_below_producer_epoch",
+                    version,
+                });
             }
             if version <= 3 {
-                put_array_len(buf, flex, Some((&self.v3_and_below_topics).len()));
+                put_array_len(
+                    buf,
+                    flex,
+                    Some((&self.v3_and_below_topics).len()),
+                    "AddPartitionsToTxnRequest.v3_and_below_topics",
+                )?;
                 for e in (&self.v3_and_below_topics).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
+            } else if !self.v3_and_below_topics.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnRequest.v3_and_below_topics",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "AddPartitionsToTxnRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if version >= 4 {
+                for e in self.transactions.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.transactions = Vec::new();
+            }
+            if !(version <= 3) {
+                self.v3_and_below_transactional_id = ByteString::new();
+            }
+            if !(version <= 3) {
+                self.v3_and_below_producer_id = 0;
+            }
+            if !(version <= 3) {
+                self.v3_and_below_producer_epoch = 0;
+            }
+            if version <= 3 {
+                for e in self.v3_and_below_topics.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.v3_and_below_topics = Vec::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -9217,32 +12232,88 @@ pub mod add_partitions_to_txn {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 4 {
-                put_string(buf, flex, &self.transactional_id);
+                put_string(buf, flex, &self.transactional_id, "AddPartitionsToTxnTransaction.transactional_id")?;
+            } else if self.transactional_id != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnTransaction.transactional_id",
+                    version,
+                });
             }
             if version >= 4 {
                 put_i64(buf, *&self.producer_id);
+            } else if self.producer_id != 0 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnTransaction.producer_id",
+                    version,
+                });
             }
             if version >= 4 {
                 put_i16(buf, *&self.producer_epoch);
+            } else if self.producer_epoch != 0 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnTransaction.producer_epoch",
+                    version,
+                });
             }
             if version >= 4 {
                 put_bool(buf, *&self.verify_only);
+            } else if self.verify_only != false {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnTransaction.verify_only",
+                    version,
+                });
             }
             if version >= 4 {
-                put_array_len(buf, flex, Some((&self.topics).len()));
+                put_array_len(buf, flex, Some((&self.topics).len()), "AddPartitionsToTxnTransaction.topics")?;
                 for e in (&self.topics).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
+            } else if !self.topics.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "AddPartitionsToTxnTransaction.topics", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnTransaction.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "AddPartitionsToTxnTransaction.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnTransaction.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 4) {
+                self.transactional_id = ByteString::new();
+            }
+            if !(version >= 4) {
+                self.producer_id = 0;
+            }
+            if !(version >= 4) {
+                self.producer_epoch = 0;
+            }
+            if !(version >= 4) {
+                self.verify_only = false;
+            }
+            if version >= 4 {
+                for e in self.topics.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.topics = Vec::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -9303,19 +12374,35 @@ pub mod add_partitions_to_txn {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_string(buf, flex, &self.name, "AddPartitionsToTxnTopic.name")?;
+            put_array_len(buf, flex, Some((&self.partitions).len()), "AddPartitionsToTxnTopic.partitions")?;
             for e in (&self.partitions).iter() {
                 put_i32(buf, *e);
             }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnTopic.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "AddPartitionsToTxnTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -9373,30 +12460,88 @@ pub mod add_partitions_to_txn {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(24), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
             if version >= 4 {
                 put_i16(buf, (&self.error_code).0);
+            } else if self.error_code != ErrorCode::NONE {
+                return Err(EncodeError::FieldNotInVersion { what: "AddPartitionsToTxnResponse.error_code", version });
             }
             if version >= 4 {
-                put_array_len(buf, flex, Some((&self.results_by_transaction).len()));
+                put_array_len(
+                    buf,
+                    flex,
+                    Some((&self.results_by_transaction).len()),
+                    "AddPartitionsToTxnResponse.results_by_transaction",
+                )?;
                 for e in (&self.results_by_transaction).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
+            } else if !self.results_by_transaction.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnResponse.results_by_transaction",
+                    version,
+                });
             }
             if version <= 3 {
-                put_array_len(buf, flex, Some((&self.results_by_topic_v3_and_below).len()));
+                put_array_len(
+                    buf,
+                    flex,
+                    Some((&self.results_by_topic_v3_and_below).len()),
+                    "AddPartitionsToTxnResponse.results_by_topic_v3_and_below",
+                )?;
                 for e in (&self.results_by_topic_v3_and_below).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
+            } else if !self.results_by_topic_v3_and_below.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnResponse.results_by_topic_v3_and_below",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "AddPartitionsToTxnResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 4) {
+                self.error_code = ErrorCode::NONE;
+            }
+            if version >= 4 {
+                for e in self.results_by_transaction.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.results_by_transaction = Vec::new();
+            }
+            if version <= 3 {
+                for e in self.results_by_topic_v3_and_below.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.results_by_topic_v3_and_below = Vec::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -9468,23 +12613,55 @@ pub mod add_partitions_to_txn {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             if version >= 4 {
-                put_string(buf, flex, &self.transactional_id);
+                put_string(buf, flex, &self.transactional_id, "AddPartitionsToTxnResult.transactional_id")?;
+            } else if self.transactional_id != ByteString::new() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnResult.transactional_id",
+                    version,
+                });
             }
             if version >= 4 {
-                put_array_len(buf, flex, Some((&self.topic_results).len()));
+                put_array_len(buf, flex, Some((&self.topic_results).len()), "AddPartitionsToTxnResult.topic_results")?;
                 for e in (&self.topic_results).iter() {
-                    (e).encode(buf, version);
+                    (e).encode(buf, version)?;
                 }
+            } else if !self.topic_results.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "AddPartitionsToTxnResult.topic_results", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnResult.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "AddPartitionsToTxnResult.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnResult.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            if !(version >= 4) {
+                self.transactional_id = ByteString::new();
+            }
+            if version >= 4 {
+                for e in self.topic_results.iter_mut() {
+                    e.retain_version(version);
+                }
+            } else {
+                self.topic_results = Vec::new();
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -9536,19 +12713,43 @@ pub mod add_partitions_to_txn {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
-            put_array_len(buf, flex, Some((&self.results_by_partition).len()));
+            put_string(buf, flex, &self.name, "AddPartitionsToTxnTopicResult.name")?;
+            put_array_len(
+                buf,
+                flex,
+                Some((&self.results_by_partition).len()),
+                "AddPartitionsToTxnTopicResult.results_by_partition",
+            )?;
             for e in (&self.results_by_partition).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnTopicResult.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "AddPartitionsToTxnTopicResult.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnTopicResult.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.results_by_partition.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -9596,16 +12797,32 @@ pub mod add_partitions_to_txn {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
             put_i16(buf, (&self.partition_error_code).0);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddPartitionsToTxnPartitionResult.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "AddPartitionsToTxnPartitionResult.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnPartitionResult.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -9661,18 +12878,37 @@ pub mod add_offsets_to_txn {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(25), version });
+            }
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.transactional_id);
+            put_string(buf, flex, &self.transactional_id, "AddOffsetsToTxnRequest.transactional_id")?;
             put_i64(buf, *&self.producer_id);
             put_i16(buf, *&self.producer_epoch);
-            put_string(buf, flex, &self.group_id);
+            put_string(buf, flex, &self.group_id, "AddOffsetsToTxnRequest.group_id")?;
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddOffsetsToTxnRequest.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "AddOffsetsToTxnRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "AddOffsetsToTxnRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -9721,16 +12957,35 @@ pub mod add_offsets_to_txn {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(25), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
             put_i16(buf, (&self.error_code).0);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AddOffsetsToTxnResponse.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "AddOffsetsToTxnResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "AddOffsetsToTxnResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -9787,18 +13042,34 @@ pub mod end_txn {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(26), version });
+            }
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.transactional_id);
+            put_string(buf, flex, &self.transactional_id, "EndTxnRequest.transactional_id")?;
             put_i64(buf, *&self.producer_id);
             put_i16(buf, *&self.producer_epoch);
             put_bool(buf, *&self.committed);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "EndTxnRequest.unknown_tagged_fields", version });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "EndTxnRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "EndTxnRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -9857,22 +13128,48 @@ pub mod end_txn {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(26), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
             put_i16(buf, (&self.error_code).0);
             if version >= 5 {
                 put_i64(buf, *&self.producer_id);
+            } else if self.producer_id != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "EndTxnResponse.producer_id", version });
             }
             if version >= 5 {
                 put_i16(buf, *&self.producer_epoch);
+            } else if self.producer_epoch != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "EndTxnResponse.producer_epoch", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "EndTxnResponse.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "EndTxnResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "EndTxnResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 5) {
+                self.producer_id = -1;
+            }
+            if !(version >= 5) {
+                self.producer_epoch = -1;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -9949,41 +13246,81 @@ pub mod txn_offset_commit {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(28), version });
+            }
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.transactional_id);
-            put_string(buf, flex, &self.group_id);
+            put_string(buf, flex, &self.transactional_id, "TxnOffsetCommitRequest.transactional_id")?;
+            put_string(buf, flex, &self.group_id, "TxnOffsetCommitRequest.group_id")?;
             put_i64(buf, *&self.producer_id);
             put_i16(buf, *&self.producer_epoch);
             if version >= 3 {
                 put_i32(buf, *&self.generation_id);
+            } else if self.generation_id != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "TxnOffsetCommitRequest.generation_id", version });
             }
             if version >= 3 {
-                put_string(buf, flex, &self.member_id);
+                put_string(buf, flex, &self.member_id, "TxnOffsetCommitRequest.member_id")?;
+            } else if self.member_id != ByteString::from_static("") {
+                return Err(EncodeError::FieldNotInVersion { what: "TxnOffsetCommitRequest.member_id", version });
             }
             if version >= 3 {
                 match &self.group_instance_id {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "TxnOffsetCommitRequest.group_instance_id")?;
                     }
                     None if version >= 3 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "TxnOffsetCommitRequest.group_instance_id")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "TxnOffsetCommitRequest.group_instance_id")?;
                     }
                 }
+            } else if self.group_instance_id != None {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "TxnOffsetCommitRequest.group_instance_id",
+                    version,
+                });
             }
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "TxnOffsetCommitRequest.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "TxnOffsetCommitRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "TxnOffsetCommitRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "TxnOffsetCommitRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 3) {
+                self.generation_id = -1;
+            }
+            if !(version >= 3) {
+                self.member_id = ByteString::from_static("");
+            }
+            if !(version >= 3) {
+                self.group_instance_id = None;
+            }
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -10064,30 +13401,55 @@ pub mod txn_offset_commit {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
             put_i64(buf, *&self.committed_offset);
             if version >= 2 {
                 put_i32(buf, *&self.committed_leader_epoch);
+            } else if self.committed_leader_epoch != -1 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "TxnOffsetCommitRequestPartition.committed_leader_epoch",
+                    version,
+                });
             }
             match &self.committed_metadata {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "TxnOffsetCommitRequestPartition.committed_metadata")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "TxnOffsetCommitRequestPartition.committed_metadata")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "TxnOffsetCommitRequestPartition.committed_metadata")?;
                 }
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "TxnOffsetCommitRequestPartition.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "TxnOffsetCommitRequestPartition.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "TxnOffsetCommitRequestPartition.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 2) {
+                self.committed_leader_epoch = -1;
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -10132,19 +13494,38 @@ pub mod txn_offset_commit {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_string(buf, flex, &self.name, "TxnOffsetCommitRequestTopic.name")?;
+            put_array_len(buf, flex, Some((&self.partitions).len()), "TxnOffsetCommitRequestTopic.partitions")?;
             for e in (&self.partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "TxnOffsetCommitRequestTopic.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "TxnOffsetCommitRequestTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "TxnOffsetCommitRequestTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -10191,19 +13572,41 @@ pub mod txn_offset_commit {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(28), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "TxnOffsetCommitResponse.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "TxnOffsetCommitResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "TxnOffsetCommitResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "TxnOffsetCommitResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -10253,16 +13656,32 @@ pub mod txn_offset_commit {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
             put_i16(buf, (&self.error_code).0);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "TxnOffsetCommitResponsePartition.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "TxnOffsetCommitResponsePartition.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "TxnOffsetCommitResponsePartition.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -10302,19 +13721,38 @@ pub mod txn_offset_commit {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
         const FLEXIBLE_FROM: Option<i16> = Some(3);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_string(buf, flex, &self.name, "TxnOffsetCommitResponseTopic.name")?;
+            put_array_len(buf, flex, Some((&self.partitions).len()), "TxnOffsetCommitResponseTopic.partitions")?;
             for e in (&self.partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "TxnOffsetCommitResponseTopic.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "TxnOffsetCommitResponseTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "TxnOffsetCommitResponseTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -10375,22 +13813,52 @@ pub mod describe_configs {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(32), version });
+            }
             let flex = Self::is_flexible(version);
-            put_array_len(buf, flex, Some((&self.resources).len()));
+            put_array_len(buf, flex, Some((&self.resources).len()), "DescribeConfigsRequest.resources")?;
             for e in (&self.resources).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
             put_bool(buf, *&self.include_synonyms);
             if version >= 3 {
                 put_bool(buf, *&self.include_documentation);
+            } else if self.include_documentation != false {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeConfigsRequest.include_documentation",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeConfigsRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribeConfigsRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribeConfigsRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            for e in self.resources.iter_mut() {
+                e.retain_version(version);
+            }
+
+            if !(version >= 3) {
+                self.include_documentation = false;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -10456,30 +13924,46 @@ pub mod describe_configs {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i8(buf, *&self.resource_type);
-            put_string(buf, flex, &self.resource_name);
+            put_string(buf, flex, &self.resource_name, "DescribeConfigsResource.resource_name")?;
             match &self.configuration_keys {
                 Some(x) => {
-                    put_array_len(buf, flex, Some((x).len()));
+                    put_array_len(buf, flex, Some((x).len()), "DescribeConfigsResource.configuration_keys")?;
                     for e in (x).iter() {
-                        put_string(buf, flex, e);
+                        put_string(buf, flex, e, "DescribeConfigsResource.configuration_keys")?;
                     }
                 }
                 None if true => {
-                    put_array_len(buf, flex, None);
+                    put_array_len(buf, flex, None, "DescribeConfigsResource.configuration_keys")?;
                 }
                 None => {
-                    put_array_len(buf, flex, Some(0));
+                    put_array_len(buf, flex, Some(0), "DescribeConfigsResource.configuration_keys")?;
                 }
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeConfigsResource.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribeConfigsResource.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribeConfigsResource.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -10528,19 +14012,41 @@ pub mod describe_configs {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(32), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_array_len(buf, flex, Some((&self.results).len()));
+            put_array_len(buf, flex, Some((&self.results).len()), "DescribeConfigsResponse.results")?;
             for e in (&self.results).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeConfigsResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribeConfigsResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribeConfigsResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.results.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -10596,27 +14102,43 @@ pub mod describe_configs {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
+            put_string(buf, flex, &self.name, "DescribeConfigsSynonym.name")?;
             match &self.value {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "DescribeConfigsSynonym.value")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "DescribeConfigsSynonym.value")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "DescribeConfigsSynonym.value")?;
                 }
             }
             put_i8(buf, *&self.source);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeConfigsSynonym.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribeConfigsSynonym.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribeConfigsSynonym.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -10679,49 +14201,84 @@ pub mod describe_configs {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
+            put_string(buf, flex, &self.name, "DescribeConfigsResourceResult.name")?;
             match &self.value {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "DescribeConfigsResourceResult.value")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "DescribeConfigsResourceResult.value")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "DescribeConfigsResourceResult.value")?;
                 }
             }
             put_bool(buf, *&self.read_only);
             put_i8(buf, *&self.config_source);
             put_bool(buf, *&self.is_sensitive);
-            put_array_len(buf, flex, Some((&self.synonyms).len()));
+            put_array_len(buf, flex, Some((&self.synonyms).len()), "DescribeConfigsResourceResult.synonyms")?;
             for e in (&self.synonyms).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
             if version >= 3 {
                 put_i8(buf, *&self.config_type);
+            } else if self.config_type != 0 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeConfigsResourceResult.config_type",
+                    version,
+                });
             }
             if version >= 3 {
                 match &self.documentation {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "DescribeConfigsResourceResult.documentation")?;
                     }
                     None if version >= 3 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "DescribeConfigsResourceResult.documentation")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "DescribeConfigsResourceResult.documentation")?;
                     }
                 }
+            } else if self.documentation != None {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeConfigsResourceResult.documentation",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeConfigsResourceResult.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribeConfigsResourceResult.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribeConfigsResourceResult.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.synonyms.iter_mut() {
+                e.retain_version(version);
+            }
+            if !(version >= 3) {
+                self.config_type = 0;
+            }
+            if !(version >= 3) {
+                self.documentation = None;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -10794,32 +14351,51 @@ pub mod describe_configs {
         const VERSIONS: VersionRange = VersionRange { min: 1, max: 4 };
         const FLEXIBLE_FROM: Option<i16> = Some(4);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "DescribeConfigsResult.error_message")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "DescribeConfigsResult.error_message")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "DescribeConfigsResult.error_message")?;
                 }
             }
             put_i8(buf, *&self.resource_type);
-            put_string(buf, flex, &self.resource_name);
-            put_array_len(buf, flex, Some((&self.configs).len()));
+            put_string(buf, flex, &self.resource_name, "DescribeConfigsResult.resource_name")?;
+            put_array_len(buf, flex, Some((&self.configs).len()), "DescribeConfigsResult.configs")?;
             for e in (&self.configs).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeConfigsResult.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribeConfigsResult.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribeConfigsResult.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.configs.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -10875,15 +14451,34 @@ pub mod sasl_authenticate {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(36), version });
+            }
             let flex = Self::is_flexible(version);
-            put_bytes(buf, flex, &self.auth_bytes);
+            put_bytes(buf, flex, &self.auth_bytes, "SaslAuthenticateRequest.auth_bytes")?;
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "SaslAuthenticateRequest.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "SaslAuthenticateRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "SaslAuthenticateRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -10940,30 +14535,57 @@ pub mod sasl_authenticate {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(36), version });
+            }
             let flex = Self::is_flexible(version);
             put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "SaslAuthenticateResponse.error_message")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "SaslAuthenticateResponse.error_message")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "SaslAuthenticateResponse.error_message")?;
                 }
             }
-            put_bytes(buf, flex, &self.auth_bytes);
+            put_bytes(buf, flex, &self.auth_bytes, "SaslAuthenticateResponse.auth_bytes")?;
             if version >= 1 {
                 put_i64(buf, *&self.session_lifetime_ms);
+            } else if self.session_lifetime_ms != 0 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "SaslAuthenticateResponse.session_lifetime_ms",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "SaslAuthenticateResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "SaslAuthenticateResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "SaslAuthenticateResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 1) {
+                self.session_lifetime_ms = 0;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -11016,20 +14638,42 @@ pub mod create_partitions {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 3 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(37), version });
+            }
             let flex = Self::is_flexible(version);
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "CreatePartitionsRequest.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
             put_i32(buf, *&self.timeout_ms);
             put_bool(buf, *&self.validate_only);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "CreatePartitionsRequest.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "CreatePartitionsRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "CreatePartitionsRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -11084,18 +14728,34 @@ pub mod create_partitions {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 3 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_array_len(buf, flex, Some((&self.broker_ids).len()));
+            put_array_len(buf, flex, Some((&self.broker_ids).len()), "CreatePartitionsAssignment.broker_ids")?;
             for e in (&self.broker_ids).iter() {
                 put_i32(buf, *e);
             }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "CreatePartitionsAssignment.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "CreatePartitionsAssignment.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "CreatePartitionsAssignment.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -11143,30 +14803,51 @@ pub mod create_partitions {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 3 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
+            put_string(buf, flex, &self.name, "CreatePartitionsTopic.name")?;
             put_i32(buf, *&self.count);
             match &self.assignments {
                 Some(x) => {
-                    put_array_len(buf, flex, Some((x).len()));
+                    put_array_len(buf, flex, Some((x).len()), "CreatePartitionsTopic.assignments")?;
                     for e in (x).iter() {
-                        (e).encode(buf, version);
+                        (e).encode(buf, version)?;
                     }
                 }
                 None if true => {
-                    put_array_len(buf, flex, None);
+                    put_array_len(buf, flex, None, "CreatePartitionsTopic.assignments")?;
                 }
                 None => {
-                    put_array_len(buf, flex, Some(0));
+                    put_array_len(buf, flex, Some(0), "CreatePartitionsTopic.assignments")?;
                 }
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "CreatePartitionsTopic.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "CreatePartitionsTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "CreatePartitionsTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if let Some(v) = &mut self.assignments {
+                for e in v.iter_mut() {
+                    e.retain_version(version);
+                }
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -11215,19 +14896,41 @@ pub mod create_partitions {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 3 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(37), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_array_len(buf, flex, Some((&self.results).len()));
+            put_array_len(buf, flex, Some((&self.results).len()), "CreatePartitionsResponse.results")?;
             for e in (&self.results).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "CreatePartitionsResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "CreatePartitionsResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "CreatePartitionsResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.results.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -11285,27 +14988,43 @@ pub mod create_partitions {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 3 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
+            put_string(buf, flex, &self.name, "CreatePartitionsTopicResult.name")?;
             put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "CreatePartitionsTopicResult.error_message")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "CreatePartitionsTopicResult.error_message")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "CreatePartitionsTopicResult.error_message")?;
                 }
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "CreatePartitionsTopicResult.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "CreatePartitionsTopicResult.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "CreatePartitionsTopicResult.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -11351,18 +15070,37 @@ pub mod delete_groups {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(42), version });
+            }
             let flex = Self::is_flexible(version);
-            put_array_len(buf, flex, Some((&self.groups_names).len()));
+            put_array_len(buf, flex, Some((&self.groups_names).len()), "DeleteGroupsRequest.groups_names")?;
             for e in (&self.groups_names).iter() {
-                put_string(buf, flex, e);
+                put_string(buf, flex, e, "DeleteGroupsRequest.groups_names")?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DeleteGroupsRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DeleteGroupsRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DeleteGroupsRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -11416,19 +15154,41 @@ pub mod delete_groups {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(42), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_array_len(buf, flex, Some((&self.results).len()));
+            put_array_len(buf, flex, Some((&self.results).len()), "DeleteGroupsResponse.results")?;
             for e in (&self.results).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DeleteGroupsResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DeleteGroupsResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DeleteGroupsResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.results.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -11479,16 +15239,32 @@ pub mod delete_groups {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
         const FLEXIBLE_FROM: Option<i16> = Some(2);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.group_id);
+            put_string(buf, flex, &self.group_id, "DeletableGroupResult.group_id")?;
             put_i16(buf, (&self.error_code).0);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DeletableGroupResult.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DeletableGroupResult.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DeletableGroupResult.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -11533,19 +15309,41 @@ pub mod incremental_alter_configs {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
         const FLEXIBLE_FROM: Option<i16> = Some(1);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(44), version });
+            }
             let flex = Self::is_flexible(version);
-            put_array_len(buf, flex, Some((&self.resources).len()));
+            put_array_len(buf, flex, Some((&self.resources).len()), "IncrementalAlterConfigsRequest.resources")?;
             for e in (&self.resources).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
             put_bool(buf, *&self.validate_only);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "IncrementalAlterConfigsRequest.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "IncrementalAlterConfigsRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "IncrementalAlterConfigsRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            for e in self.resources.iter_mut() {
+                e.retain_version(version);
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -11603,27 +15401,40 @@ pub mod incremental_alter_configs {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
         const FLEXIBLE_FROM: Option<i16> = Some(1);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
+            put_string(buf, flex, &self.name, "AlterableConfig.name")?;
             put_i8(buf, *&self.config_operation);
             match &self.value {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "AlterableConfig.value")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "AlterableConfig.value")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "AlterableConfig.value")?;
                 }
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "AlterableConfig.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "AlterableConfig.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "AlterableConfig.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -11670,20 +15481,39 @@ pub mod incremental_alter_configs {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
         const FLEXIBLE_FROM: Option<i16> = Some(1);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i8(buf, *&self.resource_type);
-            put_string(buf, flex, &self.resource_name);
-            put_array_len(buf, flex, Some((&self.configs).len()));
+            put_string(buf, flex, &self.resource_name, "AlterConfigsResource.resource_name")?;
+            put_array_len(buf, flex, Some((&self.configs).len()), "AlterConfigsResource.configs")?;
             for e in (&self.configs).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AlterConfigsResource.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "AlterConfigsResource.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "AlterConfigsResource.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.configs.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -11731,19 +15561,41 @@ pub mod incremental_alter_configs {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
         const FLEXIBLE_FROM: Option<i16> = Some(1);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(44), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_array_len(buf, flex, Some((&self.responses).len()));
+            put_array_len(buf, flex, Some((&self.responses).len()), "IncrementalAlterConfigsResponse.responses")?;
             for e in (&self.responses).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "IncrementalAlterConfigsResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "IncrementalAlterConfigsResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "IncrementalAlterConfigsResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.responses.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -11803,28 +15655,44 @@ pub mod incremental_alter_configs {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
         const FLEXIBLE_FROM: Option<i16> = Some(1);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "AlterConfigsResourceResponse.error_message")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "AlterConfigsResourceResponse.error_message")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "AlterConfigsResourceResponse.error_message")?;
                 }
             }
             put_i8(buf, *&self.resource_type);
-            put_string(buf, flex, &self.resource_name);
+            put_string(buf, flex, &self.resource_name, "AlterConfigsResourceResponse.resource_name")?;
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "AlterConfigsResourceResponse.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "AlterConfigsResourceResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "AlterConfigsResourceResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -11872,19 +15740,41 @@ pub mod offset_delete {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
         const FLEXIBLE_FROM: Option<i16> = None;
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(47), version });
+            }
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.group_id);
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_string(buf, flex, &self.group_id, "OffsetDeleteRequest.group_id")?;
+            put_array_len(buf, flex, Some((&self.topics).len()), "OffsetDeleteRequest.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetDeleteRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetDeleteRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetDeleteRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -11938,15 +15828,31 @@ pub mod offset_delete {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
         const FLEXIBLE_FROM: Option<i16> = None;
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetDeleteRequestPartition.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetDeleteRequestPartition.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetDeleteRequestPartition.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -11985,19 +15891,38 @@ pub mod offset_delete {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
         const FLEXIBLE_FROM: Option<i16> = None;
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_string(buf, flex, &self.name, "OffsetDeleteRequestTopic.name")?;
+            put_array_len(buf, flex, Some((&self.partitions).len()), "OffsetDeleteRequestTopic.partitions")?;
             for e in (&self.partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetDeleteRequestTopic.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetDeleteRequestTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetDeleteRequestTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -12050,20 +15975,42 @@ pub mod offset_delete {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
         const FLEXIBLE_FROM: Option<i16> = None;
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(47), version });
+            }
             let flex = Self::is_flexible(version);
             put_i16(buf, (&self.error_code).0);
             put_i32(buf, *&self.throttle_time_ms);
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "OffsetDeleteResponse.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetDeleteResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetDeleteResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetDeleteResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -12114,16 +16061,32 @@ pub mod offset_delete {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
         const FLEXIBLE_FROM: Option<i16> = None;
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
             put_i16(buf, (&self.error_code).0);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetDeleteResponsePartition.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetDeleteResponsePartition.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetDeleteResponsePartition.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -12163,19 +16126,38 @@ pub mod offset_delete {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
         const FLEXIBLE_FROM: Option<i16> = None;
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_string(buf, flex, &self.name, "OffsetDeleteResponseTopic.name")?;
+            put_array_len(buf, flex, Some((&self.partitions).len()), "OffsetDeleteResponseTopic.partitions")?;
             for e in (&self.partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "OffsetDeleteResponseTopic.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "OffsetDeleteResponseTopic.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "OffsetDeleteResponseTopic.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -12236,21 +16218,53 @@ pub mod describe_cluster {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(60), version });
+            }
             let flex = Self::is_flexible(version);
             put_bool(buf, *&self.include_cluster_authorized_operations);
             if version >= 1 {
                 put_i8(buf, *&self.endpoint_type);
+            } else if self.endpoint_type != 1 {
+                return Err(EncodeError::FieldNotInVersion { what: "DescribeClusterRequest.endpoint_type", version });
             }
             if version >= 2 {
                 put_bool(buf, *&self.include_fenced_brokers);
+            } else if self.include_fenced_brokers != false {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeClusterRequest.include_fenced_brokers",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeClusterRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribeClusterRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribeClusterRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 1) {
+                self.endpoint_type = 1;
+            }
+            if !(version >= 2) {
+                self.include_fenced_brokers = false;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -12322,37 +16336,66 @@ pub mod describe_cluster {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(60), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
             put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "DescribeClusterResponse.error_message")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "DescribeClusterResponse.error_message")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "DescribeClusterResponse.error_message")?;
                 }
             }
             if version >= 1 {
                 put_i8(buf, *&self.endpoint_type);
+            } else if self.endpoint_type != 1 {
+                return Err(EncodeError::FieldNotInVersion { what: "DescribeClusterResponse.endpoint_type", version });
             }
-            put_string(buf, flex, &self.cluster_id);
+            put_string(buf, flex, &self.cluster_id, "DescribeClusterResponse.cluster_id")?;
             put_i32(buf, *&self.controller_id);
-            put_array_len(buf, flex, Some((&self.brokers).len()));
+            put_array_len(buf, flex, Some((&self.brokers).len()), "DescribeClusterResponse.brokers")?;
             for e in (&self.brokers).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
             put_i32(buf, *&self.cluster_authorized_operations);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeClusterResponse.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribeClusterResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribeClusterResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 1) {
+                self.endpoint_type = 1;
+            }
+
+            for e in self.brokers.iter_mut() {
+                e.retain_version(version);
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -12423,31 +16466,52 @@ pub mod describe_cluster {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.broker_id);
-            put_string(buf, flex, &self.host);
+            put_string(buf, flex, &self.host, "DescribeClusterBroker.host")?;
             put_i32(buf, *&self.port);
             match &self.rack {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "DescribeClusterBroker.rack")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "DescribeClusterBroker.rack")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "DescribeClusterBroker.rack")?;
                 }
             }
             if version >= 2 {
                 put_bool(buf, *&self.is_fenced);
+            } else if self.is_fenced != false {
+                return Err(EncodeError::FieldNotInVersion { what: "DescribeClusterBroker.is_fenced", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeClusterBroker.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribeClusterBroker.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribeClusterBroker.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 2) {
+                self.is_fenced = false;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -12496,18 +16560,39 @@ pub mod describe_producers {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(61), version });
+            }
             let flex = Self::is_flexible(version);
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "DescribeProducersRequest.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeProducersRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribeProducersRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribeProducersRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -12562,19 +16647,32 @@ pub mod describe_producers {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
-            put_array_len(buf, flex, Some((&self.partition_indexes).len()));
+            put_string(buf, flex, &self.name, "TopicRequest.name")?;
+            put_array_len(buf, flex, Some((&self.partition_indexes).len()), "TopicRequest.partition_indexes")?;
             for e in (&self.partition_indexes).iter() {
                 put_i32(buf, *e);
             }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "TopicRequest.unknown_tagged_fields", version });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "TopicRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "TopicRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -12621,19 +16719,41 @@ pub mod describe_producers {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(61), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "DescribeProducersResponse.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeProducersResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribeProducersResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribeProducersResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -12695,7 +16815,7 @@ pub mod describe_producers {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i64(buf, *&self.producer_id);
             put_i32(buf, *&self.producer_epoch);
@@ -12703,12 +16823,25 @@ pub mod describe_producers {
             put_i64(buf, *&self.last_timestamp);
             put_i32(buf, *&self.coordinator_epoch);
             put_i64(buf, *&self.current_txn_start_offset);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "ProducerState.unknown_tagged_fields", version });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ProducerState.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ProducerState.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -12760,31 +16893,50 @@ pub mod describe_producers {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.partition_index);
             put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "PartitionResponse.error_message")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "PartitionResponse.error_message")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "PartitionResponse.error_message")?;
                 }
             }
-            put_array_len(buf, flex, Some((&self.active_producers).len()));
+            put_array_len(buf, flex, Some((&self.active_producers).len()), "PartitionResponse.active_producers")?;
             for e in (&self.active_producers).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "PartitionResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "PartitionResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "PartitionResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.active_producers.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -12834,19 +16986,35 @@ pub mod describe_producers {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.name);
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_string(buf, flex, &self.name, "TopicResponse.name")?;
+            put_array_len(buf, flex, Some((&self.partitions).len()), "TopicResponse.partitions")?;
             for e in (&self.partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "TopicResponse.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "TopicResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "TopicResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -12899,18 +17067,42 @@ pub mod describe_transactions {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(65), version });
+            }
             let flex = Self::is_flexible(version);
-            put_array_len(buf, flex, Some((&self.transactional_ids).len()));
+            put_array_len(
+                buf,
+                flex,
+                Some((&self.transactional_ids).len()),
+                "DescribeTransactionsRequest.transactional_ids",
+            )?;
             for e in (&self.transactional_ids).iter() {
-                put_string(buf, flex, e);
+                put_string(buf, flex, e, "DescribeTransactionsRequest.transactional_ids")?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeTransactionsRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribeTransactionsRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribeTransactionsRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -12964,19 +17156,46 @@ pub mod describe_transactions {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(65), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_array_len(buf, flex, Some((&self.transaction_states).len()));
+            put_array_len(
+                buf,
+                flex,
+                Some((&self.transaction_states).len()),
+                "DescribeTransactionsResponse.transaction_states",
+            )?;
             for e in (&self.transaction_states).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "DescribeTransactionsResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribeTransactionsResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribeTransactionsResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.transaction_states.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -13027,19 +17246,32 @@ pub mod describe_transactions {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.topic);
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_string(buf, flex, &self.topic, "TopicData.topic")?;
+            put_array_len(buf, flex, Some((&self.partitions).len()), "TopicData.partitions")?;
             for e in (&self.partitions).iter() {
                 put_i32(buf, *e);
             }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "TopicData.unknown_tagged_fields", version });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "TopicData.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "TopicData.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -13104,25 +17336,41 @@ pub mod describe_transactions {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i16(buf, (&self.error_code).0);
-            put_string(buf, flex, &self.transactional_id);
-            put_string(buf, flex, &self.transaction_state);
+            put_string(buf, flex, &self.transactional_id, "TransactionState.transactional_id")?;
+            put_string(buf, flex, &self.transaction_state, "TransactionState.transaction_state")?;
             put_i32(buf, *&self.transaction_timeout_ms);
             put_i64(buf, *&self.transaction_start_time_ms);
             put_i64(buf, *&self.producer_id);
             put_i16(buf, *&self.producer_epoch);
-            put_array_len(buf, flex, Some((&self.topics).len()));
+            put_array_len(buf, flex, Some((&self.topics).len()), "TransactionState.topics")?;
             for e in (&self.topics).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "TransactionState.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "TransactionState.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "TransactionState.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.topics.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -13193,38 +17441,78 @@ pub mod list_transactions {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
-            let flex = Self::is_flexible(version);
-            put_array_len(buf, flex, Some((&self.state_filters).len()));
-            for e in (&self.state_filters).iter() {
-                put_string(buf, flex, e);
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(66), version });
             }
-            put_array_len(buf, flex, Some((&self.producer_id_filters).len()));
+            let flex = Self::is_flexible(version);
+            put_array_len(buf, flex, Some((&self.state_filters).len()), "ListTransactionsRequest.state_filters")?;
+            for e in (&self.state_filters).iter() {
+                put_string(buf, flex, e, "ListTransactionsRequest.state_filters")?;
+            }
+            put_array_len(
+                buf,
+                flex,
+                Some((&self.producer_id_filters).len()),
+                "ListTransactionsRequest.producer_id_filters",
+            )?;
             for e in (&self.producer_id_filters).iter() {
                 put_i64(buf, *e);
             }
             if version >= 1 {
                 put_i64(buf, *&self.duration_filter);
+            } else if self.duration_filter != -1 {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ListTransactionsRequest.duration_filter",
+                    version,
+                });
             }
             if version >= 2 {
                 match &self.transactional_id_pattern {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "ListTransactionsRequest.transactional_id_pattern")?;
                     }
                     None if version >= 2 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "ListTransactionsRequest.transactional_id_pattern")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "ListTransactionsRequest.transactional_id_pattern")?;
                     }
                 }
+            } else if self.transactional_id_pattern != None {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ListTransactionsRequest.transactional_id_pattern",
+                    version,
+                });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ListTransactionsRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ListTransactionsRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ListTransactionsRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 1) {
+                self.duration_filter = -1;
+            }
+            if !(version >= 2) {
+                self.transactional_id_pattern = None;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -13306,24 +17594,56 @@ pub mod list_transactions {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(66), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
             put_i16(buf, (&self.error_code).0);
-            put_array_len(buf, flex, Some((&self.unknown_state_filters).len()));
+            put_array_len(
+                buf,
+                flex,
+                Some((&self.unknown_state_filters).len()),
+                "ListTransactionsResponse.unknown_state_filters",
+            )?;
             for e in (&self.unknown_state_filters).iter() {
-                put_string(buf, flex, e);
+                put_string(buf, flex, e, "ListTransactionsResponse.unknown_state_filters")?;
             }
-            put_array_len(buf, flex, Some((&self.transaction_states).len()));
+            put_array_len(
+                buf,
+                flex,
+                Some((&self.transaction_states).len()),
+                "ListTransactionsResponse.transaction_states",
+            )?;
             for e in (&self.transaction_states).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ListTransactionsResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ListTransactionsResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ListTransactionsResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.transaction_states.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -13391,17 +17711,30 @@ pub mod list_transactions {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.transactional_id);
+            put_string(buf, flex, &self.transactional_id, "TransactionState.transactional_id")?;
             put_i64(buf, *&self.producer_id);
-            put_string(buf, flex, &self.transaction_state);
+            put_string(buf, flex, &self.transaction_state, "TransactionState.transaction_state")?;
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "TransactionState.unknown_tagged_fields", version });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "TransactionState.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "TransactionState.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -13475,92 +17808,125 @@ pub mod consumer_group_heartbeat {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(68), version });
+            }
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.group_id);
-            put_string(buf, flex, &self.member_id);
+            put_string(buf, flex, &self.group_id, "ConsumerGroupHeartbeatRequest.group_id")?;
+            put_string(buf, flex, &self.member_id, "ConsumerGroupHeartbeatRequest.member_id")?;
             put_i32(buf, *&self.member_epoch);
             match &self.instance_id {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "ConsumerGroupHeartbeatRequest.instance_id")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "ConsumerGroupHeartbeatRequest.instance_id")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "ConsumerGroupHeartbeatRequest.instance_id")?;
                 }
             }
             match &self.rack_id {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "ConsumerGroupHeartbeatRequest.rack_id")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "ConsumerGroupHeartbeatRequest.rack_id")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "ConsumerGroupHeartbeatRequest.rack_id")?;
                 }
             }
             put_i32(buf, *&self.rebalance_timeout_ms);
             match &self.subscribed_topic_names {
                 Some(x) => {
-                    put_array_len(buf, flex, Some((x).len()));
+                    put_array_len(buf, flex, Some((x).len()), "ConsumerGroupHeartbeatRequest.subscribed_topic_names")?;
                     for e in (x).iter() {
-                        put_string(buf, flex, e);
+                        put_string(buf, flex, e, "ConsumerGroupHeartbeatRequest.subscribed_topic_names")?;
                     }
                 }
                 None if true => {
-                    put_array_len(buf, flex, None);
+                    put_array_len(buf, flex, None, "ConsumerGroupHeartbeatRequest.subscribed_topic_names")?;
                 }
                 None => {
-                    put_array_len(buf, flex, Some(0));
+                    put_array_len(buf, flex, Some(0), "ConsumerGroupHeartbeatRequest.subscribed_topic_names")?;
                 }
             }
             if version >= 1 {
                 match &self.subscribed_topic_regex {
                     Some(x) => {
-                        put_string(buf, flex, x);
+                        put_string(buf, flex, x, "ConsumerGroupHeartbeatRequest.subscribed_topic_regex")?;
                     }
                     None if version >= 1 => {
-                        put_nullable_string(buf, flex, None);
+                        put_nullable_string(buf, flex, None, "ConsumerGroupHeartbeatRequest.subscribed_topic_regex")?;
                     }
                     None => {
-                        put_string(buf, flex, "");
+                        put_string(buf, flex, "", "ConsumerGroupHeartbeatRequest.subscribed_topic_regex")?;
                     }
                 }
+            } else if self.subscribed_topic_regex != None {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ConsumerGroupHeartbeatRequest.subscribed_topic_regex",
+                    version,
+                });
             }
             match &self.server_assignor {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "ConsumerGroupHeartbeatRequest.server_assignor")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "ConsumerGroupHeartbeatRequest.server_assignor")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "ConsumerGroupHeartbeatRequest.server_assignor")?;
                 }
             }
             match &self.topic_partitions {
                 Some(x) => {
-                    put_array_len(buf, flex, Some((x).len()));
+                    put_array_len(buf, flex, Some((x).len()), "ConsumerGroupHeartbeatRequest.topic_partitions")?;
                     for e in (x).iter() {
-                        (e).encode(buf, version);
+                        (e).encode(buf, version)?;
                     }
                 }
                 None if true => {
-                    put_array_len(buf, flex, None);
+                    put_array_len(buf, flex, None, "ConsumerGroupHeartbeatRequest.topic_partitions")?;
                 }
                 None => {
-                    put_array_len(buf, flex, Some(0));
+                    put_array_len(buf, flex, Some(0), "ConsumerGroupHeartbeatRequest.topic_partitions")?;
                 }
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ConsumerGroupHeartbeatRequest.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ConsumerGroupHeartbeatRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ConsumerGroupHeartbeatRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !(version >= 1) {
+                self.subscribed_topic_regex = None;
+            }
+
+            if let Some(v) = &mut self.topic_partitions {
+                for e in v.iter_mut() {
+                    e.retain_version(version);
+                }
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -13641,19 +18007,32 @@ pub mod consumer_group_heartbeat {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_uuid(buf, &self.topic_id);
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_array_len(buf, flex, Some((&self.partitions).len()), "TopicPartitions.partitions")?;
             for e in (&self.partitions).iter() {
                 put_i32(buf, *e);
             }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "TopicPartitions.unknown_tagged_fields", version });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "TopicPartitions.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "TopicPartitions.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -13716,30 +18095,33 @@ pub mod consumer_group_heartbeat {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(68), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
             put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "ConsumerGroupHeartbeatResponse.error_message")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "ConsumerGroupHeartbeatResponse.error_message")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "ConsumerGroupHeartbeatResponse.error_message")?;
                 }
             }
             match &self.member_id {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "ConsumerGroupHeartbeatResponse.member_id")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "ConsumerGroupHeartbeatResponse.member_id")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "ConsumerGroupHeartbeatResponse.member_id")?;
                 }
             }
             put_i32(buf, *&self.member_epoch);
@@ -13749,21 +18131,40 @@ pub mod consumer_group_heartbeat {
                     if true {
                         put_i8(buf, 1);
                     }
-                    (x).encode(buf, version);
+                    (x).encode(buf, version)?;
                 }
                 None if true => {
                     put_i8(buf, -1);
                 }
                 None => {
-                    Assignment::default().encode(buf, version);
+                    Assignment::default().encode(buf, version)?;
                 }
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ConsumerGroupHeartbeatResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ConsumerGroupHeartbeatResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ConsumerGroupHeartbeatResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if let Some(x) = &mut self.assignment {
+                x.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -13813,18 +18214,33 @@ pub mod consumer_group_heartbeat {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_array_len(buf, flex, Some((&self.topic_partitions).len()));
+            put_array_len(buf, flex, Some((&self.topic_partitions).len()), "Assignment.topic_partitions")?;
             for e in (&self.topic_partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "Assignment.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "Assignment.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "Assignment.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            for e in self.topic_partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -13877,19 +18293,38 @@ pub mod consumer_group_describe {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(69), version });
+            }
             let flex = Self::is_flexible(version);
-            put_array_len(buf, flex, Some((&self.group_ids).len()));
+            put_array_len(buf, flex, Some((&self.group_ids).len()), "ConsumerGroupDescribeRequest.group_ids")?;
             for e in (&self.group_ids).iter() {
-                put_string(buf, flex, e);
+                put_string(buf, flex, e, "ConsumerGroupDescribeRequest.group_ids")?;
             }
             put_bool(buf, *&self.include_authorized_operations);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ConsumerGroupDescribeRequest.unknown_tagged_fields",
+                    version,
+                });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ConsumerGroupDescribeRequest.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ConsumerGroupDescribeRequest.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -13945,19 +18380,41 @@ pub mod consumer_group_describe {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+            if !Self::VERSIONS.contains(version) {
+                return Err(EncodeError::UnsupportedVersion { api: ApiKey(69), version });
+            }
             let flex = Self::is_flexible(version);
             put_i32(buf, *&self.throttle_time_ms);
-            put_array_len(buf, flex, Some((&self.groups).len()));
+            put_array_len(buf, flex, Some((&self.groups).len()), "ConsumerGroupDescribeResponse.groups")?;
             for e in (&self.groups).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion {
+                    what: "ConsumerGroupDescribeResponse.unknown_tagged_fields",
+                    version,
+                });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "ConsumerGroupDescribeResponse.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "ConsumerGroupDescribeResponse.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.groups.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -14037,60 +18494,80 @@ pub mod consumer_group_describe {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_string(buf, flex, &self.member_id);
+            put_string(buf, flex, &self.member_id, "Member.member_id")?;
             match &self.instance_id {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "Member.instance_id")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "Member.instance_id")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "Member.instance_id")?;
                 }
             }
             match &self.rack_id {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "Member.rack_id")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "Member.rack_id")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "Member.rack_id")?;
                 }
             }
             put_i32(buf, *&self.member_epoch);
-            put_string(buf, flex, &self.client_id);
-            put_string(buf, flex, &self.client_host);
-            put_array_len(buf, flex, Some((&self.subscribed_topic_names).len()));
+            put_string(buf, flex, &self.client_id, "Member.client_id")?;
+            put_string(buf, flex, &self.client_host, "Member.client_host")?;
+            put_array_len(buf, flex, Some((&self.subscribed_topic_names).len()), "Member.subscribed_topic_names")?;
             for e in (&self.subscribed_topic_names).iter() {
-                put_string(buf, flex, e);
+                put_string(buf, flex, e, "Member.subscribed_topic_names")?;
             }
             match &self.subscribed_topic_regex {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "Member.subscribed_topic_regex")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "Member.subscribed_topic_regex")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "Member.subscribed_topic_regex")?;
                 }
             }
-            (&self.assignment).encode(buf, version);
-            (&self.target_assignment).encode(buf, version);
+            (&self.assignment).encode(buf, version)?;
+            (&self.target_assignment).encode(buf, version)?;
             if version >= 1 {
                 put_i8(buf, *&self.member_type);
+            } else if self.member_type != -1 {
+                return Err(EncodeError::FieldNotInVersion { what: "Member.member_type", version });
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "Member.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "Member.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "Member.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            self.assignment.retain_version(version);
+            self.target_assignment.retain_version(version);
+            if !(version >= 1) {
+                self.member_type = -1;
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -14170,36 +18647,53 @@ pub mod consumer_group_describe {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_i16(buf, (&self.error_code).0);
             match &self.error_message {
                 Some(x) => {
-                    put_string(buf, flex, x);
+                    put_string(buf, flex, x, "DescribedGroup.error_message")?;
                 }
                 None if true => {
-                    put_nullable_string(buf, flex, None);
+                    put_nullable_string(buf, flex, None, "DescribedGroup.error_message")?;
                 }
                 None => {
-                    put_string(buf, flex, "");
+                    put_string(buf, flex, "", "DescribedGroup.error_message")?;
                 }
             }
-            put_string(buf, flex, &self.group_id);
-            put_string(buf, flex, &self.group_state);
+            put_string(buf, flex, &self.group_id, "DescribedGroup.group_id")?;
+            put_string(buf, flex, &self.group_state, "DescribedGroup.group_state")?;
             put_i32(buf, *&self.group_epoch);
             put_i32(buf, *&self.assignment_epoch);
-            put_string(buf, flex, &self.assignor_name);
-            put_array_len(buf, flex, Some((&self.members).len()));
+            put_string(buf, flex, &self.assignor_name, "DescribedGroup.assignor_name")?;
+            put_array_len(buf, flex, Some((&self.members).len()), "DescribedGroup.members")?;
             for e in (&self.members).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
             }
             put_i32(buf, *&self.authorized_operations);
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "DescribedGroup.unknown_tagged_fields", version });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "DescribedGroup.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "DescribedGroup.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            for e in self.members.iter_mut() {
+                e.retain_version(version);
+            }
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -14260,20 +18754,33 @@ pub mod consumer_group_describe {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
             put_uuid(buf, &self.topic_id);
-            put_string(buf, flex, &self.topic_name);
-            put_array_len(buf, flex, Some((&self.partitions).len()));
+            put_string(buf, flex, &self.topic_name, "TopicPartitions.topic_name")?;
+            put_array_len(buf, flex, Some((&self.partitions).len()), "TopicPartitions.partitions")?;
             for e in (&self.partitions).iter() {
                 put_i32(buf, *e);
             }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "TopicPartitions.unknown_tagged_fields", version });
+            }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "TopicPartitions.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "TopicPartitions.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 
@@ -14320,18 +18827,33 @@ pub mod consumer_group_describe {
         const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
         const FLEXIBLE_FROM: Option<i16> = Some(0);
 
-        fn encode(&self, buf: &mut BytesMut, version: i16) {
+        fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
             let flex = Self::is_flexible(version);
-            put_array_len(buf, flex, Some((&self.topic_partitions).len()));
+            put_array_len(buf, flex, Some((&self.topic_partitions).len()), "Assignment.topic_partitions")?;
             for e in (&self.topic_partitions).iter() {
-                (e).encode(buf, version);
+                (e).encode(buf, version)?;
+            }
+            if !flex && !self.unknown_tagged_fields.is_empty() {
+                return Err(EncodeError::FieldNotInVersion { what: "Assignment.unknown_tagged_fields", version });
             }
             if flex {
                 let mut n = self.unknown_tagged_fields.len();
-                put_uvarint(buf, n as u32);
+                put_tagged_count(buf, n, "Assignment.tagged fields")?;
                 for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f);
+                    put_raw_tagged_field(buf, f, "Assignment.unknown_tagged_fields")?;
                 }
+            }
+            Ok(())
+        }
+
+        #[cfg(feature = "arbitrary")]
+        fn retain_version(&mut self, version: i16) {
+            let flex = Self::is_flexible(version);
+            for e in self.topic_partitions.iter_mut() {
+                e.retain_version(version);
+            }
+            if !flex {
+                self.unknown_tagged_fields.clear();
             }
         }
 

@@ -3,11 +3,17 @@
 //! The types in [`generated`] are produced by `cargo xtask codegen` from the descriptions in
 //! `kafka-wire/schema/*.msg` (one file per API, written for this project from Kafka's published
 //! message facts). Each message knows the versions it is described for and encodes or decodes
-//! itself at any of them; a field outside its versions takes its default.
+//! itself at any of them. Decoding, a field outside the version takes its default; encoding, a
+//! field outside the version must hold its default, or the message is refused
+//! ([`EncodeError::FieldNotInVersion`]) rather than sent without it; the exception are
+//! "ignorable" fields, one of two forms of the same information (a topic's name for old versions,
+//! its id for new ones), of which the form the version lacks is left out.
 
 use bytes::{Bytes, BytesMut};
 
-use super::{ApiKey, DecodeResult};
+#[cfg(doc)]
+use super::EncodeError;
+use super::{ApiKey, DecodeResult, EncodeResult};
 
 mod generated;
 pub use generated::*;
@@ -38,12 +44,24 @@ pub trait Message: Sized {
     /// The first flexible version (KIP-482: compact strings and arrays, tagged fields), if any.
     const FLEXIBLE_FROM: Option<i16>;
 
-    /// Appends the body at `version` to `buf`. Values of fields absent at `version` are not
-    /// written; a `None` in a field that is not nullable at `version` is written as empty.
-    fn encode(&self, buf: &mut BytesMut, version: i16);
+    /// Appends the body at `version` to `buf`, in one pass. A field absent at `version` must
+    /// hold its default ([`EncodeError::FieldNotInVersion`] otherwise; ignorable fields are left
+    /// out), and every length must
+    /// fit its prefix ([`EncodeError::TooLong`]); after an error `buf` holds a partial body,
+    /// which the caller discards. A `None` in a field that is not nullable at `version` is
+    /// written as empty.
+    fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()>;
 
     /// Reads a body at `version` from the front of `buf`, leaving what follows it.
     fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self>;
+
+    /// Resets every field that `version` does not carry and the encoder would refuse (all but
+    /// the ignorable ones, and below the flexible versions the unknown tagged fields) to its
+    /// default, in this value and the structures it holds: the value then encodes at `version`.
+    /// For property tests and fuzzing.
+    #[cfg(feature = "arbitrary")]
+    #[doc(hidden)]
+    fn retain_version(&mut self, version: i16);
 
     fn is_flexible(version: i16) -> bool {
         matches!(Self::FLEXIBLE_FROM, Some(f) if version >= f)
