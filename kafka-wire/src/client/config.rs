@@ -97,7 +97,6 @@ const UNSUPPORTED: &[&str] = &[
     "receive.buffer.bytes",
     "reconnect.backoff.max.ms",
     "reconnect.backoff.ms",
-    "security.protocol",
     "security.providers",
     "send.buffer.bytes",
     "socket.connection.setup.timeout.max.ms",
@@ -429,6 +428,7 @@ impl ProducerConfig {
                     ));
                 }
             }
+            "security.protocol" => security_protocol(value)?,
             _ if UNSUPPORTED.contains(&key) || key.starts_with("ssl.") || key.starts_with("sasl.") => {
                 return Err(Error::config(key, "a Java producer property this client does not support"));
             }
@@ -620,6 +620,19 @@ pub(super) fn parse_properties_text(text: &str) -> Result<Vec<(&str, &str)>> {
 }
 
 /// A comma-separated list, entries trimmed, empty entries dropped.
+/// `security.protocol`: this client speaks PLAINTEXT, which Java properties files often name
+/// explicitly; TLS and SASL are not implemented yet.
+pub(super) fn security_protocol(value: &str) -> Result<()> {
+    if value.trim().eq_ignore_ascii_case("PLAINTEXT") {
+        Ok(())
+    } else {
+        Err(Error::config(
+            "security.protocol",
+            format!("{value:?}: only PLAINTEXT is supported so far (TLS and SASL are not)"),
+        ))
+    }
+}
+
 pub(super) fn split_list(value: &str) -> Vec<String> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
@@ -825,7 +838,7 @@ mod tests {
         let mut c = ProducerConfig::default();
         let (property, reason) = config_error(c.set("linger.msec", "5"));
         assert_eq!((property.as_str(), reason.as_str()), ("linger.msec", "unknown property"));
-        for key in ["partitioner.class", "ssl.keystore.location", "sasl.mechanism", "security.protocol"] {
+        for key in ["partitioner.class", "ssl.keystore.location", "sasl.mechanism"] {
             let (property, reason) = config_error(c.set(key, "x"));
             assert_eq!(property, key);
             assert!(reason.contains("does not support"), "{reason}");
@@ -833,6 +846,18 @@ mod tests {
         let (property, _) =
             config_error(ProducerConfig::from_properties([("bootstrap.servers", "a:1"), ("nope", "1")]));
         assert_eq!(property, "nope");
+    }
+
+    #[test]
+    fn security_protocol_plaintext_is_what_this_client_speaks() {
+        let mut c = ProducerConfig::default();
+        c.set("security.protocol", "PLAINTEXT").unwrap();
+        c.set("security.protocol", "plaintext").unwrap();
+        for other in ["SSL", "SASL_PLAINTEXT", "SASL_SSL"] {
+            let (property, reason) = config_error(c.set("security.protocol", other));
+            assert_eq!(property, "security.protocol");
+            assert!(reason.contains("only PLAINTEXT"), "{reason}");
+        }
     }
 
     #[test]

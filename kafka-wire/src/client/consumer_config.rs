@@ -15,7 +15,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::cluster::ClientConfig;
-use super::config::{boolean, int_millis, int_size, millis, parse_properties_text, split_list};
+use super::config::{boolean, int_millis, int_size, millis, parse_properties_text, security_protocol, split_list};
 use super::connection::ConnectionConfig;
 use super::error::{Error, Result};
 use crate::codec::frame::DEFAULT_MAX_FRAME;
@@ -333,7 +333,8 @@ impl ConsumerConfig {
                     ));
                 }
             }
-            _ if key.starts_with("ssl.") || key.starts_with("sasl.") || key == "security.protocol" => {
+            "security.protocol" => security_protocol(value)?,
+            _ if key.starts_with("ssl.") || key.starts_with("sasl.") => {
                 return Err(Error::config(key, "a Java consumer property this client does not support"));
             }
             _ => return Err(Error::config(key, "unknown property")),
