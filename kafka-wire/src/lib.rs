@@ -22,3 +22,8 @@ pub use client::{
     Error, ErrorKind, OffsetAndMetadata, Producer, ProducerConfig, ProducerRecord, Result,
 };
 pub use types::{Compression, ErrorCode, Header, Headers, TimestampType, TopicPartition};
+
+// The README's examples compile against the public surface as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;
