@@ -183,12 +183,23 @@ impl Connection {
         // If the handle is dropped or times out, the late response must not be taken for a
         // protocol violation.
         let guard = AbandonOnDrop { shared: self.shared.clone(), correlation_id, armed: true };
+        // One span per request, from submission to its answer, for tracing what the client asks
+        // of which broker: entered while its response is awaited.
+        let span = tracing::debug_span!(
+            "kafka.request",
+            api = %R::API_KEY,
+            version,
+            broker = %self.addr,
+            correlation_id,
+            outcome = tracing::field::Empty,
+        );
         self.enqueue(frame)?;
         Ok(PendingResponse {
             rx,
             guard,
             version,
             timeout: self.config.request_timeout,
+            span,
             _request: std::marker::PhantomData,
         })
     }
@@ -310,6 +321,7 @@ pub struct PendingResponse<R: Request> {
     guard: AbandonOnDrop,
     version: i16,
     timeout: Duration,
+    span: tracing::Span,
     _request: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -327,8 +339,11 @@ impl<R: Request> PendingResponse<R> {
     }
 
     async fn frame(mut self) -> Result<Bytes> {
+        use tracing::Instrument as _;
+        let span = self.span.clone();
         let broker = &self.guard.shared.addr;
-        let result = match tokio::time::timeout(self.timeout, &mut self.rx).await {
+        let answer = tokio::time::timeout(self.timeout, &mut self.rx).instrument(span.clone()).await;
+        let result = match answer {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Closed { broker: broker.clone() }),
             Err(_) => {
@@ -342,6 +357,7 @@ impl<R: Request> PendingResponse<R> {
             }
         };
         self.guard.armed = result.is_err();
+        span.record("outcome", if result.is_ok() { "answered" } else { "failed" });
         result
     }
 }
