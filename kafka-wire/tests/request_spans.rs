@@ -13,11 +13,14 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
-/// The spans opened while it was the default subscriber: name and fields, by span id.
+/// A span's name and its fields as text.
+type SpanRecord = (String, BTreeMap<String, String>);
+
+/// The spans opened while it was the default subscriber, by span id.
 #[derive(Clone, Default)]
 struct Spans {
     next_id: Arc<AtomicU64>,
-    spans: Arc<Mutex<BTreeMap<u64, (String, BTreeMap<String, String>)>>>,
+    spans: Arc<Mutex<BTreeMap<u64, SpanRecord>>>,
 }
 
 struct Fields<'a>(&'a mut BTreeMap<String, String>);
