@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 
 use super::consumer::{Consumer, Inner, OffsetAndMetadata};
 use super::error::{Error, Result};
@@ -635,30 +636,41 @@ pub(super) async fn run_events(consumer: &Consumer) -> Result<()> {
     loop {
         let Some(event) = inner.lock().group.app_events.front().cloned() else { return Ok(()) };
         let listener = consumer.listener();
-        match &event {
-            AppEvent::Assigned(tps) => {
-                if let Some(l) = &listener {
-                    l.on_partitions_assigned(consumer, tps).await;
+        let (step, partitions) = match &event {
+            AppEvent::Assigned(tps) => ("assigned", tps.len()),
+            AppEvent::Lost(tps) => ("lost", tps.len()),
+            AppEvent::Revoke(tps) => ("revoked", tps.len()),
+        };
+        let group = inner.config.group_id.as_deref().unwrap_or_default();
+        let span = tracing::info_span!("kafka.rebalance", group, step, partitions);
+        async {
+            match &event {
+                AppEvent::Assigned(tps) => {
+                    if let Some(l) = &listener {
+                        l.on_partitions_assigned(consumer, tps).await;
+                    }
                 }
-            }
-            AppEvent::Lost(tps) => {
-                if let Some(l) = &listener {
-                    l.on_partitions_lost(consumer, tps).await;
+                AppEvent::Lost(tps) => {
+                    if let Some(l) = &listener {
+                        l.on_partitions_lost(consumer, tps).await;
+                    }
                 }
-            }
-            AppEvent::Revoke(tps) => {
-                if let Some(l) = &listener {
-                    l.on_partitions_revoked(consumer, tps).await;
-                }
-                if inner.config.enable_auto_commit {
-                    let offsets: BTreeMap<TopicPartition, OffsetAndMetadata> =
-                        consumer.positions().into_iter().filter(|(tp, _)| tps.contains(tp)).collect();
-                    if let Err(e) = commit(&inner, offsets).await {
-                        tracing::warn!(error = %e, "commit of revoked partitions failed");
+                AppEvent::Revoke(tps) => {
+                    if let Some(l) = &listener {
+                        l.on_partitions_revoked(consumer, tps).await;
+                    }
+                    if inner.config.enable_auto_commit {
+                        let offsets: BTreeMap<TopicPartition, OffsetAndMetadata> =
+                            consumer.positions().into_iter().filter(|(tp, _)| tps.contains(tp)).collect();
+                        if let Err(e) = commit(&inner, offsets).await {
+                            tracing::warn!(error = %e, "commit of revoked partitions failed");
+                        }
                     }
                 }
             }
         }
+        .instrument(span)
+        .await;
         // Done: no await from here to the end of the step.
         let mut guard = inner.lock();
         let st = &mut *guard;

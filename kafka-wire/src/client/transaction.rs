@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 
 use super::admin::{Admin, CoordinatorType as AdminCoordinator};
 use super::consumer::OffsetAndMetadata;
@@ -70,6 +71,12 @@ pub(super) struct Transactions {
 }
 
 impl Transactions {
+    /// The span of one commit or abort, for tracing what each transaction cost.
+    fn span(&self, decision: &'static str) -> tracing::Span {
+        let (_, epoch) = lock(&self.state).manager.producer_id();
+        tracing::info_span!("kafka.transaction", transactional_id = %self.id, decision, producer_epoch = epoch)
+    }
+
     pub(super) fn new(
         id: String,
         transaction_timeout: Duration,
@@ -567,6 +574,10 @@ impl Producer {
     /// `commit_transaction` again finishes it.
     pub async fn commit_transaction(&self) -> Result<()> {
         let t = self.transactions("commit_transaction")?;
+        self.commit(t).instrument(t.span("commit")).await
+    }
+
+    async fn commit(&self, t: &Transactions) -> Result<()> {
         {
             let mut st = lock(&t.state);
             let unsettled = st.unsettled;
@@ -587,6 +598,10 @@ impl Producer {
     /// and calling `abort_transaction` again finishes it.
     pub async fn abort_transaction(&self) -> Result<()> {
         let t = self.transactions("abort_transaction")?;
+        self.abort(t).instrument(t.span("abort")).await
+    }
+
+    async fn abort(&self, t: &Transactions) -> Result<()> {
         {
             let mut st = lock(&t.state);
             let unsettled = st.unsettled;

@@ -1,0 +1,117 @@
+//! What an operator's tracing subscriber sees, against the real broker: every request is a
+//! `kafka.request` span (API, version, broker, correlation id, outcome), every commit or abort a
+//! `kafka.transaction` span, every rebalance step a `kafka.rebalance` span.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use kafka_wire::client::OffsetReset;
+use kafka_wire::{Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
+use kafka_wire_tests::raw::create_topic;
+use kafka_wire_tests::{bootstrap, unique_topic};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+
+/// A span's name and its fields as text.
+type SpanRecord = (String, BTreeMap<String, String>);
+
+/// The spans opened while it was the default subscriber, by span id.
+#[derive(Clone, Default)]
+struct Spans {
+    next_id: Arc<AtomicU64>,
+    spans: Arc<Mutex<BTreeMap<u64, SpanRecord>>>,
+}
+
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}").trim_matches('"').to_owned());
+    }
+}
+
+impl Subscriber for Spans {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &Attributes<'_>) -> Id {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut fields = BTreeMap::new();
+        span.record(&mut Fields(&mut fields));
+        self.spans.lock().unwrap().insert(id, (span.metadata().name().to_owned(), fields));
+        Id::from_u64(id)
+    }
+    fn record(&self, span: &Id, values: &Record<'_>) {
+        if let Some((_, fields)) = self.spans.lock().unwrap().get_mut(&span.into_u64()) {
+            values.record(&mut Fields(fields));
+        }
+    }
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, _: &Event<'_>) {}
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+impl Spans {
+    fn named(&self, name: &str) -> Vec<BTreeMap<String, String>> {
+        let spans = self.spans.lock().unwrap();
+        spans.values().filter(|(n, _)| n == name).map(|(_, fields)| fields.clone()).collect()
+    }
+}
+
+// One thread: the subscriber is this thread's default, and the clients' tasks run on it too.
+#[tokio::test(flavor = "current_thread")]
+async fn requests_transactions_and_rebalances_are_spans() {
+    let spans = Spans::default();
+    let _default = tracing::subscriber::set_default(spans.clone());
+    let client = Client::connect(ClientConfig::new(&bootstrap())).await.expect("connect");
+    let topic = unique_topic("spans");
+    create_topic(&client, &topic, 1, 1, &[]).await;
+
+    let producer = Producer::new(ProducerConfig::new(&bootstrap()).transactional_id(unique_topic("spans-tx")))
+        .await
+        .expect("producer");
+    producer.init_transactions().await.expect("init");
+    producer.begin_transaction().expect("begin");
+    let delivery = producer.send(ProducerRecord::new(topic.as_str(), "v")).await.expect("send");
+    producer.commit_transaction().await.expect("commit");
+    delivery.await.expect("delivered");
+    producer.begin_transaction().expect("begin");
+    producer.abort_transaction().await.expect("abort");
+    producer.close().await.expect("close");
+
+    let group = unique_topic("spans-g");
+    let consumer = Consumer::new(
+        ConsumerConfig::new(&bootstrap()).group_id(group.as_str()).auto_offset_reset(OffsetReset::Earliest),
+    )
+    .await
+    .expect("consumer");
+    consumer.subscribe([topic.as_str()]).expect("subscribe");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while spans.named("kafka.rebalance").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no rebalance span within 60 s");
+        consumer.poll(std::time::Duration::from_millis(200)).await.expect("poll");
+    }
+    consumer.close().await.expect("close");
+
+    let requests = spans.named("kafka.request");
+    for api in ["ApiVersions", "Metadata", "InitProducerId", "Produce", "EndTxn", "JoinGroup", "SyncGroup"] {
+        assert!(requests.iter().any(|f| f["api"] == api), "no {api} request span among {requests:?}");
+    }
+    for fields in &requests {
+        for key in ["version", "broker", "correlation_id"] {
+            assert!(fields.contains_key(key), "{key} missing from {fields:?}");
+        }
+    }
+    assert!(requests.iter().any(|f| f.get("outcome").map(String::as_str) == Some("answered")), "{requests:?}");
+    let decisions: Vec<String> = spans.named("kafka.transaction").iter().map(|f| f["decision"].clone()).collect();
+    assert_eq!(decisions, ["commit", "abort"], "transaction spans");
+    let rebalance = &spans.named("kafka.rebalance")[0];
+    assert_eq!(
+        (rebalance["group"].as_str(), rebalance["step"].as_str()),
+        (group.as_str(), "assigned"),
+        "{rebalance:?}"
+    );
+}
