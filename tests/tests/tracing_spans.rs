@@ -115,3 +115,31 @@ async fn requests_transactions_and_rebalances_are_spans() {
         "{rebalance:?}"
     );
 }
+
+// A consumer that needs positions for many partitions of one leader asks with one ListOffsets,
+// not one per partition.
+#[tokio::test(flavor = "current_thread")]
+async fn positions_of_one_leader_s_partitions_are_reset_with_one_list_offsets() {
+    let spans = Spans::default();
+    let _default = tracing::subscriber::set_default(spans.clone());
+    let client = Client::connect(ClientConfig::new(&bootstrap())).await.expect("connect");
+    let topic = unique_topic("spans-reset");
+    create_topic(&client, &topic, 6, 1, &[]).await;
+    let consumer = Consumer::new(ConsumerConfig::new(&bootstrap()).auto_offset_reset(OffsetReset::Latest))
+        .await
+        .expect("consumer");
+    let partitions: Vec<_> = (0..6).map(|p| kafka_wire::TopicPartition::new(topic.as_str(), p)).collect();
+    consumer.assign(partitions.clone());
+    for tp in &partitions {
+        assert_eq!(consumer.position(tp).await.expect("position"), 0, "{tp}");
+    }
+    let leaders: std::collections::BTreeSet<String> = spans
+        .named("kafka.request")
+        .iter()
+        .filter(|f| f["api"] == "ListOffsets")
+        .map(|f| f["broker"].clone())
+        .collect();
+    let list_offsets = spans.named("kafka.request").iter().filter(|f| f["api"] == "ListOffsets").count();
+    assert_eq!(list_offsets, leaders.len(), "one ListOffsets per leader for 6 partitions");
+    consumer.close().await.expect("close");
+}

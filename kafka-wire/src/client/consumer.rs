@@ -1073,44 +1073,63 @@ fn start_resets(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>) {
         st.resets_in_flight.insert(tp.clone());
     }
     drop(st);
+    // One ListOffsets per leader, for all of its partitions that need a position.
+    let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, ResetTo, u64, i32)>> = BTreeMap::new();
     for (tp, to, seek_epoch, leader, leader_epoch) in started {
+        by_leader.entry(leader).or_default().push((tp, to, seek_epoch, leader_epoch));
+    }
+    let isolation = inner.config.isolation_level.as_i8();
+    for (leader, resets) in by_leader {
         let client = inner.client.clone();
         let tx = tx.clone();
-        let isolation = inner.config.isolation_level.as_i8();
         tokio::spawn(async move {
-            let timestamp = match to {
-                ResetTo::Earliest => -2,
-                ResetTo::Latest => -1,
-                ResetTo::Timestamp(t) => t,
-            };
+            let partitions = resets.iter().map(|(tp, to, _, leader_epoch)| {
+                let timestamp = match to {
+                    ResetTo::Earliest => -2,
+                    ResetTo::Latest => -1,
+                    ResetTo::Timestamp(t) => *t,
+                };
+                let partition = ListOffsetsPartition {
+                    partition_index: tp.partition,
+                    current_leader_epoch: *leader_epoch,
+                    timestamp,
+                    ..Default::default()
+                };
+                (tp.topic.clone(), partition)
+            });
             let request = ListOffsetsRequest {
                 replica_id: -1,
                 isolation_level: isolation,
-                topics: vec![ListOffsetsTopic {
-                    name: (&*tp.topic).into(),
-                    partitions: vec![ListOffsetsPartition {
-                        partition_index: tp.partition,
-                        current_leader_epoch: leader_epoch,
-                        timestamp,
+                topics: super::by_topic(partitions)
+                    .into_iter()
+                    .map(|(topic, partitions)| ListOffsetsTopic {
+                        name: (&*topic).into(),
+                        partitions,
                         ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
+                    })
+                    .collect(),
                 ..Default::default()
             };
-            let result = async {
-                let r = client.send(leader, &request).await?;
-                let p = r.topics.first().and_then(|t| t.partitions.first()).ok_or_else(|| Error::Protocol {
-                    broker: format!("node {leader}"),
-                    reason: "ListOffsets answer without the partition".into(),
-                })?;
-                if p.error_code != ErrorCode::NONE {
-                    return Err(Error::broker(p.error_code, None, format!("ListOffsets for {tp}")));
-                }
-                Ok(p.offset)
+            let answer = client.send(leader, &request).await;
+            for (tp, _, seek_epoch, _) in resets {
+                let result = answer.as_ref().map_err(Clone::clone).and_then(|r| {
+                    let p = r
+                        .topics
+                        .iter()
+                        .filter(|t| *t.name == *tp.topic)
+                        .flat_map(|t| &t.partitions)
+                        .find(|p| p.partition_index == tp.partition)
+                        .ok_or_else(|| Error::Protocol {
+                            broker: format!("node {leader}"),
+                            reason: format!("ListOffsets answer without {tp}"),
+                        })?;
+                    if p.error_code != ErrorCode::NONE {
+                        return Err(Error::broker(p.error_code, None, format!("ListOffsets for {tp}")));
+                    }
+                    Ok(p.offset)
+                });
+                let _ = tx.send(DriverEvent::Reset { tp, seek_epoch, result });
             }
-            .await;
-            let _ = tx.send(DriverEvent::Reset { tp, seek_epoch, result });
         });
     }
 }
