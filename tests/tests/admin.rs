@@ -734,3 +734,45 @@ async fn an_open_transaction_is_listed_and_described() {
     );
     admin.delete_topics(&[&topic]).await.unwrap();
 }
+
+/// Metadata as typed values: a topic's id, partitions (by id), leaders, replicas and ISR; the
+/// internal topics flagged in the full listing; a topic that does not exist an
+/// `UNKNOWN_TOPIC_OR_PARTITION` error naming it, alone in `describe_topics_each`.
+#[tokio::test]
+async fn topics_are_described_from_the_metadata() {
+    let admin = admin().await;
+    let topic = unique_topic("admin-md");
+    let missing = unique_topic("admin-md-none");
+    admin.create_topics(&[NewTopic::new(&topic, 3, 1)], false).await.unwrap();
+    let nodes: Vec<i32> = admin.describe_cluster().await.unwrap().brokers.iter().map(|b| b.node_id).collect();
+
+    let t = admin.describe_topics(&[&topic]).await.unwrap().remove(0);
+    assert_eq!(t.name, topic);
+    assert!(!t.internal);
+    assert_ne!(t.id, kafka_wire::types::Uuid::ZERO, "a topic id");
+    assert_eq!(t.partitions.iter().map(|p| p.partition).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(t.replication_factor(), 1);
+    for p in &t.partitions {
+        let leader = p.leader.expect("a leader (create_topics waits for them)");
+        assert!(nodes.contains(&leader), "{p:?}");
+        assert_eq!((p.replicas.as_slice(), p.isr.as_slice()), ([leader].as_slice(), [leader].as_slice()), "{p:?}");
+        assert!(p.offline.is_empty() && p.leader_epoch.is_some(), "{p:?}");
+    }
+
+    let all = admin.list_topics().await.unwrap();
+    assert!(all.windows(2).all(|w| w[0].name < w[1].name), "sorted by name");
+    assert_eq!(all.iter().find(|x| x.name == topic), Some(&t));
+    assert!(all.iter().any(|x| x.name == "__consumer_offsets" && x.internal));
+
+    let each = admin.describe_topics_each(&[&missing, &topic]).await.unwrap();
+    assert_eq!(each.len(), 2);
+    assert_eq!(each[0].0, missing);
+    assert_broker_error(each[0].1.clone(), ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, &missing);
+    assert_eq!(each[1].1.as_ref().unwrap(), &t);
+    assert_broker_error(
+        admin.describe_topics(&[&topic, &missing]).await,
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+        &missing,
+    );
+    admin.delete_topics(&[&topic]).await.unwrap();
+}
