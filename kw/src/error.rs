@@ -13,7 +13,7 @@
 //!   left to give.
 
 use kafka_wire::client::Error as KafkaError;
-use kafka_wire::codec::{DecodeError, ErrorCode};
+use kafka_wire::types::{DecodeError, ErrorCode};
 
 use crate::signal::Signal;
 

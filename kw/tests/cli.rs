@@ -9,11 +9,12 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use kafka_wire::client::{Client, ClientConfig};
-use kafka_wire::codec::compression::Compression;
+use kafka_wire::Compression;
 
-#[path = "../../kafka-wire/tests/support/frames.rs"]
-mod frames;
+#[path = "../../kafka-wire/tests/support/mute_broker.rs"]
+mod mute_broker;
 use kafka_wire_tests::{bootstrap, java_transactions, kafka_tool, kafka_tool_ok, unique_topic};
+use mute_broker::mute_broker;
 use serde_json::{json, Value};
 
 /// The `kw` under test: `KW_BIN` when set (CI points it at the static musl release binary),
@@ -1201,111 +1202,6 @@ fn a_topic_just_created_on_3_nodes_takes_records_at_once() {
     let out = kw_raw(&["-b", &bs, "produce", &missing], Some(b"v\n"), &[]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stderr), format!("kw: error: topic '{missing}' does not exist\n"));
-}
-
-/// A broker on 127.0.0.1 that serves one topic of one partition (ApiVersions, Metadata,
-/// InitProducerId) but never answers a Produce: it reports each Produce request on the receiver
-/// and holds the connection open. A real broker cannot be made to hold a Produce forever without
-/// stopping it for the other tests.
-fn mute_broker(topic: &str) -> (String, std::sync::mpsc::Receiver<()>) {
-    use bytes::{Bytes, BytesMut};
-    use kafka_wire::codec::header::RequestHeader;
-    use kafka_wire::codec::messages::metadata::{
-        MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
-    };
-    use kafka_wire::codec::messages::{
-        ApiVersionsRequest, ApiVersionsResponse, InitProducerIdRequest, InitProducerIdResponse, Message,
-        MetadataRequest, MetadataResponse, ProduceRequest, Request,
-    };
-    use kafka_wire::codec::{ApiKey, ErrorCode};
-    use std::io::Read;
-
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let topic = topic.to_owned();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let (tx, topic) = (tx.clone(), topic.clone());
-            std::thread::spawn(move || loop {
-                let mut size = [0u8; 4];
-                if stream.read_exact(&mut size).is_err() {
-                    return;
-                }
-                let mut body = vec![0u8; u32::from_be_bytes(size).min(1 << 24) as usize];
-                if stream.read_exact(&mut body).is_err() || body.len() < 4 {
-                    return;
-                }
-                let api = ApiKey(i16::from_be_bytes([body[0], body[1]]));
-                let version = i16::from_be_bytes([body[2], body[3]]);
-                let mut frame = Bytes::from(body);
-                let mut out = BytesMut::new();
-                match api {
-                    ApiKey::API_VERSIONS => {
-                        let header = RequestHeader::decode(
-                            &mut frame,
-                            ApiVersionsRequest::request_header_version(version.min(ApiVersionsRequest::VERSIONS.max)),
-                        )
-                        .unwrap();
-                        let known = ApiVersionsRequest::VERSIONS.contains(version);
-                        let response = ApiVersionsResponse {
-                            error_code: if known { ErrorCode::NONE } else { ErrorCode::UNSUPPORTED_VERSION },
-                            api_keys: vec![
-                                frames::api::<ApiVersionsRequest>(),
-                                frames::api::<MetadataRequest>(),
-                                frames::api::<ProduceRequest>(),
-                                frames::api::<InitProducerIdRequest>(),
-                            ],
-                            ..Default::default()
-                        };
-                        let v = if known { version } else { 0 };
-                        frames::respond::<ApiVersionsRequest>(&mut out, header.correlation_id, &response, v);
-                    }
-                    ApiKey::METADATA => {
-                        let Some((header, _)) = frames::decode::<MetadataRequest>(&mut frame, version) else { return };
-                        let response = MetadataResponse {
-                            brokers: vec![MetadataResponseBroker {
-                                node_id: 1,
-                                host: "127.0.0.1".into(),
-                                port: i32::from(port),
-                                ..Default::default()
-                            }],
-                            controller_id: 1,
-                            topics: vec![MetadataResponseTopic {
-                                name: Some(topic.as_str().into()),
-                                partitions: vec![MetadataResponsePartition {
-                                    leader_id: 1,
-                                    replica_nodes: vec![1],
-                                    isr_nodes: vec![1],
-                                    ..Default::default()
-                                }],
-                                ..Default::default()
-                            }],
-                            ..Default::default()
-                        };
-                        frames::respond::<MetadataRequest>(&mut out, header.correlation_id, &response, version);
-                    }
-                    ApiKey::INIT_PRODUCER_ID => {
-                        let Some((header, _)) = frames::decode::<InitProducerIdRequest>(&mut frame, version) else {
-                            return;
-                        };
-                        let response = InitProducerIdResponse { producer_id: 1, ..Default::default() };
-                        frames::respond::<InitProducerIdRequest>(&mut out, header.correlation_id, &response, version);
-                    }
-                    ApiKey::PRODUCE => {
-                        let _ = tx.send(());
-                        continue;
-                    }
-                    _ => return,
-                }
-                if stream.write_all(&out).is_err() {
-                    return;
-                }
-            });
-        }
-    });
-    (format!("127.0.0.1:{port}"), rx)
 }
 
 /// Issue #9, produce without transactions: on a signal, records sent but not acknowledged are

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_wire::client::{
-    Admin, AlterConfigOp, ClientConfig, ConfigResource, ConfigSource, CoordinatorType, Error, GroupOffset, NewTopic,
-    OffsetSpec, Producer, ProducerConfig, ProducerRecord, ResourceConfig,
+    Admin, AlterConfigOp, ClientConfig, ConfigResource, ConfigSource, Consumer, ConsumerConfig, CoordinatorType, Error,
+    GroupOffset, GroupProtocol, NewTopic, OffsetSpec, Producer, ProducerConfig, ProducerRecord, ResourceConfig,
+    TopicPartitions, TransactionFilter,
 };
 use kafka_wire::codec::ErrorCode;
 use kafka_wire_tests::{bootstrap, kafka_tool, kafka_tool_ok, unique_topic};
@@ -574,5 +575,204 @@ async fn a_live_consumer_is_described_with_its_assignment() {
         BTreeMap::from([(0, 1), (1, 1), (2, 1)])
     );
     admin.delete_groups(&[&group]).await.unwrap();
+    admin.delete_topics(&[&topic]).await.unwrap();
+}
+
+/// Waits (at most 60 s) until `describe` returns a value `done` accepts; returns it.
+async fn describe_until<T: std::fmt::Debug, F, Fut>(what: &str, mut describe: F, done: impl Fn(&T) -> bool) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let last = match describe().await {
+            Ok(v) if done(&v) => return v,
+            other => other,
+        };
+        assert!(Instant::now() < deadline, "{what}: not reached in 60 s; last answer {last:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// KIP-848: a group of two `group.protocol=consumer` members is described by
+/// ConsumerGroupDescribe with its state, epochs and assignor, and each member with the
+/// partitions it owns, grouped per topic (the topic named once). A classic group and a group
+/// that does not exist are `GROUP_ID_NOT_FOUND` errors naming them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip_848_group_of_two_members_is_described() {
+    let admin = admin().await;
+    let topic = unique_topic("admin-848");
+    let group = unique_topic("admin-848-g");
+    admin.create_topics(&[NewTopic::new(&topic, 4, 1)], false).await.unwrap();
+    let config = || {
+        let mut c = ConsumerConfig::new(&bootstrap())
+            .group_id(&group)
+            .group_protocol(GroupProtocol::Consumer)
+            .enable_auto_commit(false);
+        c.client_id = Some("admin-848-member".into());
+        c
+    };
+    let a = Consumer::new(config()).await.unwrap();
+    a.subscribe([topic.as_str()]).unwrap();
+    let b = Consumer::new(config()).await.unwrap();
+    b.subscribe([topic.as_str()]).unwrap();
+
+    let described = describe_until(
+        "a stable group of two members owning the 4 partitions",
+        || admin.describe_consumer_groups(std::slice::from_ref(&group)),
+        |d| {
+            let g = &d[0];
+            g.state == "Stable"
+                && g.members.len() == 2
+                && g.members.iter().all(|m| m.assignment == m.target_assignment && !m.assignment.is_empty())
+                && g.members.iter().flat_map(|m| &m.assignment).map(|t| t.partitions.len()).sum::<usize>() == 4
+        },
+    )
+    .await;
+    let g = &described[0];
+    assert_eq!(g.group_id, group);
+    assert!(g.group_epoch >= 1 && g.assignment_epoch == g.group_epoch, "{g:?}");
+    assert!(!g.assignor.is_empty(), "{g:?}");
+    assert!(g.coordinator >= 0);
+    let mut owned = Vec::new();
+    for m in &g.members {
+        assert!(!m.member_id.is_empty(), "{m:?}");
+        assert_eq!(m.client_id, "admin-848-member");
+        assert!(!m.client_host.is_empty(), "{m:?}");
+        assert_eq!(m.subscribed_topics, vec![topic.clone()]);
+        assert_eq!(m.member_epoch, g.group_epoch, "{m:?}");
+        // One entry per topic, however many partitions the member owns.
+        assert_eq!(m.assignment.len(), 1, "{m:?}");
+        assert_eq!(m.assignment[0].topic, topic);
+        owned.extend(m.assignment[0].partitions.iter().copied());
+    }
+    owned.sort_unstable();
+    assert_eq!(owned, [0, 1, 2, 3], "the members share the topic's partitions");
+    let ids: std::collections::BTreeSet<&str> = g.members.iter().map(|m| m.member_id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "two distinct members");
+
+    let missing = unique_topic("admin-848-none");
+    assert_broker_error(admin.describe_consumer_groups(&[&missing]).await, ErrorCode::GROUP_ID_NOT_FOUND, &missing);
+
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    let empty = describe_until(
+        "the group empty after both members left",
+        || admin.describe_consumer_groups(std::slice::from_ref(&group)),
+        |d| d[0].members.is_empty(),
+    )
+    .await;
+    assert_eq!(empty[0].state, "Empty");
+    admin.delete_groups(&[&group]).await.unwrap();
+    admin.delete_topics(&[&topic]).await.unwrap();
+}
+
+/// KIP-664: an open transaction (begun, one record sent) is listed by ListTransactions and
+/// described by DescribeTransactions with its state, producer, timeout, start and partitions;
+/// after the abort it holds no partitions. Filters select by state, producer id and duration;
+/// an unknown state is a misuse error, an unknown transactional id a
+/// `TRANSACTIONAL_ID_NOT_FOUND` error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_is_listed_and_described() {
+    let admin = admin().await;
+    let topic = unique_topic("admin-txn");
+    let txn_id = unique_topic("admin-txn-id");
+    admin.create_topics(&[NewTopic::new(&topic, 2, 1)], false).await.unwrap();
+    let producer = Producer::new(
+        ProducerConfig::new(&bootstrap()).transactional_id(&txn_id).transaction_timeout(Duration::from_secs(50)),
+    )
+    .await
+    .unwrap();
+    producer.init_transactions().await.unwrap();
+    producer.begin_transaction().unwrap();
+    let before_ms = now_ms();
+    producer.send(ProducerRecord::new(&topic, "in the transaction").partition(1)).await.unwrap().await.unwrap();
+    let (producer_id, producer_epoch) = producer.producer_id();
+
+    let ongoing = TransactionFilter { states: vec!["Ongoing".into()], ..Default::default() };
+    let listed = admin.list_transactions(&ongoing).await.unwrap();
+    let mine: Vec<_> = listed.iter().filter(|t| t.transactional_id == txn_id).collect();
+    assert_eq!(mine.len(), 1, "{listed:?}");
+    assert_eq!((mine[0].producer_id, mine[0].state.as_str()), (producer_id, "Ongoing"));
+    let by_producer = TransactionFilter { producer_ids: vec![producer_id], ..Default::default() };
+    let listed = admin.list_transactions(&by_producer).await.unwrap();
+    assert_eq!(listed.iter().map(|t| t.transactional_id.as_str()).collect::<Vec<_>>(), [txn_id.as_str()]);
+    let old = TransactionFilter { min_duration: Some(Duration::from_secs(3600)), ..Default::default() };
+    assert!(!admin.list_transactions(&old).await.unwrap().iter().any(|t| t.transactional_id == txn_id));
+
+    let d = admin.describe_transactions(&[&txn_id]).await.unwrap().remove(0);
+    assert_eq!(d.transactional_id, txn_id);
+    assert_eq!(d.state, "Ongoing");
+    assert_eq!((d.producer_id, d.producer_epoch), (producer_id, producer_epoch));
+    assert_eq!(d.timeout, Duration::from_secs(50));
+    let started = d.start_time_ms.expect("an open transaction has a start time");
+    assert!(started >= before_ms - 60_000 && started <= now_ms() + 60_000, "start {started}, now {before_ms}");
+    assert_eq!(d.partitions, vec![TopicPartitions { topic: topic.clone(), partitions: vec![1] }]);
+    assert_eq!(d.coordinator, admin.find_coordinator(&txn_id, CoordinatorType::Transaction).await.unwrap());
+
+    producer.abort_transaction().await.unwrap();
+    let after = describe_until(
+        "the transaction aborted",
+        || admin.describe_transactions(std::slice::from_ref(&txn_id)),
+        |d| d[0].state == "CompleteAbort",
+    )
+    .await;
+    assert!(after[0].partitions.is_empty(), "{after:?}");
+    producer.close().await.unwrap();
+
+    let bad = TransactionFilter { states: vec!["Sleeping".into()], ..Default::default() };
+    match admin.list_transactions(&bad).await {
+        Err(e @ Error::Misuse { .. }) => assert!(e.to_string().contains("Sleeping"), "{e}"),
+        other => panic!("an unknown state filter: {other:?}"),
+    }
+    let missing = unique_topic("admin-txn-none");
+    assert_broker_error(
+        admin.describe_transactions(&[&missing]).await,
+        ErrorCode::TRANSACTIONAL_ID_NOT_FOUND,
+        &missing,
+    );
+    admin.delete_topics(&[&topic]).await.unwrap();
+}
+
+/// Metadata as typed values: a topic's id, partitions (by id), leaders, replicas and ISR; the
+/// internal topics flagged in the full listing; a topic that does not exist an
+/// `UNKNOWN_TOPIC_OR_PARTITION` error naming it, alone in `describe_topics_each`.
+#[tokio::test]
+async fn topics_are_described_from_the_metadata() {
+    let admin = admin().await;
+    let topic = unique_topic("admin-md");
+    let missing = unique_topic("admin-md-none");
+    admin.create_topics(&[NewTopic::new(&topic, 3, 1)], false).await.unwrap();
+    let nodes: Vec<i32> = admin.describe_cluster().await.unwrap().brokers.iter().map(|b| b.node_id).collect();
+
+    let t = admin.describe_topics(&[&topic]).await.unwrap().remove(0);
+    assert_eq!(t.name, topic);
+    assert!(!t.internal);
+    assert_ne!(t.id, kafka_wire::types::Uuid::ZERO, "a topic id");
+    assert_eq!(t.partitions.iter().map(|p| p.partition).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(t.replication_factor(), 1);
+    for p in &t.partitions {
+        let leader = p.leader.expect("a leader (create_topics waits for them)");
+        assert!(nodes.contains(&leader), "{p:?}");
+        assert_eq!((p.replicas.as_slice(), p.isr.as_slice()), ([leader].as_slice(), [leader].as_slice()), "{p:?}");
+        assert!(p.offline.is_empty() && p.leader_epoch.is_some(), "{p:?}");
+    }
+
+    let all = admin.list_topics().await.unwrap();
+    assert!(all.windows(2).all(|w| w[0].name < w[1].name), "sorted by name");
+    assert_eq!(all.iter().find(|x| x.name == topic), Some(&t));
+    assert!(all.iter().any(|x| x.name == "__consumer_offsets" && x.internal));
+
+    let each = admin.describe_topics_each(&[&missing, &topic]).await.unwrap();
+    assert_eq!(each.len(), 2);
+    assert_eq!(each[0].0, missing);
+    assert_broker_error(each[0].1.clone(), ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, &missing);
+    assert_eq!(each[1].1.as_ref().unwrap(), &t);
+    assert_broker_error(
+        admin.describe_topics(&[&topic, &missing]).await,
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+        &missing,
+    );
     admin.delete_topics(&[&topic]).await.unwrap();
 }

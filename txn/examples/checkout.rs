@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kafka_wire::client::{Admin, ClientConfig, Consumer, ConsumerRecord, Error, NewTopic, ProducerRecord};
-use kafka_wire::codec::ErrorCode;
+use kafka_wire::ErrorCode;
 use serde_json::{json, Value};
 use txn::{Decision, Processor, ProcessorConfig, Shutdown};
 

@@ -10,7 +10,7 @@ use kafka_wire::client::{
     Consumer, ConsumerConfig, ConsumerRecord, Error, IsolationLevel, OffsetAndMetadata, OffsetReset, Producer,
     ProducerConfig, ProducerRecord, RebalanceListener, Result,
 };
-use kafka_wire::proto::producer::TopicPartition;
+use kafka_wire::TopicPartition;
 use tokio::sync::watch;
 
 use crate::transactional_producer;
@@ -410,7 +410,7 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 mod tests {
-    use kafka_wire::codec::record_batch::TimestampType;
+    use kafka_wire::TimestampType;
 
     use super::*;
 

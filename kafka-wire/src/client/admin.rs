@@ -1,14 +1,15 @@
-//! The admin client: topics, configs, consumer groups, offsets and the cluster, each request sent
-//! to the broker that must answer it.
+//! The admin client: topics, configs, consumer groups, offsets, transactions and the cluster,
+//! each request sent to the broker that must answer it.
 //!
 //! | Operation | Sent to |
 //! |---|---|
 //! | CreateTopics, DeleteTopics, CreatePartitions | the controller of the last metadata (any broker forwards in KRaft) |
 //! | DescribeConfigs, IncrementalAlterConfigs | the broker itself for broker resources, any broker otherwise |
-//! | ListGroups | every broker, results merged |
-//! | DescribeGroups, DeleteGroups, OffsetFetch, OffsetCommit, OffsetDelete | the group's coordinator |
+//! | ListGroups, ListTransactions | every broker, results merged |
+//! | DescribeGroups, ConsumerGroupDescribe, DeleteGroups, OffsetFetch, OffsetCommit, OffsetDelete | the group's coordinator |
+//! | DescribeTransactions | the transactional id's coordinator |
 //! | ListOffsets, DeleteRecords | each partition's leader |
-//! | FindCoordinator, DescribeCluster | any broker |
+//! | FindCoordinator, DescribeCluster, Metadata | any broker |
 //!
 //! Every request goes at the highest version both sides speak. Retriable conditions (a moved
 //! controller, coordinator or leader, a coordinator still loading, a dropped connection) are
@@ -35,6 +36,7 @@ use bytes::Bytes;
 use super::cluster::{BrokerAddr, Client, ClientConfig};
 use super::connection::Connection;
 use super::error::{Error, Result};
+use crate::codec::messages::consumer_group_describe;
 use crate::codec::messages::create_partitions::CreatePartitionsTopic;
 use crate::codec::messages::create_topics::{CreatableTopic, CreatableTopicConfig};
 use crate::codec::messages::delete_records::{DeleteRecordsPartition, DeleteRecordsTopic};
@@ -42,16 +44,18 @@ use crate::codec::messages::delete_topics::DeleteTopicState;
 use crate::codec::messages::describe_configs::DescribeConfigsResource;
 use crate::codec::messages::incremental_alter_configs::{AlterConfigsResource, AlterableConfig};
 use crate::codec::messages::list_offsets::{ListOffsetsPartition, ListOffsetsTopic};
+use crate::codec::messages::metadata::MetadataResponseTopic;
 use crate::codec::messages::offset_commit::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use crate::codec::messages::offset_delete::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
 use crate::codec::messages::offset_fetch::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
 use crate::codec::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FindCoordinatorRequest,
-    IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest, MetadataResponse, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, Request, VersionRange,
+    ConsumerGroupDescribeRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
+    DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    DescribeTransactionsRequest, FindCoordinatorRequest, IncrementalAlterConfigsRequest, ListGroupsRequest,
+    ListOffsetsRequest, ListTransactionsRequest, MetadataResponse, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, Request, VersionRange,
 };
 use crate::codec::primitives::{get_array_len, get_i16, get_i32, get_string};
 use crate::codec::{DecodeResult, ErrorCode, Uuid};
@@ -473,6 +477,131 @@ impl CoordinatorType {
     }
 }
 
+/// A topic as the cluster metadata describes it ([`Admin::describe_topics`],
+/// [`Admin::list_topics`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicMetadata {
+    pub name: String,
+    /// The topic id (zero from brokers older than Metadata v10).
+    pub id: Uuid,
+    /// Whether the topic is internal (`__consumer_offsets`, `__transaction_state`).
+    pub internal: bool,
+    /// The partitions, by partition id.
+    pub partitions: Vec<PartitionMetadata>,
+}
+
+impl TopicMetadata {
+    /// The largest replica count of its partitions.
+    pub fn replication_factor(&self) -> usize {
+        self.partitions.iter().map(|p| p.replicas.len()).max().unwrap_or(0)
+    }
+}
+
+/// A partition as the cluster metadata describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionMetadata {
+    pub partition: i32,
+    /// The leader's node id; `None` while the partition has no leader.
+    pub leader: Option<i32>,
+    /// The leader epoch (Metadata v7+).
+    pub leader_epoch: Option<i32>,
+    /// The node ids of the replicas, the preferred leader first.
+    pub replicas: Vec<i32>,
+    /// The node ids of the in-sync replicas.
+    pub isr: Vec<i32>,
+    /// The node ids of the replicas that are offline (Metadata v5+).
+    pub offline: Vec<i32>,
+}
+
+/// Partitions of one topic, the topic named once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicPartitions {
+    pub topic: String,
+    pub partitions: Vec<i32>,
+}
+
+/// A group of the consumer protocol of KIP-848 as ConsumerGroupDescribe reports it
+/// ([`Admin::describe_consumer_groups`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerGroupDescription {
+    pub group_id: String,
+    /// `Empty`, `Assigning`, `Reconciling`, `Stable`, `Dead`.
+    pub state: String,
+    /// The epoch of the group: it grows with each change of its members or subscriptions.
+    pub group_epoch: i32,
+    /// The group epoch of the target assignment.
+    pub assignment_epoch: i32,
+    /// The server-side assignor (`uniform`, `range`, ...).
+    pub assignor: String,
+    pub members: Vec<ConsumerGroupMember>,
+    /// The node id of the group's coordinator.
+    pub coordinator: i32,
+}
+
+/// A member of a KIP-848 consumer group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerGroupMember {
+    pub member_id: String,
+    /// The static membership id (`group.instance.id`).
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    /// The member's epoch: the group epoch whose assignment it has reconciled.
+    pub member_epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed_topics: Vec<String>,
+    /// The subscription's regular expression, for a pattern subscription.
+    pub subscribed_topic_regex: Option<String>,
+    /// The partitions the member owns now, per topic.
+    pub assignment: Vec<TopicPartitions>,
+    /// The partitions the coordinator wants it to own, per topic (differs from `assignment`
+    /// while the member reconciles).
+    pub target_assignment: Vec<TopicPartitions>,
+}
+
+/// Which transactions [`Admin::list_transactions`] lists; the default lists all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransactionFilter {
+    /// Only transactions in one of these states (`Empty`, `Ongoing`, `PrepareCommit`,
+    /// `PrepareAbort`, `CompleteCommit`, `CompleteAbort`, `Dead`, `PrepareEpochFence`); all if
+    /// empty.
+    pub states: Vec<String>,
+    /// Only transactions of one of these producer ids; all if empty.
+    pub producer_ids: Vec<i64>,
+    /// Only transactions running for longer than this (ListTransactions v1+, KIP-994).
+    pub min_duration: Option<Duration>,
+}
+
+/// A transaction as ListTransactions reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransactionListing {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    /// `Empty`, `Ongoing`, `PrepareCommit`, `CompleteCommit`, ...
+    pub state: String,
+    /// The node id of the transaction coordinator that listed it.
+    pub coordinator: i32,
+}
+
+/// A transaction as DescribeTransactions reports it ([`Admin::describe_transactions`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransactionDescription {
+    pub transactional_id: String,
+    /// `Empty`, `Ongoing`, `PrepareCommit`, `CompleteCommit`, ...
+    pub state: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// The producer's `transaction.timeout.ms`.
+    pub timeout: Duration,
+    /// When the open transaction (or, in a complete state, the last one) started, in ms since
+    /// the epoch; `None` if none has started.
+    pub start_time_ms: Option<i64>,
+    /// The partitions in the open transaction, per topic.
+    pub partitions: Vec<TopicPartitions>,
+    /// The node id of the transaction coordinator.
+    pub coordinator: i32,
+}
+
 // ---------------------------------------------------------------------------------------------
 // The admin client
 
@@ -842,6 +971,59 @@ impl Admin {
         check(r.error_code, r.error_message.as_deref(), format!("alter configs of {}", resource.describe()))
     }
 
+    // -- Topic metadata -------------------------------------------------------------------------
+
+    /// Every topic of the cluster, internal ones included, sorted by name (Metadata for all
+    /// topics, to any broker).
+    ///
+    /// Cancel-safe: it only reads.
+    pub async fn list_topics(&self) -> Result<Vec<TopicMetadata>> {
+        let md = self.retry(|| self.client.metadata(None), is_transport).await?;
+        let mut topics: Vec<TopicMetadata> = md
+            .topics
+            .iter()
+            .filter(|t| t.error_code != ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)
+            .filter_map(|t| t.name.as_deref().map(|name| topic_metadata(name, t)))
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    }
+
+    /// The partitions, leaders and replicas of `topics` (Metadata to any broker), in the order
+    /// given. A topic that does not exist is an `UNKNOWN_TOPIC_OR_PARTITION` error naming it; a
+    /// topic just created may be `LEADER_NOT_AVAILABLE` for a moment, or unknown to the broker
+    /// asked (on a cluster, brokers learn of a topic one after the other).
+    ///
+    /// The first failing topic is reported; [`Admin::describe_topics_each`] reports each.
+    /// Cancel-safe: it only reads.
+    pub async fn describe_topics(&self, topics: &[impl AsRef<str>]) -> Result<Vec<TopicMetadata>> {
+        self.describe_topics_each(topics).await?.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// As [`Admin::describe_topics`], with one result per topic (in the order given, duplicates
+    /// once); fails as a whole only if no broker answers.
+    /// Cancel-safe: it only reads.
+    pub async fn describe_topics_each(
+        &self,
+        topics: &[impl AsRef<str>],
+    ) -> Result<Vec<(String, Result<TopicMetadata>)>> {
+        let names = dedup_by(topics.iter().map(|t| t.as_ref().to_owned()), |t| t.clone());
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let md = self.retry(|| self.client.metadata(Some(&refs)), is_transport).await?;
+        Ok(names
+            .into_iter()
+            .map(|name| {
+                let result = find_topic(&md, &name).and_then(|t| {
+                    check(t.error_code, None, format!("topic {name}")).map(|()| topic_metadata(&name, t))
+                });
+                (name, result)
+            })
+            .collect())
+    }
+
     // -- Groups ---------------------------------------------------------------------------------
 
     /// Every group of the cluster: ListGroups to every broker, merged.
@@ -886,7 +1068,9 @@ impl Admin {
         groups: &[impl AsRef<str>],
     ) -> Result<Vec<(String, Result<GroupDescription>)>> {
         let ids = dedup_by(groups.iter().map(|g| g.as_ref().to_owned()), |g| g.clone());
-        let mut found = self.by_coordinator_each(ids.clone(), |node, gs| self.describe_groups_on(node, gs)).await?;
+        let mut found = self
+            .by_coordinator_each(CoordinatorType::Group, ids.clone(), |node, gs| self.describe_groups_on(node, gs))
+            .await?;
         Ok(ids
             .into_iter()
             .map(|g| {
@@ -894,6 +1078,21 @@ impl Admin {
                 (g, result)
             })
             .collect())
+    }
+
+    /// Describes groups of the consumer protocol of KIP-848 (ConsumerGroupDescribe to each
+    /// group's coordinator, Kafka 4.0+), in the order given: state, epochs, server-side
+    /// assignor, and each member with the partitions it owns and is to own. A group that does
+    /// not exist, or is not a KIP-848 consumer group (a classic group: see
+    /// [`Admin::describe_groups`]), is a `GROUP_ID_NOT_FOUND` error naming it.
+    ///
+    /// The first failing group is reported. Cancel-safe: it only reads.
+    pub async fn describe_consumer_groups(&self, groups: &[impl AsRef<str>]) -> Result<Vec<ConsumerGroupDescription>> {
+        let ids = dedup_by(groups.iter().map(|g| g.as_ref().to_owned()), |g| g.clone());
+        let mut found = self
+            .by_coordinator(CoordinatorType::Group, ids.clone(), |node, gs| self.consumer_group_describe_on(node, gs))
+            .await?;
+        ids.iter().map(|g| found.remove(g).ok_or_else(|| self.timed_out("ConsumerGroupDescribe"))).collect()
     }
 
     /// Deletes groups (DeleteGroups to each group's coordinator) with their committed offsets.
@@ -912,7 +1111,9 @@ impl Admin {
     /// Not cancel-safe: dropped, the request may have been sent and the groups deleted or not.
     pub async fn delete_groups_each(&self, groups: &[impl AsRef<str>]) -> Result<Vec<(String, Result<()>)>> {
         let ids = dedup_by(groups.iter().map(|g| g.as_ref().to_owned()), |g| g.clone());
-        let mut found = self.by_coordinator_each(ids.clone(), |node, gs| self.delete_groups_on(node, gs)).await?;
+        let mut found = self
+            .by_coordinator_each(CoordinatorType::Group, ids.clone(), |node, gs| self.delete_groups_on(node, gs))
+            .await?;
         Ok(ids
             .into_iter()
             .map(|g| {
@@ -931,7 +1132,9 @@ impl Admin {
             None => None,
         };
         let mut found = self
-            .by_coordinator(vec![group.to_owned()], |node, _| self.offset_fetch_on(node, group, wanted.as_deref()))
+            .by_coordinator(CoordinatorType::Group, vec![group.to_owned()], |node, _| {
+                self.offset_fetch_on(node, group, wanted.as_deref())
+            })
             .await?;
         let mut offsets = found.remove(group).unwrap_or_default();
         offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
@@ -943,7 +1146,10 @@ impl Admin {
     pub async fn alter_group_offsets<T: AsRef<str>>(&self, group: &str, offsets: &[(T, i32, i64)]) -> Result<()> {
         let offsets: Vec<(String, i32, i64)> =
             offsets.iter().map(|(t, p, o)| (t.as_ref().to_owned(), *p, *o)).collect();
-        self.by_coordinator(vec![group.to_owned()], |node, _| self.offset_commit_on(node, group, &offsets)).await?;
+        self.by_coordinator(CoordinatorType::Group, vec![group.to_owned()], |node, _| {
+            self.offset_commit_on(node, group, &offsets)
+        })
+        .await?;
         Ok(())
     }
 
@@ -951,7 +1157,10 @@ impl Admin {
     /// not be subscribed to the topics (`GROUP_SUBSCRIBED_TO_TOPIC`).
     pub async fn delete_group_offsets<T: AsRef<str>>(&self, group: &str, partitions: &[(T, i32)]) -> Result<()> {
         let tps: Vec<Tp> = partitions.iter().map(|(t, p)| (t.as_ref().to_owned(), *p)).collect();
-        self.by_coordinator(vec![group.to_owned()], |node, _| self.offset_delete_on(node, group, &tps)).await?;
+        self.by_coordinator(CoordinatorType::Group, vec![group.to_owned()], |node, _| {
+            self.offset_delete_on(node, group, &tps)
+        })
+        .await?;
         Ok(())
     }
 
@@ -1039,6 +1248,52 @@ impl Admin {
         let tps = dedup_by(partitions.iter().map(|(t, p, _)| (t.as_ref().to_owned(), *p)), |tp| tp.clone());
         let mut found = self.by_leader(tps.clone(), |leader, tps| self.delete_records_on(leader, tps, &before)).await?;
         Ok(tps.iter().filter_map(|tp| found.remove(tp)).collect())
+    }
+
+    // -- Transactions ---------------------------------------------------------------------------
+
+    /// The transactions the transaction coordinators know, as `filter` selects them
+    /// (ListTransactions to every broker, KIP-664), sorted by transactional id. A state in
+    /// `filter.states` that the brokers do not know is an [`Error::Misuse`] naming it; a
+    /// `filter.min_duration` needs ListTransactions v1 (Kafka 3.8+), else
+    /// [`Error::UnsupportedVersion`].
+    ///
+    /// Cancel-safe: it only reads.
+    pub async fn list_transactions(&self, filter: &TransactionFilter) -> Result<Vec<TransactionListing>> {
+        self.client.metadata(Some(&[])).await?;
+        let mut brokers = self.client.brokers();
+        brokers.sort_by_key(|b| b.node_id);
+        let mut out = Vec::new();
+        for broker in brokers {
+            let listed = self
+                .retry(
+                    || self.list_transactions_on(broker.node_id, filter),
+                    |e| is_transport(e) || e.code().is_some_and(is_coordinator_error),
+                )
+                .await?;
+            out.extend(listed);
+        }
+        out.sort_by(|a, b| (&a.transactional_id, a.coordinator).cmp(&(&b.transactional_id, b.coordinator)));
+        Ok(out)
+    }
+
+    /// Describes the transactions of transactional ids (DescribeTransactions to each id's
+    /// transaction coordinator, KIP-664), in the order given: state, producer id and epoch,
+    /// timeout, and the start and partitions of the open transaction. An id the coordinator
+    /// does not know is a `TRANSACTIONAL_ID_NOT_FOUND` error naming it.
+    ///
+    /// The first failing id is reported. Cancel-safe: it only reads.
+    pub async fn describe_transactions(
+        &self,
+        transactional_ids: &[impl AsRef<str>],
+    ) -> Result<Vec<TransactionDescription>> {
+        let ids = dedup_by(transactional_ids.iter().map(|t| t.as_ref().to_owned()), |t| t.clone());
+        let mut found = self
+            .by_coordinator(CoordinatorType::Transaction, ids.clone(), |node, ts| {
+                self.describe_transactions_on(node, ts)
+            })
+            .await?;
+        ids.iter().map(|t| found.remove(t).ok_or_else(|| self.timed_out("DescribeTransactions"))).collect()
     }
 
     // -- Cluster --------------------------------------------------------------------------------
@@ -1137,6 +1392,122 @@ impl Admin {
                     })
                 };
                 (g.group_id.to_string(), result)
+            })
+            .collect())
+    }
+
+    async fn consumer_group_describe_on(
+        &self,
+        node: i32,
+        groups: Vec<String>,
+    ) -> Result<Vec<(String, Result<ConsumerGroupDescription>)>> {
+        let request = ConsumerGroupDescribeRequest {
+            group_ids: groups.iter().map(|g| g.as_str().into()).collect(),
+            include_authorized_operations: false,
+            ..Default::default()
+        };
+        let response = self.connection(node).await?.send(&request).await?;
+        let topics = |a: &consumer_group_describe::Assignment| -> Vec<TopicPartitions> {
+            a.topic_partitions
+                .iter()
+                .map(|t| TopicPartitions { topic: t.topic_name.to_string(), partitions: t.partitions.clone() })
+                .collect()
+        };
+        Ok(response
+            .groups
+            .iter()
+            .map(|g| {
+                let context = format!("describe consumer group {}", g.group_id);
+                let result =
+                    check(g.error_code, g.error_message.as_deref(), context).map(|()| ConsumerGroupDescription {
+                        group_id: g.group_id.to_string(),
+                        state: g.group_state.to_string(),
+                        group_epoch: g.group_epoch,
+                        assignment_epoch: g.assignment_epoch,
+                        assignor: g.assignor_name.to_string(),
+                        members: g
+                            .members
+                            .iter()
+                            .map(|m| ConsumerGroupMember {
+                                member_id: m.member_id.to_string(),
+                                instance_id: m.instance_id.as_deref().map(str::to_owned),
+                                rack_id: m.rack_id.as_deref().map(str::to_owned),
+                                member_epoch: m.member_epoch,
+                                client_id: m.client_id.to_string(),
+                                client_host: m.client_host.to_string(),
+                                subscribed_topics: m.subscribed_topic_names.iter().map(ToString::to_string).collect(),
+                                subscribed_topic_regex: m.subscribed_topic_regex.as_deref().map(str::to_owned),
+                                assignment: topics(&m.assignment),
+                                target_assignment: topics(&m.target_assignment),
+                            })
+                            .collect(),
+                        coordinator: node,
+                    });
+                (g.group_id.to_string(), result)
+            })
+            .collect())
+    }
+
+    async fn list_transactions_on(&self, node: i32, filter: &TransactionFilter) -> Result<Vec<TransactionListing>> {
+        let conn = self.connection(node).await?;
+        let version = conn.version_for::<ListTransactionsRequest>()?;
+        if filter.min_duration.is_some() && version < 1 {
+            return Err(unsupported::<ListTransactionsRequest>(&conn, 1));
+        }
+        let request = ListTransactionsRequest {
+            state_filters: filter.states.iter().map(|s| s.as_str().into()).collect(),
+            producer_id_filters: filter.producer_ids.clone(),
+            duration_filter: filter.min_duration.map_or(-1, |d| d.as_millis().min(i64::MAX as u128) as i64),
+            ..Default::default()
+        };
+        let response = conn.send_version(&request, version).await?;
+        check(response.error_code, None, format!("list transactions on broker {node}"))?;
+        if !response.unknown_state_filters.is_empty() {
+            let unknown: Vec<String> = response.unknown_state_filters.iter().map(ToString::to_string).collect();
+            return Err(Error::misuse("list transactions", format!("unknown state(s): {}", unknown.join(", "))));
+        }
+        Ok(response
+            .transaction_states
+            .iter()
+            .map(|t| TransactionListing {
+                transactional_id: t.transactional_id.to_string(),
+                producer_id: t.producer_id,
+                state: t.transaction_state.to_string(),
+                coordinator: node,
+            })
+            .collect())
+    }
+
+    async fn describe_transactions_on(
+        &self,
+        node: i32,
+        ids: Vec<String>,
+    ) -> Result<Vec<(String, Result<TransactionDescription>)>> {
+        let request = DescribeTransactionsRequest {
+            transactional_ids: ids.iter().map(|t| t.as_str().into()).collect(),
+            ..Default::default()
+        };
+        let response = self.connection(node).await?.send(&request).await?;
+        Ok(response
+            .transaction_states
+            .iter()
+            .map(|t| {
+                let context = format!("describe transactional id {}", t.transactional_id);
+                let result = check(t.error_code, None, context).map(|()| TransactionDescription {
+                    transactional_id: t.transactional_id.to_string(),
+                    state: t.transaction_state.to_string(),
+                    producer_id: t.producer_id,
+                    producer_epoch: t.producer_epoch,
+                    timeout: Duration::from_millis(t.transaction_timeout_ms.max(0) as u64),
+                    start_time_ms: (t.transaction_start_time_ms >= 0).then_some(t.transaction_start_time_ms),
+                    partitions: t
+                        .topics
+                        .iter()
+                        .map(|p| TopicPartitions { topic: p.topic.to_string(), partitions: p.partitions.clone() })
+                        .collect(),
+                    coordinator: node,
+                });
+                (t.transactional_id.to_string(), result)
             })
             .collect())
     }
@@ -1579,12 +1950,17 @@ impl Admin {
 
     /// As [`Admin::by_coordinator_each`], failing with the first group's error (in `groups`'
     /// order).
-    async fn by_coordinator<T, F, Fut>(&self, groups: Vec<String>, send: F) -> Result<HashMap<String, T>>
+    async fn by_coordinator<T, F, Fut>(
+        &self,
+        key_type: CoordinatorType,
+        groups: Vec<String>,
+        send: F,
+    ) -> Result<HashMap<String, T>>
     where
         F: FnMut(i32, Vec<String>) -> Fut,
         Fut: Future<Output = Result<Vec<(String, Result<T>)>>>,
     {
-        let mut results = self.by_coordinator_each(groups.clone(), send).await?;
+        let mut results = self.by_coordinator_each(key_type, groups.clone(), send).await?;
         let mut done = HashMap::new();
         for g in groups {
             if let Some(result) = results.remove(&g) {
@@ -1594,11 +1970,12 @@ impl Admin {
         Ok(done)
     }
 
-    /// Sends per-group requests to each group's coordinator, retrying the groups whose
-    /// coordinator moved or is loading until the timeout; one result per group. Fails as a
-    /// whole only if the coordinators cannot be found or asked.
+    /// Sends per-group (or per-transactional-id: `key_type`) requests to each key's
+    /// coordinator, retrying the keys whose coordinator moved or is loading until the timeout;
+    /// one result per key. Fails as a whole only if the coordinators cannot be found or asked.
     async fn by_coordinator_each<T, F, Fut>(
         &self,
+        key_type: CoordinatorType,
         groups: Vec<String>,
         mut send: F,
     ) -> Result<HashMap<String, Result<T>>>
@@ -1610,7 +1987,7 @@ impl Admin {
         let mut pending = groups;
         let mut backoff = Backoff::new(self.timeout);
         while !pending.is_empty() {
-            let coordinators = self.find_coordinators(&pending, CoordinatorType::Group).await?;
+            let coordinators = self.find_coordinators(&pending, key_type).await?;
             let mut by_node: BTreeMap<i32, Vec<String>> = BTreeMap::new();
             for g in pending {
                 let node = coordinators.get(&g).copied().ok_or_else(|| self.timed_out("FindCoordinator"))?;
@@ -1929,15 +2306,30 @@ fn by_topic(tps: &[Tp]) -> BTreeMap<&str, Vec<i32>> {
     out
 }
 
-fn find_topic<'a>(
-    md: &'a MetadataResponse,
-    topic: &str,
-) -> Result<&'a crate::codec::messages::metadata::MetadataResponseTopic> {
+fn find_topic<'a>(md: &'a MetadataResponse, topic: &str) -> Result<&'a MetadataResponseTopic> {
     let t = md.topics.iter().find(|t| t.name.as_deref() == Some(topic));
     match t {
         Some(t) if t.error_code != ErrorCode::UNKNOWN_TOPIC_OR_PARTITION => Ok(t),
         _ => Err(Error::broker(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None, format!("topic {topic}"))),
     }
+}
+
+/// The typed view of a topic of a Metadata response, partitions by id.
+fn topic_metadata(name: &str, t: &MetadataResponseTopic) -> TopicMetadata {
+    let mut partitions: Vec<PartitionMetadata> = t
+        .partitions
+        .iter()
+        .map(|p| PartitionMetadata {
+            partition: p.partition_index,
+            leader: (p.leader_id >= 0).then_some(p.leader_id),
+            leader_epoch: (p.leader_epoch >= 0).then_some(p.leader_epoch),
+            replicas: p.replica_nodes.clone(),
+            isr: p.isr_nodes.clone(),
+            offline: p.offline_replicas.clone(),
+        })
+        .collect();
+    partitions.sort_by_key(|p| p.partition);
+    TopicMetadata { name: name.to_owned(), id: t.topic_id, internal: t.is_internal, partitions }
 }
 
 /// The partitions of a consumer protocol assignment (`ConsumerProtocolAssignment` v0-v3:

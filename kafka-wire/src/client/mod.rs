@@ -22,8 +22,10 @@ mod transaction;
 
 pub use admin::{
     Admin, AlterConfigOp, AlterConfigOpType, ClusterDescription, ConfigEntry, ConfigResource, ConfigResourceType,
-    ConfigSource, ConfigSynonym, CoordinatorType, CreatedTopic, DeletedRecords, GroupDescription, GroupListing,
-    GroupOffset, ListedOffset, MemberDescription, NewTopic, OffsetSpec, ResourceConfig,
+    ConfigSource, ConfigSynonym, ConsumerGroupDescription, ConsumerGroupMember, CoordinatorType, CreatedTopic,
+    DeletedRecords, GroupDescription, GroupListing, GroupOffset, ListedOffset, MemberDescription, NewTopic, OffsetSpec,
+    PartitionMetadata, ResourceConfig, TopicMetadata, TopicPartitions, TransactionDescription, TransactionFilter,
+    TransactionListing,
 };
 pub use cluster::{BrokerAddr, Client, ClientConfig};
 pub use config::{Acks, ProducerConfig};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use kafka_wire::client::{Admin, Consumer, ConsumerRecord, IsolationLevel, OffsetSpec};
-use kafka_wire::proto::producer::TopicPartition;
+use kafka_wire::TopicPartition;
 
 use crate::conn::{connect_error, ConnArgs};
 use crate::error::{runtime, usage, Result};

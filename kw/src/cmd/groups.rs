@@ -3,9 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use clap::{Args, Subcommand};
-use kafka_wire::client::{Admin, CoordinatorType, GroupListing, OffsetSpec};
-use kafka_wire::codec::messages::ConsumerGroupDescribeRequest;
-use kafka_wire::codec::ErrorCode;
+use kafka_wire::client::{Admin, GroupListing, OffsetSpec};
+use kafka_wire::{ErrorCode, ErrorKind};
 
 use crate::conn::ConnArgs;
 use crate::error::{runtime, usage, Context, Failure, Result};
@@ -166,29 +165,27 @@ async fn group_listing(admin: &Admin, group: &str) -> Result<Option<GroupListing
 /// as a group, only as committed offsets, or the broker refuses).
 async fn group_info(admin: &Admin, group: &str, listing: Option<&GroupListing>) -> Result<Option<GroupInfo>> {
     if listing.and_then(|l| l.group_type.as_deref()) == Some("consumer") {
-        let node = admin.find_coordinator(group, CoordinatorType::Group).await?;
-        let request = ConsumerGroupDescribeRequest { group_ids: vec![group.into()], ..Default::default() };
-        let response = admin.client().send(node, &request).await?;
-        let Some(g) = response.groups.into_iter().find(|g| &*g.group_id == group) else { return Ok(None) };
-        if g.error_code.is_err() {
-            return Ok(None);
-        }
+        let g = match admin.describe_consumer_groups(&[group]).await {
+            Ok(mut d) if !d.is_empty() => d.remove(0),
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == ErrorKind::Broker => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         return Ok(Some(GroupInfo {
-            state: g.group_state.to_string(),
+            state: g.state,
             kind: "consumer".into(),
-            assignor: g.assignor_name.to_string(),
+            assignor: g.assignor,
             members: g
                 .members
-                .iter()
+                .into_iter()
                 .map(|m| Member {
-                    id: m.member_id.to_string(),
-                    client_id: m.client_id.to_string(),
-                    host: m.client_host.to_string(),
+                    id: m.member_id,
+                    client_id: m.client_id,
+                    host: m.client_host,
                     partitions: m
                         .assignment
-                        .topic_partitions
-                        .iter()
-                        .flat_map(|t| t.partitions.iter().map(|p| (t.topic_name.to_string(), *p)))
+                        .into_iter()
+                        .flat_map(|t| t.partitions.into_iter().map(move |p| (t.topic.clone(), p)))
                         .collect(),
                 })
                 .collect(),

@@ -11,9 +11,8 @@ pub mod txn;
 
 use std::time::{Duration, Instant};
 
-use kafka_wire::client::Client;
-use kafka_wire::codec::messages::metadata::MetadataResponseTopic;
-use kafka_wire::codec::ErrorCode;
+use kafka_wire::client::{Admin, Client, TopicMetadata};
+use kafka_wire::ErrorCode;
 
 use crate::error::{runtime, usage, Result};
 
@@ -34,29 +33,25 @@ pub const TOPIC_WAIT: Duration = Duration::from_secs(5);
 /// The metadata of `topics`, in order. A topic that the answer says does not exist, or has no
 /// leader yet, is asked for again (with a growing pause) for up to `wait`; then it is a runtime
 /// error naming it.
-pub async fn topic_metadata(client: &Client, topics: &[String], wait: Duration) -> Result<Vec<MetadataResponseTopic>> {
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+pub async fn topic_metadata(client: &Client, topics: &[String], wait: Duration) -> Result<Vec<TopicMetadata>> {
+    let admin = Admin::new(client.clone());
     let deadline = Instant::now() + wait;
     let mut pause = Duration::from_millis(50);
     loop {
-        let metadata = client.metadata(Some(&names)).await?;
         let mut out = Vec::new();
         let mut missing = None;
-        for topic in topics {
-            let t = metadata
-                .topics
-                .iter()
-                .find(|t| t.name.as_deref() == Some(topic.as_str()))
-                .ok_or_else(|| runtime(format!("topic '{topic}': not in the broker's metadata answer")))?;
-            if t.error_code == ErrorCode::UNKNOWN_TOPIC_OR_PARTITION || t.error_code == ErrorCode::LEADER_NOT_AVAILABLE
-            {
-                missing = Some((topic, t.error_code));
-                break;
+        for (topic, result) in admin.describe_topics_each(topics).await? {
+            match result {
+                Ok(t) => out.push(t),
+                Err(e)
+                    if e.code() == Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)
+                        || e.code() == Some(ErrorCode::LEADER_NOT_AVAILABLE) =>
+                {
+                    missing = Some((topic, e));
+                    break;
+                }
+                Err(e) => return Err(topic_error(&topic, &e)),
             }
-            if t.error_code.is_err() {
-                return Err(runtime(format!("topic '{topic}': broker error {}", t.error_code)));
-            }
-            out.push(t.clone());
         }
         match missing {
             None => return Ok(out),
@@ -64,11 +59,19 @@ pub async fn topic_metadata(client: &Client, topics: &[String], wait: Duration) 
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(500));
             }
-            Some((topic, code)) if code == ErrorCode::UNKNOWN_TOPIC_OR_PARTITION => {
+            Some((topic, e)) if e.code() == Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) => {
                 return Err(runtime(format!("topic '{topic}' does not exist")));
             }
-            Some((topic, code)) => return Err(runtime(format!("topic '{topic}': broker error {code}"))),
+            Some((topic, e)) => return Err(topic_error(&topic, &e)),
         }
+    }
+}
+
+/// A topic's error in the metadata answer, as a runtime error naming the topic.
+fn topic_error(topic: &str, e: &kafka_wire::Error) -> crate::error::Failure {
+    match e.code() {
+        Some(code) => runtime(format!("topic '{topic}': broker error {code}")),
+        None => runtime(format!("topic '{topic}': {}", crate::error::describe(e))),
     }
 }
 
@@ -78,11 +81,7 @@ pub async fn topic_partitions(client: &Client, topics: &[String], wait: Duration
     Ok(topics
         .iter()
         .zip(metadata)
-        .map(|(topic, t)| {
-            let mut partitions: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
-            partitions.sort_unstable();
-            (topic.clone(), partitions)
-        })
+        .map(|(topic, t)| (topic.clone(), t.partitions.iter().map(|p| p.partition).collect()))
         .collect())
 }
 

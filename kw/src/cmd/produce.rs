@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::{ArgAction, Args, ValueEnum};
 use kafka_wire::client::{Error as KafkaError, Producer, ProducerRecord};
-use kafka_wire::codec::record_batch::Header;
+use kafka_wire::Header;
 use serde_json::Value;
 use tokio::sync::mpsc;
 

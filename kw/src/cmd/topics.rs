@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 use kafka_wire::client::{AlterConfigOp, ConfigResource, ConfigSource, NewTopic};
-use kafka_wire::codec::ErrorCode;
+use kafka_wire::ErrorCode;
 
 use crate::conn::{ConnArgs, ConnArgsCommandConfig};
 use crate::error::{runtime, usage, Context, Result};
@@ -109,27 +109,17 @@ pub async fn run(command: TopicsCommand, top: &Top) -> Result<()> {
 
 async fn list(args: ListArgs, top: &Top) -> Result<()> {
     let admin = top.settings(&args.conn)?.admin().await?;
-    let metadata = admin.client().metadata(None).await?;
-    let mut topics: Vec<_> = metadata
-        .topics
-        .iter()
-        .filter(|t| args.internal || !t.is_internal)
-        .filter_map(|t| t.name.as_deref().map(|n| (n.to_owned(), t)))
-        .collect();
-    topics.sort_by(|a, b| a.0.cmp(&b.0));
+    let topics: Vec<_> = admin.list_topics().await?.into_iter().filter(|t| args.internal || !t.internal).collect();
     if args.long {
         let rows: Vec<Vec<String>> = topics
             .iter()
-            .map(|(name, t)| {
-                let rf = t.partitions.iter().map(|p| p.replica_nodes.len()).max().unwrap_or(0);
-                vec![name.clone(), t.partitions.len().to_string(), rf.to_string()]
-            })
+            .map(|t| vec![t.name.clone(), t.partitions.len().to_string(), t.replication_factor().to_string()])
             .collect();
         print_table(&["TOPIC", "PARTITIONS", "REPLICATION-FACTOR"], &rows)
     } else {
         let mut text = String::new();
-        for (name, _) in &topics {
-            text.push_str(name);
+        for t in &topics {
+            text.push_str(&t.name);
             text.push('\n');
         }
         if text.is_empty() {
@@ -163,28 +153,27 @@ async fn describe(args: DescribeArgs, top: &Top) -> Result<()> {
                     .collect()
             })
             .unwrap_or_default();
-        let mut partitions: Vec<_> = t.partitions.iter().collect();
-        partitions.sort_by_key(|p| p.partition_index);
-        let rf = partitions.iter().map(|p| p.replica_nodes.len()).max().unwrap_or(0);
+        let rf = t.replication_factor();
         if i > 0 {
             println("")?;
         }
         println(format!(
             "Topic: {name}\tTopicId: {}\tPartitionCount: {}\tReplicationFactor: {rf}\tConfigs: {}",
-            t.topic_id,
-            partitions.len(),
+            t.id,
+            t.partitions.len(),
             overrides.join(",")
         ))?;
         let list = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
-        let rows: Vec<Vec<String>> = partitions
+        let rows: Vec<Vec<String>> = t
+            .partitions
             .iter()
             .map(|p| {
                 vec![
-                    p.partition_index.to_string(),
-                    if p.leader_id >= 0 { p.leader_id.to_string() } else { "none".into() },
-                    list(&p.replica_nodes),
-                    list(&p.isr_nodes),
-                    list(&p.offline_replicas),
+                    p.partition.to_string(),
+                    p.leader.map_or_else(|| "none".into(), |l| l.to_string()),
+                    list(&p.replicas),
+                    list(&p.isr),
+                    list(&p.offline),
                 ]
             })
             .collect();

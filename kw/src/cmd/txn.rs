@@ -1,13 +1,14 @@
 //! `kw txn list|describe`: transactions as their coordinators see them (ListTransactions to
-//! every broker, DescribeTransactions to the transaction coordinator of an id).
+//! every broker, DescribeTransactions to the transaction coordinator of an id; KIP-664).
 
 use clap::{Args, Subcommand};
-use kafka_wire::client::CoordinatorType;
-use kafka_wire::codec::messages::{DescribeTransactionsRequest, ListTransactionsRequest};
-use kafka_wire::codec::ErrorCode;
+use std::time::Duration;
+
+use kafka_wire::client::TransactionFilter;
+use kafka_wire::ErrorCode;
 
 use crate::conn::ConnArgs;
-use crate::error::{runtime, Context, Result};
+use crate::error::{runtime, usage, Result};
 use crate::output::{print_table, println};
 use crate::Top;
 
@@ -55,39 +56,19 @@ pub async fn run(command: TxnCommand, top: &Top) -> Result<()> {
 
 async fn list(args: ListArgs, top: &Top) -> Result<()> {
     let admin = top.settings(&args.conn)?.admin().await?;
-    let client = admin.client();
-    client.metadata(Some(&[])).await?;
-    let request = ListTransactionsRequest {
-        state_filters: args.states.iter().map(|s| s.as_str().into()).collect(),
-        producer_id_filters: args.producer_ids.clone(),
-        duration_filter: args.duration_ms.unwrap_or(-1),
-        ..Default::default()
+    let filter = TransactionFilter {
+        states: args.states.clone(),
+        producer_ids: args.producer_ids.clone(),
+        min_duration: args.duration_ms.map(|ms| Duration::from_millis(ms.max(0) as u64)),
     };
-    let mut rows = Vec::new();
-    let mut brokers = client.brokers();
-    brokers.sort_by_key(|b| b.node_id);
-    for b in brokers {
-        let response =
-            client.send(b.node_id, &request).await.context(|| format!("ListTransactions to broker {}", b.node_id))?;
-        if response.error_code.is_err() {
-            return Err(runtime(format!(
-                "ListTransactions to broker {}: broker error {}",
-                b.node_id, response.error_code
-            )));
-        }
-        if !response.unknown_state_filters.is_empty() {
-            let unknown: Vec<String> = response.unknown_state_filters.iter().map(ToString::to_string).collect();
-            return Err(crate::error::usage(format!("--state: unknown state(s): {}", unknown.join(", "))));
-        }
-        for t in &response.transaction_states {
-            rows.push(vec![
-                t.transactional_id.to_string(),
-                b.node_id.to_string(),
-                t.producer_id.to_string(),
-                t.transaction_state.to_string(),
-            ]);
-        }
-    }
+    let listed = admin.list_transactions(&filter).await.map_err(|e| match e {
+        kafka_wire::Error::Misuse { reason, .. } => usage(format!("--state: {reason}")),
+        e => runtime(format!("cannot list transactions: {}", crate::error::describe(&e))),
+    })?;
+    let mut rows: Vec<Vec<String>> = listed
+        .into_iter()
+        .map(|t| vec![t.transactional_id, t.coordinator.to_string(), t.producer_id.to_string(), t.state])
+        .collect();
     rows.sort();
     print_table(&["TRANSACTIONAL-ID", "COORDINATOR", "PRODUCER-ID", "STATE"], &rows)
 }
@@ -95,40 +76,28 @@ async fn list(args: ListArgs, top: &Top) -> Result<()> {
 async fn describe(args: DescribeArgs, top: &Top) -> Result<()> {
     let admin = top.settings(&args.conn)?.admin().await?;
     let id = args.transactional_id.as_str();
-    let node = admin
-        .find_coordinator(id, CoordinatorType::Transaction)
-        .await
-        .context(|| format!("cannot find the transaction coordinator of '{id}'"))?;
-    let request = DescribeTransactionsRequest { transactional_ids: vec![id.into()], ..Default::default() };
-    let response =
-        admin.client().send(node, &request).await.context(|| format!("DescribeTransactions to broker {node}"))?;
-    let t = response
-        .transaction_states
-        .iter()
-        .find(|t| &*t.transactional_id == id)
-        .ok_or_else(|| runtime(format!("broker {node} did not describe transactional id '{id}'")))?;
-    if t.error_code == ErrorCode::TRANSACTIONAL_ID_NOT_FOUND {
-        return Err(runtime(format!("transactional id '{id}' does not exist")));
-    }
-    if t.error_code.is_err() {
-        return Err(runtime(format!("cannot describe transactional id '{id}': broker error {}", t.error_code)));
-    }
-    let mut partitions: Vec<String> = t
-        .topics
-        .iter()
-        .flat_map(|topic| topic.partitions.iter().map(move |p| format!("{}-{p}", topic.topic)))
-        .collect();
+    let t = match admin.describe_transactions(&[id]).await {
+        Ok(mut d) if !d.is_empty() => d.remove(0),
+        Ok(_) => return Err(runtime(format!("transactional id '{id}' was not described"))),
+        Err(e) if e.code() == Some(ErrorCode::TRANSACTIONAL_ID_NOT_FOUND) => {
+            return Err(runtime(format!("transactional id '{id}' does not exist")));
+        }
+        Err(e) => {
+            return Err(runtime(format!("cannot describe transactional id '{id}': {}", crate::error::describe(&e))))
+        }
+    };
+    let mut partitions: Vec<String> =
+        t.partitions.iter().flat_map(|tp| tp.partitions.iter().map(move |p| format!("{}-{p}", tp.topic))).collect();
     partitions.sort();
-    let started = t.transaction_start_time_ms;
-    let duration = if started >= 0 { (super::now_ms() - started).max(0).to_string() } else { "-".into() };
+    let duration = t.start_time_ms.map_or_else(|| "-".into(), |started| (super::now_ms() - started).max(0).to_string());
     let fields = [
-        ("CoordinatorId", node.to_string()),
-        ("TransactionalId", t.transactional_id.to_string()),
+        ("CoordinatorId", t.coordinator.to_string()),
+        ("TransactionalId", t.transactional_id.clone()),
         ("ProducerId", t.producer_id.to_string()),
         ("ProducerEpoch", t.producer_epoch.to_string()),
-        ("TransactionState", t.transaction_state.to_string()),
-        ("TransactionTimeoutMs", t.transaction_timeout_ms.to_string()),
-        ("CurrentTransactionStartTimeMs", if started >= 0 { started.to_string() } else { "-".into() }),
+        ("TransactionState", t.state.clone()),
+        ("TransactionTimeoutMs", t.timeout.as_millis().to_string()),
+        ("CurrentTransactionStartTimeMs", t.start_time_ms.map_or_else(|| "-".into(), |s| s.to_string())),
         ("TransactionDurationMs", duration),
         ("TopicPartitions", if partitions.is_empty() { "-".into() } else { partitions.join(",") }),
     ];
