@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use frames::{api, decode, respond};
-use kafka_wire::client::{Producer, ProducerConfig, ProducerRecord};
+use kafka_wire::client::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 use kafka_wire::codec::frame::split_frame;
 use kafka_wire::codec::header::RequestHeader;
 use kafka_wire::codec::messages::metadata::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
@@ -270,6 +270,11 @@ fn append(shared: &Shared, records: Bytes) -> (ErrorCode, i64) {
     (ErrorCode::NONE, base_offset)
 }
 
+/// Queues record `i` (value `v{i}`) for partition 0.
+async fn send(producer: &Producer, i: usize) -> DeliveryFuture {
+    producer.send(ProducerRecord::new(TOPIC, format!("v{i}")).partition(0)).await.expect("send")
+}
+
 /// The leader of a partition stops answering with its connection open, right after a request
 /// reached the other replica; the cluster then names the other node leader. Once the request
 /// to the stopped leader times out, the producer must send the partition's batches (the one the
@@ -292,10 +297,7 @@ async fn regression_batches_move_to_the_new_leader_after_the_old_one_times_out()
     )
     .await
     .expect("connect to the fake cluster");
-    let send = |i: usize| {
-        let producer = producer.clone();
-        async move { producer.send(ProducerRecord::new(TOPIC, format!("v{i}")).partition(0)).await.expect("send") }
-    };
+    let send = |i: usize| send(&producer, i);
     // The leader acknowledges some records, so it holds the producer's state.
     const BEFORE: usize = 5;
     for i in 0..BEFORE {
@@ -338,11 +340,9 @@ async fn regression_batches_move_to_the_new_leader_after_the_old_one_times_out()
         "the producer reconnected to the stopped node instead of asking where its partition moved"
     );
     assert!(cluster.node(2).produce_requests.load(Ordering::Acquire) > 0, "the new leader took the records");
-    let log = cluster.log.lock().unwrap();
-    let values: Vec<Bytes> = log.iter().flat_map(|b| b.values.iter().cloned()).collect();
+    let values: Vec<Bytes> = cluster.log.lock().unwrap().iter().flat_map(|b| b.values.iter().cloned()).collect();
     let expected: Vec<Bytes> = (0..BEFORE + MOVED).map(|i| Bytes::from(format!("v{i}"))).collect();
     assert_eq!(values, expected, "every record once, in the order sent");
-    drop(log);
     // Nothing is left to re-send; the stopped node is not waited for.
     tokio::time::timeout(WAIT, producer.flush()).await.expect("flush").expect("flush");
 }
