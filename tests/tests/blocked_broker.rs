@@ -51,7 +51,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// one request timeout, plus time for the metadata refresh, the retry and a loaded machine;
 /// less than two request timeouts. The broker is resumed once the partition flows again, or
 /// at this bound.
-const VICTIM_BOUND: Duration = Duration::from_secs(15 + 8);
+const VICTIM_BOUND: Duration = REQUEST_TIMEOUT.saturating_add(Duration::from_secs(8));
 
 fn value(seq: u64) -> String {
     format!("seq={seq:010}")
@@ -124,9 +124,7 @@ impl Progress {
             );
         }
     }
-}
 
-impl Progress {
     /// Waits until partition `p` has at least `n` more acknowledged records than at `since`, up
     /// to `deadline`; `None` if it did not get them by then.
     async fn wait_for_acks(&self, since: &Snapshot, p: usize, n: u64, deadline: Instant) -> Option<Snapshot> {
