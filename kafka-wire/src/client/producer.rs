@@ -6,7 +6,9 @@
 //! seals (compresses) its requests' batches outside the core's lock, keeps its connection and
 //! sends: a broker that is slow to connect or to answer only holds up its own requests (each
 //! broker has at most `max.in.flight.requests.per.connection` of them). Metadata is fetched when
-//! a topic is first used and refreshed when a broker says its view is stale.
+//! a topic is first used and refreshed when a broker says its view is stale, or when a broker
+//! leaves a request unanswered: its partitions wait for the refresh, which moves them to their
+//! new leader if the cluster elected one.
 //!
 //! If the driver task dies (a panic), every pending record and every later call fails with
 //! [`Error::DriverFailed`] instead of waiting forever.
@@ -457,7 +459,31 @@ impl Inner {
         }
     }
 
-    /// Forgets the leaders of `topics` and refreshes their metadata in the background.
+    /// Broker `node` left a request without an answer (request timeout, broken connection) or
+    /// could not be connected to. A broker that stopped answering has usually lost its
+    /// leaderships to other brokers by the time its request times out, and reconnecting to it
+    /// may not fail fast (a stopped process still accepts connections, then leaves the
+    /// handshake unanswered for another request timeout). So the partitions it led are marked
+    /// leaderless, which keeps the core from draining them until a metadata refresh, started
+    /// here, names their leader: the new one if the leadership moved, else this broker again.
+    fn node_failed(self: &Arc<Self>, node: i32) {
+        let mut affected = Vec::new();
+        {
+            let mut topics = write(&self.topics);
+            for meta in topics.values_mut() {
+                if meta.leaders.contains(&node) {
+                    let leaders = meta.leaders.iter().map(|&l| if l == node { -1 } else { l }).collect();
+                    *meta = Arc::new(TopicMeta { name: meta.name.clone(), id: meta.id, leaders });
+                    affected.push(meta.name.clone());
+                }
+            }
+        }
+        // If a refresh is already under way this one is skipped; the leaderless partitions then
+        // ask for another when it ends.
+        self.refresh_metadata(affected);
+    }
+
+    /// Refreshes the metadata of `topics` in the background (one refresh at a time).
     fn refresh_metadata(self: &Arc<Self>, topics: Vec<Arc<str>>) {
         if topics.is_empty() || self.refreshing.swap(true, Ordering::AcqRel) {
             return;
@@ -466,7 +492,11 @@ impl Inner {
         tokio::spawn(async move {
             let names: Vec<&str> = topics.iter().map(|t| &**t).collect();
             match inner.client.metadata(Some(&names)).await {
-                Ok(r) => inner.learn(&r),
+                Ok(r) => {
+                    inner.learn(&r);
+                    // Batches that waited for a leader can go now, not after the backoff.
+                    inner.wake.notify_one();
+                }
                 Err(e) => tracing::debug!(error = %e, "metadata refresh failed"),
             }
             // Refreshes are spaced by the retry backoff, so a leaderless partition is not polled
@@ -700,28 +730,25 @@ async fn dispatch_to(
                 }
                 Err(e) => {
                     tracing::debug!(node, error = %e, "cannot reach partition leader");
-                    let topics: Vec<Arc<str>> = batches.iter().map(|(tp, _)| tp.topic.clone()).collect();
-                    // Forget where these partitions live; the core sees no leader until a refresh.
-                    let mut known = write(&inner.topics);
-                    for t in &topics {
-                        known.remove(t);
-                    }
-                    drop(known);
-                    inner.refresh_metadata(topics);
+                    inner.node_failed(node);
                     let _ = results.send((id, RequestOutcome::Failed));
                     continue;
                 }
             },
         };
-        submit(&inner, &live, id, acks, timeout_ms, batches, &results);
+        submit(&inner, &live, node, id, acks, timeout_ms, batches, &results);
     }
 }
 
-/// Sends one sealed request on `conn` without waiting for its answer, which comes back through
-/// `results`.
+/// Sends one sealed request on `conn` (to broker `node`) without waiting for its answer, which
+/// comes back through `results`. A request left without an answer (timeout, broken connection)
+/// reports the broker failed before its outcome goes back, so that the retried batches wait for
+/// fresh metadata rather than go back to the same broker.
+#[allow(clippy::too_many_arguments)]
 fn submit(
     inner: &Arc<Inner>,
     conn: &Connection,
+    node: i32,
     id: u64,
     acks: i16,
     timeout_ms: i32,
@@ -759,20 +786,24 @@ fn submit(
                     })
                     .collect(),
             ),
-            Err(_) => RequestOutcome::Failed,
+            Err(_) => {
+                inner.node_failed(node);
+                RequestOutcome::Failed
+            }
         };
         let _ = results.send((id, outcome));
         return;
     }
     match conn.submit(&request, version) {
         Ok(pending) => {
-            let results = results.clone();
+            let (inner, results) = (inner.clone(), results.clone());
             let by_id: HashMap<Uuid, Arc<str>> = topic_ids.into_iter().map(|(n, i)| (i, n)).collect();
             tokio::spawn(async move {
                 let outcome = match pending.response().await {
                     Ok(r) => RequestOutcome::Response(partition_responses(r, &by_id)),
                     Err(e) => {
-                        tracing::debug!(error = %e, "produce request failed");
+                        tracing::debug!(node, error = %e, "produce request failed");
+                        inner.node_failed(node);
                         RequestOutcome::Failed
                     }
                 };
@@ -780,6 +811,7 @@ fn submit(
             });
         }
         Err(_) => {
+            inner.node_failed(node);
             let _ = results.send((id, RequestOutcome::Failed));
         }
     }
