@@ -137,7 +137,7 @@ fn handle(mut frame: Bytes, cluster: &Cluster, out: &mut BytesMut) -> Option<()>
         ApiKey::FIND_COORDINATOR => {
             let (header, request) = decode::<FindCoordinatorRequest>(&mut frame, version)?;
             let keys = if request.coordinator_keys.is_empty() { vec![request.key] } else { request.coordinator_keys };
-            let response = FindCoordinatorResponse {
+            let mut response = FindCoordinatorResponse {
                 node_id: NODE_ID,
                 host: "127.0.0.1".into(),
                 port: i32::from(cluster.port),
@@ -153,6 +153,8 @@ fn handle(mut frame: Bytes, cluster: &Cluster, out: &mut BytesMut) -> Option<()>
                     .collect(),
                 ..Default::default()
             };
+            // Filled for every version, as a broker would; the encoder refuses what this version lacks.
+            response.retain_version(version);
             respond::<FindCoordinatorRequest>(out, header.correlation_id, &response, version);
         }
         _ => return None,

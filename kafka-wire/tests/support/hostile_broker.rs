@@ -201,7 +201,7 @@ async fn handle(mut frame: Bytes, shared: &Shared, out: &mut BytesMut) -> Option
         }
         ApiKey::FIND_COORDINATOR => {
             let (header, request) = decode::<FindCoordinatorRequest>(&mut frame, version)?;
-            let response = FindCoordinatorResponse {
+            let mut response = FindCoordinatorResponse {
                 error_code: ErrorCode::NONE,
                 node_id: NODE_ID,
                 host: "127.0.0.1".into(),
@@ -220,6 +220,8 @@ async fn handle(mut frame: Bytes, shared: &Shared, out: &mut BytesMut) -> Option
                     .collect(),
                 ..Default::default()
             };
+            // Filled for every version, as a broker would; the encoder refuses what this version lacks.
+            response.retain_version(version);
             respond::<FindCoordinatorRequest>(out, header.correlation_id, &response, version);
         }
         ApiKey::DESCRIBE_GROUPS => {
