@@ -21,11 +21,14 @@ pub use generated::*;
 /// An inclusive range of message versions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VersionRange {
+    /// The lowest version.
     pub min: i16,
+    /// The highest version.
     pub max: i16,
 }
 
 impl VersionRange {
+    /// Whether `v` lies in the range.
     pub const fn contains(self, v: i16) -> bool {
         v >= self.min && v <= self.max
     }
@@ -63,6 +66,7 @@ pub trait Message: Sized {
     #[doc(hidden)]
     fn retain_version(&mut self, version: i16);
 
+    /// Whether `version` is flexible (KIP-482).
     fn is_flexible(version: i16) -> bool {
         matches!(Self::FLEXIBLE_FROM, Some(f) if version >= f)
     }
@@ -70,7 +74,9 @@ pub trait Message: Sized {
 
 /// A request, tied to its API key and its response type.
 pub trait Request: Message {
+    /// The API key written in the request header.
     const API_KEY: ApiKey;
+    /// The body of the response to this request.
     type Response: Message;
 
     /// Request header v2 for flexible versions, v1 otherwise.
