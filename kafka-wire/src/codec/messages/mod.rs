@@ -1,13 +1,14 @@
 //! Every request and response this client speaks.
 //!
-//! The types in [`generated`] are produced by `cargo xtask codegen` from the descriptions in
-//! `kafka-wire/schema/*.msg` (one file per API, written for this project from Kafka's published
-//! message facts). Each message knows the versions it is described for and encodes or decodes
-//! itself at any of them. Decoding, a field outside the version takes its default; encoding, a
-//! field outside the version must hold its default, or the message is refused
-//! ([`EncodeError::FieldNotInVersion`]) rather than sent without it; the exception are
-//! "ignorable" fields, one of two forms of the same information (a topic's name for old versions,
-//! its id for new ones), of which the form the version lacks is left out.
+//! The types here (defined in the private module `generated` and re-exported) are produced by
+//! `cargo xtask codegen` from the descriptions in `kafka-wire/schema/*.msg` (one file per API,
+//! written for this project from Kafka's published message facts). Each message knows the
+//! versions it is described for and encodes or decodes itself at any of them. Decoding, a field
+//! outside the version takes its default; encoding, a field outside the version must hold its
+//! default, or the message is refused ([`EncodeError::FieldNotInVersion`]) rather than sent
+//! without it; the exception are "ignorable" fields, one of two forms of the same information (a
+//! topic's name for old versions, its id for new ones), of which the form the version lacks is
+//! left out.
 
 use bytes::{Bytes, BytesMut};
 
