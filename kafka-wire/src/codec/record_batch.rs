@@ -400,7 +400,7 @@ open_enum! {
 /// The key of a control record: a version and a type, two `int16`s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ControlRecord {
-    /// Key version; 0 is the only one defined.
+    /// The key's version.
     pub version: i16,
     /// What the control record marks.
     pub kind: ControlType,
@@ -433,7 +433,7 @@ impl ControlRecord {
 /// The value of an ABORT or COMMIT control record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EndTxnMarker {
-    /// Value version; 0 is the only one defined.
+    /// The value's version.
     pub version: i16,
     /// The epoch of the transaction coordinator that wrote the marker (KIP-98).
     pub coordinator_epoch: i32,

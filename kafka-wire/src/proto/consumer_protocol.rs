@@ -437,7 +437,7 @@ fn encode_partitions(owned: &BTreeSet<IdTp>) -> Vec<TopicPartitions> {
 }
 
 impl ConsumerGroupMember {
-    /// A member that has not joined yet; it starts by finding the coordinator.
+    /// A member that has not joined yet.
     pub fn new(config: ConsumerGroupConfig, now: Instant) -> Self {
         let member_id = match &config.member_id {
             Some(id) => id.clone(),

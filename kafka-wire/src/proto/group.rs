@@ -529,7 +529,7 @@ fn is_fatal_group_error(code: ErrorCode) -> bool {
 }
 
 impl GroupMember {
-    /// A member that has not joined yet; it starts by finding the coordinator.
+    /// A member that has not joined yet.
     pub fn new(config: GroupConfig, now: Instant) -> Self {
         let protocol = if !config.assignors.is_empty()
             && config.assignors.iter().all(|a| a.protocol() == RebalanceProtocol::Cooperative)

@@ -127,7 +127,8 @@ impl TxnConfig {
 pub enum TxnState {
     /// `init` not called yet.
     Uninitialized,
-    /// InitProducerId in flight.
+    /// Getting a producer id and epoch (InitProducerId), after `init` or, under transactions v1,
+    /// for the KIP-360 epoch bump that ends an abort.
     Initializing,
     /// Has a producer id and epoch; no transaction open.
     Ready,
@@ -159,7 +160,7 @@ pub enum TxnOperation {
     Commit,
     /// `abort`.
     Abort,
-    /// `require_epoch_bump`: the next abort bumps the epoch (KIP-360).
+    /// `require_epoch_bump`: the abort in progress ends with an epoch bump (KIP-360).
     RequireEpochBump,
 }
 
