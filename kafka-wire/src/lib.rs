@@ -12,6 +12,8 @@
 //! Applications and the pattern crates use the public surface: the clients re-exported here and
 //! the value types of [`types`]. Paths under `codec` and `proto` are the implementation's.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod codec;
 pub mod proto;

@@ -712,26 +712,12 @@ fn gen_struct(
     is_request: bool,
 ) -> Result<()> {
     let within = m.versions;
+    writeln!(out, "    /// {}", struct_doc(api, m, s, top, is_request))?;
     writeln!(out, "    #[derive(Clone, Debug, PartialEq)]")?;
     writeln!(out, "    #[cfg_attr(feature = \"arbitrary\", derive(arbitrary::Arbitrary))]")?;
     writeln!(out, "    pub struct {} {{", s.name)?;
     for f in &s.fields {
-        let mut notes = Vec::new();
-        if f.versions != Range::ALL {
-            notes.push(format!("versions {}", show_range(f.versions)));
-        }
-        if !f.nullable.is_empty() && f.nullable != f.versions {
-            notes.push(format!("nullable in {}", show_range(f.nullable)));
-        }
-        if let Some(t) = f.tag {
-            notes.push(format!("tag {t}"));
-        }
-        if f.ignorable && f.versions != Range::ALL {
-            notes.push("left out of other versions without an error (ignorable)".into());
-        }
-        if !notes.is_empty() {
-            writeln!(out, "        /// {}.", notes.join(", "))?;
-        }
+        writeln!(out, "        /// {}", field_doc(f))?;
         if let Some(with) = arbitrary_with(f)? {
             writeln!(out, "        #[cfg_attr(feature = \"arbitrary\", arbitrary(with = crate::codec::arb::{with}))]")?;
         }
@@ -901,6 +887,94 @@ fn tagged_version_condition(f: &Field, within: Range) -> String {
         None => "flex".into(),
         Some(c) => format!("flex && {c}"),
     }
+}
+
+/// The doc comment of a generated struct: which message it is or belongs to, and the versions
+/// and flexible versions of that message, as the schema states them.
+fn struct_doc(api: &ApiDef, m: &MessageDef, s: &StructDef, top: bool, is_request: bool) -> String {
+    let flexible = match m.flexible {
+        Some(v) => format!("flexible versions {v}+"),
+        None => "no flexible versions".to_owned(),
+    };
+    let what = if top {
+        let side = if is_request { "request" } else { "response" };
+        format!("{} {side} (API key {})", api.name, api.key)
+    } else {
+        // A struct both sides declare alike is generated once, on the request side.
+        let mut users = Vec::new();
+        let mut sides = Vec::new();
+        for (msg, name) in [(&api.request, "request"), (&api.response, "response")] {
+            let before = users.len();
+            for o in &msg.structs {
+                for f in o.fields.iter().filter(|f| struct_name(&f.ty) == Some(s.name.as_str())) {
+                    users.push(format!("`{}.{}`", o.name, ident(&f.name)));
+                }
+            }
+            if users.len() > before {
+                sides.push(name);
+            }
+        }
+        format!("Part of the {} {} (API key {}), used by {}", api.name, sides.join(" and "), api.key, users.join(", "))
+    };
+    format!("{what}: versions {}, {flexible}.", show_range(m.versions))
+}
+
+/// The wire type of a field as Kafka's schemas name it.
+fn wire_type(ty: &Ty) -> String {
+    match ty {
+        Ty::Prim(p) => match *p {
+            "error" => "int16 error code",
+            "bool" => "bool",
+            "i8" => "int8",
+            "i16" => "int16",
+            "i32" => "int32",
+            "i64" => "int64",
+            "u16" => "uint16",
+            "u32" => "uint32",
+            "f64" => "float64",
+            "uuid" => "uuid",
+            "string" => "string",
+            "bytes" => "bytes",
+            _ => "records",
+        }
+        .to_owned(),
+        Ty::Array(t) => format!("array of {}", wire_type(t)),
+        Ty::Struct(n) => format!("`{n}`"),
+    }
+}
+
+/// The doc comment of a generated field: its wire type, the versions that carry it,
+/// nullability, explicit default and tag, from the schema.
+fn field_doc(f: &Field) -> String {
+    let mut notes = vec![format!("`{}`: {}", ident(&f.name), wire_type(&f.ty))];
+    if f.versions == Range::ALL {
+        notes.push("all versions".into());
+    } else if f.versions.is_empty() {
+        notes.push("no version".into());
+    } else {
+        notes.push(format!("versions {}", show_range(f.versions)));
+    }
+    if !f.nullable.is_empty() {
+        if f.nullable == f.versions {
+            notes.push("nullable".into());
+        } else {
+            notes.push(format!("nullable in versions {}", show_range(f.nullable)));
+        }
+    }
+    if let Some(d) = &f.default {
+        notes.push(format!("default {d}"));
+    }
+    if let Some(t) = f.tag {
+        if f.tagged == f.versions {
+            notes.push(format!("tagged (tag {t})"));
+        } else {
+            notes.push(format!("tagged (tag {t}) in versions {}", show_range(f.tagged)));
+        }
+    }
+    if f.ignorable && f.versions != Range::ALL {
+        notes.push("left out of other versions without an error (ignorable)".into());
+    }
+    format!("{}.", notes.join(", "))
 }
 
 fn show_range(r: Range) -> String {

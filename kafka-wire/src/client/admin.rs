@@ -66,6 +66,7 @@ use crate::codec::{DecodeResult, ErrorCode, Uuid};
 /// A topic to create.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewTopic {
+    /// The topic's name.
     pub name: String,
     /// `-1`: the broker's `num.partitions`.
     pub partitions: i32,
@@ -76,6 +77,7 @@ pub struct NewTopic {
 }
 
 impl NewTopic {
+    /// A topic with no configs: `-1` for `partitions` or `replication_factor` takes the broker's default.
     pub fn new(name: impl Into<String>, partitions: i32, replication_factor: i16) -> Self {
         Self { name: name.into(), partitions, replication_factor, configs: Vec::new() }
     }
@@ -90,21 +92,28 @@ impl NewTopic {
 /// A topic as CreateTopics reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreatedTopic {
+    /// The topic's name.
     pub name: String,
     /// Zero before CreateTopics v7, and with `validate_only`.
     pub topic_id: Uuid,
     /// `-1` if the broker did not say (CreateTopics before v5 with broker defaults).
     pub partitions: i32,
+    /// `-1` if the broker did not say.
     pub replication_factor: i16,
 }
 
 /// The kind of a config resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ConfigResourceType {
+    /// A topic (wire value 2).
     Topic,
+    /// A broker, or the cluster-wide broker defaults (4).
     Broker,
+    /// A broker's log4j loggers (8).
     BrokerLogger,
+    /// Client metrics subscriptions (16, KIP-714).
     ClientMetrics,
+    /// A group's configs (32, KIP-848).
     Group,
 }
 
@@ -120,6 +129,7 @@ impl ConfigResourceType {
         }
     }
 
+    /// The type of a wire value; `None` for values this client does not know.
     pub const fn from_code(code: i8) -> Option<Self> {
         match code {
             2 => Some(Self::Topic),
@@ -136,15 +146,19 @@ impl ConfigResourceType {
 /// default), a broker's loggers, a group.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConfigResource {
+    /// The kind of resource.
     pub resource_type: ConfigResourceType,
+    /// The topic or group name, the broker's node id, or `""` for the broker defaults.
     pub name: String,
 }
 
 impl ConfigResource {
+    /// A topic's configs.
     pub fn topic(name: impl Into<String>) -> Self {
         Self { resource_type: ConfigResourceType::Topic, name: name.into() }
     }
 
+    /// A broker's configs.
     pub fn broker(node_id: i32) -> Self {
         Self { resource_type: ConfigResourceType::Broker, name: node_id.to_string() }
     }
@@ -154,10 +168,12 @@ impl ConfigResource {
         Self { resource_type: ConfigResourceType::Broker, name: String::new() }
     }
 
+    /// A broker's logger levels.
     pub fn broker_logger(node_id: i32) -> Self {
         Self { resource_type: ConfigResourceType::BrokerLogger, name: node_id.to_string() }
     }
 
+    /// A group's configs (KIP-848).
     pub fn group(name: impl Into<String>) -> Self {
         Self { resource_type: ConfigResourceType::Group, name: name.into() }
     }
@@ -194,6 +210,7 @@ impl ConfigResource {
 /// Where a config value comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConfigSource {
+    /// A source this client does not know (wire value 0 or a newer one).
     Unknown,
     /// Set on the topic.
     TopicConfig,
@@ -205,12 +222,16 @@ pub enum ConfigSource {
     StaticBrokerConfig,
     /// Kafka's default.
     DefaultConfig,
+    /// A broker logger level set dynamically.
     DynamicBrokerLoggerConfig,
+    /// A client metrics subscription (KIP-714).
     ClientMetricsConfig,
+    /// Set on the group (KIP-848).
     GroupConfig,
 }
 
 impl ConfigSource {
+    /// The source of a wire value.
     pub const fn from_code(code: i8) -> Self {
         match code {
             1 => Self::TopicConfig,
@@ -229,11 +250,15 @@ impl ConfigSource {
 /// One config of a resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigEntry {
+    /// The config's name.
     pub name: String,
     /// `None` for sensitive values and values that are not set.
     pub value: Option<String>,
+    /// Whether it cannot be changed with AlterConfigs.
     pub read_only: bool,
+    /// Where the value comes from.
     pub source: ConfigSource,
+    /// Whether the value is sensitive (passwords); its value is then not returned.
     pub is_sensitive: bool,
     /// The values this one overrides or would fall back to, highest precedence first.
     pub synonyms: Vec<ConfigSynonym>,
@@ -249,21 +274,28 @@ impl ConfigEntry {
     }
 }
 
+/// A value a config falls back to, or overrides (DescribeConfigs `include_synonyms`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigSynonym {
+    /// The synonym's config name (for a broker config, possibly another name of it).
     pub name: String,
+    /// Its value; `None` if sensitive.
     pub value: Option<String>,
+    /// Where the value comes from.
     pub source: ConfigSource,
 }
 
 /// The configs of one resource, as DescribeConfigs reports them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResourceConfig {
+    /// The resource.
     pub resource: ConfigResource,
+    /// Its configs.
     pub entries: Vec<ConfigEntry>,
 }
 
 impl ResourceConfig {
+    /// The entry of config `name`, if it is listed.
     pub fn get(&self, name: &str) -> Option<&ConfigEntry> {
         self.entries.iter().find(|e| e.name == name)
     }
@@ -288,6 +320,7 @@ pub enum AlterConfigOpType {
 }
 
 impl AlterConfigOpType {
+    /// The wire value.
     pub const fn code(self) -> i8 {
         match self {
             Self::Set => 0,
@@ -301,24 +334,31 @@ impl AlterConfigOpType {
 /// One change of [`Admin::incremental_alter_configs`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AlterConfigOp {
+    /// The config's name.
     pub name: String,
+    /// What to do.
     pub op: AlterConfigOpType,
+    /// The value; `None` for [`AlterConfigOpType::Delete`].
     pub value: Option<String>,
 }
 
 impl AlterConfigOp {
+    /// Sets `name` to `value`.
     pub fn set(name: impl Into<String>, value: impl Into<String>) -> Self {
         Self { name: name.into(), op: AlterConfigOpType::Set, value: Some(value.into()) }
     }
 
+    /// Removes `name`'s value, so that it falls back to the default.
     pub fn delete(name: impl Into<String>) -> Self {
         Self { name: name.into(), op: AlterConfigOpType::Delete, value: None }
     }
 
+    /// Adds `value` to the list config `name`.
     pub fn append(name: impl Into<String>, value: impl Into<String>) -> Self {
         Self { name: name.into(), op: AlterConfigOpType::Append, value: Some(value.into()) }
     }
 
+    /// Removes `value` from the list config `name`.
     pub fn subtract(name: impl Into<String>, value: impl Into<String>) -> Self {
         Self { name: name.into(), op: AlterConfigOpType::Subtract, value: Some(value.into()) }
     }
@@ -327,6 +367,7 @@ impl AlterConfigOp {
 /// A group as ListGroups reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupListing {
+    /// The group's id.
     pub group_id: String,
     /// `"consumer"` for consumer groups, `""` for groups that only commit offsets.
     pub protocol_type: String,
@@ -341,21 +382,30 @@ pub struct GroupListing {
 /// A classic group as DescribeGroups reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupDescription {
+    /// The group's id.
     pub group_id: String,
     /// `Empty`, `PreparingRebalance`, `CompletingRebalance`, `Stable`.
     pub state: String,
+    /// `"consumer"` for consumer groups.
     pub protocol_type: String,
     /// The chosen protocol: the partition assignor for consumer groups (`range`, ...).
     pub protocol: String,
+    /// The members.
     pub members: Vec<MemberDescription>,
+    /// The node id of the group's coordinator.
     pub coordinator: i32,
 }
 
+/// A member of a classic group as DescribeGroups reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberDescription {
+    /// The member id the coordinator gave it.
     pub member_id: String,
+    /// Its `group.instance.id` (KIP-345 static membership), if any.
     pub group_instance_id: Option<String>,
+    /// The member's `client.id`.
     pub client_id: String,
+    /// The host the member connects from.
     pub client_host: String,
     /// The member's protocol metadata (for consumer groups: its subscription).
     pub metadata: Bytes,
@@ -381,11 +431,15 @@ impl MemberDescription {
 /// A committed offset of a group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupOffset {
+    /// The topic.
     pub topic: String,
+    /// The partition.
     pub partition: i32,
     /// The next offset the group will consume.
     pub offset: i64,
+    /// The leader epoch of the last consumed record (KIP-320), if committed.
     pub leader_epoch: Option<i32>,
+    /// Metadata committed with the offset.
     pub metadata: Option<String>,
 }
 
@@ -423,27 +477,34 @@ impl OffsetSpec {
 /// A partition's offset as ListOffsets reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListedOffset {
+    /// The topic.
     pub topic: String,
+    /// The partition.
     pub partition: i32,
     /// `-1` if no record matches ([`OffsetSpec::Timestamp`] after the last record's
     /// timestamp, [`OffsetSpec::MaxTimestamp`] of an empty partition).
     pub offset: i64,
     /// The record's timestamp, for timestamp lookups.
     pub timestamp: Option<i64>,
+    /// The leader epoch of the record (ListOffsets v4+), if known.
     pub leader_epoch: Option<i32>,
 }
 
 /// A partition's new log start offset after [`Admin::delete_records`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeletedRecords {
+    /// The topic.
     pub topic: String,
+    /// The partition.
     pub partition: i32,
+    /// The partition's new log start offset.
     pub low_watermark: i64,
 }
 
 /// The cluster as DescribeCluster reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterDescription {
+    /// The cluster id.
     pub cluster_id: String,
     /// In KRaft mode, a broker id that requests for the controller can be sent to (brokers
     /// forward them), not the id of the quorum's controller.
@@ -462,6 +523,7 @@ pub enum CoordinatorType {
 }
 
 impl CoordinatorType {
+    /// The wire value (FindCoordinator `key_type`).
     pub const fn code(self) -> i8 {
         match self {
             Self::Group => 0,
@@ -481,6 +543,7 @@ impl CoordinatorType {
 /// [`Admin::list_topics`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicMetadata {
+    /// The topic's name.
     pub name: String,
     /// The topic id (zero from brokers older than Metadata v10).
     pub id: Uuid,
@@ -500,6 +563,7 @@ impl TopicMetadata {
 /// A partition as the cluster metadata describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionMetadata {
+    /// The partition id.
     pub partition: i32,
     /// The leader's node id; `None` while the partition has no leader.
     pub leader: Option<i32>,
@@ -516,7 +580,9 @@ pub struct PartitionMetadata {
 /// Partitions of one topic, the topic named once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicPartitions {
+    /// The topic.
     pub topic: String,
+    /// The partition ids.
     pub partitions: Vec<i32>,
 }
 
@@ -524,6 +590,7 @@ pub struct TopicPartitions {
 /// ([`Admin::describe_consumer_groups`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsumerGroupDescription {
+    /// The group's id.
     pub group_id: String,
     /// `Empty`, `Assigning`, `Reconciling`, `Stable`, `Dead`.
     pub state: String,
@@ -533,6 +600,7 @@ pub struct ConsumerGroupDescription {
     pub assignment_epoch: i32,
     /// The server-side assignor (`uniform`, `range`, ...).
     pub assignor: String,
+    /// The members.
     pub members: Vec<ConsumerGroupMember>,
     /// The node id of the group's coordinator.
     pub coordinator: i32,
@@ -541,14 +609,19 @@ pub struct ConsumerGroupDescription {
 /// A member of a KIP-848 consumer group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsumerGroupMember {
+    /// The member id.
     pub member_id: String,
     /// The static membership id (`group.instance.id`).
     pub instance_id: Option<String>,
+    /// The member's `client.rack`, if set.
     pub rack_id: Option<String>,
     /// The member's epoch: the group epoch whose assignment it has reconciled.
     pub member_epoch: i32,
+    /// The member's `client.id`.
     pub client_id: String,
+    /// The host the member connects from.
     pub client_host: String,
+    /// The topics it subscribes to by name.
     pub subscribed_topics: Vec<String>,
     /// The subscription's regular expression, for a pattern subscription.
     pub subscribed_topic_regex: Option<String>,
@@ -575,7 +648,9 @@ pub struct TransactionFilter {
 /// A transaction as ListTransactions reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransactionListing {
+    /// The `transactional.id`.
     pub transactional_id: String,
+    /// The current producer id.
     pub producer_id: i64,
     /// `Empty`, `Ongoing`, `PrepareCommit`, `CompleteCommit`, ...
     pub state: String,
@@ -586,10 +661,13 @@ pub struct TransactionListing {
 /// A transaction as DescribeTransactions reports it ([`Admin::describe_transactions`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransactionDescription {
+    /// The `transactional.id`.
     pub transactional_id: String,
     /// `Empty`, `Ongoing`, `PrepareCommit`, `CompleteCommit`, ...
     pub state: String,
+    /// The current producer id.
     pub producer_id: i64,
+    /// The current producer epoch.
     pub producer_epoch: i16,
     /// The producer's `transaction.timeout.ms`.
     pub timeout: Duration,
@@ -644,10 +722,12 @@ impl Admin {
         self
     }
 
+    /// The timeout of operations ([`Admin::with_timeout`]).
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
 
+    /// The underlying client.
     pub fn client(&self) -> &Client {
         &self.client
     }

@@ -20,6 +20,7 @@ use crate::codec::messages::{MetadataRequest, MetadataResponse, Request};
 pub struct ClientConfig {
     /// `host:port` addresses tried in order until one answers (`bootstrap.servers`).
     pub bootstrap_servers: Vec<String>,
+    /// Connection settings (timeouts, frame size, client id).
     pub connection: ConnectionConfig,
 }
 
@@ -41,13 +42,18 @@ impl ClientConfig {
 /// A broker as Metadata describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerAddr {
+    /// The broker's node id.
     pub node_id: i32,
+    /// The host it advertises.
     pub host: String,
+    /// The port it advertises.
     pub port: i32,
+    /// Its `broker.rack`, if set.
     pub rack: Option<String>,
 }
 
 impl BrokerAddr {
+    /// `host:port`.
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
@@ -104,6 +110,7 @@ impl Client {
         Ok(client)
     }
 
+    /// The configuration the client was created with.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
     }
@@ -133,6 +140,7 @@ impl Client {
         *read(&self.inner.controller_id)
     }
 
+    /// The cluster id, as of the last metadata response.
     pub fn cluster_id(&self) -> Option<String> {
         read(&self.inner.cluster_id).clone()
     }

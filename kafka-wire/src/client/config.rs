@@ -237,31 +237,37 @@ impl ProducerConfig {
         Self { bootstrap_servers: split_list(bootstrap_servers), ..Self::default() }
     }
 
+    /// Sets `client.id`.
     pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
         self.client_id = Some(client_id.into());
         self
     }
 
+    /// Sets `acks`.
     pub fn acks(mut self, acks: Acks) -> Self {
         self.acks = acks;
         self
     }
 
+    /// Sets `linger.ms`.
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self
     }
 
+    /// Sets `batch.size`, in bytes.
     pub fn batch_size(mut self, bytes: usize) -> Self {
         self.batch_size = bytes;
         self
     }
 
+    /// Sets `buffer.memory`, in bytes.
     pub fn buffer_memory(mut self, bytes: usize) -> Self {
         self.buffer_memory = bytes;
         self
     }
 
+    /// Sets `compression.type`.
     pub fn compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
         self
@@ -274,6 +280,7 @@ impl ProducerConfig {
         self
     }
 
+    /// Sets `max.in.flight.requests.per.connection`.
     pub fn max_in_flight_requests_per_connection(mut self, n: usize) -> Self {
         self.max_in_flight_requests_per_connection = n;
         self
@@ -287,51 +294,61 @@ impl ProducerConfig {
         self
     }
 
+    /// Sets `request.timeout.ms`.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
 
+    /// Sets `retries`.
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
         self
     }
 
+    /// Sets `retry.backoff.ms`.
     pub fn retry_backoff(mut self, backoff: Duration) -> Self {
         self.retry_backoff = backoff;
         self
     }
 
+    /// Sets `retry.backoff.max.ms` (KIP-580).
     pub fn retry_backoff_max(mut self, backoff: Duration) -> Self {
         self.retry_backoff_max = backoff;
         self
     }
 
+    /// Sets `max.request.size`, in bytes.
     pub fn max_request_size(mut self, bytes: usize) -> Self {
         self.max_request_size = bytes;
         self
     }
 
+    /// Sets `max.block.ms`.
     pub fn max_block(mut self, timeout: Duration) -> Self {
         self.max_block = timeout;
         self
     }
 
+    /// Sets `partitioner.ignore.keys` (KIP-794).
     pub fn partitioner_ignore_keys(mut self, ignore: bool) -> Self {
         self.partitioner_ignore_keys = ignore;
         self
     }
 
+    /// Sets `partitioner.adaptive.partitioning.enable` (KIP-794).
     pub fn partitioner_adaptive(mut self, adaptive: bool) -> Self {
         self.partitioner_adaptive = adaptive;
         self
     }
 
+    /// Sets `transactional.id` (KIP-98), which makes the producer transactional.
     pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
         self.transactional_id = Some(id.into());
         self
     }
 
+    /// Sets `transaction.timeout.ms`.
     pub fn transaction_timeout(mut self, timeout: Duration) -> Self {
         self.transaction_timeout = timeout;
         self

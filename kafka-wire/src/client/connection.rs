@@ -35,6 +35,7 @@ pub struct ConnectionConfig {
     pub max_frame_size: usize,
     /// Reported to the broker in ApiVersions v3+ (KIP-511).
     pub client_software_name: String,
+    /// Reported with `client_software_name` (KIP-511).
     pub client_software_version: String,
 }
 

@@ -43,12 +43,19 @@ use crate::proto::read_committed::AbortedFilter;
 /// A record handed to the application.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsumerRecord {
+    /// The topic.
     pub topic: Arc<str>,
+    /// The partition.
     pub partition: i32,
+    /// The record's offset.
     pub offset: i64,
+    /// The record's timestamp, in milliseconds since the epoch.
     pub timestamp: i64,
+    /// Whether `timestamp` is the producer's create time or the broker's append time.
     pub timestamp_type: TimestampType,
+    /// The key; `None` is a null key.
     pub key: Option<Bytes>,
+    /// The value; `None` is a null value (a tombstone on compacted topics).
     pub value: Option<Bytes>,
     /// Decoded as they are read: they take the memory of their bytes, however many there are.
     pub headers: Headers,
@@ -57,6 +64,7 @@ pub struct ConsumerRecord {
 }
 
 impl ConsumerRecord {
+    /// The record's topic and partition.
     pub fn topic_partition(&self) -> TopicPartition {
         TopicPartition { topic: self.topic.clone(), partition: self.partition }
     }
@@ -80,12 +88,16 @@ impl ConsumerRecord {
 /// consumed (KIP-320) and optional metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OffsetAndMetadata {
+    /// The next offset to consume.
     pub offset: i64,
+    /// The leader epoch of the last consumed record (KIP-320), if known.
     pub leader_epoch: Option<i32>,
+    /// Metadata stored with the offset.
     pub metadata: Option<String>,
 }
 
 impl OffsetAndMetadata {
+    /// An offset with no leader epoch and no metadata.
     pub fn new(offset: i64) -> Self {
         Self { offset, leader_epoch: None, metadata: None }
     }
@@ -237,7 +249,9 @@ impl FetchedBatch {
 /// Where a partition without a usable position goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResetTo {
+    /// The log start offset (`auto.offset.reset=earliest`).
     Earliest,
+    /// The log end offset: only records produced from now on (`auto.offset.reset=latest`).
     Latest,
     /// The earliest offset whose timestamp is at or after this one (milliseconds).
     Timestamp(i64),
@@ -263,6 +277,7 @@ impl Consumer {
         Ok(Self { _last_handle: Arc::new(StopOnDrop(inner.clone())), inner })
     }
 
+    /// The consumer's configuration, as validated.
     pub fn config(&self) -> &ConsumerConfig {
         &self.inner.config
     }
@@ -441,6 +456,8 @@ impl Consumer {
         Ok(())
     }
 
+    /// Fetches `partitions` again after [`Consumer::pause`]; their buffered records are handed out
+    /// again. An error if one of them is not assigned.
     pub fn resume(&self, partitions: &[TopicPartition]) -> Result<()> {
         let mut st = self.inner.lock();
         for tp in partitions {
@@ -451,6 +468,7 @@ impl Consumer {
         Ok(())
     }
 
+    /// The partitions paused now.
     pub fn paused(&self) -> BTreeSet<TopicPartition> {
         self.inner.lock().partitions.iter().filter(|(_, p)| p.paused).map(|(tp, _)| tp.clone()).collect()
     }

@@ -24,7 +24,9 @@ use crate::codec::frame::DEFAULT_MAX_FRAME;
 /// (`auto.offset.reset`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OffsetReset {
+    /// The log start offset.
     Earliest,
+    /// The log end offset: only records produced from now on.
     #[default]
     Latest,
     /// No reset: the consumer reports [`Error::Config`] for `auto.offset.reset` instead.
@@ -214,60 +216,72 @@ impl Default for ConsumerConfig {
 }
 
 impl ConsumerConfig {
+    /// Defaults with a comma-separated `bootstrap.servers` list.
     pub fn new(bootstrap_servers: &str) -> Self {
         Self { bootstrap_servers: split_list(bootstrap_servers), ..Self::default() }
     }
 
+    /// Sets `group.id`.
     pub fn group_id(mut self, group: impl Into<String>) -> Self {
         self.group_id = Some(group.into());
         self
     }
 
+    /// Sets `group.instance.id`: static membership (KIP-345).
     pub fn group_instance_id(mut self, id: impl Into<String>) -> Self {
         self.group_instance_id = Some(id.into());
         self
     }
 
+    /// Sets `group.protocol`: classic, or the consumer protocol of KIP-848.
     pub fn group_protocol(mut self, protocol: GroupProtocol) -> Self {
         self.group_protocol = protocol;
         self
     }
 
+    /// Sets `partition.assignment.strategy`: assignor names, in order of preference.
     pub fn assignment_strategy(mut self, names: &[&str]) -> Self {
         self.partition_assignment_strategy = names.iter().map(|s| (*s).to_owned()).collect();
         self
     }
 
+    /// Sets `auto.offset.reset`.
     pub fn auto_offset_reset(mut self, reset: OffsetReset) -> Self {
         self.auto_offset_reset = reset;
         self
     }
 
+    /// Sets `enable.auto.commit`.
     pub fn enable_auto_commit(mut self, enable: bool) -> Self {
         self.enable_auto_commit = enable;
         self
     }
 
+    /// Sets `isolation.level` (KIP-98).
     pub fn isolation_level(mut self, level: IsolationLevel) -> Self {
         self.isolation_level = level;
         self
     }
 
+    /// Sets `session.timeout.ms`.
     pub fn session_timeout(mut self, timeout: Duration) -> Self {
         self.session_timeout = timeout;
         self
     }
 
+    /// Sets `heartbeat.interval.ms`.
     pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
         self.heartbeat_interval = interval;
         self
     }
 
+    /// Sets `max.poll.interval.ms`.
     pub fn max_poll_interval(mut self, interval: Duration) -> Self {
         self.max_poll_interval = interval;
         self
     }
 
+    /// Sets `max.poll.records`.
     pub fn max_poll_records(mut self, n: usize) -> Self {
         self.max_poll_records = n;
         self

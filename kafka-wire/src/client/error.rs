@@ -19,48 +19,99 @@ pub enum Error {
     /// A broker sent bytes that do not decode.
     #[error("malformed response from {broker}: {source}")]
     Decode {
+        /// The broker's address.
         broker: String,
+        /// What did not decode.
         #[source]
         source: DecodeError,
     },
     /// A broker answered with an error code.
     #[error("{context}: broker error {code}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
-    Broker { code: ErrorCode, message: Option<String>, context: String },
+    Broker {
+        /// The error code.
+        code: ErrorCode,
+        /// The broker's error message, if it sent one.
+        message: Option<String>,
+        /// What was asked (the request, the resource).
+        context: String,
+    },
     /// A broker broke a rule of the protocol (for example answered a request it was not sent).
     #[error("protocol violation by {broker}: {reason}")]
-    Protocol { broker: String, reason: String },
+    Protocol {
+        /// The broker's address.
+        broker: String,
+        /// The rule that was broken.
+        reason: String,
+    },
     /// No version of an API is supported by both this client and the broker.
     #[error("{api} is not supported: the client speaks versions {client:?}, broker {broker_addr} {}",
         broker.map(|b| format!("speaks {b:?}")).unwrap_or_else(|| "does not offer it".into()))]
-    UnsupportedVersion { api: ApiKey, client: VersionRange, broker: Option<VersionRange>, broker_addr: String },
+    UnsupportedVersion {
+        /// The API.
+        api: ApiKey,
+        /// The versions this client speaks.
+        client: VersionRange,
+        /// The versions the broker offers; `None` if it offers none.
+        broker: Option<VersionRange>,
+        /// The broker's address.
+        broker_addr: String,
+    },
     /// A configuration property is unknown or has an invalid value, or the API was misused.
     #[error("invalid configuration {property}: {reason}")]
-    Config { property: String, reason: String },
+    Config {
+        /// The property (Kafka's name, for example `acks`), or the argument.
+        property: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A socket operation failed.
     #[error("I/O error with {broker}: {source}")]
     Io {
+        /// The broker's address.
         broker: String,
+        /// The socket error.
         #[source]
         source: Arc<std::io::Error>,
     },
     /// No bootstrap or broker address could be connected to.
     #[error("no broker reachable; tried {}: {last}", tried.join(", "))]
-    Unreachable { tried: Vec<String>, last: Box<Error> },
+    Unreachable {
+        /// The addresses tried.
+        tried: Vec<String>,
+        /// The last address's error.
+        last: Box<Error>,
+    },
     /// An operation did not complete in time.
     #[error("{what} timed out after {after:?}")]
-    Timeout { what: String, after: Duration },
+    Timeout {
+        /// The operation.
+        what: String,
+        /// How long it was given.
+        after: Duration,
+    },
     /// The connection closed before the response arrived.
     #[error("connection to {broker} closed")]
-    Closed { broker: String },
+    Closed {
+        /// The broker's address.
+        broker: String,
+    },
     /// This transactional producer was fenced: a newer instance with the same
     /// `transactional.id` took over (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH). Nothing more can
     /// be sent or committed by this instance; close it.
     #[error("producer with transactional.id {transactional_id} was fenced ({code})")]
-    Fenced { transactional_id: String, code: ErrorCode },
+    Fenced {
+        /// The producer's `transactional.id`.
+        transactional_id: String,
+        /// The error code that fenced it.
+        code: ErrorCode,
+    },
     /// The open transaction failed and can only be aborted: a record of it was not written, or
     /// the coordinator aborted it (transaction timeout).
     #[error("the transaction must be aborted: {reason}")]
-    TransactionAbortable { reason: String },
+    TransactionAbortable {
+        /// Why.
+        reason: String,
+    },
     /// The record's transaction was aborted before the record was written.
     #[error("the record's transaction was aborted")]
     TransactionAborted,
@@ -70,28 +121,73 @@ pub enum Error {
     #[error("log of {topic}-{partition} truncated below position {position}: {}",
         divergent_offset.map(|o| format!("the leader's log diverges from offset {o}"))
             .unwrap_or_else(|| "the leader's log holds no earlier epoch".into()))]
-    LogTruncation { topic: String, partition: i32, position: i64, divergent_offset: Option<i64> },
+    LogTruncation {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The consumer's position when the truncation was found.
+        position: i64,
+        /// The offset from which the leader's log differs from what was consumed; `None` if the
+        /// leader holds no earlier epoch.
+        divergent_offset: Option<i64>,
+    },
     /// A call the current state does not allow (commit without begin, send after a fatal error).
     #[error("{operation} is not allowed now: {reason}")]
-    InvalidState { operation: String, reason: String },
+    InvalidState {
+        /// The call.
+        operation: String,
+        /// Why the state does not allow it.
+        reason: String,
+    },
     /// The caller used the API wrongly, whatever the state: an argument out of range, a value
     /// a request's version cannot carry, a partition that does not exist.
     #[error("{operation}: {reason}")]
-    Misuse { operation: String, reason: String },
+    Misuse {
+        /// The call.
+        operation: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A record is larger than may be sent: `max.request.size` on the client, or the broker's
     /// `message.max.bytes` / the topic's `max.message.bytes` for a record alone in its batch.
     #[error("record of {size} bytes for {topic}{} is larger than the limit of {max} bytes ({limit})",
         partition.map(|p| format!("-{p}")).unwrap_or_default())]
-    RecordTooLarge { topic: String, partition: Option<i32>, size: usize, max: usize, limit: &'static str },
+    RecordTooLarge {
+        /// The topic.
+        topic: String,
+        /// The partition, once known.
+        partition: Option<i32>,
+        /// The record's size, in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        max: usize,
+        /// The property that sets the limit (`max.request.size`, ...).
+        limit: &'static str,
+    },
     /// A record batch failed its CRC-32C check (`check.crcs=true`): the bytes were damaged on
     /// disk or in transit.
     #[error("corrupt record batch in {topic}-{partition} at offset {offset}: {reason}")]
-    CorruptRecord { topic: String, partition: i32, offset: i64, reason: String },
+    CorruptRecord {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The offset of the damaged batch.
+        offset: i64,
+        /// What failed.
+        reason: String,
+    },
     /// A background task of the client (`driver`: "producer", "consumer", ...) stopped
     /// unexpectedly, for example by a panic. Its pending work failed with this error, and so does
     /// every later call; the instance must be dropped.
     #[error("the {driver} driver stopped unexpectedly: {reason}")]
-    DriverFailed { driver: &'static str, reason: String },
+    DriverFailed {
+        /// The task (`"producer"`, `"consumer"`, ...).
+        driver: &'static str,
+        /// Why it stopped (a panic's message, ...).
+        reason: String,
+    },
 }
 
 /// What kind of fault an [`Error`] is, for matching without naming every variant's fields:

@@ -44,10 +44,13 @@ use crate::proto::transaction::{
 /// coordinator refuses them from a member that has been fenced (KIP-447).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsumerGroupMetadata {
+    /// The consumer's `group.id`.
     pub group_id: String,
     /// The generation (classic protocol) or member epoch (KIP-848); -1 outside a group.
     pub generation_id: i32,
+    /// The member id the group coordinator gave the consumer.
     pub member_id: String,
+    /// The consumer's `group.instance.id` (KIP-345 static membership), if any.
     pub group_instance_id: Option<String>,
 }
 

@@ -21,11 +21,16 @@ use super::{DecodeError, DecodeResult};
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[non_exhaustive]
 pub enum Compression {
+    /// No compression (`none`, id 0).
     #[default]
     None,
+    /// GZIP (`gzip`, id 1).
     Gzip,
+    /// Snappy, in the xerial framing Kafka uses (`snappy`, id 2).
     Snappy,
+    /// LZ4 frame format (`lz4`, id 3).
     Lz4,
+    /// Zstandard (`zstd`, id 4; KIP-110).
     Zstd,
 }
 

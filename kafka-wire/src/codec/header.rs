@@ -6,13 +6,18 @@ use bytestring::ByteString;
 use super::primitives::*;
 use super::{ApiKey, DecodeResult, EncodeResult, RawTaggedField};
 
+/// The header in front of every request: v1 (classic), or v2 (flexible, with tagged fields).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestHeader {
+    /// The API of the request.
     pub api_key: ApiKey,
+    /// The version of the request's body.
     pub api_version: i16,
+    /// Echoed in the response header, to match the response to its request.
     pub correlation_id: i32,
     /// Always a classic (non-compact) nullable string, even in header v2.
     pub client_id: Option<ByteString>,
+    /// Tagged fields (header v2) this codec does not know, kept so that they round-trip.
     pub unknown_tagged_fields: Vec<RawTaggedField>,
 }
 
@@ -30,6 +35,7 @@ impl RequestHeader {
         Ok(())
     }
 
+    /// Reads the header; tagged fields are read only in the flexible header version.
     pub fn decode(buf: &mut Bytes, header_version: i16) -> DecodeResult<Self> {
         let mut h = Self {
             api_key: ApiKey(get_i16(buf, "api_key")?),
@@ -45,9 +51,12 @@ impl RequestHeader {
     }
 }
 
+/// The header in front of every response: v0 (classic), or v1 (flexible, with tagged fields).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResponseHeader {
+    /// The correlation id of the request this answers.
     pub correlation_id: i32,
+    /// Tagged fields (header v1) this codec does not know, kept so that they round-trip.
     pub unknown_tagged_fields: Vec<RawTaggedField>,
 }
 
@@ -61,6 +70,7 @@ impl ResponseHeader {
         Ok(())
     }
 
+    /// Reads the header; tagged fields are read only in the flexible header version.
     pub fn decode(buf: &mut Bytes, header_version: i16) -> DecodeResult<Self> {
         let mut h = Self { correlation_id: get_i32(buf, "correlation_id")?, unknown_tagged_fields: Vec::new() };
         if header_version >= 1 {

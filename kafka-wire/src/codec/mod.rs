@@ -40,7 +40,12 @@ macro_rules! open_enum {
         $vis struct $name(pub $repr);
 
         impl $name {
-            $( $(#[$cmeta])* pub const $konst: Self = Self($value); )*
+            $(
+                $(#[$cmeta])*
+                #[doc = ""]
+                #[doc = concat!("Wire value `", stringify!($value), "`, named `", $display, "`.")]
+                pub const $konst: Self = Self($value);
+            )*
 
             /// Every value this codebase has a name for.
             pub const KNOWN: &'static [Self] = &[$(Self::$konst),*];

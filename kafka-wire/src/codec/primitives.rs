@@ -32,11 +32,13 @@ pub fn take(buf: &mut Bytes, n: usize, what: &'static str) -> DecodeResult<Bytes
 
 macro_rules! fixed_int {
     ($($get:ident $put:ident $t:ty, $bget:ident, $bput:ident;)*) => {$(
+        #[doc = concat!("Reads a big-endian `", stringify!($t), "`.")]
         #[inline]
         pub fn $get(buf: &mut Bytes, what: &'static str) -> DecodeResult<$t> {
             need(buf, std::mem::size_of::<$t>(), what)?;
             Ok(buf.$bget())
         }
+        #[doc = concat!("Appends a big-endian `", stringify!($t), "`.")]
         #[inline]
         pub fn $put(buf: &mut BytesMut, v: $t) {
             buf.$bput(v);
@@ -54,16 +56,19 @@ fixed_int! {
     get_f64 put_f64 f64, get_f64, put_f64;
 }
 
+/// Reads a boolean: one byte, any non-zero value is true.
 #[inline]
 pub fn get_bool(buf: &mut Bytes, what: &'static str) -> DecodeResult<bool> {
     Ok(get_i8(buf, what)? != 0)
 }
 
+/// Appends a boolean as one byte, 0 or 1.
 #[inline]
 pub fn put_bool(buf: &mut BytesMut, v: bool) {
     buf.put_u8(u8::from(v));
 }
 
+/// Reads a 16-byte UUID.
 pub fn get_uuid(buf: &mut Bytes, what: &'static str) -> DecodeResult<Uuid> {
     need(buf, 16, what)?;
     let mut raw = [0u8; 16];
@@ -71,6 +76,7 @@ pub fn get_uuid(buf: &mut Bytes, what: &'static str) -> DecodeResult<Uuid> {
     Ok(Uuid(raw))
 }
 
+/// Appends a 16-byte UUID.
 pub fn put_uuid(buf: &mut BytesMut, v: &Uuid) {
     buf.put_slice(&v.0);
 }
@@ -117,10 +123,12 @@ pub fn get_varlong(buf: &mut Bytes, what: &'static str) -> DecodeResult<i64> {
     Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
 }
 
+/// Appends an unsigned LEB128 varint (32 bits).
 pub fn put_uvarint(buf: &mut BytesMut, v: u32) {
     put_uvarlong(buf, u64::from(v));
 }
 
+/// Appends an unsigned LEB128 varint (64 bits).
 pub fn put_uvarlong(buf: &mut BytesMut, mut v: u64) {
     while v >= 0x80 {
         buf.put_u8((v as u8) | 0x80);
@@ -129,10 +137,12 @@ pub fn put_uvarlong(buf: &mut BytesMut, mut v: u64) {
     buf.put_u8(v as u8);
 }
 
+/// Appends a zig-zag signed varint, 32 bits.
 pub fn put_varint(buf: &mut BytesMut, v: i32) {
     put_uvarint(buf, ((v << 1) ^ (v >> 31)) as u32);
 }
 
+/// Appends a zig-zag signed varint, 64 bits.
 pub fn put_varlong(buf: &mut BytesMut, v: i64) {
     put_uvarlong(buf, ((v << 1) ^ (v >> 63)) as u64);
 }
@@ -147,10 +157,12 @@ pub const fn uvarint_len(mut v: u64) -> usize {
     n
 }
 
+/// Number of bytes `put_varint` writes for `v`.
 pub const fn varint_len(v: i32) -> usize {
     uvarint_len(((v << 1) ^ (v >> 31)) as u32 as u64)
 }
 
+/// Number of bytes `put_varlong` writes for `v`.
 pub const fn varlong_len(v: i64) -> usize {
     uvarint_len(((v << 1) ^ (v >> 63)) as u64)
 }
@@ -200,6 +212,7 @@ fn bytes_form(compact: bool) -> LenForm {
     }
 }
 
+/// Reads a nullable string (classic: `int16` length; compact: `uvarint` length + 1).
 pub fn get_nullable_string(buf: &mut Bytes, compact: bool, what: &'static str) -> DecodeResult<Option<ByteString>> {
     let Some(len) = get_len(buf, str_form(compact), 1, what)? else { return Ok(None) };
     // A compact length can claim more than a string may hold; such a string could not be
@@ -211,15 +224,19 @@ pub fn get_nullable_string(buf: &mut Bytes, compact: bool, what: &'static str) -
     ByteString::try_from(raw).map(Some).map_err(|_| DecodeError::InvalidUtf8 { what })
 }
 
+/// Reads a string; null is [`DecodeError::UnexpectedNull`].
 pub fn get_string(buf: &mut Bytes, compact: bool, what: &'static str) -> DecodeResult<ByteString> {
     get_nullable_string(buf, compact, what)?.ok_or(DecodeError::UnexpectedNull { what })
 }
 
+/// Reads a nullable byte sequence (classic: `int32` length; compact: `uvarint` length + 1), sharing
+/// the input's allocation.
 pub fn get_nullable_bytes(buf: &mut Bytes, compact: bool, what: &'static str) -> DecodeResult<Option<Bytes>> {
     let Some(len) = get_len(buf, bytes_form(compact), 1, what)? else { return Ok(None) };
     Ok(Some(buf.split_to(len)))
 }
 
+/// Reads a byte sequence; null is [`DecodeError::UnexpectedNull`].
 pub fn get_bytes(buf: &mut Bytes, compact: bool, what: &'static str) -> DecodeResult<Bytes> {
     get_nullable_bytes(buf, compact, what)?.ok_or(DecodeError::UnexpectedNull { what })
 }
@@ -265,6 +282,7 @@ fn put_len(buf: &mut BytesMut, form: LenForm, len: Option<usize>, max: usize, wh
     Ok(())
 }
 
+/// Appends a nullable string; longer than [`MAX_STRING_LEN`] is [`EncodeError::TooLong`].
 pub fn put_nullable_string(buf: &mut BytesMut, compact: bool, v: Option<&str>, what: &'static str) -> EncodeResult<()> {
     put_len(buf, str_form(compact), v.map(str::len), MAX_STRING_LEN, what)?;
     if let Some(s) = v {
@@ -273,10 +291,12 @@ pub fn put_nullable_string(buf: &mut BytesMut, compact: bool, v: Option<&str>, w
     Ok(())
 }
 
+/// Appends a string; longer than [`MAX_STRING_LEN`] is [`EncodeError::TooLong`].
 pub fn put_string(buf: &mut BytesMut, compact: bool, v: &str, what: &'static str) -> EncodeResult<()> {
     put_nullable_string(buf, compact, Some(v), what)
 }
 
+/// Appends a nullable byte sequence; longer than [`MAX_BYTES_LEN`] is [`EncodeError::TooLong`].
 pub fn put_nullable_bytes(buf: &mut BytesMut, compact: bool, v: Option<&[u8]>, what: &'static str) -> EncodeResult<()> {
     put_len(buf, bytes_form(compact), v.map(<[u8]>::len), MAX_BYTES_LEN, what)?;
     if let Some(b) = v {
@@ -285,6 +305,7 @@ pub fn put_nullable_bytes(buf: &mut BytesMut, compact: bool, v: Option<&[u8]>, w
     Ok(())
 }
 
+/// Appends a byte sequence; longer than [`MAX_BYTES_LEN`] is [`EncodeError::TooLong`].
 pub fn put_bytes(buf: &mut BytesMut, compact: bool, v: &[u8], what: &'static str) -> EncodeResult<()> {
     put_nullable_bytes(buf, compact, Some(v), what)
 }
@@ -364,6 +385,7 @@ pub fn put_tagged_field(
     Ok(())
 }
 
+/// Appends one tagged field: its tag, its size and its bytes.
 pub fn put_raw_tagged_field(buf: &mut BytesMut, field: &RawTaggedField, what: &'static str) -> EncodeResult<()> {
     let size = field.data.len();
     if size > MAX_BYTES_LEN {

@@ -51,7 +51,9 @@ pub const MAX_BUILDER_SIZE: usize = 1 << 30;
 
 /// `producerId`, `producerEpoch` and `baseSequence` of a batch without idempotence.
 pub const NO_PRODUCER_ID: i64 = -1;
+/// Producer epoch of a batch without idempotence.
 pub const NO_PRODUCER_EPOCH: i16 = -1;
+/// Base sequence of a batch without idempotence.
 pub const NO_SEQUENCE: i32 = -1;
 /// What clients write as `partitionLeaderEpoch`; the broker fills it in.
 pub const NO_PARTITION_LEADER_EPOCH: i32 = -1;
@@ -86,18 +88,31 @@ pub enum TimestampType {
 /// A batch's fixed header, as on the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchHeader {
+    /// Offset of the first record (the broker assigns it; producers write 0).
     pub base_offset: i64,
+    /// Bytes after this field to the end of the batch.
     pub batch_length: i32,
+    /// The partition leader's epoch when the batch was appended (KIP-101).
     pub partition_leader_epoch: i32,
+    /// Format version: 2.
     pub magic: i8,
+    /// CRC-32C of everything from `attributes` to the end of the batch.
     pub crc: u32,
+    /// Compression (bits 0-2), timestamp type (bit 3), transactional (bit 4), control (bit 5).
     pub attributes: i16,
+    /// Offset of the last record, relative to `base_offset`.
     pub last_offset_delta: i32,
+    /// Timestamp of the first record, in milliseconds since the epoch.
     pub base_timestamp: i64,
+    /// Highest record timestamp, in milliseconds since the epoch.
     pub max_timestamp: i64,
+    /// The idempotent/transactional producer's id (KIP-98), or [`NO_PRODUCER_ID`].
     pub producer_id: i64,
+    /// The producer's epoch, or [`NO_PRODUCER_EPOCH`].
     pub producer_epoch: i16,
+    /// Sequence number of the first record (KIP-98), or [`NO_SEQUENCE`].
     pub base_sequence: i32,
+    /// Number of records in the batch.
     pub record_count: i32,
 }
 
@@ -150,6 +165,7 @@ impl BatchHeader {
         Compression::from_id((self.attributes & COMPRESSION_MASK) as u8)
     }
 
+    /// Which timestamp the records carry (attribute bit 3).
     pub fn timestamp_type(&self) -> TimestampType {
         if self.attributes & TIMESTAMP_TYPE_BIT != 0 {
             TimestampType::LogAppendTime
@@ -158,6 +174,7 @@ impl BatchHeader {
         }
     }
 
+    /// Whether the batch belongs to a transaction (attribute bit 4, KIP-98).
     pub fn is_transactional(&self) -> bool {
         self.attributes & TRANSACTIONAL_BIT != 0
     }
@@ -191,11 +208,14 @@ impl BatchHeader {
 /// A record header: a UTF-8 key and a nullable value.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Header {
+    /// The header's key.
     pub key: ByteString,
+    /// The header's value; `None` is a null value.
     pub value: Option<Bytes>,
 }
 
 impl Header {
+    /// A header from its key and value.
     pub fn new(key: impl Into<ByteString>, value: Option<impl Into<Bytes>>) -> Self {
         Self { key: key.into(), value: value.map(Into::into) }
     }
@@ -213,10 +233,12 @@ pub struct Headers {
 }
 
 impl Headers {
+    /// Number of headers.
     pub fn len(&self) -> usize {
         self.count
     }
 
+    /// Whether there are no headers.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -339,10 +361,15 @@ impl std::iter::FusedIterator for HeadersIter {}
 /// A decoded record, with its absolute offset and timestamp.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
+    /// The record's absolute offset.
     pub offset: i64,
+    /// The record's timestamp, in milliseconds since the epoch (its type is the batch's).
     pub timestamp: i64,
+    /// The key; `None` is a null key.
     pub key: Option<Bytes>,
+    /// The value; `None` is a null value (a tombstone on compacted topics).
     pub value: Option<Bytes>,
+    /// The record's headers.
     pub headers: Headers,
 }
 
@@ -373,11 +400,14 @@ open_enum! {
 /// The key of a control record: a version and a type, two `int16`s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ControlRecord {
+    /// The key's version.
     pub version: i16,
+    /// What the control record marks.
     pub kind: ControlType,
 }
 
 impl ControlRecord {
+    /// A key of version 0.
     pub const fn new(kind: ControlType) -> Self {
         Self { version: 0, kind }
     }
@@ -391,6 +421,7 @@ impl ControlRecord {
         Ok(Self { version: i16::from_be_bytes([v0, v1]), kind: ControlType(i16::from_be_bytes([t0, t1])) })
     }
 
+    /// The key's bytes.
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(4);
         out.put_i16(self.version);
@@ -402,7 +433,9 @@ impl ControlRecord {
 /// The value of an ABORT or COMMIT control record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EndTxnMarker {
+    /// The value's version.
     pub version: i16,
+    /// The epoch of the transaction coordinator that wrote the marker (KIP-98).
     pub coordinator_epoch: i32,
 }
 
@@ -415,6 +448,7 @@ impl EndTxnMarker {
         Ok(Self { version: i16::from_be_bytes([v0, v1]), coordinator_epoch: i32::from_be_bytes([e0, e1, e2, e3]) })
     }
 
+    /// The value's bytes.
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(6);
         out.put_i16(self.version);
@@ -456,6 +490,7 @@ impl RecordBatch {
         }
     }
 
+    /// The batch's fixed header.
     pub fn header(&self) -> &BatchHeader {
         &self.header
     }
@@ -465,34 +500,42 @@ impl RecordBatch {
         &self.bytes
     }
 
+    /// The batch's compression codec.
     pub fn compression(&self) -> Compression {
         self.compression
     }
 
+    /// Offset of the first record.
     pub fn base_offset(&self) -> i64 {
         self.header.base_offset
     }
 
+    /// Offset of the last record.
     pub fn last_offset(&self) -> i64 {
         self.header.last_offset()
     }
 
+    /// The offset after the last record.
     pub fn next_offset(&self) -> i64 {
         self.header.next_offset()
     }
 
+    /// Number of records, as the header states it.
     pub fn record_count(&self) -> i32 {
         self.header.record_count
     }
 
+    /// Whether the batch belongs to a transaction (KIP-98).
     pub fn is_transactional(&self) -> bool {
         self.header.is_transactional()
     }
 
+    /// Whether the batch holds control records (transaction markers).
     pub fn is_control(&self) -> bool {
         self.header.is_control()
     }
 
+    /// The producer id of the batch, or [`NO_PRODUCER_ID`].
     pub fn producer_id(&self) -> i64 {
         self.header.producer_id
     }
@@ -770,7 +813,12 @@ fn get_var_bytes(buf: &mut Bytes, what: &'static str) -> DecodeResult<Option<Byt
 pub enum BuildError {
     /// The batch would grow past [`MAX_BUILDER_SIZE`].
     #[error("record of {record} bytes would grow the batch past {max} bytes")]
-    BatchTooLarge { record: usize, max: usize },
+    BatchTooLarge {
+        /// The record's encoded size, in bytes.
+        record: usize,
+        /// The cap, in bytes.
+        max: usize,
+    },
 }
 
 /// Builds one batch: records are encoded as they are pushed, after a placeholder header that
@@ -829,6 +877,8 @@ impl BatchBuilder {
         self
     }
 
+    /// Sets the transactional attribute (KIP-98): the batch is part of the producer's open
+    /// transaction.
     pub fn set_transactional(&mut self, transactional: bool) -> &mut Self {
         self.transactional = transactional;
         self
@@ -840,6 +890,8 @@ impl BatchBuilder {
         self
     }
 
+    /// Sets `partitionLeaderEpoch`; clients leave it at [`NO_PARTITION_LEADER_EPOCH`] and the broker
+    /// fills it in.
     pub fn set_partition_leader_epoch(&mut self, epoch: i32) -> &mut Self {
         self.partition_leader_epoch = epoch;
         self
@@ -899,6 +951,7 @@ impl BatchBuilder {
         self.count as usize
     }
 
+    /// Whether no record was pushed yet.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -915,6 +968,7 @@ impl BatchBuilder {
         self.is_empty() || self.size_estimate().saturating_add(record_size_upper_bound(key, value, headers)) <= max_size
     }
 
+    /// The base offset the builder was created with.
     pub fn base_offset(&self) -> i64 {
         self.base_offset
     }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 pub struct Uuid(pub [u8; 16]);
 
 impl Uuid {
+    /// The all-zero UUID, which Kafka uses for "no topic id".
     pub const ZERO: Self = Self([0; 16]);
 }
 
@@ -38,7 +39,9 @@ impl fmt::Display for Uuid {
 /// A tagged field this version of the codec does not know; kept so that it round-trips.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RawTaggedField {
+    /// The field's tag.
     pub tag: u32,
+    /// The field's bytes, undecoded.
     pub data: Bytes,
 }
 

@@ -45,7 +45,9 @@ pub const DEFAULT_GENERATION: i32 = -1;
 /// One topic and some of its partitions, as the consumer protocol lists them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TopicPartitions {
+    /// The topic.
     pub topic: String,
+    /// The partition ids.
     pub partitions: Vec<i32>,
 }
 
@@ -61,7 +63,9 @@ pub struct TopicPartitions {
 /// | 3 | `rack_id` (nullable) |
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsumerProtocolSubscription {
+    /// The topics the member subscribes to.
     pub topics: Vec<String>,
+    /// Opaque data for a custom assignor.
     pub user_data: Option<Bytes>,
     /// v1+; empty when absent.
     pub owned_partitions: Vec<TopicPartitions>,
@@ -87,7 +91,9 @@ impl Default for ConsumerProtocolSubscription {
 /// format is the same at every version, which only follow the subscription's).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConsumerProtocolAssignment {
+    /// The member's partitions, by topic.
     pub assigned_partitions: Vec<TopicPartitions>,
+    /// Opaque data from a custom assignor.
     pub user_data: Option<Bytes>,
 }
 
@@ -268,15 +274,20 @@ pub fn cooperative_sticky_user_data(generation: i32) -> Bytes {
 /// What the leader knows about one member: its ids from JoinGroup and its decoded subscription.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberSubscription {
+    /// The member id the coordinator gave it.
     pub member_id: String,
+    /// Its `group.instance.id` (KIP-345 static membership), if any.
     pub group_instance_id: Option<String>,
+    /// The topics it subscribes to.
     pub topics: Vec<String>,
     /// The partitions the member says it owns, by topic.
     pub owned_partitions: BTreeMap<String, Vec<i32>>,
     /// The generation in which the member got `owned_partitions`; [`DEFAULT_GENERATION`] if
     /// unknown.
     pub generation: i32,
+    /// Its `client.rack` (subscription v3+), for rack-aware assignment.
     pub rack: Option<String>,
+    /// Opaque data from its subscription.
     pub user_data: Option<Bytes>,
 }
 
@@ -373,6 +384,7 @@ pub trait Assignor {
     /// Assigns the partitions of the subscribed topics (`partitions`: topic → partition count;
     /// topics missing from it are ignored) over `members`.
     fn assign(&self, members: &[MemberSubscription], partitions: &BTreeMap<String, i32>) -> GroupAssignment;
+    /// Eager (revoke everything, then reassign) or cooperative (KIP-429: revoke only what moves).
     fn protocol(&self) -> RebalanceProtocol;
 }
 

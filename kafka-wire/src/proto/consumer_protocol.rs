@@ -119,6 +119,7 @@ pub const LEAVE_GROUP_STATIC_MEMBER_EPOCH: i32 = -2;
 /// The member's settings.
 #[derive(Clone, Debug)]
 pub struct ConsumerGroupConfig {
+    /// `group.id`.
     pub group_id: String,
     /// `group.instance.id`: makes this a static member.
     pub group_instance_id: Option<String>,
@@ -138,7 +139,9 @@ pub struct ConsumerGroupConfig {
     pub server_assignor: Option<String>,
     /// `client.rack`.
     pub rack: Option<String>,
+    /// `retry.backoff.ms`: first backoff before a failed request is retried.
     pub retry_backoff: Duration,
+    /// `retry.backoff.max.ms`: cap of the exponential backoff (KIP-580).
     pub retry_backoff_max: Duration,
 }
 
@@ -164,9 +167,13 @@ impl ConsumerGroupConfig {
 /// The kind of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ConsumerGroupRequestKind {
+    /// FindCoordinator (API key 10).
     FindCoordinator,
+    /// ConsumerGroupHeartbeat (API key 68, KIP-848).
     ConsumerGroupHeartbeat,
+    /// OffsetCommit (API key 8).
     OffsetCommit,
+    /// OffsetFetch (API key 9).
     OffsetFetch,
 }
 
@@ -177,13 +184,18 @@ pub enum ConsumerGroupRequestKind {
 /// [`ConsumerGroupConfig::member_id`] is `Some("")`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConsumerGroupRequest {
+    /// Finds the group coordinator.
     FindCoordinator(FindCoordinatorRequest),
+    /// Joins the group, heartbeats, reports owned partitions and gets the assignment (KIP-848).
     ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest),
+    /// Commits offsets.
     OffsetCommit(OffsetCommitRequest),
+    /// Fetches committed offsets.
     OffsetFetch(OffsetFetchRequest),
 }
 
 impl ConsumerGroupRequest {
+    /// The kind of request.
     pub fn kind(&self) -> ConsumerGroupRequestKind {
         match self {
             Self::FindCoordinator(_) => ConsumerGroupRequestKind::FindCoordinator,
@@ -199,12 +211,17 @@ impl ConsumerGroupRequest {
 /// stops with [`GroupEvent::Fatal`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConsumerGroupResponse {
+    /// FindCoordinator's answer.
     FindCoordinator(FindCoordinatorResponse),
+    /// ConsumerGroupHeartbeat's answer.
     ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse),
+    /// OffsetCommit's answer.
     OffsetCommit(OffsetCommitResponse),
+    /// OffsetFetch's answer.
     OffsetFetch(OffsetFetchResponse),
     /// The request failed without an answer (timeout, connection lost).
     Failed {
+        /// The request that failed.
         kind: ConsumerGroupRequestKind,
     },
     /// The coordinator could not be reached at all (the request was not sent).
@@ -420,6 +437,7 @@ fn encode_partitions(owned: &BTreeSet<IdTp>) -> Vec<TopicPartitions> {
 }
 
 impl ConsumerGroupMember {
+    /// A member that has not joined yet.
     pub fn new(config: ConsumerGroupConfig, now: Instant) -> Self {
         let member_id = match &config.member_id {
             Some(id) => id.clone(),

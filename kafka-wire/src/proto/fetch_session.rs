@@ -24,19 +24,24 @@ use super::producer::TopicPartition;
 /// What a session remembers of one partition: the fields of a Fetch request's partition entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionPartition {
+    /// The offset to fetch from.
     pub fetch_offset: i64,
+    /// `max.partition.fetch.bytes`: the most bytes to return for this partition.
     pub max_bytes: i32,
     /// The leader epoch the client knows (KIP-320), -1 if unknown.
     pub current_leader_epoch: i32,
     /// The epoch of the last fetched batch (KIP-595 divergence detection), -1 if unknown.
     pub last_fetched_epoch: i32,
+    /// The Fetch field `log_start_offset`: a follower's field, which clients send as -1.
     pub log_start_offset: i64,
 }
 
 /// The partitions to put in the next Fetch request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FetchPlan {
+    /// The session id (KIP-227); 0 without a session.
     pub session_id: i32,
+    /// The session epoch: 0 opens a session (full fetch), -1 closes it or fetches without one.
     pub session_epoch: i32,
     /// Partitions to send (all of them in a full fetch, the changed ones in an incremental one).
     pub partitions: Vec<(TopicPartition, SessionPartition)>,
@@ -45,6 +50,7 @@ pub struct FetchPlan {
 }
 
 impl FetchPlan {
+    /// Whether this is a full fetch (it sends every partition and opens a new session).
     pub fn is_full(&self) -> bool {
         self.session_epoch == 0
     }
@@ -62,6 +68,7 @@ pub struct FetchSession {
 }
 
 impl FetchSession {
+    /// A session not opened yet: the first fetch is full.
     pub fn new() -> Self {
         Self::default()
     }

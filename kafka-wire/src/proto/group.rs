@@ -159,16 +159,21 @@ pub type CommittedOffset = (i64, Option<i32>, Option<String>);
 /// The member's settings.
 #[derive(Clone)]
 pub struct GroupConfig {
+    /// `group.id`.
     pub group_id: String,
     /// `group.instance.id`: makes this a static member (KIP-345).
     pub group_instance_id: Option<String>,
+    /// `session.timeout.ms`: the coordinator evicts a member that sends no heartbeat for this long.
     pub session_timeout: Duration,
     /// Sent as JoinGroup's `rebalance_timeout_ms`; also the member's `max.poll.interval.ms`.
     pub rebalance_timeout: Duration,
+    /// `heartbeat.interval.ms`: how often the member heartbeats.
     pub heartbeat_interval: Duration,
     /// In order of preference. The rebalance protocol is cooperative only if every assignor is.
     pub assignors: Vec<Arc<dyn Assignor + Send + Sync>>,
+    /// `retry.backoff.ms`: first backoff before a failed request is retried.
     pub retry_backoff: Duration,
+    /// `retry.backoff.max.ms`: cap of the exponential backoff (KIP-580).
     pub retry_backoff_max: Duration,
     /// `client.rack`, sent in the subscription (v3).
     pub rack: Option<String>,
@@ -220,12 +225,19 @@ pub enum Target {
 /// The kind of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RequestKind {
+    /// FindCoordinator (API key 10).
     FindCoordinator,
+    /// JoinGroup (API key 11).
     JoinGroup,
+    /// SyncGroup (API key 14).
     SyncGroup,
+    /// Heartbeat (API key 12).
     Heartbeat,
+    /// LeaveGroup (API key 13).
     LeaveGroup,
+    /// OffsetCommit (API key 8).
     OffsetCommit,
+    /// OffsetFetch (API key 9).
     OffsetFetch,
 }
 
@@ -234,16 +246,24 @@ pub enum RequestKind {
 /// forms, OffsetCommit topic names, not ids).
 #[derive(Clone, Debug, PartialEq)]
 pub enum GroupRequest {
+    /// Finds the group coordinator.
     FindCoordinator(FindCoordinatorRequest),
+    /// Joins the group, or rejoins it for a rebalance.
     JoinGroup(JoinGroupRequest),
+    /// Sends the leader's assignment, or fetches this member's.
     SyncGroup(SyncGroupRequest),
+    /// Keeps the membership alive, and learns of rebalances.
     Heartbeat(HeartbeatRequest),
+    /// Leaves the group.
     LeaveGroup(LeaveGroupRequest),
+    /// Commits offsets.
     OffsetCommit(OffsetCommitRequest),
+    /// Fetches committed offsets.
     OffsetFetch(OffsetFetchRequest),
 }
 
 impl GroupRequest {
+    /// The kind of request.
     pub fn kind(&self) -> RequestKind {
         match self {
             Self::FindCoordinator(_) => RequestKind::FindCoordinator,
@@ -260,15 +280,23 @@ impl GroupRequest {
 /// The answer to a request.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GroupResponse {
+    /// FindCoordinator's answer.
     FindCoordinator(FindCoordinatorResponse),
+    /// JoinGroup's answer.
     JoinGroup(JoinGroupResponse),
+    /// SyncGroup's answer.
     SyncGroup(SyncGroupResponse),
+    /// Heartbeat's answer.
     Heartbeat(HeartbeatResponse),
+    /// LeaveGroup's answer.
     LeaveGroup(LeaveGroupResponse),
+    /// OffsetCommit's answer.
     OffsetCommit(OffsetCommitResponse),
+    /// OffsetFetch's answer.
     OffsetFetch(OffsetFetchResponse),
     /// The request failed without an answer (timeout, connection lost).
     Failed {
+        /// The request that failed.
         kind: RequestKind,
     },
     /// The coordinator could not be reached at all (the request was not sent).
@@ -295,7 +323,12 @@ pub enum GroupEvent {
     /// partition error such as TOPIC_AUTHORIZATION_FAILED).
     OffsetFetchFailed(BTreeMap<Tp, ErrorCode>),
     /// The outcome of [`GroupMember::commit`].
-    CommitResult { id: u64, result: Result<(), ErrorCode> },
+    CommitResult {
+        /// The id `commit` returned.
+        id: u64,
+        /// `Ok`, or the error the commit failed with.
+        result: Result<(), ErrorCode>,
+    },
     /// The member cannot go on (FENCED_INSTANCE_ID, GROUP_AUTHORIZATION_FAILED, ...). It sends
     /// nothing more.
     Fatal(ErrorCode),
@@ -496,6 +529,7 @@ fn is_fatal_group_error(code: ErrorCode) -> bool {
 }
 
 impl GroupMember {
+    /// A member that has not joined yet.
     pub fn new(config: GroupConfig, now: Instant) -> Self {
         let protocol = if !config.assignors.is_empty()
             && config.assignors.iter().all(|a| a.protocol() == RebalanceProtocol::Cooperative)

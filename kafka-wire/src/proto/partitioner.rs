@@ -96,6 +96,7 @@ pub enum PartitionChoice {
 }
 
 impl PartitionChoice {
+    /// The chosen partition.
     pub const fn partition(self) -> i32 {
         match self {
             Self::Explicit(p) | Self::Keyed(p) | Self::Sticky(p) => p,

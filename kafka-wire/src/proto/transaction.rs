@@ -93,11 +93,13 @@ use crate::proto::producer::TopicPartition;
 /// The settings the manager needs.
 #[derive(Clone, Debug)]
 pub struct TxnConfig {
+    /// `transactional.id`: the identity that survives producer restarts (KIP-98).
     pub transactional_id: Arc<str>,
     /// `transaction.timeout.ms`: the coordinator aborts a transaction open longer than this.
     pub transaction_timeout: Duration,
     /// First backoff before a request is retried; doubles per retry up to `retry_backoff_max`.
     pub retry_backoff: Duration,
+    /// Cap of the exponential retry backoff (`retry.backoff.max.ms`, KIP-580).
     pub retry_backoff_max: Duration,
     /// First backoff after AddPartitionsToTxn was answered CONCURRENT_TRANSACTIONS. It is short
     /// because that answer mostly means the previous transaction's markers are still being
@@ -123,13 +125,22 @@ impl TxnConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TxnState {
+    /// `init` not called yet.
     Uninitialized,
+    /// Getting a producer id and epoch (InitProducerId), after `init` or, under transactions v1,
+    /// for the KIP-360 epoch bump that ends an abort.
     Initializing,
+    /// Has a producer id and epoch; no transaction open.
     Ready,
+    /// A transaction is open (`begin` was called).
     InTransaction,
+    /// `commit` called: waiting for the produces to settle, then EndTxn(commit).
     Committing,
+    /// `abort` called: waiting for the produces to settle, then EndTxn(abort).
     Aborting,
+    /// Something failed inside the transaction: only `abort` is accepted.
     AbortableError,
+    /// Nothing more may be done with this producer.
     FatalError,
 }
 
@@ -137,12 +148,19 @@ pub enum TxnState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TxnOperation {
+    /// `init`: get a producer id (InitProducerId).
     Init,
+    /// `begin`: open a transaction.
     Begin,
+    /// `add_partition`: a partition written in the transaction.
     AddPartition,
+    /// `send_offsets`: consumer offsets committed with the transaction (KIP-447).
     SendOffsets,
+    /// `commit`.
     Commit,
+    /// `abort`.
     Abort,
+    /// `require_epoch_bump`: the abort in progress ends with an epoch bump (KIP-360).
     RequireEpochBump,
 }
 
@@ -150,11 +168,17 @@ pub enum TxnOperation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RequestKind {
+    /// FindCoordinator (API key 10).
     FindCoordinator,
+    /// InitProducerId (API key 22).
     InitProducerId,
+    /// AddPartitionsToTxn (API key 24).
     AddPartitionsToTxn,
+    /// AddOffsetsToTxn (API key 25).
     AddOffsetsToTxn,
+    /// TxnOffsetCommit (API key 28).
     TxnOffsetCommit,
+    /// EndTxn (API key 26).
     EndTxn,
 }
 
@@ -166,20 +190,32 @@ pub enum FatalReason {
     /// INVALID_PRODUCER_EPOCH from a coordinator). Before transactions v2 the coordinator's abort
     /// of a transaction that outlived its timeout looks the same.
     #[error("fenced by a newer producer with the same transactional.id ({code})")]
-    Fenced { code: ErrorCode },
+    Fenced {
+        /// The error code that fenced it.
+        code: ErrorCode,
+    },
+    /// The client may not use its `transactional.id` (TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
     #[error("not authorized for the transactional.id")]
     TransactionalIdAuthorizationFailed,
     /// The coordinator's transaction is not in the state the request assumes; for EndTxn, the
     /// transaction ended otherwise than asked.
     #[error("{request:?} answered INVALID_TXN_STATE")]
-    InvalidTxnState { request: RequestKind },
+    InvalidTxnState {
+        /// The request so answered.
+        request: RequestKind,
+    },
     /// A transactions-v2 EndTxn answer carried no producer id and epoch: the driver must use
     /// EndTxn v5+ for a v2 transaction.
     #[error("EndTxn of a transactions v2 transaction answered without the bumped epoch")]
     MissingEpoch,
     /// Any other answer that neither a retry nor an abort can clear.
     #[error("{request:?} answered {code}")]
-    Broker { request: RequestKind, code: ErrorCode },
+    Broker {
+        /// The request.
+        request: RequestKind,
+        /// Its answer.
+        code: ErrorCode,
+    },
 }
 
 /// Why the open transaction can only be aborted.
@@ -189,11 +225,19 @@ pub enum AbortableReason {
     /// A produce of the transaction failed: `None` when no definite answer came (it may or may
     /// not be in the log).
     #[error("a produce of the transaction failed ({code:?})")]
-    ProduceFailed { code: Option<ErrorCode> },
+    ProduceFailed {
+        /// The leader's error, if one came.
+        code: Option<ErrorCode>,
+    },
     /// A coordinator refused part of the transaction (TRANSACTION_ABORTABLE, an authorization
     /// error for a topic or group, or a group membership error on TxnOffsetCommit).
     #[error("{request:?} answered {code}")]
-    Refused { request: RequestKind, code: ErrorCode },
+    Refused {
+        /// The request.
+        request: RequestKind,
+        /// Its answer.
+        code: ErrorCode,
+    },
 }
 
 /// Why a call was refused, or an operation failed.
@@ -202,7 +246,12 @@ pub enum AbortableReason {
 pub enum TxnError {
     /// The call is not valid in this state (for example `begin` twice, `commit` without `begin`).
     #[error("{operation:?} is not valid in state {state:?}")]
-    InvalidState { operation: TxnOperation, state: TxnState },
+    InvalidState {
+        /// The call.
+        operation: TxnOperation,
+        /// The state it was made in.
+        state: TxnState,
+    },
     /// The transaction can only be aborted.
     #[error("the transaction must be aborted: {0}")]
     Abortable(AbortableReason),
@@ -215,6 +264,7 @@ pub enum TxnError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProduceOutcome {
+    /// The leader acknowledged it.
     Acknowledged,
     /// Failed for good: the leader's error, or `None` when no definite answer came (delivery
     /// timeout), so it may be in the log. The driver reports it only once no copy of the request
@@ -228,7 +278,9 @@ pub enum ProduceOutcome {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CoordinatorType {
+    /// A consumer group's coordinator (`key_type` 0).
     Group,
+    /// A transactional id's coordinator (`key_type` 1).
     Transaction,
 }
 
@@ -245,18 +297,24 @@ impl CoordinatorType {
 /// A consumer's place in its group (KIP-447).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupMetadata {
+    /// The consumer's `group.id`.
     pub group_id: Arc<str>,
     /// The generation (classic protocol) or member epoch (KIP-848); -1 outside a group.
     pub generation_id: i32,
+    /// The member id the group coordinator gave the consumer.
     pub member_id: Arc<str>,
+    /// The consumer's `group.instance.id` (KIP-345 static membership), if any.
     pub group_instance_id: Option<Arc<str>>,
 }
 
 /// One partition's offset to commit with the transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxnOffset {
+    /// The next offset to consume.
     pub offset: i64,
+    /// The leader epoch of the last consumed record (KIP-320), if known.
     pub leader_epoch: Option<i32>,
+    /// Metadata stored with the offset.
     pub metadata: Option<Arc<str>>,
 }
 
@@ -276,48 +334,79 @@ pub enum Destination {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TxnRequest {
+    /// Looks for the coordinator of `key`.
     FindCoordinator {
+        /// The group id or transactional id.
         key: Arc<str>,
+        /// Which kind of coordinator.
         key_type: CoordinatorType,
     },
     /// `producer_id`/`producer_epoch` are -1 on the first call, the current ones for the KIP-360
     /// bump.
     InitProducerId {
+        /// The `transactional.id`.
         transactional_id: Arc<str>,
+        /// `transaction.timeout.ms`.
         transaction_timeout_ms: i32,
+        /// The current producer id, or -1.
         producer_id: i64,
+        /// The current epoch, or -1.
         producer_epoch: i16,
     },
+    /// Adds partitions to the transaction (transactions v1).
     AddPartitionsToTxn {
+        /// The `transactional.id`.
         transactional_id: Arc<str>,
+        /// The producer id.
         producer_id: i64,
+        /// The producer epoch.
         producer_epoch: i16,
+        /// The partitions to add.
         partitions: Vec<TopicPartition>,
     },
+    /// Adds the group's offsets partition to the transaction (transactions v1).
     AddOffsetsToTxn {
+        /// The `transactional.id`.
         transactional_id: Arc<str>,
+        /// The producer id.
         producer_id: i64,
+        /// The producer epoch.
         producer_epoch: i16,
+        /// The consumer group whose offsets will be committed.
         group_id: Arc<str>,
     },
+    /// Commits consumer offsets as part of the transaction (KIP-447), to the group coordinator.
     TxnOffsetCommit {
+        /// The `transactional.id`.
         transactional_id: Arc<str>,
+        /// The producer id.
         producer_id: i64,
+        /// The producer epoch.
         producer_epoch: i16,
+        /// The consumer's group metadata, so that a fenced member's offsets are refused.
         group: GroupMetadata,
+        /// The offsets to commit.
         offsets: Vec<(TopicPartition, TxnOffset)>,
+        /// Send as TxnOffsetCommit v5+ (transactions v2, KIP-890).
         transaction_v2: bool,
     },
+    /// Ends the transaction.
     EndTxn {
+        /// The `transactional.id`.
         transactional_id: Arc<str>,
+        /// The producer id.
         producer_id: i64,
+        /// The producer epoch.
         producer_epoch: i16,
+        /// `true` to commit, `false` to abort.
         commit: bool,
+        /// Send as EndTxn v5+ (transactions v2, KIP-890), which bumps the epoch.
         transaction_v2: bool,
     },
 }
 
 impl TxnRequest {
+    /// The kind of request.
     pub fn kind(&self) -> RequestKind {
         match self {
             Self::FindCoordinator { .. } => RequestKind::FindCoordinator,
@@ -333,8 +422,11 @@ impl TxnRequest {
 /// A request to send; its answer goes back with the same `id`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutgoingRequest {
+    /// Identifies the request; its answer is handed back with it.
     pub id: u64,
+    /// Where to send it.
     pub destination: Destination,
+    /// What to send.
     pub request: TxnRequest,
 }
 
@@ -344,13 +436,21 @@ pub struct OutgoingRequest {
 pub enum TxnEvent {
     /// A new producer id or epoch: hand it to the producer core (its sequences restart at 0)
     /// before the next batch is drained.
-    ProducerIdChanged { producer_id: i64, epoch: i16 },
+    ProducerIdChanged {
+        /// The producer id.
+        producer_id: i64,
+        /// The producer epoch.
+        epoch: i16,
+    },
     /// `init` finished.
     Initialized,
     /// AddPartitionsToTxn added these partitions: their batches may be sent now.
     PartitionsAdded(Vec<TopicPartition>),
     /// The oldest unfinished `send_offsets` finished: the offsets are part of the transaction.
-    OffsetsAdded { group_id: Arc<str> },
+    OffsetsAdded {
+        /// The group of the offsets.
+        group_id: Arc<str>,
+    },
     /// `commit` finished.
     Committed,
     /// `abort` finished. Offsets of `send_offsets` calls not finished by then were dropped.
@@ -530,6 +630,7 @@ pub struct TransactionManager {
 }
 
 impl TransactionManager {
+    /// A manager in `Uninitialized`.
     pub fn new(config: TxnConfig) -> Self {
         Self {
             config,
@@ -554,6 +655,7 @@ impl TransactionManager {
         self.transaction_version = finalized_level;
     }
 
+    /// The current state.
     pub fn state(&self) -> TxnState {
         match self.phase {
             Phase::Uninitialized => TxnState::Uninitialized,
@@ -767,6 +869,7 @@ impl TransactionManager {
         self.advance();
     }
 
+    /// InitProducerId's answer: the producer id and epoch on success.
     pub fn handle_init_producer_id(&mut self, id: u64, error: ErrorCode, producer_id: i64, epoch: i16, now: Instant) {
         let Some(op) = self.take(id, RequestKind::InitProducerId) else { return };
         if error != ErrorCode::NONE {
@@ -814,6 +917,7 @@ impl TransactionManager {
         self.advance();
     }
 
+    /// AddOffsetsToTxn's answer.
     pub fn handle_add_offsets(&mut self, id: u64, error: ErrorCode, now: Instant) {
         let Some(op) = self.take(id, RequestKind::AddOffsetsToTxn) else { return };
         if error != ErrorCode::NONE {

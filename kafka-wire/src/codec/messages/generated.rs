@@ -16,14 +16,18 @@ const MAX_PREALLOC: usize = 64;
 pub mod produce {
     use super::*;
 
+    /// Produce request (API key 0): versions 3-13, flexible versions 9+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ProduceRequest {
-        /// versions 3+.
+        /// `transactional_id`: string, versions 3+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub transactional_id: Option<ByteString>,
+        /// `acks`: int16, all versions.
         pub acks: i16,
+        /// `timeout_ms`: int32, all versions.
         pub timeout_ms: i32,
+        /// `topic_data`: array of `TopicProduceData`, all versions.
         pub topic_data: Vec<TopicProduceData>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -126,10 +130,13 @@ pub mod produce {
         type Response = ProduceResponse;
     }
 
+    /// Part of the Produce request (API key 0), used by `TopicProduceData.partition_data`: versions 3-13, flexible versions 9+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct PartitionProduceData {
+        /// `index`: int32, all versions.
         pub index: i32,
+        /// `records`: records, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_bytes))]
         pub records: Option<Bytes>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -201,14 +208,16 @@ pub mod produce {
         }
     }
 
+    /// Part of the Produce request (API key 0), used by `ProduceRequest.topic_data`: versions 3-13, flexible versions 9+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TopicProduceData {
-        /// versions 0-12, left out of other versions without an error (ignorable).
+        /// `name`: string, versions 0-12, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 13+, left out of other versions without an error (ignorable).
+        /// `topic_id`: uuid, versions 13+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
+        /// `partition_data`: array of `PartitionProduceData`, all versions.
         pub partition_data: Vec<PartitionProduceData>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -295,13 +304,15 @@ pub mod produce {
         }
     }
 
+    /// Produce response (API key 0): versions 3-13, flexible versions 9+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ProduceResponse {
+        /// `responses`: array of `TopicProduceResponse`, all versions.
         pub responses: Vec<TopicProduceResponse>,
-        /// versions 1+.
+        /// `throttle_time_ms`: int32, versions 1+, default 0.
         pub throttle_time_ms: i32,
-        /// versions 10+, tag 0.
+        /// `node_endpoints`: array of `NodeEndpoint`, versions 10+, tagged (tag 0).
         pub node_endpoints: Vec<NodeEndpoint>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -418,12 +429,13 @@ pub mod produce {
         }
     }
 
+    /// Part of the Produce response (API key 0), used by `PartitionProduceResponse.record_errors`: versions 3-13, flexible versions 9+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct BatchIndexAndErrorMessage {
-        /// versions 8+.
+        /// `batch_index`: int32, versions 8+.
         pub batch_index: i32,
-        /// versions 8+.
+        /// `batch_index_error_message`: string, versions 8+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub batch_index_error_message: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -519,12 +531,13 @@ pub mod produce {
         }
     }
 
+    /// Part of the Produce response (API key 0), used by `PartitionProduceResponse.current_leader`: versions 3-13, flexible versions 9+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct LeaderIdAndEpoch {
-        /// versions 10+.
+        /// `leader_id`: int32, versions 10+, default -1.
         pub leader_id: i32,
-        /// versions 10+.
+        /// `leader_epoch`: int32, versions 10+, default -1.
         pub leader_epoch: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -599,22 +612,26 @@ pub mod produce {
         }
     }
 
+    /// Part of the Produce response (API key 0), used by `TopicProduceResponse.partition_responses`: versions 3-13, flexible versions 9+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct PartitionProduceResponse {
+        /// `index`: int32, all versions.
         pub index: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `base_offset`: int64, all versions.
         pub base_offset: i64,
-        /// versions 2+.
+        /// `log_append_time_ms`: int64, versions 2+, default -1.
         pub log_append_time_ms: i64,
-        /// versions 5+.
+        /// `log_start_offset`: int64, versions 5+, default -1.
         pub log_start_offset: i64,
-        /// versions 8+.
+        /// `record_errors`: array of `BatchIndexAndErrorMessage`, versions 8+.
         pub record_errors: Vec<BatchIndexAndErrorMessage>,
-        /// versions 8+.
+        /// `error_message`: string, versions 8+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
-        /// versions 10+, tag 0.
+        /// `current_leader`: `LeaderIdAndEpoch`, versions 10+, tagged (tag 0).
         pub current_leader: LeaderIdAndEpoch,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -778,14 +795,16 @@ pub mod produce {
         }
     }
 
+    /// Part of the Produce response (API key 0), used by `ProduceResponse.responses`: versions 3-13, flexible versions 9+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TopicProduceResponse {
-        /// versions 0-12, left out of other versions without an error (ignorable).
+        /// `name`: string, versions 0-12, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 13+, left out of other versions without an error (ignorable).
+        /// `topic_id`: uuid, versions 13+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
+        /// `partition_responses`: array of `PartitionProduceResponse`, all versions.
         pub partition_responses: Vec<PartitionProduceResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -880,17 +899,18 @@ pub mod produce {
         }
     }
 
+    /// Part of the Produce response (API key 0), used by `ProduceResponse.node_endpoints`: versions 3-13, flexible versions 9+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct NodeEndpoint {
-        /// versions 10+.
+        /// `node_id`: int32, versions 10+.
         pub node_id: i32,
-        /// versions 10+.
+        /// `host`: string, versions 10+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub host: ByteString,
-        /// versions 10+.
+        /// `port`: int32, versions 10+.
         pub port: i32,
-        /// versions 10+.
+        /// `rack`: string, versions 10+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub rack: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -1008,30 +1028,34 @@ pub use produce::{ProduceRequest, ProduceResponse};
 pub mod fetch {
     use super::*;
 
+    /// Fetch request (API key 1): versions 4-18, flexible versions 12+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct FetchRequest {
-        /// versions 12+, tag 0.
+        /// `cluster_id`: string, versions 12+, nullable, tagged (tag 0).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub cluster_id: Option<ByteString>,
-        /// versions 0-14.
+        /// `replica_id`: int32, versions 0-14, default -1.
         pub replica_id: i32,
-        /// versions 15+, tag 1.
+        /// `replica_state`: `ReplicaState`, versions 15+, tagged (tag 1).
         pub replica_state: ReplicaState,
+        /// `max_wait_ms`: int32, all versions.
         pub max_wait_ms: i32,
+        /// `min_bytes`: int32, all versions.
         pub min_bytes: i32,
-        /// versions 3+.
+        /// `max_bytes`: int32, versions 3+, default 0x7fffffff.
         pub max_bytes: i32,
-        /// versions 4+.
+        /// `isolation_level`: int8, versions 4+, default 0.
         pub isolation_level: i8,
-        /// versions 7+.
+        /// `session_id`: int32, versions 7+, default 0.
         pub session_id: i32,
-        /// versions 7+.
+        /// `session_epoch`: int32, versions 7+, default -1.
         pub session_epoch: i32,
+        /// `topics`: array of `FetchTopic`, all versions.
         pub topics: Vec<FetchTopic>,
-        /// versions 7+.
+        /// `forgotten_topics_data`: array of `ForgottenTopic`, versions 7+.
         pub forgotten_topics_data: Vec<ForgottenTopic>,
-        /// versions 11+, left out of other versions without an error (ignorable).
+        /// `rack_id`: string, versions 11+, default "", left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub rack_id: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -1260,12 +1284,13 @@ pub mod fetch {
         type Response = FetchResponse;
     }
 
+    /// Part of the Fetch request (API key 1), used by `FetchRequest.replica_state`: versions 4-18, flexible versions 12+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ReplicaState {
-        /// versions 15+.
+        /// `replica_id`: int32, versions 15+, default -1.
         pub replica_id: i32,
-        /// versions 15+.
+        /// `replica_epoch`: int64, versions 15+, default -1.
         pub replica_epoch: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -1340,21 +1365,25 @@ pub mod fetch {
         }
     }
 
+    /// Part of the Fetch request (API key 1), used by `FetchTopic.partitions`: versions 4-18, flexible versions 12+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct FetchPartition {
+        /// `partition`: int32, all versions.
         pub partition: i32,
-        /// versions 9+, left out of other versions without an error (ignorable).
+        /// `current_leader_epoch`: int32, versions 9+, default -1, left out of other versions without an error (ignorable).
         pub current_leader_epoch: i32,
+        /// `fetch_offset`: int64, all versions.
         pub fetch_offset: i64,
-        /// versions 12+, left out of other versions without an error (ignorable).
+        /// `last_fetched_epoch`: int32, versions 12+, default -1, left out of other versions without an error (ignorable).
         pub last_fetched_epoch: i32,
-        /// versions 5+, left out of other versions without an error (ignorable).
+        /// `log_start_offset`: int64, versions 5+, default -1, left out of other versions without an error (ignorable).
         pub log_start_offset: i64,
+        /// `partition_max_bytes`: int32, all versions.
         pub partition_max_bytes: i32,
-        /// versions 17+, tag 0.
+        /// `replica_directory_id`: uuid, versions 17+, tagged (tag 0).
         pub replica_directory_id: Uuid,
-        /// versions 18+, tag 1.
+        /// `high_watermark`: int64, versions 18+, default 9223372036854775807, tagged (tag 1).
         pub high_watermark: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -1480,14 +1509,16 @@ pub mod fetch {
         }
     }
 
+    /// Part of the Fetch request (API key 1), used by `FetchRequest.topics`: versions 4-18, flexible versions 12+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct FetchTopic {
-        /// versions 0-12, left out of other versions without an error (ignorable).
+        /// `topic`: string, versions 0-12, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub topic: ByteString,
-        /// versions 13+, left out of other versions without an error (ignorable).
+        /// `topic_id`: uuid, versions 13+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
+        /// `partitions`: array of `FetchPartition`, all versions.
         pub partitions: Vec<FetchPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -1574,15 +1605,16 @@ pub mod fetch {
         }
     }
 
+    /// Part of the Fetch request (API key 1), used by `FetchRequest.forgotten_topics_data`: versions 4-18, flexible versions 12+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ForgottenTopic {
-        /// versions 7-12, left out of other versions without an error (ignorable).
+        /// `topic`: string, versions 7-12, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub topic: ByteString,
-        /// versions 13+, left out of other versions without an error (ignorable).
+        /// `topic_id`: uuid, versions 13+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
-        /// versions 7+.
+        /// `partitions`: array of int32, versions 7+.
         pub partitions: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -1675,17 +1707,19 @@ pub mod fetch {
         }
     }
 
+    /// Fetch response (API key 1): versions 4-18, flexible versions 12+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct FetchResponse {
-        /// versions 1+.
+        /// `throttle_time_ms`: int32, versions 1+.
         pub throttle_time_ms: i32,
-        /// versions 7+.
+        /// `error_code`: int16 error code, versions 7+.
         pub error_code: ErrorCode,
-        /// versions 7+.
+        /// `session_id`: int32, versions 7+, default 0.
         pub session_id: i32,
+        /// `responses`: array of `FetchableTopicResponse`, all versions.
         pub responses: Vec<FetchableTopicResponse>,
-        /// versions 16+, tag 0.
+        /// `node_endpoints`: array of `NodeEndpoint`, versions 16+, tagged (tag 0).
         pub node_endpoints: Vec<NodeEndpoint>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -1826,12 +1860,13 @@ pub mod fetch {
         }
     }
 
+    /// Part of the Fetch response (API key 1), used by `PartitionData.diverging_epoch`: versions 4-18, flexible versions 12+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct EpochEndOffset {
-        /// versions 12+.
+        /// `epoch`: int32, versions 12+, default -1.
         pub epoch: i32,
-        /// versions 12+.
+        /// `end_offset`: int64, versions 12+, default -1.
         pub end_offset: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -1906,12 +1941,13 @@ pub mod fetch {
         }
     }
 
+    /// Part of the Fetch response (API key 1), used by `PartitionData.current_leader`: versions 4-18, flexible versions 12+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct LeaderIdAndEpoch {
-        /// versions 12+.
+        /// `leader_id`: int32, versions 12+, default -1.
         pub leader_id: i32,
-        /// versions 12+.
+        /// `leader_epoch`: int32, versions 12+, default -1.
         pub leader_epoch: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -1986,10 +2022,13 @@ pub mod fetch {
         }
     }
 
+    /// Part of the Fetch response (API key 1), used by `PartitionData.snapshot_id`: versions 4-18, flexible versions 12+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct SnapshotId {
+        /// `end_offset`: int64, all versions, default -1.
         pub end_offset: i64,
+        /// `epoch`: int32, all versions, default -1.
         pub epoch: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -2047,12 +2086,13 @@ pub mod fetch {
         }
     }
 
+    /// Part of the Fetch response (API key 1), used by `PartitionData.aborted_transactions`: versions 4-18, flexible versions 12+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct AbortedTransaction {
-        /// versions 4+.
+        /// `producer_id`: int64, versions 4+.
         pub producer_id: i64,
-        /// versions 4+.
+        /// `first_offset`: int64, versions 4+.
         pub first_offset: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -2113,26 +2153,31 @@ pub mod fetch {
         }
     }
 
+    /// Part of the Fetch response (API key 1), used by `FetchableTopicResponse.partitions`: versions 4-18, flexible versions 12+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct PartitionData {
+        /// `partition_index`: int32, all versions.
         pub partition_index: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `high_watermark`: int64, all versions.
         pub high_watermark: i64,
-        /// versions 4+.
+        /// `last_stable_offset`: int64, versions 4+, default -1.
         pub last_stable_offset: i64,
-        /// versions 5+, left out of other versions without an error (ignorable).
+        /// `log_start_offset`: int64, versions 5+, default -1, left out of other versions without an error (ignorable).
         pub log_start_offset: i64,
-        /// versions 12+, tag 0.
+        /// `diverging_epoch`: `EpochEndOffset`, versions 12+, tagged (tag 0).
         pub diverging_epoch: EpochEndOffset,
-        /// versions 12+, tag 1.
+        /// `current_leader`: `LeaderIdAndEpoch`, versions 12+, tagged (tag 1).
         pub current_leader: LeaderIdAndEpoch,
-        /// versions 12+, tag 2.
+        /// `snapshot_id`: `SnapshotId`, versions 12+, tagged (tag 2).
         pub snapshot_id: SnapshotId,
-        /// versions 4+.
+        /// `aborted_transactions`: array of `AbortedTransaction`, versions 4+, nullable.
         pub aborted_transactions: Option<Vec<AbortedTransaction>>,
-        /// versions 11+.
+        /// `preferred_read_replica`: int32, versions 11+, default -1.
         pub preferred_read_replica: i32,
+        /// `records`: records, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_bytes))]
         pub records: Option<Bytes>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -2330,14 +2375,16 @@ pub mod fetch {
         }
     }
 
+    /// Part of the Fetch response (API key 1), used by `FetchResponse.responses`: versions 4-18, flexible versions 12+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct FetchableTopicResponse {
-        /// versions 0-12, left out of other versions without an error (ignorable).
+        /// `topic`: string, versions 0-12, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub topic: ByteString,
-        /// versions 13+, left out of other versions without an error (ignorable).
+        /// `topic_id`: uuid, versions 13+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
+        /// `partitions`: array of `PartitionData`, all versions.
         pub partitions: Vec<PartitionData>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -2427,17 +2474,18 @@ pub mod fetch {
         }
     }
 
+    /// Part of the Fetch response (API key 1), used by `FetchResponse.node_endpoints`: versions 4-18, flexible versions 12+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct NodeEndpoint {
-        /// versions 16+.
+        /// `node_id`: int32, versions 16+.
         pub node_id: i32,
-        /// versions 16+.
+        /// `host`: string, versions 16+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub host: ByteString,
-        /// versions 16+.
+        /// `port`: int32, versions 16+.
         pub port: i32,
-        /// versions 16+.
+        /// `rack`: string, versions 16+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub rack: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -2555,14 +2603,17 @@ pub use fetch::{FetchRequest, FetchResponse};
 pub mod list_offsets {
     use super::*;
 
+    /// ListOffsets request (API key 2): versions 1-10, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ListOffsetsRequest {
+        /// `replica_id`: int32, all versions.
         pub replica_id: i32,
-        /// versions 2+.
+        /// `isolation_level`: int8, versions 2+.
         pub isolation_level: i8,
+        /// `topics`: array of `ListOffsetsTopic`, all versions.
         pub topics: Vec<ListOffsetsTopic>,
-        /// versions 10+.
+        /// `timeout_ms`: int32, versions 10+.
         pub timeout_ms: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -2676,12 +2727,15 @@ pub mod list_offsets {
         type Response = ListOffsetsResponse;
     }
 
+    /// Part of the ListOffsets request (API key 2), used by `ListOffsetsTopic.partitions`: versions 1-10, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ListOffsetsPartition {
+        /// `partition_index`: int32, all versions.
         pub partition_index: i32,
-        /// versions 4+.
+        /// `current_leader_epoch`: int32, versions 4+, default -1.
         pub current_leader_epoch: i32,
+        /// `timestamp`: int64, all versions.
         pub timestamp: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -2757,11 +2811,14 @@ pub mod list_offsets {
         }
     }
 
+    /// Part of the ListOffsets request (API key 2), used by `ListOffsetsRequest.topics`: versions 1-10, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ListOffsetsTopic {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `partitions`: array of `ListOffsetsPartition`, all versions.
         pub partitions: Vec<ListOffsetsPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -2833,11 +2890,13 @@ pub mod list_offsets {
         }
     }
 
+    /// ListOffsets response (API key 2): versions 1-10, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ListOffsetsResponse {
-        /// versions 2+.
+        /// `throttle_time_ms`: int32, versions 2+.
         pub throttle_time_ms: i32,
+        /// `topics`: array of `ListOffsetsTopicResponse`, all versions.
         pub topics: Vec<ListOffsetsTopicResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -2926,16 +2985,19 @@ pub mod list_offsets {
         }
     }
 
+    /// Part of the ListOffsets response (API key 2), used by `ListOffsetsTopicResponse.partitions`: versions 1-10, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ListOffsetsPartitionResponse {
+        /// `partition_index`: int32, all versions.
         pub partition_index: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
-        /// versions 1+.
+        /// `timestamp`: int64, versions 1+, default -1.
         pub timestamp: i64,
-        /// versions 1+.
+        /// `offset`: int64, versions 1+, default -1.
         pub offset: i64,
-        /// versions 4+.
+        /// `leader_epoch`: int32, versions 4+, default -1.
         pub leader_epoch: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -3021,11 +3083,14 @@ pub mod list_offsets {
         }
     }
 
+    /// Part of the ListOffsets response (API key 2), used by `ListOffsetsResponse.topics`: versions 1-10, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ListOffsetsTopicResponse {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `partitions`: array of `ListOffsetsPartitionResponse`, all versions.
         pub partitions: Vec<ListOffsetsPartitionResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -3106,16 +3171,17 @@ pub use list_offsets::{ListOffsetsRequest, ListOffsetsResponse};
 pub mod metadata {
     use super::*;
 
+    /// Metadata request (API key 3): versions 0-13, flexible versions 9+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct MetadataRequest {
-        /// nullable in 1+.
+        /// `topics`: array of `MetadataRequestTopic`, all versions, nullable in versions 1+.
         pub topics: Option<Vec<MetadataRequestTopic>>,
-        /// versions 4+.
+        /// `allow_auto_topic_creation`: bool, versions 4+, default true.
         pub allow_auto_topic_creation: bool,
-        /// versions 8-10.
+        /// `include_cluster_authorized_operations`: bool, versions 8-10.
         pub include_cluster_authorized_operations: bool,
-        /// versions 8+.
+        /// `include_topic_authorized_operations`: bool, versions 8+.
         pub include_topic_authorized_operations: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -3270,12 +3336,13 @@ pub mod metadata {
         type Response = MetadataResponse;
     }
 
+    /// Part of the Metadata request (API key 3), used by `MetadataRequest.topics`: versions 0-13, flexible versions 9+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct MetadataRequestTopic {
-        /// versions 10+.
+        /// `topic_id`: uuid, versions 10+.
         pub topic_id: Uuid,
-        /// nullable in 10+.
+        /// `name`: string, all versions, nullable in versions 10+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub name: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -3360,21 +3427,24 @@ pub mod metadata {
         }
     }
 
+    /// Metadata response (API key 3): versions 0-13, flexible versions 9+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct MetadataResponse {
-        /// versions 3+.
+        /// `throttle_time_ms`: int32, versions 3+.
         pub throttle_time_ms: i32,
+        /// `brokers`: array of `MetadataResponseBroker`, all versions.
         pub brokers: Vec<MetadataResponseBroker>,
-        /// versions 2+.
+        /// `cluster_id`: string, versions 2+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub cluster_id: Option<ByteString>,
-        /// versions 1+.
+        /// `controller_id`: int32, versions 1+, default -1.
         pub controller_id: i32,
+        /// `topics`: array of `MetadataResponseTopic`, all versions.
         pub topics: Vec<MetadataResponseTopic>,
-        /// versions 8-10.
+        /// `cluster_authorized_operations`: int32, versions 8-10, default -2147483648.
         pub cluster_authorized_operations: i32,
-        /// versions 13+.
+        /// `error_code`: int16 error code, versions 13+.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -3546,14 +3616,18 @@ pub mod metadata {
         }
     }
 
+    /// Part of the Metadata response (API key 3), used by `MetadataResponse.brokers`: versions 0-13, flexible versions 9+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct MetadataResponseBroker {
+        /// `node_id`: int32, all versions.
         pub node_id: i32,
+        /// `host`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub host: ByteString,
+        /// `port`: int32, all versions.
         pub port: i32,
-        /// versions 1+.
+        /// `rack`: string, versions 1+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub rack: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -3642,17 +3716,23 @@ pub mod metadata {
         }
     }
 
+    /// Part of the Metadata response (API key 3), used by `MetadataResponseTopic.partitions`: versions 0-13, flexible versions 9+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct MetadataResponsePartition {
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `partition_index`: int32, all versions.
         pub partition_index: i32,
+        /// `leader_id`: int32, all versions.
         pub leader_id: i32,
-        /// versions 7+.
+        /// `leader_epoch`: int32, versions 7+, default -1.
         pub leader_epoch: i32,
+        /// `replica_nodes`: array of int32, all versions.
         pub replica_nodes: Vec<i32>,
+        /// `isr_nodes`: array of int32, all versions.
         pub isr_nodes: Vec<i32>,
-        /// versions 5+.
+        /// `offline_replicas`: array of int32, versions 5+.
         pub offline_replicas: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -3792,19 +3872,22 @@ pub mod metadata {
         }
     }
 
+    /// Part of the Metadata response (API key 3), used by `MetadataResponse.topics`: versions 0-13, flexible versions 9+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct MetadataResponseTopic {
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
-        /// nullable in 12+.
+        /// `name`: string, all versions, nullable in versions 12+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub name: Option<ByteString>,
-        /// versions 10+.
+        /// `topic_id`: uuid, versions 10+.
         pub topic_id: Uuid,
-        /// versions 1+.
+        /// `is_internal`: bool, versions 1+, default false.
         pub is_internal: bool,
+        /// `partitions`: array of `MetadataResponsePartition`, all versions.
         pub partitions: Vec<MetadataResponsePartition>,
-        /// versions 8+.
+        /// `topic_authorized_operations`: int32, versions 8+, default -2147483648.
         pub topic_authorized_operations: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -3945,21 +4028,24 @@ pub use metadata::{MetadataRequest, MetadataResponse};
 pub mod offset_commit {
     use super::*;
 
+    /// OffsetCommit request (API key 8): versions 2-10, flexible versions 8+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetCommitRequest {
+        /// `group_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
-        /// versions 1+.
+        /// `generation_id_or_member_epoch`: int32, versions 1+, default -1.
         pub generation_id_or_member_epoch: i32,
-        /// versions 1+.
+        /// `member_id`: string, versions 1+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub member_id: ByteString,
-        /// versions 7+.
+        /// `group_instance_id`: string, versions 7+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub group_instance_id: Option<ByteString>,
-        /// versions 2-4.
+        /// `retention_time_ms`: int64, versions 2-4, default -1.
         pub retention_time_ms: i64,
+        /// `topics`: array of `OffsetCommitRequestTopic`, all versions.
         pub topics: Vec<OffsetCommitRequestTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -4093,13 +4179,17 @@ pub mod offset_commit {
         type Response = OffsetCommitResponse;
     }
 
+    /// Part of the OffsetCommit request (API key 8), used by `OffsetCommitRequestTopic.partitions`: versions 2-10, flexible versions 8+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetCommitRequestPartition {
+        /// `partition_index`: int32, all versions.
         pub partition_index: i32,
+        /// `committed_offset`: int64, all versions.
         pub committed_offset: i64,
-        /// versions 6+.
+        /// `committed_leader_epoch`: int32, versions 6+, default -1.
         pub committed_leader_epoch: i32,
+        /// `committed_metadata`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub committed_metadata: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -4195,14 +4285,16 @@ pub mod offset_commit {
         }
     }
 
+    /// Part of the OffsetCommit request (API key 8), used by `OffsetCommitRequest.topics`: versions 2-10, flexible versions 8+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetCommitRequestTopic {
-        /// versions 0-9, left out of other versions without an error (ignorable).
+        /// `name`: string, versions 0-9, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 10+, left out of other versions without an error (ignorable).
+        /// `topic_id`: uuid, versions 10+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
+        /// `partitions`: array of `OffsetCommitRequestPartition`, all versions.
         pub partitions: Vec<OffsetCommitRequestPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -4292,11 +4384,13 @@ pub mod offset_commit {
         }
     }
 
+    /// OffsetCommit response (API key 8): versions 2-10, flexible versions 8+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetCommitResponse {
-        /// versions 3+.
+        /// `throttle_time_ms`: int32, versions 3+.
         pub throttle_time_ms: i32,
+        /// `topics`: array of `OffsetCommitResponseTopic`, all versions.
         pub topics: Vec<OffsetCommitResponseTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -4385,10 +4479,13 @@ pub mod offset_commit {
         }
     }
 
+    /// Part of the OffsetCommit response (API key 8), used by `OffsetCommitResponseTopic.partitions`: versions 2-10, flexible versions 8+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetCommitResponsePartition {
+        /// `partition_index`: int32, all versions.
         pub partition_index: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -4449,14 +4546,16 @@ pub mod offset_commit {
         }
     }
 
+    /// Part of the OffsetCommit response (API key 8), used by `OffsetCommitResponse.topics`: versions 2-10, flexible versions 8+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetCommitResponseTopic {
-        /// versions 0-9, left out of other versions without an error (ignorable).
+        /// `name`: string, versions 0-9, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 10+, left out of other versions without an error (ignorable).
+        /// `topic_id`: uuid, versions 10+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
+        /// `partitions`: array of `OffsetCommitResponsePartition`, all versions.
         pub partitions: Vec<OffsetCommitResponsePartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -4552,17 +4651,18 @@ pub use offset_commit::{OffsetCommitRequest, OffsetCommitResponse};
 pub mod offset_fetch {
     use super::*;
 
+    /// OffsetFetch request (API key 9): versions 1-10, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetFetchRequest {
-        /// versions 0-7, left out of other versions without an error (ignorable).
+        /// `group_id`: string, versions 0-7, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
-        /// versions 0-7, nullable in 2-7, left out of other versions without an error (ignorable).
+        /// `topics`: array of `OffsetFetchRequestTopic`, versions 0-7, nullable in versions 2-7, left out of other versions without an error (ignorable).
         pub topics: Option<Vec<OffsetFetchRequestTopic>>,
-        /// versions 8+, left out of other versions without an error (ignorable).
+        /// `groups`: array of `OffsetFetchRequestGroup`, versions 8+, left out of other versions without an error (ignorable).
         pub groups: Vec<OffsetFetchRequestGroup>,
-        /// versions 7+.
+        /// `require_stable`: bool, versions 7+, default false.
         pub require_stable: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -4722,13 +4822,14 @@ pub mod offset_fetch {
         type Response = OffsetFetchResponse;
     }
 
+    /// Part of the OffsetFetch request (API key 9), used by `OffsetFetchRequest.topics`: versions 1-10, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetFetchRequestTopic {
-        /// versions 0-7.
+        /// `name`: string, versions 0-7.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 0-7.
+        /// `partition_indexes`: array of int32, versions 0-7.
         pub partition_indexes: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -4825,15 +4926,16 @@ pub mod offset_fetch {
         }
     }
 
+    /// Part of the OffsetFetch request (API key 9), used by `OffsetFetchRequestGroup.topics`: versions 1-10, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetFetchRequestTopics {
-        /// versions 8-9, left out of other versions without an error (ignorable).
+        /// `name`: string, versions 8-9, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 10+, left out of other versions without an error (ignorable).
+        /// `topic_id`: uuid, versions 10+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
-        /// versions 8+.
+        /// `partition_indexes`: array of int32, versions 8+.
         pub partition_indexes: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -4937,18 +5039,19 @@ pub mod offset_fetch {
         }
     }
 
+    /// Part of the OffsetFetch request (API key 9), used by `OffsetFetchRequest.groups`: versions 1-10, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetFetchRequestGroup {
-        /// versions 8+.
+        /// `group_id`: string, versions 8+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
-        /// versions 9+.
+        /// `member_id`: string, versions 9+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub member_id: Option<ByteString>,
-        /// versions 9+.
+        /// `member_epoch`: int32, versions 9+, default -1.
         pub member_epoch: i32,
-        /// versions 8+.
+        /// `topics`: array of `OffsetFetchRequestTopics`, versions 8+, nullable.
         pub topics: Option<Vec<OffsetFetchRequestTopics>>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -5108,16 +5211,17 @@ pub mod offset_fetch {
         }
     }
 
+    /// OffsetFetch response (API key 9): versions 1-10, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetFetchResponse {
-        /// versions 3+.
+        /// `throttle_time_ms`: int32, versions 3+.
         pub throttle_time_ms: i32,
-        /// versions 0-7.
+        /// `topics`: array of `OffsetFetchResponseTopic`, versions 0-7.
         pub topics: Vec<OffsetFetchResponseTopic>,
-        /// versions 2-7.
+        /// `error_code`: int16 error code, versions 2-7, default 0.
         pub error_code: ErrorCode,
-        /// versions 8+.
+        /// `groups`: array of `OffsetFetchResponseGroup`, versions 8+.
         pub groups: Vec<OffsetFetchResponseGroup>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -5259,19 +5363,20 @@ pub mod offset_fetch {
         }
     }
 
+    /// Part of the OffsetFetch response (API key 9), used by `OffsetFetchResponseTopic.partitions`: versions 1-10, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetFetchResponsePartition {
-        /// versions 0-7.
+        /// `partition_index`: int32, versions 0-7.
         pub partition_index: i32,
-        /// versions 0-7.
+        /// `committed_offset`: int64, versions 0-7.
         pub committed_offset: i64,
-        /// versions 5-7.
+        /// `committed_leader_epoch`: int32, versions 5-7, default -1.
         pub committed_leader_epoch: i32,
-        /// versions 0-7.
+        /// `metadata`: string, versions 0-7, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub metadata: Option<ByteString>,
-        /// versions 0-7.
+        /// `error_code`: int16 error code, versions 0-7.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -5415,13 +5520,14 @@ pub mod offset_fetch {
         }
     }
 
+    /// Part of the OffsetFetch response (API key 9), used by `OffsetFetchResponse.topics`: versions 1-10, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetFetchResponseTopic {
-        /// versions 0-7.
+        /// `name`: string, versions 0-7.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 0-7.
+        /// `partitions`: array of `OffsetFetchResponsePartition`, versions 0-7.
         pub partitions: Vec<OffsetFetchResponsePartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -5514,19 +5620,20 @@ pub mod offset_fetch {
         }
     }
 
+    /// Part of the OffsetFetch response (API key 9), used by `OffsetFetchResponseTopics.partitions`: versions 1-10, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetFetchResponsePartitions {
-        /// versions 8+.
+        /// `partition_index`: int32, versions 8+.
         pub partition_index: i32,
-        /// versions 8+.
+        /// `committed_offset`: int64, versions 8+.
         pub committed_offset: i64,
-        /// versions 8+.
+        /// `committed_leader_epoch`: int32, versions 8+, default -1.
         pub committed_leader_epoch: i32,
-        /// versions 8+.
+        /// `metadata`: string, versions 8+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub metadata: Option<ByteString>,
-        /// versions 8+.
+        /// `error_code`: int16 error code, versions 8+.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -5670,15 +5777,16 @@ pub mod offset_fetch {
         }
     }
 
+    /// Part of the OffsetFetch response (API key 9), used by `OffsetFetchResponseGroup.topics`: versions 1-10, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetFetchResponseTopics {
-        /// versions 8-9, left out of other versions without an error (ignorable).
+        /// `name`: string, versions 8-9, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 10+, left out of other versions without an error (ignorable).
+        /// `topic_id`: uuid, versions 10+, left out of other versions without an error (ignorable).
         pub topic_id: Uuid,
-        /// versions 8+.
+        /// `partitions`: array of `OffsetFetchResponsePartitions`, versions 8+.
         pub partitions: Vec<OffsetFetchResponsePartitions>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -5778,15 +5886,16 @@ pub mod offset_fetch {
         }
     }
 
+    /// Part of the OffsetFetch response (API key 9), used by `OffsetFetchResponse.groups`: versions 1-10, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetFetchResponseGroup {
-        /// versions 8+.
+        /// `group_id`: string, versions 8+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
-        /// versions 8+.
+        /// `topics`: array of `OffsetFetchResponseTopics`, versions 8+.
         pub topics: Vec<OffsetFetchResponseTopics>,
-        /// versions 8+.
+        /// `error_code`: int16 error code, versions 8+, default 0.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -5901,15 +6010,16 @@ pub use offset_fetch::{OffsetFetchRequest, OffsetFetchResponse};
 pub mod find_coordinator {
     use super::*;
 
+    /// FindCoordinator request (API key 10): versions 0-6, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct FindCoordinatorRequest {
-        /// versions 0-3, left out of other versions without an error (ignorable).
+        /// `key`: string, versions 0-3, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub key: ByteString,
-        /// versions 1+.
+        /// `key_type`: int8, versions 1+, default 0.
         pub key_type: i8,
-        /// versions 4+, left out of other versions without an error (ignorable).
+        /// `coordinator_keys`: array of string, versions 4+, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub coordinator_keys: Vec<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -6023,24 +6133,25 @@ pub mod find_coordinator {
         type Response = FindCoordinatorResponse;
     }
 
+    /// FindCoordinator response (API key 10): versions 0-6, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct FindCoordinatorResponse {
-        /// versions 1+.
+        /// `throttle_time_ms`: int32, versions 1+.
         pub throttle_time_ms: i32,
-        /// versions 0-3.
+        /// `error_code`: int16 error code, versions 0-3.
         pub error_code: ErrorCode,
-        /// versions 1-3.
+        /// `error_message`: string, versions 1-3, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
-        /// versions 0-3.
+        /// `node_id`: int32, versions 0-3.
         pub node_id: i32,
-        /// versions 0-3.
+        /// `host`: string, versions 0-3.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub host: ByteString,
-        /// versions 0-3.
+        /// `port`: int32, versions 0-3.
         pub port: i32,
-        /// versions 4+.
+        /// `coordinators`: array of `Coordinator`, versions 4+.
         pub coordinators: Vec<Coordinator>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -6220,22 +6331,23 @@ pub mod find_coordinator {
         }
     }
 
+    /// Part of the FindCoordinator response (API key 10), used by `FindCoordinatorResponse.coordinators`: versions 0-6, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct Coordinator {
-        /// versions 4+.
+        /// `key`: string, versions 4+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub key: ByteString,
-        /// versions 4+.
+        /// `node_id`: int32, versions 4+.
         pub node_id: i32,
-        /// versions 4+.
+        /// `host`: string, versions 4+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub host: ByteString,
-        /// versions 4+.
+        /// `port`: int32, versions 4+.
         pub port: i32,
-        /// versions 4+.
+        /// `error_code`: int16 error code, versions 4+.
         pub error_code: ErrorCode,
-        /// versions 4+.
+        /// `error_message`: string, versions 4+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -6383,23 +6495,29 @@ pub use find_coordinator::{FindCoordinatorRequest, FindCoordinatorResponse};
 pub mod join_group {
     use super::*;
 
+    /// JoinGroup request (API key 11): versions 0-9, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct JoinGroupRequest {
+        /// `group_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
+        /// `session_timeout_ms`: int32, all versions.
         pub session_timeout_ms: i32,
-        /// versions 1+.
+        /// `rebalance_timeout_ms`: int32, versions 1+, default -1.
         pub rebalance_timeout_ms: i32,
+        /// `member_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub member_id: ByteString,
-        /// versions 5+.
+        /// `group_instance_id`: string, versions 5+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub group_instance_id: Option<ByteString>,
+        /// `protocol_type`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub protocol_type: ByteString,
+        /// `protocols`: array of `JoinGroupRequestProtocol`, all versions.
         pub protocols: Vec<JoinGroupRequestProtocol>,
-        /// versions 8+, left out of other versions without an error (ignorable).
+        /// `reason`: string, versions 8+, nullable, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub reason: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -6558,11 +6676,14 @@ pub mod join_group {
         type Response = JoinGroupResponse;
     }
 
+    /// Part of the JoinGroup request (API key 11), used by `JoinGroupRequest.protocols`: versions 0-9, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct JoinGroupRequestProtocol {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `metadata`: bytes, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub metadata: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -6624,25 +6745,31 @@ pub mod join_group {
         }
     }
 
+    /// JoinGroup response (API key 11): versions 0-9, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct JoinGroupResponse {
-        /// versions 2+.
+        /// `throttle_time_ms`: int32, versions 2+.
         pub throttle_time_ms: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `generation_id`: int32, all versions, default -1.
         pub generation_id: i32,
-        /// versions 7+.
+        /// `protocol_type`: string, versions 7+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub protocol_type: Option<ByteString>,
-        /// nullable in 7+.
+        /// `protocol_name`: string, all versions, nullable in versions 7+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub protocol_name: Option<ByteString>,
+        /// `leader`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub leader: ByteString,
-        /// versions 9+.
+        /// `skip_assignment`: bool, versions 9+, default false.
         pub skip_assignment: bool,
+        /// `member_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub member_id: ByteString,
+        /// `members`: array of `JoinGroupResponseMember`, all versions.
         pub members: Vec<JoinGroupResponseMember>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -6805,14 +6932,17 @@ pub mod join_group {
         }
     }
 
+    /// Part of the JoinGroup response (API key 11), used by `JoinGroupResponse.members`: versions 0-9, flexible versions 6+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct JoinGroupResponseMember {
+        /// `member_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub member_id: ByteString,
-        /// versions 5+.
+        /// `group_instance_id`: string, versions 5+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub group_instance_id: Option<ByteString>,
+        /// `metadata`: bytes, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub metadata: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -6914,15 +7044,19 @@ pub use join_group::{JoinGroupRequest, JoinGroupResponse};
 pub mod heartbeat {
     use super::*;
 
+    /// Heartbeat request (API key 12): versions 0-4, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct HeartbeatRequest {
+        /// `group_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
+        /// `generation_id`: int32, all versions.
         pub generation_id: i32,
+        /// `member_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub member_id: ByteString,
-        /// versions 3+.
+        /// `group_instance_id`: string, versions 3+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub group_instance_id: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -7025,11 +7159,13 @@ pub mod heartbeat {
         type Response = HeartbeatResponse;
     }
 
+    /// Heartbeat response (API key 12): versions 0-4, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct HeartbeatResponse {
-        /// versions 1+.
+        /// `throttle_time_ms`: int32, versions 1+.
         pub throttle_time_ms: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -7111,15 +7247,17 @@ pub use heartbeat::{HeartbeatRequest, HeartbeatResponse};
 pub mod leave_group {
     use super::*;
 
+    /// LeaveGroup request (API key 13): versions 0-5, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct LeaveGroupRequest {
+        /// `group_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
-        /// versions 0-2, left out of other versions without an error (ignorable).
+        /// `member_id`: string, versions 0-2, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub member_id: ByteString,
-        /// versions 3+, left out of other versions without an error (ignorable).
+        /// `members`: array of `MemberIdentity`, versions 3+, left out of other versions without an error (ignorable).
         pub members: Vec<MemberIdentity>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -7222,16 +7360,17 @@ pub mod leave_group {
         type Response = LeaveGroupResponse;
     }
 
+    /// Part of the LeaveGroup request (API key 13), used by `LeaveGroupRequest.members`: versions 0-5, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct MemberIdentity {
-        /// versions 3+.
+        /// `member_id`: string, versions 3+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub member_id: ByteString,
-        /// versions 3+.
+        /// `group_instance_id`: string, versions 3+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub group_instance_id: Option<ByteString>,
-        /// versions 5+, left out of other versions without an error (ignorable).
+        /// `reason`: string, versions 5+, nullable, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub reason: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -7347,13 +7486,15 @@ pub mod leave_group {
         }
     }
 
+    /// LeaveGroup response (API key 13): versions 0-5, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct LeaveGroupResponse {
-        /// versions 1+.
+        /// `throttle_time_ms`: int32, versions 1+.
         pub throttle_time_ms: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
-        /// versions 3+.
+        /// `members`: array of `MemberResponse`, versions 3+.
         pub members: Vec<MemberResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -7460,16 +7601,17 @@ pub mod leave_group {
         }
     }
 
+    /// Part of the LeaveGroup response (API key 13), used by `LeaveGroupResponse.members`: versions 0-5, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct MemberResponse {
-        /// versions 3+.
+        /// `member_id`: string, versions 3+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub member_id: ByteString,
-        /// versions 3+.
+        /// `group_instance_id`: string, versions 3+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub group_instance_id: Option<ByteString>,
-        /// versions 3+.
+        /// `error_code`: int16 error code, versions 3+.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -7580,23 +7722,28 @@ pub use leave_group::{LeaveGroupRequest, LeaveGroupResponse};
 pub mod sync_group {
     use super::*;
 
+    /// SyncGroup request (API key 14): versions 0-5, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct SyncGroupRequest {
+        /// `group_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
+        /// `generation_id`: int32, all versions.
         pub generation_id: i32,
+        /// `member_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub member_id: ByteString,
-        /// versions 3+.
+        /// `group_instance_id`: string, versions 3+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub group_instance_id: Option<ByteString>,
-        /// versions 5+.
+        /// `protocol_type`: string, versions 5+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub protocol_type: Option<ByteString>,
-        /// versions 5+.
+        /// `protocol_name`: string, versions 5+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub protocol_name: Option<ByteString>,
+        /// `assignments`: array of `SyncGroupRequestAssignment`, all versions.
         pub assignments: Vec<SyncGroupRequestAssignment>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -7767,11 +7914,14 @@ pub mod sync_group {
         type Response = SyncGroupResponse;
     }
 
+    /// Part of the SyncGroup request (API key 14), used by `SyncGroupRequest.assignments`: versions 0-5, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct SyncGroupRequestAssignment {
+        /// `member_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub member_id: ByteString,
+        /// `assignment`: bytes, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub assignment: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -7833,18 +7983,21 @@ pub mod sync_group {
         }
     }
 
+    /// SyncGroup response (API key 14): versions 0-5, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct SyncGroupResponse {
-        /// versions 1+.
+        /// `throttle_time_ms`: int32, versions 1+.
         pub throttle_time_ms: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
-        /// versions 5+.
+        /// `protocol_type`: string, versions 5+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub protocol_type: Option<ByteString>,
-        /// versions 5+.
+        /// `protocol_name`: string, versions 5+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub protocol_name: Option<ByteString>,
+        /// `assignment`: bytes, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub assignment: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -7987,12 +8140,14 @@ pub use sync_group::{SyncGroupRequest, SyncGroupResponse};
 pub mod describe_groups {
     use super::*;
 
+    /// DescribeGroups request (API key 15): versions 0-6, flexible versions 5+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribeGroupsRequest {
+        /// `groups`: array of string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub groups: Vec<ByteString>,
-        /// versions 3+.
+        /// `include_authorized_operations`: bool, versions 3+.
         pub include_authorized_operations: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -8088,11 +8243,13 @@ pub mod describe_groups {
         type Response = DescribeGroupsResponse;
     }
 
+    /// DescribeGroups response (API key 15): versions 0-6, flexible versions 5+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribeGroupsResponse {
-        /// versions 1+.
+        /// `throttle_time_ms`: int32, versions 1+.
         pub throttle_time_ms: i32,
+        /// `groups`: array of `DescribedGroup`, all versions.
         pub groups: Vec<DescribedGroup>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -8184,20 +8341,26 @@ pub mod describe_groups {
         }
     }
 
+    /// Part of the DescribeGroups response (API key 15), used by `DescribedGroup.members`: versions 0-6, flexible versions 5+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribedGroupMember {
+        /// `member_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub member_id: ByteString,
-        /// versions 4+.
+        /// `group_instance_id`: string, versions 4+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub group_instance_id: Option<ByteString>,
+        /// `client_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub client_id: ByteString,
+        /// `client_host`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub client_host: ByteString,
+        /// `member_metadata`: bytes, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub member_metadata: Bytes,
+        /// `member_assignment`: bytes, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub member_assignment: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -8299,23 +8462,30 @@ pub mod describe_groups {
         }
     }
 
+    /// Part of the DescribeGroups response (API key 15), used by `DescribeGroupsResponse.groups`: versions 0-6, flexible versions 5+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribedGroup {
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
-        /// versions 6+.
+        /// `error_message`: string, versions 6+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
+        /// `group_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
+        /// `group_state`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_state: ByteString,
+        /// `protocol_type`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub protocol_type: ByteString,
+        /// `protocol_data`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub protocol_data: ByteString,
+        /// `members`: array of `DescribedGroupMember`, all versions.
         pub members: Vec<DescribedGroupMember>,
-        /// versions 3+.
+        /// `authorized_operations`: int32, versions 3+, default -2147483648.
         pub authorized_operations: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -8448,13 +8618,14 @@ pub use describe_groups::{DescribeGroupsRequest, DescribeGroupsResponse};
 pub mod list_groups {
     use super::*;
 
+    /// ListGroups request (API key 16): versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ListGroupsRequest {
-        /// versions 4+.
+        /// `states_filter`: array of string, versions 4+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub states_filter: Vec<ByteString>,
-        /// versions 5+.
+        /// `types_filter`: array of string, versions 5+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub types_filter: Vec<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -8566,12 +8737,15 @@ pub mod list_groups {
         type Response = ListGroupsResponse;
     }
 
+    /// ListGroups response (API key 16): versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ListGroupsResponse {
-        /// versions 1+.
+        /// `throttle_time_ms`: int32, versions 1+.
         pub throttle_time_ms: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `groups`: array of `ListedGroup`, all versions.
         pub groups: Vec<ListedGroup>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -8668,17 +8842,20 @@ pub mod list_groups {
         }
     }
 
+    /// Part of the ListGroups response (API key 16), used by `ListGroupsResponse.groups`: versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ListedGroup {
+        /// `group_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
+        /// `protocol_type`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub protocol_type: ByteString,
-        /// versions 4+.
+        /// `group_state`: string, versions 4+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_state: ByteString,
-        /// versions 5+.
+        /// `group_type`: string, versions 5+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_type: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -8771,9 +8948,11 @@ pub use list_groups::{ListGroupsRequest, ListGroupsResponse};
 pub mod sasl_handshake {
     use super::*;
 
+    /// SaslHandshake request (API key 17): versions 0-1, no flexible versions.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct SaslHandshakeRequest {
+        /// `mechanism`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub mechanism: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -8844,10 +9023,13 @@ pub mod sasl_handshake {
         type Response = SaslHandshakeResponse;
     }
 
+    /// SaslHandshake response (API key 17): versions 0-1, no flexible versions.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct SaslHandshakeResponse {
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `mechanisms`: array of string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub mechanisms: Vec<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -8932,13 +9114,14 @@ pub use sasl_handshake::{SaslHandshakeRequest, SaslHandshakeResponse};
 pub mod api_versions {
     use super::*;
 
+    /// ApiVersions request (API key 18): versions 0-4, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ApiVersionsRequest {
-        /// versions 3+.
+        /// `client_software_name`: string, versions 3+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub client_software_name: ByteString,
-        /// versions 3+.
+        /// `client_software_version`: string, versions 3+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub client_software_version: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -9038,20 +9221,23 @@ pub mod api_versions {
         type Response = ApiVersionsResponse;
     }
 
+    /// ApiVersions response (API key 18): versions 0-4, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ApiVersionsResponse {
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `api_keys`: array of `ApiVersion`, all versions.
         pub api_keys: Vec<ApiVersion>,
-        /// versions 1+.
+        /// `throttle_time_ms`: int32, versions 1+.
         pub throttle_time_ms: i32,
-        /// versions 3+, tag 0.
+        /// `supported_features`: array of `SupportedFeatureKey`, versions 3+, tagged (tag 0).
         pub supported_features: Vec<SupportedFeatureKey>,
-        /// versions 3+, tag 1.
+        /// `finalized_features_epoch`: int64, versions 3+, default -1, tagged (tag 1).
         pub finalized_features_epoch: i64,
-        /// versions 3+, tag 2.
+        /// `finalized_features`: array of `FinalizedFeatureKey`, versions 3+, tagged (tag 2).
         pub finalized_features: Vec<FinalizedFeatureKey>,
-        /// versions 3+, tag 3.
+        /// `zk_migration_ready`: bool, versions 3+, default false, tagged (tag 3).
         pub zk_migration_ready: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -9273,11 +9459,15 @@ pub mod api_versions {
         }
     }
 
+    /// Part of the ApiVersions response (API key 18), used by `ApiVersionsResponse.api_keys`: versions 0-4, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ApiVersion {
+        /// `api_key`: int16, all versions.
         pub api_key: i16,
+        /// `min_version`: int16, all versions.
         pub min_version: i16,
+        /// `max_version`: int16, all versions.
         pub max_version: i16,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -9337,15 +9527,16 @@ pub mod api_versions {
         }
     }
 
+    /// Part of the ApiVersions response (API key 18), used by `ApiVersionsResponse.supported_features`: versions 0-4, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct SupportedFeatureKey {
-        /// versions 3+.
+        /// `name`: string, versions 3+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 3+.
+        /// `min_version`: int16, versions 3+.
         pub min_version: i16,
-        /// versions 3+.
+        /// `max_version`: int16, versions 3+.
         pub max_version: i16,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -9434,15 +9625,16 @@ pub mod api_versions {
         }
     }
 
+    /// Part of the ApiVersions response (API key 18), used by `ApiVersionsResponse.finalized_features`: versions 0-4, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct FinalizedFeatureKey {
-        /// versions 3+.
+        /// `name`: string, versions 3+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 3+.
+        /// `max_version_level`: int16, versions 3+.
         pub max_version_level: i16,
-        /// versions 3+.
+        /// `min_version_level`: int16, versions 3+.
         pub min_version_level: i16,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -9542,12 +9734,15 @@ pub use api_versions::{ApiVersionsRequest, ApiVersionsResponse};
 pub mod create_topics {
     use super::*;
 
+    /// CreateTopics request (API key 19): versions 2-7, flexible versions 5+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct CreateTopicsRequest {
+        /// `topics`: array of `CreatableTopic`, all versions.
         pub topics: Vec<CreatableTopic>,
+        /// `timeout_ms`: int32, all versions, default 60000.
         pub timeout_ms: i32,
-        /// versions 1+.
+        /// `validate_only`: bool, versions 1+, default false.
         pub validate_only: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -9635,10 +9830,13 @@ pub mod create_topics {
         type Response = CreateTopicsResponse;
     }
 
+    /// Part of the CreateTopics request (API key 19), used by `CreatableTopic.assignments`: versions 2-7, flexible versions 5+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct CreatableReplicaAssignment {
+        /// `partition_index`: int32, all versions.
         pub partition_index: i32,
+        /// `broker_ids`: array of int32, all versions.
         pub broker_ids: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -9710,11 +9908,14 @@ pub mod create_topics {
         }
     }
 
+    /// Part of the CreateTopics request (API key 19), used by `CreatableTopic.configs`: versions 2-7, flexible versions 5+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct CreatableTopicConfig {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `value`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub value: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -9786,14 +9987,20 @@ pub mod create_topics {
         }
     }
 
+    /// Part of the CreateTopics request (API key 19), used by `CreateTopicsRequest.topics`: versions 2-7, flexible versions 5+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct CreatableTopic {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `num_partitions`: int32, all versions.
         pub num_partitions: i32,
+        /// `replication_factor`: int16, all versions.
         pub replication_factor: i16,
+        /// `assignments`: array of `CreatableReplicaAssignment`, all versions.
         pub assignments: Vec<CreatableReplicaAssignment>,
+        /// `configs`: array of `CreatableTopicConfig`, all versions.
         pub configs: Vec<CreatableTopicConfig>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -9892,11 +10099,13 @@ pub mod create_topics {
         }
     }
 
+    /// CreateTopics response (API key 19): versions 2-7, flexible versions 5+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct CreateTopicsResponse {
-        /// versions 2+.
+        /// `throttle_time_ms`: int32, versions 2+.
         pub throttle_time_ms: i32,
+        /// `topics`: array of `CreatableTopicResult`, all versions.
         pub topics: Vec<CreatableTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -9977,20 +10186,21 @@ pub mod create_topics {
         }
     }
 
+    /// Part of the CreateTopics response (API key 19), used by `CreatableTopicResult.configs`: versions 2-7, flexible versions 5+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct CreatableTopicConfigs {
-        /// versions 5+.
+        /// `name`: string, versions 5+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 5+.
+        /// `value`: string, versions 5+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub value: Option<ByteString>,
-        /// versions 5+.
+        /// `read_only`: bool, versions 5+.
         pub read_only: bool,
-        /// versions 5+.
+        /// `config_source`: int8, versions 5+, default -1.
         pub config_source: i8,
-        /// versions 5+.
+        /// `is_sensitive`: bool, versions 5+.
         pub is_sensitive: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -10122,24 +10332,27 @@ pub mod create_topics {
         }
     }
 
+    /// Part of the CreateTopics response (API key 19), used by `CreateTopicsResponse.topics`: versions 2-7, flexible versions 5+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct CreatableTopicResult {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 7+.
+        /// `topic_id`: uuid, versions 7+.
         pub topic_id: Uuid,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
-        /// versions 1+.
+        /// `error_message`: string, versions 1+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
-        /// versions 5+, tag 0.
+        /// `topic_config_error_code`: int16 error code, versions 5+, tagged (tag 0).
         pub topic_config_error_code: ErrorCode,
-        /// versions 5+.
+        /// `num_partitions`: int32, versions 5+, default -1.
         pub num_partitions: i32,
-        /// versions 5+.
+        /// `replication_factor`: int16, versions 5+, default -1.
         pub replication_factor: i16,
-        /// versions 5+.
+        /// `configs`: array of `CreatableTopicConfigs`, versions 5+, nullable.
         pub configs: Option<Vec<CreatableTopicConfigs>>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -10339,14 +10552,16 @@ pub use create_topics::{CreateTopicsRequest, CreateTopicsResponse};
 pub mod delete_topics {
     use super::*;
 
+    /// DeleteTopics request (API key 20): versions 1-6, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DeleteTopicsRequest {
-        /// versions 6+, left out of other versions without an error (ignorable).
+        /// `topics`: array of `DeleteTopicState`, versions 6+, left out of other versions without an error (ignorable).
         pub topics: Vec<DeleteTopicState>,
-        /// versions 0-5, left out of other versions without an error (ignorable).
+        /// `topic_names`: array of string, versions 0-5, left out of other versions without an error (ignorable).
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub topic_names: Vec<ByteString>,
+        /// `timeout_ms`: int32, all versions.
         pub timeout_ms: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -10455,13 +10670,14 @@ pub mod delete_topics {
         type Response = DeleteTopicsResponse;
     }
 
+    /// Part of the DeleteTopics request (API key 20), used by `DeleteTopicsRequest.topics`: versions 1-6, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DeleteTopicState {
-        /// versions 6+.
+        /// `name`: string, versions 6+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub name: Option<ByteString>,
-        /// versions 6+.
+        /// `topic_id`: uuid, versions 6+.
         pub topic_id: Uuid,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -10550,11 +10766,13 @@ pub mod delete_topics {
         }
     }
 
+    /// DeleteTopics response (API key 20): versions 1-6, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DeleteTopicsResponse {
-        /// versions 1+.
+        /// `throttle_time_ms`: int32, versions 1+.
         pub throttle_time_ms: i32,
+        /// `responses`: array of `DeletableTopicResult`, all versions.
         pub responses: Vec<DeletableTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -10635,16 +10853,18 @@ pub mod delete_topics {
         }
     }
 
+    /// Part of the DeleteTopics response (API key 20), used by `DeleteTopicsResponse.responses`: versions 1-6, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DeletableTopicResult {
-        /// nullable in 6+.
+        /// `name`: string, all versions, nullable in versions 6+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub name: Option<ByteString>,
-        /// versions 6+.
+        /// `topic_id`: uuid, versions 6+.
         pub topic_id: Uuid,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
-        /// versions 5+.
+        /// `error_message`: string, versions 5+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -10769,10 +10989,13 @@ pub use delete_topics::{DeleteTopicsRequest, DeleteTopicsResponse};
 pub mod delete_records {
     use super::*;
 
+    /// DeleteRecords request (API key 21): versions 0-2, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DeleteRecordsRequest {
+        /// `topics`: array of `DeleteRecordsTopic`, all versions.
         pub topics: Vec<DeleteRecordsTopic>,
+        /// `timeout_ms`: int32, all versions.
         pub timeout_ms: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -10858,10 +11081,13 @@ pub mod delete_records {
         type Response = DeleteRecordsResponse;
     }
 
+    /// Part of the DeleteRecords request (API key 21), used by `DeleteRecordsTopic.partitions`: versions 0-2, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DeleteRecordsPartition {
+        /// `partition_index`: int32, all versions.
         pub partition_index: i32,
+        /// `offset`: int64, all versions.
         pub offset: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -10922,11 +11148,14 @@ pub mod delete_records {
         }
     }
 
+    /// Part of the DeleteRecords request (API key 21), used by `DeleteRecordsRequest.topics`: versions 0-2, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DeleteRecordsTopic {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `partitions`: array of `DeleteRecordsPartition`, all versions.
         pub partitions: Vec<DeleteRecordsPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -11001,10 +11230,13 @@ pub mod delete_records {
         }
     }
 
+    /// DeleteRecords response (API key 21): versions 0-2, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DeleteRecordsResponse {
+        /// `throttle_time_ms`: int32, all versions.
         pub throttle_time_ms: i32,
+        /// `topics`: array of `DeleteRecordsTopicResult`, all versions.
         pub topics: Vec<DeleteRecordsTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -11085,11 +11317,15 @@ pub mod delete_records {
         }
     }
 
+    /// Part of the DeleteRecords response (API key 21), used by `DeleteRecordsTopicResult.partitions`: versions 0-2, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DeleteRecordsPartitionResult {
+        /// `partition_index`: int32, all versions.
         pub partition_index: i32,
+        /// `low_watermark`: int64, all versions.
         pub low_watermark: i64,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -11157,11 +11393,14 @@ pub mod delete_records {
         }
     }
 
+    /// Part of the DeleteRecords response (API key 21), used by `DeleteRecordsResponse.topics`: versions 0-2, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DeleteRecordsTopicResult {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `partitions`: array of `DeleteRecordsPartitionResult`, all versions.
         pub partitions: Vec<DeleteRecordsPartitionResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -11242,19 +11481,22 @@ pub use delete_records::{DeleteRecordsRequest, DeleteRecordsResponse};
 pub mod init_producer_id {
     use super::*;
 
+    /// InitProducerId request (API key 22): versions 0-6, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct InitProducerIdRequest {
+        /// `transactional_id`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub transactional_id: Option<ByteString>,
+        /// `transaction_timeout_ms`: int32, all versions.
         pub transaction_timeout_ms: i32,
-        /// versions 3+.
+        /// `producer_id`: int64, versions 3+, default -1.
         pub producer_id: i64,
-        /// versions 3+.
+        /// `producer_epoch`: int16, versions 3+, default -1.
         pub producer_epoch: i16,
-        /// versions 6+.
+        /// `enable2_pc`: bool, versions 6+, default false.
         pub enable2_pc: bool,
-        /// versions 6+.
+        /// `keep_prepared_txn`: bool, versions 6+, default false.
         pub keep_prepared_txn: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -11391,16 +11633,21 @@ pub mod init_producer_id {
         type Response = InitProducerIdResponse;
     }
 
+    /// InitProducerId response (API key 22): versions 0-6, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct InitProducerIdResponse {
+        /// `throttle_time_ms`: int32, all versions.
         pub throttle_time_ms: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `producer_id`: int64, all versions, default -1.
         pub producer_id: i64,
+        /// `producer_epoch`: int16, all versions.
         pub producer_epoch: i16,
-        /// versions 6+.
+        /// `ongoing_txn_producer_id`: int64, versions 6+, default -1.
         pub ongoing_txn_producer_id: i64,
-        /// versions 6+.
+        /// `ongoing_txn_producer_epoch`: int16, versions 6+, default -1.
         pub ongoing_txn_producer_epoch: i16,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -11513,11 +11760,13 @@ pub use init_producer_id::{InitProducerIdRequest, InitProducerIdResponse};
 pub mod offset_for_leader_epoch {
     use super::*;
 
+    /// OffsetForLeaderEpoch request (API key 23): versions 2-4, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetForLeaderEpochRequest {
-        /// versions 3+.
+        /// `replica_id`: int32, versions 3+, default -2.
         pub replica_id: i32,
+        /// `topics`: array of `OffsetForLeaderTopic`, all versions.
         pub topics: Vec<OffsetForLeaderTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -11611,12 +11860,15 @@ pub mod offset_for_leader_epoch {
         type Response = OffsetForLeaderEpochResponse;
     }
 
+    /// Part of the OffsetForLeaderEpoch request (API key 23), used by `OffsetForLeaderTopic.partitions`: versions 2-4, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetForLeaderPartition {
+        /// `partition`: int32, all versions.
         pub partition: i32,
-        /// versions 2+.
+        /// `current_leader_epoch`: int32, versions 2+, default -1.
         pub current_leader_epoch: i32,
+        /// `leader_epoch`: int32, all versions.
         pub leader_epoch: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -11679,11 +11931,14 @@ pub mod offset_for_leader_epoch {
         }
     }
 
+    /// Part of the OffsetForLeaderEpoch request (API key 23), used by `OffsetForLeaderEpochRequest.topics`: versions 2-4, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetForLeaderTopic {
+        /// `topic`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub topic: ByteString,
+        /// `partitions`: array of `OffsetForLeaderPartition`, all versions.
         pub partitions: Vec<OffsetForLeaderPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -11758,11 +12013,13 @@ pub mod offset_for_leader_epoch {
         }
     }
 
+    /// OffsetForLeaderEpoch response (API key 23): versions 2-4, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetForLeaderEpochResponse {
-        /// versions 2+.
+        /// `throttle_time_ms`: int32, versions 2+.
         pub throttle_time_ms: i32,
+        /// `topics`: array of `OffsetForLeaderTopicResult`, all versions.
         pub topics: Vec<OffsetForLeaderTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -11843,13 +12100,17 @@ pub mod offset_for_leader_epoch {
         }
     }
 
+    /// Part of the OffsetForLeaderEpoch response (API key 23), used by `OffsetForLeaderTopicResult.partitions`: versions 2-4, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct EpochEndOffset {
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `partition`: int32, all versions.
         pub partition: i32,
-        /// versions 1+.
+        /// `leader_epoch`: int32, versions 1+, default -1.
         pub leader_epoch: i32,
+        /// `end_offset`: int64, all versions, default -1.
         pub end_offset: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -11917,11 +12178,14 @@ pub mod offset_for_leader_epoch {
         }
     }
 
+    /// Part of the OffsetForLeaderEpoch response (API key 23), used by `OffsetForLeaderEpochResponse.topics`: versions 2-4, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetForLeaderTopicResult {
+        /// `topic`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub topic: ByteString,
+        /// `partitions`: array of `EpochEndOffset`, all versions.
         pub partitions: Vec<EpochEndOffset>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -12002,19 +12266,20 @@ pub use offset_for_leader_epoch::{OffsetForLeaderEpochRequest, OffsetForLeaderEp
 pub mod add_partitions_to_txn {
     use super::*;
 
+    /// AddPartitionsToTxn request (API key 24): versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct AddPartitionsToTxnRequest {
-        /// versions 4+.
+        /// `transactions`: array of `AddPartitionsToTxnTransaction`, versions 4+.
         pub transactions: Vec<AddPartitionsToTxnTransaction>,
-        /// versions 0-3.
+        /// `v3_and_below_transactional_id`: string, versions 0-3.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub v3_and_below_transactional_id: ByteString,
-        /// versions 0-3.
+        /// `v3_and_below_producer_id`: int64, versions 0-3.
         pub v3_and_below_producer_id: i64,
-        /// versions 0-3.
+        /// `v3_and_below_producer_epoch`: int16, versions 0-3.
         pub v3_and_below_producer_epoch: i16,
-        /// versions 0-3.
+        /// `v3_and_below_topics`: array of `AddPartitionsToTxnTopic`, versions 0-3.
         pub v3_and_below_topics: Vec<AddPartitionsToTxnTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -12197,19 +12462,20 @@ pub mod add_partitions_to_txn {
         type Response = AddPartitionsToTxnResponse;
     }
 
+    /// Part of the AddPartitionsToTxn request (API key 24), used by `AddPartitionsToTxnRequest.transactions`: versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct AddPartitionsToTxnTransaction {
-        /// versions 4+.
+        /// `transactional_id`: string, versions 4+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub transactional_id: ByteString,
-        /// versions 4+.
+        /// `producer_id`: int64, versions 4+.
         pub producer_id: i64,
-        /// versions 4+.
+        /// `producer_epoch`: int16, versions 4+.
         pub producer_epoch: i16,
-        /// versions 4+.
+        /// `verify_only`: bool, versions 4+, default false.
         pub verify_only: bool,
-        /// versions 4+.
+        /// `topics`: array of `AddPartitionsToTxnTopic`, versions 4+.
         pub topics: Vec<AddPartitionsToTxnTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -12354,11 +12620,14 @@ pub mod add_partitions_to_txn {
         }
     }
 
+    /// Part of the AddPartitionsToTxn request (API key 24), used by `AddPartitionsToTxnRequest.v3_and_below_topics`, `AddPartitionsToTxnTransaction.topics`: versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct AddPartitionsToTxnTopic {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `partitions`: array of int32, all versions.
         pub partitions: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -12430,15 +12699,17 @@ pub mod add_partitions_to_txn {
         }
     }
 
+    /// AddPartitionsToTxn response (API key 24): versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct AddPartitionsToTxnResponse {
+        /// `throttle_time_ms`: int32, all versions.
         pub throttle_time_ms: i32,
-        /// versions 4+.
+        /// `error_code`: int16 error code, versions 4+.
         pub error_code: ErrorCode,
-        /// versions 4+.
+        /// `results_by_transaction`: array of `AddPartitionsToTxnResult`, versions 4+.
         pub results_by_transaction: Vec<AddPartitionsToTxnResult>,
-        /// versions 0-3.
+        /// `results_by_topic_v3_and_below`: array of `AddPartitionsToTxnTopicResult`, versions 0-3.
         pub results_by_topic_v3_and_below: Vec<AddPartitionsToTxnTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -12591,13 +12862,14 @@ pub mod add_partitions_to_txn {
         }
     }
 
+    /// Part of the AddPartitionsToTxn response (API key 24), used by `AddPartitionsToTxnResponse.results_by_transaction`: versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct AddPartitionsToTxnResult {
-        /// versions 4+.
+        /// `transactional_id`: string, versions 4+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub transactional_id: ByteString,
-        /// versions 4+.
+        /// `topic_results`: array of `AddPartitionsToTxnTopicResult`, versions 4+.
         pub topic_results: Vec<AddPartitionsToTxnTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -12693,11 +12965,14 @@ pub mod add_partitions_to_txn {
         }
     }
 
+    /// Part of the AddPartitionsToTxn response (API key 24), used by `AddPartitionsToTxnResponse.results_by_topic_v3_and_below`, `AddPartitionsToTxnResult.topic_results`: versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct AddPartitionsToTxnTopicResult {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `results_by_partition`: array of `AddPartitionsToTxnPartitionResult`, all versions.
         pub results_by_partition: Vec<AddPartitionsToTxnPartitionResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -12778,10 +13053,13 @@ pub mod add_partitions_to_txn {
         }
     }
 
+    /// Part of the AddPartitionsToTxn response (API key 24), used by `AddPartitionsToTxnTopicResult.results_by_partition`: versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct AddPartitionsToTxnPartitionResult {
+        /// `partition_index`: int32, all versions.
         pub partition_index: i32,
+        /// `partition_error_code`: int16 error code, all versions.
         pub partition_error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -12849,13 +13127,18 @@ pub use add_partitions_to_txn::{AddPartitionsToTxnRequest, AddPartitionsToTxnRes
 pub mod add_offsets_to_txn {
     use super::*;
 
+    /// AddOffsetsToTxn request (API key 25): versions 0-4, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct AddOffsetsToTxnRequest {
+        /// `transactional_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub transactional_id: ByteString,
+        /// `producer_id`: int64, all versions.
         pub producer_id: i64,
+        /// `producer_epoch`: int16, all versions.
         pub producer_epoch: i16,
+        /// `group_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -12938,10 +13221,13 @@ pub mod add_offsets_to_txn {
         type Response = AddOffsetsToTxnResponse;
     }
 
+    /// AddOffsetsToTxn response (API key 25): versions 0-4, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct AddOffsetsToTxnResponse {
+        /// `throttle_time_ms`: int32, all versions.
         pub throttle_time_ms: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -13014,13 +13300,18 @@ pub use add_offsets_to_txn::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 pub mod end_txn {
     use super::*;
 
+    /// EndTxn request (API key 26): versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct EndTxnRequest {
+        /// `transactional_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub transactional_id: ByteString,
+        /// `producer_id`: int64, all versions.
         pub producer_id: i64,
+        /// `producer_epoch`: int16, all versions.
         pub producer_epoch: i16,
+        /// `committed`: bool, all versions.
         pub committed: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -13099,14 +13390,17 @@ pub mod end_txn {
         type Response = EndTxnResponse;
     }
 
+    /// EndTxn response (API key 26): versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct EndTxnResponse {
+        /// `throttle_time_ms`: int32, all versions.
         pub throttle_time_ms: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
-        /// versions 5+.
+        /// `producer_id`: int64, versions 5+, default -1.
         pub producer_id: i64,
-        /// versions 5+.
+        /// `producer_epoch`: int16, versions 5+, default -1.
         pub producer_epoch: i16,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -13204,23 +13498,29 @@ pub use end_txn::{EndTxnRequest, EndTxnResponse};
 pub mod txn_offset_commit {
     use super::*;
 
+    /// TxnOffsetCommit request (API key 28): versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TxnOffsetCommitRequest {
+        /// `transactional_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub transactional_id: ByteString,
+        /// `group_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
+        /// `producer_id`: int64, all versions.
         pub producer_id: i64,
+        /// `producer_epoch`: int16, all versions.
         pub producer_epoch: i16,
-        /// versions 3+.
+        /// `generation_id`: int32, versions 3+, default -1.
         pub generation_id: i32,
-        /// versions 3+.
+        /// `member_id`: string, versions 3+, default "".
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub member_id: ByteString,
-        /// versions 3+.
+        /// `group_instance_id`: string, versions 3+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub group_instance_id: Option<ByteString>,
+        /// `topics`: array of `TxnOffsetCommitRequestTopic`, all versions.
         pub topics: Vec<TxnOffsetCommitRequestTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -13372,13 +13672,17 @@ pub mod txn_offset_commit {
         type Response = TxnOffsetCommitResponse;
     }
 
+    /// Part of the TxnOffsetCommit request (API key 28), used by `TxnOffsetCommitRequestTopic.partitions`: versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TxnOffsetCommitRequestPartition {
+        /// `partition_index`: int32, all versions.
         pub partition_index: i32,
+        /// `committed_offset`: int64, all versions.
         pub committed_offset: i64,
-        /// versions 2+.
+        /// `committed_leader_epoch`: int32, versions 2+, default -1.
         pub committed_leader_epoch: i32,
+        /// `committed_metadata`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub committed_metadata: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -13474,11 +13778,14 @@ pub mod txn_offset_commit {
         }
     }
 
+    /// Part of the TxnOffsetCommit request (API key 28), used by `TxnOffsetCommitRequest.topics`: versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TxnOffsetCommitRequestTopic {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `partitions`: array of `TxnOffsetCommitRequestPartition`, all versions.
         pub partitions: Vec<TxnOffsetCommitRequestPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -13553,10 +13860,13 @@ pub mod txn_offset_commit {
         }
     }
 
+    /// TxnOffsetCommit response (API key 28): versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TxnOffsetCommitResponse {
+        /// `throttle_time_ms`: int32, all versions.
         pub throttle_time_ms: i32,
+        /// `topics`: array of `TxnOffsetCommitResponseTopic`, all versions.
         pub topics: Vec<TxnOffsetCommitResponseTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -13637,10 +13947,13 @@ pub mod txn_offset_commit {
         }
     }
 
+    /// Part of the TxnOffsetCommit response (API key 28), used by `TxnOffsetCommitResponseTopic.partitions`: versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TxnOffsetCommitResponsePartition {
+        /// `partition_index`: int32, all versions.
         pub partition_index: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -13701,11 +14014,14 @@ pub mod txn_offset_commit {
         }
     }
 
+    /// Part of the TxnOffsetCommit response (API key 28), used by `TxnOffsetCommitResponse.topics`: versions 0-5, flexible versions 3+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TxnOffsetCommitResponseTopic {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `partitions`: array of `TxnOffsetCommitResponsePartition`, all versions.
         pub partitions: Vec<TxnOffsetCommitResponsePartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -13786,13 +14102,15 @@ pub use txn_offset_commit::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 pub mod describe_configs {
     use super::*;
 
+    /// DescribeConfigs request (API key 32): versions 1-4, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribeConfigsRequest {
+        /// `resources`: array of `DescribeConfigsResource`, all versions.
         pub resources: Vec<DescribeConfigsResource>,
-        /// versions 1+.
+        /// `include_synonyms`: bool, versions 1+, default false.
         pub include_synonyms: bool,
-        /// versions 3+.
+        /// `include_documentation`: bool, versions 3+, default false.
         pub include_documentation: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -13897,12 +14215,16 @@ pub mod describe_configs {
         type Response = DescribeConfigsResponse;
     }
 
+    /// Part of the DescribeConfigs request (API key 32), used by `DescribeConfigsRequest.resources`: versions 1-4, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribeConfigsResource {
+        /// `resource_type`: int8, all versions.
         pub resource_type: i8,
+        /// `resource_name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub resource_name: ByteString,
+        /// `configuration_keys`: array of string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_strings))]
         pub configuration_keys: Option<Vec<ByteString>>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -13993,10 +14315,13 @@ pub mod describe_configs {
         }
     }
 
+    /// DescribeConfigs response (API key 32): versions 1-4, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribeConfigsResponse {
+        /// `throttle_time_ms`: int32, all versions.
         pub throttle_time_ms: i32,
+        /// `results`: array of `DescribeConfigsResult`, all versions.
         pub results: Vec<DescribeConfigsResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -14077,16 +14402,17 @@ pub mod describe_configs {
         }
     }
 
+    /// Part of the DescribeConfigs response (API key 32), used by `DescribeConfigsResourceResult.synonyms`: versions 1-4, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribeConfigsSynonym {
-        /// versions 1+.
+        /// `name`: string, versions 1+.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
-        /// versions 1+.
+        /// `value`: string, versions 1+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub value: Option<ByteString>,
-        /// versions 1+.
+        /// `source`: int8, versions 1+.
         pub source: i8,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -14159,22 +14485,27 @@ pub mod describe_configs {
         }
     }
 
+    /// Part of the DescribeConfigs response (API key 32), used by `DescribeConfigsResult.configs`: versions 1-4, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribeConfigsResourceResult {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `value`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub value: Option<ByteString>,
+        /// `read_only`: bool, all versions.
         pub read_only: bool,
-        /// versions 1+.
+        /// `config_source`: int8, versions 1+, default -1.
         pub config_source: i8,
+        /// `is_sensitive`: bool, all versions.
         pub is_sensitive: bool,
-        /// versions 1+.
+        /// `synonyms`: array of `DescribeConfigsSynonym`, versions 1+.
         pub synonyms: Vec<DescribeConfigsSynonym>,
-        /// versions 3+.
+        /// `config_type`: int8, versions 3+, default 0.
         pub config_type: i8,
-        /// versions 3+.
+        /// `documentation`: string, versions 3+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub documentation: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -14320,15 +14651,21 @@ pub mod describe_configs {
         }
     }
 
+    /// Part of the DescribeConfigs response (API key 32), used by `DescribeConfigsResponse.results`: versions 1-4, flexible versions 4+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribeConfigsResult {
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `error_message`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
+        /// `resource_type`: int8, all versions.
         pub resource_type: i8,
+        /// `resource_name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub resource_name: ByteString,
+        /// `configs`: array of `DescribeConfigsResourceResult`, all versions.
         pub configs: Vec<DescribeConfigsResourceResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -14432,9 +14769,11 @@ pub use describe_configs::{DescribeConfigsRequest, DescribeConfigsResponse};
 pub mod sasl_authenticate {
     use super::*;
 
+    /// SaslAuthenticate request (API key 36): versions 0-2, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct SaslAuthenticateRequest {
+        /// `auth_bytes`: bytes, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub auth_bytes: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -14505,15 +14844,19 @@ pub mod sasl_authenticate {
         type Response = SaslAuthenticateResponse;
     }
 
+    /// SaslAuthenticate response (API key 36): versions 0-2, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct SaslAuthenticateResponse {
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `error_message`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
+        /// `auth_bytes`: bytes, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub auth_bytes: Bytes,
-        /// versions 1+.
+        /// `session_lifetime_ms`: int64, versions 1+, default 0.
         pub session_lifetime_ms: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -14618,11 +14961,15 @@ pub use sasl_authenticate::{SaslAuthenticateRequest, SaslAuthenticateResponse};
 pub mod create_partitions {
     use super::*;
 
+    /// CreatePartitions request (API key 37): versions 0-3, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct CreatePartitionsRequest {
+        /// `topics`: array of `CreatePartitionsTopic`, all versions.
         pub topics: Vec<CreatePartitionsTopic>,
+        /// `timeout_ms`: int32, all versions.
         pub timeout_ms: i32,
+        /// `validate_only`: bool, all versions.
         pub validate_only: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -14710,9 +15057,11 @@ pub mod create_partitions {
         type Response = CreatePartitionsResponse;
     }
 
+    /// Part of the CreatePartitions request (API key 37), used by `CreatePartitionsTopic.assignments`: versions 0-3, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct CreatePartitionsAssignment {
+        /// `broker_ids`: array of int32, all versions.
         pub broker_ids: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -14782,12 +15131,16 @@ pub mod create_partitions {
         }
     }
 
+    /// Part of the CreatePartitions request (API key 37), used by `CreatePartitionsRequest.topics`: versions 0-3, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct CreatePartitionsTopic {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `count`: int32, all versions.
         pub count: i32,
+        /// `assignments`: array of `CreatePartitionsAssignment`, all versions, nullable.
         pub assignments: Option<Vec<CreatePartitionsAssignment>>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -14877,10 +15230,13 @@ pub mod create_partitions {
         }
     }
 
+    /// CreatePartitions response (API key 37): versions 0-3, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct CreatePartitionsResponse {
+        /// `throttle_time_ms`: int32, all versions.
         pub throttle_time_ms: i32,
+        /// `results`: array of `CreatePartitionsTopicResult`, all versions.
         pub results: Vec<CreatePartitionsTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -14961,12 +15317,16 @@ pub mod create_partitions {
         }
     }
 
+    /// Part of the CreatePartitions response (API key 37), used by `CreatePartitionsResponse.results`: versions 0-3, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct CreatePartitionsTopicResult {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `error_message`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -15051,9 +15411,11 @@ pub use create_partitions::{CreatePartitionsRequest, CreatePartitionsResponse};
 pub mod delete_groups {
     use super::*;
 
+    /// DeleteGroups request (API key 42): versions 0-2, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DeleteGroupsRequest {
+        /// `groups_names`: array of string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub groups_names: Vec<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -15135,10 +15497,13 @@ pub mod delete_groups {
         type Response = DeleteGroupsResponse;
     }
 
+    /// DeleteGroups response (API key 42): versions 0-2, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DeleteGroupsResponse {
+        /// `throttle_time_ms`: int32, all versions.
         pub throttle_time_ms: i32,
+        /// `results`: array of `DeletableGroupResult`, all versions.
         pub results: Vec<DeletableGroupResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -15219,11 +15584,14 @@ pub mod delete_groups {
         }
     }
 
+    /// Part of the DeleteGroups response (API key 42), used by `DeleteGroupsResponse.results`: versions 0-2, flexible versions 2+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DeletableGroupResult {
+        /// `group_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -15290,10 +15658,13 @@ pub use delete_groups::{DeleteGroupsRequest, DeleteGroupsResponse};
 pub mod incremental_alter_configs {
     use super::*;
 
+    /// IncrementalAlterConfigs request (API key 44): versions 0-1, flexible versions 1+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct IncrementalAlterConfigsRequest {
+        /// `resources`: array of `AlterConfigsResource`, all versions.
         pub resources: Vec<AlterConfigsResource>,
+        /// `validate_only`: bool, all versions.
         pub validate_only: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -15379,12 +15750,16 @@ pub mod incremental_alter_configs {
         type Response = IncrementalAlterConfigsResponse;
     }
 
+    /// Part of the IncrementalAlterConfigs request (API key 44), used by `AlterConfigsResource.configs`: versions 0-1, flexible versions 1+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct AlterableConfig {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `config_operation`: int8, all versions.
         pub config_operation: i8,
+        /// `value`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub value: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -15455,12 +15830,16 @@ pub mod incremental_alter_configs {
         }
     }
 
+    /// Part of the IncrementalAlterConfigs request (API key 44), used by `IncrementalAlterConfigsRequest.resources`: versions 0-1, flexible versions 1+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct AlterConfigsResource {
+        /// `resource_type`: int8, all versions.
         pub resource_type: i8,
+        /// `resource_name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub resource_name: ByteString,
+        /// `configs`: array of `AlterableConfig`, all versions.
         pub configs: Vec<AlterableConfig>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -15542,10 +15921,13 @@ pub mod incremental_alter_configs {
         }
     }
 
+    /// IncrementalAlterConfigs response (API key 44): versions 0-1, flexible versions 1+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct IncrementalAlterConfigsResponse {
+        /// `throttle_time_ms`: int32, all versions.
         pub throttle_time_ms: i32,
+        /// `responses`: array of `AlterConfigsResourceResponse`, all versions.
         pub responses: Vec<AlterConfigsResourceResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -15626,13 +16008,18 @@ pub mod incremental_alter_configs {
         }
     }
 
+    /// Part of the IncrementalAlterConfigs response (API key 44), used by `IncrementalAlterConfigsResponse.responses`: versions 0-1, flexible versions 1+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct AlterConfigsResourceResponse {
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `error_message`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
+        /// `resource_type`: int8, all versions.
         pub resource_type: i8,
+        /// `resource_name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub resource_name: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -15720,11 +16107,14 @@ pub use incremental_alter_configs::{IncrementalAlterConfigsRequest, IncrementalA
 pub mod offset_delete {
     use super::*;
 
+    /// OffsetDelete request (API key 47): versions 0-0, no flexible versions.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetDeleteRequest {
+        /// `group_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
+        /// `topics`: array of `OffsetDeleteRequestTopic`, all versions.
         pub topics: Vec<OffsetDeleteRequestTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -15810,9 +16200,11 @@ pub mod offset_delete {
         type Response = OffsetDeleteResponse;
     }
 
+    /// Part of the OffsetDelete request (API key 47), used by `OffsetDeleteRequestTopic.partitions`: versions 0-0, no flexible versions.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetDeleteRequestPartition {
+        /// `partition_index`: int32, all versions.
         pub partition_index: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -15871,11 +16263,14 @@ pub mod offset_delete {
         }
     }
 
+    /// Part of the OffsetDelete request (API key 47), used by `OffsetDeleteRequest.topics`: versions 0-0, no flexible versions.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetDeleteRequestTopic {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `partitions`: array of `OffsetDeleteRequestPartition`, all versions.
         pub partitions: Vec<OffsetDeleteRequestPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -15950,11 +16345,15 @@ pub mod offset_delete {
         }
     }
 
+    /// OffsetDelete response (API key 47): versions 0-0, no flexible versions.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetDeleteResponse {
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `throttle_time_ms`: int32, all versions.
         pub throttle_time_ms: i32,
+        /// `topics`: array of `OffsetDeleteResponseTopic`, all versions.
         pub topics: Vec<OffsetDeleteResponseTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -16042,10 +16441,13 @@ pub mod offset_delete {
         }
     }
 
+    /// Part of the OffsetDelete response (API key 47), used by `OffsetDeleteResponseTopic.partitions`: versions 0-0, no flexible versions.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetDeleteResponsePartition {
+        /// `partition_index`: int32, all versions.
         pub partition_index: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -16106,11 +16508,14 @@ pub mod offset_delete {
         }
     }
 
+    /// Part of the OffsetDelete response (API key 47), used by `OffsetDeleteResponse.topics`: versions 0-0, no flexible versions.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct OffsetDeleteResponseTopic {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `partitions`: array of `OffsetDeleteResponsePartition`, all versions.
         pub partitions: Vec<OffsetDeleteResponsePartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -16191,13 +16596,15 @@ pub use offset_delete::{OffsetDeleteRequest, OffsetDeleteResponse};
 pub mod describe_cluster {
     use super::*;
 
+    /// DescribeCluster request (API key 60): versions 0-2, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribeClusterRequest {
+        /// `include_cluster_authorized_operations`: bool, all versions.
         pub include_cluster_authorized_operations: bool,
-        /// versions 1+.
+        /// `endpoint_type`: int8, versions 1+, default 1.
         pub endpoint_type: i8,
-        /// versions 2+.
+        /// `include_fenced_brokers`: bool, versions 2+.
         pub include_fenced_brokers: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -16298,19 +16705,27 @@ pub mod describe_cluster {
         type Response = DescribeClusterResponse;
     }
 
+    /// DescribeCluster response (API key 60): versions 0-2, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribeClusterResponse {
+        /// `throttle_time_ms`: int32, all versions.
         pub throttle_time_ms: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `error_message`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
-        /// versions 1+.
+        /// `endpoint_type`: int8, versions 1+, default 1.
         pub endpoint_type: i8,
+        /// `cluster_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub cluster_id: ByteString,
+        /// `controller_id`: int32, all versions, default -1.
         pub controller_id: i32,
+        /// `brokers`: array of `DescribeClusterBroker`, all versions.
         pub brokers: Vec<DescribeClusterBroker>,
+        /// `cluster_authorized_operations`: int32, all versions, default -2147483648.
         pub cluster_authorized_operations: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -16434,16 +16849,21 @@ pub mod describe_cluster {
         }
     }
 
+    /// Part of the DescribeCluster response (API key 60), used by `DescribeClusterResponse.brokers`: versions 0-2, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribeClusterBroker {
+        /// `broker_id`: int32, all versions.
         pub broker_id: i32,
+        /// `host`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub host: ByteString,
+        /// `port`: int32, all versions.
         pub port: i32,
+        /// `rack`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub rack: Option<ByteString>,
-        /// versions 2+.
+        /// `is_fenced`: bool, versions 2+.
         pub is_fenced: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -16542,9 +16962,11 @@ pub use describe_cluster::{DescribeClusterRequest, DescribeClusterResponse};
 pub mod describe_producers {
     use super::*;
 
+    /// DescribeProducers request (API key 61): versions 0-0, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribeProducersRequest {
+        /// `topics`: array of `TopicRequest`, all versions.
         pub topics: Vec<TopicRequest>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -16627,11 +17049,14 @@ pub mod describe_producers {
         type Response = DescribeProducersResponse;
     }
 
+    /// Part of the DescribeProducers request (API key 61), used by `DescribeProducersRequest.topics`: versions 0-0, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TopicRequest {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `partition_indexes`: array of int32, all versions.
         pub partition_indexes: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -16700,10 +17125,13 @@ pub mod describe_producers {
         }
     }
 
+    /// DescribeProducers response (API key 61): versions 0-0, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribeProducersResponse {
+        /// `throttle_time_ms`: int32, all versions.
         pub throttle_time_ms: i32,
+        /// `topics`: array of `TopicResponse`, all versions.
         pub topics: Vec<TopicResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -16784,14 +17212,21 @@ pub mod describe_producers {
         }
     }
 
+    /// Part of the DescribeProducers response (API key 61), used by `PartitionResponse.active_producers`: versions 0-0, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ProducerState {
+        /// `producer_id`: int64, all versions.
         pub producer_id: i64,
+        /// `producer_epoch`: int32, all versions.
         pub producer_epoch: i32,
+        /// `last_sequence`: int32, all versions, default -1.
         pub last_sequence: i32,
+        /// `last_timestamp`: int64, all versions, default -1.
         pub last_timestamp: i64,
+        /// `coordinator_epoch`: int32, all versions.
         pub coordinator_epoch: i32,
+        /// `current_txn_start_offset`: int64, all versions, default -1.
         pub current_txn_start_offset: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -16865,13 +17300,18 @@ pub mod describe_producers {
         }
     }
 
+    /// Part of the DescribeProducers response (API key 61), used by `TopicResponse.partitions`: versions 0-0, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct PartitionResponse {
+        /// `partition_index`: int32, all versions.
         pub partition_index: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `error_message`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
+        /// `active_producers`: array of `ProducerState`, all versions.
         pub active_producers: Vec<ProducerState>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -16966,11 +17406,14 @@ pub mod describe_producers {
         }
     }
 
+    /// Part of the DescribeProducers response (API key 61), used by `DescribeProducersResponse.topics`: versions 0-0, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TopicResponse {
+        /// `name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub name: ByteString,
+        /// `partitions`: array of `PartitionResponse`, all versions.
         pub partitions: Vec<PartitionResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -17048,9 +17491,11 @@ pub use describe_producers::{DescribeProducersRequest, DescribeProducersResponse
 pub mod describe_transactions {
     use super::*;
 
+    /// DescribeTransactions request (API key 65): versions 0-0, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribeTransactionsRequest {
+        /// `transactional_ids`: array of string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub transactional_ids: Vec<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -17137,10 +17582,13 @@ pub mod describe_transactions {
         type Response = DescribeTransactionsResponse;
     }
 
+    /// DescribeTransactions response (API key 65): versions 0-0, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribeTransactionsResponse {
+        /// `throttle_time_ms`: int32, all versions.
         pub throttle_time_ms: i32,
+        /// `transaction_states`: array of `TransactionState`, all versions.
         pub transaction_states: Vec<TransactionState>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -17226,11 +17674,14 @@ pub mod describe_transactions {
         }
     }
 
+    /// Part of the DescribeTransactions response (API key 65), used by `TransactionState.topics`: versions 0-0, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TopicData {
+        /// `topic`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub topic: ByteString,
+        /// `partitions`: array of int32, all versions.
         pub partitions: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -17299,18 +17750,27 @@ pub mod describe_transactions {
         }
     }
 
+    /// Part of the DescribeTransactions response (API key 65), used by `DescribeTransactionsResponse.transaction_states`: versions 0-0, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TransactionState {
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `transactional_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub transactional_id: ByteString,
+        /// `transaction_state`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub transaction_state: ByteString,
+        /// `transaction_timeout_ms`: int32, all versions.
         pub transaction_timeout_ms: i32,
+        /// `transaction_start_time_ms`: int64, all versions.
         pub transaction_start_time_ms: i64,
+        /// `producer_id`: int64, all versions.
         pub producer_id: i64,
+        /// `producer_epoch`: int16, all versions.
         pub producer_epoch: i16,
+        /// `topics`: array of `TopicData`, all versions.
         pub topics: Vec<TopicData>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -17410,15 +17870,18 @@ pub use describe_transactions::{DescribeTransactionsRequest, DescribeTransaction
 pub mod list_transactions {
     use super::*;
 
+    /// ListTransactions request (API key 66): versions 0-2, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ListTransactionsRequest {
+        /// `state_filters`: array of string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub state_filters: Vec<ByteString>,
+        /// `producer_id_filters`: array of int64, all versions.
         pub producer_id_filters: Vec<i64>,
-        /// versions 1+.
+        /// `duration_filter`: int64, versions 1+, default -1.
         pub duration_filter: i64,
-        /// versions 2+.
+        /// `transactional_id_pattern`: string, versions 2+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub transactional_id_pattern: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -17566,13 +18029,18 @@ pub mod list_transactions {
         type Response = ListTransactionsResponse;
     }
 
+    /// ListTransactions response (API key 66): versions 0-2, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ListTransactionsResponse {
+        /// `throttle_time_ms`: int32, all versions.
         pub throttle_time_ms: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `unknown_state_filters`: array of string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub unknown_state_filters: Vec<ByteString>,
+        /// `transaction_states`: array of `TransactionState`, all versions.
         pub transaction_states: Vec<TransactionState>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -17684,12 +18152,16 @@ pub mod list_transactions {
         }
     }
 
+    /// Part of the ListTransactions response (API key 66), used by `ListTransactionsResponse.transaction_states`: versions 0-2, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TransactionState {
+        /// `transactional_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub transactional_id: ByteString,
+        /// `producer_id`: int64, all versions.
         pub producer_id: i64,
+        /// `transaction_state`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub transaction_state: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
@@ -17761,26 +18233,36 @@ pub use list_transactions::{ListTransactionsRequest, ListTransactionsResponse};
 pub mod consumer_group_heartbeat {
     use super::*;
 
+    /// ConsumerGroupHeartbeat request (API key 68): versions 0-1, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ConsumerGroupHeartbeatRequest {
+        /// `group_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
+        /// `member_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub member_id: ByteString,
+        /// `member_epoch`: int32, all versions.
         pub member_epoch: i32,
+        /// `instance_id`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub instance_id: Option<ByteString>,
+        /// `rack_id`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub rack_id: Option<ByteString>,
+        /// `rebalance_timeout_ms`: int32, all versions, default -1.
         pub rebalance_timeout_ms: i32,
+        /// `subscribed_topic_names`: array of string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_strings))]
         pub subscribed_topic_names: Option<Vec<ByteString>>,
-        /// versions 1+.
+        /// `subscribed_topic_regex`: string, versions 1+, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub subscribed_topic_regex: Option<ByteString>,
+        /// `server_assignor`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub server_assignor: Option<ByteString>,
+        /// `topic_partitions`: array of `TopicPartitions`, all versions, nullable.
         pub topic_partitions: Option<Vec<TopicPartitions>>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -17988,10 +18470,13 @@ pub mod consumer_group_heartbeat {
         type Response = ConsumerGroupHeartbeatResponse;
     }
 
+    /// Part of the ConsumerGroupHeartbeat request and response (API key 68), used by `ConsumerGroupHeartbeatRequest.topic_partitions`, `Assignment.topic_partitions`: versions 0-1, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TopicPartitions {
+        /// `topic_id`: uuid, all versions.
         pub topic_id: Uuid,
+        /// `partitions`: array of int32, all versions.
         pub partitions: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -18060,17 +18545,25 @@ pub mod consumer_group_heartbeat {
         }
     }
 
+    /// ConsumerGroupHeartbeat response (API key 68): versions 0-1, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ConsumerGroupHeartbeatResponse {
+        /// `throttle_time_ms`: int32, all versions.
         pub throttle_time_ms: i32,
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `error_message`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
+        /// `member_id`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub member_id: Option<ByteString>,
+        /// `member_epoch`: int32, all versions.
         pub member_epoch: i32,
+        /// `heartbeat_interval_ms`: int32, all versions.
         pub heartbeat_interval_ms: i32,
+        /// `assignment`: `Assignment`, all versions, nullable.
         pub assignment: Option<Assignment>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -18196,9 +18689,11 @@ pub mod consumer_group_heartbeat {
         }
     }
 
+    /// Part of the ConsumerGroupHeartbeat response (API key 68), used by `ConsumerGroupHeartbeatResponse.assignment`: versions 0-1, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct Assignment {
+        /// `topic_partitions`: array of `TopicPartitions`, all versions.
         pub topic_partitions: Vec<TopicPartitions>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -18273,11 +18768,14 @@ pub use consumer_group_heartbeat::{ConsumerGroupHeartbeatRequest, ConsumerGroupH
 pub mod consumer_group_describe {
     use super::*;
 
+    /// ConsumerGroupDescribe request (API key 69): versions 0-1, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ConsumerGroupDescribeRequest {
+        /// `group_ids`: array of string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub group_ids: Vec<ByteString>,
+        /// `include_authorized_operations`: bool, all versions.
         pub include_authorized_operations: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -18361,10 +18859,13 @@ pub mod consumer_group_describe {
         type Response = ConsumerGroupDescribeResponse;
     }
 
+    /// ConsumerGroupDescribe response (API key 69): versions 0-1, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct ConsumerGroupDescribeResponse {
+        /// `throttle_time_ms`: int32, all versions.
         pub throttle_time_ms: i32,
+        /// `groups`: array of `DescribedGroup`, all versions.
         pub groups: Vec<DescribedGroup>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -18445,27 +18946,38 @@ pub mod consumer_group_describe {
         }
     }
 
+    /// Part of the ConsumerGroupDescribe response (API key 69), used by `DescribedGroup.members`: versions 0-1, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct Member {
+        /// `member_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub member_id: ByteString,
+        /// `instance_id`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub instance_id: Option<ByteString>,
+        /// `rack_id`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub rack_id: Option<ByteString>,
+        /// `member_epoch`: int32, all versions.
         pub member_epoch: i32,
+        /// `client_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub client_id: ByteString,
+        /// `client_host`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub client_host: ByteString,
+        /// `subscribed_topic_names`: array of string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub subscribed_topic_names: Vec<ByteString>,
+        /// `subscribed_topic_regex`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub subscribed_topic_regex: Option<ByteString>,
+        /// `assignment`: `Assignment`, all versions.
         pub assignment: Assignment,
+        /// `target_assignment`: `Assignment`, all versions.
         pub target_assignment: Assignment,
-        /// versions 1+.
+        /// `member_type`: int8, versions 1+, default -1.
         pub member_type: i8,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -18606,21 +19118,31 @@ pub mod consumer_group_describe {
         }
     }
 
+    /// Part of the ConsumerGroupDescribe response (API key 69), used by `ConsumerGroupDescribeResponse.groups`: versions 0-1, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct DescribedGroup {
+        /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
+        /// `error_message`: string, all versions, nullable.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
+        /// `group_id`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
+        /// `group_state`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_state: ByteString,
+        /// `group_epoch`: int32, all versions.
         pub group_epoch: i32,
+        /// `assignment_epoch`: int32, all versions.
         pub assignment_epoch: i32,
+        /// `assignor_name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub assignor_name: ByteString,
+        /// `members`: array of `Member`, all versions.
         pub members: Vec<Member>,
+        /// `authorized_operations`: int32, all versions, default -2147483648.
         pub authorized_operations: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -18728,12 +19250,16 @@ pub mod consumer_group_describe {
         }
     }
 
+    /// Part of the ConsumerGroupDescribe response (API key 69), used by `Assignment.topic_partitions`: versions 0-1, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct TopicPartitions {
+        /// `topic_id`: uuid, all versions.
         pub topic_id: Uuid,
+        /// `topic_name`: string, all versions.
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub topic_name: ByteString,
+        /// `partitions`: array of int32, all versions.
         pub partitions: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,
@@ -18809,9 +19335,11 @@ pub mod consumer_group_describe {
         }
     }
 
+    /// Part of the ConsumerGroupDescribe response (API key 69), used by `Member.assignment`, `Member.target_assignment`: versions 0-1, flexible versions 0+.
     #[derive(Clone, Debug, PartialEq)]
     #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
     pub struct Assignment {
+        /// `topic_partitions`: array of `TopicPartitions`, all versions.
         pub topic_partitions: Vec<TopicPartitions>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: Vec<RawTaggedField>,

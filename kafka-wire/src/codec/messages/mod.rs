@@ -1,13 +1,14 @@
 //! Every request and response this client speaks.
 //!
-//! The types in [`generated`] are produced by `cargo xtask codegen` from the descriptions in
-//! `kafka-wire/schema/*.msg` (one file per API, written for this project from Kafka's published
-//! message facts). Each message knows the versions it is described for and encodes or decodes
-//! itself at any of them. Decoding, a field outside the version takes its default; encoding, a
-//! field outside the version must hold its default, or the message is refused
-//! ([`EncodeError::FieldNotInVersion`]) rather than sent without it; the exception are
-//! "ignorable" fields, one of two forms of the same information (a topic's name for old versions,
-//! its id for new ones), of which the form the version lacks is left out.
+//! The types here (defined in the private module `generated` and re-exported) are produced by
+//! `cargo xtask codegen` from the descriptions in `kafka-wire/schema/*.msg` (one file per API,
+//! written for this project from Kafka's published message facts). Each message knows the
+//! versions it is described for and encodes or decodes itself at any of them. Decoding, a field
+//! outside the version takes its default; encoding, a field outside the version must hold its
+//! default, or the message is refused ([`EncodeError::FieldNotInVersion`]) rather than sent
+//! without it; the exception are "ignorable" fields, one of two forms of the same information (a
+//! topic's name for old versions, its id for new ones), of which the form the version lacks is
+//! left out.
 
 use bytes::{Bytes, BytesMut};
 
@@ -21,11 +22,14 @@ pub use generated::*;
 /// An inclusive range of message versions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VersionRange {
+    /// The lowest version.
     pub min: i16,
+    /// The highest version.
     pub max: i16,
 }
 
 impl VersionRange {
+    /// Whether `v` lies in the range.
     pub const fn contains(self, v: i16) -> bool {
         v >= self.min && v <= self.max
     }
@@ -63,6 +67,7 @@ pub trait Message: Sized {
     #[doc(hidden)]
     fn retain_version(&mut self, version: i16);
 
+    /// Whether `version` is flexible (KIP-482).
     fn is_flexible(version: i16) -> bool {
         matches!(Self::FLEXIBLE_FROM, Some(f) if version >= f)
     }
@@ -70,7 +75,9 @@ pub trait Message: Sized {
 
 /// A request, tied to its API key and its response type.
 pub trait Request: Message {
+    /// The API key written in the request header.
     const API_KEY: ApiKey;
+    /// The body of the response to this request.
     type Response: Message;
 
     /// Request header v2 for flexible versions, v1 otherwise.
