@@ -376,7 +376,7 @@ impl Consumer {
     /// Moves the position of `tp` to `offset`; fetched data for the old position is dropped.
     pub fn seek(&self, tp: &TopicPartition, offset: i64) -> Result<()> {
         let mut st = self.inner.lock();
-        let p = st.partition_mut(tp)?;
+        let p = st.partition_mut(tp, "seek")?;
         p.set_position(offset);
         st.buffered_bytes = st.partitions.values().map(PartitionState::buffered).sum();
         drop(st);
@@ -416,7 +416,7 @@ impl Consumer {
                 if let Some(e) = &st.driver_failed {
                     return Err(e.clone());
                 }
-                let p = st.partition_mut(tp)?;
+                let p = st.partition_mut(tp, "position")?;
                 if let Some(e) = &p.truncation {
                     return Err(e.clone());
                 }
@@ -451,7 +451,7 @@ impl Consumer {
     pub fn pause(&self, partitions: &[TopicPartition]) -> Result<()> {
         let mut st = self.inner.lock();
         for tp in partitions {
-            st.partition_mut(tp)?.paused = true;
+            st.partition_mut(tp, "pause")?.paused = true;
         }
         Ok(())
     }
@@ -461,7 +461,7 @@ impl Consumer {
     pub fn resume(&self, partitions: &[TopicPartition]) -> Result<()> {
         let mut st = self.inner.lock();
         for tp in partitions {
-            st.partition_mut(tp)?.paused = false;
+            st.partition_mut(tp, "resume")?.paused = false;
         }
         drop(st);
         self.inner.wake.notify_one();
@@ -604,7 +604,7 @@ impl Consumer {
     fn request_reset(&self, partitions: &[TopicPartition], to: ResetTo) -> Result<()> {
         let mut st = self.inner.lock();
         for tp in partitions {
-            let p = st.partition_mut(tp)?;
+            let p = st.partition_mut(tp, "seek")?;
             p.clear();
             p.position = None;
             p.reset = Some(to);
@@ -742,10 +742,10 @@ impl Inner {
 }
 
 impl State {
-    fn partition_mut(&mut self, tp: &TopicPartition) -> Result<&mut PartitionState> {
+    fn partition_mut(&mut self, tp: &TopicPartition, operation: &str) -> Result<&mut PartitionState> {
         self.partitions
             .get_mut(tp)
-            .ok_or_else(|| Error::misuse("seek", format!("{tp} is not assigned to this consumer")))
+            .ok_or_else(|| Error::misuse(operation, format!("{tp} is not assigned to this consumer")))
     }
 
     pub(super) fn drop_partition(&mut self, tp: &TopicPartition) {

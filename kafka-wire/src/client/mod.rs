@@ -17,8 +17,6 @@ mod consumer;
 mod consumer_config;
 mod consumer_group;
 mod error;
-// Documented in a separate change.
-#[allow(missing_docs)]
 mod producer;
 mod transaction;
 

@@ -45,36 +45,47 @@ use crate::proto::producer::{
 /// A record to send.
 #[derive(Clone, Debug, Default)]
 pub struct ProducerRecord {
+    /// The topic to write to.
     pub topic: String,
     /// An explicit partition; otherwise the key's hash or the sticky partitioner decides.
     pub partition: Option<i32>,
+    /// The key: records of one key go to one partition (murmur2, as Java's default
+    /// partitioner), and compacted topics keep the last value per key.
     pub key: Option<Bytes>,
+    /// The value; `None` is a tombstone (a delete, on a compacted topic).
     pub value: Option<Bytes>,
+    /// Headers, in order; keys may repeat.
     pub headers: Vec<Header>,
     /// Milliseconds since the epoch; the time of `send` if not given.
     pub timestamp: Option<i64>,
 }
 
 impl ProducerRecord {
+    /// A record of `value` for `topic`, with no key, partition, headers or timestamp.
     pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
         Self { topic: topic.into(), value: Some(value.into()), ..Default::default() }
     }
 
+    /// Sets the key.
     pub fn key(mut self, key: impl Into<Bytes>) -> Self {
         self.key = Some(key.into());
         self
     }
 
+    /// Sends to this partition, whatever the key.
     pub fn partition(mut self, partition: i32) -> Self {
         self.partition = Some(partition);
         self
     }
 
+    /// Appends a header.
     pub fn header(mut self, key: &str, value: impl Into<Bytes>) -> Self {
         self.headers.push(Header { key: key.into(), value: Some(value.into()) });
         self
     }
 
+    /// Sets the record's timestamp, in milliseconds since the epoch (the topic may replace it
+    /// with the log-append time).
     pub fn timestamp(mut self, millis: i64) -> Self {
         self.timestamp = Some(millis);
         self

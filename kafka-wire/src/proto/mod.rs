@@ -7,8 +7,6 @@ pub mod consumer_protocol;
 pub mod fetch_session;
 pub mod group;
 pub mod partitioner;
-// Documented in a separate change.
-#[allow(missing_docs)]
 pub mod producer;
 pub mod read_committed;
 pub mod transaction;

@@ -45,11 +45,14 @@ use crate::codec::ErrorCode;
 /// A partition of a topic.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
+    /// The topic's name.
     pub topic: Arc<str>,
+    /// The partition's index, from 0.
     pub partition: i32,
 }
 
 impl TopicPartition {
+    /// Partition `partition` of `topic`.
     pub fn new(topic: impl Into<Arc<str>>, partition: i32) -> Self {
         Self { topic: topic.into(), partition }
     }
@@ -64,13 +67,21 @@ impl std::fmt::Display for TopicPartition {
 /// The settings the core needs (a subset of the producer's configuration).
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
+    /// `batch.size`: bytes of records a batch collects before it is ready.
     pub batch_size: usize,
+    /// `linger.ms`: how long a batch that is not full waits for more records.
     pub linger: Duration,
+    /// `compression.type`: the codec batches are sealed with.
     pub compression: Compression,
+    /// `max.request.size`: the largest record, and the most a Produce request carries.
     pub max_request_size: usize,
+    /// `buffer.memory`: bytes of records held before `append` refuses more.
     pub buffer_memory: usize,
+    /// `delivery.timeout.ms`: how long a record may take from `append` to its final outcome.
     pub delivery_timeout: Duration,
+    /// `retry.backoff.ms`: the first wait before a batch is retried.
     pub retry_backoff: Duration,
+    /// `retry.backoff.max.ms`: the longest wait between retries (KIP-580).
     pub retry_backoff_max: Duration,
     /// Produce requests in flight per broker.
     pub max_in_flight: usize,
@@ -78,6 +89,8 @@ pub struct CoreConfig {
     pub acks: i16,
     /// Sent as the Produce request's `timeout_ms`.
     pub request_timeout: Duration,
+    /// `enable.idempotence`: batches carry the producer id, epoch and sequence numbers, so the
+    /// broker writes each batch once and in order (KIP-98).
     pub idempotent: bool,
     /// A transactional producer: its epoch is only ever bumped by the transaction coordinator
     /// (InitProducerId), never locally, so where an idempotent producer would bump, this one
@@ -91,8 +104,11 @@ pub struct CoreConfig {
 /// One record to append.
 #[derive(Clone, Debug, Default)]
 pub struct RecordData {
+    /// The key, if any.
     pub key: Option<Bytes>,
+    /// The value; `None` is a tombstone.
     pub value: Option<Bytes>,
+    /// The headers, in order.
     pub headers: Vec<Header>,
     /// Milliseconds since the epoch.
     pub timestamp: i64,
@@ -108,6 +124,7 @@ impl RecordData {
 /// Where an acknowledged record landed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordMetadata {
+    /// Where the record was written.
     pub topic_partition: TopicPartition,
     /// The record's offset; -1 when `acks=0` or when the broker did not say.
     pub offset: i64,
@@ -121,7 +138,12 @@ pub struct RecordMetadata {
 pub enum ProduceFailure {
     /// The partition leader answered with an error that retrying does not fix, or retries ran
     /// out.
-    Broker { code: ErrorCode, message: Option<String> },
+    Broker {
+        /// The broker's error code.
+        code: ErrorCode,
+        /// The broker's error message, if it sent one.
+        message: Option<String>,
+    },
     /// `delivery.timeout.ms` passed before the record was acknowledged. If the record had been
     /// sent, it may or may not have been written.
     DeliveryTimeout,
@@ -129,7 +151,12 @@ pub enum ProduceFailure {
     /// was alone in its batch: the batch of `size` bytes exceeds the broker's
     /// `message.max.bytes` or the topic's `max.message.bytes`. (A batch of several records
     /// answered so is split and sent again instead.)
-    RecordTooLarge { topic_partition: TopicPartition, size: usize },
+    RecordTooLarge {
+        /// The partition that refused it.
+        topic_partition: TopicPartition,
+        /// The size of the batch that held it alone, in bytes.
+        size: usize,
+    },
     /// The producer was closed before the record was sent.
     Closed,
     /// The record's transaction was aborted before it was sent.
@@ -141,9 +168,13 @@ pub enum ProduceFailure {
 pub enum AppendError<C> {
     /// `buffer.memory` is used up: wait for completions and try again.
     BufferFull(C, RecordData),
+    /// The record is larger than `max.request.size`: it can never be sent.
     RecordTooLarge {
+        /// The record's encoded size, in bytes.
         size: usize,
+        /// The limit (`max.request.size`).
         max: usize,
+        /// The record's completion, handed back.
         completion: C,
     },
 }
@@ -152,9 +183,13 @@ pub enum AppendError<C> {
 /// outside whatever lock guards the core: the core only hands out the records.
 #[derive(Debug)]
 pub struct Drained {
+    /// The request's id, to hand back with its outcome.
     pub id: u64,
+    /// The broker to send it to (the partitions' leader).
     pub node: i32,
+    /// The request's `acks`.
     pub acks: i16,
+    /// The request's `timeout_ms`.
     pub timeout_ms: i32,
     batches: Vec<(TopicPartition, Payload)>,
 }
@@ -195,10 +230,15 @@ impl Drained {
 /// A broker's answer for one partition of a Produce request.
 #[derive(Clone, Debug)]
 pub struct PartitionResponse {
+    /// The partition answered for.
     pub topic_partition: TopicPartition,
+    /// The partition's error code (NONE when the batch was written).
     pub error: ErrorCode,
+    /// The offset of the batch's first record.
     pub base_offset: i64,
+    /// The log-append time the broker gave the batch, -1 if the topic uses create time.
     pub log_append_time: i64,
+    /// The broker's error message, if any.
     pub message: Option<String>,
 }
 
@@ -325,6 +365,8 @@ pub struct ProducerCore<C> {
 }
 
 impl<C> ProducerCore<C> {
+    /// An empty core with `config`; idempotent cores need [`set_producer_id`](Self::set_producer_id)
+    /// before they drain.
     pub fn new(config: CoreConfig) -> Self {
         Self {
             config,
@@ -351,6 +393,7 @@ impl<C> ProducerCore<C> {
         self.reset_sequences();
     }
 
+    /// The producer id and epoch batches are stamped with (-1, -1 before InitProducerId).
     pub fn producer_id(&self) -> (i64, i16) {
         (self.producer_id, self.epoch)
     }
