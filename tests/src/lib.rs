@@ -12,6 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod raw;
+pub mod spans;
 
 #[allow(dead_code)]
 #[path = "../../xtask/src/kafka/cluster.rs"]

@@ -2,64 +2,11 @@
 //! `kafka.request` span (API, version, broker, correlation id, outcome), every commit or abort a
 //! `kafka.transaction` span, every rebalance step a `kafka.rebalance` span.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-
 use kafka_wire::client::OffsetReset;
 use kafka_wire::{Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
 use kafka_wire_tests::raw::create_topic;
+use kafka_wire_tests::spans::Spans;
 use kafka_wire_tests::{bootstrap, unique_topic};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Metadata, Subscriber};
-
-/// A span's name and its fields as text.
-type SpanRecord = (String, BTreeMap<String, String>);
-
-/// The spans opened while it was the default subscriber, by span id.
-#[derive(Clone, Default)]
-struct Spans {
-    next_id: Arc<AtomicU64>,
-    spans: Arc<Mutex<BTreeMap<u64, SpanRecord>>>,
-}
-
-struct Fields<'a>(&'a mut BTreeMap<String, String>);
-
-impl Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}").trim_matches('"').to_owned());
-    }
-}
-
-impl Subscriber for Spans {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, span: &Attributes<'_>) -> Id {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut fields = BTreeMap::new();
-        span.record(&mut Fields(&mut fields));
-        self.spans.lock().unwrap().insert(id, (span.metadata().name().to_owned(), fields));
-        Id::from_u64(id)
-    }
-    fn record(&self, span: &Id, values: &Record<'_>) {
-        if let Some((_, fields)) = self.spans.lock().unwrap().get_mut(&span.into_u64()) {
-            values.record(&mut Fields(fields));
-        }
-    }
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, _: &Event<'_>) {}
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
-
-impl Spans {
-    fn named(&self, name: &str) -> Vec<BTreeMap<String, String>> {
-        let spans = self.spans.lock().unwrap();
-        spans.values().filter(|(n, _)| n == name).map(|(_, fields)| fields.clone()).collect()
-    }
-}
 
 // One thread: the subscriber is this thread's default, and the clients' tasks run on it too.
 #[tokio::test(flavor = "current_thread")]

@@ -151,6 +151,8 @@ impl Drop for StopOnDrop {
 
 pub(super) struct Inner {
     pub(super) client: Client,
+    /// Whether the client was opened for this consumer (and is closed with it).
+    pub(super) owns_client: bool,
     pub(super) config: ConsumerConfig,
     pub(super) state: Mutex<State>,
     /// Wakes the driver: assignment, seek, resume, commit or close.
@@ -263,8 +265,34 @@ impl Consumer {
     pub async fn new(config: ConsumerConfig) -> Result<Self> {
         let config = config.validated()?;
         let client = Client::connect(config.client_config()).await?;
+        Ok(Self::start(client, config, true))
+    }
+
+    /// A consumer on an existing [`Client`]: it shares the client's connections and metadata
+    /// with the producers, consumers and admin clients built on it (the client's connection
+    /// settings apply; this configuration's `bootstrap.servers`, `client.id` and connection
+    /// timeouts are not used). The client's request timeout must be longer than
+    /// `fetch.max.wait.ms`, which a fetch may wait at the broker. Closing the consumer leaves
+    /// the client's connections open.
+    pub fn with_client(client: Client, config: ConsumerConfig) -> Result<Self> {
+        let config = config.validated()?;
+        let request_timeout = client.config().connection.request_timeout;
+        if request_timeout <= config.fetch_max_wait {
+            return Err(Error::config(
+                "fetch.max.wait.ms",
+                format!(
+                    "{:?} is not shorter than the shared client's request timeout of {request_timeout:?}",
+                    config.fetch_max_wait
+                ),
+            ));
+        }
+        Ok(Self::start(client, config, false))
+    }
+
+    fn start(client: Client, config: ConsumerConfig, owns_client: bool) -> Self {
         let inner = Arc::new(Inner {
             client,
+            owns_client,
             config,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
@@ -274,7 +302,7 @@ impl Consumer {
             panic_requested: AtomicBool::new(false),
         });
         spawn_driver(inner.clone());
-        Ok(Self { _last_handle: Arc::new(StopOnDrop(inner.clone())), inner })
+        Self { _last_handle: Arc::new(StopOnDrop(inner.clone())), inner }
     }
 
     /// The consumer's configuration, as validated.
@@ -593,7 +621,9 @@ impl Consumer {
         }
         self.inner.closing.store(true, Ordering::Release);
         self.inner.wake.notify_one();
-        self.inner.client.close().await;
+        if self.inner.owns_client {
+            self.inner.client.close().await;
+        }
         Ok(())
     }
 
@@ -970,7 +1000,9 @@ fn spawn_driver(inner: Arc<Inner>) {
             st.driver_stopped = true;
         }
         inner.data.notify_waiters();
-        inner.client.close().await;
+        if inner.owns_client {
+            inner.client.close().await;
+        }
     });
 }
 
@@ -1048,7 +1080,9 @@ async fn drive(inner: Arc<Inner>) {
     }
     inner.lock().driver_stopped = true;
     inner.data.notify_waiters();
-    inner.client.close().await;
+    if inner.owns_client {
+        inner.client.close().await;
+    }
 }
 
 /// Starts ListOffsets lookups for partitions that need a reset.

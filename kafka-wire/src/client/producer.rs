@@ -133,6 +133,8 @@ impl Drop for StopWhenIdle {
 
 pub(super) struct Inner {
     pub(super) client: Client,
+    /// Whether the client was opened for this producer (and is closed with it).
+    owns_client: bool,
     pub(super) config: ProducerConfig,
     pub(super) core: Mutex<ProducerCore<Completion>>,
     partitioner: Mutex<StickyPartitioner>,
@@ -172,6 +174,18 @@ impl Producer {
     pub async fn new(config: ProducerConfig) -> Result<Self> {
         let config = config.validated()?;
         let client = Client::connect(config.client_config()).await?;
+        Self::start(client, config, true)
+    }
+
+    /// A producer on an existing [`Client`]: it shares the client's connections and metadata
+    /// with the consumers, producers and admin clients built on it (the client's connection
+    /// settings apply; this configuration's `bootstrap.servers`, `client.id` and timeouts of the
+    /// connection are not used). Closing the producer leaves the client's connections open.
+    pub fn with_client(client: Client, config: ProducerConfig) -> Result<Self> {
+        Self::start(client, config.validated()?, false)
+    }
+
+    fn start(client: Client, config: ProducerConfig, owns_client: bool) -> Result<Self> {
         let core = ProducerCore::new(CoreConfig {
             batch_size: config.batch_size,
             linger: config.linger,
@@ -192,6 +206,7 @@ impl Producer {
         let partitioner = StickyPartitioner::new(config.batch_size, seed).with_adaptive(config.partitioner_adaptive);
         let inner = Arc::new(Inner {
             client,
+            owns_client,
             core: Mutex::new(core),
             partitioner: Mutex::new(partitioner),
             topics: RwLock::new(HashMap::new()),
@@ -333,7 +348,9 @@ impl Producer {
             }
             done.await;
         }
-        self.inner.client.close().await;
+        if self.inner.owns_client {
+            self.inner.client.close().await;
+        }
         Ok(())
     }
 

@@ -1,0 +1,82 @@
+//! A producer, a consumer and an admin client built on one `Client` share its connections:
+//! fewer connections than three clients of their own, and closing one of them leaves the
+//! others working.
+
+use std::time::Duration;
+
+use kafka_wire::{Admin, Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
+use kafka_wire::{Error, TopicPartition};
+use kafka_wire_tests::raw::create_topic;
+use kafka_wire_tests::spans::Spans;
+use kafka_wire_tests::{bootstrap, unique_topic};
+
+/// Produces 10 records, reads them back and describes the topic, with the three clients given.
+async fn round_trip(producer: &Producer, consumer: &Consumer, admin: &Admin, topic: &str) {
+    let mut deliveries = Vec::new();
+    for i in 0..10 {
+        deliveries.push(producer.send(ProducerRecord::new(topic, format!("v{i}"))).await.expect("send"));
+    }
+    for delivery in deliveries {
+        delivery.await.expect("delivered");
+    }
+    consumer.assign([TopicPartition::new(topic, 0)]);
+    consumer.seek(&TopicPartition::new(topic, 0), 0).expect("seek");
+    let mut read = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while read < 10 {
+        assert!(tokio::time::Instant::now() < deadline, "read {read} of 10 records within 60 s");
+        read += consumer.poll(Duration::from_millis(500)).await.expect("poll").len();
+    }
+    admin.describe_topics(&[topic]).await.expect("describe");
+}
+
+/// Connections opened: each begins with an ApiVersions request.
+fn connections(spans: &Spans) -> usize {
+    spans.named("kafka.request").iter().filter(|f| f["api"] == "ApiVersions").count()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn clients_built_on_one_client_share_its_connections() {
+    let spans = Spans::default();
+    let _default = tracing::subscriber::set_default(spans.clone());
+    let setup = Client::connect(ClientConfig::new(&bootstrap())).await.expect("connect");
+    let topic = unique_topic("shared");
+    create_topic(&setup, &topic, 1, 1, &[]).await;
+    setup.close().await;
+
+    let before = connections(&spans);
+    let producer = Producer::new(ProducerConfig::new(&bootstrap())).await.expect("producer");
+    let consumer = Consumer::new(ConsumerConfig::new(&bootstrap())).await.expect("consumer");
+    let admin = Admin::connect(ClientConfig::new(&bootstrap())).await.expect("admin");
+    round_trip(&producer, &consumer, &admin, &topic).await;
+    let separate = connections(&spans) - before;
+    producer.close().await.expect("close");
+    consumer.close().await.expect("close");
+    admin.close().await;
+
+    let before = connections(&spans);
+    let client = Client::connect(ClientConfig::new(&bootstrap())).await.expect("connect");
+    let producer = Producer::with_client(client.clone(), ProducerConfig::new(&bootstrap())).expect("producer");
+    let consumer = Consumer::with_client(client.clone(), ConsumerConfig::new(&bootstrap())).expect("consumer");
+    let admin = Admin::new(client.clone());
+    round_trip(&producer, &consumer, &admin, &topic).await;
+    let shared = connections(&spans) - before;
+    eprintln!("connections opened: one shared client {shared}, three clients of their own {separate}");
+    assert!(shared < separate, "one client: {shared} connections; three clients: {separate}");
+
+    // Closing the producer and the consumer leaves the shared connections to the others.
+    producer.close().await.expect("close");
+    consumer.close().await.expect("close");
+    admin.describe_topics(&[topic.as_str()]).await.expect("admin after the others closed");
+    assert_eq!(connections(&spans) - before, shared, "no connection was reopened after the closes");
+    admin.close().await;
+}
+
+#[tokio::test]
+async fn a_shared_client_whose_request_timeout_a_fetch_would_outlast_is_refused() {
+    let mut config = ClientConfig::new(&bootstrap());
+    config.connection.request_timeout = Duration::from_millis(400);
+    let client = Client::connect(config).await.expect("connect");
+    let err = Consumer::with_client(client, ConsumerConfig::new(&bootstrap())).err().expect("refused");
+    assert!(matches!(&err, Error::Config { property, .. } if property == "fetch.max.wait.ms"), "{err:?}");
+}
