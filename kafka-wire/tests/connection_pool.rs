@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use frames::{api, decode, respond};
+use frames::{answer_api_versions, api, decode, respond};
 use kafka_wire::client::{Client, ClientConfig, ConnectionConfig};
 use kafka_wire::codec::frame::split_frame;
 use kafka_wire::codec::header::RequestHeader;
 use kafka_wire::codec::messages::metadata::MetadataResponseBroker;
-use kafka_wire::codec::messages::{ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse};
+use kafka_wire::codec::messages::{ApiVersionsRequest, MetadataRequest, MetadataResponse};
 use kafka_wire::codec::ApiKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -65,12 +65,10 @@ async fn serve(mut sock: TcpStream, brokers: Vec<(i32, u16)>, answer: bool) {
         let mut out = BytesMut::new();
         match header.api_key {
             ApiKey::API_VERSIONS => {
-                let Some((h, _)) = decode::<ApiVersionsRequest>(&mut frame.clone(), header.api_version) else { return };
-                let body = ApiVersionsResponse {
-                    api_keys: vec![api::<ApiVersionsRequest>(), api::<MetadataRequest>()],
-                    ..Default::default()
-                };
-                respond::<ApiVersionsRequest>(&mut out, h.correlation_id, &body, header.api_version);
+                let apis = vec![api::<ApiVersionsRequest>(), api::<MetadataRequest>()];
+                if answer_api_versions(&mut frame.clone(), header.api_version, apis, &mut out).is_none() {
+                    return;
+                }
             }
             ApiKey::METADATA if answer => {
                 let Some((h, _)) = decode::<MetadataRequest>(&mut frame.clone(), header.api_version) else { return };

@@ -17,15 +17,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use frames::{api, decode, respond};
+use frames::{answer_api_versions, api, decode, respond};
 use kafka_wire::client::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 use kafka_wire::codec::frame::split_frame;
-use kafka_wire::codec::header::RequestHeader;
 use kafka_wire::codec::messages::metadata::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use kafka_wire::codec::messages::produce::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_wire::codec::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, InitProducerIdRequest, InitProducerIdResponse, Message, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, Request,
+    ApiVersionsRequest, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse,
+    ProduceRequest, ProduceResponse,
 };
 use kafka_wire::codec::record_batch::{RecordBatch, MAX_BUILDER_SIZE};
 use kafka_wire::codec::{ApiKey, ErrorCode, Uuid};
@@ -156,22 +155,17 @@ fn handle(mut frame: Bytes, shared: &Shared, node: i32, out: &mut BytesMut) -> O
         return Some(());
     }
     match api_key {
-        ApiKey::API_VERSIONS => {
-            let known = ApiVersionsRequest::VERSIONS.contains(version);
-            let header_version = if known { ApiVersionsRequest::request_header_version(version) } else { 1 };
-            let header = RequestHeader::decode(&mut frame, header_version).ok()?;
-            let response = ApiVersionsResponse {
-                error_code: if known { ErrorCode::NONE } else { ErrorCode::UNSUPPORTED_VERSION },
-                api_keys: vec![
-                    api::<ApiVersionsRequest>(),
-                    api::<MetadataRequest>(),
-                    api::<ProduceRequest>(),
-                    api::<InitProducerIdRequest>(),
-                ],
-                ..Default::default()
-            };
-            respond::<ApiVersionsRequest>(out, header.correlation_id, &response, if known { version } else { 0 });
-        }
+        ApiKey::API_VERSIONS => answer_api_versions(
+            &mut frame,
+            version,
+            vec![
+                api::<ApiVersionsRequest>(),
+                api::<MetadataRequest>(),
+                api::<ProduceRequest>(),
+                api::<InitProducerIdRequest>(),
+            ],
+            out,
+        )?,
         ApiKey::METADATA => {
             let (header, _) = decode::<MetadataRequest>(&mut frame, version)?;
             respond::<MetadataRequest>(out, header.correlation_id, &metadata(shared), version);

@@ -12,18 +12,16 @@
 
 #[path = "frames.rs"]
 mod frames;
-use frames::{api, decode, respond};
+use frames::{answer_api_versions, api, decode, respond};
 
 use bytes::{Bytes, BytesMut};
 use kafka_wire::codec::frame::split_frame;
-use kafka_wire::codec::header::RequestHeader;
 use kafka_wire::codec::messages::find_coordinator::Coordinator;
 use kafka_wire::codec::messages::metadata::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use kafka_wire::codec::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest, FindCoordinatorResponse, Message, MetadataRequest,
-    MetadataResponse, Request,
+    ApiVersionsRequest, FindCoordinatorRequest, FindCoordinatorResponse, Message, MetadataRequest, MetadataResponse,
 };
-use kafka_wire::codec::{ApiKey, ErrorCode, Uuid};
+use kafka_wire::codec::{ApiKey, Uuid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -93,18 +91,12 @@ fn handle(mut frame: Bytes, cluster: &Cluster, out: &mut BytesMut) -> Option<()>
     let api_key = ApiKey(i16::from_be_bytes([frame[0], frame[1]]));
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     match api_key {
-        ApiKey::API_VERSIONS => {
-            // A version this codec does not know gets a v0 answer listing ours (KIP-511).
-            let known = ApiVersionsRequest::VERSIONS.contains(version);
-            let header_version = if known { ApiVersionsRequest::request_header_version(version) } else { 1 };
-            let header = RequestHeader::decode(&mut frame, header_version).ok()?;
-            let response = ApiVersionsResponse {
-                error_code: if known { ErrorCode::NONE } else { ErrorCode::UNSUPPORTED_VERSION },
-                api_keys: vec![api::<ApiVersionsRequest>(), api::<MetadataRequest>(), api::<FindCoordinatorRequest>()],
-                ..Default::default()
-            };
-            respond::<ApiVersionsRequest>(out, header.correlation_id, &response, if known { version } else { 0 });
-        }
+        ApiKey::API_VERSIONS => answer_api_versions(
+            &mut frame,
+            version,
+            vec![api::<ApiVersionsRequest>(), api::<MetadataRequest>(), api::<FindCoordinatorRequest>()],
+            out,
+        )?,
         ApiKey::METADATA => {
             let (header, _) = decode::<MetadataRequest>(&mut frame, version)?;
             let response = MetadataResponse {

@@ -20,19 +20,18 @@
 
 #[path = "frames.rs"]
 mod frames;
-use frames::{api, decode, respond};
+use frames::{answer_api_versions, api, decode, respond};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use kafka_wire::codec::frame::split_frame;
-use kafka_wire::codec::header::RequestHeader;
 use kafka_wire::codec::messages::metadata::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use kafka_wire::codec::messages::produce::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_wire::codec::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, InitProducerIdRequest, InitProducerIdResponse, Message, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, Request,
+    ApiVersionsRequest, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse,
+    ProduceRequest, ProduceResponse, Request,
 };
 use kafka_wire::codec::record_batch::BatchHeader;
 use kafka_wire::codec::{ApiKey, ErrorCode, Uuid};
@@ -170,26 +169,17 @@ fn handle(mut frame: Bytes, state: &State, out: &mut BytesMut) -> Option<()> {
     let api_key = ApiKey(i16::from_be_bytes([frame[0], frame[1]]));
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     match api_key {
-        ApiKey::API_VERSIONS => {
-            // A version this codec does not know gets a v0 answer listing ours (KIP-511).
-            let known = ApiVersionsRequest::VERSIONS.contains(version);
-            let header = RequestHeader::decode(
-                &mut frame,
-                if known { request_header::<ApiVersionsRequest>(version) } else { 1 },
-            )
-            .ok()?;
-            let response = ApiVersionsResponse {
-                error_code: if known { ErrorCode::NONE } else { ErrorCode::UNSUPPORTED_VERSION },
-                api_keys: vec![
-                    api::<ApiVersionsRequest>(),
-                    api::<MetadataRequest>(),
-                    api::<ProduceRequest>(),
-                    api::<InitProducerIdRequest>(),
-                ],
-                ..Default::default()
-            };
-            respond::<ApiVersionsRequest>(out, header.correlation_id, &response, if known { version } else { 0 });
-        }
+        ApiKey::API_VERSIONS => answer_api_versions(
+            &mut frame,
+            version,
+            vec![
+                api::<ApiVersionsRequest>(),
+                api::<MetadataRequest>(),
+                api::<ProduceRequest>(),
+                api::<InitProducerIdRequest>(),
+            ],
+            out,
+        )?,
         ApiKey::METADATA => {
             let (header, request) = decode::<MetadataRequest>(&mut frame, version)?;
             let response = metadata(state, &request);

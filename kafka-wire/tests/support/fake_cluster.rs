@@ -24,17 +24,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use frames::{api, decode, respond};
+use frames::{answer_api_versions, api, decode, respond};
 use kafka_wire::codec::frame::split_frame;
-use kafka_wire::codec::header::RequestHeader;
 use kafka_wire::codec::messages::metadata::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use kafka_wire::codec::messages::produce::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_wire::codec::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, InitProducerIdRequest, InitProducerIdResponse, Message, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, Request,
+    ApiVersionsRequest, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse,
+    ProduceRequest, ProduceResponse,
 };
 use kafka_wire::codec::record_batch::BatchHeader;
-use kafka_wire::codec::{ApiKey, ErrorCode, Uuid};
+use kafka_wire::codec::{ApiKey, Uuid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -156,22 +155,17 @@ fn handle(mut frame: Bytes, shared: &Shared, node: usize, out: &mut BytesMut) ->
     let api_key = ApiKey(i16::from_be_bytes([frame[0], frame[1]]));
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     match api_key {
-        ApiKey::API_VERSIONS => {
-            let known = ApiVersionsRequest::VERSIONS.contains(version);
-            let header_version = if known { ApiVersionsRequest::request_header_version(version) } else { 1 };
-            let header = RequestHeader::decode(&mut frame, header_version).ok()?;
-            let response = ApiVersionsResponse {
-                error_code: if known { ErrorCode::NONE } else { ErrorCode::UNSUPPORTED_VERSION },
-                api_keys: vec![
-                    api::<ApiVersionsRequest>(),
-                    api::<MetadataRequest>(),
-                    api::<ProduceRequest>(),
-                    api::<InitProducerIdRequest>(),
-                ],
-                ..Default::default()
-            };
-            respond::<ApiVersionsRequest>(out, header.correlation_id, &response, if known { version } else { 0 });
-        }
+        ApiKey::API_VERSIONS => answer_api_versions(
+            &mut frame,
+            version,
+            vec![
+                api::<ApiVersionsRequest>(),
+                api::<MetadataRequest>(),
+                api::<ProduceRequest>(),
+                api::<InitProducerIdRequest>(),
+            ],
+            out,
+        )?,
         ApiKey::METADATA => {
             let (header, request) = decode::<MetadataRequest>(&mut frame, version)?;
             respond::<MetadataRequest>(out, header.correlation_id, &metadata(shared, &request), version);

@@ -19,21 +19,20 @@
 
 #[path = "frames.rs"]
 mod frames;
-use frames::{api, decode, respond};
+use frames::{answer_api_versions, api, decode, respond};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_wire::codec::frame::split_frame;
-use kafka_wire::codec::header::RequestHeader;
 use kafka_wire::codec::messages::fetch::{FetchableTopicResponse, PartitionData};
 use kafka_wire::codec::messages::list_offsets::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_wire::codec::messages::metadata::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use kafka_wire::codec::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FetchRequest,
-    FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, Message,
-    MetadataRequest, MetadataResponse, Request,
+    ApiVersionsRequest, DescribeGroupsRequest, DescribeGroupsResponse, FetchRequest, FetchResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, Message, MetadataRequest,
+    MetadataResponse,
 };
 use kafka_wire::codec::{ApiKey, ErrorCode, Uuid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -152,24 +151,19 @@ async fn handle(mut frame: Bytes, shared: &Shared, out: &mut BytesMut) -> Option
     let api_key = ApiKey(i16::from_be_bytes([frame[0], frame[1]]));
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     match api_key {
-        ApiKey::API_VERSIONS => {
-            let known = ApiVersionsRequest::VERSIONS.contains(version);
-            let header_version = if known { ApiVersionsRequest::request_header_version(version) } else { 1 };
-            let header = RequestHeader::decode(&mut frame, header_version).ok()?;
-            let response = ApiVersionsResponse {
-                error_code: if known { ErrorCode::NONE } else { ErrorCode::UNSUPPORTED_VERSION },
-                api_keys: vec![
-                    api::<ApiVersionsRequest>(),
-                    api::<MetadataRequest>(),
-                    api::<ListOffsetsRequest>(),
-                    api::<FetchRequest>(),
-                    api::<FindCoordinatorRequest>(),
-                    api::<DescribeGroupsRequest>(),
-                ],
-                ..Default::default()
-            };
-            respond::<ApiVersionsRequest>(out, header.correlation_id, &response, if known { version } else { 0 });
-        }
+        ApiKey::API_VERSIONS => answer_api_versions(
+            &mut frame,
+            version,
+            vec![
+                api::<ApiVersionsRequest>(),
+                api::<MetadataRequest>(),
+                api::<ListOffsetsRequest>(),
+                api::<FetchRequest>(),
+                api::<FindCoordinatorRequest>(),
+                api::<DescribeGroupsRequest>(),
+            ],
+            out,
+        )?,
         ApiKey::METADATA => {
             let (header, request) = decode::<MetadataRequest>(&mut frame, version)?;
             let mut response = shared.script.metadata(&request);

@@ -11,15 +11,14 @@ mod frames;
 /// stopping it for the other tests.
 pub fn mute_broker(topic: &str) -> (String, std::sync::mpsc::Receiver<()>) {
     use bytes::{Bytes, BytesMut};
-    use kafka_wire::codec::header::RequestHeader;
     use kafka_wire::codec::messages::metadata::{
         MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
     };
     use kafka_wire::codec::messages::{
-        ApiVersionsRequest, ApiVersionsResponse, InitProducerIdRequest, InitProducerIdResponse, Message,
-        MetadataRequest, MetadataResponse, ProduceRequest, Request,
+        ApiVersionsRequest, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse,
+        ProduceRequest,
     };
-    use kafka_wire::codec::{ApiKey, ErrorCode};
+    use kafka_wire::codec::ApiKey;
     use std::io::{Read, Write};
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -45,24 +44,14 @@ pub fn mute_broker(topic: &str) -> (String, std::sync::mpsc::Receiver<()>) {
                 let mut out = BytesMut::new();
                 match api {
                     ApiKey::API_VERSIONS => {
-                        let header = RequestHeader::decode(
-                            &mut frame,
-                            ApiVersionsRequest::request_header_version(version.min(ApiVersionsRequest::VERSIONS.max)),
-                        )
-                        .unwrap();
-                        let known = ApiVersionsRequest::VERSIONS.contains(version);
-                        let response = ApiVersionsResponse {
-                            error_code: if known { ErrorCode::NONE } else { ErrorCode::UNSUPPORTED_VERSION },
-                            api_keys: vec![
-                                frames::api::<ApiVersionsRequest>(),
-                                frames::api::<MetadataRequest>(),
-                                frames::api::<ProduceRequest>(),
-                                frames::api::<InitProducerIdRequest>(),
-                            ],
-                            ..Default::default()
-                        };
-                        let v = if known { version } else { 0 };
-                        frames::respond::<ApiVersionsRequest>(&mut out, header.correlation_id, &response, v);
+                        let apis = vec![
+                            frames::api::<ApiVersionsRequest>(),
+                            frames::api::<MetadataRequest>(),
+                            frames::api::<ProduceRequest>(),
+                            frames::api::<InitProducerIdRequest>(),
+                        ];
+                        frames::answer_api_versions(&mut frame, version, apis, &mut out)
+                            .expect("an ApiVersions header");
                     }
                     ApiKey::METADATA => {
                         let Some((header, _)) = frames::decode::<MetadataRequest>(&mut frame, version) else { return };

@@ -26,21 +26,20 @@
 
 #[path = "frames.rs"]
 mod frames;
-use frames::{api, decode, respond};
+use frames::{answer_api_versions, api, decode, respond};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_wire::codec::compression::Compression;
 use kafka_wire::codec::frame::split_frame;
-use kafka_wire::codec::header::RequestHeader;
 use kafka_wire::codec::messages::fetch::{EpochEndOffset, FetchableTopicResponse, PartitionData};
 use kafka_wire::codec::messages::list_offsets::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_wire::codec::messages::metadata::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use kafka_wire::codec::messages::offset_for_leader_epoch::{self, OffsetForLeaderTopicResult};
 use kafka_wire::codec::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
-    Message, MetadataRequest, MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, Request,
+    ApiVersionsRequest, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, Message, MetadataRequest,
+    MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 use kafka_wire::codec::record_batch::BatchBuilder;
 use kafka_wire::codec::{ApiKey, ErrorCode, Uuid};
@@ -350,9 +349,6 @@ async fn handle(mut frame: Bytes, shared: &Shared, out: &mut BytesMut) -> Option
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     match api_key {
         ApiKey::API_VERSIONS => {
-            let known = ApiVersionsRequest::VERSIONS.contains(version);
-            let header_version = if known { ApiVersionsRequest::request_header_version(version) } else { 1 };
-            let header = RequestHeader::decode(&mut frame, header_version).ok()?;
             let mut fetch = api::<FetchRequest>();
             fetch.max_version = fetch.max_version.min(shared.options.fetch_max_version);
             let mut api_keys =
@@ -360,12 +356,7 @@ async fn handle(mut frame: Bytes, shared: &Shared, out: &mut BytesMut) -> Option
             if shared.options.offset_for_leader_epoch {
                 api_keys.push(api::<OffsetForLeaderEpochRequest>());
             }
-            let response = ApiVersionsResponse {
-                error_code: if known { ErrorCode::NONE } else { ErrorCode::UNSUPPORTED_VERSION },
-                api_keys,
-                ..Default::default()
-            };
-            respond::<ApiVersionsRequest>(out, header.correlation_id, &response, if known { version } else { 0 });
+            answer_api_versions(&mut frame, version, api_keys, out)?;
         }
         ApiKey::METADATA => {
             let (header, _request) = decode::<MetadataRequest>(&mut frame, version)?;
