@@ -236,6 +236,16 @@ pub fn java_transactions(bootstrap: &str, topic: &str, transactions: &[(&str, bo
     java_program("TxnProducer.java", &args, None)
 }
 
+/// Waits until `done` holds, looking every 20 ms, and fails naming `what` after `bound`: for
+/// states that other tasks (a member's driver, the broker) change with no event to await.
+pub async fn wait_until(what: &str, bound: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + bound;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[cfg(test)]
 mod harness_tests {
     use super::*;

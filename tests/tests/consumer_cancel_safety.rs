@@ -22,7 +22,7 @@ use kafka_wire::client::{
 };
 use kafka_wire::proto::producer::TopicPartition;
 use kafka_wire_tests::raw::create_topic;
-use kafka_wire_tests::{bootstrap, unique_topic};
+use kafka_wire_tests::{bootstrap, unique_topic, wait_until};
 
 const PARTITIONS: i32 = 6;
 const N: u64 = 4_000;
@@ -147,15 +147,6 @@ async fn plain_member(consumer: Consumer, seen: Seen, stop: tokio::sync::watch::
     consumer
 }
 
-async fn wait_for(what: &str, bound: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + bound;
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {bound:?}");
-        // Watching the members' state, which they change on their own tasks.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn cancellations_keep_the_group_moving(strategy: &str, seed: u64) {
     eprintln!("[cancel safety] {strategy}, seed {seed}");
     let client = Client::connect(ClientConfig::new(&bootstrap())).await.unwrap();
@@ -171,7 +162,7 @@ async fn cancellations_keep_the_group_moving(strategy: &str, seed: u64) {
     a.subscribe([topic.as_str()]).unwrap();
     let (stop_a, stop_a_rx) = tokio::sync::watch::channel(false);
     let a_task = tokio::spawn(cancelled_member(a.clone(), rng.clone(), seen.clone(), stop_a_rx));
-    wait_for("the first member owns the topic", Duration::from_secs(60), || {
+    wait_until("the first member owns the topic", Duration::from_secs(60), || {
         a.assignment().len() == PARTITIONS as usize
     })
     .await;
@@ -184,21 +175,21 @@ async fn cancellations_keep_the_group_moving(strategy: &str, seed: u64) {
         let (stop_b, stop_b_rx) = tokio::sync::watch::channel(false);
         let b_task = tokio::spawn(plain_member(b.clone(), seen.clone(), stop_b_rx));
         let why = format!("({strategy}, seed {seed}, round {round}): a cancelled poll skipped a revocation");
-        wait_for(&format!("the joining member gets its partitions {why}"), BOUND, || {
+        wait_until(&format!("the joining member gets its partitions {why}"), BOUND, || {
             let (x, y) = (a.assignment(), b.assignment());
             !y.is_empty() && x.is_disjoint(&y) && x.len() + y.len() == PARTITIONS as usize
         })
         .await;
         let (from, to) = (N * round / (ROUNDS + 1), N * (round + 1) / (ROUNDS + 1));
         produce(&topic, from, to).await;
-        wait_for("every record produced so far handed out", Duration::from_secs(60), || {
+        wait_until("every record produced so far handed out", Duration::from_secs(60), || {
             seen.lock().unwrap().iter().collect::<BTreeSet<_>>().len() as u64 >= to
         })
         .await;
         stop_b.send_replace(true);
         let b = b_task.await.unwrap();
         b.close().await.unwrap();
-        wait_for(&format!("the leaving member's partitions come back {why}"), BOUND, || {
+        wait_until(&format!("the leaving member's partitions come back {why}"), BOUND, || {
             a.assignment().len() == PARTITIONS as usize
         })
         .await;

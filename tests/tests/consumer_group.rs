@@ -14,7 +14,7 @@ use kafka_wire::client::{
 };
 use kafka_wire::proto::producer::TopicPartition;
 use kafka_wire_tests::raw::create_topic;
-use kafka_wire_tests::{bootstrap, kafka_tool, unique_topic};
+use kafka_wire_tests::{bootstrap, kafka_tool, unique_topic, wait_until};
 
 /// The group tests run one at a time: several groups rebalancing at once on a loaded 2-core
 /// machine made their (generous) deadlines flaky.
@@ -103,14 +103,6 @@ async fn run_member(consumer: Consumer, seen: Seen, stop: Stop) -> Consumer {
                 }
             }
         }
-    }
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
