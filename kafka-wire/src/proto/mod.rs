@@ -3,6 +3,7 @@
 //! a socket, tests drive them deterministically against model brokers with injected faults.
 
 pub mod assignor;
+pub mod backoff;
 pub mod consumer_protocol;
 pub mod fetch_session;
 pub mod group;
