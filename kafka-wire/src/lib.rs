@@ -21,7 +21,8 @@ pub mod types;
 
 pub use client::{
     Admin, Client, ClientConfig, Consumer, ConsumerConfig, ConsumerGroupMetadata, ConsumerRecord, DeliveryFuture,
-    Error, ErrorKind, OffsetAndMetadata, Producer, ProducerConfig, ProducerRecord, Result,
+    Error, ErrorKind, OffsetAndMetadata, PartitionStream, PartitionStreams, Producer, ProducerConfig, ProducerRecord,
+    Result,
 };
 pub use types::{Compression, ErrorCode, Header, Headers, TimestampType, TopicPartition};
 

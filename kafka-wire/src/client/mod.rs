@@ -17,6 +17,7 @@ mod consumer;
 mod consumer_config;
 mod consumer_group;
 mod error;
+mod partition_streams;
 mod producer;
 mod transaction;
 
@@ -34,6 +35,7 @@ pub use consumer::stream;
 pub use consumer::{Consumer, ConsumerRecord, OffsetAndMetadata, RebalanceListener, ResetTo};
 pub use consumer_config::{ConsumerConfig, GroupProtocol, IsolationLevel, OffsetReset};
 pub use error::{Error, ErrorKind, Result};
+pub use partition_streams::{PartitionStream, PartitionStreams};
 pub use producer::{DeliveryFuture, Producer, ProducerRecord};
 pub use transaction::ConsumerGroupMetadata;
 
