@@ -76,7 +76,7 @@ async fn read_in_order(p: i32, stream: &mut PartitionStream, from: u32, count: u
             .unwrap_or_else(|_| panic!("partition {p}: record {i} did not arrive"))
             .unwrap_or_else(|| panic!("partition {p}: the stream ended at record {i}"));
         assert_eq!(record.partition, p);
-        assert_eq!(&record.value.as_deref().unwrap()[..], format!("{p}-{i}").as_bytes(), "partition {p} out of order");
+        assert_eq!(record.value.as_deref().unwrap(), format!("{p}-{i}").as_bytes(), "partition {p} out of order");
         assert_eq!(record.offset, i as i64);
     }
 }
