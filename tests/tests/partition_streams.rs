@@ -140,3 +140,81 @@ async fn a_partition_leaving_the_assignment_ends_its_stream_and_a_new_one_gets_a
     read_in_order(1, &mut first[1].1, 0, 1).await;
     read_in_order(2, &mut new_stream, 0, 1).await;
 }
+
+/// Records the order of what a rebalance listener saw, for the eager-rebalance test.
+struct SeenAtRevoke(
+    std::sync::Arc<std::sync::Mutex<Vec<bool>>>,
+    std::sync::Arc<std::sync::Mutex<Option<PartitionStream>>>,
+);
+
+impl kafka_wire::client::RebalanceListener for SeenAtRevoke {
+    fn on_partitions_revoked<'a>(
+        &'a self,
+        _consumer: &'a Consumer,
+        _partitions: &'a [TopicPartition],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            // The listener runs after the revoked partitions' streams ended.
+            let stream = self.1.lock().unwrap().take();
+            if let Some(mut stream) = stream {
+                let ended = matches!(futures_poll_once(&mut stream), std::task::Poll::Ready(None));
+                self.0.lock().unwrap().push(ended);
+            }
+        })
+    }
+}
+
+fn futures_poll_once(stream: &mut PartitionStream) -> std::task::Poll<Option<kafka_wire::ConsumerRecord>> {
+    use kafka_wire::client::stream::Stream;
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    std::pin::Pin::new(stream).poll_next(&mut cx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eager_rebalance_ends_every_stream_and_the_partitions_kept_get_new_ones() {
+    let topic = topic_with_records(2, 10).await;
+    let group = unique_topic("partition-streams-group");
+    let config = || {
+        ConsumerConfig::new(&bootstrap())
+            .group_id(group.as_str())
+            .assignment_strategy(&["range"])
+            .auto_offset_reset(OffsetReset::Earliest)
+    };
+    let a = Consumer::new(config()).await.unwrap();
+    a.subscribe([topic.as_str()]).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watched = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let mut rx =
+        run_splitter(PartitionStreams::with_listener(a.clone(), 100, SeenAtRevoke(seen.clone(), watched.clone())));
+    let mut first = streams(&mut rx, 2).await;
+    read_in_order(0, &mut first[0].1, 0, 10).await;
+    read_in_order(1, &mut first[1].1, 0, 10).await;
+    a.commit().await.unwrap();
+    let (_, p1) = first.pop().unwrap();
+    *watched.lock().unwrap() = Some(p1);
+
+    // A second member: the eager (range) rebalance revokes both of A's partitions, then gives
+    // one back.
+    let b = Consumer::new(config()).await.unwrap();
+    b.subscribe([topic.as_str()]).unwrap();
+    let b_polls = tokio::spawn(async move {
+        loop {
+            let _ = b.poll(Duration::from_millis(200)).await;
+        }
+    });
+    let ended = tokio::time::timeout(BOUND, next(&mut first[0].1)).await.expect("partition 0's stream did not end");
+    assert!(ended.is_none(), "a revoked partition's stream handed out a record");
+    let (kept, mut again) = streams(&mut rx, 1).await.remove(0);
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        &[true],
+        "the revoked partition's stream had not ended when the listener ran"
+    );
+    // The new stream starts from the committed offset: nothing more to read until new records.
+    let producer = Producer::new(ProducerConfig::new(&bootstrap())).await.unwrap();
+    let value = format!("{}-10", kept.partition).into_bytes();
+    producer.send(ProducerRecord::new(&topic, value).partition(kept.partition)).await.unwrap().await.unwrap();
+    read_in_order(kept.partition, &mut again, 10, 1).await;
+    b_polls.abort();
+}

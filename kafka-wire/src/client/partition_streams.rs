@@ -8,7 +8,8 @@
 //! flowing. A partition that leaves the assignment (revoked, lost, or no longer assigned) ends
 //! its stream at once, and the records still queued for it are dropped rather than processed
 //! by a member that no longer owns them: its next owner reads them again from the committed
-//! offset.
+//! offset. A partition revoked and assigned again in one rebalance (eager assignment revokes
+//! everything) gets a new stream, which starts from the committed offset.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use futures_core::Stream;
 
-use super::consumer::{Consumer, ConsumerRecord};
+use super::consumer::{Consumer, ConsumerRecord, RebalanceListener};
 use super::error::Result;
 use crate::types::TopicPartition;
 
@@ -36,7 +37,9 @@ type PollFuture = Pin<Box<dyn Future<Output = Result<Vec<ConsumerRecord>>> + Sen
 /// example in the loop that spawns a worker per partition), even when no partition is new.
 ///
 /// It manages [`Consumer::pause`] and [`Consumer::resume`] of the partitions it routes: do not
-/// pause or resume them yourself while it runs.
+/// pause or resume them yourself while it runs. It sets the consumer's rebalance listener (to
+/// end the streams of revoked partitions inside the rebalance): give yours to
+/// [`PartitionStreams::with_listener`], which calls it after the streams have ended.
 ///
 /// ```no_run
 /// # async fn demo(consumer: kafka_wire::Consumer) {
@@ -57,9 +60,8 @@ type PollFuture = Pin<Box<dyn Future<Output = Result<Vec<ConsumerRecord>>> + Sen
 pub struct PartitionStreams {
     consumer: Consumer,
     capacity: usize,
-    routes: HashMap<TopicPartition, Arc<Queue>>,
-    /// Partitions this splitter paused because their queue was full.
-    paused: BTreeSet<TopicPartition>,
+    /// Shared with the rebalance listener, which ends the streams of revoked partitions.
+    routes: Arc<Mutex<Routes>>,
     new_partitions: VecDeque<(TopicPartition, PartitionStream)>,
     pending: Option<PollFuture>,
     /// Woken by a worker that made room in a full queue.
@@ -71,11 +73,23 @@ impl PartitionStreams {
     /// each (at least 1; a partition may briefly hold one poll's records, `max.poll.records`,
     /// past it).
     pub fn new(consumer: Consumer, capacity: usize) -> Self {
+        Self::start(consumer, capacity, None)
+    }
+
+    /// [`PartitionStreams::new`], with `listener` called on every rebalance step after the
+    /// streams of the partitions taken away have ended (so its `on_partitions_revoked` may wait
+    /// for their workers to finish and commit what they handled).
+    pub fn with_listener(consumer: Consumer, capacity: usize, listener: impl RebalanceListener + 'static) -> Self {
+        Self::start(consumer, capacity, Some(Box::new(listener)))
+    }
+
+    fn start(consumer: Consumer, capacity: usize, listener: Option<Box<dyn RebalanceListener>>) -> Self {
+        let routes = Arc::new(Mutex::new(Routes::default()));
+        consumer.set_rebalance_listener(EndRevoked { routes: routes.clone(), then: listener });
         Self {
             consumer,
             capacity: capacity.max(1),
-            routes: HashMap::new(),
-            paused: BTreeSet::new(),
+            routes,
             new_partitions: VecDeque::new(),
             pending: None,
             splitter: Arc::new(Mutex::new(None)),
@@ -91,25 +105,22 @@ impl PartitionStreams {
     /// ones end theirs.
     fn follow_assignment(&mut self) {
         let assigned = self.consumer.assignment();
-        let gone: Vec<TopicPartition> = self.routes.keys().filter(|tp| !assigned.contains(*tp)).cloned().collect();
-        for tp in gone {
-            if let Some(queue) = self.routes.remove(&tp) {
-                queue.close();
-            }
-            self.paused.remove(&tp);
-        }
+        let routes = self.routes.clone();
+        let mut routes = lock(&routes);
+        let gone: Vec<TopicPartition> = routes.queues.keys().filter(|tp| !assigned.contains(*tp)).cloned().collect();
+        routes.end(&gone);
         for tp in assigned {
-            self.route(&tp);
+            self.route(&mut routes, &tp);
         }
     }
 
     /// The queue of `tp`, created (and its stream announced) on first use.
-    fn route(&mut self, tp: &TopicPartition) -> Arc<Queue> {
-        if let Some(queue) = self.routes.get(tp) {
+    fn route(&mut self, routes: &mut Routes, tp: &TopicPartition) -> Arc<Queue> {
+        if let Some(queue) = routes.queues.get(tp) {
             return queue.clone();
         }
         let queue = Arc::new(Queue::default());
-        self.routes.insert(tp.clone(), queue.clone());
+        routes.queues.insert(tp.clone(), queue.clone());
         let stream = PartitionStream { queue: queue.clone(), capacity: self.capacity, splitter: self.splitter.clone() };
         self.new_partitions.push_back((tp.clone(), stream));
         queue
@@ -117,29 +128,32 @@ impl PartitionStreams {
 
     /// Queues a poll's records; a queue that fills up pauses its partition.
     fn dispatch(&mut self, records: Vec<ConsumerRecord>) {
+        let routes = self.routes.clone();
+        let mut routes = lock(&routes);
         let mut full = Vec::new();
         for record in records {
             let tp = record.topic_partition();
-            let queue = self.route(&tp);
-            if queue.push(record) >= self.capacity && !self.paused.contains(&tp) {
+            let queue = self.route(&mut routes, &tp);
+            if queue.push(record) >= self.capacity && !routes.paused.contains(&tp) {
                 full.push(tp);
             }
         }
         // A partition revoked since the poll returned is no longer the consumer's to pause.
         full.retain(|tp| self.consumer.pause(std::slice::from_ref(tp)).is_ok());
-        self.paused.extend(full);
+        routes.paused.extend(full);
     }
 
     /// Resumes the partitions this splitter paused whose workers have made room.
     fn resume_drained(&mut self) {
-        let ready: Vec<TopicPartition> = self
+        let mut routes = lock(&self.routes);
+        let ready: Vec<TopicPartition> = routes
             .paused
             .iter()
-            .filter(|tp| self.routes.get(*tp).is_none_or(|q| q.len() < self.capacity))
+            .filter(|tp| routes.queues.get(*tp).is_none_or(|q| q.len() < self.capacity))
             .cloned()
             .collect();
         for tp in ready {
-            self.paused.remove(&tp);
+            routes.paused.remove(&tp);
             // Not assigned any more: nothing to resume, and the next look at the assignment
             // ends its stream.
             let _ = self.consumer.resume(std::slice::from_ref(&tp));
@@ -218,8 +232,71 @@ impl Stream for PartitionStream {
 
 impl Drop for PartitionStreams {
     fn drop(&mut self) {
-        for queue in self.routes.values() {
-            queue.close();
+        let mut routes = lock(&self.routes);
+        let all: Vec<TopicPartition> = routes.queues.keys().cloned().collect();
+        routes.end(&all);
+    }
+}
+
+/// The queues of the partitions routed, and those paused because their queue is full.
+#[derive(Default)]
+struct Routes {
+    queues: HashMap<TopicPartition, Arc<Queue>>,
+    paused: BTreeSet<TopicPartition>,
+}
+
+impl Routes {
+    /// Ends the streams of `partitions`.
+    fn end(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            if let Some(queue) = self.queues.remove(tp) {
+                queue.close();
+            }
+            self.paused.remove(tp);
+        }
+    }
+}
+
+/// The consumer's rebalance listener: ends the streams of the partitions taken away, then calls
+/// the application's listener.
+struct EndRevoked {
+    routes: Arc<Mutex<Routes>>,
+    then: Option<Box<dyn RebalanceListener>>,
+}
+
+impl RebalanceListener for EndRevoked {
+    fn on_partitions_revoked<'a>(
+        &'a self,
+        consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        lock(&self.routes).end(partitions);
+        match &self.then {
+            Some(listener) => listener.on_partitions_revoked(consumer, partitions),
+            None => Box::pin(async {}),
+        }
+    }
+
+    fn on_partitions_assigned<'a>(
+        &'a self,
+        consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        match &self.then {
+            Some(listener) => listener.on_partitions_assigned(consumer, partitions),
+            None => Box::pin(async {}),
+        }
+    }
+
+    fn on_partitions_lost<'a>(
+        &'a self,
+        consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        lock(&self.routes).end(partitions);
+        match &self.then {
+            Some(listener) => listener.on_partitions_lost(consumer, partitions),
+            None => Box::pin(async {}),
         }
     }
 }
