@@ -5,4 +5,5 @@
 pub use crate::codec::compression::Compression;
 pub use crate::codec::record_batch::{Header, Headers, HeadersIter, TimestampType};
 pub use crate::codec::{ApiKey, DecodeError, ErrorCode, Uuid};
+pub use crate::proto::backoff::Backoff;
 pub use crate::proto::producer::TopicPartition;

@@ -1,0 +1,26 @@
+//! The handler runtime the pattern crates share: a consumer group member that runs an async
+//! handler on every record, one worker per partition (in order, or keys in parallel with each
+//! key in order), pauses a partition whose worker falls behind while it keeps polling, and
+//! commits what was handled — periodically, after draining a revoked partition, and at
+//! shutdown.
+//!
+//! ```no_run
+//! use handler::{HandlerError, Runtime, RuntimeConfig};
+//! use kafka_wire::{ConsumerConfig, ConsumerRecord};
+//!
+//! # async fn demo() -> kafka_wire::Result<()> {
+//! let consumer = ConsumerConfig::new("127.0.0.1:9092").group_id("renewals");
+//! let runtime = Runtime::new(RuntimeConfig::new(consumer, ["renewal-requests"]), |record: ConsumerRecord| async move {
+//!     println!("renewing {:?}", record.key);
+//!     Ok::<(), HandlerError>(())
+//! })
+//! .await?;
+//! // Runs for a minute, then drains, commits and leaves the group.
+//! runtime.run_until(tokio::time::sleep(std::time::Duration::from_secs(60))).await
+//! # }
+//! ```
+
+mod runtime;
+mod schedule;
+
+pub use runtime::{Handler, HandlerError, PartitionStats, Runtime, RuntimeConfig};

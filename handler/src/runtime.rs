@@ -1,0 +1,497 @@
+//! [`Runtime`]: a consumer group member that runs a handler per record, one worker per
+//! partition, and commits what was handled.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use kafka_wire::client::stream::next;
+use kafka_wire::client::{OffsetAndMetadata, PartitionStream, PartitionStreams, RebalanceListener};
+use kafka_wire::types::Backoff;
+use kafka_wire::{Consumer, ConsumerConfig, ConsumerRecord, Error, ErrorKind, TopicPartition};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::schedule::{CommitPoint, KeyScheduler};
+
+/// What a handler reports when it fails; the record is then retried (see [`Runtime`]).
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Handles one record. Implemented by async closures
+/// `Fn(ConsumerRecord) -> impl Future<Output = Result<(), HandlerError>>`.
+///
+/// A record may be handed over more than once: after a failure (retried in place), and after a
+/// crash or a lost partition (handled again by the partition's next owner from the last
+/// commit). Handlers whose effects must happen once make them idempotent.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles `record`; an error retries it.
+    fn handle(&self, record: ConsumerRecord) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(ConsumerRecord) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    fn handle(&self, record: ConsumerRecord) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>> {
+        Box::pin(self(record))
+    }
+}
+
+/// Settings of a [`Runtime`].
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// The consumer's settings; it needs a `group.id`. Auto-commit is turned off: the runtime
+    /// commits what was handled.
+    pub consumer: ConsumerConfig,
+    /// The topics subscribed.
+    pub topics: Vec<String>,
+    /// Records queued per partition, fetched and not started; a full queue pauses its
+    /// partition (the others keep flowing and the member keeps polling).
+    pub queue_capacity: usize,
+    /// Keys of one partition handled at once (each key in offset order); 1 handles the
+    /// partition strictly in offset order.
+    pub key_parallelism: usize,
+    /// How often handled offsets are committed (also on revocation and at shutdown).
+    pub commit_interval: Duration,
+    /// How long running records may take to finish when their partition is revoked or the
+    /// runtime stops; past it they are cancelled and not committed.
+    pub drain_timeout: Duration,
+    /// First delay before a failed record is retried; doubled per failure, with jitter.
+    pub retry_backoff: Duration,
+    /// Longest delay between retries of a failed record.
+    pub retry_backoff_max: Duration,
+}
+
+impl RuntimeConfig {
+    /// A runtime over `consumer` (with its `group.id`) for `topics`, with defaults elsewhere: a
+    /// queue of 1000 records per partition, one key at a time, a commit every second, 30 s to
+    /// drain, retries from 100 ms up to 10 s.
+    pub fn new(consumer: ConsumerConfig, topics: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            consumer,
+            topics: topics.into_iter().map(Into::into).collect(),
+            queue_capacity: 1000,
+            key_parallelism: 1,
+            commit_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(30),
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(10),
+        }
+    }
+
+    /// Sets [`RuntimeConfig::queue_capacity`].
+    pub fn queue_capacity(mut self, records: usize) -> Self {
+        self.queue_capacity = records;
+        self
+    }
+
+    /// Sets [`RuntimeConfig::key_parallelism`].
+    pub fn key_parallelism(mut self, keys: usize) -> Self {
+        self.key_parallelism = keys;
+        self
+    }
+
+    /// Sets [`RuntimeConfig::commit_interval`].
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+
+    /// Sets [`RuntimeConfig::drain_timeout`].
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Sets [`RuntimeConfig::retry_backoff`] and [`RuntimeConfig::retry_backoff_max`].
+    pub fn retry_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.retry_backoff = first;
+        self.retry_backoff_max = max;
+        self
+    }
+}
+
+/// Counters of one partition since this member was assigned it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PartitionStats {
+    /// Records handled.
+    pub handled: u64,
+    /// Failed attempts (each retry that failed counts).
+    pub failed: u64,
+    /// Records running now.
+    pub in_flight: usize,
+    /// Records taken from the partition and not started.
+    pub queued: usize,
+    /// Since when the oldest record that is failing has been failing, if one is.
+    pub blocked_since: Option<SystemTime>,
+    /// The last committed offset, if any was committed by this member.
+    pub committed: Option<i64>,
+    /// Records between the position and the high watermark, if known.
+    pub lag: Option<i64>,
+}
+
+/// A consumer group member that runs a [`Handler`] on every record of its partitions.
+///
+/// - **Order**: one worker per assigned partition; with `key_parallelism` 1 it handles the
+///   partition in offset order, with more, keys in parallel and each key in order, with no
+///   batch barrier (a slow key holds back only itself).
+/// - **Backpressure**: a partition whose queue is full is paused in the consumer while polling
+///   goes on, so a slow handler never makes the member leave the group.
+/// - **At-least-once**: the offset committed for a partition is the lowest one not handled
+///   yet, every `commit_interval`, when the partition is revoked (after its running records
+///   finish, within `drain_timeout`) and at shutdown. A lost partition is not committed.
+/// - **Failures**: a record whose handler fails is retried in place with exponential backoff
+///   and jitter; only its key (its partition, with `key_parallelism` 1) waits. Nothing is
+///   skipped: richer policies (retry topics, a dead-letter queue) are the `retry` crate's.
+#[derive(Clone)]
+pub struct Runtime {
+    consumer: Consumer,
+    config: Arc<RuntimeConfig>,
+    handler: Arc<dyn Handler>,
+    partitions: Arc<Mutex<HashMap<TopicPartition, Arc<Progress>>>>,
+}
+
+impl Runtime {
+    /// Connects the consumer. Nothing is consumed until [`Runtime::run_until`].
+    pub async fn new(config: RuntimeConfig, handler: impl Handler) -> kafka_wire::Result<Self> {
+        if config.consumer.group_id.is_none() {
+            return Err(Error::Config {
+                property: "group.id".into(),
+                reason: "the handler runtime runs a consumer group member: set a group id".into(),
+            });
+        }
+        let consumer = Consumer::new(config.consumer.clone().enable_auto_commit(false)).await?;
+        Ok(Self {
+            consumer,
+            config: Arc::new(config),
+            handler: Arc::new(handler),
+            partitions: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// The member's consumer (for its group metadata, positions or lag).
+    pub fn consumer(&self) -> &Consumer {
+        &self.consumer
+    }
+
+    /// Counters of the partitions assigned now.
+    pub fn stats(&self) -> BTreeMap<TopicPartition, PartitionStats> {
+        let partitions: Vec<(TopicPartition, Arc<Progress>)> =
+            lock(&self.partitions).iter().map(|(tp, p)| (tp.clone(), p.clone())).collect();
+        partitions
+            .into_iter()
+            .map(|(tp, p)| {
+                let mut stats = p.stats();
+                stats.lag = self.consumer.lag(&tp);
+                (tp, stats)
+            })
+            .collect()
+    }
+
+    /// Subscribes and handles records until `shutdown` completes; then drains the running
+    /// records (within `drain_timeout`), commits, and leaves the group. Returns an error only
+    /// if the consumer fails for good (a fatal broker error, misuse, the consumer closed).
+    ///
+    /// Not cancel-safe: dropping the future stops the workers without a final commit (what
+    /// was committed before stays; the rest is handled again by the partitions' next owners).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> kafka_wire::Result<()> {
+        self.consumer.subscribe(self.config.topics.iter().cloned())?;
+        let listener = DrainOnRevoke { runtime: self.clone() };
+        let mut partitions =
+            PartitionStreams::with_listener(self.consumer.clone(), self.config.queue_capacity, listener);
+        let mut workers = JoinSet::new();
+        let mut commits = tokio::time::interval(self.config.commit_interval);
+        commits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        let outcome = loop {
+            tokio::select! {
+                _ = &mut shutdown => break Ok(()),
+                item = next(&mut partitions) => match item {
+                    Some(Ok((tp, records))) => {
+                        let progress = Arc::new(Progress::new());
+                        lock(&self.partitions).insert(tp.clone(), progress.clone());
+                        tracing::debug!(%tp, "handler runtime: partition assigned");
+                        workers.spawn(worker(tp, records, progress, self.handler.clone(), self.config.clone()));
+                    }
+                    Some(Err(e)) if is_fatal(&e) => break Err(e),
+                    Some(Err(e)) => tracing::warn!(error = %e, "handler runtime: poll failed; polling goes on"),
+                    None => break Ok(()),
+                },
+                _ = commits.tick() => self.commit(None).await,
+                Some(done) = workers.join_next() => {
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            break Err(Error::DriverFailed { driver: "handler runtime", reason: format!("a partition worker panicked: {e}") });
+                        }
+                    }
+                }
+            }
+        };
+        let all: Vec<TopicPartition> = lock(&self.partitions).keys().cloned().collect();
+        self.drain(&all).await;
+        self.commit(None).await;
+        lock(&self.partitions).clear();
+        drop(partitions);
+        workers.shutdown().await;
+        let closed = self.consumer.close().await;
+        outcome.and(closed)
+    }
+
+    /// Stops taking records of `partitions`, and waits up to `drain_timeout` for their running
+    /// records; those still running then are cancelled.
+    async fn drain(&self, partitions: &[TopicPartition]) {
+        let progress: Vec<(TopicPartition, Arc<Progress>)> = {
+            let map = lock(&self.partitions);
+            partitions.iter().filter_map(|tp| map.get(tp).map(|p| (tp.clone(), p.clone()))).collect()
+        };
+        for (_, p) in &progress {
+            p.set_mode(Mode::Drain);
+        }
+        let deadline = tokio::time::Instant::now() + self.config.drain_timeout;
+        for (tp, p) in &progress {
+            let mut stopped = p.stopped.subscribe();
+            let timed_out = tokio::time::timeout_at(deadline, stopped.wait_for(|s| *s)).await.is_err();
+            if timed_out {
+                tracing::warn!(%tp, "handler runtime: records still running after the drain timeout are cancelled");
+                p.set_mode(Mode::Abort);
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        }
+    }
+
+    /// Commits the handled offsets of `only` (or of every partition) that moved since their
+    /// last commit. A failed commit is logged and tried again at the next one.
+    async fn commit(&self, only: Option<&[TopicPartition]>) {
+        let progress: Vec<(TopicPartition, Arc<Progress>)> = lock(&self.partitions)
+            .iter()
+            .filter(|(tp, _)| only.is_none_or(|o| o.contains(tp)))
+            .map(|(tp, p)| (tp.clone(), p.clone()))
+            .collect();
+        let mut offsets = BTreeMap::new();
+        for (tp, p) in &progress {
+            let st = p.lock();
+            if let Some(offset) = st.commit_point.committable().filter(|o| st.stats.committed != Some(*o)) {
+                offsets.insert(tp.clone(), (offset, p.clone()));
+            }
+        }
+        if offsets.is_empty() {
+            return;
+        }
+        let request = offsets.iter().map(|(tp, (o, _))| (tp.clone(), OffsetAndMetadata::new(*o))).collect();
+        match self.consumer.commit_offsets(request).await {
+            Ok(()) => {
+                for (offset, p) in offsets.values() {
+                    p.lock().stats.committed = Some(*offset);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "handler runtime: commit failed; retried at the next one"),
+        }
+    }
+}
+
+/// Errors after which polling cannot go on without the operator: misuse and configuration, a
+/// failed driver, and a partition stopped at a truncated log or a corrupt batch (every poll
+/// reports it until someone seeks).
+fn is_fatal(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Misuse
+            | ErrorKind::Config
+            | ErrorKind::Internal
+            | ErrorKind::LogTruncation
+            | ErrorKind::CorruptRecord
+    )
+}
+
+/// The runtime's rebalance listener: revoked partitions drain, then commit; lost ones stop at
+/// once without a commit (another member may own them already).
+struct DrainOnRevoke {
+    runtime: Runtime,
+}
+
+impl RebalanceListener for DrainOnRevoke {
+    fn on_partitions_revoked<'a>(
+        &'a self,
+        _consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            tracing::debug!(?partitions, "handler runtime: partitions revoked; draining");
+            self.runtime.drain(partitions).await;
+            self.runtime.commit(Some(partitions)).await;
+            let mut map = lock(&self.runtime.partitions);
+            for tp in partitions {
+                map.remove(tp);
+            }
+        })
+    }
+
+    fn on_partitions_lost<'a>(
+        &'a self,
+        _consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            tracing::warn!(?partitions, "handler runtime: partitions lost; their running records are cancelled");
+            let lost: Vec<Arc<Progress>> = {
+                let mut map = lock(&self.runtime.partitions);
+                partitions.iter().filter_map(|tp| map.remove(tp)).collect()
+            };
+            for p in lost {
+                p.set_mode(Mode::Abort);
+                let _ = p.stopped.subscribe().wait_for(|s| *s).await;
+            }
+        })
+    }
+}
+
+/// What a partition's worker is asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Run,
+    /// Take no more records; let the running ones finish.
+    Drain,
+    /// Cancel the running records.
+    Abort,
+}
+
+/// A partition worker's state, shared with the runtime.
+struct Progress {
+    state: Mutex<ProgressState>,
+    mode: watch::Sender<Mode>,
+    /// Set when the worker has stopped.
+    stopped: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    commit_point: CommitPoint,
+    stats: PartitionStats,
+    /// Offsets failing now, and since when.
+    failing: BTreeMap<i64, SystemTime>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self { state: Mutex::default(), mode: watch::Sender::new(Mode::Run), stopped: watch::Sender::new(false) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ProgressState> {
+        lock(&self.state)
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        self.mode.send_if_modified(|m| {
+            let more = matches!((*m, mode), (Mode::Run, Mode::Drain | Mode::Abort) | (Mode::Drain, Mode::Abort));
+            if more {
+                *m = mode;
+            }
+            more
+        });
+    }
+
+    fn stats(&self) -> PartitionStats {
+        let st = self.lock();
+        PartitionStats { blocked_since: st.failing.values().min().copied(), ..st.stats.clone() }
+    }
+}
+
+/// Handles the records of one partition until its stream ends (the partition was revoked or
+/// lost) or the runtime asks it to stop.
+async fn worker(
+    tp: TopicPartition,
+    mut records: PartitionStream,
+    progress: Arc<Progress>,
+    handler: Arc<dyn Handler>,
+    config: Arc<RuntimeConfig>,
+) {
+    let slots = config.key_parallelism.max(1);
+    let mut mode = progress.mode.subscribe();
+    let mut scheduler = KeyScheduler::default();
+    let mut running = JoinSet::new();
+    let mut open = true;
+    loop {
+        let current = *mode.borrow_and_update();
+        if current == Mode::Abort {
+            running.abort_all();
+            break;
+        }
+        if current == Mode::Run && open {
+            while running.len() < slots {
+                let Some(record) = scheduler.next_ready() else { break };
+                running.spawn(handle(record, handler.clone(), progress.clone(), config.clone()));
+            }
+        }
+        {
+            let mut st = progress.lock();
+            st.stats.in_flight = running.len();
+            st.stats.queued = scheduler.queued();
+        }
+        if running.is_empty() && (current != Mode::Run || !open) {
+            break;
+        }
+        let take = current == Mode::Run && open && scheduler.queued() < config.queue_capacity.max(1);
+        tokio::select! {
+            record = next(&mut records), if take => match record {
+                Some(record) => {
+                    progress.lock().commit_point.taken(record.offset);
+                    scheduler.push(record);
+                }
+                // Revoked or lost: what was taken and not started is left to the next owner.
+                None => open = false,
+            },
+            Some(done) = running.join_next(), if !running.is_empty() => match done {
+                Ok(key) => scheduler.finished(&key),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => {}
+            },
+            _ = mode.changed() => {}
+        }
+    }
+    tracing::debug!(%tp, "handler runtime: partition worker stopped");
+    progress.stopped.send_replace(true);
+}
+
+/// Runs the handler on `record` until it succeeds, backing off between failures; returns the
+/// record's key.
+async fn handle(
+    record: ConsumerRecord,
+    handler: Arc<dyn Handler>,
+    progress: Arc<Progress>,
+    config: Arc<RuntimeConfig>,
+) -> Option<bytes::Bytes> {
+    let mut backoff = Backoff::new(config.retry_backoff, config.retry_backoff_max);
+    loop {
+        match handler.handle(record.clone()).await {
+            Ok(()) => {
+                let mut st = progress.lock();
+                st.commit_point.finished(record.offset);
+                st.failing.remove(&record.offset);
+                st.stats.handled += 1;
+                return record.key;
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                {
+                    let mut st = progress.lock();
+                    st.stats.failed += 1;
+                    st.failing.entry(record.offset).or_insert_with(SystemTime::now);
+                }
+                tracing::warn!(
+                    topic = %record.topic, partition = record.partition, offset = record.offset,
+                    attempt = backoff.attempts(), error = %e, ?delay,
+                    "handler failed; the record is retried"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,289 @@
+//! The handler runtime against the running broker: order per partition, keys in parallel
+//! without a batch barrier, a slow handler that keeps its partitions, drain and commit when a
+//! second member takes partitions, and failed records retried in place.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use handler::{HandlerError, Runtime, RuntimeConfig};
+use kafka_wire::client::{Admin, ClientConfig, OffsetReset};
+use kafka_wire::{Client, ConsumerConfig, ConsumerRecord, Producer, ProducerConfig, ProducerRecord, TopicPartition};
+use kafka_wire_tests::raw::create_topic;
+use kafka_wire_tests::{bootstrap, unique_topic, wait_until};
+use tokio::sync::oneshot;
+
+const BOUND: Duration = Duration::from_secs(60);
+
+/// A topic of `partitions` partitions with `per_partition` records each; record `i` of
+/// partition `p` has the key `key(p, i)` and the value `p-i`.
+async fn topic_with(partitions: i32, per_partition: u32, key: impl Fn(i32, u32) -> String) -> String {
+    let topic = unique_topic("handler");
+    let client = Client::connect(ClientConfig::new(&bootstrap())).await.unwrap();
+    create_topic(&client, &topic, partitions, 1, &[]).await;
+    let producer = Producer::new(ProducerConfig::new(&bootstrap())).await.unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..per_partition {
+        for p in 0..partitions {
+            let record = ProducerRecord::new(&topic, format!("{p}-{i}")).key(key(p, i)).partition(p);
+            deliveries.push(producer.send(record).await.unwrap());
+        }
+    }
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    producer.close().await.unwrap();
+    topic
+}
+
+fn consumer_config(group: &str) -> ConsumerConfig {
+    ConsumerConfig::new(&bootstrap()).group_id(group).auto_offset_reset(OffsetReset::Earliest)
+}
+
+/// What the handlers saw, in the order they finished: (partition, offset, key).
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<(i32, i64, String)>>>);
+
+impl Seen {
+    fn push(&self, r: &ConsumerRecord) {
+        let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+        self.0.lock().unwrap().push((r.partition, r.offset, key));
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    fn all(&self) -> Vec<(i32, i64, String)> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Every (partition, offset) seen more than once.
+    fn duplicates(&self) -> Vec<(i32, i64)> {
+        let mut once = BTreeSet::new();
+        self.all().into_iter().filter(|(p, o, _)| !once.insert((*p, *o))).map(|(p, o, _)| (p, o)).collect()
+    }
+}
+
+async fn committed(group: &str, topic: &str) -> BTreeMap<i32, i64> {
+    let admin = Admin::connect(ClientConfig::new(&bootstrap())).await.unwrap();
+    let offsets = admin.list_group_offsets(group, Some(&[topic])).await.unwrap();
+    offsets.into_iter().map(|o| (o.partition, o.offset)).collect()
+}
+
+/// Runs `runtime` until the returned sender fires (or is dropped).
+fn spawn(runtime: Runtime) -> (oneshot::Sender<()>, tokio::task::JoinHandle<kafka_wire::Result<()>>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(runtime.run_until(async move {
+        let _ = stopped.await;
+    }));
+    (stop, task)
+}
+
+async fn stop(handle: (oneshot::Sender<()>, tokio::task::JoinHandle<kafka_wire::Result<()>>)) {
+    let _ = handle.0.send(());
+    tokio::time::timeout(BOUND, handle.1).await.expect("the runtime did not stop").unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_partition_is_handled_in_order_and_what_was_handled_is_committed_at_shutdown() {
+    const N: u32 = 500;
+    let topic = topic_with(3, N, |_, i| format!("k{}", i % 7)).await;
+    let group = unique_topic("handler-order");
+    let seen = Seen::default();
+    let s = seen.clone();
+    let runtime = Runtime::new(
+        RuntimeConfig::new(consumer_config(&group), [topic.as_str()]).queue_capacity(50),
+        move |r: ConsumerRecord| {
+            let s = s.clone();
+            async move {
+                s.push(&r);
+                Ok::<(), HandlerError>(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let running = spawn(runtime);
+    wait_until("every record handled", BOUND, || seen.len() >= 3 * N as usize).await;
+    stop(running).await;
+
+    let all = seen.all();
+    assert_eq!(all.len(), 3 * N as usize, "a record was handled twice");
+    for p in 0..3 {
+        let offsets: Vec<i64> = all.iter().filter(|(q, ..)| *q == p).map(|(_, o, _)| *o).collect();
+        assert_eq!(offsets, (0..N as i64).collect::<Vec<_>>(), "partition {p} out of order or incomplete");
+    }
+    assert_eq!(committed(&group, &topic).await, (0..3).map(|p| (p, N as i64)).collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_key_lets_the_other_keys_finish_and_nothing_past_it_is_committed() {
+    const N: u32 = 400;
+    // One partition, keys k0..k7 in turn; the first record of k3 (offset 3) stalls.
+    let topic = topic_with(1, N, |_, i| format!("k{}", i % 8)).await;
+    let group = unique_topic("handler-keys");
+    let seen = Seen::default();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (s, r) = (seen.clone(), release.clone());
+    let runtime = Runtime::new(
+        RuntimeConfig::new(consumer_config(&group), [topic.as_str()])
+            .key_parallelism(4)
+            .commit_interval(Duration::from_millis(100)),
+        move |rec: ConsumerRecord| {
+            let (s, r) = (s.clone(), r.clone());
+            async move {
+                if rec.offset == 3 {
+                    r.notified().await;
+                }
+                s.push(&rec);
+                Ok::<(), HandlerError>(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let stats = runtime.clone();
+    let running = spawn(runtime);
+
+    // Every record of the other keys is handled while k3 stalls.
+    let others = (N - N / 8) as usize;
+    wait_until("the other keys' records handled", BOUND, || seen.len() >= others).await;
+    assert!(seen.all().iter().all(|(_, _, k)| k != "k3"), "a record of the stalled key ran past its stalled record");
+    let tp = TopicPartition::new(topic.as_str(), 0);
+    wait_until("a commit at the stalled record", BOUND, || stats.stats().get(&tp).and_then(|s| s.committed) == Some(3))
+        .await;
+    assert_eq!(committed(&group, &topic).await.get(&0), Some(&3), "committed past the unfinished record");
+
+    release.notify_one();
+    wait_until("every record handled", BOUND, || seen.len() >= N as usize).await;
+    stop(running).await;
+    for k in 0..8 {
+        let offsets: Vec<i64> =
+            seen.all().iter().filter(|(_, _, key)| *key == format!("k{k}")).map(|(_, o, _)| *o).collect();
+        assert!(offsets.windows(2).all(|w| w[0] < w[1]), "key k{k} out of order: {offsets:?}");
+        assert_eq!(offsets.len(), (N / 8) as usize);
+    }
+    assert_eq!(committed(&group, &topic).await.get(&0), Some(&(N as i64)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_slower_than_max_poll_interval_keeps_its_partitions() {
+    const N: u32 = 20;
+    let topic = topic_with(2, N, |p, i| format!("{p}-{i}")).await;
+    let group = unique_topic("handler-slow");
+    let seen = Seen::default();
+    let s = seen.clone();
+    let config = consumer_config(&group)
+        .max_poll_interval(Duration::from_secs(2))
+        .session_timeout(Duration::from_secs(6))
+        .heartbeat_interval(Duration::from_millis(500));
+    let runtime = Runtime::new(RuntimeConfig::new(config, [topic.as_str()]), move |r: ConsumerRecord| {
+        let s = s.clone();
+        async move {
+            // The first two records of partition 0 take longer than max.poll.interval.ms.
+            if r.partition == 0 && r.offset < 2 {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            s.push(&r);
+            Ok::<(), HandlerError>(())
+        }
+    })
+    .await
+    .unwrap();
+    let member = runtime.clone();
+    let running = spawn(runtime);
+    wait_until("the member joined", BOUND, || member.consumer().group_metadata().is_ok_and(|m| m.generation_id > 0))
+        .await;
+    let generation = member.consumer().group_metadata().unwrap().generation_id;
+    wait_until("every record handled", BOUND, || seen.len() >= 2 * N as usize).await;
+    assert_eq!(
+        member.consumer().group_metadata().unwrap().generation_id,
+        generation,
+        "the member left the group while its handler was slow"
+    );
+    assert!(seen.duplicates().is_empty(), "records handled twice: {:?}", seen.duplicates());
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joining_gets_partitions_drained_and_committed_so_nothing_is_handled_twice() {
+    const N: u32 = 600;
+    let topic = topic_with(4, N, |p, i| format!("{p}-{i}")).await;
+    let group = unique_topic("handler-rebalance");
+    let (seen_a, seen_b) = (Seen::default(), Seen::default());
+    let make = |seen: Seen| {
+        let config = RuntimeConfig::new(consumer_config(&group), [topic.as_str()]).queue_capacity(20);
+        Runtime::new(config, move |r: ConsumerRecord| {
+            let s = seen.clone();
+            async move {
+                // Slow enough (3 s a partition) that the second member joins halfway.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                s.push(&r);
+                Ok::<(), HandlerError>(())
+            }
+        })
+    };
+    let a = spawn(make(seen_a.clone()).await.unwrap());
+    wait_until("the first member under way", BOUND, || seen_a.len() >= 100).await;
+    let b = spawn(make(seen_b.clone()).await.unwrap());
+    let total = || seen_a.len() + seen_b.len();
+    wait_until("every record handled", BOUND, || total() >= 4 * N as usize).await;
+    stop(a).await;
+    stop(b).await;
+    assert!(seen_b.len() > 0, "the second member handled nothing: no rebalance was tested");
+    let both = Seen::default();
+    both.0.lock().unwrap().extend(seen_a.all().into_iter().chain(seen_b.all()));
+    assert!(both.duplicates().is_empty(), "records handled twice across the rebalance: {:?}", both.duplicates());
+    assert_eq!(both.len(), 4 * N as usize);
+    assert_eq!(committed(&group, &topic).await, (0..4).map(|p| (p, N as i64)).collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_record_is_retried_in_place_while_the_other_partitions_go_on() {
+    const N: u32 = 200;
+    let topic = topic_with(3, N, |p, i| format!("{p}-{i}")).await;
+    let group = unique_topic("handler-retry");
+    let seen = Seen::default();
+    let others_done = Arc::new(AtomicBool::new(false));
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let (s, done, tries) = (seen.clone(), others_done.clone(), attempts.clone());
+    let runtime = Runtime::new(
+        RuntimeConfig::new(consumer_config(&group), [topic.as_str()])
+            .retry_backoff(Duration::from_millis(10), Duration::from_millis(50)),
+        move |r: ConsumerRecord| {
+            let (s, done, tries) = (s.clone(), done.clone(), tries.clone());
+            async move {
+                // Record 10 of partition 1 fails until the other partitions are finished.
+                if r.partition == 1 && r.offset == 10 {
+                    tries.fetch_add(1, Ordering::Relaxed);
+                    if !done.load(Ordering::Relaxed) {
+                        return Err::<(), HandlerError>("the payment provider is down".into());
+                    }
+                }
+                s.push(&r);
+                Ok(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let member = runtime.clone();
+    let running = spawn(runtime);
+    let tp1 = TopicPartition::new(topic.as_str(), 1);
+    let finished = |p: i32| seen.all().iter().filter(|(q, ..)| *q == p).count() >= N as usize;
+    wait_until("partitions 0 and 2 handled while partition 1 is blocked", BOUND, || finished(0) && finished(2)).await;
+    let stats = member.stats().remove(&tp1).unwrap();
+    assert!(stats.blocked_since.is_some() && stats.failed >= 1, "partition 1 is not reported blocked: {stats:?}");
+    let p1: Vec<i64> = seen.all().iter().filter(|(q, ..)| *q == 1).map(|(_, o, _)| *o).collect();
+    assert_eq!(p1, (0..10).collect::<Vec<_>>(), "partition 1 went past its failing record");
+
+    others_done.store(true, Ordering::Relaxed);
+    wait_until("partition 1 handled after the retry succeeded", BOUND, || finished(1)).await;
+    let p1: Vec<i64> = seen.all().iter().filter(|(q, ..)| *q == 1).map(|(_, o, _)| *o).collect();
+    assert_eq!(p1, (0..N as i64).collect::<Vec<_>>(), "partition 1 out of order after the retries");
+    assert!(attempts.load(Ordering::Relaxed) >= 2);
+    assert_eq!(member.stats().remove(&tp1).unwrap().blocked_since, None);
+    stop(running).await;
+}
