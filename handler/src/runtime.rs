@@ -28,6 +28,14 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 pub trait Handler: Send + Sync + 'static {
     /// Handles `record`; an error retries it.
     fn handle(&self, record: ConsumerRecord) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+
+    /// When `record` may be handled, if not at once (a record of a delayed retry tier). The
+    /// worker holds it, without a running task, until then; records behind it wait, so its
+    /// partition's queue fills up and the partition is paused in the consumer meanwhile.
+    fn not_before(&self, record: &ConsumerRecord) -> Option<SystemTime> {
+        let _ = record;
+        None
+    }
 }
 
 impl<F, Fut> Handler for F
@@ -413,6 +421,8 @@ async fn worker(
     let mut mode = progress.mode.subscribe();
     let mut scheduler = KeyScheduler::default();
     let mut running = JoinSet::new();
+    // The next record to run, held until it is due.
+    let mut delayed: Option<(ConsumerRecord, tokio::time::Instant)> = None;
     let mut open = true;
     loop {
         let current = *mode.borrow_and_update();
@@ -421,10 +431,24 @@ async fn worker(
             break;
         }
         if current == Mode::Run && open {
-            while running.len() < slots {
-                let Some(record) = scheduler.next_ready() else { break };
+            let now = tokio::time::Instant::now();
+            if delayed.as_ref().is_some_and(|(_, due)| *due <= now) {
+                let (record, _) = delayed.take().expect("checked");
                 running.spawn(handle(record, handler.clone(), progress.clone(), config.clone()));
             }
+            while running.len() < slots && delayed.is_none() {
+                let Some(record) = scheduler.next_ready() else { break };
+                let wait = handler.not_before(&record).and_then(|t| t.duration_since(SystemTime::now()).ok());
+                match wait {
+                    Some(wait) if !wait.is_zero() => delayed = Some((record, now + wait)),
+                    _ => {
+                        running.spawn(handle(record, handler.clone(), progress.clone(), config.clone()));
+                    }
+                }
+            }
+        } else if delayed.is_some() {
+            // Draining: a record not yet due is left to the partition's next owner.
+            delayed = None;
         }
         {
             let mut st = progress.lock();
@@ -435,7 +459,9 @@ async fn worker(
             break;
         }
         let take = current == Mode::Run && open && scheduler.queued() < config.queue_capacity.max(1);
+        let due = delayed.as_ref().map(|(_, due)| *due);
         tokio::select! {
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {}
             record = next(&mut records), if take => match record {
                 Some(record) => {
                     progress.lock().commit_point.taken(record.offset);

@@ -1,0 +1,208 @@
+//! [`RetryingConsumer`]: the handler runtime with a [`RetryPolicy`] around the application's
+//! handler — blocking retries in place, then the retry tiers, then the dead-letter queue.
+
+use std::collections::hash_map::RandomState;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use handler::{Handler, HandlerError, Runtime, RuntimeConfig};
+use kafka_wire::client::{Admin, ProducerConfig};
+use kafka_wire::{Client, ConsumerConfig, ConsumerRecord, Error, Producer};
+
+use crate::headers::RetryHeaders;
+use crate::policy::{Failure, RetryPolicy, Route};
+use crate::topics::{provision, TopicNames};
+
+/// Why the application's handler failed, and whether trying again can help.
+#[derive(Debug)]
+pub struct Failed {
+    /// The error.
+    pub error: HandlerError,
+    /// Whether it is worth retrying.
+    pub failure: Failure,
+}
+
+impl Failed {
+    /// A failure that trying again cannot fix: the record goes straight to the dead-letter
+    /// queue.
+    pub fn non_retriable(error: impl Into<HandlerError>) -> Self {
+        Self { error: error.into(), failure: Failure::NonRetriable }
+    }
+}
+
+/// Any error is retriable unless it says otherwise with [`Failed::non_retriable`].
+impl<E: Into<HandlerError>> From<E> for Failed {
+    fn from(error: E) -> Self {
+        Self { error: error.into(), failure: Failure::Retriable }
+    }
+}
+
+/// Settings of a [`RetryingConsumer`].
+#[derive(Clone, Debug)]
+pub struct RetryConfig {
+    /// The consumer's settings (with its `group.id`); the bootstrap servers are used for the
+    /// producer and the admin client too.
+    pub consumer: ConsumerConfig,
+    /// The source topic.
+    pub topic: String,
+    /// What happens to a failed record.
+    pub policy: RetryPolicy,
+    /// Creates missing retry and dead-letter topics at start (and checks existing ones); off,
+    /// they must exist.
+    pub create_topics: bool,
+    /// Keys of a partition handled at once (see [`RuntimeConfig::key_parallelism`]).
+    pub key_parallelism: usize,
+}
+
+impl RetryConfig {
+    /// Retries of `topic`'s records by `consumer`'s group, per `policy`.
+    pub fn new(consumer: ConsumerConfig, topic: impl Into<String>, policy: RetryPolicy) -> Self {
+        Self { consumer, topic: topic.into(), policy, create_topics: true, key_parallelism: 1 }
+    }
+}
+
+/// A consumer group member that handles a topic's records with retries: a failed record is
+/// retried in place (blocking: its partition waits), then forwarded through the retry tiers
+/// (non-blocking: each tier's consumer waits for the record's due time with its partition
+/// paused, while the source partition goes on), then to the dead-letter queue with its full
+/// history in headers. Nothing is dropped: a record leaves the source topic's commit point only
+/// once it is handled or written to a tier or the queue.
+#[derive(Clone)]
+pub struct RetryingConsumer {
+    runtime: Runtime,
+    names: TopicNames,
+}
+
+impl RetryingConsumer {
+    /// Connects, creates or checks the retry and dead-letter topics, and prepares the member;
+    /// nothing is consumed until [`RetryingConsumer::run_until`].
+    pub async fn new<F, Fut>(config: RetryConfig, handler: F) -> kafka_wire::Result<Self>
+    where
+        F: Fn(ConsumerRecord) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Failed>> + Send + 'static,
+    {
+        let group = config.consumer.group_id.clone().ok_or_else(|| Error::Config {
+            property: "group.id".into(),
+            reason: "retry topics are named after the consumer group: set a group id".into(),
+        })?;
+        let names = TopicNames::new(&config.topic, &group, config.policy.tiers.len());
+        let client = Client::connect(config.consumer.client_config()).await?;
+        if config.create_topics {
+            provision(&Admin::new(client.clone()), &names, &config.policy.tiers).await?;
+        }
+        let producer =
+            Producer::with_client(client, ProducerConfig::new(&config.consumer.bootstrap_servers.join(",")))?;
+        let retrying = Retrying {
+            handler,
+            policy: config.policy.clone(),
+            names: names.clone(),
+            group,
+            producer,
+            jitter: AtomicU64::new(RandomState::new().hash_one(0u8)),
+        };
+        let topics = std::iter::once(names.source.clone()).chain(names.tiers.iter().cloned());
+        let runtime_config =
+            RuntimeConfig::new(config.consumer.clone(), topics).key_parallelism(config.key_parallelism);
+        let runtime = Runtime::new(runtime_config, Shared(Arc::new(retrying))).await?;
+        Ok(Self { runtime, names })
+    }
+
+    /// The retry tiers' and the dead-letter queue's names.
+    pub fn topics(&self) -> &TopicNames {
+        &self.names
+    }
+
+    /// The runtime underneath (stats, the consumer).
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Handles records until `shutdown` completes, then drains, commits and leaves the group
+    /// (see [`Runtime::run_until`]). Not cancel-safe in the same way.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> kafka_wire::Result<()> {
+        self.runtime.run_until(shutdown).await
+    }
+}
+
+/// The application's handler with the policy around it: what the runtime runs.
+struct Retrying<F> {
+    handler: F,
+    policy: RetryPolicy,
+    names: TopicNames,
+    group: String,
+    producer: Producer,
+    jitter: AtomicU64,
+}
+
+impl<F, Fut> Retrying<F>
+where
+    F: Fn(ConsumerRecord) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Failed>> + Send + 'static,
+{
+    /// Runs the handler on `record` until it succeeds or the policy sends the record on.
+    async fn attempt(&self, record: ConsumerRecord) -> Result<(), HandlerError> {
+        let tier = self.names.tier_of(&record.topic);
+        let mut headers = RetryHeaders::of(&record).unwrap_or_else(|| RetryHeaders::first(&record, &self.group));
+        let mut failures = 0;
+        loop {
+            let failed = match (self.handler)(record.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(failed) => failed,
+            };
+            failures += 1;
+            let now = SystemTime::now();
+            headers.failed(&failed.error.to_string(), now);
+            let route = self.policy.route(tier, failures, failed.failure, self.unit());
+            tracing::warn!(
+                topic = %record.topic, partition = record.partition, offset = record.offset,
+                attempts = headers.attempts, error = %failed.error, ?route, "retry: the handler failed"
+            );
+            let (topic, next_tier, due) = match route {
+                Route::RetryInPlace { delay } => {
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                Route::Forward { tier, delay } => (&self.names.tiers[tier], Some(tier), Some(now + delay)),
+                Route::DeadLetter => (&self.names.dead_letter, None, None),
+            };
+            headers.tier = next_tier;
+            headers.due = due;
+            // A forward that fails is an error of this attempt: the runtime runs it again (the
+            // handler included), so the record is never committed without being written on.
+            self.producer.send(headers.forward(&record, topic)).await?.await?;
+            return Ok(());
+        }
+    }
+
+    /// A number in [0, 1) for the policy's jitter (splitmix64).
+    fn unit(&self) -> f64 {
+        let mut z = self.jitter.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// What the runtime holds: the handler and its policy, shared with each record's future.
+struct Shared<F>(Arc<Retrying<F>>);
+
+impl<F, Fut> Handler for Shared<F>
+where
+    F: Fn(ConsumerRecord) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Failed>> + Send + 'static,
+{
+    fn handle(&self, record: ConsumerRecord) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>> {
+        let retrying = self.0.clone();
+        Box::pin(async move { retrying.attempt(record).await })
+    }
+
+    fn not_before(&self, record: &ConsumerRecord) -> Option<SystemTime> {
+        self.0.names.tier_of(&record.topic)?;
+        RetryHeaders::of(record)?.due
+    }
+}
