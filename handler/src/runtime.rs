@@ -158,9 +158,16 @@ pub struct PartitionStats {
 #[derive(Clone)]
 pub struct Runtime {
     consumer: Consumer,
+    shared: Arc<Shared>,
+}
+
+/// What the runtime's tasks and its rebalance listener share. It holds no consumer handle: the
+/// listener lives inside the consumer, and a handle there would keep the consumer alive after
+/// the runtime is gone.
+struct Shared {
     config: Arc<RuntimeConfig>,
     handler: Arc<dyn Handler>,
-    partitions: Arc<Mutex<HashMap<TopicPartition, Arc<Progress>>>>,
+    partitions: Mutex<HashMap<TopicPartition, Arc<Progress>>>,
 }
 
 impl Runtime {
@@ -173,12 +180,9 @@ impl Runtime {
             });
         }
         let consumer = Consumer::new(config.consumer.clone().enable_auto_commit(false)).await?;
-        Ok(Self {
-            consumer,
-            config: Arc::new(config),
-            handler: Arc::new(handler),
-            partitions: Arc::new(Mutex::new(HashMap::new())),
-        })
+        let shared =
+            Shared { config: Arc::new(config), handler: Arc::new(handler), partitions: Mutex::new(HashMap::new()) };
+        Ok(Self { consumer, shared: Arc::new(shared) })
     }
 
     /// The member's consumer (for its group metadata, positions or lag).
@@ -189,7 +193,7 @@ impl Runtime {
     /// Counters of the partitions assigned now.
     pub fn stats(&self) -> BTreeMap<TopicPartition, PartitionStats> {
         let partitions: Vec<(TopicPartition, Arc<Progress>)> =
-            lock(&self.partitions).iter().map(|(tp, p)| (tp.clone(), p.clone())).collect();
+            lock(&self.shared.partitions).iter().map(|(tp, p)| (tp.clone(), p.clone())).collect();
         partitions
             .into_iter()
             .map(|(tp, p)| {
@@ -207,12 +211,12 @@ impl Runtime {
     /// Not cancel-safe: dropping the future stops the workers without a final commit (what
     /// was committed before stays; the rest is handled again by the partitions' next owners).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> kafka_wire::Result<()> {
-        self.consumer.subscribe(self.config.topics.iter().cloned())?;
-        let listener = DrainOnRevoke { runtime: self.clone() };
-        let mut partitions =
-            PartitionStreams::with_listener(self.consumer.clone(), self.config.queue_capacity, listener);
+        let Self { consumer, shared } = self;
+        consumer.subscribe(shared.config.topics.iter().cloned())?;
+        let listener = DrainOnRevoke { shared: shared.clone() };
+        let mut partitions = PartitionStreams::with_listener(consumer.clone(), shared.config.queue_capacity, listener);
         let mut workers = JoinSet::new();
-        let mut commits = tokio::time::interval(self.config.commit_interval);
+        let mut commits = tokio::time::interval(shared.config.commit_interval);
         commits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         let outcome = loop {
@@ -221,15 +225,15 @@ impl Runtime {
                 item = next(&mut partitions) => match item {
                     Some(Ok((tp, records))) => {
                         let progress = Arc::new(Progress::new());
-                        lock(&self.partitions).insert(tp.clone(), progress.clone());
+                        lock(&shared.partitions).insert(tp.clone(), progress.clone());
                         tracing::debug!(%tp, "handler runtime: partition assigned");
-                        workers.spawn(worker(tp, records, progress, self.handler.clone(), self.config.clone()));
+                        workers.spawn(worker(tp, records, progress, shared.handler.clone(), shared.config.clone()));
                     }
                     Some(Err(e)) if is_fatal(&e) => break Err(e),
                     Some(Err(e)) => tracing::warn!(error = %e, "handler runtime: poll failed; polling goes on"),
                     None => break Ok(()),
                 },
-                _ = commits.tick() => self.commit(None).await,
+                _ = commits.tick() => shared.commit(&consumer, None).await,
                 Some(done) = workers.join_next() => {
                     if let Err(e) = done {
                         if e.is_panic() {
@@ -239,16 +243,18 @@ impl Runtime {
                 }
             }
         };
-        let all: Vec<TopicPartition> = lock(&self.partitions).keys().cloned().collect();
-        self.drain(&all).await;
-        self.commit(None).await;
-        lock(&self.partitions).clear();
+        let all: Vec<TopicPartition> = lock(&shared.partitions).keys().cloned().collect();
+        shared.drain(&all).await;
+        shared.commit(&consumer, None).await;
+        lock(&shared.partitions).clear();
         drop(partitions);
         workers.shutdown().await;
-        let closed = self.consumer.close().await;
+        let closed = consumer.close().await;
         outcome.and(closed)
     }
+}
 
+impl Shared {
     /// Stops taking records of `partitions`, and waits up to `drain_timeout` for their running
     /// records; those still running then are cancelled.
     async fn drain(&self, partitions: &[TopicPartition]) {
@@ -273,7 +279,7 @@ impl Runtime {
 
     /// Commits the handled offsets of `only` (or of every partition) that moved since their
     /// last commit. A failed commit is logged and tried again at the next one.
-    async fn commit(&self, only: Option<&[TopicPartition]>) {
+    async fn commit(&self, consumer: &Consumer, only: Option<&[TopicPartition]>) {
         let progress: Vec<(TopicPartition, Arc<Progress>)> = lock(&self.partitions)
             .iter()
             .filter(|(tp, _)| only.is_none_or(|o| o.contains(tp)))
@@ -290,7 +296,7 @@ impl Runtime {
             return;
         }
         let request = offsets.iter().map(|(tp, (o, _))| (tp.clone(), OffsetAndMetadata::new(*o))).collect();
-        match self.consumer.commit_offsets(request).await {
+        match consumer.commit_offsets(request).await {
             Ok(()) => {
                 for (offset, p) in offsets.values() {
                     p.lock().stats.committed = Some(*offset);
@@ -318,20 +324,20 @@ fn is_fatal(e: &Error) -> bool {
 /// The runtime's rebalance listener: revoked partitions drain, then commit; lost ones stop at
 /// once without a commit (another member may own them already).
 struct DrainOnRevoke {
-    runtime: Runtime,
+    shared: Arc<Shared>,
 }
 
 impl RebalanceListener for DrainOnRevoke {
     fn on_partitions_revoked<'a>(
         &'a self,
-        _consumer: &'a Consumer,
+        consumer: &'a Consumer,
         partitions: &'a [TopicPartition],
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
             tracing::debug!(?partitions, "handler runtime: partitions revoked; draining");
-            self.runtime.drain(partitions).await;
-            self.runtime.commit(Some(partitions)).await;
-            let mut map = lock(&self.runtime.partitions);
+            self.shared.drain(partitions).await;
+            self.shared.commit(consumer, Some(partitions)).await;
+            let mut map = lock(&self.shared.partitions);
             for tp in partitions {
                 map.remove(tp);
             }
@@ -346,7 +352,7 @@ impl RebalanceListener for DrainOnRevoke {
         Box::pin(async move {
             tracing::warn!(?partitions, "handler runtime: partitions lost; their running records are cancelled");
             let lost: Vec<Arc<Progress>> = {
-                let mut map = lock(&self.runtime.partitions);
+                let mut map = lock(&self.shared.partitions);
                 partitions.iter().filter_map(|tp| map.remove(tp)).collect()
             };
             for p in lost {

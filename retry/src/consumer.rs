@@ -13,6 +13,7 @@ use handler::{Handler, HandlerError, Runtime, RuntimeConfig};
 use kafka_wire::client::{Admin, ProducerConfig};
 use kafka_wire::{Client, ConsumerConfig, ConsumerRecord, Error, Producer};
 
+use crate::control::{control_topic, now_ms, provision_control, Blocked, ControlFollower};
 use crate::headers::RetryHeaders;
 use crate::policy::{Failure, RetryPolicy, Route};
 use crate::topics::{provision, TopicNames};
@@ -91,9 +92,13 @@ impl RetryingConsumer {
         })?;
         let names = TopicNames::new(&config.topic, &group, config.policy.tiers.len());
         let client = Client::connect(config.consumer.client_config()).await?;
+        let control = control_topic(&config.topic, &group);
         if config.create_topics {
-            provision(&Admin::new(client.clone()), &names, &config.policy.tiers).await?;
+            let admin = Admin::new(client.clone());
+            provision(&admin, &names, &config.policy.tiers).await?;
+            provision_control(&admin, &control).await?;
         }
+        let control = ControlFollower::start(&client, &config.consumer, &control).await?;
         let producer =
             Producer::with_client(client, ProducerConfig::new(&config.consumer.bootstrap_servers.join(",")))?;
         let retrying = Retrying {
@@ -102,6 +107,7 @@ impl RetryingConsumer {
             names: names.clone(),
             group,
             producer,
+            control,
             jitter: AtomicU64::new(RandomState::new().hash_one(0u8)),
         };
         let topics = std::iter::once(names.source.clone()).chain(names.tiers.iter().cloned());
@@ -135,6 +141,7 @@ struct Retrying<F> {
     names: TopicNames,
     group: String,
     producer: Producer,
+    control: ControlFollower,
     jitter: AtomicU64,
 }
 
@@ -143,38 +150,76 @@ where
     F: Fn(ConsumerRecord) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), Failed>> + Send + 'static,
 {
-    /// Runs the handler on `record` until it succeeds or the policy sends the record on.
+    /// Runs the handler on `record` until it succeeds or the policy (or an operator) sends the
+    /// record on.
     async fn attempt(&self, record: ConsumerRecord) -> Result<(), HandlerError> {
         let tier = self.names.tier_of(&record.topic);
         let mut headers = RetryHeaders::of(&record).unwrap_or_else(|| RetryHeaders::first(&record, &self.group));
         let mut failures = 0;
-        loop {
+        let mut published = None;
+        let route = loop {
+            if failures > 0 {
+                // Retrying in place: an operator may have skipped the record or unblocked
+                // its partition meanwhile.
+                let control = self.control.state();
+                if let Some(skip) = control.skip_of(record.partition, record.offset) {
+                    headers.failed(&format!("skipped by {} at {} ms", skip.by, skip.at_ms), SystemTime::now());
+                    break Route::DeadLetter;
+                }
+                if !control.is_blocking(record.partition) {
+                    break self.policy.after_blocking();
+                }
+            }
             let failed = match (self.handler)(record.clone()).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.unpublish(&record, published).await;
+                    return Ok(());
+                }
                 Err(failed) => failed,
             };
             failures += 1;
             let now = SystemTime::now();
             headers.failed(&failed.error.to_string(), now);
-            let route = self.policy.route(tier, failures, failed.failure, self.unit());
+            let mut route = self.policy.route(tier, failures, failed.failure, self.unit());
+            if matches!(route, Route::RetryInPlace { .. }) && !self.control.state().is_blocking(record.partition) {
+                route = self.policy.after_blocking();
+            }
             tracing::warn!(
                 topic = %record.topic, partition = record.partition, offset = record.offset,
                 attempts = headers.attempts, error = %failed.error, ?route, "retry: the handler failed"
             );
-            let (topic, next_tier, due) = match route {
-                Route::RetryInPlace { delay } => {
-                    tokio::time::sleep(delay).await;
-                    continue;
-                }
-                Route::Forward { tier, delay } => (&self.names.tiers[tier], Some(tier), Some(now + delay)),
-                Route::DeadLetter => (&self.names.dead_letter, None, None),
+            let Route::RetryInPlace { delay } = route else { break route };
+            let since = *published.get_or_insert(now_ms());
+            let blocked = Blocked {
+                partition: record.partition,
+                offset: record.offset,
+                since_ms: since,
+                attempts: headers.attempts,
+                error: failed.error.to_string(),
             };
-            headers.tier = next_tier;
-            headers.due = due;
-            // A forward that fails is an error of this attempt: the runtime runs it again (the
-            // handler included), so the record is never committed without being written on.
-            self.producer.send(headers.forward(&record, topic)).await?.await?;
-            return Ok(());
+            self.control.publish_blocked(record.partition, record.offset, Some(&blocked)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.control.changed() => {}
+            }
+        };
+        let (topic, next_tier, due) = match route {
+            Route::Forward { tier, delay } => (&self.names.tiers[tier], Some(tier), Some(SystemTime::now() + delay)),
+            _ => (&self.names.dead_letter, None, None),
+        };
+        headers.tier = next_tier;
+        headers.due = due;
+        // A forward that fails is an error of this attempt: the runtime runs it again (the
+        // handler included), so the record is never committed without being written on.
+        self.producer.send(headers.forward(&record, topic)).await?.await?;
+        self.unpublish(&record, published).await;
+        Ok(())
+    }
+
+    /// Withdraws the blocked status of `record`, if it was published.
+    async fn unpublish(&self, record: &ConsumerRecord, published: Option<u64>) {
+        if published.is_some() {
+            self.control.publish_blocked(record.partition, record.offset, None).await;
         }
     }
 

@@ -116,7 +116,8 @@ impl RetryHeaders {
             add(TIER, tier.to_string());
         }
         if let Some(due) = self.due {
-            add(DUE, millis(due).to_string());
+            // Rounded up: a record is never handled before its due time.
+            add(DUE, millis(due + Duration::from_nanos(999_999)).to_string());
         }
         for e in &self.errors {
             add(ERROR, e.clone());

@@ -26,11 +26,15 @@
 //! ```
 
 mod consumer;
+pub mod control;
 pub mod headers;
 pub mod policy;
+mod redrive;
 pub mod topics;
 
 pub use consumer::{Failed, RetryConfig, RetryingConsumer};
+pub use control::{Command, ControlState, RetryControl, RetryStatus};
 pub use headers::RetryHeaders;
 pub use policy::{Blocking, Failure, RetryPolicy, Route};
+pub use redrive::{RedriveFilter, RedriveTarget, Redriven};
 pub use topics::TopicNames;

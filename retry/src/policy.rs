@@ -106,6 +106,15 @@ impl RetryPolicy {
         }
     }
 
+    /// Where a record goes once its blocking retries are over (or an operator unblocked its
+    /// partition): the first tier, or the dead-letter queue.
+    pub fn after_blocking(&self) -> Route {
+        match self.tiers.first() {
+            Some(delay) => Route::Forward { tier: 0, delay: *delay },
+            None => Route::DeadLetter,
+        }
+    }
+
     /// Where a record goes after a failure.
     ///
     /// - `tier`: the retry tier the record was read from (`None`: the source topic).

@@ -287,3 +287,38 @@ async fn a_failing_record_is_retried_in_place_while_the_other_partitions_go_on()
     assert_eq!(member.stats().remove(&tp1).unwrap().blocked_since, None);
     stop(running).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_whose_future_is_dropped_leaves_no_member_behind() {
+    let topic = topic_with(1, 1, |_, _| "k".into()).await;
+    let group = unique_topic("handler-dropped");
+    let config =
+        consumer_config(&group).session_timeout(Duration::from_secs(6)).heartbeat_interval(Duration::from_millis(500));
+    let runtime = Runtime::new(RuntimeConfig::new(config, [topic.as_str()]), |_r: ConsumerRecord| async {
+        Ok::<(), HandlerError>(())
+    })
+    .await
+    .unwrap();
+    let member = runtime.clone();
+    let running = spawn(runtime);
+    wait_until("the member joined", BOUND, || member.consumer().group_metadata().is_ok_and(|m| m.generation_id > 0))
+        .await;
+    // A crash: the future is dropped, no shutdown. The member must go with it (the session
+    // expires), not keep heartbeating from a consumer nobody holds.
+    running.1.abort();
+    let _ = running.1.await;
+    drop(member);
+    let admin = Admin::connect(ClientConfig::new(&bootstrap())).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let members = admin.describe_groups(&[group.as_str()]).await.unwrap()[0].members.len();
+        if members == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{members} member(s) still in the group 30 s after the runtime was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
