@@ -79,6 +79,12 @@ enum Command {
     /// List and describe transactions
     #[command(subcommand)]
     Txn(cmd::txn::TxnCommand),
+    /// Retries of a topic by a group (the retry crate's): status, skip, unblock, block
+    #[command(subcommand)]
+    Retry(cmd::retry::RetryCommand),
+    /// Dead-letter queue of a topic's retries by a group: list, show, redrive
+    #[command(subcommand)]
+    Dlq(cmd::retry::DlqCommand),
     /// Print a shell completion script
     Completions(cmd::completions::CompletionsArgs),
 }
@@ -155,6 +161,8 @@ async fn run(command: Command, top: Top) -> Result<(), Failure> {
         Command::Offsets(args) => cmd::offsets::run(args, &top).await,
         Command::Cluster(args) => cmd::cluster::run(args, &top).await,
         Command::Txn(c) => cmd::txn::run(c, &top).await,
+        Command::Retry(c) => cmd::retry::run_retry(c, &top).await,
+        Command::Dlq(c) => cmd::retry::run_dlq(c, &top).await,
         Command::Completions(args) => cmd::completions::run(args, Cli::command()),
     }
 }

@@ -1221,3 +1221,91 @@ fn sigint_reports_records_without_an_answer_as_unconfirmed() {
     assert!(err.contains("interrupted by SIGINT before the broker answered (they may have been written)"), "{err}");
     assert!(err.ends_with("kw: interrupted by SIGINT\n"), "{err}");
 }
+
+/// `kw retry` and `kw dlq` against a running `retry::RetryingConsumer`: the status shows the
+/// blocked record, a skip moves it to the dead-letter queue, the queue lists and shows it with
+/// its history, and a redrive (after a dry run) writes it back once.
+#[test]
+fn retry_and_dlq_commands_show_skip_and_redrive_a_blocked_record() {
+    use std::sync::{Arc, Mutex};
+
+    let topic = create_topic("kw-retry", 1, &[]);
+    let group = unique_topic("kw-retry-group");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let handled = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let (topic, group, handled) = (topic.clone(), group.clone(), handled.clone());
+        rt.spawn(async move {
+            let consumer = kafka_wire::ConsumerConfig::new(&bootstrap())
+                .group_id(group.as_str())
+                .auto_offset_reset(kafka_wire::client::OffsetReset::Earliest);
+            let policy =
+                retry::RetryPolicy::exponential(Duration::from_millis(20), 2.0, Duration::from_millis(200), None);
+            let c = retry::RetryingConsumer::new(retry::RetryConfig::new(consumer, &topic, policy), move |r| {
+                let handled = handled.clone();
+                async move {
+                    let key = text(r.key.as_deref().unwrap_or_default());
+                    if key.starts_with("stuck") {
+                        return Err(retry::Failed::from("the provider is down"));
+                    }
+                    handled.lock().unwrap().push(key);
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap();
+            c.run_until(async move {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    kw_ok(&["produce", topic.as_str(), "-K", ":"], Some(b"ok-0:a\nstuck-1:b\nok-2:c\n"));
+    let wait_for = |what: &str, args: &[&str], done: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = kw_ok(args, None);
+            if done(&out) {
+                return out;
+            }
+            assert!(Instant::now() < deadline, "{what}: last output:\n{out}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let status = wait_for("offset 1 blocked", &["retry", "status", topic.as_str(), "-G", group.as_str()], &|out| {
+        out.lines().any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["0", "1"])
+    });
+    assert!(status.contains("the provider is down"), "{status}");
+    assert_eq!(*handled.lock().unwrap(), ["ok-0"]);
+
+    kw_fails(&["retry", "skip", topic.as_str(), "-G", group.as_str(), "nope"], None, 2);
+    kw_ok(&["retry", "skip", topic.as_str(), "-G", group.as_str(), "0:1", "--by", "carol"], None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while handled.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "the partition did not move on after the skip");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let list = kw_ok(&["dlq", "list", topic.as_str(), "-G", group.as_str()], None);
+    assert!(list.contains(&format!("{topic}:0:1")) && list.contains("stuck-1"), "{list}");
+    let show = kw_ok(&["dlq", "show", topic.as_str(), "-G", group.as_str(), "0:0"], None);
+    assert!(show.contains("skipped by carol") && show.contains("value     b"), "{show}");
+
+    let dry = kw_ok(&["dlq", "redrive", topic.as_str(), "-G", group.as_str(), "--dry-run"], None);
+    assert!(dry.contains("would redrive 1 dead letter(s)"), "{dry}");
+    let done = kw_ok(&["dlq", "redrive", topic.as_str(), "-G", group.as_str()], None);
+    assert!(done.contains("redrove 1 dead letter(s)"), "{done}");
+    let again = kw_ok(&["dlq", "redrive", topic.as_str(), "-G", group.as_str()], None);
+    assert!(again.contains("redrove 0 dead letter(s)"), "{again}");
+    // The redriven record is handled again (and, still failing, blocks at its new offset).
+    wait_for(
+        "the redriven record blocked at offset 3",
+        &["retry", "status", topic.as_str(), "-G", group.as_str()],
+        &|out| out.lines().any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["0", "3"]),
+    );
+    kw_ok(&["retry", "unblock", topic.as_str(), "-G", group.as_str(), "--by", "dave"], None);
+    let status = kw_ok(&["retry", "status", topic.as_str(), "-G", group.as_str()], None);
+    assert!(status.contains("all partitions: Unblock") && status.contains("dave"), "{status}");
+    let _ = stop.send(());
+    rt.block_on(running).unwrap().unwrap();
+}

@@ -317,10 +317,26 @@ pub struct RetryStatus {
 impl RetryControl {
     /// A control handle for `source`'s retries by `group`.
     pub async fn connect(bootstrap: &str, source: &str, group: &str) -> kafka_wire::Result<Self> {
-        let config = ConsumerConfig::new(bootstrap);
-        let client = Client::connect(config.client_config()).await?;
-        let producer = Producer::with_client(client.clone(), ProducerConfig::new(bootstrap))?;
+        let client = Client::connect(ConsumerConfig::new(bootstrap).client_config()).await?;
+        Self::with_client(client, source, group)
+    }
+
+    /// [`RetryControl::connect`] on an existing client.
+    pub fn with_client(client: Client, source: &str, group: &str) -> kafka_wire::Result<Self> {
+        let bootstrap = client.config().bootstrap_servers.join(",");
+        let config = ConsumerConfig::new(&bootstrap);
+        let producer = Producer::with_client(client.clone(), ProducerConfig::new(&bootstrap))?;
         Ok(Self { client, config, source: source.to_owned(), group: group.to_owned(), producer })
+    }
+
+    /// The source topic.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The consumer group.
+    pub fn group(&self) -> &str {
+        &self.group
     }
 
     /// Issues `command`, stamped with `by` and the time; returns once it is written.

@@ -57,6 +57,45 @@ pub struct Redriven {
 }
 
 impl RetryControl {
+    /// Every record of the dead-letter queue `dead_letter` now, in partition and offset order,
+    /// with its retry headers (records without them are left out).
+    pub async fn dead_letters(&self, dead_letter: &str) -> kafka_wire::Result<Vec<(ConsumerRecord, RetryHeaders)>> {
+        let admin = Admin::new(self.client().clone());
+        let partitions = admin.describe_topics(&[dead_letter]).await?.remove(0).partitions.len() as i32;
+        let tps: Vec<(&str, i32)> = (0..partitions).map(|p| (dead_letter, p)).collect();
+        let ends = admin.list_offsets(&tps, OffsetSpec::Latest).await?;
+        let config =
+            ConsumerConfig::new(&self.config().bootstrap_servers.join(",")).auto_offset_reset(OffsetReset::Earliest);
+        let reader = Consumer::with_client(self.client().clone(), config)?;
+        let end_of = |p: i32| ends.iter().find(|e| e.partition == p).map_or(0, |e| e.offset);
+        let wanted: Vec<TopicPartition> =
+            ends.iter().filter(|e| e.offset > 0).map(|e| TopicPartition::new(dead_letter, e.partition)).collect();
+        reader.assign(wanted.clone());
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        for tp in &wanted {
+            while reader.position(tp).await? < end_of(tp.partition) {
+                if tokio::time::Instant::now() > deadline {
+                    let _ = reader.close().await;
+                    return Err(kafka_wire::Error::Timeout {
+                        what: format!("reading {dead_letter}"),
+                        after: Duration::from_secs(60),
+                    });
+                }
+                for r in reader.poll(Duration::from_millis(500)).await? {
+                    if r.offset < end_of(r.partition) {
+                        if let Some(h) = RetryHeaders::of(&r) {
+                            out.push((r, h));
+                        }
+                    }
+                }
+            }
+        }
+        let _ = reader.close().await;
+        out.sort_by_key(|(r, _)| (r.partition, r.offset));
+        Ok(out)
+    }
+
     /// Redrives the dead letters of `dead_letter` that match `filter` and were not redriven
     /// before, to `target`; with `dry_run`, only lists them. Returns them in queue order.
     pub async fn redrive(
@@ -67,45 +106,14 @@ impl RetryControl {
         dry_run: bool,
         by: &str,
     ) -> kafka_wire::Result<Vec<Redriven>> {
-        let admin = Admin::new(self.client().clone());
         let control = self.control_topic();
         let done = self.control_state().await?;
-        let partitions = admin.describe_topics(&[dead_letter]).await?.remove(0).partitions.len() as i32;
-        let tps: Vec<(&str, i32)> = (0..partitions).map(|p| (dead_letter, p)).collect();
-        let ends = admin.list_offsets(&tps, OffsetSpec::Latest).await?;
-        let config =
-            ConsumerConfig::new(&self.config().bootstrap_servers.join(",")).auto_offset_reset(OffsetReset::Earliest);
-        let reader = Consumer::with_client(self.client().clone(), config)?;
-        let wanted: Vec<TopicPartition> =
-            ends.iter().filter(|e| e.offset > 0).map(|e| TopicPartition::new(dead_letter, e.partition)).collect();
-        reader.assign(wanted.clone());
-        let mut picked = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        for tp in &wanted {
-            let end = ends.iter().find(|e| e.partition == tp.partition).map_or(0, |e| e.offset);
-            while reader.position(tp).await? < end {
-                if tokio::time::Instant::now() > deadline {
-                    return Err(kafka_wire::Error::Timeout {
-                        what: format!("reading {dead_letter}"),
-                        after: Duration::from_secs(60),
-                    });
-                }
-                for r in reader.poll(Duration::from_millis(500)).await? {
-                    if r.offset >= ends.iter().find(|e| e.partition == r.partition).map_or(0, |e| e.offset) {
-                        continue;
-                    }
-                    if done.redriven.contains_key(&(r.partition, r.offset)) {
-                        continue;
-                    }
-                    let Some(headers) = RetryHeaders::of(&r) else { continue };
-                    if filter.matches(&r, &headers) {
-                        picked.push((r, headers));
-                    }
-                }
-            }
-        }
-        picked.sort_by_key(|(r, _)| (r.partition, r.offset));
-        let _ = reader.close().await;
+        let picked: Vec<(ConsumerRecord, RetryHeaders)> = self
+            .dead_letters(dead_letter)
+            .await?
+            .into_iter()
+            .filter(|(r, h)| !done.redriven.contains_key(&(r.partition, r.offset)) && filter.matches(r, h))
+            .collect();
         let mut out = Vec::new();
         for (record, mut headers) in picked {
             let (to, forward) = match target {

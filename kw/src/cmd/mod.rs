@@ -6,6 +6,7 @@ pub mod consume;
 pub mod groups;
 pub mod offsets;
 pub mod produce;
+pub mod retry;
 pub mod topics;
 pub mod txn;
 
