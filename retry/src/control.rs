@@ -242,9 +242,10 @@ impl ControlFollower {
         lock(&self.state)
     }
 
-    /// Resolves at the next change of the state.
+    /// Resolves at the next change of the state (not at one that happened before the call).
     pub(crate) async fn changed(&self) {
         let mut changes = self.changes.clone();
+        changes.mark_unchanged();
         let _ = changes.changed().await;
     }
 
