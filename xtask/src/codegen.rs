@@ -668,7 +668,7 @@ fn generate(apis: &[ApiDef]) -> Result<String> {
          use bytestring::ByteString;\n\n\
          use super::{Message, Request, VersionRange};\n\
          use crate::codec::primitives::*;\n\
-         use crate::codec::{ApiKey, DecodeError, DecodeResult, EncodeError, EncodeResult, ErrorCode, RawTaggedField, Uuid};\n\n\
+         use crate::codec::{ApiKey, DecodeError, DecodeResult, EncodeError, EncodeResult, ErrorCode, UnknownTaggedFields, Uuid};\n\n\
          /// Arrays are preallocated up to this many elements; longer ones grow as they are read,\n\
          /// so a forged count costs no more memory than the elements actually present.\n\
          const MAX_PREALLOC: usize = 64;\n\n",
@@ -724,7 +724,7 @@ fn gen_struct(
         writeln!(out, "        pub {}: {},", ident(&f.name), field_type(f))?;
     }
     writeln!(out, "        /// Tagged fields this codec does not know, kept so that they round-trip.")?;
-    writeln!(out, "        pub unknown_tagged_fields: Vec<RawTaggedField>,")?;
+    writeln!(out, "        pub unknown_tagged_fields: UnknownTaggedFields,")?;
     writeln!(out, "    }}\n")?;
 
     writeln!(out, "    impl Default for {} {{", s.name)?;
@@ -733,7 +733,7 @@ fn gen_struct(
     for f in &s.fields {
         writeln!(out, "                {}: {},", ident(&f.name), default_expr(f))?;
     }
-    writeln!(out, "                unknown_tagged_fields: Vec::new(),")?;
+    writeln!(out, "                unknown_tagged_fields: UnknownTaggedFields::new(),")?;
     writeln!(out, "            }}\n        }}\n    }}\n")?;
 
     writeln!(out, "    impl Message for {} {{", s.name)?;
@@ -783,7 +783,11 @@ fn gen_struct(
         s.name
     )?;
     writeln!(out, "            if flex {{")?;
-    writeln!(out, "                let mut n = self.unknown_tagged_fields.len();")?;
+    writeln!(
+        out,
+        "                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw(\"{}.unknown_tagged_fields\")?;",
+        s.name
+    )?;
     for f in &tagged {
         let cond = tag_condition(f, within);
         writeln!(out, "                if {cond} {{ n += 1; }}")?;
@@ -799,11 +803,7 @@ fn gen_struct(
             body = encode_field(f, within, &what)
         )?;
     }
-    writeln!(
-        out,
-        "                for f in &self.unknown_tagged_fields {{ put_raw_tagged_field(buf, f, \"{}.unknown_tagged_fields\")?; }}",
-        s.name
-    )?;
+    writeln!(out, "                buf.extend_from_slice(unknown);")?;
     writeln!(out, "            }}")?;
     writeln!(out, "            Ok(())")?;
     writeln!(out, "        }}")?;
@@ -840,8 +840,7 @@ fn gen_struct(
         writeln!(out, "            {}", wrap_cond(f.versions.condition(within), stmt))?;
     }
     writeln!(out, "            if flex {{")?;
-    writeln!(out, "                let mut unknown = Vec::new();")?;
-    writeln!(out, "                get_tagged_fields(buf, &mut unknown, |tag, buf| {{")?;
+    writeln!(out, "                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| {{")?;
     writeln!(out, "                    match tag {{")?;
     for f in &tagged {
         let what = format!("{}.{}", s.name, f.name);
@@ -857,7 +856,6 @@ fn gen_struct(
     writeln!(out, "                        _ => Ok(false),")?;
     writeln!(out, "                    }}")?;
     writeln!(out, "                }})?;")?;
-    writeln!(out, "                this.unknown_tagged_fields = unknown;")?;
     writeln!(out, "            }}")?;
     writeln!(out, "            Ok(this)")?;
     writeln!(out, "        }}")?;

@@ -12,7 +12,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::error::{DecodeError, DecodeResult, EncodeError, EncodeResult};
-use super::types::{RawTaggedField, Uuid};
+use super::types::{UnknownTaggedFields, Uuid};
 
 /// Fails unless `buf` holds at least `n` more bytes.
 #[inline]
@@ -316,13 +316,16 @@ pub fn put_array_len(buf: &mut BytesMut, compact: bool, len: Option<usize>, what
 }
 
 /// Reads a tagged-field section. `known` is offered each field's tag and its bytes and returns
-/// `Ok(false)` for tags it does not know; those are kept in `unknown` so they round-trip.
+/// `Ok(false)` for tags it does not know; those are returned, copied in one allocation of their
+/// wire size, so that they round-trip.
 pub fn get_tagged_fields(
     buf: &mut Bytes,
-    unknown: &mut Vec<RawTaggedField>,
     mut known: impl FnMut(u32, &mut Bytes) -> DecodeResult<bool>,
-) -> DecodeResult<()> {
+) -> DecodeResult<UnknownTaggedFields> {
     let count = get_uvarint(buf, "tagged field count")?;
+    if count == 0 {
+        return Ok(UnknownTaggedFields::new());
+    }
     // Each tagged field takes at least two bytes (its tag and its size).
     if u64::from(count) * 2 > buf.remaining() as u64 {
         return Err(DecodeError::LengthExceedsInput {
@@ -331,7 +334,13 @@ pub fn get_tagged_fields(
             remaining: buf.remaining(),
         });
     }
+    let section = buf.clone();
+    // The unknown fields, as a range of `section` while they are contiguous (as when every
+    // field is unknown, or the known ones come first); copied out once a known one splits them.
+    let mut run = 0..0;
+    let mut split: Option<Vec<u8>> = None;
     for _ in 0..count {
+        let start = section.len() - buf.len();
         let tag = get_uvarint(buf, "tag")?;
         let size = get_uvarint(buf, "tagged field size")? as usize;
         let mut data = take(buf, size, "tagged field")?;
@@ -339,11 +348,25 @@ pub fn get_tagged_fields(
             if !data.is_empty() {
                 return Err(DecodeError::TrailingBytes { what: "tagged field", count: data.len() });
             }
-        } else {
-            unknown.push(RawTaggedField { tag, data });
+            continue;
+        }
+        let end = section.len() - buf.len();
+        match &mut split {
+            Some(copy) => copy.extend_from_slice(&section[start..end]),
+            None if run.is_empty() => run = start..end,
+            None if run.end == start => run.end = end,
+            None => {
+                let mut copy = section[run.clone()].to_vec();
+                copy.extend_from_slice(&section[start..end]);
+                split = Some(copy);
+            }
         }
     }
-    Ok(())
+    let raw = match split {
+        Some(copy) => copy.into_boxed_slice(),
+        None => Box::from(&section[run]),
+    };
+    Ok(UnknownTaggedFields::from_raw(raw))
 }
 
 /// Writes the number of tagged fields that follow.
@@ -382,18 +405,6 @@ pub fn put_tagged_field(
         *b = (v as u8 & 0x7f) | if v >= 0x80 { 0x80 } else { 0 };
         v >>= 7;
     }
-    Ok(())
-}
-
-/// Appends one tagged field: its tag, its size and its bytes.
-pub fn put_raw_tagged_field(buf: &mut BytesMut, field: &RawTaggedField, what: &'static str) -> EncodeResult<()> {
-    let size = field.data.len();
-    if size > MAX_BYTES_LEN {
-        return Err(EncodeError::TooLong { what, len: size, max: MAX_BYTES_LEN });
-    }
-    put_uvarint(buf, field.tag);
-    put_uvarint(buf, size as u32);
-    buf.put_slice(&field.data);
     Ok(())
 }
 
@@ -537,6 +548,27 @@ mod tests {
             assert_eq!(r.len(), size);
             assert!(r.iter().all(|&x| x == 0xab));
         }
+    }
+
+    #[test]
+    fn unknown_tagged_fields_are_kept_around_known_ones() {
+        // Four fields: unknown 9, known 1, unknown 12 and 13 (as a later version could send them).
+        let input = Bytes::from_static(&[4, 9, 1, 0xaa, 1, 1, 5, 12, 0, 13, 2, 0xbb, 0xcc]);
+        let mut known = Vec::new();
+        let unknown = get_tagged_fields(&mut input.clone(), |tag, data| {
+            if tag != 1 {
+                return Ok(false);
+            }
+            known.push(get_i8(data, "known")?);
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(known, vec![5]);
+        let fields: Vec<(u32, Vec<u8>)> = unknown.iter().map(|(t, d)| (t, d.to_vec())).collect();
+        assert_eq!(fields, vec![(9, vec![0xaa]), (12, vec![]), (13, vec![0xbb, 0xcc])]);
+        // Every field unknown: the same bytes.
+        let all = get_tagged_fields(&mut input.clone(), |_, _| Ok(false)).unwrap();
+        assert_eq!(all.checked_raw("t").unwrap(), (&input[1..], 4));
     }
 
     #[test]

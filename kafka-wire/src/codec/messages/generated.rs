@@ -6,7 +6,9 @@ use bytestring::ByteString;
 
 use super::{Message, Request, VersionRange};
 use crate::codec::primitives::*;
-use crate::codec::{ApiKey, DecodeError, DecodeResult, EncodeError, EncodeResult, ErrorCode, RawTaggedField, Uuid};
+use crate::codec::{
+    ApiKey, DecodeError, DecodeResult, EncodeError, EncodeResult, ErrorCode, UnknownTaggedFields, Uuid,
+};
 
 /// Arrays are preallocated up to this many elements; longer ones grow as they are read,
 /// so a forged count costs no more memory than the elements actually present.
@@ -30,7 +32,7 @@ pub mod produce {
         /// `topic_data`: array of `TopicProduceData`, all versions.
         pub topic_data: Vec<TopicProduceData>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ProduceRequest {
@@ -40,7 +42,7 @@ pub mod produce {
                 acks: 0,
                 timeout_ms: 0,
                 topic_data: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -75,11 +77,10 @@ pub mod produce {
                 return Err(EncodeError::FieldNotInVersion { what: "ProduceRequest.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ProduceRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ProduceRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ProduceRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -115,11 +116,9 @@ pub mod produce {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -140,12 +139,12 @@ pub mod produce {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_bytes))]
         pub records: Option<Bytes>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for PartitionProduceData {
         fn default() -> Self {
-            Self { index: 0, records: None, unknown_tagged_fields: Vec::new() }
+            Self { index: 0, records: None, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -174,11 +173,10 @@ pub mod produce {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("PartitionProduceData.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "PartitionProduceData.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "PartitionProduceData.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -198,11 +196,9 @@ pub mod produce {
             this.index = get_i32(buf, "PartitionProduceData.index")?;
             this.records = get_nullable_bytes(buf, flex, "PartitionProduceData.records")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -220,7 +216,7 @@ pub mod produce {
         /// `partition_data`: array of `PartitionProduceData`, all versions.
         pub partition_data: Vec<PartitionProduceData>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TopicProduceData {
@@ -229,7 +225,7 @@ pub mod produce {
                 name: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partition_data: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -254,11 +250,10 @@ pub mod produce {
                 return Err(EncodeError::FieldNotInVersion { what: "TopicProduceData.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TopicProduceData.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TopicProduceData.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TopicProduceData.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -294,11 +289,9 @@ pub mod produce {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -315,7 +308,7 @@ pub mod produce {
         /// `node_endpoints`: array of `NodeEndpoint`, versions 10+, tagged (tag 0).
         pub node_endpoints: Vec<NodeEndpoint>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ProduceResponse {
@@ -324,7 +317,7 @@ pub mod produce {
                 responses: Vec::new(),
                 throttle_time_ms: 0,
                 node_endpoints: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -350,7 +343,8 @@ pub mod produce {
                 return Err(EncodeError::FieldNotInVersion { what: "ProduceResponse.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ProduceResponse.unknown_tagged_fields")?;
                 if version >= 10 && !self.node_endpoints.is_empty() {
                     n += 1;
                 }
@@ -364,9 +358,7 @@ pub mod produce {
                         Ok(())
                     })?;
                 }
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ProduceResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -407,8 +399,7 @@ pub mod produce {
             };
             this.throttle_time_ms = get_i32(buf, "ProduceResponse.throttle_time_ms")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 10 => {
                         this.node_endpoints = {
                             let n = get_array_len(buf, flex, 1, "ProduceResponse.node_endpoints")?
@@ -423,7 +414,6 @@ pub mod produce {
                     }
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -439,12 +429,12 @@ pub mod produce {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub batch_index_error_message: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for BatchIndexAndErrorMessage {
         fn default() -> Self {
-            Self { batch_index: 0, batch_index_error_message: None, unknown_tagged_fields: Vec::new() }
+            Self { batch_index: 0, batch_index_error_message: None, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -484,11 +474,10 @@ pub mod produce {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("BatchIndexAndErrorMessage.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "BatchIndexAndErrorMessage.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "BatchIndexAndErrorMessage.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -521,11 +510,9 @@ pub mod produce {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -540,12 +527,12 @@ pub mod produce {
         /// `leader_epoch`: int32, versions 10+, default -1.
         pub leader_epoch: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for LeaderIdAndEpoch {
         fn default() -> Self {
-            Self { leader_id: -1, leader_epoch: -1, unknown_tagged_fields: Vec::new() }
+            Self { leader_id: -1, leader_epoch: -1, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -569,11 +556,10 @@ pub mod produce {
                 return Err(EncodeError::FieldNotInVersion { what: "LeaderIdAndEpoch.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("LeaderIdAndEpoch.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "LeaderIdAndEpoch.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "LeaderIdAndEpoch.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -602,11 +588,9 @@ pub mod produce {
                 this.leader_epoch = get_i32(buf, "LeaderIdAndEpoch.leader_epoch")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -634,7 +618,7 @@ pub mod produce {
         /// `current_leader`: `LeaderIdAndEpoch`, versions 10+, tagged (tag 0).
         pub current_leader: LeaderIdAndEpoch,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for PartitionProduceResponse {
@@ -648,7 +632,7 @@ pub mod produce {
                 record_errors: Vec::new(),
                 error_message: None,
                 current_leader: LeaderIdAndEpoch::default(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -707,7 +691,8 @@ pub mod produce {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("PartitionProduceResponse.unknown_tagged_fields")?;
                 if version >= 10 && self.current_leader != LeaderIdAndEpoch::default() {
                     n += 1;
                 }
@@ -718,9 +703,7 @@ pub mod produce {
                         Ok(())
                     })?;
                 }
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "PartitionProduceResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -781,15 +764,13 @@ pub mod produce {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 10 => {
                         this.current_leader = LeaderIdAndEpoch::decode(buf, version)?;
                         Ok(true)
                     }
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -807,7 +788,7 @@ pub mod produce {
         /// `partition_responses`: array of `PartitionProduceResponse`, all versions.
         pub partition_responses: Vec<PartitionProduceResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TopicProduceResponse {
@@ -816,7 +797,7 @@ pub mod produce {
                 name: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partition_responses: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -849,11 +830,10 @@ pub mod produce {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TopicProduceResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TopicProduceResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TopicProduceResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -889,11 +869,9 @@ pub mod produce {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -914,12 +892,18 @@ pub mod produce {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub rack: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for NodeEndpoint {
         fn default() -> Self {
-            Self { node_id: 0, host: ByteString::new(), port: 0, rack: None, unknown_tagged_fields: Vec::new() }
+            Self {
+                node_id: 0,
+                host: ByteString::new(),
+                port: 0,
+                rack: None,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -963,11 +947,9 @@ pub mod produce {
                 return Err(EncodeError::FieldNotInVersion { what: "NodeEndpoint.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("NodeEndpoint.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "NodeEndpoint.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "NodeEndpoint.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -1012,11 +994,9 @@ pub mod produce {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -1059,7 +1039,7 @@ pub mod fetch {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub rack_id: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for FetchRequest {
@@ -1077,7 +1057,7 @@ pub mod fetch {
                 topics: Vec::new(),
                 forgotten_topics_data: Vec::new(),
                 rack_id: ByteString::from_static(""),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -1140,7 +1120,7 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "FetchRequest.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("FetchRequest.unknown_tagged_fields")?;
                 if version >= 12 && self.cluster_id != None {
                     n += 1;
                 }
@@ -1170,9 +1150,7 @@ pub mod fetch {
                         Ok(())
                     })?;
                 }
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "FetchRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -1257,8 +1235,7 @@ pub mod fetch {
                 this.rack_id = get_string(buf, flex, "FetchRequest.rack_id")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 12 => {
                         this.cluster_id = if version >= 12 {
                             get_nullable_string(buf, flex, "FetchRequest.cluster_id")?
@@ -1273,7 +1250,6 @@ pub mod fetch {
                     }
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -1293,12 +1269,12 @@ pub mod fetch {
         /// `replica_epoch`: int64, versions 15+, default -1.
         pub replica_epoch: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ReplicaState {
         fn default() -> Self {
-            Self { replica_id: -1, replica_epoch: -1, unknown_tagged_fields: Vec::new() }
+            Self { replica_id: -1, replica_epoch: -1, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -1322,11 +1298,9 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "ReplicaState.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("ReplicaState.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ReplicaState.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ReplicaState.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -1355,11 +1329,9 @@ pub mod fetch {
                 this.replica_epoch = get_i64(buf, "ReplicaState.replica_epoch")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -1386,7 +1358,7 @@ pub mod fetch {
         /// `high_watermark`: int64, versions 18+, default 9223372036854775807, tagged (tag 1).
         pub high_watermark: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for FetchPartition {
@@ -1400,7 +1372,7 @@ pub mod fetch {
                 partition_max_bytes: 0,
                 replica_directory_id: Uuid::ZERO,
                 high_watermark: 9223372036854775807,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -1433,7 +1405,8 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "FetchPartition.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("FetchPartition.unknown_tagged_fields")?;
                 if version >= 17 && self.replica_directory_id != Uuid::ZERO {
                     n += 1;
                 }
@@ -1453,9 +1426,7 @@ pub mod fetch {
                         Ok(())
                     })?;
                 }
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "FetchPartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -1491,8 +1462,7 @@ pub mod fetch {
             }
             this.partition_max_bytes = get_i32(buf, "FetchPartition.partition_max_bytes")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 17 => {
                         this.replica_directory_id = get_uuid(buf, "FetchPartition.replica_directory_id")?;
                         Ok(true)
@@ -1503,7 +1473,6 @@ pub mod fetch {
                     }
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -1521,7 +1490,7 @@ pub mod fetch {
         /// `partitions`: array of `FetchPartition`, all versions.
         pub partitions: Vec<FetchPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for FetchTopic {
@@ -1530,7 +1499,7 @@ pub mod fetch {
                 topic: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -1555,11 +1524,9 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "FetchTopic.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("FetchTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "FetchTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "FetchTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -1595,11 +1562,9 @@ pub mod fetch {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -1617,7 +1582,7 @@ pub mod fetch {
         /// `partitions`: array of int32, versions 7+.
         pub partitions: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ForgottenTopic {
@@ -1626,7 +1591,7 @@ pub mod fetch {
                 topic: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -1655,11 +1620,10 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "ForgottenTopic.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ForgottenTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ForgottenTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ForgottenTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -1697,11 +1661,9 @@ pub mod fetch {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -1722,7 +1684,7 @@ pub mod fetch {
         /// `node_endpoints`: array of `NodeEndpoint`, versions 16+, tagged (tag 0).
         pub node_endpoints: Vec<NodeEndpoint>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for FetchResponse {
@@ -1733,7 +1695,7 @@ pub mod fetch {
                 session_id: 0,
                 responses: Vec::new(),
                 node_endpoints: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -1769,7 +1731,7 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "FetchResponse.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("FetchResponse.unknown_tagged_fields")?;
                 if version >= 16 && !self.node_endpoints.is_empty() {
                     n += 1;
                 }
@@ -1783,9 +1745,7 @@ pub mod fetch {
                         Ok(())
                     })?;
                 }
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "FetchResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -1838,8 +1798,7 @@ pub mod fetch {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 16 => {
                         this.node_endpoints = {
                             let n = get_array_len(buf, flex, 1, "FetchResponse.node_endpoints")?
@@ -1854,7 +1813,6 @@ pub mod fetch {
                     }
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -1869,12 +1827,12 @@ pub mod fetch {
         /// `end_offset`: int64, versions 12+, default -1.
         pub end_offset: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for EpochEndOffset {
         fn default() -> Self {
-            Self { epoch: -1, end_offset: -1, unknown_tagged_fields: Vec::new() }
+            Self { epoch: -1, end_offset: -1, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -1898,11 +1856,10 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "EpochEndOffset.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("EpochEndOffset.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "EpochEndOffset.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "EpochEndOffset.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -1931,11 +1888,9 @@ pub mod fetch {
                 this.end_offset = get_i64(buf, "EpochEndOffset.end_offset")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -1950,12 +1905,12 @@ pub mod fetch {
         /// `leader_epoch`: int32, versions 12+, default -1.
         pub leader_epoch: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for LeaderIdAndEpoch {
         fn default() -> Self {
-            Self { leader_id: -1, leader_epoch: -1, unknown_tagged_fields: Vec::new() }
+            Self { leader_id: -1, leader_epoch: -1, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -1979,11 +1934,10 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "LeaderIdAndEpoch.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("LeaderIdAndEpoch.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "LeaderIdAndEpoch.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "LeaderIdAndEpoch.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2012,11 +1966,9 @@ pub mod fetch {
                 this.leader_epoch = get_i32(buf, "LeaderIdAndEpoch.leader_epoch")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -2031,12 +1983,12 @@ pub mod fetch {
         /// `epoch`: int32, all versions, default -1.
         pub epoch: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SnapshotId {
         fn default() -> Self {
-            Self { end_offset: -1, epoch: -1, unknown_tagged_fields: Vec::new() }
+            Self { end_offset: -1, epoch: -1, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -2052,11 +2004,9 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "SnapshotId.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("SnapshotId.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SnapshotId.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SnapshotId.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2076,11 +2026,9 @@ pub mod fetch {
             this.end_offset = get_i64(buf, "SnapshotId.end_offset")?;
             this.epoch = get_i32(buf, "SnapshotId.epoch")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -2095,12 +2043,12 @@ pub mod fetch {
         /// `first_offset`: int64, versions 4+.
         pub first_offset: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AbortedTransaction {
         fn default() -> Self {
-            Self { producer_id: 0, first_offset: 0, unknown_tagged_fields: Vec::new() }
+            Self { producer_id: 0, first_offset: 0, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -2119,11 +2067,10 @@ pub mod fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AbortedTransaction.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AbortedTransaction.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AbortedTransaction.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2143,11 +2090,9 @@ pub mod fetch {
             this.producer_id = get_i64(buf, "AbortedTransaction.producer_id")?;
             this.first_offset = get_i64(buf, "AbortedTransaction.first_offset")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -2181,7 +2126,7 @@ pub mod fetch {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_bytes))]
         pub records: Option<Bytes>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for PartitionData {
@@ -2198,7 +2143,7 @@ pub mod fetch {
                 aborted_transactions: None,
                 preferred_read_replica: -1,
                 records: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -2259,7 +2204,7 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "PartitionData.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("PartitionData.unknown_tagged_fields")?;
                 if version >= 12 && self.diverging_epoch != EpochEndOffset::default() {
                     n += 1;
                 }
@@ -2288,9 +2233,7 @@ pub mod fetch {
                         Ok(())
                     })?;
                 }
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "PartitionData.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2353,8 +2296,7 @@ pub mod fetch {
             }
             this.records = get_nullable_bytes(buf, flex, "PartitionData.records")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 12 => {
                         this.diverging_epoch = EpochEndOffset::decode(buf, version)?;
                         Ok(true)
@@ -2369,7 +2311,6 @@ pub mod fetch {
                     }
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -2387,7 +2328,7 @@ pub mod fetch {
         /// `partitions`: array of `PartitionData`, all versions.
         pub partitions: Vec<PartitionData>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for FetchableTopicResponse {
@@ -2396,7 +2337,7 @@ pub mod fetch {
                 topic: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -2424,11 +2365,10 @@ pub mod fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("FetchableTopicResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "FetchableTopicResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "FetchableTopicResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2464,11 +2404,9 @@ pub mod fetch {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -2489,12 +2427,18 @@ pub mod fetch {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub rack: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for NodeEndpoint {
         fn default() -> Self {
-            Self { node_id: 0, host: ByteString::new(), port: 0, rack: None, unknown_tagged_fields: Vec::new() }
+            Self {
+                node_id: 0,
+                host: ByteString::new(),
+                port: 0,
+                rack: None,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -2538,11 +2482,9 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "NodeEndpoint.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("NodeEndpoint.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "NodeEndpoint.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "NodeEndpoint.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2587,11 +2529,9 @@ pub mod fetch {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -2616,7 +2556,7 @@ pub mod list_offsets {
         /// `timeout_ms`: int32, versions 10+.
         pub timeout_ms: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListOffsetsRequest {
@@ -2626,7 +2566,7 @@ pub mod list_offsets {
                 isolation_level: 0,
                 topics: Vec::new(),
                 timeout_ms: 0,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -2662,11 +2602,10 @@ pub mod list_offsets {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListOffsetsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListOffsetsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListOffsetsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2712,11 +2651,9 @@ pub mod list_offsets {
                 this.timeout_ms = get_i32(buf, "ListOffsetsRequest.timeout_ms")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -2738,12 +2675,17 @@ pub mod list_offsets {
         /// `timestamp`: int64, all versions.
         pub timestamp: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListOffsetsPartition {
         fn default() -> Self {
-            Self { partition_index: 0, current_leader_epoch: -1, timestamp: 0, unknown_tagged_fields: Vec::new() }
+            Self {
+                partition_index: 0,
+                current_leader_epoch: -1,
+                timestamp: 0,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -2770,11 +2712,10 @@ pub mod list_offsets {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListOffsetsPartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListOffsetsPartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListOffsetsPartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2801,11 +2742,9 @@ pub mod list_offsets {
             }
             this.timestamp = get_i64(buf, "ListOffsetsPartition.timestamp")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -2821,12 +2760,12 @@ pub mod list_offsets {
         /// `partitions`: array of `ListOffsetsPartition`, all versions.
         pub partitions: Vec<ListOffsetsPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListOffsetsTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -2845,11 +2784,10 @@ pub mod list_offsets {
                 return Err(EncodeError::FieldNotInVersion { what: "ListOffsetsTopic.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListOffsetsTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListOffsetsTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListOffsetsTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2880,11 +2818,9 @@ pub mod list_offsets {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -2899,12 +2835,12 @@ pub mod list_offsets {
         /// `topics`: array of `ListOffsetsTopicResponse`, all versions.
         pub topics: Vec<ListOffsetsTopicResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListOffsetsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -2933,11 +2869,10 @@ pub mod list_offsets {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListOffsetsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListOffsetsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListOffsetsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2975,11 +2910,9 @@ pub mod list_offsets {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -3000,7 +2933,7 @@ pub mod list_offsets {
         /// `leader_epoch`: int32, versions 4+, default -1.
         pub leader_epoch: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListOffsetsPartitionResponse {
@@ -3011,7 +2944,7 @@ pub mod list_offsets {
                 timestamp: -1,
                 offset: -1,
                 leader_epoch: -1,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -3041,11 +2974,10 @@ pub mod list_offsets {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListOffsetsPartitionResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListOffsetsPartitionResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListOffsetsPartitionResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -3073,11 +3005,9 @@ pub mod list_offsets {
                 this.leader_epoch = get_i32(buf, "ListOffsetsPartitionResponse.leader_epoch")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -3093,12 +3023,12 @@ pub mod list_offsets {
         /// `partitions`: array of `ListOffsetsPartitionResponse`, all versions.
         pub partitions: Vec<ListOffsetsPartitionResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListOffsetsTopicResponse {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -3120,11 +3050,10 @@ pub mod list_offsets {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListOffsetsTopicResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListOffsetsTopicResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListOffsetsTopicResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -3155,11 +3084,9 @@ pub mod list_offsets {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -3184,7 +3111,7 @@ pub mod metadata {
         /// `include_topic_authorized_operations`: bool, versions 8+.
         pub include_topic_authorized_operations: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for MetadataRequest {
@@ -3194,7 +3121,7 @@ pub mod metadata {
                 allow_auto_topic_creation: true,
                 include_cluster_authorized_operations: false,
                 include_topic_authorized_operations: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -3250,11 +3177,10 @@ pub mod metadata {
                 return Err(EncodeError::FieldNotInVersion { what: "MetadataRequest.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("MetadataRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "MetadataRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "MetadataRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -3321,11 +3247,9 @@ pub mod metadata {
                     get_bool(buf, "MetadataRequest.include_topic_authorized_operations")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -3346,12 +3270,12 @@ pub mod metadata {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub name: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for MetadataRequestTopic {
         fn default() -> Self {
-            Self { topic_id: Uuid::ZERO, name: None, unknown_tagged_fields: Vec::new() }
+            Self { topic_id: Uuid::ZERO, name: None, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -3384,11 +3308,10 @@ pub mod metadata {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("MetadataRequestTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "MetadataRequestTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "MetadataRequestTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -3417,11 +3340,9 @@ pub mod metadata {
                 Some(get_string(buf, flex, "MetadataRequestTopic.name")?)
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -3447,7 +3368,7 @@ pub mod metadata {
         /// `error_code`: int16 error code, versions 13+.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for MetadataResponse {
@@ -3460,7 +3381,7 @@ pub mod metadata {
                 topics: Vec::new(),
                 cluster_authorized_operations: -2147483648,
                 error_code: ErrorCode::NONE,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -3524,11 +3445,10 @@ pub mod metadata {
                 return Err(EncodeError::FieldNotInVersion { what: "MetadataResponse.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("MetadataResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "MetadataResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "MetadataResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -3606,11 +3526,9 @@ pub mod metadata {
                 this.error_code = ErrorCode(get_i16(buf, "MetadataResponse.error_code")?);
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -3631,12 +3549,18 @@ pub mod metadata {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub rack: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for MetadataResponseBroker {
         fn default() -> Self {
-            Self { node_id: 0, host: ByteString::new(), port: 0, rack: None, unknown_tagged_fields: Vec::new() }
+            Self {
+                node_id: 0,
+                host: ByteString::new(),
+                port: 0,
+                rack: None,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -3671,11 +3595,10 @@ pub mod metadata {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("MetadataResponseBroker.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "MetadataResponseBroker.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "MetadataResponseBroker.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -3706,11 +3629,9 @@ pub mod metadata {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -3735,7 +3656,7 @@ pub mod metadata {
         /// `offline_replicas`: array of int32, versions 5+.
         pub offline_replicas: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for MetadataResponsePartition {
@@ -3748,7 +3669,7 @@ pub mod metadata {
                 replica_nodes: Vec::new(),
                 isr_nodes: Vec::new(),
                 offline_replicas: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -3798,11 +3719,10 @@ pub mod metadata {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("MetadataResponsePartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "MetadataResponsePartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "MetadataResponsePartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -3862,11 +3782,9 @@ pub mod metadata {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -3890,7 +3808,7 @@ pub mod metadata {
         /// `topic_authorized_operations`: int32, versions 8+, default -2147483648.
         pub topic_authorized_operations: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for MetadataResponseTopic {
@@ -3902,7 +3820,7 @@ pub mod metadata {
                 is_internal: false,
                 partitions: Vec::new(),
                 topic_authorized_operations: -2147483648,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -3954,11 +3872,10 @@ pub mod metadata {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("MetadataResponseTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "MetadataResponseTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "MetadataResponseTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -4012,11 +3929,9 @@ pub mod metadata {
                 this.topic_authorized_operations = get_i32(buf, "MetadataResponseTopic.topic_authorized_operations")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -4048,7 +3963,7 @@ pub mod offset_commit {
         /// `topics`: array of `OffsetCommitRequestTopic`, all versions.
         pub topics: Vec<OffsetCommitRequestTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetCommitRequest {
@@ -4060,7 +3975,7 @@ pub mod offset_commit {
                 group_instance_id: None,
                 retention_time_ms: -1,
                 topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -4108,11 +4023,10 @@ pub mod offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetCommitRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetCommitRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetCommitRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -4164,11 +4078,9 @@ pub mod offset_commit {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -4193,7 +4105,7 @@ pub mod offset_commit {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub committed_metadata: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetCommitRequestPartition {
@@ -4203,7 +4115,7 @@ pub mod offset_commit {
                 committed_offset: 0,
                 committed_leader_epoch: -1,
                 committed_metadata: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -4242,11 +4154,10 @@ pub mod offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetCommitRequestPartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetCommitRequestPartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetCommitRequestPartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -4275,11 +4186,9 @@ pub mod offset_commit {
             this.committed_metadata =
                 get_nullable_string(buf, flex, "OffsetCommitRequestPartition.committed_metadata")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -4297,7 +4206,7 @@ pub mod offset_commit {
         /// `partitions`: array of `OffsetCommitRequestPartition`, all versions.
         pub partitions: Vec<OffsetCommitRequestPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetCommitRequestTopic {
@@ -4306,7 +4215,7 @@ pub mod offset_commit {
                 name: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -4334,11 +4243,10 @@ pub mod offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetCommitRequestTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetCommitRequestTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetCommitRequestTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -4374,11 +4282,9 @@ pub mod offset_commit {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -4393,12 +4299,12 @@ pub mod offset_commit {
         /// `topics`: array of `OffsetCommitResponseTopic`, all versions.
         pub topics: Vec<OffsetCommitResponseTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetCommitResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -4427,11 +4333,10 @@ pub mod offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetCommitResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetCommitResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetCommitResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -4469,11 +4374,9 @@ pub mod offset_commit {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -4488,12 +4391,12 @@ pub mod offset_commit {
         /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetCommitResponsePartition {
         fn default() -> Self {
-            Self { partition_index: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
+            Self { partition_index: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -4512,11 +4415,10 @@ pub mod offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetCommitResponsePartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetCommitResponsePartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetCommitResponsePartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -4536,11 +4438,9 @@ pub mod offset_commit {
             this.partition_index = get_i32(buf, "OffsetCommitResponsePartition.partition_index")?;
             this.error_code = ErrorCode(get_i16(buf, "OffsetCommitResponsePartition.error_code")?);
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -4558,7 +4458,7 @@ pub mod offset_commit {
         /// `partitions`: array of `OffsetCommitResponsePartition`, all versions.
         pub partitions: Vec<OffsetCommitResponsePartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetCommitResponseTopic {
@@ -4567,7 +4467,7 @@ pub mod offset_commit {
                 name: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -4595,11 +4495,10 @@ pub mod offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetCommitResponseTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetCommitResponseTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetCommitResponseTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -4635,11 +4534,9 @@ pub mod offset_commit {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -4665,7 +4562,7 @@ pub mod offset_fetch {
         /// `require_stable`: bool, versions 7+, default false.
         pub require_stable: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchRequest {
@@ -4675,7 +4572,7 @@ pub mod offset_fetch {
                 topics: None,
                 groups: Vec::new(),
                 require_stable: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -4726,11 +4623,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -4807,11 +4703,9 @@ pub mod offset_fetch {
                 this.require_stable = get_bool(buf, "OffsetFetchRequest.require_stable")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -4832,12 +4726,16 @@ pub mod offset_fetch {
         /// `partition_indexes`: array of int32, versions 0-7.
         pub partition_indexes: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchRequestTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partition_indexes: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self {
+                name: ByteString::new(),
+                partition_indexes: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -4875,11 +4773,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchRequestTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchRequestTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchRequestTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -4916,11 +4813,9 @@ pub mod offset_fetch {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -4938,7 +4833,7 @@ pub mod offset_fetch {
         /// `partition_indexes`: array of int32, versions 8+.
         pub partition_indexes: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchRequestTopics {
@@ -4947,7 +4842,7 @@ pub mod offset_fetch {
                 name: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partition_indexes: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -4987,11 +4882,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchRequestTopics.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchRequestTopics.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchRequestTopics.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -5029,11 +4923,9 @@ pub mod offset_fetch {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -5054,7 +4946,7 @@ pub mod offset_fetch {
         /// `topics`: array of `OffsetFetchRequestTopics`, versions 8+, nullable.
         pub topics: Option<Vec<OffsetFetchRequestTopics>>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchRequestGroup {
@@ -5064,7 +4956,7 @@ pub mod offset_fetch {
                 member_id: None,
                 member_epoch: -1,
                 topics: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -5125,11 +5017,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchRequestGroup.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchRequestGroup.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchRequestGroup.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -5201,11 +5092,9 @@ pub mod offset_fetch {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -5224,7 +5113,7 @@ pub mod offset_fetch {
         /// `groups`: array of `OffsetFetchResponseGroup`, versions 8+.
         pub groups: Vec<OffsetFetchResponseGroup>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchResponse {
@@ -5234,7 +5123,7 @@ pub mod offset_fetch {
                 topics: Vec::new(),
                 error_code: ErrorCode(0),
                 groups: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -5281,11 +5170,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -5353,11 +5241,9 @@ pub mod offset_fetch {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -5379,7 +5265,7 @@ pub mod offset_fetch {
         /// `error_code`: int16 error code, versions 0-7.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchResponsePartition {
@@ -5390,7 +5276,7 @@ pub mod offset_fetch {
                 committed_leader_epoch: -1,
                 metadata: None,
                 error_code: ErrorCode::NONE,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -5455,11 +5341,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchResponsePartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchResponsePartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchResponsePartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -5510,11 +5395,9 @@ pub mod offset_fetch {
                 this.error_code = ErrorCode(get_i16(buf, "OffsetFetchResponsePartition.error_code")?);
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -5530,12 +5413,12 @@ pub mod offset_fetch {
         /// `partitions`: array of `OffsetFetchResponsePartition`, versions 0-7.
         pub partitions: Vec<OffsetFetchResponsePartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchResponseTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -5565,11 +5448,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchResponseTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchResponseTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchResponseTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -5610,11 +5492,9 @@ pub mod offset_fetch {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -5636,7 +5516,7 @@ pub mod offset_fetch {
         /// `error_code`: int16 error code, versions 8+.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchResponsePartitions {
@@ -5647,7 +5527,7 @@ pub mod offset_fetch {
                 committed_leader_epoch: -1,
                 metadata: None,
                 error_code: ErrorCode::NONE,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -5712,11 +5592,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchResponsePartitions.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchResponsePartitions.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchResponsePartitions.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -5767,11 +5646,9 @@ pub mod offset_fetch {
                 this.error_code = ErrorCode(get_i16(buf, "OffsetFetchResponsePartitions.error_code")?);
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -5789,7 +5666,7 @@ pub mod offset_fetch {
         /// `partitions`: array of `OffsetFetchResponsePartitions`, versions 8+.
         pub partitions: Vec<OffsetFetchResponsePartitions>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchResponseTopics {
@@ -5798,7 +5675,7 @@ pub mod offset_fetch {
                 name: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -5830,11 +5707,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchResponseTopics.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchResponseTopics.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchResponseTopics.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -5876,11 +5752,9 @@ pub mod offset_fetch {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -5898,7 +5772,7 @@ pub mod offset_fetch {
         /// `error_code`: int16 error code, versions 8+, default 0.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchResponseGroup {
@@ -5907,7 +5781,7 @@ pub mod offset_fetch {
                 group_id: ByteString::new(),
                 topics: Vec::new(),
                 error_code: ErrorCode(0),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -5943,11 +5817,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchResponseGroup.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchResponseGroup.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchResponseGroup.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -5994,11 +5867,9 @@ pub mod offset_fetch {
                 this.error_code = ErrorCode(get_i16(buf, "OffsetFetchResponseGroup.error_code")?);
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -6023,7 +5894,7 @@ pub mod find_coordinator {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub coordinator_keys: Vec<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for FindCoordinatorRequest {
@@ -6032,7 +5903,7 @@ pub mod find_coordinator {
                 key: ByteString::new(),
                 key_type: 0,
                 coordinator_keys: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -6072,11 +5943,10 @@ pub mod find_coordinator {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("FindCoordinatorRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "FindCoordinatorRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "FindCoordinatorRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -6118,11 +5988,9 @@ pub mod find_coordinator {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -6154,7 +6022,7 @@ pub mod find_coordinator {
         /// `coordinators`: array of `Coordinator`, versions 4+.
         pub coordinators: Vec<Coordinator>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for FindCoordinatorResponse {
@@ -6167,7 +6035,7 @@ pub mod find_coordinator {
                 host: ByteString::new(),
                 port: 0,
                 coordinators: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -6239,11 +6107,10 @@ pub mod find_coordinator {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("FindCoordinatorResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "FindCoordinatorResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "FindCoordinatorResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -6321,11 +6188,9 @@ pub mod find_coordinator {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -6351,7 +6216,7 @@ pub mod find_coordinator {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for Coordinator {
@@ -6363,7 +6228,7 @@ pub mod find_coordinator {
                 port: 0,
                 error_code: ErrorCode::NONE,
                 error_message: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -6418,11 +6283,9 @@ pub mod find_coordinator {
                 return Err(EncodeError::FieldNotInVersion { what: "Coordinator.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("Coordinator.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "Coordinator.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "Coordinator.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -6479,11 +6342,9 @@ pub mod find_coordinator {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -6521,7 +6382,7 @@ pub mod join_group {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub reason: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for JoinGroupRequest {
@@ -6535,7 +6396,7 @@ pub mod join_group {
                 protocol_type: ByteString::new(),
                 protocols: Vec::new(),
                 reason: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -6594,11 +6455,10 @@ pub mod join_group {
                 return Err(EncodeError::FieldNotInVersion { what: "JoinGroupRequest.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("JoinGroupRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "JoinGroupRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "JoinGroupRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -6661,11 +6521,9 @@ pub mod join_group {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -6687,12 +6545,12 @@ pub mod join_group {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub metadata: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for JoinGroupRequestProtocol {
         fn default() -> Self {
-            Self { name: ByteString::new(), metadata: Bytes::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), metadata: Bytes::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -6711,11 +6569,10 @@ pub mod join_group {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("JoinGroupRequestProtocol.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "JoinGroupRequestProtocol.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "JoinGroupRequestProtocol.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -6735,11 +6592,9 @@ pub mod join_group {
             this.name = get_string(buf, flex, "JoinGroupRequestProtocol.name")?;
             this.metadata = get_bytes(buf, flex, "JoinGroupRequestProtocol.metadata")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -6772,7 +6627,7 @@ pub mod join_group {
         /// `members`: array of `JoinGroupResponseMember`, all versions.
         pub members: Vec<JoinGroupResponseMember>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for JoinGroupResponse {
@@ -6787,7 +6642,7 @@ pub mod join_group {
                 skip_assignment: false,
                 member_id: ByteString::new(),
                 members: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -6852,11 +6707,10 @@ pub mod join_group {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("JoinGroupResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "JoinGroupResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "JoinGroupResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -6922,11 +6776,9 @@ pub mod join_group {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -6946,7 +6798,7 @@ pub mod join_group {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub metadata: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for JoinGroupResponseMember {
@@ -6955,7 +6807,7 @@ pub mod join_group {
                 member_id: ByteString::new(),
                 group_instance_id: None,
                 metadata: Bytes::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -6993,11 +6845,10 @@ pub mod join_group {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("JoinGroupResponseMember.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "JoinGroupResponseMember.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "JoinGroupResponseMember.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7028,11 +6879,9 @@ pub mod join_group {
             }
             this.metadata = get_bytes(buf, flex, "JoinGroupResponseMember.metadata")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -7060,7 +6909,7 @@ pub mod heartbeat {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub group_instance_id: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for HeartbeatRequest {
@@ -7070,7 +6919,7 @@ pub mod heartbeat {
                 generation_id: 0,
                 member_id: ByteString::new(),
                 group_instance_id: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -7106,11 +6955,10 @@ pub mod heartbeat {
                 return Err(EncodeError::FieldNotInVersion { what: "HeartbeatRequest.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("HeartbeatRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "HeartbeatRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "HeartbeatRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7144,11 +6992,9 @@ pub mod heartbeat {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -7168,12 +7014,12 @@ pub mod heartbeat {
         /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for HeartbeatResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -7199,11 +7045,10 @@ pub mod heartbeat {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("HeartbeatResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "HeartbeatResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "HeartbeatResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7231,11 +7076,9 @@ pub mod heartbeat {
             }
             this.error_code = ErrorCode(get_i16(buf, "HeartbeatResponse.error_code")?);
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -7260,7 +7103,7 @@ pub mod leave_group {
         /// `members`: array of `MemberIdentity`, versions 3+, left out of other versions without an error (ignorable).
         pub members: Vec<MemberIdentity>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for LeaveGroupRequest {
@@ -7269,7 +7112,7 @@ pub mod leave_group {
                 group_id: ByteString::new(),
                 member_id: ByteString::new(),
                 members: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -7300,11 +7143,10 @@ pub mod leave_group {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("LeaveGroupRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "LeaveGroupRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "LeaveGroupRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7345,11 +7187,9 @@ pub mod leave_group {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -7374,7 +7214,7 @@ pub mod leave_group {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub reason: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for MemberIdentity {
@@ -7383,7 +7223,7 @@ pub mod leave_group {
                 member_id: ByteString::new(),
                 group_instance_id: None,
                 reason: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -7431,11 +7271,10 @@ pub mod leave_group {
                 return Err(EncodeError::FieldNotInVersion { what: "MemberIdentity.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("MemberIdentity.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "MemberIdentity.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "MemberIdentity.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7476,11 +7315,9 @@ pub mod leave_group {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -7497,7 +7334,7 @@ pub mod leave_group {
         /// `members`: array of `MemberResponse`, versions 3+.
         pub members: Vec<MemberResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for LeaveGroupResponse {
@@ -7506,7 +7343,7 @@ pub mod leave_group {
                 throttle_time_ms: 0,
                 error_code: ErrorCode::NONE,
                 members: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -7541,11 +7378,10 @@ pub mod leave_group {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("LeaveGroupResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "LeaveGroupResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "LeaveGroupResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7591,11 +7427,9 @@ pub mod leave_group {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -7614,7 +7448,7 @@ pub mod leave_group {
         /// `error_code`: int16 error code, versions 3+.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for MemberResponse {
@@ -7623,7 +7457,7 @@ pub mod leave_group {
                 member_id: ByteString::new(),
                 group_instance_id: None,
                 error_code: ErrorCode::NONE,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -7663,11 +7497,10 @@ pub mod leave_group {
                 return Err(EncodeError::FieldNotInVersion { what: "MemberResponse.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("MemberResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "MemberResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "MemberResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7706,11 +7539,9 @@ pub mod leave_group {
                 this.error_code = ErrorCode(get_i16(buf, "MemberResponse.error_code")?);
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -7746,7 +7577,7 @@ pub mod sync_group {
         /// `assignments`: array of `SyncGroupRequestAssignment`, all versions.
         pub assignments: Vec<SyncGroupRequestAssignment>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SyncGroupRequest {
@@ -7759,7 +7590,7 @@ pub mod sync_group {
                 protocol_type: None,
                 protocol_name: None,
                 assignments: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -7829,11 +7660,10 @@ pub mod sync_group {
                 return Err(EncodeError::FieldNotInVersion { what: "SyncGroupRequest.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("SyncGroupRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SyncGroupRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SyncGroupRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7899,11 +7729,9 @@ pub mod sync_group {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -7925,12 +7753,16 @@ pub mod sync_group {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub assignment: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SyncGroupRequestAssignment {
         fn default() -> Self {
-            Self { member_id: ByteString::new(), assignment: Bytes::new(), unknown_tagged_fields: Vec::new() }
+            Self {
+                member_id: ByteString::new(),
+                assignment: Bytes::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -7949,11 +7781,10 @@ pub mod sync_group {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("SyncGroupRequestAssignment.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SyncGroupRequestAssignment.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SyncGroupRequestAssignment.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7973,11 +7804,9 @@ pub mod sync_group {
             this.member_id = get_string(buf, flex, "SyncGroupRequestAssignment.member_id")?;
             this.assignment = get_bytes(buf, flex, "SyncGroupRequestAssignment.assignment")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -8001,7 +7830,7 @@ pub mod sync_group {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub assignment: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SyncGroupResponse {
@@ -8012,7 +7841,7 @@ pub mod sync_group {
                 protocol_type: None,
                 protocol_name: None,
                 assignment: Bytes::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -8070,11 +7899,10 @@ pub mod sync_group {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("SyncGroupResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SyncGroupResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SyncGroupResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -8124,11 +7952,9 @@ pub mod sync_group {
             }
             this.assignment = get_bytes(buf, flex, "SyncGroupResponse.assignment")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -8150,12 +7976,16 @@ pub mod describe_groups {
         /// `include_authorized_operations`: bool, versions 3+.
         pub include_authorized_operations: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeGroupsRequest {
         fn default() -> Self {
-            Self { groups: Vec::new(), include_authorized_operations: false, unknown_tagged_fields: Vec::new() }
+            Self {
+                groups: Vec::new(),
+                include_authorized_operations: false,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -8187,11 +8017,10 @@ pub mod describe_groups {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeGroupsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeGroupsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeGroupsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -8228,11 +8057,9 @@ pub mod describe_groups {
                     get_bool(buf, "DescribeGroupsRequest.include_authorized_operations")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -8252,12 +8079,12 @@ pub mod describe_groups {
         /// `groups`: array of `DescribedGroup`, all versions.
         pub groups: Vec<DescribedGroup>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeGroupsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, groups: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, groups: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -8289,11 +8116,10 @@ pub mod describe_groups {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeGroupsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeGroupsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeGroupsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -8331,11 +8157,9 @@ pub mod describe_groups {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -8364,7 +8188,7 @@ pub mod describe_groups {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub member_assignment: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribedGroupMember {
@@ -8376,7 +8200,7 @@ pub mod describe_groups {
                 client_host: ByteString::new(),
                 member_metadata: Bytes::new(),
                 member_assignment: Bytes::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -8414,11 +8238,10 @@ pub mod describe_groups {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribedGroupMember.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribedGroupMember.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribedGroupMember.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -8452,11 +8275,9 @@ pub mod describe_groups {
             this.member_metadata = get_bytes(buf, flex, "DescribedGroupMember.member_metadata")?;
             this.member_assignment = get_bytes(buf, flex, "DescribedGroupMember.member_assignment")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -8488,7 +8309,7 @@ pub mod describe_groups {
         /// `authorized_operations`: int32, versions 3+, default -2147483648.
         pub authorized_operations: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribedGroup {
@@ -8502,7 +8323,7 @@ pub mod describe_groups {
                 protocol_data: ByteString::new(),
                 members: Vec::new(),
                 authorized_operations: -2147483648,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -8546,11 +8367,10 @@ pub mod describe_groups {
                 return Err(EncodeError::FieldNotInVersion { what: "DescribedGroup.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribedGroup.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribedGroup.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribedGroup.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -8602,11 +8422,9 @@ pub mod describe_groups {
                 this.authorized_operations = get_i32(buf, "DescribedGroup.authorized_operations")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -8629,12 +8447,16 @@ pub mod list_groups {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub types_filter: Vec<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListGroupsRequest {
         fn default() -> Self {
-            Self { states_filter: Vec::new(), types_filter: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self {
+                states_filter: Vec::new(),
+                types_filter: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -8670,11 +8492,10 @@ pub mod list_groups {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListGroupsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListGroupsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListGroupsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -8722,11 +8543,9 @@ pub mod list_groups {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -8748,7 +8567,7 @@ pub mod list_groups {
         /// `groups`: array of `ListedGroup`, all versions.
         pub groups: Vec<ListedGroup>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListGroupsResponse {
@@ -8757,7 +8576,7 @@ pub mod list_groups {
                 throttle_time_ms: 0,
                 error_code: ErrorCode::NONE,
                 groups: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -8788,11 +8607,10 @@ pub mod list_groups {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListGroupsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListGroupsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListGroupsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -8832,11 +8650,9 @@ pub mod list_groups {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -8859,7 +8675,7 @@ pub mod list_groups {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_type: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListedGroup {
@@ -8869,7 +8685,7 @@ pub mod list_groups {
                 protocol_type: ByteString::new(),
                 group_state: ByteString::new(),
                 group_type: ByteString::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -8896,11 +8712,9 @@ pub mod list_groups {
                 return Err(EncodeError::FieldNotInVersion { what: "ListedGroup.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("ListedGroup.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListedGroup.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListedGroup.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -8932,11 +8746,9 @@ pub mod list_groups {
                 this.group_type = get_string(buf, flex, "ListedGroup.group_type")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -8956,12 +8768,12 @@ pub mod sasl_handshake {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub mechanism: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SaslHandshakeRequest {
         fn default() -> Self {
-            Self { mechanism: ByteString::new(), unknown_tagged_fields: Vec::new() }
+            Self { mechanism: ByteString::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -8982,11 +8794,10 @@ pub mod sasl_handshake {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("SaslHandshakeRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SaslHandshakeRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SaslHandshakeRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9008,11 +8819,9 @@ pub mod sasl_handshake {
             let mut this = Self::default();
             this.mechanism = get_string(buf, flex, "SaslHandshakeRequest.mechanism")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -9033,12 +8842,16 @@ pub mod sasl_handshake {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub mechanisms: Vec<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SaslHandshakeResponse {
         fn default() -> Self {
-            Self { error_code: ErrorCode::NONE, mechanisms: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self {
+                error_code: ErrorCode::NONE,
+                mechanisms: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -9063,11 +8876,10 @@ pub mod sasl_handshake {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("SaslHandshakeResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SaslHandshakeResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SaslHandshakeResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9098,11 +8910,9 @@ pub mod sasl_handshake {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -9125,7 +8935,7 @@ pub mod api_versions {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub client_software_version: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ApiVersionsRequest {
@@ -9133,7 +8943,7 @@ pub mod api_versions {
             Self {
                 client_software_name: ByteString::new(),
                 client_software_version: ByteString::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -9170,11 +8980,10 @@ pub mod api_versions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ApiVersionsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ApiVersionsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ApiVersionsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9206,11 +9015,9 @@ pub mod api_versions {
                 this.client_software_version = get_string(buf, flex, "ApiVersionsRequest.client_software_version")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -9240,7 +9047,7 @@ pub mod api_versions {
         /// `zk_migration_ready`: bool, versions 3+, default false, tagged (tag 3).
         pub zk_migration_ready: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ApiVersionsResponse {
@@ -9253,7 +9060,7 @@ pub mod api_versions {
                 finalized_features_epoch: -1,
                 finalized_features: Vec::new(),
                 zk_migration_ready: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -9299,7 +9106,8 @@ pub mod api_versions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ApiVersionsResponse.unknown_tagged_fields")?;
                 if version >= 3 && !self.supported_features.is_empty() {
                     n += 1;
                 }
@@ -9353,9 +9161,7 @@ pub mod api_versions {
                         Ok(())
                     })?;
                 }
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ApiVersionsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9415,8 +9221,7 @@ pub mod api_versions {
                 this.throttle_time_ms = get_i32(buf, "ApiVersionsResponse.throttle_time_ms")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 3 => {
                         this.supported_features = {
                             let n = get_array_len(buf, flex, 1, "ApiVersionsResponse.supported_features")?.ok_or(
@@ -9453,7 +9258,6 @@ pub mod api_versions {
                     }
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -9470,12 +9274,12 @@ pub mod api_versions {
         /// `max_version`: int16, all versions.
         pub max_version: i16,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ApiVersion {
         fn default() -> Self {
-            Self { api_key: 0, min_version: 0, max_version: 0, unknown_tagged_fields: Vec::new() }
+            Self { api_key: 0, min_version: 0, max_version: 0, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -9492,11 +9296,9 @@ pub mod api_versions {
                 return Err(EncodeError::FieldNotInVersion { what: "ApiVersion.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("ApiVersion.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ApiVersion.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ApiVersion.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9517,11 +9319,9 @@ pub mod api_versions {
             this.min_version = get_i16(buf, "ApiVersion.min_version")?;
             this.max_version = get_i16(buf, "ApiVersion.max_version")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -9539,12 +9339,17 @@ pub mod api_versions {
         /// `max_version`: int16, versions 3+.
         pub max_version: i16,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SupportedFeatureKey {
         fn default() -> Self {
-            Self { name: ByteString::new(), min_version: 0, max_version: 0, unknown_tagged_fields: Vec::new() }
+            Self {
+                name: ByteString::new(),
+                min_version: 0,
+                max_version: 0,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -9576,11 +9381,10 @@ pub mod api_versions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("SupportedFeatureKey.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SupportedFeatureKey.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SupportedFeatureKey.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9615,11 +9419,9 @@ pub mod api_versions {
                 this.max_version = get_i16(buf, "SupportedFeatureKey.max_version")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -9637,7 +9439,7 @@ pub mod api_versions {
         /// `min_version_level`: int16, versions 3+.
         pub min_version_level: i16,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for FinalizedFeatureKey {
@@ -9646,7 +9448,7 @@ pub mod api_versions {
                 name: ByteString::new(),
                 max_version_level: 0,
                 min_version_level: 0,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -9679,11 +9481,10 @@ pub mod api_versions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("FinalizedFeatureKey.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "FinalizedFeatureKey.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "FinalizedFeatureKey.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9718,11 +9519,9 @@ pub mod api_versions {
                 this.min_version_level = get_i16(buf, "FinalizedFeatureKey.min_version_level")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -9745,12 +9544,17 @@ pub mod create_topics {
         /// `validate_only`: bool, versions 1+, default false.
         pub validate_only: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreateTopicsRequest {
         fn default() -> Self {
-            Self { topics: Vec::new(), timeout_ms: 60000, validate_only: false, unknown_tagged_fields: Vec::new() }
+            Self {
+                topics: Vec::new(),
+                timeout_ms: 60000,
+                validate_only: false,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -9776,11 +9580,10 @@ pub mod create_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreateTopicsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreateTopicsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreateTopicsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9815,11 +9618,9 @@ pub mod create_topics {
             this.timeout_ms = get_i32(buf, "CreateTopicsRequest.timeout_ms")?;
             this.validate_only = get_bool(buf, "CreateTopicsRequest.validate_only")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -9839,12 +9640,12 @@ pub mod create_topics {
         /// `broker_ids`: array of int32, all versions.
         pub broker_ids: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatableReplicaAssignment {
         fn default() -> Self {
-            Self { partition_index: 0, broker_ids: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { partition_index: 0, broker_ids: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -9866,11 +9667,10 @@ pub mod create_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatableReplicaAssignment.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatableReplicaAssignment.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatableReplicaAssignment.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9898,11 +9698,9 @@ pub mod create_topics {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -9919,12 +9717,12 @@ pub mod create_topics {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub value: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatableTopicConfig {
         fn default() -> Self {
-            Self { name: ByteString::new(), value: None, unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), value: None, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -9953,11 +9751,10 @@ pub mod create_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatableTopicConfig.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatableTopicConfig.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatableTopicConfig.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9977,11 +9774,9 @@ pub mod create_topics {
             this.name = get_string(buf, flex, "CreatableTopicConfig.name")?;
             this.value = get_nullable_string(buf, flex, "CreatableTopicConfig.value")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -10003,7 +9798,7 @@ pub mod create_topics {
         /// `configs`: array of `CreatableTopicConfig`, all versions.
         pub configs: Vec<CreatableTopicConfig>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatableTopic {
@@ -10014,7 +9809,7 @@ pub mod create_topics {
                 replication_factor: 0,
                 assignments: Vec::new(),
                 configs: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -10040,11 +9835,10 @@ pub mod create_topics {
                 return Err(EncodeError::FieldNotInVersion { what: "CreatableTopic.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatableTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatableTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatableTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -10089,11 +9883,9 @@ pub mod create_topics {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -10108,12 +9900,12 @@ pub mod create_topics {
         /// `topics`: array of `CreatableTopicResult`, all versions.
         pub topics: Vec<CreatableTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreateTopicsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -10138,11 +9930,10 @@ pub mod create_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreateTopicsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreateTopicsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreateTopicsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -10176,11 +9967,9 @@ pub mod create_topics {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -10203,7 +9992,7 @@ pub mod create_topics {
         /// `is_sensitive`: bool, versions 5+.
         pub is_sensitive: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatableTopicConfigs {
@@ -10214,7 +10003,7 @@ pub mod create_topics {
                 read_only: false,
                 config_source: -1,
                 is_sensitive: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -10267,11 +10056,10 @@ pub mod create_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatableTopicConfigs.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatableTopicConfigs.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatableTopicConfigs.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -10322,11 +10110,9 @@ pub mod create_topics {
                 this.is_sensitive = get_bool(buf, "CreatableTopicConfigs.is_sensitive")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -10355,7 +10141,7 @@ pub mod create_topics {
         /// `configs`: array of `CreatableTopicConfigs`, versions 5+, nullable.
         pub configs: Option<Vec<CreatableTopicConfigs>>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatableTopicResult {
@@ -10369,7 +10155,7 @@ pub mod create_topics {
                 num_partitions: -1,
                 replication_factor: -1,
                 configs: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -10442,7 +10228,8 @@ pub mod create_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatableTopicResult.unknown_tagged_fields")?;
                 if version >= 5 && self.topic_config_error_code != ErrorCode::NONE {
                     n += 1;
                 }
@@ -10453,9 +10240,7 @@ pub mod create_topics {
                         Ok(())
                     })?;
                 }
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatableTopicResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -10531,8 +10316,7 @@ pub mod create_topics {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 5 => {
                         this.topic_config_error_code =
                             ErrorCode(get_i16(buf, "CreatableTopicResult.topic_config_error_code")?);
@@ -10540,7 +10324,6 @@ pub mod create_topics {
                     }
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -10564,12 +10347,17 @@ pub mod delete_topics {
         /// `timeout_ms`: int32, all versions.
         pub timeout_ms: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteTopicsRequest {
         fn default() -> Self {
-            Self { topics: Vec::new(), topic_names: Vec::new(), timeout_ms: 0, unknown_tagged_fields: Vec::new() }
+            Self {
+                topics: Vec::new(),
+                topic_names: Vec::new(),
+                timeout_ms: 0,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -10602,11 +10390,10 @@ pub mod delete_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteTopicsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteTopicsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteTopicsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -10655,11 +10442,9 @@ pub mod delete_topics {
             }
             this.timeout_ms = get_i32(buf, "DeleteTopicsRequest.timeout_ms")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -10680,12 +10465,12 @@ pub mod delete_topics {
         /// `topic_id`: uuid, versions 6+.
         pub topic_id: Uuid,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteTopicState {
         fn default() -> Self {
-            Self { name: None, topic_id: Uuid::ZERO, unknown_tagged_fields: Vec::new() }
+            Self { name: None, topic_id: Uuid::ZERO, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -10719,11 +10504,10 @@ pub mod delete_topics {
                 return Err(EncodeError::FieldNotInVersion { what: "DeleteTopicState.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteTopicState.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteTopicState.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteTopicState.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -10756,11 +10540,9 @@ pub mod delete_topics {
                 this.topic_id = get_uuid(buf, "DeleteTopicState.topic_id")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -10775,12 +10557,12 @@ pub mod delete_topics {
         /// `responses`: array of `DeletableTopicResult`, all versions.
         pub responses: Vec<DeletableTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteTopicsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, responses: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, responses: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -10805,11 +10587,10 @@ pub mod delete_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteTopicsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteTopicsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteTopicsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -10843,11 +10624,9 @@ pub mod delete_topics {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -10868,7 +10647,7 @@ pub mod delete_topics {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeletableTopicResult {
@@ -10878,7 +10657,7 @@ pub mod delete_topics {
                 topic_id: Uuid::ZERO,
                 error_code: ErrorCode::NONE,
                 error_message: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -10928,11 +10707,10 @@ pub mod delete_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeletableTopicResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeletableTopicResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeletableTopicResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -10973,11 +10751,9 @@ pub mod delete_topics {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -10998,12 +10774,12 @@ pub mod delete_records {
         /// `timeout_ms`: int32, all versions.
         pub timeout_ms: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteRecordsRequest {
         fn default() -> Self {
-            Self { topics: Vec::new(), timeout_ms: 0, unknown_tagged_fields: Vec::new() }
+            Self { topics: Vec::new(), timeout_ms: 0, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -11028,11 +10804,10 @@ pub mod delete_records {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteRecordsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteRecordsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteRecordsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11066,11 +10841,9 @@ pub mod delete_records {
             };
             this.timeout_ms = get_i32(buf, "DeleteRecordsRequest.timeout_ms")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -11090,12 +10863,12 @@ pub mod delete_records {
         /// `offset`: int64, all versions.
         pub offset: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteRecordsPartition {
         fn default() -> Self {
-            Self { partition_index: 0, offset: 0, unknown_tagged_fields: Vec::new() }
+            Self { partition_index: 0, offset: 0, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -11114,11 +10887,10 @@ pub mod delete_records {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteRecordsPartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteRecordsPartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteRecordsPartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11138,11 +10910,9 @@ pub mod delete_records {
             this.partition_index = get_i32(buf, "DeleteRecordsPartition.partition_index")?;
             this.offset = get_i64(buf, "DeleteRecordsPartition.offset")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -11158,12 +10928,12 @@ pub mod delete_records {
         /// `partitions`: array of `DeleteRecordsPartition`, all versions.
         pub partitions: Vec<DeleteRecordsPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteRecordsTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -11185,11 +10955,10 @@ pub mod delete_records {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteRecordsTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteRecordsTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteRecordsTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11220,11 +10989,9 @@ pub mod delete_records {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -11239,12 +11006,12 @@ pub mod delete_records {
         /// `topics`: array of `DeleteRecordsTopicResult`, all versions.
         pub topics: Vec<DeleteRecordsTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteRecordsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -11269,11 +11036,10 @@ pub mod delete_records {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteRecordsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteRecordsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteRecordsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11307,11 +11073,9 @@ pub mod delete_records {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -11328,7 +11092,7 @@ pub mod delete_records {
         /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteRecordsPartitionResult {
@@ -11337,7 +11101,7 @@ pub mod delete_records {
                 partition_index: 0,
                 low_watermark: 0,
                 error_code: ErrorCode::NONE,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -11358,11 +11122,10 @@ pub mod delete_records {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteRecordsPartitionResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteRecordsPartitionResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteRecordsPartitionResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11383,11 +11146,9 @@ pub mod delete_records {
             this.low_watermark = get_i64(buf, "DeleteRecordsPartitionResult.low_watermark")?;
             this.error_code = ErrorCode(get_i16(buf, "DeleteRecordsPartitionResult.error_code")?);
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -11403,12 +11164,12 @@ pub mod delete_records {
         /// `partitions`: array of `DeleteRecordsPartitionResult`, all versions.
         pub partitions: Vec<DeleteRecordsPartitionResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteRecordsTopicResult {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -11430,11 +11191,10 @@ pub mod delete_records {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteRecordsTopicResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteRecordsTopicResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteRecordsTopicResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11465,11 +11225,9 @@ pub mod delete_records {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -11499,7 +11257,7 @@ pub mod init_producer_id {
         /// `keep_prepared_txn`: bool, versions 6+, default false.
         pub keep_prepared_txn: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for InitProducerIdRequest {
@@ -11511,7 +11269,7 @@ pub mod init_producer_id {
                 producer_epoch: -1,
                 enable2_pc: false,
                 keep_prepared_txn: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -11567,11 +11325,10 @@ pub mod init_producer_id {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("InitProducerIdRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "InitProducerIdRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "InitProducerIdRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11618,11 +11375,9 @@ pub mod init_producer_id {
                 this.keep_prepared_txn = get_bool(buf, "InitProducerIdRequest.keep_prepared_txn")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -11650,7 +11405,7 @@ pub mod init_producer_id {
         /// `ongoing_txn_producer_epoch`: int16, versions 6+, default -1.
         pub ongoing_txn_producer_epoch: i16,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for InitProducerIdResponse {
@@ -11662,7 +11417,7 @@ pub mod init_producer_id {
                 producer_epoch: 0,
                 ongoing_txn_producer_id: -1,
                 ongoing_txn_producer_epoch: -1,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -11703,11 +11458,10 @@ pub mod init_producer_id {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("InitProducerIdResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "InitProducerIdResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "InitProducerIdResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11744,11 +11498,9 @@ pub mod init_producer_id {
                 this.ongoing_txn_producer_epoch = get_i16(buf, "InitProducerIdResponse.ongoing_txn_producer_epoch")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -11769,12 +11521,12 @@ pub mod offset_for_leader_epoch {
         /// `topics`: array of `OffsetForLeaderTopic`, all versions.
         pub topics: Vec<OffsetForLeaderTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetForLeaderEpochRequest {
         fn default() -> Self {
-            Self { replica_id: -2, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { replica_id: -2, topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -11803,11 +11555,10 @@ pub mod offset_for_leader_epoch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetForLeaderEpochRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetForLeaderEpochRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetForLeaderEpochRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11845,11 +11596,9 @@ pub mod offset_for_leader_epoch {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -11871,12 +11620,17 @@ pub mod offset_for_leader_epoch {
         /// `leader_epoch`: int32, all versions.
         pub leader_epoch: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetForLeaderPartition {
         fn default() -> Self {
-            Self { partition: 0, current_leader_epoch: -1, leader_epoch: 0, unknown_tagged_fields: Vec::new() }
+            Self {
+                partition: 0,
+                current_leader_epoch: -1,
+                leader_epoch: 0,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -11896,11 +11650,10 @@ pub mod offset_for_leader_epoch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetForLeaderPartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetForLeaderPartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetForLeaderPartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11921,11 +11674,9 @@ pub mod offset_for_leader_epoch {
             this.current_leader_epoch = get_i32(buf, "OffsetForLeaderPartition.current_leader_epoch")?;
             this.leader_epoch = get_i32(buf, "OffsetForLeaderPartition.leader_epoch")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -11941,12 +11692,12 @@ pub mod offset_for_leader_epoch {
         /// `partitions`: array of `OffsetForLeaderPartition`, all versions.
         pub partitions: Vec<OffsetForLeaderPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetForLeaderTopic {
         fn default() -> Self {
-            Self { topic: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { topic: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -11968,11 +11719,10 @@ pub mod offset_for_leader_epoch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetForLeaderTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetForLeaderTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetForLeaderTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -12003,11 +11753,9 @@ pub mod offset_for_leader_epoch {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -12022,12 +11770,12 @@ pub mod offset_for_leader_epoch {
         /// `topics`: array of `OffsetForLeaderTopicResult`, all versions.
         pub topics: Vec<OffsetForLeaderTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetForLeaderEpochResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -12052,11 +11800,10 @@ pub mod offset_for_leader_epoch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetForLeaderEpochResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetForLeaderEpochResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetForLeaderEpochResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -12090,11 +11837,9 @@ pub mod offset_for_leader_epoch {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -12113,7 +11858,7 @@ pub mod offset_for_leader_epoch {
         /// `end_offset`: int64, all versions, default -1.
         pub end_offset: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for EpochEndOffset {
@@ -12123,7 +11868,7 @@ pub mod offset_for_leader_epoch {
                 partition: 0,
                 leader_epoch: -1,
                 end_offset: -1,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -12142,11 +11887,10 @@ pub mod offset_for_leader_epoch {
                 return Err(EncodeError::FieldNotInVersion { what: "EpochEndOffset.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("EpochEndOffset.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "EpochEndOffset.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "EpochEndOffset.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -12168,11 +11912,9 @@ pub mod offset_for_leader_epoch {
             this.leader_epoch = get_i32(buf, "EpochEndOffset.leader_epoch")?;
             this.end_offset = get_i64(buf, "EpochEndOffset.end_offset")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -12188,12 +11930,12 @@ pub mod offset_for_leader_epoch {
         /// `partitions`: array of `EpochEndOffset`, all versions.
         pub partitions: Vec<EpochEndOffset>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetForLeaderTopicResult {
         fn default() -> Self {
-            Self { topic: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { topic: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -12215,11 +11957,10 @@ pub mod offset_for_leader_epoch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetForLeaderTopicResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetForLeaderTopicResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetForLeaderTopicResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -12250,11 +11991,9 @@ pub mod offset_for_leader_epoch {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -12282,7 +12021,7 @@ pub mod add_partitions_to_txn {
         /// `v3_and_below_topics`: array of `AddPartitionsToTxnTopic`, versions 0-3.
         pub v3_and_below_topics: Vec<AddPartitionsToTxnTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddPartitionsToTxnRequest {
@@ -12293,7 +12032,7 @@ pub mod add_partitions_to_txn {
                 v3_and_below_producer_id: 0,
                 v3_and_below_producer_epoch: 0,
                 v3_and_below_topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -12367,11 +12106,10 @@ pub mod add_partitions_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AddPartitionsToTxnRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddPartitionsToTxnRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -12447,11 +12185,9 @@ pub mod add_partitions_to_txn {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -12478,7 +12214,7 @@ pub mod add_partitions_to_txn {
         /// `topics`: array of `AddPartitionsToTxnTopic`, versions 4+.
         pub topics: Vec<AddPartitionsToTxnTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddPartitionsToTxnTransaction {
@@ -12489,7 +12225,7 @@ pub mod add_partitions_to_txn {
                 producer_epoch: 0,
                 verify_only: false,
                 topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -12547,11 +12283,10 @@ pub mod add_partitions_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AddPartitionsToTxnTransaction.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddPartitionsToTxnTransaction.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnTransaction.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -12610,11 +12345,9 @@ pub mod add_partitions_to_txn {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -12630,12 +12363,12 @@ pub mod add_partitions_to_txn {
         /// `partitions`: array of int32, all versions.
         pub partitions: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddPartitionsToTxnTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -12657,11 +12390,10 @@ pub mod add_partitions_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AddPartitionsToTxnTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddPartitionsToTxnTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -12689,11 +12421,9 @@ pub mod add_partitions_to_txn {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -12712,7 +12442,7 @@ pub mod add_partitions_to_txn {
         /// `results_by_topic_v3_and_below`: array of `AddPartitionsToTxnTopicResult`, versions 0-3.
         pub results_by_topic_v3_and_below: Vec<AddPartitionsToTxnTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddPartitionsToTxnResponse {
@@ -12722,7 +12452,7 @@ pub mod add_partitions_to_txn {
                 error_code: ErrorCode::NONE,
                 results_by_transaction: Vec::new(),
                 results_by_topic_v3_and_below: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -12781,11 +12511,10 @@ pub mod add_partitions_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AddPartitionsToTxnResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddPartitionsToTxnResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -12852,11 +12581,9 @@ pub mod add_partitions_to_txn {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -12872,12 +12599,16 @@ pub mod add_partitions_to_txn {
         /// `topic_results`: array of `AddPartitionsToTxnTopicResult`, versions 4+.
         pub topic_results: Vec<AddPartitionsToTxnTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddPartitionsToTxnResult {
         fn default() -> Self {
-            Self { transactional_id: ByteString::new(), topic_results: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self {
+                transactional_id: ByteString::new(),
+                topic_results: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -12910,11 +12641,10 @@ pub mod add_partitions_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AddPartitionsToTxnResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddPartitionsToTxnResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -12955,11 +12685,9 @@ pub mod add_partitions_to_txn {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -12975,12 +12703,16 @@ pub mod add_partitions_to_txn {
         /// `results_by_partition`: array of `AddPartitionsToTxnPartitionResult`, all versions.
         pub results_by_partition: Vec<AddPartitionsToTxnPartitionResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddPartitionsToTxnTopicResult {
         fn default() -> Self {
-            Self { name: ByteString::new(), results_by_partition: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self {
+                name: ByteString::new(),
+                results_by_partition: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -13007,11 +12739,10 @@ pub mod add_partitions_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AddPartitionsToTxnTopicResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddPartitionsToTxnTopicResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnTopicResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13043,11 +12774,9 @@ pub mod add_partitions_to_txn {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -13062,12 +12791,16 @@ pub mod add_partitions_to_txn {
         /// `partition_error_code`: int16 error code, all versions.
         pub partition_error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddPartitionsToTxnPartitionResult {
         fn default() -> Self {
-            Self { partition_index: 0, partition_error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
+            Self {
+                partition_index: 0,
+                partition_error_code: ErrorCode::NONE,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -13086,11 +12819,11 @@ pub mod add_partitions_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self
+                    .unknown_tagged_fields
+                    .checked_raw("AddPartitionsToTxnPartitionResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddPartitionsToTxnPartitionResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnPartitionResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13111,11 +12844,9 @@ pub mod add_partitions_to_txn {
             this.partition_error_code =
                 ErrorCode(get_i16(buf, "AddPartitionsToTxnPartitionResult.partition_error_code")?);
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -13142,7 +12873,7 @@ pub mod add_offsets_to_txn {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddOffsetsToTxnRequest {
@@ -13152,7 +12883,7 @@ pub mod add_offsets_to_txn {
                 producer_id: 0,
                 producer_epoch: 0,
                 group_id: ByteString::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -13177,11 +12908,10 @@ pub mod add_offsets_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AddOffsetsToTxnRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddOffsetsToTxnRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddOffsetsToTxnRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13206,11 +12936,9 @@ pub mod add_offsets_to_txn {
             this.producer_epoch = get_i16(buf, "AddOffsetsToTxnRequest.producer_epoch")?;
             this.group_id = get_string(buf, flex, "AddOffsetsToTxnRequest.group_id")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -13230,12 +12958,12 @@ pub mod add_offsets_to_txn {
         /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddOffsetsToTxnResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -13257,11 +12985,10 @@ pub mod add_offsets_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AddOffsetsToTxnResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddOffsetsToTxnResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddOffsetsToTxnResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13284,11 +13011,9 @@ pub mod add_offsets_to_txn {
             this.throttle_time_ms = get_i32(buf, "AddOffsetsToTxnResponse.throttle_time_ms")?;
             this.error_code = ErrorCode(get_i16(buf, "AddOffsetsToTxnResponse.error_code")?);
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -13314,7 +13039,7 @@ pub mod end_txn {
         /// `committed`: bool, all versions.
         pub committed: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for EndTxnRequest {
@@ -13324,7 +13049,7 @@ pub mod end_txn {
                 producer_id: 0,
                 producer_epoch: 0,
                 committed: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -13346,11 +13071,9 @@ pub mod end_txn {
                 return Err(EncodeError::FieldNotInVersion { what: "EndTxnRequest.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("EndTxnRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "EndTxnRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "EndTxnRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13375,11 +13098,9 @@ pub mod end_txn {
             this.producer_epoch = get_i16(buf, "EndTxnRequest.producer_epoch")?;
             this.committed = get_bool(buf, "EndTxnRequest.committed")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -13403,7 +13124,7 @@ pub mod end_txn {
         /// `producer_epoch`: int16, versions 5+, default -1.
         pub producer_epoch: i16,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for EndTxnResponse {
@@ -13413,7 +13134,7 @@ pub mod end_txn {
                 error_code: ErrorCode::NONE,
                 producer_id: -1,
                 producer_epoch: -1,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -13443,11 +13164,10 @@ pub mod end_txn {
                 return Err(EncodeError::FieldNotInVersion { what: "EndTxnResponse.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("EndTxnResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "EndTxnResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "EndTxnResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13482,11 +13202,9 @@ pub mod end_txn {
                 this.producer_epoch = get_i16(buf, "EndTxnResponse.producer_epoch")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -13523,7 +13241,7 @@ pub mod txn_offset_commit {
         /// `topics`: array of `TxnOffsetCommitRequestTopic`, all versions.
         pub topics: Vec<TxnOffsetCommitRequestTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TxnOffsetCommitRequest {
@@ -13537,7 +13255,7 @@ pub mod txn_offset_commit {
                 member_id: ByteString::from_static(""),
                 group_instance_id: None,
                 topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -13594,11 +13312,10 @@ pub mod txn_offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TxnOffsetCommitRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TxnOffsetCommitRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TxnOffsetCommitRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13657,11 +13374,9 @@ pub mod txn_offset_commit {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -13686,7 +13401,7 @@ pub mod txn_offset_commit {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub committed_metadata: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TxnOffsetCommitRequestPartition {
@@ -13696,7 +13411,7 @@ pub mod txn_offset_commit {
                 committed_offset: 0,
                 committed_leader_epoch: -1,
                 committed_metadata: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -13735,11 +13450,10 @@ pub mod txn_offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TxnOffsetCommitRequestPartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TxnOffsetCommitRequestPartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TxnOffsetCommitRequestPartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13768,11 +13482,9 @@ pub mod txn_offset_commit {
             this.committed_metadata =
                 get_nullable_string(buf, flex, "TxnOffsetCommitRequestPartition.committed_metadata")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -13788,12 +13500,12 @@ pub mod txn_offset_commit {
         /// `partitions`: array of `TxnOffsetCommitRequestPartition`, all versions.
         pub partitions: Vec<TxnOffsetCommitRequestPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TxnOffsetCommitRequestTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -13815,11 +13527,10 @@ pub mod txn_offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TxnOffsetCommitRequestTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TxnOffsetCommitRequestTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TxnOffsetCommitRequestTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13850,11 +13561,9 @@ pub mod txn_offset_commit {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -13869,12 +13578,12 @@ pub mod txn_offset_commit {
         /// `topics`: array of `TxnOffsetCommitResponseTopic`, all versions.
         pub topics: Vec<TxnOffsetCommitResponseTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TxnOffsetCommitResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -13899,11 +13608,10 @@ pub mod txn_offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TxnOffsetCommitResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TxnOffsetCommitResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TxnOffsetCommitResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13937,11 +13645,9 @@ pub mod txn_offset_commit {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -13956,12 +13662,12 @@ pub mod txn_offset_commit {
         /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TxnOffsetCommitResponsePartition {
         fn default() -> Self {
-            Self { partition_index: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
+            Self { partition_index: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -13980,11 +13686,10 @@ pub mod txn_offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TxnOffsetCommitResponsePartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TxnOffsetCommitResponsePartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TxnOffsetCommitResponsePartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14004,11 +13709,9 @@ pub mod txn_offset_commit {
             this.partition_index = get_i32(buf, "TxnOffsetCommitResponsePartition.partition_index")?;
             this.error_code = ErrorCode(get_i16(buf, "TxnOffsetCommitResponsePartition.error_code")?);
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -14024,12 +13727,12 @@ pub mod txn_offset_commit {
         /// `partitions`: array of `TxnOffsetCommitResponsePartition`, all versions.
         pub partitions: Vec<TxnOffsetCommitResponsePartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TxnOffsetCommitResponseTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -14051,11 +13754,10 @@ pub mod txn_offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TxnOffsetCommitResponseTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TxnOffsetCommitResponseTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TxnOffsetCommitResponseTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14086,11 +13788,9 @@ pub mod txn_offset_commit {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -14113,7 +13813,7 @@ pub mod describe_configs {
         /// `include_documentation`: bool, versions 3+, default false.
         pub include_documentation: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeConfigsRequest {
@@ -14122,7 +13822,7 @@ pub mod describe_configs {
                 resources: Vec::new(),
                 include_synonyms: false,
                 include_documentation: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -14156,11 +13856,10 @@ pub mod describe_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeConfigsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeConfigsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeConfigsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14200,11 +13899,9 @@ pub mod describe_configs {
                 this.include_documentation = get_bool(buf, "DescribeConfigsRequest.include_documentation")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -14228,7 +13925,7 @@ pub mod describe_configs {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_strings))]
         pub configuration_keys: Option<Vec<ByteString>>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeConfigsResource {
@@ -14237,7 +13934,7 @@ pub mod describe_configs {
                 resource_type: 0,
                 resource_name: ByteString::new(),
                 configuration_keys: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -14271,11 +13968,10 @@ pub mod describe_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeConfigsResource.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeConfigsResource.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeConfigsResource.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14305,11 +14001,9 @@ pub mod describe_configs {
                 }
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -14324,12 +14018,12 @@ pub mod describe_configs {
         /// `results`: array of `DescribeConfigsResult`, all versions.
         pub results: Vec<DescribeConfigsResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeConfigsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, results: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, results: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -14354,11 +14048,10 @@ pub mod describe_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeConfigsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeConfigsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeConfigsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14392,11 +14085,9 @@ pub mod describe_configs {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -14415,12 +14106,12 @@ pub mod describe_configs {
         /// `source`: int8, versions 1+.
         pub source: i8,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeConfigsSynonym {
         fn default() -> Self {
-            Self { name: ByteString::new(), value: None, source: 0, unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), value: None, source: 0, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -14450,11 +14141,10 @@ pub mod describe_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeConfigsSynonym.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeConfigsSynonym.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeConfigsSynonym.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14475,11 +14165,9 @@ pub mod describe_configs {
             this.value = get_nullable_string(buf, flex, "DescribeConfigsSynonym.value")?;
             this.source = get_i8(buf, "DescribeConfigsSynonym.source")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -14509,7 +14197,7 @@ pub mod describe_configs {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub documentation: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeConfigsResourceResult {
@@ -14523,7 +14211,7 @@ pub mod describe_configs {
                 synonyms: Vec::new(),
                 config_type: 0,
                 documentation: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -14586,11 +14274,10 @@ pub mod describe_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeConfigsResourceResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeConfigsResourceResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeConfigsResourceResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14641,11 +14328,9 @@ pub mod describe_configs {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -14668,7 +14353,7 @@ pub mod describe_configs {
         /// `configs`: array of `DescribeConfigsResourceResult`, all versions.
         pub configs: Vec<DescribeConfigsResourceResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeConfigsResult {
@@ -14679,7 +14364,7 @@ pub mod describe_configs {
                 resource_type: 0,
                 resource_name: ByteString::new(),
                 configs: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -14715,11 +14400,10 @@ pub mod describe_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeConfigsResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeConfigsResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeConfigsResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14753,11 +14437,9 @@ pub mod describe_configs {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -14777,12 +14459,12 @@ pub mod sasl_authenticate {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub auth_bytes: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SaslAuthenticateRequest {
         fn default() -> Self {
-            Self { auth_bytes: Bytes::new(), unknown_tagged_fields: Vec::new() }
+            Self { auth_bytes: Bytes::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -14803,11 +14485,10 @@ pub mod sasl_authenticate {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("SaslAuthenticateRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SaslAuthenticateRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SaslAuthenticateRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14829,11 +14510,9 @@ pub mod sasl_authenticate {
             let mut this = Self::default();
             this.auth_bytes = get_bytes(buf, flex, "SaslAuthenticateRequest.auth_bytes")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -14859,7 +14538,7 @@ pub mod sasl_authenticate {
         /// `session_lifetime_ms`: int64, versions 1+, default 0.
         pub session_lifetime_ms: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SaslAuthenticateResponse {
@@ -14869,7 +14548,7 @@ pub mod sasl_authenticate {
                 error_message: None,
                 auth_bytes: Bytes::new(),
                 session_lifetime_ms: 0,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -14911,11 +14590,10 @@ pub mod sasl_authenticate {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("SaslAuthenticateResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SaslAuthenticateResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SaslAuthenticateResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14945,11 +14623,9 @@ pub mod sasl_authenticate {
                 this.session_lifetime_ms = get_i64(buf, "SaslAuthenticateResponse.session_lifetime_ms")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -14972,12 +14648,17 @@ pub mod create_partitions {
         /// `validate_only`: bool, all versions.
         pub validate_only: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatePartitionsRequest {
         fn default() -> Self {
-            Self { topics: Vec::new(), timeout_ms: 0, validate_only: false, unknown_tagged_fields: Vec::new() }
+            Self {
+                topics: Vec::new(),
+                timeout_ms: 0,
+                validate_only: false,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -15003,11 +14684,10 @@ pub mod create_partitions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatePartitionsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatePartitionsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatePartitionsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15042,11 +14722,9 @@ pub mod create_partitions {
             this.timeout_ms = get_i32(buf, "CreatePartitionsRequest.timeout_ms")?;
             this.validate_only = get_bool(buf, "CreatePartitionsRequest.validate_only")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -15064,12 +14742,12 @@ pub mod create_partitions {
         /// `broker_ids`: array of int32, all versions.
         pub broker_ids: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatePartitionsAssignment {
         fn default() -> Self {
-            Self { broker_ids: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { broker_ids: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -15090,11 +14768,10 @@ pub mod create_partitions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatePartitionsAssignment.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatePartitionsAssignment.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatePartitionsAssignment.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15121,11 +14798,9 @@ pub mod create_partitions {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -15143,12 +14818,17 @@ pub mod create_partitions {
         /// `assignments`: array of `CreatePartitionsAssignment`, all versions, nullable.
         pub assignments: Option<Vec<CreatePartitionsAssignment>>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatePartitionsTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), count: 0, assignments: None, unknown_tagged_fields: Vec::new() }
+            Self {
+                name: ByteString::new(),
+                count: 0,
+                assignments: None,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -15181,11 +14861,10 @@ pub mod create_partitions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatePartitionsTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatePartitionsTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatePartitionsTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15220,11 +14899,9 @@ pub mod create_partitions {
                 }
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -15239,12 +14916,12 @@ pub mod create_partitions {
         /// `results`: array of `CreatePartitionsTopicResult`, all versions.
         pub results: Vec<CreatePartitionsTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatePartitionsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, results: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, results: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -15269,11 +14946,10 @@ pub mod create_partitions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatePartitionsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatePartitionsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatePartitionsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15307,11 +14983,9 @@ pub mod create_partitions {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -15330,7 +15004,7 @@ pub mod create_partitions {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatePartitionsTopicResult {
@@ -15339,7 +15013,7 @@ pub mod create_partitions {
                 name: ByteString::new(),
                 error_code: ErrorCode::NONE,
                 error_message: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -15370,11 +15044,10 @@ pub mod create_partitions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatePartitionsTopicResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatePartitionsTopicResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatePartitionsTopicResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15395,11 +15068,9 @@ pub mod create_partitions {
             this.error_code = ErrorCode(get_i16(buf, "CreatePartitionsTopicResult.error_code")?);
             this.error_message = get_nullable_string(buf, flex, "CreatePartitionsTopicResult.error_message")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -15419,12 +15090,12 @@ pub mod delete_groups {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub groups_names: Vec<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteGroupsRequest {
         fn default() -> Self {
-            Self { groups_names: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { groups_names: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -15448,11 +15119,10 @@ pub mod delete_groups {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteGroupsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteGroupsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteGroupsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15482,11 +15152,9 @@ pub mod delete_groups {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -15506,12 +15174,12 @@ pub mod delete_groups {
         /// `results`: array of `DeletableGroupResult`, all versions.
         pub results: Vec<DeletableGroupResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteGroupsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, results: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, results: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -15536,11 +15204,10 @@ pub mod delete_groups {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteGroupsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteGroupsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteGroupsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15574,11 +15241,9 @@ pub mod delete_groups {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -15594,12 +15259,16 @@ pub mod delete_groups {
         /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeletableGroupResult {
         fn default() -> Self {
-            Self { group_id: ByteString::new(), error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
+            Self {
+                group_id: ByteString::new(),
+                error_code: ErrorCode::NONE,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -15618,11 +15287,10 @@ pub mod delete_groups {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeletableGroupResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeletableGroupResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeletableGroupResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15642,11 +15310,9 @@ pub mod delete_groups {
             this.group_id = get_string(buf, flex, "DeletableGroupResult.group_id")?;
             this.error_code = ErrorCode(get_i16(buf, "DeletableGroupResult.error_code")?);
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -15667,12 +15333,12 @@ pub mod incremental_alter_configs {
         /// `validate_only`: bool, all versions.
         pub validate_only: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for IncrementalAlterConfigsRequest {
         fn default() -> Self {
-            Self { resources: Vec::new(), validate_only: false, unknown_tagged_fields: Vec::new() }
+            Self { resources: Vec::new(), validate_only: false, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -15697,11 +15363,10 @@ pub mod incremental_alter_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("IncrementalAlterConfigsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "IncrementalAlterConfigsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "IncrementalAlterConfigsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15735,11 +15400,9 @@ pub mod incremental_alter_configs {
             };
             this.validate_only = get_bool(buf, "IncrementalAlterConfigsRequest.validate_only")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -15763,12 +15426,17 @@ pub mod incremental_alter_configs {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub value: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AlterableConfig {
         fn default() -> Self {
-            Self { name: ByteString::new(), config_operation: 0, value: None, unknown_tagged_fields: Vec::new() }
+            Self {
+                name: ByteString::new(),
+                config_operation: 0,
+                value: None,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -15795,11 +15463,10 @@ pub mod incremental_alter_configs {
                 return Err(EncodeError::FieldNotInVersion { what: "AlterableConfig.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AlterableConfig.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AlterableConfig.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AlterableConfig.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15820,11 +15487,9 @@ pub mod incremental_alter_configs {
             this.config_operation = get_i8(buf, "AlterableConfig.config_operation")?;
             this.value = get_nullable_string(buf, flex, "AlterableConfig.value")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -15842,7 +15507,7 @@ pub mod incremental_alter_configs {
         /// `configs`: array of `AlterableConfig`, all versions.
         pub configs: Vec<AlterableConfig>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AlterConfigsResource {
@@ -15851,7 +15516,7 @@ pub mod incremental_alter_configs {
                 resource_type: 0,
                 resource_name: ByteString::new(),
                 configs: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -15875,11 +15540,10 @@ pub mod incremental_alter_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AlterConfigsResource.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AlterConfigsResource.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AlterConfigsResource.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15911,11 +15575,9 @@ pub mod incremental_alter_configs {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -15930,12 +15592,12 @@ pub mod incremental_alter_configs {
         /// `responses`: array of `AlterConfigsResourceResponse`, all versions.
         pub responses: Vec<AlterConfigsResourceResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for IncrementalAlterConfigsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, responses: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, responses: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -15960,11 +15622,10 @@ pub mod incremental_alter_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("IncrementalAlterConfigsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "IncrementalAlterConfigsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "IncrementalAlterConfigsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15998,11 +15659,9 @@ pub mod incremental_alter_configs {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -16023,7 +15682,7 @@ pub mod incremental_alter_configs {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub resource_name: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AlterConfigsResourceResponse {
@@ -16033,7 +15692,7 @@ pub mod incremental_alter_configs {
                 error_message: None,
                 resource_type: 0,
                 resource_name: ByteString::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -16065,11 +15724,10 @@ pub mod incremental_alter_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AlterConfigsResourceResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AlterConfigsResourceResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AlterConfigsResourceResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16091,11 +15749,9 @@ pub mod incremental_alter_configs {
             this.resource_type = get_i8(buf, "AlterConfigsResourceResponse.resource_type")?;
             this.resource_name = get_string(buf, flex, "AlterConfigsResourceResponse.resource_name")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -16117,12 +15773,12 @@ pub mod offset_delete {
         /// `topics`: array of `OffsetDeleteRequestTopic`, all versions.
         pub topics: Vec<OffsetDeleteRequestTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetDeleteRequest {
         fn default() -> Self {
-            Self { group_id: ByteString::new(), topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { group_id: ByteString::new(), topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -16147,11 +15803,10 @@ pub mod offset_delete {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetDeleteRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetDeleteRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetDeleteRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16185,11 +15840,9 @@ pub mod offset_delete {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -16207,12 +15860,12 @@ pub mod offset_delete {
         /// `partition_index`: int32, all versions.
         pub partition_index: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetDeleteRequestPartition {
         fn default() -> Self {
-            Self { partition_index: 0, unknown_tagged_fields: Vec::new() }
+            Self { partition_index: 0, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -16230,11 +15883,10 @@ pub mod offset_delete {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetDeleteRequestPartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetDeleteRequestPartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetDeleteRequestPartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16253,11 +15905,9 @@ pub mod offset_delete {
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "OffsetDeleteRequestPartition.partition_index")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -16273,12 +15923,12 @@ pub mod offset_delete {
         /// `partitions`: array of `OffsetDeleteRequestPartition`, all versions.
         pub partitions: Vec<OffsetDeleteRequestPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetDeleteRequestTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -16300,11 +15950,10 @@ pub mod offset_delete {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetDeleteRequestTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetDeleteRequestTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetDeleteRequestTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16335,11 +15984,9 @@ pub mod offset_delete {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -16356,7 +16003,7 @@ pub mod offset_delete {
         /// `topics`: array of `OffsetDeleteResponseTopic`, all versions.
         pub topics: Vec<OffsetDeleteResponseTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetDeleteResponse {
@@ -16365,7 +16012,7 @@ pub mod offset_delete {
                 error_code: ErrorCode::NONE,
                 throttle_time_ms: 0,
                 topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -16392,11 +16039,10 @@ pub mod offset_delete {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetDeleteResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetDeleteResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetDeleteResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16431,11 +16077,9 @@ pub mod offset_delete {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -16450,12 +16094,12 @@ pub mod offset_delete {
         /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetDeleteResponsePartition {
         fn default() -> Self {
-            Self { partition_index: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
+            Self { partition_index: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -16474,11 +16118,10 @@ pub mod offset_delete {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetDeleteResponsePartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetDeleteResponsePartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetDeleteResponsePartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16498,11 +16141,9 @@ pub mod offset_delete {
             this.partition_index = get_i32(buf, "OffsetDeleteResponsePartition.partition_index")?;
             this.error_code = ErrorCode(get_i16(buf, "OffsetDeleteResponsePartition.error_code")?);
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -16518,12 +16159,12 @@ pub mod offset_delete {
         /// `partitions`: array of `OffsetDeleteResponsePartition`, all versions.
         pub partitions: Vec<OffsetDeleteResponsePartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetDeleteResponseTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -16545,11 +16186,10 @@ pub mod offset_delete {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetDeleteResponseTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetDeleteResponseTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetDeleteResponseTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16580,11 +16220,9 @@ pub mod offset_delete {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -16607,7 +16245,7 @@ pub mod describe_cluster {
         /// `include_fenced_brokers`: bool, versions 2+.
         pub include_fenced_brokers: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeClusterRequest {
@@ -16616,7 +16254,7 @@ pub mod describe_cluster {
                 include_cluster_authorized_operations: false,
                 endpoint_type: 1,
                 include_fenced_brokers: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -16651,11 +16289,10 @@ pub mod describe_cluster {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeClusterRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeClusterRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeClusterRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16690,11 +16327,9 @@ pub mod describe_cluster {
                 this.include_fenced_brokers = get_bool(buf, "DescribeClusterRequest.include_fenced_brokers")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -16728,7 +16363,7 @@ pub mod describe_cluster {
         /// `cluster_authorized_operations`: int32, all versions, default -2147483648.
         pub cluster_authorized_operations: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeClusterResponse {
@@ -16742,7 +16377,7 @@ pub mod describe_cluster {
                 controller_id: -1,
                 brokers: Vec::new(),
                 cluster_authorized_operations: -2147483648,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -16788,11 +16423,10 @@ pub mod describe_cluster {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeClusterResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeClusterResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeClusterResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16839,11 +16473,9 @@ pub mod describe_cluster {
             };
             this.cluster_authorized_operations = get_i32(buf, "DescribeClusterResponse.cluster_authorized_operations")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -16866,7 +16498,7 @@ pub mod describe_cluster {
         /// `is_fenced`: bool, versions 2+.
         pub is_fenced: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeClusterBroker {
@@ -16877,7 +16509,7 @@ pub mod describe_cluster {
                 port: 0,
                 rack: None,
                 is_fenced: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -16914,11 +16546,10 @@ pub mod describe_cluster {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeClusterBroker.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeClusterBroker.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeClusterBroker.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16946,11 +16577,9 @@ pub mod describe_cluster {
                 this.is_fenced = get_bool(buf, "DescribeClusterBroker.is_fenced")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -16969,12 +16598,12 @@ pub mod describe_producers {
         /// `topics`: array of `TopicRequest`, all versions.
         pub topics: Vec<TopicRequest>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeProducersRequest {
         fn default() -> Self {
-            Self { topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -16998,11 +16627,10 @@ pub mod describe_producers {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeProducersRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeProducersRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeProducersRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17034,11 +16662,9 @@ pub mod describe_producers {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -17059,12 +16685,16 @@ pub mod describe_producers {
         /// `partition_indexes`: array of int32, all versions.
         pub partition_indexes: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TopicRequest {
         fn default() -> Self {
-            Self { name: ByteString::new(), partition_indexes: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self {
+                name: ByteString::new(),
+                partition_indexes: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -17083,11 +16713,9 @@ pub mod describe_producers {
                 return Err(EncodeError::FieldNotInVersion { what: "TopicRequest.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("TopicRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TopicRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TopicRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17115,11 +16743,9 @@ pub mod describe_producers {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -17134,12 +16760,12 @@ pub mod describe_producers {
         /// `topics`: array of `TopicResponse`, all versions.
         pub topics: Vec<TopicResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeProducersResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -17164,11 +16790,10 @@ pub mod describe_producers {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeProducersResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeProducersResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeProducersResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17202,11 +16827,9 @@ pub mod describe_producers {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -17229,7 +16852,7 @@ pub mod describe_producers {
         /// `current_txn_start_offset`: int64, all versions, default -1.
         pub current_txn_start_offset: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ProducerState {
@@ -17241,7 +16864,7 @@ pub mod describe_producers {
                 last_timestamp: -1,
                 coordinator_epoch: 0,
                 current_txn_start_offset: -1,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -17262,11 +16885,9 @@ pub mod describe_producers {
                 return Err(EncodeError::FieldNotInVersion { what: "ProducerState.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("ProducerState.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ProducerState.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ProducerState.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17290,11 +16911,9 @@ pub mod describe_producers {
             this.coordinator_epoch = get_i32(buf, "ProducerState.coordinator_epoch")?;
             this.current_txn_start_offset = get_i64(buf, "ProducerState.current_txn_start_offset")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -17314,7 +16933,7 @@ pub mod describe_producers {
         /// `active_producers`: array of `ProducerState`, all versions.
         pub active_producers: Vec<ProducerState>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for PartitionResponse {
@@ -17324,7 +16943,7 @@ pub mod describe_producers {
                 error_code: ErrorCode::NONE,
                 error_message: None,
                 active_producers: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -17359,11 +16978,10 @@ pub mod describe_producers {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("PartitionResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "PartitionResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "PartitionResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17396,11 +17014,9 @@ pub mod describe_producers {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -17416,12 +17032,12 @@ pub mod describe_producers {
         /// `partitions`: array of `PartitionResponse`, all versions.
         pub partitions: Vec<PartitionResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TopicResponse {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -17440,11 +17056,9 @@ pub mod describe_producers {
                 return Err(EncodeError::FieldNotInVersion { what: "TopicResponse.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("TopicResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TopicResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TopicResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17475,11 +17089,9 @@ pub mod describe_producers {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -17499,12 +17111,12 @@ pub mod describe_transactions {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub transactional_ids: Vec<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeTransactionsRequest {
         fn default() -> Self {
-            Self { transactional_ids: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { transactional_ids: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -17533,11 +17145,10 @@ pub mod describe_transactions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeTransactionsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeTransactionsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeTransactionsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17567,11 +17178,9 @@ pub mod describe_transactions {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -17591,12 +17200,16 @@ pub mod describe_transactions {
         /// `transaction_states`: array of `TransactionState`, all versions.
         pub transaction_states: Vec<TransactionState>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeTransactionsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, transaction_states: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self {
+                throttle_time_ms: 0,
+                transaction_states: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -17626,11 +17239,10 @@ pub mod describe_transactions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeTransactionsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeTransactionsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeTransactionsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17664,11 +17276,9 @@ pub mod describe_transactions {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -17684,12 +17294,12 @@ pub mod describe_transactions {
         /// `partitions`: array of int32, all versions.
         pub partitions: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TopicData {
         fn default() -> Self {
-            Self { topic: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { topic: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -17708,11 +17318,9 @@ pub mod describe_transactions {
                 return Err(EncodeError::FieldNotInVersion { what: "TopicData.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("TopicData.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TopicData.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TopicData.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17740,11 +17348,9 @@ pub mod describe_transactions {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -17773,7 +17379,7 @@ pub mod describe_transactions {
         /// `topics`: array of `TopicData`, all versions.
         pub topics: Vec<TopicData>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TransactionState {
@@ -17787,7 +17393,7 @@ pub mod describe_transactions {
                 producer_id: 0,
                 producer_epoch: 0,
                 topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -17813,11 +17419,10 @@ pub mod describe_transactions {
                 return Err(EncodeError::FieldNotInVersion { what: "TransactionState.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TransactionState.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TransactionState.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TransactionState.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17854,11 +17459,9 @@ pub mod describe_transactions {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -17885,7 +17488,7 @@ pub mod list_transactions {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub transactional_id_pattern: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListTransactionsRequest {
@@ -17895,7 +17498,7 @@ pub mod list_transactions {
                 producer_id_filters: Vec::new(),
                 duration_filter: -1,
                 transactional_id_pattern: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -17955,11 +17558,10 @@ pub mod list_transactions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListTransactionsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListTransactionsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListTransactionsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -18014,11 +17616,9 @@ pub mod list_transactions {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -18043,7 +17643,7 @@ pub mod list_transactions {
         /// `transaction_states`: array of `TransactionState`, all versions.
         pub transaction_states: Vec<TransactionState>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListTransactionsResponse {
@@ -18053,7 +17653,7 @@ pub mod list_transactions {
                 error_code: ErrorCode::NONE,
                 unknown_state_filters: Vec::new(),
                 transaction_states: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -18094,11 +17694,10 @@ pub mod list_transactions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListTransactionsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListTransactionsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListTransactionsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -18142,11 +17741,9 @@ pub mod list_transactions {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -18165,7 +17762,7 @@ pub mod list_transactions {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub transaction_state: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TransactionState {
@@ -18174,7 +17771,7 @@ pub mod list_transactions {
                 transactional_id: ByteString::new(),
                 producer_id: 0,
                 transaction_state: ByteString::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -18192,11 +17789,10 @@ pub mod list_transactions {
                 return Err(EncodeError::FieldNotInVersion { what: "TransactionState.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TransactionState.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TransactionState.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TransactionState.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -18217,11 +17813,9 @@ pub mod list_transactions {
             this.producer_id = get_i64(buf, "TransactionState.producer_id")?;
             this.transaction_state = get_string(buf, flex, "TransactionState.transaction_state")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -18265,7 +17859,7 @@ pub mod consumer_group_heartbeat {
         /// `topic_partitions`: array of `TopicPartitions`, all versions, nullable.
         pub topic_partitions: Option<Vec<TopicPartitions>>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ConsumerGroupHeartbeatRequest {
@@ -18281,7 +17875,7 @@ pub mod consumer_group_heartbeat {
                 subscribed_topic_regex: None,
                 server_assignor: None,
                 topic_partitions: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -18385,11 +17979,10 @@ pub mod consumer_group_heartbeat {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ConsumerGroupHeartbeatRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ConsumerGroupHeartbeatRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ConsumerGroupHeartbeatRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -18455,11 +18048,9 @@ pub mod consumer_group_heartbeat {
                 }
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -18479,12 +18070,12 @@ pub mod consumer_group_heartbeat {
         /// `partitions`: array of int32, all versions.
         pub partitions: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TopicPartitions {
         fn default() -> Self {
-            Self { topic_id: Uuid::ZERO, partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { topic_id: Uuid::ZERO, partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -18503,11 +18094,10 @@ pub mod consumer_group_heartbeat {
                 return Err(EncodeError::FieldNotInVersion { what: "TopicPartitions.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TopicPartitions.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TopicPartitions.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TopicPartitions.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -18535,11 +18125,9 @@ pub mod consumer_group_heartbeat {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -18566,7 +18154,7 @@ pub mod consumer_group_heartbeat {
         /// `assignment`: `Assignment`, all versions, nullable.
         pub assignment: Option<Assignment>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ConsumerGroupHeartbeatResponse {
@@ -18579,7 +18167,7 @@ pub mod consumer_group_heartbeat {
                 member_epoch: 0,
                 heartbeat_interval_ms: 0,
                 assignment: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -18640,11 +18228,10 @@ pub mod consumer_group_heartbeat {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ConsumerGroupHeartbeatResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ConsumerGroupHeartbeatResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ConsumerGroupHeartbeatResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -18679,11 +18266,9 @@ pub mod consumer_group_heartbeat {
                 Some(Assignment::decode(buf, version)?)
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -18696,12 +18281,12 @@ pub mod consumer_group_heartbeat {
         /// `topic_partitions`: array of `TopicPartitions`, all versions.
         pub topic_partitions: Vec<TopicPartitions>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for Assignment {
         fn default() -> Self {
-            Self { topic_partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { topic_partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -18719,11 +18304,9 @@ pub mod consumer_group_heartbeat {
                 return Err(EncodeError::FieldNotInVersion { what: "Assignment.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("Assignment.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "Assignment.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "Assignment.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -18752,11 +18335,9 @@ pub mod consumer_group_heartbeat {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -18778,12 +18359,16 @@ pub mod consumer_group_describe {
         /// `include_authorized_operations`: bool, all versions.
         pub include_authorized_operations: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ConsumerGroupDescribeRequest {
         fn default() -> Self {
-            Self { group_ids: Vec::new(), include_authorized_operations: false, unknown_tagged_fields: Vec::new() }
+            Self {
+                group_ids: Vec::new(),
+                include_authorized_operations: false,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -18808,11 +18393,10 @@ pub mod consumer_group_describe {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ConsumerGroupDescribeRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ConsumerGroupDescribeRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ConsumerGroupDescribeRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -18844,11 +18428,9 @@ pub mod consumer_group_describe {
             this.include_authorized_operations =
                 get_bool(buf, "ConsumerGroupDescribeRequest.include_authorized_operations")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -18868,12 +18450,12 @@ pub mod consumer_group_describe {
         /// `groups`: array of `DescribedGroup`, all versions.
         pub groups: Vec<DescribedGroup>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ConsumerGroupDescribeResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, groups: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, groups: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -18898,11 +18480,10 @@ pub mod consumer_group_describe {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ConsumerGroupDescribeResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ConsumerGroupDescribeResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ConsumerGroupDescribeResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -18936,11 +18517,9 @@ pub mod consumer_group_describe {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -18980,7 +18559,7 @@ pub mod consumer_group_describe {
         /// `member_type`: int8, versions 1+, default -1.
         pub member_type: i8,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for Member {
@@ -18997,7 +18576,7 @@ pub mod consumer_group_describe {
                 assignment: Assignment::default(),
                 target_assignment: Assignment::default(),
                 member_type: -1,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -19060,11 +18639,9 @@ pub mod consumer_group_describe {
                 return Err(EncodeError::FieldNotInVersion { what: "Member.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("Member.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "Member.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "Member.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -19108,11 +18685,9 @@ pub mod consumer_group_describe {
                 this.member_type = get_i8(buf, "Member.member_type")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -19145,7 +18720,7 @@ pub mod consumer_group_describe {
         /// `authorized_operations`: int32, all versions, default -2147483648.
         pub authorized_operations: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribedGroup {
@@ -19160,7 +18735,7 @@ pub mod consumer_group_describe {
                 assignor_name: ByteString::new(),
                 members: Vec::new(),
                 authorized_operations: -2147483648,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -19197,11 +18772,10 @@ pub mod consumer_group_describe {
                 return Err(EncodeError::FieldNotInVersion { what: "DescribedGroup.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribedGroup.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribedGroup.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribedGroup.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -19240,11 +18814,9 @@ pub mod consumer_group_describe {
             };
             this.authorized_operations = get_i32(buf, "DescribedGroup.authorized_operations")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -19262,7 +18834,7 @@ pub mod consumer_group_describe {
         /// `partitions`: array of int32, all versions.
         pub partitions: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TopicPartitions {
@@ -19271,7 +18843,7 @@ pub mod consumer_group_describe {
                 topic_id: Uuid::ZERO,
                 topic_name: ByteString::new(),
                 partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -19292,11 +18864,10 @@ pub mod consumer_group_describe {
                 return Err(EncodeError::FieldNotInVersion { what: "TopicPartitions.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TopicPartitions.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TopicPartitions.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TopicPartitions.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -19325,11 +18896,9 @@ pub mod consumer_group_describe {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -19342,12 +18911,12 @@ pub mod consumer_group_describe {
         /// `topic_partitions`: array of `TopicPartitions`, all versions.
         pub topic_partitions: Vec<TopicPartitions>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for Assignment {
         fn default() -> Self {
-            Self { topic_partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { topic_partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -19365,11 +18934,9 @@ pub mod consumer_group_describe {
                 return Err(EncodeError::FieldNotInVersion { what: "Assignment.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("Assignment.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "Assignment.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "Assignment.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -19398,11 +18965,9 @@ pub mod consumer_group_describe {
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
