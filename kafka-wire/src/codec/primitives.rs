@@ -168,9 +168,15 @@ pub const fn varlong_len(v: i64) -> usize {
 }
 
 /// Reads a length prefix: `i16` or `i32` in classic encoding, `uvarint - 1` in compact encoding.
-/// `None` is null (-1). The value is checked against the remaining input, each item taking at
-/// least `min_item_size` bytes.
-fn get_len(buf: &mut Bytes, form: LenForm, min_item_size: usize, what: &'static str) -> DecodeResult<Option<usize>> {
+/// `None` is null (-1). The value is checked against the remaining input but its last
+/// `reserved` bytes, each item taking at least `min_item_size` bytes.
+fn get_len(
+    buf: &mut Bytes,
+    form: LenForm,
+    min_item_size: usize,
+    what: &'static str,
+    reserved: usize,
+) -> DecodeResult<Option<usize>> {
     let len: i64 = match form {
         LenForm::I16 => i64::from(get_i16(buf, what)?),
         LenForm::I32 => i64::from(get_i32(buf, what)?),
@@ -183,8 +189,9 @@ fn get_len(buf: &mut Bytes, form: LenForm, min_item_size: usize, what: &'static 
         return Err(DecodeError::InvalidLength { what, len });
     }
     let len = len as u64;
-    if len.saturating_mul(min_item_size.max(1) as u64) > buf.remaining() as u64 {
-        return Err(DecodeError::LengthExceedsInput { what, len, remaining: buf.remaining() });
+    let available = buf.remaining().saturating_sub(reserved);
+    if len.saturating_mul(min_item_size.max(1) as u64) > available as u64 {
+        return Err(DecodeError::LengthExceedsInput { what, len, remaining: available });
     }
     Ok(Some(len as usize))
 }
@@ -214,7 +221,7 @@ fn bytes_form(compact: bool) -> LenForm {
 
 /// Reads a nullable string (classic: `int16` length; compact: `uvarint` length + 1).
 pub fn get_nullable_string(buf: &mut Bytes, compact: bool, what: &'static str) -> DecodeResult<Option<ByteString>> {
-    let Some(len) = get_len(buf, str_form(compact), 1, what)? else { return Ok(None) };
+    let Some(len) = get_len(buf, str_form(compact), 1, what, 0)? else { return Ok(None) };
     // A compact length can claim more than a string may hold; such a string could not be
     // written back (Kafka refuses it too).
     if len > MAX_STRING_LEN {
@@ -232,7 +239,7 @@ pub fn get_string(buf: &mut Bytes, compact: bool, what: &'static str) -> DecodeR
 /// Reads a nullable byte sequence (classic: `int32` length; compact: `uvarint` length + 1), sharing
 /// the input's allocation.
 pub fn get_nullable_bytes(buf: &mut Bytes, compact: bool, what: &'static str) -> DecodeResult<Option<Bytes>> {
-    let Some(len) = get_len(buf, bytes_form(compact), 1, what)? else { return Ok(None) };
+    let Some(len) = get_len(buf, bytes_form(compact), 1, what, 0)? else { return Ok(None) };
     Ok(Some(buf.split_to(len)))
 }
 
@@ -249,7 +256,20 @@ pub fn get_array_len(
     min_item_size: usize,
     what: &'static str,
 ) -> DecodeResult<Option<usize>> {
-    get_len(buf, bytes_form(compact), min_item_size, what)
+    get_len(buf, bytes_form(compact), min_item_size, what, 0)
+}
+
+/// As [`get_array_len`], for an array followed by at least `reserved` bytes (the least that
+/// what comes after it takes): the elements must fit in the bytes before those. Nested arrays
+/// whose counts are forged then cannot all claim the same remaining input.
+pub fn get_array_len_before(
+    buf: &mut Bytes,
+    compact: bool,
+    min_item_size: usize,
+    reserved: usize,
+    what: &'static str,
+) -> DecodeResult<Option<usize>> {
+    get_len(buf, bytes_form(compact), min_item_size, what, reserved)
 }
 
 /// The longest string Kafka's strings carry, in bytes, in the classic (`int16` length) and the
@@ -467,6 +487,17 @@ mod tests {
             get_array_len(&mut b, false, 4, "a"),
             Err(DecodeError::LengthExceedsInput { len: 0x7fff_ffff, .. })
         ));
+    }
+
+    #[test]
+    fn an_array_count_must_leave_the_bytes_promised_to_what_follows() {
+        // Two 4-byte elements in 8 bytes: they fit, unless 1 of those bytes is promised.
+        let input = Bytes::from_static(&[0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(get_array_len_before(&mut input.clone(), false, 4, 0, "a"), Ok(Some(2)));
+        assert_eq!(
+            get_array_len_before(&mut input.clone(), false, 4, 1, "a"),
+            Err(DecodeError::LengthExceedsInput { what: "a", len: 2, remaining: 7 })
+        );
     }
 
     #[test]

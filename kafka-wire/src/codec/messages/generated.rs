@@ -10,10 +10,6 @@ use crate::codec::{
     ApiKey, DecodeError, DecodeResult, EncodeError, EncodeResult, ErrorCode, UnknownTaggedFields, Uuid,
 };
 
-/// Arrays are preallocated up to this many elements; longer ones grow as they are read,
-/// so a forged count costs no more memory than the elements actually present.
-const MAX_PREALLOC: usize = 64;
-
 /// Produce (API key 0).
 pub mod produce {
     use super::*;
@@ -98,6 +94,14 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ProduceRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(0), version });
             }
@@ -107,11 +111,15 @@ pub mod produce {
             this.acks = get_i16(buf, "ProduceRequest.acks")?;
             this.timeout_ms = get_i32(buf, "ProduceRequest.timeout_ms")?;
             this.topic_data = {
-                let n = get_array_len(buf, flex, 1, "ProduceRequest.topic_data")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ProduceRequest.topic_data" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TopicProduceData::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TopicProduceData::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ProduceRequest.topic_data")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ProduceRequest.topic_data" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TopicProduceData::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -191,6 +199,14 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl PartitionProduceData {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.index = get_i32(buf, "PartitionProduceData.index")?;
@@ -201,6 +217,21 @@ pub mod produce {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl PartitionProduceData {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -271,6 +302,14 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TopicProduceData {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 12 {
@@ -280,11 +319,15 @@ pub mod produce {
                 this.topic_id = get_uuid(buf, "TopicProduceData.topic_id")?;
             }
             this.partition_data = {
-                let n = get_array_len(buf, flex, 1, "TopicProduceData.partition_data")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TopicProduceData.partition_data" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(PartitionProduceData::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = PartitionProduceData::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "TopicProduceData.partition_data")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TopicProduceData.partition_data" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(PartitionProduceData::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -294,6 +337,26 @@ pub mod produce {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl TopicProduceData {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 12 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 13 {
+                n += 16;
+            }
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -383,17 +446,29 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ProduceResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(0), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.responses = {
-                let n = get_array_len(buf, flex, 1, "ProduceResponse.responses")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ProduceResponse.responses" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TopicProduceResponse::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TopicProduceResponse::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ProduceResponse.responses")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ProduceResponse.responses" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TopicProduceResponse::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -402,11 +477,16 @@ pub mod produce {
                 this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 10 => {
                         this.node_endpoints = {
-                            let n = get_array_len(buf, flex, 1, "ProduceResponse.node_endpoints")?
-                                .ok_or(DecodeError::UnexpectedNull { what: "ProduceResponse.node_endpoints" })?;
-                            let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                            for _ in 0..n {
-                                v.push(NodeEndpoint::decode(buf, version)?);
+                            let (n, min) = ({
+                                let min = NodeEndpoint::min_wire_size(version);
+                                get_array_len_before(buf, flex, min, 0, "ProduceResponse.node_endpoints")?
+                                    .map(|n| (n, min))
+                            })
+                            .ok_or(DecodeError::UnexpectedNull { what: "ProduceResponse.node_endpoints" })?;
+                            let mut v = Vec::with_capacity(n);
+                            for i in 0..n {
+                                let r = 0 + (n - 1 - i) * min;
+                                v.push(NodeEndpoint::decode_before(buf, version, r)?);
                             }
                             v
                         };
@@ -497,6 +577,14 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl BatchIndexAndErrorMessage {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 8 {
@@ -515,6 +603,25 @@ pub mod produce {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl BatchIndexAndErrorMessage {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 8 {
+                n += 4;
+            }
+            if version >= 8 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -579,6 +686,14 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl LeaderIdAndEpoch {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 10 {
@@ -736,6 +851,14 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl PartitionProduceResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.index = get_i32(buf, "PartitionProduceResponse.index")?;
@@ -747,11 +870,16 @@ pub mod produce {
             }
             if version >= 8 {
                 this.record_errors = {
-                    let n = get_array_len(buf, flex, 1, "PartitionProduceResponse.record_errors")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "PartitionProduceResponse.record_errors" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(BatchIndexAndErrorMessage::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = BatchIndexAndErrorMessage::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "PartitionProduceResponse.record_errors")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "PartitionProduceResponse.record_errors" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(BatchIndexAndErrorMessage::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -766,13 +894,39 @@ pub mod produce {
             if flex {
                 this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 10 => {
-                        this.current_leader = LeaderIdAndEpoch::decode(buf, version)?;
+                        this.current_leader = LeaderIdAndEpoch::decode_before(buf, version, 0)?;
                         Ok(true)
                     }
                     _ => Ok(false),
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl PartitionProduceResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 2;
+            n += 8;
+            n += 8;
+            if version >= 5 {
+                n += 8;
+            }
+            if version >= 8 {
+                n += if flex { 1 } else { 4 };
+            }
+            if version >= 8 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -851,6 +1005,14 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TopicProduceResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 12 {
@@ -860,11 +1022,16 @@ pub mod produce {
                 this.topic_id = get_uuid(buf, "TopicProduceResponse.topic_id")?;
             }
             this.partition_responses = {
-                let n = get_array_len(buf, flex, 1, "TopicProduceResponse.partition_responses")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TopicProduceResponse.partition_responses" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(PartitionProduceResponse::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = PartitionProduceResponse::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "TopicProduceResponse.partition_responses")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TopicProduceResponse.partition_responses" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(PartitionProduceResponse::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -874,6 +1041,26 @@ pub mod produce {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl TopicProduceResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 12 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 13 {
+                n += 16;
+            }
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -975,6 +1162,14 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl NodeEndpoint {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 10 {
@@ -999,6 +1194,31 @@ pub mod produce {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl NodeEndpoint {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 10 {
+                n += 4;
+            }
+            if version >= 10 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 10 {
+                n += 4;
+            }
+            if version >= 10 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -1193,6 +1413,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl FetchRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(1), version });
             }
@@ -1212,21 +1440,30 @@ pub mod fetch {
                 this.session_epoch = get_i32(buf, "FetchRequest.session_epoch")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "FetchRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "FetchRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(FetchTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = FetchTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "FetchRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "FetchRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(FetchTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
             if version >= 7 {
                 this.forgotten_topics_data = {
-                    let n = get_array_len(buf, flex, 1, "FetchRequest.forgotten_topics_data")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "FetchRequest.forgotten_topics_data" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(ForgottenTopic::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = ForgottenTopic::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "FetchRequest.forgotten_topics_data")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "FetchRequest.forgotten_topics_data" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(ForgottenTopic::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -1245,7 +1482,7 @@ pub mod fetch {
                         Ok(true)
                     }
                     1 if version >= 15 => {
-                        this.replica_state = ReplicaState::decode(buf, version)?;
+                        this.replica_state = ReplicaState::decode_before(buf, version, 0)?;
                         Ok(true)
                     }
                     _ => Ok(false),
@@ -1320,6 +1557,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ReplicaState {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 15 {
@@ -1447,6 +1692,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl FetchPartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition = get_i32(buf, "FetchPartition.partition")?;
@@ -1475,6 +1728,31 @@ pub mod fetch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl FetchPartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            if version >= 9 {
+                n += 4;
+            }
+            n += 8;
+            if version >= 12 {
+                n += 4;
+            }
+            if version >= 5 {
+                n += 8;
+            }
+            n += 4;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -1544,6 +1822,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl FetchTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 12 {
@@ -1553,11 +1839,15 @@ pub mod fetch {
                 this.topic_id = get_uuid(buf, "FetchTopic.topic_id")?;
             }
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "FetchTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "FetchTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(FetchPartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = FetchPartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "FetchTopic.partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "FetchTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(FetchPartition::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -1567,6 +1857,26 @@ pub mod fetch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl FetchTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 12 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 13 {
+                n += 16;
+            }
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -1641,6 +1951,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ForgottenTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if (7..=12).contains(&version) {
@@ -1651,9 +1969,12 @@ pub mod fetch {
             }
             if version >= 7 {
                 this.partitions = {
-                    let n = get_array_len(buf, flex, 4, "ForgottenTopic.partitions")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "ForgottenTopic.partitions" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    let (n, min) = ({
+                        let min = 4;
+                        get_array_len_before(buf, flex, min, reserved, "ForgottenTopic.partitions")?.map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "ForgottenTopic.partitions" })?;
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_i32(buf, "ForgottenTopic.partitions")?);
                     }
@@ -1666,6 +1987,28 @@ pub mod fetch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl ForgottenTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if (7..=12).contains(&version) {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 13 {
+                n += 16;
+            }
+            if version >= 7 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -1776,6 +2119,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl FetchResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(1), version });
             }
@@ -1789,11 +2140,15 @@ pub mod fetch {
                 this.session_id = get_i32(buf, "FetchResponse.session_id")?;
             }
             this.responses = {
-                let n = get_array_len(buf, flex, 1, "FetchResponse.responses")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "FetchResponse.responses" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(FetchableTopicResponse::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = FetchableTopicResponse::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "FetchResponse.responses")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "FetchResponse.responses" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(FetchableTopicResponse::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -1801,11 +2156,16 @@ pub mod fetch {
                 this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 16 => {
                         this.node_endpoints = {
-                            let n = get_array_len(buf, flex, 1, "FetchResponse.node_endpoints")?
-                                .ok_or(DecodeError::UnexpectedNull { what: "FetchResponse.node_endpoints" })?;
-                            let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                            for _ in 0..n {
-                                v.push(NodeEndpoint::decode(buf, version)?);
+                            let (n, min) = ({
+                                let min = NodeEndpoint::min_wire_size(version);
+                                get_array_len_before(buf, flex, min, 0, "FetchResponse.node_endpoints")?
+                                    .map(|n| (n, min))
+                            })
+                            .ok_or(DecodeError::UnexpectedNull { what: "FetchResponse.node_endpoints" })?;
+                            let mut v = Vec::with_capacity(n);
+                            for i in 0..n {
+                                let r = 0 + (n - 1 - i) * min;
+                                v.push(NodeEndpoint::decode_before(buf, version, r)?);
                             }
                             v
                         };
@@ -1879,6 +2239,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl EpochEndOffset {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 12 {
@@ -1957,6 +2325,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl LeaderIdAndEpoch {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 12 {
@@ -2021,6 +2397,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SnapshotId {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.end_offset = get_i64(buf, "SnapshotId.end_offset")?;
@@ -2085,6 +2469,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AbortedTransaction {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.producer_id = get_i64(buf, "AbortedTransaction.producer_id")?;
@@ -2095,6 +2487,21 @@ pub mod fetch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl AbortedTransaction {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 8;
+            n += 8;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -2272,6 +2679,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl PartitionData {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "PartitionData.partition_index")?;
@@ -2281,12 +2696,16 @@ pub mod fetch {
             if version >= 5 {
                 this.log_start_offset = get_i64(buf, "PartitionData.log_start_offset")?;
             }
-            this.aborted_transactions = match get_array_len(buf, flex, 1, "PartitionData.aborted_transactions")? {
+            this.aborted_transactions = match {
+                let min = AbortedTransaction::min_wire_size(version);
+                get_array_len_before(buf, flex, min, reserved, "PartitionData.aborted_transactions")?.map(|n| (n, min))
+            } {
                 None => None,
-                Some(n) => {
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(AbortedTransaction::decode(buf, version)?);
+                Some((n, min)) => {
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(AbortedTransaction::decode_before(buf, version, r)?);
                     }
                     Some(v)
                 }
@@ -2298,21 +2717,46 @@ pub mod fetch {
             if flex {
                 this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 12 => {
-                        this.diverging_epoch = EpochEndOffset::decode(buf, version)?;
+                        this.diverging_epoch = EpochEndOffset::decode_before(buf, version, 0)?;
                         Ok(true)
                     }
                     1 if version >= 12 => {
-                        this.current_leader = LeaderIdAndEpoch::decode(buf, version)?;
+                        this.current_leader = LeaderIdAndEpoch::decode_before(buf, version, 0)?;
                         Ok(true)
                     }
                     2 if version >= 12 => {
-                        this.snapshot_id = SnapshotId::decode(buf, version)?;
+                        this.snapshot_id = SnapshotId::decode_before(buf, version, 0)?;
                         Ok(true)
                     }
                     _ => Ok(false),
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl PartitionData {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 2;
+            n += 8;
+            n += 8;
+            if version >= 5 {
+                n += 8;
+            }
+            n += if flex { 1 } else { 4 };
+            if version >= 11 {
+                n += 4;
+            }
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -2386,6 +2830,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl FetchableTopicResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 12 {
@@ -2395,11 +2847,16 @@ pub mod fetch {
                 this.topic_id = get_uuid(buf, "FetchableTopicResponse.topic_id")?;
             }
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "FetchableTopicResponse.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "FetchableTopicResponse.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(PartitionData::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = PartitionData::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "FetchableTopicResponse.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "FetchableTopicResponse.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(PartitionData::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -2409,6 +2866,26 @@ pub mod fetch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl FetchableTopicResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 12 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 13 {
+                n += 16;
+            }
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -2510,6 +2987,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl NodeEndpoint {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 16 {
@@ -2534,6 +3019,31 @@ pub mod fetch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl NodeEndpoint {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 16 {
+                n += 4;
+            }
+            if version >= 16 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 16 {
+                n += 4;
+            }
+            if version >= 16 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -2629,6 +3139,14 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListOffsetsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(2), version });
             }
@@ -2639,11 +3157,15 @@ pub mod list_offsets {
                 this.isolation_level = get_i8(buf, "ListOffsetsRequest.isolation_level")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "ListOffsetsRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(ListOffsetsTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = ListOffsetsTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ListOffsetsRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(ListOffsetsTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -2734,6 +3256,14 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListOffsetsPartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "ListOffsetsPartition.partition_index")?;
@@ -2747,6 +3277,24 @@ pub mod list_offsets {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl ListOffsetsPartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            if version >= 4 {
+                n += 4;
+            }
+            n += 8;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -2805,15 +3353,27 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListOffsetsTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "ListOffsetsTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "ListOffsetsTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(ListOffsetsPartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = ListOffsetsPartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ListOffsetsTopic.partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(ListOffsetsPartition::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -2823,6 +3383,21 @@ pub mod list_offsets {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl ListOffsetsTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -2892,6 +3467,14 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListOffsetsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(2), version });
             }
@@ -2901,11 +3484,15 @@ pub mod list_offsets {
                 this.throttle_time_ms = get_i32(buf, "ListOffsetsResponse.throttle_time_ms")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "ListOffsetsResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(ListOffsetsTopicResponse::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = ListOffsetsTopicResponse::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ListOffsetsResponse.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(ListOffsetsTopicResponse::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -2995,6 +3582,14 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListOffsetsPartitionResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "ListOffsetsPartitionResponse.partition_index")?;
@@ -3010,6 +3605,26 @@ pub mod list_offsets {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl ListOffsetsPartitionResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 2;
+            n += 8;
+            n += 8;
+            if version >= 4 {
+                n += 4;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -3071,15 +3686,28 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListOffsetsTopicResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "ListOffsetsTopicResponse.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "ListOffsetsTopicResponse.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsTopicResponse.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(ListOffsetsPartitionResponse::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = ListOffsetsPartitionResponse::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ListOffsetsTopicResponse.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsTopicResponse.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(ListOffsetsPartitionResponse::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -3089,6 +3717,21 @@ pub mod list_offsets {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl ListOffsetsTopicResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -3208,29 +3851,45 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl MetadataRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(3), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topics = if version >= 1 {
-                match get_array_len(buf, flex, 1, "MetadataRequest.topics")? {
+                match {
+                    let min = MetadataRequestTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "MetadataRequest.topics")?.map(|n| (n, min))
+                } {
                     None => None,
-                    Some(n) => {
-                        let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                        for _ in 0..n {
-                            v.push(MetadataRequestTopic::decode(buf, version)?);
+                    Some((n, min)) => {
+                        let mut v = Vec::with_capacity(n);
+                        for i in 0..n {
+                            let r = reserved + (n - 1 - i) * min;
+                            v.push(MetadataRequestTopic::decode_before(buf, version, r)?);
                         }
                         Some(v)
                     }
                 }
             } else {
                 Some({
-                    let n = get_array_len(buf, flex, 1, "MetadataRequest.topics")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "MetadataRequest.topics" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(MetadataRequestTopic::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = MetadataRequestTopic::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "MetadataRequest.topics")?.map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataRequest.topics" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(MetadataRequestTopic::decode_before(buf, version, r)?);
                     }
                     v
                 })
@@ -3329,6 +3988,14 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl MetadataRequestTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 10 {
@@ -3345,6 +4012,23 @@ pub mod metadata {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl MetadataRequestTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 10 {
+                n += 16;
+            }
+            n += if flex { 1 } else { 2 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -3483,6 +4167,14 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl MetadataResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(3), version });
             }
@@ -3492,11 +4184,15 @@ pub mod metadata {
                 this.throttle_time_ms = get_i32(buf, "MetadataResponse.throttle_time_ms")?;
             }
             this.brokers = {
-                let n = get_array_len(buf, flex, 1, "MetadataResponse.brokers")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponse.brokers" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(MetadataResponseBroker::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = MetadataResponseBroker::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "MetadataResponse.brokers")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponse.brokers" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(MetadataResponseBroker::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -3511,11 +4207,15 @@ pub mod metadata {
                 this.controller_id = get_i32(buf, "MetadataResponse.controller_id")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "MetadataResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(MetadataResponseTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = MetadataResponseTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "MetadataResponse.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(MetadataResponseTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -3616,6 +4316,14 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl MetadataResponseBroker {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.node_id = get_i32(buf, "MetadataResponseBroker.node_id")?;
@@ -3634,6 +4342,25 @@ pub mod metadata {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl MetadataResponseBroker {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += if flex { 1 } else { 2 };
+            n += 4;
+            if version >= 1 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -3744,6 +4471,14 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl MetadataResponsePartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "MetadataResponsePartition.error_code")?);
@@ -3753,18 +4488,26 @@ pub mod metadata {
                 this.leader_epoch = get_i32(buf, "MetadataResponsePartition.leader_epoch")?;
             }
             this.replica_nodes = {
-                let n = get_array_len(buf, flex, 4, "MetadataResponsePartition.replica_nodes")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.replica_nodes" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "MetadataResponsePartition.replica_nodes")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.replica_nodes" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "MetadataResponsePartition.replica_nodes")?);
                 }
                 v
             };
             this.isr_nodes = {
-                let n = get_array_len(buf, flex, 4, "MetadataResponsePartition.isr_nodes")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.isr_nodes" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "MetadataResponsePartition.isr_nodes")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.isr_nodes" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "MetadataResponsePartition.isr_nodes")?);
                 }
@@ -3772,9 +4515,13 @@ pub mod metadata {
             };
             if version >= 5 {
                 this.offline_replicas = {
-                    let n = get_array_len(buf, flex, 4, "MetadataResponsePartition.offline_replicas")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.offline_replicas" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    let (n, min) = ({
+                        let min = 4;
+                        get_array_len_before(buf, flex, min, reserved, "MetadataResponsePartition.offline_replicas")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.offline_replicas" })?;
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_i32(buf, "MetadataResponsePartition.offline_replicas")?);
                     }
@@ -3787,6 +4534,30 @@ pub mod metadata {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl MetadataResponsePartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            n += 4;
+            n += 4;
+            if version >= 7 {
+                n += 4;
+            }
+            n += if flex { 1 } else { 4 };
+            n += if flex { 1 } else { 4 };
+            if version >= 5 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -3902,6 +4673,14 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl MetadataResponseTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "MetadataResponseTopic.error_code")?);
@@ -3917,11 +4696,16 @@ pub mod metadata {
                 this.is_internal = get_bool(buf, "MetadataResponseTopic.is_internal")?;
             }
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "MetadataResponseTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponseTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(MetadataResponsePartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = MetadataResponsePartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "MetadataResponseTopic.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponseTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(MetadataResponsePartition::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -3934,6 +4718,31 @@ pub mod metadata {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl MetadataResponseTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            n += if flex { 1 } else { 2 };
+            if version >= 10 {
+                n += 16;
+            }
+            if version >= 1 {
+                n += 1;
+            }
+            n += if flex { 1 } else { 4 };
+            if version >= 8 {
+                n += 4;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -4050,6 +4859,14 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetCommitRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(8), version });
             }
@@ -4069,11 +4886,15 @@ pub mod offset_commit {
                 this.retention_time_ms = get_i64(buf, "OffsetCommitRequest.retention_time_ms")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetCommitRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetCommitRequestTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetCommitRequestTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetCommitRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetCommitRequestTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -4176,6 +4997,14 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetCommitRequestPartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "OffsetCommitRequestPartition.partition_index")?;
@@ -4191,6 +5020,25 @@ pub mod offset_commit {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetCommitRequestPartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 8;
+            if version >= 6 {
+                n += 4;
+            }
+            n += if flex { 1 } else { 2 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -4264,6 +5112,14 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetCommitRequestTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 9 {
@@ -4273,11 +5129,16 @@ pub mod offset_commit {
                 this.topic_id = get_uuid(buf, "OffsetCommitRequestTopic.topic_id")?;
             }
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "OffsetCommitRequestTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitRequestTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetCommitRequestPartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetCommitRequestPartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetCommitRequestTopic.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitRequestTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetCommitRequestPartition::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -4287,6 +5148,26 @@ pub mod offset_commit {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetCommitRequestTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 9 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 10 {
+                n += 16;
+            }
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -4356,6 +5237,14 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetCommitResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(8), version });
             }
@@ -4365,11 +5254,15 @@ pub mod offset_commit {
                 this.throttle_time_ms = get_i32(buf, "OffsetCommitResponse.throttle_time_ms")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetCommitResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetCommitResponseTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetCommitResponseTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetCommitResponse.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetCommitResponseTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -4433,6 +5326,14 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetCommitResponsePartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "OffsetCommitResponsePartition.partition_index")?;
@@ -4443,6 +5344,21 @@ pub mod offset_commit {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetCommitResponsePartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 2;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -4516,6 +5432,14 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetCommitResponseTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 9 {
@@ -4525,11 +5449,16 @@ pub mod offset_commit {
                 this.topic_id = get_uuid(buf, "OffsetCommitResponseTopic.topic_id")?;
             }
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "OffsetCommitResponseTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitResponseTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetCommitResponsePartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetCommitResponsePartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetCommitResponseTopic.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitResponseTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetCommitResponsePartition::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -4539,6 +5468,26 @@ pub mod offset_commit {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetCommitResponseTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 9 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 10 {
+                n += 16;
+            }
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -4656,6 +5605,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(9), version });
             }
@@ -4666,23 +5623,32 @@ pub mod offset_fetch {
             }
             if version <= 7 {
                 this.topics = if (2..=7).contains(&version) {
-                    match get_array_len(buf, flex, 1, "OffsetFetchRequest.topics")? {
+                    match {
+                        let min = OffsetFetchRequestTopic::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchRequest.topics")?.map(|n| (n, min))
+                    } {
                         None => None,
-                        Some(n) => {
-                            let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                            for _ in 0..n {
-                                v.push(OffsetFetchRequestTopic::decode(buf, version)?);
+                        Some((n, min)) => {
+                            let mut v = Vec::with_capacity(n);
+                            for i in 0..n {
+                                let r = reserved + (n - 1 - i) * min;
+                                v.push(OffsetFetchRequestTopic::decode_before(buf, version, r)?);
                             }
                             Some(v)
                         }
                     }
                 } else {
                     Some({
-                        let n = get_array_len(buf, flex, 1, "OffsetFetchRequest.topics")?
-                            .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequest.topics" })?;
-                        let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                        for _ in 0..n {
-                            v.push(OffsetFetchRequestTopic::decode(buf, version)?);
+                        let (n, min) = ({
+                            let min = OffsetFetchRequestTopic::min_wire_size(version);
+                            get_array_len_before(buf, flex, min, reserved, "OffsetFetchRequest.topics")?
+                                .map(|n| (n, min))
+                        })
+                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequest.topics" })?;
+                        let mut v = Vec::with_capacity(n);
+                        for i in 0..n {
+                            let r = reserved + (n - 1 - i) * min;
+                            v.push(OffsetFetchRequestTopic::decode_before(buf, version, r)?);
                         }
                         v
                     })
@@ -4690,11 +5656,15 @@ pub mod offset_fetch {
             }
             if version >= 8 {
                 this.groups = {
-                    let n = get_array_len(buf, flex, 1, "OffsetFetchRequest.groups")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequest.groups" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(OffsetFetchRequestGroup::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = OffsetFetchRequestGroup::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchRequest.groups")?.map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequest.groups" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(OffsetFetchRequestGroup::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -4796,6 +5766,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchRequestTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 7 {
@@ -4803,9 +5781,13 @@ pub mod offset_fetch {
             }
             if version <= 7 {
                 this.partition_indexes = {
-                    let n = get_array_len(buf, flex, 4, "OffsetFetchRequestTopic.partition_indexes")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestTopic.partition_indexes" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    let (n, min) = ({
+                        let min = 4;
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchRequestTopic.partition_indexes")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestTopic.partition_indexes" })?;
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_i32(buf, "OffsetFetchRequestTopic.partition_indexes")?);
                     }
@@ -4818,6 +5800,25 @@ pub mod offset_fetch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetFetchRequestTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 7 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version <= 7 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -4903,6 +5904,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchRequestTopics {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if (8..=9).contains(&version) {
@@ -4913,9 +5922,13 @@ pub mod offset_fetch {
             }
             if version >= 8 {
                 this.partition_indexes = {
-                    let n = get_array_len(buf, flex, 4, "OffsetFetchRequestTopics.partition_indexes")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestTopics.partition_indexes" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    let (n, min) = ({
+                        let min = 4;
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchRequestTopics.partition_indexes")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestTopics.partition_indexes" })?;
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_i32(buf, "OffsetFetchRequestTopics.partition_indexes")?);
                     }
@@ -4928,6 +5941,28 @@ pub mod offset_fetch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetFetchRequestTopics {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if (8..=9).contains(&version) {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 10 {
+                n += 16;
+            }
+            if version >= 8 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -5052,6 +6087,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchRequestGroup {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 8 {
@@ -5069,23 +6112,33 @@ pub mod offset_fetch {
             }
             if version >= 8 {
                 this.topics = if version >= 8 {
-                    match get_array_len(buf, flex, 1, "OffsetFetchRequestGroup.topics")? {
+                    match {
+                        let min = OffsetFetchRequestTopics::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchRequestGroup.topics")?
+                            .map(|n| (n, min))
+                    } {
                         None => None,
-                        Some(n) => {
-                            let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                            for _ in 0..n {
-                                v.push(OffsetFetchRequestTopics::decode(buf, version)?);
+                        Some((n, min)) => {
+                            let mut v = Vec::with_capacity(n);
+                            for i in 0..n {
+                                let r = reserved + (n - 1 - i) * min;
+                                v.push(OffsetFetchRequestTopics::decode_before(buf, version, r)?);
                             }
                             Some(v)
                         }
                     }
                 } else {
                     Some({
-                        let n = get_array_len(buf, flex, 1, "OffsetFetchRequestGroup.topics")?
-                            .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestGroup.topics" })?;
-                        let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                        for _ in 0..n {
-                            v.push(OffsetFetchRequestTopics::decode(buf, version)?);
+                        let (n, min) = ({
+                            let min = OffsetFetchRequestTopics::min_wire_size(version);
+                            get_array_len_before(buf, flex, min, reserved, "OffsetFetchRequestGroup.topics")?
+                                .map(|n| (n, min))
+                        })
+                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestGroup.topics" })?;
+                        let mut v = Vec::with_capacity(n);
+                        for i in 0..n {
+                            let r = reserved + (n - 1 - i) * min;
+                            v.push(OffsetFetchRequestTopics::decode_before(buf, version, r)?);
                         }
                         v
                     })
@@ -5097,6 +6150,31 @@ pub mod offset_fetch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetFetchRequestGroup {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 8 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 9 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 9 {
+                n += 4;
+            }
+            if version >= 8 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -5207,6 +6285,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(9), version });
             }
@@ -5217,11 +6303,15 @@ pub mod offset_fetch {
             }
             if version <= 7 {
                 this.topics = {
-                    let n = get_array_len(buf, flex, 1, "OffsetFetchResponse.topics")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponse.topics" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(OffsetFetchResponseTopic::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = OffsetFetchResponseTopic::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchResponse.topics")?.map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponse.topics" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(OffsetFetchResponseTopic::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -5231,11 +6321,15 @@ pub mod offset_fetch {
             }
             if version >= 8 {
                 this.groups = {
-                    let n = get_array_len(buf, flex, 1, "OffsetFetchResponse.groups")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponse.groups" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(OffsetFetchResponseGroup::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = OffsetFetchResponseGroup::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchResponse.groups")?.map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponse.groups" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(OffsetFetchResponseGroup::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -5373,6 +6467,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchResponsePartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 7 {
@@ -5400,6 +6502,34 @@ pub mod offset_fetch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetFetchResponsePartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 7 {
+                n += 4;
+            }
+            if version <= 7 {
+                n += 8;
+            }
+            if (5..=7).contains(&version) {
+                n += 4;
+            }
+            if version <= 7 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version <= 7 {
+                n += 2;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -5475,6 +6605,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchResponseTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 7 {
@@ -5482,11 +6620,16 @@ pub mod offset_fetch {
             }
             if version <= 7 {
                 this.partitions = {
-                    let n = get_array_len(buf, flex, 1, "OffsetFetchResponseTopic.partitions")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseTopic.partitions" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(OffsetFetchResponsePartition::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = OffsetFetchResponsePartition::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchResponseTopic.partitions")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseTopic.partitions" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(OffsetFetchResponsePartition::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -5497,6 +6640,25 @@ pub mod offset_fetch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetFetchResponseTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 7 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version <= 7 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -5624,6 +6786,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchResponsePartitions {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 8 {
@@ -5651,6 +6821,34 @@ pub mod offset_fetch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetFetchResponsePartitions {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 8 {
+                n += 4;
+            }
+            if version >= 8 {
+                n += 8;
+            }
+            if version >= 8 {
+                n += 4;
+            }
+            if version >= 8 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 8 {
+                n += 2;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -5732,6 +6930,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchResponseTopics {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if (8..=9).contains(&version) {
@@ -5742,11 +6948,16 @@ pub mod offset_fetch {
             }
             if version >= 8 {
                 this.partitions = {
-                    let n = get_array_len(buf, flex, 1, "OffsetFetchResponseTopics.partitions")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseTopics.partitions" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(OffsetFetchResponsePartitions::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = OffsetFetchResponsePartitions::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchResponseTopics.partitions")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseTopics.partitions" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(OffsetFetchResponsePartitions::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -5757,6 +6968,28 @@ pub mod offset_fetch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetFetchResponseTopics {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if (8..=9).contains(&version) {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 10 {
+                n += 16;
+            }
+            if version >= 8 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -5847,6 +7080,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchResponseGroup {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 8 {
@@ -5854,11 +7095,16 @@ pub mod offset_fetch {
             }
             if version >= 8 {
                 this.topics = {
-                    let n = get_array_len(buf, flex, 1, "OffsetFetchResponseGroup.topics")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseGroup.topics" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(OffsetFetchResponseTopics::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = OffsetFetchResponseTopics::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchResponseGroup.topics")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseGroup.topics" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(OffsetFetchResponseTopics::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -5872,6 +7118,28 @@ pub mod offset_fetch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetFetchResponseGroup {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 8 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 8 {
+                n += if flex { 1 } else { 4 };
+            }
+            if version >= 8 {
+                n += 2;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -5965,6 +7233,14 @@ pub mod find_coordinator {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl FindCoordinatorRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(10), version });
             }
@@ -5978,9 +7254,13 @@ pub mod find_coordinator {
             }
             if version >= 4 {
                 this.coordinator_keys = {
-                    let n = get_array_len(buf, flex, 1, "FindCoordinatorRequest.coordinator_keys")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "FindCoordinatorRequest.coordinator_keys" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    let (n, min) = ({
+                        let min = if flex { 1 } else { 2 };
+                        get_array_len_before(buf, flex, min, reserved, "FindCoordinatorRequest.coordinator_keys")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "FindCoordinatorRequest.coordinator_keys" })?;
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "FindCoordinatorRequest.coordinator_keys")?);
                     }
@@ -6149,6 +7429,14 @@ pub mod find_coordinator {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl FindCoordinatorResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(10), version });
             }
@@ -6178,11 +7466,16 @@ pub mod find_coordinator {
             }
             if version >= 4 {
                 this.coordinators = {
-                    let n = get_array_len(buf, flex, 1, "FindCoordinatorResponse.coordinators")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "FindCoordinatorResponse.coordinators" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(Coordinator::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = Coordinator::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "FindCoordinatorResponse.coordinators")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "FindCoordinatorResponse.coordinators" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(Coordinator::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -6317,6 +7610,14 @@ pub mod find_coordinator {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl Coordinator {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 4 {
@@ -6347,6 +7648,37 @@ pub mod find_coordinator {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl Coordinator {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 4 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 4 {
+                n += 4;
+            }
+            if version >= 4 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 4 {
+                n += 4;
+            }
+            if version >= 4 {
+                n += 2;
+            }
+            if version >= 4 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -6485,6 +7817,14 @@ pub mod join_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl JoinGroupRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(11), version });
             }
@@ -6505,11 +7845,15 @@ pub mod join_group {
             }
             this.protocol_type = get_string(buf, flex, "JoinGroupRequest.protocol_type")?;
             this.protocols = {
-                let n = get_array_len(buf, flex, 1, "JoinGroupRequest.protocols")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "JoinGroupRequest.protocols" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(JoinGroupRequestProtocol::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = JoinGroupRequestProtocol::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "JoinGroupRequest.protocols")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "JoinGroupRequest.protocols" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(JoinGroupRequestProtocol::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -6587,6 +7931,14 @@ pub mod join_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl JoinGroupRequestProtocol {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "JoinGroupRequestProtocol.name")?;
@@ -6597,6 +7949,21 @@ pub mod join_group {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl JoinGroupRequestProtocol {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -6739,6 +8106,14 @@ pub mod join_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl JoinGroupResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(11), version });
             }
@@ -6767,11 +8142,15 @@ pub mod join_group {
             }
             this.member_id = get_string(buf, flex, "JoinGroupResponse.member_id")?;
             this.members = {
-                let n = get_array_len(buf, flex, 1, "JoinGroupResponse.members")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "JoinGroupResponse.members" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(JoinGroupResponseMember::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = JoinGroupResponseMember::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "JoinGroupResponse.members")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "JoinGroupResponse.members" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(JoinGroupResponseMember::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -6867,6 +8246,14 @@ pub mod join_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl JoinGroupResponseMember {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.member_id = get_string(buf, flex, "JoinGroupResponseMember.member_id")?;
@@ -6884,6 +8271,24 @@ pub mod join_group {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl JoinGroupResponseMember {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            if version >= 5 {
+                n += if flex { 1 } else { 2 };
+            }
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -6976,6 +8381,14 @@ pub mod heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl HeartbeatRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(12), version });
             }
@@ -7066,6 +8479,14 @@ pub mod heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl HeartbeatResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(12), version });
             }
@@ -7166,6 +8587,14 @@ pub mod leave_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl LeaveGroupRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(13), version });
             }
@@ -7177,11 +8606,15 @@ pub mod leave_group {
             }
             if version >= 3 {
                 this.members = {
-                    let n = get_array_len(buf, flex, 1, "LeaveGroupRequest.members")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "LeaveGroupRequest.members" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(MemberIdentity::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = MemberIdentity::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "LeaveGroupRequest.members")?.map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "LeaveGroupRequest.members" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(MemberIdentity::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -7295,6 +8728,14 @@ pub mod leave_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl MemberIdentity {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 3 {
@@ -7320,6 +8761,28 @@ pub mod leave_group {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl MemberIdentity {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 3 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 3 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 5 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -7406,6 +8869,14 @@ pub mod leave_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl LeaveGroupResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(13), version });
             }
@@ -7417,11 +8888,15 @@ pub mod leave_group {
             this.error_code = ErrorCode(get_i16(buf, "LeaveGroupResponse.error_code")?);
             if version >= 3 {
                 this.members = {
-                    let n = get_array_len(buf, flex, 1, "LeaveGroupResponse.members")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "LeaveGroupResponse.members" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(MemberResponse::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = MemberResponse::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "LeaveGroupResponse.members")?.map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "LeaveGroupResponse.members" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(MemberResponse::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -7523,6 +8998,14 @@ pub mod leave_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl MemberResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 3 {
@@ -7544,6 +9027,28 @@ pub mod leave_group {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl MemberResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 3 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 3 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 3 {
+                n += 2;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -7690,6 +9195,14 @@ pub mod sync_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SyncGroupRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(14), version });
             }
@@ -7720,11 +9233,15 @@ pub mod sync_group {
                 };
             }
             this.assignments = {
-                let n = get_array_len(buf, flex, 1, "SyncGroupRequest.assignments")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "SyncGroupRequest.assignments" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(SyncGroupRequestAssignment::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = SyncGroupRequestAssignment::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "SyncGroupRequest.assignments")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "SyncGroupRequest.assignments" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(SyncGroupRequestAssignment::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -7799,6 +9316,14 @@ pub mod sync_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SyncGroupRequestAssignment {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.member_id = get_string(buf, flex, "SyncGroupRequestAssignment.member_id")?;
@@ -7809,6 +9334,21 @@ pub mod sync_group {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl SyncGroupRequestAssignment {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -7927,6 +9467,14 @@ pub mod sync_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SyncGroupResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(14), version });
             }
@@ -8038,15 +9586,26 @@ pub mod describe_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeGroupsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(15), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.groups = {
-                let n = get_array_len(buf, flex, 1, "DescribeGroupsRequest.groups")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeGroupsRequest.groups" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = if flex { 1 } else { 2 };
+                    get_array_len_before(buf, flex, min, reserved, "DescribeGroupsRequest.groups")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeGroupsRequest.groups" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "DescribeGroupsRequest.groups")?);
                 }
@@ -8139,6 +9698,14 @@ pub mod describe_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeGroupsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(15), version });
             }
@@ -8148,11 +9715,15 @@ pub mod describe_groups {
                 this.throttle_time_ms = get_i32(buf, "DescribeGroupsResponse.throttle_time_ms")?;
             }
             this.groups = {
-                let n = get_array_len(buf, flex, 1, "DescribeGroupsResponse.groups")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeGroupsResponse.groups" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DescribedGroup::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DescribedGroup::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeGroupsResponse.groups")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeGroupsResponse.groups" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DescribedGroup::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -8260,6 +9831,14 @@ pub mod describe_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribedGroupMember {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.member_id = get_string(buf, flex, "DescribedGroupMember.member_id")?;
@@ -8280,6 +9859,27 @@ pub mod describe_groups {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl DescribedGroupMember {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            if version >= 4 {
+                n += if flex { 1 } else { 2 };
+            }
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -8395,6 +9995,14 @@ pub mod describe_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribedGroup {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "DescribedGroup.error_code")?);
@@ -8410,11 +10018,15 @@ pub mod describe_groups {
             this.protocol_type = get_string(buf, flex, "DescribedGroup.protocol_type")?;
             this.protocol_data = get_string(buf, flex, "DescribedGroup.protocol_data")?;
             this.members = {
-                let n = get_array_len(buf, flex, 1, "DescribedGroup.members")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribedGroup.members" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DescribedGroupMember::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DescribedGroupMember::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribedGroup.members")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribedGroup.members" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DescribedGroupMember::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -8427,6 +10039,31 @@ pub mod describe_groups {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl DescribedGroup {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            if version >= 6 {
+                n += if flex { 1 } else { 2 };
+            }
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if version >= 3 {
+                n += 4;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -8515,6 +10152,14 @@ pub mod list_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListGroupsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(16), version });
             }
@@ -8522,9 +10167,13 @@ pub mod list_groups {
             let mut this = Self::default();
             if version >= 4 {
                 this.states_filter = {
-                    let n = get_array_len(buf, flex, 1, "ListGroupsRequest.states_filter")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsRequest.states_filter" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    let (n, min) = ({
+                        let min = if flex { 1 } else { 2 };
+                        get_array_len_before(buf, flex, min, reserved, "ListGroupsRequest.states_filter")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsRequest.states_filter" })?;
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "ListGroupsRequest.states_filter")?);
                     }
@@ -8533,9 +10182,13 @@ pub mod list_groups {
             }
             if version >= 5 {
                 this.types_filter = {
-                    let n = get_array_len(buf, flex, 1, "ListGroupsRequest.types_filter")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsRequest.types_filter" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    let (n, min) = ({
+                        let min = if flex { 1 } else { 2 };
+                        get_array_len_before(buf, flex, min, reserved, "ListGroupsRequest.types_filter")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsRequest.types_filter" })?;
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "ListGroupsRequest.types_filter")?);
                     }
@@ -8631,6 +10284,14 @@ pub mod list_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListGroupsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(16), version });
             }
@@ -8641,11 +10302,15 @@ pub mod list_groups {
             }
             this.error_code = ErrorCode(get_i16(buf, "ListGroupsResponse.error_code")?);
             this.groups = {
-                let n = get_array_len(buf, flex, 1, "ListGroupsResponse.groups")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsResponse.groups" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(ListedGroup::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = ListedGroup::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ListGroupsResponse.groups")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsResponse.groups" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(ListedGroup::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -8735,6 +10400,14 @@ pub mod list_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListedGroup {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.group_id = get_string(buf, flex, "ListedGroup.group_id")?;
@@ -8751,6 +10424,27 @@ pub mod list_groups {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl ListedGroup {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            if version >= 4 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 5 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -8812,6 +10506,14 @@ pub mod sasl_handshake {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SaslHandshakeRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(17), version });
             }
@@ -8894,6 +10596,14 @@ pub mod sasl_handshake {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SaslHandshakeResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(17), version });
             }
@@ -8901,9 +10611,13 @@ pub mod sasl_handshake {
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "SaslHandshakeResponse.error_code")?);
             this.mechanisms = {
-                let n = get_array_len(buf, flex, 1, "SaslHandshakeResponse.mechanisms")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "SaslHandshakeResponse.mechanisms" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = if flex { 1 } else { 2 };
+                    get_array_len_before(buf, flex, min, reserved, "SaslHandshakeResponse.mechanisms")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "SaslHandshakeResponse.mechanisms" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "SaslHandshakeResponse.mechanisms")?);
                 }
@@ -9003,6 +10717,14 @@ pub mod api_versions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ApiVersionsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(18), version });
             }
@@ -9202,6 +10924,14 @@ pub mod api_versions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ApiVersionsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(18), version });
             }
@@ -9209,11 +10939,15 @@ pub mod api_versions {
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "ApiVersionsResponse.error_code")?);
             this.api_keys = {
-                let n = get_array_len(buf, flex, 1, "ApiVersionsResponse.api_keys")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ApiVersionsResponse.api_keys" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(ApiVersion::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = ApiVersion::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ApiVersionsResponse.api_keys")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ApiVersionsResponse.api_keys" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(ApiVersion::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -9224,12 +10958,16 @@ pub mod api_versions {
                 this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 3 => {
                         this.supported_features = {
-                            let n = get_array_len(buf, flex, 1, "ApiVersionsResponse.supported_features")?.ok_or(
-                                DecodeError::UnexpectedNull { what: "ApiVersionsResponse.supported_features" },
-                            )?;
-                            let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                            for _ in 0..n {
-                                v.push(SupportedFeatureKey::decode(buf, version)?);
+                            let (n, min) = ({
+                                let min = SupportedFeatureKey::min_wire_size(version);
+                                get_array_len_before(buf, flex, min, 0, "ApiVersionsResponse.supported_features")?
+                                    .map(|n| (n, min))
+                            })
+                            .ok_or(DecodeError::UnexpectedNull { what: "ApiVersionsResponse.supported_features" })?;
+                            let mut v = Vec::with_capacity(n);
+                            for i in 0..n {
+                                let r = 0 + (n - 1 - i) * min;
+                                v.push(SupportedFeatureKey::decode_before(buf, version, r)?);
                             }
                             v
                         };
@@ -9241,12 +10979,16 @@ pub mod api_versions {
                     }
                     2 if version >= 3 => {
                         this.finalized_features = {
-                            let n = get_array_len(buf, flex, 1, "ApiVersionsResponse.finalized_features")?.ok_or(
-                                DecodeError::UnexpectedNull { what: "ApiVersionsResponse.finalized_features" },
-                            )?;
-                            let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                            for _ in 0..n {
-                                v.push(FinalizedFeatureKey::decode(buf, version)?);
+                            let (n, min) = ({
+                                let min = FinalizedFeatureKey::min_wire_size(version);
+                                get_array_len_before(buf, flex, min, 0, "ApiVersionsResponse.finalized_features")?
+                                    .map(|n| (n, min))
+                            })
+                            .ok_or(DecodeError::UnexpectedNull { what: "ApiVersionsResponse.finalized_features" })?;
+                            let mut v = Vec::with_capacity(n);
+                            for i in 0..n {
+                                let r = 0 + (n - 1 - i) * min;
+                                v.push(FinalizedFeatureKey::decode_before(buf, version, r)?);
                             }
                             v
                         };
@@ -9313,6 +11055,14 @@ pub mod api_versions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ApiVersion {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.api_key = get_i16(buf, "ApiVersion.api_key")?;
@@ -9324,6 +11074,22 @@ pub mod api_versions {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl ApiVersion {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            n += 2;
+            n += 2;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -9407,6 +11173,14 @@ pub mod api_versions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SupportedFeatureKey {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 3 {
@@ -9424,6 +11198,28 @@ pub mod api_versions {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl SupportedFeatureKey {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 3 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 3 {
+                n += 2;
+            }
+            if version >= 3 {
+                n += 2;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -9507,6 +11303,14 @@ pub mod api_versions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl FinalizedFeatureKey {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 3 {
@@ -9524,6 +11328,28 @@ pub mod api_versions {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl FinalizedFeatureKey {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 3 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 3 {
+                n += 2;
+            }
+            if version >= 3 {
+                n += 2;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -9601,17 +11427,29 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreateTopicsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(19), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "CreateTopicsRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "CreateTopicsRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(CreatableTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = CreatableTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "CreateTopicsRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "CreateTopicsRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(CreatableTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -9685,13 +11523,25 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatableReplicaAssignment {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "CreatableReplicaAssignment.partition_index")?;
             this.broker_ids = {
-                let n = get_array_len(buf, flex, 4, "CreatableReplicaAssignment.broker_ids")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "CreatableReplicaAssignment.broker_ids" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "CreatableReplicaAssignment.broker_ids")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "CreatableReplicaAssignment.broker_ids" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "CreatableReplicaAssignment.broker_ids")?);
                 }
@@ -9703,6 +11553,21 @@ pub mod create_topics {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl CreatableReplicaAssignment {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -9769,6 +11634,14 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatableTopicConfig {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatableTopicConfig.name")?;
@@ -9779,6 +11652,21 @@ pub mod create_topics {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl CreatableTopicConfig {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -9859,26 +11747,42 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatableTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatableTopic.name")?;
             this.num_partitions = get_i32(buf, "CreatableTopic.num_partitions")?;
             this.replication_factor = get_i16(buf, "CreatableTopic.replication_factor")?;
             this.assignments = {
-                let n = get_array_len(buf, flex, 1, "CreatableTopic.assignments")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopic.assignments" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(CreatableReplicaAssignment::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = CreatableReplicaAssignment::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "CreatableTopic.assignments")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopic.assignments" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(CreatableReplicaAssignment::decode_before(buf, version, r)?);
                 }
                 v
             };
             this.configs = {
-                let n = get_array_len(buf, flex, 1, "CreatableTopic.configs")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopic.configs" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(CreatableTopicConfig::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = CreatableTopicConfig::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "CreatableTopic.configs")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopic.configs" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(CreatableTopicConfig::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -9888,6 +11792,24 @@ pub mod create_topics {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl CreatableTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += 4;
+            n += 2;
+            n += if flex { 1 } else { 4 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -9951,6 +11873,14 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreateTopicsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(19), version });
             }
@@ -9958,11 +11888,15 @@ pub mod create_topics {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "CreateTopicsResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "CreateTopicsResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "CreateTopicsResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(CreatableTopicResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = CreatableTopicResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "CreateTopicsResponse.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "CreateTopicsResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(CreatableTopicResult::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -10088,6 +12022,14 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatableTopicConfigs {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 5 {
@@ -10115,6 +12057,34 @@ pub mod create_topics {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl CreatableTopicConfigs {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 5 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 5 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 5 {
+                n += 1;
+            }
+            if version >= 5 {
+                n += 1;
+            }
+            if version >= 5 {
+                n += 1;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -10277,6 +12247,14 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatableTopicResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatableTopicResult.name")?;
@@ -10293,23 +12271,33 @@ pub mod create_topics {
             }
             if version >= 5 {
                 this.configs = if version >= 5 {
-                    match get_array_len(buf, flex, 1, "CreatableTopicResult.configs")? {
+                    match {
+                        let min = CreatableTopicConfigs::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "CreatableTopicResult.configs")?
+                            .map(|n| (n, min))
+                    } {
                         None => None,
-                        Some(n) => {
-                            let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                            for _ in 0..n {
-                                v.push(CreatableTopicConfigs::decode(buf, version)?);
+                        Some((n, min)) => {
+                            let mut v = Vec::with_capacity(n);
+                            for i in 0..n {
+                                let r = reserved + (n - 1 - i) * min;
+                                v.push(CreatableTopicConfigs::decode_before(buf, version, r)?);
                             }
                             Some(v)
                         }
                     }
                 } else {
                     Some({
-                        let n = get_array_len(buf, flex, 1, "CreatableTopicResult.configs")?
-                            .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopicResult.configs" })?;
-                        let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                        for _ in 0..n {
-                            v.push(CreatableTopicConfigs::decode(buf, version)?);
+                        let (n, min) = ({
+                            let min = CreatableTopicConfigs::min_wire_size(version);
+                            get_array_len_before(buf, flex, min, reserved, "CreatableTopicResult.configs")?
+                                .map(|n| (n, min))
+                        })
+                        .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopicResult.configs" })?;
+                        let mut v = Vec::with_capacity(n);
+                        for i in 0..n {
+                            let r = reserved + (n - 1 - i) * min;
+                            v.push(CreatableTopicConfigs::decode_before(buf, version, r)?);
                         }
                         v
                     })
@@ -10326,6 +12314,34 @@ pub mod create_topics {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl CreatableTopicResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            if version >= 7 {
+                n += 16;
+            }
+            n += 2;
+            n += if flex { 1 } else { 2 };
+            if version >= 5 {
+                n += 4;
+            }
+            if version >= 5 {
+                n += 2;
+            }
+            if version >= 5 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -10413,6 +12429,14 @@ pub mod delete_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteTopicsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(20), version });
             }
@@ -10420,20 +12444,28 @@ pub mod delete_topics {
             let mut this = Self::default();
             if version >= 6 {
                 this.topics = {
-                    let n = get_array_len(buf, flex, 1, "DeleteTopicsRequest.topics")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsRequest.topics" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(DeleteTopicState::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = DeleteTopicState::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "DeleteTopicsRequest.topics")?.map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsRequest.topics" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(DeleteTopicState::decode_before(buf, version, r)?);
                     }
                     v
                 };
             }
             if version <= 5 {
                 this.topic_names = {
-                    let n = get_array_len(buf, flex, 1, "DeleteTopicsRequest.topic_names")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsRequest.topic_names" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    let (n, min) = ({
+                        let min = if flex { 1 } else { 2 };
+                        get_array_len_before(buf, flex, min, reserved, "DeleteTopicsRequest.topic_names")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsRequest.topic_names" })?;
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "DeleteTopicsRequest.topic_names")?);
                     }
@@ -10527,6 +12559,14 @@ pub mod delete_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteTopicState {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 6 {
@@ -10545,6 +12585,25 @@ pub mod delete_topics {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl DeleteTopicState {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 6 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 6 {
+                n += 16;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -10608,6 +12667,14 @@ pub mod delete_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteTopicsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(20), version });
             }
@@ -10615,11 +12682,15 @@ pub mod delete_topics {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DeleteTopicsResponse.throttle_time_ms")?;
             this.responses = {
-                let n = get_array_len(buf, flex, 1, "DeleteTopicsResponse.responses")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsResponse.responses" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DeletableTopicResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DeletableTopicResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DeleteTopicsResponse.responses")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsResponse.responses" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DeletableTopicResult::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -10732,6 +12803,14 @@ pub mod delete_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeletableTopicResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = if version >= 6 {
@@ -10756,6 +12835,27 @@ pub mod delete_topics {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl DeletableTopicResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            if version >= 6 {
+                n += 16;
+            }
+            n += 2;
+            if version >= 5 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -10825,17 +12925,29 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteRecordsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(21), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "DeleteRecordsRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DeleteRecordsTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DeleteRecordsTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DeleteRecordsRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DeleteRecordsTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -10905,6 +13017,14 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteRecordsPartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "DeleteRecordsPartition.partition_index")?;
@@ -10915,6 +13035,21 @@ pub mod delete_records {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl DeleteRecordsPartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 8;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -10976,15 +13111,27 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteRecordsTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "DeleteRecordsTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "DeleteRecordsTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DeleteRecordsPartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DeleteRecordsPartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DeleteRecordsTopic.partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DeleteRecordsPartition::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -10994,6 +13141,21 @@ pub mod delete_records {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl DeleteRecordsTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -11057,6 +13219,14 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteRecordsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(21), version });
             }
@@ -11064,11 +13234,15 @@ pub mod delete_records {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DeleteRecordsResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "DeleteRecordsResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DeleteRecordsTopicResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DeleteRecordsTopicResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DeleteRecordsResponse.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DeleteRecordsTopicResult::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -11140,6 +13314,14 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteRecordsPartitionResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "DeleteRecordsPartitionResult.partition_index")?;
@@ -11151,6 +13333,22 @@ pub mod delete_records {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl DeleteRecordsPartitionResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 8;
+            n += 2;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -11212,15 +13410,28 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteRecordsTopicResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "DeleteRecordsTopicResult.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "DeleteRecordsTopicResult.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsTopicResult.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DeleteRecordsPartitionResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DeleteRecordsPartitionResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DeleteRecordsTopicResult.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsTopicResult.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DeleteRecordsPartitionResult::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -11230,6 +13441,21 @@ pub mod delete_records {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl DeleteRecordsTopicResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -11355,6 +13581,14 @@ pub mod init_producer_id {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl InitProducerIdRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(22), version });
             }
@@ -11482,6 +13716,14 @@ pub mod init_producer_id {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl InitProducerIdResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(22), version });
             }
@@ -11578,6 +13820,14 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetForLeaderEpochRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(23), version });
             }
@@ -11587,11 +13837,16 @@ pub mod offset_for_leader_epoch {
                 this.replica_id = get_i32(buf, "OffsetForLeaderEpochRequest.replica_id")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetForLeaderEpochRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderEpochRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetForLeaderTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetForLeaderTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetForLeaderEpochRequest.topics")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderEpochRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetForLeaderTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -11668,6 +13923,14 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetForLeaderPartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition = get_i32(buf, "OffsetForLeaderPartition.partition")?;
@@ -11679,6 +13942,22 @@ pub mod offset_for_leader_epoch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetForLeaderPartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 4;
+            n += 4;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -11740,15 +14019,27 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetForLeaderTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic = get_string(buf, flex, "OffsetForLeaderTopic.topic")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "OffsetForLeaderTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetForLeaderPartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetForLeaderPartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetForLeaderTopic.partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetForLeaderPartition::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -11758,6 +14049,21 @@ pub mod offset_for_leader_epoch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetForLeaderTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -11821,6 +14127,14 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetForLeaderEpochResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(23), version });
             }
@@ -11828,11 +14142,16 @@ pub mod offset_for_leader_epoch {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "OffsetForLeaderEpochResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetForLeaderEpochResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderEpochResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetForLeaderTopicResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetForLeaderTopicResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetForLeaderEpochResponse.topics")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderEpochResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetForLeaderTopicResult::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -11905,6 +14224,14 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl EpochEndOffset {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "EpochEndOffset.error_code")?);
@@ -11917,6 +14244,23 @@ pub mod offset_for_leader_epoch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl EpochEndOffset {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            n += 4;
+            n += 4;
+            n += 8;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -11978,15 +14322,28 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetForLeaderTopicResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic = get_string(buf, flex, "OffsetForLeaderTopicResult.topic")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "OffsetForLeaderTopicResult.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderTopicResult.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(EpochEndOffset::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = EpochEndOffset::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetForLeaderTopicResult.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderTopicResult.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(EpochEndOffset::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -11996,6 +14353,21 @@ pub mod offset_for_leader_epoch {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetForLeaderTopicResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -12146,6 +14518,14 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddPartitionsToTxnRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(24), version });
             }
@@ -12153,11 +14533,16 @@ pub mod add_partitions_to_txn {
             let mut this = Self::default();
             if version >= 4 {
                 this.transactions = {
-                    let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnRequest.transactions")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnRequest.transactions" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(AddPartitionsToTxnTransaction::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = AddPartitionsToTxnTransaction::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "AddPartitionsToTxnRequest.transactions")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnRequest.transactions" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(AddPartitionsToTxnTransaction::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -12175,11 +14560,16 @@ pub mod add_partitions_to_txn {
             }
             if version <= 3 {
                 this.v3_and_below_topics = {
-                    let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnRequest.v3_and_below_topics")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnRequest.v3_and_below_topics" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(AddPartitionsToTxnTopic::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = AddPartitionsToTxnTopic::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "AddPartitionsToTxnRequest.v3_and_below_topics")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnRequest.v3_and_below_topics" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(AddPartitionsToTxnTopic::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -12319,6 +14709,14 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddPartitionsToTxnTransaction {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 4 {
@@ -12335,11 +14733,16 @@ pub mod add_partitions_to_txn {
             }
             if version >= 4 {
                 this.topics = {
-                    let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnTransaction.topics")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTransaction.topics" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(AddPartitionsToTxnTopic::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = AddPartitionsToTxnTopic::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "AddPartitionsToTxnTransaction.topics")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTransaction.topics" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(AddPartitionsToTxnTopic::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -12350,6 +14753,34 @@ pub mod add_partitions_to_txn {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl AddPartitionsToTxnTransaction {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 4 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 4 {
+                n += 8;
+            }
+            if version >= 4 {
+                n += 2;
+            }
+            if version >= 4 {
+                n += 1;
+            }
+            if version >= 4 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -12408,13 +14839,25 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddPartitionsToTxnTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "AddPartitionsToTxnTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 4, "AddPartitionsToTxnTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "AddPartitionsToTxnTopic.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "AddPartitionsToTxnTopic.partitions")?);
                 }
@@ -12426,6 +14869,21 @@ pub mod add_partitions_to_txn {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl AddPartitionsToTxnTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -12546,6 +15004,14 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddPartitionsToTxnResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(24), version });
             }
@@ -12557,25 +15023,46 @@ pub mod add_partitions_to_txn {
             }
             if version >= 4 {
                 this.results_by_transaction = {
-                    let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnResponse.results_by_transaction")?.ok_or(
-                        DecodeError::UnexpectedNull { what: "AddPartitionsToTxnResponse.results_by_transaction" },
-                    )?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(AddPartitionsToTxnResult::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = AddPartitionsToTxnResult::min_wire_size(version);
+                        get_array_len_before(
+                            buf,
+                            flex,
+                            min,
+                            reserved,
+                            "AddPartitionsToTxnResponse.results_by_transaction",
+                        )?
+                        .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnResponse.results_by_transaction" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(AddPartitionsToTxnResult::decode_before(buf, version, r)?);
                     }
                     v
                 };
             }
             if version <= 3 {
                 this.results_by_topic_v3_and_below = {
-                    let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnResponse.results_by_topic_v3_and_below")?
-                        .ok_or(DecodeError::UnexpectedNull {
-                            what: "AddPartitionsToTxnResponse.results_by_topic_v3_and_below",
-                        })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(AddPartitionsToTxnTopicResult::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = AddPartitionsToTxnTopicResult::min_wire_size(version);
+                        get_array_len_before(
+                            buf,
+                            flex,
+                            min,
+                            reserved,
+                            "AddPartitionsToTxnResponse.results_by_topic_v3_and_below",
+                        )?
+                        .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull {
+                        what: "AddPartitionsToTxnResponse.results_by_topic_v3_and_below",
+                    })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(AddPartitionsToTxnTopicResult::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -12668,6 +15155,14 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddPartitionsToTxnResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 4 {
@@ -12675,11 +15170,16 @@ pub mod add_partitions_to_txn {
             }
             if version >= 4 {
                 this.topic_results = {
-                    let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnResult.topic_results")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnResult.topic_results" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(AddPartitionsToTxnTopicResult::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = AddPartitionsToTxnTopicResult::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "AddPartitionsToTxnResult.topic_results")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnResult.topic_results" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(AddPartitionsToTxnTopicResult::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -12690,6 +15190,25 @@ pub mod add_partitions_to_txn {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl AddPartitionsToTxnResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 4 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 4 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -12760,16 +15279,34 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddPartitionsToTxnTopicResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "AddPartitionsToTxnTopicResult.name")?;
             this.results_by_partition = {
-                let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnTopicResult.results_by_partition")?.ok_or(
-                    DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTopicResult.results_by_partition" },
-                )?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(AddPartitionsToTxnPartitionResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = AddPartitionsToTxnPartitionResult::min_wire_size(version);
+                    get_array_len_before(
+                        buf,
+                        flex,
+                        min,
+                        reserved,
+                        "AddPartitionsToTxnTopicResult.results_by_partition",
+                    )?
+                    .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTopicResult.results_by_partition" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(AddPartitionsToTxnPartitionResult::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -12779,6 +15316,21 @@ pub mod add_partitions_to_txn {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl AddPartitionsToTxnTopicResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -12838,6 +15390,14 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddPartitionsToTxnPartitionResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "AddPartitionsToTxnPartitionResult.partition_index")?;
@@ -12849,6 +15409,21 @@ pub mod add_partitions_to_txn {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl AddPartitionsToTxnPartitionResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 2;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -12926,6 +15501,14 @@ pub mod add_offsets_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddOffsetsToTxnRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(25), version });
             }
@@ -13003,6 +15586,14 @@ pub mod add_offsets_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddOffsetsToTxnResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(25), version });
             }
@@ -13088,6 +15679,14 @@ pub mod end_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl EndTxnRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(26), version });
             }
@@ -13188,6 +15787,14 @@ pub mod end_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl EndTxnResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(26), version });
             }
@@ -13342,6 +15949,14 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TxnOffsetCommitRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(28), version });
             }
@@ -13365,11 +15980,15 @@ pub mod txn_offset_commit {
                 };
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "TxnOffsetCommitRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TxnOffsetCommitRequestTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TxnOffsetCommitRequestTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "TxnOffsetCommitRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TxnOffsetCommitRequestTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -13472,6 +16091,14 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TxnOffsetCommitRequestPartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "TxnOffsetCommitRequestPartition.partition_index")?;
@@ -13487,6 +16114,25 @@ pub mod txn_offset_commit {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl TxnOffsetCommitRequestPartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 8;
+            if version >= 2 {
+                n += 4;
+            }
+            n += if flex { 1 } else { 2 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -13548,15 +16194,28 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TxnOffsetCommitRequestTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "TxnOffsetCommitRequestTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "TxnOffsetCommitRequestTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitRequestTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TxnOffsetCommitRequestPartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TxnOffsetCommitRequestPartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "TxnOffsetCommitRequestTopic.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitRequestTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TxnOffsetCommitRequestPartition::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -13566,6 +16225,21 @@ pub mod txn_offset_commit {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl TxnOffsetCommitRequestTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -13629,6 +16303,14 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TxnOffsetCommitResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(28), version });
             }
@@ -13636,11 +16318,15 @@ pub mod txn_offset_commit {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "TxnOffsetCommitResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "TxnOffsetCommitResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TxnOffsetCommitResponseTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TxnOffsetCommitResponseTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "TxnOffsetCommitResponse.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TxnOffsetCommitResponseTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -13704,6 +16390,14 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TxnOffsetCommitResponsePartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "TxnOffsetCommitResponsePartition.partition_index")?;
@@ -13714,6 +16408,21 @@ pub mod txn_offset_commit {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl TxnOffsetCommitResponsePartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 2;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -13775,15 +16484,28 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TxnOffsetCommitResponseTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "TxnOffsetCommitResponseTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "TxnOffsetCommitResponseTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitResponseTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TxnOffsetCommitResponsePartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TxnOffsetCommitResponsePartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "TxnOffsetCommitResponseTopic.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitResponseTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TxnOffsetCommitResponsePartition::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -13793,6 +16515,21 @@ pub mod txn_offset_commit {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl TxnOffsetCommitResponseTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -13880,17 +16617,30 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeConfigsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(32), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.resources = {
-                let n = get_array_len(buf, flex, 1, "DescribeConfigsRequest.resources")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsRequest.resources" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DescribeConfigsResource::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DescribeConfigsResource::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeConfigsRequest.resources")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsRequest.resources" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DescribeConfigsResource::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -13986,14 +16736,26 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeConfigsResource {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.resource_type = get_i8(buf, "DescribeConfigsResource.resource_type")?;
             this.resource_name = get_string(buf, flex, "DescribeConfigsResource.resource_name")?;
-            this.configuration_keys = match get_array_len(buf, flex, 1, "DescribeConfigsResource.configuration_keys")? {
+            this.configuration_keys = match {
+                let min = if flex { 1 } else { 2 };
+                get_array_len_before(buf, flex, min, reserved, "DescribeConfigsResource.configuration_keys")?
+                    .map(|n| (n, min))
+            } {
                 None => None,
-                Some(n) => {
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                Some((n, min)) => {
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "DescribeConfigsResource.configuration_keys")?);
                     }
@@ -14006,6 +16768,22 @@ pub mod describe_configs {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl DescribeConfigsResource {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 1;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -14069,6 +16847,14 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeConfigsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(32), version });
             }
@@ -14076,11 +16862,15 @@ pub mod describe_configs {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DescribeConfigsResponse.throttle_time_ms")?;
             this.results = {
-                let n = get_array_len(buf, flex, 1, "DescribeConfigsResponse.results")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResponse.results" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DescribeConfigsResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DescribeConfigsResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeConfigsResponse.results")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResponse.results" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DescribeConfigsResult::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -14159,6 +16949,14 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeConfigsSynonym {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "DescribeConfigsSynonym.name")?;
@@ -14170,6 +16968,22 @@ pub mod describe_configs {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl DescribeConfigsSynonym {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += 1;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -14301,6 +17115,14 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeConfigsResourceResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "DescribeConfigsResourceResult.name")?;
@@ -14309,11 +17131,16 @@ pub mod describe_configs {
             this.config_source = get_i8(buf, "DescribeConfigsResourceResult.config_source")?;
             this.is_sensitive = get_bool(buf, "DescribeConfigsResourceResult.is_sensitive")?;
             this.synonyms = {
-                let n = get_array_len(buf, flex, 1, "DescribeConfigsResourceResult.synonyms")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResourceResult.synonyms" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DescribeConfigsSynonym::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DescribeConfigsSynonym::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeConfigsResourceResult.synonyms")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResourceResult.synonyms" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DescribeConfigsSynonym::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -14333,6 +17160,31 @@ pub mod describe_configs {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl DescribeConfigsResourceResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += 1;
+            n += 1;
+            n += 1;
+            n += if flex { 1 } else { 4 };
+            if version >= 3 {
+                n += 1;
+            }
+            if version >= 3 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -14421,6 +17273,14 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeConfigsResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "DescribeConfigsResult.error_code")?);
@@ -14428,11 +17288,15 @@ pub mod describe_configs {
             this.resource_type = get_i8(buf, "DescribeConfigsResult.resource_type")?;
             this.resource_name = get_string(buf, flex, "DescribeConfigsResult.resource_name")?;
             this.configs = {
-                let n = get_array_len(buf, flex, 1, "DescribeConfigsResult.configs")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResult.configs" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DescribeConfigsResourceResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DescribeConfigsResourceResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeConfigsResult.configs")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResult.configs" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DescribeConfigsResourceResult::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -14442,6 +17306,24 @@ pub mod describe_configs {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl DescribeConfigsResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            n += if flex { 1 } else { 2 };
+            n += 1;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -14503,6 +17385,14 @@ pub mod sasl_authenticate {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SaslAuthenticateRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(36), version });
             }
@@ -14611,6 +17501,14 @@ pub mod sasl_authenticate {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SaslAuthenticateResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(36), version });
             }
@@ -14705,17 +17603,29 @@ pub mod create_partitions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatePartitionsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(37), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "CreatePartitionsRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(CreatePartitionsTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = CreatePartitionsTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "CreatePartitionsRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(CreatePartitionsTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -14786,12 +17696,24 @@ pub mod create_partitions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatePartitionsAssignment {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.broker_ids = {
-                let n = get_array_len(buf, flex, 4, "CreatePartitionsAssignment.broker_ids")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsAssignment.broker_ids" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "CreatePartitionsAssignment.broker_ids")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsAssignment.broker_ids" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "CreatePartitionsAssignment.broker_ids")?);
                 }
@@ -14803,6 +17725,20 @@ pub mod create_partitions {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl CreatePartitionsAssignment {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -14884,16 +17820,28 @@ pub mod create_partitions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatePartitionsTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatePartitionsTopic.name")?;
             this.count = get_i32(buf, "CreatePartitionsTopic.count")?;
-            this.assignments = match get_array_len(buf, flex, 1, "CreatePartitionsTopic.assignments")? {
+            this.assignments = match {
+                let min = CreatePartitionsAssignment::min_wire_size(version);
+                get_array_len_before(buf, flex, min, reserved, "CreatePartitionsTopic.assignments")?.map(|n| (n, min))
+            } {
                 None => None,
-                Some(n) => {
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(CreatePartitionsAssignment::decode(buf, version)?);
+                Some((n, min)) => {
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(CreatePartitionsAssignment::decode_before(buf, version, r)?);
                     }
                     Some(v)
                 }
@@ -14904,6 +17852,22 @@ pub mod create_partitions {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl CreatePartitionsTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += 4;
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -14967,6 +17931,14 @@ pub mod create_partitions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatePartitionsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(37), version });
             }
@@ -14974,11 +17946,16 @@ pub mod create_partitions {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "CreatePartitionsResponse.throttle_time_ms")?;
             this.results = {
-                let n = get_array_len(buf, flex, 1, "CreatePartitionsResponse.results")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsResponse.results" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(CreatePartitionsTopicResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = CreatePartitionsTopicResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "CreatePartitionsResponse.results")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsResponse.results" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(CreatePartitionsTopicResult::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -15062,6 +18039,14 @@ pub mod create_partitions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatePartitionsTopicResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatePartitionsTopicResult.name")?;
@@ -15073,6 +18058,22 @@ pub mod create_partitions {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl CreatePartitionsTopicResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += 2;
+            n += if flex { 1 } else { 2 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -15137,15 +18138,27 @@ pub mod delete_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteGroupsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(42), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.groups_names = {
-                let n = get_array_len(buf, flex, 1, "DeleteGroupsRequest.groups_names")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteGroupsRequest.groups_names" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = if flex { 1 } else { 2 };
+                    get_array_len_before(buf, flex, min, reserved, "DeleteGroupsRequest.groups_names")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DeleteGroupsRequest.groups_names" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "DeleteGroupsRequest.groups_names")?);
                 }
@@ -15225,6 +18238,14 @@ pub mod delete_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteGroupsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(42), version });
             }
@@ -15232,11 +18253,15 @@ pub mod delete_groups {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DeleteGroupsResponse.throttle_time_ms")?;
             this.results = {
-                let n = get_array_len(buf, flex, 1, "DeleteGroupsResponse.results")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteGroupsResponse.results" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DeletableGroupResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DeletableGroupResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DeleteGroupsResponse.results")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DeleteGroupsResponse.results" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DeletableGroupResult::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -15305,6 +18330,14 @@ pub mod delete_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeletableGroupResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.group_id = get_string(buf, flex, "DeletableGroupResult.group_id")?;
@@ -15315,6 +18348,21 @@ pub mod delete_groups {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl DeletableGroupResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += 2;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -15384,17 +18432,30 @@ pub mod incremental_alter_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl IncrementalAlterConfigsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(44), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.resources = {
-                let n = get_array_len(buf, flex, 1, "IncrementalAlterConfigsRequest.resources")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "IncrementalAlterConfigsRequest.resources" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(AlterConfigsResource::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = AlterConfigsResource::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "IncrementalAlterConfigsRequest.resources")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "IncrementalAlterConfigsRequest.resources" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(AlterConfigsResource::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -15481,6 +18542,14 @@ pub mod incremental_alter_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AlterableConfig {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "AlterableConfig.name")?;
@@ -15492,6 +18561,22 @@ pub mod incremental_alter_configs {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl AlterableConfig {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += 1;
+            n += if flex { 1 } else { 2 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -15561,16 +18646,28 @@ pub mod incremental_alter_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AlterConfigsResource {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.resource_type = get_i8(buf, "AlterConfigsResource.resource_type")?;
             this.resource_name = get_string(buf, flex, "AlterConfigsResource.resource_name")?;
             this.configs = {
-                let n = get_array_len(buf, flex, 1, "AlterConfigsResource.configs")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "AlterConfigsResource.configs" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(AlterableConfig::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = AlterableConfig::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "AlterConfigsResource.configs")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "AlterConfigsResource.configs" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(AlterableConfig::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -15580,6 +18677,22 @@ pub mod incremental_alter_configs {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl AlterConfigsResource {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 1;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -15643,6 +18756,14 @@ pub mod incremental_alter_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl IncrementalAlterConfigsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(44), version });
             }
@@ -15650,11 +18771,16 @@ pub mod incremental_alter_configs {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "IncrementalAlterConfigsResponse.throttle_time_ms")?;
             this.responses = {
-                let n = get_array_len(buf, flex, 1, "IncrementalAlterConfigsResponse.responses")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "IncrementalAlterConfigsResponse.responses" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(AlterConfigsResourceResponse::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = AlterConfigsResourceResponse::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "IncrementalAlterConfigsResponse.responses")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "IncrementalAlterConfigsResponse.responses" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(AlterConfigsResourceResponse::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -15742,6 +18868,14 @@ pub mod incremental_alter_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AlterConfigsResourceResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "AlterConfigsResourceResponse.error_code")?);
@@ -15754,6 +18888,23 @@ pub mod incremental_alter_configs {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl AlterConfigsResourceResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            n += if flex { 1 } else { 2 };
+            n += 1;
+            n += if flex { 1 } else { 2 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -15824,6 +18975,14 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetDeleteRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(47), version });
             }
@@ -15831,11 +18990,15 @@ pub mod offset_delete {
             let mut this = Self::default();
             this.group_id = get_string(buf, flex, "OffsetDeleteRequest.group_id")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetDeleteRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetDeleteRequestTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetDeleteRequestTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetDeleteRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetDeleteRequestTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -15901,6 +19064,14 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetDeleteRequestPartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "OffsetDeleteRequestPartition.partition_index")?;
@@ -15910,6 +19081,20 @@ pub mod offset_delete {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetDeleteRequestPartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -15971,15 +19156,28 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetDeleteRequestTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "OffsetDeleteRequestTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "OffsetDeleteRequestTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteRequestTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetDeleteRequestPartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetDeleteRequestPartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetDeleteRequestTopic.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteRequestTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetDeleteRequestPartition::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -15989,6 +19187,21 @@ pub mod offset_delete {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetDeleteRequestTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -16060,6 +19273,14 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetDeleteResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(47), version });
             }
@@ -16068,11 +19289,15 @@ pub mod offset_delete {
             this.error_code = ErrorCode(get_i16(buf, "OffsetDeleteResponse.error_code")?);
             this.throttle_time_ms = get_i32(buf, "OffsetDeleteResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetDeleteResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetDeleteResponseTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetDeleteResponseTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetDeleteResponse.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetDeleteResponseTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -16136,6 +19361,14 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetDeleteResponsePartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "OffsetDeleteResponsePartition.partition_index")?;
@@ -16146,6 +19379,21 @@ pub mod offset_delete {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetDeleteResponsePartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 2;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -16207,15 +19455,28 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetDeleteResponseTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "OffsetDeleteResponseTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "OffsetDeleteResponseTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteResponseTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetDeleteResponsePartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetDeleteResponsePartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetDeleteResponseTopic.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteResponseTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetDeleteResponsePartition::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -16225,6 +19486,21 @@ pub mod offset_delete {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetDeleteResponseTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -16313,6 +19589,14 @@ pub mod describe_cluster {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeClusterRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(60), version });
             }
@@ -16449,6 +19733,14 @@ pub mod describe_cluster {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeClusterResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(60), version });
             }
@@ -16463,11 +19755,15 @@ pub mod describe_cluster {
             this.cluster_id = get_string(buf, flex, "DescribeClusterResponse.cluster_id")?;
             this.controller_id = get_i32(buf, "DescribeClusterResponse.controller_id")?;
             this.brokers = {
-                let n = get_array_len(buf, flex, 1, "DescribeClusterResponse.brokers")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeClusterResponse.brokers" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DescribeClusterBroker::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DescribeClusterBroker::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeClusterResponse.brokers")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeClusterResponse.brokers" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DescribeClusterBroker::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -16567,6 +19863,14 @@ pub mod describe_cluster {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeClusterBroker {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.broker_id = get_i32(buf, "DescribeClusterBroker.broker_id")?;
@@ -16582,6 +19886,26 @@ pub mod describe_cluster {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl DescribeClusterBroker {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += if flex { 1 } else { 2 };
+            n += 4;
+            n += if flex { 1 } else { 2 };
+            if version >= 2 {
+                n += 1;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -16647,17 +19971,29 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeProducersRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(61), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "DescribeProducersRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeProducersRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TopicRequest::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TopicRequest::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeProducersRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeProducersRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TopicRequest::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -16730,13 +20066,24 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TopicRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "TopicRequest.name")?;
             this.partition_indexes = {
-                let n = get_array_len(buf, flex, 4, "TopicRequest.partition_indexes")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TopicRequest.partition_indexes" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "TopicRequest.partition_indexes")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TopicRequest.partition_indexes" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "TopicRequest.partition_indexes")?);
                 }
@@ -16748,6 +20095,21 @@ pub mod describe_producers {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl TopicRequest {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -16811,6 +20173,14 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeProducersResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(61), version });
             }
@@ -16818,11 +20188,16 @@ pub mod describe_producers {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DescribeProducersResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "DescribeProducersResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeProducersResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TopicResponse::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TopicResponse::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeProducersResponse.topics")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeProducersResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TopicResponse::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -16902,6 +20277,14 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ProducerState {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.producer_id = get_i64(buf, "ProducerState.producer_id")?;
@@ -16916,6 +20299,25 @@ pub mod describe_producers {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl ProducerState {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 8;
+            n += 4;
+            n += 4;
+            n += 8;
+            n += 4;
+            n += 8;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -16999,17 +20401,30 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl PartitionResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "PartitionResponse.partition_index")?;
             this.error_code = ErrorCode(get_i16(buf, "PartitionResponse.error_code")?);
             this.error_message = get_nullable_string(buf, flex, "PartitionResponse.error_message")?;
             this.active_producers = {
-                let n = get_array_len(buf, flex, 1, "PartitionResponse.active_producers")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "PartitionResponse.active_producers" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(ProducerState::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = ProducerState::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "PartitionResponse.active_producers")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "PartitionResponse.active_producers" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(ProducerState::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -17019,6 +20434,23 @@ pub mod describe_producers {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl PartitionResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 2;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -17076,15 +20508,27 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TopicResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "TopicResponse.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "TopicResponse.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TopicResponse.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(PartitionResponse::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = PartitionResponse::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "TopicResponse.partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TopicResponse.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(PartitionResponse::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -17094,6 +20538,21 @@ pub mod describe_producers {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl TopicResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -17163,15 +20622,27 @@ pub mod describe_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeTransactionsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(65), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.transactional_ids = {
-                let n = get_array_len(buf, flex, 1, "DescribeTransactionsRequest.transactional_ids")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeTransactionsRequest.transactional_ids" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = if flex { 1 } else { 2 };
+                    get_array_len_before(buf, flex, min, reserved, "DescribeTransactionsRequest.transactional_ids")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeTransactionsRequest.transactional_ids" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "DescribeTransactionsRequest.transactional_ids")?);
                 }
@@ -17260,6 +20731,14 @@ pub mod describe_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeTransactionsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(65), version });
             }
@@ -17267,11 +20746,16 @@ pub mod describe_transactions {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DescribeTransactionsResponse.throttle_time_ms")?;
             this.transaction_states = {
-                let n = get_array_len(buf, flex, 1, "DescribeTransactionsResponse.transaction_states")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeTransactionsResponse.transaction_states" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TransactionState::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TransactionState::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeTransactionsResponse.transaction_states")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeTransactionsResponse.transaction_states" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TransactionState::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -17335,13 +20819,24 @@ pub mod describe_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TopicData {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic = get_string(buf, flex, "TopicData.topic")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 4, "TopicData.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TopicData.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "TopicData.partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TopicData.partitions" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "TopicData.partitions")?);
                 }
@@ -17353,6 +20848,21 @@ pub mod describe_transactions {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl TopicData {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -17440,6 +20950,14 @@ pub mod describe_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TransactionState {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "TransactionState.error_code")?);
@@ -17450,11 +20968,15 @@ pub mod describe_transactions {
             this.producer_id = get_i64(buf, "TransactionState.producer_id")?;
             this.producer_epoch = get_i16(buf, "TransactionState.producer_epoch")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "TransactionState.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TransactionState.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TopicData::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TopicData::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "TransactionState.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TransactionState.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TopicData::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -17464,6 +20986,27 @@ pub mod describe_transactions {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl TransactionState {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += 4;
+            n += 8;
+            n += 8;
+            n += 2;
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -17582,24 +21125,40 @@ pub mod list_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListTransactionsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(66), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.state_filters = {
-                let n = get_array_len(buf, flex, 1, "ListTransactionsRequest.state_filters")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsRequest.state_filters" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = if flex { 1 } else { 2 };
+                    get_array_len_before(buf, flex, min, reserved, "ListTransactionsRequest.state_filters")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsRequest.state_filters" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "ListTransactionsRequest.state_filters")?);
                 }
                 v
             };
             this.producer_id_filters = {
-                let n = get_array_len(buf, flex, 8, "ListTransactionsRequest.producer_id_filters")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsRequest.producer_id_filters" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 8;
+                    get_array_len_before(buf, flex, min, reserved, "ListTransactionsRequest.producer_id_filters")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsRequest.producer_id_filters" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i64(buf, "ListTransactionsRequest.producer_id_filters")?);
                 }
@@ -17715,6 +21274,14 @@ pub mod list_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListTransactionsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(66), version });
             }
@@ -17723,20 +21290,29 @@ pub mod list_transactions {
             this.throttle_time_ms = get_i32(buf, "ListTransactionsResponse.throttle_time_ms")?;
             this.error_code = ErrorCode(get_i16(buf, "ListTransactionsResponse.error_code")?);
             this.unknown_state_filters = {
-                let n = get_array_len(buf, flex, 1, "ListTransactionsResponse.unknown_state_filters")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsResponse.unknown_state_filters" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = if flex { 1 } else { 2 };
+                    get_array_len_before(buf, flex, min, reserved, "ListTransactionsResponse.unknown_state_filters")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsResponse.unknown_state_filters" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "ListTransactionsResponse.unknown_state_filters")?);
                 }
                 v
             };
             this.transaction_states = {
-                let n = get_array_len(buf, flex, 1, "ListTransactionsResponse.transaction_states")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsResponse.transaction_states" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TransactionState::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TransactionState::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ListTransactionsResponse.transaction_states")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsResponse.transaction_states" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TransactionState::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -17807,6 +21383,14 @@ pub mod list_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TransactionState {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.transactional_id = get_string(buf, flex, "TransactionState.transactional_id")?;
@@ -17818,6 +21402,22 @@ pub mod list_transactions {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl TransactionState {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += 8;
+            n += if flex { 1 } else { 2 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -18006,6 +21606,14 @@ pub mod consumer_group_heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ConsumerGroupHeartbeatRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(68), version });
             }
@@ -18017,17 +21625,20 @@ pub mod consumer_group_heartbeat {
             this.instance_id = get_nullable_string(buf, flex, "ConsumerGroupHeartbeatRequest.instance_id")?;
             this.rack_id = get_nullable_string(buf, flex, "ConsumerGroupHeartbeatRequest.rack_id")?;
             this.rebalance_timeout_ms = get_i32(buf, "ConsumerGroupHeartbeatRequest.rebalance_timeout_ms")?;
-            this.subscribed_topic_names =
-                match get_array_len(buf, flex, 1, "ConsumerGroupHeartbeatRequest.subscribed_topic_names")? {
-                    None => None,
-                    Some(n) => {
-                        let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                        for _ in 0..n {
-                            v.push(get_string(buf, flex, "ConsumerGroupHeartbeatRequest.subscribed_topic_names")?);
-                        }
-                        Some(v)
+            this.subscribed_topic_names = match {
+                let min = if flex { 1 } else { 2 };
+                get_array_len_before(buf, flex, min, reserved, "ConsumerGroupHeartbeatRequest.subscribed_topic_names")?
+                    .map(|n| (n, min))
+            } {
+                None => None,
+                Some((n, min)) => {
+                    let mut v = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        v.push(get_string(buf, flex, "ConsumerGroupHeartbeatRequest.subscribed_topic_names")?);
                     }
-                };
+                    Some(v)
+                }
+            };
             if version >= 1 {
                 this.subscribed_topic_regex = if version >= 1 {
                     get_nullable_string(buf, flex, "ConsumerGroupHeartbeatRequest.subscribed_topic_regex")?
@@ -18036,13 +21647,17 @@ pub mod consumer_group_heartbeat {
                 };
             }
             this.server_assignor = get_nullable_string(buf, flex, "ConsumerGroupHeartbeatRequest.server_assignor")?;
-            this.topic_partitions = match get_array_len(buf, flex, 1, "ConsumerGroupHeartbeatRequest.topic_partitions")?
-            {
+            this.topic_partitions = match {
+                let min = TopicPartitions::min_wire_size(version);
+                get_array_len_before(buf, flex, min, reserved, "ConsumerGroupHeartbeatRequest.topic_partitions")?
+                    .map(|n| (n, min))
+            } {
                 None => None,
-                Some(n) => {
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(TopicPartitions::decode(buf, version)?);
+                Some((n, min)) => {
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(TopicPartitions::decode_before(buf, version, r)?);
                     }
                     Some(v)
                 }
@@ -18112,13 +21727,24 @@ pub mod consumer_group_heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TopicPartitions {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic_id = get_uuid(buf, "TopicPartitions.topic_id")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 4, "TopicPartitions.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TopicPartitions.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "TopicPartitions.partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TopicPartitions.partitions" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "TopicPartitions.partitions")?);
                 }
@@ -18130,6 +21756,21 @@ pub mod consumer_group_heartbeat {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl TopicPartitions {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 16;
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -18249,6 +21890,14 @@ pub mod consumer_group_heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ConsumerGroupHeartbeatResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(68), version });
             }
@@ -18263,7 +21912,7 @@ pub mod consumer_group_heartbeat {
             this.assignment = if get_i8(buf, "ConsumerGroupHeartbeatResponse.assignment")? < 0 {
                 None
             } else {
-                Some(Assignment::decode(buf, version)?)
+                Some(Assignment::decode_before(buf, version, reserved)?)
             };
             if flex {
                 this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
@@ -18323,14 +21972,26 @@ pub mod consumer_group_heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl Assignment {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic_partitions = {
-                let n = get_array_len(buf, flex, 1, "Assignment.topic_partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "Assignment.topic_partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TopicPartitions::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TopicPartitions::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "Assignment.topic_partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "Assignment.topic_partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TopicPartitions::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -18411,15 +22072,27 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ConsumerGroupDescribeRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(69), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.group_ids = {
-                let n = get_array_len(buf, flex, 1, "ConsumerGroupDescribeRequest.group_ids")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ConsumerGroupDescribeRequest.group_ids" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = if flex { 1 } else { 2 };
+                    get_array_len_before(buf, flex, min, reserved, "ConsumerGroupDescribeRequest.group_ids")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ConsumerGroupDescribeRequest.group_ids" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "ConsumerGroupDescribeRequest.group_ids")?);
                 }
@@ -18501,6 +22174,14 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ConsumerGroupDescribeResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(69), version });
             }
@@ -18508,11 +22189,16 @@ pub mod consumer_group_describe {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "ConsumerGroupDescribeResponse.throttle_time_ms")?;
             this.groups = {
-                let n = get_array_len(buf, flex, 1, "ConsumerGroupDescribeResponse.groups")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ConsumerGroupDescribeResponse.groups" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DescribedGroup::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DescribedGroup::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ConsumerGroupDescribeResponse.groups")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ConsumerGroupDescribeResponse.groups" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DescribedGroup::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -18661,6 +22347,14 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl Member {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.member_id = get_string(buf, flex, "Member.member_id")?;
@@ -18670,17 +22364,20 @@ pub mod consumer_group_describe {
             this.client_id = get_string(buf, flex, "Member.client_id")?;
             this.client_host = get_string(buf, flex, "Member.client_host")?;
             this.subscribed_topic_names = {
-                let n = get_array_len(buf, flex, 1, "Member.subscribed_topic_names")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "Member.subscribed_topic_names" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = if flex { 1 } else { 2 };
+                    get_array_len_before(buf, flex, min, reserved, "Member.subscribed_topic_names")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "Member.subscribed_topic_names" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "Member.subscribed_topic_names")?);
                 }
                 v
             };
             this.subscribed_topic_regex = get_nullable_string(buf, flex, "Member.subscribed_topic_regex")?;
-            this.assignment = Assignment::decode(buf, version)?;
-            this.target_assignment = Assignment::decode(buf, version)?;
+            this.assignment = Assignment::decode_before(buf, version, reserved)?;
+            this.target_assignment = Assignment::decode_before(buf, version, reserved)?;
             if version >= 1 {
                 this.member_type = get_i8(buf, "Member.member_type")?;
             }
@@ -18690,6 +22387,32 @@ pub mod consumer_group_describe {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl Member {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += 4;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            n += if flex { 1 } else { 2 };
+            n += Assignment::min_wire_size(version);
+            n += Assignment::min_wire_size(version);
+            if version >= 1 {
+                n += 1;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -18794,6 +22517,14 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribedGroup {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "DescribedGroup.error_code")?);
@@ -18804,11 +22535,15 @@ pub mod consumer_group_describe {
             this.assignment_epoch = get_i32(buf, "DescribedGroup.assignment_epoch")?;
             this.assignor_name = get_string(buf, flex, "DescribedGroup.assignor_name")?;
             this.members = {
-                let n = get_array_len(buf, flex, 1, "DescribedGroup.members")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribedGroup.members" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(Member::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = Member::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribedGroup.members")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribedGroup.members" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(Member::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -18819,6 +22554,28 @@ pub mod consumer_group_describe {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl DescribedGroup {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += 4;
+            n += 4;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            n += 4;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -18882,14 +22639,25 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TopicPartitions {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic_id = get_uuid(buf, "TopicPartitions.topic_id")?;
             this.topic_name = get_string(buf, flex, "TopicPartitions.topic_name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 4, "TopicPartitions.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TopicPartitions.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "TopicPartitions.partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TopicPartitions.partitions" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "TopicPartitions.partitions")?);
                 }
@@ -18901,6 +22669,22 @@ pub mod consumer_group_describe {
                 })?;
             }
             Ok(this)
+        }
+    }
+
+    impl TopicPartitions {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 16;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -18953,14 +22737,26 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl Assignment {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic_partitions = {
-                let n = get_array_len(buf, flex, 1, "Assignment.topic_partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "Assignment.topic_partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TopicPartitions::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TopicPartitions::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "Assignment.topic_partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "Assignment.topic_partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TopicPartitions::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -18972,8 +22768,184 @@ pub mod consumer_group_describe {
             Ok(this)
         }
     }
+
+    impl Assignment {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
+        }
+    }
 }
 pub use consumer_group_describe::{ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse};
+
+#[cfg(test)]
+mod min_wire_size_tests {
+    use super::*;
+
+    /// `T::default()` (empty arrays and strings, null where nullable) encodes in exactly the
+    /// least size, at every version.
+    fn check<T: Message + Default>(min_wire_size: fn(i16) -> usize) {
+        for version in T::VERSIONS.min..=T::VERSIONS.max {
+            let mut buf = BytesMut::new();
+            T::default().encode(&mut buf, version).expect("a default value encodes");
+            assert_eq!(min_wire_size(version), buf.len(), "{} v{version}", std::any::type_name::<T>());
+        }
+    }
+
+    #[test]
+    fn min_wire_sizes_are_those_of_default_values() {
+        check::<produce::PartitionProduceResponse>(produce::PartitionProduceResponse::min_wire_size);
+        check::<produce::BatchIndexAndErrorMessage>(produce::BatchIndexAndErrorMessage::min_wire_size);
+        check::<produce::NodeEndpoint>(produce::NodeEndpoint::min_wire_size);
+        check::<produce::TopicProduceResponse>(produce::TopicProduceResponse::min_wire_size);
+        check::<produce::PartitionProduceData>(produce::PartitionProduceData::min_wire_size);
+        check::<produce::TopicProduceData>(produce::TopicProduceData::min_wire_size);
+        check::<fetch::PartitionData>(fetch::PartitionData::min_wire_size);
+        check::<fetch::AbortedTransaction>(fetch::AbortedTransaction::min_wire_size);
+        check::<fetch::NodeEndpoint>(fetch::NodeEndpoint::min_wire_size);
+        check::<fetch::FetchableTopicResponse>(fetch::FetchableTopicResponse::min_wire_size);
+        check::<fetch::FetchPartition>(fetch::FetchPartition::min_wire_size);
+        check::<fetch::ForgottenTopic>(fetch::ForgottenTopic::min_wire_size);
+        check::<fetch::FetchTopic>(fetch::FetchTopic::min_wire_size);
+        check::<list_offsets::ListOffsetsPartitionResponse>(list_offsets::ListOffsetsPartitionResponse::min_wire_size);
+        check::<list_offsets::ListOffsetsTopicResponse>(list_offsets::ListOffsetsTopicResponse::min_wire_size);
+        check::<list_offsets::ListOffsetsPartition>(list_offsets::ListOffsetsPartition::min_wire_size);
+        check::<list_offsets::ListOffsetsTopic>(list_offsets::ListOffsetsTopic::min_wire_size);
+        check::<metadata::MetadataResponsePartition>(metadata::MetadataResponsePartition::min_wire_size);
+        check::<metadata::MetadataResponseTopic>(metadata::MetadataResponseTopic::min_wire_size);
+        check::<metadata::MetadataResponseBroker>(metadata::MetadataResponseBroker::min_wire_size);
+        check::<metadata::MetadataRequestTopic>(metadata::MetadataRequestTopic::min_wire_size);
+        check::<offset_commit::OffsetCommitResponsePartition>(
+            offset_commit::OffsetCommitResponsePartition::min_wire_size,
+        );
+        check::<offset_commit::OffsetCommitResponseTopic>(offset_commit::OffsetCommitResponseTopic::min_wire_size);
+        check::<offset_commit::OffsetCommitRequestPartition>(
+            offset_commit::OffsetCommitRequestPartition::min_wire_size,
+        );
+        check::<offset_commit::OffsetCommitRequestTopic>(offset_commit::OffsetCommitRequestTopic::min_wire_size);
+        check::<offset_fetch::OffsetFetchResponseTopics>(offset_fetch::OffsetFetchResponseTopics::min_wire_size);
+        check::<offset_fetch::OffsetFetchResponsePartitions>(
+            offset_fetch::OffsetFetchResponsePartitions::min_wire_size,
+        );
+        check::<offset_fetch::OffsetFetchResponsePartition>(offset_fetch::OffsetFetchResponsePartition::min_wire_size);
+        check::<offset_fetch::OffsetFetchResponseGroup>(offset_fetch::OffsetFetchResponseGroup::min_wire_size);
+        check::<offset_fetch::OffsetFetchResponseTopic>(offset_fetch::OffsetFetchResponseTopic::min_wire_size);
+        check::<offset_fetch::OffsetFetchRequestTopics>(offset_fetch::OffsetFetchRequestTopics::min_wire_size);
+        check::<offset_fetch::OffsetFetchRequestGroup>(offset_fetch::OffsetFetchRequestGroup::min_wire_size);
+        check::<offset_fetch::OffsetFetchRequestTopic>(offset_fetch::OffsetFetchRequestTopic::min_wire_size);
+        check::<find_coordinator::Coordinator>(find_coordinator::Coordinator::min_wire_size);
+        check::<join_group::JoinGroupResponseMember>(join_group::JoinGroupResponseMember::min_wire_size);
+        check::<join_group::JoinGroupRequestProtocol>(join_group::JoinGroupRequestProtocol::min_wire_size);
+        check::<leave_group::MemberResponse>(leave_group::MemberResponse::min_wire_size);
+        check::<leave_group::MemberIdentity>(leave_group::MemberIdentity::min_wire_size);
+        check::<sync_group::SyncGroupRequestAssignment>(sync_group::SyncGroupRequestAssignment::min_wire_size);
+        check::<describe_groups::DescribedGroupMember>(describe_groups::DescribedGroupMember::min_wire_size);
+        check::<describe_groups::DescribedGroup>(describe_groups::DescribedGroup::min_wire_size);
+        check::<list_groups::ListedGroup>(list_groups::ListedGroup::min_wire_size);
+        check::<api_versions::FinalizedFeatureKey>(api_versions::FinalizedFeatureKey::min_wire_size);
+        check::<api_versions::SupportedFeatureKey>(api_versions::SupportedFeatureKey::min_wire_size);
+        check::<api_versions::ApiVersion>(api_versions::ApiVersion::min_wire_size);
+        check::<create_topics::CreatableTopicConfigs>(create_topics::CreatableTopicConfigs::min_wire_size);
+        check::<create_topics::CreatableTopicResult>(create_topics::CreatableTopicResult::min_wire_size);
+        check::<create_topics::CreatableTopicConfig>(create_topics::CreatableTopicConfig::min_wire_size);
+        check::<create_topics::CreatableReplicaAssignment>(create_topics::CreatableReplicaAssignment::min_wire_size);
+        check::<create_topics::CreatableTopic>(create_topics::CreatableTopic::min_wire_size);
+        check::<delete_topics::DeletableTopicResult>(delete_topics::DeletableTopicResult::min_wire_size);
+        check::<delete_topics::DeleteTopicState>(delete_topics::DeleteTopicState::min_wire_size);
+        check::<delete_records::DeleteRecordsPartitionResult>(
+            delete_records::DeleteRecordsPartitionResult::min_wire_size,
+        );
+        check::<delete_records::DeleteRecordsTopicResult>(delete_records::DeleteRecordsTopicResult::min_wire_size);
+        check::<delete_records::DeleteRecordsPartition>(delete_records::DeleteRecordsPartition::min_wire_size);
+        check::<delete_records::DeleteRecordsTopic>(delete_records::DeleteRecordsTopic::min_wire_size);
+        check::<offset_for_leader_epoch::EpochEndOffset>(offset_for_leader_epoch::EpochEndOffset::min_wire_size);
+        check::<offset_for_leader_epoch::OffsetForLeaderTopicResult>(
+            offset_for_leader_epoch::OffsetForLeaderTopicResult::min_wire_size,
+        );
+        check::<offset_for_leader_epoch::OffsetForLeaderPartition>(
+            offset_for_leader_epoch::OffsetForLeaderPartition::min_wire_size,
+        );
+        check::<offset_for_leader_epoch::OffsetForLeaderTopic>(
+            offset_for_leader_epoch::OffsetForLeaderTopic::min_wire_size,
+        );
+        check::<add_partitions_to_txn::AddPartitionsToTxnPartitionResult>(
+            add_partitions_to_txn::AddPartitionsToTxnPartitionResult::min_wire_size,
+        );
+        check::<add_partitions_to_txn::AddPartitionsToTxnTopicResult>(
+            add_partitions_to_txn::AddPartitionsToTxnTopicResult::min_wire_size,
+        );
+        check::<add_partitions_to_txn::AddPartitionsToTxnResult>(
+            add_partitions_to_txn::AddPartitionsToTxnResult::min_wire_size,
+        );
+        check::<add_partitions_to_txn::AddPartitionsToTxnTopic>(
+            add_partitions_to_txn::AddPartitionsToTxnTopic::min_wire_size,
+        );
+        check::<add_partitions_to_txn::AddPartitionsToTxnTransaction>(
+            add_partitions_to_txn::AddPartitionsToTxnTransaction::min_wire_size,
+        );
+        check::<txn_offset_commit::TxnOffsetCommitResponsePartition>(
+            txn_offset_commit::TxnOffsetCommitResponsePartition::min_wire_size,
+        );
+        check::<txn_offset_commit::TxnOffsetCommitResponseTopic>(
+            txn_offset_commit::TxnOffsetCommitResponseTopic::min_wire_size,
+        );
+        check::<txn_offset_commit::TxnOffsetCommitRequestPartition>(
+            txn_offset_commit::TxnOffsetCommitRequestPartition::min_wire_size,
+        );
+        check::<txn_offset_commit::TxnOffsetCommitRequestTopic>(
+            txn_offset_commit::TxnOffsetCommitRequestTopic::min_wire_size,
+        );
+        check::<describe_configs::DescribeConfigsResourceResult>(
+            describe_configs::DescribeConfigsResourceResult::min_wire_size,
+        );
+        check::<describe_configs::DescribeConfigsSynonym>(describe_configs::DescribeConfigsSynonym::min_wire_size);
+        check::<describe_configs::DescribeConfigsResult>(describe_configs::DescribeConfigsResult::min_wire_size);
+        check::<describe_configs::DescribeConfigsResource>(describe_configs::DescribeConfigsResource::min_wire_size);
+        check::<create_partitions::CreatePartitionsTopicResult>(
+            create_partitions::CreatePartitionsTopicResult::min_wire_size,
+        );
+        check::<create_partitions::CreatePartitionsAssignment>(
+            create_partitions::CreatePartitionsAssignment::min_wire_size,
+        );
+        check::<create_partitions::CreatePartitionsTopic>(create_partitions::CreatePartitionsTopic::min_wire_size);
+        check::<delete_groups::DeletableGroupResult>(delete_groups::DeletableGroupResult::min_wire_size);
+        check::<incremental_alter_configs::AlterConfigsResourceResponse>(
+            incremental_alter_configs::AlterConfigsResourceResponse::min_wire_size,
+        );
+        check::<incremental_alter_configs::AlterableConfig>(incremental_alter_configs::AlterableConfig::min_wire_size);
+        check::<incremental_alter_configs::AlterConfigsResource>(
+            incremental_alter_configs::AlterConfigsResource::min_wire_size,
+        );
+        check::<offset_delete::OffsetDeleteResponsePartition>(
+            offset_delete::OffsetDeleteResponsePartition::min_wire_size,
+        );
+        check::<offset_delete::OffsetDeleteResponseTopic>(offset_delete::OffsetDeleteResponseTopic::min_wire_size);
+        check::<offset_delete::OffsetDeleteRequestPartition>(
+            offset_delete::OffsetDeleteRequestPartition::min_wire_size,
+        );
+        check::<offset_delete::OffsetDeleteRequestTopic>(offset_delete::OffsetDeleteRequestTopic::min_wire_size);
+        check::<describe_cluster::DescribeClusterBroker>(describe_cluster::DescribeClusterBroker::min_wire_size);
+        check::<describe_producers::PartitionResponse>(describe_producers::PartitionResponse::min_wire_size);
+        check::<describe_producers::ProducerState>(describe_producers::ProducerState::min_wire_size);
+        check::<describe_producers::TopicResponse>(describe_producers::TopicResponse::min_wire_size);
+        check::<describe_producers::TopicRequest>(describe_producers::TopicRequest::min_wire_size);
+        check::<describe_transactions::TopicData>(describe_transactions::TopicData::min_wire_size);
+        check::<describe_transactions::TransactionState>(describe_transactions::TransactionState::min_wire_size);
+        check::<list_transactions::TransactionState>(list_transactions::TransactionState::min_wire_size);
+        check::<consumer_group_heartbeat::TopicPartitions>(consumer_group_heartbeat::TopicPartitions::min_wire_size);
+        check::<consumer_group_describe::TopicPartitions>(consumer_group_describe::TopicPartitions::min_wire_size);
+        check::<consumer_group_describe::Member>(consumer_group_describe::Member::min_wire_size);
+        check::<consumer_group_describe::Assignment>(consumer_group_describe::Assignment::min_wire_size);
+        check::<consumer_group_describe::DescribedGroup>(consumer_group_describe::DescribedGroup::min_wire_size);
+    }
+}
 
 /// Calls `$m!(ApiKey, RequestType, ResponseType)` once per API, for tests and fuzzers.
 #[doc(hidden)]
