@@ -15,7 +15,7 @@ use kafka_wire::codec::messages::{Message, Request};
 use kafka_wire::codec::record_batch::{
     BatchBuilder, ControlRecord, ControlType, EndTxnMarker, Header,
 };
-use kafka_wire::codec::RawTaggedField;
+use kafka_wire::codec::{RawTaggedField, UnknownTaggedFields};
 
 /// A small deterministic generator (xorshift64*), so the seeds are the same on every run.
 struct Rng(u64);
@@ -92,7 +92,7 @@ where
                 api_version: version,
                 correlation_id: i as i32,
                 client_id: Some("fuzz".into()),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             };
             header.encode(&mut frame, Req::request_header_version(version)).expect("a short client id encodes");
             frame.extend_from_slice(&body);
@@ -109,7 +109,7 @@ where
             let mut frame = BytesMut::new();
             let mut header = ResponseHeader {
                 correlation_id: i as i32,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             };
             if i == 2 {
                 header.unknown_tagged_fields.push(RawTaggedField {

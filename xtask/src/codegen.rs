@@ -494,15 +494,71 @@ fn default_expr(f: &Field) -> String {
     }
 }
 
-/// Minimum encoded size of one array element, so that counts are checked against the input.
-fn min_size(ty: &Ty) -> usize {
+/// The fewest bytes a value of `ty` takes on the wire, as an expression of `flex` and
+/// `version`: an array's count is checked against it before the array is allocated.
+fn min_size(ty: &Ty) -> String {
     match ty {
-        Ty::Prim("i16" | "u16" | "error") => 2,
-        Ty::Prim("i32" | "u32") => 4,
-        Ty::Prim("i64" | "f64") => 8,
-        Ty::Prim("uuid") => 16,
-        _ => 1,
+        Ty::Prim("i16" | "u16" | "error") => "2".into(),
+        Ty::Prim("i32" | "u32") => "4".into(),
+        Ty::Prim("i64" | "f64") => "8".into(),
+        Ty::Prim("uuid") => "16".into(),
+        Ty::Prim("string") => "if flex { 1 } else { 2 }".into(),
+        Ty::Prim("bytes" | "records") | Ty::Array(_) => "if flex { 1 } else { 4 }".into(),
+        Ty::Prim(_) => "1".into(),
+        Ty::Struct(n) => format!("{n}::min_wire_size(version)"),
     }
+}
+
+/// The structures of `api` whose `min_wire_size` the decoders call: array elements, and the
+/// structures they hold inline.
+fn structs_needing_min_size(api: &ApiDef) -> Vec<String> {
+    let all: Vec<&StructDef> = api.request.structs.iter().chain(&api.response.structs).collect();
+    let mut needed: Vec<String> = Vec::new();
+    let mut stack: Vec<String> = all
+        .iter()
+        .flat_map(|s| &s.fields)
+        .filter_map(|f| match &f.ty {
+            Ty::Array(t) => struct_name(t).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    while let Some(name) = stack.pop() {
+        if needed.contains(&name) {
+            continue;
+        }
+        if let Some(s) = all.iter().find(|s| s.name == name) {
+            for f in s.fields.iter().filter(|f| f.tag.is_none() && f.nullable.is_empty()) {
+                if let Ty::Struct(n) = &f.ty {
+                    stack.push(n.clone());
+                }
+            }
+        }
+        needed.push(name);
+    }
+    needed
+}
+
+/// `min_wire_size(version)` of a structure: its regular fields at their smallest (a nullable
+/// structure as its null marker), and the tagged-field count of flexible versions.
+fn gen_min_wire_size(out: &mut String, s: &StructDef, within: Range) -> Result<()> {
+    writeln!(out, "    impl {} {{", s.name)?;
+    writeln!(out, "        /// The fewest bytes this structure takes on the wire at `version`: an array's count is")?;
+    writeln!(out, "        /// checked against it before the array is allocated.")?;
+    writeln!(out, "        pub(crate) fn min_wire_size(version: i16) -> usize {{")?;
+    writeln!(out, "            let flex = <Self as Message>::is_flexible(version);")?;
+    writeln!(out, "            let mut n = 0;")?;
+    for f in s.fields.iter().filter(|f| f.tag.is_none()) {
+        let size = match f.ty {
+            Ty::Struct(_) if !f.nullable.is_empty() => "1".to_owned(),
+            _ => min_size(&f.ty),
+        };
+        writeln!(out, "            {}", wrap_cond(f.versions.condition(within), format!("n += {size};")))?;
+    }
+    writeln!(out, "            if flex {{ n += 1; }}")?;
+    writeln!(out, "            n")?;
+    writeln!(out, "        }}")?;
+    writeln!(out, "    }}\n")?;
+    Ok(())
 }
 
 fn wrap_cond(cond: Option<String>, body: String) -> String {
@@ -512,47 +568,72 @@ fn wrap_cond(cond: Option<String>, body: String) -> String {
     }
 }
 
-/// An expression that reads a non-null value of `ty` from `buf`.
-fn decode_value(ty: &Ty, what: &str) -> String {
+/// An expression that reads a non-null value of `ty` from `buf`, the last `reserved` bytes of
+/// which (an expression) are promised to what follows.
+fn decode_value(ty: &Ty, what: &str, reserved: &str) -> String {
     match ty {
         Ty::Prim("string") => format!("get_string(buf, flex, {what:?})?"),
         Ty::Prim("bytes" | "records") => format!("get_bytes(buf, flex, {what:?})?"),
         Ty::Prim("error") => format!("ErrorCode(get_i16(buf, {what:?})?)"),
         Ty::Prim(p) => format!("get_{}(buf, {what:?})?", if *p == "uuid" { "uuid" } else { p }),
-        Ty::Struct(n) => format!("{n}::decode(buf, version)?"),
-        Ty::Array(t) => format!(
-            "{{ let n = get_array_len(buf, flex, {min}, {what:?})?.ok_or(DecodeError::UnexpectedNull {{ what: {what:?} }})?; \
-             let mut v = Vec::with_capacity(n.min(MAX_PREALLOC)); for _ in 0..n {{ v.push({elem}); }} v }}",
-            min = min_size(t),
-            elem = decode_value(t, what),
+        Ty::Struct(n) => format!("{n}::decode_before(buf, version, {reserved})?"),
+        Ty::Array(_) => format!(
+            "{{ let (n, min) = ({read}).ok_or(DecodeError::UnexpectedNull {{ what: {what:?} }})?; {fill} v }}",
+            read = read_array_len(ty, what, reserved),
+            fill = fill_array(ty, what, reserved),
         ),
+    }
+}
+
+/// An expression of type `DecodeResult<Option<(count, min element size)>>` that reads an
+/// array's count; the count must fit in the bytes not promised to what follows.
+fn read_array_len(ty: &Ty, what: &str, reserved: &str) -> String {
+    let Ty::Array(t) = ty else { unreachable!("read_array_len of a non-array") };
+    format!(
+        "{{ let min = {min}; get_array_len_before(buf, flex, min, {reserved}, {what:?})?.map(|n| (n, min)) }}",
+        min = min_size(t)
+    )
+}
+
+/// Statements that allocate `v` for the `n` elements (of at least `min` bytes each) of the array
+/// `ty` and read them. Each element is read with the bytes of the elements after it promised,
+/// so that a forged count inside it cannot claim them too.
+fn fill_array(ty: &Ty, what: &str, reserved: &str) -> String {
+    let Ty::Array(t) = ty else { unreachable!("fill_array of a non-array") };
+    let nested = matches!(**t, Ty::Struct(_) | Ty::Array(_));
+    if nested {
+        format!(
+            "let mut v = Vec::with_capacity(n); for i in 0..n {{ let r = {reserved} + (n - 1 - i) * min; v.push({}); }}",
+            decode_value(t, what, "r")
+        )
+    } else {
+        format!("let mut v = Vec::with_capacity(n); for _ in 0..n {{ v.push({}); }}", decode_value(t, what, "0"))
     }
 }
 
 /// An expression that reads the field's value, which is an `Option` when the field is
 /// nullable in some version.
-fn decode_field(f: &Field, within: Range, what: &str) -> String {
+fn decode_field(f: &Field, within: Range, what: &str, reserved: &str) -> String {
     if f.nullable.is_empty() {
-        return decode_value(&f.ty, what);
+        return decode_value(&f.ty, what, reserved);
     }
     let null_cond = f.nullable.condition(within);
     let nullable_read = match &f.ty {
         Ty::Prim("string") => format!("get_nullable_string(buf, flex, {what:?})?"),
         Ty::Prim("bytes" | "records") => format!("get_nullable_bytes(buf, flex, {what:?})?"),
-        Ty::Struct(n) => {
-            format!("if get_i8(buf, {what:?})? < 0 {{ None }} else {{ Some({n}::decode(buf, version)?) }}")
-        }
-        Ty::Array(t) => format!(
-            "match get_array_len(buf, flex, {min}, {what:?})? {{ None => None, Some(n) => {{ \
-             let mut v = Vec::with_capacity(n.min(MAX_PREALLOC)); for _ in 0..n {{ v.push({elem}); }} Some(v) }} }}",
-            min = min_size(t),
-            elem = decode_value(t, what),
+        Ty::Struct(n) => format!(
+            "if get_i8(buf, {what:?})? < 0 {{ None }} else {{ Some({n}::decode_before(buf, version, {reserved})?) }}"
+        ),
+        Ty::Array(_) => format!(
+            "match {read} {{ None => None, Some((n, min)) => {{ {fill} Some(v) }} }}",
+            read = read_array_len(&f.ty, what, reserved),
+            fill = fill_array(&f.ty, what, reserved),
         ),
         Ty::Prim(_) => unreachable_prim(),
     };
     match null_cond {
         None => nullable_read,
-        Some(c) => format!("if {c} {{ {nullable_read} }} else {{ Some({}) }}", decode_value(&f.ty, what)),
+        Some(c) => format!("if {c} {{ {nullable_read} }} else {{ Some({}) }}", decode_value(&f.ty, what, reserved)),
     }
 }
 
@@ -668,24 +749,46 @@ fn generate(apis: &[ApiDef]) -> Result<String> {
          use bytestring::ByteString;\n\n\
          use super::{Message, Request, VersionRange};\n\
          use crate::codec::primitives::*;\n\
-         use crate::codec::{ApiKey, DecodeError, DecodeResult, EncodeError, EncodeResult, ErrorCode, RawTaggedField, Uuid};\n\n\
-         /// Arrays are preallocated up to this many elements; longer ones grow as they are read,\n\
-         /// so a forged count costs no more memory than the elements actually present.\n\
-         const MAX_PREALLOC: usize = 64;\n\n",
+         use crate::codec::{ApiKey, DecodeError, DecodeResult, EncodeError, EncodeResult, ErrorCode, UnknownTaggedFields, Uuid};\n\n",
     );
     for api in apis {
         let module = module_name(&api.name);
         writeln!(out, "/// {} (API key {}).", api.name, api.key)?;
         writeln!(out, "pub mod {module} {{")?;
         writeln!(out, "    use super::*;\n")?;
+        let needing_min_size = structs_needing_min_size(api);
         for (m, is_request) in [(&api.request, true), (&api.response, false)] {
             for (i, s) in m.structs.iter().enumerate() {
                 gen_struct(&mut out, api, m, s, i == 0, is_request)?;
+                if needing_min_size.contains(&s.name) {
+                    gen_min_wire_size(&mut out, s, m.versions)?;
+                }
             }
         }
         writeln!(out, "}}")?;
         writeln!(out, "pub use {module}::{{{0}Request, {0}Response}};\n", api.name)?;
     }
+    // Every `min_wire_size` against a valid encoding: a bound above one would refuse valid input.
+    out.push_str(
+        "#[cfg(test)]\nmod min_wire_size_tests {\n    use super::*;\n\n\
+         /// `T::default()` (empty arrays and strings, null where nullable) encodes in exactly the\n\
+         /// least size, at every version.\n\
+         fn check<T: Message + Default>(min_wire_size: fn(i16) -> usize) {\n\
+             for version in T::VERSIONS.min..=T::VERSIONS.max {\n\
+                 let mut buf = BytesMut::new();\n\
+                 T::default().encode(&mut buf, version).expect(\"a default value encodes\");\n\
+                 assert_eq!(min_wire_size(version), buf.len(), \"{} v{version}\", std::any::type_name::<T>());\n\
+             }\n\
+         }\n\n\
+         #[test]\n    fn min_wire_sizes_are_those_of_default_values() {\n",
+    );
+    for api in apis {
+        let module = module_name(&api.name);
+        for name in structs_needing_min_size(api) {
+            writeln!(out, "        check::<{module}::{name}>({module}::{name}::min_wire_size);")?;
+        }
+    }
+    out.push_str("    }\n}\n\n");
     // A list of every message type, for tests and fuzz targets.
     out.push_str(
         "/// Calls `$m!(ApiKey, RequestType, ResponseType)` once per API, for tests and fuzzers.\n\
@@ -724,7 +827,7 @@ fn gen_struct(
         writeln!(out, "        pub {}: {},", ident(&f.name), field_type(f))?;
     }
     writeln!(out, "        /// Tagged fields this codec does not know, kept so that they round-trip.")?;
-    writeln!(out, "        pub unknown_tagged_fields: Vec<RawTaggedField>,")?;
+    writeln!(out, "        pub unknown_tagged_fields: UnknownTaggedFields,")?;
     writeln!(out, "    }}\n")?;
 
     writeln!(out, "    impl Default for {} {{", s.name)?;
@@ -733,7 +836,7 @@ fn gen_struct(
     for f in &s.fields {
         writeln!(out, "                {}: {},", ident(&f.name), default_expr(f))?;
     }
-    writeln!(out, "                unknown_tagged_fields: Vec::new(),")?;
+    writeln!(out, "                unknown_tagged_fields: UnknownTaggedFields::new(),")?;
     writeln!(out, "            }}\n        }}\n    }}\n")?;
 
     writeln!(out, "    impl Message for {} {{", s.name)?;
@@ -783,7 +886,11 @@ fn gen_struct(
         s.name
     )?;
     writeln!(out, "            if flex {{")?;
-    writeln!(out, "                let mut n = self.unknown_tagged_fields.len();")?;
+    writeln!(
+        out,
+        "                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw(\"{}.unknown_tagged_fields\")?;",
+        s.name
+    )?;
     for f in &tagged {
         let cond = tag_condition(f, within);
         writeln!(out, "                if {cond} {{ n += 1; }}")?;
@@ -799,11 +906,7 @@ fn gen_struct(
             body = encode_field(f, within, &what)
         )?;
     }
-    writeln!(
-        out,
-        "                for f in &self.unknown_tagged_fields {{ put_raw_tagged_field(buf, f, \"{}.unknown_tagged_fields\")?; }}",
-        s.name
-    )?;
+    writeln!(out, "                buf.extend_from_slice(unknown);")?;
     writeln!(out, "            }}")?;
     writeln!(out, "            Ok(())")?;
     writeln!(out, "        }}")?;
@@ -821,8 +924,22 @@ fn gen_struct(
     writeln!(out, "            if !flex {{ self.unknown_tagged_fields.clear(); }}")?;
     writeln!(out, "        }}")?;
 
-    // decode
     writeln!(out, "\n        fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {{")?;
+    writeln!(out, "            Self::decode_before(buf, version, 0)")?;
+    writeln!(out, "        }}")?;
+    writeln!(out, "    }}\n")?;
+
+    // decode_before
+    writeln!(out, "    impl {} {{", s.name)?;
+    writeln!(out, "        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes")?;
+    writeln!(
+        out,
+        "        /// are promised to what follows it: its arrays' counts must fit in the bytes before them."
+    )?;
+    writeln!(
+        out,
+        "        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {{"
+    )?;
     if top {
         writeln!(out, "            if !Self::VERSIONS.contains(version) {{")?;
         writeln!(
@@ -836,12 +953,11 @@ fn gen_struct(
     writeln!(out, "            let mut this = Self::default();")?;
     for f in &regular {
         let what = format!("{}.{}", s.name, f.name);
-        let stmt = format!("this.{} = {};", ident(&f.name), decode_field(f, within, &what));
+        let stmt = format!("this.{} = {};", ident(&f.name), decode_field(f, within, &what, "reserved"));
         writeln!(out, "            {}", wrap_cond(f.versions.condition(within), stmt))?;
     }
     writeln!(out, "            if flex {{")?;
-    writeln!(out, "                let mut unknown = Vec::new();")?;
-    writeln!(out, "                get_tagged_fields(buf, &mut unknown, |tag, buf| {{")?;
+    writeln!(out, "                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| {{")?;
     writeln!(out, "                    match tag {{")?;
     for f in &tagged {
         let what = format!("{}.{}", s.name, f.name);
@@ -851,13 +967,13 @@ fn gen_struct(
             "                        {tag} if {cond} => {{ this.{name} = {expr}; Ok(true) }}",
             tag = f.tag.unwrap_or_default(),
             name = ident(&f.name),
-            expr = decode_field(f, within, &what)
+            // A tagged field's bytes were split off `buf`: nothing after them is promised.
+            expr = decode_field(f, within, &what, "0")
         )?;
     }
     writeln!(out, "                        _ => Ok(false),")?;
     writeln!(out, "                    }}")?;
     writeln!(out, "                }})?;")?;
-    writeln!(out, "                this.unknown_tagged_fields = unknown;")?;
     writeln!(out, "            }}")?;
     writeln!(out, "            Ok(this)")?;
     writeln!(out, "        }}")?;

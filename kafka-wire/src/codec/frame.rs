@@ -44,7 +44,7 @@ fn write_request<R: Request>(
         api_version: version,
         correlation_id,
         client_id: client_id.map(Into::into),
-        unknown_tagged_fields: Vec::new(),
+        unknown_tagged_fields: Default::default(),
     };
     header.encode(buf, R::request_header_version(version))?;
     request.encode(buf, version)?;

@@ -4,7 +4,7 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::primitives::*;
-use super::{ApiKey, DecodeResult, EncodeResult, RawTaggedField};
+use super::{ApiKey, DecodeResult, EncodeResult, UnknownTaggedFields};
 
 /// The header in front of every request: v1 (classic), or v2 (flexible, with tagged fields).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub struct RequestHeader {
     /// Always a classic (non-compact) nullable string, even in header v2.
     pub client_id: Option<ByteString>,
     /// Tagged fields (header v2) this codec does not know, kept so that they round-trip.
-    pub unknown_tagged_fields: Vec<RawTaggedField>,
+    pub unknown_tagged_fields: UnknownTaggedFields,
 }
 
 impl RequestHeader {
@@ -42,10 +42,10 @@ impl RequestHeader {
             api_version: get_i16(buf, "api_version")?,
             correlation_id: get_i32(buf, "correlation_id")?,
             client_id: get_nullable_string(buf, false, "client_id")?,
-            unknown_tagged_fields: Vec::new(),
+            unknown_tagged_fields: UnknownTaggedFields::new(),
         };
         if header_version >= 2 {
-            get_tagged_fields(buf, &mut h.unknown_tagged_fields, |_, _| Ok(false))?;
+            h.unknown_tagged_fields = get_tagged_fields(buf, |_, _| Ok(false))?;
         }
         Ok(h)
     }
@@ -57,7 +57,7 @@ pub struct ResponseHeader {
     /// The correlation id of the request this answers.
     pub correlation_id: i32,
     /// Tagged fields (header v1) this codec does not know, kept so that they round-trip.
-    pub unknown_tagged_fields: Vec<RawTaggedField>,
+    pub unknown_tagged_fields: UnknownTaggedFields,
 }
 
 impl ResponseHeader {
@@ -72,15 +72,18 @@ impl ResponseHeader {
 
     /// Reads the header; tagged fields are read only in the flexible header version.
     pub fn decode(buf: &mut Bytes, header_version: i16) -> DecodeResult<Self> {
-        let mut h = Self { correlation_id: get_i32(buf, "correlation_id")?, unknown_tagged_fields: Vec::new() };
+        let mut h =
+            Self { correlation_id: get_i32(buf, "correlation_id")?, unknown_tagged_fields: UnknownTaggedFields::new() };
         if header_version >= 1 {
-            get_tagged_fields(buf, &mut h.unknown_tagged_fields, |_, _| Ok(false))?;
+            h.unknown_tagged_fields = get_tagged_fields(buf, |_, _| Ok(false))?;
         }
         Ok(h)
     }
 }
 
-fn put_tagged_fields(buf: &mut BytesMut, fields: &[RawTaggedField], what: &'static str) -> EncodeResult<()> {
-    put_tagged_count(buf, fields.len(), what)?;
-    fields.iter().try_for_each(|f| put_raw_tagged_field(buf, f, what))
+fn put_tagged_fields(buf: &mut BytesMut, fields: &UnknownTaggedFields, what: &'static str) -> EncodeResult<()> {
+    let (raw, count) = fields.checked_raw(what)?;
+    put_tagged_count(buf, count, what)?;
+    buf.extend_from_slice(raw);
+    Ok(())
 }

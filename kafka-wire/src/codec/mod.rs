@@ -22,7 +22,7 @@ mod types;
 pub use api_key::ApiKey;
 pub use error::{DecodeError, DecodeResult, EncodeError, EncodeResult};
 pub use error_code::ErrorCode;
-pub use types::{RawTaggedField, Uuid};
+pub use types::{RawTaggedField, UnknownTaggedFields, Uuid};
 
 /// Declares an open wire enumeration: a newtype over the wire integer with one associated
 /// constant per known value. Unknown values are kept as they are, so they round-trip; `Debug`

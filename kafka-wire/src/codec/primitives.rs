@@ -12,7 +12,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::error::{DecodeError, DecodeResult, EncodeError, EncodeResult};
-use super::types::{RawTaggedField, Uuid};
+use super::types::{UnknownTaggedFields, Uuid};
 
 /// Fails unless `buf` holds at least `n` more bytes.
 #[inline]
@@ -168,9 +168,15 @@ pub const fn varlong_len(v: i64) -> usize {
 }
 
 /// Reads a length prefix: `i16` or `i32` in classic encoding, `uvarint - 1` in compact encoding.
-/// `None` is null (-1). The value is checked against the remaining input, each item taking at
-/// least `min_item_size` bytes.
-fn get_len(buf: &mut Bytes, form: LenForm, min_item_size: usize, what: &'static str) -> DecodeResult<Option<usize>> {
+/// `None` is null (-1). The value is checked against the remaining input but its last
+/// `reserved` bytes, each item taking at least `min_item_size` bytes.
+fn get_len(
+    buf: &mut Bytes,
+    form: LenForm,
+    min_item_size: usize,
+    what: &'static str,
+    reserved: usize,
+) -> DecodeResult<Option<usize>> {
     let len: i64 = match form {
         LenForm::I16 => i64::from(get_i16(buf, what)?),
         LenForm::I32 => i64::from(get_i32(buf, what)?),
@@ -183,8 +189,9 @@ fn get_len(buf: &mut Bytes, form: LenForm, min_item_size: usize, what: &'static 
         return Err(DecodeError::InvalidLength { what, len });
     }
     let len = len as u64;
-    if len.saturating_mul(min_item_size.max(1) as u64) > buf.remaining() as u64 {
-        return Err(DecodeError::LengthExceedsInput { what, len, remaining: buf.remaining() });
+    let available = buf.remaining().saturating_sub(reserved);
+    if len.saturating_mul(min_item_size.max(1) as u64) > available as u64 {
+        return Err(DecodeError::LengthExceedsInput { what, len, remaining: available });
     }
     Ok(Some(len as usize))
 }
@@ -214,7 +221,7 @@ fn bytes_form(compact: bool) -> LenForm {
 
 /// Reads a nullable string (classic: `int16` length; compact: `uvarint` length + 1).
 pub fn get_nullable_string(buf: &mut Bytes, compact: bool, what: &'static str) -> DecodeResult<Option<ByteString>> {
-    let Some(len) = get_len(buf, str_form(compact), 1, what)? else { return Ok(None) };
+    let Some(len) = get_len(buf, str_form(compact), 1, what, 0)? else { return Ok(None) };
     // A compact length can claim more than a string may hold; such a string could not be
     // written back (Kafka refuses it too).
     if len > MAX_STRING_LEN {
@@ -232,7 +239,7 @@ pub fn get_string(buf: &mut Bytes, compact: bool, what: &'static str) -> DecodeR
 /// Reads a nullable byte sequence (classic: `int32` length; compact: `uvarint` length + 1), sharing
 /// the input's allocation.
 pub fn get_nullable_bytes(buf: &mut Bytes, compact: bool, what: &'static str) -> DecodeResult<Option<Bytes>> {
-    let Some(len) = get_len(buf, bytes_form(compact), 1, what)? else { return Ok(None) };
+    let Some(len) = get_len(buf, bytes_form(compact), 1, what, 0)? else { return Ok(None) };
     Ok(Some(buf.split_to(len)))
 }
 
@@ -249,7 +256,20 @@ pub fn get_array_len(
     min_item_size: usize,
     what: &'static str,
 ) -> DecodeResult<Option<usize>> {
-    get_len(buf, bytes_form(compact), min_item_size, what)
+    get_len(buf, bytes_form(compact), min_item_size, what, 0)
+}
+
+/// As [`get_array_len`], for an array followed by at least `reserved` bytes (the least that
+/// what comes after it takes): the elements must fit in the bytes before those. Nested arrays
+/// whose counts are forged then cannot all claim the same remaining input.
+pub fn get_array_len_before(
+    buf: &mut Bytes,
+    compact: bool,
+    min_item_size: usize,
+    reserved: usize,
+    what: &'static str,
+) -> DecodeResult<Option<usize>> {
+    get_len(buf, bytes_form(compact), min_item_size, what, reserved)
 }
 
 /// The longest string Kafka's strings carry, in bytes, in the classic (`int16` length) and the
@@ -316,13 +336,16 @@ pub fn put_array_len(buf: &mut BytesMut, compact: bool, len: Option<usize>, what
 }
 
 /// Reads a tagged-field section. `known` is offered each field's tag and its bytes and returns
-/// `Ok(false)` for tags it does not know; those are kept in `unknown` so they round-trip.
+/// `Ok(false)` for tags it does not know; those are returned, copied in one allocation of their
+/// wire size, so that they round-trip.
 pub fn get_tagged_fields(
     buf: &mut Bytes,
-    unknown: &mut Vec<RawTaggedField>,
     mut known: impl FnMut(u32, &mut Bytes) -> DecodeResult<bool>,
-) -> DecodeResult<()> {
+) -> DecodeResult<UnknownTaggedFields> {
     let count = get_uvarint(buf, "tagged field count")?;
+    if count == 0 {
+        return Ok(UnknownTaggedFields::new());
+    }
     // Each tagged field takes at least two bytes (its tag and its size).
     if u64::from(count) * 2 > buf.remaining() as u64 {
         return Err(DecodeError::LengthExceedsInput {
@@ -331,7 +354,13 @@ pub fn get_tagged_fields(
             remaining: buf.remaining(),
         });
     }
+    let section = buf.clone();
+    // The unknown fields, as a range of `section` while they are contiguous (as when every
+    // field is unknown, or the known ones come first); copied out once a known one splits them.
+    let mut run = 0..0;
+    let mut split: Option<Vec<u8>> = None;
     for _ in 0..count {
+        let start = section.len() - buf.len();
         let tag = get_uvarint(buf, "tag")?;
         let size = get_uvarint(buf, "tagged field size")? as usize;
         let mut data = take(buf, size, "tagged field")?;
@@ -339,11 +368,25 @@ pub fn get_tagged_fields(
             if !data.is_empty() {
                 return Err(DecodeError::TrailingBytes { what: "tagged field", count: data.len() });
             }
-        } else {
-            unknown.push(RawTaggedField { tag, data });
+            continue;
+        }
+        let end = section.len() - buf.len();
+        match &mut split {
+            Some(copy) => copy.extend_from_slice(&section[start..end]),
+            None if run.is_empty() => run = start..end,
+            None if run.end == start => run.end = end,
+            None => {
+                let mut copy = section[run.clone()].to_vec();
+                copy.extend_from_slice(&section[start..end]);
+                split = Some(copy);
+            }
         }
     }
-    Ok(())
+    let raw = match split {
+        Some(copy) => copy.into_boxed_slice(),
+        None => Box::from(&section[run]),
+    };
+    Ok(UnknownTaggedFields::from_raw(raw))
 }
 
 /// Writes the number of tagged fields that follow.
@@ -382,18 +425,6 @@ pub fn put_tagged_field(
         *b = (v as u8 & 0x7f) | if v >= 0x80 { 0x80 } else { 0 };
         v >>= 7;
     }
-    Ok(())
-}
-
-/// Appends one tagged field: its tag, its size and its bytes.
-pub fn put_raw_tagged_field(buf: &mut BytesMut, field: &RawTaggedField, what: &'static str) -> EncodeResult<()> {
-    let size = field.data.len();
-    if size > MAX_BYTES_LEN {
-        return Err(EncodeError::TooLong { what, len: size, max: MAX_BYTES_LEN });
-    }
-    put_uvarint(buf, field.tag);
-    put_uvarint(buf, size as u32);
-    buf.put_slice(&field.data);
     Ok(())
 }
 
@@ -456,6 +487,17 @@ mod tests {
             get_array_len(&mut b, false, 4, "a"),
             Err(DecodeError::LengthExceedsInput { len: 0x7fff_ffff, .. })
         ));
+    }
+
+    #[test]
+    fn an_array_count_must_leave_the_bytes_promised_to_what_follows() {
+        // Two 4-byte elements in 8 bytes: they fit, unless 1 of those bytes is promised.
+        let input = Bytes::from_static(&[0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(get_array_len_before(&mut input.clone(), false, 4, 0, "a"), Ok(Some(2)));
+        assert_eq!(
+            get_array_len_before(&mut input.clone(), false, 4, 1, "a"),
+            Err(DecodeError::LengthExceedsInput { what: "a", len: 2, remaining: 7 })
+        );
     }
 
     #[test]
@@ -537,6 +579,27 @@ mod tests {
             assert_eq!(r.len(), size);
             assert!(r.iter().all(|&x| x == 0xab));
         }
+    }
+
+    #[test]
+    fn unknown_tagged_fields_are_kept_around_known_ones() {
+        // Four fields: unknown 9, known 1, unknown 12 and 13 (as a later version could send them).
+        let input = Bytes::from_static(&[4, 9, 1, 0xaa, 1, 1, 5, 12, 0, 13, 2, 0xbb, 0xcc]);
+        let mut known = Vec::new();
+        let unknown = get_tagged_fields(&mut input.clone(), |tag, data| {
+            if tag != 1 {
+                return Ok(false);
+            }
+            known.push(get_i8(data, "known")?);
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(known, vec![5]);
+        let fields: Vec<(u32, Vec<u8>)> = unknown.iter().map(|(t, d)| (t, d.to_vec())).collect();
+        assert_eq!(fields, vec![(9, vec![0xaa]), (12, vec![]), (13, vec![0xbb, 0xcc])]);
+        // Every field unknown: the same bytes.
+        let all = get_tagged_fields(&mut input.clone(), |_, _| Ok(false)).unwrap();
+        assert_eq!(all.checked_raw("t").unwrap(), (&input[1..], 4));
     }
 
     #[test]

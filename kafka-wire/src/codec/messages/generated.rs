@@ -6,11 +6,9 @@ use bytestring::ByteString;
 
 use super::{Message, Request, VersionRange};
 use crate::codec::primitives::*;
-use crate::codec::{ApiKey, DecodeError, DecodeResult, EncodeError, EncodeResult, ErrorCode, RawTaggedField, Uuid};
-
-/// Arrays are preallocated up to this many elements; longer ones grow as they are read,
-/// so a forged count costs no more memory than the elements actually present.
-const MAX_PREALLOC: usize = 64;
+use crate::codec::{
+    ApiKey, DecodeError, DecodeResult, EncodeError, EncodeResult, ErrorCode, UnknownTaggedFields, Uuid,
+};
 
 /// Produce (API key 0).
 pub mod produce {
@@ -30,7 +28,7 @@ pub mod produce {
         /// `topic_data`: array of `TopicProduceData`, all versions.
         pub topic_data: Vec<TopicProduceData>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ProduceRequest {
@@ -40,7 +38,7 @@ pub mod produce {
                 acks: 0,
                 timeout_ms: 0,
                 topic_data: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -75,11 +73,10 @@ pub mod produce {
                 return Err(EncodeError::FieldNotInVersion { what: "ProduceRequest.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ProduceRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ProduceRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ProduceRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -97,6 +94,14 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ProduceRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(0), version });
             }
@@ -106,20 +111,22 @@ pub mod produce {
             this.acks = get_i16(buf, "ProduceRequest.acks")?;
             this.timeout_ms = get_i32(buf, "ProduceRequest.timeout_ms")?;
             this.topic_data = {
-                let n = get_array_len(buf, flex, 1, "ProduceRequest.topic_data")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ProduceRequest.topic_data" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TopicProduceData::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TopicProduceData::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ProduceRequest.topic_data")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ProduceRequest.topic_data" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TopicProduceData::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -140,12 +147,12 @@ pub mod produce {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_bytes))]
         pub records: Option<Bytes>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for PartitionProduceData {
         fn default() -> Self {
-            Self { index: 0, records: None, unknown_tagged_fields: Vec::new() }
+            Self { index: 0, records: None, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -174,11 +181,10 @@ pub mod produce {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("PartitionProduceData.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "PartitionProduceData.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "PartitionProduceData.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -193,18 +199,39 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl PartitionProduceData {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.index = get_i32(buf, "PartitionProduceData.index")?;
             this.records = get_nullable_bytes(buf, flex, "PartitionProduceData.records")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl PartitionProduceData {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -220,7 +247,7 @@ pub mod produce {
         /// `partition_data`: array of `PartitionProduceData`, all versions.
         pub partition_data: Vec<PartitionProduceData>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TopicProduceData {
@@ -229,7 +256,7 @@ pub mod produce {
                 name: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partition_data: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -254,11 +281,10 @@ pub mod produce {
                 return Err(EncodeError::FieldNotInVersion { what: "TopicProduceData.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TopicProduceData.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TopicProduceData.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TopicProduceData.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -276,6 +302,14 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TopicProduceData {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 12 {
@@ -285,22 +319,44 @@ pub mod produce {
                 this.topic_id = get_uuid(buf, "TopicProduceData.topic_id")?;
             }
             this.partition_data = {
-                let n = get_array_len(buf, flex, 1, "TopicProduceData.partition_data")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TopicProduceData.partition_data" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(PartitionProduceData::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = PartitionProduceData::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "TopicProduceData.partition_data")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TopicProduceData.partition_data" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(PartitionProduceData::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl TopicProduceData {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 12 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 13 {
+                n += 16;
+            }
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -315,7 +371,7 @@ pub mod produce {
         /// `node_endpoints`: array of `NodeEndpoint`, versions 10+, tagged (tag 0).
         pub node_endpoints: Vec<NodeEndpoint>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ProduceResponse {
@@ -324,7 +380,7 @@ pub mod produce {
                 responses: Vec::new(),
                 throttle_time_ms: 0,
                 node_endpoints: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -350,7 +406,8 @@ pub mod produce {
                 return Err(EncodeError::FieldNotInVersion { what: "ProduceResponse.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ProduceResponse.unknown_tagged_fields")?;
                 if version >= 10 && !self.node_endpoints.is_empty() {
                     n += 1;
                 }
@@ -364,9 +421,7 @@ pub mod produce {
                         Ok(())
                     })?;
                 }
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ProduceResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -391,31 +446,47 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ProduceResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(0), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.responses = {
-                let n = get_array_len(buf, flex, 1, "ProduceResponse.responses")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ProduceResponse.responses" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TopicProduceResponse::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TopicProduceResponse::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ProduceResponse.responses")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ProduceResponse.responses" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TopicProduceResponse::decode_before(buf, version, r)?);
                 }
                 v
             };
             this.throttle_time_ms = get_i32(buf, "ProduceResponse.throttle_time_ms")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 10 => {
                         this.node_endpoints = {
-                            let n = get_array_len(buf, flex, 1, "ProduceResponse.node_endpoints")?
-                                .ok_or(DecodeError::UnexpectedNull { what: "ProduceResponse.node_endpoints" })?;
-                            let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                            for _ in 0..n {
-                                v.push(NodeEndpoint::decode(buf, version)?);
+                            let (n, min) = ({
+                                let min = NodeEndpoint::min_wire_size(version);
+                                get_array_len_before(buf, flex, min, 0, "ProduceResponse.node_endpoints")?
+                                    .map(|n| (n, min))
+                            })
+                            .ok_or(DecodeError::UnexpectedNull { what: "ProduceResponse.node_endpoints" })?;
+                            let mut v = Vec::with_capacity(n);
+                            for i in 0..n {
+                                let r = 0 + (n - 1 - i) * min;
+                                v.push(NodeEndpoint::decode_before(buf, version, r)?);
                             }
                             v
                         };
@@ -423,7 +494,6 @@ pub mod produce {
                     }
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -439,12 +509,12 @@ pub mod produce {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub batch_index_error_message: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for BatchIndexAndErrorMessage {
         fn default() -> Self {
-            Self { batch_index: 0, batch_index_error_message: None, unknown_tagged_fields: Vec::new() }
+            Self { batch_index: 0, batch_index_error_message: None, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -484,11 +554,10 @@ pub mod produce {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("BatchIndexAndErrorMessage.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "BatchIndexAndErrorMessage.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "BatchIndexAndErrorMessage.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -508,6 +577,14 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl BatchIndexAndErrorMessage {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 8 {
@@ -521,13 +598,30 @@ pub mod produce {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl BatchIndexAndErrorMessage {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 8 {
+                n += 4;
+            }
+            if version >= 8 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -540,12 +634,12 @@ pub mod produce {
         /// `leader_epoch`: int32, versions 10+, default -1.
         pub leader_epoch: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for LeaderIdAndEpoch {
         fn default() -> Self {
-            Self { leader_id: -1, leader_epoch: -1, unknown_tagged_fields: Vec::new() }
+            Self { leader_id: -1, leader_epoch: -1, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -569,11 +663,10 @@ pub mod produce {
                 return Err(EncodeError::FieldNotInVersion { what: "LeaderIdAndEpoch.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("LeaderIdAndEpoch.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "LeaderIdAndEpoch.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "LeaderIdAndEpoch.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -593,6 +686,14 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl LeaderIdAndEpoch {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 10 {
@@ -602,11 +703,9 @@ pub mod produce {
                 this.leader_epoch = get_i32(buf, "LeaderIdAndEpoch.leader_epoch")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -634,7 +733,7 @@ pub mod produce {
         /// `current_leader`: `LeaderIdAndEpoch`, versions 10+, tagged (tag 0).
         pub current_leader: LeaderIdAndEpoch,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for PartitionProduceResponse {
@@ -648,7 +747,7 @@ pub mod produce {
                 record_errors: Vec::new(),
                 error_message: None,
                 current_leader: LeaderIdAndEpoch::default(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -707,7 +806,8 @@ pub mod produce {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("PartitionProduceResponse.unknown_tagged_fields")?;
                 if version >= 10 && self.current_leader != LeaderIdAndEpoch::default() {
                     n += 1;
                 }
@@ -718,9 +818,7 @@ pub mod produce {
                         Ok(())
                     })?;
                 }
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "PartitionProduceResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -753,6 +851,14 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl PartitionProduceResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.index = get_i32(buf, "PartitionProduceResponse.index")?;
@@ -764,11 +870,16 @@ pub mod produce {
             }
             if version >= 8 {
                 this.record_errors = {
-                    let n = get_array_len(buf, flex, 1, "PartitionProduceResponse.record_errors")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "PartitionProduceResponse.record_errors" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(BatchIndexAndErrorMessage::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = BatchIndexAndErrorMessage::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "PartitionProduceResponse.record_errors")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "PartitionProduceResponse.record_errors" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(BatchIndexAndErrorMessage::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -781,17 +892,41 @@ pub mod produce {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 10 => {
-                        this.current_leader = LeaderIdAndEpoch::decode(buf, version)?;
+                        this.current_leader = LeaderIdAndEpoch::decode_before(buf, version, 0)?;
                         Ok(true)
                     }
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl PartitionProduceResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 2;
+            n += 8;
+            n += 8;
+            if version >= 5 {
+                n += 8;
+            }
+            if version >= 8 {
+                n += if flex { 1 } else { 4 };
+            }
+            if version >= 8 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -807,7 +942,7 @@ pub mod produce {
         /// `partition_responses`: array of `PartitionProduceResponse`, all versions.
         pub partition_responses: Vec<PartitionProduceResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TopicProduceResponse {
@@ -816,7 +951,7 @@ pub mod produce {
                 name: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partition_responses: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -849,11 +984,10 @@ pub mod produce {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TopicProduceResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TopicProduceResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TopicProduceResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -871,6 +1005,14 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TopicProduceResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 12 {
@@ -880,22 +1022,45 @@ pub mod produce {
                 this.topic_id = get_uuid(buf, "TopicProduceResponse.topic_id")?;
             }
             this.partition_responses = {
-                let n = get_array_len(buf, flex, 1, "TopicProduceResponse.partition_responses")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TopicProduceResponse.partition_responses" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(PartitionProduceResponse::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = PartitionProduceResponse::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "TopicProduceResponse.partition_responses")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TopicProduceResponse.partition_responses" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(PartitionProduceResponse::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl TopicProduceResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 12 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 13 {
+                n += 16;
+            }
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -914,12 +1079,18 @@ pub mod produce {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub rack: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for NodeEndpoint {
         fn default() -> Self {
-            Self { node_id: 0, host: ByteString::new(), port: 0, rack: None, unknown_tagged_fields: Vec::new() }
+            Self {
+                node_id: 0,
+                host: ByteString::new(),
+                port: 0,
+                rack: None,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -963,11 +1134,9 @@ pub mod produce {
                 return Err(EncodeError::FieldNotInVersion { what: "NodeEndpoint.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("NodeEndpoint.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "NodeEndpoint.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "NodeEndpoint.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -993,6 +1162,14 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl NodeEndpoint {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 10 {
@@ -1012,13 +1189,36 @@ pub mod produce {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl NodeEndpoint {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 10 {
+                n += 4;
+            }
+            if version >= 10 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 10 {
+                n += 4;
+            }
+            if version >= 10 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -1059,7 +1259,7 @@ pub mod fetch {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub rack_id: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for FetchRequest {
@@ -1077,7 +1277,7 @@ pub mod fetch {
                 topics: Vec::new(),
                 forgotten_topics_data: Vec::new(),
                 rack_id: ByteString::from_static(""),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -1140,7 +1340,7 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "FetchRequest.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("FetchRequest.unknown_tagged_fields")?;
                 if version >= 12 && self.cluster_id != None {
                     n += 1;
                 }
@@ -1170,9 +1370,7 @@ pub mod fetch {
                         Ok(())
                     })?;
                 }
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "FetchRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -1215,6 +1413,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl FetchRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(1), version });
             }
@@ -1234,21 +1440,30 @@ pub mod fetch {
                 this.session_epoch = get_i32(buf, "FetchRequest.session_epoch")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "FetchRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "FetchRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(FetchTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = FetchTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "FetchRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "FetchRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(FetchTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
             if version >= 7 {
                 this.forgotten_topics_data = {
-                    let n = get_array_len(buf, flex, 1, "FetchRequest.forgotten_topics_data")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "FetchRequest.forgotten_topics_data" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(ForgottenTopic::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = ForgottenTopic::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "FetchRequest.forgotten_topics_data")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "FetchRequest.forgotten_topics_data" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(ForgottenTopic::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -1257,8 +1472,7 @@ pub mod fetch {
                 this.rack_id = get_string(buf, flex, "FetchRequest.rack_id")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 12 => {
                         this.cluster_id = if version >= 12 {
                             get_nullable_string(buf, flex, "FetchRequest.cluster_id")?
@@ -1268,12 +1482,11 @@ pub mod fetch {
                         Ok(true)
                     }
                     1 if version >= 15 => {
-                        this.replica_state = ReplicaState::decode(buf, version)?;
+                        this.replica_state = ReplicaState::decode_before(buf, version, 0)?;
                         Ok(true)
                     }
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -1293,12 +1506,12 @@ pub mod fetch {
         /// `replica_epoch`: int64, versions 15+, default -1.
         pub replica_epoch: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ReplicaState {
         fn default() -> Self {
-            Self { replica_id: -1, replica_epoch: -1, unknown_tagged_fields: Vec::new() }
+            Self { replica_id: -1, replica_epoch: -1, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -1322,11 +1535,9 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "ReplicaState.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("ReplicaState.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ReplicaState.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ReplicaState.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -1346,6 +1557,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ReplicaState {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 15 {
@@ -1355,11 +1574,9 @@ pub mod fetch {
                 this.replica_epoch = get_i64(buf, "ReplicaState.replica_epoch")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -1386,7 +1603,7 @@ pub mod fetch {
         /// `high_watermark`: int64, versions 18+, default 9223372036854775807, tagged (tag 1).
         pub high_watermark: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for FetchPartition {
@@ -1400,7 +1617,7 @@ pub mod fetch {
                 partition_max_bytes: 0,
                 replica_directory_id: Uuid::ZERO,
                 high_watermark: 9223372036854775807,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -1433,7 +1650,8 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "FetchPartition.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("FetchPartition.unknown_tagged_fields")?;
                 if version >= 17 && self.replica_directory_id != Uuid::ZERO {
                     n += 1;
                 }
@@ -1453,9 +1671,7 @@ pub mod fetch {
                         Ok(())
                     })?;
                 }
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "FetchPartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -1476,6 +1692,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl FetchPartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition = get_i32(buf, "FetchPartition.partition")?;
@@ -1491,8 +1715,7 @@ pub mod fetch {
             }
             this.partition_max_bytes = get_i32(buf, "FetchPartition.partition_max_bytes")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 17 => {
                         this.replica_directory_id = get_uuid(buf, "FetchPartition.replica_directory_id")?;
                         Ok(true)
@@ -1503,9 +1726,33 @@ pub mod fetch {
                     }
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl FetchPartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            if version >= 9 {
+                n += 4;
+            }
+            n += 8;
+            if version >= 12 {
+                n += 4;
+            }
+            if version >= 5 {
+                n += 8;
+            }
+            n += 4;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -1521,7 +1768,7 @@ pub mod fetch {
         /// `partitions`: array of `FetchPartition`, all versions.
         pub partitions: Vec<FetchPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for FetchTopic {
@@ -1530,7 +1777,7 @@ pub mod fetch {
                 topic: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -1555,11 +1802,9 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "FetchTopic.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("FetchTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "FetchTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "FetchTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -1577,6 +1822,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl FetchTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 12 {
@@ -1586,22 +1839,44 @@ pub mod fetch {
                 this.topic_id = get_uuid(buf, "FetchTopic.topic_id")?;
             }
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "FetchTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "FetchTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(FetchPartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = FetchPartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "FetchTopic.partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "FetchTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(FetchPartition::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl FetchTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 12 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 13 {
+                n += 16;
+            }
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -1617,7 +1892,7 @@ pub mod fetch {
         /// `partitions`: array of int32, versions 7+.
         pub partitions: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ForgottenTopic {
@@ -1626,7 +1901,7 @@ pub mod fetch {
                 topic: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -1655,11 +1930,10 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "ForgottenTopic.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ForgottenTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ForgottenTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ForgottenTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -1677,6 +1951,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ForgottenTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if (7..=12).contains(&version) {
@@ -1687,9 +1969,12 @@ pub mod fetch {
             }
             if version >= 7 {
                 this.partitions = {
-                    let n = get_array_len(buf, flex, 4, "ForgottenTopic.partitions")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "ForgottenTopic.partitions" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    let (n, min) = ({
+                        let min = 4;
+                        get_array_len_before(buf, flex, min, reserved, "ForgottenTopic.partitions")?.map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "ForgottenTopic.partitions" })?;
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_i32(buf, "ForgottenTopic.partitions")?);
                     }
@@ -1697,13 +1982,33 @@ pub mod fetch {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl ForgottenTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if (7..=12).contains(&version) {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 13 {
+                n += 16;
+            }
+            if version >= 7 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -1722,7 +2027,7 @@ pub mod fetch {
         /// `node_endpoints`: array of `NodeEndpoint`, versions 16+, tagged (tag 0).
         pub node_endpoints: Vec<NodeEndpoint>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for FetchResponse {
@@ -1733,7 +2038,7 @@ pub mod fetch {
                 session_id: 0,
                 responses: Vec::new(),
                 node_endpoints: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -1769,7 +2074,7 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "FetchResponse.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("FetchResponse.unknown_tagged_fields")?;
                 if version >= 16 && !self.node_endpoints.is_empty() {
                     n += 1;
                 }
@@ -1783,9 +2088,7 @@ pub mod fetch {
                         Ok(())
                     })?;
                 }
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "FetchResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -1816,6 +2119,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl FetchResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(1), version });
             }
@@ -1829,24 +2140,32 @@ pub mod fetch {
                 this.session_id = get_i32(buf, "FetchResponse.session_id")?;
             }
             this.responses = {
-                let n = get_array_len(buf, flex, 1, "FetchResponse.responses")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "FetchResponse.responses" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(FetchableTopicResponse::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = FetchableTopicResponse::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "FetchResponse.responses")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "FetchResponse.responses" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(FetchableTopicResponse::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 16 => {
                         this.node_endpoints = {
-                            let n = get_array_len(buf, flex, 1, "FetchResponse.node_endpoints")?
-                                .ok_or(DecodeError::UnexpectedNull { what: "FetchResponse.node_endpoints" })?;
-                            let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                            for _ in 0..n {
-                                v.push(NodeEndpoint::decode(buf, version)?);
+                            let (n, min) = ({
+                                let min = NodeEndpoint::min_wire_size(version);
+                                get_array_len_before(buf, flex, min, 0, "FetchResponse.node_endpoints")?
+                                    .map(|n| (n, min))
+                            })
+                            .ok_or(DecodeError::UnexpectedNull { what: "FetchResponse.node_endpoints" })?;
+                            let mut v = Vec::with_capacity(n);
+                            for i in 0..n {
+                                let r = 0 + (n - 1 - i) * min;
+                                v.push(NodeEndpoint::decode_before(buf, version, r)?);
                             }
                             v
                         };
@@ -1854,7 +2173,6 @@ pub mod fetch {
                     }
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -1869,12 +2187,12 @@ pub mod fetch {
         /// `end_offset`: int64, versions 12+, default -1.
         pub end_offset: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for EpochEndOffset {
         fn default() -> Self {
-            Self { epoch: -1, end_offset: -1, unknown_tagged_fields: Vec::new() }
+            Self { epoch: -1, end_offset: -1, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -1898,11 +2216,10 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "EpochEndOffset.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("EpochEndOffset.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "EpochEndOffset.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "EpochEndOffset.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -1922,6 +2239,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl EpochEndOffset {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 12 {
@@ -1931,11 +2256,9 @@ pub mod fetch {
                 this.end_offset = get_i64(buf, "EpochEndOffset.end_offset")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -1950,12 +2273,12 @@ pub mod fetch {
         /// `leader_epoch`: int32, versions 12+, default -1.
         pub leader_epoch: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for LeaderIdAndEpoch {
         fn default() -> Self {
-            Self { leader_id: -1, leader_epoch: -1, unknown_tagged_fields: Vec::new() }
+            Self { leader_id: -1, leader_epoch: -1, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -1979,11 +2302,10 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "LeaderIdAndEpoch.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("LeaderIdAndEpoch.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "LeaderIdAndEpoch.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "LeaderIdAndEpoch.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2003,6 +2325,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl LeaderIdAndEpoch {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 12 {
@@ -2012,11 +2342,9 @@ pub mod fetch {
                 this.leader_epoch = get_i32(buf, "LeaderIdAndEpoch.leader_epoch")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -2031,12 +2359,12 @@ pub mod fetch {
         /// `epoch`: int32, all versions, default -1.
         pub epoch: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SnapshotId {
         fn default() -> Self {
-            Self { end_offset: -1, epoch: -1, unknown_tagged_fields: Vec::new() }
+            Self { end_offset: -1, epoch: -1, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -2052,11 +2380,9 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "SnapshotId.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("SnapshotId.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SnapshotId.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SnapshotId.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2071,16 +2397,22 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SnapshotId {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.end_offset = get_i64(buf, "SnapshotId.end_offset")?;
             this.epoch = get_i32(buf, "SnapshotId.epoch")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -2095,12 +2427,12 @@ pub mod fetch {
         /// `first_offset`: int64, versions 4+.
         pub first_offset: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AbortedTransaction {
         fn default() -> Self {
-            Self { producer_id: 0, first_offset: 0, unknown_tagged_fields: Vec::new() }
+            Self { producer_id: 0, first_offset: 0, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -2119,11 +2451,10 @@ pub mod fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AbortedTransaction.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AbortedTransaction.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AbortedTransaction.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2138,18 +2469,39 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AbortedTransaction {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.producer_id = get_i64(buf, "AbortedTransaction.producer_id")?;
             this.first_offset = get_i64(buf, "AbortedTransaction.first_offset")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl AbortedTransaction {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 8;
+            n += 8;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -2181,7 +2533,7 @@ pub mod fetch {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_bytes))]
         pub records: Option<Bytes>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for PartitionData {
@@ -2198,7 +2550,7 @@ pub mod fetch {
                 aborted_transactions: None,
                 preferred_read_replica: -1,
                 records: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -2259,7 +2611,7 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "PartitionData.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("PartitionData.unknown_tagged_fields")?;
                 if version >= 12 && self.diverging_epoch != EpochEndOffset::default() {
                     n += 1;
                 }
@@ -2288,9 +2640,7 @@ pub mod fetch {
                         Ok(())
                     })?;
                 }
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "PartitionData.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2329,6 +2679,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl PartitionData {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "PartitionData.partition_index")?;
@@ -2338,12 +2696,16 @@ pub mod fetch {
             if version >= 5 {
                 this.log_start_offset = get_i64(buf, "PartitionData.log_start_offset")?;
             }
-            this.aborted_transactions = match get_array_len(buf, flex, 1, "PartitionData.aborted_transactions")? {
+            this.aborted_transactions = match {
+                let min = AbortedTransaction::min_wire_size(version);
+                get_array_len_before(buf, flex, min, reserved, "PartitionData.aborted_transactions")?.map(|n| (n, min))
+            } {
                 None => None,
-                Some(n) => {
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(AbortedTransaction::decode(buf, version)?);
+                Some((n, min)) => {
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(AbortedTransaction::decode_before(buf, version, r)?);
                     }
                     Some(v)
                 }
@@ -2353,25 +2715,48 @@ pub mod fetch {
             }
             this.records = get_nullable_bytes(buf, flex, "PartitionData.records")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 12 => {
-                        this.diverging_epoch = EpochEndOffset::decode(buf, version)?;
+                        this.diverging_epoch = EpochEndOffset::decode_before(buf, version, 0)?;
                         Ok(true)
                     }
                     1 if version >= 12 => {
-                        this.current_leader = LeaderIdAndEpoch::decode(buf, version)?;
+                        this.current_leader = LeaderIdAndEpoch::decode_before(buf, version, 0)?;
                         Ok(true)
                     }
                     2 if version >= 12 => {
-                        this.snapshot_id = SnapshotId::decode(buf, version)?;
+                        this.snapshot_id = SnapshotId::decode_before(buf, version, 0)?;
                         Ok(true)
                     }
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl PartitionData {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 2;
+            n += 8;
+            n += 8;
+            if version >= 5 {
+                n += 8;
+            }
+            n += if flex { 1 } else { 4 };
+            if version >= 11 {
+                n += 4;
+            }
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -2387,7 +2772,7 @@ pub mod fetch {
         /// `partitions`: array of `PartitionData`, all versions.
         pub partitions: Vec<PartitionData>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for FetchableTopicResponse {
@@ -2396,7 +2781,7 @@ pub mod fetch {
                 topic: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -2424,11 +2809,10 @@ pub mod fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("FetchableTopicResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "FetchableTopicResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "FetchableTopicResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2446,6 +2830,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl FetchableTopicResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 12 {
@@ -2455,22 +2847,45 @@ pub mod fetch {
                 this.topic_id = get_uuid(buf, "FetchableTopicResponse.topic_id")?;
             }
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "FetchableTopicResponse.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "FetchableTopicResponse.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(PartitionData::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = PartitionData::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "FetchableTopicResponse.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "FetchableTopicResponse.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(PartitionData::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl FetchableTopicResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 12 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 13 {
+                n += 16;
+            }
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -2489,12 +2904,18 @@ pub mod fetch {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub rack: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for NodeEndpoint {
         fn default() -> Self {
-            Self { node_id: 0, host: ByteString::new(), port: 0, rack: None, unknown_tagged_fields: Vec::new() }
+            Self {
+                node_id: 0,
+                host: ByteString::new(),
+                port: 0,
+                rack: None,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -2538,11 +2959,9 @@ pub mod fetch {
                 return Err(EncodeError::FieldNotInVersion { what: "NodeEndpoint.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("NodeEndpoint.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "NodeEndpoint.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "NodeEndpoint.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2568,6 +2987,14 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl NodeEndpoint {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 16 {
@@ -2587,13 +3014,36 @@ pub mod fetch {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl NodeEndpoint {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 16 {
+                n += 4;
+            }
+            if version >= 16 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 16 {
+                n += 4;
+            }
+            if version >= 16 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -2616,7 +3066,7 @@ pub mod list_offsets {
         /// `timeout_ms`: int32, versions 10+.
         pub timeout_ms: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListOffsetsRequest {
@@ -2626,7 +3076,7 @@ pub mod list_offsets {
                 isolation_level: 0,
                 topics: Vec::new(),
                 timeout_ms: 0,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -2662,11 +3112,10 @@ pub mod list_offsets {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListOffsetsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListOffsetsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListOffsetsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2690,6 +3139,14 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListOffsetsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(2), version });
             }
@@ -2700,11 +3157,15 @@ pub mod list_offsets {
                 this.isolation_level = get_i8(buf, "ListOffsetsRequest.isolation_level")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "ListOffsetsRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(ListOffsetsTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = ListOffsetsTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ListOffsetsRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(ListOffsetsTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -2712,11 +3173,9 @@ pub mod list_offsets {
                 this.timeout_ms = get_i32(buf, "ListOffsetsRequest.timeout_ms")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -2738,12 +3197,17 @@ pub mod list_offsets {
         /// `timestamp`: int64, all versions.
         pub timestamp: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListOffsetsPartition {
         fn default() -> Self {
-            Self { partition_index: 0, current_leader_epoch: -1, timestamp: 0, unknown_tagged_fields: Vec::new() }
+            Self {
+                partition_index: 0,
+                current_leader_epoch: -1,
+                timestamp: 0,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -2770,11 +3234,10 @@ pub mod list_offsets {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListOffsetsPartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListOffsetsPartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListOffsetsPartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2793,6 +3256,14 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListOffsetsPartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "ListOffsetsPartition.partition_index")?;
@@ -2801,13 +3272,29 @@ pub mod list_offsets {
             }
             this.timestamp = get_i64(buf, "ListOffsetsPartition.timestamp")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl ListOffsetsPartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            if version >= 4 {
+                n += 4;
+            }
+            n += 8;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -2821,12 +3308,12 @@ pub mod list_offsets {
         /// `partitions`: array of `ListOffsetsPartition`, all versions.
         pub partitions: Vec<ListOffsetsPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListOffsetsTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -2845,11 +3332,10 @@ pub mod list_offsets {
                 return Err(EncodeError::FieldNotInVersion { what: "ListOffsetsTopic.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListOffsetsTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListOffsetsTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListOffsetsTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2867,26 +3353,51 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListOffsetsTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "ListOffsetsTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "ListOffsetsTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(ListOffsetsPartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = ListOffsetsPartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ListOffsetsTopic.partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(ListOffsetsPartition::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl ListOffsetsTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -2899,12 +3410,12 @@ pub mod list_offsets {
         /// `topics`: array of `ListOffsetsTopicResponse`, all versions.
         pub topics: Vec<ListOffsetsTopicResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListOffsetsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -2933,11 +3444,10 @@ pub mod list_offsets {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListOffsetsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListOffsetsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListOffsetsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -2957,6 +3467,14 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListOffsetsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(2), version });
             }
@@ -2966,20 +3484,22 @@ pub mod list_offsets {
                 this.throttle_time_ms = get_i32(buf, "ListOffsetsResponse.throttle_time_ms")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "ListOffsetsResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(ListOffsetsTopicResponse::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = ListOffsetsTopicResponse::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ListOffsetsResponse.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(ListOffsetsTopicResponse::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -3000,7 +3520,7 @@ pub mod list_offsets {
         /// `leader_epoch`: int32, versions 4+, default -1.
         pub leader_epoch: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListOffsetsPartitionResponse {
@@ -3011,7 +3531,7 @@ pub mod list_offsets {
                 timestamp: -1,
                 offset: -1,
                 leader_epoch: -1,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -3041,11 +3561,10 @@ pub mod list_offsets {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListOffsetsPartitionResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListOffsetsPartitionResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListOffsetsPartitionResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -3063,6 +3582,14 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListOffsetsPartitionResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "ListOffsetsPartitionResponse.partition_index")?;
@@ -3073,13 +3600,31 @@ pub mod list_offsets {
                 this.leader_epoch = get_i32(buf, "ListOffsetsPartitionResponse.leader_epoch")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl ListOffsetsPartitionResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 2;
+            n += 8;
+            n += 8;
+            if version >= 4 {
+                n += 4;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -3093,12 +3638,12 @@ pub mod list_offsets {
         /// `partitions`: array of `ListOffsetsPartitionResponse`, all versions.
         pub partitions: Vec<ListOffsetsPartitionResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListOffsetsTopicResponse {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -3120,11 +3665,10 @@ pub mod list_offsets {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListOffsetsTopicResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListOffsetsTopicResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListOffsetsTopicResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -3142,26 +3686,52 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListOffsetsTopicResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "ListOffsetsTopicResponse.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "ListOffsetsTopicResponse.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsTopicResponse.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(ListOffsetsPartitionResponse::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = ListOffsetsPartitionResponse::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ListOffsetsTopicResponse.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsTopicResponse.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(ListOffsetsPartitionResponse::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl ListOffsetsTopicResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -3184,7 +3754,7 @@ pub mod metadata {
         /// `include_topic_authorized_operations`: bool, versions 8+.
         pub include_topic_authorized_operations: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for MetadataRequest {
@@ -3194,7 +3764,7 @@ pub mod metadata {
                 allow_auto_topic_creation: true,
                 include_cluster_authorized_operations: false,
                 include_topic_authorized_operations: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -3250,11 +3820,10 @@ pub mod metadata {
                 return Err(EncodeError::FieldNotInVersion { what: "MetadataRequest.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("MetadataRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "MetadataRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "MetadataRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -3282,29 +3851,45 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl MetadataRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(3), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topics = if version >= 1 {
-                match get_array_len(buf, flex, 1, "MetadataRequest.topics")? {
+                match {
+                    let min = MetadataRequestTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "MetadataRequest.topics")?.map(|n| (n, min))
+                } {
                     None => None,
-                    Some(n) => {
-                        let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                        for _ in 0..n {
-                            v.push(MetadataRequestTopic::decode(buf, version)?);
+                    Some((n, min)) => {
+                        let mut v = Vec::with_capacity(n);
+                        for i in 0..n {
+                            let r = reserved + (n - 1 - i) * min;
+                            v.push(MetadataRequestTopic::decode_before(buf, version, r)?);
                         }
                         Some(v)
                     }
                 }
             } else {
                 Some({
-                    let n = get_array_len(buf, flex, 1, "MetadataRequest.topics")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "MetadataRequest.topics" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(MetadataRequestTopic::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = MetadataRequestTopic::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "MetadataRequest.topics")?.map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataRequest.topics" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(MetadataRequestTopic::decode_before(buf, version, r)?);
                     }
                     v
                 })
@@ -3321,11 +3906,9 @@ pub mod metadata {
                     get_bool(buf, "MetadataRequest.include_topic_authorized_operations")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -3346,12 +3929,12 @@ pub mod metadata {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub name: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for MetadataRequestTopic {
         fn default() -> Self {
-            Self { topic_id: Uuid::ZERO, name: None, unknown_tagged_fields: Vec::new() }
+            Self { topic_id: Uuid::ZERO, name: None, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -3384,11 +3967,10 @@ pub mod metadata {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("MetadataRequestTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "MetadataRequestTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "MetadataRequestTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -3406,6 +3988,14 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl MetadataRequestTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 10 {
@@ -3417,13 +4007,28 @@ pub mod metadata {
                 Some(get_string(buf, flex, "MetadataRequestTopic.name")?)
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl MetadataRequestTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 10 {
+                n += 16;
+            }
+            n += if flex { 1 } else { 2 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -3447,7 +4052,7 @@ pub mod metadata {
         /// `error_code`: int16 error code, versions 13+.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for MetadataResponse {
@@ -3460,7 +4065,7 @@ pub mod metadata {
                 topics: Vec::new(),
                 cluster_authorized_operations: -2147483648,
                 error_code: ErrorCode::NONE,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -3524,11 +4129,10 @@ pub mod metadata {
                 return Err(EncodeError::FieldNotInVersion { what: "MetadataResponse.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("MetadataResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "MetadataResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "MetadataResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -3563,6 +4167,14 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl MetadataResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(3), version });
             }
@@ -3572,11 +4184,15 @@ pub mod metadata {
                 this.throttle_time_ms = get_i32(buf, "MetadataResponse.throttle_time_ms")?;
             }
             this.brokers = {
-                let n = get_array_len(buf, flex, 1, "MetadataResponse.brokers")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponse.brokers" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(MetadataResponseBroker::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = MetadataResponseBroker::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "MetadataResponse.brokers")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponse.brokers" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(MetadataResponseBroker::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -3591,11 +4207,15 @@ pub mod metadata {
                 this.controller_id = get_i32(buf, "MetadataResponse.controller_id")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "MetadataResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(MetadataResponseTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = MetadataResponseTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "MetadataResponse.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(MetadataResponseTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -3606,11 +4226,9 @@ pub mod metadata {
                 this.error_code = ErrorCode(get_i16(buf, "MetadataResponse.error_code")?);
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -3631,12 +4249,18 @@ pub mod metadata {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub rack: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for MetadataResponseBroker {
         fn default() -> Self {
-            Self { node_id: 0, host: ByteString::new(), port: 0, rack: None, unknown_tagged_fields: Vec::new() }
+            Self {
+                node_id: 0,
+                host: ByteString::new(),
+                port: 0,
+                rack: None,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -3671,11 +4295,10 @@ pub mod metadata {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("MetadataResponseBroker.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "MetadataResponseBroker.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "MetadataResponseBroker.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -3693,6 +4316,14 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl MetadataResponseBroker {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.node_id = get_i32(buf, "MetadataResponseBroker.node_id")?;
@@ -3706,13 +4337,30 @@ pub mod metadata {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl MetadataResponseBroker {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += if flex { 1 } else { 2 };
+            n += 4;
+            if version >= 1 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -3735,7 +4383,7 @@ pub mod metadata {
         /// `offline_replicas`: array of int32, versions 5+.
         pub offline_replicas: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for MetadataResponsePartition {
@@ -3748,7 +4396,7 @@ pub mod metadata {
                 replica_nodes: Vec::new(),
                 isr_nodes: Vec::new(),
                 offline_replicas: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -3798,11 +4446,10 @@ pub mod metadata {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("MetadataResponsePartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "MetadataResponsePartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "MetadataResponsePartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -3824,6 +4471,14 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl MetadataResponsePartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "MetadataResponsePartition.error_code")?);
@@ -3833,18 +4488,26 @@ pub mod metadata {
                 this.leader_epoch = get_i32(buf, "MetadataResponsePartition.leader_epoch")?;
             }
             this.replica_nodes = {
-                let n = get_array_len(buf, flex, 4, "MetadataResponsePartition.replica_nodes")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.replica_nodes" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "MetadataResponsePartition.replica_nodes")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.replica_nodes" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "MetadataResponsePartition.replica_nodes")?);
                 }
                 v
             };
             this.isr_nodes = {
-                let n = get_array_len(buf, flex, 4, "MetadataResponsePartition.isr_nodes")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.isr_nodes" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "MetadataResponsePartition.isr_nodes")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.isr_nodes" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "MetadataResponsePartition.isr_nodes")?);
                 }
@@ -3852,9 +4515,13 @@ pub mod metadata {
             };
             if version >= 5 {
                 this.offline_replicas = {
-                    let n = get_array_len(buf, flex, 4, "MetadataResponsePartition.offline_replicas")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.offline_replicas" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    let (n, min) = ({
+                        let min = 4;
+                        get_array_len_before(buf, flex, min, reserved, "MetadataResponsePartition.offline_replicas")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.offline_replicas" })?;
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_i32(buf, "MetadataResponsePartition.offline_replicas")?);
                     }
@@ -3862,13 +4529,35 @@ pub mod metadata {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl MetadataResponsePartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            n += 4;
+            n += 4;
+            if version >= 7 {
+                n += 4;
+            }
+            n += if flex { 1 } else { 4 };
+            n += if flex { 1 } else { 4 };
+            if version >= 5 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -3890,7 +4579,7 @@ pub mod metadata {
         /// `topic_authorized_operations`: int32, versions 8+, default -2147483648.
         pub topic_authorized_operations: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for MetadataResponseTopic {
@@ -3902,7 +4591,7 @@ pub mod metadata {
                 is_internal: false,
                 partitions: Vec::new(),
                 topic_authorized_operations: -2147483648,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -3954,11 +4643,10 @@ pub mod metadata {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("MetadataResponseTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "MetadataResponseTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "MetadataResponseTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -3985,6 +4673,14 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl MetadataResponseTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "MetadataResponseTopic.error_code")?);
@@ -4000,11 +4696,16 @@ pub mod metadata {
                 this.is_internal = get_bool(buf, "MetadataResponseTopic.is_internal")?;
             }
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "MetadataResponseTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponseTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(MetadataResponsePartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = MetadataResponsePartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "MetadataResponseTopic.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponseTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(MetadataResponsePartition::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -4012,13 +4713,36 @@ pub mod metadata {
                 this.topic_authorized_operations = get_i32(buf, "MetadataResponseTopic.topic_authorized_operations")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl MetadataResponseTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            n += if flex { 1 } else { 2 };
+            if version >= 10 {
+                n += 16;
+            }
+            if version >= 1 {
+                n += 1;
+            }
+            n += if flex { 1 } else { 4 };
+            if version >= 8 {
+                n += 4;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -4048,7 +4772,7 @@ pub mod offset_commit {
         /// `topics`: array of `OffsetCommitRequestTopic`, all versions.
         pub topics: Vec<OffsetCommitRequestTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetCommitRequest {
@@ -4060,7 +4784,7 @@ pub mod offset_commit {
                 group_instance_id: None,
                 retention_time_ms: -1,
                 topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -4108,11 +4832,10 @@ pub mod offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetCommitRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetCommitRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetCommitRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -4136,6 +4859,14 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetCommitRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(8), version });
             }
@@ -4155,20 +4886,22 @@ pub mod offset_commit {
                 this.retention_time_ms = get_i64(buf, "OffsetCommitRequest.retention_time_ms")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetCommitRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetCommitRequestTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetCommitRequestTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetCommitRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetCommitRequestTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -4193,7 +4926,7 @@ pub mod offset_commit {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub committed_metadata: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetCommitRequestPartition {
@@ -4203,7 +4936,7 @@ pub mod offset_commit {
                 committed_offset: 0,
                 committed_leader_epoch: -1,
                 committed_metadata: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -4242,11 +4975,10 @@ pub mod offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetCommitRequestPartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetCommitRequestPartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetCommitRequestPartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -4265,6 +4997,14 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetCommitRequestPartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "OffsetCommitRequestPartition.partition_index")?;
@@ -4275,13 +5015,30 @@ pub mod offset_commit {
             this.committed_metadata =
                 get_nullable_string(buf, flex, "OffsetCommitRequestPartition.committed_metadata")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetCommitRequestPartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 8;
+            if version >= 6 {
+                n += 4;
+            }
+            n += if flex { 1 } else { 2 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -4297,7 +5054,7 @@ pub mod offset_commit {
         /// `partitions`: array of `OffsetCommitRequestPartition`, all versions.
         pub partitions: Vec<OffsetCommitRequestPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetCommitRequestTopic {
@@ -4306,7 +5063,7 @@ pub mod offset_commit {
                 name: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -4334,11 +5091,10 @@ pub mod offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetCommitRequestTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetCommitRequestTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetCommitRequestTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -4356,6 +5112,14 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetCommitRequestTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 9 {
@@ -4365,22 +5129,45 @@ pub mod offset_commit {
                 this.topic_id = get_uuid(buf, "OffsetCommitRequestTopic.topic_id")?;
             }
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "OffsetCommitRequestTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitRequestTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetCommitRequestPartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetCommitRequestPartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetCommitRequestTopic.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitRequestTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetCommitRequestPartition::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetCommitRequestTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 9 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 10 {
+                n += 16;
+            }
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -4393,12 +5180,12 @@ pub mod offset_commit {
         /// `topics`: array of `OffsetCommitResponseTopic`, all versions.
         pub topics: Vec<OffsetCommitResponseTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetCommitResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -4427,11 +5214,10 @@ pub mod offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetCommitResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetCommitResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetCommitResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -4451,6 +5237,14 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetCommitResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(8), version });
             }
@@ -4460,20 +5254,22 @@ pub mod offset_commit {
                 this.throttle_time_ms = get_i32(buf, "OffsetCommitResponse.throttle_time_ms")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetCommitResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetCommitResponseTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetCommitResponseTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetCommitResponse.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetCommitResponseTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -4488,12 +5284,12 @@ pub mod offset_commit {
         /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetCommitResponsePartition {
         fn default() -> Self {
-            Self { partition_index: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
+            Self { partition_index: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -4512,11 +5308,10 @@ pub mod offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetCommitResponsePartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetCommitResponsePartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetCommitResponsePartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -4531,18 +5326,39 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetCommitResponsePartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "OffsetCommitResponsePartition.partition_index")?;
             this.error_code = ErrorCode(get_i16(buf, "OffsetCommitResponsePartition.error_code")?);
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetCommitResponsePartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 2;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -4558,7 +5374,7 @@ pub mod offset_commit {
         /// `partitions`: array of `OffsetCommitResponsePartition`, all versions.
         pub partitions: Vec<OffsetCommitResponsePartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetCommitResponseTopic {
@@ -4567,7 +5383,7 @@ pub mod offset_commit {
                 name: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -4595,11 +5411,10 @@ pub mod offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetCommitResponseTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetCommitResponseTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetCommitResponseTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -4617,6 +5432,14 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetCommitResponseTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 9 {
@@ -4626,22 +5449,45 @@ pub mod offset_commit {
                 this.topic_id = get_uuid(buf, "OffsetCommitResponseTopic.topic_id")?;
             }
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "OffsetCommitResponseTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitResponseTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetCommitResponsePartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetCommitResponsePartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetCommitResponseTopic.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitResponseTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetCommitResponsePartition::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetCommitResponseTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 9 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 10 {
+                n += 16;
+            }
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -4665,7 +5511,7 @@ pub mod offset_fetch {
         /// `require_stable`: bool, versions 7+, default false.
         pub require_stable: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchRequest {
@@ -4675,7 +5521,7 @@ pub mod offset_fetch {
                 topics: None,
                 groups: Vec::new(),
                 require_stable: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -4726,11 +5572,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -4760,6 +5605,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(9), version });
             }
@@ -4770,23 +5623,32 @@ pub mod offset_fetch {
             }
             if version <= 7 {
                 this.topics = if (2..=7).contains(&version) {
-                    match get_array_len(buf, flex, 1, "OffsetFetchRequest.topics")? {
+                    match {
+                        let min = OffsetFetchRequestTopic::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchRequest.topics")?.map(|n| (n, min))
+                    } {
                         None => None,
-                        Some(n) => {
-                            let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                            for _ in 0..n {
-                                v.push(OffsetFetchRequestTopic::decode(buf, version)?);
+                        Some((n, min)) => {
+                            let mut v = Vec::with_capacity(n);
+                            for i in 0..n {
+                                let r = reserved + (n - 1 - i) * min;
+                                v.push(OffsetFetchRequestTopic::decode_before(buf, version, r)?);
                             }
                             Some(v)
                         }
                     }
                 } else {
                     Some({
-                        let n = get_array_len(buf, flex, 1, "OffsetFetchRequest.topics")?
-                            .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequest.topics" })?;
-                        let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                        for _ in 0..n {
-                            v.push(OffsetFetchRequestTopic::decode(buf, version)?);
+                        let (n, min) = ({
+                            let min = OffsetFetchRequestTopic::min_wire_size(version);
+                            get_array_len_before(buf, flex, min, reserved, "OffsetFetchRequest.topics")?
+                                .map(|n| (n, min))
+                        })
+                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequest.topics" })?;
+                        let mut v = Vec::with_capacity(n);
+                        for i in 0..n {
+                            let r = reserved + (n - 1 - i) * min;
+                            v.push(OffsetFetchRequestTopic::decode_before(buf, version, r)?);
                         }
                         v
                     })
@@ -4794,11 +5656,15 @@ pub mod offset_fetch {
             }
             if version >= 8 {
                 this.groups = {
-                    let n = get_array_len(buf, flex, 1, "OffsetFetchRequest.groups")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequest.groups" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(OffsetFetchRequestGroup::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = OffsetFetchRequestGroup::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchRequest.groups")?.map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequest.groups" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(OffsetFetchRequestGroup::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -4807,11 +5673,9 @@ pub mod offset_fetch {
                 this.require_stable = get_bool(buf, "OffsetFetchRequest.require_stable")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -4832,12 +5696,16 @@ pub mod offset_fetch {
         /// `partition_indexes`: array of int32, versions 0-7.
         pub partition_indexes: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchRequestTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partition_indexes: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self {
+                name: ByteString::new(),
+                partition_indexes: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -4875,11 +5743,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchRequestTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchRequestTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchRequestTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -4899,6 +5766,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchRequestTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 7 {
@@ -4906,9 +5781,13 @@ pub mod offset_fetch {
             }
             if version <= 7 {
                 this.partition_indexes = {
-                    let n = get_array_len(buf, flex, 4, "OffsetFetchRequestTopic.partition_indexes")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestTopic.partition_indexes" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    let (n, min) = ({
+                        let min = 4;
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchRequestTopic.partition_indexes")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestTopic.partition_indexes" })?;
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_i32(buf, "OffsetFetchRequestTopic.partition_indexes")?);
                     }
@@ -4916,13 +5795,30 @@ pub mod offset_fetch {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetFetchRequestTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 7 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version <= 7 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -4938,7 +5834,7 @@ pub mod offset_fetch {
         /// `partition_indexes`: array of int32, versions 8+.
         pub partition_indexes: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchRequestTopics {
@@ -4947,7 +5843,7 @@ pub mod offset_fetch {
                 name: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partition_indexes: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -4987,11 +5883,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchRequestTopics.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchRequestTopics.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchRequestTopics.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -5009,6 +5904,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchRequestTopics {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if (8..=9).contains(&version) {
@@ -5019,9 +5922,13 @@ pub mod offset_fetch {
             }
             if version >= 8 {
                 this.partition_indexes = {
-                    let n = get_array_len(buf, flex, 4, "OffsetFetchRequestTopics.partition_indexes")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestTopics.partition_indexes" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    let (n, min) = ({
+                        let min = 4;
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchRequestTopics.partition_indexes")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestTopics.partition_indexes" })?;
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_i32(buf, "OffsetFetchRequestTopics.partition_indexes")?);
                     }
@@ -5029,13 +5936,33 @@ pub mod offset_fetch {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetFetchRequestTopics {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if (8..=9).contains(&version) {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 10 {
+                n += 16;
+            }
+            if version >= 8 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -5054,7 +5981,7 @@ pub mod offset_fetch {
         /// `topics`: array of `OffsetFetchRequestTopics`, versions 8+, nullable.
         pub topics: Option<Vec<OffsetFetchRequestTopics>>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchRequestGroup {
@@ -5064,7 +5991,7 @@ pub mod offset_fetch {
                 member_id: None,
                 member_epoch: -1,
                 topics: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -5125,11 +6052,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchRequestGroup.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchRequestGroup.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchRequestGroup.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -5161,6 +6087,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchRequestGroup {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 8 {
@@ -5178,36 +6112,69 @@ pub mod offset_fetch {
             }
             if version >= 8 {
                 this.topics = if version >= 8 {
-                    match get_array_len(buf, flex, 1, "OffsetFetchRequestGroup.topics")? {
+                    match {
+                        let min = OffsetFetchRequestTopics::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchRequestGroup.topics")?
+                            .map(|n| (n, min))
+                    } {
                         None => None,
-                        Some(n) => {
-                            let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                            for _ in 0..n {
-                                v.push(OffsetFetchRequestTopics::decode(buf, version)?);
+                        Some((n, min)) => {
+                            let mut v = Vec::with_capacity(n);
+                            for i in 0..n {
+                                let r = reserved + (n - 1 - i) * min;
+                                v.push(OffsetFetchRequestTopics::decode_before(buf, version, r)?);
                             }
                             Some(v)
                         }
                     }
                 } else {
                     Some({
-                        let n = get_array_len(buf, flex, 1, "OffsetFetchRequestGroup.topics")?
-                            .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestGroup.topics" })?;
-                        let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                        for _ in 0..n {
-                            v.push(OffsetFetchRequestTopics::decode(buf, version)?);
+                        let (n, min) = ({
+                            let min = OffsetFetchRequestTopics::min_wire_size(version);
+                            get_array_len_before(buf, flex, min, reserved, "OffsetFetchRequestGroup.topics")?
+                                .map(|n| (n, min))
+                        })
+                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestGroup.topics" })?;
+                        let mut v = Vec::with_capacity(n);
+                        for i in 0..n {
+                            let r = reserved + (n - 1 - i) * min;
+                            v.push(OffsetFetchRequestTopics::decode_before(buf, version, r)?);
                         }
                         v
                     })
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetFetchRequestGroup {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 8 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 9 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 9 {
+                n += 4;
+            }
+            if version >= 8 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -5224,7 +6191,7 @@ pub mod offset_fetch {
         /// `groups`: array of `OffsetFetchResponseGroup`, versions 8+.
         pub groups: Vec<OffsetFetchResponseGroup>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchResponse {
@@ -5234,7 +6201,7 @@ pub mod offset_fetch {
                 topics: Vec::new(),
                 error_code: ErrorCode(0),
                 groups: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -5281,11 +6248,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -5319,6 +6285,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(9), version });
             }
@@ -5329,11 +6303,15 @@ pub mod offset_fetch {
             }
             if version <= 7 {
                 this.topics = {
-                    let n = get_array_len(buf, flex, 1, "OffsetFetchResponse.topics")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponse.topics" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(OffsetFetchResponseTopic::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = OffsetFetchResponseTopic::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchResponse.topics")?.map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponse.topics" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(OffsetFetchResponseTopic::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -5343,21 +6321,23 @@ pub mod offset_fetch {
             }
             if version >= 8 {
                 this.groups = {
-                    let n = get_array_len(buf, flex, 1, "OffsetFetchResponse.groups")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponse.groups" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(OffsetFetchResponseGroup::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = OffsetFetchResponseGroup::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchResponse.groups")?.map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponse.groups" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(OffsetFetchResponseGroup::decode_before(buf, version, r)?);
                     }
                     v
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -5379,7 +6359,7 @@ pub mod offset_fetch {
         /// `error_code`: int16 error code, versions 0-7.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchResponsePartition {
@@ -5390,7 +6370,7 @@ pub mod offset_fetch {
                 committed_leader_epoch: -1,
                 metadata: None,
                 error_code: ErrorCode::NONE,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -5455,11 +6435,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchResponsePartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchResponsePartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchResponsePartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -5488,6 +6467,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchResponsePartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 7 {
@@ -5510,13 +6497,39 @@ pub mod offset_fetch {
                 this.error_code = ErrorCode(get_i16(buf, "OffsetFetchResponsePartition.error_code")?);
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetFetchResponsePartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 7 {
+                n += 4;
+            }
+            if version <= 7 {
+                n += 8;
+            }
+            if (5..=7).contains(&version) {
+                n += 4;
+            }
+            if version <= 7 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version <= 7 {
+                n += 2;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -5530,12 +6543,12 @@ pub mod offset_fetch {
         /// `partitions`: array of `OffsetFetchResponsePartition`, versions 0-7.
         pub partitions: Vec<OffsetFetchResponsePartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchResponseTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -5565,11 +6578,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchResponseTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchResponseTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchResponseTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -5593,6 +6605,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchResponseTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 7 {
@@ -5600,23 +6620,45 @@ pub mod offset_fetch {
             }
             if version <= 7 {
                 this.partitions = {
-                    let n = get_array_len(buf, flex, 1, "OffsetFetchResponseTopic.partitions")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseTopic.partitions" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(OffsetFetchResponsePartition::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = OffsetFetchResponsePartition::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchResponseTopic.partitions")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseTopic.partitions" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(OffsetFetchResponsePartition::decode_before(buf, version, r)?);
                     }
                     v
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetFetchResponseTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version <= 7 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version <= 7 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -5636,7 +6678,7 @@ pub mod offset_fetch {
         /// `error_code`: int16 error code, versions 8+.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchResponsePartitions {
@@ -5647,7 +6689,7 @@ pub mod offset_fetch {
                 committed_leader_epoch: -1,
                 metadata: None,
                 error_code: ErrorCode::NONE,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -5712,11 +6754,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchResponsePartitions.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchResponsePartitions.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchResponsePartitions.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -5745,6 +6786,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchResponsePartitions {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 8 {
@@ -5767,13 +6816,39 @@ pub mod offset_fetch {
                 this.error_code = ErrorCode(get_i16(buf, "OffsetFetchResponsePartitions.error_code")?);
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetFetchResponsePartitions {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 8 {
+                n += 4;
+            }
+            if version >= 8 {
+                n += 8;
+            }
+            if version >= 8 {
+                n += 4;
+            }
+            if version >= 8 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 8 {
+                n += 2;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -5789,7 +6864,7 @@ pub mod offset_fetch {
         /// `partitions`: array of `OffsetFetchResponsePartitions`, versions 8+.
         pub partitions: Vec<OffsetFetchResponsePartitions>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchResponseTopics {
@@ -5798,7 +6873,7 @@ pub mod offset_fetch {
                 name: ByteString::new(),
                 topic_id: Uuid::ZERO,
                 partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -5830,11 +6905,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchResponseTopics.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchResponseTopics.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchResponseTopics.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -5856,6 +6930,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchResponseTopics {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if (8..=9).contains(&version) {
@@ -5866,23 +6948,48 @@ pub mod offset_fetch {
             }
             if version >= 8 {
                 this.partitions = {
-                    let n = get_array_len(buf, flex, 1, "OffsetFetchResponseTopics.partitions")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseTopics.partitions" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(OffsetFetchResponsePartitions::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = OffsetFetchResponsePartitions::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchResponseTopics.partitions")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseTopics.partitions" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(OffsetFetchResponsePartitions::decode_before(buf, version, r)?);
                     }
                     v
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetFetchResponseTopics {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if (8..=9).contains(&version) {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 10 {
+                n += 16;
+            }
+            if version >= 8 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -5898,7 +7005,7 @@ pub mod offset_fetch {
         /// `error_code`: int16 error code, versions 8+, default 0.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetFetchResponseGroup {
@@ -5907,7 +7014,7 @@ pub mod offset_fetch {
                 group_id: ByteString::new(),
                 topics: Vec::new(),
                 error_code: ErrorCode(0),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -5943,11 +7050,10 @@ pub mod offset_fetch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetFetchResponseGroup.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetFetchResponseGroup.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetFetchResponseGroup.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -5974,6 +7080,14 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetFetchResponseGroup {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 8 {
@@ -5981,11 +7095,16 @@ pub mod offset_fetch {
             }
             if version >= 8 {
                 this.topics = {
-                    let n = get_array_len(buf, flex, 1, "OffsetFetchResponseGroup.topics")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseGroup.topics" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(OffsetFetchResponseTopics::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = OffsetFetchResponseTopics::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "OffsetFetchResponseGroup.topics")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseGroup.topics" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(OffsetFetchResponseTopics::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -5994,13 +7113,33 @@ pub mod offset_fetch {
                 this.error_code = ErrorCode(get_i16(buf, "OffsetFetchResponseGroup.error_code")?);
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetFetchResponseGroup {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 8 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 8 {
+                n += if flex { 1 } else { 4 };
+            }
+            if version >= 8 {
+                n += 2;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -6023,7 +7162,7 @@ pub mod find_coordinator {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub coordinator_keys: Vec<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for FindCoordinatorRequest {
@@ -6032,7 +7171,7 @@ pub mod find_coordinator {
                 key: ByteString::new(),
                 key_type: 0,
                 coordinator_keys: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -6072,11 +7211,10 @@ pub mod find_coordinator {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("FindCoordinatorRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "FindCoordinatorRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "FindCoordinatorRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -6095,6 +7233,14 @@ pub mod find_coordinator {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl FindCoordinatorRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(10), version });
             }
@@ -6108,9 +7254,13 @@ pub mod find_coordinator {
             }
             if version >= 4 {
                 this.coordinator_keys = {
-                    let n = get_array_len(buf, flex, 1, "FindCoordinatorRequest.coordinator_keys")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "FindCoordinatorRequest.coordinator_keys" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    let (n, min) = ({
+                        let min = if flex { 1 } else { 2 };
+                        get_array_len_before(buf, flex, min, reserved, "FindCoordinatorRequest.coordinator_keys")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "FindCoordinatorRequest.coordinator_keys" })?;
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "FindCoordinatorRequest.coordinator_keys")?);
                     }
@@ -6118,11 +7268,9 @@ pub mod find_coordinator {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -6154,7 +7302,7 @@ pub mod find_coordinator {
         /// `coordinators`: array of `Coordinator`, versions 4+.
         pub coordinators: Vec<Coordinator>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for FindCoordinatorResponse {
@@ -6167,7 +7315,7 @@ pub mod find_coordinator {
                 host: ByteString::new(),
                 port: 0,
                 coordinators: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -6239,11 +7387,10 @@ pub mod find_coordinator {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("FindCoordinatorResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "FindCoordinatorResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "FindCoordinatorResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -6282,6 +7429,14 @@ pub mod find_coordinator {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl FindCoordinatorResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(10), version });
             }
@@ -6311,21 +7466,24 @@ pub mod find_coordinator {
             }
             if version >= 4 {
                 this.coordinators = {
-                    let n = get_array_len(buf, flex, 1, "FindCoordinatorResponse.coordinators")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "FindCoordinatorResponse.coordinators" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(Coordinator::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = Coordinator::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "FindCoordinatorResponse.coordinators")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "FindCoordinatorResponse.coordinators" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(Coordinator::decode_before(buf, version, r)?);
                     }
                     v
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -6351,7 +7509,7 @@ pub mod find_coordinator {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for Coordinator {
@@ -6363,7 +7521,7 @@ pub mod find_coordinator {
                 port: 0,
                 error_code: ErrorCode::NONE,
                 error_message: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -6418,11 +7576,9 @@ pub mod find_coordinator {
                 return Err(EncodeError::FieldNotInVersion { what: "Coordinator.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("Coordinator.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "Coordinator.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "Coordinator.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -6454,6 +7610,14 @@ pub mod find_coordinator {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl Coordinator {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 4 {
@@ -6479,13 +7643,42 @@ pub mod find_coordinator {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl Coordinator {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 4 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 4 {
+                n += 4;
+            }
+            if version >= 4 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 4 {
+                n += 4;
+            }
+            if version >= 4 {
+                n += 2;
+            }
+            if version >= 4 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -6521,7 +7714,7 @@ pub mod join_group {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub reason: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for JoinGroupRequest {
@@ -6535,7 +7728,7 @@ pub mod join_group {
                 protocol_type: ByteString::new(),
                 protocols: Vec::new(),
                 reason: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -6594,11 +7787,10 @@ pub mod join_group {
                 return Err(EncodeError::FieldNotInVersion { what: "JoinGroupRequest.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("JoinGroupRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "JoinGroupRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "JoinGroupRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -6625,6 +7817,14 @@ pub mod join_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl JoinGroupRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(11), version });
             }
@@ -6645,11 +7845,15 @@ pub mod join_group {
             }
             this.protocol_type = get_string(buf, flex, "JoinGroupRequest.protocol_type")?;
             this.protocols = {
-                let n = get_array_len(buf, flex, 1, "JoinGroupRequest.protocols")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "JoinGroupRequest.protocols" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(JoinGroupRequestProtocol::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = JoinGroupRequestProtocol::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "JoinGroupRequest.protocols")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "JoinGroupRequest.protocols" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(JoinGroupRequestProtocol::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -6661,11 +7865,9 @@ pub mod join_group {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -6687,12 +7889,12 @@ pub mod join_group {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub metadata: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for JoinGroupRequestProtocol {
         fn default() -> Self {
-            Self { name: ByteString::new(), metadata: Bytes::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), metadata: Bytes::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -6711,11 +7913,10 @@ pub mod join_group {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("JoinGroupRequestProtocol.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "JoinGroupRequestProtocol.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "JoinGroupRequestProtocol.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -6730,18 +7931,39 @@ pub mod join_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl JoinGroupRequestProtocol {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "JoinGroupRequestProtocol.name")?;
             this.metadata = get_bytes(buf, flex, "JoinGroupRequestProtocol.metadata")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl JoinGroupRequestProtocol {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -6772,7 +7994,7 @@ pub mod join_group {
         /// `members`: array of `JoinGroupResponseMember`, all versions.
         pub members: Vec<JoinGroupResponseMember>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for JoinGroupResponse {
@@ -6787,7 +8009,7 @@ pub mod join_group {
                 skip_assignment: false,
                 member_id: ByteString::new(),
                 members: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -6852,11 +8074,10 @@ pub mod join_group {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("JoinGroupResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "JoinGroupResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "JoinGroupResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -6885,6 +8106,14 @@ pub mod join_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl JoinGroupResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(11), version });
             }
@@ -6913,20 +8142,22 @@ pub mod join_group {
             }
             this.member_id = get_string(buf, flex, "JoinGroupResponse.member_id")?;
             this.members = {
-                let n = get_array_len(buf, flex, 1, "JoinGroupResponse.members")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "JoinGroupResponse.members" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(JoinGroupResponseMember::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = JoinGroupResponseMember::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "JoinGroupResponse.members")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "JoinGroupResponse.members" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(JoinGroupResponseMember::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -6946,7 +8177,7 @@ pub mod join_group {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub metadata: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for JoinGroupResponseMember {
@@ -6955,7 +8186,7 @@ pub mod join_group {
                 member_id: ByteString::new(),
                 group_instance_id: None,
                 metadata: Bytes::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -6993,11 +8224,10 @@ pub mod join_group {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("JoinGroupResponseMember.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "JoinGroupResponseMember.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "JoinGroupResponseMember.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7016,6 +8246,14 @@ pub mod join_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl JoinGroupResponseMember {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.member_id = get_string(buf, flex, "JoinGroupResponseMember.member_id")?;
@@ -7028,13 +8266,29 @@ pub mod join_group {
             }
             this.metadata = get_bytes(buf, flex, "JoinGroupResponseMember.metadata")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl JoinGroupResponseMember {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            if version >= 5 {
+                n += if flex { 1 } else { 2 };
+            }
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -7060,7 +8314,7 @@ pub mod heartbeat {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub group_instance_id: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for HeartbeatRequest {
@@ -7070,7 +8324,7 @@ pub mod heartbeat {
                 generation_id: 0,
                 member_id: ByteString::new(),
                 group_instance_id: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -7106,11 +8360,10 @@ pub mod heartbeat {
                 return Err(EncodeError::FieldNotInVersion { what: "HeartbeatRequest.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("HeartbeatRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "HeartbeatRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "HeartbeatRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7128,6 +8381,14 @@ pub mod heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl HeartbeatRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(12), version });
             }
@@ -7144,11 +8405,9 @@ pub mod heartbeat {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -7168,12 +8427,12 @@ pub mod heartbeat {
         /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for HeartbeatResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -7199,11 +8458,10 @@ pub mod heartbeat {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("HeartbeatResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "HeartbeatResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "HeartbeatResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7221,6 +8479,14 @@ pub mod heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl HeartbeatResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(12), version });
             }
@@ -7231,11 +8497,9 @@ pub mod heartbeat {
             }
             this.error_code = ErrorCode(get_i16(buf, "HeartbeatResponse.error_code")?);
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -7260,7 +8524,7 @@ pub mod leave_group {
         /// `members`: array of `MemberIdentity`, versions 3+, left out of other versions without an error (ignorable).
         pub members: Vec<MemberIdentity>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for LeaveGroupRequest {
@@ -7269,7 +8533,7 @@ pub mod leave_group {
                 group_id: ByteString::new(),
                 member_id: ByteString::new(),
                 members: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -7300,11 +8564,10 @@ pub mod leave_group {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("LeaveGroupRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "LeaveGroupRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "LeaveGroupRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7324,6 +8587,14 @@ pub mod leave_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl LeaveGroupRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(13), version });
             }
@@ -7335,21 +8606,23 @@ pub mod leave_group {
             }
             if version >= 3 {
                 this.members = {
-                    let n = get_array_len(buf, flex, 1, "LeaveGroupRequest.members")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "LeaveGroupRequest.members" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(MemberIdentity::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = MemberIdentity::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "LeaveGroupRequest.members")?.map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "LeaveGroupRequest.members" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(MemberIdentity::decode_before(buf, version, r)?);
                     }
                     v
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -7374,7 +8647,7 @@ pub mod leave_group {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub reason: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for MemberIdentity {
@@ -7383,7 +8656,7 @@ pub mod leave_group {
                 member_id: ByteString::new(),
                 group_instance_id: None,
                 reason: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -7431,11 +8704,10 @@ pub mod leave_group {
                 return Err(EncodeError::FieldNotInVersion { what: "MemberIdentity.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("MemberIdentity.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "MemberIdentity.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "MemberIdentity.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7456,6 +8728,14 @@ pub mod leave_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl MemberIdentity {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 3 {
@@ -7476,13 +8756,33 @@ pub mod leave_group {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl MemberIdentity {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 3 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 3 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 5 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -7497,7 +8797,7 @@ pub mod leave_group {
         /// `members`: array of `MemberResponse`, versions 3+.
         pub members: Vec<MemberResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for LeaveGroupResponse {
@@ -7506,7 +8806,7 @@ pub mod leave_group {
                 throttle_time_ms: 0,
                 error_code: ErrorCode::NONE,
                 members: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -7541,11 +8841,10 @@ pub mod leave_group {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("LeaveGroupResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "LeaveGroupResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "LeaveGroupResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7570,6 +8869,14 @@ pub mod leave_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl LeaveGroupResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(13), version });
             }
@@ -7581,21 +8888,23 @@ pub mod leave_group {
             this.error_code = ErrorCode(get_i16(buf, "LeaveGroupResponse.error_code")?);
             if version >= 3 {
                 this.members = {
-                    let n = get_array_len(buf, flex, 1, "LeaveGroupResponse.members")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "LeaveGroupResponse.members" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(MemberResponse::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = MemberResponse::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "LeaveGroupResponse.members")?.map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "LeaveGroupResponse.members" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(MemberResponse::decode_before(buf, version, r)?);
                     }
                     v
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -7614,7 +8923,7 @@ pub mod leave_group {
         /// `error_code`: int16 error code, versions 3+.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for MemberResponse {
@@ -7623,7 +8932,7 @@ pub mod leave_group {
                 member_id: ByteString::new(),
                 group_instance_id: None,
                 error_code: ErrorCode::NONE,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -7663,11 +8972,10 @@ pub mod leave_group {
                 return Err(EncodeError::FieldNotInVersion { what: "MemberResponse.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("MemberResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "MemberResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "MemberResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7690,6 +8998,14 @@ pub mod leave_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl MemberResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 3 {
@@ -7706,13 +9022,33 @@ pub mod leave_group {
                 this.error_code = ErrorCode(get_i16(buf, "MemberResponse.error_code")?);
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl MemberResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 3 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 3 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 3 {
+                n += 2;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -7746,7 +9082,7 @@ pub mod sync_group {
         /// `assignments`: array of `SyncGroupRequestAssignment`, all versions.
         pub assignments: Vec<SyncGroupRequestAssignment>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SyncGroupRequest {
@@ -7759,7 +9095,7 @@ pub mod sync_group {
                 protocol_type: None,
                 protocol_name: None,
                 assignments: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -7829,11 +9165,10 @@ pub mod sync_group {
                 return Err(EncodeError::FieldNotInVersion { what: "SyncGroupRequest.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("SyncGroupRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SyncGroupRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SyncGroupRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7860,6 +9195,14 @@ pub mod sync_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SyncGroupRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(14), version });
             }
@@ -7890,20 +9233,22 @@ pub mod sync_group {
                 };
             }
             this.assignments = {
-                let n = get_array_len(buf, flex, 1, "SyncGroupRequest.assignments")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "SyncGroupRequest.assignments" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(SyncGroupRequestAssignment::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = SyncGroupRequestAssignment::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "SyncGroupRequest.assignments")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "SyncGroupRequest.assignments" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(SyncGroupRequestAssignment::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -7925,12 +9270,16 @@ pub mod sync_group {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub assignment: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SyncGroupRequestAssignment {
         fn default() -> Self {
-            Self { member_id: ByteString::new(), assignment: Bytes::new(), unknown_tagged_fields: Vec::new() }
+            Self {
+                member_id: ByteString::new(),
+                assignment: Bytes::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -7949,11 +9298,10 @@ pub mod sync_group {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("SyncGroupRequestAssignment.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SyncGroupRequestAssignment.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SyncGroupRequestAssignment.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -7968,18 +9316,39 @@ pub mod sync_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SyncGroupRequestAssignment {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.member_id = get_string(buf, flex, "SyncGroupRequestAssignment.member_id")?;
             this.assignment = get_bytes(buf, flex, "SyncGroupRequestAssignment.assignment")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl SyncGroupRequestAssignment {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -8001,7 +9370,7 @@ pub mod sync_group {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub assignment: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SyncGroupResponse {
@@ -8012,7 +9381,7 @@ pub mod sync_group {
                 protocol_type: None,
                 protocol_name: None,
                 assignment: Bytes::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -8070,11 +9439,10 @@ pub mod sync_group {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("SyncGroupResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SyncGroupResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SyncGroupResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -8099,6 +9467,14 @@ pub mod sync_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SyncGroupResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(14), version });
             }
@@ -8124,11 +9500,9 @@ pub mod sync_group {
             }
             this.assignment = get_bytes(buf, flex, "SyncGroupResponse.assignment")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -8150,12 +9524,16 @@ pub mod describe_groups {
         /// `include_authorized_operations`: bool, versions 3+.
         pub include_authorized_operations: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeGroupsRequest {
         fn default() -> Self {
-            Self { groups: Vec::new(), include_authorized_operations: false, unknown_tagged_fields: Vec::new() }
+            Self {
+                groups: Vec::new(),
+                include_authorized_operations: false,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -8187,11 +9565,10 @@ pub mod describe_groups {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeGroupsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeGroupsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeGroupsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -8209,15 +9586,26 @@ pub mod describe_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeGroupsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(15), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.groups = {
-                let n = get_array_len(buf, flex, 1, "DescribeGroupsRequest.groups")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeGroupsRequest.groups" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = if flex { 1 } else { 2 };
+                    get_array_len_before(buf, flex, min, reserved, "DescribeGroupsRequest.groups")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeGroupsRequest.groups" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "DescribeGroupsRequest.groups")?);
                 }
@@ -8228,11 +9616,9 @@ pub mod describe_groups {
                     get_bool(buf, "DescribeGroupsRequest.include_authorized_operations")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -8252,12 +9638,12 @@ pub mod describe_groups {
         /// `groups`: array of `DescribedGroup`, all versions.
         pub groups: Vec<DescribedGroup>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeGroupsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, groups: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, groups: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -8289,11 +9675,10 @@ pub mod describe_groups {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeGroupsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeGroupsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeGroupsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -8313,6 +9698,14 @@ pub mod describe_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeGroupsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(15), version });
             }
@@ -8322,20 +9715,22 @@ pub mod describe_groups {
                 this.throttle_time_ms = get_i32(buf, "DescribeGroupsResponse.throttle_time_ms")?;
             }
             this.groups = {
-                let n = get_array_len(buf, flex, 1, "DescribeGroupsResponse.groups")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeGroupsResponse.groups" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DescribedGroup::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DescribedGroup::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeGroupsResponse.groups")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeGroupsResponse.groups" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DescribedGroup::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -8364,7 +9759,7 @@ pub mod describe_groups {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub member_assignment: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribedGroupMember {
@@ -8376,7 +9771,7 @@ pub mod describe_groups {
                 client_host: ByteString::new(),
                 member_metadata: Bytes::new(),
                 member_assignment: Bytes::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -8414,11 +9809,10 @@ pub mod describe_groups {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribedGroupMember.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribedGroupMember.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribedGroupMember.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -8437,6 +9831,14 @@ pub mod describe_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribedGroupMember {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.member_id = get_string(buf, flex, "DescribedGroupMember.member_id")?;
@@ -8452,13 +9854,32 @@ pub mod describe_groups {
             this.member_metadata = get_bytes(buf, flex, "DescribedGroupMember.member_metadata")?;
             this.member_assignment = get_bytes(buf, flex, "DescribedGroupMember.member_assignment")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl DescribedGroupMember {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            if version >= 4 {
+                n += if flex { 1 } else { 2 };
+            }
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -8488,7 +9909,7 @@ pub mod describe_groups {
         /// `authorized_operations`: int32, versions 3+, default -2147483648.
         pub authorized_operations: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribedGroup {
@@ -8502,7 +9923,7 @@ pub mod describe_groups {
                 protocol_data: ByteString::new(),
                 members: Vec::new(),
                 authorized_operations: -2147483648,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -8546,11 +9967,10 @@ pub mod describe_groups {
                 return Err(EncodeError::FieldNotInVersion { what: "DescribedGroup.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribedGroup.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribedGroup.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribedGroup.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -8575,6 +9995,14 @@ pub mod describe_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribedGroup {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "DescribedGroup.error_code")?);
@@ -8590,11 +10018,15 @@ pub mod describe_groups {
             this.protocol_type = get_string(buf, flex, "DescribedGroup.protocol_type")?;
             this.protocol_data = get_string(buf, flex, "DescribedGroup.protocol_data")?;
             this.members = {
-                let n = get_array_len(buf, flex, 1, "DescribedGroup.members")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribedGroup.members" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DescribedGroupMember::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DescribedGroupMember::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribedGroup.members")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribedGroup.members" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DescribedGroupMember::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -8602,13 +10034,36 @@ pub mod describe_groups {
                 this.authorized_operations = get_i32(buf, "DescribedGroup.authorized_operations")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl DescribedGroup {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            if version >= 6 {
+                n += if flex { 1 } else { 2 };
+            }
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if version >= 3 {
+                n += 4;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -8629,12 +10084,16 @@ pub mod list_groups {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub types_filter: Vec<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListGroupsRequest {
         fn default() -> Self {
-            Self { states_filter: Vec::new(), types_filter: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self {
+                states_filter: Vec::new(),
+                types_filter: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -8670,11 +10129,10 @@ pub mod list_groups {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListGroupsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListGroupsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListGroupsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -8694,6 +10152,14 @@ pub mod list_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListGroupsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(16), version });
             }
@@ -8701,9 +10167,13 @@ pub mod list_groups {
             let mut this = Self::default();
             if version >= 4 {
                 this.states_filter = {
-                    let n = get_array_len(buf, flex, 1, "ListGroupsRequest.states_filter")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsRequest.states_filter" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    let (n, min) = ({
+                        let min = if flex { 1 } else { 2 };
+                        get_array_len_before(buf, flex, min, reserved, "ListGroupsRequest.states_filter")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsRequest.states_filter" })?;
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "ListGroupsRequest.states_filter")?);
                     }
@@ -8712,9 +10182,13 @@ pub mod list_groups {
             }
             if version >= 5 {
                 this.types_filter = {
-                    let n = get_array_len(buf, flex, 1, "ListGroupsRequest.types_filter")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsRequest.types_filter" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    let (n, min) = ({
+                        let min = if flex { 1 } else { 2 };
+                        get_array_len_before(buf, flex, min, reserved, "ListGroupsRequest.types_filter")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsRequest.types_filter" })?;
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "ListGroupsRequest.types_filter")?);
                     }
@@ -8722,11 +10196,9 @@ pub mod list_groups {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -8748,7 +10220,7 @@ pub mod list_groups {
         /// `groups`: array of `ListedGroup`, all versions.
         pub groups: Vec<ListedGroup>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListGroupsResponse {
@@ -8757,7 +10229,7 @@ pub mod list_groups {
                 throttle_time_ms: 0,
                 error_code: ErrorCode::NONE,
                 groups: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -8788,11 +10260,10 @@ pub mod list_groups {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListGroupsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListGroupsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListGroupsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -8813,6 +10284,14 @@ pub mod list_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListGroupsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(16), version });
             }
@@ -8823,20 +10302,22 @@ pub mod list_groups {
             }
             this.error_code = ErrorCode(get_i16(buf, "ListGroupsResponse.error_code")?);
             this.groups = {
-                let n = get_array_len(buf, flex, 1, "ListGroupsResponse.groups")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsResponse.groups" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(ListedGroup::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = ListedGroup::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ListGroupsResponse.groups")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsResponse.groups" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(ListedGroup::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -8859,7 +10340,7 @@ pub mod list_groups {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_type: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListedGroup {
@@ -8869,7 +10350,7 @@ pub mod list_groups {
                 protocol_type: ByteString::new(),
                 group_state: ByteString::new(),
                 group_type: ByteString::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -8896,11 +10377,9 @@ pub mod list_groups {
                 return Err(EncodeError::FieldNotInVersion { what: "ListedGroup.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("ListedGroup.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListedGroup.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListedGroup.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -8921,6 +10400,14 @@ pub mod list_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListedGroup {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.group_id = get_string(buf, flex, "ListedGroup.group_id")?;
@@ -8932,13 +10419,32 @@ pub mod list_groups {
                 this.group_type = get_string(buf, flex, "ListedGroup.group_type")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl ListedGroup {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            if version >= 4 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 5 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -8956,12 +10462,12 @@ pub mod sasl_handshake {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub mechanism: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SaslHandshakeRequest {
         fn default() -> Self {
-            Self { mechanism: ByteString::new(), unknown_tagged_fields: Vec::new() }
+            Self { mechanism: ByteString::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -8982,11 +10488,10 @@ pub mod sasl_handshake {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("SaslHandshakeRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SaslHandshakeRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SaslHandshakeRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9001,6 +10506,14 @@ pub mod sasl_handshake {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SaslHandshakeRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(17), version });
             }
@@ -9008,11 +10521,9 @@ pub mod sasl_handshake {
             let mut this = Self::default();
             this.mechanism = get_string(buf, flex, "SaslHandshakeRequest.mechanism")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -9033,12 +10544,16 @@ pub mod sasl_handshake {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub mechanisms: Vec<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SaslHandshakeResponse {
         fn default() -> Self {
-            Self { error_code: ErrorCode::NONE, mechanisms: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self {
+                error_code: ErrorCode::NONE,
+                mechanisms: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -9063,11 +10578,10 @@ pub mod sasl_handshake {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("SaslHandshakeResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SaslHandshakeResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SaslHandshakeResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9082,6 +10596,14 @@ pub mod sasl_handshake {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SaslHandshakeResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(17), version });
             }
@@ -9089,20 +10611,22 @@ pub mod sasl_handshake {
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "SaslHandshakeResponse.error_code")?);
             this.mechanisms = {
-                let n = get_array_len(buf, flex, 1, "SaslHandshakeResponse.mechanisms")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "SaslHandshakeResponse.mechanisms" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = if flex { 1 } else { 2 };
+                    get_array_len_before(buf, flex, min, reserved, "SaslHandshakeResponse.mechanisms")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "SaslHandshakeResponse.mechanisms" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "SaslHandshakeResponse.mechanisms")?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -9125,7 +10649,7 @@ pub mod api_versions {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub client_software_version: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ApiVersionsRequest {
@@ -9133,7 +10657,7 @@ pub mod api_versions {
             Self {
                 client_software_name: ByteString::new(),
                 client_software_version: ByteString::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -9170,11 +10694,10 @@ pub mod api_versions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ApiVersionsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ApiVersionsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ApiVersionsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9194,6 +10717,14 @@ pub mod api_versions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ApiVersionsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(18), version });
             }
@@ -9206,11 +10737,9 @@ pub mod api_versions {
                 this.client_software_version = get_string(buf, flex, "ApiVersionsRequest.client_software_version")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -9240,7 +10769,7 @@ pub mod api_versions {
         /// `zk_migration_ready`: bool, versions 3+, default false, tagged (tag 3).
         pub zk_migration_ready: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ApiVersionsResponse {
@@ -9253,7 +10782,7 @@ pub mod api_versions {
                 finalized_features_epoch: -1,
                 finalized_features: Vec::new(),
                 zk_migration_ready: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -9299,7 +10828,8 @@ pub mod api_versions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ApiVersionsResponse.unknown_tagged_fields")?;
                 if version >= 3 && !self.supported_features.is_empty() {
                     n += 1;
                 }
@@ -9353,9 +10883,7 @@ pub mod api_versions {
                         Ok(())
                     })?;
                 }
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ApiVersionsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9396,6 +10924,14 @@ pub mod api_versions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ApiVersionsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(18), version });
             }
@@ -9403,11 +10939,15 @@ pub mod api_versions {
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "ApiVersionsResponse.error_code")?);
             this.api_keys = {
-                let n = get_array_len(buf, flex, 1, "ApiVersionsResponse.api_keys")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ApiVersionsResponse.api_keys" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(ApiVersion::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = ApiVersion::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ApiVersionsResponse.api_keys")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ApiVersionsResponse.api_keys" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(ApiVersion::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -9415,16 +10955,19 @@ pub mod api_versions {
                 this.throttle_time_ms = get_i32(buf, "ApiVersionsResponse.throttle_time_ms")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 3 => {
                         this.supported_features = {
-                            let n = get_array_len(buf, flex, 1, "ApiVersionsResponse.supported_features")?.ok_or(
-                                DecodeError::UnexpectedNull { what: "ApiVersionsResponse.supported_features" },
-                            )?;
-                            let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                            for _ in 0..n {
-                                v.push(SupportedFeatureKey::decode(buf, version)?);
+                            let (n, min) = ({
+                                let min = SupportedFeatureKey::min_wire_size(version);
+                                get_array_len_before(buf, flex, min, 0, "ApiVersionsResponse.supported_features")?
+                                    .map(|n| (n, min))
+                            })
+                            .ok_or(DecodeError::UnexpectedNull { what: "ApiVersionsResponse.supported_features" })?;
+                            let mut v = Vec::with_capacity(n);
+                            for i in 0..n {
+                                let r = 0 + (n - 1 - i) * min;
+                                v.push(SupportedFeatureKey::decode_before(buf, version, r)?);
                             }
                             v
                         };
@@ -9436,12 +10979,16 @@ pub mod api_versions {
                     }
                     2 if version >= 3 => {
                         this.finalized_features = {
-                            let n = get_array_len(buf, flex, 1, "ApiVersionsResponse.finalized_features")?.ok_or(
-                                DecodeError::UnexpectedNull { what: "ApiVersionsResponse.finalized_features" },
-                            )?;
-                            let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                            for _ in 0..n {
-                                v.push(FinalizedFeatureKey::decode(buf, version)?);
+                            let (n, min) = ({
+                                let min = FinalizedFeatureKey::min_wire_size(version);
+                                get_array_len_before(buf, flex, min, 0, "ApiVersionsResponse.finalized_features")?
+                                    .map(|n| (n, min))
+                            })
+                            .ok_or(DecodeError::UnexpectedNull { what: "ApiVersionsResponse.finalized_features" })?;
+                            let mut v = Vec::with_capacity(n);
+                            for i in 0..n {
+                                let r = 0 + (n - 1 - i) * min;
+                                v.push(FinalizedFeatureKey::decode_before(buf, version, r)?);
                             }
                             v
                         };
@@ -9453,7 +11000,6 @@ pub mod api_versions {
                     }
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -9470,12 +11016,12 @@ pub mod api_versions {
         /// `max_version`: int16, all versions.
         pub max_version: i16,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ApiVersion {
         fn default() -> Self {
-            Self { api_key: 0, min_version: 0, max_version: 0, unknown_tagged_fields: Vec::new() }
+            Self { api_key: 0, min_version: 0, max_version: 0, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -9492,11 +11038,9 @@ pub mod api_versions {
                 return Err(EncodeError::FieldNotInVersion { what: "ApiVersion.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("ApiVersion.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ApiVersion.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ApiVersion.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9511,19 +11055,41 @@ pub mod api_versions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ApiVersion {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.api_key = get_i16(buf, "ApiVersion.api_key")?;
             this.min_version = get_i16(buf, "ApiVersion.min_version")?;
             this.max_version = get_i16(buf, "ApiVersion.max_version")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl ApiVersion {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            n += 2;
+            n += 2;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -9539,12 +11105,17 @@ pub mod api_versions {
         /// `max_version`: int16, versions 3+.
         pub max_version: i16,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SupportedFeatureKey {
         fn default() -> Self {
-            Self { name: ByteString::new(), min_version: 0, max_version: 0, unknown_tagged_fields: Vec::new() }
+            Self {
+                name: ByteString::new(),
+                min_version: 0,
+                max_version: 0,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -9576,11 +11147,10 @@ pub mod api_versions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("SupportedFeatureKey.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SupportedFeatureKey.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SupportedFeatureKey.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9603,6 +11173,14 @@ pub mod api_versions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SupportedFeatureKey {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 3 {
@@ -9615,13 +11193,33 @@ pub mod api_versions {
                 this.max_version = get_i16(buf, "SupportedFeatureKey.max_version")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl SupportedFeatureKey {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 3 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 3 {
+                n += 2;
+            }
+            if version >= 3 {
+                n += 2;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -9637,7 +11235,7 @@ pub mod api_versions {
         /// `min_version_level`: int16, versions 3+.
         pub min_version_level: i16,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for FinalizedFeatureKey {
@@ -9646,7 +11244,7 @@ pub mod api_versions {
                 name: ByteString::new(),
                 max_version_level: 0,
                 min_version_level: 0,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -9679,11 +11277,10 @@ pub mod api_versions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("FinalizedFeatureKey.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "FinalizedFeatureKey.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "FinalizedFeatureKey.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9706,6 +11303,14 @@ pub mod api_versions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl FinalizedFeatureKey {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 3 {
@@ -9718,13 +11323,33 @@ pub mod api_versions {
                 this.min_version_level = get_i16(buf, "FinalizedFeatureKey.min_version_level")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl FinalizedFeatureKey {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 3 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 3 {
+                n += 2;
+            }
+            if version >= 3 {
+                n += 2;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -9745,12 +11370,17 @@ pub mod create_topics {
         /// `validate_only`: bool, versions 1+, default false.
         pub validate_only: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreateTopicsRequest {
         fn default() -> Self {
-            Self { topics: Vec::new(), timeout_ms: 60000, validate_only: false, unknown_tagged_fields: Vec::new() }
+            Self {
+                topics: Vec::new(),
+                timeout_ms: 60000,
+                validate_only: false,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -9776,11 +11406,10 @@ pub mod create_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreateTopicsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreateTopicsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreateTopicsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9798,28 +11427,38 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreateTopicsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(19), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "CreateTopicsRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "CreateTopicsRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(CreatableTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = CreatableTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "CreateTopicsRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "CreateTopicsRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(CreatableTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
             this.timeout_ms = get_i32(buf, "CreateTopicsRequest.timeout_ms")?;
             this.validate_only = get_bool(buf, "CreateTopicsRequest.validate_only")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -9839,12 +11478,12 @@ pub mod create_topics {
         /// `broker_ids`: array of int32, all versions.
         pub broker_ids: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatableReplicaAssignment {
         fn default() -> Self {
-            Self { partition_index: 0, broker_ids: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { partition_index: 0, broker_ids: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -9866,11 +11505,10 @@ pub mod create_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatableReplicaAssignment.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatableReplicaAssignment.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatableReplicaAssignment.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9885,26 +11523,51 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatableReplicaAssignment {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "CreatableReplicaAssignment.partition_index")?;
             this.broker_ids = {
-                let n = get_array_len(buf, flex, 4, "CreatableReplicaAssignment.broker_ids")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "CreatableReplicaAssignment.broker_ids" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "CreatableReplicaAssignment.broker_ids")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "CreatableReplicaAssignment.broker_ids" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "CreatableReplicaAssignment.broker_ids")?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl CreatableReplicaAssignment {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -9919,12 +11582,12 @@ pub mod create_topics {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub value: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatableTopicConfig {
         fn default() -> Self {
-            Self { name: ByteString::new(), value: None, unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), value: None, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -9953,11 +11616,10 @@ pub mod create_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatableTopicConfig.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatableTopicConfig.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatableTopicConfig.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -9972,18 +11634,39 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatableTopicConfig {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatableTopicConfig.name")?;
             this.value = get_nullable_string(buf, flex, "CreatableTopicConfig.value")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl CreatableTopicConfig {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -10003,7 +11686,7 @@ pub mod create_topics {
         /// `configs`: array of `CreatableTopicConfig`, all versions.
         pub configs: Vec<CreatableTopicConfig>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatableTopic {
@@ -10014,7 +11697,7 @@ pub mod create_topics {
                 replication_factor: 0,
                 assignments: Vec::new(),
                 configs: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -10040,11 +11723,10 @@ pub mod create_topics {
                 return Err(EncodeError::FieldNotInVersion { what: "CreatableTopic.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatableTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatableTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatableTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -10065,37 +11747,69 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatableTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatableTopic.name")?;
             this.num_partitions = get_i32(buf, "CreatableTopic.num_partitions")?;
             this.replication_factor = get_i16(buf, "CreatableTopic.replication_factor")?;
             this.assignments = {
-                let n = get_array_len(buf, flex, 1, "CreatableTopic.assignments")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopic.assignments" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(CreatableReplicaAssignment::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = CreatableReplicaAssignment::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "CreatableTopic.assignments")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopic.assignments" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(CreatableReplicaAssignment::decode_before(buf, version, r)?);
                 }
                 v
             };
             this.configs = {
-                let n = get_array_len(buf, flex, 1, "CreatableTopic.configs")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopic.configs" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(CreatableTopicConfig::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = CreatableTopicConfig::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "CreatableTopic.configs")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopic.configs" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(CreatableTopicConfig::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl CreatableTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += 4;
+            n += 2;
+            n += if flex { 1 } else { 4 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -10108,12 +11822,12 @@ pub mod create_topics {
         /// `topics`: array of `CreatableTopicResult`, all versions.
         pub topics: Vec<CreatableTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreateTopicsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -10138,11 +11852,10 @@ pub mod create_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreateTopicsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreateTopicsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreateTopicsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -10160,6 +11873,14 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreateTopicsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(19), version });
             }
@@ -10167,20 +11888,22 @@ pub mod create_topics {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "CreateTopicsResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "CreateTopicsResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "CreateTopicsResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(CreatableTopicResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = CreatableTopicResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "CreateTopicsResponse.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "CreateTopicsResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(CreatableTopicResult::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -10203,7 +11926,7 @@ pub mod create_topics {
         /// `is_sensitive`: bool, versions 5+.
         pub is_sensitive: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatableTopicConfigs {
@@ -10214,7 +11937,7 @@ pub mod create_topics {
                 read_only: false,
                 config_source: -1,
                 is_sensitive: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -10267,11 +11990,10 @@ pub mod create_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatableTopicConfigs.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatableTopicConfigs.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatableTopicConfigs.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -10300,6 +12022,14 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatableTopicConfigs {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 5 {
@@ -10322,13 +12052,39 @@ pub mod create_topics {
                 this.is_sensitive = get_bool(buf, "CreatableTopicConfigs.is_sensitive")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl CreatableTopicConfigs {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 5 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 5 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 5 {
+                n += 1;
+            }
+            if version >= 5 {
+                n += 1;
+            }
+            if version >= 5 {
+                n += 1;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -10355,7 +12111,7 @@ pub mod create_topics {
         /// `configs`: array of `CreatableTopicConfigs`, versions 5+, nullable.
         pub configs: Option<Vec<CreatableTopicConfigs>>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatableTopicResult {
@@ -10369,7 +12125,7 @@ pub mod create_topics {
                 num_partitions: -1,
                 replication_factor: -1,
                 configs: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -10442,7 +12198,8 @@ pub mod create_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatableTopicResult.unknown_tagged_fields")?;
                 if version >= 5 && self.topic_config_error_code != ErrorCode::NONE {
                     n += 1;
                 }
@@ -10453,9 +12210,7 @@ pub mod create_topics {
                         Ok(())
                     })?;
                 }
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatableTopicResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -10492,6 +12247,14 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatableTopicResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatableTopicResult.name")?;
@@ -10508,31 +12271,40 @@ pub mod create_topics {
             }
             if version >= 5 {
                 this.configs = if version >= 5 {
-                    match get_array_len(buf, flex, 1, "CreatableTopicResult.configs")? {
+                    match {
+                        let min = CreatableTopicConfigs::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "CreatableTopicResult.configs")?
+                            .map(|n| (n, min))
+                    } {
                         None => None,
-                        Some(n) => {
-                            let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                            for _ in 0..n {
-                                v.push(CreatableTopicConfigs::decode(buf, version)?);
+                        Some((n, min)) => {
+                            let mut v = Vec::with_capacity(n);
+                            for i in 0..n {
+                                let r = reserved + (n - 1 - i) * min;
+                                v.push(CreatableTopicConfigs::decode_before(buf, version, r)?);
                             }
                             Some(v)
                         }
                     }
                 } else {
                     Some({
-                        let n = get_array_len(buf, flex, 1, "CreatableTopicResult.configs")?
-                            .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopicResult.configs" })?;
-                        let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                        for _ in 0..n {
-                            v.push(CreatableTopicConfigs::decode(buf, version)?);
+                        let (n, min) = ({
+                            let min = CreatableTopicConfigs::min_wire_size(version);
+                            get_array_len_before(buf, flex, min, reserved, "CreatableTopicResult.configs")?
+                                .map(|n| (n, min))
+                        })
+                        .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopicResult.configs" })?;
+                        let mut v = Vec::with_capacity(n);
+                        for i in 0..n {
+                            let r = reserved + (n - 1 - i) * min;
+                            v.push(CreatableTopicConfigs::decode_before(buf, version, r)?);
                         }
                         v
                     })
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 5 => {
                         this.topic_config_error_code =
                             ErrorCode(get_i16(buf, "CreatableTopicResult.topic_config_error_code")?);
@@ -10540,9 +12312,36 @@ pub mod create_topics {
                     }
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl CreatableTopicResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            if version >= 7 {
+                n += 16;
+            }
+            n += 2;
+            n += if flex { 1 } else { 2 };
+            if version >= 5 {
+                n += 4;
+            }
+            if version >= 5 {
+                n += 2;
+            }
+            if version >= 5 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -10564,12 +12363,17 @@ pub mod delete_topics {
         /// `timeout_ms`: int32, all versions.
         pub timeout_ms: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteTopicsRequest {
         fn default() -> Self {
-            Self { topics: Vec::new(), topic_names: Vec::new(), timeout_ms: 0, unknown_tagged_fields: Vec::new() }
+            Self {
+                topics: Vec::new(),
+                topic_names: Vec::new(),
+                timeout_ms: 0,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -10602,11 +12406,10 @@ pub mod delete_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteTopicsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteTopicsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteTopicsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -10626,6 +12429,14 @@ pub mod delete_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteTopicsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(20), version });
             }
@@ -10633,20 +12444,28 @@ pub mod delete_topics {
             let mut this = Self::default();
             if version >= 6 {
                 this.topics = {
-                    let n = get_array_len(buf, flex, 1, "DeleteTopicsRequest.topics")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsRequest.topics" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(DeleteTopicState::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = DeleteTopicState::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "DeleteTopicsRequest.topics")?.map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsRequest.topics" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(DeleteTopicState::decode_before(buf, version, r)?);
                     }
                     v
                 };
             }
             if version <= 5 {
                 this.topic_names = {
-                    let n = get_array_len(buf, flex, 1, "DeleteTopicsRequest.topic_names")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsRequest.topic_names" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                    let (n, min) = ({
+                        let min = if flex { 1 } else { 2 };
+                        get_array_len_before(buf, flex, min, reserved, "DeleteTopicsRequest.topic_names")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsRequest.topic_names" })?;
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "DeleteTopicsRequest.topic_names")?);
                     }
@@ -10655,11 +12474,9 @@ pub mod delete_topics {
             }
             this.timeout_ms = get_i32(buf, "DeleteTopicsRequest.timeout_ms")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -10680,12 +12497,12 @@ pub mod delete_topics {
         /// `topic_id`: uuid, versions 6+.
         pub topic_id: Uuid,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteTopicState {
         fn default() -> Self {
-            Self { name: None, topic_id: Uuid::ZERO, unknown_tagged_fields: Vec::new() }
+            Self { name: None, topic_id: Uuid::ZERO, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -10719,11 +12536,10 @@ pub mod delete_topics {
                 return Err(EncodeError::FieldNotInVersion { what: "DeleteTopicState.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteTopicState.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteTopicState.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteTopicState.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -10743,6 +12559,14 @@ pub mod delete_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteTopicState {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 6 {
@@ -10756,13 +12580,30 @@ pub mod delete_topics {
                 this.topic_id = get_uuid(buf, "DeleteTopicState.topic_id")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl DeleteTopicState {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 6 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 6 {
+                n += 16;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -10775,12 +12616,12 @@ pub mod delete_topics {
         /// `responses`: array of `DeletableTopicResult`, all versions.
         pub responses: Vec<DeletableTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteTopicsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, responses: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, responses: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -10805,11 +12646,10 @@ pub mod delete_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteTopicsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteTopicsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteTopicsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -10827,6 +12667,14 @@ pub mod delete_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteTopicsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(20), version });
             }
@@ -10834,20 +12682,22 @@ pub mod delete_topics {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DeleteTopicsResponse.throttle_time_ms")?;
             this.responses = {
-                let n = get_array_len(buf, flex, 1, "DeleteTopicsResponse.responses")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsResponse.responses" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DeletableTopicResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DeletableTopicResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DeleteTopicsResponse.responses")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsResponse.responses" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DeletableTopicResult::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -10868,7 +12718,7 @@ pub mod delete_topics {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeletableTopicResult {
@@ -10878,7 +12728,7 @@ pub mod delete_topics {
                 topic_id: Uuid::ZERO,
                 error_code: ErrorCode::NONE,
                 error_message: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -10928,11 +12778,10 @@ pub mod delete_topics {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeletableTopicResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeletableTopicResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeletableTopicResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -10954,6 +12803,14 @@ pub mod delete_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeletableTopicResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = if version >= 6 {
@@ -10973,13 +12830,32 @@ pub mod delete_topics {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl DeletableTopicResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            if version >= 6 {
+                n += 16;
+            }
+            n += 2;
+            if version >= 5 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -10998,12 +12874,12 @@ pub mod delete_records {
         /// `timeout_ms`: int32, all versions.
         pub timeout_ms: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteRecordsRequest {
         fn default() -> Self {
-            Self { topics: Vec::new(), timeout_ms: 0, unknown_tagged_fields: Vec::new() }
+            Self { topics: Vec::new(), timeout_ms: 0, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -11028,11 +12904,10 @@ pub mod delete_records {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteRecordsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteRecordsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteRecordsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11050,27 +12925,37 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteRecordsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(21), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "DeleteRecordsRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DeleteRecordsTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DeleteRecordsTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DeleteRecordsRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DeleteRecordsTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
             this.timeout_ms = get_i32(buf, "DeleteRecordsRequest.timeout_ms")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -11090,12 +12975,12 @@ pub mod delete_records {
         /// `offset`: int64, all versions.
         pub offset: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteRecordsPartition {
         fn default() -> Self {
-            Self { partition_index: 0, offset: 0, unknown_tagged_fields: Vec::new() }
+            Self { partition_index: 0, offset: 0, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -11114,11 +12999,10 @@ pub mod delete_records {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteRecordsPartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteRecordsPartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteRecordsPartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11133,18 +13017,39 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteRecordsPartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "DeleteRecordsPartition.partition_index")?;
             this.offset = get_i64(buf, "DeleteRecordsPartition.offset")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl DeleteRecordsPartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 8;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -11158,12 +13063,12 @@ pub mod delete_records {
         /// `partitions`: array of `DeleteRecordsPartition`, all versions.
         pub partitions: Vec<DeleteRecordsPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteRecordsTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -11185,11 +13090,10 @@ pub mod delete_records {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteRecordsTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteRecordsTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteRecordsTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11207,26 +13111,51 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteRecordsTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "DeleteRecordsTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "DeleteRecordsTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DeleteRecordsPartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DeleteRecordsPartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DeleteRecordsTopic.partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DeleteRecordsPartition::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl DeleteRecordsTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -11239,12 +13168,12 @@ pub mod delete_records {
         /// `topics`: array of `DeleteRecordsTopicResult`, all versions.
         pub topics: Vec<DeleteRecordsTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteRecordsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -11269,11 +13198,10 @@ pub mod delete_records {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteRecordsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteRecordsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteRecordsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11291,6 +13219,14 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteRecordsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(21), version });
             }
@@ -11298,20 +13234,22 @@ pub mod delete_records {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DeleteRecordsResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "DeleteRecordsResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DeleteRecordsTopicResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DeleteRecordsTopicResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DeleteRecordsResponse.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DeleteRecordsTopicResult::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -11328,7 +13266,7 @@ pub mod delete_records {
         /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteRecordsPartitionResult {
@@ -11337,7 +13275,7 @@ pub mod delete_records {
                 partition_index: 0,
                 low_watermark: 0,
                 error_code: ErrorCode::NONE,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -11358,11 +13296,10 @@ pub mod delete_records {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteRecordsPartitionResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteRecordsPartitionResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteRecordsPartitionResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11377,19 +13314,41 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteRecordsPartitionResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "DeleteRecordsPartitionResult.partition_index")?;
             this.low_watermark = get_i64(buf, "DeleteRecordsPartitionResult.low_watermark")?;
             this.error_code = ErrorCode(get_i16(buf, "DeleteRecordsPartitionResult.error_code")?);
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl DeleteRecordsPartitionResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 8;
+            n += 2;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -11403,12 +13362,12 @@ pub mod delete_records {
         /// `partitions`: array of `DeleteRecordsPartitionResult`, all versions.
         pub partitions: Vec<DeleteRecordsPartitionResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteRecordsTopicResult {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -11430,11 +13389,10 @@ pub mod delete_records {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteRecordsTopicResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteRecordsTopicResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteRecordsTopicResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11452,26 +13410,52 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteRecordsTopicResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "DeleteRecordsTopicResult.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "DeleteRecordsTopicResult.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsTopicResult.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DeleteRecordsPartitionResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DeleteRecordsPartitionResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DeleteRecordsTopicResult.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsTopicResult.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DeleteRecordsPartitionResult::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl DeleteRecordsTopicResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -11499,7 +13483,7 @@ pub mod init_producer_id {
         /// `keep_prepared_txn`: bool, versions 6+, default false.
         pub keep_prepared_txn: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for InitProducerIdRequest {
@@ -11511,7 +13495,7 @@ pub mod init_producer_id {
                 producer_epoch: -1,
                 enable2_pc: false,
                 keep_prepared_txn: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -11567,11 +13551,10 @@ pub mod init_producer_id {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("InitProducerIdRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "InitProducerIdRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "InitProducerIdRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11598,6 +13581,14 @@ pub mod init_producer_id {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl InitProducerIdRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(22), version });
             }
@@ -11618,11 +13609,9 @@ pub mod init_producer_id {
                 this.keep_prepared_txn = get_bool(buf, "InitProducerIdRequest.keep_prepared_txn")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -11650,7 +13639,7 @@ pub mod init_producer_id {
         /// `ongoing_txn_producer_epoch`: int16, versions 6+, default -1.
         pub ongoing_txn_producer_epoch: i16,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for InitProducerIdResponse {
@@ -11662,7 +13651,7 @@ pub mod init_producer_id {
                 producer_epoch: 0,
                 ongoing_txn_producer_id: -1,
                 ongoing_txn_producer_epoch: -1,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -11703,11 +13692,10 @@ pub mod init_producer_id {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("InitProducerIdResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "InitProducerIdResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "InitProducerIdResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11728,6 +13716,14 @@ pub mod init_producer_id {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl InitProducerIdResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(22), version });
             }
@@ -11744,11 +13740,9 @@ pub mod init_producer_id {
                 this.ongoing_txn_producer_epoch = get_i16(buf, "InitProducerIdResponse.ongoing_txn_producer_epoch")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -11769,12 +13763,12 @@ pub mod offset_for_leader_epoch {
         /// `topics`: array of `OffsetForLeaderTopic`, all versions.
         pub topics: Vec<OffsetForLeaderTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetForLeaderEpochRequest {
         fn default() -> Self {
-            Self { replica_id: -2, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { replica_id: -2, topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -11803,11 +13797,10 @@ pub mod offset_for_leader_epoch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetForLeaderEpochRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetForLeaderEpochRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetForLeaderEpochRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11827,6 +13820,14 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetForLeaderEpochRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(23), version });
             }
@@ -11836,20 +13837,23 @@ pub mod offset_for_leader_epoch {
                 this.replica_id = get_i32(buf, "OffsetForLeaderEpochRequest.replica_id")?;
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetForLeaderEpochRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderEpochRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetForLeaderTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetForLeaderTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetForLeaderEpochRequest.topics")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderEpochRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetForLeaderTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -11871,12 +13875,17 @@ pub mod offset_for_leader_epoch {
         /// `leader_epoch`: int32, all versions.
         pub leader_epoch: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetForLeaderPartition {
         fn default() -> Self {
-            Self { partition: 0, current_leader_epoch: -1, leader_epoch: 0, unknown_tagged_fields: Vec::new() }
+            Self {
+                partition: 0,
+                current_leader_epoch: -1,
+                leader_epoch: 0,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -11896,11 +13905,10 @@ pub mod offset_for_leader_epoch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetForLeaderPartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetForLeaderPartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetForLeaderPartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11915,19 +13923,41 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetForLeaderPartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition = get_i32(buf, "OffsetForLeaderPartition.partition")?;
             this.current_leader_epoch = get_i32(buf, "OffsetForLeaderPartition.current_leader_epoch")?;
             this.leader_epoch = get_i32(buf, "OffsetForLeaderPartition.leader_epoch")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetForLeaderPartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 4;
+            n += 4;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -11941,12 +13971,12 @@ pub mod offset_for_leader_epoch {
         /// `partitions`: array of `OffsetForLeaderPartition`, all versions.
         pub partitions: Vec<OffsetForLeaderPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetForLeaderTopic {
         fn default() -> Self {
-            Self { topic: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { topic: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -11968,11 +13998,10 @@ pub mod offset_for_leader_epoch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetForLeaderTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetForLeaderTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetForLeaderTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -11990,26 +14019,51 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetForLeaderTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic = get_string(buf, flex, "OffsetForLeaderTopic.topic")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "OffsetForLeaderTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetForLeaderPartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetForLeaderPartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetForLeaderTopic.partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetForLeaderPartition::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetForLeaderTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -12022,12 +14076,12 @@ pub mod offset_for_leader_epoch {
         /// `topics`: array of `OffsetForLeaderTopicResult`, all versions.
         pub topics: Vec<OffsetForLeaderTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetForLeaderEpochResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -12052,11 +14106,10 @@ pub mod offset_for_leader_epoch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetForLeaderEpochResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetForLeaderEpochResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetForLeaderEpochResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -12074,6 +14127,14 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetForLeaderEpochResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(23), version });
             }
@@ -12081,20 +14142,23 @@ pub mod offset_for_leader_epoch {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "OffsetForLeaderEpochResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetForLeaderEpochResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderEpochResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetForLeaderTopicResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetForLeaderTopicResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetForLeaderEpochResponse.topics")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderEpochResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetForLeaderTopicResult::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -12113,7 +14177,7 @@ pub mod offset_for_leader_epoch {
         /// `end_offset`: int64, all versions, default -1.
         pub end_offset: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for EpochEndOffset {
@@ -12123,7 +14187,7 @@ pub mod offset_for_leader_epoch {
                 partition: 0,
                 leader_epoch: -1,
                 end_offset: -1,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -12142,11 +14206,10 @@ pub mod offset_for_leader_epoch {
                 return Err(EncodeError::FieldNotInVersion { what: "EpochEndOffset.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("EpochEndOffset.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "EpochEndOffset.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "EpochEndOffset.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -12161,6 +14224,14 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl EpochEndOffset {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "EpochEndOffset.error_code")?);
@@ -12168,13 +14239,28 @@ pub mod offset_for_leader_epoch {
             this.leader_epoch = get_i32(buf, "EpochEndOffset.leader_epoch")?;
             this.end_offset = get_i64(buf, "EpochEndOffset.end_offset")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl EpochEndOffset {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            n += 4;
+            n += 4;
+            n += 8;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -12188,12 +14274,12 @@ pub mod offset_for_leader_epoch {
         /// `partitions`: array of `EpochEndOffset`, all versions.
         pub partitions: Vec<EpochEndOffset>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetForLeaderTopicResult {
         fn default() -> Self {
-            Self { topic: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { topic: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -12215,11 +14301,10 @@ pub mod offset_for_leader_epoch {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetForLeaderTopicResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetForLeaderTopicResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetForLeaderTopicResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -12237,26 +14322,52 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetForLeaderTopicResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic = get_string(buf, flex, "OffsetForLeaderTopicResult.topic")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "OffsetForLeaderTopicResult.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderTopicResult.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(EpochEndOffset::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = EpochEndOffset::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetForLeaderTopicResult.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderTopicResult.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(EpochEndOffset::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetForLeaderTopicResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -12282,7 +14393,7 @@ pub mod add_partitions_to_txn {
         /// `v3_and_below_topics`: array of `AddPartitionsToTxnTopic`, versions 0-3.
         pub v3_and_below_topics: Vec<AddPartitionsToTxnTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddPartitionsToTxnRequest {
@@ -12293,7 +14404,7 @@ pub mod add_partitions_to_txn {
                 v3_and_below_producer_id: 0,
                 v3_and_below_producer_epoch: 0,
                 v3_and_below_topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -12367,11 +14478,10 @@ pub mod add_partitions_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AddPartitionsToTxnRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddPartitionsToTxnRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -12408,6 +14518,14 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddPartitionsToTxnRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(24), version });
             }
@@ -12415,11 +14533,16 @@ pub mod add_partitions_to_txn {
             let mut this = Self::default();
             if version >= 4 {
                 this.transactions = {
-                    let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnRequest.transactions")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnRequest.transactions" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(AddPartitionsToTxnTransaction::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = AddPartitionsToTxnTransaction::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "AddPartitionsToTxnRequest.transactions")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnRequest.transactions" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(AddPartitionsToTxnTransaction::decode_before(buf, version, r)?);
                     }
                     v
                 };
@@ -12437,21 +14560,24 @@ pub mod add_partitions_to_txn {
             }
             if version <= 3 {
                 this.v3_and_below_topics = {
-                    let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnRequest.v3_and_below_topics")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnRequest.v3_and_below_topics" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(AddPartitionsToTxnTopic::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = AddPartitionsToTxnTopic::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "AddPartitionsToTxnRequest.v3_and_below_topics")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnRequest.v3_and_below_topics" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(AddPartitionsToTxnTopic::decode_before(buf, version, r)?);
                     }
                     v
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -12478,7 +14604,7 @@ pub mod add_partitions_to_txn {
         /// `topics`: array of `AddPartitionsToTxnTopic`, versions 4+.
         pub topics: Vec<AddPartitionsToTxnTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddPartitionsToTxnTransaction {
@@ -12489,7 +14615,7 @@ pub mod add_partitions_to_txn {
                 producer_epoch: 0,
                 verify_only: false,
                 topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -12547,11 +14673,10 @@ pub mod add_partitions_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AddPartitionsToTxnTransaction.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddPartitionsToTxnTransaction.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnTransaction.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -12584,6 +14709,14 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddPartitionsToTxnTransaction {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 4 {
@@ -12600,23 +14733,54 @@ pub mod add_partitions_to_txn {
             }
             if version >= 4 {
                 this.topics = {
-                    let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnTransaction.topics")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTransaction.topics" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(AddPartitionsToTxnTopic::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = AddPartitionsToTxnTopic::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "AddPartitionsToTxnTransaction.topics")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTransaction.topics" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(AddPartitionsToTxnTopic::decode_before(buf, version, r)?);
                     }
                     v
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl AddPartitionsToTxnTransaction {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 4 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 4 {
+                n += 8;
+            }
+            if version >= 4 {
+                n += 2;
+            }
+            if version >= 4 {
+                n += 1;
+            }
+            if version >= 4 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -12630,12 +14794,12 @@ pub mod add_partitions_to_txn {
         /// `partitions`: array of int32, all versions.
         pub partitions: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddPartitionsToTxnTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -12657,11 +14821,10 @@ pub mod add_partitions_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AddPartitionsToTxnTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddPartitionsToTxnTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -12676,26 +14839,51 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddPartitionsToTxnTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "AddPartitionsToTxnTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 4, "AddPartitionsToTxnTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "AddPartitionsToTxnTopic.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "AddPartitionsToTxnTopic.partitions")?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl AddPartitionsToTxnTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -12712,7 +14900,7 @@ pub mod add_partitions_to_txn {
         /// `results_by_topic_v3_and_below`: array of `AddPartitionsToTxnTopicResult`, versions 0-3.
         pub results_by_topic_v3_and_below: Vec<AddPartitionsToTxnTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddPartitionsToTxnResponse {
@@ -12722,7 +14910,7 @@ pub mod add_partitions_to_txn {
                 error_code: ErrorCode::NONE,
                 results_by_transaction: Vec::new(),
                 results_by_topic_v3_and_below: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -12781,11 +14969,10 @@ pub mod add_partitions_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AddPartitionsToTxnResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddPartitionsToTxnResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -12817,6 +15004,14 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddPartitionsToTxnResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(24), version });
             }
@@ -12828,35 +15023,54 @@ pub mod add_partitions_to_txn {
             }
             if version >= 4 {
                 this.results_by_transaction = {
-                    let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnResponse.results_by_transaction")?.ok_or(
-                        DecodeError::UnexpectedNull { what: "AddPartitionsToTxnResponse.results_by_transaction" },
-                    )?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(AddPartitionsToTxnResult::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = AddPartitionsToTxnResult::min_wire_size(version);
+                        get_array_len_before(
+                            buf,
+                            flex,
+                            min,
+                            reserved,
+                            "AddPartitionsToTxnResponse.results_by_transaction",
+                        )?
+                        .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnResponse.results_by_transaction" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(AddPartitionsToTxnResult::decode_before(buf, version, r)?);
                     }
                     v
                 };
             }
             if version <= 3 {
                 this.results_by_topic_v3_and_below = {
-                    let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnResponse.results_by_topic_v3_and_below")?
-                        .ok_or(DecodeError::UnexpectedNull {
-                            what: "AddPartitionsToTxnResponse.results_by_topic_v3_and_below",
-                        })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(AddPartitionsToTxnTopicResult::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = AddPartitionsToTxnTopicResult::min_wire_size(version);
+                        get_array_len_before(
+                            buf,
+                            flex,
+                            min,
+                            reserved,
+                            "AddPartitionsToTxnResponse.results_by_topic_v3_and_below",
+                        )?
+                        .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull {
+                        what: "AddPartitionsToTxnResponse.results_by_topic_v3_and_below",
+                    })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(AddPartitionsToTxnTopicResult::decode_before(buf, version, r)?);
                     }
                     v
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -12872,12 +15086,16 @@ pub mod add_partitions_to_txn {
         /// `topic_results`: array of `AddPartitionsToTxnTopicResult`, versions 4+.
         pub topic_results: Vec<AddPartitionsToTxnTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddPartitionsToTxnResult {
         fn default() -> Self {
-            Self { transactional_id: ByteString::new(), topic_results: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self {
+                transactional_id: ByteString::new(),
+                topic_results: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -12910,11 +15128,10 @@ pub mod add_partitions_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AddPartitionsToTxnResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddPartitionsToTxnResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -12938,6 +15155,14 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddPartitionsToTxnResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 4 {
@@ -12945,23 +15170,45 @@ pub mod add_partitions_to_txn {
             }
             if version >= 4 {
                 this.topic_results = {
-                    let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnResult.topic_results")?
-                        .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnResult.topic_results" })?;
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(AddPartitionsToTxnTopicResult::decode(buf, version)?);
+                    let (n, min) = ({
+                        let min = AddPartitionsToTxnTopicResult::min_wire_size(version);
+                        get_array_len_before(buf, flex, min, reserved, "AddPartitionsToTxnResult.topic_results")?
+                            .map(|n| (n, min))
+                    })
+                    .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnResult.topic_results" })?;
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(AddPartitionsToTxnTopicResult::decode_before(buf, version, r)?);
                     }
                     v
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl AddPartitionsToTxnResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            if version >= 4 {
+                n += if flex { 1 } else { 2 };
+            }
+            if version >= 4 {
+                n += if flex { 1 } else { 4 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -12975,12 +15222,16 @@ pub mod add_partitions_to_txn {
         /// `results_by_partition`: array of `AddPartitionsToTxnPartitionResult`, all versions.
         pub results_by_partition: Vec<AddPartitionsToTxnPartitionResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddPartitionsToTxnTopicResult {
         fn default() -> Self {
-            Self { name: ByteString::new(), results_by_partition: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self {
+                name: ByteString::new(),
+                results_by_partition: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -13007,11 +15258,10 @@ pub mod add_partitions_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AddPartitionsToTxnTopicResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddPartitionsToTxnTopicResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnTopicResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13029,27 +15279,58 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddPartitionsToTxnTopicResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "AddPartitionsToTxnTopicResult.name")?;
             this.results_by_partition = {
-                let n = get_array_len(buf, flex, 1, "AddPartitionsToTxnTopicResult.results_by_partition")?.ok_or(
-                    DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTopicResult.results_by_partition" },
-                )?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(AddPartitionsToTxnPartitionResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = AddPartitionsToTxnPartitionResult::min_wire_size(version);
+                    get_array_len_before(
+                        buf,
+                        flex,
+                        min,
+                        reserved,
+                        "AddPartitionsToTxnTopicResult.results_by_partition",
+                    )?
+                    .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTopicResult.results_by_partition" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(AddPartitionsToTxnPartitionResult::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl AddPartitionsToTxnTopicResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -13062,12 +15343,16 @@ pub mod add_partitions_to_txn {
         /// `partition_error_code`: int16 error code, all versions.
         pub partition_error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddPartitionsToTxnPartitionResult {
         fn default() -> Self {
-            Self { partition_index: 0, partition_error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
+            Self {
+                partition_index: 0,
+                partition_error_code: ErrorCode::NONE,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -13086,11 +15371,11 @@ pub mod add_partitions_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self
+                    .unknown_tagged_fields
+                    .checked_raw("AddPartitionsToTxnPartitionResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddPartitionsToTxnPartitionResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddPartitionsToTxnPartitionResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13105,19 +15390,40 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddPartitionsToTxnPartitionResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "AddPartitionsToTxnPartitionResult.partition_index")?;
             this.partition_error_code =
                 ErrorCode(get_i16(buf, "AddPartitionsToTxnPartitionResult.partition_error_code")?);
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl AddPartitionsToTxnPartitionResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 2;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -13142,7 +15448,7 @@ pub mod add_offsets_to_txn {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub group_id: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddOffsetsToTxnRequest {
@@ -13152,7 +15458,7 @@ pub mod add_offsets_to_txn {
                 producer_id: 0,
                 producer_epoch: 0,
                 group_id: ByteString::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -13177,11 +15483,10 @@ pub mod add_offsets_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AddOffsetsToTxnRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddOffsetsToTxnRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddOffsetsToTxnRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13196,6 +15501,14 @@ pub mod add_offsets_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddOffsetsToTxnRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(25), version });
             }
@@ -13206,11 +15519,9 @@ pub mod add_offsets_to_txn {
             this.producer_epoch = get_i16(buf, "AddOffsetsToTxnRequest.producer_epoch")?;
             this.group_id = get_string(buf, flex, "AddOffsetsToTxnRequest.group_id")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -13230,12 +15541,12 @@ pub mod add_offsets_to_txn {
         /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AddOffsetsToTxnResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -13257,11 +15568,10 @@ pub mod add_offsets_to_txn {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AddOffsetsToTxnResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AddOffsetsToTxnResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AddOffsetsToTxnResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13276,6 +15586,14 @@ pub mod add_offsets_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AddOffsetsToTxnResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(25), version });
             }
@@ -13284,11 +15602,9 @@ pub mod add_offsets_to_txn {
             this.throttle_time_ms = get_i32(buf, "AddOffsetsToTxnResponse.throttle_time_ms")?;
             this.error_code = ErrorCode(get_i16(buf, "AddOffsetsToTxnResponse.error_code")?);
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -13314,7 +15630,7 @@ pub mod end_txn {
         /// `committed`: bool, all versions.
         pub committed: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for EndTxnRequest {
@@ -13324,7 +15640,7 @@ pub mod end_txn {
                 producer_id: 0,
                 producer_epoch: 0,
                 committed: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -13346,11 +15662,9 @@ pub mod end_txn {
                 return Err(EncodeError::FieldNotInVersion { what: "EndTxnRequest.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("EndTxnRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "EndTxnRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "EndTxnRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13365,6 +15679,14 @@ pub mod end_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl EndTxnRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(26), version });
             }
@@ -13375,11 +15697,9 @@ pub mod end_txn {
             this.producer_epoch = get_i16(buf, "EndTxnRequest.producer_epoch")?;
             this.committed = get_bool(buf, "EndTxnRequest.committed")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -13403,7 +15723,7 @@ pub mod end_txn {
         /// `producer_epoch`: int16, versions 5+, default -1.
         pub producer_epoch: i16,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for EndTxnResponse {
@@ -13413,7 +15733,7 @@ pub mod end_txn {
                 error_code: ErrorCode::NONE,
                 producer_id: -1,
                 producer_epoch: -1,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -13443,11 +15763,10 @@ pub mod end_txn {
                 return Err(EncodeError::FieldNotInVersion { what: "EndTxnResponse.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("EndTxnResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "EndTxnResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "EndTxnResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13468,6 +15787,14 @@ pub mod end_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl EndTxnResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(26), version });
             }
@@ -13482,11 +15809,9 @@ pub mod end_txn {
                 this.producer_epoch = get_i16(buf, "EndTxnResponse.producer_epoch")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -13523,7 +15848,7 @@ pub mod txn_offset_commit {
         /// `topics`: array of `TxnOffsetCommitRequestTopic`, all versions.
         pub topics: Vec<TxnOffsetCommitRequestTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TxnOffsetCommitRequest {
@@ -13537,7 +15862,7 @@ pub mod txn_offset_commit {
                 member_id: ByteString::from_static(""),
                 group_instance_id: None,
                 topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -13594,11 +15919,10 @@ pub mod txn_offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TxnOffsetCommitRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TxnOffsetCommitRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TxnOffsetCommitRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13625,6 +15949,14 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TxnOffsetCommitRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(28), version });
             }
@@ -13648,20 +15980,22 @@ pub mod txn_offset_commit {
                 };
             }
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "TxnOffsetCommitRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TxnOffsetCommitRequestTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TxnOffsetCommitRequestTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "TxnOffsetCommitRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TxnOffsetCommitRequestTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -13686,7 +16020,7 @@ pub mod txn_offset_commit {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub committed_metadata: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TxnOffsetCommitRequestPartition {
@@ -13696,7 +16030,7 @@ pub mod txn_offset_commit {
                 committed_offset: 0,
                 committed_leader_epoch: -1,
                 committed_metadata: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -13735,11 +16069,10 @@ pub mod txn_offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TxnOffsetCommitRequestPartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TxnOffsetCommitRequestPartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TxnOffsetCommitRequestPartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13758,6 +16091,14 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TxnOffsetCommitRequestPartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "TxnOffsetCommitRequestPartition.partition_index")?;
@@ -13768,13 +16109,30 @@ pub mod txn_offset_commit {
             this.committed_metadata =
                 get_nullable_string(buf, flex, "TxnOffsetCommitRequestPartition.committed_metadata")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl TxnOffsetCommitRequestPartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 8;
+            if version >= 2 {
+                n += 4;
+            }
+            n += if flex { 1 } else { 2 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -13788,12 +16146,12 @@ pub mod txn_offset_commit {
         /// `partitions`: array of `TxnOffsetCommitRequestPartition`, all versions.
         pub partitions: Vec<TxnOffsetCommitRequestPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TxnOffsetCommitRequestTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -13815,11 +16173,10 @@ pub mod txn_offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TxnOffsetCommitRequestTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TxnOffsetCommitRequestTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TxnOffsetCommitRequestTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13837,26 +16194,52 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TxnOffsetCommitRequestTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "TxnOffsetCommitRequestTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "TxnOffsetCommitRequestTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitRequestTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TxnOffsetCommitRequestPartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TxnOffsetCommitRequestPartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "TxnOffsetCommitRequestTopic.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitRequestTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TxnOffsetCommitRequestPartition::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl TxnOffsetCommitRequestTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -13869,12 +16252,12 @@ pub mod txn_offset_commit {
         /// `topics`: array of `TxnOffsetCommitResponseTopic`, all versions.
         pub topics: Vec<TxnOffsetCommitResponseTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TxnOffsetCommitResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -13899,11 +16282,10 @@ pub mod txn_offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TxnOffsetCommitResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TxnOffsetCommitResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TxnOffsetCommitResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13921,6 +16303,14 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TxnOffsetCommitResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(28), version });
             }
@@ -13928,20 +16318,22 @@ pub mod txn_offset_commit {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "TxnOffsetCommitResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "TxnOffsetCommitResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TxnOffsetCommitResponseTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TxnOffsetCommitResponseTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "TxnOffsetCommitResponse.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TxnOffsetCommitResponseTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -13956,12 +16348,12 @@ pub mod txn_offset_commit {
         /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TxnOffsetCommitResponsePartition {
         fn default() -> Self {
-            Self { partition_index: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
+            Self { partition_index: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -13980,11 +16372,10 @@ pub mod txn_offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TxnOffsetCommitResponsePartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TxnOffsetCommitResponsePartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TxnOffsetCommitResponsePartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -13999,18 +16390,39 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TxnOffsetCommitResponsePartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "TxnOffsetCommitResponsePartition.partition_index")?;
             this.error_code = ErrorCode(get_i16(buf, "TxnOffsetCommitResponsePartition.error_code")?);
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl TxnOffsetCommitResponsePartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 2;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -14024,12 +16436,12 @@ pub mod txn_offset_commit {
         /// `partitions`: array of `TxnOffsetCommitResponsePartition`, all versions.
         pub partitions: Vec<TxnOffsetCommitResponsePartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TxnOffsetCommitResponseTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -14051,11 +16463,10 @@ pub mod txn_offset_commit {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TxnOffsetCommitResponseTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TxnOffsetCommitResponseTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TxnOffsetCommitResponseTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14073,26 +16484,52 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TxnOffsetCommitResponseTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "TxnOffsetCommitResponseTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "TxnOffsetCommitResponseTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitResponseTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TxnOffsetCommitResponsePartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TxnOffsetCommitResponsePartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "TxnOffsetCommitResponseTopic.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitResponseTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TxnOffsetCommitResponsePartition::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl TxnOffsetCommitResponseTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -14113,7 +16550,7 @@ pub mod describe_configs {
         /// `include_documentation`: bool, versions 3+, default false.
         pub include_documentation: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeConfigsRequest {
@@ -14122,7 +16559,7 @@ pub mod describe_configs {
                 resources: Vec::new(),
                 include_synonyms: false,
                 include_documentation: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -14156,11 +16593,10 @@ pub mod describe_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeConfigsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeConfigsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeConfigsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14181,17 +16617,30 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeConfigsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(32), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.resources = {
-                let n = get_array_len(buf, flex, 1, "DescribeConfigsRequest.resources")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsRequest.resources" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DescribeConfigsResource::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DescribeConfigsResource::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeConfigsRequest.resources")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsRequest.resources" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DescribeConfigsResource::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -14200,11 +16649,9 @@ pub mod describe_configs {
                 this.include_documentation = get_bool(buf, "DescribeConfigsRequest.include_documentation")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -14228,7 +16675,7 @@ pub mod describe_configs {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_strings))]
         pub configuration_keys: Option<Vec<ByteString>>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeConfigsResource {
@@ -14237,7 +16684,7 @@ pub mod describe_configs {
                 resource_type: 0,
                 resource_name: ByteString::new(),
                 configuration_keys: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -14271,11 +16718,10 @@ pub mod describe_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeConfigsResource.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeConfigsResource.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeConfigsResource.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14290,14 +16736,26 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeConfigsResource {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.resource_type = get_i8(buf, "DescribeConfigsResource.resource_type")?;
             this.resource_name = get_string(buf, flex, "DescribeConfigsResource.resource_name")?;
-            this.configuration_keys = match get_array_len(buf, flex, 1, "DescribeConfigsResource.configuration_keys")? {
+            this.configuration_keys = match {
+                let min = if flex { 1 } else { 2 };
+                get_array_len_before(buf, flex, min, reserved, "DescribeConfigsResource.configuration_keys")?
+                    .map(|n| (n, min))
+            } {
                 None => None,
-                Some(n) => {
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                Some((n, min)) => {
+                    let mut v = Vec::with_capacity(n);
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "DescribeConfigsResource.configuration_keys")?);
                     }
@@ -14305,13 +16763,27 @@ pub mod describe_configs {
                 }
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl DescribeConfigsResource {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 1;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -14324,12 +16796,12 @@ pub mod describe_configs {
         /// `results`: array of `DescribeConfigsResult`, all versions.
         pub results: Vec<DescribeConfigsResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeConfigsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, results: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, results: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -14354,11 +16826,10 @@ pub mod describe_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeConfigsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeConfigsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeConfigsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14376,6 +16847,14 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeConfigsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(32), version });
             }
@@ -14383,20 +16862,22 @@ pub mod describe_configs {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DescribeConfigsResponse.throttle_time_ms")?;
             this.results = {
-                let n = get_array_len(buf, flex, 1, "DescribeConfigsResponse.results")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResponse.results" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DescribeConfigsResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DescribeConfigsResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeConfigsResponse.results")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResponse.results" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DescribeConfigsResult::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -14415,12 +16896,12 @@ pub mod describe_configs {
         /// `source`: int8, versions 1+.
         pub source: i8,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeConfigsSynonym {
         fn default() -> Self {
-            Self { name: ByteString::new(), value: None, source: 0, unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), value: None, source: 0, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -14450,11 +16931,10 @@ pub mod describe_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeConfigsSynonym.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeConfigsSynonym.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeConfigsSynonym.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14469,19 +16949,41 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeConfigsSynonym {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "DescribeConfigsSynonym.name")?;
             this.value = get_nullable_string(buf, flex, "DescribeConfigsSynonym.value")?;
             this.source = get_i8(buf, "DescribeConfigsSynonym.source")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl DescribeConfigsSynonym {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += 1;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -14509,7 +17011,7 @@ pub mod describe_configs {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub documentation: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeConfigsResourceResult {
@@ -14523,7 +17025,7 @@ pub mod describe_configs {
                 synonyms: Vec::new(),
                 config_type: 0,
                 documentation: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -14586,11 +17088,10 @@ pub mod describe_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeConfigsResourceResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeConfigsResourceResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeConfigsResourceResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14614,6 +17115,14 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeConfigsResourceResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "DescribeConfigsResourceResult.name")?;
@@ -14622,11 +17131,16 @@ pub mod describe_configs {
             this.config_source = get_i8(buf, "DescribeConfigsResourceResult.config_source")?;
             this.is_sensitive = get_bool(buf, "DescribeConfigsResourceResult.is_sensitive")?;
             this.synonyms = {
-                let n = get_array_len(buf, flex, 1, "DescribeConfigsResourceResult.synonyms")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResourceResult.synonyms" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DescribeConfigsSynonym::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DescribeConfigsSynonym::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeConfigsResourceResult.synonyms")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResourceResult.synonyms" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DescribeConfigsSynonym::decode_before(buf, version, r)?);
                 }
                 v
             };
@@ -14641,13 +17155,36 @@ pub mod describe_configs {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl DescribeConfigsResourceResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += 1;
+            n += 1;
+            n += 1;
+            n += if flex { 1 } else { 4 };
+            if version >= 3 {
+                n += 1;
+            }
+            if version >= 3 {
+                n += if flex { 1 } else { 2 };
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -14668,7 +17205,7 @@ pub mod describe_configs {
         /// `configs`: array of `DescribeConfigsResourceResult`, all versions.
         pub configs: Vec<DescribeConfigsResourceResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeConfigsResult {
@@ -14679,7 +17216,7 @@ pub mod describe_configs {
                 resource_type: 0,
                 resource_name: ByteString::new(),
                 configs: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -14715,11 +17252,10 @@ pub mod describe_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeConfigsResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeConfigsResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeConfigsResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14737,6 +17273,14 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeConfigsResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "DescribeConfigsResult.error_code")?);
@@ -14744,22 +17288,42 @@ pub mod describe_configs {
             this.resource_type = get_i8(buf, "DescribeConfigsResult.resource_type")?;
             this.resource_name = get_string(buf, flex, "DescribeConfigsResult.resource_name")?;
             this.configs = {
-                let n = get_array_len(buf, flex, 1, "DescribeConfigsResult.configs")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResult.configs" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DescribeConfigsResourceResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DescribeConfigsResourceResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeConfigsResult.configs")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResult.configs" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DescribeConfigsResourceResult::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl DescribeConfigsResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            n += if flex { 1 } else { 2 };
+            n += 1;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -14777,12 +17341,12 @@ pub mod sasl_authenticate {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::bytes))]
         pub auth_bytes: Bytes,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SaslAuthenticateRequest {
         fn default() -> Self {
-            Self { auth_bytes: Bytes::new(), unknown_tagged_fields: Vec::new() }
+            Self { auth_bytes: Bytes::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -14803,11 +17367,10 @@ pub mod sasl_authenticate {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("SaslAuthenticateRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SaslAuthenticateRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SaslAuthenticateRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14822,6 +17385,14 @@ pub mod sasl_authenticate {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SaslAuthenticateRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(36), version });
             }
@@ -14829,11 +17400,9 @@ pub mod sasl_authenticate {
             let mut this = Self::default();
             this.auth_bytes = get_bytes(buf, flex, "SaslAuthenticateRequest.auth_bytes")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -14859,7 +17428,7 @@ pub mod sasl_authenticate {
         /// `session_lifetime_ms`: int64, versions 1+, default 0.
         pub session_lifetime_ms: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for SaslAuthenticateResponse {
@@ -14869,7 +17438,7 @@ pub mod sasl_authenticate {
                 error_message: None,
                 auth_bytes: Bytes::new(),
                 session_lifetime_ms: 0,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -14911,11 +17480,10 @@ pub mod sasl_authenticate {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("SaslAuthenticateResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "SaslAuthenticateResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "SaslAuthenticateResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -14933,6 +17501,14 @@ pub mod sasl_authenticate {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl SaslAuthenticateResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(36), version });
             }
@@ -14945,11 +17521,9 @@ pub mod sasl_authenticate {
                 this.session_lifetime_ms = get_i64(buf, "SaslAuthenticateResponse.session_lifetime_ms")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -14972,12 +17546,17 @@ pub mod create_partitions {
         /// `validate_only`: bool, all versions.
         pub validate_only: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatePartitionsRequest {
         fn default() -> Self {
-            Self { topics: Vec::new(), timeout_ms: 0, validate_only: false, unknown_tagged_fields: Vec::new() }
+            Self {
+                topics: Vec::new(),
+                timeout_ms: 0,
+                validate_only: false,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -15003,11 +17582,10 @@ pub mod create_partitions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatePartitionsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatePartitionsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatePartitionsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15025,28 +17603,38 @@ pub mod create_partitions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatePartitionsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(37), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "CreatePartitionsRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(CreatePartitionsTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = CreatePartitionsTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "CreatePartitionsRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(CreatePartitionsTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
             this.timeout_ms = get_i32(buf, "CreatePartitionsRequest.timeout_ms")?;
             this.validate_only = get_bool(buf, "CreatePartitionsRequest.validate_only")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -15064,12 +17652,12 @@ pub mod create_partitions {
         /// `broker_ids`: array of int32, all versions.
         pub broker_ids: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatePartitionsAssignment {
         fn default() -> Self {
-            Self { broker_ids: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { broker_ids: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -15090,11 +17678,10 @@ pub mod create_partitions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatePartitionsAssignment.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatePartitionsAssignment.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatePartitionsAssignment.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15109,25 +17696,49 @@ pub mod create_partitions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatePartitionsAssignment {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.broker_ids = {
-                let n = get_array_len(buf, flex, 4, "CreatePartitionsAssignment.broker_ids")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsAssignment.broker_ids" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "CreatePartitionsAssignment.broker_ids")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsAssignment.broker_ids" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "CreatePartitionsAssignment.broker_ids")?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl CreatePartitionsAssignment {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -15143,12 +17754,17 @@ pub mod create_partitions {
         /// `assignments`: array of `CreatePartitionsAssignment`, all versions, nullable.
         pub assignments: Option<Vec<CreatePartitionsAssignment>>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatePartitionsTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), count: 0, assignments: None, unknown_tagged_fields: Vec::new() }
+            Self {
+                name: ByteString::new(),
+                count: 0,
+                assignments: None,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -15181,11 +17797,10 @@ pub mod create_partitions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatePartitionsTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatePartitionsTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatePartitionsTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15205,28 +17820,54 @@ pub mod create_partitions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatePartitionsTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatePartitionsTopic.name")?;
             this.count = get_i32(buf, "CreatePartitionsTopic.count")?;
-            this.assignments = match get_array_len(buf, flex, 1, "CreatePartitionsTopic.assignments")? {
+            this.assignments = match {
+                let min = CreatePartitionsAssignment::min_wire_size(version);
+                get_array_len_before(buf, flex, min, reserved, "CreatePartitionsTopic.assignments")?.map(|n| (n, min))
+            } {
                 None => None,
-                Some(n) => {
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(CreatePartitionsAssignment::decode(buf, version)?);
+                Some((n, min)) => {
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(CreatePartitionsAssignment::decode_before(buf, version, r)?);
                     }
                     Some(v)
                 }
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl CreatePartitionsTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += 4;
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -15239,12 +17880,12 @@ pub mod create_partitions {
         /// `results`: array of `CreatePartitionsTopicResult`, all versions.
         pub results: Vec<CreatePartitionsTopicResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatePartitionsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, results: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, results: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -15269,11 +17910,10 @@ pub mod create_partitions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatePartitionsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatePartitionsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatePartitionsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15291,6 +17931,14 @@ pub mod create_partitions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatePartitionsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(37), version });
             }
@@ -15298,20 +17946,23 @@ pub mod create_partitions {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "CreatePartitionsResponse.throttle_time_ms")?;
             this.results = {
-                let n = get_array_len(buf, flex, 1, "CreatePartitionsResponse.results")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsResponse.results" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(CreatePartitionsTopicResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = CreatePartitionsTopicResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "CreatePartitionsResponse.results")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsResponse.results" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(CreatePartitionsTopicResult::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -15330,7 +17981,7 @@ pub mod create_partitions {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub error_message: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for CreatePartitionsTopicResult {
@@ -15339,7 +17990,7 @@ pub mod create_partitions {
                 name: ByteString::new(),
                 error_code: ErrorCode::NONE,
                 error_message: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -15370,11 +18021,10 @@ pub mod create_partitions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("CreatePartitionsTopicResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "CreatePartitionsTopicResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "CreatePartitionsTopicResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15389,19 +18039,41 @@ pub mod create_partitions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl CreatePartitionsTopicResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatePartitionsTopicResult.name")?;
             this.error_code = ErrorCode(get_i16(buf, "CreatePartitionsTopicResult.error_code")?);
             this.error_message = get_nullable_string(buf, flex, "CreatePartitionsTopicResult.error_message")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl CreatePartitionsTopicResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += 2;
+            n += if flex { 1 } else { 2 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -15419,12 +18091,12 @@ pub mod delete_groups {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub groups_names: Vec<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteGroupsRequest {
         fn default() -> Self {
-            Self { groups_names: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { groups_names: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -15448,11 +18120,10 @@ pub mod delete_groups {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteGroupsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteGroupsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteGroupsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15467,26 +18138,36 @@ pub mod delete_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteGroupsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(42), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.groups_names = {
-                let n = get_array_len(buf, flex, 1, "DeleteGroupsRequest.groups_names")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteGroupsRequest.groups_names" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = if flex { 1 } else { 2 };
+                    get_array_len_before(buf, flex, min, reserved, "DeleteGroupsRequest.groups_names")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DeleteGroupsRequest.groups_names" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "DeleteGroupsRequest.groups_names")?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -15506,12 +18187,12 @@ pub mod delete_groups {
         /// `results`: array of `DeletableGroupResult`, all versions.
         pub results: Vec<DeletableGroupResult>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeleteGroupsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, results: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, results: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -15536,11 +18217,10 @@ pub mod delete_groups {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeleteGroupsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeleteGroupsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeleteGroupsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15558,6 +18238,14 @@ pub mod delete_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeleteGroupsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(42), version });
             }
@@ -15565,20 +18253,22 @@ pub mod delete_groups {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DeleteGroupsResponse.throttle_time_ms")?;
             this.results = {
-                let n = get_array_len(buf, flex, 1, "DeleteGroupsResponse.results")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DeleteGroupsResponse.results" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DeletableGroupResult::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DeletableGroupResult::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DeleteGroupsResponse.results")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DeleteGroupsResponse.results" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DeletableGroupResult::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -15594,12 +18284,16 @@ pub mod delete_groups {
         /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DeletableGroupResult {
         fn default() -> Self {
-            Self { group_id: ByteString::new(), error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
+            Self {
+                group_id: ByteString::new(),
+                error_code: ErrorCode::NONE,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -15618,11 +18312,10 @@ pub mod delete_groups {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DeletableGroupResult.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DeletableGroupResult.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DeletableGroupResult.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15637,18 +18330,39 @@ pub mod delete_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DeletableGroupResult {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.group_id = get_string(buf, flex, "DeletableGroupResult.group_id")?;
             this.error_code = ErrorCode(get_i16(buf, "DeletableGroupResult.error_code")?);
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl DeletableGroupResult {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += 2;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -15667,12 +18381,12 @@ pub mod incremental_alter_configs {
         /// `validate_only`: bool, all versions.
         pub validate_only: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for IncrementalAlterConfigsRequest {
         fn default() -> Self {
-            Self { resources: Vec::new(), validate_only: false, unknown_tagged_fields: Vec::new() }
+            Self { resources: Vec::new(), validate_only: false, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -15697,11 +18411,10 @@ pub mod incremental_alter_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("IncrementalAlterConfigsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "IncrementalAlterConfigsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "IncrementalAlterConfigsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15719,27 +18432,38 @@ pub mod incremental_alter_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl IncrementalAlterConfigsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(44), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.resources = {
-                let n = get_array_len(buf, flex, 1, "IncrementalAlterConfigsRequest.resources")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "IncrementalAlterConfigsRequest.resources" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(AlterConfigsResource::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = AlterConfigsResource::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "IncrementalAlterConfigsRequest.resources")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "IncrementalAlterConfigsRequest.resources" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(AlterConfigsResource::decode_before(buf, version, r)?);
                 }
                 v
             };
             this.validate_only = get_bool(buf, "IncrementalAlterConfigsRequest.validate_only")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -15763,12 +18487,17 @@ pub mod incremental_alter_configs {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub value: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AlterableConfig {
         fn default() -> Self {
-            Self { name: ByteString::new(), config_operation: 0, value: None, unknown_tagged_fields: Vec::new() }
+            Self {
+                name: ByteString::new(),
+                config_operation: 0,
+                value: None,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -15795,11 +18524,10 @@ pub mod incremental_alter_configs {
                 return Err(EncodeError::FieldNotInVersion { what: "AlterableConfig.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AlterableConfig.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AlterableConfig.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AlterableConfig.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15814,19 +18542,41 @@ pub mod incremental_alter_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AlterableConfig {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "AlterableConfig.name")?;
             this.config_operation = get_i8(buf, "AlterableConfig.config_operation")?;
             this.value = get_nullable_string(buf, flex, "AlterableConfig.value")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl AlterableConfig {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += 1;
+            n += if flex { 1 } else { 2 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -15842,7 +18592,7 @@ pub mod incremental_alter_configs {
         /// `configs`: array of `AlterableConfig`, all versions.
         pub configs: Vec<AlterableConfig>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AlterConfigsResource {
@@ -15851,7 +18601,7 @@ pub mod incremental_alter_configs {
                 resource_type: 0,
                 resource_name: ByteString::new(),
                 configs: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -15875,11 +18625,10 @@ pub mod incremental_alter_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AlterConfigsResource.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AlterConfigsResource.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AlterConfigsResource.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15897,27 +18646,53 @@ pub mod incremental_alter_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AlterConfigsResource {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.resource_type = get_i8(buf, "AlterConfigsResource.resource_type")?;
             this.resource_name = get_string(buf, flex, "AlterConfigsResource.resource_name")?;
             this.configs = {
-                let n = get_array_len(buf, flex, 1, "AlterConfigsResource.configs")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "AlterConfigsResource.configs" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(AlterableConfig::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = AlterableConfig::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "AlterConfigsResource.configs")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "AlterConfigsResource.configs" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(AlterableConfig::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl AlterConfigsResource {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 1;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -15930,12 +18705,12 @@ pub mod incremental_alter_configs {
         /// `responses`: array of `AlterConfigsResourceResponse`, all versions.
         pub responses: Vec<AlterConfigsResourceResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for IncrementalAlterConfigsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, responses: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, responses: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -15960,11 +18735,10 @@ pub mod incremental_alter_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("IncrementalAlterConfigsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "IncrementalAlterConfigsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "IncrementalAlterConfigsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -15982,6 +18756,14 @@ pub mod incremental_alter_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl IncrementalAlterConfigsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(44), version });
             }
@@ -15989,20 +18771,23 @@ pub mod incremental_alter_configs {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "IncrementalAlterConfigsResponse.throttle_time_ms")?;
             this.responses = {
-                let n = get_array_len(buf, flex, 1, "IncrementalAlterConfigsResponse.responses")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "IncrementalAlterConfigsResponse.responses" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(AlterConfigsResourceResponse::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = AlterConfigsResourceResponse::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "IncrementalAlterConfigsResponse.responses")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "IncrementalAlterConfigsResponse.responses" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(AlterConfigsResourceResponse::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -16023,7 +18808,7 @@ pub mod incremental_alter_configs {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub resource_name: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for AlterConfigsResourceResponse {
@@ -16033,7 +18818,7 @@ pub mod incremental_alter_configs {
                 error_message: None,
                 resource_type: 0,
                 resource_name: ByteString::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -16065,11 +18850,10 @@ pub mod incremental_alter_configs {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("AlterConfigsResourceResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "AlterConfigsResourceResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "AlterConfigsResourceResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16084,6 +18868,14 @@ pub mod incremental_alter_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl AlterConfigsResourceResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "AlterConfigsResourceResponse.error_code")?);
@@ -16091,13 +18883,28 @@ pub mod incremental_alter_configs {
             this.resource_type = get_i8(buf, "AlterConfigsResourceResponse.resource_type")?;
             this.resource_name = get_string(buf, flex, "AlterConfigsResourceResponse.resource_name")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl AlterConfigsResourceResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            n += if flex { 1 } else { 2 };
+            n += 1;
+            n += if flex { 1 } else { 2 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -16117,12 +18924,12 @@ pub mod offset_delete {
         /// `topics`: array of `OffsetDeleteRequestTopic`, all versions.
         pub topics: Vec<OffsetDeleteRequestTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetDeleteRequest {
         fn default() -> Self {
-            Self { group_id: ByteString::new(), topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { group_id: ByteString::new(), topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -16147,11 +18954,10 @@ pub mod offset_delete {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetDeleteRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetDeleteRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetDeleteRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16169,6 +18975,14 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetDeleteRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(47), version });
             }
@@ -16176,20 +18990,22 @@ pub mod offset_delete {
             let mut this = Self::default();
             this.group_id = get_string(buf, flex, "OffsetDeleteRequest.group_id")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetDeleteRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetDeleteRequestTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetDeleteRequestTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetDeleteRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetDeleteRequestTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -16207,12 +19023,12 @@ pub mod offset_delete {
         /// `partition_index`: int32, all versions.
         pub partition_index: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetDeleteRequestPartition {
         fn default() -> Self {
-            Self { partition_index: 0, unknown_tagged_fields: Vec::new() }
+            Self { partition_index: 0, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -16230,11 +19046,10 @@ pub mod offset_delete {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetDeleteRequestPartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetDeleteRequestPartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetDeleteRequestPartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16249,17 +19064,37 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetDeleteRequestPartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "OffsetDeleteRequestPartition.partition_index")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetDeleteRequestPartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -16273,12 +19108,12 @@ pub mod offset_delete {
         /// `partitions`: array of `OffsetDeleteRequestPartition`, all versions.
         pub partitions: Vec<OffsetDeleteRequestPartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetDeleteRequestTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -16300,11 +19135,10 @@ pub mod offset_delete {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetDeleteRequestTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetDeleteRequestTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetDeleteRequestTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16322,26 +19156,52 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetDeleteRequestTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "OffsetDeleteRequestTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "OffsetDeleteRequestTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteRequestTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetDeleteRequestPartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetDeleteRequestPartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetDeleteRequestTopic.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteRequestTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetDeleteRequestPartition::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetDeleteRequestTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -16356,7 +19216,7 @@ pub mod offset_delete {
         /// `topics`: array of `OffsetDeleteResponseTopic`, all versions.
         pub topics: Vec<OffsetDeleteResponseTopic>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetDeleteResponse {
@@ -16365,7 +19225,7 @@ pub mod offset_delete {
                 error_code: ErrorCode::NONE,
                 throttle_time_ms: 0,
                 topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -16392,11 +19252,10 @@ pub mod offset_delete {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetDeleteResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetDeleteResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetDeleteResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16414,6 +19273,14 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetDeleteResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(47), version });
             }
@@ -16422,20 +19289,22 @@ pub mod offset_delete {
             this.error_code = ErrorCode(get_i16(buf, "OffsetDeleteResponse.error_code")?);
             this.throttle_time_ms = get_i32(buf, "OffsetDeleteResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "OffsetDeleteResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetDeleteResponseTopic::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetDeleteResponseTopic::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetDeleteResponse.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetDeleteResponseTopic::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -16450,12 +19319,12 @@ pub mod offset_delete {
         /// `error_code`: int16 error code, all versions.
         pub error_code: ErrorCode,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetDeleteResponsePartition {
         fn default() -> Self {
-            Self { partition_index: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: Vec::new() }
+            Self { partition_index: 0, error_code: ErrorCode::NONE, unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -16474,11 +19343,10 @@ pub mod offset_delete {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetDeleteResponsePartition.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetDeleteResponsePartition.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetDeleteResponsePartition.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16493,18 +19361,39 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetDeleteResponsePartition {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "OffsetDeleteResponsePartition.partition_index")?;
             this.error_code = ErrorCode(get_i16(buf, "OffsetDeleteResponsePartition.error_code")?);
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetDeleteResponsePartition {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 2;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -16518,12 +19407,12 @@ pub mod offset_delete {
         /// `partitions`: array of `OffsetDeleteResponsePartition`, all versions.
         pub partitions: Vec<OffsetDeleteResponsePartition>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for OffsetDeleteResponseTopic {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -16545,11 +19434,10 @@ pub mod offset_delete {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("OffsetDeleteResponseTopic.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "OffsetDeleteResponseTopic.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "OffsetDeleteResponseTopic.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16567,26 +19455,52 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl OffsetDeleteResponseTopic {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "OffsetDeleteResponseTopic.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "OffsetDeleteResponseTopic.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteResponseTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(OffsetDeleteResponsePartition::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = OffsetDeleteResponsePartition::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "OffsetDeleteResponseTopic.partitions")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteResponseTopic.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(OffsetDeleteResponsePartition::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl OffsetDeleteResponseTopic {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -16607,7 +19521,7 @@ pub mod describe_cluster {
         /// `include_fenced_brokers`: bool, versions 2+.
         pub include_fenced_brokers: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeClusterRequest {
@@ -16616,7 +19530,7 @@ pub mod describe_cluster {
                 include_cluster_authorized_operations: false,
                 endpoint_type: 1,
                 include_fenced_brokers: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -16651,11 +19565,10 @@ pub mod describe_cluster {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeClusterRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeClusterRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeClusterRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16676,6 +19589,14 @@ pub mod describe_cluster {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeClusterRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(60), version });
             }
@@ -16690,11 +19611,9 @@ pub mod describe_cluster {
                 this.include_fenced_brokers = get_bool(buf, "DescribeClusterRequest.include_fenced_brokers")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -16728,7 +19647,7 @@ pub mod describe_cluster {
         /// `cluster_authorized_operations`: int32, all versions, default -2147483648.
         pub cluster_authorized_operations: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeClusterResponse {
@@ -16742,7 +19661,7 @@ pub mod describe_cluster {
                 controller_id: -1,
                 brokers: Vec::new(),
                 cluster_authorized_operations: -2147483648,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -16788,11 +19707,10 @@ pub mod describe_cluster {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeClusterResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeClusterResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeClusterResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16815,6 +19733,14 @@ pub mod describe_cluster {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeClusterResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(60), version });
             }
@@ -16829,21 +19755,23 @@ pub mod describe_cluster {
             this.cluster_id = get_string(buf, flex, "DescribeClusterResponse.cluster_id")?;
             this.controller_id = get_i32(buf, "DescribeClusterResponse.controller_id")?;
             this.brokers = {
-                let n = get_array_len(buf, flex, 1, "DescribeClusterResponse.brokers")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeClusterResponse.brokers" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DescribeClusterBroker::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DescribeClusterBroker::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeClusterResponse.brokers")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeClusterResponse.brokers" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DescribeClusterBroker::decode_before(buf, version, r)?);
                 }
                 v
             };
             this.cluster_authorized_operations = get_i32(buf, "DescribeClusterResponse.cluster_authorized_operations")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -16866,7 +19794,7 @@ pub mod describe_cluster {
         /// `is_fenced`: bool, versions 2+.
         pub is_fenced: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeClusterBroker {
@@ -16877,7 +19805,7 @@ pub mod describe_cluster {
                 port: 0,
                 rack: None,
                 is_fenced: false,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -16914,11 +19842,10 @@ pub mod describe_cluster {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeClusterBroker.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeClusterBroker.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeClusterBroker.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -16936,6 +19863,14 @@ pub mod describe_cluster {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeClusterBroker {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.broker_id = get_i32(buf, "DescribeClusterBroker.broker_id")?;
@@ -16946,13 +19881,31 @@ pub mod describe_cluster {
                 this.is_fenced = get_bool(buf, "DescribeClusterBroker.is_fenced")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl DescribeClusterBroker {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += if flex { 1 } else { 2 };
+            n += 4;
+            n += if flex { 1 } else { 2 };
+            if version >= 2 {
+                n += 1;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -16969,12 +19922,12 @@ pub mod describe_producers {
         /// `topics`: array of `TopicRequest`, all versions.
         pub topics: Vec<TopicRequest>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeProducersRequest {
         fn default() -> Self {
-            Self { topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -16998,11 +19951,10 @@ pub mod describe_producers {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeProducersRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeProducersRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeProducersRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17019,26 +19971,36 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeProducersRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(61), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "DescribeProducersRequest.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeProducersRequest.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TopicRequest::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TopicRequest::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeProducersRequest.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeProducersRequest.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TopicRequest::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -17059,12 +20021,16 @@ pub mod describe_producers {
         /// `partition_indexes`: array of int32, all versions.
         pub partition_indexes: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TopicRequest {
         fn default() -> Self {
-            Self { name: ByteString::new(), partition_indexes: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self {
+                name: ByteString::new(),
+                partition_indexes: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -17083,11 +20049,9 @@ pub mod describe_producers {
                 return Err(EncodeError::FieldNotInVersion { what: "TopicRequest.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("TopicRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TopicRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TopicRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17102,26 +20066,50 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TopicRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "TopicRequest.name")?;
             this.partition_indexes = {
-                let n = get_array_len(buf, flex, 4, "TopicRequest.partition_indexes")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TopicRequest.partition_indexes" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "TopicRequest.partition_indexes")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TopicRequest.partition_indexes" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "TopicRequest.partition_indexes")?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl TopicRequest {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -17134,12 +20122,12 @@ pub mod describe_producers {
         /// `topics`: array of `TopicResponse`, all versions.
         pub topics: Vec<TopicResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeProducersResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, topics: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -17164,11 +20152,10 @@ pub mod describe_producers {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeProducersResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeProducersResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeProducersResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17186,6 +20173,14 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeProducersResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(61), version });
             }
@@ -17193,20 +20188,23 @@ pub mod describe_producers {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DescribeProducersResponse.throttle_time_ms")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "DescribeProducersResponse.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeProducersResponse.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TopicResponse::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TopicResponse::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeProducersResponse.topics")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeProducersResponse.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TopicResponse::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -17229,7 +20227,7 @@ pub mod describe_producers {
         /// `current_txn_start_offset`: int64, all versions, default -1.
         pub current_txn_start_offset: i64,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ProducerState {
@@ -17241,7 +20239,7 @@ pub mod describe_producers {
                 last_timestamp: -1,
                 coordinator_epoch: 0,
                 current_txn_start_offset: -1,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -17262,11 +20260,9 @@ pub mod describe_producers {
                 return Err(EncodeError::FieldNotInVersion { what: "ProducerState.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("ProducerState.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ProducerState.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ProducerState.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17281,6 +20277,14 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ProducerState {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.producer_id = get_i64(buf, "ProducerState.producer_id")?;
@@ -17290,13 +20294,30 @@ pub mod describe_producers {
             this.coordinator_epoch = get_i32(buf, "ProducerState.coordinator_epoch")?;
             this.current_txn_start_offset = get_i64(buf, "ProducerState.current_txn_start_offset")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl ProducerState {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 8;
+            n += 4;
+            n += 4;
+            n += 8;
+            n += 4;
+            n += 8;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -17314,7 +20335,7 @@ pub mod describe_producers {
         /// `active_producers`: array of `ProducerState`, all versions.
         pub active_producers: Vec<ProducerState>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for PartitionResponse {
@@ -17324,7 +20345,7 @@ pub mod describe_producers {
                 error_code: ErrorCode::NONE,
                 error_message: None,
                 active_producers: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -17359,11 +20380,10 @@ pub mod describe_producers {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("PartitionResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "PartitionResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "PartitionResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17381,28 +20401,56 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl PartitionResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "PartitionResponse.partition_index")?;
             this.error_code = ErrorCode(get_i16(buf, "PartitionResponse.error_code")?);
             this.error_message = get_nullable_string(buf, flex, "PartitionResponse.error_message")?;
             this.active_producers = {
-                let n = get_array_len(buf, flex, 1, "PartitionResponse.active_producers")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "PartitionResponse.active_producers" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(ProducerState::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = ProducerState::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "PartitionResponse.active_producers")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "PartitionResponse.active_producers" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(ProducerState::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl PartitionResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 4;
+            n += 2;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -17416,12 +20464,12 @@ pub mod describe_producers {
         /// `partitions`: array of `PartitionResponse`, all versions.
         pub partitions: Vec<PartitionResponse>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TopicResponse {
         fn default() -> Self {
-            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { name: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -17440,11 +20488,9 @@ pub mod describe_producers {
                 return Err(EncodeError::FieldNotInVersion { what: "TopicResponse.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("TopicResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TopicResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TopicResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17462,26 +20508,51 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TopicResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "TopicResponse.name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 1, "TopicResponse.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TopicResponse.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(PartitionResponse::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = PartitionResponse::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "TopicResponse.partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TopicResponse.partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(PartitionResponse::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl TopicResponse {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -17499,12 +20570,12 @@ pub mod describe_transactions {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::strings))]
         pub transactional_ids: Vec<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeTransactionsRequest {
         fn default() -> Self {
-            Self { transactional_ids: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { transactional_ids: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -17533,11 +20604,10 @@ pub mod describe_transactions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeTransactionsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeTransactionsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeTransactionsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17552,26 +20622,36 @@ pub mod describe_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeTransactionsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(65), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.transactional_ids = {
-                let n = get_array_len(buf, flex, 1, "DescribeTransactionsRequest.transactional_ids")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeTransactionsRequest.transactional_ids" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = if flex { 1 } else { 2 };
+                    get_array_len_before(buf, flex, min, reserved, "DescribeTransactionsRequest.transactional_ids")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeTransactionsRequest.transactional_ids" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "DescribeTransactionsRequest.transactional_ids")?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -17591,12 +20671,16 @@ pub mod describe_transactions {
         /// `transaction_states`: array of `TransactionState`, all versions.
         pub transaction_states: Vec<TransactionState>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribeTransactionsResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, transaction_states: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self {
+                throttle_time_ms: 0,
+                transaction_states: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -17626,11 +20710,10 @@ pub mod describe_transactions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribeTransactionsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribeTransactionsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribeTransactionsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17648,6 +20731,14 @@ pub mod describe_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribeTransactionsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(65), version });
             }
@@ -17655,20 +20746,23 @@ pub mod describe_transactions {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "DescribeTransactionsResponse.throttle_time_ms")?;
             this.transaction_states = {
-                let n = get_array_len(buf, flex, 1, "DescribeTransactionsResponse.transaction_states")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribeTransactionsResponse.transaction_states" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TransactionState::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TransactionState::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribeTransactionsResponse.transaction_states")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribeTransactionsResponse.transaction_states" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TransactionState::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -17684,12 +20778,12 @@ pub mod describe_transactions {
         /// `partitions`: array of int32, all versions.
         pub partitions: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TopicData {
         fn default() -> Self {
-            Self { topic: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { topic: ByteString::new(), partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -17708,11 +20802,9 @@ pub mod describe_transactions {
                 return Err(EncodeError::FieldNotInVersion { what: "TopicData.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("TopicData.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TopicData.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TopicData.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17727,26 +20819,50 @@ pub mod describe_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TopicData {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic = get_string(buf, flex, "TopicData.topic")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 4, "TopicData.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TopicData.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "TopicData.partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TopicData.partitions" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "TopicData.partitions")?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl TopicData {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -17773,7 +20889,7 @@ pub mod describe_transactions {
         /// `topics`: array of `TopicData`, all versions.
         pub topics: Vec<TopicData>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TransactionState {
@@ -17787,7 +20903,7 @@ pub mod describe_transactions {
                 producer_id: 0,
                 producer_epoch: 0,
                 topics: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -17813,11 +20929,10 @@ pub mod describe_transactions {
                 return Err(EncodeError::FieldNotInVersion { what: "TransactionState.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TransactionState.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TransactionState.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TransactionState.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17835,6 +20950,14 @@ pub mod describe_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TransactionState {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "TransactionState.error_code")?);
@@ -17845,22 +20968,45 @@ pub mod describe_transactions {
             this.producer_id = get_i64(buf, "TransactionState.producer_id")?;
             this.producer_epoch = get_i16(buf, "TransactionState.producer_epoch")?;
             this.topics = {
-                let n = get_array_len(buf, flex, 1, "TransactionState.topics")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TransactionState.topics" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TopicData::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TopicData::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "TransactionState.topics")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TransactionState.topics" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TopicData::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl TransactionState {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += 4;
+            n += 8;
+            n += 8;
+            n += 2;
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -17885,7 +21031,7 @@ pub mod list_transactions {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::opt_string))]
         pub transactional_id_pattern: Option<ByteString>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListTransactionsRequest {
@@ -17895,7 +21041,7 @@ pub mod list_transactions {
                 producer_id_filters: Vec::new(),
                 duration_filter: -1,
                 transactional_id_pattern: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -17955,11 +21101,10 @@ pub mod list_transactions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListTransactionsRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListTransactionsRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListTransactionsRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -17980,24 +21125,40 @@ pub mod list_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListTransactionsRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(66), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.state_filters = {
-                let n = get_array_len(buf, flex, 1, "ListTransactionsRequest.state_filters")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsRequest.state_filters" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = if flex { 1 } else { 2 };
+                    get_array_len_before(buf, flex, min, reserved, "ListTransactionsRequest.state_filters")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsRequest.state_filters" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "ListTransactionsRequest.state_filters")?);
                 }
                 v
             };
             this.producer_id_filters = {
-                let n = get_array_len(buf, flex, 8, "ListTransactionsRequest.producer_id_filters")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsRequest.producer_id_filters" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 8;
+                    get_array_len_before(buf, flex, min, reserved, "ListTransactionsRequest.producer_id_filters")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsRequest.producer_id_filters" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i64(buf, "ListTransactionsRequest.producer_id_filters")?);
                 }
@@ -18014,11 +21175,9 @@ pub mod list_transactions {
                 };
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -18043,7 +21202,7 @@ pub mod list_transactions {
         /// `transaction_states`: array of `TransactionState`, all versions.
         pub transaction_states: Vec<TransactionState>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ListTransactionsResponse {
@@ -18053,7 +21212,7 @@ pub mod list_transactions {
                 error_code: ErrorCode::NONE,
                 unknown_state_filters: Vec::new(),
                 transaction_states: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -18094,11 +21253,10 @@ pub mod list_transactions {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ListTransactionsResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ListTransactionsResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ListTransactionsResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -18116,6 +21274,14 @@ pub mod list_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ListTransactionsResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(66), version });
             }
@@ -18124,29 +21290,36 @@ pub mod list_transactions {
             this.throttle_time_ms = get_i32(buf, "ListTransactionsResponse.throttle_time_ms")?;
             this.error_code = ErrorCode(get_i16(buf, "ListTransactionsResponse.error_code")?);
             this.unknown_state_filters = {
-                let n = get_array_len(buf, flex, 1, "ListTransactionsResponse.unknown_state_filters")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsResponse.unknown_state_filters" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = if flex { 1 } else { 2 };
+                    get_array_len_before(buf, flex, min, reserved, "ListTransactionsResponse.unknown_state_filters")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsResponse.unknown_state_filters" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "ListTransactionsResponse.unknown_state_filters")?);
                 }
                 v
             };
             this.transaction_states = {
-                let n = get_array_len(buf, flex, 1, "ListTransactionsResponse.transaction_states")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsResponse.transaction_states" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TransactionState::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TransactionState::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ListTransactionsResponse.transaction_states")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsResponse.transaction_states" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TransactionState::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -18165,7 +21338,7 @@ pub mod list_transactions {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::codec::arb::string))]
         pub transaction_state: ByteString,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TransactionState {
@@ -18174,7 +21347,7 @@ pub mod list_transactions {
                 transactional_id: ByteString::new(),
                 producer_id: 0,
                 transaction_state: ByteString::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -18192,11 +21365,10 @@ pub mod list_transactions {
                 return Err(EncodeError::FieldNotInVersion { what: "TransactionState.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TransactionState.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TransactionState.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TransactionState.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -18211,19 +21383,41 @@ pub mod list_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TransactionState {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.transactional_id = get_string(buf, flex, "TransactionState.transactional_id")?;
             this.producer_id = get_i64(buf, "TransactionState.producer_id")?;
             this.transaction_state = get_string(buf, flex, "TransactionState.transaction_state")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl TransactionState {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += 8;
+            n += if flex { 1 } else { 2 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 }
@@ -18265,7 +21459,7 @@ pub mod consumer_group_heartbeat {
         /// `topic_partitions`: array of `TopicPartitions`, all versions, nullable.
         pub topic_partitions: Option<Vec<TopicPartitions>>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ConsumerGroupHeartbeatRequest {
@@ -18281,7 +21475,7 @@ pub mod consumer_group_heartbeat {
                 subscribed_topic_regex: None,
                 server_assignor: None,
                 topic_partitions: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -18385,11 +21579,10 @@ pub mod consumer_group_heartbeat {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ConsumerGroupHeartbeatRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ConsumerGroupHeartbeatRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ConsumerGroupHeartbeatRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -18413,6 +21606,14 @@ pub mod consumer_group_heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ConsumerGroupHeartbeatRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(68), version });
             }
@@ -18424,17 +21625,20 @@ pub mod consumer_group_heartbeat {
             this.instance_id = get_nullable_string(buf, flex, "ConsumerGroupHeartbeatRequest.instance_id")?;
             this.rack_id = get_nullable_string(buf, flex, "ConsumerGroupHeartbeatRequest.rack_id")?;
             this.rebalance_timeout_ms = get_i32(buf, "ConsumerGroupHeartbeatRequest.rebalance_timeout_ms")?;
-            this.subscribed_topic_names =
-                match get_array_len(buf, flex, 1, "ConsumerGroupHeartbeatRequest.subscribed_topic_names")? {
-                    None => None,
-                    Some(n) => {
-                        let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                        for _ in 0..n {
-                            v.push(get_string(buf, flex, "ConsumerGroupHeartbeatRequest.subscribed_topic_names")?);
-                        }
-                        Some(v)
+            this.subscribed_topic_names = match {
+                let min = if flex { 1 } else { 2 };
+                get_array_len_before(buf, flex, min, reserved, "ConsumerGroupHeartbeatRequest.subscribed_topic_names")?
+                    .map(|n| (n, min))
+            } {
+                None => None,
+                Some((n, min)) => {
+                    let mut v = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        v.push(get_string(buf, flex, "ConsumerGroupHeartbeatRequest.subscribed_topic_names")?);
                     }
-                };
+                    Some(v)
+                }
+            };
             if version >= 1 {
                 this.subscribed_topic_regex = if version >= 1 {
                     get_nullable_string(buf, flex, "ConsumerGroupHeartbeatRequest.subscribed_topic_regex")?
@@ -18443,23 +21647,25 @@ pub mod consumer_group_heartbeat {
                 };
             }
             this.server_assignor = get_nullable_string(buf, flex, "ConsumerGroupHeartbeatRequest.server_assignor")?;
-            this.topic_partitions = match get_array_len(buf, flex, 1, "ConsumerGroupHeartbeatRequest.topic_partitions")?
-            {
+            this.topic_partitions = match {
+                let min = TopicPartitions::min_wire_size(version);
+                get_array_len_before(buf, flex, min, reserved, "ConsumerGroupHeartbeatRequest.topic_partitions")?
+                    .map(|n| (n, min))
+            } {
                 None => None,
-                Some(n) => {
-                    let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                    for _ in 0..n {
-                        v.push(TopicPartitions::decode(buf, version)?);
+                Some((n, min)) => {
+                    let mut v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let r = reserved + (n - 1 - i) * min;
+                        v.push(TopicPartitions::decode_before(buf, version, r)?);
                     }
                     Some(v)
                 }
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -18479,12 +21685,12 @@ pub mod consumer_group_heartbeat {
         /// `partitions`: array of int32, all versions.
         pub partitions: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TopicPartitions {
         fn default() -> Self {
-            Self { topic_id: Uuid::ZERO, partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { topic_id: Uuid::ZERO, partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -18503,11 +21709,10 @@ pub mod consumer_group_heartbeat {
                 return Err(EncodeError::FieldNotInVersion { what: "TopicPartitions.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TopicPartitions.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TopicPartitions.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TopicPartitions.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -18522,26 +21727,50 @@ pub mod consumer_group_heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TopicPartitions {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic_id = get_uuid(buf, "TopicPartitions.topic_id")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 4, "TopicPartitions.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TopicPartitions.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "TopicPartitions.partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TopicPartitions.partitions" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "TopicPartitions.partitions")?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl TopicPartitions {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 16;
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -18566,7 +21795,7 @@ pub mod consumer_group_heartbeat {
         /// `assignment`: `Assignment`, all versions, nullable.
         pub assignment: Option<Assignment>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ConsumerGroupHeartbeatResponse {
@@ -18579,7 +21808,7 @@ pub mod consumer_group_heartbeat {
                 member_epoch: 0,
                 heartbeat_interval_ms: 0,
                 assignment: None,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -18640,11 +21869,10 @@ pub mod consumer_group_heartbeat {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ConsumerGroupHeartbeatResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ConsumerGroupHeartbeatResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ConsumerGroupHeartbeatResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -18662,6 +21890,14 @@ pub mod consumer_group_heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ConsumerGroupHeartbeatResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(68), version });
             }
@@ -18676,14 +21912,12 @@ pub mod consumer_group_heartbeat {
             this.assignment = if get_i8(buf, "ConsumerGroupHeartbeatResponse.assignment")? < 0 {
                 None
             } else {
-                Some(Assignment::decode(buf, version)?)
+                Some(Assignment::decode_before(buf, version, reserved)?)
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -18696,12 +21930,12 @@ pub mod consumer_group_heartbeat {
         /// `topic_partitions`: array of `TopicPartitions`, all versions.
         pub topic_partitions: Vec<TopicPartitions>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for Assignment {
         fn default() -> Self {
-            Self { topic_partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { topic_partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -18719,11 +21953,9 @@ pub mod consumer_group_heartbeat {
                 return Err(EncodeError::FieldNotInVersion { what: "Assignment.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("Assignment.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "Assignment.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "Assignment.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -18740,23 +21972,33 @@ pub mod consumer_group_heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl Assignment {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic_partitions = {
-                let n = get_array_len(buf, flex, 1, "Assignment.topic_partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "Assignment.topic_partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TopicPartitions::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TopicPartitions::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "Assignment.topic_partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "Assignment.topic_partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TopicPartitions::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -18778,12 +22020,16 @@ pub mod consumer_group_describe {
         /// `include_authorized_operations`: bool, all versions.
         pub include_authorized_operations: bool,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ConsumerGroupDescribeRequest {
         fn default() -> Self {
-            Self { group_ids: Vec::new(), include_authorized_operations: false, unknown_tagged_fields: Vec::new() }
+            Self {
+                group_ids: Vec::new(),
+                include_authorized_operations: false,
+                unknown_tagged_fields: UnknownTaggedFields::new(),
+            }
         }
     }
 
@@ -18808,11 +22054,10 @@ pub mod consumer_group_describe {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ConsumerGroupDescribeRequest.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ConsumerGroupDescribeRequest.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ConsumerGroupDescribeRequest.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -18827,15 +22072,27 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ConsumerGroupDescribeRequest {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(69), version });
             }
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.group_ids = {
-                let n = get_array_len(buf, flex, 1, "ConsumerGroupDescribeRequest.group_ids")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ConsumerGroupDescribeRequest.group_ids" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = if flex { 1 } else { 2 };
+                    get_array_len_before(buf, flex, min, reserved, "ConsumerGroupDescribeRequest.group_ids")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ConsumerGroupDescribeRequest.group_ids" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "ConsumerGroupDescribeRequest.group_ids")?);
                 }
@@ -18844,11 +22101,9 @@ pub mod consumer_group_describe {
             this.include_authorized_operations =
                 get_bool(buf, "ConsumerGroupDescribeRequest.include_authorized_operations")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -18868,12 +22123,12 @@ pub mod consumer_group_describe {
         /// `groups`: array of `DescribedGroup`, all versions.
         pub groups: Vec<DescribedGroup>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for ConsumerGroupDescribeResponse {
         fn default() -> Self {
-            Self { throttle_time_ms: 0, groups: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { throttle_time_ms: 0, groups: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -18898,11 +22153,10 @@ pub mod consumer_group_describe {
                 });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("ConsumerGroupDescribeResponse.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "ConsumerGroupDescribeResponse.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "ConsumerGroupDescribeResponse.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -18920,6 +22174,14 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl ConsumerGroupDescribeResponse {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(69), version });
             }
@@ -18927,20 +22189,23 @@ pub mod consumer_group_describe {
             let mut this = Self::default();
             this.throttle_time_ms = get_i32(buf, "ConsumerGroupDescribeResponse.throttle_time_ms")?;
             this.groups = {
-                let n = get_array_len(buf, flex, 1, "ConsumerGroupDescribeResponse.groups")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "ConsumerGroupDescribeResponse.groups" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(DescribedGroup::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = DescribedGroup::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "ConsumerGroupDescribeResponse.groups")?
+                        .map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "ConsumerGroupDescribeResponse.groups" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(DescribedGroup::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
@@ -18980,7 +22245,7 @@ pub mod consumer_group_describe {
         /// `member_type`: int8, versions 1+, default -1.
         pub member_type: i8,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for Member {
@@ -18997,7 +22262,7 @@ pub mod consumer_group_describe {
                 assignment: Assignment::default(),
                 target_assignment: Assignment::default(),
                 member_type: -1,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -19060,11 +22325,9 @@ pub mod consumer_group_describe {
                 return Err(EncodeError::FieldNotInVersion { what: "Member.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("Member.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "Member.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "Member.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -19084,6 +22347,14 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl Member {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.member_id = get_string(buf, flex, "Member.member_id")?;
@@ -19093,28 +22364,55 @@ pub mod consumer_group_describe {
             this.client_id = get_string(buf, flex, "Member.client_id")?;
             this.client_host = get_string(buf, flex, "Member.client_host")?;
             this.subscribed_topic_names = {
-                let n = get_array_len(buf, flex, 1, "Member.subscribed_topic_names")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "Member.subscribed_topic_names" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = if flex { 1 } else { 2 };
+                    get_array_len_before(buf, flex, min, reserved, "Member.subscribed_topic_names")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "Member.subscribed_topic_names" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "Member.subscribed_topic_names")?);
                 }
                 v
             };
             this.subscribed_topic_regex = get_nullable_string(buf, flex, "Member.subscribed_topic_regex")?;
-            this.assignment = Assignment::decode(buf, version)?;
-            this.target_assignment = Assignment::decode(buf, version)?;
+            this.assignment = Assignment::decode_before(buf, version, reserved)?;
+            this.target_assignment = Assignment::decode_before(buf, version, reserved)?;
             if version >= 1 {
                 this.member_type = get_i8(buf, "Member.member_type")?;
             }
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl Member {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += 4;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            n += if flex { 1 } else { 2 };
+            n += Assignment::min_wire_size(version);
+            n += Assignment::min_wire_size(version);
+            if version >= 1 {
+                n += 1;
+            }
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -19145,7 +22443,7 @@ pub mod consumer_group_describe {
         /// `authorized_operations`: int32, all versions, default -2147483648.
         pub authorized_operations: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for DescribedGroup {
@@ -19160,7 +22458,7 @@ pub mod consumer_group_describe {
                 assignor_name: ByteString::new(),
                 members: Vec::new(),
                 authorized_operations: -2147483648,
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -19197,11 +22495,10 @@ pub mod consumer_group_describe {
                 return Err(EncodeError::FieldNotInVersion { what: "DescribedGroup.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("DescribedGroup.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "DescribedGroup.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "DescribedGroup.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -19220,6 +22517,14 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl DescribedGroup {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "DescribedGroup.error_code")?);
@@ -19230,23 +22535,47 @@ pub mod consumer_group_describe {
             this.assignment_epoch = get_i32(buf, "DescribedGroup.assignment_epoch")?;
             this.assignor_name = get_string(buf, flex, "DescribedGroup.assignor_name")?;
             this.members = {
-                let n = get_array_len(buf, flex, 1, "DescribedGroup.members")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "DescribedGroup.members" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(Member::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = Member::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "DescribedGroup.members")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "DescribedGroup.members" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(Member::decode_before(buf, version, r)?);
                 }
                 v
             };
             this.authorized_operations = get_i32(buf, "DescribedGroup.authorized_operations")?;
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl DescribedGroup {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 2;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 2 };
+            n += 4;
+            n += 4;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            n += 4;
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -19262,7 +22591,7 @@ pub mod consumer_group_describe {
         /// `partitions`: array of int32, all versions.
         pub partitions: Vec<i32>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for TopicPartitions {
@@ -19271,7 +22600,7 @@ pub mod consumer_group_describe {
                 topic_id: Uuid::ZERO,
                 topic_name: ByteString::new(),
                 partitions: Vec::new(),
-                unknown_tagged_fields: Vec::new(),
+                unknown_tagged_fields: UnknownTaggedFields::new(),
             }
         }
     }
@@ -19292,11 +22621,10 @@ pub mod consumer_group_describe {
                 return Err(EncodeError::FieldNotInVersion { what: "TopicPartitions.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) =
+                    self.unknown_tagged_fields.checked_raw("TopicPartitions.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "TopicPartitions.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "TopicPartitions.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -19311,27 +22639,52 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl TopicPartitions {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic_id = get_uuid(buf, "TopicPartitions.topic_id")?;
             this.topic_name = get_string(buf, flex, "TopicPartitions.topic_name")?;
             this.partitions = {
-                let n = get_array_len(buf, flex, 4, "TopicPartitions.partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "TopicPartitions.partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
+                let (n, min) = ({
+                    let min = 4;
+                    get_array_len_before(buf, flex, min, reserved, "TopicPartitions.partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "TopicPartitions.partitions" })?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(get_i32(buf, "TopicPartitions.partitions")?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
+        }
+    }
+
+    impl TopicPartitions {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += 16;
+            n += if flex { 1 } else { 2 };
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
         }
     }
 
@@ -19342,12 +22695,12 @@ pub mod consumer_group_describe {
         /// `topic_partitions`: array of `TopicPartitions`, all versions.
         pub topic_partitions: Vec<TopicPartitions>,
         /// Tagged fields this codec does not know, kept so that they round-trip.
-        pub unknown_tagged_fields: Vec<RawTaggedField>,
+        pub unknown_tagged_fields: UnknownTaggedFields,
     }
 
     impl Default for Assignment {
         fn default() -> Self {
-            Self { topic_partitions: Vec::new(), unknown_tagged_fields: Vec::new() }
+            Self { topic_partitions: Vec::new(), unknown_tagged_fields: UnknownTaggedFields::new() }
         }
     }
 
@@ -19365,11 +22718,9 @@ pub mod consumer_group_describe {
                 return Err(EncodeError::FieldNotInVersion { what: "Assignment.unknown_tagged_fields", version });
             }
             if flex {
-                let mut n = self.unknown_tagged_fields.len();
+                let (unknown, mut n) = self.unknown_tagged_fields.checked_raw("Assignment.unknown_tagged_fields")?;
                 put_tagged_count(buf, n, "Assignment.tagged fields")?;
-                for f in &self.unknown_tagged_fields {
-                    put_raw_tagged_field(buf, f, "Assignment.unknown_tagged_fields")?;
-                }
+                buf.extend_from_slice(unknown);
             }
             Ok(())
         }
@@ -19386,29 +22737,215 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
+            Self::decode_before(buf, version, 0)
+        }
+    }
+
+    impl Assignment {
+        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
+        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic_partitions = {
-                let n = get_array_len(buf, flex, 1, "Assignment.topic_partitions")?
-                    .ok_or(DecodeError::UnexpectedNull { what: "Assignment.topic_partitions" })?;
-                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
-                for _ in 0..n {
-                    v.push(TopicPartitions::decode(buf, version)?);
+                let (n, min) = ({
+                    let min = TopicPartitions::min_wire_size(version);
+                    get_array_len_before(buf, flex, min, reserved, "Assignment.topic_partitions")?.map(|n| (n, min))
+                })
+                .ok_or(DecodeError::UnexpectedNull { what: "Assignment.topic_partitions" })?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = reserved + (n - 1 - i) * min;
+                    v.push(TopicPartitions::decode_before(buf, version, r)?);
                 }
                 v
             };
             if flex {
-                let mut unknown = Vec::new();
-                get_tagged_fields(buf, &mut unknown, |tag, buf| match tag {
+                this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     _ => Ok(false),
                 })?;
-                this.unknown_tagged_fields = unknown;
             }
             Ok(this)
         }
     }
+
+    impl Assignment {
+        /// The fewest bytes this structure takes on the wire at `version`: an array's count is
+        /// checked against it before the array is allocated.
+        pub(crate) fn min_wire_size(version: i16) -> usize {
+            let flex = <Self as Message>::is_flexible(version);
+            let mut n = 0;
+            n += if flex { 1 } else { 4 };
+            if flex {
+                n += 1;
+            }
+            n
+        }
+    }
 }
 pub use consumer_group_describe::{ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse};
+
+#[cfg(test)]
+mod min_wire_size_tests {
+    use super::*;
+
+    /// `T::default()` (empty arrays and strings, null where nullable) encodes in exactly the
+    /// least size, at every version.
+    fn check<T: Message + Default>(min_wire_size: fn(i16) -> usize) {
+        for version in T::VERSIONS.min..=T::VERSIONS.max {
+            let mut buf = BytesMut::new();
+            T::default().encode(&mut buf, version).expect("a default value encodes");
+            assert_eq!(min_wire_size(version), buf.len(), "{} v{version}", std::any::type_name::<T>());
+        }
+    }
+
+    #[test]
+    fn min_wire_sizes_are_those_of_default_values() {
+        check::<produce::PartitionProduceResponse>(produce::PartitionProduceResponse::min_wire_size);
+        check::<produce::BatchIndexAndErrorMessage>(produce::BatchIndexAndErrorMessage::min_wire_size);
+        check::<produce::NodeEndpoint>(produce::NodeEndpoint::min_wire_size);
+        check::<produce::TopicProduceResponse>(produce::TopicProduceResponse::min_wire_size);
+        check::<produce::PartitionProduceData>(produce::PartitionProduceData::min_wire_size);
+        check::<produce::TopicProduceData>(produce::TopicProduceData::min_wire_size);
+        check::<fetch::PartitionData>(fetch::PartitionData::min_wire_size);
+        check::<fetch::AbortedTransaction>(fetch::AbortedTransaction::min_wire_size);
+        check::<fetch::NodeEndpoint>(fetch::NodeEndpoint::min_wire_size);
+        check::<fetch::FetchableTopicResponse>(fetch::FetchableTopicResponse::min_wire_size);
+        check::<fetch::FetchPartition>(fetch::FetchPartition::min_wire_size);
+        check::<fetch::ForgottenTopic>(fetch::ForgottenTopic::min_wire_size);
+        check::<fetch::FetchTopic>(fetch::FetchTopic::min_wire_size);
+        check::<list_offsets::ListOffsetsPartitionResponse>(list_offsets::ListOffsetsPartitionResponse::min_wire_size);
+        check::<list_offsets::ListOffsetsTopicResponse>(list_offsets::ListOffsetsTopicResponse::min_wire_size);
+        check::<list_offsets::ListOffsetsPartition>(list_offsets::ListOffsetsPartition::min_wire_size);
+        check::<list_offsets::ListOffsetsTopic>(list_offsets::ListOffsetsTopic::min_wire_size);
+        check::<metadata::MetadataResponsePartition>(metadata::MetadataResponsePartition::min_wire_size);
+        check::<metadata::MetadataResponseTopic>(metadata::MetadataResponseTopic::min_wire_size);
+        check::<metadata::MetadataResponseBroker>(metadata::MetadataResponseBroker::min_wire_size);
+        check::<metadata::MetadataRequestTopic>(metadata::MetadataRequestTopic::min_wire_size);
+        check::<offset_commit::OffsetCommitResponsePartition>(
+            offset_commit::OffsetCommitResponsePartition::min_wire_size,
+        );
+        check::<offset_commit::OffsetCommitResponseTopic>(offset_commit::OffsetCommitResponseTopic::min_wire_size);
+        check::<offset_commit::OffsetCommitRequestPartition>(
+            offset_commit::OffsetCommitRequestPartition::min_wire_size,
+        );
+        check::<offset_commit::OffsetCommitRequestTopic>(offset_commit::OffsetCommitRequestTopic::min_wire_size);
+        check::<offset_fetch::OffsetFetchResponseTopics>(offset_fetch::OffsetFetchResponseTopics::min_wire_size);
+        check::<offset_fetch::OffsetFetchResponsePartitions>(
+            offset_fetch::OffsetFetchResponsePartitions::min_wire_size,
+        );
+        check::<offset_fetch::OffsetFetchResponsePartition>(offset_fetch::OffsetFetchResponsePartition::min_wire_size);
+        check::<offset_fetch::OffsetFetchResponseGroup>(offset_fetch::OffsetFetchResponseGroup::min_wire_size);
+        check::<offset_fetch::OffsetFetchResponseTopic>(offset_fetch::OffsetFetchResponseTopic::min_wire_size);
+        check::<offset_fetch::OffsetFetchRequestTopics>(offset_fetch::OffsetFetchRequestTopics::min_wire_size);
+        check::<offset_fetch::OffsetFetchRequestGroup>(offset_fetch::OffsetFetchRequestGroup::min_wire_size);
+        check::<offset_fetch::OffsetFetchRequestTopic>(offset_fetch::OffsetFetchRequestTopic::min_wire_size);
+        check::<find_coordinator::Coordinator>(find_coordinator::Coordinator::min_wire_size);
+        check::<join_group::JoinGroupResponseMember>(join_group::JoinGroupResponseMember::min_wire_size);
+        check::<join_group::JoinGroupRequestProtocol>(join_group::JoinGroupRequestProtocol::min_wire_size);
+        check::<leave_group::MemberResponse>(leave_group::MemberResponse::min_wire_size);
+        check::<leave_group::MemberIdentity>(leave_group::MemberIdentity::min_wire_size);
+        check::<sync_group::SyncGroupRequestAssignment>(sync_group::SyncGroupRequestAssignment::min_wire_size);
+        check::<describe_groups::DescribedGroupMember>(describe_groups::DescribedGroupMember::min_wire_size);
+        check::<describe_groups::DescribedGroup>(describe_groups::DescribedGroup::min_wire_size);
+        check::<list_groups::ListedGroup>(list_groups::ListedGroup::min_wire_size);
+        check::<api_versions::FinalizedFeatureKey>(api_versions::FinalizedFeatureKey::min_wire_size);
+        check::<api_versions::SupportedFeatureKey>(api_versions::SupportedFeatureKey::min_wire_size);
+        check::<api_versions::ApiVersion>(api_versions::ApiVersion::min_wire_size);
+        check::<create_topics::CreatableTopicConfigs>(create_topics::CreatableTopicConfigs::min_wire_size);
+        check::<create_topics::CreatableTopicResult>(create_topics::CreatableTopicResult::min_wire_size);
+        check::<create_topics::CreatableTopicConfig>(create_topics::CreatableTopicConfig::min_wire_size);
+        check::<create_topics::CreatableReplicaAssignment>(create_topics::CreatableReplicaAssignment::min_wire_size);
+        check::<create_topics::CreatableTopic>(create_topics::CreatableTopic::min_wire_size);
+        check::<delete_topics::DeletableTopicResult>(delete_topics::DeletableTopicResult::min_wire_size);
+        check::<delete_topics::DeleteTopicState>(delete_topics::DeleteTopicState::min_wire_size);
+        check::<delete_records::DeleteRecordsPartitionResult>(
+            delete_records::DeleteRecordsPartitionResult::min_wire_size,
+        );
+        check::<delete_records::DeleteRecordsTopicResult>(delete_records::DeleteRecordsTopicResult::min_wire_size);
+        check::<delete_records::DeleteRecordsPartition>(delete_records::DeleteRecordsPartition::min_wire_size);
+        check::<delete_records::DeleteRecordsTopic>(delete_records::DeleteRecordsTopic::min_wire_size);
+        check::<offset_for_leader_epoch::EpochEndOffset>(offset_for_leader_epoch::EpochEndOffset::min_wire_size);
+        check::<offset_for_leader_epoch::OffsetForLeaderTopicResult>(
+            offset_for_leader_epoch::OffsetForLeaderTopicResult::min_wire_size,
+        );
+        check::<offset_for_leader_epoch::OffsetForLeaderPartition>(
+            offset_for_leader_epoch::OffsetForLeaderPartition::min_wire_size,
+        );
+        check::<offset_for_leader_epoch::OffsetForLeaderTopic>(
+            offset_for_leader_epoch::OffsetForLeaderTopic::min_wire_size,
+        );
+        check::<add_partitions_to_txn::AddPartitionsToTxnPartitionResult>(
+            add_partitions_to_txn::AddPartitionsToTxnPartitionResult::min_wire_size,
+        );
+        check::<add_partitions_to_txn::AddPartitionsToTxnTopicResult>(
+            add_partitions_to_txn::AddPartitionsToTxnTopicResult::min_wire_size,
+        );
+        check::<add_partitions_to_txn::AddPartitionsToTxnResult>(
+            add_partitions_to_txn::AddPartitionsToTxnResult::min_wire_size,
+        );
+        check::<add_partitions_to_txn::AddPartitionsToTxnTopic>(
+            add_partitions_to_txn::AddPartitionsToTxnTopic::min_wire_size,
+        );
+        check::<add_partitions_to_txn::AddPartitionsToTxnTransaction>(
+            add_partitions_to_txn::AddPartitionsToTxnTransaction::min_wire_size,
+        );
+        check::<txn_offset_commit::TxnOffsetCommitResponsePartition>(
+            txn_offset_commit::TxnOffsetCommitResponsePartition::min_wire_size,
+        );
+        check::<txn_offset_commit::TxnOffsetCommitResponseTopic>(
+            txn_offset_commit::TxnOffsetCommitResponseTopic::min_wire_size,
+        );
+        check::<txn_offset_commit::TxnOffsetCommitRequestPartition>(
+            txn_offset_commit::TxnOffsetCommitRequestPartition::min_wire_size,
+        );
+        check::<txn_offset_commit::TxnOffsetCommitRequestTopic>(
+            txn_offset_commit::TxnOffsetCommitRequestTopic::min_wire_size,
+        );
+        check::<describe_configs::DescribeConfigsResourceResult>(
+            describe_configs::DescribeConfigsResourceResult::min_wire_size,
+        );
+        check::<describe_configs::DescribeConfigsSynonym>(describe_configs::DescribeConfigsSynonym::min_wire_size);
+        check::<describe_configs::DescribeConfigsResult>(describe_configs::DescribeConfigsResult::min_wire_size);
+        check::<describe_configs::DescribeConfigsResource>(describe_configs::DescribeConfigsResource::min_wire_size);
+        check::<create_partitions::CreatePartitionsTopicResult>(
+            create_partitions::CreatePartitionsTopicResult::min_wire_size,
+        );
+        check::<create_partitions::CreatePartitionsAssignment>(
+            create_partitions::CreatePartitionsAssignment::min_wire_size,
+        );
+        check::<create_partitions::CreatePartitionsTopic>(create_partitions::CreatePartitionsTopic::min_wire_size);
+        check::<delete_groups::DeletableGroupResult>(delete_groups::DeletableGroupResult::min_wire_size);
+        check::<incremental_alter_configs::AlterConfigsResourceResponse>(
+            incremental_alter_configs::AlterConfigsResourceResponse::min_wire_size,
+        );
+        check::<incremental_alter_configs::AlterableConfig>(incremental_alter_configs::AlterableConfig::min_wire_size);
+        check::<incremental_alter_configs::AlterConfigsResource>(
+            incremental_alter_configs::AlterConfigsResource::min_wire_size,
+        );
+        check::<offset_delete::OffsetDeleteResponsePartition>(
+            offset_delete::OffsetDeleteResponsePartition::min_wire_size,
+        );
+        check::<offset_delete::OffsetDeleteResponseTopic>(offset_delete::OffsetDeleteResponseTopic::min_wire_size);
+        check::<offset_delete::OffsetDeleteRequestPartition>(
+            offset_delete::OffsetDeleteRequestPartition::min_wire_size,
+        );
+        check::<offset_delete::OffsetDeleteRequestTopic>(offset_delete::OffsetDeleteRequestTopic::min_wire_size);
+        check::<describe_cluster::DescribeClusterBroker>(describe_cluster::DescribeClusterBroker::min_wire_size);
+        check::<describe_producers::PartitionResponse>(describe_producers::PartitionResponse::min_wire_size);
+        check::<describe_producers::ProducerState>(describe_producers::ProducerState::min_wire_size);
+        check::<describe_producers::TopicResponse>(describe_producers::TopicResponse::min_wire_size);
+        check::<describe_producers::TopicRequest>(describe_producers::TopicRequest::min_wire_size);
+        check::<describe_transactions::TopicData>(describe_transactions::TopicData::min_wire_size);
+        check::<describe_transactions::TransactionState>(describe_transactions::TransactionState::min_wire_size);
+        check::<list_transactions::TransactionState>(list_transactions::TransactionState::min_wire_size);
+        check::<consumer_group_heartbeat::TopicPartitions>(consumer_group_heartbeat::TopicPartitions::min_wire_size);
+        check::<consumer_group_describe::TopicPartitions>(consumer_group_describe::TopicPartitions::min_wire_size);
+        check::<consumer_group_describe::Member>(consumer_group_describe::Member::min_wire_size);
+        check::<consumer_group_describe::Assignment>(consumer_group_describe::Assignment::min_wire_size);
+        check::<consumer_group_describe::DescribedGroup>(consumer_group_describe::DescribedGroup::min_wire_size);
+    }
+}
 
 /// Calls `$m!(ApiKey, RequestType, ResponseType)` once per API, for tests and fuzzers.
 #[doc(hidden)]
