@@ -178,6 +178,7 @@ impl Params {
         c.rack = Some("rack-1".into());
         c.retry_backoff = Duration::from_millis(50);
         c.retry_backoff_max = Duration::from_millis(800);
+        c.backoff_seed = Some(self.seed);
         c
     }
 }
@@ -1047,7 +1048,10 @@ impl Sim {
         id[..8].copy_from_slice(&self.rng.next_u64().to_be_bytes());
         id[8..].copy_from_slice(&self.rng.next_u64().to_be_bytes());
         let member_id = if v0 { String::new() } else { Uuid(id).to_string() };
-        let mut core = ConsumerGroupMember::new(self.p.config(instance.clone(), Some(member_id), assignor), now);
+        let mut config = self.p.config(instance.clone(), Some(member_id), assignor);
+        // Each member its own jitter, the same in every run of the seed.
+        config.backoff_seed = Some(self.p.seed.wrapping_mul(1_000_003).wrapping_add(self.next_name as u64));
+        let mut core = ConsumerGroupMember::new(config, now);
         core.subscribe(full_subscription(), now);
         // Sometimes the metadata with the topic ids comes late: only "a" is named at first.
         let names_at = if self.in_fault_window() && self.rng.chance(0.3) {

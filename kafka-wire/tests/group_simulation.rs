@@ -167,6 +167,7 @@ impl Params {
         c.rebalance_timeout = Duration::from_millis(self.rebalance_ms);
         c.retry_backoff = Duration::from_millis(50);
         c.retry_backoff_max = Duration::from_millis(800);
+        c.backoff_seed = Some(self.seed);
         c
     }
 }
@@ -1241,7 +1242,10 @@ impl Sim {
         };
         self.next_name += 1;
         let now = self.at(self.now);
-        let mut core = GroupMember::new(self.p.config(instance.clone()), now);
+        let mut config = self.p.config(instance.clone());
+        // Each member its own jitter, the same in every run of the seed.
+        config.backoff_seed = Some(self.p.seed.wrapping_mul(1_000_003).wrapping_add(self.next_name as u64));
+        let mut core = GroupMember::new(config, now);
         core.subscribe(full_subscription(), now);
         if counts {
             core.set_partition_counts(self.counts.clone(), now);

@@ -289,6 +289,7 @@ impl Sim {
         config.rebalance_timeout = Duration::from_secs(10);
         config.retry_backoff = Duration::from_millis(50);
         config.retry_backoff_max = Duration::from_millis(200);
+        config.backoff_seed = Some(seed);
         let mut member = GroupMember::new(config, t0);
         member.subscribe([TOPIC.to_string()].into(), t0);
         member.set_partition_counts([(TOPIC.to_string(), 1)].into(), t0);

@@ -738,6 +738,8 @@ impl Sim {
     fn spawn(&mut self) {
         let mut config = TxnConfig::new(TXN_ID);
         config.transaction_timeout = TXN_TIMEOUT;
+        // Each instance its own jitter, the same in every run of the seed.
+        config.backoff_seed = Some(self.seed.wrapping_mul(1_000_003).wrapping_add(self.instances.len() as u64));
         let mut mgr = TransactionManager::new(config);
         mgr.set_transaction_version(if self.v2 { 2 } else { 1 });
         self.instances.push(Instance {

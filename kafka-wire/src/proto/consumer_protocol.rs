@@ -106,6 +106,7 @@ use crate::codec::messages::FindCoordinatorRequest;
 use crate::codec::{ErrorCode, Uuid};
 
 use super::assignor::RebalanceProtocol;
+use super::backoff::Backoff;
 use super::group::{CommittedOffset, GroupEvent, Target, Tp};
 
 /// The member epoch of a (re)join.
@@ -143,6 +144,9 @@ pub struct ConsumerGroupConfig {
     pub retry_backoff: Duration,
     /// `retry.backoff.max.ms`: cap of the exponential backoff (KIP-580).
     pub retry_backoff_max: Duration,
+    /// Seeds the jitter of the retry backoffs: the same seed, the same delays (simulations).
+    /// `None`: a random seed.
+    pub backoff_seed: Option<u64>,
 }
 
 impl ConsumerGroupConfig {
@@ -160,6 +164,7 @@ impl ConsumerGroupConfig {
             rack: None,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
+            backoff_seed: None,
         }
     }
 }
@@ -266,38 +271,13 @@ struct SentFields {
     owned: BTreeSet<IdTp>,
 }
 
-#[derive(Clone, Debug, Default)]
-struct Backoff {
-    attempts: u32,
-    until: Option<Instant>,
-}
-
-impl Backoff {
-    fn fail(&mut self, now: Instant, base: Duration, max: Duration) {
-        let factor = 1u32 << self.attempts.min(16);
-        let delay = base.saturating_mul(factor).min(max.max(base));
-        self.attempts = self.attempts.saturating_add(1);
-        self.until = Some(now + delay);
-    }
-
-    fn reset(&mut self) {
-        self.attempts = 0;
-        self.until = None;
-    }
-
-    fn ready(&self, now: Instant) -> bool {
-        self.until.is_none_or(|u| now >= u)
-    }
-}
-
 #[derive(Clone, Debug)]
 struct PendingCommit {
     offsets: BTreeMap<Tp, (i64, Option<i32>)>,
     /// The membership it was taken in.
     incarnation: u64,
     in_flight: Option<u64>,
-    retry_at: Option<Instant>,
-    attempts: u32,
+    backoff: Backoff,
 }
 
 #[derive(Clone, Debug)]
@@ -444,6 +424,9 @@ impl ConsumerGroupMember {
             None => random_member_id(),
         };
         let heartbeat_interval = config.heartbeat_interval;
+        let coordinator_backoff = Self::backoff(&config, 0);
+        let fetch_backoff = Self::backoff(&config, 2);
+        let heartbeat_backoff = Self::backoff(&config, 1);
         Self {
             config,
             now,
@@ -453,7 +436,7 @@ impl ConsumerGroupMember {
             names: BTreeMap::new(),
             coordinator: None,
             find_in_flight: None,
-            coordinator_backoff: Backoff::default(),
+            coordinator_backoff,
             lifecycle: Lifecycle::Active,
             member_id,
             epoch: 0,
@@ -464,7 +447,7 @@ impl ConsumerGroupMember {
             abandoned: None,
             last_heartbeat: None,
             heartbeat_unconfirmed: false,
-            heartbeat_backoff: Backoff::default(),
+            heartbeat_backoff,
             heartbeat_interval,
             next_heartbeat: now,
             sent: None,
@@ -482,12 +465,17 @@ impl ConsumerGroupMember {
             commits: BTreeMap::new(),
             commit_requests: BTreeMap::new(),
             fetch_queue: BTreeSet::new(),
-            fetch_backoff: Backoff::default(),
+            fetch_backoff,
             fetch_requests: BTreeMap::new(),
             out_of_band: VecDeque::new(),
             events: VecDeque::new(),
             loss_unhandled: false,
         }
+    }
+
+    /// The backoff of one kind of retry; `stream` keeps the jitter of each apart.
+    fn backoff(config: &ConsumerGroupConfig, stream: u64) -> Backoff {
+        super::driving::backoff(config.retry_backoff, config.retry_backoff_max, config.backoff_seed, stream)
     }
 
     // ---- accessors ----------------------------------------------------------------------------
@@ -685,7 +673,13 @@ impl ConsumerGroupMember {
         }
         self.commits.insert(
             id,
-            PendingCommit { offsets, incarnation: self.incarnation, in_flight: None, retry_at: None, attempts: 0 },
+            PendingCommit {
+                offsets,
+                incarnation: self.incarnation,
+                in_flight: None,
+                // Streams 0-2 are the member's own backoffs; commit ids start at 1.
+                backoff: Self::backoff(&self.config, 2 + id),
+            },
         );
         id
     }
@@ -829,7 +823,7 @@ impl ConsumerGroupMember {
                     }
                     self.mark_coordinator_unknown("heartbeat failed");
                     self.sent = None;
-                    self.heartbeat_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                    self.heartbeat_backoff.fail(now);
                 }
             }
         } else if self.abandoned.as_ref().is_some_and(|s| s.id == id) {
@@ -871,7 +865,7 @@ impl ConsumerGroupMember {
         let now = self.now;
         if self.coordinator.is_none() {
             if self.find_in_flight.is_none() && self.needs_coordinator() {
-                add(self.coordinator_backoff.until.unwrap_or(now));
+                add(self.coordinator_backoff.until().unwrap_or(now));
             }
         } else {
             if !self.out_of_band.is_empty() {
@@ -879,14 +873,14 @@ impl ConsumerGroupMember {
             }
             for c in self.commits.values() {
                 if c.in_flight.is_none() {
-                    add(c.retry_at.unwrap_or(now));
+                    add(c.backoff.until().unwrap_or(now));
                 }
             }
             if !self.fetch_queue.is_empty() && self.epoch > 0 {
-                add(self.fetch_backoff.until.unwrap_or(now));
+                add(self.fetch_backoff.until().unwrap_or(now));
             }
             if self.slot.is_none() {
-                let backoff = self.heartbeat_backoff.until.unwrap_or(now);
+                let backoff = self.heartbeat_backoff.until().unwrap_or(now);
                 match self.lifecycle {
                     Lifecycle::Active if self.subscribed => {
                         if self.epoch == 0 {
@@ -1308,7 +1302,7 @@ impl ConsumerGroupMember {
         let ready: Vec<u64> = self
             .commits
             .iter()
-            .filter(|(_, c)| c.in_flight.is_none() && c.retry_at.is_none_or(|t| now >= t))
+            .filter(|(_, c)| c.in_flight.is_none() && c.backoff.ready(now))
             .map(|(&id, _)| id)
             .collect();
         for commit_id in ready {
@@ -1411,7 +1405,7 @@ impl ConsumerGroupMember {
 
     fn on_find_coordinator(&mut self, response: ConsumerGroupResponse, now: Instant) {
         let ConsumerGroupResponse::FindCoordinator(r) = response else {
-            self.coordinator_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+            self.coordinator_backoff.fail(now);
             return;
         };
         let (error, node_id, host, port) =
@@ -1426,7 +1420,7 @@ impl ConsumerGroupMember {
             self.fatal(error);
         } else {
             tracing::debug!(group = %self.config.group_id, ?error, "consumer group: FindCoordinator failed");
-            self.coordinator_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+            self.coordinator_backoff.fail(now);
         }
     }
 
@@ -1466,7 +1460,7 @@ impl ConsumerGroupMember {
                 self.heartbeat_backoff.reset();
             }
             ErrorCode::COORDINATOR_LOAD_IN_PROGRESS => {
-                self.heartbeat_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.heartbeat_backoff.fail(now);
             }
             code if is_fatal_heartbeat_error(code) => {
                 if current || code == ErrorCode::GROUP_AUTHORIZATION_FAILED || code == ErrorCode::UNSUPPORTED_VERSION {
@@ -1474,7 +1468,7 @@ impl ConsumerGroupMember {
                 }
             }
             code if code.is_retriable() || code == ErrorCode::TOPIC_AUTHORIZATION_FAILED => {
-                self.heartbeat_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.heartbeat_backoff.fail(now);
             }
             code => {
                 if current {
@@ -1563,10 +1557,7 @@ impl ConsumerGroupMember {
         };
         let retry = |this: &mut Self, now: Instant| {
             if let Some(c) = this.commits.get_mut(&commit_id) {
-                let mut b = Backoff { attempts: c.attempts, until: None };
-                b.fail(now, this.config.retry_backoff, this.config.retry_backoff_max);
-                c.attempts = b.attempts;
-                c.retry_at = b.until;
+                c.backoff.fail(now);
             }
         };
         if failed_request || is_coordinator_error(error) || error == ErrorCode::REQUEST_TIMED_OUT {
@@ -1659,7 +1650,7 @@ impl ConsumerGroupMember {
             {
                 // COORDINATOR_LOAD_IN_PROGRESS, UNSTABLE_OFFSET_COMMIT; an epoch the heartbeat
                 // is about to renew, or a fence it is about to report.
-                self.fetch_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.fetch_backoff.fail(now);
                 self.fetch_queue.extend(ours);
             } else {
                 let failed = ours.into_iter().map(|tp| (tp, group_error)).collect();
@@ -1691,7 +1682,7 @@ impl ConsumerGroupMember {
             }
         }
         if retry {
-            self.fetch_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+            self.fetch_backoff.fail(now);
         } else {
             self.fetch_backoff.reset();
         }

@@ -148,6 +148,7 @@ use super::assignor::{
     Assignor, ConsumerProtocolAssignment, ConsumerProtocolSubscription, MemberSubscription, RebalanceProtocol,
     TopicPartitions, CONSUMER_PROTOCOL_MAX_VERSION, CONSUMER_PROTOCOL_TYPE, DEFAULT_GENERATION,
 };
+use super::backoff::Backoff;
 
 /// A topic and a partition of it.
 pub type Tp = (String, i32);
@@ -177,6 +178,9 @@ pub struct GroupConfig {
     pub retry_backoff_max: Duration,
     /// `client.rack`, sent in the subscription (v3).
     pub rack: Option<String>,
+    /// Seeds the jitter of the retry backoffs: the same seed, the same delays (simulations).
+    /// `None`: a random seed.
+    pub backoff_seed: Option<u64>,
 }
 
 impl GroupConfig {
@@ -193,6 +197,7 @@ impl GroupConfig {
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
             rack: None,
+            backoff_seed: None,
         }
     }
 }
@@ -209,6 +214,7 @@ impl std::fmt::Debug for GroupConfig {
             .field("retry_backoff", &self.retry_backoff)
             .field("retry_backoff_max", &self.retry_backoff_max)
             .field("rack", &self.rack)
+            .field("backoff_seed", &self.backoff_seed)
             .finish()
     }
 }
@@ -408,30 +414,6 @@ struct LeaderSnapshot {
     inherited: bool,
 }
 
-#[derive(Clone, Debug, Default)]
-struct Backoff {
-    attempts: u32,
-    until: Option<Instant>,
-}
-
-impl Backoff {
-    fn fail(&mut self, now: Instant, base: Duration, max: Duration) {
-        let factor = 1u32 << self.attempts.min(16);
-        let delay = base.saturating_mul(factor).min(max.max(base));
-        self.attempts = self.attempts.saturating_add(1);
-        self.until = Some(now + delay);
-    }
-
-    fn reset(&mut self) {
-        self.attempts = 0;
-        self.until = None;
-    }
-
-    fn ready(&self, now: Instant) -> bool {
-        self.until.is_none_or(|u| now >= u)
-    }
-}
-
 #[derive(Clone, Debug)]
 struct PendingCommit {
     offsets: BTreeMap<Tp, (i64, Option<i32>)>,
@@ -439,8 +421,7 @@ struct PendingCommit {
     member_id: String,
     /// Request id while in flight.
     in_flight: Option<u64>,
-    retry_at: Option<Instant>,
-    attempts: u32,
+    backoff: Backoff,
 }
 
 #[derive(Clone, Debug)]
@@ -538,6 +519,9 @@ impl GroupMember {
         } else {
             RebalanceProtocol::Eager
         };
+        let coordinator_backoff = Self::backoff(&config, 0);
+        let join_backoff = Self::backoff(&config, 1);
+        let fetch_backoff = Self::backoff(&config, 2);
         Self {
             config,
             protocol,
@@ -548,7 +532,7 @@ impl GroupMember {
             counts: BTreeMap::new(),
             coordinator: None,
             find_in_flight: None,
-            coordinator_backoff: Backoff::default(),
+            coordinator_backoff,
             lifecycle: Lifecycle::Active,
             phase: Phase::Unjoined,
             member_id: String::new(),
@@ -557,7 +541,7 @@ impl GroupMember {
             epoch: 0,
             slot: None,
             pending_sync: None,
-            join_backoff: Backoff::default(),
+            join_backoff,
             rejoin_needed: true,
             rejoin_reason: String::new(),
             needs_join_prepare: true,
@@ -573,7 +557,7 @@ impl GroupMember {
             commits: BTreeMap::new(),
             commit_requests: BTreeMap::new(),
             fetch_queue: BTreeSet::new(),
-            fetch_backoff: Backoff::default(),
+            fetch_backoff,
             fetch_requests: BTreeMap::new(),
             leave_request: None,
             events: VecDeque::new(),
@@ -751,8 +735,8 @@ impl GroupMember {
                 generation: generation.id,
                 member_id: generation.member_id,
                 in_flight: None,
-                retry_at: None,
-                attempts: 0,
+                // Streams 0-2 are the member's own backoffs; commit ids start at 1.
+                backoff: Self::backoff(&self.config, 2 + id),
             },
         );
         id
@@ -925,7 +909,7 @@ impl GroupMember {
         let now = self.now;
         if self.coordinator.is_none() {
             if self.find_in_flight.is_none() && self.needs_coordinator() {
-                add(self.coordinator_backoff.until.unwrap_or(now));
+                add(self.coordinator_backoff.until().unwrap_or(now));
             }
         } else {
             if self.leave_request.is_some() {
@@ -933,11 +917,11 @@ impl GroupMember {
             }
             for c in self.commits.values() {
                 if c.in_flight.is_none() {
-                    add(c.retry_at.unwrap_or(now));
+                    add(c.backoff.until().unwrap_or(now));
                 }
             }
             if !self.fetch_queue.is_empty() {
-                add(self.fetch_backoff.until.unwrap_or(now));
+                add(self.fetch_backoff.until().unwrap_or(now));
             }
             if self.slot.is_none() && matches!(self.lifecycle, Lifecycle::Active | Lifecycle::Leaving { .. }) {
                 if self.pending_sync.is_some() {
@@ -949,7 +933,7 @@ impl GroupMember {
                             add(now);
                         }
                     } else if self.join_blockers_clear() {
-                        add(self.join_backoff.until.unwrap_or(now));
+                        add(self.join_backoff.until().unwrap_or(now));
                     }
                 }
                 if self.phase == Phase::Stable && self.generation.is_some() {
@@ -972,6 +956,11 @@ impl GroupMember {
     }
 
     // ---- internals: timers -------------------------------------------------------------------
+
+    /// The backoff of one kind of retry; `stream` keeps the jitter of each apart.
+    fn backoff(config: &GroupConfig, stream: u64) -> Backoff {
+        super::driving::backoff(config.retry_backoff, config.retry_backoff_max, config.backoff_seed, stream)
+    }
 
     fn next_id(&mut self) -> u64 {
         let id = self.next_id;
@@ -1152,7 +1141,7 @@ impl GroupMember {
                     self.phase = Phase::Unjoined;
                 }
                 self.rejoin_needed = true;
-                self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.join_backoff.fail(now);
             }
             SlotKind::Sync => {
                 if slot.epoch == self.epoch && self.phase == Phase::Syncing {
@@ -1160,7 +1149,7 @@ impl GroupMember {
                     self.generation = None;
                 }
                 self.rejoin_needed = true;
-                self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.join_backoff.fail(now);
             }
             SlotKind::Heartbeat => {
                 self.next_heartbeat = now + self.config.retry_backoff;
@@ -1341,7 +1330,7 @@ impl GroupMember {
         let ready: Vec<u64> = self
             .commits
             .iter()
-            .filter(|(_, c)| c.in_flight.is_none() && c.retry_at.is_none_or(|t| now >= t))
+            .filter(|(_, c)| c.in_flight.is_none() && c.backoff.ready(now))
             .map(|(&id, _)| id)
             .collect();
         for commit_id in ready {
@@ -1446,7 +1435,7 @@ impl GroupMember {
 
     fn on_find_coordinator(&mut self, response: GroupResponse, now: Instant) {
         let GroupResponse::FindCoordinator(r) = response else {
-            self.coordinator_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+            self.coordinator_backoff.fail(now);
             return;
         };
         let (error, node_id, host, port) =
@@ -1461,7 +1450,7 @@ impl GroupMember {
             self.fatal(error);
         } else {
             tracing::debug!(group = %self.config.group_id, ?error, "group: FindCoordinator failed");
-            self.coordinator_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+            self.coordinator_backoff.fail(now);
         }
     }
 
@@ -1553,14 +1542,16 @@ impl GroupMember {
             ErrorCode::ILLEGAL_GENERATION => self.reset_generation(false, "JoinGroup: illegal generation"),
             ErrorCode::REBALANCE_IN_PROGRESS => {}
             ErrorCode::COORDINATOR_LOAD_IN_PROGRESS => {
-                self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.join_backoff.fail(now);
             }
             code if is_coordinator_error(code) => {
                 self.mark_coordinator_unknown("JoinGroup: coordinator error");
-                self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.join_backoff.fail(now);
             }
             code if is_fatal_group_error(code) => self.fatal(code),
-            _ => self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max),
+            _ => {
+                self.join_backoff.fail(now);
+            }
         }
     }
 
@@ -1638,7 +1629,7 @@ impl GroupMember {
                     self.phase = Phase::Unjoined;
                     self.generation = None;
                     self.rejoin_needed = true;
-                    self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                    self.join_backoff.fail(now);
                     return;
                 }
             };
@@ -1672,14 +1663,16 @@ impl GroupMember {
             ErrorCode::UNKNOWN_MEMBER_ID => self.reset_generation(true, "SyncGroup: unknown member id"),
             ErrorCode::ILLEGAL_GENERATION => self.reset_generation(false, "SyncGroup: illegal generation"),
             ErrorCode::COORDINATOR_LOAD_IN_PROGRESS => {
-                self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.join_backoff.fail(now);
             }
             code if is_coordinator_error(code) => {
                 self.mark_coordinator_unknown("SyncGroup: coordinator error");
-                self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.join_backoff.fail(now);
             }
             code if is_fatal_group_error(code) => self.fatal(code),
-            _ => self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max),
+            _ => {
+                self.join_backoff.fail(now);
+            }
         }
     }
 
@@ -1777,10 +1770,7 @@ impl GroupMember {
         };
         let retry = |this: &mut Self, now: Instant| {
             if let Some(c) = this.commits.get_mut(&commit_id) {
-                let mut b = Backoff { attempts: c.attempts, until: None };
-                b.fail(now, this.config.retry_backoff, this.config.retry_backoff_max);
-                c.attempts = b.attempts;
-                c.retry_at = b.until;
+                c.backoff.fail(now);
             }
         };
         if failed_request || is_coordinator_error(error) || error == ErrorCode::REQUEST_TIMED_OUT {
@@ -1872,7 +1862,7 @@ impl GroupMember {
                 self.fatal(group_error);
             } else if group_error.is_retriable() {
                 // COORDINATOR_LOAD_IN_PROGRESS, UNSTABLE_OFFSET_COMMIT, ...
-                self.fetch_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.fetch_backoff.fail(now);
                 self.fetch_queue.extend(ours);
             } else {
                 let failed = ours.into_iter().map(|tp| (tp, group_error)).collect();
@@ -1905,7 +1895,7 @@ impl GroupMember {
             }
         }
         if retry {
-            self.fetch_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+            self.fetch_backoff.fail(now);
         } else {
             self.fetch_backoff.reset();
         }

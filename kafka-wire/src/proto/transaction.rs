@@ -87,6 +87,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::backoff::Backoff;
 use crate::codec::ErrorCode;
 use crate::proto::producer::TopicPartition;
 
@@ -105,6 +106,9 @@ pub struct TxnConfig {
     /// because that answer mostly means the previous transaction's markers are still being
     /// written, which takes milliseconds, and the next transaction's first batch waits for it.
     pub add_partitions_retry_backoff: Duration,
+    /// Seeds the jitter of the retry backoffs: the same seed, the same delays (simulations).
+    /// `None`: a random seed.
+    pub backoff_seed: Option<u64>,
 }
 
 impl TxnConfig {
@@ -117,6 +121,7 @@ impl TxnConfig {
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
             add_partitions_retry_backoff: Duration::from_millis(20),
+            backoff_seed: None,
         }
     }
 }
@@ -623,8 +628,10 @@ pub struct TransactionManager {
     group_coordinator: Option<(Arc<str>, i32)>,
     in_flight: Option<InFlight>,
     not_before: Option<Instant>,
-    /// Retries since the last success, for the exponential backoff.
-    attempts: u32,
+    /// Retries since the last success.
+    backoff: Backoff,
+    /// Retries of AddPartitionsToTxn answered CONCURRENT_TRANSACTIONS: they start shorter.
+    concurrent_backoff: Backoff,
     next_id: u64,
     events: VecDeque<TxnEvent>,
 }
@@ -632,7 +639,10 @@ pub struct TransactionManager {
 impl TransactionManager {
     /// A manager in `Uninitialized`.
     pub fn new(config: TxnConfig) -> Self {
+        let (seed, max) = (config.backoff_seed, config.retry_backoff_max);
         Self {
+            backoff: super::driving::backoff(config.retry_backoff, max, seed, 0),
+            concurrent_backoff: super::driving::backoff(config.add_partitions_retry_backoff, max, seed, 1),
             config,
             phase: Phase::Uninitialized,
             producer_id: -1,
@@ -643,7 +653,6 @@ impl TransactionManager {
             group_coordinator: None,
             in_flight: None,
             not_before: None,
-            attempts: 0,
             next_id: 0,
             events: VecDeque::new(),
         }
@@ -876,7 +885,7 @@ impl TransactionManager {
             self.on_error(&op, error, now);
             return;
         }
-        self.attempts = 0;
+        self.succeeded();
         self.set_producer_id(producer_id, epoch);
         if let Phase::Initializing { after_abort } = self.phase {
             self.phase = Phase::Ready;
@@ -911,8 +920,8 @@ impl TransactionManager {
         }
         match worst {
             Some((_, code)) => self.on_error(&op, code, now),
-            None if unanswered => self.retry_after(now, self.config.retry_backoff),
-            None => self.attempts = 0,
+            None if unanswered => self.retry_after(now),
+            None => self.succeeded(),
         }
         self.advance();
     }
@@ -923,7 +932,7 @@ impl TransactionManager {
         if error != ErrorCode::NONE {
             self.on_error(&op, error, now);
         } else {
-            self.attempts = 0;
+            self.succeeded();
             self.txn.confirmed_started = true;
             if let Some(front) = self.txn.offsets.front_mut() {
                 front.group_added = true;
@@ -959,13 +968,13 @@ impl TransactionManager {
         let group_id = front.group.group_id.clone();
         self.txn.confirmed_started |= any_done && v2;
         if finished {
-            self.attempts = 0;
+            self.succeeded();
             self.txn.offsets.pop_front();
             self.events.push_back(TxnEvent::OffsetsAdded { group_id });
         } else {
             match worst {
                 Some((_, code)) => self.on_error(&op, code, now),
-                None => self.retry_after(now, self.config.retry_backoff),
+                None => self.retry_after(now),
             }
         }
         self.advance();
@@ -984,7 +993,7 @@ impl TransactionManager {
             self.on_error(&op, error, now);
             return;
         }
-        self.attempts = 0;
+        self.succeeded();
         if self.txn.v2 {
             if producer_id < 0 || epoch < 0 {
                 self.fatal(FatalReason::MissingEpoch);
@@ -1005,7 +1014,7 @@ impl TransactionManager {
     pub fn handle_no_response(&mut self, id: u64, now: Instant) {
         let Some(InFlight { op, .. }) = self.in_flight.take_if(|f| f.id == id) else { return };
         self.forget_coordinator(&op);
-        self.retry_after(now, self.config.retry_backoff);
+        self.retry_after(now);
     }
 
     /// The error for a refused call in the current state.
@@ -1177,16 +1186,13 @@ impl TransactionManager {
         let kind = op.kind();
         match classify(kind, code) {
             Verdict::Retry => {
-                let base = if matches!(op, Op::AddPartitions(_)) && code == ErrorCode::CONCURRENT_TRANSACTIONS {
-                    self.config.add_partitions_retry_backoff
-                } else {
-                    self.config.retry_backoff
-                };
-                self.retry_after(now, base);
+                let concurrent = matches!(op, Op::AddPartitions(_)) && code == ErrorCode::CONCURRENT_TRANSACTIONS;
+                self.not_before =
+                    Some(if concurrent { &mut self.concurrent_backoff } else { &mut self.backoff }.fail(now));
             }
             Verdict::Refind => {
                 self.forget_coordinator(op);
-                self.retry_after(now, self.config.retry_backoff);
+                self.retry_after(now);
             }
             // Once sent, an EndTxn decision is never changed, and InitProducerId has no
             // transaction to abort.
@@ -1198,7 +1204,7 @@ impl TransactionManager {
             }
             // The transaction is being aborted already: what was refused is no longer wanted, but
             // a request still to send (FindCoordinator before EndTxn) waits a backoff.
-            Verdict::Abortable => self.retry_after(now, self.config.retry_backoff),
+            Verdict::Abortable => self.retry_after(now),
             Verdict::Fatal(reason) => self.fatal(reason),
             Verdict::ProducerIdLost => {
                 self.txn.bump_epoch = true;
@@ -1237,11 +1243,14 @@ impl TransactionManager {
         }
     }
 
-    fn retry_after(&mut self, now: Instant, base: Duration) {
-        let max = self.config.retry_backoff_max.max(base);
-        let delay = base.saturating_mul(1 << self.attempts.min(16)).min(max);
-        self.attempts += 1;
-        self.not_before = Some(now + delay);
+    fn retry_after(&mut self, now: Instant) {
+        self.not_before = Some(self.backoff.fail(now));
+    }
+
+    /// A request succeeded: the next failure waits the shortest backoff again.
+    fn succeeded(&mut self) {
+        self.backoff.reset();
+        self.concurrent_backoff.reset();
     }
 
     /// The open transaction can now only be aborted. Errors while ending it change nothing:
@@ -1296,7 +1305,9 @@ mod tests {
 
     impl H {
         fn new(transaction_version: i16) -> Self {
-            let mut m = TransactionManager::new(TxnConfig::new("tx"));
+            let mut config = TxnConfig::new("tx");
+            config.backoff_seed = Some(transaction_version as u64);
+            let mut m = TransactionManager::new(config);
             m.set_transaction_version(transaction_version);
             Self { m, now: Instant::now() }
         }
@@ -1340,6 +1351,17 @@ mod tests {
 
         fn advance(&mut self, d: Duration) {
             self.now += d;
+        }
+
+        /// Asserts that nothing goes before a backoff of `term_ms` ±20 % (KIP-580's jitter, at
+        /// most `retry_backoff_max`), and waits it out.
+        fn wait_backoff(&mut self, term_ms: u64) {
+            let at = self.m.next_wakeup().expect("a request waiting for its backoff");
+            let ms = (at - self.now).as_secs_f64() * 1000.0;
+            let (lo, hi) = ((term_ms as f64 * 0.8).min(1000.0), (term_ms as f64 * 1.2).min(1000.0));
+            assert!(ms >= lo - 1e-3 && ms <= hi + 1e-3, "a backoff of {ms} ms for a term of {term_ms} ms");
+            self.nothing_to_send();
+            self.now = at;
         }
 
         fn find(&mut self, key_type: CoordinatorType, node: i32) {
@@ -1394,8 +1416,7 @@ mod tests {
         // An older instance's transaction is being aborted.
         h.m.handle_init_producer_id(r.id, ErrorCode::CONCURRENT_TRANSACTIONS, -1, -1, h.now);
         h.nothing_to_send();
-        assert_eq!(h.m.next_wakeup(), Some(h.now + Duration::from_millis(100)));
-        h.advance(Duration::from_millis(100));
+        h.wait_backoff(100);
         let again = h.send();
         assert_eq!((again.request, again.destination), (r.request, r.destination));
     }
@@ -1469,7 +1490,7 @@ mod tests {
         );
         assert_eq!(h.events(), vec![TxnEvent::PartitionsAdded(vec![tp(0)])]);
         h.nothing_to_send();
-        h.advance(Duration::from_millis(100));
+        h.wait_backoff(100);
         let r = h.send();
         assert!(matches!(&r.request, TxnRequest::AddPartitionsToTxn { partitions, .. } if *partitions == vec![tp(1)]));
     }
@@ -1482,8 +1503,7 @@ mod tests {
         let r = h.send();
         h.m.handle_add_partitions(r.id, &[(tp(0), ErrorCode::CONCURRENT_TRANSACTIONS)], h.now);
         h.nothing_to_send();
-        assert_eq!(h.m.next_wakeup(), Some(h.now + Duration::from_millis(20)));
-        h.advance(Duration::from_millis(20));
+        h.wait_backoff(20);
         let again = h.send();
         assert_eq!((again.request, again.destination), (r.request, r.destination));
         h.m.handle_add_partitions(again.id, &[(tp(0), ErrorCode::NONE)], h.now);
@@ -1494,11 +1514,10 @@ mod tests {
     fn backoff_doubles_up_to_its_maximum_and_restarts_after_a_success() {
         let mut h = H::in_transaction(1);
         h.m.commit(0).unwrap();
-        for ms in [100, 200, 400, 800, 1000, 1000] {
+        for ms in [100, 200, 400, 800, 1600, 3200] {
             let id = h.end_txn(true);
             h.m.handle_end_txn(id, ErrorCode::COORDINATOR_LOAD_IN_PROGRESS, -1, -1, h.now);
-            assert_eq!(h.m.next_wakeup(), Some(h.now + Duration::from_millis(ms)));
-            h.advance(Duration::from_millis(ms));
+            h.wait_backoff(ms);
         }
         let id = h.end_txn(true);
         h.m.handle_end_txn(id, ErrorCode::NONE, -1, -1, h.now);
@@ -1506,7 +1525,7 @@ mod tests {
         h.m.add_partition(&tp(0)).unwrap();
         let r = h.send();
         h.m.handle_add_partitions(r.id, &[(tp(0), ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)], h.now);
-        assert_eq!(h.m.next_wakeup(), Some(h.now + Duration::from_millis(100)));
+        h.wait_backoff(100);
     }
 
     #[test]
@@ -1516,7 +1535,7 @@ mod tests {
         h.m.add_partition(&tp(0)).unwrap();
         let r = h.send();
         h.m.handle_add_partitions(r.id, &[(tp(0), ErrorCode::NOT_COORDINATOR)], h.now);
-        h.advance(Duration::from_millis(100));
+        h.wait_backoff(100);
         h.find(CoordinatorType::Transaction, 2);
         let again = h.send();
         assert_eq!(again.destination, Destination::Node(2));
@@ -1621,7 +1640,7 @@ mod tests {
         let first = h.end_txn(true);
         h.m.handle_no_response(first, h.now);
         h.nothing_to_send();
-        h.advance(Duration::from_millis(100));
+        h.wait_backoff(100);
         // The connection may be gone: the coordinator is looked up again.
         h.find(CoordinatorType::Transaction, 1);
         let second = h.end_txn(true);
@@ -1743,7 +1762,7 @@ mod tests {
         let r = h.send();
         h.m.handle_no_response(r.id, h.now);
         h.m.abort(0).unwrap();
-        h.advance(Duration::from_millis(100));
+        h.wait_backoff(100);
         h.find(CoordinatorType::Transaction, 1);
         let id = h.end_txn(false);
         h.m.handle_end_txn(id, ErrorCode::INVALID_TXN_STATE, -1, -1, h.now);
@@ -1887,7 +1906,7 @@ mod tests {
         );
         // One partition done, the other retried alone; the group coordinator moved.
         h.m.handle_txn_offset_commit(r.id, &[(tp(5), ErrorCode::NONE), (tp(6), ErrorCode::NOT_COORDINATOR)], h.now);
-        h.advance(Duration::from_millis(100));
+        h.wait_backoff(100);
         h.find(CoordinatorType::Group, 2);
         let r = h.send();
         assert_eq!(r.destination, Destination::Node(2));
