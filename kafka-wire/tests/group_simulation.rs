@@ -58,9 +58,8 @@ use kafka_wire::codec::ErrorCode;
 use kafka_wire::proto::assignor::{
     Assignor, ConsumerProtocolAssignment, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor,
 };
-use kafka_wire::proto::group::{
-    GroupConfig, GroupEvent, GroupMember, GroupRequest, GroupResponse, RequestKind, Target, Tp,
-};
+use kafka_wire::proto::driving::{RequestId, RequestKind, Target};
+use kafka_wire::proto::group::{GroupConfig, GroupEvent, GroupMember, GroupRequest, GroupResponse, Member, Tp};
 
 const GROUP: &str = "sim-group";
 const NODES: [i32; 3] = [1, 2, 3];
@@ -254,7 +253,7 @@ impl Stats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Reply {
     member: usize,
-    req: u64,
+    req: RequestId,
 }
 
 type Out = Vec<(Reply, GroupResponse)>;
@@ -424,7 +423,7 @@ impl Model {
             };
             let key = r.coordinator_keys.first().cloned().unwrap_or_else(|| r.key.clone());
             // Half the time a v4+ answer (per key), else a v0-3 one.
-            let v4 = (now / TICK_MS + from.req) % 2 == 0;
+            let v4 = (now / TICK_MS + from.req.0) % 2 == 0;
             let resp = if v4 {
                 FindCoordinatorResponse {
                     coordinators: vec![Coordinator {
@@ -509,6 +508,7 @@ impl Model {
                 out.push((from, GroupResponse::OffsetFetch(resp)));
             }
             GroupRequest::FindCoordinator(_) => unreachable!(),
+            GroupRequest::ConsumerGroupHeartbeat(r) => panic!("a classic member sent a KIP-848 heartbeat: {r:?}"),
         }
         self.maybe_complete_join(now, &mut out);
         out
@@ -982,7 +982,7 @@ impl Model {
 
     fn fetch(&mut self, now: u64, from: Reply, err: Option<ErrorCode>, r: OffsetFetchRequest) -> OffsetFetchResponse {
         self.stats.fetches += 1;
-        let v8 = (now / TICK_MS + from.req) % 2 == 0;
+        let v8 = (now / TICK_MS + from.req.0) % 2 == 0;
         let wanted: Vec<(String, Vec<i32>)> = if v8 {
             r.groups
                 .iter()
@@ -996,7 +996,7 @@ impl Model {
         for (t, ps) in &wanted {
             for &p in ps {
                 let offset = self.committed.get(&(t.clone(), p)).copied().unwrap_or(-1);
-                let unstable = self.unstable_fetch_chance > 0.0 && (now / TICK_MS + p as u64 + from.req) % 7 == 0;
+                let unstable = self.unstable_fetch_chance > 0.0 && (now / TICK_MS + p as u64 + from.req.0) % 7 == 0;
                 let code = if unstable { ErrorCode::UNSTABLE_OFFSET_COMMIT } else { ErrorCode::NONE };
                 rows.push((t.clone(), p, offset, code));
             }
@@ -1134,7 +1134,7 @@ struct SimMember {
     max_generation_told: i32,
     /// A response arrived: call `poll_request` even if `next_timeout` is later.
     dirty: bool,
-    in_flight: BTreeMap<u64, RequestKind>,
+    in_flight: BTreeMap<RequestId, RequestKind>,
     next_commit_at: u64,
     /// Back to the full subscription at this time.
     narrow_until: Option<u64>,
@@ -1143,8 +1143,8 @@ struct SimMember {
 }
 
 enum Msg {
-    ToCoordinator { from: usize, req: u64, target: Target, request: GroupRequest },
-    ToMember { to: usize, req: u64, response: GroupResponse },
+    ToCoordinator { from: usize, req: RequestId, target: Target, request: GroupRequest },
+    ToMember { to: usize, req: RequestId, response: GroupResponse },
 }
 
 struct Sim {
@@ -1298,7 +1298,7 @@ impl Sim {
         self.partitioned.get(&member).is_some_and(|&until| self.now < until)
     }
 
-    fn failure(&mut self, member: usize, req: u64, kind: RequestKind, target: Target) -> Msg {
+    fn failure(&mut self, member: usize, req: RequestId, kind: RequestKind, target: Target) -> Msg {
         let response = if matches!(target, Target::Coordinator(_)) && self.rng.chance(0.3) {
             GroupResponse::CoordinatorUnreachable
         } else {
@@ -1307,7 +1307,7 @@ impl Sim {
         Msg::ToMember { to: member, req, response }
     }
 
-    fn send(&mut self, from: usize, req: u64, target: Target, request: GroupRequest) {
+    fn send(&mut self, from: usize, req: RequestId, target: Target, request: GroupRequest) {
         let kind = request.kind();
         self.members[from].in_flight.insert(req, kind);
         let drop = self.p.faults && self.in_fault_window() && self.rng.chance(0.02);
@@ -1824,6 +1824,7 @@ fn describe_request(r: &GroupRequest) -> String {
         GroupRequest::LeaveGroup(_) => "LeaveGroup".into(),
         GroupRequest::OffsetCommit(r) => format!("OffsetCommit gen={}", r.generation_id_or_member_epoch),
         GroupRequest::OffsetFetch(_) => "OffsetFetch".into(),
+        GroupRequest::ConsumerGroupHeartbeat(_) => "ConsumerGroupHeartbeat".into(),
     }
 }
 
@@ -1845,6 +1846,7 @@ fn describe_response(r: &GroupResponse) -> String {
         GroupResponse::OffsetFetch(_) => "OffsetFetch".into(),
         GroupResponse::Failed { kind } => format!("Failed {kind:?}"),
         GroupResponse::CoordinatorUnreachable => "CoordinatorUnreachable".into(),
+        GroupResponse::ConsumerGroupHeartbeat(r) => format!("ConsumerGroupHeartbeat {:?}", r.error_code),
     }
 }
 

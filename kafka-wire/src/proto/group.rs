@@ -3,13 +3,14 @@
 //! rebalancing (KIP-429), static membership (KIP-345) and the member id the coordinator hands out
 //! on the first join (KIP-394). Time comes in as an argument; nothing here does IO.
 //!
-//! The driver loop: call [`GroupMember::poll_request`] until it returns `None` and send what it
-//! returns (to any broker or to the coordinator), feed every answer — or `Failed` when a request
-//! got none — to [`GroupMember::handle_response`], hand the events of
-//! [`GroupMember::poll_event`] to the application, and wake up again at
-//! [`GroupMember::next_timeout`] or when something arrives. A JoinGroup is not sent while a
-//! [`GroupEvent::Lost`] or [`GroupEvent::Revoke`] waits in the event queue, nor after a `Lost`
-//! was taken from the queue until [`GroupMember::lost_handled`] says the application has
+//! The member is driven through [`Member`], the trait both group members (this one and
+//! [`crate::proto::consumer_protocol::ConsumerGroupMember`]) implement: call
+//! [`Member::poll_request`] until it returns `None` and send what it returns (to any broker or to
+//! the coordinator), feed every answer — or `Failed` when a request got none — to
+//! [`Member::handle_response`], hand the events of [`Member::poll_event`] to the application, and
+//! wake up again at [`Member::next_timeout`] or when something arrives. A JoinGroup is not sent
+//! while a [`GroupEvent::Lost`] or [`GroupEvent::Revoke`] waits in the event queue, nor after a
+//! `Lost` was taken from the queue until [`Member::lost_handled`] says the application has
 //! stopped using the lost partitions (see *Losses wait for the application* below).
 //!
 //! # Losses wait for the application
@@ -130,6 +131,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use bytestring::ByteString;
 
+use crate::codec::messages::consumer_group_heartbeat::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 use crate::codec::messages::find_coordinator::FindCoordinatorResponse;
 use crate::codec::messages::heartbeat::{HeartbeatRequest, HeartbeatResponse};
 use crate::codec::messages::join_group::{JoinGroupRequest, JoinGroupRequestProtocol, JoinGroupResponse};
@@ -142,13 +144,14 @@ use crate::codec::messages::offset_fetch::{
 };
 use crate::codec::messages::sync_group::{SyncGroupRequest, SyncGroupRequestAssignment, SyncGroupResponse};
 use crate::codec::messages::FindCoordinatorRequest;
-use crate::codec::ErrorCode;
+use crate::codec::{ErrorCode, Uuid};
 
 use super::assignor::{
     Assignor, ConsumerProtocolAssignment, ConsumerProtocolSubscription, MemberSubscription, RebalanceProtocol,
     TopicPartitions, CONSUMER_PROTOCOL_MAX_VERSION, CONSUMER_PROTOCOL_TYPE, DEFAULT_GENERATION,
 };
 use super::backoff::Backoff;
+use super::driving::{RequestId, RequestKind, Target};
 
 /// A topic and a partition of it.
 pub type Tp = (String, i32);
@@ -219,37 +222,13 @@ impl std::fmt::Debug for GroupConfig {
     }
 }
 
-/// Where a request goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// Any broker (FindCoordinator).
-    AnyBroker,
-    /// The group coordinator, this node id (also [`GroupMember::coordinator`]).
-    Coordinator(i32),
-}
-
-/// The kind of a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RequestKind {
-    /// FindCoordinator (API key 10).
-    FindCoordinator,
-    /// JoinGroup (API key 11).
-    JoinGroup,
-    /// SyncGroup (API key 14).
-    SyncGroup,
-    /// Heartbeat (API key 12).
-    Heartbeat,
-    /// LeaveGroup (API key 13).
-    LeaveGroup,
-    /// OffsetCommit (API key 8).
-    OffsetCommit,
-    /// OffsetFetch (API key 9).
-    OffsetFetch,
-}
-
-/// A request to send. The driver picks the version; every field of every version is filled
-/// (FindCoordinator has both `key` and `coordinator_keys`, OffsetFetch both its v0-7 and v8+
-/// forms, OffsetCommit topic names, not ids).
+/// A request of a group member, of either protocol: the classic member sends FindCoordinator,
+/// JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit and OffsetFetch, the KIP-848 member
+/// FindCoordinator, ConsumerGroupHeartbeat, OffsetCommit and OffsetFetch. The driver picks the
+/// version; every field of every version is filled (FindCoordinator has both `key` and
+/// `coordinator_keys`, OffsetFetch both its v0-7 and v8+ forms, OffsetCommit topic names, and for
+/// the KIP-848 member topic ids when known). ConsumerGroupHeartbeat needs v1+ (Kafka 4.0) unless
+/// [`crate::proto::consumer_protocol::ConsumerGroupConfig::member_id`] is `Some("")`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GroupRequest {
     /// Finds the group coordinator.
@@ -266,24 +245,41 @@ pub enum GroupRequest {
     OffsetCommit(OffsetCommitRequest),
     /// Fetches committed offsets.
     OffsetFetch(OffsetFetchRequest),
+    /// Joins the group, heartbeats, reports owned partitions and gets the assignment (KIP-848).
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest),
 }
 
 impl GroupRequest {
     /// The kind of request.
     pub fn kind(&self) -> RequestKind {
         match self {
-            Self::FindCoordinator(_) => RequestKind::FindCoordinator,
-            Self::JoinGroup(_) => RequestKind::JoinGroup,
-            Self::SyncGroup(_) => RequestKind::SyncGroup,
-            Self::Heartbeat(_) => RequestKind::Heartbeat,
-            Self::LeaveGroup(_) => RequestKind::LeaveGroup,
-            Self::OffsetCommit(_) => RequestKind::OffsetCommit,
-            Self::OffsetFetch(_) => RequestKind::OffsetFetch,
+            Self::FindCoordinator(_) => RequestKind::FIND_COORDINATOR,
+            Self::JoinGroup(_) => RequestKind::JOIN_GROUP,
+            Self::SyncGroup(_) => RequestKind::SYNC_GROUP,
+            Self::Heartbeat(_) => RequestKind::HEARTBEAT,
+            Self::LeaveGroup(_) => RequestKind::LEAVE_GROUP,
+            Self::OffsetCommit(_) => RequestKind::OFFSET_COMMIT,
+            Self::OffsetFetch(_) => RequestKind::OFFSET_FETCH,
+            Self::ConsumerGroupHeartbeat(_) => RequestKind::CONSUMER_GROUP_HEARTBEAT,
+        }
+    }
+
+    /// Whether this leaves the group: a LeaveGroup, or a ConsumerGroupHeartbeat with a leave
+    /// epoch (-1, or -2 for a static member). A driver that closes should wait for its answer
+    /// first, or the member stays in the group until its session times out.
+    pub fn is_leave(&self) -> bool {
+        match self {
+            Self::LeaveGroup(_) => true,
+            Self::ConsumerGroupHeartbeat(r) => r.member_epoch < 0,
+            _ => false,
         }
     }
 }
 
-/// The answer to a request.
+/// The answer to a request. A broker without ConsumerGroupHeartbeat (no API key 68 in
+/// ApiVersions) should be reported as a heartbeat answer with UNSUPPORTED_VERSION: the KIP-848
+/// member stops with [`GroupEvent::Fatal`]. An answer of a kind the member did not ask for is
+/// taken as a failure of its request.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GroupResponse {
     /// FindCoordinator's answer.
@@ -300,6 +296,8 @@ pub enum GroupResponse {
     OffsetCommit(OffsetCommitResponse),
     /// OffsetFetch's answer.
     OffsetFetch(OffsetFetchResponse),
+    /// ConsumerGroupHeartbeat's answer.
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse),
     /// The request failed without an answer (timeout, connection lost).
     Failed {
         /// The request that failed.
@@ -338,6 +336,138 @@ pub enum GroupEvent {
     /// The member cannot go on (FENCED_INSTANCE_ID, GROUP_AUTHORIZATION_FAILED, ...). It sends
     /// nothing more.
     Fatal(ErrorCode),
+}
+
+/// A member of a consumer group, of either protocol: the classic one ([`GroupMember`],
+/// JoinGroup / SyncGroup) or KIP-848's ([`crate::proto::consumer_protocol::ConsumerGroupMember`],
+/// ConsumerGroupHeartbeat). Both offer these calls with the same meaning, so one driver runs
+/// either (as a `dyn Member`).
+///
+/// # The driving contract
+///
+/// - **Application calls**: [`Member::subscribe`], then, between the application's polls,
+///   [`Member::poll_called`] at each poll (a member not polled for the rebalance timeout leaves
+///   the group); [`Member::commit`]; [`Member::leave`] to close. Metadata goes in with
+///   [`Member::set_partition_counts`] and [`Member::set_topic_names`], for the topics of
+///   [`Member::metadata_topics`].
+/// - **Driver calls**: call [`Member::poll_request`] until it returns `None` and send each
+///   request to its [`Target`]; hand every answer back to [`Member::handle_response`] with its
+///   [`RequestId`] — or [`GroupResponse::Failed`] when none came (timeout, connection lost), or
+///   [`GroupResponse::CoordinatorUnreachable`] when it could not be sent; hand the events of
+///   [`Member::poll_event`] to the application; and call `poll_request` again at
+///   [`Member::next_timeout`] or when anything arrives. Time comes in as `now` only.
+/// - **Partition events wait for the application**: after [`GroupEvent::Revoke`] the member
+///   holds back its next step (join, acknowledgement, leave) until [`Member::revocation_done`];
+///   after [`GroupEvent::Lost`] it does not rejoin until [`Member::lost_handled`] (see *Losses
+///   wait for the application* in the [module documentation](self)). While a loss is unhandled
+///   the member has no generation and refuses commits.
+pub trait Member {
+    // ---- application calls ----
+
+    /// Sets the subscription; a change makes the member rejoin (classic) or tell the
+    /// coordinator (KIP-848).
+    fn subscribe(&mut self, topics: BTreeSet<String>, now: Instant);
+
+    /// Partition counts of topics (at least [`Member::metadata_topics`]). A classic leader
+    /// rejoins when those of the group's topics change; the KIP-848 member ignores them (the
+    /// coordinator assigns).
+    fn set_partition_counts(&mut self, counts: BTreeMap<String, i32>, now: Instant);
+
+    /// Topic id → name, from metadata: KIP-848 assignments name topics by id. The classic
+    /// member has no use for them.
+    fn set_topic_names(&mut self, names: BTreeMap<Uuid, String>, now: Instant) {
+        let _ = (names, now);
+    }
+
+    /// The application polled: resets the `max.poll.interval` timer (`rebalance_timeout`).
+    fn poll_called(&mut self, now: Instant);
+
+    /// The application is done with the partitions of the last [`GroupEvent::Revoke`] (and has
+    /// committed what it wanted to commit).
+    fn revocation_done(&mut self, now: Instant);
+
+    /// The application has stopped using the partitions of the last [`GroupEvent::Lost`]; until
+    /// this is called the member does not rejoin.
+    fn lost_handled(&mut self, now: Instant);
+
+    /// Commits offsets (offset, leader epoch) with the current generation or member epoch. The
+    /// outcome comes as [`GroupEvent::CommitResult`] with the returned id.
+    fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64;
+
+    /// Leaves the group: revokes the partitions (wait for [`GroupEvent::Revoke`] and call
+    /// [`Member::revocation_done`]), then leaves as the protocol says for a dynamic or static
+    /// member.
+    fn leave(&mut self, now: Instant);
+
+    /// Like [`Member::leave`], but a static member gives up its instance id too, so that its
+    /// partitions move at once.
+    fn leave_explicitly(&mut self, now: Instant);
+
+    // ---- driver calls ----
+
+    /// The next request to send, if any. Call until `None`.
+    fn poll_request(&mut self, now: Instant) -> Option<(RequestId, Target, GroupRequest)>;
+
+    /// The answer to request `id` (or `Failed` / `CoordinatorUnreachable`). Answers to requests
+    /// the member gave up on, and answers of a kind it did not ask for, change nothing but
+    /// what a failed request would.
+    fn handle_response(&mut self, id: RequestId, response: GroupResponse, now: Instant);
+
+    /// The next event for the application.
+    fn poll_event(&mut self) -> Option<GroupEvent>;
+
+    /// When to call [`Member::poll_request`] again at the latest (a time in the past means
+    /// now). `None`: only when something arrives or the application calls in.
+    fn next_timeout(&self) -> Option<Instant>;
+
+    // ---- state ----
+
+    /// The rebalance protocol: how partitions move between members.
+    fn protocol(&self) -> RebalanceProtocol;
+
+    /// KIP-848's consumer protocol (ConsumerGroupHeartbeat) rather than the classic one.
+    fn is_consumer_protocol(&self) -> bool;
+
+    /// Whether this member may compute the group's assignment itself (a classic leader): it
+    /// should get its topic subscription together with their partition counts, or, leading
+    /// without them, it would assign nothing and rebalance again as soon as they arrive.
+    fn assigns_client_side(&self) -> bool;
+
+    /// The coordinator (node id, host, port), if known.
+    fn coordinator(&self) -> Option<(i32, String, i32)>;
+
+    /// The partitions the application may use (not those pending revocation).
+    fn assignment(&self) -> &BTreeSet<Tp>;
+
+    /// Partitions announced with [`GroupEvent::Revoke`] and not yet released by
+    /// [`Member::revocation_done`].
+    fn pending_revocation(&self) -> &BTreeSet<Tp>;
+
+    /// (generation id or member epoch, member id) while the member may commit with them.
+    fn generation(&self) -> Option<(i32, String)>;
+
+    /// The member id (empty before the coordinator gave one, for a member that lets it).
+    fn member_id(&self) -> &str;
+
+    /// In the group with nothing left to do: no rejoin and no revocation pending.
+    fn is_stable(&self) -> bool;
+
+    /// Whether this member leads its classic generation (never for KIP-848).
+    fn is_leader(&self) -> bool;
+
+    /// The error that stopped the member, if any.
+    fn fatal_error(&self) -> Option<ErrorCode>;
+
+    /// After [`Member::leave`]: true once the member is out of the group (its leave handed out)
+    /// and no commit is pending; the driver may close then.
+    fn has_left(&self) -> bool;
+
+    /// Whether a [`GroupEvent::Lost`] waits for [`Member::lost_handled`].
+    fn loss_unhandled(&self) -> bool;
+
+    /// Topics whose metadata the driver should keep up to date
+    /// ([`Member::set_partition_counts`], [`Member::set_topic_names`]).
+    fn metadata_topics(&self) -> BTreeSet<String>;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -394,7 +524,7 @@ enum SlotKind {
 /// The one JoinGroup / SyncGroup / Heartbeat in flight.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
-    id: u64,
+    id: RequestId,
     kind: SlotKind,
     sent_at: Instant,
     /// `GroupMember::epoch` when sent: answers about an older generation are ignored.
@@ -420,7 +550,7 @@ struct PendingCommit {
     generation: i32,
     member_id: String,
     /// Request id while in flight.
-    in_flight: Option<u64>,
+    in_flight: Option<RequestId>,
     backoff: Backoff,
 }
 
@@ -443,7 +573,7 @@ pub struct GroupMember {
     counts: BTreeMap<String, i32>,
 
     coordinator: Option<Coordinator>,
-    find_in_flight: Option<u64>,
+    find_in_flight: Option<RequestId>,
     coordinator_backoff: Backoff,
 
     lifecycle: Lifecycle,
@@ -476,10 +606,10 @@ pub struct GroupMember {
     last_poll: Instant,
 
     commits: BTreeMap<u64, PendingCommit>,
-    commit_requests: BTreeMap<u64, u64>,
+    commit_requests: BTreeMap<RequestId, u64>,
     fetch_queue: BTreeSet<Tp>,
     fetch_backoff: Backoff,
-    fetch_requests: BTreeMap<u64, BTreeSet<Tp>>,
+    fetch_requests: BTreeMap<RequestId, BTreeSet<Tp>>,
     leave_request: Option<LeaveGroupRequest>,
 
     events: VecDeque<GroupEvent>,
@@ -507,6 +637,379 @@ fn is_fatal_group_error(code: ErrorCode) -> bool {
         ErrorCode::UNRELEASED_INSTANCE_ID,
     ]
     .contains(&code)
+}
+
+impl Member for GroupMember {
+    /// The rebalance protocol: cooperative if every assignor is.
+    fn protocol(&self) -> RebalanceProtocol {
+        self.protocol
+    }
+
+    /// The coordinator (node id, host, port), if known.
+    fn coordinator(&self) -> Option<(i32, String, i32)> {
+        self.coordinator.as_ref().map(|c| (c.node_id, c.host.clone(), c.port))
+    }
+
+    /// The partitions the application may use (not those pending revocation).
+    fn assignment(&self) -> &BTreeSet<Tp> {
+        &self.assigned
+    }
+
+    /// Partitions announced with [`GroupEvent::Revoke`] and not yet released by
+    /// [`GroupMember::revocation_done`].
+    fn pending_revocation(&self) -> &BTreeSet<Tp> {
+        &self.revoking
+    }
+
+    /// (generation id, member id) while the member has a current generation: from SyncGroup
+    /// until its next JoinGroup is sent (or the generation is reset). Commits sent carry it.
+    /// (Once the member is ready to send its JoinGroup it takes no new commits, see
+    /// [`GroupMember::commit`], but still sends those queued before, with this generation.)
+    fn generation(&self) -> Option<(i32, String)> {
+        self.current_generation().map(|g| (g.id, g.member_id.clone()))
+    }
+
+    /// The member id the coordinator gave (empty before the first join).
+    fn member_id(&self) -> &str {
+        &self.member_id
+    }
+
+    /// In a generation with nothing left to do: no rejoin pending, no revocation pending.
+    fn is_stable(&self) -> bool {
+        self.lifecycle == Lifecycle::Active
+            && self.phase == Phase::Stable
+            && self.generation.is_some()
+            && !self.rejoin_needed
+            && self.after_revoke.is_none()
+    }
+
+    /// Whether this member is the leader of its current generation.
+    fn is_leader(&self) -> bool {
+        self.phase == Phase::Stable && self.generation.as_ref().is_some_and(|g| g.leader)
+    }
+
+    /// The error that stopped the member, if any.
+    fn fatal_error(&self) -> Option<ErrorCode> {
+        match self.lifecycle {
+            Lifecycle::Fatal(code) => Some(code),
+            _ => None,
+        }
+    }
+
+    /// After [`GroupMember::leave`]: true once the member is out of the group (LeaveGroup handed
+    /// out, if one was due) and no commit is pending; the driver may close then.
+    fn has_left(&self) -> bool {
+        matches!(self.lifecycle, Lifecycle::Left | Lifecycle::Fatal(_))
+            && self.leave_request.is_none()
+            && self.commits.is_empty()
+    }
+
+    /// Topics whose partition counts the driver should keep up to date with
+    /// [`GroupMember::set_partition_counts`]: the subscription, plus, on the leader, every topic
+    /// the group subscribes to.
+    fn metadata_topics(&self) -> BTreeSet<String> {
+        let mut topics = self.subscription.clone();
+        if let Some(snapshot) = &self.leader_snapshot {
+            topics.extend(snapshot.topics.iter().cloned());
+        }
+        topics
+    }
+
+    /// Sets the subscription; a change makes the member rejoin.
+    fn subscribe(&mut self, topics: BTreeSet<String>, now: Instant) {
+        self.now = now;
+        if self.subscribed && topics == self.subscription {
+            return;
+        }
+        self.subscription = topics;
+        self.subscribed = true;
+        self.request_rejoin("subscription changed");
+    }
+
+    /// Partition counts of topics (at least [`GroupMember::metadata_topics`]). The leader
+    /// rejoins when the counts of the group's topics differ from those it assigned with.
+    fn set_partition_counts(&mut self, counts: BTreeMap<String, i32>, now: Instant) {
+        self.now = now;
+        self.counts = counts;
+        self.check_leader_metadata();
+    }
+
+    /// The application polled: resets the `max.poll.interval` timer (`rebalance_timeout`).
+    fn poll_called(&mut self, now: Instant) {
+        self.now = now;
+        self.last_poll = now;
+        if self.lifecycle == Lifecycle::PollExpired {
+            self.lifecycle = Lifecycle::Active;
+            self.request_rejoin("polled again after the poll timeout");
+        }
+    }
+
+    /// The application is done with the partitions of the last [`GroupEvent::Revoke`] (and has
+    /// committed what it wanted to commit).
+    fn revocation_done(&mut self, now: Instant) {
+        self.now = now;
+        let Some(after) = self.after_revoke.take() else {
+            return;
+        };
+        self.revoking.clear();
+        match after {
+            AfterRevoke::Join | AfterRevoke::Leave => {}
+            AfterRevoke::Assign(added) => {
+                self.add_partitions(added);
+                self.request_rejoin("revoked partitions in a cooperative rebalance");
+            }
+        }
+    }
+
+    /// The application has stopped using the partitions of the last [`GroupEvent::Lost`] (it
+    /// dropped what it held of them, aborted what it had open). Until this is called the member
+    /// does not rejoin: see the module documentation, *Losses wait for the application*.
+    fn lost_handled(&mut self, now: Instant) {
+        self.now = now;
+        self.loss_unhandled = false;
+    }
+
+    /// Whether a [`GroupEvent::Lost`] waits for [`GroupMember::lost_handled`].
+    fn loss_unhandled(&self) -> bool {
+        self.loss_unhandled
+    }
+
+    /// Commits offsets (offset, leader epoch) with the current generation. The outcome comes as
+    /// [`GroupEvent::CommitResult`] with the returned id.
+    fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64 {
+        self.now = now;
+        let id = self.next_id();
+        if let Lifecycle::Fatal(code) = self.lifecycle {
+            self.events.push_back(GroupEvent::CommitResult { id, result: Err(code) });
+            return id;
+        }
+        if offsets.is_empty() {
+            self.events.push_back(GroupEvent::CommitResult { id, result: Ok(()) });
+            return id;
+        }
+        let generation = match (&self.generation, self.phase) {
+            (Some(g), Phase::Stable) if self.commits_allowed() => g.clone(),
+            _ => {
+                let code = if matches!(self.lifecycle, Lifecycle::Active) && self.subscribed {
+                    ErrorCode::REBALANCE_IN_PROGRESS
+                } else {
+                    ErrorCode::UNKNOWN_MEMBER_ID
+                };
+                self.events.push_back(GroupEvent::CommitResult { id, result: Err(code) });
+                return id;
+            }
+        };
+        self.commits.insert(
+            id,
+            PendingCommit {
+                offsets,
+                generation: generation.id,
+                member_id: generation.member_id,
+                in_flight: None,
+                // Streams 0-2 are the member's own backoffs; commit ids start at 1.
+                backoff: Self::backoff(&self.config, 2 + id),
+            },
+        );
+        id
+    }
+
+    /// Leaves the group: revokes the partitions (wait for [`GroupEvent::Revoke`] and call
+    /// [`GroupMember::revocation_done`]), then sends LeaveGroup — only for a dynamic member: a
+    /// static member stays in the group until its session times out (KIP-345).
+    fn leave(&mut self, now: Instant) {
+        self.start_leave(now, false);
+    }
+
+    /// Like [`GroupMember::leave`], but a static member sends LeaveGroup too (with its
+    /// `group.instance.id`), so that its partitions move at once.
+    fn leave_explicitly(&mut self, now: Instant) {
+        self.start_leave(now, true);
+    }
+
+    /// The next request to send, if any. Call until `None`.
+    fn poll_request(&mut self, now: Instant) -> Option<(RequestId, Target, GroupRequest)> {
+        self.now = now;
+        self.tick(now);
+        if let Lifecycle::Fatal(_) = self.lifecycle {
+            return None;
+        }
+        if let Lifecycle::Leaving { .. } = self.lifecycle {
+            self.maybe_finish_leave();
+        }
+        if self.coordinator.is_none() {
+            if self.find_in_flight.is_none() && self.coordinator_backoff.ready(now) && self.needs_coordinator() {
+                let id = self.next_request_id();
+                self.find_in_flight = Some(id);
+                let request = FindCoordinatorRequest {
+                    key: bs(&self.config.group_id),
+                    key_type: 0,
+                    coordinator_keys: vec![bs(&self.config.group_id)],
+                    ..Default::default()
+                };
+                return Some((id, Target::AnyBroker, GroupRequest::FindCoordinator(request)));
+            }
+            return None;
+        }
+        let node = self.coordinator.as_ref().map(|c| c.node_id).unwrap_or(-1);
+        let target = Target::Coordinator(node);
+
+        if let Some(leave) = self.leave_request.take() {
+            let id = self.next_request_id();
+            return Some((id, target, GroupRequest::LeaveGroup(leave)));
+        }
+        if let Some(request) = self.next_commit(now) {
+            return Some((request.0, target, request.1));
+        }
+        if let Some(request) = self.next_fetch(now) {
+            return Some((request.0, target, request.1));
+        }
+        if self.slot.is_some() || !matches!(self.lifecycle, Lifecycle::Active | Lifecycle::Leaving { .. }) {
+            return None;
+        }
+        if let Some(sync) = self.pending_sync.take() {
+            let id = self.next_request_id();
+            self.slot = Some(Slot { id, kind: SlotKind::Sync, sent_at: now, epoch: self.epoch });
+            return Some((id, target, GroupRequest::SyncGroup(sync)));
+        }
+        if self.lifecycle == Lifecycle::Active {
+            self.maybe_prepare_join();
+            if self.join_ready(now) {
+                let Ok(request) = self.join_request() else {
+                    // A subscribed topic name or client.rack longer than the consumer
+                    // protocol's 32767 bytes: the subscription cannot be written.
+                    self.fatal(ErrorCode::INVALID_REQUEST);
+                    return None;
+                };
+                let id = self.next_request_id();
+                self.phase = Phase::Joining;
+                self.rejoin_needed = false;
+                self.slot = Some(Slot { id, kind: SlotKind::Join, sent_at: now, epoch: self.epoch });
+                return Some((id, target, GroupRequest::JoinGroup(request)));
+            }
+        }
+        if self.phase == Phase::Stable && now >= self.next_heartbeat {
+            if let Some(g) = &self.generation {
+                let request = HeartbeatRequest {
+                    group_id: bs(&self.config.group_id),
+                    generation_id: g.id,
+                    member_id: bs(&g.member_id),
+                    group_instance_id: self.config.group_instance_id.as_deref().map(bs),
+                    ..Default::default()
+                };
+                let id = self.next_request_id();
+                self.slot = Some(Slot { id, kind: SlotKind::Heartbeat, sent_at: now, epoch: self.epoch });
+                self.next_heartbeat = now + self.config.heartbeat_interval;
+                return Some((id, target, GroupRequest::Heartbeat(request)));
+            }
+        }
+        None
+    }
+
+    /// The answer to request `id` (or `Failed` / `CoordinatorUnreachable`).
+    fn handle_response(&mut self, id: RequestId, response: GroupResponse, now: Instant) {
+        self.now = now;
+        if self.find_in_flight == Some(id) {
+            self.find_in_flight = None;
+            self.on_find_coordinator(response, now);
+        } else if let Some(slot) = self.slot.filter(|s| s.id == id) {
+            self.slot = None;
+            match (slot.kind, response) {
+                (SlotKind::Join, GroupResponse::JoinGroup(r)) => self.on_join(slot, r, now),
+                (SlotKind::Sync, GroupResponse::SyncGroup(r)) => self.on_sync(slot, r, now),
+                (SlotKind::Heartbeat, GroupResponse::Heartbeat(r)) => self.on_heartbeat(slot, r, now),
+                (kind, response) => {
+                    if !matches!(response, GroupResponse::Failed { .. } | GroupResponse::CoordinatorUnreachable) {
+                        tracing::warn!(?kind, "group: unexpected response type; treated as a failure");
+                    }
+                    self.mark_coordinator_unknown("request failed");
+                    self.slot_failed(slot, now);
+                }
+            }
+        } else if let Some(commit_id) = self.commit_requests.remove(&id) {
+            self.on_commit(commit_id, response, now);
+        } else if let Some(partitions) = self.fetch_requests.remove(&id) {
+            self.on_fetch(partitions, response, now);
+        } else {
+            // A LeaveGroup (fire and forget) or an answer to a request abandoned when the
+            // coordinator was marked unknown.
+            if let GroupResponse::LeaveGroup(r) = &response {
+                if r.error_code.is_err() {
+                    tracing::info!(error = ?r.error_code, "group: LeaveGroup failed");
+                }
+            }
+        }
+        self.tick(now);
+    }
+
+    /// The next event for the application.
+    fn poll_event(&mut self) -> Option<GroupEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`GroupMember::poll_request`] again at the latest (a time in the past
+    /// means now). `None`: only when something arrives or the application calls in.
+    fn next_timeout(&self) -> Option<Instant> {
+        if matches!(self.lifecycle, Lifecycle::Fatal(_)) {
+            return None;
+        }
+        let mut at: Option<Instant> = None;
+        let mut add = |t: Instant| at = Some(at.map_or(t, |a: Instant| a.min(t)));
+        let now = self.now;
+        if self.coordinator.is_none() {
+            if self.find_in_flight.is_none() && self.needs_coordinator() {
+                add(self.coordinator_backoff.until().unwrap_or(now));
+            }
+        } else {
+            if self.leave_request.is_some() {
+                add(now);
+            }
+            for c in self.commits.values() {
+                if c.in_flight.is_none() {
+                    add(c.backoff.until().unwrap_or(now));
+                }
+            }
+            if !self.fetch_queue.is_empty() {
+                add(self.fetch_backoff.until().unwrap_or(now));
+            }
+            if self.slot.is_none() && matches!(self.lifecycle, Lifecycle::Active | Lifecycle::Leaving { .. }) {
+                if self.pending_sync.is_some() {
+                    add(now);
+                }
+                if self.lifecycle == Lifecycle::Active && self.subscribed && self.wants_join() {
+                    if self.needs_join_prepare {
+                        if self.after_revoke.is_none() {
+                            add(now);
+                        }
+                    } else if self.join_blockers_clear() {
+                        add(self.join_backoff.until().unwrap_or(now));
+                    }
+                }
+                if self.phase == Phase::Stable && self.generation.is_some() {
+                    add(self.next_heartbeat);
+                }
+            }
+        }
+        if let Lifecycle::Leaving { .. } = self.lifecycle {
+            if self.after_revoke.is_none() && self.commits.is_empty() {
+                add(now);
+            }
+        }
+        if let Some(deadline) = self.lease_deadline() {
+            add(deadline);
+        }
+        if let Some(deadline) = self.poll_deadline() {
+            add(deadline);
+        }
+        at
+    }
+
+    fn is_consumer_protocol(&self) -> bool {
+        false
+    }
+
+    fn assigns_client_side(&self) -> bool {
+        true
+    }
 }
 
 impl GroupMember {
@@ -565,195 +1068,7 @@ impl GroupMember {
         }
     }
 
-    // ---- accessors ----------------------------------------------------------------------------
-
-    /// The rebalance protocol: cooperative if every assignor is.
-    pub fn protocol(&self) -> RebalanceProtocol {
-        self.protocol
-    }
-
-    /// The coordinator (node id, host, port), if known.
-    pub fn coordinator(&self) -> Option<(i32, String, i32)> {
-        self.coordinator.as_ref().map(|c| (c.node_id, c.host.clone(), c.port))
-    }
-
-    /// The partitions the application may use (not those pending revocation).
-    pub fn assignment(&self) -> &BTreeSet<Tp> {
-        &self.assigned
-    }
-
-    /// Partitions announced with [`GroupEvent::Revoke`] and not yet released by
-    /// [`GroupMember::revocation_done`].
-    pub fn pending_revocation(&self) -> &BTreeSet<Tp> {
-        &self.revoking
-    }
-
-    /// (generation id, member id) while the member has a current generation: from SyncGroup
-    /// until its next JoinGroup is sent (or the generation is reset). Commits sent carry it.
-    /// (Once the member is ready to send its JoinGroup it takes no new commits, see
-    /// [`GroupMember::commit`], but still sends those queued before, with this generation.)
-    pub fn generation(&self) -> Option<(i32, String)> {
-        self.current_generation().map(|g| (g.id, g.member_id.clone()))
-    }
-
-    /// The member id the coordinator gave (empty before the first join).
-    pub fn member_id(&self) -> &str {
-        &self.member_id
-    }
-
-    /// In a generation with nothing left to do: no rejoin pending, no revocation pending.
-    pub fn is_stable(&self) -> bool {
-        self.lifecycle == Lifecycle::Active
-            && self.phase == Phase::Stable
-            && self.generation.is_some()
-            && !self.rejoin_needed
-            && self.after_revoke.is_none()
-    }
-
-    /// Whether this member is the leader of its current generation.
-    pub fn is_leader(&self) -> bool {
-        self.phase == Phase::Stable && self.generation.as_ref().is_some_and(|g| g.leader)
-    }
-
-    /// The error that stopped the member, if any.
-    pub fn fatal_error(&self) -> Option<ErrorCode> {
-        match self.lifecycle {
-            Lifecycle::Fatal(code) => Some(code),
-            _ => None,
-        }
-    }
-
-    /// After [`GroupMember::leave`]: true once the member is out of the group (LeaveGroup handed
-    /// out, if one was due) and no commit is pending; the driver may close then.
-    pub fn has_left(&self) -> bool {
-        matches!(self.lifecycle, Lifecycle::Left | Lifecycle::Fatal(_))
-            && self.leave_request.is_none()
-            && self.commits.is_empty()
-    }
-
-    /// Topics whose partition counts the driver should keep up to date with
-    /// [`GroupMember::set_partition_counts`]: the subscription, plus, on the leader, every topic
-    /// the group subscribes to.
-    pub fn metadata_topics(&self) -> BTreeSet<String> {
-        let mut topics = self.subscription.clone();
-        if let Some(snapshot) = &self.leader_snapshot {
-            topics.extend(snapshot.topics.iter().cloned());
-        }
-        topics
-    }
-
-    // ---- application calls -------------------------------------------------------------------
-
-    /// Sets the subscription; a change makes the member rejoin.
-    pub fn subscribe(&mut self, topics: BTreeSet<String>, now: Instant) {
-        self.now = now;
-        if self.subscribed && topics == self.subscription {
-            return;
-        }
-        self.subscription = topics;
-        self.subscribed = true;
-        self.request_rejoin("subscription changed");
-    }
-
-    /// Partition counts of topics (at least [`GroupMember::metadata_topics`]). The leader
-    /// rejoins when the counts of the group's topics differ from those it assigned with.
-    pub fn set_partition_counts(&mut self, counts: BTreeMap<String, i32>, now: Instant) {
-        self.now = now;
-        self.counts = counts;
-        self.check_leader_metadata();
-    }
-
-    /// The application polled: resets the `max.poll.interval` timer (`rebalance_timeout`).
-    pub fn poll_called(&mut self, now: Instant) {
-        self.now = now;
-        self.last_poll = now;
-        if self.lifecycle == Lifecycle::PollExpired {
-            self.lifecycle = Lifecycle::Active;
-            self.request_rejoin("polled again after the poll timeout");
-        }
-    }
-
-    /// The application is done with the partitions of the last [`GroupEvent::Revoke`] (and has
-    /// committed what it wanted to commit).
-    pub fn revocation_done(&mut self, now: Instant) {
-        self.now = now;
-        let Some(after) = self.after_revoke.take() else {
-            return;
-        };
-        self.revoking.clear();
-        match after {
-            AfterRevoke::Join | AfterRevoke::Leave => {}
-            AfterRevoke::Assign(added) => {
-                self.add_partitions(added);
-                self.request_rejoin("revoked partitions in a cooperative rebalance");
-            }
-        }
-    }
-
-    /// The application has stopped using the partitions of the last [`GroupEvent::Lost`] (it
-    /// dropped what it held of them, aborted what it had open). Until this is called the member
-    /// does not rejoin: see the module documentation, *Losses wait for the application*.
-    pub fn lost_handled(&mut self, now: Instant) {
-        self.now = now;
-        self.loss_unhandled = false;
-    }
-
-    /// Whether a [`GroupEvent::Lost`] waits for [`GroupMember::lost_handled`].
-    pub fn loss_unhandled(&self) -> bool {
-        self.loss_unhandled
-    }
-
-    /// Commits offsets (offset, leader epoch) with the current generation. The outcome comes as
-    /// [`GroupEvent::CommitResult`] with the returned id.
-    pub fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64 {
-        self.now = now;
-        let id = self.next_id();
-        if let Lifecycle::Fatal(code) = self.lifecycle {
-            self.events.push_back(GroupEvent::CommitResult { id, result: Err(code) });
-            return id;
-        }
-        if offsets.is_empty() {
-            self.events.push_back(GroupEvent::CommitResult { id, result: Ok(()) });
-            return id;
-        }
-        let generation = match (&self.generation, self.phase) {
-            (Some(g), Phase::Stable) if self.commits_allowed() => g.clone(),
-            _ => {
-                let code = if matches!(self.lifecycle, Lifecycle::Active) && self.subscribed {
-                    ErrorCode::REBALANCE_IN_PROGRESS
-                } else {
-                    ErrorCode::UNKNOWN_MEMBER_ID
-                };
-                self.events.push_back(GroupEvent::CommitResult { id, result: Err(code) });
-                return id;
-            }
-        };
-        self.commits.insert(
-            id,
-            PendingCommit {
-                offsets,
-                generation: generation.id,
-                member_id: generation.member_id,
-                in_flight: None,
-                // Streams 0-2 are the member's own backoffs; commit ids start at 1.
-                backoff: Self::backoff(&self.config, 2 + id),
-            },
-        );
-        id
-    }
-
-    /// Leaves the group: revokes the partitions (wait for [`GroupEvent::Revoke`] and call
-    /// [`GroupMember::revocation_done`]), then sends LeaveGroup — only for a dynamic member: a
-    /// static member stays in the group until its session times out (KIP-345).
-    pub fn leave(&mut self, now: Instant) {
-        self.start_leave(now, false);
-    }
-
-    /// Like [`GroupMember::leave`], but a static member sends LeaveGroup too (with its
-    /// `group.instance.id`), so that its partitions move at once.
-    pub fn leave_explicitly(&mut self, now: Instant) {
-        self.start_leave(now, true);
-    }
+    // ---- internals: leaving -------------------------------------------------------------------
 
     fn start_leave(&mut self, now: Instant, explicit: bool) {
         self.now = now;
@@ -776,185 +1091,6 @@ impl GroupMember {
         }
     }
 
-    // ---- driver calls ------------------------------------------------------------------------
-
-    /// The next request to send, if any. Call until `None`.
-    pub fn poll_request(&mut self, now: Instant) -> Option<(u64, Target, GroupRequest)> {
-        self.now = now;
-        self.tick(now);
-        if let Lifecycle::Fatal(_) = self.lifecycle {
-            return None;
-        }
-        if let Lifecycle::Leaving { .. } = self.lifecycle {
-            self.maybe_finish_leave();
-        }
-        if self.coordinator.is_none() {
-            if self.find_in_flight.is_none() && self.coordinator_backoff.ready(now) && self.needs_coordinator() {
-                let id = self.next_id();
-                self.find_in_flight = Some(id);
-                let request = FindCoordinatorRequest {
-                    key: bs(&self.config.group_id),
-                    key_type: 0,
-                    coordinator_keys: vec![bs(&self.config.group_id)],
-                    ..Default::default()
-                };
-                return Some((id, Target::AnyBroker, GroupRequest::FindCoordinator(request)));
-            }
-            return None;
-        }
-        let node = self.coordinator.as_ref().map(|c| c.node_id).unwrap_or(-1);
-        let target = Target::Coordinator(node);
-
-        if let Some(leave) = self.leave_request.take() {
-            let id = self.next_id();
-            return Some((id, target, GroupRequest::LeaveGroup(leave)));
-        }
-        if let Some(request) = self.next_commit(now) {
-            return Some((request.0, target, request.1));
-        }
-        if let Some(request) = self.next_fetch(now) {
-            return Some((request.0, target, request.1));
-        }
-        if self.slot.is_some() || !matches!(self.lifecycle, Lifecycle::Active | Lifecycle::Leaving { .. }) {
-            return None;
-        }
-        if let Some(sync) = self.pending_sync.take() {
-            let id = self.next_id();
-            self.slot = Some(Slot { id, kind: SlotKind::Sync, sent_at: now, epoch: self.epoch });
-            return Some((id, target, GroupRequest::SyncGroup(sync)));
-        }
-        if self.lifecycle == Lifecycle::Active {
-            self.maybe_prepare_join();
-            if self.join_ready(now) {
-                let Ok(request) = self.join_request() else {
-                    // A subscribed topic name or client.rack longer than the consumer
-                    // protocol's 32767 bytes: the subscription cannot be written.
-                    self.fatal(ErrorCode::INVALID_REQUEST);
-                    return None;
-                };
-                let id = self.next_id();
-                self.phase = Phase::Joining;
-                self.rejoin_needed = false;
-                self.slot = Some(Slot { id, kind: SlotKind::Join, sent_at: now, epoch: self.epoch });
-                return Some((id, target, GroupRequest::JoinGroup(request)));
-            }
-        }
-        if self.phase == Phase::Stable && now >= self.next_heartbeat {
-            if let Some(g) = &self.generation {
-                let request = HeartbeatRequest {
-                    group_id: bs(&self.config.group_id),
-                    generation_id: g.id,
-                    member_id: bs(&g.member_id),
-                    group_instance_id: self.config.group_instance_id.as_deref().map(bs),
-                    ..Default::default()
-                };
-                let id = self.next_id();
-                self.slot = Some(Slot { id, kind: SlotKind::Heartbeat, sent_at: now, epoch: self.epoch });
-                self.next_heartbeat = now + self.config.heartbeat_interval;
-                return Some((id, target, GroupRequest::Heartbeat(request)));
-            }
-        }
-        None
-    }
-
-    /// The answer to request `id` (or `Failed` / `CoordinatorUnreachable`).
-    pub fn handle_response(&mut self, id: u64, response: GroupResponse, now: Instant) {
-        self.now = now;
-        if self.find_in_flight == Some(id) {
-            self.find_in_flight = None;
-            self.on_find_coordinator(response, now);
-        } else if let Some(slot) = self.slot.filter(|s| s.id == id) {
-            self.slot = None;
-            match (slot.kind, response) {
-                (SlotKind::Join, GroupResponse::JoinGroup(r)) => self.on_join(slot, r, now),
-                (SlotKind::Sync, GroupResponse::SyncGroup(r)) => self.on_sync(slot, r, now),
-                (SlotKind::Heartbeat, GroupResponse::Heartbeat(r)) => self.on_heartbeat(slot, r, now),
-                (kind, response) => {
-                    if !matches!(response, GroupResponse::Failed { .. } | GroupResponse::CoordinatorUnreachable) {
-                        tracing::warn!(?kind, "group: unexpected response type; treated as a failure");
-                    }
-                    self.mark_coordinator_unknown("request failed");
-                    self.slot_failed(slot, now);
-                }
-            }
-        } else if let Some(commit_id) = self.commit_requests.remove(&id) {
-            self.on_commit(commit_id, response, now);
-        } else if let Some(partitions) = self.fetch_requests.remove(&id) {
-            self.on_fetch(partitions, response, now);
-        } else {
-            // A LeaveGroup (fire and forget) or an answer to a request abandoned when the
-            // coordinator was marked unknown.
-            if let GroupResponse::LeaveGroup(r) = &response {
-                if r.error_code.is_err() {
-                    tracing::info!(error = ?r.error_code, "group: LeaveGroup failed");
-                }
-            }
-        }
-        self.tick(now);
-    }
-
-    /// The next event for the application.
-    pub fn poll_event(&mut self) -> Option<GroupEvent> {
-        self.events.pop_front()
-    }
-
-    /// When to call [`GroupMember::poll_request`] again at the latest (a time in the past
-    /// means now). `None`: only when something arrives or the application calls in.
-    pub fn next_timeout(&self) -> Option<Instant> {
-        if matches!(self.lifecycle, Lifecycle::Fatal(_)) {
-            return None;
-        }
-        let mut at: Option<Instant> = None;
-        let mut add = |t: Instant| at = Some(at.map_or(t, |a: Instant| a.min(t)));
-        let now = self.now;
-        if self.coordinator.is_none() {
-            if self.find_in_flight.is_none() && self.needs_coordinator() {
-                add(self.coordinator_backoff.until().unwrap_or(now));
-            }
-        } else {
-            if self.leave_request.is_some() {
-                add(now);
-            }
-            for c in self.commits.values() {
-                if c.in_flight.is_none() {
-                    add(c.backoff.until().unwrap_or(now));
-                }
-            }
-            if !self.fetch_queue.is_empty() {
-                add(self.fetch_backoff.until().unwrap_or(now));
-            }
-            if self.slot.is_none() && matches!(self.lifecycle, Lifecycle::Active | Lifecycle::Leaving { .. }) {
-                if self.pending_sync.is_some() {
-                    add(now);
-                }
-                if self.lifecycle == Lifecycle::Active && self.subscribed && self.wants_join() {
-                    if self.needs_join_prepare {
-                        if self.after_revoke.is_none() {
-                            add(now);
-                        }
-                    } else if self.join_blockers_clear() {
-                        add(self.join_backoff.until().unwrap_or(now));
-                    }
-                }
-                if self.phase == Phase::Stable && self.generation.is_some() {
-                    add(self.next_heartbeat);
-                }
-            }
-        }
-        if let Lifecycle::Leaving { .. } = self.lifecycle {
-            if self.after_revoke.is_none() && self.commits.is_empty() {
-                add(now);
-            }
-        }
-        if let Some(deadline) = self.lease_deadline() {
-            add(deadline);
-        }
-        if let Some(deadline) = self.poll_deadline() {
-            add(deadline);
-        }
-        at
-    }
-
     // ---- internals: timers -------------------------------------------------------------------
 
     /// The backoff of one kind of retry; `stream` keeps the jitter of each apart.
@@ -962,10 +1098,15 @@ impl GroupMember {
         super::driving::backoff(config.retry_backoff, config.retry_backoff_max, config.backoff_seed, stream)
     }
 
+    /// Ids of requests and of commits, from one counter.
     fn next_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         id
+    }
+
+    fn next_request_id(&mut self) -> RequestId {
+        RequestId(self.next_id())
     }
 
     fn holds_membership(&self) -> bool {
@@ -1325,7 +1466,7 @@ impl GroupMember {
         }
     }
 
-    fn next_commit(&mut self, now: Instant) -> Option<(u64, GroupRequest)> {
+    fn next_commit(&mut self, now: Instant) -> Option<(RequestId, GroupRequest)> {
         let current = self.current_generation().map(|g| (g.id, g.member_id.clone()));
         let ready: Vec<u64> = self
             .commits
@@ -1372,7 +1513,7 @@ impl GroupMember {
                     .collect(),
                 ..Default::default()
             };
-            let id = self.next_id();
+            let id = self.next_request_id();
             if let Some(c) = self.commits.get_mut(&commit_id) {
                 c.in_flight = Some(id);
             }
@@ -1382,7 +1523,7 @@ impl GroupMember {
         None
     }
 
-    fn next_fetch(&mut self, now: Instant) -> Option<(u64, GroupRequest)> {
+    fn next_fetch(&mut self, now: Instant) -> Option<(RequestId, GroupRequest)> {
         if self.fetch_queue.is_empty() || !self.fetch_backoff.ready(now) {
             return None;
         }
@@ -1426,7 +1567,7 @@ impl GroupMember {
             require_stable: true,
             ..Default::default()
         };
-        let id = self.next_id();
+        let id = self.next_request_id();
         self.fetch_requests.insert(id, partitions);
         Some((id, GroupRequest::OffsetFetch(request)))
     }
@@ -1961,7 +2102,7 @@ mod tests {
         m
     }
 
-    fn expect(m: &mut GroupMember, now: Instant) -> (u64, Target, GroupRequest) {
+    fn expect(m: &mut GroupMember, now: Instant) -> (RequestId, Target, GroupRequest) {
         m.poll_request(now).expect("a request")
     }
 

@@ -88,6 +88,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::backoff::Backoff;
+use super::driving::{RequestId, RequestKind, Target};
 use crate::codec::ErrorCode;
 use crate::proto::producer::TopicPartition;
 
@@ -167,24 +168,6 @@ pub enum TxnOperation {
     Abort,
     /// `require_epoch_bump`: the abort in progress ends with an epoch bump (KIP-360).
     RequireEpochBump,
-}
-
-/// The kinds of request the manager sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RequestKind {
-    /// FindCoordinator (API key 10).
-    FindCoordinator,
-    /// InitProducerId (API key 22).
-    InitProducerId,
-    /// AddPartitionsToTxn (API key 24).
-    AddPartitionsToTxn,
-    /// AddOffsetsToTxn (API key 25).
-    AddOffsetsToTxn,
-    /// TxnOffsetCommit (API key 28).
-    TxnOffsetCommit,
-    /// EndTxn (API key 26).
-    EndTxn,
 }
 
 /// Why nothing more may be done with this producer.
@@ -323,16 +306,6 @@ pub struct TxnOffset {
     pub metadata: Option<Arc<str>>,
 }
 
-/// Where a request goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Destination {
-    /// Any broker (FindCoordinator).
-    AnyBroker,
-    /// The coordinator found by an earlier FindCoordinator.
-    Node(i32),
-}
-
 /// The request to send, with the data it carries. Producer ids and epochs are the manager's;
 /// the driver picks API versions: for a `transaction_v2` request EndTxn v5+ and TxnOffsetCommit
 /// v5+, otherwise at most v4; AddPartitionsToTxn at most v3 (the client form).
@@ -414,12 +387,12 @@ impl TxnRequest {
     /// The kind of request.
     pub fn kind(&self) -> RequestKind {
         match self {
-            Self::FindCoordinator { .. } => RequestKind::FindCoordinator,
-            Self::InitProducerId { .. } => RequestKind::InitProducerId,
-            Self::AddPartitionsToTxn { .. } => RequestKind::AddPartitionsToTxn,
-            Self::AddOffsetsToTxn { .. } => RequestKind::AddOffsetsToTxn,
-            Self::TxnOffsetCommit { .. } => RequestKind::TxnOffsetCommit,
-            Self::EndTxn { .. } => RequestKind::EndTxn,
+            Self::FindCoordinator { .. } => RequestKind::FIND_COORDINATOR,
+            Self::InitProducerId { .. } => RequestKind::INIT_PRODUCER_ID,
+            Self::AddPartitionsToTxn { .. } => RequestKind::ADD_PARTITIONS_TO_TXN,
+            Self::AddOffsetsToTxn { .. } => RequestKind::ADD_OFFSETS_TO_TXN,
+            Self::TxnOffsetCommit { .. } => RequestKind::TXN_OFFSET_COMMIT,
+            Self::EndTxn { .. } => RequestKind::END_TXN,
         }
     }
 }
@@ -428,9 +401,9 @@ impl TxnRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutgoingRequest {
     /// Identifies the request; its answer is handed back with it.
-    pub id: u64,
-    /// Where to send it.
-    pub destination: Destination,
+    pub id: RequestId,
+    /// Where to send it: any broker (FindCoordinator) or a coordinator.
+    pub target: Target,
     /// What to send.
     pub request: TxnRequest,
 }
@@ -526,19 +499,19 @@ enum Op {
 impl Op {
     fn kind(&self) -> RequestKind {
         match self {
-            Self::FindCoordinator { .. } => RequestKind::FindCoordinator,
-            Self::InitProducerId => RequestKind::InitProducerId,
-            Self::AddPartitions(_) => RequestKind::AddPartitionsToTxn,
-            Self::AddOffsets(_) => RequestKind::AddOffsetsToTxn,
-            Self::TxnOffsetCommit { .. } => RequestKind::TxnOffsetCommit,
-            Self::EndTxn(_) => RequestKind::EndTxn,
+            Self::FindCoordinator { .. } => RequestKind::FIND_COORDINATOR,
+            Self::InitProducerId => RequestKind::INIT_PRODUCER_ID,
+            Self::AddPartitions(_) => RequestKind::ADD_PARTITIONS_TO_TXN,
+            Self::AddOffsets(_) => RequestKind::ADD_OFFSETS_TO_TXN,
+            Self::TxnOffsetCommit { .. } => RequestKind::TXN_OFFSET_COMMIT,
+            Self::EndTxn(_) => RequestKind::END_TXN,
         }
     }
 }
 
 #[derive(Debug)]
 struct InFlight {
-    id: u64,
+    id: RequestId,
     op: Op,
 }
 
@@ -596,14 +569,14 @@ fn classify(request: RequestKind, code: ErrorCode) -> Verdict {
         ErrorCode::INVALID_PRODUCER_ID_MAPPING
             if matches!(
                 request,
-                RequestKind::AddPartitionsToTxn | RequestKind::AddOffsetsToTxn | RequestKind::EndTxn
+                RequestKind::ADD_PARTITIONS_TO_TXN | RequestKind::ADD_OFFSETS_TO_TXN | RequestKind::END_TXN
             ) =>
         {
             Verdict::ProducerIdLost
         }
         // After EndTxn(commit) this one is no proof that nothing was committed: fatal below.
         ErrorCode::UNKNOWN_PRODUCER_ID
-            if matches!(request, RequestKind::AddPartitionsToTxn | RequestKind::AddOffsetsToTxn) =>
+            if matches!(request, RequestKind::ADD_PARTITIONS_TO_TXN | RequestKind::ADD_OFFSETS_TO_TXN) =>
         {
             Verdict::ProducerIdLost
         }
@@ -853,12 +826,12 @@ impl TransactionManager {
             return None;
         }
         let op = self.next_op()?;
-        let (op, destination) = self.route(op);
+        let (op, target) = self.route(op);
         let request = self.build(&op);
-        let id = self.next_id;
+        let id = RequestId(self.next_id);
         self.next_id += 1;
         self.in_flight = Some(InFlight { id, op });
-        Some(OutgoingRequest { id, destination, request })
+        Some(OutgoingRequest { id, target, request })
     }
 
     /// When a request waiting for its backoff may go.
@@ -867,8 +840,8 @@ impl TransactionManager {
     }
 
     /// FindCoordinator's answer: the coordinator's node, or the error code.
-    pub fn handle_find_coordinator(&mut self, id: u64, result: Result<i32, ErrorCode>, now: Instant) {
-        let Some(op) = self.take(id, RequestKind::FindCoordinator) else { return };
+    pub fn handle_find_coordinator(&mut self, id: RequestId, result: Result<i32, ErrorCode>, now: Instant) {
+        let Some(op) = self.take(id, RequestKind::FIND_COORDINATOR) else { return };
         let Op::FindCoordinator { key, key_type } = &op else { return };
         match (result, key_type) {
             (Ok(node), CoordinatorType::Transaction) => self.txn_coordinator = Some(node),
@@ -879,8 +852,15 @@ impl TransactionManager {
     }
 
     /// InitProducerId's answer: the producer id and epoch on success.
-    pub fn handle_init_producer_id(&mut self, id: u64, error: ErrorCode, producer_id: i64, epoch: i16, now: Instant) {
-        let Some(op) = self.take(id, RequestKind::InitProducerId) else { return };
+    pub fn handle_init_producer_id(
+        &mut self,
+        id: RequestId,
+        error: ErrorCode,
+        producer_id: i64,
+        epoch: i16,
+        now: Instant,
+    ) {
+        let Some(op) = self.take(id, RequestKind::INIT_PRODUCER_ID) else { return };
         if error != ErrorCode::NONE {
             self.on_error(&op, error, now);
             return;
@@ -894,8 +874,8 @@ impl TransactionManager {
     }
 
     /// AddPartitionsToTxn's answer, per partition (versions up to 3 answer per partition only).
-    pub fn handle_add_partitions(&mut self, id: u64, results: &[(TopicPartition, ErrorCode)], now: Instant) {
-        let Some(op) = self.take(id, RequestKind::AddPartitionsToTxn) else { return };
+    pub fn handle_add_partitions(&mut self, id: RequestId, results: &[(TopicPartition, ErrorCode)], now: Instant) {
+        let Some(op) = self.take(id, RequestKind::ADD_PARTITIONS_TO_TXN) else { return };
         let Op::AddPartitions(sent) = &op else { return };
         let mut newly = Vec::new();
         let mut worst: Option<(Verdict, ErrorCode)> = None;
@@ -911,7 +891,7 @@ impl TransactionManager {
                 }
                 // Not tried because another partition of the request failed.
                 Some(ErrorCode::OPERATION_NOT_ATTEMPTED) => unanswered = true,
-                Some(code) => worst = worse(worst, RequestKind::AddPartitionsToTxn, code),
+                Some(code) => worst = worse(worst, RequestKind::ADD_PARTITIONS_TO_TXN, code),
                 None => unanswered = true,
             }
         }
@@ -927,8 +907,8 @@ impl TransactionManager {
     }
 
     /// AddOffsetsToTxn's answer.
-    pub fn handle_add_offsets(&mut self, id: u64, error: ErrorCode, now: Instant) {
-        let Some(op) = self.take(id, RequestKind::AddOffsetsToTxn) else { return };
+    pub fn handle_add_offsets(&mut self, id: RequestId, error: ErrorCode, now: Instant) {
+        let Some(op) = self.take(id, RequestKind::ADD_OFFSETS_TO_TXN) else { return };
         if error != ErrorCode::NONE {
             self.on_error(&op, error, now);
         } else {
@@ -943,8 +923,8 @@ impl TransactionManager {
 
     /// TxnOffsetCommit's answer, per partition. The partitions answered NONE are done; the others
     /// are retried or decide the error.
-    pub fn handle_txn_offset_commit(&mut self, id: u64, results: &[(TopicPartition, ErrorCode)], now: Instant) {
-        let Some(op) = self.take(id, RequestKind::TxnOffsetCommit) else { return };
+    pub fn handle_txn_offset_commit(&mut self, id: RequestId, results: &[(TopicPartition, ErrorCode)], now: Instant) {
+        let Some(op) = self.take(id, RequestKind::TXN_OFFSET_COMMIT) else { return };
         let v2 = self.txn.v2;
         let Some(front) = self.txn.offsets.front_mut() else {
             // Aborted meanwhile.
@@ -959,7 +939,7 @@ impl TransactionManager {
                 false
             }
             Some(code) => {
-                worst = worse(worst.take(), RequestKind::TxnOffsetCommit, code);
+                worst = worse(worst.take(), RequestKind::TXN_OFFSET_COMMIT, code);
                 true
             }
             None => true,
@@ -982,8 +962,8 @@ impl TransactionManager {
 
     /// EndTxn's answer. Under v2 (v5+) it carries the producer id and epoch of the next
     /// transaction; pass -1 where absent.
-    pub fn handle_end_txn(&mut self, id: u64, error: ErrorCode, producer_id: i64, epoch: i16, now: Instant) {
-        let Some(op) = self.take(id, RequestKind::EndTxn) else { return };
+    pub fn handle_end_txn(&mut self, id: RequestId, error: ErrorCode, producer_id: i64, epoch: i16, now: Instant) {
+        let Some(op) = self.take(id, RequestKind::END_TXN) else { return };
         let Op::EndTxn(commit) = op else { return };
         // v1: an abort that reaches a coordinator that never saw the transaction (the only adds
         // sent went unanswered and did not arrive) finds nothing to abort.
@@ -1011,7 +991,7 @@ impl TransactionManager {
 
     /// Request `id` got no answer (timeout, connection lost): it may or may not have been
     /// applied. It is sent again, the same, after finding its coordinator again.
-    pub fn handle_no_response(&mut self, id: u64, now: Instant) {
+    pub fn handle_no_response(&mut self, id: RequestId, now: Instant) {
         let Some(InFlight { op, .. }) = self.in_flight.take_if(|f| f.id == id) else { return };
         self.forget_coordinator(&op);
         self.retry_after(now);
@@ -1055,10 +1035,10 @@ impl TransactionManager {
         }
     }
 
-    /// The destination of `op`, or FindCoordinator when its coordinator is not known.
-    fn route(&self, op: Op) -> (Op, Destination) {
+    /// The target of `op`, or FindCoordinator when its coordinator is not known.
+    fn route(&self, op: Op) -> (Op, Target) {
         let (key, key_type, known) = match &op {
-            Op::FindCoordinator { .. } => return (op, Destination::AnyBroker),
+            Op::FindCoordinator { .. } => return (op, Target::AnyBroker),
             Op::TxnOffsetCommit { group, .. } => {
                 let group = group.group_id.clone();
                 let node = self.group_coordinator.as_ref().filter(|(g, _)| *g == group).map(|(_, n)| *n);
@@ -1067,8 +1047,8 @@ impl TransactionManager {
             _ => (self.config.transactional_id.clone(), CoordinatorType::Transaction, self.txn_coordinator),
         };
         match known {
-            Some(node) => (op, Destination::Node(node)),
-            None => (Op::FindCoordinator { key, key_type }, Destination::AnyBroker),
+            Some(node) => (op, Target::Coordinator(node)),
+            None => (Op::FindCoordinator { key, key_type }, Target::AnyBroker),
         }
     }
 
@@ -1135,7 +1115,7 @@ impl TransactionManager {
 
     /// Takes the request in flight if `id` is it and of `kind`; stale and duplicated answers
     /// are ignored.
-    fn take(&mut self, id: u64, kind: RequestKind) -> Option<Op> {
+    fn take(&mut self, id: RequestId, kind: RequestKind) -> Option<Op> {
         self.in_flight.take_if(|f| f.id == id && f.op.kind() == kind).map(|f| f.op)
     }
 
@@ -1366,12 +1346,12 @@ mod tests {
 
         fn find(&mut self, key_type: CoordinatorType, node: i32) {
             let r = self.send();
-            assert_eq!(r.destination, Destination::AnyBroker);
+            assert_eq!(r.target, Target::AnyBroker);
             assert!(matches!(r.request, TxnRequest::FindCoordinator { key_type: k, .. } if k == key_type), "{r:?}");
             self.m.handle_find_coordinator(r.id, Ok(node), self.now);
         }
 
-        fn end_txn(&mut self, expect_commit: bool) -> u64 {
+        fn end_txn(&mut self, expect_commit: bool) -> RequestId {
             let r = self.send();
             let TxnRequest::EndTxn { commit, .. } = r.request else { panic!("expected EndTxn: {r:?}") };
             assert_eq!(commit, expect_commit);
@@ -1390,7 +1370,7 @@ mod tests {
         assert_eq!(r.request, TxnRequest::FindCoordinator { key: "tx".into(), key_type: CoordinatorType::Transaction });
         h.m.handle_find_coordinator(r.id, Ok(4), h.now);
         let r = h.send();
-        assert_eq!(r.destination, Destination::Node(4));
+        assert_eq!(r.target, Target::Coordinator(4));
         assert_eq!(
             r.request,
             TxnRequest::InitProducerId {
@@ -1418,7 +1398,7 @@ mod tests {
         h.nothing_to_send();
         h.wait_backoff(100);
         let again = h.send();
-        assert_eq!((again.request, again.destination), (r.request, r.destination));
+        assert_eq!((again.request, again.target), (r.request, r.target));
     }
 
     #[test]
@@ -1456,7 +1436,7 @@ mod tests {
         assert_eq!(h.m.add_partition(&tp(0)), Ok(false));
         assert_eq!(h.m.add_partition(&tp(0)), Ok(false));
         let r = h.send();
-        assert_eq!(r.destination, Destination::Node(1));
+        assert_eq!(r.target, Target::Coordinator(1));
         assert_eq!(
             r.request,
             TxnRequest::AddPartitionsToTxn {
@@ -1505,7 +1485,7 @@ mod tests {
         h.nothing_to_send();
         h.wait_backoff(20);
         let again = h.send();
-        assert_eq!((again.request, again.destination), (r.request, r.destination));
+        assert_eq!((again.request, again.target), (r.request, r.target));
         h.m.handle_add_partitions(again.id, &[(tp(0), ErrorCode::NONE)], h.now);
         assert_eq!(h.m.add_partition(&tp(0)), Ok(true));
     }
@@ -1538,7 +1518,7 @@ mod tests {
         h.wait_backoff(100);
         h.find(CoordinatorType::Transaction, 2);
         let again = h.send();
-        assert_eq!(again.destination, Destination::Node(2));
+        assert_eq!(again.target, Target::Coordinator(2));
         assert_eq!(again.request, r.request);
     }
 
@@ -1661,7 +1641,7 @@ mod tests {
         assert_eq!(
             h.m.error(),
             Some(TxnError::Fatal(FatalReason::Broker {
-                request: RequestKind::EndTxn,
+                request: RequestKind::END_TXN,
                 code: ErrorCode::TRANSACTION_ABORTABLE
             }))
         );
@@ -1772,7 +1752,7 @@ mod tests {
         h.m.abort(0).unwrap();
         let id = h.end_txn(false);
         h.m.handle_end_txn(id, ErrorCode::INVALID_TXN_STATE, -1, -1, h.now);
-        assert_eq!(h.m.error(), Some(TxnError::Fatal(FatalReason::InvalidTxnState { request: RequestKind::EndTxn })));
+        assert_eq!(h.m.error(), Some(TxnError::Fatal(FatalReason::InvalidTxnState { request: RequestKind::END_TXN })));
     }
 
     #[test]
@@ -1808,7 +1788,7 @@ mod tests {
     fn fatal_codes_have_typed_reasons() {
         let cases = [
             (ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, FatalReason::TransactionalIdAuthorizationFailed),
-            (ErrorCode::INVALID_TXN_STATE, FatalReason::InvalidTxnState { request: RequestKind::EndTxn }),
+            (ErrorCode::INVALID_TXN_STATE, FatalReason::InvalidTxnState { request: RequestKind::END_TXN }),
             (ErrorCode::PRODUCER_FENCED, FatalReason::Fenced { code: ErrorCode::PRODUCER_FENCED }),
         ];
         for (code, reason) in cases {
@@ -1836,7 +1816,7 @@ mod tests {
         h.m.add_partition(&tp(0)).unwrap();
         let r = h.send();
         // Another id, or the right id for another kind of request: not this request's answer.
-        h.m.handle_add_partitions(r.id + 100, &[(tp(0), ErrorCode::PRODUCER_FENCED)], h.now);
+        h.m.handle_add_partitions(RequestId(r.id.0 + 100), &[(tp(0), ErrorCode::PRODUCER_FENCED)], h.now);
         h.m.handle_end_txn(r.id, ErrorCode::PRODUCER_FENCED, -1, -1, h.now);
         assert_eq!(h.m.state(), TxnState::InTransaction);
         h.nothing_to_send();
@@ -1852,8 +1832,8 @@ mod tests {
     #[test]
     fn abortable_answers_leave_only_abort() {
         for (code, request) in [
-            (ErrorCode::TRANSACTION_ABORTABLE, RequestKind::AddPartitionsToTxn),
-            (ErrorCode::TOPIC_AUTHORIZATION_FAILED, RequestKind::AddPartitionsToTxn),
+            (ErrorCode::TRANSACTION_ABORTABLE, RequestKind::ADD_PARTITIONS_TO_TXN),
+            (ErrorCode::TOPIC_AUTHORIZATION_FAILED, RequestKind::ADD_PARTITIONS_TO_TXN),
         ] {
             let mut h = H::ready(1);
             h.m.begin().unwrap();
@@ -1892,7 +1872,7 @@ mod tests {
         assert_eq!(r.request, TxnRequest::FindCoordinator { key: "g".into(), key_type: CoordinatorType::Group });
         h.m.handle_find_coordinator(r.id, Ok(3), h.now);
         let r = h.send();
-        assert_eq!(r.destination, Destination::Node(3));
+        assert_eq!(r.target, Target::Coordinator(3));
         assert_eq!(
             r.request,
             TxnRequest::TxnOffsetCommit {
@@ -1909,7 +1889,7 @@ mod tests {
         h.wait_backoff(100);
         h.find(CoordinatorType::Group, 2);
         let r = h.send();
-        assert_eq!(r.destination, Destination::Node(2));
+        assert_eq!(r.target, Target::Coordinator(2));
         assert!(
             matches!(&r.request, TxnRequest::TxnOffsetCommit { offsets, .. } if *offsets == vec![(tp(6), offset(43))])
         );
@@ -1917,7 +1897,7 @@ mod tests {
         assert_eq!(h.events(), vec![TxnEvent::OffsetsAdded { group_id: "g".into() }]);
         // Only now may the commit go, to the transaction coordinator.
         let r = h.send();
-        assert_eq!(r.destination, Destination::Node(1));
+        assert_eq!(r.target, Target::Coordinator(1));
         assert!(matches!(r.request, TxnRequest::EndTxn { commit: true, .. }));
     }
 
@@ -1944,7 +1924,7 @@ mod tests {
         let r = h.send();
         h.m.handle_txn_offset_commit(r.id, &[(tp(5), ErrorCode::ILLEGAL_GENERATION)], h.now);
         let reason =
-            AbortableReason::Refused { request: RequestKind::TxnOffsetCommit, code: ErrorCode::ILLEGAL_GENERATION };
+            AbortableReason::Refused { request: RequestKind::TXN_OFFSET_COMMIT, code: ErrorCode::ILLEGAL_GENERATION };
         assert_eq!(h.m.error(), Some(TxnError::Abortable(reason)));
         h.m.abort(0).unwrap();
         let id = h.end_txn(false);
