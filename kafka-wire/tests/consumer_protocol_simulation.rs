@@ -1754,6 +1754,19 @@ fn run_seeds(mode: Mode, default_seeds: u64, offset: u64) {
     assert_eq!(total.stale_commits_sent, 0);
 }
 
+/// A seed replays the same run: the members' retry backoffs draw their jitter from it too.
+#[test]
+fn a_seed_replays_the_same_run() {
+    let run = || {
+        let mut sim = Sim::new(Params::standard(3));
+        sim.run();
+        (format!("{:?}", sim.stats), sim.violations)
+    };
+    let first = run();
+    assert!(first.1.is_empty(), "{:?}", first.1);
+    assert_eq!(first, run());
+}
+
 #[test]
 fn members_with_faults() {
     run_seeds(Mode::Faults, 30, 0);

@@ -1268,6 +1268,19 @@ fn assert_coverage(t: &Totals, v2: bool) {
     }
 }
 
+/// A seed replays the same run: the instances' retry backoffs draw their jitter from it too.
+#[test]
+fn a_seed_replays_the_same_run() {
+    let run = || {
+        let mut sim = Sim::new(3, false, Faults::standard(), 30);
+        sim.run();
+        (format!("{:?}", sim.totals), sim.violations)
+    };
+    let first = run();
+    assert!(first.1.is_empty(), "{:?}", first.1);
+    assert_eq!(first, run());
+}
+
 #[test]
 fn simulation_v1_with_faults() {
     let t = run_seeds("simulation_v1_with_faults", seeds(0, 500), false, &Faults::standard(), 30);

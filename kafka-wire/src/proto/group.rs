@@ -2085,6 +2085,7 @@ fn decode_assignment(bytes: &Bytes) -> Result<BTreeSet<Tp>, ()> {
 mod tests {
     use super::*;
     use crate::codec::messages::find_coordinator::Coordinator as WireCoordinator;
+    use crate::codec::messages::offset_commit::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
     use crate::proto::assignor::{CooperativeStickyAssignor, RangeAssignor};
 
     fn tp(t: &str, p: i32) -> Tp {
@@ -2210,6 +2211,69 @@ mod tests {
         assert_eq!(&*r.member_id, "m-1");
         assert_eq!(r.group_instance_id.as_deref(), Some("i-1"));
         assert_eq!(r.topics[0].partitions[0].committed_leader_epoch, 2);
+    }
+
+    /// Retries back off exponentially with KIP-580's ±20 % jitter, drawn from
+    /// `backoff_seed`: the same seed gives the same delays, another seed others (members failed
+    /// by the same event spread out).
+    #[test]
+    fn retries_back_off_with_jitter_drawn_from_the_seed() {
+        let t0 = Instant::now();
+        let within = |d: Duration, term_ms: u64| {
+            let ms = d.as_secs_f64() * 1000.0;
+            let (lo, hi) = ((term_ms as f64 * 0.8).min(1000.0), (term_ms as f64 * 1.2).min(1000.0));
+            assert!(ms >= lo - 1e-3 && ms <= hi + 1e-3, "{ms} ms for a term of {term_ms} ms");
+        };
+        let find_delays = |seed: u64| -> Vec<Duration> {
+            let mut config = GroupConfig::new("g", vec![Arc::new(RangeAssignor)]);
+            config.backoff_seed = Some(seed);
+            let mut m = GroupMember::new(config, t0);
+            m.subscribe(["t".to_string()].into(), t0);
+            let mut now = t0;
+            (0..6)
+                .map(|_| {
+                    let (id, target, _) = expect(&mut m, now);
+                    assert_eq!(target, Target::AnyBroker);
+                    m.handle_response(id, GroupResponse::Failed { kind: RequestKind::FIND_COORDINATOR }, now);
+                    assert!(m.poll_request(now).is_none(), "no FindCoordinator before the backoff");
+                    let at = m.next_timeout().expect("the retry");
+                    let delay = at - now;
+                    now = at;
+                    delay
+                })
+                .collect()
+        };
+        let delays = find_delays(1);
+        for (&d, term) in delays.iter().zip([100, 200, 400, 800, 1600, 3200]) {
+            within(d, term);
+        }
+        assert_eq!(delays, find_delays(1));
+        assert_ne!(delays, find_delays(2));
+
+        // A commit's retries have their own backoff.
+        let mut m = member(false, None, t0);
+        find(&mut m, t0);
+        join_and_sync(&mut m, 1, &[0], t0);
+        let (_, _, req) = expect(&mut m, t0);
+        assert!(matches!(req, GroupRequest::OffsetFetch(_)), "{req:?}");
+        m.commit([(tp("t", 0), (5, None))].into(), t0);
+        let (id, _, req) = expect(&mut m, t0);
+        assert!(matches!(req, GroupRequest::OffsetCommit(_)), "{req:?}");
+        let partitions = vec![OffsetCommitResponsePartition {
+            partition_index: 0,
+            error_code: ErrorCode::COORDINATOR_LOAD_IN_PROGRESS,
+            ..Default::default()
+        }];
+        let resp = OffsetCommitResponse {
+            topics: vec![OffsetCommitResponseTopic { name: bs("t"), partitions, ..Default::default() }],
+            ..Default::default()
+        };
+        m.handle_response(id, GroupResponse::OffsetCommit(resp), t0);
+        let at = m.next_timeout().expect("the commit's retry");
+        within(at - t0, 100);
+        assert!(m.poll_request(at - Duration::from_millis(1)).is_none(), "no retry before the backoff");
+        let (_, _, req) = expect(&mut m, at);
+        assert!(matches!(req, GroupRequest::OffsetCommit(_)), "{req:?}");
     }
 
     #[test]
