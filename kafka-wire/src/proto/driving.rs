@@ -1,6 +1,7 @@
-//! The vocabulary every state machine of [`crate::proto`] is driven with: each request it hands
-//! out carries a [`RequestId`] (its answer, or its failure, goes back with it), a [`Target`]
-//! (which broker it must go to) and has a [`RequestKind`] (the Kafka API it calls). A driver
+//! The vocabulary the state machines of [`crate::proto`] are driven with (the group members of
+//! [`crate::proto::group::Member`], the transaction manager): each request a machine hands out
+//! carries a [`RequestId`] (its answer, or its failure, goes back with it) and a [`Target`]
+//! (which broker it must go to), and has a [`RequestKind`] (the Kafka API it calls). A driver
 //! that knows these three can route, retry and report for any machine.
 
 use std::time::Duration;

@@ -99,7 +99,8 @@ pub struct TxnConfig {
     pub transactional_id: Arc<str>,
     /// `transaction.timeout.ms`: the coordinator aborts a transaction open longer than this.
     pub transaction_timeout: Duration,
-    /// First backoff before a request is retried; doubles per retry up to `retry_backoff_max`.
+    /// First backoff before a request is retried; doubles per retry up to `retry_backoff_max`,
+    /// each delay spread by ±20 % (KIP-580).
     pub retry_backoff: Duration,
     /// Cap of the exponential retry backoff (`retry.backoff.max.ms`, KIP-580).
     pub retry_backoff_max: Duration,
