@@ -55,10 +55,10 @@ use kafka_wire::codec::messages::offset_fetch::{
 use kafka_wire::codec::messages::{OffsetCommitRequest, OffsetFetchRequest};
 use kafka_wire::codec::{ErrorCode, Uuid};
 use kafka_wire::proto::consumer_protocol::{
-    ConsumerGroupConfig, ConsumerGroupMember, ConsumerGroupRequest, ConsumerGroupRequestKind, ConsumerGroupResponse,
-    LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
+    ConsumerGroupConfig, ConsumerGroupMember, LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
 };
-use kafka_wire::proto::group::{GroupEvent, Target, Tp};
+use kafka_wire::proto::driving::{RequestId, RequestKind, Target};
+use kafka_wire::proto::group::{GroupEvent, GroupRequest, GroupResponse, Member, Tp};
 
 const GROUP: &str = "sim-group";
 const NODES: [i32; 3] = [1, 2, 3];
@@ -178,6 +178,7 @@ impl Params {
         c.rack = Some("rack-1".into());
         c.retry_backoff = Duration::from_millis(50);
         c.retry_backoff_max = Duration::from_millis(800);
+        c.backoff_seed = Some(self.seed);
         c
     }
 }
@@ -503,22 +504,16 @@ impl Model {
         }
     }
 
-    fn handle(
-        &mut self,
-        now: u64,
-        req_id: u64,
-        target: Target,
-        request: ConsumerGroupRequest,
-    ) -> ConsumerGroupResponse {
+    fn handle(&mut self, now: u64, req_id: RequestId, target: Target, request: GroupRequest) -> GroupResponse {
         let response = match request {
-            ConsumerGroupRequest::FindCoordinator(r) => {
+            GroupRequest::FindCoordinator(r) => {
                 let (error, node) = if now < self.moving_until {
                     (ErrorCode::COORDINATOR_NOT_AVAILABLE, -1)
                 } else {
                     (ErrorCode::NONE, self.node)
                 };
                 let key = r.coordinator_keys.first().cloned().unwrap_or_else(|| r.key.clone());
-                let resp = if (now / TICK_MS + req_id) % 2 == 0 {
+                let resp = if (now / TICK_MS + req_id.0) % 2 == 0 {
                     FindCoordinatorResponse {
                         coordinators: vec![Coordinator {
                             key,
@@ -539,9 +534,9 @@ impl Model {
                         ..Default::default()
                     }
                 };
-                ConsumerGroupResponse::FindCoordinator(resp)
+                GroupResponse::FindCoordinator(resp)
             }
-            ConsumerGroupRequest::ConsumerGroupHeartbeat(r) => {
+            GroupRequest::ConsumerGroupHeartbeat(r) => {
                 let resp = match self.check_target(now, target) {
                     Some(e) => hb_error(e),
                     None => self.heartbeat(now, r),
@@ -552,14 +547,14 @@ impl Model {
                     ErrorCode::UNRELEASED_INSTANCE_ID => self.stats.unreleased_answers += 1,
                     _ => {}
                 }
-                ConsumerGroupResponse::ConsumerGroupHeartbeat(resp)
+                GroupResponse::ConsumerGroupHeartbeat(resp)
             }
-            ConsumerGroupRequest::OffsetCommit(r) => {
+            GroupRequest::OffsetCommit(r) => {
                 let code = self.check_target(now, target).unwrap_or_else(|| self.commit(&r));
                 if code == ErrorCode::STALE_MEMBER_EPOCH {
                     self.stats.commits_stale_answer += 1;
                 }
-                ConsumerGroupResponse::OffsetCommit(OffsetCommitResponse {
+                GroupResponse::OffsetCommit(OffsetCommitResponse {
                     topics: r
                         .topics
                         .iter()
@@ -581,10 +576,11 @@ impl Model {
                     ..Default::default()
                 })
             }
-            ConsumerGroupRequest::OffsetFetch(r) => {
+            GroupRequest::OffsetFetch(r) => {
                 let err = self.check_target(now, target);
-                ConsumerGroupResponse::OffsetFetch(self.fetch(err, &r))
+                GroupResponse::OffsetFetch(self.fetch(err, &r))
             }
+            other => panic!("a KIP-848 member sent a classic group request: {other:?}"),
         };
         self.check_model();
         response
@@ -939,9 +935,9 @@ struct SimMember {
     /// The member epoch of the latest answer to the latest heartbeat; `None` once fenced or
     /// after Lost.
     told_epoch: Option<i32>,
-    last_heartbeat: Option<u64>,
+    last_heartbeat: Option<RequestId>,
     dirty: bool,
-    in_flight: BTreeMap<u64, ConsumerGroupRequestKind>,
+    in_flight: BTreeMap<RequestId, RequestKind>,
     next_commit_at: u64,
     narrow_until: Option<u64>,
     /// The full topic names arrive at this time.
@@ -950,8 +946,8 @@ struct SimMember {
 }
 
 enum Msg {
-    ToCoordinator { from: usize, req: u64, target: Target, request: ConsumerGroupRequest },
-    ToMember { to: usize, req: u64, response: ConsumerGroupResponse },
+    ToCoordinator { from: usize, req: RequestId, target: Target, request: GroupRequest },
+    ToMember { to: usize, req: RequestId, response: GroupResponse },
 }
 
 struct Sim {
@@ -1047,7 +1043,10 @@ impl Sim {
         id[..8].copy_from_slice(&self.rng.next_u64().to_be_bytes());
         id[8..].copy_from_slice(&self.rng.next_u64().to_be_bytes());
         let member_id = if v0 { String::new() } else { Uuid(id).to_string() };
-        let mut core = ConsumerGroupMember::new(self.p.config(instance.clone(), Some(member_id), assignor), now);
+        let mut config = self.p.config(instance.clone(), Some(member_id), assignor);
+        // Each member its own jitter, the same in every run of the seed.
+        config.backoff_seed = Some(self.p.seed.wrapping_mul(1_000_003).wrapping_add(self.next_name as u64));
+        let mut core = ConsumerGroupMember::new(config, now);
         core.subscribe(full_subscription(), now);
         // Sometimes the metadata with the topic ids comes late: only "a" is named at first.
         let names_at = if self.in_fault_window() && self.rng.chance(0.3) {
@@ -1105,15 +1104,15 @@ impl Sim {
         self.partitioned.get(&member).is_some_and(|&until| self.now < until)
     }
 
-    fn failure(&mut self, kind: ConsumerGroupRequestKind, target: Target) -> ConsumerGroupResponse {
+    fn failure(&mut self, kind: RequestKind, target: Target) -> GroupResponse {
         if matches!(target, Target::Coordinator(_)) && self.rng.chance(0.3) {
-            ConsumerGroupResponse::CoordinatorUnreachable
+            GroupResponse::CoordinatorUnreachable
         } else {
-            ConsumerGroupResponse::Failed { kind }
+            GroupResponse::Failed { kind }
         }
     }
 
-    fn send(&mut self, from: usize, req: u64, target: Target, request: ConsumerGroupRequest) {
+    fn send(&mut self, from: usize, req: RequestId, target: Target, request: GroupRequest) {
         let kind = request.kind();
         self.members[from].in_flight.insert(req, kind);
         let drop = self.in_fault_window() && self.rng.chance(self.p.drop_rate);
@@ -1130,7 +1129,7 @@ impl Sim {
         self.schedule(at, Msg::ToCoordinator { from, req, target, request });
     }
 
-    fn respond(&mut self, to: usize, req: u64, response: ConsumerGroupResponse) {
+    fn respond(&mut self, to: usize, req: RequestId, response: GroupResponse) {
         let Some(kind) = self.members[to].in_flight.get(&req).copied() else {
             return;
         };
@@ -1175,7 +1174,7 @@ impl Sim {
                     }
                     self.trace(|| format!("<- {} #{req} {}", self.members[to].name, describe_response(&response)));
                     let m = &mut self.members[to];
-                    if let ConsumerGroupResponse::ConsumerGroupHeartbeat(r) = &response {
+                    if let GroupResponse::ConsumerGroupHeartbeat(r) = &response {
                         if m.last_heartbeat == Some(req) {
                             if r.error_code.is_ok() {
                                 m.told_epoch = Some(r.member_epoch);
@@ -1393,9 +1392,9 @@ impl Sim {
     }
 
     /// (1) and request shape checks.
-    fn check_request(&mut self, i: usize, id: u64, request: &ConsumerGroupRequest) {
+    fn check_request(&mut self, i: usize, id: RequestId, request: &GroupRequest) {
         match request {
-            ConsumerGroupRequest::OffsetCommit(r) => {
+            GroupRequest::OffsetCommit(r) => {
                 self.stats.commits_sent += 1;
                 let m = &self.members[i];
                 let sent = (r.generation_id_or_member_epoch, r.member_id.to_string());
@@ -1410,7 +1409,7 @@ impl Sim {
                     self.violation(msg);
                 }
             }
-            ConsumerGroupRequest::ConsumerGroupHeartbeat(r) => {
+            GroupRequest::ConsumerGroupHeartbeat(r) => {
                 let m = &mut self.members[i];
                 if r.member_epoch >= 0 {
                     m.last_heartbeat = Some(id);
@@ -1426,7 +1425,7 @@ impl Sim {
                     self.violation(msg);
                 }
             }
-            ConsumerGroupRequest::OffsetFetch(r) => {
+            GroupRequest::OffsetFetch(r) => {
                 let m = &self.members[i];
                 let g = r.groups.first();
                 if g.is_none_or(|g| g.member_epoch <= 0 || g.member_id.as_deref() != Some(m.core.member_id())) {
@@ -1434,7 +1433,11 @@ impl Sim {
                     self.violation(msg);
                 }
             }
-            ConsumerGroupRequest::FindCoordinator(_) => {}
+            GroupRequest::FindCoordinator(_) => {}
+            other => {
+                let msg = format!("{}: a classic group request {:?}", self.members[i].name, other.kind());
+                self.violation(msg);
+            }
         }
     }
 
@@ -1660,41 +1663,43 @@ impl Sim {
     }
 }
 
-fn describe_request(r: &ConsumerGroupRequest) -> String {
+fn describe_request(r: &GroupRequest) -> String {
     match r {
-        ConsumerGroupRequest::FindCoordinator(_) => "FindCoordinator".into(),
-        ConsumerGroupRequest::ConsumerGroupHeartbeat(r) => format!(
+        GroupRequest::FindCoordinator(_) => "FindCoordinator".into(),
+        GroupRequest::ConsumerGroupHeartbeat(r) => format!(
             "Heartbeat member={} epoch={} subs={:?} owned={:?}",
             r.member_id,
             r.member_epoch,
             r.subscribed_topic_names.as_ref().map(|s| s.len()),
             r.topic_partitions.as_deref().map(decode)
         ),
-        ConsumerGroupRequest::OffsetCommit(r) => {
+        GroupRequest::OffsetCommit(r) => {
             format!("OffsetCommit epoch={} member={}", r.generation_id_or_member_epoch, r.member_id)
         }
-        ConsumerGroupRequest::OffsetFetch(_) => "OffsetFetch".into(),
+        GroupRequest::OffsetFetch(_) => "OffsetFetch".into(),
+        other => format!("{:?}", other.kind()),
     }
 }
 
-fn describe_response(r: &ConsumerGroupResponse) -> String {
+fn describe_response(r: &GroupResponse) -> String {
     match r {
-        ConsumerGroupResponse::FindCoordinator(r) => {
+        GroupResponse::FindCoordinator(r) => {
             format!("FindCoordinator {:?}/{:?}", r.error_code, r.coordinators.first().map(|c| c.error_code))
         }
-        ConsumerGroupResponse::ConsumerGroupHeartbeat(r) => format!(
+        GroupResponse::ConsumerGroupHeartbeat(r) => format!(
             "Heartbeat {:?} member={:?} epoch={} assignment={:?}",
             r.error_code,
             r.member_id,
             r.member_epoch,
             r.assignment.as_ref().map(|a| decode(&a.topic_partitions))
         ),
-        ConsumerGroupResponse::OffsetCommit(r) => {
+        GroupResponse::OffsetCommit(r) => {
             format!("OffsetCommit {:?}", r.topics.first().and_then(|t| t.partitions.first()).map(|p| p.error_code))
         }
-        ConsumerGroupResponse::OffsetFetch(r) => format!("OffsetFetch {:?}", r.groups.first().map(|g| g.error_code)),
-        ConsumerGroupResponse::Failed { kind } => format!("Failed {kind:?}"),
-        ConsumerGroupResponse::CoordinatorUnreachable => "CoordinatorUnreachable".into(),
+        GroupResponse::OffsetFetch(r) => format!("OffsetFetch {:?}", r.groups.first().map(|g| g.error_code)),
+        GroupResponse::Failed { kind } => format!("Failed {kind:?}"),
+        GroupResponse::CoordinatorUnreachable => "CoordinatorUnreachable".into(),
+        other => format!("{other:?}"),
     }
 }
 
@@ -1747,6 +1752,19 @@ fn run_seeds(mode: Mode, default_seeds: u64, offset: u64) {
     }
     assert!(failures.is_empty(), "{} violations, first: {}", failures.len(), failures[0]);
     assert_eq!(total.stale_commits_sent, 0);
+}
+
+/// A seed replays the same run: the members' retry backoffs draw their jitter from it too.
+#[test]
+fn a_seed_replays_the_same_run() {
+    let run = || {
+        let mut sim = Sim::new(Params::standard(3));
+        sim.run();
+        (format!("{:?}", sim.stats), sim.violations)
+    };
+    let first = run();
+    assert!(first.1.is_empty(), "{:?}", first.1);
+    assert_eq!(first, run());
 }
 
 #[test]
@@ -1802,7 +1820,7 @@ impl Sim {
             self.deliver();
             let now = self.at(self.now);
             while let Some((id, target, request)) = self.members[i].core.poll_request(now) {
-                if let ConsumerGroupRequest::ConsumerGroupHeartbeat(r) = &request {
+                if let GroupRequest::ConsumerGroupHeartbeat(r) = &request {
                     heartbeats.push(r.clone());
                 }
                 self.send(i, id, target, request);
@@ -1996,17 +2014,13 @@ fn unsupported_version_is_fatal() {
     core.subscribe(full_subscription(), t0);
     let (id, target, request) = core.poll_request(t0).unwrap();
     assert_eq!(target, Target::AnyBroker);
-    assert!(matches!(request, ConsumerGroupRequest::FindCoordinator(_)));
+    assert!(matches!(request, GroupRequest::FindCoordinator(_)));
     let found = FindCoordinatorResponse { node_id: 7, host: b("h"), port: 1, ..Default::default() };
-    core.handle_response(id, ConsumerGroupResponse::FindCoordinator(found), t0);
+    core.handle_response(id, GroupResponse::FindCoordinator(found), t0);
     let (id, target, request) = core.poll_request(t0).unwrap();
     assert_eq!(target, Target::Coordinator(7));
-    assert!(matches!(request, ConsumerGroupRequest::ConsumerGroupHeartbeat(_)));
-    core.handle_response(
-        id,
-        ConsumerGroupResponse::ConsumerGroupHeartbeat(hb_error(ErrorCode::UNSUPPORTED_VERSION)),
-        t0,
-    );
+    assert!(matches!(request, GroupRequest::ConsumerGroupHeartbeat(_)));
+    core.handle_response(id, GroupResponse::ConsumerGroupHeartbeat(hb_error(ErrorCode::UNSUPPORTED_VERSION)), t0);
     assert_eq!(core.fatal_error(), Some(ErrorCode::UNSUPPORTED_VERSION));
     assert_eq!(core.poll_event(), Some(GroupEvent::Fatal(ErrorCode::UNSUPPORTED_VERSION)));
     assert!(core.poll_request(t0).is_none());
@@ -2026,7 +2040,7 @@ fn fenced_member_rejoins_with_same_id() {
     core.set_topic_names(all_names(), t0);
     let (id, _, _) = core.poll_request(t0).unwrap();
     let found = FindCoordinatorResponse { node_id: 1, host: b("h"), port: 1, ..Default::default() };
-    core.handle_response(id, ConsumerGroupResponse::FindCoordinator(found), t0);
+    core.handle_response(id, GroupResponse::FindCoordinator(found), t0);
     let (id, _, _) = core.poll_request(t0).unwrap();
     let joined = ConsumerGroupHeartbeatResponse {
         member_id: Some(b("member-1")),
@@ -2038,13 +2052,13 @@ fn fenced_member_rejoins_with_same_id() {
         }),
         ..Default::default()
     };
-    core.handle_response(id, ConsumerGroupResponse::ConsumerGroupHeartbeat(joined), ms(1));
+    core.handle_response(id, GroupResponse::ConsumerGroupHeartbeat(joined), ms(1));
     assert_eq!(core.poll_event(), Some(GroupEvent::Assigned([("a".to_string(), 0), ("a".to_string(), 1)].into())));
     assert_eq!(core.generation(), Some((3, "member-1".to_string())));
     // The acknowledgement goes out at once (with the fetch of committed offsets).
     let mut ack = None;
     while let Some((id, _, r)) = core.poll_request(ms(1)) {
-        if let ConsumerGroupRequest::ConsumerGroupHeartbeat(r) = r {
+        if let GroupRequest::ConsumerGroupHeartbeat(r) = r {
             ack = Some((id, r));
         }
     }
@@ -2054,7 +2068,7 @@ fn fenced_member_rejoins_with_same_id() {
     // A commit queued, then the fence arrives before it is sent.
     let commit = core.commit([(("a".to_string(), 0), (10, None))].into(), ms(2));
     let fenced = hb_error(ErrorCode::FENCED_MEMBER_EPOCH);
-    core.handle_response(ack_id, ConsumerGroupResponse::ConsumerGroupHeartbeat(fenced), ms(3));
+    core.handle_response(ack_id, GroupResponse::ConsumerGroupHeartbeat(fenced), ms(3));
     let mut events = Vec::new();
     while let Some(e) = core.poll_event() {
         events.push(e);
@@ -2065,15 +2079,15 @@ fn fenced_member_rejoins_with_same_id() {
     // No rejoin while the application has not handled the loss (the event taken off the queue
     // is not enough), and no wake-up that would spin meanwhile.
     while let Some((_, _, r)) = core.poll_request(ms(4)) {
-        assert!(!matches!(r, ConsumerGroupRequest::ConsumerGroupHeartbeat(_)), "joined before lost_handled: {r:?}");
+        assert!(!matches!(r, GroupRequest::ConsumerGroupHeartbeat(_)), "joined before lost_handled: {r:?}");
     }
     assert!(core.next_timeout().is_none_or(|t| t > ms(4)), "{:?}", core.next_timeout());
     core.lost_handled(ms(4));
     let mut rejoin = None;
     while let Some((_, _, r)) = core.poll_request(ms(4)) {
         match r {
-            ConsumerGroupRequest::OffsetCommit(_) => panic!("a commit of the fenced membership was sent"),
-            ConsumerGroupRequest::ConsumerGroupHeartbeat(r) => rejoin = Some(r),
+            GroupRequest::OffsetCommit(_) => panic!("a commit of the fenced membership was sent"),
+            GroupRequest::ConsumerGroupHeartbeat(r) => rejoin = Some(r),
             _ => {}
         }
     }

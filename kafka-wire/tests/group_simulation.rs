@@ -58,9 +58,8 @@ use kafka_wire::codec::ErrorCode;
 use kafka_wire::proto::assignor::{
     Assignor, ConsumerProtocolAssignment, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor,
 };
-use kafka_wire::proto::group::{
-    GroupConfig, GroupEvent, GroupMember, GroupRequest, GroupResponse, RequestKind, Target, Tp,
-};
+use kafka_wire::proto::driving::{RequestId, RequestKind, Target};
+use kafka_wire::proto::group::{GroupConfig, GroupEvent, GroupMember, GroupRequest, GroupResponse, Member, Tp};
 
 const GROUP: &str = "sim-group";
 const NODES: [i32; 3] = [1, 2, 3];
@@ -167,6 +166,7 @@ impl Params {
         c.rebalance_timeout = Duration::from_millis(self.rebalance_ms);
         c.retry_backoff = Duration::from_millis(50);
         c.retry_backoff_max = Duration::from_millis(800);
+        c.backoff_seed = Some(self.seed);
         c
     }
 }
@@ -253,7 +253,7 @@ impl Stats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Reply {
     member: usize,
-    req: u64,
+    req: RequestId,
 }
 
 type Out = Vec<(Reply, GroupResponse)>;
@@ -423,7 +423,7 @@ impl Model {
             };
             let key = r.coordinator_keys.first().cloned().unwrap_or_else(|| r.key.clone());
             // Half the time a v4+ answer (per key), else a v0-3 one.
-            let v4 = (now / TICK_MS + from.req) % 2 == 0;
+            let v4 = (now / TICK_MS + from.req.0) % 2 == 0;
             let resp = if v4 {
                 FindCoordinatorResponse {
                     coordinators: vec![Coordinator {
@@ -508,6 +508,7 @@ impl Model {
                 out.push((from, GroupResponse::OffsetFetch(resp)));
             }
             GroupRequest::FindCoordinator(_) => unreachable!(),
+            GroupRequest::ConsumerGroupHeartbeat(r) => panic!("a classic member sent a KIP-848 heartbeat: {r:?}"),
         }
         self.maybe_complete_join(now, &mut out);
         out
@@ -981,7 +982,7 @@ impl Model {
 
     fn fetch(&mut self, now: u64, from: Reply, err: Option<ErrorCode>, r: OffsetFetchRequest) -> OffsetFetchResponse {
         self.stats.fetches += 1;
-        let v8 = (now / TICK_MS + from.req) % 2 == 0;
+        let v8 = (now / TICK_MS + from.req.0) % 2 == 0;
         let wanted: Vec<(String, Vec<i32>)> = if v8 {
             r.groups
                 .iter()
@@ -995,7 +996,7 @@ impl Model {
         for (t, ps) in &wanted {
             for &p in ps {
                 let offset = self.committed.get(&(t.clone(), p)).copied().unwrap_or(-1);
-                let unstable = self.unstable_fetch_chance > 0.0 && (now / TICK_MS + p as u64 + from.req) % 7 == 0;
+                let unstable = self.unstable_fetch_chance > 0.0 && (now / TICK_MS + p as u64 + from.req.0) % 7 == 0;
                 let code = if unstable { ErrorCode::UNSTABLE_OFFSET_COMMIT } else { ErrorCode::NONE };
                 rows.push((t.clone(), p, offset, code));
             }
@@ -1133,7 +1134,7 @@ struct SimMember {
     max_generation_told: i32,
     /// A response arrived: call `poll_request` even if `next_timeout` is later.
     dirty: bool,
-    in_flight: BTreeMap<u64, RequestKind>,
+    in_flight: BTreeMap<RequestId, RequestKind>,
     next_commit_at: u64,
     /// Back to the full subscription at this time.
     narrow_until: Option<u64>,
@@ -1142,8 +1143,8 @@ struct SimMember {
 }
 
 enum Msg {
-    ToCoordinator { from: usize, req: u64, target: Target, request: GroupRequest },
-    ToMember { to: usize, req: u64, response: GroupResponse },
+    ToCoordinator { from: usize, req: RequestId, target: Target, request: GroupRequest },
+    ToMember { to: usize, req: RequestId, response: GroupResponse },
 }
 
 struct Sim {
@@ -1241,7 +1242,10 @@ impl Sim {
         };
         self.next_name += 1;
         let now = self.at(self.now);
-        let mut core = GroupMember::new(self.p.config(instance.clone()), now);
+        let mut config = self.p.config(instance.clone());
+        // Each member its own jitter, the same in every run of the seed.
+        config.backoff_seed = Some(self.p.seed.wrapping_mul(1_000_003).wrapping_add(self.next_name as u64));
+        let mut core = GroupMember::new(config, now);
         core.subscribe(full_subscription(), now);
         if counts {
             core.set_partition_counts(self.counts.clone(), now);
@@ -1294,7 +1298,7 @@ impl Sim {
         self.partitioned.get(&member).is_some_and(|&until| self.now < until)
     }
 
-    fn failure(&mut self, member: usize, req: u64, kind: RequestKind, target: Target) -> Msg {
+    fn failure(&mut self, member: usize, req: RequestId, kind: RequestKind, target: Target) -> Msg {
         let response = if matches!(target, Target::Coordinator(_)) && self.rng.chance(0.3) {
             GroupResponse::CoordinatorUnreachable
         } else {
@@ -1303,7 +1307,7 @@ impl Sim {
         Msg::ToMember { to: member, req, response }
     }
 
-    fn send(&mut self, from: usize, req: u64, target: Target, request: GroupRequest) {
+    fn send(&mut self, from: usize, req: RequestId, target: Target, request: GroupRequest) {
         let kind = request.kind();
         self.members[from].in_flight.insert(req, kind);
         let drop = self.p.faults && self.in_fault_window() && self.rng.chance(0.02);
@@ -1820,6 +1824,7 @@ fn describe_request(r: &GroupRequest) -> String {
         GroupRequest::LeaveGroup(_) => "LeaveGroup".into(),
         GroupRequest::OffsetCommit(r) => format!("OffsetCommit gen={}", r.generation_id_or_member_epoch),
         GroupRequest::OffsetFetch(_) => "OffsetFetch".into(),
+        GroupRequest::ConsumerGroupHeartbeat(_) => "ConsumerGroupHeartbeat".into(),
     }
 }
 
@@ -1841,6 +1846,7 @@ fn describe_response(r: &GroupResponse) -> String {
         GroupResponse::OffsetFetch(_) => "OffsetFetch".into(),
         GroupResponse::Failed { kind } => format!("Failed {kind:?}"),
         GroupResponse::CoordinatorUnreachable => "CoordinatorUnreachable".into(),
+        GroupResponse::ConsumerGroupHeartbeat(r) => format!("ConsumerGroupHeartbeat {:?}", r.error_code),
     }
 }
 
@@ -1875,6 +1881,19 @@ fn run_mode(mode: Mode, faults: bool, default_seeds: u64) {
     }
     assert!(failures.is_empty(), "{} violations, first: {}", failures.len(), failures[0]);
     assert_eq!(total.stale_commits_sent, 0);
+}
+
+/// A seed replays the same run: the members' retry backoffs draw their jitter from it too.
+#[test]
+fn a_seed_replays_the_same_run() {
+    let run = || {
+        let mut sim = Sim::new(Params::standard(3, Mode::Cooperative));
+        sim.run();
+        (format!("{:?}", sim.stats), sim.violations)
+    };
+    let first = run();
+    assert!(first.1.is_empty(), "{:?}", first.1);
+    assert_eq!(first, run());
 }
 
 #[test]

@@ -42,7 +42,8 @@ use kafka_wire::codec::messages::offset_fetch::{
 use kafka_wire::codec::messages::sync_group::SyncGroupResponse;
 use kafka_wire::codec::ErrorCode;
 use kafka_wire::proto::assignor::{Assignor, ConsumerProtocolAssignment, RangeAssignor};
-use kafka_wire::proto::group::{GroupConfig, GroupEvent, GroupMember, GroupRequest, GroupResponse, Target, Tp};
+use kafka_wire::proto::driving::Target;
+use kafka_wire::proto::group::{GroupConfig, GroupEvent, GroupMember, GroupRequest, GroupResponse, Member, Tp};
 
 const GROUP: &str = "processor-sim";
 const TOPIC: &str = "in";
@@ -147,6 +148,7 @@ impl Coordinator {
         }
         match request {
             GroupRequest::FindCoordinator(_) => unreachable!("answered above"),
+            GroupRequest::ConsumerGroupHeartbeat(_) => unreachable!("a classic member"),
             GroupRequest::JoinGroup(r) => {
                 let id = match &self.member {
                     Some((m, _)) if *m == *r.member_id => m.clone(),
@@ -289,6 +291,7 @@ impl Sim {
         config.rebalance_timeout = Duration::from_secs(10);
         config.retry_backoff = Duration::from_millis(50);
         config.retry_backoff_max = Duration::from_millis(200);
+        config.backoff_seed = Some(seed);
         let mut member = GroupMember::new(config, t0);
         member.subscribe([TOPIC.to_string()].into(), t0);
         member.set_partition_counts([(TOPIC.to_string(), 1)].into(), t0);

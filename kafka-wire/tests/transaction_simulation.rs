@@ -27,10 +27,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use kafka_wire::codec::ErrorCode;
+use kafka_wire::proto::driving::{RequestId, Target};
 use kafka_wire::proto::producer::TopicPartition;
 use kafka_wire::proto::transaction::{
-    CoordinatorType, Destination, FatalReason, GroupMetadata, ProduceOutcome, TransactionManager, TxnConfig, TxnError,
-    TxnEvent, TxnOffset, TxnRequest, TxnState,
+    CoordinatorType, FatalReason, GroupMetadata, ProduceOutcome, TransactionManager, TxnConfig, TxnError, TxnEvent,
+    TxnOffset, TxnRequest, TxnState,
 };
 
 const TXN_ID: &str = "sim-txn";
@@ -275,15 +276,8 @@ impl Model {
         m.complete_at = now + rng.ms(0, 40);
     }
 
-    /// The coordinators' answer to `request` sent to `destination`.
-    fn handle(
-        &mut self,
-        destination: Destination,
-        request: &TxnRequest,
-        now: Instant,
-        rng: &mut Rng,
-        f: &Faults,
-    ) -> Reply {
+    /// The coordinators' answer to `request` sent to `target`.
+    fn handle(&mut self, target: Target, request: &TxnRequest, now: Instant, rng: &mut Rng, f: &Faults) -> Reply {
         self.tick(now, rng);
         if let TxnRequest::FindCoordinator { key_type, key } = request {
             if rng.chance(f.not_available) {
@@ -295,7 +289,7 @@ impl Model {
                 other => panic!("FindCoordinator for {other:?} {key}"),
             }));
         }
-        let Destination::Node(node) = destination else {
+        let Target::Coordinator(node) = target else {
             self.violations.push(format!("{request:?} sent to no coordinator"));
             return error_reply(request, ErrorCode::INVALID_REQUEST);
         };
@@ -610,15 +604,15 @@ struct Instance {
     /// Produces of the current transaction not settled yet.
     in_flight: usize,
     /// Requests answered (their request-timeout event is then moot).
-    answered: HashSet<u64>,
+    answered: HashSet<RequestId>,
     abort_wanted: bool,
 }
 
 #[derive(Debug)]
 enum Ev {
-    Arrive { inst: usize, id: u64, destination: Destination, request: TxnRequest },
-    Reply { inst: usize, id: u64, reply: Reply },
-    Timeout { inst: usize, id: u64 },
+    Arrive { inst: usize, id: RequestId, target: Target, request: TxnRequest },
+    Reply { inst: usize, id: RequestId, reply: Reply },
+    Timeout { inst: usize, id: RequestId },
     Produce { inst: usize, txn: usize, record: u64, tp: TopicPartition, epoch: i16, attempt: u32 },
     ProduceDone { inst: usize, txn: usize, record: u64, outcome: ProduceOutcome },
 }
@@ -738,6 +732,8 @@ impl Sim {
     fn spawn(&mut self) {
         let mut config = TxnConfig::new(TXN_ID);
         config.transaction_timeout = TXN_TIMEOUT;
+        // Each instance its own jitter, the same in every run of the seed.
+        config.backoff_seed = Some(self.seed.wrapping_mul(1_000_003).wrapping_add(self.instances.len() as u64));
         let mut mgr = TransactionManager::new(config);
         mgr.set_transaction_version(if self.v2 { 2 } else { 1 });
         self.instances.push(Instance {
@@ -1016,7 +1012,7 @@ impl Sim {
         let mut progress = false;
         while let Some(out) = self.instances[i].mgr.next_request(self.now) {
             progress = true;
-            self.log(format!("instance {i} sends #{} {:?} to {:?}", out.id, out.request, out.destination));
+            self.log(format!("instance {i} sends #{} {:?} to {:?}", out.id, out.request, out.target));
             if self.instances[i].dead {
                 self.violation(format!("instance {i} sent {:?} after FatalError", out.request));
             }
@@ -1052,15 +1048,15 @@ impl Sim {
                 continue;
             }
             let at = self.now + self.rng.ms(1, 5);
-            self.schedule(at, Ev::Arrive { inst: i, id: out.id, destination: out.destination, request: out.request });
+            self.schedule(at, Ev::Arrive { inst: i, id: out.id, target: out.target, request: out.request });
         }
         progress
     }
 
     fn process(&mut self, ev: Ev) {
         match ev {
-            Ev::Arrive { inst, id, destination, request } => {
-                let reply = self.model.handle(destination, &request, self.now, &mut self.rng, &self.f);
+            Ev::Arrive { inst, id, target, request } => {
+                let reply = self.model.handle(target, &request, self.now, &mut self.rng, &self.f);
                 self.log(format!("#{id} answered {reply:?}"));
                 let f = self.f.clone();
                 if self.rng.chance(f.drop_response) {
@@ -1137,7 +1133,7 @@ impl Sim {
         }
     }
 
-    fn deliver(&mut self, inst: usize, id: u64, reply: Reply) {
+    fn deliver(&mut self, inst: usize, id: RequestId, reply: Reply) {
         let now = self.now;
         self.instances[inst].answered.insert(id);
         match &reply {
@@ -1270,6 +1266,19 @@ fn assert_coverage(t: &Totals, v2: bool) {
         // Beyond each instance's first InitProducerId: KIP-360 bumps after failed produces.
         assert!(t.epoch_changes > t.instances, "{t:?}");
     }
+}
+
+/// A seed replays the same run: the instances' retry backoffs draw their jitter from it too.
+#[test]
+fn a_seed_replays_the_same_run() {
+    let run = || {
+        let mut sim = Sim::new(3, false, Faults::standard(), 30);
+        sim.run();
+        (format!("{:?}", sim.totals), sim.violations)
+    };
+    let first = run();
+    assert!(first.1.is_empty(), "{:?}", first.1);
+    assert_eq!(first, run());
 }
 
 #[test]

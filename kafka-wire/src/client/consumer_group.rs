@@ -32,208 +32,15 @@ use crate::codec::messages::ConsumerGroupHeartbeatResponse;
 use crate::codec::messages::MetadataResponse;
 use crate::codec::ErrorCode;
 use crate::proto::assignor;
-use crate::proto::consumer_protocol::{
-    ConsumerGroupConfig, ConsumerGroupMember, ConsumerGroupRequest, ConsumerGroupResponse,
-};
-use crate::proto::group::{GroupConfig, GroupEvent, GroupMember, GroupRequest, GroupResponse, Target, Tp};
+use crate::proto::consumer_protocol::{ConsumerGroupConfig, ConsumerGroupMember};
+use crate::proto::driving::{RequestId, RequestKind, Target};
+use crate::proto::group::{GroupConfig, GroupEvent, GroupMember, GroupRequest, GroupResponse, Member, Tp};
 use crate::proto::producer::TopicPartition;
 
 /// What the application subscribed to.
 pub(super) enum Subscription {
     Topics(BTreeSet<String>),
     Pattern(regex::Regex),
-}
-
-/// A member of either group protocol, classic (JoinGroup/SyncGroup, [`GroupMember`]) or
-/// consumer (KIP-848, [`ConsumerGroupMember`]): the calls the driver makes. Both state machines
-/// offer them with the same meaning; only their requests and answers differ, and travel here as
-/// [`AnyRequest`] and [`AnyResponse`]. The implementations forward to the members' own methods
-/// of the same names.
-trait Member: Send {
-    fn subscribe(&mut self, topics: BTreeSet<String>, now: Instant);
-    fn set_partition_counts(&mut self, counts: BTreeMap<String, i32>, now: Instant);
-    /// Topic ids to names (KIP-848 assignments name topics by id); the classic member has no use
-    /// for them.
-    fn set_topic_names(&mut self, _names: BTreeMap<crate::codec::Uuid, String>, _now: Instant) {}
-    fn poll_called(&mut self, now: Instant);
-    fn revocation_done(&mut self, now: Instant);
-    fn lost_handled(&mut self, now: Instant);
-    fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64;
-    fn leave(&mut self, now: Instant);
-    fn next_timeout(&self) -> Option<Instant>;
-    fn assignment(&self) -> &BTreeSet<Tp>;
-    fn is_stable(&self) -> bool;
-    fn has_left(&self) -> bool;
-    fn fatal_error(&self) -> Option<ErrorCode>;
-    fn metadata_topics(&self) -> BTreeSet<String>;
-    fn generation(&self) -> Option<(i32, String)>;
-    fn poll_event(&mut self) -> Option<GroupEvent>;
-    fn poll_request(&mut self, now: Instant) -> Option<(u64, Target, AnyRequest)>;
-    /// An answer of the other protocol's type is not this member's and is dropped.
-    fn handle_response(&mut self, id: u64, response: AnyResponse, now: Instant);
-    /// KIP-848's consumer protocol (its errors are told apart).
-    fn is_consumer_protocol(&self) -> bool;
-    /// Whether the member takes a topic subscription only with the first metadata answer that
-    /// covers it: a classic member may lead and assign, which needs the partition counts.
-    fn subscribes_after_metadata(&self) -> bool;
-}
-
-impl Member for GroupMember {
-    fn subscribe(&mut self, topics: BTreeSet<String>, now: Instant) {
-        Self::subscribe(self, topics, now)
-    }
-    fn set_partition_counts(&mut self, counts: BTreeMap<String, i32>, now: Instant) {
-        Self::set_partition_counts(self, counts, now)
-    }
-    fn poll_called(&mut self, now: Instant) {
-        Self::poll_called(self, now)
-    }
-    fn revocation_done(&mut self, now: Instant) {
-        Self::revocation_done(self, now)
-    }
-    fn lost_handled(&mut self, now: Instant) {
-        Self::lost_handled(self, now)
-    }
-    fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64 {
-        Self::commit(self, offsets, now)
-    }
-    fn leave(&mut self, now: Instant) {
-        Self::leave(self, now)
-    }
-    fn next_timeout(&self) -> Option<Instant> {
-        Self::next_timeout(self)
-    }
-    fn assignment(&self) -> &BTreeSet<Tp> {
-        Self::assignment(self)
-    }
-    fn is_stable(&self) -> bool {
-        Self::is_stable(self)
-    }
-    fn has_left(&self) -> bool {
-        Self::has_left(self)
-    }
-    fn fatal_error(&self) -> Option<ErrorCode> {
-        Self::fatal_error(self)
-    }
-    fn metadata_topics(&self) -> BTreeSet<String> {
-        Self::metadata_topics(self)
-    }
-    fn generation(&self) -> Option<(i32, String)> {
-        Self::generation(self)
-    }
-    fn poll_event(&mut self) -> Option<GroupEvent> {
-        Self::poll_event(self)
-    }
-
-    fn poll_request(&mut self, now: Instant) -> Option<(u64, Target, AnyRequest)> {
-        Self::poll_request(self, now).map(|(id, t, r)| (id, t, AnyRequest::Classic(r)))
-    }
-
-    fn handle_response(&mut self, id: u64, response: AnyResponse, now: Instant) {
-        if let AnyResponse::Classic(r) = response {
-            Self::handle_response(self, id, r, now);
-        }
-    }
-
-    fn is_consumer_protocol(&self) -> bool {
-        false
-    }
-
-    fn subscribes_after_metadata(&self) -> bool {
-        true
-    }
-}
-
-impl Member for ConsumerGroupMember {
-    fn subscribe(&mut self, topics: BTreeSet<String>, now: Instant) {
-        Self::subscribe(self, topics, now)
-    }
-    fn set_partition_counts(&mut self, counts: BTreeMap<String, i32>, now: Instant) {
-        Self::set_partition_counts(self, counts, now)
-    }
-    fn poll_called(&mut self, now: Instant) {
-        Self::poll_called(self, now)
-    }
-    fn revocation_done(&mut self, now: Instant) {
-        Self::revocation_done(self, now)
-    }
-    fn lost_handled(&mut self, now: Instant) {
-        Self::lost_handled(self, now)
-    }
-    fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64 {
-        Self::commit(self, offsets, now)
-    }
-    fn leave(&mut self, now: Instant) {
-        Self::leave(self, now)
-    }
-    fn next_timeout(&self) -> Option<Instant> {
-        Self::next_timeout(self)
-    }
-    fn assignment(&self) -> &BTreeSet<Tp> {
-        Self::assignment(self)
-    }
-    fn is_stable(&self) -> bool {
-        Self::is_stable(self)
-    }
-    fn has_left(&self) -> bool {
-        Self::has_left(self)
-    }
-    fn fatal_error(&self) -> Option<ErrorCode> {
-        Self::fatal_error(self)
-    }
-    fn metadata_topics(&self) -> BTreeSet<String> {
-        Self::metadata_topics(self)
-    }
-    fn generation(&self) -> Option<(i32, String)> {
-        Self::generation(self)
-    }
-    fn poll_event(&mut self) -> Option<GroupEvent> {
-        Self::poll_event(self)
-    }
-
-    fn set_topic_names(&mut self, names: BTreeMap<crate::codec::Uuid, String>, now: Instant) {
-        Self::set_topic_names(self, names, now)
-    }
-
-    fn poll_request(&mut self, now: Instant) -> Option<(u64, Target, AnyRequest)> {
-        Self::poll_request(self, now).map(|(id, t, r)| (id, t, AnyRequest::Consumer(r)))
-    }
-
-    fn handle_response(&mut self, id: u64, response: AnyResponse, now: Instant) {
-        if let AnyResponse::Consumer(r) = response {
-            Self::handle_response(self, id, r, now);
-        }
-    }
-
-    fn is_consumer_protocol(&self) -> bool {
-        true
-    }
-
-    fn subscribes_after_metadata(&self) -> bool {
-        false
-    }
-}
-
-enum AnyRequest {
-    Classic(GroupRequest),
-    Consumer(ConsumerGroupRequest),
-}
-
-impl AnyRequest {
-    /// A LeaveGroup, or a ConsumerGroupHeartbeat with a leave epoch (-1, or -2 for a static
-    /// member): `close` waits for it to be answered before closing the connections.
-    fn is_leave(&self) -> bool {
-        match self {
-            AnyRequest::Classic(r) => matches!(r, GroupRequest::LeaveGroup(_)),
-            AnyRequest::Consumer(ConsumerGroupRequest::ConsumerGroupHeartbeat(r)) => r.member_epoch < 0,
-            AnyRequest::Consumer(_) => false,
-        }
-    }
-}
-
-enum AnyResponse {
-    Classic(GroupResponse),
-    Consumer(ConsumerGroupResponse),
 }
 
 /// A rebalance step the application's task must run.
@@ -247,9 +54,9 @@ enum AppEvent {
 #[derive(Default)]
 pub(super) struct GroupState {
     subscription: Option<Subscription>,
-    member: Option<Box<dyn Member>>,
-    responses: Option<mpsc::UnboundedReceiver<(u64, AnyResponse)>>,
-    responder: Option<mpsc::UnboundedSender<(u64, AnyResponse)>>,
+    member: Option<Box<dyn Member + Send>>,
+    responses: Option<mpsc::UnboundedReceiver<(RequestId, GroupResponse)>>,
+    responder: Option<mpsc::UnboundedSender<(RequestId, GroupResponse)>>,
     /// Steps for the application; the front one is removed only once it has been run.
     app_events: VecDeque<AppEvent>,
     /// Held while a step runs: one at a time, even when clones of the consumer poll at once.
@@ -316,7 +123,7 @@ pub(super) fn subscribe(inner: &Arc<Inner>, subscription: Subscription) -> Resul
             gc.retry_backoff = config.retry_backoff;
             gc.retry_backoff_max = config.retry_backoff_max;
             gc.rack = config.client_rack.clone();
-            Box::new(ConsumerGroupMember::new(gc, now)) as Box<dyn Member>
+            Box::new(ConsumerGroupMember::new(gc, now)) as Box<dyn Member + Send>
         } else {
             let mut gc = GroupConfig::new(group, assignors);
             gc.group_instance_id = config.group_instance_id.clone();
@@ -334,7 +141,7 @@ pub(super) fn subscribe(inner: &Arc<Inner>, subscription: Subscription) -> Resul
         st.group.responses = Some(rx);
     }
     if let (Subscription::Topics(topics), Some(m)) = (&subscription, st.group.member.as_mut()) {
-        if m.subscribes_after_metadata() {
+        if m.assigns_client_side() {
             st.group.awaiting_metadata = true;
         } else {
             m.subscribe(topics.clone(), now);
@@ -390,15 +197,13 @@ pub(super) fn metadata_updated(inner: &Arc<Inner>, response: &MetadataResponse) 
             .collect();
         member.subscribe(matching, now);
     }
-    if member.is_consumer_protocol() {
-        let names = response
-            .topics
-            .iter()
-            .filter(|t| t.error_code == ErrorCode::NONE)
-            .filter_map(|t| Some((t.topic_id, t.name.as_deref()?.to_owned())))
-            .collect();
-        member.set_topic_names(names, now);
-    }
+    let names = response
+        .topics
+        .iter()
+        .filter(|t| t.error_code == ErrorCode::NONE)
+        .filter_map(|t| Some((t.topic_id, t.name.as_deref()?.to_owned())))
+        .collect();
+    member.set_topic_names(names, now);
     let subscribed = member.metadata_topics();
     let counts: BTreeMap<String, i32> = response
         .topics
@@ -538,60 +343,16 @@ fn apply_event(st: &mut super::consumer::State, event: GroupEvent) {
     }
 }
 
-async fn send(client: &super::Client, target: Target, request: AnyRequest) -> AnyResponse {
-    match request {
-        AnyRequest::Classic(r) => AnyResponse::Classic(send_classic(client, target, r).await),
-        AnyRequest::Consumer(r) => AnyResponse::Consumer(send_consumer(client, target, r).await),
-    }
-}
-
-async fn send_consumer(client: &super::Client, target: Target, request: ConsumerGroupRequest) -> ConsumerGroupResponse {
-    let kind = request.kind();
-    macro_rules! go {
-        ($req:expr, $variant:ident, $max:expr) => {{
-            let result = match target {
-                Target::AnyBroker => client.send_any(&$req).await,
-                Target::Coordinator(node) => {
-                    if !client.brokers().iter().any(|b| b.node_id == node) {
-                        let _ = client.metadata(Some(&[])).await;
-                    }
-                    client.send_control(node, &$req, $max).await
-                }
-            };
-            match result {
-                Ok(r) => ConsumerGroupResponse::$variant(r),
-                // A broker without ConsumerGroupHeartbeat: the member stops with a fatal error.
-                Err(Error::UnsupportedVersion { .. }) if kind == crate::proto::consumer_protocol::ConsumerGroupRequestKind::ConsumerGroupHeartbeat => {
-                    ConsumerGroupResponse::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse {
-                        error_code: ErrorCode::UNSUPPORTED_VERSION,
-                        ..Default::default()
-                    })
-                }
-                Err(e) => {
-                    tracing::debug!(?kind, error = %e, "group request failed");
-                    ConsumerGroupResponse::Failed { kind }
-                }
-            }
-        }};
-    }
-    match request {
-        ConsumerGroupRequest::FindCoordinator(r) => go!(r, FindCoordinator, i16::MAX),
-        ConsumerGroupRequest::ConsumerGroupHeartbeat(r) => go!(r, ConsumerGroupHeartbeat, i16::MAX),
-        ConsumerGroupRequest::OffsetCommit(r) => go!(r, OffsetCommit, 9),
-        ConsumerGroupRequest::OffsetFetch(r) => go!(r, OffsetFetch, 9),
-    }
-}
-
-async fn send_classic(client: &super::Client, target: Target, request: GroupRequest) -> GroupResponse {
+async fn send(client: &super::Client, target: Target, request: GroupRequest) -> GroupResponse {
     let kind = request.kind();
     macro_rules! go {
         ($req:expr, $variant:ident) => {
             go!($req, $variant, i16::MAX)
         };
         ($req:expr, $variant:ident, $max:expr) => {{
-            let result = match target {
-                Target::AnyBroker => client.send_any(&$req).await,
-                Target::Coordinator(node) => {
+            let result = match target.node() {
+                None => client.send_any(&$req).await,
+                Some(node) => {
                     if !client.brokers().iter().any(|b| b.node_id == node) {
                         let _ = client.metadata(Some(&[])).await;
                     }
@@ -600,6 +361,13 @@ async fn send_classic(client: &super::Client, target: Target, request: GroupRequ
             };
             match result {
                 Ok(r) => GroupResponse::$variant(r),
+                // A broker without ConsumerGroupHeartbeat: the member stops with a fatal error.
+                Err(Error::UnsupportedVersion { .. }) if kind == RequestKind::CONSUMER_GROUP_HEARTBEAT => {
+                    GroupResponse::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse {
+                        error_code: ErrorCode::UNSUPPORTED_VERSION,
+                        ..Default::default()
+                    })
+                }
                 Err(e) => {
                     tracing::debug!(?kind, error = %e, "group request failed");
                     GroupResponse::Failed { kind }
@@ -613,6 +381,7 @@ async fn send_classic(client: &super::Client, target: Target, request: GroupRequ
         GroupRequest::SyncGroup(r) => go!(r, SyncGroup),
         GroupRequest::Heartbeat(r) => go!(r, Heartbeat),
         GroupRequest::LeaveGroup(r) => go!(r, LeaveGroup),
+        GroupRequest::ConsumerGroupHeartbeat(r) => go!(r, ConsumerGroupHeartbeat),
         // v10 names topics by id; these requests carry names.
         GroupRequest::OffsetCommit(r) => go!(r, OffsetCommit, 9),
         GroupRequest::OffsetFetch(r) => go!(r, OffsetFetch, 9),

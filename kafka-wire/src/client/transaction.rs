@@ -34,10 +34,11 @@ use crate::codec::messages::txn_offset_commit::{
 };
 use crate::codec::messages::ProduceRequest;
 use crate::codec::ErrorCode;
+use crate::proto::driving::RequestId;
 use crate::proto::producer::{ProduceFailure, TopicPartition};
 use crate::proto::transaction::{
-    CoordinatorType, Destination, FatalReason, GroupMetadata, OutgoingRequest, ProduceOutcome, TransactionManager,
-    TxnConfig, TxnError, TxnEvent, TxnOffset, TxnRequest, TxnState,
+    CoordinatorType, FatalReason, GroupMetadata, OutgoingRequest, ProduceOutcome, TransactionManager, TxnConfig,
+    TxnError, TxnEvent, TxnOffset, TxnRequest, TxnState,
 };
 
 /// A consumer's place in its group, sent with the offsets of a transaction so that the group
@@ -232,12 +233,9 @@ impl Transactions {
     /// dropped before the answer, the manager is told the request got none (it sends it again):
     /// otherwise it would wait for that answer forever.
     async fn send(&self, inner: &Inner, out: OutgoingRequest) {
-        let OutgoingRequest { id, destination, request } = out;
+        let OutgoingRequest { id, target, request } = out;
         let mut unanswered = Unanswered { txn: self, id, armed: true };
-        let node = match destination {
-            Destination::Node(n) => Some(n),
-            _ => None,
-        };
+        let node = target.node();
         let answered = match (request, node) {
             (TxnRequest::FindCoordinator { key, key_type }, _) => {
                 let kind = match key_type {
@@ -455,7 +453,7 @@ impl Transactions {
 /// handed back: on every path out of [`Transactions::send`], its future being dropped included.
 struct Unanswered<'a> {
     txn: &'a Transactions,
-    id: u64,
+    id: RequestId,
     armed: bool,
 }
 

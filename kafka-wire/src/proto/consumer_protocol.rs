@@ -4,13 +4,13 @@
 //! membership, offset commits and fetches carrying the member epoch. Time comes in as an
 //! argument; nothing here does IO.
 //!
-//! The API follows [`crate::proto::group::GroupMember`] (the classic protocol) so that one
-//! driver can run either: call [`ConsumerGroupMember::poll_request`] until it returns `None` and
-//! send what it returns, feed every answer — or `Failed` when a request got none — to
-//! [`ConsumerGroupMember::handle_response`], hand the events of
-//! [`ConsumerGroupMember::poll_event`] to the application, and wake up again at
-//! [`ConsumerGroupMember::next_timeout`] or when something arrives. Events, partitions and
-//! targets are [`GroupEvent`], [`Tp`] and [`Target`] of the classic module.
+//! Like [`crate::proto::group::GroupMember`] (the classic protocol) it implements [`Member`], so
+//! that one driver runs either: call [`Member::poll_request`] until it returns `None` and send
+//! what it returns, feed every answer — or `Failed` when a request got none — to
+//! [`Member::handle_response`], hand the events of [`Member::poll_event`] to the application, and
+//! wake up again at [`Member::next_timeout`] or when something arrives. Requests, answers, events
+//! and partitions are the classic module's [`GroupRequest`], [`GroupResponse`], [`GroupEvent`] and
+//! [`Tp`]; ids and targets are [`crate::proto::driving`]'s.
 //!
 //! # Membership
 //!
@@ -95,18 +95,19 @@ use bytestring::ByteString;
 use crate::codec::messages::consumer_group_heartbeat::{
     ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, TopicPartitions,
 };
-use crate::codec::messages::find_coordinator::FindCoordinatorResponse;
 use crate::codec::messages::offset_commit::{
-    OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic, OffsetCommitResponse,
+    OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use crate::codec::messages::offset_fetch::{
-    OffsetFetchRequest, OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics, OffsetFetchResponse,
+    OffsetFetchRequest, OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
 use crate::codec::messages::FindCoordinatorRequest;
 use crate::codec::{ErrorCode, Uuid};
 
 use super::assignor::RebalanceProtocol;
-use super::group::{CommittedOffset, GroupEvent, Target, Tp};
+use super::backoff::Backoff;
+use super::driving::{RequestId, Target};
+use super::group::{CommittedOffset, GroupEvent, GroupRequest, GroupResponse, Member, Tp};
 
 /// The member epoch of a (re)join.
 pub const JOIN_GROUP_MEMBER_EPOCH: i32 = 0;
@@ -143,6 +144,9 @@ pub struct ConsumerGroupConfig {
     pub retry_backoff: Duration,
     /// `retry.backoff.max.ms`: cap of the exponential backoff (KIP-580).
     pub retry_backoff_max: Duration,
+    /// Seeds the jitter of the retry backoffs: the same seed, the same delays (simulations).
+    /// `None`: a random seed.
+    pub backoff_seed: Option<u64>,
 }
 
 impl ConsumerGroupConfig {
@@ -160,72 +164,9 @@ impl ConsumerGroupConfig {
             rack: None,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
+            backoff_seed: None,
         }
     }
-}
-
-/// The kind of a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ConsumerGroupRequestKind {
-    /// FindCoordinator (API key 10).
-    FindCoordinator,
-    /// ConsumerGroupHeartbeat (API key 68, KIP-848).
-    ConsumerGroupHeartbeat,
-    /// OffsetCommit (API key 8).
-    OffsetCommit,
-    /// OffsetFetch (API key 9).
-    OffsetFetch,
-}
-
-/// A request to send. The driver picks the version; every field of every version is filled
-/// (FindCoordinator has both `key` and `coordinator_keys`; OffsetCommit and OffsetFetch topic
-/// names and, when known, topic ids; OffsetFetch both its v0-7 and v8+ forms, with the member id
-/// and epoch of v9+). ConsumerGroupHeartbeat needs v1+ (Kafka 4.0) unless
-/// [`ConsumerGroupConfig::member_id`] is `Some("")`.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ConsumerGroupRequest {
-    /// Finds the group coordinator.
-    FindCoordinator(FindCoordinatorRequest),
-    /// Joins the group, heartbeats, reports owned partitions and gets the assignment (KIP-848).
-    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest),
-    /// Commits offsets.
-    OffsetCommit(OffsetCommitRequest),
-    /// Fetches committed offsets.
-    OffsetFetch(OffsetFetchRequest),
-}
-
-impl ConsumerGroupRequest {
-    /// The kind of request.
-    pub fn kind(&self) -> ConsumerGroupRequestKind {
-        match self {
-            Self::FindCoordinator(_) => ConsumerGroupRequestKind::FindCoordinator,
-            Self::ConsumerGroupHeartbeat(_) => ConsumerGroupRequestKind::ConsumerGroupHeartbeat,
-            Self::OffsetCommit(_) => ConsumerGroupRequestKind::OffsetCommit,
-            Self::OffsetFetch(_) => ConsumerGroupRequestKind::OffsetFetch,
-        }
-    }
-}
-
-/// The answer to a request. A broker without ConsumerGroupHeartbeat (no API key 68 in
-/// ApiVersions) should be reported as a heartbeat answer with UNSUPPORTED_VERSION: the member
-/// stops with [`GroupEvent::Fatal`].
-#[derive(Clone, Debug, PartialEq)]
-pub enum ConsumerGroupResponse {
-    /// FindCoordinator's answer.
-    FindCoordinator(FindCoordinatorResponse),
-    /// ConsumerGroupHeartbeat's answer.
-    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse),
-    /// OffsetCommit's answer.
-    OffsetCommit(OffsetCommitResponse),
-    /// OffsetFetch's answer.
-    OffsetFetch(OffsetFetchResponse),
-    /// The request failed without an answer (timeout, connection lost).
-    Failed {
-        /// The request that failed.
-        kind: ConsumerGroupRequestKind,
-    },
-    /// The coordinator could not be reached at all (the request was not sent).
-    CoordinatorUnreachable,
 }
 
 type IdTp = (Uuid, i32);
@@ -247,7 +188,7 @@ enum Lifecycle {
 /// The one ConsumerGroupHeartbeat in flight (leaves are not tracked).
 #[derive(Clone, Debug)]
 struct Slot {
-    id: u64,
+    id: RequestId,
     sent_at: Instant,
     /// `ConsumerGroupMember::incarnation` when sent: answers about an older membership are
     /// ignored.
@@ -266,38 +207,13 @@ struct SentFields {
     owned: BTreeSet<IdTp>,
 }
 
-#[derive(Clone, Debug, Default)]
-struct Backoff {
-    attempts: u32,
-    until: Option<Instant>,
-}
-
-impl Backoff {
-    fn fail(&mut self, now: Instant, base: Duration, max: Duration) {
-        let factor = 1u32 << self.attempts.min(16);
-        let delay = base.saturating_mul(factor).min(max.max(base));
-        self.attempts = self.attempts.saturating_add(1);
-        self.until = Some(now + delay);
-    }
-
-    fn reset(&mut self) {
-        self.attempts = 0;
-        self.until = None;
-    }
-
-    fn ready(&self, now: Instant) -> bool {
-        self.until.is_none_or(|u| now >= u)
-    }
-}
-
 #[derive(Clone, Debug)]
 struct PendingCommit {
     offsets: BTreeMap<Tp, (i64, Option<i32>)>,
     /// The membership it was taken in.
     incarnation: u64,
-    in_flight: Option<u64>,
-    retry_at: Option<Instant>,
-    attempts: u32,
+    in_flight: Option<RequestId>,
+    backoff: Backoff,
 }
 
 #[derive(Clone, Debug)]
@@ -319,7 +235,7 @@ pub struct ConsumerGroupMember {
     names: BTreeMap<Uuid, String>,
 
     coordinator: Option<Coordinator>,
-    find_in_flight: Option<u64>,
+    find_in_flight: Option<RequestId>,
     coordinator_backoff: Backoff,
 
     lifecycle: Lifecycle,
@@ -338,7 +254,7 @@ pub struct ConsumerGroupMember {
     /// comes and no heartbeat was sent since, is the coordinator's latest word and is used.
     abandoned: Option<Slot>,
     /// The id of the last heartbeat sent (not leaves).
-    last_heartbeat: Option<u64>,
+    last_heartbeat: Option<RequestId>,
     /// The last heartbeat sent has not been answered: the coordinator may have changed the
     /// assignment since the last answer, so nothing new is taken until it is.
     heartbeat_unconfirmed: bool,
@@ -370,10 +286,10 @@ pub struct ConsumerGroupMember {
     last_poll: Instant,
 
     commits: BTreeMap<u64, PendingCommit>,
-    commit_requests: BTreeMap<u64, u64>,
+    commit_requests: BTreeMap<RequestId, u64>,
     fetch_queue: BTreeSet<Tp>,
     fetch_backoff: Backoff,
-    fetch_requests: BTreeMap<u64, BTreeSet<Tp>>,
+    fetch_requests: BTreeMap<RequestId, BTreeSet<Tp>>,
     /// Leave and release heartbeats, sent without waiting for the answer.
     out_of_band: VecDeque<ConsumerGroupHeartbeatRequest>,
 
@@ -436,103 +352,43 @@ fn encode_partitions(owned: &BTreeSet<IdTp>) -> Vec<TopicPartitions> {
         .collect()
 }
 
-impl ConsumerGroupMember {
-    /// A member that has not joined yet.
-    pub fn new(config: ConsumerGroupConfig, now: Instant) -> Self {
-        let member_id = match &config.member_id {
-            Some(id) => id.clone(),
-            None => random_member_id(),
-        };
-        let heartbeat_interval = config.heartbeat_interval;
-        Self {
-            config,
-            now,
-            next_id: 1,
-            subscription: BTreeSet::new(),
-            subscribed: false,
-            names: BTreeMap::new(),
-            coordinator: None,
-            find_in_flight: None,
-            coordinator_backoff: Backoff::default(),
-            lifecycle: Lifecycle::Active,
-            member_id,
-            epoch: 0,
-            incarnation: 0,
-            joined: false,
-            release_instance: false,
-            slot: None,
-            abandoned: None,
-            last_heartbeat: None,
-            heartbeat_unconfirmed: false,
-            heartbeat_backoff: Backoff::default(),
-            heartbeat_interval,
-            next_heartbeat: now,
-            sent: None,
-            acked_owned: BTreeSet::new(),
-            first_unanswered: None,
-            revoke_demand: None,
-            session_alive: None,
-            target: None,
-            restate_owned: false,
-            assigned: BTreeSet::new(),
-            revoking: BTreeSet::new(),
-            owned_topic_ids: BTreeMap::new(),
-            revocation_pending: false,
-            last_poll: now,
-            commits: BTreeMap::new(),
-            commit_requests: BTreeMap::new(),
-            fetch_queue: BTreeSet::new(),
-            fetch_backoff: Backoff::default(),
-            fetch_requests: BTreeMap::new(),
-            out_of_band: VecDeque::new(),
-            events: VecDeque::new(),
-            loss_unhandled: false,
-        }
-    }
-
-    // ---- accessors ----------------------------------------------------------------------------
-
+impl Member for ConsumerGroupMember {
     /// Always cooperative: partitions move one by one, each revoked before it is reassigned.
-    pub fn protocol(&self) -> RebalanceProtocol {
+    fn protocol(&self) -> RebalanceProtocol {
         RebalanceProtocol::Cooperative
     }
 
     /// The coordinator (node id, host, port), if known.
-    pub fn coordinator(&self) -> Option<(i32, String, i32)> {
+    fn coordinator(&self) -> Option<(i32, String, i32)> {
         self.coordinator.as_ref().map(|c| (c.node_id, c.host.clone(), c.port))
     }
 
     /// The partitions the application may use (not those pending revocation).
-    pub fn assignment(&self) -> &BTreeSet<Tp> {
+    fn assignment(&self) -> &BTreeSet<Tp> {
         &self.assigned
     }
 
     /// Partitions announced with [`GroupEvent::Revoke`] and not yet released by
     /// [`ConsumerGroupMember::revocation_done`].
-    pub fn pending_revocation(&self) -> &BTreeSet<Tp> {
+    fn pending_revocation(&self) -> &BTreeSet<Tp> {
         &self.revoking
     }
 
     /// (member epoch, member id) while the member is in the group (the classic member's
     /// generation). Commits sent carry the epoch current when they are sent.
-    pub fn generation(&self) -> Option<(i32, String)> {
+    fn generation(&self) -> Option<(i32, String)> {
         self.in_group().then(|| (self.epoch, self.member_id.clone()))
     }
 
-    /// The member epoch: 0 while not in the group (-1 / -2 are only sent, never kept).
-    pub fn member_epoch(&self) -> i32 {
-        self.epoch
-    }
-
     /// The member id (the client's UUID, or the one the coordinator answered with).
-    pub fn member_id(&self) -> &str {
+    fn member_id(&self) -> &str {
         &self.member_id
     }
 
     /// In the group and reconciled: the owned partitions are the whole assignment of the last
     /// answer, the coordinator has acknowledged them and the subscription, nothing is pending
     /// revocation or unresolved.
-    pub fn is_stable(&self) -> bool {
+    fn is_stable(&self) -> bool {
         if self.lifecycle != Lifecycle::Active || self.epoch <= 0 || self.revocation_pending {
             return false;
         }
@@ -548,12 +404,12 @@ impl ConsumerGroupMember {
     }
 
     /// There is no leader in this protocol (the coordinator assigns): always false.
-    pub fn is_leader(&self) -> bool {
+    fn is_leader(&self) -> bool {
         false
     }
 
     /// The error that stopped the member, if any.
-    pub fn fatal_error(&self) -> Option<ErrorCode> {
+    fn fatal_error(&self) -> Option<ErrorCode> {
         match self.lifecycle {
             Lifecycle::Fatal(code) => Some(code),
             _ => None,
@@ -562,7 +418,7 @@ impl ConsumerGroupMember {
 
     /// After [`ConsumerGroupMember::leave`]: true once the member is out of the group (the
     /// leave heartbeat handed out, if one was due) and no commit is pending.
-    pub fn has_left(&self) -> bool {
+    fn has_left(&self) -> bool {
         matches!(self.lifecycle, Lifecycle::Left | Lifecycle::Fatal(_))
             && self.out_of_band.is_empty()
             && self.commits.is_empty()
@@ -570,21 +426,13 @@ impl ConsumerGroupMember {
 
     /// Topics whose ids the driver should keep up to date with
     /// [`ConsumerGroupMember::set_topic_names`]: the subscription.
-    pub fn metadata_topics(&self) -> BTreeSet<String> {
+    fn metadata_topics(&self) -> BTreeSet<String> {
         self.subscription.clone()
     }
 
-    /// Topic ids of the current assignment without a known name: their partitions are not
-    /// taken until [`ConsumerGroupMember::set_topic_names`] names them.
-    pub fn unresolved_topic_ids(&self) -> BTreeSet<Uuid> {
-        self.target.iter().flatten().map(|(id, _)| *id).filter(|id| !self.names.contains_key(id)).collect()
-    }
-
-    // ---- application calls -------------------------------------------------------------------
-
     /// Sets the subscription; the next heartbeat (sent at once) carries it. The coordinator
     /// computes a new assignment; partitions of topics left are revoked when it says so.
-    pub fn subscribe(&mut self, topics: BTreeSet<String>, now: Instant) {
+    fn subscribe(&mut self, topics: BTreeSet<String>, now: Instant) {
         self.now = now;
         if self.subscribed && topics == self.subscription {
             return;
@@ -596,7 +444,7 @@ impl ConsumerGroupMember {
     /// Topic id → name, from metadata (at least for [`ConsumerGroupMember::metadata_topics`]
     /// and [`ConsumerGroupMember::unresolved_topic_ids`]). Added to those already known;
     /// partitions waiting for a name are taken.
-    pub fn set_topic_names(&mut self, names: BTreeMap<Uuid, String>, now: Instant) {
+    fn set_topic_names(&mut self, names: BTreeMap<Uuid, String>, now: Instant) {
         self.now = now;
         let before = self.names.len();
         for (id, name) in names {
@@ -611,12 +459,12 @@ impl ConsumerGroupMember {
 
     /// Ignored: the coordinator assigns, and notices partition count changes itself. (Here so
     /// that a driver can treat both member types alike.)
-    pub fn set_partition_counts(&mut self, _counts: BTreeMap<String, i32>, now: Instant) {
+    fn set_partition_counts(&mut self, _counts: BTreeMap<String, i32>, now: Instant) {
         self.now = now;
     }
 
     /// The application polled: resets the `max.poll.interval` timer (`rebalance_timeout`).
-    pub fn poll_called(&mut self, now: Instant) {
+    fn poll_called(&mut self, now: Instant) {
         self.now = now;
         self.last_poll = now;
         if self.lifecycle == Lifecycle::PollExpired {
@@ -627,7 +475,7 @@ impl ConsumerGroupMember {
 
     /// The application is done with the partitions of the last [`GroupEvent::Revoke`] (and has
     /// committed what it wanted to commit). The next heartbeat tells the coordinator.
-    pub fn revocation_done(&mut self, now: Instant) {
+    fn revocation_done(&mut self, now: Instant) {
         self.now = now;
         if !self.revocation_pending {
             return;
@@ -643,13 +491,13 @@ impl ConsumerGroupMember {
 
     /// The application has stopped using the partitions of the last [`GroupEvent::Lost`]; the
     /// member may join again (it does not before).
-    pub fn lost_handled(&mut self, now: Instant) {
+    fn lost_handled(&mut self, now: Instant) {
         self.now = now;
         self.loss_unhandled = false;
     }
 
     /// Whether a [`GroupEvent::Lost`] waits for [`ConsumerGroupMember::lost_handled`].
-    pub fn loss_unhandled(&self) -> bool {
+    fn loss_unhandled(&self) -> bool {
         self.loss_unhandled
     }
 
@@ -657,7 +505,7 @@ impl ConsumerGroupMember {
     /// [`GroupEvent::CommitResult`] with the returned id: REBALANCE_IN_PROGRESS while the member
     /// is (re)joining, UNKNOWN_MEMBER_ID when it is not a member, STALE_MEMBER_EPOCH when its
     /// membership ended before the commit could be sent or the coordinator had a newer epoch.
-    pub fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64 {
+    fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64 {
         self.now = now;
         let id = self.next_id();
         if let Lifecycle::Fatal(code) = self.lifecycle {
@@ -685,7 +533,13 @@ impl ConsumerGroupMember {
         }
         self.commits.insert(
             id,
-            PendingCommit { offsets, incarnation: self.incarnation, in_flight: None, retry_at: None, attempts: 0 },
+            PendingCommit {
+                offsets,
+                incarnation: self.incarnation,
+                in_flight: None,
+                // Streams 0-2 are the member's own backoffs; commit ids start at 1.
+                backoff: Self::backoff(&self.config, 2 + id),
+            },
         );
         id
     }
@@ -694,15 +548,276 @@ impl ConsumerGroupMember {
     /// [`ConsumerGroupMember::revocation_done`]), then sends a heartbeat with epoch -1 — or -2
     /// for a static member, whose assignment the coordinator then keeps for the instance id
     /// until the session timeout.
-    pub fn leave(&mut self, now: Instant) {
+    fn leave(&mut self, now: Instant) {
         self.start_leave(now, false);
     }
 
     /// Like [`ConsumerGroupMember::leave`], but a static member leaves with -1 too (KIP-1092's
     /// `LEAVE_GROUP`), so that its partitions move at once.
-    pub fn leave_explicitly(&mut self, now: Instant) {
+    fn leave_explicitly(&mut self, now: Instant) {
         self.start_leave(now, true);
     }
+
+    /// The next request to send, if any. Call until `None`.
+    fn poll_request(&mut self, now: Instant) -> Option<(RequestId, Target, GroupRequest)> {
+        self.now = now;
+        self.tick(now);
+        if let Lifecycle::Fatal(_) = self.lifecycle {
+            return None;
+        }
+        self.maybe_finish_leave();
+        if self.coordinator.is_none() {
+            if self.find_in_flight.is_none() && self.coordinator_backoff.ready(now) && self.needs_coordinator() {
+                let id = self.next_request_id();
+                self.find_in_flight = Some(id);
+                let request = FindCoordinatorRequest {
+                    key: bs(&self.config.group_id),
+                    key_type: 0,
+                    coordinator_keys: vec![bs(&self.config.group_id)],
+                    ..Default::default()
+                };
+                return Some((id, Target::AnyBroker, GroupRequest::FindCoordinator(request)));
+            }
+            return None;
+        }
+        let node = self.coordinator.as_ref().map_or(-1, |c| c.node_id);
+        let target = Target::Coordinator(node);
+
+        if let Some(request) = self.out_of_band.pop_front() {
+            let id = self.next_request_id();
+            return Some((id, target, GroupRequest::ConsumerGroupHeartbeat(request)));
+        }
+        if let Some((id, request)) = self.next_commit(now) {
+            return Some((id, target, request));
+        }
+        if let Some((id, request)) = self.next_fetch(now) {
+            return Some((id, target, request));
+        }
+        if self.slot.is_some() || !self.heartbeat_backoff.ready(now) {
+            return None;
+        }
+        match self.lifecycle {
+            Lifecycle::Active if self.subscribed => {
+                if self.epoch == 0 {
+                    if !self.join_ready() {
+                        return None;
+                    }
+                    if std::mem::take(&mut self.release_instance) && !self.member_id.is_empty() {
+                        // Free the instance id the coordinator may still hold for the lost
+                        // membership; the join follows on the same connection.
+                        let id = self.next_request_id();
+                        let request = self.leave_request(LEAVE_GROUP_STATIC_MEMBER_EPOCH);
+                        return Some((id, target, GroupRequest::ConsumerGroupHeartbeat(request)));
+                    }
+                    return Some(self.send_heartbeat(now, target));
+                }
+                if self.ack_needed() || now >= self.next_heartbeat {
+                    return Some(self.send_heartbeat(now, target));
+                }
+            }
+            Lifecycle::Leaving { .. } if self.epoch > 0 && now >= self.next_heartbeat => {
+                // Still revoking: keep the session.
+                return Some(self.send_heartbeat(now, target));
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// The answer to request `id` (or `Failed` / `CoordinatorUnreachable`).
+    fn handle_response(&mut self, id: RequestId, response: GroupResponse, now: Instant) {
+        self.now = now;
+        if self.last_heartbeat == Some(id) && matches!(response, GroupResponse::ConsumerGroupHeartbeat(_)) {
+            // Answered (processed, or refused without effect): the next answer-less change of
+            // the assignment is ruled out. Heartbeats are answered in order.
+            self.heartbeat_unconfirmed = false;
+        }
+        if self.find_in_flight == Some(id) {
+            self.find_in_flight = None;
+            self.on_find_coordinator(response, now);
+        } else if let Some(slot) = self.slot.take_if(|s| s.id == id) {
+            match response {
+                GroupResponse::ConsumerGroupHeartbeat(r) => self.on_heartbeat(slot, r, now),
+                other => {
+                    if !matches!(other, GroupResponse::Failed { .. } | GroupResponse::CoordinatorUnreachable) {
+                        tracing::warn!("consumer group: unexpected answer to a heartbeat; treated as a failure");
+                    }
+                    self.mark_coordinator_unknown("heartbeat failed");
+                    self.sent = None;
+                    self.heartbeat_backoff.fail(now);
+                }
+            }
+        } else if self.abandoned.as_ref().is_some_and(|s| s.id == id) {
+            let slot = self.abandoned.take().expect("checked");
+            // Only what the coordinator said about the member; its coordinator errors are old news.
+            if let (None, GroupResponse::ConsumerGroupHeartbeat(r)) = (&self.slot, response) {
+                if [ErrorCode::NONE, ErrorCode::FENCED_MEMBER_EPOCH, ErrorCode::UNKNOWN_MEMBER_ID]
+                    .contains(&r.error_code)
+                {
+                    self.on_heartbeat(slot, r, now);
+                }
+            }
+        } else if let Some(commit_id) = self.commit_requests.remove(&id) {
+            self.on_commit(commit_id, response, now);
+        } else if let Some(partitions) = self.fetch_requests.remove(&id) {
+            self.on_fetch(partitions, response, now);
+        } else if let GroupResponse::ConsumerGroupHeartbeat(r) = &response {
+            // A leave or release (fire and forget), or an answer to an abandoned heartbeat.
+            if r.error_code.is_err() {
+                tracing::debug!(error = ?r.error_code, "consumer group: answer to an abandoned heartbeat or a leave");
+            }
+        }
+        self.tick(now);
+    }
+
+    /// The next event for the application.
+    fn poll_event(&mut self) -> Option<GroupEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`ConsumerGroupMember::poll_request`] again at the latest (a time in the
+    /// past means now). `None`: only when something arrives or the application calls in.
+    fn next_timeout(&self) -> Option<Instant> {
+        if matches!(self.lifecycle, Lifecycle::Fatal(_)) {
+            return None;
+        }
+        let mut at: Option<Instant> = None;
+        let mut add = |t: Instant| at = Some(at.map_or(t, |a: Instant| a.min(t)));
+        let now = self.now;
+        if self.coordinator.is_none() {
+            if self.find_in_flight.is_none() && self.needs_coordinator() {
+                add(self.coordinator_backoff.until().unwrap_or(now));
+            }
+        } else {
+            if !self.out_of_band.is_empty() {
+                add(now);
+            }
+            for c in self.commits.values() {
+                if c.in_flight.is_none() {
+                    add(c.backoff.until().unwrap_or(now));
+                }
+            }
+            if !self.fetch_queue.is_empty() && self.epoch > 0 {
+                add(self.fetch_backoff.until().unwrap_or(now));
+            }
+            if self.slot.is_none() {
+                let backoff = self.heartbeat_backoff.until().unwrap_or(now);
+                match self.lifecycle {
+                    Lifecycle::Active if self.subscribed => {
+                        if self.epoch == 0 {
+                            if self.join_ready() {
+                                add(backoff);
+                            }
+                        } else if self.ack_needed() {
+                            add(backoff);
+                        } else {
+                            add(self.next_heartbeat.max(backoff));
+                        }
+                    }
+                    Lifecycle::Leaving { .. } if self.epoch > 0 => add(self.next_heartbeat.max(backoff)),
+                    _ => {}
+                }
+            }
+        }
+        if let Lifecycle::Leaving { .. } = self.lifecycle {
+            if !self.revocation_pending && self.commits.is_empty() {
+                add(now);
+            }
+        }
+        if let Some(deadline) = self.lease_deadline() {
+            add(deadline);
+        }
+        if let Some(deadline) = self.poll_deadline() {
+            add(deadline);
+        }
+        at
+    }
+
+    fn is_consumer_protocol(&self) -> bool {
+        true
+    }
+
+    fn assigns_client_side(&self) -> bool {
+        false
+    }
+}
+
+impl ConsumerGroupMember {
+    /// A member that has not joined yet.
+    pub fn new(config: ConsumerGroupConfig, now: Instant) -> Self {
+        let member_id = match &config.member_id {
+            Some(id) => id.clone(),
+            None => random_member_id(),
+        };
+        let heartbeat_interval = config.heartbeat_interval;
+        let coordinator_backoff = Self::backoff(&config, 0);
+        let fetch_backoff = Self::backoff(&config, 2);
+        let heartbeat_backoff = Self::backoff(&config, 1);
+        Self {
+            config,
+            now,
+            next_id: 1,
+            subscription: BTreeSet::new(),
+            subscribed: false,
+            names: BTreeMap::new(),
+            coordinator: None,
+            find_in_flight: None,
+            coordinator_backoff,
+            lifecycle: Lifecycle::Active,
+            member_id,
+            epoch: 0,
+            incarnation: 0,
+            joined: false,
+            release_instance: false,
+            slot: None,
+            abandoned: None,
+            last_heartbeat: None,
+            heartbeat_unconfirmed: false,
+            heartbeat_backoff,
+            heartbeat_interval,
+            next_heartbeat: now,
+            sent: None,
+            acked_owned: BTreeSet::new(),
+            first_unanswered: None,
+            revoke_demand: None,
+            session_alive: None,
+            target: None,
+            restate_owned: false,
+            assigned: BTreeSet::new(),
+            revoking: BTreeSet::new(),
+            owned_topic_ids: BTreeMap::new(),
+            revocation_pending: false,
+            last_poll: now,
+            commits: BTreeMap::new(),
+            commit_requests: BTreeMap::new(),
+            fetch_queue: BTreeSet::new(),
+            fetch_backoff,
+            fetch_requests: BTreeMap::new(),
+            out_of_band: VecDeque::new(),
+            events: VecDeque::new(),
+            loss_unhandled: false,
+        }
+    }
+
+    /// The backoff of one kind of retry; `stream` keeps the jitter of each apart.
+    fn backoff(config: &ConsumerGroupConfig, stream: u64) -> Backoff {
+        super::driving::backoff(config.retry_backoff, config.retry_backoff_max, config.backoff_seed, stream)
+    }
+
+    // ---- accessors ----------------------------------------------------------------------------
+
+    /// The member epoch: 0 while not in the group (-1 / -2 are only sent, never kept).
+    pub fn member_epoch(&self) -> i32 {
+        self.epoch
+    }
+
+    /// Topic ids of the current assignment without a known name: their partitions are not
+    /// taken until [`ConsumerGroupMember::set_topic_names`] names them.
+    pub fn unresolved_topic_ids(&self) -> BTreeSet<Uuid> {
+        self.target.iter().flatten().map(|(id, _)| *id).filter(|id| !self.names.contains_key(id)).collect()
+    }
+
+    // ---- internals: leaving -------------------------------------------------------------------
 
     fn start_leave(&mut self, now: Instant, explicit: bool) {
         self.now = now;
@@ -738,192 +853,17 @@ impl ConsumerGroupMember {
         }
     }
 
-    // ---- driver calls ------------------------------------------------------------------------
-
-    /// The next request to send, if any. Call until `None`.
-    pub fn poll_request(&mut self, now: Instant) -> Option<(u64, Target, ConsumerGroupRequest)> {
-        self.now = now;
-        self.tick(now);
-        if let Lifecycle::Fatal(_) = self.lifecycle {
-            return None;
-        }
-        self.maybe_finish_leave();
-        if self.coordinator.is_none() {
-            if self.find_in_flight.is_none() && self.coordinator_backoff.ready(now) && self.needs_coordinator() {
-                let id = self.next_id();
-                self.find_in_flight = Some(id);
-                let request = FindCoordinatorRequest {
-                    key: bs(&self.config.group_id),
-                    key_type: 0,
-                    coordinator_keys: vec![bs(&self.config.group_id)],
-                    ..Default::default()
-                };
-                return Some((id, Target::AnyBroker, ConsumerGroupRequest::FindCoordinator(request)));
-            }
-            return None;
-        }
-        let node = self.coordinator.as_ref().map_or(-1, |c| c.node_id);
-        let target = Target::Coordinator(node);
-
-        if let Some(request) = self.out_of_band.pop_front() {
-            let id = self.next_id();
-            return Some((id, target, ConsumerGroupRequest::ConsumerGroupHeartbeat(request)));
-        }
-        if let Some((id, request)) = self.next_commit(now) {
-            return Some((id, target, request));
-        }
-        if let Some((id, request)) = self.next_fetch(now) {
-            return Some((id, target, request));
-        }
-        if self.slot.is_some() || !self.heartbeat_backoff.ready(now) {
-            return None;
-        }
-        match self.lifecycle {
-            Lifecycle::Active if self.subscribed => {
-                if self.epoch == 0 {
-                    if !self.join_ready() {
-                        return None;
-                    }
-                    if std::mem::take(&mut self.release_instance) && !self.member_id.is_empty() {
-                        // Free the instance id the coordinator may still hold for the lost
-                        // membership; the join follows on the same connection.
-                        let id = self.next_id();
-                        let request = self.leave_request(LEAVE_GROUP_STATIC_MEMBER_EPOCH);
-                        return Some((id, target, ConsumerGroupRequest::ConsumerGroupHeartbeat(request)));
-                    }
-                    return Some(self.send_heartbeat(now, target));
-                }
-                if self.ack_needed() || now >= self.next_heartbeat {
-                    return Some(self.send_heartbeat(now, target));
-                }
-            }
-            Lifecycle::Leaving { .. } if self.epoch > 0 && now >= self.next_heartbeat => {
-                // Still revoking: keep the session.
-                return Some(self.send_heartbeat(now, target));
-            }
-            _ => {}
-        }
-        None
-    }
-
-    /// The answer to request `id` (or `Failed` / `CoordinatorUnreachable`).
-    pub fn handle_response(&mut self, id: u64, response: ConsumerGroupResponse, now: Instant) {
-        self.now = now;
-        if self.last_heartbeat == Some(id) && matches!(response, ConsumerGroupResponse::ConsumerGroupHeartbeat(_)) {
-            // Answered (processed, or refused without effect): the next answer-less change of
-            // the assignment is ruled out. Heartbeats are answered in order.
-            self.heartbeat_unconfirmed = false;
-        }
-        if self.find_in_flight == Some(id) {
-            self.find_in_flight = None;
-            self.on_find_coordinator(response, now);
-        } else if let Some(slot) = self.slot.take_if(|s| s.id == id) {
-            match response {
-                ConsumerGroupResponse::ConsumerGroupHeartbeat(r) => self.on_heartbeat(slot, r, now),
-                other => {
-                    if !matches!(
-                        other,
-                        ConsumerGroupResponse::Failed { .. } | ConsumerGroupResponse::CoordinatorUnreachable
-                    ) {
-                        tracing::warn!("consumer group: unexpected answer to a heartbeat; treated as a failure");
-                    }
-                    self.mark_coordinator_unknown("heartbeat failed");
-                    self.sent = None;
-                    self.heartbeat_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
-                }
-            }
-        } else if self.abandoned.as_ref().is_some_and(|s| s.id == id) {
-            let slot = self.abandoned.take().expect("checked");
-            // Only what the coordinator said about the member; its coordinator errors are old news.
-            if let (None, ConsumerGroupResponse::ConsumerGroupHeartbeat(r)) = (&self.slot, response) {
-                if [ErrorCode::NONE, ErrorCode::FENCED_MEMBER_EPOCH, ErrorCode::UNKNOWN_MEMBER_ID]
-                    .contains(&r.error_code)
-                {
-                    self.on_heartbeat(slot, r, now);
-                }
-            }
-        } else if let Some(commit_id) = self.commit_requests.remove(&id) {
-            self.on_commit(commit_id, response, now);
-        } else if let Some(partitions) = self.fetch_requests.remove(&id) {
-            self.on_fetch(partitions, response, now);
-        } else if let ConsumerGroupResponse::ConsumerGroupHeartbeat(r) = &response {
-            // A leave or release (fire and forget), or an answer to an abandoned heartbeat.
-            if r.error_code.is_err() {
-                tracing::debug!(error = ?r.error_code, "consumer group: answer to an abandoned heartbeat or a leave");
-            }
-        }
-        self.tick(now);
-    }
-
-    /// The next event for the application.
-    pub fn poll_event(&mut self) -> Option<GroupEvent> {
-        self.events.pop_front()
-    }
-
-    /// When to call [`ConsumerGroupMember::poll_request`] again at the latest (a time in the
-    /// past means now). `None`: only when something arrives or the application calls in.
-    pub fn next_timeout(&self) -> Option<Instant> {
-        if matches!(self.lifecycle, Lifecycle::Fatal(_)) {
-            return None;
-        }
-        let mut at: Option<Instant> = None;
-        let mut add = |t: Instant| at = Some(at.map_or(t, |a: Instant| a.min(t)));
-        let now = self.now;
-        if self.coordinator.is_none() {
-            if self.find_in_flight.is_none() && self.needs_coordinator() {
-                add(self.coordinator_backoff.until.unwrap_or(now));
-            }
-        } else {
-            if !self.out_of_band.is_empty() {
-                add(now);
-            }
-            for c in self.commits.values() {
-                if c.in_flight.is_none() {
-                    add(c.retry_at.unwrap_or(now));
-                }
-            }
-            if !self.fetch_queue.is_empty() && self.epoch > 0 {
-                add(self.fetch_backoff.until.unwrap_or(now));
-            }
-            if self.slot.is_none() {
-                let backoff = self.heartbeat_backoff.until.unwrap_or(now);
-                match self.lifecycle {
-                    Lifecycle::Active if self.subscribed => {
-                        if self.epoch == 0 {
-                            if self.join_ready() {
-                                add(backoff);
-                            }
-                        } else if self.ack_needed() {
-                            add(backoff);
-                        } else {
-                            add(self.next_heartbeat.max(backoff));
-                        }
-                    }
-                    Lifecycle::Leaving { .. } if self.epoch > 0 => add(self.next_heartbeat.max(backoff)),
-                    _ => {}
-                }
-            }
-        }
-        if let Lifecycle::Leaving { .. } = self.lifecycle {
-            if !self.revocation_pending && self.commits.is_empty() {
-                add(now);
-            }
-        }
-        if let Some(deadline) = self.lease_deadline() {
-            add(deadline);
-        }
-        if let Some(deadline) = self.poll_deadline() {
-            add(deadline);
-        }
-        at
-    }
-
     // ---- internals: state ----------------------------------------------------------------------
 
+    /// Ids of requests and of commits, from one counter.
     fn next_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         id
+    }
+
+    fn next_request_id(&mut self) -> RequestId {
+        RequestId(self.next_id())
     }
 
     fn in_group(&self) -> bool {
@@ -1264,7 +1204,7 @@ impl ConsumerGroupMember {
         }
     }
 
-    fn send_heartbeat(&mut self, now: Instant, target: Target) -> (u64, Target, ConsumerGroupRequest) {
+    fn send_heartbeat(&mut self, now: Instant, target: Target) -> (RequestId, Target, GroupRequest) {
         let joining = self.epoch == JOIN_GROUP_MEMBER_EPOCH;
         let full = joining || self.sent.is_none();
         let reported = if joining { BTreeSet::new() } else { self.report_owned() };
@@ -1288,7 +1228,7 @@ impl ConsumerGroupMember {
             ..Default::default()
         };
         self.sent = Some(SentFields { subscription: self.subscription.clone(), owned: reported.clone() });
-        let id = self.next_id();
+        let id = self.next_request_id();
         if joining {
             self.joined = true;
         }
@@ -1301,14 +1241,14 @@ impl ConsumerGroupMember {
         self.last_heartbeat = Some(id);
         self.heartbeat_unconfirmed = true;
         self.next_heartbeat = now + self.heartbeat_interval;
-        (id, target, ConsumerGroupRequest::ConsumerGroupHeartbeat(request))
+        (id, target, GroupRequest::ConsumerGroupHeartbeat(request))
     }
 
-    fn next_commit(&mut self, now: Instant) -> Option<(u64, ConsumerGroupRequest)> {
+    fn next_commit(&mut self, now: Instant) -> Option<(RequestId, GroupRequest)> {
         let ready: Vec<u64> = self
             .commits
             .iter()
-            .filter(|(_, c)| c.in_flight.is_none() && c.retry_at.is_none_or(|t| now >= t))
+            .filter(|(_, c)| c.in_flight.is_none() && c.backoff.ready(now))
             .map(|(&id, _)| id)
             .collect();
         for commit_id in ready {
@@ -1347,17 +1287,17 @@ impl ConsumerGroupMember {
                     .collect(),
                 ..Default::default()
             };
-            let id = self.next_id();
+            let id = self.next_request_id();
             if let Some(c) = self.commits.get_mut(&commit_id) {
                 c.in_flight = Some(id);
             }
             self.commit_requests.insert(id, commit_id);
-            return Some((id, ConsumerGroupRequest::OffsetCommit(request)));
+            return Some((id, GroupRequest::OffsetCommit(request)));
         }
         None
     }
 
-    fn next_fetch(&mut self, now: Instant) -> Option<(u64, ConsumerGroupRequest)> {
+    fn next_fetch(&mut self, now: Instant) -> Option<(RequestId, GroupRequest)> {
         if self.fetch_queue.is_empty() || !self.fetch_backoff.ready(now) || !self.in_group() {
             return None;
         }
@@ -1402,16 +1342,16 @@ impl ConsumerGroupMember {
             require_stable: true,
             ..Default::default()
         };
-        let id = self.next_id();
+        let id = self.next_request_id();
         self.fetch_requests.insert(id, partitions);
-        Some((id, ConsumerGroupRequest::OffsetFetch(request)))
+        Some((id, GroupRequest::OffsetFetch(request)))
     }
 
     // ---- internals: responses ----------------------------------------------------------------
 
-    fn on_find_coordinator(&mut self, response: ConsumerGroupResponse, now: Instant) {
-        let ConsumerGroupResponse::FindCoordinator(r) = response else {
-            self.coordinator_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+    fn on_find_coordinator(&mut self, response: GroupResponse, now: Instant) {
+        let GroupResponse::FindCoordinator(r) = response else {
+            self.coordinator_backoff.fail(now);
             return;
         };
         let (error, node_id, host, port) =
@@ -1426,7 +1366,7 @@ impl ConsumerGroupMember {
             self.fatal(error);
         } else {
             tracing::debug!(group = %self.config.group_id, ?error, "consumer group: FindCoordinator failed");
-            self.coordinator_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+            self.coordinator_backoff.fail(now);
         }
     }
 
@@ -1466,7 +1406,7 @@ impl ConsumerGroupMember {
                 self.heartbeat_backoff.reset();
             }
             ErrorCode::COORDINATOR_LOAD_IN_PROGRESS => {
-                self.heartbeat_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.heartbeat_backoff.fail(now);
             }
             code if is_fatal_heartbeat_error(code) => {
                 if current || code == ErrorCode::GROUP_AUTHORIZATION_FAILED || code == ErrorCode::UNSUPPORTED_VERSION {
@@ -1474,7 +1414,7 @@ impl ConsumerGroupMember {
                 }
             }
             code if code.is_retriable() || code == ErrorCode::TOPIC_AUTHORIZATION_FAILED => {
-                self.heartbeat_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.heartbeat_backoff.fail(now);
             }
             code => {
                 if current {
@@ -1540,14 +1480,14 @@ impl ConsumerGroupMember {
         self.reconcile();
     }
 
-    fn on_commit(&mut self, commit_id: u64, response: ConsumerGroupResponse, now: Instant) {
+    fn on_commit(&mut self, commit_id: u64, response: GroupResponse, now: Instant) {
         let Some(c) = self.commits.get_mut(&commit_id) else {
             return;
         };
         c.in_flight = None;
         let incarnation = c.incarnation;
         let error = match &response {
-            ConsumerGroupResponse::OffsetCommit(r) => r
+            GroupResponse::OffsetCommit(r) => r
                 .topics
                 .iter()
                 .flat_map(|t| t.partitions.iter())
@@ -1556,17 +1496,14 @@ impl ConsumerGroupMember {
                 .unwrap_or(ErrorCode::NONE),
             _ => ErrorCode::REQUEST_TIMED_OUT,
         };
-        let failed_request = !matches!(response, ConsumerGroupResponse::OffsetCommit(_));
+        let failed_request = !matches!(response, GroupResponse::OffsetCommit(_));
         let finish = |this: &mut Self, result: Result<(), ErrorCode>| {
             this.commits.remove(&commit_id);
             this.events.push_back(GroupEvent::CommitResult { id: commit_id, result });
         };
         let retry = |this: &mut Self, now: Instant| {
             if let Some(c) = this.commits.get_mut(&commit_id) {
-                let mut b = Backoff { attempts: c.attempts, until: None };
-                b.fail(now, this.config.retry_backoff, this.config.retry_backoff_max);
-                c.attempts = b.attempts;
-                c.retry_at = b.until;
+                c.backoff.fail(now);
             }
         };
         if failed_request || is_coordinator_error(error) || error == ErrorCode::REQUEST_TIMED_OUT {
@@ -1594,8 +1531,8 @@ impl ConsumerGroupMember {
         }
     }
 
-    fn on_fetch(&mut self, partitions: BTreeSet<Tp>, response: ConsumerGroupResponse, now: Instant) {
-        let ConsumerGroupResponse::OffsetFetch(r) = response else {
+    fn on_fetch(&mut self, partitions: BTreeSet<Tp>, response: GroupResponse, now: Instant) {
+        let GroupResponse::OffsetFetch(r) = response else {
             self.mark_coordinator_unknown("OffsetFetch: no answer");
             self.fetch_queue.extend(partitions.into_iter().filter(|tp| self.assigned.contains(tp)));
             return;
@@ -1659,7 +1596,7 @@ impl ConsumerGroupMember {
             {
                 // COORDINATOR_LOAD_IN_PROGRESS, UNSTABLE_OFFSET_COMMIT; an epoch the heartbeat
                 // is about to renew, or a fence it is about to report.
-                self.fetch_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.fetch_backoff.fail(now);
                 self.fetch_queue.extend(ours);
             } else {
                 let failed = ours.into_iter().map(|tp| (tp, group_error)).collect();
@@ -1691,7 +1628,7 @@ impl ConsumerGroupMember {
             }
         }
         if retry {
-            self.fetch_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+            self.fetch_backoff.fail(now);
         } else {
             self.fetch_backoff.reset();
         }

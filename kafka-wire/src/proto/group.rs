@@ -3,13 +3,14 @@
 //! rebalancing (KIP-429), static membership (KIP-345) and the member id the coordinator hands out
 //! on the first join (KIP-394). Time comes in as an argument; nothing here does IO.
 //!
-//! The driver loop: call [`GroupMember::poll_request`] until it returns `None` and send what it
-//! returns (to any broker or to the coordinator), feed every answer — or `Failed` when a request
-//! got none — to [`GroupMember::handle_response`], hand the events of
-//! [`GroupMember::poll_event`] to the application, and wake up again at
-//! [`GroupMember::next_timeout`] or when something arrives. A JoinGroup is not sent while a
-//! [`GroupEvent::Lost`] or [`GroupEvent::Revoke`] waits in the event queue, nor after a `Lost`
-//! was taken from the queue until [`GroupMember::lost_handled`] says the application has
+//! The member is driven through [`Member`], the trait both group members (this one and
+//! [`crate::proto::consumer_protocol::ConsumerGroupMember`]) implement: call
+//! [`Member::poll_request`] until it returns `None` and send what it returns (to any broker or to
+//! the coordinator), feed every answer — or `Failed` when a request got none — to
+//! [`Member::handle_response`], hand the events of [`Member::poll_event`] to the application, and
+//! wake up again at [`Member::next_timeout`] or when something arrives. A JoinGroup is not sent
+//! while a [`GroupEvent::Lost`] or [`GroupEvent::Revoke`] waits in the event queue, nor after a
+//! `Lost` was taken from the queue until [`Member::lost_handled`] says the application has
 //! stopped using the lost partitions (see *Losses wait for the application* below).
 //!
 //! # Losses wait for the application
@@ -130,6 +131,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use bytestring::ByteString;
 
+use crate::codec::messages::consumer_group_heartbeat::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 use crate::codec::messages::find_coordinator::FindCoordinatorResponse;
 use crate::codec::messages::heartbeat::{HeartbeatRequest, HeartbeatResponse};
 use crate::codec::messages::join_group::{JoinGroupRequest, JoinGroupRequestProtocol, JoinGroupResponse};
@@ -142,12 +144,14 @@ use crate::codec::messages::offset_fetch::{
 };
 use crate::codec::messages::sync_group::{SyncGroupRequest, SyncGroupRequestAssignment, SyncGroupResponse};
 use crate::codec::messages::FindCoordinatorRequest;
-use crate::codec::ErrorCode;
+use crate::codec::{ErrorCode, Uuid};
 
 use super::assignor::{
     Assignor, ConsumerProtocolAssignment, ConsumerProtocolSubscription, MemberSubscription, RebalanceProtocol,
     TopicPartitions, CONSUMER_PROTOCOL_MAX_VERSION, CONSUMER_PROTOCOL_TYPE, DEFAULT_GENERATION,
 };
+use super::backoff::Backoff;
+use super::driving::{RequestId, RequestKind, Target};
 
 /// A topic and a partition of it.
 pub type Tp = (String, i32);
@@ -177,6 +181,9 @@ pub struct GroupConfig {
     pub retry_backoff_max: Duration,
     /// `client.rack`, sent in the subscription (v3).
     pub rack: Option<String>,
+    /// Seeds the jitter of the retry backoffs: the same seed, the same delays (simulations).
+    /// `None`: a random seed.
+    pub backoff_seed: Option<u64>,
 }
 
 impl GroupConfig {
@@ -193,6 +200,7 @@ impl GroupConfig {
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
             rack: None,
+            backoff_seed: None,
         }
     }
 }
@@ -209,41 +217,18 @@ impl std::fmt::Debug for GroupConfig {
             .field("retry_backoff", &self.retry_backoff)
             .field("retry_backoff_max", &self.retry_backoff_max)
             .field("rack", &self.rack)
+            .field("backoff_seed", &self.backoff_seed)
             .finish()
     }
 }
 
-/// Where a request goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// Any broker (FindCoordinator).
-    AnyBroker,
-    /// The group coordinator, this node id (also [`GroupMember::coordinator`]).
-    Coordinator(i32),
-}
-
-/// The kind of a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RequestKind {
-    /// FindCoordinator (API key 10).
-    FindCoordinator,
-    /// JoinGroup (API key 11).
-    JoinGroup,
-    /// SyncGroup (API key 14).
-    SyncGroup,
-    /// Heartbeat (API key 12).
-    Heartbeat,
-    /// LeaveGroup (API key 13).
-    LeaveGroup,
-    /// OffsetCommit (API key 8).
-    OffsetCommit,
-    /// OffsetFetch (API key 9).
-    OffsetFetch,
-}
-
-/// A request to send. The driver picks the version; every field of every version is filled
-/// (FindCoordinator has both `key` and `coordinator_keys`, OffsetFetch both its v0-7 and v8+
-/// forms, OffsetCommit topic names, not ids).
+/// A request of a group member, of either protocol: the classic member sends FindCoordinator,
+/// JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit and OffsetFetch, the KIP-848 member
+/// FindCoordinator, ConsumerGroupHeartbeat, OffsetCommit and OffsetFetch. The driver picks the
+/// version; every field of every version is filled (FindCoordinator has both `key` and
+/// `coordinator_keys`, OffsetFetch both its v0-7 and v8+ forms, OffsetCommit topic names, and for
+/// the KIP-848 member topic ids when known). ConsumerGroupHeartbeat needs v1+ (Kafka 4.0) unless
+/// [`crate::proto::consumer_protocol::ConsumerGroupConfig::member_id`] is `Some("")`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GroupRequest {
     /// Finds the group coordinator.
@@ -260,24 +245,41 @@ pub enum GroupRequest {
     OffsetCommit(OffsetCommitRequest),
     /// Fetches committed offsets.
     OffsetFetch(OffsetFetchRequest),
+    /// Joins the group, heartbeats, reports owned partitions and gets the assignment (KIP-848).
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest),
 }
 
 impl GroupRequest {
     /// The kind of request.
     pub fn kind(&self) -> RequestKind {
         match self {
-            Self::FindCoordinator(_) => RequestKind::FindCoordinator,
-            Self::JoinGroup(_) => RequestKind::JoinGroup,
-            Self::SyncGroup(_) => RequestKind::SyncGroup,
-            Self::Heartbeat(_) => RequestKind::Heartbeat,
-            Self::LeaveGroup(_) => RequestKind::LeaveGroup,
-            Self::OffsetCommit(_) => RequestKind::OffsetCommit,
-            Self::OffsetFetch(_) => RequestKind::OffsetFetch,
+            Self::FindCoordinator(_) => RequestKind::FIND_COORDINATOR,
+            Self::JoinGroup(_) => RequestKind::JOIN_GROUP,
+            Self::SyncGroup(_) => RequestKind::SYNC_GROUP,
+            Self::Heartbeat(_) => RequestKind::HEARTBEAT,
+            Self::LeaveGroup(_) => RequestKind::LEAVE_GROUP,
+            Self::OffsetCommit(_) => RequestKind::OFFSET_COMMIT,
+            Self::OffsetFetch(_) => RequestKind::OFFSET_FETCH,
+            Self::ConsumerGroupHeartbeat(_) => RequestKind::CONSUMER_GROUP_HEARTBEAT,
+        }
+    }
+
+    /// Whether this leaves the group: a LeaveGroup, or a ConsumerGroupHeartbeat with a leave
+    /// epoch (-1, or -2 for a static member). A driver that closes should wait for its answer
+    /// first, or the member stays in the group until its session times out.
+    pub fn is_leave(&self) -> bool {
+        match self {
+            Self::LeaveGroup(_) => true,
+            Self::ConsumerGroupHeartbeat(r) => r.member_epoch < 0,
+            _ => false,
         }
     }
 }
 
-/// The answer to a request.
+/// The answer to a request. A broker without ConsumerGroupHeartbeat (no API key 68 in
+/// ApiVersions) should be reported as a heartbeat answer with UNSUPPORTED_VERSION: the KIP-848
+/// member stops with [`GroupEvent::Fatal`]. An answer of a kind the member did not ask for is
+/// taken as a failure of its request.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GroupResponse {
     /// FindCoordinator's answer.
@@ -294,6 +296,8 @@ pub enum GroupResponse {
     OffsetCommit(OffsetCommitResponse),
     /// OffsetFetch's answer.
     OffsetFetch(OffsetFetchResponse),
+    /// ConsumerGroupHeartbeat's answer.
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse),
     /// The request failed without an answer (timeout, connection lost).
     Failed {
         /// The request that failed.
@@ -332,6 +336,138 @@ pub enum GroupEvent {
     /// The member cannot go on (FENCED_INSTANCE_ID, GROUP_AUTHORIZATION_FAILED, ...). It sends
     /// nothing more.
     Fatal(ErrorCode),
+}
+
+/// A member of a consumer group, of either protocol: the classic one ([`GroupMember`],
+/// JoinGroup / SyncGroup) or KIP-848's ([`crate::proto::consumer_protocol::ConsumerGroupMember`],
+/// ConsumerGroupHeartbeat). Both offer these calls with the same meaning, so one driver runs
+/// either (as a `dyn Member`).
+///
+/// # The driving contract
+///
+/// - **Application calls**: [`Member::subscribe`], then, between the application's polls,
+///   [`Member::poll_called`] at each poll (a member not polled for the rebalance timeout leaves
+///   the group); [`Member::commit`]; [`Member::leave`] to close. Metadata goes in with
+///   [`Member::set_partition_counts`] and [`Member::set_topic_names`], for the topics of
+///   [`Member::metadata_topics`].
+/// - **Driver calls**: call [`Member::poll_request`] until it returns `None` and send each
+///   request to its [`Target`]; hand every answer back to [`Member::handle_response`] with its
+///   [`RequestId`] — or [`GroupResponse::Failed`] when none came (timeout, connection lost), or
+///   [`GroupResponse::CoordinatorUnreachable`] when it could not be sent; hand the events of
+///   [`Member::poll_event`] to the application; and call `poll_request` again at
+///   [`Member::next_timeout`] or when anything arrives. Time comes in as `now` only.
+/// - **Partition events wait for the application**: after [`GroupEvent::Revoke`] the member
+///   holds back its next step (join, acknowledgement, leave) until [`Member::revocation_done`];
+///   after [`GroupEvent::Lost`] it does not rejoin until [`Member::lost_handled`] (see *Losses
+///   wait for the application* in the [module documentation](self)). While a loss is unhandled
+///   the member has no generation and refuses commits.
+pub trait Member {
+    // ---- application calls ----
+
+    /// Sets the subscription; a change makes the member rejoin (classic) or tell the
+    /// coordinator (KIP-848).
+    fn subscribe(&mut self, topics: BTreeSet<String>, now: Instant);
+
+    /// Partition counts of topics (at least [`Member::metadata_topics`]). A classic leader
+    /// rejoins when those of the group's topics change; the KIP-848 member ignores them (the
+    /// coordinator assigns).
+    fn set_partition_counts(&mut self, counts: BTreeMap<String, i32>, now: Instant);
+
+    /// Topic id → name, from metadata: KIP-848 assignments name topics by id. The classic
+    /// member has no use for them.
+    fn set_topic_names(&mut self, names: BTreeMap<Uuid, String>, now: Instant) {
+        let _ = (names, now);
+    }
+
+    /// The application polled: resets the `max.poll.interval` timer (`rebalance_timeout`).
+    fn poll_called(&mut self, now: Instant);
+
+    /// The application is done with the partitions of the last [`GroupEvent::Revoke`] (and has
+    /// committed what it wanted to commit).
+    fn revocation_done(&mut self, now: Instant);
+
+    /// The application has stopped using the partitions of the last [`GroupEvent::Lost`]; until
+    /// this is called the member does not rejoin.
+    fn lost_handled(&mut self, now: Instant);
+
+    /// Commits offsets (offset, leader epoch) with the current generation or member epoch. The
+    /// outcome comes as [`GroupEvent::CommitResult`] with the returned id.
+    fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64;
+
+    /// Leaves the group: revokes the partitions (wait for [`GroupEvent::Revoke`] and call
+    /// [`Member::revocation_done`]), then leaves as the protocol says for a dynamic or static
+    /// member.
+    fn leave(&mut self, now: Instant);
+
+    /// Like [`Member::leave`], but a static member gives up its instance id too, so that its
+    /// partitions move at once.
+    fn leave_explicitly(&mut self, now: Instant);
+
+    // ---- driver calls ----
+
+    /// The next request to send, if any. Call until `None`.
+    fn poll_request(&mut self, now: Instant) -> Option<(RequestId, Target, GroupRequest)>;
+
+    /// The answer to request `id` (or `Failed` / `CoordinatorUnreachable`). Answers to requests
+    /// the member gave up on, and answers of a kind it did not ask for, change nothing but
+    /// what a failed request would.
+    fn handle_response(&mut self, id: RequestId, response: GroupResponse, now: Instant);
+
+    /// The next event for the application.
+    fn poll_event(&mut self) -> Option<GroupEvent>;
+
+    /// When to call [`Member::poll_request`] again at the latest (a time in the past means
+    /// now). `None`: only when something arrives or the application calls in.
+    fn next_timeout(&self) -> Option<Instant>;
+
+    // ---- state ----
+
+    /// The rebalance protocol: how partitions move between members.
+    fn protocol(&self) -> RebalanceProtocol;
+
+    /// KIP-848's consumer protocol (ConsumerGroupHeartbeat) rather than the classic one.
+    fn is_consumer_protocol(&self) -> bool;
+
+    /// Whether this member may compute the group's assignment itself (a classic leader): it
+    /// should get its topic subscription together with their partition counts, or, leading
+    /// without them, it would assign nothing and rebalance again as soon as they arrive.
+    fn assigns_client_side(&self) -> bool;
+
+    /// The coordinator (node id, host, port), if known.
+    fn coordinator(&self) -> Option<(i32, String, i32)>;
+
+    /// The partitions the application may use (not those pending revocation).
+    fn assignment(&self) -> &BTreeSet<Tp>;
+
+    /// Partitions announced with [`GroupEvent::Revoke`] and not yet released by
+    /// [`Member::revocation_done`].
+    fn pending_revocation(&self) -> &BTreeSet<Tp>;
+
+    /// (generation id or member epoch, member id) while the member may commit with them.
+    fn generation(&self) -> Option<(i32, String)>;
+
+    /// The member id (empty before the coordinator gave one, for a member that lets it).
+    fn member_id(&self) -> &str;
+
+    /// In the group with nothing left to do: no rejoin and no revocation pending.
+    fn is_stable(&self) -> bool;
+
+    /// Whether this member leads its classic generation (never for KIP-848).
+    fn is_leader(&self) -> bool;
+
+    /// The error that stopped the member, if any.
+    fn fatal_error(&self) -> Option<ErrorCode>;
+
+    /// After [`Member::leave`]: true once the member is out of the group (its leave handed out)
+    /// and no commit is pending; the driver may close then.
+    fn has_left(&self) -> bool;
+
+    /// Whether a [`GroupEvent::Lost`] waits for [`Member::lost_handled`].
+    fn loss_unhandled(&self) -> bool;
+
+    /// Topics whose metadata the driver should keep up to date
+    /// ([`Member::set_partition_counts`], [`Member::set_topic_names`]).
+    fn metadata_topics(&self) -> BTreeSet<String>;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -388,7 +524,7 @@ enum SlotKind {
 /// The one JoinGroup / SyncGroup / Heartbeat in flight.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
-    id: u64,
+    id: RequestId,
     kind: SlotKind,
     sent_at: Instant,
     /// `GroupMember::epoch` when sent: answers about an older generation are ignored.
@@ -408,39 +544,14 @@ struct LeaderSnapshot {
     inherited: bool,
 }
 
-#[derive(Clone, Debug, Default)]
-struct Backoff {
-    attempts: u32,
-    until: Option<Instant>,
-}
-
-impl Backoff {
-    fn fail(&mut self, now: Instant, base: Duration, max: Duration) {
-        let factor = 1u32 << self.attempts.min(16);
-        let delay = base.saturating_mul(factor).min(max.max(base));
-        self.attempts = self.attempts.saturating_add(1);
-        self.until = Some(now + delay);
-    }
-
-    fn reset(&mut self) {
-        self.attempts = 0;
-        self.until = None;
-    }
-
-    fn ready(&self, now: Instant) -> bool {
-        self.until.is_none_or(|u| now >= u)
-    }
-}
-
 #[derive(Clone, Debug)]
 struct PendingCommit {
     offsets: BTreeMap<Tp, (i64, Option<i32>)>,
     generation: i32,
     member_id: String,
     /// Request id while in flight.
-    in_flight: Option<u64>,
-    retry_at: Option<Instant>,
-    attempts: u32,
+    in_flight: Option<RequestId>,
+    backoff: Backoff,
 }
 
 #[derive(Clone, Debug)]
@@ -462,7 +573,7 @@ pub struct GroupMember {
     counts: BTreeMap<String, i32>,
 
     coordinator: Option<Coordinator>,
-    find_in_flight: Option<u64>,
+    find_in_flight: Option<RequestId>,
     coordinator_backoff: Backoff,
 
     lifecycle: Lifecycle,
@@ -495,10 +606,10 @@ pub struct GroupMember {
     last_poll: Instant,
 
     commits: BTreeMap<u64, PendingCommit>,
-    commit_requests: BTreeMap<u64, u64>,
+    commit_requests: BTreeMap<RequestId, u64>,
     fetch_queue: BTreeSet<Tp>,
     fetch_backoff: Backoff,
-    fetch_requests: BTreeMap<u64, BTreeSet<Tp>>,
+    fetch_requests: BTreeMap<RequestId, BTreeSet<Tp>>,
     leave_request: Option<LeaveGroupRequest>,
 
     events: VecDeque<GroupEvent>,
@@ -528,79 +639,25 @@ fn is_fatal_group_error(code: ErrorCode) -> bool {
     .contains(&code)
 }
 
-impl GroupMember {
-    /// A member that has not joined yet.
-    pub fn new(config: GroupConfig, now: Instant) -> Self {
-        let protocol = if !config.assignors.is_empty()
-            && config.assignors.iter().all(|a| a.protocol() == RebalanceProtocol::Cooperative)
-        {
-            RebalanceProtocol::Cooperative
-        } else {
-            RebalanceProtocol::Eager
-        };
-        Self {
-            config,
-            protocol,
-            now,
-            next_id: 1,
-            subscription: BTreeSet::new(),
-            subscribed: false,
-            counts: BTreeMap::new(),
-            coordinator: None,
-            find_in_flight: None,
-            coordinator_backoff: Backoff::default(),
-            lifecycle: Lifecycle::Active,
-            phase: Phase::Unjoined,
-            member_id: String::new(),
-            generation: None,
-            owned_generation: DEFAULT_GENERATION,
-            epoch: 0,
-            slot: None,
-            pending_sync: None,
-            join_backoff: Backoff::default(),
-            rejoin_needed: true,
-            rejoin_reason: String::new(),
-            needs_join_prepare: true,
-            leader_snapshot: None,
-            metadata_rejoin_pending: false,
-            assigned: BTreeSet::new(),
-            revoking: BTreeSet::new(),
-            after_revoke: None,
-            session_alive: now,
-            phase_alive: now,
-            next_heartbeat: now,
-            last_poll: now,
-            commits: BTreeMap::new(),
-            commit_requests: BTreeMap::new(),
-            fetch_queue: BTreeSet::new(),
-            fetch_backoff: Backoff::default(),
-            fetch_requests: BTreeMap::new(),
-            leave_request: None,
-            events: VecDeque::new(),
-            loss_unhandled: false,
-        }
-    }
-
-    // ---- accessors ----------------------------------------------------------------------------
-
+impl Member for GroupMember {
     /// The rebalance protocol: cooperative if every assignor is.
-    pub fn protocol(&self) -> RebalanceProtocol {
+    fn protocol(&self) -> RebalanceProtocol {
         self.protocol
     }
 
     /// The coordinator (node id, host, port), if known.
-    pub fn coordinator(&self) -> Option<(i32, String, i32)> {
+    fn coordinator(&self) -> Option<(i32, String, i32)> {
         self.coordinator.as_ref().map(|c| (c.node_id, c.host.clone(), c.port))
     }
 
     /// The partitions the application may use (not those pending revocation).
-    pub fn assignment(&self) -> &BTreeSet<Tp> {
+    fn assignment(&self) -> &BTreeSet<Tp> {
         &self.assigned
     }
 
     /// Partitions announced with [`GroupEvent::Revoke`] and not yet released by
     /// [`GroupMember::revocation_done`].
-    pub fn pending_revocation(&self) -> &BTreeSet<Tp> {
+    fn pending_revocation(&self) -> &BTreeSet<Tp> {
         &self.revoking
     }
 
@@ -608,17 +665,17 @@ impl GroupMember {
     /// until its next JoinGroup is sent (or the generation is reset). Commits sent carry it.
     /// (Once the member is ready to send its JoinGroup it takes no new commits, see
     /// [`GroupMember::commit`], but still sends those queued before, with this generation.)
-    pub fn generation(&self) -> Option<(i32, String)> {
+    fn generation(&self) -> Option<(i32, String)> {
         self.current_generation().map(|g| (g.id, g.member_id.clone()))
     }
 
     /// The member id the coordinator gave (empty before the first join).
-    pub fn member_id(&self) -> &str {
+    fn member_id(&self) -> &str {
         &self.member_id
     }
 
     /// In a generation with nothing left to do: no rejoin pending, no revocation pending.
-    pub fn is_stable(&self) -> bool {
+    fn is_stable(&self) -> bool {
         self.lifecycle == Lifecycle::Active
             && self.phase == Phase::Stable
             && self.generation.is_some()
@@ -627,12 +684,12 @@ impl GroupMember {
     }
 
     /// Whether this member is the leader of its current generation.
-    pub fn is_leader(&self) -> bool {
+    fn is_leader(&self) -> bool {
         self.phase == Phase::Stable && self.generation.as_ref().is_some_and(|g| g.leader)
     }
 
     /// The error that stopped the member, if any.
-    pub fn fatal_error(&self) -> Option<ErrorCode> {
+    fn fatal_error(&self) -> Option<ErrorCode> {
         match self.lifecycle {
             Lifecycle::Fatal(code) => Some(code),
             _ => None,
@@ -641,7 +698,7 @@ impl GroupMember {
 
     /// After [`GroupMember::leave`]: true once the member is out of the group (LeaveGroup handed
     /// out, if one was due) and no commit is pending; the driver may close then.
-    pub fn has_left(&self) -> bool {
+    fn has_left(&self) -> bool {
         matches!(self.lifecycle, Lifecycle::Left | Lifecycle::Fatal(_))
             && self.leave_request.is_none()
             && self.commits.is_empty()
@@ -650,7 +707,7 @@ impl GroupMember {
     /// Topics whose partition counts the driver should keep up to date with
     /// [`GroupMember::set_partition_counts`]: the subscription, plus, on the leader, every topic
     /// the group subscribes to.
-    pub fn metadata_topics(&self) -> BTreeSet<String> {
+    fn metadata_topics(&self) -> BTreeSet<String> {
         let mut topics = self.subscription.clone();
         if let Some(snapshot) = &self.leader_snapshot {
             topics.extend(snapshot.topics.iter().cloned());
@@ -658,10 +715,8 @@ impl GroupMember {
         topics
     }
 
-    // ---- application calls -------------------------------------------------------------------
-
     /// Sets the subscription; a change makes the member rejoin.
-    pub fn subscribe(&mut self, topics: BTreeSet<String>, now: Instant) {
+    fn subscribe(&mut self, topics: BTreeSet<String>, now: Instant) {
         self.now = now;
         if self.subscribed && topics == self.subscription {
             return;
@@ -673,14 +728,14 @@ impl GroupMember {
 
     /// Partition counts of topics (at least [`GroupMember::metadata_topics`]). The leader
     /// rejoins when the counts of the group's topics differ from those it assigned with.
-    pub fn set_partition_counts(&mut self, counts: BTreeMap<String, i32>, now: Instant) {
+    fn set_partition_counts(&mut self, counts: BTreeMap<String, i32>, now: Instant) {
         self.now = now;
         self.counts = counts;
         self.check_leader_metadata();
     }
 
     /// The application polled: resets the `max.poll.interval` timer (`rebalance_timeout`).
-    pub fn poll_called(&mut self, now: Instant) {
+    fn poll_called(&mut self, now: Instant) {
         self.now = now;
         self.last_poll = now;
         if self.lifecycle == Lifecycle::PollExpired {
@@ -691,7 +746,7 @@ impl GroupMember {
 
     /// The application is done with the partitions of the last [`GroupEvent::Revoke`] (and has
     /// committed what it wanted to commit).
-    pub fn revocation_done(&mut self, now: Instant) {
+    fn revocation_done(&mut self, now: Instant) {
         self.now = now;
         let Some(after) = self.after_revoke.take() else {
             return;
@@ -709,19 +764,19 @@ impl GroupMember {
     /// The application has stopped using the partitions of the last [`GroupEvent::Lost`] (it
     /// dropped what it held of them, aborted what it had open). Until this is called the member
     /// does not rejoin: see the module documentation, *Losses wait for the application*.
-    pub fn lost_handled(&mut self, now: Instant) {
+    fn lost_handled(&mut self, now: Instant) {
         self.now = now;
         self.loss_unhandled = false;
     }
 
     /// Whether a [`GroupEvent::Lost`] waits for [`GroupMember::lost_handled`].
-    pub fn loss_unhandled(&self) -> bool {
+    fn loss_unhandled(&self) -> bool {
         self.loss_unhandled
     }
 
     /// Commits offsets (offset, leader epoch) with the current generation. The outcome comes as
     /// [`GroupEvent::CommitResult`] with the returned id.
-    pub fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64 {
+    fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64 {
         self.now = now;
         let id = self.next_id();
         if let Lifecycle::Fatal(code) = self.lifecycle {
@@ -751,8 +806,8 @@ impl GroupMember {
                 generation: generation.id,
                 member_id: generation.member_id,
                 in_flight: None,
-                retry_at: None,
-                attempts: 0,
+                // Streams 0-2 are the member's own backoffs; commit ids start at 1.
+                backoff: Self::backoff(&self.config, 2 + id),
             },
         );
         id
@@ -761,41 +816,18 @@ impl GroupMember {
     /// Leaves the group: revokes the partitions (wait for [`GroupEvent::Revoke`] and call
     /// [`GroupMember::revocation_done`]), then sends LeaveGroup — only for a dynamic member: a
     /// static member stays in the group until its session times out (KIP-345).
-    pub fn leave(&mut self, now: Instant) {
+    fn leave(&mut self, now: Instant) {
         self.start_leave(now, false);
     }
 
     /// Like [`GroupMember::leave`], but a static member sends LeaveGroup too (with its
     /// `group.instance.id`), so that its partitions move at once.
-    pub fn leave_explicitly(&mut self, now: Instant) {
+    fn leave_explicitly(&mut self, now: Instant) {
         self.start_leave(now, true);
     }
 
-    fn start_leave(&mut self, now: Instant, explicit: bool) {
-        self.now = now;
-        if matches!(self.lifecycle, Lifecycle::Left | Lifecycle::Fatal(_) | Lifecycle::Leaving { .. }) {
-            return;
-        }
-        let send = self.config.group_instance_id.is_none() || explicit;
-        self.lifecycle = Lifecycle::Leaving { send };
-        self.rejoin_needed = false;
-        self.needs_join_prepare = false;
-        if self.phase == Phase::Stable && self.generation.is_some() {
-            let more: BTreeSet<Tp> = std::mem::take(&mut self.assigned);
-            if !more.is_empty() {
-                self.revoking.extend(more.iter().cloned());
-                self.events.push_back(GroupEvent::Revoke(more));
-            }
-            self.after_revoke = if self.revoking.is_empty() { None } else { Some(AfterRevoke::Leave) };
-        } else {
-            self.lose_all();
-        }
-    }
-
-    // ---- driver calls ------------------------------------------------------------------------
-
     /// The next request to send, if any. Call until `None`.
-    pub fn poll_request(&mut self, now: Instant) -> Option<(u64, Target, GroupRequest)> {
+    fn poll_request(&mut self, now: Instant) -> Option<(RequestId, Target, GroupRequest)> {
         self.now = now;
         self.tick(now);
         if let Lifecycle::Fatal(_) = self.lifecycle {
@@ -806,7 +838,7 @@ impl GroupMember {
         }
         if self.coordinator.is_none() {
             if self.find_in_flight.is_none() && self.coordinator_backoff.ready(now) && self.needs_coordinator() {
-                let id = self.next_id();
+                let id = self.next_request_id();
                 self.find_in_flight = Some(id);
                 let request = FindCoordinatorRequest {
                     key: bs(&self.config.group_id),
@@ -822,7 +854,7 @@ impl GroupMember {
         let target = Target::Coordinator(node);
 
         if let Some(leave) = self.leave_request.take() {
-            let id = self.next_id();
+            let id = self.next_request_id();
             return Some((id, target, GroupRequest::LeaveGroup(leave)));
         }
         if let Some(request) = self.next_commit(now) {
@@ -835,7 +867,7 @@ impl GroupMember {
             return None;
         }
         if let Some(sync) = self.pending_sync.take() {
-            let id = self.next_id();
+            let id = self.next_request_id();
             self.slot = Some(Slot { id, kind: SlotKind::Sync, sent_at: now, epoch: self.epoch });
             return Some((id, target, GroupRequest::SyncGroup(sync)));
         }
@@ -848,7 +880,7 @@ impl GroupMember {
                     self.fatal(ErrorCode::INVALID_REQUEST);
                     return None;
                 };
-                let id = self.next_id();
+                let id = self.next_request_id();
                 self.phase = Phase::Joining;
                 self.rejoin_needed = false;
                 self.slot = Some(Slot { id, kind: SlotKind::Join, sent_at: now, epoch: self.epoch });
@@ -864,7 +896,7 @@ impl GroupMember {
                     group_instance_id: self.config.group_instance_id.as_deref().map(bs),
                     ..Default::default()
                 };
-                let id = self.next_id();
+                let id = self.next_request_id();
                 self.slot = Some(Slot { id, kind: SlotKind::Heartbeat, sent_at: now, epoch: self.epoch });
                 self.next_heartbeat = now + self.config.heartbeat_interval;
                 return Some((id, target, GroupRequest::Heartbeat(request)));
@@ -874,7 +906,7 @@ impl GroupMember {
     }
 
     /// The answer to request `id` (or `Failed` / `CoordinatorUnreachable`).
-    pub fn handle_response(&mut self, id: u64, response: GroupResponse, now: Instant) {
+    fn handle_response(&mut self, id: RequestId, response: GroupResponse, now: Instant) {
         self.now = now;
         if self.find_in_flight == Some(id) {
             self.find_in_flight = None;
@@ -910,13 +942,13 @@ impl GroupMember {
     }
 
     /// The next event for the application.
-    pub fn poll_event(&mut self) -> Option<GroupEvent> {
+    fn poll_event(&mut self) -> Option<GroupEvent> {
         self.events.pop_front()
     }
 
     /// When to call [`GroupMember::poll_request`] again at the latest (a time in the past
     /// means now). `None`: only when something arrives or the application calls in.
-    pub fn next_timeout(&self) -> Option<Instant> {
+    fn next_timeout(&self) -> Option<Instant> {
         if matches!(self.lifecycle, Lifecycle::Fatal(_)) {
             return None;
         }
@@ -925,7 +957,7 @@ impl GroupMember {
         let now = self.now;
         if self.coordinator.is_none() {
             if self.find_in_flight.is_none() && self.needs_coordinator() {
-                add(self.coordinator_backoff.until.unwrap_or(now));
+                add(self.coordinator_backoff.until().unwrap_or(now));
             }
         } else {
             if self.leave_request.is_some() {
@@ -933,11 +965,11 @@ impl GroupMember {
             }
             for c in self.commits.values() {
                 if c.in_flight.is_none() {
-                    add(c.retry_at.unwrap_or(now));
+                    add(c.backoff.until().unwrap_or(now));
                 }
             }
             if !self.fetch_queue.is_empty() {
-                add(self.fetch_backoff.until.unwrap_or(now));
+                add(self.fetch_backoff.until().unwrap_or(now));
             }
             if self.slot.is_none() && matches!(self.lifecycle, Lifecycle::Active | Lifecycle::Leaving { .. }) {
                 if self.pending_sync.is_some() {
@@ -949,7 +981,7 @@ impl GroupMember {
                             add(now);
                         }
                     } else if self.join_blockers_clear() {
-                        add(self.join_backoff.until.unwrap_or(now));
+                        add(self.join_backoff.until().unwrap_or(now));
                     }
                 }
                 if self.phase == Phase::Stable && self.generation.is_some() {
@@ -971,12 +1003,110 @@ impl GroupMember {
         at
     }
 
+    fn is_consumer_protocol(&self) -> bool {
+        false
+    }
+
+    fn assigns_client_side(&self) -> bool {
+        true
+    }
+}
+
+impl GroupMember {
+    /// A member that has not joined yet.
+    pub fn new(config: GroupConfig, now: Instant) -> Self {
+        let protocol = if !config.assignors.is_empty()
+            && config.assignors.iter().all(|a| a.protocol() == RebalanceProtocol::Cooperative)
+        {
+            RebalanceProtocol::Cooperative
+        } else {
+            RebalanceProtocol::Eager
+        };
+        let coordinator_backoff = Self::backoff(&config, 0);
+        let join_backoff = Self::backoff(&config, 1);
+        let fetch_backoff = Self::backoff(&config, 2);
+        Self {
+            config,
+            protocol,
+            now,
+            next_id: 1,
+            subscription: BTreeSet::new(),
+            subscribed: false,
+            counts: BTreeMap::new(),
+            coordinator: None,
+            find_in_flight: None,
+            coordinator_backoff,
+            lifecycle: Lifecycle::Active,
+            phase: Phase::Unjoined,
+            member_id: String::new(),
+            generation: None,
+            owned_generation: DEFAULT_GENERATION,
+            epoch: 0,
+            slot: None,
+            pending_sync: None,
+            join_backoff,
+            rejoin_needed: true,
+            rejoin_reason: String::new(),
+            needs_join_prepare: true,
+            leader_snapshot: None,
+            metadata_rejoin_pending: false,
+            assigned: BTreeSet::new(),
+            revoking: BTreeSet::new(),
+            after_revoke: None,
+            session_alive: now,
+            phase_alive: now,
+            next_heartbeat: now,
+            last_poll: now,
+            commits: BTreeMap::new(),
+            commit_requests: BTreeMap::new(),
+            fetch_queue: BTreeSet::new(),
+            fetch_backoff,
+            fetch_requests: BTreeMap::new(),
+            leave_request: None,
+            events: VecDeque::new(),
+            loss_unhandled: false,
+        }
+    }
+
+    // ---- internals: leaving -------------------------------------------------------------------
+
+    fn start_leave(&mut self, now: Instant, explicit: bool) {
+        self.now = now;
+        if matches!(self.lifecycle, Lifecycle::Left | Lifecycle::Fatal(_) | Lifecycle::Leaving { .. }) {
+            return;
+        }
+        let send = self.config.group_instance_id.is_none() || explicit;
+        self.lifecycle = Lifecycle::Leaving { send };
+        self.rejoin_needed = false;
+        self.needs_join_prepare = false;
+        if self.phase == Phase::Stable && self.generation.is_some() {
+            let more: BTreeSet<Tp> = std::mem::take(&mut self.assigned);
+            if !more.is_empty() {
+                self.revoking.extend(more.iter().cloned());
+                self.events.push_back(GroupEvent::Revoke(more));
+            }
+            self.after_revoke = if self.revoking.is_empty() { None } else { Some(AfterRevoke::Leave) };
+        } else {
+            self.lose_all();
+        }
+    }
+
     // ---- internals: timers -------------------------------------------------------------------
 
+    /// The backoff of one kind of retry; `stream` keeps the jitter of each apart.
+    fn backoff(config: &GroupConfig, stream: u64) -> Backoff {
+        super::driving::backoff(config.retry_backoff, config.retry_backoff_max, config.backoff_seed, stream)
+    }
+
+    /// Ids of requests and of commits, from one counter.
     fn next_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         id
+    }
+
+    fn next_request_id(&mut self) -> RequestId {
+        RequestId(self.next_id())
     }
 
     fn holds_membership(&self) -> bool {
@@ -1152,7 +1282,7 @@ impl GroupMember {
                     self.phase = Phase::Unjoined;
                 }
                 self.rejoin_needed = true;
-                self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.join_backoff.fail(now);
             }
             SlotKind::Sync => {
                 if slot.epoch == self.epoch && self.phase == Phase::Syncing {
@@ -1160,7 +1290,7 @@ impl GroupMember {
                     self.generation = None;
                 }
                 self.rejoin_needed = true;
-                self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.join_backoff.fail(now);
             }
             SlotKind::Heartbeat => {
                 self.next_heartbeat = now + self.config.retry_backoff;
@@ -1336,12 +1466,12 @@ impl GroupMember {
         }
     }
 
-    fn next_commit(&mut self, now: Instant) -> Option<(u64, GroupRequest)> {
+    fn next_commit(&mut self, now: Instant) -> Option<(RequestId, GroupRequest)> {
         let current = self.current_generation().map(|g| (g.id, g.member_id.clone()));
         let ready: Vec<u64> = self
             .commits
             .iter()
-            .filter(|(_, c)| c.in_flight.is_none() && c.retry_at.is_none_or(|t| now >= t))
+            .filter(|(_, c)| c.in_flight.is_none() && c.backoff.ready(now))
             .map(|(&id, _)| id)
             .collect();
         for commit_id in ready {
@@ -1383,7 +1513,7 @@ impl GroupMember {
                     .collect(),
                 ..Default::default()
             };
-            let id = self.next_id();
+            let id = self.next_request_id();
             if let Some(c) = self.commits.get_mut(&commit_id) {
                 c.in_flight = Some(id);
             }
@@ -1393,7 +1523,7 @@ impl GroupMember {
         None
     }
 
-    fn next_fetch(&mut self, now: Instant) -> Option<(u64, GroupRequest)> {
+    fn next_fetch(&mut self, now: Instant) -> Option<(RequestId, GroupRequest)> {
         if self.fetch_queue.is_empty() || !self.fetch_backoff.ready(now) {
             return None;
         }
@@ -1437,7 +1567,7 @@ impl GroupMember {
             require_stable: true,
             ..Default::default()
         };
-        let id = self.next_id();
+        let id = self.next_request_id();
         self.fetch_requests.insert(id, partitions);
         Some((id, GroupRequest::OffsetFetch(request)))
     }
@@ -1446,7 +1576,7 @@ impl GroupMember {
 
     fn on_find_coordinator(&mut self, response: GroupResponse, now: Instant) {
         let GroupResponse::FindCoordinator(r) = response else {
-            self.coordinator_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+            self.coordinator_backoff.fail(now);
             return;
         };
         let (error, node_id, host, port) =
@@ -1461,7 +1591,7 @@ impl GroupMember {
             self.fatal(error);
         } else {
             tracing::debug!(group = %self.config.group_id, ?error, "group: FindCoordinator failed");
-            self.coordinator_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+            self.coordinator_backoff.fail(now);
         }
     }
 
@@ -1553,14 +1683,16 @@ impl GroupMember {
             ErrorCode::ILLEGAL_GENERATION => self.reset_generation(false, "JoinGroup: illegal generation"),
             ErrorCode::REBALANCE_IN_PROGRESS => {}
             ErrorCode::COORDINATOR_LOAD_IN_PROGRESS => {
-                self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.join_backoff.fail(now);
             }
             code if is_coordinator_error(code) => {
                 self.mark_coordinator_unknown("JoinGroup: coordinator error");
-                self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.join_backoff.fail(now);
             }
             code if is_fatal_group_error(code) => self.fatal(code),
-            _ => self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max),
+            _ => {
+                self.join_backoff.fail(now);
+            }
         }
     }
 
@@ -1638,7 +1770,7 @@ impl GroupMember {
                     self.phase = Phase::Unjoined;
                     self.generation = None;
                     self.rejoin_needed = true;
-                    self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                    self.join_backoff.fail(now);
                     return;
                 }
             };
@@ -1672,14 +1804,16 @@ impl GroupMember {
             ErrorCode::UNKNOWN_MEMBER_ID => self.reset_generation(true, "SyncGroup: unknown member id"),
             ErrorCode::ILLEGAL_GENERATION => self.reset_generation(false, "SyncGroup: illegal generation"),
             ErrorCode::COORDINATOR_LOAD_IN_PROGRESS => {
-                self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.join_backoff.fail(now);
             }
             code if is_coordinator_error(code) => {
                 self.mark_coordinator_unknown("SyncGroup: coordinator error");
-                self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.join_backoff.fail(now);
             }
             code if is_fatal_group_error(code) => self.fatal(code),
-            _ => self.join_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max),
+            _ => {
+                self.join_backoff.fail(now);
+            }
         }
     }
 
@@ -1777,10 +1911,7 @@ impl GroupMember {
         };
         let retry = |this: &mut Self, now: Instant| {
             if let Some(c) = this.commits.get_mut(&commit_id) {
-                let mut b = Backoff { attempts: c.attempts, until: None };
-                b.fail(now, this.config.retry_backoff, this.config.retry_backoff_max);
-                c.attempts = b.attempts;
-                c.retry_at = b.until;
+                c.backoff.fail(now);
             }
         };
         if failed_request || is_coordinator_error(error) || error == ErrorCode::REQUEST_TIMED_OUT {
@@ -1872,7 +2003,7 @@ impl GroupMember {
                 self.fatal(group_error);
             } else if group_error.is_retriable() {
                 // COORDINATOR_LOAD_IN_PROGRESS, UNSTABLE_OFFSET_COMMIT, ...
-                self.fetch_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+                self.fetch_backoff.fail(now);
                 self.fetch_queue.extend(ours);
             } else {
                 let failed = ours.into_iter().map(|tp| (tp, group_error)).collect();
@@ -1905,7 +2036,7 @@ impl GroupMember {
             }
         }
         if retry {
-            self.fetch_backoff.fail(now, self.config.retry_backoff, self.config.retry_backoff_max);
+            self.fetch_backoff.fail(now);
         } else {
             self.fetch_backoff.reset();
         }
@@ -1954,6 +2085,7 @@ fn decode_assignment(bytes: &Bytes) -> Result<BTreeSet<Tp>, ()> {
 mod tests {
     use super::*;
     use crate::codec::messages::find_coordinator::Coordinator as WireCoordinator;
+    use crate::codec::messages::offset_commit::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
     use crate::proto::assignor::{CooperativeStickyAssignor, RangeAssignor};
 
     fn tp(t: &str, p: i32) -> Tp {
@@ -1971,7 +2103,7 @@ mod tests {
         m
     }
 
-    fn expect(m: &mut GroupMember, now: Instant) -> (u64, Target, GroupRequest) {
+    fn expect(m: &mut GroupMember, now: Instant) -> (RequestId, Target, GroupRequest) {
         m.poll_request(now).expect("a request")
     }
 
@@ -2079,6 +2211,69 @@ mod tests {
         assert_eq!(&*r.member_id, "m-1");
         assert_eq!(r.group_instance_id.as_deref(), Some("i-1"));
         assert_eq!(r.topics[0].partitions[0].committed_leader_epoch, 2);
+    }
+
+    /// Retries back off exponentially with KIP-580's ±20 % jitter, drawn from
+    /// `backoff_seed`: the same seed gives the same delays, another seed others (members failed
+    /// by the same event spread out).
+    #[test]
+    fn retries_back_off_with_jitter_drawn_from_the_seed() {
+        let t0 = Instant::now();
+        let within = |d: Duration, term_ms: u64| {
+            let ms = d.as_secs_f64() * 1000.0;
+            let (lo, hi) = ((term_ms as f64 * 0.8).min(1000.0), (term_ms as f64 * 1.2).min(1000.0));
+            assert!(ms >= lo - 1e-3 && ms <= hi + 1e-3, "{ms} ms for a term of {term_ms} ms");
+        };
+        let find_delays = |seed: u64| -> Vec<Duration> {
+            let mut config = GroupConfig::new("g", vec![Arc::new(RangeAssignor)]);
+            config.backoff_seed = Some(seed);
+            let mut m = GroupMember::new(config, t0);
+            m.subscribe(["t".to_string()].into(), t0);
+            let mut now = t0;
+            (0..6)
+                .map(|_| {
+                    let (id, target, _) = expect(&mut m, now);
+                    assert_eq!(target, Target::AnyBroker);
+                    m.handle_response(id, GroupResponse::Failed { kind: RequestKind::FIND_COORDINATOR }, now);
+                    assert!(m.poll_request(now).is_none(), "no FindCoordinator before the backoff");
+                    let at = m.next_timeout().expect("the retry");
+                    let delay = at - now;
+                    now = at;
+                    delay
+                })
+                .collect()
+        };
+        let delays = find_delays(1);
+        for (&d, term) in delays.iter().zip([100, 200, 400, 800, 1600, 3200]) {
+            within(d, term);
+        }
+        assert_eq!(delays, find_delays(1));
+        assert_ne!(delays, find_delays(2));
+
+        // A commit's retries have their own backoff.
+        let mut m = member(false, None, t0);
+        find(&mut m, t0);
+        join_and_sync(&mut m, 1, &[0], t0);
+        let (_, _, req) = expect(&mut m, t0);
+        assert!(matches!(req, GroupRequest::OffsetFetch(_)), "{req:?}");
+        m.commit([(tp("t", 0), (5, None))].into(), t0);
+        let (id, _, req) = expect(&mut m, t0);
+        assert!(matches!(req, GroupRequest::OffsetCommit(_)), "{req:?}");
+        let partitions = vec![OffsetCommitResponsePartition {
+            partition_index: 0,
+            error_code: ErrorCode::COORDINATOR_LOAD_IN_PROGRESS,
+            ..Default::default()
+        }];
+        let resp = OffsetCommitResponse {
+            topics: vec![OffsetCommitResponseTopic { name: bs("t"), partitions, ..Default::default() }],
+            ..Default::default()
+        };
+        m.handle_response(id, GroupResponse::OffsetCommit(resp), t0);
+        let at = m.next_timeout().expect("the commit's retry");
+        within(at - t0, 100);
+        assert!(m.poll_request(at - Duration::from_millis(1)).is_none(), "no retry before the backoff");
+        let (_, _, req) = expect(&mut m, at);
+        assert!(matches!(req, GroupRequest::OffsetCommit(_)), "{req:?}");
     }
 
     #[test]

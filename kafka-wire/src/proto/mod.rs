@@ -5,6 +5,7 @@
 pub mod assignor;
 pub mod backoff;
 pub mod consumer_protocol;
+pub mod driving;
 pub mod fetch_session;
 pub mod group;
 pub mod partitioner;

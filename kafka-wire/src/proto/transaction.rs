@@ -87,6 +87,8 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::backoff::Backoff;
+use super::driving::{RequestId, RequestKind, Target};
 use crate::codec::ErrorCode;
 use crate::proto::producer::TopicPartition;
 
@@ -97,7 +99,8 @@ pub struct TxnConfig {
     pub transactional_id: Arc<str>,
     /// `transaction.timeout.ms`: the coordinator aborts a transaction open longer than this.
     pub transaction_timeout: Duration,
-    /// First backoff before a request is retried; doubles per retry up to `retry_backoff_max`.
+    /// First backoff before a request is retried; doubles per retry up to `retry_backoff_max`,
+    /// each delay spread by ±20 % (KIP-580).
     pub retry_backoff: Duration,
     /// Cap of the exponential retry backoff (`retry.backoff.max.ms`, KIP-580).
     pub retry_backoff_max: Duration,
@@ -105,6 +108,9 @@ pub struct TxnConfig {
     /// because that answer mostly means the previous transaction's markers are still being
     /// written, which takes milliseconds, and the next transaction's first batch waits for it.
     pub add_partitions_retry_backoff: Duration,
+    /// Seeds the jitter of the retry backoffs: the same seed, the same delays (simulations).
+    /// `None`: a random seed.
+    pub backoff_seed: Option<u64>,
 }
 
 impl TxnConfig {
@@ -117,6 +123,7 @@ impl TxnConfig {
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
             add_partitions_retry_backoff: Duration::from_millis(20),
+            backoff_seed: None,
         }
     }
 }
@@ -162,24 +169,6 @@ pub enum TxnOperation {
     Abort,
     /// `require_epoch_bump`: the abort in progress ends with an epoch bump (KIP-360).
     RequireEpochBump,
-}
-
-/// The kinds of request the manager sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RequestKind {
-    /// FindCoordinator (API key 10).
-    FindCoordinator,
-    /// InitProducerId (API key 22).
-    InitProducerId,
-    /// AddPartitionsToTxn (API key 24).
-    AddPartitionsToTxn,
-    /// AddOffsetsToTxn (API key 25).
-    AddOffsetsToTxn,
-    /// TxnOffsetCommit (API key 28).
-    TxnOffsetCommit,
-    /// EndTxn (API key 26).
-    EndTxn,
 }
 
 /// Why nothing more may be done with this producer.
@@ -318,16 +307,6 @@ pub struct TxnOffset {
     pub metadata: Option<Arc<str>>,
 }
 
-/// Where a request goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Destination {
-    /// Any broker (FindCoordinator).
-    AnyBroker,
-    /// The coordinator found by an earlier FindCoordinator.
-    Node(i32),
-}
-
 /// The request to send, with the data it carries. Producer ids and epochs are the manager's;
 /// the driver picks API versions: for a `transaction_v2` request EndTxn v5+ and TxnOffsetCommit
 /// v5+, otherwise at most v4; AddPartitionsToTxn at most v3 (the client form).
@@ -409,12 +388,12 @@ impl TxnRequest {
     /// The kind of request.
     pub fn kind(&self) -> RequestKind {
         match self {
-            Self::FindCoordinator { .. } => RequestKind::FindCoordinator,
-            Self::InitProducerId { .. } => RequestKind::InitProducerId,
-            Self::AddPartitionsToTxn { .. } => RequestKind::AddPartitionsToTxn,
-            Self::AddOffsetsToTxn { .. } => RequestKind::AddOffsetsToTxn,
-            Self::TxnOffsetCommit { .. } => RequestKind::TxnOffsetCommit,
-            Self::EndTxn { .. } => RequestKind::EndTxn,
+            Self::FindCoordinator { .. } => RequestKind::FIND_COORDINATOR,
+            Self::InitProducerId { .. } => RequestKind::INIT_PRODUCER_ID,
+            Self::AddPartitionsToTxn { .. } => RequestKind::ADD_PARTITIONS_TO_TXN,
+            Self::AddOffsetsToTxn { .. } => RequestKind::ADD_OFFSETS_TO_TXN,
+            Self::TxnOffsetCommit { .. } => RequestKind::TXN_OFFSET_COMMIT,
+            Self::EndTxn { .. } => RequestKind::END_TXN,
         }
     }
 }
@@ -423,9 +402,9 @@ impl TxnRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutgoingRequest {
     /// Identifies the request; its answer is handed back with it.
-    pub id: u64,
-    /// Where to send it.
-    pub destination: Destination,
+    pub id: RequestId,
+    /// Where to send it: any broker (FindCoordinator) or a coordinator.
+    pub target: Target,
     /// What to send.
     pub request: TxnRequest,
 }
@@ -521,19 +500,19 @@ enum Op {
 impl Op {
     fn kind(&self) -> RequestKind {
         match self {
-            Self::FindCoordinator { .. } => RequestKind::FindCoordinator,
-            Self::InitProducerId => RequestKind::InitProducerId,
-            Self::AddPartitions(_) => RequestKind::AddPartitionsToTxn,
-            Self::AddOffsets(_) => RequestKind::AddOffsetsToTxn,
-            Self::TxnOffsetCommit { .. } => RequestKind::TxnOffsetCommit,
-            Self::EndTxn(_) => RequestKind::EndTxn,
+            Self::FindCoordinator { .. } => RequestKind::FIND_COORDINATOR,
+            Self::InitProducerId => RequestKind::INIT_PRODUCER_ID,
+            Self::AddPartitions(_) => RequestKind::ADD_PARTITIONS_TO_TXN,
+            Self::AddOffsets(_) => RequestKind::ADD_OFFSETS_TO_TXN,
+            Self::TxnOffsetCommit { .. } => RequestKind::TXN_OFFSET_COMMIT,
+            Self::EndTxn(_) => RequestKind::END_TXN,
         }
     }
 }
 
 #[derive(Debug)]
 struct InFlight {
-    id: u64,
+    id: RequestId,
     op: Op,
 }
 
@@ -591,14 +570,14 @@ fn classify(request: RequestKind, code: ErrorCode) -> Verdict {
         ErrorCode::INVALID_PRODUCER_ID_MAPPING
             if matches!(
                 request,
-                RequestKind::AddPartitionsToTxn | RequestKind::AddOffsetsToTxn | RequestKind::EndTxn
+                RequestKind::ADD_PARTITIONS_TO_TXN | RequestKind::ADD_OFFSETS_TO_TXN | RequestKind::END_TXN
             ) =>
         {
             Verdict::ProducerIdLost
         }
         // After EndTxn(commit) this one is no proof that nothing was committed: fatal below.
         ErrorCode::UNKNOWN_PRODUCER_ID
-            if matches!(request, RequestKind::AddPartitionsToTxn | RequestKind::AddOffsetsToTxn) =>
+            if matches!(request, RequestKind::ADD_PARTITIONS_TO_TXN | RequestKind::ADD_OFFSETS_TO_TXN) =>
         {
             Verdict::ProducerIdLost
         }
@@ -623,8 +602,10 @@ pub struct TransactionManager {
     group_coordinator: Option<(Arc<str>, i32)>,
     in_flight: Option<InFlight>,
     not_before: Option<Instant>,
-    /// Retries since the last success, for the exponential backoff.
-    attempts: u32,
+    /// Retries since the last success.
+    backoff: Backoff,
+    /// Retries of AddPartitionsToTxn answered CONCURRENT_TRANSACTIONS: they start shorter.
+    concurrent_backoff: Backoff,
     next_id: u64,
     events: VecDeque<TxnEvent>,
 }
@@ -632,7 +613,10 @@ pub struct TransactionManager {
 impl TransactionManager {
     /// A manager in `Uninitialized`.
     pub fn new(config: TxnConfig) -> Self {
+        let (seed, max) = (config.backoff_seed, config.retry_backoff_max);
         Self {
+            backoff: super::driving::backoff(config.retry_backoff, max, seed, 0),
+            concurrent_backoff: super::driving::backoff(config.add_partitions_retry_backoff, max, seed, 1),
             config,
             phase: Phase::Uninitialized,
             producer_id: -1,
@@ -643,7 +627,6 @@ impl TransactionManager {
             group_coordinator: None,
             in_flight: None,
             not_before: None,
-            attempts: 0,
             next_id: 0,
             events: VecDeque::new(),
         }
@@ -844,12 +827,12 @@ impl TransactionManager {
             return None;
         }
         let op = self.next_op()?;
-        let (op, destination) = self.route(op);
+        let (op, target) = self.route(op);
         let request = self.build(&op);
-        let id = self.next_id;
+        let id = RequestId(self.next_id);
         self.next_id += 1;
         self.in_flight = Some(InFlight { id, op });
-        Some(OutgoingRequest { id, destination, request })
+        Some(OutgoingRequest { id, target, request })
     }
 
     /// When a request waiting for its backoff may go.
@@ -858,8 +841,8 @@ impl TransactionManager {
     }
 
     /// FindCoordinator's answer: the coordinator's node, or the error code.
-    pub fn handle_find_coordinator(&mut self, id: u64, result: Result<i32, ErrorCode>, now: Instant) {
-        let Some(op) = self.take(id, RequestKind::FindCoordinator) else { return };
+    pub fn handle_find_coordinator(&mut self, id: RequestId, result: Result<i32, ErrorCode>, now: Instant) {
+        let Some(op) = self.take(id, RequestKind::FIND_COORDINATOR) else { return };
         let Op::FindCoordinator { key, key_type } = &op else { return };
         match (result, key_type) {
             (Ok(node), CoordinatorType::Transaction) => self.txn_coordinator = Some(node),
@@ -870,13 +853,20 @@ impl TransactionManager {
     }
 
     /// InitProducerId's answer: the producer id and epoch on success.
-    pub fn handle_init_producer_id(&mut self, id: u64, error: ErrorCode, producer_id: i64, epoch: i16, now: Instant) {
-        let Some(op) = self.take(id, RequestKind::InitProducerId) else { return };
+    pub fn handle_init_producer_id(
+        &mut self,
+        id: RequestId,
+        error: ErrorCode,
+        producer_id: i64,
+        epoch: i16,
+        now: Instant,
+    ) {
+        let Some(op) = self.take(id, RequestKind::INIT_PRODUCER_ID) else { return };
         if error != ErrorCode::NONE {
             self.on_error(&op, error, now);
             return;
         }
-        self.attempts = 0;
+        self.succeeded();
         self.set_producer_id(producer_id, epoch);
         if let Phase::Initializing { after_abort } = self.phase {
             self.phase = Phase::Ready;
@@ -885,8 +875,8 @@ impl TransactionManager {
     }
 
     /// AddPartitionsToTxn's answer, per partition (versions up to 3 answer per partition only).
-    pub fn handle_add_partitions(&mut self, id: u64, results: &[(TopicPartition, ErrorCode)], now: Instant) {
-        let Some(op) = self.take(id, RequestKind::AddPartitionsToTxn) else { return };
+    pub fn handle_add_partitions(&mut self, id: RequestId, results: &[(TopicPartition, ErrorCode)], now: Instant) {
+        let Some(op) = self.take(id, RequestKind::ADD_PARTITIONS_TO_TXN) else { return };
         let Op::AddPartitions(sent) = &op else { return };
         let mut newly = Vec::new();
         let mut worst: Option<(Verdict, ErrorCode)> = None;
@@ -902,7 +892,7 @@ impl TransactionManager {
                 }
                 // Not tried because another partition of the request failed.
                 Some(ErrorCode::OPERATION_NOT_ATTEMPTED) => unanswered = true,
-                Some(code) => worst = worse(worst, RequestKind::AddPartitionsToTxn, code),
+                Some(code) => worst = worse(worst, RequestKind::ADD_PARTITIONS_TO_TXN, code),
                 None => unanswered = true,
             }
         }
@@ -911,19 +901,19 @@ impl TransactionManager {
         }
         match worst {
             Some((_, code)) => self.on_error(&op, code, now),
-            None if unanswered => self.retry_after(now, self.config.retry_backoff),
-            None => self.attempts = 0,
+            None if unanswered => self.retry_after(now),
+            None => self.succeeded(),
         }
         self.advance();
     }
 
     /// AddOffsetsToTxn's answer.
-    pub fn handle_add_offsets(&mut self, id: u64, error: ErrorCode, now: Instant) {
-        let Some(op) = self.take(id, RequestKind::AddOffsetsToTxn) else { return };
+    pub fn handle_add_offsets(&mut self, id: RequestId, error: ErrorCode, now: Instant) {
+        let Some(op) = self.take(id, RequestKind::ADD_OFFSETS_TO_TXN) else { return };
         if error != ErrorCode::NONE {
             self.on_error(&op, error, now);
         } else {
-            self.attempts = 0;
+            self.succeeded();
             self.txn.confirmed_started = true;
             if let Some(front) = self.txn.offsets.front_mut() {
                 front.group_added = true;
@@ -934,8 +924,8 @@ impl TransactionManager {
 
     /// TxnOffsetCommit's answer, per partition. The partitions answered NONE are done; the others
     /// are retried or decide the error.
-    pub fn handle_txn_offset_commit(&mut self, id: u64, results: &[(TopicPartition, ErrorCode)], now: Instant) {
-        let Some(op) = self.take(id, RequestKind::TxnOffsetCommit) else { return };
+    pub fn handle_txn_offset_commit(&mut self, id: RequestId, results: &[(TopicPartition, ErrorCode)], now: Instant) {
+        let Some(op) = self.take(id, RequestKind::TXN_OFFSET_COMMIT) else { return };
         let v2 = self.txn.v2;
         let Some(front) = self.txn.offsets.front_mut() else {
             // Aborted meanwhile.
@@ -950,7 +940,7 @@ impl TransactionManager {
                 false
             }
             Some(code) => {
-                worst = worse(worst.take(), RequestKind::TxnOffsetCommit, code);
+                worst = worse(worst.take(), RequestKind::TXN_OFFSET_COMMIT, code);
                 true
             }
             None => true,
@@ -959,13 +949,13 @@ impl TransactionManager {
         let group_id = front.group.group_id.clone();
         self.txn.confirmed_started |= any_done && v2;
         if finished {
-            self.attempts = 0;
+            self.succeeded();
             self.txn.offsets.pop_front();
             self.events.push_back(TxnEvent::OffsetsAdded { group_id });
         } else {
             match worst {
                 Some((_, code)) => self.on_error(&op, code, now),
-                None => self.retry_after(now, self.config.retry_backoff),
+                None => self.retry_after(now),
             }
         }
         self.advance();
@@ -973,8 +963,8 @@ impl TransactionManager {
 
     /// EndTxn's answer. Under v2 (v5+) it carries the producer id and epoch of the next
     /// transaction; pass -1 where absent.
-    pub fn handle_end_txn(&mut self, id: u64, error: ErrorCode, producer_id: i64, epoch: i16, now: Instant) {
-        let Some(op) = self.take(id, RequestKind::EndTxn) else { return };
+    pub fn handle_end_txn(&mut self, id: RequestId, error: ErrorCode, producer_id: i64, epoch: i16, now: Instant) {
+        let Some(op) = self.take(id, RequestKind::END_TXN) else { return };
         let Op::EndTxn(commit) = op else { return };
         // v1: an abort that reaches a coordinator that never saw the transaction (the only adds
         // sent went unanswered and did not arrive) finds nothing to abort.
@@ -984,7 +974,7 @@ impl TransactionManager {
             self.on_error(&op, error, now);
             return;
         }
-        self.attempts = 0;
+        self.succeeded();
         if self.txn.v2 {
             if producer_id < 0 || epoch < 0 {
                 self.fatal(FatalReason::MissingEpoch);
@@ -1002,10 +992,10 @@ impl TransactionManager {
 
     /// Request `id` got no answer (timeout, connection lost): it may or may not have been
     /// applied. It is sent again, the same, after finding its coordinator again.
-    pub fn handle_no_response(&mut self, id: u64, now: Instant) {
+    pub fn handle_no_response(&mut self, id: RequestId, now: Instant) {
         let Some(InFlight { op, .. }) = self.in_flight.take_if(|f| f.id == id) else { return };
         self.forget_coordinator(&op);
-        self.retry_after(now, self.config.retry_backoff);
+        self.retry_after(now);
     }
 
     /// The error for a refused call in the current state.
@@ -1046,10 +1036,10 @@ impl TransactionManager {
         }
     }
 
-    /// The destination of `op`, or FindCoordinator when its coordinator is not known.
-    fn route(&self, op: Op) -> (Op, Destination) {
+    /// The target of `op`, or FindCoordinator when its coordinator is not known.
+    fn route(&self, op: Op) -> (Op, Target) {
         let (key, key_type, known) = match &op {
-            Op::FindCoordinator { .. } => return (op, Destination::AnyBroker),
+            Op::FindCoordinator { .. } => return (op, Target::AnyBroker),
             Op::TxnOffsetCommit { group, .. } => {
                 let group = group.group_id.clone();
                 let node = self.group_coordinator.as_ref().filter(|(g, _)| *g == group).map(|(_, n)| *n);
@@ -1058,8 +1048,8 @@ impl TransactionManager {
             _ => (self.config.transactional_id.clone(), CoordinatorType::Transaction, self.txn_coordinator),
         };
         match known {
-            Some(node) => (op, Destination::Node(node)),
-            None => (Op::FindCoordinator { key, key_type }, Destination::AnyBroker),
+            Some(node) => (op, Target::Coordinator(node)),
+            None => (Op::FindCoordinator { key, key_type }, Target::AnyBroker),
         }
     }
 
@@ -1126,7 +1116,7 @@ impl TransactionManager {
 
     /// Takes the request in flight if `id` is it and of `kind`; stale and duplicated answers
     /// are ignored.
-    fn take(&mut self, id: u64, kind: RequestKind) -> Option<Op> {
+    fn take(&mut self, id: RequestId, kind: RequestKind) -> Option<Op> {
         self.in_flight.take_if(|f| f.id == id && f.op.kind() == kind).map(|f| f.op)
     }
 
@@ -1177,16 +1167,13 @@ impl TransactionManager {
         let kind = op.kind();
         match classify(kind, code) {
             Verdict::Retry => {
-                let base = if matches!(op, Op::AddPartitions(_)) && code == ErrorCode::CONCURRENT_TRANSACTIONS {
-                    self.config.add_partitions_retry_backoff
-                } else {
-                    self.config.retry_backoff
-                };
-                self.retry_after(now, base);
+                let concurrent = matches!(op, Op::AddPartitions(_)) && code == ErrorCode::CONCURRENT_TRANSACTIONS;
+                self.not_before =
+                    Some(if concurrent { &mut self.concurrent_backoff } else { &mut self.backoff }.fail(now));
             }
             Verdict::Refind => {
                 self.forget_coordinator(op);
-                self.retry_after(now, self.config.retry_backoff);
+                self.retry_after(now);
             }
             // Once sent, an EndTxn decision is never changed, and InitProducerId has no
             // transaction to abort.
@@ -1198,7 +1185,7 @@ impl TransactionManager {
             }
             // The transaction is being aborted already: what was refused is no longer wanted, but
             // a request still to send (FindCoordinator before EndTxn) waits a backoff.
-            Verdict::Abortable => self.retry_after(now, self.config.retry_backoff),
+            Verdict::Abortable => self.retry_after(now),
             Verdict::Fatal(reason) => self.fatal(reason),
             Verdict::ProducerIdLost => {
                 self.txn.bump_epoch = true;
@@ -1237,11 +1224,14 @@ impl TransactionManager {
         }
     }
 
-    fn retry_after(&mut self, now: Instant, base: Duration) {
-        let max = self.config.retry_backoff_max.max(base);
-        let delay = base.saturating_mul(1 << self.attempts.min(16)).min(max);
-        self.attempts += 1;
-        self.not_before = Some(now + delay);
+    fn retry_after(&mut self, now: Instant) {
+        self.not_before = Some(self.backoff.fail(now));
+    }
+
+    /// A request succeeded: the next failure waits the shortest backoff again.
+    fn succeeded(&mut self) {
+        self.backoff.reset();
+        self.concurrent_backoff.reset();
     }
 
     /// The open transaction can now only be aborted. Errors while ending it change nothing:
@@ -1296,7 +1286,9 @@ mod tests {
 
     impl H {
         fn new(transaction_version: i16) -> Self {
-            let mut m = TransactionManager::new(TxnConfig::new("tx"));
+            let mut config = TxnConfig::new("tx");
+            config.backoff_seed = Some(transaction_version as u64);
+            let mut m = TransactionManager::new(config);
             m.set_transaction_version(transaction_version);
             Self { m, now: Instant::now() }
         }
@@ -1342,14 +1334,25 @@ mod tests {
             self.now += d;
         }
 
+        /// Asserts that nothing goes before a backoff of `term_ms` ±20 % (KIP-580's jitter, at
+        /// most `retry_backoff_max`), and waits it out.
+        fn wait_backoff(&mut self, term_ms: u64) {
+            let at = self.m.next_wakeup().expect("a request waiting for its backoff");
+            let ms = (at - self.now).as_secs_f64() * 1000.0;
+            let (lo, hi) = ((term_ms as f64 * 0.8).min(1000.0), (term_ms as f64 * 1.2).min(1000.0));
+            assert!(ms >= lo - 1e-3 && ms <= hi + 1e-3, "a backoff of {ms} ms for a term of {term_ms} ms");
+            self.nothing_to_send();
+            self.now = at;
+        }
+
         fn find(&mut self, key_type: CoordinatorType, node: i32) {
             let r = self.send();
-            assert_eq!(r.destination, Destination::AnyBroker);
+            assert_eq!(r.target, Target::AnyBroker);
             assert!(matches!(r.request, TxnRequest::FindCoordinator { key_type: k, .. } if k == key_type), "{r:?}");
             self.m.handle_find_coordinator(r.id, Ok(node), self.now);
         }
 
-        fn end_txn(&mut self, expect_commit: bool) -> u64 {
+        fn end_txn(&mut self, expect_commit: bool) -> RequestId {
             let r = self.send();
             let TxnRequest::EndTxn { commit, .. } = r.request else { panic!("expected EndTxn: {r:?}") };
             assert_eq!(commit, expect_commit);
@@ -1368,7 +1371,7 @@ mod tests {
         assert_eq!(r.request, TxnRequest::FindCoordinator { key: "tx".into(), key_type: CoordinatorType::Transaction });
         h.m.handle_find_coordinator(r.id, Ok(4), h.now);
         let r = h.send();
-        assert_eq!(r.destination, Destination::Node(4));
+        assert_eq!(r.target, Target::Coordinator(4));
         assert_eq!(
             r.request,
             TxnRequest::InitProducerId {
@@ -1394,10 +1397,9 @@ mod tests {
         // An older instance's transaction is being aborted.
         h.m.handle_init_producer_id(r.id, ErrorCode::CONCURRENT_TRANSACTIONS, -1, -1, h.now);
         h.nothing_to_send();
-        assert_eq!(h.m.next_wakeup(), Some(h.now + Duration::from_millis(100)));
-        h.advance(Duration::from_millis(100));
+        h.wait_backoff(100);
         let again = h.send();
-        assert_eq!((again.request, again.destination), (r.request, r.destination));
+        assert_eq!((again.request, again.target), (r.request, r.target));
     }
 
     #[test]
@@ -1435,7 +1437,7 @@ mod tests {
         assert_eq!(h.m.add_partition(&tp(0)), Ok(false));
         assert_eq!(h.m.add_partition(&tp(0)), Ok(false));
         let r = h.send();
-        assert_eq!(r.destination, Destination::Node(1));
+        assert_eq!(r.target, Target::Coordinator(1));
         assert_eq!(
             r.request,
             TxnRequest::AddPartitionsToTxn {
@@ -1469,7 +1471,7 @@ mod tests {
         );
         assert_eq!(h.events(), vec![TxnEvent::PartitionsAdded(vec![tp(0)])]);
         h.nothing_to_send();
-        h.advance(Duration::from_millis(100));
+        h.wait_backoff(100);
         let r = h.send();
         assert!(matches!(&r.request, TxnRequest::AddPartitionsToTxn { partitions, .. } if *partitions == vec![tp(1)]));
     }
@@ -1482,10 +1484,9 @@ mod tests {
         let r = h.send();
         h.m.handle_add_partitions(r.id, &[(tp(0), ErrorCode::CONCURRENT_TRANSACTIONS)], h.now);
         h.nothing_to_send();
-        assert_eq!(h.m.next_wakeup(), Some(h.now + Duration::from_millis(20)));
-        h.advance(Duration::from_millis(20));
+        h.wait_backoff(20);
         let again = h.send();
-        assert_eq!((again.request, again.destination), (r.request, r.destination));
+        assert_eq!((again.request, again.target), (r.request, r.target));
         h.m.handle_add_partitions(again.id, &[(tp(0), ErrorCode::NONE)], h.now);
         assert_eq!(h.m.add_partition(&tp(0)), Ok(true));
     }
@@ -1494,11 +1495,10 @@ mod tests {
     fn backoff_doubles_up_to_its_maximum_and_restarts_after_a_success() {
         let mut h = H::in_transaction(1);
         h.m.commit(0).unwrap();
-        for ms in [100, 200, 400, 800, 1000, 1000] {
+        for ms in [100, 200, 400, 800, 1600, 3200] {
             let id = h.end_txn(true);
             h.m.handle_end_txn(id, ErrorCode::COORDINATOR_LOAD_IN_PROGRESS, -1, -1, h.now);
-            assert_eq!(h.m.next_wakeup(), Some(h.now + Duration::from_millis(ms)));
-            h.advance(Duration::from_millis(ms));
+            h.wait_backoff(ms);
         }
         let id = h.end_txn(true);
         h.m.handle_end_txn(id, ErrorCode::NONE, -1, -1, h.now);
@@ -1506,7 +1506,7 @@ mod tests {
         h.m.add_partition(&tp(0)).unwrap();
         let r = h.send();
         h.m.handle_add_partitions(r.id, &[(tp(0), ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)], h.now);
-        assert_eq!(h.m.next_wakeup(), Some(h.now + Duration::from_millis(100)));
+        h.wait_backoff(100);
     }
 
     #[test]
@@ -1516,10 +1516,10 @@ mod tests {
         h.m.add_partition(&tp(0)).unwrap();
         let r = h.send();
         h.m.handle_add_partitions(r.id, &[(tp(0), ErrorCode::NOT_COORDINATOR)], h.now);
-        h.advance(Duration::from_millis(100));
+        h.wait_backoff(100);
         h.find(CoordinatorType::Transaction, 2);
         let again = h.send();
-        assert_eq!(again.destination, Destination::Node(2));
+        assert_eq!(again.target, Target::Coordinator(2));
         assert_eq!(again.request, r.request);
     }
 
@@ -1621,7 +1621,7 @@ mod tests {
         let first = h.end_txn(true);
         h.m.handle_no_response(first, h.now);
         h.nothing_to_send();
-        h.advance(Duration::from_millis(100));
+        h.wait_backoff(100);
         // The connection may be gone: the coordinator is looked up again.
         h.find(CoordinatorType::Transaction, 1);
         let second = h.end_txn(true);
@@ -1642,7 +1642,7 @@ mod tests {
         assert_eq!(
             h.m.error(),
             Some(TxnError::Fatal(FatalReason::Broker {
-                request: RequestKind::EndTxn,
+                request: RequestKind::END_TXN,
                 code: ErrorCode::TRANSACTION_ABORTABLE
             }))
         );
@@ -1743,7 +1743,7 @@ mod tests {
         let r = h.send();
         h.m.handle_no_response(r.id, h.now);
         h.m.abort(0).unwrap();
-        h.advance(Duration::from_millis(100));
+        h.wait_backoff(100);
         h.find(CoordinatorType::Transaction, 1);
         let id = h.end_txn(false);
         h.m.handle_end_txn(id, ErrorCode::INVALID_TXN_STATE, -1, -1, h.now);
@@ -1753,7 +1753,7 @@ mod tests {
         h.m.abort(0).unwrap();
         let id = h.end_txn(false);
         h.m.handle_end_txn(id, ErrorCode::INVALID_TXN_STATE, -1, -1, h.now);
-        assert_eq!(h.m.error(), Some(TxnError::Fatal(FatalReason::InvalidTxnState { request: RequestKind::EndTxn })));
+        assert_eq!(h.m.error(), Some(TxnError::Fatal(FatalReason::InvalidTxnState { request: RequestKind::END_TXN })));
     }
 
     #[test]
@@ -1789,7 +1789,7 @@ mod tests {
     fn fatal_codes_have_typed_reasons() {
         let cases = [
             (ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, FatalReason::TransactionalIdAuthorizationFailed),
-            (ErrorCode::INVALID_TXN_STATE, FatalReason::InvalidTxnState { request: RequestKind::EndTxn }),
+            (ErrorCode::INVALID_TXN_STATE, FatalReason::InvalidTxnState { request: RequestKind::END_TXN }),
             (ErrorCode::PRODUCER_FENCED, FatalReason::Fenced { code: ErrorCode::PRODUCER_FENCED }),
         ];
         for (code, reason) in cases {
@@ -1817,7 +1817,7 @@ mod tests {
         h.m.add_partition(&tp(0)).unwrap();
         let r = h.send();
         // Another id, or the right id for another kind of request: not this request's answer.
-        h.m.handle_add_partitions(r.id + 100, &[(tp(0), ErrorCode::PRODUCER_FENCED)], h.now);
+        h.m.handle_add_partitions(RequestId(r.id.0 + 100), &[(tp(0), ErrorCode::PRODUCER_FENCED)], h.now);
         h.m.handle_end_txn(r.id, ErrorCode::PRODUCER_FENCED, -1, -1, h.now);
         assert_eq!(h.m.state(), TxnState::InTransaction);
         h.nothing_to_send();
@@ -1833,8 +1833,8 @@ mod tests {
     #[test]
     fn abortable_answers_leave_only_abort() {
         for (code, request) in [
-            (ErrorCode::TRANSACTION_ABORTABLE, RequestKind::AddPartitionsToTxn),
-            (ErrorCode::TOPIC_AUTHORIZATION_FAILED, RequestKind::AddPartitionsToTxn),
+            (ErrorCode::TRANSACTION_ABORTABLE, RequestKind::ADD_PARTITIONS_TO_TXN),
+            (ErrorCode::TOPIC_AUTHORIZATION_FAILED, RequestKind::ADD_PARTITIONS_TO_TXN),
         ] {
             let mut h = H::ready(1);
             h.m.begin().unwrap();
@@ -1873,7 +1873,7 @@ mod tests {
         assert_eq!(r.request, TxnRequest::FindCoordinator { key: "g".into(), key_type: CoordinatorType::Group });
         h.m.handle_find_coordinator(r.id, Ok(3), h.now);
         let r = h.send();
-        assert_eq!(r.destination, Destination::Node(3));
+        assert_eq!(r.target, Target::Coordinator(3));
         assert_eq!(
             r.request,
             TxnRequest::TxnOffsetCommit {
@@ -1887,10 +1887,10 @@ mod tests {
         );
         // One partition done, the other retried alone; the group coordinator moved.
         h.m.handle_txn_offset_commit(r.id, &[(tp(5), ErrorCode::NONE), (tp(6), ErrorCode::NOT_COORDINATOR)], h.now);
-        h.advance(Duration::from_millis(100));
+        h.wait_backoff(100);
         h.find(CoordinatorType::Group, 2);
         let r = h.send();
-        assert_eq!(r.destination, Destination::Node(2));
+        assert_eq!(r.target, Target::Coordinator(2));
         assert!(
             matches!(&r.request, TxnRequest::TxnOffsetCommit { offsets, .. } if *offsets == vec![(tp(6), offset(43))])
         );
@@ -1898,7 +1898,7 @@ mod tests {
         assert_eq!(h.events(), vec![TxnEvent::OffsetsAdded { group_id: "g".into() }]);
         // Only now may the commit go, to the transaction coordinator.
         let r = h.send();
-        assert_eq!(r.destination, Destination::Node(1));
+        assert_eq!(r.target, Target::Coordinator(1));
         assert!(matches!(r.request, TxnRequest::EndTxn { commit: true, .. }));
     }
 
@@ -1925,7 +1925,7 @@ mod tests {
         let r = h.send();
         h.m.handle_txn_offset_commit(r.id, &[(tp(5), ErrorCode::ILLEGAL_GENERATION)], h.now);
         let reason =
-            AbortableReason::Refused { request: RequestKind::TxnOffsetCommit, code: ErrorCode::ILLEGAL_GENERATION };
+            AbortableReason::Refused { request: RequestKind::TXN_OFFSET_COMMIT, code: ErrorCode::ILLEGAL_GENERATION };
         assert_eq!(h.m.error(), Some(TxnError::Abortable(reason)));
         h.m.abort(0).unwrap();
         let id = h.end_txn(false);
