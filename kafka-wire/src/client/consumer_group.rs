@@ -223,6 +223,10 @@ pub(super) fn metadata_updated(inner: &Arc<Inner>, response: &MetadataResponse) 
 /// sent, turn its events into partition changes and application events.
 pub(super) async fn step(inner: &Arc<Inner>, now: Instant) {
     let mut requests = Vec::new();
+    // Whether the member's state may have moved: pollers and commit waiters are woken only
+    // then (waking them on every step made an idle poll and the driver wake each other
+    // without end).
+    let mut moved = false;
     {
         let mut st = inner.lock();
         let st = &mut *st;
@@ -230,6 +234,7 @@ pub(super) async fn step(inner: &Arc<Inner>, now: Instant) {
         if let Some(rx) = st.group.responses.as_mut() {
             while let Ok((id, response)) = rx.try_recv() {
                 member.handle_response(id, response, now);
+                moved = true;
             }
         }
         // Auto-commit of positions while the generation is current.
@@ -255,6 +260,7 @@ pub(super) async fn step(inner: &Arc<Inner>, now: Instant) {
             requests.push(r);
         }
         let events: Vec<GroupEvent> = std::iter::from_fn(|| member.poll_event()).collect();
+        moved |= !events.is_empty() || !requests.is_empty();
         for event in events {
             apply_event(st, event);
         }
@@ -279,7 +285,9 @@ pub(super) async fn step(inner: &Arc<Inner>, now: Instant) {
             inner.data.notify_waiters();
         });
     }
-    inner.data.notify_waiters();
+    if moved {
+        inner.data.notify_waiters();
+    }
 }
 
 fn apply_event(st: &mut super::consumer::State, event: GroupEvent) {
