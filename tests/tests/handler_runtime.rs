@@ -322,3 +322,44 @@ async fn a_runtime_whose_future_is_dropped_leaves_no_member_behind() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_member_s_partitions_are_taken_over_and_nothing_is_skipped() {
+    const N: u32 = 400;
+    let topic = topic_with(4, N, |p, i| format!("{p}-{i}")).await;
+    let group = unique_topic("handler-kill");
+    let (seen_a, seen_b) = (Seen::default(), Seen::default());
+    let make = |seen: Seen| {
+        let config = consumer_config(&group)
+            .session_timeout(Duration::from_secs(6))
+            .heartbeat_interval(Duration::from_millis(500));
+        Runtime::new(RuntimeConfig::new(config, [topic.as_str()]).queue_capacity(20), move |r: ConsumerRecord| {
+            let s = seen.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                s.push(&r);
+                Ok::<(), HandlerError>(())
+            }
+        })
+    };
+    let a_runtime = make(seen_a.clone()).await.unwrap();
+    let a_member = a_runtime.clone();
+    let a = spawn(a_runtime);
+    let b = spawn(make(seen_b.clone()).await.unwrap());
+    wait_until("both members handling records", BOUND, || seen_a.len() >= 50 && seen_b.len() >= 50).await;
+    // A crashes: no drain, no commit; B gets its partitions once A's session expires and
+    // handles them from A's last commit.
+    a.1.abort();
+    let _ = a.1.await;
+    drop(a_member);
+    let all = || {
+        let mut handled = BTreeSet::new();
+        for (p, o, _) in seen_a.all().into_iter().chain(seen_b.all()) {
+            handled.insert((p, o));
+        }
+        handled.len()
+    };
+    wait_until("every record handled by one member or the other", BOUND, || all() >= 4 * N as usize).await;
+    stop(b).await;
+    assert_eq!(committed(&group, &topic).await, (0..4).map(|p| (p, N as i64)).collect());
+}
