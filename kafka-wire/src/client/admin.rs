@@ -13,8 +13,12 @@
 //!
 //! Every request goes at the highest version both sides speak. Retriable conditions (a moved
 //! controller, coordinator or leader, a coordinator still loading, a dropped connection) are
-//! retried with exponential backoff until [`Admin::timeout`] has passed; other errors return at
-//! once. An error about one item of a batch (a topic, a group, a partition) is an
+//! retried until [`Admin::timeout`] has passed, waiting between attempts with exponential
+//! backoff and jitter (KIP-580: `retry.backoff.ms` doubled per attempt up to
+//! `retry.backoff.max.ms`, from the client's [`ConnectionConfig`](super::ConnectionConfig));
+//! other errors return at once. Coordinators come from the client's router, which caches them
+//! (see [`Client`]'s router: a cached coordinator is dropped when it answers that it is not, or
+//! cannot be reached). An error about one item of a batch (a topic, a group, a partition) is an
 //! [`Error::Broker`] whose `context` names the item; the other items of that request have then
 //! been processed by the broker.
 //!
@@ -36,6 +40,7 @@ use bytes::Bytes;
 use super::cluster::{BrokerAddr, Client, ClientConfig};
 use super::connection::Connection;
 use super::error::{Error, Result};
+use super::router::{is_coordinator_error, Retry};
 use crate::codec::messages::consumer_group_describe;
 use crate::codec::messages::create_partitions::CreatePartitionsTopic;
 use crate::codec::messages::create_topics::{CreatableTopic, CreatableTopicConfig};
@@ -53,9 +58,9 @@ use crate::codec::messages::offset_fetch::{
 use crate::codec::messages::{
     ConsumerGroupDescribeRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
     DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    DescribeTransactionsRequest, FindCoordinatorRequest, IncrementalAlterConfigsRequest, ListGroupsRequest,
-    ListOffsetsRequest, ListTransactionsRequest, MetadataResponse, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, Request, VersionRange,
+    DescribeTransactionsRequest, IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest,
+    ListTransactionsRequest, MetadataResponse, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, Request,
+    VersionRange,
 };
 use crate::codec::primitives::{get_array_len, get_i16, get_i32, get_string};
 use crate::codec::{DecodeResult, ErrorCode, Uuid};
@@ -531,7 +536,7 @@ impl CoordinatorType {
         }
     }
 
-    fn noun(self) -> &'static str {
+    pub(crate) fn noun(self) -> &'static str {
         match self {
             Self::Group => "group",
             Self::Transaction => "transactional id",
@@ -765,7 +770,7 @@ impl Admin {
     ) -> Result<Vec<(String, Result<CreatedTopic>)>> {
         let mut results: HashMap<&str, Result<CreatedTopic>> = HashMap::new();
         let mut pending: Vec<&NewTopic> = dedup_by(topics.iter(), |t| t.name.as_str());
-        let mut backoff = Backoff::new(self.timeout);
+        let mut retries = Retry::new(&self.client, self.timeout);
         while !pending.is_empty() {
             let request = CreateTopicsRequest {
                 topics: pending
@@ -824,7 +829,7 @@ impl Admin {
             pending = retry;
             if !pending.is_empty() {
                 self.refresh_metadata().await;
-                if !backoff.wait().await {
+                if !retries.wait(None).await {
                     return Err(last.unwrap_or_else(|| self.timed_out("CreateTopics")));
                 }
             }
@@ -870,7 +875,7 @@ impl Admin {
         let names: Vec<&str> = dedup_by(topics.iter().map(AsRef::as_ref), |t| *t);
         let mut results: HashMap<&str, Result<()>> = HashMap::new();
         let mut pending = names.clone();
-        let mut backoff = Backoff::new(self.timeout);
+        let mut retries = Retry::new(&self.client, self.timeout);
         while !pending.is_empty() {
             let request = DeleteTopicsRequest {
                 topics: pending
@@ -905,7 +910,7 @@ impl Admin {
             pending = retry;
             if !pending.is_empty() {
                 self.refresh_metadata().await;
-                if !backoff.wait().await {
+                if !retries.wait(None).await {
                     return Err(last.unwrap_or_else(|| self.timed_out("DeleteTopics")));
                 }
             }
@@ -980,7 +985,7 @@ impl Admin {
                 include_documentation: false,
                 ..Default::default()
             };
-            let (addr, response) = self.retry(|| self.send_to(destination, &request), is_transport).await?;
+            let (addr, response) = self.retry(|| self.send_to(destination, &request), is_retriable_read).await?;
             for r in group {
                 let result = response
                     .results
@@ -1058,7 +1063,7 @@ impl Admin {
     ///
     /// Cancel-safe: it only reads.
     pub async fn list_topics(&self) -> Result<Vec<TopicMetadata>> {
-        let md = self.retry(|| self.client.metadata(None), is_transport).await?;
+        let md = self.retry(|| self.client.metadata(None), is_retriable_read).await?;
         let mut topics: Vec<TopicMetadata> = md
             .topics
             .iter()
@@ -1092,7 +1097,7 @@ impl Admin {
             return Ok(Vec::new());
         }
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let md = self.retry(|| self.client.metadata(Some(&refs)), is_transport).await?;
+        let md = self.retry(|| self.client.metadata(Some(&refs)), is_retriable_read).await?;
         Ok(names
             .into_iter()
             .map(|name| {
@@ -1251,7 +1256,11 @@ impl Admin {
         found.remove(key).ok_or_else(|| self.timed_out("FindCoordinator"))
     }
 
-    /// The coordinators of several keys at once (one request from FindCoordinator v4 on).
+    /// The coordinators of several keys at once (one request from FindCoordinator v4 on), asked
+    /// of a broker even if the client's router has them cached (and cached for its later
+    /// requests), retrying while a coordinator is not available or still loading.
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn find_coordinators(
         &self,
         keys: &[impl AsRef<str>],
@@ -1259,13 +1268,13 @@ impl Admin {
     ) -> Result<HashMap<String, i32>> {
         let mut pending = dedup_by(keys.iter().map(|k| k.as_ref().to_owned()), |k| k.clone());
         let mut found = HashMap::new();
-        let mut backoff = Backoff::new(self.timeout);
+        let mut retries = Retry::new(&self.client, self.timeout);
         while !pending.is_empty() {
-            let (retry, last) = match self.find_coordinators_once(&pending, key_type).await {
+            let (again, last) = match self.client.lookup_coordinators(key_type, &pending).await {
                 Err(e) if is_transport(&e) => (pending, Some(e)),
                 Err(e) => return Err(e),
                 Ok(results) => {
-                    let mut retry = Vec::new();
+                    let mut again = Vec::new();
                     let mut last = None;
                     for (key, result) in results {
                         match result {
@@ -1273,23 +1282,23 @@ impl Admin {
                                 found.insert(key, node);
                             }
                             Err(e) if e.code().is_some_and(is_coordinator_error) => {
-                                retry.push(key);
+                                again.push(key);
                                 last = Some(e);
                             }
                             Err(e) => return Err(e),
                         }
                     }
-                    (retry, last)
+                    // Keys the broker did not answer for are asked again.
+                    let unanswered: Vec<String> =
+                        pending.into_iter().filter(|k| !found.contains_key(k) && !again.contains(k)).collect();
+                    again.extend(unanswered);
+                    (again, last)
                 }
             };
-            pending = retry;
-            if !pending.is_empty() && !backoff.wait().await {
+            pending = again;
+            if !pending.is_empty() && !retries.wait(None).await {
                 return Err(last.unwrap_or_else(|| self.timed_out("FindCoordinator")));
             }
-        }
-        let brokers = self.client.brokers();
-        if found.values().any(|n| !brokers.iter().any(|b| b.node_id == *n)) {
-            self.client.metadata(Some(&[])).await?;
         }
         Ok(found)
     }
@@ -1386,7 +1395,7 @@ impl Admin {
             include_fenced_brokers: false,
             ..Default::default()
         };
-        let response = self.retry(|| self.client.send_any(&request), is_transport).await?;
+        let response = self.retry(|| self.client.send_any(&request), is_retriable_read).await?;
         check(response.error_code, response.error_message.as_deref(), "describe cluster")?;
         Ok(ClusterDescription {
             cluster_id: response.cluster_id.to_string(),
@@ -1826,45 +1835,6 @@ impl Admin {
         Ok(vec![(group.to_owned(), result)])
     }
 
-    async fn find_coordinators_once(
-        &self,
-        keys: &[String],
-        key_type: CoordinatorType,
-    ) -> Result<Vec<(String, Result<i32>)>> {
-        let conn = self.client.any_broker().await?;
-        let version = conn.version_for::<FindCoordinatorRequest>()?;
-        let context = |key: &str| format!("find coordinator for {} {key}", key_type.noun());
-        if version >= 4 {
-            let request = FindCoordinatorRequest {
-                key_type: key_type.code(),
-                coordinator_keys: keys.iter().map(|k| k.as_str().into()).collect(),
-                ..Default::default()
-            };
-            let response = conn.send_version(&request, version).await?;
-            Ok(response
-                .coordinators
-                .iter()
-                .map(|c| {
-                    let result = check(c.error_code, c.error_message.as_deref(), context(&c.key)).map(|()| c.node_id);
-                    (c.key.to_string(), result)
-                })
-                .collect())
-        } else {
-            let mut results = Vec::new();
-            for key in keys {
-                let request = FindCoordinatorRequest {
-                    key: key.as_str().into(),
-                    key_type: key_type.code(),
-                    ..Default::default()
-                };
-                let r = conn.send_version(&request, version).await?;
-                let result = check(r.error_code, r.error_message.as_deref(), context(key)).map(|()| r.node_id);
-                results.push((key.clone(), result));
-            }
-            Ok(results)
-        }
-    }
-
     async fn list_offsets_on(
         &self,
         leader: i32,
@@ -1971,7 +1941,7 @@ impl Admin {
     {
         let mut done = HashMap::new();
         let mut pending = partitions;
-        let mut backoff = Backoff::new(self.timeout);
+        let mut retries = Retry::new(&self.client, self.timeout);
         while !pending.is_empty() {
             let leaders = self.leaders(&pending).await?;
             let mut by_node: BTreeMap<i32, Vec<Tp>> = BTreeMap::new();
@@ -2021,7 +1991,7 @@ impl Admin {
                 }
             }
             pending = retry;
-            if !pending.is_empty() && !backoff.wait().await {
+            if !pending.is_empty() && !retries.wait(None).await {
                 return Err(last.unwrap_or_else(|| self.timed_out("partition request")));
             }
         }
@@ -2051,72 +2021,19 @@ impl Admin {
     }
 
     /// Sends per-group (or per-transactional-id: `key_type`) requests to each key's
-    /// coordinator, retrying the keys whose coordinator moved or is loading until the timeout;
-    /// one result per key. Fails as a whole only if the coordinators cannot be found or asked.
+    /// coordinator through the client's router, which retries the keys whose coordinator moved,
+    /// is loading or cannot be reached until the timeout; one result per key.
     async fn by_coordinator_each<T, F, Fut>(
         &self,
         key_type: CoordinatorType,
         groups: Vec<String>,
-        mut send: F,
+        send: F,
     ) -> Result<HashMap<String, Result<T>>>
     where
         F: FnMut(i32, Vec<String>) -> Fut,
         Fut: Future<Output = Result<Vec<(String, Result<T>)>>>,
     {
-        let mut done = HashMap::new();
-        let mut pending = groups;
-        let mut backoff = Backoff::new(self.timeout);
-        while !pending.is_empty() {
-            let coordinators = self.find_coordinators(&pending, key_type).await?;
-            let mut by_node: BTreeMap<i32, Vec<String>> = BTreeMap::new();
-            for g in pending {
-                let node = coordinators.get(&g).copied().ok_or_else(|| self.timed_out("FindCoordinator"))?;
-                by_node.entry(node).or_default().push(g);
-            }
-            let mut retry = Vec::new();
-            let mut last = None;
-            for (node, gs) in by_node {
-                match send(node, gs.clone()).await {
-                    Err(e) if is_transport(&e) => {
-                        retry.extend(gs);
-                        last = Some(e);
-                    }
-                    Err(e) => return Err(e),
-                    Ok(results) => {
-                        let mut answered = HashSet::new();
-                        for (g, result) in results {
-                            if !gs.contains(&g) || !answered.insert(g.clone()) {
-                                continue;
-                            }
-                            match result {
-                                Err(e) if e.code().is_some_and(is_coordinator_error) => {
-                                    retry.push(g);
-                                    last = Some(e);
-                                }
-                                result => {
-                                    done.insert(g, result);
-                                }
-                            }
-                        }
-                        if let Some(g) = gs.iter().find(|g| !answered.contains(*g)) {
-                            return Err(Error::Protocol {
-                                broker: format!("node {node}"),
-                                reason: format!("no result for group {g} in the response"),
-                            });
-                        }
-                    }
-                }
-            }
-            pending = retry;
-            if !pending.is_empty() && !backoff.wait().await {
-                let e = last.unwrap_or_else(|| self.timed_out("group request"));
-                for g in pending {
-                    done.insert(g, Err(e.clone()));
-                }
-                break;
-            }
-        }
-        Ok(done)
+        Ok(self.client.to_coordinators(key_type, groups, self.timeout, |_| false, send).await)
     }
 
     /// Runs `attempt` until it succeeds, fails with an error `retriable` refuses, or the
@@ -2126,12 +2043,12 @@ impl Admin {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let mut backoff = Backoff::new(self.timeout);
+        let mut retries = Retry::new(&self.client, self.timeout);
         loop {
             match attempt().await {
                 Err(e) if retriable(&e) => {
                     tracing::debug!(error = %e, "admin request failed; retrying");
-                    if !backoff.wait().await {
+                    if !retries.wait(None).await {
                         return Err(e);
                     }
                 }
@@ -2295,40 +2212,15 @@ impl Admin {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// Exponential backoff from 50 ms to 1 s, until a deadline.
-struct Backoff {
-    deadline: Instant,
-    delay: Duration,
-}
-
-impl Backoff {
-    fn new(timeout: Duration) -> Self {
-        Self { deadline: Instant::now() + timeout, delay: Duration::from_millis(50) }
-    }
-
-    /// Sleeps before the next attempt; `false` (at once) if the deadline has passed.
-    async fn wait(&mut self) -> bool {
-        let now = Instant::now();
-        if now >= self.deadline {
-            return false;
-        }
-        tokio::time::sleep(self.delay.min(self.deadline - now)).await;
-        self.delay = (self.delay * 2).min(Duration::from_secs(1));
-        true
-    }
-}
-
 /// Connection failures: the request may be sent again (to another broker).
 fn is_transport(e: &Error) -> bool {
     matches!(e, Error::Io { .. } | Error::Closed { .. } | Error::Unreachable { .. })
 }
 
-/// The group or transaction coordinator moved, is not elected or is still loading.
-fn is_coordinator_error(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::COORDINATOR_NOT_AVAILABLE | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS | ErrorCode::NOT_COORDINATOR
-    )
+/// For requests that only read: also a request timeout (the broker stopped answering; the
+/// connection has been closed), after which the request goes to another broker.
+fn is_retriable_read(e: &Error) -> bool {
+    is_transport(e) || matches!(e, Error::Timeout { .. })
 }
 
 /// The partition's leader moved or is not ready.

@@ -17,7 +17,9 @@ mod consumer;
 mod consumer_config;
 mod consumer_group;
 mod error;
+pub mod metrics;
 mod producer;
+mod router;
 mod transaction;
 
 pub use admin::{
@@ -34,6 +36,7 @@ pub use consumer::stream;
 pub use consumer::{Consumer, ConsumerRecord, OffsetAndMetadata, RebalanceListener, ResetTo};
 pub use consumer_config::{ConsumerConfig, GroupProtocol, IsolationLevel, OffsetReset};
 pub use error::{Error, ErrorKind, Result};
+pub use metrics::{BrokerMetrics, ClientMetrics, Latency};
 pub use producer::{DeliveryFuture, Producer, ProducerRecord};
 pub use transaction::ConsumerGroupMetadata;
 
