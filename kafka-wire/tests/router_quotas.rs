@@ -221,3 +221,33 @@ async fn requests_for_any_broker_rotate_away_from_a_broker_that_stopped_answerin
         cluster.node(1).seen()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_broker_passes_over_a_connection_whose_requests_go_unanswered_for_seconds() {
+    let cluster = QuotaCluster::start(2).await;
+    let client = within("connect", Duration::from_secs(10), Client::connect(config(&cluster, Duration::from_secs(60))))
+        .await
+        .expect("connect");
+    let node_1 = client.broker(1).await.expect("node 1");
+    let node_2 = client.broker(2).await.expect("node 2");
+    // Node 1 stops with one request in flight.
+    cluster.node(1).silent.store(true, Ordering::Release);
+    let stuck = node_1.submit(&brokers_only(), 6).expect("submitted");
+    // What makes node 1 stuck is time passing without an answer: no event to await.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // Node 2 is busy, not stuck: two requests in flight, sent just now.
+    cluster.node(2).silent.store(true, Ordering::Release);
+    let busy =
+        [node_2.submit(&brokers_only(), 6).expect("submitted"), node_2.submit(&brokers_only(), 6).expect("submitted")];
+    within("node 2 read both", Duration::from_secs(10), async {
+        // The fake broker's log has no event to await.
+        while cluster.node(2).count(ApiKey::METADATA) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!((node_1.in_flight(), node_2.in_flight()), (1, 2));
+    let chosen = client.any_broker().await.expect("a broker");
+    assert_eq!(chosen.addr(), cluster.addr(2), "the stuck broker was chosen over the busy one");
+    drop((stuck, busy));
+}
