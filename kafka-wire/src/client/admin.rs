@@ -963,13 +963,36 @@ impl Admin {
     // -- Configs --------------------------------------------------------------------------------
 
     /// Describes the configs of `resources` (DescribeConfigs with synonyms: to the broker for
-    /// broker resources, to any broker otherwise), in the order given.
+    /// broker resources, to any broker otherwise), in the order given. The first failing
+    /// resource is reported; [`Admin::describe_configs_each`] reports each.
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn describe_configs(&self, resources: &[ConfigResource]) -> Result<Vec<ResourceConfig>> {
+        let found: HashMap<ConfigResource, Result<ResourceConfig>> =
+            self.describe_configs_each(resources).await.into_iter().collect();
+        resources.iter().filter_map(|r| found.get(r).cloned()).collect()
+    }
+
+    /// As [`Admin::describe_configs`], with one result per resource (in the order given,
+    /// duplicates once): a resource that does not exist, a broker that cannot be reached or a
+    /// broker id that is not a number is an error of those resources alone.
+    ///
+    /// Cancel-safe: it only reads.
+    pub async fn describe_configs_each(
+        &self,
+        resources: &[ConfigResource],
+    ) -> Vec<(ConfigResource, Result<ResourceConfig>)> {
+        let unique = dedup_by(resources.iter(), |r| *r);
+        let mut found: HashMap<&ConfigResource, Result<ResourceConfig>> = HashMap::new();
         let mut by_destination: BTreeMap<Option<i32>, Vec<&ConfigResource>> = BTreeMap::new();
-        for r in dedup_by(resources.iter(), |r| *r) {
-            by_destination.entry(r.destination()?).or_default().push(r);
+        for r in &unique {
+            match r.destination() {
+                Ok(d) => by_destination.entry(d).or_default().push(r),
+                Err(e) => {
+                    found.insert(r, Err(e));
+                }
+            }
         }
-        let mut found: HashMap<&ConfigResource, ResourceConfig> = HashMap::new();
         for (destination, group) in by_destination {
             let request = DescribeConfigsRequest {
                 resources: group
@@ -985,43 +1008,39 @@ impl Admin {
                 include_documentation: false,
                 ..Default::default()
             };
-            let (addr, response) = self.retry(|| self.send_to(destination, &request), is_retriable_read).await?;
+            let (addr, response) = match self.retry(|| self.send_to(destination, &request), is_retriable_read).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    for r in group {
+                        found.insert(r, Err(e.clone()));
+                    }
+                    continue;
+                }
+            };
             for r in group {
                 let result = response
                     .results
                     .iter()
                     .find(|x| x.resource_type == r.resource_type.code() && *x.resource_name == r.name)
-                    .ok_or_else(|| missing_result(&addr, "DescribeConfigs", &r.describe()))?;
-                check(
-                    result.error_code,
-                    result.error_message.as_deref(),
-                    format!("describe configs of {}", r.describe()),
-                )?;
-                let entries = result
-                    .configs
-                    .iter()
-                    .map(|c| ConfigEntry {
-                        name: c.name.to_string(),
-                        value: c.value.as_deref().map(str::to_owned),
-                        read_only: c.read_only,
-                        source: ConfigSource::from_code(c.config_source),
-                        is_sensitive: c.is_sensitive,
-                        synonyms: c
-                            .synonyms
-                            .iter()
-                            .map(|s| ConfigSynonym {
-                                name: s.name.to_string(),
-                                value: s.value.as_deref().map(str::to_owned),
-                                source: ConfigSource::from_code(s.source),
-                            })
-                            .collect(),
-                        config_type: c.config_type,
-                    })
-                    .collect();
-                found.insert(r, ResourceConfig { resource: r.clone(), entries });
+                    .ok_or_else(|| missing_result(&addr, "DescribeConfigs", &r.describe()))
+                    .and_then(|result| {
+                        check(
+                            result.error_code,
+                            result.error_message.as_deref(),
+                            format!("describe configs of {}", r.describe()),
+                        )?;
+                        Ok(ResourceConfig { resource: r.clone(), entries: config_entries(result) })
+                    });
+                found.insert(r, result);
             }
         }
-        Ok(resources.iter().filter_map(|r| found.get(r).cloned()).collect())
+        unique
+            .into_iter()
+            .map(|r| {
+                let result = found.remove(r).unwrap_or_else(|| Err(self.timed_out("DescribeConfigs")));
+                (r.clone(), result)
+            })
+            .collect()
     }
 
     /// Changes configs of `resource` (IncrementalAlterConfigs: to the broker for broker
@@ -1306,7 +1325,10 @@ impl Admin {
     // -- Partitions -----------------------------------------------------------------------------
 
     /// The offsets of partitions (ListOffsets to each leader, read uncommitted), in the order
-    /// given.
+    /// given (duplicates once). The first failing partition is reported;
+    /// [`Admin::list_offsets_each`] reports each.
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn list_offsets<T: AsRef<str>>(
         &self,
         partitions: &[(T, i32)],
@@ -1317,26 +1339,74 @@ impl Admin {
 
     /// [`Admin::list_offsets`] with a choice of isolation: read committed makes
     /// [`OffsetSpec::Latest`] the last stable offset.
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn list_offsets_isolated<T: AsRef<str>>(
         &self,
         partitions: &[(T, i32)],
         spec: OffsetSpec,
         read_committed: bool,
     ) -> Result<Vec<ListedOffset>> {
+        self.list_offsets_each(partitions, spec, read_committed).await?.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// As [`Admin::list_offsets_isolated`], with one result per partition (in the order given,
+    /// duplicates once): a partition that does not exist, or whose leader refuses it, is an
+    /// error of that partition alone. Fails as a whole only if no broker answers Metadata.
+    ///
+    /// Cancel-safe: it only reads.
+    pub async fn list_offsets_each<T: AsRef<str>>(
+        &self,
+        partitions: &[(T, i32)],
+        spec: OffsetSpec,
+        read_committed: bool,
+    ) -> Result<Vec<((String, i32), Result<ListedOffset>)>> {
         let tps = dedup_by(partitions.iter().map(|(t, p)| (t.as_ref().to_owned(), *p)), |tp| tp.clone());
-        let mut found =
-            self.by_leader(tps.clone(), |leader, tps| self.list_offsets_on(leader, tps, spec, read_committed)).await?;
-        Ok(tps.iter().filter_map(|tp| found.remove(tp)).collect())
+        let mut found = self
+            .by_leader_each(tps.clone(), |leader, tps| self.list_offsets_on(leader, tps, spec, read_committed))
+            .await?;
+        Ok(tps
+            .into_iter()
+            .map(|tp| {
+                let result = found.remove(&tp).unwrap_or_else(|| Err(self.timed_out("ListOffsets")));
+                (tp, result)
+            })
+            .collect())
     }
 
     /// Deletes the records before `before_offset` of each partition (DeleteRecords to each
     /// leader; `-1`: up to the high watermark) and returns the new log start offsets, in the
-    /// order given. An offset past the high watermark is an `OFFSET_OUT_OF_RANGE` error.
+    /// order given (duplicates once: the first offset given counts). An offset past the high
+    /// watermark is an `OFFSET_OUT_OF_RANGE` error. The first failing partition is reported;
+    /// [`Admin::delete_records_each`] reports each.
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the records deleted or not.
     pub async fn delete_records<T: AsRef<str>>(&self, partitions: &[(T, i32, i64)]) -> Result<Vec<DeletedRecords>> {
-        let before: HashMap<Tp, i64> = partitions.iter().map(|(t, p, o)| ((t.as_ref().to_owned(), *p), *o)).collect();
+        self.delete_records_each(partitions).await?.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// As [`Admin::delete_records`], with one result per partition (in the order given,
+    /// duplicates once). Fails as a whole only if no broker answers Metadata.
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the records deleted or not.
+    pub async fn delete_records_each<T: AsRef<str>>(
+        &self,
+        partitions: &[(T, i32, i64)],
+    ) -> Result<Vec<((String, i32), Result<DeletedRecords>)>> {
+        let mut before: HashMap<Tp, i64> = HashMap::new();
+        for (t, p, o) in partitions {
+            before.entry((t.as_ref().to_owned(), *p)).or_insert(*o);
+        }
         let tps = dedup_by(partitions.iter().map(|(t, p, _)| (t.as_ref().to_owned(), *p)), |tp| tp.clone());
-        let mut found = self.by_leader(tps.clone(), |leader, tps| self.delete_records_on(leader, tps, &before)).await?;
-        Ok(tps.iter().filter_map(|tp| found.remove(tp)).collect())
+        let mut found =
+            self.by_leader_each(tps.clone(), |leader, tps| self.delete_records_on(leader, tps, &before)).await?;
+        Ok(tps
+            .into_iter()
+            .map(|tp| {
+                let result = found.remove(&tp).unwrap_or_else(|| Err(self.timed_out("DeleteRecords")));
+                (tp, result)
+            })
+            .collect())
     }
 
     // -- Transactions ---------------------------------------------------------------------------
@@ -1933,8 +2003,9 @@ impl Admin {
     // -- Routing and retries --------------------------------------------------------------------
 
     /// Sends per-partition requests to each partition's leader, retrying the partitions whose
-    /// leader moved (after a metadata refresh) until the timeout.
-    async fn by_leader<T, F, Fut>(&self, partitions: Vec<Tp>, mut send: F) -> Result<HashMap<Tp, T>>
+    /// leader moved (after a metadata refresh) until the timeout; one result per partition.
+    /// Fails as a whole only if the metadata cannot be read.
+    async fn by_leader_each<T, F, Fut>(&self, partitions: Vec<Tp>, mut send: F) -> Result<HashMap<Tp, Result<T>>>
     where
         F: FnMut(i32, Vec<Tp>) -> Fut,
         Fut: Future<Output = Result<Vec<(Tp, Result<T>)>>>,
@@ -1945,25 +2016,32 @@ impl Admin {
         while !pending.is_empty() {
             let leaders = self.leaders(&pending).await?;
             let mut by_node: BTreeMap<i32, Vec<Tp>> = BTreeMap::new();
-            let mut retry = Vec::new();
+            let mut again = Vec::new();
             let mut last = None;
             for tp in pending {
                 match leaders.get(&tp) {
-                    Some(&leader) if leader >= 0 => by_node.entry(leader).or_default().push(tp),
+                    Some(Ok(leader)) if *leader >= 0 => by_node.entry(*leader).or_default().push(tp),
+                    Some(Err(e)) => {
+                        done.insert(tp, Err(e.clone()));
+                    }
                     _ => {
                         let context = format!("leader of {}-{}", tp.0, tp.1);
                         last = Some(Error::broker(ErrorCode::LEADER_NOT_AVAILABLE, None, context));
-                        retry.push(tp);
+                        again.push(tp);
                     }
                 }
             }
             for (node, tps) in by_node {
                 match send(node, tps.clone()).await {
                     Err(e) if is_transport(&e) => {
-                        retry.extend(tps);
+                        again.extend(tps);
                         last = Some(e);
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        for tp in tps {
+                            done.insert(tp, Err(e.clone()));
+                        }
+                    }
                     Ok(results) => {
                         let mut answered = HashSet::new();
                         for (tp, result) in results {
@@ -1971,28 +2049,33 @@ impl Admin {
                                 continue;
                             }
                             match result {
-                                Ok(v) => {
-                                    done.insert(tp, v);
-                                }
                                 Err(e) if e.code().is_some_and(is_leader_error) => {
-                                    retry.push(tp);
+                                    again.push(tp);
                                     last = Some(e);
                                 }
-                                Err(e) => return Err(e),
+                                result => {
+                                    done.insert(tp, result);
+                                }
                             }
                         }
-                        if let Some(tp) = tps.iter().find(|tp| !answered.contains(*tp)) {
-                            return Err(Error::Protocol {
+                        for tp in tps.into_iter().filter(|tp| !answered.contains(tp)) {
+                            let e = Error::Protocol {
                                 broker: format!("node {node}"),
                                 reason: format!("no result for {}-{} in the response", tp.0, tp.1),
-                            });
+                            };
+                            done.insert(tp, Err(e));
                         }
                     }
                 }
             }
-            pending = retry;
+            // The next round reads the metadata afresh.
+            pending = again;
             if !pending.is_empty() && !retries.wait(None).await {
-                return Err(last.unwrap_or_else(|| self.timed_out("partition request")));
+                let e = last.unwrap_or_else(|| self.timed_out("partition request"));
+                for tp in pending {
+                    done.insert(tp, Err(e.clone()));
+                }
+                break;
             }
         }
         Ok(done)
@@ -2098,15 +2181,17 @@ impl Admin {
         }
     }
 
-    /// The leader of each partition (`-1`: none right now). A topic or partition that does not
-    /// exist is an `UNKNOWN_TOPIC_OR_PARTITION` error.
-    async fn leaders(&self, tps: &[Tp]) -> Result<HashMap<Tp, i32>> {
+    /// The leader of each partition (`-1`: none right now); a topic or partition that does not
+    /// exist is an `UNKNOWN_TOPIC_OR_PARTITION` error of that partition.
+    async fn leaders(&self, tps: &[Tp]) -> Result<HashMap<Tp, Result<i32>>> {
         let names: Vec<&str> = dedup_by(tps.iter().map(|(t, _)| t.as_str()), |t| *t);
         let md = self.client.metadata(Some(&names)).await?;
         let mut leaders = HashMap::new();
         for (topic, partition) in tps {
-            let t = find_topic(&md, topic)?;
-            let leader = if t.error_code == ErrorCode::NONE {
+            let leader = find_topic(&md, topic).and_then(|t| {
+                if t.error_code != ErrorCode::NONE {
+                    return Ok(-1);
+                }
                 let p = t.partitions.iter().find(|p| p.partition_index == *partition).ok_or_else(|| {
                     Error::broker(
                         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
@@ -2114,10 +2199,8 @@ impl Admin {
                         format!("partition {topic}-{partition}"),
                     )
                 })?;
-                p.leader_id
-            } else {
-                -1
-            };
+                Ok(p.leader_id)
+            });
             leaders.insert((topic.clone(), *partition), leader);
         }
         Ok(leaders)
@@ -2284,6 +2367,31 @@ fn find_topic<'a>(md: &'a MetadataResponse, topic: &str) -> Result<&'a MetadataR
         Some(t) if t.error_code != ErrorCode::UNKNOWN_TOPIC_OR_PARTITION => Ok(t),
         _ => Err(Error::broker(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None, format!("topic {topic}"))),
     }
+}
+
+/// The entries of one resource of a DescribeConfigs response.
+fn config_entries(result: &crate::codec::messages::describe_configs::DescribeConfigsResult) -> Vec<ConfigEntry> {
+    result
+        .configs
+        .iter()
+        .map(|c| ConfigEntry {
+            name: c.name.to_string(),
+            value: c.value.as_deref().map(str::to_owned),
+            read_only: c.read_only,
+            source: ConfigSource::from_code(c.config_source),
+            is_sensitive: c.is_sensitive,
+            synonyms: c
+                .synonyms
+                .iter()
+                .map(|s| ConfigSynonym {
+                    name: s.name.to_string(),
+                    value: s.value.as_deref().map(str::to_owned),
+                    source: ConfigSource::from_code(s.source),
+                })
+                .collect(),
+            config_type: c.config_type,
+        })
+        .collect()
 }
 
 /// The typed view of a topic of a Metadata response, partitions by id.
