@@ -1230,6 +1230,8 @@ impl Admin {
     /// The offsets `group` has committed (OffsetFetch to its coordinator), for every partition
     /// of `topics`, or for every partition it has committed for if `None`; partitions without
     /// a committed offset are left out. Sorted by topic and partition.
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn list_group_offsets(&self, group: &str, topics: Option<&[&str]>) -> Result<Vec<GroupOffset>> {
         let wanted = match topics {
             Some(ts) => Some(self.topic_partitions(ts).await?),
@@ -1247,6 +1249,8 @@ impl Admin {
 
     /// Sets committed offsets of `group` (OffsetCommit with no generation or member, to its
     /// coordinator). The group must have no active members (else `UNKNOWN_MEMBER_ID`).
+    ///
+    /// Not cancel-safe: dropped, the commit may have been sent and the offsets set or not.
     pub async fn alter_group_offsets<T: AsRef<str>>(&self, group: &str, offsets: &[(T, i32, i64)]) -> Result<()> {
         let offsets: Vec<(String, i32, i64)> =
             offsets.iter().map(|(t, p, o)| (t.as_ref().to_owned(), *p, *o)).collect();
@@ -1259,6 +1263,8 @@ impl Admin {
 
     /// Removes committed offsets of `group` (OffsetDelete to its coordinator). The group must
     /// not be subscribed to the topics (`GROUP_SUBSCRIBED_TO_TOPIC`).
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the offsets removed or not.
     pub async fn delete_group_offsets<T: AsRef<str>>(&self, group: &str, partitions: &[(T, i32)]) -> Result<()> {
         let tps: Vec<Tp> = partitions.iter().map(|(t, p)| (t.as_ref().to_owned(), *p)).collect();
         self.by_coordinator(CoordinatorType::Group, vec![group.to_owned()], |node, _| {
@@ -1268,8 +1274,11 @@ impl Admin {
         Ok(())
     }
 
-    /// The node id of the coordinator of `key` (FindCoordinator to any broker), retrying while
-    /// the coordinator is not available or still loading.
+    /// The node id of the coordinator of `key` (FindCoordinator to any broker, even if the
+    /// client's router has it cached), retrying while the coordinator is not available or
+    /// still loading.
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn find_coordinator(&self, key: &str, key_type: CoordinatorType) -> Result<i32> {
         let mut found = self.find_coordinators(&[key], key_type).await?;
         found.remove(key).ok_or_else(|| self.timed_out("FindCoordinator"))
@@ -1457,7 +1466,10 @@ impl Admin {
 
     // -- Cluster --------------------------------------------------------------------------------
 
-    /// The cluster id, controller and brokers (DescribeCluster to any broker).
+    /// The cluster id, controller and brokers (DescribeCluster to any broker; a broker that
+    /// times out is left for another).
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
         let request = DescribeClusterRequest {
             include_cluster_authorized_operations: false,
@@ -2116,7 +2128,8 @@ impl Admin {
         F: FnMut(i32, Vec<String>) -> Fut,
         Fut: Future<Output = Result<Vec<(String, Result<T>)>>>,
     {
-        Ok(self.client.to_coordinators(key_type, groups, self.timeout, |_| false, send).await)
+        let retry = Retry::new(&self.client, self.timeout);
+        Ok(self.client.to_coordinators(key_type, groups, retry, |_| false, send).await)
     }
 
     /// Runs `attempt` until it succeeds, fails with an error `retriable` refuses, or the

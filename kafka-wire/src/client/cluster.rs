@@ -187,7 +187,9 @@ impl Client {
     }
 
     /// Fetches metadata for `topics` (`None`: every topic; `Some(&[])`: brokers only) from any
-    /// broker and updates the broker list.
+    /// broker ([`Client::any_broker`]) and updates the broker list.
+    ///
+    /// Cancel-safe: it only reads; dropped, the broker list stays as it was.
     pub async fn metadata(&self, topics: Option<&[&str]>) -> Result<MetadataResponse> {
         let request = MetadataRequest {
             topics: topics.map(|ts| {

@@ -1785,6 +1785,8 @@ fn handle_fetch(inner: &Arc<Inner>, node: i32, result: Result<PreparedFetch>) {
 // ===== offsets of a standalone consumer =====
 
 use super::admin::CoordinatorType;
+use super::router::Retry;
+use crate::proto::backoff::Backoff;
 
 pub(super) async fn standalone_commit(
     inner: &Inner,
@@ -1834,7 +1836,7 @@ async fn send_commit(inner: &Inner, group: &str, request: &OffsetCommitRequest) 
         .to_coordinators(
             CoordinatorType::Group,
             vec![group.to_owned()],
-            inner.config.default_api_timeout,
+            retry(inner),
             Error::is_retriable,
             |node, _| async move {
                 let r = client.send_control(node, request, 9).await?;
@@ -1886,7 +1888,7 @@ pub(super) async fn fetch_committed(
         .to_coordinators(
             CoordinatorType::Group,
             vec![group.to_owned()],
-            inner.config.default_api_timeout,
+            retry(inner),
             retriable,
             |node, _| async move {
                 let r = client.send_control(node, request, 9).await?;
@@ -1895,6 +1897,12 @@ pub(super) async fn fetch_committed(
         )
         .await;
     results.remove(group).unwrap_or_else(|| Err(no_result(group)))
+}
+
+/// Retries until `default.api.timeout.ms`, with the consumer's `retry.backoff.ms`.
+fn retry(inner: &Inner) -> Retry<'_> {
+    let backoff = Backoff::new(inner.config.retry_backoff, inner.config.retry_backoff_max);
+    Retry::with_backoff(&inner.client, inner.config.default_api_timeout, backoff)
 }
 
 fn no_result(group: &str) -> Error {

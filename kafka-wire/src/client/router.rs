@@ -59,13 +59,26 @@ impl CoordinatorCache {
 pub(crate) struct Retry<'a> {
     client: &'a Client,
     backoff: Backoff,
+    started: Instant,
     deadline: Instant,
 }
 
 impl<'a> Retry<'a> {
-    /// Retries of an operation that may take `timeout` in all.
+    /// Retries of an operation that may take `timeout` in all, with the client's backoff
+    /// (`retry.backoff.ms`, `retry.backoff.max.ms` of its [`ConnectionConfig`](super::ConnectionConfig)).
     pub(crate) fn new(client: &'a Client, timeout: Duration) -> Self {
-        Self { client, backoff: client.backoff(), deadline: Instant::now() + timeout }
+        Self::with_backoff(client, timeout, client.backoff())
+    }
+
+    /// Retries with a backoff of the caller's own settings (a consumer's `retry.backoff.ms`).
+    pub(crate) fn with_backoff(client: &'a Client, timeout: Duration, backoff: Backoff) -> Self {
+        let started = Instant::now();
+        Self { client, backoff, started, deadline: started + timeout }
+    }
+
+    /// How long the operation had in all.
+    fn timeout(&self) -> Duration {
+        self.deadline.saturating_duration_since(self.started)
     }
 
     /// Waits before the next attempt and counts it as a retry (against the broker at `failed`
@@ -171,15 +184,15 @@ impl Client {
     /// `keys` to `node` and returns one result per key. Coordinators come from the cache or are
     /// looked up (batched). A key whose answer is a coordinator error, or whose coordinator's
     /// connection failed, is looked up again and retried, as is one whose error `retriable`
-    /// accepts, with backoff until `timeout` has passed (then it gets its last error). One result
-    /// per key.
+    /// accepts, with `retry`'s backoff until its deadline (then it gets its last error). One
+    /// result per key.
     ///
     /// Cancel-safety is that of `send`: dropped, a request may have been sent.
     pub(crate) async fn to_coordinators<T, F, Fut>(
         &self,
         key_type: CoordinatorType,
         keys: Vec<String>,
-        timeout: Duration,
+        mut retry: Retry<'_>,
         retriable: impl Fn(&Error) -> bool,
         mut send: F,
     ) -> HashMap<String, Result<T>>
@@ -188,7 +201,6 @@ impl Client {
         Fut: Future<Output = Result<Vec<(String, Result<T>)>>>,
     {
         let cache = self.inner_coordinators();
-        let mut retry = Retry::new(self, timeout);
         let mut done: HashMap<String, Result<T>> = HashMap::new();
         let mut pending = keys;
         while !pending.is_empty() {
@@ -274,7 +286,7 @@ impl Client {
             if !pending.is_empty() && !retry.wait(failed.as_deref()).await {
                 let e = last.unwrap_or_else(|| Error::Timeout {
                     what: format!("requests to the coordinators of {}", pending.join(", ")),
-                    after: timeout,
+                    after: retry.timeout(),
                 });
                 for key in pending {
                     done.insert(key, Err(e.clone()));
