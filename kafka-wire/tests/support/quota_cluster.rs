@@ -49,7 +49,7 @@ pub struct Seen {
     pub version: i16,
     /// When the node had read it.
     pub received: Instant,
-    /// When its answer was written (`None`: not answered).
+    /// When its answer was handed to the socket (`None`: not answered).
     pub answered: Option<Instant>,
     /// The throttle time its answer reported.
     pub throttle_ms: i32,
@@ -149,10 +149,11 @@ async fn serve(mut sock: TcpStream, shared: Arc<Shared>, node: usize) {
                 log.len() - 1
             };
             if !out.is_empty() {
+                // Stamped before the write, so that it precedes the client's reading the answer.
+                control.seen.lock().unwrap()[index].answered = Some(Instant::now());
                 if sock.write_all(&out).await.is_err() {
                     return;
                 }
-                control.seen.lock().unwrap()[index].answered = Some(Instant::now());
             }
         }
         if inbuf.capacity() - inbuf.len() < 16 * 1024 {
