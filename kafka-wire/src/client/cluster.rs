@@ -285,40 +285,65 @@ impl Client {
         result
     }
 
-    /// A live connection to some broker, chosen among the brokers of the last metadata in this
-    /// order: an open connection that is not stuck (no request unanswered for seconds while
-    /// nothing arrives), not throttled and not failed recently, with the fewest requests in
-    /// flight; then a broker not connected yet; then a stuck or throttled one; last, the brokers
-    /// that failed recently (whose backoff has not passed). A broker that cannot be connected to
-    /// is passed over for the next. Before the broker list is known (or if no broker can be
-    /// reached), the bootstrap connection, to the first known or bootstrap address that accepts one.
+    /// A live connection to some broker, chosen in this order: an open connection that is not
+    /// stuck (no connection to its broker with a request unanswered for seconds while nothing
+    /// arrives), not throttled and whose
+    /// broker has not failed recently, with the fewest requests in flight (the connections to
+    /// the brokers of the last metadata, and the bootstrap connection); then a broker not
+    /// connected yet; then a stuck or throttled connection; last, the brokers that failed
+    /// recently (a failed connect or request whose backoff has not passed, or a connection that
+    /// has closed). A broker that cannot be connected to is passed over for the next. If none
+    /// can be reached (or none is known yet), the bootstrap connection, to the first known or
+    /// bootstrap address that accepts one.
     ///
     /// Cancel-safe: dropping the future abandons at most a connect in progress, which a later
     /// call starts again.
     pub async fn any_broker(&self) -> Result<Arc<Connection>> {
+        enum Candidate {
+            Node(i32),
+            Open(Arc<Connection>),
+        }
         let now = Instant::now();
-        let mut ranked: Vec<(u8, usize, i32)> = self
-            .brokers()
-            .iter()
-            .map(|b| {
-                let open = lock(&self.inner.connections)
-                    .get(&b.node_id)
-                    .and_then(|slot| slot.get().cloned())
-                    .filter(|c| !c.is_closed());
-                let rank = match &open {
-                    _ if self.backing_off(&b.addr(), now) => 3,
-                    Some(c) if c.stalled(STALL) || c.throttled_until().is_some() => 2,
-                    Some(_) => 0,
-                    None => 1,
-                };
-                (rank, open.map_or(0, |c| c.in_flight()), b.node_id)
-            })
-            .collect();
-        ranked.sort_unstable();
-        for (_, _, node) in ranked {
-            match self.broker(node).await {
-                Ok(c) => return Ok(c),
-                Err(e) => tracing::debug!(node, error = %e, "broker unreachable; trying another"),
+        // A broker is stuck if any of its connections is: the others are as likely to hang.
+        let stuck: Vec<String> = {
+            let mut open: Vec<Arc<Connection>> = Vec::new();
+            for pool in [&self.inner.connections, &self.inner.control_connections] {
+                open.extend(lock(pool).values().filter_map(|slot| slot.get().cloned()));
+            }
+            open.extend(lock(&self.inner.bootstrap).get().cloned());
+            open.iter().filter(|c| !c.is_closed() && c.stalled(STALL)).map(|c| c.addr().to_owned()).collect()
+        };
+        let rank_open = |c: &Connection| -> u8 {
+            if self.backing_off(c.addr(), now) {
+                3
+            } else if stuck.iter().any(|a| a == c.addr()) || c.throttled_until().is_some() {
+                2
+            } else {
+                0
+            }
+        };
+        let mut ranked: Vec<(u8, usize, i32, Candidate)> = Vec::new();
+        for b in self.brokers() {
+            let slot = lock(&self.inner.connections).get(&b.node_id).and_then(|slot| slot.get().cloned());
+            let (rank, in_flight) = match &slot {
+                Some(c) if c.is_closed() => (3, 0),
+                Some(c) => (rank_open(c), c.in_flight()),
+                None if self.backing_off(&b.addr(), now) => (3, 0),
+                None => (1, 0),
+            };
+            ranked.push((rank, in_flight, b.node_id, Candidate::Node(b.node_id)));
+        }
+        if let Some(c) = lock(&self.inner.bootstrap).get().filter(|c| !c.is_closed()).cloned() {
+            ranked.push((rank_open(&c), c.in_flight(), i32::MAX, Candidate::Open(c)));
+        }
+        ranked.sort_unstable_by_key(|(rank, in_flight, order, _)| (*rank, *in_flight, *order));
+        for (_, _, _, candidate) in ranked {
+            match candidate {
+                Candidate::Open(c) => return Ok(c),
+                Candidate::Node(node) => match self.broker(node).await {
+                    Ok(c) => return Ok(c),
+                    Err(e) => tracing::debug!(node, error = %e, "broker unreachable; trying another"),
+                },
             }
         }
         let slot = live_slot(&mut lock(&self.inner.bootstrap));
