@@ -62,6 +62,10 @@ async fn a_throttled_broker_is_sent_nothing_until_the_throttle_ends_and_others_a
     let waited = later[0].received - answered;
     assert!(waited >= THROTTLE, "node 1 got a request {waited:?} after a {THROTTLE:?} throttle");
     let to_node_2 = cluster.node(2).seen().last().expect("node 2 saw the request").received;
+    eprintln!(
+        "after the throttled answer: node 1's next request came {waited:?} later, node 2's {:?}",
+        to_node_2.saturating_duration_since(answered)
+    );
     assert!(to_node_2 < later[0].received, "the request to node 2 waited for node 1's throttle");
 
     let metrics = client.metrics();
@@ -179,6 +183,8 @@ async fn admin_retries_wait_the_configured_exponential_backoff() {
     let fetches: Vec<Instant> =
         cluster.node(1).seen().into_iter().filter(|s| s.api == ApiKey::OFFSET_FETCH).map(|s| s.received).collect();
     assert_eq!(fetches.len(), 4, "three NOT_COORDINATOR answers, then the offsets");
+    let gaps: Vec<Duration> = fetches.windows(2).map(|p| p[1] - p[0]).collect();
+    eprintln!("gaps between the attempts: {gaps:?}");
     for (i, pair) in fetches.windows(2).enumerate() {
         // retry.backoff.ms doubled per attempt, less at most 20 % of jitter (KIP-580).
         let least = base.mul_f64(0.8) * (1 << i);

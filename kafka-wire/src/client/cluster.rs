@@ -92,8 +92,8 @@ struct Inner {
     /// one connection's requests in order, so a commit or heartbeat on the connection of a
     /// long-polling Fetch would wait out `fetch.max.wait.ms`.
     control_connections: Pool,
-    /// The connection used before the broker list is known, and for requests any broker answers
-    /// when no broker can be reached.
+    /// The connection used before the broker list is known; afterwards one more candidate for
+    /// requests any broker answers.
     bootstrap: Mutex<Slot>,
     /// Brokers (by address) whose connection or request failed recently, with the backoff that
     /// keeps them last in line for requests any broker answers.
