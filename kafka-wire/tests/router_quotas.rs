@@ -257,3 +257,23 @@ async fn any_broker_passes_over_a_connection_whose_requests_go_unanswered_for_se
     assert_eq!(chosen.addr(), cluster.addr(2), "the stuck broker was chosen over the busy one");
     drop((stuck, busy));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_whose_connection_fails_is_looked_up_again() {
+    let cluster = QuotaCluster::start(2).await;
+    let config = config(&cluster, Duration::from_millis(500))
+        .retry_backoff(Duration::from_millis(10), Duration::from_millis(50));
+    let client = within("connect", Duration::from_secs(10), Client::connect(config)).await.expect("connect");
+    let admin = Admin::new(client.clone()).with_timeout(Duration::from_secs(10));
+    within("offsets", Duration::from_secs(10), admin.list_group_offsets("g", None)).await.expect("node 1 answers");
+    // Node 1 stops, and the cluster moves the group to node 2.
+    cluster.node(1).silent.store(true, Ordering::Release);
+    cluster.set_coordinator(2);
+    within("offsets", Duration::from_secs(15), admin.list_group_offsets("g", None))
+        .await
+        .expect("the new coordinator answers");
+    assert_eq!(cluster.node(2).count(ApiKey::OFFSET_FETCH), 1);
+    assert_eq!(cluster.node(1).count(ApiKey::OFFSET_FETCH), 2, "one answered, one timed out; not tried again");
+    let metrics = client.metrics();
+    assert!(metrics.broker(1).expect("node 1").retries >= 1, "the retry is counted against node 1: {metrics:?}");
+}
