@@ -73,7 +73,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for keys in [1, 16] {
         let handled = Arc::new(AtomicU64::new(0));
         let h = handled.clone();
-        let runtime_config = RuntimeConfig::new(config(&format!("{topic}-runtime-{keys}")), [topic.as_str()]).key_parallelism(keys);
+        let runtime_config =
+            RuntimeConfig::new(config(&format!("{topic}-runtime-{keys}")), [topic.as_str()]).key_parallelism(keys);
         let runtime = Runtime::new(runtime_config, move |_r: ConsumerRecord| {
             h.fetch_add(1, Ordering::Relaxed);
             async { Ok::<(), HandlerError>(()) }

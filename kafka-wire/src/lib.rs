@@ -20,9 +20,9 @@ pub mod proto;
 pub mod types;
 
 pub use client::{
-    Admin, Client, ClientConfig, Consumer, ConsumerConfig, ConsumerGroupMetadata, ConsumerRecord, DeliveryFuture,
-    Error, ErrorKind, OffsetAndMetadata, PartitionStream, PartitionStreams, Producer, ProducerConfig, ProducerRecord,
-    Result,
+    Admin, BrokerMetrics, Client, ClientConfig, ClientMetrics, Consumer, ConsumerConfig, ConsumerGroupMetadata,
+    ConsumerRecord, DeliveryFuture, Error, ErrorKind, OffsetAndMetadata, PartitionStream, PartitionStreams, Producer,
+    ProducerConfig, ProducerRecord, Result,
 };
 pub use types::{Compression, ErrorCode, Header, Headers, TimestampType, TopicPartition};
 

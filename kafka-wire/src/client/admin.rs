@@ -13,8 +13,12 @@
 //!
 //! Every request goes at the highest version both sides speak. Retriable conditions (a moved
 //! controller, coordinator or leader, a coordinator still loading, a dropped connection) are
-//! retried with exponential backoff until [`Admin::timeout`] has passed; other errors return at
-//! once. An error about one item of a batch (a topic, a group, a partition) is an
+//! retried until [`Admin::timeout`] has passed, waiting between attempts with exponential
+//! backoff and jitter (KIP-580: `retry.backoff.ms` doubled per attempt up to
+//! `retry.backoff.max.ms`, from the client's [`ConnectionConfig`](super::ConnectionConfig));
+//! other errors return at once. Coordinators come from the client's router, which caches them
+//! (see [`Client`]'s router: a cached coordinator is dropped when it answers that it is not, or
+//! cannot be reached). An error about one item of a batch (a topic, a group, a partition) is an
 //! [`Error::Broker`] whose `context` names the item; the other items of that request have then
 //! been processed by the broker.
 //!
@@ -36,6 +40,7 @@ use bytes::Bytes;
 use super::cluster::{BrokerAddr, Client, ClientConfig};
 use super::connection::Connection;
 use super::error::{Error, Result};
+use super::router::{is_coordinator_error, Retry};
 use crate::codec::messages::consumer_group_describe;
 use crate::codec::messages::create_partitions::CreatePartitionsTopic;
 use crate::codec::messages::create_topics::{CreatableTopic, CreatableTopicConfig};
@@ -53,9 +58,9 @@ use crate::codec::messages::offset_fetch::{
 use crate::codec::messages::{
     ConsumerGroupDescribeRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
     DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    DescribeTransactionsRequest, FindCoordinatorRequest, IncrementalAlterConfigsRequest, ListGroupsRequest,
-    ListOffsetsRequest, ListTransactionsRequest, MetadataResponse, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, Request, VersionRange,
+    DescribeTransactionsRequest, IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest,
+    ListTransactionsRequest, MetadataResponse, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, Request,
+    VersionRange,
 };
 use crate::codec::primitives::{get_array_len, get_i16, get_i32, get_string};
 use crate::codec::{DecodeResult, ErrorCode, Uuid};
@@ -531,7 +536,7 @@ impl CoordinatorType {
         }
     }
 
-    fn noun(self) -> &'static str {
+    pub(crate) fn noun(self) -> &'static str {
         match self {
             Self::Group => "group",
             Self::Transaction => "transactional id",
@@ -765,7 +770,7 @@ impl Admin {
     ) -> Result<Vec<(String, Result<CreatedTopic>)>> {
         let mut results: HashMap<&str, Result<CreatedTopic>> = HashMap::new();
         let mut pending: Vec<&NewTopic> = dedup_by(topics.iter(), |t| t.name.as_str());
-        let mut backoff = Backoff::new(self.timeout);
+        let mut retries = Retry::new(&self.client, self.timeout);
         while !pending.is_empty() {
             let request = CreateTopicsRequest {
                 topics: pending
@@ -824,7 +829,7 @@ impl Admin {
             pending = retry;
             if !pending.is_empty() {
                 self.refresh_metadata().await;
-                if !backoff.wait().await {
+                if !retries.wait(None).await {
                     return Err(last.unwrap_or_else(|| self.timed_out("CreateTopics")));
                 }
             }
@@ -870,7 +875,7 @@ impl Admin {
         let names: Vec<&str> = dedup_by(topics.iter().map(AsRef::as_ref), |t| *t);
         let mut results: HashMap<&str, Result<()>> = HashMap::new();
         let mut pending = names.clone();
-        let mut backoff = Backoff::new(self.timeout);
+        let mut retries = Retry::new(&self.client, self.timeout);
         while !pending.is_empty() {
             let request = DeleteTopicsRequest {
                 topics: pending
@@ -905,7 +910,7 @@ impl Admin {
             pending = retry;
             if !pending.is_empty() {
                 self.refresh_metadata().await;
-                if !backoff.wait().await {
+                if !retries.wait(None).await {
                     return Err(last.unwrap_or_else(|| self.timed_out("DeleteTopics")));
                 }
             }
@@ -958,13 +963,36 @@ impl Admin {
     // -- Configs --------------------------------------------------------------------------------
 
     /// Describes the configs of `resources` (DescribeConfigs with synonyms: to the broker for
-    /// broker resources, to any broker otherwise), in the order given.
+    /// broker resources, to any broker otherwise), in the order given. The first failing
+    /// resource is reported; [`Admin::describe_configs_each`] reports each.
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn describe_configs(&self, resources: &[ConfigResource]) -> Result<Vec<ResourceConfig>> {
+        let found: HashMap<ConfigResource, Result<ResourceConfig>> =
+            self.describe_configs_each(resources).await.into_iter().collect();
+        resources.iter().filter_map(|r| found.get(r).cloned()).collect()
+    }
+
+    /// As [`Admin::describe_configs`], with one result per resource (in the order given,
+    /// duplicates once): a resource that does not exist, a broker that cannot be reached or a
+    /// broker id that is not a number is an error of those resources alone.
+    ///
+    /// Cancel-safe: it only reads.
+    pub async fn describe_configs_each(
+        &self,
+        resources: &[ConfigResource],
+    ) -> Vec<(ConfigResource, Result<ResourceConfig>)> {
+        let unique = dedup_by(resources.iter(), |r| *r);
+        let mut found: HashMap<&ConfigResource, Result<ResourceConfig>> = HashMap::new();
         let mut by_destination: BTreeMap<Option<i32>, Vec<&ConfigResource>> = BTreeMap::new();
-        for r in dedup_by(resources.iter(), |r| *r) {
-            by_destination.entry(r.destination()?).or_default().push(r);
+        for r in &unique {
+            match r.destination() {
+                Ok(d) => by_destination.entry(d).or_default().push(r),
+                Err(e) => {
+                    found.insert(r, Err(e));
+                }
+            }
         }
-        let mut found: HashMap<&ConfigResource, ResourceConfig> = HashMap::new();
         for (destination, group) in by_destination {
             let request = DescribeConfigsRequest {
                 resources: group
@@ -980,43 +1008,39 @@ impl Admin {
                 include_documentation: false,
                 ..Default::default()
             };
-            let (addr, response) = self.retry(|| self.send_to(destination, &request), is_transport).await?;
+            let (addr, response) = match self.retry(|| self.send_to(destination, &request), is_retriable_read).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    for r in group {
+                        found.insert(r, Err(e.clone()));
+                    }
+                    continue;
+                }
+            };
             for r in group {
                 let result = response
                     .results
                     .iter()
                     .find(|x| x.resource_type == r.resource_type.code() && *x.resource_name == r.name)
-                    .ok_or_else(|| missing_result(&addr, "DescribeConfigs", &r.describe()))?;
-                check(
-                    result.error_code,
-                    result.error_message.as_deref(),
-                    format!("describe configs of {}", r.describe()),
-                )?;
-                let entries = result
-                    .configs
-                    .iter()
-                    .map(|c| ConfigEntry {
-                        name: c.name.to_string(),
-                        value: c.value.as_deref().map(str::to_owned),
-                        read_only: c.read_only,
-                        source: ConfigSource::from_code(c.config_source),
-                        is_sensitive: c.is_sensitive,
-                        synonyms: c
-                            .synonyms
-                            .iter()
-                            .map(|s| ConfigSynonym {
-                                name: s.name.to_string(),
-                                value: s.value.as_deref().map(str::to_owned),
-                                source: ConfigSource::from_code(s.source),
-                            })
-                            .collect(),
-                        config_type: c.config_type,
-                    })
-                    .collect();
-                found.insert(r, ResourceConfig { resource: r.clone(), entries });
+                    .ok_or_else(|| missing_result(&addr, "DescribeConfigs", &r.describe()))
+                    .and_then(|result| {
+                        check(
+                            result.error_code,
+                            result.error_message.as_deref(),
+                            format!("describe configs of {}", r.describe()),
+                        )?;
+                        Ok(ResourceConfig { resource: r.clone(), entries: config_entries(result) })
+                    });
+                found.insert(r, result);
             }
         }
-        Ok(resources.iter().filter_map(|r| found.get(r).cloned()).collect())
+        unique
+            .into_iter()
+            .map(|r| {
+                let result = found.remove(r).unwrap_or_else(|| Err(self.timed_out("DescribeConfigs")));
+                (r.clone(), result)
+            })
+            .collect()
     }
 
     /// Changes configs of `resource` (IncrementalAlterConfigs: to the broker for broker
@@ -1058,7 +1082,7 @@ impl Admin {
     ///
     /// Cancel-safe: it only reads.
     pub async fn list_topics(&self) -> Result<Vec<TopicMetadata>> {
-        let md = self.retry(|| self.client.metadata(None), is_transport).await?;
+        let md = self.retry(|| self.client.metadata(None), is_retriable_read).await?;
         let mut topics: Vec<TopicMetadata> = md
             .topics
             .iter()
@@ -1092,7 +1116,7 @@ impl Admin {
             return Ok(Vec::new());
         }
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let md = self.retry(|| self.client.metadata(Some(&refs)), is_transport).await?;
+        let md = self.retry(|| self.client.metadata(Some(&refs)), is_retriable_read).await?;
         Ok(names
             .into_iter()
             .map(|name| {
@@ -1206,6 +1230,8 @@ impl Admin {
     /// The offsets `group` has committed (OffsetFetch to its coordinator), for every partition
     /// of `topics`, or for every partition it has committed for if `None`; partitions without
     /// a committed offset are left out. Sorted by topic and partition.
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn list_group_offsets(&self, group: &str, topics: Option<&[&str]>) -> Result<Vec<GroupOffset>> {
         let wanted = match topics {
             Some(ts) => Some(self.topic_partitions(ts).await?),
@@ -1223,6 +1249,8 @@ impl Admin {
 
     /// Sets committed offsets of `group` (OffsetCommit with no generation or member, to its
     /// coordinator). The group must have no active members (else `UNKNOWN_MEMBER_ID`).
+    ///
+    /// Not cancel-safe: dropped, the commit may have been sent and the offsets set or not.
     pub async fn alter_group_offsets<T: AsRef<str>>(&self, group: &str, offsets: &[(T, i32, i64)]) -> Result<()> {
         let offsets: Vec<(String, i32, i64)> =
             offsets.iter().map(|(t, p, o)| (t.as_ref().to_owned(), *p, *o)).collect();
@@ -1235,6 +1263,8 @@ impl Admin {
 
     /// Removes committed offsets of `group` (OffsetDelete to its coordinator). The group must
     /// not be subscribed to the topics (`GROUP_SUBSCRIBED_TO_TOPIC`).
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the offsets removed or not.
     pub async fn delete_group_offsets<T: AsRef<str>>(&self, group: &str, partitions: &[(T, i32)]) -> Result<()> {
         let tps: Vec<Tp> = partitions.iter().map(|(t, p)| (t.as_ref().to_owned(), *p)).collect();
         self.by_coordinator(CoordinatorType::Group, vec![group.to_owned()], |node, _| {
@@ -1244,14 +1274,21 @@ impl Admin {
         Ok(())
     }
 
-    /// The node id of the coordinator of `key` (FindCoordinator to any broker), retrying while
-    /// the coordinator is not available or still loading.
+    /// The node id of the coordinator of `key` (FindCoordinator to any broker, even if the
+    /// client's router has it cached), retrying while the coordinator is not available or
+    /// still loading.
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn find_coordinator(&self, key: &str, key_type: CoordinatorType) -> Result<i32> {
         let mut found = self.find_coordinators(&[key], key_type).await?;
         found.remove(key).ok_or_else(|| self.timed_out("FindCoordinator"))
     }
 
-    /// The coordinators of several keys at once (one request from FindCoordinator v4 on).
+    /// The coordinators of several keys at once (one request from FindCoordinator v4 on), asked
+    /// of a broker even if the client's router has them cached (and cached for its later
+    /// requests), retrying while a coordinator is not available or still loading.
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn find_coordinators(
         &self,
         keys: &[impl AsRef<str>],
@@ -1259,13 +1296,13 @@ impl Admin {
     ) -> Result<HashMap<String, i32>> {
         let mut pending = dedup_by(keys.iter().map(|k| k.as_ref().to_owned()), |k| k.clone());
         let mut found = HashMap::new();
-        let mut backoff = Backoff::new(self.timeout);
+        let mut retries = Retry::new(&self.client, self.timeout);
         while !pending.is_empty() {
-            let (retry, last) = match self.find_coordinators_once(&pending, key_type).await {
+            let (again, last) = match self.client.lookup_coordinators(key_type, &pending).await {
                 Err(e) if is_transport(&e) => (pending, Some(e)),
                 Err(e) => return Err(e),
                 Ok(results) => {
-                    let mut retry = Vec::new();
+                    let mut again = Vec::new();
                     let mut last = None;
                     for (key, result) in results {
                         match result {
@@ -1273,23 +1310,23 @@ impl Admin {
                                 found.insert(key, node);
                             }
                             Err(e) if e.code().is_some_and(is_coordinator_error) => {
-                                retry.push(key);
+                                again.push(key);
                                 last = Some(e);
                             }
                             Err(e) => return Err(e),
                         }
                     }
-                    (retry, last)
+                    // Keys the broker did not answer for are asked again.
+                    let unanswered: Vec<String> =
+                        pending.into_iter().filter(|k| !found.contains_key(k) && !again.contains(k)).collect();
+                    again.extend(unanswered);
+                    (again, last)
                 }
             };
-            pending = retry;
-            if !pending.is_empty() && !backoff.wait().await {
+            pending = again;
+            if !pending.is_empty() && !retries.wait(None).await {
                 return Err(last.unwrap_or_else(|| self.timed_out("FindCoordinator")));
             }
-        }
-        let brokers = self.client.brokers();
-        if found.values().any(|n| !brokers.iter().any(|b| b.node_id == *n)) {
-            self.client.metadata(Some(&[])).await?;
         }
         Ok(found)
     }
@@ -1297,7 +1334,10 @@ impl Admin {
     // -- Partitions -----------------------------------------------------------------------------
 
     /// The offsets of partitions (ListOffsets to each leader, read uncommitted), in the order
-    /// given.
+    /// given (duplicates once). The first failing partition is reported;
+    /// [`Admin::list_offsets_each`] reports each.
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn list_offsets<T: AsRef<str>>(
         &self,
         partitions: &[(T, i32)],
@@ -1308,26 +1348,74 @@ impl Admin {
 
     /// [`Admin::list_offsets`] with a choice of isolation: read committed makes
     /// [`OffsetSpec::Latest`] the last stable offset.
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn list_offsets_isolated<T: AsRef<str>>(
         &self,
         partitions: &[(T, i32)],
         spec: OffsetSpec,
         read_committed: bool,
     ) -> Result<Vec<ListedOffset>> {
+        self.list_offsets_each(partitions, spec, read_committed).await?.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// As [`Admin::list_offsets_isolated`], with one result per partition (in the order given,
+    /// duplicates once): a partition that does not exist, or whose leader refuses it, is an
+    /// error of that partition alone. Fails as a whole only if no broker answers Metadata.
+    ///
+    /// Cancel-safe: it only reads.
+    pub async fn list_offsets_each<T: AsRef<str>>(
+        &self,
+        partitions: &[(T, i32)],
+        spec: OffsetSpec,
+        read_committed: bool,
+    ) -> Result<Vec<((String, i32), Result<ListedOffset>)>> {
         let tps = dedup_by(partitions.iter().map(|(t, p)| (t.as_ref().to_owned(), *p)), |tp| tp.clone());
-        let mut found =
-            self.by_leader(tps.clone(), |leader, tps| self.list_offsets_on(leader, tps, spec, read_committed)).await?;
-        Ok(tps.iter().filter_map(|tp| found.remove(tp)).collect())
+        let mut found = self
+            .by_leader_each(tps.clone(), |leader, tps| self.list_offsets_on(leader, tps, spec, read_committed))
+            .await?;
+        Ok(tps
+            .into_iter()
+            .map(|tp| {
+                let result = found.remove(&tp).unwrap_or_else(|| Err(self.timed_out("ListOffsets")));
+                (tp, result)
+            })
+            .collect())
     }
 
     /// Deletes the records before `before_offset` of each partition (DeleteRecords to each
     /// leader; `-1`: up to the high watermark) and returns the new log start offsets, in the
-    /// order given. An offset past the high watermark is an `OFFSET_OUT_OF_RANGE` error.
+    /// order given (duplicates once: the first offset given counts). An offset past the high
+    /// watermark is an `OFFSET_OUT_OF_RANGE` error. The first failing partition is reported;
+    /// [`Admin::delete_records_each`] reports each.
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the records deleted or not.
     pub async fn delete_records<T: AsRef<str>>(&self, partitions: &[(T, i32, i64)]) -> Result<Vec<DeletedRecords>> {
-        let before: HashMap<Tp, i64> = partitions.iter().map(|(t, p, o)| ((t.as_ref().to_owned(), *p), *o)).collect();
+        self.delete_records_each(partitions).await?.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// As [`Admin::delete_records`], with one result per partition (in the order given,
+    /// duplicates once). Fails as a whole only if no broker answers Metadata.
+    ///
+    /// Not cancel-safe: dropped, the request may have been sent and the records deleted or not.
+    pub async fn delete_records_each<T: AsRef<str>>(
+        &self,
+        partitions: &[(T, i32, i64)],
+    ) -> Result<Vec<((String, i32), Result<DeletedRecords>)>> {
+        let mut before: HashMap<Tp, i64> = HashMap::new();
+        for (t, p, o) in partitions {
+            before.entry((t.as_ref().to_owned(), *p)).or_insert(*o);
+        }
         let tps = dedup_by(partitions.iter().map(|(t, p, _)| (t.as_ref().to_owned(), *p)), |tp| tp.clone());
-        let mut found = self.by_leader(tps.clone(), |leader, tps| self.delete_records_on(leader, tps, &before)).await?;
-        Ok(tps.iter().filter_map(|tp| found.remove(tp)).collect())
+        let mut found =
+            self.by_leader_each(tps.clone(), |leader, tps| self.delete_records_on(leader, tps, &before)).await?;
+        Ok(tps
+            .into_iter()
+            .map(|tp| {
+                let result = found.remove(&tp).unwrap_or_else(|| Err(self.timed_out("DeleteRecords")));
+                (tp, result)
+            })
+            .collect())
     }
 
     // -- Transactions ---------------------------------------------------------------------------
@@ -1378,7 +1466,10 @@ impl Admin {
 
     // -- Cluster --------------------------------------------------------------------------------
 
-    /// The cluster id, controller and brokers (DescribeCluster to any broker).
+    /// The cluster id, controller and brokers (DescribeCluster to any broker; a broker that
+    /// times out is left for another).
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
         let request = DescribeClusterRequest {
             include_cluster_authorized_operations: false,
@@ -1386,7 +1477,7 @@ impl Admin {
             include_fenced_brokers: false,
             ..Default::default()
         };
-        let response = self.retry(|| self.client.send_any(&request), is_transport).await?;
+        let response = self.retry(|| self.client.send_any(&request), is_retriable_read).await?;
         check(response.error_code, response.error_message.as_deref(), "describe cluster")?;
         Ok(ClusterDescription {
             cluster_id: response.cluster_id.to_string(),
@@ -1826,45 +1917,6 @@ impl Admin {
         Ok(vec![(group.to_owned(), result)])
     }
 
-    async fn find_coordinators_once(
-        &self,
-        keys: &[String],
-        key_type: CoordinatorType,
-    ) -> Result<Vec<(String, Result<i32>)>> {
-        let conn = self.client.any_broker().await?;
-        let version = conn.version_for::<FindCoordinatorRequest>()?;
-        let context = |key: &str| format!("find coordinator for {} {key}", key_type.noun());
-        if version >= 4 {
-            let request = FindCoordinatorRequest {
-                key_type: key_type.code(),
-                coordinator_keys: keys.iter().map(|k| k.as_str().into()).collect(),
-                ..Default::default()
-            };
-            let response = conn.send_version(&request, version).await?;
-            Ok(response
-                .coordinators
-                .iter()
-                .map(|c| {
-                    let result = check(c.error_code, c.error_message.as_deref(), context(&c.key)).map(|()| c.node_id);
-                    (c.key.to_string(), result)
-                })
-                .collect())
-        } else {
-            let mut results = Vec::new();
-            for key in keys {
-                let request = FindCoordinatorRequest {
-                    key: key.as_str().into(),
-                    key_type: key_type.code(),
-                    ..Default::default()
-                };
-                let r = conn.send_version(&request, version).await?;
-                let result = check(r.error_code, r.error_message.as_deref(), context(key)).map(|()| r.node_id);
-                results.push((key.clone(), result));
-            }
-            Ok(results)
-        }
-    }
-
     async fn list_offsets_on(
         &self,
         leader: i32,
@@ -1963,37 +2015,45 @@ impl Admin {
     // -- Routing and retries --------------------------------------------------------------------
 
     /// Sends per-partition requests to each partition's leader, retrying the partitions whose
-    /// leader moved (after a metadata refresh) until the timeout.
-    async fn by_leader<T, F, Fut>(&self, partitions: Vec<Tp>, mut send: F) -> Result<HashMap<Tp, T>>
+    /// leader moved (after a metadata refresh) until the timeout; one result per partition.
+    /// Fails as a whole only if the metadata cannot be read.
+    async fn by_leader_each<T, F, Fut>(&self, partitions: Vec<Tp>, mut send: F) -> Result<HashMap<Tp, Result<T>>>
     where
         F: FnMut(i32, Vec<Tp>) -> Fut,
         Fut: Future<Output = Result<Vec<(Tp, Result<T>)>>>,
     {
         let mut done = HashMap::new();
         let mut pending = partitions;
-        let mut backoff = Backoff::new(self.timeout);
+        let mut retries = Retry::new(&self.client, self.timeout);
         while !pending.is_empty() {
             let leaders = self.leaders(&pending).await?;
             let mut by_node: BTreeMap<i32, Vec<Tp>> = BTreeMap::new();
-            let mut retry = Vec::new();
+            let mut again = Vec::new();
             let mut last = None;
             for tp in pending {
                 match leaders.get(&tp) {
-                    Some(&leader) if leader >= 0 => by_node.entry(leader).or_default().push(tp),
+                    Some(Ok(leader)) if *leader >= 0 => by_node.entry(*leader).or_default().push(tp),
+                    Some(Err(e)) => {
+                        done.insert(tp, Err(e.clone()));
+                    }
                     _ => {
                         let context = format!("leader of {}-{}", tp.0, tp.1);
                         last = Some(Error::broker(ErrorCode::LEADER_NOT_AVAILABLE, None, context));
-                        retry.push(tp);
+                        again.push(tp);
                     }
                 }
             }
             for (node, tps) in by_node {
                 match send(node, tps.clone()).await {
                     Err(e) if is_transport(&e) => {
-                        retry.extend(tps);
+                        again.extend(tps);
                         last = Some(e);
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        for tp in tps {
+                            done.insert(tp, Err(e.clone()));
+                        }
+                    }
                     Ok(results) => {
                         let mut answered = HashSet::new();
                         for (tp, result) in results {
@@ -2001,28 +2061,33 @@ impl Admin {
                                 continue;
                             }
                             match result {
-                                Ok(v) => {
-                                    done.insert(tp, v);
-                                }
                                 Err(e) if e.code().is_some_and(is_leader_error) => {
-                                    retry.push(tp);
+                                    again.push(tp);
                                     last = Some(e);
                                 }
-                                Err(e) => return Err(e),
+                                result => {
+                                    done.insert(tp, result);
+                                }
                             }
                         }
-                        if let Some(tp) = tps.iter().find(|tp| !answered.contains(*tp)) {
-                            return Err(Error::Protocol {
+                        for tp in tps.into_iter().filter(|tp| !answered.contains(tp)) {
+                            let e = Error::Protocol {
                                 broker: format!("node {node}"),
                                 reason: format!("no result for {}-{} in the response", tp.0, tp.1),
-                            });
+                            };
+                            done.insert(tp, Err(e));
                         }
                     }
                 }
             }
-            pending = retry;
-            if !pending.is_empty() && !backoff.wait().await {
-                return Err(last.unwrap_or_else(|| self.timed_out("partition request")));
+            // The next round reads the metadata afresh.
+            pending = again;
+            if !pending.is_empty() && !retries.wait(None).await {
+                let e = last.unwrap_or_else(|| self.timed_out("partition request"));
+                for tp in pending {
+                    done.insert(tp, Err(e.clone()));
+                }
+                break;
             }
         }
         Ok(done)
@@ -2051,72 +2116,20 @@ impl Admin {
     }
 
     /// Sends per-group (or per-transactional-id: `key_type`) requests to each key's
-    /// coordinator, retrying the keys whose coordinator moved or is loading until the timeout;
-    /// one result per key. Fails as a whole only if the coordinators cannot be found or asked.
+    /// coordinator through the client's router, which retries the keys whose coordinator moved,
+    /// is loading or cannot be reached until the timeout; one result per key.
     async fn by_coordinator_each<T, F, Fut>(
         &self,
         key_type: CoordinatorType,
         groups: Vec<String>,
-        mut send: F,
+        send: F,
     ) -> Result<HashMap<String, Result<T>>>
     where
         F: FnMut(i32, Vec<String>) -> Fut,
         Fut: Future<Output = Result<Vec<(String, Result<T>)>>>,
     {
-        let mut done = HashMap::new();
-        let mut pending = groups;
-        let mut backoff = Backoff::new(self.timeout);
-        while !pending.is_empty() {
-            let coordinators = self.find_coordinators(&pending, key_type).await?;
-            let mut by_node: BTreeMap<i32, Vec<String>> = BTreeMap::new();
-            for g in pending {
-                let node = coordinators.get(&g).copied().ok_or_else(|| self.timed_out("FindCoordinator"))?;
-                by_node.entry(node).or_default().push(g);
-            }
-            let mut retry = Vec::new();
-            let mut last = None;
-            for (node, gs) in by_node {
-                match send(node, gs.clone()).await {
-                    Err(e) if is_transport(&e) => {
-                        retry.extend(gs);
-                        last = Some(e);
-                    }
-                    Err(e) => return Err(e),
-                    Ok(results) => {
-                        let mut answered = HashSet::new();
-                        for (g, result) in results {
-                            if !gs.contains(&g) || !answered.insert(g.clone()) {
-                                continue;
-                            }
-                            match result {
-                                Err(e) if e.code().is_some_and(is_coordinator_error) => {
-                                    retry.push(g);
-                                    last = Some(e);
-                                }
-                                result => {
-                                    done.insert(g, result);
-                                }
-                            }
-                        }
-                        if let Some(g) = gs.iter().find(|g| !answered.contains(*g)) {
-                            return Err(Error::Protocol {
-                                broker: format!("node {node}"),
-                                reason: format!("no result for group {g} in the response"),
-                            });
-                        }
-                    }
-                }
-            }
-            pending = retry;
-            if !pending.is_empty() && !backoff.wait().await {
-                let e = last.unwrap_or_else(|| self.timed_out("group request"));
-                for g in pending {
-                    done.insert(g, Err(e.clone()));
-                }
-                break;
-            }
-        }
-        Ok(done)
+        let retry = Retry::new(&self.client, self.timeout);
+        Ok(self.client.to_coordinators(key_type, groups, retry, |_| false, send).await)
     }
 
     /// Runs `attempt` until it succeeds, fails with an error `retriable` refuses, or the
@@ -2126,12 +2139,12 @@ impl Admin {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let mut backoff = Backoff::new(self.timeout);
+        let mut retries = Retry::new(&self.client, self.timeout);
         loop {
             match attempt().await {
                 Err(e) if retriable(&e) => {
                     tracing::debug!(error = %e, "admin request failed; retrying");
-                    if !backoff.wait().await {
+                    if !retries.wait(None).await {
                         return Err(e);
                     }
                 }
@@ -2181,15 +2194,17 @@ impl Admin {
         }
     }
 
-    /// The leader of each partition (`-1`: none right now). A topic or partition that does not
-    /// exist is an `UNKNOWN_TOPIC_OR_PARTITION` error.
-    async fn leaders(&self, tps: &[Tp]) -> Result<HashMap<Tp, i32>> {
+    /// The leader of each partition (`-1`: none right now); a topic or partition that does not
+    /// exist is an `UNKNOWN_TOPIC_OR_PARTITION` error of that partition.
+    async fn leaders(&self, tps: &[Tp]) -> Result<HashMap<Tp, Result<i32>>> {
         let names: Vec<&str> = dedup_by(tps.iter().map(|(t, _)| t.as_str()), |t| *t);
         let md = self.client.metadata(Some(&names)).await?;
         let mut leaders = HashMap::new();
         for (topic, partition) in tps {
-            let t = find_topic(&md, topic)?;
-            let leader = if t.error_code == ErrorCode::NONE {
+            let leader = find_topic(&md, topic).and_then(|t| {
+                if t.error_code != ErrorCode::NONE {
+                    return Ok(-1);
+                }
                 let p = t.partitions.iter().find(|p| p.partition_index == *partition).ok_or_else(|| {
                     Error::broker(
                         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
@@ -2197,10 +2212,8 @@ impl Admin {
                         format!("partition {topic}-{partition}"),
                     )
                 })?;
-                p.leader_id
-            } else {
-                -1
-            };
+                Ok(p.leader_id)
+            });
             leaders.insert((topic.clone(), *partition), leader);
         }
         Ok(leaders)
@@ -2295,40 +2308,15 @@ impl Admin {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// Exponential backoff from 50 ms to 1 s, until a deadline.
-struct Backoff {
-    deadline: Instant,
-    delay: Duration,
-}
-
-impl Backoff {
-    fn new(timeout: Duration) -> Self {
-        Self { deadline: Instant::now() + timeout, delay: Duration::from_millis(50) }
-    }
-
-    /// Sleeps before the next attempt; `false` (at once) if the deadline has passed.
-    async fn wait(&mut self) -> bool {
-        let now = Instant::now();
-        if now >= self.deadline {
-            return false;
-        }
-        tokio::time::sleep(self.delay.min(self.deadline - now)).await;
-        self.delay = (self.delay * 2).min(Duration::from_secs(1));
-        true
-    }
-}
-
 /// Connection failures: the request may be sent again (to another broker).
 fn is_transport(e: &Error) -> bool {
     matches!(e, Error::Io { .. } | Error::Closed { .. } | Error::Unreachable { .. })
 }
 
-/// The group or transaction coordinator moved, is not elected or is still loading.
-fn is_coordinator_error(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::COORDINATOR_NOT_AVAILABLE | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS | ErrorCode::NOT_COORDINATOR
-    )
+/// For requests that only read: also a request timeout (the broker stopped answering; the
+/// connection has been closed), after which the request goes to another broker.
+fn is_retriable_read(e: &Error) -> bool {
+    is_transport(e) || matches!(e, Error::Timeout { .. })
 }
 
 /// The partition's leader moved or is not ready.
@@ -2392,6 +2380,31 @@ fn find_topic<'a>(md: &'a MetadataResponse, topic: &str) -> Result<&'a MetadataR
         Some(t) if t.error_code != ErrorCode::UNKNOWN_TOPIC_OR_PARTITION => Ok(t),
         _ => Err(Error::broker(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None, format!("topic {topic}"))),
     }
+}
+
+/// The entries of one resource of a DescribeConfigs response.
+fn config_entries(result: &crate::codec::messages::describe_configs::DescribeConfigsResult) -> Vec<ConfigEntry> {
+    result
+        .configs
+        .iter()
+        .map(|c| ConfigEntry {
+            name: c.name.to_string(),
+            value: c.value.as_deref().map(str::to_owned),
+            read_only: c.read_only,
+            source: ConfigSource::from_code(c.config_source),
+            is_sensitive: c.is_sensitive,
+            synonyms: c
+                .synonyms
+                .iter()
+                .map(|s| ConfigSynonym {
+                    name: s.name.to_string(),
+                    value: s.value.as_deref().map(str::to_owned),
+                    source: ConfigSource::from_code(s.source),
+                })
+                .collect(),
+            config_type: c.config_type,
+        })
+        .collect()
 }
 
 /// The typed view of a topic of a Metadata response, partitions by id.

@@ -4,16 +4,24 @@
 //! The pool holds one slot per broker. A lock over the pool is only ever held to look a slot up
 //! or replace it, never across a connect or a request: a broker that accepts connections but
 //! never answers (a stopped process, a black-holed host) delays only what is sent to it.
+//!
+//! Requests that any broker can answer go to the healthiest one (see [`Client::any_broker`]); a
+//! broker whose connection failed is tried last until its backoff (`retry.backoff.ms`, KIP-580)
+//! has passed, so that repeated attempts rotate to the others.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
 use super::connection::{Connection, ConnectionConfig};
 use super::error::{Error, Result};
+use super::metrics::{ClientMetrics, Registry};
+use super::router::CoordinatorCache;
 use crate::codec::messages::metadata::MetadataRequestTopic;
 use crate::codec::messages::{MetadataRequest, MetadataResponse, Request};
+use crate::proto::backoff::Backoff;
 
 /// Settings of a [`Client`].
 #[derive(Clone, Debug)]
@@ -36,6 +44,14 @@ impl ClientConfig {
                 .collect(),
             connection: ConnectionConfig::default(),
         }
+    }
+
+    /// Sets `retry.backoff.ms` and `retry.backoff.max.ms` (KIP-580): the first wait before a
+    /// retry and its cap.
+    pub fn retry_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.connection.retry_backoff = base;
+        self.connection.retry_backoff_max = max;
+        self
     }
 }
 
@@ -76,10 +92,22 @@ struct Inner {
     /// one connection's requests in order, so a commit or heartbeat on the connection of a
     /// long-polling Fetch would wait out `fetch.max.wait.ms`.
     control_connections: Pool,
-    /// The connection used before the broker list is known, and for requests any broker answers
-    /// when no broker connection is open.
+    /// The connection used before the broker list is known; afterwards one more candidate for
+    /// requests any broker answers.
     bootstrap: Mutex<Slot>,
+    /// Brokers (by address) whose connection or request failed recently, with the backoff that
+    /// keeps them last in line for requests any broker answers.
+    failures: Mutex<HashMap<String, Backoff>>,
+    /// Counters per broker.
+    metrics: Registry,
+    /// Group and transaction coordinators, as found by the router.
+    coordinators: CoordinatorCache,
 }
+
+/// A connection with a request unanswered for this long while nothing arrives is taken for stuck
+/// and avoided for requests any broker answers (a healthy broker answers those in milliseconds;
+/// a long-polling Fetch waits `fetch.max.wait.ms`, 500 ms by default).
+const STALL: Duration = Duration::from_secs(2);
 
 /// One connection, or the attempt to open it. Callers that find a connect in progress wait for
 /// it instead of opening a second connection; if the attempt fails (or its caller is dropped),
@@ -104,6 +132,9 @@ impl Client {
                 connections: Mutex::new(BTreeMap::new()),
                 control_connections: Mutex::new(BTreeMap::new()),
                 bootstrap: Mutex::new(Slot::default()),
+                failures: Mutex::new(HashMap::new()),
+                metrics: Registry::default(),
+                coordinators: CoordinatorCache::default(),
             }),
         };
         client.metadata(Some(&[])).await?;
@@ -115,8 +146,50 @@ impl Client {
         &self.inner.config
     }
 
+    /// A snapshot of the client's counters: per broker, requests, errors, bytes, retries,
+    /// throttling and latency (see [`ClientMetrics`]).
+    pub fn metrics(&self) -> ClientMetrics {
+        let brokers = self.brokers();
+        self.inner.metrics.snapshot(|addr| brokers.iter().find(|b| b.addr() == addr).map(|b| b.node_id))
+    }
+
+    pub(super) fn inner_coordinators(&self) -> &CoordinatorCache {
+        &self.inner.coordinators
+    }
+
+    pub(super) fn registry(&self) -> &Registry {
+        &self.inner.metrics
+    }
+
+    /// A backoff with the configured `retry.backoff.ms` and `retry.backoff.max.ms`.
+    pub(super) fn backoff(&self) -> Backoff {
+        let c = &self.inner.config.connection;
+        Backoff::new(c.retry_backoff, c.retry_backoff_max)
+    }
+
+    /// Notes that the broker at `addr` failed (a connect, a request): requests any broker
+    /// answers go elsewhere while its backoff runs.
+    pub(super) fn broker_failed(&self, addr: &str) {
+        let now = Instant::now();
+        lock(&self.inner.failures).entry(addr.to_owned()).or_insert_with(|| self.backoff()).fail(now);
+    }
+
+    /// Notes that the broker at `addr` answered: its failures are forgotten.
+    pub(super) fn broker_answered(&self, addr: &str) {
+        let mut failures = lock(&self.inner.failures);
+        if !failures.is_empty() {
+            failures.remove(addr);
+        }
+    }
+
+    fn backing_off(&self, addr: &str, now: Instant) -> bool {
+        lock(&self.inner.failures).get(addr).is_some_and(|b| !b.ready(now))
+    }
+
     /// Fetches metadata for `topics` (`None`: every topic; `Some(&[])`: brokers only) from any
-    /// broker and updates the broker list.
+    /// broker ([`Client::any_broker`]) and updates the broker list.
+    ///
+    /// Cancel-safe: it only reads; dropped, the broker list stays as it was.
     pub async fn metadata(&self, topics: Option<&[&str]>) -> Result<MetadataResponse> {
         let request = MetadataRequest {
             topics: topics.map(|ts| {
@@ -165,6 +238,8 @@ impl Client {
     /// Sends `request` to broker `node_id` on its coordination connection, at the highest
     /// common version up to `max_version` (requests that name topics rather than topic ids stop
     /// below the versions that need ids).
+    ///
+    /// Cancel-safe as [`Connection::send_version`] is: dropped, the request may have been sent.
     pub async fn send_control<R: Request>(&self, node_id: i32, request: &R, max_version: i16) -> Result<R::Response> {
         let conn = self.control(node_id).await?;
         let version = conn.version_for::<R>()?.min(max_version);
@@ -179,7 +254,12 @@ impl Client {
                     broker: format!("node {node_id}"),
                     reason: format!("node {node_id} is not in the cluster's metadata"),
                 })?;
-            Connection::connect(&addr, self.inner.config.connection.clone()).await.map(Arc::new)
+            let counters = self.inner.metrics.broker(&addr);
+            let connected = Connection::connect_counted(&addr, self.inner.config.connection.clone(), counters).await;
+            if connected.is_err() {
+                self.broker_failed(&addr);
+            }
+            connected.map(Arc::new)
         })
         .await
         .cloned()
@@ -190,27 +270,81 @@ impl Client {
         self.broker(node_id).await?.send(request).await
     }
 
-    /// Sends `request` to whichever broker is connected (or reachable) first.
+    /// Sends `request` to the healthiest broker ([`Client::any_broker`]). A connection failure
+    /// puts that broker last in line for the next such request, so that retries rotate.
+    ///
+    /// Cancel-safe as [`Connection::send_version`] is: dropped, the request may have been sent.
     pub async fn send_any<R: Request>(&self, request: &R) -> Result<R::Response> {
-        self.any_broker().await?.send(request).await
+        let conn = self.any_broker().await?;
+        let result = conn.send(request).await;
+        match &result {
+            Ok(_) => self.broker_answered(conn.addr()),
+            Err(e) if is_transport(e) => self.broker_failed(conn.addr()),
+            Err(_) => {}
+        }
+        result
     }
 
-    /// A live connection to some broker: the open broker connection with the fewest requests in
-    /// flight if there is one (a broker that stopped answering piles requests up, so it is
-    /// avoided), else the bootstrap connection, opened to the first known broker or bootstrap
-    /// address that accepts one.
+    /// A live connection to some broker, chosen in this order: an open connection that is not
+    /// stuck (no connection to its broker with a request unanswered for seconds while nothing
+    /// arrives), not throttled and whose
+    /// broker has not failed recently, with the fewest requests in flight (the connections to
+    /// the brokers of the last metadata, and the bootstrap connection); then a broker not
+    /// connected yet; then a stuck or throttled connection; last, the brokers that failed
+    /// recently (a failed connect or request whose backoff has not passed, or a connection that
+    /// has closed). A broker that cannot be connected to is passed over for the next. If none
+    /// can be reached (or none is known yet), the bootstrap connection, to the first known or
+    /// bootstrap address that accepts one.
     ///
     /// Cancel-safe: dropping the future abandons at most a connect in progress, which a later
     /// call starts again.
     pub async fn any_broker(&self) -> Result<Arc<Connection>> {
-        let open = lock(&self.inner.connections)
-            .values()
-            .filter_map(|slot| slot.get())
-            .filter(|c| !c.is_closed())
-            .min_by_key(|c| c.in_flight())
-            .cloned();
-        if let Some(c) = open {
-            return Ok(c);
+        enum Candidate {
+            Node(i32),
+            Open(Arc<Connection>),
+        }
+        let now = Instant::now();
+        // A broker is stuck if any of its connections is: the others are as likely to hang.
+        let stuck: Vec<String> = {
+            let mut open: Vec<Arc<Connection>> = Vec::new();
+            for pool in [&self.inner.connections, &self.inner.control_connections] {
+                open.extend(lock(pool).values().filter_map(|slot| slot.get().cloned()));
+            }
+            open.extend(lock(&self.inner.bootstrap).get().cloned());
+            open.iter().filter(|c| !c.is_closed() && c.stalled(STALL)).map(|c| c.addr().to_owned()).collect()
+        };
+        let rank_open = |c: &Connection| -> u8 {
+            if self.backing_off(c.addr(), now) {
+                3
+            } else if stuck.iter().any(|a| a == c.addr()) || c.throttled_until().is_some() {
+                2
+            } else {
+                0
+            }
+        };
+        let mut ranked: Vec<(u8, usize, i32, Candidate)> = Vec::new();
+        for b in self.brokers() {
+            let slot = lock(&self.inner.connections).get(&b.node_id).and_then(|slot| slot.get().cloned());
+            let (rank, in_flight) = match &slot {
+                Some(c) if c.is_closed() => (3, 0),
+                Some(c) => (rank_open(c), c.in_flight()),
+                None if self.backing_off(&b.addr(), now) => (3, 0),
+                None => (1, 0),
+            };
+            ranked.push((rank, in_flight, b.node_id, Candidate::Node(b.node_id)));
+        }
+        if let Some(c) = lock(&self.inner.bootstrap).get().filter(|c| !c.is_closed()).cloned() {
+            ranked.push((rank_open(&c), c.in_flight(), i32::MAX, Candidate::Open(c)));
+        }
+        ranked.sort_unstable_by_key(|(rank, in_flight, order, _)| (*rank, *in_flight, *order));
+        for (_, _, _, candidate) in ranked {
+            match candidate {
+                Candidate::Open(c) => return Ok(c),
+                Candidate::Node(node) => match self.broker(node).await {
+                    Ok(c) => return Ok(c),
+                    Err(e) => tracing::debug!(node, error = %e, "broker unreachable; trying another"),
+                },
+            }
         }
         let slot = live_slot(&mut lock(&self.inner.bootstrap));
         slot.get_or_try_init(|| self.connect_bootstrap()).await.cloned()
@@ -220,15 +354,21 @@ impl Client {
         let mut tried = Vec::new();
         let mut last = None;
         let known: Vec<String> = self.brokers().iter().map(BrokerAddr::addr).collect();
-        for addr in known.iter().chain(&self.inner.config.bootstrap_servers) {
+        let now = Instant::now();
+        // Addresses that failed recently go last.
+        let mut addrs: Vec<&String> = known.iter().chain(&self.inner.config.bootstrap_servers).collect();
+        addrs.sort_by_key(|a| self.backing_off(a, now));
+        for addr in addrs {
             if tried.contains(addr) {
                 continue;
             }
             tried.push(addr.clone());
-            match Connection::connect(addr, self.inner.config.connection.clone()).await {
+            let counters = self.inner.metrics.broker(addr);
+            match Connection::connect_counted(addr, self.inner.config.connection.clone(), counters).await {
                 Ok(c) => return Ok(Arc::new(c)),
                 Err(e) => {
                     tracing::debug!(%addr, error = %e, "bootstrap connection failed");
+                    self.broker_failed(addr);
                     last = Some(e);
                 }
             }
@@ -276,6 +416,11 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client").field("brokers", &self.brokers()).finish()
     }
+}
+
+/// Connection failures: the request may be sent again, to another broker.
+pub(super) fn is_transport(e: &Error) -> bool {
+    matches!(e, Error::Io { .. } | Error::Closed { .. } | Error::Unreachable { .. } | Error::Timeout { .. })
 }
 
 /// The slot to use: `slot` itself, unless its connection has closed, in which case it is

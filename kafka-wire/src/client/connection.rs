@@ -5,11 +5,17 @@
 //! what is queued into one write) and a reader that splits the socket's bytes into frames and
 //! hands each to the request waiting for its correlation id. Reading and writing never wait on
 //! each other, so a large request cannot deadlock against a large response.
+//!
+//! Quotas (KIP-219): an answer that reports a throttle (`throttle_time_ms`, at the versions where
+//! the client must honour it) stops the connection from sending for that long. Async senders
+//! wait before they queue anything (so a sender dropped while waiting leaves nothing behind), and
+//! the writer holds frames queued with [`Connection::submit`] until the throttle ends; the request
+//! timeout of such a frame starts when the throttle ends. Other connections are not affected.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -18,8 +24,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::error::{Error, Result};
+use super::metrics::{BrokerCounters, BrokerMetrics};
 use crate::codec::frame::{self, DEFAULT_MAX_FRAME};
-use crate::codec::messages::{ApiVersionsRequest, ApiVersionsResponse, Message, Request, VersionRange};
+use crate::codec::messages::{ApiVersionsRequest, ApiVersionsResponse, Message, Request, Throttle, VersionRange};
 use crate::codec::{ApiKey, ErrorCode};
 
 /// Settings of a single broker connection.
@@ -37,6 +44,11 @@ pub struct ConnectionConfig {
     pub client_software_name: String,
     /// Reported with `client_software_name` (KIP-511).
     pub client_software_version: String,
+    /// `retry.backoff.ms`: the first wait before a request is retried, doubling per attempt, with
+    /// ±20 % jitter (KIP-580). Used by the client's router and by [`Admin`](super::Admin).
+    pub retry_backoff: Duration,
+    /// `retry.backoff.max.ms`: the cap of that backoff.
+    pub retry_backoff_max: Duration,
 }
 
 impl Default for ConnectionConfig {
@@ -48,6 +60,8 @@ impl Default for ConnectionConfig {
             max_frame_size: DEFAULT_MAX_FRAME,
             client_software_name: "kafka-wire".into(),
             client_software_version: env!("CARGO_PKG_VERSION").into(),
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
         }
     }
 }
@@ -73,11 +87,21 @@ struct Shared {
     addr: String,
     closed: AtomicBool,
     pending: Mutex<Pending>,
+    /// This broker's counters, shared with the client's other connections to it.
+    counters: Arc<BrokerCounters>,
+    /// The origin of the two clocks below.
+    epoch: Instant,
+    /// Until when the broker throttles this connection (KIP-219), in nanoseconds after `epoch`;
+    /// only ever moved forward.
+    throttled_until: AtomicU64,
+    /// When bytes last arrived, in nanoseconds after `epoch`.
+    last_received: AtomicU64,
 }
 
 #[derive(Default)]
 struct Pending {
-    waiting: HashMap<i32, oneshot::Sender<Result<Bytes>>>,
+    /// Requests awaiting their answer, with when they were submitted.
+    waiting: HashMap<i32, (oneshot::Sender<Result<Bytes>>, Instant)>,
     /// Requests whose caller gave up (timeout or drop): their late responses are discarded.
     abandoned: HashSet<i32>,
     /// Set once the connection has failed; later requests fail with it at once.
@@ -87,6 +111,15 @@ struct Pending {
 impl Connection {
     /// Connects to `addr` (`host:port`) and negotiates API versions with the broker.
     pub async fn connect(addr: &str, config: ConnectionConfig) -> Result<Self> {
+        Self::connect_counted(addr, config, Arc::default()).await
+    }
+
+    /// [`Connection::connect`], counting into `counters` (those of the client's broker).
+    pub(crate) async fn connect_counted(
+        addr: &str,
+        config: ConnectionConfig,
+        counters: Arc<BrokerCounters>,
+    ) -> Result<Self> {
         let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| Error::Timeout { what: format!("connecting to {addr}"), after: config.connect_timeout })?
@@ -97,6 +130,10 @@ impl Connection {
             addr: addr.to_owned(),
             closed: AtomicBool::new(false),
             pending: Mutex::new(Pending::default()),
+            counters,
+            epoch: Instant::now(),
+            throttled_until: AtomicU64::new(0),
+            last_received: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let reader = tokio::spawn(read_loop(read_half, shared.clone(), config.max_frame_size));
@@ -133,6 +170,27 @@ impl Connection {
         p.waiting.len() + p.abandoned.len()
     }
 
+    /// This connection's counters (those of its broker, when the connection belongs to a
+    /// [`Client`](super::Client): every connection to the broker adds to them).
+    pub fn metrics(&self) -> BrokerMetrics {
+        self.shared.counters.snapshot(&self.addr, None)
+    }
+
+    /// Until when the broker has asked this connection to send nothing (KIP-219), if that is
+    /// still ahead.
+    pub fn throttled_until(&self) -> Option<Instant> {
+        self.shared.throttled_until().filter(|t| *t > Instant::now())
+    }
+
+    /// Whether the connection looks stuck: a request has waited longer than `after` and nothing
+    /// has arrived for as long (a stopped broker whose socket stays open).
+    pub(crate) fn stalled(&self, after: Duration) -> bool {
+        let now = Instant::now();
+        let oldest = self.shared.lock().waiting.values().map(|(_, at)| *at).min();
+        let quiet = now.saturating_duration_since(self.shared.at(self.shared.last_received.load(Ordering::Acquire)));
+        oldest.is_some_and(|at| now.saturating_duration_since(at) > after) && quiet > after
+    }
+
     /// The version range the broker offers for `api`, if it offers it.
     pub fn broker_versions(&self, api: ApiKey) -> Option<VersionRange> {
         self.versions.get(&api).copied()
@@ -156,13 +214,21 @@ impl Connection {
     }
 
     /// Sends `request` at the highest common version and waits for its response.
+    ///
+    /// Cancel-safe as [`Connection::send_version`] is.
     pub async fn send<R: Request>(&self, request: &R) -> Result<R::Response> {
         let version = self.version_for::<R>()?;
         self.send_version(request, version).await
     }
 
-    /// Sends `request` at `version` and waits for its response.
+    /// Sends `request` at `version` and waits for its response. While the broker throttles the
+    /// connection (KIP-219), it first waits for the throttle to end.
+    ///
+    /// Cancel-safe in that dropping the future leaves the connection as it was: dropped while
+    /// waiting out a throttle, nothing has been sent; dropped later, the request may have reached
+    /// the broker, and its answer is discarded when it comes.
     pub async fn send_version<R: Request>(&self, request: &R, version: i16) -> Result<R::Response> {
+        self.shared.wait_throttle().await;
         self.submit(request, version)?.response().await
     }
 
@@ -171,16 +237,23 @@ impl Connection {
     /// the idempotent producer relies on. A request that `version` cannot carry (a field the
     /// version lacks holding a non-default value, a string over 32767 bytes) is refused with
     /// [`Error::Misuse`] naming the message, the field and the version; nothing is sent.
+    ///
+    /// While the broker throttles the connection (KIP-219) the request is held and written when
+    /// the throttle ends; its request timeout counts from then.
     pub fn submit<R: Request>(&self, request: &R, version: i16) -> Result<PendingResponse<R>> {
         let (correlation_id, frame) = self.encode(request, version)?;
         let (tx, rx) = oneshot::channel();
+        let submitted = Instant::now();
         {
             let mut pending = self.shared.lock();
             if let Some(e) = &pending.failure {
                 return Err(e.clone());
             }
-            pending.waiting.insert(correlation_id, tx);
+            pending.waiting.insert(correlation_id, (tx, submitted));
+            self.shared.counters.in_flight(1);
         }
+        let deadline =
+            self.shared.throttled_until().map_or(submitted, |t| t.max(submitted)) + self.config.request_timeout;
         // If the handle is dropped or times out, the late response must not be taken for a
         // protocol violation.
         let guard = AbandonOnDrop { shared: self.shared.clone(), correlation_id, armed: true };
@@ -200,6 +273,8 @@ impl Connection {
             guard,
             version,
             timeout: self.config.request_timeout,
+            deadline: deadline.into(),
+            submitted,
             span,
             _request: std::marker::PhantomData,
         })
@@ -253,6 +328,7 @@ impl Connection {
             let frame = self.round_trip(&request, version).await?;
             let response = decode_api_versions(frame, version)
                 .map_err(|source| Error::Decode { broker: self.addr.clone(), source })?;
+            self.shared.throttle(&response, version);
             if response.error_code == ErrorCode::UNSUPPORTED_VERSION {
                 let theirs = response
                     .api_keys
@@ -322,20 +398,31 @@ pub struct PendingResponse<R: Request> {
     guard: AbandonOnDrop,
     version: i16,
     timeout: Duration,
+    /// When the request times out: the request timeout after its submission, or after the
+    /// throttle it was submitted under ends.
+    deadline: tokio::time::Instant,
+    submitted: Instant,
     span: tracing::Span,
     _request: std::marker::PhantomData<fn() -> R>,
 }
 
 impl<R: Request> PendingResponse<R> {
     /// Waits (up to the request timeout) for the response and decodes it. When the timeout
-    /// passes, the connection is closed: its other requests fail with [`Error::Closed`].
+    /// passes, the connection is closed: its other requests fail with [`Error::Closed`]. An
+    /// answer that reports a quota throttle the client must honour (KIP-219) holds the
+    /// connection's later requests until it ends.
+    ///
+    /// Cancel-safe: dropped, the answer is discarded when it comes.
     pub async fn response(self) -> Result<R::Response> {
         let version = self.version;
-        let broker = self.guard.shared.addr.clone();
+        let shared = self.guard.shared.clone();
         let frame = self.frame().await?;
         // The reader routed this frame by its correlation id, so the header holds nothing new.
-        let (_header, body) =
-            frame::decode_response::<R>(frame, version).map_err(|source| Error::Decode { broker, source })?;
+        let (_header, body) = frame::decode_response::<R>(frame, version).map_err(|source| {
+            shared.counters.error();
+            Error::Decode { broker: shared.addr.clone(), source }
+        })?;
+        shared.throttle(&body, version);
         Ok(body)
     }
 
@@ -343,7 +430,7 @@ impl<R: Request> PendingResponse<R> {
         use tracing::Instrument as _;
         let span = self.span.clone();
         let broker = &self.guard.shared.addr;
-        let answer = tokio::time::timeout(self.timeout, &mut self.rx).instrument(span.clone()).await;
+        let answer = tokio::time::timeout_at(self.deadline, &mut self.rx).instrument(span.clone()).await;
         let result = match answer {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Closed { broker: broker.clone() }),
@@ -358,6 +445,10 @@ impl<R: Request> PendingResponse<R> {
             }
         };
         self.guard.armed = result.is_err();
+        match &result {
+            Ok(_) => self.guard.shared.counters.answered(self.submitted.elapsed()),
+            Err(_) => self.guard.shared.counters.error(),
+        }
         span.record("outcome", if result.is_ok() { "answered" } else { "failed" });
         result
     }
@@ -395,10 +486,55 @@ impl Shared {
             if p.failure.is_none() {
                 p.failure = Some(error.clone());
             }
+            let abandoned = std::mem::take(&mut p.abandoned).len();
+            self.counters.in_flight(-((p.waiting.len() + abandoned) as i64));
             std::mem::take(&mut p.waiting)
         };
-        for (_, tx) in waiting {
+        for (_, (tx, _)) in waiting {
             let _ = tx.send(Err(error.clone()));
+        }
+    }
+
+    /// The instant `nanos` after `epoch`.
+    fn at(&self, nanos: u64) -> Instant {
+        self.epoch + Duration::from_nanos(nanos)
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_nanos().min(u128::from(u64::MAX)) as u64
+    }
+
+    fn throttled_until(&self) -> Option<Instant> {
+        match self.throttled_until.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(self.at(n)),
+        }
+    }
+
+    /// Counts the throttle `response` reports and, where the client must honour it (KIP-219),
+    /// holds the connection's requests until it ends.
+    fn throttle<M: Throttle>(&self, response: &M, version: i16) {
+        let reported = response.throttle_time_ms();
+        if reported <= 0 {
+            return;
+        }
+        self.counters.throttled(reported);
+        let ms = response.client_throttle_ms(version);
+        if ms > 0 {
+            let until = self.nanos(Instant::now() + Duration::from_millis(ms as u64));
+            self.throttled_until.fetch_max(until, Ordering::AcqRel);
+            tracing::debug!(broker = %self.addr, throttle_ms = ms, "broker throttles the connection (quota)");
+        }
+    }
+
+    /// Returns once the connection is not throttled. Holds no lock and no state: a caller
+    /// dropped while waiting leaves nothing behind.
+    async fn wait_throttle(&self) {
+        while let Some(until) = self.throttled_until() {
+            if until <= Instant::now() {
+                return;
+            }
+            tokio::time::sleep_until(until.into()).await;
         }
     }
 }
@@ -426,7 +562,10 @@ async fn read_loop(mut socket: tokio::net::tcp::OwnedReadHalf, shared: Arc<Share
         }
         match socket.read_buf(&mut buf).await {
             Ok(0) => break Error::Closed { broker: shared.addr.clone() },
-            Ok(_) => {}
+            Ok(n) => {
+                shared.counters.received(n);
+                shared.last_received.store(shared.nanos(Instant::now()), Ordering::Release);
+            }
             Err(e) => break Error::io(&shared.addr, e),
         }
     };
@@ -439,12 +578,18 @@ fn dispatch(shared: &Shared, frame: Bytes) -> Result<()> {
         frame::peek_correlation_id(&frame).map_err(|source| Error::Decode { broker: shared.addr.clone(), source })?;
     let mut p = shared.lock();
     match p.waiting.remove(&id) {
-        Some(tx) => {
+        Some((tx, _)) => {
+            shared.counters.in_flight(-1);
             drop(p);
             let _ = tx.send(Ok(frame));
             Ok(())
         }
-        None if p.abandoned.remove(&id) => Ok(()),
+        None if p.abandoned.remove(&id) => {
+            shared.counters.in_flight(-1);
+            Ok(())
+        }
+        // The connection has failed (a request timed out) and forgot what it had abandoned.
+        None if p.failure.is_some() => Ok(()),
         None => Err(Error::Protocol {
             broker: shared.addr.clone(),
             reason: format!("response with correlation id {id}, which no request is waiting for"),
@@ -459,11 +604,17 @@ async fn write_loop(
 ) {
     let mut socket = BufWriter::with_capacity(64 * 1024, socket);
     while let Some(frame) = rx.recv().await {
+        // Frames queued while the broker throttles the connection wait for the end of it.
+        shared.wait_throttle().await;
+        shared.counters.sent(frame.len());
         let mut result = socket.write_all(&frame).await;
         // Coalesce whatever else is already queued into the same flush.
         while result.is_ok() {
             match rx.try_recv() {
-                Ok(frame) => result = socket.write_all(&frame).await,
+                Ok(frame) => {
+                    shared.counters.sent(frame.len());
+                    result = socket.write_all(&frame).await;
+                }
                 Err(_) => break,
             }
         }

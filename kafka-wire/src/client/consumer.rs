@@ -25,7 +25,6 @@ use super::cluster::Client;
 use super::consumer_config::{ConsumerConfig, IsolationLevel, OffsetReset};
 use super::error::{Error, Result};
 use crate::codec::messages::fetch::{FetchPartition, FetchTopic, ForgottenTopic};
-use crate::codec::messages::find_coordinator::FindCoordinatorRequest;
 use crate::codec::messages::list_offsets::{ListOffsetsPartition, ListOffsetsTopic};
 use crate::codec::messages::offset_commit::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use crate::codec::messages::offset_fetch::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
@@ -1785,35 +1784,9 @@ fn handle_fetch(inner: &Arc<Inner>, node: i32, result: Result<PreparedFetch>) {
 
 // ===== offsets of a standalone consumer =====
 
-async fn coordinator(inner: &Inner, group: &str) -> Result<i32> {
-    let request = FindCoordinatorRequest {
-        key: group.into(),
-        key_type: 0,
-        coordinator_keys: vec![group.into()],
-        ..Default::default()
-    };
-    let deadline = Instant::now() + inner.config.default_api_timeout;
-    let mut backoff = inner.config.retry_backoff;
-    loop {
-        let r = inner.client.send_any(&request).await?;
-        let (code, node) = match r.coordinators.first() {
-            Some(c) => (c.error_code, c.node_id),
-            None => (r.error_code, r.node_id),
-        };
-        if code == ErrorCode::NONE {
-            // Make sure the coordinator's address is known.
-            if !inner.client.brokers().iter().any(|b| b.node_id == node) {
-                inner.client.metadata(Some(&[])).await?;
-            }
-            return Ok(node);
-        }
-        if !code.is_retriable() || Instant::now() + backoff > deadline {
-            return Err(Error::broker(code, None, format!("FindCoordinator for group {group}")));
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(inner.config.retry_backoff_max);
-    }
-}
+use super::admin::CoordinatorType;
+use super::router::Retry;
+use crate::proto::backoff::Backoff;
 
 pub(super) async fn standalone_commit(
     inner: &Inner,
@@ -1854,35 +1827,37 @@ pub(super) fn commit_request(
     }
 }
 
+/// Sends a commit to the group's coordinator through the client's router (cached coordinator,
+/// looked up again when it moves or cannot be reached), retrying retriable errors with the
+/// configured backoff until `default.api.timeout.ms`.
 async fn send_commit(inner: &Inner, group: &str, request: &OffsetCommitRequest) -> Result<()> {
-    let deadline = Instant::now() + inner.config.default_api_timeout;
-    let mut backoff = inner.config.retry_backoff;
-    loop {
-        let node = coordinator(inner, group).await?;
-        let outcome = match inner.client.send_control(node, request, 9).await {
-            Ok(r) => {
+    let client = &inner.client;
+    let mut results = client
+        .to_coordinators(
+            CoordinatorType::Group,
+            vec![group.to_owned()],
+            retry(inner),
+            Error::is_retriable,
+            |node, _| async move {
+                let r = client.send_control(node, request, 9).await?;
                 let failed = r
                     .topics
                     .iter()
                     .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
                     .find(|(_, p)| p.error_code != ErrorCode::NONE);
-                match failed {
-                    None => return Ok(()),
-                    Some((t, p)) => Error::broker(
+                let outcome = match failed {
+                    None => Ok(()),
+                    Some((t, p)) => Err(Error::broker(
                         p.error_code,
                         None,
                         format!("OffsetCommit of {}-{} for group {group}", t.name, p.partition_index),
-                    ),
-                }
-            }
-            Err(e) => e,
-        };
-        if !outcome.is_retriable() || Instant::now() + backoff > deadline {
-            return Err(outcome);
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(inner.config.retry_backoff_max);
-    }
+                    )),
+                };
+                Ok(vec![(group.to_owned(), outcome)])
+            },
+        )
+        .await;
+    results.remove(group).unwrap_or_else(|| Err(no_result(group)))
 }
 
 pub(super) async fn fetch_committed(
@@ -1905,25 +1880,33 @@ pub(super) async fn fetch_committed(
         groups: vec![OffsetFetchRequestGroup { group_id: group.into(), topics: Some(topics), ..Default::default() }],
         ..Default::default()
     };
-    let deadline = Instant::now() + inner.config.default_api_timeout;
-    let mut backoff = inner.config.retry_backoff;
-    loop {
-        let node = coordinator(inner, group).await?;
-        let error = match inner.client.send_control(node, &request, 9).await {
-            Ok(r) => match committed_from(&r, group) {
-                Ok(map) => return Ok(map),
-                Err(e) => e,
+    let client = &inner.client;
+    let request = &request;
+    // UNSTABLE_OFFSET_COMMIT: a transaction is committing offsets of the group; wait for it.
+    let retriable = |e: &Error| e.is_retriable() || e.code() == Some(ErrorCode::UNSTABLE_OFFSET_COMMIT);
+    let mut results = client
+        .to_coordinators(
+            CoordinatorType::Group,
+            vec![group.to_owned()],
+            retry(inner),
+            retriable,
+            |node, _| async move {
+                let r = client.send_control(node, request, 9).await?;
+                Ok(vec![(group.to_owned(), committed_from(&r, group))])
             },
-            Err(e) => e,
-        };
-        if !(error.is_retriable() || error.code() == Some(ErrorCode::UNSTABLE_OFFSET_COMMIT))
-            || Instant::now() + backoff > deadline
-        {
-            return Err(error);
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(inner.config.retry_backoff_max);
-    }
+        )
+        .await;
+    results.remove(group).unwrap_or_else(|| Err(no_result(group)))
+}
+
+/// Retries until `default.api.timeout.ms`, with the consumer's `retry.backoff.ms`.
+fn retry(inner: &Inner) -> Retry<'_> {
+    let backoff = Backoff::new(inner.config.retry_backoff, inner.config.retry_backoff_max);
+    Retry::with_backoff(&inner.client, inner.config.default_api_timeout, backoff)
+}
+
+fn no_result(group: &str) -> Error {
+    Error::Protocol { broker: "coordinator".into(), reason: format!("no answer for group {group}") }
 }
 
 fn committed_from(

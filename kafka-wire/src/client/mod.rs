@@ -17,8 +17,10 @@ mod consumer;
 mod consumer_config;
 mod consumer_group;
 mod error;
+pub mod metrics;
 mod partition_streams;
 mod producer;
+mod router;
 mod transaction;
 
 pub use admin::{
@@ -35,6 +37,7 @@ pub use consumer::stream;
 pub use consumer::{Consumer, ConsumerRecord, OffsetAndMetadata, RebalanceListener, ResetTo};
 pub use consumer_config::{ConsumerConfig, GroupProtocol, IsolationLevel, OffsetReset};
 pub use error::{Error, ErrorKind, Result};
+pub use metrics::{BrokerMetrics, ClientMetrics, Latency};
 pub use partition_streams::{PartitionStream, PartitionStreams};
 pub use producer::{DeliveryFuture, Producer, ProducerRecord};
 pub use transaction::ConsumerGroupMetadata;

@@ -78,7 +78,7 @@ pub trait Request: Message {
     /// The API key written in the request header.
     const API_KEY: ApiKey;
     /// The body of the response to this request.
-    type Response: Message;
+    type Response: Message + Throttle;
 
     /// Request header v2 for flexible versions, v1 otherwise.
     fn request_header_version(version: i16) -> i16 {
@@ -97,5 +97,108 @@ pub trait Request: Message {
         } else {
             0
         }
+    }
+}
+
+/// The quota throttle a response reports (`throttle_time_ms`), and whether the client must honour
+/// it (KIP-219).
+///
+/// A broker that throttles a client for exceeding a quota says for how long in every response.
+/// Before KIP-219 it delayed the response itself; from the versions KIP-219 bumped on, it answers
+/// at once, mutes the connection for that long, and expects the client to send it nothing until
+/// the throttle ends. [`Throttle::CLIENT_THROTTLE_FROM`] is that first version, as Kafka's own
+/// clients apply it (APIs added later that do not declare one are never throttled by the client).
+///
+/// Implemented here, outside the generated code, for every response type: the generated
+/// [`Request`] impls then need nothing new, and a message added to the schemas fails to compile
+/// until it is listed below.
+pub trait Throttle {
+    /// The first version at which the client waits out the throttle; `None`: never.
+    const CLIENT_THROTTLE_FROM: Option<i16> = None;
+
+    /// `throttle_time_ms` as the broker sent it; 0 for responses without the field.
+    fn throttle_time_ms(&self) -> i32 {
+        0
+    }
+
+    /// How long the client must send this broker nothing after this response at `version`, in
+    /// milliseconds (0: not at all).
+    fn client_throttle_ms(&self, version: i16) -> i32 {
+        match Self::CLIENT_THROTTLE_FROM {
+            Some(from) if version >= from => self.throttle_time_ms().max(0),
+            _ => 0,
+        }
+    }
+}
+
+/// Responses with a `throttle_time_ms` field: `Type => first client-throttled version`, or
+/// `Type => None` where only the broker throttles.
+macro_rules! throttled {
+    ($($t:ident => $from:expr),* $(,)?) => {$(
+        impl Throttle for $t {
+            const CLIENT_THROTTLE_FROM: Option<i16> = $from;
+            fn throttle_time_ms(&self) -> i32 {
+                self.throttle_time_ms
+            }
+        }
+    )*};
+}
+
+throttled! {
+    ProduceResponse => Some(6),
+    FetchResponse => Some(8),
+    ListOffsetsResponse => Some(3),
+    MetadataResponse => Some(6),
+    OffsetCommitResponse => Some(4),
+    OffsetFetchResponse => Some(4),
+    FindCoordinatorResponse => Some(2),
+    JoinGroupResponse => Some(3),
+    HeartbeatResponse => Some(2),
+    LeaveGroupResponse => Some(2),
+    SyncGroupResponse => Some(2),
+    DescribeGroupsResponse => Some(2),
+    ListGroupsResponse => Some(2),
+    ApiVersionsResponse => Some(2),
+    CreateTopicsResponse => Some(3),
+    DeleteTopicsResponse => Some(2),
+    DeleteRecordsResponse => Some(1),
+    InitProducerIdResponse => Some(1),
+    AddPartitionsToTxnResponse => Some(1),
+    AddOffsetsToTxnResponse => Some(1),
+    EndTxnResponse => Some(1),
+    TxnOffsetCommitResponse => Some(1),
+    DescribeConfigsResponse => Some(2),
+    CreatePartitionsResponse => Some(1),
+    DeleteGroupsResponse => Some(1),
+    IncrementalAlterConfigsResponse => Some(0),
+    OffsetDeleteResponse => Some(0),
+    OffsetForLeaderEpochResponse => None,
+    DescribeClusterResponse => None,
+    DescribeProducersResponse => None,
+    DescribeTransactionsResponse => None,
+    ListTransactionsResponse => None,
+    ConsumerGroupHeartbeatResponse => None,
+    ConsumerGroupDescribeResponse => None,
+}
+
+// No `throttle_time_ms` field.
+impl Throttle for SaslHandshakeResponse {}
+impl Throttle for SaslAuthenticateResponse {}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::*;
+
+    #[test]
+    fn the_client_throttles_only_from_the_kip_219_versions() {
+        let r = ProduceResponse { throttle_time_ms: 500, ..Default::default() };
+        assert_eq!(r.throttle_time_ms(), 500);
+        assert_eq!(r.client_throttle_ms(5), 0, "Produce v5: the broker delayed the answer itself");
+        assert_eq!(r.client_throttle_ms(6), 500);
+        let d = DescribeClusterResponse { throttle_time_ms: 500, ..Default::default() };
+        assert_eq!((d.throttle_time_ms(), d.client_throttle_ms(2)), (500, 0));
+        assert_eq!(SaslHandshakeResponse::default().client_throttle_ms(1), 0);
+        let negative = FetchResponse { throttle_time_ms: -1, ..Default::default() };
+        assert_eq!(negative.client_throttle_ms(12), 0, "a negative time from the wire is no throttle");
     }
 }

@@ -1,0 +1,76 @@
+//! Issue #9: the client's metrics and router against the real broker (`cargo xtask kafka up`):
+//! counters after a known sequence of requests, and group coordinators looked up once and shared
+//! by everything built on one client.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kafka_wire::client::{Admin, Client, ClientConfig, ConsumerConfig, NewTopic};
+use kafka_wire::codec::frame::encode_request;
+use kafka_wire::codec::messages::MetadataRequest;
+use kafka_wire::{Consumer, OffsetAndMetadata, TopicPartition};
+use kafka_wire_tests::{bootstrap, unique_topic};
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f).await.unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+#[tokio::test]
+async fn metrics_count_a_known_sequence_of_requests() {
+    let client = within("connect", Client::connect(ClientConfig::new(&bootstrap()))).await.expect("connect");
+    let node = client.brokers()[0].node_id;
+    let conn = within("connection", client.broker(node)).await.expect("connection");
+    let before = client.metrics();
+    let before = before.broker(node).cloned().expect("the broker's counters");
+
+    let request = MetadataRequest { topics: Some(vec![]), ..Default::default() };
+    for _ in 0..3 {
+        within("metadata", client.send(node, &request)).await.expect("metadata");
+    }
+
+    let after = client.metrics();
+    let after = after.broker(node).expect("the broker's counters");
+    assert_eq!(after.requests_sent - before.requests_sent, 3, "{after:?}");
+    assert_eq!(after.latency.count - before.latency.count, 3);
+    assert_eq!(after.request_errors, before.request_errors);
+    assert_eq!(after.in_flight, 0);
+    // Each request is the same size on the wire: the correlation id is a fixed-width field.
+    let version = conn.version_for::<MetadataRequest>().expect("version");
+    let mut frame = bytes::BytesMut::new();
+    encode_request(&mut frame, &request, version, 0, client.config().connection.client_id.as_deref()).expect("encode");
+    assert_eq!(after.bytes_sent - before.bytes_sent, 3 * frame.len() as u64);
+    assert!(after.bytes_received > before.bytes_received);
+    assert!(after.latency.max > Duration::ZERO && after.latency.total >= after.latency.max);
+    assert_eq!(after.latency.buckets.iter().sum::<u64>(), after.latency.count);
+}
+
+#[tokio::test]
+async fn one_client_looks_a_group_coordinator_up_once_for_its_consumer_and_admin() {
+    let client = within("connect", Client::connect(ClientConfig::new(&bootstrap()))).await.expect("connect");
+    let admin = Admin::new(client.clone());
+    let topic = unique_topic("metrics-coordinator");
+    within("create topic", admin.create_topics(&[NewTopic::new(&topic, 1, 1)], false)).await.expect("topic");
+    let group = unique_topic("metrics-coordinator-group");
+    let consumer =
+        Consumer::with_client(client.clone(), ConsumerConfig::new(&bootstrap()).group_id(&group)).expect("consumer");
+    let tp = TopicPartition::new(topic.as_str(), 0);
+    consumer.assign([tp.clone()]);
+    let lookups = client.metrics().coordinator_lookups;
+
+    for offset in [0, 0, 0] {
+        let offsets = BTreeMap::from([(tp.clone(), OffsetAndMetadata::new(offset))]);
+        within("commit", consumer.commit_offsets(offsets)).await.expect("standalone commit");
+    }
+    let committed = within("committed", consumer.committed(std::slice::from_ref(&tp))).await.expect("committed");
+    assert_eq!(committed[&tp].as_ref().map(|o| o.offset), Some(0));
+    let listed = within("admin offsets", admin.list_group_offsets(&group, None)).await.expect("admin offsets");
+    assert_eq!(listed.len(), 1);
+
+    let metrics = client.metrics();
+    assert_eq!(
+        metrics.coordinator_lookups - lookups,
+        1,
+        "three commits, a committed() and an admin call share one FindCoordinator"
+    );
+    within("delete topic", admin.delete_topics(&[&topic])).await.expect("delete");
+}
