@@ -80,3 +80,33 @@ async fn a_shared_client_whose_request_timeout_a_fetch_would_outlast_is_refused(
     let err = Consumer::with_client(client, ConsumerConfig::new(&bootstrap())).err().expect("refused");
     assert!(matches!(&err, Error::Config { property, .. } if property == "fetch.max.wait.ms"), "{err:?}");
 }
+
+/// On a client shared by a consumer and a producer, a send does not queue behind the
+/// consumer's Fetch, which the broker holds for up to `fetch.max.wait.ms` (here 10 s) on an
+/// empty partition: the fetch has a connection of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_on_a_shared_client_does_not_wait_behind_a_long_polling_fetch() {
+    const LONG_POLL: Duration = Duration::from_secs(10);
+    let client = Client::connect(ClientConfig::new(&bootstrap())).await.expect("connect");
+    let (empty, written) = (unique_topic("shared-long-poll"), unique_topic("shared-send"));
+    create_topic(&client, &empty, 1, 1, &[]).await;
+    create_topic(&client, &written, 1, 1, &[]).await;
+    let mut config = ConsumerConfig::new(&bootstrap());
+    config.fetch_max_wait = LONG_POLL;
+    let consumer = Consumer::with_client(client.clone(), config).expect("consumer");
+    let tp = TopicPartition::new(empty.as_str(), 0);
+    consumer.assign([tp.clone()]);
+    consumer.seek(&tp, 0).expect("seek");
+    // The first fetch goes out and waits at the broker (nothing to read).
+    assert!(consumer.poll(Duration::from_millis(300)).await.expect("poll").is_empty());
+    let producer = Producer::with_client(client.clone(), ProducerConfig::new(&bootstrap())).expect("producer");
+    for i in 0..3 {
+        let delivery = producer.send(ProducerRecord::new(written.as_str(), format!("v{i}"))).await.expect("send");
+        tokio::time::timeout(LONG_POLL / 2, delivery)
+            .await
+            .expect("the send waited behind the consumer's long-polling fetch")
+            .expect("delivered");
+    }
+    producer.close().await.expect("close");
+    consumer.close().await.expect("close");
+}

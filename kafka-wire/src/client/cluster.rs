@@ -92,6 +92,11 @@ struct Inner {
     /// one connection's requests in order, so a commit or heartbeat on the connection of a
     /// long-polling Fetch would wait out `fetch.max.wait.ms`.
     control_connections: Pool,
+    /// A third connection per broker for a consumer's long-polling Fetch requests, so that on a
+    /// client shared by a consumer and a producer (or an admin client) nothing queues behind a
+    /// Fetch the broker holds for up to `fetch.max.wait.ms`. Not counted when looking for stuck
+    /// brokers: a Fetch held at the broker is what a long poll is.
+    fetch_connections: Pool,
     /// The connection used before the broker list is known; afterwards one more candidate for
     /// requests any broker answers.
     bootstrap: Mutex<Slot>,
@@ -131,6 +136,7 @@ impl Client {
                 cluster_id: RwLock::new(None),
                 connections: Mutex::new(BTreeMap::new()),
                 control_connections: Mutex::new(BTreeMap::new()),
+                fetch_connections: Mutex::new(BTreeMap::new()),
                 bootstrap: Mutex::new(Slot::default()),
                 failures: Mutex::new(HashMap::new()),
                 metrics: Registry::default(),
@@ -244,6 +250,12 @@ impl Client {
         let conn = self.control(node_id).await?;
         let version = conn.version_for::<R>()?.min(max_version);
         conn.send_version(request, version).await
+    }
+
+    /// Sends a long-polling `request` (a consumer's Fetch) to broker `node_id` on its fetch
+    /// connection, at the highest common version. Cancel-safe as [`Client::send`].
+    pub(crate) async fn send_fetch<R: Request>(&self, node_id: i32, request: &R) -> Result<R::Response> {
+        self.connection(&self.inner.fetch_connections, node_id).await?.send(request).await
     }
 
     async fn connection(&self, pool: &Pool, node_id: i32) -> Result<Arc<Connection>> {
@@ -383,7 +395,7 @@ impl Client {
     /// and its connection is closed when its last user drops it.
     pub async fn close(&self) {
         let mut slots: Vec<Slot> = Vec::new();
-        for pool in [&self.inner.connections, &self.inner.control_connections] {
+        for pool in [&self.inner.connections, &self.inner.control_connections, &self.inner.fetch_connections] {
             slots.extend(std::mem::take(&mut *lock(pool)).into_values());
         }
         slots.push(std::mem::take(&mut *lock(&self.inner.bootstrap)));

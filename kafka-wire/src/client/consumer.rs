@@ -1514,7 +1514,7 @@ fn start_fetches(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>) {
         let backoff = inner.config.retry_backoff;
         let names = names.clone();
         tokio::spawn(async move {
-            let result = match client.send(node, &request).await {
+            let result = match client.send_fetch(node, &request).await {
                 Ok(response) => prepare_fetch_off_worker(response, sent, names, rules).await,
                 Err(e) => {
                     // The node stays marked as fetching meanwhile: a broker that refuses
