@@ -38,3 +38,8 @@ pub use headers::RetryHeaders;
 pub use policy::{Blocking, Failure, RetryPolicy, Route};
 pub use redrive::{RedriveFilter, RedriveTarget, Redriven};
 pub use topics::TopicNames;
+
+// The README's example compiles against the crate as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
