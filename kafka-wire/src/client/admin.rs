@@ -708,7 +708,7 @@ impl Admin {
         Self { client, timeout: Self::DEFAULT_TIMEOUT, wait_for_metadata: true }
     }
 
-    /// Connects to the cluster.
+    /// Connects to the cluster. Cancel-safe: a dropped future creates no client.
     pub async fn connect(config: ClientConfig) -> Result<Self> {
         Ok(Self::new(Client::connect(config).await?))
     }
@@ -737,7 +737,8 @@ impl Admin {
         &self.client
     }
 
-    /// Closes every connection of the underlying client.
+    /// Closes every connection of the underlying client. Cancel-safe: the connections are
+    /// closed before the first await.
     pub async fn close(&self) {
         self.client.close().await;
     }
@@ -929,6 +930,9 @@ impl Admin {
     /// Grows `topic` to `new_total` partitions (CreatePartitions to the controller) and, unless
     /// disabled with [`Admin::with_wait_for_metadata`], waits until each has a leader.
     /// Shrinking is an `INVALID_PARTITIONS` error.
+    ///
+    /// Not cancel-safe: dropped after the request went out, the partitions may be created
+    /// without the caller knowing.
     pub async fn create_partitions(&self, topic: &str, new_total: i32) -> Result<()> {
         let request = CreatePartitionsRequest {
             topics: vec![CreatePartitionsTopic { name: topic.into(), count: new_total, ..Default::default() }],
@@ -1046,6 +1050,9 @@ impl Admin {
     /// Changes configs of `resource` (IncrementalAlterConfigs: to the broker for broker
     /// resources, to any broker otherwise). A value the broker refuses is an `INVALID_CONFIG`
     /// error naming the resource.
+    ///
+    /// Not cancel-safe: dropped after the request went out, the change may be applied without
+    /// the caller knowing.
     pub async fn incremental_alter_configs(&self, resource: &ConfigResource, ops: &[AlterConfigOp]) -> Result<()> {
         let destination = resource.destination()?;
         let request = IncrementalAlterConfigsRequest {
@@ -1130,13 +1137,15 @@ impl Admin {
 
     // -- Groups ---------------------------------------------------------------------------------
 
-    /// Every group of the cluster: ListGroups to every broker, merged.
+    /// Every group of the cluster: ListGroups to every broker, merged. Cancel-safe: it only
+    /// reads.
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
         self.list_groups_filtered(&[], &[]).await
     }
 
     /// The groups in one of `states` (`Empty`, `Stable`, ...; ListGroups v4+) and of one of
     /// `types` (`classic`, `consumer`, ...; v5+); an empty filter matches everything.
+    /// Cancel-safe: it only reads.
     pub async fn list_groups_filtered(&self, states: &[&str], types: &[&str]) -> Result<Vec<GroupListing>> {
         self.client.metadata(Some(&[])).await?;
         let mut groups: BTreeMap<String, GroupListing> = BTreeMap::new();

@@ -124,6 +124,7 @@ type Pool = Mutex<BTreeMap<i32, Slot>>;
 
 impl Client {
     /// Connects to the first reachable bootstrap server and learns the cluster's brokers.
+    /// Cancel-safe: a dropped future creates no client (a connection it opened is closed).
     pub async fn connect(config: ClientConfig) -> Result<Self> {
         if config.bootstrap_servers.is_empty() {
             return Err(Error::config("bootstrap.servers", "no address given"));
@@ -278,6 +279,9 @@ impl Client {
     }
 
     /// Sends `request` to broker `node_id` at the highest common version.
+    ///
+    /// Cancel-safe as [`Connection::send`] is: dropped, the request may have been sent, and
+    /// its answer is discarded.
     pub async fn send<R: Request>(&self, node_id: i32, request: &R) -> Result<R::Response> {
         self.broker(node_id).await?.send(request).await
     }
@@ -392,7 +396,8 @@ impl Client {
     }
 
     /// Closes every open connection; a connect in progress when this is called still completes,
-    /// and its connection is closed when its last user drops it.
+    /// and its connection is closed when its last user drops it. Cancel-safe: the connections
+    /// are closed before the first await.
     pub async fn close(&self) {
         let mut slots: Vec<Slot> = Vec::new();
         for pool in [&self.inner.connections, &self.inner.control_connections, &self.inner.fetch_connections] {

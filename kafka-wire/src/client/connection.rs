@@ -110,11 +110,13 @@ struct Pending {
 
 impl Connection {
     /// Connects to `addr` (`host:port`) and negotiates API versions with the broker.
+    /// Cancel-safe: a dropped future leaves no connection open.
     pub async fn connect(addr: &str, config: ConnectionConfig) -> Result<Self> {
         Self::connect_counted(addr, config, Arc::default()).await
     }
 
     /// [`Connection::connect`], counting into `counters` (those of the client's broker).
+    /// Cancel-safe as [`Connection::connect`].
     pub(crate) async fn connect_counted(
         addr: &str,
         config: ConnectionConfig,
