@@ -246,6 +246,8 @@ impl Settings {
                 connect_timeout: values.socket_connection_setup_timeout,
                 request_timeout: values.request_timeout,
                 max_frame_size: values.receive_message_max_bytes,
+                retry_backoff: values.retry_backoff,
+                retry_backoff_max: values.retry_backoff_max,
                 ..defaults
             },
         };
