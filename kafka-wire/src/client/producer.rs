@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -245,6 +245,9 @@ pub(super) struct Inner {
     pub(super) progress: Notify,
     closing: AtomicBool,
     refreshing: AtomicBool,
+    /// Counts [`Inner::node_failed`] calls: a metadata answer to a request sent before the
+    /// latest failure of a partition's leader may still name that leader.
+    failures: AtomicU64,
     driver_done: Notify,
     pub(super) driver_finished: AtomicBool,
     /// Set once the driver task died: every pending and later call fails with it.
@@ -263,6 +266,11 @@ struct TopicMeta {
     id: Uuid,
     /// Leader node of each partition, -1 where there is none.
     leaders: Vec<i32>,
+    /// Leader epoch of each partition as last learned, -1 if unknown.
+    epochs: Vec<i32>,
+    /// For each partition whose leader was found unresponsive, the [`Inner::failures`] count
+    /// then (0: none since its leader was last learned).
+    failed_at: Vec<u64>,
 }
 
 impl Producer {
@@ -317,6 +325,7 @@ impl Producer {
             progress: Notify::new(),
             closing: AtomicBool::new(false),
             refreshing: AtomicBool::new(false),
+            failures: AtomicU64::new(0),
             driver_done: Notify::new(),
             driver_finished: AtomicBool::new(false),
             failure,
@@ -553,9 +562,10 @@ impl Inner {
         }
         let mut backoff = Backoff::new(self.config.retry_backoff, self.config.retry_backoff_max);
         loop {
+            let asked_at = self.failures.load(Ordering::Acquire);
             let last_error = match self.client.metadata(Some(&[topic])).await {
                 Ok(response) => {
-                    self.learn(&response);
+                    self.learn(&response, asked_at);
                     if let Some(m) = read(&self.topics).get(topic) {
                         return Ok(m.clone());
                     }
@@ -581,7 +591,14 @@ impl Inner {
         }
     }
 
-    fn learn(&self, response: &MetadataResponse) {
+    /// Learns the partition leaders of a Metadata answer to a request sent when
+    /// [`Inner::failures`] was `asked_at`. Answers can arrive out of order (a refresh and a
+    /// `send` of a new topic ask concurrently, of different brokers), so a partition keeps what
+    /// it knows when the answer is older: a leader epoch below the known one, or, for a
+    /// partition whose leader was found unresponsive after the request was sent, no newer epoch
+    /// (that answer may still name the unresponsive broker; the partition stays leaderless and a
+    /// later refresh names its leader).
+    fn learn(&self, response: &MetadataResponse, asked_at: u64) {
         let mut topics = write(&self.topics);
         for t in &response.topics {
             let Some(name) = t.name.as_deref() else { continue };
@@ -590,14 +607,27 @@ impl Inner {
             }
             // A topic of n partitions numbers them 0..n: the table is sized by the answer's own
             // length, never by an index a broker sent; an index out of that range is ignored.
-            let mut leaders = vec![-1; t.partitions.len()];
+            let n = t.partitions.len();
+            let (mut leaders, mut epochs, mut failed_at) = (vec![-1; n], vec![-1; n], vec![0; n]);
+            let known = topics.get(name);
             for p in &t.partitions {
-                if let Some(slot) = usize::try_from(p.partition_index).ok().and_then(|i| leaders.get_mut(i)) {
-                    *slot = if p.error_code == ErrorCode::NONE { p.leader_id } else { -1 };
-                }
+                let Some(i) = usize::try_from(p.partition_index).ok().filter(|i| *i < n) else { continue };
+                let leader = if p.error_code == ErrorCode::NONE { p.leader_id } else { -1 };
+                let epoch = p.leader_epoch;
+                let was = known.and_then(|m| Some((*m.leaders.get(i)?, *m.epochs.get(i)?, *m.failed_at.get(i)?)));
+                let newer_epoch = |known_epoch: i32| epoch >= 0 && known_epoch >= 0 && epoch > known_epoch;
+                let stale = match was {
+                    Some((_, known_epoch, _)) if epoch >= 0 && known_epoch >= 0 && epoch < known_epoch => true,
+                    Some((_, known_epoch, failed)) => failed > asked_at && !newer_epoch(known_epoch),
+                    None => false,
+                };
+                (leaders[i], epochs[i], failed_at[i]) = match (stale, was) {
+                    (true, Some(was)) => was,
+                    _ => (leader, epoch, 0),
+                };
             }
             let name: Arc<str> = name.into();
-            topics.insert(name.clone(), Arc::new(TopicMeta { name, id: t.topic_id, leaders }));
+            topics.insert(name.clone(), Arc::new(TopicMeta { name, id: t.topic_id, leaders, epochs, failed_at }));
         }
     }
 
@@ -619,14 +649,38 @@ impl Inner {
         let mut affected = Vec::new();
         {
             let mut topics = write(&self.topics);
+            let failure = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
             for meta in topics.values_mut() {
                 if meta.leaders.contains(&node) {
-                    let leaders = meta.leaders.iter().map(|&l| if l == node { -1 } else { l }).collect();
-                    *meta = Arc::new(TopicMeta { name: meta.name.clone(), id: meta.id, leaders });
+                    let mut failed_at = meta.failed_at.clone();
+                    let leaders = meta
+                        .leaders
+                        .iter()
+                        .zip(&mut failed_at)
+                        .map(|(&l, failed)| {
+                            if l != node {
+                                return l;
+                            }
+                            *failed = failure;
+                            -1
+                        })
+                        .collect();
+                    *meta = Arc::new(TopicMeta {
+                        name: meta.name.clone(),
+                        id: meta.id,
+                        leaders,
+                        epochs: meta.epochs.clone(),
+                        failed_at,
+                    });
                     affected.push(meta.name.clone());
                 }
             }
         }
+        tracing::debug!(
+            node,
+            topics = affected.len(),
+            "broker left a request unanswered: its partitions wait for metadata"
+        );
         // If a refresh is already under way this one is skipped; the leaderless partitions then
         // ask for another when it ends.
         self.refresh_metadata(affected);
@@ -640,9 +694,10 @@ impl Inner {
         let inner = self.clone();
         tokio::spawn(async move {
             let names: Vec<&str> = topics.iter().map(|t| &**t).collect();
+            let asked_at = inner.failures.load(Ordering::Acquire);
             match inner.client.metadata(Some(&names)).await {
                 Ok(r) => {
-                    inner.learn(&r);
+                    inner.learn(&r, asked_at);
                     // Batches that waited for a leader can go now, not after the backoff.
                     inner.wake.notify_one();
                 }
