@@ -851,6 +851,11 @@ async fn drive(inner: Arc<Inner>) {
             (needs_producer_id, ready, drained, completed, core.is_idle())
         };
         inner.deliver(completed);
+        if inner.txn.is_some() {
+            // A completion just delivered may have made the transaction abortable: its queued
+            // records fail now, not at the next turn (which may be a delivery timeout away).
+            inner.deliver_completions();
+        }
         if needs_producer_id {
             match init_producer_id(&inner).await {
                 Ok((id, epoch)) => {
