@@ -925,12 +925,13 @@ async fn drive(inner: Arc<Inner>) {
 
 /// One broker's dispatch task: seals each request's batches (compression happens here, outside
 /// the core's lock, and on the blocking pool for large requests), connects when it has no live
-/// connection, and submits; the outcomes come back through `results`. Requests to the broker
-/// keep their order (a request sealed on the blocking pool is waited for before the next one
-/// goes), so a partition's batches reach the broker in sequence order. Only this broker's
-/// requests wait while it connects or seals, and its connection is kept here, so that sending to
-/// it does not touch the cluster's connection pool while that is busy with another broker. It
-/// takes every request queued since its last turn at once.
+/// connection, and submits; the outcomes come back through `results`. It takes every request
+/// queued since its last turn at once and starts sealing them all (the large ones in parallel on
+/// the blocking pool), then submits them in the order they came, each once its sealing is done:
+/// requests to the broker keep their order, so a partition's batches reach it in sequence order.
+/// Only this broker's requests wait while it connects or seals, and its connection is kept
+/// here, so that sending to it does not touch the cluster's connection pool while that is busy
+/// with another broker.
 async fn dispatch_to(
     inner: Arc<Inner>,
     node: i32,
@@ -940,9 +941,9 @@ async fn dispatch_to(
     let mut conn: Option<Arc<Connection>> = None;
     let mut requests = Vec::new();
     while queue.recv_many(&mut requests, 64).await > 0 {
-        for d in requests.drain(..) {
-            let (id, acks, timeout_ms) = (d.id, d.acks, d.timeout_ms);
-            let Some(batches) = seal(d).await else {
+        let sealing: Vec<_> = requests.drain(..).map(|d| (d.id, d.acks, d.timeout_ms, Sealing::start(d))).collect();
+        for (id, acks, timeout_ms, sealed) in sealing {
+            let Some(batches) = sealed.finish().await else {
                 let _ = results.send((id, RequestOutcome::Failed));
                 continue;
             };
@@ -966,17 +967,33 @@ async fn dispatch_to(
     }
 }
 
-/// Seals a request's batches: where the caller runs when there is little to compress, on
-/// tokio's blocking pool from [`SEAL_BLOCKING_THRESHOLD`] bytes on, so that compressing a large
-/// request never holds up the tasks of an async worker. `None` if the runtime is shutting down.
-async fn seal(d: Drained) -> Option<Vec<(TopicPartition, Bytes)>> {
-    if d.bytes_to_compress() < SEAL_BLOCKING_THRESHOLD {
-        return Some(d.seal());
+/// A request's batches being sealed: where the dispatch task runs when there is little to
+/// compress, on tokio's blocking pool from [`SEAL_BLOCKING_THRESHOLD`] bytes on, so that
+/// compressing a large request never holds up the tasks of an async worker.
+enum Sealing {
+    Done(Vec<(TopicPartition, Bytes)>),
+    Blocking(tokio::task::JoinHandle<Vec<(TopicPartition, Bytes)>>),
+}
+
+impl Sealing {
+    fn start(d: Drained) -> Self {
+        if d.bytes_to_compress() < SEAL_BLOCKING_THRESHOLD {
+            Self::Done(d.seal())
+        } else {
+            Self::Blocking(tokio::task::spawn_blocking(move || d.seal()))
+        }
     }
-    match tokio::task::spawn_blocking(move || d.seal()).await {
-        Ok(batches) => Some(batches),
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => None,
+
+    /// The sealed batches; `None` if the runtime is shutting down.
+    async fn finish(self) -> Option<Vec<(TopicPartition, Bytes)>> {
+        match self {
+            Self::Done(batches) => Some(batches),
+            Self::Blocking(handle) => match handle.await {
+                Ok(batches) => Some(batches),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => None,
+            },
+        }
     }
 }
 
