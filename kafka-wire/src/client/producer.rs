@@ -248,6 +248,8 @@ pub(super) struct Inner {
     /// Counts [`Inner::node_failed`] calls: a metadata answer to a request sent before the
     /// latest failure of a partition's leader may still name that leader.
     failures: AtomicU64,
+    /// Spaces metadata refreshes.
+    refresh_backoff: Mutex<Backoff>,
     driver_done: Notify,
     pub(super) driver_finished: AtomicBool,
     /// Set once the driver task died: every pending and later call fails with it.
@@ -326,6 +328,7 @@ impl Producer {
             closing: AtomicBool::new(false),
             refreshing: AtomicBool::new(false),
             failures: AtomicU64::new(0),
+            refresh_backoff: Mutex::new(Backoff::new(config.retry_backoff, config.retry_backoff_max)),
             driver_done: Notify::new(),
             driver_finished: AtomicBool::new(false),
             failure,
@@ -695,17 +698,30 @@ impl Inner {
         tokio::spawn(async move {
             let names: Vec<&str> = topics.iter().map(|t| &**t).collect();
             let asked_at = inner.failures.load(Ordering::Acquire);
-            match inner.client.metadata(Some(&names)).await {
+            let complete = match inner.client.metadata(Some(&names)).await {
                 Ok(r) => {
                     inner.learn(&r, asked_at);
                     // Batches that waited for a leader can go now, not after the backoff.
                     inner.wake.notify_one();
+                    let known = read(&inner.topics);
+                    names.iter().all(|t| known.get(*t).is_some_and(|m| m.leaders.iter().all(|l| *l >= 0)))
                 }
-                Err(e) => tracing::debug!(error = %e, "metadata refresh failed"),
-            }
+                Err(e) => {
+                    tracing::debug!(error = %e, "metadata refresh failed");
+                    false
+                }
+            };
             // Refreshes are spaced by the retry backoff, so a leaderless partition is not polled
-            // in a tight loop.
-            tokio::time::sleep(inner.config.retry_backoff).await;
+            // in a tight loop; it grows (with jitter) while refreshes leave partitions leaderless
+            // or fail, and starts again from retry.backoff.ms after one that names every leader.
+            let delay = {
+                let mut backoff = lock(&inner.refresh_backoff);
+                if complete {
+                    backoff.reset();
+                }
+                backoff.next_delay()
+            };
+            tokio::time::sleep(delay).await;
             inner.refreshing.store(false, Ordering::Release);
             inner.wake.notify_one();
         });
