@@ -616,18 +616,8 @@ impl Inner {
             for p in &t.partitions {
                 let Some(i) = usize::try_from(p.partition_index).ok().filter(|i| *i < n) else { continue };
                 let leader = if p.error_code == ErrorCode::NONE { p.leader_id } else { -1 };
-                let epoch = p.leader_epoch;
                 let was = known.and_then(|m| Some((*m.leaders.get(i)?, *m.epochs.get(i)?, *m.failed_at.get(i)?)));
-                let newer_epoch = |known_epoch: i32| epoch >= 0 && known_epoch >= 0 && epoch > known_epoch;
-                let stale = match was {
-                    Some((_, known_epoch, _)) if epoch >= 0 && known_epoch >= 0 && epoch < known_epoch => true,
-                    Some((_, known_epoch, failed)) => failed > asked_at && !newer_epoch(known_epoch),
-                    None => false,
-                };
-                (leaders[i], epochs[i], failed_at[i]) = match (stale, was) {
-                    (true, Some(was)) => was,
-                    _ => (leader, epoch, 0),
-                };
+                (leaders[i], epochs[i], failed_at[i]) = merge_leader(was, leader, p.leader_epoch, asked_at);
             }
             let name: Arc<str> = name.into();
             topics.insert(name.clone(), Arc::new(TopicMeta { name, id: t.topic_id, leaders, epochs, failed_at }));
@@ -1131,6 +1121,22 @@ fn partition_responses(r: ProduceResponse, by_id: &HashMap<Uuid, Arc<str>>) -> V
     out
 }
 
+/// A partition's `(leader, leader epoch, failed at)` after an answer naming `leader` at `epoch`
+/// to a request sent when the failure count was `asked_at`, given what was known (`was`): the
+/// answer is ignored if its epoch is below the known one, or if the known leader was found
+/// unresponsive after the request was sent and the answer shows no newer epoch.
+fn merge_leader(was: Option<(i32, i32, u64)>, leader: i32, epoch: i32, asked_at: u64) -> (i32, i32, u64) {
+    let stale = match was {
+        Some((_, known, _)) if epoch >= 0 && known >= 0 && epoch < known => true,
+        Some((_, known, failed)) => failed > asked_at && !(epoch >= 0 && known >= 0 && epoch > known),
+        None => false,
+    };
+    match (stale, was) {
+        (true, Some(was)) => was,
+        _ => (leader, epoch, 0),
+    }
+}
+
 fn needs_metadata(code: ErrorCode) -> bool {
     code == ErrorCode::NOT_LEADER_OR_FOLLOWER
         || code == ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
@@ -1193,6 +1199,25 @@ mod tests {
     fn poll(f: &mut DeliveryFuture, flag: &Arc<Flag>) -> Poll<Result<RecordMetadata>> {
         let waker = Waker::from(flag.clone());
         Pin::new(f).poll(&mut Context::from_waker(&waker))
+    }
+
+    #[test]
+    fn a_metadata_answer_older_than_what_is_known_is_ignored() {
+        // (leader, epoch, failed at): nothing known, a first answer is taken.
+        assert_eq!(merge_leader(None, 1, 0, 0), (1, 0, 0));
+        // A newer epoch or the same one replaces a known leader; an older one does not.
+        assert_eq!(merge_leader(Some((1, 3, 0)), 2, 4, 0), (2, 4, 0));
+        assert_eq!(merge_leader(Some((1, 3, 0)), 1, 3, 0), (1, 3, 0));
+        assert_eq!(merge_leader(Some((2, 4, 0)), 1, 3, 0), (2, 4, 0), "a stale epoch");
+        // Leader 1 was found unresponsive at failure 5: an answer asked before that, with no
+        // newer epoch, leaves the partition leaderless; one asked since, or with a newer epoch
+        // (an election), names its leader.
+        assert_eq!(merge_leader(Some((-1, 3, 5)), 1, 3, 4), (-1, 3, 5), "asked before the failure");
+        assert_eq!(merge_leader(Some((-1, 3, 5)), 1, -1, 4), (-1, 3, 5), "no epoch: older for all we know");
+        assert_eq!(merge_leader(Some((-1, 3, 5)), 1, 3, 5), (1, 3, 0), "asked after the failure");
+        assert_eq!(merge_leader(Some((-1, 3, 5)), 2, 4, 4), (2, 4, 0), "an election since");
+        // Brokers that send no epochs (-1): only the failure count decides.
+        assert_eq!(merge_leader(Some((1, -1, 0)), 2, -1, 0), (2, -1, 0));
     }
 
     #[test]
