@@ -4,7 +4,8 @@
 //! ```text
 //! cargo run --release -p kafka-wire --example produce_bench -- [--fake] [--bootstrap 127.0.0.1:9092]
 //!     [--records N] [--partitions 6] [--replication-factor 1] [--value-size 100] [--linger-ms 5]
-//!     [--keep-topic]
+//!     [--keep-topic] [--compression none|gzip|snappy|lz4|zstd] [--batch-size 16384]
+//!     [--value-kind text|random]
 //! ```
 //!
 //! * `--fake`: against an in-process fake broker on 127.0.0.1 that acknowledges at once
@@ -13,6 +14,10 @@
 //! * otherwise: against a real broker (default `127.0.0.1:9092`, `cargo xtask kafka up`); the
 //!   benchmark creates its own topic with CreateTopics and deletes it afterwards. Default
 //!   N = 1 000 000.
+//! * `--compression`, `--batch-size`: the producer's `compression.type` and `batch.size`.
+//!   Requests of 64 KiB or more to compress are sealed on tokio's blocking pool.
+//! * `--value-kind`: `text` (the default: the alphabet repeated, which compresses very well) or
+//!   `random` (a seeded generator's bytes drawn from 64 symbols: compresses to about 3/4).
 //!
 //! Printed: records/s, MiB/s of values (as Kafka's `ProducerPerformance` counts), client CPU
 //! seconds per million records (user+sys of the process from /proc/self/stat, minus the fake
@@ -38,6 +43,7 @@ use kafka_wire::codec::messages::create_topics::CreatableTopic;
 use kafka_wire::codec::messages::delete_topics::DeleteTopicState;
 use kafka_wire::codec::messages::{CreateTopicsRequest, DeleteTopicsRequest};
 use kafka_wire::codec::ErrorCode;
+use kafka_wire::Compression;
 use tokio::sync::mpsc;
 
 /// Every SAMPLE_EVERY-th record's latency is measured.
@@ -52,11 +58,15 @@ struct Args {
     value_size: usize,
     linger_ms: u64,
     keep_topic: bool,
+    compression: Compression,
+    batch_size: usize,
+    random_values: bool,
 }
 
 fn usage() -> &'static str {
     "usage: produce_bench [--fake] [--bootstrap HOST:PORT] [--records N] [--partitions 6] \
-     [--replication-factor 1] [--value-size 100] [--linger-ms 5] [--keep-topic]"
+     [--replication-factor 1] [--value-size 100] [--linger-ms 5] [--keep-topic] \
+     [--compression none|gzip|snappy|lz4|zstd] [--batch-size 16384] [--value-kind text|random]"
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -69,6 +79,9 @@ fn parse_args() -> Result<Args, String> {
         value_size: 100,
         linger_ms: 5,
         keep_topic: false,
+        compression: Compression::None,
+        batch_size: 16384,
+        random_values: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -82,6 +95,16 @@ fn parse_args() -> Result<Args, String> {
             "--replication-factor" => a.replication_factor = num(&value("--replication-factor")?)?,
             "--value-size" => a.value_size = num(&value("--value-size")?)?,
             "--linger-ms" => a.linger_ms = num(&value("--linger-ms")?)?,
+            "--batch-size" => a.batch_size = num(&value("--batch-size")?)?,
+            "--compression" => {
+                let v = value("--compression")?;
+                a.compression = v.parse().map_err(|_| format!("unknown compression {v}\n{}", usage()))?;
+            }
+            "--value-kind" => match value("--value-kind")?.as_str() {
+                "text" => a.random_values = false,
+                "random" => a.random_values = true,
+                other => return Err(format!("unknown value kind {other}\n{}", usage())),
+            },
             "-h" | "--help" => return Err(usage().into()),
             other => return Err(format!("unknown argument {other}\n{}", usage())),
         }
@@ -166,12 +189,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = ProducerConfig::new(&bootstrap)
         .acks(Acks::All)
         .enable_idempotence(true)
-        .linger(Duration::from_millis(args.linger_ms));
+        .linger(Duration::from_millis(args.linger_ms))
+        .batch_size(args.batch_size)
+        .compression(args.compression);
     let producer = Producer::new(config).await?;
     // Warm up: topic metadata and the producer id.
     producer.send(ProducerRecord::new(&topic, Bytes::from_static(b"warm-up"))).await?.await?;
 
-    let value = Bytes::from((0..args.value_size).map(|i| b'A' + (i % 26) as u8).collect::<Vec<u8>>());
+    let values = value_pool(args.value_size, args.random_values);
     let load_before = loadavg();
     let fake_cpu_before = fake.as_ref().map(|f| cpu_seconds(&f.stat_path));
     let (user0, sys0) = cpu_seconds("/proc/self/stat");
@@ -196,7 +221,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut timed = Vec::with_capacity((n / SAMPLE_EVERY + 1) as usize);
     for i in 0..n {
         let sent = Instant::now();
-        let f = producer.send(ProducerRecord::new(&topic, value.clone())).await?;
+        let f = producer.send(ProducerRecord::new(&topic, values[i as usize % values.len()].clone())).await?;
         if i % SAMPLE_EVERY == 0 {
             timed.push(tokio::spawn(async move { f.await.map(|_| sent.elapsed()) }));
         } else {
@@ -238,11 +263,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let hwm = status_kb("VmHWM").unwrap_or(0);
 
     println!(
-        "produce_bench: {} ({bootstrap}), topic {topic}: {n} records of {} B, {} partitions, acks=all, idempotent, linger {} ms",
+        "produce_bench: {} ({bootstrap}), topic {topic}: {n} records of {} B ({}), {} partitions, acks=all, idempotent, linger {} ms, batch.size {}, compression {:?}",
         if fake.is_some() { "fake broker" } else { "real broker" },
         args.value_size,
+        if args.random_values { "random" } else { "text" },
         args.partitions,
-        args.linger_ms
+        args.linger_ms,
+        args.batch_size,
+        args.compression,
     );
     println!("  loadavg before / after     {load_before} / {load_after}");
     println!("  elapsed                    {secs:.2} s  ({ok} acknowledged, {failed} failed)");
@@ -291,6 +319,29 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         return Err("some records were not delivered exactly once (see above)".into());
     }
     Ok(())
+}
+
+/// The values sent, in turn: one repeated alphabet, or 64 different pseudo-random ones (so that
+/// a batch does not compress to one value's worth).
+fn value_pool(size: usize, random: bool) -> Vec<Bytes> {
+    if !random {
+        return vec![Bytes::from((0..size).map(|i| b'A' + (i % 26) as u8).collect::<Vec<u8>>())];
+    }
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..64)
+        .map(|_| {
+            Bytes::from(
+                (0..size)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        b'0' + (state % 64) as u8
+                    })
+                    .collect::<Vec<u8>>(),
+            )
+        })
+        .collect()
 }
 
 fn ms(d: Duration) -> f64 {

@@ -10,7 +10,10 @@
 //! answer INVALID_PRODUCER_EPOCH; the core ends idle. Two more: (6) liveness — no record fails
 //! with DeliveryTimeout, since no fault outlasts the 300 s delivery timeout; (7) no record that
 //! is in the log is failed with OUT_OF_ORDER_SEQUENCE_NUMBER on a partition whose broker never
-//! lost the producer state (the retry of a written batch must be recognised as a duplicate).
+//! lost the producer state (the retry of a written batch must be recognised as a duplicate);
+//! (8) no lost wake-up — the simulation looks at the core at every step, the tokio driver only
+//! when `append` (or an answer, a flush, metadata) wakes it or at the time its last look gave:
+//! whatever a look finds to send, or to wake up for sooner, must have come with a wake-up.
 //!
 //! `SIM_SEEDS=n` runs n seeds (default 300), `SIM_SEED=s` runs only seed s, `SIM_TRACE=1` prints
 //! every event of the seeds run, `SIM_RECORDS=n` sets records per seed, and
@@ -320,6 +323,12 @@ struct Sim {
     sent: HashSet<(i32, i64, i16, i32)>,
     pid_pending: bool,
     next_pid: i64,
+    /// Something since the driver's last look would wake the tokio driver: an event (an
+    /// answer, metadata, a producer id), a flush, or an append that asked for a wake-up.
+    woken: bool,
+    /// When the tokio driver would look again on its own: the last due look's `next_wakeup`,
+    /// or a second after it.
+    driver_due: Option<Instant>,
     totals: Totals,
     violations: Vec<String>,
 }
@@ -339,7 +348,8 @@ fn record(id: u64, filler: usize, timestamp: i64) -> RecordData {
 impl Sim {
     fn new(p: SimParams) -> Self {
         let start = Instant::now();
-        let mut core = ProducerCore::new(p.core_config());
+        // The retry backoffs' jitter comes from the seed too.
+        let mut core = ProducerCore::new(p.core_config()).with_backoff_seed(p.seed);
         core.set_producer_id(PRODUCER_ID, p.start_epoch);
         let model = ModelCluster::new(BROKERS.to_vec(), p.partitions);
         let view = (0..p.partitions as i32).map(|i| Some(model.leader(i))).collect();
@@ -361,6 +371,8 @@ impl Sim {
             sent: HashSet::new(),
             pid_pending: false,
             next_pid: PRODUCER_ID + 1,
+            woken: true,
+            driver_due: None,
             totals: Totals::default(),
             violations: Vec::new(),
             p,
@@ -425,6 +437,7 @@ impl Sim {
                 }
                 let ev = entry.remove();
                 self.handle_event(ev);
+                self.woken = true;
             }
             // 2. Records due now.
             while self.next_record < self.p.records && self.next_record_at <= self.now {
@@ -438,11 +451,22 @@ impl Sim {
                 self.trace(|| format!("core needs a producer id: {pid} in 10ms"));
                 self.schedule(Duration::from_millis(10), Event::ProducerId { pid, epoch: 0 });
             }
-            // 4. Drain.
+            // 4. Drain. The simulation looks at every step; the tokio driver only when woken or
+            // at the time its last look gave. Whatever a look finds to send must have come with
+            // a wake-up or be due by then.
+            let due = self.woken || self.driver_due.is_none_or(|t| t <= self.now);
             let view = &self.view;
             let ready = self.core.ready(self.now, |t| view[t.partition as usize]);
-            if !ready.unknown_leaders.is_empty() {
-                self.totals.unknown_leader_polls += 1;
+            if !due && !ready.nodes.is_empty() {
+                self.violations.push(format!(
+                    "lost wake-up at {:.3} ms: batches for nodes {:?} became sendable while the driver sleeps",
+                    self.ms(),
+                    ready.nodes
+                ));
+            }
+            if due {
+                self.woken = false;
+                self.driver_due = Some(ready.next_wakeup.unwrap_or(self.now + Duration::from_secs(1)));
             }
             for node in ready.nodes.iter().copied() {
                 loop {
@@ -513,11 +537,15 @@ impl Sim {
         self.partition_of.push(partition);
         self.results.push(Vec::new());
         match self.core.append(&tp(partition), record(id, filler, ts), id, self.now) {
-            Ok(_) => {}
+            Ok(wake) => {
+                self.trace(|| format!("append record {id} to p{partition}{}", if wake { ", wake-up" } else { "" }));
+                self.woken |= wake;
+            }
             Err(e) => self.violations.push(format!("append of record {id} refused: {e:?}")),
         }
         if self.rng.chance(0.002) {
             self.core.flush();
+            self.woken = true;
         }
         let gap = match self.rng.below(100) {
             0 => self.rng.range(200_000, 3_000_000),

@@ -185,6 +185,14 @@ impl StickyPartitioner {
         self
     }
 
+    /// The current sticky partition of `topic` if it has one (and it is below
+    /// `num_partitions`): what [`partition`](Self::partition) returns without picking, so a
+    /// caller can skip working out the available partitions for it.
+    pub fn current(&self, topic: &str, num_partitions: u32) -> Option<i32> {
+        let (p, _) = self.topics.get(topic)?.current?;
+        u32::try_from(p).is_ok_and(|p| p < num_partitions).then_some(p)
+    }
+
     /// The partition for the next keyless record of `topic`, which has `num_partitions`
     /// partitions of which `available` have a known leader (unknown or out-of-range ids in
     /// `available` are ignored). [`UNKNOWN_PARTITION`] if the topic has no partitions.
@@ -340,6 +348,23 @@ mod tests {
         ("31323334353637383930", 1249327157, 5, 1, 57),
         ("00000000", 850957120, 4, 6, 20),
     ];
+
+    #[test]
+    fn current_is_what_partition_returns_until_the_switch() {
+        let mut sticky = StickyPartitioner::new(100, 7);
+        assert_eq!(sticky.current("t", 6), None, "no pick yet");
+        let p = sticky.partition("t", 6, &[0, 1, 2, 3, 4, 5]);
+        for _ in 0..3 {
+            assert_eq!(sticky.current("t", 6), Some(p));
+            assert_eq!(sticky.partition("t", 6, &[]), p);
+            sticky.record_appended("t", p, 30);
+        }
+        sticky.record_appended("t", p, 30);
+        assert_eq!(sticky.current("t", 6), None, "120 bytes of a 100-byte batch: the next record picks anew");
+        let q = sticky.partition("t", 6, &[4]);
+        assert_eq!((q, sticky.current("t", 6)), (4, Some(4)));
+        assert_eq!(sticky.current("t", 4), None, "a partition past the topic's count is not current");
+    }
 
     #[test]
     fn murmur2_matches_java() {

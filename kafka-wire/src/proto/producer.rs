@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::backoff::Backoff;
 use crate::codec::compression::Compression;
 use crate::codec::record_batch::{self, BatchBuilder, Header};
 use crate::codec::ErrorCode;
@@ -209,10 +210,35 @@ impl Drained {
         self.batches.iter().map(|(tp, _)| tp)
     }
 
+    /// Bytes of records that [`Drained::seal`] will compress: the uncompressed size of the
+    /// batches sealed for the first time with a codec (0 without compression). A driver seals
+    /// requests with many such bytes away from its async workers.
+    pub fn bytes_to_compress(&self) -> usize {
+        self.batches
+            .iter()
+            .map(|(_, payload)| match payload {
+                Payload::Unsealed { builder, compression, .. } if *compression != Compression::None => {
+                    builder.size_estimate()
+                }
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// Seals the batches (compressing the new ones) and returns them, one per partition. Call
     /// it before the request's outcome is given to [`ProducerCore::handle_response`]: a batch
     /// never sealed cannot be retried and fails.
+    ///
+    /// The work happens in a `kafka.produce.seal` tracing span (fields `node`, `request` and
+    /// `compress_bytes`), so that where it runs can be observed.
     pub fn seal(self) -> Vec<(TopicPartition, Bytes)> {
+        let span = tracing::trace_span!(
+            "kafka.produce.seal",
+            node = self.node,
+            request = self.id,
+            compress_bytes = self.bytes_to_compress()
+        );
+        let _entered = span.enter();
         self.batches
             .into_iter()
             .map(|(tp, payload)| match payload {
@@ -275,6 +301,8 @@ struct Batch<C> {
     closed: bool,
     attempts: u32,
     not_before: Option<Instant>,
+    /// Its retry backoff, from its first retry on.
+    backoff: Option<Backoff>,
     /// The producer epoch and base sequence it was sealed with.
     sequence: Option<(i16, i32)>,
     /// Sent at least once without a definite answer, or answered with an error that comes
@@ -362,6 +390,12 @@ pub struct ProducerCore<C> {
     completions: VecDeque<(C, Result<RecordMetadata, ProduceFailure>)>,
     /// Rotates the partition a drain starts at, so that no partition starves.
     drain_start: usize,
+    /// Seeds the retry backoffs' jitter (one generator per retried batch).
+    backoff_seed: u64,
+    /// When the driver looks again at the latest, as the last [`ProducerCore::ready`] told it
+    /// (`None`: it was given no time). `append` only asks for a wake-up when a new batch's
+    /// linger ends before that.
+    next_look: Option<Instant>,
 }
 
 impl<C> ProducerCore<C> {
@@ -382,7 +416,17 @@ impl<C> ProducerCore<C> {
             paused: false,
             completions: VecDeque::new(),
             drain_start: 0,
+            backoff_seed: 0,
+            next_look: None,
         }
+    }
+
+    /// Seeds the jitter of the retry backoffs (KIP-580: ±20 % around `retry.backoff.ms ×
+    /// 2^retries`, at most `retry.backoff.max.ms`): the same seed, the same delays, for
+    /// simulations. A driver seeds it from a random source so that producers spread out.
+    pub fn with_backoff_seed(mut self, seed: u64) -> Self {
+        self.backoff_seed = seed;
+        self
     }
 
     /// Sets the producer id and epoch from InitProducerId. Sequences restart at 0.
@@ -414,8 +458,12 @@ impl<C> ProducerCore<C> {
         self.in_flight.is_empty() && self.partitions.values().all(|p| p.batches.is_empty())
     }
 
-    /// Appends a record for `tp`. Returns whether the driver should look again: a batch became
-    /// ready to send, or a new batch started (whose linger deadline the driver does not know yet).
+    /// Appends a record for `tp`. Returns whether the driver should look again: the first
+    /// batch of the partition's queue became ready to send, or it is a new batch whose linger
+    /// ends before the driver's next look ([`Ready::next_wakeup`]). A batch queued behind
+    /// another one needs no wake-up: the one ahead of it is either drained when the driver
+    /// looks next, or waits for something that wakes the driver anyway (an answer, a backoff,
+    /// metadata).
     pub fn append(
         &mut self,
         tp: &TopicPartition,
@@ -433,7 +481,7 @@ impl<C> ProducerCore<C> {
         }
         let batch_size = self.config.batch_size;
         let queue = self.partitions.entry(tp.clone()).or_default();
-        let mut became_ready = false;
+        let mut wake = false;
         let fits = queue.batches.back().is_some_and(|b| {
             !b.closed
                 && b.builder.as_ref().is_some_and(|bb| {
@@ -441,10 +489,12 @@ impl<C> ProducerCore<C> {
                 })
         });
         if !fits {
-            became_ready = true;
             if let Some(last) = queue.batches.back_mut() {
                 last.closed = true;
             }
+            // The closed batch is ready now if it is the first of its partition.
+            wake = queue.batches.len() == 1
+                || (queue.batches.is_empty() && self.next_look.is_none_or(|t| now + self.config.linger < t));
             queue.batches.push_back(Batch {
                 tp: tp.clone(),
                 builder: Some(BatchBuilder::with_capacity(0, batch_size.max(size))),
@@ -456,6 +506,7 @@ impl<C> ProducerCore<C> {
                 closed: false,
                 attempts: 0,
                 not_before: None,
+                backoff: None,
                 sequence: None,
                 fate_unknown: false,
                 in_window: false,
@@ -473,9 +524,9 @@ impl<C> ProducerCore<C> {
         self.buffered += size;
         if builder.size_estimate() >= batch_size {
             batch.closed = true;
-            became_ready = true;
+            wake |= queue.batches.len() == 1;
         }
-        Ok(became_ready)
+        Ok(wake)
     }
 
     /// Closes every open batch so that it is sent without waiting for `linger.ms`.
@@ -588,8 +639,15 @@ impl<C> ProducerCore<C> {
             }
             if self.in_flight_per_node.get(&leader).copied().unwrap_or(0) < self.config.max_in_flight {
                 ready.nodes.insert(leader);
+                // The closed batches ahead go now (as many as the drain takes), so the open one
+                // at the back may become the front: the driver must know when its linger ends
+                // (its append did not wake the driver, being queued behind other batches).
+                if let Some(open) = q.batches.back().filter(|b| !b.closed && q.batches.len() > 1) {
+                    wake(open.created + linger, &mut ready);
+                }
             }
         }
+        self.next_look = ready.next_wakeup;
         ready
     }
 
@@ -853,6 +911,7 @@ impl<C> ProducerCore<C> {
                 // Sent before, as part of the whole: like a retry, each half goes alone.
                 attempts: 1,
                 not_before: None,
+                backoff: None,
                 sequence,
                 fate_unknown: batch.fate_unknown,
                 // The first half takes over the whole batch's place in the dedup window.
@@ -872,15 +931,16 @@ impl<C> ProducerCore<C> {
         (records.len() == batch.completions.len()).then_some(records)
     }
 
-    /// Puts a batch back at the front of its partition, in sequence order, after a backoff.
+    /// Puts a batch back at the front of its partition, in sequence order, after its backoff
+    /// (exponential per retry of this batch, with jitter: [`Backoff`]).
     fn requeue(&mut self, mut batch: Batch<C>, now: Instant) {
-        let exp = batch.attempts.saturating_sub(1).min(16);
-        let backoff = self
-            .config
-            .retry_backoff
-            .saturating_mul(1 << exp)
-            .min(self.config.retry_backoff_max.max(self.config.retry_backoff));
-        batch.not_before = Some(now + backoff);
+        let (base, max) = (self.config.retry_backoff, self.config.retry_backoff_max);
+        let backoff = batch.backoff.get_or_insert_with(|| {
+            // One generator per retried batch, each seeded differently.
+            self.backoff_seed = self.backoff_seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            Backoff::with_seed(base, max, self.backoff_seed)
+        });
+        batch.not_before = Some(backoff.fail(now));
         batch.closed = true;
         let q = self.partitions.entry(batch.tp.clone()).or_default();
         let seq = batch.sequence.map(|(_, s)| s);
