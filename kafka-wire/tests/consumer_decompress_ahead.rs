@@ -2,7 +2,7 @@
 //! allocator against an in-process broker serving compressed batches.
 //!
 //! A Fetch answer's compressed batches are buffered as received (their size on the wire) and
-//! decompressed ahead of the application, in order, about `max.partition.fetch.bytes` per
+//! decompressed ahead of the application, in order, a little (128 KiB or one batch) per
 //! partition and within `fetch.max.bytes` across partitions: a highly compressed answer is never
 //! held decompressed whole, and a batch that does not fit in what is left of the budget waits
 //! (it is not refused, and nothing is skipped).
@@ -110,8 +110,7 @@ async fn consume(
 /// 48 batches of one 1 MiB value each, zstd-compressed to a few hundred bytes, in one answer,
 /// with the default budgets (`fetch.max.bytes` 50 MiB, `queued.max.messages.kbytes` 64 MiB).
 /// The consumer used to decompress each answer whole as it arrived (48 MiB here) before the
-/// node's next fetch went out; it decompresses only about `max.partition.fetch.bytes` ahead of
-/// the application.
+/// node's next fetch went out; it decompresses only a batch or so ahead of the application.
 #[test]
 fn regression_a_compressed_answer_is_decompressed_as_it_is_consumed_not_whole() {
     run(async {

@@ -143,14 +143,13 @@ pub struct ConsumerConfig {
     /// `fetch.max.bytes` (50 MiB): what a Fetch asks the broker for, and the decompression
     /// budget: the most fetched bytes held decompressed (or uncompressed) ahead of the
     /// application, across partitions. Compressed batches are decompressed ahead only within
-    /// it (about `max.partition.fetch.bytes` per partition); one that does not fit waits until
+    /// it (a little per partition, 128 KiB or one batch); one that does not fit waits until
     /// the application has taken enough, and one that alone decompresses to more is refused
     /// ([`Error::CorruptRecord`]).
     ///
     /// [`Error::CorruptRecord`]: super::Error::CorruptRecord
     pub fetch_max_bytes: usize,
-    /// `max.partition.fetch.bytes` (1 MiB): what a Fetch asks for per partition, and about how
-    /// much of a partition is decompressed ahead of the application.
+    /// `max.partition.fetch.bytes` (1 MiB).
     pub max_partition_fetch_bytes: usize,
     /// `max.poll.records` (500).
     pub max_poll_records: usize,
