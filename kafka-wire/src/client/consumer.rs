@@ -31,12 +31,13 @@ use crate::codec::compression::Compression;
 use crate::codec::messages::fetch::{FetchPartition, FetchTopic, ForgottenTopic};
 use crate::codec::messages::find_coordinator::FindCoordinatorRequest;
 use crate::codec::messages::list_offsets::{ListOffsetsPartition, ListOffsetsTopic};
+use crate::codec::messages::metadata::MetadataRequestTopic;
 use crate::codec::messages::offset_commit::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use crate::codec::messages::offset_fetch::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
 use crate::codec::messages::offset_for_leader_epoch::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use crate::codec::messages::{
-    FetchRequest, FetchResponse, ListOffsetsRequest, MetadataResponse, OffsetCommitRequest, OffsetFetchRequest,
-    OffsetForLeaderEpochRequest,
+    FetchRequest, FetchResponse, ListOffsetsRequest, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetFetchRequest, OffsetForLeaderEpochRequest,
 };
 use crate::codec::record_batch::{
     BatchHeader, Headers, RecordBatch, RecordBatches, Records, TimestampType, HEADER_SIZE,
@@ -176,7 +177,8 @@ pub(super) struct State {
     pub(super) partitions: BTreeMap<TopicPartition, PartitionState>,
     pub(super) topics: HashMap<Arc<str>, TopicMeta>,
     pub(super) sessions: HashMap<i32, FetchSession>,
-    pub(super) fetching: HashSet<i32>,
+    /// The nodes with a Fetch in flight, and when it was sent.
+    pub(super) fetching: HashMap<i32, Instant>,
     /// A decompression job is running ([`start_decompression`]); one at a time.
     pub(super) decompressing: bool,
     pub(super) metadata_wanted: bool,
@@ -1134,6 +1136,21 @@ async fn drive(inner: Arc<Inner>) {
                 || st.partitions.keys().any(|tp| st.leader(tp).is_none())
                 || last_metadata.is_none_or(|t| now.duration_since(t) >= inner.config.metadata_max_age)
         };
+        // A Fetch the broker has not answered long after fetch.max.wait.ms: the broker may be
+        // hung (a stopped process keeps its sockets open), and its request times out only after
+        // request.timeout.ms. Metadata, asked of another node, tells whether its partitions have
+        // new leaders, which are fetched from meanwhile (asked once per overdue period while it
+        // lasts).
+        let overdue = inner.config.fetch_max_wait + FETCH_OVERDUE_GRACE;
+        let overdue_nodes: Vec<i32> = inner
+            .lock()
+            .fetching
+            .iter()
+            .filter(|(_, sent)| now.duration_since(**sent) >= overdue)
+            .map(|(node, _)| *node)
+            .collect();
+        let need_metadata = need_metadata
+            || !overdue_nodes.is_empty() && last_metadata.is_none_or(|t| now.duration_since(t) >= overdue);
         let backoff_over = last_metadata.is_none_or(|t| now.duration_since(t) >= inner.config.retry_backoff);
         if need_metadata && !metadata_in_flight && backoff_over {
             metadata_in_flight = true;
@@ -1142,9 +1159,18 @@ async fn drive(inner: Arc<Inner>) {
             let client = inner.client.clone();
             let pattern = super::consumer_group::is_pattern(&inner);
             let tx = tx.clone();
+            // The client asks the connection with the fewest requests in flight, which may be the
+            // hung broker's when it is the only one open.
+            let other = (!overdue_nodes.is_empty())
+                .then(|| client.brokers().into_iter().map(|b| b.node_id).find(|n| !overdue_nodes.contains(n)))
+                .flatten();
             tokio::spawn(async move {
                 let names: Vec<&str> = topics_wanted.iter().map(|t| &**t).collect();
-                let result = if pattern { client.metadata(None).await } else { client.metadata(Some(&names)).await };
+                let result = match other {
+                    Some(node) => client.send(node, &metadata_request(&names, pattern)).await,
+                    None if pattern => client.metadata(None).await,
+                    None => client.metadata(Some(&names)).await,
+                };
                 let _ = tx.send(DriverEvent::Metadata(result));
             });
         }
@@ -1520,6 +1546,21 @@ fn truncation_error(tp: &TopicPartition, position: i64, divergence: Option<(i64,
     }
 }
 
+/// A Metadata request for `topics`, or for every topic with `all`.
+fn metadata_request(topics: &[&str], all: bool) -> MetadataRequest {
+    MetadataRequest {
+        topics: (!all).then(|| {
+            topics.iter().map(|t| MetadataRequestTopic { name: Some((*t).into()), ..Default::default() }).collect()
+        }),
+        allow_auto_topic_creation: false,
+        ..Default::default()
+    }
+}
+
+/// How long past `fetch.max.wait.ms` a Fetch may go unanswered before the consumer asks for
+/// metadata, in case the broker is hung and its partitions have moved.
+const FETCH_OVERDUE_GRACE: Duration = Duration::from_secs(1);
+
 /// Sends a Fetch to every broker that leads fetchable partitions and has none in flight.
 fn start_fetches(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>) {
     let config = &inner.config;
@@ -1538,7 +1579,7 @@ fn start_fetches(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>) {
             continue;
         }
         let Some((leader, leader_epoch)) = st.leader(tp) else { continue };
-        if st.fetching.contains(&leader) {
+        if st.fetching.contains_key(&leader) {
             continue;
         }
         by_node.entry(leader).or_default().insert(
@@ -1608,7 +1649,7 @@ fn start_fetches(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>) {
         };
         let sent: Vec<(TopicPartition, i64, u64)> =
             wanted.iter().map(|(tp, sp)| (tp.clone(), sp.fetch_offset, epochs.get(tp).copied().unwrap_or(0))).collect();
-        st.fetching.insert(node);
+        st.fetching.insert(node, Instant::now());
         requests.push((node, request, sent));
     }
     let names: Arc<HashMap<Uuid, Arc<str>>> = Arc::new(st.topics.iter().map(|(n, m)| (m.id, n.clone())).collect());
@@ -1810,6 +1851,11 @@ fn handle_fetch(inner: &Arc<Inner>, node: i32, result: Result<PreparedFetch>) {
     }
     for pd in response.partitions {
         let tp = &pd.tp;
+        // The partition moved to another leader while this was in flight (a hung broker's answer
+        // returns late): what the old leader sent is dropped; the new one is fetched from.
+        if st.leader(tp).map(|(leader, _)| leader) != Some(node) {
+            continue;
+        }
         let Some(p) = st.partitions.get_mut(tp) else { continue };
         // A position awaiting validation (or stopped by a truncation) takes no data fetched
         // before: it may come from the part of the log a new leader truncated.
