@@ -140,9 +140,12 @@ pub struct ConsumerConfig {
     pub fetch_min_bytes: usize,
     /// `fetch.max.wait.ms` (500 ms).
     pub fetch_max_wait: Duration,
-    /// `fetch.max.bytes` (50 MiB): what a Fetch asks the broker for, and the most one answer
-    /// may hold once decompressed. Past it, the rest of the answer is fetched again later; a
-    /// batch that alone decompresses to more is refused ([`Error::CorruptRecord`]).
+    /// `fetch.max.bytes` (50 MiB): what a Fetch asks the broker for, and the decompression
+    /// budget: the most fetched bytes held decompressed (or uncompressed) ahead of the
+    /// application, across partitions. Compressed batches are decompressed ahead only within
+    /// it (a little per partition, 128 KiB or one batch); one that does not fit waits until
+    /// the application has taken enough, and one that alone decompresses to more is refused
+    /// ([`Error::CorruptRecord`]).
     ///
     /// [`Error::CorruptRecord`]: super::Error::CorruptRecord
     pub fetch_max_bytes: usize,
@@ -151,9 +154,10 @@ pub struct ConsumerConfig {
     /// `max.poll.records` (500).
     pub max_poll_records: usize,
     /// `queued.max.messages.kbytes` (librdkafka's name; 65536): fetched bytes buffered ahead of
-    /// the application, across partitions, counted after decompression. Fetching pauses above
-    /// it. Memory held for fetched records is bounded by this plus `fetch.max.bytes` per broker
-    /// with a fetch in flight.
+    /// the application, across partitions: compressed batches at their size on the wire, the
+    /// others at their decompressed size. Fetching pauses above it. Memory held for fetched
+    /// records is bounded by this plus `fetch.max.bytes` (decompressed ahead) plus one answer
+    /// per broker with a fetch in flight.
     pub prefetch_max_bytes: usize,
     /// `request.timeout.ms` (30 s).
     pub request_timeout: Duration,
