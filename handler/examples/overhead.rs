@@ -70,11 +70,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     consumer.close().await?;
 
     // The runtime, one key at a time per partition, then keys in parallel.
-    for keys in [1, 16] {
+    // The default queue (1000 records a partition) and a deeper one: a partition whose queue
+    // fills is paused, and each pause and resume costs it a fetch round trip.
+    for (keys, queue) in [(1, 1000), (1, 10_000), (16, 10_000)] {
         let handled = Arc::new(AtomicU64::new(0));
         let h = handled.clone();
-        let runtime_config =
-            RuntimeConfig::new(config(&format!("{topic}-runtime-{keys}")), [topic.as_str()]).key_parallelism(keys);
+        let runtime_config = RuntimeConfig::new(config(&format!("{topic}-runtime-{keys}-{queue}")), [topic.as_str()])
+            .key_parallelism(keys)
+            .queue_capacity(queue);
         let runtime = Runtime::new(runtime_config, move |_r: ConsumerRecord| {
             h.fetch_add(1, Ordering::Relaxed);
             async { Ok::<(), HandlerError>(()) }
@@ -94,7 +97,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         runtime.run_until(timing).await?;
         let (wall, used) = rx.await?;
-        report(&format!("runtime, key_parallelism {keys}"), n, wall, used);
+        report(&format!("runtime, keys {keys}, queue {queue}"), n, wall, used);
     }
     println!("max RSS (VmHWM) {:.1} MiB", proc_stats::status_kb("VmHWM").unwrap_or(0) as f64 / 1024.0);
     admin.delete_topics(&[topic.as_str()]).await?;

@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
-use kafka_wire::client::stream::next;
+use kafka_wire::client::stream::{next, Stream};
 use kafka_wire::client::{OffsetAndMetadata, PartitionStream, PartitionStreams, RebalanceListener};
 use kafka_wire::types::Backoff;
 use kafka_wire::{Consumer, ConsumerConfig, ConsumerRecord, Error, ErrorKind, TopicPartition};
@@ -424,32 +425,32 @@ async fn worker(
     config: Arc<RuntimeConfig>,
 ) {
     let slots = config.key_parallelism.max(1);
+    let capacity = config.queue_capacity.max(1);
     let mut mode = progress.mode.subscribe();
     let mut scheduler = KeyScheduler::default();
-    let mut running = JoinSet::new();
+    // The records running, polled by this task itself: no task is spawned per record.
+    let mut running: Vec<Running> = Vec::new();
     // The next record to run, held until it is due.
     let mut delayed: Option<(ConsumerRecord, tokio::time::Instant)> = None;
     let mut open = true;
     loop {
         let current = *mode.borrow_and_update();
         if current == Mode::Abort {
-            running.abort_all();
+            running.clear();
             break;
         }
         if current == Mode::Run && open {
             let now = tokio::time::Instant::now();
             if delayed.as_ref().is_some_and(|(_, due)| *due <= now) {
                 let (record, _) = delayed.take().expect("checked");
-                running.spawn(handle(record, handler.clone(), progress.clone(), config.clone()));
+                running.push(Box::pin(handle(record, handler.clone(), progress.clone(), config.clone())));
             }
             while running.len() < slots && delayed.is_none() {
                 let Some(record) = scheduler.next_ready() else { break };
                 let wait = handler.not_before(&record).and_then(|t| t.duration_since(SystemTime::now()).ok());
                 match wait {
                     Some(wait) if !wait.is_zero() => delayed = Some((record, now + wait)),
-                    _ => {
-                        running.spawn(handle(record, handler.clone(), progress.clone(), config.clone()));
-                    }
+                    _ => running.push(Box::pin(handle(record, handler.clone(), progress.clone(), config.clone()))),
                 }
             }
         } else if delayed.is_some() {
@@ -464,28 +465,81 @@ async fn worker(
         if running.is_empty() && (current != Mode::Run || !open) {
             break;
         }
-        let take = current == Mode::Run && open && scheduler.queued() < config.queue_capacity.max(1);
-        let due = delayed.as_ref().map(|(_, due)| *due);
-        tokio::select! {
-            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {}
-            record = next(&mut records), if take => match record {
-                Some(record) => {
-                    progress.lock().commit_point.taken(record.offset);
+        let room = if current == Mode::Run && open { capacity.saturating_sub(scheduler.queued()) } else { 0 };
+        let mut due = delayed.as_ref().map(|(_, due)| Box::pin(tokio::time::sleep_until(*due)));
+        let changed = mode.changed();
+        tokio::pin!(changed);
+        let event = std::future::poll_fn(|cx| {
+            let mut finished = Vec::new();
+            let mut i = 0;
+            while i < running.len() {
+                match running[i].as_mut().poll(cx) {
+                    Poll::Ready(key) => {
+                        finished.push(key);
+                        drop(running.swap_remove(i));
+                    }
+                    Poll::Pending => i += 1,
+                }
+            }
+            if !finished.is_empty() {
+                return Poll::Ready(Event::Finished(finished));
+            }
+            // What the queue holds now, up to the room left: one wake-up for many records.
+            let mut taken = Vec::new();
+            while taken.len() < room {
+                match Pin::new(&mut records).poll_next(cx) {
+                    Poll::Ready(Some(record)) => taken.push(record),
+                    Poll::Ready(None) if taken.is_empty() => return Poll::Ready(Event::Ended),
+                    Poll::Ready(None) | Poll::Pending => break,
+                }
+            }
+            if !taken.is_empty() {
+                return Poll::Ready(Event::Taken(taken));
+            }
+            if changed.as_mut().poll(cx).is_ready() || due.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready()) {
+                return Poll::Ready(Event::Look);
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Finished(keys) => {
+                for key in keys {
+                    scheduler.finished(&key);
+                }
+            }
+            Event::Taken(taken) => {
+                let mut st = progress.lock();
+                for record in &taken {
+                    st.commit_point.taken(record.offset);
+                }
+                drop(st);
+                for record in taken {
                     scheduler.push(record);
                 }
-                // Revoked or lost: what was taken and not started is left to the next owner.
-                None => open = false,
-            },
-            Some(done) = running.join_next(), if !running.is_empty() => match done {
-                Ok(key) => scheduler.finished(&key),
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => {}
-            },
-            _ = mode.changed() => {}
+            }
+            // Revoked or lost: what was taken and not started is left to the next owner.
+            Event::Ended => open = false,
+            Event::Look => {}
         }
     }
     tracing::debug!(%tp, "handler runtime: partition worker stopped");
     progress.stopped.send_replace(true);
+}
+
+/// A record running: its handler's future, with its retries; yields the record's key.
+type Running = Pin<Box<dyn Future<Output = Option<bytes::Bytes>> + Send>>;
+
+/// What woke a partition's worker.
+enum Event {
+    /// Records finished (their keys).
+    Finished(Vec<Option<bytes::Bytes>>),
+    /// Records taken from the partition's queue.
+    Taken(Vec<ConsumerRecord>),
+    /// The partition's stream ended.
+    Ended,
+    /// The mode changed or a delayed record came due.
+    Look,
 }
 
 /// Runs the handler on `record` until it succeeds, backing off between failures; returns the

@@ -215,3 +215,45 @@ async fn read_committed_skips_aborted_java_transactions() {
     assert_eq!(all.len(), 40);
     assert!(all.iter().any(|r| r.value.as_deref() == Some(&b"a1-0"[..])));
 }
+
+/// A poll waiting in one task takes the records of a partition resumed from another task at
+/// once: they were buffered while it was paused, and nothing else arrives to wake the poll.
+/// (It waited out its timeout, which made per-partition workers stall at every resume.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_waiting_poll_takes_the_records_of_a_partition_resumed_meanwhile() {
+    let topic = unique_topic("resume-wakes-poll");
+    let client = kafka_wire::Client::connect(kafka_wire::ClientConfig::new(&bootstrap())).await.unwrap();
+    kafka_wire_tests::raw::create_topic(&client, &topic, 1, 1, &[]).await;
+    let producer = kafka_wire::Producer::new(kafka_wire::ProducerConfig::new(&bootstrap())).await.unwrap();
+    for i in 0..10 {
+        producer.send(kafka_wire::ProducerRecord::new(topic.as_str(), format!("v{i}"))).await.unwrap().await.unwrap();
+    }
+    // A fetch with nothing new waits 10 s at the broker: its answer must not be what wakes the poll.
+    let mut long_poll = config().max_poll_records(1);
+    long_poll.fetch_max_wait = Duration::from_secs(10);
+    let consumer = Consumer::new(long_poll).await.unwrap();
+    let tp = kafka_wire::TopicPartition::new(topic.as_str(), 0);
+    consumer.assign([tp.clone()]);
+    consumer.seek(&tp, 0).unwrap();
+    // The first record is handed out; the rest are buffered when the partition is paused.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while consumer.poll(Duration::from_millis(200)).await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no record");
+    }
+    consumer.pause(std::slice::from_ref(&tp)).unwrap();
+    let waiting = {
+        let consumer = consumer.clone();
+        tokio::spawn(async move { consumer.poll(Duration::from_secs(60)).await })
+    };
+    // Resumed once the poll is (very likely) waiting: were it not yet, it would find the records
+    // at once and the test would pass without testing anything, never fail wrongly.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    consumer.resume(std::slice::from_ref(&tp)).unwrap();
+    let records = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting poll did not take the resumed partition's records")
+        .unwrap()
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].offset, 1);
+}

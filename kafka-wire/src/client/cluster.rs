@@ -262,10 +262,16 @@ impl Client {
     async fn connection(&self, pool: &Pool, node_id: i32) -> Result<Arc<Connection>> {
         let slot = live_slot(lock(pool).entry(node_id).or_default());
         slot.get_or_try_init(|| async {
+            // A node missing from the metadata (a broker that died and was fenced, a
+            // coordinator learnt before it went) cannot be reached: a network fault that retries
+            // and coordinator lookups recover from, not a protocol violation.
             let addr =
-                read(&self.inner.brokers).get(&node_id).map(BrokerAddr::addr).ok_or_else(|| Error::Protocol {
-                    broker: format!("node {node_id}"),
-                    reason: format!("node {node_id} is not in the cluster's metadata"),
+                read(&self.inner.brokers).get(&node_id).map(BrokerAddr::addr).ok_or_else(|| Error::Unreachable {
+                    tried: vec![format!("node {node_id}")],
+                    last: Box::new(Error::Protocol {
+                        broker: format!("node {node_id}"),
+                        reason: format!("node {node_id} is not in the cluster's metadata"),
+                    }),
                 })?;
             let counters = self.inner.metrics.broker(&addr);
             let connected = Connection::connect_counted(&addr, self.inner.config.connection.clone(), counters).await;

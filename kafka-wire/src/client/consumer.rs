@@ -540,6 +540,9 @@ impl Consumer {
         }
         drop(st);
         self.inner.wake.notify_one();
+        // Records buffered while paused can be handed out now: a poll waiting in another task
+        // takes them at once, not at its timeout.
+        self.inner.data.notify_waiters();
         Ok(())
     }
 
