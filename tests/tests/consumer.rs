@@ -222,17 +222,17 @@ async fn read_committed_skips_aborted_java_transactions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regression_a_waiting_poll_takes_the_records_of_a_partition_resumed_meanwhile() {
     let topic = unique_topic("resume-wakes-poll");
-    let client = kafka_wire::Client::connect(kafka_wire::ClientConfig::new(&bootstrap())).await.unwrap();
-    kafka_wire_tests::raw::create_topic(&client, &topic, 1, 1, &[]).await;
-    let producer = kafka_wire::Producer::new(kafka_wire::ProducerConfig::new(&bootstrap())).await.unwrap();
+    let client = Client::connect(ClientConfig::new(&bootstrap())).await.unwrap();
+    create_topic(&client, &topic, 1, 1, &[]).await;
+    let producer = Producer::new(ProducerConfig::new(&bootstrap())).await.unwrap();
     for i in 0..10 {
-        producer.send(kafka_wire::ProducerRecord::new(topic.as_str(), format!("v{i}"))).await.unwrap().await.unwrap();
+        producer.send(ProducerRecord::new(topic.as_str(), format!("v{i}"))).await.unwrap().await.unwrap();
     }
     // A fetch with nothing new waits 10 s at the broker: its answer must not be what wakes the poll.
     let mut long_poll = config().max_poll_records(1);
     long_poll.fetch_max_wait = Duration::from_secs(10);
     let consumer = Consumer::new(long_poll).await.unwrap();
-    let tp = kafka_wire::TopicPartition::new(topic.as_str(), 0);
+    let tp = TopicPartition::new(topic.as_str(), 0);
     consumer.assign([tp.clone()]);
     consumer.seek(&tp, 0).unwrap();
     // The first record is handed out; the rest are buffered when the partition is paused.
