@@ -4,7 +4,8 @@
 //!
 //! [`PartitionStreams`] polls the consumer and routes each record to its partition's queue. A
 //! queue that reaches its capacity pauses its partition in the consumer (nothing more is fetched
-//! for it), and resumes it once its worker has taken records out; the other partitions keep
+//! for it), and resumes it once its worker has taken half of them out (not at the first one, so
+//! that a partition does not pause and resume at every record); the other partitions keep
 //! flowing. A partition that leaves the assignment (revoked, lost, or no longer assigned) ends
 //! its stream at once, and the records still queued for it are dropped rather than processed
 //! by a member that no longer owns them: its next owner reads them again from the committed
@@ -149,7 +150,7 @@ impl PartitionStreams {
         let ready: Vec<TopicPartition> = routes
             .paused
             .iter()
-            .filter(|tp| routes.queues.get(*tp).is_none_or(|q| q.len() < self.capacity))
+            .filter(|tp| routes.queues.get(*tp).is_none_or(|q| q.len() <= low_watermark(self.capacity)))
             .cloned()
             .collect();
         for tp in ready {
@@ -212,10 +213,11 @@ impl Stream for PartitionStream {
         }
         match q.records.pop_front() {
             Some(record) => {
-                // The queue just went below its capacity: the splitter may resume the partition.
-                let was_full = q.records.len() + 1 >= self.capacity;
+                // The queue just came down to its low watermark: the splitter may resume the
+                // partition (records leave one at a time, so every length is passed through).
+                let resumable = q.records.len() == low_watermark(self.capacity);
                 drop(q);
-                if was_full {
+                if resumable {
                     if let Some(waker) = lock(&self.splitter).as_ref() {
                         waker.wake_by_ref();
                     }
@@ -341,6 +343,11 @@ impl Queue {
             waker.wake();
         }
     }
+}
+
+/// The queue length at or below which a paused partition is resumed: half its capacity.
+fn low_watermark(capacity: usize) -> usize {
+    capacity / 2
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
