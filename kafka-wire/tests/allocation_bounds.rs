@@ -4,15 +4,10 @@
 //! sequentially: the harness runs nothing else meanwhile. To add a case, add a `check` call
 //! there: build the input first (outside the closure), then decode it inside.
 
-// A global allocator cannot be written without `unsafe`; this file only forwards to `System`.
-#![allow(unsafe_code)]
-
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 #[path = "support/hostile_broker.rs"]
 mod hostile_broker;
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_wire::codec::compression::{compress, decompress, Compression};
@@ -28,75 +23,10 @@ use kafka_wire::codec::primitives::{get_array_len, put_uvarint};
 use kafka_wire::codec::record_batch::{RecordBatches, HEADER_SIZE};
 use kafka_wire::codec::{DecodeError, RawTaggedField};
 
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(n: usize) {
-    let now = CURRENT.fetch_add(n, Ordering::Relaxed) + n;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-fn shrank(n: usize) {
-    CURRENT.fetch_sub(n, Ordering::Relaxed);
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded with the caller's guarantees.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded with the caller's guarantees.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) };
-        shrank(layout.size());
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // Counted as holding both blocks for a moment, as a moving realloc does: the measure
-        // errs on the high side.
-        grew(new_size);
-        // SAFETY: forwarded with the caller's guarantees.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        shrank(if p.is_null() { new_size } else { layout.size() });
-        p
-    }
-}
+use counting_alloc::{current, peak_alloc_during, peak_alloc_during_async, serial, Counting};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// The most memory allocated at any one time while `f` ran, beyond what was allocated before.
-fn peak_alloc_during(f: impl FnOnce()) -> usize {
-    let base = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    f();
-    PEAK.load(Ordering::Relaxed).saturating_sub(base)
-}
-
-/// As [`peak_alloc_during`], for a future (a client talking to an in-process fake broker, whose
-/// own allocations count too).
-async fn peak_alloc_during_async<T>(f: impl std::future::Future<Output = T>) -> (usize, T) {
-    let base = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    let out = f.await;
-    (PEAK.load(Ordering::Relaxed).saturating_sub(base), out)
-}
 
 /// Fails unless `peak` is within `limit`, printing both.
 fn check_peak(name: &str, peak: usize, limit: usize) {
@@ -125,13 +55,6 @@ fn check_within(name: &str, limit: usize, f: impl FnOnce()) {
     let peak = peak_alloc_during(f);
     println!("{name:<56} peak {peak:>9} B  budget {limit:>9} B");
     assert!(peak <= limit, "{name}: peak allocation {peak} B exceeds the budget of {limit} B");
-}
-
-/// The measurements share process-wide counters: tests in this file take turns.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A batch with a correct CRC around `records`.
@@ -334,11 +257,11 @@ fn encoded<T: Message>(value: &T, version: i16) -> Bytes {
 fn decode_ratio<T: Message>(input: &Bytes, version: i16) -> (f64, f64) {
     let mut held = 0;
     let peak = peak_alloc_during(|| {
-        let base = CURRENT.load(Ordering::Relaxed);
+        let base = current();
         let mut buf = input.clone();
         let value = T::decode(&mut buf, version).expect("decodes");
         assert!(buf.is_empty());
-        held = CURRENT.load(Ordering::Relaxed).saturating_sub(base);
+        held = current().saturating_sub(base);
         drop(value);
     });
     let wire = input.len() as f64;
@@ -790,9 +713,9 @@ mod against_a_broker {
                 consumer.close().await.expect("close");
                 records.swap_remove(500)
             };
-            let before = super::CURRENT.load(std::sync::atomic::Ordering::Relaxed);
+            let before = super::current();
             kept.detach();
-            let after = super::CURRENT.load(std::sync::atomic::Ordering::Relaxed);
+            let after = super::current();
             let freed = before.saturating_sub(after);
             println!("detaching one 1 KiB record kept from a 1 MiB fetch answer freed {freed} bytes");
             assert_eq!(kept.value.as_deref(), Some(&[500u32 as u8; 1024][..]));

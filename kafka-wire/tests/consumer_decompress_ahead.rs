@@ -21,7 +21,7 @@ use kafka_wire::codec::messages::{FetchRequest, FetchResponse, MetadataRequest, 
 use kafka_wire::codec::record_batch::BatchBuilder;
 use kafka_wire::proto::producer::TopicPartition;
 
-use counting_alloc::{peak_alloc_during, serial, Counting};
+use counting_alloc::{peak_alloc_during_async, serial, Counting};
 use hostile_broker::{fetch_answer, topic_metadata, HostileBroker, Script};
 
 #[global_allocator]
@@ -115,7 +115,7 @@ async fn consume(
 fn regression_a_compressed_answer_is_decompressed_as_it_is_consumed_not_whole() {
     run(async {
         let broker = HostileBroker::start(Log { partitions: vec![zeros(48, MIB)] }).await;
-        let (peak, got) = peak_alloc_during(consume(&broker, 1, 48, |_| {})).await;
+        let (peak, got) = peak_alloc_during_async(consume(&broker, 1, 48, |_| {})).await;
         assert_eq!(got, (0..48).map(|o| (0, o)).collect::<Vec<_>>());
         println!("48 zstd batches of a 1 MiB value, default budgets: peak {peak} B");
         // A batch or two decompressed ahead, the records of a poll, the decompressor's window.
@@ -131,7 +131,7 @@ fn regression_a_compressed_answer_is_decompressed_as_it_is_consumed_not_whole() 
 fn a_batch_that_does_not_fit_in_the_budget_left_waits_for_it() {
     run(async {
         let broker = HostileBroker::start(Log { partitions: vec![zeros(2, 5 * MIB), zeros(2, 5 * MIB)] }).await;
-        let (peak, got) = peak_alloc_during(consume(&broker, 2, 4, |c| c.fetch_max_bytes = 8 * MIB)).await;
+        let (peak, got) = peak_alloc_during_async(consume(&broker, 2, 4, |c| c.fetch_max_bytes = 8 * MIB)).await;
         for partition in 0..2 {
             let offsets: Vec<i64> = got.iter().filter(|(p, _)| *p == partition).map(|(_, o)| *o).collect();
             assert_eq!(offsets, vec![0, 1], "partition {partition}, of {got:?}");

@@ -67,9 +67,22 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
-/// The most memory allocated at any one time while `f` ran, beyond what was allocated before
-/// (a client talking to an in-process fake broker: the broker's allocations count too).
-pub async fn peak_alloc_during<T>(f: impl std::future::Future<Output = T>) -> (usize, T) {
+/// The bytes allocated now.
+pub fn current() -> usize {
+    CURRENT.load(Ordering::Relaxed)
+}
+
+/// The most memory allocated at any one time while `f` ran, beyond what was allocated before.
+pub fn peak_alloc_during(f: impl FnOnce()) -> usize {
+    let base = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    f();
+    PEAK.load(Ordering::Relaxed).saturating_sub(base)
+}
+
+/// As [`peak_alloc_during`], for a future (a client talking to an in-process fake broker: the
+/// broker's allocations count too).
+pub async fn peak_alloc_during_async<T>(f: impl std::future::Future<Output = T>) -> (usize, T) {
     let base = CURRENT.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let out = f.await;
