@@ -5,7 +5,6 @@ use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -101,15 +100,8 @@ impl RetryingConsumer {
         let control = ControlFollower::start(&client, &config.consumer, &control).await?;
         let producer =
             Producer::with_client(client, ProducerConfig::new(&config.consumer.bootstrap_servers.join(",")))?;
-        let retrying = Retrying {
-            handler,
-            policy: config.policy.clone(),
-            names: names.clone(),
-            group,
-            producer,
-            control,
-            jitter: AtomicU64::new(RandomState::new().hash_one(0u8)),
-        };
+        let retrying =
+            Retrying { handler, policy: config.policy.clone(), names: names.clone(), group, producer, control };
         let topics = std::iter::once(names.source.clone()).chain(names.tiers.iter().cloned());
         let runtime_config =
             RuntimeConfig::new(config.consumer.clone(), topics).key_parallelism(config.key_parallelism);
@@ -142,7 +134,6 @@ struct Retrying<F> {
     group: String,
     producer: Producer,
     control: ControlFollower,
-    jitter: AtomicU64,
 }
 
 impl<F, Fut> Retrying<F>
@@ -223,13 +214,10 @@ where
         }
     }
 
-    /// A number in [0, 1) for the policy's jitter (splitmix64).
+    /// A number in [0, 1) for the policy's jitter: each `RandomState` is freshly keyed, so its
+    /// hash of anything is a new draw (only failures ask for one).
     fn unit(&self) -> f64 {
-        let mut z = self.jitter.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        (RandomState::new().hash_one(0u8) >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
