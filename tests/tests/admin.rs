@@ -617,6 +617,18 @@ async fn a_kip_848_group_of_two_members_is_described() {
     a.subscribe([topic.as_str()]).unwrap();
     let b = Consumer::new(config()).await.unwrap();
     b.subscribe([topic.as_str()]).unwrap();
+    // Both members poll meanwhile: if one joins before the other, it must give partitions up,
+    // and a member acknowledges a revocation only once a poll has run it.
+    let polling: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|c| {
+            tokio::spawn(async move {
+                loop {
+                    let _ = c.poll(Duration::from_millis(100)).await;
+                }
+            })
+        })
+        .collect();
 
     let described = describe_until(
         "a stable group of two members owning the 4 partitions",
@@ -652,6 +664,11 @@ async fn a_kip_848_group_of_two_members_is_described() {
     let ids: std::collections::BTreeSet<&str> = g.members.iter().map(|m| m.member_id.as_str()).collect();
     assert_eq!(ids.len(), 2, "two distinct members");
 
+    // Polls are cancel-safe: stopping them here leaves the members as they are.
+    for p in polling {
+        p.abort();
+        let _ = p.await;
+    }
     let missing = unique_topic("admin-848-none");
     assert_broker_error(admin.describe_consumer_groups(&[&missing]).await, ErrorCode::GROUP_ID_NOT_FOUND, &missing);
 
