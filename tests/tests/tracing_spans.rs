@@ -12,7 +12,7 @@ use kafka_wire_tests::{bootstrap, unique_topic};
 #[tokio::test(flavor = "current_thread")]
 async fn requests_transactions_and_rebalances_are_spans() {
     let spans = Spans::default();
-    let _default = tracing::subscriber::set_default(spans.clone());
+    let _default = spans.install();
     let client = Client::connect(ClientConfig::new(&bootstrap())).await.expect("connect");
     let topic = unique_topic("spans");
     create_topic(&client, &topic, 1, 1, &[]).await;
@@ -68,7 +68,7 @@ async fn requests_transactions_and_rebalances_are_spans() {
 #[tokio::test(flavor = "current_thread")]
 async fn positions_of_one_leader_s_partitions_are_reset_with_one_list_offsets() {
     let spans = Spans::default();
-    let _default = tracing::subscriber::set_default(spans.clone());
+    let _default = spans.install();
     let client = Client::connect(ClientConfig::new(&bootstrap())).await.expect("connect");
     let topic = unique_topic("spans-reset");
     create_topic(&client, &topic, 6, 1, &[]).await;

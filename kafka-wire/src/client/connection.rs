@@ -127,6 +127,7 @@ impl Connection {
             .map_err(|_| Error::Timeout { what: format!("connecting to {addr}"), after: config.connect_timeout })?
             .map_err(|e| Error::io(addr, e))?;
         stream.set_nodelay(true).map_err(|e| Error::io(addr, e))?;
+        counters.connected();
         let (read_half, write_half) = stream.into_split();
         let shared = Arc::new(Shared {
             addr: addr.to_owned(),

@@ -56,6 +56,11 @@ impl ClientMetrics {
     pub fn requests_sent(&self) -> u64 {
         self.brokers.iter().map(|b| b.requests_sent).sum()
     }
+
+    /// The sum of every broker's connections opened.
+    pub fn connections_opened(&self) -> u64 {
+        self.brokers.iter().map(|b| b.connections_opened).sum()
+    }
 }
 
 /// The counters of one broker, over every connection the client has had to it.
@@ -66,6 +71,9 @@ pub struct BrokerMetrics {
     pub addr: String,
     /// Its node id, if the cluster's metadata lists this address.
     pub node_id: Option<i32>,
+    /// TCP connections opened to it (each then negotiates API versions), the client's own
+    /// and the fetch connections of its consumers.
+    pub connections_opened: u64,
     /// Requests written to the socket (ApiVersions of each connection included).
     pub requests_sent: u64,
     /// Requests that got no usable answer: timed out, connection lost or closed before the answer,
@@ -126,6 +134,7 @@ impl Latency {
 /// The live counters of one broker, shared by its connections.
 #[derive(Debug, Default)]
 pub(crate) struct BrokerCounters {
+    connections_opened: AtomicU64,
     requests_sent: AtomicU64,
     request_errors: AtomicU64,
     bytes_sent: AtomicU64,
@@ -141,6 +150,10 @@ pub(crate) struct BrokerCounters {
 }
 
 impl BrokerCounters {
+    pub(crate) fn connected(&self) {
+        self.connections_opened.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn sent(&self, bytes: usize) {
         self.requests_sent.fetch_add(1, Ordering::Relaxed);
         self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
@@ -182,6 +195,7 @@ impl BrokerCounters {
         BrokerMetrics {
             addr: addr.to_owned(),
             node_id,
+            connections_opened: get(&self.connections_opened),
             requests_sent: get(&self.requests_sent),
             request_errors: get(&self.request_errors),
             bytes_sent: get(&self.bytes_sent),
