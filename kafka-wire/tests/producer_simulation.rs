@@ -843,6 +843,15 @@ impl Sim {
                 last = Some(e.record_id);
             }
         }
+        // The core's own counters agree with what was seen.
+        let stats = self.core.stats();
+        let seen = (self.totals.requests, self.totals.batches_sent, acked, failed);
+        let counted = (stats.produce_requests, stats.batches_sent, stats.records_delivered, stats.records_failed);
+        if counted != seen {
+            v.push(format!(
+                "(8) the core counted (requests, batches, delivered, failed) {counted:?} but {seen:?} happened"
+            ));
+        }
         // (5)
         if self.model.stats.invalid_epoch > 0 {
             v.push(format!("(5) the broker answered INVALID_PRODUCER_EPOCH {} times", self.model.stats.invalid_epoch));

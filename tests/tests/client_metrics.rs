@@ -74,3 +74,32 @@ async fn one_client_looks_a_group_coordinator_up_once_for_its_consumer_and_admin
     );
     within("delete topic", admin.delete_topics(&[&topic])).await.expect("delete");
 }
+
+#[tokio::test]
+async fn a_producer_counts_its_requests_batches_and_deliveries() {
+    let producer = within("producer", kafka_wire::Producer::new(kafka_wire::ProducerConfig::new(&bootstrap())))
+        .await
+        .expect("producer");
+    let admin = Admin::new(producer.client().clone());
+    let topic = unique_topic("metrics-producer");
+    within("create topic", admin.create_topics(&[NewTopic::new(&topic, 2, 1)], false)).await.expect("topic");
+    let requests_before = producer.client().metrics().requests_sent();
+
+    let mut deliveries = Vec::new();
+    for i in 0..100 {
+        let record = kafka_wire::ProducerRecord::new(topic.as_str(), format!("v{i}")).partition(i % 2);
+        deliveries.push(within("send", producer.send(record)).await.expect("send"));
+    }
+    for delivery in deliveries {
+        within("delivery", delivery).await.expect("delivered");
+    }
+
+    let m = producer.metrics();
+    assert_eq!((m.records_delivered, m.records_failed), (100, 0), "{m:?}");
+    assert!(m.produce_requests >= 1 && m.batches_sent >= 2, "two partitions take two batches at least: {m:?}");
+    assert!(m.batches_sent >= m.produce_requests, "{m:?}");
+    assert_eq!((m.buffered_bytes, m.requests_in_flight), (0, 0), "everything is answered: {m:?}");
+    // The producer's requests are the client's too.
+    assert!(producer.client().metrics().requests_sent() - requests_before >= m.produce_requests);
+    producer.close().await.expect("close");
+}

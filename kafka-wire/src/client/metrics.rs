@@ -95,6 +95,29 @@ pub struct BrokerMetrics {
     pub latency: Latency,
 }
 
+/// A producer's counters: a snapshot from [`Producer::metrics`](super::Producer::metrics). The
+/// requests it sends are also counted in its client's [`ClientMetrics`], per broker.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProducerMetrics {
+    /// Records acknowledged by their partition's leader.
+    pub records_delivered: u64,
+    /// Records whose delivery failed (each record is counted once: delivered or failed).
+    pub records_failed: u64,
+    /// Produce requests sent.
+    pub produce_requests: u64,
+    /// Batches in those requests, every attempt counted.
+    pub batches_sent: u64,
+    /// Batches sent again after a retriable failure (`retries`, `retry.backoff.ms`).
+    pub batch_retries: u64,
+    /// Batches the broker refused as too large and that were split in two.
+    pub batches_split: u64,
+    /// Bytes of records buffered and not yet delivered or failed, now (`buffer.memory` bounds it).
+    pub buffered_bytes: u64,
+    /// Produce requests sent and not yet answered, now.
+    pub requests_in_flight: u64,
+}
+
 /// Request latencies: count, sum and maximum, and how many fell under each bound of
 /// [`Latency::BOUNDS`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -37,7 +37,7 @@ pub use consumer::stream;
 pub use consumer::{Consumer, ConsumerRecord, OffsetAndMetadata, RebalanceListener, ResetTo};
 pub use consumer_config::{ConsumerConfig, GroupProtocol, IsolationLevel, OffsetReset};
 pub use error::{Error, ErrorKind, Result};
-pub use metrics::{BrokerMetrics, ClientMetrics, Latency};
+pub use metrics::{BrokerMetrics, ClientMetrics, Latency, ProducerMetrics};
 pub use partition_streams::{PartitionStream, PartitionStreams};
 pub use producer::{DeliveryFuture, Producer, ProducerRecord};
 pub use transaction::ConsumerGroupMetadata;

@@ -31,6 +31,7 @@ use super::cluster::Client;
 use super::config::ProducerConfig;
 use super::connection::Connection;
 use super::error::{Error, Result};
+use super::metrics::ProducerMetrics;
 use super::transaction::Transactions;
 use crate::codec::messages::init_producer_id::InitProducerIdRequest;
 use crate::codec::messages::produce::{PartitionProduceData, ProduceResponse, TopicProduceData};
@@ -491,6 +492,24 @@ impl Producer {
     /// The cluster client underneath, for metadata and admin requests.
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// A snapshot of this producer's counters (records delivered and failed, requests, retries,
+    /// what is buffered now). Its requests are also counted per broker in
+    /// [`Client::metrics`](Client::metrics).
+    pub fn metrics(&self) -> ProducerMetrics {
+        let core = lock(&self.inner.core);
+        let stats = core.stats();
+        ProducerMetrics {
+            records_delivered: stats.records_delivered,
+            records_failed: stats.records_failed,
+            produce_requests: stats.produce_requests,
+            batches_sent: stats.batches_sent,
+            batch_retries: stats.batch_retries,
+            batches_split: stats.batches_split,
+            buffered_bytes: core.buffered_bytes() as u64,
+            requests_in_flight: core.in_flight_requests() as u64,
+        }
     }
 
     /// Test hook, not part of the API: makes the driver task panic at its next turn, to check

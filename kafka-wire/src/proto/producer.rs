@@ -372,6 +372,25 @@ struct InFlight<C> {
     batches: Vec<Batch<C>>,
 }
 
+/// What a [`ProducerCore`] has done since it was made, for a driver's metrics. Counters only
+/// grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProducerStats {
+    /// Produce requests drained ([`ProducerCore::drain`]).
+    pub produce_requests: u64,
+    /// Batches put in those requests, every attempt counted.
+    pub batches_sent: u64,
+    /// Batches put back to be sent again after a retriable failure or a refused sequence.
+    pub batch_retries: u64,
+    /// Batches the broker refused as too large and that were split in two.
+    pub batches_split: u64,
+    /// Records acknowledged.
+    pub records_delivered: u64,
+    /// Records failed (each record completes once: delivered or failed).
+    pub records_failed: u64,
+}
+
 /// The producer's state machine. `C` is the caller's completion handle of one record (a
 /// channel sender in the tokio driver, an id in the simulation tests).
 pub struct ProducerCore<C> {
@@ -390,6 +409,7 @@ pub struct ProducerCore<C> {
     completions: VecDeque<(C, Result<RecordMetadata, ProduceFailure>)>,
     /// Rotates the partition a drain starts at, so that no partition starves.
     drain_start: usize,
+    stats: ProducerStats,
     /// Seeds the retry backoffs' jitter (one generator per retried batch).
     backoff_seed: u64,
     /// When the driver looks again at the latest, as the last [`ProducerCore::ready`] told it
@@ -416,6 +436,7 @@ impl<C> ProducerCore<C> {
             paused: false,
             completions: VecDeque::new(),
             drain_start: 0,
+            stats: ProducerStats::default(),
             backoff_seed: 0,
             next_look: None,
         }
@@ -446,6 +467,11 @@ impl<C> ProducerCore<C> {
     /// set yet for an idempotent producer).
     pub fn needs_producer_id(&self) -> bool {
         self.config.idempotent && (self.needs_producer_id || self.producer_id < 0)
+    }
+
+    /// What the core has done so far.
+    pub fn stats(&self) -> ProducerStats {
+        self.stats
     }
 
     /// Bytes of records buffered and not yet completed.
@@ -557,6 +583,7 @@ impl<C> ProducerCore<C> {
             }
         }
         for cs in failed {
+            self.stats.records_failed += cs.len() as u64;
             self.completions.extend(cs.into_iter().map(|(c, _)| (c, Err(ProduceFailure::TransactionAborted))));
         }
         sequenced
@@ -570,6 +597,7 @@ impl<C> ProducerCore<C> {
         self.in_flight_per_node.clear();
         let queued = self.partitions.values_mut().flat_map(|q| q.batches.drain(..)).collect::<Vec<_>>();
         for b in in_flight.into_values().flat_map(|r| r.batches).chain(queued) {
+            self.stats.records_failed += b.completions.len() as u64;
             self.completions.extend(b.completions.into_iter().map(|(c, _)| (c, Err(failure.clone()))));
         }
         self.partitions.clear();
@@ -603,6 +631,7 @@ impl<C> ProducerCore<C> {
             });
         }
         for cs in failed {
+            self.stats.records_failed += cs.len() as u64;
             self.completions.extend(cs.into_iter().map(|(c, _)| (c, Err(ProduceFailure::Closed))));
         }
     }
@@ -735,6 +764,8 @@ impl<C> ProducerCore<C> {
         }
         let id = self.next_request_id;
         self.next_request_id += 1;
+        self.stats.produce_requests += 1;
+        self.stats.batches_sent += taken.len() as u64;
         *self.in_flight_per_node.entry(node).or_default() += 1;
         self.in_flight.insert(id, InFlight { node, batches: taken });
         Some(Drained {
@@ -880,6 +911,7 @@ impl<C> ProducerCore<C> {
             }
             parts.push((builder, bytes, sequence));
         }
+        self.stats.batches_split += 1;
         let mut completions = batch.completions;
         let mut second = Some(completions.split_off(half));
         let mut first = Some(completions);
@@ -934,6 +966,7 @@ impl<C> ProducerCore<C> {
     /// Puts a batch back at the front of its partition, in sequence order, after its backoff
     /// (exponential per retry of this batch, with jitter: [`Backoff`]).
     fn requeue(&mut self, mut batch: Batch<C>, now: Instant) {
+        self.stats.batch_retries += 1;
         let (base, max) = (self.config.retry_backoff, self.config.retry_backoff_max);
         let backoff = batch.backoff.get_or_insert_with(|| {
             // One generator per retried batch, each seeded differently.
@@ -964,6 +997,7 @@ impl<C> ProducerCore<C> {
                 q.confirmed = true;
             }
         }
+        self.stats.records_delivered += batch.completions.len() as u64;
         for (i, (c, ts)) in batch.completions.into_iter().enumerate() {
             let offset = if base_offset >= 0 { base_offset + i as i64 } else { -1 };
             let timestamp = if log_append_time >= 0 { log_append_time } else { ts };
@@ -986,6 +1020,7 @@ impl<C> ProducerCore<C> {
         if let Some(q) = self.partitions.get_mut(&batch.tp) {
             q.resolve(batch.sequence);
         }
+        self.stats.records_failed += batch.completions.len() as u64;
         for (c, _) in batch.completions {
             self.completions.push_back((c, Err(failure.clone())));
         }
