@@ -18,6 +18,12 @@ pub enum Error {
         /// Its `cleanup.policy`.
         cleanup_policy: String,
     },
+    /// The topic does not exist, and the store was told not to create it.
+    #[error("topic {topic} does not exist")]
+    NoTopic {
+        /// The topic.
+        topic: String,
+    },
     /// A read before the store loaded the topic up to the end offsets of its start.
     #[error("store of topic {topic} is not ready: still loading the topic")]
     NotReady {

@@ -34,6 +34,7 @@ pub struct KvConfig {
     producer_properties: Vec<(String, String)>,
     write_timeout: Duration,
     watch_capacity: usize,
+    create_topic: bool,
 }
 
 impl KvConfig {
@@ -51,12 +52,20 @@ impl KvConfig {
             producer_properties: Vec::new(),
             write_timeout: Duration::from_secs(30),
             watch_capacity: 1024,
+            create_topic: true,
         }
     }
 
     /// The topic.
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// Whether a missing topic is created (default `true`); if not, a missing topic is
+    /// [`Error::NoTopic`].
+    pub fn create_topic(mut self, create: bool) -> Self {
+        self.create_topic = create;
+        self
     }
 
     /// Partitions of the topic if the store creates it (default 1).
@@ -539,18 +548,28 @@ async fn prepare_topic(admin: &Admin, config: &KvConfig) -> Result<BTreeMap<i32,
     for (k, v) in &config.topic_configs {
         new = new.config(k.clone(), v.clone());
     }
-    let created = admin.create_topics_each(&[new], false).await?.into_iter().next().map(|(_, r)| r);
-    match created {
-        Some(Ok(_)) => {}
-        Some(Err(e)) if e.code() == Some(ErrorCode::TOPIC_ALREADY_EXISTS) => {
-            let configs = admin.describe_configs(&[ConfigResource::topic(topic.clone())]).await?;
-            let policy = configs.first().and_then(|c: &ResourceConfig| c.value("cleanup.policy")).unwrap_or("delete");
-            if !policy.split(',').any(|p| p.trim() == "compact") {
-                return Err(Error::NotCompacted { topic: topic.clone(), cleanup_policy: policy.to_owned() });
-            }
+    let created = if config.create_topic {
+        let created = admin.create_topics_each(&[new], false).await?.into_iter().next().map(|(_, r)| r);
+        match created {
+            Some(Ok(_)) => true,
+            Some(Err(e)) if e.code() == Some(ErrorCode::TOPIC_ALREADY_EXISTS) => false,
+            Some(Err(e)) => return Err(e.into()),
+            None => unreachable!("create_topics_each answers every topic given"),
         }
-        Some(Err(e)) => return Err(e.into()),
-        None => unreachable!("create_topics_each answers every topic given"),
+    } else {
+        false
+    };
+    if !created {
+        let configs = match admin.describe_configs(&[ConfigResource::topic(topic.clone())]).await {
+            Err(e) if e.code() == Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) => {
+                return Err(Error::NoTopic { topic: topic.clone() })
+            }
+            configs => configs?,
+        };
+        let policy = configs.first().and_then(|c: &ResourceConfig| c.value("cleanup.policy")).unwrap_or("delete");
+        if !policy.split(',').any(|p| p.trim() == "compact") {
+            return Err(Error::NotCompacted { topic: topic.clone(), cleanup_policy: policy.to_owned() });
+        }
     }
     let metadata = admin.describe_topics(&[topic]).await?;
     let partitions: Vec<(&str, i32)> =
