@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use kafka_wire::client::{Admin, ConfigResource, IsolationLevel, NewTopic, OffsetReset, OffsetSpec, ResourceConfig};
+use kafka_wire::client::{
+    Acks, Admin, ConfigResource, IsolationLevel, NewTopic, OffsetReset, OffsetSpec, ResourceConfig,
+};
 use kafka_wire::{
     ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, ErrorCode, Producer, ProducerConfig, ProducerRecord,
     TopicPartition,
@@ -129,9 +131,18 @@ impl KvConfig {
     }
 
     fn producer_config(&self) -> Result<ProducerConfig> {
-        let mut config = ProducerConfig::new(&self.bootstrap);
+        // A put waits for its own record: waiting for more to batch with only delays it.
+        let mut config = ProducerConfig::new(&self.bootstrap).linger(Duration::ZERO);
         for (k, v) in &self.producer_properties {
             config.set(k, v)?;
+        }
+        if config.acks == Acks::None {
+            // Read-your-writes waits for the record's offset, which acks=0 never learns.
+            return Err(kafka_wire::Error::Config {
+                property: "acks".into(),
+                reason: "a store's writes need the offset the broker acknowledges: acks=0 is refused".into(),
+            }
+            .into());
         }
         Ok(config)
     }
@@ -269,7 +280,8 @@ impl<K, V> Shared<K, V> {
 ///
 /// Keys and values go through a [`Codec`], JSON by default; a record whose key or value does not
 /// decode is reported ([`KvStore::decode_failures`], [`KvStore::failures`], a `tracing` warning)
-/// and removes the key's value from memory (the topic's latest value is not the old one).
+/// and removes the key's value from memory (the topic's latest value is not the old one);
+/// watchers see that as a change to no value.
 /// Values are decoded into buffers of their own.
 ///
 /// Dropping the store stops its follower task.
@@ -600,7 +612,12 @@ async fn follow<K, V, C>(
         match polled {
             Ok(records) => apply(&shared, &codec, records, consumer.positions()),
             Err(e) if e.is_retriable() => {
-                tracing::warn!(topic = %shared.topic, error = %e, "kvstore: poll failed, retrying")
+                tracing::warn!(topic = %shared.topic, error = %e, "kvstore: poll failed, retrying");
+                // A poll that fails at once would spin: back off for as long as a poll waits.
+                tokio::select! {
+                    _ = close.wait_for(|c| *c) => break "closed".to_owned(),
+                    () = tokio::time::sleep(POLL) => {}
+                }
             }
             Err(e) => {
                 tracing::error!(topic = %shared.topic, error = %e, "kvstore: stopped following the topic");
@@ -678,11 +695,15 @@ fn apply<K, V, C>(
                 let old = st.map.remove(&key);
                 (key, old, None)
             }
-            Decoded::BadValue(key) => {
-                st.map.remove(&key);
-                bump(&mut st.applied, partition, offset + 1);
-                continue;
-            }
+            // The topic's value of the key is no longer the one in memory: watchers see the
+            // key go (the failure itself is reported apart).
+            Decoded::BadValue(key) => match st.map.remove(&key) {
+                Some(old) => (key, Some(old), None),
+                None => {
+                    bump(&mut st.applied, partition, offset + 1);
+                    continue;
+                }
+            },
             Decoded::BadKey => {
                 bump(&mut st.applied, partition, offset + 1);
                 continue;
@@ -713,4 +734,60 @@ fn apply<K, V, C>(
 fn bump(applied: &mut HashMap<i32, i64>, partition: i32, next: i64) {
     let a = applied.entry(partition).or_insert(-1);
     *a = (*a).max(next);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn acks_0_is_refused_before_connecting() {
+        // No broker listens there: the configuration is refused first.
+        let config = KvConfig::new("127.0.0.1:1", "t").producer_property("acks", "0");
+        match KvStore::<String, String>::start(config).await {
+            Err(Error::Kafka(kafka_wire::Error::Config { property, .. })) => assert_eq!(property, "acks"),
+            Err(e) => panic!("expected a configuration error, got {e}"),
+            Ok(_) => panic!("acks=0 was accepted"),
+        }
+    }
+
+    #[test]
+    fn a_value_that_does_not_decode_removes_the_key_and_is_a_change() {
+        let (close, _) = watch::channel(false);
+        let shared = Shared::<String, u32> {
+            topic: "t".into(),
+            state: RwLock::new(State {
+                map: BTreeMap::from([("a".to_owned(), 1)]),
+                applied: HashMap::from([(0, -1)]),
+                loading: BTreeMap::new(),
+                stopped: None,
+            }),
+            progress: watch::Sender::new(0),
+            changes: broadcast::Sender::new(8),
+            failures: broadcast::Sender::new(8),
+            decode_failures: AtomicU64::new(0),
+            close,
+        };
+        let mut changes = shared.changes.subscribe();
+        let record = |offset, key: &'static str, value: &'static str| ConsumerRecord {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            timestamp: 0,
+            timestamp_type: kafka_wire::TimestampType::CreateTime,
+            key: Some(bytes::Bytes::from_static(key.as_bytes())),
+            value: Some(bytes::Bytes::from_static(value.as_bytes())),
+            headers: Default::default(),
+            leader_epoch: 0,
+        };
+        let records = vec![record(0, "\"a\"", "oops"), record(1, "not json", "2"), record(2, "\"b\"", "3")];
+        apply(&shared, &Json, records, BTreeMap::new());
+        let st = shared.read();
+        assert_eq!(st.map, BTreeMap::from([("b".to_owned(), 3)]));
+        assert_eq!(st.applied[&0], 3, "the failed records are passed too");
+        assert_eq!(shared.decode_failures.load(Ordering::Relaxed), 2);
+        let change = changes.try_recv().unwrap();
+        assert_eq!((&change.key[..], change.old, change.new), ("a", Some(1), None));
+        assert_eq!(changes.try_recv().unwrap().key, "b");
+    }
 }
