@@ -77,7 +77,7 @@ async fn records_and_end(topic: &str) -> (usize, i64) {
         Consumer::new(ConsumerConfig::new(&bootstrap()).auto_offset_reset(OffsetReset::Earliest)).await.unwrap();
     let tp = TopicPartition::new(topic, 0);
     consumer.assign([tp.clone()]);
-    consumer.seek_to_beginning(&[tp.clone()]).unwrap();
+    consumer.seek_to_beginning(std::slice::from_ref(&tp)).unwrap();
     let mut count = 0;
     within("read the topic to its end", WAIT, async {
         while consumer.position(&tp).await.unwrap() < end {
