@@ -110,7 +110,8 @@ impl KvConfig {
     }
 
     /// How many changes the store keeps for watchers that have not received them yet (default
-    /// 1024); a watcher further behind is told it lagged ([`crate::WatchError::Lagged`]).
+    /// 1024, rounded up to a power of two); a watcher further behind is told it lagged
+    /// ([`crate::WatchError::Lagged`]).
     pub fn watch_capacity(mut self, capacity: usize) -> Self {
         self.watch_capacity = capacity;
         self

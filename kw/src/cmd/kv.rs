@@ -3,7 +3,8 @@
 //! them as bytes.
 //!
 //! Every command loads the topic first (up to its end offsets when the command starts), so a
-//! `get` after a `put` sees the value. The topic must exist and be compacted.
+//! `get` after a `put` sees the value. The topic must exist and be compacted. The `-X`
+//! properties are checked as for admin commands; the store uses the bootstrap servers of them.
 
 use bytes::Bytes;
 use clap::{Args, Subcommand};
