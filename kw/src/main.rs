@@ -85,6 +85,9 @@ enum Command {
     /// Dead-letter queue of a topic's retries by a group: list, show, redrive
     #[command(subcommand)]
     Dlq(cmd::retry::DlqCommand),
+    /// A compacted topic as a key-value store: get, put, delete, list, watch
+    #[command(subcommand)]
+    Kv(cmd::kv::KvCommand),
     /// Print a shell completion script
     Completions(cmd::completions::CompletionsArgs),
 }
@@ -163,6 +166,7 @@ async fn run(command: Command, top: Top) -> Result<(), Failure> {
         Command::Txn(c) => cmd::txn::run(c, &top).await,
         Command::Retry(c) => cmd::retry::run_retry(c, &top).await,
         Command::Dlq(c) => cmd::retry::run_dlq(c, &top).await,
+        Command::Kv(c) => cmd::kv::run(c, &top).await,
         Command::Completions(args) => cmd::completions::run(args, Cli::command()),
     }
 }

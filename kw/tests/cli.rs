@@ -1309,3 +1309,53 @@ fn retry_and_dlq_commands_show_skip_and_redrive_a_blocked_record() {
     let _ = stop.send(());
     rt.block_on(running).unwrap().unwrap();
 }
+
+/// `kw kv` on a compacted topic: put, get, list (all and by prefix), delete, in JSON and raw;
+/// `watch` prints the snapshot, then a change written by another kw process; a topic that is
+/// missing or not compacted is refused with a message naming it.
+#[test]
+fn kv_put_get_list_delete_and_watch() {
+    let topic = create_topic("kw-kv", 1, &["cleanup.policy=compact"]);
+    let t = topic.as_str();
+    kw_ok(&["kv", "put", t, "SS", "South Sudan"], None);
+    kw_ok(&["kv", "put", t, "US", r#"{"name": "United States"}"#], None);
+    assert_eq!(kw_ok(&["kv", "get", t, "SS"], None), "\"South Sudan\"\n");
+    assert_eq!(kw_ok(&["kv", "get", t, "\"US\""], None), "{\"name\":\"United States\"}\n");
+    let list = |extra: &[&str]| -> Vec<Value> {
+        let mut args = vec!["kv", "list", t];
+        args.extend_from_slice(extra);
+        kw_ok(&args, None).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect()
+    };
+    assert_eq!(
+        list(&[]),
+        [json!({"key": "SS", "value": "South Sudan"}), json!({"key": "US", "value": {"name": "United States"}})]
+    );
+    assert_eq!(list(&["S"]), [json!({"key": "SS", "value": "South Sudan"})]);
+
+    let watch = Running::spawn(&["kv", "watch", t, "--snapshot", "--count", "2"]);
+    // The snapshot is printed once the store is loaded and subscribed: the writes after it are
+    // changes.
+    assert_eq!(serde_json::from_str::<Value>(&watch.stdout_line()).unwrap()["key"], "SS");
+    assert_eq!(serde_json::from_str::<Value>(&watch.stdout_line()).unwrap()["key"], "US");
+    kw_ok(&["kv", "put", t, "SS", "Republic of South Sudan"], None);
+    kw_ok(&["kv", "delete", t, "US"], None);
+    let change = |line: String| {
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        (v["key"].clone(), v["old"].clone(), v["new"].clone())
+    };
+    assert_eq!(change(watch.stdout_line()), (json!("SS"), json!("South Sudan"), json!("Republic of South Sudan")));
+    assert_eq!(change(watch.stdout_line()), (json!("US"), json!({"name": "United States"}), Value::Null));
+    let (code, stderr) = watch.finish(TIMEOUT, "its second change");
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let stderr = kw_fails(&["kv", "get", t, "US"], None, 1);
+    assert!(stderr.contains("has no value"), "{stderr}");
+    kw_ok(&["kv", "put", t, "--raw", "raw-key", "raw value"], None);
+    assert_eq!(kw_ok(&["kv", "get", t, "--raw", "raw-key"], None), "raw value\n");
+
+    let plain = create_topic("kw-kv-delete", 1, &[]);
+    let stderr = kw_fails(&["kv", "list", &plain], None, 1);
+    assert!(stderr.contains("not compacted") && stderr.contains(&plain), "{stderr}");
+    let stderr = kw_fails(&["kv", "get", "kw-kv-no-such-topic", "x"], None, 1);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+}

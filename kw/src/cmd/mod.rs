@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod completions;
 pub mod consume;
 pub mod groups;
+pub mod kv;
 pub mod offsets;
 pub mod produce;
 pub mod retry;
