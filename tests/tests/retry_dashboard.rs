@@ -29,6 +29,9 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
 const BOUND: Duration = Duration::from_secs(60);
+/// How long Chromium may take to answer one DevTools call: longer than [`BOUND`], so that a
+/// page wait that gives up after `BOUND` is reported with the page's text.
+const ANSWER_BOUND: Duration = Duration::from_secs(90);
 
 // ---- A consumer with a blocked partition ----------------------------------------------------
 
@@ -362,9 +365,9 @@ impl Cdp {
     /// The next message; events are kept for [`Cdp::event`].
     async fn receive(&mut self, waiting_for: &str) -> Value {
         loop {
-            let message = tokio::time::timeout(BOUND, self.ws.next())
+            let message = tokio::time::timeout(ANSWER_BOUND, self.ws.next())
                 .await
-                .unwrap_or_else(|_| panic!("Chromium did not answer {waiting_for} within {BOUND:?}"))
+                .unwrap_or_else(|_| panic!("Chromium did not answer {waiting_for} within {ANSWER_BOUND:?}"))
                 .unwrap_or_else(|| panic!("Chromium closed the DevTools connection during {waiting_for}"))
                 .unwrap();
             if let Message::Text(text) = message {
@@ -433,9 +436,7 @@ impl Cdp {
             }})",
             BOUND.as_millis()
         );
-        let value = tokio::time::timeout(BOUND + Duration::from_secs(10), self.eval(session, &expression))
-            .await
-            .unwrap_or_else(|_| panic!("{what}: the page did not answer"));
+        let value = self.eval(session, &expression).await;
         if value.is_null() || value == json!(false) {
             let text = self.eval(session, "document.body.innerText").await;
             panic!("{what}: not within {BOUND:?}. The page shows:\n{}", text.as_str().unwrap_or_default());
