@@ -164,9 +164,9 @@ impl Dashboard {
     /// gathered in the background meanwhile; a pair whose status cannot be read is shown with
     /// the error, and tried again.
     ///
-    /// Errors only if accepting connections fails for good. If the future is dropped, the
-    /// listener is closed and the gathering stops; requests in progress run to their end
-    /// (a command being written is written), live-update streams end.
+    /// Returns `Ok` once stopped: a failure to accept a connection is retried, not returned.
+    /// If the future is dropped, the listener is closed and the gathering stops; requests in
+    /// progress run to their end (a command being written is written), live-update streams end.
     pub async fn serve(
         self,
         listener: TcpListener,

@@ -501,7 +501,11 @@ async fn the_status_and_its_live_events_show_the_blocked_record_with_its_key_err
     let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
     let scene = Scene::blocked("dashboard-status").await;
     let served = Served::start(&scene.topic, &scene.group, "ops").await;
-    let target = served.status_until("the blocked record's key read", |t| t["blocked"][0]["key"] == "stuck-1").await;
+    let target = served
+        .status_until("the blocked record's key and the queues read", |t| {
+            t["blocked"][0]["key"] == "stuck-1" && t["error"].is_null()
+        })
+        .await;
     assert_eq!(target["topic"], json!(scene.topic));
     assert_eq!(target["group"], json!(scene.group));
     assert_eq!(target["error"], Value::Null, "{target}");
