@@ -288,6 +288,7 @@ impl Chromium {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| {
+                let _ = std::fs::remove_dir_all(&profile);
                 panic!(
                     "cannot start Chromium ({binary}: {e}). The dashboard test needs headless Chromium: \
                      install Debian's package (`apt-get install chromium`, as .ci/run does) or set CHROMIUM \
@@ -399,8 +400,14 @@ impl Cdp {
         let session = attached["sessionId"].as_str().expect("a session id").to_owned();
         self.call(Some(&session), "Page.enable", json!({})).await;
         self.call(Some(&session), "Page.navigate", json!({ "url": url })).await;
-        self.event(&session, "Page.loadEventFired").await;
-        session
+        // The load of about:blank may still be reported after Page.enable: wait for that of
+        // `url`.
+        loop {
+            self.event(&session, "Page.loadEventFired").await;
+            if self.eval(&session, "location.href").await == json!(url) {
+                return session;
+            }
+        }
     }
 
     /// Evaluates `expression` in the page (awaiting it if it is a promise) and returns its value.
