@@ -327,10 +327,16 @@ impl Chromium {
 
 impl Drop for Chromium {
     fn drop(&mut self) {
-        // Its renderer, GPU and zygote processes exit with it.
+        // Its renderer, GPU and zygote processes exit with it, but may still write to the
+        // profile for a moment: the removal is tried again for up to a second.
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
+        for _ in 0..50 {
+            if std::fs::remove_dir_all(&self.profile).is_ok() || !self.profile.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
