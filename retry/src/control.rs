@@ -199,7 +199,7 @@ pub(crate) struct ControlFollower {
     _reader: Arc<AbortOnDrop>,
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -353,8 +353,19 @@ impl RetryControl {
     /// The status now: what the instances are blocked on, the commands in force, the records
     /// waiting in each tier and in the dead-letter queue.
     pub async fn status(&self, tiers: &[String], dead_letter: &str) -> kafka_wire::Result<RetryStatus> {
-        let admin = Admin::new(self.client.clone());
         let control = self.control_state().await?;
+        let (waiting, dead_letters) = self.counts(tiers, dead_letter).await?;
+        Ok(RetryStatus { control, waiting, dead_letters })
+    }
+
+    /// The offsets' side of [`RetryControl::status`], for a caller that follows the control
+    /// topic itself (the dashboard): records waiting per tier, and in the dead-letter queue.
+    pub(crate) async fn counts(
+        &self,
+        tiers: &[String],
+        dead_letter: &str,
+    ) -> kafka_wire::Result<(Vec<(String, i64)>, i64)> {
+        let admin = Admin::new(self.client.clone());
         let committed: HashMap<(String, i32), i64> = admin
             .list_group_offsets(&self.group, None)
             .await?
@@ -381,7 +392,7 @@ impl RetryControl {
         let ends = admin.list_offsets(&tps, OffsetSpec::Latest).await?;
         let starts = admin.list_offsets(&tps, OffsetSpec::Earliest).await?;
         let dead_letters = ends.iter().zip(&starts).map(|(e, s)| e.offset - s.offset).sum();
-        Ok(RetryStatus { control, waiting, dead_letters })
+        Ok((waiting, dead_letters))
     }
 
     /// What the control topic says now (read to its end).

@@ -27,6 +27,7 @@
 
 mod consumer;
 pub mod control;
+pub mod dashboard;
 pub mod headers;
 pub mod policy;
 mod redrive;

@@ -121,12 +121,28 @@ async fn consume_until(
     Ok(renewals)
 }
 
-/// The whole story on `bootstrap`, with `users` users and `per_user` renewals each per phase.
-pub async fn run(bootstrap: &str, users: usize, per_user: u32) -> kafka_wire::Result<Outcome> {
+/// A fresh source topic and group name for a run.
+pub fn names() -> (String, String) {
     let id = std::process::id();
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
-    let topic = format!("renewal-requests-{id}-{stamp}");
-    let group = format!("billing-{id}-{stamp}");
+    (format!("renewal-requests-{id}-{stamp}"), format!("billing-{id}-{stamp}"))
+}
+
+/// The whole story on `bootstrap`, with `users` users and `per_user` renewals each per phase.
+pub async fn run(bootstrap: &str, users: usize, per_user: u32) -> kafka_wire::Result<Outcome> {
+    let (topic, group) = names();
+    run_on(bootstrap, topic, group, users, per_user).await
+}
+
+/// [`run`] on a source topic (created here) and a group of the caller's naming.
+pub async fn run_on(
+    bootstrap: &str,
+    topic: String,
+    group: String,
+    users: usize,
+    per_user: u32,
+) -> kafka_wire::Result<Outcome> {
+    let id = std::process::id();
     let admin = Admin::connect(ClientConfig::new(bootstrap)).await?;
     admin.create_topics(&[NewTopic::new(topic.as_str(), 4, -1)], false).await?;
     let provider = Arc::new(PaymentProvider::new(70, u64::from(id)));
