@@ -9,3 +9,8 @@
 pub mod gateway;
 pub mod projector;
 pub mod view;
+
+// The README's examples compile against the crate as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
