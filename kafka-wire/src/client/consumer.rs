@@ -210,7 +210,7 @@ fn fetch_error(e: FetchError) -> Error {
         FetchError::NoOffset { tp } => {
             Error::config("auto.offset.reset", format!("{tp} has no committed offset and auto.offset.reset is none"))
         }
-        FetchError::LogTruncation { tp, position, divergent_offset } => {
+        FetchError::LogTruncation { tp, position, divergent_offset, .. } => {
             Error::LogTruncation { topic: tp.topic.to_string(), partition: tp.partition, position, divergent_offset }
         }
         FetchError::Corrupt { tp, offset, reason } => {

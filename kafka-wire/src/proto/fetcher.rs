@@ -120,6 +120,10 @@ pub enum FetchError {
         position: i64,
         /// The first offset known to diverge, if the leader's log holds an epoch to tell.
         divergent_offset: Option<i64>,
+        /// The leader epoch the log holds just below `divergent_offset`: seeking there with it
+        /// ([`Fetcher::seek_with_epoch`]) lets the next Fetch check it again, in case the log
+        /// was truncated once more since.
+        divergent_epoch: Option<i32>,
     },
     /// The batch at `offset` cannot be used: a CRC mismatch with `check.crcs`, a batch that
     /// does not frame, or one that does not decompress (or alone decompresses past
@@ -451,7 +455,7 @@ impl Fetcher {
         p.awaiting_committed = false;
         if let Some((offset, epoch)) = committed.filter(|(o, _)| *o >= 0) {
             p.set_position(offset);
-            p.position_epoch = epoch;
+            p.position_epoch = epoch.filter(|e| *e >= 0);
         }
     }
 
@@ -478,8 +482,17 @@ impl Fetcher {
     /// Moves the position of `tp` to `offset`, dropping what was fetched for the old one.
     /// `false` if `tp` is not assigned.
     pub fn seek(&mut self, tp: &TopicPartition, offset: i64) -> bool {
+        self.seek_with_epoch(tp, offset, None)
+    }
+
+    /// [`Fetcher::seek`] with the leader epoch of the record before `offset` (a committed
+    /// offset's, or a [`FetchError::LogTruncation`]'s divergence point): the first Fetch from
+    /// there asks the leader whether its log still holds that epoch up to `offset` (KIP-595),
+    /// so that a truncation since is detected rather than read past.
+    pub fn seek_with_epoch(&mut self, tp: &TopicPartition, offset: i64, leader_epoch: Option<i32>) -> bool {
         let Some(p) = self.partitions.get_mut(tp) else { return false };
         p.set_position(offset);
+        p.position_epoch = leader_epoch.filter(|e| *e >= 0);
         true
     }
 
@@ -580,10 +593,10 @@ impl Fetcher {
         self.partitions.values().map(|p| p.buffered).sum()
     }
 
-    /// The decompressed (and uncompressed) bytes waiting to be handed out across partitions, as
-    /// counted against `fetch.max.bytes`.
+    /// The decompressed (and uncompressed) bytes that can be handed out across partitions
+    /// without decompressing anything more, as counted against `fetch.max.bytes`.
     fn ready_bytes(&self) -> usize {
-        self.partitions.values().map(|p| p.ready).sum()
+        self.partitions.values().map(Partition::ready_ahead).sum()
     }
 
     // ----- metadata -----
@@ -1193,10 +1206,11 @@ impl Fetcher {
         self.next_decompress = self.next_decompress.wrapping_add(1);
         let mut inputs = Vec::new();
         for (i, (tp, p)) in self.partitions.iter_mut().enumerate() {
-            if p.paused || !p.usable() || p.ready >= DECOMPRESS_AHEAD {
+            let ready = p.ready_ahead();
+            if p.paused || !p.usable() || ready >= DECOMPRESS_AHEAD {
                 continue;
             }
-            let want = DECOMPRESS_AHEAD - p.ready;
+            let want = DECOMPRESS_AHEAD - ready;
             // Enough compressed batches to make up `want` if they inflate as the last ones did.
             let mut batches = Vec::new();
             let mut expected = 0usize;
@@ -1277,6 +1291,25 @@ impl Partition {
             self.ready += b.size();
         }
         self.buffer.push_back(batch);
+    }
+
+    /// The ready bytes before the first compressed batch: what can be handed out without
+    /// decompressing anything more. Uncompressed batches behind a compressed one do not count:
+    /// they wait for it, so counting them could fill the budget and leave that batch (and the
+    /// partition) waiting for good; they are slices of a Fetch answer, bounded by
+    /// `queued.max.messages.kbytes` with the rest of what is buffered.
+    fn ready_ahead(&self) -> usize {
+        if self.buffered == self.ready {
+            // Nothing compressed.
+            return self.ready;
+        }
+        self.buffer
+            .iter()
+            .map_while(|b| match b {
+                Buffered::Ready(r) => Some(r.size()),
+                Buffered::Compressed(_) => None,
+            })
+            .sum()
     }
 
     /// Takes the first batch if it is ready.
@@ -1418,6 +1451,7 @@ impl Partition {
                     tp: tp.clone(),
                     position,
                     divergent_offset: divergence.map(|(offset, _)| offset),
+                    divergent_epoch: divergence.map(|(_, epoch)| epoch),
                 });
             }
             (true, Some((end, epoch))) => {
@@ -1648,7 +1682,9 @@ impl DecompressJob {
                 if got >= input.want {
                     break;
                 }
-                let limit = available - used;
+                // A batch is charged its header on top of what it decompresses to, so `used`
+                // may pass `available` by less than a header.
+                let limit = available.saturating_sub(used);
                 if limit == 0 {
                     stop = true;
                     break;
