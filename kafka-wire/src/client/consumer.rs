@@ -1,18 +1,19 @@
 //! The consumer: per-broker fetch loops with incremental fetch sessions, positions, seeks,
 //! pause/resume, read_committed filtering, offset commits, and consumer-group membership.
 //!
-//! A background driver task owns the network side: it keeps one Fetch request in flight per
-//! broker for the assigned, unpaused partitions (up to `queued.max.messages.kbytes` of fetched
-//! data waiting), resolves positions (committed offsets, `auto.offset.reset`), and runs the
-//! group membership. Each Fetch answer is split and checked (framing, CRCs) and filtered
+//! Every decision of the data path is [`Fetcher`]'s (`proto::fetcher`, sans IO): positions,
+//! resets, KIP-320 validation, leader moves, which Fetch goes to which broker (one in flight per
+//! broker, up to `queued.max.messages.kbytes` of fetched data waiting), what each answer means,
+//! and the batches fetched. A background driver task does the IO it asks for and runs the group
+//! membership. Each Fetch answer is split and checked (framing, CRCs) and filtered
 //! (read_committed) by the task that sent it, outside the state's lock (on the blocking pool
 //! when it is large), and buffered at once with its compressed batches as received, so that the
-//! node's next fetch goes out while they are decompressed: the driver decompresses them ahead
-//! of the application, in order, off the lock on the blocking pool, a little ahead per partition
-//! and within `fetch.max.bytes` across partitions (counted after decompression). The application's task decodes records as it
-//! polls them, so decoding scales with the application's own concurrency; positions advance
-//! only as records are handed out, and a seek discards whatever was fetched for the old
-//! position.
+//! node's next fetch goes out while they are decompressed: the driver runs the fetcher's
+//! decompression jobs ahead of the application, in order, off the lock on the blocking pool, a
+//! little ahead per partition and within `fetch.max.bytes` across partitions (counted after
+//! decompression). The application's task decodes records as it polls them, so decoding
+//! scales with the application's own concurrency; positions advance only as records are
+//! handed out, and a seek discards whatever was fetched for the old position.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

@@ -1179,7 +1179,7 @@ impl Fetcher {
 
     /// A job that decompresses compressed batches ahead of the application, in each
     /// partition's order (to run outside every lock, on a blocking thread): about
-    /// [`DECOMPRESS_AHEAD`] ready per partition, and never more than `fetch.max.bytes` ready
+    /// 128 KiB ready per partition, and never more than `fetch.max.bytes` ready
     /// across partitions (the decompressed budget; a batch that alone decompresses past it is
     /// refused). Backpressure: a batch that does not fit in what is left of the budget waits,
     /// and the others wait behind it, until the application has taken enough. One job at a
