@@ -889,3 +889,46 @@ fn regression_uncompressed_batches_behind_a_compressed_one_do_not_starve_it() {
     }
     assert_eq!(offsets, (0..25).collect::<Vec<i64>>());
 }
+
+/// A broker whose Fetch fails is not asked again before the backoff (retry.backoff.ms, growing
+/// with each failure in a row, KIP-580), and the fetcher says when that is; an answer resets it.
+#[test]
+fn a_failed_fetch_backs_off_before_the_node_is_asked_again() {
+    let now = Instant::now();
+    let mut model = FetchModel::new(vec![1], 1);
+    model.append(0, Kind::Data { pid: -1, transactional: false }, 3, Compression::None);
+    let mut f = Fetcher::new(FetcherConfig { auto_offset_reset: None, ..config() });
+    f.assign([tp(0)]);
+    f.seek(&tp(0), 0);
+    f.handle_metadata(Some(&model.metadata()), now);
+    let mut at = now;
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        let Some((id, _, FetcherRequest::Fetch(..))) = f.poll_request(at) else { panic!("no Fetch at {at:?}") };
+        f.handle_response(id, FetcherResponse::Fetch(None), at);
+        assert!(f.poll_request(at).is_none(), "asked again at once after a failure");
+        let until = f.next_timeout(at).expect("a timeout for the end of the backoff");
+        assert!(f.poll_request(until - MS).is_none(), "asked again before the backoff ended");
+        delays.push(until - at);
+        at = until;
+    }
+    assert!(delays[0] >= 40 * MS && delays[0] <= 60 * MS, "first delay {:?}: retry.backoff.ms ± 20 %", delays[0]);
+    assert!(delays[2] > delays[0], "the delay grows with failures in a row: {delays:?}");
+    settle(&mut f, &mut model, at, 2);
+    assert_eq!(take_offsets(&mut f), vec![0, 1, 2]);
+}
+
+/// A reset whose ListOffsets fails is asked again after retry.backoff.ms, not at once.
+#[test]
+fn a_failed_reset_is_retried_after_the_backoff() {
+    let now = Instant::now();
+    let mut model = FetchModel::new(vec![1], 1);
+    model.append(0, Kind::Data { pid: -1, transactional: false }, 2, Compression::None);
+    let mut f = Fetcher::new(config());
+    f.assign([tp(0)]);
+    f.handle_metadata(Some(&model.metadata()), now);
+    let Some((id, _, FetcherRequest::ListOffsets(_))) = f.poll_request(now) else { panic!("no ListOffsets") };
+    f.handle_response(id, FetcherResponse::ListOffsets(None), now);
+    assert!(f.poll_request(now + 49 * MS).is_none(), "reset asked again within retry.backoff.ms");
+    assert!(matches!(f.poll_request(now + 50 * MS), Some((_, _, FetcherRequest::ListOffsets(_)))));
+}
