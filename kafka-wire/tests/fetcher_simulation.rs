@@ -152,7 +152,7 @@ impl Checker {
         }
     }
 
-    /// Whether the record at `offset` of batch `i` is one the application must see.
+    /// Whether the records of a batch of this kind and outcome are ones the application must see.
     fn deliverable(&self, kind: &Kind, outcome: Outcome) -> bool {
         match kind {
             Kind::Data { .. } => {

@@ -302,7 +302,7 @@ impl FetchModel {
         at
     }
 
-    /// Metadata spreads: with `fresh`, what Metadata answers catches up with the leaders.
+    /// Metadata catches up: what Metadata answers show for `partition` is its current leader.
     pub fn announce(&mut self, partition: usize) {
         let log = &mut self.partitions[partition];
         log.announced = (log.leader, log.epoch);
