@@ -105,7 +105,7 @@ pub(super) fn subscribe(inner: &Arc<Inner>, subscription: Subscription) -> Resul
         assignors.push(Arc::from(a));
     }
     let mut st = inner.lock();
-    if !st.partitions.is_empty() && st.group.member.is_none() {
+    if !st.fetcher.is_empty() && st.group.member.is_none() {
         return Err(Error::config(
             "subscription",
             "the consumer has assigned partitions; subscribe or assign, not both",
@@ -148,7 +148,7 @@ pub(super) fn subscribe(inner: &Arc<Inner>, subscription: Subscription) -> Resul
         }
     }
     st.group.subscription = Some(subscription);
-    st.metadata_wanted = true;
+    st.fetcher.want_metadata();
     drop(st);
     inner.wake.notify_one();
     Ok(())
@@ -158,7 +158,7 @@ pub(super) fn subscribe(inner: &Arc<Inner>, subscription: Subscription) -> Resul
 /// leader, every topic of the group (it assigns them, and rejoins when their counts change).
 pub(super) fn wanted_topics(inner: &Inner) -> Vec<Arc<str>> {
     let st = inner.lock();
-    let mut topics: BTreeSet<Arc<str>> = st.partitions.keys().map(|tp| tp.topic.clone()).collect();
+    let mut topics: BTreeSet<Arc<str>> = st.fetcher.partitions().map(|tp| tp.topic.clone()).collect();
     if let Some(Subscription::Topics(ts)) = &st.group.subscription {
         topics.extend(ts.iter().map(|t| Arc::from(t.as_str())));
         if let Some(m) = &st.group.member {
@@ -243,14 +243,14 @@ pub(super) async fn step(inner: &Arc<Inner>, now: Instant) {
             && st.group.last_auto_commit.is_none_or(|t| now.duration_since(t) >= inner.config.auto_commit_interval)
         {
             st.group.last_auto_commit = Some(now);
+            // A position awaiting validation after a leader change, or parked on a log
+            // truncation, may point past what the log holds: `positions` leaves it out.
             let offsets: BTreeMap<Tp, (i64, Option<i32>)> = st
-                .partitions
-                .iter()
+                .fetcher
+                .positions()
+                .into_iter()
                 .filter(|(tp, _)| member.assignment().contains(&tp_key(tp)))
-                // A position awaiting validation after a leader change, or parked on a log
-                // truncation, may point past what the log holds: it is not committed.
-                .filter(|(_, p)| p.usable())
-                .filter_map(|(tp, p)| p.position.map(|o| (tp_key(tp), (o, p.position_epoch))))
+                .map(|(tp, position)| (tp_key(&tp), position))
                 .collect();
             if !offsets.is_empty() {
                 member.commit(offsets, now);
@@ -295,24 +295,13 @@ fn apply_event(st: &mut super::consumer::State, event: GroupEvent) {
         GroupEvent::Assigned(set) => {
             let tps: Vec<TopicPartition> = set.iter().map(tp_from).collect();
             for tp in &tps {
-                let p = st.partitions.entry(tp.clone()).or_default();
-                p.awaiting_committed = true;
+                st.fetcher.await_committed(tp.clone());
             }
-            st.metadata_wanted = true;
             st.group.app_events.push_back(AppEvent::Assigned(tps));
         }
         GroupEvent::CommittedOffsets(offsets) => {
             for (key, (offset, epoch, _)) in offsets {
-                let tp = tp_from(&key);
-                let Some(p) = st.partitions.get_mut(&tp) else { continue };
-                if !p.awaiting_committed {
-                    continue;
-                }
-                p.awaiting_committed = false;
-                if offset >= 0 {
-                    p.set_position(offset);
-                    p.position_epoch = epoch;
-                }
+                st.fetcher.committed(&tp_from(&key), Some((offset, epoch)));
             }
         }
         GroupEvent::OffsetFetchFailed(failed) => {

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod consumer_protocol;
 pub mod driving;
 pub mod fetch_session;
+pub mod fetcher;
 pub mod group;
 pub mod partitioner;
 pub mod producer;
