@@ -305,13 +305,7 @@ impl AtomicConfig {
                     _ => {}
                 }
             }
-            let metadata = match admin.describe_topics(&[topic]).await {
-                Err(e) if e.code() == Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) => {
-                    return Err(Error::NoTopic { topic: topic.clone() })
-                }
-                m => m?,
-            };
-            counts.push(metadata.first().map_or(0, |t| t.partitions.len()));
+            counts.push(self.partitions_of(admin, topic).await?);
             if *role == Role::Store {
                 let configs = admin.describe_configs(&[ConfigResource::topic(topic.clone())]).await?;
                 let policy =
@@ -323,7 +317,44 @@ impl AtomicConfig {
         }
         Ok(counts)
     }
+
+    /// The partition count of `topic`, once the broker answering knows every partition's
+    /// leader. A topic just created (by this process or another one starting at the same time)
+    /// takes a moment to reach every broker's metadata; a consumer subscribing before that
+    /// would get no partitions of it until its next metadata refresh.
+    async fn partitions_of(&self, admin: &Admin, topic: &str) -> Result<usize> {
+        let deadline = tokio::time::Instant::now() + TOPIC_VISIBLE;
+        loop {
+            let known = match admin.describe_topics(&[topic]).await {
+                Err(e) if e.code() == Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) => {
+                    if !self.create_topics {
+                        return Err(Error::NoTopic { topic: topic.to_owned() });
+                    }
+                    None
+                }
+                metadata => metadata?
+                    .into_iter()
+                    .next()
+                    .filter(|t| !t.partitions.is_empty() && t.partitions.iter().all(|p| p.leader.is_some()))
+                    .map(|t| t.partitions.len()),
+            };
+            match known {
+                Some(count) => return Ok(count),
+                None if tokio::time::Instant::now() >= deadline => {
+                    return Err(Error::Timeout {
+                        what: format!("topic {topic} in the brokers' metadata"),
+                        after: TOPIC_VISIBLE,
+                    })
+                }
+                // No event tells when the metadata has it: look again shortly.
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
 }
+
+/// How long a topic created (or found existing) may take to appear in the metadata.
+const TOPIC_VISIBLE: Duration = Duration::from_secs(30);
 
 /// A topic of an atomic store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

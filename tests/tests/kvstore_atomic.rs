@@ -289,3 +289,24 @@ async fn regression_an_aborted_transaction_leaves_no_effect_in_the_values() {
     store.close().await.unwrap();
     instance.stop().await;
 }
+
+/// Callers and processors that start together on new topics all create them (one succeeds, the
+/// others find them existing) and all start: none fails because the topic it was told exists
+/// is not in the brokers' metadata yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_callers_starting_together_on_new_topics_all_connect() {
+    let bs = bootstrap();
+    for _ in 0..10 {
+        let config = AtomicConfig::new(&bs, unique_topic("atomic-together")).partitions(2);
+        let callers: Vec<_> = (0..8)
+            .map(|_| {
+                let config = config.clone();
+                tokio::spawn(async move { AtomicKvStore::connect(&config).await.map(|_| ()) })
+            })
+            .collect();
+        for caller in callers {
+            let connected = tokio::time::timeout(DEADLINE, caller).await.expect("a caller connects in time").unwrap();
+            connected.expect("a caller starting with others on new topics connects");
+        }
+    }
+}
