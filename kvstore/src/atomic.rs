@@ -243,6 +243,10 @@ impl AtomicConfig {
     }
 
     /// A property of the producers (the processor's, the callers'), Kafka's name.
+    ///
+    /// The processor's `transaction.timeout.ms` is 10 s unless set here: a processor that
+    /// crashes and is not restarted with its `transactional_id` leaves its transaction open
+    /// until then, and the partitions' next owner waits for it to end before it loads them.
     pub fn producer_property(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.producer_properties.push((name.into(), value.into()));
         self
@@ -272,7 +276,7 @@ impl AtomicConfig {
     }
 
     pub(crate) fn producer_config(&self) -> Result<ProducerConfig> {
-        let mut config = ProducerConfig::new(&self.bootstrap);
+        let mut config = ProducerConfig::new(&self.bootstrap).transaction_timeout(TRANSACTION_TIMEOUT);
         for (k, v) in &self.producer_properties {
             config.set(k, v)?;
         }
@@ -352,6 +356,10 @@ impl AtomicConfig {
         }
     }
 }
+
+/// The processor's default `transaction.timeout.ms`: its transactions last one batch, and a
+/// transaction left open by a crash delays the takeover of its partitions this long.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a topic created (or found existing) may take to appear in the metadata.
 const TOPIC_VISIBLE: Duration = Duration::from_secs(30);

@@ -99,11 +99,12 @@ impl Instance {
     }
 }
 
-/// The counter processor: when a key's count reaches [`PER_KEY`], a completion event (the
-/// key, the count) goes to `completions`, in the transaction of the increment.
-fn counter(config: &AtomicConfig, group: &str, completions: &str) -> AtomicProcessor {
+/// The counter processor, instance `n` of the group: when a key's count reaches [`PER_KEY`], a
+/// completion event (the key, the count) goes to `completions`, in the transaction of the
+/// increment.
+fn counter(config: &AtomicConfig, group: &str, n: usize, completions: &str) -> AtomicProcessor {
     let completions = completions.to_owned();
-    AtomicProcessor::new(config.clone(), group, format!("{group}-tx")).on_update(move |update, out| {
+    AtomicProcessor::new(config.clone(), group, format!("{group}-tx-{n}")).on_update(move |update, out| {
         if update.new == Some(&json!(PER_KEY)) {
             out.push(ProducerRecord::new(completions.as_str(), json!(PER_KEY).to_string()).key(update.key.to_owned()));
         }
@@ -111,7 +112,8 @@ fn counter(config: &AtomicConfig, group: &str, completions: &str) -> AtomicProce
 }
 
 /// 20 producers send 10 000 increments to 50 keys while the processor is killed and restarted
-/// four times: every count ends exact, and each key's completion event is written once.
+/// four times (wherever it is: often inside a transaction): every count ends exact, and each
+/// key's completion event is written once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn increments_are_applied_exactly_once_while_the_processor_crashes() {
     let bs = bootstrap();
@@ -124,7 +126,7 @@ async fn increments_are_applied_exactly_once_while_the_processor_crashes() {
     let counts: KvStore<String, i64> =
         KvStore::open(KvConfig::new(&bs, config.store()).partitions(4)).await.expect("the store topic");
 
-    let mut instance = Instance::start(counter(&config, &group, &completions));
+    let mut instance = Instance::start(counter(&config, &group, 0, &completions));
     let producers: Vec<JoinHandle<()>> = (0..PRODUCERS)
         .map(|p| {
             let config = config.clone();
@@ -143,20 +145,27 @@ async fn increments_are_applied_exactly_once_while_the_processor_crashes() {
     for threshold in [1_000, 3_500, 6_000, 8_500] {
         wait_until(&format!("the counts reach {threshold} in all"), DEADLINE, || total() >= threshold).await;
         instance.kill().await;
-        instance = Instance::start(counter(&config, &group, &completions));
+        instance = Instance::start(counter(&config, &group, 0, &completions));
     }
     for p in producers {
         tokio::time::timeout(DEADLINE, p).await.expect("a producer finishes").unwrap();
     }
     let done = || counts.iter().is_ok_and(|e| e.len() == KEYS && e.iter().all(|(_, n)| *n >= PER_KEY));
     wait_until("every key reaches its count", DEADLINE, done).await;
-    // Every command consumed: nothing left that could add to a count.
-    let admin = Admin::connect(ClientConfig::new(&bs)).await.unwrap();
-    let partitions: Vec<(&str, i32)> = (0..4).map(|p| (commands.as_str(), p)).collect();
+    wait_until_consumed(&bs, &group, &commands).await;
+    instance.stop().await;
+    assert_exact(&bs, config.store(), &completions).await;
+}
+
+/// Waits until the group committed the end of every commands partition: nothing is left that
+/// could add to a count.
+async fn wait_until_consumed(bs: &str, group: &str, commands: &str) {
+    let admin = Admin::connect(ClientConfig::new(bs)).await.unwrap();
+    let partitions: Vec<(&str, i32)> = (0..4).map(|p| (commands, p)).collect();
     let ends = admin.list_offsets_isolated(&partitions, OffsetSpec::Latest, false).await.unwrap();
     let consumed = async {
         loop {
-            let committed = admin.list_group_offsets(&group, Some(&[commands.as_str()])).await.unwrap();
+            let committed = admin.list_group_offsets(group, Some(&[commands])).await.unwrap();
             if ends.iter().all(|e| committed.iter().any(|c| c.partition == e.partition && c.offset == e.offset)) {
                 break;
             }
@@ -165,24 +174,90 @@ async fn increments_are_applied_exactly_once_while_the_processor_crashes() {
     };
     tokio::time::timeout(DEADLINE, consumed).await.expect("the group commits the end of every commands partition");
     admin.close().await;
-    instance.stop().await;
+}
 
-    // A fresh store replays the store topic: every count is exact.
-    let fresh: KvStore<String, i64> = KvStore::open(KvConfig::new(&bs, config.store())).await.unwrap();
+/// A fresh store replays the store topic: every count is exactly [`PER_KEY`]; and each key's
+/// completion event is in `completions` once.
+async fn assert_exact(bs: &str, store: &str, completions: &str) {
+    let fresh: KvStore<String, i64> = KvStore::open(KvConfig::new(bs, store)).await.unwrap();
     let entries: BTreeMap<String, i64> = fresh.iter().unwrap().into_iter().collect();
     assert_eq!(entries.len(), KEYS);
     let wrong: Vec<_> = entries.iter().filter(|(_, n)| **n != PER_KEY).collect();
     assert!(wrong.is_empty(), "counts that are not {PER_KEY}: {wrong:?}");
 
-    // Each key's completion event is there once.
     let mut events: BTreeMap<String, usize> = BTreeMap::new();
-    for (key, count) in read_committed(&bs, &completions).await {
+    for (key, count) in read_committed(bs, completions).await {
         assert_eq!(count, json!(PER_KEY));
         *events.entry(key).or_default() += 1;
     }
     assert_eq!(events.len(), KEYS, "keys with a completion event");
     let repeated: Vec<_> = events.iter().filter(|(_, n)| **n != 1).collect();
     assert!(repeated.is_empty(), "completion events written more than once: {repeated:?}");
+}
+
+/// Two processors share the partitions; one of them is killed (inside its work), restarted,
+/// killed again: partitions move between them, and the survivor, which held every partition
+/// while the other was down, gets back partitions that the other advanced meanwhile. Its
+/// values of them are stale: it must load them again, not apply commands to them. The
+/// commands come in five phases of 2 000 (20 producers), with the kills between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn increments_are_applied_exactly_once_while_partitions_move_between_two_processors() {
+    let bs = bootstrap();
+    let commands = unique_topic("atomic-moves");
+    let completions = unique_topic("atomic-moves-completions");
+    let group = unique_topic("atomic-moves-group");
+    let config = config(&bs, &commands, 4);
+    create_topic(&bs, &completions, 1).await;
+    let counts: KvStore<String, i64> =
+        KvStore::open(KvConfig::new(&bs, config.store()).partitions(4)).await.expect("the store topic");
+    let total = || counts.iter().map(|entries| entries.iter().map(|(_, n)| n).sum::<i64>()).unwrap_or(0);
+
+    let survivor = Instance::start(counter(&config, &group, 1, &completions));
+    let mut other = Some(Instance::start(counter(&config, &group, 0, &completions)));
+    let mut callers = Vec::new();
+    for _ in 0..PRODUCERS {
+        callers.push(std::sync::Arc::new(AtomicKvStore::connect(&config).await.expect("a caller connects")));
+    }
+    const PHASES: usize = 5;
+    let mut sent = 0;
+    for phase in 0..PHASES {
+        let senders: Vec<JoinHandle<()>> = callers
+            .iter()
+            .enumerate()
+            .map(|(p, caller)| {
+                let caller = caller.clone();
+                tokio::spawn(async move {
+                    for i in 0..COMMANDS / PHASES / PRODUCERS {
+                        let key = format!("key-{:02}", (p * COMMANDS / PHASES / PRODUCERS + i) % KEYS);
+                        caller.send(&key, &Command::increment(1)).await.expect("the broker acknowledges the command");
+                    }
+                })
+            })
+            .collect();
+        let phase_start = sent;
+        sent += COMMANDS / PHASES;
+        if phase % 2 == 1 {
+            // Killed once it is at work on this phase; the survivor takes its partitions over.
+            let at_work = phase_start as i64 + 300;
+            wait_until(&format!("the counts reach {at_work}"), DEADLINE, || total() >= at_work).await;
+            other.take().expect("the other processor runs").kill().await;
+        } else if other.is_none() {
+            other = Some(Instance::start(counter(&config, &group, 0, &completions)));
+        }
+        for s in senders {
+            tokio::time::timeout(DEADLINE, s).await.expect("a producer finishes").unwrap();
+        }
+        wait_until(&format!("the counts reach {sent} (phase {phase})"), DEADLINE, || total() >= sent as i64).await;
+    }
+    wait_until_consumed(&bs, &group, &commands).await;
+    survivor.stop().await;
+    if let Some(other) = other {
+        other.stop().await;
+    }
+    for caller in callers {
+        std::sync::Arc::into_inner(caller).expect("the senders are done").close().await.unwrap();
+    }
+    assert_exact(&bs, config.store(), &completions).await;
 }
 
 /// Callers await their commands' outcomes: applied with the old and new value, or refused
