@@ -47,6 +47,20 @@ pub enum Error {
         /// The codec's message.
         reason: String,
     },
+    /// The commands topic and the store topic of an atomic store have different partition
+    /// counts: a key's commands and its value would not be on the same partition number, so
+    /// one owner could not hold both.
+    #[error("topics {commands} ({commands_partitions} partitions) and {store} ({store_partitions} partitions) are not co-partitioned: an atomic store needs the same partition count")]
+    NotCoPartitioned {
+        /// The commands topic.
+        commands: String,
+        /// Its partitions.
+        commands_partitions: usize,
+        /// The store topic.
+        store: String,
+        /// Its partitions.
+        store_partitions: usize,
+    },
     /// A wait did not end in time.
     #[error("{what} timed out after {after:?}")]
     Timeout {

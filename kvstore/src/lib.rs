@@ -1,4 +1,4 @@
-//! Event-driven pattern 3 on the `kafka-wire` client: an in-memory key-value store loaded from
+//! Event-driven patterns 3 and 6 on the `kafka-wire` client: an in-memory key-value store loaded from
 //! a compacted topic, read with no network round trip, written through the topic, and watched
 //! for changes by every process that holds a store of the same topic.
 //!
@@ -22,11 +22,16 @@
 
 #![warn(missing_docs)]
 
+mod atomic;
+mod atomic_state;
+mod atomic_txn;
 mod codec;
 mod error;
 mod store;
 mod watch;
 
+pub use atomic::{AtomicConfig, AtomicKvStore, AtomicProcessor, Callback, Command, Function, Outcome, Sent, Update};
+pub use atomic_txn::Stop;
 pub use codec::{Codec, CodecError, Json, Raw};
 pub use error::{Error, Result};
 pub use store::{DecodeFailure, KvConfig, KvStore, Prefix, Snapshot, Written};

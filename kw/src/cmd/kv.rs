@@ -2,13 +2,19 @@
 //! kvstore crate's `KvStore`). Keys and values are JSON by default; `--raw` takes and prints
 //! them as bytes.
 //!
+//! `kw kv send COMMANDS_TOPIC KEY increment|set|cas|delete|call …`: a command to an atomic store
+//! (the kvstore crate's `AtomicKvStore`), applied by its processor; with `--wait`, the outcome
+//! is printed.
+//!
 //! Every command loads the topic first (up to its end offsets when the command starts), so a
 //! `get` after a `put` sees the value. The topic must exist and be compacted. The `-X`
 //! properties are checked as for admin commands; the store uses the bootstrap servers of them.
 
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use kvstore::{Codec, CodecError, KvConfig, KvStore, Prefix, Raw, WatchError};
+use kvstore::{
+    AtomicConfig, AtomicKvStore, Codec, CodecError, Command, KvConfig, KvStore, Outcome, Prefix, Raw, WatchError,
+};
 use serde_json::Value;
 
 use crate::conn::ConnArgs;
@@ -47,6 +53,87 @@ pub enum KvCommand {
     /// Print the changes of every key, or of one key, as they happen
     #[command(after_help = "Examples:\n  kw kv watch countries --snapshot\n  kw kv watch countries SS --count 1")]
     Watch(WatchArgs),
+    /// Send a command to an atomic store's commands topic (applied once, in order per key)
+    #[command(after_help = "\
+Prints where the command landed ({\"partition\":..,\"offset\":..}); with --wait, the outcome
+once the store's processor applied it ({\"applied\":{\"old\":..,\"new\":..}}, or
+{\"refused\":{\"reason\":..,\"current\":..}} and exit 1). Values are JSON as for put.
+The processor reads COMMANDS_TOPIC and writes COMMANDS_TOPIC.store; replies come on
+COMMANDS_TOPIC.replies (--replies to change it).
+
+Examples:
+  kw kv send jobs-completed Y-6 increment --wait
+  kw kv send jobs-completed Y-6 increment 2
+  kw kv send limits api set '{\"rps\": 100}'
+  kw kv send limits api cas '{\"rps\": 100}' '{\"rps\": 200}' --wait
+  kw kv send imports Y call job_done 3 --wait")]
+    Send(SendArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// The atomic store's commands topic
+    pub topic: String,
+    /// The key
+    pub key: String,
+    #[command(subcommand)]
+    pub op: SendOp,
+    /// Wait for the outcome and print it
+    #[arg(long, global = true)]
+    pub wait: bool,
+    /// How long --wait waits, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 30, global = true)]
+    pub timeout: u64,
+    /// The replies topic (default COMMANDS_TOPIC.replies)
+    #[arg(long, value_name = "TOPIC", global = true)]
+    pub replies: Option<String>,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum SendOp {
+    /// Add BY (default 1) to the integer value
+    Increment {
+        /// The amount
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        by: i64,
+    },
+    /// Set the value
+    Set {
+        /// The value (JSON; text that is not JSON is a string)
+        value: String,
+    },
+    /// Set the value to NEW if it is EXPECTED now ('null': the key has no value)
+    Cas {
+        /// The value expected
+        expected: String,
+        /// The new value ('null': delete)
+        new: String,
+    },
+    /// Delete the key
+    Delete,
+    /// Run a function registered with the store's processor
+    Call {
+        /// The function's name
+        function: String,
+        /// Its argument (JSON; default null)
+        #[arg(default_value = "null")]
+        arg: String,
+    },
+}
+
+impl SendOp {
+    fn command(self) -> Command {
+        let some = |s: &str| Some(json_arg(s)).filter(|v| !v.is_null());
+        match self {
+            SendOp::Increment { by } => Command::increment(by),
+            SendOp::Set { value } => Command::set(json_arg(&value)),
+            SendOp::Cas { expected, new } => Command::compare_and_set(some(&expected), some(&new)),
+            SendOp::Delete => Command::Delete,
+            SendOp::Call { function, arg } => Command::call(function, json_arg(&arg)),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -215,12 +302,15 @@ impl Mode for Raw {
 
 pub async fn run(command: KvCommand, top: &Top) -> Result<()> {
     let raw = match &command {
+        KvCommand::Send(_) => false,
         KvCommand::Get(a) | KvCommand::Delete(a) => a.common.raw,
         KvCommand::Put(a) => a.common.raw,
         KvCommand::List(a) => a.common.raw,
         KvCommand::Watch(a) => a.common.raw,
     };
-    if raw {
+    if let KvCommand::Send(args) = command {
+        send(args, top).await
+    } else if raw {
         run_mode(command, Raw, top).await
     } else {
         run_mode(command, JsonText, top).await
@@ -233,7 +323,33 @@ fn common(command: &KvCommand) -> &Common {
         KvCommand::Put(a) => &a.common,
         KvCommand::List(a) => &a.common,
         KvCommand::Watch(a) => &a.common,
+        KvCommand::Send(_) => unreachable!("send has no store topic"),
     }
+}
+
+async fn send(args: SendArgs, top: &Top) -> Result<()> {
+    let (client, _) = top.settings(&args.conn)?.client()?;
+    let mut config = AtomicConfig::new(client.bootstrap_servers.join(","), &args.topic)
+        .create_topics(false)
+        .reply_timeout(std::time::Duration::from_secs(args.timeout));
+    if let Some(replies) = &args.replies {
+        config = config.replies_topic(replies);
+    }
+    let store = AtomicKvStore::connect(&config).await.map_err(failure)?;
+    let command = args.op.command();
+    let printed = if args.wait {
+        let outcome = store.execute(&args.key, &command).await.map_err(failure)?;
+        print_bytes(serde_json::to_vec(&outcome).expect("an outcome serializes"))?;
+        match outcome {
+            Outcome::Applied { .. } => Ok(()),
+            Outcome::Refused { reason, .. } => Err(runtime(format!("the command was refused: {reason}"))),
+        }
+    } else {
+        let sent = store.send(&args.key, &command).await.map_err(failure)?;
+        print_bytes(format!("{{\"partition\":{},\"offset\":{}}}", sent.partition, sent.offset).into_bytes())
+    };
+    store.close().await.map_err(failure)?;
+    printed
 }
 
 async fn run_mode<M: Mode>(command: KvCommand, mode: M, top: &Top) -> Result<()> {
@@ -270,6 +386,7 @@ async fn run_mode<M: Mode>(command: KvCommand, mode: M, top: &Top) -> Result<()>
             Ok(())
         }
         KvCommand::Watch(a) => watch(&store, a).await,
+        KvCommand::Send(_) => unreachable!("handled by send"),
     }
 }
 
@@ -337,5 +454,16 @@ mod tests {
         assert_eq!(JsonText::prefix("S\"x"), "\"S\\\"x");
         // Keys written with other spacing are the same key.
         assert_eq!(Codec::<String>::decode(&JsonText, b"{ \"a\" : 1 }").unwrap(), JsonText::key("{\"a\":1}"));
+    }
+
+    #[test]
+    fn send_operations_become_commands() {
+        use serde_json::json;
+        assert_eq!(SendOp::Increment { by: -2 }.command(), Command::increment(-2));
+        assert_eq!(SendOp::Set { value: "South Sudan".into() }.command(), Command::set("South Sudan"));
+        let cas = SendOp::Cas { expected: "null".into(), new: "{\"rps\": 1}".into() };
+        assert_eq!(cas.command(), Command::compare_and_set(None, Some(json!({"rps": 1}))));
+        let call = SendOp::Call { function: "job_done".into(), arg: "3".into() };
+        assert_eq!(call.command(), Command::call("job_done", 3));
     }
 }
