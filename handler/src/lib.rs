@@ -20,7 +20,9 @@
 //! # }
 //! ```
 
+mod exactly_once;
 mod runtime;
 mod schedule;
 
+pub use exactly_once::{BatchHandler, Decision, ExactlyOnceConfig, Outputs, TransactionStats};
 pub use runtime::{Handler, HandlerError, PartitionStats, Runtime, RuntimeConfig};
