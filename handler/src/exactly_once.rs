@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
@@ -166,6 +166,10 @@ pub(crate) struct Transactions {
     rewind: Mutex<Vec<(TopicPartition, Arc<Progress>)>>,
     /// A failure of a rebalance callback's transaction that stops the runtime.
     fatal: Mutex<Option<Error>>,
+    /// A transaction failed for good (fenced, or its abort failed): what is left open is not
+    /// this instance's to end any more, and nothing more is tried (leaving the group revokes
+    /// the partitions, which would otherwise commit again).
+    failed: AtomicBool,
     pub(crate) stats: watch::Sender<TransactionStats>,
 }
 
@@ -192,6 +196,7 @@ impl Transactions {
             ready: Notify::new(),
             rewind: Mutex::new(Vec::new()),
             fatal: Mutex::new(None),
+            failed: AtomicBool::new(false),
             stats: watch::Sender::new(TransactionStats::default()),
         })
     }
@@ -240,9 +245,17 @@ impl Transactions {
     /// partitions for a rewind.
     pub(crate) async fn commit(&self, consumer: &Consumer) -> kafka_wire::Result<()> {
         let _turn = self.turn.lock().await;
-        if self.needs_rewind() {
+        if self.needs_rewind() || self.failed.load(Ordering::Acquire) {
             return Ok(());
         }
+        let outcome = self.commit_oldest(consumer).await;
+        if outcome.is_err() {
+            self.failed.store(true, Ordering::Release);
+        }
+        outcome
+    }
+
+    async fn commit_oldest(&self, consumer: &Consumer) -> kafka_wire::Result<()> {
         let batches = self.take_oldest();
         if batches.is_empty() {
             return Ok(());
@@ -280,7 +293,7 @@ impl Transactions {
     /// Commits every batch handled (in as many transactions as it takes), unless a transaction
     /// fails: what a revocation or a shutdown does.
     pub(crate) async fn commit_all(&self, consumer: &Consumer) -> kafka_wire::Result<()> {
-        while !lock(&self.pending).is_empty() && !self.needs_rewind() {
+        while !lock(&self.pending).is_empty() && !self.needs_rewind() && !self.failed.load(Ordering::Acquire) {
             self.commit(consumer).await?;
         }
         Ok(())
