@@ -488,3 +488,44 @@ async fn exactly_once_mode_copies_each_record_once_across_a_join_a_kill_and_abor
     }
     assert!(b_stats.aborted > 0, "no transaction of the second member was aborted on purpose: {b_stats:?}");
 }
+
+/// A second instance with the same `transactional.id` fences the first: the first one's next
+/// transaction fails and its runtime stops with `Error::Fenced`, its output never visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_mode_stops_with_fenced_when_a_newer_instance_takes_its_transactional_id() {
+    let input = topic_with(1, 10, |_, i| format!("k{i}")).await;
+    let output = unique_topic("handler-fenced-out");
+    let client = Client::connect(ClientConfig::new(&bootstrap())).await.unwrap();
+    create_topic(&client, &output, 1, 1, &[]).await;
+    let group = unique_topic("handler-fenced");
+    let transactional_id = unique_topic("handler-fenced-txn");
+    let make = || {
+        let config = RuntimeConfig::new(consumer_config(&group), [input.as_str()]);
+        let producer = ProducerConfig::new(&bootstrap()).transactional_id(&transactional_id);
+        let output = output.clone();
+        Runtime::exactly_once(config, ExactlyOnceConfig::new(producer), move |batch: Vec<ConsumerRecord>| {
+            let records = batch
+                .iter()
+                .map(|r| ProducerRecord::new(output.as_str(), r.value.clone().unwrap_or_default()))
+                .collect();
+            async move { Ok::<_, HandlerError>(Outputs::commit(records)) }
+        })
+    };
+    let first = make().await.unwrap();
+    let mut transactions = first.transactions().expect("the exactly-once mode");
+    let (_stop, mut task) = spawn(first);
+    let copied = tokio::time::timeout(BOUND, transactions.wait_for(|s| s.records_in >= 10)).await;
+    assert!(copied.is_ok_and(|r| r.is_ok()), "the first instance did not copy the input: {:?}", *transactions.borrow());
+
+    // The newer instance registers the transactional.id (it is not run); the first one's next
+    // transaction is refused.
+    let _second = make().await.unwrap();
+    let producer = Producer::new(ProducerConfig::new(&bootstrap())).await.unwrap();
+    producer.send(ProducerRecord::new(input.as_str(), "after the fence").partition(0)).await.unwrap().await.unwrap();
+    producer.close().await.unwrap();
+    let ended = tokio::time::timeout(BOUND, &mut task).await.expect("the fenced runtime did not stop").unwrap();
+    assert!(matches!(ended, Err(kafka_wire::Error::Fenced { .. })), "the fenced runtime ended with {ended:?}");
+    let out = read_committed(&output, 1).await;
+    assert_eq!(out[&0].len(), 10, "the fenced transaction's output is not visible: {:?}", out[&0]);
+    assert!(!out[&0].iter().any(|v| v == "after the fence"));
+}
