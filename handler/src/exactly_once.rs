@@ -239,7 +239,8 @@ impl Transactions {
         self.ready.notify_one();
     }
 
-    /// Commits the handled batches in one transaction. Returns an error only when the runtime
+    /// Commits the oldest handled batches (up to `transaction_batches`) in one transaction; the
+    /// buffer's others are committed next. Returns an error only when the runtime
     /// must stop: [`Error::Fenced`] (a newer instance with the same `transactional.id` took
     /// over), or an abort that failed. Any other failure aborts the transaction and marks its
     /// partitions for a rewind.

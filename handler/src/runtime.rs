@@ -213,6 +213,9 @@ impl Runtime {
     /// consumed until [`Runtime::run_until`].
     ///
     /// `key_parallelism` must be 1: a batch is consecutive records of its partition.
+    ///
+    /// Cancel-safe: dropping the future drops what was connected; nothing was consumed (the
+    /// `transactional.id` may already be registered, which fences its previous owner).
     pub async fn exactly_once(
         config: RuntimeConfig,
         exactly_once: ExactlyOnceConfig,

@@ -97,7 +97,11 @@ pub struct RetryingConsumer {
 
 impl RetryingConsumer {
     /// Connects, creates or checks the retry and dead-letter topics, and prepares the member;
-    /// nothing is consumed until [`RetryingConsumer::run_until`].
+    /// nothing is consumed until [`RetryingConsumer::run_until`]. With the transactional
+    /// hand-off, the runtime's exactly-once mode is used (see
+    /// [`RetryConfig::transactional_hand_off`]).
+    ///
+    /// Cancel-safe: dropping the future drops what was connected; topics created stay.
     pub async fn new<F, Fut>(config: RetryConfig, handler: F) -> kafka_wire::Result<Self>
     where
         F: Fn(ConsumerRecord) -> Fut + Send + Sync + 'static,

@@ -137,6 +137,8 @@ impl Processor {
     /// an older instance and aborting what it left open), then connects the consumer (with
     /// isolation read_committed and auto-commit off, whatever the configuration says). The
     /// consumer subscribes to the input topics in [`Processor::run`].
+    ///
+    /// Cancel-safe: dropping the future drops what was connected; nothing was consumed.
     pub async fn new(config: ProcessorConfig) -> Result<Self> {
         let ProcessorConfig { input_topics, consumer, producer, poll_timeout } = config;
         if consumer.group_id.is_none() {
