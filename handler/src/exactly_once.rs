@@ -95,10 +95,10 @@ pub struct ExactlyOnceConfig {
     pub producer: ProducerConfig,
     /// Records per batch at most (what the partition's queue holds, up to this).
     pub batch_size: usize,
-    /// Batches in one transaction at most (each of a different partition, the oldest first);
-    /// a transaction commits once this many are handled, and at the latest every
-    /// [`crate::RuntimeConfig::commit_interval`]. Batches finished while a transaction commits
-    /// wait for the next one. With 1, each handler call has a transaction of its own.
+    /// Batches in one transaction at most (each of a different partition, the oldest first).
+    /// A transaction starts as soon as a batch is handled and none is running, so the batches
+    /// handled while one commits make up the next. With 1, each handler call has a transaction
+    /// of its own.
     pub transaction_batches: usize,
 }
 
@@ -201,11 +201,6 @@ impl Transactions {
         })
     }
 
-    /// Whether enough batches wait for a transaction to commit now.
-    pub(crate) fn full(&self) -> bool {
-        lock(&self.pending).len() >= self.config.transaction_batches.max(1)
-    }
-
     pub(crate) fn needs_rewind(&self) -> bool {
         !lock(&self.rewind).is_empty()
     }
@@ -273,7 +268,7 @@ impl Transactions {
                     b.progress.lock().stats.committed = Some(b.next.offset);
                     b.progress.awaiting.send_replace(false);
                 }
-                if self.full() {
+                if !lock(&self.pending).is_empty() {
                     self.ready.notify_one();
                 }
                 Ok(())

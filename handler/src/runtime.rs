@@ -162,10 +162,10 @@ pub struct PartitionStats {
 /// - **Exactly-once** ([`Runtime::exactly_once`]): instead, each partition is handled in
 ///   batches, in offset order; a batch's output records and the offset after it are committed
 ///   in one Kafka transaction (with batches of other partitions), and nothing is committed
-///   outside transactions. A transaction commits once
-///   [`ExactlyOnceConfig::transaction_batches`] partitions have a batch in it, every
-///   `commit_interval`, when partitions are revoked (after their batches finish, before the
-///   partitions go) and at shutdown. A failed or aborted transaction rewinds its partitions
+///   outside transactions. A transaction starts as soon as a batch is handled and none is
+///   running (with up to [`ExactlyOnceConfig::transaction_batches`] of the oldest handled
+///   batches), when partitions are revoked (after their batches finish, before the partitions
+///   go) and at shutdown; `commit_interval` is then only a fallback. A failed or aborted transaction rewinds its partitions
 ///   to the group's committed offsets; [`Error::Fenced`] (a newer instance with the same
 ///   `transactional.id`) stops the runtime.
 #[derive(Clone)]
@@ -334,11 +334,8 @@ impl Runtime {
                     Some(tx) => if let Err(e) = tx.commit(&consumer).await { break Err(e) },
                 },
                 _ = async { transactions.expect("checked").ready.notified().await }, if transactions.is_some() => {
-                    let tx = transactions.expect("checked");
-                    if tx.full() {
-                        if let Err(e) = tx.commit(&consumer).await {
-                            break Err(e);
-                        }
+                    if let Err(e) = transactions.expect("checked").commit(&consumer).await {
+                        break Err(e);
                     }
                 }
                 Some(done) = workers.join_next() => {
