@@ -234,13 +234,33 @@ impl Transactions {
         self.ready.notify_one();
     }
 
+    /// [`Transactions::commit`] from the main task, unless a rebalance callback holds the turn.
+    /// Callbacks run inside the consumer's poll, which only the main task drives: one that is
+    /// waiting there (the main task went on with another event) resumes only when the main task
+    /// polls again, so the main task must not wait for it. It commits every batch anyway.
+    pub(crate) async fn commit_unless_busy(&self, consumer: &Consumer) -> kafka_wire::Result<()> {
+        match self.turn.try_lock() {
+            Ok(turn) => self.commit_turn(consumer, turn).await,
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Whether a transaction is under way.
+    pub(crate) fn busy(&self) -> bool {
+        self.turn.try_lock().is_err()
+    }
+
     /// Commits the oldest handled batches (up to `transaction_batches`) in one transaction; the
     /// buffer's others are committed next. Returns an error only when the runtime
     /// must stop: [`Error::Fenced`] (a newer instance with the same `transactional.id` took
     /// over), or an abort that failed. Any other failure aborts the transaction and marks its
     /// partitions for a rewind.
     pub(crate) async fn commit(&self, consumer: &Consumer) -> kafka_wire::Result<()> {
-        let _turn = self.turn.lock().await;
+        let turn = self.turn.lock().await;
+        self.commit_turn(consumer, turn).await
+    }
+
+    async fn commit_turn(&self, consumer: &Consumer, _turn: tokio::sync::MutexGuard<'_, ()>) -> kafka_wire::Result<()> {
         if self.needs_rewind() || self.failed.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -387,13 +407,15 @@ pub(crate) async fn rewind(
     let marked = std::mem::take(&mut *lock(&tx.rewind));
     // Those revoked or lost meanwhile have no worker any more: their next owner starts from
     // the committed offsets anyway.
+    // Those being drained by a revocation (a callback waiting inside the poll) are going too.
     let targets: Vec<Arc<Progress>> = {
         let map = lock(&shared.partitions);
-        marked.into_iter().filter(|(tp, p)| map.get(tp).is_some_and(|q| Arc::ptr_eq(p, q))).map(|(_, p)| p).collect()
+        marked
+            .into_iter()
+            .filter(|(tp, p)| map.get(tp).is_some_and(|q| Arc::ptr_eq(p, q)) && p.set_mode(Mode::Rewind))
+            .map(|(_, p)| p)
+            .collect()
     };
-    for p in &targets {
-        p.set_mode(Mode::Rewind);
-    }
     let mut rewound: Vec<Rewound> = Vec::new();
     while rewound.len() < targets.len() {
         match workers.join_next().await {

@@ -331,10 +331,10 @@ impl Runtime {
                 },
                 _ = commits.tick() => match transactions {
                     None => shared.commit(&consumer, None).await,
-                    Some(tx) => if let Err(e) = tx.commit(&consumer).await { break Err(e) },
+                    Some(tx) => if let Err(e) = tx.commit_unless_busy(&consumer).await { break Err(e) },
                 },
                 _ = async { transactions.expect("checked").ready.notified().await }, if transactions.is_some() => {
-                    if let Err(e) = transactions.expect("checked").commit(&consumer).await {
+                    if let Err(e) = transactions.expect("checked").commit_unless_busy(&consumer).await {
                         break Err(e);
                     }
                 }
@@ -347,6 +347,13 @@ impl Runtime {
                 }
             }
         };
+        if let Some(tx) = transactions {
+            // A rebalance callback left waiting inside the poll (the loop stopped on another
+            // event) may hold the transaction's turn: it finishes when polled.
+            while tx.busy() {
+                drop(next(&mut partitions).await);
+            }
+        }
         let all: Vec<TopicPartition> = lock(&shared.partitions).keys().cloned().collect();
         shared.drain(&all).await;
         let committed = match transactions {
@@ -546,7 +553,8 @@ impl Progress {
         self.mode.send_replace(Mode::Run);
     }
 
-    pub(crate) fn set_mode(&self, mode: Mode) {
+    /// Moves the worker on to `mode` if that is a step forward; says whether it was.
+    pub(crate) fn set_mode(&self, mode: Mode) -> bool {
         self.mode.send_if_modified(|m| {
             let more = matches!(
                 (*m, mode),
@@ -556,7 +564,7 @@ impl Progress {
                 *m = mode;
             }
             more
-        });
+        })
     }
 
     fn stats(&self) -> PartitionStats {
