@@ -15,7 +15,9 @@ use kafka_wire::{Consumer, ConsumerConfig, ConsumerRecord, Error, ErrorKind, Top
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::exactly_once::{batch_worker, panicked, rewind, BatchHandler, ExactlyOnceConfig, Rewound, Transactions};
 use crate::schedule::{CommitPoint, KeyScheduler};
+use crate::TransactionStats;
 
 /// What a handler reports when it fails; the record is then retried (see [`Runtime`]).
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -143,7 +145,8 @@ pub struct PartitionStats {
     pub lag: Option<i64>,
 }
 
-/// A consumer group member that runs a [`Handler`] on every record of its partitions.
+/// A consumer group member that runs a [`Handler`] on every record of its partitions (or, in
+/// the exactly-once mode, a [`BatchHandler`] on batches of them).
 ///
 /// - **Order**: one worker per assigned partition; with `key_parallelism` 1 it handles the
 ///   partition in offset order, with more, keys in parallel and each key in order, with no
@@ -156,6 +159,15 @@ pub struct PartitionStats {
 /// - **Failures**: a record whose handler fails is retried in place with exponential backoff
 ///   and jitter; only its key (its partition, with `key_parallelism` 1) waits. Nothing is
 ///   skipped: richer policies (retry topics, a dead-letter queue) are the `retry` crate's.
+/// - **Exactly-once** ([`Runtime::exactly_once`]): instead, each partition is handled in
+///   batches, in offset order; a batch's output records and the offset after it are committed
+///   in one Kafka transaction (with batches of other partitions), and nothing is committed
+///   outside transactions. A transaction starts as soon as a batch is handled and none is
+///   running (with up to [`ExactlyOnceConfig::transaction_batches`] of the oldest handled
+///   batches), when partitions are revoked (after their batches finish, before the partitions
+///   go) and at shutdown; `commit_interval` is then only a fallback. A failed or aborted transaction rewinds its partitions
+///   to the group's committed offsets; [`Error::Fenced`] (a newer instance with the same
+///   `transactional.id`) stops the runtime.
 #[derive(Clone)]
 pub struct Runtime {
     consumer: Consumer,
@@ -165,10 +177,13 @@ pub struct Runtime {
 /// What the runtime's tasks and its rebalance listener share. It holds no consumer handle: the
 /// listener lives inside the consumer, and a handle there would keep the consumer alive after
 /// the runtime is gone.
-struct Shared {
-    config: Arc<RuntimeConfig>,
-    handler: Arc<dyn Handler>,
-    partitions: Mutex<HashMap<TopicPartition, Arc<Progress>>>,
+pub(crate) struct Shared {
+    pub(crate) config: Arc<RuntimeConfig>,
+    /// The at-least-once mode's handler.
+    handler: Option<Arc<dyn Handler>>,
+    /// The exactly-once mode's handler, producer and transaction buffer.
+    pub(crate) transactions: Option<Transactions>,
+    pub(crate) partitions: Mutex<HashMap<TopicPartition, Arc<Progress>>>,
 }
 
 impl Runtime {
@@ -181,9 +196,65 @@ impl Runtime {
             });
         }
         let consumer = Consumer::new(config.consumer.clone().enable_auto_commit(false)).await?;
-        let shared =
-            Shared { config: Arc::new(config), handler: Arc::new(handler), partitions: Mutex::new(HashMap::new()) };
+        let shared = Shared {
+            config: Arc::new(config),
+            handler: Some(Arc::new(handler)),
+            transactions: None,
+            partitions: Mutex::new(HashMap::new()),
+        };
         Ok(Self { consumer, shared: Arc::new(shared) })
+    }
+
+    /// The exactly-once mode: connects the transactional producer and registers it as its
+    /// `transactional.id`'s owner (fencing an older instance, whose open transaction is
+    /// aborted), then the consumer, with isolation read_committed (whatever `config` says).
+    /// Each partition's records are handed to `handler` in batches, in offset order; the
+    /// partitions run in parallel, one producer serving them all (KIP-447). Nothing is
+    /// consumed until [`Runtime::run_until`].
+    ///
+    /// `key_parallelism` must be 1: a batch is consecutive records of its partition.
+    ///
+    /// Cancel-safe: dropping the future drops what was connected; nothing was consumed (the
+    /// `transactional.id` may already be registered, which fences its previous owner).
+    pub async fn exactly_once(
+        config: RuntimeConfig,
+        exactly_once: ExactlyOnceConfig,
+        handler: impl BatchHandler,
+    ) -> kafka_wire::Result<Self> {
+        if config.consumer.group_id.is_none() {
+            return Err(Error::Config {
+                property: "group.id".into(),
+                reason: "the exactly-once mode commits input offsets for a consumer group: set a group id".into(),
+            });
+        }
+        if config.key_parallelism > 1 {
+            return Err(Error::Config {
+                property: "key_parallelism".into(),
+                reason: "the exactly-once mode handles a partition in batches, in offset order: set it to 1".into(),
+            });
+        }
+        // The producer first: the group may hand this instance partitions only once the
+        // transaction of its predecessor is aborted, and the stable offsets are then final.
+        let transactions = Transactions::new(exactly_once, Arc::new(handler)).await?;
+        let consumer_config = config
+            .consumer
+            .clone()
+            .enable_auto_commit(false)
+            .isolation_level(kafka_wire::client::IsolationLevel::ReadCommitted);
+        let consumer = Consumer::new(consumer_config).await?;
+        let shared = Shared {
+            config: Arc::new(config),
+            handler: None,
+            transactions: Some(transactions),
+            partitions: Mutex::new(HashMap::new()),
+        };
+        Ok(Self { consumer, shared: Arc::new(shared) })
+    }
+
+    /// The exactly-once mode's counters (a receiver can wait for a change); `None` in the
+    /// at-least-once mode.
+    pub fn transactions(&self) -> Option<watch::Receiver<TransactionStats>> {
+        self.shared.transactions.as_ref().map(|t| t.stats.subscribe())
     }
 
     /// The member's consumer (for its group metadata, positions or lag).
@@ -207,20 +278,35 @@ impl Runtime {
 
     /// Subscribes and handles records until `shutdown` completes; then drains the running
     /// records (within `drain_timeout`), commits, and leaves the group. Returns an error only
-    /// if the consumer fails for good (a fatal broker error, misuse, the consumer closed).
+    /// if the consumer fails for good (a fatal broker error, misuse, the consumer closed) or,
+    /// in the exactly-once mode, the producer was fenced ([`Error::Fenced`]) or could not
+    /// abort a transaction.
     ///
     /// Not cancel-safe: dropping the future stops the workers without a final commit (what
     /// was committed before stays; the rest is handled again by the partitions' next owners).
+    /// In the exactly-once mode a transaction left open then is aborted by the next instance
+    /// with the same `transactional.id` (or by its coordinator after `transaction.timeout.ms`).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> kafka_wire::Result<()> {
         let Self { consumer, shared } = self;
         consumer.subscribe(shared.config.topics.iter().cloned())?;
         let listener = DrainOnRevoke { shared: shared.clone() };
         let mut partitions = PartitionStreams::with_listener(consumer.clone(), shared.config.queue_capacity, listener);
-        let mut workers = JoinSet::new();
+        let mut workers: JoinSet<Option<Rewound>> = JoinSet::new();
         let mut commits = tokio::time::interval(shared.config.commit_interval);
         commits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let transactions = shared.transactions.as_ref();
         tokio::pin!(shutdown);
         let outcome = loop {
+            if let Some(tx) = transactions {
+                if let Some(e) = tx.take_fatal() {
+                    break Err(e);
+                }
+                if tx.needs_rewind() {
+                    if let Err(e) = rewind(&shared, &consumer, &mut workers).await {
+                        break Err(e);
+                    }
+                }
+            }
             tokio::select! {
                 _ = &mut shutdown => break Ok(()),
                 item = next(&mut partitions) => match item {
@@ -228,30 +314,67 @@ impl Runtime {
                         let progress = Arc::new(Progress::new());
                         lock(&shared.partitions).insert(tp.clone(), progress.clone());
                         tracing::debug!(%tp, "handler runtime: partition assigned");
-                        workers.spawn(worker(tp, records, progress, shared.handler.clone(), shared.config.clone()));
+                        match &shared.handler {
+                            Some(handler) => {
+                                let run = worker(tp, records, progress, handler.clone(), shared.config.clone());
+                                workers.spawn(async move {
+                                    run.await;
+                                    None
+                                });
+                            }
+                            None => drop(workers.spawn(batch_worker(tp, records, progress, shared.clone(), None))),
+                        }
                     }
                     Some(Err(e)) if is_fatal(&e) => break Err(e),
                     Some(Err(e)) => tracing::warn!(error = %e, "handler runtime: poll failed; polling goes on"),
                     None => break Ok(()),
                 },
-                _ = commits.tick() => shared.commit(&consumer, None).await,
+                _ = commits.tick() => match transactions {
+                    None => shared.commit(&consumer, None).await,
+                    Some(tx) => if let Err(e) = tx.commit_unless_busy(&consumer).await { break Err(e) },
+                },
+                _ = async { transactions.expect("checked").ready.notified().await }, if transactions.is_some() => {
+                    if let Err(e) = transactions.expect("checked").commit_unless_busy(&consumer).await {
+                        break Err(e);
+                    }
+                }
                 Some(done) = workers.join_next() => {
                     if let Err(e) = done {
                         if e.is_panic() {
-                            break Err(Error::DriverFailed { driver: "handler runtime", reason: format!("a partition worker panicked: {e}") });
+                            break Err(panicked(&e));
                         }
                     }
                 }
             }
         };
+        if let Some(tx) = transactions {
+            // A rebalance callback left waiting inside the poll (the loop stopped on another
+            // event) may hold the transaction's turn: it finishes when polled.
+            while tx.busy() {
+                drop(next(&mut partitions).await);
+            }
+        }
         let all: Vec<TopicPartition> = lock(&shared.partitions).keys().cloned().collect();
         shared.drain(&all).await;
-        shared.commit(&consumer, None).await;
+        let committed = match transactions {
+            None => {
+                shared.commit(&consumer, None).await;
+                Ok(())
+            }
+            // After a failure, whatever is still buffered is not committed: the partitions'
+            // next owners handle it again from the committed offsets.
+            Some(tx) if outcome.is_ok() => tx.commit_all(&consumer).await,
+            Some(_) => Ok(()),
+        };
         lock(&shared.partitions).clear();
         drop(partitions);
         workers.shutdown().await;
         let closed = consumer.close().await;
-        outcome.and(closed)
+        let closed_producer = match transactions {
+            Some(tx) => tx.producer.close().await,
+            None => Ok(()),
+        };
+        outcome.and(committed).and(closed).and(closed_producer)
     }
 }
 
@@ -337,7 +460,19 @@ impl RebalanceListener for DrainOnRevoke {
         Box::pin(async move {
             tracing::debug!(?partitions, "handler runtime: partitions revoked; draining");
             self.shared.drain(partitions).await;
-            self.shared.commit(consumer, Some(partitions)).await;
+            match &self.shared.transactions {
+                None => self.shared.commit(consumer, Some(partitions)).await,
+                // Every partition's batches commit now, while the generation they were fetched
+                // in is still the member's.
+                Some(tx) => {
+                    if let Err(e) = tx.commit_all(consumer).await {
+                        tx.set_fatal(e);
+                    }
+                    // Left over when a transaction failed: never to be committed by this member
+                    // now that the partitions go.
+                    tx.forget(partitions);
+                }
+            }
             let mut map = lock(&self.shared.partitions);
             for tp in partitions {
                 map.remove(tp);
@@ -360,53 +495,76 @@ impl RebalanceListener for DrainOnRevoke {
                 p.set_mode(Mode::Abort);
                 let _ = p.stopped.subscribe().wait_for(|s| *s).await;
             }
+            if let Some(tx) = &self.shared.transactions {
+                tx.forget(partitions);
+            }
         })
     }
 }
 
 /// What a partition's worker is asked to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     Run,
     /// Take no more records; let the running ones finish.
     Drain,
     /// Cancel the running records.
     Abort,
+    /// Cancel the running batch and hand the partition's stream back (exactly-once mode).
+    Rewind,
 }
 
 /// A partition worker's state, shared with the runtime.
-struct Progress {
+pub(crate) struct Progress {
     state: Mutex<ProgressState>,
-    mode: watch::Sender<Mode>,
+    pub(crate) mode: watch::Sender<Mode>,
     /// Set when the worker has stopped.
-    stopped: watch::Sender<bool>,
+    pub(crate) stopped: watch::Sender<bool>,
+    /// Exactly-once mode: set while the partition's last batch waits for its transaction.
+    pub(crate) awaiting: watch::Sender<bool>,
 }
 
 #[derive(Default)]
-struct ProgressState {
+pub(crate) struct ProgressState {
     commit_point: CommitPoint,
-    stats: PartitionStats,
+    pub(crate) stats: PartitionStats,
     /// Offsets failing now, and since when.
-    failing: BTreeMap<i64, SystemTime>,
+    pub(crate) failing: BTreeMap<i64, SystemTime>,
 }
 
 impl Progress {
     fn new() -> Self {
-        Self { state: Mutex::default(), mode: watch::Sender::new(Mode::Run), stopped: watch::Sender::new(false) }
+        Self {
+            state: Mutex::default(),
+            mode: watch::Sender::new(Mode::Run),
+            stopped: watch::Sender::new(false),
+            awaiting: watch::Sender::new(false),
+        }
     }
 
-    fn lock(&self) -> MutexGuard<'_, ProgressState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ProgressState> {
         lock(&self.state)
     }
 
-    fn set_mode(&self, mode: Mode) {
+    /// Back to running after a rewind, with nothing waiting for a transaction.
+    pub(crate) fn restart(&self) {
+        self.awaiting.send_replace(false);
+        self.stopped.send_replace(false);
+        self.mode.send_replace(Mode::Run);
+    }
+
+    /// Moves the worker on to `mode` if that is a step forward; says whether it was.
+    pub(crate) fn set_mode(&self, mode: Mode) -> bool {
         self.mode.send_if_modified(|m| {
-            let more = matches!((*m, mode), (Mode::Run, Mode::Drain | Mode::Abort) | (Mode::Drain, Mode::Abort));
+            let more = matches!(
+                (*m, mode),
+                (Mode::Run, Mode::Drain | Mode::Abort | Mode::Rewind) | (Mode::Drain, Mode::Abort)
+            );
             if more {
                 *m = mode;
             }
             more
-        });
+        })
     }
 
     fn stats(&self) -> PartitionStats {
@@ -578,6 +736,6 @@ async fn handle(
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

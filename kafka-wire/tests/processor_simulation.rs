@@ -1,13 +1,16 @@
-//! Deterministic simulation of an exactly-once processor's loop around a classic
-//! [`GroupMember`], with the group coordinator lost at every step of it.
+//! Deterministic simulation of the handler runtime's exactly-once mode (what `txn::Processor`
+//! runs) around a classic [`GroupMember`], with the group coordinator lost at every step of it.
 //!
 //! The member runs as the consumer runs it: on a "driver" that sends its requests, answers them
 //! and takes its events at once (applying partition changes, queueing `Lost` and `Revoke` for the
-//! application), and an "application" loop that polls (running the queued steps first, then
-//! taking a batch of up to 10 records of the one partition), handles the batch for a while, and
-//! commits the batch's offsets the way a transaction does (TxnOffsetCommit, KIP-447): with the
-//! generation and member id the member reports *at commit time* (`Consumer::group_metadata`),
-//! aborting and rewinding the batch when it has none or the coordinator refuses.
+//! application). The application is the runtime: its main task polls at every turn (running the
+//! queued steps first), while the partition's worker handles a batch of up to 10 records for a
+//! while; between two polls, the main task commits a handled batch's offsets the way a
+//! transaction does (TxnOffsetCommit, KIP-447): with the generation and member id the member
+//! reports *at commit time* (`Consumer::group_metadata`), aborting and rewinding the batch when
+//! it has none or the coordinator refuses. A revocation drains the worker (its batch finishes)
+//! and commits inside the poll, before the member rejoins; a loss drops the batch. The worker
+//! takes its next batch once the last one's transaction has ended.
 //!
 //! The coordinator (a model of one classic group with this one member) fails at a chosen tick,
 //! stays away longer than the session timeout (so the member's lease lapses and it loses its
@@ -254,8 +257,11 @@ struct Batch {
     generation: Option<i32>,
 }
 
+/// The partition's worker.
 enum App {
-    Poll,
+    /// Ready for a batch.
+    Idle,
+    /// Handling a batch until then; its transaction follows.
     Handle { batch: Batch, until: u64 },
 }
 
@@ -312,7 +318,7 @@ impl Sim {
             },
             partition: None,
             steps: VecDeque::new(),
-            app: App::Poll,
+            app: App::Idle,
             violations: Vec::new(),
             committed_batches: 0,
             aborted: 0,
@@ -354,39 +360,49 @@ impl Sim {
         }
     }
 
-    /// One turn of the application's loop.
+    /// One turn of the runtime's main task, and what its worker does meanwhile.
     fn app_turn(&mut self) {
         let now = self.at();
-        match std::mem::replace(&mut self.app, App::Poll) {
-            App::Poll => {
-                // The rebalance steps first, as `Consumer::poll` runs them.
-                while let Some(step) = self.steps.pop_front() {
-                    match step {
-                        Step::Revoke => {
-                            self.partition = None;
-                            self.member.revocation_done(now);
-                        }
-                        Step::Lost => {
-                            self.lost += 1;
-                            self.partition = None;
-                            self.member.lost_handled(now);
-                        }
-                    }
-                }
-                self.member.poll_called(now);
-                let Some((Some(position), false)) = self.partition else { return };
-                if position >= LOG_END {
-                    return;
-                }
-                let end = (position + BATCH).min(LOG_END);
-                self.partition = Some((Some(end), false));
-                let generation = self.member.generation().map(|(g, _)| g);
-                let until = self.now + self.rng.range(1, 2 * SESSION_MS / TICK_MS) * TICK_MS;
-                self.app = App::Handle { batch: Batch { first: position, end, generation }, until };
+        // A handled batch's transaction, between two polls.
+        if matches!(self.app, App::Handle { until, .. } if self.now >= until) {
+            if let App::Handle { batch, .. } = std::mem::replace(&mut self.app, App::Idle) {
+                self.commit(batch);
             }
-            App::Handle { batch, until } if self.now < until => self.app = App::Handle { batch, until },
-            App::Handle { batch, .. } => self.commit(batch),
         }
+        // The poll: the rebalance steps first, as `Consumer::poll` runs them, through the
+        // runtime's listener.
+        while let Some(step) = self.steps.pop_front() {
+            match step {
+                Step::Revoke => {
+                    // Drained: the batch finishes and commits before the partition goes.
+                    if let App::Handle { batch, .. } = std::mem::replace(&mut self.app, App::Idle) {
+                        self.commit(batch);
+                    }
+                    self.partition = None;
+                    self.member.revocation_done(now);
+                }
+                Step::Lost => {
+                    // The worker is cancelled and its batch dropped, uncommitted.
+                    self.lost += 1;
+                    self.app = App::Idle;
+                    self.partition = None;
+                    self.member.lost_handled(now);
+                }
+            }
+        }
+        self.member.poll_called(now);
+        if !matches!(self.app, App::Idle) {
+            return;
+        }
+        let Some((Some(position), false)) = self.partition else { return };
+        if position >= LOG_END {
+            return;
+        }
+        let end = (position + BATCH).min(LOG_END);
+        self.partition = Some((Some(end), false));
+        let generation = self.member.generation().map(|(g, _)| g);
+        let until = self.now + self.rng.range(1, 2 * SESSION_MS / TICK_MS) * TICK_MS;
+        self.app = App::Handle { batch: Batch { first: position, end, generation }, until };
     }
 
     /// The transaction's end: offsets with the generation of `group_metadata()` now.

@@ -8,9 +8,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use handler::{Handler, HandlerError, Runtime, RuntimeConfig};
+use handler::{BatchHandler, ExactlyOnceConfig, Handler, HandlerError, Outputs, Runtime, RuntimeConfig};
 use kafka_wire::client::{Admin, ProducerConfig};
-use kafka_wire::{Client, ConsumerConfig, ConsumerRecord, Error, Producer};
+use kafka_wire::{Client, ConsumerConfig, ConsumerRecord, Error, Producer, ProducerRecord};
 
 use crate::control::{control_topic, now_ms, provision_control, Blocked, ControlFollower};
 use crate::headers::RetryHeaders;
@@ -54,14 +54,30 @@ pub struct RetryConfig {
     /// Creates missing retry and dead-letter topics at start (and checks existing ones); off,
     /// they must exist.
     pub create_topics: bool,
-    /// Keys of a partition handled at once (see [`RuntimeConfig::key_parallelism`]).
+    /// Keys of a partition handled at once (see [`RuntimeConfig::key_parallelism`]); must be
+    /// 1 with a transactional hand-off.
     pub key_parallelism: usize,
+    /// The transactional hand-off, with this instance's `transactional.id` (one per instance;
+    /// a restarted instance reuses it): forwarding a record to a retry tier or the dead-letter
+    /// queue and committing its source offset happen in one Kafka transaction (the runtime's
+    /// exactly-once mode), so a rebalance or a crash never leaves a record forwarded twice.
+    /// Records are then read read_committed, and a partition's records handled in offset
+    /// order. `None` (the default): forwards are acknowledged, then the source offset is
+    /// committed (at least once: a crash in between forwards the record again).
+    pub transactional_id: Option<String>,
 }
 
 impl RetryConfig {
     /// Retries of `topic`'s records by `consumer`'s group, per `policy`.
     pub fn new(consumer: ConsumerConfig, topic: impl Into<String>, policy: RetryPolicy) -> Self {
-        Self { consumer, topic: topic.into(), policy, create_topics: true, key_parallelism: 1 }
+        Self { consumer, topic: topic.into(), policy, create_topics: true, key_parallelism: 1, transactional_id: None }
+    }
+
+    /// Turns the transactional hand-off on, with this instance's `transactional_id` (see
+    /// [`RetryConfig::transactional_id`]).
+    pub fn transactional_hand_off(mut self, transactional_id: impl Into<String>) -> Self {
+        self.transactional_id = Some(transactional_id.into());
+        self
     }
 }
 
@@ -70,7 +86,9 @@ impl RetryConfig {
 /// (non-blocking: each tier's consumer waits for the record's due time with its partition
 /// paused, while the source partition goes on), then to the dead-letter queue with its full
 /// history in headers. Nothing is dropped: a record leaves the source topic's commit point only
-/// once it is handled or written to a tier or the queue.
+/// once it is handled or written to a tier or the queue. With the transactional hand-off
+/// ([`RetryConfig::transactional_hand_off`]) the write and the commit are one transaction, so
+/// none is written twice either.
 #[derive(Clone)]
 pub struct RetryingConsumer {
     runtime: Runtime,
@@ -79,7 +97,11 @@ pub struct RetryingConsumer {
 
 impl RetryingConsumer {
     /// Connects, creates or checks the retry and dead-letter topics, and prepares the member;
-    /// nothing is consumed until [`RetryingConsumer::run_until`].
+    /// nothing is consumed until [`RetryingConsumer::run_until`]. With the transactional
+    /// hand-off, the runtime's exactly-once mode is used (see
+    /// [`RetryConfig::transactional_hand_off`]).
+    ///
+    /// Cancel-safe: dropping the future drops what was connected; topics created stay.
     pub async fn new<F, Fut>(config: RetryConfig, handler: F) -> kafka_wire::Result<Self>
     where
         F: Fn(ConsumerRecord) -> Fut + Send + Sync + 'static,
@@ -98,14 +120,31 @@ impl RetryingConsumer {
             provision_control(&admin, &control).await?;
         }
         let control = ControlFollower::start(&client, &config.consumer, &control).await?;
-        let producer =
-            Producer::with_client(client, ProducerConfig::new(&config.consumer.bootstrap_servers.join(",")))?;
-        let retrying =
-            Retrying { handler, policy: config.policy.clone(), names: names.clone(), group, producer, control };
+        let producer_config = ProducerConfig::new(&config.consumer.bootstrap_servers.join(","));
         let topics = std::iter::once(names.source.clone()).chain(names.tiers.iter().cloned());
         let runtime_config =
             RuntimeConfig::new(config.consumer.clone(), topics).key_parallelism(config.key_parallelism);
-        let runtime = Runtime::new(runtime_config, Shared(Arc::new(retrying))).await?;
+        let runtime = match &config.transactional_id {
+            None => {
+                let producer = Some(Producer::with_client(client, producer_config)?);
+                let retrying =
+                    Retrying { handler, policy: config.policy.clone(), names: names.clone(), group, producer, control };
+                Runtime::new(runtime_config, Shared(Arc::new(retrying))).await?
+            }
+            Some(id) => {
+                // The runtime's transactional producer writes the forwards.
+                let retrying = Retrying {
+                    handler,
+                    policy: config.policy.clone(),
+                    names: names.clone(),
+                    group,
+                    producer: None,
+                    control,
+                };
+                let exactly_once = ExactlyOnceConfig::new(producer_config.transactional_id(id.clone()));
+                Runtime::exactly_once(runtime_config, exactly_once, Shared(Arc::new(retrying))).await?
+            }
+        };
         Ok(Self { runtime, names })
     }
 
@@ -132,7 +171,8 @@ struct Retrying<F> {
     policy: RetryPolicy,
     names: TopicNames,
     group: String,
-    producer: Producer,
+    /// Writes the forwards without the transactional hand-off.
+    producer: Option<Producer>,
     control: ControlFollower,
 }
 
@@ -142,10 +182,25 @@ where
     Fut: Future<Output = Result<(), Failed>> + Send + 'static,
 {
     /// Runs the handler on `record` until it succeeds or the policy (or an operator) sends the
-    /// record on.
+    /// record on, and writes the forward.
     async fn attempt(&self, record: ConsumerRecord) -> Result<(), HandlerError> {
+        let (forward, published) = self.route(&record).await;
+        if let Some(forward) = forward {
+            let producer = self.producer.as_ref().expect("a producer without the transactional hand-off");
+            // A forward that fails is an error of this attempt: the runtime runs it again (the
+            // handler included), so the record is never committed without being written on.
+            producer.send(forward).await?.await?;
+        }
+        self.unpublish(&record, published).await;
+        Ok(())
+    }
+
+    /// Runs the handler on `record` until it succeeds or the policy (or an operator) sends the
+    /// record on: returns the record to forward (to a tier or the dead-letter queue), if any,
+    /// and when its blocked status was published, if it was.
+    async fn route(&self, record: &ConsumerRecord) -> (Option<ProducerRecord>, Option<u64>) {
         let tier = self.names.tier_of(&record.topic);
-        let mut headers = RetryHeaders::of(&record).unwrap_or_else(|| RetryHeaders::first(&record, &self.group));
+        let mut headers = RetryHeaders::of(record).unwrap_or_else(|| RetryHeaders::first(record, &self.group));
         let mut failures = 0;
         let mut published = None;
         let route = loop {
@@ -162,10 +217,7 @@ where
                 }
             }
             let failed = match (self.handler)(record.clone()).await {
-                Ok(()) => {
-                    self.unpublish(&record, published).await;
-                    return Ok(());
-                }
+                Ok(()) => return (None, published),
                 Err(failed) => failed,
             };
             failures += 1;
@@ -200,11 +252,20 @@ where
         };
         headers.tier = next_tier;
         headers.due = due;
-        // A forward that fails is an error of this attempt: the runtime runs it again (the
-        // handler included), so the record is never committed without being written on.
-        self.producer.send(headers.forward(&record, topic)).await?.await?;
-        self.unpublish(&record, published).await;
-        Ok(())
+        (Some(headers.forward(record, topic)), published)
+    }
+
+    /// The transactional hand-off: handles `batch` in order and returns the forwards, which
+    /// the runtime writes in the transaction that commits the batch's source offsets. A
+    /// record's blocked status is withdrawn when it is handed off, before that commit.
+    async fn attempt_batch(&self, batch: Vec<ConsumerRecord>) -> Result<Outputs, HandlerError> {
+        let mut forwards = Vec::new();
+        for record in &batch {
+            let (forward, published) = self.route(record).await;
+            forwards.extend(forward);
+            self.unpublish(record, published).await;
+        }
+        Ok(Outputs::commit(forwards))
     }
 
     /// Withdraws the blocked status of `record`, if it was published.
@@ -235,7 +296,32 @@ where
     }
 
     fn not_before(&self, record: &ConsumerRecord) -> Option<SystemTime> {
-        self.0.names.tier_of(&record.topic)?;
+        self.0.due(record)
+    }
+}
+
+impl<F, Fut> BatchHandler for Shared<F>
+where
+    F: Fn(ConsumerRecord) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Failed>> + Send + 'static,
+{
+    fn handle(
+        &self,
+        batch: Vec<ConsumerRecord>,
+    ) -> Pin<Box<dyn Future<Output = Result<Outputs, HandlerError>> + Send>> {
+        let retrying = self.0.clone();
+        Box::pin(async move { retrying.attempt_batch(batch).await })
+    }
+
+    fn not_before(&self, record: &ConsumerRecord) -> Option<SystemTime> {
+        self.0.due(record)
+    }
+}
+
+impl<F> Retrying<F> {
+    /// When a record of a retry tier is due.
+    fn due(&self, record: &ConsumerRecord) -> Option<SystemTime> {
+        self.names.tier_of(&record.topic)?;
         RetryHeaders::of(record)?.due
     }
 }

@@ -1,15 +1,18 @@
 //! The handler runtime against the running broker: order per partition, keys in parallel
 //! without a batch barrier, a slow handler that keeps its partitions, drain and commit when a
-//! second member takes partitions, and failed records retried in place.
+//! second member takes partitions, failed records retried in place, and the exactly-once mode
+//! (a copier whose read_committed output is its input once, across joins, a kill and aborts).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use handler::{HandlerError, Runtime, RuntimeConfig};
-use kafka_wire::client::{Admin, ClientConfig, OffsetReset};
-use kafka_wire::{Client, ConsumerConfig, ConsumerRecord, Producer, ProducerConfig, ProducerRecord, TopicPartition};
+use handler::{Decision, ExactlyOnceConfig, HandlerError, Outputs, Runtime, RuntimeConfig};
+use kafka_wire::client::{Admin, ClientConfig, IsolationLevel, OffsetReset, OffsetSpec};
+use kafka_wire::{
+    Client, Consumer, ConsumerConfig, ConsumerRecord, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+};
 use kafka_wire_tests::raw::create_topic;
 use kafka_wire_tests::{bootstrap, unique_topic, wait_until};
 use tokio::sync::oneshot;
@@ -362,4 +365,167 @@ async fn a_killed_member_s_partitions_are_taken_over_and_nothing_is_skipped() {
     wait_until("every record handled by one member or the other", BOUND, || all() >= 4 * N as usize).await;
     stop(b).await;
     assert_eq!(committed(&group, &topic).await, (0..4).map(|p| (p, N as i64)).collect());
+}
+
+/// Reads every partition of `topic` with isolation read_committed, outside any group, up to the
+/// last stable offsets (with no transaction open: everything that will ever be visible,
+/// duplicates included); returns each partition's values in offset order.
+async fn read_committed(topic: &str, partitions: i32) -> BTreeMap<i32, Vec<String>> {
+    let admin = Admin::connect(ClientConfig::new(&bootstrap())).await.unwrap();
+    let tps: Vec<(&str, i32)> = (0..partitions).map(|p| (topic, p)).collect();
+    let ends: Vec<(TopicPartition, i64)> = admin
+        .list_offsets_isolated(&tps, OffsetSpec::Latest, true)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| (TopicPartition::new(o.topic.as_str(), o.partition), o.offset))
+        .collect();
+    let config = ConsumerConfig::new(&bootstrap())
+        .isolation_level(IsolationLevel::ReadCommitted)
+        .auto_offset_reset(OffsetReset::Earliest);
+    let consumer = Consumer::new(config).await.unwrap();
+    consumer.assign((0..partitions).map(|p| TopicPartition::new(topic, p)));
+    let mut values: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let positions = consumer.positions();
+        if ends.iter().all(|(tp, end)| positions.get(tp).is_some_and(|o| o.offset >= *end)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{topic} not read to its end within {BOUND:?}");
+        for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+            values
+                .entry(r.partition)
+                .or_default()
+                .push(String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into());
+        }
+    }
+    consumer.close().await.unwrap();
+    values
+}
+
+/// The exactly-once mode as a copier, with every 5th batch aborted on purpose: a first member
+/// is joined by a second, then killed mid-stream (no drain, no commit, a transaction possibly
+/// open) and replaced by a third with its `transactional.id` (which fences it). The output,
+/// read read_committed, is the input exactly once, in order per partition, and the group's
+/// offsets are at the end of the input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_mode_copies_each_record_once_across_a_join_a_kill_and_aborts() {
+    const N: u32 = 300;
+    const PARTITIONS: i32 = 4;
+    let input = topic_with(PARTITIONS, N, |p, i| format!("{p}-{i}")).await;
+    let output = unique_topic("handler-eos-out");
+    let client = Client::connect(ClientConfig::new(&bootstrap())).await.unwrap();
+    create_topic(&client, &output, PARTITIONS, 1, &[]).await;
+    let group = unique_topic("handler-eos");
+    // Batches handled, over all members; the copies each member's handler made.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let make = |transactional_id: String, copied: Arc<AtomicUsize>| {
+        let consumer = consumer_config(&group)
+            .session_timeout(Duration::from_secs(6))
+            .heartbeat_interval(Duration::from_millis(500));
+        let config = RuntimeConfig::new(consumer, [input.as_str()]).queue_capacity(20);
+        let producer = ProducerConfig::new(&bootstrap()).transactional_id(transactional_id);
+        let exactly_once = ExactlyOnceConfig::new(producer).batch_size(10);
+        let (output, calls) = (output.clone(), calls.clone());
+        Runtime::exactly_once(config, exactly_once, move |batch: Vec<ConsumerRecord>| {
+            let (output, calls, copied) = (output.clone(), calls.clone(), copied.clone());
+            async move {
+                // Slow enough that the members overlap.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                copied.fetch_add(batch.len(), Ordering::Relaxed);
+                let records = batch
+                    .iter()
+                    .map(|r| {
+                        ProducerRecord::new(output.as_str(), r.value.clone().unwrap_or_default()).partition(r.partition)
+                    })
+                    .collect();
+                let call = calls.fetch_add(1, Ordering::Relaxed) + 1;
+                let decision = if call % 5 == 0 { Decision::Abort } else { Decision::Commit };
+                Ok::<_, HandlerError>(Outputs { records, decision })
+            }
+        })
+    };
+    let (copied_a, copied_b, copied_c): (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<AtomicUsize>) = Default::default();
+    let a_id = unique_topic("handler-eos-a");
+    let a_runtime = make(a_id.clone(), copied_a.clone()).await.unwrap();
+    let a_member = a_runtime.clone();
+    let a = spawn(a_runtime);
+    wait_until("the first member under way", BOUND, || copied_a.load(Ordering::Relaxed) >= 100).await;
+    let b_runtime = make(unique_topic("handler-eos-b"), copied_b.clone()).await.unwrap();
+    let mut b_transactions = b_runtime.transactions().expect("the exactly-once mode");
+    let b = spawn(b_runtime);
+    let before = copied_a.load(Ordering::Relaxed);
+    wait_until("both members copying", BOUND, || {
+        copied_b.load(Ordering::Relaxed) >= 50 && copied_a.load(Ordering::Relaxed) >= before + 50
+    })
+    .await;
+    a.1.abort();
+    let _ = a.1.await;
+    drop(a_member);
+    let c = spawn(make(a_id, copied_c.clone()).await.unwrap());
+    // Every input record committed: the group's offsets reach the end of the input.
+    let done = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let offsets = committed(&group, &input).await;
+            if (0..PARTITIONS).all(|p| offsets.get(&p) == Some(&(N as i64))) {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(500), b_transactions.changed()).await;
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "the input was not committed to its end: {:?}", committed(&group, &input).await);
+    let b_stats = *b_transactions.borrow();
+    stop(b).await;
+    stop(c).await;
+    assert!(copied_c.load(Ordering::Relaxed) > 0 || b_stats.committed > 0, "no member after the kill copied");
+
+    let out = read_committed(&output, PARTITIONS).await;
+    for p in 0..PARTITIONS {
+        let expected: Vec<String> = (0..N).map(|i| format!("{p}-{i}")).collect();
+        assert_eq!(out.get(&p).cloned().unwrap_or_default(), expected, "partition {p}: not the input exactly once");
+    }
+    assert!(b_stats.aborted > 0, "no transaction of the second member was aborted on purpose: {b_stats:?}");
+}
+
+/// A second instance with the same `transactional.id` fences the first: the first one's next
+/// transaction fails and its runtime stops with `Error::Fenced`, its output never visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_mode_stops_with_fenced_when_a_newer_instance_takes_its_transactional_id() {
+    let input = topic_with(1, 10, |_, i| format!("k{i}")).await;
+    let output = unique_topic("handler-fenced-out");
+    let client = Client::connect(ClientConfig::new(&bootstrap())).await.unwrap();
+    create_topic(&client, &output, 1, 1, &[]).await;
+    let group = unique_topic("handler-fenced");
+    let transactional_id = unique_topic("handler-fenced-txn");
+    let make = || {
+        let config = RuntimeConfig::new(consumer_config(&group), [input.as_str()]);
+        let producer = ProducerConfig::new(&bootstrap()).transactional_id(&transactional_id);
+        let output = output.clone();
+        Runtime::exactly_once(config, ExactlyOnceConfig::new(producer), move |batch: Vec<ConsumerRecord>| {
+            let records = batch
+                .iter()
+                .map(|r| ProducerRecord::new(output.as_str(), r.value.clone().unwrap_or_default()))
+                .collect();
+            async move { Ok::<_, HandlerError>(Outputs::commit(records)) }
+        })
+    };
+    let first = make().await.unwrap();
+    let mut transactions = first.transactions().expect("the exactly-once mode");
+    let (_stop, mut task) = spawn(first);
+    let copied = tokio::time::timeout(BOUND, transactions.wait_for(|s| s.records_in >= 10)).await;
+    assert!(copied.is_ok_and(|r| r.is_ok()), "the first instance did not copy the input: {:?}", *transactions.borrow());
+
+    // The newer instance registers the transactional.id (it is not run); the first one's next
+    // transaction is refused.
+    let _second = make().await.unwrap();
+    let producer = Producer::new(ProducerConfig::new(&bootstrap())).await.unwrap();
+    producer.send(ProducerRecord::new(input.as_str(), "after the fence").partition(0)).await.unwrap().await.unwrap();
+    producer.close().await.unwrap();
+    let ended = tokio::time::timeout(BOUND, &mut task).await.expect("the fenced runtime did not stop").unwrap();
+    assert!(matches!(ended, Err(kafka_wire::Error::Fenced { .. })), "the fenced runtime ended with {ended:?}");
+    let out = read_committed(&output, 1).await;
+    assert_eq!(out[&0].len(), 10, "the fenced transaction's output is not visible: {:?}", out[&0]);
+    assert!(!out[&0].iter().any(|v| v == "after the fence"));
 }

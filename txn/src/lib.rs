@@ -11,9 +11,10 @@
 //! - The first producer of a flow only needs to write each event once:
 //!   [`idempotent_producer`] (acks=all, idempotence on) lets the broker drop the duplicates its
 //!   retries would otherwise create.
-//! - Every service that consumes and produces runs a [`Processor`]: it polls a batch with
-//!   isolation read_committed, opens a transaction, sends what the [`Handler`] made of the
-//!   batch, puts the batch's input offsets into the same transaction (KIP-447) and commits. The
+//! - Every service that consumes and produces runs a [`Processor`] (the handler runtime's
+//!   exactly-once mode): it consumes with isolation read_committed, opens a transaction, sends
+//!   what the [`Handler`] made of a batch, puts the batch's input offsets into the same
+//!   transaction (KIP-447) and commits. The
 //!   outputs and the input progress become visible together or not at all, so downstream
 //!   read_committed consumers see each event exactly once, whatever crashes in between.
 //! - [`transact`] wraps a one-off atomic write to several topics in a closure.
