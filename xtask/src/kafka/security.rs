@@ -153,9 +153,20 @@ fn sign(dir: &Path, store: &str, alias: &str, pem: &str, ext: &[&str]) -> Result
     keytool(dir, &["-importcert", "-alias", alias, "-file", pem, "-keystore", store, "-storepass", STORE_PASSWORD])
 }
 
+/// Fails early, saying what to install, when a tool the certificates need is missing.
+fn require(tool: &str, package: &str) -> Result<()> {
+    match Command::new(tool).arg(if tool == "openssl" { "version" } else { "-help" }).output() {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            bail!("`{tool}` is needed for --security and cannot be run ({e}): install it (apt-get install {package})")
+        }
+    }
+}
+
 /// Makes the CA, the broker's keystore and truststore, the client's PEM certificate and key,
 /// and another CA, in `dir` (emptied first).
 pub fn generate(dir: &Path) -> Result<Material> {
+    require("openssl", "openssl")?;
     if dir.exists() {
         fs::remove_dir_all(dir)?;
     }
