@@ -17,7 +17,7 @@ use super::error::{Error, Result};
 use super::transport::BoxStream;
 
 /// The `ssl.*` properties this client supports.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TlsConfig {
     /// PEM file of the certificates to trust (`ssl.ca.location`, or `ssl.truststore.location`
     /// with `ssl.truststore.type=PEM`). `None`: the system's trust store.
@@ -38,6 +38,22 @@ pub struct TlsConfig {
     keystore_type: Option<String>,
     truststore_location: Option<PathBuf>,
     keystore_location: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    /// Paths and switches only: a given rustls configuration is not shown (it holds the
+    /// client's private key).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("ca_location", &self.ca_location)
+            .field("truststore_location", &self.truststore_location)
+            .field("certificate_location", &self.certificate_location)
+            .field("key_location", &self.key_location)
+            .field("keystore_location", &self.keystore_location)
+            .field("verify_hostname", &self.verify_hostname)
+            .field("rustls", &self.rustls.as_ref().map(|_| "<given>"))
+            .finish()
+    }
 }
 
 impl Default for TlsConfig {
