@@ -321,3 +321,18 @@ async fn a_plaintext_client_on_a_tls_port_and_a_tls_client_on_a_plaintext_port_f
     let reason = tls_reason("TLS on plaintext", &error);
     assert!(reason.contains("TLS listener"), "{reason}");
 }
+
+#[tokio::test]
+async fn without_a_ca_location_the_system_trust_store_is_used() {
+    let Some(l) = secured_listeners("system_store") else { return };
+    // rustls-native-certs reads the system's store from SSL_CERT_FILE when it is set: the test
+    // CA stands in for the system's. No other test of this binary reads the system's store.
+    std::env::set_var("SSL_CERT_FILE", &l.ca);
+    let props = vec![("bootstrap.servers", l.ssl.clone()), ("security.protocol", "SSL".into())];
+    let client = tokio::time::timeout(FAILURE, Client::connect(producer_config(&props, &[]).client_config()))
+        .await
+        .expect("connect in time")
+        .expect("the system store (SSL_CERT_FILE) trusts the broker");
+    assert_eq!(client.brokers().len(), 1);
+    client.close().await;
+}
