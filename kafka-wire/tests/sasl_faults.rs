@@ -17,7 +17,7 @@ use kafka_wire::client::{
 use kafka_wire::codec::frame::split_frame;
 use kafka_wire::codec::messages::{ApiVersionsRequest, SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_wire::codec::messages::{SaslAuthenticateResponse, SaslHandshakeResponse};
-use kafka_wire::codec::ApiKey;
+use kafka_wire::codec::{ApiKey, ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 const PASSWORD: &str = "pencil-secret";
@@ -71,8 +71,15 @@ async fn broker(mut sock: DuplexStream, script: Script) {
             ];
             frames::answer_api_versions(&mut frame, version, apis, &mut out).unwrap();
         } else if api == ApiKey::SASL_HANDSHAKE {
-            let (header, _) = frames::decode::<SaslHandshakeRequest>(&mut frame, version).unwrap();
-            let response = SaslHandshakeResponse { mechanisms: vec!["SCRAM-SHA-256".into()], ..Default::default() };
+            let (header, request) = frames::decode::<SaslHandshakeRequest>(&mut frame, version).unwrap();
+            // Like a broker that enables only SCRAM-SHA-256.
+            let error_code = if &*request.mechanism == "SCRAM-SHA-256" {
+                ErrorCode::NONE
+            } else {
+                ErrorCode::UNSUPPORTED_SASL_MECHANISM
+            };
+            let response =
+                SaslHandshakeResponse { error_code, mechanisms: vec!["SCRAM-SHA-256".into()], ..Default::default() };
             frames::respond::<SaslHandshakeRequest>(&mut out, header.correlation_id, &response, version);
         } else if api == ApiKey::SASL_AUTHENTICATE {
             let (header, request) = frames::decode::<SaslAuthenticateRequest>(&mut frame, version).unwrap();
@@ -102,6 +109,10 @@ async fn broker(mut sock: DuplexStream, script: Script) {
 /// Connects with SCRAM-SHA-256 to a broker following `script`; the whole attempt must end within
 /// the request timeout and a margin.
 async fn connect(script: Script) -> Error {
+    connect_with(SaslMechanism::ScramSha256, script).await
+}
+
+async fn connect_with(mechanism: SaslMechanism, script: Script) -> Error {
     let (client, server) = tokio::io::duplex(64 * 1024);
     tokio::spawn(broker(server, script));
     let config = ConnectionConfig {
@@ -109,11 +120,7 @@ async fn connect(script: Script) -> Error {
         connect_timeout: Duration::from_secs(2),
         security: SecurityConfig {
             protocol: SecurityProtocol::SaslPlaintext,
-            sasl: SaslConfig {
-                mechanism: SaslMechanism::ScramSha256,
-                username: Some("user".into()),
-                password: Some(Password::new(PASSWORD)),
-            },
+            sasl: SaslConfig { mechanism, username: Some("user".into()), password: Some(Password::new(PASSWORD)) },
             dialer: Some(Arc::new(Pipe(Mutex::new(Some(client))))),
             ..Default::default()
         },
@@ -157,4 +164,14 @@ async fn an_iteration_count_meant_to_make_the_client_spin_is_refused() {
 async fn a_broker_silent_in_the_middle_of_the_exchange_times_out() {
     let error = connect(Script::SilentAfterFirst).await;
     assert!(matches!(&error, Error::Timeout { what, .. } if what.contains("SaslAuthenticate")), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_mechanism_the_broker_does_not_enable_is_named_with_those_it_does() {
+    let error = connect_with(SaslMechanism::ScramSha512, Script::WrongSignature).await;
+    assert!(
+        matches!(&error, Error::Authentication { mechanism, reason, .. }
+            if mechanism == "SCRAM-SHA-512" && reason.contains("it offers SCRAM-SHA-256")),
+        "{error:?}"
+    );
 }

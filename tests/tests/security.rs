@@ -308,7 +308,7 @@ async fn a_missing_client_certificate_where_one_is_required_is_a_tls_error() {
 }
 
 #[tokio::test]
-async fn a_plaintext_client_on_a_tls_port_and_a_tls_client_on_a_plaintext_port_fail_fast() {
+async fn a_plaintext_client_on_a_tls_port_and_tls_or_sasl_clients_on_a_plaintext_port_fail_fast() {
     let Some(l) = secured_listeners("wrong_protocol") else { return };
     let plaintext = vec![("bootstrap.servers", l.ssl.clone())];
     let error = connect_error("plaintext on TLS", producer_config(&plaintext, &[]).client_config(), None).await;
@@ -320,6 +320,15 @@ async fn a_plaintext_client_on_a_tls_port_and_a_tls_client_on_a_plaintext_port_f
     let error = connect_error("TLS on plaintext", producer_config(&tls, &[]).client_config(), None).await;
     let reason = tls_reason("TLS on plaintext", &error);
     assert!(reason.contains("TLS listener"), "{reason}");
+
+    let mut sasl_on_plaintext = sasl(&l, "SASL_PLAINTEXT", "SCRAM-SHA-256", &l.username, &l.password);
+    sasl_on_plaintext[0].1 = bootstrap();
+    let config = producer_config(&sasl_on_plaintext, &[]).client_config();
+    let error = connect_error("SASL on plaintext", config, Some(&l.password)).await;
+    assert!(
+        matches!(&error, Error::Authentication { reason, .. } if reason.contains("is this a SASL listener")),
+        "SASL on plaintext: {error:?}"
+    );
 }
 
 #[tokio::test]

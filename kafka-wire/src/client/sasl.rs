@@ -210,6 +210,14 @@ pub(super) async fn authenticate(conn: &Connection, config: &SaslConfig) -> Resu
         let offered: Vec<&str> = handshake.mechanisms.iter().map(|m| &**m).collect();
         return Err(fail(format!("the broker does not enable it; it offers {}", offered.join(", "))));
     }
+    if handshake.error_code == ErrorCode::ILLEGAL_SASL_STATE {
+        // What a listener without SASL answers a handshake with.
+        return Err(fail(
+            "the broker does not expect SASL here (ILLEGAL_SASL_STATE): is this a SASL listener? Check the port \
+             and security.protocol"
+                .into(),
+        ));
+    }
     if handshake.error_code != ErrorCode::NONE {
         return Err(fail(format!("SaslHandshake failed with {}", handshake.error_code)));
     }
