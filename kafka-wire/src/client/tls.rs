@@ -5,7 +5,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -38,7 +38,18 @@ pub struct TlsConfig {
     keystore_type: Option<String>,
     truststore_location: Option<PathBuf>,
     keystore_location: Option<PathBuf>,
+    /// The rustls configuration last built, with what it was built from: shared by the clones
+    /// of this configuration (every connection of a client), so that the files are read once
+    /// and reconnections can resume TLS sessions from its session cache.
+    built: Arc<Mutex<Option<Built>>>,
 }
+
+/// A built rustls configuration and what it was built from.
+type Built = (Inputs, Arc<rustls::ClientConfig>);
+
+/// What a rustls configuration is built from: the trust, certificate and key files and
+/// whether host names are verified.
+type Inputs = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>, bool);
 
 impl std::fmt::Debug for TlsConfig {
     /// Paths and switches only: a given rustls configuration is not shown (it holds the
@@ -68,6 +79,7 @@ impl Default for TlsConfig {
             keystore_type: None,
             truststore_location: None,
             keystore_location: None,
+            built: Arc::default(),
         }
     }
 }
@@ -173,6 +185,25 @@ impl TlsConfig {
             return Ok(c.clone());
         }
         let (ca, cert, key) = self.resolved()?;
+        let inputs = (ca.clone(), cert.clone(), key.clone(), self.verify_hostname);
+        // A poisoned lock still holds a whole value (it is replaced, never edited).
+        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((from, config)) = built.as_ref() {
+            if *from == inputs {
+                return Ok(config.clone());
+            }
+        }
+        let config = self.build(ca, cert, key)?;
+        *built = Some((inputs, config.clone()));
+        Ok(config)
+    }
+
+    fn build(
+        &self,
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Result<Arc<rustls::ClientConfig>> {
         let ca_property = if self.ca_location.is_some() { "ssl.ca.location" } else { "ssl.truststore.location" };
         let mut roots = RootCertStore::empty();
         match &ca {
@@ -415,6 +446,36 @@ mod tests {
         c.set("ssl.ca.location", "/nonexistent/ca.pem").unwrap();
         let e = c.client_config().unwrap_err();
         assert!(matches!(&e, Error::Config { property, .. } if property == "ssl.ca.location"), "{e:?}");
+    }
+
+    /// A CA certificate (made by `cargo xtask kafka up --security`; public, no key here).
+    const CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBcDCCARWgAwIBAgIIejoM4VvK2JIwCgYIKoZIzj0EAwIwHTEbMBkGA1UEAxMS
+a2Fma2Etd2lyZSB0ZXN0IENBMB4XDTI2MTIwNTEzMzAxNloXDTM2MTIwMjEzMzAx
+NlowHTEbMBkGA1UEAxMSa2Fma2Etd2lyZSB0ZXN0IENBMFkwEwYHKoZIzj0CAQYI
+KoZIzj0DAQcDQgAEGb+gjPbQXwNGQIYF3woVLh3kfLRU618759Gc22X5+b2rz91z
+rft2o86Hsclum8ipToW4cV1GfKKfgM275EcZG6M/MD0wHQYDVR0OBBYEFDxxBtXc
+h2JDit2T0gzZYorpQna3MAsGA1UdDwQEAwIBBjAPBgNVHRMBAf8EBTADAQH/MAoG
+CCqGSM49BAMCA0kAMEYCIQCTJiYlgDcPIreX1dlskiQQcqUNNqYeB1bePNUP0ETk
+wQIhAIYzqxWU/1zosWEPtksB8apZTLAjEopgvGlIFIvQO4hu
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn the_built_configuration_is_shared_by_clones_until_its_inputs_change() {
+        let dir = std::env::temp_dir().join(format!("kafka-wire-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, CA).unwrap();
+        let mut c = TlsConfig::default();
+        c.set("ssl.ca.location", ca.to_str().unwrap()).unwrap();
+        let first = c.client_config().unwrap();
+        let clone = c.clone();
+        assert!(Arc::ptr_eq(&first, &clone.client_config().unwrap()), "a clone rebuilt the configuration");
+        c.verify_hostname = false;
+        let other = c.client_config().unwrap();
+        assert!(!Arc::ptr_eq(&first, &other), "a changed configuration kept the old rustls one");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
