@@ -9,8 +9,9 @@
 //!
 //! Each command takes the properties of the client it uses: `produce` the producer's, `consume`
 //! the consumer's, admin commands those every client has ([`ADMIN_PROPERTIES`]). Anything else
-//! is refused naming the property and whose it is. `security.protocol=PLAINTEXT` is accepted
-//! everywhere (it is what kw speaks); TLS and SASL are refused as not supported yet.
+//! is refused naming the property and whose it is. `security.protocol` and the `ssl.*` /
+//! `sasl.*` properties the client supports (TLS, SASL PLAIN and SCRAM) are taken by every
+//! command, so a Java `client.properties` for a secured cluster works as it is.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -71,7 +72,7 @@ struct Property {
 /// The merged settings of the top level and of the command.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Client properties, in order (later ones win); `security.protocol` is checked and left out.
+    /// Client properties, in order (later ones win).
     properties: Vec<Property>,
     /// `bootstrap.servers` from `-b`, `$KAFKA_BOOTSTRAP` or the default, when it applies.
     bootstrap: Option<Property>,
@@ -153,7 +154,6 @@ impl Settings {
                 _ => {}
             }
         }
-        properties.retain(|p| p.key != "security.protocol");
 
         let named = properties.iter().any(|p| p.key == "bootstrap.servers");
         let explicit = cmd.bootstrap.clone().or_else(|| top.bootstrap.clone());
@@ -224,7 +224,7 @@ impl Settings {
         let mut values = ConsumerConfig { client_id: Some(CLIENT_ID.into()), ..ConsumerConfig::default() };
         let mut api_timeout = None;
         for p in self.all() {
-            if ADMIN_PROPERTIES.contains(&p.key.as_str()) {
+            if ADMIN_PROPERTIES.contains(&p.key.as_str()) || is_security(&p.key) {
                 take(Kind::Admin, p, values.set(&p.key, &p.value))?;
                 if p.key == "default.api.timeout.ms" {
                     api_timeout = Some(values.default_api_timeout);
@@ -248,6 +248,7 @@ impl Settings {
                 max_frame_size: values.receive_message_max_bytes,
                 retry_backoff: values.retry_backoff,
                 retry_backoff_max: values.retry_backoff_max,
+                security: values.security,
                 ..defaults
             },
         };
@@ -274,10 +275,8 @@ fn take(kind: Kind, p: &Property, result: Result<(), KafkaError>) -> Result<()> 
         Err(e) => return Err(e.into()),
     };
     let foreign = reason == "unknown property" || reason.contains("does not support");
-    let reason = if !foreign {
+    let reason = if !foreign || is_security(&p.key) {
         reason
-    } else if p.key.starts_with("ssl.") || p.key.starts_with("sasl.") {
-        "TLS and SASL are not supported yet (kw speaks PLAINTEXT only)".into()
     } else {
         let mut producer = ProducerConfig::default();
         let mut consumer = ConsumerConfig::default();
@@ -305,16 +304,15 @@ fn known(result: Result<(), KafkaError>) -> bool {
     }
 }
 
-/// `security.protocol`: PLAINTEXT (in any case) is what kw speaks; the others are refused.
+/// The properties of TLS and SASL, which every client takes.
+fn is_security(key: &str) -> bool {
+    key == "security.protocol" || key.starts_with("ssl.") || key.starts_with("sasl.")
+}
+
+/// `security.protocol`: one of Kafka's four, in any case.
 fn check_security_protocol(p: &Property) -> Result<()> {
-    let value = p.value.to_ascii_uppercase();
-    match value.as_str() {
-        "PLAINTEXT" => Ok(()),
-        "SSL" | "SASL_PLAINTEXT" | "SASL_SSL" => Err(usage(format!(
-            "invalid configuration security.protocol: {value} is not supported yet: kw speaks PLAINTEXT only (no TLS \
-             or SASL) (from {})",
-            p.origin
-        ))),
+    match p.value.to_ascii_uppercase().as_str() {
+        "PLAINTEXT" | "SSL" | "SASL_PLAINTEXT" | "SASL_SSL" => Ok(()),
         _ => Err(usage(format!(
             "invalid configuration security.protocol: {:?} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL \
              (from {})",

@@ -149,9 +149,7 @@ fn answer_like(head: [u8; 4]) -> Option<String> {
         [b'H', b'T', b'T', b'P'] => Some("an HTTP server".into()),
         [b'S', b'S', b'H', b'-'] => Some("an SSH server".into()),
         // A TLS record: alert (21) or handshake (22), protocol version 3.x.
-        [21 | 22, 3, _, _] => {
-            Some("a TLS server; kw does not speak TLS yet (security.protocol=SSL is not supported)".into())
-        }
+        [21 | 22, 3, _, _] => Some("a TLS server: set security.protocol=SSL (or SASL_SSL) and ssl.ca.location".into()),
         _ if head.iter().all(|b| b.is_ascii_graphic() || *b == b' ') => {
             Some(format!("a text protocol: its answer begins with {:?}", String::from_utf8_lossy(&head)))
         }

@@ -30,7 +30,8 @@ Examples:
 
 Connection settings (-b, -X, -F) can be given before or after the command. Each command takes
 the -X properties of the client it uses (produce: producer, consume: consumer, others: the
-common client properties) and refuses the rest; security.protocol can only be PLAINTEXT.
+common client properties) and refuses the rest; every command takes security.protocol and the
+ssl.* / sasl.* properties (TLS, SASL PLAIN and SCRAM), as in a Java client.properties file.
 
 Exit codes:
   0    success (also when the reader of stdout goes away)

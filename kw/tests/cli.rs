@@ -994,9 +994,10 @@ fn exit_codes_are_documented_in_help_and_readme() {
     }
 }
 
-/// Issue #9: Java properties files set `security.protocol=PLAINTEXT`, which kw refused.
+/// Issue #9: Java properties files set `security.protocol=PLAINTEXT`, which kw refused. Issue
+/// #13: every command takes the TLS and SASL properties, checked as the clients check them.
 #[test]
-fn security_protocol_plaintext_is_accepted_and_tls_or_sasl_refused_as_not_supported() {
+fn security_protocol_is_accepted_and_tls_and_sasl_properties_are_checked() {
     let topic = create_topic("kw-plaintext", 1, &[]);
     for value in ["PLAINTEXT", "plaintext"] {
         let x = format!("security.protocol={value}");
@@ -1011,18 +1012,54 @@ fn security_protocol_plaintext_is_accepted_and_tls_or_sasl_refused_as_not_suppor
     std::fs::write(&file, "security.protocol=PLAINTEXT\nclient.id=from-file\n").unwrap();
     kw_ok(&["topics", "list", "-F", file.to_str().unwrap()], None);
     let _ = std::fs::remove_dir_all(&dir);
-    for value in ["SSL", "sasl_ssl", "SASL_PLAINTEXT"] {
+    for value in ["sasl_ssl", "SASL_PLAINTEXT"] {
         let x = format!("security.protocol={value}");
         for args in [&["topics", "list", "-X", &x][..], &["consume", &topic, "-X", &x], &["produce", &topic, "-X", &x]]
         {
             let err = kw_fails(args, Some(b"v\n"), 2);
-            assert!(err.contains("security.protocol") && err.contains("not supported yet"), "{err}");
+            assert!(err.contains("sasl.jaas.config") && err.contains("username and a password"), "{err}");
         }
     }
     let err = kw_fails(&["topics", "list", "-X", "security.protocol=TLS1"], None, 2);
     assert!(err.contains("not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"), "{err}");
-    let err = kw_fails(&["topics", "list", "-X", "ssl.truststore.location=/x"], None, 2);
-    assert!(err.contains("ssl.truststore.location") && err.contains("TLS and SASL are not supported yet"), "{err}");
+    let err = kw_fails(&["topics", "list", "-X", "security.protocol=SSL", "-X", "ssl.truststore.location=/x"], None, 2);
+    assert!(err.contains("ssl.truststore.type") && err.contains("PEM"), "{err}");
+    let err = kw_fails(&["consume", &topic, "-X", "ssl.keystore.type=JKS"], None, 2);
+    assert!(err.contains("ssl.keystore.type") && err.contains("PEM"), "{err}");
+}
+
+/// Issue #13: a Java `client.properties` for a SASL_SSL listener (SCRAM-SHA-512, PEM trust)
+/// works with `-F` for producing, consuming and admin commands.
+#[test]
+fn a_java_client_properties_file_for_sasl_ssl_works_with_every_command() {
+    let Some(l) = kafka_wire_tests::secured_listeners("kw over SASL_SSL") else { return };
+    let topic = create_topic("kw-sasl-ssl", 1, &[]);
+    let dir = std::env::temp_dir().join(unique_topic("kw-sasl-ssl"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("client.properties");
+    std::fs::write(
+        &file,
+        format!(
+            "bootstrap.servers={}\nsecurity.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n\
+             sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{}\" \
+             password=\"{}\";\nssl.truststore.type=PEM\nssl.truststore.location={}\n",
+            l.sasl_ssl,
+            l.username,
+            l.password,
+            l.ca.display()
+        ),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let run = |args: &[&str], stdin: Option<&[u8]>| {
+        let out = kw_raw(args, stdin, &[]);
+        assert!(out.status.success(), "kw {args:?} failed ({}):\n{}", out.status, text(&out.stderr));
+        text(&out.stdout)
+    };
+    run(&["-F", f, "produce", &topic, "-q"], Some(b"over-sasl-ssl\n"));
+    assert_eq!(run(&["-F", f, "consume", &topic, "-o", "beginning", "-e"], None).trim(), "over-sasl-ssl");
+    assert!(run(&["-F", f, "topics", "list"], None).contains(&topic));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Issue #9: `-b localhost` exited 1 (a connection error) instead of 2.

@@ -327,3 +327,61 @@ mod harness_tests {
         assert!(kafka_node_running(2));
     }
 }
+
+/// The secured listeners of the 1-node cluster (`cargo xtask kafka up --security`, described in
+/// `xtask/src/kafka/security.rs`), as `.kafka/security` lists them.
+#[derive(Clone, Debug)]
+pub struct SecuredListeners {
+    /// SASL_PLAINTEXT (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
+    pub sasl_plaintext: String,
+    /// SSL.
+    pub ssl: String,
+    /// SASL_SSL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
+    pub sasl_ssl: String,
+    /// SSL with client certificates required.
+    pub mtls: String,
+    /// PEM file of the CA that signed the broker's and the client's certificates.
+    pub ca: PathBuf,
+    /// PEM file of a CA that signed nothing the broker uses.
+    pub other_ca: PathBuf,
+    /// PEM file of the client's certificate (for the mutual-TLS listener).
+    pub client_cert: PathBuf,
+    /// PEM file of the client certificate's private key.
+    pub client_key: PathBuf,
+    /// The user every mechanism knows.
+    pub username: String,
+    /// Its password.
+    pub password: String,
+}
+
+/// The secured listeners, or `None` (said on stderr, so that a skipped test shows in the log)
+/// when the 1-node cluster was started without `--security`.
+pub fn secured_listeners(test: &str) -> Option<SecuredListeners> {
+    let file = layout().kafka_dir().join("security");
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        eprintln!(
+            "[{test}] skipped: {} does not exist; start the broker with `cargo xtask kafka up --security`",
+            file.display()
+        );
+        return None;
+    };
+    let get = |key: &str| -> String {
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("{} has no {key}", file.display()))
+    };
+    Some(SecuredListeners {
+        sasl_plaintext: get("sasl_plaintext"),
+        ssl: get("ssl"),
+        sasl_ssl: get("sasl_ssl"),
+        mtls: get("mtls"),
+        ca: get("ca").into(),
+        other_ca: get("other_ca").into(),
+        client_cert: get("client_cert").into(),
+        client_key: get("client_key").into(),
+        username: get("username"),
+        password: get("password"),
+    })
+}

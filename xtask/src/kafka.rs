@@ -2,6 +2,7 @@
 //! Maven Central jars, for the integration tests. See `kafka/cluster.rs` for the layout.
 
 mod cluster;
+mod security;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,11 @@ enum KafkaCmd {
         /// Root log level of the brokers (their output goes to .kafka/clusterN/nodeK/kafka.log).
         #[arg(long, default_value = "info")]
         log_level: String,
+        /// 1 node only: add secured listeners next to the plaintext one (SASL_PLAINTEXT on 9192,
+        /// SSL on 9193, SASL_SSL on 9194, SSL with client certificates required on 9195), with
+        /// certificates and a SCRAM user made for the purpose; `.kafka/security` says where.
+        #[arg(long)]
+        security: bool,
     },
     /// Stop the cluster(s) (SIGTERM, then SIGKILL after 30 s) and delete their data.
     Down {
@@ -103,8 +109,8 @@ enum KafkaCmd {
 pub fn run(args: KafkaArgs) -> Result<()> {
     let layout = Layout::new(workspace_root());
     match args.cmd {
-        KafkaCmd::Up { nodes, version, log_level } => {
-            up(&layout, nodes, &cluster::normalize_version(&version), &log_level)
+        KafkaCmd::Up { nodes, version, log_level, security } => {
+            up(&layout, nodes, &cluster::normalize_version(&version), &log_level, security)
         }
         KafkaCmd::Down { nodes } => down(&layout, nodes),
         KafkaCmd::Status { nodes } => status(&layout, nodes),
@@ -250,8 +256,16 @@ fn running_nodes(layout: &Layout, nodes: u8) -> Vec<(u8, u32)> {
     (1..=nodes).filter_map(|n| cluster::node_pid(layout, nodes, n).map(|p| (n, p))).collect()
 }
 
-fn up(layout: &Layout, nodes: u8, version: &str, log_level: &str) -> Result<()> {
+/// `.kafka/security`: the secured listeners of the 1-node cluster, for the test harness.
+fn security_file(layout: &Layout) -> PathBuf {
+    layout.kafka_dir().join("security")
+}
+
+fn up(layout: &Layout, nodes: u8, version: &str, log_level: &str, security: bool) -> Result<()> {
     cluster::check_nodes(nodes)?;
+    if security && nodes != 1 {
+        bail!("--security is for the 1-node cluster only");
+    }
     let t0 = Instant::now();
     let _lock = Lock::cluster(layout, nodes)?;
     let bootstrap = cluster::bootstrap_string(nodes);
@@ -261,6 +275,15 @@ fn up(layout: &Layout, nodes: u8, version: &str, log_level: &str) -> Result<()> 
         if current != version {
             bail!(
                 "the {nodes}-node cluster is running Kafka {current}; run `cargo xtask kafka down --nodes {nodes}` first"
+            );
+        }
+        let secured = nodes == 1 && security::dir(&layout.cluster_dir(1)).is_dir();
+        if security && !secured {
+            // Restarting would take the cluster (and its topics) from whoever else uses it: go on
+            // without the secured listeners, whose tests then say that they skip.
+            eprintln!(
+                "warning: the running 1-node cluster has no secured listeners (it was started without --security); \
+                 the security tests will skip. `cargo xtask kafka down --nodes 1` and `up --security` add them."
             );
         }
         if running.len() == usize::from(nodes) {
@@ -290,6 +313,9 @@ fn up(layout: &Layout, nodes: u8, version: &str, log_level: &str) -> Result<()> 
 
     // Fresh start.
     let _ = fs::remove_file(layout.bootstrap_file(nodes));
+    if nodes == 1 {
+        let _ = fs::remove_file(security_file(layout));
+    }
     for n in 1..=nodes {
         cluster::check_ports_free(nodes, n)?;
     }
@@ -304,18 +330,26 @@ fn up(layout: &Layout, nodes: u8, version: &str, log_level: &str) -> Result<()> 
     cluster::write_if_changed(&layout.server_log4j2(nodes), &cluster::server_log4j2(log_level))?;
     cluster::write_if_changed(&layout.server_log4j1(nodes), &cluster::server_log4j1(log_level))?;
     cluster::ensure_tools_log_configs(layout)?;
+    let material = if security {
+        println!("making the secured listeners' certificates (keytool, openssl) …");
+        Some(security::generate(&security::dir(&cdir))?)
+    } else {
+        None
+    };
     for n in 1..=nodes {
         fs::create_dir_all(layout.data_dir(nodes, n))?;
-        cluster::write_if_changed(
-            &layout.server_properties(nodes, n),
-            &cluster::server_properties(layout, nodes, n, version),
-        )?;
+        let mut properties = cluster::server_properties(layout, nodes, n, version);
+        if let Some(m) = &material {
+            properties = security::server_properties(&properties, m);
+        }
+        cluster::write_if_changed(&layout.server_properties(nodes, n), &properties)?;
     }
     cluster::write_if_changed(&layout.cluster_version_file(nodes), &format!("{version}\n"))?;
 
     println!("formatting KRaft storage (cluster id {CLUSTER_ID}) …");
     let t_format = Instant::now();
-    format_storage(layout, nodes, version)?;
+    let scram = if security { security::format_args() } else { Vec::new() };
+    format_storage(layout, nodes, version, &scram)?;
     println!("formatted in {:.1} s", t_format.elapsed().as_secs_f64());
 
     println!("starting Kafka {version}: {nodes} node{} …", plural(nodes));
@@ -334,6 +368,10 @@ fn up(layout: &Layout, nodes: u8, version: &str, log_level: &str) -> Result<()> 
         return Err(anyhow::Error::from(e).context(format!("Kafka {version} did not start; the nodes were killed")));
     }
     write_up_files(layout, nodes, version)?;
+    if let Some(m) = &material {
+        cluster::write_if_changed(&security_file(layout), &security::harness_file(m))?;
+        println!("  secured listeners: {}", rel(layout, &security_file(layout)));
+    }
     println!(
         "Kafka {version} ({nodes} node{}) is up at {bootstrap}: started in {:.1} s ({:.1} s in all)",
         plural(nodes),
@@ -362,18 +400,16 @@ fn write_up_files(layout: &Layout, nodes: u8, version: &str) -> Result<()> {
 }
 
 /// `kafka.tools.StorageTool format -t ID -c server.properties` for every node, in parallel
-/// (static quorum: no --standalone / --initial-controllers).
-fn format_storage(layout: &Layout, nodes: u8, version: &str) -> Result<()> {
+/// (static quorum: no --standalone / --initial-controllers), with `extra` arguments (SCRAM
+/// credentials).
+fn format_storage(layout: &Layout, nodes: u8, version: &str, extra: &[String]) -> Result<()> {
     let mut children = Vec::new();
     for n in 1..=nodes {
         let props = layout.server_properties(nodes, n);
         let props = props.to_string_lossy();
-        let mut cmd = cluster::tool_command(
-            layout,
-            version,
-            "kafka.tools.StorageTool",
-            &["format", "-t", CLUSTER_ID, "-c", &props],
-        )?;
+        let mut args = vec!["format", "-t", CLUSTER_ID, "-c", &props];
+        args.extend(extra.iter().map(String::as_str));
+        let mut cmd = cluster::tool_command(layout, version, "kafka.tools.StorageTool", &args)?;
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         children.push((n, cmd.spawn().context("starting java (StorageTool format)")?));
     }
@@ -424,6 +460,9 @@ fn down(layout: &Layout, nodes: Option<u8>) -> Result<()> {
     let mut pids = Vec::new();
     for &c in &clusters {
         let _ = fs::remove_file(layout.bootstrap_file(c));
+        if c == 1 {
+            let _ = fs::remove_file(security_file(layout));
+        }
         let running = running_nodes(layout, c);
         let sig = if c > 1 && running.len() < usize::from(c) { "KILL" } else { "TERM" };
         for (n, pid) in running {

@@ -25,8 +25,8 @@ enum Cmd {
     Kafka(kafka::KafkaArgs),
     /// Start a local broker and run the quickstart example against it (produce, then consume).
     Quickstart,
-    /// Start the local brokers (1 node, and 3 nodes for the failover tests), check that the
-    /// generated code is current, and run every test of the workspace.
+    /// Start the local brokers (1 node with its secured listeners, and 3 nodes for the failover
+    /// tests), check that the generated code is current, and run every test of the workspace.
     Test {
         /// Arguments passed on to `cargo test` (after `--workspace`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -44,7 +44,8 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Test { args } => {
             codegen::run(true)?;
-            kafka_up(&[])?;
+            // The secured listeners are for tests/tests/security.rs.
+            kafka_up(&["--security"])?;
             kafka_up(&["--nodes", "3"])?;
             let mut test = vec!["test", "--workspace"];
             test.extend(args.iter().map(String::as_str));

@@ -25,6 +25,7 @@ use std::time::Duration;
 use super::cluster::ClientConfig;
 use super::connection::ConnectionConfig;
 use super::error::{Error, Result};
+use super::transport::SecurityConfig;
 use crate::codec::compression::Compression;
 use crate::codec::frame::DEFAULT_MAX_FRAME;
 
@@ -180,6 +181,8 @@ pub struct ProducerConfig {
     /// `receive.message.max.bytes` (librdkafka's name; Java has no equivalent): responses
     /// larger than this are refused instead of allocated. Default 104857600 (100 MiB).
     pub receive_message_max_bytes: usize,
+    /// `security.protocol`, `ssl.*` and `sasl.*`: TLS and SASL. Default plaintext.
+    pub security: SecurityConfig,
 
     /// `enable.idempotence` was set explicitly: conflicts are then errors instead of silently
     /// disabling idempotence.
@@ -217,6 +220,7 @@ impl Default for ProducerConfig {
             metadata_max_age: Duration::from_secs(300),
             socket_connection_setup_timeout: Duration::from_secs(10),
             receive_message_max_bytes: DEFAULT_MAX_FRAME,
+            security: SecurityConfig::default(),
             idempotence_explicit: false,
             delivery_timeout_explicit: false,
         }
@@ -445,8 +449,8 @@ impl ProducerConfig {
                     ));
                 }
             }
-            "security.protocol" => security_protocol(value)?,
-            _ if UNSUPPORTED.contains(&key) || key.starts_with("ssl.") || key.starts_with("sasl.") => {
+            _ if self.security.set(key, value)? => {}
+            _ if UNSUPPORTED.contains(&key) => {
                 return Err(Error::config(key, "a Java producer property this client does not support"));
             }
             _ => return Err(Error::config(key, "unknown property")),
@@ -494,6 +498,7 @@ impl ProducerConfig {
         if self.bootstrap_servers.is_empty() {
             return Err(Error::config("bootstrap.servers", "required, no address given"));
         }
+        self.security.validate()?;
         if self.max_in_flight_requests_per_connection == 0 {
             return Err(Error::config("max.in.flight.requests.per.connection", "must be at least 1"));
         }
@@ -605,6 +610,7 @@ impl ProducerConfig {
                 connect_timeout: self.socket_connection_setup_timeout,
                 request_timeout: self.request_timeout,
                 max_frame_size: self.receive_message_max_bytes,
+                security: self.security.clone(),
                 ..defaults
             },
         }
@@ -637,19 +643,6 @@ pub(super) fn parse_properties_text(text: &str) -> Result<Vec<(&str, &str)>> {
 }
 
 /// A comma-separated list, entries trimmed, empty entries dropped.
-/// `security.protocol`: this client speaks PLAINTEXT, which Java properties files often name
-/// explicitly; TLS and SASL are not implemented yet.
-pub(super) fn security_protocol(value: &str) -> Result<()> {
-    if value.trim().eq_ignore_ascii_case("PLAINTEXT") {
-        Ok(())
-    } else {
-        Err(Error::config(
-            "security.protocol",
-            format!("{value:?}: only PLAINTEXT is supported so far (TLS and SASL are not)"),
-        ))
-    }
-}
-
 pub(super) fn split_list(value: &str) -> Vec<String> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
@@ -855,7 +848,7 @@ mod tests {
         let mut c = ProducerConfig::default();
         let (property, reason) = config_error(c.set("linger.msec", "5"));
         assert_eq!((property.as_str(), reason.as_str()), ("linger.msec", "unknown property"));
-        for key in ["partitioner.class", "ssl.keystore.location", "sasl.mechanism"] {
+        for key in ["partitioner.class", "ssl.cipher.suites", "sasl.kerberos.service.name"] {
             let (property, reason) = config_error(c.set(key, "x"));
             assert_eq!(property, key);
             assert!(reason.contains("does not support"), "{reason}");
@@ -866,15 +859,35 @@ mod tests {
     }
 
     #[test]
-    fn security_protocol_plaintext_is_what_this_client_speaks() {
-        let mut c = ProducerConfig::default();
-        c.set("security.protocol", "PLAINTEXT").unwrap();
-        c.set("security.protocol", "plaintext").unwrap();
-        for other in ["SSL", "SASL_PLAINTEXT", "SASL_SSL"] {
-            let (property, reason) = config_error(c.set("security.protocol", other));
-            assert_eq!(property, "security.protocol");
-            assert!(reason.contains("only PLAINTEXT"), "{reason}");
+    fn security_properties_reach_the_connections_and_sasl_needs_credentials() {
+        use crate::client::{SaslMechanism, SecurityProtocol};
+        let mut c = ProducerConfig::new("a:1");
+        for (protocol, expected) in [
+            ("PLAINTEXT", SecurityProtocol::Plaintext),
+            ("ssl", SecurityProtocol::Ssl),
+            ("SASL_PLAINTEXT", SecurityProtocol::SaslPlaintext),
+            ("SASL_SSL", SecurityProtocol::SaslSsl),
+        ] {
+            c.set("security.protocol", protocol).unwrap();
+            assert_eq!(c.security.protocol, expected);
         }
+        let (property, reason) = config_error(c.set("security.protocol", "TLS"));
+        assert_eq!(property, "security.protocol");
+        assert!(reason.contains("PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"), "{reason}");
+        let (property, _) = config_error(c.clone().validated());
+        assert_eq!(property, "sasl.jaas.config");
+        c.set("sasl.mechanism", "SCRAM-SHA-256").unwrap();
+        c.set(
+            "sasl.jaas.config",
+            r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="u" password="hunter2";"#,
+        )
+        .unwrap();
+        c.set("ssl.ca.location", "/ca.pem").unwrap();
+        let c = c.validated().unwrap();
+        let security = &c.client_config().connection.security;
+        assert_eq!(security.sasl.mechanism, SaslMechanism::ScramSha256);
+        assert_eq!(security.tls.ca_location.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! One TCP connection to one broker: pipelined requests matched to responses by correlation id,
-//! and the API versions negotiated with that broker.
+//! One connection to one broker: pipelined requests matched to responses by correlation id,
+//! and the API versions negotiated with that broker. It runs over TCP, or whatever stream a
+//! [`Dialer`](super::Dialer) opens, with TLS and SASL on top when `security.protocol` asks for
+//! them (see [`super::transport`]).
 //!
 //! A connection runs two tasks: a writer that drains queued frames into the socket (coalescing
 //! what is queued into one write) and a reader that splits the socket's bytes into frames and
@@ -18,13 +20,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::error::{Error, Result};
 use super::metrics::{BrokerCounters, BrokerMetrics};
+use super::transport::{BoxStream, SecurityConfig};
+use super::{sasl, tls};
 use crate::codec::frame::{self, DEFAULT_MAX_FRAME};
 use crate::codec::messages::{ApiVersionsRequest, ApiVersionsResponse, Message, Request, Throttle, VersionRange};
 use crate::codec::{ApiKey, ErrorCode};
@@ -49,6 +53,8 @@ pub struct ConnectionConfig {
     pub retry_backoff: Duration,
     /// `retry.backoff.max.ms`: the cap of that backoff.
     pub retry_backoff_max: Duration,
+    /// `security.protocol`, `ssl.*`, `sasl.*`, and the [`Dialer`](super::Dialer) if any.
+    pub security: SecurityConfig,
 }
 
 impl Default for ConnectionConfig {
@@ -62,6 +68,7 @@ impl Default for ConnectionConfig {
             client_software_version: env!("CARGO_PKG_VERSION").into(),
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -85,6 +92,8 @@ pub struct Connection {
 /// State the reader, the writer and the callers share.
 struct Shared {
     addr: String,
+    /// Whether the connection runs over TLS (for what its socket errors mean).
+    tls: bool,
     closed: AtomicBool,
     pending: Mutex<Pending>,
     /// This broker's counters, shared with the client's other connections to it.
@@ -109,7 +118,12 @@ struct Pending {
 }
 
 impl Connection {
-    /// Connects to `addr` (`host:port`) and negotiates API versions with the broker.
+    /// Connects to `addr` (`host:port`), runs the TLS handshake if the security protocol asks
+    /// for it (both within `connect_timeout`), negotiates API versions with the broker, and
+    /// authenticates with SASL if the protocol asks for that (each request within the request
+    /// timeout). A refused certificate is [`Error::Tls`]; refused credentials are
+    /// [`Error::Authentication`].
+    ///
     /// Cancel-safe: a dropped future leaves no connection open.
     pub async fn connect(addr: &str, config: ConnectionConfig) -> Result<Self> {
         Self::connect_counted(addr, config, Arc::default()).await
@@ -122,15 +136,14 @@ impl Connection {
         config: ConnectionConfig,
         counters: Arc<BrokerCounters>,
     ) -> Result<Self> {
-        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| Error::Timeout { what: format!("connecting to {addr}"), after: config.connect_timeout })?
-            .map_err(|e| Error::io(addr, e))?;
-        stream.set_nodelay(true).map_err(|e| Error::io(addr, e))?;
-        counters.connected();
-        let (read_half, write_half) = stream.into_split();
+        let security = &config.security;
+        security.validate()?;
+        let tls = if security.protocol.tls() { Some(security.tls.client_config()?) } else { None };
+        let deadline = tokio::time::Instant::now() + config.connect_timeout;
+        let after = config.connect_timeout;
         let shared = Arc::new(Shared {
             addr: addr.to_owned(),
+            tls: tls.is_some(),
             closed: AtomicBool::new(false),
             pending: Mutex::new(Pending::default()),
             counters,
@@ -139,8 +152,34 @@ impl Connection {
             last_received: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(read_loop(read_half, shared.clone(), config.max_frame_size));
-        let writer = tokio::spawn(write_loop(write_half, rx, shared.clone()));
+        let max_frame = config.max_frame_size;
+        let tasks = match (&security.dialer, tls) {
+            // Plain TCP keeps the socket's own halves, which need no lock between them.
+            (None, None) => {
+                let (read_half, write_half) = tcp(addr, deadline, after).await?.into_split();
+                spawn_loops(read_half, write_half, rx, &shared, max_frame)
+            }
+            (dialer, tls) => {
+                let stream: BoxStream = match dialer {
+                    Some(d) => tokio::time::timeout_at(deadline, d.dial(addr))
+                        .await
+                        .map_err(|_| timed_out("connecting to", addr, after))?
+                        .map_err(|e| Error::io(addr, e))?,
+                    None => Box::new(tcp(addr, deadline, after).await?),
+                };
+                let stream: BoxStream = match tls {
+                    Some(c) => Box::new(
+                        tokio::time::timeout_at(deadline, tls::handshake(c, addr, stream))
+                            .await
+                            .map_err(|_| timed_out("TLS handshake with", addr, after))??,
+                    ),
+                    None => stream,
+                };
+                let (read_half, write_half) = tokio::io::split(stream);
+                spawn_loops(read_half, write_half, rx, &shared, max_frame)
+            }
+        };
+        shared.counters.connected();
         let mut conn = Self {
             addr: addr.to_owned(),
             config,
@@ -149,9 +188,12 @@ impl Connection {
             outgoing: tx,
             versions: HashMap::new(),
             features: HashMap::new(),
-            tasks: [reader, writer],
+            tasks,
         };
         (conn.versions, conn.features) = conn.negotiate().await?;
+        if conn.config.security.protocol.sasl() {
+            sasl::authenticate(&conn, &conn.config.security.sasl).await?;
+        }
         Ok(conn)
     }
 
@@ -474,7 +516,48 @@ impl Drop for AbandonOnDrop {
     }
 }
 
+/// A TCP connection to `addr`, opened by `deadline`, with Nagle's algorithm off.
+async fn tcp(addr: &str, deadline: tokio::time::Instant, after: Duration) -> Result<TcpStream> {
+    let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
+        .await
+        .map_err(|_| timed_out("connecting to", addr, after))?
+        .map_err(|e| Error::io(addr, e))?;
+    stream.set_nodelay(true).map_err(|e| Error::io(addr, e))?;
+    Ok(stream)
+}
+
+fn timed_out(step: &str, addr: &str, after: Duration) -> Error {
+    Error::Timeout { what: format!("{step} {addr}"), after }
+}
+
+fn spawn_loops<R, W>(
+    read_half: R,
+    write_half: W,
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    shared: &Arc<Shared>,
+    max_frame: usize,
+) -> [JoinHandle<()>; 2]
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    [
+        tokio::spawn(read_loop(read_half, shared.clone(), max_frame)),
+        tokio::spawn(write_loop(write_half, rx, shared.clone())),
+    ]
+}
+
 impl Shared {
+    /// The error of a failed socket operation: on a TLS connection a TLS failure (such as the
+    /// broker refusing the client's certificate after the handshake) is [`Error::Tls`].
+    fn socket_error(&self, e: std::io::Error) -> Error {
+        if self.tls {
+            tls::error(&self.addr, e, false)
+        } else {
+            Error::io(&self.addr, e)
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Pending> {
         // A panic while holding this lock cannot leave `Pending` half-updated (every update is
         // a single map operation), so a poisoned lock is still usable.
@@ -542,9 +625,28 @@ impl Shared {
     }
 }
 
-async fn read_loop(mut socket: tokio::net::tcp::OwnedReadHalf, shared: Arc<Shared>, max_frame: usize) {
+/// What a plaintext connection's first bytes look like when the broker answers with TLS: a
+/// TLS record (an alert, or a handshake) of version 3.x. As a Kafka frame they would announce a
+/// response of over 350 MB, so a real first response (ApiVersions) never starts this way.
+fn looks_like_tls(buf: &[u8]) -> bool {
+    matches!(buf, [0x15 | 0x16, 0x03, ..])
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(mut socket: R, shared: Arc<Shared>, max_frame: usize) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut first = true;
     let error = loop {
+        if first && !shared.tls && buf.len() >= 2 {
+            if looks_like_tls(&buf) {
+                break Error::Tls {
+                    broker: shared.addr.clone(),
+                    reason: "the broker answered with TLS: this is a TLS listener, set security.protocol to SSL or \
+                             SASL_SSL"
+                        .into(),
+                };
+            }
+            first = false;
+        }
         loop {
             match frame::split_frame(&mut buf, max_frame) {
                 Ok(Some(frame)) => {
@@ -569,7 +671,7 @@ async fn read_loop(mut socket: tokio::net::tcp::OwnedReadHalf, shared: Arc<Share
                 shared.counters.received(n);
                 shared.last_received.store(shared.nanos(Instant::now()), Ordering::Release);
             }
-            Err(e) => break Error::io(&shared.addr, e),
+            Err(e) => break shared.socket_error(e),
         }
     };
     shared.fail(error);
@@ -600,11 +702,7 @@ fn dispatch(shared: &Shared, frame: Bytes) -> Result<()> {
     }
 }
 
-async fn write_loop(
-    socket: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-    shared: Arc<Shared>,
-) {
+async fn write_loop<W: AsyncWrite + Unpin>(socket: W, mut rx: mpsc::UnboundedReceiver<Bytes>, shared: Arc<Shared>) {
     let mut socket = BufWriter::with_capacity(64 * 1024, socket);
     while let Some(frame) = rx.recv().await {
         // Frames queued while the broker throttles the connection wait for the end of it.
@@ -622,7 +720,7 @@ async fn write_loop(
             }
         }
         if let Err(e) = result.and(socket.flush().await) {
-            shared.fail(Error::io(&shared.addr, e));
+            shared.fail(shared.socket_error(e));
             return;
         }
     }

@@ -15,9 +15,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::cluster::ClientConfig;
-use super::config::{boolean, int_millis, int_size, millis, parse_properties_text, security_protocol, split_list};
+use super::config::{boolean, int_millis, int_size, millis, parse_properties_text, split_list};
 use super::connection::ConnectionConfig;
 use super::error::{Error, Result};
+use super::transport::SecurityConfig;
 use crate::codec::frame::DEFAULT_MAX_FRAME;
 
 /// Where to start when a partition has no committed offset, or its offset is out of range
@@ -181,6 +182,8 @@ pub struct ConsumerConfig {
     pub socket_connection_setup_timeout: Duration,
     /// `receive.message.max.bytes` (librdkafka's name; 100 MiB): the largest response frame.
     pub receive_message_max_bytes: usize,
+    /// `security.protocol`, `ssl.*` and `sasl.*`: TLS and SASL. Default plaintext.
+    pub security: SecurityConfig,
 }
 
 impl Default for ConsumerConfig {
@@ -215,6 +218,7 @@ impl Default for ConsumerConfig {
             check_crcs: true,
             socket_connection_setup_timeout: Duration::from_secs(10),
             receive_message_max_bytes: DEFAULT_MAX_FRAME,
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -351,10 +355,7 @@ impl ConsumerConfig {
                     ));
                 }
             }
-            "security.protocol" => security_protocol(value)?,
-            _ if key.starts_with("ssl.") || key.starts_with("sasl.") => {
-                return Err(Error::config(key, "a Java consumer property this client does not support"));
-            }
+            _ if self.security.set(key, value)? => {}
             _ => return Err(Error::config(key, "unknown property")),
         }
         Ok(())
@@ -381,6 +382,7 @@ impl ConsumerConfig {
         if self.bootstrap_servers.is_empty() {
             return Err(Error::config("bootstrap.servers", "required, no address given"));
         }
+        self.security.validate()?;
         if self.heartbeat_interval >= self.session_timeout {
             return Err(Error::config("heartbeat.interval.ms", "must be lower than session.timeout.ms"));
         }
@@ -404,6 +406,7 @@ impl ConsumerConfig {
                 connect_timeout: self.socket_connection_setup_timeout,
                 request_timeout: self.request_timeout.max(self.fetch_max_wait + Duration::from_secs(5)),
                 max_frame_size: self.receive_message_max_bytes,
+                security: self.security.clone(),
                 ..defaults
             },
         }

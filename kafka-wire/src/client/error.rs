@@ -178,6 +178,27 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// The broker refused this client's SASL authentication (a wrong password, an unknown user,
+    /// a mechanism it does not enable), or its messages broke the mechanism's rules. The reason
+    /// is the broker's message when it sent one; it never holds the password.
+    #[error("SASL {mechanism} authentication with {broker} failed: {reason}")]
+    Authentication {
+        /// The broker's address.
+        broker: String,
+        /// The SASL mechanism (`PLAIN`, `SCRAM-SHA-256`, ...).
+        mechanism: String,
+        /// Why.
+        reason: String,
+    },
+    /// TLS with a broker failed: its certificate is not trusted or does not name the host, it
+    /// refused the client's certificate (or the lack of one), or it does not speak TLS.
+    #[error("TLS with {broker} failed: {reason}")]
+    Tls {
+        /// The broker's address.
+        broker: String,
+        /// What failed, as rustls reports it, with a hint.
+        reason: String,
+    },
     /// A background task of the client (`driver`: "producer", "consumer", ...) stopped
     /// unexpectedly, for example by a panic. Its pending work failed with this error, and so does
     /// every later call; the instance must be dropped.
@@ -222,6 +243,8 @@ pub enum ErrorKind {
     LogTruncation,
     /// A background task of the client stopped unexpectedly.
     Internal,
+    /// TLS or SASL failed: an untrusted or misnamed certificate, refused credentials.
+    Security,
 }
 
 impl Error {
@@ -241,6 +264,7 @@ impl Error {
             Self::TransactionAbortable { .. } | Self::TransactionAborted => ErrorKind::TransactionAborted,
             Self::LogTruncation { .. } => ErrorKind::LogTruncation,
             Self::DriverFailed { .. } => ErrorKind::Internal,
+            Self::Authentication { .. } | Self::Tls { .. } => ErrorKind::Security,
         }
     }
 
@@ -297,6 +321,11 @@ mod tests {
             (Error::Timeout { what: "x".into(), after: Duration::from_secs(1) }, ErrorKind::Timeout),
             (Error::TransactionAborted, ErrorKind::TransactionAborted),
             (Error::DriverFailed { driver: "producer", reason: "panic".into() }, ErrorKind::Internal),
+            (
+                Error::Authentication { broker: "b".into(), mechanism: "PLAIN".into(), reason: "bad".into() },
+                ErrorKind::Security,
+            ),
+            (Error::Tls { broker: "b".into(), reason: "UnknownIssuer".into() }, ErrorKind::Security),
             (
                 Error::RecordTooLarge {
                     topic: "t".into(),

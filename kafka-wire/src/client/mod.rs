@@ -21,7 +21,10 @@ pub mod metrics;
 mod partition_streams;
 mod producer;
 mod router;
+mod sasl;
+mod tls;
 mod transaction;
+mod transport;
 
 pub use admin::{
     Admin, AlterConfigOp, AlterConfigOpType, ClusterDescription, ConfigEntry, ConfigResource, ConfigResourceType,
@@ -40,7 +43,10 @@ pub use error::{Error, ErrorKind, Result};
 pub use metrics::{BrokerMetrics, ClientMetrics, Latency, ProducerMetrics};
 pub use partition_streams::{PartitionStream, PartitionStreams};
 pub use producer::{DeliveryFuture, Producer, ProducerRecord};
+pub use sasl::{Password, SaslConfig, SaslMechanism};
+pub use tls::TlsConfig;
 pub use transaction::ConsumerGroupMetadata;
+pub use transport::{BoxStream, DialFuture, Dialer, SecurityConfig, SecurityProtocol, Stream};
 
 /// `items` grouped by topic, topics in the order they first appear: a request lists each topic
 /// once, with its partitions.

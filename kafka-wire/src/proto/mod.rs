@@ -12,4 +12,5 @@ pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod read_committed;
+pub mod sasl;
 pub mod transaction;
