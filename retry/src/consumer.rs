@@ -240,10 +240,28 @@ where
                 attempts: headers.attempts,
                 error: failed.error.to_string(),
             };
+            let mut changes = self.control.changes();
             self.control.publish_blocked(record.partition, record.offset, Some(&blocked)).await;
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = self.control.changed() => {}
+            // The backoff is waited in full unless an operator skips the record or unblocks
+            // its partition meanwhile: other changes of the control state (blocked statuses,
+            // this instance's own just above among them) do not cut it short.
+            let deadline = tokio::time::Instant::now() + delay;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => break,
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            tokio::time::sleep_until(deadline).await;
+                            break;
+                        }
+                        let control = self.control.state();
+                        if control.skip_of(record.partition, record.offset).is_some()
+                            || !control.is_blocking(record.partition)
+                        {
+                            break;
+                        }
+                    }
+                }
             }
         };
         let (topic, next_tier, due) = match route {
@@ -268,9 +286,16 @@ where
         Ok(Outputs::commit(forwards))
     }
 
-    /// Withdraws the blocked status of `record`, if it was published.
+    /// Withdraws the blocked status of `record`, if this instance published one, or if one is
+    /// there from an instance that crashed while the record was blocked (its new owner may
+    /// handle it at the first attempt, and would otherwise leave the status for ever).
     async fn unpublish(&self, record: &ConsumerRecord, published: Option<u64>) {
-        if published.is_some() {
+        // Statuses are those of the source topic's records (tier records never block).
+        let left_over = || {
+            self.names.tier_of(&record.topic).is_none()
+                && self.control.state().blocked.contains_key(&(record.partition, record.offset))
+        };
+        if published.is_some() || left_over() {
             self.control.publish_blocked(record.partition, record.offset, None).await;
         }
     }

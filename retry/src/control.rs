@@ -244,9 +244,15 @@ impl ControlFollower {
 
     /// Resolves at the next change of the state (not at one that happened before the call).
     pub(crate) async fn changed(&self) {
+        let _ = self.changes().changed().await;
+    }
+
+    /// A receiver whose `changed()` resolves at each change of the state after this call: held
+    /// across several waits, it misses none in between.
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
         let mut changes = self.changes.clone();
         changes.mark_unchanged();
-        let _ = changes.changed().await;
+        changes
     }
 
     /// Publishes that `blocked` is blocked (or, with `None`, that the record at

@@ -178,8 +178,8 @@ async fn blocking_retries_come_first_then_the_tiers_and_a_late_success_ends_it()
     let group = unique_topic("retry-blocking");
     let calls = Calls::default();
     let c = calls.clone();
-    let policy = RetryPolicy::blocking([Duration::from_millis(20), Duration::from_millis(20)])
-        .then_non_blocking([Duration::from_millis(500)]);
+    const IN_PLACE: Duration = Duration::from_millis(300);
+    let policy = RetryPolicy::blocking([IN_PLACE, IN_PLACE]).then_non_blocking([Duration::from_millis(500)]);
     let consumer = RetryingConsumer::new(RetryConfig::new(consumer_config(&group), &topic, policy), move |r| {
         let c = c.clone();
         async move {
@@ -198,8 +198,15 @@ async fn blocking_retries_come_first_then_the_tiers_and_a_late_success_ends_it()
     produce(&topic, &[("flaky", "x")]).await;
     wait_until("the attempt in the tier", BOUND, || calls.of("flaky").len() >= 4).await;
     stop(running).await;
-    let topics: Vec<String> = calls.of("flaky").into_iter().map(|(t, _)| t).collect();
+    let attempts = calls.of("flaky");
+    let topics: Vec<String> = attempts.iter().map(|(t, _)| t.clone()).collect();
     assert_eq!(topics, [topic.clone(), topic.clone(), topic.clone(), names.tiers[0].clone()]);
+    // Each retry in place waits its whole interval: publishing the blocked status (a change of
+    // the control state) does not cut the wait short.
+    for pair in attempts[..3].windows(2) {
+        let gap = pair[1].1.duration_since(pair[0].1).unwrap_or_default();
+        assert!(gap >= IN_PLACE, "a retry in place came {gap:?} after the attempt before it, not {IN_PLACE:?}");
+    }
     let admin = Admin::connect(ClientConfig::new(&bootstrap())).await.unwrap();
     let dlq =
         admin.list_offsets(&[(names.dead_letter.as_str(), 0)], kafka_wire::client::OffsetSpec::Latest).await.unwrap();

@@ -180,6 +180,55 @@ async fn a_skip_takes_effect_while_blocked_and_outlives_a_crash_for_the_instance
     assert_eq!(handled.all(), ["ok-0", "ok-2", "ok-4"]);
 }
 
+/// An instance that crashes while a record is blocked leaves its blocked status on the control
+/// topic; the instance that takes the partition over and handles the record at its first
+/// attempt withdraws it, so the status (and the dashboard) does not show it blocked for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_status_left_by_a_crashed_instance_is_withdrawn_by_the_one_that_handles_the_record() {
+    let topic = source_topic().await;
+    let group = unique_topic("retry-left-over");
+    let endless = RetryPolicy::exponential(Duration::from_millis(20), 2.0, Duration::from_millis(200), None);
+    let handled = Handled::default();
+    let a = consumer(&group, &topic, endless.clone(), handled.clone(), Arc::new(AtomicBool::new(false))).await;
+    let a_running = spawn(a);
+    produce(&topic, &["ok-0", "stuck-1", "ok-2"]).await;
+    let control = RetryControl::connect(&bootstrap(), &topic, &group).await.unwrap();
+    wait_blocked(&control, 1).await;
+
+    // A crashes once offset 1 is committed, its status still published.
+    let admin = Admin::connect(ClientConfig::new(&bootstrap())).await.unwrap();
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while admin.list_group_offsets(&group, Some(&[topic.as_str()])).await.unwrap().first().map(|o| o.offset) != Some(1)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "offset 1 never committed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a_running.1.abort();
+    let _ = a_running.1.await;
+
+    // B's handler succeeds on every record, the stuck one included, at the first attempt.
+    let b_handled = handled.clone();
+    let b =
+        RetryingConsumer::new(RetryConfig::new(consumer_config(&group), &topic, endless), move |r: ConsumerRecord| {
+            let handled = b_handled.clone();
+            async move {
+                handled.push(&r);
+                Ok::<(), Failed>(())
+            }
+        })
+        .await
+        .unwrap();
+    let b_running = spawn(b);
+    wait_until("B handled the records from offset 1 on", BOUND, || handled.all().contains(&"ok-2".to_string())).await;
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while control.control_state().await.unwrap().blocked.contains_key(&(0, 1)) {
+        assert!(tokio::time::Instant::now() < deadline, "offset 1 is still reported blocked after B handled it");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop(b_running).await;
+    assert_eq!(handled.all(), ["ok-0", "stuck-1", "ok-2"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unblock_sends_failures_on_to_the_tiers_and_block_restores_blocking() {
     let topic = source_topic().await;
