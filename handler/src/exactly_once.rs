@@ -25,6 +25,7 @@ use kafka_wire::{Consumer, ConsumerRecord, Error, Producer, ProducerRecord, Topi
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
+use crate::lifecycle::{Events, Lifecycle};
 use crate::runtime::{lock, Mode, Progress, Shared};
 use crate::HandlerError;
 
@@ -171,12 +172,17 @@ pub(crate) struct Transactions {
     /// the partitions, which would otherwise commit again).
     failed: AtomicBool,
     pub(crate) stats: watch::Sender<TransactionStats>,
+    events: Events,
 }
 
 impl Transactions {
     /// Connects the producer and registers it as its `transactional.id`'s owner (fencing an
     /// older instance and aborting what it left open).
-    pub(crate) async fn new(config: ExactlyOnceConfig, handler: Arc<dyn BatchHandler>) -> kafka_wire::Result<Self> {
+    pub(crate) async fn new(
+        config: ExactlyOnceConfig,
+        handler: Arc<dyn BatchHandler>,
+        events: Events,
+    ) -> kafka_wire::Result<Self> {
         if config.producer.transactional_id.is_none() {
             return Err(Error::Config {
                 property: "transactional.id".into(),
@@ -198,6 +204,7 @@ impl Transactions {
             fatal: Mutex::new(None),
             failed: AtomicBool::new(false),
             stats: watch::Sender::new(TransactionStats::default()),
+            events,
         })
     }
 
@@ -288,6 +295,8 @@ impl Transactions {
                     b.progress.lock().stats.committed = Some(b.next.offset);
                     b.progress.awaiting.send_replace(false);
                 }
+                let offsets = batches.iter().map(|(tp, b)| (tp.clone(), b.next.offset)).collect();
+                self.events.emit(Lifecycle::TransactionCommitted { offsets });
                 if !lock(&self.pending).is_empty() {
                     self.ready.notify_one();
                 }
@@ -295,9 +304,12 @@ impl Transactions {
             }
             Err(e @ Error::Fenced { .. }) => Err(e),
             other => {
-                if let Err(e) = other {
-                    tracing::warn!(error = %e, "handler runtime: transaction failed; aborting it and rewinding");
-                }
+                let reason = match other {
+                    Err(e) => format!("failed: {e}"),
+                    Ok(_) => "the handler decided to abort".to_owned(),
+                };
+                let partitions = batches.keys().cloned().collect();
+                self.events.emit(Lifecycle::TransactionAborted { partitions, reason });
                 self.retrying("abort", || self.producer.abort_transaction()).await?;
                 self.stats.send_modify(|s| s.aborted += 1);
                 lock(&self.rewind).extend(batches.into_iter().map(|(tp, b)| (tp, b.progress)));

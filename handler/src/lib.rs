@@ -42,8 +42,10 @@
 //! ```
 
 mod exactly_once;
+mod lifecycle;
 mod runtime;
 mod schedule;
 
 pub use exactly_once::{BatchHandler, Decision, ExactlyOnceConfig, Outputs, TransactionStats};
+pub use lifecycle::Lifecycle;
 pub use runtime::{Handler, HandlerError, PartitionStats, Runtime, RuntimeConfig};

@@ -12,10 +12,11 @@ use kafka_wire::client::stream::{next, Stream};
 use kafka_wire::client::{OffsetAndMetadata, PartitionStream, PartitionStreams, RebalanceListener};
 use kafka_wire::types::Backoff;
 use kafka_wire::{Consumer, ConsumerConfig, ConsumerRecord, Error, ErrorKind, TopicPartition};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 
 use crate::exactly_once::{batch_worker, panicked, rewind, BatchHandler, ExactlyOnceConfig, Rewound, Transactions};
+use crate::lifecycle::{Events, Lifecycle};
 use crate::schedule::{CommitPoint, KeyScheduler};
 use crate::TransactionStats;
 
@@ -184,6 +185,7 @@ pub(crate) struct Shared {
     /// The exactly-once mode's handler, producer and transaction buffer.
     pub(crate) transactions: Option<Transactions>,
     pub(crate) partitions: Mutex<HashMap<TopicPartition, Arc<Progress>>>,
+    pub(crate) events: Events,
 }
 
 impl Runtime {
@@ -201,6 +203,7 @@ impl Runtime {
             handler: Some(Arc::new(handler)),
             transactions: None,
             partitions: Mutex::new(HashMap::new()),
+            events: Events::default(),
         };
         Ok(Self { consumer, shared: Arc::new(shared) })
     }
@@ -235,7 +238,8 @@ impl Runtime {
         }
         // The producer first: the group may hand this instance partitions only once the
         // transaction of its predecessor is aborted, and the stable offsets are then final.
-        let transactions = Transactions::new(exactly_once, Arc::new(handler)).await?;
+        let events = Events::default();
+        let transactions = Transactions::new(exactly_once, Arc::new(handler), events.clone()).await?;
         let consumer_config = config
             .consumer
             .clone()
@@ -247,6 +251,7 @@ impl Runtime {
             handler: None,
             transactions: Some(transactions),
             partitions: Mutex::new(HashMap::new()),
+            events,
         };
         Ok(Self { consumer, shared: Arc::new(shared) })
     }
@@ -255,6 +260,14 @@ impl Runtime {
     /// at-least-once mode.
     pub fn transactions(&self) -> Option<watch::Receiver<TransactionStats>> {
         self.shared.transactions.as_ref().map(|t| t.stats.subscribe())
+    }
+
+    /// The runtime's lifecycle from now on: assignments, revocations (drain, then commit),
+    /// losses, commits, failed records, transactions, the stop. A receiver that falls behind by
+    /// more than 1024 events gets `Lagged` with how many it missed. The same events go to
+    /// `tracing` (target `handler::lifecycle`).
+    pub fn events(&self) -> broadcast::Receiver<Lifecycle> {
+        self.shared.events.subscribe()
     }
 
     /// The member's consumer (for its group metadata, positions or lag).
@@ -311,9 +324,9 @@ impl Runtime {
                 _ = &mut shutdown => break Ok(()),
                 item = next(&mut partitions) => match item {
                     Some(Ok((tp, records))) => {
-                        let progress = Arc::new(Progress::new());
+                        let progress = Arc::new(Progress::new(shared.events.clone()));
                         lock(&shared.partitions).insert(tp.clone(), progress.clone());
-                        tracing::debug!(%tp, "handler runtime: partition assigned");
+                        shared.events.emit(Lifecycle::Assigned { partition: tp.clone() });
                         match &shared.handler {
                             Some(handler) => {
                                 let run = worker(tp, records, progress, handler.clone(), shared.config.clone());
@@ -374,7 +387,9 @@ impl Runtime {
             Some(tx) => tx.producer.close().await,
             None => Ok(()),
         };
-        outcome.and(committed).and(closed).and(closed_producer)
+        let stopped = outcome.and(committed).and(closed).and(closed_producer);
+        shared.events.emit(Lifecycle::Stopped { error: stopped.as_ref().err().map(ToString::to_string) });
+        stopped
     }
 }
 
@@ -394,7 +409,7 @@ impl Shared {
             let mut stopped = p.stopped.subscribe();
             let timed_out = tokio::time::timeout_at(deadline, stopped.wait_for(|s| *s)).await.is_err();
             if timed_out {
-                tracing::warn!(%tp, "handler runtime: records still running after the drain timeout are cancelled");
+                self.events.emit(Lifecycle::DrainTimedOut { partition: tp.clone() });
                 p.set_mode(Mode::Abort);
                 let _ = stopped.wait_for(|s| *s).await;
             }
@@ -425,8 +440,10 @@ impl Shared {
                 for (offset, p) in offsets.values() {
                     p.lock().stats.committed = Some(*offset);
                 }
+                let offsets = offsets.iter().map(|(tp, (o, _))| (tp.clone(), *o)).collect();
+                self.events.emit(Lifecycle::Committed { offsets });
             }
-            Err(e) => tracing::warn!(error = %e, "handler runtime: commit failed; retried at the next one"),
+            Err(e) => self.events.emit(Lifecycle::CommitFailed { error: e.to_string() }),
         }
     }
 }
@@ -458,7 +475,7 @@ impl RebalanceListener for DrainOnRevoke {
         partitions: &'a [TopicPartition],
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
-            tracing::debug!(?partitions, "handler runtime: partitions revoked; draining");
+            self.shared.events.emit(Lifecycle::Revoked { partitions: partitions.to_vec() });
             self.shared.drain(partitions).await;
             match &self.shared.transactions {
                 None => self.shared.commit(consumer, Some(partitions)).await,
@@ -486,7 +503,7 @@ impl RebalanceListener for DrainOnRevoke {
         partitions: &'a [TopicPartition],
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
-            tracing::warn!(?partitions, "handler runtime: partitions lost; their running records are cancelled");
+            self.shared.events.emit(Lifecycle::Lost { partitions: partitions.to_vec() });
             let lost: Vec<Arc<Progress>> = {
                 let mut map = lock(&self.shared.partitions);
                 partitions.iter().filter_map(|tp| map.remove(tp)).collect()
@@ -522,6 +539,7 @@ pub(crate) struct Progress {
     pub(crate) stopped: watch::Sender<bool>,
     /// Exactly-once mode: set while the partition's last batch waits for its transaction.
     pub(crate) awaiting: watch::Sender<bool>,
+    pub(crate) events: Events,
 }
 
 #[derive(Default)]
@@ -533,8 +551,9 @@ pub(crate) struct ProgressState {
 }
 
 impl Progress {
-    fn new() -> Self {
+    fn new(events: Events) -> Self {
         Self {
+            events,
             state: Mutex::default(),
             mode: watch::Sender::new(Mode::Run),
             stopped: watch::Sender::new(false),
@@ -725,11 +744,12 @@ async fn handle(
                     st.stats.failed += 1;
                     st.failing.entry(record.offset).or_insert_with(SystemTime::now);
                 }
-                tracing::warn!(
-                    topic = %record.topic, partition = record.partition, offset = record.offset,
-                    attempt = backoff.attempts(), error = %e, ?delay,
-                    "handler failed; the record is retried"
-                );
+                progress.events.emit(Lifecycle::RecordFailed {
+                    partition: record.topic_partition(),
+                    offset: record.offset,
+                    attempts: backoff.attempts(),
+                    error: e.to_string(),
+                });
                 tokio::time::sleep(delay).await;
             }
         }

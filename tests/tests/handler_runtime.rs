@@ -529,3 +529,64 @@ async fn exactly_once_mode_stops_with_fenced_when_a_newer_instance_takes_its_tra
     assert_eq!(out[&0].len(), 10, "the fenced transaction's output is not visible: {:?}", out[&0]);
     assert!(!out[&0].iter().any(|v| v == "after the fence"));
 }
+
+/// The runtime reports its lifecycle as typed events: the assignments, a failed record and its
+/// attempts, the commits, the revocation when a second member joins, and the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_reports_its_lifecycle_as_typed_events() {
+    use handler::Lifecycle;
+    const N: u32 = 20;
+    let topic = topic_with(2, N, |p, i| format!("k{p}-{i}")).await;
+    let group = unique_topic("handler-lifecycle");
+    let seen = Seen::default();
+    let failed_once = Arc::new(AtomicBool::new(false));
+    let make = |seen: Seen, failed_once: Arc<AtomicBool>| {
+        move |r: ConsumerRecord| {
+            let (seen, failed_once) = (seen.clone(), failed_once.clone());
+            async move {
+                if r.partition == 1 && r.offset == 3 && !failed_once.swap(true, Ordering::SeqCst) {
+                    return Err::<(), HandlerError>("the first attempt fails".into());
+                }
+                seen.push(&r);
+                Ok(())
+            }
+        }
+    };
+    let config = RuntimeConfig::new(consumer_config(&group), [topic.as_str()])
+        .commit_interval(Duration::from_millis(100))
+        .retry_backoff(Duration::from_millis(10), Duration::from_millis(10));
+    let a = Runtime::new(config.clone(), make(seen.clone(), failed_once.clone())).await.unwrap();
+    let mut events = a.events();
+    let a_running = spawn(a);
+    wait_until("every record handled", BOUND, || seen.len() >= 2 * N as usize).await;
+    let b = Runtime::new(config, make(Seen::default(), failed_once.clone())).await.unwrap();
+    let mut b_events = b.events();
+    let b_running = spawn(b);
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !matches!(
+        tokio::time::timeout_at(deadline, b_events.recv()).await.expect("B was assigned a partition"),
+        Ok(Lifecycle::Assigned { .. })
+    ) {}
+    stop(a_running).await;
+    stop(b_running).await;
+
+    let mut got = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        got.push(event);
+    }
+    let tp = |p| TopicPartition::new(topic.as_str(), p);
+    for p in 0..2 {
+        assert!(got.contains(&Lifecycle::Assigned { partition: tp(p) }), "partition {p} assigned: {got:?}");
+    }
+    let failures: Vec<&Lifecycle> = got.iter().filter(|e| matches!(e, Lifecycle::RecordFailed { .. })).collect();
+    assert!(
+        matches!(failures.as_slice(), [Lifecycle::RecordFailed { partition, offset: 3, attempts: 1, error }]
+            if *partition == tp(1) && error.contains("first attempt fails")),
+        "{failures:?}"
+    );
+    let committed_to_the_end =
+        |p| got.iter().any(|e| matches!(e, Lifecycle::Committed { offsets } if offsets.contains(&(tp(p), N as i64))));
+    assert!(committed_to_the_end(0) && committed_to_the_end(1), "commits up to {N}: {got:?}");
+    assert!(got.iter().any(|e| matches!(e, Lifecycle::Revoked { .. })), "B's join revoked partitions of A: {got:?}");
+    assert_eq!(got.last(), Some(&Lifecycle::Stopped { error: None }), "{got:?}");
+}
