@@ -1396,3 +1396,47 @@ fn kv_put_get_list_delete_and_watch() {
     let stderr = kw_fails(&["kv", "get", "kw-kv-no-such-topic", "x"], None, 1);
     assert!(stderr.contains("does not exist"), "{stderr}");
 }
+
+/// `kv send` hands commands to an atomic store's processor (run here, in the test): `--wait`
+/// prints the outcome, a refused compare-and-set exits 1 saying why, and without `--wait` it
+/// prints where the command landed.
+#[test]
+fn kv_send_applies_commands_through_an_atomic_processor_and_prints_the_outcomes() {
+    use kvstore::{AtomicConfig, AtomicKvStore, AtomicProcessor, Stop};
+    let commands = unique_topic("kw-kv-send");
+    let config = AtomicConfig::new(bootstrap(), &commands).partitions(1);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // The store's topics exist before kw, which never creates them.
+    let store = rt.block_on(AtomicKvStore::connect(&config)).expect("topics");
+    let stop = Stop::new();
+    let processor = AtomicProcessor::new(config, unique_topic("kw-kv-send-group"), unique_topic("kw-kv-send-tx"));
+    let running = rt.spawn({
+        let stop = stop.clone();
+        async move { processor.run(&stop).await }
+    });
+    let c = commands.as_str();
+    let outcome = |out: String| serde_json::from_str::<Value>(out.trim()).unwrap_or_else(|e| panic!("{out}: {e}"));
+    assert_eq!(
+        outcome(kw_ok(&["kv", "send", c, "jobs", "increment", "--wait"], None)),
+        json!({"applied": {"old": null, "new": 1}})
+    );
+    assert_eq!(
+        outcome(kw_ok(&["kv", "send", c, "jobs", "increment", "2", "--wait"], None)),
+        json!({"applied": {"old": 1, "new": 3}})
+    );
+    let stderr = kw_fails(&["kv", "send", c, "jobs", "cas", "1", "5", "--wait"], None, 1);
+    assert!(stderr.contains("refused"), "{stderr}");
+    let sent = outcome(kw_ok(&["kv", "send", c, "jobs", "increment"], None));
+    assert_eq!(sent["partition"], 0, "{sent}");
+    assert!(sent["offset"].as_i64().is_some_and(|o| o >= 3), "{sent}");
+    assert_eq!(
+        outcome(kw_ok(&["kv", "send", c, "jobs", "cas", "4", "10", "--wait"], None)),
+        json!({"applied": {"old": 4, "new": 10}}),
+        "the increment sent without --wait was applied before it"
+    );
+    stop.trigger();
+    rt.block_on(async {
+        tokio::time::timeout(TIMEOUT, running).await.expect("the processor stops").unwrap().expect("ran");
+        store.close().await.expect("close");
+    });
+}
