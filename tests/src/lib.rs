@@ -246,6 +246,44 @@ pub async fn wait_until(what: &str, bound: Duration, mut done: impl FnMut() -> b
     }
 }
 
+/// Every record of `topic` (all its partitions) that is committed, read with isolation
+/// read_committed outside any group, from the start up to the last stable offsets as they are at
+/// the call: with no transaction open, everything that will ever be visible, duplicates
+/// included. In offset order per partition. Fails after 120 s.
+pub async fn read_committed(topic: &str) -> Vec<kafka_wire::ConsumerRecord> {
+    use kafka_wire::client::{Admin, ClientConfig, IsolationLevel, OffsetReset, OffsetSpec};
+    use kafka_wire::{Consumer, ConsumerConfig, TopicPartition};
+    const BOUND: Duration = Duration::from_secs(120);
+    let admin = Admin::connect(ClientConfig::new(&bootstrap())).await.expect("admin");
+    let described = admin.describe_topics(&[topic]).await.expect("describe");
+    let partitions: Vec<(&str, i32)> = described[0].partitions.iter().map(|p| (topic, p.partition)).collect();
+    let ends: Vec<(TopicPartition, i64)> = admin
+        .list_offsets_isolated(&partitions, OffsetSpec::Latest, true)
+        .await
+        .expect("last stable offsets")
+        .into_iter()
+        .map(|o| (TopicPartition::new(o.topic.as_str(), o.partition), o.offset))
+        .collect();
+    admin.close().await;
+    let config = ConsumerConfig::new(&bootstrap())
+        .isolation_level(IsolationLevel::ReadCommitted)
+        .auto_offset_reset(OffsetReset::Earliest);
+    let consumer = Consumer::new(config).await.expect("consumer");
+    consumer.assign(ends.iter().map(|(tp, _)| tp.clone()));
+    let mut records = Vec::new();
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let positions = consumer.positions();
+        if ends.iter().all(|(tp, end)| positions.get(tp).is_some_and(|o| o.offset >= *end)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{topic} not read to its end within {BOUND:?}");
+        records.extend(consumer.poll(Duration::from_millis(200)).await.expect("poll"));
+    }
+    consumer.close().await.expect("close");
+    records
+}
+
 #[cfg(test)]
 mod harness_tests {
     use super::*;

@@ -9,12 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use handler::{Decision, ExactlyOnceConfig, HandlerError, Outputs, Runtime, RuntimeConfig};
-use kafka_wire::client::{Admin, ClientConfig, IsolationLevel, OffsetReset, OffsetSpec};
-use kafka_wire::{
-    Client, Consumer, ConsumerConfig, ConsumerRecord, Producer, ProducerConfig, ProducerRecord, TopicPartition,
-};
+use kafka_wire::client::{Admin, ClientConfig, OffsetReset};
+use kafka_wire::{Client, ConsumerConfig, ConsumerRecord, Producer, ProducerConfig, ProducerRecord, TopicPartition};
 use kafka_wire_tests::raw::create_topic;
-use kafka_wire_tests::{bootstrap, unique_topic, wait_until};
+use kafka_wire_tests::{bootstrap, read_committed, unique_topic, wait_until};
 use tokio::sync::oneshot;
 
 const BOUND: Duration = Duration::from_secs(60);
@@ -367,40 +365,15 @@ async fn a_killed_member_s_partitions_are_taken_over_and_nothing_is_skipped() {
     assert_eq!(committed(&group, &topic).await, (0..4).map(|p| (p, N as i64)).collect());
 }
 
-/// Reads every partition of `topic` with isolation read_committed, outside any group, up to the
-/// last stable offsets (with no transaction open: everything that will ever be visible,
-/// duplicates included); returns each partition's values in offset order.
-async fn read_committed(topic: &str, partitions: i32) -> BTreeMap<i32, Vec<String>> {
-    let admin = Admin::connect(ClientConfig::new(&bootstrap())).await.unwrap();
-    let tps: Vec<(&str, i32)> = (0..partitions).map(|p| (topic, p)).collect();
-    let ends: Vec<(TopicPartition, i64)> = admin
-        .list_offsets_isolated(&tps, OffsetSpec::Latest, true)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| (TopicPartition::new(o.topic.as_str(), o.partition), o.offset))
-        .collect();
-    let config = ConsumerConfig::new(&bootstrap())
-        .isolation_level(IsolationLevel::ReadCommitted)
-        .auto_offset_reset(OffsetReset::Earliest);
-    let consumer = Consumer::new(config).await.unwrap();
-    consumer.assign((0..partitions).map(|p| TopicPartition::new(topic, p)));
+/// Each partition's values in `topic`, read read_committed to its end (duplicates included).
+async fn committed_values(topic: &str) -> BTreeMap<i32, Vec<String>> {
     let mut values: BTreeMap<i32, Vec<String>> = BTreeMap::new();
-    let deadline = tokio::time::Instant::now() + BOUND;
-    loop {
-        let positions = consumer.positions();
-        if ends.iter().all(|(tp, end)| positions.get(tp).is_some_and(|o| o.offset >= *end)) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{topic} not read to its end within {BOUND:?}");
-        for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
-            values
-                .entry(r.partition)
-                .or_default()
-                .push(String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into());
-        }
+    for r in read_committed(topic).await {
+        values
+            .entry(r.partition)
+            .or_default()
+            .push(String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into());
     }
-    consumer.close().await.unwrap();
     values
 }
 
@@ -481,7 +454,7 @@ async fn exactly_once_mode_copies_each_record_once_across_a_join_a_kill_and_abor
     stop(c).await;
     assert!(copied_c.load(Ordering::Relaxed) > 0 || b_stats.committed > 0, "no member after the kill copied");
 
-    let out = read_committed(&output, PARTITIONS).await;
+    let out = committed_values(&output).await;
     for p in 0..PARTITIONS {
         let expected: Vec<String> = (0..N).map(|i| format!("{p}-{i}")).collect();
         assert_eq!(out.get(&p).cloned().unwrap_or_default(), expected, "partition {p}: not the input exactly once");
@@ -525,7 +498,7 @@ async fn exactly_once_mode_stops_with_fenced_when_a_newer_instance_takes_its_tra
     producer.close().await.unwrap();
     let ended = tokio::time::timeout(BOUND, &mut task).await.expect("the fenced runtime did not stop").unwrap();
     assert!(matches!(ended, Err(kafka_wire::Error::Fenced { .. })), "the fenced runtime ended with {ended:?}");
-    let out = read_committed(&output, 1).await;
+    let out = committed_values(&output).await;
     assert_eq!(out[&0].len(), 10, "the fenced transaction's output is not visible: {:?}", out[&0]);
     assert!(!out[&0].iter().any(|v| v == "after the fence"));
 }

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kafka_wire::client::{Admin, IsolationLevel, NewTopic, OffsetReset, OffsetSpec};
-use kafka_wire::{ClientConfig, Consumer, ConsumerConfig, ProducerRecord, TopicPartition};
-use kafka_wire_tests::{bootstrap, unique_topic, wait_until};
+use kafka_wire::client::{Admin, NewTopic, OffsetSpec};
+use kafka_wire::{ClientConfig, ProducerRecord};
+use kafka_wire_tests::{bootstrap, read_committed, unique_topic, wait_until};
 use kvstore::{AtomicConfig, AtomicKvStore, AtomicProcessor, Command, Error, KvConfig, KvStore, Outcome, Stop};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
@@ -35,35 +35,16 @@ async fn create_topic(bs: &str, topic: &str, partitions: i32) {
     admin.close().await;
 }
 
-/// Every record of `topic` that is committed, read_committed from the start to the end.
-async fn read_committed(bs: &str, topic: &str) -> Vec<(String, Value)> {
-    let admin = Admin::connect(ClientConfig::new(bs)).await.unwrap();
-    let metadata = admin.describe_topics(&[topic]).await.unwrap();
-    let partitions: Vec<(&str, i32)> = metadata[0].partitions.iter().map(|p| (topic, p.partition)).collect();
-    let ends = admin.list_offsets_isolated(&partitions, OffsetSpec::Latest, true).await.unwrap();
-    admin.close().await;
-    let consumer = Consumer::new(
-        ConsumerConfig::new(bs).isolation_level(IsolationLevel::ReadCommitted).auto_offset_reset(OffsetReset::Earliest),
-    )
-    .await
-    .unwrap();
-    let tps: Vec<TopicPartition> = ends.iter().map(|e| TopicPartition::new(topic, e.partition)).collect();
-    consumer.assign(tps.iter().cloned());
-    consumer.seek_to_beginning(&tps).unwrap();
-    let mut records = Vec::new();
-    let read = async {
-        for e in &ends {
-            while consumer.position(&TopicPartition::new(topic, e.partition)).await.unwrap() < e.offset {
-                for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
-                    let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
-                    records.push((key, serde_json::from_slice(&r.value.unwrap()).unwrap()));
-                }
-            }
-        }
-    };
-    tokio::time::timeout(DEADLINE, read).await.expect("reading the topic to its end");
-    consumer.close().await.unwrap();
-    records
+/// Every record of `topic` that is committed, read read_committed to its end: (key, JSON value).
+async fn committed_records(topic: &str) -> Vec<(String, Value)> {
+    read_committed(topic)
+        .await
+        .into_iter()
+        .map(|r| {
+            let key = String::from_utf8(r.key.expect("a key").to_vec()).expect("a UTF-8 key");
+            (key, serde_json::from_slice(&r.value.expect("a value")).expect("a JSON value"))
+        })
+        .collect()
 }
 
 /// A processor instance on its own task.
@@ -186,7 +167,7 @@ async fn assert_exact(bs: &str, store: &str, completions: &str) {
     assert!(wrong.is_empty(), "counts that are not {PER_KEY}: {wrong:?}");
 
     let mut events: BTreeMap<String, usize> = BTreeMap::new();
-    for (key, count) in read_committed(bs, completions).await {
+    for (key, count) in committed_records(completions).await {
         assert_eq!(count, json!(PER_KEY));
         *events.entry(key).or_default() += 1;
     }

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use handler::HandlerError;
+use handler::{HandlerError, Lifecycle};
 use kafka_wire::client::OffsetReset;
-use kafka_wire::{Client, ClientConfig, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, TopicPartition};
+use kafka_wire::{Client, ClientConfig, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
 use kafka_wire_tests::raw::create_topic;
 use kafka_wire_tests::{bootstrap, unique_topic};
 use patterns::projector::{rebuild, Projector, ProjectorConfig};
@@ -119,22 +119,25 @@ fn consumer(group: &str) -> ConsumerConfig {
 async fn project_to_end<S: ViewStore>(topic: &str, group: &str, store: Arc<S>, end: &BTreeMap<i32, i64>) {
     let config = ProjectorConfig::new(consumer(group), [topic]);
     let projector = Projector::new(config, store, installed_apps).await.expect("projector");
-    let runtime = projector.runtime().clone();
+    let mut events = projector.runtime().events();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(projector.run_until(async {
         let _ = stopped.await;
     }));
+    // The runtime reports each commit: wait for those that reach the end of every partition.
+    let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let stats = runtime.stats();
-        let done = end.iter().all(|(p, e)| {
-            stats.get(&TopicPartition::new(topic, *p)).and_then(|s| s.committed).is_some_and(|c| c >= *e)
-        });
-        if done {
-            break;
+    while end.iter().any(|(p, e)| committed.get(p).is_none_or(|c| c < e)) {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(Lifecycle::Committed { offsets })) => {
+                for (tp, offset) in offsets {
+                    committed.insert(tp.partition, offset);
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("{group}: lifecycle events: {e}"),
+            Err(_) => panic!("{group} committed {committed:?}, not {end:?}, within {WAIT:?}"),
         }
-        assert!(tokio::time::Instant::now() < deadline, "{group} committed {stats:?}, not {end:?}, within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = stop.send(());
     tokio::time::timeout(WAIT, running).await.expect("stopped in time").expect("joined").expect("ran");

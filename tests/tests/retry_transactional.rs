@@ -9,12 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kafka_wire::client::{Admin, ClientConfig, IsolationLevel, OffsetReset, OffsetSpec};
-use kafka_wire::{
-    Client, Consumer, ConsumerConfig, ConsumerRecord, Producer, ProducerConfig, ProducerRecord, TopicPartition,
-};
+use kafka_wire::client::{ClientConfig, OffsetReset};
+use kafka_wire::{Client, ConsumerConfig, ConsumerRecord, Producer, ProducerConfig, ProducerRecord};
 use kafka_wire_tests::raw::create_topic;
-use kafka_wire_tests::{bootstrap, unique_topic, wait_until};
+use kafka_wire_tests::{bootstrap, read_committed, unique_topic, wait_until};
 use retry::{Failed, RetryConfig, RetryPolicy, RetryingConsumer, TopicNames};
 use tokio::sync::oneshot;
 
@@ -54,36 +52,13 @@ struct Member {
     failed: AtomicUsize,
 }
 
-/// Every record of `topic` read read_committed, outside any group, up to the last stable
-/// offsets; the record ids by how often each appears.
-async fn read_committed(topic: &str) -> BTreeMap<u64, usize> {
-    let admin = Admin::connect(ClientConfig::new(&bootstrap())).await.unwrap();
-    let tps: Vec<(&str, i32)> = (0..PARTITIONS).map(|p| (topic, p)).collect();
-    let ends: Vec<(TopicPartition, i64)> = admin
-        .list_offsets_isolated(&tps, OffsetSpec::Latest, true)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| (TopicPartition::new(o.topic.as_str(), o.partition), o.offset))
-        .collect();
-    let config = ConsumerConfig::new(&bootstrap())
-        .isolation_level(IsolationLevel::ReadCommitted)
-        .auto_offset_reset(OffsetReset::Earliest);
-    let consumer = Consumer::new(config).await.unwrap();
-    consumer.assign((0..PARTITIONS).map(|p| TopicPartition::new(topic, p)));
+/// Every record of `topic` read read_committed to its end; the record ids by how often each
+/// appears.
+async fn ids_committed(topic: &str) -> BTreeMap<u64, usize> {
     let mut seen = BTreeMap::new();
-    let deadline = tokio::time::Instant::now() + BOUND;
-    loop {
-        let positions = consumer.positions();
-        if ends.iter().all(|(tp, end)| positions.get(tp).is_some_and(|o| o.offset >= *end)) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{topic} not read to its end within {BOUND:?}");
-        for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
-            *seen.entry(id_of(&r)).or_insert(0) += 1;
-        }
+    for r in read_committed(topic).await {
+        *seen.entry(id_of(&r)).or_insert(0) += 1;
     }
-    consumer.close().await.unwrap();
     seen
 }
 
@@ -178,7 +153,7 @@ async fn with_the_transactional_hand_off_a_rebalance_during_retries_loses_no_rec
     let dead: BTreeSet<u64> = (0..n).filter(|i| fails_at(*i, 2)).collect();
     let deadline = tokio::time::Instant::now() + BOUND;
     let dlq = loop {
-        let dlq = read_committed(&names.dead_letter).await;
+        let dlq = ids_committed(&names.dead_letter).await;
         if dead.iter().all(|i| dlq.contains_key(i)) {
             break dlq;
         }
@@ -200,7 +175,7 @@ async fn with_the_transactional_hand_off_a_rebalance_during_retries_loses_no_rec
     assert_eq!(dlq.keys().copied().collect::<BTreeSet<u64>>(), dead, "only the exhausted records are dead");
     for (tier, topic) in names.tiers.iter().enumerate() {
         let expected: BTreeSet<u64> = (0..n).filter(|i| fails_at(*i, tier)).collect();
-        let seen = read_committed(topic).await;
+        let seen = ids_committed(topic).await;
         let (twice, missing) = not_once(&seen, &expected);
         assert!(twice.is_empty(), "tier {tier}: records forwarded more than once: {twice:?}");
         assert!(missing.is_empty(), "tier {tier}: records lost: {missing:?}");
