@@ -73,8 +73,9 @@ pub enum StoreError {
 
 /// Where a projector writes its rows and a query service reads them.
 pub trait ViewStore: Send + Sync + 'static {
-    /// Applies `changes` in one transaction, in order, each only if it is newer than the row's
-    /// version; returns how many rows changed. Durable when it returns.
+    /// Applies `changes` in one transaction, as if in order, each only if it is newer than the
+    /// row's version; returns how many rows changed (a row changed twice counts once). Durable
+    /// when it returns.
     fn apply(&self, changes: Vec<Change>) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
     /// The row for `key`, unless absent or deleted.
@@ -151,6 +152,7 @@ fn encode_stored(version: i64, value: Option<&[u8]>) -> Vec<u8> {
 
 impl ViewStore for EmbeddedStore {
     async fn apply(&self, changes: Vec<Change>) -> Result<usize, StoreError> {
+        let changes = newest_per_key(changes);
         self.blocking(move |db| {
             use redb::ReadableTable;
             let txn = db.begin_write().map_err(embedded)?;
@@ -236,6 +238,27 @@ impl ViewStore for EmbeddedStore {
     }
 }
 
+/// Each key's newest change of `changes` (the first one on equal versions, as applying them in
+/// order would leave it), in first-seen key order.
+fn newest_per_key(changes: Vec<Change>) -> Vec<Change> {
+    let mut slot: std::collections::HashMap<String, usize> = std::collections::HashMap::with_capacity(changes.len());
+    let mut latest: Vec<Change> = Vec::with_capacity(changes.len());
+    for c in changes {
+        match slot.get(&c.key) {
+            Some(&i) => {
+                if c.version > latest[i].version {
+                    latest[i] = c;
+                }
+            }
+            None => {
+                slot.insert(c.key.clone(), latest.len());
+                latest.push(c);
+            }
+        }
+    }
+    latest
+}
+
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
 
@@ -277,18 +300,17 @@ impl PostgresStore {
 
 impl ViewStore for PostgresStore {
     async fn apply(&self, changes: Vec<Change>) -> Result<usize, StoreError> {
-        let mut client = self.client.lock().await;
-        let txn = client.transaction().await?;
-        let upsert = txn
-            .prepare(&format!(
-                "INSERT INTO {t} (key, version, deleted, value) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, deleted = EXCLUDED.deleted, \
-                 value = EXCLUDED.value WHERE {t}.version < EXCLUDED.version",
-                t = self.table
-            ))
-            .await?;
-        let mut changed = 0;
-        for c in &changes {
+        // One statement for the whole batch (a round trip per row capped the store at ~11 k
+        // rows/s). ON CONFLICT may touch a row only once per statement, so each key keeps its
+        // newest change: the ones before it would be overwritten within this transaction anyway.
+        let latest = newest_per_key(changes);
+        let (mut keys, mut versions, mut deleted, mut values) = (
+            Vec::with_capacity(latest.len()),
+            Vec::with_capacity(latest.len()),
+            Vec::with_capacity(latest.len()),
+            Vec::with_capacity(latest.len()),
+        );
+        for c in latest {
             let value = match &c.value {
                 Some(bytes) => Some(
                     serde_json::from_slice::<serde_json::Value>(bytes)
@@ -296,10 +318,28 @@ impl ViewStore for PostgresStore {
                 ),
                 None => None,
             };
-            changed += txn.execute(&upsert, &[&c.key, &c.version, &value.is_none(), &value]).await? as usize;
+            deleted.push(value.is_none());
+            values.push(value);
+            versions.push(c.version);
+            keys.push(c.key);
         }
-        txn.commit().await?;
-        Ok(changed)
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let client = self.client.lock().await;
+        let changed = client
+            .execute(
+                &format!(
+                    "INSERT INTO {t} (key, version, deleted, value) \
+                     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::boolean[], $4::jsonb[]) \
+                     ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, deleted = EXCLUDED.deleted, \
+                     value = EXCLUDED.value WHERE {t}.version < EXCLUDED.version",
+                    t = self.table
+                ),
+                &[&keys, &versions, &deleted, &values],
+            )
+            .await?;
+        Ok(changed as usize)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Row>, StoreError> {
@@ -404,6 +444,19 @@ mod tests {
         assert_eq!(store.get("a").await.expect("get"), None, "a deleted row stays deleted");
         assert_eq!(store.count().await.expect("count"), 1);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_batch_keeps_each_key_s_newest_change_and_the_first_of_equal_versions() {
+        let latest = newest_per_key(vec![
+            change("a", 1, Some("1")),
+            change("b", 4, Some("4")),
+            change("a", 3, Some("3")),
+            change("a", 2, Some("2")),
+            change("b", 4, Some("later")),
+            change("c", 1, None),
+        ]);
+        assert_eq!(latest, vec![change("a", 3, Some("3")), change("b", 4, Some("4")), change("c", 1, None)]);
     }
 
     #[tokio::test]
