@@ -26,7 +26,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::lifecycle::{Events, Lifecycle};
-use crate::runtime::{lock, Mode, Progress, Shared};
+use crate::runtime::{lock, take_queued, Mode, Progress, Shared};
 use crate::HandlerError;
 
 /// What a batch's transaction does.
@@ -549,16 +549,10 @@ pub(crate) async fn batch_worker(
                     return Poll::Ready(Event::Finished(done));
                 }
             }
-            let mut taken = Vec::new();
-            while taken.len() < room {
-                match Pin::new(&mut records).poll_next(cx) {
-                    Poll::Ready(Some(record)) => taken.push(record),
-                    Poll::Ready(None) if taken.is_empty() => return Poll::Ready(Event::Ended),
-                    Poll::Ready(None) | Poll::Pending => break,
-                }
-            }
-            if !taken.is_empty() {
-                return Poll::Ready(Event::Taken(taken));
+            match take_queued(&mut records, room, cx) {
+                Poll::Ready(Some(taken)) => return Poll::Ready(Event::Taken(taken)),
+                Poll::Ready(None) => return Poll::Ready(Event::Ended),
+                Poll::Pending => {}
             }
             if changed.as_mut().poll(cx).is_ready()
                 || committed.as_mut().poll(cx).is_ready()

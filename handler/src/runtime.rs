@@ -661,17 +661,10 @@ async fn worker(
             if !finished.is_empty() {
                 return Poll::Ready(Event::Finished(finished));
             }
-            // What the queue holds now, up to the room left: one wake-up for many records.
-            let mut taken = Vec::new();
-            while taken.len() < room {
-                match Pin::new(&mut records).poll_next(cx) {
-                    Poll::Ready(Some(record)) => taken.push(record),
-                    Poll::Ready(None) if taken.is_empty() => return Poll::Ready(Event::Ended),
-                    Poll::Ready(None) | Poll::Pending => break,
-                }
-            }
-            if !taken.is_empty() {
-                return Poll::Ready(Event::Taken(taken));
+            match take_queued(&mut records, room, cx) {
+                Poll::Ready(Some(taken)) => return Poll::Ready(Event::Taken(taken)),
+                Poll::Ready(None) => return Poll::Ready(Event::Ended),
+                Poll::Pending => {}
             }
             if changed.as_mut().poll(cx).is_ready() || due.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready()) {
                 return Poll::Ready(Event::Look);
@@ -702,6 +695,29 @@ async fn worker(
     }
     tracing::debug!(%tp, "handler runtime: partition worker stopped");
     progress.stopped.send_replace(true);
+}
+
+/// Takes what a partition's queue holds now, up to `room` records, so that one wake-up serves
+/// many records: `Some` with at least one record, `None` once the stream has ended (revoked or
+/// lost) with nothing left to take, `Pending` when nothing is queued or there is no room.
+pub(crate) fn take_queued(
+    records: &mut PartitionStream,
+    room: usize,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Option<Vec<ConsumerRecord>>> {
+    let mut taken = Vec::new();
+    while taken.len() < room {
+        match Pin::new(&mut *records).poll_next(cx) {
+            Poll::Ready(Some(record)) => taken.push(record),
+            Poll::Ready(None) if taken.is_empty() => return Poll::Ready(None),
+            Poll::Ready(None) | Poll::Pending => break,
+        }
+    }
+    if taken.is_empty() {
+        Poll::Pending
+    } else {
+        Poll::Ready(Some(taken))
+    }
 }
 
 /// A record running: its handler's future, with its retries; yields the record's key.
