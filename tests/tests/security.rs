@@ -308,7 +308,7 @@ async fn a_missing_client_certificate_where_one_is_required_is_a_tls_error() {
 }
 
 #[tokio::test]
-async fn a_plaintext_client_on_a_tls_port_and_tls_or_sasl_clients_on_a_plaintext_port_fail_fast() {
+async fn plaintext_clients_on_tls_or_sasl_ports_and_tls_or_sasl_clients_on_a_plaintext_port_fail_fast_with_a_hint() {
     let Some(l) = secured_listeners("wrong_protocol") else { return };
     let plaintext = vec![("bootstrap.servers", l.ssl.clone())];
     let error = connect_error("plaintext on TLS", producer_config(&plaintext, &[]).client_config(), None).await;
@@ -320,6 +320,11 @@ async fn a_plaintext_client_on_a_tls_port_and_tls_or_sasl_clients_on_a_plaintext
     let error = connect_error("TLS on plaintext", producer_config(&tls, &[]).client_config(), None).await;
     let reason = tls_reason("TLS on plaintext", &error);
     assert!(reason.contains("TLS listener"), "{reason}");
+
+    // A SASL listener answers ApiVersions, then closes the connection at the next request.
+    let plaintext = vec![("bootstrap.servers", l.sasl_plaintext.clone())];
+    let error = connect_error("plaintext on SASL", producer_config(&plaintext, &[]).client_config(), None).await;
+    assert!(error.to_string().contains("is this a SASL listener"), "plaintext on SASL: {error:?}");
 
     let mut sasl_on_plaintext = sasl(&l, "SASL_PLAINTEXT", "SCRAM-SHA-256", &l.username, &l.password);
     sasl_on_plaintext[0].1 = bootstrap();

@@ -114,6 +114,8 @@ struct Shared {
     addr: String,
     /// Whether the connection runs over TLS (for what its socket errors mean).
     tls: bool,
+    /// Whether the connection authenticates with SASL (for what an early close means).
+    sasl: bool,
     next_correlation_id: AtomicI32,
     /// Set while the connection re-authenticates: the writer then sends only SASL requests.
     reauthenticating: watch::Sender<bool>,
@@ -167,6 +169,7 @@ impl Connection {
         let shared = Arc::new(Shared {
             addr: addr.to_owned(),
             tls: tls.is_some(),
+            sasl: security.protocol.sasl(),
             next_correlation_id: AtomicI32::new(0),
             reauthenticating: watch::Sender::new(false),
             closed: AtomicBool::new(false),
@@ -721,6 +724,9 @@ fn looks_like_tls(buf: &[u8]) -> bool {
 async fn read_loop<R: AsyncRead + Unpin>(mut socket: R, shared: Arc<Shared>, max_frame: usize) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut first = true;
+    // Frames answered so far: a SASL listener answers a client that does not authenticate its
+    // ApiVersions, then closes the connection at its next request.
+    let mut answered = 0u64;
     let error = loop {
         if first && !shared.tls && buf.len() >= 2 {
             if looks_like_tls(&buf) {
@@ -736,6 +742,7 @@ async fn read_loop<R: AsyncRead + Unpin>(mut socket: R, shared: Arc<Shared>, max
         loop {
             match frame::split_frame(&mut buf, max_frame) {
                 Ok(Some(frame)) => {
+                    answered += 1;
                     if let Err(e) = dispatch(&shared, frame) {
                         shared.fail(e);
                         return;
@@ -752,6 +759,11 @@ async fn read_loop<R: AsyncRead + Unpin>(mut socket: R, shared: Arc<Shared>, max
             buf.reserve(64 * 1024);
         }
         match socket.read_buf(&mut buf).await {
+            Ok(0) if answered == 1 && !shared.sasl && !shared.lock().waiting.is_empty() => {
+                let hint = "the broker closed the connection after ApiVersions without answering the next request: \
+                            is this a SASL listener? Check the port and security.protocol (SASL_PLAINTEXT or SASL_SSL)";
+                break Error::io(&shared.addr, std::io::Error::new(std::io::ErrorKind::ConnectionAborted, hint));
+            }
             Ok(0) => break Error::Closed { broker: shared.addr.clone() },
             Ok(n) => {
                 shared.counters.received(n);
