@@ -147,7 +147,9 @@ impl Connection {
     /// for it (both within `connect_timeout`), negotiates API versions with the broker, and
     /// authenticates with SASL if the protocol asks for that (each request within the request
     /// timeout). A refused certificate is [`Error::Tls`]; refused credentials are
-    /// [`Error::Authentication`].
+    /// [`Error::Authentication`]. When the broker limits the SASL session's lifetime (KIP-368),
+    /// the connection re-authenticates in the background before the session ends; if that is
+    /// refused, the connection fails with the refusal.
     ///
     /// Cancel-safe: a dropped future leaves no connection open.
     pub async fn connect(addr: &str, config: ConnectionConfig) -> Result<Self> {
