@@ -5,7 +5,7 @@
 //! cargo run --release -p kafka-wire --example produce_bench -- [--fake] [--bootstrap 127.0.0.1:9092]
 //!     [--records N] [--partitions 6] [--replication-factor 1] [--value-size 100] [--linger-ms 5]
 //!     [--keep-topic] [--compression none|gzip|snappy|lz4|zstd] [--batch-size 16384]
-//!     [--value-kind text|random]
+//!     [--value-kind text|random] [-X key=value ...]
 //! ```
 //!
 //! * `--fake`: against an in-process fake broker on 127.0.0.1 that acknowledges at once
@@ -16,6 +16,9 @@
 //!   N = 1 000 000.
 //! * `--compression`, `--batch-size`: the producer's `compression.type` and `batch.size`.
 //!   Requests of 64 KiB or more to compress are sealed on tokio's blocking pool.
+//! * `-X key=value` (repeatable): a producer property, applied after the ones above and also to
+//!   the admin connection that creates the topic: `-X security.protocol=SASL_SSL` and the
+//!   `ssl.*` / `sasl.*` properties measure a secured listener.
 //! * `--value-kind`: `text` (the default: the alphabet repeated, which compresses very well) or
 //!   `random` (a seeded generator's bytes drawn from 64 symbols: compresses to about 3/4).
 //!
@@ -38,7 +41,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use kafka_wire::client::{Acks, Client, ClientConfig, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use kafka_wire::client::{Acks, Client, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 use kafka_wire::codec::messages::create_topics::CreatableTopic;
 use kafka_wire::codec::messages::delete_topics::DeleteTopicState;
 use kafka_wire::codec::messages::{CreateTopicsRequest, DeleteTopicsRequest};
@@ -61,12 +64,15 @@ struct Args {
     compression: Compression,
     batch_size: usize,
     random_values: bool,
+    /// `-X key=value` properties.
+    properties: Vec<(String, String)>,
 }
 
 fn usage() -> &'static str {
     "usage: produce_bench [--fake] [--bootstrap HOST:PORT] [--records N] [--partitions 6] \
      [--replication-factor 1] [--value-size 100] [--linger-ms 5] [--keep-topic] \
-     [--compression none|gzip|snappy|lz4|zstd] [--batch-size 16384] [--value-kind text|random]"
+     [--compression none|gzip|snappy|lz4|zstd] [--batch-size 16384] [--value-kind text|random] \
+     [-X key=value ...]"
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -82,6 +88,7 @@ fn parse_args() -> Result<Args, String> {
         compression: Compression::None,
         batch_size: 16384,
         random_values: false,
+        properties: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -105,6 +112,12 @@ fn parse_args() -> Result<Args, String> {
                 "random" => a.random_values = true,
                 other => return Err(format!("unknown value kind {other}\n{}", usage())),
             },
+            "-X" => {
+                let v = value("-X")?;
+                let (key, val) =
+                    v.split_once('=').ok_or_else(|| format!("-X takes key=value, not {v}\n{}", usage()))?;
+                a.properties.push((key.trim().to_owned(), val.trim().to_owned()));
+            }
             "-h" | "--help" => return Err(usage().into()),
             other => return Err(format!("unknown argument {other}\n{}", usage())),
         }
@@ -179,19 +192,22 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let topic = format!("produce-bench-{}-{millis}", std::process::id());
     let fake = args.fake.then(|| start_fake(&topic, args.partitions));
     let bootstrap = fake.as_ref().map_or(args.bootstrap.clone(), |f| f.broker.addr().to_string());
-    let admin = if fake.is_none() {
-        let client = Client::connect(ClientConfig::new(&bootstrap)).await?;
-        create_topic(&client, &topic, args.partitions, args.replication_factor).await?;
-        Some(client)
-    } else {
-        None
-    };
-    let config = ProducerConfig::new(&bootstrap)
+    let mut config = ProducerConfig::new(&bootstrap)
         .acks(Acks::All)
         .enable_idempotence(true)
         .linger(Duration::from_millis(args.linger_ms))
         .batch_size(args.batch_size)
         .compression(args.compression);
+    for (key, value) in &args.properties {
+        config.set(key, value)?;
+    }
+    let admin = if fake.is_none() {
+        let client = Client::connect(config.client_config()).await?;
+        create_topic(&client, &topic, args.partitions, args.replication_factor).await?;
+        Some(client)
+    } else {
+        None
+    };
     let producer = Producer::new(config).await?;
     // Warm up: topic metadata and the producer id.
     producer.send(ProducerRecord::new(&topic, Bytes::from_static(b"warm-up"))).await?.await?;

@@ -120,7 +120,12 @@ async fn connect_with(mechanism: SaslMechanism, script: Script) -> Error {
         connect_timeout: Duration::from_secs(2),
         security: SecurityConfig {
             protocol: SecurityProtocol::SaslPlaintext,
-            sasl: SaslConfig { mechanism, username: Some("user".into()), password: Some(Password::new(PASSWORD)) },
+            sasl: SaslConfig {
+                mechanism,
+                username: Some("user".into()),
+                password: Some(Password::new(PASSWORD)),
+                ..Default::default()
+            },
             dialer: Some(Arc::new(Pipe(Mutex::new(Some(client))))),
             ..Default::default()
         },

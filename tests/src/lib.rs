@@ -378,6 +378,12 @@ pub struct SecuredListeners {
     pub sasl_ssl: String,
     /// SSL with client certificates required.
     pub mtls: String,
+    /// SASL_SSL with OAUTHBEARER (unsecured tokens); `None` from a cluster started before it was
+    /// added.
+    pub oauth: Option<String>,
+    /// SASL_PLAINTEXT (SCRAM-SHA-256, OAUTHBEARER) whose sessions last 4 s, so that clients
+    /// re-authenticate (KIP-368); `None` as `oauth`.
+    pub reauth: Option<String>,
     /// PEM file of the CA that signed the broker's and the client's certificates.
     pub ca: PathBuf,
     /// PEM file of a CA that signed nothing the broker uses.
@@ -393,9 +399,11 @@ pub struct SecuredListeners {
 }
 
 /// The secured listeners, or `None` (said on stderr, so that a skipped test shows in the log)
-/// when the 1-node cluster was started without `--security`.
+/// when the 1-node cluster was started without `--security`. `$KAFKA_SECURITY_FILE` names
+/// another file than `.kafka/security` (a broker started by hand with other listeners).
 pub fn secured_listeners(test: &str) -> Option<SecuredListeners> {
-    let file = layout().kafka_dir().join("security");
+    let file =
+        env_nonempty("KAFKA_SECURITY_FILE").map(PathBuf::from).unwrap_or_else(|| layout().kafka_dir().join("security"));
     let Ok(text) = std::fs::read_to_string(&file) else {
         eprintln!(
             "[{test}] skipped: {} does not exist; start the broker with `cargo xtask kafka up --security`",
@@ -403,18 +411,17 @@ pub fn secured_listeners(test: &str) -> Option<SecuredListeners> {
         );
         return None;
     };
-    let get = |key: &str| -> String {
-        text.lines()
-            .filter_map(|l| l.split_once('='))
-            .find(|(k, _)| k.trim() == key)
-            .map(|(_, v)| v.trim().to_owned())
-            .unwrap_or_else(|| panic!("{} has no {key}", file.display()))
+    let optional = |key: &str| -> Option<String> {
+        text.lines().filter_map(|l| l.split_once('=')).find(|(k, _)| k.trim() == key).map(|(_, v)| v.trim().to_owned())
     };
+    let get = |key: &str| -> String { optional(key).unwrap_or_else(|| panic!("{} has no {key}", file.display())) };
     Some(SecuredListeners {
         sasl_plaintext: get("sasl_plaintext"),
         ssl: get("ssl"),
         sasl_ssl: get("sasl_ssl"),
         mtls: get("mtls"),
+        oauth: optional("oauth"),
+        reauth: optional("reauth"),
         ca: get("ca").into(),
         other_ca: get("other_ca").into(),
         client_cert: get("client_cert").into(),

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_wire::client::{
-    BoxStream, Client, Consumer, ConsumerConfig, DialFuture, Dialer, Error, ErrorKind, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord,
+    BoxStream, Client, Consumer, ConsumerConfig, DialFuture, Dialer, Error, ErrorKind, OAuthBearerToken, OffsetReset,
+    Producer, ProducerConfig, ProducerRecord, SaslConfig,
 };
 use kafka_wire_tests::raw::create_topic;
 use kafka_wire_tests::{bootstrap, kafka_tool, secured_listeners, unique_topic, SecuredListeners};
@@ -308,7 +308,7 @@ async fn a_missing_client_certificate_where_one_is_required_is_a_tls_error() {
 }
 
 #[tokio::test]
-async fn a_plaintext_client_on_a_tls_port_and_tls_or_sasl_clients_on_a_plaintext_port_fail_fast() {
+async fn plaintext_clients_on_tls_or_sasl_ports_and_tls_or_sasl_clients_on_a_plaintext_port_fail_fast_with_a_hint() {
     let Some(l) = secured_listeners("wrong_protocol") else { return };
     let plaintext = vec![("bootstrap.servers", l.ssl.clone())];
     let error = connect_error("plaintext on TLS", producer_config(&plaintext, &[]).client_config(), None).await;
@@ -320,6 +320,11 @@ async fn a_plaintext_client_on_a_tls_port_and_tls_or_sasl_clients_on_a_plaintext
     let error = connect_error("TLS on plaintext", producer_config(&tls, &[]).client_config(), None).await;
     let reason = tls_reason("TLS on plaintext", &error);
     assert!(reason.contains("TLS listener"), "{reason}");
+
+    // A SASL listener answers ApiVersions, then closes the connection at the next request.
+    let plaintext = vec![("bootstrap.servers", l.sasl_plaintext.clone())];
+    let error = connect_error("plaintext on SASL", producer_config(&plaintext, &[]).client_config(), None).await;
+    assert!(error.to_string().contains("is this a SASL listener"), "plaintext on SASL: {error:?}");
 
     let mut sasl_on_plaintext = sasl(&l, "SASL_PLAINTEXT", "SCRAM-SHA-256", &l.username, &l.password);
     sasl_on_plaintext[0].1 = bootstrap();
@@ -344,4 +349,178 @@ async fn without_a_ca_location_the_system_trust_store_is_used() {
         .expect("the system store (SSL_CERT_FILE) trusts the broker");
     assert_eq!(client.brokers().len(), 1);
     client.close().await;
+}
+
+fn oauth_jaas(subject: &str) -> String {
+    format!(
+        r#"org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="{subject}";"#
+    )
+}
+
+/// Properties for the OAUTHBEARER listener (SASL_SSL) with unsecured tokens for `subject`.
+fn oauth(l: &SecuredListeners, bootstrap: &str, subject: &str) -> Props {
+    vec![
+        ("bootstrap.servers", bootstrap.to_owned()),
+        ("security.protocol", "SASL_SSL".into()),
+        ("sasl.mechanism", "OAUTHBEARER".into()),
+        ("sasl.jaas.config", oauth_jaas(subject)),
+        ("ssl.ca.location", l.ca.display().to_string()),
+    ]
+}
+
+#[tokio::test]
+async fn produce_consume_and_transact_over_sasl_ssl_with_oauthbearer() {
+    let Some(l) = secured_listeners("oauthbearer") else { return };
+    let Some(listener) = l.oauth.clone() else {
+        eprintln!("[oauthbearer] skipped: the cluster has no OAUTHBEARER listener (restart it with --security)");
+        return;
+    };
+    round_trip("OAUTHBEARER", oauth(&l, &listener, &l.username)).await;
+}
+
+#[tokio::test]
+async fn an_expired_token_is_an_authentication_error_that_says_so() {
+    let Some(l) = secured_listeners("expired_token") else { return };
+    let Some(listener) = l.oauth.clone() else {
+        eprintln!("[expired_token] skipped: the cluster has no OAUTHBEARER listener (restart it with --security)");
+        return;
+    };
+    // Issued two hours ago, valid for one.
+    let issued = std::time::SystemTime::now() - Duration::from_secs(7200);
+    let token = OAuthBearerToken::unsecured(&l.username, issued, Duration::from_secs(3600));
+    let secret = token.expose().to_owned();
+    let mut config = producer_config(&oauth(&l, &listener, &l.username), &[]).client_config();
+    config.connection.security.sasl = SaslConfig::default().token_provider(move || {
+        let token = token.clone();
+        async move { Ok(token) }
+    });
+    let error = connect_error("expired token", config, Some(&secret)).await;
+    match &error {
+        Error::Authentication { mechanism, reason, .. } => {
+            assert_eq!(mechanism, "OAUTHBEARER");
+            assert!(reason.contains("invalid_token") && reason.contains("the token expired"), "{reason}");
+        }
+        other => panic!("expired token: expected an authentication error, got {other:?}"),
+    }
+    assert_eq!(error.kind(), ErrorKind::Security);
+    assert!(!error.is_retriable());
+}
+
+#[tokio::test]
+async fn a_producer_with_a_wrong_password_fails_fast_with_a_security_error() {
+    let Some(l) = secured_listeners("fail_fast") else { return };
+    // Long timeouts: a failure that were retried would take them.
+    let props = sasl(&l, "SASL_PLAINTEXT", "SCRAM-SHA-512", &l.username, WRONG);
+    let config = producer_config(&props, &[("delivery.timeout.ms", "120000"), ("request.timeout.ms", "60000")]);
+    let started = std::time::Instant::now();
+    let attempt = async {
+        let producer = Producer::new(config).await?;
+        producer.send(ProducerRecord::new("security-fail-fast", "x")).await?.await
+    };
+    let error = tokio::time::timeout(Duration::from_secs(20), attempt)
+        .await
+        .expect("the producer neither failed nor delivered within 20 s")
+        .expect_err("delivered with a wrong password");
+    let took = started.elapsed();
+    assert_eq!(error.kind(), ErrorKind::Security, "{error:?}");
+    assert!(!error.is_retriable(), "{error:?}");
+    assert!(error.to_string().contains("authentication"), "{error}");
+    assert!(!error.to_string().contains(WRONG) && !format!("{error:?}").contains(WRONG));
+    // Well under the timeouts (60 s, 120 s): one exchange, no retries.
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+
+    let config = ConsumerConfig::from_properties(
+        props.iter().map(|(k, v)| (*k, v.as_str())).chain([("group.id", "security-fail-fast")]),
+    )
+    .unwrap();
+    let attempt = async {
+        let consumer = Consumer::new(config).await?;
+        consumer.subscribe(["security-fail-fast"])?;
+        consumer.poll(Duration::from_secs(1)).await
+    };
+    let error = tokio::time::timeout(Duration::from_secs(20), attempt)
+        .await
+        .expect("the consumer neither failed nor polled within 20 s")
+        .expect_err("polled with a wrong password");
+    assert_eq!(error.kind(), ErrorKind::Security, "{error:?}");
+    assert!(!error.is_retriable(), "{error:?}");
+}
+
+/// The re-authentications and the connections opened, summed over `client`'s connections.
+fn sessions(client: &Client) -> (u64, u64) {
+    let m = client.metrics();
+    (m.brokers.iter().map(|b| b.reauthentications).sum(), m.connections_opened())
+}
+
+#[tokio::test]
+async fn a_producer_and_a_consumer_keep_working_across_reauthentications() {
+    let Some(l) = secured_listeners("reauth") else { return };
+    let Some(listener) = l.reauth.clone() else {
+        eprintln!("[reauth] skipped: the cluster has no re-authenticating listener (restart it with --security)");
+        return;
+    };
+    let topic = unique_topic("security-reauth");
+    // The producer authenticates with SCRAM-SHA-256, the consumer with OAUTHBEARER.
+    let scram = vec![
+        ("bootstrap.servers", listener.clone()),
+        ("security.protocol", "SASL_PLAINTEXT".to_owned()),
+        ("sasl.mechanism", "SCRAM-SHA-256".into()),
+        ("sasl.jaas.config", scram_jaas(&l.username, &l.password)),
+    ];
+    let bearer = vec![
+        ("bootstrap.servers", listener.clone()),
+        ("security.protocol", "SASL_PLAINTEXT".to_owned()),
+        ("sasl.mechanism", "OAUTHBEARER".into()),
+        ("sasl.jaas.config", oauth_jaas(&l.username)),
+    ];
+    let work = async {
+        let producer = Producer::new(producer_config(&scram, &[])).await.expect("producer");
+        create_topic(producer.client(), &topic, 1, 1, &[]).await;
+        let consumer = Consumer::new(consumer_config(&bearer, &topic)).await.expect("consumer");
+        consumer.subscribe([topic.clone()]).unwrap();
+        let (mut sent, mut received) = (0u32, Vec::new());
+        let mut opened = None;
+        // Produce and consume until both clients have re-authenticated at least 3 times (the
+        // listener's sessions last 4 s).
+        loop {
+            producer.send(ProducerRecord::new(&topic, sent.to_string())).await.unwrap().await.unwrap();
+            sent += 1;
+            for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+                received.push(String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned());
+            }
+            let (p, c) = (sessions(producer.client()), sessions(consumer.client()));
+            // Once every connection is open (the consumer has records), no new one may open:
+            // a broker that ended a session would have closed its connection.
+            if !received.is_empty() && opened.is_none() {
+                opened = Some((p.1, c.1));
+            }
+            if let Some((po, co)) = opened {
+                assert_eq!((p.1, c.1), (po, co), "connections were reopened (sessions ended?)");
+            }
+            // Every connection of both clients re-authenticated at least 3 times.
+            if p.0 >= 3 * p.1 && c.0 >= 3 * c.1 {
+                eprintln!("re-authentications, connections: producer {p:?}, consumer {c:?}; {sent} records");
+                break;
+            }
+        }
+        while received.len() < sent as usize {
+            for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+                received.push(String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned());
+            }
+        }
+        let errors: u64 = [producer.client(), consumer.client()]
+            .iter()
+            .flat_map(|c| c.metrics().brokers)
+            .map(|b| b.request_errors)
+            .sum();
+        consumer.close().await.unwrap();
+        producer.close().await.unwrap();
+        (sent, received, errors)
+    };
+    let (sent, received, errors) = tokio::time::timeout(Duration::from_secs(120), work)
+        .await
+        .expect("3 re-authentications of each client did not happen within 120 s");
+    let expected: Vec<String> = (0..sent).map(|i| i.to_string()).collect();
+    assert_eq!(received, expected);
+    assert_eq!(errors, 0, "requests failed");
 }

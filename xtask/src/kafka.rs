@@ -34,8 +34,10 @@ enum KafkaCmd {
         #[arg(long, default_value = "info")]
         log_level: String,
         /// 1 node only: add secured listeners next to the plaintext one (SASL_PLAINTEXT on 9192,
-        /// SSL on 9193, SASL_SSL on 9194, SSL with client certificates required on 9195), with
-        /// certificates and a SCRAM user made for the purpose; `.kafka/security` says where.
+        /// SSL on 9193, SASL_SSL on 9194, SSL with client certificates required on 9195,
+        /// OAUTHBEARER over SASL_SSL on 9196, SASL_PLAINTEXT re-authenticating every 4 s on
+        /// 9197), with certificates and a SCRAM user made for the purpose; `.kafka/security` says
+        /// where.
         #[arg(long)]
         security: bool,
     },

@@ -2319,7 +2319,8 @@ impl Admin {
 
 /// Connection failures: the request may be sent again (to another broker).
 fn is_transport(e: &Error) -> bool {
-    matches!(e, Error::Io { .. } | Error::Closed { .. } | Error::Unreachable { .. })
+    // An unreachable broker is retried, unless it refused the client's TLS or SASL credentials.
+    matches!(e, Error::Io { .. } | Error::Closed { .. }) || matches!(e, Error::Unreachable { .. } if e.is_retriable())
 }
 
 /// For requests that only read: also a request timeout (the broker stopped answering; the

@@ -441,9 +441,13 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// Connection failures: the request may be sent again, to another broker.
+/// Connection failures: the request may be sent again, to another broker. Not a broker that
+/// refused the client's TLS or SASL credentials: the others would refuse them too.
 pub(super) fn is_transport(e: &Error) -> bool {
-    matches!(e, Error::Io { .. } | Error::Closed { .. } | Error::Unreachable { .. } | Error::Timeout { .. })
+    match e {
+        Error::Unreachable { .. } => e.is_retriable(),
+        _ => matches!(e, Error::Io { .. } | Error::Closed { .. } | Error::Timeout { .. }),
+    }
 }
 
 /// The slot to use: `slot` itself, unless its connection has closed, in which case it is

@@ -8,6 +8,11 @@
 //! hands each to the request waiting for its correlation id. Reading and writing never wait on
 //! each other, so a large request cannot deadlock against a large response.
 //!
+//! SASL re-authentication (KIP-368): when the broker limits the session's lifetime, a task
+//! re-authenticates the connection before the session ends. Meanwhile the writer holds the
+//! connection's other requests (the broker takes nothing but SASL requests during the exchange);
+//! the answers to requests already sent arrive as usual, as the broker answers them first.
+//!
 //! Quotas (KIP-219): an answer that reports a throttle (`throttle_time_ms`, at the versions where
 //! the client must honour it) stops the connection from sending for that long. Async senders
 //! wait before they queue anything (so a sender dropped while waiting leaves nothing behind), and
@@ -22,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::error::{Error, Result};
@@ -30,7 +35,9 @@ use super::metrics::{BrokerCounters, BrokerMetrics};
 use super::transport::{BoxStream, SecurityConfig};
 use super::{sasl, tls};
 use crate::codec::frame::{self, DEFAULT_MAX_FRAME};
-use crate::codec::messages::{ApiVersionsRequest, ApiVersionsResponse, Message, Request, Throttle, VersionRange};
+use crate::codec::messages::{
+    ApiVersionsRequest, ApiVersionsResponse, Message, Request, SaslAuthenticateRequest, Throttle, VersionRange,
+};
 use crate::codec::{ApiKey, ErrorCode};
 
 /// Settings of a single broker connection.
@@ -78,15 +85,28 @@ impl Default for ConnectionConfig {
 pub struct Connection {
     addr: String,
     config: ConnectionConfig,
-    next_correlation_id: AtomicI32,
     shared: Arc<Shared>,
-    outgoing: mpsc::UnboundedSender<Bytes>,
+    submitter: Submitter,
     /// The broker's version range for every API it offers.
     versions: HashMap<ApiKey, VersionRange>,
     /// The cluster's finalized feature levels as this broker reported them (ApiVersions v3+,
     /// KIP-584), e.g. `transaction.version`: by name, the maximum level.
     features: HashMap<String, i16>,
-    tasks: [JoinHandle<()>; 2],
+    /// The reader, the writer, and the re-authentication task if the broker limits sessions.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// What queues requests on a connection, for the connection's callers and for its SASL exchanges
+/// (the first one and the re-authentications, KIP-368).
+#[derive(Clone)]
+pub(super) struct Submitter {
+    shared: Arc<Shared>,
+    /// The callers' requests.
+    outgoing: mpsc::UnboundedSender<Bytes>,
+    /// SASL requests, which the writer sends even while it holds the others.
+    auth: mpsc::UnboundedSender<Bytes>,
+    client_id: Option<String>,
+    request_timeout: Duration,
 }
 
 /// State the reader, the writer and the callers share.
@@ -94,6 +114,11 @@ struct Shared {
     addr: String,
     /// Whether the connection runs over TLS (for what its socket errors mean).
     tls: bool,
+    /// Whether the connection authenticates with SASL (for what an early close means).
+    sasl: bool,
+    next_correlation_id: AtomicI32,
+    /// Set while the connection re-authenticates: the writer then sends only SASL requests.
+    reauthenticating: watch::Sender<bool>,
     closed: AtomicBool,
     pending: Mutex<Pending>,
     /// This broker's counters, shared with the client's other connections to it.
@@ -122,7 +147,9 @@ impl Connection {
     /// for it (both within `connect_timeout`), negotiates API versions with the broker, and
     /// authenticates with SASL if the protocol asks for that (each request within the request
     /// timeout). A refused certificate is [`Error::Tls`]; refused credentials are
-    /// [`Error::Authentication`].
+    /// [`Error::Authentication`]. When the broker limits the SASL session's lifetime (KIP-368),
+    /// the connection re-authenticates in the background before the session ends; if that is
+    /// refused, the connection fails with the refusal.
     ///
     /// Cancel-safe: a dropped future leaves no connection open.
     pub async fn connect(addr: &str, config: ConnectionConfig) -> Result<Self> {
@@ -144,6 +171,9 @@ impl Connection {
         let shared = Arc::new(Shared {
             addr: addr.to_owned(),
             tls: tls.is_some(),
+            sasl: security.protocol.sasl(),
+            next_correlation_id: AtomicI32::new(0),
+            reauthenticating: watch::Sender::new(false),
             closed: AtomicBool::new(false),
             pending: Mutex::new(Pending::default()),
             counters,
@@ -152,12 +182,13 @@ impl Connection {
             last_received: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::unbounded_channel();
+        let (auth_tx, auth_rx) = mpsc::unbounded_channel();
         let max_frame = config.max_frame_size;
         let tasks = match (&security.dialer, tls) {
             // Plain TCP keeps the socket's own halves, which need no lock between them.
             (None, None) => {
                 let (read_half, write_half) = tcp(addr, deadline, after).await?.into_split();
-                spawn_loops(read_half, write_half, rx, &shared, max_frame)
+                spawn_loops(read_half, write_half, [rx, auth_rx], &shared, max_frame)
             }
             (dialer, tls) => {
                 let stream: BoxStream = match dialer {
@@ -176,23 +207,34 @@ impl Connection {
                     None => stream,
                 };
                 let (read_half, write_half) = tokio::io::split(stream);
-                spawn_loops(read_half, write_half, rx, &shared, max_frame)
+                spawn_loops(read_half, write_half, [rx, auth_rx], &shared, max_frame)
             }
         };
         shared.counters.connected();
+        let submitter = Submitter {
+            shared: shared.clone(),
+            outgoing: tx,
+            auth: auth_tx,
+            client_id: config.client_id.clone(),
+            request_timeout: config.request_timeout,
+        };
         let mut conn = Self {
             addr: addr.to_owned(),
             config,
-            next_correlation_id: AtomicI32::new(0),
             shared,
-            outgoing: tx,
+            submitter,
             versions: HashMap::new(),
             features: HashMap::new(),
-            tasks,
+            tasks: tasks.into(),
         };
         (conn.versions, conn.features) = conn.negotiate().await?;
         if conn.config.security.protocol.sasl() {
-            sasl::authenticate(&conn, &conn.config.security.sasl).await?;
+            let sasl = conn.config.security.sasl.clone();
+            let version = conn.version_for::<SaslAuthenticateRequest>()?;
+            if let Some(lifetime) = sasl::authenticate(&conn.submitter, &sasl, version).await? {
+                let task = reauthenticate(conn.submitter.clone(), sasl, version, lifetime);
+                conn.tasks.push(tokio::spawn(task));
+            }
         }
         Ok(conn)
     }
@@ -286,49 +328,13 @@ impl Connection {
     /// While the broker throttles the connection (KIP-219) the request is held and written when
     /// the throttle ends; its request timeout counts from then.
     pub fn submit<R: Request>(&self, request: &R, version: i16) -> Result<PendingResponse<R>> {
-        let (correlation_id, frame) = self.encode(request, version)?;
-        let (tx, rx) = oneshot::channel();
-        let submitted = Instant::now();
-        {
-            let mut pending = self.shared.lock();
-            if let Some(e) = &pending.failure {
-                return Err(e.clone());
-            }
-            pending.waiting.insert(correlation_id, (tx, submitted));
-            self.shared.counters.in_flight(1);
-        }
-        let deadline =
-            self.shared.throttled_until().map_or(submitted, |t| t.max(submitted)) + self.config.request_timeout;
-        // If the handle is dropped or times out, the late response must not be taken for a
-        // protocol violation.
-        let guard = AbandonOnDrop { shared: self.shared.clone(), correlation_id, armed: true };
-        // One span per request, from submission to its answer, for tracing what the client asks
-        // of which broker: entered while its response is awaited.
-        let span = tracing::debug_span!(
-            "kafka.request",
-            api = %R::API_KEY,
-            version,
-            broker = %self.addr,
-            correlation_id,
-            outcome = tracing::field::Empty,
-        );
-        self.enqueue(frame)?;
-        Ok(PendingResponse {
-            rx,
-            guard,
-            version,
-            timeout: self.config.request_timeout,
-            deadline: deadline.into(),
-            submitted,
-            span,
-            _request: std::marker::PhantomData,
-        })
+        self.submitter.submit(request, version, false)
     }
 
     /// Sends a request for which the broker sends no response (Produce with `acks=0`).
     pub fn send_without_response<R: Request>(&self, request: &R, version: i16) -> Result<()> {
-        let (_, frame) = self.encode(request, version)?;
-        self.enqueue(frame)
+        let (_, frame) = self.submitter.encode(request, version)?;
+        self.submitter.enqueue(frame, false)
     }
 
     /// Closes the connection: pending requests fail with [`Error::Closed`].
@@ -342,21 +348,6 @@ impl Connection {
     /// Sends the frame and waits for the raw response frame (header included).
     async fn round_trip<R: Request>(&self, request: &R, version: i16) -> Result<Bytes> {
         self.submit(request, version)?.frame().await
-    }
-
-    /// Encodes the request frame. A request its version cannot carry (a field the version lacks
-    /// holding a value, a length beyond its prefix) is the caller's misuse: nothing is sent.
-    fn encode<R: Request>(&self, request: &R, version: i16) -> Result<(i32, Bytes)> {
-        let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
-        let mut buf = BytesMut::with_capacity(256);
-        frame::encode_request(&mut buf, request, version, correlation_id, self.config.client_id.as_deref()).map_err(
-            |e| Error::misuse(format!("encoding a {} v{version} request for {}", R::API_KEY, self.addr), e.to_string()),
-        )?;
-        Ok((correlation_id, buf.freeze()))
-    }
-
-    fn enqueue(&self, frame: Bytes) -> Result<()> {
-        self.outgoing.send(frame).map_err(|_| Error::Closed { broker: self.addr.clone() })
     }
 
     /// ApiVersions, at the highest version this codec knows. A broker that does not know that
@@ -423,6 +414,105 @@ impl Drop for Connection {
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection").field("addr", &self.addr).field("closed", &self.is_closed()).finish()
+    }
+}
+
+impl Submitter {
+    pub(super) fn addr(&self) -> &str {
+        &self.shared.addr
+    }
+
+    /// [`Connection::submit`], on the SASL lane if `auth`.
+    fn submit<R: Request>(&self, request: &R, version: i16, auth: bool) -> Result<PendingResponse<R>> {
+        let (correlation_id, frame) = self.encode(request, version)?;
+        let (tx, rx) = oneshot::channel();
+        let submitted = Instant::now();
+        {
+            let mut pending = self.shared.lock();
+            if let Some(e) = &pending.failure {
+                return Err(e.clone());
+            }
+            pending.waiting.insert(correlation_id, (tx, submitted));
+            self.shared.counters.in_flight(1);
+        }
+        let deadline = self.shared.throttled_until().map_or(submitted, |t| t.max(submitted)) + self.request_timeout;
+        // If the handle is dropped or times out, the late response must not be taken for a
+        // protocol violation.
+        let guard = AbandonOnDrop { shared: self.shared.clone(), correlation_id, armed: true };
+        // One span per request, from submission to its answer, for tracing what the client asks
+        // of which broker: entered while its response is awaited.
+        let span = tracing::debug_span!(
+            "kafka.request",
+            api = %R::API_KEY,
+            version,
+            broker = %self.shared.addr,
+            correlation_id,
+            outcome = tracing::field::Empty,
+        );
+        self.enqueue(frame, auth)?;
+        Ok(PendingResponse {
+            rx,
+            guard,
+            version,
+            timeout: self.request_timeout,
+            deadline: deadline.into(),
+            submitted,
+            span,
+            _request: std::marker::PhantomData,
+        })
+    }
+
+    /// Sends a SASL request at `version` and waits for its answer; sent even while the
+    /// connection re-authenticates.
+    pub(super) async fn request<R: Request>(&self, request: &R, version: i16) -> Result<R::Response> {
+        self.submit(request, version, true)?.response().await
+    }
+
+    /// Encodes the request frame. A request its version cannot carry (a field the version lacks
+    /// holding a value, a length beyond its prefix) is the caller's misuse: nothing is sent.
+    fn encode<R: Request>(&self, request: &R, version: i16) -> Result<(i32, Bytes)> {
+        let correlation_id = self.shared.next_correlation_id.fetch_add(1, Ordering::Relaxed);
+        let mut buf = BytesMut::with_capacity(256);
+        frame::encode_request(&mut buf, request, version, correlation_id, self.client_id.as_deref()).map_err(|e| {
+            Error::misuse(
+                format!("encoding a {} v{version} request for {}", R::API_KEY, self.shared.addr),
+                e.to_string(),
+            )
+        })?;
+        Ok((correlation_id, buf.freeze()))
+    }
+
+    fn enqueue(&self, frame: Bytes, auth: bool) -> Result<()> {
+        let lane = if auth { &self.auth } else { &self.outgoing };
+        lane.send(frame).map_err(|_| Error::Closed { broker: self.shared.addr.clone() })
+    }
+}
+
+/// Re-authenticates the connection (KIP-368) before each session ends: at 85 % of its lifetime,
+/// as Java's client does at the earliest, which leaves the exchange a margin. A failure fails
+/// the connection with its error.
+async fn reauthenticate(submitter: Submitter, config: super::SaslConfig, version: i16, mut lifetime: Duration) {
+    let shared = submitter.shared.clone();
+    loop {
+        tokio::time::sleep(lifetime.mul_f64(0.85)).await;
+        shared.reauthenticating.send_replace(true);
+        let result = sasl::authenticate(&submitter, &config, version).await;
+        shared.reauthenticating.send_replace(false);
+        match result {
+            Ok(next) => {
+                shared.counters.reauthenticated();
+                tracing::debug!(broker = %shared.addr, "re-authenticated");
+                match next {
+                    Some(next) => lifetime = next,
+                    None => return,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(broker = %shared.addr, error = %e, "re-authentication failed");
+                shared.fail(e);
+                return;
+            }
+        }
     }
 }
 
@@ -530,10 +620,11 @@ fn timed_out(step: &str, addr: &str, after: Duration) -> Error {
     Error::Timeout { what: format!("{step} {addr}"), after }
 }
 
+/// Starts the reader and the writer; `lanes`: the callers' requests and the SASL requests.
 fn spawn_loops<R, W>(
     read_half: R,
     write_half: W,
-    rx: mpsc::UnboundedReceiver<Bytes>,
+    lanes: [mpsc::UnboundedReceiver<Bytes>; 2],
     shared: &Arc<Shared>,
     max_frame: usize,
 ) -> [JoinHandle<()>; 2]
@@ -543,7 +634,7 @@ where
 {
     [
         tokio::spawn(read_loop(read_half, shared.clone(), max_frame)),
-        tokio::spawn(write_loop(write_half, rx, shared.clone())),
+        tokio::spawn(write_loop(write_half, lanes, shared.clone())),
     ]
 }
 
@@ -635,6 +726,9 @@ fn looks_like_tls(buf: &[u8]) -> bool {
 async fn read_loop<R: AsyncRead + Unpin>(mut socket: R, shared: Arc<Shared>, max_frame: usize) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut first = true;
+    // Frames answered so far: a SASL listener answers a client that does not authenticate its
+    // ApiVersions, then closes the connection at its next request.
+    let mut answered = 0u64;
     let error = loop {
         if first && !shared.tls && buf.len() >= 2 {
             if looks_like_tls(&buf) {
@@ -650,6 +744,7 @@ async fn read_loop<R: AsyncRead + Unpin>(mut socket: R, shared: Arc<Shared>, max
         loop {
             match frame::split_frame(&mut buf, max_frame) {
                 Ok(Some(frame)) => {
+                    answered += 1;
                     if let Err(e) = dispatch(&shared, frame) {
                         shared.fail(e);
                         return;
@@ -666,6 +761,11 @@ async fn read_loop<R: AsyncRead + Unpin>(mut socket: R, shared: Arc<Shared>, max
             buf.reserve(64 * 1024);
         }
         match socket.read_buf(&mut buf).await {
+            Ok(0) if answered == 1 && !shared.sasl && !shared.lock().waiting.is_empty() => {
+                let hint = "the broker closed the connection after ApiVersions without answering the next request: \
+                            is this a SASL listener? Check the port and security.protocol (SASL_PLAINTEXT or SASL_SSL)";
+                break Error::io(&shared.addr, std::io::Error::new(std::io::ErrorKind::ConnectionAborted, hint));
+            }
             Ok(0) => break Error::Closed { broker: shared.addr.clone() },
             Ok(n) => {
                 shared.counters.received(n);
@@ -702,15 +802,41 @@ fn dispatch(shared: &Shared, frame: Bytes) -> Result<()> {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(socket: W, mut rx: mpsc::UnboundedReceiver<Bytes>, shared: Arc<Shared>) {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    socket: W,
+    [mut rx, mut auth]: [mpsc::UnboundedReceiver<Bytes>; 2],
+    shared: Arc<Shared>,
+) {
     let mut socket = BufWriter::with_capacity(64 * 1024, socket);
-    while let Some(frame) = rx.recv().await {
+    let mut reauthenticating = shared.reauthenticating.subscribe();
+    loop {
+        let held = *reauthenticating.borrow_and_update();
+        let frame = tokio::select! {
+            biased;
+            Some(frame) = auth.recv() => {
+                // A SASL request goes alone and at once: nothing else may follow it until the
+                // exchange ends, and the broker answers nothing else meanwhile.
+                shared.counters.sent(frame.len());
+                if let Err(e) = async { socket.write_all(&frame).await?; socket.flush().await }.await {
+                    shared.fail(shared.socket_error(e));
+                    return;
+                }
+                continue;
+            }
+            // Re-evaluate whether the callers' requests are held.
+            _ = reauthenticating.changed() => continue,
+            frame = rx.recv(), if !held => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+        };
         // Frames queued while the broker throttles the connection wait for the end of it.
         shared.wait_throttle().await;
         shared.counters.sent(frame.len());
         let mut result = socket.write_all(&frame).await;
-        // Coalesce whatever else is already queued into the same flush.
-        while result.is_ok() {
+        // Coalesce whatever else is already queued into the same flush, unless a
+        // re-authentication has begun (its requests must follow nothing of the callers').
+        while result.is_ok() && !*reauthenticating.borrow() {
             match rx.try_recv() {
                 Ok(frame) => {
                     shared.counters.sent(frame.len());

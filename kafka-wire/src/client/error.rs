@@ -73,7 +73,9 @@ pub enum Error {
         #[source]
         source: Arc<std::io::Error>,
     },
-    /// No bootstrap or broker address could be connected to.
+    /// No bootstrap or broker address could be connected to. When the last address refused the
+    /// client's TLS or SASL credentials, this is of [`ErrorKind::Security`] and not retriable:
+    /// trying again would only be refused again.
     #[error("no broker reachable; tried {}: {last}", tried.join(", "))]
     Unreachable {
         /// The addresses tried.
@@ -258,6 +260,7 @@ impl Error {
             Self::Misuse { .. } | Self::InvalidState { .. } => ErrorKind::Misuse,
             Self::RecordTooLarge { .. } => ErrorKind::RecordTooLarge,
             Self::CorruptRecord { .. } => ErrorKind::CorruptRecord,
+            Self::Unreachable { last, .. } if last.kind() == ErrorKind::Security => ErrorKind::Security,
             Self::Io { .. } | Self::Closed { .. } | Self::Unreachable { .. } => ErrorKind::Network,
             Self::Timeout { .. } => ErrorKind::Timeout,
             Self::Fenced { .. } => ErrorKind::Fenced,
@@ -273,7 +276,8 @@ impl Error {
     pub fn is_retriable(&self) -> bool {
         match self {
             Self::Broker { code, .. } => code.is_retriable(),
-            Self::Io { .. } | Self::Timeout { .. } | Self::Closed { .. } | Self::Unreachable { .. } => true,
+            Self::Unreachable { last, .. } => last.kind() != ErrorKind::Security,
+            Self::Io { .. } | Self::Timeout { .. } | Self::Closed { .. } => true,
             _ => false,
         }
     }

@@ -74,6 +74,9 @@ pub struct BrokerMetrics {
     /// TCP connections opened to it (each then negotiates API versions), the client's own
     /// and the fetch connections of its consumers.
     pub connections_opened: u64,
+    /// SASL re-authentications of open connections (KIP-368), when the broker limits a
+    /// session's lifetime (`connections.max.reauth.ms`).
+    pub reauthentications: u64,
     /// Requests written to the socket (ApiVersions of each connection included).
     pub requests_sent: u64,
     /// Requests that got no usable answer: timed out, connection lost or closed before the answer,
@@ -158,6 +161,7 @@ impl Latency {
 #[derive(Debug, Default)]
 pub(crate) struct BrokerCounters {
     connections_opened: AtomicU64,
+    reauthentications: AtomicU64,
     requests_sent: AtomicU64,
     request_errors: AtomicU64,
     bytes_sent: AtomicU64,
@@ -175,6 +179,10 @@ pub(crate) struct BrokerCounters {
 impl BrokerCounters {
     pub(crate) fn connected(&self) {
         self.connections_opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn reauthenticated(&self) {
+        self.reauthentications.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn sent(&self, bytes: usize) {
@@ -219,6 +227,7 @@ impl BrokerCounters {
             addr: addr.to_owned(),
             node_id,
             connections_opened: get(&self.connections_opened),
+            reauthentications: get(&self.reauthentications),
             requests_sent: get(&self.requests_sent),
             request_errors: get(&self.request_errors),
             bytes_sent: get(&self.bytes_sent),

@@ -43,7 +43,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use metrics::{BrokerMetrics, ClientMetrics, Latency, ProducerMetrics};
 pub use partition_streams::{PartitionStream, PartitionStreams};
 pub use producer::{DeliveryFuture, Producer, ProducerRecord};
-pub use sasl::{Password, SaslConfig, SaslMechanism};
+pub use sasl::{
+    OAuthBearerToken, Password, SaslConfig, SaslMechanism, TokenFuture, TokenProvider, Tokens, UnsecuredTokenProvider,
+};
 pub use tls::TlsConfig;
 pub use transaction::ConsumerGroupMetadata;
 pub use transport::{BoxStream, DialFuture, Dialer, SecurityConfig, SecurityProtocol, Stream};

@@ -5,8 +5,13 @@
 //! - SCRAM-SHA-256 / SCRAM-SHA-512 (RFC 5802, RFC 7677): the client's first message, the
 //!   server's salt and iteration count, the client's proof, and the server's signature, which the
 //!   client checks so that a server that does not know the password is not believed either.
+//! - OAUTHBEARER (RFC 7628, KIP-255): the bearer token in one message; a server that refuses it
+//!   answers with an error document, which the client acknowledges with a single `0x01` so that
+//!   the server can end the exchange. [`unsecured_jws`] makes the unsigned tokens that Kafka's
+//!   default (test-only) validator accepts.
 //!
-//! Nothing here draws randomness: the caller passes the client nonce in.
+//! Nothing here draws randomness or reads a clock: the caller passes the client nonce and the
+//! times in.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -23,6 +28,47 @@ pub fn plain_message(username: &str, password: &str) -> Vec<u8> {
     m.push(0);
     m.extend_from_slice(password.as_bytes());
     m
+}
+
+/// The OAUTHBEARER client's initial response (RFC 7628, section 3.1): the GS2 header without an
+/// authorization identity, then `auth=Bearer <token>`, each key-value pair ended by `0x01`.
+pub fn oauthbearer_message(token: &str) -> Vec<u8> {
+    format!("n,,\x01auth=Bearer {token}\x01\x01").into_bytes()
+}
+
+/// What the client sends after an OAUTHBEARER server's error challenge (RFC 7628, section
+/// 3.2.3): the exchange then fails with the server's error.
+pub const OAUTHBEARER_ERROR_ACK: &[u8] = b"\x01";
+
+/// The `status` of an OAUTHBEARER server's error challenge (`{"status":"invalid_token",...}`,
+/// RFC 7628 section 3.2.2), if it is one; at most 64 characters of it.
+pub fn oauthbearer_error_status(challenge: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(challenge).ok()?;
+    let after = &text[text.find("\"status\"")? + "\"status\"".len()..];
+    let after = after.trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    let status: String = after.chars().take_while(|c| *c != '"').take(64).collect();
+    Some(status)
+}
+
+/// An unsecured JWS (RFC 7515 with `"alg":"none"` and no signature), as Kafka's
+/// `OAuthBearerUnsecuredLoginCallbackHandler` makes them: claims `sub`, `iat` and `exp` (seconds
+/// since the epoch). Kafka's default broker-side validator accepts these; they prove nothing
+/// and are for tests and development only.
+pub fn unsecured_jws(subject: &str, issued_at_ms: i64, expires_at_ms: i64) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut sub = String::with_capacity(subject.len());
+    for c in subject.chars() {
+        match c {
+            '"' => sub.push_str("\\\""),
+            '\\' => sub.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => sub.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => sub.push(c),
+        }
+    }
+    // NumericDate is in seconds; Kafka reads fractions too, so milliseconds survive.
+    let seconds = |ms: i64| format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
+    let claims = format!(r#"{{"sub":"{sub}","iat":{},"exp":{}}}"#, seconds(issued_at_ms), seconds(expires_at_ms));
+    format!("{}.{}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#), URL_SAFE_NO_PAD.encode(claims))
 }
 
 /// The hash of a SCRAM mechanism.
@@ -304,6 +350,32 @@ mod tests {
         let scram = ScramClient::new(ScramHash::Sha512, "a,b=c", "p", "n");
         assert_eq!(scram.client_first(), b"n,,n=a=2Cb=3Dc,r=n");
         assert_eq!(plain_message("u", "p"), b"\0u\0p");
+    }
+
+    #[test]
+    fn oauthbearer_messages_follow_rfc_7628() {
+        assert_eq!(oauthbearer_message("t.k.n"), b"n,,\x01auth=Bearer t.k.n\x01\x01");
+        assert_eq!(
+            oauthbearer_error_status(br#"{"status":"invalid_token","scope":""}"#).as_deref(),
+            Some("invalid_token")
+        );
+        assert_eq!(oauthbearer_error_status(b""), None);
+        assert_eq!(oauthbearer_error_status(b"\xff"), None);
+        assert_eq!(oauthbearer_error_status(br#"{"status": 3}"#), None);
+    }
+
+    #[test]
+    fn unsecured_tokens_carry_the_subject_and_times() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jws = unsecured_jws("al\"ice", 1_700_000_000_000, 1_700_000_003_500);
+        let parts: Vec<&str> = jws.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(URL_SAFE_NO_PAD.decode(parts[0]).unwrap(), br#"{"alg":"none"}"#);
+        assert_eq!(
+            String::from_utf8(URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap(),
+            r#"{"sub":"al\"ice","iat":1700000000.000,"exp":1700000003.500}"#
+        );
+        assert_eq!(parts[2], "", "an unsecured JWS has no signature");
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! | 9193 | SSL             | SSL            | trust in the test CA                            |
 //! | 9194 | SASL_SSL        | SASL_SSL       | trust in the test CA, then PLAIN or SCRAM        |
 //! | 9195 | MTLS            | SSL            | trust in the test CA and a certificate it signed |
+//! | 9196 | OAUTH           | SASL_SSL       | trust in the test CA, then OAUTHBEARER           |
+//! | 9197 | REAUTH          | SASL_PLAINTEXT | SCRAM-SHA-256 or OAUTHBEARER; re-authentication  |
+//! |      |                 |                | every 4 s (`connections.max.reauth.ms`, KIP-368) |
+//!
+//! OAUTHBEARER takes unsecured JWS tokens (`"alg":"none"`): with no callback handler set, the
+//! broker validates with Kafka's `OAuthBearerUnsecuredValidatorCallbackHandler`, for tests only.
 //!
 //! Everything is made fresh at each fresh `up`, in `.kafka/cluster1/security/`: a CA, the
 //! broker's key and certificate (for `localhost` and `127.0.0.1`, in a PKCS12 keystore, which
@@ -38,7 +44,13 @@ pub const LISTENERS: &[(&str, &str, u16)] = &[
     ("SSL", "SSL", 9193),
     ("SASL_SSL", "SASL_SSL", 9194),
     ("MTLS", "SSL", 9195),
+    ("OAUTH", "SASL_SSL", 9196),
+    ("REAUTH", "SASL_PLAINTEXT", 9197),
 ];
+
+/// The session lifetime of the REAUTH listener: short, so that a test sees several
+/// re-authentications.
+pub const REAUTH_MS: u64 = 4000;
 
 /// The generated files.
 pub struct Material {
@@ -271,6 +283,20 @@ listener.name.mtls.ssl.client.auth=required
             out.push_str(&format!("listener.name.{listener}.{scram}.sasl.jaas.config={scram_jaas}\n"));
         }
     }
+    // The broker's own login module for OAUTHBEARER (its token is used only if a listener with
+    // it carried inter-broker traffic; none does, but the broker asks for the entry).
+    let oauth_jaas = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required \
+                      unsecuredLoginStringClaim_sub=\"broker\";";
+    out.push_str(&format!(
+        "\
+listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER
+listener.name.oauth.oauthbearer.sasl.jaas.config={oauth_jaas}
+listener.name.reauth.sasl.enabled.mechanisms=SCRAM-SHA-256,OAUTHBEARER
+listener.name.reauth.scram-sha-256.sasl.jaas.config={scram_jaas}
+listener.name.reauth.oauthbearer.sasl.jaas.config={oauth_jaas}
+listener.name.reauth.connections.max.reauth.ms={REAUTH_MS}
+"
+    ));
     out
 }
 
