@@ -193,7 +193,7 @@ impl Dashboard {
             // Ends the live-update streams, which would otherwise hold the shutdown up.
             drop(gathering);
         };
-        axum::serve(listener, router(shared)).with_graceful_shutdown(stop).await
+        axum::serve(listener, router(shared, false)).with_graceful_shutdown(stop).await
     }
 
     /// The dashboard as a router to nest in another axum server, e.g.
@@ -206,14 +206,17 @@ impl Dashboard {
     pub fn router(self) -> Router {
         let (status_tx, status_rx) = watch::channel(None);
         let gathering = AbortOnDrop(tokio::spawn(gather(self.targets.clone(), self.refresh, status_tx)));
-        router(Arc::new(Shared {
-            targets: self.targets,
-            operator: self.operator,
-            hosts: self.hosts,
-            status: status_rx,
-            csp: CSP_NESTED,
-            _gathering: Some(gathering),
-        }))
+        router(
+            Arc::new(Shared {
+                targets: self.targets,
+                operator: self.operator,
+                hosts: self.hosts,
+                status: status_rx,
+                csp: CSP_NESTED,
+                _gathering: Some(gathering),
+            }),
+            true,
+        )
     }
 }
 
@@ -518,10 +521,18 @@ impl Shared {
     }
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+/// The routes; `nested`: served under another server's path (see [`Dashboard::router`]).
+fn router(shared: Arc<Shared>, nested: bool) -> Router {
     let csp = shared.csp;
+    // Nested, the page loads its script and style relative to where it is (the script then
+    // finds the API the same way).
+    let page = if nested {
+        Bytes::from(PAGE.replace("\"/app.js\"", "\"app.js\"").replace("\"/style.css\"", "\"style.css\""))
+    } else {
+        Bytes::from_static(PAGE.as_bytes())
+    };
     Router::new()
-        .route("/", get(move || async move { asset(csp, "text/html; charset=utf-8", PAGE) }))
+        .route("/", get(move || async move { asset(csp, "text/html; charset=utf-8", page) }))
         .route("/app.js", get(move || async move { asset(csp, "text/javascript; charset=utf-8", SCRIPT) }))
         .route("/style.css", get(move || async move { asset(csp, "text/css; charset=utf-8", STYLE) }))
         .route("/api/status", get(status))
@@ -560,14 +571,14 @@ fn host_allowed(host: &str, allowed: &[String]) -> bool {
         || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
 
-fn asset(csp: &'static str, content_type: &'static str, body: &'static str) -> Response {
+fn asset(csp: &'static str, content_type: &'static str, body: impl Into<axum::body::Body>) -> Response {
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp)),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
-        body,
+        body.into(),
     )
         .into_response()
 }
