@@ -219,9 +219,11 @@ impl Names {
     }
 }
 
-/// One importer instance: its task (running its group member).
+/// One importer instance: its task (running its group member), and whether it has been
+/// assigned partitions yet.
 struct ImporterSlot {
     task: JoinHandle<()>,
+    assigned: watch::Receiver<bool>,
 }
 
 /// What the HTTP handlers share.
@@ -360,13 +362,23 @@ impl Demo {
                 async move { importer.import(record).await }
             })
             .await?;
+            let (assigned_tx, assigned) = watch::channel(false);
+            let mut events = member.runtime().events();
+            tokio::spawn(async move {
+                // Ends with the member (its events' sender).
+                while let Ok(event) = events.recv().await {
+                    if matches!(event, handler::Lifecycle::Assigned { .. }) {
+                        assigned_tx.send_replace(true);
+                    }
+                }
+            });
             let stopped = wait_for_stop(&shutdown);
             let task = tokio::spawn(async move {
                 if let Err(e) = member.run_until(stopped).await {
                     tracing::error!(importer = n, error = %e, "an importer stopped");
                 }
             });
-            importers.push(ImporterSlot { task });
+            importers.push(ImporterSlot { task, assigned });
         }
 
         // The retry dashboard of the importers, nested in the page's server.
@@ -424,6 +436,22 @@ impl Demo {
     /// The topic and group names.
     pub fn names(&self) -> &Names {
         &self.names
+    }
+
+    /// Waits until every importer has been assigned partitions of the jobs topic (so each
+    /// has work to lose if killed); false if that takes longer than `bound`. Cancel-safe.
+    pub async fn importers_assigned(&self, bound: Duration) -> bool {
+        let receivers: Vec<watch::Receiver<bool>> =
+            self.importers.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|s| s.assigned.clone()).collect();
+        let all = async {
+            for mut assigned in receivers {
+                if assigned.wait_for(|a| *a).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(bound, all).await.unwrap_or(false)
     }
 
     /// Kills importer `n` as a crash would: its task is aborted mid-job (nothing committed,

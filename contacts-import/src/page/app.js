@@ -122,7 +122,7 @@ $('import').addEventListener('click', async () => {
 
 // ---- Contacts (pattern 1's query service) ------------------------------------------------------
 
-const PAGE_SIZE = 50;
+const PAGE_SIZE = 20;
 
 async function showContacts(after) {
   const prefix = encodeURIComponent(state.request + '/');

@@ -1,0 +1,224 @@
+//! The contacts-import demo (`contacts-import`), whole, against the running broker, each run on
+//! topics of its own and an ephemeral port:
+//!
+//! - headless Chromium (Debian's `chromium`, or `$CHROMIUM`) uploads a 10 000-contact CSV
+//!   through the page; the page shows progress, then "import complete" once; the view's query
+//!   service has exactly the 10 000 contacts. A screenshot of the finished page is saved under
+//!   `target/test-artifacts/`.
+//! - an importer instance killed mid-import: completion still comes exactly once and the view
+//!   has every contact once.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use contacts_import::{generate_csv, Demo, DemoConfig};
+use futures_util::StreamExt;
+use kafka_wire_tests::chromium::Chromium;
+use kafka_wire_tests::{bootstrap, read_committed, unique_topic, workspace_root};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long a 10 000-contact import may take on a loaded 2-core machine.
+const IMPORT_BOUND: Duration = Duration::from_secs(600);
+/// How long one HTTP exchange, the start or the stop may take.
+const BOUND: Duration = Duration::from_secs(120);
+const CONTACTS: usize = 10_000;
+
+async fn start(test: &str, job_size: usize) -> Demo {
+    let mut config = DemoConfig::new(&bootstrap());
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.prefix = format!("{}-", unique_topic(test));
+    config.importers = 2;
+    config.job_size = job_size;
+    // Some lookups fail, so that retries happen; never enough to reach the dead-letter queue.
+    config.lookup_failures = 0.02;
+    config.data_dir = std::env::temp_dir().join(format!("contacts-import-test-{}", std::process::id()));
+    tokio::time::timeout(BOUND, Demo::start(config))
+        .await
+        .unwrap_or_else(|_| panic!("the demo did not start within {BOUND:?}"))
+        .unwrap_or_else(|e| panic!("the demo did not start: {e}"))
+}
+
+/// One HTTP/1.1 exchange (`Connection: close`); the status and the body.
+async fn http(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(body).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        String::from_utf8(raw).unwrap()
+    };
+    let raw = tokio::time::timeout(BOUND, exchange).await.unwrap_or_else(|_| panic!("{method} {path}: no answer"));
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{method} {path}: no header end"));
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{method} {path}: a chunked answer");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status code");
+    (status, body.to_owned())
+}
+
+/// Every contact of `request` in the view, read page by page from its query service; panics on
+/// a contact listed twice.
+async fn contacts_in_view(addr: SocketAddr, request: &str) -> BTreeSet<u64> {
+    let mut lines = BTreeSet::new();
+    let mut after = String::new();
+    loop {
+        let path = format!("/view/rows?prefix={request}/&limit=1000&after={after}");
+        let (status, body) = http(addr, "GET", &path, "text/plain", b"").await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        let rows: Vec<Value> = serde_json::from_str(&body).unwrap();
+        let Some(last) = rows.last() else { return lines };
+        after = last["key"].as_str().unwrap().to_owned();
+        for row in &rows {
+            let line = row["value"]["line"].as_u64().expect("a line");
+            assert!(lines.insert(line), "line {line} is in the view twice");
+        }
+    }
+}
+
+fn artifact(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    target.join("test-artifacts").join("contacts_import_demo").join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_imports_10000_contacts_sees_progress_then_completion_and_the_view_has_them_all() {
+    let demo = start("demo-browser", 100).await;
+    let csv = std::env::temp_dir().join(format!("contacts-import-test-{}-{CONTACTS}.csv", std::process::id()));
+    std::fs::write(&csv, generate_csv(CONTACTS)).unwrap();
+
+    let mut chromium = Chromium::start();
+    let mut cdp = chromium.devtools().await;
+    let page = cdp.open(&demo.url()).await;
+    cdp.wait_for(
+        &page,
+        "the page's websocket to the gateway is open",
+        "document.getElementById('socket').className === 'ok'",
+    )
+    .await;
+    cdp.wait_for(&page, "the live countries list", "document.querySelector('#countries li[data-code=\"FR\"]')").await;
+
+    // The user chooses the file and presses Import.
+    cdp.set_file_input(&page, "#file", &[csv.as_path()]).await;
+    cdp.wait_for(&page, "the file read and Import enabled", "!document.getElementById('import').disabled").await;
+    cdp.eval(&page, "document.getElementById('import').click(); true").await;
+    let request = cdp.wait_for(&page, "the 202 and its request id", "document.body.dataset.request").await;
+    let request = request.as_str().unwrap().to_owned();
+
+    cdp.wait_for_within(&page, "progress shown", "Number(document.body.dataset.progressEvents) > 0", IMPORT_BOUND)
+        .await;
+    let status = cdp
+        .wait_for_within(
+            &page,
+            "import complete",
+            "document.getElementById('status').dataset.state === 'complete' && document.getElementById('status').textContent",
+            IMPORT_BOUND,
+        )
+        .await;
+    assert_eq!(status.as_str().unwrap(), "Import complete: 10000 contacts imported, 0 rejected");
+    // The page shows the first page of contacts from the view.
+    cdp.wait_for(&page, "the first contacts listed", "document.querySelectorAll('#contacts tbody tr').length === 20")
+        .await;
+    let progress = cdp.eval(&page, "Number(document.body.dataset.progressEvents)").await;
+    assert!(progress.as_u64().unwrap() >= 1, "no progress shown");
+    assert_eq!(cdp.eval(&page, "document.body.dataset.completes").await, "1", "'complete' shown more than once");
+
+    let lines = contacts_in_view(demo.addr(), &request).await;
+    assert_eq!(lines.len(), CONTACTS, "the view's contacts of {request}");
+    assert_eq!(lines.first(), Some(&2), "the first contact is on line 2 (after the header)");
+    assert_eq!(lines.last(), Some(&(CONTACTS as u64 + 1)));
+
+    // The retry dashboard of the importers, nested in the page (same origin), is live.
+    let dashboard = format!(
+        "document.getElementById('retries').contentDocument?.querySelector('section.target[data-topic=\"{}\"]') \
+         && document.getElementById('retries').contentDocument.getElementById('live').className === 'ok'",
+        demo.names().jobs
+    );
+    cdp.wait_for(&page, "the retry dashboard of the importers in the page", &dashboard).await;
+
+    // A desktop-sized page for the screenshot.
+    let metrics = serde_json::json!({ "width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": false });
+    cdp.call(Some(&page), "Emulation.setDeviceMetricsOverride", metrics).await;
+    let shot = artifact("finished-page.png");
+    cdp.screenshot(&page, &shot).await;
+    println!("screenshot of the finished page: {}", shot.display());
+
+    drop(chromium);
+    std::fs::remove_file(&csv).ok();
+    tokio::time::timeout(BOUND, demo.stop()).await.expect("the demo did not stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_importer_killed_mid_import_still_gives_one_completion_and_every_contact_once() {
+    // Small jobs, so that the kill falls in the middle of the import.
+    let demo = start("demo-kill", 25).await;
+    assert!(demo.importers_assigned(BOUND).await, "the importers were not assigned partitions within {BOUND:?}");
+    let channel = format!("kill-{}", std::process::id());
+    let url = format!("ws://{}/ws/{channel}", demo.addr());
+    let (mut socket, _) = tokio::time::timeout(BOUND, tokio_tungstenite::connect_async(url.as_str()))
+        .await
+        .expect("the websocket did not open in time")
+        .expect("the websocket");
+
+    let (status, body) = http(
+        demo.addr(),
+        "POST",
+        &format!("/api/imports?channel={channel}"),
+        "text/csv",
+        generate_csv(CONTACTS).as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    let request = answer["request"].as_str().unwrap().to_owned();
+    let total = answer["jobs"].as_u64().unwrap();
+
+    // The first progress seen, importer 0 dies; then completion, however long the others take.
+    let mut killed_at = None;
+    let mut completes = 0;
+    let deadline = tokio::time::Instant::now() + IMPORT_BOUND;
+    while completes == 0 {
+        let frame = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("no completion within {IMPORT_BOUND:?} (killed at {killed_at:?} jobs done)"))
+            .expect("the websocket closed")
+            .expect("a websocket frame");
+        let Message::Text(text) = frame else { continue };
+        let data = serde_json::from_str::<Value>(text.as_str()).unwrap()["data"].clone();
+        if data["request"] != request.as_str() {
+            continue;
+        }
+        match data["type"].as_str() {
+            Some("progress") if killed_at.is_none() => {
+                assert!(demo.kill_importer(0), "importer 0 was not running");
+                killed_at = data["done"].as_u64();
+            }
+            Some("complete") => completes += 1,
+            _ => {}
+        }
+    }
+    let killed_at = killed_at.expect("completion before any progress");
+    assert!(killed_at < total, "the kill came after the last job ({killed_at} of {total})");
+
+    // Exactly once: one completion in the topic, and every contact in the view once.
+    let notifications = read_committed(&demo.names().notifications).await;
+    let completions = notifications
+        .iter()
+        .filter_map(|r| r.value.as_deref().and_then(|v| serde_json::from_slice::<Value>(v).ok()))
+        .filter(|n| n["request"] == request.as_str() && n["type"] == "complete")
+        .collect::<Vec<_>>();
+    assert_eq!(completions.len(), 1, "completions of {request}: {completions:?}");
+    assert_eq!(completions[0]["imported"], CONTACTS as u64, "{:?}", completions[0]);
+    assert_eq!(completions[0]["done"], total);
+    let lines = contacts_in_view(demo.addr(), &request).await;
+    assert_eq!(lines.len(), CONTACTS, "the view's contacts of {request}");
+
+    tokio::time::timeout(BOUND, demo.stop()).await.expect("the demo did not stop");
+}
