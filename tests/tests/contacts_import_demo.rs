@@ -222,3 +222,47 @@ async fn an_importer_killed_mid_import_still_gives_one_completion_and_every_cont
 
     tokio::time::timeout(BOUND, demo.stop()).await.expect("the demo did not stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_in_an_aborted_transaction_never_reaches_the_page() {
+    // The Jobs-Completed processor writes "complete" in the transaction of the change; if that
+    // transaction aborts (a crash, a fenced instance), the page must not see that copy, only the
+    // one of the transaction that commits.
+    let demo = start("demo-aborted", 100).await;
+    let channel = format!("aborted-{}", std::process::id());
+    let url = format!("ws://{}/ws/{channel}", demo.addr());
+    let (mut socket, _) = tokio::time::timeout(BOUND, tokio_tungstenite::connect_async(url.as_str()))
+        .await
+        .expect("the websocket did not open in time")
+        .expect("the websocket");
+
+    let topic = demo.names().notifications.clone();
+    let producer = kafka_wire::Producer::new(
+        kafka_wire::ProducerConfig::new(&bootstrap()).transactional_id(format!("{topic}-test-tx")),
+    )
+    .await
+    .unwrap();
+    producer.init_transactions().await.unwrap();
+    let send = |kind: &'static str| {
+        let value = serde_json::json!({ "type": kind, "request": "r" }).to_string();
+        kafka_wire::ProducerRecord::new(topic.as_str(), value).key(channel.clone())
+    };
+    producer.begin_transaction().unwrap();
+    producer.send(send("aborted")).await.unwrap().await.unwrap();
+    producer.abort_transaction().await.unwrap();
+    producer.begin_transaction().unwrap();
+    producer.send(send("committed")).await.unwrap().await.unwrap();
+    producer.commit_transaction().await.unwrap();
+    producer.close().await.unwrap();
+
+    let frame = tokio::time::timeout(BOUND, socket.next())
+        .await
+        .expect("no notification within the bound")
+        .expect("the websocket closed")
+        .expect("a websocket frame");
+    let Message::Text(text) = frame else { panic!("not a text frame: {frame:?}") };
+    let data = serde_json::from_str::<Value>(text.as_str()).unwrap()["data"].clone();
+    assert_eq!(data["type"], "committed", "the page was pushed {data}");
+
+    tokio::time::timeout(BOUND, demo.stop()).await.expect("the demo did not stop");
+}
