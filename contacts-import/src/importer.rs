@@ -64,8 +64,8 @@ impl ContactsView {
     }
 
     /// Waits until every `(key, offset)` of `written` is in the view at that version or a newer
-    /// one; gives up after `bound`. The keys must be those of one request's lines `lines` (at
-    /// most [`patterns::view::MAX_SCAN`] of them).
+    /// one; gives up after `bound`. The keys must be those of contacts of `request` on `lines`
+    /// (one scan of that range reads them all). Cancel-safe: it only reads.
     pub async fn wait_for(
         &self,
         request: &str,

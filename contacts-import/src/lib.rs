@@ -22,6 +22,8 @@
 //! Everything runs in one process ([`Demo::start`]); the importers are separate tasks with their
 //! own group members, so [`Demo::kill_importer`] is a real member loss.
 
+#![warn(missing_docs)]
+
 pub mod csv;
 pub mod importer;
 
@@ -243,6 +245,7 @@ pub struct Demo {
     importers: Mutex<Vec<ImporterSlot>>,
     tasks: Vec<JoinHandle<()>>,
     processor_stop: Stop,
+    view_file: PathBuf,
     gateway: Gateway,
     app: Arc<App>,
 }
@@ -279,7 +282,10 @@ fn wait_for_stop(shutdown: &watch::Sender<bool>) -> impl std::future::Future<Out
 impl Demo {
     /// Creates the topics (if missing), seeds the `countries` store, starts the processor, the
     /// projector, the gateway and the importers, and serves the page. Returns once the page is
-    /// served; the importers may still be joining their group.
+    /// served; the importers may still be joining their group ([`Demo::importers_assigned`]).
+    /// Not cancel-safe: if the future is dropped midway, the topics and countries written
+    /// stay, the tasks started so far stop, except the Jobs-Completed processor, which runs on
+    /// until the runtime ends.
     pub async fn start(config: DemoConfig) -> Result<Self, DemoError> {
         config.check()?;
         let names = Names::new(&config.prefix);
@@ -420,7 +426,17 @@ impl Demo {
             }
         }));
 
-        Ok(Self { addr, names, shutdown, importers: Mutex::new(importers), tasks, processor_stop, gateway, app })
+        Ok(Self {
+            addr,
+            names,
+            shutdown,
+            importers: Mutex::new(importers),
+            tasks,
+            processor_stop,
+            view_file,
+            gateway,
+            app,
+        })
     }
 
     /// Where the page is served.
@@ -470,7 +486,8 @@ impl Demo {
     }
 
     /// Stops everything: the page, the importers (which commit what they handled and leave
-    /// the group), the projector, the processor and the gateway. Waits for each up to 30 s.
+    /// the group), the projector, the processor and the gateway, and removes the view's file
+    /// (the next start rebuilds the view from the contacts topic). Waits for each up to 30 s.
     /// Not cancel-safe: if the future is dropped, what was not stopped yet goes on running
     /// until the process ends.
     pub async fn stop(self) {
@@ -486,6 +503,7 @@ impl Demo {
         self.gateway.close().await;
         let _ = self.app.publisher.close().await;
         let _ = self.app.jobs_producer.close().await;
+        let _ = std::fs::remove_file(&self.view_file);
     }
 }
 

@@ -36,7 +36,8 @@ async fn start(test: &str, job_size: usize) -> Demo {
     config.job_size = job_size;
     // Some lookups fail, so that retries happen; never enough to reach the dead-letter queue.
     config.lookup_failures = 0.02;
-    config.data_dir = std::env::temp_dir().join(format!("contacts-import-test-{}", std::process::id()));
+    // The view file is unique per run, and removed when the demo stops.
+    config.data_dir = std::env::temp_dir();
     tokio::time::timeout(BOUND, Demo::start(config))
         .await
         .unwrap_or_else(|_| panic!("the demo did not start within {BOUND:?}"))
@@ -263,6 +264,52 @@ async fn a_completion_in_an_aborted_transaction_never_reaches_the_page() {
     let Message::Text(text) = frame else { panic!("not a text frame: {frame:?}") };
     let data = serde_json::from_str::<Value>(text.as_str()).unwrap()["data"].clone();
     assert_eq!(data["type"], "committed", "the page was pushed {data}");
+
+    tokio::time::timeout(BOUND, demo.stop()).await.expect("the demo did not stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_csv_rejects_an_unknown_country_and_a_bad_email_and_bad_requests_say_why() {
+    let demo = start("demo-sample", 100).await;
+    let addr = demo.addr();
+
+    // Bad requests: answered 400 with the cause, nothing produced.
+    let (status, body) =
+        http(addr, "POST", "/api/imports?channel=a%20b", "text/csv", b"name,email,country\nA,a@b.c,FR\n").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("channel id"), "{body}");
+    let (status, body) = http(addr, "POST", "/api/imports?channel=c", "text/csv", b"name,email\nA,a@b.c\n").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("no \\\"country\\\" column"), "{body}");
+
+    // The committed sample: 18 contacts, one in a country the store does not have, one with no
+    // e-mail address.
+    let channel = format!("sample-{}", std::process::id());
+    let url = format!("ws://{addr}/ws/{channel}");
+    let (mut socket, _) = tokio::time::timeout(BOUND, tokio_tungstenite::connect_async(url.as_str()))
+        .await
+        .expect("the websocket did not open in time")
+        .expect("the websocket");
+    let sample = std::fs::read(workspace_root().join("contacts-import/samples/contacts.csv")).unwrap();
+    let (status, body) = http(addr, "POST", &format!("/api/imports?channel={channel}"), "text/csv", &sample).await;
+    assert_eq!(status, 202, "{body}");
+    let request = serde_json::from_str::<Value>(&body).unwrap()["request"].as_str().unwrap().to_owned();
+    let complete = loop {
+        let frame = tokio::time::timeout(IMPORT_BOUND, socket.next())
+            .await
+            .expect("no completion within the bound")
+            .expect("the websocket closed")
+            .expect("a websocket frame");
+        let Message::Text(text) = frame else { continue };
+        let data = serde_json::from_str::<Value>(text.as_str()).unwrap()["data"].clone();
+        if data["request"] == request.as_str() && data["type"] == "complete" {
+            break data;
+        }
+    };
+    assert_eq!((complete["imported"].as_u64(), complete["rejected"].as_u64()), (Some(16), Some(2)), "{complete}");
+    let lines = contacts_in_view(addr, &request).await;
+    assert_eq!(lines.len(), 16);
+    assert!(!lines.contains(&18) && !lines.contains(&19), "a rejected contact is in the view: {lines:?}");
 
     tokio::time::timeout(BOUND, demo.stop()).await.expect("the demo did not stop");
 }
