@@ -120,7 +120,8 @@ impl ViewStore for ContactsView {
 /// The Jobs-Completed store's function: adds a job to its request's set of jobs done (once, so a
 /// job an importer reports again is not counted twice) with its counts.
 ///
-/// The value: `{"channel", "total", "done": [jobs, sorted], "imported", "rejected"}`.
+/// The value: `{"channel", "total", "done": [jobs, sorted], "imported", "rejected", "last_by"}`
+/// (`last_by`: the importer of the job done last).
 pub fn job_done(old: Option<&Value>, arg: &Value) -> Result<Option<Value>, String> {
     let job = arg["job"].as_u64().ok_or("the argument has no job number")?;
     let total = arg["total"].as_u64().ok_or("the argument has no total")?;
@@ -138,6 +139,7 @@ pub fn job_done(old: Option<&Value>, arg: &Value) -> Result<Option<Value>, Strin
             value[count] = json!(value[count].as_u64().unwrap_or(0) + arg[count].as_u64().unwrap_or(0));
         }
         value["done"] = json!(done);
+        value["last_by"] = arg["importer"].clone();
     }
     Ok(Some(value))
 }
@@ -180,6 +182,7 @@ pub fn jobs_completed_processor(config: &AtomicConfig, notifications: &str) -> A
                 "total": new["total"],
                 "imported": new["imported"],
                 "rejected": new["rejected"],
+                "importer": new["last_by"],
             });
             out.push(ProducerRecord::new(notifications.as_str(), event.to_string()).key(channel.to_owned()));
         };
@@ -294,6 +297,7 @@ impl Importer {
             "channel": job.channel,
             "imported": valid.len(),
             "rejected": rejected,
+            "importer": self.name,
         });
         match self.jobs_completed.execute(&job.request, &Command::call("job_done", done)).await? {
             Outcome::Applied { .. } => Ok(()),
@@ -313,7 +317,10 @@ mod tests {
         let again = job_done(one.as_ref(), &arg(1, 10)).unwrap();
         assert_eq!(again, one, "a job reported again changes nothing");
         let both = job_done(one.as_ref(), &arg(0, 5)).unwrap().unwrap();
-        assert_eq!(both, json!({"channel": "c", "total": 2, "done": [0, 1], "imported": 15, "rejected": 2}));
+        assert_eq!(
+            both,
+            json!({"channel": "c", "total": 2, "done": [0, 1], "imported": 15, "rejected": 2, "last_by": null})
+        );
         assert!(is_complete(Some(&both)));
         assert!(job_done(None, &arg(2, 1)).is_err(), "a job past the total is refused");
     }
