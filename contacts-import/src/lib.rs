@@ -623,8 +623,11 @@ async fn countries_events(State(app): State<Arc<App>>) -> Sse<impl Stream<Item =
     let watch = app.countries.watch();
     let events = stream::unfold((app, watch, true), |(app, mut watch, first)| async move {
         if !first {
-            // Ends the stream when the store closes.
-            watch.recv().await.ok()?;
+            // A watcher that lagged re-reads the whole list anyway; the stream ends when the
+            // store closes.
+            if let Err(kvstore::WatchError::Closed) = watch.recv().await {
+                return None;
+            }
         }
         let list = countries_json(&app.countries).ok()?;
         Some((Ok(Event::default().event("countries").data(list.to_string())), (app, watch, false)))

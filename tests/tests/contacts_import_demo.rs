@@ -106,6 +106,22 @@ async fn a_browser_imports_10000_contacts_sees_progress_then_completion_and_the_
     .await;
     cdp.wait_for(&page, "the live countries list", "document.querySelector('#countries li[data-code=\"FR\"]')").await;
 
+    // A country added on the page is written to the compacted topic and comes back, live.
+    cdp.eval(
+        &page,
+        "document.getElementById('country-code').value = 'SS'; document.getElementById('country-name').value = 'South Sudan'; \
+         document.getElementById('country-dial').value = '+211'; document.querySelector('#country-form button').click(); true",
+    )
+    .await;
+    let added = cdp
+        .wait_for(
+            &page,
+            "the added country listed",
+            "document.querySelector('#countries li[data-code=\"SS\"]')?.textContent",
+        )
+        .await;
+    assert_eq!(added, "SS South Sudan +211");
+
     // The user chooses the file and presses Import.
     cdp.set_file_input(&page, "#file", &[csv.as_path()]).await;
     cdp.wait_for(&page, "the file read and Import enabled", "!document.getElementById('import').disabled").await;
