@@ -26,8 +26,8 @@ enum Cmd {
     /// Start a local broker and the contacts-import demo (release build) at
     /// http://127.0.0.1:8080/; Ctrl-C stops the demo, and the broker if this command started it.
     Demo {
-        /// Arguments passed on to the demo (e.g. `--listen 127.0.0.1:8081 --importers 3`; see
-        /// `--help`).
+        /// Arguments passed on to the demo (e.g. `--listen 127.0.0.1:8081 --importers 3`;
+        /// `cargo xtask demo -- --help` lists them).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
