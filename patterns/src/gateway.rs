@@ -7,6 +7,8 @@
 //! partition and keep their order. Every gateway instance reads every partition of the topic
 //! (no consumer group: a browser may be connected to any instance) and pushes each notification
 //! to the sockets open on its channel, as a text frame `{"id":"<partition>-<offset>","data":…}`.
+//! It reads read_committed: a notification written in a Kafka transaction (with the state change
+//! it reports, say) reaches browsers only if that transaction commits.
 //!
 //! **Resuming.** A browser that reconnects passes the id of the last notification it saw,
 //! `GET /ws/{channel}?after=<id>`, and gets everything after it, then the live ones, with none
@@ -41,7 +43,7 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use kafka_wire::client::{Admin, OffsetReset};
+use kafka_wire::client::{Admin, IsolationLevel, OffsetReset};
 use kafka_wire::{
     Client, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, Error, Producer, ProducerConfig, ProducerRecord,
     Result, TopicPartition,
@@ -266,7 +268,9 @@ impl Gateway {
         let partitions = partitions_of(&client, &config.topic).await?;
         let consumer = Consumer::with_client(
             client.clone(),
-            ConsumerConfig::new(&config.bootstrap).auto_offset_reset(OffsetReset::Latest),
+            ConsumerConfig::new(&config.bootstrap)
+                .auto_offset_reset(OffsetReset::Latest)
+                .isolation_level(IsolationLevel::ReadCommitted),
         )?;
         consumer.assign(partitions.iter().cloned());
         let mut floor = HashMap::new();
@@ -477,7 +481,10 @@ async fn send(
 /// The channel's notifications in `after.partition` after `after` and up to `through`, read
 /// again from the topic.
 async fn replay_from_kafka(inner: &Inner, channel: &str, after: EventId, through: i64) -> Result<Vec<Notification>> {
-    let consumer = Consumer::with_client(inner.client.clone(), ConsumerConfig::new(&inner.config.bootstrap))?;
+    let consumer = Consumer::with_client(
+        inner.client.clone(),
+        ConsumerConfig::new(&inner.config.bootstrap).isolation_level(IsolationLevel::ReadCommitted),
+    )?;
     let tp = TopicPartition::new(inner.config.topic.as_str(), after.partition);
     consumer.assign([tp.clone()]);
     consumer.seek(&tp, after.offset + 1)?;

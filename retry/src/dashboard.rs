@@ -17,6 +17,9 @@
 //!
 //! The HTTP interface (the page uses it; so can scripts):
 //!
+//! Paths are given from the dashboard's root: `/` served alone ([`Dashboard::serve`]), or where
+//! it is nested in another server ([`Dashboard::router`]).
+//!
 //! - `GET /`: the page (its script and style come from this server too; nothing else is
 //!   loaded).
 //! - `GET /api/status`: `{"targets": [{"topic", "group", "blocked": [{"partition", "offset",
@@ -78,6 +81,9 @@ const STYLE: &str = include_str!("dashboard/style.css");
 
 /// The page loads nothing from elsewhere and cannot be framed (no clickjacking of its buttons).
 const CSP: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+/// The same, for a dashboard nested in another server ([`Dashboard::router`]): only that
+/// server's own pages may frame it.
+const CSP_NESTED: &str = "default-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'none'";
 
 /// Request bodies are a few small fields.
 const BODY_LIMIT: usize = 16 * 1024;
@@ -174,14 +180,43 @@ impl Dashboard {
     ) -> std::io::Result<()> {
         let (status_tx, status_rx) = watch::channel(None);
         let gathering = AbortOnDrop(tokio::spawn(gather(self.targets.clone(), self.refresh, status_tx)));
-        let shared =
-            Arc::new(Shared { targets: self.targets, operator: self.operator, hosts: self.hosts, status: status_rx });
+        let shared = Arc::new(Shared {
+            targets: self.targets,
+            operator: self.operator,
+            hosts: self.hosts,
+            status: status_rx,
+            csp: CSP,
+            _gathering: None,
+        });
         let stop = async move {
             shutdown.await;
             // Ends the live-update streams, which would otherwise hold the shutdown up.
             drop(gathering);
         };
-        axum::serve(listener, router(shared)).with_graceful_shutdown(stop).await
+        axum::serve(listener, router(shared, false)).with_graceful_shutdown(stop).await
+    }
+
+    /// The dashboard as a router to nest in another axum server, e.g.
+    /// `Router::new().nest_service("/retry", dashboard.router())`, the page then being at
+    /// `/retry/` (with the slash: the page loads its script and calls the API by relative
+    /// paths). The same pages and API as [`Dashboard::serve`], except that pages of the
+    /// embedding server (same origin) may frame it. The status is gathered in the background
+    /// from now until the router and every clone of it are dropped (live-update streams then
+    /// end).
+    pub fn router(self) -> Router {
+        let (status_tx, status_rx) = watch::channel(None);
+        let gathering = AbortOnDrop(tokio::spawn(gather(self.targets.clone(), self.refresh, status_tx)));
+        router(
+            Arc::new(Shared {
+                targets: self.targets,
+                operator: self.operator,
+                hosts: self.hosts,
+                status: status_rx,
+                csp: CSP_NESTED,
+                _gathering: Some(gathering),
+            }),
+            true,
+        )
     }
 }
 
@@ -469,6 +504,10 @@ struct Shared {
     /// The latest status document (`None` until the first is gathered; closed when the
     /// gathering stops).
     status: watch::Receiver<Option<Arc<str>>>,
+    /// The pages' Content-Security-Policy (whether they may be framed).
+    csp: &'static str,
+    /// The gathering of a nested dashboard, stopped with the last handle to its router.
+    _gathering: Option<AbortOnDrop>,
 }
 
 impl Shared {
@@ -482,11 +521,20 @@ impl Shared {
     }
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+/// The routes; `nested`: served under another server's path (see [`Dashboard::router`]).
+fn router(shared: Arc<Shared>, nested: bool) -> Router {
+    let csp = shared.csp;
+    // Nested, the page loads its script and style relative to where it is (the script then
+    // finds the API the same way).
+    let page = if nested {
+        Bytes::from(PAGE.replace("\"/app.js\"", "\"app.js\"").replace("\"/style.css\"", "\"style.css\""))
+    } else {
+        Bytes::from_static(PAGE.as_bytes())
+    };
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", PAGE) }))
-        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
-        .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route("/", get(move || async move { asset(csp, "text/html; charset=utf-8", page) }))
+        .route("/app.js", get(move || async move { asset(csp, "text/javascript; charset=utf-8", SCRIPT) }))
+        .route("/style.css", get(move || async move { asset(csp, "text/css; charset=utf-8", STYLE) }))
         .route("/api/status", get(status))
         .route("/api/events", get(events))
         .route("/api/skip", post(skip))
@@ -523,14 +571,14 @@ fn host_allowed(host: &str, allowed: &[String]) -> bool {
         || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
+fn asset(csp: &'static str, content_type: &'static str, body: impl Into<axum::body::Body>) -> Response {
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)),
+            (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp)),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
-        body,
+        body.into(),
     )
         .into_response()
 }
@@ -762,7 +810,14 @@ mod tests {
 
     fn shared() -> Shared {
         let (_, status) = watch::channel(None);
-        Shared { targets: Vec::new(), operator: "configured".into(), hosts: Vec::new(), status }
+        Shared {
+            targets: Vec::new(),
+            operator: "configured".into(),
+            hosts: Vec::new(),
+            status,
+            csp: CSP,
+            _gathering: None,
+        }
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

@@ -1,5 +1,5 @@
-//! Developer commands: `cargo xtask quickstart`, `cargo xtask test`, `cargo xtask kafka …`,
-//! `cargo xtask codegen [--check]`.
+//! Developer commands: `cargo xtask demo`, `cargo xtask quickstart`, `cargo xtask test`,
+//! `cargo xtask kafka …`, `cargo xtask codegen [--check]`.
 
 mod codegen;
 mod kafka;
@@ -23,6 +23,14 @@ enum Cmd {
     },
     /// Local Apache Kafka cluster for the integration tests: up, down, status, kill, start, tool.
     Kafka(kafka::KafkaArgs),
+    /// Start a local broker and the contacts-import demo (release build) at
+    /// http://127.0.0.1:8080/; Ctrl-C stops the demo, and the broker if this command started it.
+    Demo {
+        /// Arguments passed on to the demo (e.g. `--listen 127.0.0.1:8081 --importers 3`;
+        /// `cargo xtask demo -- --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Start a local broker and run the quickstart example against it (produce, then consume).
     Quickstart,
     /// Start the local brokers (1 node with its secured listeners, and 3 nodes for the failover
@@ -38,6 +46,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Codegen { check } => codegen::run(check),
         Cmd::Kafka(args) => kafka::run(args),
+        Cmd::Demo { args } => demo(&args),
         Cmd::Quickstart => {
             kafka_up(&[])?;
             cargo(&["run", "--release", "--quiet", "-p", "kafka-wire", "--example", "quickstart"])
@@ -62,6 +71,55 @@ fn kafka_up(extra: &[&str]) -> anyhow::Result<()> {
         Cmd::Kafka(args) => kafka::run(args),
         _ => unreachable!("parsed a kafka command"),
     }
+}
+
+/// `cargo xtask demo`: the local broker (started unless one already answers at 127.0.0.1:9092),
+/// then the demo until Ctrl-C; the broker is stopped again only if this command started it.
+fn demo(args: &[String]) -> anyhow::Result<()> {
+    let timeout = std::time::Duration::from_secs(1);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9092));
+    let broker_was_up = std::net::TcpStream::connect_timeout(&addr, timeout).is_ok();
+    kafka_up(&[])?;
+    cargo(&["build", "--release", "--quiet", "-p", "contacts-import"])?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let binary = target.join("release").join("contacts-import");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let outcome = runtime.block_on(async {
+        let mut child = tokio::process::Command::new(&binary).args(args).current_dir(&root).spawn()?;
+        // Ctrl-C in a terminal reaches the demo too (same process group); this process only
+        // outlives it, to pass the signal on when it came to this process alone, and to stop
+        // the broker.
+        let status = tokio::select! {
+            status = child.wait() => status?,
+            _ = tokio::signal::ctrl_c() => {
+                if let Some(pid) = child.id() {
+                    let _ = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status();
+                }
+                match tokio::time::timeout(std::time::Duration::from_secs(60), child.wait()).await {
+                    Ok(status) => status?,
+                    Err(_) => {
+                        eprintln!("the demo did not stop within 60 s: killing it");
+                        child.kill().await?;
+                        child.wait().await?
+                    }
+                }
+            }
+        };
+        anyhow::Ok(status)
+    });
+    if !broker_was_up {
+        eprintln!("stopping the broker this command started");
+        match Cli::parse_from(["xtask", "kafka", "down", "--nodes", "1"]).cmd {
+            Cmd::Kafka(args) => kafka::run(args)?,
+            _ => unreachable!("parsed a kafka command"),
+        }
+    }
+    let status = outcome?;
+    // Stopped by Ctrl-C (SIGINT, or the demo's own clean exit on it) is the normal end.
+    use std::os::unix::process::ExitStatusExt;
+    anyhow::ensure!(status.success() || status.signal() == Some(2), "the demo failed ({status})");
+    Ok(())
 }
 
 fn cargo_command(args: &[&str]) -> std::process::Command {

@@ -3,6 +3,10 @@
 // markup.
 'use strict';
 
+// Where the dashboard is served (its root, or where another server nests it): the directory of
+// this script. The API paths are relative to it.
+const API = new URL('.', document.currentScript.src).pathname;
+
 const sections = new Map();
 
 function el(tag, text, className) {
@@ -48,7 +52,7 @@ async function command(path, body) {
     say(c.command + ' ' + describe(c) + ' issued by ' + c.by + ' at ' + when(c.at_ms), false);
     return true;
   } catch (e) {
-    say(path.replace('/api/', '') + ' failed: ' + e.message, true);
+    say(path.replace(API + 'api/', '') + ' failed: ' + e.message, true);
     return false;
   }
 }
@@ -78,7 +82,7 @@ function section(target) {
     root.querySelector('button.' + verb).addEventListener('click', () => {
       let p;
       try { p = partition(); } catch (e) { say(e.message, true); return; }
-      command('/api/' + verb, { ...pair, partition: p });
+      command(API + 'api/' + verb, { ...pair, partition: p });
     });
   }
   const redrive = async (dryRun) => {
@@ -92,7 +96,7 @@ function section(target) {
     const list = root.querySelector('.redrive-result');
     const summary = root.querySelector('.redrive-summary');
     try {
-      const answer = await post('/api/redrive', body);
+      const answer = await post(API + 'api/redrive', body);
       list.replaceChildren(...answer.redriven.map((r) => el('li',
         'dead letter ' + r.dead_letter.partition + ':' + r.dead_letter.offset + ' (from ' + r.original.topic + ':' +
         r.original.partition + ':' + r.original.offset + ', key ' + (r.key ?? '—') + ') → ' + r.to)));
@@ -131,7 +135,7 @@ function blockedRow(pair, b) {
     skip.disabled = true;
     skip.textContent = 'Skipping…';
     // Issued, the row goes when the instance moves on; refused, the button can be used again.
-    command('/api/skip', { ...pair, partition: b.partition, offset: b.offset }).then((issued) => {
+    command(API + 'api/skip', { ...pair, partition: b.partition, offset: b.offset }).then((issued) => {
       if (!issued) {
         skip.disabled = false;
         skip.textContent = 'Skip';
@@ -140,7 +144,7 @@ function blockedRow(pair, b) {
   });
   const unblock = el('button', 'Unblock partition', 'unblock-partition');
   unblock.type = 'button';
-  unblock.addEventListener('click', () => command('/api/unblock', { ...pair, partition: b.partition }));
+  unblock.addEventListener('click', () => command(API + 'api/unblock', { ...pair, partition: b.partition }));
   actions.append(skip, ' ', unblock);
   row.append(actions);
   return row;
@@ -171,7 +175,7 @@ function render(status) {
 
 function connect() {
   const live = document.getElementById('live');
-  const events = new EventSource('/api/events');
+  const events = new EventSource(API + 'api/events');
   events.addEventListener('status', (e) => {
     render(JSON.parse(e.data));
     live.textContent = 'live · updated ' + new Date().toLocaleTimeString();
