@@ -720,7 +720,8 @@ impl State {
 
     /// Takes up to `max` records, round-robin over partitions, advancing positions.
     fn take_records(&mut self, max: usize) -> Vec<ConsumerRecord> {
-        let mut out = Vec::new();
+        // Sized once: growing it by doubling moved each record about once more.
+        let mut out = Vec::with_capacity(max.min(self.fetcher.ready_records()));
         self.fetcher.take(max, |tp, r, leader_epoch, timestamp_type| {
             out.push(ConsumerRecord {
                 topic: tp.topic.clone(),

@@ -692,6 +692,16 @@ impl Records {
         Self::new(header, Ok(data))
     }
 
+    /// How many records are left to yield (as the batch's `recordCount` says; fewer if the
+    /// data turns out short).
+    pub fn remaining(&self) -> usize {
+        if self.done {
+            0
+        } else {
+            self.left as usize
+        }
+    }
+
     fn new(header: &BatchHeader, data: DecodeResult<Bytes>) -> Self {
         let count = header.record_count;
         let data = data.and_then(|d| {

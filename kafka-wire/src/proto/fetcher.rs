@@ -591,6 +591,28 @@ impl Fetcher {
         taken
     }
 
+    /// About how many records [`Fetcher::take`] could hand out now without decompressing
+    /// anything more (the batches' record counts; records below a position are counted too):
+    /// what a caller sizes its output for.
+    pub fn ready_records(&self) -> usize {
+        self.partitions
+            .values()
+            .filter(|p| !p.paused && p.position.is_some() && p.usable())
+            .map(|p| {
+                let current = p.current.as_ref().map_or(0, |(records, _, _)| records.remaining());
+                let ready: usize = p
+                    .buffer
+                    .iter()
+                    .map_while(|b| match b {
+                        Buffered::Ready(r) => Some(r.header.record_count.max(0) as usize),
+                        Buffered::Compressed(_) => None,
+                    })
+                    .sum();
+                current + ready
+            })
+            .sum()
+    }
+
     /// The fetched bytes buffered across partitions, as counted against
     /// `queued.max.messages.kbytes`.
     pub fn buffered_bytes(&self) -> usize {
