@@ -14,12 +14,13 @@ use kafka_wire::codec::compression::{compress, decompress, Compression};
 use kafka_wire::codec::header::ResponseHeader;
 use kafka_wire::codec::messages::describe_groups::{DescribedGroup, DescribedGroupMember};
 use kafka_wire::codec::messages::fetch::{FetchableTopicResponse, PartitionData};
+use kafka_wire::codec::messages::list_groups::ListedGroup;
 use kafka_wire::codec::messages::list_offsets::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_wire::codec::messages::metadata::{MetadataResponsePartition, MetadataResponseTopic};
 use kafka_wire::codec::messages::{
-    DescribeGroupsResponse, FetchResponse, ListOffsetsResponse, Message, MetadataResponse,
+    DescribeGroupsResponse, FetchResponse, ListGroupsResponse, ListOffsetsResponse, Message, MetadataResponse,
 };
-use kafka_wire::codec::primitives::{get_array_len, put_uvarint};
+use kafka_wire::codec::primitives::{get_array_len, put_uvarint, DecodeBudget};
 use kafka_wire::codec::record_batch::{RecordBatches, HEADER_SIZE};
 use kafka_wire::codec::{DecodeError, RawTaggedField};
 
@@ -333,8 +334,9 @@ fn regression_unknown_tagged_fields_cost_about_their_wire_size() {
 /// by doubling, which held up to twice the elements and briefly three times during a move;
 /// each structure's unknown tagged fields take 16 bytes instead of 24. Before: metadata
 /// 9.5x-15.3x, fetch 9.6x-15.4x, list offsets 3.2x-5.1x, describe groups 47x-76x (peak, at
-/// 1 000 to 100 000 entries). The budgets are the measured ratios (size of the Rust structure
-/// over its least wire size) with about 10% margin.
+/// 1 000 to 100 000 entries; describe groups are now refused past 8x, see
+/// `regression_structs_of_empty_strings_cost_at_most_8x_their_wire_size`). The budgets are the
+/// measured ratios (size of the Rust structure over its least wire size) with about 10% margin.
 #[test]
 fn regression_small_structs_cost_a_small_multiple_of_their_wire_size() {
     let _serial = serial();
@@ -379,19 +381,84 @@ fn regression_small_structs_cost_a_small_multiple_of_their_wire_size() {
         };
         let input = encoded(&offsets, 6);
         check_ratio::<ListOffsetsResponse>(&format!("list offsets v6, {entries} partitions"), &input, 6, 2.0);
-        // The worst shape: a member is seven strings and byte arrays, one byte each on the wire
-        // when empty (compact form), 32 bytes each as `ByteString`/`Bytes` handles.
+    }
+}
+
+/// Structures of empty strings: each string takes one byte on the wire (compact form) and 32 in
+/// memory (a `ByteString`/`Bytes` handle), so an answer of them decoded to up to 48 times its
+/// size (before the budget: describe groups v5 30x and v0 15x measured; a list groups v3 group
+/// is 144 bytes for 3 on the wire, a fetch v12 topic 88 for 3). Every array is now charged
+/// against an allowance of
+/// `DecodeBudget::PER_INPUT_BYTE` (8) times the message's size plus `DecodeBudget::BASE`: past
+/// it the answer is refused with a typed error, having allocated no more than the allowance.
+#[test]
+fn regression_structs_of_empty_strings_cost_at_most_8x_their_wire_size() {
+    let _serial = serial();
+    let limit = |input: &Bytes| DecodeBudget::PER_INPUT_BYTE * input.len() + DecodeBudget::BASE + 64 * KIB;
+    let refused = |r: Result<(), DecodeError>, name: &str| match r {
+        Err(DecodeError::MemoryBudgetExceeded { .. }) => {}
+        other => panic!("{name}: expected MemoryBudgetExceeded, got {other:?}"),
+    };
+    for entries in [10_000, 100_000] {
         let members = (0..entries).map(|_| DescribedGroupMember::default()).collect();
         let groups = DescribeGroupsResponse {
             groups: vec![DescribedGroup { group_id: "g".into(), members, ..Default::default() }],
             ..Default::default()
         };
-        for (version, budget) in [(0, 16.5), (5, 32.5)] {
+        for version in [0, 5] {
             let input = encoded(&groups, version);
             let name = format!("describe groups v{version}, {entries} empty members");
-            check_ratio::<DescribeGroupsResponse>(&name, &input, version, budget);
+            check_within(&name, limit(&input), || {
+                refused(DescribeGroupsResponse::decode(&mut input.clone(), version).map(drop), &name);
+            });
         }
+        let listed =
+            ListGroupsResponse { groups: (0..entries).map(|_| ListedGroup::default()).collect(), ..Default::default() };
+        let input = encoded(&listed, 3);
+        let name = format!("list groups v3, {entries} empty groups");
+        check_within(&name, limit(&input), || {
+            refused(ListGroupsResponse::decode(&mut input.clone(), 3).map(drop), &name);
+        });
+        let fetch = FetchResponse {
+            responses: (0..entries).map(|_| FetchableTopicResponse::default()).collect(),
+            ..Default::default()
+        };
+        let input = encoded(&fetch, 12);
+        let name = format!("fetch v12, {entries} empty topics");
+        check_within(&name, limit(&input), || {
+            refused(FetchResponse::decode(&mut input.clone(), 12).map(drop), &name);
+        });
     }
+    // Many groups of a few empty members: each array fits on its own, their sum does not.
+    let groups = DescribeGroupsResponse {
+        groups: (0..20_000)
+            .map(|_| DescribedGroup {
+                members: (0..8).map(|_| DescribedGroupMember::default()).collect(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let input = encoded(&groups, 5);
+    let name = "describe groups v5, 20 000 groups of 8 empty members";
+    check_within(name, limit(&input), || {
+        refused(DescribeGroupsResponse::decode(&mut input.clone(), 5).map(drop), name);
+    });
+    // Honest members (a client id, a host, a member id of Kafka's form) decode as before.
+    let members = (0..10_000)
+        .map(|i| DescribedGroupMember {
+            member_id: format!("consumer-1-{i:08}-4c2f-9d1e-6a3b5e7f0c21").into(),
+            client_id: "consumer-1".into(),
+            client_host: "/10.0.0.1".into(),
+            ..Default::default()
+        })
+        .collect();
+    let groups = DescribeGroupsResponse {
+        groups: vec![DescribedGroup { group_id: "g".into(), members, ..Default::default() }],
+        ..Default::default()
+    };
+    let input = encoded(&groups, 5);
+    check_ratio::<DescribeGroupsResponse>("describe groups v5, 10 000 honest members", &input, 5, 8.0);
 }
 
 /// A Metadata v12 answer of `padding` zero bytes after forged counts: `topics` topics, the

@@ -8,7 +8,8 @@
 //! (partition and offset 80) until the application seeks. Each scenario runs against three
 //! brokers: one that answers Fetch v12+ with a diverging epoch but does not offer
 //! OffsetForLeaderEpoch, one that offers OffsetForLeaderEpoch but only Fetch v11 (no divergence
-//! check in Fetch), and a current one with both.
+//! check in Fetch), and a current one with both. A second truncation below the divergence point
+//! before the application seeks is found with `Consumer::seek_with_epoch` and the error's epoch.
 
 #[path = "support/scripted_broker.rs"]
 mod scripted_broker;
@@ -247,9 +248,10 @@ async fn truncation_without_reset_fails_poll(mode: Broker) {
         }
     };
     let check = |e: &Error| match e {
-        Error::LogTruncation { topic, partition, position, divergent_offset } => {
+        Error::LogTruncation { topic, partition, position, divergent_offset, divergent_epoch } => {
             assert_eq!((topic.as_str(), *partition), ("truncated", 0), "names the partition: {e}");
             assert_eq!(*divergent_offset, Some(80), "names the divergence offset: {e}");
+            assert_eq!(*divergent_epoch, Some(1), "names the epoch both logs agree on up to there: {e}");
             assert_eq!(*position, 100, "names the position: {e}");
         }
         other => panic!("not the truncation error: {other:?}"),
@@ -309,4 +311,67 @@ async fn truncation_from_offset_for_leader_epoch_with_reset_none_fails_poll() {
 #[tokio::test]
 async fn truncation_on_current_broker_with_reset_none_fails_poll() {
     truncation_without_reset_fails_poll(Broker::Current).await;
+}
+
+/// Polls until an error, which it returns; fails if records come or `WAIT` passes.
+async fn poll_error(consumer: &Consumer) -> Error {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!left.is_zero(), "poll never reported an error");
+        match tokio::time::timeout(left, consumer.poll(Duration::from_millis(200))).await.expect("poll in time") {
+            Ok(records) => assert!(records.is_empty(), "records handed out past a truncation: {:?}", offsets(&records)),
+            Err(e) => return e,
+        }
+    }
+}
+
+/// The error's divergence point, with its epoch.
+fn divergence(e: &Error) -> (i64, Option<i64>, Option<i32>) {
+    match e {
+        Error::LogTruncation { position, divergent_offset, divergent_epoch, .. } => {
+            (*position, *divergent_offset, *divergent_epoch)
+        }
+        other => panic!("not the truncation error: {other:?}"),
+    }
+}
+
+/// With `auto.offset.reset=none` the truncation error names the divergence point and its epoch;
+/// if the log is truncated again below that point before the application seeks (a second
+/// unclean leader change), a plain seek there would read the newest leader's records from 80
+/// on and skip 70..80. `Consumer::seek_with_epoch` with the error's epoch has the Fetch check
+/// the log again: the partition stops at the new divergence point (70), and seeking there
+/// reads the newest leader's records from 70 on.
+async fn second_truncation_before_the_seek_is_detected(mode: Broker) {
+    let broker = ScriptedBroker::start(TOPIC, 1, mode.options()).await;
+    let consumer = consumer(&broker, OffsetReset::None).await;
+    consumer.assign([tp()]);
+    consumer.seek(&tp(), 0).expect("seek");
+    read_epoch_one(&broker, &consumer).await;
+    fail_over(&broker, mode).await;
+    let (position, offset, epoch) = divergence(&poll_error(&consumer).await);
+    assert_eq!((position, offset, epoch), (100, Some(80), Some(1)));
+
+    // Before the application seeks, another unclean change: the log ends at 70 (epoch 3).
+    assert_eq!(broker.elect_unclean_leader(0, 70), 3);
+    broker.append(0, &values("e3", 70, 30));
+    consumer.seek_with_epoch(&tp(), 80, epoch).expect("seek with epoch");
+    let (position, offset, epoch) = divergence(&poll_error(&consumer).await);
+    assert_eq!((position, offset, epoch), (80, Some(70), Some(1)), "stops at the new divergence point");
+
+    consumer.seek_with_epoch(&tp(), 70, epoch).expect("seek with epoch");
+    let got = poll_until(&consumer, |got| got.iter().any(|r| r.offset >= 99)).await;
+    assert_eq!(offsets(&got), (70..100).collect::<Vec<_>>(), "the newest leader's records, from 70");
+    assert!(got.iter().all(|r| value(r) == format!("e3-{}", r.offset) && r.leader_epoch == 3));
+    consumer.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn regression_a_second_truncation_before_the_seek_is_detected_with_fetch_divergence() {
+    second_truncation_before_the_seek_is_detected(Broker::FetchDivergenceOnly).await;
+}
+
+#[tokio::test]
+async fn regression_a_second_truncation_before_the_seek_is_detected_on_a_current_broker() {
+    second_truncation_before_the_seek_is_detected(Broker::Current).await;
 }

@@ -932,3 +932,61 @@ fn a_failed_reset_is_retried_after_the_backoff() {
     assert!(f.poll_request(now + 49 * MS).is_none(), "reset asked again within retry.backoff.ms");
     assert!(matches!(f.poll_request(now + 50 * MS), Some((_, _, FetcherRequest::ListOffsets(_)))));
 }
+
+/// Seen once in the handler runtime's exactly-once mode: a partition whose queued records were
+/// dropped, sought back and resumed was never fetched again. Another partition was paused (its
+/// worker's queue full) holding what it had fetched, and paused partitions' buffers counted
+/// against `queued.max.messages.kbytes` (no Fetch went out at all while it was exceeded) and
+/// their ready bytes against `fetch.max.bytes` (no decompression for anyone): while the other
+/// stayed paused, the resumed one got nothing. A paused partition's buffer now holds up no one
+/// (it fetches nothing more, so what it keeps stays bounded).
+#[test]
+fn regression_a_partition_resumed_while_another_stays_paused_is_fetched_again() {
+    // Uncompressed: the prefetch budget; compressed: the decompression budget.
+    for (compression, budgets) in [
+        (Compression::None, FetcherConfig { prefetch_max_bytes: 200, ..config() }),
+        (Compression::Lz4, FetcherConfig { fetch_max_bytes: 200, max_partition_fetch_bytes: 200, ..config() }),
+    ] {
+        let now = Instant::now();
+        let mut model = FetchModel::new(vec![1], 2);
+        let append = |model: &mut FetchModel| {
+            for p in 0..2 {
+                for _ in 0..4 {
+                    model.append(p, Kind::Data { pid: -1, transactional: false }, 5, compression);
+                }
+            }
+        };
+        append(&mut model);
+        let mut f = Fetcher::new(FetcherConfig { auto_offset_reset: None, ..budgets });
+        f.assign([tp(0), tp(1)]);
+        f.seek(&tp(0), 0);
+        f.seek(&tp(1), 0);
+        let mut got: Vec<i64> = Vec::new();
+        for i in 0..5 {
+            settle(&mut f, &mut model, now + i * MS, 1);
+            f.take(3, |tp, r, _, _| {
+                if tp.partition == 0 {
+                    got.push(r.offset);
+                }
+            });
+        }
+        // Both paused (their queues full); 0's queued records are dropped: it goes back to the
+        // first of them and is resumed. 1 stays paused with what it fetched.
+        f.set_paused(&tp(0), true);
+        f.set_paused(&tp(1), true);
+        let back = got[got.len() / 2];
+        got.truncate(got.len() / 2);
+        f.seek(&tp(0), back);
+        f.set_paused(&tp(0), false);
+        append(&mut model);
+        for i in 0..20 {
+            settle(&mut f, &mut model, now + (10 + i) * MS, 2);
+            f.take(1000, |tp, r, _, _| {
+                assert_eq!(tp.partition, 0, "a paused partition hands out nothing");
+                got.push(r.offset);
+            });
+        }
+        let end = model.partitions[0].end();
+        assert_eq!(got, (0..end).collect::<Vec<i64>>(), "{compression}: partition 0 read to its end, once, in order");
+    }
+}

@@ -576,7 +576,7 @@ fn decode_value(ty: &Ty, what: &str, reserved: &str) -> String {
         Ty::Prim("bytes" | "records") => format!("get_bytes(buf, flex, {what:?})?"),
         Ty::Prim("error") => format!("ErrorCode(get_i16(buf, {what:?})?)"),
         Ty::Prim(p) => format!("get_{}(buf, {what:?})?", if *p == "uuid" { "uuid" } else { p }),
-        Ty::Struct(n) => format!("{n}::decode_before(buf, version, {reserved})?"),
+        Ty::Struct(n) => format!("{n}::decode_before(buf, version, {reserved}, budget)?"),
         Ty::Array(_) => format!(
             "{{ let (n, min) = ({read}).ok_or(DecodeError::UnexpectedNull {{ what: {what:?} }})?; {fill} v }}",
             read = read_array_len(ty, what, reserved),
@@ -595,19 +595,19 @@ fn read_array_len(ty: &Ty, what: &str, reserved: &str) -> String {
     )
 }
 
-/// Statements that allocate `v` for the `n` elements (of at least `min` bytes each) of the array
-/// `ty` and read them. Each element is read with the bytes of the elements after it promised,
-/// so that a forged count inside it cannot claim them too.
+/// Statements that allocate `v` for the `n` elements (of at least `min` bytes each, charged
+/// against the message's `budget`) of the array `ty` and read them. Each element is read with the
+/// bytes of the elements after it promised, so that a forged count inside it cannot claim them too.
 fn fill_array(ty: &Ty, what: &str, reserved: &str) -> String {
     let Ty::Array(t) = ty else { unreachable!("fill_array of a non-array") };
     let nested = matches!(**t, Ty::Struct(_) | Ty::Array(_));
     if nested {
         format!(
-            "let mut v = Vec::with_capacity(n); for i in 0..n {{ let r = {reserved} + (n - 1 - i) * min; v.push({}); }}",
+            "let mut v = budget.vec(n, {what:?})?; for i in 0..n {{ let r = {reserved} + (n - 1 - i) * min; v.push({}); }}",
             decode_value(t, what, "r")
         )
     } else {
-        format!("let mut v = Vec::with_capacity(n); for _ in 0..n {{ v.push({}); }}", decode_value(t, what, "0"))
+        format!("let mut v = budget.vec(n, {what:?})?; for _ in 0..n {{ v.push({}); }}", decode_value(t, what, "0"))
     }
 }
 
@@ -622,7 +622,7 @@ fn decode_field(f: &Field, within: Range, what: &str, reserved: &str) -> String 
         Ty::Prim("string") => format!("get_nullable_string(buf, flex, {what:?})?"),
         Ty::Prim("bytes" | "records") => format!("get_nullable_bytes(buf, flex, {what:?})?"),
         Ty::Struct(n) => format!(
-            "if get_i8(buf, {what:?})? < 0 {{ None }} else {{ Some({n}::decode_before(buf, version, {reserved})?) }}"
+            "if get_i8(buf, {what:?})? < 0 {{ None }} else {{ Some({n}::decode_before(buf, version, {reserved}, budget)?) }}"
         ),
         Ty::Array(_) => format!(
             "match {read} {{ None => None, Some((n, min)) => {{ {fill} Some(v) }} }}",
@@ -925,7 +925,7 @@ fn gen_struct(
     writeln!(out, "        }}")?;
 
     writeln!(out, "\n        fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {{")?;
-    writeln!(out, "            Self::decode_before(buf, version, 0)")?;
+    writeln!(out, "            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))")?;
     writeln!(out, "        }}")?;
     writeln!(out, "    }}\n")?;
 
@@ -934,11 +934,12 @@ fn gen_struct(
     writeln!(out, "        /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes")?;
     writeln!(
         out,
-        "        /// are promised to what follows it: its arrays' counts must fit in the bytes before them."
+        "        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,"
     )?;
+    writeln!(out, "        /// and their elements in what is left of the message's `budget`.")?;
     writeln!(
         out,
-        "        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {{"
+        "        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize, budget: &mut DecodeBudget) -> DecodeResult<Self> {{"
     )?;
     if top {
         writeln!(out, "            if !Self::VERSIONS.contains(version) {{")?;

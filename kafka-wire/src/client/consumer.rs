@@ -211,9 +211,13 @@ fn fetch_error(e: FetchError) -> Error {
         FetchError::NoOffset { tp } => {
             Error::config("auto.offset.reset", format!("{tp} has no committed offset and auto.offset.reset is none"))
         }
-        FetchError::LogTruncation { tp, position, divergent_offset, .. } => {
-            Error::LogTruncation { topic: tp.topic.to_string(), partition: tp.partition, position, divergent_offset }
-        }
+        FetchError::LogTruncation { tp, position, divergent_offset, divergent_epoch } => Error::LogTruncation {
+            topic: tp.topic.to_string(),
+            partition: tp.partition,
+            position,
+            divergent_offset,
+            divergent_epoch,
+        },
         FetchError::Corrupt { tp, offset, reason } => {
             Error::CorruptRecord { topic: tp.topic.to_string(), partition: tp.partition, offset, reason }
         }
@@ -364,6 +368,23 @@ impl Consumer {
     /// Moves the position of `tp` to `offset`; fetched data for the old position is dropped.
     pub fn seek(&self, tp: &TopicPartition, offset: i64) -> Result<()> {
         if !self.inner.lock().fetcher.seek(tp, offset) {
+            return Err(not_assigned("seek", tp));
+        }
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// [`Consumer::seek`] with the leader epoch of the record before `offset`, as Java's
+    /// `seek(TopicPartition, OffsetAndMetadata)` with a leader epoch: a committed offset's
+    /// ([`OffsetAndMetadata::leader_epoch`]), or an [`Error::LogTruncation`]'s
+    /// `divergent_offset` and `divergent_epoch`. The first Fetch from there has the leader check
+    /// that its log still holds that epoch up to `offset` (KIP-595; brokers from Kafka 2.7,
+    /// Fetch v12): if it was truncated below `offset` since (a second unclean leader change),
+    /// the partition stops (or resets, per `auto.offset.reset`) at the new divergence point
+    /// rather than reading the new leader's records from `offset` and skipping those before it.
+    /// `None` is a plain seek. Fetched data for the old position is dropped.
+    pub fn seek_with_epoch(&self, tp: &TopicPartition, offset: i64, leader_epoch: Option<i32>) -> Result<()> {
+        if !self.inner.lock().fetcher.seek_with_epoch(tp, offset, leader_epoch) {
             return Err(not_assigned("seek", tp));
         }
         self.inner.wake.notify_one();
@@ -699,7 +720,8 @@ impl State {
 
     /// Takes up to `max` records, round-robin over partitions, advancing positions.
     fn take_records(&mut self, max: usize) -> Vec<ConsumerRecord> {
-        let mut out = Vec::new();
+        // Sized once: growing it by doubling moved each record about once more.
+        let mut out = Vec::with_capacity(max.min(self.fetcher.ready_records()));
         self.fetcher.take(max, |tp, r, leader_epoch, timestamp_type| {
             out.push(ConsumerRecord {
                 topic: tp.topic.clone(),

@@ -158,7 +158,9 @@ pub struct ConsumerConfig {
     /// the application, across partitions: compressed batches at their size on the wire, the
     /// others at their decompressed size. Fetching pauses above it. Memory held for fetched
     /// records is bounded by this plus `fetch.max.bytes` (decompressed ahead) plus one answer
-    /// per broker with a fetch in flight.
+    /// per broker with a fetch in flight, plus what paused partitions keep (about two
+    /// `max.partition.fetch.bytes` each, outside this budget so that they cannot stop the
+    /// others' fetches).
     pub prefetch_max_bytes: usize,
     /// `request.timeout.ms` (30 s).
     pub request_timeout: Duration,

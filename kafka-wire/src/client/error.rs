@@ -118,11 +118,18 @@ pub enum Error {
     #[error("the record's transaction was aborted")]
     TransactionAborted,
     /// The partition's log was truncated below the consumer's position (an unclean leader
-    /// change, KIP-320) and `auto.offset.reset` is `none`: the records after `divergent_offset`
-    /// that this consumer saw are gone. Seek to go on.
+    /// change, KIP-320) and `auto.offset.reset` is `none`: the records from `divergent_offset`
+    /// on that this consumer saw are gone. Seek to go on: to go on from the divergence point,
+    /// [`Consumer::seek_with_epoch`](super::Consumer::seek_with_epoch) with `divergent_offset`
+    /// and `divergent_epoch` (as Java's `LogTruncationException.divergentOffsets()` is used with
+    /// `seek(TopicPartition, OffsetAndMetadata)`), so that a further truncation below it, before
+    /// the seek, is detected too rather than read past.
     #[error("log of {topic}-{partition} truncated below position {position}: {}",
-        divergent_offset.map(|o| format!("the leader's log diverges from offset {o}"))
-            .unwrap_or_else(|| "the leader's log holds no earlier epoch".into()))]
+        match (divergent_offset, divergent_epoch) {
+            (Some(o), Some(e)) => format!("the leader's log diverges from offset {o} (end of leader epoch {e})"),
+            (Some(o), None) => format!("the leader's log diverges from offset {o}"),
+            _ => "the leader's log holds no earlier epoch".into(),
+        })]
     LogTruncation {
         /// The topic.
         topic: String,
@@ -133,6 +140,9 @@ pub enum Error {
         /// The offset from which the leader's log differs from what was consumed; `None` if the
         /// leader holds no earlier epoch.
         divergent_offset: Option<i64>,
+        /// The leader epoch of the record before `divergent_offset` in the leader's log (the
+        /// last epoch both logs agree on); `None` with `divergent_offset`.
+        divergent_epoch: Option<i32>,
     },
     /// A call the current state does not allow (commit without begin, send after a fatal error).
     #[error("{operation} is not allowed now: {reason}")]

@@ -129,8 +129,8 @@ fn infallible<T>(r: io::Result<T>) -> T {
 
 /// Decompresses `input`, which `codec` produced, refusing to produce more than `limit` bytes:
 /// past that the result is [`DecodeError::DecompressedTooLarge`], and nothing beyond
-/// `limit + 1` bytes of output (plus the codec's working memory) was ever allocated. Corrupt
-/// input is [`DecodeError::Decompress`].
+/// `limit + 1` bytes of working output plus the result itself (plus the codec's working memory)
+/// was ever allocated. Corrupt input is [`DecodeError::Decompress`].
 ///
 /// Snappy accepts both the xerial framing the Java client writes and a bare snappy block; LZ4
 /// accepts LZ4 frames (independent or linked blocks); gzip and zstd accept concatenated
@@ -169,10 +169,22 @@ struct Output {
 /// The smallest growth step, so that tiny outputs do not reallocate byte by byte.
 const MIN_GROWTH: usize = 4096;
 
+/// Working buffers up to this size are kept for the thread's next decompression.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+thread_local! {
+    /// The thread's last working buffer (initialised bytes): decompressing a batch then neither
+    /// allocates nor zero-fills it again; the result is copied out at its exact size.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Output {
     fn new(codec: &'static str, limit: usize, hint: usize) -> Self {
-        let cap = hint.min(limit.saturating_add(1));
-        Self { codec, limit, buf: Vec::with_capacity(cap), filled: 0 }
+        let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        if buf.capacity() == 0 {
+            buf.reserve_exact(hint.min(limit.saturating_add(1)));
+        }
+        Self { codec, limit, buf, filled: 0 }
     }
 
     /// Bytes that may still be produced.
@@ -225,11 +237,14 @@ impl Output {
     /// Reads `r` to its end. The reader is offered at most `limit + 1 - filled` bytes, so a
     /// stream that goes on past the limit is caught after at most one byte too many.
     fn read_from(&mut self, mut r: impl Read) -> DecodeResult<()> {
+        let ceiling = self.limit.saturating_add(1);
         loop {
-            if self.buf.len() == self.filled {
+            // A buffer kept from an earlier call may be longer than this call's limit allows.
+            if self.buf.len().min(ceiling) <= self.filled {
                 self.ensure_len(self.filled + 1);
             }
-            match r.read(&mut self.buf[self.filled..]) {
+            let end = self.buf.len().min(ceiling);
+            match r.read(&mut self.buf[self.filled..end]) {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
                     self.filled += n;
@@ -244,14 +259,33 @@ impl Output {
     }
 
     fn into_bytes(mut self) -> Bytes {
-        self.buf.truncate(self.filled);
-        // Growth doubles, so up to half the buffer may be spare; the result is held as long as
-        // any record sliced from it (and counted by its length against a consumer's budget), so
-        // the spare part is given back.
-        if self.buf.capacity() > self.filled + self.filled / 8 + MIN_GROWTH {
-            self.buf.shrink_to_fit();
+        if self.buf.capacity() <= SCRATCH_KEEP {
+            // The buffer goes back to the thread (on drop); the result is held as long as any
+            // record sliced from it, so it takes no more than its length.
+            return Bytes::copy_from_slice(&self.buf[..self.filled]);
         }
-        Bytes::from(self.buf)
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.truncate(self.filled);
+        // Growth doubles, so up to half the buffer may be spare: given back.
+        if buf.capacity() > self.filled + self.filled / 8 + MIN_GROWTH {
+            buf.shrink_to_fit();
+        }
+        Bytes::from(buf)
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        let cap = self.buf.capacity();
+        if cap > 0 && cap <= SCRATCH_KEEP {
+            let buf = std::mem::take(&mut self.buf);
+            SCRATCH.with(|s| {
+                let mut s = s.borrow_mut();
+                if s.capacity() < cap {
+                    *s = buf;
+                }
+            });
+        }
     }
 }
 

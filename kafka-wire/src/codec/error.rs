@@ -80,6 +80,18 @@ pub enum DecodeError {
         /// The configured maximum, in bytes.
         max: usize,
     },
+    /// The decoded structures would take more memory than the input allows
+    /// ([`DecodeBudget`](super::primitives::DecodeBudget): a small multiple of its size): an
+    /// answer made of many near-empty structures, each far larger in memory than on the wire.
+    #[error("{what}: {needed} bytes of decoded structures exceed the {left} bytes left of this message's allowance")]
+    MemoryBudgetExceeded {
+        /// The array being read.
+        what: &'static str,
+        /// Bytes its elements would take in memory.
+        needed: usize,
+        /// Bytes left of the allowance.
+        left: usize,
+    },
     /// A record batch's CRC-32C does not match its contents.
     #[error("record batch CRC mismatch: header says {expected:#010x}, contents give {actual:#010x}")]
     CrcMismatch {

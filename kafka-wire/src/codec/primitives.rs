@@ -272,6 +272,43 @@ pub fn get_array_len_before(
     get_len(buf, bytes_form(compact), min_item_size, what, reserved)
 }
 
+/// How much memory the structures decoded from one message may take, in proportion to the
+/// message's size: every array's elements are charged before the array is allocated. Strings and
+/// byte sequences share the input's allocation, so arrays are what can make a message cost more
+/// in memory than on the wire: a structure of empty strings takes one byte per string on the
+/// wire and 32 in memory. Whatever the input, what a decoded message holds stays within
+/// [`DecodeBudget::PER_INPUT_BYTE`] times its size plus [`DecodeBudget::BASE`] (and the unknown
+/// tagged fields, kept as a copy of their wire bytes).
+#[derive(Debug)]
+pub struct DecodeBudget {
+    left: usize,
+}
+
+impl DecodeBudget {
+    /// Bytes of decoded structures allowed per input byte. Honest answers take at most about 6
+    /// (a Metadata partition without replicas); only structures of empty strings go beyond.
+    pub const PER_INPUT_BYTE: usize = 8;
+    /// Bytes allowed whatever the input's size: a small message may hold a few large structures.
+    pub const BASE: usize = 64 << 10;
+
+    /// The allowance for decoding `input_len` bytes.
+    pub fn for_input(input_len: usize) -> Self {
+        Self { left: input_len.saturating_mul(Self::PER_INPUT_BYTE).saturating_add(Self::BASE) }
+    }
+
+    /// Charges `n` elements of `T` against the allowance and allocates a vector for them;
+    /// [`DecodeError::MemoryBudgetExceeded`] names `what` when they do not fit.
+    #[inline]
+    pub fn vec<T>(&mut self, n: usize, what: &'static str) -> DecodeResult<Vec<T>> {
+        let needed = n.saturating_mul(size_of::<T>());
+        if needed > self.left {
+            return Err(DecodeError::MemoryBudgetExceeded { what, needed, left: self.left });
+        }
+        self.left -= needed;
+        Ok(Vec::with_capacity(n))
+    }
+}
+
 /// The longest string Kafka's strings carry, in bytes, in the classic (`int16` length) and the
 /// compact form alike (Kafka's own encoders refuse longer ones in both).
 pub const MAX_STRING_LEN: usize = i16::MAX as usize;

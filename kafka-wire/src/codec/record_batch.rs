@@ -266,6 +266,11 @@ impl Headers {
 
     /// Checks the `count` headers at the start of `buf` and splits them off.
     fn split(buf: &mut Bytes, count: usize) -> DecodeResult<Self> {
+        // Most records have none: no handle on the batch's bytes to take and drop (two atomic
+        // reference count updates per record).
+        if count == 0 {
+            return Ok(Self::default());
+        }
         let start = buf.clone();
         for _ in 0..count {
             let key_len = get_varint(buf, "header key length")?;
@@ -685,6 +690,16 @@ impl Records {
     /// [`RecordBatch::records_data`] returned it.
     pub fn from_data(header: &BatchHeader, data: Bytes) -> Self {
         Self::new(header, Ok(data))
+    }
+
+    /// How many records are left to yield (as the batch's `recordCount` says; fewer if the
+    /// data turns out short).
+    pub fn remaining(&self) -> usize {
+        if self.done {
+            0
+        } else {
+            self.left as usize
+        }
     }
 
     fn new(header: &BatchHeader, data: DecodeResult<Bytes>) -> Self {

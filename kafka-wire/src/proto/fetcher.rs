@@ -83,11 +83,15 @@ pub struct FetcherConfig {
     pub fetch_max_wait: Duration,
     /// `fetch.min.bytes`.
     pub fetch_min_bytes: usize,
-    /// `fetch.max.bytes`: the most a Fetch returns, and the most decompressed bytes kept ready.
+    /// `fetch.max.bytes`: the most a Fetch returns, and the most decompressed bytes kept ready
+    /// for the partitions not paused.
     pub fetch_max_bytes: usize,
     /// `max.partition.fetch.bytes`.
     pub max_partition_fetch_bytes: usize,
-    /// `queued.max.messages.kbytes` in bytes: no Fetch goes out while this much is buffered.
+    /// `queued.max.messages.kbytes` in bytes: no Fetch goes out while this much is buffered for
+    /// the partitions not paused. A paused partition keeps what it had fetched (at most about
+    /// two `max.partition.fetch.bytes`, as nothing more is fetched for it) outside this budget,
+    /// so that it cannot stop the others' fetches for as long as it stays paused.
     pub prefetch_max_bytes: usize,
     /// `client.rack` (KIP-392).
     pub client_rack: Option<String>,
@@ -587,16 +591,44 @@ impl Fetcher {
         taken
     }
 
+    /// About how many records [`Fetcher::take`] could hand out now without decompressing
+    /// anything more (the batches' record counts; records below a position are counted too):
+    /// what a caller sizes its output for.
+    pub fn ready_records(&self) -> usize {
+        self.partitions
+            .values()
+            .filter(|p| !p.paused && p.position.is_some() && p.usable())
+            .map(|p| {
+                let current = p.current.as_ref().map_or(0, |(records, _, _)| records.remaining());
+                let ready: usize = p
+                    .buffer
+                    .iter()
+                    .map_while(|b| match b {
+                        Buffered::Ready(r) => Some(r.header.record_count.max(0) as usize),
+                        Buffered::Compressed(_) => None,
+                    })
+                    .sum();
+                current + ready
+            })
+            .sum()
+    }
+
     /// The fetched bytes buffered across partitions, as counted against
     /// `queued.max.messages.kbytes`.
     pub fn buffered_bytes(&self) -> usize {
         self.partitions.values().map(|p| p.buffered).sum()
     }
 
-    /// The decompressed (and uncompressed) bytes that can be handed out across partitions
-    /// without decompressing anything more, as counted against `fetch.max.bytes`.
+    /// The fetched bytes buffered for the partitions not paused, as counted against
+    /// `queued.max.messages.kbytes`: a paused partition's buffer does not hold up the others.
+    fn active_buffered_bytes(&self) -> usize {
+        self.partitions.values().filter(|p| !p.paused).map(|p| p.buffered).sum()
+    }
+
+    /// The decompressed (and uncompressed) bytes that can be handed out without decompressing
+    /// anything more, across the partitions not paused, as counted against `fetch.max.bytes`.
     fn ready_bytes(&self) -> usize {
-        self.partitions.values().map(Partition::ready_ahead).sum()
+        self.partitions.values().filter(|p| !p.paused).map(Partition::ready_ahead).sum()
     }
 
     // ----- metadata -----
@@ -851,7 +883,7 @@ impl Fetcher {
     /// backing off after a failed one.
     fn plan_fetches(&mut self, now: Instant) {
         let config = &self.config;
-        if self.buffered_bytes() >= config.prefetch_max_bytes {
+        if self.active_buffered_bytes() >= config.prefetch_max_bytes {
             return;
         }
         let mut by_node: BTreeMap<i32, BTreeMap<TopicPartition, SessionPartition>> = BTreeMap::new();

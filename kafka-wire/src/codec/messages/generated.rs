@@ -94,14 +94,20 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ProduceRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(0), version });
             }
@@ -116,10 +122,10 @@ pub mod produce {
                     get_array_len_before(buf, flex, min, reserved, "ProduceRequest.topic_data")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "ProduceRequest.topic_data" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "ProduceRequest.topic_data")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(TopicProduceData::decode_before(buf, version, r)?);
+                    v.push(TopicProduceData::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -199,14 +205,20 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl PartitionProduceData {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.index = get_i32(buf, "PartitionProduceData.index")?;
@@ -302,14 +314,20 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl TopicProduceData {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 12 {
@@ -324,10 +342,10 @@ pub mod produce {
                     get_array_len_before(buf, flex, min, reserved, "TopicProduceData.partition_data")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "TopicProduceData.partition_data" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "TopicProduceData.partition_data")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(PartitionProduceData::decode_before(buf, version, r)?);
+                    v.push(PartitionProduceData::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -446,14 +464,20 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ProduceResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(0), version });
             }
@@ -465,10 +489,10 @@ pub mod produce {
                     get_array_len_before(buf, flex, min, reserved, "ProduceResponse.responses")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "ProduceResponse.responses" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "ProduceResponse.responses")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(TopicProduceResponse::decode_before(buf, version, r)?);
+                    v.push(TopicProduceResponse::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -483,10 +507,10 @@ pub mod produce {
                                     .map(|n| (n, min))
                             })
                             .ok_or(DecodeError::UnexpectedNull { what: "ProduceResponse.node_endpoints" })?;
-                            let mut v = Vec::with_capacity(n);
+                            let mut v = budget.vec(n, "ProduceResponse.node_endpoints")?;
                             for i in 0..n {
                                 let r = 0 + (n - 1 - i) * min;
-                                v.push(NodeEndpoint::decode_before(buf, version, r)?);
+                                v.push(NodeEndpoint::decode_before(buf, version, r, budget)?);
                             }
                             v
                         };
@@ -577,14 +601,20 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl BatchIndexAndErrorMessage {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 8 {
@@ -686,14 +716,20 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl LeaderIdAndEpoch {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 10 {
@@ -851,14 +887,20 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl PartitionProduceResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.index = get_i32(buf, "PartitionProduceResponse.index")?;
@@ -876,10 +918,10 @@ pub mod produce {
                             .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "PartitionProduceResponse.record_errors" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "PartitionProduceResponse.record_errors")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(BatchIndexAndErrorMessage::decode_before(buf, version, r)?);
+                        v.push(BatchIndexAndErrorMessage::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -894,7 +936,7 @@ pub mod produce {
             if flex {
                 this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 10 => {
-                        this.current_leader = LeaderIdAndEpoch::decode_before(buf, version, 0)?;
+                        this.current_leader = LeaderIdAndEpoch::decode_before(buf, version, 0, budget)?;
                         Ok(true)
                     }
                     _ => Ok(false),
@@ -1005,14 +1047,20 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl TopicProduceResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 12 {
@@ -1028,10 +1076,10 @@ pub mod produce {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "TopicProduceResponse.partition_responses" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "TopicProduceResponse.partition_responses")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(PartitionProduceResponse::decode_before(buf, version, r)?);
+                    v.push(PartitionProduceResponse::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -1162,14 +1210,20 @@ pub mod produce {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl NodeEndpoint {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 10 {
@@ -1413,14 +1467,20 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl FetchRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(1), version });
             }
@@ -1445,10 +1505,10 @@ pub mod fetch {
                     get_array_len_before(buf, flex, min, reserved, "FetchRequest.topics")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "FetchRequest.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "FetchRequest.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(FetchTopic::decode_before(buf, version, r)?);
+                    v.push(FetchTopic::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -1460,10 +1520,10 @@ pub mod fetch {
                             .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "FetchRequest.forgotten_topics_data" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "FetchRequest.forgotten_topics_data")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(ForgottenTopic::decode_before(buf, version, r)?);
+                        v.push(ForgottenTopic::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -1482,7 +1542,7 @@ pub mod fetch {
                         Ok(true)
                     }
                     1 if version >= 15 => {
-                        this.replica_state = ReplicaState::decode_before(buf, version, 0)?;
+                        this.replica_state = ReplicaState::decode_before(buf, version, 0, budget)?;
                         Ok(true)
                     }
                     _ => Ok(false),
@@ -1557,14 +1617,20 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ReplicaState {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 15 {
@@ -1692,14 +1758,20 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl FetchPartition {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition = get_i32(buf, "FetchPartition.partition")?;
@@ -1822,14 +1894,20 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl FetchTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 12 {
@@ -1844,10 +1922,10 @@ pub mod fetch {
                     get_array_len_before(buf, flex, min, reserved, "FetchTopic.partitions")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "FetchTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "FetchTopic.partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(FetchPartition::decode_before(buf, version, r)?);
+                    v.push(FetchPartition::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -1951,14 +2029,20 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ForgottenTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if (7..=12).contains(&version) {
@@ -1974,7 +2058,7 @@ pub mod fetch {
                         get_array_len_before(buf, flex, min, reserved, "ForgottenTopic.partitions")?.map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "ForgottenTopic.partitions" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "ForgottenTopic.partitions")?;
                     for _ in 0..n {
                         v.push(get_i32(buf, "ForgottenTopic.partitions")?);
                     }
@@ -2119,14 +2203,20 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl FetchResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(1), version });
             }
@@ -2145,10 +2235,10 @@ pub mod fetch {
                     get_array_len_before(buf, flex, min, reserved, "FetchResponse.responses")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "FetchResponse.responses" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "FetchResponse.responses")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(FetchableTopicResponse::decode_before(buf, version, r)?);
+                    v.push(FetchableTopicResponse::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -2162,10 +2252,10 @@ pub mod fetch {
                                     .map(|n| (n, min))
                             })
                             .ok_or(DecodeError::UnexpectedNull { what: "FetchResponse.node_endpoints" })?;
-                            let mut v = Vec::with_capacity(n);
+                            let mut v = budget.vec(n, "FetchResponse.node_endpoints")?;
                             for i in 0..n {
                                 let r = 0 + (n - 1 - i) * min;
-                                v.push(NodeEndpoint::decode_before(buf, version, r)?);
+                                v.push(NodeEndpoint::decode_before(buf, version, r, budget)?);
                             }
                             v
                         };
@@ -2239,14 +2329,20 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl EpochEndOffset {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 12 {
@@ -2325,14 +2421,20 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl LeaderIdAndEpoch {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 12 {
@@ -2397,14 +2499,20 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl SnapshotId {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.end_offset = get_i64(buf, "SnapshotId.end_offset")?;
@@ -2469,14 +2577,20 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl AbortedTransaction {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.producer_id = get_i64(buf, "AbortedTransaction.producer_id")?;
@@ -2679,14 +2793,20 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl PartitionData {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "PartitionData.partition_index")?;
@@ -2702,10 +2822,10 @@ pub mod fetch {
             } {
                 None => None,
                 Some((n, min)) => {
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "PartitionData.aborted_transactions")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(AbortedTransaction::decode_before(buf, version, r)?);
+                        v.push(AbortedTransaction::decode_before(buf, version, r, budget)?);
                     }
                     Some(v)
                 }
@@ -2717,15 +2837,15 @@ pub mod fetch {
             if flex {
                 this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
                     0 if version >= 12 => {
-                        this.diverging_epoch = EpochEndOffset::decode_before(buf, version, 0)?;
+                        this.diverging_epoch = EpochEndOffset::decode_before(buf, version, 0, budget)?;
                         Ok(true)
                     }
                     1 if version >= 12 => {
-                        this.current_leader = LeaderIdAndEpoch::decode_before(buf, version, 0)?;
+                        this.current_leader = LeaderIdAndEpoch::decode_before(buf, version, 0, budget)?;
                         Ok(true)
                     }
                     2 if version >= 12 => {
-                        this.snapshot_id = SnapshotId::decode_before(buf, version, 0)?;
+                        this.snapshot_id = SnapshotId::decode_before(buf, version, 0, budget)?;
                         Ok(true)
                     }
                     _ => Ok(false),
@@ -2830,14 +2950,20 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl FetchableTopicResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 12 {
@@ -2853,10 +2979,10 @@ pub mod fetch {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "FetchableTopicResponse.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "FetchableTopicResponse.partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(PartitionData::decode_before(buf, version, r)?);
+                    v.push(PartitionData::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -2987,14 +3113,20 @@ pub mod fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl NodeEndpoint {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 16 {
@@ -3139,14 +3271,20 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ListOffsetsRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(2), version });
             }
@@ -3162,10 +3300,10 @@ pub mod list_offsets {
                     get_array_len_before(buf, flex, min, reserved, "ListOffsetsRequest.topics")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsRequest.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "ListOffsetsRequest.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(ListOffsetsTopic::decode_before(buf, version, r)?);
+                    v.push(ListOffsetsTopic::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -3256,14 +3394,20 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ListOffsetsPartition {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "ListOffsetsPartition.partition_index")?;
@@ -3353,14 +3497,20 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ListOffsetsTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "ListOffsetsTopic.name")?;
@@ -3370,10 +3520,10 @@ pub mod list_offsets {
                     get_array_len_before(buf, flex, min, reserved, "ListOffsetsTopic.partitions")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "ListOffsetsTopic.partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(ListOffsetsPartition::decode_before(buf, version, r)?);
+                    v.push(ListOffsetsPartition::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -3467,14 +3617,20 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ListOffsetsResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(2), version });
             }
@@ -3489,10 +3645,10 @@ pub mod list_offsets {
                     get_array_len_before(buf, flex, min, reserved, "ListOffsetsResponse.topics")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsResponse.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "ListOffsetsResponse.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(ListOffsetsTopicResponse::decode_before(buf, version, r)?);
+                    v.push(ListOffsetsTopicResponse::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -3582,14 +3738,20 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ListOffsetsPartitionResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "ListOffsetsPartitionResponse.partition_index")?;
@@ -3686,14 +3848,20 @@ pub mod list_offsets {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ListOffsetsTopicResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "ListOffsetsTopicResponse.name")?;
@@ -3704,10 +3872,10 @@ pub mod list_offsets {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "ListOffsetsTopicResponse.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "ListOffsetsTopicResponse.partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(ListOffsetsPartitionResponse::decode_before(buf, version, r)?);
+                    v.push(ListOffsetsPartitionResponse::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -3851,14 +4019,20 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl MetadataRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(3), version });
             }
@@ -3871,10 +4045,10 @@ pub mod metadata {
                 } {
                     None => None,
                     Some((n, min)) => {
-                        let mut v = Vec::with_capacity(n);
+                        let mut v = budget.vec(n, "MetadataRequest.topics")?;
                         for i in 0..n {
                             let r = reserved + (n - 1 - i) * min;
-                            v.push(MetadataRequestTopic::decode_before(buf, version, r)?);
+                            v.push(MetadataRequestTopic::decode_before(buf, version, r, budget)?);
                         }
                         Some(v)
                     }
@@ -3886,10 +4060,10 @@ pub mod metadata {
                         get_array_len_before(buf, flex, min, reserved, "MetadataRequest.topics")?.map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "MetadataRequest.topics" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "MetadataRequest.topics")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(MetadataRequestTopic::decode_before(buf, version, r)?);
+                        v.push(MetadataRequestTopic::decode_before(buf, version, r, budget)?);
                     }
                     v
                 })
@@ -3988,14 +4162,20 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl MetadataRequestTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 10 {
@@ -4167,14 +4347,20 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl MetadataResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(3), version });
             }
@@ -4189,10 +4375,10 @@ pub mod metadata {
                     get_array_len_before(buf, flex, min, reserved, "MetadataResponse.brokers")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponse.brokers" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "MetadataResponse.brokers")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(MetadataResponseBroker::decode_before(buf, version, r)?);
+                    v.push(MetadataResponseBroker::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -4212,10 +4398,10 @@ pub mod metadata {
                     get_array_len_before(buf, flex, min, reserved, "MetadataResponse.topics")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponse.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "MetadataResponse.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(MetadataResponseTopic::decode_before(buf, version, r)?);
+                    v.push(MetadataResponseTopic::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -4316,14 +4502,20 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl MetadataResponseBroker {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.node_id = get_i32(buf, "MetadataResponseBroker.node_id")?;
@@ -4471,14 +4663,20 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl MetadataResponsePartition {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "MetadataResponsePartition.error_code")?);
@@ -4494,7 +4692,7 @@ pub mod metadata {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.replica_nodes" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "MetadataResponsePartition.replica_nodes")?;
                 for _ in 0..n {
                     v.push(get_i32(buf, "MetadataResponsePartition.replica_nodes")?);
                 }
@@ -4507,7 +4705,7 @@ pub mod metadata {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.isr_nodes" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "MetadataResponsePartition.isr_nodes")?;
                 for _ in 0..n {
                     v.push(get_i32(buf, "MetadataResponsePartition.isr_nodes")?);
                 }
@@ -4521,7 +4719,7 @@ pub mod metadata {
                             .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponsePartition.offline_replicas" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "MetadataResponsePartition.offline_replicas")?;
                     for _ in 0..n {
                         v.push(get_i32(buf, "MetadataResponsePartition.offline_replicas")?);
                     }
@@ -4673,14 +4871,20 @@ pub mod metadata {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl MetadataResponseTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "MetadataResponseTopic.error_code")?);
@@ -4702,10 +4906,10 @@ pub mod metadata {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "MetadataResponseTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "MetadataResponseTopic.partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(MetadataResponsePartition::decode_before(buf, version, r)?);
+                    v.push(MetadataResponsePartition::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -4859,14 +5063,20 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetCommitRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(8), version });
             }
@@ -4891,10 +5101,10 @@ pub mod offset_commit {
                     get_array_len_before(buf, flex, min, reserved, "OffsetCommitRequest.topics")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitRequest.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "OffsetCommitRequest.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(OffsetCommitRequestTopic::decode_before(buf, version, r)?);
+                    v.push(OffsetCommitRequestTopic::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -4997,14 +5207,20 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetCommitRequestPartition {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "OffsetCommitRequestPartition.partition_index")?;
@@ -5112,14 +5328,20 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetCommitRequestTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 9 {
@@ -5135,10 +5357,10 @@ pub mod offset_commit {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitRequestTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "OffsetCommitRequestTopic.partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(OffsetCommitRequestPartition::decode_before(buf, version, r)?);
+                    v.push(OffsetCommitRequestPartition::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -5237,14 +5459,20 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetCommitResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(8), version });
             }
@@ -5259,10 +5487,10 @@ pub mod offset_commit {
                     get_array_len_before(buf, flex, min, reserved, "OffsetCommitResponse.topics")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitResponse.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "OffsetCommitResponse.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(OffsetCommitResponseTopic::decode_before(buf, version, r)?);
+                    v.push(OffsetCommitResponseTopic::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -5326,14 +5554,20 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetCommitResponsePartition {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "OffsetCommitResponsePartition.partition_index")?;
@@ -5432,14 +5666,20 @@ pub mod offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetCommitResponseTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 9 {
@@ -5455,10 +5695,10 @@ pub mod offset_commit {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "OffsetCommitResponseTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "OffsetCommitResponseTopic.partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(OffsetCommitResponsePartition::decode_before(buf, version, r)?);
+                    v.push(OffsetCommitResponsePartition::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -5605,14 +5845,20 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetFetchRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(9), version });
             }
@@ -5629,10 +5875,10 @@ pub mod offset_fetch {
                     } {
                         None => None,
                         Some((n, min)) => {
-                            let mut v = Vec::with_capacity(n);
+                            let mut v = budget.vec(n, "OffsetFetchRequest.topics")?;
                             for i in 0..n {
                                 let r = reserved + (n - 1 - i) * min;
-                                v.push(OffsetFetchRequestTopic::decode_before(buf, version, r)?);
+                                v.push(OffsetFetchRequestTopic::decode_before(buf, version, r, budget)?);
                             }
                             Some(v)
                         }
@@ -5645,10 +5891,10 @@ pub mod offset_fetch {
                                 .map(|n| (n, min))
                         })
                         .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequest.topics" })?;
-                        let mut v = Vec::with_capacity(n);
+                        let mut v = budget.vec(n, "OffsetFetchRequest.topics")?;
                         for i in 0..n {
                             let r = reserved + (n - 1 - i) * min;
-                            v.push(OffsetFetchRequestTopic::decode_before(buf, version, r)?);
+                            v.push(OffsetFetchRequestTopic::decode_before(buf, version, r, budget)?);
                         }
                         v
                     })
@@ -5661,10 +5907,10 @@ pub mod offset_fetch {
                         get_array_len_before(buf, flex, min, reserved, "OffsetFetchRequest.groups")?.map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequest.groups" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "OffsetFetchRequest.groups")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(OffsetFetchRequestGroup::decode_before(buf, version, r)?);
+                        v.push(OffsetFetchRequestGroup::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -5766,14 +6012,20 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetFetchRequestTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 7 {
@@ -5787,7 +6039,7 @@ pub mod offset_fetch {
                             .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestTopic.partition_indexes" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "OffsetFetchRequestTopic.partition_indexes")?;
                     for _ in 0..n {
                         v.push(get_i32(buf, "OffsetFetchRequestTopic.partition_indexes")?);
                     }
@@ -5904,14 +6156,20 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetFetchRequestTopics {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if (8..=9).contains(&version) {
@@ -5928,7 +6186,7 @@ pub mod offset_fetch {
                             .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestTopics.partition_indexes" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "OffsetFetchRequestTopics.partition_indexes")?;
                     for _ in 0..n {
                         v.push(get_i32(buf, "OffsetFetchRequestTopics.partition_indexes")?);
                     }
@@ -6087,14 +6345,20 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetFetchRequestGroup {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 8 {
@@ -6119,10 +6383,10 @@ pub mod offset_fetch {
                     } {
                         None => None,
                         Some((n, min)) => {
-                            let mut v = Vec::with_capacity(n);
+                            let mut v = budget.vec(n, "OffsetFetchRequestGroup.topics")?;
                             for i in 0..n {
                                 let r = reserved + (n - 1 - i) * min;
-                                v.push(OffsetFetchRequestTopics::decode_before(buf, version, r)?);
+                                v.push(OffsetFetchRequestTopics::decode_before(buf, version, r, budget)?);
                             }
                             Some(v)
                         }
@@ -6135,10 +6399,10 @@ pub mod offset_fetch {
                                 .map(|n| (n, min))
                         })
                         .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchRequestGroup.topics" })?;
-                        let mut v = Vec::with_capacity(n);
+                        let mut v = budget.vec(n, "OffsetFetchRequestGroup.topics")?;
                         for i in 0..n {
                             let r = reserved + (n - 1 - i) * min;
-                            v.push(OffsetFetchRequestTopics::decode_before(buf, version, r)?);
+                            v.push(OffsetFetchRequestTopics::decode_before(buf, version, r, budget)?);
                         }
                         v
                     })
@@ -6285,14 +6549,20 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetFetchResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(9), version });
             }
@@ -6308,10 +6578,10 @@ pub mod offset_fetch {
                         get_array_len_before(buf, flex, min, reserved, "OffsetFetchResponse.topics")?.map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponse.topics" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "OffsetFetchResponse.topics")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(OffsetFetchResponseTopic::decode_before(buf, version, r)?);
+                        v.push(OffsetFetchResponseTopic::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -6326,10 +6596,10 @@ pub mod offset_fetch {
                         get_array_len_before(buf, flex, min, reserved, "OffsetFetchResponse.groups")?.map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponse.groups" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "OffsetFetchResponse.groups")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(OffsetFetchResponseGroup::decode_before(buf, version, r)?);
+                        v.push(OffsetFetchResponseGroup::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -6467,14 +6737,20 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetFetchResponsePartition {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 7 {
@@ -6605,14 +6881,20 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetFetchResponseTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version <= 7 {
@@ -6626,10 +6908,10 @@ pub mod offset_fetch {
                             .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseTopic.partitions" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "OffsetFetchResponseTopic.partitions")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(OffsetFetchResponsePartition::decode_before(buf, version, r)?);
+                        v.push(OffsetFetchResponsePartition::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -6786,14 +7068,20 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetFetchResponsePartitions {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 8 {
@@ -6930,14 +7218,20 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetFetchResponseTopics {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if (8..=9).contains(&version) {
@@ -6954,10 +7248,10 @@ pub mod offset_fetch {
                             .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseTopics.partitions" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "OffsetFetchResponseTopics.partitions")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(OffsetFetchResponsePartitions::decode_before(buf, version, r)?);
+                        v.push(OffsetFetchResponsePartitions::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -7080,14 +7374,20 @@ pub mod offset_fetch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetFetchResponseGroup {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 8 {
@@ -7101,10 +7401,10 @@ pub mod offset_fetch {
                             .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "OffsetFetchResponseGroup.topics" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "OffsetFetchResponseGroup.topics")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(OffsetFetchResponseTopics::decode_before(buf, version, r)?);
+                        v.push(OffsetFetchResponseTopics::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -7233,14 +7533,20 @@ pub mod find_coordinator {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl FindCoordinatorRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(10), version });
             }
@@ -7260,7 +7566,7 @@ pub mod find_coordinator {
                             .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "FindCoordinatorRequest.coordinator_keys" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "FindCoordinatorRequest.coordinator_keys")?;
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "FindCoordinatorRequest.coordinator_keys")?);
                     }
@@ -7429,14 +7735,20 @@ pub mod find_coordinator {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl FindCoordinatorResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(10), version });
             }
@@ -7472,10 +7784,10 @@ pub mod find_coordinator {
                             .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "FindCoordinatorResponse.coordinators" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "FindCoordinatorResponse.coordinators")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(Coordinator::decode_before(buf, version, r)?);
+                        v.push(Coordinator::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -7610,14 +7922,20 @@ pub mod find_coordinator {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl Coordinator {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 4 {
@@ -7817,14 +8135,20 @@ pub mod join_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl JoinGroupRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(11), version });
             }
@@ -7850,10 +8174,10 @@ pub mod join_group {
                     get_array_len_before(buf, flex, min, reserved, "JoinGroupRequest.protocols")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "JoinGroupRequest.protocols" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "JoinGroupRequest.protocols")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(JoinGroupRequestProtocol::decode_before(buf, version, r)?);
+                    v.push(JoinGroupRequestProtocol::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -7931,14 +8255,20 @@ pub mod join_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl JoinGroupRequestProtocol {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "JoinGroupRequestProtocol.name")?;
@@ -8106,14 +8436,20 @@ pub mod join_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl JoinGroupResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(11), version });
             }
@@ -8147,10 +8483,10 @@ pub mod join_group {
                     get_array_len_before(buf, flex, min, reserved, "JoinGroupResponse.members")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "JoinGroupResponse.members" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "JoinGroupResponse.members")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(JoinGroupResponseMember::decode_before(buf, version, r)?);
+                    v.push(JoinGroupResponseMember::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -8246,14 +8582,20 @@ pub mod join_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl JoinGroupResponseMember {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.member_id = get_string(buf, flex, "JoinGroupResponseMember.member_id")?;
@@ -8381,14 +8723,20 @@ pub mod heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl HeartbeatRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(12), version });
             }
@@ -8479,14 +8827,20 @@ pub mod heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl HeartbeatResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(12), version });
             }
@@ -8587,14 +8941,20 @@ pub mod leave_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl LeaveGroupRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(13), version });
             }
@@ -8611,10 +8971,10 @@ pub mod leave_group {
                         get_array_len_before(buf, flex, min, reserved, "LeaveGroupRequest.members")?.map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "LeaveGroupRequest.members" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "LeaveGroupRequest.members")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(MemberIdentity::decode_before(buf, version, r)?);
+                        v.push(MemberIdentity::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -8728,14 +9088,20 @@ pub mod leave_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl MemberIdentity {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 3 {
@@ -8869,14 +9235,20 @@ pub mod leave_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl LeaveGroupResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(13), version });
             }
@@ -8893,10 +9265,10 @@ pub mod leave_group {
                         get_array_len_before(buf, flex, min, reserved, "LeaveGroupResponse.members")?.map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "LeaveGroupResponse.members" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "LeaveGroupResponse.members")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(MemberResponse::decode_before(buf, version, r)?);
+                        v.push(MemberResponse::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -8998,14 +9370,20 @@ pub mod leave_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl MemberResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 3 {
@@ -9195,14 +9573,20 @@ pub mod sync_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl SyncGroupRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(14), version });
             }
@@ -9238,10 +9622,10 @@ pub mod sync_group {
                     get_array_len_before(buf, flex, min, reserved, "SyncGroupRequest.assignments")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "SyncGroupRequest.assignments" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "SyncGroupRequest.assignments")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(SyncGroupRequestAssignment::decode_before(buf, version, r)?);
+                    v.push(SyncGroupRequestAssignment::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -9316,14 +9700,20 @@ pub mod sync_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl SyncGroupRequestAssignment {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.member_id = get_string(buf, flex, "SyncGroupRequestAssignment.member_id")?;
@@ -9467,14 +9857,20 @@ pub mod sync_group {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl SyncGroupResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(14), version });
             }
@@ -9586,14 +9982,20 @@ pub mod describe_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribeGroupsRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(15), version });
             }
@@ -9605,7 +10007,7 @@ pub mod describe_groups {
                     get_array_len_before(buf, flex, min, reserved, "DescribeGroupsRequest.groups")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DescribeGroupsRequest.groups" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DescribeGroupsRequest.groups")?;
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "DescribeGroupsRequest.groups")?);
                 }
@@ -9698,14 +10100,20 @@ pub mod describe_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribeGroupsResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(15), version });
             }
@@ -9720,10 +10128,10 @@ pub mod describe_groups {
                     get_array_len_before(buf, flex, min, reserved, "DescribeGroupsResponse.groups")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DescribeGroupsResponse.groups" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DescribeGroupsResponse.groups")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(DescribedGroup::decode_before(buf, version, r)?);
+                    v.push(DescribedGroup::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -9831,14 +10239,20 @@ pub mod describe_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribedGroupMember {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.member_id = get_string(buf, flex, "DescribedGroupMember.member_id")?;
@@ -9995,14 +10409,20 @@ pub mod describe_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribedGroup {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "DescribedGroup.error_code")?);
@@ -10023,10 +10443,10 @@ pub mod describe_groups {
                     get_array_len_before(buf, flex, min, reserved, "DescribedGroup.members")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DescribedGroup.members" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DescribedGroup.members")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(DescribedGroupMember::decode_before(buf, version, r)?);
+                    v.push(DescribedGroupMember::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -10152,14 +10572,20 @@ pub mod list_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ListGroupsRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(16), version });
             }
@@ -10173,7 +10599,7 @@ pub mod list_groups {
                             .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsRequest.states_filter" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "ListGroupsRequest.states_filter")?;
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "ListGroupsRequest.states_filter")?);
                     }
@@ -10188,7 +10614,7 @@ pub mod list_groups {
                             .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsRequest.types_filter" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "ListGroupsRequest.types_filter")?;
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "ListGroupsRequest.types_filter")?);
                     }
@@ -10284,14 +10710,20 @@ pub mod list_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ListGroupsResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(16), version });
             }
@@ -10307,10 +10739,10 @@ pub mod list_groups {
                     get_array_len_before(buf, flex, min, reserved, "ListGroupsResponse.groups")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "ListGroupsResponse.groups" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "ListGroupsResponse.groups")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(ListedGroup::decode_before(buf, version, r)?);
+                    v.push(ListedGroup::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -10400,14 +10832,20 @@ pub mod list_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ListedGroup {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.group_id = get_string(buf, flex, "ListedGroup.group_id")?;
@@ -10506,14 +10944,20 @@ pub mod sasl_handshake {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl SaslHandshakeRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(17), version });
             }
@@ -10596,14 +11040,20 @@ pub mod sasl_handshake {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl SaslHandshakeResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(17), version });
             }
@@ -10617,7 +11067,7 @@ pub mod sasl_handshake {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "SaslHandshakeResponse.mechanisms" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "SaslHandshakeResponse.mechanisms")?;
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "SaslHandshakeResponse.mechanisms")?);
                 }
@@ -10717,14 +11167,20 @@ pub mod api_versions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ApiVersionsRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(18), version });
             }
@@ -10924,14 +11380,20 @@ pub mod api_versions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ApiVersionsResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(18), version });
             }
@@ -10944,10 +11406,10 @@ pub mod api_versions {
                     get_array_len_before(buf, flex, min, reserved, "ApiVersionsResponse.api_keys")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "ApiVersionsResponse.api_keys" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "ApiVersionsResponse.api_keys")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(ApiVersion::decode_before(buf, version, r)?);
+                    v.push(ApiVersion::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -10964,10 +11426,10 @@ pub mod api_versions {
                                     .map(|n| (n, min))
                             })
                             .ok_or(DecodeError::UnexpectedNull { what: "ApiVersionsResponse.supported_features" })?;
-                            let mut v = Vec::with_capacity(n);
+                            let mut v = budget.vec(n, "ApiVersionsResponse.supported_features")?;
                             for i in 0..n {
                                 let r = 0 + (n - 1 - i) * min;
-                                v.push(SupportedFeatureKey::decode_before(buf, version, r)?);
+                                v.push(SupportedFeatureKey::decode_before(buf, version, r, budget)?);
                             }
                             v
                         };
@@ -10985,10 +11447,10 @@ pub mod api_versions {
                                     .map(|n| (n, min))
                             })
                             .ok_or(DecodeError::UnexpectedNull { what: "ApiVersionsResponse.finalized_features" })?;
-                            let mut v = Vec::with_capacity(n);
+                            let mut v = budget.vec(n, "ApiVersionsResponse.finalized_features")?;
                             for i in 0..n {
                                 let r = 0 + (n - 1 - i) * min;
-                                v.push(FinalizedFeatureKey::decode_before(buf, version, r)?);
+                                v.push(FinalizedFeatureKey::decode_before(buf, version, r, budget)?);
                             }
                             v
                         };
@@ -11055,14 +11517,20 @@ pub mod api_versions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ApiVersion {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.api_key = get_i16(buf, "ApiVersion.api_key")?;
@@ -11173,14 +11641,20 @@ pub mod api_versions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl SupportedFeatureKey {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 3 {
@@ -11303,14 +11777,20 @@ pub mod api_versions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl FinalizedFeatureKey {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 3 {
@@ -11427,14 +11907,20 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl CreateTopicsRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(19), version });
             }
@@ -11446,10 +11932,10 @@ pub mod create_topics {
                     get_array_len_before(buf, flex, min, reserved, "CreateTopicsRequest.topics")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "CreateTopicsRequest.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "CreateTopicsRequest.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(CreatableTopic::decode_before(buf, version, r)?);
+                    v.push(CreatableTopic::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -11523,14 +12009,20 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl CreatableReplicaAssignment {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "CreatableReplicaAssignment.partition_index")?;
@@ -11541,7 +12033,7 @@ pub mod create_topics {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "CreatableReplicaAssignment.broker_ids" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "CreatableReplicaAssignment.broker_ids")?;
                 for _ in 0..n {
                     v.push(get_i32(buf, "CreatableReplicaAssignment.broker_ids")?);
                 }
@@ -11634,14 +12126,20 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl CreatableTopicConfig {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatableTopicConfig.name")?;
@@ -11747,14 +12245,20 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl CreatableTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatableTopic.name")?;
@@ -11766,10 +12270,10 @@ pub mod create_topics {
                     get_array_len_before(buf, flex, min, reserved, "CreatableTopic.assignments")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopic.assignments" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "CreatableTopic.assignments")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(CreatableReplicaAssignment::decode_before(buf, version, r)?);
+                    v.push(CreatableReplicaAssignment::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -11779,10 +12283,10 @@ pub mod create_topics {
                     get_array_len_before(buf, flex, min, reserved, "CreatableTopic.configs")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopic.configs" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "CreatableTopic.configs")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(CreatableTopicConfig::decode_before(buf, version, r)?);
+                    v.push(CreatableTopicConfig::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -11873,14 +12377,20 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl CreateTopicsResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(19), version });
             }
@@ -11893,10 +12403,10 @@ pub mod create_topics {
                     get_array_len_before(buf, flex, min, reserved, "CreateTopicsResponse.topics")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "CreateTopicsResponse.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "CreateTopicsResponse.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(CreatableTopicResult::decode_before(buf, version, r)?);
+                    v.push(CreatableTopicResult::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -12022,14 +12532,20 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl CreatableTopicConfigs {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 5 {
@@ -12247,14 +12763,20 @@ pub mod create_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl CreatableTopicResult {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatableTopicResult.name")?;
@@ -12278,10 +12800,10 @@ pub mod create_topics {
                     } {
                         None => None,
                         Some((n, min)) => {
-                            let mut v = Vec::with_capacity(n);
+                            let mut v = budget.vec(n, "CreatableTopicResult.configs")?;
                             for i in 0..n {
                                 let r = reserved + (n - 1 - i) * min;
-                                v.push(CreatableTopicConfigs::decode_before(buf, version, r)?);
+                                v.push(CreatableTopicConfigs::decode_before(buf, version, r, budget)?);
                             }
                             Some(v)
                         }
@@ -12294,10 +12816,10 @@ pub mod create_topics {
                                 .map(|n| (n, min))
                         })
                         .ok_or(DecodeError::UnexpectedNull { what: "CreatableTopicResult.configs" })?;
-                        let mut v = Vec::with_capacity(n);
+                        let mut v = budget.vec(n, "CreatableTopicResult.configs")?;
                         for i in 0..n {
                             let r = reserved + (n - 1 - i) * min;
-                            v.push(CreatableTopicConfigs::decode_before(buf, version, r)?);
+                            v.push(CreatableTopicConfigs::decode_before(buf, version, r, budget)?);
                         }
                         v
                     })
@@ -12429,14 +12951,20 @@ pub mod delete_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DeleteTopicsRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(20), version });
             }
@@ -12449,10 +12977,10 @@ pub mod delete_topics {
                         get_array_len_before(buf, flex, min, reserved, "DeleteTopicsRequest.topics")?.map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsRequest.topics" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "DeleteTopicsRequest.topics")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(DeleteTopicState::decode_before(buf, version, r)?);
+                        v.push(DeleteTopicState::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -12465,7 +12993,7 @@ pub mod delete_topics {
                             .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsRequest.topic_names" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "DeleteTopicsRequest.topic_names")?;
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "DeleteTopicsRequest.topic_names")?);
                     }
@@ -12559,14 +13087,20 @@ pub mod delete_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DeleteTopicState {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 6 {
@@ -12667,14 +13201,20 @@ pub mod delete_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DeleteTopicsResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(20), version });
             }
@@ -12687,10 +13227,10 @@ pub mod delete_topics {
                     get_array_len_before(buf, flex, min, reserved, "DeleteTopicsResponse.responses")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DeleteTopicsResponse.responses" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DeleteTopicsResponse.responses")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(DeletableTopicResult::decode_before(buf, version, r)?);
+                    v.push(DeletableTopicResult::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -12803,14 +13343,20 @@ pub mod delete_topics {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DeletableTopicResult {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = if version >= 6 {
@@ -12925,14 +13471,20 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DeleteRecordsRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(21), version });
             }
@@ -12944,10 +13496,10 @@ pub mod delete_records {
                     get_array_len_before(buf, flex, min, reserved, "DeleteRecordsRequest.topics")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsRequest.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DeleteRecordsRequest.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(DeleteRecordsTopic::decode_before(buf, version, r)?);
+                    v.push(DeleteRecordsTopic::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -13017,14 +13569,20 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DeleteRecordsPartition {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "DeleteRecordsPartition.partition_index")?;
@@ -13111,14 +13669,20 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DeleteRecordsTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "DeleteRecordsTopic.name")?;
@@ -13128,10 +13692,10 @@ pub mod delete_records {
                     get_array_len_before(buf, flex, min, reserved, "DeleteRecordsTopic.partitions")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DeleteRecordsTopic.partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(DeleteRecordsPartition::decode_before(buf, version, r)?);
+                    v.push(DeleteRecordsPartition::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -13219,14 +13783,20 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DeleteRecordsResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(21), version });
             }
@@ -13239,10 +13809,10 @@ pub mod delete_records {
                     get_array_len_before(buf, flex, min, reserved, "DeleteRecordsResponse.topics")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsResponse.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DeleteRecordsResponse.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(DeleteRecordsTopicResult::decode_before(buf, version, r)?);
+                    v.push(DeleteRecordsTopicResult::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -13314,14 +13884,20 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DeleteRecordsPartitionResult {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "DeleteRecordsPartitionResult.partition_index")?;
@@ -13410,14 +13986,20 @@ pub mod delete_records {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DeleteRecordsTopicResult {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "DeleteRecordsTopicResult.name")?;
@@ -13428,10 +14010,10 @@ pub mod delete_records {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DeleteRecordsTopicResult.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DeleteRecordsTopicResult.partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(DeleteRecordsPartitionResult::decode_before(buf, version, r)?);
+                    v.push(DeleteRecordsPartitionResult::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -13581,14 +14163,20 @@ pub mod init_producer_id {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl InitProducerIdRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(22), version });
             }
@@ -13716,14 +14304,20 @@ pub mod init_producer_id {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl InitProducerIdResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(22), version });
             }
@@ -13820,14 +14414,20 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetForLeaderEpochRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(23), version });
             }
@@ -13843,10 +14443,10 @@ pub mod offset_for_leader_epoch {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderEpochRequest.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "OffsetForLeaderEpochRequest.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(OffsetForLeaderTopic::decode_before(buf, version, r)?);
+                    v.push(OffsetForLeaderTopic::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -13923,14 +14523,20 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetForLeaderPartition {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition = get_i32(buf, "OffsetForLeaderPartition.partition")?;
@@ -14019,14 +14625,20 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetForLeaderTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic = get_string(buf, flex, "OffsetForLeaderTopic.topic")?;
@@ -14036,10 +14648,10 @@ pub mod offset_for_leader_epoch {
                     get_array_len_before(buf, flex, min, reserved, "OffsetForLeaderTopic.partitions")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "OffsetForLeaderTopic.partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(OffsetForLeaderPartition::decode_before(buf, version, r)?);
+                    v.push(OffsetForLeaderPartition::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -14127,14 +14739,20 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetForLeaderEpochResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(23), version });
             }
@@ -14148,10 +14766,10 @@ pub mod offset_for_leader_epoch {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderEpochResponse.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "OffsetForLeaderEpochResponse.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(OffsetForLeaderTopicResult::decode_before(buf, version, r)?);
+                    v.push(OffsetForLeaderTopicResult::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -14224,14 +14842,20 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl EpochEndOffset {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "EpochEndOffset.error_code")?);
@@ -14322,14 +14946,20 @@ pub mod offset_for_leader_epoch {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetForLeaderTopicResult {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic = get_string(buf, flex, "OffsetForLeaderTopicResult.topic")?;
@@ -14340,10 +14970,10 @@ pub mod offset_for_leader_epoch {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "OffsetForLeaderTopicResult.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "OffsetForLeaderTopicResult.partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(EpochEndOffset::decode_before(buf, version, r)?);
+                    v.push(EpochEndOffset::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -14518,14 +15148,20 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl AddPartitionsToTxnRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(24), version });
             }
@@ -14539,10 +15175,10 @@ pub mod add_partitions_to_txn {
                             .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnRequest.transactions" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "AddPartitionsToTxnRequest.transactions")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(AddPartitionsToTxnTransaction::decode_before(buf, version, r)?);
+                        v.push(AddPartitionsToTxnTransaction::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -14566,10 +15202,10 @@ pub mod add_partitions_to_txn {
                             .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnRequest.v3_and_below_topics" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "AddPartitionsToTxnRequest.v3_and_below_topics")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(AddPartitionsToTxnTopic::decode_before(buf, version, r)?);
+                        v.push(AddPartitionsToTxnTopic::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -14709,14 +15345,20 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl AddPartitionsToTxnTransaction {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 4 {
@@ -14739,10 +15381,10 @@ pub mod add_partitions_to_txn {
                             .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTransaction.topics" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "AddPartitionsToTxnTransaction.topics")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(AddPartitionsToTxnTopic::decode_before(buf, version, r)?);
+                        v.push(AddPartitionsToTxnTopic::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -14839,14 +15481,20 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl AddPartitionsToTxnTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "AddPartitionsToTxnTopic.name")?;
@@ -14857,7 +15505,7 @@ pub mod add_partitions_to_txn {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "AddPartitionsToTxnTopic.partitions")?;
                 for _ in 0..n {
                     v.push(get_i32(buf, "AddPartitionsToTxnTopic.partitions")?);
                 }
@@ -15004,14 +15652,20 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl AddPartitionsToTxnResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(24), version });
             }
@@ -15035,10 +15689,10 @@ pub mod add_partitions_to_txn {
                         .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnResponse.results_by_transaction" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "AddPartitionsToTxnResponse.results_by_transaction")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(AddPartitionsToTxnResult::decode_before(buf, version, r)?);
+                        v.push(AddPartitionsToTxnResult::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -15059,10 +15713,10 @@ pub mod add_partitions_to_txn {
                     .ok_or(DecodeError::UnexpectedNull {
                         what: "AddPartitionsToTxnResponse.results_by_topic_v3_and_below",
                     })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "AddPartitionsToTxnResponse.results_by_topic_v3_and_below")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(AddPartitionsToTxnTopicResult::decode_before(buf, version, r)?);
+                        v.push(AddPartitionsToTxnTopicResult::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -15155,14 +15809,20 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl AddPartitionsToTxnResult {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             if version >= 4 {
@@ -15176,10 +15836,10 @@ pub mod add_partitions_to_txn {
                             .map(|n| (n, min))
                     })
                     .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnResult.topic_results" })?;
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "AddPartitionsToTxnResult.topic_results")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(AddPartitionsToTxnTopicResult::decode_before(buf, version, r)?);
+                        v.push(AddPartitionsToTxnTopicResult::decode_before(buf, version, r, budget)?);
                     }
                     v
                 };
@@ -15279,14 +15939,20 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl AddPartitionsToTxnTopicResult {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "AddPartitionsToTxnTopicResult.name")?;
@@ -15303,10 +15969,10 @@ pub mod add_partitions_to_txn {
                     .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "AddPartitionsToTxnTopicResult.results_by_partition" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "AddPartitionsToTxnTopicResult.results_by_partition")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(AddPartitionsToTxnPartitionResult::decode_before(buf, version, r)?);
+                    v.push(AddPartitionsToTxnPartitionResult::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -15390,14 +16056,20 @@ pub mod add_partitions_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl AddPartitionsToTxnPartitionResult {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "AddPartitionsToTxnPartitionResult.partition_index")?;
@@ -15501,14 +16173,20 @@ pub mod add_offsets_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl AddOffsetsToTxnRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(25), version });
             }
@@ -15586,14 +16264,20 @@ pub mod add_offsets_to_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl AddOffsetsToTxnResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(25), version });
             }
@@ -15679,14 +16363,20 @@ pub mod end_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl EndTxnRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(26), version });
             }
@@ -15787,14 +16477,20 @@ pub mod end_txn {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl EndTxnResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(26), version });
             }
@@ -15949,14 +16645,20 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl TxnOffsetCommitRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(28), version });
             }
@@ -15985,10 +16687,10 @@ pub mod txn_offset_commit {
                     get_array_len_before(buf, flex, min, reserved, "TxnOffsetCommitRequest.topics")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitRequest.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "TxnOffsetCommitRequest.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(TxnOffsetCommitRequestTopic::decode_before(buf, version, r)?);
+                    v.push(TxnOffsetCommitRequestTopic::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -16091,14 +16793,20 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl TxnOffsetCommitRequestPartition {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "TxnOffsetCommitRequestPartition.partition_index")?;
@@ -16194,14 +16902,20 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl TxnOffsetCommitRequestTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "TxnOffsetCommitRequestTopic.name")?;
@@ -16212,10 +16926,10 @@ pub mod txn_offset_commit {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitRequestTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "TxnOffsetCommitRequestTopic.partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(TxnOffsetCommitRequestPartition::decode_before(buf, version, r)?);
+                    v.push(TxnOffsetCommitRequestPartition::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -16303,14 +17017,20 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl TxnOffsetCommitResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(28), version });
             }
@@ -16323,10 +17043,10 @@ pub mod txn_offset_commit {
                     get_array_len_before(buf, flex, min, reserved, "TxnOffsetCommitResponse.topics")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitResponse.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "TxnOffsetCommitResponse.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(TxnOffsetCommitResponseTopic::decode_before(buf, version, r)?);
+                    v.push(TxnOffsetCommitResponseTopic::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -16390,14 +17110,20 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl TxnOffsetCommitResponsePartition {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "TxnOffsetCommitResponsePartition.partition_index")?;
@@ -16484,14 +17210,20 @@ pub mod txn_offset_commit {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl TxnOffsetCommitResponseTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "TxnOffsetCommitResponseTopic.name")?;
@@ -16502,10 +17234,10 @@ pub mod txn_offset_commit {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "TxnOffsetCommitResponseTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "TxnOffsetCommitResponseTopic.partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(TxnOffsetCommitResponsePartition::decode_before(buf, version, r)?);
+                    v.push(TxnOffsetCommitResponsePartition::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -16617,14 +17349,20 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribeConfigsRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(32), version });
             }
@@ -16637,10 +17375,10 @@ pub mod describe_configs {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsRequest.resources" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DescribeConfigsRequest.resources")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(DescribeConfigsResource::decode_before(buf, version, r)?);
+                    v.push(DescribeConfigsResource::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -16736,14 +17474,20 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribeConfigsResource {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.resource_type = get_i8(buf, "DescribeConfigsResource.resource_type")?;
@@ -16755,7 +17499,7 @@ pub mod describe_configs {
             } {
                 None => None,
                 Some((n, min)) => {
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "DescribeConfigsResource.configuration_keys")?;
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "DescribeConfigsResource.configuration_keys")?);
                     }
@@ -16847,14 +17591,20 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribeConfigsResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(32), version });
             }
@@ -16867,10 +17617,10 @@ pub mod describe_configs {
                     get_array_len_before(buf, flex, min, reserved, "DescribeConfigsResponse.results")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResponse.results" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DescribeConfigsResponse.results")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(DescribeConfigsResult::decode_before(buf, version, r)?);
+                    v.push(DescribeConfigsResult::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -16949,14 +17699,20 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribeConfigsSynonym {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "DescribeConfigsSynonym.name")?;
@@ -17115,14 +17871,20 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribeConfigsResourceResult {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "DescribeConfigsResourceResult.name")?;
@@ -17137,10 +17899,10 @@ pub mod describe_configs {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResourceResult.synonyms" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DescribeConfigsResourceResult.synonyms")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(DescribeConfigsSynonym::decode_before(buf, version, r)?);
+                    v.push(DescribeConfigsSynonym::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -17273,14 +18035,20 @@ pub mod describe_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribeConfigsResult {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "DescribeConfigsResult.error_code")?);
@@ -17293,10 +18061,10 @@ pub mod describe_configs {
                     get_array_len_before(buf, flex, min, reserved, "DescribeConfigsResult.configs")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DescribeConfigsResult.configs" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DescribeConfigsResult.configs")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(DescribeConfigsResourceResult::decode_before(buf, version, r)?);
+                    v.push(DescribeConfigsResourceResult::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -17385,14 +18153,20 @@ pub mod sasl_authenticate {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl SaslAuthenticateRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(36), version });
             }
@@ -17501,14 +18275,20 @@ pub mod sasl_authenticate {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl SaslAuthenticateResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(36), version });
             }
@@ -17603,14 +18383,20 @@ pub mod create_partitions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl CreatePartitionsRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(37), version });
             }
@@ -17622,10 +18408,10 @@ pub mod create_partitions {
                     get_array_len_before(buf, flex, min, reserved, "CreatePartitionsRequest.topics")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsRequest.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "CreatePartitionsRequest.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(CreatePartitionsTopic::decode_before(buf, version, r)?);
+                    v.push(CreatePartitionsTopic::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -17696,14 +18482,20 @@ pub mod create_partitions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl CreatePartitionsAssignment {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.broker_ids = {
@@ -17713,7 +18505,7 @@ pub mod create_partitions {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsAssignment.broker_ids" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "CreatePartitionsAssignment.broker_ids")?;
                 for _ in 0..n {
                     v.push(get_i32(buf, "CreatePartitionsAssignment.broker_ids")?);
                 }
@@ -17820,14 +18612,20 @@ pub mod create_partitions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl CreatePartitionsTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatePartitionsTopic.name")?;
@@ -17838,10 +18636,10 @@ pub mod create_partitions {
             } {
                 None => None,
                 Some((n, min)) => {
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "CreatePartitionsTopic.assignments")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(CreatePartitionsAssignment::decode_before(buf, version, r)?);
+                        v.push(CreatePartitionsAssignment::decode_before(buf, version, r, budget)?);
                     }
                     Some(v)
                 }
@@ -17931,14 +18729,20 @@ pub mod create_partitions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl CreatePartitionsResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(37), version });
             }
@@ -17952,10 +18756,10 @@ pub mod create_partitions {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "CreatePartitionsResponse.results" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "CreatePartitionsResponse.results")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(CreatePartitionsTopicResult::decode_before(buf, version, r)?);
+                    v.push(CreatePartitionsTopicResult::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -18039,14 +18843,20 @@ pub mod create_partitions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl CreatePartitionsTopicResult {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "CreatePartitionsTopicResult.name")?;
@@ -18138,14 +18948,20 @@ pub mod delete_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DeleteGroupsRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(42), version });
             }
@@ -18158,7 +18974,7 @@ pub mod delete_groups {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DeleteGroupsRequest.groups_names" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DeleteGroupsRequest.groups_names")?;
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "DeleteGroupsRequest.groups_names")?);
                 }
@@ -18238,14 +19054,20 @@ pub mod delete_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DeleteGroupsResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(42), version });
             }
@@ -18258,10 +19080,10 @@ pub mod delete_groups {
                     get_array_len_before(buf, flex, min, reserved, "DeleteGroupsResponse.results")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DeleteGroupsResponse.results" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DeleteGroupsResponse.results")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(DeletableGroupResult::decode_before(buf, version, r)?);
+                    v.push(DeletableGroupResult::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -18330,14 +19152,20 @@ pub mod delete_groups {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DeletableGroupResult {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.group_id = get_string(buf, flex, "DeletableGroupResult.group_id")?;
@@ -18432,14 +19260,20 @@ pub mod incremental_alter_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl IncrementalAlterConfigsRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(44), version });
             }
@@ -18452,10 +19286,10 @@ pub mod incremental_alter_configs {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "IncrementalAlterConfigsRequest.resources" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "IncrementalAlterConfigsRequest.resources")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(AlterConfigsResource::decode_before(buf, version, r)?);
+                    v.push(AlterConfigsResource::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -18542,14 +19376,20 @@ pub mod incremental_alter_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl AlterableConfig {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "AlterableConfig.name")?;
@@ -18646,14 +19486,20 @@ pub mod incremental_alter_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl AlterConfigsResource {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.resource_type = get_i8(buf, "AlterConfigsResource.resource_type")?;
@@ -18664,10 +19510,10 @@ pub mod incremental_alter_configs {
                     get_array_len_before(buf, flex, min, reserved, "AlterConfigsResource.configs")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "AlterConfigsResource.configs" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "AlterConfigsResource.configs")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(AlterableConfig::decode_before(buf, version, r)?);
+                    v.push(AlterableConfig::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -18756,14 +19602,20 @@ pub mod incremental_alter_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl IncrementalAlterConfigsResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(44), version });
             }
@@ -18777,10 +19629,10 @@ pub mod incremental_alter_configs {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "IncrementalAlterConfigsResponse.responses" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "IncrementalAlterConfigsResponse.responses")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(AlterConfigsResourceResponse::decode_before(buf, version, r)?);
+                    v.push(AlterConfigsResourceResponse::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -18868,14 +19720,20 @@ pub mod incremental_alter_configs {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl AlterConfigsResourceResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "AlterConfigsResourceResponse.error_code")?);
@@ -18975,14 +19833,20 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetDeleteRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(47), version });
             }
@@ -18995,10 +19859,10 @@ pub mod offset_delete {
                     get_array_len_before(buf, flex, min, reserved, "OffsetDeleteRequest.topics")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteRequest.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "OffsetDeleteRequest.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(OffsetDeleteRequestTopic::decode_before(buf, version, r)?);
+                    v.push(OffsetDeleteRequestTopic::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -19064,14 +19928,20 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetDeleteRequestPartition {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "OffsetDeleteRequestPartition.partition_index")?;
@@ -19156,14 +20026,20 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetDeleteRequestTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "OffsetDeleteRequestTopic.name")?;
@@ -19174,10 +20050,10 @@ pub mod offset_delete {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteRequestTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "OffsetDeleteRequestTopic.partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(OffsetDeleteRequestPartition::decode_before(buf, version, r)?);
+                    v.push(OffsetDeleteRequestPartition::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -19273,14 +20149,20 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetDeleteResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(47), version });
             }
@@ -19294,10 +20176,10 @@ pub mod offset_delete {
                     get_array_len_before(buf, flex, min, reserved, "OffsetDeleteResponse.topics")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteResponse.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "OffsetDeleteResponse.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(OffsetDeleteResponseTopic::decode_before(buf, version, r)?);
+                    v.push(OffsetDeleteResponseTopic::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -19361,14 +20243,20 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetDeleteResponsePartition {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "OffsetDeleteResponsePartition.partition_index")?;
@@ -19455,14 +20343,20 @@ pub mod offset_delete {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl OffsetDeleteResponseTopic {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "OffsetDeleteResponseTopic.name")?;
@@ -19473,10 +20367,10 @@ pub mod offset_delete {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "OffsetDeleteResponseTopic.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "OffsetDeleteResponseTopic.partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(OffsetDeleteResponsePartition::decode_before(buf, version, r)?);
+                    v.push(OffsetDeleteResponsePartition::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -19589,14 +20483,20 @@ pub mod describe_cluster {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribeClusterRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(60), version });
             }
@@ -19733,14 +20633,20 @@ pub mod describe_cluster {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribeClusterResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(60), version });
             }
@@ -19760,10 +20666,10 @@ pub mod describe_cluster {
                     get_array_len_before(buf, flex, min, reserved, "DescribeClusterResponse.brokers")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DescribeClusterResponse.brokers" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DescribeClusterResponse.brokers")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(DescribeClusterBroker::decode_before(buf, version, r)?);
+                    v.push(DescribeClusterBroker::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -19863,14 +20769,20 @@ pub mod describe_cluster {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribeClusterBroker {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.broker_id = get_i32(buf, "DescribeClusterBroker.broker_id")?;
@@ -19971,14 +20883,20 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribeProducersRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(61), version });
             }
@@ -19990,10 +20908,10 @@ pub mod describe_producers {
                     get_array_len_before(buf, flex, min, reserved, "DescribeProducersRequest.topics")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DescribeProducersRequest.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DescribeProducersRequest.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(TopicRequest::decode_before(buf, version, r)?);
+                    v.push(TopicRequest::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -20066,14 +20984,20 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl TopicRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "TopicRequest.name")?;
@@ -20083,7 +21007,7 @@ pub mod describe_producers {
                     get_array_len_before(buf, flex, min, reserved, "TopicRequest.partition_indexes")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "TopicRequest.partition_indexes" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "TopicRequest.partition_indexes")?;
                 for _ in 0..n {
                     v.push(get_i32(buf, "TopicRequest.partition_indexes")?);
                 }
@@ -20173,14 +21097,20 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribeProducersResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(61), version });
             }
@@ -20194,10 +21124,10 @@ pub mod describe_producers {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DescribeProducersResponse.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DescribeProducersResponse.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(TopicResponse::decode_before(buf, version, r)?);
+                    v.push(TopicResponse::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -20277,14 +21207,20 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ProducerState {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.producer_id = get_i64(buf, "ProducerState.producer_id")?;
@@ -20401,14 +21337,20 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl PartitionResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.partition_index = get_i32(buf, "PartitionResponse.partition_index")?;
@@ -20421,10 +21363,10 @@ pub mod describe_producers {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "PartitionResponse.active_producers" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "PartitionResponse.active_producers")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(ProducerState::decode_before(buf, version, r)?);
+                    v.push(ProducerState::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -20508,14 +21450,20 @@ pub mod describe_producers {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl TopicResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.name = get_string(buf, flex, "TopicResponse.name")?;
@@ -20525,10 +21473,10 @@ pub mod describe_producers {
                     get_array_len_before(buf, flex, min, reserved, "TopicResponse.partitions")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "TopicResponse.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "TopicResponse.partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(PartitionResponse::decode_before(buf, version, r)?);
+                    v.push(PartitionResponse::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -20622,14 +21570,20 @@ pub mod describe_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribeTransactionsRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(65), version });
             }
@@ -20642,7 +21596,7 @@ pub mod describe_transactions {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DescribeTransactionsRequest.transactional_ids" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DescribeTransactionsRequest.transactional_ids")?;
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "DescribeTransactionsRequest.transactional_ids")?);
                 }
@@ -20731,14 +21685,20 @@ pub mod describe_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribeTransactionsResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(65), version });
             }
@@ -20752,10 +21712,10 @@ pub mod describe_transactions {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DescribeTransactionsResponse.transaction_states" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DescribeTransactionsResponse.transaction_states")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(TransactionState::decode_before(buf, version, r)?);
+                    v.push(TransactionState::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -20819,14 +21779,20 @@ pub mod describe_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl TopicData {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic = get_string(buf, flex, "TopicData.topic")?;
@@ -20836,7 +21802,7 @@ pub mod describe_transactions {
                     get_array_len_before(buf, flex, min, reserved, "TopicData.partitions")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "TopicData.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "TopicData.partitions")?;
                 for _ in 0..n {
                     v.push(get_i32(buf, "TopicData.partitions")?);
                 }
@@ -20950,14 +21916,20 @@ pub mod describe_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl TransactionState {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "TransactionState.error_code")?);
@@ -20973,10 +21945,10 @@ pub mod describe_transactions {
                     get_array_len_before(buf, flex, min, reserved, "TransactionState.topics")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "TransactionState.topics" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "TransactionState.topics")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(TopicData::decode_before(buf, version, r)?);
+                    v.push(TopicData::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -21125,14 +22097,20 @@ pub mod list_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ListTransactionsRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(66), version });
             }
@@ -21145,7 +22123,7 @@ pub mod list_transactions {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsRequest.state_filters" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "ListTransactionsRequest.state_filters")?;
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "ListTransactionsRequest.state_filters")?);
                 }
@@ -21158,7 +22136,7 @@ pub mod list_transactions {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsRequest.producer_id_filters" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "ListTransactionsRequest.producer_id_filters")?;
                 for _ in 0..n {
                     v.push(get_i64(buf, "ListTransactionsRequest.producer_id_filters")?);
                 }
@@ -21274,14 +22252,20 @@ pub mod list_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ListTransactionsResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(66), version });
             }
@@ -21296,7 +22280,7 @@ pub mod list_transactions {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsResponse.unknown_state_filters" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "ListTransactionsResponse.unknown_state_filters")?;
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "ListTransactionsResponse.unknown_state_filters")?);
                 }
@@ -21309,10 +22293,10 @@ pub mod list_transactions {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "ListTransactionsResponse.transaction_states" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "ListTransactionsResponse.transaction_states")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(TransactionState::decode_before(buf, version, r)?);
+                    v.push(TransactionState::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -21383,14 +22367,20 @@ pub mod list_transactions {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl TransactionState {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.transactional_id = get_string(buf, flex, "TransactionState.transactional_id")?;
@@ -21606,14 +22596,20 @@ pub mod consumer_group_heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ConsumerGroupHeartbeatRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(68), version });
             }
@@ -21632,7 +22628,7 @@ pub mod consumer_group_heartbeat {
             } {
                 None => None,
                 Some((n, min)) => {
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "ConsumerGroupHeartbeatRequest.subscribed_topic_names")?;
                     for _ in 0..n {
                         v.push(get_string(buf, flex, "ConsumerGroupHeartbeatRequest.subscribed_topic_names")?);
                     }
@@ -21654,10 +22650,10 @@ pub mod consumer_group_heartbeat {
             } {
                 None => None,
                 Some((n, min)) => {
-                    let mut v = Vec::with_capacity(n);
+                    let mut v = budget.vec(n, "ConsumerGroupHeartbeatRequest.topic_partitions")?;
                     for i in 0..n {
                         let r = reserved + (n - 1 - i) * min;
-                        v.push(TopicPartitions::decode_before(buf, version, r)?);
+                        v.push(TopicPartitions::decode_before(buf, version, r, budget)?);
                     }
                     Some(v)
                 }
@@ -21727,14 +22723,20 @@ pub mod consumer_group_heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl TopicPartitions {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic_id = get_uuid(buf, "TopicPartitions.topic_id")?;
@@ -21744,7 +22746,7 @@ pub mod consumer_group_heartbeat {
                     get_array_len_before(buf, flex, min, reserved, "TopicPartitions.partitions")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "TopicPartitions.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "TopicPartitions.partitions")?;
                 for _ in 0..n {
                     v.push(get_i32(buf, "TopicPartitions.partitions")?);
                 }
@@ -21890,14 +22892,20 @@ pub mod consumer_group_heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ConsumerGroupHeartbeatResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(68), version });
             }
@@ -21912,7 +22920,7 @@ pub mod consumer_group_heartbeat {
             this.assignment = if get_i8(buf, "ConsumerGroupHeartbeatResponse.assignment")? < 0 {
                 None
             } else {
-                Some(Assignment::decode_before(buf, version, reserved)?)
+                Some(Assignment::decode_before(buf, version, reserved, budget)?)
             };
             if flex {
                 this.unknown_tagged_fields = get_tagged_fields(buf, |tag, buf| match tag {
@@ -21972,14 +22980,20 @@ pub mod consumer_group_heartbeat {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl Assignment {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic_partitions = {
@@ -21988,10 +23002,10 @@ pub mod consumer_group_heartbeat {
                     get_array_len_before(buf, flex, min, reserved, "Assignment.topic_partitions")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "Assignment.topic_partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "Assignment.topic_partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(TopicPartitions::decode_before(buf, version, r)?);
+                    v.push(TopicPartitions::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -22072,14 +23086,20 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ConsumerGroupDescribeRequest {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(69), version });
             }
@@ -22092,7 +23112,7 @@ pub mod consumer_group_describe {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "ConsumerGroupDescribeRequest.group_ids" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "ConsumerGroupDescribeRequest.group_ids")?;
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "ConsumerGroupDescribeRequest.group_ids")?);
                 }
@@ -22174,14 +23194,20 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl ConsumerGroupDescribeResponse {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             if !Self::VERSIONS.contains(version) {
                 return Err(DecodeError::UnsupportedVersion { api: ApiKey(69), version });
             }
@@ -22195,10 +23221,10 @@ pub mod consumer_group_describe {
                         .map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "ConsumerGroupDescribeResponse.groups" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "ConsumerGroupDescribeResponse.groups")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(DescribedGroup::decode_before(buf, version, r)?);
+                    v.push(DescribedGroup::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -22347,14 +23373,20 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl Member {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.member_id = get_string(buf, flex, "Member.member_id")?;
@@ -22369,15 +23401,15 @@ pub mod consumer_group_describe {
                     get_array_len_before(buf, flex, min, reserved, "Member.subscribed_topic_names")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "Member.subscribed_topic_names" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "Member.subscribed_topic_names")?;
                 for _ in 0..n {
                     v.push(get_string(buf, flex, "Member.subscribed_topic_names")?);
                 }
                 v
             };
             this.subscribed_topic_regex = get_nullable_string(buf, flex, "Member.subscribed_topic_regex")?;
-            this.assignment = Assignment::decode_before(buf, version, reserved)?;
-            this.target_assignment = Assignment::decode_before(buf, version, reserved)?;
+            this.assignment = Assignment::decode_before(buf, version, reserved, budget)?;
+            this.target_assignment = Assignment::decode_before(buf, version, reserved, budget)?;
             if version >= 1 {
                 this.member_type = get_i8(buf, "Member.member_type")?;
             }
@@ -22517,14 +23549,20 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl DescribedGroup {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.error_code = ErrorCode(get_i16(buf, "DescribedGroup.error_code")?);
@@ -22540,10 +23578,10 @@ pub mod consumer_group_describe {
                     get_array_len_before(buf, flex, min, reserved, "DescribedGroup.members")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "DescribedGroup.members" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "DescribedGroup.members")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(Member::decode_before(buf, version, r)?);
+                    v.push(Member::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
@@ -22639,14 +23677,20 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl TopicPartitions {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic_id = get_uuid(buf, "TopicPartitions.topic_id")?;
@@ -22657,7 +23701,7 @@ pub mod consumer_group_describe {
                     get_array_len_before(buf, flex, min, reserved, "TopicPartitions.partitions")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "TopicPartitions.partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "TopicPartitions.partitions")?;
                 for _ in 0..n {
                     v.push(get_i32(buf, "TopicPartitions.partitions")?);
                 }
@@ -22737,14 +23781,20 @@ pub mod consumer_group_describe {
         }
 
         fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self> {
-            Self::decode_before(buf, version, 0)
+            Self::decode_before(buf, version, 0, &mut DecodeBudget::for_input(buf.len()))
         }
     }
 
     impl Assignment {
         /// Reads the structure at `version` from the front of `buf`, whose last `reserved` bytes
-        /// are promised to what follows it: its arrays' counts must fit in the bytes before them.
-        pub(crate) fn decode_before(buf: &mut Bytes, version: i16, reserved: usize) -> DecodeResult<Self> {
+        /// are promised to what follows it: its arrays' counts must fit in the bytes before them,
+        /// and their elements in what is left of the message's `budget`.
+        pub(crate) fn decode_before(
+            buf: &mut Bytes,
+            version: i16,
+            reserved: usize,
+            budget: &mut DecodeBudget,
+        ) -> DecodeResult<Self> {
             let flex = Self::is_flexible(version);
             let mut this = Self::default();
             this.topic_partitions = {
@@ -22753,10 +23803,10 @@ pub mod consumer_group_describe {
                     get_array_len_before(buf, flex, min, reserved, "Assignment.topic_partitions")?.map(|n| (n, min))
                 })
                 .ok_or(DecodeError::UnexpectedNull { what: "Assignment.topic_partitions" })?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = budget.vec(n, "Assignment.topic_partitions")?;
                 for i in 0..n {
                     let r = reserved + (n - 1 - i) * min;
-                    v.push(TopicPartitions::decode_before(buf, version, r)?);
+                    v.push(TopicPartitions::decode_before(buf, version, r, budget)?);
                 }
                 v
             };
