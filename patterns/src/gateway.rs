@@ -15,9 +15,12 @@
 //! missed and none twice: from the gateway's recent history when it reaches back that far
 //! (bounded by [`GatewayConfig::history_bytes`]), otherwise read again from Kafka first.
 //!
-//! **Slow clients.** Each socket has a queue of [`GatewayConfig::client_buffer`] notifications.
-//! A client that does not keep up fills it and is disconnected (close code 1013, "try again
-//! later"); nobody else waits for it, and it can resume where it stopped.
+//! **Slow clients.** Each socket has a queue. A client that still has more than
+//! [`GatewayConfig::client_buffer`] notifications queued from earlier polls when the next poll's
+//! arrive does not keep up and is disconnected (close code 1013, "try again later"); nobody else
+//! waits for it, and it can resume where it stopped. One poll's burst does not count against a
+//! client that drains its queue between polls, so a queue holds at most `client_buffer` plus one
+//! poll's notifications.
 //!
 //! ```no_run
 //! # async fn demo() -> kafka_wire::Result<()> {
@@ -32,6 +35,7 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -90,7 +94,8 @@ pub struct GatewayConfig {
     pub bootstrap: String,
     /// The notifications topic.
     pub topic: String,
-    /// Notifications queued for one socket before the gateway gives up on it (default 256).
+    /// Notifications a socket may still have queued from earlier polls when the next poll's
+    /// arrive; past it the gateway gives up on it (default 256).
     pub client_buffer: usize,
     /// Bytes of recent notifications kept to resume from without reading Kafka again (default
     /// 8 MiB). Older ones are read again from Kafka on resume.
@@ -192,7 +197,7 @@ fn frame(id: EventId, value: &[u8]) -> Utf8Bytes {
 /// A socket waiting for a channel's notifications.
 struct Subscriber {
     id: u64,
-    queue: mpsc::Sender<Notification>,
+    queue: Outbox,
     /// Notifications at or before it were sent by the resume (or already seen), per partition.
     after: Option<EventId>,
 }
@@ -217,7 +222,57 @@ struct Hub {
     next_subscriber: u64,
 }
 
+/// The hub's end of a socket's queue: unbounded in itself, and bounded by the hub, which drops
+/// the subscriber at the start of a poll if its backlog is over the limit.
+struct Outbox {
+    tx: mpsc::UnboundedSender<Notification>,
+    backlog: Arc<AtomicUsize>,
+}
+
+/// The socket's end of its queue.
+struct Inbox {
+    rx: mpsc::UnboundedReceiver<Notification>,
+    backlog: Arc<AtomicUsize>,
+}
+
+fn socket_queue() -> (Outbox, Inbox) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let backlog = Arc::new(AtomicUsize::new(0));
+    (Outbox { tx, backlog: backlog.clone() }, Inbox { rx, backlog })
+}
+
+impl Outbox {
+    /// Queues `n`; false if the socket is gone.
+    fn push(&self, n: Notification) -> bool {
+        // Counted first, so that the socket never takes one that is not counted yet.
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(n).is_ok()
+    }
+
+    fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+}
+
+impl Inbox {
+    /// The next notification; `None` once the hub dropped the socket and its queue is empty.
+    /// Cancel-safe, as `mpsc::UnboundedReceiver::recv`.
+    async fn recv(&mut self) -> Option<Notification> {
+        let n = self.rx.recv().await?;
+        self.backlog.fetch_sub(1, Ordering::Relaxed);
+        Some(n)
+    }
+}
+
 impl Hub {
+    /// A poll's notifications are about to be delivered: drops the sockets that still hold more
+    /// than `limit` notifications from before (they do not keep up).
+    fn start_poll(&mut self, limit: usize) {
+        for ch in self.channels.values_mut() {
+            ch.subscribers.retain(|s| s.queue.backlog() <= limit);
+        }
+    }
+
     fn deliver(&mut self, channel: Arc<str>, n: Notification, budget: usize) {
         let size = n.frame.len();
         let ch = self.channels.entry(channel.clone()).or_default();
@@ -225,8 +280,7 @@ impl Hub {
             if s.after.is_some_and(|a| a.partition == n.id.partition && n.id.offset <= a.offset) {
                 return true;
             }
-            // A full queue is a client that does not keep up: it is dropped, not waited for.
-            s.queue.try_send(n.clone()).is_ok()
+            s.queue.push(n.clone())
         });
         ch.recent.push_back(n);
         self.history.push_back((channel, size));
@@ -330,6 +384,9 @@ async fn consume(gateway: Weak<Inner>) {
         match records {
             Ok(records) => {
                 let mut hub = lock(&inner.hub);
+                if !records.is_empty() {
+                    hub.start_poll(inner.config.client_buffer);
+                }
                 for record in &records {
                     let Some(key) = record.key.as_deref() else { continue };
                     let channel: Arc<str> = String::from_utf8_lossy(key).into();
@@ -377,13 +434,13 @@ struct Subscription {
     replay: Option<(EventId, i64)>,
     /// The history's notifications after `after`.
     recent: Vec<Notification>,
-    live: mpsc::Receiver<Notification>,
+    live: Inbox,
 }
 
 /// Registers a socket on `channel` and takes what it is owed from the history, under the hub's
 /// lock, so that nothing falls between the history and the live queue.
 fn subscribe(inner: &Inner, channel: Arc<str>, after: Option<EventId>) -> Subscription {
-    let (queue, live) = mpsc::channel(inner.config.client_buffer);
+    let (queue, live) = socket_queue();
     let mut hub = lock(&inner.hub);
     let id = hub.next_subscriber;
     hub.next_subscriber += 1;
@@ -428,7 +485,7 @@ async fn serve(gateway: Gateway, subscription: Subscription, socket: WebSocket) 
             tokio::select! {
                 n = live.recv() => match n {
                     Some(n) => send(&mut sink, n.frame, send_timeout).await?,
-                    // Dropped by the hub: its queue was full, or the gateway is closing.
+                    // Dropped by the hub: it did not keep up, or the gateway is closing.
                     None => {
                         let closing = *inner.shutdown.borrow();
                         return Err(if closing {
@@ -560,7 +617,7 @@ mod tests {
     }
 
     #[test]
-    fn a_subscriber_whose_queue_is_full_is_dropped_and_the_others_still_get_everything() {
+    fn a_subscriber_that_does_not_drain_its_queue_between_polls_is_dropped_and_the_others_get_everything() {
         let mut hub = Hub {
             channels: HashMap::new(),
             history: VecDeque::new(),
@@ -568,20 +625,33 @@ mod tests {
             floor: HashMap::new(),
             next_subscriber: 0,
         };
-        let (slow, _slow_rx) = mpsc::channel(2);
-        let (fast, mut fast_rx) = mpsc::channel(100);
+        let (slow, _slow_inbox) = socket_queue();
+        let (fast, mut fast_inbox) = socket_queue();
         let ch = hub.channels.entry("c".into()).or_default();
         ch.subscribers.push(Subscriber { id: 0, queue: slow, after: None });
         ch.subscribers.push(Subscriber { id: 1, queue: fast, after: None });
+        let mut got = Vec::new();
+        let mut drain = |inbox: &mut Inbox| {
+            while let Ok(n) = inbox.rx.try_recv() {
+                inbox.backlog.fetch_sub(1, Ordering::Relaxed);
+                got.push(n.id.offset);
+            }
+        };
+        // One poll's burst of 5, over a limit of 2: nobody is dropped for a burst.
+        hub.start_poll(2);
         for offset in 0..5 {
+            hub.deliver("c".into(), notification(0, offset, 1), 1 << 20);
+        }
+        assert_eq!(hub.channels["c"].subscribers.len(), 2);
+        drain(&mut fast_inbox);
+        // The next poll: the slow one still holds 5 and goes; the fast one drained and stays.
+        hub.start_poll(2);
+        for offset in 5..8 {
             hub.deliver("c".into(), notification(0, offset, 1), 1 << 20);
         }
         let ids: Vec<u64> = hub.channels["c"].subscribers.iter().map(|s| s.id).collect();
         assert_eq!(ids, [1]);
-        let mut got = Vec::new();
-        while let Ok(n) = fast_rx.try_recv() {
-            got.push(n.id.offset);
-        }
-        assert_eq!(got, [0, 1, 2, 3, 4]);
+        drain(&mut fast_inbox);
+        assert_eq!(got, (0..8).collect::<Vec<_>>());
     }
 }

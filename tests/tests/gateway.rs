@@ -206,3 +206,31 @@ async fn a_client_that_stops_reading_is_dropped_and_does_not_hold_up_the_others(
     publisher.close().await.expect("close");
     gateway.close().await;
 }
+
+/// A client that keeps up is never dropped for a burst: notifications published together reach
+/// the gateway in one poll, more of them than the socket's buffer, and the gateway hands them
+/// all over before it judges the client (it used to drop it as soon as the burst overflowed its
+/// queue, which a loaded machine made happen even to a client that reads as fast as it can).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_bigger_than_the_client_buffer_does_not_drop_a_client_that_keeps_up() {
+    const COUNT: i64 = 200;
+    let topic = topic(1).await;
+    let gateway = Gateway::start(GatewayConfig::new(&bootstrap(), &topic).client_buffer(4)).await.expect("gateway");
+    let addr = serve(&gateway).await;
+    let mut reader = connect(addr, "job-burst", None).await;
+    let publisher = Publisher::new(&bootstrap(), &topic).await.expect("publisher");
+    let published = futures_util::future::join_all((0..COUNT).map(|n| {
+        let publisher = publisher.clone();
+        async move { (publisher.publish("job-burst", &json!({"n": n})).await.expect("publish").offset, n) }
+    }))
+    .await;
+    // Sent concurrently: the topic's order is the one to expect.
+    let mut published = published;
+    published.sort();
+    let expected: Vec<i64> = published.iter().map(|(_, n)| *n).collect();
+    let (seen, _) = read_n(&mut reader, COUNT as usize).await;
+    assert_eq!(seen, expected, "every notification of the burst, in the topic's order");
+    assert_eq!(gateway.connections(), 1, "the reader is still connected");
+    publisher.close().await.expect("close");
+    gateway.close().await;
+}
