@@ -179,9 +179,11 @@ async fn produce_consume_and_transact_over_ssl_and_the_console_consumer_reads_it
 }
 
 #[tokio::test]
-async fn produce_consume_and_transact_over_sasl_ssl_with_scram_sha_512() {
+async fn produce_consume_and_transact_over_sasl_ssl_with_each_mechanism() {
     let Some(l) = secured_listeners("sasl_ssl") else { return };
-    round_trip("SASL_SSL", sasl(&l, "SASL_SSL", "SCRAM-SHA-512", &l.username, &l.password)).await;
+    for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        round_trip(&format!("SASL_SSL-{mechanism}"), sasl(&l, "SASL_SSL", mechanism, &l.username, &l.password)).await;
+    }
 }
 
 #[tokio::test]
