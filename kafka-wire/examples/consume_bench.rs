@@ -14,7 +14,9 @@
 //! * `--latency`: end-to-end latency instead: a producer (acks=all, idempotent, linger 5 ms,
 //!   `--batch-size`) sends RECORDS 100-byte records to the existing, empty `--topic` at a fixed
 //!   `--rate` per second, each carrying its send time, while a consumer in the same process
-//!   reads them from the earliest offset; prints p50/p99/p99.9 of send-to-consume time.
+//!   reads them from the earliest offset; prints p50/p99/p99.9 of send-to-consume time. The
+//!   records of the first second (at most a quarter) are left out: they measure the start-up
+//!   (connections, the producer id, the consumer's first fetch), not the steady state.
 
 #[path = "support/proc_stats.rs"]
 mod proc_stats;
@@ -202,6 +204,7 @@ async fn latency(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 tokio::time::sleep_until(start + Duration::from_nanos(i * 1_000_000_000 / rate)).await;
                 let mut value = vec![b'x'; 100];
                 value[..8].copy_from_slice(&now_nanos().to_le_bytes());
+                value[8..16].copy_from_slice(&i.to_le_bytes());
                 pending.push_back(producer.send(ProducerRecord::new(topic.as_str(), value)).await?);
                 while pending.len() > 100_000 {
                     if let Some(f) = pending.pop_front() {
@@ -216,17 +219,22 @@ async fn latency(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(start.elapsed())
         })
     };
-    let mut nanos = Vec::with_capacity(n);
-    while nanos.len() < n {
+    let warm_up = rate.min(n as u64 / 4);
+    let (mut nanos, mut read) = (Vec::with_capacity(n), 0);
+    while read < n {
         let batch = consumer.poll(Duration::from_secs(30)).await?;
         if batch.is_empty() {
-            return Err(format!("no record for 30 s after {}", nanos.len()).into());
+            return Err(format!("no record for 30 s after {read}").into());
         }
         let now = now_nanos();
         for r in batch.iter() {
             let v = r.value.as_ref().ok_or("a record without a value")?;
-            let sent = u64::from_le_bytes(v.get(..8).ok_or("a value under 8 bytes")?.try_into()?);
-            nanos.push(now.saturating_sub(sent));
+            let sent = u64::from_le_bytes(v.get(..8).ok_or("a value under 16 bytes")?.try_into()?);
+            let index = u64::from_le_bytes(v.get(8..16).ok_or("a value under 16 bytes")?.try_into()?);
+            read += 1;
+            if index >= warm_up {
+                nanos.push(now.saturating_sub(sent));
+            }
         }
     }
     let took = sender.await?.map_err(|e| e.to_string())?;

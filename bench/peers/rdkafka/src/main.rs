@@ -63,15 +63,21 @@ fn consumer(a: &args::Args) -> BaseConsumer {
 fn produce(a: &args::Args, rate: Option<u64>) -> Duration {
     let p = producer(a);
     let values = args::values(a.value_size);
+    if rate.is_none() {
+        // Warm up as this library's produce_bench does: metadata and the producer id, untimed.
+        p.send(BaseRecord::<(), [u8]>::to(&a.topic).payload(&values[0][..])).map_err(|(e, _)| e).expect("warm-up");
+        p.flush(Duration::from_secs(30)).expect("warm-up flush");
+        p.context().ok.store(0, Ordering::Relaxed);
+    }
     let start = Instant::now();
-    let mut value = vec![0u8; a.value_size.max(8)];
+    let mut value = vec![0u8; a.value_size.max(16)];
     for i in 0..a.records {
         if let Some(rate) = rate {
             let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
-            while Instant::now() < due {
-                p.poll(due.saturating_duration_since(Instant::now()));
-            }
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            p.poll(Duration::ZERO);
             value[..8].copy_from_slice(&args::now_nanos().to_le_bytes());
+            value[8..16].copy_from_slice(&i.to_le_bytes());
         } else {
             let v = &values[i as usize % values.len()];
             value.truncate(0);
@@ -127,17 +133,22 @@ fn main() {
         "latency" => {
             let c = consumer(&a);
             let n = a.records;
+            let warm_up = a.rate.min(n / 4);
             let reader = std::thread::spawn(move || {
-                let mut nanos = Vec::with_capacity(n as usize);
-                while (nanos.len() as u64) < n {
+                let (mut nanos, mut read) = (Vec::with_capacity(n as usize), 0);
+                while read < n {
                     match c.poll(Duration::from_secs(30)) {
                         Some(Ok(m)) => {
                             let v = m.payload().expect("value");
-                            let sent = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
-                            nanos.push(args::now_nanos().saturating_sub(sent));
+                            let sent = u64::from_le_bytes(v[..8].try_into().expect("16 bytes"));
+                            let index = u64::from_le_bytes(v[8..16].try_into().expect("16 bytes"));
+                            read += 1;
+                            if index >= warm_up {
+                                nanos.push(args::now_nanos().saturating_sub(sent));
+                            }
                         }
                         Some(Err(e)) => eprintln!("poll: {e}"),
-                        None => panic!("no record for 30 s after {}", nanos.len()),
+                        None => panic!("no record for 30 s after {read}"),
                     }
                 }
                 nanos
