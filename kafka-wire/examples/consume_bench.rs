@@ -96,7 +96,7 @@ async fn consume(args: &Args, topic: &str) -> Result<(), Box<dyn std::error::Err
     let load_before = loadavg();
     let (u0, s0) = cpu_seconds("/proc/self/stat");
     let consumer =
-        Consumer::new(ConsumerConfig::new(&bootstrap).auto_offset_reset(OffsetReset::Earliest).max_poll_records(5000))
+        Consumer::new(ConsumerConfig::new(bootstrap).auto_offset_reset(OffsetReset::Earliest).max_poll_records(5000))
             .await?;
     consumer.assign((0..PARTITIONS).map(|p| TopicPartition::new(topic, p)));
     let started = Instant::now();
