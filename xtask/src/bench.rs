@@ -379,7 +379,15 @@ struct Ran {
     max_rss_kb: f64,
 }
 
+/// Runs a client under GNU time, with `stdin` as its input (kw produce) and its standard output
+/// kept for its figures.
 fn timed(env: &Env, program: &Path, args: &[String], stdin: Option<&Path>) -> Result<Ran> {
+    timed_to(env, program, args, stdin, false)
+}
+
+/// [`timed`]; with `discard_stdout` the records `kw consume` prints go to /dev/null, not
+/// through a pipe into this process.
+fn timed_to(env: &Env, program: &Path, args: &[String], stdin: Option<&Path>, discard_stdout: bool) -> Result<Ran> {
     let rusage = env.scratch.join("rusage.txt");
     let mut cmd = Command::new("/usr/bin/time");
     cmd.args(["-f", "%e %U %S %M", "-o"]).arg(&rusage).arg(program).args(args).current_dir(&env.root);
@@ -387,7 +395,8 @@ fn timed(env: &Env, program: &Path, args: &[String], stdin: Option<&Path>) -> Re
         Some(p) => Stdio::from(std::fs::File::open(p)?),
         None => Stdio::null(),
     });
-    let out = cmd.stderr(Stdio::piped()).stdout(Stdio::piped()).output()?;
+    let out =
+        cmd.stderr(Stdio::piped()).stdout(if discard_stdout { Stdio::null() } else { Stdio::piped() }).output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -591,7 +600,7 @@ fn consume(env: &Env, client: Client, topic: &str, w: &Workload) -> Result<Figur
             let bin = if client == Client::Kw { env.kw.clone() } else { env.kw_musl.clone().context("no musl kw")? };
             let args = vec![s("consume"), topic.into(), s("-b"), env.bootstrap.clone(), s("--from"), s("beginning")];
             let args = [args, vec![s("-c"), s(w.records), s("--exit-at-end")]].concat();
-            (timed(env, &bin, &args, None)?, None)
+            (timed_to(env, &bin, &args, None, true)?, None)
         }
         Client::Java => {
             let ran = xtask_tool(
