@@ -3,16 +3,27 @@
 //! CPU seconds per million records (user + sys of this process, consuming phase only) and the
 //! process's peak RSS.
 //!
-//! `cargo run --release -p kafka-wire --example consume_bench -- [BOOTSTRAP] [RECORDS]`
+//! `cargo run --release -p kafka-wire --example consume_bench -- [BOOTSTRAP] [RECORDS]
+//! [--topic T] [--json] [--latency [--rate 20000] [--batch-size 1000000]]`
 //! (defaults 127.0.0.1:9092 and 5 000 000). For comparison, Kafka's own tool on the same topic:
 //! `cargo xtask kafka tool consumer-perf --bootstrap-server 127.0.0.1:9092 --topic T --messages N`.
+//!
+//! * `--topic T`: consume RECORDS from this existing, filled topic instead of filling one (how
+//!   `cargo xtask bench` gives every client the same data).
+//! * `--json`: also print the figures as one JSON line (the last line) for the harness.
+//! * `--latency`: end-to-end latency instead: a producer (acks=all, idempotent, linger 5 ms,
+//!   `--batch-size`) sends RECORDS 100-byte records to the existing, empty `--topic` at a fixed
+//!   `--rate` per second, each carrying its send time, while a consumer in the same process
+//!   reads them from the earliest offset; prints p50/p99/p99.9 of send-to-consume time. The
+//!   records of the first second (at most a quarter) are left out: they measure the start-up
+//!   (connections, the producer id, the consumer's first fetch), not the steady state.
 
 #[path = "support/proc_stats.rs"]
 mod proc_stats;
 
 use std::time::{Duration, Instant};
 
-use kafka_wire::client::{Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord};
+use kafka_wire::client::{Acks, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord};
 use kafka_wire::codec::compression::Compression;
 use kafka_wire::codec::messages::create_topics::CreatableTopic;
 use kafka_wire::codec::messages::CreateTopicsRequest;
@@ -24,12 +35,23 @@ const PARTITIONS: i32 = 6;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let bootstrap = args.next().unwrap_or_else(|| "127.0.0.1:9092".into());
-    let records: usize = args.next().map(|n| n.replace('_', "").parse()).transpose()?.unwrap_or(5_000_000);
-    let topic = format!("consume-bench-{}", std::process::id());
+    let args = Args::parse()?;
+    let (bootstrap, records) = (args.bootstrap.clone(), args.records);
+    if args.latency {
+        return latency(&args).await;
+    }
+    let topic = match &args.topic {
+        Some(t) => t.clone(),
+        None => fill(&bootstrap, records).await?,
+    };
 
-    let producer = Producer::new(ProducerConfig::new(&bootstrap).compression(Compression::Lz4)).await?;
+    consume(&args, &topic).await
+}
+
+/// Creates a topic and fills it with `records` records of 100 B; returns its name.
+async fn fill(bootstrap: &str, records: usize) -> Result<String, Box<dyn std::error::Error>> {
+    let topic = format!("consume-bench-{}", std::process::id());
+    let producer = Producer::new(ProducerConfig::new(bootstrap).compression(Compression::Lz4)).await?;
     let create = CreateTopicsRequest {
         topics: vec![CreatableTopic {
             name: topic.as_str().into(),
@@ -65,13 +87,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     producer.close().await?;
     println!("filled {topic}: {records} records of 100 B (lz4) in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(topic)
+}
+
+async fn consume(args: &Args, topic: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let (bootstrap, records) = (&args.bootstrap, args.records);
 
     let load_before = loadavg();
     let (u0, s0) = cpu_seconds("/proc/self/stat");
     let consumer =
-        Consumer::new(ConsumerConfig::new(&bootstrap).auto_offset_reset(OffsetReset::Earliest).max_poll_records(5000))
+        Consumer::new(ConsumerConfig::new(bootstrap).auto_offset_reset(OffsetReset::Earliest).max_poll_records(5000))
             .await?;
-    consumer.assign((0..PARTITIONS).map(|p| TopicPartition::new(topic.as_str(), p)));
+    consumer.assign((0..PARTITIONS).map(|p| TopicPartition::new(topic, p)));
     let started = Instant::now();
     let mut read = 0usize;
     let mut bytes = 0usize;
@@ -98,5 +125,135 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("  max RSS (VmHWM)            {:.1} MiB", status_kb("VmHWM").unwrap_or(0) as f64 / 1024.0);
     println!("  loadavg before / after     {load_before} / {}", loadavg());
+    if args.json {
+        println!(
+            "{{\"records\":{read},\"secs\":{secs},\"cpu_s\":{cpu},\"max_rss_kb\":{}}}",
+            status_kb("VmHWM").unwrap_or(0)
+        );
+    }
     Ok(())
+}
+
+struct Args {
+    bootstrap: String,
+    records: usize,
+    topic: Option<String>,
+    json: bool,
+    latency: bool,
+    rate: u64,
+    batch_size: usize,
+}
+
+impl Args {
+    fn parse() -> Result<Args, Box<dyn std::error::Error>> {
+        let mut a = Args {
+            bootstrap: "127.0.0.1:9092".into(),
+            records: 5_000_000,
+            topic: None,
+            json: false,
+            latency: false,
+            rate: 20_000,
+            batch_size: 1_000_000,
+        };
+        let mut positional = 0;
+        let mut it = std::env::args().skip(1);
+        let num = |v: Option<String>, name: &str| -> Result<u64, Box<dyn std::error::Error>> {
+            let v = v.ok_or_else(|| format!("{name} needs a value"))?;
+            Ok(v.replace('_', "").parse().map_err(|_| format!("{name}: not a number: {v}"))?)
+        };
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--topic" => a.topic = Some(it.next().ok_or("--topic needs a value")?),
+                "--json" => a.json = true,
+                "--latency" => a.latency = true,
+                "--rate" => a.rate = num(it.next(), "--rate")?.max(1),
+                "--batch-size" => a.batch_size = num(it.next(), "--batch-size")? as usize,
+                flag if flag.starts_with("--") => return Err(format!("unknown argument {flag}").into()),
+                _ if positional == 0 => (a.bootstrap, positional) = (arg, 1),
+                _ if positional == 1 => (a.records, positional) = (num(Some(arg), "RECORDS")? as usize, 2),
+                _ => return Err(format!("unexpected argument {arg}").into()),
+            }
+        }
+        Ok(a)
+    }
+}
+
+/// The `--latency` run: paced sends with the send time in the value, read back by a consumer
+/// of the same process; latency = the consumer's clock at receipt minus the send time.
+async fn latency(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let topic = args.topic.clone().ok_or("--latency needs --topic (an existing, empty topic)")?;
+    let consumer = Consumer::new(
+        ConsumerConfig::new(&args.bootstrap).auto_offset_reset(OffsetReset::Earliest).max_poll_records(5000),
+    )
+    .await?;
+    consumer.assign((0..PARTITIONS).map(|p| TopicPartition::new(topic.as_str(), p)));
+    let config = ProducerConfig::new(&args.bootstrap)
+        .acks(Acks::All)
+        .enable_idempotence(true)
+        .linger(Duration::from_millis(5))
+        .batch_size(args.batch_size);
+    let producer = Producer::new(config).await?;
+    let n = args.records;
+    let rate = args.rate;
+    let sender = {
+        let topic = topic.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut pending = std::collections::VecDeque::new();
+            for i in 0..n as u64 {
+                tokio::time::sleep_until(start + Duration::from_nanos(i * 1_000_000_000 / rate)).await;
+                let mut value = vec![b'x'; 100];
+                value[..8].copy_from_slice(&now_nanos().to_le_bytes());
+                value[8..16].copy_from_slice(&i.to_le_bytes());
+                pending.push_back(producer.send(ProducerRecord::new(topic.as_str(), value)).await?);
+                while pending.len() > 100_000 {
+                    if let Some(f) = pending.pop_front() {
+                        f.await?;
+                    }
+                }
+            }
+            for f in pending {
+                f.await?;
+            }
+            producer.close().await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(start.elapsed())
+        })
+    };
+    let warm_up = rate.min(n as u64 / 4);
+    let (mut nanos, mut read) = (Vec::with_capacity(n), 0);
+    while read < n {
+        let batch = consumer.poll(Duration::from_secs(30)).await?;
+        if batch.is_empty() {
+            return Err(format!("no record for 30 s after {read}").into());
+        }
+        let now = now_nanos();
+        for r in batch.iter() {
+            let v = r.value.as_ref().ok_or("a record without a value")?;
+            let sent = u64::from_le_bytes(v.get(..8).ok_or("a value under 16 bytes")?.try_into()?);
+            let index = u64::from_le_bytes(v.get(8..16).ok_or("a value under 16 bytes")?.try_into()?);
+            read += 1;
+            if index >= warm_up {
+                nanos.push(now.saturating_sub(sent));
+            }
+        }
+    }
+    let took = sender.await?.map_err(|e| e.to_string())?;
+    consumer.close().await?;
+    nanos.sort_unstable();
+    let at = |p: f64| nanos[((nanos.len() as f64 * p).ceil() as usize).clamp(1, nanos.len()) - 1] as f64 / 1e6;
+    let (p50, p99, p999) = (at(0.5), at(0.99), at(0.999));
+    println!(
+        "end-to-end latency at {rate} records/s, {n} records: p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms"
+    );
+    if args.json {
+        println!(
+            "{{\"records\":{n},\"secs\":{},\"p50_ms\":{p50},\"p99_ms\":{p99},\"p999_ms\":{p999}}}",
+            took.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }

@@ -5,7 +5,7 @@
 //! cargo run --release -p kafka-wire --example produce_bench -- [--fake] [--bootstrap 127.0.0.1:9092]
 //!     [--records N] [--partitions 6] [--replication-factor 1] [--value-size 100] [--linger-ms 5]
 //!     [--keep-topic] [--compression none|gzip|snappy|lz4|zstd] [--batch-size 16384]
-//!     [--value-kind text|random] [-X key=value ...]
+//!     [--value-kind text|random] [--topic T] [--json] [-X key=value ...]
 //! ```
 //!
 //! * `--fake`: against an in-process fake broker on 127.0.0.1 that acknowledges at once
@@ -19,6 +19,9 @@
 //! * `-X key=value` (repeatable): a producer property, applied after the ones above and also to
 //!   the admin connection that creates the topic: `-X security.protocol=SASL_SSL` and the
 //!   `ssl.*` / `sasl.*` properties measure a secured listener.
+//! * `--topic T`: produce to this existing topic (neither created nor deleted), as
+//!   `cargo xtask bench` does to give every client the same fresh topic.
+//! * `--json`: also print the figures as one JSON line (last line of the output) for the harness.
 //! * `--value-kind`: `text` (the default: the alphabet repeated, which compresses very well) or
 //!   `random` (a seeded generator's bytes drawn from 64 symbols: compresses to about 3/4).
 //!
@@ -66,13 +69,15 @@ struct Args {
     random_values: bool,
     /// `-X key=value` properties.
     properties: Vec<(String, String)>,
+    topic: Option<String>,
+    json: bool,
 }
 
 fn usage() -> &'static str {
     "usage: produce_bench [--fake] [--bootstrap HOST:PORT] [--records N] [--partitions 6] \
      [--replication-factor 1] [--value-size 100] [--linger-ms 5] [--keep-topic] \
      [--compression none|gzip|snappy|lz4|zstd] [--batch-size 16384] [--value-kind text|random] \
-     [-X key=value ...]"
+     [--topic T] [--json] [-X key=value ...]"
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -89,6 +94,8 @@ fn parse_args() -> Result<Args, String> {
         batch_size: 16384,
         random_values: false,
         properties: Vec::new(),
+        topic: None,
+        json: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -96,6 +103,8 @@ fn parse_args() -> Result<Args, String> {
         match arg.as_str() {
             "--fake" => a.fake = true,
             "--keep-topic" => a.keep_topic = true,
+            "--json" => a.json = true,
+            "--topic" => a.topic = Some(value("--topic")?),
             "--bootstrap" => a.bootstrap = value("--bootstrap")?,
             "--records" => a.records = Some(num(&value("--records")?)?),
             "--partitions" => a.partitions = num(&value("--partitions")?)?,
@@ -189,7 +198,7 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let n = args.records.unwrap_or(if args.fake { 2_000_000 } else { 1_000_000 });
     let millis = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
-    let topic = format!("produce-bench-{}-{millis}", std::process::id());
+    let topic = args.topic.clone().unwrap_or_else(|| format!("produce-bench-{}-{millis}", std::process::id()));
     let fake = args.fake.then(|| start_fake(&topic, args.partitions));
     let bootstrap = fake.as_ref().map_or(args.bootstrap.clone(), |f| f.broker.addr().to_string());
     let mut config = ProducerConfig::new(&bootstrap)
@@ -203,7 +212,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let admin = if fake.is_none() {
         let client = Client::connect(config.client_config()).await?;
-        create_topic(&client, &topic, args.partitions, args.replication_factor).await?;
+        if args.topic.is_none() {
+            create_topic(&client, &topic, args.partitions, args.replication_factor).await?;
+        }
         Some(client)
     } else {
         None
@@ -311,6 +322,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(e) = &first_error {
         println!("  first failure: {e}");
     }
+    if args.json {
+        println!(
+            "{{\"records\":{n},\"secs\":{secs},\"cpu_s\":{client_cpu},\"max_rss_kb\":{hwm},\"p50_ms\":{},\"p99_ms\":{},\"failed\":{failed}}}",
+            ms(percentile(&latencies, 0.50)),
+            ms(percentile(&latencies, 0.99)),
+        );
+    }
     let mut problems = failed > 0;
     if let Some(f) = fake {
         let s = f.broker.stats();
@@ -326,7 +344,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let _ = f.thread.join();
     }
     if let Some(client) = admin {
-        if !args.keep_topic {
+        if !args.keep_topic && args.topic.is_none() {
             delete_topic(&client, &topic).await;
         }
         client.close().await;

@@ -1,6 +1,7 @@
 //! Developer commands: `cargo xtask demo`, `cargo xtask quickstart`, `cargo xtask test`,
-//! `cargo xtask kafka …`, `cargo xtask codegen [--check]`.
+//! `cargo xtask kafka …`, `cargo xtask codegen [--check]`, `cargo xtask bench [--quick] [WORKLOAD…]`.
 
+mod bench;
 mod codegen;
 mod kafka;
 
@@ -15,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Benchmark this client against librdkafka, rskafka and the Java client (bench/results/).
+    Bench(bench::BenchArgs),
     /// Generate kafka-wire/src/codec/messages/generated.rs.
     Codegen {
         /// Fail if the generated file is out of date instead of writing it.
@@ -44,6 +47,7 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
+        Cmd::Bench(args) => bench::run(args),
         Cmd::Codegen { check } => codegen::run(check),
         Cmd::Kafka(args) => kafka::run(args),
         Cmd::Demo { args } => demo(&args),

@@ -1,0 +1,935 @@
+//! `cargo xtask bench [--quick] [WORKLOAD…]`: this client against its peers on the local broker,
+//! in one run. Each workload runs each client on a fresh topic with the same settings (6
+//! partitions, RF 1, acks=all, idempotence where the client has it, linger 5 ms, the workload's
+//! batch.size), in interleaved rounds; the table gives the median and the min–max of the rounds,
+//! and each figure's ratio to librdkafka's. CPU seconds and max RSS are those of the whole client
+//! process (GNU time's rusage of the child), so a JVM's start-up counts as the Java client's;
+//! records/s is the client's own timed phase where it reports one (the `kw` binary reports
+//! none: its wall time, start-up included).
+//!
+//! The peers that are not this project live outside the workspace, under `bench/peers/` (the
+//! `rdkafka` crate builds librdkafka in C; no C enters the workspace's build).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+/// Every record value the producers send is one of these 64 (see `bench/peers/common/args.rs`).
+const PARTITIONS: u32 = 6;
+/// The batch.size every workload names (librdkafka's default; under the broker's 1 MiB limit).
+const BATCH_SIZE: u32 = 1_000_000;
+const LINGER_MS: u32 = 5;
+/// The end-to-end latency workload's fixed rate.
+const LATENCY_RATE: u64 = 20_000;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// A small run (about 200 k records, 1 round): a smoke test of the harness, not figures.
+    #[arg(long)]
+    quick: bool,
+    /// Rounds per client and workload (default 3, 1 with --quick).
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// Records per produce run of 100-byte values (1 KiB runs and the others scale from it).
+    #[arg(long)]
+    records: Option<u64>,
+    /// Only these clients (ours, kw, kw-musl, rdkafka, java, rskafka).
+    #[arg(long, value_delimiter = ',')]
+    clients: Vec<String>,
+    /// Workloads to run (default: all): produce-100b, produce-1k, produce-lz4, produce-zstd,
+    /// produce-snappy, produce-gzip, consume, latency.
+    workloads: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Client {
+    Ours,
+    Kw,
+    KwMusl,
+    Rdkafka,
+    Java,
+    Rskafka,
+}
+
+const CLIENTS: [Client; 6] = [Client::Ours, Client::Rdkafka, Client::Java, Client::Rskafka, Client::Kw, Client::KwMusl];
+
+impl Client {
+    fn name(self) -> &'static str {
+        match self {
+            Client::Ours => "ours",
+            Client::Kw => "kw",
+            Client::KwMusl => "kw-musl",
+            Client::Rdkafka => "rdkafka",
+            Client::Java => "java",
+            Client::Rskafka => "rskafka",
+        }
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Client::Ours => "this library (examples)",
+            Client::Kw => "kw (glibc)",
+            Client::KwMusl => "kw (static musl)",
+            Client::Rdkafka => "librdkafka (rdkafka crate)",
+            Client::Java => "Java perf tools",
+            Client::Rskafka => "rskafka",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Produce,
+    Consume,
+    Latency,
+}
+
+#[derive(Clone, Debug)]
+struct Workload {
+    name: &'static str,
+    kind: Kind,
+    value_size: usize,
+    compression: &'static str,
+    records: u64,
+}
+
+fn workloads(records: u64) -> Vec<Workload> {
+    let produce = |name, value_size, compression, records| Workload {
+        name,
+        kind: Kind::Produce,
+        value_size,
+        compression,
+        records,
+    };
+    vec![
+        produce("produce-100b", 100, "none", records),
+        produce("produce-1k", 1024, "none", (records / 4).max(1)),
+        produce("produce-lz4", 100, "lz4", records),
+        produce("produce-zstd", 100, "zstd", records),
+        produce("produce-snappy", 100, "snappy", records),
+        produce("produce-gzip", 100, "gzip", records),
+        Workload { name: "consume", kind: Kind::Consume, value_size: 100, compression: "none", records: records * 2 },
+        Workload {
+            name: "latency",
+            kind: Kind::Latency,
+            value_size: 100,
+            compression: "none",
+            // 10 s at the fixed rate (3 s with --quick); the first second is start-up, left out.
+            records: (records / 5).clamp(3 * LATENCY_RATE, 10 * LATENCY_RATE),
+        },
+    ]
+}
+
+/// Which clients run which workload.
+fn supports(client: Client, w: &Workload) -> bool {
+    match w.kind {
+        Kind::Produce => true,
+        Kind::Consume => true,
+        Kind::Latency => matches!(client, Client::Ours | Client::Rdkafka),
+    }
+}
+
+/// One run's figures.
+#[derive(Clone, Debug, Default)]
+struct Figures {
+    records_per_s: f64,
+    mb_per_s: f64,
+    cpu_s_per_million: f64,
+    max_rss_mib: f64,
+    disk_bytes_per_record: Option<f64>,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    p999_ms: Option<f64>,
+}
+
+struct Env {
+    root: PathBuf,
+    bootstrap: String,
+    kw: PathBuf,
+    kw_musl: Option<PathBuf>,
+    rdkafka: Option<PathBuf>,
+    rskafka: Option<PathBuf>,
+    scratch: PathBuf,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize()?;
+    let base = args.records.unwrap_or(if args.quick { 200_000 } else { 1_000_000 });
+    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 });
+    let all = workloads(base);
+    for w in &args.workloads {
+        if !all.iter().any(|x| x.name == w) {
+            bail!("unknown workload {w}; known: {}", all.iter().map(|w| w.name).collect::<Vec<_>>().join(", "));
+        }
+    }
+    let chosen: Vec<Workload> =
+        all.into_iter().filter(|w| args.workloads.is_empty() || args.workloads.iter().any(|n| n == w.name)).collect();
+    let mut clients: Vec<Client> = CLIENTS.to_vec();
+    if !args.clients.is_empty() {
+        for c in &args.clients {
+            if !CLIENTS.iter().any(|k| k.name() == c) {
+                bail!("unknown client {c}; known: ours, kw, kw-musl, rdkafka, java, rskafka");
+            }
+        }
+        clients.retain(|c| args.clients.iter().any(|n| n == c.name()));
+    }
+    anyhow::ensure!(Path::new("/usr/bin/time").exists(), "/usr/bin/time (GNU time) is needed for CPU and RSS figures");
+
+    crate::kafka_up(&[])?;
+    let bootstrap = std::fs::read_to_string(root.join(".kafka/bootstrap"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let env = build(&root, bootstrap, &mut clients)?;
+
+    // results[workload][client] = one Figures per round
+    let mut results: BTreeMap<&str, BTreeMap<Client, Vec<Figures>>> = BTreeMap::new();
+    let load_before = loadavg();
+    let started = Instant::now();
+    for w in &chosen {
+        for round in 1..=rounds {
+            for &client in clients.iter().filter(|c| supports(**c, w)) {
+                eprint!("bench: {} round {round}/{rounds}: {} … ", w.name, client.name());
+                match run_one(&env, client, w) {
+                    Ok(f) => {
+                        eprintln!(
+                            "{:.0} records/s, {:.2} CPU-s/M, {:.0} MiB{}",
+                            f.records_per_s,
+                            f.cpu_s_per_million,
+                            f.max_rss_mib,
+                            f.p99_ms.map(|p| format!(", p99 {p:.2} ms")).unwrap_or_default()
+                        );
+                        results.entry(w.name).or_default().entry(client).or_default().push(f);
+                    }
+                    Err(e) => eprintln!("failed: {e:#}"),
+                }
+            }
+        }
+    }
+    let load_after = loadavg();
+    let table = report(&chosen, &clients, &results, rounds, &load_before, &load_after, started.elapsed().as_secs())?;
+    let dir = root.join("bench/results");
+    std::fs::create_dir_all(&dir)?;
+    let stem = format!("{}-{}{}", today(), machine_name(), if args.quick { "-quick" } else { "" });
+    let md = dir.join(format!("{stem}.md"));
+    let png = dir.join(format!("{stem}.png"));
+    let chart_note = match chart(&png, &chosen, &clients, &results) {
+        Ok(()) => format!("\n![records/s as a ratio to librdkafka]({stem}.png)\n"),
+        Err(e) => {
+            eprintln!("bench: no chart: {e:#}");
+            String::new()
+        }
+    };
+    std::fs::write(&md, format!("{table}{chart_note}"))?;
+    println!("{table}");
+    println!("written: {}", md.display());
+    Ok(())
+}
+
+/// Builds what the run needs (release) and drops the clients that cannot be built.
+fn build(root: &Path, bootstrap: String, clients: &mut Vec<Client>) -> Result<Env> {
+    crate::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "kafka-wire",
+        "--example",
+        "produce_bench",
+        "--example",
+        "consume_bench",
+    ])?;
+    crate::cargo(&["build", "--release", "-p", "kw"])?;
+    let musl = root.join("target/x86_64-unknown-linux-musl/release/kw");
+    let kw_musl = if clients.contains(&Client::KwMusl) {
+        let built = crate::cargo(&["build", "--release", "-p", "kw", "--target", "x86_64-unknown-linux-musl"]);
+        match built {
+            Ok(()) => Some(musl),
+            Err(e) if musl.exists() => {
+                eprintln!("bench: building kw for musl failed ({e:#}); using the existing {}", musl.display());
+                Some(musl)
+            }
+            Err(e) => {
+                eprintln!("bench: no static musl kw ({e:#})");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let peer = |name: &str| -> Option<PathBuf> {
+        let dir = root.join("bench/peers").join(name);
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo).args(["build", "--release", "--quiet"]).current_dir(&dir).status();
+        let bin = dir.join(format!("target/release/bench-peer-{name}"));
+        match status {
+            Ok(s) if s.success() && bin.exists() => Some(bin),
+            other => {
+                eprintln!("bench: the {name} peer did not build ({other:?}); it is left out");
+                None
+            }
+        }
+    };
+    let rdkafka = if clients.contains(&Client::Rdkafka) { peer("rdkafka") } else { None };
+    let rskafka = if clients.contains(&Client::Rskafka) { peer("rskafka") } else { None };
+    clients.retain(|c| match c {
+        Client::KwMusl => kw_musl.is_some(),
+        Client::Rdkafka => rdkafka.is_some(),
+        Client::Rskafka => rskafka.is_some(),
+        _ => true,
+    });
+    let scratch = root.join("target/bench");
+    std::fs::create_dir_all(&scratch)?;
+    Ok(Env {
+        root: root.to_path_buf(),
+        bootstrap,
+        kw: root.join("target/release/kw"),
+        kw_musl,
+        rdkafka,
+        rskafka,
+        scratch,
+    })
+}
+
+/// The 64 values of `bench/peers/common/args.rs` (seeded xorshift over 64 symbols).
+fn values(size: usize) -> Vec<Vec<u8>> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..64)
+        .map(|_| {
+            (0..size)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    b'0' + (state % 64) as u8
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A file of the 64 values, one per line: the Java tool's `--payload-file` (it picks among them
+/// at random).
+fn payload_file(env: &Env, size: usize) -> Result<PathBuf> {
+    let path = env.scratch.join(format!("payloads-{size}.txt"));
+    if !path.exists() {
+        let mut text = Vec::new();
+        for v in values(size) {
+            text.extend_from_slice(&v);
+            text.push(b'\n');
+        }
+        std::fs::write(&path, text)?;
+    }
+    Ok(path)
+}
+
+/// `records` lines cycling through the 64 values: `kw produce`'s input.
+fn lines_file(env: &Env, size: usize, records: u64) -> Result<PathBuf> {
+    let path = env.scratch.join(format!("lines-{size}-{records}.txt"));
+    if !path.exists() {
+        let values = values(size);
+        let mut text = Vec::with_capacity((size + 1) * records as usize);
+        for i in 0..records as usize {
+            text.extend_from_slice(&values[i % values.len()]);
+            text.push(b'\n');
+        }
+        std::fs::write(&path, text)?;
+    }
+    Ok(path)
+}
+
+fn kw(env: &Env, args: &[&str]) -> Result<()> {
+    let out = Command::new(&env.kw).args(args).args(["-b", &env.bootstrap]).stdout(Stdio::null()).output()?;
+    anyhow::ensure!(out.status.success(), "kw {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    Ok(())
+}
+
+fn create_topic(env: &Env, name: &str) -> Result<()> {
+    kw(env, &["topics", "create", name, "--partitions", &PARTITIONS.to_string(), "--replication-factor", "1"])
+}
+
+/// Bytes of the topic's log segments on the 1-node broker's disk.
+fn topic_log_bytes(env: &Env, topic: &str) -> Result<u64> {
+    let data = env.root.join(".kafka/cluster1/node1/data");
+    let mut total = 0;
+    for entry in std::fs::read_dir(&data).with_context(|| format!("reading {}", data.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(partition) = name.strip_prefix(topic).and_then(|r| r.strip_prefix('-')) else { continue };
+        if partition.parse::<u32>().is_err() {
+            continue;
+        }
+        for f in std::fs::read_dir(entry.path())? {
+            let f = f?;
+            if f.path().extension().is_some_and(|e| e == "log") {
+                total += f.metadata()?.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// What GNU time reports of a client process, and its standard output.
+struct Ran {
+    stdout: String,
+    wall_s: f64,
+    cpu_s: f64,
+    max_rss_kb: f64,
+}
+
+/// Runs a client under GNU time, with `stdin` as its input (kw produce) and its standard output
+/// kept for its figures.
+fn timed(env: &Env, program: &Path, args: &[String], stdin: Option<&Path>) -> Result<Ran> {
+    timed_to(env, program, args, stdin, false)
+}
+
+/// [`timed`]; with `discard_stdout` the records `kw consume` prints go to /dev/null, not
+/// through a pipe into this process.
+fn timed_to(env: &Env, program: &Path, args: &[String], stdin: Option<&Path>, discard_stdout: bool) -> Result<Ran> {
+    let rusage = env.scratch.join("rusage.txt");
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.args(["-f", "%e %U %S %M", "-o"]).arg(&rusage).arg(program).args(args).current_dir(&env.root);
+    cmd.stdin(match stdin {
+        Some(p) => Stdio::from(std::fs::File::open(p)?),
+        None => Stdio::null(),
+    });
+    let out =
+        cmd.stderr(Stdio::piped()).stdout(if discard_stdout { Stdio::null() } else { Stdio::piped() }).output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        bail!(
+            "{} exited with {}: {}",
+            program.display(),
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        );
+    }
+    let usage = std::fs::read_to_string(&rusage)?;
+    let f: Vec<f64> = usage.lines().last().unwrap_or("").split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    anyhow::ensure!(f.len() == 4, "unexpected GNU time output {usage:?}");
+    Ok(Ran { stdout, wall_s: f[0], cpu_s: f[1] + f[2], max_rss_kb: f[3] })
+}
+
+/// A number field of the last JSON line of a client's output.
+fn json_field(stdout: &str, key: &str) -> Option<f64> {
+    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{'))?;
+    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &line[at..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+fn s<T: ToString>(v: T) -> String {
+    v.to_string()
+}
+
+fn run_one(env: &Env, client: Client, w: &Workload) -> Result<Figures> {
+    let topic = format!("bench-{}-{}-{}", w.name, client.name(), std::process::id() as u64 * 1000 + rand_suffix());
+    create_topic(env, &topic)?;
+    let result = match w.kind {
+        Kind::Consume => {
+            // Filled by this library's producer (the same bytes for every consumer); not timed.
+            produce_ours(env, &topic, w, false)?;
+            consume(env, client, &topic, w)
+        }
+        Kind::Produce => produce(env, client, &topic, w),
+        Kind::Latency => latency(env, client, &topic, w),
+    };
+    let _ = kw(env, &["topics", "delete", &topic]);
+    result
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() as u64 % 1000)
+}
+
+fn produce_ours(env: &Env, topic: &str, w: &Workload, json: bool) -> Result<Ran> {
+    let mut args = vec![
+        s("--bootstrap"),
+        env.bootstrap.clone(),
+        s("--topic"),
+        topic.into(),
+        s("--records"),
+        s(w.records),
+        s("--value-size"),
+        s(w.value_size),
+        s("--batch-size"),
+        s(BATCH_SIZE),
+        s("--linger-ms"),
+        s(LINGER_MS),
+        s("--compression"),
+        w.compression.into(),
+        s("--value-kind"),
+        s("random"),
+    ];
+    if json {
+        args.push(s("--json"));
+    }
+    timed(env, &env.root.join("target/release/examples/produce_bench"), &args, None)
+}
+
+fn peer_args(env: &Env, mode: &str, topic: &str, w: &Workload) -> Vec<String> {
+    vec![
+        mode.into(),
+        s("--bootstrap"),
+        env.bootstrap.clone(),
+        s("--topic"),
+        topic.into(),
+        s("--records"),
+        s(w.records),
+        s("--value-size"),
+        s(w.value_size),
+        s("--batch-size"),
+        s(BATCH_SIZE),
+        s("--linger-ms"),
+        s(LINGER_MS),
+        s("--compression"),
+        w.compression.into(),
+        s("--rate"),
+        s(LATENCY_RATE),
+    ]
+}
+
+fn peer_bin(env: &Env, client: Client) -> Result<&Path> {
+    match client {
+        Client::Rdkafka => env.rdkafka.as_deref(),
+        Client::Rskafka => env.rskafka.as_deref(),
+        _ => None,
+    }
+    .context("not a built peer")
+}
+
+fn xtask_tool(env: &Env, tool: &str, args: Vec<String>) -> Result<Ran> {
+    let mut all = vec![s("kafka"), s("tool"), s(tool)];
+    all.extend(args);
+    timed(env, &std::env::current_exe()?, &all, None)
+}
+
+/// Figures from a run: records/s from the client's own timed phase (`secs` in its JSON line,
+/// or `rate` when the client prints a rate), else from the process's wall time.
+fn figures(ran: &Ran, records: u64, value_size: usize, rate: Option<f64>) -> Figures {
+    let rate = rate
+        .or_else(|| json_field(&ran.stdout, "secs").map(|s| records as f64 / s))
+        .unwrap_or(records as f64 / ran.wall_s.max(0.001));
+    Figures {
+        records_per_s: rate,
+        mb_per_s: rate * value_size as f64 / 1e6,
+        cpu_s_per_million: ran.cpu_s / (records as f64 / 1e6),
+        max_rss_mib: ran.max_rss_kb / 1024.0,
+        p50_ms: json_field(&ran.stdout, "p50_ms"),
+        p99_ms: json_field(&ran.stdout, "p99_ms"),
+        p999_ms: json_field(&ran.stdout, "p999_ms"),
+        ..Figures::default()
+    }
+}
+
+fn produce(env: &Env, client: Client, topic: &str, w: &Workload) -> Result<Figures> {
+    let (ran, rate) = match client {
+        Client::Ours => (produce_ours(env, topic, w, true)?, None),
+        Client::Rdkafka | Client::Rskafka => {
+            (timed(env, peer_bin(env, client)?, &peer_args(env, "produce", topic, w), None)?, None)
+        }
+        Client::Kw | Client::KwMusl => {
+            let bin = if client == Client::Kw { env.kw.clone() } else { env.kw_musl.clone().context("no musl kw")? };
+            let input = lines_file(env, w.value_size, w.records)?;
+            let mut args = vec![s("produce"), topic.into(), s("-b"), env.bootstrap.clone(), s("--acks"), s("all")];
+            args.extend([s("--idempotent"), s("true"), s("-q")]);
+            args.extend([s("-X"), format!("linger.ms={LINGER_MS}"), s("-X"), format!("batch.size={BATCH_SIZE}")]);
+            if w.compression != "none" {
+                args.extend([s("-z"), w.compression.into()]);
+            }
+            (timed(env, &bin, &args, Some(&input))?, None)
+        }
+        Client::Java => {
+            let payloads = payload_file(env, w.value_size)?;
+            let ran = xtask_tool(
+                env,
+                "producer-perf",
+                vec![
+                    s("--topic"),
+                    topic.into(),
+                    s("--num-records"),
+                    s(w.records),
+                    s("--payload-file"),
+                    payloads.display().to_string(),
+                    s("--throughput"),
+                    s("-1"),
+                    s("--producer-props"),
+                    format!("bootstrap.servers={}", env.bootstrap),
+                    s("acks=all"),
+                    s("enable.idempotence=true"),
+                    format!("linger.ms={LINGER_MS}"),
+                    format!("batch.size={BATCH_SIZE}"),
+                    format!("compression.type={}", w.compression),
+                ],
+            )?;
+            // "N records sent, R records/sec (M MB/sec), …"
+            let rate = ran
+                .stdout
+                .lines()
+                .rev()
+                .find(|l| l.contains("records sent"))
+                .and_then(|l| l.split(", ").nth(1))
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|r| r.parse().ok());
+            anyhow::ensure!(rate.is_some(), "no rate in ProducerPerformance's output: {}", ran.stdout.trim());
+            (ran, rate)
+        }
+    };
+    let mut f = figures(&ran, w.records, w.value_size, rate);
+    if w.compression != "none" {
+        f.disk_bytes_per_record = Some(topic_log_bytes(env, topic)? as f64 / w.records as f64);
+    }
+    Ok(f)
+}
+
+fn consume(env: &Env, client: Client, topic: &str, w: &Workload) -> Result<Figures> {
+    let (ran, rate) = match client {
+        Client::Ours => {
+            let args = vec![env.bootstrap.clone(), s(w.records), s("--topic"), topic.into(), s("--json")];
+            (timed(env, &env.root.join("target/release/examples/consume_bench"), &args, None)?, None)
+        }
+        Client::Rdkafka | Client::Rskafka => {
+            (timed(env, peer_bin(env, client)?, &peer_args(env, "consume", topic, w), None)?, None)
+        }
+        Client::Kw | Client::KwMusl => {
+            let bin = if client == Client::Kw { env.kw.clone() } else { env.kw_musl.clone().context("no musl kw")? };
+            let args = vec![s("consume"), topic.into(), s("-b"), env.bootstrap.clone(), s("--from"), s("beginning")];
+            let args = [args, vec![s("-c"), s(w.records), s("--exit-at-end")]].concat();
+            (timed_to(env, &bin, &args, None, true)?, None)
+        }
+        Client::Java => {
+            let ran = xtask_tool(
+                env,
+                "consumer-perf",
+                vec![
+                    s("--bootstrap-server"),
+                    env.bootstrap.clone(),
+                    s("--topic"),
+                    topic.into(),
+                    s("--messages"),
+                    s(w.records),
+                ],
+            )?;
+            // A header line, then "start, end, MB, MB/s, records, records/s, rebalance ms,
+            // fetch ms, fetch MB/s, fetch records/s": the fetch rate leaves the group join out.
+            let rate = ran
+                .stdout
+                .lines()
+                .rev()
+                .find(|l| l.split(", ").count() >= 10)
+                .and_then(|l| l.split(", ").nth(9))
+                .and_then(|r| r.trim().parse().ok());
+            anyhow::ensure!(rate.is_some(), "no rate in ConsumerPerformance's output: {}", ran.stdout.trim());
+            (ran, rate)
+        }
+    };
+    Ok(figures(&ran, w.records, w.value_size, rate))
+}
+
+fn latency(env: &Env, client: Client, topic: &str, w: &Workload) -> Result<Figures> {
+    let ran = match client {
+        Client::Ours => {
+            let args = vec![
+                env.bootstrap.clone(),
+                s(w.records),
+                s("--topic"),
+                topic.into(),
+                s("--latency"),
+                s("--rate"),
+                s(LATENCY_RATE),
+                s("--batch-size"),
+                s(BATCH_SIZE),
+                s("--json"),
+            ];
+            timed(env, &env.root.join("target/release/examples/consume_bench"), &args, None)?
+        }
+        Client::Rdkafka => timed(env, peer_bin(env, client)?, &peer_args(env, "latency", topic, w), None)?,
+        other => bail!("{} has no latency run", other.name()),
+    };
+    Ok(figures(&ran, w.records, w.value_size, None))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+fn median_min_max(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some((v[v.len() / 2], v[0], v[v.len() - 1]))
+}
+
+type Metric = (&'static str, fn(&Figures) -> Option<f64>, usize);
+
+fn metrics(kind: Kind) -> Vec<Metric> {
+    let mut m: Vec<Metric> = vec![
+        ("records/s", |f| Some(f.records_per_s), 0),
+        ("MB/s", |f| Some(f.mb_per_s), 1),
+        ("CPU-s per M records", |f| Some(f.cpu_s_per_million), 2),
+        ("max RSS MiB", |f| Some(f.max_rss_mib), 0),
+    ];
+    match kind {
+        Kind::Produce => m.push(("disk bytes/record", |f| f.disk_bytes_per_record, 1)),
+        Kind::Latency => {
+            m = vec![
+                ("p50 ms", |f| f.p50_ms, 2),
+                ("p99 ms", |f| f.p99_ms, 2),
+                ("p99.9 ms", |f| f.p999_ms, 2),
+                ("CPU-s per M records", |f| Some(f.cpu_s_per_million), 2),
+                ("max RSS MiB", |f| Some(f.max_rss_mib), 0),
+            ]
+        }
+        Kind::Consume => {}
+    }
+    m
+}
+
+fn fmt_num(v: f64, decimals: usize) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e4 && decimals == 0 {
+        format!("{:.0} k", v / 1e3)
+    } else {
+        format!("{v:.decimals$}")
+    }
+}
+
+fn report(
+    workloads: &[Workload],
+    clients: &[Client],
+    results: &BTreeMap<&str, BTreeMap<Client, Vec<Figures>>>,
+    rounds: u32,
+    load_before: &str,
+    load_after: &str,
+    took_s: u64,
+) -> Result<String> {
+    let mut out = String::new();
+    writeln!(out, "# Benchmark: this client against its peers, {}\n", today())?;
+    writeln!(out, "`cargo xtask bench` ({rounds} round(s), interleaved; median and min–max; ratio = the median / librdkafka's median in the same run).\n")?;
+    writeln!(out, "- machine: {} ({} cores, {}), `{}`", machine_name(), cores(), cpu_model(), kernel())?;
+    writeln!(out, "- load average before / after: {load_before} / {load_after} (the machine was shared)")?;
+    writeln!(out, "- run took {took_s} s; broker: the local 1-node Kafka of `cargo xtask kafka up`")?;
+    writeln!(
+        out,
+        "- settings: {PARTITIONS} partitions, RF 1, acks=all, idempotence on (rskafka has none), linger {LINGER_MS} ms, batch.size {BATCH_SIZE}; values: 64 seeded pseudo-random values over 64 symbols"
+    )?;
+    writeln!(
+        out,
+        "- clients: {}",
+        clients.iter().map(|c| format!("{} = {}", c.name(), c.label())).collect::<Vec<_>>().join("; ")
+    )?;
+    writeln!(out, "- CPU and max RSS: the whole client process (GNU time), start-up included; records/s: the client's timed phase (`kw`: the process's wall time)\n")?;
+    for w in workloads {
+        let Some(per_client) = results.get(w.name) else { continue };
+        writeln!(
+            out,
+            "## {} ({} records{}{})\n",
+            w.name,
+            w.records,
+            if w.kind == Kind::Latency {
+                format!(" at {LATENCY_RATE}/s")
+            } else {
+                format!(", {} B values", w.value_size)
+            },
+            if w.compression != "none" { format!(", {}", w.compression) } else { String::new() }
+        )?;
+        let metrics = metrics(w.kind);
+        write!(out, "| client |")?;
+        for (name, _, _) in &metrics {
+            write!(out, " {name} |")?;
+        }
+        writeln!(out)?;
+        writeln!(out, "|---|{}", "---|".repeat(metrics.len()))?;
+        let reference: Vec<Option<f64>> = metrics
+            .iter()
+            .map(|(_, get, _)| {
+                let runs = per_client.get(&Client::Rdkafka)?;
+                median_min_max(runs.iter().filter_map(get).collect()).map(|m| m.0)
+            })
+            .collect();
+        for c in clients {
+            let Some(runs) = per_client.get(c) else { continue };
+            write!(out, "| {} |", c.name())?;
+            for ((_, get, decimals), reference) in metrics.iter().zip(&reference) {
+                match median_min_max(runs.iter().filter_map(get).collect()) {
+                    None => write!(out, " — |")?,
+                    Some((med, lo, hi)) => {
+                        write!(out, " {}", fmt_num(med, *decimals))?;
+                        if runs.len() > 1 {
+                            write!(out, " ({}–{})", fmt_num(lo, *decimals), fmt_num(hi, *decimals))?;
+                        }
+                        if let Some(r) = reference.filter(|r| *r > 0.0 && *c != Client::Rdkafka) {
+                            write!(out, " **{:.2}×**", med / r)?;
+                        }
+                        write!(out, " |")?;
+                    }
+                }
+            }
+            writeln!(out)?;
+        }
+        writeln!(out)?;
+    }
+    Ok(out)
+}
+
+/// A grouped bar chart: each client's median records/s (latency: p99) as a ratio to
+/// librdkafka's, per workload. Needs a TrueType font for its labels (DejaVu Sans, Debian's
+/// `fonts-dejavu-core`).
+fn chart(
+    path: &Path,
+    workloads: &[Workload],
+    clients: &[Client],
+    results: &BTreeMap<&str, BTreeMap<Client, Vec<Figures>>>,
+) -> Result<()> {
+    use plotters::prelude::*;
+    let font = ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf"]
+        .iter()
+        .find_map(|p| std::fs::read(p).ok())
+        .context("no DejaVuSans.ttf for the chart's labels")?;
+    plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into_boxed_slice()))
+        .map_err(|_| anyhow::anyhow!("DejaVuSans.ttf is not a usable font"))?;
+
+    let shown: Vec<&Workload> = workloads.iter().filter(|w| results.contains_key(w.name)).collect();
+    // ratio[w][c]
+    let ratio = |w: &Workload, c: Client| -> Option<f64> {
+        let per = results.get(w.name)?;
+        let get = |c: Client| {
+            let runs = per.get(&c)?;
+            let v: Vec<f64> = runs
+                .iter()
+                .filter_map(|f| if w.kind == Kind::Latency { f.p99_ms } else { Some(f.records_per_s) })
+                .collect();
+            median_min_max(v).map(|m| m.0)
+        };
+        let (v, r) = (get(c)?, get(Client::Rdkafka)?);
+        (r > 0.0).then_some(v / r)
+    };
+    let top = shown
+        .iter()
+        .flat_map(|w| clients.iter().filter_map(move |c| ratio(w, *c)))
+        .fold(1.0f64, f64::max)
+        .mul_add(1.1, 0.0);
+
+    let root = BitMapBackend::new(path, (1400, 700)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let names: Vec<String> =
+        shown.iter().map(|w| if w.kind == Kind::Latency { "latency p99".into() } else { w.name.to_string() }).collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption("records/s as a ratio to librdkafka (latency: p99 ratio, lower is better)", ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..shown.len() as f64, 0f64..top)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(shown.len() * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - i as f64 - 0.5).abs() < 0.01 {
+                names.get(i).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("ratio to librdkafka")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let width = 0.8 / clients.len() as f64;
+    for (ci, &c) in clients.iter().enumerate() {
+        let color = Palette99::pick(ci).to_rgba();
+        let bars: Vec<_> = shown
+            .iter()
+            .enumerate()
+            .filter_map(|(wi, w)| {
+                let x0 = wi as f64 + 0.1 + ci as f64 * width;
+                ratio(w, c).map(|r| Rectangle::new([(x0, 0.0), (x0 + width * 0.9, r)], color.filled()))
+            })
+            .collect();
+        chart
+            .draw_series(bars)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .label(c.label())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart
+        .draw_series(LineSeries::new([(0.0, 1.0), (shown.len() as f64, 1.0)], BLACK.stroke_width(1)))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The machine
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| format!("Linux {}", s.trim())).unwrap_or_default()
+}
+
+/// A short name for the machine: its hostname's first label.
+fn machine_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "machine".into());
+    let short: String = host
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or("machine")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(24)
+        .collect();
+    if short.is_empty() {
+        "machine".into()
+    } else {
+        short
+    }
+}
+
+/// Today's date (UTC), YYYY-MM-DD.
+fn today() -> String {
+    Command::new("date")
+        .args(["-u", "+%F"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "undated".into())
+}
