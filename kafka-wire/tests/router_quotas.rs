@@ -74,6 +74,42 @@ async fn a_throttled_broker_is_sent_nothing_until_the_throttle_ends_and_others_a
     assert_eq!(metrics.broker(2).expect("node 2 metrics").throttled_responses, 0);
 }
 
+/// A throttle binds the connection whoever asked: the answer to a request whose caller gave up
+/// (a dropped `select!` branch, a timeout) still holds the connection's later requests (it
+/// used to be discarded unread, so the client kept sending into the quota).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_in_the_answer_to_an_abandoned_request_still_holds_the_connection() {
+    let cluster = QuotaCluster::start(1).await;
+    let client = within("connect", Duration::from_secs(10), Client::connect(config(&cluster, Duration::from_secs(10))))
+        .await
+        .expect("connect");
+    let conn = client.broker(1).await.expect("node 1");
+    cluster.node(1).throttle_next_ms.store(THROTTLE.as_millis() as i32, Ordering::Release);
+    let version = conn.version_for::<MetadataRequest>().expect("Metadata");
+    let request = brokers_only();
+    drop(conn.submit(&request, version).expect("submitted"));
+    // Answered after the abandoned one (one connection answers in order): its throttle is
+    // known by then.
+    within("a request behind the abandoned one", Duration::from_secs(10), client.send(1, &brokers_only()))
+        .await
+        .expect("answered");
+    assert!(conn.throttled_until().is_some(), "the abandoned answer's throttle holds the connection");
+    within("a request after the throttle", Duration::from_secs(10), client.send(1, &brokers_only()))
+        .await
+        .expect("answered after the throttle");
+
+    let (answered, later) = after_throttle(&cluster.node(1).seen());
+    let last = later.last().expect("requests after the throttled one");
+    assert!(
+        last.received - answered >= THROTTLE,
+        "the request after the throttle came {:?} after a {THROTTLE:?} throttle",
+        last.received - answered
+    );
+    let metrics = client.metrics();
+    let node_1 = metrics.broker(1).expect("node 1 metrics");
+    assert_eq!((node_1.throttled_responses, node_1.in_flight), (1, 0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_dropped_while_waiting_out_a_throttle_is_never_sent() {
     let cluster = QuotaCluster::start(1).await;

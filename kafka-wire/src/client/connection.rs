@@ -14,12 +14,13 @@
 //! the answers to requests already sent arrive as usual, as the broker answers them first.
 //!
 //! Quotas (KIP-219): an answer that reports a throttle (`throttle_time_ms`, at the versions where
-//! the client must honour it) stops the connection from sending for that long. Async senders
+//! the client must honour it) stops the connection from sending for that long, also when nobody
+//! waits for that answer any more (the reader then decodes it for its throttle). Async senders
 //! wait before they queue anything (so a sender dropped while waiting leaves nothing behind), and
 //! the writer holds frames queued with [`Connection::submit`] until the throttle ends; the request
 //! timeout of such a frame starts when the throttle ends. Other connections are not affected.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -136,8 +137,9 @@ struct Shared {
 struct Pending {
     /// Requests awaiting their answer, with when they were submitted.
     waiting: HashMap<i32, (oneshot::Sender<Result<Bytes>>, Instant)>,
-    /// Requests whose caller gave up (timeout or drop): their late responses are discarded.
-    abandoned: HashSet<i32>,
+    /// Requests whose caller gave up (timeout or drop): their late responses are discarded,
+    /// after reading the throttle they report (KIP-219), which binds the connection whoever asked.
+    abandoned: HashMap<i32, Abandoned>,
     /// Set once the connection has failed; later requests fail with it at once.
     failure: Option<Error>,
 }
@@ -438,7 +440,12 @@ impl Submitter {
         let deadline = self.shared.throttled_until().map_or(submitted, |t| t.max(submitted)) + self.request_timeout;
         // If the handle is dropped or times out, the late response must not be taken for a
         // protocol violation.
-        let guard = AbandonOnDrop { shared: self.shared.clone(), correlation_id, armed: true };
+        let guard = AbandonOnDrop {
+            shared: self.shared.clone(),
+            correlation_id,
+            armed: true,
+            abandoned: Abandoned { version, throttle: throttle_of::<R> },
+        };
         // One span per request, from submission to its answer, for tracing what the client asks
         // of which broker: entered while its response is awaited.
         let span = tracing::debug_span!(
@@ -593,6 +600,7 @@ struct AbandonOnDrop {
     shared: Arc<Shared>,
     correlation_id: i32,
     armed: bool,
+    abandoned: Abandoned,
 }
 
 impl Drop for AbandonOnDrop {
@@ -600,9 +608,24 @@ impl Drop for AbandonOnDrop {
         if self.armed {
             let mut p = self.shared.lock();
             if p.waiting.remove(&self.correlation_id).is_some() {
-                p.abandoned.insert(self.correlation_id);
+                p.abandoned.insert(self.correlation_id, self.abandoned);
             }
         }
+    }
+}
+
+/// What the reader needs of a request nobody waits for any more: how to read the throttle its
+/// answer reports.
+#[derive(Clone, Copy)]
+struct Abandoned {
+    version: i16,
+    throttle: fn(&Shared, Bytes, i16),
+}
+
+/// Applies the throttle an answer to an `R` reports, as [`PendingResponse::response`] does.
+fn throttle_of<R: Request>(shared: &Shared, frame: Bytes, version: i16) {
+    if let Ok((_, body)) = frame::decode_response::<R>(frame, version) {
+        shared.throttle(&body, version);
     }
 }
 
@@ -789,16 +812,20 @@ fn dispatch(shared: &Shared, frame: Bytes) -> Result<()> {
             let _ = tx.send(Ok(frame));
             Ok(())
         }
-        None if p.abandoned.remove(&id) => {
-            shared.counters.in_flight(-1);
-            Ok(())
-        }
-        // The connection has failed (a request timed out) and forgot what it had abandoned.
-        None if p.failure.is_some() => Ok(()),
-        None => Err(Error::Protocol {
-            broker: shared.addr.clone(),
-            reason: format!("response with correlation id {id}, which no request is waiting for"),
-        }),
+        None => match p.abandoned.remove(&id) {
+            Some(abandoned) => {
+                shared.counters.in_flight(-1);
+                drop(p);
+                (abandoned.throttle)(shared, frame, abandoned.version);
+                Ok(())
+            }
+            // The connection has failed (a request timed out) and forgot what it had abandoned.
+            None if p.failure.is_some() => Ok(()),
+            None => Err(Error::Protocol {
+                broker: shared.addr.clone(),
+                reason: format!("response with correlation id {id}, which no request is waiting for"),
+            }),
+        },
     }
 }
 
