@@ -257,3 +257,41 @@ async fn regression_a_waiting_poll_takes_the_records_of_a_partition_resumed_mean
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].offset, 1);
 }
+
+/// As in Java, a consumer with a `group.id` starts an assigned partition from the group's
+/// committed offset (and from `auto.offset.reset` where nothing is committed), and a seek made
+/// right after `assign` wins over the committed offset (it used to start from
+/// `auto.offset.reset` whatever the group had committed).
+#[tokio::test]
+async fn assigned_partitions_of_a_group_start_from_its_committed_offsets_unless_sought() {
+    let client = client().await;
+    let topic = unique_topic("assign-committed");
+    let group = unique_topic("assign-committed");
+    create_topic(&client, &topic, 2, 1, &[]).await;
+    produce(&topic, 2, 20).await;
+    let p0 = TopicPartition::new(topic.as_str(), 0);
+    let p1 = TopicPartition::new(topic.as_str(), 1);
+    let committer = Consumer::new(config().group_id(&group).enable_auto_commit(false)).await.unwrap();
+    committer.commit_offsets(BTreeMap::from([(p0.clone(), OffsetAndMetadata::new(7))])).await.unwrap();
+    committer.close().await.unwrap();
+
+    let consumer = Consumer::new(config().group_id(&group).enable_auto_commit(false)).await.unwrap();
+    consumer.assign([p0.clone(), p1.clone()]);
+    let records = poll_n(&consumer, 13).await;
+    let firsts: BTreeMap<i32, i64> = records.iter().rev().map(|r| (r.partition, r.offset)).collect();
+    assert_eq!(
+        firsts,
+        BTreeMap::from([(0, 7), (1, 0)]),
+        "p0 from its committed 7, p1 (nothing committed) from the earliest"
+    );
+    assert_eq!(records.len(), 13, "3 of p0 and 10 of p1: {records:?}");
+    consumer.close().await.unwrap();
+
+    let sought = Consumer::new(config().group_id(&group).enable_auto_commit(false)).await.unwrap();
+    sought.assign([p0.clone()]);
+    sought.seek(&p0, 2).unwrap();
+    let records = poll_n(&sought, 8).await;
+    assert_eq!(records.first().map(|r| r.offset), Some(2), "the seek wins over the committed offset");
+    assert_eq!(records.len(), 8);
+    sought.close().await.unwrap();
+}

@@ -15,7 +15,7 @@
 //! scales with the application's own concurrency; positions advance only as records are
 //! handed out, and a seek discards whatever was fetched for the old position.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -298,9 +298,27 @@ impl Consumer {
     }
 
     /// Consumes exactly these partitions, outside any group's assignment. Partitions that stay
-    /// keep their positions.
+    /// keep their positions. With a `group.id`, a new partition starts from the group's
+    /// committed offset, as in Java (`auto.offset.reset` where nothing is committed), unless
+    /// the application seeks it first; a failed OffsetFetch is reported by `poll` and tried
+    /// again. Call it from within the tokio runtime.
     pub fn assign(&self, partitions: impl IntoIterator<Item = TopicPartition>) {
-        self.inner.lock().fetcher.assign(partitions);
+        let new: Vec<TopicPartition> = {
+            let mut st = self.inner.lock();
+            let partitions: Vec<TopicPartition> = partitions.into_iter().collect();
+            let known: HashSet<&TopicPartition> = st.fetcher.partitions().collect();
+            let new = partitions.iter().filter(|tp| !known.contains(tp)).cloned().collect::<Vec<_>>();
+            st.fetcher.assign(partitions);
+            if self.inner.config.group_id.is_some() {
+                for tp in &new {
+                    st.fetcher.await_committed(tp.clone());
+                }
+            }
+            new
+        };
+        if let (Some(group), false) = (self.inner.config.group_id.clone(), new.is_empty()) {
+            tokio::spawn(committed_positions(Arc::downgrade(&self.inner), group, new));
+        }
         self.inner.wake.notify_one();
     }
 
@@ -804,11 +822,15 @@ async fn drive(inner: Arc<Inner>) {
             start_metadata(&inner, &tx, topics_wanted, &avoid);
         }
         super::consumer_group::step(&inner, now).await;
-        let (requests, job, timeout) = {
+        let (requests, job, timeout, failed) = {
             let mut st = inner.lock();
             let requests: Vec<_> = std::iter::from_fn(|| st.fetcher.poll_request(now)).collect();
-            (requests, st.fetcher.poll_decompression(), st.fetcher.next_timeout(now))
+            (requests, st.fetcher.poll_decompression(), st.fetcher.next_timeout(now), st.fetcher.has_error())
         };
+        // Planning can fail a partition (no offset to reset to): a waiting poll reports it now.
+        if failed {
+            inner.data.notify_waiters();
+        }
         for (id, target, request) in requests {
             start_request(&inner, &tx, id, target, request);
         }
@@ -1051,6 +1073,38 @@ async fn send_commit(inner: &Inner, group: &str, request: &OffsetCommitRequest) 
         )
         .await;
     results.remove(group).unwrap_or_else(|| Err(no_result(group)))
+}
+
+/// Starts the assigned (not group-managed) `partitions` from `group`'s committed offsets:
+/// OffsetFetch, tried again after a failure (which the next `poll` reports) until it answers or
+/// the consumer is gone.
+async fn committed_positions(inner: std::sync::Weak<Inner>, group: String, partitions: Vec<TopicPartition>) {
+    loop {
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closing.load(Ordering::Acquire) {
+            return;
+        }
+        match fetch_committed(&inner, &group, &partitions).await {
+            Ok(mut committed) => {
+                let mut st = inner.lock();
+                for tp in &partitions {
+                    let offset = committed.remove(tp).flatten().map(|o| (o.offset, o.leader_epoch));
+                    st.fetcher.committed(tp, offset);
+                }
+                drop(st);
+                inner.wake.notify_one();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, group, "committed offsets of assigned partitions: trying again");
+                inner.lock().poll_error = Some(e);
+                inner.data.notify_waiters();
+                let pause = inner.config.retry_backoff_max;
+                drop(inner);
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
 }
 
 pub(super) async fn fetch_committed(

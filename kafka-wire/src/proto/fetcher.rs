@@ -495,6 +495,8 @@ impl Fetcher {
     /// so that a truncation since is detected rather than read past.
     pub fn seek_with_epoch(&mut self, tp: &TopicPartition, offset: i64, leader_epoch: Option<i32>) -> bool {
         let Some(p) = self.partitions.get_mut(tp) else { return false };
+        // The application's position wins over a committed offset still on its way.
+        p.awaiting_committed = false;
         p.set_position(offset);
         p.position_epoch = leader_epoch.filter(|e| *e >= 0);
         true
@@ -504,6 +506,7 @@ impl Fetcher {
     /// assigned.
     pub fn reset(&mut self, tp: &TopicPartition, to: ResetTo) -> bool {
         let Some(p) = self.partitions.get_mut(tp) else { return false };
+        p.awaiting_committed = false;
         p.clear();
         p.position = None;
         p.reset = Some(to);
@@ -559,6 +562,11 @@ impl Fetcher {
     /// partition's stop (reported until it is sought).
     pub fn poll_error(&mut self) -> Option<FetchError> {
         self.poll_error.take().or_else(|| self.partitions.values().find_map(|p| p.stopped.clone()))
+    }
+
+    /// Whether an error waits for the application ([`Fetcher::take_error`]).
+    pub fn has_error(&self) -> bool {
+        self.poll_error.is_some()
     }
 
     /// Takes the error met since the last poll, if any (not the partitions' stops).
