@@ -175,6 +175,13 @@ async fn a_metadata_answer_cut_mid_frame_is_asked_again() {
     recovers_from(ApiKey::METADATA, Fault::Truncate, 2).await;
 }
 
+/// A topic listed without an error but without its partitions is asked for again until it has
+/// them. Before, the send failed at once with "broker error NONE".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_metadata_answer_without_the_topics_partitions_is_asked_again() {
+    recovers_from(ApiKey::METADATA, Fault::NoPartitions, 3).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metadata_answer_whose_leader_is_not_a_listed_broker_is_asked_again() {
     recovers_from(ApiKey::METADATA, Fault::LeaderNotListed, 3).await;
@@ -206,4 +213,24 @@ async fn a_leader_that_is_never_a_listed_broker_fails_the_record_with_a_timeout(
     let error = outcome.expect_err("a record for a partition without a reachable leader is not acknowledged");
     assert_eq!(error.kind(), ErrorKind::Timeout, "{error}");
     assert!(cluster.values(0).is_empty());
+}
+
+/// A topic that stays listed without partitions fails the send, once `max.block.ms` is up, with
+/// an error that says so (before: "broker error NONE", at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_topic_always_listed_without_partitions_fails_the_send_naming_the_cause() {
+    let cluster = FaultCluster::start(2, PARTITIONS).await;
+    let config = ProducerConfig::new(&cluster.addr(1))
+        .linger(Duration::ZERO)
+        .retry_backoff(Duration::from_millis(5))
+        .max_block(Duration::from_millis(500));
+    let producer = within("the producer to connect", Producer::new(config)).await.expect("connect");
+    cluster.inject(ApiKey::METADATA, Fault::NoPartitions, 10_000);
+    let error = within("send", producer.send(ProducerRecord::new(TOPIC, "x").partition(0)))
+        .await
+        .err()
+        .expect("a topic without partitions takes no record");
+    assert_eq!(error.code(), Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION), "{error}");
+    assert!(error.to_string().contains("without partitions"), "{error}");
+    assert!(cluster.count(ApiKey::METADATA) > 2, "the topic was asked for again");
 }
