@@ -102,8 +102,10 @@ struct State {
     logs: HashMap<i32, Vec<Appended>>,
     /// Requests read, by API key.
     counts: HashMap<i16, u64>,
-    /// EndTxn requests answered without a fault: `committed` of each.
+    /// `committed` of each EndTxn that ended a transaction (answered without a fault).
     ended: Vec<bool>,
+    /// Partitions were added to a transaction not ended yet.
+    open: bool,
 }
 
 struct Shared {
@@ -186,7 +188,8 @@ impl FaultCluster {
             .collect()
     }
 
-    /// `committed` of every EndTxn answered without a fault, in order.
+    /// `committed` of every EndTxn that ended a transaction, in order (a retry of one already
+    /// ended is not counted again).
     pub fn ended(&self) -> Vec<bool> {
         lock(&self.shared.state).ended.clone()
     }
@@ -346,6 +349,7 @@ fn handle(mut frame: Bytes, shared: &Shared, node: i32, out: &mut BytesMut) -> O
         }
         ApiKey::ADD_PARTITIONS_TO_TXN => {
             let (header, request) = decode::<AddPartitionsToTxnRequest>(&mut frame, version)?;
+            lock(&shared.state).open |= error == ErrorCode::NONE;
             let response = AddPartitionsToTxnResponse {
                 throttle_time_ms,
                 results_by_topic_v3_and_below: request
@@ -373,9 +377,12 @@ fn handle(mut frame: Bytes, shared: &Shared, node: i32, out: &mut BytesMut) -> O
         }
         ApiKey::END_TXN => {
             let (header, request) = decode::<EndTxnRequest>(&mut frame, version)?;
-            if error == ErrorCode::NONE {
-                lock(&shared.state).ended.push(request.committed);
+            // A retried EndTxn of a transaction already ended is answered NONE again, as Kafka does.
+            let mut state = lock(&shared.state);
+            if error == ErrorCode::NONE && std::mem::take(&mut state.open) {
+                state.ended.push(request.committed);
             }
+            drop(state);
             let response = EndTxnResponse { throttle_time_ms, error_code: error, ..Default::default() };
             finish(out, fault, header.correlation_id, |out, cid| respond::<EndTxnRequest>(out, cid, &response, version))
         }
