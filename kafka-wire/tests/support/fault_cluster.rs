@@ -8,7 +8,9 @@
 //! Node ids are 1..=n on 127.0.0.1, each listed in Metadata. One topic with partitions whose
 //! leaders the test sets (and may move). Every node serves ApiVersions, Metadata,
 //! InitProducerId, Produce, FindCoordinator (node [`COORDINATOR`] for every key),
-//! AddPartitionsToTxn (up to v3) and EndTxn (up to v4, transactions v1). Produce appends to a
+//! AddPartitionsToTxn (up to v3), EndTxn (up to v4, transactions v1), ListOffsets, Fetch (up to
+//! v12, no fetch sessions; an empty answer waits up to `max_wait_ms` for an append), OffsetFetch
+//! and OffsetCommit (up to v8; every commit is kept, [`FaultCluster::commits`]). Produce appends to a
 //! per-partition log shared by all nodes (a replicated log), only on the partition's leader (the
 //! others answer NOT_LEADER_OR_FOLLOWER): an idempotent batch whose base sequence is already in
 //! the log is answered with the offset it got the first time, as Kafka does, and one out of
@@ -34,19 +36,28 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use frames::{answer_api_versions, api, decode, respond};
+use kafka_wire::codec::compression::Compression;
 use kafka_wire::codec::frame::split_frame;
 use kafka_wire::codec::messages::add_partitions_to_txn::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
+use kafka_wire::codec::messages::fetch::{FetchableTopicResponse, PartitionData};
 use kafka_wire::codec::messages::find_coordinator::Coordinator;
+use kafka_wire::codec::messages::list_offsets::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_wire::codec::messages::metadata::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_wire::codec::messages::offset_commit::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_wire::codec::messages::offset_fetch::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartitions, OffsetFetchResponseTopics,
+};
 use kafka_wire::codec::messages::produce::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_wire::codec::messages::{
     AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiVersionsRequest, EndTxnRequest, EndTxnResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse,
+    FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest,
+    ProduceResponse,
 };
-use kafka_wire::codec::record_batch::{RecordBatch, MAX_BUILDER_SIZE};
+use kafka_wire::codec::record_batch::{BatchBuilder, RecordBatch, MAX_BUILDER_SIZE};
 use kafka_wire::codec::{ApiKey, ErrorCode, Uuid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -60,6 +71,9 @@ pub const COORDINATOR: i32 = 1;
 /// The producer id InitProducerId hands out.
 pub const PRODUCER_ID: i64 = 42;
 const MAX_FRAME: usize = 16 << 20;
+
+/// A topic's name and the partitions asked for.
+type TopicAsked = (String, Vec<i32>);
 
 /// One scripted fault, applied to one request of the API it was injected for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +108,8 @@ pub struct Appended {
     pub producer_epoch: i16,
     pub base_sequence: i32,
     pub values: Vec<Bytes>,
+    /// The batch as written (its base offset as the producer sent it).
+    pub bytes: Bytes,
 }
 
 #[derive(Default)]
@@ -106,6 +122,8 @@ struct State {
     ended: Vec<bool>,
     /// Partitions were added to a transaction not ended yet.
     open: bool,
+    /// Every offset commit accepted: `(group, partition, offset)`, in order.
+    commits: Vec<(String, i32, i64)>,
 }
 
 struct Shared {
@@ -115,6 +133,8 @@ struct Shared {
     state: Mutex<State>,
     /// Notified after every request a node read.
     changed: Notify,
+    /// Notified after every append, for Fetch long polls.
+    appended: Notify,
 }
 
 /// A running fault cluster; its tasks end with the test's runtime.
@@ -136,6 +156,7 @@ impl FaultCluster {
             leaders: (0..partitions).map(|p| AtomicI32::new(p % nodes as i32 + 1)).collect(),
             state: Mutex::new(State::default()),
             changed: Notify::new(),
+            appended: Notify::new(),
         });
         for (i, listener) in listeners.into_iter().enumerate() {
             let shared = shared.clone();
@@ -188,6 +209,23 @@ impl FaultCluster {
             .collect()
     }
 
+    /// Writes `values` (no keys) at the end of `partition`, one batch, as a non-idempotent
+    /// producer would.
+    pub fn append(&self, partition: i32, values: &[String]) {
+        let mut b = BatchBuilder::new(0);
+        for v in values {
+            b.push(1_700_000_000_000, None, Some(v.as_bytes()), &[]).expect("record fits");
+        }
+        let appended = append(&mut lock(&self.shared.state), partition, b.finish(Compression::None));
+        assert_eq!(appended.0, ErrorCode::NONE, "the fake appends its own batch");
+        self.shared.appended.notify_waiters();
+    }
+
+    /// Every offset commit accepted: `(group, partition, offset)`, in order.
+    pub fn commits(&self) -> Vec<(String, i32, i64)> {
+        lock(&self.shared.state).commits.clone()
+    }
+
     /// `committed` of every EndTxn that ended a transaction, in order (a retry of one already
     /// ended is not counted again).
     pub fn ended(&self) -> Vec<bool> {
@@ -220,6 +258,7 @@ async fn serve(mut sock: TcpStream, shared: Arc<Shared>, node: i32) {
     let mut inbuf = BytesMut::with_capacity(64 * 1024);
     loop {
         while let Ok(Some(frame)) = split_frame(&mut inbuf, MAX_FRAME) {
+            fetch_long_poll(&frame, &shared).await;
             let mut out = BytesMut::new();
             let handled = handle(frame, &shared, node, &mut out);
             shared.changed.notify_waiters();
@@ -241,6 +280,34 @@ async fn serve(mut sock: TcpStream, shared: Arc<Shared>, node: i32) {
             Ok(_) => {}
         }
     }
+}
+
+/// For a Fetch with nothing to return (every partition at its log end), waits up to its
+/// `max_wait_ms` for an append, as a broker does.
+async fn fetch_long_poll(frame: &Bytes, shared: &Shared) {
+    let mut frame = frame.clone();
+    if frame.len() < 4 || i16::from_be_bytes([frame[0], frame[1]]) != ApiKey::FETCH.0 {
+        return;
+    }
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let Some((_, request)) = decode::<FetchRequest>(&mut frame, version) else { return };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, 5_000) as u64);
+    loop {
+        let appended = shared.appended.notified();
+        tokio::pin!(appended);
+        appended.as_mut().enable();
+        let idle = {
+            let state = lock(&shared.state);
+            request.topics.iter().flat_map(|t| &t.partitions).all(|p| p.fetch_offset >= log_end(&state, p.partition))
+        };
+        if !idle || tokio::time::timeout_at(deadline, appended).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn log_end(state: &State, partition: i32) -> i64 {
+    state.logs.get(&partition).map_or(0, |log| log.iter().map(|b| b.values.len() as i64).sum())
 }
 
 /// Writes the answer to `out`, applying the fault it was scripted: `Some(true)` closes the
@@ -291,6 +358,12 @@ fn handle(mut frame: Bytes, shared: &Shared, node: i32, out: &mut BytesMut) -> O
             end.max_version = 4;
             let mut init = api::<InitProducerIdRequest>();
             init.max_version = 5;
+            let mut fetch = api::<FetchRequest>();
+            fetch.max_version = 12;
+            let mut offset_fetch = api::<OffsetFetchRequest>();
+            offset_fetch.max_version = 8;
+            let mut offset_commit = api::<OffsetCommitRequest>();
+            offset_commit.max_version = 8;
             let apis = vec![
                 api::<ApiVersionsRequest>(),
                 api::<MetadataRequest>(),
@@ -299,6 +372,10 @@ fn handle(mut frame: Bytes, shared: &Shared, node: i32, out: &mut BytesMut) -> O
                 init,
                 add,
                 end,
+                api::<ListOffsetsRequest>(),
+                fetch,
+                offset_fetch,
+                offset_commit,
             ];
             answer_api_versions(&mut frame, version, apis, out)?;
             false
@@ -386,9 +463,155 @@ fn handle(mut frame: Bytes, shared: &Shared, node: i32, out: &mut BytesMut) -> O
             let response = EndTxnResponse { throttle_time_ms, error_code: error, ..Default::default() };
             finish(out, fault, header.correlation_id, |out, cid| respond::<EndTxnRequest>(out, cid, &response, version))
         }
+        ApiKey::LIST_OFFSETS => {
+            let (header, request) = decode::<ListOffsetsRequest>(&mut frame, version)?;
+            let state = lock(&shared.state);
+            let response = ListOffsetsResponse {
+                throttle_time_ms,
+                topics: request
+                    .topics
+                    .iter()
+                    .map(|t| ListOffsetsTopicResponse {
+                        name: t.name.clone(),
+                        partitions: t
+                            .partitions
+                            .iter()
+                            .map(|p| ListOffsetsPartitionResponse {
+                                partition_index: p.partition_index,
+                                error_code: error,
+                                timestamp: -1,
+                                // Earliest (-2): the log start, always 0 here; anything else: the end.
+                                offset: if p.timestamp == -2 { 0 } else { log_end(&state, p.partition_index) },
+                                leader_epoch: 0,
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            drop(state);
+            finish(out, fault, header.correlation_id, |out, cid| {
+                respond::<ListOffsetsRequest>(out, cid, &response, version)
+            })
+        }
+        ApiKey::FETCH => {
+            let (header, request) = decode::<FetchRequest>(&mut frame, version)?;
+            let mut response = fetch(shared, node, &request, fault);
+            response.throttle_time_ms = throttle_time_ms;
+            finish(out, fault, header.correlation_id, |out, cid| respond::<FetchRequest>(out, cid, &response, version))
+        }
+        ApiKey::OFFSET_FETCH => {
+            let (header, request) = decode::<OffsetFetchRequest>(&mut frame, version)?;
+            let state = lock(&shared.state);
+            let committed = |group: &str, partition: i32| {
+                state.commits.iter().rev().find(|(g, p, _)| g == group && *p == partition).map_or(-1, |c| c.2)
+            };
+            let mut response = OffsetFetchResponse { throttle_time_ms, ..Default::default() };
+            let groups: Vec<(String, Vec<TopicAsked>)> = if version >= 8 {
+                request
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        let topics =
+                            g.topics.iter().flatten().map(|t| (t.name.to_string(), t.partition_indexes.clone()));
+                        (g.group_id.to_string(), topics.collect())
+                    })
+                    .collect()
+            } else {
+                let topics = request.topics.iter().flatten().map(|t| (t.name.to_string(), t.partition_indexes.clone()));
+                vec![(request.group_id.to_string(), topics.collect())]
+            };
+            for (group, topics) in groups {
+                let topics: Vec<OffsetFetchResponseTopics> = topics
+                    .into_iter()
+                    .map(|(name, partitions)| OffsetFetchResponseTopics {
+                        name: name.as_str().into(),
+                        partitions: partitions
+                            .into_iter()
+                            .map(|partition_index| OffsetFetchResponsePartitions {
+                                partition_index,
+                                committed_offset: committed(&group, partition_index),
+                                committed_leader_epoch: -1,
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .collect();
+                if version >= 8 {
+                    response.groups.push(OffsetFetchResponseGroup {
+                        group_id: group.as_str().into(),
+                        topics,
+                        error_code: error,
+                        ..Default::default()
+                    });
+                } else {
+                    response.error_code = error;
+                    response.topics = topics
+                        .into_iter()
+                        .map(|t| kafka_wire::codec::messages::offset_fetch::OffsetFetchResponseTopic {
+                            name: t.name,
+                            partitions: t
+                                .partitions
+                                .into_iter()
+                                .map(|p| kafka_wire::codec::messages::offset_fetch::OffsetFetchResponsePartition {
+                                    partition_index: p.partition_index,
+                                    committed_offset: p.committed_offset,
+                                    committed_leader_epoch: -1,
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        })
+                        .collect();
+                }
+            }
+            drop(state);
+            finish(out, fault, header.correlation_id, |out, cid| {
+                respond::<OffsetFetchRequest>(out, cid, &response, version)
+            })
+        }
+        ApiKey::OFFSET_COMMIT => {
+            let (header, request) = decode::<OffsetCommitRequest>(&mut frame, version)?;
+            let mut state = lock(&shared.state);
+            let response = OffsetCommitResponse {
+                throttle_time_ms,
+                topics: request
+                    .topics
+                    .iter()
+                    .map(|t| OffsetCommitResponseTopic {
+                        name: t.name.clone(),
+                        partitions: t
+                            .partitions
+                            .iter()
+                            .map(|p| {
+                                if error == ErrorCode::NONE {
+                                    let commit = (request.group_id.to_string(), p.partition_index, p.committed_offset);
+                                    state.commits.push(commit);
+                                }
+                                OffsetCommitResponsePartition {
+                                    partition_index: p.partition_index,
+                                    error_code: error,
+                                    ..Default::default()
+                                }
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            drop(state);
+            finish(out, fault, header.correlation_id, |out, cid| {
+                respond::<OffsetCommitRequest>(out, cid, &response, version)
+            })
+        }
         ApiKey::PRODUCE => {
             let (header, request) = decode::<ProduceRequest>(&mut frame, version)?;
             let mut response = produce(shared, node, &request, fault);
+            shared.appended.notify_waiters();
             response.throttle_time_ms = throttle_time_ms;
             if request.acks == 0 {
                 return Some(false);
@@ -511,7 +734,7 @@ fn produce(shared: &Shared, node: i32, request: &ProduceRequest, fault: Option<F
 /// Appends an idempotent batch in sequence order (per producer epoch); a batch re-sent with a base sequence already
 /// in the log gets the offset it got the first time.
 fn append(state: &mut State, partition: i32, records: Bytes) -> (ErrorCode, i64) {
-    let Ok(batch) = RecordBatch::parse(records) else { return (ErrorCode::CORRUPT_MESSAGE, -1) };
+    let Ok(batch) = RecordBatch::parse(records.clone()) else { return (ErrorCode::CORRUPT_MESSAGE, -1) };
     let Ok(values) =
         batch.records(MAX_BUILDER_SIZE).map(|r| r.map(|r| r.value.unwrap_or_default())).collect::<Result<Vec<_>, _>>()
     else {
@@ -530,6 +753,64 @@ fn append(state: &mut State, partition: i32, records: Bytes) -> (ErrorCode, i64)
             return (ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER, -1);
         }
     }
-    log.push(Appended { base_offset: end, producer_epoch, base_sequence: sequence, values });
+    log.push(Appended { base_offset: end, producer_epoch, base_sequence: sequence, values, bytes: records });
     (ErrorCode::NONE, end)
+}
+
+/// Answers a Fetch from the leader's log: every batch from the one holding the fetch offset on,
+/// each with its base offset rewritten to where it is in the log (the base offset is outside
+/// the CRC). No fetch session: every Fetch names all its partitions.
+fn fetch(shared: &Shared, node: i32, request: &FetchRequest, fault: Option<Fault>) -> FetchResponse {
+    let state = lock(&shared.state);
+    let mut skipped = false;
+    let responses = request
+        .topics
+        .iter()
+        .map(|t| {
+            let ours = *t.topic == *TOPIC || t.topic_id == TOPIC_ID;
+            let mut partitions: Vec<PartitionData> = t
+                .partitions
+                .iter()
+                .filter(|_| {
+                    let skip = fault == Some(Fault::MissingPartition) && !skipped;
+                    skipped |= skip;
+                    !skip
+                })
+                .map(|p| {
+                    let leader = shared.leaders.get(p.partition as usize).map(|l| l.load(Ordering::Acquire));
+                    let end = log_end(&state, p.partition);
+                    let mut data = PartitionData {
+                        partition_index: p.partition,
+                        high_watermark: end,
+                        last_stable_offset: end,
+                        log_start_offset: 0,
+                        ..Default::default()
+                    };
+                    data.error_code = match fault {
+                        Some(Fault::Error(code)) => code,
+                        _ if !ours || leader.is_none() => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                        _ if leader != Some(node) => ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                        _ if p.fetch_offset < 0 || p.fetch_offset > end => ErrorCode::OFFSET_OUT_OF_RANGE,
+                        _ => ErrorCode::NONE,
+                    };
+                    if data.error_code == ErrorCode::NONE {
+                        let mut records = BytesMut::new();
+                        let log = state.logs.get(&p.partition).map(Vec::as_slice).unwrap_or_default();
+                        for b in log.iter().filter(|b| b.base_offset + b.values.len() as i64 > p.fetch_offset) {
+                            let start = records.len();
+                            records.extend_from_slice(&b.bytes);
+                            records[start..start + 8].copy_from_slice(&b.base_offset.to_be_bytes());
+                        }
+                        data.records = Some(records.freeze());
+                    }
+                    data
+                })
+                .collect();
+            if fault == Some(Fault::ExtraPartition) {
+                partitions.push(PartitionData { partition_index: 1000, high_watermark: 0, ..Default::default() });
+            }
+            FetchableTopicResponse { topic: t.topic.clone(), topic_id: t.topic_id, partitions, ..Default::default() }
+        })
+        .collect();
+    FetchResponse { responses, ..Default::default() }
 }
