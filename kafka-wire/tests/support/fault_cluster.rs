@@ -10,7 +10,9 @@
 //! InitProducerId, Produce, FindCoordinator (node [`COORDINATOR`] for every key),
 //! AddPartitionsToTxn (up to v3), EndTxn (up to v4, transactions v1), ListOffsets, Fetch (up to
 //! v12, no fetch sessions; an empty answer waits up to `max_wait_ms` for an append), OffsetFetch
-//! and OffsetCommit (up to v8; every commit is kept, [`FaultCluster::commits`]). Produce appends to a
+//! and OffsetCommit (up to v8; every commit is kept, [`FaultCluster::commits`]), and a classic
+//! group of one member at a time (JoinGroup, SyncGroup, Heartbeat, LeaveGroup: whoever joins
+//! last is the only member and its leader; no generation checks). Produce appends to a
 //! per-partition log shared by all nodes (a replicated log), only on the partition's leader (the
 //! others answer NOT_LEADER_OR_FOLLOWER): an idempotent batch whose base sequence is already in
 //! the log is answered with the offset it got the first time, as Kafka does, and one out of
@@ -43,6 +45,7 @@ use kafka_wire::codec::messages::add_partitions_to_txn::{
 };
 use kafka_wire::codec::messages::fetch::{FetchableTopicResponse, PartitionData};
 use kafka_wire::codec::messages::find_coordinator::Coordinator;
+use kafka_wire::codec::messages::join_group::JoinGroupResponseMember;
 use kafka_wire::codec::messages::list_offsets::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_wire::codec::messages::metadata::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use kafka_wire::codec::messages::offset_commit::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
@@ -52,10 +55,11 @@ use kafka_wire::codec::messages::offset_fetch::{
 use kafka_wire::codec::messages::produce::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_wire::codec::messages::{
     AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiVersionsRequest, EndTxnRequest, EndTxnResponse,
-    FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+    FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
     OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest,
-    ProduceResponse,
+    ProduceResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_wire::codec::record_batch::{BatchBuilder, RecordBatch, MAX_BUILDER_SIZE};
 use kafka_wire::codec::{ApiKey, ErrorCode, Uuid};
@@ -124,6 +128,11 @@ struct State {
     open: bool,
     /// Every offset commit accepted: `(group, partition, offset)`, in order.
     commits: Vec<(String, i32, i64)>,
+    /// The classic group: its generation, and member ids handed out so far.
+    generation: i32,
+    members: u32,
+    /// The assignment the leader gave in its last SyncGroup.
+    assignment: Bytes,
 }
 
 struct Shared {
@@ -376,6 +385,10 @@ fn handle(mut frame: Bytes, shared: &Shared, node: i32, out: &mut BytesMut) -> O
                 fetch,
                 offset_fetch,
                 offset_commit,
+                api::<JoinGroupRequest>(),
+                api::<SyncGroupRequest>(),
+                api::<HeartbeatRequest>(),
+                api::<LeaveGroupRequest>(),
             ];
             answer_api_versions(&mut frame, version, apis, out)?;
             false
@@ -606,6 +619,79 @@ fn handle(mut frame: Bytes, shared: &Shared, node: i32, out: &mut BytesMut) -> O
             drop(state);
             finish(out, fault, header.correlation_id, |out, cid| {
                 respond::<OffsetCommitRequest>(out, cid, &response, version)
+            })
+        }
+        ApiKey::JOIN_GROUP => {
+            let (header, request) = decode::<JoinGroupRequest>(&mut frame, version)?;
+            let mut state = lock(&shared.state);
+            let mut response = JoinGroupResponse {
+                throttle_time_ms,
+                error_code: error,
+                member_id: request.member_id.clone(),
+                generation_id: -1,
+                ..Default::default()
+            };
+            if error == ErrorCode::NONE && request.member_id.is_empty() && version >= 4 {
+                // KIP-394: a new member is first given its id.
+                state.members += 1;
+                response.error_code = ErrorCode::MEMBER_ID_REQUIRED;
+                response.member_id = format!("member-{}", state.members).as_str().into();
+            } else if error == ErrorCode::NONE {
+                if request.member_id.is_empty() {
+                    state.members += 1;
+                    response.member_id = format!("member-{}", state.members).as_str().into();
+                }
+                state.generation += 1;
+                let protocol = request.protocols.first()?;
+                response.generation_id = state.generation;
+                response.protocol_type = Some(request.protocol_type.clone());
+                response.protocol_name = Some(protocol.name.clone());
+                response.leader = response.member_id.clone();
+                response.members = vec![JoinGroupResponseMember {
+                    member_id: response.member_id.clone(),
+                    group_instance_id: request.group_instance_id.clone(),
+                    metadata: protocol.metadata.clone(),
+                    ..Default::default()
+                }];
+            }
+            drop(state);
+            finish(out, fault, header.correlation_id, |out, cid| {
+                respond::<JoinGroupRequest>(out, cid, &response, version)
+            })
+        }
+        ApiKey::SYNC_GROUP => {
+            let (header, request) = decode::<SyncGroupRequest>(&mut frame, version)?;
+            let mut state = lock(&shared.state);
+            if error == ErrorCode::NONE {
+                if let Some(mine) = request.assignments.iter().find(|a| a.member_id == request.member_id) {
+                    state.assignment = mine.assignment.clone();
+                }
+            }
+            let response = SyncGroupResponse {
+                throttle_time_ms,
+                error_code: error,
+                protocol_type: request.protocol_type.clone(),
+                protocol_name: request.protocol_name.clone(),
+                assignment: if error == ErrorCode::NONE { state.assignment.clone() } else { Bytes::new() },
+                ..Default::default()
+            };
+            drop(state);
+            finish(out, fault, header.correlation_id, |out, cid| {
+                respond::<SyncGroupRequest>(out, cid, &response, version)
+            })
+        }
+        ApiKey::HEARTBEAT => {
+            let (header, _) = decode::<HeartbeatRequest>(&mut frame, version)?;
+            let response = HeartbeatResponse { throttle_time_ms, error_code: error, ..Default::default() };
+            finish(out, fault, header.correlation_id, |out, cid| {
+                respond::<HeartbeatRequest>(out, cid, &response, version)
+            })
+        }
+        ApiKey::LEAVE_GROUP => {
+            let (header, _) = decode::<LeaveGroupRequest>(&mut frame, version)?;
+            let response = LeaveGroupResponse { throttle_time_ms, error_code: error, ..Default::default() };
+            finish(out, fault, header.correlation_id, |out, cid| {
+                respond::<LeaveGroupRequest>(out, cid, &response, version)
             })
         }
         ApiKey::PRODUCE => {
