@@ -234,3 +234,28 @@ async fn regression_a_topic_always_listed_without_partitions_fails_the_send_nami
     assert!(error.to_string().contains("without partitions"), "{error}");
     assert!(cluster.count(ApiKey::METADATA) > 2, "the topic was asked for again");
 }
+
+/// A NOT_LEADER_OR_FOLLOWER storm that does not end fails the records with a timeout once
+/// `delivery.timeout.ms` is up, writing nothing; never a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_not_leader_storm_that_never_ends_fails_the_records_with_a_timeout() {
+    let cluster = FaultCluster::start(2, PARTITIONS).await;
+    let config = ProducerConfig::new(&cluster.addr(1))
+        .linger(Duration::ZERO)
+        .request_timeout(Duration::from_secs(1))
+        .delivery_timeout(Duration::from_secs(2))
+        .retry_backoff(Duration::from_millis(5))
+        .retry_backoff_max(Duration::from_millis(50));
+    let producer = within("the producer to connect", Producer::new(config)).await.expect("connect");
+    cluster.inject(ApiKey::PRODUCE, Fault::Error(ErrorCode::NOT_LEADER_OR_FOLLOWER), 10_000);
+    let mut deliveries = Vec::new();
+    for i in 0..4 {
+        let record = ProducerRecord::new(TOPIC, format!("v{i}")).partition(i % PARTITIONS);
+        deliveries.push(within("send", producer.send(record)).await.expect("queued"));
+    }
+    for d in deliveries {
+        let error = within("the record to fail", d).await.expect_err("never acknowledged");
+        assert_eq!(error.kind(), ErrorKind::Timeout, "{error}");
+    }
+    assert!(cluster.values(0).is_empty() && cluster.values(1).is_empty());
+}

@@ -198,3 +198,23 @@ async fn a_coordinator_loading_for_ever_fails_init_transactions_with_a_timeout()
         .expect_err("a coordinator that never loads registers nothing");
     assert_eq!(error.kind(), ErrorKind::Timeout, "{error}");
 }
+
+/// CONCURRENT_TRANSACTIONS on EndTxn that does not end fails `commit_transaction` with a
+/// timeout once `max.block.ms` is up; never a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transactions_for_ever_on_end_txn_fails_the_commit_with_a_timeout() {
+    let cluster = FaultCluster::start(2, PARTITIONS).await;
+    let producer = within("the producer to connect", Producer::new(config(&cluster).max_block(Duration::from_secs(1))))
+        .await
+        .expect("connect");
+    within("init_transactions", producer.init_transactions()).await.expect("init_transactions");
+    cluster.inject(ApiKey::END_TXN, CONCURRENT, 10_000);
+    producer.begin_transaction().expect("begin");
+    let delivery = within("send", producer.send(ProducerRecord::new(TOPIC, "x").partition(0))).await.expect("queued");
+    let error = within("the commit to fail", producer.commit_transaction())
+        .await
+        .expect_err("a transaction the coordinator never ends is not committed");
+    assert_eq!(error.kind(), ErrorKind::Timeout, "{error}");
+    within("the record's acknowledgement", delivery).await.expect("the record itself was written");
+    assert!(cluster.ended().is_empty(), "no EndTxn was accepted");
+}
