@@ -217,3 +217,28 @@ async fn member_offset_fetch_loading_is_retried() {
 async fn member_offset_fetch_throttled_is_waited_out() {
     recovers_from(ApiKey::OFFSET_FETCH, Fault::Throttle(200), 1).await;
 }
+
+/// A LeaveGroup answer that is throttled, or cut mid-frame, does not hold up `close`, and the
+/// next member joins and resumes from the committed offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_group_throttled_or_cut_does_not_hold_up_close() {
+    let cluster = FaultCluster::start(2, PARTITIONS).await;
+    let mut from = vec![0; PARTITIONS as usize];
+    let mut written = vec![Vec::new(); PARTITIONS as usize];
+    for (round, fault) in [Fault::Throttle(200), Fault::Truncate].into_iter().enumerate() {
+        cluster.inject(ApiKey::LEAVE_GROUP, fault, 1);
+        let consumer = member(&cluster).await;
+        for (w, new) in written.iter_mut().zip(write_round(&cluster, &format!("r{round}"))) {
+            w.extend(new);
+        }
+        let mut read = vec![Vec::new(); PARTITIONS as usize];
+        let expected: Vec<Vec<String>> = written.iter().zip(&from).map(|(w, f)| w[*f..].to_vec()).collect();
+        read_until(&consumer, &mut read, &expected).await;
+        within("a commit", consumer.commit()).await.expect("commit");
+        assert_read_once(&read, &written, &from);
+        within(&format!("close with LeaveGroup {fault:?}"), consumer.close()).await.expect("close");
+        assert_eq!(cluster.pending(ApiKey::LEAVE_GROUP), 0, "the member left with a LeaveGroup");
+        from = written.iter().map(Vec::len).collect();
+    }
+    assert_commits_never_go_back(&cluster);
+}
