@@ -591,12 +591,17 @@ impl Inner {
                     if let Some(m) = read(&self.topics).get(topic) {
                         return Ok(m.clone());
                     }
-                    let code = response
-                        .topics
-                        .iter()
-                        .find(|t| t.name.as_deref() == Some(topic))
-                        .map_or(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, |t| t.error_code);
-                    let err = Error::broker(code, None, format!("metadata for topic {topic}"));
+                    let listed = response.topics.iter().find(|t| t.name.as_deref() == Some(topic));
+                    // Listed without an error but without partitions (a broker that has not
+                    // learnt them yet): waited out as an unknown topic, not failed with NONE.
+                    let (code, message) = match listed.map(|t| t.error_code) {
+                        Some(ErrorCode::NONE) => {
+                            (ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, Some("listed without partitions"))
+                        }
+                        Some(code) => (code, None),
+                        None => (ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None),
+                    };
+                    let err = Error::broker(code, message, format!("metadata for topic {topic}"));
                     if !code.is_retriable() {
                         return Err(err);
                     }
