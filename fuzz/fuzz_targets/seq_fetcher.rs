@@ -218,9 +218,12 @@ impl Harness {
             check_crcs: true,
             fetch_max_wait: 100 * MS,
             fetch_min_bytes: 1,
-            fetch_max_bytes: input.fetch_max_bytes as usize % 20_000 + 1,
-            max_partition_fetch_bytes: input.max_partition_fetch_bytes as usize % 4_000 + 1,
-            prefetch_max_bytes: input.prefetch_max_bytes as usize % 50_000 + 1,
+            // The simulation's ranges. fetch.max.bytes is also the decompression budget: a batch
+            // that alone decompresses past it is reported corrupt by design, so it stays above
+            // what the model's batches (at most 5 small records) decompress to.
+            fetch_max_bytes: 1_000 + input.fetch_max_bytes as usize % 19_000,
+            max_partition_fetch_bytes: 200 + input.max_partition_fetch_bytes as usize % 3_800,
+            prefetch_max_bytes: 500 + input.prefetch_max_bytes as usize % 49_500,
             client_rack: None,
             retry_backoff: 50 * MS,
             retry_backoff_max: 1000 * MS,
