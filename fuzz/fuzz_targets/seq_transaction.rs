@@ -6,8 +6,9 @@
 //! offsets, commits and aborts at any moment. No input may panic the manager, and the
 //! transaction simulation's safety invariants hold: EndTxn is sent only once every produce of the
 //! transaction settled; an EndTxn that commits is sent only for a transaction the application
-//! committed, never aborted, none of whose produces failed; once an EndTxn was sent its decision
-//! never changes; `Committed` is announced only for such a transaction; v2 sends no
+//! committed, never aborted, none of whose produces failed; once an EndTxn(commit) was sent and
+//! no error came back for it (its answer lost), neither an EndTxn(abort) nor `Aborted` follows;
+//! `Committed` is announced only for such a transaction; v2 sends no
 //! AddPartitionsToTxn / AddOffsetsToTxn; nothing is sent after a fatal error.
 #![no_main]
 
@@ -106,8 +107,9 @@ struct Txn {
     commit_called: bool,
     abort_called: bool,
     failed: bool,
-    /// The decision of the first EndTxn sent.
-    end: Option<bool>,
+    /// An EndTxn(commit) was sent and no error answer came back to it (lost or not yet
+    /// answered): the coordinator may have committed, so the transaction must not end aborted.
+    commit_unknown: bool,
 }
 
 struct Harness {
@@ -147,10 +149,11 @@ impl Harness {
                             "EndTxn(commit) of a transaction that was not committed cleanly"
                         );
                     }
-                    if let Some(first) = self.txn.end {
-                        assert_eq!(first, *commit, "EndTxn decision changed");
+                    if *commit {
+                        self.txn.commit_unknown = true;
+                    } else {
+                        assert!(!self.txn.commit_unknown, "EndTxn(abort) after an EndTxn(commit) of unknown outcome");
                     }
-                    self.txn.end = Some(*commit);
                     assert_eq!(*transaction_v2, self.tm.is_transaction_v2());
                 }
                 TxnRequest::AddPartitionsToTxn { .. } | TxnRequest::AddOffsetsToTxn { .. } => {
@@ -170,7 +173,7 @@ impl Harness {
                     self.txn = Txn::default();
                 }
                 TxnEvent::Aborted => {
-                    assert_ne!(self.txn.end, Some(true), "Aborted after EndTxn(commit)");
+                    assert!(!self.txn.commit_unknown, "Aborted after an EndTxn(commit) of unknown outcome");
                     self.txn = Txn::default();
                 }
                 TxnEvent::Failed(_) => {}
@@ -202,7 +205,13 @@ impl Harness {
                 let results: Vec<_> = offsets.iter().map(|(t, _)| (t.clone(), code)).collect();
                 self.tm.handle_txn_offset_commit(id, &results, now);
             }
-            TxnRequest::EndTxn { .. } => self.tm.handle_end_txn(id, code, new_pid, new_epoch, now),
+            TxnRequest::EndTxn { commit, .. } => {
+                // An error answer means the coordinator did not commit: aborting is then right.
+                if *commit && code != ErrorCode::NONE {
+                    self.txn.commit_unknown = false;
+                }
+                self.tm.handle_end_txn(id, code, new_pid, new_epoch, now)
+            }
             _ => self.tm.handle_no_response(id, now),
         }
     }
