@@ -72,13 +72,15 @@ enum Op {
     /// Drain everything the core sends now.
     Send,
     Flush,
-    /// In-flight request `idx` reaches its broker, with a fault per partition.
+    /// The oldest request not yet arrived at the broker of in-flight request `idx` reaches it,
+    /// with a fault per partition.
     Arrive {
         idx: u8,
         faults: [Fault; PARTITIONS],
     },
-    /// Request `idx` is answered (what the broker said if it arrived, else `Failed`); `keep`
-    /// leaves it in flight so it is answered again later (a duplicate).
+    /// The oldest request to the broker of request `idx` is answered (what the broker said if it
+    /// arrived, else `Failed`); `keep` leaves it in flight so it is answered again later (a
+    /// duplicate).
     Answer {
         idx: u8,
         keep: bool,
@@ -204,7 +206,15 @@ impl Harness {
         (!self.in_flight.is_empty()).then(|| idx as usize % self.in_flight.len())
     }
 
+    /// The oldest request in flight to `i`'s broker: requests reach a broker, and its answers
+    /// come back, in the order they were sent on the connection.
+    fn first_to(&self, i: usize, unarrived: bool) -> usize {
+        let node = self.in_flight[i].node;
+        self.in_flight.iter().position(|r| r.node == node && !(unarrived && r.answer.is_some())).unwrap_or(i)
+    }
+
     fn arrive(&mut self, i: usize, faults: &[Fault; PARTITIONS]) {
+        let i = self.first_to(i, true);
         let r = &mut self.in_flight[i];
         if r.answer.is_some() {
             return;
@@ -244,6 +254,7 @@ impl Harness {
     }
 
     fn answer(&mut self, i: usize, keep: bool, extra_partition: bool) {
+        let i = self.first_to(i, false);
         let (id, outcome) = {
             let r = &self.in_flight[i];
             let outcome = match &r.answer {
@@ -266,7 +277,7 @@ impl Harness {
             (r.id, outcome)
         };
         if !keep {
-            self.in_flight.swap_remove(i);
+            self.in_flight.remove(i);
         }
         self.core.handle_response(id, outcome, self.now);
         self.poll();
@@ -305,7 +316,7 @@ impl Harness {
             }
             Op::Lose { idx } => {
                 if let Some(i) = self.pick(idx) {
-                    let id = self.in_flight.swap_remove(i).id;
+                    let id = self.in_flight.remove(i).id;
                     self.core.handle_response(id, RequestOutcome::Failed, self.now);
                     self.poll();
                 }
