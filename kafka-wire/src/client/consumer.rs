@@ -1079,9 +1079,15 @@ async fn send_commit(inner: &Inner, group: &str, request: &OffsetCommitRequest) 
 /// OffsetFetch, tried again after a failure (which the next `poll` reports) until it answers or
 /// the consumer is gone.
 async fn committed_positions(inner: std::sync::Weak<Inner>, group: String, partitions: Vec<TopicPartition>) {
+    let mut partitions = partitions;
     loop {
         let Some(inner) = inner.upgrade() else { return };
         if inner.closing.load(Ordering::Acquire) {
+            return;
+        }
+        // Those sought (or unassigned) meanwhile need no committed offset.
+        partitions.retain(|tp| inner.lock().fetcher.awaits_committed(tp));
+        if partitions.is_empty() {
             return;
         }
         match fetch_committed(&inner, &group, &partitions).await {

@@ -449,6 +449,11 @@ impl Fetcher {
         self.metadata_wanted = true;
     }
 
+    /// Whether `tp` still waits for its committed offset (no seek or reset since).
+    pub fn awaits_committed(&self, tp: &TopicPartition) -> bool {
+        self.partitions.get(tp).is_some_and(|p| p.awaiting_committed)
+    }
+
     /// The committed offset (and its leader epoch) of a partition that awaited it, `None`
     /// where nothing is committed (it is then reset with `auto.offset.reset`).
     pub fn committed(&mut self, tp: &TopicPartition, committed: Option<(i64, Option<i32>)>) {
