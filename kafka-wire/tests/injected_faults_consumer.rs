@@ -46,17 +46,6 @@ async fn consumer(cluster: &FaultCluster) -> Consumer {
     consumer
 }
 
-/// Writes a round of records `<tag>-<p>-<i>` to every partition; returns them per partition.
-fn write_round(cluster: &FaultCluster, tag: &str) -> Vec<Vec<String>> {
-    (0..PARTITIONS)
-        .map(|p| {
-            let values: Vec<String> = (0..PER_ROUND).map(|i| format!("{tag}-{p}-{i}")).collect();
-            cluster.append(p, &values);
-            values
-        })
-        .collect()
-}
-
 /// Polls until `expected[p].len()` records of each partition were read after `read[p]`;
 /// appends them to `read`.
 async fn read_until(consumer: &Consumer, read: &mut [Vec<(i64, String)>], expected: &[Vec<String>]) {
@@ -101,7 +90,7 @@ async fn recovers_from(api: ApiKey, fault: Fault, times: usize) -> FaultCluster 
     for round in 0..=ROUNDS {
         assert!(round < ROUNDS, "every injected {fault:?} was applied within {ROUNDS} rounds");
         let last = cluster.pending(api) == 0;
-        for (w, new) in written.iter_mut().zip(write_round(&cluster, &format!("r{round}"))) {
+        for (w, new) in written.iter_mut().zip(cluster.write_round(PER_ROUND, &format!("r{round}"))) {
             w.extend(new);
         }
         read_until(&consumer, &mut read, &written).await;
@@ -130,13 +119,13 @@ async fn a_not_leader_storm_on_fetch_without_a_leader_change_is_retried_until_it
 async fn a_not_leader_storm_on_fetch_during_a_leader_move_ends_on_the_new_leader() {
     let cluster = FaultCluster::start(2, PARTITIONS).await;
     let consumer = consumer(&cluster).await;
-    let mut written = write_round(&cluster, "before");
+    let mut written = cluster.write_round(PER_ROUND, "before");
     let mut read = vec![Vec::new(); PARTITIONS as usize];
     read_until(&consumer, &mut read, &written).await;
     cluster.set_leader(0, 2);
     cluster.set_leader(1, 1);
     cluster.inject(ApiKey::FETCH, Fault::Error(ErrorCode::NOT_LEADER_OR_FOLLOWER), 6);
-    for (w, new) in written.iter_mut().zip(write_round(&cluster, "moved")) {
+    for (w, new) in written.iter_mut().zip(cluster.write_round(PER_ROUND, "moved")) {
         w.extend(new);
     }
     read_until(&consumer, &mut read, &written).await;
@@ -197,7 +186,7 @@ async fn throttled_list_offsets_answers_delay_but_lose_nothing() {
     let cluster = FaultCluster::start(2, PARTITIONS).await;
     cluster.inject(ApiKey::LIST_OFFSETS, Fault::Throttle(200), 1);
     let consumer = consumer(&cluster).await;
-    let written = write_round(&cluster, "r");
+    let written = cluster.write_round(PER_ROUND, "r");
     let mut read = vec![Vec::new(); PARTITIONS as usize];
     read_until(&consumer, &mut read, &written).await;
     assert_read_once(&cluster, &read, &written);
@@ -237,7 +226,7 @@ async fn offset_commit_answer_cut_mid_frame_is_retried() {
 async fn committed_survives(fault: Fault, times: usize) -> FaultCluster {
     let cluster = FaultCluster::start(2, PARTITIONS).await;
     let consumer = consumer(&cluster).await;
-    let written = write_round(&cluster, "r");
+    let written = cluster.write_round(PER_ROUND, "r");
     let mut read = vec![Vec::new(); PARTITIONS as usize];
     read_until(&consumer, &mut read, &written).await;
     within("a commit", consumer.commit()).await.expect("commit");
@@ -284,7 +273,7 @@ async fn find_coordinator_loading_is_retried() {
     cluster.inject(ApiKey::FIND_COORDINATOR, Fault::Error(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS), 3);
     cluster.inject(ApiKey::FIND_COORDINATOR, Fault::Throttle(200), 1);
     let consumer = consumer(&cluster).await;
-    let written = write_round(&cluster, "r");
+    let written = cluster.write_round(PER_ROUND, "r");
     let mut read = vec![Vec::new(); PARTITIONS as usize];
     read_until(&consumer, &mut read, &written).await;
     let offsets: BTreeMap<TopicPartition, OffsetAndMetadata> =

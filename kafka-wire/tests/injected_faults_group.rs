@@ -42,17 +42,6 @@ async fn member(cluster: &FaultCluster) -> Consumer {
     consumer
 }
 
-/// Writes a round of records `<tag>-<p>-<i>` to every partition; returns them per partition.
-fn write_round(cluster: &FaultCluster, tag: &str) -> Vec<Vec<String>> {
-    (0..PARTITIONS)
-        .map(|p| {
-            let values: Vec<String> = (0..PER_ROUND).map(|i| format!("{tag}-{p}-{i}")).collect();
-            cluster.append(p, &values);
-            values
-        })
-        .collect()
-}
-
 /// Polls until as many records of each partition as `expected` holds were read into `read`.
 async fn read_until(consumer: &Consumer, read: &mut [Vec<(i64, String)>], expected: &[Vec<String>]) {
     let done = |read: &[Vec<(i64, String)>]| read.iter().zip(expected).all(|(r, e)| r.len() >= e.len());
@@ -99,7 +88,7 @@ async fn recovers_from(api: ApiKey, fault: Fault, times: usize) -> FaultCluster 
     for round in 0..=ROUNDS {
         assert!(round < ROUNDS, "every injected {fault:?} was applied within {ROUNDS} rounds");
         let last = cluster.pending(api) == 0;
-        for (w, new) in written.iter_mut().zip(write_round(&cluster, &format!("r{round}"))) {
+        for (w, new) in written.iter_mut().zip(cluster.write_round(PER_ROUND, &format!("r{round}"))) {
             w.extend(new);
         }
         read_until(&first, &mut read, &written).await;
@@ -116,7 +105,7 @@ async fn recovers_from(api: ApiKey, fault: Fault, times: usize) -> FaultCluster 
     within("the first member to close", first.close()).await.expect("close");
 
     let from: Vec<usize> = written.iter().map(Vec::len).collect();
-    for (w, new) in written.iter_mut().zip(write_round(&cluster, "next")) {
+    for (w, new) in written.iter_mut().zip(cluster.write_round(PER_ROUND, "next")) {
         w.extend(new);
     }
     let second = member(&cluster).await;
@@ -228,7 +217,7 @@ async fn leave_group_throttled_or_cut_does_not_hold_up_close() {
     for (round, fault) in [Fault::Throttle(200), Fault::Truncate].into_iter().enumerate() {
         cluster.inject(ApiKey::LEAVE_GROUP, fault, 1);
         let consumer = member(&cluster).await;
-        for (w, new) in written.iter_mut().zip(write_round(&cluster, &format!("r{round}"))) {
+        for (w, new) in written.iter_mut().zip(cluster.write_round(PER_ROUND, &format!("r{round}"))) {
             w.extend(new);
         }
         let mut read = vec![Vec::new(); PARTITIONS as usize];

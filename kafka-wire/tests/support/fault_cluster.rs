@@ -230,6 +230,18 @@ impl FaultCluster {
         self.shared.appended.notify_waiters();
     }
 
+    /// Writes a round of `per_partition` records `<tag>-<p>-<i>` to every partition (one batch
+    /// each); returns them per partition.
+    pub fn write_round(&self, per_partition: usize, tag: &str) -> Vec<Vec<String>> {
+        (0..self.shared.leaders.len() as i32)
+            .map(|p| {
+                let values: Vec<String> = (0..per_partition).map(|i| format!("{tag}-{p}-{i}")).collect();
+                self.append(p, &values);
+                values
+            })
+            .collect()
+    }
+
     /// Every offset commit accepted: `(group, partition, offset)`, in order.
     pub fn commits(&self) -> Vec<(String, i32, i64)> {
         lock(&self.shared.state).commits.clone()
