@@ -46,21 +46,6 @@ async fn consumer(cluster: &FaultCluster) -> Consumer {
     consumer
 }
 
-/// Polls until `expected[p].len()` records of each partition were read after `read[p]`;
-/// appends them to `read`.
-async fn read_until(consumer: &Consumer, read: &mut [Vec<(i64, String)>], expected: &[Vec<String>]) {
-    let done = |read: &[Vec<(i64, String)>]| read.iter().zip(expected).all(|(r, e)| r.len() >= e.len());
-    within("every record written to be read", async {
-        while !done(read) {
-            for r in consumer.poll(Duration::from_millis(200)).await.expect("poll") {
-                let value = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
-                read[r.partition as usize].push((r.offset, value));
-            }
-        }
-    })
-    .await;
-}
-
 /// The invariants: each partition read exactly what was written, once, in order, at its
 /// offsets; the group's committed offsets never went backwards.
 fn assert_read_once(cluster: &FaultCluster, read: &[Vec<(i64, String)>], written: &[Vec<String>]) {
@@ -93,7 +78,7 @@ async fn recovers_from(api: ApiKey, fault: Fault, times: usize) -> FaultCluster 
         for (w, new) in written.iter_mut().zip(cluster.write_round(PER_ROUND, &format!("r{round}"))) {
             w.extend(new);
         }
-        read_until(&consumer, &mut read, &written).await;
+        fault_cluster::read_until(WAIT, &consumer, &mut read, &written).await;
         within("a commit", consumer.commit()).await.expect("commit");
         assert_read_once(&cluster, &read, &written);
         if last {
@@ -121,14 +106,14 @@ async fn a_not_leader_storm_on_fetch_during_a_leader_move_ends_on_the_new_leader
     let consumer = consumer(&cluster).await;
     let mut written = cluster.write_round(PER_ROUND, "before");
     let mut read = vec![Vec::new(); PARTITIONS as usize];
-    read_until(&consumer, &mut read, &written).await;
+    fault_cluster::read_until(WAIT, &consumer, &mut read, &written).await;
     cluster.set_leader(0, 2);
     cluster.set_leader(1, 1);
     cluster.inject(ApiKey::FETCH, Fault::Error(ErrorCode::NOT_LEADER_OR_FOLLOWER), 6);
     for (w, new) in written.iter_mut().zip(cluster.write_round(PER_ROUND, "moved")) {
         w.extend(new);
     }
-    read_until(&consumer, &mut read, &written).await;
+    fault_cluster::read_until(WAIT, &consumer, &mut read, &written).await;
     within("a commit", consumer.commit()).await.expect("commit");
     assert_read_once(&cluster, &read, &written);
     within("close", consumer.close()).await.expect("close");
@@ -188,7 +173,7 @@ async fn throttled_list_offsets_answers_delay_but_lose_nothing() {
     let consumer = consumer(&cluster).await;
     let written = cluster.write_round(PER_ROUND, "r");
     let mut read = vec![Vec::new(); PARTITIONS as usize];
-    read_until(&consumer, &mut read, &written).await;
+    fault_cluster::read_until(WAIT, &consumer, &mut read, &written).await;
     assert_read_once(&cluster, &read, &written);
     assert_eq!(cluster.pending(ApiKey::LIST_OFFSETS), 0);
     within("close", consumer.close()).await.expect("close");
@@ -228,7 +213,7 @@ async fn committed_survives(fault: Fault, times: usize) -> FaultCluster {
     let consumer = consumer(&cluster).await;
     let written = cluster.write_round(PER_ROUND, "r");
     let mut read = vec![Vec::new(); PARTITIONS as usize];
-    read_until(&consumer, &mut read, &written).await;
+    fault_cluster::read_until(WAIT, &consumer, &mut read, &written).await;
     within("a commit", consumer.commit()).await.expect("commit");
     cluster.inject(ApiKey::OFFSET_FETCH, fault, times);
     let committed = within("the committed offsets", consumer.committed(&tps())).await.expect("committed");
@@ -275,7 +260,7 @@ async fn find_coordinator_loading_is_retried() {
     let consumer = consumer(&cluster).await;
     let written = cluster.write_round(PER_ROUND, "r");
     let mut read = vec![Vec::new(); PARTITIONS as usize];
-    read_until(&consumer, &mut read, &written).await;
+    fault_cluster::read_until(WAIT, &consumer, &mut read, &written).await;
     let offsets: BTreeMap<TopicPartition, OffsetAndMetadata> =
         tps().into_iter().map(|tp| (tp, OffsetAndMetadata::new(PER_ROUND as i64))).collect();
     within("a commit", consumer.commit_offsets(offsets)).await.expect("commit");

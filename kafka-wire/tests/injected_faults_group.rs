@@ -42,20 +42,6 @@ async fn member(cluster: &FaultCluster) -> Consumer {
     consumer
 }
 
-/// Polls until as many records of each partition as `expected` holds were read into `read`.
-async fn read_until(consumer: &Consumer, read: &mut [Vec<(i64, String)>], expected: &[Vec<String>]) {
-    let done = |read: &[Vec<(i64, String)>]| read.iter().zip(expected).all(|(r, e)| r.len() >= e.len());
-    within("every record written to be read", async {
-        while !done(read) {
-            for r in consumer.poll(Duration::from_millis(200)).await.expect("poll") {
-                let value = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
-                read[r.partition as usize].push((r.offset, value));
-            }
-        }
-    })
-    .await;
-}
-
 /// Each partition read exactly what was written from offset `from[p]` on, once, in order.
 fn assert_read_once(read: &[Vec<(i64, String)>], written: &[Vec<String>], from: &[usize]) {
     for p in 0..PARTITIONS as usize {
@@ -91,7 +77,7 @@ async fn recovers_from(api: ApiKey, fault: Fault, times: usize) -> FaultCluster 
         for (w, new) in written.iter_mut().zip(cluster.write_round(PER_ROUND, &format!("r{round}"))) {
             w.extend(new);
         }
-        read_until(&first, &mut read, &written).await;
+        fault_cluster::read_until(WAIT, &first, &mut read, &written).await;
         within("a commit", first.commit()).await.expect("commit");
         assert_read_once(&read, &written, &[0, 0]);
         if last {
@@ -110,7 +96,13 @@ async fn recovers_from(api: ApiKey, fault: Fault, times: usize) -> FaultCluster 
     }
     let second = member(&cluster).await;
     let mut read = vec![Vec::new(); PARTITIONS as usize];
-    read_until(&second, &mut read, &written.iter().zip(&from).map(|(w, f)| w[*f..].to_vec()).collect::<Vec<_>>()).await;
+    fault_cluster::read_until(
+        WAIT,
+        &second,
+        &mut read,
+        &written.iter().zip(&from).map(|(w, f)| w[*f..].to_vec()).collect::<Vec<_>>(),
+    )
+    .await;
     within("a commit", second.commit()).await.expect("commit");
     assert_read_once(&read, &written, &from);
     assert_commits_never_go_back(&cluster);
@@ -222,7 +214,7 @@ async fn leave_group_throttled_or_cut_does_not_hold_up_close() {
         }
         let mut read = vec![Vec::new(); PARTITIONS as usize];
         let expected: Vec<Vec<String>> = written.iter().zip(&from).map(|(w, f)| w[*f..].to_vec()).collect();
-        read_until(&consumer, &mut read, &expected).await;
+        fault_cluster::read_until(WAIT, &consumer, &mut read, &expected).await;
         within("a commit", consumer.commit()).await.expect("commit");
         assert_read_once(&read, &written, &from);
         within(&format!("close with LeaveGroup {fault:?}"), consumer.close()).await.expect("close");

@@ -912,3 +912,25 @@ fn fetch(shared: &Shared, node: i32, request: &FetchRequest, fault: Option<Fault
         .collect();
     FetchResponse { responses, ..Default::default() }
 }
+
+/// Polls `consumer` until as many records of each partition as `expected[p]` holds were read
+/// into `read[p]` (as `(offset, value)`), within `bound`.
+pub async fn read_until(
+    bound: Duration,
+    consumer: &kafka_wire::client::Consumer,
+    read: &mut [Vec<(i64, String)>],
+    expected: &[Vec<String>],
+) {
+    let done = |read: &[Vec<(i64, String)>]| read.iter().zip(expected).all(|(r, e)| r.len() >= e.len());
+    let reading = async {
+        while !done(read) {
+            for r in consumer.poll(Duration::from_millis(200)).await.expect("poll") {
+                let value = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+                read[r.partition as usize].push((r.offset, value));
+            }
+        }
+    };
+    tokio::time::timeout(bound, reading)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {bound:?}: every record written to be read"));
+}
