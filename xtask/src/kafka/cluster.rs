@@ -19,6 +19,7 @@
 //! bootstrap3                      bootstrap string of the 3-node cluster, while it is up
 //! cluster1/                       the 1-node cluster (127.0.0.1:9092, controller 9093)
 //! cluster3/                       the 3-node cluster (127.0.0.1:19092-19094, controllers 29092-29094)
+//!                                 (every port + `$KAFKA_PORT_OFFSET`, if set)
 //!   version                       Kafka version this cluster was formatted with
 //!   log4j2.properties             broker logging (4.x); log4j.properties (3.9)
 //!   nodeN/server.properties
@@ -175,20 +176,18 @@ pub fn is_3x(version: &str) -> bool {
     version.split('.').next().and_then(|m| m.parse::<u32>().ok()).unwrap_or(4) < 4
 }
 
+/// `$KAFKA_PORT_OFFSET` (default 0), added to every port of both clusters, so that a second
+/// checkout (a worktree with its own `.kafka/`) can run its clusters beside this one's.
+pub fn port_offset() -> u16 {
+    std::env::var("KAFKA_PORT_OFFSET").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
 pub fn broker_port(nodes: u8, n: u8) -> u16 {
-    if nodes == 1 {
-        9092
-    } else {
-        19091 + u16::from(n)
-    }
+    port_offset() + if nodes == 1 { 9092 } else { 19091 + u16::from(n) }
 }
 
 pub fn controller_port(nodes: u8, n: u8) -> u16 {
-    if nodes == 1 {
-        9093
-    } else {
-        29091 + u16::from(n)
-    }
+    port_offset() + if nodes == 1 { 9093 } else { 29091 + u16::from(n) }
 }
 
 pub fn broker_addr(nodes: u8, n: u8) -> String {

@@ -242,8 +242,10 @@ pub fn generate(dir: &Path) -> Result<Material> {
 
 /// `server.properties` with the secured listeners added to the plaintext one of `plain`.
 pub fn server_properties(plain: &str, material: &Material) -> String {
-    let extra_listeners: String =
-        LISTENERS.iter().map(|(name, _, port)| format!(",{name}://127.0.0.1:{port}")).collect();
+    let extra_listeners: String = LISTENERS
+        .iter()
+        .map(|(name, _, port)| format!(",{name}://127.0.0.1:{}", port + super::cluster::port_offset()))
+        .collect();
     let extra_map: String = LISTENERS.iter().map(|(name, protocol, _)| format!(",{name}:{protocol}")).collect();
     let mut out = String::new();
     for line in plain.lines() {
@@ -312,7 +314,7 @@ pub fn format_args() -> Vec<String> {
 pub fn harness_file(material: &Material) -> String {
     let mut out = String::from("# Written by `cargo xtask kafka up --security` (xtask/src/kafka/security.rs).\n");
     for (name, _, port) in LISTENERS {
-        out.push_str(&format!("{}=127.0.0.1:{port}\n", name.to_ascii_lowercase()));
+        out.push_str(&format!("{}=127.0.0.1:{}\n", name.to_ascii_lowercase(), port + super::cluster::port_offset()));
     }
     for (key, file) in
         [("ca", "ca.pem"), ("other_ca", "other-ca.pem"), ("client_cert", "client.pem"), ("client_key", "client.key")]
