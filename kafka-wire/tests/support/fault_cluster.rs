@@ -9,10 +9,15 @@
 //! leaders the test sets (and may move). Every node serves ApiVersions, Metadata,
 //! InitProducerId, Produce, FindCoordinator (node [`COORDINATOR`] for every key),
 //! AddPartitionsToTxn (up to v3), EndTxn (up to v4, transactions v1), ListOffsets, Fetch (up to
-//! v12, no fetch sessions; an empty answer waits up to `max_wait_ms` for an append), OffsetFetch
-//! and OffsetCommit (up to v8; every commit is kept, [`FaultCluster::commits`]), and a classic
+//! v12, no fetch sessions; an empty answer waits up to `max_wait_ms` for an append), OffsetFetch (up to
+//! v9) and OffsetCommit (up to v8; every commit is kept, [`FaultCluster::commits`]), and a classic
 //! group of one member at a time (JoinGroup, SyncGroup, Heartbeat, LeaveGroup: whoever joins
-//! last is the only member and its leader; no generation checks). Produce appends to a
+//! last is the only member and its leader; no generation checks), a KIP-848 group of one member
+//! at a time (ConsumerGroupHeartbeat: whoever joins with epoch 0 last is the member, with a new
+//! epoch and every partition; a heartbeat of another member is answered UNKNOWN_MEMBER_ID, one
+//! of an older epoch FENCED_MEMBER_EPOCH), and a transaction's offsets (AddOffsetsToTxn up to
+//! v3, TxnOffsetCommit up to v4: the offsets become commits when EndTxn commits, and are
+//! dropped when it aborts). Produce appends to a
 //! per-partition log shared by all nodes (a replicated log), only on the partition's leader (the
 //! others answer NOT_LEADER_OR_FOLLOWER): an idempotent batch whose base sequence is already in
 //! the log is answered with the offset it got the first time, as Kafka does, and one out of
@@ -31,7 +36,7 @@
 #[path = "frames.rs"]
 mod frames;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -43,6 +48,7 @@ use kafka_wire::codec::frame::split_frame;
 use kafka_wire::codec::messages::add_partitions_to_txn::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
+use kafka_wire::codec::messages::consumer_group_heartbeat::{Assignment, TopicPartitions};
 use kafka_wire::codec::messages::fetch::{FetchableTopicResponse, PartitionData};
 use kafka_wire::codec::messages::find_coordinator::Coordinator;
 use kafka_wire::codec::messages::join_group::JoinGroupResponseMember;
@@ -53,13 +59,15 @@ use kafka_wire::codec::messages::offset_fetch::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartitions, OffsetFetchResponseTopics,
 };
 use kafka_wire::codec::messages::produce::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_wire::codec::messages::txn_offset_commit::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic};
 use kafka_wire::codec::messages::{
-    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiVersionsRequest, EndTxnRequest, EndTxnResponse,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
+    ApiVersionsRequest, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, EndTxnRequest, EndTxnResponse,
     FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
     InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
     LeaveGroupResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
     OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest,
-    ProduceResponse, SyncGroupRequest, SyncGroupResponse,
+    ProduceResponse, SyncGroupRequest, SyncGroupResponse, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_wire::codec::record_batch::{BatchBuilder, RecordBatch, MAX_BUILDER_SIZE};
 use kafka_wire::codec::{ApiKey, ErrorCode, Uuid};
@@ -133,6 +141,12 @@ struct State {
     members: u32,
     /// The assignment the leader gave in its last SyncGroup.
     assignment: Bytes,
+    /// Offsets of the open transaction (TxnOffsetCommit), by `(group, partition)`: a retry
+    /// overwrites, as in Kafka.
+    txn_offsets: BTreeMap<(String, i32), i64>,
+    /// The KIP-848 group: its epoch and its one member.
+    group_epoch: i32,
+    consumer_member: Option<String>,
 }
 
 struct Shared {
@@ -382,9 +396,14 @@ fn handle(mut frame: Bytes, shared: &Shared, node: i32, out: &mut BytesMut) -> O
             let mut fetch = api::<FetchRequest>();
             fetch.max_version = 12;
             let mut offset_fetch = api::<OffsetFetchRequest>();
-            offset_fetch.max_version = 8;
+            // v9: the member id and epoch a KIP-848 member sends (v10 names topics by id).
+            offset_fetch.max_version = 9;
             let mut offset_commit = api::<OffsetCommitRequest>();
             offset_commit.max_version = 8;
+            let mut add_offsets = api::<AddOffsetsToTxnRequest>();
+            add_offsets.max_version = 3;
+            let mut txn_offset_commit = api::<TxnOffsetCommitRequest>();
+            txn_offset_commit.max_version = 4;
             let apis = vec![
                 api::<ApiVersionsRequest>(),
                 api::<MetadataRequest>(),
@@ -401,6 +420,9 @@ fn handle(mut frame: Bytes, shared: &Shared, node: i32, out: &mut BytesMut) -> O
                 api::<SyncGroupRequest>(),
                 api::<HeartbeatRequest>(),
                 api::<LeaveGroupRequest>(),
+                add_offsets,
+                txn_offset_commit,
+                api::<ConsumerGroupHeartbeatRequest>(),
             ];
             answer_api_versions(&mut frame, version, apis, out)?;
             false
@@ -483,6 +505,12 @@ fn handle(mut frame: Bytes, shared: &Shared, node: i32, out: &mut BytesMut) -> O
             let mut state = lock(&shared.state);
             if error == ErrorCode::NONE && std::mem::take(&mut state.open) {
                 state.ended.push(request.committed);
+                let offsets = std::mem::take(&mut state.txn_offsets);
+                if request.committed {
+                    state
+                        .commits
+                        .extend(offsets.into_iter().map(|((group, partition), offset)| (group, partition, offset)));
+                }
             }
             drop(state);
             let response = EndTxnResponse { throttle_time_ms, error_code: error, ..Default::default() };
@@ -706,6 +734,57 @@ fn handle(mut frame: Bytes, shared: &Shared, node: i32, out: &mut BytesMut) -> O
                 respond::<LeaveGroupRequest>(out, cid, &response, version)
             })
         }
+        ApiKey::ADD_OFFSETS_TO_TXN => {
+            let (header, _) = decode::<AddOffsetsToTxnRequest>(&mut frame, version)?;
+            lock(&shared.state).open |= error == ErrorCode::NONE;
+            let response = AddOffsetsToTxnResponse { throttle_time_ms, error_code: error, ..Default::default() };
+            finish(out, fault, header.correlation_id, |out, cid| {
+                respond::<AddOffsetsToTxnRequest>(out, cid, &response, version)
+            })
+        }
+        ApiKey::TXN_OFFSET_COMMIT => {
+            let (header, request) = decode::<TxnOffsetCommitRequest>(&mut frame, version)?;
+            let mut state = lock(&shared.state);
+            let response = TxnOffsetCommitResponse {
+                throttle_time_ms,
+                topics: request
+                    .topics
+                    .iter()
+                    .map(|t| TxnOffsetCommitResponseTopic {
+                        name: t.name.clone(),
+                        partitions: t
+                            .partitions
+                            .iter()
+                            .map(|p| {
+                                if error == ErrorCode::NONE {
+                                    let key = (request.group_id.to_string(), p.partition_index);
+                                    state.txn_offsets.insert(key, p.committed_offset);
+                                }
+                                TxnOffsetCommitResponsePartition {
+                                    partition_index: p.partition_index,
+                                    error_code: error,
+                                    ..Default::default()
+                                }
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            drop(state);
+            finish(out, fault, header.correlation_id, |out, cid| {
+                respond::<TxnOffsetCommitRequest>(out, cid, &response, version)
+            })
+        }
+        ApiKey::CONSUMER_GROUP_HEARTBEAT => {
+            let (header, request) = decode::<ConsumerGroupHeartbeatRequest>(&mut frame, version)?;
+            let mut response = consumer_group_heartbeat(shared, &request, error);
+            response.throttle_time_ms = throttle_time_ms;
+            finish(out, fault, header.correlation_id, |out, cid| {
+                respond::<ConsumerGroupHeartbeatRequest>(out, cid, &response, version)
+            })
+        }
         ApiKey::PRODUCE => {
             let (header, request) = decode::<ProduceRequest>(&mut frame, version)?;
             let mut response = produce(shared, node, &request, fault);
@@ -721,6 +800,67 @@ fn handle(mut frame: Bytes, shared: &Shared, node: i32, out: &mut BytesMut) -> O
         _ => return None,
     };
     Some(close)
+}
+
+/// The KIP-848 coordinator of a group of one member: epoch 0 joins (the joiner replaces any
+/// member, with the next group epoch and every partition), -1 / -2 leave, any other epoch must
+/// be the member's current one. An injected `error` is answered as is, with no change.
+fn consumer_group_heartbeat(
+    shared: &Shared,
+    request: &ConsumerGroupHeartbeatRequest,
+    error: ErrorCode,
+) -> ConsumerGroupHeartbeatResponse {
+    let mut response = ConsumerGroupHeartbeatResponse {
+        error_code: error,
+        member_id: Some(request.member_id.clone()),
+        member_epoch: -1,
+        heartbeat_interval_ms: 100,
+        ..Default::default()
+    };
+    if error != ErrorCode::NONE {
+        return response;
+    }
+    let mut state = lock(&shared.state);
+    let mine = state.consumer_member.as_deref() == Some(&*request.member_id);
+    match request.member_epoch {
+        0 => {
+            let id = if request.member_id.is_empty() {
+                state.members += 1;
+                format!("member-{}", state.members)
+            } else {
+                request.member_id.to_string()
+            };
+            state.group_epoch += 1;
+            state.consumer_member = Some(id.clone());
+            response.member_id = Some(id.as_str().into());
+        }
+        epoch @ (-1 | -2) => {
+            if mine {
+                state.consumer_member = None;
+            }
+            response.member_epoch = epoch;
+            return response;
+        }
+        _ if !mine => {
+            response.error_code = ErrorCode::UNKNOWN_MEMBER_ID;
+            return response;
+        }
+        epoch if epoch != state.group_epoch => {
+            response.error_code = ErrorCode::FENCED_MEMBER_EPOCH;
+            return response;
+        }
+        _ => {}
+    }
+    response.member_epoch = state.group_epoch;
+    response.assignment = Some(Assignment {
+        topic_partitions: vec![TopicPartitions {
+            topic_id: TOPIC_ID,
+            partitions: (0..shared.leaders.len() as i32).collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    response
 }
 
 fn metadata(shared: &Shared, request: &MetadataRequest, fault: Option<Fault>) -> MetadataResponse {
