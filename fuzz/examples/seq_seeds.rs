@@ -331,10 +331,10 @@ fn group_seeds(c: &mut Corpus) {
     }
 }
 
-// ---- seq_transaction: Op has 11 variants ----
+// ---- seq_transaction: Op has 16 variants, Fate 4 ----
 mod transaction {
     use super::Enc;
-    const N: u32 = 11;
+    const N: u32 = 16;
     pub fn init(e: &mut Enc) {
         e.op(0, N);
     }
@@ -344,30 +344,47 @@ mod transaction {
     pub fn produce(e: &mut Enc, p: u8) {
         e.op(2, N).u8(p);
     }
-    pub fn settle(e: &mut Enc, outcome: u8, code: u8) {
-        e.op(3, N).u8(outcome).u8(code);
-    }
     pub fn send_offsets(e: &mut Enc) {
-        e.op(4, N).u8(1).i64(7);
+        e.op(3, N);
     }
     pub fn commit(e: &mut Enc) {
-        e.op(5, N);
+        e.op(4, N);
     }
     pub fn abort(e: &mut Enc) {
-        e.op(6, N);
+        e.op(5, N);
     }
-    pub fn answer(e: &mut Enc, code: u8) {
-        e.op(8, N).u8(0).u8(code).bool(false).u8(0).u8(0).bool(false);
+    /// The oldest pending request reaches its coordinator; `fate`: 0 answered, 1 twice, 2 lost,
+    /// 3 late.
+    pub fn arrive(e: &mut Enc, fate: u32) {
+        e.op(7, N).u8(0).variant(fate, 4);
     }
-    pub fn lose(e: &mut Enc) {
-        e.op(9, N).u8(0);
+    pub fn lose_request(e: &mut Enc) {
+        e.op(8, N).u8(0);
+    }
+    /// `code`: even picks from the refusals, odd (on TxnOffsetCommit) from the group's.
+    pub fn refuse(e: &mut Enc, code: u8) {
+        e.op(9, N).u8(0).u8(code);
+    }
+    pub fn late(e: &mut Enc) {
+        e.op(11, N).u8(0);
+    }
+    pub fn move_coordinator(e: &mut Enc, group: bool, node: u8) {
+        e.op(12, N).bool(group).u8(node);
+    }
+    pub fn produce_arrives(e: &mut Enc, ack_lost: bool) {
+        e.op(13, N).u8(0).bool(ack_lost);
+    }
+    pub fn produce_lost(e: &mut Enc) {
+        e.op(14, N).u8(0);
     }
     pub fn advance(e: &mut Enc, ms: u16) {
-        e.op(10, N).u16(ms);
+        e.op(15, N).u16(ms);
     }
+    /// `n` rounds of: the oldest request answered, the oldest produce acknowledged, 50 ms.
     pub fn answers(e: &mut Enc, n: usize) {
         for _ in 0..n {
-            answer(e, 0);
+            arrive(e, 0);
+            produce_arrives(e, false);
             advance(e, 50);
         }
     }
@@ -377,7 +394,7 @@ fn transaction_seeds(c: &mut Corpus) {
     use transaction::*;
     for version in [0u8, 2] {
         let start = |e: &mut Enc| {
-            e.u8(version);
+            e.u8(version).i64(7);
             init(e);
             answers(e, 3);
             begin(e);
@@ -391,51 +408,72 @@ fn transaction_seeds(c: &mut Corpus) {
         };
         let mut e = Enc::default();
         start(&mut e);
-        settle(&mut e, 0, 0);
         commit(&mut e);
-        settle(&mut e, 0, 0);
-        answers(&mut e, 4);
+        answers(&mut e, 6);
         begin(&mut e);
         produce(&mut e, 2);
         answers(&mut e, 2);
         abort(&mut e);
         answers(&mut e, 3);
         c.add(e);
-        // A failed produce, then abort.
-        let mut e = Enc::default();
-        start(&mut e);
-        settle(&mut e, 3, 1);
-        settle(&mut e, 0, 0);
-        commit(&mut e);
-        abort(&mut e);
-        answers(&mut e, 4);
-        c.add(e);
-        // Each handled error code on each step of a transaction, and a lost answer.
-        for code in 5..26u8 {
+        // A failed produce, then abort; a produce whose acknowledgement is lost.
+        for ack_lost in [false, true] {
             let mut e = Enc::default();
-            e.u8(version);
-            init(&mut e);
-            answers(&mut e, 2);
-            answer(&mut e, code);
-            answers(&mut e, 2);
-            begin(&mut e);
-            produce(&mut e, 0);
-            answer(&mut e, code);
-            answers(&mut e, 2);
-            produce(&mut e, 0);
-            settle(&mut e, 0, 0);
-            send_offsets(&mut e);
-            answer(&mut e, code);
-            answers(&mut e, 2);
+            start(&mut e);
+            if ack_lost {
+                produce_arrives(&mut e, true);
+            } else {
+                produce_lost(&mut e);
+            }
             commit(&mut e);
-            lose(&mut e);
-            advance(&mut e, 200);
-            answer(&mut e, code);
-            answers(&mut e, 3);
             abort(&mut e);
-            answers(&mut e, 3);
+            answers(&mut e, 4);
             c.add(e);
         }
+        // Each refusal on each step of a transaction.
+        for code in 0..10u8 {
+            let mut e = Enc::default();
+            e.u8(version).i64(7);
+            init(&mut e);
+            refuse(&mut e, code);
+            answers(&mut e, 3);
+            begin(&mut e);
+            produce(&mut e, 0);
+            refuse(&mut e, code);
+            answers(&mut e, 2);
+            produce(&mut e, 0);
+            send_offsets(&mut e);
+            refuse(&mut e, code);
+            answers(&mut e, 3);
+            commit(&mut e);
+            refuse(&mut e, code);
+            answers(&mut e, 4);
+            c.add(e);
+        }
+        // The commit's EndTxn: answered twice, lost, late, or lost on the way; the coordinator
+        // moves meanwhile.
+        for fate in 0..5u32 {
+            let mut e = Enc::default();
+            start(&mut e);
+            commit(&mut e);
+            if fate == 4 {
+                lose_request(&mut e);
+            } else {
+                arrive(&mut e, fate);
+            }
+            move_coordinator(&mut e, false, 2);
+            advance(&mut e, 400);
+            late(&mut e);
+            answers(&mut e, 6);
+            c.add(e);
+        }
+        // A transaction left open past the coordinator's timeout.
+        let mut e = Enc::default();
+        start(&mut e);
+        advance(&mut e, 3000);
+        commit(&mut e);
+        answers(&mut e, 6);
+        c.add(e);
     }
 }
 
