@@ -51,7 +51,7 @@ pub enum Direction {
 pub struct Faults {
     /// Cut each connection at a random moment in this range after it is accepted.
     pub cut_after: Option<(Duration, Duration)>,
-    /// Instead, with probability `.0`, cut a connection once a random number of bytes in
+    /// Also, with probability `.0`, cut a connection (if not cut before) once a random number of bytes in
     /// `.1..=.2` has gone through one direction (picked at random): the last chunk is forwarded
     /// only in part, so the cut lands inside a request or a response.
     pub cut_after_bytes: Option<(f64, usize, usize)>,
@@ -324,29 +324,28 @@ impl ChaosProxy {
     }
 }
 
-/// How a connection is to be cut.
-#[derive(Clone, Copy, Debug)]
-enum Plan {
-    Never,
-    At(Duration),
-    AfterBytes(Direction, usize),
+/// How a connection is to be cut: at a moment, after some bytes of one direction, whichever
+/// comes first.
+#[derive(Clone, Copy, Debug, Default)]
+struct Plan {
+    at: Option<Duration>,
+    after_bytes: Option<(Direction, usize)>,
 }
 
 fn plan(inner: &Inner) -> Plan {
     let faults = inner.faults.lock().unwrap().clone();
     let mut rng = inner.rng.lock().unwrap();
+    let mut plan = Plan::default();
+    if let Some((lo, hi)) = faults.cut_after {
+        plan.at = Some(Duration::from_micros(rng.between(lo.as_micros() as u64, hi.as_micros() as u64)));
+    }
     if let Some((p, lo, hi)) = faults.cut_after_bytes {
         if rng.unit() < p {
             let dir = if rng.next() % 2 == 0 { Direction::Up } else { Direction::Down };
-            return Plan::AfterBytes(dir, rng.between(lo as u64, hi as u64) as usize);
+            plan.after_bytes = Some((dir, rng.between(lo as u64, hi as u64) as usize));
         }
     }
-    match faults.cut_after {
-        Some((lo, hi)) => {
-            Plan::At(Duration::from_micros(rng.between(lo.as_micros() as u64, hi.as_micros() as u64)))
-        }
-        None => Plan::Never,
-    }
+    plan
 }
 
 async fn serve(inner: Arc<Inner>, client: TcpStream, upstream: String) {
@@ -366,20 +365,20 @@ async fn serve(inner: Arc<Inner>, client: TcpStream, upstream: String) {
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
     let cut = Arc::new(Notify::new());
-    let limit = |d| match plan {
-        Plan::AfterBytes(dir, n) if dir == d => Some(n),
+    let limit = |d| match plan.after_bytes {
+        Some((dir, n)) if dir == d => Some(n),
         _ => None,
     };
     let up = pump(inner.clone(), cr, sw, Direction::Up, upstream.clone(), limit(Direction::Up), cut.clone());
     let down = pump(inner.clone(), sr, cw, Direction::Down, upstream.clone(), limit(Direction::Down), cut.clone());
     let timer = async {
-        match plan {
-            Plan::At(d) => {
+        match plan.at {
+            Some(d) => {
                 tokio::time::sleep(d).await;
                 // A black-holed connection is never closed by the proxy: the cut waits.
                 let _ = control.wait_for(|c| !c.black_holed.contains(&upstream)).await;
             }
-            _ => std::future::pending().await,
+            None => std::future::pending().await,
         }
     };
     tokio::select! {
@@ -388,8 +387,8 @@ async fn serve(inner: Arc<Inner>, client: TcpStream, upstream: String) {
             inner.counters.cuts_timed.fetch_add(1, Ordering::Relaxed);
         }
         () = cut.notified() => {
-            match plan {
-                Plan::AfterBytes(Direction::Up, _) => inner.counters.cuts_mid_request.fetch_add(1, Ordering::Relaxed),
+            match plan.after_bytes {
+                Some((Direction::Up, _)) => inner.counters.cuts_mid_request.fetch_add(1, Ordering::Relaxed),
                 _ => inner.counters.cuts_mid_response.fetch_add(1, Ordering::Relaxed),
             };
         }
