@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub mod chaos_proxy;
 pub mod chromium;
 pub mod raw;
+pub mod soak;
 pub mod spans;
 
 #[allow(dead_code)]
