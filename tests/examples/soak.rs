@@ -98,9 +98,10 @@ fn chart(path: &Path, report: &SoakReport) -> Result<(), String> {
     let root = BitMapBackend::new(path, (1400, 700)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let caption = format!(
-        "soak: {:.0} s through a proxy at {:.1} MB/s each way ({} records acknowledged)",
+        "soak: {:.0} s through a proxy at {:.1} MB/s up, {:.1} MB/s down ({} records acknowledged)",
         end,
         c.bandwidth as f64 / 1e6,
+        c.bandwidth_down as f64 / 1e6,
         report.acked
     );
     let mut chart = ChartBuilder::on(&root)

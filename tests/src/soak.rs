@@ -31,8 +31,11 @@ pub struct SoakConfig {
     pub duration: Duration,
     /// Time between samples.
     pub sample_every: Duration,
-    /// Bytes/s of each direction through the proxy.
+    /// Bytes/s client → broker through the proxy (what the producer gets).
     pub bandwidth: u64,
+    /// Bytes/s broker → client (what the consumer gets): more than `bandwidth`, so that the
+    /// consumer catches up after its pauses.
+    pub bandwidth_down: u64,
     /// The producer's `buffer.memory`.
     pub buffer_memory: usize,
     /// The consumer's `queued.max.messages.kbytes`, in bytes.
@@ -50,7 +53,7 @@ pub struct SoakConfig {
 }
 
 impl SoakConfig {
-    /// 2 MB/s each way, 4 MiB of producer buffer, 4 MiB of prefetch (1 MiB fetches, 1 MiB per
+    /// 2 MB/s up and 4 MB/s down, 4 MiB of producer buffer, 4 MiB of prefetch (1 MiB fetches, 1 MiB per
     /// partition: a partition holding that much is not fetched, so 4 partitions can reach the
     /// prefetch bound), 1 KiB records on 4 partitions, the consumer pausing 8 s every 20 s.
     pub fn new(bootstrap: String, duration: Duration) -> Self {
@@ -59,6 +62,7 @@ impl SoakConfig {
             duration,
             sample_every: Duration::from_secs(2),
             bandwidth: 2_000_000,
+            bandwidth_down: 4_000_000,
             buffer_memory: 4 << 20,
             prefetch_max_bytes: 4 << 20,
             fetch_max_bytes: 1 << 20,
@@ -108,7 +112,8 @@ pub struct SoakReport {
     pub acked: u64,
     /// Records whose delivery failed.
     pub failed: u64,
-    /// Records consumed (after the producer stopped, until the consumer caught up or 60 s).
+    /// Records consumed (after the producer stopped, until the consumer caught up, or gave up
+    /// after 60 s plus twice the time its backlog takes at `bandwidth_down`).
     pub consumed: u64,
     /// What the proxy did.
     pub proxy: ChaosCounters,
@@ -155,13 +160,14 @@ impl SoakReport {
         let warm = secs / 5.0;
         let (rss_lo, rss_hi) = self.rss_after(warm);
         format!(
-            "soak: {secs:.0} s through a proxy at {} MB/s each way; {} records acknowledged ({:.2} MB/s), {} failed, \
+            "soak: {secs:.0} s through a proxy at {} MB/s up, {} MB/s down; {} records acknowledged ({:.2} MB/s), {} failed, \
              {} consumed\n\
              producer buffered: max {:.2} MiB of buffer.memory {:.2} MiB\n\
              consumer prefetched: max {:.2} MiB of queued.max.messages.kbytes {:.2} MiB (+ fetch.max.bytes {:.2} MiB)\n\
              RSS after {warm:.0} s of warm-up: {:.1}–{:.1} MiB (first sample {:.1} MiB)\n\
              proxy: {}",
             c.bandwidth as f64 / 1e6,
+            c.bandwidth_down as f64 / 1e6,
             self.acked,
             self.acked as f64 * c.record_size as f64 / secs.max(1.0) / 1e6,
             self.failed,
@@ -202,7 +208,7 @@ pub async fn run(config: SoakConfig, mut on_sample: impl FnMut(&Sample)) -> Soak
     let proxy = ChaosProxy::new(1);
     proxy.set_faults(Faults {
         throttle_up: Some(config.bandwidth),
-        throttle_down: Some(config.bandwidth),
+        throttle_down: Some(config.bandwidth_down),
         ..Faults::default()
     });
     let mut pc = ProducerConfig::new(&config.bootstrap).buffer_memory(config.buffer_memory);
@@ -278,8 +284,10 @@ pub async fn run(config: SoakConfig, mut on_sample: impl FnMut(&Sample)) -> Soak
     tokio::time::timeout(Duration::from_secs(120), producer.flush()).await.expect("flush in time").expect("flush");
     tokio::time::timeout(Duration::from_secs(60), reader).await.expect("the reader stops").expect("reader");
     let metrics = producer.metrics();
-    // Catch up with everything acknowledged (or give up after 60 s; the caller compares).
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Catch up with everything acknowledged (or give up; the caller compares).
+    let backlog =
+        metrics.records_delivered.saturating_sub(consumed.load(Ordering::Relaxed)) * config.record_size as u64;
+    let deadline = Instant::now() + Duration::from_secs(60 + 2 * backlog / config.bandwidth_down.max(1));
     while consumed.load(Ordering::Relaxed) < metrics.records_delivered && Instant::now() < deadline {
         let records = consumer.poll(Duration::from_millis(200)).await.expect("poll");
         consumed.fetch_add(records.len() as u64, Ordering::Relaxed);

@@ -1,5 +1,5 @@
 //! The soak at CI size (`kafka_wire_tests::soak`; 45 s, `SOAK_SECONDS` to change it): a producer
-//! and a consumer through the chaos proxy throttled to 2 MB/s each way, far below what the
+//! and a consumer through the chaos proxy throttled to 2 MB/s up (4 MB/s down), far below what the
 //! producer offers. The producer's buffered bytes never exceed `buffer.memory`, the consumer's
 //! prefetched bytes never exceed `queued.max.messages.kbytes` plus one fetch answer, and the
 //! consumer reads every acknowledged record. RSS is printed, not asserted (the 10-minute run,
