@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod chaos_proxy;
 pub mod chromium;
 pub mod raw;
+pub mod soak;
 pub mod spans;
 
 #[allow(dead_code)]

@@ -322,6 +322,13 @@ impl Consumer {
         self.inner.wake.notify_one();
     }
 
+    /// The fetched bytes buffered ahead of the application now, as counted against
+    /// `queued.max.messages.kbytes` ([`ConsumerConfig::prefetch_max_bytes`]): fetching pauses
+    /// above it, so it exceeds it by at most the answers of the fetches in flight.
+    pub fn prefetched_bytes(&self) -> usize {
+        self.inner.lock().fetcher.buffered_bytes()
+    }
+
     /// The partitions currently assigned.
     pub fn assignment(&self) -> BTreeSet<TopicPartition> {
         self.inner.lock().fetcher.partitions().cloned().collect()
