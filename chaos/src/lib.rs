@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use kafka_wire::client::{Admin, ClientConfig};
 
 pub mod faults;
+pub mod groups;
 pub mod producer;
 
 /// The scenarios, in the order `all` runs them.
-pub const SCENARIOS: &[&str] = &["producer"];
+pub const SCENARIOS: &[&str] = &["producer", "groups"];
 
 /// What a scenario run is given.
 #[derive(Clone, Debug)]
@@ -110,6 +111,7 @@ pub async fn run(name: &str, config: &RunConfig) -> Result<Report, String> {
     let started = Instant::now();
     let mut report = match name {
         "producer" => producer::run(config).await?,
+        "groups" => groups::run(config).await?,
         other => return Err(format!("no scenario {other:?}; there are: {}", SCENARIOS.join(", "))),
     };
     report.scenario = name.to_string();

@@ -23,3 +23,8 @@ async fn scenario(name: &str, seed: u64) {
 async fn chaos_producer() {
     scenario("producer", 15).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_groups() {
+    scenario("groups", 16).await;
+}
