@@ -14,8 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafka_wire::client::{
-    Admin, ClientConfig, Consumer, ConsumerConfig, GroupProtocol, OffsetReset, Producer, ProducerConfig,
-    ProducerRecord, RebalanceListener,
+    Admin, ClientConfig, Consumer, ConsumerConfig, GroupProtocol, OffsetReset, RebalanceListener,
 };
 use kafka_wire::TopicPartition;
 use tokio::task::JoinHandle;
@@ -190,7 +189,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, String> {
     eprintln!("[chaos] groups: topic {topic}, groups {:?} x {MEMBERS} members, seed {}", KINDS, config.seed);
     // `stop` ends the members and the commit sampler; `faults_stop` the producer and the faults.
     let (stop, faults_stop) = (Stop::default(), Stop::default());
-    let writer = tokio::spawn(write(bs.to_string(), topic.clone(), faults_stop.clone()));
+    let writer = tokio::spawn(crate::feed(bs.to_string(), topic.clone(), RATE, faults_stop.clone()));
 
     let mut groups = Vec::new();
     for kind in KINDS {
@@ -248,7 +247,8 @@ pub async fn run(config: &RunConfig) -> Result<Report, String> {
 
     let mut report = Report { faults, records, failed, ..Report::default() };
     let mut v = Violations::default();
-    let expected = log_offsets(bs, &topic).await?;
+    let expected: Vec<(i32, i64)> =
+        crate::read_back(bs, &topic, PARTITIONS, false).await?.iter().map(|r| (r.partition, r.offset)).collect();
     let deadline = tokio::time::Instant::now() + DRAIN_BOUND;
     for group in &groups {
         let missing = loop {
@@ -329,42 +329,6 @@ async fn wait_stable(members: &[Consumer], bound: Duration) -> Result<(), String
     }
 }
 
-/// The producer: `RATE` records a second until `stop`; returns (acknowledged, failed).
-async fn write(bootstrap: String, topic: String, stop: Stop) -> Result<(u64, u64), String> {
-    let producer = Producer::new(ProducerConfig::new(&bootstrap)).await.map_err(|e| format!("producer: {e}"))?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<kafka_wire::client::DeliveryFuture>();
-    let collector = tokio::spawn(async move {
-        let (mut acked, mut failed) = (0u64, 0u64);
-        while let Some(delivery) = rx.recv().await {
-            match delivery.await {
-                Ok(_) => acked += 1,
-                Err(_) => failed += 1,
-            }
-        }
-        (acked, failed)
-    });
-    let mut seq = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut send_failed = 0;
-    while !stop.is_set() {
-        tick.tick().await;
-        for _ in 0..RATE / 100 {
-            let record = ProducerRecord::new(&topic, format!("s{seq}")).key(format!("k{}", seq % 64));
-            seq += 1;
-            match producer.send(record).await {
-                Ok(delivery) => tx.send(delivery).map_err(|_| "collector gone".to_string())?,
-                Err(_) => send_failed += 1,
-            }
-        }
-    }
-    drop(tx);
-    producer.flush().await.map_err(|e| format!("flush: {e}"))?;
-    let (acked, failed) = collector.await.map_err(|e| format!("collector: {e}"))?;
-    producer.close().await.map_err(|e| format!("close: {e}"))?;
-    Ok((acked, failed + send_failed))
-}
-
 /// Samples every group's committed offsets every 500 ms until `stop`; returns each time one
 /// moved backwards.
 async fn sample_commits(bootstrap: String, topic: String, groups: Vec<String>, stop: Stop) -> Vec<String> {
@@ -397,16 +361,4 @@ async fn sample_commits(bootstrap: String, topic: String, groups: Vec<String>, s
     eprintln!("[chaos] groups: {samples} committed-offset samples");
     admin.close().await;
     backwards
-}
-
-/// `(partition, offset)` of every record of `topic`.
-async fn log_offsets(bootstrap: &str, topic: &str) -> Result<Vec<(i32, i64)>, String> {
-    let client =
-        kafka_wire::client::Client::connect(ClientConfig::new(bootstrap)).await.map_err(|e| format!("connect: {e}"))?;
-    let mut out = Vec::new();
-    for p in 0..PARTITIONS {
-        out.extend(kafka_wire_tests::raw::fetch_records(&client, topic, p).await.iter().map(|r| (p, r.offset)));
-    }
-    client.close().await;
-    Ok(out)
 }

@@ -11,14 +11,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_wire::client::{Admin, ClientConfig};
+use kafka_wire::client::{
+    Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetReset, OffsetSpec, Producer,
+    ProducerConfig, ProducerRecord,
+};
+use kafka_wire::TopicPartition;
 
+pub mod eos;
 pub mod faults;
 pub mod groups;
 pub mod producer;
+pub mod retry;
 
 /// The scenarios, in the order `all` runs them.
-pub const SCENARIOS: &[&str] = &["producer", "groups"];
+pub const SCENARIOS: &[&str] = &["producer", "groups", "eos", "retry"];
 
 /// What a scenario run is given.
 #[derive(Clone, Debug)]
@@ -112,6 +118,8 @@ pub async fn run(name: &str, config: &RunConfig) -> Result<Report, String> {
     let mut report = match name {
         "producer" => producer::run(config).await?,
         "groups" => groups::run(config).await?,
+        "eos" => eos::run(config).await?,
+        "retry" => retry::run(config).await?,
         other => return Err(format!("no scenario {other:?}; there are: {}", SCENARIOS.join(", "))),
     };
     report.scenario = name.to_string();
@@ -217,3 +225,109 @@ pub async fn wait_in_sync(bootstrap: &str, topics: &[&str], bound: Duration) -> 
     admin.close().await;
     outcome
 }
+
+/// An idempotent producer writing `rate` records a second (value `s<seq>`, key `k<seq % 64>`)
+/// to `topic` until `stop`; returns (acknowledged, failed).
+pub(crate) async fn feed(bootstrap: String, topic: String, rate: u64, stop: Stop) -> Result<(u64, u64), String> {
+    let producer = Producer::new(ProducerConfig::new(&bootstrap)).await.map_err(|e| format!("producer: {e}"))?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<kafka_wire::client::DeliveryFuture>();
+    let collector = tokio::spawn(async move {
+        let (mut acked, mut failed) = (0u64, 0u64);
+        while let Some(delivery) = rx.recv().await {
+            match delivery.await {
+                Ok(_) => acked += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        (acked, failed)
+    });
+    let mut seq = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut send_failed = 0;
+    while !stop.is_set() {
+        tick.tick().await;
+        for _ in 0..rate / 100 {
+            let record = ProducerRecord::new(&topic, format!("s{seq}")).key(format!("k{}", seq % 64));
+            seq += 1;
+            match producer.send(record).await {
+                Ok(delivery) => tx.send(delivery).map_err(|_| "collector gone".to_string())?,
+                Err(_) => send_failed += 1,
+            }
+        }
+    }
+    drop(tx);
+    producer.flush().await.map_err(|e| format!("flush: {e}"))?;
+    let (acked, failed) = collector.await.map_err(|e| format!("collector: {e}"))?;
+    producer.close().await.map_err(|e| format!("close: {e}"))?;
+    Ok((acked, failed + send_failed))
+}
+
+/// Every record of `topic` (partitions `0..partitions`) up to its end offsets as they are at the
+/// call — the last stable offsets with `committed` (isolation read_committed), else the high
+/// watermarks (read_uncommitted: aborted transactional records included) — in offset order per
+/// partition, partitions one after the other. Read by the client's consumer, which follows
+/// leadership moves; retried a few times if the cluster answers errors.
+pub async fn read_back(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    committed: bool,
+) -> Result<Vec<ConsumerRecord>, String> {
+    let mut last_error = String::new();
+    for attempt in 0..5 {
+        if attempt > 0 {
+            eprintln!("[chaos] reading {topic} back again: {last_error}");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        match read_once(bootstrap, topic, partitions, committed).await {
+            Ok(mut records) => {
+                records.sort_by_key(|r| r.partition);
+                return Ok(records);
+            }
+            Err(e) => last_error = e,
+        }
+    }
+    Err(last_error)
+}
+
+async fn read_once(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    committed: bool,
+) -> Result<Vec<ConsumerRecord>, String> {
+    let admin = Admin::connect(ClientConfig::new(bootstrap)).await.map_err(|e| format!("admin: {e}"))?;
+    let wanted: Vec<(&str, i32)> = (0..partitions).map(|p| (topic, p)).collect();
+    let ends = admin.list_offsets_isolated(&wanted, OffsetSpec::Latest, committed).await;
+    admin.close().await;
+    let ends: Vec<(TopicPartition, i64)> = ends
+        .map_err(|e| format!("end offsets of {topic}: {e}"))?
+        .into_iter()
+        .map(|o| (TopicPartition::new(o.topic.as_str(), o.partition), o.offset))
+        .collect();
+    let isolation = if committed { IsolationLevel::ReadCommitted } else { IsolationLevel::ReadUncommitted };
+    let config = ConsumerConfig::new(bootstrap).isolation_level(isolation).auto_offset_reset(OffsetReset::Earliest);
+    let consumer = Consumer::new(config).await.map_err(|e| format!("consumer: {e}"))?;
+    consumer.assign(ends.iter().map(|(tp, _)| tp.clone()));
+    let mut records = Vec::new();
+    let deadline = tokio::time::Instant::now() + READ_BOUND;
+    let outcome = loop {
+        let positions = consumer.positions();
+        if ends.iter().all(|(tp, end)| positions.get(tp).is_some_and(|o| o.offset >= *end)) {
+            break Ok(records);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break Err(format!("{topic} not read to its end offsets within {READ_BOUND:?}"));
+        }
+        match consumer.poll(Duration::from_millis(200)).await {
+            Ok(batch) => records.extend(batch),
+            Err(e) => break Err(format!("poll {topic}: {e}")),
+        }
+    };
+    let _ = consumer.close().await;
+    outcome
+}
+
+/// Bound on one read of a topic to its end.
+const READ_BOUND: Duration = Duration::from_secs(300);

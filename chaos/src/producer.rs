@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kafka_wire::client::{Client, ClientConfig, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use kafka_wire::client::{ConsumerRecord, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::faults::{self, Plan, Schedule};
@@ -141,7 +141,6 @@ async fn write(bootstrap: String, topic: String, p: usize, stop: Stop) -> Result
 
 /// Reads the topic back and checks it against `outcomes`.
 async fn check(bootstrap: &str, topic: &str, outcomes: &[Outcomes], report: &mut Report) -> Result<(), String> {
-    let client = Client::connect(ClientConfig::new(bootstrap)).await.map_err(|e| format!("connect: {e}"))?;
     let mut v = Violations::default();
     // Copies of each (producer, key, seq) read, and the partition each key was read in.
     let mut copies: Vec<Vec<Vec<u8>>> =
@@ -150,11 +149,12 @@ async fn check(bootstrap: &str, topic: &str, outcomes: &[Outcomes], report: &mut
     // Per partition, (offset, producer, key, seq) in offset order.
     let mut logs: Vec<Vec<(i64, usize, usize, u64)>> = Vec::new();
     let mut read = 0u64;
+    let all = crate::read_back(bootstrap, topic, PARTITIONS, false).await?;
     for partition in 0..PARTITIONS {
-        let records = kafka_wire_tests::raw::fetch_records(&client, topic, partition).await;
+        let records: Vec<&ConsumerRecord> = all.iter().filter(|r| r.partition == partition).collect();
         let mut log = Vec::with_capacity(records.len());
         let mut last: HashMap<(usize, usize), u64> = HashMap::new();
-        for r in &records {
+        for r in records {
             read += 1;
             let Some((p, k, seq)) = r.value.as_deref().and_then(parse) else {
                 v.push(|| format!("{partition}/{}: a record this run did not write", r.offset));
@@ -188,7 +188,6 @@ async fn check(bootstrap: &str, topic: &str, outcomes: &[Outcomes], report: &mut
         }
         logs.push(log);
     }
-    client.close().await;
 
     let mut acked = 0u64;
     for (p, o) in outcomes.iter().enumerate() {

@@ -28,3 +28,13 @@ async fn chaos_producer() {
 async fn chaos_groups() {
     scenario("groups", 16).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_eos() {
+    scenario("eos", 17).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_retry() {
+    scenario("retry", 18).await;
+}
