@@ -198,3 +198,44 @@ fn check(inputs: &[ConsumerRecord], copies: &[ConsumerRecord], v: &mut Violation
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(partition: i32, offset: i64, key: &str, value: &str) -> ConsumerRecord {
+        ConsumerRecord {
+            topic: "t".into(),
+            partition,
+            offset,
+            timestamp: 0,
+            timestamp_type: Default::default(),
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+            headers: Default::default(),
+            leader_epoch: -1,
+        }
+    }
+
+    fn violations(inputs: &[ConsumerRecord], copies: &[ConsumerRecord]) -> Vec<String> {
+        let mut v = Violations::default();
+        check(inputs, copies, &mut v);
+        v.first
+    }
+
+    /// The checker sees each way the copy can break exactly once: a duplicate (an aborted or
+    /// zombie record visible), a missing record, a foreign one, and a key's copies reordered.
+    #[test]
+    fn the_checker_catches_duplicates_losses_strangers_and_reordering() {
+        let inputs = [record(0, 0, "k0", "s0"), record(0, 1, "k0", "s1"), record(1, 0, "k1", "s2")];
+        assert!(violations(&inputs, &inputs).is_empty());
+        let duplicated = [&inputs[..], &inputs[..1]].concat();
+        assert_eq!(violations(&inputs, &duplicated).len(), 2, "a duplicate also comes after a later record");
+        assert!(violations(&inputs, &duplicated)[0].contains("more than once"));
+        assert!(violations(&inputs, &inputs[..2])[0].contains("1 input records never copied"));
+        let stranger = [&inputs[..], &[record(1, 1, "k1", "s9")]].concat();
+        assert!(violations(&inputs, &stranger)[0].contains("not an input record"));
+        let reordered = [inputs[1].clone(), inputs[0].clone(), inputs[2].clone()];
+        assert!(violations(&inputs, &reordered)[0].contains("after a later input record"));
+    }
+}
