@@ -141,6 +141,13 @@ async fn write(bootstrap: String, topic: String, p: usize, stop: Stop) -> Result
 
 /// Reads the topic back and checks it against `outcomes`.
 async fn check(bootstrap: &str, topic: &str, outcomes: &[Outcomes], report: &mut Report) -> Result<(), String> {
+    let all = crate::read_back(bootstrap, topic, PARTITIONS, false).await?;
+    verify(&all, outcomes, report);
+    Ok(())
+}
+
+/// Checks the records read back (`all`, in offset order per partition) against `outcomes`.
+fn verify(all: &[ConsumerRecord], outcomes: &[Outcomes], report: &mut Report) {
     let mut v = Violations::default();
     // Copies of each (producer, key, seq) read, and the partition each key was read in.
     let mut copies: Vec<Vec<Vec<u8>>> =
@@ -149,7 +156,6 @@ async fn check(bootstrap: &str, topic: &str, outcomes: &[Outcomes], report: &mut
     // Per partition, (offset, producer, key, seq) in offset order.
     let mut logs: Vec<Vec<(i64, usize, usize, u64)>> = Vec::new();
     let mut read = 0u64;
-    let all = crate::read_back(bootstrap, topic, PARTITIONS, false).await?;
     for partition in 0..PARTITIONS {
         let records: Vec<&ConsumerRecord> = all.iter().filter(|r| r.partition == partition).collect();
         let mut log = Vec::with_capacity(records.len());
@@ -218,12 +224,57 @@ async fn check(bootstrap: &str, topic: &str, outcomes: &[Outcomes], report: &mut
     if !errors.is_empty() {
         report.notes.push(("failed sends by error".into(), format!("{errors:?}")));
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(partition: i32, offset: i64, p: usize, k: usize, seq: u64) -> ConsumerRecord {
+        ConsumerRecord {
+            topic: "t".into(),
+            partition,
+            offset,
+            timestamp: 0,
+            timestamp_type: Default::default(),
+            key: Some(key(p, k).into()),
+            value: Some(value(p, k, seq).into()),
+            headers: Default::default(),
+            leader_epoch: -1,
+        }
+    }
+
+    /// Producer 0 sent s0..s2 of key 0, acknowledged at 0/0..0/2.
+    fn sent() -> Vec<Outcomes> {
+        let mut acked = vec![Vec::new(); KEYS];
+        acked[0] = vec![Some((0, 0)), Some((0, 1)), Some((0, 2))];
+        vec![
+            Outcomes { acked, ..Outcomes::default() },
+            Outcomes { acked: vec![Vec::new(); KEYS], ..Outcomes::default() },
+        ]
+    }
+
+    fn violations(log: &[ConsumerRecord]) -> Vec<String> {
+        let mut report = Report::default();
+        verify(log, &sent(), &mut report);
+        assert_eq!(report.records, 3);
+        report.violations.first
+    }
+
+    /// The checker sees a lost acknowledged record, a duplicate, a key's records reordered and
+    /// a key in two partitions.
+    #[test]
+    fn the_checker_catches_losses_duplicates_reordering_and_split_keys() {
+        let whole = [record(0, 0, 0, 0, 0), record(0, 1, 0, 0, 1), record(0, 2, 0, 0, 2)];
+        assert!(violations(&whole).is_empty());
+        assert!(violations(&whole[..2])[0].contains("(lost)"));
+        let duplicated = [&whole[..], &[record(0, 3, 0, 0, 2)]].concat();
+        assert!(violations(&duplicated)[0].contains("duplicated"));
+        let reordered = [record(0, 0, 0, 0, 0), record(0, 1, 0, 0, 2), record(0, 2, 0, 0, 1)];
+        assert!(violations(&reordered).iter().any(|v| v.contains("(order)")));
+        let split = [record(0, 0, 0, 0, 0), record(0, 1, 0, 0, 1), record(1, 0, 0, 0, 2)];
+        assert!(violations(&split).iter().any(|v| v.contains("in partitions 0 and 1")));
+    }
 
     #[test]
     fn values_parse_back() {
