@@ -24,8 +24,14 @@ use crate::{Report, RunConfig, Stop, Violations};
 
 const PARTITIONS: i32 = 6;
 const INSTANCES: usize = 2;
-/// Source records per second.
-const RATE: u64 = 200;
+/// Source records per second. A partition's records are handled one at a time, and four in
+/// ten wait out a blocking retry: at 200 a second the busiest partition (keys hash unevenly)
+/// fell behind over a 7-minute run on the loaded test machine (seed 4004: 17 151 records not yet
+/// handled at the drain bound, the busiest partition 5 813 behind, the committed offsets even
+/// across partitions: throughput, not a stall).
+const RATE: u64 = 100;
+/// The blocking retry's wait.
+const BLOCKING_RETRY: Duration = Duration::from_millis(10);
 /// The non-blocking tiers' delays.
 const TIERS: [Duration; 2] = [Duration::from_millis(500), Duration::from_millis(1500)];
 /// Attempts before the dead-letter queue: the first, one blocking retry, one per tier.
@@ -86,7 +92,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, String> {
             .group_id(&group)
             .auto_offset_reset(OffsetReset::Earliest)
             .session_timeout(Duration::from_secs(6));
-        let policy = RetryPolicy::blocking([Duration::from_millis(50)]).then_non_blocking(TIERS);
+        let policy = RetryPolicy::blocking([BLOCKING_RETRY]).then_non_blocking(TIERS);
         let model = model.clone();
         let handler = move |record: ConsumerRecord| {
             let model = model.clone();
