@@ -36,6 +36,13 @@ enum Cmd {
     },
     /// Start a local broker and run the quickstart example against it (produce, then consume).
     Quickstart,
+    /// Start the 3-node cluster and run fault scenarios on it (the `chaos` crate):
+    /// `cargo xtask chaos <scenario>|all [--minutes N] [--seed S]`; fails on any violation.
+    Chaos {
+        /// Arguments passed on to the `chaos` binary (`cargo xtask chaos -- --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Start the local brokers (1 node with its secured listeners, and 3 nodes for the failover
     /// tests), check that the generated code is current, and run every test of the workspace.
     Test {
@@ -54,6 +61,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::Quickstart => {
             kafka_up(&[])?;
             cargo(&["run", "--release", "--quiet", "-p", "kafka-wire", "--example", "quickstart"])
+        }
+        Cmd::Chaos { args } => {
+            kafka_up(&["--nodes", "3"])?;
+            let mut run = vec!["run", "--release", "--quiet", "-p", "chaos", "--"];
+            run.extend(args.iter().map(String::as_str));
+            cargo(&run)
         }
         Cmd::Test { args } => {
             codegen::run(true)?;
