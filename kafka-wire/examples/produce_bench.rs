@@ -5,7 +5,8 @@
 //! cargo run --release -p kafka-wire --example produce_bench -- [--fake] [--bootstrap 127.0.0.1:9092]
 //!     [--records N] [--partitions 6] [--replication-factor 1] [--value-size 100] [--linger-ms 5]
 //!     [--keep-topic] [--compression none|gzip|snappy|lz4|zstd] [--batch-size 16384]
-//!     [--value-kind text|random] [--topic T] [--json] [-X key=value ...]
+//!     [--value-kind text|random] [--topic T] [--json] [--current-thread] [--nowait]
+//!     [-X key=value ...]
 //! ```
 //!
 //! * `--fake`: against an in-process fake broker on 127.0.0.1 that acknowledges at once
@@ -21,6 +22,12 @@
 //!   `ssl.*` / `sasl.*` properties measure a secured listener.
 //! * `--topic T`: produce to this existing topic (neither created nor deleted), as
 //!   `cargo xtask bench` does to give every client the same fresh topic.
+//! * `--current-thread`: the client on tokio's current-thread runtime (one thread; requests with
+//!   64 KiB or more to compress are still sealed on the blocking pool). With `--fake`, the
+//!   instant-ack ceiling of `cargo xtask bench ceiling`: what one core of client can do.
+//! * `--nowait`: send through a per-topic handle (`Producer::topic`) with `send_nowait` (no
+//!   delivery future; failures come from the final `flush`) and time no record: the path of a
+//!   caller that does not await each record. No latency figures then.
 //! * `--json`: also print the figures as one JSON line (last line of the output) for the harness.
 //! * `--value-kind`: `text` (the default: the alphabet repeated, which compresses very well) or
 //!   `random` (a seeded generator's bytes drawn from 64 symbols: compresses to about 3/4).
@@ -71,13 +78,15 @@ struct Args {
     properties: Vec<(String, String)>,
     topic: Option<String>,
     json: bool,
+    current_thread: bool,
+    nowait: bool,
 }
 
 fn usage() -> &'static str {
     "usage: produce_bench [--fake] [--bootstrap HOST:PORT] [--records N] [--partitions 6] \
      [--replication-factor 1] [--value-size 100] [--linger-ms 5] [--keep-topic] \
      [--compression none|gzip|snappy|lz4|zstd] [--batch-size 16384] [--value-kind text|random] \
-     [--topic T] [--json] [-X key=value ...]"
+     [--topic T] [--json] [--current-thread] [--nowait] [-X key=value ...]"
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -96,6 +105,8 @@ fn parse_args() -> Result<Args, String> {
         properties: Vec::new(),
         topic: None,
         json: false,
+        current_thread: false,
+        nowait: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -104,6 +115,8 @@ fn parse_args() -> Result<Args, String> {
             "--fake" => a.fake = true,
             "--keep-topic" => a.keep_topic = true,
             "--json" => a.json = true,
+            "--current-thread" => a.current_thread = true,
+            "--nowait" => a.nowait = true,
             "--topic" => a.topic = Some(value("--topic")?),
             "--bootstrap" => a.bootstrap = value("--bootstrap")?,
             "--records" => a.records = Some(num(&value("--records")?)?),
@@ -185,7 +198,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let mut builder = if args.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = builder.enable_all().build().expect("tokio runtime");
     match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -246,18 +264,34 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         (ok, failed, first_error)
     });
     let mut timed = Vec::with_capacity((n / SAMPLE_EVERY + 1) as usize);
-    for i in 0..n {
-        let sent = Instant::now();
-        let f = producer.send(ProducerRecord::new(&topic, values[i as usize % values.len()].clone())).await?;
-        if i % SAMPLE_EVERY == 0 {
-            timed.push(tokio::spawn(async move { f.await.map(|_| sent.elapsed()) }));
-        } else {
-            tx.send(f).expect("collector alive");
+    let mut nowait_failure = None;
+    if args.nowait {
+        let handle = producer.topic(&topic).await?;
+        for i in 0..n {
+            handle.send_nowait(ProducerRecord::new("", values[i as usize % values.len()].clone())).await?;
+        }
+        nowait_failure = producer.flush().await.err();
+    } else {
+        for i in 0..n {
+            let sent = Instant::now();
+            let f = producer.send(ProducerRecord::new(&topic, values[i as usize % values.len()].clone())).await?;
+            if i % SAMPLE_EVERY == 0 {
+                timed.push(tokio::spawn(async move { f.await.map(|_| sent.elapsed()) }));
+            } else {
+                tx.send(f).expect("collector alive");
+            }
         }
     }
     drop(tx);
     producer.flush().await?;
     let (mut ok, mut failed, mut first_error) = collector.await?;
+    if args.nowait {
+        // Acknowledged or failed, every one: flush reports the first failure; the producer's
+        // metrics count them.
+        failed = producer.metrics().records_failed;
+        ok = n - failed;
+        first_error = nowait_failure.map(|e| e.to_string());
+    }
     let mut latencies = Vec::with_capacity(timed.len());
     for t in timed {
         match t.await? {

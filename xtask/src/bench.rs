@@ -42,7 +42,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     clients: Vec<String>,
     /// Workloads to run (default: all): produce-100b, produce-1k, produce-lz4, produce-zstd,
-    /// produce-snappy, produce-gzip, consume, latency.
+    /// produce-snappy, produce-gzip, consume, latency, ceiling, ceiling-lz4.
     workloads: Vec<String>,
 }
 
@@ -86,6 +86,9 @@ enum Kind {
     Produce,
     Consume,
     Latency,
+    /// This library's producer against an in-process broker that acknowledges at once, its
+    /// client on one thread: what the client alone can do (no peer runs it).
+    Ceiling,
 }
 
 #[derive(Clone, Debug)]
@@ -121,6 +124,14 @@ fn workloads(records: u64) -> Vec<Workload> {
             // 10 s at the fixed rate (3 s with --quick); the first second is start-up, left out.
             records: (records / 5).clamp(3 * LATENCY_RATE, 10 * LATENCY_RATE),
         },
+        Workload { name: "ceiling", kind: Kind::Ceiling, value_size: 100, compression: "none", records: records * 2 },
+        Workload {
+            name: "ceiling-lz4",
+            kind: Kind::Ceiling,
+            value_size: 100,
+            compression: "lz4",
+            records: records * 2,
+        },
     ]
 }
 
@@ -130,6 +141,7 @@ fn supports(client: Client, w: &Workload) -> bool {
         Kind::Produce => true,
         Kind::Consume => true,
         Kind::Latency => matches!(client, Client::Ours | Client::Rdkafka),
+        Kind::Ceiling => client == Client::Ours,
     }
 }
 
@@ -428,17 +440,28 @@ fn s<T: ToString>(v: T) -> String {
 }
 
 fn run_one(env: &Env, client: Client, w: &Workload) -> Result<Figures> {
+    match w.kind {
+        Kind::Ceiling => ceiling(env, w),
+        Kind::Consume => on_fresh_topic(env, client, w, |topic| {
+            // Filled by this library's producer (the same bytes for every consumer); not timed.
+            produce_ours(env, topic, w, false)?;
+            consume(env, client, topic, w)
+        }),
+        Kind::Produce => on_fresh_topic(env, client, w, |topic| produce(env, client, topic, w)),
+        Kind::Latency => on_fresh_topic(env, client, w, |topic| latency(env, client, topic, w)),
+    }
+}
+
+/// Runs `run` on a topic created for it, deleted afterwards.
+fn on_fresh_topic(
+    env: &Env,
+    client: Client,
+    w: &Workload,
+    run: impl FnOnce(&str) -> Result<Figures>,
+) -> Result<Figures> {
     let topic = format!("bench-{}-{}-{}", w.name, client.name(), std::process::id() as u64 * 1000 + rand_suffix());
     create_topic(env, &topic)?;
-    let result = match w.kind {
-        Kind::Consume => {
-            // Filled by this library's producer (the same bytes for every consumer); not timed.
-            produce_ours(env, &topic, w, false)?;
-            consume(env, client, &topic, w)
-        }
-        Kind::Produce => produce(env, client, &topic, w),
-        Kind::Latency => latency(env, client, &topic, w),
-    };
+    let result = run(&topic);
     let _ = kw(env, &["topics", "delete", &topic]);
     result
 }
@@ -654,6 +677,38 @@ fn latency(env: &Env, client: Client, topic: &str, w: &Workload) -> Result<Figur
     Ok(figures(&ran, w.records, w.value_size, None))
 }
 
+/// `produce_bench --fake --nowait` (a per-topic handle's `send_nowait`: the path of a caller that
+/// does not await each record) at the workload's batch size and codec, its client on a
+/// current-thread runtime (one thread: the fake broker has a thread of its own, whose CPU time the benchmark
+/// leaves out of its `cpu_s`; only requests with 64 KiB or more to compress are sealed on
+/// another thread, tokio's blocking pool). CPU-s per million is the client's (the JSON line's),
+/// not the process's; max RSS includes the fake broker.
+fn ceiling(env: &Env, w: &Workload) -> Result<Figures> {
+    let args = vec![
+        s("--fake"),
+        s("--current-thread"),
+        s("--nowait"),
+        s("--records"),
+        s(w.records),
+        s("--value-size"),
+        s(w.value_size),
+        s("--batch-size"),
+        s(BATCH_SIZE),
+        s("--linger-ms"),
+        s(LINGER_MS),
+        s("--compression"),
+        w.compression.into(),
+        s("--value-kind"),
+        s("random"),
+        s("--json"),
+    ];
+    let ran = timed(env, &env.root.join("target/release/examples/produce_bench"), &args, None)?;
+    let mut f = figures(&ran, w.records, w.value_size, None);
+    let cpu = json_field(&ran.stdout, "cpu_s").context("no cpu_s in produce_bench's output")?;
+    f.cpu_s_per_million = cpu / (w.records as f64 / 1e6);
+    Ok(f)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Report
 
@@ -685,7 +740,7 @@ fn metrics(kind: Kind) -> Vec<Metric> {
                 ("max RSS MiB", |f| Some(f.max_rss_mib), 0),
             ]
         }
-        Kind::Consume => {}
+        Kind::Consume | Kind::Ceiling => {}
     }
     m
 }
@@ -724,7 +779,8 @@ fn report(
         "- clients: {}",
         clients.iter().map(|c| format!("{} = {}", c.name(), c.label())).collect::<Vec<_>>().join("; ")
     )?;
-    writeln!(out, "- CPU and max RSS: the whole client process (GNU time), start-up included; records/s: the client's timed phase (`kw`: the process's wall time)\n")?;
+    writeln!(out, "- CPU and max RSS: the whole client process (GNU time), start-up included; records/s: the client's timed phase (`kw`: the process's wall time)")?;
+    writeln!(out, "- ceiling: `produce_bench --fake --current-thread --nowait`, this library against an in-process broker that acknowledges at once, the client on one thread; its CPU is the client's threads' (the fake broker's thread left out), its RSS the whole process's\n")?;
     for w in workloads {
         let Some(per_client) = results.get(w.name) else { continue };
         writeln!(
@@ -795,7 +851,9 @@ fn chart(
     plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into_boxed_slice()))
         .map_err(|_| anyhow::anyhow!("DejaVuSans.ttf is not a usable font"))?;
 
-    let shown: Vec<&Workload> = workloads.iter().filter(|w| results.contains_key(w.name)).collect();
+    // The ceiling has no peer to be a ratio of.
+    let shown: Vec<&Workload> =
+        workloads.iter().filter(|w| w.kind != Kind::Ceiling && results.contains_key(w.name)).collect();
     // ratio[w][c]
     let ratio = |w: &Workload, c: Client| -> Option<f64> {
         let per = results.get(w.name)?;

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -145,7 +145,7 @@ impl Slabs {
         let index = self.next;
         self.next += 1;
         (
-            Completion { slab: self.current.clone(), index, sent: false },
+            Completion { slot: Some((self.current.clone(), index)), sent: false },
             DeliveryFuture { slab: self.current.clone(), index },
         )
     }
@@ -153,20 +153,31 @@ impl Slabs {
 
 /// The sending side of one record's delivery result, held by the core with the record. If it
 /// is dropped without a result, its future reports the driver's failure (or a closed producer).
+/// A record sent with [`Producer::send_nowait`] has a detached one (no slot): nobody waits for
+/// it, and its failure is kept for the next [`Producer::flush`] instead
+/// ([`Inner::deliver`]).
 pub(super) struct Completion {
-    slab: Arc<Slab>,
-    index: usize,
+    slot: Option<(Arc<Slab>, usize)>,
     sent: bool,
 }
 
 impl Completion {
+    fn detached() -> Self {
+        Self { slot: None, sent: true }
+    }
+
+    fn is_detached(&self) -> bool {
+        self.slot.is_none()
+    }
+
     fn send(mut self, result: Result<RecordMetadata>) {
         self.set(Slot::Done(result));
     }
 
     fn set(&mut self, slot: Slot) {
         self.sent = true;
-        let waiting = std::mem::replace(&mut *lock(&self.slab.slots[self.index]), slot);
+        let Some((slab, index)) = &self.slot else { return };
+        let waiting = std::mem::replace(&mut *lock(&slab.slots[*index]), slot);
         if let Slot::Waiting(Some(waker)) = waiting {
             waker.wake();
         }
@@ -236,10 +247,15 @@ pub(super) struct Inner {
     owns_client: bool,
     pub(super) config: ProducerConfig,
     pub(super) core: Mutex<ProducerCore<Completion>>,
-    /// The delivery results of the records being sent, allocated a slab at a time.
-    slabs: Mutex<Slabs>,
-    partitioner: Mutex<StickyPartitioner>,
+    /// What `send` needs besides the core, under one lock taken once per record.
+    send_state: Mutex<SendState>,
     topics: RwLock<HashMap<Arc<str>, Arc<TopicMeta>>>,
+    /// Changes whenever `topics` does: a [`TopicProducer`]'s cached partition count is current
+    /// while this has the value it was cached at.
+    topics_version: AtomicU32,
+    /// The first failure of a record sent with [`Producer::send_nowait`] since the last
+    /// [`Producer::flush`] or [`Producer::close`] reported one.
+    detached_failure: Mutex<Option<Error>>,
     /// Wakes the driver: records appended, flush or close asked, metadata learned.
     pub(super) wake: Notify,
     /// Signals that buffer space was freed or the producer became idle.
@@ -261,6 +277,33 @@ pub(super) struct Inner {
     pub(super) transactions_v2: AtomicBool,
     /// The transactional part, with a `transactional.id`.
     pub(super) txn: Option<Transactions>,
+}
+
+/// The partitioner's state and the slabs of delivery results, under one lock: a record's
+/// partition and its delivery slot are taken together.
+struct SendState {
+    /// The delivery results of the records being sent, allocated a slab at a time.
+    slabs: Slabs,
+    partitioner: StickyPartitioner,
+}
+
+/// A record without its topic: what [`Producer::send`] and [`TopicProducer`] hand to
+/// [`Producer::enqueue`].
+struct Parts {
+    partition: Option<i32>,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+    headers: Vec<Header>,
+    timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    fn into_parts(self) -> (String, Parts) {
+        let r = self;
+        let parts =
+            Parts { partition: r.partition, key: r.key, value: r.value, headers: r.headers, timestamp: r.timestamp };
+        (r.topic, parts)
+    }
 }
 
 #[derive(Debug)]
@@ -321,9 +364,10 @@ impl Producer {
             client,
             owns_client,
             core: Mutex::new(core),
-            slabs: Mutex::new(Slabs::new(&failure)),
-            partitioner: Mutex::new(partitioner),
+            send_state: Mutex::new(SendState { slabs: Slabs::new(&failure), partitioner }),
             topics: RwLock::new(HashMap::new()),
+            topics_version: AtomicU32::new(0),
+            detached_failure: Mutex::new(None),
             wake: Notify::new(),
             progress: Notify::new(),
             closing: AtomicBool::new(false),
@@ -346,13 +390,60 @@ impl Producer {
     }
 
     /// Queues a record and returns a future of its delivery. Waits (up to `max.block.ms`) only
-    /// for the topic's metadata and for room in `buffer.memory`.
+    /// for the topic's metadata and for room in `buffer.memory`, and yields to the runtime now
+    /// and then (tokio's cooperative budget), so that a loop of sends lets the driver run.
     ///
     /// Cancel-safe: if the future is dropped before it returns, the record was not queued and
     /// nothing is left behind (a transactional producer does not count it in its transaction).
     /// Once it returned `Ok`, the record is queued whatever happens to the [`DeliveryFuture`].
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let (topic, parts) = record.into_parts();
+        self.enqueue(TopicRef::Name(&topic), parts, |slabs| slabs.pair()).await
+    }
+
+    /// Queues a record without a future of its delivery, for callers that do not await each
+    /// record: it saves the delivery slot and the wake-up of a waiting task. Waits as
+    /// [`send`](Self::send) does (metadata, room in `buffer.memory`). Whether the record was
+    /// written is told by the next [`flush`](Self::flush) (or [`close`](Self::close)): it
+    /// returns the first failure of a record sent this way since the last one it reported
+    /// (all of them are counted in [`metrics`](Self::metrics)' `records_failed`).
+    ///
+    /// Cancel-safe: if the future is dropped before it returns, the record was not queued;
+    /// once it returned `Ok`, the record is queued.
+    pub async fn send_nowait(&self, record: ProducerRecord) -> Result<()> {
+        let (topic, parts) = record.into_parts();
+        self.enqueue(TopicRef::Name(&topic), parts, |_| (Completion::detached(), ())).await
+    }
+
+    /// A handle that sends to `topic` without looking the topic up for each record: it keeps
+    /// the topic's interned name and partition count (renewed when the producer learns new
+    /// metadata). Fetches the topic's metadata first if the producer does not know it yet.
+    ///
+    /// Cancel-safe: dropping the future only stops the metadata lookup.
+    pub async fn topic(&self, topic: &str) -> Result<TopicProducer> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.max_block;
+        let version = self.inner.topics_version.load(Ordering::Acquire);
+        let meta = self.inner.topic_meta(topic, deadline).await?;
+        Ok(TopicProducer {
+            producer: self.clone(),
+            name: meta.name.clone(),
+            cached: Arc::new(AtomicU64::new(pack(version, meta.leaders.len() as u32))),
+        })
+    }
+
+    /// Partitions a record of `topic`, appends it to the core with the completion `make` gives
+    /// (taking a delivery slot or none) and returns what `make` gave the caller.
+    async fn enqueue<T>(
+        &self,
+        topic: TopicRef<'_>,
+        parts: Parts,
+        make: impl FnOnce(&mut Slabs) -> (Completion, T),
+    ) -> Result<T> {
         let inner = &self.inner;
+        // A loop of sends that never waits would otherwise keep the driver from running on a
+        // current-thread runtime (or on this worker) until `buffer.memory` is full: every so
+        // often (tokio's cooperative budget) the send yields first.
+        tokio::task::consume_budget().await;
         inner.check_alive()?;
         if inner.closing.load(Ordering::Acquire) {
             return Err(closed());
@@ -361,64 +452,58 @@ impl Producer {
         // The clock is read for the deadline only when something has to be waited for.
         let mut deadline_at = None;
         let mut deadline = || *deadline_at.get_or_insert_with(|| tokio::time::Instant::now() + max_block);
-        let meta = match inner.known_topic(&record.topic) {
-            Some(meta) => meta,
-            None => inner.topic_meta(&record.topic, deadline()).await?,
-        };
-        let partitions = meta.leaders.len() as u32;
-        let partition = match (record.partition, &record.key) {
-            (Some(p), _) if p >= 0 && (p as u32) < partitions => p,
-            (Some(p), _) => {
-                return Err(Error::misuse(
-                    "send",
-                    format!("partition {p} of {} is not in [0, {partitions})", record.topic),
-                ))
-            }
-            (None, Some(key)) if !inner.config.partitioner_ignore_keys => partition_for_key(key, partitions),
-            (None, _) => {
-                let mut partitioner = lock(&inner.partitioner);
-                // The partitions with a leader matter only when the sticky partition changes.
-                match partitioner.current(&meta.name, partitions) {
-                    Some(p) => p,
-                    None => {
-                        let available: Vec<i32> =
-                            (0..partitions as i32).filter(|p| meta.leaders[*p as usize] >= 0).collect();
-                        partitioner.partition(&meta.name, partitions, &available)
-                    }
-                }
+        let (name, partitions) = match topic {
+            TopicRef::Handle(h) => h.partitions(inner, deadline()).await?,
+            TopicRef::Name(name) => {
+                let meta = match inner.known_topic(name) {
+                    Some(meta) => meta,
+                    None => inner.topic_meta(name, deadline()).await?,
+                };
+                (meta.name.clone(), meta.leaders.len() as u32)
             }
         };
-        let tp = TopicPartition::new(meta.name.clone(), partition);
-        if let Some(t) = &inner.txn {
-            t.before_send(inner, &tp).await?;
-        }
-        let timestamp = record.timestamp.unwrap_or_else(now_millis);
-        let mut data = RecordData { key: record.key, value: record.value, headers: record.headers, timestamp };
-        let (mut completion, delivery) = lock(&inner.slabs).pair();
+        let timestamp = parts.timestamp.unwrap_or_else(now_millis);
+        let explicit = parts.partition;
+        let mut data = RecordData { key: parts.key, value: parts.value, headers: parts.headers, timestamp };
+        let size = data.size_estimate();
+        // Without transactions, the partition and the delivery slot are taken under one lock.
+        let (partition, (mut completion, out)) = match &inner.txn {
+            None => {
+                let mut state = lock(&inner.send_state);
+                let partition = inner.choose_partition(&mut state, &name, partitions, explicit, &data, size)?;
+                (partition, make(&mut state.slabs))
+            }
+            Some(t) => {
+                let partition = {
+                    let mut state = lock(&inner.send_state);
+                    inner.choose_partition(&mut state, &name, partitions, explicit, &data, size)?
+                };
+                t.before_send(inner, &TopicPartition::new(name.clone(), partition)).await?;
+                (partition, make(&mut lock(&inner.send_state).slabs))
+            }
+        };
+        let tp = TopicPartition::new(name, partition);
         // Counted before the append, so that its completion can never come first; uncounted
         // unless the append happens, also if this future is dropped while it waits for room.
         let mut counted = CountedInTransaction::new(inner.txn.as_ref());
         loop {
             inner.check_alive()?;
-            let size = data.size_estimate();
-            let result = lock(&inner.core).append(&tp, data, completion, Instant::now());
+            // The clock is read only for a record that starts a batch.
+            let result = lock(&inner.core).append_with_clock(&tp, data, completion, Instant::now);
             match result {
                 Ok(wake) => {
                     counted.keep();
-                    if record.partition.is_none() {
-                        lock(&inner.partitioner).record_appended(&meta.name, partition, size);
-                    }
                     // The core asks for a wake-up only when the driver has something new to
                     // do: a partition's first batch is ready, or a linger ends before the
                     // driver's next look.
                     if wake {
                         inner.wake.notify_one();
                     }
-                    return Ok(delivery);
+                    return Ok(out);
                 }
                 Err(AppendError::RecordTooLarge { size, max, .. }) => {
                     return Err(Error::RecordTooLarge {
-                        topic: record.topic.to_string(),
+                        topic: tp.topic.to_string(),
                         partition: Some(partition),
                         size,
                         max,
@@ -442,10 +527,12 @@ impl Producer {
     }
 
     /// Sends every buffered record without waiting for `linger.ms` and waits until nothing is
-    /// buffered or in flight.
+    /// buffered or in flight. Fails with the first failure of a record sent with
+    /// [`send_nowait`](Self::send_nowait) since the last flush or close that reported one.
     ///
     /// Cancel-safe: dropping the future only stops the waiting; the records are sent all the
-    /// same, without waiting for `linger.ms`.
+    /// same, without waiting for `linger.ms`, and a failure not reported yet is kept for the
+    /// next flush.
     pub async fn flush(&self) -> Result<()> {
         lock(&self.inner.core).flush();
         self.inner.wake.notify_one();
@@ -453,7 +540,7 @@ impl Producer {
             let progressed = self.inner.progress.notified();
             self.inner.check_alive()?;
             if lock(&self.inner.core).is_idle() {
-                return Ok(());
+                return self.inner.take_detached_failure();
             }
             if self.inner.driver_finished.load(Ordering::Acquire) {
                 return Err(closed());
@@ -463,6 +550,8 @@ impl Producer {
     }
 
     /// Delivers (or fails) everything pending, then stops the driver and closes connections.
+    /// Fails, as [`flush`](Self::flush), with the first failure of a record sent with
+    /// [`send_nowait`](Self::send_nowait) that no flush reported.
     ///
     /// Cancel-safe: once called, the producer refuses new records and its driver stops when
     /// everything pending is delivered, whether or not the future is awaited to the end (the
@@ -481,7 +570,7 @@ impl Producer {
         if self.inner.owns_client {
             self.inner.client.close().await;
         }
-        Ok(())
+        self.inner.take_detached_failure()
     }
 
     /// The producer id and epoch in use (-1 without idempotence).
@@ -547,6 +636,73 @@ impl Drop for CountedInTransaction<'_> {
     }
 }
 
+/// The topic of a record being sent: a name to look up, or a [`TopicProducer`]'s cache.
+enum TopicRef<'a> {
+    Name(&'a str),
+    Handle(&'a TopicProducer),
+}
+
+/// Sends to one topic: [`Producer::topic`]. Its `send` looks up no topic by name: it holds
+/// the interned name and the partition count, and reads the producer's metadata again only
+/// after the producer learned some. Cheap to clone; clones share the producer.
+#[derive(Clone)]
+pub struct TopicProducer {
+    producer: Producer,
+    name: Arc<str>,
+    /// The metadata version the partition count was read at, and the count ([`pack`]): one
+    /// word, so that the two are always read as a pair.
+    cached: Arc<AtomicU64>,
+}
+
+/// A metadata version and a partition count in one word.
+fn pack(version: u32, partitions: u32) -> u64 {
+    (u64::from(version) << 32) | u64::from(partitions)
+}
+
+impl TopicProducer {
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The producer this handle sends with.
+    pub fn producer(&self) -> &Producer {
+        &self.producer
+    }
+
+    /// [`Producer::send`] to this topic; `record.topic` is not read (it may be left empty).
+    ///
+    /// Cancel-safe, as [`Producer::send`]: if the future is dropped before it returns, the
+    /// record was not queued; once it returned `Ok`, it is queued.
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let (_, parts) = record.into_parts();
+        self.producer.enqueue(TopicRef::Handle(self), parts, |slabs| slabs.pair()).await
+    }
+
+    /// [`Producer::send_nowait`] to this topic: no delivery future; a failure is reported by
+    /// the producer's next [`flush`](Producer::flush). `record.topic` is not read.
+    ///
+    /// Cancel-safe, as [`Producer::send_nowait`].
+    pub async fn send_nowait(&self, record: ProducerRecord) -> Result<()> {
+        let (_, parts) = record.into_parts();
+        self.producer.enqueue(TopicRef::Handle(self), parts, |_| (Completion::detached(), ())).await
+    }
+
+    /// The interned name and the partition count, looked up again only if the producer's
+    /// metadata changed since they were cached.
+    async fn partitions(&self, inner: &Inner, deadline: tokio::time::Instant) -> Result<(Arc<str>, u32)> {
+        let version = inner.topics_version.load(Ordering::Acquire);
+        let cached = self.cached.load(Ordering::Acquire);
+        if (cached >> 32) as u32 == version {
+            return Ok((self.name.clone(), cached as u32));
+        }
+        let meta = inner.topic_meta(&self.name, deadline).await?;
+        let partitions = meta.leaders.len() as u32;
+        self.cached.store(pack(version, partitions), Ordering::Release);
+        Ok((self.name.clone(), partitions))
+    }
+}
+
 /// Waits for the driver task; if it ended other than by returning (a panic), fails everything
 /// pending and every later call with [`Error::DriverFailed`].
 async fn watch(inner: Arc<Inner>, driver: tokio::task::JoinHandle<()>) {
@@ -574,6 +730,30 @@ async fn watch(inner: Arc<Inner>, driver: tokio::task::JoinHandle<()>) {
 }
 
 impl Inner {
+    /// The partition of a record of `size` bytes for `topic` (of `partitions` partitions): the
+    /// caller's, the key's hash, or the sticky partition, counting the record in it.
+    fn choose_partition(
+        &self,
+        state: &mut SendState,
+        topic: &Arc<str>,
+        partitions: u32,
+        explicit: Option<i32>,
+        data: &RecordData,
+        size: usize,
+    ) -> Result<i32> {
+        match (explicit, &data.key) {
+            (Some(p), _) if p >= 0 && (p as u32) < partitions => Ok(p),
+            (Some(p), _) => Err(Error::misuse("send", format!("partition {p} of {topic} is not in [0, {partitions})"))),
+            (None, Some(key)) if !self.config.partitioner_ignore_keys => Ok(partition_for_key(key, partitions)),
+            // The partitions with a leader matter only when the sticky partition changes.
+            (None, _) => Ok(state.partitioner.sticky_append(topic, partitions, size, || {
+                self.known_topic(topic)
+                    .map(|meta| (0..partitions as i32).filter(|p| meta.leaders.get(*p as usize) >= Some(&0)).collect())
+                    .unwrap_or_default()
+            })),
+        }
+    }
+
     fn known_topic(&self, topic: &str) -> Option<Arc<TopicMeta>> {
         read(&self.topics).get(topic).cloned()
     }
@@ -643,9 +823,11 @@ impl Inner {
                 let was = known.and_then(|m| Some((*m.leaders.get(i)?, *m.epochs.get(i)?, *m.failed_at.get(i)?)));
                 (leaders[i], epochs[i], failed_at[i]) = merge_leader(was, leader, p.leader_epoch, asked_at);
             }
-            let name: Arc<str> = name.into();
+            // A topic already known keeps its interned name (a handle holds it).
+            let name: Arc<str> = known.map_or_else(|| name.into(), |m| m.name.clone());
             topics.insert(name.clone(), Arc::new(TopicMeta { name, id: t.topic_id, leaders, epochs, failed_at }));
         }
+        self.topics_version.fetch_add(1, Ordering::AcqRel);
     }
 
     fn leader_of(&self) -> impl Fn(&TopicPartition) -> Option<i32> + '_ {
@@ -692,6 +874,7 @@ impl Inner {
                     affected.push(meta.name.clone());
                 }
             }
+            self.topics_version.fetch_add(1, Ordering::AcqRel);
         }
         tracing::debug!(
             node,
@@ -766,6 +949,13 @@ impl Inner {
             t.records_completed(completed.iter().map(|(_, result)| result.as_ref().map(|_| ())));
         }
         for (tx, result) in completed {
+            if tx.is_detached() {
+                if let Err(f) = result {
+                    let error = self.failure_to_error(f);
+                    lock(&self.detached_failure).get_or_insert(error);
+                }
+                continue;
+            }
             match result {
                 Ok(metadata) => tx.send(Ok(metadata)),
                 Err(ProduceFailure::RecordTooLarge { topic_partition, size }) => {
@@ -818,6 +1008,11 @@ impl Inner {
             };
             tx.send(Err(error));
         });
+    }
+
+    /// The failure [`Producer::send_nowait`]'s records left for a flush, taken.
+    fn take_detached_failure(&self) -> Result<()> {
+        lock(&self.detached_failure).take().map_or(Ok(()), Err)
     }
 
     /// `Err(DriverFailed)` once the driver task has died.

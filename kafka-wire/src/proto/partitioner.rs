@@ -235,6 +235,34 @@ impl StickyPartitioner {
         }
     }
 
+    /// [`partition`](Self::partition) and [`record_appended`](Self::record_appended) of a
+    /// record of `bytes` in one look-up of the topic's state, for a producer's hot path: the
+    /// partition of the next keyless record of `topic`, with the record counted in it. The
+    /// partitions with a leader, `available`, are asked for only when a new partition is picked.
+    /// [`UNKNOWN_PARTITION`] if the topic has no partitions.
+    pub fn sticky_append(
+        &mut self,
+        topic: &str,
+        num_partitions: u32,
+        bytes: usize,
+        available: impl FnOnce() -> Vec<i32>,
+    ) -> i32 {
+        if num_partitions == 0 {
+            return UNKNOWN_PARTITION;
+        }
+        let state = match self.topics.get_mut(topic) {
+            Some(state) => state,
+            None => self.topics.entry(topic.to_owned()).or_default(),
+        };
+        let (p, produced) = match state.current {
+            Some((p, produced)) if u32::try_from(p).is_ok_and(|p| p < num_partitions) => (p, produced),
+            _ => (next_partition(&mut self.rng, &state.load, num_partitions, &available()), 0),
+        };
+        let produced = produced.saturating_add(bytes);
+        state.current = (produced < self.batch_size).then_some((p, produced));
+        p
+    }
+
     /// Sets the queue sizes (batches waiting to be sent) of `topic`'s partitions that have a
     /// leader, as `(partition, queue size)`, for the adaptive pick; the Java producer refreshes
     /// them each time its sender checks which batches are ready. Partitions left out are not
@@ -435,6 +463,26 @@ mod tests {
         assert_eq!(switches, 20);
         // A redraw may land on the same partition (1 in 6), but not 20 times in a row.
         assert!(changes >= 10, "{changes} changes in 20 switches");
+    }
+
+    #[test]
+    fn sticky_append_picks_as_partition_then_record_appended() {
+        // Same seed, same sizes: the one-look-up path picks exactly the partitions of the
+        // two-call path, and asks for the available partitions only when it picks.
+        let (mut one, mut two) = (StickyPartitioner::new(1000, 11), StickyPartitioner::new(1000, 11));
+        let mut asked = 0;
+        for i in 0..500 {
+            let bytes = 90 + i % 40;
+            let p = one.sticky_append("t", 6, bytes, || {
+                asked += 1;
+                vec![0, 2, 3, 5]
+            });
+            let q = two.partition("t", 6, &[0, 2, 3, 5]);
+            two.record_appended("t", q, bytes);
+            assert_eq!(p, q, "record {i}");
+        }
+        assert!((40..=60).contains(&asked), "{asked} picks for about 55 KB in batches of 1000 B");
+        assert_eq!(one.sticky_append("t", 0, 10, Vec::new), UNKNOWN_PARTITION);
     }
 
     #[test]

@@ -497,6 +497,19 @@ impl<C> ProducerCore<C> {
         completion: C,
         now: Instant,
     ) -> Result<bool, AppendError<C>> {
+        self.append_with_clock(tp, record, completion, || now)
+    }
+
+    /// [`append`](Self::append), with the time asked of `now` only if the record starts a new
+    /// batch (the only time it is needed): a driver's hot path then reads no clock for most
+    /// records.
+    pub fn append_with_clock(
+        &mut self,
+        tp: &TopicPartition,
+        record: RecordData,
+        completion: C,
+        now: impl FnOnce() -> Instant,
+    ) -> Result<bool, AppendError<C>> {
         let size = record.size_estimate();
         let max = self.config.max_request_size.min(self.config.buffer_memory);
         if size + record_batch::HEADER_SIZE > max {
@@ -506,7 +519,11 @@ impl<C> ProducerCore<C> {
             return Err(AppendError::BufferFull(completion, record));
         }
         let batch_size = self.config.batch_size;
-        let queue = self.partitions.entry(tp.clone()).or_default();
+        // Looked up before it is inserted: the key's clone is for a partition's first record only.
+        let queue = match self.partitions.get_mut(tp) {
+            Some(queue) => queue,
+            None => self.partitions.entry(tp.clone()).or_default(),
+        };
         let mut wake = false;
         let fits = queue.batches.back().is_some_and(|b| {
             !b.closed
@@ -518,6 +535,7 @@ impl<C> ProducerCore<C> {
             if let Some(last) = queue.batches.back_mut() {
                 last.closed = true;
             }
+            let now = now();
             // The closed batch is ready now if it is the first of its partition.
             wake = queue.batches.len() == 1
                 || (queue.batches.is_empty() && self.next_look.is_none_or(|t| now + self.config.linger < t));
