@@ -335,6 +335,9 @@ impl Tracker {
     }
 }
 
+/// Ascending, disjoint, inclusive (first, last) ranges of line numbers.
+type Ranges = Vec<(u64, u64)>;
+
 /// Appends the inclusive range `(a, b)` to ascending ranges, merging it with the last one when
 /// they touch.
 fn push_range(ranges: &mut Vec<(u64, u64)>, a: u64, b: u64) {
@@ -484,6 +487,10 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
     let interrupted = |s: Signal| format!("interrupted by {}", s.name());
     'read: loop {
         sent.watch(&done_tx);
+        // kw runs on a current-thread runtime, and neither a channel with a block ready nor
+        // `send` with room in the buffer yields: without this the producer's driver would run
+        // only once the buffer was full, filling and draining it in turn instead of at once.
+        tokio::task::yield_now().await;
         let chunk = match interrupt.guard(lines_rx.recv()).await {
             Ok(Some(c)) => c,
             Ok(None) => break 'read,
@@ -623,7 +630,7 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
     }
     let mut reasons = t.reasons.clone();
     reasons.sort();
-    let mut by_reason: Vec<(Cause, String, Vec<(u64, u64)>)> = Vec::new();
+    let mut by_reason: Vec<(Cause, String, Ranges)> = Vec::new();
     for (a, b, cause, reason) in reasons {
         match by_reason.iter_mut().find(|(_, r, _)| *r == reason) {
             Some((_, _, lines)) => push_range(lines, a, b),
@@ -995,7 +1002,9 @@ mod tests {
         }
     }
 
-    fn read_all(data: &[u8], step: usize, fail: bool) -> (Vec<(u64, Vec<u8>)>, Option<(u64, String)>) {
+    type Lines = Vec<(u64, Vec<u8>)>;
+
+    fn read_all(data: &[u8], step: usize, fail: bool) -> (Lines, Option<(u64, String)>) {
         let (tx, mut rx) = mpsc::channel(4);
         spawn_reader(Box::new(Trickle { data: data.to_vec(), at: 0, step, fail }), tx);
         let (mut lines, mut error) = (Vec::new(), None);
