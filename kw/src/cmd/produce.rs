@@ -311,6 +311,24 @@ impl Tracker {
     /// Fails every line from `first` on that is written or pending (an aborted transaction's):
     /// the written ones are taken back out of the counts, which become `written` and `bytes`.
     fn unwrite_from(&mut self, first: u64, (written, bytes): (u64, u64), cause: Cause, reason: &str) {
+        // The window first, all of it before compacting: compacting as each line fails would
+        // move a written line behind it below the window, out of reach.
+        let base = self.base;
+        for (i, s) in self.window.iter_mut().enumerate() {
+            let n = base + i as u64;
+            if n < first || !matches!(s, Status::Written | Status::Pending) {
+                continue;
+            }
+            if *s == Status::Pending {
+                self.pending -= 1;
+            }
+            *s = Status::Failed;
+            match self.reasons.last_mut() {
+                Some((_, last, c, r)) if *last + 1 == n && *c == cause && r == reason => *last = n,
+                _ => self.reasons.push((n, n, cause, reason.to_string())),
+            }
+        }
+        self.compact();
         let mut taken = Vec::new();
         while let Some(&(a, b)) = self.written_below.last() {
             if b < first {
@@ -324,11 +342,6 @@ impl Tracker {
         }
         for (a, b) in taken.into_iter().rev() {
             self.reasons.push((a, b, cause, reason.to_string()));
-        }
-        for n in first.max(self.base)..self.base + self.window.len() as u64 {
-            if matches!(self.get(n), Status::Written | Status::Pending) {
-                self.fail(n, cause, reason.to_string());
-            }
         }
         self.written = written;
         self.written_bytes = bytes;
