@@ -54,17 +54,10 @@ pub fn write_error(e: io::Error) -> Failure {
     }
 }
 
-/// `1-3, 7, 9-10` for sorted, distinct numbers.
-pub fn ranges(numbers: &[u64]) -> String {
+/// `1-3, 7, 9-10` for ascending, disjoint, inclusive ranges of numbers.
+pub fn ranges(ranges: &[(u64, u64)]) -> String {
     let mut out = String::new();
-    let mut i = 0;
-    while i < numbers.len() {
-        let start = numbers[i];
-        let mut end = start;
-        while i + 1 < numbers.len() && numbers[i + 1] == end + 1 {
-            i += 1;
-            end = numbers[i];
-        }
+    for &(start, end) in ranges {
         if !out.is_empty() {
             out.push_str(", ");
         }
@@ -73,17 +66,15 @@ pub fn ranges(numbers: &[u64]) -> String {
         } else {
             out.push_str(&format!("{start}-{end}"));
         }
-        i += 1;
     }
     out
 }
 
-/// `line 4` or `lines 1-3, 7`.
-pub fn lines_phrase(numbers: &[u64]) -> String {
-    if numbers.len() == 1 {
-        format!("line {}", numbers[0])
-    } else {
-        format!("lines {}", ranges(numbers))
+/// `line 4` or `lines 1-3, 7`, for ascending, disjoint, inclusive ranges of line numbers.
+pub fn ranges_phrase(lines: &[(u64, u64)]) -> String {
+    match lines {
+        [(a, b)] if a == b => format!("line {a}"),
+        _ => format!("lines {}", ranges(lines)),
     }
 }
 
@@ -142,9 +133,10 @@ mod tests {
 
     #[test]
     fn ranges_compress() {
-        assert_eq!(ranges(&[1, 2, 3, 5, 7, 8]), "1-3, 5, 7-8");
+        assert_eq!(ranges(&[(1, 3), (5, 5), (7, 8)]), "1-3, 5, 7-8");
         assert_eq!(ranges(&[]), "");
-        assert_eq!(lines_phrase(&[4]), "line 4");
+        assert_eq!(ranges_phrase(&[(4, 4)]), "line 4");
+        assert_eq!(ranges_phrase(&[(4, 5)]), "lines 4-5");
     }
 
     #[test]

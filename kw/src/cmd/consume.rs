@@ -214,12 +214,11 @@ impl Output {
             Output::Json => {
                 out.extend_from_slice(b"{\"topic\":");
                 json_str(out, &r.topic);
-                out.extend_from_slice(
-                    format!(
-                        ",\"partition\":{},\"offset\":{},\"timestamp\":{},\"key\":",
-                        r.partition, r.offset, r.timestamp
-                    )
-                    .as_bytes(),
+                // Writing to a Vec cannot fail; numbers are formatted in place (no String per record).
+                let _ = write!(
+                    out,
+                    ",\"partition\":{},\"offset\":{},\"timestamp\":{},\"key\":",
+                    r.partition, r.offset, r.timestamp
                 );
                 json_bytes(out, r.key.as_deref());
                 out.extend_from_slice(b",\"value\":");
@@ -242,13 +241,23 @@ impl Output {
                     match t {
                         Token::Literal(l) => out.extend_from_slice(l),
                         Token::Topic => out.extend_from_slice(r.topic.as_bytes()),
-                        Token::Partition => out.extend_from_slice(r.partition.to_string().as_bytes()),
-                        Token::Offset => out.extend_from_slice(r.offset.to_string().as_bytes()),
+                        Token::Partition => {
+                            let _ = write!(out, "{}", r.partition);
+                        }
+                        Token::Offset => {
+                            let _ = write!(out, "{}", r.offset);
+                        }
                         Token::Key => out.extend_from_slice(r.key.as_deref().unwrap_or_default()),
                         Token::Value => out.extend_from_slice(r.value.as_deref().unwrap_or_default()),
-                        Token::Timestamp => out.extend_from_slice(r.timestamp.to_string().as_bytes()),
-                        Token::KeyLen => out.extend_from_slice(len_text(r.key.as_deref()).as_bytes()),
-                        Token::ValueLen => out.extend_from_slice(len_text(r.value.as_deref()).as_bytes()),
+                        Token::Timestamp => {
+                            let _ = write!(out, "{}", r.timestamp);
+                        }
+                        Token::KeyLen => {
+                            let _ = write!(out, "{}", len_of(r.key.as_deref()));
+                        }
+                        Token::ValueLen => {
+                            let _ = write!(out, "{}", len_of(r.value.as_deref()));
+                        }
                         Token::Headers => {
                             for (i, h) in r.headers.iter().enumerate() {
                                 if i > 0 {
@@ -267,8 +276,8 @@ impl Output {
 }
 
 /// kcat prints -1 for the length of a null key or value.
-fn len_text(b: Option<&[u8]>) -> String {
-    b.map_or(-1, |b| b.len() as i64).to_string()
+fn len_of(b: Option<&[u8]>) -> i64 {
+    b.map_or(-1, |b| b.len() as i64)
 }
 
 pub async fn run(args: ConsumeArgs, top: &Top) -> Result<()> {

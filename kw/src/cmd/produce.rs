@@ -1,26 +1,29 @@
 //! `kw produce TOPIC`: records from stdin or a file, one per line.
 //!
-//! A reader thread hands lines to the async task in chunks; each record's delivery is tracked
-//! by line number, so that a produce that fails part-way can say exactly which lines were
-//! written, which failed (and why), and from which line on nothing was sent. Reading stops at
-//! the first failure seen.
+//! A reader thread reads the input in large blocks and hands their lines (slices of the block,
+//! not copies) to the async task; each record's delivery is tracked by line number, so that a
+//! produce that fails part-way can say exactly which lines were written, which failed (and
+//! why), and from which line on nothing was sent. Reading stops at the first failure seen.
+//! Deliveries are awaited by one task per block of records, and lines are kept one by one only
+//! while in flight: memory follows the producer's buffer, not the input's length.
 
-use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::collections::VecDeque;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use clap::{ArgAction, Args, ValueEnum};
-use kafka_wire::client::{Error as KafkaError, Producer, ProducerRecord};
+use kafka_wire::client::{DeliveryFuture, Error as KafkaError, Producer, ProducerRecord};
 use kafka_wire::Header;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::conn::{connect_error, ConnArgs};
 use crate::error::{describe, runtime, usage, Failure, Kind, Result};
-use crate::output::{human_bytes, lines_phrase};
+use crate::output::{human_bytes, ranges_phrase};
 use crate::signal::{Interrupt, Signal};
 use crate::Top;
 
@@ -136,11 +139,15 @@ pub struct ProduceArgs {
 
 const FIRST_FAILURE: &str = "reading stopped at the first failure";
 
-/// What the reader thread hands over.
-enum Input {
-    Line(u64, Vec<u8>),
-    /// Reading failed before line `.0`.
-    Error(u64, String),
+/// What the reader thread hands over: the lines of one block of input, as slices of it (no
+/// copy per line).
+struct Chunk {
+    /// The number of the first line in `lines`.
+    first: u64,
+    /// Without their line end (`\n`, or `\r\n`).
+    lines: Vec<Bytes>,
+    /// Reading failed after these lines.
+    error: Option<String>,
 }
 
 /// The fate of each input line.
@@ -168,37 +175,81 @@ enum Cause {
     Unconfirmed,
 }
 
+/// The fate of the input lines. Lines are kept one by one only from the oldest line still
+/// pending on (`window`); those settled before it are kept as ranges of written lines and the
+/// failures' reasons, so that memory follows the records in flight, not the input's length.
 struct Tracker {
-    status: Vec<Status>,
-    reasons: Vec<(u64, Cause, String)>,
+    /// The line number of `window[0]`.
+    base: u64,
+    window: VecDeque<Status>,
+    /// Written lines below `base`: ascending, disjoint, inclusive (first, last) ranges.
+    written_below: Vec<(u64, u64)>,
+    /// Failed and unconfirmed lines, as inclusive ranges with their cause and reason.
+    reasons: Vec<(u64, u64, Cause, String)>,
     /// Lines in [`Status::Pending`].
     pending: usize,
     written: u64,
     written_bytes: u64,
+    /// The last line given a status.
+    last: u64,
 }
 
 impl Tracker {
-    fn get(&self, line: u64) -> Status {
-        self.status.get(line as usize - 1).copied().unwrap_or(Status::None)
+    fn new() -> Self {
+        Self {
+            base: 1,
+            window: VecDeque::new(),
+            written_below: Vec::new(),
+            reasons: Vec::new(),
+            pending: 0,
+            written: 0,
+            written_bytes: 0,
+            last: 0,
+        }
     }
 
+    /// The status of a line in the window ([`Status::None`] for the others: settled already).
+    fn get(&self, line: u64) -> Status {
+        line.checked_sub(self.base).and_then(|i| self.window.get(i as usize).copied()).unwrap_or(Status::None)
+    }
+
+    /// Sets the status of a line at or after the oldest pending one (every line not settled yet).
     fn set(&mut self, line: u64, s: Status) {
-        let i = (line - 1) as usize;
-        if self.status.len() <= i {
-            self.status.resize(i + 1, Status::None);
+        let Some(i) = line.checked_sub(self.base).map(|i| i as usize) else { return };
+        if self.window.len() <= i {
+            self.window.resize(i + 1, Status::None);
         }
-        if self.status[i] == Status::Pending {
+        if self.window[i] == Status::Pending {
             self.pending -= 1;
         }
         if s == Status::Pending {
             self.pending += 1;
         }
-        self.status[i] = s;
+        self.window[i] = s;
+        self.last = self.last.max(line);
+        self.compact();
+    }
+
+    /// Moves the settled lines at the front of the window out of it.
+    fn compact(&mut self) {
+        while let Some(&s) = self.window.front() {
+            if s == Status::Pending {
+                return;
+            }
+            if s == Status::Written {
+                push_range(&mut self.written_below, self.base, self.base);
+            }
+            self.window.pop_front();
+            self.base += 1;
+        }
     }
 
     fn fail(&mut self, line: u64, cause: Cause, reason: String) {
         self.set(line, if cause == Cause::Unconfirmed { Status::Unconfirmed } else { Status::Failed });
-        self.reasons.push((line, cause, reason));
+        match self.reasons.last_mut() {
+            Some((_, last, c, r)) if *last + 1 == line && *c == cause && *r == reason => *last = line,
+            _ => self.reasons.push((line, line, cause, reason)),
+        }
     }
 
     /// A delivery outcome; ignored for a line whose fate was settled already (its transaction
@@ -209,35 +260,103 @@ impl Tracker {
         }
         match d.result {
             Ok(()) => {
-                self.set(d.line, Status::Written);
                 self.written += 1;
                 self.written_bytes += d.bytes;
+                self.set(d.line, Status::Written);
             }
             Err((cause, reason)) => self.fail(d.line, cause, reason),
         }
     }
 
-    fn lines(&self, s: Status) -> Vec<u64> {
-        self.status.iter().enumerate().filter(|(_, x)| **x == s).map(|(i, _)| i as u64 + 1).collect()
+    /// The lines still pending.
+    fn pending_lines(&self) -> Vec<u64> {
+        (self.base..).zip(&self.window).filter(|(_, s)| **s == Status::Pending).map(|(n, _)| n).collect()
+    }
+
+    /// Every written line, as ranges.
+    fn written_ranges(&self) -> Vec<(u64, u64)> {
+        let mut ranges = self.written_below.clone();
+        for (n, s) in (self.base..).zip(&self.window) {
+            if *s == Status::Written {
+                push_range(&mut ranges, n, n);
+            }
+        }
+        ranges
+    }
+
+    /// Lines failed (not merely unconfirmed).
+    fn failed_count(&self) -> u64 {
+        self.reasons.iter().filter(|r| r.2 != Cause::Unconfirmed).map(|(a, b, _, _)| b - a + 1).sum()
     }
 
     fn failed(&self, cause: Cause) -> bool {
-        self.reasons.iter().any(|(_, c, _)| *c == cause)
+        self.reasons.iter().any(|r| r.2 == cause)
     }
 
     /// Takes the deliveries that have arrived, without waiting.
-    fn take_delivered(&mut self, done: &mut mpsc::UnboundedReceiver<Delivery>) {
-        while let Ok(d) = done.try_recv() {
-            self.delivered(d);
+    fn take_delivered(&mut self, done: &mut mpsc::UnboundedReceiver<Vec<Delivery>>) {
+        while let Ok(ds) = done.try_recv() {
+            ds.into_iter().for_each(|d| self.delivered(d));
         }
     }
 
     /// Waits until no line is pending.
-    async fn settle(&mut self, done: &mut mpsc::UnboundedReceiver<Delivery>) {
+    async fn settle(&mut self, done: &mut mpsc::UnboundedReceiver<Vec<Delivery>>) {
         while self.pending > 0 {
-            let Some(d) = done.recv().await else { break };
-            self.delivered(d);
+            let Some(ds) = done.recv().await else { break };
+            ds.into_iter().for_each(|d| self.delivered(d));
         }
+    }
+
+    /// Fails every line from `first` on that is written or pending (an aborted transaction's):
+    /// the written ones are taken back out of the counts, which become `written` and `bytes`.
+    fn unwrite_from(&mut self, first: u64, (written, bytes): (u64, u64), cause: Cause, reason: &str) {
+        // The window first, all of it before compacting: compacting as each line fails would
+        // move a written line behind it below the window, out of reach.
+        let base = self.base;
+        for (i, s) in self.window.iter_mut().enumerate() {
+            let n = base + i as u64;
+            if n < first || !matches!(s, Status::Written | Status::Pending) {
+                continue;
+            }
+            if *s == Status::Pending {
+                self.pending -= 1;
+            }
+            *s = Status::Failed;
+            match self.reasons.last_mut() {
+                Some((_, last, c, r)) if *last + 1 == n && *c == cause && r == reason => *last = n,
+                _ => self.reasons.push((n, n, cause, reason.to_string())),
+            }
+        }
+        self.compact();
+        let mut taken = Vec::new();
+        while let Some(&(a, b)) = self.written_below.last() {
+            if b < first {
+                break;
+            }
+            self.written_below.pop();
+            if a < first {
+                self.written_below.push((a, first - 1));
+            }
+            taken.push((a.max(first), b));
+        }
+        for (a, b) in taken.into_iter().rev() {
+            self.reasons.push((a, b, cause, reason.to_string()));
+        }
+        self.written = written;
+        self.written_bytes = bytes;
+    }
+}
+
+/// Ascending, disjoint, inclusive (first, last) ranges of line numbers.
+type Ranges = Vec<(u64, u64)>;
+
+/// Appends the inclusive range `(a, b)` to ascending ranges, merging it with the last one when
+/// they touch.
+fn push_range(ranges: &mut Vec<(u64, u64)>, a: u64, b: u64) {
+    match ranges.last_mut() {
+        Some((_, last)) if *last + 1 >= a => *last = (*last).max(b),
+        _ => ranges.push((a, b)),
     }
 }
 
@@ -245,6 +364,32 @@ struct Delivery {
     line: u64,
     bytes: u64,
     result: Result<(), (Cause, String)>,
+}
+
+/// Records sent but not yet watched: their deliveries are awaited by one task per batch (not
+/// one per record), which hands the outcomes back together.
+#[derive(Default)]
+struct Sent {
+    batch: Vec<(u64, u64, DeliveryFuture)>,
+}
+
+impl Sent {
+    /// Hands the batch to a task that awaits every delivery in it and reports them at once.
+    fn watch(&mut self, done: &mpsc::UnboundedSender<Vec<Delivery>>) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut out = Vec::with_capacity(batch.len());
+            for (line, bytes, future) in batch {
+                let result = future.await.map(|_| ()).map_err(|e| line_error(&e));
+                out.push(Delivery { line, bytes, result });
+            }
+            let _ = done.send(out);
+        });
+    }
 }
 
 /// Why a record failed, as its line's cause and reason.
@@ -308,7 +453,14 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
     if transactional {
         interrupt.guard(producer.init_transactions()).await?.map_err(|e| runtime(describe(&e)))?;
     }
-    let mut txn = Txn { size: args.transaction_size.unwrap_or(u64::MAX), open: false, lines: Vec::new() };
+    let mut txn = Txn {
+        size: args.transaction_size.unwrap_or(u64::MAX),
+        open: false,
+        records: 0,
+        first: 0,
+        written_before: (0, 0),
+        reasons_before: 0,
+    };
     let partitions =
         interrupt.guard(super::topic_partitions(producer.client(), std::slice::from_ref(&args.topic), wait)).await??;
     let partitions = &partitions[0].1;
@@ -329,9 +481,9 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
         partition: args.partition,
     };
 
-    let (lines_tx, mut lines_rx) = mpsc::channel::<Vec<Input>>(64);
+    let (lines_tx, mut lines_rx) = mpsc::channel::<Chunk>(4);
     spawn_reader(source, lines_tx);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Delivery>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<Delivery>>();
 
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let progress = Arc::new(Progress::default());
@@ -340,32 +492,31 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
         tokio::spawn(tick(progress.clone(), ticker_stop.clone()));
     }
 
-    let mut t = Tracker { status: Vec::new(), reasons: Vec::new(), pending: 0, written: 0, written_bytes: 0 };
+    let mut t = Tracker::new();
+    let mut sent = Sent::default();
     let started = Instant::now();
     // Why reading stopped early, and the last line read then.
     let mut stopped: Option<(String, u64)> = None;
     let interrupted = |s: Signal| format!("interrupted by {}", s.name());
     'read: loop {
+        sent.watch(&done_tx);
+        // kw runs on a current-thread runtime, and neither a channel with a block ready nor
+        // `send` with room in the buffer yields: without this the producer's driver would run
+        // only once the buffer was full, filling and draining it in turn instead of at once.
+        tokio::task::yield_now().await;
         let chunk = match interrupt.guard(lines_rx.recv()).await {
             Ok(Some(c)) => c,
             Ok(None) => break 'read,
             Err(s) => {
-                stopped = Some((interrupted(s), t.status.len() as u64));
+                stopped = Some((interrupted(s), t.last));
                 break 'read;
             }
         };
-        for input in chunk {
-            let (n, line) = match input {
-                Input::Line(n, line) => (n, line),
-                Input::Error(n, e) => {
-                    t.fail(n, Cause::Runtime, format!("cannot read the input: {e}"));
-                    stopped = Some((format!("cannot read line {n}: {e}"), n.saturating_sub(1)));
-                    break 'read;
-                }
-            };
-            t.take_delivered(&mut done_rx);
-            progress.acked.store(t.written, Ordering::Relaxed);
-            progress.bytes.store(t.written_bytes, Ordering::Relaxed);
+        t.take_delivered(&mut done_rx);
+        progress.acked.store(t.written, Ordering::Relaxed);
+        progress.bytes.store(t.written_bytes, Ordering::Relaxed);
+        let read = chunk.lines.len() as u64;
+        for (n, line) in (chunk.first..).zip(chunk.lines) {
             if !t.reasons.is_empty() {
                 stopped = Some((FIRST_FAILURE.into(), n - 1));
                 break 'read;
@@ -390,7 +541,10 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
                 stopped = Some((FIRST_FAILURE.into(), n));
                 break 'read;
             }
-            let Some(record) = record else { continue };
+            let Some(record) = record else {
+                t.last = n;
+                continue;
+            };
             let bytes =
                 record.key.as_ref().map_or(0, Bytes::len) as u64 + record.value.as_ref().map_or(0, Bytes::len) as u64;
             if transactional && !txn.open {
@@ -399,28 +553,22 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
                     stopped = Some((FIRST_FAILURE.into(), n));
                     break 'read;
                 }
-                txn.open = true;
+                txn.begin(n, &t);
             }
             // `send` waits only for metadata and buffer room; a signal stops it.
-            let sent = match interrupt.guard(producer.send(record)).await {
-                Ok(sent) => sent,
+            let result = match interrupt.guard(producer.send(record)).await {
+                Ok(result) => result,
                 Err(s) => {
                     stopped = Some((interrupted(s), n - 1));
                     break 'read;
                 }
             };
-            match sent {
+            match result {
                 Ok(future) => {
-                    if transactional {
-                        txn.lines.push((n, bytes));
-                    }
+                    txn.records += 1;
                     t.set(n, Status::Pending);
                     progress.sent.fetch_add(1, Ordering::Relaxed);
-                    let tx = done_tx.clone();
-                    tokio::spawn(async move {
-                        let result = future.await.map(|_| ()).map_err(|e| line_error(&e));
-                        let _ = tx.send(Delivery { line: n, bytes, result });
-                    });
+                    sent.batch.push((n, bytes, future));
                 }
                 Err(e) => {
                     let (cause, reason) = line_error(&e);
@@ -429,15 +577,22 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
                     break 'read;
                 }
             }
-            if txn.open
-                && txn.lines.len() as u64 >= txn.size
-                && !txn.finish(&producer, &mut t, &mut done_rx, true, interrupt).await
-            {
-                stopped = Some((interrupt.received().map_or_else(|| FIRST_FAILURE.into(), interrupted), n));
-                break 'read;
+            if txn.open && txn.records >= txn.size {
+                sent.watch(&done_tx);
+                if !txn.finish(&producer, &mut t, &mut done_rx, true, interrupt).await {
+                    stopped = Some((interrupt.received().map_or_else(|| FIRST_FAILURE.into(), interrupted), n));
+                    break 'read;
+                }
             }
         }
+        if let Some(e) = chunk.error {
+            let n = chunk.first + read;
+            t.fail(n, Cause::Runtime, format!("cannot read the input: {e}"));
+            stopped = Some((format!("cannot read line {n}: {e}"), n - 1));
+            break 'read;
+        }
     }
+    sent.watch(&done_tx);
     drop(lines_rx);
     if txn.open {
         // Commit what was read, unless something failed (then nothing of it may be visible).
@@ -455,7 +610,7 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
         .await;
     t.take_delivered(&mut done_rx);
     if let Some(s) = interrupt.received() {
-        for n in t.lines(Status::Pending) {
+        for n in t.pending_lines() {
             t.fail(
                 n,
                 Cause::Unconfirmed,
@@ -471,44 +626,44 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
     }
 
     let signal = interrupt.received();
-    let failed = t.lines(Status::Failed);
-    if failed.is_empty() && stopped.is_none() && signal.is_none() {
+    let failed = t.failed_count();
+    if failed == 0 && stopped.is_none() && signal.is_none() {
         if !args.quiet {
             eprintln!("kw: {}", summary(t.written, t.written_bytes, &args.topic, elapsed));
         }
         return Ok(());
     }
     // Something went wrong: say exactly what happened to every line.
-    let written = t.lines(Status::Written);
+    let written = t.written_ranges();
     eprintln!("kw: {}", summary(t.written, t.written_bytes, &args.topic, elapsed));
     if written.is_empty() {
         eprintln!("kw: written: none");
     } else {
-        eprintln!("kw: written: {}", lines_phrase(&written));
+        eprintln!("kw: written: {}", ranges_phrase(&written));
     }
     let mut reasons = t.reasons.clone();
     reasons.sort();
-    let mut by_reason: Vec<(Cause, String, Vec<u64>)> = Vec::new();
-    for (line, cause, reason) in reasons {
+    let mut by_reason: Vec<(Cause, String, Ranges)> = Vec::new();
+    for (a, b, cause, reason) in reasons {
         match by_reason.iter_mut().find(|(_, r, _)| *r == reason) {
-            Some((_, _, lines)) => lines.push(line),
-            None => by_reason.push((cause, reason, vec![line])),
+            Some((_, _, lines)) => push_range(lines, a, b),
+            None => by_reason.push((cause, reason, vec![(a, b)])),
         }
     }
     by_reason.sort_by_key(|(_, _, lines)| lines[0]);
     for (cause, reason, lines) in &by_reason {
         let what = if *cause == Cause::Unconfirmed { "unconfirmed" } else { "failed" };
-        eprintln!("kw: {what}: {}: {reason}", lines_phrase(lines));
+        eprintln!("kw: {what}: {}: {reason}", ranges_phrase(lines));
     }
-    let last_handled = t.status.len() as u64;
     if let Some((why, last)) = &stopped {
-        let from = (*last).max(last_handled) + 1;
+        let from = (*last).max(t.last) + 1;
         eprintln!("kw: not sent: input from line {from} on ({why})");
     }
     if let Some(s) = signal {
         return Err(Failure::Interrupted(s));
     }
-    let mut message = format!("produce to '{}' failed: {} written, {} failed", args.topic, written.len(), failed.len());
+    let written: u64 = written.iter().map(|(a, b)| b - a + 1).sum();
+    let mut message = format!("produce to '{}' failed: {written} written, {failed} failed", args.topic);
     if stopped.is_some() {
         message.push_str(", rest of input not sent");
     }
@@ -535,11 +690,28 @@ fn summary(records: u64, bytes: u64, topic: &str, elapsed: Duration) -> String {
 struct Txn {
     size: u64,
     open: bool,
-    /// Lines sent in it, with their bytes.
-    lines: Vec<(u64, u64)>,
+    /// Records sent in it.
+    records: u64,
+    /// Its first line.
+    first: u64,
+    /// The tracker's written records and bytes when it began (all earlier ones were settled).
+    written_before: (u64, u64),
+    /// The tracker's failures when it began.
+    reasons_before: usize,
 }
 
 impl Txn {
+    fn begin(&mut self, first: u64, t: &Tracker) {
+        *self = Txn {
+            size: self.size,
+            open: true,
+            records: 0,
+            first,
+            written_before: (t.written, t.written_bytes),
+            reasons_before: t.reasons.len(),
+        };
+    }
+
     /// Waits for every record of the transaction, then commits it (if `commit` and none failed)
     /// or aborts it. Returns whether it committed. After an abort every line of the transaction
     /// that had not failed by itself counts as failed, acknowledged or not: none of them is
@@ -551,13 +723,15 @@ impl Txn {
         &mut self,
         producer: &Producer,
         t: &mut Tracker,
-        done: &mut mpsc::UnboundedReceiver<Delivery>,
+        done: &mut mpsc::UnboundedReceiver<Vec<Delivery>>,
         commit: bool,
         interrupt: &Interrupt,
     ) -> bool {
         let settled = interrupt.guard(t.settle(done)).await.is_ok();
         t.take_delivered(done);
-        let failed_inside = self.lines.iter().any(|(n, _)| t.get(*n) == Status::Failed);
+        // Lines fail one at a time and reading stops at the first: any failure since the
+        // transaction began is one of its lines.
+        let failed_inside = t.reasons.len() > self.reasons_before;
         let outcome = if commit && settled && !failed_inside {
             match interrupt.bounded(producer.commit_transaction()).await {
                 Some(Ok(())) => Ok(()),
@@ -579,21 +753,10 @@ impl Txn {
             Err((Cause::Aborted, reason))
         };
         self.open = false;
-        let lines = std::mem::take(&mut self.lines);
         match outcome {
             Ok(()) => true,
             Err((cause, reason)) => {
-                for (n, bytes) in lines {
-                    match t.get(n) {
-                        Status::Written => {
-                            t.written -= 1;
-                            t.written_bytes -= bytes;
-                            t.fail(n, cause, reason.clone());
-                        }
-                        Status::Pending => t.fail(n, cause, reason.clone()),
-                        _ => {}
-                    }
-                }
+                t.unwrite_from(self.first, self.written_before, cause, &reason);
                 false
             }
         }
@@ -626,50 +789,64 @@ async fn tick(p: Arc<Progress>, stop: Arc<AtomicBool>) {
     }
 }
 
-/// Reads lines on a thread of its own (stdin blocks), handing them over in chunks: as many as
-/// are already buffered, up to 1024, so that typed lines go out at once and piped input in bulk.
-fn spawn_reader(source: Box<dyn Read + Send>, tx: mpsc::Sender<Vec<Input>>) {
+/// How much input the reader asks for at once.
+const BLOCK: usize = 256 * 1024;
+
+/// Reads the input on a thread of its own (stdin blocks) in large blocks, and hands over the
+/// complete lines of each read as slices of the block: a typed line goes out as soon as it is
+/// read, piped input in bulk, and no line is copied (but a line cut by a block's end, once).
+fn spawn_reader(mut source: Box<dyn Read + Send>, tx: mpsc::Sender<Chunk>) {
     std::thread::spawn(move || {
-        let mut reader = BufReader::with_capacity(1 << 16, source);
-        let mut n = 0u64;
+        let mut next = 1u64;
+        // Read but not handed over: the start of a line not ended yet.
+        let mut buf = BytesMut::with_capacity(BLOCK);
         loop {
-            let mut chunk = Vec::new();
-            let mut eof = false;
-            loop {
-                let mut buf = Vec::new();
-                match reader.read_until(b'\n', &mut buf) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(_) => {
-                        n += 1;
-                        if buf.last() == Some(&b'\n') {
-                            buf.pop();
-                            if buf.last() == Some(&b'\r') {
-                                buf.pop();
-                            }
-                        }
-                        chunk.push(Input::Line(n, buf));
-                    }
-                    Err(e) => {
-                        chunk.push(Input::Error(n + 1, e.to_string()));
-                        eof = true;
-                        break;
-                    }
+            if buf.capacity() - buf.len() < BLOCK / 4 {
+                // A new block (or the old one again, once nothing refers to it any more).
+                buf.reserve(BLOCK);
+            }
+            let old = buf.len();
+            buf.resize(old + (buf.capacity() - old).min(BLOCK), 0);
+            let (got, error) = loop {
+                match source.read(&mut buf[old..]) {
+                    Ok(got) => break (got, None),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => break (0, Some(e.to_string())),
                 }
-                if chunk.len() >= 1024 || reader.buffer().is_empty() {
-                    break;
+            };
+            buf.truncate(old + got);
+            let end = got == 0;
+            let mut lines = Vec::new();
+            // The lines ended in this read (the part read before holds no line end).
+            if let Some(last) = memchr::memrchr(b'\n', &buf[old..]) {
+                let block = buf.split_to(old + last + 1).freeze();
+                let mut start = 0;
+                for nl in memchr::memchr_iter(b'\n', &block) {
+                    lines.push(line_at(&block, start, nl));
+                    start = nl + 1;
                 }
             }
-            if !chunk.is_empty() && tx.blocking_send(chunk).is_err() {
+            if end && error.is_none() && !buf.is_empty() {
+                // The last line has no line end.
+                lines.push(buf.split().freeze());
+            }
+            let first = next;
+            next += lines.len() as u64;
+            let send = !lines.is_empty() || error.is_some();
+            if send && tx.blocking_send(Chunk { first, lines, error }).is_err() {
                 return;
             }
-            if eof {
+            if end {
                 return;
             }
         }
     });
+}
+
+/// The line of `block` from `start` to the `\n` at `end`, without a `\r` right before it.
+fn line_at(block: &Bytes, start: usize, end: usize) -> Bytes {
+    let end = if end > start && block[end - 1] == b'\r' { end - 1 } else { end };
+    block.slice(start..end)
 }
 
 fn base_record(d: &Defaults) -> ProducerRecord {
@@ -683,16 +860,15 @@ fn base_record(d: &Defaults) -> ProducerRecord {
     }
 }
 
-fn line_record(line: Vec<u8>, d: &Defaults) -> ProducerRecord {
+fn line_record(line: Bytes, d: &Defaults) -> ProducerRecord {
     let mut r = base_record(d);
     let split = d.delimiter.as_ref().and_then(|delim| find(&line, delim).map(|i| (i, delim.len())));
     match split {
         Some((i, len)) => {
-            let line = Bytes::from(line);
             r.key = Some(line.slice(..i));
             r.value = Some(line.slice(i + len..));
         }
-        None => r.value = Some(Bytes::from(line)),
+        None => r.value = Some(line),
     }
     r
 }
@@ -811,12 +987,150 @@ mod tests {
 
     #[test]
     fn lines_split_at_the_first_delimiter() {
-        let r = line_record(b"k::v::w".to_vec(), &defaults());
+        let r = line_record(Bytes::from_static(b"k::v::w"), &defaults());
         assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
         assert_eq!(r.value.as_deref(), Some(&b"v::w"[..]));
-        let r = line_record(b"novalue".to_vec(), &defaults());
+        let r = line_record(Bytes::from_static(b"novalue"), &defaults());
         assert_eq!(r.key, None);
         assert_eq!(r.value.as_deref(), Some(&b"novalue"[..]));
+    }
+
+    /// A source that returns its input a few bytes per read, then optionally fails.
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        step: usize,
+        fail: bool,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.at == self.data.len() && self.fail {
+                return Err(std::io::Error::other("disk on fire"));
+            }
+            let n = self.step.min(buf.len()).min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    type Lines = Vec<(u64, Vec<u8>)>;
+
+    fn read_all(data: &[u8], step: usize, fail: bool) -> (Lines, Option<(u64, String)>) {
+        let (tx, mut rx) = mpsc::channel(4);
+        spawn_reader(Box::new(Trickle { data: data.to_vec(), at: 0, step, fail }), tx);
+        let (mut lines, mut error) = (Vec::new(), None);
+        while let Some(chunk) = rx.blocking_recv() {
+            let read = chunk.lines.len() as u64;
+            lines.extend((chunk.first..).zip(chunk.lines.iter().map(|l| l.to_vec())));
+            if let Some(e) = chunk.error {
+                error = Some((chunk.first + read, e));
+            }
+        }
+        (lines, error)
+    }
+
+    #[test]
+    fn the_reader_numbers_every_line_once_whatever_the_reads_cut() {
+        let mut data = Vec::new();
+        let mut want = Vec::new();
+        for i in 1..=3000u64 {
+            let line = format!("{i}:{}", "x".repeat((i % 37) as usize));
+            data.extend_from_slice(line.as_bytes());
+            data.extend_from_slice(if i % 5 == 0 { b"\r\n" } else { b"\n" });
+            want.push((i, line.into_bytes()));
+        }
+        data.extend_from_slice(b"last, no line end");
+        want.push((3001, b"last, no line end".to_vec()));
+        for step in [7, 4096, BLOCK] {
+            assert_eq!(read_all(&data, step, false), (want.clone(), None), "reads of {step} bytes");
+        }
+        assert_eq!(read_all(b"a\r\n\nb", 1, false).0, vec![(1, b"a".to_vec()), (2, Vec::new()), (3, b"b".to_vec())]);
+        // A line longer than a block.
+        let long = vec![b'y'; 3 * BLOCK + 5];
+        let data = [&long[..], b"\nz\n"].concat();
+        assert_eq!(read_all(&data, BLOCK, false).0, vec![(1, long), (2, b"z".to_vec())]);
+    }
+
+    #[test]
+    fn a_read_error_names_the_line_it_stopped_at() {
+        let (lines, error) = read_all(b"a\nb\n", 3, true);
+        assert_eq!(lines, vec![(1, b"a".to_vec()), (2, b"b".to_vec())]);
+        assert_eq!(error, Some((3, "disk on fire".to_string())));
+    }
+
+    fn ok(line: u64) -> Delivery {
+        Delivery { line, bytes: 10, result: Ok(()) }
+    }
+
+    /// Regression (issue #14: a status per input line, 225 MiB for a large input): the tracker
+    /// keeps lines one by one only from the oldest pending one on, so what it holds is bounded by
+    /// the records in flight, however long the input.
+    #[test]
+    fn regression_tracking_is_bounded_by_the_records_in_flight() {
+        let mut t = Tracker::new();
+        const IN_FLIGHT: u64 = 1000;
+        let mut most = 0;
+        for n in 1..=1_000_000u64 {
+            t.set(n, Status::Pending);
+            if n > IN_FLIGHT {
+                t.delivered(ok(n - IN_FLIGHT));
+            }
+            most = most.max(t.window.len());
+        }
+        for n in 1_000_000 - IN_FLIGHT + 1..=1_000_000 {
+            t.delivered(ok(n));
+        }
+        assert!(most <= IN_FLIGHT as usize + 1, "{most} lines held for {IN_FLIGHT} in flight");
+        assert_eq!((t.written, t.written_bytes, t.pending), (1_000_000, 10_000_000, 0));
+        assert_eq!(t.written_ranges(), vec![(1, 1_000_000)]);
+        assert!(t.window.is_empty() && t.written_below.len() == 1);
+    }
+
+    #[test]
+    fn out_of_order_outcomes_are_reported_per_line() {
+        let mut t = Tracker::new();
+        for n in [1, 2, 4, 5, 6] {
+            t.set(n, Status::Pending);
+        }
+        // Line 3: a blank JSON line, no record.
+        t.delivered(ok(5));
+        t.delivered(Delivery { line: 2, bytes: 1, result: Err((Cause::Data, "data error: too big".into())) });
+        t.delivered(ok(1));
+        t.delivered(ok(2)); // settled already: ignored
+        assert_eq!(t.pending_lines(), vec![4, 6]);
+        assert_eq!(t.written_ranges(), vec![(1, 1), (5, 5)]);
+        t.delivered(ok(4));
+        t.delivered(ok(6));
+        assert_eq!(t.written_ranges(), vec![(1, 1), (4, 6)]);
+        assert_eq!(t.written, 4);
+        assert_eq!(t.failed_count(), 1);
+        assert_eq!(t.reasons, vec![(2, 2, Cause::Data, "data error: too big".to_string())]);
+    }
+
+    #[test]
+    fn an_aborted_transaction_takes_back_its_written_lines() {
+        let mut t = Tracker::new();
+        for n in 1..=10 {
+            t.set(n, Status::Pending);
+            t.delivered(ok(n));
+        }
+        let before = (t.written, t.written_bytes);
+        for n in 11..=20 {
+            t.set(n, Status::Pending);
+        }
+        (11..=15).for_each(|n| t.delivered(ok(n)));
+        t.delivered(ok(18));
+        t.unwrite_from(11, before, Cause::Aborted, "transaction aborted");
+        assert_eq!(t.written_ranges(), vec![(1, 10)]);
+        assert_eq!((t.written, t.written_bytes, t.pending), (10, 100, 0));
+        let mut failed: Vec<_> = t.reasons.iter().map(|(a, b, _, _)| (*a, *b)).collect();
+        failed.sort();
+        let mut merged = Vec::new();
+        failed.into_iter().for_each(|(a, b)| push_range(&mut merged, a, b));
+        assert_eq!(merged, vec![(11, 20)]);
+        assert_eq!(t.failed_count(), 10);
     }
 
     #[test]

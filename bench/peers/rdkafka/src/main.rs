@@ -58,6 +58,46 @@ fn consumer(a: &args::Args) -> BaseConsumer {
     consumer
 }
 
+/// Reads `n` records the way librdkafka is fastest used: `rd_kafka_consume_batch_queue` on the
+/// consumer's queue, up to 10 000 messages a call (the rdkafka crate's `BaseConsumer::poll`
+/// hands out one message per call, with an `Arc` and a clock read each: 0.33 M/s where kcat
+/// reads 1.8 M/s). Each message's value is touched (its length summed), as the other clients'
+/// consumers do. Returns the records read.
+fn consume_batches(c: &BaseConsumer, n: u64) -> u64 {
+    use rdkafka::bindings as rd;
+    const BATCH: usize = 10_000;
+    let mut messages: Vec<*mut rd::rd_kafka_message_t> = vec![std::ptr::null_mut(); BATCH];
+    let (mut read, mut bytes) = (0u64, 0u64);
+    // SAFETY: the queue belongs to the consumer, which outlives this function; every message
+    // batch_queue returns is read, then destroyed once, before the next call.
+    unsafe {
+        let queue = rd::rd_kafka_queue_get_consumer(c.client().native_ptr());
+        assert!(!queue.is_null(), "the consumer has no queue");
+        let mut idle = Instant::now();
+        while read < n {
+            let got = rd::rd_kafka_consume_batch_queue(queue, 1000, messages.as_mut_ptr(), BATCH);
+            assert!(got >= 0, "rd_kafka_consume_batch_queue failed");
+            if got == 0 {
+                assert!(idle.elapsed() < Duration::from_secs(30), "no record for 30 s after {read}");
+                continue;
+            }
+            idle = Instant::now();
+            for &m in &messages[..got as usize] {
+                if (*m).err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                    read += 1;
+                    bytes += (*m).len as u64;
+                } else {
+                    eprintln!("consume: error {:?}", (*m).err);
+                }
+                rd::rd_kafka_message_destroy(m);
+            }
+        }
+        rd::rd_kafka_queue_destroy(queue);
+    }
+    std::hint::black_box(bytes);
+    read
+}
+
 /// Sends `n` records (paced at `rate` per second when given), returns the time taken until all
 /// were acknowledged.
 fn produce(a: &args::Args, rate: Option<u64>) -> Duration {
@@ -120,14 +160,7 @@ fn main() {
         "consume" => {
             let c = consumer(&a);
             let start = Instant::now();
-            let mut read = 0u64;
-            while read < a.records {
-                match c.poll(Duration::from_secs(30)) {
-                    Some(Ok(_)) => read += 1,
-                    Some(Err(e)) => eprintln!("poll: {e}"),
-                    None => panic!("no record for 30 s after {read}"),
-                }
-            }
+            let read = consume_batches(&c, a.records);
             println!("{{\"records\":{read},\"secs\":{}}}", start.elapsed().as_secs_f64());
         }
         "latency" => {
