@@ -147,6 +147,7 @@ fn config() -> CoreConfig {
         batch_size: 300,
         linger: Duration::from_millis(5),
         compression: Compression::None,
+        compression_level: 0,
         max_request_size: 1 << 20,
         buffer_memory: 1 << 20,
         delivery_timeout: Duration::from_secs(30),

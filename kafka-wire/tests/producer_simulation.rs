@@ -173,6 +173,7 @@ impl SimParams {
             batch_size: self.batch_size,
             linger: self.linger,
             compression: self.compression,
+            compression_level: self.compression.default_level().unwrap_or(0),
             max_request_size: 1 << 20,
             buffer_memory: 64 << 20,
             delivery_timeout: self.delivery_timeout,
@@ -984,6 +985,7 @@ fn manual_config() -> CoreConfig {
         batch_size: 300,
         linger: Duration::from_millis(5),
         compression: Compression::None,
+        compression_level: 0,
         max_request_size: 1 << 20,
         buffer_memory: 64 << 20,
         delivery_timeout: Duration::from_secs(120),
@@ -1488,5 +1490,28 @@ fn regression_message_too_large_splits_the_batch_keeping_order_and_sequences() {
             let log: Vec<u64> = m.model.partitions[partition].log.iter().map(|e| e.record_id).collect();
             assert_eq!(log, want, "{compression:?}: partition {partition} holds each record once, in order");
         }
+    }
+}
+
+/// `compression.<codec>.level` reaches the sealed batch: the gzip member's XFL header byte says
+/// which end of the range compressed it (2: level 9, the slowest; 4: level 1, the fastest). Had
+/// the core sealed at the codec's default level, both batches would carry XFL 0.
+#[test]
+fn the_configured_compression_level_seals_the_batches() {
+    let sealed_with = |level: i32| {
+        let config = CoreConfig { compression: Compression::Gzip, compression_level: level, ..manual_config() };
+        let mut m = Manual::new(config, 1);
+        m.append(0, 5);
+        m.advance(Duration::from_millis(10));
+        let sent = m.send();
+        assert_eq!(sent.len(), 1, "one request for the one partition");
+        sent[0].batches[0].1.clone()
+    };
+    // The records of a v2 batch start after its 61-byte header; a gzip member's XFL is byte 8.
+    const RECORDS: usize = 61;
+    for (level, xfl) in [(9, 2), (1, 4)] {
+        let batch = sealed_with(level);
+        assert_eq!(&batch[RECORDS..RECORDS + 2], &[0x1f, 0x8b], "a gzip member");
+        assert_eq!(batch[RECORDS + 8], xfl, "XFL of a batch sealed at gzip level {level}");
     }
 }

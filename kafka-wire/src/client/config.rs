@@ -80,9 +80,6 @@ const PASS_THROUGH_SERIALIZERS: &[&str] = &[
 /// so, rather than "unknown", to tell a typo from a missing feature.
 const UNSUPPORTED: &[&str] = &[
     "client.dns.lookup",
-    "compression.gzip.level",
-    "compression.lz4.level",
-    "compression.zstd.level",
     "config.providers",
     "connections.max.idle.ms",
     "enable.metrics.push",
@@ -133,6 +130,14 @@ pub struct ProducerConfig {
     pub buffer_memory: usize,
     /// `compression.type`: `none`, `gzip`, `snappy`, `lz4` or `zstd`. Default none.
     pub compression: Compression,
+    /// `compression.gzip.level` (KIP-390): 1 to 9, or -1 (default) for zlib's default, 6.
+    pub compression_gzip_level: i32,
+    /// `compression.lz4.level` (KIP-390): 1 to 17, default 9. Every level runs LZ4's fast
+    /// compressor here (see [`compress_at`](crate::codec::compression::compress_at)).
+    pub compression_lz4_level: i32,
+    /// `compression.zstd.level` (KIP-390): -131072 to 22, default 3. The encoder implements
+    /// levels -7 to 4; others are clamped to that.
+    pub compression_zstd_level: i32,
     /// `enable.idempotence`: sequence numbers per partition so that retries do not duplicate
     /// or reorder. Default true; see [`validated`](Self::validated) for how it combines with
     /// `acks`, `retries` and `max.in.flight.requests.per.connection`.
@@ -203,6 +208,9 @@ impl Default for ProducerConfig {
             batch_size: 16384,
             buffer_memory: 32 * 1024 * 1024,
             compression: Compression::None,
+            compression_gzip_level: -1,
+            compression_lz4_level: 9,
+            compression_zstd_level: 3,
             enable_idempotence: true,
             max_in_flight_requests_per_connection: 5,
             delivery_timeout: Duration::from_secs(120),
@@ -275,6 +283,33 @@ impl ProducerConfig {
     pub fn compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
         self
+    }
+
+    /// Sets `compression.<codec>.level` of `codec` (KIP-390); checked by
+    /// [`validated`](Self::validated). Snappy and none have no level.
+    pub fn compression_level(mut self, codec: Compression, level: i32) -> Self {
+        match codec {
+            Compression::Gzip => self.compression_gzip_level = level,
+            Compression::Lz4 => self.compression_lz4_level = level,
+            Compression::Zstd => self.compression_zstd_level = level,
+            Compression::None | Compression::Snappy => {}
+        }
+        self
+    }
+
+    /// The level `compression.type` is used at: its `compression.<codec>.level` (0 for codecs
+    /// without levels).
+    pub fn effective_compression_level(&self) -> i32 {
+        self.level_of(self.compression)
+    }
+
+    fn level_of(&self, codec: Compression) -> i32 {
+        match codec {
+            Compression::Gzip => self.compression_gzip_level,
+            Compression::Lz4 => self.compression_lz4_level,
+            Compression::Zstd => self.compression_zstd_level,
+            Compression::None | Compression::Snappy => 0,
+        }
     }
 
     /// Sets `enable.idempotence` explicitly (conflicting settings become errors).
@@ -395,6 +430,9 @@ impl ProducerConfig {
                     Error::config(key, format!("{value:?} is not one of none, gzip, snappy, lz4, zstd"))
                 })?;
             }
+            "compression.gzip.level" => self.compression_gzip_level = compression_level(key, value, Compression::Gzip)?,
+            "compression.lz4.level" => self.compression_lz4_level = compression_level(key, value, Compression::Lz4)?,
+            "compression.zstd.level" => self.compression_zstd_level = compression_level(key, value, Compression::Zstd)?,
             "enable.idempotence" => {
                 self.enable_idempotence = boolean(key, value)?;
                 self.idempotence_explicit = true;
@@ -518,6 +556,11 @@ impl ProducerConfig {
                 "receive.message.max.bytes",
                 format!("must be at least {MIN_RECEIVE_MESSAGE_MAX_BYTES}"),
             ));
+        }
+        for codec in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
+            if let Err(e) = codec.check_level(self.level_of(codec)) {
+                return Err(Error::config(codec.level_key().unwrap_or("compression.level"), e.to_string()));
+            }
         }
         if self.retries > i32::MAX as u32 {
             return Err(Error::config("retries", format!("{} is above {}", self.retries, i32::MAX)));
@@ -657,6 +700,12 @@ pub(super) fn non_negative(key: &str, value: &str, max: i64) -> Result<i64> {
         return Err(Error::config(key, format!("{n} is above {max}")));
     }
     Ok(n)
+}
+
+/// A `compression.<codec>.level`: an integer in the codec's range (KIP-390).
+fn compression_level(key: &str, value: &str, codec: Compression) -> Result<i32> {
+    let level: i32 = value.trim().parse().map_err(|_| Error::config(key, format!("{value:?} is not a number")))?;
+    codec.check_level(level).map_err(|e| Error::config(key, e.to_string()))
 }
 
 /// A size that Java holds in an `int`.
@@ -841,6 +890,28 @@ mod tests {
         }
         c.set("client.id", "").unwrap();
         assert_eq!(c.client_id, None);
+    }
+
+    #[test]
+    fn compression_levels_are_kafkas_and_checked() {
+        let c = ProducerConfig::default();
+        assert_eq!((c.compression_gzip_level, c.compression_lz4_level, c.compression_zstd_level), (-1, 9, 3));
+        let mut c = ProducerConfig::new("k:9092");
+        c.set("compression.type", "zstd").unwrap();
+        c.set("compression.zstd.level", "-5").unwrap();
+        c.set("compression.gzip.level", "9").unwrap();
+        assert_eq!(c.effective_compression_level(), -5);
+        assert_eq!(c.clone().compression(Compression::Gzip).effective_compression_level(), 9);
+        for (key, value) in
+            [("compression.gzip.level", "0"), ("compression.lz4.level", "18"), ("compression.zstd.level", "23")]
+        {
+            let (property, reason) = config_error(ProducerConfig::new("k:9092").set(key, value));
+            assert_eq!(property, key);
+            assert!(reason.contains(value), "{reason}");
+        }
+        let (property, _) =
+            config_error(ProducerConfig::new("k:9092").compression_level(Compression::Lz4, 0).validated());
+        assert_eq!(property, "compression.lz4.level");
     }
 
     #[test]

@@ -344,6 +344,7 @@ impl Producer {
             batch_size: config.batch_size,
             linger: config.linger,
             compression: config.compression,
+            compression_level: config.effective_compression_level(),
             max_request_size: config.max_request_size,
             buffer_memory: config.buffer_memory,
             delivery_timeout: config.delivery_timeout,

@@ -995,6 +995,12 @@ impl BatchBuilder {
 
     /// The finished batch.
     pub fn finish(self, compression: Compression) -> Bytes {
+        let level = compression.default_level().unwrap_or(0);
+        self.finish_at(compression, level)
+    }
+
+    /// [`finish`](Self::finish) with the codec at `level` (see [`compression::compress_at`]).
+    pub fn finish_at(self, compression: Compression, level: i32) -> Bytes {
         if compression == Compression::None {
             let header = self.header(Compression::None, self.buf.len());
             let mut buf = self.buf;
@@ -1002,12 +1008,18 @@ impl BatchBuilder {
             return buf.freeze();
         }
         let mut out = BytesMut::new();
-        self.finish_into(&mut out, compression);
+        self.finish_into_at(&mut out, compression, level);
         out.freeze()
     }
 
-    /// Appends the finished batch to `out`.
+    /// Appends the finished batch to `out`, compressed at the codec's default level.
     pub fn finish_into(self, out: &mut BytesMut, compression: Compression) {
+        let level = compression.default_level().unwrap_or(0);
+        self.finish_into_at(out, compression, level);
+    }
+
+    /// Appends the finished batch to `out`, compressed at `level`.
+    pub fn finish_into_at(self, out: &mut BytesMut, compression: Compression, level: i32) {
         let start = out.len();
         let records = &self.buf[HEADER_SIZE..];
         if compression == Compression::None {
@@ -1016,7 +1028,7 @@ impl BatchBuilder {
             // Most payloads shrink; a codec that expands reallocates once or twice.
             out.reserve(HEADER_SIZE + records.len() / 2);
             out.put_bytes(0, HEADER_SIZE);
-            compression::compress(compression, records, out);
+            compression::compress_at(compression, level, records, out);
         }
         let header = self.header(compression, out.len() - start);
         seal(&mut out[start..], &header);

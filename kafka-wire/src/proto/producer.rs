@@ -74,6 +74,8 @@ pub struct CoreConfig {
     pub linger: Duration,
     /// `compression.type`: the codec batches are sealed with.
     pub compression: Compression,
+    /// `compression.<codec>.level` of that codec (KIP-390), already checked against its range.
+    pub compression_level: i32,
     /// `max.request.size`: the largest record, and the most a Produce request carries.
     pub max_request_size: usize,
     /// `buffer.memory`: bytes of records held before `append` refuses more.
@@ -201,7 +203,7 @@ enum Payload {
     Sealed(Bytes),
     /// First attempt: the core waits for the sealed bytes in `slot` (for retries), which are
     /// there before the request's outcome can be handed back.
-    Unsealed { builder: BatchBuilder, compression: Compression, slot: Arc<OnceLock<Bytes>> },
+    Unsealed { builder: BatchBuilder, compression: Compression, level: i32, slot: Arc<OnceLock<Bytes>> },
 }
 
 impl Drained {
@@ -243,8 +245,8 @@ impl Drained {
             .into_iter()
             .map(|(tp, payload)| match payload {
                 Payload::Sealed(bytes) => (tp, bytes),
-                Payload::Unsealed { builder, compression, slot } => {
-                    let bytes = builder.finish(compression);
+                Payload::Unsealed { builder, compression, level, slot } => {
+                    let bytes = builder.finish_at(compression, level);
                     let _ = slot.set(bytes.clone());
                     (tp, bytes)
                 }
@@ -761,7 +763,12 @@ impl<C> ProducerCore<C> {
                 size += builder.size_estimate();
                 let slot = Arc::new(OnceLock::new());
                 batch.sealing = Some(slot.clone());
-                payload = Some(Payload::Unsealed { builder, compression: self.config.compression, slot });
+                payload = Some(Payload::Unsealed {
+                    builder,
+                    compression: self.config.compression,
+                    level: self.config.compression_level,
+                    slot,
+                });
             }
             let payload = payload.unwrap_or_else(|| {
                 let sealed = batch.sealed.clone().unwrap_or_default();
@@ -952,7 +959,7 @@ impl<C> ProducerCore<C> {
             let half = Batch {
                 tp: batch.tp.clone(),
                 builder: None,
-                sealed: Some(builder.finish(self.config.compression)),
+                sealed: Some(builder.finish_at(self.config.compression, self.config.compression_level)),
                 sealing: None,
                 completions: completions.unwrap_or_default(),
                 bytes,
