@@ -433,3 +433,34 @@ pub fn secured_listeners(test: &str) -> Option<SecuredListeners> {
         password: get("password"),
     })
 }
+
+/// Does the 1-node cluster run the KIP-848 consumer group protocol? Its `group.version` feature
+/// is 1 or more (Kafka 4.0+). Kafka 3.9 lists ConsumerGroupHeartbeat in its ApiVersions but, with
+/// no `group.version`, answers it UNSUPPORTED_VERSION: the API list alone does not tell.
+pub async fn kip_848_offered() -> bool {
+    let conn =
+        kafka_wire::client::Connection::connect(&bootstrap(), Default::default()).await.expect("connect to the broker");
+    conn.finalized_feature("group.version").is_some_and(|v| v >= 1)
+}
+
+/// [`kip_848_offered`]; when it is not, says on stderr that `test` is skipped and why, so that
+/// the skip shows in the log (Kafka 3.9 in the version matrix).
+pub async fn kip_848_available(test: &str) -> bool {
+    let offered = kip_848_offered().await;
+    if !offered {
+        eprintln!(
+            "\n!!!! SKIPPED {test}: the broker (Kafka {}) has no group.version feature: the KIP-848 consumer group \
+             protocol needs Kafka 4.0+ !!!!\n",
+            kafka_version()
+        );
+    }
+    offered
+}
+
+/// The cluster's `transaction.version` (KIP-890), as a new connection to the 1-node cluster
+/// reports it: `None` from brokers that have no such feature (Kafka 3.x: transactions v1 only).
+pub async fn transaction_version() -> Option<i16> {
+    let conn =
+        kafka_wire::client::Connection::connect(&bootstrap(), Default::default()).await.expect("connect to the broker");
+    conn.finalized_feature("transaction.version")
+}

@@ -2,7 +2,8 @@
 //! manual commits, a member killed without leaving, cooperative-sticky moving only what must
 //! move, static members restarting without a rebalance, and interop with Kafka's Java consumer.
 //! KIP-848 (`group.protocol=consumer`): a group of three, a member killed without leaving, and
-//! a static member restarting without disturbing the other member.
+//! a static member restarting without disturbing the other member (skipped, saying so, on
+//! brokers without it: Kafka 3.x); on those brokers, the typed error a KIP-848 member gets.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use kafka_wire::client::{
 };
 use kafka_wire::proto::producer::TopicPartition;
 use kafka_wire_tests::raw::create_topic;
-use kafka_wire_tests::{bootstrap, kafka_tool, unique_topic, wait_until};
+use kafka_wire_tests::{bootstrap, kafka_tool, kip_848_available, unique_topic, wait_until};
 
 /// The group tests run one at a time: several groups rebalancing at once on a loaded 2-core
 /// machine made their (generous) deadlines flaky.
@@ -188,6 +189,9 @@ async fn cooperative_sticky_revokes_only_the_partitions_that_move() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kip_848_group_revokes_only_the_partitions_that_move() {
     let _serial = serial().await;
+    if !kip_848_available("a_kip_848_group_revokes_only_the_partitions_that_move").await {
+        return;
+    }
     adding_a_member_revokes_only_what_moves(kip_848_config).await;
 }
 
@@ -405,6 +409,9 @@ async fn our_consumer_and_the_java_consumer_share_a_classic_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kip_848_group_consumes_every_record_once() {
     let _serial = serial().await;
+    if !kip_848_available("a_kip_848_group_consumes_every_record_once").await {
+        return;
+    }
     const N: u64 = 60_000;
     let client = client().await;
     let topic = unique_topic("kip848");
@@ -452,6 +459,9 @@ fn kip_848_config(group: &str) -> ConsumerConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_kip_848_member_s_partitions_move_and_nothing_is_skipped() {
     let _serial = serial().await;
+    if !kip_848_available("a_killed_kip_848_member_s_partitions_move_and_nothing_is_skipped").await {
+        return;
+    }
     killed_member_s_partitions_move(kip_848_config, "kill848").await;
 }
 
@@ -523,6 +533,9 @@ async fn killed_member_s_partitions_move(config: fn(&str) -> ConsumerConfig, nam
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_static_kip_848_member_restarted_within_the_session_timeout_keeps_its_partitions() {
     let _serial = serial().await;
+    if !kip_848_available("a_static_kip_848_member_restarted_within_the_session_timeout_keeps_its_partitions").await {
+        return;
+    }
     let client = client().await;
     let topic = unique_topic("static848");
     let group = unique_topic("gstatic848");
@@ -607,4 +620,40 @@ async fn regression_a_new_classic_group_forms_in_one_rebalance() {
         assert_eq!(generation, 1, "round {round}: the partitions came in generation {generation}");
         consumer.close().await.unwrap();
     }
+}
+
+/// On a broker without the KIP-848 protocol (Kafka 3.9: no `group.version` feature; it answers
+/// ConsumerGroupHeartbeat UNSUPPORTED_VERSION) a `group.protocol=consumer` member does not hang or fall back silently: its poll
+/// fails with a typed configuration error naming `group.protocol` and the version it needs.
+/// Skipped (saying so) on brokers that have the protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip_848_member_of_a_broker_without_it_gets_a_typed_error() {
+    use kafka_wire::client::{Error, ErrorKind};
+    let _serial = serial().await;
+    if kafka_wire_tests::kip_848_offered().await {
+        eprintln!(
+            "\n!!!! SKIPPED a_kip_848_member_of_a_broker_without_it_gets_a_typed_error: the broker (Kafka {}) offers \
+             KIP-848 !!!!\n",
+            kafka_wire_tests::kafka_version()
+        );
+        return;
+    }
+    let client = client().await;
+    let topic = unique_topic("no848");
+    create_topic(&client, &topic, 1, 1, &[]).await;
+    let consumer = Consumer::new(kip_848_config(&unique_topic("gno848"))).await.unwrap();
+    consumer.subscribe([topic.as_str()]).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let error = loop {
+        match consumer.poll(Duration::from_millis(200)).await {
+            Err(e) => break e,
+            Ok(records) => assert!(records.is_empty(), "a member of no group got records"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no error within 30 s from a KIP-848 member of a 3.x broker");
+    };
+    assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+    assert!(matches!(&error, Error::Config { property, .. } if property == "group.protocol"), "{error:?}");
+    let text = error.to_string();
+    assert!(text.contains("group.protocol") && text.contains("4.0"), "{text}");
+    let _ = consumer.close().await;
 }

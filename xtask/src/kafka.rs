@@ -2,7 +2,10 @@
 //! Maven Central jars, for the integration tests. See `kafka/cluster.rs` for the layout.
 
 mod cluster;
+mod matrix;
 mod security;
+
+pub use matrix::{run as matrix, MatrixArgs};
 
 use std::fs;
 use std::path::{Path, PathBuf};

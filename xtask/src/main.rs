@@ -1,5 +1,5 @@
 //! Developer commands: `cargo xtask demo`, `cargo xtask quickstart`, `cargo xtask test`,
-//! `cargo xtask kafka …`, `cargo xtask codegen [--check]`, `cargo xtask bench [--quick] [WORKLOAD…]`.
+//! `cargo xtask kafka …`, `cargo xtask matrix`, `cargo xtask codegen [--check]`, `cargo xtask bench [--quick] [WORKLOAD…]`.
 
 mod bench;
 mod codegen;
@@ -26,6 +26,9 @@ enum Cmd {
     },
     /// Local Apache Kafka cluster for the integration tests: up, down, status, kill, start, tool.
     Kafka(kafka::KafkaArgs),
+    /// Run a chosen set of integration tests against several Kafka versions (3.9.2 and 4.4.0 by
+    /// default; this checkout's clusters are replaced by each version's in turn).
+    Matrix(kafka::MatrixArgs),
     /// Start a local broker and the contacts-import demo (release build) at
     /// http://127.0.0.1:8080/; Ctrl-C stops the demo, and the broker if this command started it.
     Demo {
@@ -57,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(args) => bench::run(args),
         Cmd::Codegen { check } => codegen::run(check),
         Cmd::Kafka(args) => kafka::run(args),
+        Cmd::Matrix(args) => kafka::matrix(args),
         Cmd::Demo { args } => demo(&args),
         Cmd::Quickstart => {
             kafka_up(&[])?;

@@ -176,6 +176,12 @@ pub fn is_3x(version: &str) -> bool {
     version.split('.').next().and_then(|m| m.parse::<u32>().ok()).unwrap_or(4) < 4
 }
 
+/// Is `version` `major.minor` or later? (Unparsable parts count as 0.)
+fn at_least(version: &str, major: u32, minor: u32) -> bool {
+    let mut it = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
+}
+
 /// `$KAFKA_PORT_OFFSET` (default 0), added to every port of both clusters, so that a second
 /// checkout (a worktree with its own `.kafka/`) can run its clusters beside this one's.
 pub fn port_offset() -> u16 {
@@ -401,6 +407,14 @@ pub fn main_class(name: &str, version: &str) -> io::Result<String> {
     // 3.9 still has the console producer in core (the other short names are the same).
     if short == "console-producer" && is_3x(version) {
         return Ok("kafka.tools.ConsoleProducer".to_string());
+    }
+    // 4.4 has these two only in kafka-tools (4.1 only in core; 4.2 and 4.3 untried).
+    if at_least(version, 4, 4) {
+        match short {
+            "configs" => return Ok("org.apache.kafka.tools.ConfigCommand".to_string()),
+            "dump-log" => return Ok("org.apache.kafka.tools.DumpLogSegments".to_string()),
+            _ => {}
+        }
     }
     TOOLS.iter().find(|(s, _)| *s == short).map(|(_, c)| c.to_string()).ok_or_else(|| {
         let names: Vec<_> = TOOLS.iter().map(|(s, _)| *s).collect();

@@ -3195,7 +3195,7 @@ pub mod list_offsets {
         pub isolation_level: i8,
         /// `topics`: array of `ListOffsetsTopic`, all versions.
         pub topics: Vec<ListOffsetsTopic>,
-        /// `timeout_ms`: int32, versions 10+.
+        /// `timeout_ms`: int32, versions 10+, left out of other versions without an error (ignorable).
         pub timeout_ms: i32,
         /// Tagged fields this codec does not know, kept so that they round-trip.
         pub unknown_tagged_fields: UnknownTaggedFields,
@@ -3234,8 +3234,6 @@ pub mod list_offsets {
             }
             if version >= 10 {
                 put_i32(buf, *&self.timeout_ms);
-            } else if self.timeout_ms != 0 {
-                return Err(EncodeError::FieldNotInVersion { what: "ListOffsetsRequest.timeout_ms", version });
             }
             if !flex && !self.unknown_tagged_fields.is_empty() {
                 return Err(EncodeError::FieldNotInVersion {
@@ -3262,9 +3260,7 @@ pub mod list_offsets {
             for e in self.topics.iter_mut() {
                 e.retain_version(version);
             }
-            if !(version >= 10) {
-                self.timeout_ms = 0;
-            }
+
             if !flex {
                 self.unknown_tagged_fields.clear();
             }
