@@ -1,10 +1,10 @@
-//! The fault scenarios at CI size (~40 s of faults each) on the 3-node cluster; they skip,
+//! The fault scenarios at CI size (~30 s of faults each) on the 3-node cluster; they skip,
 //! saying so, when it is not up. `cargo xtask chaos <scenario> --minutes N` runs them longer.
 
 use std::time::Duration;
 
 /// Faults per CI run: long enough for a few kills and stops on a loaded 2-core machine.
-const CI_DURATION: Duration = Duration::from_secs(40);
+const CI_DURATION: Duration = Duration::from_secs(30);
 
 // The cluster3_exclusive guard is held for the whole test on purpose (block_on runs the test's
 // own future on this thread).
