@@ -11,11 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_wire::client::{
-    Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetReset, OffsetSpec, Producer,
-    ProducerConfig, ProducerRecord,
-};
-use kafka_wire::TopicPartition;
+use kafka_wire::client::{Admin, ClientConfig, ConsumerRecord, Producer, ProducerConfig, ProducerRecord};
 
 pub mod eos;
 pub mod faults;
@@ -280,7 +276,7 @@ pub async fn read_back(
             eprintln!("[chaos] reading {topic} back again: {last_error}");
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
-        match read_once(bootstrap, topic, partitions, committed).await {
+        match kafka_wire_tests::read_to_end(bootstrap, topic, partitions, committed, READ_BOUND).await {
             Ok(mut records) => {
                 records.sort_by_key(|r| r.partition);
                 return Ok(records);
@@ -289,44 +285,6 @@ pub async fn read_back(
         }
     }
     Err(last_error)
-}
-
-async fn read_once(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-    committed: bool,
-) -> Result<Vec<ConsumerRecord>, String> {
-    let admin = Admin::connect(ClientConfig::new(bootstrap)).await.map_err(|e| format!("admin: {e}"))?;
-    let wanted: Vec<(&str, i32)> = (0..partitions).map(|p| (topic, p)).collect();
-    let ends = admin.list_offsets_isolated(&wanted, OffsetSpec::Latest, committed).await;
-    admin.close().await;
-    let ends: Vec<(TopicPartition, i64)> = ends
-        .map_err(|e| format!("end offsets of {topic}: {e}"))?
-        .into_iter()
-        .map(|o| (TopicPartition::new(o.topic.as_str(), o.partition), o.offset))
-        .collect();
-    let isolation = if committed { IsolationLevel::ReadCommitted } else { IsolationLevel::ReadUncommitted };
-    let config = ConsumerConfig::new(bootstrap).isolation_level(isolation).auto_offset_reset(OffsetReset::Earliest);
-    let consumer = Consumer::new(config).await.map_err(|e| format!("consumer: {e}"))?;
-    consumer.assign(ends.iter().map(|(tp, _)| tp.clone()));
-    let mut records = Vec::new();
-    let deadline = tokio::time::Instant::now() + READ_BOUND;
-    let outcome = loop {
-        let positions = consumer.positions();
-        if ends.iter().all(|(tp, end)| positions.get(tp).is_some_and(|o| o.offset >= *end)) {
-            break Ok(records);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break Err(format!("{topic} not read to its end offsets within {READ_BOUND:?}"));
-        }
-        match consumer.poll(Duration::from_millis(200)).await {
-            Ok(batch) => records.extend(batch),
-            Err(e) => break Err(format!("poll {topic}: {e}")),
-        }
-    };
-    let _ = consumer.close().await;
-    outcome
 }
 
 /// Bound on one read of a topic to its end.

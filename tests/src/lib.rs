@@ -254,37 +254,58 @@ pub async fn wait_until(what: &str, bound: Duration, mut done: impl FnMut() -> b
 /// the call: with no transaction open, everything that will ever be visible, duplicates
 /// included. In offset order per partition. Fails after 120 s.
 pub async fn read_committed(topic: &str) -> Vec<kafka_wire::ConsumerRecord> {
-    use kafka_wire::client::{Admin, ClientConfig, IsolationLevel, OffsetReset, OffsetSpec};
-    use kafka_wire::{Consumer, ConsumerConfig, TopicPartition};
-    const BOUND: Duration = Duration::from_secs(120);
+    use kafka_wire::client::{Admin, ClientConfig};
     let admin = Admin::connect(ClientConfig::new(&bootstrap())).await.expect("admin");
     let described = admin.describe_topics(&[topic]).await.expect("describe");
-    let partitions: Vec<(&str, i32)> = described[0].partitions.iter().map(|p| (topic, p.partition)).collect();
-    let ends: Vec<(TopicPartition, i64)> = admin
-        .list_offsets_isolated(&partitions, OffsetSpec::Latest, true)
-        .await
-        .expect("last stable offsets")
+    admin.close().await;
+    let partitions = described[0].partitions.len() as i32;
+    read_to_end(&bootstrap(), topic, partitions, true, Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Every record of partitions `0..partitions` of `topic`, read outside any group from the start
+/// up to the end offsets as they are at the call: with `committed`, read read_committed up to
+/// the last stable offsets; else read_uncommitted up to the high watermarks. In offset order per
+/// partition. An error (not a panic) says what failed, so that a caller can read again after a
+/// broker fault; past `bound` it is an error too.
+pub async fn read_to_end(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    committed: bool,
+    bound: Duration,
+) -> Result<Vec<kafka_wire::ConsumerRecord>, String> {
+    use kafka_wire::client::{Admin, ClientConfig, IsolationLevel, OffsetReset, OffsetSpec};
+    use kafka_wire::{Consumer, ConsumerConfig, TopicPartition};
+    let admin = Admin::connect(ClientConfig::new(bootstrap)).await.map_err(|e| format!("admin: {e}"))?;
+    let wanted: Vec<(&str, i32)> = (0..partitions).map(|p| (topic, p)).collect();
+    let ends = admin.list_offsets_isolated(&wanted, OffsetSpec::Latest, committed).await;
+    admin.close().await;
+    let ends: Vec<(TopicPartition, i64)> = ends
+        .map_err(|e| format!("end offsets of {topic}: {e}"))?
         .into_iter()
         .map(|o| (TopicPartition::new(o.topic.as_str(), o.partition), o.offset))
         .collect();
-    admin.close().await;
-    let config = ConsumerConfig::new(&bootstrap())
-        .isolation_level(IsolationLevel::ReadCommitted)
-        .auto_offset_reset(OffsetReset::Earliest);
-    let consumer = Consumer::new(config).await.expect("consumer");
+    let isolation = if committed { IsolationLevel::ReadCommitted } else { IsolationLevel::ReadUncommitted };
+    let config = ConsumerConfig::new(bootstrap).isolation_level(isolation).auto_offset_reset(OffsetReset::Earliest);
+    let consumer = Consumer::new(config).await.map_err(|e| format!("consumer: {e}"))?;
     consumer.assign(ends.iter().map(|(tp, _)| tp.clone()));
     let mut records = Vec::new();
-    let deadline = tokio::time::Instant::now() + BOUND;
-    loop {
+    let deadline = tokio::time::Instant::now() + bound;
+    let outcome = loop {
         let positions = consumer.positions();
         if ends.iter().all(|(tp, end)| positions.get(tp).is_some_and(|o| o.offset >= *end)) {
-            break;
+            break Ok(records);
         }
-        assert!(tokio::time::Instant::now() < deadline, "{topic} not read to its end within {BOUND:?}");
-        records.extend(consumer.poll(Duration::from_millis(200)).await.expect("poll"));
-    }
-    consumer.close().await.expect("close");
-    records
+        if tokio::time::Instant::now() >= deadline {
+            break Err(format!("{topic} not read to its end offsets within {bound:?}"));
+        }
+        match consumer.poll(Duration::from_millis(200)).await {
+            Ok(batch) => records.extend(batch),
+            Err(e) => break Err(format!("poll {topic}: {e}")),
+        }
+    };
+    let _ = consumer.close().await;
+    outcome
 }
 
 #[cfg(test)]

@@ -470,12 +470,9 @@ fn rand_suffix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() as u64 % 1000)
 }
 
-fn produce_ours(env: &Env, topic: &str, w: &Workload, json: bool) -> Result<Ran> {
-    let mut args = vec![
-        s("--bootstrap"),
-        env.bootstrap.clone(),
-        s("--topic"),
-        topic.into(),
+/// `produce_bench`'s arguments for the workload's records, values, batching and codec.
+fn produce_bench_workload(w: &Workload) -> Vec<String> {
+    vec![
         s("--records"),
         s(w.records),
         s("--value-size"),
@@ -488,7 +485,12 @@ fn produce_ours(env: &Env, topic: &str, w: &Workload, json: bool) -> Result<Ran>
         w.compression.into(),
         s("--value-kind"),
         s("random"),
-    ];
+    ]
+}
+
+fn produce_ours(env: &Env, topic: &str, w: &Workload, json: bool) -> Result<Ran> {
+    let mut args = vec![s("--bootstrap"), env.bootstrap.clone(), s("--topic"), topic.into()];
+    args.extend(produce_bench_workload(w));
     if json {
         args.push(s("--json"));
     }
@@ -684,24 +686,9 @@ fn latency(env: &Env, client: Client, topic: &str, w: &Workload) -> Result<Figur
 /// another thread, tokio's blocking pool). CPU-s per million is the client's (the JSON line's),
 /// not the process's; max RSS includes the fake broker.
 fn ceiling(env: &Env, w: &Workload) -> Result<Figures> {
-    let args = vec![
-        s("--fake"),
-        s("--current-thread"),
-        s("--nowait"),
-        s("--records"),
-        s(w.records),
-        s("--value-size"),
-        s(w.value_size),
-        s("--batch-size"),
-        s(BATCH_SIZE),
-        s("--linger-ms"),
-        s(LINGER_MS),
-        s("--compression"),
-        w.compression.into(),
-        s("--value-kind"),
-        s("random"),
-        s("--json"),
-    ];
+    let mut args = vec![s("--fake"), s("--current-thread"), s("--nowait")];
+    args.extend(produce_bench_workload(w));
+    args.push(s("--json"));
     let ran = timed(env, &env.root.join("target/release/examples/produce_bench"), &args, None)?;
     let mut f = figures(&ran, w.records, w.value_size, None);
     let cpu = json_field(&ran.stdout, "cpu_s").context("no cpu_s in produce_bench's output")?;
