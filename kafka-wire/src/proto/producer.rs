@@ -65,6 +65,11 @@ impl std::fmt::Display for TopicPartition {
     }
 }
 
+/// What a new batch's buffer starts with, at most `batch.size`: it grows (doubling) as records
+/// come, so memory follows the bytes buffered rather than `batch.size` times the partitions
+/// written to (1 MiB batches on 200 partitions would otherwise hold 200 MiB for 200 records).
+const FIRST_BATCH_CAPACITY: usize = 16 * 1024;
+
 /// The settings the core needs (a subset of the producer's configuration).
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
@@ -543,7 +548,7 @@ impl<C> ProducerCore<C> {
                 || (queue.batches.is_empty() && self.next_look.is_none_or(|t| now + self.config.linger < t));
             queue.batches.push_back(Batch {
                 tp: tp.clone(),
-                builder: Some(BatchBuilder::with_capacity(0, batch_size.max(size))),
+                builder: Some(BatchBuilder::with_capacity(0, size.max(batch_size.min(FIRST_BATCH_CAPACITY)))),
                 sealed: None,
                 sealing: None,
                 completions: Vec::new(),

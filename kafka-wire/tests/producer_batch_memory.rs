@@ -1,0 +1,86 @@
+//! What the producer core's open batches hold in memory, measured with a counting global
+//! allocator: it follows the bytes buffered, not `batch.size` times the partitions written to.
+
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_wire::codec::compression::Compression;
+use kafka_wire::proto::producer::{CoreConfig, ProducerCore, RecordData, TopicPartition};
+
+use counting_alloc::{peak_alloc_during, serial, Counting};
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+/// The bench's settings: 1 MiB batches, 64 MiB of buffer.
+fn config() -> CoreConfig {
+    CoreConfig {
+        batch_size: MIB,
+        linger: Duration::from_millis(5),
+        compression: Compression::None,
+        compression_level: 0,
+        max_request_size: MIB,
+        buffer_memory: 64 * MIB,
+        delivery_timeout: Duration::from_secs(120),
+        retry_backoff: Duration::from_millis(100),
+        retry_backoff_max: Duration::from_secs(1),
+        max_in_flight: 5,
+        acks: -1,
+        request_timeout: Duration::from_secs(5),
+        idempotent: true,
+        transactional: false,
+        retries: u32::MAX,
+    }
+}
+
+fn record(value: &Bytes) -> RecordData {
+    RecordData { key: None, value: Some(value.clone()), headers: Vec::new(), timestamp: 1 }
+}
+
+/// One 100 B record on each of 256 partitions, with 1 MiB batches: each open batch holds about
+/// what it was given. When every new batch was allocated at `batch.size` this took 256 MiB.
+#[test]
+fn regression_a_record_per_partition_does_not_allocate_a_full_batch_each() {
+    let _serial = serial();
+    let value = Bytes::from(vec![b'v'; 100]);
+    let topic: std::sync::Arc<str> = "t".into();
+    let partitions: Vec<TopicPartition> = (0..256).map(|p| TopicPartition::new(topic.clone(), p)).collect();
+    let mut core = ProducerCore::<()>::new(config());
+    let now = Instant::now();
+    let peak = peak_alloc_during(|| {
+        for tp in &partitions {
+            core.append(tp, record(&value), (), now).expect("room in the buffer");
+        }
+    });
+    let limit = 256 * 24 * KIB;
+    println!("256 partitions × one 100 B record, batch.size 1 MiB: peak {peak} B, limit {limit} B");
+    assert!(peak <= limit, "open batches took {peak} B for 256 records of 100 B (limit {limit} B)");
+    drop(core);
+}
+
+/// One partition filled to `batch.size` with 100 B records: growing the buffer on demand costs
+/// at most the doubling's slack, never several batches' worth.
+#[test]
+fn a_filled_batch_grows_to_about_its_size() {
+    let _serial = serial();
+    let value = Bytes::from(vec![b'v'; 100]);
+    let tp = TopicPartition::new("t", 0);
+    let mut core = ProducerCore::<()>::new(config());
+    let now = Instant::now();
+    // 100 B values take about 108 B each in a batch.
+    let records = MIB / 110;
+    let peak = peak_alloc_during(|| {
+        for _ in 0..records {
+            core.append(&tp, record(&value), (), now).expect("room in the buffer");
+        }
+    });
+    let limit = 3 * MIB;
+    println!("{records} records of 100 B in one 1 MiB batch: peak {peak} B, limit {limit} B");
+    assert!(peak <= limit, "one 1 MiB batch took a peak of {peak} B (limit {limit} B)");
+}
