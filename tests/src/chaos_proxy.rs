@@ -9,7 +9,8 @@
 //!   all connections ([`Faults::throttle_up`], [`Faults::throttle_down`]);
 //! - stalls a direction ([`ChaosProxy::stall`]), black-holes a broker
 //!   ([`ChaosProxy::black_hole`]: its connections, old and new, are held open and nothing is
-//!   forwarded), refuses connections to a broker ([`ChaosProxy::refuse`]).
+//!   forwarded), refuses connections to a broker ([`ChaosProxy::refuse`]), cuts a broker's open
+//!   connections on demand ([`ChaosProxy::cut`]).
 //!
 //! Each connection's fate is drawn from one seeded generator, in the order connections are
 //! accepted; [`ChaosProxy::counters`] tells what the proxy did.
@@ -74,6 +75,8 @@ pub struct ChaosCounters {
     pub cuts_mid_request: u64,
     /// Connections cut after some bytes of a response (broker → client).
     pub cuts_mid_response: u64,
+    /// Connections cut by [`ChaosProxy::cut`].
+    pub cuts_ordered: u64,
     /// Connections accepted while their broker was black-holed (held, never forwarded).
     pub black_holed: u64,
     /// Dials refused.
@@ -87,7 +90,7 @@ pub struct ChaosCounters {
 impl ChaosCounters {
     /// All cuts.
     pub fn cuts(&self) -> u64 {
-        self.cuts_timed + self.cuts_mid_request + self.cuts_mid_response
+        self.cuts_timed + self.cuts_mid_request + self.cuts_mid_response + self.cuts_ordered
     }
 }
 
@@ -95,13 +98,14 @@ impl fmt::Display for ChaosCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} connections, {} cuts ({} timed, {} mid-request, {} mid-response), {} black-holed, {} refused, \
-             {} B up, {} B down",
+            "{} connections, {} cuts ({} timed, {} mid-request, {} mid-response, {} ordered), {} black-holed, \
+             {} refused, {} B up, {} B down",
             self.connections,
             self.cuts(),
             self.cuts_timed,
             self.cuts_mid_request,
             self.cuts_mid_response,
+            self.cuts_ordered,
             self.black_holed,
             self.refused,
             self.bytes_up,
@@ -116,6 +120,7 @@ struct Counters {
     cuts_timed: AtomicU64,
     cuts_mid_request: AtomicU64,
     cuts_mid_response: AtomicU64,
+    cuts_ordered: AtomicU64,
     black_holed: AtomicU64,
     refused: AtomicU64,
     bytes_up: AtomicU64,
@@ -127,11 +132,18 @@ struct Counters {
 struct Control {
     black_holed: BTreeSet<String>,
     stalled: BTreeSet<(Direction, String)>,
+    /// Per broker address, how many times [`ChaosProxy::cut`] was called: a connection whose
+    /// count changes is cut.
+    cut_orders: HashMap<String, u64>,
 }
 
 impl Control {
     fn holds(&self, addr: &str, dir: Direction) -> bool {
         self.black_holed.contains(addr) || self.stalled.contains(&(dir, addr.to_string()))
+    }
+
+    fn cut_order(&self, addr: &str) -> u64 {
+        self.cut_orders.get(addr).copied().unwrap_or(0)
     }
 }
 
@@ -263,7 +275,14 @@ impl ChaosProxy {
         });
     }
 
-    /// Refuses (or accepts again) new connections to the broker at `addr`.
+    /// Cuts every connection to the broker at `addr` that is open now (black-holed ones
+    /// included); new ones are not affected.
+    pub fn cut(&self, addr: &str) {
+        self.inner.control.send_modify(|c| *c.cut_orders.entry(addr.to_string()).or_insert(0) += 1);
+    }
+
+    /// Refuses (or accepts again) new connections to the broker at `addr`: the dialer fails
+    /// them with `ConnectionRefused` (counted in [`ChaosCounters::refused`]).
     pub fn refuse(&self, addr: &str, on: bool) {
         let mut r = self.inner.refused.lock().unwrap();
         if on {
@@ -289,6 +308,7 @@ impl ChaosProxy {
             cuts_timed: l(&c.cuts_timed),
             cuts_mid_request: l(&c.cuts_mid_request),
             cuts_mid_response: l(&c.cuts_mid_response),
+            cuts_ordered: l(&c.cuts_ordered),
             black_holed: l(&c.black_holed),
             refused: l(&c.refused),
             bytes_up: l(&c.bytes_up),
@@ -351,10 +371,20 @@ fn plan(inner: &Inner) -> Plan {
 async fn serve(inner: Arc<Inner>, client: TcpStream, upstream: String) {
     inner.counters.connections.fetch_add(1, Ordering::Relaxed);
     let mut control = inner.control.subscribe();
+    let mut orders = inner.control.subscribe();
+    let order = orders.borrow().cut_order(&upstream);
+    // Resolves when `ChaosProxy::cut` orders this connection cut.
+    let ordered = async {
+        let _ = orders.wait_for(|c| c.cut_order(&upstream) != order).await;
+        inner.counters.cuts_ordered.fetch_add(1, Ordering::Relaxed);
+    };
     if control.borrow().black_holed.contains(&upstream) {
         inner.counters.black_holed.fetch_add(1, Ordering::Relaxed);
-        // Held open, nothing read, until the black hole ends.
-        let _ = control.wait_for(|c| !c.black_holed.contains(&upstream)).await;
+        // Held open, nothing read, until the black hole ends or a cut is ordered.
+        tokio::select! {
+            _ = control.wait_for(|c| !c.black_holed.contains(&upstream)) => {}
+            () = ordered => {}
+        }
         drop(client);
         return;
     }
@@ -386,6 +416,7 @@ async fn serve(inner: Arc<Inner>, client: TcpStream, upstream: String) {
         () = timer => {
             inner.counters.cuts_timed.fetch_add(1, Ordering::Relaxed);
         }
+        () = ordered => {}
         () = cut.notified() => {
             match plan.after_bytes {
                 Some((Direction::Up, _)) => inner.counters.cuts_mid_request.fetch_add(1, Ordering::Relaxed),

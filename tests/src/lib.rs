@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod chaos_proxy;
 pub mod chromium;
+#[cfg(feature = "testcontainers")]
+pub mod containers;
 pub mod raw;
 pub mod soak;
 pub mod spans;
@@ -39,13 +41,20 @@ fn env_nonempty(name: &str) -> Option<String> {
 }
 
 /// Bootstrap servers of the 1-node cluster: `$KAFKA_BOOTSTRAP`, else `.kafka/bootstrap`
-/// (written by `cargo xtask kafka up`). Panics if neither exists.
+/// (written by `cargo xtask kafka up`); with the feature `testcontainers`, when neither is set
+/// or the local cluster does not answer, a broker in a Docker container
+/// ([`containers::bootstrap`], started once per process). Panics if there is none.
 pub fn bootstrap() -> String {
     if let Some(b) = env_nonempty("KAFKA_BOOTSTRAP") {
         return b;
     }
     let file = layout().bootstrap_file(1);
-    cluster::read_trimmed(&file).unwrap_or_else(|| {
+    let local = cluster::read_trimmed(&file);
+    #[cfg(feature = "testcontainers")]
+    if !local.as_deref().is_some_and(containers::answers) {
+        return containers::bootstrap();
+    }
+    local.unwrap_or_else(|| {
         panic!(
             "no Kafka broker: {} does not exist and KAFKA_BOOTSTRAP is not set. \
              Start one with `cargo xtask kafka up` (stop it with `cargo xtask kafka down`).",
@@ -55,10 +64,16 @@ pub fn bootstrap() -> String {
 }
 
 /// Bootstrap servers of the 3-node cluster (`cargo xtask kafka up --nodes 3`):
-/// `$KAFKA_BOOTSTRAP_3`, else `.kafka/bootstrap3`; `None` if it is not up, so that
-/// 3-node tests can skip.
+/// `$KAFKA_BOOTSTRAP_3`, else `.kafka/bootstrap3`; with the feature `testcontainers`, when
+/// neither is set or the local cluster does not answer, three brokers in Docker containers
+/// ([`containers::bootstrap_3`]); `None` if it is not up, so that 3-node tests can skip.
 pub fn bootstrap_3() -> Option<String> {
-    env_nonempty("KAFKA_BOOTSTRAP_3").or_else(|| cluster::read_trimmed(&layout().bootstrap_file(3)))
+    let found = env_nonempty("KAFKA_BOOTSTRAP_3").or_else(|| cluster::read_trimmed(&layout().bootstrap_file(3)));
+    #[cfg(feature = "testcontainers")]
+    if env_nonempty("KAFKA_BOOTSTRAP_3").is_none() && !found.as_deref().is_some_and(containers::answers) {
+        return Some(containers::bootstrap_3());
+    }
+    found
 }
 
 /// A topic name unique per process, call and time: `<prefix>-<pid>-<n>-<micros>`.
@@ -208,6 +223,14 @@ pub fn cluster3_for(test: &str) -> Option<(String, MutexGuard<'static, ()>)> {
         );
         return None;
     };
+    #[cfg(feature = "testcontainers")]
+    if containers::started_3() {
+        eprintln!(
+            "\n!!!! SKIPPED {test}: the 3-node cluster is in Docker containers, and node kills, stops and \
+             restarts act on the local cluster's processes. Start it with `cargo xtask kafka up --nodes 3`. !!!!\n"
+        );
+        return None;
+    }
     let guard = cluster3_exclusive();
     for n in 1..=3 {
         if kafka_node_paused(n) {

@@ -17,9 +17,9 @@ use kafka_wire::client::{
     ProducerConfig, ProducerRecord,
 };
 use kafka_wire::proto::producer::TopicPartition;
-use kafka_wire_tests::chaos_proxy::{ChaosProxy, Faults};
+use kafka_wire_tests::chaos_proxy::{ChaosProxy, Direction, Faults};
 use kafka_wire_tests::raw::{create_topic, fetch_records, partition_leaders};
-use kafka_wire_tests::{bootstrap, bootstrap_3, unique_topic};
+use kafka_wire_tests::{bootstrap, bootstrap_3, unique_topic, wait_until};
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
 
@@ -601,4 +601,371 @@ async fn a_black_holed_broker_costs_a_request_timeout_while_the_other_leaders_ke
         "[chaos blackhole] live leaders done after {others_took:?}; first timeout on {victim} after {timed_out_after:?}; \
          dark records: {ok} acknowledged, {failed} failed; proxy: {counters}"
     );
+}
+
+/// What an assigned consumer through the proxy saw: per partition the offsets in the order
+/// delivered, and the errors `poll` returned with when (after the test's start).
+#[derive(Default)]
+struct Consumed {
+    offsets: BTreeMap<i32, Vec<i64>>,
+    poll_errors: Vec<(Duration, String)>,
+}
+
+impl Consumed {
+    fn total(&self) -> u64 {
+        self.offsets.values().map(|o| o.len() as u64).sum()
+    }
+}
+
+/// Polls `consumer` until it has seen `n` records or `stop` is set; shares what it saw.
+fn consume(
+    consumer: Consumer,
+    n: u64,
+    t0: Instant,
+    seen: Arc<std::sync::Mutex<Consumed>>,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Consumer> {
+    tokio::spawn(async move {
+        while !*stop.borrow() && seen.lock().unwrap().total() < n {
+            match consumer.poll(Duration::from_millis(200)).await {
+                Ok(records) => {
+                    let mut s = seen.lock().unwrap();
+                    for r in records {
+                        s.offsets.entry(r.partition).or_default().push(r.offset);
+                    }
+                }
+                Err(e) => seen.lock().unwrap().poll_errors.push((t0.elapsed(), e.to_string())),
+            }
+        }
+        consumer
+    })
+}
+
+/// Each record's sequence and its (partition, offset) or error, once all have ended.
+type Outcomes = tokio::task::JoinHandle<Vec<(u64, Result<(i32, i64), String>)>>;
+
+/// Sends `range`'s records (round-robin over `partitions`) and collects their outcomes in a
+/// task: each sequence's (partition, offset) or error.
+async fn send_all(producer: &Producer, topic: &str, partitions: i32, range: std::ops::Range<u64>) -> Outcomes {
+    let mut pending = Vec::new();
+    for i in range {
+        let record =
+            ProducerRecord::new(topic, value(i)).key(format!("k{i}")).partition((i % partitions as u64) as i32);
+        pending.push((i, producer.send(record).await.unwrap_or_else(|e| panic!("send {i}: {e}"))));
+    }
+    tokio::spawn(async move {
+        let mut out = Vec::new();
+        for (i, f) in pending {
+            out.push((i, f.await.map(|md| (md.topic_partition.partition, md.offset)).map_err(|e| e.to_string())));
+        }
+        out
+    })
+}
+
+/// Awaits `sends` (within `bound`) and asserts every record was acknowledged.
+async fn all_acknowledged(what: &str, sends: Outcomes, bound: Duration, acks: &mut BTreeMap<u64, (i32, i64)>) {
+    let outcomes = timeout(bound, sends)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: records neither acknowledged nor failed in {bound:?}"))
+        .expect("sender task");
+    for (i, outcome) in outcomes {
+        match outcome {
+            Ok(at) => drop(acks.insert(i, at)),
+            Err(e) => panic!("{what}: record {i} failed before its delivery.timeout.ms: {e}"),
+        }
+    }
+}
+
+/// Reads `topic` back without the proxy: each acknowledged sequence once, at its acknowledged
+/// offset, in send order per partition, and nothing else.
+async fn assert_each_once(bs: &str, topic: &str, partitions: i32, acks: &BTreeMap<u64, (i32, i64)>) {
+    let admin = plain_client(bs).await;
+    for p in 0..partitions {
+        let records = fetch_records(&admin, topic, p).await;
+        let seqs: Vec<u64> = records.iter().map(|r| seq_of(r.value.as_deref().expect("value"))).collect();
+        let expected: Vec<u64> = acks.iter().filter(|(_, (q, _))| *q == p).map(|(i, _)| *i).collect();
+        assert_eq!(seqs, expected, "partition {p}: not each acknowledged sequence once in send order");
+        for r in &records {
+            let i = seq_of(r.value.as_deref().unwrap());
+            assert_eq!(acks.get(&i), Some(&(p, r.offset)), "sequence {i} acknowledged elsewhere");
+        }
+    }
+}
+
+/// Asserts the consumer saw offsets `0..per_partition` of each partition, once and in order.
+fn assert_consumed_in_order(seen: &Consumed, partitions: i32, per_partition: i64) {
+    for p in 0..partitions {
+        let got = seen.offsets.get(&p).cloned().unwrap_or_default();
+        assert_eq!(got, (0..per_partition).collect::<Vec<_>>(), "partition {p}: offsets not each once in order");
+    }
+}
+
+/// Waits (at most `bound`) until `f` over the client's metrics says so; returns when, after `t0`.
+async fn wait_metrics(
+    what: &str,
+    client: &Client,
+    t0: Instant,
+    bound: Duration,
+    mut f: impl FnMut(&kafka_wire::client::ClientMetrics) -> bool,
+) -> Duration {
+    let deadline = Instant::now() + bound;
+    loop {
+        if f(&client.metrics()) {
+            return t0.elapsed();
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {bound:?}; metrics: {:?}", client.metrics());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn request_errors(m: &kafka_wire::client::ClientMetrics) -> u64 {
+    m.brokers.iter().map(|b| b.request_errors).sum()
+}
+
+/// `request.timeout.ms` of the stall and refusal tests: short, so that a stall outlasts it
+/// several times, and long enough that no request of a loaded machine's broker takes it.
+const SHORT_REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
+/// `retry.backoff.ms` and `retry.backoff.max.ms` of those tests (the client backs off
+/// reconnections with them: it has no separate `reconnect.backoff.ms`).
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
+/// `fetch.max.wait.ms` of those tests' consumer.
+const FETCH_MAX_WAIT: Duration = Duration::from_millis(200);
+
+/// An idempotent producer and an assigned consumer of `topic`'s partitions, both through
+/// `proxy`, with [`SHORT_REQUEST_TIMEOUT`], [`BACKOFF`] and a 60 s delivery timeout.
+async fn producer_and_consumer(bs: &str, proxy: &ChaosProxy, topic: &str, partitions: i32) -> (Producer, Consumer) {
+    let mut config = ProducerConfig::new(bs)
+        .request_timeout(SHORT_REQUEST_TIMEOUT)
+        .delivery_timeout(Duration::from_secs(60))
+        .linger(Duration::from_millis(5));
+    (config.retry_backoff, config.retry_backoff_max) = BACKOFF;
+    config.socket_connection_setup_timeout = SHORT_REQUEST_TIMEOUT;
+    config.security.dialer = Some(proxy.dialer());
+    let producer = Producer::new(config).await.expect("producer through the proxy");
+    let mut config = ConsumerConfig::new(bs).auto_offset_reset(OffsetReset::Earliest);
+    config.request_timeout = SHORT_REQUEST_TIMEOUT;
+    config.socket_connection_setup_timeout = SHORT_REQUEST_TIMEOUT;
+    config.fetch_max_wait = FETCH_MAX_WAIT;
+    (config.retry_backoff, config.retry_backoff_max) = BACKOFF;
+    config.security.dialer = Some(proxy.dialer());
+    let consumer = Consumer::new(config).await.expect("consumer through the proxy");
+    consumer.assign((0..partitions).map(|p| TopicPartition::new(topic, p)));
+    (producer, consumer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_responses_fail_requests_after_request_timeout_then_producer_and_consumer_reconnect_and_go_on() {
+    // Records before, during and after the stall, per partition.
+    const PARTITIONS: i32 = 2;
+    const PHASE: u64 = 200;
+    const N: u64 = 3 * PHASE;
+    const STALL: Duration = Duration::from_secs(10);
+    let bs = bootstrap();
+    let topic = unique_topic("chaos-stall");
+    create_topic(&plain_client(&bs).await, &topic, PARTITIONS, 1, &[]).await;
+    let proxy = ChaosProxy::new(seed());
+    let (producer, consumer) = producer_and_consumer(&bs, &proxy, &topic, PARTITIONS).await;
+    let t0 = Instant::now();
+    let seen = Arc::new(std::sync::Mutex::new(Consumed::default()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let consumer_client = consumer.client().clone();
+    let reader = consume(consumer, N, t0, seen.clone(), stop_rx);
+
+    // Before: every record acknowledged and consumed, connections warm.
+    let mut acks = BTreeMap::new();
+    let before = send_all(&producer, &topic, PARTITIONS, 0..PHASE).await;
+    all_acknowledged("before the stall", before, Duration::from_secs(60), &mut acks).await;
+    wait_until("the consumer reads the first records", Duration::from_secs(60), || {
+        seen.lock().unwrap().total() >= PHASE
+    })
+    .await;
+    // Nothing of the producer in flight, so that every request it sends from now on is sent
+    // after the stall starts and may time out only a request timeout later.
+    let producer_client = producer.client().clone();
+    wait_metrics("the producer's requests answered", &producer_client, t0, Duration::from_secs(30), |m| {
+        m.brokers.iter().all(|b| b.in_flight == 0)
+    })
+    .await;
+    let (producer_errors, consumer_errors) =
+        (request_errors(&producer_client.metrics()), request_errors(&consumer_client.metrics()));
+    let (producer_conns, consumer_conns) =
+        (producer_client.metrics().connections_opened(), consumer_client.metrics().connections_opened());
+
+    // The stall: responses of every broker address held (requests still reach the brokers,
+    // so the producer's first attempts are written and its retries must not duplicate them).
+    let addrs = proxy.upstreams();
+    for a in &addrs {
+        proxy.stall(a, Direction::Down, true);
+    }
+    let stalled_at = t0.elapsed();
+    let during = send_all(&producer, &topic, PARTITIONS, PHASE..2 * PHASE).await;
+    let producer_failed_at =
+        wait_metrics("a producer request fails during the stall", &producer_client, t0, STALL * 3, |m| {
+            request_errors(m) > producer_errors
+        })
+        .await;
+    let consumer_failed_at =
+        wait_metrics("a consumer request fails during the stall", &consumer_client, t0, STALL * 3, |m| {
+            request_errors(m) > consumer_errors
+        })
+        .await;
+    let stall_left = STALL.saturating_sub(t0.elapsed() - stalled_at);
+    tokio::time::sleep(stall_left).await;
+    for a in &addrs {
+        proxy.stall(a, Direction::Down, false);
+    }
+    let released_at = t0.elapsed();
+
+    // After: the producer and the consumer go on.
+    let after = send_all(&producer, &topic, PARTITIONS, 2 * PHASE..N).await;
+    all_acknowledged("sent during the stall", during, Duration::from_secs(90), &mut acks).await;
+    all_acknowledged("sent after the stall", after, Duration::from_secs(60), &mut acks).await;
+    let reconnected =
+        wait_metrics("the consumer reads everything", &consumer_client, t0, Duration::from_secs(90), |_| {
+            seen.lock().unwrap().total() >= N
+        })
+        .await;
+    // The reader may have ended (and dropped its receiver) already.
+    stop_tx.send_replace(true);
+    let consumer = timeout(Duration::from_secs(30), reader).await.expect("the reader stops").expect("reader");
+    let (pm, cm) = (producer_client.metrics(), consumer_client.metrics());
+    producer.close().await.expect("close");
+    consumer.close().await.ok();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    eprintln!(
+        "[chaos stall] {addrs:?} stalled at {stalled_at:?} for {STALL:?} (request.timeout.ms {SHORT_REQUEST_TIMEOUT:?}); \
+         first failed request: producer at {producer_failed_at:?}, consumer at {consumer_failed_at:?}; released at \
+         {released_at:?}; all consumed at {reconnected:?}; producer: {} request errors, {} connections; consumer: {} \
+         request errors, {} connections; poll errors: {:?}; proxy: {}",
+        request_errors(&pm) - producer_errors,
+        pm.connections_opened() - producer_conns,
+        request_errors(&cm) - consumer_errors,
+        cm.connections_opened() - consumer_conns,
+        seen.poll_errors,
+        proxy.counters()
+    );
+    // Not before request.timeout.ms: the producer's requests were all sent after the stall
+    // began; a fetch in flight then had been sent at most fetch.max.wait.ms (plus the broker's
+    // time to answer it, 1 s allowed on a loaded machine) earlier, or its answer would have
+    // passed before.
+    assert!(
+        producer_failed_at - stalled_at >= SHORT_REQUEST_TIMEOUT,
+        "a producer request failed {:?} into the stall, before request.timeout.ms",
+        producer_failed_at - stalled_at
+    );
+    assert!(
+        consumer_failed_at - stalled_at >= SHORT_REQUEST_TIMEOUT - FETCH_MAX_WAIT - Duration::from_secs(1),
+        "a consumer request failed {:?} into the stall, before request.timeout.ms",
+        consumer_failed_at - stalled_at
+    );
+    for (at, e) in &seen.poll_errors {
+        assert!(
+            *at < stalled_at || *at - stalled_at >= SHORT_REQUEST_TIMEOUT - FETCH_MAX_WAIT - Duration::from_secs(1),
+            "poll failed {:?} into the stall, before request.timeout.ms: {e}",
+            *at - stalled_at
+        );
+    }
+    // They reconnected (the stalled connections were given up).
+    assert!(pm.connections_opened() > producer_conns, "the producer never reconnected");
+    assert!(cm.connections_opened() > consumer_conns, "the consumer never reconnected");
+    assert_consumed_in_order(&seen, PARTITIONS, (N / PARTITIONS as u64) as i64);
+    assert_each_once(&bs, &topic, PARTITIONS, &acks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_are_retried_with_backoff_and_producer_and_consumer_go_on_once_accepted() {
+    const PARTITIONS: i32 = 2;
+    const PHASE: u64 = 200;
+    const N: u64 = 3 * PHASE;
+    const REFUSAL: Duration = Duration::from_secs(8);
+    let bs = bootstrap();
+    let topic = unique_topic("chaos-refuse");
+    create_topic(&plain_client(&bs).await, &topic, PARTITIONS, 1, &[]).await;
+    let proxy = ChaosProxy::new(seed());
+    let (producer, consumer) = producer_and_consumer(&bs, &proxy, &topic, PARTITIONS).await;
+    let t0 = Instant::now();
+    let seen = Arc::new(std::sync::Mutex::new(Consumed::default()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let consumer_client = consumer.client().clone();
+    let producer_client = producer.client().clone();
+    let reader = consume(consumer, N, t0, seen.clone(), stop_rx);
+
+    let mut acks = BTreeMap::new();
+    let before = send_all(&producer, &topic, PARTITIONS, 0..PHASE).await;
+    all_acknowledged("before the refusal", before, Duration::from_secs(60), &mut acks).await;
+    wait_until("the consumer reads the first records", Duration::from_secs(60), || {
+        seen.lock().unwrap().total() >= PHASE
+    })
+    .await;
+
+    // Every broker address (bootstrap and advertised) refuses new connections, and the open
+    // ones are cut: producer and consumer must reconnect, and are refused.
+    let addrs = proxy.upstreams();
+    for a in &addrs {
+        proxy.refuse(a, true);
+        proxy.cut(a);
+    }
+    let refused_at = t0.elapsed();
+    let during = send_all(&producer, &topic, PARTITIONS, PHASE..2 * PHASE).await;
+    // The refusal lasts REFUSAL; its second half shows the steady state, backoffs grown.
+    let refusal_end = Instant::now() + REFUSAL;
+    tokio::time::sleep(REFUSAL / 2).await;
+    let refused_half = proxy.counters().refused;
+    tokio::time::sleep_until(refusal_end).await;
+    let refused = proxy.counters().refused;
+    let refused_for = t0.elapsed() - refused_at;
+    for a in &addrs {
+        proxy.refuse(a, false);
+    }
+    let accepted_at = t0.elapsed();
+    let during_done = during.is_finished();
+
+    let after = send_all(&producer, &topic, PARTITIONS, 2 * PHASE..N).await;
+    all_acknowledged("sent during the refusal", during, Duration::from_secs(60), &mut acks).await;
+    all_acknowledged("sent after the refusal", after, Duration::from_secs(60), &mut acks).await;
+    let all_read = wait_metrics("the consumer reads everything", &consumer_client, t0, Duration::from_secs(60), |_| {
+        seen.lock().unwrap().total() >= N
+    })
+    .await;
+    // The reader may have ended (and dropped its receiver) already.
+    stop_tx.send_replace(true);
+    let consumer = timeout(Duration::from_secs(30), reader).await.expect("the reader stops").expect("reader");
+    let (pm, cm) = (producer_client.metrics(), consumer_client.metrics());
+    producer.close().await.expect("close");
+    consumer.close().await.ok();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let counters = proxy.counters();
+    eprintln!(
+        "[chaos refuse] {addrs:?} refused from {refused_at:?} for {refused_for:?}: {refused} dials refused; accepted \
+         again at {accepted_at:?} ({} in the second half); all consumed at {all_read:?}; producer: {} connections, {} request errors; \
+         consumer: {} connections, {} request errors; poll errors: {:?}; proxy: {counters}",
+        refused - refused_half,
+        pm.connections_opened(),
+        request_errors(&pm),
+        cm.connections_opened(),
+        request_errors(&cm),
+        seen.poll_errors,
+    );
+    assert!(counters.cuts_ordered > 0, "no connection was cut: {counters}");
+    assert!(refused > 0, "nothing dialed during the refusal: {counters}");
+    // Backoff, not a busy loop: each user of connections to an address (each client's own,
+    // the producer's sender, the consumer's fetcher…: 5 seen, at most USERS allowed) dials at
+    // most once per `retry.backoff.max.ms` (-20 % jitter) once its backoff has grown, and a few
+    // times more while it grows from `retry.backoff.ms`. (A loop without backoff makes
+    // thousands.) Seen here: 55 in 8 s, 20 of them in the second half.
+    const USERS: u64 = 8;
+    let per_user = |d: Duration| (d.as_secs_f64() / (BACKOFF.1.as_secs_f64() * 0.8)).ceil() as u64;
+    let growth = (BACKOFF.1.as_secs_f64() / BACKOFF.0.as_secs_f64()).log2().ceil() as u64 + 2;
+    let bound = USERS * addrs.len() as u64 * (per_user(refused_for) + growth);
+    assert!(refused <= bound, "{refused} dials in {refused_for:?}: more than {bound}, no backoff");
+    let steady_bound = USERS * addrs.len() as u64 * (per_user(REFUSAL / 2) + 1);
+    assert!(
+        refused - refused_half <= steady_bound,
+        "{} dials in the refusal's second half: more than {steady_bound}, the backoff does not grow",
+        refused - refused_half
+    );
+    assert!(!during_done, "records sent during the refusal ended before connections were accepted again");
+    assert!(seen.poll_errors.is_empty(), "poll failed before default.api.timeout.ms: {:?}", seen.poll_errors);
+    assert_consumed_in_order(&seen, PARTITIONS, (N / PARTITIONS as u64) as i64);
+    assert_each_once(&bs, &topic, PARTITIONS, &acks).await;
 }
