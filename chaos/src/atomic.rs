@@ -33,7 +33,7 @@ const PARTITIONS: i32 = 6;
 const PROCESSORS: usize = 3;
 const CALLERS: usize = 2;
 /// Commands each caller has in flight (one per worker task).
-const WORKERS: usize = 4;
+const WORKERS: usize = 8;
 const KEYS: u64 = 32;
 /// A worker sends at most one command per tick.
 const PACE: Duration = Duration::from_millis(50);
