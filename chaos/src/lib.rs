@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use kafka_wire::client::{Admin, ClientConfig, ConsumerRecord, Producer, ProducerConfig, ProducerRecord};
 
+pub mod atomic;
 pub mod eos;
 pub mod faults;
 pub mod groups;
@@ -20,7 +21,7 @@ pub mod producer;
 pub mod retry;
 
 /// The scenarios, in the order `all` runs them.
-pub const SCENARIOS: &[&str] = &["producer", "groups", "eos", "retry"];
+pub const SCENARIOS: &[&str] = &["producer", "groups", "eos", "atomic", "retry"];
 
 /// What a scenario run is given.
 #[derive(Clone, Debug)]
@@ -115,6 +116,7 @@ pub async fn run(name: &str, config: &RunConfig) -> Result<Report, String> {
         "producer" => producer::run(config).await?,
         "groups" => groups::run(config).await?,
         "eos" => eos::run(config).await?,
+        "atomic" => atomic::run(config).await?,
         "retry" => retry::run(config).await?,
         other => return Err(format!("no scenario {other:?}; there are: {}", SCENARIOS.join(", "))),
     };

@@ -10,7 +10,7 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "chaos", about = "Fault scenarios on the 3-node cluster, with an invariant checker")]
 struct Args {
-    /// A scenario (producer, groups, eos, retry) or `all`.
+    /// A scenario (producer, groups, eos, atomic, retry) or `all`.
     scenario: String,
     /// How long each scenario runs under faults.
     #[arg(long, default_value_t = 5)]

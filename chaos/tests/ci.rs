@@ -35,6 +35,11 @@ async fn chaos_eos() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_atomic() {
+    scenario("atomic", 19).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_retry() {
     scenario("retry", 18).await;
 }
