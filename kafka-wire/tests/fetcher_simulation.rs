@@ -429,14 +429,15 @@ impl Sim {
         }
     }
 
-    /// The application: takes records and deals with errors as an application would.
-    fn application(&mut self) -> Result<(), String> {
+    /// The application: takes records and deals with errors as an application would. Returns
+    /// how many records it took.
+    fn application(&mut self) -> Result<usize, String> {
         if !self.rng.chance(0.5) {
-            return Ok(());
+            return Ok(0);
         }
         if let Some(e) = self.fetcher.poll_error() {
             self.log(format!("poll error {e:?}"));
-            return self.on_error(e);
+            return self.on_error(e).map(|()| 0);
         }
         let max = self.rng.range(1, 40) as usize;
         let mut by_partition: BTreeMap<usize, Vec<(i64, u64)>> = BTreeMap::new();
@@ -448,12 +449,14 @@ impl Sim {
         if let Some(bad) = bad {
             return Err(bad);
         }
+        let mut took = 0;
         for (p, records) in by_partition {
+            took += records.len();
             self.stats.records += records.len() as u64;
             self.log(format!("took p{p} {:?}", records.iter().map(|r| r.0).collect::<Vec<_>>()));
             self.check.records(&self.model, p, &records, &mut self.stats)?;
         }
-        Ok(())
+        Ok(took)
     }
 
     fn on_error(&mut self, e: FetchError) -> Result<(), String> {
@@ -593,7 +596,22 @@ impl Sim {
             self.produce();
             self.inject_faults();
         }
-        self.application()?;
+        // The client's driver runs after every event, so it has planned what it can before the
+        // application takes records.
+        self.send();
+        let took = self.application()?;
+        // After a poll that returned records the client wakes its driver only if the fetcher
+        // asks for it; a take that did not ask must have made room for nothing.
+        if took > 0 && !self.fetcher.take_driver_wanted() {
+            if let Some((_, target, request)) = self.fetcher.poll_request(self.now) {
+                return Err(format!(
+                    "a take made room for a request to {target:?} without waking the driver: {request:?}"
+                ));
+            }
+            if self.fetcher.poll_decompression().is_some() {
+                return Err("a take made room for decompression without waking the driver".into());
+            }
+        }
         self.send();
         let tick = self.now + Duration::from_millis(self.rng.range(1, 10));
         let next = self.events.peek().map(|Reverse((t, _))| *t);

@@ -178,7 +178,12 @@ pub(super) struct State {
     /// what every later call reports.
     pub(super) driver_failed: Option<Error>,
     pub(super) group: super::consumer_group::GroupState,
+    /// When a poll that returned records last woke the driver.
+    pub(super) poll_woke_driver: Option<Instant>,
 }
+
+/// How often a poll that returns records wakes the driver when the fetcher did not ask for it.
+const POLL_WAKE_INTERVAL: Duration = Duration::from_millis(100);
 
 pub use crate::proto::fetcher::ResetTo;
 
@@ -268,6 +273,7 @@ impl Consumer {
                 driver_stopped: false,
                 driver_failed: None,
                 group: Default::default(),
+                poll_woke_driver: None,
             }),
             wake: Notify::new(),
             data: Notify::new(),
@@ -358,7 +364,8 @@ impl Consumer {
             let notified = self.inner.data.notified();
             {
                 let mut st = self.inner.lock();
-                st.group.poll_called(Instant::now());
+                let now = Instant::now();
+                st.group.poll_called(now);
                 if let Some(e) = st.poll_error.take() {
                     return Err(e);
                 }
@@ -367,8 +374,17 @@ impl Consumer {
                 }
                 let records = st.take_records(max_records);
                 if !records.is_empty() {
+                    // The driver is woken when the take made room for a fetch or decompression,
+                    // and otherwise now and then (for the group's timers), not once per poll.
+                    let wake = st.fetcher.take_driver_wanted()
+                        || st.poll_woke_driver.is_none_or(|t| now.duration_since(t) >= POLL_WAKE_INTERVAL);
+                    if wake {
+                        st.poll_woke_driver = Some(now);
+                    }
                     drop(st);
-                    self.inner.wake.notify_one();
+                    if wake {
+                        self.inner.wake.notify_one();
+                    }
                     return Ok(records);
                 }
                 if st.driver_stopped {

@@ -395,6 +395,8 @@ pub struct Fetcher {
     next_decompress: usize,
     /// A decompression job is out; one at a time.
     decompressing: bool,
+    /// Set by [`Fetcher::take`] when it made room for fetching or decompressing.
+    driver_wanted: bool,
     next_id: u64,
     /// Requests planned and not handed out yet.
     queue: VecDeque<(RequestId, Target, FetcherRequest)>,
@@ -420,6 +422,7 @@ impl Fetcher {
             next_partition: 0,
             next_decompress: 0,
             decompressing: false,
+            driver_wanted: false,
             next_id: 0,
             queue: VecDeque::new(),
         }
@@ -591,6 +594,9 @@ impl Fetcher {
         let start = self.next_partition % count;
         self.next_partition = self.next_partition.wrapping_add(1);
         let mut taken = 0;
+        let per_partition = self.config.max_partition_fetch_bytes;
+        let prefetch_was_full = self.active_buffered_bytes() >= self.config.prefetch_max_bytes;
+        let mut wanted = false;
         let (after, before): (Vec<_>, Vec<_>) = self.partitions.iter_mut().enumerate().partition(|(i, _)| *i >= start);
         for (_, (tp, p)) in after.into_iter().chain(before) {
             if taken >= max {
@@ -599,9 +605,30 @@ impl Fetcher {
             if p.paused || p.position.is_none() || !p.usable() {
                 continue;
             }
+            let was_full = p.holds_a_fetch(per_partition);
             taken += p.take(tp, max - taken, &mut emit, &mut self.poll_error);
+            wanted |= was_full && !p.holds_a_fetch(per_partition);
         }
+        if taken > 0 {
+            wanted |= prefetch_was_full && self.active_buffered_bytes() < self.config.prefetch_max_bytes;
+            // Compressed batches wait, with no job running, only for the budget the take freed.
+            wanted |= !self.decompressing
+                && self
+                    .partitions
+                    .values()
+                    .any(|p| !p.paused && p.usable() && p.buffered != p.ready && p.ready_ahead() < DECOMPRESS_AHEAD);
+        }
+        self.driver_wanted |= wanted;
         taken
+    }
+
+    /// Whether a [`Fetcher::take`] since the last call made room for the driver's work: a
+    /// partition (or the whole prefetch) fell below its limit and can be fetched again, or
+    /// compressed batches can be decompressed ahead. A caller that hands records out wakes its
+    /// driver only then, rather than once per poll: at millions of records per second a wake per
+    /// poll is a cross-thread hand-off per poll, which a busy machine turns into the stall.
+    pub fn take_driver_wanted(&mut self) -> bool {
+        std::mem::take(&mut self.driver_wanted)
     }
 
     /// About how many records [`Fetcher::take`] could hand out now without decompressing
@@ -902,11 +929,7 @@ impl Fetcher {
         let mut by_node: BTreeMap<i32, BTreeMap<TopicPartition, SessionPartition>> = BTreeMap::new();
         let mut epochs: HashMap<TopicPartition, u64> = HashMap::new();
         for (tp, p) in &self.partitions {
-            if p.position.is_none()
-                || p.paused
-                || !p.fetchable()
-                || !p.buffer.is_empty() && p.buffered >= config.max_partition_fetch_bytes
-            {
+            if p.position.is_none() || p.paused || !p.fetchable() || p.holds_a_fetch(config.max_partition_fetch_bytes) {
                 continue;
             }
             let Some((leader, leader_epoch)) = leader_of(&self.topics, tp) else { continue };
@@ -1336,6 +1359,12 @@ impl Partition {
             self.ready += b.size();
         }
         self.buffer.push_back(batch);
+    }
+
+    /// Whether it holds a partition's worth of fetched bytes (`max.partition.fetch.bytes`): it is
+    /// not fetched again until some are handed out.
+    fn holds_a_fetch(&self, max_partition_fetch_bytes: usize) -> bool {
+        !self.buffer.is_empty() && self.buffered >= max_partition_fetch_bytes
     }
 
     /// The ready bytes before the first compressed batch: what can be handed out without
