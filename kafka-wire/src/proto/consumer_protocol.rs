@@ -286,6 +286,9 @@ pub struct ConsumerGroupMember {
     last_poll: Instant,
 
     commits: BTreeMap<u64, PendingCommit>,
+    /// Per partition, the id of the latest commit that holds it: an older commit (a retry)
+    /// never sends it after that, so a committed offset never goes back to an earlier one.
+    latest_commit: BTreeMap<Tp, u64>,
     commit_requests: BTreeMap<RequestId, u64>,
     fetch_queue: BTreeSet<Tp>,
     fetch_backoff: Backoff,
@@ -530,6 +533,9 @@ impl Member for ConsumerGroupMember {
             };
             self.events.push_back(GroupEvent::CommitResult { id, result: Err(code) });
             return id;
+        }
+        for tp in offsets.keys() {
+            self.latest_commit.insert(tp.clone(), id);
         }
         self.commits.insert(
             id,
@@ -789,6 +795,7 @@ impl ConsumerGroupMember {
             revocation_pending: false,
             last_poll: now,
             commits: BTreeMap::new(),
+            latest_commit: BTreeMap::new(),
             commit_requests: BTreeMap::new(),
             fetch_queue: BTreeSet::new(),
             fetch_backoff,
@@ -1252,6 +1259,19 @@ impl ConsumerGroupMember {
             .map(|(&id, _)| id)
             .collect();
         for commit_id in ready {
+            // Partitions that a newer commit holds are left out: sent after it (a retry after
+            // a lost answer, or after the newer one's backoff ran out first), they would move
+            // the committed offset back. A commit left with nothing is done: the newer one's
+            // result is the outcome for those partitions.
+            let latest = &self.latest_commit;
+            if let Some(c) = self.commits.get_mut(&commit_id) {
+                c.offsets.retain(|tp, _| latest.get(tp).is_none_or(|&newest| newest <= commit_id));
+                if c.offsets.is_empty() {
+                    self.commits.remove(&commit_id);
+                    self.events.push_back(GroupEvent::CommitResult { id: commit_id, result: Ok(()) });
+                    continue;
+                }
+            }
             let c = &self.commits[&commit_id];
             if c.incarnation != self.incarnation || !self.in_group() {
                 // Never send a commit with an epoch of another membership.

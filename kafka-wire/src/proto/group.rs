@@ -392,6 +392,9 @@ pub trait Member {
 
     /// Commits offsets (offset, leader epoch) with the current generation or member epoch. The
     /// outcome comes as [`GroupEvent::CommitResult`] with the returned id.
+    /// Commits are retried after a lost answer, but never send a partition that a newer commit
+    /// holds (a committed offset never goes back): a commit left with no partition completes
+    /// `Ok`, the newer commit's result standing for it.
     fn commit(&mut self, offsets: BTreeMap<Tp, (i64, Option<i32>)>, now: Instant) -> u64;
 
     /// Leaves the group: revokes the partitions (wait for [`GroupEvent::Revoke`] and call
@@ -606,6 +609,9 @@ pub struct GroupMember {
     last_poll: Instant,
 
     commits: BTreeMap<u64, PendingCommit>,
+    /// Per partition, the id of the latest commit that holds it: an older commit (a retry)
+    /// never sends it after that, so a committed offset never goes back to an earlier one.
+    latest_commit: BTreeMap<Tp, u64>,
     commit_requests: BTreeMap<RequestId, u64>,
     fetch_queue: BTreeSet<Tp>,
     fetch_backoff: Backoff,
@@ -799,6 +805,9 @@ impl Member for GroupMember {
                 return id;
             }
         };
+        for tp in offsets.keys() {
+            self.latest_commit.insert(tp.clone(), id);
+        }
         self.commits.insert(
             id,
             PendingCommit {
@@ -1058,6 +1067,7 @@ impl GroupMember {
             next_heartbeat: now,
             last_poll: now,
             commits: BTreeMap::new(),
+            latest_commit: BTreeMap::new(),
             commit_requests: BTreeMap::new(),
             fetch_queue: BTreeSet::new(),
             fetch_backoff,
@@ -1475,6 +1485,19 @@ impl GroupMember {
             .map(|(&id, _)| id)
             .collect();
         for commit_id in ready {
+            // Partitions that a newer commit holds are left out: sent after it (a retry after
+            // a lost answer, or after the newer one's backoff ran out first), they would move
+            // the committed offset back. A commit left with nothing is done: the newer one's
+            // result is the outcome for those partitions.
+            let latest = &self.latest_commit;
+            if let Some(c) = self.commits.get_mut(&commit_id) {
+                c.offsets.retain(|tp, _| latest.get(tp).is_none_or(|&newest| newest <= commit_id));
+                if c.offsets.is_empty() {
+                    self.commits.remove(&commit_id);
+                    self.events.push_back(GroupEvent::CommitResult { id: commit_id, result: Ok(()) });
+                    continue;
+                }
+            }
             let c = &self.commits[&commit_id];
             if current.as_ref() != Some(&(c.generation, c.member_id.clone())) {
                 // Never send a commit with a generation that is no longer current.
