@@ -104,23 +104,37 @@ fn sample_batch(compression: Compression) -> Bytes {
     b.finish(compression)
 }
 
+/// Produces `batch` to partition 0 of `topic`. A topic just created can still answer a retriable
+/// error (NOT_LEADER_OR_FOLLOWER while its leader takes the partition on a loaded broker): this
+/// raw request has no client retry, so it asks again, for at most 30 s.
 async fn produce_raw(client: &Client, topic: &str, batch: Bytes) -> i64 {
-    let (topic_id, leaders) = partition_leaders(client, topic).await;
-    let request = ProduceRequest {
-        acks: -1,
-        timeout_ms: 10_000,
-        topic_data: vec![TopicProduceData {
-            name: topic.into(),
-            topic_id,
-            partition_data: vec![PartitionProduceData { index: 0, records: Some(batch), ..Default::default() }],
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (topic_id, leaders) = partition_leaders(client, topic).await;
+        let request = ProduceRequest {
+            acks: -1,
+            timeout_ms: 10_000,
+            topic_data: vec![TopicProduceData {
+                name: topic.into(),
+                topic_id,
+                partition_data: vec![PartitionProduceData {
+                    index: 0,
+                    records: Some(batch.clone()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
             ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let r = client.send(leaders[&0], &request).await.unwrap();
-    let p = &r.responses[0].partition_responses[0];
-    assert_eq!(p.error_code, ErrorCode::NONE, "{:?}", p.error_message);
-    p.base_offset
+        };
+        let r = client.send(leaders[&0], &request).await.unwrap();
+        let p = &r.responses[0].partition_responses[0];
+        if p.error_code.is_retriable() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(p.error_code, ErrorCode::NONE, "{:?} (retried for 30 s if retriable)", p.error_message);
+        return p.base_offset;
+    }
 }
 
 #[tokio::test]
