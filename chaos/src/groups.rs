@@ -180,19 +180,39 @@ impl Group {
     }
 }
 
+/// Whether the cluster finalized `group.version` 1 or more (KIP-848), as the first of its
+/// bootstrap brokers that answers says.
+async fn group_version_offered(bootstrap: &str) -> Result<bool, String> {
+    let mut last = String::from("no bootstrap address");
+    for addr in bootstrap.split(',') {
+        match kafka_wire::client::Connection::connect(addr, Default::default()).await {
+            Ok(conn) => return Ok(conn.finalized_feature("group.version").is_some_and(|v| v >= 1)),
+            Err(e) => last = format!("connect to {addr}: {e}"),
+        }
+    }
+    Err(last)
+}
+
 /// Runs the scenario.
 pub async fn run(config: &RunConfig) -> Result<Report, String> {
     let started = Instant::now();
     let bs = config.bootstrap.as_str();
     let topic = kafka_wire_tests::unique_topic("chaos-groups");
     crate::create_topic(bs, &topic, PARTITIONS, &[]).await?;
-    eprintln!("[chaos] groups: topic {topic}, groups {:?} x {MEMBERS} members, seed {}", KINDS, config.seed);
+    // Kafka 3.9 has no KIP-848 groups: it lists ConsumerGroupHeartbeat but, without the
+    // `group.version` feature, refuses it. The scenario then runs the classic groups only.
+    let kip_848 = group_version_offered(bs).await?;
+    let kinds: Vec<Kind> = KINDS.into_iter().filter(|k| kip_848 || !matches!(k, Kind::Kip848)).collect();
+    if !kip_848 {
+        eprintln!("[chaos] groups: no KIP-848 group: the cluster has no group.version feature (Kafka 4.0+)");
+    }
+    eprintln!("[chaos] groups: topic {topic}, groups {kinds:?} x {MEMBERS} members, seed {}", config.seed);
     // `stop` ends the members and the commit sampler; `faults_stop` the producer and the faults.
     let (stop, faults_stop) = (Stop::default(), Stop::default());
     let writer = tokio::spawn(crate::feed(bs.to_string(), topic.clone(), RATE, faults_stop.clone()));
 
     let mut groups = Vec::new();
-    for kind in KINDS {
+    for kind in kinds {
         let id = format!("{topic}-{}", kind.name());
         let mut group = Group { kind, id, state: Arc::default(), members: Vec::new(), keep: Vec::new() };
         for m in 0..MEMBERS {
