@@ -156,6 +156,14 @@ async fn list_offsets_not_leader_storm_is_retried() {
     end_offsets_survive(ApiKey::LIST_OFFSETS, Fault::Error(ErrorCode::NOT_LEADER_OR_FOLLOWER), 3).await;
 }
 
+/// Found by the chaos suite on Kafka 3.9.2: the retry runtime listed the offsets of a topic it
+/// had just created, and the leader the metadata named answered UNKNOWN_TOPIC_OR_PARTITION (it
+/// had not yet learned of the partition); the admin failed at once instead of asking again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_list_offsets_unknown_partition_at_a_leader_not_caught_up_is_retried() {
+    end_offsets_survive(ApiKey::LIST_OFFSETS, Fault::Error(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION), 2).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_offsets_throttled_is_waited_out() {
     end_offsets_survive(ApiKey::LIST_OFFSETS, Fault::Throttle(200), 1).await;

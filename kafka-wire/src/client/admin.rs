@@ -2333,7 +2333,11 @@ fn is_retriable_read(e: &Error) -> bool {
 fn is_leader_error(code: ErrorCode) -> bool {
     matches!(
         code,
-        ErrorCode::NOT_LEADER_OR_FOLLOWER
+        // From the leader the metadata named: it has not yet learned of the partition (a topic
+        // just created; Kafka 3.9 takes a moment). A topic that does not exist fails earlier,
+        // at the leader lookup.
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+            | ErrorCode::NOT_LEADER_OR_FOLLOWER
             | ErrorCode::LEADER_NOT_AVAILABLE
             | ErrorCode::FENCED_LEADER_EPOCH
             | ErrorCode::UNKNOWN_LEADER_EPOCH
