@@ -116,8 +116,11 @@ async fn send_nowait_failures_are_reported_by_the_next_flush_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_send_nowait_leaves_nothing_queued() {
     let cluster = FaultCluster::start(1, PARTITIONS).await;
-    // A long linger keeps the first record buffered; the buffer has no room for a second.
+    // A long linger keeps the first record buffered (in a batch it does not fill: with the
+    // shared 2 KiB batch.size it closed its batch, which could be sent and acknowledged before
+    // the check); the buffer has no room for a second.
     let config = config(&cluster)
+        .batch_size(16 * 1024)
         .linger(Duration::from_secs(20))
         .delivery_timeout(Duration::from_secs(60))
         .buffer_memory(3000)
