@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 seconds="${SMOKE_SECONDS:-30}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(seq_producer seq_fetcher seq_group seq_transaction)
+[ ${#targets[@]} -gt 0 ] || targets=(seq_producer seq_fetcher seq_group seq_group_member seq_transaction)
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT

@@ -1,5 +1,5 @@
 //! Writes seed inputs for the operation-sequence targets (`seq_producer`, `seq_fetcher`,
-//! `seq_group`, `seq_transaction`) into `corpus/<target>/`: happy paths and one path per fault
+//! `seq_group_member`, `seq_transaction`) into `corpus/<target>/`: happy paths and one path per fault
 //! the machine handles, so the fuzzer starts past the first round trips.
 //!
 //! The targets decode their input with `arbitrary` (1.x): integers little-endian, `bool` as a
@@ -260,7 +260,7 @@ fn fetcher_seeds(c: &mut Corpus) {
     }
 }
 
-// ---- seq_group: Op has 11 variants ----
+// ---- seq_group_member: Op has 11 variants ----
 mod group {
     use super::Enc;
     const N: u32 = 11;
@@ -482,7 +482,7 @@ fn main() {
     for (name, seeds) in [
         ("seq_producer", producer_seeds as fn(&mut Corpus)),
         ("seq_fetcher", fetcher_seeds),
-        ("seq_group", group_seeds),
+        ("seq_group_member", group_seeds),
         ("seq_transaction", transaction_seeds),
     ] {
         let mut c = Corpus::new(&root, name);

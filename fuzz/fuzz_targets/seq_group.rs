@@ -1,426 +1,234 @@
-//! Operation sequences against one group member of either protocol (`proto::group::Member`):
-//! the classic `GroupMember` (JoinGroup / SyncGroup, eager or cooperative assignors, static or
-//! dynamic) or KIP-848's `ConsumerGroupMember`, chosen by the leading bytes. The coordinator is
-//! the fuzzer: each request is answered in any order, twice, never (`Failed`,
-//! `CoordinatorUnreachable`), with a plausible answer carrying any error code the members
-//! handle, generation or epoch and assignment, or with an arbitrary answer of the right kind or
-//! of the wrong one; time passes; the application subscribes, polls, commits, finishes
-//! revocations late, handles losses, changes metadata and leaves. No input may panic the member,
-//! and after every step the group simulations' per-member invariants hold: the partitions the
-//! events gave the application are exactly `assignment() ∪ pending_revocation()`, the two are
-//! disjoint, a Revoke only names owned partitions and an Assigned only new ones, an OffsetCommit
-//! carries the member's current generation (or epoch) and member id, an eager member owns
-//! nothing when it sends JoinGroup, and a member that reported a fatal error sends nothing more.
+//! Whole groups of members against the group simulations' model coordinators, with the faults
+//! chosen by the fuzzer. The leading choices pick the protocol (classic `GroupMember` with
+//! range, round-robin, cooperative-sticky, or cooperative-sticky + range (eager), or KIP-848
+//! `ConsumerGroupMember`), the number of members (1-5), how many are static, the chance that a
+//! message is lost, and the seed of the simulation's own PRNG (message latencies, slow
+//! revocations, UNSTABLE_OFFSET_COMMIT answers). Then a script of at most 64 faults at
+//! fuzzer-chosen virtual times within the first 30 s: coordinator moves (NOT_COORDINATOR,
+//! COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS), members crashing (and restarting,
+//! static ones with their instance id), joining, leaving, cut off from the network, stalled
+//! past max.poll.interval, changing their subscription; topic `b` growing; a member's next
+//! request lost or refused unapplied with a retriable code (COORDINATOR_LOAD_IN_PROGRESS,
+//! NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE, REQUEST_TIMED_OUT, REBALANCE_IN_PROGRESS,
+//! UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION; KIP-848: FENCED_MEMBER_EPOCH, UNKNOWN_MEMBER_ID).
+//!
+//! The machinery is the simulations' own (`kafka-wire/tests/sim/group_sim.rs`,
+//! `consumer_group_sim.rs`, included), so are the checks: after every step no partition held by
+//! two live members and each member's events agree with its core, no OffsetCommit with a
+//! generation / epoch other than the member's, an eager member owns nothing when it joins, no
+//! unexpected fatal error, no busy loop on `next_timeout`; the model coordinator sees no
+//! assignment giving a partition twice, no invalid request, no commit accepted for a partition
+//! another member holds, no committed offset going back. After the faults stop, within the
+//! simulation's settling time (25 s classic, 20 s KIP-848, virtual): the group is stable with
+//! exactly the live members, at the coordinator's generation / epoch, every partition owned once.
 #![no_main]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use arbitrary::Arbitrary;
-use bytestring::ByteString;
-use kafka_wire::codec::messages::consumer_group_heartbeat::{Assignment, TopicPartitions};
-use kafka_wire::codec::messages::find_coordinator::{Coordinator, FindCoordinatorResponse};
-use kafka_wire::codec::messages::heartbeat::HeartbeatResponse;
-use kafka_wire::codec::messages::join_group::{JoinGroupResponse, JoinGroupResponseMember};
-use kafka_wire::codec::messages::leave_group::LeaveGroupResponse;
-use kafka_wire::codec::messages::offset_commit::OffsetCommitResponse;
-use kafka_wire::codec::messages::offset_fetch::OffsetFetchResponse;
-use kafka_wire::codec::messages::sync_group::SyncGroupResponse;
-use kafka_wire::codec::messages::ConsumerGroupHeartbeatResponse;
-use kafka_wire::codec::{ErrorCode, Uuid};
-use kafka_wire::proto::assignor::{
-    Assignor, ConsumerProtocolAssignment, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor,
-};
-use kafka_wire::proto::consumer_protocol::{ConsumerGroupConfig, ConsumerGroupMember};
-use kafka_wire::proto::driving::RequestId;
-use kafka_wire::proto::group::{GroupConfig, GroupEvent, GroupMember, GroupRequest, GroupResponse, Member, Tp};
 use libfuzzer_sys::fuzz_target;
 
-const MAX_OPS: usize = 256;
-const TOPICS: [&str; 2] = ["a", "b"];
-const TOPIC_IDS: [Uuid; 2] = [Uuid([1; 16]), Uuid([2; 16])];
+/// Faults happen in the first `FAULT_WINDOW_MS` of virtual time.
+const FAULT_WINDOW_MS: u64 = 30_000;
+const MAX_FAULTS: usize = 64;
 
-/// The error codes the members handle, plus NONE (weighted by repetition).
-const CODES: [ErrorCode; 24] = [
-    ErrorCode::NONE,
-    ErrorCode::NONE,
-    ErrorCode::NONE,
-    ErrorCode::NONE,
-    ErrorCode::COORDINATOR_LOAD_IN_PROGRESS,
-    ErrorCode::COORDINATOR_NOT_AVAILABLE,
-    ErrorCode::NOT_COORDINATOR,
-    ErrorCode::FENCED_INSTANCE_ID,
-    ErrorCode::GROUP_AUTHORIZATION_FAILED,
-    ErrorCode::GROUP_MAX_SIZE_REACHED,
-    ErrorCode::ILLEGAL_GENERATION,
-    ErrorCode::INCONSISTENT_GROUP_PROTOCOL,
-    ErrorCode::INVALID_SESSION_TIMEOUT,
-    ErrorCode::MEMBER_ID_REQUIRED,
-    ErrorCode::REBALANCE_IN_PROGRESS,
-    ErrorCode::REQUEST_TIMED_OUT,
-    ErrorCode::UNKNOWN_MEMBER_ID,
-    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-    ErrorCode::UNRELEASED_INSTANCE_ID,
-    ErrorCode::FENCED_MEMBER_EPOCH,
-    ErrorCode::STALE_MEMBER_EPOCH,
-    ErrorCode::TOPIC_AUTHORIZATION_FAILED,
-    ErrorCode::UNSUPPORTED_ASSIGNOR,
-    ErrorCode::UNSUPPORTED_VERSION,
-];
+#[allow(dead_code, unused_imports)]
+mod classic {
+    include!("../../kafka-wire/tests/sim/group_sim.rs");
 
-#[derive(Arbitrary, Debug)]
-struct Input {
-    /// Bit 0: KIP-848; bits 1-2: the classic assignor; bit 3: static member.
-    mode: u8,
-    ops: Vec<Op>,
+    pub fn run(mode: u8, input: &super::Input) {
+        let mode = [Mode::Range, Mode::RoundRobin, Mode::Cooperative, Mode::StickyEager][mode as usize % 4];
+        let mut p = Params::standard(input.seed, mode);
+        p.initial_members = 1 + input.members as usize % 5;
+        p.static_share = [0.0, 0.5, 1.0][input.statics as usize % 3];
+        p.drop_rate = input.drop_rate();
+        let codes = [
+            None,
+            Some(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS),
+            Some(ErrorCode::NOT_COORDINATOR),
+            Some(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+            Some(ErrorCode::REQUEST_TIMED_OUT),
+            Some(ErrorCode::REBALANCE_IN_PROGRESS),
+            Some(ErrorCode::UNKNOWN_MEMBER_ID),
+            Some(ErrorCode::ILLEGAL_GENERATION),
+        ];
+        let script = input.script(p.rebalance_ms, &codes, |f| to_fault(f));
+        p.fault_ms = script.last().map_or(0, |(at, _)| at + 1);
+        p.script = Some(script);
+        let mut sim = Sim::new(p);
+        sim.run();
+        assert!(sim.violations.is_empty(), "{mode:?}: {:#?}", sim.violations);
+    }
+
+    fn to_fault(f: super::F) -> Fault {
+        match f {
+            super::F::Move { node, moving, loading } => Fault::Move { node, moving, loading },
+            super::F::Crash { member, back } => Fault::Crash { member, back },
+            super::F::NewMember { is_static } => Fault::NewMember { is_static },
+            super::F::Leave { member, explicit, back } => Fault::Leave { member, explicit, back },
+            super::F::Partition { member, ms } => Fault::Partition { member, ms },
+            super::F::Stall { member, ms } => Fault::Stall { member, ms },
+            super::F::Narrow { member, ms } => Fault::Narrow { member, ms },
+            super::F::CountChange => Fault::CountChange,
+            super::F::Refuse { member, code } => Fault::Refuse { member, code },
+        }
+    }
+}
+
+#[allow(dead_code, unused_imports)]
+mod kip848 {
+    include!("../../kafka-wire/tests/sim/consumer_group_sim.rs");
+
+    pub fn run(input: &super::Input) {
+        let mut p = Params::standard(input.seed);
+        p.initial_members = 1 + input.members as usize % 5;
+        p.static_share = [0.0, 0.5, 1.0][input.statics as usize % 3];
+        p.drop_rate = input.drop_rate();
+        let codes = [
+            None,
+            Some(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS),
+            Some(ErrorCode::NOT_COORDINATOR),
+            Some(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+            Some(ErrorCode::REQUEST_TIMED_OUT),
+            Some(ErrorCode::FENCED_MEMBER_EPOCH),
+            Some(ErrorCode::UNKNOWN_MEMBER_ID),
+        ];
+        let script = input.script(p.rebalance_ms, &codes, |f| to_fault(f));
+        p.fault_ms = script.last().map_or(0, |(at, _)| at + 1);
+        p.script = Some(script);
+        let mut sim = Sim::new(p);
+        sim.run();
+        assert!(sim.violations.is_empty(), "KIP-848: {:#?}", sim.violations);
+    }
+
+    fn to_fault(f: super::F) -> Fault {
+        match f {
+            super::F::Move { node, moving, loading } => Fault::Move { node, moving, loading },
+            super::F::Crash { member, back } => Fault::Crash { member, back },
+            super::F::NewMember { is_static } => Fault::NewMember { is_static },
+            super::F::Leave { member, explicit, back } => Fault::Leave { member, explicit, back },
+            super::F::Partition { member, ms } => Fault::Partition { member, ms },
+            super::F::Stall { member, ms } => Fault::Stall { member, ms },
+            super::F::Narrow { member, ms } => Fault::Narrow { member, ms },
+            super::F::CountChange => Fault::CountChange,
+            super::F::Refuse { member, code } => Fault::Refuse { member, code },
+        }
+    }
+}
+
+/// A fault with its parameters in the simulations' ranges (the same ranges as their PRNG draws,
+/// so that the settling time that holds for the simulations holds here).
+enum F {
+    Move { node: u8, moving: u64, loading: u64 },
+    Crash { member: usize, back: Option<u64> },
+    NewMember { is_static: bool },
+    Leave { member: usize, explicit: bool, back: Option<u64> },
+    Partition { member: usize, ms: u64 },
+    Stall { member: usize, ms: u64 },
+    Narrow { member: usize, ms: u64 },
+    CountChange,
+    Refuse { member: usize, code: Option<kafka_wire::codec::ErrorCode> },
 }
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Subscribe {
-        topics: u8,
+    Move {
+        node: u8,
+        moving: u16,
+        loading: u16,
     },
-    PartitionCounts {
-        a: u8,
-        b: u8,
+    Crash {
+        member: u8,
+        back: Option<u16>,
     },
-    PollCalled,
-    RevocationDone,
-    LostHandled,
-    Commit {
-        offset: i64,
+    NewMember {
+        is_static: bool,
     },
     Leave {
-        explicitly: bool,
+        member: u8,
+        explicit: bool,
+        back: Option<u16>,
     },
-    /// Pending request `idx` gets a plausible answer.
-    Answer {
-        idx: u8,
-        code: u8,
-        generation: i8,
-        other_leader: bool,
-        partitions: u16,
-        keep: bool,
-    },
-    /// Pending request `idx` gets an arbitrary answer.
-    Raw {
-        idx: u8,
-        response: RawResponse,
-    },
-    Fail {
-        idx: u8,
-        unreachable: bool,
-    },
-    Advance {
+    Partition {
+        member: u8,
         ms: u16,
+    },
+    Stall {
+        member: u8,
+        ms: u16,
+    },
+    Narrow {
+        member: u8,
+        ms: u16,
+    },
+    CountChange,
+    /// `code` picks among the protocol's codes (0: the request is lost).
+    Refuse {
+        member: u8,
+        code: u8,
     },
 }
 
 #[derive(Arbitrary, Debug)]
-enum RawResponse {
-    FindCoordinator(FindCoordinatorResponse),
-    JoinGroup(JoinGroupResponse),
-    SyncGroup(SyncGroupResponse),
-    Heartbeat(HeartbeatResponse),
-    LeaveGroup(LeaveGroupResponse),
-    OffsetCommit(OffsetCommitResponse),
-    OffsetFetch(OffsetFetchResponse),
-    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse),
+struct Input {
+    /// 0-3: classic (range, round-robin, cooperative, sticky+range eager), 4: KIP-848.
+    protocol: u8,
+    seed: u64,
+    members: u8,
+    statics: u8,
+    /// Per mille, at most 10 %.
+    drop: u8,
+    /// (milliseconds after the previous fault, fault)
+    ops: Vec<(u16, Op)>,
 }
 
-struct Harness {
-    member: Box<dyn Member>,
-    eager: bool,
-    now: Instant,
-    pending: Vec<(RequestId, GroupRequest)>,
-    /// What the events gave the application.
-    owned: BTreeSet<Tp>,
-    generation: i32,
-}
+impl Input {
+    fn drop_rate(&self) -> f64 {
+        f64::from(self.drop % 101) / 1000.0
+    }
 
-fn s(x: &str) -> ByteString {
-    ByteString::from(x.to_string())
-}
-
-impl Harness {
-    fn new(mode: u8) -> Self {
-        let now = Instant::now();
-        let instance = (mode & 8 != 0).then(|| "static-1".to_string());
-        let (member, eager): (Box<dyn Member>, bool) = if mode & 1 != 0 {
-            let mut c = ConsumerGroupConfig::new("g");
-            c.group_instance_id = instance;
-            (Box::new(ConsumerGroupMember::new(c, now)), false)
-        } else {
-            let (assignors, eager): (Vec<Arc<dyn Assignor + Send + Sync>>, bool) = match (mode >> 1) & 3 {
-                0 => (vec![Arc::new(RangeAssignor)], true),
-                1 => (vec![Arc::new(RoundRobinAssignor)], true),
-                2 => (vec![Arc::new(CooperativeStickyAssignor)], false),
-                _ => (vec![Arc::new(CooperativeStickyAssignor), Arc::new(RangeAssignor)], true),
+    fn script<T>(
+        &self,
+        rebalance_ms: u64,
+        codes: &[Option<kafka_wire::codec::ErrorCode>],
+        to: impl Fn(F) -> T,
+    ) -> Vec<(u64, T)> {
+        let within = |v: u16, lo: u64, hi: u64| lo + u64::from(v) % (hi - lo + 1);
+        let mut at = 0u64;
+        let mut out = Vec::new();
+        for (gap, op) in self.ops.iter().take(MAX_FAULTS) {
+            at += 5 + u64::from(*gap) % 3_000;
+            if at >= FAULT_WINDOW_MS {
+                break;
+            }
+            let f = match *op {
+                Op::Move { node, moving, loading } => {
+                    F::Move { node, moving: within(moving, 0, 300), loading: within(loading, 0, 500) }
+                }
+                Op::Crash { member, back } => {
+                    F::Crash { member: member.into(), back: back.map(|b| within(b, 300, 4_000)) }
+                }
+                Op::NewMember { is_static } => F::NewMember { is_static },
+                Op::Leave { member, explicit, back } => {
+                    F::Leave { member: member.into(), explicit, back: back.map(|b| within(b, 500, 5_000)) }
+                }
+                Op::Partition { member, ms } => F::Partition { member: member.into(), ms: within(ms, 500, 3_500) },
+                Op::Stall { member, ms } => {
+                    F::Stall { member: member.into(), ms: within(ms, rebalance_ms / 2, rebalance_ms + 2_000) }
+                }
+                Op::Narrow { member, ms } => F::Narrow { member: member.into(), ms: within(ms, 1_000, 5_000) },
+                Op::CountChange => F::CountChange,
+                Op::Refuse { member, code } => {
+                    F::Refuse { member: member.into(), code: codes[code as usize % codes.len()] }
+                }
             };
-            let mut c = GroupConfig::new("g", assignors);
-            c.group_instance_id = instance;
-            c.backoff_seed = Some(0);
-            (Box::new(GroupMember::new(c, now)), eager)
-        };
-        let mut h = Self { member, eager, now, pending: Vec::new(), owned: BTreeSet::new(), generation: 1 };
-        h.member.subscribe(TOPICS.iter().map(|t| t.to_string()).collect(), now);
-        h.member.set_topic_names(TOPIC_IDS.iter().zip(TOPICS).map(|(id, t)| (*id, t.to_string())).collect(), now);
-        h
-    }
-
-    /// Sends what the member has to send, checking each request, then hands its events to the
-    /// application.
-    fn step(&mut self) {
-        for _ in 0..64 {
-            let Some((id, _target, request)) = self.member.poll_request(self.now) else { break };
-            assert!(self.member.fatal_error().is_none(), "a request after a fatal error: {request:?}");
-            match &request {
-                GroupRequest::OffsetCommit(r) => {
-                    let sent = (r.generation_id_or_member_epoch, r.member_id.to_string());
-                    assert_eq!(self.member.generation(), Some(sent.clone()), "OffsetCommit with {sent:?}");
-                }
-                GroupRequest::JoinGroup(_) if self.eager => {
-                    assert!(self.owned.is_empty(), "eager JoinGroup while holding {:?}", self.owned);
-                }
-                _ => {}
-            }
-            self.pending.push((id, request));
+            out.push((at, to(f)));
         }
-        while let Some(ev) = self.member.poll_event() {
-            match ev {
-                GroupEvent::Revoke(set) => {
-                    assert!(set.is_subset(&self.owned), "Revoke of {set:?} not owned ({:?})", self.owned)
-                }
-                GroupEvent::Assigned(set) => {
-                    for tp in set {
-                        assert!(self.owned.insert(tp.clone()), "Assigned {tp:?} already owned");
-                    }
-                }
-                GroupEvent::Lost(set) => {
-                    for tp in &set {
-                        self.owned.remove(tp);
-                    }
-                }
-                _ => {}
-            }
-        }
-        let (a, p) = (self.member.assignment(), self.member.pending_revocation());
-        assert!(a.is_disjoint(p), "a partition both assigned and pending revocation");
-        let core: BTreeSet<Tp> = a.iter().chain(p.iter()).cloned().collect();
-        assert_eq!(core, self.owned, "the events and the member disagree");
-    }
-
-    fn revoked(&mut self) {
-        let before: BTreeSet<Tp> = self.member.pending_revocation().clone();
-        self.member.revocation_done(self.now);
-        for tp in before.difference(self.member.pending_revocation()) {
-            self.owned.remove(tp);
-        }
-    }
-
-    fn plausible(
-        &mut self,
-        request: &GroupRequest,
-        code: ErrorCode,
-        generation: i8,
-        other_leader: bool,
-        partitions: u16,
-    ) -> GroupResponse {
-        let gen = (self.generation + generation as i32).max(-1);
-        let pick = |topic: usize| -> Vec<i32> {
-            (0..8i32).filter(|i| partitions & (1u16 << (*i as usize + 8 * topic)) != 0).collect()
-        };
-        match request {
-            GroupRequest::FindCoordinator(r) => GroupResponse::FindCoordinator(FindCoordinatorResponse {
-                error_code: code,
-                node_id: 1,
-                host: s("h"),
-                port: 9092,
-                coordinators: r
-                    .coordinator_keys
-                    .iter()
-                    .map(|k| Coordinator {
-                        key: k.clone(),
-                        node_id: 1,
-                        host: s("h"),
-                        port: 9092,
-                        error_code: code,
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }),
-            GroupRequest::JoinGroup(r) => {
-                let member_id = if r.member_id.is_empty() { s("m-1") } else { r.member_id.clone() };
-                let protocol = r.protocols.first().map(|p| p.name.clone());
-                let members = if other_leader {
-                    Vec::new()
-                } else {
-                    vec![JoinGroupResponseMember {
-                        member_id: member_id.clone(),
-                        group_instance_id: r.group_instance_id.clone(),
-                        metadata: r.protocols.first().map(|p| p.metadata.clone()).unwrap_or_default(),
-                        ..Default::default()
-                    }]
-                };
-                if code == ErrorCode::NONE {
-                    self.generation = gen;
-                }
-                GroupResponse::JoinGroup(JoinGroupResponse {
-                    error_code: code,
-                    generation_id: gen,
-                    protocol_type: Some(s("consumer")),
-                    protocol_name: protocol,
-                    leader: if other_leader { s("m-0") } else { member_id.clone() },
-                    member_id,
-                    members,
-                    ..Default::default()
-                })
-            }
-            GroupRequest::SyncGroup(_) => {
-                let map: BTreeMap<String, Vec<i32>> = TOPICS
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| (t.to_string(), pick(i)))
-                    .filter(|(_, v)| !v.is_empty())
-                    .collect();
-                let assignment = ConsumerProtocolAssignment::from_map(&map, None).encode(0).unwrap_or_default();
-                GroupResponse::SyncGroup(SyncGroupResponse { error_code: code, assignment, ..Default::default() })
-            }
-            GroupRequest::Heartbeat(_) => {
-                GroupResponse::Heartbeat(HeartbeatResponse { error_code: code, ..Default::default() })
-            }
-            GroupRequest::LeaveGroup(_) => {
-                GroupResponse::LeaveGroup(LeaveGroupResponse { error_code: code, ..Default::default() })
-            }
-            GroupRequest::OffsetCommit(r) => {
-                let mut resp = OffsetCommitResponse::default();
-                for t in &r.topics {
-                    let mut topic = kafka_wire::codec::messages::offset_commit::OffsetCommitResponseTopic {
-                        name: t.name.clone(),
-                        topic_id: t.topic_id,
-                        ..Default::default()
-                    };
-                    for p in &t.partitions {
-                        topic.partitions.push(
-                            kafka_wire::codec::messages::offset_commit::OffsetCommitResponsePartition {
-                                partition_index: p.partition_index,
-                                error_code: code,
-                                ..Default::default()
-                            },
-                        );
-                    }
-                    resp.topics.push(topic);
-                }
-                GroupResponse::OffsetCommit(resp)
-            }
-            GroupRequest::OffsetFetch(_) => {
-                GroupResponse::OffsetFetch(OffsetFetchResponse { error_code: code, ..Default::default() })
-            }
-            GroupRequest::ConsumerGroupHeartbeat(r) => {
-                let epoch = (r.member_epoch + 1 + generation as i32 % 3).max(-2);
-                let member_id = r.member_id.clone();
-                GroupResponse::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse {
-                    error_code: code,
-                    member_id: Some(if member_id.is_empty() { s("m-1") } else { member_id }),
-                    member_epoch: epoch,
-                    heartbeat_interval_ms: 3000,
-                    assignment: (partitions & 1 != 0 || generation % 2 == 0).then(|| Assignment {
-                        topic_partitions: TOPIC_IDS
-                            .iter()
-                            .enumerate()
-                            .map(|(i, id)| TopicPartitions { topic_id: *id, partitions: pick(i), ..Default::default() })
-                            .collect(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
-            }
-        }
-    }
-
-    fn apply(&mut self, op: Op) {
-        let now = self.now;
-        match op {
-            Op::Subscribe { topics } => {
-                let set = TOPICS
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| topics & (1 << i) != 0)
-                    .map(|(_, t)| t.to_string())
-                    .collect();
-                self.member.subscribe(set, now);
-            }
-            Op::PartitionCounts { a, b } => {
-                let counts = [("a", a), ("b", b)].into_iter().map(|(t, n)| (t.to_string(), (n % 9) as i32)).collect();
-                self.member.set_partition_counts(counts, now);
-            }
-            Op::PollCalled => self.member.poll_called(now),
-            Op::RevocationDone => self.revoked(),
-            Op::LostHandled => self.member.lost_handled(now),
-            Op::Commit { offset } => {
-                let offsets = self.member.assignment().iter().map(|tp| (tp.clone(), (offset, None))).collect();
-                self.member.commit(offsets, now);
-            }
-            Op::Leave { explicitly } => {
-                if explicitly {
-                    self.member.leave_explicitly(now)
-                } else {
-                    self.member.leave(now)
-                }
-            }
-            Op::Answer { idx, code, generation, other_leader, partitions, keep } => {
-                if self.pending.is_empty() {
-                    return;
-                }
-                let i = idx as usize % self.pending.len();
-                let (id, request) = if keep { self.pending[i].clone() } else { self.pending.remove(i) };
-                let response =
-                    self.plausible(&request, CODES[code as usize % CODES.len()], generation, other_leader, partitions);
-                self.member.handle_response(id, response, now);
-            }
-            Op::Raw { idx, response } => {
-                if self.pending.is_empty() {
-                    return;
-                }
-                let (id, _) = self.pending.remove(idx as usize % self.pending.len());
-                let response = match response {
-                    RawResponse::FindCoordinator(r) => GroupResponse::FindCoordinator(r),
-                    RawResponse::JoinGroup(r) => GroupResponse::JoinGroup(r),
-                    RawResponse::SyncGroup(r) => GroupResponse::SyncGroup(r),
-                    RawResponse::Heartbeat(r) => GroupResponse::Heartbeat(r),
-                    RawResponse::LeaveGroup(r) => GroupResponse::LeaveGroup(r),
-                    RawResponse::OffsetCommit(r) => GroupResponse::OffsetCommit(r),
-                    RawResponse::OffsetFetch(r) => GroupResponse::OffsetFetch(r),
-                    RawResponse::ConsumerGroupHeartbeat(r) => GroupResponse::ConsumerGroupHeartbeat(r),
-                };
-                self.member.handle_response(id, response, now);
-            }
-            Op::Fail { idx, unreachable } => {
-                if self.pending.is_empty() {
-                    return;
-                }
-                let (id, request) = self.pending.remove(idx as usize % self.pending.len());
-                let response = if unreachable {
-                    GroupResponse::CoordinatorUnreachable
-                } else {
-                    GroupResponse::Failed { kind: request.kind() }
-                };
-                self.member.handle_response(id, response, now);
-            }
-            Op::Advance { ms } => {
-                self.now += Duration::from_millis(ms as u64 % 60_000);
-            }
-        }
-        self.step();
+        out
     }
 }
 
 fuzz_target!(|input: Input| {
-    let mut h = Harness::new(input.mode);
-    h.step();
-    for op in input.ops.into_iter().take(MAX_OPS) {
-        h.apply(op);
+    match input.protocol % 5 {
+        4 => kip848::run(&input),
+        mode => classic::run(mode, &input),
     }
 });
