@@ -141,3 +141,32 @@ fn a_batch_that_does_not_fit_in_the_budget_left_waits_for_it() {
         assert!(peak <= 24 * MIB, "peak allocation {peak} B");
     })
 }
+
+/// The runtime's one blocking thread is held for the whole test, so the driver's decompression
+/// jobs (run on the blocking pool) never start: `poll` decompresses on the caller's thread when
+/// it finds nothing ready, and every record still comes out in order. Before, a poll waited
+/// for the driver's job, and here it would wait forever.
+#[test]
+fn poll_decompresses_itself_when_the_blocking_pool_is_busy() {
+    let _serial = serial();
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(1).build().expect("runtime");
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started) = std::sync::mpsc::channel::<()>();
+    let blocker = runtime.spawn_blocking(move || {
+        started_tx.send(()).expect("test waits");
+        // Held until the test is done (or for the bound on every wait).
+        let _ = held.recv_timeout(WAIT);
+    });
+    started.recv_timeout(WAIT).expect("the blocking thread is taken");
+    runtime.block_on(async {
+        let broker = HostileBroker::start(Log { partitions: vec![zeros(20, 64 * 1024), zeros(20, 64 * 1024)] }).await;
+        let got = consume(&broker, 2, 40, |_| {}).await;
+        for partition in 0..2 {
+            let offsets: Vec<i64> = got.iter().filter(|(p, _)| *p == partition).map(|(_, o)| *o).collect();
+            assert_eq!(offsets, (0..20).collect::<Vec<_>>(), "partition {partition}, of {got:?}");
+        }
+    });
+    release.send(()).expect("the blocker waits");
+    runtime.block_on(blocker).expect("blocker");
+}

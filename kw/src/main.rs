@@ -107,6 +107,12 @@ impl Top {
     }
 }
 
+/// The static musl build allocates through dlmalloc (pure Rust): musl's own allocator made it
+/// about half as fast as the glibc build (`bench/results/`).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {

@@ -755,7 +755,7 @@ fn report(
     writeln!(out, "# Benchmark: this client against its peers, {}\n", today())?;
     writeln!(out, "`cargo xtask bench` ({rounds} round(s), interleaved; median and min–max; ratio = the median / librdkafka's median in the same run).\n")?;
     writeln!(out, "- machine: {} ({} cores, {}), `{}`", machine_name(), cores(), cpu_model(), kernel())?;
-    writeln!(out, "- load average before / after: {load_before} / {load_after} (the machine was shared)")?;
+    writeln!(out, "- load average before / after: {load_before} / {load_after} (the broker runs on the same cores; anything else running adds to these)")?;
     writeln!(out, "- run took {took_s} s; broker: the local 1-node Kafka of `cargo xtask kafka up`")?;
     writeln!(
         out,

@@ -38,8 +38,8 @@ use crate::codec::record_batch::{Headers, TimestampType};
 use crate::codec::ErrorCode;
 use crate::proto::driving::{RequestId, Target};
 use crate::proto::fetcher::{
-    prepare_fetch, DecompressJob, Decompressed, EpochAnswer, FetchContext, FetchError, Fetcher, FetcherConfig,
-    FetcherRequest, FetcherResponse, PositionStatus, PreparedFetch,
+    prepare_fetch, DecompressJob, EpochAnswer, FetchContext, FetchError, Fetcher, FetcherConfig, FetcherRequest,
+    FetcherResponse, PositionStatus, PreparedFetch,
 };
 use crate::proto::producer::TopicPartition;
 
@@ -180,6 +180,10 @@ pub(super) struct State {
     pub(super) group: super::consumer_group::GroupState,
     /// When a poll that returned records last woke the driver.
     pub(super) poll_woke_driver: Option<Instant>,
+    /// A decompression job the driver planned, waiting for whichever comes first: a thread of
+    /// the blocking pool, or a `poll` that found nothing ready (it runs the job itself rather
+    /// than wait for the pool).
+    pub(super) queued_decompression: Option<DecompressJob>,
 }
 
 /// How often a poll that returns records wakes the driver when the fetcher did not ask for it.
@@ -274,6 +278,7 @@ impl Consumer {
                 driver_failed: None,
                 group: Default::default(),
                 poll_woke_driver: None,
+                queued_decompression: None,
             }),
             wake: Notify::new(),
             data: Notify::new(),
@@ -389,6 +394,17 @@ impl Consumer {
                 }
                 if st.driver_stopped {
                     return Err(st.driver_failed.clone().unwrap_or(Error::Closed { broker: "consumer".into() }));
+                }
+                // Nothing ready, but compressed batches are buffered: decompress them here, on
+                // the caller's thread (as Java's poll does), taking the driver's job if it has
+                // not started, rather than wait for a thread of the blocking pool. On a busy
+                // machine those hand-offs, not the CPU, were the time (issue #14).
+                if let Some(job) = st.queued_decompression.take().or_else(|| st.fetcher.poll_decompression()) {
+                    drop(st);
+                    let done = job.run();
+                    // The take that follows wakes the driver if there is more to decompress.
+                    self.inner.lock().fetcher.handle_decompressed(Some(done));
+                    continue;
                 }
             }
             self.inner.wake.notify_one();
@@ -790,8 +806,6 @@ enum DriverEvent {
     /// Preparing a Fetch answer or decompressing batches panicked: a bug, not a fault of the
     /// broker's. The consumer stops as if its driver had panicked.
     Failed(Error),
-    /// Batches decompressed ahead of the application.
-    Decompressed(Decompressed),
     Metadata(Result<MetadataResponse>),
 }
 
@@ -858,7 +872,8 @@ async fn drive(inner: Arc<Inner>) {
             start_request(&inner, &tx, id, target, request);
         }
         if let Some(job) = job {
-            start_decompression(&tx, job);
+            inner.lock().queued_decompression = Some(job);
+            start_decompression(&inner, &tx);
         }
         let wakeup = super::consumer_group::next_timeout(&inner)
             .map(tokio::time::Instant::from_std)
@@ -885,7 +900,6 @@ async fn drive(inner: Arc<Inner>) {
                             }
                         }
                         DriverEvent::Fetcher(id, response) => inner.lock().fetcher.handle_response(id, response, now),
-                        DriverEvent::Decompressed(result) => inner.lock().fetcher.handle_decompressed(Some(result)),
                         DriverEvent::Failed(e) => {
                             tracing::error!(error = %e, "the consumer stops");
                             inner.lock().driver_failed = Some(e);
@@ -1005,18 +1019,28 @@ async fn prepare_off_worker(response: FetchResponse, context: FetchContext) -> R
         .map_err(|e| Error::DriverFailed { driver: "consumer", reason: format!("checking a fetch answer: {e}") })
 }
 
-/// Runs a decompression job of the fetcher's off the state's lock, on the blocking pool.
-fn start_decompression(tx: &mpsc::UnboundedSender<DriverEvent>, job: DecompressJob) {
-    let tx = tx.clone();
+/// Runs the queued decompression job ([`State::queued_decompression`]) off the state's lock, on
+/// the blocking pool, unless a `poll` took it first; hands its result to the fetcher and tells
+/// the waiting poll and the driver.
+fn start_decompression(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<DriverEvent>) {
+    let (inner, tx) = (inner.clone(), tx.clone());
     tokio::spawn(async move {
-        let event = match tokio::task::spawn_blocking(move || job.run()).await {
-            Ok(result) => DriverEvent::Decompressed(result),
-            Err(e) => DriverEvent::Failed(Error::DriverFailed {
+        let run = {
+            let inner = inner.clone();
+            move || {
+                let Some(job) = inner.lock().queued_decompression.take() else { return };
+                let done = job.run();
+                inner.lock().fetcher.handle_decompressed(Some(done));
+                inner.data.notify_waiters();
+                inner.wake.notify_one();
+            }
+        };
+        if let Err(e) = tokio::task::spawn_blocking(run).await {
+            let _ = tx.send(DriverEvent::Failed(Error::DriverFailed {
                 driver: "consumer",
                 reason: format!("decompressing batches: {e}"),
-            }),
-        };
-        let _ = tx.send(event);
+            }));
+        }
     });
 }
 

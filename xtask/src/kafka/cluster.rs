@@ -444,9 +444,28 @@ pub fn tool_command(layout: &Layout, version: &str, name: &str, args: &[&str]) -
         .args(log_flags(&layout.tools_log4j2(), &layout.tools_log4j1()))
         .arg("-cp")
         .arg(layout.classpath(version))
-        .arg(class)
-        .args(args);
+        .arg(&class)
+        .args(args.iter().map(|a| renamed_option(&class, version, a).unwrap_or(a)));
     Ok(cmd)
+}
+
+/// The new name of a console tool's option that Kafka 4.2 deprecated (KIP-1147), for that
+/// version on. The old names still work there, but the console consumer then prints a
+/// deprecation notice on standard output, among the records a caller reads.
+fn renamed_option(class: &str, version: &str, arg: &str) -> Option<&'static str> {
+    if !at_least(version, 4, 2) {
+        return None;
+    }
+    let tool = class.rsplit('.').next()?;
+    match (tool, arg) {
+        ("ConsoleConsumer" | "ConsoleShareConsumer", "--property") => Some("--formatter-property"),
+        ("ConsoleConsumer" | "ConsoleShareConsumer", "--consumer-property") => Some("--command-property"),
+        ("ConsoleConsumer" | "ConsoleShareConsumer", "--consumer.config") => Some("--command-config"),
+        ("ConsoleProducer", "--property") => Some("--reader-property"),
+        ("ConsoleProducer", "--producer-property") => Some("--command-property"),
+        ("ConsoleProducer", "--producer.config") => Some("--command-config"),
+        _ => None,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -915,4 +934,23 @@ pub fn wait_with_timeout(
     let stdout = out_t.join().unwrap_or_default();
     let stderr = err_t.join().unwrap_or_default();
     Ok((std::process::Output { status, stdout, stderr }, timed_out))
+}
+
+#[cfg(test)]
+mod renamed_option_tests {
+    use super::renamed_option;
+
+    #[test]
+    fn console_tools_get_the_kip_1147_option_names_from_4_2_on() {
+        let consumer = "org.apache.kafka.tools.consumer.ConsoleConsumer";
+        let producer = "org.apache.kafka.tools.ConsoleProducer";
+        assert_eq!(renamed_option(consumer, "4.4.0", "--property"), Some("--formatter-property"));
+        assert_eq!(renamed_option(consumer, "4.2.0", "--consumer-property"), Some("--command-property"));
+        assert_eq!(renamed_option(producer, "4.4.0", "--property"), Some("--reader-property"));
+        assert_eq!(renamed_option(producer, "4.4.0", "--producer.config"), Some("--command-config"));
+        assert_eq!(renamed_option(consumer, "4.1.2", "--property"), None);
+        assert_eq!(renamed_option("kafka.tools.ConsoleProducer", "3.9.2", "--property"), None);
+        assert_eq!(renamed_option(consumer, "4.4.0", "print.key=true"), None);
+        assert_eq!(renamed_option("org.apache.kafka.tools.GetOffsetShell", "4.4.0", "--property"), None);
+    }
 }
