@@ -1009,10 +1009,6 @@ impl Sim {
         matches!(self.members[i].life, Life::Alive | Life::Closing)
     }
 
-    fn live_count(&self) -> usize {
-        (0..self.members.len()).filter(|&i| self.members[i].life == Life::Alive).count() + self.restarts.len()
-    }
-
     fn in_fault_window(&self) -> bool {
         self.p.faults && self.now < self.p.fault_ms
     }
@@ -1194,87 +1190,41 @@ impl Sim {
         if !self.in_fault_window() {
             return;
         }
-        if self.p.script.is_some() {
-            self.scripted_faults();
-            return;
-        }
-        let per_tick = |rate_per_s: f64| rate_per_s * TICK_MS as f64 / 1000.0;
-        if self.rng.chance(per_tick(1.0 / 8.0)) {
-            let node = loop {
-                let n = self.rng.below(3) as u8;
-                if NODES[n as usize] != self.model.node {
-                    break n;
-                }
-            };
-            let moving = self.rng.range(0, 300);
-            let loading = self.rng.range(0, 500);
-            self.apply_fault(Fault::Move { node, moving, loading });
-        }
-        let alive = self.alive();
-        if !alive.is_empty() && self.rng.chance(per_tick(1.0 / 9.0)) {
-            let i = alive[self.rng.below(alive.len() as u64) as usize];
-            let back = self.rng.range(300, 4000);
-            let back = (self.members[i].instance.is_some() || self.rng.chance(0.5)).then_some(back);
-            self.apply_fault(Fault::Crash { member: i, back });
-        }
-        if self.live_count() < MAX_LIVE && self.rng.chance(per_tick(1.0 / 10.0)) {
-            let is_static = self.rng.chance(self.p.static_share);
-            self.apply_fault(Fault::NewMember { is_static });
-        }
-        if alive.len() > 1 && self.rng.chance(per_tick(1.0 / 15.0)) {
-            let i = alive[self.rng.below(alive.len() as u64) as usize];
-            let explicit = self.members[i].instance.is_some() && self.rng.chance(0.5);
-            let back = if self.rng.chance(0.7) { Some(self.rng.range(500, 5000)) } else { None };
-            self.apply_fault(Fault::Leave { member: i, explicit, back });
-        }
-        if !alive.is_empty() && self.rng.chance(per_tick(1.0 / 12.0)) {
-            let i = alive[self.rng.below(alive.len() as u64) as usize];
-            let ms = self.rng.range(500, 3500);
-            self.apply_fault(Fault::Partition { member: i, ms });
-        }
-        if !alive.is_empty() && self.rng.chance(per_tick(1.0 / 20.0)) {
-            let i = alive[self.rng.below(alive.len() as u64) as usize];
-            let ms = self.rng.range(self.p.rebalance_ms / 2, self.p.rebalance_ms + 2000);
-            self.apply_fault(Fault::Stall { member: i, ms });
-        }
-        if !alive.is_empty() && self.rng.chance(per_tick(1.0 / 15.0)) {
-            let i = alive[self.rng.below(alive.len() as u64) as usize];
-            if self.members[i].narrow_until.is_none() {
-                let ms = self.rng.range(1000, 5000);
-                self.apply_fault(Fault::Narrow { member: i, ms });
-            }
-        }
-        if !self.counts_changed && self.now > self.p.fault_ms / 2 && self.rng.chance(per_tick(1.0 / 5.0)) {
-            self.apply_fault(Fault::CountChange);
-        }
+        self.drive_faults();
+    }
+}
+
+impl FaultDriver for Sim {
+    fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
     }
 
-    fn alive(&self) -> Vec<usize> {
-        (0..self.members.len()).filter(|&i| self.members[i].life == Life::Alive).collect()
+    fn now(&self) -> u64 {
+        self.now
     }
 
-    /// The faults of `Params::script` due now; their `member` picks among the members alive.
-    fn scripted_faults(&mut self) {
-        let script = self.p.script.as_ref().expect("scripted");
-        let due: Vec<Fault> =
-            script.iter().skip(self.script_pos).take_while(|(at, _)| *at <= self.now).map(|(_, f)| f.clone()).collect();
-        self.script_pos += due.len();
-        for mut f in due {
-            let alive = self.alive();
-            let resolve = |m: &mut usize| alive.get(*m % alive.len().max(1)).map(|&i| *m = i).is_some();
-            let ok = match &mut f {
-                Fault::Crash { member, .. }
-                | Fault::Partition { member, .. }
-                | Fault::Stall { member, .. }
-                | Fault::Narrow { member, .. }
-                | Fault::Refuse { member, .. } => resolve(member),
-                Fault::Leave { member, .. } => alive.len() > 1 && resolve(member),
-                Fault::Move { .. } | Fault::NewMember { .. } | Fault::CountChange => true,
-            };
-            if ok {
-                self.apply_fault(f);
-            }
-        }
+    fn params(&self) -> &Params {
+        &self.p
+    }
+
+    fn script_pos(&mut self) -> &mut usize {
+        &mut self.script_pos
+    }
+
+    fn coordinator(&self) -> i32 {
+        self.model.node
+    }
+
+    fn members(&self) -> &[SimMember] {
+        &self.members
+    }
+
+    fn live_count(&self) -> usize {
+        (0..self.members.len()).filter(|&i| self.members[i].life == Life::Alive).count() + self.restarts.len()
+    }
+
+    fn counts_changed(&self) -> bool {
+        self.counts_changed
     }
 
     /// `member`: an index into `members`.
@@ -1351,7 +1301,9 @@ impl Sim {
             }
         }
     }
+}
 
+impl Sim {
     fn restart_due(&mut self) {
         let due: Vec<(u64, Option<String>)> = self.restarts.iter().filter(|(t, _)| *t <= self.now).cloned().collect();
         self.restarts.retain(|(t, _)| *t > self.now);
