@@ -25,7 +25,7 @@ for t in "${targets[@]}"; do
     mkdir -p "$scratch/$t" "corpus/$t"
     status=0
     cargo +nightly fuzz run "$t" "$scratch/$t" "corpus/$t" -- \
-        -max_total_time="$seconds" -rss_limit_mb=1024 -timeout=10 -print_final_stats=1 \
+        -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
         >"$scratch/$t.log" 2>&1 || status=$?
     grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb)|^#[0-9]+ +DONE' "$scratch/$t.log" || true
     if [ "$status" -ne 0 ]; then
