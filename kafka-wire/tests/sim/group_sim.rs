@@ -1706,9 +1706,14 @@ impl Sim {
                     let msg = format!("{name}: Revoke of {set:?} not owned ({:?})", m.owned);
                     self.violation(msg);
                 }
+                if let Some((pending, _)) = &self.members[i].revoking {
+                    // One Revoke at a time: `revocation_done` is for the one the application
+                    // has seen, never for a later one still in the queue.
+                    let msg = format!("{name}: Revoke of {set:?} while {pending:?} is still being revoked");
+                    self.violation(msg);
+                }
                 let m = &mut self.members[i];
                 if m.revoking.is_some() {
-                    // A second Revoke (leave() during a revocation): one revocation_done covers both.
                     let (mut old, at) = m.revoking.take().unwrap();
                     old.extend(set.iter().cloned());
                     m.revoking = Some((old, at.max(now_ms + delay)));
