@@ -24,10 +24,13 @@
 //! one, or older than a generation the member was already told; (2) eager: a member owns
 //! nothing when its JoinGroup is sent; (3) at no point of virtual time do two live members both
 //! hold a partition (checked after every step for every protocol, held = assigned or pending
-//! revocation), and each member's view (from its events) matches the core's; (4) once faults
-//! stop, the group becomes stable: every live member stable in the coordinator's generation,
-//! the coordinator's members are exactly the live ones, and every partition is assigned
-//! exactly once. Also: no member hits a fatal error, no assignment handed out by the model
+//! revocation), each member's view (from its events) matches the core's, and a member
+//! announces one Revoke at a time; (4) once faults stop, the group becomes stable: every live
+//! member stable in the coordinator's generation, the coordinator's members are exactly the
+//! live ones with their current subscriptions, and every partition of the topics the
+//! generation was assigned for is assigned exactly once — the topics subscribed to, unless a
+//! static member replaced itself with another subscription, which Kafka does without a
+//! rebalance (KAFKA-12759). Also: no member hits a fatal error, no assignment handed out by the model
 //! gives a partition to two members, and no member busy-loops on `next_timeout`.
 //!
 //! `SIM_SEEDS=n` runs n seeds per mode (default 40), `SIM_SEED=s` runs only seed s,
