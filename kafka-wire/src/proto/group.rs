@@ -83,7 +83,9 @@
 //! revokes only what the new assignment dropped, and adds the new partitions once that
 //! revocation is done (so the member never holds a partition the leader already moved: a
 //! cooperative assignor gives a partition to a new owner only in the rebalance after the old
-//! owner revoked it, which is why a member that revoked something joins once more).
+//! owner revoked it, which is why a member that revoked something joins once more). Only one
+//! `Revoke` is outstanding at a time: a `leave()` during a revocation revokes the rest once
+//! [`GroupMember::revocation_done`] is called.
 //!
 //! # The lease
 //!
@@ -759,7 +761,8 @@ impl Member for GroupMember {
         };
         self.revoking.clear();
         match after {
-            AfterRevoke::Join | AfterRevoke::Leave => {}
+            AfterRevoke::Join => {}
+            AfterRevoke::Leave => self.revoke_rest_for_leave(),
             AfterRevoke::Assign(added) => {
                 self.add_partitions(added);
                 self.request_rejoin("revoked partitions in a cooperative rebalance");
@@ -1090,14 +1093,28 @@ impl GroupMember {
         self.rejoin_needed = false;
         self.needs_join_prepare = false;
         if self.phase == Phase::Stable && self.generation.is_some() {
-            let more: BTreeSet<Tp> = std::mem::take(&mut self.assigned);
-            if !more.is_empty() {
-                self.revoking.extend(more.iter().cloned());
-                self.events.push_back(GroupEvent::Revoke(more));
+            if self.after_revoke.is_some() {
+                // The rest is revoked once the revocation under way is done: one Revoke at a
+                // time, so that the application's `revocation_done` for the earlier one never
+                // releases partitions of a Revoke it has not handled yet (their offsets would
+                // go uncommitted). What that revocation was for (a join, partitions to add) is
+                // moot now.
+                self.after_revoke = Some(AfterRevoke::Leave);
+            } else {
+                self.revoke_rest_for_leave();
             }
-            self.after_revoke = if self.revoking.is_empty() { None } else { Some(AfterRevoke::Leave) };
         } else {
             self.lose_all();
+        }
+    }
+
+    /// Leaving: revokes what is still assigned.
+    fn revoke_rest_for_leave(&mut self) {
+        let more: BTreeSet<Tp> = std::mem::take(&mut self.assigned);
+        if !more.is_empty() {
+            self.revoking.extend(more.iter().cloned());
+            self.after_revoke = Some(AfterRevoke::Leave);
+            self.events.push_back(GroupEvent::Revoke(more));
         }
     }
 
@@ -2327,6 +2344,56 @@ mod tests {
             joined |= matches!(req, GroupRequest::JoinGroup(_));
         }
         assert!(joined, "the follow-up rebalance after a revocation");
+    }
+
+    /// Found by the classic group simulation (seed 65, cooperative, `SIM_SEEDS=150`): `leave()`
+    /// while a cooperative revocation was under way queued a second Revoke at once, and the
+    /// application's `revocation_done` for the first one — called before it had seen the
+    /// second — released both: the member left before the application committed the offsets
+    /// of the partitions of the second Revoke.
+    #[test]
+    fn regression_leave_during_a_revocation_revokes_the_rest_after_it() {
+        let t0 = Instant::now();
+        let mut m = member(true, None, t0);
+        find(&mut m, t0);
+        join_and_sync(&mut m, 1, &[0, 1, 2], t0);
+        assert!(matches!(m.poll_event(), Some(GroupEvent::Assigned(_))));
+        let _fetch = expect(&mut m, t0);
+        let t1 = t0 + Duration::from_secs(3);
+        let (id, _, req) = expect(&mut m, t1);
+        let GroupRequest::Heartbeat(_) = req else { panic!("{req:?}") };
+        let resp = HeartbeatResponse { error_code: ErrorCode::REBALANCE_IN_PROGRESS, ..Default::default() };
+        m.handle_response(id, GroupResponse::Heartbeat(resp), t1);
+        join_and_sync(&mut m, 2, &[0, 1], t1);
+        assert_eq!(m.poll_event(), Some(GroupEvent::Revoke([tp("t", 2)].into())));
+        // The application closes the consumer while it handles that revocation.
+        m.leave(t1);
+        assert_eq!(m.poll_event(), None, "one Revoke at a time");
+        assert_eq!(m.assignment(), &BTreeSet::from([tp("t", 0), tp("t", 1)]));
+        // Done with partition 2 only: 0 and 1 are revoked now, and still the application's.
+        m.revocation_done(t1);
+        assert_eq!(m.pending_revocation(), &BTreeSet::from([tp("t", 0), tp("t", 1)]));
+        assert!(m.assignment().is_empty());
+        assert_eq!(m.poll_event(), Some(GroupEvent::Revoke([tp("t", 0), tp("t", 1)].into())));
+        assert!(!m.has_left());
+        // Their offsets are committed with the generation before the member leaves.
+        m.commit([(tp("t", 0), (5, None)), (tp("t", 1), (6, None))].into(), t1);
+        let (id, _, req) = expect(&mut m, t1);
+        let GroupRequest::OffsetCommit(r) = req else { panic!("{req:?}") };
+        assert_eq!(r.generation_id_or_member_epoch, 2);
+        assert!(m.poll_request(t1).is_none(), "no LeaveGroup before the revocation is done");
+        let partitions =
+            [0, 1].map(|p| OffsetCommitResponsePartition { partition_index: p, ..Default::default() }).to_vec();
+        let resp = OffsetCommitResponse {
+            topics: vec![OffsetCommitResponseTopic { name: bs("t"), partitions, ..Default::default() }],
+            ..Default::default()
+        };
+        m.handle_response(id, GroupResponse::OffsetCommit(resp), t1);
+        assert!(matches!(m.poll_event(), Some(GroupEvent::CommitResult { result: Ok(()), .. })));
+        m.revocation_done(t1);
+        let (_, _, req) = expect(&mut m, t1);
+        assert!(matches!(req, GroupRequest::LeaveGroup(_)), "{req:?}");
+        assert!(m.has_left());
     }
 
     #[test]

@@ -30,7 +30,8 @@ use kafka_wire::codec::messages::{
 };
 use kafka_wire::codec::ErrorCode;
 use kafka_wire::proto::assignor::{
-    Assignor, ConsumerProtocolAssignment, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor,
+    Assignor, ConsumerProtocolAssignment, ConsumerProtocolSubscription, CooperativeStickyAssignor, RangeAssignor,
+    RoundRobinAssignor,
 };
 use kafka_wire::proto::driving::{RequestId, RequestKind, Target};
 use kafka_wire::proto::group::{GroupConfig, GroupEvent, GroupMember, GroupRequest, GroupResponse, Member, Tp};
@@ -268,6 +269,13 @@ struct Group {
     leader: Option<String>,
     members: BTreeMap<String, MemberMeta>,
     statics: BTreeMap<String, String>,
+    /// The topics the members subscribed to when the join phase of this generation ended: those
+    /// its assignment was made for.
+    assigned_topics: BTreeSet<String>,
+    /// A static member replaced itself in this generation with a subscription to other topics.
+    /// Kafka (4.1, KAFKA-12759) does not rebalance for that: the assignment stays the one made
+    /// for `assigned_topics` until something else starts a rebalance.
+    replaced_with_other_topics: bool,
     /// KIP-394: member ids handed out with MEMBER_ID_REQUIRED, and when they expire.
     pending: BTreeMap<String, u64>,
 }
@@ -281,6 +289,8 @@ impl Group {
             leader: None,
             members: BTreeMap::new(),
             statics: BTreeMap::new(),
+            assigned_topics: BTreeSet::new(),
+            replaced_with_other_topics: false,
             pending: BTreeMap::new(),
         }
     }
@@ -318,6 +328,18 @@ fn join_error(code: ErrorCode, member_id: &str) -> GroupResponse {
 
 fn sync_error(code: ErrorCode) -> GroupResponse {
     GroupResponse::SyncGroup(SyncGroupResponse { error_code: code, ..Default::default() })
+}
+
+/// The topics of a member's subscription for `protocol` (none if it does not offer it).
+fn subscribed_topics(protocols: &[(String, Bytes)], protocol: &str) -> BTreeSet<String> {
+    protocols
+        .iter()
+        .find(|(n, _)| n == protocol)
+        .map(|(_, md)| {
+            let (_, sub) = ConsumerProtocolSubscription::decode(md.clone()).expect("subscription decodes");
+            sub.topics.into_iter().collect()
+        })
+        .unwrap_or_default()
 }
 
 fn decode_assignment(bytes: &Bytes) -> BTreeSet<Tp> {
@@ -569,6 +591,9 @@ impl Model {
                 if let Some(r) = meta.awaiting_sync.take() {
                     out.push((r, sync_error(ErrorCode::FENCED_INSTANCE_ID)));
                 }
+                let protocol = self.group.protocol.clone().unwrap_or_default();
+                let other_topics =
+                    subscribed_topics(&meta.protocols, &protocol) != subscribed_topics(&protocols, &protocol);
                 meta.protocols = protocols;
                 meta.last_heard = now;
                 meta.session_ms = session_ms;
@@ -580,8 +605,11 @@ impl Model {
                 match self.group.state {
                     GState::Stable => {
                         // KIP-345: no rebalance; the member gets the current generation and,
-                        // after SyncGroup, its current assignment.
+                        // after SyncGroup, its current assignment. Kafka rebalances only if the
+                        // group's protocol would change, not if the member's subscription did
+                        // (KAFKA-12759).
                         self.group.members.insert(new_id.clone(), meta);
+                        self.group.replaced_with_other_topics |= other_topics;
                         self.stats.static_replacements += 1;
                         self.store();
                         let leader = self.group.leader.clone().unwrap_or_default();
@@ -727,6 +755,9 @@ impl Model {
             self.violations.push("model: no common protocol".into());
             return;
         };
+        self.group.assigned_topics =
+            self.group.members.values().flat_map(|m| subscribed_topics(&m.protocols, &protocol)).collect();
+        self.group.replaced_with_other_topics = false;
         self.group.protocol = Some(protocol);
         let leader_ok = self
             .group
@@ -1675,9 +1706,14 @@ impl Sim {
                     let msg = format!("{name}: Revoke of {set:?} not owned ({:?})", m.owned);
                     self.violation(msg);
                 }
+                if let Some((pending, _)) = &self.members[i].revoking {
+                    // One Revoke at a time: `revocation_done` is for the one the application
+                    // has seen, never for a later one still in the queue.
+                    let msg = format!("{name}: Revoke of {set:?} while {pending:?} is still being revoked");
+                    self.violation(msg);
+                }
                 let m = &mut self.members[i];
                 if m.revoking.is_some() {
-                    // A second Revoke (leave() during a revocation): one revocation_done covers both.
                     let (mut old, at) = m.revoking.take().unwrap();
                     old.extend(set.iter().cloned());
                     m.revoking = Some((old, at.max(now_ms + delay)));
@@ -1837,8 +1873,38 @@ impl Sim {
                     *all.entry(tp.clone()).or_default() += 1;
                 }
             }
-            let expected: BTreeSet<Tp> =
-                self.counts.iter().flat_map(|(t, &n)| (0..n).map(move |p| (t.clone(), p))).collect();
+            // Every live member's subscription reached the coordinator ...
+            let protocol = g.protocol.clone().unwrap_or_default();
+            let subscribed: BTreeSet<String> =
+                g.members.values().flat_map(|m| subscribed_topics(&m.protocols, &protocol)).collect();
+            let wanted: BTreeSet<String> = live
+                .iter()
+                .flat_map(|&i| {
+                    if self.members[i].narrow_until.is_some() {
+                        ["a".to_string()].into()
+                    } else {
+                        full_subscription()
+                    }
+                })
+                .collect();
+            if subscribed != wanted {
+                problems.push(format!("the members subscribe to {wanted:?}, the coordinator has {subscribed:?}"));
+            }
+            // ... and the assignment was made for it, unless a static member replaced itself
+            // with another subscription and Kafka kept the assignment (KAFKA-12759): then every
+            // partition of the topics it was made for.
+            if g.assigned_topics != subscribed && !g.replaced_with_other_topics {
+                problems.push(format!(
+                    "generation {} was assigned for {:?}, its members subscribe to {subscribed:?}",
+                    g.generation, g.assigned_topics
+                ));
+            }
+            let expected: BTreeSet<Tp> = self
+                .counts
+                .iter()
+                .filter(|(t, _)| g.assigned_topics.contains(*t))
+                .flat_map(|(t, &n)| (0..n).map(move |p| (t.clone(), p)))
+                .collect();
             let got: BTreeSet<Tp> = all.keys().cloned().collect();
             if got != expected {
                 problems.push(format!(
