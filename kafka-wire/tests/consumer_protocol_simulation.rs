@@ -502,3 +502,107 @@ fn regression_commit_retry_does_not_move_the_committed_offset_back() {
     assert!(sim.model.violations.is_empty(), "{:?}", sim.model.violations);
     assert_eq!(sim.model.committed.get(&tp), Some(&newer), "the committed offset went back");
 }
+
+/// An OffsetCommit answered STALE_MEMBER_EPOCH while the member is still in the group: the
+/// coordinator had moved it to a newer epoch (another member joined, say) before the commit
+/// arrived, and the heartbeat answer that says so had not come yet. The commit is sent again
+/// with the new epoch once the member learns it, as Java's consumer does. It used to fail, and
+/// the partitions' next owner then processed again the records after the last commit
+/// (`consumer_group.rs`'s `a_kip_848_group_consumes_every_record_once` saw 500 twice).
+#[test]
+fn regression_a_commit_answered_stale_member_epoch_is_sent_again_with_the_new_epoch() {
+    let (epoch, outcome) = stale_commit(true);
+    let resent = outcome.expect("the commit was sent again");
+    assert_eq!(resent.generation_id_or_member_epoch, epoch + 1);
+    let offsets: Vec<(i32, i64)> = resent
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.committed_offset)))
+        .collect();
+    assert_eq!(offsets, vec![(0, 1 << 40)]);
+}
+
+/// The same answer while no newer epoch comes (the heartbeats keep answering the same one): the
+/// commit fails with STALE_MEMBER_EPOCH once the session timeout has passed, and is not resent.
+#[test]
+fn a_stale_member_epoch_commit_with_no_newer_epoch_fails_after_the_session_timeout() {
+    let (_, outcome) = stale_commit(false);
+    assert_eq!(outcome.err(), Some(ErrorCode::STALE_MEMBER_EPOCH));
+}
+
+/// A stable member commits; its OffsetCommit is answered STALE_MEMBER_EPOCH, then its heartbeats
+/// are answered with epoch + 1 (`newer_epoch`) or the same epoch. The member is driven by hand
+/// (the model coordinator is left out). Returns the member's epoch before, and the commit sent
+/// again, or how the commit ended.
+fn stale_commit(newer_epoch: bool) -> (i32, Result<OffsetCommitRequest, ErrorCode>) {
+    let mut sim = quiet(23);
+    sim.spawn(None);
+    sim.run_for(3_000);
+    assert!(sim.members[0].core.is_stable(), "{:?}", sim.members[0].core);
+    sim.members[0].next_commit_at = u64::MAX;
+    let epoch = sim.members[0].core.member_epoch();
+    let session = Duration::from_millis(sim.p.session_ms);
+    let start = sim.at(sim.now);
+    let mut now = start;
+    sim.members[0].core.commit([(("a".to_string(), 0), (1 << 40, None))].into(), now);
+    let core = &mut sim.members[0].core;
+    let mut stale_answered = false;
+    for _ in 0..10_000 {
+        while let Some(event) = core.poll_event() {
+            if let GroupEvent::CommitResult { result, .. } = event {
+                assert!(!newer_epoch, "the commit ended before the member learnt its new epoch: {result:?}");
+                let waited = now - start;
+                assert!(waited >= session, "it failed after {waited:?}, before the session timeout ({session:?})");
+                return (epoch, Err(result.expect_err("a failed commit")));
+            }
+        }
+        let Some((id, _, request)) = core.poll_request(now) else {
+            now = core.next_timeout().expect("a timer").max(now + Duration::from_millis(1));
+            continue;
+        };
+        match request {
+            GroupRequest::OffsetCommit(r) if !stale_answered => {
+                assert_eq!(r.generation_id_or_member_epoch, epoch);
+                let answer = OffsetCommitResponse {
+                    topics: r
+                        .topics
+                        .iter()
+                        .map(|t| OffsetCommitResponseTopic {
+                            name: t.name.clone(),
+                            partitions: t
+                                .partitions
+                                .iter()
+                                .map(|p| OffsetCommitResponsePartition {
+                                    partition_index: p.partition_index,
+                                    error_code: ErrorCode::STALE_MEMBER_EPOCH,
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                };
+                core.handle_response(id, GroupResponse::OffsetCommit(answer), now);
+                stale_answered = true;
+            }
+            GroupRequest::OffsetCommit(r) => {
+                assert!(newer_epoch, "sent again with no newer epoch: {r:?}");
+                return (epoch, Ok(r));
+            }
+            GroupRequest::ConsumerGroupHeartbeat(r) => {
+                assert!(stale_answered, "a heartbeat before the commit");
+                // The coordinator's answer: the same assignment (none sent).
+                let answer = ConsumerGroupHeartbeatResponse {
+                    member_id: Some(r.member_id.clone()),
+                    member_epoch: if newer_epoch { epoch + 1 } else { epoch },
+                    heartbeat_interval_ms: 1_000,
+                    ..Default::default()
+                };
+                core.handle_response(id, GroupResponse::ConsumerGroupHeartbeat(answer), now);
+            }
+            other => panic!("unexpected request {other:?}"),
+        }
+    }
+    panic!("neither sent again nor failed");
+}

@@ -82,7 +82,10 @@
 //! [`ConsumerGroupMember::commit`] is accepted while the member is in the group (epoch > 0).
 //! The OffsetCommit carries the member id and the member epoch current when it is sent; a commit
 //! taken in one membership is never sent in a later one (after a fence or a lapsed lease it fails
-//! with STALE_MEMBER_EPOCH), and a STALE_MEMBER_EPOCH answer fails the commit. The
+//! with STALE_MEMBER_EPOCH). A STALE_MEMBER_EPOCH answer while the member is still in the same
+//! membership means the coordinator moved it to a newer epoch than the commit carried (its
+//! heartbeat answer crossed the commit): the commit is sent again once the member knows a newer
+//! epoch, as Java's consumer does, and fails if none comes within the session timeout. The
 //! acknowledgement that releases partitions waits until the commits pending are answered, so the
 //! offsets of revoked partitions are stored before their next owner fetches them.
 
@@ -214,6 +217,11 @@ struct PendingCommit {
     incarnation: u64,
     in_flight: Option<RequestId>,
     backoff: Backoff,
+    /// The member epoch it was last sent with.
+    sent_epoch: i32,
+    /// After a STALE_MEMBER_EPOCH answer in the same membership: until when it waits for the
+    /// member to learn an epoch other than `sent_epoch`.
+    stale_until: Option<Instant>,
 }
 
 #[derive(Clone, Debug)]
@@ -545,6 +553,8 @@ impl Member for ConsumerGroupMember {
                 in_flight: None,
                 // Streams 0-2 are the member's own backoffs; commit ids start at 1.
                 backoff: Self::backoff(&self.config, 2 + id),
+                sent_epoch: 0,
+                stale_until: None,
             },
         );
         id
@@ -699,8 +709,10 @@ impl Member for ConsumerGroupMember {
                 add(now);
             }
             for c in self.commits.values() {
-                if c.in_flight.is_none() {
-                    add(c.backoff.until().unwrap_or(now));
+                match c.stale_until {
+                    Some(until) if c.in_flight.is_none() && self.epoch == c.sent_epoch => add(until),
+                    _ if c.in_flight.is_none() => add(c.backoff.until().unwrap_or(now)),
+                    _ => {}
                 }
             }
             if !self.fetch_queue.is_empty() && self.epoch > 0 {
@@ -1255,7 +1267,11 @@ impl ConsumerGroupMember {
         let ready: Vec<u64> = self
             .commits
             .iter()
-            .filter(|(_, c)| c.in_flight.is_none() && c.backoff.ready(now))
+            .filter(|(_, c)| {
+                c.in_flight.is_none()
+                    && c.backoff.ready(now)
+                    && c.stale_until.is_none_or(|until| self.epoch != c.sent_epoch || now >= until)
+            })
             .map(|(&id, _)| id)
             .collect();
         for commit_id in ready {
@@ -1273,7 +1289,11 @@ impl ConsumerGroupMember {
                 }
             }
             let c = &self.commits[&commit_id];
-            if c.incarnation != self.incarnation || !self.in_group() {
+            if c.incarnation != self.incarnation
+                || !self.in_group()
+                || (c.stale_until.is_some() && self.epoch == c.sent_epoch)
+            {
+                // (The last: it waited for a newer epoch until its time ran out.)
                 // Never send a commit with an epoch of another membership.
                 self.commits.remove(&commit_id);
                 self.events
@@ -1310,6 +1330,8 @@ impl ConsumerGroupMember {
             let id = self.next_request_id();
             if let Some(c) = self.commits.get_mut(&commit_id) {
                 c.in_flight = Some(id);
+                c.sent_epoch = self.epoch;
+                c.stale_until = None;
             }
             self.commit_requests.insert(id, commit_id);
             return Some((id, GroupRequest::OffsetCommit(request)));
@@ -1534,6 +1556,12 @@ impl ConsumerGroupMember {
         match error {
             ErrorCode::NONE => finish(self, Ok(())),
             ErrorCode::COORDINATOR_LOAD_IN_PROGRESS | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION => retry(self, now),
+            ErrorCode::STALE_MEMBER_EPOCH if incarnation == self.incarnation && self.in_group() => {
+                let until = now + self.config.session_timeout;
+                if let Some(c) = self.commits.get_mut(&commit_id) {
+                    c.stale_until = Some(until);
+                }
+            }
             ErrorCode::STALE_MEMBER_EPOCH => finish(self, Err(error)),
             ErrorCode::UNKNOWN_MEMBER_ID => {
                 finish(self, Err(error));
