@@ -4,13 +4,15 @@
 //! process's peak RSS.
 //!
 //! `cargo run --release -p kafka-wire --example consume_bench -- [BOOTSTRAP] [RECORDS]
-//! [--topic T] [--json] [--latency [--rate 20000] [--batch-size 1000000]]`
+//! [--topic T] [--json] [--current-thread] [--latency [--rate 20000] [--batch-size 1000000]]`
 //! (defaults 127.0.0.1:9092 and 5 000 000). For comparison, Kafka's own tool on the same topic:
 //! `cargo xtask kafka tool consumer-perf --bootstrap-server 127.0.0.1:9092 --topic T --messages N`.
 //!
 //! * `--topic T`: consume RECORDS from this existing, filled topic instead of filling one (how
 //!   `cargo xtask bench` gives every client the same data).
 //! * `--json`: also print the figures as one JSON line (the last line) for the harness.
+//! * `--current-thread`: the client on tokio's current-thread runtime (one thread), rather than
+//!   the multi-thread runtime of `#[tokio::main]` (one worker per core).
 //! * `--latency`: end-to-end latency instead: a producer (acks=all, idempotent, linger 5 ms,
 //!   `--batch-size`) sends RECORDS 100-byte records to the existing, empty `--topic` at a fixed
 //!   `--rate` per second, each carrying its send time, while a consumer in the same process
@@ -33,9 +35,17 @@ use proc_stats::{cpu_seconds, loadavg, status_kb};
 
 const PARTITIONS: i32 = 6;
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse()?;
+    let runtime = if args.current_thread {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (bootstrap, records) = (args.bootstrap.clone(), args.records);
     if args.latency {
         return latency(&args).await;
@@ -139,6 +149,7 @@ struct Args {
     records: usize,
     topic: Option<String>,
     json: bool,
+    current_thread: bool,
     latency: bool,
     rate: u64,
     batch_size: usize,
@@ -151,6 +162,7 @@ impl Args {
             records: 5_000_000,
             topic: None,
             json: false,
+            current_thread: false,
             latency: false,
             rate: 20_000,
             batch_size: 1_000_000,
@@ -165,6 +177,7 @@ impl Args {
             match arg.as_str() {
                 "--topic" => a.topic = Some(it.next().ok_or("--topic needs a value")?),
                 "--json" => a.json = true,
+                "--current-thread" => a.current_thread = true,
                 "--latency" => a.latency = true,
                 "--rate" => a.rate = num(it.next(), "--rate")?.max(1),
                 "--batch-size" => a.batch_size = num(it.next(), "--batch-size")? as usize,
