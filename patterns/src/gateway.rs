@@ -15,12 +15,13 @@
 //! missed and none twice: from the gateway's recent history when it reaches back that far
 //! (bounded by [`GatewayConfig::history_bytes`]), otherwise read again from Kafka first.
 //!
-//! **Slow clients.** Each socket has a queue. A client that still has more than
-//! [`GatewayConfig::client_buffer`] notifications queued from earlier polls when the next poll's
-//! arrive does not keep up and is disconnected (close code 1013, "try again later"); nobody else
-//! waits for it, and it can resume where it stopped. One poll's burst does not count against a
-//! client that drains its queue between polls, so a queue holds at most `client_buffer` plus one
-//! poll's notifications.
+//! **Slow clients.** Each socket has a queue. A client that has had more than
+//! [`GatewayConfig::client_buffer`] notifications queued from earlier polls, at every poll (at
+//! least one a second) for [`GatewayConfig::slow_client_grace`], does not keep up and is disconnected (close code 1013,
+//! "try again later"); nobody else waits for it, and it can resume where it stopped. A burst
+//! does not count against a client that drains it within the grace, however many polls bring
+//! it (polls with records come back to back, faster than any socket is written to), so a queue
+//! holds at most `client_buffer` plus what arrives in the grace and one poll.
 //!
 //! ```no_run
 //! # async fn demo() -> kafka_wire::Result<()> {
@@ -37,7 +38,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -95,8 +96,11 @@ pub struct GatewayConfig {
     /// The notifications topic.
     pub topic: String,
     /// Notifications a socket may still have queued from earlier polls when the next poll's
-    /// arrive; past it the gateway gives up on it (default 256).
+    /// arrive; a socket over it for `slow_client_grace` is given up (default 256).
     pub client_buffer: usize,
+    /// How long a socket may stay over `client_buffer` (judged as each poll's notifications
+    /// arrive) before it is dropped (default 2 s).
+    pub slow_client_grace: Duration,
     /// Bytes of recent notifications kept to resume from without reading Kafka again (default
     /// 8 MiB). Older ones are read again from Kafka on resume.
     pub history_bytes: usize,
@@ -114,6 +118,7 @@ impl GatewayConfig {
             bootstrap: bootstrap.to_owned(),
             topic: topic.to_owned(),
             client_buffer: 256,
+            slow_client_grace: Duration::from_secs(2),
             history_bytes: 8 << 20,
             replay_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(10),
@@ -123,6 +128,12 @@ impl GatewayConfig {
     /// Sets [`client_buffer`](Self::client_buffer).
     pub fn client_buffer(mut self, notifications: usize) -> Self {
         self.client_buffer = notifications.max(1);
+        self
+    }
+
+    /// Sets [`slow_client_grace`](Self::slow_client_grace).
+    pub fn slow_client_grace(mut self, grace: Duration) -> Self {
+        self.slow_client_grace = grace;
         self
     }
 
@@ -200,6 +211,8 @@ struct Subscriber {
     queue: Outbox,
     /// Notifications at or before it were sent by the resume (or already seen), per partition.
     after: Option<EventId>,
+    /// Since when its backlog has been over the limit at every poll.
+    over_since: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -265,11 +278,18 @@ impl Inbox {
 }
 
 impl Hub {
-    /// A poll's notifications are about to be delivered: drops the sockets that still hold more
-    /// than `limit` notifications from before (they do not keep up).
-    fn start_poll(&mut self, limit: usize) {
+    /// A poll's notifications are about to be delivered at `now`: drops the sockets that have
+    /// held more than `limit` notifications from before at every poll for `grace` (they do not
+    /// keep up).
+    fn start_poll(&mut self, limit: usize, grace: Duration, now: Instant) {
         for ch in self.channels.values_mut() {
-            ch.subscribers.retain(|s| s.queue.backlog() <= limit);
+            ch.subscribers.retain_mut(|s| {
+                if s.queue.backlog() <= limit {
+                    s.over_since = None;
+                    return true;
+                }
+                now.duration_since(*s.over_since.get_or_insert(now)) < grace
+            });
         }
     }
 
@@ -384,9 +404,9 @@ async fn consume(gateway: Weak<Inner>) {
         match records {
             Ok(records) => {
                 let mut hub = lock(&inner.hub);
-                if !records.is_empty() {
-                    hub.start_poll(inner.config.client_buffer);
-                }
+                // Also after an empty poll (at least every second): a socket that stopped reading
+                // is dropped once its grace is over even if nothing more is published.
+                hub.start_poll(inner.config.client_buffer, inner.config.slow_client_grace, Instant::now());
                 for record in &records {
                     let Some(key) = record.key.as_deref() else { continue };
                     let channel: Arc<str> = String::from_utf8_lossy(key).into();
@@ -452,7 +472,7 @@ fn subscribe(inner: &Inner, channel: Arc<str>, after: Option<EventId>) -> Subscr
         .filter(|n| after.is_none_or(|a| n.id.partition != a.partition || n.id.offset > a.offset))
         .cloned()
         .collect();
-    ch.subscribers.push(Subscriber { id, queue, after });
+    ch.subscribers.push(Subscriber { id, queue, after, over_since: None });
     let replay = match (after, floor) {
         (Some(a), Some(floor)) if a.offset < floor => Some((a, floor)),
         _ => None,
@@ -617,7 +637,7 @@ mod tests {
     }
 
     #[test]
-    fn a_subscriber_that_does_not_drain_its_queue_between_polls_is_dropped_and_the_others_get_everything() {
+    fn a_subscriber_over_its_limit_for_the_grace_is_dropped_and_the_others_get_everything() {
         let mut hub = Hub {
             channels: HashMap::new(),
             history: VecDeque::new(),
@@ -628,8 +648,8 @@ mod tests {
         let (slow, _slow_inbox) = socket_queue();
         let (fast, mut fast_inbox) = socket_queue();
         let ch = hub.channels.entry("c".into()).or_default();
-        ch.subscribers.push(Subscriber { id: 0, queue: slow, after: None });
-        ch.subscribers.push(Subscriber { id: 1, queue: fast, after: None });
+        ch.subscribers.push(Subscriber { id: 0, queue: slow, after: None, over_since: None });
+        ch.subscribers.push(Subscriber { id: 1, queue: fast, after: None, over_since: None });
         let mut got = Vec::new();
         let mut drain = |inbox: &mut Inbox| {
             while let Ok(n) = inbox.rx.try_recv() {
@@ -637,20 +657,24 @@ mod tests {
                 got.push(n.id.offset);
             }
         };
-        // One poll's burst of 5, over a limit of 2: nobody is dropped for a burst.
-        hub.start_poll(2);
-        for offset in 0..5 {
-            hub.deliver("c".into(), notification(0, offset, 1), 1 << 20);
-        }
-        assert_eq!(hub.channels["c"].subscribers.len(), 2);
+        let (t0, grace) = (Instant::now(), Duration::from_secs(2));
+        let poll = |hub: &mut Hub, at: Duration, offsets: std::ops::Range<i64>| {
+            hub.start_poll(2, grace, t0 + at);
+            for offset in offsets {
+                hub.deliver("c".into(), notification(0, offset, 1), 1 << 20);
+            }
+            hub.channels["c"].subscribers.iter().map(|s| s.id).collect::<Vec<u64>>()
+        };
+        // A burst of 5 over a limit of 2, in two polls back to back, before either socket
+        // drained anything: nobody is dropped for a burst.
+        assert_eq!(poll(&mut hub, Duration::ZERO, 0..3), [0, 1]);
+        assert_eq!(poll(&mut hub, Duration::ZERO, 3..5), [0, 1]);
         drain(&mut fast_inbox);
-        // The next poll: the slow one still holds 5 and goes; the fast one drained and stays.
-        hub.start_poll(2);
-        for offset in 5..8 {
-            hub.deliver("c".into(), notification(0, offset, 1), 1 << 20);
-        }
-        let ids: Vec<u64> = hub.channels["c"].subscribers.iter().map(|s| s.id).collect();
-        assert_eq!(ids, [1]);
+        // Within the grace, the slow one over the limit at every poll stays.
+        assert_eq!(poll(&mut hub, Duration::from_millis(1999), 5..6), [0, 1]);
+        drain(&mut fast_inbox);
+        // At the end of the grace, still over the limit, it goes; the fast one drained and stays.
+        assert_eq!(poll(&mut hub, Duration::from_secs(2), 6..8), [1]);
         drain(&mut fast_inbox);
         assert_eq!(got, (0..8).collect::<Vec<_>>());
     }
