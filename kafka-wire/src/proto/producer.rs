@@ -532,12 +532,10 @@ impl<C> ProducerCore<C> {
             None => self.partitions.entry(tp.clone()).or_default(),
         };
         let mut wake = false;
-        let fits = queue.batches.back().is_some_and(|b| {
-            !b.closed
-                && b.builder.as_ref().is_some_and(|bb| {
-                    bb.has_room_for(batch_size, record.key.as_deref(), record.value.as_deref(), &record.headers)
-                })
-        });
+        let fits = queue
+            .batches
+            .back()
+            .is_some_and(|b| !b.closed && b.builder.as_ref().is_some_and(|bb| bb.has_room_for(batch_size, size)));
         if !fits {
             if let Some(last) = queue.batches.back_mut() {
                 last.closed = true;
