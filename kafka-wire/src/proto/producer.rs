@@ -845,6 +845,12 @@ impl<C> ProducerCore<C> {
         self.completions.pop_front()
     }
 
+    /// How many completions [`poll_completion`](Self::poll_completion) has ready: a whole
+    /// batch's records at once, which a caller collecting them sizes its buffer for.
+    pub fn completions_ready(&self) -> usize {
+        self.completions.len()
+    }
+
     fn apply(&mut self, batch: Batch<C>, r: PartitionResponse, now: Instant) {
         let code = r.error;
         if code == ErrorCode::NONE || code == ErrorCode::DUPLICATE_SEQUENCE_NUMBER {
