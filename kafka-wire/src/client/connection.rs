@@ -330,12 +330,24 @@ impl Connection {
     /// While the broker throttles the connection (KIP-219) the request is held and written when
     /// the throttle ends; its request timeout counts from then.
     pub fn submit<R: Request>(&self, request: &R, version: i16) -> Result<PendingResponse<R>> {
-        self.submitter.submit(request, version, false)
+        self.submitter.submit(request, version, false, SMALL_FRAME)
+    }
+
+    /// [`submit`](Self::submit), encoding into a buffer of `capacity` bytes from the start: for
+    /// a request whose size the caller knows (a Produce request's batches), which would
+    /// otherwise be copied into a buffer doubling from 256 bytes.
+    pub(crate) fn submit_sized<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+        capacity: usize,
+    ) -> Result<PendingResponse<R>> {
+        self.submitter.submit(request, version, false, capacity)
     }
 
     /// Sends a request for which the broker sends no response (Produce with `acks=0`).
     pub fn send_without_response<R: Request>(&self, request: &R, version: i16) -> Result<()> {
-        let (_, frame) = self.submitter.encode(request, version)?;
+        let (_, frame) = self.submitter.encode(request, version, SMALL_FRAME)?;
         self.submitter.enqueue(frame, false)
     }
 
@@ -419,14 +431,17 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// The buffer a request frame starts in, unless its sender knows better: most requests fit.
+const SMALL_FRAME: usize = 256;
+
 impl Submitter {
     pub(super) fn addr(&self) -> &str {
         &self.shared.addr
     }
 
     /// [`Connection::submit`], on the SASL lane if `auth`.
-    fn submit<R: Request>(&self, request: &R, version: i16, auth: bool) -> Result<PendingResponse<R>> {
-        let (correlation_id, frame) = self.encode(request, version)?;
+    fn submit<R: Request>(&self, request: &R, version: i16, auth: bool, capacity: usize) -> Result<PendingResponse<R>> {
+        let (correlation_id, frame) = self.encode(request, version, capacity)?;
         let (tx, rx) = oneshot::channel();
         let submitted = Instant::now();
         {
@@ -472,14 +487,14 @@ impl Submitter {
     /// Sends a SASL request at `version` and waits for its answer; sent even while the
     /// connection re-authenticates.
     pub(super) async fn request<R: Request>(&self, request: &R, version: i16) -> Result<R::Response> {
-        self.submit(request, version, true)?.response().await
+        self.submit(request, version, true, SMALL_FRAME)?.response().await
     }
 
     /// Encodes the request frame. A request its version cannot carry (a field the version lacks
     /// holding a value, a length beyond its prefix) is the caller's misuse: nothing is sent.
-    fn encode<R: Request>(&self, request: &R, version: i16) -> Result<(i32, Bytes)> {
+    fn encode<R: Request>(&self, request: &R, version: i16, capacity: usize) -> Result<(i32, Bytes)> {
         let correlation_id = self.shared.next_correlation_id.fetch_add(1, Ordering::Relaxed);
-        let mut buf = BytesMut::with_capacity(256);
+        let mut buf = BytesMut::with_capacity(capacity);
         frame::encode_request(&mut buf, request, version, correlation_id, self.client_id.as_deref()).map_err(|e| {
             Error::misuse(
                 format!("encoding a {} v{version} request for {}", R::API_KEY, self.shared.addr),

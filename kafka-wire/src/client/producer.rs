@@ -931,7 +931,9 @@ impl Inner {
         loop {
             let completed: Vec<_> = {
                 let mut core = lock(&self.core);
-                std::iter::from_fn(|| core.poll_completion()).collect()
+                let mut completed = Vec::with_capacity(core.completions_ready());
+                completed.extend(std::iter::from_fn(|| core.poll_completion()));
+                completed
             };
             self.deliver(completed);
             match &self.txn {
@@ -1073,7 +1075,8 @@ async fn drive(inner: Arc<Inner>) {
                 }
                 ready
             };
-            let completed: Vec<_> = std::iter::from_fn(|| core.poll_completion()).collect();
+            let mut completed = Vec::with_capacity(core.completions_ready());
+            completed.extend(std::iter::from_fn(|| core.poll_completion()));
             (needs_producer_id, ready, drained, completed, core.is_idle())
         };
         inner.deliver(completed);
@@ -1277,7 +1280,9 @@ fn submit(
         let _ = results.send((id, outcome));
         return;
     }
-    match conn.submit(&request, version) {
+    // The batches, and a generous allowance for the request's other fields per partition.
+    let size = batches.iter().map(|(tp, b)| b.len() + tp.topic.len() + 64).sum::<usize>() + 256;
+    match conn.submit_sized(&request, version, size) {
         Ok(pending) => {
             let (inner, results) = (inner.clone(), results.clone());
             let by_id: HashMap<Uuid, Arc<str>> = topic_ids.into_iter().map(|(n, i)| (i, n)).collect();

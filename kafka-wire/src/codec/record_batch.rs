@@ -976,11 +976,12 @@ impl BatchBuilder {
         self.buf.len()
     }
 
-    /// Whether a record fits without growing the batch past `max_size` bytes (uncompressed). An
-    /// empty batch always has room, as in the Java producer, so that a record larger than
-    /// `batch.size` still gets a batch of its own.
-    pub fn has_room_for(&self, max_size: usize, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header]) -> bool {
-        self.is_empty() || self.size_estimate().saturating_add(record_size_upper_bound(key, value, headers)) <= max_size
+    /// Whether a record of at most `record_size` bytes ([`record_size_upper_bound`], which the
+    /// caller has computed already) fits without growing the batch past `max_size` bytes
+    /// (uncompressed). An empty batch always has room, as in the Java producer, so that a record
+    /// larger than `batch.size` still gets a batch of its own.
+    pub fn has_room_for(&self, max_size: usize, record_size: usize) -> bool {
+        self.is_empty() || self.size_estimate().saturating_add(record_size) <= max_size
     }
 
     /// The base offset the builder was created with.
@@ -1433,11 +1434,11 @@ mod tests {
         for i in 0..50 {
             let before = b.size_estimate();
             let bound = record_size_upper_bound(Some(b"key"), Some(&[7; 100]), &h);
-            assert!(b.has_room_for(before + bound, Some(b"key"), Some(&[7; 100]), &h));
+            assert!(b.has_room_for(before + bound, bound));
             b.push(i * 10, Some(b"key"), Some(&[7; 100]), &h).unwrap();
             assert!(b.size_estimate() - before <= bound);
         }
-        assert!(!b.has_room_for(b.size_estimate(), None, None, &[]));
+        assert!(!b.has_room_for(b.size_estimate(), record_size_upper_bound(None, None, &[])));
         assert_eq!(b.len(), 50);
         assert_eq!(b.max_timestamp(), 490);
         let size = b.size_estimate();

@@ -23,7 +23,7 @@
 //! answers (or failures) go back with [`Fetcher::handle_response`]. Nothing here reads a clock:
 //! `now` comes in with every call that needs it, so a simulation drives it deterministically.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -89,9 +89,11 @@ pub struct FetcherConfig {
     /// `max.partition.fetch.bytes`.
     pub max_partition_fetch_bytes: usize,
     /// `queued.max.messages.kbytes` in bytes: no Fetch goes out while this much is buffered for
-    /// the partitions not paused. A paused partition keeps what it had fetched (at most about
-    /// two `max.partition.fetch.bytes`, as nothing more is fetched for it) outside this budget,
-    /// so that it cannot stop the others' fetches for as long as it stays paused.
+    /// the partitions not paused, and a Fetch asks for a partition only while it holds less
+    /// than its share (this over the fetchable partitions, at least `max.partition.fetch.bytes`).
+    /// A paused partition keeps what it had fetched (at most its share and one answer's worth,
+    /// as nothing more is fetched for it) outside this budget, so that it cannot stop the
+    /// others' fetches for as long as it stays paused.
     pub prefetch_max_bytes: usize,
     /// `client.rack` (KIP-392).
     pub client_rack: Option<String>,
@@ -919,22 +921,34 @@ impl Fetcher {
         }
     }
 
-    /// A Fetch to every leader of fetchable partitions that has none in flight and is not
-    /// backing off after a failed one.
+    /// A Fetch to every leader that has none in flight, is not backing off after a failed one,
+    /// and leads a fetchable partition that no longer holds a fetch's worth
+    /// (`max.partition.fetch.bytes`). The Fetch asks for each of that leader's fetchable
+    /// partitions holding less than its share of `queued.max.messages.kbytes`, not only the
+    /// ones that ran low: with one Fetch in flight per broker, a Fetch that asks for fewer
+    /// partitions brings less per round trip, and a driver that plans as soon as an answer
+    /// lands (its partitions still full) would otherwise alternate between halves of them.
     fn plan_fetches(&mut self, now: Instant) {
         let config = &self.config;
         if self.active_buffered_bytes() >= config.prefetch_max_bytes {
             return;
         }
+        let fetchable = |p: &Partition| p.position.is_some() && !p.paused && p.fetchable();
+        let share = config.prefetch_max_bytes / self.partitions.values().filter(|p| fetchable(p)).count().max(1);
+        let share = share.max(config.max_partition_fetch_bytes);
+        let mut ran_low: BTreeSet<i32> = BTreeSet::new();
         let mut by_node: BTreeMap<i32, BTreeMap<TopicPartition, SessionPartition>> = BTreeMap::new();
         let mut epochs: HashMap<TopicPartition, u64> = HashMap::new();
         for (tp, p) in &self.partitions {
-            if p.position.is_none() || p.paused || !p.fetchable() || p.holds_a_fetch(config.max_partition_fetch_bytes) {
+            if !fetchable(p) || p.holds_a_fetch(share) {
                 continue;
             }
             let Some((leader, leader_epoch)) = leader_of(&self.topics, tp) else { continue };
             if self.fetching.contains_key(&leader) || self.fetch_backoff.get(&leader).is_some_and(|b| !b.ready(now)) {
                 continue;
+            }
+            if !p.holds_a_fetch(config.max_partition_fetch_bytes) {
+                ran_low.insert(leader);
             }
             by_node.entry(leader).or_default().insert(
                 tp.clone(),
@@ -953,6 +967,7 @@ impl Fetcher {
             );
             epochs.insert(tp.clone(), p.seek_epoch);
         }
+        by_node.retain(|node, _| ran_low.contains(node));
         if by_node.is_empty() {
             return;
         }

@@ -9,7 +9,7 @@
 //! Pure and sans-IO: metadata (partition count, partitions with a leader, queue sizes) comes in
 //! as arguments, and randomness comes from a seeded generator so that tests are reproducible.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// Kafka's "unknown partition" (`RecordMetadata.UNKNOWN_PARTITION`), returned when a topic has
 /// no partitions: it is never a valid partition, so a caller's lookup of it fails visibly
@@ -153,7 +153,9 @@ pub struct StickyPartitioner {
     batch_size: usize,
     adaptive: bool,
     rng: XorShift64Star,
-    topics: HashMap<String, TopicState>,
+    /// Keyed with FxHash: looked up for every keyless record, where SipHash of the topic was
+    /// 8 % of the producer's instructions.
+    topics: FxHashMap<String, TopicState>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -171,7 +173,12 @@ impl StickyPartitioner {
     /// the Java producer does, since `batch.size=0` is legal there), seeded with `seed`.
     /// Adaptive partitioning is on.
     pub fn new(batch_size: usize, seed: u64) -> Self {
-        Self { batch_size: batch_size.max(1), adaptive: true, rng: XorShift64Star::new(seed), topics: HashMap::new() }
+        Self {
+            batch_size: batch_size.max(1),
+            adaptive: true,
+            rng: XorShift64Star::new(seed),
+            topics: FxHashMap::default(),
+        }
     }
 
     /// Turns adaptive partitioning (`partitioner.adaptive.partitioning.enable`) on or off.

@@ -532,12 +532,10 @@ impl<C> ProducerCore<C> {
             None => self.partitions.entry(tp.clone()).or_default(),
         };
         let mut wake = false;
-        let fits = queue.batches.back().is_some_and(|b| {
-            !b.closed
-                && b.builder.as_ref().is_some_and(|bb| {
-                    bb.has_room_for(batch_size, record.key.as_deref(), record.value.as_deref(), &record.headers)
-                })
-        });
+        let fits = queue
+            .batches
+            .back()
+            .is_some_and(|b| !b.closed && b.builder.as_ref().is_some_and(|bb| bb.has_room_for(batch_size, size)));
         if !fits {
             if let Some(last) = queue.batches.back_mut() {
                 last.closed = true;
@@ -845,6 +843,12 @@ impl<C> ProducerCore<C> {
     /// The next completed record, if any.
     pub fn poll_completion(&mut self) -> Option<(C, Result<RecordMetadata, ProduceFailure>)> {
         self.completions.pop_front()
+    }
+
+    /// How many completions [`poll_completion`](Self::poll_completion) has ready: a whole
+    /// batch's records at once, which a caller collecting them sizes its buffer for.
+    pub fn completions_ready(&self) -> usize {
+        self.completions.len()
     }
 
     fn apply(&mut self, batch: Batch<C>, r: PartitionResponse, now: Instant) {
