@@ -404,7 +404,9 @@ async fn describe_cluster_and_broker_configs() {
     let node = cluster.brokers[0].node_id;
     let configs = admin.describe_configs(&[ConfigResource::broker(node)]).await.unwrap();
     let c = &configs[0];
-    assert_eq!(c.value("offsets.topic.replication.factor"), Some("1"));
+    // `cargo xtask kafka up` sets it to the cluster's size (1 or 3 nodes).
+    let rf = cluster.brokers.len().to_string();
+    assert_eq!(c.value("offsets.topic.replication.factor"), Some(rf.as_str()));
     assert_eq!(c.get("offsets.topic.replication.factor").unwrap().source, ConfigSource::StaticBrokerConfig);
     assert_eq!(c.value("broker.id").or(c.value("node.id")), Some(node.to_string().as_str()));
 
