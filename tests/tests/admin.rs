@@ -11,6 +11,7 @@ use kafka_wire::client::{
     TopicPartitions, TransactionFilter,
 };
 use kafka_wire::codec::ErrorCode;
+use kafka_wire_tests::raw::wait_for_leaders;
 use kafka_wire_tests::{bootstrap, kafka_tool, kafka_tool_ok, unique_topic};
 
 async fn admin() -> Admin {
@@ -268,6 +269,8 @@ async fn describe_and_delete_groups_each_report_one_result_per_group() {
     let admin = admin().await;
     let topic = unique_topic("admin-groups-each");
     admin.create_topics(&[NewTopic::new(&topic, 1, 1)], false).await.unwrap();
+    // The group's coordinator may be a broker that has not learned the topic yet.
+    wait_for_leaders(admin.client(), &topic, 1).await;
     let existing = unique_topic("admin-groups-each-existing");
     let missing = unique_topic("admin-groups-each-missing");
     // A group with a committed offset and no members: it exists, and it may be deleted.
