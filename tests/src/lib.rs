@@ -40,7 +40,8 @@ fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
-/// Bootstrap servers of the 1-node cluster: `$KAFKA_BOOTSTRAP`, else `.kafka/bootstrap`
+/// Bootstrap servers of the 1-node cluster: `$KAFKA_BOOTSTRAP` (the 3-node cluster's in
+/// `cargo xtask matrix --workspace --bootstrap-nodes 3`), else `.kafka/bootstrap`
 /// (written by `cargo xtask kafka up`); with the feature `testcontainers`, when neither is set
 /// or the local cluster does not answer, a broker in a Docker container
 /// ([`containers::bootstrap`], started once per process). Panics if there is none.
@@ -61,6 +62,22 @@ pub fn bootstrap() -> String {
             file.display()
         )
     })
+}
+
+/// The addresses of [`bootstrap`], one per broker: a single one for the 1-node cluster, three
+/// when the 3-node cluster is the bootstrap. A [`kafka_wire::client::Connection`] takes one
+/// address, not a list.
+pub fn bootstrap_brokers() -> Vec<String> {
+    bootstrap().split(',').map(|b| b.trim().to_string()).filter(|b| !b.is_empty()).collect()
+}
+
+/// A connection to the first broker of [`bootstrap`] (features and API versions are the
+/// cluster's: any broker tells them).
+pub async fn connect_any_broker() -> kafka_wire::client::Connection {
+    let broker = bootstrap_brokers().into_iter().next().expect("a bootstrap address");
+    kafka_wire::client::Connection::connect(&broker, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("connect to the broker {broker}: {e}"))
 }
 
 /// Bootstrap servers of the 3-node cluster (`cargo xtask kafka up --nodes 3`):
@@ -453,7 +470,8 @@ pub fn secured_listeners(test: &str) -> Option<SecuredListeners> {
         env_nonempty("KAFKA_SECURITY_FILE").map(PathBuf::from).unwrap_or_else(|| layout().kafka_dir().join("security"));
     let Ok(text) = std::fs::read_to_string(&file) else {
         eprintln!(
-            "[{test}] skipped: {} does not exist; start the broker with `cargo xtask kafka up --security`",
+            "[{test}] skipped: the secured listeners are the 1-node cluster's, and {} does not exist; start it \
+             with `cargo xtask kafka up --security`",
             file.display()
         );
         return None;
@@ -482,9 +500,7 @@ pub fn secured_listeners(test: &str) -> Option<SecuredListeners> {
 /// is 1 or more (Kafka 4.0+). Kafka 3.9 lists ConsumerGroupHeartbeat in its ApiVersions but, with
 /// no `group.version`, answers it UNSUPPORTED_VERSION: the API list alone does not tell.
 pub async fn kip_848_offered() -> bool {
-    let conn =
-        kafka_wire::client::Connection::connect(&bootstrap(), Default::default()).await.expect("connect to the broker");
-    conn.finalized_feature("group.version").is_some_and(|v| v >= 1)
+    connect_any_broker().await.finalized_feature("group.version").is_some_and(|v| v >= 1)
 }
 
 /// [`kip_848_offered`]; when it is not, says on stderr that `test` is skipped and why, so that
@@ -501,10 +517,8 @@ pub async fn kip_848_available(test: &str) -> bool {
     offered
 }
 
-/// The cluster's `transaction.version` (KIP-890), as a new connection to the 1-node cluster
-/// reports it: `None` from brokers that have no such feature (Kafka 3.x: transactions v1 only).
+/// The cluster's `transaction.version` (KIP-890), as a new connection to a broker of
+/// [`bootstrap`] reports it: `None` from brokers that have no such feature (Kafka 3.x: transactions v1 only).
 pub async fn transaction_version() -> Option<i16> {
-    let conn =
-        kafka_wire::client::Connection::connect(&bootstrap(), Default::default()).await.expect("connect to the broker");
-    conn.finalized_feature("transaction.version")
+    connect_any_broker().await.finalized_feature("transaction.version")
 }

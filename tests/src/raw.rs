@@ -10,7 +10,8 @@ use kafka_wire::client::Client;
 use kafka_wire::codec::messages::create_topics::{CreatableTopic, CreatableTopicConfig};
 use kafka_wire::codec::messages::fetch::{FetchPartition, FetchTopic};
 use kafka_wire::codec::messages::list_offsets::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_wire::codec::messages::{CreateTopicsRequest, FetchRequest, ListOffsetsRequest};
+use kafka_wire::codec::messages::metadata::MetadataRequestTopic;
+use kafka_wire::codec::messages::{CreateTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest};
 use kafka_wire::codec::record_batch::{Record, RecordBatch, RecordBatches};
 use kafka_wire::codec::{ErrorCode, Uuid};
 
@@ -46,21 +47,32 @@ pub async fn create_topic(client: &Client, topic: &str, partitions: i32, rf: i16
     wait_for_leaders(client, topic, partitions).await;
 }
 
-/// Waits (up to 30 s) until `topic` shows `partitions` partitions, each with a leader.
+/// Waits (up to 30 s) until `topic` shows `partitions` partitions, each with a leader, in the
+/// metadata of every broker: on several nodes each broker learns a new topic from the metadata
+/// log on its own, and one that has not yet (a group coordinator taking an OffsetCommit, say)
+/// answers UNKNOWN_TOPIC_OR_PARTITION.
 pub async fn wait_for_leaders(client: &Client, topic: &str, partitions: i32) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let md = client.metadata(Some(&[topic])).await.expect("metadata");
-        let ready = md.topics.iter().any(|t| {
-            t.error_code == ErrorCode::NONE
-                && t.partitions.len() == partitions as usize
-                && t.partitions.iter().all(|p| p.leader_id >= 0 && p.error_code == ErrorCode::NONE)
-        });
-        if ready {
-            return;
+    let request = MetadataRequest {
+        topics: Some(vec![MetadataRequestTopic { name: Some(topic.into()), ..Default::default() }]),
+        allow_auto_topic_creation: false,
+        ..Default::default()
+    };
+    client.metadata(Some(&[topic])).await.expect("metadata");
+    for broker in client.brokers() {
+        loop {
+            let md = client.send(broker.node_id, &request).await.expect("metadata");
+            let ready = md.topics.iter().any(|t| {
+                t.error_code == ErrorCode::NONE
+                    && t.partitions.len() == partitions as usize
+                    && t.partitions.iter().all(|p| p.leader_id >= 0 && p.error_code == ErrorCode::NONE)
+            });
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "topic {topic} has no leaders on node {} after 30 s", broker.node_id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(Instant::now() < deadline, "topic {topic} has no leaders after 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -11,6 +11,7 @@ use kafka_wire::client::{
     TopicPartitions, TransactionFilter,
 };
 use kafka_wire::codec::ErrorCode;
+use kafka_wire_tests::raw::wait_for_leaders;
 use kafka_wire_tests::{bootstrap, kafka_tool, kafka_tool_ok, unique_topic};
 
 async fn admin() -> Admin {
@@ -268,6 +269,8 @@ async fn describe_and_delete_groups_each_report_one_result_per_group() {
     let admin = admin().await;
     let topic = unique_topic("admin-groups-each");
     admin.create_topics(&[NewTopic::new(&topic, 1, 1)], false).await.unwrap();
+    // The group's coordinator may be a broker that has not learned the topic yet.
+    wait_for_leaders(admin.client(), &topic, 1).await;
     let existing = unique_topic("admin-groups-each-existing");
     let missing = unique_topic("admin-groups-each-missing");
     // A group with a committed offset and no members: it exists, and it may be deleted.
@@ -404,7 +407,9 @@ async fn describe_cluster_and_broker_configs() {
     let node = cluster.brokers[0].node_id;
     let configs = admin.describe_configs(&[ConfigResource::broker(node)]).await.unwrap();
     let c = &configs[0];
-    assert_eq!(c.value("offsets.topic.replication.factor"), Some("1"));
+    // `cargo xtask kafka up` sets it to the cluster's size (1 or 3 nodes).
+    let rf = cluster.brokers.len().to_string();
+    assert_eq!(c.value("offsets.topic.replication.factor"), Some(rf.as_str()));
     assert_eq!(c.get("offsets.topic.replication.factor").unwrap().source, ConfigSource::StaticBrokerConfig);
     assert_eq!(c.value("broker.id").or(c.value("node.id")), Some(node.to_string().as_str()));
 

@@ -18,7 +18,8 @@ use kafka_wire_tests::{bootstrap, kafka_tool_ok, unique_topic};
 /// broker's default), exclusive while one test runs the cluster at v1.
 static PROTOCOL: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-/// Sets the cluster's `transaction.version` and waits until a new connection reports it.
+/// Sets the cluster's `transaction.version` and waits until a new connection to each broker
+/// reports it (on 3 nodes the brokers learn it from the metadata log one after another).
 async fn set_transaction_version(level: i16) {
     let verb = if level >= 2 { "upgrade" } else { "downgrade" };
     kafka_tool_ok(
@@ -28,8 +29,12 @@ async fn set_transaction_version(level: i16) {
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let conn = kafka_wire::client::Connection::connect(&bootstrap(), Default::default()).await.unwrap();
-        if conn.finalized_feature("transaction.version") == Some(level) {
+        let mut every = true;
+        for broker in kafka_wire_tests::bootstrap_brokers() {
+            let conn = kafka_wire::client::Connection::connect(&broker, Default::default()).await.unwrap();
+            every &= conn.finalized_feature("transaction.version") == Some(level);
+        }
+        if every {
             return;
         }
         assert!(tokio::time::Instant::now() < deadline, "transaction.version did not become {level}");

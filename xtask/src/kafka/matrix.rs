@@ -7,6 +7,13 @@
 //! 4.x: a chosen set of test binaries at a size that fits CI (see `.ci/run`), or with
 //! `--workspace` every test of the workspace on both cluster sizes.
 //!
+//! `--workspace --bootstrap-nodes 3` runs every test with the 3-node cluster as its bootstrap
+//! (`cargo xtask matrix --workspace --bootstrap-nodes 3 --versions 4.1.2`): only that cluster is
+//! started, and `KAFKA_BOOTSTRAP` and `KAFKA_BOOTSTRAP_3` both name it, so that no test reaches a
+//! 1-node cluster: topics may have 3 replicas, partition leaders and group and transaction
+//! coordinators are spread over the brokers. Tests that need the 1-node cluster's secured
+//! listeners (`kafka up --security`) say that they skip, and why.
+//!
 //! Each run's output is passed through and tallied: binaries, tests passed / failed / skipped /
 //! ignored. A test "skipped" is one that passed after printing a skip line (the harness's
 //! `SKIPPED …` / `[test] skipped: …`, `tests/src/lib.rs`): libtest counts it as passed, so the
@@ -68,6 +75,11 @@ pub struct MatrixArgs {
     /// 1-node (secured listeners) and 3-node clusters both up, instead of the chosen sets.
     #[arg(long, conflicts_with = "small_versions")]
     workspace: bool,
+    /// With `--workspace`: the cluster every test bootstraps from, 1 (the 1-node cluster, and the
+    /// 3-node one for the failover, chaos and proxy tests) or 3 (only the 3-node cluster is
+    /// started; `KAFKA_BOOTSTRAP` and `KAFKA_BOOTSTRAP_3` both name it).
+    #[arg(long, default_value = "1", value_parser = bootstrap_nodes, requires = "workspace")]
+    bootstrap_nodes: u8,
     /// Arguments passed on to each test binary after `--` (e.g. a test name filter).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
@@ -80,6 +92,8 @@ enum Suite {
     Small,
     Failover,
     Workspace,
+    /// The whole workspace with the 3-node cluster as every test's bootstrap.
+    Workspace3,
 }
 
 impl Suite {
@@ -89,6 +103,7 @@ impl Suite {
             Suite::Small => "small set, 1 node",
             Suite::Failover => "failover tests, 3 nodes",
             Suite::Workspace => "whole workspace, 1 + 3 nodes",
+            Suite::Workspace3 => "whole workspace, 3-node bootstrap",
         }
     }
 
@@ -97,7 +112,7 @@ impl Suite {
             Suite::Client => CLIENT_TESTS,
             Suite::Small => SMALL_TESTS,
             Suite::Failover => FAILOVER_TESTS,
-            Suite::Workspace => &[],
+            Suite::Workspace | Suite::Workspace3 => &[],
         }
     }
 
@@ -109,7 +124,23 @@ impl Suite {
             Suite::Client | Suite::Small => (true, false),
             Suite::Failover => (true, true),
             Suite::Workspace => (true, true),
+            Suite::Workspace3 => (false, true),
         }
+    }
+
+    /// `KAFKA_BOOTSTRAP` for the tests: the 3-node cluster for [`Suite::Workspace3`]; else none,
+    /// so that the tests read `.kafka/bootstrap*` (the clusters just started).
+    fn bootstrap(self) -> Option<String> {
+        (self == Suite::Workspace3).then(|| cluster::bootstrap_string(3))
+    }
+}
+
+/// `--bootstrap-nodes`: the size of a cluster the matrix starts, 1 or 3.
+fn bootstrap_nodes(s: &str) -> Result<u8, String> {
+    match s.trim() {
+        "1" => Ok(1),
+        "3" => Ok(3),
+        _ => Err(format!("{s:?}: the clusters have 1 or 3 nodes")),
     }
 }
 
@@ -276,7 +307,8 @@ pub fn run(args: MatrixArgs) -> Result<()> {
     };
     let mut runs: Vec<(String, Suite)> = Vec::new();
     if args.workspace {
-        runs.extend(versions.iter().map(|v| (v.clone(), Suite::Workspace)));
+        let suite = if args.bootstrap_nodes == 3 { Suite::Workspace3 } else { Suite::Workspace };
+        runs.extend(versions.iter().map(|v| (v.clone(), suite)));
     } else {
         for (list, suite) in [(&versions, Suite::Client), (&small, Suite::Small)] {
             for v in list {
@@ -434,7 +466,8 @@ fn run_deadline() -> Result<Duration> {
 }
 
 /// `cargo test` of `suite` against the clusters just started, with `KAFKA_VERSION` naming their
-/// version (for the tools the tests run) and no `KAFKA_BOOTSTRAP*` override; every binary runs
+/// version (for the tools the tests run) and `KAFKA_BOOTSTRAP*` as [`Suite::bootstrap`] says
+/// (else removed, so that an outer setting does not point the tests elsewhere); every binary runs
 /// (`--no-fail-fast`). Its output (stderr merged into stdout, so that a binary's name comes
 /// before its results) is passed through and tallied. Returns whether it passed.
 fn cargo_test(suite: Suite, extra: &[String], version: &str, limit: Duration) -> Result<(bool, Tally)> {
@@ -452,9 +485,11 @@ fn cargo_test(suite: Suite, extra: &[String], version: &str, limit: Duration) ->
         .args(&argv)
         .current_dir(super::workspace_root())
         .env("KAFKA_VERSION", version)
-        .env_remove("KAFKA_BOOTSTRAP")
-        .env_remove("KAFKA_BOOTSTRAP_3")
         .stdout(Stdio::piped());
+    match suite.bootstrap() {
+        Some(bootstrap) => command.env("KAFKA_BOOTSTRAP", &bootstrap).env("KAFKA_BOOTSTRAP_3", &bootstrap),
+        None => command.env_remove("KAFKA_BOOTSTRAP").env_remove("KAFKA_BOOTSTRAP_3"),
+    };
     // Its own process group, so that a run past the deadline is killed with its test binaries.
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = command.spawn().context("running cargo")?;
@@ -602,6 +637,25 @@ error: test failed, to rerun pass `--test crashes`
         assert!(tally.skips[0].reason.starts_with("SKIPPED a_kip_848"), "{:?}", tally.skips[0]);
         assert_eq!(tally.skips[1].binary, "kafka_wire_tests (src/lib.rs)");
         assert_eq!(tally.failures, ["consumer_group: broken"]);
+    }
+
+    #[test]
+    fn bootstrap_nodes_are_1_or_3() {
+        assert_eq!(bootstrap_nodes("1"), Ok(1));
+        assert_eq!(bootstrap_nodes("3"), Ok(3));
+        for bad in ["2", "0", "three", ""] {
+            assert!(bootstrap_nodes(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_3_node_bootstrap_run_names_a_bootstrap() {
+        assert_eq!(Suite::Workspace3.clusters(), (false, true), "no 1-node cluster in the run");
+        assert_eq!(Suite::Workspace3.bootstrap(), Some(cluster::bootstrap_string(3)));
+        assert_eq!(cluster::bootstrap_string(3).split(',').count(), 3);
+        for suite in [Suite::Client, Suite::Small, Suite::Failover, Suite::Workspace] {
+            assert_eq!(suite.bootstrap(), None, "{suite:?}");
+        }
     }
 
     #[test]
