@@ -49,7 +49,7 @@ use crate::codec::messages::delete_topics::DeleteTopicState;
 use crate::codec::messages::describe_configs::DescribeConfigsResource;
 use crate::codec::messages::incremental_alter_configs::{AlterConfigsResource, AlterableConfig};
 use crate::codec::messages::list_offsets::{ListOffsetsPartition, ListOffsetsTopic};
-use crate::codec::messages::metadata::MetadataResponseTopic;
+use crate::codec::messages::metadata::{MetadataRequestTopic, MetadataResponseTopic};
 use crate::codec::messages::offset_commit::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use crate::codec::messages::offset_delete::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
 use crate::codec::messages::offset_fetch::{
@@ -59,8 +59,8 @@ use crate::codec::messages::{
     ConsumerGroupDescribeRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
     DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
     DescribeTransactionsRequest, IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest,
-    ListTransactionsRequest, MetadataResponse, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, Request,
-    VersionRange,
+    ListTransactionsRequest, MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, Request, VersionRange,
 };
 use crate::codec::primitives::{get_array_len, get_i16, get_i32, get_string};
 use crate::codec::{DecodeResult, ErrorCode, Uuid};
@@ -2244,23 +2244,50 @@ impl Admin {
     }
 
     /// Waits until each topic has (at least) the given number of partitions (any if `< 1`),
-    /// each with a leader; returns the partition counts.
+    /// each with a leader, in the metadata of every broker that answers; returns the partition
+    /// counts. Every broker, not one: a broker learns a new topic a little after the controller
+    /// made it, and a caller that goes on to ask another one (a ListOffsets, a group's
+    /// coordinator committing offsets) would get UNKNOWN_TOPIC_OR_PARTITION (seen on a 3-node
+    /// Kafka 3.9.2 cluster). A broker that cannot be reached is not waited for.
     async fn wait_for_leaders(&self, topics: &[(&str, i32)]) -> Result<HashMap<String, i32>> {
         let names: Vec<&str> = topics.iter().map(|(t, _)| *t).collect();
+        let request = MetadataRequest {
+            topics: Some(
+                names.iter().map(|t| MetadataRequestTopic { name: Some((*t).into()), ..Default::default() }).collect(),
+            ),
+            allow_auto_topic_creation: false,
+            ..Default::default()
+        };
         let deadline = Instant::now() + self.timeout;
         let mut delay = Duration::from_millis(20);
         loop {
-            let md = self.client.metadata(Some(&names)).await?;
+            // The bootstrap's answer first (it also refreshes the brokers known), then each broker's.
+            let mut answers = vec![self.client.metadata(Some(&names)).await?];
+            for broker in self.client.brokers() {
+                match self.client.send(broker.node_id, &request).await {
+                    Ok(md) => answers.push(md),
+                    Err(e) if is_retriable_read(&e) => {
+                        tracing::debug!(node = broker.node_id, error = %e, "metadata of a new topic: broker not asked")
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             let mut counts = HashMap::new();
             for (name, expected) in topics {
-                let ready = md.topics.iter().find(|t| t.name.as_deref() == Some(*name)).filter(|t| {
-                    t.error_code == ErrorCode::NONE
-                        && !t.partitions.is_empty()
-                        && t.partitions.len() >= (*expected).max(1) as usize
-                        && t.partitions.iter().all(|p| p.leader_id >= 0)
+                let partitions = answers.iter().map(|md| {
+                    md.topics
+                        .iter()
+                        .find(|t| t.name.as_deref() == Some(*name))
+                        .filter(|t| {
+                            t.error_code == ErrorCode::NONE
+                                && !t.partitions.is_empty()
+                                && t.partitions.len() >= (*expected).max(1) as usize
+                                && t.partitions.iter().all(|p| p.leader_id >= 0)
+                        })
+                        .map(|t| t.partitions.len())
                 });
-                if let Some(t) = ready {
-                    counts.insert((*name).to_owned(), t.partitions.len() as i32);
+                if let Some(fewest) = partitions.collect::<Option<Vec<usize>>>().and_then(|n| n.into_iter().min()) {
+                    counts.insert((*name).to_owned(), fewest as i32);
                 }
             }
             if counts.len() == topics.len() {
