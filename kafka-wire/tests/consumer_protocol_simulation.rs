@@ -561,29 +561,9 @@ fn stale_commit(newer_epoch: bool) -> (i32, Result<OffsetCommitRequest, ErrorCod
             continue;
         };
         match request {
-            GroupRequest::OffsetCommit(r) if !stale_answered => {
+            GroupRequest::OffsetCommit(ref r) if !stale_answered => {
                 assert_eq!(r.generation_id_or_member_epoch, epoch);
-                let answer = OffsetCommitResponse {
-                    topics: r
-                        .topics
-                        .iter()
-                        .map(|t| OffsetCommitResponseTopic {
-                            name: t.name.clone(),
-                            partitions: t
-                                .partitions
-                                .iter()
-                                .map(|p| OffsetCommitResponsePartition {
-                                    partition_index: p.partition_index,
-                                    error_code: ErrorCode::STALE_MEMBER_EPOCH,
-                                    ..Default::default()
-                                })
-                                .collect(),
-                            ..Default::default()
-                        })
-                        .collect(),
-                    ..Default::default()
-                };
-                core.handle_response(id, GroupResponse::OffsetCommit(answer), now);
+                core.handle_response(id, refusal(&request, ErrorCode::STALE_MEMBER_EPOCH), now);
                 stale_answered = true;
             }
             GroupRequest::OffsetCommit(r) => {
