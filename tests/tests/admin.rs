@@ -10,9 +10,11 @@ use kafka_wire::client::{
     GroupOffset, GroupProtocol, NewTopic, OffsetSpec, Producer, ProducerConfig, ProducerRecord, ResourceConfig,
     TopicPartitions, TransactionFilter,
 };
+use kafka_wire::codec::messages::metadata::MetadataRequestTopic;
+use kafka_wire::codec::messages::MetadataRequest;
 use kafka_wire::codec::ErrorCode;
 use kafka_wire_tests::raw::wait_for_leaders;
-use kafka_wire_tests::{bootstrap, kafka_tool, kafka_tool_ok, unique_topic};
+use kafka_wire_tests::{bootstrap, bootstrap_3, kafka_tool, kafka_tool_ok, unique_topic};
 
 async fn admin() -> Admin {
     Admin::connect(ClientConfig::new(&bootstrap())).await.expect("connect to the test broker")
@@ -811,4 +813,78 @@ async fn topics_are_described_from_the_metadata() {
         &missing,
     );
     admin.delete_topics(&[&topic]).await.unwrap();
+}
+
+/// Callers that create one new topic at the same time on the 3-node cluster (one creates it,
+/// the others are answered TOPIC_ALREADY_EXISTS) each return only once every broker lists the
+/// topic with its leaders: a caller that finds its topic existing goes on to use it, and a
+/// broker that had not learnt it yet answered UNKNOWN_TOPIC_OR_PARTITION (the atomic KV store's
+/// callers starting together failed so on 3 nodes of Kafka 3.9.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_callers_creating_one_topic_at_once_return_once_every_broker_lists_it() {
+    let Some(bs) = bootstrap_3() else {
+        eprintln!(
+            "\n!!!! SKIPPED regression_callers_creating_one_topic_at_once_return_once_every_broker_lists_it: \
+             the 3-node cluster is not up (`cargo xtask kafka up --nodes 3`) !!!!\n"
+        );
+        return;
+    };
+    let client = kafka_wire::client::Client::connect(ClientConfig::new(&bs)).await.expect("connect");
+    assert_eq!(client.brokers().len(), 3, "the 3-node cluster's brokers");
+    for _ in 0..5 {
+        let topic = unique_topic("admin-together");
+        let callers: Vec<_> = (0..6)
+            .map(|_| {
+                let (bs, topic, client) = (bs.clone(), topic.clone(), client.clone());
+                tokio::spawn(async move {
+                    let admin = Admin::connect(ClientConfig::new(&bs)).await.expect("connect");
+                    let (_, outcome) = admin
+                        .create_topics_each(&[NewTopic::new(&topic, 3, 3)], false)
+                        .await
+                        .expect("CreateTopics answered")
+                        .remove(0);
+                    let created = match outcome {
+                        Ok(_) => true,
+                        Err(e) if e.code() == Some(ErrorCode::TOPIC_ALREADY_EXISTS) => false,
+                        Err(e) => panic!("creating {topic}: {e}"),
+                    };
+                    // Right after the call returned: every broker lists it, with its leaders.
+                    let request = MetadataRequest {
+                        topics: Some(vec![MetadataRequestTopic {
+                            name: Some(topic.as_str().into()),
+                            ..Default::default()
+                        }]),
+                        allow_auto_topic_creation: false,
+                        ..Default::default()
+                    };
+                    let mut unaware = Vec::new();
+                    for broker in client.brokers() {
+                        let md = client.send(broker.node_id, &request).await.expect("metadata");
+                        let listed = md.topics.iter().any(|t| {
+                            t.error_code == ErrorCode::NONE
+                                && t.partitions.len() == 3
+                                && t.partitions.iter().all(|p| p.leader_id >= 0)
+                        });
+                        if !listed {
+                            unaware.push(broker.node_id);
+                        }
+                    }
+                    admin.close().await;
+                    (created, unaware)
+                })
+            })
+            .collect();
+        let mut creators = 0;
+        for caller in callers {
+            let (created, unaware) =
+                tokio::time::timeout(Duration::from_secs(60), caller).await.expect("a caller returns").unwrap();
+            creators += usize::from(created);
+            assert!(
+                unaware.is_empty(),
+                "{topic}: a caller (creator: {created}) returned while brokers {unaware:?} did not list it"
+            );
+        }
+        assert_eq!(creators, 1, "{topic}: exactly one caller created it");
+    }
+    client.close().await;
 }

@@ -747,7 +747,10 @@ impl Admin {
 
     /// Creates topics (CreateTopics to the controller). With `validate_only` the broker only
     /// checks the request. Unless disabled with [`Admin::with_wait_for_metadata`], waits until
-    /// every partition of the new topics has a leader.
+    /// every partition of the new topics has a leader in the metadata of every broker that
+    /// answers, and so does a topic answered `TOPIC_ALREADY_EXISTS` (it may have just been
+    /// created by another caller: the wait is then bounded by the admin timeout, and its
+    /// outcome changes nothing in the result).
     ///
     /// A topic that cannot be created is an [`Error::Broker`] (`TOPIC_ALREADY_EXISTS`,
     /// `INVALID_CONFIG`, `INVALID_REPLICATION_FACTOR`, ...) naming it; the first such topic in
@@ -851,6 +854,21 @@ impl Admin {
                     if let Some(n) = counts.get(&t.name) {
                         t.partitions = *n;
                     }
+                }
+            }
+            // A topic that already exists may have been created a moment ago by another caller
+            // starting at the same time, and a caller that finds its topic existing goes on to
+            // use it: it is waited for as well, so that no broker answers
+            // UNKNOWN_TOPIC_OR_PARTITION for it right after. Its error is reported all the
+            // same, and a wait that fails (a topic being deleted) fails nothing.
+            let existing: Vec<(&str, i32)> = outcomes
+                .iter()
+                .filter(|(_, r)| matches!(r, Err(e) if e.code() == Some(ErrorCode::TOPIC_ALREADY_EXISTS)))
+                .map(|(name, _)| (name.as_str(), 0))
+                .collect();
+            if !existing.is_empty() {
+                if let Err(e) = self.wait_for_leaders(&existing).await {
+                    tracing::debug!(error = %e, "an existing topic did not show on every broker");
                 }
             }
         }
