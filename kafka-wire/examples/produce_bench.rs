@@ -35,7 +35,8 @@
 //! Printed: records/s, MiB/s of values (as Kafka's `ProducerPerformance` counts), client CPU
 //! seconds per million records (user+sys of the process from /proc/self/stat, minus the fake
 //! broker's thread), max RSS (VmHWM), p50/p99/max send-to-ack latency (every 16th record is
-//! timed from the call to `send` to its acknowledgement), and the load average before and after.
+//! timed from the call to `send` to the moment the sending loop, which looks every 64 sends,
+//! sees it acknowledged), and the load average before and after.
 //! For comparison, Kafka's own tool on the same workload:
 //! `cargo xtask kafka tool producer-perf --topic T --num-records 1000000 --record-size 100
 //!  --throughput -1 --producer-props bootstrap.servers=127.0.0.1:9092 acks=all linger.ms=5`.
@@ -47,20 +48,61 @@ mod proc_stats;
 
 use proc_stats::{cpu_seconds, loadavg, status_kb};
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::process::ExitCode;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use kafka_wire::client::{Acks, Client, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use kafka_wire::client::{Acks, Client, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 use kafka_wire::codec::messages::create_topics::CreatableTopic;
 use kafka_wire::codec::messages::delete_topics::DeleteTopicState;
 use kafka_wire::codec::messages::{CreateTopicsRequest, DeleteTopicsRequest};
 use kafka_wire::codec::ErrorCode;
 use kafka_wire::Compression;
-use tokio::sync::mpsc;
 
 /// Every SAMPLE_EVERY-th record's latency is measured.
 const SAMPLE_EVERY: u64 = 16;
+/// The sending loop takes the resolved deliveries every COLLECT_EVERY sends.
+const COLLECT_EVERY: u64 = 64;
+
+/// The deliveries seen so far.
+#[derive(Default)]
+struct Deliveries {
+    ok: u64,
+    failed: u64,
+    first_error: Option<String>,
+    latencies: Vec<Duration>,
+}
+
+impl Deliveries {
+    fn count(&mut self, result: kafka_wire::client::Result<RecordMetadata>, sent: Option<Instant>) {
+        match result {
+            Ok(_) => {
+                self.ok += 1;
+                if let Some(sent) = sent {
+                    self.latencies.push(sent.elapsed());
+                }
+            }
+            Err(e) => {
+                self.failed += 1;
+                self.first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+
+    /// Counts the deliveries at the front of `pending` that have resolved, without waiting.
+    fn take_resolved(&mut self, pending: &mut VecDeque<(DeliveryFuture, Option<Instant>)>) {
+        let mut cx = Context::from_waker(Waker::noop());
+        while let Some((f, _)) = pending.front_mut() {
+            let Poll::Ready(result) = Pin::new(f).poll(&mut cx) else { return };
+            let Some((_, sent)) = pending.pop_front() else { return };
+            self.count(result, sent);
+        }
+    }
+}
 
 struct Args {
     fake: bool,
@@ -247,23 +289,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (user0, sys0) = cpu_seconds("/proc/self/stat");
     let start = Instant::now();
 
-    // Deliveries are awaited in send order by one task; every SAMPLE_EVERY-th is awaited by a
-    // task of its own that times it.
-    let (tx, mut rx) = mpsc::unbounded_channel::<DeliveryFuture>();
-    let collector = tokio::spawn(async move {
-        let (mut ok, mut failed, mut first_error) = (0u64, 0u64, None);
-        while let Some(f) = rx.recv().await {
-            match f.await {
-                Ok(_) => ok += 1,
-                Err(e) => {
-                    failed += 1;
-                    first_error.get_or_insert(e.to_string());
-                }
-            }
-        }
-        (ok, failed, first_error)
-    });
-    let mut timed = Vec::with_capacity((n / SAMPLE_EVERY + 1) as usize);
+    // Deliveries are collected by the sending loop itself, as a caller of librdkafka polls its
+    // delivery reports between sends: every `COLLECT_EVERY` sends it takes the delivery futures
+    // that have resolved, in send order, without waiting; after the last send it awaits the
+    // rest. Every SAMPLE_EVERY-th record is timed from the call to `send` to the moment the
+    // loop sees its acknowledgement (so a latency here includes up to COLLECT_EVERY sends).
+    let mut pending: VecDeque<(DeliveryFuture, Option<Instant>)> = VecDeque::new();
+    let mut deliveries = Deliveries::default();
     let mut nowait_failure = None;
     if args.nowait {
         let handle = producer.topic(&topic).await?;
@@ -273,37 +305,25 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         nowait_failure = producer.flush().await.err();
     } else {
         for i in 0..n {
-            let sent = Instant::now();
+            let sent = (i % SAMPLE_EVERY == 0).then(Instant::now);
             let f = producer.send(ProducerRecord::new(&topic, values[i as usize % values.len()].clone())).await?;
-            if i % SAMPLE_EVERY == 0 {
-                timed.push(tokio::spawn(async move { f.await.map(|_| sent.elapsed()) }));
-            } else {
-                tx.send(f).expect("collector alive");
+            pending.push_back((f, sent));
+            if i % COLLECT_EVERY == 0 {
+                deliveries.take_resolved(&mut pending);
             }
         }
     }
-    drop(tx);
     producer.flush().await?;
-    let (mut ok, mut failed, mut first_error) = collector.await?;
+    for (f, sent) in pending {
+        deliveries.count(f.await, sent);
+    }
+    let Deliveries { mut ok, mut failed, mut first_error, mut latencies } = deliveries;
     if args.nowait {
         // Acknowledged or failed, every one: flush reports the first failure; the producer's
         // metrics count them.
         failed = producer.metrics().records_failed;
         ok = n - failed;
         first_error = nowait_failure.map(|e| e.to_string());
-    }
-    let mut latencies = Vec::with_capacity(timed.len());
-    for t in timed {
-        match t.await? {
-            Ok(d) => {
-                ok += 1;
-                latencies.push(d);
-            }
-            Err(e) => {
-                failed += 1;
-                first_error.get_or_insert(e.to_string());
-            }
-        }
     }
     let elapsed = start.elapsed();
     let (user1, sys1) = cpu_seconds("/proc/self/stat");

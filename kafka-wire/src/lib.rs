@@ -22,7 +22,7 @@ pub mod types;
 pub use client::{
     Admin, BrokerMetrics, Client, ClientConfig, ClientMetrics, Consumer, ConsumerConfig, ConsumerGroupMetadata,
     ConsumerRecord, DeliveryFuture, Error, ErrorKind, OffsetAndMetadata, PartitionStream, PartitionStreams, Producer,
-    ProducerConfig, ProducerMetrics, ProducerRecord, Result,
+    ProducerConfig, ProducerMetrics, ProducerRecord, RecordMetadata, Result,
 };
 pub use types::{Compression, ErrorCode, Header, Headers, TimestampType, TopicPartition};
 

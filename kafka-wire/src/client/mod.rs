@@ -26,6 +26,8 @@ mod tls;
 mod transaction;
 mod transport;
 
+/// Where an acknowledged record landed: what a [`DeliveryFuture`] resolves to.
+pub use crate::proto::producer::RecordMetadata;
 pub use admin::{
     Admin, AlterConfigOp, AlterConfigOpType, ClusterDescription, ConfigEntry, ConfigResource, ConfigResourceType,
     ConfigSource, ConfigSynonym, ConsumerGroupDescription, ConsumerGroupMember, CoordinatorType, CreatedTopic,
