@@ -44,7 +44,7 @@ use crate::codec::record_batch::{self, BatchBuilder, Header};
 use crate::codec::ErrorCode;
 
 /// A partition of a topic. Ordered by topic name, then partition.
-#[derive(Clone, Debug, Eq, Hash)]
+#[derive(Clone, Debug, Eq)]
 pub struct TopicPartition {
     /// The topic's name.
     pub topic: Arc<str>,
@@ -58,6 +58,14 @@ pub struct TopicPartition {
 impl PartialEq for TopicPartition {
     fn eq(&self, other: &Self) -> bool {
         self.partition == other.partition && (Arc::ptr_eq(&self.topic, &other.topic) || self.topic == other.topic)
+    }
+}
+
+// As derived: equal values hash alike whether or not their names share an allocation.
+impl std::hash::Hash for TopicPartition {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.topic.hash(state);
+        self.partition.hash(state);
     }
 }
 
