@@ -87,6 +87,8 @@ async fn a_throttle_in_the_answer_to_an_abandoned_request_still_holds_the_connec
     cluster.node(1).throttle_next_ms.store(THROTTLE.as_millis() as i32, Ordering::Release);
     let version = conn.version_for::<MetadataRequest>().expect("Metadata");
     let request = brokers_only();
+    // Dropped before its answer comes, as a rule; under load the answer can reach the handle
+    // first (see the regression test below, which makes that happen every time).
     drop(conn.submit(&request, version).expect("submitted"));
     // Answered after the abandoned one (one connection answers in order), so its throttle is
     // known by then; it was sent before or after that answer, depending on timing.
@@ -104,6 +106,40 @@ async fn a_throttle_in_the_answer_to_an_abandoned_request_still_holds_the_connec
         "the request after the throttle came {:?} after a {THROTTLE:?} throttle",
         last.received - answered
     );
+    let metrics = client.metrics();
+    let node_1 = metrics.broker(1).expect("node 1 metrics");
+    assert_eq!((node_1.throttled_responses, node_1.in_flight), (1, 0));
+}
+
+/// Regression: the answer to a request can reach its handle before the caller drops the handle
+/// unread (a pipelined request whose caller gave up, a `select!` that took another branch, a
+/// caller descheduled right after submitting): its throttle still holds the connection. The
+/// reader had handed the frame to the handle and forgotten the request, and the dropped handle
+/// discarded the frame with its throttle, so the next requests went out at once (seen under
+/// load in the test above: a request 279 µs after a 500 ms throttle). Here the answer is
+/// delivered before the drop every time: the connection answers in order, so once the request
+/// after it is answered, the throttled answer has been handed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_throttled_answer_handed_to_a_handle_dropped_unread_still_holds_the_connection() {
+    let cluster = QuotaCluster::start(1).await;
+    let client = within("connect", Duration::from_secs(10), Client::connect(config(&cluster, Duration::from_secs(10))))
+        .await
+        .expect("connect");
+    let conn = client.broker(1).await.expect("node 1");
+    cluster.node(1).throttle_next_ms.store(THROTTLE.as_millis() as i32, Ordering::Release);
+    let version = conn.version_for::<MetadataRequest>().expect("Metadata");
+    let throttled = conn.submit(&brokers_only(), version).expect("submitted");
+    let behind = conn.submit(&brokers_only(), version).expect("submitted");
+    within("the request behind the throttled one", Duration::from_secs(10), behind.response()).await.expect("answered");
+    drop(throttled);
+    within("a request after the throttle", Duration::from_secs(10), client.send(1, &brokers_only()))
+        .await
+        .expect("answered after the throttle");
+
+    let (answered, later) = after_throttle(&cluster.node(1).seen());
+    assert_eq!(later.len(), 2, "the request behind the throttled one, then the one after: {later:?}");
+    let waited = later[1].received - answered;
+    assert!(waited >= THROTTLE, "the request after the throttle came {waited:?} after a {THROTTLE:?} throttle");
     let metrics = client.metrics();
     let node_1 = metrics.broker(1).expect("node 1 metrics");
     assert_eq!((node_1.throttled_responses, node_1.in_flight), (1, 0));

@@ -15,10 +15,11 @@
 //!
 //! Quotas (KIP-219): an answer that reports a throttle (`throttle_time_ms`, at the versions where
 //! the client must honour it) stops the connection from sending for that long, also when nobody
-//! waits for that answer any more (the reader then decodes it for its throttle). Async senders
-//! wait before they queue anything (so a sender dropped while waiting leaves nothing behind), and
-//! the writer holds frames queued with [`Connection::submit`] until the throttle ends; the request
-//! timeout of such a frame starts when the throttle ends. Other connections are not affected.
+//! waits for that answer any more (the reader then decodes it for its throttle, or the dropped
+//! handle does if the answer had reached it). Async senders wait before they queue anything (so
+//! a sender dropped while waiting leaves nothing behind), and the writer holds frames queued with
+//! [`Connection::submit`] until the throttle ends; the request timeout of such a frame starts
+//! when the throttle ends. Other connections are not affected.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -139,6 +140,8 @@ struct Pending {
     waiting: HashMap<i32, (oneshot::Sender<Result<Bytes>>, Instant)>,
     /// Requests whose caller gave up (timeout or drop): their late responses are discarded,
     /// after reading the throttle they report (KIP-219), which binds the connection whoever asked.
+    /// (An answer handed over before its caller gave up is read for its throttle by the dropped
+    /// handle.)
     abandoned: HashMap<i32, Abandoned>,
     /// Set once the connection has failed; later requests fail with it at once.
     failure: Option<Error>,
@@ -458,6 +461,7 @@ impl Submitter {
         let guard = AbandonOnDrop {
             shared: self.shared.clone(),
             correlation_id,
+            rx,
             armed: true,
             abandoned: Abandoned { version, throttle: throttle_of::<R> },
         };
@@ -473,7 +477,6 @@ impl Submitter {
         );
         self.enqueue(frame, auth)?;
         Ok(PendingResponse {
-            rx,
             guard,
             version,
             timeout: self.request_timeout,
@@ -551,7 +554,7 @@ fn decode_api_versions(frame: Bytes, version: i16) -> crate::codec::DecodeResult
 /// A request on its way: await [`PendingResponse::response`] for the broker's answer.
 #[must_use = "dropping it abandons the request's response"]
 pub struct PendingResponse<R: Request> {
-    rx: oneshot::Receiver<Result<Bytes>>,
+    /// The answer's channel, in the guard, which reads a throttle out of an answer left in it.
     guard: AbandonOnDrop,
     version: i16,
     timeout: Duration,
@@ -587,7 +590,7 @@ impl<R: Request> PendingResponse<R> {
         use tracing::Instrument as _;
         let span = self.span.clone();
         let broker = &self.guard.shared.addr;
-        let answer = tokio::time::timeout_at(self.deadline, &mut self.rx).instrument(span.clone()).await;
+        let answer = tokio::time::timeout_at(self.deadline, &mut self.guard.rx).instrument(span.clone()).await;
         let result = match answer {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Closed { broker: broker.clone() }),
@@ -614,17 +617,30 @@ impl<R: Request> PendingResponse<R> {
 struct AbandonOnDrop {
     shared: Arc<Shared>,
     correlation_id: i32,
+    rx: oneshot::Receiver<Result<Bytes>>,
     armed: bool,
     abandoned: Abandoned,
 }
 
 impl Drop for AbandonOnDrop {
     fn drop(&mut self) {
-        if self.armed {
-            let mut p = self.shared.lock();
-            if p.waiting.remove(&self.correlation_id).is_some() {
-                p.abandoned.insert(self.correlation_id, self.abandoned);
-            }
+        if !self.armed {
+            return;
+        }
+        let mut p = self.shared.lock();
+        if p.waiting.remove(&self.correlation_id).is_some() {
+            p.abandoned.insert(self.correlation_id, self.abandoned);
+            return;
+        }
+        drop(p);
+        // The reader has already handed the answer over (the caller was descheduled right after
+        // submitting, or awaited a later request first, or a `select!` took another branch):
+        // nobody would read it, but its throttle binds the connection all the same (KIP-219).
+        // The reader sends under the lock, so a request no longer waiting has its answer in the
+        // channel already, unless the connection failed (and then no answer comes). Discarding
+        // it unread let the next requests go out at once, inside the throttle.
+        if let Ok(Ok(frame)) = self.rx.try_recv() {
+            (self.abandoned.throttle)(&self.shared, frame, self.abandoned.version);
         }
     }
 }
@@ -823,8 +839,10 @@ fn dispatch(shared: &Shared, frame: Bytes) -> Result<()> {
     match p.waiting.remove(&id) {
         Some((tx, _)) => {
             shared.counters.in_flight(-1);
-            drop(p);
+            // Sent under the lock: a handle dropped unread that finds its request no longer
+            // waiting then finds the answer in its channel, and reads its throttle.
             let _ = tx.send(Ok(frame));
+            drop(p);
             Ok(())
         }
         None => match p.abandoned.remove(&id) {
