@@ -927,6 +927,20 @@ impl BatchBuilder {
         value: Option<&[u8]>,
         headers: &[Header],
     ) -> Result<i32, BuildError> {
+        self.push_bounded(timestamp, key, value, headers, record_size_upper_bound(key, value, headers))
+    }
+
+    /// [`push`](Self::push) of a record whose [`record_size_upper_bound`] the caller has
+    /// computed already (a producer does, to choose the batch): the record is sized once.
+    pub(crate) fn push_bounded(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+        upper_bound: usize,
+    ) -> Result<i32, BuildError> {
+        debug_assert_eq!(upper_bound, record_size_upper_bound(key, value, headers));
         if self.count == 0 {
             self.base_timestamp = timestamp;
             self.max_timestamp = timestamp;
@@ -934,7 +948,8 @@ impl BatchBuilder {
         let offset_delta = self.count;
         // Deltas wrap like the decoder's sums, so any pair of timestamps round-trips.
         let timestamp_delta = timestamp.wrapping_sub(self.base_timestamp);
-        let body = body_size(timestamp_delta, offset_delta, key, value, headers);
+        let body = (1 + varlong_len(timestamp_delta) + varint_len(offset_delta))
+            .saturating_add(upper_bound.saturating_sub(UPPER_BOUND_OVERHEAD));
         let record = body.saturating_add(5);
         if body > MAX_BUILDER_SIZE || self.buf.len() + record > MAX_BUILDER_SIZE {
             if self.count == 0 {
@@ -1116,27 +1131,25 @@ fn var_bytes_size(v: Option<&[u8]>) -> usize {
 }
 
 /// A record's size after its length prefix.
-fn body_size(
-    timestamp_delta: i64,
-    offset_delta: i32,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-    headers: &[Header],
-) -> usize {
+/// A record's key, value, header count and headers, with their lengths: the part of its size
+/// that does not depend on where it is in its batch.
+fn payload_size(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header]) -> usize {
     let headers_size = headers.iter().fold(0usize, |n, h| {
         n.saturating_add(var_bytes_size(Some(h.key.as_bytes()))).saturating_add(var_bytes_size(h.value.as_deref()))
     });
-    (1 + varlong_len(timestamp_delta) + varint_len(offset_delta))
-        .saturating_add(var_bytes_size(key))
+    var_bytes_size(key)
         .saturating_add(var_bytes_size(value))
         .saturating_add(i32::try_from(headers.len()).map_or(5, varint_len))
         .saturating_add(headers_size)
 }
 
+/// What [`record_size_upper_bound`] adds to [`payload_size`]: the attributes byte and the
+/// widest varints, a 10-byte timestamp delta, a 5-byte offset delta and a 5-byte length.
+const UPPER_BOUND_OVERHEAD: usize = 1 + 10 + 5 + 5;
+
 /// An upper bound on the bytes a record adds to a batch, whatever its timestamp and offset.
 pub fn record_size_upper_bound(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header]) -> usize {
-    // The widest varints: a 5-byte length, a 10-byte timestamp delta, a 5-byte offset delta.
-    body_size(i64::MIN, i32::MIN, key, value, headers).saturating_add(5)
+    payload_size(key, value, headers).saturating_add(UPPER_BOUND_OVERHEAD)
 }
 
 #[cfg(test)]
@@ -1180,6 +1193,48 @@ mod tests {
             });
         }
         (b, expected)
+    }
+
+    proptest::proptest! {
+        /// Any records, pushed and read back: the lengths written (computed from the size bound)
+        /// agree with the bytes, each record adds at most its bound, and the batch's size is
+        /// what was written.
+        #[test]
+        fn pushed_records_round_trip_within_their_size_bound(
+            rows in proptest::collection::vec(
+                (
+                    proptest::prelude::any::<i64>(),
+                    proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)),
+                    proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)),
+                    proptest::collection::vec(
+                        ("[a-z]{0,20}", proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200))),
+                        0..4,
+                    ),
+                ),
+                1..40,
+            )
+        ) {
+            let mut b = BatchBuilder::new(7);
+            let mut expected = Vec::new();
+            for (i, (ts, k, v, hs)) in rows.into_iter().enumerate() {
+                let headers: Vec<Header> = hs.into_iter().map(|(k, v)| Header::new(k.as_str(), v.map(Bytes::from))).collect();
+                let before = b.size_estimate();
+                let bound = record_size_upper_bound(k.as_deref(), v.as_deref(), &headers);
+                proptest::prop_assert_eq!(b.push(ts, k.as_deref(), v.as_deref(), &headers).unwrap(), i as i32);
+                proptest::prop_assert!(b.size_estimate() - before <= bound);
+                expected.push(Record {
+                    offset: 7 + i as i64,
+                    timestamp: ts,
+                    key: k.map(Bytes::from),
+                    value: v.map(Bytes::from),
+                    headers: headers.into(),
+                });
+            }
+            let size = b.size_estimate();
+            let batch = b.finish(Compression::None);
+            proptest::prop_assert_eq!(batch.len(), size);
+            proptest::prop_assert_eq!(records_of(&batch), expected);
+        }
     }
 
     #[test]

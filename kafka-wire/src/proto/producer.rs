@@ -617,7 +617,10 @@ impl<C> ProducerCore<C> {
         let Some(builder) = batch.builder.as_mut() else { unreachable!("the last batch is open") };
         // The record was sized against `MAX_BUILDER_SIZE` above via `max_request_size`, so the
         // builder accepts it.
-        if builder.push(record.timestamp, record.key.as_deref(), record.value.as_deref(), &record.headers).is_err() {
+        if builder
+            .push_bounded(record.timestamp, record.key.as_deref(), record.value.as_deref(), &record.headers, size)
+            .is_err()
+        {
             return Err(AppendError::RecordTooLarge { size, max, completion });
         }
         batch.completions.push((completion, record.timestamp));
