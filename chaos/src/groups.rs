@@ -224,7 +224,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, String> {
     // The static group stable (every partition owned, by one member each) before any fault:
     // from then on it must see no rebalance.
     let static_group = groups.iter().position(|g| g.kind == Kind::Static).expect("a static group");
-    wait_stable(&groups[static_group].keep, STABLE_BOUND).await?;
+    wait_stable(&groups[static_group].keep, &groups[static_group].state, STABLE_BOUND).await?;
     let static_baseline = groups[static_group].state.events.lock().unwrap_or_else(|e| e.into_inner()).len();
 
     let sampler = tokio::spawn(sample_commits(
@@ -333,13 +333,35 @@ pub async fn run(config: &RunConfig) -> Result<Report, String> {
 }
 
 /// Waits until the members' assignments cover every partition, each once.
-async fn wait_stable(members: &[Consumer], bound: Duration) -> Result<(), String> {
+async fn wait_stable(members: &[Consumer], state: &GroupState, bound: Duration) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + bound;
     loop {
         let assignments: Vec<BTreeSet<TopicPartition>> = members.iter().map(Consumer::assignment).collect();
         let total: usize = assignments.iter().map(BTreeSet::len).sum();
         let union: BTreeSet<&TopicPartition> = assignments.iter().flatten().collect();
-        if total == PARTITIONS as usize && union.len() == total && assignments.iter().all(|a| !a.is_empty()) {
+        // A member's assignment changes when the group's answer comes; its listener is called
+        // later, in its next poll. The baseline is taken once the callbacks have caught up, or
+        // the stable assignment's own callbacks would count as a rebalance after it.
+        let called_back = {
+            let events = state.events.lock().unwrap_or_else(|e| e.into_inner());
+            assignments.iter().enumerate().all(|(m, assigned)| {
+                let mut owned = BTreeSet::new();
+                for (_, _, what, parts) in events.iter().filter(|e| e.1 == m) {
+                    match *what {
+                        "assigned" => owned.extend(parts.iter().copied()),
+                        _ => parts.iter().for_each(|p| {
+                            owned.remove(p);
+                        }),
+                    }
+                }
+                owned == assigned.iter().map(|tp| tp.partition).collect::<BTreeSet<i32>>()
+            })
+        };
+        if total == PARTITIONS as usize
+            && union.len() == total
+            && assignments.iter().all(|a| !a.is_empty())
+            && called_back
+        {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
