@@ -344,18 +344,10 @@ async fn wait_stable(members: &[Consumer], state: &GroupState, bound: Duration) 
         // the stable assignment's own callbacks would count as a rebalance after it.
         let called_back = {
             let events = state.events.lock().unwrap_or_else(|e| e.into_inner());
-            assignments.iter().enumerate().all(|(m, assigned)| {
-                let mut owned = BTreeSet::new();
-                for (_, _, what, parts) in events.iter().filter(|e| e.1 == m) {
-                    match *what {
-                        "assigned" => owned.extend(parts.iter().copied()),
-                        _ => parts.iter().for_each(|p| {
-                            owned.remove(p);
-                        }),
-                    }
-                }
-                owned == assigned.iter().map(|tp| tp.partition).collect::<BTreeSet<i32>>()
-            })
+            assignments
+                .iter()
+                .enumerate()
+                .all(|(m, assigned)| called_back_with(&events, m) == assigned.iter().map(|tp| tp.partition).collect())
         };
         if total == PARTITIONS as usize
             && union.len() == total
@@ -369,6 +361,21 @@ async fn wait_stable(members: &[Consumer], state: &GroupState, bound: Duration) 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The partitions member `m` owns as its rebalance callbacks tell: assigned, less revoked or lost.
+fn called_back_with(events: &[Event], m: usize) -> BTreeSet<i32> {
+    let mut owned = BTreeSet::new();
+    for (_, _, what, parts) in events.iter().filter(|e| e.1 == m) {
+        if *what == "assigned" {
+            owned.extend(parts.iter().copied());
+        } else {
+            parts.iter().for_each(|p| {
+                owned.remove(p);
+            });
+        }
+    }
+    owned
 }
 
 /// Samples every group's committed offsets every 500 ms until `stop`; returns each time one

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use kafka_wire::client::{Admin, Client, ClientConfig};
+use kafka_wire::client::{Admin, Client, ClientConfig, Connection};
 use kafka_wire::codec::messages::{MetadataRequest, Request};
 use kafka_wire::codec::ApiKey;
 use quota_cluster::{QuotaCluster, Seen};
@@ -33,6 +33,18 @@ fn brokers_only() -> MetadataRequest {
 }
 
 /// The answer node `seen` reported a throttle in, and the requests the node read after it.
+/// A 1-node fake cluster, a client connected to it with `request_timeout`, and its connection
+/// to node 1, whose next answer reports a [`THROTTLE`].
+async fn throttling_next_answer(request_timeout: Duration) -> (QuotaCluster, Client, std::sync::Arc<Connection>) {
+    let cluster = QuotaCluster::start(1).await;
+    let client = within("connect", Duration::from_secs(10), Client::connect(config(&cluster, request_timeout)))
+        .await
+        .expect("connect");
+    let conn = client.broker(1).await.expect("node 1");
+    cluster.node(1).throttle_next_ms.store(THROTTLE.as_millis() as i32, Ordering::Release);
+    (cluster, client, conn)
+}
+
 fn after_throttle(seen: &[Seen]) -> (Instant, Vec<Seen>) {
     let i = seen.iter().position(|s| s.throttle_ms > 0).expect("a throttled answer");
     (seen[i].answered.expect("the throttled request was answered"), seen[i + 1..].to_vec())
@@ -79,12 +91,7 @@ async fn a_throttled_broker_is_sent_nothing_until_the_throttle_ends_and_others_a
 /// used to be discarded unread, so the client kept sending into the quota).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttle_in_the_answer_to_an_abandoned_request_still_holds_the_connection() {
-    let cluster = QuotaCluster::start(1).await;
-    let client = within("connect", Duration::from_secs(10), Client::connect(config(&cluster, Duration::from_secs(10))))
-        .await
-        .expect("connect");
-    let conn = client.broker(1).await.expect("node 1");
-    cluster.node(1).throttle_next_ms.store(THROTTLE.as_millis() as i32, Ordering::Release);
+    let (cluster, client, conn) = throttling_next_answer(Duration::from_secs(10)).await;
     let version = conn.version_for::<MetadataRequest>().expect("Metadata");
     let request = brokers_only();
     // Dropped before its answer comes, as a rule; under load the answer can reach the handle
@@ -121,12 +128,7 @@ async fn a_throttle_in_the_answer_to_an_abandoned_request_still_holds_the_connec
 /// after it is answered, the throttled answer has been handed over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regression_a_throttled_answer_handed_to_a_handle_dropped_unread_still_holds_the_connection() {
-    let cluster = QuotaCluster::start(1).await;
-    let client = within("connect", Duration::from_secs(10), Client::connect(config(&cluster, Duration::from_secs(10))))
-        .await
-        .expect("connect");
-    let conn = client.broker(1).await.expect("node 1");
-    cluster.node(1).throttle_next_ms.store(THROTTLE.as_millis() as i32, Ordering::Release);
+    let (cluster, client, conn) = throttling_next_answer(Duration::from_secs(10)).await;
     let version = conn.version_for::<MetadataRequest>().expect("Metadata");
     let throttled = conn.submit(&brokers_only(), version).expect("submitted");
     let behind = conn.submit(&brokers_only(), version).expect("submitted");
@@ -147,12 +149,7 @@ async fn regression_a_throttled_answer_handed_to_a_handle_dropped_unread_still_h
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_dropped_while_waiting_out_a_throttle_is_never_sent() {
-    let cluster = QuotaCluster::start(1).await;
-    let client = within("connect", Duration::from_secs(10), Client::connect(config(&cluster, Duration::from_secs(10))))
-        .await
-        .expect("connect");
-    let conn = client.broker(1).await.expect("node 1");
-    cluster.node(1).throttle_next_ms.store(THROTTLE.as_millis() as i32, Ordering::Release);
+    let (cluster, client, conn) = throttling_next_answer(Duration::from_secs(10)).await;
     client.send(1, &brokers_only()).await.expect("throttled answer");
     assert!(conn.throttled_until().is_some(), "the connection is throttled");
     let dropped = tokio::time::timeout(Duration::from_millis(50), client.send(1, &brokers_only())).await;
@@ -170,14 +167,10 @@ async fn a_request_dropped_while_waiting_out_a_throttle_is_never_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_submitted_during_a_throttle_are_held_and_time_out_from_its_end() {
-    let cluster = QuotaCluster::start(1).await;
     // A request timeout shorter than the throttle: counted from the submission, the held
     // request would time out before it is even written.
     let timeout = Duration::from_millis(400);
-    let client =
-        within("connect", Duration::from_secs(10), Client::connect(config(&cluster, timeout))).await.expect("connect");
-    let conn = client.broker(1).await.expect("node 1");
-    cluster.node(1).throttle_next_ms.store(THROTTLE.as_millis() as i32, Ordering::Release);
+    let (cluster, _client, conn) = throttling_next_answer(timeout).await;
     conn.send(&brokers_only()).await.expect("throttled answer");
     let version = conn.version_for::<MetadataRequest>().expect("metadata version");
     assert!(version >= 6, "Metadata v{version} is throttled by the client");

@@ -53,27 +53,28 @@ pub async fn create_topic(client: &Client, topic: &str, partitions: i32, rf: i16
 /// answers UNKNOWN_TOPIC_OR_PARTITION.
 pub async fn wait_for_leaders(client: &Client, topic: &str, partitions: i32) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    client.metadata(Some(&[topic])).await.expect("metadata");
+    for broker in client.brokers() {
+        while !lists_with_leaders(client, broker.node_id, topic, partitions).await {
+            assert!(Instant::now() < deadline, "topic {topic} has no leaders on node {} after 30 s", broker.node_id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Whether broker `node`'s metadata lists `topic` with `partitions` partitions, each led.
+pub async fn lists_with_leaders(client: &Client, node: i32, topic: &str, partitions: i32) -> bool {
     let request = MetadataRequest {
         topics: Some(vec![MetadataRequestTopic { name: Some(topic.into()), ..Default::default() }]),
         allow_auto_topic_creation: false,
         ..Default::default()
     };
-    client.metadata(Some(&[topic])).await.expect("metadata");
-    for broker in client.brokers() {
-        loop {
-            let md = client.send(broker.node_id, &request).await.expect("metadata");
-            let ready = md.topics.iter().any(|t| {
-                t.error_code == ErrorCode::NONE
-                    && t.partitions.len() == partitions as usize
-                    && t.partitions.iter().all(|p| p.leader_id >= 0 && p.error_code == ErrorCode::NONE)
-            });
-            if ready {
-                break;
-            }
-            assert!(Instant::now() < deadline, "topic {topic} has no leaders on node {} after 30 s", broker.node_id);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    let md = client.send(node, &request).await.expect("metadata");
+    md.topics.iter().any(|t| {
+        t.error_code == ErrorCode::NONE
+            && t.partitions.len() == partitions as usize
+            && t.partitions.iter().all(|p| p.leader_id >= 0 && p.error_code == ErrorCode::NONE)
+    })
 }
 
 /// Leader and topic id of every partition of `topic`.

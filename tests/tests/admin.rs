@@ -10,10 +10,8 @@ use kafka_wire::client::{
     GroupOffset, GroupProtocol, NewTopic, OffsetSpec, Producer, ProducerConfig, ProducerRecord, ResourceConfig,
     TopicPartitions, TransactionFilter,
 };
-use kafka_wire::codec::messages::metadata::MetadataRequestTopic;
-use kafka_wire::codec::messages::MetadataRequest;
 use kafka_wire::codec::ErrorCode;
-use kafka_wire_tests::raw::wait_for_leaders;
+use kafka_wire_tests::raw::{lists_with_leaders, wait_for_leaders};
 use kafka_wire_tests::{bootstrap, bootstrap_3, kafka_tool, kafka_tool_ok, unique_topic};
 
 async fn admin() -> Admin {
@@ -849,23 +847,9 @@ async fn regression_callers_creating_one_topic_at_once_return_once_every_broker_
                         Err(e) => panic!("creating {topic}: {e}"),
                     };
                     // Right after the call returned: every broker lists it, with its leaders.
-                    let request = MetadataRequest {
-                        topics: Some(vec![MetadataRequestTopic {
-                            name: Some(topic.as_str().into()),
-                            ..Default::default()
-                        }]),
-                        allow_auto_topic_creation: false,
-                        ..Default::default()
-                    };
                     let mut unaware = Vec::new();
                     for broker in client.brokers() {
-                        let md = client.send(broker.node_id, &request).await.expect("metadata");
-                        let listed = md.topics.iter().any(|t| {
-                            t.error_code == ErrorCode::NONE
-                                && t.partitions.len() == 3
-                                && t.partitions.iter().all(|p| p.leader_id >= 0)
-                        });
-                        if !listed {
+                        if !lists_with_leaders(&client, broker.node_id, &topic, 3).await {
                             unaware.push(broker.node_id);
                         }
                     }
