@@ -84,3 +84,32 @@ fn a_filled_batch_grows_to_about_its_size() {
     println!("{records} records of 100 B in one 1 MiB batch: peak {peak} B, limit {limit} B");
     assert!(peak <= limit, "one 1 MiB batch took a peak of {peak} B (limit {limit} B)");
 }
+
+/// A partition's next batch starts as large as its last drained one: a steady stream does not
+/// grow each batch again from 16 KiB by doubling, each doubling a copy of the batch so far and,
+/// for a moment, both blocks (issue #14: 5 % of the instant-ack ceiling's instructions were
+/// those copies).
+#[test]
+fn a_partitions_next_batch_starts_as_large_as_its_last_one() {
+    let _serial = serial();
+    let value = Bytes::from(vec![b'v'; 100]);
+    let tp = TopicPartition::new("t", 0);
+    let mut core = ProducerCore::<()>::new(CoreConfig { idempotent: false, acks: 1, ..config() });
+    let now = Instant::now();
+    // About 330 KiB of records: doubling from 16 KiB ends in a 512 KiB block, copied from a
+    // 256 KiB one.
+    let records = 3000;
+    let fill = |core: &mut ProducerCore<()>| {
+        for _ in 0..records {
+            core.append(&tp, record(&value), (), now).expect("room in the buffer");
+        }
+    };
+    let first = peak_alloc_during(|| fill(&mut core));
+    let drained = core.drain(1, now + Duration::from_secs(1), |_| Some(1)).expect("the batch is ready");
+    let second = peak_alloc_during(|| fill(&mut core));
+    let bytes = records * 108;
+    println!("{records} records of 100 B ({bytes} B): first batch's peak {first} B, the next one's {second} B");
+    assert!(first > 2 * bytes, "the first batch grew by doubling: peak {first} B for {bytes} B");
+    assert!(second <= bytes + bytes / 8, "the next batch took a peak of {second} B for {bytes} B of records");
+    drop(drained);
+}

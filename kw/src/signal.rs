@@ -134,6 +134,19 @@ impl Interrupt {
 
     /// Runs `work` unless a signal comes first: `Err(signal)` then, and `work` is dropped.
     pub async fn guard<T>(&self, work: impl std::future::Future<Output = T>) -> Result<T, Signal> {
+        if let Some(s) = self.received() {
+            return Err(s);
+        }
+        let mut work = std::pin::pin!(work);
+        // Most work is done at its first poll (a send with room in the buffer): the signal is
+        // watched for (a receiver, a registration) only for work that has to wait.
+        let first = std::future::poll_fn(|cx| match work.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        });
+        if let Some(v) = first.await {
+            return Ok(v);
+        }
         tokio::select! {
             biased;
             s = self.wait() => Err(s),

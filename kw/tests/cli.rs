@@ -206,6 +206,24 @@ fn round_trip_for_every_codec_with_keys_headers_and_json() {
     }
 }
 
+/// `kw consume --stats` ends with a summary on stderr: the records it printed, their bytes (keys
+/// and values) and the rate; without it, stderr stays quiet.
+#[test]
+fn consume_stats_count_what_was_printed() {
+    let topic = create_topic("kw-stats", 1, &[]);
+    let lines: String = (0..10).map(|i| format!("k{i}:value-{i}\n")).collect();
+    kw_ok(&["produce", &topic, "--key-delimiter", ":", "-q"], Some(lines.as_bytes()));
+    let out = kw(&["consume", &topic, "--from", "beginning", "-c", "4", "--stats"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 4);
+    let stderr = text(&out.stderr);
+    // 4 keys of 2 bytes and 4 values of 7.
+    assert!(stderr.contains(&format!("kw: consumed 4 records (36 B) from '{topic}' in ")), "{stderr}");
+    assert!(stderr.contains(" records/s, "), "{stderr}");
+    let out = kw(&["consume", &topic, "--from", "beginning", "-c", "4"], None);
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
 #[test]
 fn json_output_reads_back_as_produce_input() {
     let a = create_topic("kw-json-a", 2, &[]);

@@ -437,95 +437,161 @@ impl Producer {
 
     /// Partitions a record of `topic`, appends it to the core with the completion `make` gives
     /// (taking a delivery slot or none) and returns what `make` gave the caller.
-    async fn enqueue<T>(
+    ///
+    /// What may wait (a metadata lookup, the transaction's AddPartitionsToTxn, room in the
+    /// buffer) is a boxed future of its own, entered only when it has to: inline, those waits
+    /// made this future several KiB, copied whole for each record whenever a caller wraps a
+    /// send (a select, a timeout). The path that waits for nothing is synchronous.
+    async fn enqueue<T, M: FnOnce(&mut Slabs) -> (Completion, T)>(
         &self,
         topic: TopicRef<'_>,
         parts: Parts,
-        make: impl FnOnce(&mut Slabs) -> (Completion, T),
+        make: M,
     ) -> Result<T> {
-        let inner = &self.inner;
         // A loop of sends that never waits would otherwise keep the driver from running on a
         // current-thread runtime (or on this worker) until `buffer.memory` is full: every so
         // often (tokio's cooperative budget) the send yields first.
         tokio::task::consume_budget().await;
+        // Bound before the await: a temporary of the match would be kept across it.
+        let stalled = match self.try_enqueue(topic, parts, make)? {
+            Ok(out) => return Ok(out),
+            Err(stalled) => Box::pin(self.enqueue_stalled(stalled)),
+        };
+        stalled.await
+    }
+
+    /// [`enqueue`](Self::enqueue) as far as it goes without waiting.
+    fn try_enqueue<'a, T, M: FnOnce(&mut Slabs) -> (Completion, T)>(
+        &'a self,
+        topic: TopicRef<'a>,
+        parts: Parts,
+        make: M,
+    ) -> Result<Result<T, Stalled<'a, T, M>>> {
+        let inner = &self.inner;
         inner.check_alive()?;
         if inner.closing.load(Ordering::Acquire) {
             return Err(closed());
         }
-        let max_block = inner.config.max_block;
-        // The clock is read for the deadline only when something has to be waited for.
-        let mut deadline_at = None;
-        let mut deadline = || *deadline_at.get_or_insert_with(|| tokio::time::Instant::now() + max_block);
-        let (name, partitions) = match topic {
-            TopicRef::Handle(h) => h.partitions(inner, deadline()).await?,
-            TopicRef::Name(name) => {
-                let meta = match inner.known_topic(name) {
-                    Some(meta) => meta,
-                    None => inner.topic_meta(name, deadline()).await?,
-                };
-                (meta.name.clone(), meta.leaders.len() as u32)
-            }
+        let known = match &topic {
+            TopicRef::Handle(h) => h.cached_partitions(inner),
+            TopicRef::Name(name) => inner.known_topic(name).map(|meta| (meta.name.clone(), meta.leaders.len() as u32)),
         };
+        match known {
+            Some((name, partitions)) => self.place(name, partitions, parts, make),
+            None => Ok(Err(Stalled::Topic { topic, parts, make })),
+        }
+    }
+
+    /// Chooses the record's partition, takes its delivery slot and appends it.
+    fn place<'a, T, M: FnOnce(&mut Slabs) -> (Completion, T)>(
+        &'a self,
+        name: Arc<str>,
+        partitions: u32,
+        parts: Parts,
+        make: M,
+    ) -> Result<Result<T, Stalled<'a, T, M>>> {
+        let inner = &self.inner;
         let timestamp = parts.timestamp.unwrap_or_else(now_millis);
         let explicit = parts.partition;
-        let mut data = RecordData { key: parts.key, value: parts.value, headers: parts.headers, timestamp };
+        let data = RecordData { key: parts.key, value: parts.value, headers: parts.headers, timestamp };
         let size = data.size_estimate();
         // Without transactions, the partition and the delivery slot are taken under one lock.
-        let (partition, (mut completion, out)) = match &inner.txn {
+        let (tp, (completion, out)) = match &inner.txn {
             None => {
                 let mut state = lock(&inner.send_state);
                 let partition = inner.choose_partition(&mut state, &name, partitions, explicit, &data, size)?;
-                (partition, make(&mut state.slabs))
+                (TopicPartition::new(name, partition), make(&mut state.slabs))
             }
             Some(t) => {
                 let partition = {
                     let mut state = lock(&inner.send_state);
                     inner.choose_partition(&mut state, &name, partitions, explicit, &data, size)?
                 };
-                t.before_send(inner, &TopicPartition::new(name.clone(), partition)).await?;
-                (partition, make(&mut lock(&inner.send_state).slabs))
+                let tp = TopicPartition::new(name, partition);
+                if !t.add_partition(&tp)? {
+                    return Ok(Err(Stalled::Txn { txn: t, tp, data, size, make }));
+                }
+                (tp, make(&mut lock(&inner.send_state).slabs))
             }
         };
-        let tp = TopicPartition::new(name, partition);
         // Counted before the append, so that its completion can never come first; uncounted
-        // unless the append happens, also if this future is dropped while it waits for room.
-        let mut counted = CountedInTransaction::new(inner.txn.as_ref());
+        // unless the append happens, also if the send is dropped while it waits for room.
+        let counted = CountedInTransaction::new(inner.txn.as_ref());
+        self.append(Placed { tp, data, size, completion, out, counted })
+    }
+
+    /// Appends a placed record to the core.
+    fn append<'a, T, M>(&'a self, placed: Placed<'a, T>) -> Result<Result<T, Stalled<'a, T, M>>> {
+        let inner = &self.inner;
+        let Placed { tp, data, size, completion, out, mut counted } = placed;
+        inner.check_alive()?;
+        // The clock is read only for a record that starts a batch.
+        let result = lock(&inner.core).append_sized(&tp, data, size, completion, Instant::now);
+        match result {
+            Ok(wake) => {
+                counted.keep();
+                // The core asks for a wake-up only when the driver has something new to do: a
+                // partition's first batch is ready, or a linger ends before the driver's next
+                // look.
+                if wake {
+                    inner.wake.notify_one();
+                }
+                Ok(Ok(out))
+            }
+            Err(AppendError::RecordTooLarge { size, max, .. }) => Err(Error::RecordTooLarge {
+                topic: tp.topic.to_string(),
+                partition: Some(tp.partition),
+                size,
+                max,
+                limit: "max.request.size",
+            }),
+            Err(AppendError::BufferFull(completion, data)) => {
+                Ok(Err(Stalled::Buffer(Placed { tp, data, size, completion, out, counted })))
+            }
+        }
+    }
+
+    /// Goes on with a send that has to wait, for as long as it has to (up to `max.block.ms`).
+    async fn enqueue_stalled<'a, T, M: FnOnce(&mut Slabs) -> (Completion, T)>(
+        &'a self,
+        mut stalled: Stalled<'a, T, M>,
+    ) -> Result<T> {
+        let inner = &self.inner;
+        let deadline = tokio::time::Instant::now() + inner.config.max_block;
         loop {
-            inner.check_alive()?;
-            // The clock is read only for a record that starts a batch.
-            let result = lock(&inner.core).append_sized(&tp, data, size, completion, Instant::now);
-            match result {
-                Ok(wake) => {
-                    counted.keep();
-                    // The core asks for a wake-up only when the driver has something new to
-                    // do: a partition's first batch is ready, or a linger ends before the
-                    // driver's next look.
-                    if wake {
-                        inner.wake.notify_one();
-                    }
-                    return Ok(out);
+            let step = match stalled {
+                Stalled::Topic { topic, parts, make } => {
+                    let (name, partitions) = match topic {
+                        TopicRef::Handle(h) => h.refresh_partitions(inner, deadline).await?,
+                        TopicRef::Name(name) => {
+                            let meta = inner.topic_meta(name, deadline).await?;
+                            (meta.name.clone(), meta.leaders.len() as u32)
+                        }
+                    };
+                    inner.check_alive()?;
+                    self.place(name, partitions, parts, make)?
                 }
-                Err(AppendError::RecordTooLarge { size, max, .. }) => {
-                    return Err(Error::RecordTooLarge {
-                        topic: tp.topic.to_string(),
-                        partition: Some(partition),
-                        size,
-                        max,
-                        limit: "max.request.size",
-                    });
+                Stalled::Txn { txn, tp, data, size, make } => {
+                    txn.wait_partition_added(inner, &tp).await?;
+                    let (completion, out) = make(&mut lock(&inner.send_state).slabs);
+                    let counted = CountedInTransaction::new(inner.txn.as_ref());
+                    self.append(Placed { tp, data, size, completion, out, counted })?
                 }
-                Err(AppendError::BufferFull(c, d)) => {
-                    completion = c;
-                    data = d;
+                Stalled::Buffer(placed) => {
                     let progressed = inner.progress.notified();
                     inner.wake.notify_one();
-                    if tokio::time::timeout_at(deadline(), progressed).await.is_err() {
+                    if tokio::time::timeout_at(deadline, progressed).await.is_err() {
                         return Err(Error::Timeout {
                             what: "waiting for room in buffer.memory".into(),
                             after: inner.config.max_block,
                         });
                     }
+                    self.append(placed)?
                 }
+            };
+            match step {
+                Ok(out) => return Ok(out),
+                Err(next) => stalled = next,
             }
         }
     }
@@ -640,6 +706,26 @@ impl Drop for CountedInTransaction<'_> {
     }
 }
 
+/// A record whose partition is chosen and whose delivery slot is taken, to be appended.
+struct Placed<'a, T> {
+    tp: TopicPartition,
+    data: RecordData,
+    size: usize,
+    completion: Completion,
+    out: T,
+    counted: CountedInTransaction<'a>,
+}
+
+/// Why a send has to wait, with what it holds so far.
+enum Stalled<'a, T, M> {
+    /// The topic's metadata is not known yet.
+    Topic { topic: TopicRef<'a>, parts: Parts, make: M },
+    /// Its partition is not in the transaction yet (AddPartitionsToTxn, under v1).
+    Txn { txn: &'a Transactions, tp: TopicPartition, data: RecordData, size: usize, make: M },
+    /// No room in `buffer.memory`.
+    Buffer(Placed<'a, T>),
+}
+
 /// The topic of a record being sent: a name to look up, or a [`TopicProducer`]'s cache.
 enum TopicRef<'a> {
     Name(&'a str),
@@ -692,14 +778,17 @@ impl TopicProducer {
         self.producer.enqueue(TopicRef::Handle(self), parts, |_| (Completion::detached(), ())).await
     }
 
-    /// The interned name and the partition count, looked up again only if the producer's
-    /// metadata changed since they were cached.
-    async fn partitions(&self, inner: &Inner, deadline: tokio::time::Instant) -> Result<(Arc<str>, u32)> {
+    /// The interned name and the partition count, if the producer learnt no metadata since
+    /// they were cached.
+    fn cached_partitions(&self, inner: &Inner) -> Option<(Arc<str>, u32)> {
         let version = inner.topics_version.load(Ordering::Acquire);
         let cached = self.cached.load(Ordering::Acquire);
-        if (cached >> 32) as u32 == version {
-            return Ok((self.name.clone(), cached as u32));
-        }
+        ((cached >> 32) as u32 == version).then(|| (self.name.clone(), cached as u32))
+    }
+
+    /// The interned name and the partition count, looked up again.
+    async fn refresh_partitions(&self, inner: &Inner, deadline: tokio::time::Instant) -> Result<(Arc<str>, u32)> {
+        let version = inner.topics_version.load(Ordering::Acquire);
         let meta = inner.topic_meta(&self.name, deadline).await?;
         let partitions = meta.leaders.len() as u32;
         self.cached.store(pack(version, partitions), Ordering::Release);
@@ -1479,5 +1568,30 @@ mod tests {
         let (late, delivery) = pairs.remove(0);
         drop(delivery);
         late.send(Ok(metadata));
+    }
+}
+#[cfg(test)]
+mod future_sizes {
+    use super::*;
+
+    /// The size of the future `f` returns.
+    fn future_size<'a, S: 'a, A, F: Future>(_: impl FnOnce(&'a S, A) -> F) -> usize {
+        size_of::<F>()
+    }
+
+    /// Regression (issue #14: `kw produce` spent a third of its CPU in memmove): the futures of
+    /// the send calls were 5.7 KiB (the metadata lookup and every wait inline), and a caller
+    /// wrapping one (a select, a timeout, kw's signal guard) copied it whole for each record.
+    /// They are 440-464 bytes now: the record, and the synchronous path's arguments.
+    #[test]
+    fn regression_send_futures_are_small() {
+        for (what, size) in [
+            ("Producer::send", future_size(Producer::send)),
+            ("Producer::send_nowait", future_size(Producer::send_nowait)),
+            ("TopicProducer::send", future_size(TopicProducer::send)),
+            ("TopicProducer::send_nowait", future_size(TopicProducer::send_nowait)),
+        ] {
+            assert!(size <= 512, "{what}'s future is {size} bytes");
+        }
     }
 }

@@ -104,17 +104,17 @@ impl Transactions {
         }
     }
 
-    /// Called by `send` before a record for `tp` is appended: the transaction must be open, and
-    /// under v1 the partition must have been added to it (this waits for AddPartitionsToTxn).
-    pub(super) async fn before_send(&self, inner: &Inner, tp: &TopicPartition) -> Result<()> {
-        let added = {
-            let mut st = lock(&self.state);
-            st.manager.add_partition(tp).map_err(|e| self.error(e))?
-        };
-        if !added {
-            self.pump_until(inner, |st| st.manager.add_partition(tp).map(|ok| ok.then_some(()))).await?;
-        }
-        Ok(())
+    /// Called by `send` before a record for `tp` is appended: the transaction must be open.
+    /// Returns whether the partition is in the transaction; if not (under v1, until
+    /// AddPartitionsToTxn is answered), [`wait_partition_added`](Self::wait_partition_added)
+    /// waits for it.
+    pub(super) fn add_partition(&self, tp: &TopicPartition) -> Result<bool> {
+        lock(&self.state).manager.add_partition(tp).map_err(|e| self.error(e))
+    }
+
+    /// Waits until `tp` is in the transaction.
+    pub(super) async fn wait_partition_added(&self, inner: &Inner, tp: &TopicPartition) -> Result<()> {
+        self.pump_until(inner, |st| st.manager.add_partition(tp).map(|ok| ok.then_some(()))).await
     }
 
     /// A record of the transaction is being appended (`1`), or after all was not (`-1`): the

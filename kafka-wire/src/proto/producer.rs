@@ -378,6 +378,8 @@ struct PartitionQueue<C> {
     confirmed: bool,
     /// How many records the last batch drained from here held.
     last_batch_records: usize,
+    /// How many bytes it held.
+    last_batch_bytes: usize,
 }
 
 // Derived `Default` would require `C: Default`.
@@ -391,6 +393,7 @@ impl<C> Default for PartitionQueue<C> {
             sequence_broken: None,
             confirmed: false,
             last_batch_records: 0,
+            last_batch_bytes: 0,
         }
     }
 }
@@ -596,7 +599,12 @@ impl<C> ProducerCore<C> {
                 || (queue.batches.is_empty() && self.next_look.is_none_or(|t| now + self.config.linger < t));
             queue.batches.push_back(Batch {
                 tp: tp.clone(),
-                builder: Some(BatchBuilder::with_capacity(0, size.max(batch_size.min(FIRST_BATCH_CAPACITY)))),
+                // As large as the partition's last drained batch: a steady stream fills its
+                // batches alike, and growing one by doubling copied it whole once more.
+                builder: Some(BatchBuilder::with_capacity(
+                    0,
+                    size.max(batch_size.min(queue.last_batch_bytes.max(FIRST_BATCH_CAPACITY))),
+                )),
                 sealed: None,
                 sealing: None,
                 // Sized as the partition's last drained batch: a batch of thousands of small
@@ -814,6 +822,7 @@ impl<C> ProducerCore<C> {
                 batch.sequence = sequence;
                 q.last_batch_records = batch.completions.len();
                 let mut builder = batch.builder.take().unwrap_or_else(|| BatchBuilder::new(0));
+                q.last_batch_bytes = builder.size_estimate();
                 if let Some((epoch, seq)) = sequence {
                     builder
                         .set_producer_state(self.producer_id, epoch, seq)

@@ -12,7 +12,7 @@ use kafka_wire::TopicPartition;
 
 use crate::conn::{connect_error, ConnArgs};
 use crate::error::{runtime, usage, Result};
-use crate::output::{json_bytes, json_str, write_error};
+use crate::output::{human_bytes, json_bytes, json_str, write_error};
 use crate::signal::Interrupt;
 use crate::Top;
 
@@ -86,6 +86,10 @@ pub struct ConsumeArgs {
     /// With --format value: print the key, DELIM, then the value
     #[arg(short = 'K', long = "key-delimiter", value_name = "DELIM")]
     pub key_delimiter: Option<String>,
+    /// At the end, print on stderr the records read and their rate (from the first fetch on,
+    /// connecting and positioning left out)
+    #[arg(long)]
+    pub stats: bool,
     #[command(flatten)]
     pub conn: ConnArgs,
 }
@@ -327,7 +331,12 @@ pub async fn run(args: ConsumeArgs, top: &Top) -> Result<()> {
     let consumer = interrupt.guard(Consumer::new(config)).await?.map_err(connect_error)?;
     // Nothing to clean up before the loop: a group is joined by the first poll.
     let ends = interrupt.guard(start(&consumer, &args, read_committed, wait)).await??;
-    let result = consume_loop(&consumer, &output, &args, &ends, interrupt).await;
+    let mut printed = Printed::default();
+    let started = Instant::now();
+    let result = consume_loop(&consumer, &output, &args, &ends, interrupt, &mut printed).await;
+    if args.stats {
+        eprintln!("kw: {}", printed.summary(&args.topics, started.elapsed()));
+    }
     match interrupt.bounded(consumer.close()).await {
         Some(Ok(())) => {}
         Some(Err(e)) => eprintln!("kw: closing the consumer failed: {}", crate::error::describe(&e)),
@@ -398,14 +407,38 @@ async fn start(
     Ok(ends)
 }
 
+/// What the loop printed, for `--stats`.
+#[derive(Default)]
+struct Printed {
+    records: u64,
+    /// Of keys and values.
+    bytes: u64,
+}
+
+impl Printed {
+    fn summary(&self, topics: &[String], elapsed: Duration) -> String {
+        let secs = elapsed.as_secs_f64().max(1e-6);
+        let topics: Vec<String> = topics.iter().map(|t| format!("'{t}'")).collect();
+        format!(
+            "consumed {} record{} ({}) from {} in {secs:.2} s: {:.1} records/s, {}/s",
+            self.records,
+            if self.records == 1 { "" } else { "s" },
+            human_bytes(self.bytes),
+            topics.join(", "),
+            self.records as f64 / secs,
+            human_bytes((self.bytes as f64 / secs) as u64)
+        )
+    }
+}
+
 async fn consume_loop(
     consumer: &Consumer,
     output: &Output,
     args: &ConsumeArgs,
     ends: &HashMap<TopicPartition, i64>,
     interrupt: &Interrupt,
+    printed: &mut Printed,
 ) -> Result<()> {
-    let mut printed = 0u64;
     let mut buf = Vec::with_capacity(1 << 16);
     let stdout = std::io::stdout();
     let mut idle_since = Instant::now();
@@ -428,12 +461,13 @@ async fn consume_loop(
         // a group commits only what was printed).
         let mut rewind: BTreeMap<TopicPartition, i64> = BTreeMap::new();
         for r in &records {
-            if args.count.is_some_and(|c| printed >= c) {
+            if args.count.is_some_and(|c| printed.records >= c) {
                 rewind.entry(r.topic_partition()).or_insert(r.offset);
                 continue;
             }
             output.write(&mut buf, r);
-            printed += 1;
+            printed.records += 1;
+            printed.bytes += (r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len())) as u64;
         }
         {
             let mut out = stdout.lock();
@@ -442,7 +476,7 @@ async fn consume_loop(
         for (tp, offset) in rewind {
             consumer.seek(&tp, offset)?;
         }
-        if args.count.is_some_and(|c| printed >= c) {
+        if args.count.is_some_and(|c| printed.records >= c) {
             return Ok(());
         }
     }

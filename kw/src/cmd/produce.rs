@@ -403,9 +403,8 @@ fn line_error(e: &KafkaError) -> (Cause, String) {
     }
 }
 
-/// Settings every record starts from.
+/// Settings every record starts from (its topic is the handle's).
 struct Defaults {
-    topic: String,
     key: Option<Bytes>,
     delimiter: Option<Vec<u8>>,
     headers: Vec<Header>,
@@ -473,8 +472,9 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
             )));
         }
     }
+    // A handle on the topic: no lookup of its name for each record.
+    let topic = interrupt.guard(producer.topic(&args.topic)).await?.map_err(|e| runtime(describe(&e)))?;
     let defaults = Defaults {
-        topic: args.topic.clone(),
         key: args.key.clone().map(Bytes::from),
         delimiter: args.key_delimiter.clone().map(String::into_bytes),
         headers,
@@ -556,7 +556,9 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
                 txn.begin(n, &t);
             }
             // `send` waits only for metadata and buffer room; a signal stops it.
-            let result = match interrupt.guard(producer.send(record)).await {
+            // Pinned here and guarded through a reference: the guard does not copy the send.
+            let send = std::pin::pin!(topic.send(record));
+            let result = match interrupt.guard(send).await {
                 Ok(result) => result,
                 Err(s) => {
                     stopped = Some((interrupted(s), n - 1));
@@ -851,7 +853,7 @@ fn line_at(block: &Bytes, start: usize, end: usize) -> Bytes {
 
 fn base_record(d: &Defaults) -> ProducerRecord {
     ProducerRecord {
-        topic: d.topic.clone(),
+        topic: String::new(),
         partition: d.partition,
         key: d.key.clone(),
         value: None,
@@ -982,7 +984,7 @@ mod tests {
     use super::*;
 
     fn defaults() -> Defaults {
-        Defaults { topic: "t".into(), key: None, delimiter: Some(b"::".to_vec()), headers: Vec::new(), partition: None }
+        Defaults { key: None, delimiter: Some(b"::".to_vec()), headers: Vec::new(), partition: None }
     }
 
     #[test]
