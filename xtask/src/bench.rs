@@ -4,8 +4,11 @@
 //! batch.size), in interleaved rounds; the table gives the median and the min–max of the rounds,
 //! and each figure's ratio to librdkafka's. CPU seconds and max RSS are those of the whole client
 //! process (GNU time's rusage of the child), so a JVM's start-up counts as the Java client's;
-//! records/s is the client's own timed phase where it reports one (the `kw` binary reports
-//! none: its wall time, start-up included).
+//! records/s is the client's own timed phase where it reports one (`kw produce`'s summary line,
+//! `kw consume --stats`'s). Around each client
+//! process on the real broker the broker's own CPU time is read too (`/proc/<pid>/stat`), for
+//! its CPU-seconds per million records and its busy share of the client's wall time: where the
+//! broker, not the client, is the limit, it shows.
 //!
 //! The peers that are not this project live outside the workspace, under `bench/peers/` (the
 //! `rdkafka` crate builds librdkafka in C; no C enters the workspace's build).
@@ -14,7 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -156,6 +159,12 @@ struct Figures {
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
     p999_ms: Option<f64>,
+    /// records/s over the client process's wall time (start-up and connect included).
+    wall_records_per_s: f64,
+    /// The broker's CPU seconds during the client process, per million records.
+    broker_cpu_s_per_million: Option<f64>,
+    /// The broker's CPU seconds / the client process's wall seconds, in % of one core.
+    broker_busy_pct: Option<f64>,
 }
 
 struct Env {
@@ -166,6 +175,10 @@ struct Env {
     rdkafka: Option<PathBuf>,
     rskafka: Option<PathBuf>,
     scratch: PathBuf,
+    /// The broker whose CPU time each client run is measured against.
+    broker: Option<Broker>,
+    /// Its pid and clock ticks for the report, or why there is no broker.
+    broker_note: std::result::Result<String, String>,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -196,6 +209,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "127.0.0.1:9092".into());
     let env = build(&root, bootstrap, &mut clients)?;
+    let broker_at_rest = env.broker.as_ref().and_then(|b| b.at_rest(Duration::from_secs(2)));
 
     // results[workload][client] = one Figures per round
     let mut results: BTreeMap<&str, BTreeMap<Client, Vec<Figures>>> = BTreeMap::new();
@@ -208,11 +222,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 match run_one(&env, client, w) {
                     Ok(f) => {
                         eprintln!(
-                            "{:.0} records/s, {:.2} CPU-s/M, {:.0} MiB{}",
+                            "{:.0} records/s, {:.2} CPU-s/M, {:.0} MiB{}{}",
                             f.records_per_s,
                             f.cpu_s_per_million,
                             f.max_rss_mib,
-                            f.p99_ms.map(|p| format!(", p99 {p:.2} ms")).unwrap_or_default()
+                            f.p99_ms.map(|p| format!(", p99 {p:.2} ms")).unwrap_or_default(),
+                            match (f.broker_cpu_s_per_million, f.broker_busy_pct) {
+                                (Some(c), Some(b)) => format!("; broker {c:.2} CPU-s/M, busy {b:.0} %"),
+                                _ => String::new(),
+                            }
                         );
                         results.entry(w.name).or_default().entry(client).or_default().push(f);
                     }
@@ -222,7 +240,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     let load_after = loadavg();
-    let table = report(&chosen, &clients, &results, rounds, &load_before, &load_after, started.elapsed().as_secs())?;
+    let run = RunInfo {
+        rounds,
+        load_before,
+        load_after,
+        took_s: started.elapsed().as_secs(),
+        broker_note: env.broker_note.clone(),
+        broker_at_rest,
+    };
+    let table = report(&chosen, &clients, &results, &run)?;
     let dir = root.join("bench/results");
     std::fs::create_dir_all(&dir)?;
     let stem = format!("{}-{}{}", today(), machine_name(), if args.quick { "-quick" } else { "" });
@@ -294,6 +320,16 @@ fn build(root: &Path, bootstrap: String, clients: &mut Vec<Client>) -> Result<En
     });
     let scratch = root.join("target/bench");
     std::fs::create_dir_all(&scratch)?;
+    let (broker, broker_note) = match find_broker(&bootstrap) {
+        Ok(b) => {
+            let note = format!("pid {}, {}", b.pid, b.ticks_note);
+            (Some(b), Ok(note))
+        }
+        Err(why) => {
+            eprintln!("bench: no broker CPU figures: {why}");
+            (None, Err(why))
+        }
+    };
     Ok(Env {
         root: root.to_path_buf(),
         bootstrap,
@@ -302,6 +338,8 @@ fn build(root: &Path, bootstrap: String, clients: &mut Vec<Client>) -> Result<En
         rdkafka,
         rskafka,
         scratch,
+        broker,
+        broker_note,
     })
 }
 
@@ -383,12 +421,23 @@ fn topic_log_bytes(env: &Env, topic: &str) -> Result<u64> {
     Ok(total)
 }
 
-/// What GNU time reports of a client process, and its standard output.
+/// What GNU time reports of a client process, its output, and the broker's CPU time meanwhile.
 struct Ran {
     stdout: String,
+    stderr: String,
     wall_s: f64,
     cpu_s: f64,
     max_rss_kb: f64,
+    /// The broker's CPU seconds (user + system) from just before the process started until it
+    /// exited, and that window's length; `None` without a broker pid, or if the broker's
+    /// process could not be read before and after (or was another process after).
+    broker: Option<BrokerUse>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct BrokerUse {
+    cpu_s: f64,
+    window_s: f64,
 }
 
 /// Runs a client under GNU time, with `stdin` as its input (kw produce) and its standard output
@@ -407,11 +456,19 @@ fn timed_to(env: &Env, program: &Path, args: &[String], stdin: Option<&Path>, di
         Some(p) => Stdio::from(std::fs::File::open(p)?),
         None => Stdio::null(),
     });
-    let out =
-        cmd.stderr(Stdio::piped()).stdout(if discard_stdout { Stdio::null() } else { Stdio::piped() }).output()?;
+    cmd.stderr(Stdio::piped()).stdout(if discard_stdout { Stdio::null() } else { Stdio::piped() });
+    let before = env.broker.as_ref().and_then(Broker::sample);
+    let window = Instant::now();
+    let out = cmd.output()?;
+    let window_s = window.elapsed().as_secs_f64();
+    let after = env.broker.as_ref().and_then(Broker::sample);
+    let broker = match (env.broker.as_ref(), before, after) {
+        (Some(b), Some(before), Some(after)) => b.used(before, after, window_s),
+        _ => None,
+    };
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
         bail!(
             "{} exited with {}: {}",
@@ -423,7 +480,7 @@ fn timed_to(env: &Env, program: &Path, args: &[String], stdin: Option<&Path>, di
     let usage = std::fs::read_to_string(&rusage)?;
     let f: Vec<f64> = usage.lines().last().unwrap_or("").split_whitespace().filter_map(|x| x.parse().ok()).collect();
     anyhow::ensure!(f.len() == 4, "unexpected GNU time output {usage:?}");
-    Ok(Ran { stdout, wall_s: f[0], cpu_s: f[1] + f[2], max_rss_kb: f[3] })
+    Ok(Ran { stdout, stderr, wall_s: f[0], cpu_s: f[1] + f[2], max_rss_kb: f[3], broker })
 }
 
 /// A number field of the last JSON line of a client's output.
@@ -535,13 +592,16 @@ fn xtask_tool(env: &Env, tool: &str, args: Vec<String>) -> Result<Ran> {
 }
 
 /// Figures from a run: records/s from the client's own timed phase (`secs` in its JSON line,
-/// or `rate` when the client prints a rate), else from the process's wall time.
+/// or `rate` when the client prints a rate), else from the process's wall time; the broker's
+/// CPU while the process ran.
 fn figures(ran: &Ran, records: u64, value_size: usize, rate: Option<f64>) -> Figures {
-    let rate = rate
-        .or_else(|| json_field(&ran.stdout, "secs").map(|s| records as f64 / s))
-        .unwrap_or(records as f64 / ran.wall_s.max(0.001));
+    let wall_rate = records as f64 / ran.wall_s.max(0.001);
+    let rate = rate.or_else(|| json_field(&ran.stdout, "secs").map(|s| records as f64 / s)).unwrap_or(wall_rate);
     Figures {
         records_per_s: rate,
+        wall_records_per_s: wall_rate,
+        broker_cpu_s_per_million: ran.broker.map(|b| b.cpu_s / (records as f64 / 1e6)),
+        broker_busy_pct: ran.broker.map(|b| 100.0 * b.cpu_s / b.window_s.max(0.001)),
         mb_per_s: rate * value_size as f64 / 1e6,
         cpu_s_per_million: ran.cpu_s / (records as f64 / 1e6),
         max_rss_mib: ran.max_rss_kb / 1024.0,
@@ -550,6 +610,32 @@ fn figures(ran: &Ran, records: u64, value_size: usize, rate: Option<f64>) -> Fig
         p999_ms: json_field(&ran.stdout, "p999_ms"),
         ..Figures::default()
     }
+}
+
+/// records/s of `kw produce`'s summary line on stderr (`kw: produced N records (…) to 'T' in S s:
+/// R records/s, M MiB/s`), or of `kw consume --stats`'s (`kw: consumed N records (…) from 'T' in
+/// S s: R records/s, …`): the timed phase, start-up, connect and metadata left out (`verb` is
+/// `produced` or `consumed`).
+fn kw_rate(stderr: &str, verb: &str, records: u64) -> Result<f64> {
+    let prefix = format!("kw: {verb} ");
+    let line = stderr.lines().rev().find_map(|l| l.trim().strip_prefix(prefix.as_str())).with_context(|| {
+        let mut tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        tail.reverse();
+        format!("no `kw: {verb} …` summary on kw's stderr: {:?}", tail.join(" | "))
+    })?;
+    let done: u64 = line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no record count in kw's summary {line:?}"))?;
+    anyhow::ensure!(done == records, "kw {verb} {done} records, not {records}: {line:?}");
+    let rate = line
+        .rsplit_once(" s: ")
+        .and_then(|(_, r)| r.split_once(" records/s"))
+        .and_then(|(r, _)| r.trim().parse::<f64>().ok())
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .with_context(|| format!("no records/s in kw's summary {line:?}"))?;
+    Ok(rate)
 }
 
 fn produce(env: &Env, client: Client, topic: &str, w: &Workload) -> Result<Figures> {
@@ -561,13 +647,16 @@ fn produce(env: &Env, client: Client, topic: &str, w: &Workload) -> Result<Figur
         Client::Kw | Client::KwMusl => {
             let bin = if client == Client::Kw { env.kw.clone() } else { env.kw_musl.clone().context("no musl kw")? };
             let input = lines_file(env, w.value_size, w.records)?;
+            // Not `-q`: the summary line on stderr gives the timed phase's rate.
             let mut args = vec![s("produce"), topic.into(), s("-b"), env.bootstrap.clone(), s("--acks"), s("all")];
-            args.extend([s("--idempotent"), s("true"), s("-q")]);
+            args.extend([s("--idempotent"), s("true")]);
             args.extend([s("-X"), format!("linger.ms={LINGER_MS}"), s("-X"), format!("batch.size={BATCH_SIZE}")]);
             if w.compression != "none" {
                 args.extend([s("-z"), w.compression.into()]);
             }
-            (timed(env, &bin, &args, Some(&input))?, None)
+            let ran = timed(env, &bin, &args, Some(&input))?;
+            let rate = kw_rate(&ran.stderr, "produced", w.records)?;
+            (ran, Some(rate))
         }
         Client::Java => {
             let payloads = payload_file(env, w.value_size)?;
@@ -624,8 +713,11 @@ fn consume(env: &Env, client: Client, topic: &str, w: &Workload) -> Result<Figur
         Client::Kw | Client::KwMusl => {
             let bin = if client == Client::Kw { env.kw.clone() } else { env.kw_musl.clone().context("no musl kw")? };
             let args = vec![s("consume"), topic.into(), s("-b"), env.bootstrap.clone(), s("--from"), s("beginning")];
-            let args = [args, vec![s("-c"), s(w.records), s("--exit-at-end")]].concat();
-            (timed_to(env, &bin, &args, None, true)?, None)
+            // --stats: the summary line on stderr gives the timed phase's rate.
+            let args = [args, vec![s("-c"), s(w.records), s("--exit-at-end"), s("--stats")]].concat();
+            let ran = timed_to(env, &bin, &args, None, true)?;
+            let rate = kw_rate(&ran.stderr, "consumed", w.records)?;
+            (ran, Some(rate))
         }
         Client::Java => {
             let ran = xtask_tool(
@@ -693,6 +785,9 @@ fn ceiling(env: &Env, w: &Workload) -> Result<Figures> {
     let mut f = figures(&ran, w.records, w.value_size, None);
     let cpu = json_field(&ran.stdout, "cpu_s").context("no cpu_s in produce_bench's output")?;
     f.cpu_s_per_million = cpu / (w.records as f64 / 1e6);
+    // The real broker idled meanwhile: not this run's.
+    f.broker_cpu_s_per_million = None;
+    f.broker_busy_pct = None;
     Ok(f)
 }
 
@@ -729,6 +824,11 @@ fn metrics(kind: Kind) -> Vec<Metric> {
         }
         Kind::Consume | Kind::Ceiling => {}
     }
+    // The ceiling's broker is in-process and fake: no broker figures.
+    if kind != Kind::Ceiling {
+        m.push(("broker CPU-s per M records", |f| f.broker_cpu_s_per_million, 2));
+        m.push(("broker busy % of a core", |f| f.broker_busy_pct, 0));
+    }
     m
 }
 
@@ -742,15 +842,25 @@ fn fmt_num(v: f64, decimals: usize) -> String {
     }
 }
 
+/// What the report says of the run as a whole.
+struct RunInfo {
+    rounds: u32,
+    load_before: String,
+    load_after: String,
+    took_s: u64,
+    /// The broker's pid and clock ticks, or why its CPU is not measured.
+    broker_note: std::result::Result<String, String>,
+    /// The broker's CPU at rest before the first run, in % of one core.
+    broker_at_rest: Option<f64>,
+}
+
 fn report(
     workloads: &[Workload],
     clients: &[Client],
     results: &BTreeMap<&str, BTreeMap<Client, Vec<Figures>>>,
-    rounds: u32,
-    load_before: &str,
-    load_after: &str,
-    took_s: u64,
+    run: &RunInfo,
 ) -> Result<String> {
+    let RunInfo { rounds, load_before, load_after, took_s, .. } = run;
     let mut out = String::new();
     writeln!(out, "# Benchmark: this client against its peers, {}\n", today())?;
     writeln!(out, "`cargo xtask bench` ({rounds} round(s), interleaved; median and min–max; ratio = the median / librdkafka's median in the same run).\n")?;
@@ -766,7 +876,18 @@ fn report(
         "- clients: {}",
         clients.iter().map(|c| format!("{} = {}", c.name(), c.label())).collect::<Vec<_>>().join("; ")
     )?;
-    writeln!(out, "- CPU and max RSS: the whole client process (GNU time), start-up included; records/s: the client's timed phase (`kw`: the process's wall time)")?;
+    writeln!(out, "- CPU and max RSS: the whole client process (GNU time), start-up included; records/s: the client's timed phase (`kw`: its own summary line, of `kw produce` and `kw consume --stats`); under each produce and consume table, each client's records/s over its process's wall time, start-up and connect included")?;
+    let cores = cores();
+    match &run.broker_note {
+        Ok(note) => writeln!(
+            out,
+            "- broker CPU: the broker JVM's user + system time (`/proc/<pid>/stat`, {}) from just before each client process starts until it exits: broker CPU-s per M records, and broker busy = those CPU seconds / the client process's wall seconds, in % of one core (the machine has {cores} cores, so {} % would be all of them, the client's share included). Consume: the measured consume only, not the untimed fill before it. The client's start-up (a JVM's too) is in its wall time and lowers the busy share. At rest (2 s before the first run) the broker used {} of a core",
+            note,
+            cores * 100,
+            run.broker_at_rest.map_or_else(|| "— %".into(), |p| format!("{p:.1} %")),
+        )?,
+        Err(why) => writeln!(out, "- broker CPU: — (not measured: {why})")?,
+    }
     writeln!(out, "- ceiling: `produce_bench --fake --current-thread --nowait`, this library against an in-process broker that acknowledges at once, the client on one thread; its CPU is the client's threads' (the fake broker's thread left out), its RSS the whole process's\n")?;
     for w in workloads {
         let Some(per_client) = results.get(w.name) else { continue };
@@ -815,6 +936,23 @@ fn report(
                 }
             }
             writeln!(out)?;
+        }
+        if matches!(w.kind, Kind::Produce | Kind::Consume) {
+            let wall: Vec<String> = clients
+                .iter()
+                .filter_map(|c| {
+                    let runs = per_client.get(c)?;
+                    let (med, _, _) = median_min_max(runs.iter().map(|f| f.wall_records_per_s).collect())?;
+                    Some(format!("{} {}", c.name(), fmt_num(med, 0)))
+                })
+                .collect();
+            if !wall.is_empty() {
+                writeln!(
+                    out,
+                    "\nrecords/s over the client process's wall time (start-up and connect included): {}",
+                    wall.join(", ")
+                )?;
+            }
         }
         writeln!(out)?;
     }
@@ -921,6 +1059,116 @@ fn chart(
 }
 
 // ---------------------------------------------------------------------------------------------
+// The broker's CPU
+
+/// The local 1-node broker's JVM, whose CPU time each client run is measured against.
+struct Broker {
+    pid: u32,
+    /// Clock ticks per second of `/proc/<pid>/stat`'s times.
+    ticks_per_s: f64,
+    /// Where `ticks_per_s` came from, for the report.
+    ticks_note: String,
+}
+
+/// One reading of the broker's `/proc/<pid>/stat`: user + system ticks of all its threads, and
+/// its start time (a different start time is another process with the same pid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sample {
+    ticks: u64,
+    start_time: u64,
+}
+
+impl Broker {
+    fn sample(&self) -> Option<Sample> {
+        parse_stat(&std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?)
+    }
+
+    /// The broker's CPU between two samples `window_s` apart, if both are of the same process.
+    fn used(&self, before: Sample, after: Sample, window_s: f64) -> Option<BrokerUse> {
+        (before.start_time == after.start_time && after.ticks >= before.ticks)
+            .then(|| BrokerUse { cpu_s: (after.ticks - before.ticks) as f64 / self.ticks_per_s, window_s })
+    }
+
+    /// The broker's CPU over `span` with no client running, in % of one core.
+    fn at_rest(&self, span: Duration) -> Option<f64> {
+        let before = self.sample()?;
+        let t = Instant::now();
+        std::thread::sleep(span);
+        let used = self.used(before, self.sample()?, t.elapsed().as_secs_f64())?;
+        Some(100.0 * used.cpu_s / used.window_s)
+    }
+}
+
+/// utime + stime and starttime of a `/proc/<pid>/stat` line. `comm` (in parentheses) may hold
+/// spaces and parentheses: the fields after the last ')' begin at field 3 (state); utime is
+/// field 14, stime 15, starttime 22 (proc(5)).
+fn parse_stat(stat: &str) -> Option<Sample> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some(Sample { ticks: field(14)? + field(15)?, start_time: field(22)? })
+}
+
+/// The broker the run measures: node 1 of the local 1-node cluster, as `cargo xtask kafka status
+/// --nodes 1` reports it (its `cluster::node_pid`: the pid file names a live JVM started with
+/// the node's `server.properties`), if the run's bootstrap is that cluster's. Else why not.
+fn find_broker(bootstrap: &str) -> Result<Broker, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("no path to this xtask binary ({e})"))?;
+    let out = Command::new(exe)
+        .args(["kafka", "status", "--nodes", "1"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("`cargo xtask kafka status --nodes 1` did not run ({e})"))?;
+    if !out.status.success() {
+        return Err(format!("`cargo xtask kafka status --nodes 1` failed ({})", out.status));
+    }
+    let pid = broker_pid_from_status(&String::from_utf8_lossy(&out.stdout), bootstrap)?;
+    let (ticks_per_s, ticks_note) = clock_ticks();
+    Ok(Broker { pid, ticks_per_s, ticks_note })
+}
+
+/// The pid of node 1 in `kafka status --nodes 1`'s output (`1-node cluster: up, Kafka V,
+/// bootstrap B` then `  node 1: running (pid P, …`), if B is the run's `bootstrap`.
+fn broker_pid_from_status(status: &str, bootstrap: &str) -> Result<u32, String> {
+    let cluster = status
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("1-node cluster: "))
+        .ok_or("`kafka status` names no 1-node cluster")?;
+    let local = cluster
+        .split_once(", bootstrap ")
+        .map(|(_, b)| b.trim())
+        .ok_or_else(|| format!("the local 1-node cluster is {cluster}"))?;
+    if local != bootstrap {
+        return Err(format!(
+            "the run's bootstrap {bootstrap} is not the local 1-node cluster ({local}), whose broker process this machine knows"
+        ));
+    }
+    status
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("node 1: running (pid "))
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("node 1 of the local 1-node cluster ({local}) is not running"))
+}
+
+/// `getconf CLK_TCK`, else 100 (Linux's USER_HZ on every common architecture).
+fn clock_ticks() -> (f64, String) {
+    let got = Command::new("getconf")
+        .arg("CLK_TCK")
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().ok())
+        .filter(|t| *t > 0);
+    match got {
+        Some(t) => (f64::from(t), format!("{t} ticks/s from `getconf CLK_TCK`")),
+        None => (100.0, "100 ticks/s assumed (`getconf CLK_TCK` gave none)".into()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The machine
 
 fn loadavg() -> String {
@@ -977,4 +1225,114 @@ fn today() -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| "undated".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_times_after_the_last_parenthesis() {
+        // comm with a space and a ')' in it; utime 1200, stime 345, starttime 98765.
+        let stat = "8400 (java) x) S 1 8400 8400 0 -1 4194560 100 0 0 0 1200 345 0 0 20 0 60 0 98765 4000000 150000";
+        assert_eq!(parse_stat(stat), Some(Sample { ticks: 1545, start_time: 98765 }));
+        assert_eq!(parse_stat("8400 (java) S 1 2"), None);
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(parse_stat(&own).is_some(), "{own}");
+    }
+
+    #[test]
+    fn broker_use_only_of_one_process() {
+        let b = Broker { pid: 1, ticks_per_s: 100.0, ticks_note: String::new() };
+        let used = b.used(Sample { ticks: 100, start_time: 7 }, Sample { ticks: 350, start_time: 7 }, 5.0).unwrap();
+        assert_eq!((used.cpu_s, used.window_s), (2.5, 5.0));
+        assert!(b.used(Sample { ticks: 100, start_time: 7 }, Sample { ticks: 350, start_time: 8 }, 5.0).is_none());
+    }
+
+    const STATUS: &str = "cached jars: 4.1.2\ntools version: 4.1.2\n\
+        1-node cluster: up, Kafka 4.1.2, bootstrap 127.0.0.1:9092\n\
+        \x20 node 1: running (pid 8400, RSS 612 MiB), 127.0.0.1:9092 serving, log .kafka/cluster1/node1/kafka.log\n";
+
+    #[test]
+    fn broker_pid_from_kafka_status() {
+        assert_eq!(broker_pid_from_status(STATUS, "127.0.0.1:9092"), Ok(8400));
+        let other = broker_pid_from_status(STATUS, "10.0.0.5:9092").unwrap_err();
+        assert!(other.contains("not the local 1-node cluster"), "{other}");
+        let down = STATUS.replace("running (pid 8400, RSS 612 MiB), 127.0.0.1:9092 serving,", "not running,");
+        assert!(broker_pid_from_status(&down, "127.0.0.1:9092").unwrap_err().contains("not running"));
+        let unset = "cached jars: none\ntools version: 4.1.2\n1-node cluster: not set up\n";
+        assert!(broker_pid_from_status(unset, "127.0.0.1:9092").unwrap_err().contains("not set up"));
+    }
+
+    #[test]
+    fn kw_rates_from_its_summaries() {
+        let stderr = "kw: produced 1000000 records (95.4 MiB) to 'bench-produce-100b-kw-1' in 0.85 s: 1176470.6 records/s, 112.2 MiB/s\n";
+        assert_eq!(kw_rate(stderr, "produced", 1_000_000).unwrap(), 1_176_470.6);
+        let short = kw_rate(stderr, "produced", 2_000_000).unwrap_err().to_string();
+        assert!(short.contains("not 2000000"), "{short}");
+        let none = kw_rate("kw: something else\n", "produced", 1).unwrap_err().to_string();
+        assert!(none.contains("no `kw: produced"), "{none}");
+        let stderr = "kw: consumed 2000000 records (190.7 MiB) from 'bench-consume-kw-1' in 0.41 s: 4878048.8 records/s, 465.2 MiB/s\n";
+        assert_eq!(kw_rate(stderr, "consumed", 2_000_000).unwrap(), 4_878_048.8);
+    }
+
+    fn ran(broker: Option<BrokerUse>) -> Ran {
+        Ran { stdout: String::new(), stderr: String::new(), wall_s: 4.0, cpu_s: 1.0, max_rss_kb: 2048.0, broker }
+    }
+
+    #[test]
+    fn figures_of_the_broker() {
+        let f = figures(&ran(Some(BrokerUse { cpu_s: 3.0, window_s: 4.0 })), 2_000_000, 100, Some(1e6));
+        assert_eq!((f.records_per_s, f.wall_records_per_s), (1e6, 500_000.0));
+        assert_eq!(f.broker_cpu_s_per_million, Some(1.5));
+        assert_eq!(f.broker_busy_pct, Some(75.0));
+        let f = figures(&ran(None), 2_000_000, 100, None);
+        assert_eq!((f.broker_cpu_s_per_million, f.broker_busy_pct), (None, None));
+    }
+
+    fn report_of(broker_note: std::result::Result<String, String>) -> String {
+        let w = workloads(1000).into_iter().find(|w| w.name == "produce-100b").unwrap();
+        let fig = |rate: f64, broker: Option<f64>| Figures {
+            records_per_s: rate,
+            wall_records_per_s: rate / 2.0,
+            broker_cpu_s_per_million: broker,
+            broker_busy_pct: broker.map(|b| b * 40.0),
+            ..Figures::default()
+        };
+        let mut per_client = BTreeMap::new();
+        per_client.insert(Client::Rdkafka, vec![fig(1e6, Some(2.0))]);
+        per_client.insert(Client::Kw, vec![fig(1.5e6, Some(1.0))]);
+        let results = BTreeMap::from([(w.name, per_client)]);
+        let run = RunInfo {
+            rounds: 1,
+            load_before: "1 1 1".into(),
+            load_after: "2 2 2".into(),
+            took_s: 3,
+            broker_note,
+            broker_at_rest: Some(1.3),
+        };
+        report(&[w], &[Client::Rdkafka, Client::Kw], &results, &run).unwrap()
+    }
+
+    #[test]
+    fn report_has_the_broker_columns() {
+        let text = report_of(Ok("pid 8400, 100 ticks/s".into()));
+        assert!(text.contains("| broker CPU-s per M records | broker busy % of a core |"), "{text}");
+        assert!(text.contains("| rdkafka | 1.00 M | 0.0 | 0.00 | 0 | — | 2.00 | 80 |"), "{text}");
+        assert!(text.contains("| kw | 1.50 M **1.50×**"), "{text}");
+        assert!(text.contains(" 1.00 **0.50×** | 40 **0.50×** |"), "{text}");
+        assert!(text.contains("pid 8400, 100 ticks/s"), "{text}");
+        assert!(text.contains("At rest (2 s before the first run) the broker used 1.3 % of a core"), "{text}");
+        assert!(text.contains("wall time (start-up and connect included): rdkafka 500 k, kw 750 k"), "{text}");
+        let text = report_of(Err("no broker here".into()));
+        assert!(text.contains("- broker CPU: — (not measured: no broker here)"), "{text}");
+    }
+
+    #[test]
+    fn the_ceiling_has_no_broker_columns() {
+        assert!(metrics(Kind::Ceiling).iter().all(|(name, _, _)| !name.starts_with("broker")));
+        for kind in [Kind::Produce, Kind::Consume, Kind::Latency] {
+            assert_eq!(metrics(kind).iter().filter(|(name, _, _)| name.starts_with("broker")).count(), 2);
+        }
+    }
 }
