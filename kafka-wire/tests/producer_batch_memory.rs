@@ -27,6 +27,7 @@ fn config() -> CoreConfig {
         compression_level: 0,
         max_request_size: MIB,
         buffer_memory: 64 * MIB,
+        record_overhead: 0,
         delivery_timeout: Duration::from_secs(120),
         retry_backoff: Duration::from_millis(100),
         retry_backoff_max: Duration::from_secs(1),
@@ -112,4 +113,32 @@ fn a_partitions_next_batch_starts_as_large_as_its_last_one() {
     assert!(first > 2 * bytes, "the first batch grew by doubling: peak {first} B for {bytes} B");
     assert!(second <= bytes + bytes / 8, "the next batch took a peak of {second} B for {bytes} B of records");
     drop(drained);
+}
+
+/// `buffer.memory` counts what each buffered record holds beyond its bytes (its completion and
+/// delivery slot, `record_overhead`): with 100 B records and 104 bytes of overhead, a 1 MiB
+/// buffer takes about half the records it would by their bytes alone (issue #14: a producer
+/// with 32 MiB of `buffer.memory` peaked at 99 MiB of RSS).
+#[test]
+fn regression_the_buffer_counts_each_records_overhead() {
+    let _serial = serial();
+    let value = Bytes::from(vec![b'v'; 100]);
+    let tp = TopicPartition::new("t", 0);
+    let fill = |record_overhead: usize| {
+        let mut core = ProducerCore::<()>::new(CoreConfig { buffer_memory: MIB, record_overhead, ..config() });
+        let mut taken = 0;
+        while core.append(&tp, record(&value), (), Instant::now()).is_ok() {
+            taken += 1;
+        }
+        assert!(core.buffered_bytes() <= MIB, "{} B buffered in a 1 MiB buffer", core.buffered_bytes());
+        taken
+    };
+    let by_bytes = fill(0);
+    let counted = fill(104);
+    println!("1 MiB of buffer: {by_bytes} records of 100 B by their bytes, {counted} with 104 B of overhead each");
+    // Each record is charged its size bound (about 125 B here), and 104 B more with the overhead.
+    let charged = MIB / by_bytes;
+    let expected = MIB / (charged + 104);
+    assert!(counted.abs_diff(expected) <= 1, "{counted} records with their overhead, expected {expected}");
+    assert!(counted * 3 < by_bytes * 2, "{counted} records with their overhead, {by_bytes} without");
 }

@@ -176,6 +176,8 @@ impl SimParams {
             compression_level: self.compression.default_level().unwrap_or(0),
             max_request_size: 1 << 20,
             buffer_memory: 64 << 20,
+            // As the client counts a record's completion and delivery slot.
+            record_overhead: 104,
             delivery_timeout: self.delivery_timeout,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
@@ -988,6 +990,7 @@ fn manual_config() -> CoreConfig {
         compression_level: 0,
         max_request_size: 1 << 20,
         buffer_memory: 64 << 20,
+        record_overhead: 0,
         delivery_timeout: Duration::from_secs(120),
         retry_backoff: Duration::from_millis(100),
         retry_backoff_max: Duration::from_secs(1),

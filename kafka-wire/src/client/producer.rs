@@ -350,6 +350,9 @@ impl Producer {
             compression_level: config.effective_compression_level(),
             max_request_size: config.max_request_size,
             buffer_memory: config.buffer_memory,
+            // A record's completion, and its delivery slot in a slab (a detached completion has
+            // none: counted all the same, an upper bound).
+            record_overhead: size_of::<Completion>() + size_of::<Mutex<Slot>>(),
             delivery_timeout: config.delivery_timeout,
             retry_backoff: config.retry_backoff,
             retry_backoff_max: config.retry_backoff_max,

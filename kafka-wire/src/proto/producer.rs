@@ -102,6 +102,12 @@ impl std::fmt::Display for TopicPartition {
 /// written to (1 MiB batches on 200 partitions would otherwise hold 200 MiB for 200 records).
 const FIRST_BATCH_CAPACITY: usize = 16 * 1024;
 
+/// How early a batch's linger may end: a driver's timers fire on millisecond ticks, rounded up
+/// (tokio's), so waiting for the exact end sent batches half a tick late on average, a whole
+/// one at worst. A batch is ready within the last tick of its linger instead, never after it
+/// (Java counts `linger.ms` in whole milliseconds too).
+const LINGER_TICK: Duration = Duration::from_millis(1);
+
 /// The settings the core needs (a subset of the producer's configuration).
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
@@ -117,6 +123,11 @@ pub struct CoreConfig {
     pub max_request_size: usize,
     /// `buffer.memory`: bytes of records held before `append` refuses more.
     pub buffer_memory: usize,
+    /// Bytes each buffered record holds beyond its encoded size (its completion, and whatever
+    /// the caller keeps for it until it completes), counted against `buffer_memory` with the
+    /// record: so that `buffer.memory` bounds the memory buffered records hold, not only their
+    /// bytes (100 B records doubled it).
+    pub record_overhead: usize,
     /// `delivery.timeout.ms`: how long a record may take from `append` to its final outcome.
     pub delivery_timeout: Duration,
     /// `retry.backoff.ms`: the first wait before a batch is retried.
@@ -139,6 +150,13 @@ pub struct CoreConfig {
     pub transactional: bool,
     /// How many retries a batch gets (`retries`); past it the last error is final.
     pub retries: u32,
+}
+
+impl CoreConfig {
+    /// How long an open batch waits: `linger.ms`, less [`LINGER_TICK`].
+    fn open_batch_wait(&self) -> Duration {
+        self.linger.saturating_sub(LINGER_TICK)
+    }
 }
 
 /// One record to append.
@@ -575,7 +593,9 @@ impl<C> ProducerCore<C> {
         if size + record_batch::HEADER_SIZE > max {
             return Err(AppendError::RecordTooLarge { size, max, completion });
         }
-        if self.buffered + size > self.config.buffer_memory {
+        let charge = size + self.config.record_overhead;
+        // An empty buffer takes any record that is not too large, overhead and all.
+        if self.buffered != 0 && self.buffered + charge > self.config.buffer_memory {
             return Err(AppendError::BufferFull(completion, record));
         }
         let batch_size = self.config.batch_size;
@@ -596,7 +616,7 @@ impl<C> ProducerCore<C> {
             let now = now();
             // The closed batch is ready now if it is the first of its partition.
             wake = queue.batches.len() == 1
-                || (queue.batches.is_empty() && self.next_look.is_none_or(|t| now + self.config.linger < t));
+                || (queue.batches.is_empty() && self.next_look.is_none_or(|t| now + self.config.open_batch_wait() < t));
             queue.batches.push_back(Batch {
                 tp: tp.clone(),
                 // As large as the partition's last drained batch: a steady stream fills its
@@ -632,8 +652,8 @@ impl<C> ProducerCore<C> {
             return Err(AppendError::RecordTooLarge { size, max, completion });
         }
         batch.completions.push((completion, record.timestamp));
-        batch.bytes += size;
-        self.buffered += size;
+        batch.bytes += charge;
+        self.buffered += charge;
         if builder.size_estimate() >= batch_size {
             batch.closed = true;
             wake |= queue.batches.len() == 1;
@@ -727,7 +747,7 @@ impl<C> ProducerCore<C> {
         self.expire(now);
         self.try_bump_epoch();
         let mut ready = Ready::default();
-        let linger = self.config.linger;
+        let linger = self.config.open_batch_wait();
         let wake = |t: Instant, r: &mut Ready| {
             r.next_wakeup = Some(r.next_wakeup.map_or(t, |w| w.min(t)));
         };
@@ -796,7 +816,7 @@ impl<C> ProducerCore<C> {
             }
             let Some(q) = self.partitions.get_mut(tp) else { continue };
             let Some(front) = q.batches.front() else { continue };
-            if !(front.closed || now >= front.created + self.config.linger)
+            if !(front.closed || now >= front.created + self.config.open_batch_wait())
                 || front.not_before.is_some_and(|t| t > now)
                 || !Self::sendable(&self.config, blocked, q)
             {
@@ -1238,6 +1258,42 @@ fn is_retriable_produce_error(code: ErrorCode) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Regression (issue #14: p50 latency at 20 k records/s was 0.6 ms above librdkafka's): a
+    /// batch is ready in the last millisecond of its linger, and the driver is told to look
+    /// then, so that a timer rounded up to its next millisecond tick still sends it in time.
+    #[test]
+    fn regression_a_batch_is_ready_within_the_last_tick_of_its_linger() {
+        let config = CoreConfig {
+            batch_size: 1 << 20,
+            linger: Duration::from_millis(5),
+            compression: Compression::None,
+            compression_level: 0,
+            max_request_size: 1 << 20,
+            buffer_memory: 1 << 25,
+            record_overhead: 0,
+            delivery_timeout: Duration::from_secs(120),
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
+            max_in_flight: 5,
+            acks: 1,
+            request_timeout: Duration::from_secs(5),
+            idempotent: false,
+            transactional: false,
+            retries: u32::MAX,
+        };
+        let mut core = ProducerCore::<()>::new(config);
+        let t0 = Instant::now();
+        let tp = TopicPartition::new("t", 0);
+        let record = RecordData { key: None, value: Some(Bytes::from_static(b"v")), headers: Vec::new(), timestamp: 1 };
+        core.append(&tp, record, (), t0).expect("room");
+        let ready = core.ready(t0 + Duration::from_micros(3900), |_| Some(1));
+        assert!(ready.nodes.is_empty(), "ready 1.1 ms before its linger ends");
+        assert_eq!(ready.next_wakeup, Some(t0 + Duration::from_millis(4)));
+        let ready = core.ready(t0 + Duration::from_millis(4), |_| Some(1));
+        assert!(ready.nodes.contains(&1), "not ready in the last millisecond of its linger");
+        assert!(core.drain(1, t0 + Duration::from_millis(4), |_| Some(1)).is_some());
+    }
 
     proptest! {
         /// Comparing partitions agrees with comparing (name, partition) by value, whether or
