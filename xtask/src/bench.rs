@@ -869,7 +869,7 @@ fn report(
     writeln!(out, "- run took {took_s} s; broker: the local 1-node Kafka of `cargo xtask kafka up`")?;
     writeln!(
         out,
-        "- settings: {PARTITIONS} partitions, RF 1, acks=all, idempotence on (rskafka has none), linger {LINGER_MS} ms, batch.size {BATCH_SIZE}; values: 64 seeded pseudo-random values over 64 symbols"
+        "- settings: {PARTITIONS} partitions, RF 1, acks=all, idempotence on (rskafka has none), linger {LINGER_MS} ms, batch.size {BATCH_SIZE}, 32 MiB of buffered records (buffer.memory; librdkafka: queue.buffering.max.kbytes, its message cap raised so that bytes bind); values: 64 seeded pseudo-random values over 64 symbols"
     )?;
     writeln!(
         out,

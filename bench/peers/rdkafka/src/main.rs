@@ -38,6 +38,11 @@ fn producer(a: &args::Args) -> BaseProducer<Counts> {
         .set("linger.ms", a.linger_ms.to_string())
         .set("batch.size", a.batch_size.to_string())
         .set("compression.type", &a.compression)
+        // The same buffered bytes as the other clients (buffer.memory's 32 MiB): librdkafka
+        // bounds its queue at 100 000 messages by default, 10 MB of 100 B records; with the
+        // message cap raised, its byte cap binds.
+        .set("queue.buffering.max.kbytes", "32768")
+        .set("queue.buffering.max.messages", "10000000")
         .create_with_context(Counts::default())
         .expect("producer config")
 }
