@@ -1109,47 +1109,18 @@ fn parse_stat(stat: &str) -> Option<Sample> {
     Some(Sample { ticks: field(14)? + field(15)?, start_time: field(22)? })
 }
 
-/// The broker the run measures: node 1 of the local 1-node cluster, as `cargo xtask kafka status
-/// --nodes 1` reports it (its `cluster::node_pid`: the pid file names a live JVM started with
-/// the node's `server.properties`), if the run's bootstrap is that cluster's. Else why not.
+/// The broker the run measures: node 1 of the local 1-node cluster (its pid file names a live
+/// JVM started with the node's `server.properties`), if the run's bootstrap is that cluster's.
+/// Else why not.
 fn find_broker(bootstrap: &str) -> Result<Broker, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("no path to this xtask binary ({e})"))?;
-    let out = Command::new(exe)
-        .args(["kafka", "status", "--nodes", "1"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| format!("`cargo xtask kafka status --nodes 1` did not run ({e})"))?;
-    if !out.status.success() {
-        return Err(format!("`cargo xtask kafka status --nodes 1` failed ({})", out.status));
-    }
-    let pid = broker_pid_from_status(&String::from_utf8_lossy(&out.stdout), bootstrap)?;
-    let (ticks_per_s, ticks_note) = clock_ticks();
-    Ok(Broker { pid, ticks_per_s, ticks_note })
-}
-
-/// The pid of node 1 in `kafka status --nodes 1`'s output (`1-node cluster: up, Kafka V,
-/// bootstrap B` then `  node 1: running (pid P, …`), if B is the run's `bootstrap`.
-fn broker_pid_from_status(status: &str, bootstrap: &str) -> Result<u32, String> {
-    let cluster = status
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("1-node cluster: "))
-        .ok_or("`kafka status` names no 1-node cluster")?;
-    let local = cluster
-        .split_once(", bootstrap ")
-        .map(|(_, b)| b.trim())
-        .ok_or_else(|| format!("the local 1-node cluster is {cluster}"))?;
+    let (pid, local) = crate::kafka::local_broker().ok_or("the local 1-node cluster is not running")?;
     if local != bootstrap {
         return Err(format!(
             "the run's bootstrap {bootstrap} is not the local 1-node cluster ({local}), whose broker process this machine knows"
         ));
     }
-    status
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("node 1: running (pid "))
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| format!("node 1 of the local 1-node cluster ({local}) is not running"))
+    let (ticks_per_s, ticks_note) = clock_ticks();
+    Ok(Broker { pid, ticks_per_s, ticks_note })
 }
 
 /// `getconf CLK_TCK`, else 100 (Linux's USER_HZ on every common architecture).
@@ -1247,21 +1218,6 @@ mod tests {
         let used = b.used(Sample { ticks: 100, start_time: 7 }, Sample { ticks: 350, start_time: 7 }, 5.0).unwrap();
         assert_eq!((used.cpu_s, used.window_s), (2.5, 5.0));
         assert!(b.used(Sample { ticks: 100, start_time: 7 }, Sample { ticks: 350, start_time: 8 }, 5.0).is_none());
-    }
-
-    const STATUS: &str = "cached jars: 4.1.2\ntools version: 4.1.2\n\
-        1-node cluster: up, Kafka 4.1.2, bootstrap 127.0.0.1:9092\n\
-        \x20 node 1: running (pid 8400, RSS 612 MiB), 127.0.0.1:9092 serving, log .kafka/cluster1/node1/kafka.log\n";
-
-    #[test]
-    fn broker_pid_from_kafka_status() {
-        assert_eq!(broker_pid_from_status(STATUS, "127.0.0.1:9092"), Ok(8400));
-        let other = broker_pid_from_status(STATUS, "10.0.0.5:9092").unwrap_err();
-        assert!(other.contains("not the local 1-node cluster"), "{other}");
-        let down = STATUS.replace("running (pid 8400, RSS 612 MiB), 127.0.0.1:9092 serving,", "not running,");
-        assert!(broker_pid_from_status(&down, "127.0.0.1:9092").unwrap_err().contains("not running"));
-        let unset = "cached jars: none\ntools version: 4.1.2\n1-node cluster: not set up\n";
-        assert!(broker_pid_from_status(unset, "127.0.0.1:9092").unwrap_err().contains("not set up"));
     }
 
     #[test]

@@ -257,6 +257,14 @@ fn ensure_libs(layout: &Layout, version: &str) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // up / down / status / kill / start
 
+/// The local 1-node cluster's broker process and its bootstrap address, if it runs: whose CPU
+/// `cargo xtask bench` reads around each client's run.
+pub(crate) fn local_broker() -> Option<(u32, String)> {
+    let layout = Layout::new(workspace_root());
+    layout.cluster_version(1)?;
+    Some((cluster::node_pid(&layout, 1, 1)?, cluster::bootstrap_string(1)))
+}
+
 fn running_nodes(layout: &Layout, nodes: u8) -> Vec<(u8, u32)> {
     (1..=nodes).filter_map(|n| cluster::node_pid(layout, nodes, n).map(|p| (n, p))).collect()
 }
