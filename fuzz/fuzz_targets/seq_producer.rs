@@ -150,6 +150,8 @@ fn config() -> CoreConfig {
         compression_level: 0,
         max_request_size: 1 << 20,
         buffer_memory: 1 << 20,
+        // As the client counts a record's completion and delivery slot.
+        record_overhead: 104,
         delivery_timeout: Duration::from_secs(30),
         retry_backoff: Duration::from_millis(100),
         retry_backoff_max: Duration::from_secs(1),
