@@ -44,6 +44,13 @@ fn record(value: &Bytes) -> RecordData {
     RecordData { key: None, value: Some(value.clone()), headers: Vec::new(), timestamp: 1 }
 }
 
+/// Appends `n` records of `value` to `tp`, each with room in the buffer.
+fn append_n(core: &mut ProducerCore<()>, tp: &TopicPartition, value: &Bytes, n: usize, now: Instant) {
+    for _ in 0..n {
+        core.append(tp, record(value), (), now).expect("room in the buffer");
+    }
+}
+
 /// One 100 B record on each of 256 partitions, with 1 MiB batches: each open batch holds about
 /// what it was given. When every new batch was allocated at `batch.size` this took 256 MiB.
 #[test]
@@ -76,11 +83,7 @@ fn a_filled_batch_grows_to_about_its_size() {
     let now = Instant::now();
     // 100 B values take about 108 B each in a batch.
     let records = MIB / 110;
-    let peak = peak_alloc_during(|| {
-        for _ in 0..records {
-            core.append(&tp, record(&value), (), now).expect("room in the buffer");
-        }
-    });
+    let peak = peak_alloc_during(|| append_n(&mut core, &tp, &value, records, now));
     let limit = 3 * MIB;
     println!("{records} records of 100 B in one 1 MiB batch: peak {peak} B, limit {limit} B");
     assert!(peak <= limit, "one 1 MiB batch took a peak of {peak} B (limit {limit} B)");
@@ -100,14 +103,9 @@ fn a_partitions_next_batch_starts_as_large_as_its_last_one() {
     // About 330 KiB of records: doubling from 16 KiB ends in a 512 KiB block, copied from a
     // 256 KiB one.
     let records = 3000;
-    let fill = |core: &mut ProducerCore<()>| {
-        for _ in 0..records {
-            core.append(&tp, record(&value), (), now).expect("room in the buffer");
-        }
-    };
-    let first = peak_alloc_during(|| fill(&mut core));
+    let first = peak_alloc_during(|| append_n(&mut core, &tp, &value, records, now));
     let drained = core.drain(1, now + Duration::from_secs(1), |_| Some(1)).expect("the batch is ready");
-    let second = peak_alloc_during(|| fill(&mut core));
+    let second = peak_alloc_during(|| append_n(&mut core, &tp, &value, records, now));
     let bytes = records * 108;
     println!("{records} records of 100 B ({bytes} B): first batch's peak {first} B, the next one's {second} B");
     assert!(first > 2 * bytes, "the first batch grew by doubling: peak {first} B for {bytes} B");

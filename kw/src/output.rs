@@ -112,6 +112,19 @@ pub fn json_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
     }
 }
 
+/// The summary line of a produce or consume: `{verb} N records (B) {place} in S s: R records/s,
+/// B/s`, `place` being e.g. `to 'orders'` (the rate over `elapsed`).
+pub fn transfer_summary(verb: &str, records: u64, bytes: u64, place: &str, elapsed: std::time::Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-6);
+    format!(
+        "{verb} {records} record{} ({}) {place} in {secs:.2} s: {:.1} records/s, {}/s",
+        if records == 1 { "" } else { "s" },
+        human_bytes(bytes),
+        records as f64 / secs,
+        human_bytes((bytes as f64 / secs) as u64)
+    )
+}
+
 /// A human-readable byte count.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];

@@ -322,6 +322,13 @@ struct TopicMeta {
     failed_at: Vec<u64>,
 }
 
+impl TopicMeta {
+    /// What a send needs of the topic: its interned name and its partition count.
+    fn name_and_partitions(&self) -> (Arc<str>, u32) {
+        (self.name.clone(), self.leaders.len() as u32)
+    }
+}
+
 impl Producer {
     /// Connects to the cluster and starts the driver. An idempotent producer gets its producer
     /// id before the first batch is sent.
@@ -477,7 +484,7 @@ impl Producer {
         }
         let known = match &topic {
             TopicRef::Handle(h) => h.cached_partitions(inner),
-            TopicRef::Name(name) => inner.known_topic(name).map(|meta| (meta.name.clone(), meta.leaders.len() as u32)),
+            TopicRef::Name(name) => inner.known_topic(name).map(|meta| meta.name_and_partitions()),
         };
         match known {
             Some((name, partitions)) => self.place(name, partitions, parts, make),
@@ -566,12 +573,8 @@ impl Producer {
                 Stalled::Topic { topic, parts, make } => {
                     let (name, partitions) = match topic {
                         TopicRef::Handle(h) => h.refresh_partitions(inner, deadline).await?,
-                        TopicRef::Name(name) => {
-                            let meta = inner.topic_meta(name, deadline).await?;
-                            (meta.name.clone(), meta.leaders.len() as u32)
-                        }
+                        TopicRef::Name(name) => inner.topic_meta(name, deadline).await?.name_and_partitions(),
                     };
-                    inner.check_alive()?;
                     self.place(name, partitions, parts, make)?
                 }
                 Stalled::Txn { txn, tp, data, size, make } => {

@@ -1130,7 +1130,6 @@ fn var_bytes_size(v: Option<&[u8]>) -> usize {
     }
 }
 
-/// A record's size after its length prefix.
 /// A record's key, value, header count and headers, with their lengths: the part of its size
 /// that does not depend on where it is in its batch.
 fn payload_size(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header]) -> usize {

@@ -12,7 +12,7 @@ use kafka_wire::TopicPartition;
 
 use crate::conn::{connect_error, ConnArgs};
 use crate::error::{runtime, usage, Result};
-use crate::output::{human_bytes, json_bytes, json_str, write_error};
+use crate::output::{json_bytes, json_str, transfer_summary, write_error};
 use crate::signal::Interrupt;
 use crate::Top;
 
@@ -417,17 +417,8 @@ struct Printed {
 
 impl Printed {
     fn summary(&self, topics: &[String], elapsed: Duration) -> String {
-        let secs = elapsed.as_secs_f64().max(1e-6);
         let topics: Vec<String> = topics.iter().map(|t| format!("'{t}'")).collect();
-        format!(
-            "consumed {} record{} ({}) from {} in {secs:.2} s: {:.1} records/s, {}/s",
-            self.records,
-            if self.records == 1 { "" } else { "s" },
-            human_bytes(self.bytes),
-            topics.join(", "),
-            self.records as f64 / secs,
-            human_bytes((self.bytes as f64 / secs) as u64)
-        )
+        transfer_summary("consumed", self.records, self.bytes, &format!("from {}", topics.join(", ")), elapsed)
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::conn::{connect_error, ConnArgs};
 use crate::error::{describe, runtime, usage, Failure, Kind, Result};
-use crate::output::{human_bytes, ranges_phrase};
+use crate::output::{human_bytes, ranges_phrase, transfer_summary};
 use crate::signal::{Interrupt, Signal};
 use crate::Top;
 
@@ -677,15 +677,7 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
 }
 
 fn summary(records: u64, bytes: u64, topic: &str, elapsed: Duration) -> String {
-    let secs = elapsed.as_secs_f64().max(1e-6);
-    format!(
-        "produced {records} record{} ({}) to '{topic}' in {:.2} s: {:.1} records/s, {}/s",
-        if records == 1 { "" } else { "s" },
-        human_bytes(bytes),
-        secs,
-        records as f64 / secs,
-        human_bytes((bytes as f64 / secs) as u64)
-    )
+    transfer_summary("produced", records, bytes, &format!("to '{topic}'"), elapsed)
 }
 
 /// The open transaction of `--transactional-id`.
