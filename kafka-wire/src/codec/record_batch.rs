@@ -31,8 +31,7 @@ use bytestring::ByteString;
 
 use super::compression::{self, Compression};
 use super::primitives::{
-    get_i16, get_i32, get_i64, get_i8, get_u32, get_varint, get_varlong, put_varint, put_varlong, take, varint_len,
-    varlong_len,
+    get_i16, get_i32, get_i64, get_i8, get_u32, get_varint, put_varint, put_varlong, take, varint_len, varlong_len,
 };
 use super::{open_enum, DecodeError, DecodeResult};
 
@@ -732,23 +731,44 @@ impl Records {
         }
     }
 
+    #[inline(always)]
     fn decode_one(&mut self) -> DecodeResult<Record> {
         if self.data.is_empty() {
             return Err(DecodeError::Malformed { what: "record batch", reason: "fewer records than recordCount" });
         }
-        let len = get_varint(&mut self.data, "record length")?;
-        let len = checked_len(len, self.data.len(), "record")?;
-        let mut body = self.data.split_to(len);
-        let _attributes = get_i8(&mut body, "record attributes")?;
-        let timestamp_delta = get_varlong(&mut body, "record timestampDelta")?;
-        let offset_delta = get_varint(&mut body, "record offsetDelta")?;
-        let key = get_var_bytes(&mut body, "record key")?;
-        let value = get_var_bytes(&mut body, "record value")?;
-        let count = get_varint(&mut body, "record header count")?;
-        let count = checked_len(count, body.len() / MIN_HEADER_SIZE, "record headers")?;
-        let headers = Headers::split(&mut body, count)?;
-        if !body.is_empty() {
-            return Err(DecodeError::TrailingBytes { what: "record", count: body.len() });
+        // Read from the slice; only the key and value become handles on the batch's bytes
+        // (one reference count update each, rather than one more for the record's own slice).
+        let mut c = Cursor { buf: &self.data, at: 0 };
+        let len = c.varint("record length")?;
+        let len = checked_len(len, c.remaining(), "record")?;
+        let end = c.at + len;
+        let mut c = Cursor { buf: &self.data[..end], at: c.at };
+        let _attributes = c.byte("record attributes")?;
+        let timestamp_delta = c.varlong("record timestampDelta")?;
+        let offset_delta = c.varint("record offsetDelta")?;
+        let key = c.var_bytes("record key")?;
+        let value = c.var_bytes("record value")?;
+        let count = c.varint("record header count")?;
+        let count = checked_len(count, c.remaining() / MIN_HEADER_SIZE, "record headers")?;
+        let headers = if count == 0 {
+            Headers::default()
+        } else {
+            let mut rest = self.data.slice(c.at..end);
+            let headers = Headers::split(&mut rest, count)?;
+            c.at = end - rest.len();
+            headers
+        };
+        if c.at != end {
+            return Err(DecodeError::TrailingBytes { what: "record", count: end - c.at });
+        }
+        let key = key.map(|r| self.data.slice(r));
+        let value = value.map(|r| self.data.slice(r));
+        if end == self.data.len() {
+            // The last record: drop the handle, which would otherwise keep the whole batch (or
+            // Fetch answer) alive after every record taken from it is gone.
+            self.data = Bytes::new();
+        } else {
+            self.data.advance(end);
         }
         Ok(Record {
             offset: self.base_offset.wrapping_add(i64::from(offset_delta)),
@@ -760,9 +780,95 @@ impl Records {
     }
 }
 
+/// A read position in a record's bytes: the fields are read from the slice, without a `Bytes`
+/// handle's bookkeeping per field, with the same checks and errors as the `Bytes` readers.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.at
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, what: &'static str) -> DecodeResult<u8> {
+        let Some(&b) = self.buf.get(self.at) else {
+            return Err(DecodeError::UnexpectedEnd { what, needed: 1, remaining: 0 });
+        };
+        self.at += 1;
+        Ok(b)
+    }
+
+    /// An unsigned LEB128 varint of at most `max_bytes` bytes.
+    #[inline(always)]
+    fn uvarlong_max(&mut self, max_bytes: usize, what: &'static str) -> DecodeResult<u64> {
+        // Most of a record's varints take one or two bytes.
+        match *self.buf.get(self.at..).unwrap_or_default() {
+            [b0, ..] if b0 < 0x80 => {
+                self.at += 1;
+                return Ok(u64::from(b0));
+            }
+            [b0, b1, ..] if b1 < 0x80 => {
+                self.at += 2;
+                return Ok(u64::from(b0 & 0x7f) | u64::from(b1) << 7);
+            }
+            _ => {}
+        }
+        self.uvarlong_slow(max_bytes, what)
+    }
+
+    #[inline(never)]
+    fn uvarlong_slow(&mut self, max_bytes: usize, what: &'static str) -> DecodeResult<u64> {
+        let mut value: u64 = 0;
+        for i in 0..max_bytes {
+            let b = self.byte(what)?;
+            let bits = u64::from(b & 0x7f);
+            let shift = 7 * i as u32;
+            // The last byte may only carry the bits that still fit.
+            if shift == 63 && bits > 1 {
+                return Err(DecodeError::VarintTooLong { max_bytes });
+            }
+            value |= bits << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::VarintTooLong { max_bytes })
+    }
+
+    #[inline(always)]
+    fn varint(&mut self, what: &'static str) -> DecodeResult<i32> {
+        let v = u32::try_from(self.uvarlong_max(5, what)?).map_err(|_| DecodeError::VarintTooLong { max_bytes: 5 })?;
+        Ok(((v >> 1) as i32) ^ -((v & 1) as i32))
+    }
+
+    #[inline(always)]
+    fn varlong(&mut self, what: &'static str) -> DecodeResult<i64> {
+        let v = self.uvarlong_max(10, what)?;
+        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    /// A varint-prefixed nullable byte string: where it lies in the buffer.
+    #[inline(always)]
+    fn var_bytes(&mut self, what: &'static str) -> DecodeResult<Option<std::ops::Range<usize>>> {
+        match self.varint(what)? {
+            -1 => Ok(None),
+            len => {
+                let len = checked_len(len, self.remaining(), what)?;
+                let start = self.at;
+                self.at += len;
+                Ok(Some(start..self.at))
+            }
+        }
+    }
+}
+
 impl Iterator for Records {
     type Item = DecodeResult<Record>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if let Some(e) = self.error.take() {
             self.done = true;
@@ -1417,6 +1523,52 @@ mod tests {
     fn corrupt_crc(batch: &mut [u8]) {
         let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
         batch[CRC_OFFSET..ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    proptest::proptest! {
+        /// The record reader's varints (a slice and a position, with a fast path for one and two
+        /// bytes) read what the `Bytes` readers read, from any bytes: the same value or the
+        /// same error, after the same number of bytes.
+        #[test]
+        fn record_varints_read_as_the_bytes_readers_do(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12)) {
+            let mut c = Cursor { buf: &bytes, at: 0 };
+            let mut b = Bytes::from(bytes.clone());
+            let ours = c.varint("v").map(|v| (v, c.at));
+            let theirs = get_varint(&mut b, "v").map(|v| (v, bytes.len() - b.len()));
+            proptest::prop_assert_eq!(ours, theirs);
+
+            let mut c = Cursor { buf: &bytes, at: 0 };
+            let mut b = Bytes::from(bytes.clone());
+            let ours = c.varlong("v").map(|v| (v, c.at));
+            let theirs = super::super::primitives::get_varlong(&mut b, "v").map(|v| (v, bytes.len() - b.len()));
+            proptest::prop_assert_eq!(ours, theirs);
+        }
+    }
+
+    /// Every record field's varint at three bytes or more: offset deltas past 8 191, a key
+    /// and a value past 8 191 bytes, timestamps far from the base in both directions.
+    #[test]
+    fn records_with_long_varints_round_trip() {
+        let mut b = BatchBuilder::new(0);
+        let mut expected = Vec::new();
+        let big = vec![7u8; 20_000];
+        for i in 0..10_000i64 {
+            let ts = 1_700_000_000_000 + (i % 3 - 1) * 40_000_000_000;
+            let (key, value): (Option<&[u8]>, Option<&[u8]>) = match i % 1000 {
+                0 => (Some(&big[..9_000]), Some(&big)),
+                1 => (None, Some(&big[..300])),
+                _ => (Some(b"k"), None),
+            };
+            b.push(ts, key, value, &[]).unwrap();
+            expected.push(Record {
+                offset: i,
+                timestamp: ts,
+                key: key.map(Bytes::copy_from_slice),
+                value: value.map(Bytes::copy_from_slice),
+                headers: Headers::default(),
+            });
+        }
+        assert_eq!(records_of(&b.finish(Compression::None)), expected);
     }
 
     #[test]
