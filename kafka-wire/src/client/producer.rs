@@ -1489,7 +1489,8 @@ fn closed() -> Error {
 }
 
 fn now_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    // Seconds and the millisecond within them: `as_millis` divides in 128 bits, for each record.
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64 * 1000 + i64::from(d.subsec_millis()))
 }
 
 // Every update under these locks is a single assignment or a call into the core that leaves

@@ -153,9 +153,13 @@ pub struct StickyPartitioner {
     batch_size: usize,
     adaptive: bool,
     rng: XorShift64Star,
-    /// Keyed with FxHash: looked up for every keyless record, where SipHash of the topic was
-    /// 8 % of the producer's instructions.
-    topics: FxHashMap<String, TopicState>,
+    /// Each topic's state, found through `index` (FxHash: looked up for every keyless record,
+    /// where SipHash of the topic was 8 % of the producer's instructions), or as `last`.
+    topics: Vec<(String, TopicState)>,
+    index: FxHashMap<String, usize>,
+    /// The topic looked up last: a producer's records mostly go to the topic of the record
+    /// before, found then by one comparison of names instead of a hash and a probe.
+    last: usize,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -177,15 +181,40 @@ impl StickyPartitioner {
             batch_size: batch_size.max(1),
             adaptive: true,
             rng: XorShift64Star::new(seed),
-            topics: FxHashMap::default(),
+            topics: Vec::new(),
+            index: FxHashMap::default(),
+            last: 0,
         }
+    }
+
+    fn get(&self, topic: &str) -> Option<&TopicState> {
+        match self.topics.get(self.last) {
+            Some((name, state)) if name == topic => Some(state),
+            _ => self.index.get(topic).map(|&i| &self.topics[i].1),
+        }
+    }
+
+    /// Where the topic's state is, created on its first use (the only time its name is copied).
+    fn slot(&mut self, topic: &str) -> usize {
+        let hit = self.topics.get(self.last).is_some_and(|(name, _)| name == topic);
+        if !hit {
+            self.last = match self.index.get(topic) {
+                Some(&i) => i,
+                None => {
+                    self.topics.push((topic.to_owned(), TopicState::default()));
+                    self.index.insert(topic.to_owned(), self.topics.len() - 1);
+                    self.topics.len() - 1
+                }
+            };
+        }
+        self.last
     }
 
     /// Turns adaptive partitioning (`partitioner.adaptive.partitioning.enable`) on or off.
     pub fn with_adaptive(mut self, adaptive: bool) -> Self {
         self.adaptive = adaptive;
         if !adaptive {
-            for state in self.topics.values_mut() {
+            for (_, state) in &mut self.topics {
                 state.load.clear();
             }
         }
@@ -196,7 +225,7 @@ impl StickyPartitioner {
     /// `num_partitions`): what [`partition`](Self::partition) returns without picking, so a
     /// caller can skip working out the available partitions for it.
     pub fn current(&self, topic: &str, num_partitions: u32) -> Option<i32> {
-        let (p, _) = self.topics.get(topic)?.current?;
+        let (p, _) = self.get(topic)?.current?;
         u32::try_from(p).is_ok_and(|p| p < num_partitions).then_some(p)
     }
 
@@ -208,18 +237,15 @@ impl StickyPartitioner {
             return UNKNOWN_PARTITION;
         }
         let in_range = |p: i32| u32::try_from(p).is_ok_and(|p| p < num_partitions);
-        if let Some(state) = self.topics.get(topic) {
+        if let Some(state) = self.get(topic) {
             if let Some((p, _)) = state.current {
                 if in_range(p) {
                     return p;
                 }
             }
         }
-        // Only allocate the topic's name once, on its first record.
-        let state = match self.topics.get_mut(topic) {
-            Some(state) => state,
-            None => self.topics.entry(topic.to_owned()).or_default(),
-        };
+        let i = self.slot(topic);
+        let state = &mut self.topics[i].1;
         let p = next_partition(&mut self.rng, &state.load, num_partitions, available);
         state.current = Some((p, 0));
         p
@@ -229,9 +255,11 @@ impl StickyPartitioner {
     /// received `batch_size` bytes, the next [`partition`](Self::partition) call picks a new
     /// one. Appends to other partitions (keyed or explicit records) do not count, as in Java.
     pub fn record_appended(&mut self, topic: &str, partition: i32, bytes: usize) {
-        let Some(state) = self.topics.get_mut(topic) else {
+        if self.get(topic).is_none() {
             return;
-        };
+        }
+        let i = self.slot(topic);
+        let state = &mut self.topics[i].1;
         if let Some((p, produced)) = &mut state.current {
             if *p == partition {
                 *produced = produced.saturating_add(bytes);
@@ -257,10 +285,8 @@ impl StickyPartitioner {
         if num_partitions == 0 {
             return UNKNOWN_PARTITION;
         }
-        let state = match self.topics.get_mut(topic) {
-            Some(state) => state,
-            None => self.topics.entry(topic.to_owned()).or_default(),
-        };
+        let i = self.slot(topic);
+        let state = &mut self.topics[i].1;
         let (p, produced) = match state.current {
             Some((p, produced)) if u32::try_from(p).is_ok_and(|p| p < num_partitions) => (p, produced),
             _ => (next_partition(&mut self.rng, &state.load, num_partitions, &available()), 0),
@@ -276,10 +302,8 @@ impl StickyPartitioner {
     /// picked while these sizes are in force. Fewer than two partitions, equal sizes, or
     /// adaptive partitioning off mean a uniform pick.
     pub fn set_queue_sizes(&mut self, topic: &str, queue_sizes: &[(i32, usize)]) {
-        let state = match self.topics.get_mut(topic) {
-            Some(state) => state,
-            None => self.topics.entry(topic.to_owned()).or_default(),
-        };
+        let i = self.slot(topic);
+        let state = &mut self.topics[i].1;
         state.load.clear();
         let Some(max) = queue_sizes.iter().map(|&(_, q)| q as u64).max() else {
             return;
@@ -399,6 +423,28 @@ mod tests {
         let q = sticky.partition("t", 6, &[4]);
         assert_eq!((q, sticky.current("t", 6)), (4, Some(4)));
         assert_eq!(sticky.current("t", 4), None, "a partition past the topic's count is not current");
+    }
+
+    /// Topics interleaved record by record keep states of their own: the last-topic shortcut
+    /// never hands one topic's sticky partition or byte count to another.
+    #[test]
+    fn interleaved_topics_keep_their_own_sticky_partitions() {
+        let mut sticky = StickyPartitioner::new(100, 7);
+        let a = sticky.sticky_append("a", 6, 30, || vec![1]);
+        let b = sticky.sticky_append("bb", 6, 60, || vec![2]);
+        assert_eq!((a, b), (1, 2));
+        assert_eq!(sticky.sticky_append("a", 6, 30, || vec![3]), 1, "a: 60 bytes, no switch");
+        assert_eq!(sticky.sticky_append("bb", 6, 30, || vec![3]), 2, "bb: 90 bytes, no switch");
+        assert_eq!(sticky.current("a", 6), Some(1));
+        assert_eq!(sticky.sticky_append("bb", 6, 30, || vec![3]), 2, "bb: 120 bytes, switches after");
+        assert_eq!(sticky.current("a", 6), Some(1), "a is untouched by bb's switch");
+        assert_eq!(sticky.current("bb", 6), None);
+        assert_eq!(sticky.sticky_append("a", 6, 30, || vec![3]), 1, "a: 90 bytes");
+        assert_eq!(sticky.sticky_append("bb", 6, 10, || vec![4]), 4, "bb picks anew");
+        assert_eq!(sticky.sticky_append("a", 6, 30, || vec![5]), 1, "a: 120 bytes, switches after");
+        assert_eq!(sticky.sticky_append("a", 6, 30, || vec![5]), 5);
+        assert_eq!(sticky.current("bb", 6), Some(4));
+        assert_eq!(sticky.current("c", 6), None, "a topic never seen");
     }
 
     #[test]
