@@ -93,10 +93,21 @@ pub fn get_uvarlong(buf: &mut Bytes, what: &'static str) -> DecodeResult<u64> {
 }
 
 fn get_uvarlong_max(buf: &mut Bytes, max_bytes: usize, what: &'static str) -> DecodeResult<u64> {
+    let mut at = 0;
+    let value = uvarlong_at(buf, &mut at, max_bytes, what)?;
+    buf.advance(at);
+    Ok(value)
+}
+
+/// An unsigned LEB128 varint of at most `max_bytes` bytes, read from `buf` at `*at`, which it
+/// moves past the varint (also the record decoder's, which reads from a slice).
+pub(crate) fn uvarlong_at(buf: &[u8], at: &mut usize, max_bytes: usize, what: &'static str) -> DecodeResult<u64> {
     let mut value: u64 = 0;
     for i in 0..max_bytes {
-        need(buf, 1, what)?;
-        let b = buf.get_u8();
+        let Some(&b) = buf.get(*at) else {
+            return Err(DecodeError::UnexpectedEnd { what, needed: 1, remaining: 0 });
+        };
+        *at += 1;
         let bits = u64::from(b & 0x7f);
         let shift = 7 * i as u32;
         // The last byte may only carry the bits that still fit.

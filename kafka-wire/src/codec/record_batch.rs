@@ -31,7 +31,8 @@ use bytestring::ByteString;
 
 use super::compression::{self, Compression};
 use super::primitives::{
-    get_i16, get_i32, get_i64, get_i8, get_u32, get_varint, put_varint, put_varlong, take, varint_len, varlong_len,
+    get_i16, get_i32, get_i64, get_i8, get_u32, get_varint, put_varint, put_varlong, take, uvarlong_at, varint_len,
+    varlong_len,
 };
 use super::{open_enum, DecodeError, DecodeResult};
 
@@ -821,21 +822,7 @@ impl Cursor<'_> {
 
     #[inline(never)]
     fn uvarlong_slow(&mut self, max_bytes: usize, what: &'static str) -> DecodeResult<u64> {
-        let mut value: u64 = 0;
-        for i in 0..max_bytes {
-            let b = self.byte(what)?;
-            let bits = u64::from(b & 0x7f);
-            let shift = 7 * i as u32;
-            // The last byte may only carry the bits that still fit.
-            if shift == 63 && bits > 1 {
-                return Err(DecodeError::VarintTooLong { max_bytes });
-            }
-            value |= bits << shift;
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(DecodeError::VarintTooLong { max_bytes })
+        uvarlong_at(self.buf, &mut self.at, max_bytes, what)
     }
 
     #[inline(always)]
