@@ -36,7 +36,7 @@ use super::error::{Error, Result};
 use super::metrics::{BrokerCounters, BrokerMetrics};
 use super::transport::{BoxStream, SecurityConfig};
 use super::{sasl, tls};
-use crate::codec::frame::{self, DEFAULT_MAX_FRAME};
+use crate::codec::frame::{self, Frame, DEFAULT_MAX_FRAME};
 use crate::codec::messages::{
     ApiVersionsRequest, ApiVersionsResponse, Message, Request, SaslAuthenticateRequest, Throttle, VersionRange,
 };
@@ -104,9 +104,9 @@ pub struct Connection {
 pub(super) struct Submitter {
     shared: Arc<Shared>,
     /// The callers' requests.
-    outgoing: mpsc::UnboundedSender<Bytes>,
+    outgoing: mpsc::UnboundedSender<Frame>,
     /// SASL requests, which the writer sends even while it holds the others.
-    auth: mpsc::UnboundedSender<Bytes>,
+    auth: mpsc::UnboundedSender<Frame>,
     client_id: Option<String>,
     request_timeout: Duration,
 }
@@ -495,19 +495,19 @@ impl Submitter {
 
     /// Encodes the request frame. A request its version cannot carry (a field the version lacks
     /// holding a value, a length beyond its prefix) is the caller's misuse: nothing is sent.
-    fn encode<R: Request>(&self, request: &R, version: i16, capacity: usize) -> Result<(i32, Bytes)> {
+    fn encode<R: Request>(&self, request: &R, version: i16, capacity: usize) -> Result<(i32, Frame)> {
         let correlation_id = self.shared.next_correlation_id.fetch_add(1, Ordering::Relaxed);
-        let mut buf = BytesMut::with_capacity(capacity);
-        frame::encode_request(&mut buf, request, version, correlation_id, self.client_id.as_deref()).map_err(|e| {
-            Error::misuse(
-                format!("encoding a {} v{version} request for {}", R::API_KEY, self.shared.addr),
-                e.to_string(),
-            )
-        })?;
-        Ok((correlation_id, buf.freeze()))
+        frame::encode_request_parts(request, version, correlation_id, self.client_id.as_deref(), capacity)
+            .map(|frame| (correlation_id, frame))
+            .map_err(|e| {
+                Error::misuse(
+                    format!("encoding a {} v{version} request for {}", R::API_KEY, self.shared.addr),
+                    e.to_string(),
+                )
+            })
     }
 
-    fn enqueue(&self, frame: Bytes, auth: bool) -> Result<()> {
+    fn enqueue(&self, frame: Frame, auth: bool) -> Result<()> {
         let lane = if auth { &self.auth } else { &self.outgoing };
         lane.send(frame).map_err(|_| Error::Closed { broker: self.shared.addr.clone() })
     }
@@ -678,7 +678,7 @@ fn timed_out(step: &str, addr: &str, after: Duration) -> Error {
 fn spawn_loops<R, W>(
     read_half: R,
     write_half: W,
-    lanes: [mpsc::UnboundedReceiver<Bytes>; 2],
+    lanes: [mpsc::UnboundedReceiver<Frame>; 2],
     shared: &Arc<Shared>,
     max_frame: usize,
 ) -> [JoinHandle<()>; 2]
@@ -864,7 +864,7 @@ fn dispatch(shared: &Shared, frame: Bytes) -> Result<()> {
 
 async fn write_loop<W: AsyncWrite + Unpin>(
     socket: W,
-    [mut rx, mut auth]: [mpsc::UnboundedReceiver<Bytes>; 2],
+    [mut rx, mut auth]: [mpsc::UnboundedReceiver<Frame>; 2],
     shared: Arc<Shared>,
 ) {
     let mut socket = BufWriter::with_capacity(64 * 1024, socket);
@@ -877,7 +877,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 // A SASL request goes alone and at once: nothing else may follow it until the
                 // exchange ends, and the broker answers nothing else meanwhile.
                 shared.counters.sent(frame.len());
-                if let Err(e) = async { socket.write_all(&frame).await?; socket.flush().await }.await {
+                if let Err(e) = async { write_frame(&mut socket, &frame).await?; socket.flush().await }.await {
                     shared.fail(shared.socket_error(e));
                     return;
                 }
@@ -893,14 +893,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         // Frames queued while the broker throttles the connection wait for the end of it.
         shared.wait_throttle().await;
         shared.counters.sent(frame.len());
-        let mut result = socket.write_all(&frame).await;
+        let mut result = write_frame(&mut socket, &frame).await;
         // Coalesce whatever else is already queued into the same flush, unless a
         // re-authentication has begun (its requests must follow nothing of the callers').
         while result.is_ok() && !*reauthenticating.borrow() {
             match rx.try_recv() {
                 Ok(frame) => {
                     shared.counters.sent(frame.len());
-                    result = socket.write_all(&frame).await;
+                    result = write_frame(&mut socket, &frame).await;
                 }
                 Err(_) => break,
             }
@@ -911,4 +911,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
     }
     let _ = socket.shutdown().await;
+}
+
+/// Writes a frame's parts in order: the small ones gather in the writer's buffer, and a batch
+/// as large as that buffer goes from where it is straight to the socket.
+async fn write_frame<W: AsyncWrite + Unpin>(socket: &mut BufWriter<W>, frame: &Frame) -> std::io::Result<()> {
+    for part in frame.parts() {
+        socket.write_all(part).await?;
+    }
+    Ok(())
 }

@@ -37,6 +37,7 @@ use super::transaction::Transactions;
 use crate::codec::messages::init_producer_id::InitProducerIdRequest;
 use crate::codec::messages::produce::{PartitionProduceData, ProduceResponse, TopicProduceData};
 use crate::codec::messages::{MetadataResponse, ProduceRequest};
+use crate::codec::primitives::RECORDS_PART_MIN;
 use crate::codec::record_batch::Header;
 use crate::codec::{ErrorCode, Uuid};
 use crate::proto::backoff::Backoff;
@@ -1378,8 +1379,10 @@ fn submit(
         let _ = results.send((id, outcome));
         return;
     }
-    // The batches, and a generous allowance for the request's other fields per partition.
-    let size = batches.iter().map(|(tp, b)| b.len() + tp.topic.len() + 64).sum::<usize>() + 256;
+    // The batches copied into the frame (the larger ones are written from where they are), and a
+    // generous allowance for the request's other fields per partition.
+    let copied = |b: &Bytes| if b.len() >= RECORDS_PART_MIN { 0 } else { b.len() };
+    let size = batches.iter().map(|(tp, b)| copied(b) + tp.topic.len() + 64).sum::<usize>() + 256;
     match conn.submit_sized(&request, version, size) {
         Ok(pending) => {
             let (inner, results) = (inner.clone(), results.clone());

@@ -5,7 +5,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::header::{RequestHeader, ResponseHeader};
 use super::messages::{Message, Request};
-use super::primitives::MAX_BYTES_LEN;
+use super::primitives::{Encoder, MAX_BYTES_LEN};
 use super::{DecodeError, DecodeResult, EncodeError, EncodeResult};
 
 /// The default cap on a received frame, like the Java client's `receive.message.max.bytes`
@@ -23,15 +23,77 @@ pub fn encode_request<R: Request>(
     client_id: Option<&str>,
 ) -> EncodeResult<()> {
     let start = buf.len();
-    let result = write_request(buf, request, version, correlation_id, client_id);
+    let result = write_request(&mut Encoder::new(buf), request, version, correlation_id, client_id);
     if result.is_err() {
         buf.truncate(start);
     }
     result
 }
 
+/// A request frame to write: its bytes in order, in one buffer or in several.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// The whole frame in one buffer.
+    Whole(Bytes),
+    /// The frame in parts, to be written one after the other.
+    Parts(Vec<Bytes>),
+}
+
+impl Frame {
+    /// The frame's size on the wire, its size prefix included.
+    pub fn len(&self) -> usize {
+        self.parts().iter().map(Bytes::len).sum()
+    }
+
+    /// Whether the frame has no bytes (never, for an encoded request).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frame's bytes, in order.
+    pub fn parts(&self) -> &[Bytes] {
+        match self {
+            Frame::Whole(b) => std::slice::from_ref(b),
+            Frame::Parts(parts) => parts,
+        }
+    }
+}
+
+/// [`encode_request`] into a frame of its own whose `records` fields of
+/// [`RECORDS_PART_MIN`](super::primitives::RECORDS_PART_MIN) bytes or more are parts of it
+/// rather than copies: a Produce request's batches are written to the socket from the buffers
+/// the producer built them in. `capacity` is for the rest of the frame.
+pub fn encode_request_parts<R: Request>(
+    request: &R,
+    version: i16,
+    correlation_id: i32,
+    client_id: Option<&str>,
+    capacity: usize,
+) -> EncodeResult<Frame> {
+    let mut buf = BytesMut::with_capacity(capacity);
+    let mut parts = Vec::new();
+    write_request(&mut Encoder::with_parts(&mut buf, &mut parts), request, version, correlation_id, client_id)?;
+    if parts.is_empty() {
+        return Ok(Frame::Whole(buf.freeze()));
+    }
+    let rest = buf.freeze();
+    let mut frame = Vec::with_capacity(2 * parts.len() + 1);
+    let mut at = 0;
+    for (place, part) in parts {
+        if place > at {
+            frame.push(rest.slice(at..place));
+        }
+        frame.push(part);
+        at = place;
+    }
+    if at < rest.len() {
+        frame.push(rest.slice(at..));
+    }
+    Ok(Frame::Parts(frame))
+}
+
 fn write_request<R: Request>(
-    buf: &mut BytesMut,
+    buf: &mut Encoder<'_>,
     request: &R,
     version: i16,
     correlation_id: i32,
@@ -47,8 +109,8 @@ fn write_request<R: Request>(
         unknown_tagged_fields: Default::default(),
     };
     header.encode(buf, R::request_header_version(version))?;
-    request.encode(buf, version)?;
-    let size = buf.len() - start - 4;
+    request.encode_to(buf, version)?;
+    let size = buf.len() - start - 4 + buf.parts_len();
     let size = i32::try_from(size).map_err(|_| EncodeError::TooLong {
         what: "request frame",
         len: size,
@@ -108,4 +170,69 @@ pub fn decode_request_body<R: Request>(frame: &mut Bytes, version: i16) -> Decod
         return Err(DecodeError::TrailingBytes { what: "request", count: frame.len() });
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::messages::produce::{PartitionProduceData, TopicProduceData};
+    use crate::codec::messages::ProduceRequest;
+    use crate::codec::primitives::RECORDS_PART_MIN;
+
+    /// Records of each size around the threshold, a null one, and a topic of 300 bytes (a
+    /// compact length of two bytes before the parts).
+    fn produce_request(sizes: &[Option<usize>]) -> ProduceRequest {
+        let partition_data = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, size)| PartitionProduceData {
+                index: i as i32,
+                records: size.map(|n| Bytes::from(vec![i as u8; n])),
+                ..Default::default()
+            })
+            .collect();
+        ProduceRequest {
+            transactional_id: Some("tx".into()),
+            acks: -1,
+            timeout_ms: 30_000,
+            topic_data: vec![TopicProduceData { name: "t".repeat(300).into(), partition_data, ..Default::default() }],
+            ..Default::default()
+        }
+    }
+
+    /// At every version, the frame in parts is the frame in one buffer, byte for byte; the
+    /// records of the threshold's size or more are the producer's buffers themselves (no copy),
+    /// the smaller ones are copied into the frame.
+    #[test]
+    fn a_frame_in_parts_is_the_whole_frame_with_the_large_records_uncopied() {
+        let sizes = [Some(RECORDS_PART_MIN - 1), Some(RECORDS_PART_MIN), None, Some(200_000), Some(0), Some(5000)];
+        let request = produce_request(&sizes);
+        for version in ProduceRequest::VERSIONS.min..=ProduceRequest::VERSIONS.max {
+            let mut whole = BytesMut::new();
+            encode_request(&mut whole, &request, version, 7, Some("client")).unwrap();
+            let frame = encode_request_parts(&request, version, 7, Some("client"), 64).unwrap();
+            assert_eq!(frame.parts().concat(), &whole[..], "v{version}");
+            assert_eq!(frame.len(), whole.len());
+            let records = request.topic_data[0].partition_data.iter().filter_map(|p| p.records.as_ref());
+            for r in records {
+                let uncopied = frame.parts().iter().any(|p| p.as_ptr() == r.as_ptr() && p.len() == r.len());
+                assert_eq!(uncopied, r.len() >= RECORDS_PART_MIN, "v{version}: records of {} bytes", r.len());
+            }
+            // Three records parts, each after the frame's bytes before it; in flexible versions
+            // the last partition's and topic's tagged fields, and the request's, follow the last.
+            let trailing = usize::from(version >= 9);
+            assert_eq!(frame.parts().len(), 2 * 3 + trailing, "v{version}");
+        }
+    }
+
+    /// A request without large records is one buffer.
+    #[test]
+    fn a_frame_without_large_records_is_whole() {
+        let request = produce_request(&[Some(10), None]);
+        let frame = encode_request_parts(&request, 9, 1, None, 16).unwrap();
+        assert!(matches!(frame, Frame::Whole(_)));
+        let mut whole = BytesMut::new();
+        encode_request(&mut whole, &request, 9, 1, None).unwrap();
+        assert_eq!(frame.parts(), [whole.freeze()]);
+    }
 }

@@ -444,19 +444,79 @@ pub fn put_tagged_count(buf: &mut BytesMut, n: usize, what: &'static str) -> Enc
     Ok(())
 }
 
+/// Records fields of at least this many bytes go as parts of their own in an [`Encoder`] that
+/// takes parts: smaller ones cost less to copy than to write apart.
+pub const RECORDS_PART_MIN: usize = 1024;
+
+/// Where a message body is encoded: a buffer (which it dereferences to, for the `put_*`
+/// functions) and, for a caller that writes the frame in parts, the `records` fields left out of
+/// it, each with its place in the buffer, so that a Produce request's batches are written to the
+/// socket from where they are, not copied into the frame first.
+pub struct Encoder<'a> {
+    buf: &'a mut BytesMut,
+    parts: Option<&'a mut Vec<(usize, Bytes)>>,
+}
+
+impl<'a> Encoder<'a> {
+    /// Encodes everything into `buf`.
+    pub fn new(buf: &'a mut BytesMut) -> Self {
+        Self { buf, parts: None }
+    }
+
+    /// Encodes into `buf`, except `records` fields of [`RECORDS_PART_MIN`] bytes or more: those
+    /// are added to `parts` with the length of `buf` at which they belong.
+    pub fn with_parts(buf: &'a mut BytesMut, parts: &'a mut Vec<(usize, Bytes)>) -> Self {
+        Self { buf, parts: Some(parts) }
+    }
+
+    /// The bytes of the parts left out of the buffer so far.
+    pub fn parts_len(&self) -> usize {
+        self.parts.as_ref().map_or(0, |parts| parts.iter().map(|(_, p)| p.len()).sum())
+    }
+}
+
+impl std::ops::Deref for Encoder<'_> {
+    type Target = BytesMut;
+
+    fn deref(&self) -> &BytesMut {
+        self.buf
+    }
+}
+
+impl std::ops::DerefMut for Encoder<'_> {
+    fn deref_mut(&mut self) -> &mut BytesMut {
+        self.buf
+    }
+}
+
+/// Appends a `records` field (a byte sequence): as a part of its own when the encoder takes
+/// parts and it is large enough, its length prefix in the buffer either way.
+pub fn put_records(buf: &mut Encoder<'_>, compact: bool, v: &Bytes, what: &'static str) -> EncodeResult<()> {
+    match &mut buf.parts {
+        Some(parts) if v.len() >= RECORDS_PART_MIN => {
+            put_len(buf.buf, bytes_form(compact), Some(v.len()), MAX_BYTES_LEN, what)?;
+            parts.push((buf.buf.len(), v.clone()));
+            Ok(())
+        }
+        _ => put_bytes(buf, compact, v, what),
+    }
+}
+
 /// Writes one tagged field whose body `body` writes in place. Its size precedes it as a varint:
 /// one byte is reserved and patched afterwards; a body of 128 bytes or more (rare: tagged fields
-/// are small) is moved up in place to make room for the longer varint.
+/// are small) is moved up in place to make room for the longer varint, so the body is written
+/// whole into the buffer, never in parts.
 pub fn put_tagged_field(
-    buf: &mut BytesMut,
+    buf: &mut Encoder<'_>,
     tag: u32,
     what: &'static str,
-    body: impl FnOnce(&mut BytesMut) -> EncodeResult<()>,
+    body: impl FnOnce(&mut Encoder<'_>) -> EncodeResult<()>,
 ) -> EncodeResult<()> {
+    let buf = &mut *buf.buf;
     put_uvarint(buf, tag);
     let at = buf.len();
     buf.put_u8(0);
-    body(buf)?;
+    body(&mut Encoder::new(buf))?;
     let size = buf.len() - at - 1;
     if size > MAX_BYTES_LEN {
         return Err(EncodeError::TooLong { what, len: size, max: MAX_BYTES_LEN });
@@ -618,7 +678,7 @@ mod tests {
     fn tagged_field_sizes_are_patched_in_place() {
         for size in [0usize, 1, 127, 128, 300, 20_000] {
             let mut b = BytesMut::from(&b"head"[..]);
-            put_tagged_field(&mut b, 7, "t", |b| {
+            put_tagged_field(&mut Encoder::new(&mut b), 7, "t", |b| {
                 b.put_bytes(0xab, size);
                 Ok(())
             })

@@ -12,6 +12,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::primitives::Encoder;
 #[cfg(doc)]
 use super::EncodeError;
 use super::{ApiKey, DecodeResult, EncodeResult};
@@ -54,7 +55,13 @@ pub trait Message: Sized {
     /// fit its prefix ([`EncodeError::TooLong`]); after an error `buf` holds a partial body,
     /// which the caller discards. A `None` in a field that is not nullable at `version` is
     /// written as empty.
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()>;
+    fn encode(&self, buf: &mut BytesMut, version: i16) -> EncodeResult<()> {
+        self.encode_to(&mut Encoder::new(buf), version)
+    }
+
+    /// [`encode`](Self::encode) into an [`Encoder`], which may leave large `records` fields out
+    /// of its buffer as parts of their own (see [`Encoder::with_parts`]).
+    fn encode_to(&self, buf: &mut Encoder<'_>, version: i16) -> EncodeResult<()>;
 
     /// Reads a body at `version` from the front of `buf`, leaving what follows it.
     fn decode(buf: &mut Bytes, version: i16) -> DecodeResult<Self>;
