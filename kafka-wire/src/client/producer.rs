@@ -485,7 +485,8 @@ impl Producer {
         }
         let known = match &topic {
             TopicRef::Handle(h) => h.cached_partitions(inner),
-            TopicRef::Name(name) => inner.known_topic(name).map(|meta| meta.name_and_partitions()),
+            // Under the read lock: no handle on the topic's metadata taken and dropped per record.
+            TopicRef::Name(name) => read(&inner.topics).get(*name).map(|meta| meta.name_and_partitions()),
         };
         match known {
             Some((name, partitions)) => self.place(name, partitions, parts, make),
