@@ -1064,3 +1064,25 @@ fn a_fetch_asks_for_every_partition_under_its_share_not_only_the_one_that_ran_lo
         }
     }
 }
+
+/// Found through `kw consume`: its metadata lookup of the topic let the consumer's driver run
+/// before the partitions were assigned, so the driver's first Metadata request named no topic,
+/// and the one naming the assigned topic waited out retry.backoff.ms (100 ms by default) before
+/// the first fetch. A topic the last request did not name is asked for at once; one it did
+/// name, and did not learn, waits out the backoff as before.
+#[test]
+fn regression_a_topic_assigned_after_a_metadata_request_is_asked_for_at_once() {
+    let now = Instant::now();
+    let model = FetchModel::new(vec![1], 1);
+    let mut f = Fetcher::new(config());
+    assert!(f.poll_metadata_for(now, &[]).is_some(), "the first request, before any assignment");
+    f.handle_metadata(Some(&MetadataResponse::default()), now);
+    f.assign([tp(0)]);
+    let topics: Vec<std::sync::Arc<str>> = vec![TOPIC.into()];
+    assert!(f.poll_metadata_for(now + MS, &topics).is_some(), "the newly assigned topic is asked for at once");
+    f.handle_metadata(None, now + MS);
+    assert!(f.poll_metadata_for(now + 2 * MS, &topics).is_none(), "asked again within the backoff");
+    assert!(f.poll_metadata_for(now + 51 * MS, &topics).is_some(), "asked again after the backoff");
+    f.handle_metadata(Some(&model.metadata()), now + 51 * MS);
+    assert!(f.poll_metadata_for(now + 52 * MS, &topics).is_none(), "known: nothing to ask");
+}

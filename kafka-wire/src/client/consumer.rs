@@ -850,11 +850,7 @@ async fn drive(inner: Arc<Inner>) {
         let now = Instant::now();
         // Metadata: for assigned topics (and the subscription's), when something is unknown.
         let topics_wanted = super::consumer_group::wanted_topics(&inner);
-        let avoid = {
-            let mut st = inner.lock();
-            let unknown = topics_wanted.iter().any(|t| !st.fetcher.knows_topic(t));
-            st.fetcher.poll_metadata(now, unknown)
-        };
+        let avoid = inner.lock().fetcher.poll_metadata_for(now, &topics_wanted);
         if let Some(avoid) = avoid {
             start_metadata(&inner, &tx, topics_wanted, &avoid);
         }

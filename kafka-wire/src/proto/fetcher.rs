@@ -389,6 +389,8 @@ pub struct Fetcher {
     metadata_wanted: bool,
     metadata_in_flight: bool,
     last_metadata: Option<Instant>,
+    /// The topics of the last Metadata request of [`Fetcher::poll_metadata_for`].
+    metadata_asked: HashSet<Arc<str>>,
     /// An error the next poll reports (once).
     poll_error: Option<FetchError>,
     /// Rotates the partition takes start at, so that none starves.
@@ -419,6 +421,7 @@ impl Fetcher {
             validations_in_flight: HashSet::new(),
             metadata_wanted: false,
             metadata_in_flight: false,
+            metadata_asked: HashSet::new(),
             last_metadata: None,
             poll_error: None,
             next_partition: 0,
@@ -695,6 +698,22 @@ impl Fetcher {
     /// `retry.backoff.ms`. If so it is counted as sent, and the nodes it should not be asked of
     /// (those whose Fetch is overdue: they may be hung) are returned.
     pub fn poll_metadata(&mut self, now: Instant, also: bool) -> Option<Vec<i32>> {
+        self.poll_metadata_inner(now, also, false)
+    }
+
+    /// [`poll_metadata`](Self::poll_metadata) for the topics a caller wants metadata for: also
+    /// when it has none for one of them, and then without waiting out `retry.backoff.ms` if the
+    /// last request did not ask for it (a topic assigned or subscribed to just after a request
+    /// without it went out, as at start-up: waiting would hold up the first fetch for nothing).
+    pub fn poll_metadata_for(&mut self, now: Instant, wanted: &[Arc<str>]) -> Option<Vec<i32>> {
+        let unknown = wanted.iter().any(|t| !self.knows_topic(t));
+        let not_asked = unknown && wanted.iter().any(|t| !self.metadata_asked.contains(t));
+        let avoid = self.poll_metadata_inner(now, unknown, not_asked)?;
+        self.metadata_asked = wanted.iter().cloned().collect();
+        Some(avoid)
+    }
+
+    fn poll_metadata_inner(&mut self, now: Instant, also: bool, skip_backoff: bool) -> Option<Vec<i32>> {
         let overdue = self.overdue_nodes(now);
         let period = self.config.fetch_max_wait + FETCH_OVERDUE_GRACE;
         let need = also
@@ -707,7 +726,8 @@ impl Fetcher {
             // partitions have new leaders, which are fetched from meanwhile (asked once per
             // overdue period while it lasts).
             || !overdue.is_empty() && self.last_metadata.is_none_or(|t| now.duration_since(t) >= period);
-        let backoff_over = self.last_metadata.is_none_or(|t| now.duration_since(t) >= self.config.retry_backoff);
+        let backoff_over =
+            skip_backoff || self.last_metadata.is_none_or(|t| now.duration_since(t) >= self.config.retry_backoff);
         if !need || self.metadata_in_flight || !backoff_over {
             return None;
         }
