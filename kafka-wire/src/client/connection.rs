@@ -913,11 +913,22 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let _ = socket.shutdown().await;
 }
 
-/// Writes a frame's parts in order: the small ones gather in the writer's buffer, and a batch
-/// as large as that buffer goes from where it is straight to the socket.
+/// Writes a frame: a frame in parts with vectored writes (one system call for a Produce
+/// request's header and batches, however many), whose large batches go from where they are
+/// straight to the socket; small frames gather in the writer's buffer.
 async fn write_frame<W: AsyncWrite + Unpin>(socket: &mut BufWriter<W>, frame: &Frame) -> std::io::Result<()> {
-    for part in frame.parts() {
-        socket.write_all(part).await?;
+    let parts = match frame {
+        Frame::Whole(bytes) => return socket.write_all(bytes).await,
+        Frame::Parts(parts) => parts,
+    };
+    let mut slices: Vec<std::io::IoSlice<'_>> = parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
+    let mut left = &mut slices[..];
+    while !left.is_empty() {
+        let written = socket.write_vectored(left).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut left, written);
     }
     Ok(())
 }
