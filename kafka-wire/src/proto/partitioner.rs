@@ -187,26 +187,25 @@ impl StickyPartitioner {
         }
     }
 
-    fn get(&self, topic: &str) -> Option<&TopicState> {
+    /// Where the topic's state is, if it has one.
+    fn find(&self, topic: &str) -> Option<usize> {
         match self.topics.get(self.last) {
-            Some((name, state)) if name == topic => Some(state),
-            _ => self.index.get(topic).map(|&i| &self.topics[i].1),
+            Some((name, _)) if name == topic => Some(self.last),
+            _ => self.index.get(topic).copied(),
         }
+    }
+
+    fn get(&self, topic: &str) -> Option<&TopicState> {
+        self.find(topic).map(|i| &self.topics[i].1)
     }
 
     /// Where the topic's state is, created on its first use (the only time its name is copied).
     fn slot(&mut self, topic: &str) -> usize {
-        let hit = self.topics.get(self.last).is_some_and(|(name, _)| name == topic);
-        if !hit {
-            self.last = match self.index.get(topic) {
-                Some(&i) => i,
-                None => {
-                    self.topics.push((topic.to_owned(), TopicState::default()));
-                    self.index.insert(topic.to_owned(), self.topics.len() - 1);
-                    self.topics.len() - 1
-                }
-            };
-        }
+        self.last = self.find(topic).unwrap_or_else(|| {
+            self.topics.push((topic.to_owned(), TopicState::default()));
+            self.index.insert(topic.to_owned(), self.topics.len() - 1);
+            self.topics.len() - 1
+        });
         self.last
     }
 
@@ -255,10 +254,7 @@ impl StickyPartitioner {
     /// received `batch_size` bytes, the next [`partition`](Self::partition) call picks a new
     /// one. Appends to other partitions (keyed or explicit records) do not count, as in Java.
     pub fn record_appended(&mut self, topic: &str, partition: i32, bytes: usize) {
-        if self.get(topic).is_none() {
-            return;
-        }
-        let i = self.slot(topic);
+        let Some(i) = self.find(topic) else { return };
         let state = &mut self.topics[i].1;
         if let Some((p, produced)) = &mut state.current {
             if *p == partition {
