@@ -1086,3 +1086,21 @@ fn regression_a_topic_assigned_after_a_metadata_request_is_asked_for_at_once() {
     f.handle_metadata(Some(&model.metadata()), now + 51 * MS);
     assert!(f.poll_metadata_for(now + 52 * MS, &topics).is_none(), "known: nothing to ask");
 }
+
+/// The backoff is skipped only for a topic that is both unknown and not asked for last time: a
+/// known topic the last request did not name (learnt from an answer about more topics) does not
+/// let an unknown one that was asked for be asked again at once.
+#[test]
+fn only_an_unknown_topic_not_asked_for_skips_the_metadata_backoff() {
+    let now = Instant::now();
+    let model = FetchModel::new(vec![1], 1);
+    let mut f = Fetcher::new(config());
+    assert!(f.poll_metadata_for(now, &[]).is_some());
+    f.handle_metadata(Some(&model.metadata()), now);
+    let missing: Vec<std::sync::Arc<str>> = vec!["missing".into()];
+    assert!(f.poll_metadata_for(now + MS, &missing).is_some(), "a topic not asked for yet");
+    f.handle_metadata(None, now + MS);
+    let both: Vec<std::sync::Arc<str>> = vec![TOPIC.into(), "missing".into()];
+    assert!(f.poll_metadata_for(now + 2 * MS, &both).is_none(), "the unknown topic was asked for: the backoff holds");
+    assert!(f.poll_metadata_for(now + 51 * MS, &both).is_some());
+}

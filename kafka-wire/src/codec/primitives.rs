@@ -83,8 +83,7 @@ pub fn put_uuid(buf: &mut BytesMut, v: &Uuid) {
 
 /// Unsigned LEB128 varint of at most 5 bytes (32 bits).
 pub fn get_uvarint(buf: &mut Bytes, what: &'static str) -> DecodeResult<u32> {
-    let v = get_uvarlong_max(buf, 5, what)?;
-    u32::try_from(v).map_err(|_| DecodeError::VarintTooLong { max_bytes: 5 })
+    narrow_uvarint(get_uvarlong_max(buf, 5, what)?)
 }
 
 /// Unsigned LEB128 varint of at most 10 bytes (64 bits).
@@ -124,14 +123,30 @@ pub(crate) fn uvarlong_at(buf: &[u8], at: &mut usize, max_bytes: usize, what: &'
 
 /// Zig-zag signed varint, 32 bits (record fields).
 pub fn get_varint(buf: &mut Bytes, what: &'static str) -> DecodeResult<i32> {
-    let v = get_uvarint(buf, what)?;
-    Ok(((v >> 1) as i32) ^ -((v & 1) as i32))
+    get_uvarint(buf, what).map(unzigzag32)
 }
 
 /// Zig-zag signed varint, 64 bits (record timestamp and offset deltas).
 pub fn get_varlong(buf: &mut Bytes, what: &'static str) -> DecodeResult<i64> {
-    let v = get_uvarlong(buf, what)?;
-    Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    get_uvarlong(buf, what).map(unzigzag64)
+}
+
+/// An unsigned varint of 32 bits read as up to five bytes: too large for 32 bits is too long.
+#[inline]
+pub(crate) fn narrow_uvarint(v: u64) -> DecodeResult<u32> {
+    u32::try_from(v).map_err(|_| DecodeError::VarintTooLong { max_bytes: 5 })
+}
+
+/// The signed value of a zig-zag encoded 32-bit varint.
+#[inline]
+pub(crate) const fn unzigzag32(v: u32) -> i32 {
+    ((v >> 1) as i32) ^ -((v & 1) as i32)
+}
+
+/// The signed value of a zig-zag encoded 64-bit varint.
+#[inline]
+pub(crate) const fn unzigzag64(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 /// Appends an unsigned LEB128 varint (32 bits).

@@ -31,8 +31,8 @@ use bytestring::ByteString;
 
 use super::compression::{self, Compression};
 use super::primitives::{
-    get_i16, get_i32, get_i64, get_i8, get_u32, get_varint, put_varint, put_varlong, take, uvarlong_at, varint_len,
-    varlong_len,
+    get_i16, get_i32, get_i64, get_i8, get_u32, get_varint, narrow_uvarint, put_varint, put_varlong, take, unzigzag32,
+    unzigzag64, uvarlong_at, varint_len, varlong_len,
 };
 use super::{open_enum, DecodeError, DecodeResult};
 
@@ -827,14 +827,12 @@ impl Cursor<'_> {
 
     #[inline(always)]
     fn varint(&mut self, what: &'static str) -> DecodeResult<i32> {
-        let v = u32::try_from(self.uvarlong_max(5, what)?).map_err(|_| DecodeError::VarintTooLong { max_bytes: 5 })?;
-        Ok(((v >> 1) as i32) ^ -((v & 1) as i32))
+        narrow_uvarint(self.uvarlong_max(5, what)?).map(unzigzag32)
     }
 
     #[inline(always)]
     fn varlong(&mut self, what: &'static str) -> DecodeResult<i64> {
-        let v = self.uvarlong_max(10, what)?;
-        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+        self.uvarlong_max(10, what).map(unzigzag64)
     }
 
     /// A varint-prefixed nullable byte string: where it lies in the buffer.

@@ -707,7 +707,7 @@ impl Fetcher {
     /// without it went out, as at start-up: waiting would hold up the first fetch for nothing).
     pub fn poll_metadata_for(&mut self, now: Instant, wanted: &[Arc<str>]) -> Option<Vec<i32>> {
         let unknown = wanted.iter().any(|t| !self.knows_topic(t));
-        let not_asked = unknown && wanted.iter().any(|t| !self.metadata_asked.contains(t));
+        let not_asked = wanted.iter().any(|t| !self.knows_topic(t) && !self.metadata_asked.contains(t));
         let avoid = self.poll_metadata_inner(now, unknown, not_asked)?;
         self.metadata_asked = wanted.iter().cloned().collect();
         Some(avoid)
