@@ -111,10 +111,13 @@ struct Slab {
     failure: Arc<OnceLock<Error>>,
 }
 
+/// A slot is held for every record in flight, so it is kept small: a failure, rare, is boxed
+/// rather than making every slot as large as an [`Error`] (56 bytes with its mutex, not 80).
 enum Slot {
     /// No result yet; the waker of the future waiting for it, if it was polled.
     Waiting(Option<Waker>),
-    Done(Result<RecordMetadata>),
+    Written(RecordMetadata),
+    Failed(Box<Error>),
     /// The completion was dropped without a result (its driver is gone).
     Abandoned,
     /// The future took the result.
@@ -173,7 +176,10 @@ impl Completion {
     }
 
     fn send(mut self, result: Result<RecordMetadata>) {
-        self.set(Slot::Done(result));
+        self.set(match result {
+            Ok(metadata) => Slot::Written(metadata),
+            Err(e) => Slot::Failed(Box::new(e)),
+        });
     }
 
     fn set(&mut self, slot: Slot) {
@@ -214,8 +220,9 @@ impl Future for DeliveryFuture {
                 }
                 Poll::Pending
             }
-            Slot::Done(_) => match std::mem::replace(&mut *slot, Slot::Taken) {
-                Slot::Done(result) => Poll::Ready(result),
+            Slot::Written(_) | Slot::Failed(_) => match std::mem::replace(&mut *slot, Slot::Taken) {
+                Slot::Written(metadata) => Poll::Ready(Ok(metadata)),
+                Slot::Failed(e) => Poll::Ready(Err(*e)),
                 _ => unreachable!("the slot was just seen done"),
             },
             Slot::Abandoned => Poll::Ready(Err(self.slab.failure.get().cloned().unwrap_or_else(closed))),
@@ -1579,6 +1586,14 @@ mod tests {
         let (late, delivery) = pairs.remove(0);
         drop(delivery);
         late.send(Ok(metadata));
+    }
+
+    /// Regression (issue #14, producer RSS): a slot is held per record in flight, a few hundred
+    /// thousand at once, and was 80 bytes with its mutex while a failure (72 bytes) sat in it
+    /// unboxed. Now the metadata (40) sets its size.
+    #[test]
+    fn a_delivery_slot_is_no_larger_than_the_metadata_it_returns() {
+        assert!(size_of::<Mutex<Slot>>() <= 56, "{} bytes", size_of::<Mutex<Slot>>());
     }
 }
 #[cfg(test)]
