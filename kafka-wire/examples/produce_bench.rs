@@ -94,12 +94,47 @@ impl Deliveries {
     }
 
     /// Counts the deliveries at the front of `pending` that have resolved, without waiting.
-    fn take_resolved(&mut self, pending: &mut VecDeque<(DeliveryFuture, Option<Instant>)>) {
+    fn take_resolved(&mut self, pending: &mut Pending) {
         let mut cx = Context::from_waker(Waker::noop());
-        while let Some((f, _)) = pending.front_mut() {
+        while let Some(f) = pending.futures.front_mut() {
             let Poll::Ready(result) = Pin::new(f).poll(&mut cx) else { return };
-            let Some((_, sent)) = pending.pop_front() else { return };
+            pending.futures.pop_front();
+            let sent = pending.sent_at();
             self.count(result, sent);
+        }
+    }
+}
+
+/// The delivery futures not yet resolved, in send order, and the send times of the sampled
+/// ones among them. The times are kept apart: one per record would double what the benchmark
+/// itself holds per record in flight, which counts in the client's max RSS.
+#[derive(Default)]
+struct Pending {
+    futures: VecDeque<DeliveryFuture>,
+    /// The number of the record at the front of `futures`.
+    front: u64,
+    /// (record number, send time) of the sampled records, ascending.
+    samples: VecDeque<(u64, Instant)>,
+}
+
+impl Pending {
+    fn push(&mut self, future: DeliveryFuture, sent: Option<Instant>) {
+        if let Some(at) = sent {
+            self.samples.push_back((self.front + self.futures.len() as u64, at));
+        }
+        self.futures.push_back(future);
+    }
+
+    /// The send time of the record just taken from the front, if it was sampled.
+    fn sent_at(&mut self) -> Option<Instant> {
+        let number = self.front;
+        self.front += 1;
+        match self.samples.front() {
+            Some(&(n, at)) if n == number => {
+                self.samples.pop_front();
+                Some(at)
+            }
+            _ => None,
         }
     }
 }
@@ -294,7 +329,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // that have resolved, in send order, without waiting; after the last send it awaits the
     // rest. Every SAMPLE_EVERY-th record is timed from the call to `send` to the moment the
     // loop sees its acknowledgement (so a latency here includes up to COLLECT_EVERY sends).
-    let mut pending: VecDeque<(DeliveryFuture, Option<Instant>)> = VecDeque::new();
+    let mut pending = Pending::default();
     let mut deliveries = Deliveries::default();
     let mut nowait_failure = None;
     if args.nowait {
@@ -307,14 +342,15 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         for i in 0..n {
             let sent = (i % SAMPLE_EVERY == 0).then(Instant::now);
             let f = producer.send(ProducerRecord::new(&topic, values[i as usize % values.len()].clone())).await?;
-            pending.push_back((f, sent));
+            pending.push(f, sent);
             if i % COLLECT_EVERY == 0 {
                 deliveries.take_resolved(&mut pending);
             }
         }
     }
     producer.flush().await?;
-    for (f, sent) in pending {
+    while let Some(f) = pending.futures.pop_front() {
+        let sent = pending.sent_at();
         deliveries.count(f.await, sent);
     }
     let Deliveries { mut ok, mut failed, mut first_error, mut latencies } = deliveries;
