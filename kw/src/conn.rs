@@ -25,6 +25,9 @@ pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 
 /// The `client.id` of kw's clients unless `-X client.id=...` says otherwise.
 const CLIENT_ID: &str = "kw";
+/// `kw consume`'s `max.poll.records` unless set: it prints whatever a poll returns, so a poll
+/// of 500 records (Java's default, for a loop that processes each) only adds turns of its loop.
+const MAX_POLL_RECORDS: usize = 5000;
 
 /// The connection options of a command.
 #[derive(Args, Debug, Clone, Default)]
@@ -193,7 +196,11 @@ impl Settings {
     /// The consumer configuration of `kw consume` (checked): consumer properties only, and an
     /// explicit `request.timeout.ms` must leave room for `fetch.max.wait.ms`.
     pub fn consumer(&self, extra: &[(&str, String)]) -> Result<ConsumerConfig> {
-        let mut config = ConsumerConfig { client_id: Some(CLIENT_ID.into()), ..ConsumerConfig::default() };
+        let mut config = ConsumerConfig {
+            client_id: Some(CLIENT_ID.into()),
+            max_poll_records: MAX_POLL_RECORDS,
+            ..ConsumerConfig::default()
+        };
         for p in self.all() {
             take(Kind::Consumer, p, config.set(&p.key, &p.value))?;
         }
@@ -394,4 +401,20 @@ fn read_properties_file(path: &Path) -> Result<Vec<Property>> {
         return Err(usage(format!("--config {}: the last line ends with a continuation backslash", path.display())));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consumer_config(properties: &[&str]) -> ConsumerConfig {
+        let cmd = ConnArgs { properties: properties.iter().map(|p| p.to_string()).collect(), ..ConnArgs::default() };
+        Settings::merge(&ConnArgs::default(), None, &cmd).unwrap().consumer(&[]).unwrap()
+    }
+
+    #[test]
+    fn consume_polls_up_to_its_own_default_unless_max_poll_records_is_set() {
+        assert_eq!(consumer_config(&[]).max_poll_records, MAX_POLL_RECORDS);
+        assert_eq!(consumer_config(&["max.poll.records=7"]).max_poll_records, 7);
+    }
 }

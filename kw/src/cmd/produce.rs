@@ -516,6 +516,8 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
         progress.acked.store(t.written, Ordering::Relaxed);
         progress.bytes.store(t.written_bytes, Ordering::Relaxed);
         let read = chunk.lines.len() as u64;
+        // Grown once per block: grown by doubling, it was 1 % of kw's CPU in `realloc`'s copies.
+        sent.batch.reserve(chunk.lines.len());
         for (n, line) in (chunk.first..).zip(chunk.lines) {
             if !t.reasons.is_empty() {
                 stopped = Some((FIRST_FAILURE.into(), n - 1));
