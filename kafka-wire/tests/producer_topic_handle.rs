@@ -1,7 +1,8 @@
 //! The per-topic handle (`Producer::topic`) and the send that returns no delivery future
 //! (`send_nowait`), against the in-process fault cluster (`support/fault_cluster.rs`): every
 //! record is acknowledged or its failure is reported by `flush`, a failure is reported once,
-//! and a `send_nowait` dropped while it waits for room leaves nothing queued.
+//! a `send_nowait` dropped while it waits for room leaves nothing queued, and `try_send`
+//! queues at once or hands back the wait.
 
 #[path = "support/fault_cluster.rs"]
 mod fault_cluster;
@@ -11,7 +12,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use fault_cluster::{Fault, FaultCluster, TOPIC};
-use kafka_wire::client::{Error, Producer, ProducerConfig, ProducerRecord};
+use kafka_wire::client::{Error, Producer, ProducerConfig, ProducerRecord, TrySend};
 use kafka_wire::codec::{ApiKey, ErrorCode};
 
 /// Bound on every wait: it only turns a hang into a failure.
@@ -165,4 +166,54 @@ async fn regression_a_loop_of_sends_lets_the_driver_run_on_a_current_thread_runt
     assert!(delivered > 0, "no record of {n} was acknowledged while the loop sent them");
     within("flush", producer.flush()).await.expect("every record acknowledged");
     assert_eq!(producer.metrics().records_delivered, n);
+}
+
+/// `try_send` queues a record at once when nothing has to wait, and otherwise hands back the
+/// rest of the send: dropped, the record is withdrawn; awaited, it is queued once there is room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_send_queues_at_once_or_hands_back_the_wait() {
+    let cluster = FaultCluster::start(1, PARTITIONS).await;
+    // As in a_dropped_send_nowait_leaves_nothing_queued: the first record stays buffered (a long
+    // linger, a batch it does not fill), and the buffer has no room for a second.
+    let config = config(&cluster)
+        .batch_size(16 * 1024)
+        .linger(Duration::from_secs(20))
+        .delivery_timeout(Duration::from_secs(60))
+        .buffer_memory(3000)
+        .max_request_size(3000);
+    let producer = within("the producer to connect", Producer::new(config)).await.expect("connect");
+    let handle = within("the topic's metadata", producer.topic(TOPIC)).await.expect("topic handle");
+
+    let first = match handle.try_send(ProducerRecord::new("", vec![b'a'; 2000])).expect("not refused") {
+        TrySend::Queued(delivery) => delivery,
+        TrySend::Waiting(_) => panic!("the first record had to wait in an empty buffer"),
+    };
+    let buffered = producer.metrics().buffered_bytes;
+    assert!(buffered >= 2000, "the first record is buffered ({buffered} bytes)");
+
+    // No room: the send is handed back; dropped, it leaves nothing behind.
+    let TrySend::Waiting(withdrawn) = handle.try_send(ProducerRecord::new("", vec![b'b'; 2000])).expect("not refused")
+    else {
+        panic!("the second record found room in a full buffer");
+    };
+    drop(withdrawn);
+    assert_eq!(producer.metrics().buffered_bytes, buffered, "the withdrawn record left nothing buffered");
+
+    // Awaited, it is queued once the first record's batch is acknowledged (flush sends it now).
+    let TrySend::Waiting(waiting) = handle.try_send(ProducerRecord::new("", vec![b'c'; 2000])).expect("not refused")
+    else {
+        panic!("the third record found room in a full buffer");
+    };
+    let (third, flushed) = within("the wait and a flush", async { tokio::join!(waiting, producer.flush()) }).await;
+    flushed.expect("the first record acknowledged");
+    let third = third.expect("queued once there was room");
+    within("the first delivery", first).await.expect("acknowledged");
+    within("flush", producer.flush()).await.expect("the third record acknowledged");
+    within("the third delivery", third).await.expect("acknowledged");
+
+    let mut log = logged(&cluster);
+    log.sort();
+    assert_eq!(log.len(), 2, "the first and third records, each once");
+    assert!(log[0].starts_with('a') && log[1].starts_with('c'), "the withdrawn record was never written");
+    assert_eq!(producer.metrics().records_delivered, 2);
 }

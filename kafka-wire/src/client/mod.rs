@@ -44,7 +44,7 @@ pub use consumer_config::{ConsumerConfig, GroupProtocol, IsolationLevel, OffsetR
 pub use error::{Error, ErrorKind, Result};
 pub use metrics::{BrokerMetrics, ClientMetrics, Latency, ProducerMetrics};
 pub use partition_streams::{PartitionStream, PartitionStreams};
-pub use producer::{DeliveryFuture, Producer, ProducerRecord, TopicProducer};
+pub use producer::{DeliveryFuture, Producer, ProducerRecord, TopicProducer, TrySend, WaitingSend};
 pub use sasl::{
     OAuthBearerToken, Password, SaslConfig, SaslMechanism, TokenFuture, TokenProvider, Tokens, UnsecuredTokenProvider,
 };

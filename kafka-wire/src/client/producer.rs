@@ -759,6 +759,29 @@ pub struct TopicProducer {
     cached: Arc<AtomicU64>,
 }
 
+/// What [`TopicProducer::try_send`] did with a record.
+#[must_use = "a record that has to wait is queued only once its wait is awaited"]
+pub enum TrySend<'a> {
+    /// Queued: the future of its delivery.
+    Queued(DeliveryFuture),
+    /// It has to wait: awaiting this queues it (or fails as `send` would); dropping it
+    /// withdraws the record.
+    Waiting(WaitingSend<'a>),
+}
+
+/// The rest of a send that has to wait ([`TrySend::Waiting`]): resolves to the record's
+/// delivery future once it is queued. Cancel-safe, as [`TopicProducer::send`].
+#[must_use = "the record is queued only once this is awaited"]
+pub struct WaitingSend<'a>(Pin<Box<dyn Future<Output = Result<DeliveryFuture>> + Send + 'a>>);
+
+impl Future for WaitingSend<'_> {
+    type Output = Result<DeliveryFuture>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
 /// A metadata version and a partition count in one word.
 fn pack(version: u32, partitions: u32) -> u64 {
     (u64::from(version) << 32) | u64::from(partitions)
@@ -784,6 +807,25 @@ impl TopicProducer {
         self.producer.enqueue(TopicRef::Handle(self), parts, |slabs| slabs.pair()).await
     }
 
+    /// Queues the record at once if nothing has to wait, as librdkafka's `produce()`: for a
+    /// loop that sends many records, it saves building and polling a send future per record.
+    /// [`TrySend::Queued`] holds the record's delivery future. If the record has to wait (for
+    /// the topic's metadata, for room in `buffer.memory`, for its partition to join the
+    /// transaction), [`TrySend::Waiting`] is the rest of the send: awaiting it finishes it as
+    /// [`send`](Self::send) would, and dropping it withdraws the record, which was not queued.
+    /// `record.topic` is not read.
+    ///
+    /// Unlike `send`, it never yields to the runtime: on a current-thread runtime, a loop of
+    /// `try_send` must yield now and then (`tokio::task::yield_now`) for the producer's driver
+    /// to send anything before the buffer is full.
+    pub fn try_send(&self, record: ProducerRecord) -> Result<TrySend<'_>> {
+        let (_, parts) = record.into_parts();
+        Ok(match self.producer.try_enqueue(TopicRef::Handle(self), parts, |slabs| slabs.pair())? {
+            Ok(delivery) => TrySend::Queued(delivery),
+            Err(stalled) => TrySend::Waiting(WaitingSend(Box::pin(self.producer.enqueue_stalled(stalled)))),
+        })
+    }
+
     /// [`Producer::send_nowait`] to this topic: no delivery future; a failure is reported by
     /// the producer's next [`flush`](Producer::flush). `record.topic` is not read.
     ///
@@ -793,12 +835,20 @@ impl TopicProducer {
         self.producer.enqueue(TopicRef::Handle(self), parts, |_| (Completion::detached(), ())).await
     }
 
-    /// The interned name and the partition count, if the producer learnt no metadata since
-    /// they were cached.
+    /// The interned name and the partition count: cached, or read again (without waiting) if
+    /// the producer learnt metadata since; `None` if the producer does not know the topic.
     fn cached_partitions(&self, inner: &Inner) -> Option<(Arc<str>, u32)> {
         let version = inner.topics_version.load(Ordering::Acquire);
         let cached = self.cached.load(Ordering::Acquire);
-        ((cached >> 32) as u32 == version).then(|| (self.name.clone(), cached as u32))
+        if (cached >> 32) as u32 == version {
+            return Some((self.name.clone(), cached as u32));
+        }
+        // The producer learnt metadata since (of any topic): the topic's count is read again if
+        // the producer knows the topic, so that a send waits only when it does not (and
+        // `try_send` hands back no wait for a refresh of another topic's metadata).
+        let (_, partitions) = read(&inner.topics).get(&*self.name)?.name_and_partitions();
+        self.cached.store(pack(version, partitions), Ordering::Release);
+        Some((self.name.clone(), partitions))
     }
 
     /// The interned name and the partition count, looked up again.

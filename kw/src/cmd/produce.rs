@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use clap::{ArgAction, Args, ValueEnum};
-use kafka_wire::client::{DeliveryFuture, Error as KafkaError, Producer, ProducerRecord};
+use kafka_wire::client::{DeliveryFuture, Error as KafkaError, Producer, ProducerRecord, TrySend};
 use kafka_wire::Header;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -501,7 +501,7 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
     'read: loop {
         sent.watch(&done_tx);
         // kw runs on a current-thread runtime, and neither a channel with a block ready nor
-        // `send` with room in the buffer yields: without this the producer's driver would run
+        // `try_send` yields: without this the producer's driver would run
         // only once the buffer was full, filling and draining it in turn instead of at once.
         tokio::task::yield_now().await;
         let chunk = match interrupt.guard(lines_rx.recv()).await {
@@ -557,15 +557,18 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
                 }
                 txn.begin(n, &t);
             }
-            // `send` waits only for metadata and buffer room; a signal stops it.
-            // Pinned here and guarded through a reference: the guard does not copy the send.
-            let send = std::pin::pin!(topic.send(record));
-            let result = match interrupt.guard(send).await {
-                Ok(result) => result,
-                Err(s) => {
-                    stopped = Some((interrupted(s), n - 1));
-                    break 'read;
-                }
+            // Queued at once, without a send future, unless it has to wait for metadata or
+            // buffer room; a signal stops that wait.
+            let result = match topic.try_send(record) {
+                Ok(TrySend::Queued(delivery)) => Ok(delivery),
+                Ok(TrySend::Waiting(wait)) => match interrupt.guard(wait).await {
+                    Ok(result) => result,
+                    Err(s) => {
+                        stopped = Some((interrupted(s), n - 1));
+                        break 'read;
+                    }
+                },
+                Err(e) => Err(e),
             };
             match result {
                 Ok(future) => {
