@@ -945,6 +945,8 @@ pub struct BatchBuilder {
     base_timestamp: i64,
     max_timestamp: i64,
     count: i32,
+    /// Bytes of records the buffer grows to at most while they fit ([`Self::limit_growth`]).
+    growth_limit: usize,
 }
 
 impl BatchBuilder {
@@ -971,7 +973,16 @@ impl BatchBuilder {
             base_timestamp: NO_TIMESTAMP,
             max_timestamp: NO_TIMESTAMP,
             count: 0,
+            growth_limit: MAX_BUILDER_SIZE,
         }
+    }
+
+    /// Stops the buffer's growth by doubling at `bytes` of records: past them it grows only as
+    /// far as a record needs. A producer closes a batch at its `batch.size`, so room a doubling
+    /// gave past it would stay unused while the batch is buffered and in flight.
+    pub fn limit_growth(&mut self, bytes: usize) -> &mut Self {
+        self.growth_limit = bytes.min(MAX_BUILDER_SIZE);
+        self
     }
 
     /// Sets the idempotent producer's id, epoch and the first record's sequence number; may be
@@ -1049,8 +1060,8 @@ impl BatchBuilder {
             }
             return Err(BuildError::BatchTooLarge { record, max: MAX_BUILDER_SIZE });
         }
+        self.make_room(record);
         let buf = &mut self.buf;
-        buf.reserve(record);
         // Every length below is at most MAX_BUILDER_SIZE, so the casts to i32 are exact.
         put_varint(buf, body as i32);
         buf.put_i8(0);
@@ -1065,6 +1076,24 @@ impl BatchBuilder {
         self.max_timestamp = self.max_timestamp.max(timestamp);
         self.count += 1;
         Ok(offset_delta)
+    }
+
+    /// Room for `record` more bytes: by doubling, as `BytesMut::reserve`, unless doubling would
+    /// pass the growth limit while the records still fit in it; then exactly to the limit (a
+    /// copy, as a reallocation makes).
+    fn make_room(&mut self, record: usize) {
+        let buf = &mut self.buf;
+        if buf.capacity() - buf.len() >= record {
+            return;
+        }
+        let limit = HEADER_SIZE.saturating_add(self.growth_limit);
+        if buf.len() + record <= limit && buf.capacity().saturating_mul(2) > limit {
+            let mut grown = BytesMut::with_capacity(limit);
+            grown.extend_from_slice(buf);
+            *buf = grown;
+        } else {
+            buf.reserve(record);
+        }
     }
 
     /// Records pushed so far.
@@ -1254,6 +1283,27 @@ mod tests {
         assert!(batches.next().is_none());
         assert!(!batches.is_truncated());
         b.records(LIMIT).collect::<DecodeResult<Vec<_>>>().unwrap()
+    }
+
+    /// Regression (issue #14, producer memory): a builder limited to N bytes of records holds
+    /// them without doubling past N (a producer's full 1 MiB batch sat in a 2 MiB buffer), still
+    /// takes a record past N, and builds what an unlimited builder builds.
+    #[test]
+    fn a_growth_limited_builder_stops_doubling_at_its_limit() {
+        let limit = 10_000;
+        let value = [7u8; 90];
+        let mut limited = BatchBuilder::with_capacity(0, 1000);
+        limited.limit_growth(limit);
+        let mut plain = BatchBuilder::with_capacity(0, 1000);
+        while limited.has_room_for(limit, 100) {
+            limited.push(1, None, Some(&value), &[]).unwrap();
+            plain.push(1, None, Some(&value), &[]).unwrap();
+            assert!(limited.buf.capacity() <= HEADER_SIZE + limit, "{} bytes", limited.buf.capacity());
+        }
+        assert!(plain.buf.capacity() > HEADER_SIZE + limit, "without the limit, doubling passes it");
+        limited.push(1, None, Some(&value), &[]).unwrap();
+        plain.push(1, None, Some(&value), &[]).unwrap();
+        assert_eq!(limited.finish(Compression::None), plain.finish(Compression::None));
     }
 
     fn sample_builder() -> (BatchBuilder, Vec<Record>) {

@@ -621,10 +621,16 @@ impl<C> ProducerCore<C> {
                 tp: tp.clone(),
                 // As large as the partition's last drained batch: a steady stream fills its
                 // batches alike, and growing one by doubling copied it whole once more.
-                builder: Some(BatchBuilder::with_capacity(
-                    0,
-                    size.max(batch_size.min(queue.last_batch_bytes.max(FIRST_BATCH_CAPACITY))),
-                )),
+                builder: Some({
+                    let mut b = BatchBuilder::with_capacity(
+                        0,
+                        size.max(batch_size.min(queue.last_batch_bytes.max(FIRST_BATCH_CAPACITY))),
+                    );
+                    // Growing by doubling past batch.size left up to half of a full batch's
+                    // buffer unused (12 of 61 MiB of heap at the peak of produce_bench).
+                    b.limit_growth(batch_size);
+                    b
+                }),
                 sealed: None,
                 sealing: None,
                 // Sized as the partition's last drained batch: a batch of thousands of small
