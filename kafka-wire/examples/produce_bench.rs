@@ -105,8 +105,7 @@ impl Deliveries {
         let mut cx = Context::from_waker(Waker::noop());
         while let Some(f) = pending.futures.front_mut() {
             let Poll::Ready(result) = Pin::new(f).poll(&mut cx) else { return };
-            pending.futures.pop_front();
-            let sent = pending.sent_at();
+            let Some((_, sent)) = pending.pop_front() else { return };
             self.count(result, sent);
         }
     }
@@ -132,17 +131,19 @@ impl Pending {
         self.futures.push_back(future);
     }
 
-    /// The send time of the record just taken from the front, if it was sampled.
-    fn sent_at(&mut self) -> Option<Instant> {
+    /// The oldest delivery future, with its send time if it was sampled.
+    fn pop_front(&mut self) -> Option<(DeliveryFuture, Option<Instant>)> {
+        let future = self.futures.pop_front()?;
         let number = self.front;
         self.front += 1;
-        match self.samples.front() {
+        let sent = match self.samples.front() {
             Some(&(n, at)) if n == number => {
                 self.samples.pop_front();
                 Some(at)
             }
             _ => None,
-        }
+        };
+        Some((future, sent))
     }
 }
 
@@ -366,8 +367,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     producer.flush().await?;
-    while let Some(f) = pending.futures.pop_front() {
-        let sent = pending.sent_at();
+    while let Some((f, sent)) = pending.pop_front() {
         deliveries.count(f.await, sent);
     }
     let Deliveries { mut ok, mut failed, mut first_error, mut latencies } = deliveries;

@@ -35,6 +35,18 @@ fn config(cluster: &FaultCluster) -> ProducerConfig {
         .max_block(Duration::from_secs(30))
 }
 
+/// A buffer with room for one record of 2 000 bytes, which a long linger keeps buffered (in a
+/// batch it does not fill: with the shared 2 KiB batch.size it closed its batch, which could be
+/// sent and acknowledged before the test looked): a second such record has to wait.
+fn room_for_one(cluster: &FaultCluster) -> ProducerConfig {
+    config(cluster)
+        .batch_size(16 * 1024)
+        .linger(Duration::from_secs(20))
+        .delivery_timeout(Duration::from_secs(60))
+        .buffer_memory(3000)
+        .max_request_size(3000)
+}
+
 /// Every value in the cluster's log, with how many times each was written.
 fn logged(cluster: &FaultCluster) -> Vec<String> {
     (0..PARTITIONS).flat_map(|p| cluster.values(p)).collect()
@@ -117,16 +129,7 @@ async fn send_nowait_failures_are_reported_by_the_next_flush_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_send_nowait_leaves_nothing_queued() {
     let cluster = FaultCluster::start(1, PARTITIONS).await;
-    // A long linger keeps the first record buffered (in a batch it does not fill: with the
-    // shared 2 KiB batch.size it closed its batch, which could be sent and acknowledged before
-    // the check); the buffer has no room for a second.
-    let config = config(&cluster)
-        .batch_size(16 * 1024)
-        .linger(Duration::from_secs(20))
-        .delivery_timeout(Duration::from_secs(60))
-        .buffer_memory(3000)
-        .max_request_size(3000);
-    let producer = within("the producer to connect", Producer::new(config)).await.expect("connect");
+    let producer = within("the producer to connect", Producer::new(room_for_one(&cluster))).await.expect("connect");
     let handle = within("the topic's metadata", producer.topic(TOPIC)).await.expect("topic handle");
     within("send_nowait", handle.send_nowait(ProducerRecord::new("", vec![b'a'; 2000]))).await.expect("queued");
     let buffered = producer.metrics().buffered_bytes;
@@ -173,15 +176,7 @@ async fn regression_a_loop_of_sends_lets_the_driver_run_on_a_current_thread_runt
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn try_send_queues_at_once_or_hands_back_the_wait() {
     let cluster = FaultCluster::start(1, PARTITIONS).await;
-    // As in a_dropped_send_nowait_leaves_nothing_queued: the first record stays buffered (a long
-    // linger, a batch it does not fill), and the buffer has no room for a second.
-    let config = config(&cluster)
-        .batch_size(16 * 1024)
-        .linger(Duration::from_secs(20))
-        .delivery_timeout(Duration::from_secs(60))
-        .buffer_memory(3000)
-        .max_request_size(3000);
-    let producer = within("the producer to connect", Producer::new(config)).await.expect("connect");
+    let producer = within("the producer to connect", Producer::new(room_for_one(&cluster))).await.expect("connect");
     let handle = within("the topic's metadata", producer.topic(TOPIC)).await.expect("topic handle");
 
     let first = match handle.try_send(ProducerRecord::new("", vec![b'a'; 2000])).expect("not refused") {

@@ -501,8 +501,8 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
     'read: loop {
         sent.watch(&done_tx);
         // kw runs on a current-thread runtime, and neither a channel with a block ready nor
-        // `try_send` yields: without this the producer's driver would run
-        // only once the buffer was full, filling and draining it in turn instead of at once.
+        // `try_send` yields: without this the producer's driver would run only once the buffer
+        // was full, filling and draining it in turn instead of at once.
         tokio::task::yield_now().await;
         let chunk = match interrupt.guard(lines_rx.recv()).await {
             Ok(Some(c)) => c,
@@ -526,18 +526,15 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
             // A record, not an `Option` of one: unwrapping it moved the record once more.
             let record = match args.format {
                 InputFormat::Line => line_record(line, &defaults),
-                InputFormat::Json => match json_record(&line, &defaults) {
-                    Ok(Some(r)) if r.partition.is_some_and(|p| !partitions.contains(&p)) => {
-                        let e = format!(
-                            "partition {} does not exist in topic '{}' ({} partitions)",
-                            r.partition.unwrap_or_default(),
-                            args.topic,
-                            partitions.len()
-                        );
-                        t.fail(n, Cause::Data, format!("data error: {e}"));
-                        stopped = Some((FIRST_FAILURE.into(), n));
-                        break 'read;
-                    }
+                InputFormat::Json => match json_record(&line, &defaults).and_then(|r| match r {
+                    Some(r) if r.partition.is_some_and(|p| !partitions.contains(&p)) => Err(format!(
+                        "partition {} does not exist in topic '{}' ({} partitions)",
+                        r.partition.unwrap_or_default(),
+                        args.topic,
+                        partitions.len()
+                    )),
+                    other => Ok(other),
+                }) {
                     Ok(Some(r)) => r,
                     Ok(None) => {
                         t.last = n;
