@@ -19,8 +19,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_wire::codec::compression::Compression;
 use kafka_wire::codec::ErrorCode;
 use kafka_wire::proto::producer::{
-    CoreConfig, Drained, PartitionResponse, ProduceFailure, ProducerCore, RecordData, RecordMetadata, RequestOutcome,
-    TopicPartition,
+    CoreConfig, Drained, PartitionResponse, PerRecord, ProduceFailure, ProducerCore, RecordData, RecordMetadata,
+    RequestOutcome, TopicPartition,
 };
 use libfuzzer_sys::fuzz_target;
 use model_broker::{Inject, ModelCluster};
@@ -116,7 +116,7 @@ struct InFlight {
 type Completion = Result<RecordMetadata, ProduceFailure>;
 
 struct Harness {
-    core: ProducerCore<u64>,
+    core: ProducerCore<PerRecord<u64>>,
     model: ModelCluster,
     now: Instant,
     start: Instant,

@@ -23,6 +23,9 @@
 #[path = "support/proc_stats.rs"]
 mod proc_stats;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use kafka_wire::client::{Acks, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord};
@@ -219,10 +222,14 @@ async fn latency(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 value[..8].copy_from_slice(&now_nanos().to_le_bytes());
                 value[8..16].copy_from_slice(&i.to_le_bytes());
                 pending.push_back(producer.send(ProducerRecord::new(topic.as_str(), value)).await?);
-                while pending.len() > 100_000 {
-                    if let Some(f) = pending.pop_front() {
-                        f.await?;
-                    }
+                // Deliveries are taken as they resolve (as librdkafka's peer counts its delivery
+                // reports), not held: a future kept past its acknowledgement keeps its delivery
+                // slot, and 100 000 of them were most of this run's max RSS.
+                let mut cx = Context::from_waker(Waker::noop());
+                while let Some(f) = pending.front_mut() {
+                    let Poll::Ready(result) = Pin::new(f).poll(&mut cx) else { break };
+                    result?;
+                    pending.pop_front();
                 }
             }
             for f in pending {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_wire::codec::compression::Compression;
-use kafka_wire::proto::producer::{CoreConfig, ProducerCore, RecordData, TopicPartition};
+use kafka_wire::proto::producer::{CoreConfig, PerRecord, ProducerCore, RecordData, TopicPartition};
 
 use counting_alloc::{peak_alloc_during, serial, Counting};
 
@@ -45,7 +45,7 @@ fn record(value: &Bytes) -> RecordData {
 }
 
 /// Appends `n` records of `value` to `tp`, each with room in the buffer.
-fn append_n(core: &mut ProducerCore<()>, tp: &TopicPartition, value: &Bytes, n: usize, now: Instant) {
+fn append_n(core: &mut ProducerCore<PerRecord<()>>, tp: &TopicPartition, value: &Bytes, n: usize, now: Instant) {
     for _ in 0..n {
         core.append(tp, record(value), (), now).expect("room in the buffer");
     }
@@ -59,7 +59,7 @@ fn regression_a_record_per_partition_does_not_allocate_a_full_batch_each() {
     let value = Bytes::from(vec![b'v'; 100]);
     let topic: std::sync::Arc<str> = "t".into();
     let partitions: Vec<TopicPartition> = (0..256).map(|p| TopicPartition::new(topic.clone(), p)).collect();
-    let mut core = ProducerCore::<()>::new(config());
+    let mut core = ProducerCore::<PerRecord<()>>::new(config());
     let now = Instant::now();
     let peak = peak_alloc_during(|| {
         for tp in &partitions {
@@ -79,7 +79,7 @@ fn a_filled_batch_grows_to_about_its_size() {
     let _serial = serial();
     let value = Bytes::from(vec![b'v'; 100]);
     let tp = TopicPartition::new("t", 0);
-    let mut core = ProducerCore::<()>::new(config());
+    let mut core = ProducerCore::<PerRecord<()>>::new(config());
     let now = Instant::now();
     // 100 B values take about 108 B each in a batch.
     let records = MIB / 110;
@@ -98,7 +98,7 @@ fn a_partitions_next_batch_starts_as_large_as_its_last_one() {
     let _serial = serial();
     let value = Bytes::from(vec![b'v'; 100]);
     let tp = TopicPartition::new("t", 0);
-    let mut core = ProducerCore::<()>::new(CoreConfig { idempotent: false, acks: 1, ..config() });
+    let mut core = ProducerCore::<PerRecord<()>>::new(CoreConfig { idempotent: false, acks: 1, ..config() });
     let now = Instant::now();
     // About 330 KiB of records: doubling from 16 KiB ends in a 512 KiB block, copied from a
     // 256 KiB one.
@@ -113,17 +113,18 @@ fn a_partitions_next_batch_starts_as_large_as_its_last_one() {
     drop(drained);
 }
 
-/// `buffer.memory` counts what each buffered record holds beyond its bytes (its completion and
-/// delivery slot, `record_overhead`): with 100 B records and 104 bytes of overhead, a 1 MiB
-/// buffer takes about half the records it would by their bytes alone (issue #14: a producer
-/// with 32 MiB of `buffer.memory` peaked at 99 MiB of RSS).
+/// `buffer.memory` counts what each buffered record holds beyond its bytes (`record_overhead`:
+/// what the caller holds for it): with 100 B records and 104 bytes of overhead, a 1 MiB buffer
+/// takes about half the records it would by their bytes alone (issue #14: a producer with
+/// 32 MiB of `buffer.memory` peaked at 99 MiB of RSS).
 #[test]
 fn regression_the_buffer_counts_each_records_overhead() {
     let _serial = serial();
     let value = Bytes::from(vec![b'v'; 100]);
     let tp = TopicPartition::new("t", 0);
     let fill = |record_overhead: usize| {
-        let mut core = ProducerCore::<()>::new(CoreConfig { buffer_memory: MIB, record_overhead, ..config() });
+        let mut core =
+            ProducerCore::<PerRecord<()>>::new(CoreConfig { buffer_memory: MIB, record_overhead, ..config() });
         let mut taken = 0;
         while core.append(&tp, record(&value), (), Instant::now()).is_ok() {
             taken += 1;

@@ -30,8 +30,8 @@ use kafka_wire::codec::compression::Compression;
 use kafka_wire::codec::record_batch::BatchHeader;
 use kafka_wire::codec::ErrorCode;
 use kafka_wire::proto::producer::{
-    CoreConfig, Drained, PartitionResponse, ProduceFailure, ProducerCore, RecordData, RecordMetadata, RequestOutcome,
-    TopicPartition,
+    CoreConfig, Drained, PartitionResponse, PerRecord, ProduceFailure, ProducerCore, RecordData, RecordMetadata,
+    RequestOutcome, TopicPartition,
 };
 use model_broker::{Inject, ModelCluster, Rng};
 
@@ -176,7 +176,7 @@ impl SimParams {
             compression_level: self.compression.default_level().unwrap_or(0),
             max_request_size: 1 << 20,
             buffer_memory: 64 << 20,
-            // As the client counts a record's completion and delivery slot.
+            // Bytes counted per record beyond its own, as a client counts what the caller holds.
             record_overhead: 104,
             delivery_timeout: self.delivery_timeout,
             retry_backoff: Duration::from_millis(100),
@@ -310,7 +310,7 @@ struct Sim {
     rng: Rng,
     start: Instant,
     now: Instant,
-    core: ProducerCore<u64>,
+    core: ProducerCore<PerRecord<u64>>,
     model: ModelCluster,
     /// The partition leaders as the client sees them.
     view: Vec<Option<i32>>,
@@ -972,7 +972,7 @@ fn simulation_with_faults_lz4() {
 
 /// A hand-driven harness: the test decides what reaches the broker and what comes back.
 struct Manual {
-    core: ProducerCore<u64>,
+    core: ProducerCore<PerRecord<u64>>,
     model: ModelCluster,
     start: Instant,
     now: Instant,

@@ -43,8 +43,8 @@ use crate::codec::{ErrorCode, Uuid};
 use crate::proto::backoff::Backoff;
 use crate::proto::partitioner::{partition_for_key, StickyPartitioner};
 use crate::proto::producer::{
-    AppendError, CoreConfig, Drained, PartitionResponse, ProduceFailure, ProducerCore, RecordData, RecordMetadata,
-    RequestOutcome, TopicPartition,
+    AppendError, CompletedBatch, CoreConfig, DeliverySink, Drained, PartitionResponse, ProduceFailure, ProducerCore,
+    RecordData, RecordMetadata, RequestOutcome, TopicPartition, Written,
 };
 
 /// A record to send.
@@ -97,138 +97,190 @@ impl ProducerRecord {
     }
 }
 
-/// How many records' delivery results share one allocation ([`Slab`]).
-const SLAB_SLOTS: usize = 64;
-
-/// The delivery results of [`SLAB_SLOTS`] consecutive records, allocated together. A channel
-/// per record cost an allocation in `send` and a free on whichever thread awaited its future:
-/// at a few hundred thousand records a second the allocator's arena lock bounced between the
-/// two threads, and its futex waits and wakes were the largest share of the producer's system
-/// time. A slab per 64 records (its mutexes only ever held for a swap) makes that negligible.
-struct Slab {
-    slots: [Mutex<Slot>; SLAB_SLOTS],
-    /// Why every pending record fails once the driver died.
-    failure: Arc<OnceLock<Error>>,
+/// How a record's delivery is reported: by a [`DeliveryFuture`], or by the next flush
+/// ([`Producer::send_nowait`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Delivery {
+    Future,
+    Detached,
 }
 
-/// A slot is held for every record in flight, so it is kept small: a failure, rare, is boxed
-/// rather than making every slot as large as an [`Error`] (56 bytes with its mutex, not 80).
-enum Slot {
-    /// No result yet; the waker of the future waiting for it, if it was polled.
-    Waiting(Option<Waker>),
-    Written(RecordMetadata),
-    Failed(Box<Error>),
-    /// The completion was dropped without a result (its driver is gone).
-    Abandoned,
-    /// The future took the result.
-    Taken,
+/// What a batch keeps for its records' delivery (the core's [`DeliverySink`]): one result
+/// shared by its records' futures, made for the first record sent with one, and counts.
+///
+/// A record costs the batch nothing but a count, and its future a reference to the shared
+/// result: no allocation, no lock and no result of its own per record. A result per record
+/// (a channel, then a slot in a slab of 64) was a fifth of a sending loop's CPU under `perf`,
+/// and its 56 to 80 bytes were held for every record in flight.
+#[derive(Default)]
+pub(super) struct Deliveries {
+    shared: Option<Arc<BatchResult>>,
+    /// The index of the first record in `shared` (not 0 for the second half of a split batch).
+    first: u32,
+    len: u32,
+    /// Records sent without a future.
+    detached: u32,
+    /// Its outcome was handed to `shared`.
+    settled: bool,
 }
 
-impl Slab {
-    fn new(failure: Arc<OnceLock<Error>>) -> Self {
-        Self { slots: std::array::from_fn(|_| Mutex::new(Slot::Waiting(None))), failure }
-    }
-}
+impl DeliverySink for Deliveries {
+    type Token = Delivery;
+    type Receipt = Option<DeliveryFuture>;
 
-/// Hands out the slots of the current slab, one per record sent.
-struct Slabs {
-    current: Arc<Slab>,
-    next: usize,
-}
-
-impl Slabs {
-    fn new(failure: &Arc<OnceLock<Error>>) -> Self {
-        Self { current: Arc::new(Slab::new(failure.clone())), next: 0 }
-    }
-
-    /// The completion of one record and the future that waits for it.
-    fn pair(&mut self) -> (Completion, DeliveryFuture) {
-        if self.next == SLAB_SLOTS {
-            self.current = Arc::new(Slab::new(self.current.failure.clone()));
-            self.next = 0;
-        }
-        let index = self.next;
-        self.next += 1;
-        (
-            Completion { slot: Some((self.current.clone(), index)), sent: false },
-            DeliveryFuture { slab: self.current.clone(), index },
-        )
-    }
-}
-
-/// The sending side of one record's delivery result, held by the core with the record. If it
-/// is dropped without a result, its future reports the driver's failure (or a closed producer).
-/// A record sent with [`Producer::send_nowait`] has a detached one (no slot): nobody waits for
-/// it, and its failure is kept for the next [`Producer::flush`] instead
-/// ([`Inner::deliver`]).
-pub(super) struct Completion {
-    slot: Option<(Arc<Slab>, usize)>,
-    sent: bool,
-}
-
-impl Completion {
-    fn detached() -> Self {
-        Self { slot: None, sent: true }
-    }
-
-    fn is_detached(&self) -> bool {
-        self.slot.is_none()
-    }
-
-    fn send(mut self, result: Result<RecordMetadata>) {
-        self.set(match result {
-            Ok(metadata) => Slot::Written(metadata),
-            Err(e) => Slot::Failed(Box::new(e)),
-        });
-    }
-
-    fn set(&mut self, slot: Slot) {
-        self.sent = true;
-        let Some((slab, index)) = &self.slot else { return };
-        let waiting = std::mem::replace(&mut *lock(&slab.slots[*index]), slot);
-        if let Slot::Waiting(Some(waker)) = waiting {
-            waker.wake();
+    fn push(&mut self, delivery: Delivery, timestamp: i64) -> Option<DeliveryFuture> {
+        let index = self.first + self.len;
+        self.len += 1;
+        match delivery {
+            Delivery::Detached => {
+                self.detached += 1;
+                None
+            }
+            Delivery::Future => {
+                let result = self.shared.get_or_insert_with(|| Arc::new(BatchResult::new())).clone();
+                Some(DeliveryFuture { result, index, waker: NO_WAKER, timestamp })
+            }
         }
     }
+
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    fn split_off(&mut self, at: usize) -> Self {
+        let at = (at as u32).min(self.len);
+        let rest_len = self.len - at;
+        // Which records were detached is not kept: of a batch that has futures too, each half
+        // counts as many as it may hold (a failure of either half is then also reported by
+        // the next flush).
+        let (detached, rest_detached) = match &self.shared {
+            None => (at, rest_len),
+            Some(shared) => {
+                lock(&shared.state).open += 1;
+                (self.detached.min(at), self.detached.min(rest_len))
+            }
+        };
+        let rest = Self {
+            shared: self.shared.clone(),
+            first: self.first + at,
+            len: rest_len,
+            detached: rest_detached,
+            settled: false,
+        };
+        self.len = at;
+        self.detached = detached;
+        rest
+    }
 }
 
-impl Drop for Completion {
+impl Deliveries {
+    /// Hands the records' outcome to their futures and wakes them.
+    fn settle(&mut self, outcome: Outcome) {
+        self.settled = true;
+        let Some(shared) = &self.shared else { return };
+        let records = self.first..self.first + self.len;
+        let woken = {
+            let mut state = lock(&shared.state);
+            state.settled.push((records, outcome));
+            state.open -= 1;
+            if state.open == 0 {
+                // No future of this batch will wait again.
+                std::mem::take(&mut state.wakers)
+            } else {
+                // The other half of a split batch is still to come: its futures' wakers stay
+                // where they registered them.
+                state.wakers.iter().for_each(Waker::wake_by_ref);
+                Vec::new()
+            }
+        };
+        woken.into_iter().for_each(Waker::wake);
+    }
+}
+
+impl Drop for Deliveries {
     fn drop(&mut self) {
-        if !self.sent {
-            self.set(Slot::Abandoned);
+        // Dropped without an outcome (the core went with its driver): the futures must not
+        // wait forever.
+        if !self.settled {
+            self.settle(Outcome::Abandoned);
         }
     }
 }
+
+/// The delivery result of one batch's records, shared by their futures.
+struct BatchResult {
+    state: Mutex<BatchState>,
+}
+
+struct BatchState {
+    /// The outcomes so far, each of a range of the batch's record indices: one, or one per
+    /// half of a batch split in two.
+    settled: Vec<(std::ops::Range<u32>, Outcome)>,
+    /// Sinks still to settle (a split makes two of one).
+    open: u32,
+    /// The wakers of futures that waited; each future keeps the index of its own.
+    wakers: Vec<Waker>,
+}
+
+impl BatchResult {
+    fn new() -> Self {
+        Self { state: Mutex::new(BatchState { settled: Vec::new(), open: 1, wakers: Vec::new() }) }
+    }
+}
+
+enum Outcome {
+    Written(TopicPartition, Written),
+    Failed(Error),
+    /// The batch was dropped without an outcome (its driver is gone).
+    Abandoned,
+}
+
+/// A [`DeliveryFuture`] that has not registered a waker.
+const NO_WAKER: u32 = u32::MAX;
 
 /// Resolves when the record is acknowledged (or has failed for good). Dropping it does not
 /// withdraw the record: it is still sent, and nobody hears how it went.
 #[must_use = "a delivery future tells whether the record was written"]
 pub struct DeliveryFuture {
-    slab: Arc<Slab>,
-    index: usize,
+    result: Arc<BatchResult>,
+    /// The record's index in its batch.
+    index: u32,
+    /// Where its waker is in the batch result's list, or [`NO_WAKER`].
+    waker: u32,
+    /// The record's timestamp, for its metadata.
+    timestamp: i64,
 }
 
 impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut slot = lock(&self.slab.slots[self.index]);
-        match &mut *slot {
-            Slot::Waiting(waker) => {
-                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *waker = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-            Slot::Written(_) | Slot::Failed(_) => match std::mem::replace(&mut *slot, Slot::Taken) {
-                Slot::Written(metadata) => Poll::Ready(Ok(metadata)),
-                Slot::Failed(e) => Poll::Ready(Err(*e)),
-                _ => unreachable!("the slot was just seen done"),
-            },
-            Slot::Abandoned => Poll::Ready(Err(self.slab.failure.get().cloned().unwrap_or_else(closed))),
-            // Polled again after it resolved, like a finished channel receiver.
-            Slot::Taken => Poll::Ready(Err(closed())),
+        let this = self.get_mut();
+        let mut state = lock(&this.result.state);
+        let index = this.index;
+        if let Some((records, outcome)) = state.settled.iter().find(|(records, _)| records.contains(&index)) {
+            return Poll::Ready(match outcome {
+                Outcome::Written(tp, written) => Ok(RecordMetadata {
+                    topic_partition: tp.clone(),
+                    offset: written.offset((index - records.start) as usize),
+                    timestamp: written.timestamp(this.timestamp),
+                }),
+                Outcome::Failed(e) => Err(e.clone()),
+                Outcome::Abandoned => Err(closed()),
+            });
         }
+        match state.wakers.get_mut(this.waker as usize) {
+            Some(waker) => {
+                if !waker.will_wake(cx.waker()) {
+                    *waker = cx.waker().clone();
+                }
+            }
+            None => {
+                this.waker = state.wakers.len() as u32;
+                state.wakers.push(cx.waker().clone());
+            }
+        }
+        Poll::Pending
     }
 }
 
@@ -255,7 +307,7 @@ pub(super) struct Inner {
     /// Whether the client was opened for this producer (and is closed with it).
     owns_client: bool,
     pub(super) config: ProducerConfig,
-    pub(super) core: Mutex<ProducerCore<Completion>>,
+    pub(super) core: Mutex<ProducerCore<Deliveries>>,
     /// What `send` needs besides the core, under one lock taken once per record.
     send_state: Mutex<SendState>,
     /// By name, hashed with FxHash: a `send` by topic name looks its topic up here once per
@@ -290,11 +342,9 @@ pub(super) struct Inner {
     pub(super) txn: Option<Transactions>,
 }
 
-/// The partitioner's state and the slabs of delivery results, under one lock: a record's
-/// partition and its delivery slot are taken together.
+/// The partitioner's state, under a lock of its own: a send chooses its partition before it
+/// takes the core's lock.
 struct SendState {
-    /// The delivery results of the records being sent, allocated a slab at a time.
-    slabs: Slabs,
     partitioner: StickyPartitioner,
 }
 
@@ -365,9 +415,10 @@ impl Producer {
             compression_level: config.effective_compression_level(),
             max_request_size: config.max_request_size,
             buffer_memory: config.buffer_memory,
-            // A record's completion, and its delivery slot in a slab (a detached completion has
-            // none: counted all the same, an upper bound).
-            record_overhead: size_of::<Completion>() + size_of::<Mutex<Slot>>(),
+            // What the caller holds per record until it completes: its delivery future (a
+            // detached record has none: counted all the same, an upper bound). The batch holds
+            // nothing per record beyond its bytes.
+            record_overhead: size_of::<DeliveryFuture>(),
             delivery_timeout: config.delivery_timeout,
             retry_backoff: config.retry_backoff,
             retry_backoff_max: config.retry_backoff_max,
@@ -386,7 +437,7 @@ impl Producer {
             client,
             owns_client,
             core: Mutex::new(core),
-            send_state: Mutex::new(SendState { slabs: Slabs::new(&failure), partitioner }),
+            send_state: Mutex::new(SendState { partitioner }),
             topics: RwLock::new(FxHashMap::default()),
             topics_version: AtomicU32::new(0),
             detached_failure: Mutex::new(None),
@@ -420,11 +471,11 @@ impl Producer {
     /// Once it returned `Ok`, the record is queued whatever happens to the [`DeliveryFuture`].
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
         let (topic, parts) = record.into_parts();
-        self.enqueue(TopicRef::Name(&topic), parts, |slabs| slabs.pair()).await
+        self.enqueue(TopicRef::Name(&topic), parts, Delivery::Future).await.map(expect_future)
     }
 
     /// Queues a record without a future of its delivery, for callers that do not await each
-    /// record: it saves the delivery slot and the wake-up of a waiting task. Waits as
+    /// record: it saves the delivery future and the wake-up of a waiting task. Waits as
     /// [`send`](Self::send) does (metadata, room in `buffer.memory`). Whether the record was
     /// written is told by the next [`flush`](Self::flush) (or [`close`](Self::close)): it
     /// returns the first failure of a record sent this way since the last one it reported
@@ -434,7 +485,7 @@ impl Producer {
     /// once it returned `Ok`, the record is queued.
     pub async fn send_nowait(&self, record: ProducerRecord) -> Result<()> {
         let (topic, parts) = record.into_parts();
-        self.enqueue(TopicRef::Name(&topic), parts, |_| (Completion::detached(), ())).await
+        self.enqueue(TopicRef::Name(&topic), parts, Delivery::Detached).await.map(drop)
     }
 
     /// A handle that sends to `topic` without looking the topic up for each record: it keeps
@@ -453,25 +504,20 @@ impl Producer {
         })
     }
 
-    /// Partitions a record of `topic`, appends it to the core with the completion `make` gives
-    /// (taking a delivery slot or none) and returns what `make` gave the caller.
+    /// Partitions a record of `topic` and appends it to the core, with its delivery future if
+    /// `delivery` asks for one.
     ///
     /// What may wait (a metadata lookup, the transaction's AddPartitionsToTxn, room in the
     /// buffer) is a boxed future of its own, entered only when it has to: inline, those waits
     /// made this future several KiB, copied whole for each record whenever a caller wraps a
     /// send (a select, a timeout). The path that waits for nothing is synchronous.
-    async fn enqueue<T, M: FnOnce(&mut Slabs) -> (Completion, T)>(
-        &self,
-        topic: TopicRef<'_>,
-        parts: Parts,
-        make: M,
-    ) -> Result<T> {
+    async fn enqueue(&self, topic: TopicRef<'_>, parts: Parts, delivery: Delivery) -> Result<Option<DeliveryFuture>> {
         // A loop of sends that never waits would otherwise keep the driver from running on a
         // current-thread runtime (or on this worker) until `buffer.memory` is full: every so
         // often (tokio's cooperative budget) the send yields first.
         tokio::task::consume_budget().await;
         // Bound before the await: a temporary of the match would be kept across it.
-        let stalled = match self.try_enqueue(topic, parts, make)? {
+        let stalled = match self.try_enqueue(topic, parts, delivery)? {
             Ok(out) => return Ok(out),
             Err(stalled) => Box::pin(self.enqueue_stalled(stalled)),
         };
@@ -479,12 +525,12 @@ impl Producer {
     }
 
     /// [`enqueue`](Self::enqueue) as far as it goes without waiting.
-    fn try_enqueue<'a, T, M: FnOnce(&mut Slabs) -> (Completion, T)>(
+    fn try_enqueue<'a>(
         &'a self,
         topic: TopicRef<'a>,
         parts: Parts,
-        make: M,
-    ) -> Result<Result<T, Stalled<'a, T, M>>> {
+        delivery: Delivery,
+    ) -> Result<Result<Option<DeliveryFuture>, Stalled<'a>>> {
         let inner = &self.inner;
         inner.check_alive()?;
         if inner.closing.load(Ordering::Acquire) {
@@ -495,58 +541,49 @@ impl Producer {
             TopicRef::Name(name) => inner.known_partitions(name),
         };
         match known {
-            Some((name, partitions)) => self.place(name, partitions, parts, make),
-            None => Ok(Err(Stalled::Topic { topic, parts, make })),
+            Some((name, partitions)) => self.place(name, partitions, parts, delivery),
+            None => Ok(Err(Stalled::Topic { topic, parts, delivery })),
         }
     }
 
-    /// Chooses the record's partition, takes its delivery slot and appends it.
-    fn place<'a, T, M: FnOnce(&mut Slabs) -> (Completion, T)>(
+    /// Chooses the record's partition and appends it.
+    fn place<'a>(
         &'a self,
         name: Arc<str>,
         partitions: u32,
         parts: Parts,
-        make: M,
-    ) -> Result<Result<T, Stalled<'a, T, M>>> {
+        delivery: Delivery,
+    ) -> Result<Result<Option<DeliveryFuture>, Stalled<'a>>> {
         let inner = &self.inner;
         let timestamp = parts.timestamp.unwrap_or_else(now_millis);
         let explicit = parts.partition;
         let data = RecordData { key: parts.key, value: parts.value, headers: parts.headers, timestamp };
         let size = data.size_estimate();
-        // Without transactions, the partition and the delivery slot are taken under one lock.
-        let (tp, (completion, out)) = match &inner.txn {
-            None => {
-                let mut state = lock(&inner.send_state);
-                let partition = inner.choose_partition(&mut state, &name, partitions, explicit, &data, size)?;
-                (TopicPartition::new(name, partition), make(&mut state.slabs))
-            }
-            Some(t) => {
-                let partition = {
-                    let mut state = lock(&inner.send_state);
-                    inner.choose_partition(&mut state, &name, partitions, explicit, &data, size)?
-                };
-                let tp = TopicPartition::new(name, partition);
-                if !t.add_partition(&tp)? {
-                    return Ok(Err(Stalled::Txn { txn: t, tp, data, size, make }));
-                }
-                (tp, make(&mut lock(&inner.send_state).slabs))
-            }
+        let partition = {
+            let mut state = lock(&inner.send_state);
+            inner.choose_partition(&mut state, &name, partitions, explicit, &data, size)?
         };
+        let tp = TopicPartition::new(name, partition);
+        if let Some(t) = &inner.txn {
+            if !t.add_partition(&tp)? {
+                return Ok(Err(Stalled::Txn { txn: t, tp, data, size, delivery }));
+            }
+        }
         // Counted before the append, so that its completion can never come first; uncounted
         // unless the append happens, also if the send is dropped while it waits for room.
         let counted = CountedInTransaction::new(inner.txn.as_ref());
-        self.append(Placed { tp, data, size, completion, out, counted })
+        self.append(Placed { tp, data, size, delivery, counted })
     }
 
     /// Appends a placed record to the core.
-    fn append<'a, T, M>(&'a self, placed: Placed<'a, T>) -> Result<Result<T, Stalled<'a, T, M>>> {
+    fn append<'a>(&'a self, placed: Placed<'a>) -> Result<Result<Option<DeliveryFuture>, Stalled<'a>>> {
         let inner = &self.inner;
-        let Placed { tp, data, size, completion, out, mut counted } = placed;
+        let Placed { tp, data, size, delivery, mut counted } = placed;
         inner.check_alive()?;
         // The clock is read only for a record that starts a batch.
-        let result = lock(&inner.core).append_sized(&tp, data, size, completion, Instant::now);
+        let result = lock(&inner.core).append_sized(&tp, data, size, delivery, Instant::now);
         match result {
-            Ok(wake) => {
+            Ok((wake, out)) => {
                 counted.keep();
                 // The core asks for a wake-up only when the driver has something new to do: a
                 // partition's first batch is ready, or a linger ends before the driver's next
@@ -563,33 +600,29 @@ impl Producer {
                 max,
                 limit: "max.request.size",
             }),
-            Err(AppendError::BufferFull(completion, data)) => {
-                Ok(Err(Stalled::Buffer(Placed { tp, data, size, completion, out, counted })))
+            Err(AppendError::BufferFull(delivery, data)) => {
+                Ok(Err(Stalled::Buffer(Placed { tp, data, size, delivery, counted })))
             }
         }
     }
 
     /// Goes on with a send that has to wait, for as long as it has to (up to `max.block.ms`).
-    async fn enqueue_stalled<'a, T, M: FnOnce(&mut Slabs) -> (Completion, T)>(
-        &'a self,
-        mut stalled: Stalled<'a, T, M>,
-    ) -> Result<T> {
+    async fn enqueue_stalled<'a>(&'a self, mut stalled: Stalled<'a>) -> Result<Option<DeliveryFuture>> {
         let inner = &self.inner;
         let deadline = tokio::time::Instant::now() + inner.config.max_block;
         loop {
             let step = match stalled {
-                Stalled::Topic { topic, parts, make } => {
+                Stalled::Topic { topic, parts, delivery } => {
                     let (name, partitions) = match topic {
                         TopicRef::Handle(h) => h.refresh_partitions(inner, deadline).await?,
                         TopicRef::Name(name) => inner.topic_meta(name, deadline).await?.name_and_partitions(),
                     };
-                    self.place(name, partitions, parts, make)?
+                    self.place(name, partitions, parts, delivery)?
                 }
-                Stalled::Txn { txn, tp, data, size, make } => {
+                Stalled::Txn { txn, tp, data, size, delivery } => {
                     txn.wait_partition_added(inner, &tp).await?;
-                    let (completion, out) = make(&mut lock(&inner.send_state).slabs);
                     let counted = CountedInTransaction::new(inner.txn.as_ref());
-                    self.append(Placed { tp, data, size, completion, out, counted })?
+                    self.append(Placed { tp, data, size, delivery, counted })?
                 }
                 Stalled::Buffer(placed) => {
                     let progressed = inner.progress.notified();
@@ -720,24 +753,29 @@ impl Drop for CountedInTransaction<'_> {
     }
 }
 
-/// A record whose partition is chosen and whose delivery slot is taken, to be appended.
-struct Placed<'a, T> {
+/// A record whose partition is chosen, to be appended.
+struct Placed<'a> {
     tp: TopicPartition,
     data: RecordData,
     size: usize,
-    completion: Completion,
-    out: T,
+    delivery: Delivery,
     counted: CountedInTransaction<'a>,
 }
 
 /// Why a send has to wait, with what it holds so far.
-enum Stalled<'a, T, M> {
+enum Stalled<'a> {
     /// The topic's metadata is not known yet.
-    Topic { topic: TopicRef<'a>, parts: Parts, make: M },
+    Topic { topic: TopicRef<'a>, parts: Parts, delivery: Delivery },
     /// Its partition is not in the transaction yet (AddPartitionsToTxn, under v1).
-    Txn { txn: &'a Transactions, tp: TopicPartition, data: RecordData, size: usize, make: M },
+    Txn { txn: &'a Transactions, tp: TopicPartition, data: RecordData, size: usize, delivery: Delivery },
     /// No room in `buffer.memory`.
-    Buffer(Placed<'a, T>),
+    Buffer(Placed<'a>),
+}
+
+/// The delivery future of a send that asked for one.
+fn expect_future(delivery: Option<DeliveryFuture>) -> DeliveryFuture {
+    let Some(f) = delivery else { unreachable!("a record sent with Delivery::Future gets its future") };
+    f
 }
 
 /// The topic of a record being sent: a name to look up, or a [`TopicProducer`]'s cache.
@@ -803,7 +841,7 @@ impl TopicProducer {
     /// record was not queued; once it returned `Ok`, it is queued.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
         let (_, parts) = record.into_parts();
-        self.producer.enqueue(TopicRef::Handle(self), parts, |slabs| slabs.pair()).await
+        self.producer.enqueue(TopicRef::Handle(self), parts, Delivery::Future).await.map(expect_future)
     }
 
     /// Queues the record at once if nothing has to wait, as librdkafka's `produce()`: for a
@@ -819,9 +857,11 @@ impl TopicProducer {
     /// to send anything before the buffer is full.
     pub fn try_send(&self, record: ProducerRecord) -> Result<TrySend<'_>> {
         let (_, parts) = record.into_parts();
-        Ok(match self.producer.try_enqueue(TopicRef::Handle(self), parts, |slabs| slabs.pair())? {
-            Ok(delivery) => TrySend::Queued(delivery),
-            Err(stalled) => TrySend::Waiting(WaitingSend(Box::pin(self.producer.enqueue_stalled(stalled)))),
+        Ok(match self.producer.try_enqueue(TopicRef::Handle(self), parts, Delivery::Future)? {
+            Ok(delivery) => TrySend::Queued(expect_future(delivery)),
+            Err(stalled) => TrySend::Waiting(WaitingSend(Box::pin(async move {
+                self.producer.enqueue_stalled(stalled).await.map(expect_future)
+            }))),
         })
     }
 
@@ -831,7 +871,7 @@ impl TopicProducer {
     /// Cancel-safe, as [`Producer::send_nowait`].
     pub async fn send_nowait(&self, record: ProducerRecord) -> Result<()> {
         let (_, parts) = record.into_parts();
-        self.producer.enqueue(TopicRef::Handle(self), parts, |_| (Completion::detached(), ())).await
+        self.producer.enqueue(TopicRef::Handle(self), parts, Delivery::Detached).await.map(drop)
     }
 
     /// The interned name and the partition count: cached, or read again (without waiting) if
@@ -1093,9 +1133,7 @@ impl Inner {
         loop {
             let completed: Vec<_> = {
                 let mut core = lock(&self.core);
-                let mut completed = Vec::with_capacity(core.completions_ready());
-                completed.extend(std::iter::from_fn(|| core.poll_completion()));
-                completed
+                std::iter::from_fn(|| core.poll_batch()).collect()
             };
             self.deliver(completed);
             match &self.txn {
@@ -1105,28 +1143,33 @@ impl Inner {
         }
     }
 
-    /// Hands completed records, taken from the core, to their delivery futures.
-    fn deliver(&self, completed: Vec<(Completion, std::result::Result<RecordMetadata, ProduceFailure>)>) {
+    /// Hands completed batches, taken from the core, to their records' delivery futures (and a
+    /// failure of records sent without one to the next flush).
+    fn deliver(&self, completed: Vec<CompletedBatch<Deliveries>>) {
         if completed.is_empty() {
             return;
         }
         if let Some(t) = &self.txn {
-            t.records_completed(completed.iter().map(|(_, result)| result.as_ref().map(|_| ())));
+            t.records_completed(
+                completed.iter().flat_map(|b| std::iter::repeat_n(b.result.as_ref().map(|_| ()), b.sink.len())),
+            );
         }
-        for (tx, result) in completed {
-            if tx.is_detached() {
-                if let Err(f) = result {
-                    let error = self.failure_to_error(f);
-                    lock(&self.detached_failure).get_or_insert(error);
+        for CompletedBatch { topic_partition, mut sink, result } in completed {
+            let failure = match result {
+                Ok(written) => {
+                    sink.settle(Outcome::Written(topic_partition, written));
+                    continue;
                 }
-                continue;
+                Err(f) => f,
+            };
+            if sink.detached > 0 {
+                lock(&self.detached_failure).get_or_insert_with(|| self.failure_to_error(failure.clone()));
             }
-            match result {
-                Ok(metadata) => tx.send(Ok(metadata)),
-                Err(ProduceFailure::RecordTooLarge { topic_partition, size }) => {
-                    self.fail_too_large(tx, topic_partition, size);
+            match failure {
+                ProduceFailure::RecordTooLarge { size, .. } if sink.shared.is_some() => {
+                    self.fail_too_large(sink, topic_partition, size);
                 }
-                Err(f) => tx.send(Err(self.failure_to_error(f))),
+                f => sink.settle(Outcome::Failed(self.failure_to_error(f))),
             }
         }
         self.progress.notify_waiters();
@@ -1150,7 +1193,7 @@ impl Inner {
     /// the limit it broke: the topic's `max.message.bytes` (which is the broker's
     /// `message.max.bytes` unless the topic overrides it), looked up with DescribeConfigs. If
     /// the lookup fails the broker's MESSAGE_TOO_LARGE is reported as it is.
-    fn fail_too_large(&self, tx: Completion, tp: TopicPartition, size: usize) {
+    fn fail_too_large(&self, mut sink: Deliveries, tp: TopicPartition, size: usize) {
         let admin = Admin::new(self.client.clone()).with_timeout(self.config.request_timeout);
         tokio::spawn(async move {
             let resource = ConfigResource::topic(&*tp.topic);
@@ -1171,7 +1214,7 @@ impl Inner {
                 },
                 None => Error::broker(ErrorCode::MESSAGE_TOO_LARGE, None, format!("produce to {tp}")),
             };
-            tx.send(Err(error));
+            sink.settle(Outcome::Failed(error));
         });
     }
 
@@ -1237,8 +1280,7 @@ async fn drive(inner: Arc<Inner>) {
                 }
                 ready
             };
-            let mut completed = Vec::with_capacity(core.completions_ready());
-            completed.extend(std::iter::from_fn(|| core.poll_completion()));
+            let completed: Vec<_> = std::iter::from_fn(|| core.poll_batch()).collect();
             (needs_producer_id, ready, drained, completed, core.is_idle())
         };
         inner.deliver(completed);
@@ -1610,46 +1652,98 @@ mod tests {
         assert_eq!(merge_leader(Some((1, -1, 0)), 2, -1, 0), (2, -1, 0));
     }
 
-    #[test]
-    fn slab_completions_deliver_wake_and_report_abandonment() {
-        let failure = Arc::new(OnceLock::new());
-        let mut slabs = Slabs::new(&failure);
-        let mut pairs: Vec<_> = (0..SLAB_SLOTS + 2).map(|_| slabs.pair()).collect();
-        assert!(!Arc::ptr_eq(&pairs[0].1.slab, &pairs[SLAB_SLOTS].1.slab), "a new slab after {SLAB_SLOTS} records");
-        let flag = Arc::new(Flag(AtomicBool::new(false)));
-
-        let (done, mut delivery) = pairs.remove(SLAB_SLOTS);
-        assert!(poll(&mut delivery, &flag).is_pending());
-        let metadata = RecordMetadata { topic_partition: TopicPartition::new("t", 0), offset: 7, timestamp: 1 };
-        done.send(Ok(metadata.clone()));
-        assert!(flag.0.load(Ordering::Acquire), "the waiting future was woken");
-        assert!(matches!(poll(&mut delivery, &flag), Poll::Ready(Ok(m)) if m == metadata));
-
-        // A completion dropped unsent: its future fails with the driver's failure, if any.
-        let (dropped, mut orphan) = pairs.remove(0);
-        drop(dropped);
-        assert!(matches!(poll(&mut orphan, &flag), Poll::Ready(Err(Error::Closed { .. }))));
-        let _ = failure.set(Error::DriverFailed { driver: "producer", reason: "test".into() });
-        let (dropped, mut orphan) = pairs.remove(0);
-        drop(dropped);
-        assert!(matches!(poll(&mut orphan, &flag), Poll::Ready(Err(Error::DriverFailed { .. }))));
-
-        // A result sent before the future is polled, and a future dropped before its result.
-        let (early, mut delivery) = pairs.remove(0);
-        early.send(Err(closed()));
-        assert!(matches!(poll(&mut delivery, &flag), Poll::Ready(Err(Error::Closed { .. }))));
-        let (late, delivery) = pairs.remove(0);
-        drop(delivery);
-        late.send(Ok(metadata));
+    fn written(sink: &mut Deliveries, base_offset: i64) {
+        sink.settle(Outcome::Written(TopicPartition::new("t", 0), Written { base_offset, log_append_time: -1 }));
     }
 
-    /// Regression (issue #14, producer RSS): a slot is held per record in flight, a few hundred
-    /// thousand at once, and was 80 bytes with its mutex while a failure (72 bytes) sat in it
-    /// unboxed. Now the metadata (40) sets its size, with the variant's tag.
     #[test]
-    fn a_delivery_slot_is_no_larger_than_the_metadata_it_returns() {
-        assert!(size_of::<Slot>() <= size_of::<RecordMetadata>() + size_of::<usize>(), "{} bytes", size_of::<Slot>());
-        assert!(size_of::<Mutex<Slot>>() <= 56, "{} bytes", size_of::<Mutex<Slot>>());
+    fn a_batch_result_reaches_its_futures_and_wakes_them() {
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let mut sink = Deliveries::default();
+        let mut first = sink.push(Delivery::Future, 100).expect("a future");
+        assert!(sink.push(Delivery::Detached, 101).is_none(), "a detached record has no future");
+        let mut third = sink.push(Delivery::Future, 102).expect("a future");
+        assert_eq!((sink.len(), sink.detached), (3, 1));
+        assert!(poll(&mut first, &flag).is_pending());
+        assert!(poll(&mut first, &flag).is_pending(), "polled again, it keeps its one waker");
+        assert_eq!(lock(&first.result.state).wakers.len(), 1);
+
+        written(&mut sink, 40);
+        assert!(flag.0.load(Ordering::Acquire), "the waiting future was woken");
+        let metadata = |f: &mut DeliveryFuture| match poll(f, &flag) {
+            Poll::Ready(Ok(m)) => (m.offset, m.timestamp),
+            other => panic!("{other:?}"),
+        };
+        // Each record's offset is the batch's base offset plus its index in the batch, and its
+        // timestamp its own (the topic keeps CreateTime).
+        assert_eq!(metadata(&mut first), (40, 100));
+        assert_eq!(metadata(&mut third), (42, 102));
+
+        // Log-append time replaces the records' own; acks=0 gives no offsets.
+        let mut sink = Deliveries::default();
+        let mut f = sink.push(Delivery::Future, 5).expect("a future");
+        sink.settle(Outcome::Written(TopicPartition::new("t", 0), Written { base_offset: -1, log_append_time: 9 }));
+        assert_eq!(metadata(&mut f), (-1, 9));
+    }
+
+    #[test]
+    fn a_batch_dropped_without_an_outcome_fails_its_futures() {
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let mut sink = Deliveries::default();
+        let mut f = sink.push(Delivery::Future, 1).expect("a future");
+        assert!(poll(&mut f, &flag).is_pending());
+        drop(sink);
+        assert!(flag.0.load(Ordering::Acquire));
+        assert!(matches!(poll(&mut f, &flag), Poll::Ready(Err(Error::Closed { .. }))));
+    }
+
+    /// A batch refused as too large is split in two, and each half completes on its own: the
+    /// futures of one half resolve with its outcome while the other half's still wait, and are
+    /// woken when theirs comes.
+    #[test]
+    fn the_halves_of_a_split_batch_settle_their_own_futures() {
+        let flags: Vec<_> = (0..4).map(|_| Arc::new(Flag(AtomicBool::new(false)))).collect();
+        let mut sink = Deliveries::default();
+        let mut futures: Vec<_> = (0..4).map(|i| sink.push(Delivery::Future, i).expect("a future")).collect();
+        for (f, flag) in futures.iter_mut().zip(&flags) {
+            assert!(poll(f, flag).is_pending());
+        }
+        let mut second = sink.split_off(2);
+        assert_eq!((sink.len(), second.len()), (2, 2));
+
+        written(&mut second, 70);
+        for i in 2..4 {
+            assert!(matches!(poll(&mut futures[i], &flags[i]), Poll::Ready(Ok(m)) if m.offset == 70 + i as i64 - 2));
+        }
+        assert!(poll(&mut futures[0], &flags[0]).is_pending(), "the first half has no outcome yet");
+
+        flags[0].0.store(false, Ordering::Release);
+        sink.settle(Outcome::Failed(Error::TransactionAborted));
+        assert!(flags[0].0.load(Ordering::Acquire), "woken by its own half's outcome");
+        for i in 0..2 {
+            assert!(matches!(poll(&mut futures[i], &flags[i]), Poll::Ready(Err(Error::TransactionAborted))));
+        }
+        assert!(lock(&futures[0].result.state).wakers.is_empty(), "every half settled: the wakers are let go");
+    }
+
+    /// Regression (issue #14, producer CPU and RSS): a record in flight held a delivery slot of
+    /// its own (56 to 80 bytes, in a slab of 64, its mutex locked by both threads) and the core
+    /// a completion handle per record. Now the batch holds counts and one shared result, made
+    /// only if a record asks for a future; a record's future is a reference and three numbers.
+    #[test]
+    fn a_record_costs_its_batch_nothing_but_a_count() {
+        let mut sink = Deliveries::default();
+        for _ in 0..1000 {
+            sink.push(Delivery::Detached, 0);
+        }
+        assert!(sink.shared.is_none(), "records without futures share no result");
+        let futures: Vec<_> = (0..3).map(|_| sink.push(Delivery::Future, 0)).collect();
+        assert!(futures.windows(2).all(|w| match (&w[0], &w[1]) {
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.result, &b.result),
+            _ => false,
+        }));
+        assert!(size_of::<DeliveryFuture>() <= 24, "{} bytes", size_of::<DeliveryFuture>());
+        assert!(size_of::<Deliveries>() <= 24, "{} bytes", size_of::<Deliveries>());
     }
 }
 #[cfg(test)]

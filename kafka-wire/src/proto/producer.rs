@@ -123,9 +123,9 @@ pub struct CoreConfig {
     pub max_request_size: usize,
     /// `buffer.memory`: bytes of records held before `append` refuses more.
     pub buffer_memory: usize,
-    /// Bytes each buffered record holds beyond its encoded size (its completion, and whatever
-    /// the caller keeps for it until it completes), counted against `buffer_memory` with the
-    /// record: so that `buffer.memory` bounds the memory buffered records hold, not only their
+    /// Bytes each buffered record holds beyond its encoded size (whatever the caller keeps for
+    /// it until it completes, a driver's delivery future), counted against `buffer_memory`
+    /// with the record: so that `buffer.memory` bounds the memory buffered records hold, not only their
     /// bytes (100 B records doubled it).
     pub record_overhead: usize,
     /// `delivery.timeout.ms`: how long a record may take from `append` to its final outcome.
@@ -221,20 +221,149 @@ pub enum ProduceFailure {
     TransactionAborted,
 }
 
-/// Why `append` refused a record. The record's completion is handed back.
+/// Why `append` refused a record. The record's token is handed back.
 #[derive(Debug)]
-pub enum AppendError<C> {
+pub enum AppendError<T> {
     /// `buffer.memory` is used up: wait for completions and try again.
-    BufferFull(C, RecordData),
+    BufferFull(T, RecordData),
     /// The record is larger than `max.request.size`: it can never be sent.
     RecordTooLarge {
         /// The record's encoded size, in bytes.
         size: usize,
         /// The limit (`max.request.size`).
         max: usize,
-        /// The record's completion, handed back.
-        completion: C,
+        /// The record's token, handed back.
+        completion: T,
     },
+}
+
+/// What a batch keeps so that its records' outcomes reach whoever waits for them. The core
+/// hands the sink back whole with the batch's outcome ([`ProducerCore::poll_batch`]).
+///
+/// [`PerRecord`] keeps a handle and the timestamp of each record (the simulation's ids). A
+/// driver may keep one shared result per batch instead, so that a record costs it nothing here
+/// and nothing per record when the batch completes.
+pub trait DeliverySink: Default {
+    /// What [`ProducerCore::append`] takes with each record.
+    type Token;
+    /// What the append hands back for the record.
+    type Receipt;
+    /// A sink for a new batch, which will likely hold as many records as the partition's last
+    /// one did.
+    fn with_capacity(records: usize) -> Self {
+        let _ = records;
+        Self::default()
+    }
+    /// Takes the token of the record appended next; `timestamp` is the record's.
+    fn push(&mut self, token: Self::Token, timestamp: i64) -> Self::Receipt;
+    /// How many records it holds.
+    fn len(&self) -> usize;
+    /// Whether it holds none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The records from `at` on, moved to a sink of their own: the batch was split in two.
+    fn split_off(&mut self, at: usize) -> Self;
+}
+
+/// A [`DeliverySink`] of one token per record, handed out record by record by
+/// [`ProducerCore::poll_completion`].
+#[derive(Debug)]
+pub struct PerRecord<C> {
+    /// The tokens not handed out yet, with their records' timestamps.
+    records: VecDeque<(C, i64)>,
+    /// How many were handed out: the index in the batch of the next one.
+    taken: usize,
+}
+
+// Derived `Default` would require `C: Default`.
+impl<C> Default for PerRecord<C> {
+    fn default() -> Self {
+        Self { records: VecDeque::new(), taken: 0 }
+    }
+}
+
+impl<C> DeliverySink for PerRecord<C> {
+    type Token = C;
+    type Receipt = ();
+
+    // Sized as the partition's last batch: a batch of thousands of small records otherwise
+    // grows its list a dozen times.
+    fn with_capacity(records: usize) -> Self {
+        Self { records: VecDeque::with_capacity(records), taken: 0 }
+    }
+
+    fn push(&mut self, token: C, timestamp: i64) {
+        self.records.push_back((token, timestamp));
+    }
+
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn split_off(&mut self, at: usize) -> Self {
+        Self { records: self.records.split_off(at), taken: 0 }
+    }
+}
+
+impl<C> ProducerCore<PerRecord<C>> {
+    /// The next completed record, if any: the completed batches, record by record.
+    pub fn poll_completion(&mut self) -> Option<(C, Result<RecordMetadata, ProduceFailure>)> {
+        loop {
+            let batch = self.completed.front_mut()?;
+            if let Some((token, timestamp)) = batch.sink.records.pop_front() {
+                let index = batch.sink.taken;
+                batch.sink.taken += 1;
+                let result = batch.result.clone().map(|w| RecordMetadata {
+                    topic_partition: batch.topic_partition.clone(),
+                    offset: w.offset(index),
+                    timestamp: w.timestamp(timestamp),
+                });
+                return Some((token, result));
+            }
+            self.completed.pop_front();
+        }
+    }
+}
+
+/// A batch's outcome, with its records' sink.
+#[derive(Debug)]
+pub struct CompletedBatch<S> {
+    /// The batch's partition.
+    pub topic_partition: TopicPartition,
+    /// What the batch kept for its records.
+    pub sink: S,
+    /// Where it was written, or why it was not: the same for all of its records.
+    pub result: Result<Written, ProduceFailure>,
+}
+
+/// Where an acknowledged batch was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// The offset of its first record; -1 when `acks=0` or when the broker did not say.
+    pub base_offset: i64,
+    /// The broker's log-append time if the topic uses it, else -1.
+    pub log_append_time: i64,
+}
+
+impl Written {
+    /// The offset of the batch's record at `index`.
+    pub fn offset(&self, index: usize) -> i64 {
+        if self.base_offset >= 0 {
+            self.base_offset + index as i64
+        } else {
+            -1
+        }
+    }
+
+    /// The timestamp of a record sent with `timestamp`: the log-append time if the topic uses it.
+    pub fn timestamp(&self, timestamp: i64) -> i64 {
+        if self.log_append_time >= 0 {
+            self.log_append_time
+        } else {
+            timestamp
+        }
+    }
 }
 
 /// A Produce request to send. Its batches are sealed (and compressed) by [`Drained::seal`],
@@ -345,13 +474,13 @@ pub struct Ready {
     pub unknown_leaders: Vec<TopicPartition>,
 }
 
-struct Batch<C> {
+struct Batch<S> {
     tp: TopicPartition,
     builder: Option<BatchBuilder>,
     sealed: Option<Bytes>,
     /// Drained for the first time: its sealed bytes come back here ([`Drained::seal`]).
     sealing: Option<Arc<OnceLock<Bytes>>>,
-    completions: Vec<(C, i64)>,
+    sink: S,
     bytes: usize,
     created: Instant,
     /// Closed to appends: full, flushed, or past its linger.
@@ -369,14 +498,19 @@ struct Batch<C> {
     in_window: bool,
 }
 
-impl<C> Batch<C> {
+impl<S: DeliverySink> Batch<S> {
     fn record_count(&self) -> i32 {
-        self.completions.len() as i32
+        self.sink.len() as i32
+    }
+
+    /// The batch's outcome, for [`ProducerCore::poll_batch`].
+    fn completed(self, result: Result<Written, ProduceFailure>) -> CompletedBatch<S> {
+        CompletedBatch { topic_partition: self.tp, sink: self.sink, result }
     }
 }
 
-struct PartitionQueue<C> {
-    batches: VecDeque<Batch<C>>,
+struct PartitionQueue<S> {
+    batches: VecDeque<Batch<S>>,
     next_sequence: i32,
     /// Batches of this partition in flight.
     in_flight: usize,
@@ -400,8 +534,8 @@ struct PartitionQueue<C> {
     last_batch_bytes: usize,
 }
 
-// Derived `Default` would require `C: Default`.
-impl<C> Default for PartitionQueue<C> {
+// Derived `Default` would require `S: Default`.
+impl<S> Default for PartitionQueue<S> {
     fn default() -> Self {
         Self {
             batches: VecDeque::new(),
@@ -416,7 +550,7 @@ impl<C> Default for PartitionQueue<C> {
     }
 }
 
-impl<C> PartitionQueue<C> {
+impl<S> PartitionQueue<S> {
     /// Marks a batch of the window resolved (acknowledged or failed) and drops the resolved
     /// ones at its front.
     fn resolve(&mut self, sequence: Option<(i16, i32)>) {
@@ -430,9 +564,9 @@ impl<C> PartitionQueue<C> {
     }
 }
 
-struct InFlight<C> {
+struct InFlight<S> {
     node: i32,
-    batches: Vec<Batch<C>>,
+    batches: Vec<Batch<S>>,
 }
 
 /// What a [`ProducerCore`] has done since it was made, for a driver's metrics. Counters only
@@ -454,12 +588,13 @@ pub struct ProducerStats {
     pub records_failed: u64,
 }
 
-/// The producer's state machine. `C` is the caller's completion handle of one record (a
-/// channel sender in the tokio driver, an id in the simulation tests).
-pub struct ProducerCore<C> {
+/// The producer's state machine. `S` is what each batch keeps for its records' outcomes: a
+/// shared result per batch in the tokio driver, an id per record in the simulation tests
+/// ([`PerRecord`]).
+pub struct ProducerCore<S> {
     config: CoreConfig,
-    partitions: BTreeMap<TopicPartition, PartitionQueue<C>>,
-    in_flight: HashMap<u64, InFlight<C>>,
+    partitions: BTreeMap<TopicPartition, PartitionQueue<S>>,
+    in_flight: HashMap<u64, InFlight<S>>,
     in_flight_per_node: HashMap<i32, usize>,
     buffered: usize,
     next_request_id: u64,
@@ -469,7 +604,8 @@ pub struct ProducerCore<C> {
     needs_producer_id: bool,
     /// Nothing new is drained (a transaction is being aborted).
     paused: bool,
-    completions: VecDeque<(C, Result<RecordMetadata, ProduceFailure>)>,
+    /// Batches completed (acknowledged or failed) and not yet taken ([`ProducerCore::poll_batch`]).
+    completed: VecDeque<CompletedBatch<S>>,
     /// Rotates the partition a drain starts at, so that no partition starves.
     drain_start: usize,
     stats: ProducerStats,
@@ -481,7 +617,7 @@ pub struct ProducerCore<C> {
     next_look: Option<Instant>,
 }
 
-impl<C> ProducerCore<C> {
+impl<S: DeliverySink> ProducerCore<S> {
     /// An empty core with `config`; idempotent cores need [`set_producer_id`](Self::set_producer_id)
     /// before they drain.
     pub fn new(config: CoreConfig) -> Self {
@@ -497,7 +633,7 @@ impl<C> ProducerCore<C> {
             bump_needed: false,
             needs_producer_id: false,
             paused: false,
-            completions: VecDeque::new(),
+            completed: VecDeque::new(),
             drain_start: 0,
             stats: ProducerStats::default(),
             backoff_seed: 0,
@@ -557,24 +693,27 @@ impl<C> ProducerCore<C> {
         &mut self,
         tp: &TopicPartition,
         record: RecordData,
-        completion: C,
+        token: S::Token,
         now: Instant,
-    ) -> Result<bool, AppendError<C>> {
-        self.append_with_clock(tp, record, completion, || now)
+    ) -> Result<bool, AppendError<S::Token>>
+    where
+        S: DeliverySink<Receipt = ()>,
+    {
+        self.append_with_clock(tp, record, token, || now).map(|(wake, ())| wake)
     }
 
-    /// [`append`](Self::append), with the time asked of `now` only if the record starts a new
-    /// batch (the only time it is needed): a driver's hot path then reads no clock for most
-    /// records.
+    /// [`append`](Self::append), with the sink's receipt for the record, and the time asked of
+    /// `now` only if the record starts a new batch (the only time it is needed): a driver's hot
+    /// path then reads no clock for most records.
     pub fn append_with_clock(
         &mut self,
         tp: &TopicPartition,
         record: RecordData,
-        completion: C,
+        token: S::Token,
         now: impl FnOnce() -> Instant,
-    ) -> Result<bool, AppendError<C>> {
+    ) -> Result<(bool, S::Receipt), AppendError<S::Token>> {
         let size = record.size_estimate();
-        self.append_sized(tp, record, size, completion, now)
+        self.append_sized(tp, record, size, token, now)
     }
 
     /// [`append_with_clock`](Self::append_with_clock) of a record whose
@@ -585,9 +724,9 @@ impl<C> ProducerCore<C> {
         tp: &TopicPartition,
         record: RecordData,
         size: usize,
-        completion: C,
+        completion: S::Token,
         now: impl FnOnce() -> Instant,
-    ) -> Result<bool, AppendError<C>> {
+    ) -> Result<(bool, S::Receipt), AppendError<S::Token>> {
         debug_assert_eq!(size, record.size_estimate());
         let max = self.config.max_request_size.min(self.config.buffer_memory);
         if size + record_batch::HEADER_SIZE > max {
@@ -633,9 +772,7 @@ impl<C> ProducerCore<C> {
                 }),
                 sealed: None,
                 sealing: None,
-                // Sized as the partition's last drained batch: a batch of thousands of small
-                // records otherwise grows its list a dozen times.
-                completions: Vec::with_capacity(queue.last_batch_records),
+                sink: S::with_capacity(queue.last_batch_records),
                 bytes: 0,
                 created: now,
                 closed: false,
@@ -657,14 +794,14 @@ impl<C> ProducerCore<C> {
         {
             return Err(AppendError::RecordTooLarge { size, max, completion });
         }
-        batch.completions.push((completion, record.timestamp));
+        let receipt = batch.sink.push(completion, record.timestamp);
         batch.bytes += charge;
         self.buffered += charge;
         if builder.size_estimate() >= batch_size {
             batch.closed = true;
             wake |= queue.batches.len() == 1;
         }
-        Ok(wake)
+        Ok((wake, receipt))
     }
 
     /// Closes every open batch so that it is sent without waiting for `linger.ms`.
@@ -683,20 +820,15 @@ impl<C> ProducerCore<C> {
     /// numbers: the partition's sequence then has a gap and the epoch must be bumped
     /// (InitProducerId) before the next transaction.
     pub fn abort_queued(&mut self) -> bool {
-        let mut failed = Vec::new();
         let mut sequenced = false;
         for q in self.partitions.values_mut() {
-            let dropped: Vec<Batch<C>> = q.batches.drain(..).collect();
-            for b in dropped {
+            for b in std::mem::take(&mut q.batches) {
                 sequenced |= b.sequence.is_some();
                 self.buffered -= b.bytes;
                 q.resolve(b.sequence);
-                failed.push(b.completions);
+                self.stats.records_failed += b.sink.len() as u64;
+                self.completed.push_back(b.completed(Err(ProduceFailure::TransactionAborted)));
             }
-        }
-        for cs in failed {
-            self.stats.records_failed += cs.len() as u64;
-            self.completions.extend(cs.into_iter().map(|(c, _)| (c, Err(ProduceFailure::TransactionAborted))));
         }
         sequenced
     }
@@ -709,8 +841,8 @@ impl<C> ProducerCore<C> {
         self.in_flight_per_node.clear();
         let queued = self.partitions.values_mut().flat_map(|q| q.batches.drain(..)).collect::<Vec<_>>();
         for b in in_flight.into_values().flat_map(|r| r.batches).chain(queued) {
-            self.stats.records_failed += b.completions.len() as u64;
-            self.completions.extend(b.completions.into_iter().map(|(c, _)| (c, Err(failure.clone()))));
+            self.stats.records_failed += b.sink.len() as u64;
+            self.completed.push_back(b.completed(Err(failure.clone())));
         }
         self.partitions.clear();
         self.buffered = 0;
@@ -730,21 +862,15 @@ impl<C> ProducerCore<C> {
 
     /// Fails every queued batch that was never sent with [`ProduceFailure::Closed`].
     pub fn abort_unsent(&mut self) {
-        let mut failed = Vec::new();
         for q in self.partitions.values_mut() {
-            q.batches.retain_mut(|b| {
-                if b.sequence.is_none() && !b.fate_unknown {
-                    failed.push(std::mem::take(&mut b.completions));
-                    self.buffered -= b.bytes;
-                    false
-                } else {
-                    true
-                }
-            });
-        }
-        for cs in failed {
-            self.stats.records_failed += cs.len() as u64;
-            self.completions.extend(cs.into_iter().map(|(c, _)| (c, Err(ProduceFailure::Closed))));
+            let (unsent, kept): (VecDeque<_>, VecDeque<_>) =
+                q.batches.drain(..).partition(|b| b.sequence.is_none() && !b.fate_unknown);
+            q.batches = kept;
+            for b in unsent {
+                self.buffered -= b.bytes;
+                self.stats.records_failed += b.sink.len() as u64;
+                self.completed.push_back(b.completed(Err(ProduceFailure::Closed)));
+            }
         }
     }
 
@@ -814,7 +940,7 @@ impl<C> ProducerCore<C> {
         let start = self.drain_start % keys.len();
         self.drain_start = self.drain_start.wrapping_add(1);
         let mut size = 0;
-        let mut taken: Vec<Batch<C>> = Vec::new();
+        let mut taken: Vec<Batch<S>> = Vec::new();
         let mut batches = Vec::new();
         for tp in keys[start..].iter().chain(&keys[..start]) {
             if leader_of(tp) != Some(node) {
@@ -846,7 +972,7 @@ impl<C> ProducerCore<C> {
                     None
                 };
                 batch.sequence = sequence;
-                q.last_batch_records = batch.completions.len();
+                q.last_batch_records = batch.sink.len();
                 let mut builder = batch.builder.take().unwrap_or_else(|| BatchBuilder::new(0));
                 q.last_batch_bytes = builder.size_estimate();
                 if let Some((epoch, seq)) = sequence {
@@ -931,18 +1057,12 @@ impl<C> ProducerCore<C> {
         self.try_bump_epoch();
     }
 
-    /// The next completed record, if any.
-    pub fn poll_completion(&mut self) -> Option<(C, Result<RecordMetadata, ProduceFailure>)> {
-        self.completions.pop_front()
+    /// The next completed batch (acknowledged or failed), if any.
+    pub fn poll_batch(&mut self) -> Option<CompletedBatch<S>> {
+        self.completed.pop_front()
     }
 
-    /// How many completions [`poll_completion`](Self::poll_completion) has ready: a whole
-    /// batch's records at once, which a caller collecting them sizes its buffer for.
-    pub fn completions_ready(&self) -> usize {
-        self.completions.len()
-    }
-
-    fn apply(&mut self, batch: Batch<C>, r: PartitionResponse, now: Instant) {
+    fn apply(&mut self, batch: Batch<S>, r: PartitionResponse, now: Instant) {
         let code = r.error;
         if code == ErrorCode::NONE || code == ErrorCode::DUPLICATE_SEQUENCE_NUMBER {
             self.complete(batch, r.base_offset, r.log_append_time);
@@ -989,7 +1109,7 @@ impl<C> ProducerCore<C> {
         }
     }
 
-    fn retry_or_fail(&mut self, batch: Batch<C>, error: Option<(ErrorCode, Option<String>)>, now: Instant) {
+    fn retry_or_fail(&mut self, batch: Batch<S>, error: Option<(ErrorCode, Option<String>)>, now: Instant) {
         let expired = now >= batch.created + self.config.delivery_timeout;
         let exhausted = batch.attempts > self.config.retries;
         if expired {
@@ -1013,7 +1133,7 @@ impl<C> ProducerCore<C> {
     /// broker sees the same sequence numbers it would have for the whole batch. Hands the batch
     /// back if it holds one record, or if its records cannot be read back (never for a batch
     /// this core built).
-    fn split(&mut self, batch: Batch<C>) -> Option<Batch<C>> {
+    fn split(&mut self, batch: Batch<S>) -> Option<Batch<S>> {
         let header = batch.sealed.as_ref().and_then(|b| record_batch::BatchHeader::decode(b).ok());
         let records = (batch.record_count() > 1).then(|| Self::records_of(&batch)).flatten();
         let (Some(header), Some(records)) = (header, records) else { return Some(batch) };
@@ -1037,9 +1157,9 @@ impl<C> ProducerCore<C> {
             parts.push((builder, bytes, sequence));
         }
         self.stats.batches_split += 1;
-        let mut completions = batch.completions;
-        let mut second = Some(completions.split_off(half));
-        let mut first = Some(completions);
+        let mut sink = batch.sink;
+        let mut second = Some(sink.split_off(half));
+        let mut first = Some(sink);
         // The halves' accounted bytes add up to the whole batch's.
         let first_bytes = parts[0].1.min(batch.bytes);
         let q = self.partitions.entry(batch.tp.clone()).or_default();
@@ -1054,14 +1174,14 @@ impl<C> ProducerCore<C> {
             })
             .unwrap_or(q.batches.len());
         for (i, (builder, _, sequence)) in parts.into_iter().enumerate() {
-            let (completions, bytes) =
+            let (sink, bytes) =
                 if i == 0 { (first.take(), first_bytes) } else { (second.take(), batch.bytes - first_bytes) };
             let half = Batch {
                 tp: batch.tp.clone(),
                 builder: None,
                 sealed: Some(builder.finish_at(self.config.compression, self.config.compression_level)),
                 sealing: None,
-                completions: completions.unwrap_or_default(),
+                sink: sink.unwrap_or_default(),
                 bytes,
                 created: batch.created,
                 closed: true,
@@ -1080,17 +1200,17 @@ impl<C> ProducerCore<C> {
     }
 
     /// The records of a sealed batch, read back.
-    fn records_of(batch: &Batch<C>) -> Option<Vec<record_batch::Record>> {
+    fn records_of(batch: &Batch<S>) -> Option<Vec<record_batch::Record>> {
         let sealed = batch.sealed.as_ref()?;
         let parsed = record_batch::RecordBatch::parse(sealed.clone()).ok()?;
         let records: Vec<record_batch::Record> =
             parsed.records(record_batch::MAX_BUILDER_SIZE).collect::<Result<_, _>>().ok()?;
-        (records.len() == batch.completions.len()).then_some(records)
+        (records.len() == batch.sink.len()).then_some(records)
     }
 
     /// Puts a batch back at the front of its partition, in sequence order, after its backoff
     /// (exponential per retry of this batch, with jitter: [`Backoff`]).
-    fn requeue(&mut self, mut batch: Batch<C>, now: Instant) {
+    fn requeue(&mut self, mut batch: Batch<S>, now: Instant) {
         self.stats.batch_retries += 1;
         let (base, max) = (self.config.retry_backoff, self.config.retry_backoff_max);
         let backoff = batch.backoff.get_or_insert_with(|| {
@@ -1114,7 +1234,7 @@ impl<C> ProducerCore<C> {
         q.batches.insert(pos, batch);
     }
 
-    fn complete(&mut self, batch: Batch<C>, base_offset: i64, log_append_time: i64) {
+    fn complete(&mut self, batch: Batch<S>, base_offset: i64, log_append_time: i64) {
         self.buffered -= batch.bytes;
         if let Some(q) = self.partitions.get_mut(&batch.tp) {
             q.resolve(batch.sequence);
@@ -1122,33 +1242,26 @@ impl<C> ProducerCore<C> {
                 q.confirmed = true;
             }
         }
-        self.stats.records_delivered += batch.completions.len() as u64;
-        for (i, (c, ts)) in batch.completions.into_iter().enumerate() {
-            let offset = if base_offset >= 0 { base_offset + i as i64 } else { -1 };
-            let timestamp = if log_append_time >= 0 { log_append_time } else { ts };
-            self.completions
-                .push_back((c, Ok(RecordMetadata { topic_partition: batch.tp.clone(), offset, timestamp })));
-        }
+        self.stats.records_delivered += batch.sink.len() as u64;
+        self.completed.push_back(batch.completed(Ok(Written { base_offset, log_append_time })));
     }
 
     /// Fails a batch; if it holds sequence numbers, the sequence has a gap now and the epoch must
     /// be bumped before the partition can go on.
-    fn fail_sequenced(&mut self, batch: Batch<C>, failure: ProduceFailure) {
+    fn fail_sequenced(&mut self, batch: Batch<S>, failure: ProduceFailure) {
         if batch.sequence.is_some() {
             self.bump_needed = true;
         }
         self.fail(batch, failure);
     }
 
-    fn fail(&mut self, batch: Batch<C>, failure: ProduceFailure) {
+    fn fail(&mut self, batch: Batch<S>, failure: ProduceFailure) {
         self.buffered -= batch.bytes;
         if let Some(q) = self.partitions.get_mut(&batch.tp) {
             q.resolve(batch.sequence);
         }
-        self.stats.records_failed += batch.completions.len() as u64;
-        for (c, _) in batch.completions {
-            self.completions.push_back((c, Err(failure.clone())));
-        }
+        self.stats.records_failed += batch.sink.len() as u64;
+        self.completed.push_back(batch.completed(Err(failure)));
     }
 
     /// Fails queued batches past `delivery.timeout.ms` (batches in flight wait for their answer).
@@ -1167,7 +1280,7 @@ impl<C> ProducerCore<C> {
         }
     }
 
-    fn is_first_unresolved(&self, batch: &Batch<C>) -> bool {
+    fn is_first_unresolved(&self, batch: &Batch<S>) -> bool {
         let Some((_, seq)) = batch.sequence else { return true };
         let queued = self.partitions.get(&batch.tp).into_iter().flat_map(|q| &q.batches);
         let in_flight = self.in_flight.values().flat_map(|r| &r.batches).filter(|b| b.tp == batch.tp);
@@ -1177,7 +1290,7 @@ impl<C> ProducerCore<C> {
     /// A partition may send its front batch when nothing blocks it: a retried batch goes alone
     /// (so that batches cannot overtake it); the broker remembers five batches per partition,
     /// so no more are in flight at once; during an epoch bump only batches of unknown fate go.
-    fn sendable(config: &CoreConfig, blocked: bool, q: &PartitionQueue<C>) -> bool {
+    fn sendable(config: &CoreConfig, blocked: bool, q: &PartitionQueue<S>) -> bool {
         let Some(front) = q.batches.front() else { return false };
         // During a bump, a partition still holding a batch of unknown fate re-sends its sealed
         // batches in sequence order (the broker needs the earlier ones first); nothing else goes.
@@ -1288,7 +1401,7 @@ mod tests {
             transactional: false,
             retries: u32::MAX,
         };
-        let mut core = ProducerCore::<()>::new(config);
+        let mut core = ProducerCore::<PerRecord<()>>::new(config);
         let t0 = Instant::now();
         let tp = TopicPartition::new("t", 0);
         let record = RecordData { key: None, value: Some(Bytes::from_static(b"v")), headers: Vec::new(), timestamp: 1 };
