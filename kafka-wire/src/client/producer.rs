@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, TryLockError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -307,9 +307,7 @@ pub(super) struct Inner {
     /// Whether the client was opened for this producer (and is closed with it).
     owns_client: bool,
     pub(super) config: ProducerConfig,
-    pub(super) core: Mutex<ProducerCore<Deliveries>>,
-    /// What `send` needs besides the core, under one lock taken once per record.
-    send_state: Mutex<SendState>,
+    pub(super) core: Mutex<CoreState>,
     /// By name, hashed with FxHash: a `send` by topic name looks its topic up here once per
     /// record, and SipHash was a tenth of that path's instructions.
     topics: RwLock<FxHashMap<Arc<str>, Arc<TopicMeta>>>,
@@ -342,10 +340,26 @@ pub(super) struct Inner {
     pub(super) txn: Option<Transactions>,
 }
 
-/// The partitioner's state, under a lock of its own: a send chooses its partition before it
-/// takes the core's lock.
-struct SendState {
+/// The core and the partitioner, under one lock: a send chooses its record's partition and
+/// appends the record in one turn of the lock (a lock of its own for the partitioner was a
+/// second pair of atomic operations per record).
+pub(super) struct CoreState {
+    core: ProducerCore<Deliveries>,
     partitioner: StickyPartitioner,
+}
+
+impl std::ops::Deref for CoreState {
+    type Target = ProducerCore<Deliveries>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for CoreState {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.core
+    }
 }
 
 /// A record without its topic: what [`Producer::send`] and [`TopicProducer`] hand to
@@ -436,8 +450,7 @@ impl Producer {
         let inner = Arc::new(Inner {
             client,
             owns_client,
-            core: Mutex::new(core),
-            send_state: Mutex::new(SendState { partitioner }),
+            core: Mutex::new(CoreState { core, partitioner }),
             topics: RwLock::new(FxHashMap::default()),
             topics_version: AtomicU32::new(0),
             detached_failure: Mutex::new(None),
@@ -559,15 +572,17 @@ impl Producer {
         let explicit = parts.partition;
         let data = RecordData { key: parts.key, value: parts.value, headers: parts.headers, timestamp };
         let size = data.size_estimate();
-        let partition = {
-            let mut state = lock(&inner.send_state);
-            inner.choose_partition(&mut state, &name, partitions, explicit, &data, size)?
-        };
+        let mut core = lock(&inner.core);
+        let partition = inner.choose_partition(&mut core.partitioner, &name, partitions, explicit, &data, size)?;
         let tp = TopicPartition::new(name, partition);
-        if let Some(t) = &inner.txn {
-            if !t.add_partition(&tp)? {
-                return Ok(Err(Stalled::Txn { txn: t, tp, data, size, delivery }));
-            }
+        let Some(t) = &inner.txn else {
+            return self
+                .append_locked(core, Placed { tp, data, size, delivery, counted: CountedInTransaction::new(None) });
+        };
+        // Joining the transaction may wait (AddPartitionsToTxn): not under the core's lock.
+        drop(core);
+        if !t.add_partition(&tp)? {
+            return Ok(Err(Stalled::Txn { txn: t, tp, data, size, delivery }));
         }
         // Counted before the append, so that its completion can never come first; uncounted
         // unless the append happens, also if the send is dropped while it waits for room.
@@ -577,11 +592,21 @@ impl Producer {
 
     /// Appends a placed record to the core.
     fn append<'a>(&'a self, placed: Placed<'a>) -> Result<Result<Option<DeliveryFuture>, Stalled<'a>>> {
+        self.append_locked(lock(&self.inner.core), placed)
+    }
+
+    /// [`append`](Self::append) under the core's lock, which it releases.
+    fn append_locked<'a>(
+        &'a self,
+        mut core: MutexGuard<'_, CoreState>,
+        placed: Placed<'a>,
+    ) -> Result<Result<Option<DeliveryFuture>, Stalled<'a>>> {
         let inner = &self.inner;
         let Placed { tp, data, size, delivery, mut counted } = placed;
         inner.check_alive()?;
         // The clock is read only for a record that starts a batch.
-        let result = lock(&inner.core).append_sized(&tp, data, size, delivery, Instant::now);
+        let result = core.append_sized(&tp, data, size, delivery, Instant::now);
+        drop(core);
         match result {
             Ok((wake, out)) => {
                 counted.keep();
@@ -931,7 +956,7 @@ impl Inner {
     /// caller's, the key's hash, or the sticky partition, counting the record in it.
     fn choose_partition(
         &self,
-        state: &mut SendState,
+        partitioner: &mut StickyPartitioner,
         topic: &Arc<str>,
         partitions: u32,
         explicit: Option<i32>,
@@ -943,8 +968,17 @@ impl Inner {
             (Some(p), _) => Err(Error::misuse("send", format!("partition {p} of {topic} is not in [0, {partitions})"))),
             (None, Some(key)) if !self.config.partitioner_ignore_keys => Ok(partition_for_key(key, partitions)),
             // The partitions with a leader matter only when the sticky partition changes.
-            (None, _) => Ok(state.partitioner.sticky_append(topic, partitions, size, || {
-                self.known_topic(topic)
+            (None, _) => Ok(partitioner.sticky_append(topic, partitions, size, || {
+                // Called under the core's lock, which the driver takes while it holds `topics`
+                // for reading: waiting here behind a writer queued for `topics` would deadlock
+                // the three, so a busy lock leaves the pick to every partition this once.
+                let topics = match self.topics.try_read() {
+                    Ok(topics) => topics,
+                    Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(TryLockError::WouldBlock) => return Vec::new(),
+                };
+                topics
+                    .get(topic)
                     .map(|meta| (0..partitions as i32).filter(|p| meta.leaders.get(*p as usize) >= Some(&0)).collect())
                     .unwrap_or_default()
             })),
