@@ -179,6 +179,7 @@ impl Deliveries {
         self.settled = true;
         let Some(shared) = &self.shared else { return };
         let records = self.first..self.first + self.len;
+        // Woken after the lock is released: a waker may poll its future at once.
         let woken = {
             let mut state = lock(&shared.state);
             state.settled.push((records, outcome));
@@ -188,9 +189,8 @@ impl Deliveries {
                 std::mem::take(&mut state.wakers)
             } else {
                 // The other half of a split batch is still to come: its futures' wakers stay
-                // where they registered them.
-                state.wakers.iter().for_each(Waker::wake_by_ref);
-                Vec::new()
+                // where they registered them (each future keeps its index in the list).
+                state.wakers.clone()
             }
         };
         woken.into_iter().for_each(Waker::wake);
