@@ -1760,6 +1760,90 @@ mod tests {
         assert!(lock(&futures[0].result.state).wakers.is_empty(), "every half settled: the wakers are let go");
     }
 
+    proptest::proptest! {
+        /// Any mix of records with and without futures, halved any number of times (a batch
+        /// refused as too large is split, as the core does, at half its records), its parts
+        /// settled in any order or dropped without an outcome: every future waits until its own
+        /// part is settled, then gives that part's outcome with its own offset and timestamp;
+        /// a part holding a record sent without a future says so (its failure goes to the next
+        /// flush); and once every part is settled the wakers are let go.
+        #[test]
+        fn every_future_gets_its_own_parts_outcome(
+            with_futures in proptest::collection::vec(proptest::bool::ANY, 1..40),
+            splits in proptest::collection::vec(0usize..1000, 0..6),
+            order in proptest::collection::vec(0usize..1000, 8),
+            outcomes in proptest::collection::vec(0u8..3, 8),
+        ) {
+            let mut sink = Deliveries::default();
+            let mut futures = Vec::new();
+            for (i, &with_future) in with_futures.iter().enumerate() {
+                let delivery = if with_future { Delivery::Future } else { Delivery::Detached };
+                match sink.push(delivery, i as i64) {
+                    Some(f) => futures.push((i as u32, f)),
+                    None => proptest::prop_assert!(!with_future),
+                }
+            }
+            let mut parts = vec![sink];
+            for pick in splits {
+                let splittable: Vec<usize> = (0..parts.len()).filter(|&p| parts[p].len() > 1).collect();
+                let Some(&p) = splittable.get(pick % splittable.len().max(1)) else { break };
+                let half = parts[p].len() / 2;
+                let rest = parts[p].split_off(half);
+                parts.insert(p + 1, rest);
+            }
+            let ranges: Vec<std::ops::Range<u32>> = parts.iter().map(|d| d.first..d.first + d.len).collect();
+            proptest::prop_assert_eq!(ranges[0].start, 0);
+            proptest::prop_assert_eq!(ranges[ranges.len() - 1].end as usize, with_futures.len());
+            proptest::prop_assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
+            for (d, r) in parts.iter().zip(&ranges) {
+                let detached = r.clone().any(|i| !with_futures[i as usize]);
+                proptest::prop_assert!(!detached || d.detached > 0, "part {:?} holds a detached record", r);
+            }
+
+            let flag = Arc::new(Flag(AtomicBool::new(false)));
+            for (_, f) in &mut futures {
+                proptest::prop_assert!(poll(f, &flag).is_pending());
+            }
+            let mut settled: Vec<Option<u8>> = vec![None; parts.len()];
+            let mut remaining: Vec<(usize, Deliveries)> = parts.into_iter().enumerate().collect();
+            for step in 0.. {
+                if remaining.is_empty() {
+                    break;
+                }
+                let (part, mut d) = remaining.remove(order[step % order.len()] % remaining.len());
+                let kind = outcomes[part % outcomes.len()];
+                flag.0.store(false, Ordering::Release);
+                match kind {
+                    0 => d.settle(Outcome::Written(
+                        TopicPartition::new("t", 0),
+                        Written { base_offset: 1000 * part as i64, log_append_time: -1 },
+                    )),
+                    1 => d.settle(Outcome::Failed(Error::TransactionAborted)),
+                    _ => drop(d),
+                }
+                settled[part] = Some(kind);
+                let waited = futures.iter().any(|(i, _)| ranges[part].contains(i));
+                proptest::prop_assert!(!waited || flag.0.load(Ordering::Acquire), "part {} woke nobody", part);
+                for (i, f) in &mut futures {
+                    let Some(p) = ranges.iter().position(|r| r.contains(i)) else { unreachable!() };
+                    match (settled[p], poll(f, &flag)) {
+                        (None, Poll::Pending) => {}
+                        (Some(0), Poll::Ready(Ok(m))) => proptest::prop_assert_eq!(
+                            (m.offset, m.timestamp),
+                            (1000 * p as i64 + i64::from(*i - ranges[p].start), i64::from(*i))
+                        ),
+                        (Some(1), Poll::Ready(Err(Error::TransactionAborted))) => {}
+                        (Some(2), Poll::Ready(Err(Error::Closed { .. }))) => {}
+                        (s, other) => proptest::prop_assert!(false, "record {} of a part settled {:?}: {:?}", i, s, other),
+                    }
+                }
+            }
+            if let Some((_, f)) = futures.first() {
+                proptest::prop_assert!(lock(&f.result.state).wakers.is_empty());
+            }
+        }
+    }
+
     /// Regression (issue #14, producer CPU and RSS): a record in flight held a delivery slot of
     /// its own (56 to 80 bytes, in a slab of 64, its mutex locked by both threads) and the core
     /// a completion handle per record. Now the batch holds counts and one shared result, made
