@@ -331,7 +331,7 @@ pub(super) struct Inner {
     driver_done: Notify,
     pub(super) driver_finished: AtomicBool,
     /// Set once the driver task died: every pending and later call fails with it.
-    failure: Arc<OnceLock<Error>>,
+    failure: OnceLock<Error>,
     /// Test hook: the driver panics at its next turn (see [`Producer::inject_driver_panic`]).
     panic_requested: AtomicBool,
     /// Set by the transaction layer when the open transaction runs KIP-890 transactions v2.
@@ -446,7 +446,6 @@ impl Producer {
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let core = core.with_backoff_seed(seed.rotate_left(32));
         let partitioner = StickyPartitioner::new(config.batch_size, seed).with_adaptive(config.partitioner_adaptive);
-        let failure = Arc::new(OnceLock::new());
         let inner = Arc::new(Inner {
             client,
             owns_client,
@@ -462,7 +461,7 @@ impl Producer {
             refresh_backoff: Mutex::new(Backoff::new(config.retry_backoff, config.retry_backoff_max)),
             driver_done: Notify::new(),
             driver_finished: AtomicBool::new(false),
-            failure,
+            failure: OnceLock::new(),
             panic_requested: AtomicBool::new(false),
             transactions_v2: AtomicBool::new(false),
             txn: config.transactional_id.clone().map(|id| {

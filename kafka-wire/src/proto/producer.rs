@@ -125,8 +125,8 @@ pub struct CoreConfig {
     pub buffer_memory: usize,
     /// Bytes each buffered record holds beyond its encoded size (whatever the caller keeps for
     /// it until it completes, a driver's delivery future), counted against `buffer_memory`
-    /// with the record: so that `buffer.memory` bounds the memory buffered records hold, not only their
-    /// bytes (100 B records doubled it).
+    /// with the record: so that `buffer.memory` bounds the memory buffered records hold, not
+    /// only their bytes (100 B records doubled it).
     pub record_overhead: usize,
     /// `delivery.timeout.ms`: how long a record may take from `append` to its final outcome.
     pub delivery_timeout: Duration,
@@ -503,9 +503,20 @@ impl<S: DeliverySink> Batch<S> {
         self.sink.len() as i32
     }
 
-    /// The batch's outcome, for [`ProducerCore::poll_batch`].
-    fn completed(self, result: Result<Written, ProduceFailure>) -> CompletedBatch<S> {
-        CompletedBatch { topic_partition: self.tp, sink: self.sink, result }
+    /// Queues the batch's outcome for [`ProducerCore::poll_batch`], its records counted as
+    /// delivered or failed. (The core's fields, not the core: its callers hold its partitions.)
+    fn finish(
+        self,
+        result: Result<Written, ProduceFailure>,
+        stats: &mut ProducerStats,
+        completed: &mut VecDeque<CompletedBatch<S>>,
+    ) {
+        let records = self.sink.len() as u64;
+        match result {
+            Ok(_) => stats.records_delivered += records,
+            Err(_) => stats.records_failed += records,
+        }
+        completed.push_back(CompletedBatch { topic_partition: self.tp, sink: self.sink, result });
     }
 }
 
@@ -826,8 +837,7 @@ impl<S: DeliverySink> ProducerCore<S> {
                 sequenced |= b.sequence.is_some();
                 self.buffered -= b.bytes;
                 q.resolve(b.sequence);
-                self.stats.records_failed += b.sink.len() as u64;
-                self.completed.push_back(b.completed(Err(ProduceFailure::TransactionAborted)));
+                b.finish(Err(ProduceFailure::TransactionAborted), &mut self.stats, &mut self.completed);
             }
         }
         sequenced
@@ -841,8 +851,7 @@ impl<S: DeliverySink> ProducerCore<S> {
         self.in_flight_per_node.clear();
         let queued = self.partitions.values_mut().flat_map(|q| q.batches.drain(..)).collect::<Vec<_>>();
         for b in in_flight.into_values().flat_map(|r| r.batches).chain(queued) {
-            self.stats.records_failed += b.sink.len() as u64;
-            self.completed.push_back(b.completed(Err(failure.clone())));
+            b.finish(Err(failure.clone()), &mut self.stats, &mut self.completed);
         }
         self.partitions.clear();
         self.buffered = 0;
@@ -868,8 +877,7 @@ impl<S: DeliverySink> ProducerCore<S> {
             q.batches = kept;
             for b in unsent {
                 self.buffered -= b.bytes;
-                self.stats.records_failed += b.sink.len() as u64;
-                self.completed.push_back(b.completed(Err(ProduceFailure::Closed)));
+                b.finish(Err(ProduceFailure::Closed), &mut self.stats, &mut self.completed);
             }
         }
     }
@@ -1242,8 +1250,7 @@ impl<S: DeliverySink> ProducerCore<S> {
                 q.confirmed = true;
             }
         }
-        self.stats.records_delivered += batch.sink.len() as u64;
-        self.completed.push_back(batch.completed(Ok(Written { base_offset, log_append_time })));
+        batch.finish(Ok(Written { base_offset, log_append_time }), &mut self.stats, &mut self.completed);
     }
 
     /// Fails a batch; if it holds sequence numbers, the sequence has a gap now and the epoch must
@@ -1260,8 +1267,7 @@ impl<S: DeliverySink> ProducerCore<S> {
         if let Some(q) = self.partitions.get_mut(&batch.tp) {
             q.resolve(batch.sequence);
         }
-        self.stats.records_failed += batch.sink.len() as u64;
-        self.completed.push_back(batch.completed(Err(failure)));
+        batch.finish(Err(failure), &mut self.stats, &mut self.completed);
     }
 
     /// Fails queued batches past `delivery.timeout.ms` (batches in flight wait for their answer).
