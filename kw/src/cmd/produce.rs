@@ -139,14 +139,11 @@ pub struct ProduceArgs {
 
 const FIRST_FAILURE: &str = "reading stopped at the first failure";
 
-/// What the reader thread hands over: the lines of one block of input, as slices of it (no
-/// copy per line).
+/// What the reader thread hands over: a block of input that ends at a line end, or at the
+/// input's end. Its lines are cut out of it as slices, not copies.
 struct Chunk {
-    /// The number of the first line in `lines`.
-    first: u64,
-    /// Without their line end (`\n`, or `\r\n`).
-    lines: Vec<Bytes>,
-    /// Reading failed after these lines.
+    block: Bytes,
+    /// Reading failed after this block.
     error: Option<String>,
 }
 
@@ -213,6 +210,18 @@ impl Tracker {
         line.checked_sub(self.base).and_then(|i| self.window.get(i as usize).copied()).unwrap_or(Status::None)
     }
 
+    /// Marks a line sent: lines are sent in order, after every line given a status so far.
+    fn sent(&mut self, line: u64) {
+        let i = (line - self.base) as usize;
+        if self.window.len() < i {
+            // Lines skipped (blank JSON lines) have no record.
+            self.window.resize(i, Status::None);
+        }
+        self.window.push_back(Status::Pending);
+        self.pending += 1;
+        self.last = line;
+    }
+
     /// Sets the status of a line at or after the oldest pending one (every line not settled yet).
     fn set(&mut self, line: u64, s: Status) {
         let Some(i) = line.checked_sub(self.base).map(|i| i as usize) else { return };
@@ -230,18 +239,15 @@ impl Tracker {
         self.compact();
     }
 
-    /// Moves the settled lines at the front of the window out of it.
+    /// Moves the settled lines at the front of the window out of it, all at once.
     fn compact(&mut self) {
-        while let Some(&s) = self.window.front() {
-            if s == Status::Pending {
-                return;
-            }
+        let settled = self.window.iter().position(|s| *s == Status::Pending).unwrap_or(self.window.len());
+        for (n, s) in (self.base..).zip(self.window.drain(..settled)) {
             if s == Status::Written {
-                push_range(&mut self.written_below, self.base, self.base);
+                push_range(&mut self.written_below, n, n);
             }
-            self.window.pop_front();
-            self.base += 1;
         }
+        self.base += settled as u64;
     }
 
     fn fail(&mut self, line: u64, cause: Cause, reason: String) {
@@ -252,19 +258,41 @@ impl Tracker {
         }
     }
 
-    /// A delivery outcome; ignored for a line whose fate was settled already (its transaction
+    /// A delivery outcome; ignored for lines whose fate was settled already (their transaction
     /// was aborted).
+    ///
+    /// A range's bytes are counted only if all of its lines were pending: a range is the
+    /// outcome of one watcher's records, which belong to one transaction, and an aborted
+    /// transaction's lines are settled all at once.
     fn delivered(&mut self, d: Delivery) {
-        if self.get(d.line) != Status::Pending {
-            return;
-        }
         match d.result {
             Ok(()) => {
-                self.written += 1;
-                self.written_bytes += d.bytes;
-                self.set(d.line, Status::Written);
+                let from = d.first.max(self.base) - self.base;
+                let to = (d.last + 1).saturating_sub(self.base).min(self.window.len() as u64);
+                if from >= to {
+                    return;
+                }
+                let mut written = 0;
+                for s in self.window.range_mut(from as usize..to as usize) {
+                    if *s == Status::Pending {
+                        *s = Status::Written;
+                        written += 1;
+                    }
+                }
+                self.pending -= written as usize;
+                self.written += written;
+                if written == d.last - d.first + 1 {
+                    self.written_bytes += d.bytes;
+                }
+                if from == 0 {
+                    self.compact();
+                }
             }
-            Err((cause, reason)) => self.fail(d.line, cause, reason),
+            Err((cause, reason)) => {
+                if self.get(d.first) == Status::Pending {
+                    self.fail(d.first, cause, reason);
+                }
+            }
         }
     }
 
@@ -360,17 +388,23 @@ fn push_range(ranges: &mut Vec<(u64, u64)>, a: u64, b: u64) {
     }
 }
 
+/// The outcome of consecutive lines' records: written, or one line's failure.
 struct Delivery {
-    line: u64,
+    first: u64,
+    last: u64,
+    /// Of all their records.
     bytes: u64,
     result: Result<(), (Cause, String)>,
 }
 
 /// Records sent but not yet watched: their deliveries are awaited by one task per batch (not
-/// one per record), which hands the outcomes back together.
+/// one per record), which hands the outcomes back together, consecutive written lines as one.
 #[derive(Default)]
 struct Sent {
     batch: Vec<(u64, u64, DeliveryFuture)>,
+    /// The records of the last batch watched, to reserve room for the next one's at once:
+    /// grown by doubling, it was 1 % of kw's CPU in `realloc`'s copies.
+    last: usize,
 }
 
 impl Sent {
@@ -380,12 +414,23 @@ impl Sent {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
+        self.last = batch.len();
         let done = done.clone();
         tokio::spawn(async move {
-            let mut out = Vec::with_capacity(batch.len());
+            let mut out: Vec<Delivery> = Vec::new();
             for (line, bytes, future) in batch {
-                let result = future.await.map(|_| ()).map_err(|e| line_error(&e));
-                out.push(Delivery { line, bytes, result });
+                match (future.await, out.last_mut()) {
+                    (Ok(_), Some(d)) if d.result.is_ok() && d.last + 1 == line => {
+                        d.last = line;
+                        d.bytes += bytes;
+                    }
+                    (result, _) => out.push(Delivery {
+                        first: line,
+                        last: line,
+                        bytes,
+                        result: result.map(|_| ()).map_err(|e| line_error(&e)),
+                    }),
+                }
             }
             let _ = done.send(out);
         });
@@ -481,8 +526,9 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
         partition: args.partition,
     };
 
-    let (lines_tx, mut lines_rx) = mpsc::channel::<Chunk>(4);
-    spawn_reader(source, lines_tx);
+    let (blocks_tx, mut blocks_rx) = mpsc::channel::<Chunk>(4);
+    let (recycle, recycled) = std::sync::mpsc::channel::<Bytes>();
+    spawn_reader(source, blocks_tx, recycled);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<Delivery>>();
 
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
@@ -494,6 +540,9 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
 
     let mut t = Tracker::new();
     let mut sent = Sent::default();
+    // The number of the next line read, and of records sent.
+    let mut next_line = 1u64;
+    let mut records_sent = 0u64;
     let started = Instant::now();
     // Why reading stopped early, and the last line read then.
     let mut stopped: Option<(String, u64)> = None;
@@ -504,7 +553,7 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
         // `try_send` yields: without this the producer's driver would run only once the buffer
         // was full, filling and draining it in turn instead of at once.
         tokio::task::yield_now().await;
-        let chunk = match interrupt.guard(lines_rx.recv()).await {
+        let chunk = match interrupt.guard(blocks_rx.recv()).await {
             Ok(Some(c)) => c,
             Ok(None) => break 'read,
             Err(s) => {
@@ -515,10 +564,11 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
         t.take_delivered(&mut done_rx);
         progress.acked.store(t.written, Ordering::Relaxed);
         progress.bytes.store(t.written_bytes, Ordering::Relaxed);
-        let read = chunk.lines.len() as u64;
-        // Grown once per block: grown by doubling, it was 1 % of kw's CPU in `realloc`'s copies.
-        sent.batch.reserve(chunk.lines.len());
-        for (n, line) in (chunk.first..).zip(chunk.lines) {
+        progress.sent.store(records_sent, Ordering::Relaxed);
+        sent.batch.reserve(sent.last);
+        for line in lines(&chunk.block) {
+            let n = next_line;
+            next_line += 1;
             if !t.reasons.is_empty() {
                 stopped = Some((FIRST_FAILURE.into(), n - 1));
                 break 'read;
@@ -573,8 +623,8 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
             match result {
                 Ok(future) => {
                     txn.records += 1;
-                    t.set(n, Status::Pending);
-                    progress.sent.fetch_add(1, Ordering::Relaxed);
+                    records_sent += 1;
+                    t.sent(n);
                     sent.batch.push((n, bytes, future));
                 }
                 Err(e) => {
@@ -593,14 +643,16 @@ pub async fn run(args: ProduceArgs, top: &Top) -> Result<()> {
             }
         }
         if let Some(e) = chunk.error {
-            let n = chunk.first + read;
+            let n = next_line;
             t.fail(n, Cause::Runtime, format!("cannot read the input: {e}"));
             stopped = Some((format!("cannot read line {n}: {e}"), n - 1));
             break 'read;
         }
+        // Its lines are in the producer's batches now: the reader reads into it again.
+        let _ = recycle.send(chunk.block);
     }
     sent.watch(&done_tx);
-    drop(lines_rx);
+    drop(blocks_rx);
     if txn.open {
         // Commit what was read, unless something failed (then nothing of it may be visible).
         let commit = t.reasons.is_empty();
@@ -791,55 +843,95 @@ async fn tick(p: Arc<Progress>, stop: Arc<AtomicBool>) {
 /// How much input the reader asks for at once.
 const BLOCK: usize = 256 * 1024;
 
-/// Reads the input on a thread of its own (stdin blocks) in large blocks, and hands over the
-/// complete lines of each read as slices of the block: a typed line goes out as soon as it is
-/// read, piped input in bulk, and no line is copied (but a line cut by a block's end, once).
-fn spawn_reader(mut source: Box<dyn Read + Send>, tx: mpsc::Sender<Chunk>) {
+/// Reads the input on a thread of its own (stdin blocks) in large blocks, and hands over each
+/// read up to its last line end: a typed line goes out as soon as it is read, piped input in
+/// bulk. The start of a line cut by a block's end is copied into the next block.
+///
+/// Blocks come back through `recycled` once their lines are sent, and are read into again: a
+/// fresh block for every read was 3–4 % of `kw produce`'s CPU in page faults and zeroing.
+fn spawn_reader(mut source: Box<dyn Read + Send>, tx: mpsc::Sender<Chunk>, recycled: std::sync::mpsc::Receiver<Bytes>) {
     std::thread::spawn(move || {
-        let mut next = 1u64;
-        // Read but not handed over: the start of a line not ended yet.
-        let mut buf = BytesMut::with_capacity(BLOCK);
+        let block = |least: usize| {
+            let mut b = recycled
+                .try_iter()
+                .find_map(|b| b.try_into_mut().ok())
+                .unwrap_or_else(|| BytesMut::with_capacity(BLOCK.max(least)));
+            // Zeroes only what was never read into (all of a fresh block, nothing of a recycled one).
+            b.resize(b.capacity().max(least), 0);
+            b
+        };
+        let mut buf = block(BLOCK);
+        // The bytes of `buf` read and not handed over: the start of a line not ended yet.
+        let mut held = 0;
         loop {
-            if buf.capacity() - buf.len() < BLOCK / 4 {
-                // A new block (or the old one again, once nothing refers to it any more).
-                buf.reserve(BLOCK);
+            if held == buf.len() {
+                // A line longer than the block.
+                buf.resize(2 * buf.len(), 0);
             }
-            let old = buf.len();
-            buf.resize(old + (buf.capacity() - old).min(BLOCK), 0);
             let (got, error) = loop {
-                match source.read(&mut buf[old..]) {
+                match source.read(&mut buf[held..]) {
                     Ok(got) => break (got, None),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => break (0, Some(e.to_string())),
                 }
             };
-            buf.truncate(old + got);
             let end = got == 0;
-            let mut lines = Vec::new();
-            // The lines ended in this read (the part read before holds no line end).
-            if let Some(last) = memchr::memrchr(b'\n', &buf[old..]) {
-                let block = buf.split_to(old + last + 1).freeze();
-                let mut start = 0;
-                for nl in memchr::memchr_iter(b'\n', &block) {
-                    lines.push(line_at(&block, start, nl));
-                    start = nl + 1;
+            let read = held + got;
+            // Complete lines only, but at the input's end its last line, which has no line end.
+            let cut = match memchr::memrchr(b'\n', &buf[held..read]) {
+                _ if end && error.is_none() => read,
+                Some(i) => held + i + 1,
+                None => 0,
+            };
+            held = read;
+            if cut == 0 && error.is_none() {
+                if end {
+                    return;
                 }
+                continue;
             }
-            if end && error.is_none() && !buf.is_empty() {
-                // The last line has no line end.
-                lines.push(buf.split().freeze());
-            }
-            let first = next;
-            next += lines.len() as u64;
-            let send = !lines.is_empty() || error.is_some();
-            if send && tx.blocking_send(Chunk { first, lines, error }).is_err() {
-                return;
-            }
-            if end {
+            let mut next = block(read - cut + BLOCK / 4);
+            next[..read - cut].copy_from_slice(&buf[cut..read]);
+            held = read - cut;
+            buf.truncate(cut);
+            let chunk = Chunk { block: std::mem::replace(&mut buf, next).freeze(), error };
+            if tx.blocking_send(chunk).is_err() || end {
                 return;
             }
         }
     });
+}
+
+/// The lines of a block, without their line ends (`\n`, or `\r\n`). The last one may have no
+/// line end (the input's end): it is the rest of the block, `\r` and all.
+fn lines(block: &Bytes) -> Lines<'_> {
+    Lines { block, start: 0 }
+}
+
+struct Lines<'a> {
+    block: &'a Bytes,
+    /// Where the next line starts.
+    start: usize,
+}
+
+impl Iterator for Lines<'_> {
+    type Item = Bytes;
+
+    #[inline]
+    fn next(&mut self) -> Option<Bytes> {
+        let rest = self.block.get(self.start..).filter(|rest| !rest.is_empty())?;
+        let start = self.start;
+        Some(match memchr::memchr(b'\n', rest) {
+            Some(i) => {
+                self.start = start + i + 1;
+                line_at(self.block, start, start + i)
+            }
+            None => {
+                self.start = self.block.len();
+                self.block.slice(start..)
+            }
+        })
+    }
 }
 
 /// The line of `block` from `start` to the `\n` at `end`, without a `\r` right before it.
@@ -861,6 +953,7 @@ fn base_record(d: &Defaults) -> ProducerRecord {
 
 /// Built in one expression, not as a `base_record` changed after: a record (136 bytes) moved
 /// out of a local was a `memcpy` per line, 2.6 % of `kw produce`'s CPU.
+#[inline]
 fn line_record(line: Bytes, d: &Defaults) -> ProducerRecord {
     let split = d.delimiter.as_ref().and_then(|delim| find(&line, delim).map(|i| (i, delim.len())));
     let (key, value) = match split {
@@ -1021,16 +1114,22 @@ mod tests {
 
     type Lines = Vec<(u64, Vec<u8>)>;
 
+    /// Reads `data` as `kw produce` does, handing every block back to the reader once its lines
+    /// are taken (so that later reads go into blocks read into before).
     fn read_all(data: &[u8], step: usize, fail: bool) -> (Lines, Option<(u64, String)>) {
         let (tx, mut rx) = mpsc::channel(4);
-        spawn_reader(Box::new(Trickle { data: data.to_vec(), at: 0, step, fail }), tx);
-        let (mut lines, mut error) = (Vec::new(), None);
+        let (recycle, recycled) = std::sync::mpsc::channel();
+        spawn_reader(Box::new(Trickle { data: data.to_vec(), at: 0, step, fail }), tx, recycled);
+        let (mut lines, mut error, mut next) = (Vec::new(), None, 1);
         while let Some(chunk) = rx.blocking_recv() {
-            let read = chunk.lines.len() as u64;
-            lines.extend((chunk.first..).zip(chunk.lines.iter().map(|l| l.to_vec())));
-            if let Some(e) = chunk.error {
-                error = Some((chunk.first + read, e));
+            for line in super::lines(&chunk.block) {
+                lines.push((next, line.to_vec()));
+                next += 1;
             }
+            if let Some(e) = chunk.error {
+                error = Some((next, e));
+            }
+            let _ = recycle.send(chunk.block);
         }
         (lines, error)
     }
@@ -1065,7 +1164,7 @@ mod tests {
     }
 
     fn ok(line: u64) -> Delivery {
-        Delivery { line, bytes: 10, result: Ok(()) }
+        Delivery { first: line, last: line, bytes: 10, result: Ok(()) }
     }
 
     /// Regression (issue #14: a status per input line, 225 MiB for a large input): the tracker
@@ -1077,7 +1176,7 @@ mod tests {
         const IN_FLIGHT: u64 = 1000;
         let mut most = 0;
         for n in 1..=1_000_000u64 {
-            t.set(n, Status::Pending);
+            t.sent(n);
             if n > IN_FLIGHT {
                 t.delivered(ok(n - IN_FLIGHT));
             }
@@ -1096,11 +1195,11 @@ mod tests {
     fn out_of_order_outcomes_are_reported_per_line() {
         let mut t = Tracker::new();
         for n in [1, 2, 4, 5, 6] {
-            t.set(n, Status::Pending);
+            t.sent(n);
         }
         // Line 3: a blank JSON line, no record.
         t.delivered(ok(5));
-        t.delivered(Delivery { line: 2, bytes: 1, result: Err((Cause::Data, "data error: too big".into())) });
+        t.delivered(Delivery { first: 2, last: 2, bytes: 1, result: Err((Cause::Data, "data error: too big".into())) });
         t.delivered(ok(1));
         t.delivered(ok(2)); // settled already: ignored
         assert_eq!(t.pending_lines(), vec![4, 6]);
@@ -1113,20 +1212,46 @@ mod tests {
         assert_eq!(t.reasons, vec![(2, 2, Cause::Data, "data error: too big".to_string())]);
     }
 
+    /// The watchers report consecutive written lines as one range: each line in it is written
+    /// once, and the lines before the oldest pending one leave the window as ranges.
+    #[test]
+    fn a_range_of_written_lines_settles_each_of_its_lines() {
+        let mut t = Tracker::new();
+        (1..=8).for_each(|n| t.sent(n));
+        t.delivered(Delivery { first: 3, last: 6, bytes: 40, result: Ok(()) });
+        assert_eq!((t.written, t.written_bytes, t.pending), (4, 40, 4));
+        assert_eq!(t.pending_lines(), vec![1, 2, 7, 8]);
+        assert_eq!(t.base, 1, "line 1 is pending: nothing leaves the window");
+        t.delivered(Delivery { first: 1, last: 2, bytes: 20, result: Ok(()) });
+        assert_eq!(t.base, 7, "lines 1-6 left the window");
+        assert_eq!(t.written_below, vec![(1, 6)]);
+        // Again: settled lines are not counted twice.
+        t.delivered(Delivery { first: 1, last: 6, bytes: 60, result: Ok(()) });
+        assert_eq!((t.written, t.written_bytes), (6, 60));
+        t.delivered(Delivery { first: 7, last: 7, bytes: 1, result: Err((Cause::Runtime, "gone".into())) });
+        t.delivered(ok(8));
+        assert_eq!((t.written, t.written_bytes, t.pending), (7, 70, 0));
+        assert_eq!(t.written_ranges(), vec![(1, 6), (8, 8)]);
+        assert!(t.window.is_empty() && t.base == 9);
+    }
+
     #[test]
     fn an_aborted_transaction_takes_back_its_written_lines() {
         let mut t = Tracker::new();
         for n in 1..=10 {
-            t.set(n, Status::Pending);
+            t.sent(n);
             t.delivered(ok(n));
         }
         let before = (t.written, t.written_bytes);
         for n in 11..=20 {
-            t.set(n, Status::Pending);
+            t.sent(n);
         }
-        (11..=15).for_each(|n| t.delivered(ok(n)));
+        t.delivered(Delivery { first: 11, last: 15, bytes: 50, result: Ok(()) });
         t.delivered(ok(18));
         t.unwrite_from(11, before, Cause::Aborted, "transaction aborted");
+        // Outcomes that come after the abort change nothing.
+        t.delivered(Delivery { first: 16, last: 17, bytes: 20, result: Ok(()) });
+        t.delivered(Delivery { first: 19, last: 19, bytes: 10, result: Err((Cause::Aborted, "x".into())) });
         assert_eq!(t.written_ranges(), vec![(1, 10)]);
         assert_eq!((t.written, t.written_bytes, t.pending), (10, 100, 0));
         let mut failed: Vec<_> = t.reasons.iter().map(|(a, b, _, _)| (*a, *b)).collect();
