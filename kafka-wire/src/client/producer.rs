@@ -1629,8 +1629,16 @@ fn closed() -> Error {
     Error::Closed { broker: "producer".into() }
 }
 
+/// The wall clock in milliseconds since the epoch, for a record's timestamp.
+#[cfg(unix)]
 fn now_millis() -> i64 {
-    // Seconds and the millisecond within them: `as_millis` divides in 128 bits, for each record.
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    now.tv_sec * 1000 + now.tv_nsec / 1_000_000
+}
+
+#[cfg(not(unix))]
+fn now_millis() -> i64 {
+    // Seconds and the millisecond within them: `as_millis` divides in 128 bits.
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64 * 1000 + i64::from(d.subsec_millis()))
 }
 
@@ -1652,6 +1660,19 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 mod tests {
     use super::*;
     use std::task::Wake;
+
+    /// A record's default timestamp is the wall clock's milliseconds since the epoch, as
+    /// `SystemTime` tells them.
+    #[test]
+    fn the_record_clock_is_the_wall_clock_in_milliseconds() {
+        let millis = |t: SystemTime| t.duration_since(UNIX_EPOCH).expect("after 1970").as_millis() as i64;
+        for _ in 0..1000 {
+            let before = millis(SystemTime::now());
+            let now = now_millis();
+            let after = millis(SystemTime::now());
+            assert!((before..=after).contains(&now), "{before} <= {now} <= {after}");
+        }
+    }
 
     struct Flag(AtomicBool);
 

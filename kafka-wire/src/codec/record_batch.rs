@@ -958,7 +958,14 @@ impl BatchBuilder {
 
     /// As [`BatchBuilder::new`], with room for `bytes` of records before reallocating.
     pub fn with_capacity(base_offset: i64, bytes: usize) -> Self {
-        let mut buf = BytesMut::with_capacity(HEADER_SIZE + bytes.min(MAX_BUILDER_SIZE));
+        Self::with_buffer(base_offset, BytesMut::new(), bytes)
+    }
+
+    /// As [`BatchBuilder::with_capacity`], in `buf`, cleared first: a finished batch's buffer
+    /// used again needs no allocation if it has the room.
+    pub fn with_buffer(base_offset: i64, mut buf: BytesMut, bytes: usize) -> Self {
+        buf.clear();
+        buf.reserve(HEADER_SIZE + bytes.min(MAX_BUILDER_SIZE));
         buf.put_bytes(0, HEADER_SIZE);
         Self {
             buf,
