@@ -165,9 +165,8 @@ pub fn compress(codec: Compression, input: &[u8], out: &mut BytesMut) {
 /// Levels map onto the encoders this crate has: gzip's exactly; every lz4 level uses LZ4's fast
 /// compressor (Java's default level 9 does too; higher levels select LZ4 HC there, which has no
 /// pure-Rust encoder here); zstd levels above 4 compress as 4, the highest the encoder
-/// implements, levels below -7 as -7, and 0 as zstd's default, 3 (run as 4 on inputs up to
-/// 256 KiB, where zrip's 4 is what compresses like libzstd's 3). A level outside the codec's
-/// range is clamped to it.
+/// implements, levels below -7 as -7, and 0 as zstd's default, 3 (see `ZripRun` for how
+/// levels 3 and 4 run). A level outside the codec's range is clamped to it.
 pub fn compress_at(codec: Compression, level: i32, input: &[u8], out: &mut BytesMut) {
     match codec {
         Compression::None => out.extend_from_slice(input),
@@ -614,20 +613,40 @@ const ZSTD_SKIPPABLE: u32 = LZ4_SKIPPABLE;
 const ZSTD_MAX_BLOCK: u64 = 128 * 1024;
 /// Magic, descriptor, window, dictionary id (up to 4) and content size (up to 8).
 const ZSTD_MAX_HEADER: usize = 4 + 1 + 1 + 4 + 8;
+/// In the frame header descriptor (the byte after the magic): a checksum ends the frame.
+const ZSTD_CONTENT_CHECKSUM_FLAG: u8 = 0x04;
 
-/// Inputs up to this size compress at zrip's level 4 where Kafka's level 3 is asked for.
-const ZRIP_SMALL_INPUT: usize = 256 * 1024;
+/// Inputs larger than this compress at levels 3 and 4 with C zstd's search strength (see
+/// [`ZripRun`]).
+const ZRIP_DENSE_FROM: usize = 64 * 1024;
 
-/// The zstd level the encoder runs for Kafka's `level` on `len` bytes: zrip implements -7 to 4,
-/// and zstd's 0 means its default, 3. On inputs up to 256 KiB (zrip's smaller parameter tiers)
-/// zrip's level 3 finds far fewer matches than libzstd's level 3 (57.7 against 37.7 bytes per
-/// 100 B record in a 16 KiB batch), while its level 4 matches libzstd's (38.3), so level 3 runs
-/// as 4 there.
-fn zrip_level(level: i32, len: usize) -> i32 {
+/// C zstd's `kSearchStrength`: its double-fast search steps one byte further every 2^8 bytes
+/// without a match.
+const C_ZSTD_SEARCH_STRENGTH: u32 = 8;
+
+/// How zrip runs Kafka's zstd `level` on `len` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ZripRun {
+    /// The thread's context at this level (-7 to 4, what zrip implements).
+    Context(i32),
+    /// This level's parameters (its tables: C zstd's for 3 and 4), searching as densely as C
+    /// zstd. zrip's own levels 3 and 4 step further after each miss on inputs above 256 KiB,
+    /// and its level 3 on smaller ones too: on 1 MiB of the benchmark's 100 B records they
+    /// write 2.62 and 2.87 bytes per record where libzstd's level 3 writes 2.11 (1 KiB values:
+    /// 101 and 105 against 53), while C zstd's search strength writes 2.11 and 52.6, as fast as
+    /// zrip's level 3. Through zrip's one-shot call, which allocates its tables for each frame:
+    /// on inputs up to 64 KiB that costs more than it gains, and zrip's level 4 context
+    /// compresses like libzstd's level 3 there (1.01×).
+    Dense(i32),
+}
+
+/// zstd's 0 means its default, 3; levels outside zrip's -7 to 4 are clamped to it.
+fn zrip_run(level: i32, len: usize) -> ZripRun {
     match level {
-        0 | 3 if len <= ZRIP_SMALL_INPUT => 4,
-        0 => 3,
-        l => l.clamp(-7, 4),
+        0 | 3 if len <= ZRIP_DENSE_FROM => ZripRun::Context(4),
+        0 | 3 => ZripRun::Dense(3),
+        l if l >= 4 && len > ZRIP_DENSE_FROM => ZripRun::Dense(4),
+        l => ZripRun::Context(l.clamp(-7, 4)),
     }
 }
 
@@ -641,10 +660,29 @@ thread_local! {
 /// Writes one zstd frame without a content checksum (the batch's CRC covers the bytes, and the
 /// Java client and librdkafka write none either).
 fn zstd_compress(input: &[u8], level: i32, out: &mut BytesMut) {
-    let level = zrip_level(level, input.len());
+    let level = match zrip_run(level, input.len()) {
+        ZripRun::Context(level) => level,
+        ZripRun::Dense(level) => {
+            let mut params = zrip::encode::strategy::level_params(level).expect("zstd level within zrip's range");
+            params.search_strength = C_ZSTD_SEARCH_STRENGTH;
+            let frame = zrip::compress_with_params(input, &params).expect("zstd compression into a growable buffer");
+            // The one-shot call ends the frame with a content checksum: its flag is taken out of
+            // the frame header descriptor, and the 4 bytes that follow the last block with it
+            // (RFC 8878, 3.1.1).
+            let start = out.len();
+            match frame.get(4) {
+                Some(descriptor) if descriptor & ZSTD_CONTENT_CHECKSUM_FLAG != 0 => {
+                    out.extend_from_slice(&frame[..frame.len() - 4]);
+                    out[start + 4] &= !ZSTD_CONTENT_CHECKSUM_FLAG;
+                }
+                _ => out.extend_from_slice(&frame),
+            }
+            return;
+        }
+    };
     ZSTD_ENCODER.with(|cell| {
         let mut cell = cell.borrow_mut();
-        // zrip fails only on a level outside -7..=4, which `zrip_level` rules out, and on an
+        // zrip fails only on a level outside -7..=4, which `zrip_run` rules out, and on an
         // output sink that cannot grow, which its own buffer is not.
         let ctx = match cell.as_mut() {
             Some(ctx) => {
@@ -926,8 +964,8 @@ mod tests {
 
     #[test]
     fn every_level_round_trips() {
-        // 300 000 bytes passes the size up to which zstd's level 3 runs as zrip's 4.
-        let inputs: Vec<Vec<u8>> = [0, 100, 16 << 10, 300_000].into_iter().map(sample).collect();
+        // 100 000 bytes passes the size from which zstd's levels 3 and 4 search densely.
+        let inputs: Vec<Vec<u8>> = [0, 100, 16 << 10, 100_000].into_iter().map(sample).collect();
         for codec in Compression::ALL {
             assert_eq!(codec.level_key().is_some(), codec.default_level().is_some(), "{codec}");
             for level in levels(codec) {
@@ -938,6 +976,35 @@ mod tests {
                     assert_eq!(decompress(codec, &out, LIMIT).unwrap(), input[..], "{codec} {level} {}", input.len());
                 }
             }
+        }
+    }
+
+    #[test]
+    fn zstd_levels_run_as_zrip_can() {
+        let small = ZRIP_DENSE_FROM;
+        let large = ZRIP_DENSE_FROM + 1;
+        for (level, len, run) in [
+            (0, small, ZripRun::Context(4)),
+            (3, small, ZripRun::Context(4)),
+            (0, large, ZripRun::Dense(3)),
+            (3, large, ZripRun::Dense(3)),
+            (4, small, ZripRun::Context(4)),
+            (4, large, ZripRun::Dense(4)),
+            (22, large, ZripRun::Dense(4)),
+            (22, small, ZripRun::Context(4)),
+            (2, large, ZripRun::Context(2)),
+            (-1, large, ZripRun::Context(-1)),
+            (ZSTD_MIN_LEVEL, small, ZripRun::Context(-7)),
+        ] {
+            assert_eq!(zrip_run(level, len), run, "level {level}, {len} bytes");
+        }
+        // Dense frames, like the context's, end without a checksum.
+        let input = sample(large);
+        for level in [3, 4] {
+            let mut out = BytesMut::new();
+            compress_at(Compression::Zstd, level, &input, &mut out);
+            assert_eq!(out[4] & ZSTD_CONTENT_CHECKSUM_FLAG, 0);
+            assert_eq!(decompress(Compression::Zstd, &out, LIMIT).unwrap(), input);
         }
     }
 
@@ -1013,9 +1080,10 @@ mod tests {
     #[test]
     fn zstd_compresses_batches_close_to_libzstd() {
         // libzstd 1.5.4 at level 3 (`zstd -3 --no-check`, librdkafka's and Java's default) writes
-        // 5731 bytes for the 16 KiB batch and 20456 for the 1 MiB one; ruzstd's fastest level
-        // wrote 7054 and 109 811.
-        for (len, libzstd, most) in [(16 << 10, 5731, 1.05), (1 << 20, 20456, 1.3)] {
+        // 5731 bytes for the 16 KiB batch, 9373 for the 256 KiB one and 20456 for the 1 MiB one;
+        // ruzstd's fastest level wrote 7054 and 109 811 of the first and the last, zrip's level 3
+        // context 25 468 of the last. Written here: 5815, 9383, 20 489.
+        for (len, libzstd, most) in [(16 << 10, 5731, 1.05), (256 << 10, 9373, 1.02), (1 << 20, 20456, 1.02)] {
             let input = bench_records(len);
             let packed = compressed(Compression::Zstd, &input);
             let ratio = packed.len() as f64 / f64::from(libzstd);
