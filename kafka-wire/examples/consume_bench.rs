@@ -211,35 +211,43 @@ async fn latency(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let producer = Producer::new(config).await?;
     let n = args.records;
     let rate = args.rate;
+    let warm_up = rate.min(n as u64 / 4);
     let sender = {
         let topic = topic.clone();
         tokio::spawn(async move {
             let start = tokio::time::Instant::now();
             let mut pending = std::collections::VecDeque::new();
+            // Send-to-acknowledgement times of the records after the warm-up, as the sender
+            // sees them: the acknowledged deliveries are taken before each send, so within
+            // 1 / rate of their acknowledgement.
+            let mut acked = Vec::with_capacity(n);
             for i in 0..n as u64 {
                 tokio::time::sleep_until(start + Duration::from_nanos(i * 1_000_000_000 / rate)).await;
                 let mut value = vec![b'x'; 100];
-                value[..8].copy_from_slice(&now_nanos().to_le_bytes());
+                let sent = now_nanos();
+                value[..8].copy_from_slice(&sent.to_le_bytes());
                 value[8..16].copy_from_slice(&i.to_le_bytes());
-                pending.push_back(producer.send(ProducerRecord::new(topic.as_str(), value)).await?);
+                pending.push_back((i, sent, producer.send(ProducerRecord::new(topic.as_str(), value)).await?));
                 // Deliveries are taken as they resolve (as librdkafka's peer counts its delivery
                 // reports), not held: a future kept past its acknowledgement keeps its delivery
                 // slot, and 100 000 of them were most of this run's max RSS.
                 let mut cx = Context::from_waker(Waker::noop());
-                while let Some(f) = pending.front_mut() {
+                while let Some((index, sent, f)) = pending.front_mut() {
                     let Poll::Ready(result) = Pin::new(f).poll(&mut cx) else { break };
                     result?;
+                    if *index >= warm_up {
+                        acked.push(now_nanos().saturating_sub(*sent));
+                    }
                     pending.pop_front();
                 }
             }
-            for f in pending {
+            for (_, _, f) in pending {
                 f.await?;
             }
             producer.close().await?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(start.elapsed())
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((start.elapsed(), acked))
         })
     };
-    let warm_up = rate.min(n as u64 / 4);
     let (mut nanos, mut read) = (Vec::with_capacity(n), 0);
     while read < n {
         let batch = consumer.poll(Duration::from_secs(30)).await?;
@@ -257,14 +265,19 @@ async fn latency(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    let took = sender.await?.map_err(|e| e.to_string())?;
+    let (took, mut acked) = sender.await?.map_err(|e| e.to_string())?;
     consumer.close().await?;
-    nanos.sort_unstable();
-    let at = |p: f64| nanos[((nanos.len() as f64 * p).ceil() as usize).clamp(1, nanos.len()) - 1] as f64 / 1e6;
-    let (p50, p99, p999) = (at(0.5), at(0.99), at(0.999));
+    let percentiles = |nanos: &mut Vec<u64>| {
+        nanos.sort_unstable();
+        let at = |p: f64| nanos[((nanos.len() as f64 * p).ceil() as usize).clamp(1, nanos.len()) - 1] as f64 / 1e6;
+        (at(0.5), at(0.99), at(0.999))
+    };
+    let (p50, p99, p999) = percentiles(&mut nanos);
     println!(
         "end-to-end latency at {rate} records/s, {n} records: p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms"
     );
+    let (a50, a99, a999) = percentiles(&mut acked);
+    println!("of which send to acknowledgement: p50 {a50:.2} ms, p99 {a99:.2} ms, p99.9 {a999:.2} ms");
     if args.json {
         println!(
             "{{\"records\":{n},\"secs\":{},\"p50_ms\":{p50},\"p99_ms\":{p99},\"p999_ms\":{p999}}}",

@@ -186,6 +186,7 @@ impl Deliveries {
             state.open -= 1;
             if state.open == 0 {
                 // No future of this batch will wait again.
+                let _ = shared.done.set(std::mem::take(&mut state.settled));
                 std::mem::take(&mut state.wakers)
             } else {
                 // The other half of a split batch is still to come: its futures' wakers stay
@@ -210,6 +211,9 @@ impl Drop for Deliveries {
 /// The delivery result of one batch's records, shared by their futures.
 struct BatchResult {
     state: Mutex<BatchState>,
+    /// Every part's outcome, moved here from `state` when the last part is settled (under its
+    /// lock): from then on a future reads its outcome without taking the lock.
+    done: OnceLock<Vec<(std::ops::Range<u32>, Outcome)>>,
 }
 
 struct BatchState {
@@ -224,7 +228,10 @@ struct BatchState {
 
 impl BatchResult {
     fn new() -> Self {
-        Self { state: Mutex::new(BatchState { settled: Vec::new(), open: 1, wakers: Vec::new() }) }
+        Self {
+            state: Mutex::new(BatchState { settled: Vec::new(), open: 1, wakers: Vec::new() }),
+            done: OnceLock::new(),
+        }
     }
 }
 
@@ -256,18 +263,15 @@ impl Future for DeliveryFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        // Once the whole batch is settled, without the lock.
+        if let Some(ready) = this.result.done.get().and_then(|settled| this.outcome(settled)) {
+            return Poll::Ready(ready);
+        }
         let mut state = lock(&this.result.state);
-        let index = this.index;
-        if let Some((records, outcome)) = state.settled.iter().find(|(records, _)| records.contains(&index)) {
-            return Poll::Ready(match outcome {
-                Outcome::Written(tp, written) => Ok(RecordMetadata {
-                    topic_partition: tp.clone(),
-                    offset: written.offset((index - records.start) as usize),
-                    timestamp: written.timestamp(this.timestamp),
-                }),
-                Outcome::Failed(e) => Err(e.clone()),
-                Outcome::Abandoned => Err(closed()),
-            });
+        // Settled in full meanwhile: `done` is set under the lock.
+        let settled = this.result.done.get().unwrap_or(&state.settled);
+        if let Some(ready) = this.outcome(settled) {
+            return Poll::Ready(ready);
         }
         match state.wakers.get_mut(this.waker as usize) {
             Some(waker) => {
@@ -281,6 +285,23 @@ impl Future for DeliveryFuture {
             }
         }
         Poll::Pending
+    }
+}
+
+impl DeliveryFuture {
+    /// The record's outcome, if its part of the batch is among `settled`.
+    fn outcome(&self, settled: &[(std::ops::Range<u32>, Outcome)]) -> Option<Result<RecordMetadata>> {
+        let index = self.index;
+        let (records, outcome) = settled.iter().find(|(records, _)| records.contains(&index))?;
+        Some(match outcome {
+            Outcome::Written(tp, written) => Ok(RecordMetadata {
+                topic_partition: tp.clone(),
+                offset: written.offset((index - records.start) as usize),
+                timestamp: written.timestamp(self.timestamp),
+            }),
+            Outcome::Failed(e) => Err(e.clone()),
+            Outcome::Abandoned => Err(closed()),
+        })
     }
 }
 
@@ -1738,6 +1759,54 @@ mod tests {
         let mut f = sink.push(Delivery::Future, 5).expect("a future");
         sink.settle(Outcome::Written(TopicPartition::new("t", 0), Written { base_offset: -1, log_append_time: 9 }));
         assert_eq!(metadata(&mut f), (-1, 9));
+    }
+
+    /// A future polled while its batch is being settled on another thread is never left
+    /// waiting: it either reads the outcome or registers its waker before the wake-up. (A
+    /// settled batch moves its outcomes out of the lock, where a future looks first.)
+    #[test]
+    fn no_future_misses_the_wake_up_of_a_batch_settled_meanwhile() {
+        let (to_settler, batches) = std::sync::mpsc::channel::<(Deliveries, Arc<std::sync::Barrier>)>();
+        let settler = std::thread::spawn(move || {
+            for (round, (mut sink, start)) in batches.into_iter().enumerate() {
+                start.wait();
+                // Now and then a split, so that the last of two parts completes the batch.
+                if round % 2 == 0 {
+                    let mut rest = sink.split_off(1);
+                    written(&mut rest, 1);
+                }
+                written(&mut sink, 0);
+            }
+        });
+        for round in 0..20_000 {
+            let mut sink = Deliveries::default();
+            let mut futures: Vec<_> = (0..2).map(|i| sink.push(Delivery::Future, i).expect("a future")).collect();
+            let start = Arc::new(std::sync::Barrier::new(2));
+            to_settler.send((sink, start.clone())).expect("the settler");
+            start.wait();
+            // A future is polled again only when woken (the other half of a split batch may
+            // wake it before its own half is settled).
+            for (i, f) in futures.iter_mut().enumerate() {
+                loop {
+                    let flag = Arc::new(Flag(AtomicBool::new(false)));
+                    match poll(f, &flag) {
+                        Poll::Ready(result) => {
+                            assert_eq!(result.expect("written").offset, i as i64);
+                            break;
+                        }
+                        Poll::Pending => {
+                            let deadline = Instant::now() + Duration::from_secs(5);
+                            while !flag.0.load(Ordering::Acquire) {
+                                assert!(Instant::now() < deadline, "round {round}: future {i} never woken");
+                                std::thread::yield_now();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        drop(to_settler);
+        settler.join().expect("the settler");
     }
 
     #[test]
