@@ -965,7 +965,9 @@ fn line_record(line: Bytes, d: &Defaults) -> ProducerRecord {
         partition: d.partition,
         key,
         value: Some(value),
-        headers: d.headers.clone(),
+        // Not a call for no headers: the clone's result, read back from memory at once, stalled
+        // (1.9 % of `kw produce`'s samples).
+        headers: if d.headers.is_empty() { Vec::new() } else { d.headers.clone() },
         timestamp: None,
     }
 }
