@@ -12,6 +12,18 @@ use kafka_wire::codec::ErrorCode;
 use kafka_wire_tests::raw::{create_topic, fetch_records};
 use kafka_wire_tests::{bootstrap, kafka_tool, unique_topic};
 
+/// The first `n` records of `topic` as Kafka's console consumer prints them, with `properties`
+/// (`print.key=true`, ...).
+fn java_console_consumer(topic: &str, n: usize, properties: &[&str]) -> std::process::Output {
+    let (bootstrap, n) = (bootstrap(), n.to_string());
+    let mut args = vec!["--bootstrap-server", &bootstrap, "--topic", topic, "--from-beginning"];
+    args.extend(["--max-messages", &n, "--timeout-ms", "30000"]);
+    for p in properties {
+        args.extend(["--property", p]);
+    }
+    kafka_tool("console-consumer", &args, None)
+}
+
 async fn client() -> Client {
     Client::connect(ClientConfig::new(&bootstrap())).await.expect("connect to the test broker")
 }
@@ -87,28 +99,10 @@ async fn records_with_every_codec_and_headers_are_read_identically_by_the_java_c
             f.await.unwrap();
         }
         producer.close().await.unwrap();
-        let out = kafka_tool(
-            "console-consumer",
-            &[
-                "--bootstrap-server",
-                &bootstrap(),
-                "--topic",
-                &topic,
-                "--from-beginning",
-                "--max-messages",
-                "100",
-                "--timeout-ms",
-                "30000",
-                "--property",
-                "print.key=true",
-                "--property",
-                "print.headers=true",
-                "--property",
-                "print.partition=true",
-                "--property",
-                "print.offset=true",
-            ],
-            None,
+        let out = java_console_consumer(
+            &topic,
+            100,
+            &["print.key=true", "print.headers=true", "print.partition=true", "print.offset=true"],
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
         // Only the records: Kafka 4.4's console consumer adds a notice line to its output.
@@ -170,21 +164,7 @@ async fn large_zstd_batches_are_read_by_the_java_consumer() {
         assert_eq!(batches[0].compression(), Compression::Zstd);
         let size = batches[0].header().batch_length;
         assert!(size < 56 << 10, "level {level}: a batch of {size} bytes");
-        let out = kafka_tool(
-            "console-consumer",
-            &[
-                "--bootstrap-server",
-                &bootstrap(),
-                "--topic",
-                &topic,
-                "--from-beginning",
-                "--max-messages",
-                &N.to_string(),
-                "--timeout-ms",
-                "30000",
-            ],
-            None,
-        );
+        let out = java_console_consumer(&topic, N, &[]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let lines: Vec<&str> = stdout.lines().filter(|l| l.len() == 1024).collect();
         assert_eq!(lines.len(), N, "level {level}: {}", String::from_utf8_lossy(&out.stderr));
