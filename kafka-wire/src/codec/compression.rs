@@ -660,26 +660,32 @@ thread_local! {
 /// Writes one zstd frame without a content checksum (the batch's CRC covers the bytes, and the
 /// Java client and librdkafka write none either).
 fn zstd_compress(input: &[u8], level: i32, out: &mut BytesMut) {
-    let level = match zrip_run(level, input.len()) {
-        ZripRun::Context(level) => level,
-        ZripRun::Dense(level) => {
-            let mut params = zrip::encode::strategy::level_params(level).expect("zstd level within zrip's range");
-            params.search_strength = C_ZSTD_SEARCH_STRENGTH;
-            let frame = zrip::compress_with_params(input, &params).expect("zstd compression into a growable buffer");
-            // The one-shot call ends the frame with a content checksum: its flag is taken out of
-            // the frame header descriptor, and the 4 bytes that follow the last block with it
-            // (RFC 8878, 3.1.1).
-            let start = out.len();
-            match frame.get(4) {
-                Some(descriptor) if descriptor & ZSTD_CONTENT_CHECKSUM_FLAG != 0 => {
-                    out.extend_from_slice(&frame[..frame.len() - 4]);
-                    out[start + 4] &= !ZSTD_CONTENT_CHECKSUM_FLAG;
-                }
-                _ => out.extend_from_slice(&frame),
-            }
-            return;
+    match zrip_run(level, input.len()) {
+        ZripRun::Context(level) => zstd_compress_in_context(input, level, out),
+        ZripRun::Dense(level) => zstd_compress_dense(input, level, out),
+    }
+}
+
+/// [`ZripRun::Dense`].
+fn zstd_compress_dense(input: &[u8], level: i32, out: &mut BytesMut) {
+    let mut params = zrip::encode::strategy::level_params(level).expect("zstd level within zrip's range");
+    params.search_strength = C_ZSTD_SEARCH_STRENGTH;
+    let frame = zrip::compress_with_params(input, &params).expect("zstd compression into a growable buffer");
+    // The one-shot call ends the frame with a content checksum: its flag is taken out of the
+    // frame header descriptor, and the 4 bytes that follow the last block with it (RFC 8878,
+    // 3.1.1).
+    let start = out.len();
+    match frame.get(4) {
+        Some(descriptor) if descriptor & ZSTD_CONTENT_CHECKSUM_FLAG != 0 => {
+            out.extend_from_slice(&frame[..frame.len() - 4]);
+            out[start + 4] &= !ZSTD_CONTENT_CHECKSUM_FLAG;
         }
-    };
+        _ => out.extend_from_slice(&frame),
+    }
+}
+
+/// [`ZripRun::Context`]: the thread's context, set to `level`.
+fn zstd_compress_in_context(input: &[u8], level: i32, out: &mut BytesMut) {
     ZSTD_ENCODER.with(|cell| {
         let mut cell = cell.borrow_mut();
         // zrip fails only on a level outside -7..=4, which `zrip_run` rules out, and on an
@@ -1089,7 +1095,7 @@ mod tests {
             let ratio = packed.len() as f64 / f64::from(libzstd);
             assert!(ratio <= most, "{len}: {} bytes, {ratio:.2} x libzstd", packed.len());
             // No content checksum, as the Java client and librdkafka write.
-            assert_eq!(packed[4] & 0x04, 0);
+            assert_eq!(packed[4] & ZSTD_CONTENT_CHECKSUM_FLAG, 0);
             assert_eq!(decompress(Compression::Zstd, &packed, LIMIT).unwrap(), input);
         }
     }

@@ -1286,8 +1286,12 @@ impl<S: DeliverySink> ProducerCore<S> {
 
     fn complete(&mut self, mut batch: Batch<S>, base_offset: i64, log_append_time: i64) {
         self.buffered -= batch.bytes;
-        if let Some(sealed) = batch.sealed.take() {
-            self.spare.put(sealed, self.config.buffer_memory);
+        // An uncompressed batch's bytes are its builder's buffer; a compressed one's are the
+        // codec's output, too small to take a later batch.
+        if self.config.compression == Compression::None {
+            if let Some(sealed) = batch.sealed.take() {
+                self.spare.put(sealed, self.config.buffer_memory);
+            }
         }
         if let Some(q) = self.partitions.get_mut(&batch.tp) {
             q.resolve(batch.sequence);
@@ -1523,6 +1527,11 @@ mod tests {
             "one record, no more"
         );
         assert!(sealed[0].1.windows(300).any(|w| w.iter().all(|b| *b == 7)), "the record's value");
+        // A compressed batch's bytes are the codec's output, not a buffer for the next batch.
+        let mut compressing =
+            ProducerCore::<PerRecord<()>>::new(CoreConfig { compression: Compression::Lz4, ..core.config.clone() });
+        round(&mut compressing, 1, false);
+        assert!(compressing.spare.buffers.is_empty());
         for (buffer_memory, most) in [(1 << 20, SpareBuffers::MAX), (12_000, 2)] {
             let mut core = ProducerCore::<PerRecord<()>>::new(CoreConfig { buffer_memory, ..core.config.clone() });
             round(&mut core, 10, false);

@@ -878,10 +878,10 @@ fn spawn_reader(mut source: Box<dyn Read + Send>, tx: mpsc::Sender<Chunk>, recyc
             let end = got == 0;
             let read = held + got;
             // Complete lines only, but at the input's end its last line, which has no line end.
-            let cut = match memchr::memrchr(b'\n', &buf[held..read]) {
-                _ if end && error.is_none() => read,
-                Some(i) => held + i + 1,
-                None => 0,
+            let cut = if end && error.is_none() {
+                read
+            } else {
+                memchr::memrchr(b'\n', &buf[held..read]).map_or(0, |i| held + i + 1)
             };
             held = read;
             if cut == 0 && error.is_none() {
@@ -1114,11 +1114,12 @@ mod tests {
         }
     }
 
-    type Lines = Vec<(u64, Vec<u8>)>;
+    /// Lines with their numbers.
+    type Numbered = Vec<(u64, Vec<u8>)>;
 
     /// Reads `data` as `kw produce` does, handing every block back to the reader once its lines
     /// are taken (so that later reads go into blocks read into before).
-    fn read_all(data: &[u8], step: usize, fail: bool) -> (Lines, Option<(u64, String)>) {
+    fn read_all(data: &[u8], step: usize, fail: bool) -> (Numbered, Option<(u64, String)>) {
         let (tx, mut rx) = mpsc::channel(4);
         let (recycle, recycled) = std::sync::mpsc::channel();
         spawn_reader(Box::new(Trickle { data: data.to_vec(), at: 0, step, fail }), tx, recycled);
