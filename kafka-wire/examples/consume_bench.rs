@@ -4,7 +4,8 @@
 //! process's peak RSS.
 //!
 //! `cargo run --release -p kafka-wire --example consume_bench -- [BOOTSTRAP] [RECORDS]
-//! [--topic T] [--json] [--current-thread] [--latency [--rate 20000] [--batch-size 1000000]]`
+//! [--topic T] [--json] [--current-thread] [--latency [--rate 20000] [--batch-size 1000000]
+//! [--linger-ms 5]]`
 //! (defaults 127.0.0.1:9092 and 5 000 000). For comparison, Kafka's own tool on the same topic:
 //! `cargo xtask kafka tool consumer-perf --bootstrap-server 127.0.0.1:9092 --topic T --messages N`.
 //!
@@ -13,7 +14,7 @@
 //! * `--json`: also print the figures as one JSON line (the last line) for the harness.
 //! * `--current-thread`: the client on tokio's current-thread runtime (one thread), rather than
 //!   the multi-thread runtime of `#[tokio::main]` (one worker per core).
-//! * `--latency`: end-to-end latency instead: a producer (acks=all, idempotent, linger 5 ms,
+//! * `--latency`: end-to-end latency instead: a producer (acks=all, idempotent, `--linger-ms`,
 //!   `--batch-size`) sends RECORDS 100-byte records to the existing, empty `--topic` at a fixed
 //!   `--rate` per second, each carrying its send time, while a consumer in the same process
 //!   reads them from the earliest offset; prints p50/p99/p99.9 of send-to-consume time. The
@@ -156,6 +157,7 @@ struct Args {
     latency: bool,
     rate: u64,
     batch_size: usize,
+    linger_ms: u64,
 }
 
 impl Args {
@@ -169,6 +171,7 @@ impl Args {
             latency: false,
             rate: 20_000,
             batch_size: 1_000_000,
+            linger_ms: 5,
         };
         let mut positional = 0;
         let mut it = std::env::args().skip(1);
@@ -184,6 +187,7 @@ impl Args {
                 "--latency" => a.latency = true,
                 "--rate" => a.rate = num(it.next(), "--rate")?.max(1),
                 "--batch-size" => a.batch_size = num(it.next(), "--batch-size")? as usize,
+                "--linger-ms" => a.linger_ms = num(it.next(), "--linger-ms")?,
                 flag if flag.starts_with("--") => return Err(format!("unknown argument {flag}").into()),
                 _ if positional == 0 => (a.bootstrap, positional) = (arg, 1),
                 _ if positional == 1 => (a.records, positional) = (num(Some(arg), "RECORDS")? as usize, 2),
@@ -206,28 +210,35 @@ async fn latency(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = ProducerConfig::new(&args.bootstrap)
         .acks(Acks::All)
         .enable_idempotence(true)
-        .linger(Duration::from_millis(5))
+        .linger(Duration::from_millis(args.linger_ms))
         .batch_size(args.batch_size);
     let producer = Producer::new(config).await?;
     let n = args.records;
     let rate = args.rate;
     let warm_up = rate.min(n as u64 / 4);
+    // The sender paces its records on a thread of its own (tokio's blocking pool), with the OS's sleep (tens of
+    // microseconds late at most), as librdkafka's peer paces its own: tokio's timer wakes on
+    // millisecond ticks, which sent 20 records at once each millisecond, every burst starting on
+    // the tick the producer's linger timer then ends on.
     let sender = {
         let topic = topic.clone();
-        tokio::spawn(async move {
-            let start = tokio::time::Instant::now();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
             let mut pending = std::collections::VecDeque::new();
             // Send-to-acknowledgement times of the records after the warm-up, as the sender
             // sees them: the acknowledged deliveries are taken before each send, so within
             // 1 / rate of their acknowledgement.
             let mut acked = Vec::with_capacity(n);
             for i in 0..n as u64 {
-                tokio::time::sleep_until(start + Duration::from_nanos(i * 1_000_000_000 / rate)).await;
+                let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
                 let mut value = vec![b'x'; 100];
                 let sent = now_nanos();
                 value[..8].copy_from_slice(&sent.to_le_bytes());
                 value[8..16].copy_from_slice(&i.to_le_bytes());
-                pending.push_back((i, sent, producer.send(ProducerRecord::new(topic.as_str(), value)).await?));
+                let delivery = runtime.block_on(producer.send(ProducerRecord::new(topic.as_str(), value)))?;
+                pending.push_back((i, sent, delivery));
                 // Deliveries are taken as they resolve (as librdkafka's peer counts its delivery
                 // reports), not held: a future kept past its acknowledgement keeps its delivery
                 // slot, and 100 000 of them were most of this run's max RSS.
@@ -242,12 +253,12 @@ async fn latency(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             for (index, sent, f) in pending {
-                f.await?;
+                runtime.block_on(f)?;
                 if index >= warm_up {
                     acked.push(now_nanos().saturating_sub(sent));
                 }
             }
-            producer.close().await?;
+            runtime.block_on(producer.close())?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>((start.elapsed(), acked))
         })
     };
