@@ -900,14 +900,22 @@ impl TopicProducer {
     /// Unlike `send`, it never yields to the runtime: on a current-thread runtime, a loop of
     /// `try_send` must yield now and then (`tokio::task::yield_now`) for the producer's driver
     /// to send anything before the buffer is full.
+    #[inline]
     pub fn try_send(&self, record: ProducerRecord) -> Result<TrySend<'_>> {
         let (_, parts) = record.into_parts();
         Ok(match self.producer.try_enqueue(TopicRef::Handle(self), parts, Delivery::Future)? {
             Ok(delivery) => TrySend::Queued(expect_future(delivery)),
-            Err(stalled) => TrySend::Waiting(WaitingSend(Box::pin(async move {
-                self.producer.enqueue_stalled(stalled).await.map(expect_future)
-            }))),
+            Err(stalled) => self.waiting(stalled),
         })
+    }
+
+    /// The rest of a [`try_send`](Self::try_send) that has to wait. Out of line: `try_send` is
+    /// inlined (a record moved into a call was a `memcpy` call per record), this future is KiBs.
+    #[cold]
+    fn waiting<'a>(&'a self, stalled: Stalled<'a>) -> TrySend<'a> {
+        TrySend::Waiting(WaitingSend(Box::pin(async move {
+            self.producer.enqueue_stalled(stalled).await.map(expect_future)
+        })))
     }
 
     /// [`Producer::send_nowait`] to this topic: no delivery future; a failure is reported by
