@@ -13,7 +13,8 @@
 //!   `cargo xtask bench` gives every client the same data).
 //! * `--json`: also print the figures as one JSON line (the last line) for the harness.
 //! * `--current-thread`: the client on tokio's current-thread runtime (one thread), rather than
-//!   the multi-thread runtime of `#[tokio::main]` (one worker per core).
+//!   the multi-thread runtime of `#[tokio::main]` (one worker per core). With `--latency`, the
+//!   sender still runs on a thread of its own (its sends append on that thread).
 //! * `--latency`: end-to-end latency instead: a producer (acks=all, idempotent, `--linger-ms`,
 //!   `--batch-size`) sends RECORDS 100-byte records to the existing, empty `--topic` at a fixed
 //!   `--rate` per second, each carrying its send time, while a consumer in the same process
@@ -46,7 +47,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         tokio::runtime::Builder::new_multi_thread().enable_all().build()?
     };
-    runtime.block_on(run(args))
+    let result = runtime.block_on(run(args));
+    // Not the runtime's drop, which waits for the blocking pool without a limit: a `--latency`
+    // run that failed on the consumer's side would wait for its sender, which has no driver
+    // left to answer it.
+    runtime.shutdown_background();
+    result
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {

@@ -1248,8 +1248,8 @@ fn put_var_bytes(buf: &mut BytesMut, v: Option<&[u8]>) {
     }
 }
 
-/// Appends `bytes`: on musl, up to [`SHORT`] bytes in pieces (see [`put_in_pieces`]); else, and
-/// for longer slices, with one copy.
+/// Appends `bytes`: on x86-64 musl, up to [`SHORT`] bytes in pieces (see [`put_in_pieces`]);
+/// elsewhere, and for longer slices, with one copy.
 fn put_short(buf: &mut BytesMut, bytes: &[u8]) {
     if bytes.len() > SHORT {
         buf.put_slice(bytes);
@@ -1258,10 +1258,11 @@ fn put_short(buf: &mut BytesMut, bytes: &[u8]) {
     }
 }
 
-/// Appends `bytes` in pieces of fixed sizes, which the compiler copies inline. musl's `memcpy`
-/// starts every copy with `rep movsq`, slow to start for the ~100 bytes of a typical key or
-/// value: a call per record was a tenth of the static musl `kw`'s CPU. glibc's `memcpy` copies
-/// them faster than the pieces do (2 % of the instant-ack ceiling), so there they take it.
+/// Appends `bytes` in pieces of fixed sizes, which the compiler copies inline. musl's x86-64
+/// `memcpy` starts every copy with `rep movsq`, slow to start for the ~100 bytes of a typical
+/// key or value: a call per record was a tenth of the static musl `kw`'s CPU. glibc's `memcpy`
+/// copies them faster than the pieces do (2 % of the instant-ack ceiling), so there they take
+/// it; other targets were not measured and keep the one copy too.
 fn put_in_pieces(buf: &mut BytesMut, bytes: &[u8]) {
     let mut pieces = bytes.chunks_exact(32);
     for piece in &mut pieces {
@@ -1278,7 +1279,7 @@ fn put_in_pieces(buf: &mut BytesMut, bytes: &[u8]) {
 }
 
 /// The longest key or value [`put_short`] copies in pieces.
-const SHORT: usize = if cfg!(target_env = "musl") { 256 } else { 0 };
+const SHORT: usize = if cfg!(all(target_env = "musl", target_arch = "x86_64")) { 256 } else { 0 };
 
 /// The size of a length-prefixed field; lengths past `i32` (which `push` refuses anyway) count
 /// as the widest varint.
