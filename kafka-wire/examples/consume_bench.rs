@@ -222,10 +222,10 @@ async fn latency(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let n = args.records;
     let rate = args.rate;
     let warm_up = rate.min(n as u64 / 4);
-    // The sender paces its records on a thread of its own (tokio's blocking pool), with the OS's sleep (tens of
-    // microseconds late at most), as librdkafka's peer paces its own: tokio's timer wakes on
-    // millisecond ticks, which sent 20 records at once each millisecond, every burst starting on
-    // the tick the producer's linger timer then ends on.
+    // The sender paces its records on a thread of its own (tokio's blocking pool) with the OS's
+    // sleep (tens of microseconds late at most), as librdkafka's peer paces its own. tokio's
+    // timer wakes on millisecond ticks: it sent 20 records at once each millisecond, and each
+    // burst started on a tick on which the producer's linger timer later ended.
     let sender = {
         let topic = topic.clone();
         let runtime = tokio::runtime::Handle::current();
