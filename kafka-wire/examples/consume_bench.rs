@@ -4,8 +4,8 @@
 //! process's peak RSS.
 //!
 //! `cargo run --release -p kafka-wire --example consume_bench -- [BOOTSTRAP] [RECORDS]
-//! [--topic T] [--json] [--current-thread] [--latency [--rate 20000] [--batch-size 1000000]
-//! [--linger-ms 5]]`
+//! [--topic T] [--json] [--current-thread] [--set KEY=VALUE]... [--latency [--rate 20000]
+//! [--batch-size 1000000] [--linger-ms 5]]`
 //! (defaults 127.0.0.1:9092 and 5 000 000). For comparison, Kafka's own tool on the same topic:
 //! `cargo xtask kafka tool consumer-perf --bootstrap-server 127.0.0.1:9092 --topic T --messages N`.
 //!
@@ -15,6 +15,8 @@
 //! * `--current-thread`: the client on tokio's current-thread runtime (one thread), rather than
 //!   the multi-thread runtime of `#[tokio::main]` (one worker per core). With `--latency`, the
 //!   sender still runs on a thread of its own (its sends append on that thread).
+//! * `--set KEY=VALUE`: a consumer setting by its Java (or librdkafka) name, e.g.
+//!   `--set queued.max.messages.kbytes=8192`; repeatable.
 //! * `--latency`: end-to-end latency instead: a producer (acks=all, idempotent, `--linger-ms`,
 //!   `--batch-size`) sends RECORDS 100-byte records to the existing, empty `--topic` at a fixed
 //!   `--rate` per second, each carrying its send time, while a consumer in the same process
@@ -111,13 +113,11 @@ async fn fill(bootstrap: &str, records: usize) -> Result<String, Box<dyn std::er
 }
 
 async fn consume(args: &Args, topic: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let (bootstrap, records) = (&args.bootstrap, args.records);
+    let records = args.records;
 
     let load_before = loadavg();
     let (u0, s0) = cpu_seconds("/proc/self/stat");
-    let consumer =
-        Consumer::new(ConsumerConfig::new(bootstrap).auto_offset_reset(OffsetReset::Earliest).max_poll_records(5000))
-            .await?;
+    let consumer = Consumer::new(args.consumer_config()?).await?;
     consumer.assign((0..PARTITIONS).map(|p| TopicPartition::new(topic, p)));
     let started = Instant::now();
     let mut read = 0usize;
@@ -164,6 +164,19 @@ struct Args {
     rate: u64,
     batch_size: usize,
     linger_ms: u64,
+    consumer_settings: Vec<(String, String)>,
+}
+
+impl Args {
+    /// The consumer's configuration: the benchmark's, then `--set`'s.
+    fn consumer_config(&self) -> Result<ConsumerConfig, Box<dyn std::error::Error>> {
+        let mut config =
+            ConsumerConfig::new(&self.bootstrap).auto_offset_reset(OffsetReset::Earliest).max_poll_records(5000);
+        for (key, value) in &self.consumer_settings {
+            config.set(key, value)?;
+        }
+        Ok(config)
+    }
 }
 
 impl Args {
@@ -178,6 +191,7 @@ impl Args {
             rate: 20_000,
             batch_size: 1_000_000,
             linger_ms: 5,
+            consumer_settings: Vec::new(),
         };
         let mut positional = 0;
         let mut it = std::env::args().skip(1);
@@ -194,6 +208,11 @@ impl Args {
                 "--rate" => a.rate = num(it.next(), "--rate")?.max(1),
                 "--batch-size" => a.batch_size = num(it.next(), "--batch-size")? as usize,
                 "--linger-ms" => a.linger_ms = num(it.next(), "--linger-ms")?,
+                "--set" => {
+                    let setting = it.next().ok_or("--set needs KEY=VALUE")?;
+                    let (key, value) = setting.split_once('=').ok_or("--set needs KEY=VALUE")?;
+                    a.consumer_settings.push((key.into(), value.into()));
+                }
                 flag if flag.starts_with("--") => return Err(format!("unknown argument {flag}").into()),
                 _ if positional == 0 => (a.bootstrap, positional) = (arg, 1),
                 _ if positional == 1 => (a.records, positional) = (num(Some(arg), "RECORDS")? as usize, 2),
@@ -208,10 +227,7 @@ impl Args {
 /// of the same process; latency = the consumer's clock at receipt minus the send time.
 async fn latency(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let topic = args.topic.clone().ok_or("--latency needs --topic (an existing, empty topic)")?;
-    let consumer = Consumer::new(
-        ConsumerConfig::new(&args.bootstrap).auto_offset_reset(OffsetReset::Earliest).max_poll_records(5000),
-    )
-    .await?;
+    let consumer = Consumer::new(args.consumer_config()?).await?;
     consumer.assign((0..PARTITIONS).map(|p| TopicPartition::new(topic.as_str(), p)));
     let config = ProducerConfig::new(&args.bootstrap)
         .acks(Acks::All)

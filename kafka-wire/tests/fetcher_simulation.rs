@@ -62,12 +62,16 @@ struct Scenario {
     /// Chance, per Metadata answer and partition, that it shows the latest leader.
     announce_rate: f64,
     fault_time: Duration,
+    /// Batches in each partition's log before the run: partitions with a backlog beside ones
+    /// read to their end (and waiting at the broker for more).
+    backlog: Vec<usize>,
 }
 
 impl Scenario {
     fn draw(rng: &mut Rng) -> Self {
+        let partitions = rng.range(1, 4) as usize;
         Self {
-            partitions: rng.range(1, 4) as usize,
+            partitions,
             read_committed: rng.chance(0.6),
             reset_none: rng.chance(0.3),
             fail_rate: [0.0, 0.05, 0.2][rng.below(3) as usize],
@@ -77,6 +81,7 @@ impl Scenario {
             evict_rate: [0.0, 0.01, 0.05][rng.below(3) as usize],
             announce_rate: [0.3, 0.7, 1.0][rng.below(3) as usize],
             fault_time: Duration::from_millis(rng.range(1_000, 4_000)),
+            backlog: (0..partitions).map(|_| if rng.chance(0.5) { rng.range(0, 200) as usize } else { 0 }).collect(),
         }
     }
 }
@@ -315,10 +320,17 @@ impl Sim {
                 fetcher.seek(&tp(p), 0);
             }
         }
+        let mut model = FetchModel::new(BROKERS.to_vec(), scenario.partitions);
+        for (p, &batches) in scenario.backlog.iter().enumerate() {
+            for _ in 0..batches {
+                let count = rng.range(1, 5) as usize;
+                model.append(p, Kind::Data { pid: -1, transactional: false }, count, Compression::None);
+            }
+        }
         let start = Instant::now();
         Self {
             seed,
-            model: FetchModel::new(BROKERS.to_vec(), scenario.partitions),
+            model,
             check: Checker::new(scenario.partitions, scenario.read_committed),
             paused: vec![false; scenario.partitions],
             rng,
@@ -1103,4 +1115,78 @@ fn only_an_unknown_topic_not_asked_for_skips_the_metadata_backoff() {
     let both: Vec<std::sync::Arc<str>> = vec![TOPIC.into(), "missing".into()];
     assert!(f.poll_metadata_for(now + 2 * MS, &both).is_none(), "the unknown topic was asked for: the backoff holds");
     assert!(f.poll_metadata_for(now + 51 * MS, &both).is_some());
+}
+
+/// Seen in `consume_bench` with a small `queued.max.messages.kbytes`: a run took 500 ms
+/// (`fetch.max.wait.ms`) longer than the others. A Fetch that asks only for partitions already
+/// read to their end waits at the broker for new records; with one Fetch in flight per broker,
+/// a partition of that broker left out of it for its full buffer, with records still behind its
+/// position, could not be fetched again until that wait ended. Such a Fetch now waits instead,
+/// until the partition left out can go with it, and a take that brings it under its share wakes
+/// the driver for that.
+#[test]
+fn regression_a_fetch_for_partitions_at_their_end_does_not_hold_back_one_with_records() {
+    let mut model = FetchModel::new(vec![1], 2);
+    for _ in 0..10 {
+        model.append(0, Kind::Data { pid: -1, transactional: false }, 5, Compression::None);
+    }
+    model.append(1, Kind::Data { pid: -1, transactional: false }, 5, Compression::None);
+    let batch = model.partitions[0].batches[0].bytes.len();
+    // A Fetch brings two batches per partition; the budget is three batches per partition, so
+    // a partition fetched twice holds its share and is left out of the next Fetch (with more
+    // than a fetch's worth, so that only falling under the share can wake the driver).
+    let now = Instant::now();
+    let mut f = Fetcher::new(FetcherConfig {
+        auto_offset_reset: None,
+        max_partition_fetch_bytes: 2 * batch,
+        prefetch_max_bytes: 6 * batch,
+        ..config()
+    });
+    f.assign([tp(0), tp(1)]);
+    f.seek(&tp(0), 0);
+    f.seek(&tp(1), 0);
+    f.handle_metadata(Some(&model.metadata()), now);
+    let answer = |f: &mut Fetcher, model: &mut FetchModel| -> Vec<usize> {
+        let Some((id, Target::Node(1), FetcherRequest::Fetch(request, context))) = f.poll_request(now) else {
+            panic!("no Fetch to node 1")
+        };
+        let asked = request.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.partition as usize)).collect();
+        f.handle_response(id, FetcherResponse::Fetch(Some(prepare_fetch(model.fetch(1, &request), &context))), now);
+        asked
+    };
+    assert_eq!(answer(&mut f, &mut model), [0, 1]);
+    assert_eq!(answer(&mut f, &mut model), [0, 1]);
+    // Partition 1 is read to its end and holds less than a fetch's worth; partition 0 holds its
+    // share (four batches), with six batches behind it.
+    assert!(
+        f.poll_request(now).is_none(),
+        "a Fetch for partition 1 alone would wait at the broker, and partition 0 behind it"
+    );
+
+    // Records handed out one at a time: partition 0's sixth takes its second batch out of the
+    // buffer, which leaves it under its share, and that wakes the driver.
+    let mut taken = [0usize; 2];
+    loop {
+        assert!(f.poll_request(now).is_none(), "still nothing to fetch: {taken:?}");
+        assert_eq!(f.take(1, |tp, _, _, _| taken[tp.partition as usize] += 1), 1, "{taken:?}");
+        if f.take_driver_wanted() {
+            break;
+        }
+    }
+    assert_eq!(taken[0], 6, "woken when partition 0 fell under its share: {taken:?}");
+    // (An incremental fetch session's request names only partition 0: partition 1's position
+    // did not change since the last.)
+    assert_eq!(answer(&mut f, &mut model), [0], "partition 0 asked for again");
+
+    // Once nothing is behind any position, the Fetch waits at the broker as before.
+    let mut offsets = vec![Vec::new(); 2];
+    for _ in 0..20 {
+        f.take(usize::MAX, |tp, r, _, _| offsets[tp.partition as usize].push(r.offset));
+        if let Some((id, _, FetcherRequest::Fetch(request, context))) = f.poll_request(now) {
+            f.handle_response(id, FetcherResponse::Fetch(Some(prepare_fetch(model.fetch(1, &request), &context))), now);
+        }
+    }
+    assert_eq!(offsets[0].len() + taken[0], 50, "every record of partition 0");
+    assert_eq!(offsets[1].len() + taken[1], 5, "every record of partition 1");
+    assert!(f.poll_request(now).is_some(), "both read to their end: a Fetch waits at the broker for more");
 }

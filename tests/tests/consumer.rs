@@ -295,3 +295,55 @@ async fn assigned_partitions_of_a_group_start_from_its_committed_offsets_unless_
     assert_eq!(records.len(), 8);
     sought.close().await.unwrap();
 }
+
+/// A partition with records left out of a Fetch (it held its share of
+/// `queued.max.messages.kbytes`) waited behind a Fetch for partitions read to their end, which
+/// the broker holds for `fetch.max.wait.ms`: here 20 s. Partition 0 holds 3 MiB, partition 1 one
+/// record; with a 3 MiB budget each partition's share is 1.5 MiB, which partition 0 passes after
+/// two fetches while partition 1 is at its end. Every record must come well before the broker
+/// would answer a Fetch for partition 1 alone.
+#[tokio::test]
+async fn regression_records_behind_a_full_partition_do_not_wait_for_a_fetch_at_the_end() {
+    let client = client().await;
+    let topic = unique_topic("held-back");
+    create_topic(&client, &topic, 2, 1, &[]).await;
+    let producer =
+        Producer::new(ProducerConfig::new(&bootstrap()).batch_size(16 * 1024).linger(Duration::from_millis(5)))
+            .await
+            .unwrap();
+    let value = vec![b'v'; 1024];
+    let mut acks = Vec::new();
+    for i in 0..3000 {
+        acks.push(
+            producer.send(ProducerRecord::new(&topic, value.clone()).key(format!("k{i}")).partition(0)).await.unwrap(),
+        );
+    }
+    acks.push(producer.send(ProducerRecord::new(&topic, "alone").partition(1)).await.unwrap());
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    producer.close().await.unwrap();
+
+    let mut config = config();
+    config.set("fetch.max.wait.ms", "20000").unwrap();
+    config.set("queued.max.messages.kbytes", "3072").unwrap();
+    let consumer = Consumer::new(config).await.unwrap();
+    consumer.assign((0..2).map(|p| TopicPartition::new(topic.as_str(), p)));
+    // Nothing is taken until partition 0 holds more than its share: then, before the fix, the
+    // driver had already sent a Fetch for partition 1 alone.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while consumer.prefetched_bytes() <= 1536 * 1024 + 4096 {
+        assert!(tokio::time::Instant::now() < deadline, "prefetched {} B", consumer.prefetched_bytes());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut records = 0;
+    while records < 3001 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{records} of 3001 records in 10 s: the rest waited behind a Fetch at the end (fetch.max.wait.ms 20 s)"
+        );
+        records += consumer.poll(Duration::from_millis(500)).await.unwrap().len();
+    }
+    assert_eq!(records, 3001);
+    consumer.close().await.unwrap();
+}

@@ -401,6 +401,9 @@ pub struct Fetcher {
     decompressing: bool,
     /// Set by [`Fetcher::take`] when it made room for fetching or decompressing.
     driver_wanted: bool,
+    /// The share of the prefetch a partition held when a broker's Fetch was put off for it
+    /// (see [`Fetcher::plan_fetches`]): a take that brings a partition under it wakes the driver.
+    deferred_share: Option<usize>,
     next_id: u64,
     /// Requests planned and not handed out yet.
     queue: VecDeque<(RequestId, Target, FetcherRequest)>,
@@ -428,6 +431,7 @@ impl Fetcher {
             next_decompress: 0,
             decompressing: false,
             driver_wanted: false,
+            deferred_share: None,
             next_id: 0,
             queue: VecDeque::new(),
         }
@@ -601,6 +605,7 @@ impl Fetcher {
         let mut taken = 0;
         let per_partition = self.config.max_partition_fetch_bytes;
         let prefetch_was_full = self.active_buffered_bytes() >= self.config.prefetch_max_bytes;
+        let deferred_share = self.deferred_share;
         let mut wanted = false;
         let (after, before): (Vec<_>, Vec<_>) = self.partitions.iter_mut().enumerate().partition(|(i, _)| *i >= start);
         for (_, (tp, p)) in after.into_iter().chain(before) {
@@ -611,8 +616,10 @@ impl Fetcher {
                 continue;
             }
             let was_full = p.holds_a_fetch(per_partition);
+            let held_back = deferred_share.is_some_and(|share| p.holds_a_fetch(share));
             taken += p.take(tp, max - taken, &mut emit, &mut self.poll_error);
             wanted |= was_full && !p.holds_a_fetch(per_partition);
+            wanted |= held_back && deferred_share.is_some_and(|share| !p.holds_a_fetch(share));
         }
         if taken > 0 {
             wanted |= prefetch_was_full && self.active_buffered_bytes() < self.config.prefetch_max_bytes;
@@ -948,7 +955,15 @@ impl Fetcher {
     /// ones that ran low: with one Fetch in flight per broker, a Fetch that asks for fewer
     /// partitions brings less per round trip, and a driver that plans as soon as an answer
     /// lands (its partitions still full) would otherwise alternate between halves of them.
+    ///
+    /// A leader's Fetch that would ask only for partitions read to their end (the last answer's
+    /// high watermark, or last stable offset with read_committed) is put off while another of
+    /// its partitions is left out for its full buffer with records behind its position: the
+    /// broker would hold that Fetch for `fetch.max.wait.ms`, and the partition left out, which
+    /// has records to fetch, could not be asked for until it came back. The Fetch goes, with
+    /// that partition in it, once a take brings the partition under its share.
     fn plan_fetches(&mut self, now: Instant) {
+        self.deferred_share = None;
         let config = &self.config;
         if self.active_buffered_bytes() >= config.prefetch_max_bytes {
             return;
@@ -957,15 +972,29 @@ impl Fetcher {
         let share = config.prefetch_max_bytes / self.partitions.values().filter(|p| fetchable(p)).count().max(1);
         let share = share.max(config.max_partition_fetch_bytes);
         let mut ran_low: BTreeSet<i32> = BTreeSet::new();
+        // Leaders asked for a partition with records to fetch, and leaders of a partition left
+        // out for its full buffer with records to fetch.
+        let mut has_records: BTreeSet<i32> = BTreeSet::new();
+        let mut held_back: BTreeSet<i32> = BTreeSet::new();
         let mut by_node: BTreeMap<i32, BTreeMap<TopicPartition, SessionPartition>> = BTreeMap::new();
         let mut epochs: HashMap<TopicPartition, u64> = HashMap::new();
         for (tp, p) in &self.partitions {
-            if !fetchable(p) || p.holds_a_fetch(share) {
+            if !fetchable(p) {
                 continue;
             }
             let Some((leader, leader_epoch)) = leader_of(&self.topics, tp) else { continue };
             if self.fetching.contains_key(&leader) || self.fetch_backoff.get(&leader).is_some_and(|b| !b.ready(now)) {
                 continue;
+            }
+            let at_end = p.at_end(config.read_committed);
+            if p.holds_a_fetch(share) {
+                if !at_end {
+                    held_back.insert(leader);
+                }
+                continue;
+            }
+            if !at_end {
+                has_records.insert(leader);
             }
             if !p.holds_a_fetch(config.max_partition_fetch_bytes) {
                 ran_low.insert(leader);
@@ -988,6 +1017,10 @@ impl Fetcher {
             epochs.insert(tp.clone(), p.seek_epoch);
         }
         by_node.retain(|node, _| ran_low.contains(node));
+        if by_node.keys().any(|node| held_back.contains(node) && !has_records.contains(node)) {
+            by_node.retain(|node, _| has_records.contains(node) || !held_back.contains(node));
+            self.deferred_share = Some(share);
+        }
         if by_node.is_empty() {
             return;
         }
@@ -1486,6 +1519,14 @@ impl Partition {
         self.reset_retry_at = None;
         self.stopped = None;
         self.corrupt = None;
+    }
+
+    /// Whether everything the last Fetch answer said it held is fetched: its high watermark
+    /// (last stable offset with read_committed, which is where such a consumer's reads end).
+    /// A Fetch for such partitions only waits at the broker for new records.
+    fn at_end(&self, read_committed: bool) -> bool {
+        let end = if read_committed { self.last_stable_offset.or(self.high_watermark) } else { self.high_watermark };
+        end.is_some_and(|end| self.fetch_offset >= end)
     }
 
     /// Neither awaiting validation nor stopped: its position can be fetched from and its
