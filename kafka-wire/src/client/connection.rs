@@ -26,13 +26,14 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::error::{Error, Result};
+use super::frame_pool::{self, FramePool};
 use super::metrics::{BrokerCounters, BrokerMetrics};
 use super::transport::{BoxStream, SecurityConfig};
 use super::{sasl, tls};
@@ -779,6 +780,7 @@ fn looks_like_tls(buf: &[u8]) -> bool {
 
 async fn read_loop<R: AsyncRead + Unpin>(mut socket: R, shared: Arc<Shared>, max_frame: usize) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let pool = Arc::new(FramePool::default());
     let mut first = true;
     // Frames answered so far: a SASL listener answers a client that does not authenticate its
     // ApiVersions, then closes the connection at its next request.
@@ -795,7 +797,10 @@ async fn read_loop<R: AsyncRead + Unpin>(mut socket: R, shared: Arc<Shared>, max
             }
             first = false;
         }
-        loop {
+        let large = loop {
+            if let Some(size) = large_frame_begun(&buf, max_frame) {
+                break Some(size);
+            }
             match frame::split_frame(&mut buf, max_frame) {
                 Ok(Some(frame)) => {
                     answered += 1;
@@ -804,31 +809,75 @@ async fn read_loop<R: AsyncRead + Unpin>(mut socket: R, shared: Arc<Shared>, max
                         return;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => break None,
                 Err(source) => {
                     shared.fail(Error::Decode { broker: shared.addr.clone(), source });
                     return;
                 }
             }
-        }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
-        }
-        match socket.read_buf(&mut buf).await {
-            Ok(0) if answered == 1 && !shared.sasl && !shared.lock().waiting.is_empty() => {
-                let hint = "the broker closed the connection after ApiVersions without answering the next request: \
-                            is this a SASL listener? Check the port and security.protocol (SASL_PLAINTEXT or SASL_SSL)";
-                break Error::io(&shared.addr, std::io::Error::new(std::io::ErrorKind::ConnectionAborted, hint));
+        };
+        if let Some(size) = large {
+            // The rest of it is read into a pooled buffer, after the bytes already here.
+            let mut frame = pool.take(size);
+            frame.extend_from_slice(&buf[4..]);
+            buf.clear();
+            while frame.len() < size {
+                let left = size - frame.len();
+                if let Err(e) = after_read(&shared, socket.read_buf(&mut (&mut frame).limit(left)).await, answered) {
+                    shared.fail(e);
+                    return;
+                }
             }
-            Ok(0) => break Error::Closed { broker: shared.addr.clone() },
-            Ok(n) => {
-                shared.counters.received(n);
-                shared.last_received.store(shared.nanos(Instant::now()), Ordering::Release);
+            answered += 1;
+            if let Err(e) = dispatch(&shared, FramePool::frame(&pool, frame)) {
+                shared.fail(e);
+                return;
             }
-            Err(e) => break shared.socket_error(e),
+            continue;
+        }
+        make_room(&mut buf);
+        if let Err(e) = after_read(&shared, socket.read_buf(&mut buf).await, answered) {
+            break e;
         }
     };
     shared.fail(error);
+}
+
+/// The size of the frame begun at the front of `buf` if it is large enough for a pooled buffer
+/// ([`frame_pool::POOLED_FRAME_MIN`]) and not all here yet; sizes [`frame::split_frame`]
+/// refuses are left to it.
+fn large_frame_begun(buf: &[u8], max_frame: usize) -> Option<usize> {
+    let size = usize::try_from(i32::from_be_bytes(buf.get(..4)?.try_into().ok()?)).ok()?;
+    (frame_pool::POOLED_FRAME_MIN..=max_frame).contains(&size).then_some(size).filter(|size| buf.len() < 4 + size)
+}
+
+/// Accounts for one read of the socket; `Err` ends the connection with that error.
+fn after_read(shared: &Shared, read: std::io::Result<usize>, answered: u64) -> Result<()> {
+    match read {
+        Ok(0) if answered == 1 && !shared.sasl && !shared.lock().waiting.is_empty() => {
+            let hint = "the broker closed the connection after ApiVersions without answering the next request: is \
+                        this a SASL listener? Check the port and security.protocol (SASL_PLAINTEXT or SASL_SSL)";
+            Err(Error::io(&shared.addr, std::io::Error::new(std::io::ErrorKind::ConnectionAborted, hint)))
+        }
+        Ok(0) => Err(Error::Closed { broker: shared.addr.clone() }),
+        Ok(n) => {
+            shared.counters.received(n);
+            shared.last_received.store(shared.nanos(Instant::now()), Ordering::Release);
+            Ok(())
+        }
+        Err(e) => Err(shared.socket_error(e)),
+    }
+}
+
+/// Makes room in the read buffer for the next read, after [`frame::split_frame`] has taken the
+/// complete frames out. A frame whose size is known already has room for all of it (the split
+/// reserved it), however little is left: reserving more would move the bytes received so far
+/// to a larger allocation, which near the end of a Fetch answer of megabytes is a copy of
+/// nearly all of it (and fresh pages to fault in).
+fn make_room(buf: &mut BytesMut) {
+    if buf.len() < 4 && buf.capacity() - buf.len() < 4096 {
+        buf.reserve(64 * 1024);
+    }
 }
 
 /// Hands a response frame to the request waiting for its correlation id.
@@ -931,4 +980,99 @@ async fn write_frame<W: AsyncWrite + Unpin>(socket: &mut BufWriter<W>, frame: &F
         std::io::IoSlice::advance_slices(&mut left, written);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found in a profile of the consumer: every Fetch answer of megabytes was copied once as it
+    /// arrived, by a reserve for the next read when less than 4 KiB of its room was left.
+    #[test]
+    fn regression_the_rest_of_a_frame_is_read_where_its_first_bytes_are() {
+        let size = 1 << 20;
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        buf.put_u32(size as u32);
+        buf.put_bytes(0, 60 * 1024);
+        assert!(frame::split_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap().is_none());
+        let (start, room) = (buf.as_ptr(), buf.capacity());
+        assert!(room >= 4 + size, "the split reserved the whole frame");
+        for left in [100 * 1024, 4 * 1024, 100, 1] {
+            let len = buf.len();
+            buf.put_bytes(1, 4 + size - left - len);
+            make_room(&mut buf);
+            assert_eq!((buf.as_ptr(), buf.capacity()), (start, room), "{left} B left: the frame stays where it is");
+        }
+        buf.put_u8(1);
+        let frame = frame::split_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap().expect("the whole frame");
+        assert_eq!(frame.len(), size);
+        assert_eq!(frame.as_ptr(), start.wrapping_add(4));
+
+        // The next frame starts in a buffer of its own, with room for a read.
+        make_room(&mut buf);
+        assert!(buf.capacity() - buf.len() >= 4096);
+    }
+
+    /// Frames small and large (read into pooled buffers), back to back, arriving in pieces of
+    /// every size (sizes and headers cut anywhere), each reach their request whole.
+    #[tokio::test]
+    async fn frames_of_every_size_arrive_whole_however_the_bytes_are_cut() {
+        let sizes =
+            [4, 300 * 1024, 17, frame_pool::POOLED_FRAME_MIN, 1 << 20, 5, 2 << 20, frame_pool::POOLED_FRAME_MIN - 1];
+        let body = |id: i32, size: usize| -> Vec<u8> {
+            let mut b = id.to_be_bytes().to_vec();
+            b.extend((4..size).map(|i| (i as u32).wrapping_mul(2654435761).wrapping_add(id as u32) as u8));
+            b
+        };
+        for (round, pipe) in [64 * 1024, 7919, 3].into_iter().enumerate() {
+            let shared = Arc::new(Shared {
+                addr: "test:9092".into(),
+                tls: false,
+                sasl: false,
+                next_correlation_id: AtomicI32::new(0),
+                reauthenticating: watch::Sender::new(false),
+                closed: AtomicBool::new(false),
+                pending: Mutex::new(Pending::default()),
+                counters: Arc::default(),
+                epoch: Instant::now(),
+                throttled_until: AtomicU64::new(0),
+                last_received: AtomicU64::new(0),
+            });
+            let mut answers = Vec::new();
+            for id in 0..sizes.len() as i32 {
+                let (tx, rx) = oneshot::channel();
+                shared.lock().waiting.insert(id, (tx, Instant::now()));
+                answers.push(rx);
+            }
+            let (mut broker, client) = tokio::io::duplex(pipe);
+            let reader = tokio::spawn(read_loop(client, shared.clone(), DEFAULT_MAX_FRAME));
+            let mut wire = Vec::new();
+            for (id, &size) in sizes.iter().enumerate() {
+                wire.extend((size as u32).to_be_bytes());
+                wire.extend(body(id as i32, size));
+            }
+            // Writes of uneven sizes, drawn from the round.
+            let mut seed = round as u32 + 1;
+            let writer = tokio::spawn(async move {
+                let mut at = 0;
+                while at < wire.len() {
+                    seed = seed.wrapping_mul(1103515245).wrapping_add(12345);
+                    let n = (1 + (seed >> 8) as usize % 100_000).min(wire.len() - at);
+                    broker.write_all(&wire[at..at + n]).await.unwrap();
+                    at += n;
+                }
+                broker
+            });
+            for (id, answer) in answers.into_iter().enumerate() {
+                let frame = tokio::time::timeout(Duration::from_secs(10), answer)
+                    .await
+                    .expect("the frame arrives")
+                    .unwrap()
+                    .unwrap();
+                assert!(frame[..] == body(id as i32, sizes[id])[..], "pipe {pipe}: frame {id} of {} B", sizes[id]);
+            }
+            let _broker = writer.await.unwrap();
+            reader.abort();
+        }
+    }
 }

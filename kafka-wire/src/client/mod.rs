@@ -17,6 +17,7 @@ mod consumer;
 mod consumer_config;
 mod consumer_group;
 mod error;
+mod frame_pool;
 pub mod metrics;
 mod partition_streams;
 mod producer;
