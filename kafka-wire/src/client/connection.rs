@@ -133,6 +133,8 @@ struct Shared {
     throttled_until: AtomicU64,
     /// When bytes last arrived, in nanoseconds after `epoch`.
     last_received: AtomicU64,
+    /// Buffers for large answers, closed with the connection.
+    frames: Arc<FramePool>,
 }
 
 #[derive(Default)]
@@ -186,6 +188,7 @@ impl Connection {
             epoch: Instant::now(),
             throttled_until: AtomicU64::new(0),
             last_received: AtomicU64::new(0),
+            frames: Arc::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let (auth_tx, auth_rx) = mpsc::unbounded_channel();
@@ -713,6 +716,7 @@ impl Shared {
     /// Marks the connection failed and fails every waiting request with `error`.
     fn fail(&self, error: Error) {
         self.closed.store(true, Ordering::Release);
+        self.frames.close();
         let waiting = {
             let mut p = self.lock();
             if p.failure.is_none() {
@@ -780,7 +784,7 @@ fn looks_like_tls(buf: &[u8]) -> bool {
 
 async fn read_loop<R: AsyncRead + Unpin>(mut socket: R, shared: Arc<Shared>, max_frame: usize) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let pool = Arc::new(FramePool::default());
+    let pool = shared.frames.clone();
     let mut first = true;
     // Frames answered so far: a SASL listener answers a client that does not authenticate its
     // ApiVersions, then closes the connection at its next request.
@@ -804,6 +808,7 @@ async fn read_loop<R: AsyncRead + Unpin>(mut socket: R, shared: Arc<Shared>, max
             match frame::split_frame(&mut buf, max_frame) {
                 Ok(Some(frame)) => {
                     answered += 1;
+                    pool.shed();
                     if let Err(e) = dispatch(&shared, frame) {
                         shared.fail(e);
                         return;
@@ -1037,6 +1042,7 @@ mod tests {
                 epoch: Instant::now(),
                 throttled_until: AtomicU64::new(0),
                 last_received: AtomicU64::new(0),
+                frames: Arc::default(),
             });
             let mut answers = Vec::new();
             for id in 0..sizes.len() as i32 {

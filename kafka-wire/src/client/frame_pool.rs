@@ -7,6 +7,11 @@
 //! that was most of its page faults, and an allocator that hands large blocks back to the OS
 //! (musl's, whatever the process freed; glibc's, above its mmap threshold) does it for every
 //! answer. A buffer returned to the pool keeps its pages.
+//!
+//! A connection's pool holds idle buffers only while large frames keep coming: a small frame
+//! (an empty long poll once the consumer has caught up, any answer of a connection that never
+//! gets large ones) frees them, and so does the connection's end, after which a buffer given
+//! back is freed at once.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -23,14 +28,22 @@ const IDLE_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// A connection's pool of idle frame buffers, shared with the frames it lent them to.
 #[derive(Default)]
 pub(super) struct FramePool {
-    idle: Mutex<Vec<Vec<u8>>>,
+    state: Mutex<Idle>,
+}
+
+#[derive(Default)]
+struct Idle {
+    buffers: Vec<Vec<u8>>,
+    /// The connection has ended: nothing is kept.
+    closed: bool,
 }
 
 impl FramePool {
     /// An empty buffer with room for `size` bytes: the smallest idle one large enough, or a
     /// new one.
     pub(super) fn take(&self, size: usize) -> Vec<u8> {
-        let mut idle = self.idle();
+        let mut state = self.state();
+        let idle = &mut state.buffers;
         let fits = idle.iter().enumerate().filter(|(_, b)| b.capacity() >= size).min_by_key(|(_, b)| b.capacity());
         match fits.map(|(i, _)| i) {
             Some(i) => {
@@ -54,21 +67,36 @@ impl FramePool {
         Bytes::from_owner(Lent { buf, pool: pool.clone() })
     }
 
-    fn give_back(&self, buf: Vec<u8>) {
-        let mut idle = self.idle();
-        let held: usize = idle.iter().map(Vec::capacity).sum();
-        if held + buf.capacity() <= IDLE_MAX_BYTES {
-            idle.push(buf);
+    /// Frees the idle buffers: the connection's frames are small now.
+    pub(super) fn shed(&self) {
+        let mut state = self.state();
+        if !state.buffers.is_empty() {
+            state.buffers = Vec::new();
         }
     }
 
-    fn idle(&self) -> MutexGuard<'_, Vec<Vec<u8>>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Frees the idle buffers, and every buffer given back from now on: the connection ended.
+    pub(super) fn close(&self) {
+        let mut state = self.state();
+        state.closed = true;
+        state.buffers = Vec::new();
+    }
+
+    fn give_back(&self, buf: Vec<u8>) {
+        let mut state = self.state();
+        let held: usize = state.buffers.iter().map(Vec::capacity).sum();
+        if !state.closed && held + buf.capacity() <= IDLE_MAX_BYTES {
+            state.buffers.push(buf);
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, Idle> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     #[cfg(test)]
     fn idle_capacities(&self) -> Vec<usize> {
-        let mut caps: Vec<usize> = self.idle().iter().map(Vec::capacity).collect();
+        let mut caps: Vec<usize> = self.state().buffers.iter().map(Vec::capacity).collect();
         caps.sort_unstable();
         caps
     }
@@ -138,5 +166,19 @@ mod tests {
         // Nothing fits a larger frame: a new buffer, and the largest idle one is freed.
         assert_eq!(pool.take(7 * MIB).capacity(), 7 * MIB);
         assert_eq!(pool.idle_capacities(), [2 * MIB]);
+        pool.shed();
+        assert!(pool.idle_capacities().is_empty());
+    }
+
+    #[test]
+    fn after_the_connection_ends_a_buffer_given_back_is_freed() {
+        let pool = Arc::new(FramePool::default());
+        let frame = FramePool::frame(&pool, filled(&pool, MIB));
+        drop(FramePool::frame(&pool, filled(&pool, MIB)));
+        assert_eq!(pool.idle_capacities(), [MIB]);
+        pool.close();
+        assert!(pool.idle_capacities().is_empty());
+        drop(frame);
+        assert!(pool.idle_capacities().is_empty());
     }
 }
