@@ -177,9 +177,7 @@ impl Args {
         }
         Ok(config)
     }
-}
 
-impl Args {
     fn parse() -> Result<Args, Box<dyn std::error::Error>> {
         let mut a = Args {
             bootstrap: "127.0.0.1:9092".into(),

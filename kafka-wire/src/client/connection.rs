@@ -784,12 +784,12 @@ fn looks_like_tls(buf: &[u8]) -> bool {
 
 async fn read_loop<R: AsyncRead + Unpin>(mut socket: R, shared: Arc<Shared>, max_frame: usize) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let pool = shared.frames.clone();
+    let pool = &shared.frames;
     let mut first = true;
     // Frames answered so far: a SASL listener answers a client that does not authenticate its
     // ApiVersions, then closes the connection at its next request.
     let mut answered = 0u64;
-    let error = loop {
+    let error = 'frames: loop {
         if first && !shared.tls && buf.len() >= 2 {
             if looks_like_tls(&buf) {
                 break Error::Tls {
@@ -810,15 +810,11 @@ async fn read_loop<R: AsyncRead + Unpin>(mut socket: R, shared: Arc<Shared>, max
                     answered += 1;
                     pool.shed();
                     if let Err(e) = dispatch(&shared, frame) {
-                        shared.fail(e);
-                        return;
+                        break 'frames e;
                     }
                 }
                 Ok(None) => break None,
-                Err(source) => {
-                    shared.fail(Error::Decode { broker: shared.addr.clone(), source });
-                    return;
-                }
+                Err(source) => break 'frames Error::Decode { broker: shared.addr.clone(), source },
             }
         };
         if let Some(size) = large {
@@ -829,14 +825,12 @@ async fn read_loop<R: AsyncRead + Unpin>(mut socket: R, shared: Arc<Shared>, max
             while frame.len() < size {
                 let left = size - frame.len();
                 if let Err(e) = after_read(&shared, socket.read_buf(&mut (&mut frame).limit(left)).await, answered) {
-                    shared.fail(e);
-                    return;
+                    break 'frames e;
                 }
             }
             answered += 1;
-            if let Err(e) = dispatch(&shared, FramePool::frame(&pool, frame)) {
-                shared.fail(e);
-                return;
+            if let Err(e) = dispatch(&shared, FramePool::frame(pool, frame)) {
+                break 'frames e;
             }
             continue;
         }

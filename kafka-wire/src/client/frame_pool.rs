@@ -13,6 +13,7 @@
 //! gets large ones) frees them, and so does the connection's end, after which a buffer given
 //! back is freed at once.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -29,6 +30,9 @@ const IDLE_MAX_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Default)]
 pub(super) struct FramePool {
     state: Mutex<Idle>,
+    /// Whether `state` may hold idle buffers: a connection whose frames are all small (a
+    /// producer's) sheds without taking the lock.
+    holds: AtomicBool,
 }
 
 #[derive(Default)]
@@ -69,9 +73,10 @@ impl FramePool {
 
     /// Frees the idle buffers: the connection's frames are small now.
     pub(super) fn shed(&self) {
-        let mut state = self.state();
-        if !state.buffers.is_empty() {
+        if self.holds.load(Ordering::Relaxed) {
+            let mut state = self.state();
             state.buffers = Vec::new();
+            self.holds.store(false, Ordering::Relaxed);
         }
     }
 
@@ -87,6 +92,7 @@ impl FramePool {
         let held: usize = state.buffers.iter().map(Vec::capacity).sum();
         if !state.closed && held + buf.capacity() <= IDLE_MAX_BYTES {
             state.buffers.push(buf);
+            self.holds.store(true, Ordering::Relaxed);
         }
     }
 

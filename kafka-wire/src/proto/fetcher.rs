@@ -616,10 +616,10 @@ impl Fetcher {
                 continue;
             }
             let was_full = p.holds_a_fetch(per_partition);
-            let held_back = deferred_share.is_some_and(|share| p.holds_a_fetch(share));
+            let held_back = deferred_share.filter(|&share| p.holds_a_fetch(share));
             taken += p.take(tp, max - taken, &mut emit, &mut self.poll_error);
             wanted |= was_full && !p.holds_a_fetch(per_partition);
-            wanted |= held_back && deferred_share.is_some_and(|share| !p.holds_a_fetch(share));
+            wanted |= held_back.is_some_and(|share| !p.holds_a_fetch(share));
         }
         if taken > 0 {
             wanted |= prefetch_was_full && self.active_buffered_bytes() < self.config.prefetch_max_bytes;
