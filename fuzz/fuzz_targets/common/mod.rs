@@ -163,13 +163,11 @@ fn rebuild(batch: &RecordBatch, records: &[Record]) {
         b.set_log_append_time(Some(h.max_timestamp));
     }
     for r in records {
-        b.push(
-            r.timestamp,
-            r.key.as_deref(),
-            r.value.as_deref(),
-            &r.headers.to_vec(),
-        )
-        .expect("a decoded record fits a builder");
+        let headers = r.headers.to_vec();
+        assert_eq!(headers.len(), r.headers.len(), "every header the count says reads back");
+        assert_eq!(r.headers.detached(), r.headers);
+        b.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &headers)
+            .expect("a decoded record fits a builder");
     }
     let bytes = b.finish(batch.compression());
     let rebuilt = RecordBatch::parse(bytes).expect("a built batch parses");

@@ -25,6 +25,7 @@
 //! the input (or of the decompressed records, for compressed batches).
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
@@ -225,27 +226,39 @@ impl Header {
 /// and decoded one at a time as they are read, so that they take the memory of their bytes
 /// however many there are. (As a `Vec<Header>`, each would take 64 bytes, 32 times the 2 bytes
 /// of an empty header on the wire.)
+///
+/// 16 bytes: the records of a batch that have headers share one handle on the batch's bytes,
+/// and each keeps where its headers lie in it. That keeps a consumer's record at 128 bytes, the
+/// most the compiler copies inline: a larger one was moved into each poll's records with a call
+/// to `memcpy`, which musl's (the static build's) makes slow for such sizes.
 #[derive(Clone, Default)]
 pub struct Headers {
-    /// `count` headers: `keyLength varint | key | valueLength varint | value` each.
-    raw: Bytes,
-    count: usize,
+    /// The bytes the headers lie in; `None` when there are none.
+    buf: Option<Arc<Bytes>>,
+    /// `buf[start..end]` is `headerCount varint | header…`, each header
+    /// `keyLength varint | key | valueLength varint | value`.
+    start: u32,
+    end: u32,
 }
 
 impl Headers {
     /// Number of headers.
     pub fn len(&self) -> usize {
-        self.count
+        // Checked when the headers were decoded or built.
+        Cursor { buf: self.raw(), at: 0 }.varint("header count").map_or(0, |n| n.max(0) as usize)
     }
 
     /// Whether there are no headers.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.len() == 0
     }
 
     /// The headers in order; keys and values are slices of the record's bytes.
     pub fn iter(&self) -> HeadersIter {
-        HeadersIter { raw: self.raw.clone(), left: self.count }
+        let Some(buf) = &self.buf else { return HeadersIter { raw: Bytes::new(), left: 0 } };
+        let mut raw = buf.slice(self.start as usize..self.end as usize);
+        let left = get_varint(&mut raw, "header count").map_or(0, |n| n.max(0) as usize);
+        HeadersIter { raw, left }
     }
 
     /// The headers decoded into a vector (64 bytes each), for example for a producer record.
@@ -256,7 +269,7 @@ impl Headers {
     /// The same headers in a buffer of their own, rather than a slice of the record's batch
     /// (which a slice keeps alive whole).
     pub fn detached(&self) -> Self {
-        Self { raw: Bytes::copy_from_slice(&self.raw), count: self.count }
+        Self::own(Bytes::copy_from_slice(self.raw()))
     }
 
     /// The last header with `key` (Java's `Headers.lastHeader`).
@@ -264,29 +277,38 @@ impl Headers {
         self.iter().filter(|h| h.key == key).last()
     }
 
-    /// Checks the `count` headers at the start of `buf` and splits them off.
-    fn split(buf: &mut Bytes, count: usize) -> DecodeResult<Self> {
-        // Most records have none: no handle on the batch's bytes to take and drop (two atomic
-        // reference count updates per record).
-        if count == 0 {
-            return Ok(Self::default());
+    /// `headerCount varint | header…`, or nothing when there are no headers.
+    fn raw(&self) -> &[u8] {
+        self.buf.as_deref().map_or(&[], |b| &b[self.start as usize..self.end as usize])
+    }
+
+    /// Headers in `raw` (`headerCount varint | header…`), their own buffer.
+    fn own(raw: Bytes) -> Self {
+        if raw.is_empty() {
+            return Self::default();
         }
-        let start = buf.clone();
+        let end = u32::try_from(raw.len()).expect("headers take less than 4 GiB");
+        Self { buf: Some(Arc::new(raw)), start: 0, end }
+    }
+
+    /// Checks the `count` headers at the cursor and moves past them.
+    #[inline]
+    fn check(c: &mut Cursor<'_>, count: usize) -> DecodeResult<()> {
         for _ in 0..count {
-            let key_len = get_varint(buf, "header key length")?;
-            let key_len = checked_len(key_len, buf.len(), "header key")?;
-            std::str::from_utf8(&buf[..key_len]).map_err(|_| DecodeError::InvalidUtf8 { what: "header key" })?;
-            buf.advance(key_len);
-            get_var_bytes(buf, "header value")?;
+            let key_len = c.varint("header key length")?;
+            let key_len = checked_len(key_len, c.remaining(), "header key")?;
+            std::str::from_utf8(&c.buf[c.at..c.at + key_len])
+                .map_err(|_| DecodeError::InvalidUtf8 { what: "header key" })?;
+            c.at += key_len;
+            c.var_bytes("header value")?;
         }
-        let used = start.len() - buf.len();
-        Ok(Self { raw: start.slice(..used), count })
+        Ok(())
     }
 }
 
 impl PartialEq for Headers {
     fn eq(&self, other: &Self) -> bool {
-        self.count == other.count && self.iter().eq(other.iter())
+        self.raw() == other.raw() || self.iter().eq(other.iter())
     }
 }
 
@@ -299,14 +321,23 @@ impl fmt::Debug for Headers {
 }
 
 impl FromIterator<Header> for Headers {
+    /// # Panics
+    ///
+    /// If the headers take 4 GiB or more (no Kafka record can carry them).
     fn from_iter<I: IntoIterator<Item = Header>>(headers: I) -> Self {
-        let mut raw = BytesMut::new();
-        let mut count = 0;
+        let mut body = BytesMut::new();
+        let mut count = 0i32;
         for h in headers {
-            put_header(&mut raw, &h);
-            count += 1;
+            put_header(&mut body, &h);
+            count = count.checked_add(1).expect("fewer than 2^31 headers");
         }
-        Self { raw: raw.freeze(), count }
+        if count == 0 {
+            return Self::default();
+        }
+        let mut raw = BytesMut::with_capacity(varint_len(count) + body.len());
+        put_varint(&mut raw, count);
+        raw.put_slice(&body);
+        Self::own(raw.freeze())
     }
 }
 
@@ -676,6 +707,11 @@ impl std::iter::FusedIterator for RecordBatches {}
 #[derive(Debug)]
 pub struct Records {
     data: Bytes,
+    /// How far `data` has advanced from the batch's first record.
+    consumed: usize,
+    /// The handle on the batch's bytes that its records' headers share, made at the first
+    /// record with headers, and where it starts (as `consumed` counts).
+    shared: Option<(Arc<Bytes>, usize)>,
     left: i32,
     base_offset: i64,
     base_timestamp: i64,
@@ -723,6 +759,8 @@ impl Records {
         };
         Self {
             data,
+            consumed: 0,
+            shared: None,
             left: count.max(0),
             base_offset: header.base_offset,
             base_timestamp: header.base_timestamp,
@@ -749,27 +787,26 @@ impl Records {
         let offset_delta = c.varint("record offsetDelta")?;
         let key = c.var_bytes("record key")?;
         let value = c.var_bytes("record value")?;
+        let headers_at = c.at;
         let count = c.varint("record header count")?;
         let count = checked_len(count, c.remaining() / MIN_HEADER_SIZE, "record headers")?;
-        let headers = if count == 0 {
-            Headers::default()
-        } else {
-            let mut rest = self.data.slice(c.at..end);
-            let headers = Headers::split(&mut rest, count)?;
-            c.at = end - rest.len();
-            headers
-        };
+        if count != 0 {
+            Headers::check(&mut c, count)?;
+        }
         if c.at != end {
             return Err(DecodeError::TrailingBytes { what: "record", count: end - c.at });
         }
+        let headers = if count == 0 { Headers::default() } else { self.shared_headers(headers_at, end)? };
         let key = key.map(|r| self.data.slice(r));
         let value = value.map(|r| self.data.slice(r));
         if end == self.data.len() {
             // The last record: drop the handle, which would otherwise keep the whole batch (or
             // Fetch answer) alive after every record taken from it is gone.
             self.data = Bytes::new();
+            self.shared = None;
         } else {
             self.data.advance(end);
+            self.consumed += end;
         }
         Ok(Record {
             offset: self.base_offset.wrapping_add(i64::from(offset_delta)),
@@ -778,6 +815,27 @@ impl Records {
             value,
             headers,
         })
+    }
+
+    /// The headers at `start..end` of the current record's bytes, on the handle the batch's
+    /// records share (one allocation per batch with headers, not one per record).
+    fn shared_headers(&mut self, start: usize, end: usize) -> DecodeResult<Headers> {
+        let fits = |base: usize| u32::try_from(self.consumed - base + end).is_ok();
+        let (buf, base) = match &self.shared {
+            Some((buf, base)) if fits(*base) => (buf.clone(), *base),
+            // The first record with headers, or one more than 4 GiB into the batch: a handle
+            // from this record on.
+            _ => {
+                let buf = Arc::new(self.data.clone());
+                self.shared = Some((buf.clone(), self.consumed));
+                (buf, self.consumed)
+            }
+        };
+        let at = self.consumed - base;
+        let (Ok(start), Ok(end)) = (u32::try_from(at + start), u32::try_from(at + end)) else {
+            return Err(DecodeError::Malformed { what: "record", reason: "headers 4 GiB or more into the record" });
+        };
+        Ok(Headers { buf: Some(buf), start, end })
     }
 }
 
@@ -1720,6 +1778,56 @@ mod tests {
         let b = RecordBatch::parse(Bytes::from(bytes)).unwrap();
         let results: Vec<_> = b.records(LIMIT).collect();
         assert!(matches!(results[..], [Err(DecodeError::InvalidUtf8 { .. })]));
+    }
+
+    /// The records of a batch that have headers share one handle on the batch's bytes, each
+    /// reads back its own, records without headers hold none, and the iterator lets go of the
+    /// handle at the batch's last record (from then on, only the records kept hold the batch).
+    #[test]
+    fn the_headers_of_a_batch_share_one_handle_and_read_back_whole() {
+        let mut b = BatchBuilder::new(0);
+        let headers_of = |i: usize| -> Vec<Header> {
+            (0..i % 4)
+                .map(|j| Header::new(format!("k{i}-{j}"), (j % 2 == 0).then(|| Bytes::from(vec![i as u8; j]))))
+                .collect()
+        };
+        for i in 0..40 {
+            b.push(i as i64, Some(b"key"), Some(&[i as u8; 30]), &headers_of(i)).unwrap();
+        }
+        let batch = RecordBatch::parse(b.finish(Compression::None)).unwrap();
+        let mut records = batch.records(LIMIT);
+        let mut got = Vec::new();
+        for _ in 0..40 {
+            got.push(records.next().unwrap().unwrap());
+        }
+        assert!(records.shared.is_none(), "the iterator still holds the batch after its last record");
+        assert!(records.next().is_none());
+        let mut handles = Vec::new();
+        for (i, r) in got.iter().enumerate() {
+            assert_eq!(r.headers.to_vec(), headers_of(i), "record {i}");
+            assert_eq!(r.headers.len(), i % 4);
+            assert_eq!(r.headers, Headers::from(headers_of(i)));
+            match &r.headers.buf {
+                None => assert_eq!(i % 4, 0, "record {i} has headers but no handle"),
+                Some(buf) => handles.push(buf.clone()),
+            }
+        }
+        assert_eq!(handles.len(), 30);
+        assert!(handles.iter().all(|h| Arc::ptr_eq(h, &handles[0])), "one handle per batch");
+        let detached = got[39].headers.detached();
+        assert_eq!(detached, got[39].headers);
+        assert_eq!(detached.buf.as_ref().map(|b| b.len()), Some(got[39].headers.raw().len()));
+    }
+
+    #[test]
+    fn headers_built_from_nothing_are_empty() {
+        let built: Headers = Vec::<Header>::new().into();
+        assert!(built.is_empty() && built.buf.is_none());
+        assert_eq!(built, Headers::default());
+        assert_eq!(built.iter().count(), 0);
+        let one: Headers = vec![Header::new("a", None::<Bytes>)].into();
+        assert_ne!(one, built);
+        assert_eq!((one.len(), one.last("a")), (1, Some(Header::new("a", None::<Bytes>))));
     }
 
     #[test]
