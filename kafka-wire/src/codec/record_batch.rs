@@ -233,7 +233,7 @@ impl Header {
 /// to `memcpy`, which musl's (the static build's) makes slow for such sizes.
 #[derive(Clone, Default)]
 pub struct Headers {
-    /// The bytes the headers lie in; `None` when there are none.
+    /// The bytes the headers lie in; `None` when there are none (never headers of count 0).
     buf: Option<Arc<Bytes>>,
     /// `buf[start..end]` is `headerCount varint | header…`, each header
     /// `keyLength varint | key | valueLength varint | value`.
@@ -244,21 +244,19 @@ pub struct Headers {
 impl Headers {
     /// Number of headers.
     pub fn len(&self) -> usize {
-        // Checked when the headers were decoded or built.
-        Cursor { buf: self.raw(), at: 0 }.varint("header count").map_or(0, |n| n.max(0) as usize)
+        self.count().0
     }
 
     /// Whether there are no headers.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.buf.is_none()
     }
 
     /// The headers in order; keys and values are slices of the record's bytes.
     pub fn iter(&self) -> HeadersIter {
         let Some(buf) = &self.buf else { return HeadersIter { raw: Bytes::new(), left: 0 } };
-        let mut raw = buf.slice(self.start as usize..self.end as usize);
-        let left = get_varint(&mut raw, "header count").map_or(0, |n| n.max(0) as usize);
-        HeadersIter { raw, left }
+        let (left, count_len) = self.count();
+        HeadersIter { raw: buf.slice(self.start as usize + count_len..self.end as usize), left }
     }
 
     /// The headers decoded into a vector (64 bytes each), for example for a producer record.
@@ -275,6 +273,14 @@ impl Headers {
     /// The last header with `key` (Java's `Headers.lastHeader`).
     pub fn last(&self, key: &str) -> Option<Header> {
         self.iter().filter(|h| h.key == key).last()
+    }
+
+    /// How many headers there are, and the length of the varint that says so.
+    fn count(&self) -> (usize, usize) {
+        let mut c = Cursor { buf: self.raw(), at: 0 };
+        // Checked when the headers were decoded or built.
+        let count = c.varint("header count").map_or(0, |n| n.max(0) as usize);
+        (count, c.at)
     }
 
     /// `headerCount varint | header…`, or nothing when there are no headers.
@@ -1805,7 +1811,7 @@ mod tests {
         let mut handles = Vec::new();
         for (i, r) in got.iter().enumerate() {
             assert_eq!(r.headers.to_vec(), headers_of(i), "record {i}");
-            assert_eq!(r.headers.len(), i % 4);
+            assert_eq!((r.headers.len(), r.headers.is_empty()), (i % 4, i % 4 == 0));
             assert_eq!(r.headers, Headers::from(headers_of(i)));
             match &r.headers.buf {
                 None => assert_eq!(i % 4, 0, "record {i} has headers but no handle"),
