@@ -88,7 +88,6 @@ impl CommitPoint {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use kafka_wire::types::TimestampType;
     use kafka_wire::Headers;
@@ -97,7 +96,7 @@ mod tests {
 
     fn record(offset: i64, key: Option<&str>) -> ConsumerRecord {
         ConsumerRecord {
-            topic: Arc::from("t"),
+            topic: "t".into(),
             partition: 0,
             offset,
             timestamp: 0,

@@ -24,7 +24,7 @@ pub use client::{
     ConsumerRecord, DeliveryFuture, Error, ErrorKind, OffsetAndMetadata, PartitionStream, PartitionStreams, Producer,
     ProducerConfig, ProducerMetrics, ProducerRecord, RecordMetadata, Result,
 };
-pub use types::{Compression, ErrorCode, Header, Headers, TimestampType, TopicPartition};
+pub use types::{Compression, ErrorCode, Header, Headers, TimestampType, TopicName, TopicPartition};
 
 // The README's examples compile against the public surface as doctests.
 #[cfg(doctest)]

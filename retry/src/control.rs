@@ -433,7 +433,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use bytes::Bytes;
     use kafka_wire::types::TimestampType;
@@ -443,7 +442,7 @@ mod tests {
 
     fn control_record(offset: i64, key: String, value: Option<Vec<u8>>) -> ConsumerRecord {
         ConsumerRecord {
-            topic: Arc::from("c"),
+            topic: "c".into(),
             partition: 0,
             offset,
             timestamp: 0,

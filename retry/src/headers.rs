@@ -132,7 +132,6 @@ fn millis(t: SystemTime) -> u128 {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use kafka_wire::types::TimestampType;
     use kafka_wire::Headers;
@@ -141,7 +140,7 @@ mod tests {
 
     fn consumed(from: ProducerRecord, offset: i64) -> ConsumerRecord {
         ConsumerRecord {
-            topic: Arc::from(from.topic.as_str()),
+            topic: from.topic.as_str().into(),
             partition: 0,
             offset,
             timestamp: from.timestamp.unwrap_or(0),

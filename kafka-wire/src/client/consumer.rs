@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, Notify};
 use super::cluster::Client;
 use super::consumer_config::{ConsumerConfig, IsolationLevel, OffsetReset};
 use super::error::{Error, Result};
+use super::topic_name::TopicName;
 use crate::codec::messages::metadata::MetadataRequestTopic;
 use crate::codec::messages::offset_commit::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use crate::codec::messages::offset_fetch::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
@@ -46,8 +47,8 @@ use crate::proto::producer::TopicPartition;
 /// A record handed to the application.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsumerRecord {
-    /// The topic.
-    pub topic: Arc<str>,
+    /// The topic: an interned name, copied into each record without a reference count.
+    pub topic: TopicName,
     /// The partition.
     pub partition: i32,
     /// The record's offset.
@@ -74,7 +75,7 @@ const _: () = assert!(size_of::<ConsumerRecord>() <= 128);
 impl ConsumerRecord {
     /// The record's topic and partition.
     pub fn topic_partition(&self) -> TopicPartition {
-        TopicPartition { topic: self.topic.clone(), partition: self.partition }
+        TopicPartition { topic: self.topic.to_arc(), partition: self.partition }
     }
 
     /// Copies the key, value and headers into buffers of their own.
@@ -784,9 +785,15 @@ impl State {
     fn take_records(&mut self, max: usize) -> Vec<ConsumerRecord> {
         // Sized once: growing it by doubling moved each record about once more.
         let mut out = Vec::with_capacity(max.min(self.fetcher.ready_records()));
+        // The interned name of the last record's topic: looked up again only when it changes.
+        let mut topic: Option<(*const u8, TopicName)> = None;
         self.fetcher.take(max, |tp, r, leader_epoch, timestamp_type| {
+            let topic = match topic {
+                Some((at, name)) if at == tp.topic.as_ptr() => name,
+                _ => topic.insert((tp.topic.as_ptr(), TopicName::from_arc(&tp.topic))).1,
+            };
             out.push(ConsumerRecord {
-                topic: tp.topic.clone(),
+                topic,
                 partition: tp.partition,
                 offset: r.offset,
                 timestamp: r.timestamp,

@@ -24,6 +24,7 @@ mod producer;
 mod router;
 mod sasl;
 mod tls;
+mod topic_name;
 mod transaction;
 mod transport;
 
@@ -50,6 +51,7 @@ pub use sasl::{
     OAuthBearerToken, Password, SaslConfig, SaslMechanism, TokenFuture, TokenProvider, Tokens, UnsecuredTokenProvider,
 };
 pub use tls::TlsConfig;
+pub use topic_name::TopicName;
 pub use transaction::ConsumerGroupMetadata;
 pub use transport::{BoxStream, DialFuture, Dialer, SecurityConfig, SecurityProtocol, Stream};
 

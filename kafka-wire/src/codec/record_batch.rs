@@ -917,7 +917,7 @@ impl Cursor<'_> {
 impl Iterator for Records {
     type Item = DecodeResult<Record>;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if let Some(e) = self.error.take() {
             self.done = true;
