@@ -6,6 +6,8 @@
 mod cmd;
 mod conn;
 mod error;
+#[cfg(all(target_arch = "x86_64", any(test, target_env = "musl")))]
+mod memcpy;
 mod output;
 mod signal;
 

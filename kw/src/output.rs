@@ -5,36 +5,6 @@ use std::io::{self, Write};
 
 use crate::error::{Failure, Result};
 
-/// Appends `bytes` to `out`. On x86-64 musl (the static `kw`), up to 256 bytes go in pieces
-/// of fixed sizes, which the compiler copies inline: musl's `memcpy` starts every copy with
-/// `rep movsq`, slow to start for a record's ~100-byte value (its call per record was a fifth
-/// of the static `kw consume`'s CPU). glibc's `memcpy` is fast at any size: one copy there, as
-/// in the library's producer, which copies records into batches the same way.
-pub fn extend_short(out: &mut Vec<u8>, bytes: &[u8]) {
-    const SHORT: usize = if cfg!(all(target_env = "musl", target_arch = "x86_64")) { 256 } else { 0 };
-    if bytes.len() > SHORT {
-        out.extend_from_slice(bytes);
-    } else {
-        extend_in_pieces(out, bytes);
-    }
-}
-
-fn extend_in_pieces(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.reserve(bytes.len());
-    let mut pieces = bytes.chunks_exact(32);
-    for piece in &mut pieces {
-        out.extend_from_slice(piece);
-    }
-    let mut rest = pieces.remainder();
-    for n in [16, 8, 4, 2, 1] {
-        if rest.len() >= n {
-            let (piece, tail) = rest.split_at(n);
-            out.extend_from_slice(piece);
-            rest = tail;
-        }
-    }
-}
-
 /// Prints `rows` under `header` as left-aligned columns separated by two spaces (the last
 /// column is not padded).
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
@@ -180,20 +150,6 @@ mod tests {
         assert_eq!(ranges(&[]), "");
         assert_eq!(ranges_phrase(&[(4, 4)]), "line 4");
         assert_eq!(ranges_phrase(&[(4, 5)]), "lines 4-5");
-    }
-
-    #[test]
-    fn bytes_appended_in_pieces_arrive_whole() {
-        // Past the longest slice the static build copies in pieces (256 bytes).
-        let source: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
-        for len in 0..source.len() {
-            for append in [extend_in_pieces, extend_short] {
-                let mut out = b"head".to_vec();
-                append(&mut out, &source[..len]);
-                assert_eq!(&out[..4], b"head");
-                assert_eq!(&out[4..], &source[..len], "length {len}");
-            }
-        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use kafka_wire::TopicPartition;
 
 use crate::conn::{connect_error, ConnArgs};
 use crate::error::{runtime, usage, Result};
-use crate::output::{extend_short, json_bytes, json_str, transfer_summary, write_error};
+use crate::output::{json_bytes, json_str, transfer_summary, write_error};
 use crate::signal::Interrupt;
 use crate::Top;
 
@@ -209,10 +209,10 @@ impl Output {
         match self {
             Output::Value { key_delimiter } => {
                 if let Some(d) = key_delimiter {
-                    extend_short(out, r.key.as_deref().unwrap_or_default());
+                    out.extend_from_slice(r.key.as_deref().unwrap_or_default());
                     out.extend_from_slice(d);
                 }
-                extend_short(out, r.value.as_deref().unwrap_or_default());
+                out.extend_from_slice(r.value.as_deref().unwrap_or_default());
                 out.push(b'\n');
             }
             Output::Json => {
@@ -251,8 +251,8 @@ impl Output {
                         Token::Offset => {
                             let _ = write!(out, "{}", r.offset);
                         }
-                        Token::Key => extend_short(out, r.key.as_deref().unwrap_or_default()),
-                        Token::Value => extend_short(out, r.value.as_deref().unwrap_or_default()),
+                        Token::Key => out.extend_from_slice(r.key.as_deref().unwrap_or_default()),
+                        Token::Value => out.extend_from_slice(r.value.as_deref().unwrap_or_default()),
                         Token::Timestamp => {
                             let _ = write!(out, "{}", r.timestamp);
                         }
