@@ -9,6 +9,7 @@ use kafka_wire::client::{
     OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
 use kafka_wire::proto::producer::TopicPartition;
+use kafka_wire::types::TopicName;
 use kafka_wire_tests::raw::create_topic;
 use kafka_wire_tests::{bootstrap, kafka_tool, unique_topic};
 
@@ -345,5 +346,43 @@ async fn regression_records_behind_a_full_partition_do_not_wait_for_a_fetch_at_t
         records += consumer.poll(Duration::from_millis(500)).await.unwrap().len();
     }
     assert_eq!(records, 3001);
+    consumer.close().await.unwrap();
+}
+
+/// Records of two topics in one poll each name their own topic: the name a record carries is
+/// interned once and reused while the topic stays the same (regression guard for that cache:
+/// the poll goes from one topic's partitions to the other's and back).
+#[tokio::test]
+async fn records_of_two_topics_in_one_poll_name_their_own_topic() {
+    let client = client().await;
+    let (a, b) = (unique_topic("names-a"), unique_topic("names-b"));
+    for topic in [&a, &b] {
+        create_topic(&client, topic, 2, 1, &[]).await;
+        let producer = Producer::new(ProducerConfig::new(&bootstrap())).await.unwrap();
+        let mut fs = Vec::new();
+        for i in 0..200 {
+            fs.push(producer.send(ProducerRecord::new(topic.as_str(), topic.clone()).partition(i % 2)).await.unwrap());
+        }
+        for f in fs {
+            f.await.unwrap();
+        }
+        producer.close().await.unwrap();
+    }
+    let consumer = Consumer::new(config().max_poll_records(1000)).await.unwrap();
+    consumer.assign([&a, &b].into_iter().flat_map(|t| (0..2).map(move |p| TopicPartition::new(t.as_str(), p))));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (mut read, mut switches) = (0, 0);
+    while read < 400 {
+        assert!(tokio::time::Instant::now() < deadline, "read {read} of 400 records");
+        let records = consumer.poll(Duration::from_millis(500)).await.unwrap();
+        for r in &records {
+            assert_eq!(r.topic, *std::str::from_utf8(r.value.as_deref().unwrap()).unwrap(), "offset {}", r.offset);
+            assert_eq!(r.topic, TopicName::new(&r.topic));
+            assert_eq!(&*r.topic_partition().topic, &*r.topic);
+        }
+        switches += records.windows(2).filter(|w| w[0].topic != w[1].topic).count();
+        read += records.len();
+    }
+    assert!(switches >= 2, "no poll went from one topic to the other and back ({switches} switches)");
     consumer.close().await.unwrap();
 }
