@@ -1,14 +1,14 @@
-//! `cargo xtask bench [--quick] [WORKLOAD…]`: this client against its peers on the local broker,
-//! in one run. Each workload runs each client on a fresh topic with the same settings (6
-//! partitions, RF 1, acks=all, idempotence where the client has it, linger 5 ms, the workload's
-//! batch.size), in interleaved rounds (each round starting one client further on); the table gives the median and the min–max of the rounds,
-//! and each figure's ratio to librdkafka's. CPU seconds and max RSS are those of the whole client
-//! process (GNU time's rusage of the child), so a JVM's start-up counts as the Java client's;
-//! records/s is the client's own timed phase where it reports one (`kw produce`'s summary line,
-//! `kw consume --stats`'s). Around each client
-//! process on the real broker the broker's own CPU time is read too (`/proc/<pid>/stat`), for
-//! its CPU-seconds per million records and its busy share of the client's wall time: where the
-//! broker, not the client, is the limit, it shows.
+//! `cargo xtask bench [--quick] [WORKLOAD…]`: this client against its peers on the local
+//! broker, in one run. Each workload runs each client on a fresh topic with the same settings
+//! (6 partitions, RF 1, acks=all, idempotence where the client has it, linger 5 ms, the
+//! workload's batch.size), in interleaved rounds (each round starting one client further on);
+//! the table gives the median and the min–max of the rounds, and each figure's ratio to
+//! librdkafka's. CPU seconds and max RSS are those of the whole client process (GNU time's
+//! rusage of the child), so a JVM's start-up counts as the Java client's; records/s is the
+//! client's own timed phase where it reports one (`kw produce`'s summary line,
+//! `kw consume --stats`'s). Around each client process on the real broker the broker's own CPU
+//! time is read too (`/proc/<pid>/stat`), for its CPU-seconds per million records and its busy
+//! share of the client's wall time: where the broker, not the client, is the limit, it shows.
 //!
 //! The peers that are not this project live outside the workspace, under `bench/peers/` (the
 //! `rdkafka` crate builds librdkafka in C; no C enters the workspace's build).
@@ -1131,13 +1131,13 @@ fn chart(
 // ---------------------------------------------------------------------------------------------
 // The broker's CPU
 
-/// The local 1-node broker's JVM, whose CPU time each client run is measured against.
 /// How [`Broker::settle`] decides the broker is at rest: at rest it uses 2-3 % of a core; the
 /// window is 20 of `/proc`'s 10 ms clock ticks, so under 15 % is at most 2 ticks.
 const SETTLE_WINDOW: Duration = Duration::from_millis(200);
 const SETTLE_BUSY_PCT: f64 = 15.0;
 const SETTLE_MAX: Duration = Duration::from_secs(5);
 
+/// The local 1-node broker's JVM, whose CPU time each client run is measured against.
 struct Broker {
     pid: u32,
     /// Clock ticks per second of `/proc/<pid>/stat`'s times.
