@@ -21,8 +21,8 @@ pub mod types;
 
 pub use client::{
     Admin, BrokerMetrics, Client, ClientConfig, ClientMetrics, Consumer, ConsumerConfig, ConsumerGroupMetadata,
-    ConsumerRecord, DeliveryFuture, Error, ErrorKind, OffsetAndMetadata, PartitionStream, PartitionStreams, Producer,
-    ProducerConfig, ProducerMetrics, ProducerRecord, RecordMetadata, Result,
+    ConsumerRecord, DeliveryFuture, Error, ErrorKind, OffsetAndMetadata, PartitionStream, PartitionStreams,
+    PolledRecords, Producer, ProducerConfig, ProducerMetrics, ProducerRecord, RecordMetadata, RecordView, Result,
 };
 pub use types::{Compression, ErrorCode, Header, Headers, TimestampType, TopicName, TopicPartition};
 

@@ -9,7 +9,7 @@ use kafka_wire::client::{
     OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
 use kafka_wire::proto::producer::TopicPartition;
-use kafka_wire::types::TopicName;
+use kafka_wire::types::{Compression, TopicName};
 use kafka_wire_tests::raw::create_topic;
 use kafka_wire_tests::{bootstrap, kafka_tool, unique_topic};
 
@@ -385,4 +385,93 @@ async fn records_of_two_topics_in_one_poll_name_their_own_topic() {
     }
     assert!(switches >= 2, "no poll went from one topic to the other and back ({switches} switches)");
     consumer.close().await.unwrap();
+}
+
+/// Records read in place (`poll_views`) are the records `poll` returns, partition by partition
+/// in the same order: keys (some null), values (some null), headers, timestamps, leader epochs,
+/// from an uncompressed and an lz4 topic. A consumer that alternates the two calls a few
+/// records at a time (so that a batch begun in one call goes on in the next, both ways round)
+/// reads each record once and ends at the same positions.
+#[tokio::test]
+async fn records_read_in_place_are_the_records_polled() {
+    let client = client().await;
+    let (plain, lz4) = (unique_topic("views-plain"), unique_topic("views-lz4"));
+    for (topic, compression) in [(&plain, Compression::None), (&lz4, Compression::Lz4)] {
+        create_topic(&client, topic, 2, 1, &[]).await;
+        let producer = Producer::new(ProducerConfig::new(&bootstrap()).compression(compression)).await.unwrap();
+        let mut fs = Vec::new();
+        for i in 0..300i64 {
+            let mut r = ProducerRecord::new(topic.as_str(), format!("value {i} of {topic}")).partition((i % 2) as i32);
+            r.timestamp = Some(2_000_000 + i);
+            if i % 5 != 0 {
+                r.key = Some(format!("k{i}").into());
+            }
+            if i % 7 == 0 {
+                r.value = None;
+            }
+            if i % 3 == 0 {
+                r = r.header("n", format!("{i}")).header("empty", "");
+            }
+            fs.push(producer.send(r).await.unwrap());
+        }
+        for f in fs {
+            f.await.unwrap();
+        }
+        producer.close().await.unwrap();
+    }
+    let tps: Vec<TopicPartition> =
+        [&plain, &lz4].into_iter().flat_map(|t| (0..2).map(move |p| TopicPartition::new(t.as_str(), p))).collect();
+    let by_partition = |records: Vec<ConsumerRecord>| {
+        let mut m: BTreeMap<TopicPartition, Vec<ConsumerRecord>> = BTreeMap::new();
+        for r in records {
+            m.entry(r.topic_partition()).or_default().push(r);
+        }
+        m
+    };
+
+    let polled = Consumer::new(config().max_poll_records(1000)).await.unwrap();
+    polled.assign(tps.iter().cloned());
+    let expected = by_partition(poll_n(&polled, 600).await);
+
+    let mixed = Consumer::new(config().max_poll_records(7)).await.unwrap();
+    mixed.assign(tps.iter().cloned());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (mut got, mut calls) = (Vec::new(), 0);
+    while got.len() < 600 {
+        assert!(tokio::time::Instant::now() < deadline, "read {} of 600 records", got.len());
+        calls += 1;
+        if calls % 2 == 0 {
+            got.extend(mixed.poll(Duration::from_millis(500)).await.unwrap());
+            continue;
+        }
+        let views = mixed.poll_views(Duration::from_millis(500)).await.unwrap();
+        assert_eq!(views.len(), views.iter().len());
+        for (i, v) in views.iter().enumerate() {
+            let r = v.to_record();
+            assert_eq!(
+                (v.topic(), v.partition(), v.offset(), v.timestamp()),
+                (r.topic, r.partition, r.offset, r.timestamp)
+            );
+            assert_eq!((v.key(), v.value()), (r.key.as_deref(), r.value.as_deref()));
+            assert_eq!((v.timestamp_type(), v.leader_epoch()), (r.timestamp_type, r.leader_epoch));
+            assert_eq!(v.headers().to_vec(), r.headers.to_vec());
+            assert_eq!(v.topic_partition(), r.topic_partition());
+            assert_eq!(views.get(i).map(|g| g.offset()), Some(v.offset()));
+        }
+        got.extend(views.to_records());
+    }
+    assert_eq!(got.len(), 600, "no record twice");
+    let got = by_partition(got);
+    assert_eq!(got.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    for (tp, records) in &expected {
+        let mine = &got[tp];
+        assert_eq!(mine.len(), 150, "{tp:?}");
+        assert_eq!(mine, records, "{tp:?}");
+        // The records carry what was sent: null keys and values, headers, timestamps.
+        let nulls = records.iter().filter(|r| r.value.is_none()).count();
+        assert!(nulls > 0 && records.iter().any(|r| r.key.is_none()) && records.iter().any(|r| r.headers.len() == 2));
+    }
+    assert_eq!(mixed.positions(), polled.positions());
+    mixed.close().await.unwrap();
+    polled.close().await.unwrap();
 }

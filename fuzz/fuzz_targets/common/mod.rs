@@ -95,6 +95,29 @@ use kafka_wire::codec::record_batch::{
 /// What `RecordBatch::records` may decompress to in the fuzz targets.
 pub const RECORDS_LIMIT: usize = 1 << 20;
 
+/// Reading `batch`'s records as spans (`Records::next_span`, the consumer's in-place reads)
+/// finds the records decoding found, in the same bytes, and fails where it failed.
+fn check_spans(batch: &RecordBatch, decoded: &[Record], decoded_whole: bool) {
+    let mut records = batch.records(RECORDS_LIMIT);
+    let (bytes, origin) = records.rest();
+    let at = |r: &std::ops::Range<usize>| &bytes[r.start - origin..r.end - origin];
+    let (mut found, mut failed) = (0usize, false);
+    while let Some(span) = records.next_span() {
+        let Ok(span) = span else {
+            failed = true;
+            continue;
+        };
+        let r = &decoded[found];
+        assert_eq!((span.offset, span.timestamp), (r.offset, r.timestamp));
+        assert_eq!(span.key.as_ref().map(at), r.key.as_deref());
+        assert_eq!(span.value.as_ref().map(at), r.value.as_deref());
+        assert_eq!(span.headers.is_some(), !r.headers.is_empty());
+        found += 1;
+    }
+    assert_eq!(found, decoded.len());
+    assert_eq!(failed, !decoded_whole);
+}
+
 /// Splits `data` into batches and decodes every record of every batch, checking the iterators'
 /// contracts. Every batch whose records all decode is rebuilt with `BatchBuilder` and decoded
 /// again: the same records must come back.
@@ -138,6 +161,7 @@ pub fn check_batches(data: Bytes) {
             "Records yielded {items} items, size_hint said at most {upper}"
         );
         assert!(items <= header.record_count as usize + 1);
+        check_spans(&batch, &decoded, ok);
         if ok {
             assert_eq!(decoded.len(), header.record_count as usize);
             rebuild(&batch, &decoded);

@@ -21,6 +21,7 @@ mod frame_pool;
 pub mod metrics;
 mod partition_streams;
 mod producer;
+mod record_views;
 mod router;
 mod sasl;
 mod tls;
@@ -47,6 +48,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use metrics::{BrokerMetrics, ClientMetrics, Latency, ProducerMetrics};
 pub use partition_streams::{PartitionStream, PartitionStreams};
 pub use producer::{DeliveryFuture, Producer, ProducerRecord, TopicProducer, TrySend, WaitingSend};
+pub use record_views::{PolledRecords, RecordView, RecordViews};
 pub use sasl::{
     OAuthBearerToken, Password, SaslConfig, SaslMechanism, TokenFuture, TokenProvider, Tokens, UnsecuredTokenProvider,
 };

@@ -45,7 +45,7 @@ use crate::codec::messages::{
 use crate::codec::record_batch::{
     BatchHeader, Record, RecordBatch, RecordBatches, Records, TimestampType, HEADER_SIZE,
 };
-use crate::codec::{DecodeError, ErrorCode, Uuid};
+use crate::codec::{DecodeError, DecodeResult, ErrorCode, Uuid};
 
 /// Where a partition without a usable position goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -595,7 +595,13 @@ impl Fetcher {
     /// gets each with its partition, its batch's leader epoch and timestamp type. Returns how
     /// many were taken. A record that does not decode ends the take with
     /// [`Fetcher::poll_error`] set and its batch skipped.
-    pub fn take(&mut self, max: usize, mut emit: impl FnMut(&TopicPartition, Record, i32, TimestampType)) -> usize {
+    pub fn take(&mut self, max: usize, emit: impl FnMut(&TopicPartition, Record, i32, TimestampType)) -> usize {
+        self.take_with(max, &mut Decoded(emit))
+    }
+
+    /// [`Fetcher::take`], the records read and handed on by `taker` (as decoded records, or as
+    /// spans over bytes the taker keeps).
+    pub fn take_with<T: Taker>(&mut self, max: usize, taker: &mut T) -> usize {
         if self.partitions.is_empty() {
             return 0;
         }
@@ -617,7 +623,7 @@ impl Fetcher {
             }
             let was_full = p.holds_a_fetch(per_partition);
             let held_back = deferred_share.filter(|&share| p.holds_a_fetch(share));
-            taken += p.take(tp, max - taken, &mut emit, &mut self.poll_error);
+            taken += p.take(tp, max - taken, taker, &mut self.poll_error);
             wanted |= was_full && !p.holds_a_fetch(per_partition);
             wanted |= held_back.is_some_and(|share| !p.holds_a_fetch(share));
         }
@@ -1622,29 +1628,32 @@ impl Partition {
 
     /// Hands out up to `max` records at or past the position, up to the first batch not
     /// decompressed yet; returns how many.
-    fn take(
+    fn take<T: Taker>(
         &mut self,
         tp: &TopicPartition,
         max: usize,
-        emit: &mut impl FnMut(&TopicPartition, Record, i32, TimestampType),
+        taker: &mut T,
         error: &mut Option<FetchError>,
     ) -> usize {
         let Some(mut position) = self.position else { return 0 };
         let mut taken = 0;
+        // A batch begun in an earlier take goes on here.
+        if let Some((records, epoch, ts_type)) = &self.current {
+            taker.batch(tp, records, *epoch, *ts_type);
+        }
         while taken < max {
             if self.current.is_none() {
                 let Some(batch) = self.pop_ready() else { break };
                 // Records below the position (a batch fetched from its middle) are skipped below.
                 let header = &batch.header;
-                self.current = Some((
-                    Records::from_data(header, batch.data),
-                    header.partition_leader_epoch,
-                    header.timestamp_type(),
-                ));
+                let records = Records::from_data(header, batch.data);
+                let (epoch, ts_type) = (header.partition_leader_epoch, header.timestamp_type());
+                taker.batch(tp, &records, epoch, ts_type);
+                self.current = Some((records, epoch, ts_type));
                 continue;
             }
             let Some((records, epoch, ts_type)) = self.current.as_mut() else { break };
-            match records.next() {
+            match taker.read(records) {
                 None => self.current = None,
                 Some(Err(e)) => {
                     // A batch whose records do not decode: report it and skip past it so that
@@ -1654,13 +1663,14 @@ impl Partition {
                     break;
                 }
                 Some(Ok(r)) => {
-                    if r.offset < position {
+                    let offset = T::offset(&r);
+                    if offset < position {
                         continue;
                     }
-                    position = r.offset + 1;
+                    position = offset + 1;
                     self.position_epoch = Some(*epoch);
                     taken += 1;
-                    emit(tp, r, *epoch, *ts_type);
+                    taker.emit(tp, r, *epoch, *ts_type);
                 }
             }
         }
@@ -1675,6 +1685,44 @@ impl Partition {
         }
         self.position = Some(position);
         taken
+    }
+}
+
+/// How [`Fetcher::take_with`] reads the records of a batch and hands them on.
+pub trait Taker {
+    /// A record as read.
+    type Item;
+    /// Told before records of `records` are read: a batch just begun, or one begun in an
+    /// earlier take (`records` then starts at its next record, see [`Records::rest`]).
+    fn batch(&mut self, tp: &TopicPartition, records: &Records, leader_epoch: i32, timestamp_type: TimestampType);
+    /// The next record of `records`, or the error that ends the batch.
+    fn read(&mut self, records: &mut Records) -> Option<DecodeResult<Self::Item>>;
+    /// The record's offset.
+    fn offset(item: &Self::Item) -> i64;
+    /// Hands a record at or past the position on, with its batch's leader epoch and timestamp type.
+    fn emit(&mut self, tp: &TopicPartition, item: Self::Item, leader_epoch: i32, timestamp_type: TimestampType);
+}
+
+/// Records decoded, each handed to the closure ([`Fetcher::take`]).
+struct Decoded<F>(F);
+
+impl<F: FnMut(&TopicPartition, Record, i32, TimestampType)> Taker for Decoded<F> {
+    type Item = Record;
+
+    fn batch(&mut self, _: &TopicPartition, _: &Records, _: i32, _: TimestampType) {}
+
+    #[inline(always)]
+    fn read(&mut self, records: &mut Records) -> Option<DecodeResult<Record>> {
+        records.next()
+    }
+
+    fn offset(item: &Record) -> i64 {
+        item.offset
+    }
+
+    #[inline(always)]
+    fn emit(&mut self, tp: &TopicPartition, item: Record, leader_epoch: i32, timestamp_type: TimestampType) {
+        (self.0)(tp, item, leader_epoch, timestamp_type)
     }
 }
 
