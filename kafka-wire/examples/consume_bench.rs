@@ -4,7 +4,7 @@
 //! process's peak RSS.
 //!
 //! `cargo run --release -p kafka-wire --example consume_bench -- [BOOTSTRAP] [RECORDS]
-//! [--topic T] [--json] [--current-thread] [--set KEY=VALUE]... [--latency [--rate 20000]
+//! [--topic T] [--json] [--records-owned] [--current-thread] [--set KEY=VALUE]... [--latency [--rate 20000]
 //! [--batch-size 1000000] [--linger-ms 5] [--ack-latency]]`
 //! (defaults 127.0.0.1:9092 and 5 000 000). For comparison, Kafka's own tool on the same topic:
 //! `cargo xtask kafka tool consumer-perf --bootstrap-server 127.0.0.1:9092 --topic T --messages N`.
@@ -12,6 +12,9 @@
 //! * `--topic T`: consume RECORDS from this existing, filled topic instead of filling one (how
 //!   `cargo xtask bench` gives every client the same data).
 //! * `--json`: also print the figures as one JSON line (the last line) for the harness.
+//! * `--records-owned`: read with `Consumer::poll` (a `ConsumerRecord` each, its key and value
+//!   handles of their own) rather than `Consumer::poll_views` (records read in place, the way
+//!   the consumer is fastest used, as librdkafka's peer reads with `rd_kafka_consume_batch_queue`).
 //! * `--current-thread`: the client on tokio's current-thread runtime (one thread), rather than
 //!   the multi-thread runtime of `#[tokio::main]` (one worker per core). With `--latency`, the
 //!   sender still runs on a thread of its own (its sends append on that thread).
@@ -126,12 +129,19 @@ async fn consume(args: &Args, topic: &str) -> Result<(), Box<dyn std::error::Err
     let mut read = 0usize;
     let mut bytes = 0usize;
     while read < records {
-        let batch = consumer.poll(Duration::from_secs(10)).await?;
-        if batch.is_empty() {
+        // Each record's value is touched (its length summed), as the other clients' benchmarks do.
+        let (n, value_bytes) = if args.records_owned {
+            let batch = consumer.poll(Duration::from_secs(10)).await?;
+            (batch.len(), batch.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len())).sum::<usize>())
+        } else {
+            let batch = consumer.poll_views(Duration::from_secs(10)).await?;
+            (batch.len(), batch.iter().map(|r| r.value().map_or(0, <[u8]>::len)).sum::<usize>())
+        };
+        if n == 0 {
             return Err(format!("stalled after {read} records").into());
         }
-        read += batch.len();
-        bytes += batch.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len())).sum::<usize>();
+        read += n;
+        bytes += value_bytes;
     }
     let secs = started.elapsed().as_secs_f64();
     let (u1, s1) = cpu_seconds("/proc/self/stat");
@@ -162,6 +172,7 @@ struct Args {
     records: usize,
     topic: Option<String>,
     json: bool,
+    records_owned: bool,
     current_thread: bool,
     latency: bool,
     ack_latency: bool,
@@ -188,6 +199,7 @@ impl Args {
             records: 5_000_000,
             topic: None,
             json: false,
+            records_owned: false,
             current_thread: false,
             latency: false,
             ack_latency: false,
@@ -206,6 +218,7 @@ impl Args {
             match arg.as_str() {
                 "--topic" => a.topic = Some(it.next().ok_or("--topic needs a value")?),
                 "--json" => a.json = true,
+                "--records-owned" => a.records_owned = true,
                 "--current-thread" => a.current_thread = true,
                 "--latency" => a.latency = true,
                 "--ack-latency" => a.ack_latency = true,

@@ -930,6 +930,7 @@ fn report(
         "- clients: {}",
         clients.iter().map(|c| format!("{} = {}", c.name(), c.label())).collect::<Vec<_>>().join("; ")
     )?;
+    writeln!(out, "- consume: this library reads with `Consumer::poll_views` (records read in place, no handle per record), librdkafka with `rd_kafka_consume_batch_queue` (each the client's fastest way); `consume_bench --records-owned` reads with `Consumer::poll` instead")?;
     writeln!(out, "- CPU and max RSS: the whole client process (GNU time), start-up included; records/s: the client's timed phase (`kw`: its own summary line, of `kw produce` and `kw consume --stats`); under each produce and consume table, each client's records/s over its process's wall time, start-up and connect included")?;
     let cores = cores();
     match &run.broker_note {

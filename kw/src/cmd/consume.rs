@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use kafka_wire::client::{Admin, Consumer, ConsumerRecord, IsolationLevel, OffsetSpec};
+use kafka_wire::client::{Admin, Consumer, IsolationLevel, OffsetSpec, RecordView};
 use kafka_wire::TopicPartition;
 
 use crate::conn::{connect_error, ConnArgs};
@@ -205,30 +205,32 @@ fn parse_format(f: &str) -> Result<Vec<Token>> {
 }
 
 impl Output {
-    fn write(&self, out: &mut Vec<u8>, r: &ConsumerRecord) {
+    fn write(&self, out: &mut Vec<u8>, r: &RecordView<'_>) {
         match self {
             Output::Value { key_delimiter } => {
                 if let Some(d) = key_delimiter {
-                    out.extend_from_slice(r.key.as_deref().unwrap_or_default());
+                    out.extend_from_slice(r.key().unwrap_or_default());
                     out.extend_from_slice(d);
                 }
-                out.extend_from_slice(r.value.as_deref().unwrap_or_default());
+                out.extend_from_slice(r.value().unwrap_or_default());
                 out.push(b'\n');
             }
             Output::Json => {
                 out.extend_from_slice(b"{\"topic\":");
-                json_str(out, &r.topic);
+                json_str(out, &r.topic());
                 // Writing to a Vec cannot fail; numbers are formatted in place (no String per record).
                 let _ = write!(
                     out,
                     ",\"partition\":{},\"offset\":{},\"timestamp\":{},\"key\":",
-                    r.partition, r.offset, r.timestamp
+                    r.partition(),
+                    r.offset(),
+                    r.timestamp()
                 );
-                json_bytes(out, r.key.as_deref());
+                json_bytes(out, r.key());
                 out.extend_from_slice(b",\"value\":");
-                json_bytes(out, r.value.as_deref());
+                json_bytes(out, r.value());
                 out.extend_from_slice(b",\"headers\":[");
-                for (i, h) in r.headers.iter().enumerate() {
+                for (i, h) in r.headers().iter().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
@@ -244,26 +246,26 @@ impl Output {
                 for t in tokens {
                     match t {
                         Token::Literal(l) => out.extend_from_slice(l),
-                        Token::Topic => out.extend_from_slice(r.topic.as_bytes()),
+                        Token::Topic => out.extend_from_slice(r.topic().as_bytes()),
                         Token::Partition => {
-                            let _ = write!(out, "{}", r.partition);
+                            let _ = write!(out, "{}", r.partition());
                         }
                         Token::Offset => {
-                            let _ = write!(out, "{}", r.offset);
+                            let _ = write!(out, "{}", r.offset());
                         }
-                        Token::Key => out.extend_from_slice(r.key.as_deref().unwrap_or_default()),
-                        Token::Value => out.extend_from_slice(r.value.as_deref().unwrap_or_default()),
+                        Token::Key => out.extend_from_slice(r.key().unwrap_or_default()),
+                        Token::Value => out.extend_from_slice(r.value().unwrap_or_default()),
                         Token::Timestamp => {
-                            let _ = write!(out, "{}", r.timestamp);
+                            let _ = write!(out, "{}", r.timestamp());
                         }
                         Token::KeyLen => {
-                            let _ = write!(out, "{}", len_of(r.key.as_deref()));
+                            let _ = write!(out, "{}", len_of(r.key()));
                         }
                         Token::ValueLen => {
-                            let _ = write!(out, "{}", len_of(r.value.as_deref()));
+                            let _ = write!(out, "{}", len_of(r.value()));
                         }
                         Token::Headers => {
-                            for (i, h) in r.headers.iter().enumerate() {
+                            for (i, h) in r.headers().iter().enumerate() {
                                 if i > 0 {
                                     out.push(b',');
                                 }
@@ -438,7 +440,7 @@ async fn consume_loop(
             return Ok(());
         }
         let records = interrupt
-            .guard(consumer.poll(Duration::from_millis(250)))
+            .guard(consumer.poll_views(Duration::from_millis(250)))
             .await?
             .map_err(|e| runtime(crate::error::describe(&e)))?;
         if !records.is_empty() {
@@ -453,12 +455,12 @@ async fn consume_loop(
         let mut rewind: BTreeMap<TopicPartition, i64> = BTreeMap::new();
         for r in &records {
             if args.count.is_some_and(|c| printed.records >= c) {
-                rewind.entry(r.topic_partition()).or_insert(r.offset);
+                rewind.entry(r.topic_partition()).or_insert(r.offset());
                 continue;
             }
-            output.write(&mut buf, r);
+            output.write(&mut buf, &r);
             printed.records += 1;
-            printed.bytes += (r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len())) as u64;
+            printed.bytes += (r.key().map_or(0, <[u8]>::len) + r.value().map_or(0, <[u8]>::len)) as u64;
         }
         {
             let mut out = stdout.lock();
