@@ -3,7 +3,7 @@
 //!
 //! A [`ConsumerRecord`] owns its key and value: each is a handle on the fetched bytes, made and
 //! dropped with a reference count update (an atomic operation, a full barrier on x86) per record.
-//! At millions of records a second those were about a fifth of the consumer's CPU (issue #14). A
+//! At millions of records a second those were about a quarter of the consumer's CPU (issue #14). A
 //! [`PolledRecords`] holds one handle per batch it read from, and its records borrow from it.
 
 use std::fmt;
