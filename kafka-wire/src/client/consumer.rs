@@ -29,7 +29,7 @@ use super::cluster::Client;
 use super::consumer_config::{ConsumerConfig, IsolationLevel, OffsetReset};
 use super::error::{Error, Result};
 use super::record_views::{PolledRecords, Viewer};
-use super::topic_name::TopicName;
+use super::topic_name::{LastTopic, TopicName};
 use crate::codec::messages::metadata::MetadataRequestTopic;
 use crate::codec::messages::offset_commit::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use crate::codec::messages::offset_fetch::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
@@ -809,15 +809,10 @@ impl State {
     fn take_records(&mut self, max: usize) -> Vec<ConsumerRecord> {
         // Sized once: growing it by doubling moved each record about once more.
         let mut out = Vec::with_capacity(max.min(self.fetcher.ready_records()));
-        // The interned name of the last record's topic: looked up again only when it changes.
-        let mut topic: Option<(*const u8, TopicName)> = None;
+        let mut topic = LastTopic::default();
         self.fetcher.take(max, |tp, r, leader_epoch, timestamp_type| {
-            let topic = match topic {
-                Some((at, name)) if at == tp.topic.as_ptr() => name,
-                _ => topic.insert((tp.topic.as_ptr(), TopicName::from_arc(&tp.topic))).1,
-            };
             out.push(ConsumerRecord {
-                topic,
+                topic: topic.name(&tp.topic),
                 partition: tp.partition,
                 offset: r.offset,
                 timestamp: r.timestamp,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::consumer::ConsumerRecord;
-use super::topic_name::TopicName;
+use super::topic_name::{LastTopic, TopicName};
 use crate::codec::record_batch::{Headers, Records, TimestampType};
 use crate::codec::{DecodeError, DecodeResult};
 use crate::proto::fetcher::Taker;
@@ -242,14 +242,13 @@ pub(super) struct Viewer {
     out: PolledRecords,
     /// Where the current batch's `bytes` begin in its records section.
     origin: usize,
-    /// The interned name of the last batch's topic, by the address of the partition's name.
-    topic: Option<(*const u8, TopicName)>,
+    topic: LastTopic,
 }
 
 impl Viewer {
     pub(super) fn new(capacity: usize) -> Self {
         let out = PolledRecords { batches: Vec::new(), records: Vec::with_capacity(capacity) };
-        Self { out, origin: 0, topic: None }
+        Self { out, origin: 0, topic: LastTopic::default() }
     }
 
     pub(super) fn finish(self) -> PolledRecords {
@@ -271,10 +270,7 @@ impl Taker for Viewer {
     type Item = Slot;
 
     fn batch(&mut self, tp: &TopicPartition, records: &Records, leader_epoch: i32, timestamp_type: TimestampType) {
-        let topic = match self.topic {
-            Some((at, name)) if at == tp.topic.as_ptr() => name,
-            _ => self.topic.insert((tp.topic.as_ptr(), TopicName::from_arc(&tp.topic))).1,
-        };
+        let topic = self.topic.name(&tp.topic);
         let (bytes, origin) = records.rest();
         self.origin = origin;
         let batch = Batch { bytes: Arc::new(bytes), topic, partition: tp.partition, leader_epoch, timestamp_type };

@@ -61,6 +61,22 @@ impl TopicName {
     }
 }
 
+/// The interned name of the last topic asked for, found again only when the topic changes (a
+/// lookup takes the global lock and hashes the name): a take of records asks once per record,
+/// and consecutive records share their partition's name, the same `Arc`.
+#[derive(Default)]
+pub(super) struct LastTopic(Option<(*const u8, TopicName)>);
+
+impl LastTopic {
+    #[inline]
+    pub(super) fn name(&mut self, topic: &Arc<str>) -> TopicName {
+        match self.0 {
+            Some((at, name)) if at == topic.as_ptr() => name,
+            _ => self.0.insert((topic.as_ptr(), TopicName::from_arc(topic))).1,
+        }
+    }
+}
+
 impl Deref for TopicName {
     type Target = str;
 
